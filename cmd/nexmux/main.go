@@ -1,0 +1,171 @@
+// Command nexmux fronts Nexus Repository's Docker repositories with one
+// listener. This file only turns flags, environment variables and the config
+// file into a config.Config; the packages do the work.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/daemon"
+)
+
+// exitInvalid is the status for invalid flags or configuration.
+const exitInvalid = 2
+
+func env(name string) []string {
+	return []string{"NEXMUX_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
+}
+
+// routeFlags are shared by every command that reads a configuration.
+func routeFlags() []cli.Flag {
+	d := config.Defaults()
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML file whose keys are these long flag names (precedence: flag > env > file)", EnvVars: env("config")},
+		&cli.StringFlag{Name: "listen", Value: d.Listen, Usage: "fan-in listener `ADDR`", EnvVars: env("listen")},
+		&cli.StringSliceFlag{Name: "upstream", Value: cli.NewStringSlice(d.Upstream...), Usage: "Nexus base `URL`, context path allowed (http://nexus:8081/nexus)", EnvVars: env("upstream")},
+		&cli.StringSliceFlag{Name: "cert", Usage: "certificate `FILE` (PEM, chain allowed); repeatable, paired with --key by position", EnvVars: env("cert")},
+		&cli.StringSliceFlag{Name: "key", Usage: "private key `FILE` for the --cert at the same position", EnvVars: env("key")},
+		&cli.StringSliceFlag{Name: "route", Usage: "`HOST=REPO` or HOST=pull:GROUP,push:HOSTED; HOST exact or *.domain; repeatable", EnvVars: env("route")},
+		&cli.StringSliceFlag{Name: "port", Usage: "`PORT=REPO` legacy connector port route (iptables REDIRECT or --bind-ports); repeatable", EnvVars: env("port")},
+		&cli.StringFlag{Name: "default-route", Usage: "`REPO` for clients that send no server name (IP literals)", EnvVars: env("default-route")},
+		&cli.StringSliceFlag{Name: "passthrough", Usage: "`HOST=ADDR` copy TLS for HOST raw to ADDR without terminating it; repeatable", EnvVars: env("passthrough")},
+		&cli.BoolFlag{Name: "bind-ports", Usage: "bind each --port itself (where iptables is not allowed)", EnvVars: env("bind-ports")},
+		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` for /metrics, /healthz, /readyz", EnvVars: env("metrics-listen")},
+		&cli.DurationFlag{Name: "handshake-timeout", Usage: "deadline for the routing phase (PROXY header + ClientHello) (default 10s)", EnvVars: env("handshake-timeout")},
+		&cli.DurationFlag{Name: "header-timeout", Usage: "deadline for the TLS handshake and each request's headers; never a body timeout (default 30s)", EnvVars: env("header-timeout")},
+		&cli.DurationFlag{Name: "idle-timeout", Usage: "close idle client keep-alive connections after this (default 2m)", EnvVars: env("idle-timeout")},
+		&cli.DurationFlag{Name: "drain-timeout", Usage: "on SIGTERM, wait this long for in-flight transfers (default 30s)", EnvVars: env("drain-timeout")},
+		&cli.IntFlag{Name: "max-conns", Usage: "refuse connections beyond this many (0: no limit)", EnvVars: env("max-conns")},
+		&cli.StringFlag{Name: "log-format", Value: d.LogFormat, Usage: "text or json", EnvVars: env("log-format")},
+		&cli.StringFlag{Name: "log-level", Value: d.LogLevel, Usage: "debug, info, warn or error", EnvVars: env("log-level")},
+	}
+}
+
+// loadConfig builds the configuration: defaults, then the file, then every
+// flag set on the command line or in the environment.
+func loadConfig(c *cli.Context) (*config.Config, error) {
+	cfg := config.Defaults()
+	if f := c.String("config"); f != "" {
+		if err := cfg.ApplyFile(f); err != nil {
+			return nil, err
+		}
+	}
+	str := func(dst *string, name string) {
+		if c.IsSet(name) {
+			*dst = c.String(name)
+		}
+	}
+	list := func(dst *[]string, name string) {
+		if c.IsSet(name) {
+			*dst = c.StringSlice(name)
+		}
+	}
+	str(&cfg.Listen, "listen")
+	list(&cfg.Upstream, "upstream")
+	list(&cfg.Cert, "cert")
+	list(&cfg.Key, "key")
+	list(&cfg.Route, "route")
+	list(&cfg.Port, "port")
+	str(&cfg.DefaultRoute, "default-route")
+	list(&cfg.Passthrough, "passthrough")
+	if c.IsSet("bind-ports") {
+		cfg.BindPorts = c.Bool("bind-ports")
+	}
+	str(&cfg.MetricsListen, "metrics-listen")
+	for name, dst := range map[string]*time.Duration{
+		"handshake-timeout": &cfg.HandshakeTimeout, "header-timeout": &cfg.HeaderTimeout,
+		"idle-timeout": &cfg.IdleTimeout, "drain-timeout": &cfg.DrainTimeout,
+	} {
+		if c.IsSet(name) {
+			*dst = c.Duration(name)
+		}
+	}
+	if c.IsSet("max-conns") {
+		cfg.MaxConns = c.Int("max-conns")
+	}
+	str(&cfg.LogFormat, "log-format")
+	str(&cfg.LogLevel, "log-level")
+	return cfg, nil
+}
+
+func build(c *cli.Context) (*config.Built, error) {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Build()
+}
+
+// invalid reports a configuration error: every problem, one per line.
+func invalid(err error) error {
+	return cli.Exit("nexmux: invalid configuration:\n"+indent(err.Error()), exitInvalid)
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n  ")
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "nexmux",
+		Usage: "one TLS listener in front of every Docker repository of a Nexus Repository 3",
+		// A usage error (unknown flag, unparsable value) exits like an
+		// invalid configuration: status 2, nothing started.
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+		Commands: []*cli.Command{
+			{
+				Name:         "serve",
+				Usage:        "serve the routes",
+				Flags:        routeFlags(),
+				OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+				Action: func(c *cli.Context) error {
+					b, err := build(c)
+					if err != nil {
+						return invalid(err)
+					}
+					log := daemon.NewLogger(os.Stderr, b.Config.LogFormat, b.Config.LogLevel)
+					d, err := daemon.New(b, daemon.Options{Logger: log, Reload: func() (*config.Built, error) { return build(c) }})
+					if err != nil {
+						return cli.Exit("nexmux: "+err.Error(), 1)
+					}
+					if err := d.Run(context.Background()); err != nil {
+						return cli.Exit("nexmux: "+err.Error(), 1)
+					}
+					return nil
+				},
+			},
+			{
+				Name:         "check",
+				Usage:        "validate the configuration and print the route table",
+				Flags:        routeFlags(),
+				OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+				Action: func(c *cli.Context) error {
+					b, err := build(c)
+					if err != nil {
+						return invalid(err)
+					}
+					fmt.Fprint(c.App.Writer, b.Describe())
+					return nil
+				},
+			},
+		},
+	}
+}
+
+func main() {
+	if err := newApp().Run(os.Args); err != nil {
+		var ec cli.ExitCoder
+		if !errors.As(err, &ec) {
+			fmt.Fprintln(os.Stderr, "nexmux:", err)
+			os.Exit(1)
+		}
+	}
+}

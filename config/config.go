@@ -1,0 +1,200 @@
+// Package config is the value nexmux runs from: every setting a user can give
+// as a flag, an environment variable or a key of the YAML config file, and
+// Build, which validates all of it at once and turns it into the runtime
+// pieces (route table, certificates, upstream set).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/mux"
+	"github.com/nexmux/nexmux/route"
+)
+
+// Config mirrors the command line: field names are the long flag names.
+type Config struct {
+	Listen        string
+	Upstream      []string
+	Cert          []string
+	Key           []string
+	Route         []string
+	Port          []string
+	DefaultRoute  string
+	Passthrough   []string
+	BindPorts     bool
+	MetricsListen string
+
+	HandshakeTimeout time.Duration
+	HeaderTimeout    time.Duration
+	IdleTimeout      time.Duration
+	DrainTimeout     time.Duration
+	MaxConns         int
+
+	LogFormat string
+	LogLevel  string
+}
+
+// Built is a validated Config turned into what the server runs.
+type Built struct {
+	Config     *Config
+	Table      *route.Table
+	Certs      *mux.Certs
+	Upstreams  *l7.Upstreams
+	ListenPort int
+}
+
+// Build validates c and returns every problem found, one error each, as a
+// *multierror.Error so the user fixes them all in one go.
+func (c *Config) Build() (*Built, error) {
+	var errs *multierror.Error
+	b := &Built{Config: c}
+
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = multierror.Append(errs, fmt.Errorf("listen %q: want [HOST]:PORT: %v", c.Listen, err))
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		errs = multierror.Append(errs, fmt.Errorf("listen %q: %q is not a port", c.Listen, port))
+	} else {
+		b.ListenPort = p
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("metrics-listen %q: want [HOST]:PORT: %v", c.MetricsListen, err))
+		}
+	}
+
+	var err error
+	if b.Upstreams, err = l7.ParseUpstreams(c.Upstream); err != nil {
+		errs = multierror.Append(errs, err)
+	}
+
+	spec := route.Spec{
+		Routes:      c.Route,
+		Ports:       c.Port,
+		Passthrough: c.Passthrough,
+		Default:     c.DefaultRoute,
+	}
+	if b.ListenPort != 0 {
+		spec.ListenPorts = []int{b.ListenPort}
+	}
+	if b.Table, err = route.Build(spec); err != nil {
+		var re route.Errors
+		if errors.As(err, &re) {
+			for _, e := range re {
+				errs = multierror.Append(errs, e)
+			}
+		} else {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" {
+		errs = multierror.Append(errs, errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO or --default-route REPO"))
+	}
+
+	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {
+		for _, e := range unjoin(err) {
+			errs = multierror.Append(errs, e)
+		}
+	} else if b.Certs.Len() == 0 && needsCert(c) {
+		errs = multierror.Append(errs, errors.New("no certificate: TLS routes need at least one --cert FILE --key FILE"))
+	}
+	if b.Table != nil && b.Certs != nil && b.Certs.Len() > 0 {
+		for _, r := range b.Table.Routes() {
+			if r.Passthrough != "" || strings.HasPrefix(r.Key, ":") || r.Key == "default" {
+				continue
+			}
+			name := strings.TrimPrefix(r.Key, "*.")
+			if strings.HasPrefix(r.Key, "*.") {
+				name = "x." + name
+			}
+			if !b.Certs.Covers(name) {
+				errs = multierror.Append(errs, fmt.Errorf("route %s: no --cert covers this name; clients would see the first certificate and fail verification", r.Key))
+			}
+		}
+	}
+
+	for name, d := range map[string]time.Duration{
+		"handshake-timeout": c.HandshakeTimeout, "header-timeout": c.HeaderTimeout,
+		"idle-timeout": c.IdleTimeout, "drain-timeout": c.DrainTimeout,
+	} {
+		if d < 0 {
+			errs = multierror.Append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
+		}
+	}
+	if c.MaxConns < 0 {
+		errs = multierror.Append(errs, fmt.Errorf("max-conns %d: must not be negative", c.MaxConns))
+	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		errs = multierror.Append(errs, fmt.Errorf("log-format %q: want text or json", c.LogFormat))
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		errs = multierror.Append(errs, fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if err := errs.ErrorOrNil(); err != nil {
+		errs.ErrorFormat = listFormat
+		return nil, errs
+	}
+	return b, nil
+}
+
+// needsCert: port routes may be plain HTTP and passthrough routes bring
+// their own TLS; everything else terminates TLS here.
+func needsCert(c *Config) bool {
+	return len(c.Route) > 0 || c.DefaultRoute != ""
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// listFormat prints one problem per line, which is what users and scripts
+// grep for.
+func listFormat(es []error) string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Describe renders the validated table for `nexmux check`.
+func (b *Built) Describe() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "listen %s -> nexus %s", b.Config.Listen, strings.Join(b.Config.Upstream, ", "))
+	if ctx := b.Upstreams.ContextPath(); ctx != "" {
+		fmt.Fprintf(&sb, " (context path %s)", ctx)
+	}
+	sb.WriteString("\n")
+	for _, r := range b.Table.Routes() {
+		switch {
+		case r.Passthrough != "":
+			fmt.Fprintf(&sb, "  %-32s passthrough to %s\n", r.Key, r.Passthrough)
+		default:
+			fmt.Fprintf(&sb, "  %-32s %s\n", r.Key, describeTarget(b, r.Target))
+		}
+	}
+	fmt.Fprintf(&sb, "certificates: %s\n", strings.Join(b.Certs.Names(), ", "))
+	return sb.String()
+}
+
+func describeTarget(b *Built, t route.Target) string {
+	prefix := b.Upstreams.ContextPath() + "/repository/"
+	if !t.Split() {
+		return prefix + t.Pull + "/"
+	}
+	return "pull " + prefix + t.Pull + "/, push " + prefix + t.Push + "/"
+}

@@ -1,0 +1,230 @@
+// Package daemon runs a validated configuration: it binds the listeners,
+// wires the fan-in (mux) to the HTTP stage (l7), and owns the process's
+// life cycle: reload on SIGHUP, drain on SIGTERM.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/mux"
+)
+
+// DefaultDrainTimeout is how long SIGTERM waits for in-flight transfers.
+const DefaultDrainTimeout = 30 * time.Second
+
+// Daemon is a running nexmux.
+type Daemon struct {
+	log    *slog.Logger
+	built  *config.Built
+	server *mux.Server
+	proxy  *l7.Proxy
+
+	// Reload, when set, re-reads the configuration (flags, env, file).
+	reload func() (*config.Built, error)
+
+	listeners []net.Listener
+	addrs     map[string]net.Addr
+	errc      chan error
+	wg        sync.WaitGroup
+}
+
+// Options for New.
+type Options struct {
+	Logger *slog.Logger
+	// Reload re-reads the configuration on SIGHUP; nil disables reload.
+	Reload func() (*config.Built, error)
+}
+
+// NewLogger builds the slog logger the flags ask for.
+func NewLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		lv = slog.LevelDebug
+	case "warn":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	default:
+		lv = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// New prepares a daemon for b; Start binds and serves.
+func New(b *config.Built, opts Options) (*Daemon, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	d := &Daemon{log: log, built: b, reload: opts.Reload, addrs: map[string]net.Addr{}, errc: make(chan error, 16)}
+	var err error
+	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.accessLog})
+	if err != nil {
+		return nil, err
+	}
+	c := b.Config
+	d.server, err = mux.New(mux.Options{
+		HandshakeTimeout: c.HandshakeTimeout,
+		HeaderTimeout:    c.HeaderTimeout,
+		IdleTimeout:      c.IdleTimeout,
+		Handler:          d.proxy,
+		Logger:           log,
+	}, &mux.State{Table: b.Table, Certs: b.Certs})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
+	args := []any{
+		"route", ci.Route.Key, "repo", rec.Repo, "method", r.Method,
+		"path", r.URL.Path, "status", rec.Status, "bytes_in", rec.BytesIn, "bytes_out", rec.BytesOut,
+		"duration", rec.Duration.Round(time.Microsecond), "client", ci.Client.String(),
+	}
+	if rec.Reason != "" {
+		args = append(args, "reason", rec.Reason)
+	}
+	d.log.Info("request", args...)
+}
+
+// Start binds every listener and starts serving.
+func (d *Daemon) Start() error {
+	c := d.built.Config
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.Listen, err)
+	}
+	d.listeners = append(d.listeners, ln)
+	d.addrs["listen"] = ln.Addr()
+	type bound struct {
+		ln   net.Listener
+		port int
+	}
+	var ports []bound
+	if c.BindPorts {
+		host, _, _ := net.SplitHostPort(c.Listen)
+		for _, p := range d.built.Table.Ports() {
+			pl, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+			if err != nil {
+				d.closeListeners()
+				return fmt.Errorf("bind port %d: %w", p, err)
+			}
+			d.listeners = append(d.listeners, pl)
+			d.addrs["port:"+strconv.Itoa(p)] = pl.Addr()
+			ports = append(ports, bound{pl, p})
+		}
+	}
+	d.goServe(d.server.ServeHTTPConns)
+	d.goServe(func() error { return d.server.Serve(ln) })
+	for _, b := range ports {
+		d.goServe(func() error { return d.server.ServePort(b.ln, b.port) })
+	}
+	d.log.Info("nexmux serving", "listen", ln.Addr().String(), "routes", d.built.Table.Len(), "upstream", strings.Join(c.Upstream, ","))
+	return nil
+}
+
+func (d *Daemon) goServe(f func() error) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.errc <- err
+		}
+	}()
+}
+
+func (d *Daemon) closeListeners() {
+	for _, l := range d.listeners {
+		l.Close()
+	}
+}
+
+// Addr returns a bound address: "listen", or "port:8082" for --bind-ports.
+func (d *Daemon) Addr(name string) net.Addr { return d.addrs[name] }
+
+// Reload re-reads the configuration and swaps routes and certificates for
+// new connections. An invalid configuration is refused whole; the old one
+// keeps serving.
+func (d *Daemon) Reload() error {
+	if d.reload == nil {
+		return errors.New("reload is not configured")
+	}
+	b, err := d.reload()
+	if err != nil {
+		d.log.Error("reload refused; still serving the previous configuration", "err", err.Error())
+		return err
+	}
+	d.server.Update(&mux.State{Table: b.Table, Certs: b.Certs})
+	d.built = b
+	d.log.Info("reloaded", "routes", b.Table.Len())
+	return nil
+}
+
+// Shutdown stops accepting and drains in-flight requests until ctx ends.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	err := d.server.Shutdown(ctx)
+	d.wg.Wait()
+	return err
+}
+
+// Run starts the daemon and blocks until SIGTERM/SIGINT (drain, then exit)
+// or a listener fails. SIGHUP reloads.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.Start(); err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	drain := d.built.Config.DrainTimeout
+	if drain <= 0 {
+		drain = DefaultDrainTimeout
+	}
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				_ = d.Reload()
+				continue
+			}
+			d.log.Info("draining", "signal", s.String(), "timeout", drain)
+			sctx, cancel := context.WithTimeout(context.Background(), drain)
+			err := d.Shutdown(sctx)
+			cancel()
+			if err != nil {
+				d.log.Warn("drain timeout reached; closed remaining connections", "err", err)
+			}
+			return nil
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), drain)
+			defer cancel()
+			return d.Shutdown(sctx)
+		case err := <-d.errc:
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = d.Shutdown(sctx)
+			return err
+		}
+	}
+}

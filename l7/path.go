@@ -1,0 +1,95 @@
+package l7
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+// maxDecodeRounds bounds the repeated unescaping of a path; three rounds see
+// through "%25252e" and a longer chain is refused outright as hostile.
+const maxDecodeRounds = 3
+
+// checkPath refuses a raw request path that could step out of the
+// repository prefix it is about to be appended to, in any encoding a server
+// behind us might decode: dot segments (also "%2e", "%252e", and Jetty's
+// "..;param" form), backslashes (Windows-style separators), NUL and other
+// control bytes. It works on what the client sent, before any decoding by
+// net/http, because forwarding rewrites nothing.
+func checkPath(raw string) (string, bool) {
+	if raw == "" || raw[0] != '/' {
+		return "request target must be an absolute path", false
+	}
+	dec := raw
+	for round := 0; ; round++ {
+		for i := 0; i < len(dec); i++ {
+			if c := dec[i]; c < 0x20 || c == 0x7f || c == '\\' {
+				return "control byte or backslash in path", false
+			}
+		}
+		for seg := range strings.SplitSeq(dec, "/") {
+			if i := strings.IndexByte(seg, ';'); i >= 0 {
+				seg = seg[:i]
+			}
+			if seg == "." || seg == ".." {
+				return "dot segment in path", false
+			}
+		}
+		if !strings.Contains(dec, "%") {
+			return "", true
+		}
+		if round == maxDecodeRounds {
+			return "path is encoded too many times", false
+		}
+		next, err := url.PathUnescape(dec)
+		if err != nil {
+			return "malformed percent-encoding in path", false
+		}
+		if next == dec {
+			return "", true
+		}
+		dec = next
+	}
+}
+
+// registryPath reports whether sub ("/v2/...") is a Registry API path.
+func registryPath(sub string) bool {
+	return sub == "/v2" || sub == "/v1" || strings.HasPrefix(sub, "/v2/") || strings.HasPrefix(sub, "/v1/")
+}
+
+// mapRequest turns the raw path a client sent into the repository and the
+// path below it. Accepted forms:
+//   - "/v2/..." and "/v1/..." (what docker clients send);
+//   - "[ctx]/repository/<repo>/v2|v1/..." for one of the route's own
+//     repositories, because Nexus hands such URLs out and some clients
+//     follow them verbatim.
+//
+// Everything else is refused: there is no way from a route to Nexus's
+// REST API, its UI, or another team's repository.
+func mapRequest(t route.Target, ctxPath, method, rawPath, rawQuery string) (repo, sub string, ok bool) {
+	if registryPath(rawPath) {
+		return t.Repo(method, rawPath, rawQuery), rawPath, true
+	}
+	rest, found := strings.CutPrefix(rawPath, ctxPath+"/repository/")
+	if !found {
+		return "", "", false
+	}
+	name, sub, _ := strings.Cut(rest, "/")
+	sub = "/" + sub
+	if !t.Owns(name) || !registryPath(sub) {
+		return "", "", false
+	}
+	return name, sub, true
+}
+
+// isWrite reports whether a method changes repository content; used for
+// metrics of in-flight uploads.
+func isWrite(method string) bool {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,416 @@
+package l7
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Upstream-side timeouts. Each says why it has its value.
+const (
+	// UpstreamIdleTimeout keeps pooled connections to Nexus below Jetty's
+	// 30 s idle timeout, so nexmux never reuses a connection Jetty is
+	// about to close (a request on it would fail with EOF).
+	UpstreamIdleTimeout = 20 * time.Second
+	// UpstreamDialTimeout bounds connecting to Nexus.
+	UpstreamDialTimeout = 10 * time.Second
+	// UpstreamResponseHeaderTimeout is Sonatype's own proxy_read_timeout:
+	// Nexus may take minutes to commit a large upload before it answers.
+	UpstreamResponseHeaderTimeout = 300 * time.Second
+	// copyBufferSize fits a full 16 KiB TLS record twice, so one read from
+	// the client's TLS stream never has to be split across writes.
+	copyBufferSize = 32 << 10
+)
+
+// Upstreams is the set of Nexus nodes behind one name. Today every node is
+// equal and the first is used; the set exists so that Nexus HA clusters
+// (several nodes, one context path) need no change of shape later.
+type Upstreams struct {
+	nodes   []*url.URL
+	ctxPath string
+}
+
+// ParseUpstreams parses base URLs such as "http://nexus:8081/nexus". All
+// nodes must share scheme and context path.
+func ParseUpstreams(raw []string) (*Upstreams, error) {
+	if len(raw) == 0 {
+		return nil, errors.New("upstream: at least one Nexus base URL is needed")
+	}
+	u := &Upstreams{}
+	for i, s := range raw {
+		p, err := url.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: %v", s, err)
+		}
+		if p.Scheme != "http" && p.Scheme != "https" {
+			return nil, fmt.Errorf("upstream %q: scheme must be http or https", s)
+		}
+		if p.Host == "" {
+			return nil, fmt.Errorf("upstream %q: no host", s)
+		}
+		if p.RawQuery != "" || p.Fragment != "" || p.User != nil {
+			return nil, fmt.Errorf("upstream %q: no query, fragment or credentials allowed", s)
+		}
+		ctx := strings.TrimRight(p.EscapedPath(), "/")
+		if i == 0 {
+			u.ctxPath = ctx
+		} else if ctx != u.ctxPath || p.Scheme != u.nodes[0].Scheme {
+			return nil, fmt.Errorf("upstream %q: every node must have the scheme and context path of %q", s, u.nodes[0])
+		}
+		u.nodes = append(u.nodes, &url.URL{Scheme: p.Scheme, Host: p.Host})
+	}
+	return u, nil
+}
+
+// ContextPath is the Nexus context path ("" or e.g. "/nexus").
+func (u *Upstreams) ContextPath() string { return u.ctxPath }
+
+// Nodes returns the nodes' scheme://host.
+func (u *Upstreams) Nodes() []*url.URL { return u.nodes }
+
+func (u *Upstreams) pick() *url.URL { return u.nodes[0] }
+
+// NewTransport returns the pooled transport nexmux uses towards Nexus.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: nil, // never an environment proxy between nexmux and Nexus
+		DialContext: (&net.Dialer{
+			Timeout:   UpstreamDialTimeout,
+			KeepAlive: 15 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       UpstreamIdleTimeout,
+		ResponseHeaderTimeout: UpstreamResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		// Pass Content-Encoding through untouched; decompressing would
+		// change digests' byte streams.
+		DisableCompression: true,
+		WriteBufferSize:    copyBufferSize,
+		ReadBufferSize:     copyBufferSize,
+	}
+}
+
+// Observer receives one call per finished request (access log, metrics).
+// It must not block.
+type Observer func(ci *ConnInfo, r *http.Request, rec Record)
+
+// Record describes one finished request.
+type Record struct {
+	Repo     string // "" when refused before a repository was chosen
+	Status   int
+	BytesIn  int64
+	BytesOut int64
+	Duration time.Duration
+	// Upstream is the time until Nexus's response headers (0 when
+	// Nexus was never asked).
+	Upstream time.Duration
+	Reason   string // why nexmux itself answered, "" when Nexus did
+}
+
+// Config configures a Proxy.
+type Config struct {
+	Upstreams *Upstreams
+	Transport http.RoundTripper // nil: NewTransport()
+	Logger    *slog.Logger      // nil: slog.Default()
+	Observe   Observer          // optional
+}
+
+// Proxy is the HTTP stage. It expects every request's context to carry a
+// ConnInfo (see NewContext).
+type Proxy struct {
+	up      *Upstreams
+	rp      *httputil.ReverseProxy
+	log     *slog.Logger
+	observe Observer
+}
+
+type reqState struct {
+	ci       *ConnInfo
+	repo     string
+	sub      string
+	query    string
+	start    time.Time
+	upstream time.Duration
+	reason   string
+}
+
+type stateKey struct{}
+
+// New builds a Proxy.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Upstreams == nil {
+		return nil, errors.New("l7: no upstreams")
+	}
+	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		tr = NewTransport()
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewriteRequest,
+		Transport:      timingTransport{tr},
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.upstreamError,
+		BufferPool:     bufferPool{},
+		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	return p, nil
+}
+
+var errBadConfig = errors.New("nexmux: request without connection info")
+
+// ServeHTTP confines the request to its connection's route and proxies it.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := &reqState{ci: FromContext(r.Context()), start: time.Now()}
+	cw := &countingWriter{ResponseWriter: w}
+	var body *countingBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &countingBody{ReadCloser: r.Body}
+		r.Body = body
+	}
+	defer func() {
+		if p.observe != nil && st.ci != nil {
+			rec := Record{Repo: st.repo, Status: cw.status, BytesOut: cw.n, Duration: time.Since(st.start), Upstream: st.upstream, Reason: st.reason}
+			if body != nil {
+				rec.BytesIn = body.n
+			}
+			if rec.Status == 0 {
+				rec.Status = http.StatusOK
+			}
+			p.observe(st.ci, r, rec)
+		}
+	}()
+	if st.ci == nil || st.ci.Route == nil {
+		st.reason = errBadConfig.Error()
+		writeError(cw, http.StatusInternalServerError, "UNKNOWN", errBadConfig.Error())
+		return
+	}
+	if status, code, msg := p.admit(st.ci, r); status != 0 {
+		st.reason = msg
+		writeError(cw, status, code, msg)
+		return
+	}
+	rawPath, rawQuery, _ := strings.Cut(r.RequestURI, "?")
+	if why, ok := checkPath(rawPath); !ok {
+		st.reason = why
+		writeError(cw, http.StatusBadRequest, "NAME_INVALID", "nexmux: "+why)
+		return
+	}
+	repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, r.Method, rawPath, rawQuery)
+	if !ok {
+		st.reason = "outside the registry API"
+		writeError(cw, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
+		return
+	}
+	st.repo, st.sub, st.query = repo, sub, rawQuery
+	p.rp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// admit refuses requests that do not belong on this connection.
+func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
+	// Absolute-form targets ("GET http://other/ HTTP/1.1") and CONNECT
+	// would make nexmux a forward proxy; asterisk-form has no repository.
+	if r.Method == http.MethodConnect || !strings.HasPrefix(r.RequestURI, "/") {
+		return http.StatusBadRequest, "UNSUPPORTED", "nexmux: only origin-form request targets (/v2/...) are accepted"
+	}
+	if ci.ByPort || ci.Route.Passthrough != "" {
+		return 0, "", ""
+	}
+	// HTTP/2 lets a client reuse a connection opened for one name for
+	// another name covered by the same (wildcard) certificate. The route
+	// belongs to the connection, so a Host for another route is refused
+	// with 421 and the client opens a new connection (RFC 9110 15.5.20).
+	hr := ci.Table.LookupHost(r.Host)
+	if hr == ci.Route {
+		return 0, "", ""
+	}
+	if hr == nil && ci.ServerName == "" {
+		// No SNI (IP-literal client on the default route) and a Host that
+		// names no route: nothing to disagree with.
+		return 0, "", ""
+	}
+	return http.StatusMisdirectedRequest, "DENIED", fmt.Sprintf("nexmux: Host %q is not served on a connection for %q", r.Host, ci.ServerName)
+}
+
+func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
+	st := pr.In.Context().Value(stateKey{}).(*reqState)
+	node := p.up.pick()
+	out := pr.Out
+	out.URL.Scheme = node.Scheme
+	out.URL.Host = node.Host
+	rawPath := p.up.ctxPath + "/repository/" + st.repo + st.sub
+	// The client's bytes go to Nexus unchanged: set RawPath and the decoded
+	// Path together so net/url keeps RawPath as the wire form.
+	if dec, err := url.PathUnescape(rawPath); err == nil {
+		out.URL.Path, out.URL.RawPath = dec, rawPath
+	} else {
+		out.URL.Path, out.URL.RawPath = rawPath, ""
+	}
+	out.URL.RawQuery = st.query
+	// Nexus builds realms and Locations from Host (+ X-Forwarded-Proto), so
+	// Host stays exactly as sent and X-Forwarded-Host is never set: Nexus
+	// would append the port a second time ("host:5001:5001").
+	out.Host = pr.In.Host
+	for k := range out.Header {
+		if strings.HasPrefix(k, "X-Forwarded-") || k == "Forwarded" || k == "X-Real-Ip" {
+			delete(out.Header, k)
+		}
+	}
+	if st.ci.Client.IsValid() {
+		out.Header.Set("X-Forwarded-For", st.ci.Client.Addr().Unmap().String())
+	} else if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		out.Header.Set("X-Forwarded-For", host)
+	}
+	if st.ci.TLS {
+		out.Header.Set("X-Forwarded-Proto", "https")
+	} else {
+		out.Header.Set("X-Forwarded-Proto", "http")
+	}
+}
+
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	st := resp.Request.Context().Value(stateKey{}).(*reqState)
+	st.upstream = time.Since(st.start)
+	pub := publicURLs{
+		ctxPath:   p.up.ctxPath,
+		target:    st.ci.Route.Target,
+		hostnames: p.hostnames(resp.Request.Host),
+	}
+	if resp.Request.Host != "" {
+		scheme := "http://"
+		if st.ci.TLS {
+			scheme = "https://"
+		}
+		pub.base = scheme + resp.Request.Host
+	}
+	pub.rewriteHeaders(resp.Header)
+	return nil
+}
+
+// hostnames lists the names under which Nexus may refer to itself in the
+// URLs it returns: the public Host (Nexus builds absolute URLs from it) and
+// every upstream node's host.
+func (p *Proxy) hostnames(publicHost string) []string {
+	names := make([]string, 0, len(p.up.nodes)+1)
+	if publicHost != "" {
+		names = append(names, hostOf(publicHost))
+	}
+	for _, n := range p.up.nodes {
+		names = append(names, hostOf(n.Host))
+	}
+	return names
+}
+
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	st, _ := r.Context().Value(stateKey{}).(*reqState)
+	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
+		// The client went away; ReverseProxy has cancelled the upstream
+		// request. Nobody is left to answer.
+		if st != nil {
+			st.reason = "client gone"
+		}
+		if cw, ok := w.(*countingWriter); ok && cw.status == 0 {
+			cw.status = 499 // for logs and metrics only: nothing is sent
+		}
+		return
+	}
+	if st != nil {
+		st.reason = "upstream: " + err.Error()
+	}
+	p.log.Warn("upstream request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	w.Header().Set("Retry-After", "5")
+	status := http.StatusBadGateway
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		status = http.StatusGatewayTimeout
+	}
+	writeError(w, status, "UNAVAILABLE", "nexmux: Nexus did not answer: "+err.Error())
+}
+
+// writeError answers in the Registry API's error format, which docker and
+// other clients print to the user.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Docker-Distribution-Api-Version", "registry/2.0")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"errors": []map[string]any{{"code": code, "message": msg, "detail": nil}},
+	})
+}
+
+// timingTransport marks when Nexus's response headers arrived.
+type timingTransport struct{ http.RoundTripper }
+
+func (t timingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.RoundTripper.RoundTrip(r)
+	if st, ok := r.Context().Value(stateKey{}).(*reqState); ok {
+		st.upstream = time.Since(st.start)
+	}
+	return resp, err
+}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	if c.status == 0 || c.status < 200 {
+		c.status = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and deadlines.
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// Flush keeps streaming responses streaming through the wrapper.
+func (c *countingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (c *countingBody) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	c.n += int64(n)
+	return n, err
+}

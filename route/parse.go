@@ -1,0 +1,189 @@
+package route
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Errors is every problem found while building a table, one per line.
+type Errors []error
+
+func (e Errors) Error() string {
+	lines := make([]string, len(e))
+	for i, err := range e {
+		lines[i] = err.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap lets errors.Is/As look at each problem.
+func (e Errors) Unwrap() []error { return e }
+
+// JoinContinuations undoes the comma splitting that command-line libraries
+// apply to repeatable flags and their environment variables: in
+// "a.example.com=pull:team-a,push:team-a-hosted" the comma belongs to the
+// target, so a piece without "=" is glued back onto the piece before it.
+func JoinContinuations(items []string) []string {
+	out := make([]string, 0, len(items))
+	for _, it := range items {
+		it = strings.TrimSpace(it)
+		if it == "" {
+			continue
+		}
+		if len(out) > 0 && !strings.Contains(it, "=") {
+			out[len(out)-1] += "," + it
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
+}
+
+func parseHostTarget(flag, s string) (string, Target, error) {
+	host, ts, ok := strings.Cut(s, "=")
+	if !ok {
+		return "", Target{}, fmt.Errorf("%s %q: want HOST=REPO or HOST=pull:GROUP,push:HOSTED", flag, s)
+	}
+	var bad []string
+	h, err := NormalizePattern(host)
+	if err != nil {
+		bad = append(bad, err.Error())
+	}
+	target, err := ParseTarget(ts)
+	if err != nil {
+		bad = append(bad, err.Error())
+	}
+	if len(bad) > 0 {
+		return "", Target{}, fmt.Errorf("%s %q: %s", flag, s, strings.Join(bad, "; "))
+	}
+	return h, target, nil
+}
+
+// ParseTarget parses "REPO" or "pull:GROUP,push:HOSTED" (either order; a
+// lone "pull:X" or "push:X" means X for both).
+func ParseTarget(s string) (Target, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Target{}, errors.New("empty repository name")
+	}
+	if !strings.Contains(s, ":") {
+		if err := ValidRepoName(s); err != nil {
+			return Target{}, err
+		}
+		return Target{Pull: s, Push: s}, nil
+	}
+	var t Target
+	for _, part := range strings.Split(s, ",") {
+		kind, name, ok := strings.Cut(strings.TrimSpace(part), ":")
+		if !ok {
+			return Target{}, fmt.Errorf("%q: want pull:REPO or push:REPO", part)
+		}
+		if err := ValidRepoName(name); err != nil {
+			return Target{}, err
+		}
+		switch kind {
+		case "pull":
+			if t.Pull != "" {
+				return Target{}, errors.New("pull repository given twice")
+			}
+			t.Pull = name
+		case "push":
+			if t.Push != "" {
+				return Target{}, errors.New("push repository given twice")
+			}
+			t.Push = name
+		default:
+			return Target{}, fmt.Errorf("%q: unknown kind %q (want pull or push)", part, kind)
+		}
+	}
+	if t.Pull == "" {
+		t.Pull = t.Push
+	}
+	if t.Push == "" {
+		t.Push = t.Pull
+	}
+	return t, nil
+}
+
+// ValidRepoName applies Nexus's own rule for repository names (letters,
+// digits, '-', '_', '.'; not starting with '_' or '.'). Besides catching
+// typos it guarantees a repository name can never smuggle a path segment
+// ("..", "/", "%2e") into the upstream URL.
+func ValidRepoName(s string) error {
+	if s == "" {
+		return errors.New("empty repository name")
+	}
+	if len(s) > 200 {
+		return fmt.Errorf("repository name %.20q... is longer than 200 characters", s)
+	}
+	if s[0] == '.' || s[0] == '_' {
+		return fmt.Errorf("repository name %q must not start with %q", s, s[0])
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("repository name %q has %q; Nexus allows letters, digits, '-', '_' and '.'", s, c)
+		}
+	}
+	return nil
+}
+
+// NormalizePattern validates a host pattern ("team-a.example.com" or
+// "*.example.com") and returns it lowercased without a trailing dot.
+func NormalizePattern(p string) (string, error) {
+	p = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(p), "."))
+	if p == "" {
+		return "", errors.New("empty host name")
+	}
+	name := p
+	if rest, ok := strings.CutPrefix(p, "*."); ok {
+		name = rest
+		if !strings.Contains(name, ".") {
+			return "", fmt.Errorf("wildcard %q would match a whole top-level domain; use *.domain.tld", p)
+		}
+	}
+	if strings.Contains(name, "*") {
+		return "", fmt.Errorf("host %q: '*' is allowed only as the whole first label (*.example.com)", p)
+	}
+	if strings.Contains(name, ":") {
+		return "", fmt.Errorf("host %q: no port here (use --port PORT=REPO for port routes)", p)
+	}
+	if net.ParseIP(name) != nil {
+		return "", fmt.Errorf("host %q: an IP address is never sent as a TLS server name (use --default-route or --port)", p)
+	}
+	if len(name) > 253 {
+		return "", fmt.Errorf("host %.20q...: longer than 253 characters", p)
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return "", fmt.Errorf("host %q: empty or over-long label", p)
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return "", fmt.Errorf("host %q: %q is not allowed in a host name", p, c)
+			}
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return "", fmt.Errorf("host %q: a label may not start or end with '-'", p)
+		}
+	}
+	return p, nil
+}
+
+func validAddr(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT: %v", s, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: %q is not a port number", s, port)
+	}
+	return nil
+}

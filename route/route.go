@@ -1,0 +1,295 @@
+// Package route is nexmux's route table: which Nexus repository (or passthrough
+// backend) a connection belongs to, decided by TLS server name or by port.
+//
+// A Table is one immutable value, built and validated once from the strings
+// users type on the command line (every problem reported together), and
+// swapped whole on reload. Lookups allocate nothing.
+package route
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Target is what a route serves: a Nexus repository for pulls and one for
+// pushes. Most routes name a single repository (Pull == Push); a split target
+// gives a team one name for both on Nexus OSS, which refuses pushes to groups.
+type Target struct {
+	Pull string // group (or any repository) that reads go to
+	Push string // hosted repository that writes go to
+}
+
+// Split reports whether reads and writes go to different repositories.
+func (t Target) Split() bool { return t.Pull != t.Push }
+
+// Owns reports whether repo is one of the target's repositories: the only
+// repositories a client on this route may ever reach.
+func (t Target) Owns(repo string) bool { return repo == t.Pull || repo == t.Push }
+
+func (t Target) String() string {
+	if !t.Split() {
+		return t.Pull
+	}
+	return "pull:" + t.Pull + ",push:" + t.Push
+}
+
+// Repo picks the repository for one Registry API request. path is the request
+// path below the repository prefix ("/v2/app/blobs/uploads/"), query its raw
+// query. The rule follows what real clients do on each flow:
+//   - every write (POST, PATCH, PUT, DELETE) belongs to a push;
+//   - HEAD on a blob is the push's existence check (docker, crane and
+//     containerd pull with GET), and it must ask the hosted repository: a group
+//     would answer "exists" for a layer only a proxy member holds, the layer
+//     would be skipped and the manifest PUT refused;
+//   - a token request asking for push scope is a push (Nexus tokens are global,
+//     so the choice only matters for logs and per-repository permissions);
+//   - everything else (GET/HEAD manifests, GET blobs, tags, catalog, /v2/) is
+//     a pull and reads through the group.
+func (t Target) Repo(method, path, query string) string {
+	if !t.Split() {
+		return t.Pull
+	}
+	switch method {
+	case http.MethodGet, http.MethodOptions:
+		if strings.HasSuffix(path, "/token") && strings.Contains(query, "push") {
+			return t.Push
+		}
+		return t.Pull
+	case http.MethodHead:
+		if strings.Contains(path, "/blobs/") {
+			return t.Push
+		}
+		return t.Pull
+	default:
+		return t.Push
+	}
+}
+
+// Route is one entry of the table.
+type Route struct {
+	// Key is how the route was declared: a host pattern ("a.example.com",
+	// "*.example.com"), ":PORT" for a port route, or "default".
+	Key string
+	// Target is set for routes that terminate TLS and go to Nexus.
+	Target Target
+	// Passthrough is set (host:port) for routes whose TCP stream is copied
+	// raw to another TLS server.
+	Passthrough string
+}
+
+func (r *Route) String() string {
+	if r.Passthrough != "" {
+		return r.Key + " => passthrough " + r.Passthrough
+	}
+	return r.Key + " => " + r.Target.String()
+}
+
+// Spec holds the route declarations exactly as typed on the command line.
+type Spec struct {
+	Routes      []string // HOST=TARGET
+	Ports       []string // PORT=TARGET
+	Passthrough []string // HOST=ADDR
+	Default     string   // TARGET for clients that send no server name
+	// ListenPorts are ports nexmux listens on for SNI routing; a port route
+	// on one of them would shadow every SNI route, so it is refused.
+	ListenPorts []int
+}
+
+// Table maps server names and ports to routes. Its zero value routes nothing.
+type Table struct {
+	exact    map[string]*Route
+	wildcard map[string]*Route // keyed by the suffix after "*."
+	ports    map[int]*Route
+	def      *Route
+	all      []*Route
+}
+
+// Build parses and validates spec. It returns every problem found, one error
+// per problem (see Errors), so users fix their flags in one go.
+func Build(spec Spec) (*Table, error) {
+	t := &Table{
+		exact:    map[string]*Route{},
+		wildcard: map[string]*Route{},
+		ports:    map[int]*Route{},
+	}
+	var errs Errors
+	listen := map[int]bool{}
+	for _, p := range spec.ListenPorts {
+		listen[p] = true
+	}
+	for _, s := range JoinContinuations(spec.Routes) {
+		host, target, err := parseHostTarget("route", s)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, t.addHost(&Route{Key: host, Target: target}, "route "+s)...)
+	}
+	for _, s := range spec.Passthrough {
+		host, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			errs = append(errs, fmt.Errorf("passthrough %q: want HOST=ADDR", s))
+			continue
+		}
+		h, err := NormalizePattern(host)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("passthrough %q: %v", s, err))
+			continue
+		}
+		if err := validAddr(rest); err != nil {
+			errs = append(errs, fmt.Errorf("passthrough %q: %v", s, err))
+			continue
+		}
+		errs = append(errs, t.addHost(&Route{Key: h, Passthrough: rest}, "passthrough "+s)...)
+	}
+	for _, s := range JoinContinuations(spec.Ports) {
+		ps, ts, ok := strings.Cut(s, "=")
+		if !ok {
+			errs = append(errs, fmt.Errorf("port %q: want PORT=REPO", s))
+			continue
+		}
+		port, err := strconv.Atoi(strings.TrimSpace(ps))
+		var bad []error
+		if err != nil || port < 1 || port > 65535 {
+			bad = append(bad, fmt.Errorf("port %q: %q is not a port number (1-65535)", s, ps))
+		} else if listen[port] {
+			bad = append(bad, fmt.Errorf("port %q: %d is the --listen port, where routing is by server name; a port route there would shadow every --route", s, port))
+		}
+		target, err := ParseTarget(ts)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("port %q: %v", s, err))
+		}
+		if len(bad) > 0 {
+			errs = append(errs, bad...)
+			continue
+		}
+		if prev, dup := t.ports[port]; dup {
+			errs = append(errs, fmt.Errorf("port %q: port %d already routed to %s", s, port, prev.Target))
+			continue
+		}
+		r := &Route{Key: ":" + strconv.Itoa(port), Target: target}
+		t.ports[port] = r
+		t.all = append(t.all, r)
+	}
+	if spec.Default != "" {
+		target, err := ParseTarget(spec.Default)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("default-route %q: %v", spec.Default, err))
+		} else {
+			t.def = &Route{Key: "default", Target: target}
+			t.all = append(t.all, t.def)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	sort.SliceStable(t.all, func(i, j int) bool { return t.all[i].Key < t.all[j].Key })
+	return t, nil
+}
+
+func (t *Table) addHost(r *Route, what string) []error {
+	m, key := t.exact, r.Key
+	if suffix, ok := strings.CutPrefix(r.Key, "*."); ok {
+		m, key = t.wildcard, suffix
+	}
+	if prev, dup := m[key]; dup {
+		return []error{fmt.Errorf("%s: %s is already routed (%s)", what, r.Key, prev)}
+	}
+	m[key] = r
+	t.all = append(t.all, r)
+	return nil
+}
+
+// LookupHost returns the route for a server name or Host header value (port,
+// case and one trailing dot ignored): an exact route first, then the most
+// specific wildcard. It returns nil when nothing matches.
+func (t *Table) LookupHost(name string) *Route {
+	if t == nil || name == "" {
+		return nil
+	}
+	name = canonicalHost(name)
+	if r := t.exact[name]; r != nil {
+		return r
+	}
+	// Walk up the labels: "x.b.example.com" tries *.b.example.com, then
+	// *.example.com, then *.com, so the longest suffix wins.
+	for i := strings.IndexByte(name, '.'); i >= 0; {
+		rest := name[i+1:]
+		if r := t.wildcard[rest]; r != nil {
+			return r
+		}
+		j := strings.IndexByte(rest, '.')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+	}
+	return nil
+}
+
+// LookupPort returns the route declared for a (legacy connector) port, or nil.
+func (t *Table) LookupPort(port int) *Route {
+	if t == nil {
+		return nil
+	}
+	return t.ports[port]
+}
+
+// Default returns the route for clients that send no server name, or nil.
+func (t *Table) Default() *Route {
+	if t == nil {
+		return nil
+	}
+	return t.def
+}
+
+// Ports lists the ports that have port routes, ascending.
+func (t *Table) Ports() []int {
+	if t == nil {
+		return nil
+	}
+	ps := make([]int, 0, len(t.ports))
+	for p := range t.ports {
+		ps = append(ps, p)
+	}
+	sort.Ints(ps)
+	return ps
+}
+
+// Routes lists every route, sorted by key.
+func (t *Table) Routes() []*Route {
+	if t == nil {
+		return nil
+	}
+	return append([]*Route(nil), t.all...)
+}
+
+// Len is the number of routes.
+func (t *Table) Len() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.all)
+}
+
+// canonicalHost lowercases, strips a port and one trailing dot. It only
+// allocates when the name has upper-case letters.
+func canonicalHost(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
+	}
+	h = strings.TrimSuffix(h, ".")
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(h)
+		}
+	}
+	return h
+}
+
+// CanonicalHost is canonicalHost for callers outside the package (server
+// names from ClientHellos and Host headers are compared in this form).
+func CanonicalHost(h string) string { return canonicalHost(h) }
