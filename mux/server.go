@@ -84,8 +84,8 @@ type Server struct {
 	log       *slog.Logger
 	state     atomic.Pointer[State]
 	tlsConfig *tls.Config
-	http  *http.Server
-	conns *chanListener
+	http      *http.Server
+	conns     *chanListener
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
