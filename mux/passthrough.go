@@ -6,15 +6,20 @@ import (
 	"net"
 	"sync"
 
-	"github.com/nexmux/nexmux/route"
+	"github.com/pires/go-proxyproto"
+
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/sni"
 )
 
 // passthrough copies a connection raw to the route's backend, TLS and all.
-// The peeked hello is written first; after it both directions copy between
-// the kernel sockets themselves so Linux can splice.
-func (s *Server) passthrough(log *slog.Logger, c net.Conn, hello []byte, rt *route.Route) {
-	defer s.untrackConn(c)
+// The peeked hello is written first (after an optional PROXY header); then
+// both directions copy between the kernel sockets themselves so Linux can
+// splice.
+func (s *Server) passthrough(log *slog.Logger, c, raw net.Conn, hello *sni.ClientHello, info *l7.ConnInfo) {
+	defer s.untrackConn(raw)
 	defer c.Close()
+	rt := info.Route
 	d := net.Dialer{Timeout: DialTimeout}
 	up, err := d.Dial("tcp", rt.Passthrough)
 	if err != nil {
@@ -22,7 +27,24 @@ func (s *Server) passthrough(log *slog.Logger, c net.Conn, hello []byte, rt *rou
 		return
 	}
 	defer up.Close()
-	if _, err := up.Write(hello); err != nil {
+	if v := s.opts.PassthroughProxyHeader; v != 0 {
+		src := net.TCPAddrFromAddrPort(info.Client)
+		dst, _ := c.LocalAddr().(*net.TCPAddr)
+		if dst == nil {
+			dst = &net.TCPAddr{}
+		}
+		h := proxyproto.HeaderProxyFromAddrs(v, src, dst)
+		if v == 2 && info.ServerName != "" {
+			// The backend learns which name the client asked for
+			// without parsing TLS itself.
+			_ = h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(info.ServerName)}})
+		}
+		if _, err := h.WriteTo(up); err != nil {
+			log.Info("passthrough: writing the PROXY header failed", "err", err)
+			return
+		}
+	}
+	if _, err := up.Write(hello.Raw); err != nil {
 		log.Info("passthrough: writing the hello to the backend failed", "err", err)
 		return
 	}
@@ -51,10 +73,14 @@ func pipe(a, b net.Conn) {
 }
 
 // rawReader and rawWriter return the *net.TCPConn under wrappers so that
-// io.Copy reaches (*TCPConn).ReadFrom and its splice path. A wrapper that
-// still holds buffered bytes (PROXY protocol reader) is kept as is.
+// io.Copy reaches (*TCPConn).ReadFrom and its splice path. A PROXY protocol
+// reader may still hold read-ahead bytes, so it is kept: its WriteTo drains
+// them first and then copies from the socket.
 func rawReader(c net.Conn) io.Reader {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if pc, ok := c.(*proxyproto.Conn); ok {
+		return pc
+	}
+	if tc, ok := underlyingTCP(c); ok {
 		return tc
 	}
 	return c

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/sni"
@@ -64,6 +66,17 @@ type Options struct {
 	// Refused, when set, is told about each connection refused before
 	// HTTP (for metrics); reason is one of the Reason* constants.
 	Refused func(reason string)
+	// Routed, when set, is told about each connection given a route.
+	Routed func(rt *route.Route)
+	// ProxyProtocol, when set, says per peer whether a PROXY header is
+	// required (trusted load balancers) or refused (everyone else); see
+	// ProxyPolicy.
+	ProxyProtocol func(peer net.Addr) proxyproto.Policy
+	// PassthroughProxyHeader is 0 (none), 1 or 2: the PROXY protocol
+	// version sent to passthrough backends.
+	PassthroughProxyHeader byte
+	// MaxConns refuses connections beyond this many at once (0: no limit).
+	MaxConns int
 }
 
 // Reasons a connection is refused before HTTP.
@@ -76,6 +89,8 @@ const (
 	ReasonNoPortRoute = "no_port_route"
 	ReasonUpstream    = "passthrough_dial"
 	ReasonShutdown    = "shutdown"
+	ReasonProxyHeader = "proxy_header"
+	ReasonMaxConns    = "max_conns"
 )
 
 // Server routes connections from any number of listeners.
@@ -86,6 +101,8 @@ type Server struct {
 	tlsConfig *tls.Config
 	http      *http.Server
 	conns     *chanListener
+
+	active atomic.Int64 // connections counted against MaxConns
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -197,6 +214,15 @@ func (s *Server) serve(ln net.Listener, port int) error {
 			return err
 		}
 		delay = 0
+		if s.opts.MaxConns > 0 {
+			if s.active.Add(1) > int64(s.opts.MaxConns) {
+				s.active.Add(-1)
+				s.refuse(s.log.With("client", c.RemoteAddr().String()), ReasonMaxConns, "too many connections", "max_conns", s.opts.MaxConns)
+				c.Close()
+				continue
+			}
+			c = &countedConn{Conn: c, active: &s.active}
+		}
 		if !s.trackConn(c) {
 			c.Close()
 			continue
@@ -216,60 +242,54 @@ func isTemporary(err error) bool {
 
 // handle routes one connection. listenPort is the port the listener is bound
 // to; boundPort is set when the listener itself is a legacy port.
-func (s *Server) handle(c net.Conn, listenPort, boundPort int) {
+func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	handedOff := false
 	defer func() {
 		if !handedOff {
-			s.untrackConn(c)
-			c.Close()
+			s.untrackConn(raw)
+			raw.Close()
 		}
 	}()
 	st := s.state.Load()
-	info := &l7.ConnInfo{Table: st.Table, Client: addrPort(c.RemoteAddr())}
-	log := s.log.With("client", info.Client.String())
-
-	deadline := time.Now().Add(s.opts.HandshakeTimeout)
-	_ = c.SetReadDeadline(deadline)
-
-	var rt *route.Route
-	switch {
-	case boundPort != 0:
-		rt = st.Table.LookupPort(boundPort)
-		if rt == nil {
-			s.refuse(log, ReasonNoPortRoute, "no route for port", "port", boundPort)
-			return
-		}
-		info.ByPort = true
-	default:
-		// A connection that iptables redirected from a legacy connector
-		// port still knows where it was going. A port route wins over SNI
-		// there: legacy clients name the repository by port and send
-		// Nexus's old host name, which may well be some other route.
-		if orig, err := OriginalDst(c); err == nil && orig.Port() != 0 && int(orig.Port()) != listenPort {
-			rt = st.Table.LookupPort(int(orig.Port()))
-			if rt == nil {
-				s.refuse(log, ReasonNoPortRoute, "redirected connection for a port with no --port route", "port", orig.Port())
-				return
-			}
-			info.ByPort = true
-		}
+	c := raw
+	if s.opts.ProxyProtocol != nil {
+		// One reader for the whole connection: the PROXY parser's buffered
+		// read-ahead (which may hold ClientHello bytes) is drained by every
+		// later read, so no byte is lost or reordered.
+		c = proxyproto.NewConn(raw,
+			proxyproto.WithPolicy(s.opts.ProxyProtocol(raw.RemoteAddr())),
+			proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
 	}
+	info := &l7.ConnInfo{Table: st.Table, Client: addrPort(raw.RemoteAddr())}
+	log := s.log.With("client", info.Client.String())
+	_ = c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 
 	var first [1]byte
 	if _, err := io.ReadFull(c, first[:]); err != nil {
-		s.refuse(log, reasonFor(err), "no data before the deadline", "err", err)
+		s.refuse(log, reasonFor(err), "nothing usable before the deadline", "err", err)
 		return
 	}
-	if first[0] != 0x16 { // not a TLS handshake record
+	if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
+		info.Client = addrPort(pc.RemoteAddr())
+		log = s.log.With("client", info.Client.String(), "peer", raw.RemoteAddr().String())
+	}
+
+	rt, ok := s.portRoute(log, st, c, info, listenPort, boundPort)
+	if !ok {
+		return
+	}
+
+	if first[0] != recordTypeHandshake {
 		if rt == nil || rt.Passthrough != "" {
-			s.refuse(log, ReasonNotTLS, "not a TLS connection", "first_byte", fmt.Sprintf("%#02x", first[0]))
+			s.refuse(log, ReasonNotTLS, "neither TLS nor plain HTTP on a port route", "first_byte", fmt.Sprintf("%#02x", first[0]))
 			return
 		}
 		// Legacy connectors could be plain HTTP behind a TLS-ending
 		// load balancer: serve HTTP on the same route.
 		_ = c.SetReadDeadline(time.Time{})
 		info.Route = rt
-		handedOff = s.handOff(&routedConn{Conn: sni.NewConn(c, first[:]), raw: c, info: info, state: st})
+		s.routed(rt)
+		handedOff = s.handOff(&routedConn{Conn: sni.NewConn(c, first[:]), raw: raw, info: info, state: st})
 		return
 	}
 
@@ -299,16 +319,54 @@ func (s *Server) handle(c net.Conn, listenPort, boundPort int) {
 		}
 	}
 	info.Route = rt
+	s.routed(rt)
 	_ = c.SetReadDeadline(time.Time{})
 	if rt.Passthrough != "" {
 		handedOff = true
-		s.passthrough(log, c, hello.Raw, rt)
+		s.passthrough(log, c, raw, hello, info)
 		return
 	}
 	info.TLS = true
-	rc := &routedConn{Conn: sni.NewConn(c, hello.Raw), raw: c, info: info, state: st}
-	tc := tls.Server(rc, s.tlsConfig)
-	handedOff = s.handOff(tc)
+	rc := &routedConn{Conn: sni.NewConn(c, hello.Raw), raw: raw, info: info, state: st}
+	handedOff = s.handOff(tls.Server(rc, s.tlsConfig))
+}
+
+// recordTypeHandshake is the first byte of every TLS connection.
+const recordTypeHandshake = 0x16
+
+// portRoute finds the route a connection has by port, if any: the port of
+// the listener itself (--bind-ports), the port iptables redirected it from
+// (SO_ORIGINAL_DST), or the destination port a trusted PROXY header names.
+// A port route wins over SNI: legacy clients name the repository by port and
+// send Nexus's old host name, which may well be some other route. ok is
+// false when the connection was refused.
+func (s *Server) portRoute(log *slog.Logger, st *State, c net.Conn, info *l7.ConnInfo, listenPort, boundPort int) (*route.Route, bool) {
+	port := boundPort
+	if port == 0 {
+		if orig, err := OriginalDst(c); err == nil && orig.Port() != 0 && int(orig.Port()) != listenPort {
+			port = int(orig.Port())
+		} else if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
+			if _, dst, ok := pc.ProxyHeader().Ports(); ok && st.Table.LookupPort(dst) != nil {
+				port = dst
+			}
+		}
+	}
+	if port == 0 {
+		return nil, true
+	}
+	rt := st.Table.LookupPort(port)
+	if rt == nil {
+		s.refuse(log, ReasonNoPortRoute, "connection for a port with no --port route", "port", port)
+		return nil, false
+	}
+	info.ByPort = true
+	return rt, true
+}
+
+func (s *Server) routed(rt *route.Route) {
+	if s.opts.Routed != nil {
+		s.opts.Routed(rt)
+	}
 }
 
 // handOff gives a routed connection to the HTTP stage, which owns it from
@@ -345,6 +403,8 @@ func reasonFor(err error) string {
 		return ReasonTimeout
 	case errors.Is(err, sni.ErrNotTLS):
 		return ReasonNotTLS
+	case isProxyErr(err):
+		return ReasonProxyHeader
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return ReasonMalformed
 	default:
@@ -507,3 +567,19 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// countedConn gives its place back when closed, whoever closes it (routing,
+// http.Server, passthrough).
+type countedConn struct {
+	net.Conn
+	active *atomic.Int64
+	once   sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.active.Add(-1) })
+	return c.Conn.Close()
+}
+
+// Unwrap reaches the socket for SO_ORIGINAL_DST and splice.
+func (c *countedConn) Unwrap() net.Conn { return c.Conn }

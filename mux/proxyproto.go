@@ -1,0 +1,54 @@
+package mux
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/pires/go-proxyproto"
+)
+
+// ProxyPolicy builds the per-peer PROXY protocol policy for --proxy-protocol-from:
+// peers inside the CIDRs MUST send a header (a trusted load balancer that
+// forgets it would make every client look like the balancer); every other
+// peer MUST NOT (a header from an untrusted address is a spoofing attempt
+// and the connection is refused, so it never changes the client address).
+// go-proxyproto's own default trusts any peer, hence the explicit policy.
+func ProxyPolicy(cidrs []string) (func(net.Addr) proxyproto.Policy, error) {
+	var prefixes []netip.Prefix
+	var errs []error
+	for _, c := range cidrs {
+		c = strings.TrimSpace(c)
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			// A bare address means just that host.
+			if a, aerr := netip.ParseAddr(c); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				errs = append(errs, fmt.Errorf("proxy-protocol-from %q: not a CIDR or IP address", c))
+				continue
+			}
+		}
+		prefixes = append(prefixes, p.Masked())
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return func(peer net.Addr) proxyproto.Policy {
+		a := addrPort(peer).Addr().Unmap()
+		for _, p := range prefixes {
+			if p.Contains(a) {
+				return proxyproto.REQUIRE
+			}
+		}
+		return proxyproto.REJECT
+	}, nil
+}
+
+func isProxyErr(err error) bool {
+	return errors.Is(err, proxyproto.ErrNoProxyProtocol) ||
+		errors.Is(err, proxyproto.ErrSuperfluousProxyHeader) ||
+		strings.HasPrefix(err.Error(), "proxyproto:")
+}
