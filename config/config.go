@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/mux"
@@ -32,6 +33,9 @@ type Config struct {
 	BindPorts     bool
 	MetricsListen string
 
+	ProxyProtocolFrom        []string
+	PassthroughProxyProtocol string
+
 	HandshakeTimeout time.Duration
 	HeaderTimeout    time.Duration
 	IdleTimeout      time.Duration
@@ -49,6 +53,11 @@ type Built struct {
 	Certs      *mux.Certs
 	Upstreams  *l7.Upstreams
 	ListenPort int
+	// ProxyPolicy is nil when no --proxy-protocol-from was given.
+	ProxyPolicy func(net.Addr) proxyproto.Policy
+	// PassthroughProxyHeader is the PROXY version sent to passthrough
+	// backends (0: none).
+	PassthroughProxyHeader byte
 }
 
 // Build validates c and returns every problem found, one error each, as a
@@ -71,6 +80,25 @@ func (c *Config) Build() (*Built, error) {
 	}
 
 	var err error
+	if len(c.ProxyProtocolFrom) > 0 {
+		if b.ProxyPolicy, err = mux.ProxyPolicy(c.ProxyProtocolFrom); err != nil {
+			for _, e := range unjoin(err) {
+				errs = multierror.Append(errs, e)
+			}
+		}
+	}
+	switch c.PassthroughProxyProtocol {
+	case "", "none":
+	case "v1":
+		b.PassthroughProxyHeader = 1
+	case "v2":
+		b.PassthroughProxyHeader = 2
+	default:
+		errs = multierror.Append(errs, fmt.Errorf("passthrough-proxy-protocol %q: want v1 or v2", c.PassthroughProxyProtocol))
+	}
+	if c.PassthroughProxyProtocol != "" && len(c.Passthrough) == 0 {
+		errs = multierror.Append(errs, errors.New("passthrough-proxy-protocol is set but there is no --passthrough route"))
+	}
 	if b.Upstreams, err = l7.ParseUpstreams(c.Upstream); err != nil {
 		errs = multierror.Append(errs, err)
 	}

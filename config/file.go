@@ -51,23 +51,25 @@ func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
 
 // fileConfig is the YAML shape: the keys are the long flag names.
 type fileConfig struct {
-	Listen           *string        `yaml:"listen"`
-	Upstream         *StringList    `yaml:"upstream"`
-	Cert             *StringList    `yaml:"cert"`
-	Key              *StringList    `yaml:"key"`
-	Route            *StringList    `yaml:"route"`
-	Port             *StringList    `yaml:"port"`
-	DefaultRoute     *string        `yaml:"default-route"`
-	Passthrough      *StringList    `yaml:"passthrough"`
-	BindPorts        *bool          `yaml:"bind-ports"`
-	MetricsListen    *string        `yaml:"metrics-listen"`
-	HandshakeTimeout *time.Duration `yaml:"handshake-timeout"`
-	HeaderTimeout    *time.Duration `yaml:"header-timeout"`
-	IdleTimeout      *time.Duration `yaml:"idle-timeout"`
-	DrainTimeout     *time.Duration `yaml:"drain-timeout"`
-	MaxConns         *int           `yaml:"max-conns"`
-	LogFormat        *string        `yaml:"log-format"`
-	LogLevel         *string        `yaml:"log-level"`
+	Listen                   *string        `yaml:"listen"`
+	Upstream                 *StringList    `yaml:"upstream"`
+	Cert                     *StringList    `yaml:"cert"`
+	Key                      *StringList    `yaml:"key"`
+	Route                    *StringList    `yaml:"route"`
+	Port                     *StringList    `yaml:"port"`
+	DefaultRoute             *string        `yaml:"default-route"`
+	Passthrough              *StringList    `yaml:"passthrough"`
+	BindPorts                *bool          `yaml:"bind-ports"`
+	MetricsListen            *string        `yaml:"metrics-listen"`
+	ProxyProtocolFrom        *StringList    `yaml:"proxy-protocol-from"`
+	PassthroughProxyProtocol *string        `yaml:"passthrough-proxy-protocol"`
+	HandshakeTimeout         *time.Duration `yaml:"handshake-timeout"`
+	HeaderTimeout            *time.Duration `yaml:"header-timeout"`
+	IdleTimeout              *time.Duration `yaml:"idle-timeout"`
+	DrainTimeout             *time.Duration `yaml:"drain-timeout"`
+	MaxConns                 *int           `yaml:"max-conns"`
+	LogFormat                *string        `yaml:"log-format"`
+	LogLevel                 *string        `yaml:"log-level"`
 }
 
 // ApplyFile overlays the settings of a YAML config file onto c. Unknown keys
@@ -94,6 +96,8 @@ func (c *Config) ApplyFile(path string) error {
 	setList(&c.Passthrough, f.Passthrough)
 	set(&c.BindPorts, f.BindPorts)
 	set(&c.MetricsListen, f.MetricsListen)
+	setList(&c.ProxyProtocolFrom, f.ProxyProtocolFrom)
+	set(&c.PassthroughProxyProtocol, f.PassthroughProxyProtocol)
 	set(&c.HandshakeTimeout, f.HandshakeTimeout)
 	set(&c.HeaderTimeout, f.HeaderTimeout)
 	set(&c.IdleTimeout, f.IdleTimeout)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/metrics"
 	"github.com/nexmux/nexmux/mux"
 )
 
@@ -36,6 +37,9 @@ type Daemon struct {
 
 	// Reload, when set, re-reads the configuration (flags, env, file).
 	reload func() (*config.Built, error)
+
+	metrics    *metrics.Metrics
+	metricsSrv *http.Server
 
 	listeners []net.Listener
 	addrs     map[string]net.Addr
@@ -76,19 +80,24 @@ func New(b *config.Built, opts Options) (*Daemon, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &Daemon{log: log, built: b, reload: opts.Reload, addrs: map[string]net.Addr{}, errc: make(chan error, 16)}
+	d := &Daemon{log: log, built: b, reload: opts.Reload, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New()}
 	var err error
-	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.accessLog})
+	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe})
 	if err != nil {
 		return nil, err
 	}
 	c := b.Config
 	d.server, err = mux.New(mux.Options{
-		HandshakeTimeout: c.HandshakeTimeout,
-		HeaderTimeout:    c.HeaderTimeout,
-		IdleTimeout:      c.IdleTimeout,
-		Handler:          d.proxy,
-		Logger:           log,
+		HandshakeTimeout:       c.HandshakeTimeout,
+		HeaderTimeout:          c.HeaderTimeout,
+		IdleTimeout:            c.IdleTimeout,
+		Handler:                d.metrics.InFlight(d.proxy),
+		Logger:                 log,
+		Refused:                d.metrics.Refused,
+		Routed:                 d.metrics.Routed,
+		ProxyProtocol:          b.ProxyPolicy,
+		PassthroughProxyHeader: b.PassthroughProxyHeader,
+		MaxConns:               c.MaxConns,
 	}, &mux.State{Table: b.Table, Certs: b.Certs})
 	if err != nil {
 		return nil, err
@@ -96,6 +105,17 @@ func New(b *config.Built, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
+// Metrics returns the daemon's collectors.
+func (d *Daemon) Metrics() *metrics.Metrics { return d.metrics }
+
+func (d *Daemon) observe(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
+	d.metrics.Observe(ci, r, rec)
+	d.accessLog(ci, r, rec)
+}
+
+// accessLog writes one line per request. Only the path is logged: query
+// strings may carry credentials in some clients, and headers
+// (Authorization, tokens) are never logged.
 func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 	args := []any{
 		"route", ci.Route.Key, "repo", rec.Repo, "method", r.Method,
@@ -135,6 +155,18 @@ func (d *Daemon) Start() error {
 			ports = append(ports, bound{pl, p})
 		}
 	}
+	if c.MetricsListen != "" {
+		ml, err := net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			d.closeListeners()
+			return fmt.Errorf("metrics-listen %s: %w", c.MetricsListen, err)
+		}
+		d.addrs["metrics"] = ml.Addr()
+		node := d.built.Upstreams.Nodes()[0]
+		ready := &metrics.Readiness{URL: node.String() + d.built.Upstreams.ContextPath() + "/service/rest/v1/status"}
+		d.metricsSrv = &http.Server{Handler: d.metrics.Handler(ready), ReadHeaderTimeout: 10 * time.Second}
+		d.goServe(func() error { return d.metricsSrv.Serve(ml) })
+	}
 	d.goServe(d.server.ServeHTTPConns)
 	d.goServe(func() error { return d.server.Serve(ln) })
 	for _, b := range ports {
@@ -172,9 +204,11 @@ func (d *Daemon) Reload() error {
 	}
 	b, err := d.reload()
 	if err != nil {
+		d.metrics.Reloaded(false)
 		d.log.Error("reload refused; still serving the previous configuration", "err", err.Error())
 		return err
 	}
+	d.metrics.Reloaded(true)
 	d.server.Update(&mux.State{Table: b.Table, Certs: b.Certs})
 	d.built = b
 	d.log.Info("reloaded", "routes", b.Table.Len())
@@ -184,6 +218,9 @@ func (d *Daemon) Reload() error {
 // Shutdown stops accepting and drains in-flight requests until ctx ends.
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	err := d.server.Shutdown(ctx)
+	if d.metricsSrv != nil {
+		_ = d.metricsSrv.Close()
+	}
 	d.wg.Wait()
 	return err
 }

@@ -37,6 +37,8 @@ func routeFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "port", Usage: "`PORT=REPO` legacy connector port route (iptables REDIRECT or --bind-ports); repeatable", EnvVars: env("port")},
 		&cli.StringFlag{Name: "default-route", Usage: "`REPO` for clients that send no server name (IP literals)", EnvVars: env("default-route")},
 		&cli.StringSliceFlag{Name: "passthrough", Usage: "`HOST=ADDR` copy TLS for HOST raw to ADDR without terminating it; repeatable", EnvVars: env("passthrough")},
+		&cli.StringSliceFlag{Name: "proxy-protocol-from", Usage: "`CIDR` of load balancers that MUST send a PROXY v1/v2 header; everyone else must not; repeatable", EnvVars: env("proxy-protocol-from")},
+		&cli.StringFlag{Name: "passthrough-proxy-protocol", Usage: "send a PROXY header (`v1|v2`; v2 carries the SNI as AUTHORITY TLV) to passthrough backends", EnvVars: env("passthrough-proxy-protocol")},
 		&cli.BoolFlag{Name: "bind-ports", Usage: "bind each --port itself (where iptables is not allowed)", EnvVars: env("bind-ports")},
 		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` for /metrics, /healthz, /readyz", EnvVars: env("metrics-listen")},
 		&cli.DurationFlag{Name: "handshake-timeout", Usage: "deadline for the routing phase (PROXY header + ClientHello) (default 10s)", EnvVars: env("handshake-timeout")},
@@ -76,6 +78,8 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	list(&cfg.Port, "port")
 	str(&cfg.DefaultRoute, "default-route")
 	list(&cfg.Passthrough, "passthrough")
+	list(&cfg.ProxyProtocolFrom, "proxy-protocol-from")
+	str(&cfg.PassthroughProxyProtocol, "passthrough-proxy-protocol")
 	if c.IsSet("bind-ports") {
 		cfg.BindPorts = c.Bool("bind-ports")
 	}

@@ -1,0 +1,201 @@
+// Package metrics exposes what nexmux does as Prometheus metrics, plus the
+// /healthz and /readyz probes, on the --metrics-listen address.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/route"
+)
+
+// Metrics holds nexmux's collectors on their own registry, so tests and
+// embedders never collide with the global one.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	connections       *prometheus.CounterVec
+	requests          *prometheus.CounterVec
+	bytesIn           *prometheus.CounterVec
+	bytesOut          *prometheus.CounterVec
+	upstreamLatency   *prometheus.HistogramVec
+	uploadsInFlight   *prometheus.GaugeVec
+	handshakeFailures *prometheus.CounterVec
+	reloads           *prometheus.CounterVec
+}
+
+// New registers every collector.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m.connections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nexmux_connections_total", Help: "Connections given a route.",
+	}, []string{"route"})
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nexmux_requests_total", Help: "HTTP requests by route, method and status class.",
+	}, []string{"route", "method", "class"})
+	m.bytesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nexmux_request_bytes_total", Help: "Request body bytes received from clients.",
+	}, []string{"route"})
+	m.bytesOut = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nexmux_response_bytes_total", Help: "Response body bytes sent to clients.",
+	}, []string{"route"})
+	m.upstreamLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "nexmux_upstream_latency_seconds",
+		Help:    "Time until Nexus's response headers.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+	}, []string{"route"})
+	m.uploadsInFlight = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nexmux_uploads_in_flight", Help: "Write requests (POST/PATCH/PUT/DELETE) in progress.",
+	}, []string{"route"})
+	m.handshakeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nexmux_handshake_failures_total", Help: "Connections refused before HTTP, by reason.",
+	}, []string{"reason"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nexmux_reloads_total", Help: "Configuration reloads by result.",
+	}, []string{"result"})
+	m.Registry.MustRegister(m.connections, m.requests, m.bytesIn, m.bytesOut,
+		m.upstreamLatency, m.uploadsInFlight, m.handshakeFailures, m.reloads,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// Routed counts a connection given a route.
+func (m *Metrics) Routed(rt *route.Route) { m.connections.WithLabelValues(rt.Key).Inc() }
+
+// Refused counts a connection refused before HTTP.
+func (m *Metrics) Refused(reason string) { m.handshakeFailures.WithLabelValues(reason).Inc() }
+
+// Reloaded counts a reload by result ("ok" or "error").
+func (m *Metrics) Reloaded(ok bool) {
+	if ok {
+		m.reloads.WithLabelValues("ok").Inc()
+	} else {
+		m.reloads.WithLabelValues("error").Inc()
+	}
+}
+
+// Observe records one finished request (an l7.Observer).
+func (m *Metrics) Observe(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
+	key := ci.Route.Key
+	m.requests.WithLabelValues(key, r.Method, statusClass(rec.Status)).Inc()
+	m.bytesIn.WithLabelValues(key).Add(float64(rec.BytesIn))
+	m.bytesOut.WithLabelValues(key).Add(float64(rec.BytesOut))
+	if rec.Upstream > 0 {
+		m.upstreamLatency.WithLabelValues(key).Observe(rec.Upstream.Seconds())
+	}
+}
+
+func statusClass(code int) string {
+	if code < 100 || code > 599 {
+		return "other"
+	}
+	return strconv.Itoa(code/100) + "xx"
+}
+
+// InFlight wraps the HTTP stage to keep the uploads-in-flight gauge.
+func (m *Metrics) InFlight(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ci := l7.FromContext(r.Context())
+		if ci == nil || ci.Route == nil || !isWrite(r.Method) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		g := m.uploadsInFlight.WithLabelValues(ci.Route.Key)
+		g.Inc()
+		defer g.Dec()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isWrite(method string) bool {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// Readiness asks Nexus whether it can serve reads
+// (<ctx>/service/rest/v1/status) and caches the answer briefly, so a
+// probe storm never becomes a Nexus storm.
+type Readiness struct {
+	URL     string // e.g. http://127.0.0.1:8081/nexus/service/rest/v1/status
+	Client  *http.Client
+	Timeout time.Duration // per check; default 2s
+	TTL     time.Duration // cache; default 3s
+
+	mu      sync.Mutex
+	checked time.Time
+	ready   bool
+	reason  string
+}
+
+// Check returns whether Nexus answered 200 within the timeout.
+func (r *Readiness) Check(ctx context.Context) (bool, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ttl := r.TTL
+	if ttl == 0 {
+		ttl = 3 * time.Second
+	}
+	if !r.checked.IsZero() && time.Since(r.checked) < ttl {
+		return r.ready, r.reason
+	}
+	timeout := r.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	r.ready, r.reason = false, ""
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL, nil)
+	if err == nil {
+		c := r.Client
+		if c == nil {
+			c = http.DefaultClient
+		}
+		var resp *http.Response
+		if resp, err = c.Do(req); err == nil {
+			resp.Body.Close()
+			r.ready = resp.StatusCode == http.StatusOK
+			if !r.ready {
+				r.reason = "nexus status " + resp.Status
+			}
+		}
+	}
+	if err != nil {
+		r.reason = err.Error()
+	}
+	r.checked = time.Now()
+	return r.ready, r.reason
+}
+
+// Handler serves /metrics, /healthz (the process answers) and /readyz
+// (Nexus answers).
+func (m *Metrics) Handler(ready *Readiness) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ready == nil {
+			_, _ = w.Write([]byte("ok\n"))
+			return
+		}
+		ok, why := ready.Check(r.Context())
+		if !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}

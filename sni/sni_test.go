@@ -1,0 +1,684 @@
+package sni
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+)
+
+// tcpSegment is the payload of one full-size segment on a 1500-byte MTU path
+// with TCP timestamps; a hello larger than this cannot arrive in one read.
+const tcpSegment = 1448
+
+func checkHello(t *testing.T, h *ClientHello, err error, wantName string, wantALPN []string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("ReadClientHello: %v", err)
+	}
+	if h.ServerName != wantName {
+		t.Errorf("ServerName = %q, want %q", h.ServerName, wantName)
+	}
+	if !slices.Equal(h.ALPN, wantALPN) {
+		t.Errorf("ALPN = %q, want %q", h.ALPN, wantALPN)
+	}
+}
+
+func TestReadClientHelloRealHellos(t *testing.T) {
+	alpn := []string{"h2", "http/1.1"}
+	tests := []struct {
+		name     string
+		cfg      *tls.Config
+		wantName string
+		wantALPN []string
+		minRaw   int
+		sent     string // proves the client sent the name as we think
+	}{
+		{
+			// X25519MLKEM768 is in Go's default key shares since 1.24.
+			name:     "go default config, post-quantum key share",
+			cfg:      &tls.Config{ServerName: "team-a.example.com", NextProtos: alpn},
+			wantName: "team-a.example.com", wantALPN: alpn, minRaw: tcpSegment + 1,
+		},
+		{
+			name:     "tls 1.2 only",
+			cfg:      &tls.Config{ServerName: "team-a.example.com", NextProtos: alpn, MaxVersion: tls.VersionTLS12},
+			wantName: "team-a.example.com", wantALPN: alpn,
+		},
+		{
+			name:     "mixed case is lowercased",
+			cfg:      &tls.Config{ServerName: "Team-A.example.com", NextProtos: []string{"acme-tls/1"}},
+			wantName: "team-a.example.com", wantALPN: []string{"acme-tls/1"}, sent: "Team-A.example.com",
+		},
+		{
+			name:     "no ALPN",
+			cfg:      &tls.Config{ServerName: "team-a.example.com"},
+			wantName: "team-a.example.com",
+		},
+		{
+			name:     "no SNI",
+			cfg:      &tls.Config{ServerName: "", InsecureSkipVerify: true, NextProtos: alpn},
+			wantName: "", wantALPN: alpn,
+		},
+		{
+			// crypto/tls never puts IP literals in SNI (RFC 6066).
+			name:     "IP literal server name sends no SNI",
+			cfg:      &tls.Config{ServerName: "192.0.2.1"},
+			wantName: "",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := captureHello(t, tt.cfg)
+			if len(raw) < tt.minRaw {
+				t.Fatalf("hello is %d bytes, want at least %d; did the default key shares change?", len(raw), tt.minRaw)
+			}
+			if !bytes.Contains(raw, []byte(tt.sent)) {
+				t.Fatalf("client did not send %q", tt.sent)
+			}
+			r := newCountingReader(append(bytes.Clone(raw), "early data that must not be read"...))
+			h, err := ReadClientHello(r)
+			checkHello(t, h, err, tt.wantName, tt.wantALPN)
+			if !bytes.Equal(h.Raw, raw) {
+				t.Errorf("Raw (%d bytes) differs from the %d bytes the client sent", len(h.Raw), len(raw))
+			}
+			if r.read != len(raw) {
+				t.Errorf("consumed %d bytes, want exactly the %d-byte hello", r.read, len(raw))
+			}
+		})
+	}
+}
+
+func TestReadClientHelloFragmented(t *testing.T) {
+	msg := handshakeMessage(t, goHello(t))
+	tests := []struct {
+		name  string
+		sizes []int
+	}{
+		{"1-byte records", []int{1}},
+		{"7-byte records", []int{7}},
+		{"100-byte records", []int{100}},
+		{"300-byte records", []int{300}},
+		{"header split from body", []int{4, 1 << 14}},
+		{"mixed 1,7,100,300", []int{1, 7, 100, 300}},
+		{"one max-size record", []int{1 << 14}},
+	}
+	readers := []struct {
+		name string
+		wrap func(io.Reader) io.Reader
+	}{
+		{"whole", func(r io.Reader) io.Reader { return r }},
+		{"one byte per Read", iotest.OneByteReader},
+		{"half reads", iotest.HalfReader},
+	}
+	for _, tt := range tests {
+		for _, rd := range readers {
+			t.Run(tt.name+"/"+rd.name, func(t *testing.T) {
+				framed := reframe(msg, tt.sizes...)
+				trailer := reframe([]byte{1, 0, 0, 0}, 4) // a second hello must stay unread
+				r := newCountingReader(append(bytes.Clone(framed), trailer...))
+				h, err := ReadClientHello(rd.wrap(r))
+				checkHello(t, h, err, "team-a.example.com", []string{"h2", "http/1.1"})
+				if !bytes.Equal(h.Raw, framed) {
+					t.Errorf("Raw differs from the re-framed bytes (%d vs %d bytes)", len(h.Raw), len(framed))
+				}
+				if r.read != len(framed) {
+					t.Errorf("consumed %d bytes, want %d", r.read, len(framed))
+				}
+			})
+		}
+	}
+}
+
+// TestReadClientHelloDribble sends one byte per write over real connections,
+// so every record header and body arrives in many reads.
+func TestReadClientHelloDribble(t *testing.T) {
+	raw := goHello(t)
+	pipes := []struct {
+		name string
+		pair func(t *testing.T) (client, server net.Conn)
+	}{
+		{"net.Pipe", func(*testing.T) (net.Conn, net.Conn) { return net.Pipe() }},
+		{"tcp loopback", tcpPair},
+	}
+	payloads := []struct {
+		name  string
+		bytes []byte
+	}{
+		{"original framing", raw},
+		{"1-byte records", reframe(handshakeMessage(t, raw), 1)},
+	}
+	for _, p := range pipes {
+		for _, pl := range payloads {
+			t.Run(p.name+"/"+pl.name, func(t *testing.T) {
+				client, server := p.pair(t)
+				defer client.Close()
+				defer server.Close()
+				werr := make(chan error, 1)
+				go func() {
+					for i := range pl.bytes {
+						if _, err := client.Write(pl.bytes[i : i+1]); err != nil {
+							werr <- err
+							return
+						}
+					}
+					werr <- nil
+				}()
+				hello, conn, err := Peek(server, 10*time.Second)
+				checkHello(t, hello, err, "team-a.example.com", []string{"h2", "http/1.1"})
+				if !bytes.Equal(hello.Raw, pl.bytes) {
+					t.Errorf("Raw differs from what was written")
+				}
+				if got := conn.Prefix(); !bytes.Equal(got, pl.bytes) {
+					t.Errorf("Conn prefix differs from Raw")
+				}
+				if err := <-werr; err != nil {
+					t.Fatalf("writer: %v", err)
+				}
+			})
+		}
+	}
+}
+
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.FailNow()
+	}
+	return client, server
+}
+
+// TestPeekThenHandshake proves nothing is lost: the server peeks, then
+// crypto/tls runs a full handshake over the replaying Conn and echoes data.
+func TestPeekThenHandshake(t *testing.T) {
+	cert := mustCert(t)
+	roots := x509.NewCertPool()
+	roots.AddCert(cert.Leaf)
+	tests := []struct {
+		name       string
+		serverName string
+		maxVersion uint16
+		alpn       []string
+		wantName   string
+	}{
+		{"tls 1.3 with post-quantum key share", "team-a.example.com", 0, []string{"h2", "http/1.1"}, "team-a.example.com"},
+		{"tls 1.2", "team-a.example.com", tls.VersionTLS12, []string{"http/1.1"}, "team-a.example.com"},
+		{"ip literal, no SNI", "127.0.0.1", 0, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+
+			type result struct {
+				hello *ClientHello
+				info  string // SNI as crypto/tls saw it after our peek
+				err   error
+			}
+			done := make(chan result, 1)
+			go func() {
+				var res result
+				defer func() { done <- res }()
+				raw, err := ln.Accept()
+				if err != nil {
+					res.err = err
+					return
+				}
+				defer raw.Close()
+				res.hello, _, res.err = Peek(raw, 5*time.Second)
+				if res.err != nil {
+					return
+				}
+				// Peeking a replaying Conn again must see the same hello, so
+				// layered listeners can each peek.
+				again, conn, err := Peek(NewConn(raw, res.hello.Raw), 5*time.Second)
+				if err != nil || !bytes.Equal(again.Raw, res.hello.Raw) {
+					res.err = fmt.Errorf("re-peek: %v", err)
+					return
+				}
+				srv := tls.Server(conn, &tls.Config{
+					Certificates: []tls.Certificate{cert},
+					NextProtos:   []string{"h2", "http/1.1"},
+					GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+						res.info = chi.ServerName
+						return nil, nil
+					},
+				})
+				if res.err = srv.Handshake(); res.err != nil {
+					return
+				}
+				_, res.err = io.Copy(srv, srv) // echo until the client closes
+			}()
+
+			cfg := &tls.Config{ServerName: tt.serverName, RootCAs: roots, NextProtos: tt.alpn, MaxVersion: tt.maxVersion}
+			client, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(), cfg)
+			if err != nil {
+				t.Fatalf("client handshake through the peeking server: %v", err)
+			}
+			msg := []byte(strings.Repeat("ping ", 1000))
+			if _, err := client.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			echo := make([]byte, len(msg))
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(client, echo); err != nil {
+				t.Fatalf("reading echo: %v", err)
+			}
+			if !bytes.Equal(echo, msg) {
+				t.Fatal("echo mismatch")
+			}
+			if len(tt.alpn) > 0 && client.ConnectionState().NegotiatedProtocol != tt.alpn[0] {
+				t.Errorf("negotiated %q, want %q", client.ConnectionState().NegotiatedProtocol, tt.alpn[0])
+			}
+			client.Close()
+
+			res := <-done
+			if res.err != nil && !errors.Is(res.err, io.EOF) {
+				t.Fatalf("server: %v", res.err)
+			}
+			checkHello(t, res.hello, nil, tt.wantName, tt.alpn)
+			if res.info != tt.wantName {
+				t.Errorf("crypto/tls saw SNI %q after the peek, want %q", res.info, tt.wantName)
+			}
+		})
+	}
+}
+
+// TestOpenSSLClient uses a non-Go client, which (unlike crypto/tls) sends a
+// trailing dot and mixed case exactly as given.
+func TestOpenSSLClient(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not on PATH; skipping the non-Go client check")
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		wantName string
+		wantALPN []string
+		sent     string // proves openssl sent the name verbatim
+	}{
+		{"trailing dot and mixed case", []string{"-servername", "Team-A.Example.COM.", "-alpn", "h2,http/1.1"}, "team-a.example.com", []string{"h2", "http/1.1"}, "Team-A.Example.COM."},
+		{"no server name", []string{"-noservername"}, "", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hello, err := openSSLHello(t, tt.args...)
+			checkHello(t, hello, err, tt.wantName, tt.wantALPN)
+			if !bytes.Contains(hello.Raw, []byte(tt.sent)) {
+				t.Errorf("openssl did not send %q", tt.sent)
+			}
+		})
+	}
+}
+
+// openSSLHello runs openssl s_client against a listener that peeks once and
+// hangs up, returning what was peeked.
+func openSSLHello(tb testing.TB, args ...string) (*ClientHello, error) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		hello *ClientHello
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		h, _, err := Peek(c, 5*time.Second)
+		done <- result{h, err}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "openssl", append([]string{"s_client", "-connect", ln.Addr().String()}, args...)...)
+	cmd.Stdin = nil                // /dev/null: s_client quits instead of waiting for input
+	out, _ := cmd.CombinedOutput() // exits non-zero: we hang up mid-handshake
+	select {
+	case res := <-done:
+		if res.hello == nil {
+			tb.Fatalf("peek: %v\nopenssl output:\n%s", res.err, out)
+		}
+		return res.hello, res.err
+	case <-time.After(10 * time.Second):
+		tb.Fatalf("listener did not get a hello\nopenssl output:\n%s", out)
+	}
+	return nil, nil
+}
+
+// TestServerNameNormalization edits the server_name of a real hello, because
+// crypto/tls clients strip trailing dots and crypto/tls servers reject them.
+func TestServerNameNormalization(t *testing.T) {
+	tests := []struct {
+		name    string
+		sni     string
+		want    string
+		wantErr bool
+	}{
+		{"trailing dot and mixed case", "Team-A.Example.COM.", "team-a.example.com", false},
+		{"single label with dot", "LOCALHOST.", "localhost", false},
+		{"non-ASCII bytes kept", "Bücher.example.", "b\xc3\xbccher.example", false},
+		{"only a dot", ".", "", true},
+		{"two trailing dots", "team-a.example.com..", "", true},
+		{"empty host_name", "", "", true},
+		{"NUL inside", "team-a.example.com\x00.evil.com", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := withSNI(t, tt.sni)
+			h, err := ReadClientHello(bytes.NewReader(raw))
+			if tt.wantErr {
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("err = %v, want ErrMalformed", err)
+				}
+				if h == nil || !bytes.Equal(h.Raw, raw) {
+					t.Error("partial Raw not returned with the error")
+				}
+				return
+			}
+			checkHello(t, h, err, tt.want, []string{"h2", "http/1.1"})
+		})
+	}
+
+	t.Run("crypto/tls server rejects what we accept", func(t *testing.T) {
+		c := &replayConn{r: bytes.NewReader(withSNI(t, "team-a.example.com."))}
+		err := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{mustCert(t)}}).Handshake()
+		if err == nil {
+			t.Fatal("crypto/tls accepted a trailing-dot SNI; the custom parser may no longer be needed")
+		}
+	})
+}
+
+// replayConn feeds a fixed byte stream to a server and discards its output.
+type replayConn struct {
+	recordingConn
+	r io.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func TestParseClientHello(t *testing.T) {
+	msg := handshakeMessage(t, goHello(t))
+	type edit func(p *helloParts)
+	tests := []struct {
+		name     string
+		edit     edit
+		wantName string
+		wantALPN []string
+		wantErr  bool
+	}{
+		{"unchanged", func(*helloParts) {}, "team-a.example.com", []string{"h2", "http/1.1"}, false},
+		{"no extensions block (old hello)", func(p *helloParts) { p.noExtensions = true }, "", nil, false},
+		{"empty extensions block", func(p *helloParts) { p.exts = nil }, "", nil, false},
+		{"unknown name_type before host_name", func(p *helloParts) {
+			p.setExt(0, sniExt(sniEntry{7, "opaque"}, sniEntry{0, "B.example"}))
+		}, "b.example", []string{"h2", "http/1.1"}, false},
+		{"first host_name wins", func(p *helloParts) {
+			p.setExt(0, sniExt(sniEntry{0, "first.example"}, sniEntry{0, "second.example"}))
+		}, "first.example", []string{"h2", "http/1.1"}, false},
+		{"only unknown name types", func(p *helloParts) { p.setExt(0, sniExt(sniEntry{7, "x"})) }, "", []string{"h2", "http/1.1"}, false},
+		{"ALPN order kept", func(p *helloParts) { p.setExt(16, alpnExt("http/1.1", "h2", "x")) }, "team-a.example.com", []string{"http/1.1", "h2", "x"}, false},
+		{"session id 32", func(p *helloParts) { p.sessionID = make([]byte, 32) }, "team-a.example.com", []string{"h2", "http/1.1"}, false},
+
+		{"session id 33", func(p *helloParts) { p.sessionID = make([]byte, 33) }, "", nil, true},
+		{"no cipher suites", func(p *helloParts) { p.suites = nil }, "", nil, true},
+		{"odd cipher suites", func(p *helloParts) { p.suites = p.suites[:3] }, "", nil, true},
+		{"no compression methods", func(p *helloParts) { p.compression = nil }, "", nil, true},
+		{"trailing bytes after extensions", func(p *helloParts) { p.trailing = []byte{0} }, "", nil, true},
+		{"duplicate unrelated extension", func(p *helloParts) { p.exts = append(p.exts, ext{0xfe0d, nil}, ext{0xfe0d, nil}) }, "", nil, true},
+		{"duplicate server_name", func(p *helloParts) {
+			p.exts = append(p.exts, ext{0, sniExt(sniEntry{0, "other.example"})})
+		}, "", nil, true},
+		{"empty server_name extension", func(p *helloParts) { p.setExt(0, nil) }, "", nil, true},
+		{"empty server_name list", func(p *helloParts) { p.setExt(0, sniExt()) }, "", nil, true},
+		{"server_name entry truncated", func(p *helloParts) { p.setExt(0, []byte{0, 4, 0, 0, 9, 'a'}) }, "", nil, true},
+		{"bytes after server_name list", func(p *helloParts) {
+			p.setExt(0, append(sniExt(sniEntry{0, "a.example"}), 0))
+		}, "", nil, true},
+		{"empty ALPN list", func(p *helloParts) { p.setExt(16, alpnExt()) }, "", nil, true},
+		{"empty ALPN protocol", func(p *helloParts) { p.setExt(16, alpnExt("h2", "")) }, "", nil, true},
+		{"ALPN protocol overruns list", func(p *helloParts) { p.setExt(16, []byte{0, 3, 5, 'h', '2'}) }, "", nil, true},
+		{"bytes after ALPN list", func(p *helloParts) { p.setExt(16, append(alpnExt("h2"), 1)) }, "", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := splitHello(t, msg)
+			tt.edit(p)
+			name, alpn, err := ParseClientHello(p.body())
+			if tt.wantErr {
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("err = %v, want ErrMalformed", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if name != tt.wantName || !slices.Equal(alpn, tt.wantALPN) {
+				t.Errorf("got %q %q, want %q %q", name, alpn, tt.wantName, tt.wantALPN)
+			}
+		})
+	}
+
+	t.Run("every truncation", func(t *testing.T) {
+		body := msg[4:]
+		p := splitHello(t, msg)
+		p.noExtensions = true
+		legacyEnd := len(p.body()) // a hello may legally end before extensions
+		for n := range len(body) {
+			_, _, err := ParseClientHello(body[:n])
+			if n == legacyEnd {
+				if err != nil {
+					t.Errorf("truncated to the legacy fields (%d bytes): %v", n, err)
+				}
+				continue
+			}
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("truncated to %d of %d bytes: err = %v, want ErrMalformed", n, len(body), err)
+			}
+		}
+	})
+}
+
+func TestReadClientHelloErrors(t *testing.T) {
+	raw := goHello(t)
+	msg := handshakeMessage(t, raw)
+	firstRecord := raw[:5+(int(raw[3])<<8|int(raw[4]))]
+
+	declares20K := bytes.Clone(firstRecord)
+	declares20K[6], declares20K[7], declares20K[8] = 0, 20480>>8, 20480&0xff
+	declares20K = append(declares20K, make([]byte, 20<<10)...)
+
+	// A ~3 KB hello (Go offering every hybrid key share, say) is fine as
+	// sent but exceeds the cap once chopped into 1-byte records.
+	big := splitHello(t, msg)
+	big.exts = append(big.exts, ext{0xfe00, make([]byte, 3000)})
+	bigMsg := big.message()
+
+	var (
+		httpReq  = []byte("GET / HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n")
+		alert    = []byte{21, 3, 3, 0, 2, 2, 40}
+		errBoom  = errors.New("boom")
+		split    = reframe(msg, 100)
+		hsType2  = append([]byte{22, 3, 3, 0, 4}, 2, 0, 0, 0)
+		trailing = reframe(append(bytes.Clone(msg), 1, 0, 0, 0), len(msg)+4)
+	)
+	tests := []struct {
+		name     string
+		input    io.Reader
+		in       []byte // what the reader holds, for Raw checks
+		want     error
+		wantRead int // bytes that may be consumed; -1 means all of in
+	}{
+		{"empty connection", nil, nil, io.EOF, 0},
+		{"http request", nil, httpReq, ErrNotTLS, 5},
+		{"ssh banner", nil, []byte("SSH-2.0-OpenSSH_9.6\r\n"), ErrNotTLS, 5},
+		{"sslv2 hello", nil, []byte{0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15}, ErrNotTLS, 5},
+		{"handshake with version major 2", nil, append([]byte{22, 2, 0, 0, 4}, 1, 0, 0, 0), ErrNotTLS, 5},
+		{"alert record first", nil, alert, ErrNotTLS, 5},
+		{"alert after first fragment", nil, append(bytes.Clone(split[:105]), alert...), ErrMalformed, 110},
+		{"change_cipher_spec mid-hello", nil, append(bytes.Clone(split[:105]), 20, 3, 3, 0, 1, 1), ErrMalformed, 110},
+		{"server_hello first", nil, hsType2, ErrMalformed, -1},
+		{"empty handshake record", nil, []byte{22, 3, 1, 0, 0}, ErrMalformed, -1},
+		{"record longer than 2^14", nil, append([]byte{22, 3, 1, 0x40, 0x01}, make([]byte, 1<<14+1)...), ErrMalformed, 5},
+		{"hello declares 20 KiB", nil, declares20K, ErrTooLarge, len(firstRecord)},
+		{"1-byte records over the cap", nil, reframe(bigMsg, 1), ErrTooLarge, MaxHelloBytes - MaxHelloBytes%6},
+		{"bytes after hello in its record", nil, trailing, ErrMalformed, -1},
+		{"truncated inside record header", nil, raw[:3], io.ErrUnexpectedEOF, -1},
+		{"truncated inside record body", nil, raw[:len(raw)/2], io.ErrUnexpectedEOF, -1},
+		{"truncated at record boundary", nil, split[:105*3], io.ErrUnexpectedEOF, -1},
+		{"reader error", iotest.ErrReader(errBoom), nil, errBoom, 0},
+		{"reader error mid-hello", io.MultiReader(bytes.NewReader(raw[:700]), iotest.ErrReader(errBoom)), raw[:700], errBoom, 700},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cr := newCountingReader(tt.in)
+			var r io.Reader = cr
+			if tt.input != nil {
+				r = tt.input
+			}
+			h, err := ReadClientHello(r)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			want := tt.wantRead
+			if want < 0 {
+				want = len(tt.in)
+			}
+			if tt.input == nil && cr.read != want {
+				t.Errorf("consumed %d bytes, want %d", cr.read, want)
+			}
+			switch {
+			case want == 0 && h != nil:
+				t.Errorf("got a hello %+v with nothing read", h)
+			case want > 0 && (h == nil || !bytes.Equal(h.Raw, tt.in[:want])):
+				t.Errorf("partial Raw does not hold exactly the %d consumed bytes", want)
+			}
+			if h != nil && len(h.Raw) > MaxHelloBytes {
+				t.Errorf("Raw is %d bytes, over MaxHelloBytes", len(h.Raw))
+			}
+		})
+	}
+}
+
+// TestPeekTimeout covers a client that starts a hello and stalls: Peek must
+// give up at the deadline with a net.Error timeout, and clear the deadline so
+// the returned Conn still works if the caller chooses to keep it.
+func TestPeekTimeout(t *testing.T) {
+	raw := goHello(t)
+	for _, p := range []struct {
+		name string
+		pair func(t *testing.T) (net.Conn, net.Conn)
+	}{
+		{"net.Pipe", func(*testing.T) (net.Conn, net.Conn) { return net.Pipe() }},
+		{"tcp loopback", tcpPair},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			client, server := p.pair(t)
+			defer client.Close()
+			defer server.Close()
+			go client.Write(raw[:3])
+
+			start := time.Now()
+			hello, conn, err := Peek(server, 200*time.Millisecond)
+			elapsed := time.Since(start)
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("err = %v, want a net.Error timeout", err)
+			}
+			if elapsed < 150*time.Millisecond || elapsed > 5*time.Second {
+				t.Errorf("Peek returned after %v with a 200ms deadline", elapsed)
+			}
+			if hello == nil || !bytes.Equal(hello.Raw, raw[:3]) {
+				t.Fatalf("partial Raw = %v, want the 3 bytes sent", hello)
+			}
+
+			// The deadline is gone: the rest arrives later and reads
+			// through the replaying Conn yield the whole hello.
+			go client.Write(raw[3:])
+			h, err := ReadClientHello(conn)
+			checkHello(t, h, err, "team-a.example.com", []string{"h2", "http/1.1"})
+		})
+	}
+}
+
+func TestConn(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	c := NewConn(server, []byte("hello "))
+	if c.Unwrap() != server {
+		t.Error("Unwrap does not return the wrapped conn")
+	}
+	go func() {
+		client.Write([]byte("world"))
+		client.Close()
+	}()
+	buf := make([]byte, 4)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "hell" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
+	}
+	if string(c.Prefix()) != "o " {
+		t.Errorf("Prefix = %q after a partial read", c.Prefix())
+	}
+	rest, err := io.ReadAll(c)
+	if err != nil || string(rest) != "o world" {
+		t.Fatalf("ReadAll = %q, %v", rest, err)
+	}
+	if c.Prefix() != nil {
+		t.Errorf("Prefix = %q after draining", c.Prefix())
+	}
+
+	t.Run("io.Copy uses WriteTo", func(t *testing.T) {
+		client, server := net.Pipe()
+		var c io.WriterTo = NewConn(server, []byte("prefix|"))
+		go func() {
+			client.Write([]byte("body"))
+			client.Close()
+		}()
+		var out bytes.Buffer
+		if _, err := c.WriteTo(&out); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != "prefix|body" {
+			t.Errorf("copied %q", out.String())
+		}
+	})
+}
