@@ -176,6 +176,37 @@ func (c *Config) Build() (*Built, error) {
 	return b, nil
 }
 
+// PortRoutes validates only --listen and --port: what `nexmux iptables`
+// needs, in an init container that has no certificates mounted.
+func (c *Config) PortRoutes() (listenPort int, t *route.Table, err error) {
+	var errs *multierror.Error
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = multierror.Append(errs, fmt.Errorf("listen %q: want [HOST]:PORT: %v", c.Listen, err))
+	} else if listenPort, err = strconv.Atoi(port); err != nil || listenPort < 1 || listenPort > 65535 {
+		errs = multierror.Append(errs, fmt.Errorf("listen %q: %q is not a port", c.Listen, port))
+	}
+	spec := route.Spec{Ports: c.Port}
+	if listenPort > 0 {
+		spec.ListenPorts = []int{listenPort}
+	}
+	t, err = route.Build(spec)
+	if err != nil {
+		var re route.Errors
+		if errors.As(err, &re) {
+			for _, e := range re {
+				errs = multierror.Append(errs, e)
+			}
+		} else {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if err := errs.ErrorOrNil(); err != nil {
+		errs.ErrorFormat = listFormat
+		return 0, nil, errs
+	}
+	return listenPort, t, nil
+}
+
 // needsCert: port routes may be plain HTTP and passthrough routes bring
 // their own TLS; everything else terminates TLS here.
 func needsCert(c *Config) bool {

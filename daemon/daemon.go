@@ -37,6 +37,7 @@ type Daemon struct {
 
 	// Reload, when set, re-reads the configuration (flags, env, file).
 	reload func() (*config.Built, error)
+	listen func(network, addr string) (net.Listener, error)
 
 	metrics    *metrics.Metrics
 	metricsSrv *http.Server
@@ -52,6 +53,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Reload re-reads the configuration on SIGHUP; nil disables reload.
 	Reload func() (*config.Built, error)
+	// Listen creates the listeners (default net.Listen). Tests bind inside
+	// a network namespace through it; socket activation would too.
+	Listen func(network, addr string) (net.Listener, error)
 }
 
 // NewLogger builds the slog logger the flags ask for.
@@ -80,7 +84,11 @@ func New(b *config.Built, opts Options) (*Daemon, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &Daemon{log: log, built: b, reload: opts.Reload, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New()}
+	listen := opts.Listen
+	if listen == nil {
+		listen = net.Listen
+	}
+	d := &Daemon{log: log, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New()}
 	var err error
 	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe})
 	if err != nil {
@@ -131,7 +139,7 @@ func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 // Start binds every listener and starts serving.
 func (d *Daemon) Start() error {
 	c := d.built.Config
-	ln, err := net.Listen("tcp", c.Listen)
+	ln, err := d.listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", c.Listen, err)
 	}
@@ -145,7 +153,7 @@ func (d *Daemon) Start() error {
 	if c.BindPorts {
 		host, _, _ := net.SplitHostPort(c.Listen)
 		for _, p := range d.built.Table.Ports() {
-			pl, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+			pl, err := d.listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
 			if err != nil {
 				d.closeListeners()
 				return fmt.Errorf("bind port %d: %w", p, err)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/daemon"
+	"github.com/nexmux/nexmux/iptables"
+	"github.com/nexmux/nexmux/route"
 )
 
 // exitInvalid is the status for invalid flags or configuration.
@@ -143,6 +145,40 @@ func newApp() *cli.App {
 					if err := d.Run(context.Background()); err != nil {
 						return cli.Exit("nexmux: "+err.Error(), 1)
 					}
+					return nil
+				},
+			},
+			{
+				Name:  "iptables",
+				Usage: "print iptables-restore rules that REDIRECT the --port connector ports to --listen (IPv4 and IPv6 alike)",
+				Description: "Apply with: nexmux iptables --port 8082=team-a ... | iptables-restore --noflush (and ip6tables-restore).\n" +
+					"scripts/nexmux-iptables.sh applies and removes them idempotently.",
+				Flags: append(routeFlags(),
+					&cli.BoolFlag{Name: "delete", Usage: "print the rules that remove exactly what the apply rules add"},
+					&cli.BoolFlag{Name: "jumps", Value: true, Usage: "include the PREROUTING/OUTPUT jumps (off when re-applying over existing jumps)"},
+					&cli.StringFlag{Name: "chain", Value: iptables.DefaultChain, Usage: "nat `CHAIN` holding the rules (one per nexmux instance)"},
+				),
+				OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+				Action: func(c *cli.Context) error {
+					cfg, err := loadConfig(c)
+					if err != nil {
+						return invalid(err)
+					}
+					r := iptables.Rules{Chain: c.String("chain"), Jumps: c.Bool("jumps")}
+					var out string
+					if c.Bool("delete") {
+						out, err = r.Delete()
+					} else {
+						var t *route.Table
+						if r.ListenPort, t, err = cfg.PortRoutes(); err == nil {
+							r.Ports = t.Ports()
+							out, err = r.Apply()
+						}
+					}
+					if err != nil {
+						return invalid(err)
+					}
+					fmt.Fprint(c.App.Writer, out)
 					return nil
 				},
 			},

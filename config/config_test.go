@@ -1,0 +1,266 @@
+package config
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// writeCert creates a self-signed ECDSA P-256 certificate for names in dir and
+// returns the paths of its PEM certificate and key.
+func writeCert(t *testing.T, dir, file string, names ...string) (certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath = filepath.Join(dir, file+".crt")
+	keyPath = filepath.Join(dir, file+".key")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath
+}
+
+// problems splits a Build error into its lines, checking it is the
+// one-problem-per-line multierror Build promises.
+func problems(t *testing.T, err error) []string {
+	t.Helper()
+	if err == nil {
+		t.Fatal("Build succeeded, want problems")
+	}
+	me, ok := err.(*multierror.Error)
+	if !ok {
+		t.Fatalf("Build error is %T, want *multierror.Error", err)
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(me.Errors) {
+		t.Fatalf("%d lines for %d problems:\n%v", len(lines), len(me.Errors), err)
+	}
+	return lines
+}
+
+func wantProblems(t *testing.T, err error, want ...string) {
+	t.Helper()
+	lines := problems(t, err)
+	if len(lines) != len(want) {
+		t.Fatalf("%d problems, want %d:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
+	}
+	for _, w := range want {
+		found := false
+		for _, l := range lines {
+			if strings.Contains(l, w) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("no problem mentions %q:\n%s", w, strings.Join(lines, "\n"))
+		}
+	}
+}
+
+func TestBuildValid(t *testing.T) {
+	dir := t.TempDir()
+	c1, k1 := writeCert(t, dir, "registry", "registry.example.com")
+	c2, k2 := writeCert(t, dir, "wild", "*.example.com", "example.com")
+	c := Defaults()
+	c.Listen = "0.0.0.0:8443"
+	c.Upstream = []string{"http://nexus:8081/nexus/"}
+	c.Cert = []string{c1, c2}
+	c.Key = []string{k1, k2}
+	c.Route = []string{
+		"registry.example.com=team-a",
+		"Team-B.Example.COM.=pull:team-b,push:team-b-hosted",
+		"*.example.com=wild",
+		"example.com=apex",
+	}
+	c.Port = []string{"8082=team-a"}
+	c.DefaultRoute = "fallback"
+	c.Passthrough = []string{"git.other.org=10.0.0.5:443"} // brings its own certificate
+	c.HandshakeTimeout = 10 * time.Second
+	b, err := c.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.ListenPort != 8443 {
+		t.Errorf("ListenPort = %d", b.ListenPort)
+	}
+	if b.Table.Len() != 7 {
+		t.Errorf("%d routes, want 7: %v", b.Table.Len(), b.Table.Routes())
+	}
+	if got := b.Upstreams.ContextPath(); got != "/nexus" {
+		t.Errorf("ContextPath = %q", got)
+	}
+	if b.Certs.Len() != 3 {
+		t.Errorf("Certs.Len = %d, want 3", b.Certs.Len())
+	}
+	d := b.Describe()
+	for _, want := range []string{
+		"listen 0.0.0.0:8443 -> nexus http://nexus:8081/nexus/ (context path /nexus)",
+		fmt.Sprintf("  %-32s %s\n", "registry.example.com", "/nexus/repository/team-a/"),
+		fmt.Sprintf("  %-32s %s\n", "team-b.example.com", "pull /nexus/repository/team-b/, push /nexus/repository/team-b-hosted/"),
+		fmt.Sprintf("  %-32s %s\n", "*.example.com", "/nexus/repository/wild/"),
+		fmt.Sprintf("  %-32s %s\n", "git.other.org", "passthrough to 10.0.0.5:443"),
+		fmt.Sprintf("  %-32s %s\n", ":8082", "/nexus/repository/team-a/"),
+		fmt.Sprintf("  %-32s %s\n", "default", "/nexus/repository/fallback/"),
+		"certificates: registry.example.com, *.example.com, example.com",
+	} {
+		if !strings.Contains(d, want) {
+			t.Errorf("Describe() lacks %q:\n%s", want, d)
+		}
+	}
+}
+
+func TestBuildPortRoutesNeedNoCert(t *testing.T) {
+	c := Defaults()
+	c.Port = []string{"8082=team-a", "8083=pull:g,push:h"}
+	c.Passthrough = []string{"git.example.com=10.0.0.5:443"}
+	if _, err := c.Build(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBuildReportsEverything: six different mistakes, six lines, one Build.
+func TestBuildReportsEverything(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir, "wild", "*.example.com")
+	c := Defaults()
+	c.Cert, c.Key = []string{cert}, []string{key}
+	c.Listen = "8443"                             // 1 no colon
+	c.MetricsListen = "metrics"                   // 2 not HOST:PORT
+	c.Upstream = []string{"ftp://nexus:8081"}     // 3 scheme
+	c.Route = []string{"a.example.com=../team-a"} // 4 repository name
+	c.HandshakeTimeout = -time.Second             // 5 negative
+	c.LogFormat = "xml"                           // 6 unknown format
+	_, err := c.Build()
+	wantProblems(t, err, `listen "8443"`, `metrics-listen "metrics"`, `upstream "ftp://nexus:8081"`, `route "a.example.com=../team-a"`, "handshake-timeout -1s", `log-format "xml"`)
+}
+
+func TestBuildProblems(t *testing.T) {
+	dir := t.TempDir()
+	wildCert, wildKey := writeCert(t, dir, "wild", "*.example.com")
+	otherCert, otherKey := writeCert(t, dir, "other", "other.org")
+	for _, tc := range []struct {
+		name string
+		edit func(c *Config)
+		want []string
+	}{
+		{"no routes", func(c *Config) { c.Route = nil }, []string{"no routes"}},
+		{"no certificate for TLS routes", func(c *Config) { c.Cert, c.Key = nil, nil }, []string{"no certificate"}},
+		{"no certificate for the default route", func(c *Config) {
+			c.Cert, c.Key, c.Route, c.DefaultRoute = nil, nil, nil, "fallback"
+		}, []string{"no certificate"}},
+		{"cert without key", func(c *Config) { c.Key = nil }, []string{"1 --cert but 0 --key"}},
+		{"missing files", func(c *Config) {
+			c.Cert = append(c.Cert, filepath.Join(dir, "nope.crt"))
+			c.Key = append(c.Key, filepath.Join(dir, "nope.key"))
+		}, []string{"nope.crt"}},
+		{"key of another certificate", func(c *Config) { c.Key = []string{otherKey} }, []string{"private key does not match"}},
+		{"two bad pairs, two problems", func(c *Config) {
+			c.Cert = []string{wildCert, otherCert, wildCert}
+			c.Key = []string{otherKey, wildKey, wildKey}
+		}, []string{wildCert + `" / key "` + otherKey, otherCert + `" / key "` + wildKey}},
+		{"listen port is not a port", func(c *Config) { c.Listen = ":https8" }, []string{`":https8"`}},
+		{"listen port out of range", func(c *Config) { c.Listen = ":70000" }, []string{`":70000"`}},
+		{"port route on the listen port", func(c *Config) { c.Port = []string{"8443=team-a"} }, []string{"--listen port"}},
+		{"no upstream", func(c *Config) { c.Upstream = nil }, []string{"at least one Nexus"}},
+		{"upstream with credentials", func(c *Config) { c.Upstream = []string{"http://admin:admin123@nexus:8081"} }, []string{"no query, fragment or credentials"}},
+		{"upstreams with different context paths", func(c *Config) { c.Upstream = []string{"http://n1:8081/nexus", "http://n2:8081/"} }, []string{"context path"}},
+		{"several route problems, one line each", func(c *Config) {
+			c.Route = []string{"a.example.com=x", "A.example.com.=y", "*.com=z", "10.0.0.1=w"}
+		}, []string{"already routed", "top-level domain", "IP address"}},
+		{"negative durations and limits", func(c *Config) {
+			c.HeaderTimeout, c.IdleTimeout, c.DrainTimeout, c.MaxConns = -1, -time.Minute, -time.Hour, -5
+		}, []string{"header-timeout", "idle-timeout", "drain-timeout", "max-conns -5"}},
+		{"log level", func(c *Config) { c.LogLevel = "loud" }, []string{`log-level "loud"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			c.Cert, c.Key = []string{wildCert}, []string{wildKey}
+			c.Route = []string{"team-a.example.com=team-a"}
+			tc.edit(c)
+			b, err := c.Build()
+			if b != nil {
+				t.Error("Build returned a result with an error")
+			}
+			wantProblems(t, err, tc.want...)
+		})
+	}
+}
+
+func TestBuildLogSettingsAccepted(t *testing.T) {
+	for _, f := range []string{"", "text", "json"} {
+		for _, l := range []string{"", "debug", "INFO", "Warn", "error"} {
+			c := Defaults()
+			c.Port = []string{"8082=team-a"}
+			c.LogFormat, c.LogLevel = f, l
+			if _, err := c.Build(); err != nil {
+				t.Errorf("log-format %q log-level %q: %v", f, l, err)
+			}
+		}
+	}
+}
+
+// TestBuildCertCoverage: a TLS route no certificate names would make every
+// client of that route fail verification on the fallback certificate.
+func TestBuildCertCoverage(t *testing.T) {
+	dir := t.TempDir()
+	wildCert, wildKey := writeCert(t, dir, "wild", "*.example.com")
+	exactCert, exactKey := writeCert(t, dir, "exact", "registry.other.org", "Legacy.Other.ORG.")
+	c := Defaults()
+	c.Cert = []string{wildCert, exactCert}
+	c.Key = []string{wildKey, exactKey}
+	c.Route = []string{
+		"team-a.example.com=a",     // covered by *.example.com
+		"*.example.com=any",        // covered: one label under it
+		"registry.other.org=r",     // covered exactly
+		"legacy.other.org=l",       // covered, SAN was mixed case with a trailing dot
+		"example.com=apex",         // NOT covered: a wildcard does not cover its apex
+		"a.b.example.com=deep",     // NOT covered: a wildcard covers one label
+		"*.b.example.com=deepwild", // NOT covered
+		"nexus.other.org=n",        // NOT covered
+	}
+	c.Port = []string{"8082=a"}                          // port routes are not checked
+	c.Passthrough = []string{"git.else.net=10.0.0.1:22"} // brings its own TLS
+	c.DefaultRoute = "fallback"                          // gets the first certificate
+	_, err := c.Build()
+	wantProblems(t, err, "route example.com:", "route a.b.example.com:", "route *.b.example.com:", "route nexus.other.org:")
+	for _, l := range problems(t, err) {
+		if !strings.Contains(l, "no --cert covers this name") {
+			t.Errorf("unexpected problem %q", l)
+		}
+	}
+}

@@ -1,0 +1,110 @@
+// Package iptables renders the netfilter rules that move Nexus's legacy
+// connector ports onto nexmux's one listener: nat REDIRECT, in
+// iptables-restore format, for IPv4 and IPv6.
+//
+// Every rule nexmux owns sits in its own chain and carries a comment, so
+// removal takes exactly those rules, and re-applying replaces the chain's
+// content in one transaction instead of appending duplicates.
+package iptables
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// Comment tags every rule nexmux writes.
+const Comment = "nexmux"
+
+// DefaultChain is the nat chain holding the REDIRECT rules.
+const DefaultChain = "NEXMUX"
+
+var chainName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,27}$`)
+
+// Rules describes what to redirect.
+type Rules struct {
+	Chain      string // DefaultChain when empty
+	ListenPort int    // nexmux's --listen port
+	Ports      []int  // legacy connector ports
+	// Jumps adds the PREROUTING (remote clients) and OUTPUT (clients on
+	// this host) jumps into the chain. Leave it off when re-applying over
+	// an installation whose jumps exist: the chain content is replaced and
+	// the jumps are not duplicated.
+	Jumps bool
+}
+
+func (r Rules) chain() string {
+	if r.Chain == "" {
+		return DefaultChain
+	}
+	return r.Chain
+}
+
+// Validate reports every problem.
+func (r Rules) Validate() error {
+	var errs []error
+	if !chainName.MatchString(r.chain()) {
+		errs = append(errs, fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", r.chain()))
+	}
+	if r.ListenPort < 1 || r.ListenPort > 65535 {
+		errs = append(errs, fmt.Errorf("listen port %d: the rules need nexmux's --listen port", r.ListenPort))
+	}
+	if len(r.Ports) == 0 {
+		errs = append(errs, errors.New("no --port routes: nothing to redirect"))
+	}
+	for _, p := range r.Ports {
+		if p == r.ListenPort {
+			errs = append(errs, fmt.Errorf("port %d is the listen port", p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Apply renders the rules for iptables-restore --noflush (or
+// ip6tables-restore: the text is the same for both families). Declaring the
+// chain flushes it in --noflush mode, so applying twice leaves one copy.
+func (r Rules) Apply() (string, error) {
+	if err := r.Validate(); err != nil {
+		return "", err
+	}
+	ports := append([]int(nil), r.Ports...)
+	sort.Ints(ports)
+	c := r.chain()
+	var b strings.Builder
+	b.WriteString("# nexmux: legacy connector ports -> nexmux's listener. Apply with\n")
+	b.WriteString("#   iptables-restore --noflush  and  ip6tables-restore --noflush\n")
+	b.WriteString("*nat\n")
+	fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+	if r.Jumps {
+		// Remote clients arrive through PREROUTING; clients on this host
+		// (Nexus's own health checks, a local docker) through OUTPUT,
+		// limited to local destinations so outgoing connections to other
+		// hosts' port 8082 are left alone.
+		fmt.Fprintf(&b, "-A PREROUTING -p tcp -m comment --comment %s -j %s\n", Comment, c)
+		fmt.Fprintf(&b, "-A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
+	}
+	for _, p := range ports {
+		fmt.Fprintf(&b, "-A %s -p tcp --dport %d -m comment --comment %s -j REDIRECT --to-ports %d\n", c, p, Comment, r.ListenPort)
+	}
+	b.WriteString("COMMIT\n")
+	return b.String(), nil
+}
+
+// Delete renders the removal: the two jumps, then the chain itself. It only
+// names rules Apply wrote, so nothing else in the nat table is touched.
+func (r Rules) Delete() (string, error) {
+	if !chainName.MatchString(r.chain()) {
+		return "", fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", r.chain())
+	}
+	c := r.chain()
+	var b strings.Builder
+	b.WriteString("*nat\n")
+	fmt.Fprintf(&b, "-D PREROUTING -p tcp -m comment --comment %s -j %s\n", Comment, c)
+	fmt.Fprintf(&b, "-D OUTPUT -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
+	fmt.Fprintf(&b, "-F %s\n", c)
+	fmt.Fprintf(&b, "-X %s\n", c)
+	b.WriteString("COMMIT\n")
+	return b.String(), nil
+}
