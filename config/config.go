@@ -44,6 +44,20 @@ type Config struct {
 
 	LogFormat string
 	LogLevel  string
+
+	// File is the --config file the settings came from ("" for none);
+	// reload watches it beside the certificates.
+	File string `yaml:"-"`
+}
+
+// WatchedFiles lists the files whose change triggers a reload.
+func (c *Config) WatchedFiles() []string {
+	var fs []string
+	if c.File != "" {
+		fs = append(fs, c.File)
+	}
+	fs = append(fs, c.Cert...)
+	return append(fs, c.Key...)
 }
 
 // Built is a validated Config turned into what the server runs.

@@ -111,9 +111,14 @@ func TestBuildValid(t *testing.T) {
 	c.DefaultRoute = "fallback"
 	c.Passthrough = []string{"git.other.org=10.0.0.5:443"} // brings its own certificate
 	c.HandshakeTimeout = 10 * time.Second
+	c.ProxyProtocolFrom = []string{"10.0.0.0/8", " 192.168.1.5 ", "2001:db8::/32"}
+	c.PassthroughProxyProtocol = "v2"
 	b, err := c.Build()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if b.ProxyPolicy == nil || b.PassthroughProxyHeader != 2 {
+		t.Errorf("ProxyPolicy set %v, PassthroughProxyHeader %d", b.ProxyPolicy != nil, b.PassthroughProxyHeader)
 	}
 	if b.ListenPort != 8443 {
 		t.Errorf("ListenPort = %d", b.ListenPort)
@@ -206,6 +211,13 @@ func TestBuildProblems(t *testing.T) {
 			c.HeaderTimeout, c.IdleTimeout, c.DrainTimeout, c.MaxConns = -1, -time.Minute, -time.Hour, -5
 		}, []string{"header-timeout", "idle-timeout", "drain-timeout", "max-conns -5"}},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, []string{`log-level "loud"`}},
+		{"proxy-protocol-from, two bad entries", func(c *Config) {
+			c.ProxyProtocolFrom = []string{"10.0.0.0/8", "lb.example.com", "10.0.0.0/33"}
+		}, []string{`"lb.example.com"`, `"10.0.0.0/33"`}},
+		{"passthrough-proxy-protocol unknown", func(c *Config) {
+			c.PassthroughProxyProtocol, c.Passthrough = "v3", []string{"git.example.com=10.0.0.5:443"}
+		}, []string{`passthrough-proxy-protocol "v3"`}},
+		{"passthrough-proxy-protocol without passthrough", func(c *Config) { c.PassthroughProxyProtocol = "v1" }, []string{"no --passthrough route"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Defaults()
@@ -263,4 +275,59 @@ func TestBuildCertCoverage(t *testing.T) {
 			t.Errorf("unexpected problem %q", l)
 		}
 	}
+}
+
+func TestBuildProxyProtocolDefaults(t *testing.T) {
+	for v, want := range map[string]byte{"": 0, "none": 0, "v1": 1, "v2": 2} {
+		c := Defaults()
+		c.Passthrough = []string{"git.example.com=10.0.0.5:443"}
+		c.PassthroughProxyProtocol = v
+		b, err := c.Build()
+		if err != nil {
+			t.Errorf("%q: %v", v, err)
+			continue
+		}
+		if b.PassthroughProxyHeader != want || b.ProxyPolicy != nil {
+			t.Errorf("%q: header %d, policy %v", v, b.PassthroughProxyHeader, b.ProxyPolicy != nil)
+		}
+	}
+}
+
+// TestPortRoutes: `nexmux iptables` validates only --listen and --port, with
+// no certificates around; host routes and certificate problems are not its
+// business.
+func TestPortRoutes(t *testing.T) {
+	c := Defaults()
+	c.Listen = ":8443"
+	c.Port = []string{"8082=team-a", "8083=pull:team-b,push:team-b-hosted"}
+	c.Route = []string{"not covered by any cert=../x"}
+	c.Cert = []string{"/nonexistent.crt"}
+	lp, tab, err := c.PortRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lp != 8443 || tab.Len() != 2 || tab.LookupPort(8083) == nil || tab.LookupHost("a.example.com") != nil {
+		t.Errorf("PortRoutes = %d, %v", lp, tab.Routes())
+	}
+
+	c = Defaults()
+	c.Listen = "8443"
+	c.Port = []string{"0=x", "8082=a/b", "8082=ok", "8082=dup"}
+	_, tab, err = c.PortRoutes()
+	if tab != nil {
+		t.Error("table returned with an error")
+	}
+	wantProblems(t, err, `listen "8443"`, `port "0=x"`, `port "8082=a/b"`, `port "8082=dup"`)
+
+	for _, listen := range []string{":0", ":65536", ":x"} {
+		c = Defaults()
+		c.Listen = listen
+		if _, _, err := c.PortRoutes(); err == nil {
+			t.Errorf("PortRoutes accepted listen %q", listen)
+		}
+	}
+	c = Defaults()
+	c.Port = []string{"8443=x"}
+	_, _, err = c.PortRoutes()
+	wantProblems(t, err, "--listen port")
 }

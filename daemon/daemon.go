@@ -46,6 +46,7 @@ type Daemon struct {
 	addrs     map[string]net.Addr
 	errc      chan error
 	wg        sync.WaitGroup
+	mu        sync.Mutex // guards built across reloads
 }
 
 // Options for New.
@@ -218,7 +219,9 @@ func (d *Daemon) Reload() error {
 	}
 	d.metrics.Reloaded(true)
 	d.server.Update(&mux.State{Table: b.Table, Certs: b.Certs})
+	d.mu.Lock()
 	d.built = b
+	d.mu.Unlock()
 	d.log.Info("reloaded", "routes", b.Table.Len())
 	return nil
 }
@@ -233,6 +236,55 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// WatchInterval is how often watched files are checked. Polling a stat
+// follows symlinks, so it sees Kubernetes' atomic ..data symlink swap of
+// mounted secrets and config maps, which inotify on the file itself misses.
+var WatchInterval = 2 * time.Second
+
+// fingerprint identifies the current content of the watched files.
+func fingerprint(files []string) string {
+	var b strings.Builder
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			fmt.Fprintf(&b, "%s:missing;", f)
+			continue
+		}
+		fmt.Fprintf(&b, "%s:%d:%d:%s;", f, fi.Size(), fi.ModTime().UnixNano(), inode(fi))
+	}
+	return b.String()
+}
+
+// watch reloads when a watched file changes, until ctx ends.
+func (d *Daemon) watch(ctx context.Context) {
+	last := fingerprint(d.built.Config.WatchedFiles())
+	t := time.NewTicker(WatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := fingerprint(d.currentConfig().WatchedFiles())
+		if now == last {
+			continue
+		}
+		last = now
+		d.log.Info("watched file changed; reloading")
+		if d.Reload() == nil {
+			// The new configuration may watch other files.
+			last = fingerprint(d.currentConfig().WatchedFiles())
+		}
+	}
+}
+
+func (d *Daemon) currentConfig() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.built.Config
+}
+
 // Run starts the daemon and blocks until SIGTERM/SIGINT (drain, then exit)
 // or a listener fails. SIGHUP reloads.
 func (d *Daemon) Run(ctx context.Context) error {
@@ -242,6 +294,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
+	if d.reload != nil {
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go d.watch(wctx)
+	}
 	drain := d.built.Config.DrainTimeout
 	if drain <= 0 {
 		drain = DefaultDrainTimeout

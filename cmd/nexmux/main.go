@@ -15,6 +15,7 @@ import (
 
 	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/daemon"
+	"github.com/nexmux/nexmux/discover"
 	"github.com/nexmux/nexmux/iptables"
 	"github.com/nexmux/nexmux/route"
 )
@@ -61,6 +62,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		if err := cfg.ApplyFile(f); err != nil {
 			return nil, err
 		}
+		cfg.File = f
 	}
 	str := func(dst *string, name string) {
 		if c.IsSet(name) {
@@ -179,6 +181,42 @@ func newApp() *cli.App {
 						return invalid(err)
 					}
 					fmt.Fprint(c.App.Writer, out)
+					return nil
+				},
+			},
+			{
+				Name:  "discover",
+				Usage: "read Nexus's docker repositories over its REST API and print a ready-to-use mapping",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx])", Required: true, EnvVars: env("nexus")},
+					&cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings", Required: true, EnvVars: env("user")},
+					&cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps)", Required: true, EnvVars: env("password-file")},
+					&cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")},
+					&cli.StringFlag{Name: "format", Value: "flags", Usage: "flags or yaml", EnvVars: env("format")},
+				},
+				OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+				Action: func(c *cli.Context) error {
+					format := c.String("format")
+					if format != "flags" && format != "yaml" {
+						return invalid(fmt.Errorf("format %q: want flags or yaml", format))
+					}
+					pw, err := os.ReadFile(c.String("password-file"))
+					if err != nil {
+						return invalid(fmt.Errorf("password-file: %v", err))
+					}
+					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), strings.TrimRight(string(pw), "\r\n"))
+					if err != nil {
+						return cli.Exit("nexmux discover: "+err.Error(), 1)
+					}
+					plan, err := discover.MakePlan(repos, c.String("domain"))
+					if err != nil {
+						return cli.Exit("nexmux discover: "+err.Error(), 1)
+					}
+					if format == "yaml" {
+						fmt.Fprint(c.App.Writer, plan.YAML())
+					} else {
+						fmt.Fprint(c.App.Writer, plan.Flags())
+					}
 					return nil
 				},
 			},

@@ -1,0 +1,234 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeYAML(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestApplyFileEveryKey(t *testing.T) {
+	p := writeYAML(t, `
+# every key is a long flag name
+listen: "0.0.0.0:443"
+upstream:
+  - http://nexus-1:8081/nexus
+  - http://nexus-2:8081/nexus
+cert: [/etc/nexmux/a.crt, /etc/nexmux/b.crt]
+key: [/etc/nexmux/a.key, /etc/nexmux/b.key]
+route:
+  - a.example.com=team-a
+  - "b.example.com=pull:team-b,push:team-b-hosted"
+  - "*.dev.example.com=dev"
+port: ["8082=team-a", "8083=pull:team-b,push:team-b-hosted"]
+default-route: fallback
+passthrough: git.example.com=10.0.0.5:443
+bind-ports: true
+metrics-listen: 127.0.0.1:9090
+proxy-protocol-from: [10.0.0.0/8, 192.168.1.5]
+passthrough-proxy-protocol: v2
+handshake-timeout: 10s
+header-timeout: 1m30s
+idle-timeout: 2m
+drain-timeout: 500ms
+max-conns: 10000
+log-format: json
+log-level: debug
+`)
+	c := Defaults()
+	if err := c.ApplyFile(p); err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Listen:                   "0.0.0.0:443",
+		Upstream:                 []string{"http://nexus-1:8081/nexus", "http://nexus-2:8081/nexus"},
+		Cert:                     []string{"/etc/nexmux/a.crt", "/etc/nexmux/b.crt"},
+		Key:                      []string{"/etc/nexmux/a.key", "/etc/nexmux/b.key"},
+		Route:                    []string{"a.example.com=team-a", "b.example.com=pull:team-b,push:team-b-hosted", "*.dev.example.com=dev"},
+		Port:                     []string{"8082=team-a", "8083=pull:team-b,push:team-b-hosted"},
+		DefaultRoute:             "fallback",
+		Passthrough:              []string{"git.example.com=10.0.0.5:443"},
+		BindPorts:                true,
+		MetricsListen:            "127.0.0.1:9090",
+		ProxyProtocolFrom:        []string{"10.0.0.0/8", "192.168.1.5"},
+		PassthroughProxyProtocol: "v2",
+		HandshakeTimeout:         10 * time.Second,
+		HeaderTimeout:            90 * time.Second,
+		IdleTimeout:              2 * time.Minute,
+		DrainTimeout:             500 * time.Millisecond,
+		MaxConns:                 10000,
+		LogFormat:                "json",
+		LogLevel:                 "debug",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("ApplyFile:\n got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestApplyFileValues(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		check      func(c *Config) bool
+	}{
+		{"scalar for a repeatable flag", "route: a.example.com=team-a\n",
+			func(c *Config) bool { return reflect.DeepEqual(c.Route, []string{"a.example.com=team-a"}) }},
+		{"scalar keeps its comma (one split target)", "route: \"a.example.com=pull:g,push:h\"\n",
+			func(c *Config) bool { return reflect.DeepEqual(c.Route, []string{"a.example.com=pull:g,push:h"}) }},
+		{"flow list", "route: [\"a.example.com=team-a\", \"b.example.com=team-b\"]\n",
+			func(c *Config) bool {
+				return reflect.DeepEqual(c.Route, []string{"a.example.com=team-a", "b.example.com=team-b"})
+			}},
+		{"list replaces the default, does not append", "upstream: [http://nexus:8081]\n",
+			func(c *Config) bool { return reflect.DeepEqual(c.Upstream, []string{"http://nexus:8081"}) }},
+		{"empty list clears", "upstream: []\n",
+			func(c *Config) bool { return len(c.Upstream) == 0 }},
+		{"numbers in a list stay the strings typed", "port: [8082=team-a, 08083=team-b]\n",
+			func(c *Config) bool { return reflect.DeepEqual(c.Port, []string{"8082=team-a", "08083=team-b"}) }},
+		{"quoted duration", "handshake-timeout: \"10s\"\n",
+			func(c *Config) bool { return c.HandshakeTimeout == 10*time.Second }},
+		{"compound duration", "idle-timeout: 1h2m3s\n",
+			func(c *Config) bool { return c.IdleTimeout == time.Hour+2*time.Minute+3*time.Second }},
+		{"zero duration", "drain-timeout: 0s\n",
+			func(c *Config) bool { return c.DrainTimeout == 0 }},
+		{"negative duration parses (Build refuses it)", "header-timeout: -5s\n",
+			func(c *Config) bool { return c.HeaderTimeout == -5*time.Second }},
+		{"absent keys keep earlier values", "log-level: warn\n",
+			func(c *Config) bool {
+				return c.LogLevel == "warn" && c.Listen == ":8443" && c.LogFormat == "text" &&
+					reflect.DeepEqual(c.Upstream, []string{"http://127.0.0.1:8081"})
+			}},
+		{"bool", "bind-ports: false\n",
+			func(c *Config) bool { return !c.BindPorts }},
+		{"empty string", "default-route: \"\"\n",
+			func(c *Config) bool { return c.DefaultRoute == "" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			if err := c.ApplyFile(writeYAML(t, tc.yaml)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+		})
+	}
+}
+
+func TestApplyFileEmpty(t *testing.T) {
+	for name, body := range map[string]string{
+		"empty":         "",
+		"newline":       "\n",
+		"comments only": "# nothing configured yet\n# route: []\n",
+		"document mark": "---\n",
+	} {
+		c := Defaults()
+		if err := c.ApplyFile(writeYAML(t, body)); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !reflect.DeepEqual(c, Defaults()) {
+			t.Errorf("%s: config changed to %+v", name, c)
+		}
+	}
+}
+
+func TestApplyFileErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown key", "listen: :8443\nroutes: [a.example.com=team-a]\n", []string{"routes", "not found"}},
+		{"flag spelled with underscore", "default_route: x\n", []string{"default_route"}},
+		{"flag spelled in camel case", "defaultRoute: x\n", []string{"defaultRoute"}},
+		{"nested list", "route: [[a.example.com=team-a]]\n", []string{"want a string"}},
+		{"map for a list", "route:\n  a.example.com: team-a\n", []string{"want a string or a list"}},
+		{"duration without unit", "handshake-timeout: 10\n", []string{"line 1", "time.Duration"}},
+		{"duration garbage", "idle-timeout: soon\n", []string{"soon"}},
+		{"int garbage", "max-conns: many\n", []string{"many"}},
+		{"bool garbage", "bind-ports: maybe\n", []string{"maybe"}},
+		{"list for a scalar", "log-level: info\nlisten: [\":8443\", \":9443\"]\n", []string{"line 2"}},
+		{"not a mapping", "- route\n", []string{"config"}},
+		{"broken YAML", "route: [a\n", []string{"config"}},
+		{"duplicate key", "listen: :1\nlisten: :2\n", []string{"listen"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeYAML(t, tc.yaml)
+			c := Defaults()
+			err := c.ApplyFile(p)
+			if err == nil {
+				t.Fatalf("ApplyFile accepted %q: %+v", tc.yaml, c)
+			}
+			if !strings.Contains(err.Error(), p) {
+				t.Errorf("error %q does not name the file", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestApplyFileMissing(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "absent.yaml")
+	err := Defaults().ApplyFile(p)
+	if err == nil || !os.IsNotExist(errorsUnwrapAll(err)) || !strings.Contains(err.Error(), p) {
+		t.Errorf("ApplyFile(missing) = %v", err)
+	}
+}
+
+func errorsUnwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}
+
+// TestApplyFileThenBuild: a file holding the same strings as the command
+// line, including a split target broken up as an env var would break it,
+// builds into the same table.
+func TestApplyFileThenBuild(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeCert(t, dir, "wild", "*.example.com")
+	p := writeYAML(t, `
+listen: ":8443"
+upstream: http://nexus:8081
+cert: `+cert+`
+key: `+key+`
+route:
+  - a.example.com=pull:team-a
+  - push:team-a-hosted
+  - b.example.com=team-b
+port: 8082=team-b
+`)
+	c := Defaults()
+	if err := c.ApplyFile(p); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Table.Len() != 3 {
+		t.Fatalf("routes %v", b.Table.Routes())
+	}
+	r := b.Table.LookupHost("a.example.com")
+	if r == nil || r.Target.Pull != "team-a" || r.Target.Push != "team-a-hosted" {
+		t.Errorf("a.example.com => %v", r)
+	}
+}

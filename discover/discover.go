@@ -1,0 +1,215 @@
+// Package discover reads Nexus's repository settings over its REST API and
+// turns them into nexmux mappings: one --port per connector port (so cut-over
+// needs no client change), one host name per repository under a domain, and
+// one name for both push and pull per team where a group has a single
+// hosted member.
+package discover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+// Repo is one entry of GET /service/rest/v1/repositorySettings.
+type Repo struct {
+	Name   string `json:"name"`
+	Format string `json:"format"`
+	Type   string `json:"type"`
+	Online bool   `json:"online"`
+	Docker *struct {
+		V1Enabled      bool    `json:"v1Enabled"`
+		ForceBasicAuth bool    `json:"forceBasicAuth"`
+		HTTPPort       *int    `json:"httpPort"`
+		HTTPSPort      *int    `json:"httpsPort"`
+		Subdomain      *string `json:"subdomain"`
+	} `json:"docker"`
+	Group *struct {
+		MemberNames []string `json:"memberNames"`
+	} `json:"group"`
+}
+
+// Errors callers can tell apart.
+var (
+	ErrUnauthorized = errors.New("nexus refused the credentials (401/403): check --user and --password-file; the user needs nx-repository-admin or read access to repository settings")
+	ErrNoDocker     = errors.New("nexus has no docker repositories")
+)
+
+// Fetch reads the repository settings of the Nexus at base
+// ("http://nexus:8081[/ctx]").
+func Fetch(ctx context.Context, client *http.Client, base, user, password string) ([]Repo, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("nexus URL %q: want http(s)://host[:port][/context]", base)
+	}
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String()+"/service/rest/v1/repositorySettings", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.SetBasicAuth(user, password)
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("nexus at %s is unreachable: %w", u.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return nil, ErrUnauthorized
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, fmt.Errorf("nexus at %s has no /service/rest/v1/repositorySettings (404): Nexus 3.x with the REST API is needed, or the context path is wrong", u.Redacted())
+	case resp.StatusCode != http.StatusOK:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("nexus answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var repos []Repo
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&repos); err != nil {
+		return nil, fmt.Errorf("nexus repository settings are not the expected JSON: %w", err)
+	}
+	return repos, nil
+}
+
+// Connector is a Nexus connector port that nexmux takes over.
+type Connector struct {
+	Repo   string
+	Port   int
+	Scheme string // http or https
+}
+
+// Plan is the mapping discover proposes.
+type Plan struct {
+	Routes     []string    // --route values
+	Ports      []string    // --port values
+	Connectors []Connector // removable from Nexus after cut-over
+	Skipped    []string    // "name (format)" of repositories that are not docker
+	Teams      []string    // "group: pull group, push hosted" notes
+}
+
+// MakePlan builds the mapping. With a domain every docker repository gets
+// "<repo>.<domain>"; a group with exactly one hosted member serves pushes
+// into that member under the group's names and ports (Nexus OSS refuses
+// pushes to groups, so this gives each team one name for both).
+func MakePlan(repos []Repo, domain string) (*Plan, error) {
+	p := &Plan{}
+	byName := map[string]Repo{}
+	var docker []Repo
+	for _, r := range repos {
+		if r.Format != "docker" {
+			p.Skipped = append(p.Skipped, fmt.Sprintf("%s (%s)", r.Name, r.Format))
+			continue
+		}
+		if err := route.ValidRepoName(r.Name); err != nil {
+			return nil, fmt.Errorf("repository %q: %v", r.Name, err)
+		}
+		byName[r.Name] = r
+		docker = append(docker, r)
+	}
+	if len(docker) == 0 {
+		return nil, ErrNoDocker
+	}
+	sort.Slice(docker, func(i, j int) bool { return docker[i].Name < docker[j].Name })
+	domain = strings.Trim(strings.ToLower(domain), ".")
+	for _, r := range docker {
+		target := r.Name
+		if r.Type == "group" && r.Group != nil {
+			var hosted []string
+			for _, m := range r.Group.MemberNames {
+				if byName[m].Type == "hosted" {
+					hosted = append(hosted, m)
+				}
+			}
+			if len(hosted) == 1 {
+				target = "pull:" + r.Name + ",push:" + hosted[0]
+				p.Teams = append(p.Teams, fmt.Sprintf("%s: pulls through the group, pushes into %s", r.Name, hosted[0]))
+			}
+		}
+		if domain != "" {
+			host := strings.ToLower(r.Name) + "." + domain
+			if _, err := route.NormalizePattern(host); err != nil {
+				return nil, fmt.Errorf("repository %q: %q is not a valid host name: %v", r.Name, host, err)
+			}
+			p.Routes = append(p.Routes, host+"="+target)
+		}
+		if r.Docker == nil {
+			continue
+		}
+		for _, c := range []struct {
+			port   *int
+			scheme string
+		}{{r.Docker.HTTPPort, "http"}, {r.Docker.HTTPSPort, "https"}} {
+			if c.port == nil || *c.port == 0 {
+				continue
+			}
+			p.Ports = append(p.Ports, strconv.Itoa(*c.port)+"="+target)
+			p.Connectors = append(p.Connectors, Connector{Repo: r.Name, Port: *c.port, Scheme: c.scheme})
+		}
+	}
+	return p, nil
+}
+
+// Flags renders the plan as command-line flags.
+func (p *Plan) Flags() string {
+	var b strings.Builder
+	p.header(&b)
+	var args []string
+	for _, r := range p.Routes {
+		args = append(args, "--route '"+r+"'")
+	}
+	for _, r := range p.Ports {
+		args = append(args, "--port '"+r+"'")
+	}
+	b.WriteString(strings.Join(args, " \\\n"))
+	b.WriteString("\n")
+	return b.String()
+}
+
+// YAML renders the plan as a --config file: the keys are the long flag
+// names, the values the strings the flags take.
+func (p *Plan) YAML() string {
+	var b strings.Builder
+	p.header(&b)
+	list := func(key string, vals []string) {
+		if len(vals) == 0 {
+			return
+		}
+		b.WriteString(key + ":\n")
+		for _, v := range vals {
+			b.WriteString("  - " + strconv.Quote(v) + "\n")
+		}
+	}
+	list("route", p.Routes)
+	list("port", p.Ports)
+	return b.String()
+}
+
+func (p *Plan) header(b *strings.Builder) {
+	for _, t := range p.Teams {
+		fmt.Fprintf(b, "# one name per team: %s\n", t)
+	}
+	if len(p.Connectors) > 0 {
+		b.WriteString("# connectors that can be removed from Nexus after cut-over:\n")
+		var ports []string
+		for _, c := range p.Connectors {
+			fmt.Fprintf(b, "#   %s: %s port %d\n", c.Repo, c.Scheme, c.Port)
+			ports = append(ports, "--port '"+strconv.Itoa(c.Port)+"="+c.Repo+"'")
+		}
+		b.WriteString("# redirect them to nexmux (iptables-restore format; see scripts/nexmux-iptables.sh):\n")
+		fmt.Fprintf(b, "#   nexmux iptables --listen :8443 %s | iptables-restore --noflush\n", strings.Join(ports, " "))
+	}
+	for _, s := range p.Skipped {
+		fmt.Fprintf(b, "# skipped, not docker: %s\n", s)
+	}
+}
