@@ -47,6 +47,7 @@ type Daemon struct {
 	errc      chan error
 	wg        sync.WaitGroup
 	mu        sync.Mutex // guards built across reloads
+	stopWatch context.CancelFunc
 }
 
 // Options for New.
@@ -176,6 +177,15 @@ func (d *Daemon) Start() error {
 		d.metricsSrv = &http.Server{Handler: d.metrics.Handler(ready), ReadHeaderTimeout: 10 * time.Second}
 		d.goServe(func() error { return d.metricsSrv.Serve(ml) })
 	}
+	if d.reload != nil {
+		ctx, stop := context.WithCancel(context.Background())
+		d.stopWatch = stop
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.watch(ctx)
+		}()
+	}
 	d.goServe(d.server.ServeHTTPConns)
 	d.goServe(func() error { return d.server.Serve(ln) })
 	for _, b := range ports {
@@ -228,6 +238,9 @@ func (d *Daemon) Reload() error {
 
 // Shutdown stops accepting and drains in-flight requests until ctx ends.
 func (d *Daemon) Shutdown(ctx context.Context) error {
+	if d.stopWatch != nil {
+		d.stopWatch()
+	}
 	err := d.server.Shutdown(ctx)
 	if d.metricsSrv != nil {
 		_ = d.metricsSrv.Close()
@@ -294,16 +307,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
-	if d.reload != nil {
-		wctx, stop := context.WithCancel(ctx)
-		defer stop()
-		go d.watch(wctx)
-	}
-	drain := d.built.Config.DrainTimeout
-	if drain <= 0 {
-		drain = DefaultDrainTimeout
-	}
+
 	for {
+		drain := d.currentConfig().DrainTimeout
+		if drain <= 0 {
+			drain = DefaultDrainTimeout
+		}
 		select {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
