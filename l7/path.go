@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nexmux/nexmux/route"
 )
@@ -16,8 +17,9 @@ const maxDecodeRounds = 3
 // repository prefix it is about to be appended to, in any encoding a server
 // behind us might decode: dot segments (also "%2e", "%252e", and Jetty's
 // "..;param" form), backslashes (Windows-style separators), NUL and other
-// control bytes. It works on what the client sent, before any decoding by
-// net/http, because forwarding rewrites nothing.
+// control bytes, and invalid UTF-8 (overlong encodings of '.' and '/'). It
+// works on what the client sent, before any decoding by net/http, because
+// forwarding rewrites nothing.
 func checkPath(raw string) (string, bool) {
 	if raw == "" || raw[0] != '/' {
 		return "request target must be an absolute path", false
@@ -28,6 +30,12 @@ func checkPath(raw string) (string, bool) {
 			if c := dec[i]; c < 0x20 || c == 0x7f || c == '\\' {
 				return "control byte or backslash in path", false
 			}
+		}
+		// Overlong forms ("%c0%ae" for '.', "%c0%af" for '/') are how
+		// lenient decoders were walked out of their roots; no registry
+		// path has invalid UTF-8.
+		if !utf8.ValidString(dec) {
+			return "invalid UTF-8 in path", false
 		}
 		for seg := range strings.SplitSeq(dec, "/") {
 			if i := strings.IndexByte(seg, ';'); i >= 0 {

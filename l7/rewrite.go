@@ -141,8 +141,7 @@ func (p *publicURLs) rewriteChallenge(v string) string {
 	if len(v) < 7 || !strings.EqualFold(v[:7], "bearer ") {
 		return v
 	}
-	lower := strings.ToLower(v)
-	i := strings.Index(lower, `realm="`)
+	i := indexASCIIFold(v, `realm="`)
 	if i < 0 {
 		return v
 	}
@@ -152,6 +151,30 @@ func (p *publicURLs) rewriteChallenge(v string) string {
 		return v
 	}
 	return v[:start] + p.rewrite(v[start:start+end]) + v[start+end:]
+}
+
+// indexASCIIFold is strings.Index(strings.ToLower(s), needle) for a
+// lowercase ASCII needle, but the index is into s itself: ToLower changes
+// the byte length of some runes ('Ⱥ' is 2 bytes, 'ⱥ' 3; an invalid byte
+// becomes 3-byte U+FFFD), so an index into the lowered copy can point past
+// the realm in s, or past its end.
+func indexASCIIFold(s, needle string) int {
+	for i := 0; i+len(needle) <= len(s); i++ {
+		j := 0
+		for ; j < len(needle); j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != needle[j] {
+				break
+			}
+		}
+		if j == len(needle) {
+			return i
+		}
+	}
+	return -1
 }
 
 // rewriteHeaders applies the rewrites to a response's headers in place.

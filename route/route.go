@@ -9,6 +9,7 @@ package route
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,7 +40,8 @@ func (t Target) String() string {
 // Repo picks the repository for one Registry API request. path is the request
 // path below the repository prefix ("/v2/app/blobs/uploads/"), query its raw
 // query. The rule follows what real clients do on each flow:
-//   - every write (POST, PATCH, PUT, DELETE) belongs to a push;
+//   - every write (POST, PATCH, PUT, DELETE) belongs to a push, and so does
+//     GET of an upload's status (the session lives in the hosted repository);
 //   - HEAD on a blob is the push's existence check (docker, crane and
 //     containerd pull with GET), and it must ask the hosted repository: a group
 //     would answer "exists" for a layer only a proxy member holds, the layer
@@ -54,18 +56,57 @@ func (t Target) Repo(method, path, query string) string {
 	}
 	switch method {
 	case http.MethodGet, http.MethodOptions:
-		if strings.HasSuffix(path, "/token") && strings.Contains(query, "push") {
+		// An upload session (GET .../blobs/uploads/<uuid> is its status)
+		// only exists in the repository it was started in.
+		if dirIs(path, "/blobs/uploads") || strings.HasSuffix(path, "/token") && pushScope(query) {
 			return t.Push
 		}
 		return t.Pull
 	case http.MethodHead:
-		if strings.Contains(path, "/blobs/") {
+		if dirIs(path, "/blobs") {
 			return t.Push
 		}
 		return t.Pull
 	default:
 		return t.Push
 	}
+}
+
+// dirIs reports whether the path up to its last '/' ends in dir. Registry
+// paths end in ".../<name>/blobs/<digest>" or ".../<name>/manifests/<ref>",
+// and digests and references hold no '/', so this looks at the endpoint and
+// not at image names, which may have components called "blobs".
+func dirIs(path, dir string) bool {
+	i := strings.LastIndexByte(path, '/')
+	return i >= 0 && strings.HasSuffix(path[:i], dir)
+}
+
+// pushScope reports whether a token request's query asks for a scope with
+// the push action ("scope=repository:app:pull,push", usually encoded; several
+// scope parameters and space-separated scopes allowed). A "push" inside an
+// image name ("repository:pushgateway:pull") is not a push.
+func pushScope(query string) bool {
+	for param := range strings.SplitSeq(query, "&") {
+		v, ok := strings.CutPrefix(param, "scope=")
+		if !ok {
+			continue
+		}
+		if strings.Contains(v, "%") || strings.Contains(v, "+") {
+			var err error
+			if v, err = url.QueryUnescape(v); err != nil {
+				continue
+			}
+		}
+		for scope := range strings.FieldsSeq(v) {
+			actions := scope[strings.LastIndexByte(scope, ':')+1:]
+			for a := range strings.SplitSeq(actions, ",") {
+				if a == "push" || a == "*" {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Route is one entry of the table.

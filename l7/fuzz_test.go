@@ -1,0 +1,156 @@
+package l7
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+// lenientUnescape decodes every well-formed %XX and keeps everything else,
+// the way the most forgiving servers do.
+func lenientUnescape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+// hostileForm reports what is wrong with one decoded form of a path, or "".
+func hostileForm(p string) string {
+	if strings.ContainsAny(p, "\\\x00") {
+		return "backslash or NUL"
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x20 || p[i] == 0x7f {
+			return "control byte"
+		}
+	}
+	if !utf8.ValidString(p) {
+		return "invalid UTF-8"
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
+		if seg == "." || seg == ".." {
+			return "dot segment"
+		}
+	}
+	return ""
+}
+
+func FuzzCheckPath(f *testing.F) {
+	for _, s := range []string{
+		"/v2/", "/v2/app/blobs/sha256%3A4f53", "/v2/org%2Fapp/manifests/1",
+		"/v2/%2e%2e/x", "/v2/%252e%252e/x", "/v2/..;/x", "/v2/%c0%ae%c0%ae/x", "/v2/%zz",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		why, ok := checkPath(raw)
+		why2, ok2 := checkPath(raw)
+		if ok != ok2 || why != why2 {
+			t.Fatalf("checkPath(%q) not deterministic: %v %q / %v %q", raw, ok, why, ok2, why2)
+		}
+		if ok != (why == "") {
+			t.Fatalf("checkPath(%q) = %v with reason %q", raw, ok, why)
+		}
+		if !ok {
+			return
+		}
+		if raw == "" || raw[0] != '/' {
+			t.Fatalf("checkPath(%q) accepted a non-origin-form path", raw)
+		}
+		// Every form any decoder in the chain may see: strict and lenient,
+		// as many rounds as it takes to stop changing.
+		for _, decode := range []func(string) (string, error){
+			url.PathUnescape,
+			func(s string) (string, error) { return lenientUnescape(s), nil },
+		} {
+			p := raw
+			for round := 0; round < 8; round++ {
+				if w := hostileForm(p); w != "" {
+					t.Fatalf("checkPath(%q) accepted; decoding round %d gives %q: %s", raw, round, p, w)
+				}
+				next, err := decode(p)
+				if err != nil || next == p {
+					break
+				}
+				p = next
+			}
+		}
+	})
+}
+
+// FuzzRewrite: whatever Nexus (or a broken proxy in front of it) puts into
+// Location, Link or WWW-Authenticate, the rewrite never panics, and it
+// either leaves the value alone or points it at the client's public base.
+func FuzzRewrite(f *testing.F) {
+	for _, s := range []string{
+		upload + rawQuery,
+		"/repository/team-a-hosted" + upload + rawQuery,
+		"http://nexus:8081/repository/team-a-hosted" + upload,
+		"https://team-a.example.com:5001:5001/repository/team-a/v2/token",
+		s3URL,
+		"/repository/team-b/v2/x",
+		`Bearer realm="http://nexus:8081/repository/team-a/v2/token",service="x"`,
+		`</v2/_catalog?n=1&last=a>; rel="next", <http://nexus/x>; rel="prev"`,
+	} {
+		f.Add(s, "")
+		f.Add(s, "/nexus")
+	}
+	f.Fuzz(func(t *testing.T, u, ctx string) {
+		p := testURLs(ctx)
+		p.target = route.Target{Pull: "team-a", Push: "team-a-hosted"}
+		out := p.rewrite(u)
+		if out != u {
+			if !strings.HasPrefix(out, pubBase+"/v") {
+				t.Fatalf("rewrite(%q) = %q: neither unchanged nor under %s", u, out, pubBase)
+			}
+			// What we hand out is ours and stays as it is.
+			if again := p.rewrite(out); again != out {
+				t.Fatalf("rewrite not idempotent: %q -> %q -> %q", u, out, again)
+			}
+			// The path and query after the repository prefix are kept byte
+			// for byte.
+			if !strings.HasSuffix(u, strings.TrimPrefix(out, pubBase)) {
+				t.Fatalf("rewrite(%q) = %q changed the path or query", u, out)
+			}
+		}
+		ch := p.rewriteChallenge(u)
+		if ch != u && !strings.Contains(ch, `="`+pubBase+"/v") {
+			t.Fatalf("rewriteChallenge(%q) = %q", u, ch)
+		}
+		ln := p.rewriteLink(u)
+		if ln != u && !strings.Contains(ln, "<"+pubBase+"/v") {
+			t.Fatalf("rewriteLink(%q) = %q", u, ln)
+		}
+		// A value without '<' has no URL to rewrite in a Link header.
+		if !strings.Contains(u, "<") && ln != u {
+			t.Fatalf("rewriteLink(%q) = %q", u, ln)
+		}
+	})
+}

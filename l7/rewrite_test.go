@@ -1,0 +1,281 @@
+package l7
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+const (
+	pubBase  = "https://team-a.example.com:5001"
+	upload   = "/v2/app/blobs/uploads/0b1c0d36-47a1-4a36-8a0e-1f2f3f4f5f6f"
+	rawQuery = "?_state=abc%2Bdef%2F%3D%3D&digest=sha256%3A4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
+	s3URL    = "https://nexus-blobs.s3.eu-west-1.amazonaws.com/content/vol-01/chap-02/4f53.bytes?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F20250101%2Feu-west-1%2Fs3%2Faws4_request&X-Amz-Signature=deadbeef"
+)
+
+// testURLs is what modifyResponse builds for a client that connected to
+// team-a.example.com:5001 (Host as sent), in front of http://nexus:8081<ctx>.
+func testURLs(ctx string) *publicURLs {
+	return &publicURLs{
+		base:      pubBase,
+		ctxPath:   ctx,
+		target:    route.Target{Pull: "team-a", Push: "team-a-hosted"},
+		hostnames: []string{"team-a.example.com", "nexus"},
+	}
+}
+
+func TestRewrite(t *testing.T) {
+	for _, tc := range []struct {
+		ctx, in, want string // want "" means unchanged
+	}{
+		// shape 1: relative without prefix
+		{"", upload + rawQuery, pubBase + upload + rawQuery},
+		{"", "/v2/app/manifests/" + testDigest, pubBase + "/v2/app/manifests/" + testDigest},
+		{"", "/v2/", pubBase + "/v2/"},
+		{"", "/v2/_catalog?n=2&last=b", pubBase + "/v2/_catalog?n=2&last=b"},
+		{"", "/v2/app/tags/list#frag", pubBase + "/v2/app/tags/list#frag"},
+		{"/nexus", upload + rawQuery, pubBase + upload + rawQuery},
+		// shape 2: relative with prefix, own repositories
+		{"", "/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
+		{"", "/repository/team-a/v2/app/tags/list?n=10&last=1.0", pubBase + "/v2/app/tags/list?n=10&last=1.0"},
+		{"", "/repository/team-a/v2/token", pubBase + "/v2/token"},
+		{"/nexus", "/nexus/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
+		// shape 3: absolute, on the upstream's host or the public host
+		{"", "http://nexus:8081/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
+		{"", "http://nexus/repository/team-a-hosted" + upload, pubBase + upload},
+		{"", "https://team-a.example.com:5001/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
+		{"", "https://team-a.example.com/repository/team-a/v2/token", pubBase + "/v2/token"},
+		{"", "http://team-a.example.com:443/repository/team-a/v2/token", pubBase + "/v2/token"},
+		{"", "HTTP://NEXUS:8081/repository/team-a/v2/_catalog?n=10", pubBase + "/v2/_catalog?n=10"},
+		{"", "https://Team-A.Example.COM.:5001/v2/app/manifests/1", pubBase + "/v2/app/manifests/1"},
+		{"", "http://user:pw@nexus:8081/repository/team-a/v2/x", pubBase + "/v2/x"},
+		{"/nexus", "http://nexus:8081/nexus/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
+		// X-Forwarded-Host with a port: Nexus doubles it; repaired, not passed on
+		{"", "https://team-a.example.com:5001:5001/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
+		{"/nexus", "https://team-a.example.com:5001:5001/nexus/repository/team-a/v2/token", pubBase + "/v2/token"},
+		// left exactly as they are: other hosts, other repositories, not the registry
+		{"", s3URL, ""},
+		{"", "https://evil.example.com/v2/app", ""},
+		{"", "https://evil.example.com/repository/team-a/v2/app", ""},
+		{"", "http://nexus:8081@evil.example.com/repository/team-a/v2/x", ""},
+		{"", "http://nexus.evil.example.com/repository/team-a/v2/x", ""},
+		{"", "http://[::1]:8081/v2/", ""},
+		{"", "//nexus:8081/v2/app", ""},
+		{"", "/repository/team-b/v2/app/blobs/uploads/x", ""},
+		{"", "http://nexus:8081/repository/team-b/v2/x", ""},
+		{"", "/repository/team-a/service/rest/v1/status", ""},
+		{"", "/repository/team-a/", ""},
+		{"", "/service/rest/v1/status", ""},
+		{"", "http://nexus:8081/", ""},
+		{"", "http://nexus:8081", ""},
+		{"", "http://nexus:8081?x=/v2/", ""},
+		{"", "http://", ""},
+		{"", "", ""},
+		{"", "relative/v2/x", ""},
+		{"", "v2/x", ""},
+		{"", "ftp://nexus/v2/", ""},
+		{"", "/v2x", ""},
+		{"/nexus", "/repository/team-a/v2/x", ""},
+		{"/nexus", "http://nexus:8081/repository/team-a/v2/x", ""},
+		{"/nexus", "/nexus/repository/team-b/v2/x", ""},
+	} {
+		want := tc.want
+		if want == "" {
+			want = tc.in
+		}
+		if got := testURLs(tc.ctx).rewrite(tc.in); got != want {
+			t.Errorf("ctx %q: rewrite(%q)\n got %q\nwant %q", tc.ctx, tc.in, got, want)
+		}
+	}
+}
+
+func TestRewriteWithoutHost(t *testing.T) {
+	p := testURLs("")
+	p.base = "" // HTTP/1.0 client without Host: results stay relative
+	for in, want := range map[string]string{
+		"/repository/team-a-hosted" + upload + rawQuery: upload + rawQuery,
+		"http://nexus:8081/repository/team-a/v2/token":  "/v2/token",
+		upload:                    upload,
+		s3URL:                     s3URL,
+		"/repository/team-b/v2/x": "/repository/team-b/v2/x",
+		"https://team-a.example.com:5001:5001/repository/team-a/v2/x?y": "/v2/x?y",
+	} {
+		if got := p.rewrite(in); got != want {
+			t.Errorf("rewrite(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRewriteLink(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`</v2/_catalog?last=b&n=2>; rel="next"`, `<` + pubBase + `/v2/_catalog?last=b&n=2>; rel="next"`},
+		{`</repository/team-a/v2/app/tags/list?n=2&last=1.0>; rel="next"`, `<` + pubBase + `/v2/app/tags/list?n=2&last=1.0>; rel="next"`},
+		{
+			`<http://nexus:8081/repository/team-a/v2/app/tags/list?n=2&last=1.1>; rel="next", </repository/team-a/v2/app/tags/list?n=2>; rel="first", <https://s3.example.com/x?a=1>; rel="alternate"`,
+			`<` + pubBase + `/v2/app/tags/list?n=2&last=1.1>; rel="next", <` + pubBase + `/v2/app/tags/list?n=2>; rel="first", <https://s3.example.com/x?a=1>; rel="alternate"`,
+		},
+		{`<https://team-a.example.com:5001:5001/repository/team-a/v2/_catalog?n=1&last=a%2Fb>;rel=next`, `<` + pubBase + `/v2/_catalog?n=1&last=a%2Fb>;rel=next`},
+		{`</repository/team-b/v2/_catalog?n=1>; rel="next"`, ""},
+		{`<https://s3.example.com/x>; rel="next"`, ""},
+		{`rel="next"`, ""},
+		{`<unterminated; rel="next"`, ""},
+		{`<>; rel="next"`, ""},
+		{`<`, ""},
+		{`>`, ""},
+		{``, ""},
+	} {
+		want := tc.want
+		if want == "" {
+			want = tc.in
+		}
+		if got := testURLs("").rewriteLink(tc.in); got != want {
+			t.Errorf("rewriteLink(%q)\n got %q\nwant %q", tc.in, got, want)
+		}
+	}
+}
+
+func TestRewriteChallenge(t *testing.T) {
+	const nexusRealm = "http://nexus:8081/repository/team-a/v2/token"
+	for _, tc := range []struct{ in, want string }{
+		{
+			`Bearer realm="` + nexusRealm + `",service="` + nexusRealm + `"`,
+			`Bearer realm="` + pubBase + `/v2/token",service="` + nexusRealm + `"`,
+		},
+		{
+			`Bearer realm="https://team-a.example.com:5001/repository/team-a/v2/token",service="https://team-a.example.com:5001/repository/team-a/v2/token",scope="repository:app:pull,push"`,
+			`Bearer realm="` + pubBase + `/v2/token",service="https://team-a.example.com:5001/repository/team-a/v2/token",scope="repository:app:pull,push"`,
+		},
+		{`bearer realm="` + nexusRealm + `"`, `bearer realm="` + pubBase + `/v2/token"`},
+		{`BEARER REALM="` + nexusRealm + `"`, `BEARER REALM="` + pubBase + `/v2/token"`},
+		{`Bearer Realm="` + nexusRealm + `",Service="x"`, `Bearer Realm="` + pubBase + `/v2/token",Service="x"`},
+		{`Bearer service="x",realm="` + nexusRealm + `",scope="s"`, `Bearer service="x",realm="` + pubBase + `/v2/token",scope="s"`},
+		{`Bearer realm="https://team-a.example.com:5001:5001/repository/team-a/v2/token",service="s"`, `Bearer realm="` + pubBase + `/v2/token",service="s"`},
+		{`Bearer realm="/repository/team-a/v2/token"`, `Bearer realm="` + pubBase + `/v2/token"`},
+		// non-ASCII before the realm must not shift where it is found
+		{`Bearer service="İİİİ",realm="` + nexusRealm + `"`, `Bearer service="İİİİ",realm="` + pubBase + `/v2/token"`},
+		{"Bearer service=\"\xff\xff\xff\",realm=\"" + nexusRealm + `"`, "Bearer service=\"\xff\xff\xff\",realm=\"" + pubBase + `/v2/token"`},
+		{`Bearer service="ȺȺȺȺȺȺȺȺȺȺ",realm="/v2/token"`, `Bearer service="ȺȺȺȺȺȺȺȺȺȺ",realm="` + pubBase + `/v2/token"`},
+		{"Bearer " + strings.Repeat("Ⱥ", 20) + `,realm="/v2/token"`, "Bearer " + strings.Repeat("Ⱥ", 20) + `,realm="` + pubBase + `/v2/token"`},
+		// untouched
+		{`Basic realm="Sonatype Nexus Repository Manager"`, ""},
+		{`BASIC realm="Sonatype Nexus Repository Manager"`, ""},
+		{`Basic realm="` + nexusRealm + `"`, ""},
+		{`Bearer realm="https://auth.docker.io/token",service="registry.docker.io"`, ""},
+		{`Bearer realm="http://nexus:8081/repository/team-b/v2/token"`, ""},
+		{`Bearer realm="unterminated`, ""},
+		{`Bearer realm=` + nexusRealm, ""},
+		{`Bearer error="invalid_token"`, ""},
+		{`Bearer`, ""},
+		{`Bearer `, ""},
+		{`Negotiate abc`, ""},
+		{``, ""},
+	} {
+		want := tc.want
+		if want == "" {
+			want = tc.in
+		}
+		if got := testURLs("").rewriteChallenge(tc.in); got != want {
+			t.Errorf("rewriteChallenge(%q)\n got %q\nwant %q", tc.in, got, want)
+		}
+	}
+}
+
+func TestRewriteHeaders(t *testing.T) {
+	h := http.Header{}
+	h.Set("Location", "http://nexus:8081/repository/team-a-hosted"+upload+rawQuery)
+	h.Add("Link", `</repository/team-a/v2/_catalog?n=1&last=a>; rel="next"`)
+	h.Add("Link", `<https://elsewhere.example.com/x>; rel="help"`)
+	h.Add("WWW-Authenticate", `Bearer realm="http://nexus:8081/repository/team-a/v2/token",service="svc"`)
+	h.Add("WWW-Authenticate", `Basic realm="Sonatype Nexus Repository Manager"`)
+	h.Set("Docker-Upload-UUID", "0b1c0d36-47a1-4a36-8a0e-1f2f3f4f5f6f")
+	h.Set("Range", "0-1023")
+	h.Set("Content-Location", "/repository/team-a/v2/x")
+	testURLs("").rewriteHeaders(h)
+	want := http.Header{
+		"Location":           {pubBase + upload + rawQuery},
+		"Link":               {`<` + pubBase + `/v2/_catalog?n=1&last=a>; rel="next"`, `<https://elsewhere.example.com/x>; rel="help"`},
+		"Www-Authenticate":   {`Bearer realm="` + pubBase + `/v2/token",service="svc"`, `Basic realm="Sonatype Nexus Repository Manager"`},
+		"Docker-Upload-Uuid": {"0b1c0d36-47a1-4a36-8a0e-1f2f3f4f5f6f"},
+		"Range":              {"0-1023"},
+		"Content-Location":   {"/repository/team-a/v2/x"},
+	}
+	for k, v := range want {
+		if !slices.Equal(h[k], v) {
+			t.Errorf("%s = %q, want %q", k, h[k], v)
+		}
+	}
+	if len(h) != len(want) {
+		t.Errorf("headers %v, want %v", h, want)
+	}
+	// No headers: nothing created.
+	empty := http.Header{}
+	testURLs("").rewriteHeaders(empty)
+	if len(empty) != 0 {
+		t.Errorf("rewriteHeaders added %v", empty)
+	}
+}
+
+func TestHostOf(t *testing.T) {
+	for in, want := range map[string]string{
+		"nexus:8081":                   "nexus",
+		"NEXUS":                        "nexus",
+		"team-a.example.com:5001":      "team-a.example.com",
+		"team-a.example.com:5001:5001": "team-a.example.com",
+		"team-a.example.com.:443":      "team-a.example.com",
+		"user:pw@nexus:8081":           "nexus",
+		"nexus:8081@evil.com":          "evil.com",
+		"[::1]:8081":                   "[::1]",
+		"[2001:DB8::1]":                "[2001:db8::1]",
+		"[::1":                         "[",
+		"":                             "",
+	} {
+		if got := hostOf(in); got != want {
+			t.Errorf("hostOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func BenchmarkRewrite(b *testing.B) {
+	for _, c := range []struct{ name, in string }{
+		{"relative", upload + rawQuery},
+		{"prefixed", "/repository/team-a-hosted" + upload + rawQuery},
+		{"absolute", "http://nexus:8081/repository/team-a-hosted" + upload + rawQuery},
+		{"doubled-port", "https://team-a.example.com:5001:5001/repository/team-a-hosted" + upload + rawQuery},
+		{"foreign", s3URL},
+	} {
+		p := testURLs("")
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = p.rewrite(c.in)
+			}
+		})
+	}
+	b.Run("link", func(b *testing.B) {
+		p := testURLs("")
+		v := `<http://nexus:8081/repository/team-a/v2/app/tags/list?n=2&last=1.1>; rel="next", </repository/team-a/v2/app/tags/list?n=2>; rel="first"`
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = p.rewriteLink(v)
+		}
+	})
+	b.Run("challenge", func(b *testing.B) {
+		p := testURLs("")
+		v := `Bearer realm="http://nexus:8081/repository/team-a/v2/token",service="http://nexus:8081/repository/team-a/v2/token",scope="repository:app:pull"`
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = p.rewriteChallenge(v)
+		}
+	})
+	b.Run("headers", func(b *testing.B) {
+		p := testURLs("")
+		b.ReportAllocs()
+		for b.Loop() {
+			h := http.Header{"Location": {"/repository/team-a-hosted" + upload + rawQuery}}
+			p.rewriteHeaders(h)
+		}
+	})
+}
