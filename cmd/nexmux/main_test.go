@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/nexmux/nexmux/fixtures/certs"
+)
+
+// run executes the CLI in-process and returns stdout, stderr and the exit
+// status it asked for.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := 0
+	oldExiter, oldErr := cli.OsExiter, cli.ErrWriter
+	cli.OsExiter = func(c int) { code = c }
+	cli.ErrWriter = &errb
+	t.Cleanup(func() { cli.OsExiter, cli.ErrWriter = oldExiter, oldErr })
+	app := newApp()
+	app.Writer, app.ErrWriter = &out, &errb
+	if err := app.Run(append([]string{"nexmux"}, args...)); err != nil && code == 0 {
+		code = 1
+	}
+	return out.String(), errb.String(), code
+}
+
+func certFiles(t *testing.T) (string, string) {
+	t.Helper()
+	ca, err := certs.NewCA("cli test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ca.Issue("*.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := p.Write(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	return crt, key
+}
+
+func TestPrecedenceFlagEnvFile(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "listen: \":1111\"\ncert: [" + crt + "]\nkey: [" + key + "]\nroute:\n  - \"file.example.com=from-file\"\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := run(t, "check", "--config", file)
+	if code != 0 || !strings.Contains(out, "listen :1111") || !strings.Contains(out, "file.example.com") {
+		t.Fatalf("file only: %d %q %q", code, out, errs)
+	}
+	t.Setenv("NEXMUX_LISTEN", ":2222")
+	t.Setenv("NEXMUX_ROUTE", "env.example.com=pull:team-e,push:team-e-hosted,env2.example.com=e2")
+	out, errs, code = run(t, "check", "--config", file)
+	if code != 0 || !strings.Contains(out, "listen :2222") || strings.Contains(out, "file.example.com") ||
+		!strings.Contains(out, "pull /repository/team-e/, push /repository/team-e-hosted/") || !strings.Contains(out, "env2.example.com") {
+		t.Fatalf("env over file: %d %q %q", code, out, errs)
+	}
+	out, errs, code = run(t, "check", "--config", file, "--listen", ":3333", "--route", "flag.example.com=from-flag")
+	if code != 0 || !strings.Contains(out, "listen :3333") || !strings.Contains(out, "flag.example.com") || strings.Contains(out, "env.example.com") {
+		t.Fatalf("flag over env: %d %q %q", code, out, errs)
+	}
+}
+
+func TestInvalidFlagsListEveryProblemAndExit2(t *testing.T) {
+	_, errs, code := run(t, "check",
+		"--route", "a.example.com=team-a", "--route", "A.example.com.=dup",
+		"--route", "*.x.*.example.com=r", "--port", "99999=r", "--cert", "/nonexistent.pem",
+		"--key", "/nonexistent.key", "--upstream", "ftp://nexus", "--log-format", "xml")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d", code, exitInvalid)
+	}
+	for _, want := range []string{"already routed", "'*' is allowed only", "99999", "/nonexistent.pem", "ftp://nexus", "log-format"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	if n := strings.Count(strings.TrimSpace(errs), "\n"); n < 6 {
+		t.Errorf("want one line per problem (6+), got:\n%s", errs)
+	}
+	// An unparsable value is a usage error with the same status.
+	if _, _, code := run(t, "check", "--handshake-timeout", "soon"); code != exitInvalid {
+		t.Errorf("bad duration: exit %d", code)
+	}
+}
+
+func TestIptablesCommand(t *testing.T) {
+	out, errs, code := run(t, "iptables", "--listen", ":8443", "--port", "8082=team-a", "--port", "8083=team-a-hosted")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"*nat", ":NEXMUX - [0:0]", "-A PREROUTING", "-A OUTPUT", "--dport 8082", "--dport 8083", "--to-ports 8443", "COMMIT"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rules lack %q:\n%s", want, out)
+		}
+	}
+	out, _, _ = run(t, "iptables", "--listen", ":8443", "--port", "8082=team-a", "--jumps=false")
+	if strings.Contains(out, "PREROUTING") {
+		t.Errorf("--jumps=false still jumps:\n%s", out)
+	}
+	out, _, _ = run(t, "iptables", "--delete")
+	if !strings.Contains(out, "-D PREROUTING") || !strings.Contains(out, "-X NEXMUX") {
+		t.Errorf("delete rules:\n%s", out)
+	}
+	if _, _, code := run(t, "iptables", "--listen", ":8443", "--port", "8443=x"); code != exitInvalid {
+		t.Errorf("port route on the listen port: exit %d", code)
+	}
+}
