@@ -1,0 +1,103 @@
+package discover_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/discover"
+	"github.com/nexmux/nexmux/fixtures"
+)
+
+func nexus(t *testing.T, ctxPath string) string {
+	t.Helper()
+	nx, err := fixtures.New(fixtures.Config{
+		ContextPath: ctxPath,
+		Users:       map[string]string{"admin": "admin123"},
+		DataDir:     t.TempDir(),
+		Repos: []fixtures.Repo{
+			{Name: "team-a-hosted", Type: fixtures.Hosted, Online: true, HTTPPort: 8083},
+			{Name: "team-a-proxy", Type: fixtures.Proxy, Online: true},
+			{Name: "team-a", Type: fixtures.Group, Online: true, Members: []string{"team-a-hosted", "team-a-proxy"}, HTTPPort: 8082, HTTPSPort: 8442},
+			{Name: "shared", Type: fixtures.Group, Online: true, Members: []string{"team-a-proxy"}, HTTPSPort: 8090},
+		},
+		NonDocker: []fixtures.NonDocker{{Name: "maven-central", Format: "maven2", Type: "proxy"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(nx)
+	t.Cleanup(func() { hs.Close(); nx.Close() })
+	return hs.URL + ctxPath
+}
+
+func TestDiscoverAgainstFixture(t *testing.T) {
+	for _, ctxPath := range []string{"", "/nexus"} {
+		base := nexus(t, ctxPath)
+		repos, err := discover.Fetch(context.Background(), nil, base, "admin", "admin123")
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := discover.MakePlan(repos, "registry.example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRoutes := []string{
+			"shared.registry.example.com=shared",
+			"team-a.registry.example.com=pull:team-a,push:team-a-hosted",
+			"team-a-hosted.registry.example.com=team-a-hosted",
+			"team-a-proxy.registry.example.com=team-a-proxy",
+		}
+		wantPorts := []string{"8090=shared", "8082=pull:team-a,push:team-a-hosted", "8442=pull:team-a,push:team-a-hosted", "8083=team-a-hosted"}
+		if strings.Join(plan.Routes, " ") != strings.Join(wantRoutes, " ") {
+			t.Errorf("routes %q, want %q", plan.Routes, wantRoutes)
+		}
+		if strings.Join(plan.Ports, " ") != strings.Join(wantPorts, " ") {
+			t.Errorf("ports %q, want %q", plan.Ports, wantPorts)
+		}
+		if len(plan.Connectors) != 4 || len(plan.Skipped) != 1 || !strings.Contains(plan.Skipped[0], "maven2") {
+			t.Errorf("connectors %v skipped %v", plan.Connectors, plan.Skipped)
+		}
+
+		// The YAML is a valid --config file that builds a valid table.
+		var f struct {
+			Route []string `yaml:"route"`
+			Port  []string `yaml:"port"`
+		}
+		y := plan.YAML()
+		if err := yaml.Unmarshal([]byte(y), &f); err != nil {
+			t.Fatalf("yaml: %v\n%s", err, y)
+		}
+		cfg := config.Config{Listen: ":8443", Port: f.Port}
+		if _, tab, err := cfg.PortRoutes(); err != nil || len(tab.Ports()) != 4 {
+			t.Errorf("discovered ports do not build: %v", err)
+		}
+		if !strings.Contains(y, "nexmux iptables --listen :8443") || !strings.Contains(y, "team-a: http port 8082") {
+			t.Errorf("yaml lacks the cut-over notes:\n%s", y)
+		}
+		if fl := plan.Flags(); !strings.Contains(fl, "--route 'team-a.registry.example.com=pull:team-a,push:team-a-hosted'") {
+			t.Errorf("flags:\n%s", fl)
+		}
+	}
+}
+
+func TestDiscoverErrors(t *testing.T) {
+	base := nexus(t, "")
+	if _, err := discover.Fetch(context.Background(), nil, base, "admin", "wrong"); !errors.Is(err, discover.ErrUnauthorized) {
+		t.Errorf("bad credentials: %v", err)
+	}
+	if _, err := discover.Fetch(context.Background(), nil, "http://127.0.0.1:1", "admin", "admin123"); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Errorf("unreachable: %v", err)
+	}
+	if _, err := discover.Fetch(context.Background(), nil, base+"/wrong-context", "admin", "admin123"); err == nil || !strings.Contains(err.Error(), "context path") {
+		t.Errorf("wrong context path: %v", err)
+	}
+	if _, err := discover.MakePlan([]discover.Repo{{Name: "maven-central", Format: "maven2"}}, ""); !errors.Is(err, discover.ErrNoDocker) {
+		t.Errorf("no docker repositories: %v", err)
+	}
+}
