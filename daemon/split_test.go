@@ -1,0 +1,168 @@
+package daemon_test
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/crane"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+// oneName gives each team one name for push and pull on Nexus OSS.
+func oneName() config.Config {
+	return config.Config{Route: []string{
+		"team-a.nexmux.test=pull:team-a,push:team-a-hosted",
+		"team-b.nexmux.test=team-b", // no push repository: pushes must fail clearly
+	}}
+}
+
+func TestOneNamePushThenPull(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneName()})
+	for i := 0; i < 2; i++ {
+		where := fmt.Sprintf("%s/one/app:%d", st.Host("team-a"), i)
+		img := pushImage(t, st, where)
+		// Right after the push the tag is visible through the group.
+		pullVerify(t, st, where, img)
+	}
+	// Every write went to the hosted repository, every manifest read to
+	// the group.
+	for _, r := range st.Nexus.Requests() {
+		write := r.Method != http.MethodGet && r.Method != http.MethodHead
+		if write && r.Repo != "team-a-hosted" {
+			t.Errorf("%s %s went to %q", r.Method, r.RawPath, r.Repo)
+		}
+		if r.Method == http.MethodGet && strings.Contains(r.RawPath, "/manifests/") && r.Repo != "team-a" {
+			t.Errorf("manifest read %s went to %q, not the group", r.RawPath, r.Repo)
+		}
+	}
+}
+
+func TestOneNamePushUploadsBaseLayersHeldOnlyByProxyMember(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneName()})
+	base, err := random.Image(32<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The base image lives only in the proxy member (standing in for a
+	// proxy of Docker Hub), so a blob HEAD through the group says "exists".
+	if err := st.Nexus.Seed("team-a-proxy", "library/base", "1", base); err != nil {
+		t.Fatal(err)
+	}
+	pullVerify(t, st, st.Host("team-a")+"/library/base:1", base)
+
+	top, err := random.Layer(16<<10, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(base, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	where := st.Host("team-a") + "/team/derived:1"
+	if err := remote.Write(ref(t, where), img, st.Remote(ctxT(t))...); err != nil {
+		t.Fatalf("push of an image on a proxied base: %v", err)
+	}
+	pullVerify(t, st, where, img)
+
+	// The base layers were uploaded into the hosted repository.
+	baseLayers, _ := base.Layers()
+	for _, l := range baseLayers {
+		d, _ := l.Digest()
+		var uploaded bool
+		for _, r := range st.Nexus.Requests() {
+			if r.Repo == "team-a-hosted" && r.Method == http.MethodPut && strings.Contains(r.RawQuery, strings.Replace(d.String(), ":", "%3A", 1)) {
+				uploaded = true
+			}
+		}
+		if !uploaded {
+			t.Errorf("base layer %s was not uploaded to the hosted repository", d)
+		}
+	}
+}
+
+func TestOneNameHeadThenGetManifest(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneName()})
+	img := pushImage(t, st, st.Host("team-a")+"/resolve/app:1")
+	want, _ := img.Digest()
+	cl := &http.Client{Transport: st.Transport()}
+	// containerd and BuildKit resolve with HEAD, then GET by digest.
+	req, _ := http.NewRequest(http.MethodHead, "https://"+st.Host("team-a")+"/v2/resolve/app/manifests/1", nil)
+	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != want.String() {
+		t.Fatalf("HEAD manifest: %d digest %q, want 200 %s", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), want)
+	}
+	req, _ = http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/resolve/app/manifests/"+want.String(), nil)
+	req.Header = resp.Request.Header.Clone()
+	resp, err = cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET manifest by digest: %d", resp.StatusCode)
+	}
+}
+
+func TestPushWithoutPushRepositoryIsDenied(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneName()})
+	img, _ := random.Image(1024, 1)
+	err := remote.Write(ref(t, st.Host("team-b")+"/x/app:1"), img, st.Remote(ctxT(t))...)
+	if err == nil || !strings.Contains(err.Error(), "DENIED") || !strings.Contains(err.Error(), "PRO-licensed") {
+		t.Fatalf("push to a group-only route: %v, want Nexus's DENIED error", err)
+	}
+}
+
+func TestOneNameViaLegacyPortWithCrane(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cfg := oneName()
+	cfg.Port = []string{fmt.Sprintf("%d=pull:team-a,push:team-a-hosted", port)}
+	cfg.BindPorts = true
+	st := stack.Start(t, stack.Options{Config: cfg})
+
+	img, _ := random.Image(16<<10, 2)
+	legacy := fmt.Sprintf("nexus.%s:%d/legacy/app:1", stack.Domain, port)
+	opts := []crane.Option{crane.WithTransport(st.Transport()), crane.WithAuth(authBasic()), crane.WithContext(ctxT(t))}
+	if err := crane.Push(img, legacy, opts...); err != nil {
+		t.Fatalf("crane push via the legacy port: %v", err)
+	}
+	got, err := crane.Pull(legacy, opts...)
+	if err != nil {
+		t.Fatalf("crane pull via the legacy port: %v", err)
+	}
+	gd, _ := got.Digest()
+	wd, _ := img.Digest()
+	if gd != wd {
+		t.Fatalf("digest %s, want %s", gd, wd)
+	}
+	// The same image under the team's SNI name: one repository pair.
+	pullVerify(t, st, st.Host("team-a")+"/legacy/app:1", img)
+	// crane copy between the two names of the team.
+	if err := crane.Copy(legacy, st.Host("team-a")+"/legacy/copy:1", opts...); err != nil {
+		t.Fatalf("crane copy: %v", err)
+	}
+	pullVerify(t, st, st.Host("team-a")+"/legacy/copy:1", img)
+}
+
+func authBasic() authn.Authenticator {
+	return &authn.Basic{Username: stack.User, Password: stack.Password}
+}
