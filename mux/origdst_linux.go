@@ -34,6 +34,14 @@ func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 		serr error
 	)
 	err = raw.Control(func(fd uintptr) {
+		// The family of the connection decides, not the socket's: on a
+		// dual-stack [::] listener an IPv4 client arrives v4-mapped
+		// (local ::ffff:a.b.c.d, To4 non-nil). Conntrack holds an IPv4
+		// tuple for it, so SOL_IP/SO_ORIGINAL_DST on the AF_INET6 socket
+		// answers (the kernel takes the IPv4 addresses the mapped socket
+		// keeps), while IP6T_SO_ORIGINAL_DST fails with ENOENT (it looks
+		// for an IPv6 tuple). Checked against real REDIRECTs in
+		// daemon/netns_linux_test.go.
 		if local != nil && local.IP.To4() == nil {
 			// sockaddr_in6 (28 bytes) fits IPv6MTUInfo (32 bytes), the
 			// only x/sys getter with a buffer that large.
