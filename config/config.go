@@ -36,6 +36,9 @@ type Config struct {
 	ProxyProtocolFrom        []string
 	PassthroughProxyProtocol string
 
+	Socks5Listen   string
+	Socks5AuthFile string
+
 	HandshakeTimeout time.Duration
 	HeaderTimeout    time.Duration
 	IdleTimeout      time.Duration
@@ -72,6 +75,8 @@ type Built struct {
 	// PassthroughProxyHeader is the PROXY version sent to passthrough
 	// backends (0: none).
 	PassthroughProxyHeader byte
+	// Socks5Credentials from --socks5-auth-file (nil: no authentication).
+	Socks5Credentials map[string]string
 }
 
 // Build validates c and returns every problem found, one error each, as a
@@ -112,6 +117,19 @@ func (c *Config) Build() (*Built, error) {
 	}
 	if c.PassthroughProxyProtocol != "" && len(c.Passthrough) == 0 {
 		errs = multierror.Append(errs, errors.New("passthrough-proxy-protocol is set but there is no --passthrough route"))
+	}
+	if c.Socks5Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Socks5Listen); err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("socks5-listen %q: want [HOST]:PORT: %v", c.Socks5Listen, err))
+		}
+	}
+	if c.Socks5AuthFile != "" {
+		if c.Socks5Listen == "" {
+			errs = multierror.Append(errs, errors.New("socks5-auth-file is set but socks5-listen is not"))
+		}
+		if b.Socks5Credentials, err = mux.LoadCredentials(c.Socks5AuthFile); err != nil {
+			errs = multierror.Append(errs, err)
+		}
 	}
 	if b.Upstreams, err = l7.ParseUpstreams(c.Upstream); err != nil {
 		errs = multierror.Append(errs, err)

@@ -63,6 +63,8 @@ type fileConfig struct {
 	MetricsListen            *string        `yaml:"metrics-listen"`
 	ProxyProtocolFrom        *StringList    `yaml:"proxy-protocol-from"`
 	PassthroughProxyProtocol *string        `yaml:"passthrough-proxy-protocol"`
+	Socks5Listen             *string        `yaml:"socks5-listen"`
+	Socks5AuthFile           *string        `yaml:"socks5-auth-file"`
 	HandshakeTimeout         *time.Duration `yaml:"handshake-timeout"`
 	HeaderTimeout            *time.Duration `yaml:"header-timeout"`
 	IdleTimeout              *time.Duration `yaml:"idle-timeout"`
@@ -98,6 +100,8 @@ func (c *Config) ApplyFile(path string) error {
 	set(&c.MetricsListen, f.MetricsListen)
 	setList(&c.ProxyProtocolFrom, f.ProxyProtocolFrom)
 	set(&c.PassthroughProxyProtocol, f.PassthroughProxyProtocol)
+	set(&c.Socks5Listen, f.Socks5Listen)
+	set(&c.Socks5AuthFile, f.Socks5AuthFile)
 	set(&c.HandshakeTimeout, f.HandshakeTimeout)
 	set(&c.HeaderTimeout, f.HeaderTimeout)
 	set(&c.IdleTimeout, f.IdleTimeout)

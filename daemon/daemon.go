@@ -165,6 +165,21 @@ func (d *Daemon) Start() error {
 			ports = append(ports, bound{pl, p})
 		}
 	}
+	if c.Socks5Listen != "" {
+		sl, err := d.listen("tcp", c.Socks5Listen)
+		if err != nil {
+			d.closeListeners()
+			return fmt.Errorf("socks5-listen %s: %w", c.Socks5Listen, err)
+		}
+		d.listeners = append(d.listeners, sl)
+		d.addrs["socks5"] = sl.Addr()
+		opts := mux.SOCKS5Options{
+			Credentials:      d.built.Socks5Credentials,
+			SNIPorts:         []int{443, d.built.ListenPort, ln.Addr().(*net.TCPAddr).Port},
+			HandshakeTimeout: c.HandshakeTimeout,
+		}
+		d.goServe(func() error { return d.server.ServeSOCKS5(sl, opts) })
+	}
 	if c.MetricsListen != "" {
 		ml, err := net.Listen("tcp", c.MetricsListen)
 		if err != nil {

@@ -252,7 +252,9 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	}()
 	st := s.state.Load()
 	c := raw
-	if s.opts.ProxyProtocol != nil {
+	// listenPort < 0 marks streams nexmux made itself (SOCKS5 CONNECT):
+	// no load balancer stands in front of those.
+	if s.opts.ProxyProtocol != nil && listenPort >= 0 {
 		// One reader for the whole connection: the PROXY parser's buffered
 		// read-ahead (which may hold ClientHello bytes) is drained by every
 		// later read, so no byte is lost or reordered.

@@ -42,6 +42,8 @@ func routeFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "passthrough", Usage: "`HOST=ADDR` copy TLS for HOST raw to ADDR without terminating it; repeatable", EnvVars: env("passthrough")},
 		&cli.StringSliceFlag{Name: "proxy-protocol-from", Usage: "`CIDR` of load balancers that MUST send a PROXY v1/v2 header; everyone else must not; repeatable", EnvVars: env("proxy-protocol-from")},
 		&cli.StringFlag{Name: "passthrough-proxy-protocol", Usage: "send a PROXY header (`v1|v2`; v2 carries the SNI as AUTHORITY TLV) to passthrough backends", EnvVars: env("passthrough-proxy-protocol")},
+		&cli.StringFlag{Name: "socks5-listen", Usage: "`ADDR` for a SOCKS5 ingress that maps CONNECT host:port onto the routes (and nothing else)", EnvVars: env("socks5-listen")},
+		&cli.StringFlag{Name: "socks5-auth-file", Usage: "`FILE` of user:password lines required by the SOCKS5 ingress", EnvVars: env("socks5-auth-file")},
 		&cli.BoolFlag{Name: "bind-ports", Usage: "bind each --port itself (where iptables is not allowed)", EnvVars: env("bind-ports")},
 		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` for /metrics, /healthz, /readyz", EnvVars: env("metrics-listen")},
 		&cli.DurationFlag{Name: "handshake-timeout", Usage: "deadline for the routing phase (PROXY header + ClientHello) (default 10s)", EnvVars: env("handshake-timeout")},
@@ -84,6 +86,8 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	list(&cfg.Passthrough, "passthrough")
 	list(&cfg.ProxyProtocolFrom, "proxy-protocol-from")
 	str(&cfg.PassthroughProxyProtocol, "passthrough-proxy-protocol")
+	str(&cfg.Socks5Listen, "socks5-listen")
+	str(&cfg.Socks5AuthFile, "socks5-auth-file")
 	if c.IsSet("bind-ports") {
 		cfg.BindPorts = c.Bool("bind-ports")
 	}
