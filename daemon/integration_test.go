@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -606,5 +607,29 @@ func TestOneGiBBlobStreamsWithBoundedMemory(t *testing.T) {
 	}
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
 		t.Fatalf("pulled %s, pushed %s", got, digest)
+	}
+}
+
+// A trailing dot in SNI ("team-a.nexmux.test.") is routed like the name
+// without it, but crypto/tls refuses such a hello and no TLS stack can be
+// handed a rewritten one (the transcript hash covers the client's bytes).
+// The defined outcome is a clean decode_error alert: no crash, no hang.
+// Go clients (docker, crane) strip the dot before sending.
+func TestTrailingDotSNIGetsACleanAlert(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl not installed")
+	}
+	st := stack.Start(t, stack.Options{Config: teamRoutes()})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, openssl, "s_client", "-connect", st.Addr, "-servername", "Team-A.nexmux.test.", "-CAfile", st.CertDir+"/ca.crt")
+	cmd.Stdin = strings.NewReader("")
+	out, _ := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatal("openssl hung")
+	}
+	if !strings.Contains(string(out), "alert decode error") {
+		t.Fatalf("want a TLS decode_error alert, got:\n%s", out)
 	}
 }
