@@ -235,7 +235,10 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	// belongs to the connection, so a Host for another route is refused
 	// with 421 and the client opens a new connection (RFC 9110 15.5.20).
 	hr := ci.Table.LookupHost(r.Host)
-	if hr == ci.Route {
+	// Routes are compared by what they reach: two names for the same
+	// repositories (or the default route and its own name) may share a
+	// connection.
+	if hr == ci.Route || hr != nil && hr.Passthrough == "" && hr.Target == ci.Route.Target {
 		return 0, "", ""
 	}
 	if hr == nil && ci.ServerName == "" {
