@@ -1,0 +1,54 @@
+# nexmux developer targets. `make test` is the one test command (CI runs it,
+# then `make e2e`, then a bounded `make fuzz`).
+
+GO       ?= go
+FUZZTIME ?= 30s
+# Go minimizes each new interesting input for up to 60s by default, during
+# which a short run makes no progress at all (seen with FuzzParseClientHello:
+# 0 execs/s for the whole 10s); crashers are still minimized, just briefly.
+FUZZMINIMIZETIME ?= 2s
+PKGS     ?= ./...
+BIN      := bin
+
+.PHONY: all build test e2e demo fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/nexmux ./cmd/nexmux
+	$(GO) build -o $(BIN)/nexus-fixture ./fixtures/cmd/nexus-fixture
+	$(GO) build -o $(BIN)/gencert ./fixtures/cmd/gencert
+
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 $(PKGS)
+
+# Real docker/skopeo clients against nexmux and the Nexus fixture; needs root
+# (private dockerd, /etc/hosts, /etc/docker/certs.d, iptables).
+e2e:
+	bash scripts/e2e.sh
+
+demo:
+	bash scripts/demo.sh
+
+# Runs every Fuzz* function of every package for $(FUZZTIME) each (go test
+# takes one -fuzz target per run). Fails on the first failing target; a
+# failing input is written to that package's testdata/fuzz/ to commit.
+fuzz:
+	@set -e; found=0; \
+	pkgs=$$($(GO) list $(PKGS)); \
+	for pkg in $$pkgs; do \
+		list=$$($(GO) test -list 'Fuzz.*' $$pkg); \
+		for fn in $$(printf '%s\n' "$$list" | grep -E '^Fuzz[A-Za-z0-9_]*$$' || true); do \
+			found=$$((found + 1)); \
+			echo "== fuzz $$pkg $$fn ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZETIME) $$pkg; \
+		done; \
+	done; \
+	echo "fuzz: $$found target(s) ran"
+
+bench:
+	$(GO) test -run XXX -bench . -benchmem $(PKGS)
+
+clean:
+	rm -rf $(BIN) .demo
