@@ -166,3 +166,39 @@ func TestOneNameViaLegacyPortWithCrane(t *testing.T) {
 func authBasic() authn.Authenticator {
 	return &authn.Basic{Username: stack.User, Password: stack.Password}
 }
+
+// A port route wins over SNI: legacy clients name the repository by port,
+// whatever name (possibly another team's route) they put in SNI and Host.
+func TestPortRouteWinsOverSNI(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cfg := teamRoutes()
+	cfg.Port = []string{fmt.Sprintf("%d=team-a", port)}
+	cfg.BindPorts = true
+	st := stack.Start(t, stack.Options{Config: cfg})
+	cl := &http.Client{Transport: st.Transport()}
+	for _, host := range []string{"team-b", "team-a", "unknown"} {
+		st.Nexus.ResetRequests()
+		resp, err := cl.Get(fmt.Sprintf("https://%s.%s:%d/v2/", host, stack.Domain, port))
+		if err != nil {
+			t.Fatalf("SNI %s on the team-a port: %v", host, err)
+		}
+		resp.Body.Close()
+		reqs := st.Nexus.Requests()
+		if len(reqs) != 1 || reqs[0].Repo != "team-a" {
+			t.Fatalf("SNI %s on the team-a port reached %+v, want team-a", host, reqs)
+		}
+	}
+	// The same names on the SNI port keep their own routes.
+	st.Nexus.ResetRequests()
+	if code := get(st, "team-b", "/v2/"); code != http.StatusUnauthorized {
+		t.Fatalf("team-b on the SNI port: %d", code)
+	}
+	if reqs := st.Nexus.Requests(); len(reqs) != 1 || reqs[0].Repo != "team-b" {
+		t.Fatalf("team-b on the SNI port reached %+v", reqs)
+	}
+}

@@ -116,3 +116,60 @@ func TestIptablesCommand(t *testing.T) {
 		t.Errorf("port route on the listen port: exit %d", code)
 	}
 }
+
+func TestBadConfigurationTable(t *testing.T) {
+	crt, key := certFiles(t)
+	unreadable := filepath.Join(t.TempDir(), "secret.key")
+	if err := os.WriteFile(unreadable, []byte("x"), 0o000); err != nil {
+		t.Fatal(err)
+	}
+	ok := []string{"--cert", crt, "--key", key}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"duplicate route", []string{"--route", "a.example.com=r", "--route", "A.EXAMPLE.COM.=s"}, "already routed"},
+		{"cert without key", []string{"--route", "a.example.com=r", "--cert", crt}, "paired by position"},
+		{"key without cert", []string{"--route", "a.example.com=r", "--key", key}, "paired by position"},
+		{"unreadable cert", []string{"--route", "a.example.com=r", "--cert", "/nonexistent/c.pem", "--key", key}, "/nonexistent/c.pem"},
+		{"key is not a key", []string{"--route", "a.example.com=r", "--cert", crt, "--key", crt}, "key"},
+		{"port route on listen port", []string{"--listen", ":8443", "--port", "8443=r"}, "listen port"},
+		{"bad CIDR", []string{"--route", "a.example.com=r", "--proxy-protocol-from", "10.0.0.0/33"}, "10.0.0.0/33"},
+		{"wildcard in the middle", []string{"--route", "a.*.example.com=r"}, "'*' is allowed only"},
+		{"wildcard on a TLD", []string{"--route", "*.com=r"}, "top-level"},
+		{"wildcard glued", []string{"--route", "*foo.example.com=r"}, "'*' is allowed only"},
+		{"bad repo name", []string{"--route", "a.example.com=../admin"}, "repository name"},
+		{"no target", []string{"--route", "a.example.com"}, "HOST=REPO"},
+		{"bad port", []string{"--port", "0=r"}, "not a port number"},
+		{"duplicate port", []string{"--port", "8082=r", "--port", "8082=s"}, "already routed"},
+		{"bad upstream", []string{"--route", "a.example.com=r", "--upstream", "nexus:8081"}, "upstream"},
+		{"bad passthrough", []string{"--passthrough", "a.example.com=nohost"}, "HOST:PORT"},
+		{"passthrough and route on one name", []string{"--route", "a.example.com=r", "--passthrough", "a.example.com=127.0.0.1:9"}, "already routed"},
+		{"bad proxy version", []string{"--route", "a.example.com=r", "--passthrough", "b.example.com=127.0.0.1:9", "--passthrough-proxy-protocol", "v3"}, "v1 or v2"},
+		{"socks auth without listener", []string{"--route", "a.example.com=r", "--socks5-auth-file", "/nonexistent"}, "socks5"},
+		{"negative timeout", []string{"--route", "a.example.com=r", "--drain-timeout", "-1s"}, "negative"},
+		{"no routes", []string{}, "no routes"},
+		{"unknown flag", []string{"--rout", "a=b"}, "rout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"check"}, tc.args...)
+			if !strings.Contains(strings.Join(tc.args, " "), "--cert") && !strings.Contains(strings.Join(tc.args, " "), "--key") {
+				args = append(args, ok...)
+			}
+			_, errs, code := run(t, args...)
+			if code != exitInvalid {
+				t.Fatalf("exit %d, want %d (stderr %q)", code, exitInvalid, errs)
+			}
+			if !strings.Contains(errs, tc.want) {
+				t.Fatalf("stderr lacks %q:\n%s", tc.want, errs)
+			}
+		})
+	}
+	// Several problems at once: all of them, one line each.
+	_, errs, code := run(t, "check", "--route", "a.*.b=r", "--port", "0=r", "--cert", unreadable, "--key", key, "--log-level", "loud", "--proxy-protocol-from", "nope")
+	lines := strings.Split(strings.TrimSpace(errs), "\n")
+	if code != exitInvalid || len(lines) < 6 {
+		t.Fatalf("exit %d, %d lines:\n%s", code, len(lines), errs)
+	}
+}
