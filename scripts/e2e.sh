@@ -37,6 +37,7 @@ NEXUS_PORT=${E2E_NEXUS_PORT:-8081}
 NEXMUX_PORT=${E2E_LISTEN_PORT:-8443}
 LEGACY_PULL=18082 # --port 18082=team-a (group)
 LEGACY_PUSH=18083 # --port 18083=team-a-hosted
+LEGACY_ONE=18084  # --port 18084=pull:team-a,push:team-a-hosted (one name per team)
 TAG=nexmux-e2e
 USER_PASS=admin:admin123
 HOSTS=(team-a.nexmux.test team-a-push.nexmux.test team-b.nexmux.test team-b-push.nexmux.test nexus.nexmux.test)
@@ -372,7 +373,7 @@ nexmux_iptables_delete() {
 # direct_iptables: the two rules, written by hand.
 direct_iptables() {
 	local p
-	for p in "$LEGACY_PULL" "$LEGACY_PUSH"; do
+	for p in "$LEGACY_PULL" "$LEGACY_PUSH" "$LEGACY_ONE"; do
 		iptables -t nat -A OUTPUT -p tcp -d 127.0.0.1 --dport "$p" \
 			-m comment --comment "$TAG" -j REDIRECT --to-ports "$NEXMUX_PORT" || return 1
 	done
@@ -382,13 +383,13 @@ direct_iptables() {
 
 redirect_works() {
 	local p
-	for p in "$LEGACY_PULL" "$LEGACY_PUSH"; do
+	for p in "$LEGACY_PULL" "$LEGACY_PUSH" "$LEGACY_ONE"; do
 		port_open "$p" || {
 			echo "127.0.0.1:$p does not reach nexmux"
 			return 1
 		}
 	done
-	echo "127.0.0.1:$LEGACY_PULL and :$LEGACY_PUSH reach nexmux"
+	echo "127.0.0.1:$LEGACY_PULL, :$LEGACY_PUSH and :$LEGACY_ONE reach nexmux"
 }
 
 start_dockerd() {
@@ -599,13 +600,8 @@ NEXMUX_ARGS=(--listen "127.0.0.1:$NEXMUX_PORT" --upstream "http://127.0.0.1:$NEX
 	--route team-a-push.nexmux.test=team-a-hosted
 	--route team-b.nexmux.test=team-b
 	--route team-b-push.nexmux.test=team-b-hosted
-	--port "$LEGACY_PULL=team-a" --port "$LEGACY_PUSH=team-a-hosted")
-SPLIT=yes
-if ! ./bin/nexmux check "${NEXMUX_ARGS[@]}" >/dev/null 2>&1; then
-	log "this nexmux does not accept HOST=pull:GROUP,push:HOSTED; team-a.nexmux.test routes to team-a only"
-	SPLIT=no
-	NEXMUX_ARGS=("${NEXMUX_ARGS[@]/team-a.nexmux.test=pull:team-a,push:team-a-hosted/team-a.nexmux.test=team-a}")
-fi
+	--port "$LEGACY_PULL=team-a" --port "$LEGACY_PUSH=team-a-hosted"
+	--port "$LEGACY_ONE=pull:team-a,push:team-a-hosted")
 step "nexmux check accepts the configuration" ./bin/nexmux check "${NEXMUX_ARGS[@]}" || abort
 step "start nexus-fixture on 127.0.0.1:$NEXUS_PORT" start_fixture || abort
 step "start nexmux on 127.0.0.1:$NEXMUX_PORT" start_nexmux || abort
@@ -613,7 +609,8 @@ step "add /etc/hosts entries" add_hosts || abort
 step "trust the test CA in /etc/docker/certs.d" trust_all \
 	"team-a.nexmux.test:$NEXMUX_PORT" "team-a-push.nexmux.test:$NEXMUX_PORT" \
 	"team-b.nexmux.test:$NEXMUX_PORT" "team-b-push.nexmux.test:$NEXMUX_PORT" \
-	"nexus.nexmux.test:$LEGACY_PULL" "nexus.nexmux.test:$LEGACY_PUSH" || abort
+	"nexus.nexmux.test:$LEGACY_PULL" "nexus.nexmux.test:$LEGACY_PUSH" \
+	"nexus.nexmux.test:$LEGACY_ONE" || abort
 LEGACY_OK=no
 NEXMUX_IPTABLES=no
 if ./bin/nexmux iptables --help >/dev/null 2>&1; then
@@ -641,11 +638,14 @@ SPLITREF=team-a.nexmux.test:$NEXMUX_PORT/e2e/split:1
 APP_ID=$(make_image "$APP" 4 2>"$WORK/logs/import-app.log") || true
 LEGACY_ID=$(make_image "$LEGACY" 3 2>"$WORK/logs/import-legacy.log") || true
 SPLIT_ID=$(make_image "$SPLITREF" 2 2>"$WORK/logs/import-split.log") || true
-step "docker import test images (no pull)" test -n "$APP_ID" -a -n "$LEGACY_ID" -a -n "$SPLIT_ID" || {
+ONEREF_HOST=nexus.nexmux.test:$LEGACY_ONE
+ONEREF=$ONEREF_HOST/e2e/one:1
+ONE_ID=$(make_image "$ONEREF" 2 2>"$WORK/logs/import-one.log") || true
+step "docker import test images (no pull)" test -n "$APP_ID" -a -n "$LEGACY_ID" -a -n "$SPLIT_ID" -a -n "$ONE_ID" || {
 	cat "$WORK"/logs/import-*.log
 	abort
 }
-log "images: app $APP_ID, legacy $LEGACY_ID, split $SPLIT_ID"
+log "images: app $APP_ID, legacy $LEGACY_ID, split $SPLIT_ID, one $ONE_ID"
 
 # TLS and challenge, with verification (docker skips it for 127.0.0.0/8).
 step "curl https://team-a.nexmux.test:$NEXMUX_PORT/v2/ verifies the chain, answers 401 + realm" \
@@ -688,13 +688,27 @@ else
 	skip "legacy connector port push/pull" "iptables REDIRECT could not be set up"
 fi
 
-# --- split route: team-a.nexmux.test pushes go to team-a-hosted
-if [[ $SPLIT == yes ]]; then
-	if step "docker push $SPLITREF (pull:team-a,push:team-a-hosted)" push "$SPLITREF"; then
-		step "the split push landed in team-a-hosted (skopeo inspect via team-a-push)" \
-			expect_digest "team-a-push.nexmux.test:$NEXMUX_PORT/e2e/split:1" "$(pushed_digest "$SPLITREF")" || true
+# --- one name per team: team-a.nexmux.test (SNI) and :18084 (legacy port)
+# push into team-a-hosted and pull through the team-a group.
+if step "docker push $SPLITREF (pull:team-a,push:team-a-hosted)" push "$SPLITREF"; then
+	SPLIT_DIGEST=$(pushed_digest "$SPLITREF" || true)
+	step "the one-name push landed in team-a-hosted (skopeo inspect via team-a-push)" \
+		expect_digest "team-a-push.nexmux.test:$NEXMUX_PORT/e2e/split:1" "$SPLIT_DIGEST" || true
+	step "docker rmi the one-name image" remove_image "$SPLIT_ID" || true
+	step "docker pull $SPLITREF (same name) gives the pushed image" \
+		pull_same "$SPLITREF" "$SPLIT_ID" "$SPLIT_DIGEST" || true
+else
+	skip "docker pull of the one-name image" "push failed"
+fi
+if [[ $LEGACY_OK == yes ]]; then
+	step "docker login $ONEREF_HOST" docker_login "$ONEREF_HOST" || true
+	if step "docker push $ONEREF (legacy port, one name)" push "$ONEREF"; then
+		ONE_DIGEST=$(pushed_digest "$ONEREF" || true)
+		step "docker rmi the legacy one-name image" remove_image "$ONE_ID" || true
+		step "docker pull $ONEREF (same legacy name) gives the pushed image" \
+			pull_same "$ONEREF" "$ONE_ID" "$ONE_DIGEST" || true
 	else
-		skip "the split push landed in team-a-hosted" "push failed"
+		skip "docker pull of the legacy one-name image" "push failed"
 	fi
 fi
 
@@ -718,6 +732,12 @@ if [[ -n $APP_DIGEST ]]; then
 			expect_digest "$B_PULL/e2e/copied:1" "$APP_DIGEST" || true
 	else
 		skip "skopeo inspect $B_PULL/e2e/copied:1 shows the same digest" "copy failed"
+	fi
+	if step "skopeo copy $A_PULL/e2e/app:1 -> $A_PULL/e2e/skopeo-one:1 (one name)" \
+		skopeo "${SKOPEO_COMMON[@]}" copy "${copy_args[@]}" \
+		"docker://$A_PULL/e2e/app:1" "docker://$A_PULL/e2e/skopeo-one:1"; then
+		step "skopeo inspect $A_PULL/e2e/skopeo-one:1 (same name) shows the same digest" \
+			expect_digest "$A_PULL/e2e/skopeo-one:1" "$APP_DIGEST" || true
 	fi
 else
 	skip "skopeo inspect/copy of e2e/app:1" "docker push gave no digest"
