@@ -115,7 +115,7 @@ func (c *Config) Build() (*Built, error) {
 	default:
 		errs = multierror.Append(errs, fmt.Errorf("passthrough-proxy-protocol %q: want v1 or v2", c.PassthroughProxyProtocol))
 	}
-	if c.PassthroughProxyProtocol != "" && len(c.Passthrough) == 0 {
+	if c.PassthroughProxyProtocol != "" && c.PassthroughProxyProtocol != "none" && len(c.Passthrough) == 0 {
 		errs = multierror.Append(errs, errors.New("passthrough-proxy-protocol is set but there is no --passthrough route"))
 	}
 	if c.Socks5Listen != "" {

@@ -338,8 +338,15 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	w.Header().Set("Retry-After", "5")
 	status := http.StatusBadGateway
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	var op *net.OpError
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
 		status = http.StatusGatewayTimeout
+	case errors.As(err, &op) && op.Op == "dial":
+		// Nothing accepts connections (Nexus stopped or restarting):
+		// unavailable for now, the status Retry-After is defined for and
+		// the one the Registry API pairs with UNAVAILABLE.
+		status = http.StatusServiceUnavailable
 	}
 	writeError(w, status, "UNAVAILABLE", "nexmux: Nexus did not answer: "+err.Error())
 }

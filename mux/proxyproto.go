@@ -23,13 +23,21 @@ func ProxyPolicy(cidrs []string) (func(net.Addr) proxyproto.Policy, error) {
 		c = strings.TrimSpace(c)
 		p, err := netip.ParsePrefix(c)
 		if err != nil {
-			// A bare address means just that host.
-			if a, aerr := netip.ParseAddr(c); aerr == nil {
-				p = netip.PrefixFrom(a, a.BitLen())
+			// A bare address means just that host. ParseAddr takes
+			// anything after "%" as a zone, so "fe80::1%eth0/64" would
+			// silently become a /128: refuse it instead.
+			if a, aerr := netip.ParseAddr(c); aerr == nil && !strings.Contains(c, "/") {
+				p = netip.PrefixFrom(a.WithZone(""), a.BitLen())
 			} else {
 				errs = append(errs, fmt.Errorf("proxy-protocol-from %q: not a CIDR or IP address", c))
 				continue
 			}
+		}
+		// Peers are matched unmapped, so an IPv4-mapped entry
+		// (::ffff:10.0.0.5, as ss shows peers of a dual-stack socket)
+		// must be unmapped too or it never matches.
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		prefixes = append(prefixes, p.Masked())
 	}
@@ -37,7 +45,9 @@ func ProxyPolicy(cidrs []string) (func(net.Addr) proxyproto.Policy, error) {
 		return nil, errors.Join(errs...)
 	}
 	return func(peer net.Addr) proxyproto.Policy {
-		a := addrPort(peer).Addr().Unmap()
+		// Prefixes carry no zone and never contain a zoned address:
+		// drop it so a link-local balancer (fe80::1%eth0) matches.
+		a := addrPort(peer).Addr().Unmap().WithZone("")
 		for _, p := range prefixes {
 			if p.Contains(a) {
 				return proxyproto.REQUIRE

@@ -90,6 +90,7 @@ const (
 	ReasonUpstream    = "passthrough_dial"
 	ReasonShutdown    = "shutdown"
 	ReasonProxyHeader = "proxy_header"
+	ReasonClosed      = "closed"
 	ReasonMaxConns    = "max_conns"
 )
 
@@ -154,8 +155,11 @@ func New(opts Options, st *State) (*Server, error) {
 		ReadHeaderTimeout: opts.HeaderTimeout,
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
-		ConnContext:       connContext,
-		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+		// "OPTIONS *" goes to the handler, which refuses every target that
+		// is not origin-form, instead of net/http's built-in 200.
+		DisableGeneralOptionsHandler: true,
+		ConnContext:                  connContext,
+		ErrorLog:                     slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return s, nil
 }
@@ -268,7 +272,16 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 
 	var first [1]byte
 	if _, err := io.ReadFull(c, first[:]); err != nil {
-		s.refuse(log, reasonFor(err), "nothing usable before the deadline", "err", err)
+		if reason := reasonFor(err); reason == ReasonClosed {
+			// Load-balancer health checks connect and close (after a
+			// PROXY header, or without one): not worth an info line.
+			log.Debug("connection closed before sending anything", "reason", reason)
+			if s.opts.Refused != nil {
+				s.opts.Refused(reason)
+			}
+		} else {
+			s.refuse(log, reason, "nothing usable before the deadline", "err", err)
+		}
 		return
 	}
 	if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
@@ -403,12 +416,12 @@ func reasonFor(err error) string {
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		return ReasonTimeout
+	case errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
+		return ReasonClosed
 	case errors.Is(err, sni.ErrNotTLS):
 		return ReasonNotTLS
 	case isProxyErr(err):
 		return ReasonProxyHeader
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return ReasonMalformed
 	default:
 		return ReasonMalformed
 	}

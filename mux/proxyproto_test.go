@@ -1,0 +1,437 @@
+package mux_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+
+	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/mux"
+	"github.com/nexmux/nexmux/route"
+)
+
+func TestProxyPolicy(t *testing.T) {
+	tcp := func(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
+	zoned := func(ip, zone string) net.Addr {
+		return &net.TCPAddr{IP: net.ParseIP(ip), Port: 1234, Zone: zone}
+	}
+	cases := []struct {
+		name  string
+		cidrs []string
+		peer  net.Addr
+		want  proxyproto.Policy
+	}{
+		{"loopback", []string{"127.0.0.0/8"}, tcp("127.0.0.1:5000"), proxyproto.REQUIRE},
+		{"loopback edge", []string{"127.0.0.0/8"}, tcp("127.255.255.255:5000"), proxyproto.REQUIRE},
+		{"outside", []string{"127.0.0.0/8"}, tcp("128.0.0.1:5000"), proxyproto.REJECT},
+		{"v4-mapped peer on a dual-stack socket", []string{"127.0.0.0/8"}, tcp("[::ffff:127.0.0.1]:5000"), proxyproto.REQUIRE},
+		{"v4-mapped peer, 16-byte net.IP", []string{"10.0.0.0/8"}, &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 1}, proxyproto.REQUIRE},
+		{"IPv6 loopback is not IPv4 loopback", []string{"127.0.0.0/8"}, tcp("[::1]:5000"), proxyproto.REJECT},
+		{"bare address", []string{"10.0.0.5"}, tcp("10.0.0.5:1"), proxyproto.REQUIRE},
+		{"bare address, neighbour", []string{"10.0.0.5"}, tcp("10.0.0.6:1"), proxyproto.REJECT},
+		{"host bits in the CIDR", []string{"10.1.2.3/8"}, tcp("10.200.0.1:1"), proxyproto.REQUIRE},
+		{"spaces", []string{" 192.0.2.0/24 "}, tcp("192.0.2.9:1"), proxyproto.REQUIRE},
+		{"several", []string{"192.0.2.0/24", "2001:db8::/32"}, tcp("[2001:db8::7]:1"), proxyproto.REQUIRE},
+		{"IPv6 outside", []string{"2001:db8::/32"}, tcp("[2001:db9::7]:1"), proxyproto.REJECT},
+		{"IPv4 peer, IPv6 prefix", []string{"::/0"}, tcp("10.0.0.1:1"), proxyproto.REJECT},
+		{"link-local peer with a zone", []string{"fe80::/10"}, zoned("fe80::1", "eth0"), proxyproto.REQUIRE},
+		{"bare link-local address with a zone", []string{"fe80::1%eth0"}, zoned("fe80::1", "eth0"), proxyproto.REQUIRE},
+		{"bare link-local address, other host", []string{"fe80::1%eth0"}, zoned("fe80::2", "eth0"), proxyproto.REJECT},
+		{"v4-mapped prefix", []string{"::ffff:10.0.0.0/104"}, tcp("10.0.0.5:1"), proxyproto.REQUIRE},
+		{"v4-mapped bare address", []string{"::ffff:10.0.0.5"}, tcp("[::ffff:10.0.0.5]:1"), proxyproto.REQUIRE},
+		{"v4-mapped bare address, neighbour", []string{"::ffff:10.0.0.5"}, tcp("10.0.0.6:1"), proxyproto.REJECT},
+		{"not TCP", []string{"0.0.0.0/0", "::/0"}, &net.UnixAddr{Name: "@lb", Net: "unix"}, proxyproto.REJECT},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pol, err := mux.ProxyPolicy(tc.cidrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := pol(tc.peer); got != tc.want {
+				t.Fatalf("ProxyPolicy(%q)(%v) = %v, want %v", tc.cidrs, tc.peer, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestProxyPolicyErrors(t *testing.T) {
+	_, err := mux.ProxyPolicy([]string{"10.0.0.0/8", "lb.example.com", "10.0.0.0/33", "", "fe80::1%eth0/64"})
+	if err == nil {
+		t.Fatal("bad entries accepted")
+	}
+	for _, want := range []string{`"lb.example.com"`, `"10.0.0.0/33"`, `""`, `"fe80::1%eth0/64"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), `"10.0.0.0/8"`) {
+		t.Errorf("error names the valid entry: %v", err)
+	}
+}
+
+// muxServer runs a mux.Server on loopback: team-a.nexmux.test terminates TLS
+// and answers "<client> <sni> <tls>", pt.nexmux.test passes through to
+// passthrough (when set).
+type muxServer struct {
+	addr string
+	ca   *certs.CA
+	logs *syncBuf
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startMux(t *testing.T, proxyFrom []string, passthrough string, ppOut byte) *muxServer {
+	t.Helper()
+	ca, err := certs.NewCA("mux test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := ca.Issue("*.nexmux.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pair.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := mux.NewCerts([]tls.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := route.Spec{Routes: []string{"team-a.nexmux.test=team-a"}}
+	if passthrough != "" {
+		spec.Passthrough = []string{"pt.nexmux.test=" + passthrough}
+	}
+	tab, err := route.Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuf{}
+	opts := mux.Options{
+		HandshakeTimeout: 5 * time.Second,
+		Logger:           slog.New(slog.NewTextHandler(logs, nil)),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ci := l7.FromContext(r.Context())
+			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)
+		}),
+		PassthroughProxyHeader: ppOut,
+	}
+	if proxyFrom != nil {
+		if opts.ProxyProtocol, err = mux.ProxyPolicy(proxyFrom); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := mux.New(opts, &mux.State{Table: tab, Certs: cs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = srv.Serve(ln) }()
+	go func() { defer wg.Done(); _ = srv.ServeHTTPConns() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		wg.Wait()
+		if t.Failed() {
+			t.Logf("mux log:\n%s", logs.String())
+		}
+	})
+	return &muxServer{addr: ln.Addr().String(), ca: ca, logs: logs}
+}
+
+// splitConn sends header+hello in two writes, cut at offset, with a pause
+// between them so they are two segments and two reads on the server.
+type splitConn struct {
+	net.Conn
+	header []byte
+	cut    int
+	done   bool
+	hello  int
+}
+
+func (c *splitConn) Write(p []byte) (int, error) {
+	if c.done {
+		return c.Conn.Write(p)
+	}
+	c.done = true
+	c.hello = len(p)
+	all := append(append([]byte{}, c.header...), p...)
+	cut := min(c.cut, len(all)-1)
+	if _, err := c.Conn.Write(all[:cut]); err != nil {
+		return 0, err
+	}
+	time.Sleep(3 * time.Millisecond)
+	if _, err := c.Conn.Write(all[cut:]); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// TestProxyHeaderSplitAnywhere: wherever the stream of PROXY header +
+// ClientHello is cut into segments (inside the header, at its end, at
+// go-proxyproto's 256-byte read-ahead, inside the hello), nexmux reads the
+// header, routes on the hello and completes the handshake; no byte is lost
+// or reordered.
+func TestProxyHeaderSplitAnywhere(t *testing.T) {
+	m := startMux(t, []string{"127.0.0.1/32"}, "", 0)
+	src := netip.MustParseAddrPort("203.0.113.7:5555")
+	v2 := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(netip.MustParseAddrPort(m.addr)))
+	v2tlv := *v2
+	if err := v2tlv.SetTLVs([]proxyproto.TLV{
+		{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte("team-a.nexmux.test")},
+		{Type: proxyproto.PP2_TYPE_MIN_CUSTOM, Value: bytes.Repeat([]byte{0xAB}, 300)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	format := func(h *proxyproto.Header) []byte {
+		b, err := h.Format()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	headers := map[string][]byte{
+		"v1":      []byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"),
+		"v2":      format(v2),
+		"v2-tlvs": format(&v2tlv),
+	}
+	for name, hdr := range headers {
+		hl := len(hdr)
+		cuts := []int{1, 5, 12, 13, 15, 16, hl - 1, hl, hl + 1, hl + 5, 255, 256, 257, 300, 512, hl + 1448, hl + 1600}
+		for _, cut := range cuts {
+			if cut < hl && name == "v1" {
+				continue // v1 must arrive in one read (see the daemon tests)
+			}
+			t.Run(fmt.Sprintf("%s/cut-%d", name, cut), func(t *testing.T) {
+				var sc *splitConn
+				tr := &http.Transport{
+					DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+						c, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.addr)
+						if err != nil {
+							return nil, err
+						}
+						sc = &splitConn{Conn: c, header: hdr, cut: cut}
+						return sc, nil
+					},
+					TLSClientConfig:   &tls.Config{RootCAs: m.ca.Pool()},
+					ForceAttemptHTTP2: true,
+					DisableKeepAlives: true,
+				}
+				defer tr.CloseIdleConnections()
+				resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://team-a.nexmux.test/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if want := "203.0.113.7:5555 team-a.nexmux.test true"; string(body) != want {
+					t.Fatalf("got %q, want %q", body, want)
+				}
+				if sc.hello <= 1448 {
+					t.Fatalf("ClientHello of %d bytes; want more than one segment", sc.hello)
+				}
+			})
+		}
+	}
+	if strings.Contains(m.logs.String(), "connection refused") {
+		t.Fatalf("refusals:\n%s", m.logs.String())
+	}
+}
+
+// captureHello returns the first flight a crypto/tls client with cfg sends.
+func captureHello(t *testing.T, cfg *tls.Config) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() { _ = tls.Client(a, cfg).Handshake() }()
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(b, body); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, body...)
+}
+
+// TestPassthroughKeepsBytesPastTheHello: bytes the client sends right
+// behind its ClientHello (here in the same segment as the PROXY header and
+// the hello, so they sit in the PROXY reader's read-ahead) reach the
+// passthrough backend once, in order, after the hello; with PROXY out, the
+// backend's header carries the inbound client address.
+func TestPassthroughKeepsBytesPastTheHello(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		proxyFrom []string
+		inbound   []byte
+		ppOut     byte
+		client    string
+	}{
+		{"plain", nil, nil, 0, ""},
+		{"proxy-in", []string{"127.0.0.0/8"}, []byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"), 0, ""},
+		{"proxy-in-out-v2", []string{"127.0.0.0/8"}, []byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"), 2, "203.0.113.7:5555"},
+		{"proxy-out-v1", nil, nil, 1, "self"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer be.Close()
+			got := make(chan []byte, 1)
+			go func() {
+				c, err := be.Accept()
+				if err != nil {
+					got <- nil
+					return
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				b, _ := io.ReadAll(c) // until nexmux passes the client's FIN on
+				_, _ = c.Write([]byte("bye"))
+				got <- b
+			}()
+			m := startMux(t, tc.proxyFrom, be.Addr().String(), tc.ppOut)
+
+			// A small hello (TLS 1.2, one curve) so header+hello+extra
+			// fit in go-proxyproto's 256-byte read-ahead.
+			hello := captureHello(t, &tls.Config{ServerName: "pt.nexmux.test", MaxVersion: tls.VersionTLS12,
+				CurvePreferences: []tls.CurveID{tls.X25519}, CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}})
+			extra := bytes.Repeat([]byte("EXTRA-BYTES-AFTER-THE-HELLO/"), 5)
+			// go-proxyproto reads ahead 256 bytes: the cut must fall
+			// inside extra, so part of it sits in the PROXY reader's
+			// buffer and the rest in the socket.
+			if n := len(tc.inbound) + len(hello); tc.inbound != nil && (n >= 256 || n+len(extra) <= 256) {
+				t.Fatalf("header+hello = %d bytes: the 256-byte read-ahead does not end inside the extra bytes", n)
+			}
+			c, err := net.Dial("tcp", m.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := c.Write(append(append(append([]byte{}, tc.inbound...), hello...), extra...)); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.(*net.TCPConn).CloseWrite()
+			reply, err := io.ReadAll(c)
+			if err != nil || string(reply) != "bye" {
+				t.Fatalf("reply %q %v", reply, err)
+			}
+			b := <-got
+			br := bufio.NewReader(bytes.NewReader(b))
+			if tc.ppOut != 0 {
+				h, err := proxyproto.Read(br)
+				if err != nil {
+					t.Fatalf("backend: no PROXY header: %v (%q)", err, b)
+				}
+				want := tc.client
+				if want == "self" {
+					want = c.LocalAddr().String()
+				}
+				if h.Version != tc.ppOut || h.SourceAddr.String() != want {
+					t.Fatalf("backend header v%d from %s, want v%d from %s", h.Version, h.SourceAddr, tc.ppOut, want)
+				}
+			}
+			rest, _ := io.ReadAll(br)
+			if want := append(append([]byte{}, hello...), extra...); !bytes.Equal(rest, want) {
+				t.Fatalf("backend got %d bytes %q…, want the %d-byte hello and %q", len(rest), rest[:min(len(rest), 16)], len(hello), extra)
+			}
+		})
+	}
+}
+
+// TestProxyHeaderRefusals: the reasons a PROXY-related refusal is logged.
+func TestProxyHeaderRefusals(t *testing.T) {
+	trusted := startMux(t, []string{"127.0.0.0/8"}, "", 0)
+	untrusted := startMux(t, []string{"192.0.2.0/24"}, "", 0)
+	hello := captureHello(t, &tls.Config{ServerName: "team-a.nexmux.test"})
+	for _, tc := range []struct {
+		name string
+		m    *muxServer
+		send []byte
+		want string
+	}{
+		{"trusted, no header", trusted, hello, "reason=proxy_header"},
+		{"trusted, HTTP instead of a header", trusted, []byte("GET / HTTP/1.1\r\n\r\n"), "reason=proxy_header"},
+		{"untrusted, v1 header", untrusted, append([]byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"), hello...), "reason=proxy_header"},
+		{"untrusted, v2 header", untrusted, append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x11, 0, 12, 203, 0, 113, 7, 127, 0, 0, 1, 0x15, 0xb3, 1, 187), "reason=proxy_header"},
+		{"untrusted, no header, not TLS", untrusted, []byte("SSH-2.0-x\r\n"), "reason=not_tls"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", tc.m.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			client := "client=" + c.LocalAddr().String() + " "
+			if _, err := c.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(c)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("connection not closed")
+			}
+			if len(got) != 0 {
+				t.Fatalf("got %q back", got)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				var lines []string
+				for _, l := range strings.Split(tc.m.logs.String(), "\n") {
+					if strings.Contains(l, client) {
+						lines = append(lines, l)
+					}
+				}
+				if len(lines) == 1 && strings.Contains(lines[0], tc.want) {
+					break
+				}
+				if len(lines) > 1 || time.Now().After(deadline) {
+					t.Fatalf("log lines for %s: %q, want one with %s", client, lines, tc.want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
