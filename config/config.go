@@ -101,9 +101,7 @@ func (c *Config) Build() (*Built, error) {
 	var err error
 	if len(c.ProxyProtocolFrom) > 0 {
 		if b.ProxyPolicy, err = mux.ProxyPolicy(c.ProxyProtocolFrom); err != nil {
-			for _, e := range unjoin(err) {
-				errs = multierror.Append(errs, e)
-			}
+			errs = multierror.Append(errs, unjoin(err)...)
 		}
 	}
 	switch c.PassthroughProxyProtocol {
@@ -145,23 +143,14 @@ func (c *Config) Build() (*Built, error) {
 		spec.ListenPorts = []int{b.ListenPort}
 	}
 	if b.Table, err = route.Build(spec); err != nil {
-		var re route.Errors
-		if errors.As(err, &re) {
-			for _, e := range re {
-				errs = multierror.Append(errs, e)
-			}
-		} else {
-			errs = multierror.Append(errs, err)
-		}
+		errs = multierror.Append(errs, unjoin(err)...)
 	}
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" {
 		errs = multierror.Append(errs, errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO or --default-route REPO"))
 	}
 
 	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {
-		for _, e := range unjoin(err) {
-			errs = multierror.Append(errs, e)
-		}
+		errs = multierror.Append(errs, unjoin(err)...)
 	} else if b.Certs.Len() == 0 && needsCert(c) {
 		errs = multierror.Append(errs, errors.New("no certificate: TLS routes need at least one --cert FILE --key FILE"))
 	}
@@ -221,16 +210,8 @@ func (c *Config) PortRoutes() (listenPort int, t *route.Table, err error) {
 	if listenPort > 0 {
 		spec.ListenPorts = []int{listenPort}
 	}
-	t, err = route.Build(spec)
-	if err != nil {
-		var re route.Errors
-		if errors.As(err, &re) {
-			for _, e := range re {
-				errs = multierror.Append(errs, e)
-			}
-		} else {
-			errs = multierror.Append(errs, err)
-		}
+	if t, err = route.Build(spec); err != nil {
+		errs = multierror.Append(errs, unjoin(err)...)
 	}
 	if err := errs.ErrorOrNil(); err != nil {
 		errs.ErrorFormat = listFormat
@@ -245,6 +226,8 @@ func needsCert(c *Config) bool {
 	return len(c.Route) > 0 || c.DefaultRoute != ""
 }
 
+// unjoin splits a joined error (route.Errors, errors.Join) into its
+// problems, so each is reported on its own line.
 func unjoin(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		return j.Unwrap()

@@ -125,19 +125,21 @@ func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n  ")
 }
 
+// usageError makes a usage error (unknown flag, unparsable value) exit like
+// an invalid configuration: status 2, nothing started.
+func usageError(_ *cli.Context, err error, _ bool) error { return invalid(err) }
+
 func newApp() *cli.App {
 	return &cli.App{
-		Name:  "nexmux",
-		Usage: "one TLS listener in front of every Docker repository of a Nexus Repository 3",
-		// A usage error (unknown flag, unparsable value) exits like an
-		// invalid configuration: status 2, nothing started.
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+		Name:         "nexmux",
+		Usage:        "one TLS listener in front of every Docker repository of a Nexus Repository 3",
+		OnUsageError: usageError,
 		Commands: []*cli.Command{
 			{
 				Name:         "serve",
 				Usage:        "serve the routes",
 				Flags:        routeFlags(),
-				OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
 					if err != nil {
@@ -164,7 +166,7 @@ func newApp() *cli.App {
 					&cli.BoolFlag{Name: "jumps", Value: true, Usage: "include the PREROUTING/OUTPUT jumps (off when re-applying over existing jumps)"},
 					&cli.StringFlag{Name: "chain", Value: iptables.DefaultChain, Usage: "nat `CHAIN` holding the rules (one per nexmux instance)"},
 				),
-				OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
 					cfg, err := loadConfig(c)
 					if err != nil {
@@ -198,7 +200,7 @@ func newApp() *cli.App {
 					&cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")},
 					&cli.StringFlag{Name: "format", Value: "flags", Usage: "flags or yaml", EnvVars: env("format")},
 				},
-				OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
 					format := c.String("format")
 					if format != "flags" && format != "yaml" {
@@ -228,7 +230,7 @@ func newApp() *cli.App {
 				Name:         "check",
 				Usage:        "validate the configuration and print the route table",
 				Flags:        routeFlags(),
-				OnUsageError: func(_ *cli.Context, err error, _ bool) error { return invalid(err) },
+				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
 					if err != nil {
