@@ -633,3 +633,34 @@ func TestTrailingDotSNIGetsACleanAlert(t *testing.T) {
 		t.Fatalf("want a TLS decode_error alert, got:\n%s", out)
 	}
 }
+
+// An HA set: the first node refuses connections; pulls and pushes still
+// work through the second, and the dead node is skipped afterwards.
+func TestUpstreamSetFailsOver(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "http://" + dead.Addr().String()
+	dead.Close()
+	st := stack.Start(t, stack.Options{
+		Config:    teamRoutes(),
+		Upstreams: func(nexus string) []string { return []string{deadURL, nexus} },
+	})
+	for i := 0; i < 3; i++ {
+		where := fmt.Sprintf("%s/ha/app:%d", st.Host("team-a-push"), i)
+		img := pushImage(t, st, where)
+		pullVerify(t, st, fmt.Sprintf("%s/ha/app:%d", st.Host("team-a"), i), img)
+	}
+	// With every node down the client gets a registry error it can retry.
+	st.Nexus.SetDown(true)
+	cl := &http.Client{Transport: st.Transport()}
+	resp, err := cl.Get("https://" + st.Host("team-a") + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("Nexus down: %d", resp.StatusCode)
+	}
+}

@@ -32,54 +32,6 @@ const (
 	copyBufferSize = 32 << 10
 )
 
-// Upstreams is the set of Nexus nodes behind one name. Today every node is
-// equal and the first is used; the set exists so that Nexus HA clusters
-// (several nodes, one context path) need no change of shape later.
-type Upstreams struct {
-	nodes   []*url.URL
-	ctxPath string
-}
-
-// ParseUpstreams parses base URLs such as "http://nexus:8081/nexus". All
-// nodes must share scheme and context path.
-func ParseUpstreams(raw []string) (*Upstreams, error) {
-	if len(raw) == 0 {
-		return nil, errors.New("upstream: at least one Nexus base URL is needed")
-	}
-	u := &Upstreams{}
-	for i, s := range raw {
-		p, err := url.Parse(s)
-		if err != nil {
-			return nil, fmt.Errorf("upstream %q: %v", s, err)
-		}
-		if p.Scheme != "http" && p.Scheme != "https" {
-			return nil, fmt.Errorf("upstream %q: scheme must be http or https", s)
-		}
-		if p.Host == "" {
-			return nil, fmt.Errorf("upstream %q: no host", s)
-		}
-		if p.RawQuery != "" || p.Fragment != "" || p.User != nil {
-			return nil, fmt.Errorf("upstream %q: no query, fragment or credentials allowed", s)
-		}
-		ctx := strings.TrimRight(p.EscapedPath(), "/")
-		if i == 0 {
-			u.ctxPath = ctx
-		} else if ctx != u.ctxPath || p.Scheme != u.nodes[0].Scheme {
-			return nil, fmt.Errorf("upstream %q: every node must have the scheme and context path of %q", s, u.nodes[0])
-		}
-		u.nodes = append(u.nodes, &url.URL{Scheme: p.Scheme, Host: p.Host})
-	}
-	return u, nil
-}
-
-// ContextPath is the Nexus context path ("" or e.g. "/nexus").
-func (u *Upstreams) ContextPath() string { return u.ctxPath }
-
-// Nodes returns the nodes' scheme://host.
-func (u *Upstreams) Nodes() []*url.URL { return u.nodes }
-
-func (u *Upstreams) pick() *url.URL { return u.nodes[0] }
-
 // NewTransport returns the pooled transport nexmux uses towards Nexus.
 func NewTransport() *http.Transport {
 	return &http.Transport{
@@ -162,7 +114,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteRequest,
-		Transport:      timingTransport{tr},
+		Transport:      timingTransport{failover{up: cfg.Upstreams, next: tr}},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		BufferPool:     bufferPool{},
@@ -251,7 +203,7 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 
 func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	st := pr.In.Context().Value(stateKey{}).(*reqState)
-	node := p.up.pick()
+	node := p.up.nodes[p.up.first()]
 	out := pr.Out
 	out.URL.Scheme = node.Scheme
 	out.URL.Host = node.Host
@@ -338,11 +290,10 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	w.Header().Set("Retry-After", "5")
 	status := http.StatusBadGateway
 	var ne net.Error
-	var op *net.OpError
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		status = http.StatusGatewayTimeout
-	case errors.As(err, &op) && op.Op == "dial":
+	case refused(err):
 		// Nothing accepts connections (Nexus stopped or restarting):
 		// unavailable for now, the status Retry-After is defined for and
 		// the one the Registry API pairs with UNAVAILABLE.
