@@ -10,7 +10,7 @@ FUZZMINIMIZETIME ?= 2s
 PKGS     ?= ./...
 BIN      := bin
 
-.PHONY: all build test e2e demo fuzz bench clean
+.PHONY: all build test test-short soak e2e demo fuzz bench clean
 
 all: build
 
@@ -22,6 +22,15 @@ build:
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 $(PKGS)
+
+# The quick loop while editing: skips the 1 GiB, slowloris, load and
+# binary-building tests.
+test-short:
+	$(GO) test -race -short -count=1 $(PKGS)
+
+# The load test for longer: SOAK=10m make soak
+soak:
+	NEXMUX_SOAK=$${SOAK:-1m} $(GO) test -race -count=1 -run '^TestLoad$$' -v ./daemon
 
 # Real docker/skopeo clients against nexmux and the Nexus fixture; needs root
 # (private dockerd, /etc/hosts, /etc/docker/certs.d, iptables).
