@@ -431,3 +431,41 @@ func TestSignals(t *testing.T) {
 		t.Errorf("no drain log line:\n%s", stderr.String())
 	}
 }
+
+// Kubernetes mounts a ConfigMap as <dir>/config.yaml -> ..data/config.yaml
+// and updates it by pointing the ..data symlink at a new directory: the
+// file itself is never written. The reload must still see the change.
+func TestReloadOnKubernetesSymlinkSwap(t *testing.T) {
+	old := daemon.WatchInterval
+	daemon.WatchInterval = 50 * time.Millisecond
+	t.Cleanup(func() { daemon.WatchInterval = old })
+
+	dir := t.TempDir()
+	version := func(name, content string) {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name, "config.yaml"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Atomic swap of ..data, as the kubelet does.
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(name, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..v1", "route: [\"team-a.nexmux.test=team-a\"]\n")
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.Symlink(filepath.Join("..data", "config.yaml"), file); err != nil {
+		t.Fatal(err)
+	}
+	st := stack.Start(t, stack.Options{ConfigFile: file})
+	if got := get(st, "team-a", "/v2/"); got != http.StatusUnauthorized {
+		t.Fatalf("team-a before the swap: %d", got)
+	}
+	version("..v2", "route: [\"team-a.nexmux.test=team-a\", \"team-b.nexmux.test=team-b\"]\n")
+	waitFor(t, "the symlink swap to be reloaded", func() bool { return get(st, "team-b", "/v2/") == http.StatusUnauthorized })
+}
