@@ -187,8 +187,10 @@ func (d *Daemon) Start() error {
 			return fmt.Errorf("metrics-listen %s: %w", c.MetricsListen, err)
 		}
 		d.addrs["metrics"] = ml.Addr()
-		node := d.built.Upstreams.Nodes()[0]
-		ready := &metrics.Readiness{URL: node.String() + d.built.Upstreams.ContextPath() + "/service/rest/v1/status"}
+		ready := &metrics.Readiness{}
+		for _, node := range d.built.Upstreams.Nodes() {
+			ready.URLs = append(ready.URLs, node.String()+d.built.Upstreams.ContextPath()+"/service/rest/v1/status")
+		}
 		d.metricsSrv = &http.Server{Handler: d.metrics.Handler(ready), ReadHeaderTimeout: 10 * time.Second}
 		d.goServe(func() error { return d.metricsSrv.Serve(ml) })
 	}

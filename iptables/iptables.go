@@ -79,10 +79,11 @@ func (r Rules) Apply() (string, error) {
 	fmt.Fprintf(&b, ":%s - [0:0]\n", c)
 	if r.Jumps {
 		// Remote clients arrive through PREROUTING; clients on this host
-		// (Nexus's own health checks, a local docker) through OUTPUT,
-		// limited to local destinations so outgoing connections to other
-		// hosts' port 8082 are left alone.
-		fmt.Fprintf(&b, "-A PREROUTING -p tcp -m comment --comment %s -j %s\n", Comment, c)
+		// (Nexus's own health checks, a local docker) through OUTPUT. Both
+		// are limited to local destinations: a host that also routes
+		// (docker bridge, Kubernetes node, VPN) must not capture traffic it
+		// only forwards to other hosts' port 8082.
+		fmt.Fprintf(&b, "-A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
 		fmt.Fprintf(&b, "-A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
 	}
 	for _, p := range ports {
@@ -101,7 +102,7 @@ func (r Rules) Delete() (string, error) {
 	c := r.chain()
 	var b strings.Builder
 	b.WriteString("*nat\n")
-	fmt.Fprintf(&b, "-D PREROUTING -p tcp -m comment --comment %s -j %s\n", Comment, c)
+	fmt.Fprintf(&b, "-D PREROUTING -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
 	fmt.Fprintf(&b, "-D OUTPUT -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
 	fmt.Fprintf(&b, "-F %s\n", c)
 	fmt.Fprintf(&b, "-X %s\n", c)

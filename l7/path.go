@@ -1,7 +1,6 @@
 package l7
 
 import (
-	"net/http"
 	"net/url"
 	"strings"
 	"unicode/utf8"
@@ -90,14 +89,4 @@ func mapRequest(t route.Target, ctxPath, method, rawPath, rawQuery string) (repo
 		return "", "", false
 	}
 	return name, sub, true
-}
-
-// isWrite reports whether a method changes repository content; used for
-// metrics of in-flight uploads.
-func isWrite(method string) bool {
-	switch method {
-	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
-		return true
-	}
-	return false
 }

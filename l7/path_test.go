@@ -1,7 +1,6 @@
 package l7
 
 import (
-	"net/http"
 	"strings"
 	"testing"
 
@@ -194,17 +193,6 @@ func TestMapRequest(t *testing.T) {
 		}
 		if !ok || repo != tc.repo || sub != tc.sub {
 			t.Errorf("ctx %q: mapRequest(%s %s) = %q %q %v, want %q %q", tc.ctx, tc.method, tc.path, repo, sub, ok, tc.repo, tc.sub)
-		}
-	}
-}
-
-func TestIsWrite(t *testing.T) {
-	for m, want := range map[string]bool{
-		http.MethodGet: false, http.MethodHead: false, http.MethodOptions: false,
-		http.MethodPost: true, http.MethodPut: true, http.MethodPatch: true, http.MethodDelete: true,
-	} {
-		if isWrite(m) != want {
-			t.Errorf("isWrite(%s) = %v", m, !want)
 		}
 	}
 }

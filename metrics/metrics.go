@@ -6,6 +6,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,12 +85,23 @@ func (m *Metrics) Reloaded(ok bool) {
 // Observe records one finished request (an l7.Observer).
 func (m *Metrics) Observe(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 	key := ci.Route.Key
-	m.requests.WithLabelValues(key, r.Method, statusClass(rec.Status)).Inc()
+	m.requests.WithLabelValues(key, methodLabel(r.Method), statusClass(rec.Status)).Inc()
 	m.bytesIn.WithLabelValues(key).Add(float64(rec.BytesIn))
 	m.bytesOut.WithLabelValues(key).Add(float64(rec.BytesOut))
 	if rec.Upstream > 0 {
 		m.upstreamLatency.WithLabelValues(key).Observe(rec.Upstream.Seconds())
 	}
+}
+
+// methodLabel bounds the label to the methods the Registry API uses: the
+// method is chosen by the client, and every new label value is a new series.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
 }
 
 func statusClass(code int) string {
@@ -124,10 +136,10 @@ func isWrite(method string) bool {
 
 // Readiness asks Nexus whether it can serve reads
 // (<ctx>/service/rest/v1/status) and caches the answer briefly, so a
-// probe storm never becomes a Nexus storm.
+// probe storm never becomes a Nexus storm. With several nodes (HA) it is
+// ready when any node answers: failover serves from that one.
 type Readiness struct {
-	URL     string // e.g. http://127.0.0.1:8081/nexus/service/rest/v1/status
-	Client  *http.Client
+	URLs    []string      // e.g. http://127.0.0.1:8081/nexus/service/rest/v1/status
 	Timeout time.Duration // per check; default 2s
 	TTL     time.Duration // cache; default 3s
 
@@ -137,7 +149,13 @@ type Readiness struct {
 	reason  string
 }
 
-// Check returns whether Nexus answered 200 within the timeout.
+// readinessClient never goes through an environment proxy: Nexus is beside
+// nexmux, as for the data path.
+var readinessClient = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+
+// Check returns whether some node answered 200 within the timeout. The
+// prober's own cancellation (a kubelet that gave up) is not cached for the
+// next prober: the check runs on its own deadline.
 func (r *Readiness) Check(ctx context.Context) (bool, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -152,29 +170,39 @@ func (r *Readiness) Check(ctx context.Context) (bool, string) {
 	if timeout == 0 {
 		timeout = 2 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	r.ready, r.reason = false, ""
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL, nil)
-	if err == nil {
-		c := r.Client
-		if c == nil {
-			c = http.DefaultClient
+	var reasons []string
+	for _, u := range r.URLs {
+		ok, why := probe(ctx, u)
+		if ok {
+			r.ready = true
+			break
 		}
-		var resp *http.Response
-		if resp, err = c.Do(req); err == nil {
-			resp.Body.Close()
-			r.ready = resp.StatusCode == http.StatusOK
-			if !r.ready {
-				r.reason = "nexus status " + resp.Status
-			}
-		}
+		reasons = append(reasons, why)
 	}
-	if err != nil {
-		r.reason = err.Error()
+	if !r.ready {
+		r.reason = strings.Join(reasons, "; ")
 	}
 	r.checked = time.Now()
 	return r.ready, r.reason
+}
+
+func probe(ctx context.Context, u string) (bool, string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp, err := readinessClient.Do(req)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, u + ": nexus status " + resp.Status
+	}
+	return true, ""
 }
 
 // Handler serves /metrics, /healthz (the process answers) and /readyz

@@ -2,7 +2,6 @@ package mux
 
 import (
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 
@@ -16,14 +15,16 @@ import (
 // The peeked hello is written first (after an optional PROXY header); then
 // both directions copy between the kernel sockets themselves so Linux can
 // splice.
-func (s *Server) passthrough(log *slog.Logger, c, raw net.Conn, hello *sni.ClientHello, info *l7.ConnInfo) {
+func (s *Server) passthrough(log *connLog, c, raw net.Conn, hello *sni.ClientHello, info *l7.ConnInfo) {
 	defer s.untrackConn(raw)
 	defer c.Close()
 	rt := info.Route
 	d := net.Dialer{Timeout: DialTimeout}
-	up, err := d.Dial("tcp", rt.Passthrough)
+	// The server's context ends when a drain runs out, so a dial to a
+	// black-holed backend cannot hold Shutdown past its deadline.
+	up, err := d.DialContext(s.life, "tcp", rt.Passthrough)
 	if err != nil {
-		s.refuse(log, ReasonUpstream, "passthrough backend unreachable", "backend", rt.Passthrough, "err", err)
+		log.refuse(ReasonUpstream, "passthrough backend unreachable", "backend", rt.Passthrough, "err", err)
 		return
 	}
 	defer up.Close()
@@ -40,12 +41,12 @@ func (s *Server) passthrough(log *slog.Logger, c, raw net.Conn, hello *sni.Clien
 			_ = h.SetTLVs([]proxyproto.TLV{{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte(info.ServerName)}})
 		}
 		if _, err := h.WriteTo(up); err != nil {
-			log.Info("passthrough: writing the PROXY header failed", "err", err)
+			log.logger().Info("passthrough: writing the PROXY header failed", "err", err)
 			return
 		}
 	}
 	if _, err := up.Write(hello.Raw); err != nil {
-		log.Info("passthrough: writing the hello to the backend failed", "err", err)
+		log.logger().Info("passthrough: writing the hello to the backend failed", "err", err)
 		return
 	}
 	pipe(c, up)

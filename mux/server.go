@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -88,7 +89,6 @@ const (
 	ReasonNotTLS      = "not_tls"
 	ReasonNoPortRoute = "no_port_route"
 	ReasonUpstream    = "passthrough_dial"
-	ReasonShutdown    = "shutdown"
 	ReasonProxyHeader = "proxy_header"
 	ReasonClosed      = "closed"
 	ReasonMaxConns    = "max_conns"
@@ -104,6 +104,12 @@ type Server struct {
 	conns     *chanListener
 
 	active atomic.Int64 // connections counted against MaxConns
+
+	life    context.Context // ends when Shutdown gives up waiting
+	endLife context.CancelFunc
+
+	overLimit       atomic.Int64 // refusals since the last max-conns line
+	overLimitLogged atomic.Int64 // unix nanoseconds of that line
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -143,6 +149,7 @@ func New(opts Options, st *State) (*Server, error) {
 		raw:       map[net.Conn]struct{}{},
 	}
 	s.state.Store(st)
+	s.life, s.endLife = context.WithCancel(context.Background())
 	s.tlsConfig = &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		NextProtos:     []string{"h2", "http/1.1"},
@@ -221,8 +228,8 @@ func (s *Server) serve(ln net.Listener, port int) error {
 		if s.opts.MaxConns > 0 {
 			if s.active.Add(1) > int64(s.opts.MaxConns) {
 				s.active.Add(-1)
-				s.refuse(s.log.With("client", c.RemoteAddr().String()), ReasonMaxConns, "too many connections", "max_conns", s.opts.MaxConns)
 				c.Close()
+				s.refusedOverLimit()
 				continue
 			}
 			c = &countedConn{Conn: c, active: &s.active}
@@ -231,11 +238,26 @@ func (s *Server) serve(ln net.Listener, port int) error {
 			c.Close()
 			continue
 		}
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.handle(c, listenPort, port)
 		}()
+	}
+}
+
+// refusedOverLimit counts a connection refused by --max-conns and logs at
+// most one line a second: during a flood, a line per connection written from
+// the accept loop would slow accepting exactly when it matters.
+func (s *Server) refusedOverLimit() {
+	if s.opts.Refused != nil {
+		s.opts.Refused(ReasonMaxConns)
+	}
+	n := s.overLimit.Add(1)
+	now := time.Now().UnixNano()
+	last := s.overLimitLogged.Load()
+	if now-last >= int64(time.Second) && s.overLimitLogged.CompareAndSwap(last, now) {
+		s.overLimit.Add(-n)
+		s.log.Info("connection refused: too many connections", "reason", ReasonMaxConns, "max_conns", s.opts.MaxConns, "refused", n)
 	}
 }
 
@@ -267,7 +289,9 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 			proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
 	}
 	info := &l7.ConnInfo{Table: st.Table, Client: addrPort(raw.RemoteAddr())}
-	log := s.log.With("client", info.Client.String())
+	// The logger is only built when a line is written: most connections
+	// are routed silently, and slog's With costs a dozen allocations.
+	log := &connLog{s: s, info: info}
 	_ = c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 
 	var first [1]byte
@@ -275,18 +299,18 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 		if reason := reasonFor(err); reason == ReasonClosed {
 			// Load-balancer health checks connect and close (after a
 			// PROXY header, or without one): not worth an info line.
-			log.Debug("connection closed before sending anything", "reason", reason)
+			log.logger().Debug("connection closed before sending anything", "reason", reason)
 			if s.opts.Refused != nil {
 				s.opts.Refused(reason)
 			}
 		} else {
-			s.refuse(log, reason, "nothing usable before the deadline", "err", err)
+			log.refuse(reason, "nothing usable before the deadline", "err", err)
 		}
 		return
 	}
 	if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
 		info.Client = addrPort(pc.RemoteAddr())
-		log = s.log.With("client", info.Client.String(), "peer", raw.RemoteAddr().String())
+		log.peer = raw.RemoteAddr()
 	}
 
 	rt, ok := s.portRoute(log, st, c, info, listenPort, boundPort)
@@ -296,7 +320,7 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 
 	if first[0] != recordTypeHandshake {
 		if rt == nil || rt.Passthrough != "" {
-			s.refuse(log, ReasonNotTLS, "neither TLS nor plain HTTP on a port route", "first_byte", fmt.Sprintf("%#02x", first[0]))
+			log.refuse(ReasonNotTLS, "neither TLS nor plain HTTP on a port route", "first_byte", fmt.Sprintf("%#02x", first[0]))
 			return
 		}
 		// Legacy connectors could be plain HTTP behind a TLS-ending
@@ -311,24 +335,23 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	hello, err := sni.ReadClientHello(io.MultiReader(bytes.NewReader(first[:]), c))
 	if err != nil {
 		reason := reasonFor(err)
-		s.refuse(log, reason, "could not read the TLS ClientHello", "err", err)
+		log.refuse(reason, "could not read the TLS ClientHello", "err", err)
 		if reason == ReasonMalformed {
 			writeAlert(c, alertDecodeError)
 		}
 		return
 	}
 	info.ServerName = hello.ServerName
-	log = log.With("sni", hello.ServerName)
 	if rt == nil {
 		if hello.ServerName == "" {
 			rt = st.Table.Default()
 			if rt == nil {
-				s.refuse(log, ReasonNoSNI, "client sent no server name and there is no --default-route")
+				log.refuse(ReasonNoSNI, "client sent no server name and there is no --default-route")
 				writeAlert(c, alertUnrecognizedName)
 				return
 			}
 		} else if rt = st.Table.LookupHost(hello.ServerName); rt == nil {
-			s.refuse(log, ReasonUnknownSNI, "no route for server name")
+			log.refuse(ReasonUnknownSNI, "no route for server name")
 			writeAlert(c, alertUnrecognizedName)
 			return
 		}
@@ -355,10 +378,12 @@ const recordTypeHandshake = 0x16
 // A port route wins over SNI: legacy clients name the repository by port and
 // send Nexus's old host name, which may well be some other route. ok is
 // false when the connection was refused.
-func (s *Server) portRoute(log *slog.Logger, st *State, c net.Conn, info *l7.ConnInfo, listenPort, boundPort int) (*route.Route, bool) {
+func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInfo, listenPort, boundPort int) (*route.Route, bool) {
 	port := boundPort
 	if port == 0 {
-		if orig, err := OriginalDst(c); err == nil && orig.Port() != 0 && int(orig.Port()) != listenPort {
+		// A redirect from a port without a --port route (443 -> 8443 so
+		// nexmux needs no privilege) is the fan-in port itself: SNI decides.
+		if orig, err := OriginalDst(c); err == nil && int(orig.Port()) != listenPort && st.Table.LookupPort(int(orig.Port())) != nil {
 			port = int(orig.Port())
 		} else if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
 			if _, dst, ok := pc.ProxyHeader().Ports(); ok && st.Table.LookupPort(dst) != nil {
@@ -371,7 +396,7 @@ func (s *Server) portRoute(log *slog.Logger, st *State, c net.Conn, info *l7.Con
 	}
 	rt := st.Table.LookupPort(port)
 	if rt == nil {
-		s.refuse(log, ReasonNoPortRoute, "connection for a port with no --port route", "port", port)
+		log.refuse(ReasonNoPortRoute, "connection for a port with no --port route", "port", port)
 		return nil, false
 	}
 	info.ByPort = true
@@ -404,6 +429,29 @@ func rawOf(c net.Conn) net.Conn {
 	return c
 }
 
+// connLog describes a connection for the one line written when it is
+// refused.
+type connLog struct {
+	s    *Server
+	info *l7.ConnInfo
+	peer net.Addr // the load balancer, when a PROXY header named the client
+}
+
+func (l *connLog) logger() *slog.Logger {
+	args := []any{"client", l.info.Client.String()}
+	if l.peer != nil {
+		args = append(args, "peer", l.peer.String())
+	}
+	if l.info.ServerName != "" {
+		args = append(args, "sni", l.info.ServerName)
+	}
+	return l.s.log.With(args...)
+}
+
+func (l *connLog) refuse(reason, msg string, args ...any) {
+	l.s.refuse(l.logger(), reason, msg, args...)
+}
+
 func (s *Server) refuse(log *slog.Logger, reason, msg string, args ...any) {
 	log.Info("connection refused: "+msg, append([]any{"reason", reason}, args...)...)
 	if s.opts.Refused != nil {
@@ -416,7 +464,9 @@ func reasonFor(err error) string {
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		return ReasonTimeout
-	case errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		// Health checks and scanners that connect and close (or reset).
 		return ReasonClosed
 	case errors.Is(err, sni.ErrNotTLS):
 		return ReasonNotTLS
@@ -496,6 +546,9 @@ func (s *Server) untrack(ln net.Listener) {
 	s.mu.Unlock()
 }
 
+// trackConn registers a connection and its goroutine (wg.Add under the same
+// lock that Shutdown sets closing with, so Add never races Wait). Every
+// successful call is paired with one wg.Done by the goroutine serving c.
 func (s *Server) trackConn(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -503,6 +556,7 @@ func (s *Server) trackConn(c net.Conn) bool {
 		return false
 	}
 	s.raw[c] = struct{}{}
+	s.wg.Add(1)
 	return true
 }
 
@@ -534,6 +588,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 	}
+	s.endLife()
 	s.mu.Lock()
 	for c := range s.raw {
 		c.Close()
@@ -548,10 +603,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // chanListener feeds routed connections to http.Server.
 type chanListener struct {
-	ch     chan net.Conn
-	done   chan struct{}
-	once   sync.Once
-	closed atomic.Bool
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
 }
 
 func newChanListener() *chanListener {
@@ -577,7 +631,7 @@ func (l *chanListener) Accept() (net.Conn, error) {
 }
 
 func (l *chanListener) Close() error {
-	l.once.Do(func() { l.closed.Store(true); close(l.done) })
+	l.once.Do(func() { close(l.done) })
 	return nil
 }
 

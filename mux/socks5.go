@@ -107,7 +107,6 @@ func (s *Server) ServeSOCKS5(ln net.Listener, o SOCKS5Options) error {
 		}
 		key := c.RemoteAddr().String()
 		conns.Store(key, ic)
-		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer s.untrackConn(ic)
@@ -145,7 +144,6 @@ func (r *socksRules) Allow(ctx context.Context, req *socks5.Request) (context.Co
 	}
 	st := r.s.state.Load()
 	d := req.DestAddr
-	log := r.s.log.With("client", req.RemoteAddr.Address(), "connect", d.Address())
 	switch {
 	case st.Table.LookupPort(d.Port) != nil:
 		// A legacy connector port: the port names the repository,
@@ -157,7 +155,7 @@ func (r *socksRules) Allow(ctx context.Context, req *socks5.Request) (context.Co
 		// An IP literal lands where a direct IP-literal client would.
 		return context.WithValue(ctx, socksDecision{}, socksDecision{}), true
 	}
-	r.s.refuse(log, ReasonSOCKSDenied, "socks5 CONNECT outside the route table")
+	r.s.refuse(r.s.log.With("client", req.RemoteAddr.Address(), "connect", d.Address()), ReasonSOCKSDenied, "socks5 CONNECT outside the route table")
 	return ctx, false
 }
 
@@ -198,7 +196,6 @@ func (s *Server) socksDial(ctx context.Context, _ string, local *net.TCPAddr) (n
 		theirs.Close()
 		return nil, errors.New("socks5: shutting down")
 	}
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		// listenPort -1: no SO_ORIGINAL_DST on a socket pair; a port
@@ -229,6 +226,16 @@ type socksSide struct {
 	net.Conn
 	local, remote net.Addr
 	onEOF         func()
+}
+
+// CloseWrite passes the SOCKS client's half-close on to the routed side
+// (go-socks5 calls it when the client is done sending); without it the
+// router would wait for more bytes until a timeout.
+func (c *socksSide) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 func (c *socksSide) Read(p []byte) (int, error) {

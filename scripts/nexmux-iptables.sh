@@ -80,7 +80,7 @@ if ! command -v "$NEXMUX" >/dev/null 2>&1; then
 fi
 
 # The jumps exactly as `nexmux iptables` writes them (iptables.Rules.Apply).
-pre_jump=(PREROUTING -p tcp -m comment --comment "$COMMENT" -j "$CHAIN")
+pre_jump=(PREROUTING -p tcp -m addrtype --dst-type LOCAL -m comment --comment "$COMMENT" -j "$CHAIN")
 out_jump=(OUTPUT -p tcp -m addrtype --dst-type LOCAL -m comment --comment "$COMMENT" -j "$CHAIN")
 
 # has FAM RULE...: is this exact rule in the nat table? (-C exits 1 when the
