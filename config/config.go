@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,11 @@ type Config struct {
 	Socks5Listen   string
 	Socks5AuthFile string
 
+	// PlainHTTPScheme is the scheme clients use for plain-HTTP port
+	// routes: "http", or "https" when a TLS-ending load balancer fronts
+	// them (URLs handed back must then say https).
+	PlainHTTPScheme string
+
 	HandshakeTimeout time.Duration
 	HeaderTimeout    time.Duration
 	IdleTimeout      time.Duration
@@ -60,7 +66,40 @@ func (c *Config) WatchedFiles() []string {
 		fs = append(fs, c.File)
 	}
 	fs = append(fs, c.Cert...)
-	return append(fs, c.Key...)
+	fs = append(fs, c.Key...)
+	if c.Socks5AuthFile != "" {
+		fs = append(fs, c.Socks5AuthFile)
+	}
+	return fs
+}
+
+// RestartNeeded lists the settings that differ between old and new and that
+// a reload cannot apply: listeners, the upstream set, timeouts and limits
+// baked into running servers, logging. Routes, certificates, PROXY trust,
+// passthrough PROXY headers, SOCKS5 users and the drain timeout reload.
+func RestartNeeded(old, new *Config) []string {
+	var out []string
+	diff := func(name string, changed bool) {
+		if changed {
+			out = append(out, name)
+		}
+	}
+	diff("listen", old.Listen != new.Listen)
+	diff("upstream", !slices.Equal(old.Upstream, new.Upstream))
+	diff("bind-ports", old.BindPorts != new.BindPorts)
+	// With --bind-ports every port route is a listener of its own.
+	diff("port (with --bind-ports)", old.BindPorts && new.BindPorts && !slices.Equal(old.Port, new.Port))
+	diff("metrics-listen", old.MetricsListen != new.MetricsListen)
+	diff("socks5-listen", old.Socks5Listen != new.Socks5Listen)
+	diff("socks5-auth-file (on/off)", (old.Socks5AuthFile == "") != (new.Socks5AuthFile == ""))
+	diff("handshake-timeout", old.HandshakeTimeout != new.HandshakeTimeout)
+	diff("header-timeout", old.HeaderTimeout != new.HeaderTimeout)
+	diff("idle-timeout", old.IdleTimeout != new.IdleTimeout)
+	diff("max-conns", old.MaxConns != new.MaxConns)
+	diff("plain-http-scheme", old.PlainHTTPScheme != new.PlainHTTPScheme)
+	diff("log-format", old.LogFormat != new.LogFormat)
+	diff("log-level", old.LogLevel != new.LogLevel)
+	return out
 }
 
 // Built is a validated Config turned into what the server runs.
@@ -179,6 +218,11 @@ func (c *Config) Build() (*Built, error) {
 	}
 	if c.MaxConns < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("max-conns %d: must not be negative", c.MaxConns))
+	}
+	switch c.PlainHTTPScheme {
+	case "", "http", "https":
+	default:
+		errs = multierror.Append(errs, fmt.Errorf("plain-http-scheme %q: want http or https", c.PlainHTTPScheme))
 	}
 	switch c.LogFormat {
 	case "", "text", "json":

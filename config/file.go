@@ -65,6 +65,7 @@ type fileConfig struct {
 	PassthroughProxyProtocol *string        `yaml:"passthrough-proxy-protocol"`
 	Socks5Listen             *string        `yaml:"socks5-listen"`
 	Socks5AuthFile           *string        `yaml:"socks5-auth-file"`
+	PlainHTTPScheme          *string        `yaml:"plain-http-scheme"`
 	HandshakeTimeout         *time.Duration `yaml:"handshake-timeout"`
 	HeaderTimeout            *time.Duration `yaml:"header-timeout"`
 	IdleTimeout              *time.Duration `yaml:"idle-timeout"`
@@ -102,6 +103,7 @@ func (c *Config) ApplyFile(path string) error {
 	set(&c.PassthroughProxyProtocol, f.PassthroughProxyProtocol)
 	set(&c.Socks5Listen, f.Socks5Listen)
 	set(&c.Socks5AuthFile, f.Socks5AuthFile)
+	set(&c.PlainHTTPScheme, f.PlainHTTPScheme)
 	set(&c.HandshakeTimeout, f.HandshakeTimeout)
 	set(&c.HeaderTimeout, f.HeaderTimeout)
 	set(&c.IdleTimeout, f.IdleTimeout)

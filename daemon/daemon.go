@@ -47,6 +47,7 @@ type Daemon struct {
 	errc      chan error
 	wg        sync.WaitGroup
 	mu        sync.Mutex // guards built across reloads
+	reloadMu  sync.Mutex // one reload at a time
 	stopWatch context.CancelFunc
 }
 
@@ -92,27 +93,37 @@ func New(b *config.Built, opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{log: log, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New()}
 	var err error
-	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe})
+	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme})
 	if err != nil {
 		return nil, err
 	}
 	c := b.Config
 	d.server, err = mux.New(mux.Options{
-		HandshakeTimeout:       c.HandshakeTimeout,
-		HeaderTimeout:          c.HeaderTimeout,
-		IdleTimeout:            c.IdleTimeout,
-		Handler:                d.metrics.InFlight(d.proxy),
-		Logger:                 log,
-		Refused:                d.metrics.Refused,
-		Routed:                 d.metrics.Routed,
-		ProxyProtocol:          b.ProxyPolicy,
-		PassthroughProxyHeader: b.PassthroughProxyHeader,
-		MaxConns:               c.MaxConns,
-	}, &mux.State{Table: b.Table, Certs: b.Certs})
+		HandshakeTimeout: c.HandshakeTimeout,
+		HeaderTimeout:    c.HeaderTimeout,
+		IdleTimeout:      c.IdleTimeout,
+		Handler:          d.metrics.InFlight(d.proxy),
+		Logger:           log,
+		Refused:          d.metrics.Refused,
+		Routed:           d.metrics.Routed,
+		MaxConns:         c.MaxConns,
+	}, stateOf(b))
 	if err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// stateOf is the part of a configuration that applies per connection and
+// is swapped whole on reload.
+func stateOf(b *config.Built) *mux.State {
+	return &mux.State{
+		Table:                  b.Table,
+		Certs:                  b.Certs,
+		ProxyProtocol:          b.ProxyPolicy,
+		PassthroughProxyHeader: b.PassthroughProxyHeader,
+		Socks5Credentials:      b.Socks5Credentials,
+	}
 }
 
 // Metrics returns the daemon's collectors.
@@ -174,7 +185,7 @@ func (d *Daemon) Start() error {
 		d.listeners = append(d.listeners, sl)
 		d.addrs["socks5"] = sl.Addr()
 		opts := mux.SOCKS5Options{
-			Credentials:      d.built.Socks5Credentials,
+			Auth:             c.Socks5AuthFile != "",
 			SNIPorts:         []int{443, d.built.ListenPort, ln.Addr().(*net.TCPAddr).Port},
 			HandshakeTimeout: c.HandshakeTimeout,
 		}
@@ -238,14 +249,23 @@ func (d *Daemon) Reload() error {
 	if d.reload == nil {
 		return errors.New("reload is not configured")
 	}
+	// One reload at a time (SIGHUP and the file watcher may race): two
+	// interleaved reloads could otherwise leave the older file in force.
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	b, err := d.reload()
+	if err == nil {
+		if changed := config.RestartNeeded(d.currentConfig(), b.Config); len(changed) > 0 {
+			err = fmt.Errorf("these settings changed and need a restart: %s", strings.Join(changed, ", "))
+		}
+	}
 	if err != nil {
 		d.metrics.Reloaded(false)
 		d.log.Error("reload refused; still serving the previous configuration", "err", err.Error())
 		return err
 	}
 	d.metrics.Reloaded(true)
-	d.server.Update(&mux.State{Table: b.Table, Certs: b.Certs})
+	d.server.Update(stateOf(b))
 	d.mu.Lock()
 	d.built = b
 	d.mu.Unlock()
@@ -287,7 +307,7 @@ func fingerprint(files []string) string {
 
 // watch reloads when a watched file changes, until ctx ends.
 func (d *Daemon) watch(ctx context.Context) {
-	last := fingerprint(d.built.Config.WatchedFiles())
+	last := fingerprint(d.currentConfig().WatchedFiles())
 	t := time.NewTicker(WatchInterval)
 	defer t.Stop()
 	for {

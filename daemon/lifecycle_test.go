@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -468,4 +469,49 @@ func TestReloadOnKubernetesSymlinkSwap(t *testing.T) {
 	}
 	version("..v2", "route: [\"team-a.nexmux.test=team-a\", \"team-b.nexmux.test=team-b\"]\n")
 	waitFor(t, "the symlink swap to be reloaded", func() bool { return get(st, "team-b", "/v2/") == http.StatusUnauthorized })
+}
+
+// Settings baked into running servers cannot change on reload: such a
+// reload is refused whole, saying which setting needs a restart. SOCKS5
+// users are per-connection state: revoking one takes effect on reload.
+func TestReloadRefusesRestartOnlySettingsAndRevokesSOCKSUsers(t *testing.T) {
+	old := daemon.WatchInterval
+	daemon.WatchInterval = 50 * time.Millisecond
+	t.Cleanup(func() { daemon.WatchInterval = old })
+	dir := t.TempDir()
+	auth := filepath.Join(dir, "socks.auth")
+	writeFile(t, auth, "alice:one\nbob:two\n")
+	file := filepath.Join(dir, "nexmux.yaml")
+	base := "route: [\"team-a.nexmux.test=team-a\"]\nsocks5-listen: 127.0.0.1:0\nsocks5-auth-file: " + auth + "\n"
+	writeFile(t, file, base)
+	logs := &logBuffer{}
+	st := stack.Start(t, stack.Options{ConfigFile: file, Config: config.Config{MetricsListen: "127.0.0.1:0"},
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+
+	socksGet := func(user, pass string) error {
+		tr := socksTransport(st, url.UserPassword(user, pass))
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://team-a.nexmux.test/v2/")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	if err := socksGet("bob", "two"); err != nil {
+		t.Fatalf("bob before revocation: %v", err)
+	}
+	writeFile(t, auth, "alice:one\n")
+	waitFor(t, "bob's revocation", func() bool { return socksGet("bob", "two") != nil })
+	if err := socksGet("alice", "one"); err != nil {
+		t.Fatalf("alice after bob's revocation: %v", err)
+	}
+
+	writeFile(t, file, base+"upstream: [\"http://127.0.0.1:1\"]\n")
+	waitFor(t, "the refused reload", func() bool {
+		return strings.Contains(logs.String(), "need a restart: upstream")
+	})
+	if got := get(st, "team-a", "/v2/"); got != http.StatusUnauthorized {
+		t.Fatalf("after a refused reload the old upstream must serve: %d", got)
+	}
 }

@@ -202,3 +202,44 @@ func TestPortRouteWinsOverSNI(t *testing.T) {
 		t.Fatalf("team-b on the SNI port reached %+v", reqs)
 	}
 }
+
+// Behind a TLS-ending load balancer a plain-HTTP port route hands back
+// https URLs (--plain-http-scheme https): the client spoke https to the
+// balancer, and an http realm would make docker's token call fail.
+func TestPlainHTTPPortRouteBehindTLSBalancer(t *testing.T) {
+	for _, scheme := range []string{"", "https"} {
+		port := freePortFor(t)
+		cfg := teamRoutes()
+		cfg.Port = []string{fmt.Sprintf("%d=team-a", port)}
+		cfg.BindPorts = true
+		cfg.PlainHTTPScheme = scheme
+		st := stack.Start(t, stack.Options{Config: cfg})
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v2/", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := "http"
+		if scheme == "https" {
+			want = "https"
+		}
+		realm := fmt.Sprintf(`realm="%s://127.0.0.1:%d/v2/token"`, want, port)
+		if got := resp.Header.Get("Www-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(got, realm) {
+			t.Fatalf("scheme %q: %d %q, want 401 with %s", scheme, resp.StatusCode, got, realm)
+		}
+		reqs := st.Nexus.Requests()
+		if got := reqs[len(reqs)-1].Header.Get("X-Forwarded-Proto"); got != want {
+			t.Fatalf("scheme %q: Nexus saw X-Forwarded-Proto %q", scheme, got)
+		}
+	}
+}
+
+func freePortFor(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}

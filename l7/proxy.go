@@ -89,6 +89,10 @@ type Config struct {
 	Transport http.RoundTripper // nil: NewTransport()
 	Logger    *slog.Logger      // nil: slog.Default()
 	Observe   Observer          // optional
+	// PlainHTTPScheme is what clients of plain-HTTP connections (port
+	// routes) used: "http" (default), or "https" when a TLS-ending load
+	// balancer fronts them, so realms and Locations must say https.
+	PlainHTTPScheme string
 }
 
 // Proxy is the HTTP stage. It expects every request's context to carry a
@@ -98,6 +102,7 @@ type Proxy struct {
 	rp      *httputil.ReverseProxy
 	log     *slog.Logger
 	observe Observer
+	plain   string // scheme of plain-HTTP connections as the client saw it
 }
 
 type reqState struct {
@@ -117,7 +122,10 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Upstreams == nil {
 		return nil, errors.New("l7: no upstreams")
 	}
-	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe}
+	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http"}
+	if cfg.PlainHTTPScheme == "https" {
+		p.plain = "https"
+	}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -257,11 +265,7 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	} else if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
 		out.Header.Set("X-Forwarded-For", host)
 	}
-	if st.ci.TLS {
-		out.Header.Set("X-Forwarded-Proto", "https")
-	} else {
-		out.Header.Set("X-Forwarded-Proto", "http")
-	}
+	out.Header.Set("X-Forwarded-Proto", p.scheme(st.ci))
 }
 
 // clientMayNotSend are forwarding headers besides X-Forwarded-* that Nexus's
@@ -288,14 +292,18 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		hostnames: p.hostnames(resp.Request.Host),
 	}
 	if resp.Request.Host != "" {
-		scheme := "http://"
-		if st.ci.TLS {
-			scheme = "https://"
-		}
-		pub.base = scheme + resp.Request.Host
+		pub.base = p.scheme(st.ci) + "://" + resp.Request.Host
 	}
 	pub.rewriteHeaders(resp.Header)
 	return nil
+}
+
+// scheme is the scheme the client used to reach nexmux.
+func (p *Proxy) scheme(ci *ConnInfo) string {
+	if ci.TLS {
+		return "https"
+	}
+	return p.plain
 }
 
 // hostnames lists the names under which Nexus may refer to itself in the

@@ -15,7 +15,7 @@ import (
 // The peeked hello is written first (after an optional PROXY header); then
 // both directions copy between the kernel sockets themselves so Linux can
 // splice.
-func (s *Server) passthrough(log *connLog, c, raw net.Conn, hello *sni.ClientHello, info *l7.ConnInfo) {
+func (s *Server) passthrough(log *connLog, st *State, c, raw net.Conn, hello *sni.ClientHello, info *l7.ConnInfo) {
 	defer s.untrackConn(raw)
 	defer c.Close()
 	rt := info.Route
@@ -28,7 +28,7 @@ func (s *Server) passthrough(log *connLog, c, raw net.Conn, hello *sni.ClientHel
 		return
 	}
 	defer up.Close()
-	if v := s.opts.PassthroughProxyHeader; v != 0 {
+	if v := st.PassthroughProxyHeader; v != 0 {
 		src := net.TCPAddrFromAddrPort(info.Client)
 		dst, _ := c.LocalAddr().(*net.TCPAddr)
 		if dst == nil {

@@ -145,14 +145,14 @@ func startMux(t *testing.T, proxyFrom []string, passthrough string, ppOut byte) 
 			ci := l7.FromContext(r.Context())
 			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)
 		}),
-		PassthroughProxyHeader: ppOut,
 	}
+	state := &mux.State{Table: tab, Certs: cs, PassthroughProxyHeader: ppOut}
 	if proxyFrom != nil {
-		if opts.ProxyProtocol, err = mux.ProxyPolicy(proxyFrom); err != nil {
+		if state.ProxyProtocol, err = mux.ProxyPolicy(proxyFrom); err != nil {
 			t.Fatal(err)
 		}
 	}
-	srv, err := mux.New(opts, &mux.State{Table: tab, Certs: cs})
+	srv, err := mux.New(opts, state)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,17 @@ const (
 type State struct {
 	Table *route.Table
 	Certs *Certs
+	// ProxyProtocol, when set, says per peer whether a PROXY header is
+	// required (trusted load balancers) or refused (everyone else); see
+	// ProxyPolicy. Part of the state so that removing a compromised
+	// balancer's range takes effect on reload.
+	ProxyProtocol func(peer net.Addr) proxyproto.Policy
+	// PassthroughProxyHeader is 0 (none), 1 or 2: the PROXY protocol
+	// version sent to passthrough backends.
+	PassthroughProxyHeader byte
+	// Socks5Credentials are checked by the SOCKS5 ingress when it was
+	// started with authentication (revoking a user needs only a reload).
+	Socks5Credentials map[string]string
 }
 
 // Options configures a Server. Zero durations take the defaults above.
@@ -69,13 +80,6 @@ type Options struct {
 	Refused func(reason string)
 	// Routed, when set, is told about each connection given a route.
 	Routed func(rt *route.Route)
-	// ProxyProtocol, when set, says per peer whether a PROXY header is
-	// required (trusted load balancers) or refused (everyone else); see
-	// ProxyPolicy.
-	ProxyProtocol func(peer net.Addr) proxyproto.Policy
-	// PassthroughProxyHeader is 0 (none), 1 or 2: the PROXY protocol
-	// version sent to passthrough backends.
-	PassthroughProxyHeader byte
 	// MaxConns refuses connections beyond this many at once (0: no limit).
 	MaxConns int
 }
@@ -280,12 +284,12 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	c := raw
 	// listenPort < 0 marks streams nexmux made itself (SOCKS5 CONNECT):
 	// no load balancer stands in front of those.
-	if s.opts.ProxyProtocol != nil && listenPort >= 0 {
+	if st.ProxyProtocol != nil && listenPort >= 0 {
 		// One reader for the whole connection: the PROXY parser's buffered
 		// read-ahead (which may hold ClientHello bytes) is drained by every
 		// later read, so no byte is lost or reordered.
 		c = proxyproto.NewConn(raw,
-			proxyproto.WithPolicy(s.opts.ProxyProtocol(raw.RemoteAddr())),
+			proxyproto.WithPolicy(st.ProxyProtocol(raw.RemoteAddr())),
 			proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
 	}
 	info := &l7.ConnInfo{Table: st.Table, Client: addrPort(raw.RemoteAddr())}
@@ -361,7 +365,7 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	_ = c.SetReadDeadline(time.Time{})
 	if rt.Passthrough != "" {
 		handedOff = true
-		s.passthrough(log, c, raw, hello, info)
+		s.passthrough(log, st, c, raw, hello, info)
 		return
 	}
 	info.TLS = true

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -32,9 +33,9 @@ import (
 
 // SOCKS5Options configures the ingress.
 type SOCKS5Options struct {
-	// Credentials (user -> password) require username/password auth;
-	// empty means no authentication.
-	Credentials map[string]string
+	// Auth requires username/password authentication, checked against
+	// State.Socks5Credentials (so a reload can revoke a user).
+	Auth bool
 	// SNIPorts are the CONNECT ports treated as the TLS fan-in port:
 	// clients say "team.example.com:443" (or the --listen port).
 	SNIPorts []int
@@ -75,8 +76,8 @@ func (s *Server) ServeSOCKS5(ln net.Listener, o SOCKS5Options) error {
 		},
 		Logger: log.New(io.Discard, "", 0),
 	}
-	if len(o.Credentials) > 0 {
-		conf.Credentials = socks5.StaticCredentials(o.Credentials)
+	if o.Auth {
+		conf.Credentials = stateCredentials{s}
 	}
 	srv, err := socks5.New(conf)
 	if err != nil {
@@ -117,6 +118,13 @@ func (s *Server) ServeSOCKS5(ln net.Listener, o SOCKS5Options) error {
 			}
 		}()
 	}
+}
+
+type stateCredentials struct{ s *Server }
+
+func (c stateCredentials) Valid(user, password string) bool {
+	want, ok := c.s.state.Load().Socks5Credentials[user]
+	return ok && subtle.ConstantTimeCompare([]byte(want), []byte(password)) == 1
 }
 
 // noDNS never resolves: names stay names and are matched against the route

@@ -44,6 +44,7 @@ func routeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "passthrough-proxy-protocol", Usage: "send a PROXY header (`v1|v2`; v2 carries the SNI as AUTHORITY TLV) to passthrough backends", EnvVars: env("passthrough-proxy-protocol")},
 		&cli.StringFlag{Name: "socks5-listen", Usage: "`ADDR` for a SOCKS5 ingress that maps CONNECT host:port onto the routes (and nothing else)", EnvVars: env("socks5-listen")},
 		&cli.StringFlag{Name: "socks5-auth-file", Usage: "`FILE` of user:password lines required by the SOCKS5 ingress", EnvVars: env("socks5-auth-file")},
+		&cli.StringFlag{Name: "plain-http-scheme", Usage: "`SCHEME` clients use for plain-HTTP port routes: http, or https behind a TLS-ending load balancer (default http)", EnvVars: env("plain-http-scheme")},
 		&cli.BoolFlag{Name: "bind-ports", Usage: "bind each --port itself (where iptables is not allowed)", EnvVars: env("bind-ports")},
 		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` for /metrics, /healthz, /readyz", EnvVars: env("metrics-listen")},
 		&cli.DurationFlag{Name: "handshake-timeout", Usage: "deadline for the routing phase (PROXY header + ClientHello) (default 10s)", EnvVars: env("handshake-timeout")},
@@ -88,6 +89,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	str(&cfg.PassthroughProxyProtocol, "passthrough-proxy-protocol")
 	str(&cfg.Socks5Listen, "socks5-listen")
 	str(&cfg.Socks5AuthFile, "socks5-auth-file")
+	str(&cfg.PlainHTTPScheme, "plain-http-scheme")
 	if c.IsSet("bind-ports") {
 		cfg.BindPorts = c.Bool("bind-ports")
 	}
