@@ -95,17 +95,6 @@ func edgeWaitLog(t *testing.T, logs *logBuffer, parts ...string) string {
 	}
 }
 
-// edgeFreePort returns a TCP port free on 127.0.0.1 right now.
-func edgeFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // edgeClosed reads from c until it fails and reports what came back. It
 // fails the test when c is still open after limit.
 func edgeClosed(t *testing.T, c net.Conn, limit time.Duration) (got []byte, elapsed time.Duration) {
@@ -531,7 +520,7 @@ func TestProxyProtocolPushPull(t *testing.T) {
 // TestProxyProtocolDestinationPortRoute: the destination port of a trusted
 // header names a legacy port route, which wins over the SNI.
 func TestProxyProtocolDestinationPortRoute(t *testing.T) {
-	legacy := edgeFreePort(t)
+	legacy := freePort(t)
 	cfg := teamRoutes()
 	cfg.ProxyProtocolFrom = []string{"127.0.0.0/8"}
 	cfg.Port = []string{fmt.Sprintf("%d=team-b", legacy)}
@@ -904,7 +893,7 @@ func TestPassthroughProxyProtocolOut(t *testing.T) {
 // TestPassthroughBackendDown: an unreachable backend closes the client's
 // connection at once and says why.
 func TestPassthroughBackendDown(t *testing.T) {
-	dead := edgeFreePort(t)
+	dead := freePort(t)
 	cfg := teamRoutes()
 	cfg.Passthrough = []string{fmt.Sprintf("%s=127.0.0.1:%d", ptName, dead)}
 	st, logs := edgeStack(t, cfg)
@@ -1001,7 +990,7 @@ func TestListenRefusesOtherProtocols(t *testing.T) {
 // TestPortRoutePlainHTTPAndTLS: a legacy connector port bound by nexmux
 // serves plain HTTP and TLS on the same port.
 func TestPortRoutePlainHTTPAndTLS(t *testing.T) {
-	port := edgeFreePort(t)
+	port := freePort(t)
 	cfg := teamRoutes()
 	cfg.Port = []string{fmt.Sprintf("%d=team-a", port)}
 	cfg.BindPorts = true
@@ -1055,7 +1044,7 @@ func TestPortRoutePlainHTTPAndTLS(t *testing.T) {
 // bind the address a running one listens on, so handshakes never split
 // between two processes; the first keeps serving every connection.
 func TestSecondListenerOnSamePortFails(t *testing.T) {
-	bound := edgeFreePort(t)
+	bound := freePort(t)
 	cfg := teamRoutes()
 	cfg.Port = []string{fmt.Sprintf("%d=team-a", bound)}
 	cfg.BindPorts = true

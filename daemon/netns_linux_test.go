@@ -496,17 +496,6 @@ func TestBindPortsWithoutIptables(t *testing.T) {
 	pushPullByPort(t, st, legacyClient(t, st, ""), "127.0.0.1", push, pull, "127.0.0.1")
 }
 
-// freePort returns a TCP port free on 127.0.0.1 right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestNetnsIptablesScript checks scripts/nexmux-iptables.sh in a throwaway
 // namespace: apply is idempotent, re-applying replaces the ports, delete
 // removes exactly nexmux's rules, for both families.

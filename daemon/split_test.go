@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -128,12 +127,7 @@ func TestPushWithoutPushRepositoryIsDenied(t *testing.T) {
 }
 
 func TestOneNameViaLegacyPortWithCrane(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freePort(t)
 	cfg := oneName()
 	cfg.Port = []string{fmt.Sprintf("%d=pull:team-a,push:team-a-hosted", port)}
 	cfg.BindPorts = true
@@ -170,12 +164,7 @@ func authBasic() authn.Authenticator {
 // A port route wins over SNI: legacy clients name the repository by port,
 // whatever name (possibly another team's route) they put in SNI and Host.
 func TestPortRouteWinsOverSNI(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freePort(t)
 	cfg := teamRoutes()
 	cfg.Port = []string{fmt.Sprintf("%d=team-a", port)}
 	cfg.BindPorts = true
@@ -208,7 +197,7 @@ func TestPortRouteWinsOverSNI(t *testing.T) {
 // balancer, and an http realm would make docker's token call fail.
 func TestPlainHTTPPortRouteBehindTLSBalancer(t *testing.T) {
 	for _, scheme := range []string{"", "https"} {
-		port := freePortFor(t)
+		port := freePort(t)
 		cfg := teamRoutes()
 		cfg.Port = []string{fmt.Sprintf("%d=team-a", port)}
 		cfg.BindPorts = true
@@ -232,14 +221,4 @@ func TestPlainHTTPPortRouteBehindTLSBalancer(t *testing.T) {
 			t.Fatalf("scheme %q: Nexus saw X-Forwarded-Proto %q", scheme, got)
 		}
 	}
-}
-
-func freePortFor(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
