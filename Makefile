@@ -10,7 +10,7 @@ FUZZMINIMIZETIME ?= 2s
 PKGS     ?= ./...
 BIN      := bin
 
-.PHONY: all build test test-short soak e2e demo fuzz bench clean
+.PHONY: all build test test-short soak e2e demo fuzz bench bench-go clean
 
 all: build
 
@@ -56,8 +56,14 @@ fuzz:
 	done; \
 	echo "fuzz: $$found target(s) ran"
 
+# nexmux side by side with nginx (Sonatype config and tuned) and the
+# no-proxy TLS limit; writes docs/bench/. Installs nginx with apt if missing.
 bench:
-	$(GO) test -run XXX -bench . -benchmem $(PKGS)
+	bash scripts/bench.sh
+
+# The Go benchmarks of the hot paths, with allocation counts.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 clean:
 	rm -rf $(BIN) .demo

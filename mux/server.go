@@ -370,6 +370,7 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	}
 	info.TLS = true
 	rc := &routedConn{Conn: sni.NewConn(c, hello.Raw), raw: raw, info: info, state: st}
+	info.Writes = rc
 	handedOff = s.handOff(tls.Server(rc, s.tlsConfig))
 }
 
@@ -508,12 +509,83 @@ func (s *Server) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 }
 
 // routedConn carries the routing decision to the HTTP stage and to the TLS
-// certificate choice.
+// certificate choice. Below TLS it is also the l7.WriteBatcher that turns
+// the TLS records of one large response write into few socket writes.
 type routedConn struct {
 	net.Conn
 	raw   net.Conn
 	info  *l7.ConnInfo
 	state *State
+
+	wmu   sync.Mutex // crypto/tls writes under its own lock; Close may not
+	batch *batchBuf  // non-nil between BeginBatch and EndBatch
+	wn    int
+}
+
+var _ l7.WriteBatcher = (*routedConn)(nil)
+
+// batchSize is how much a batch gathers before one write(2): four full TLS
+// records (16 KiB of plaintext, at most 256 bytes of expansion, a 5-byte
+// header each), about what loopback and segment offload take at once.
+const batchSize = 4 * (16<<10 + 256 + 5)
+
+type batchBuf [batchSize]byte
+
+// batchBufs are held only while a large write is in progress: an idle
+// connection keeps none.
+var batchBufs = sync.Pool{New: func() any { return new(batchBuf) }}
+
+func (c *routedConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.batch == nil {
+		return c.Conn.Write(p)
+	}
+	if c.wn+len(p) > batchSize {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) > batchSize {
+			return c.Conn.Write(p)
+		}
+	}
+	c.wn += copy(c.batch[c.wn:], p)
+	return len(p), nil
+}
+
+func (c *routedConn) flushLocked() error {
+	if c.wn == 0 {
+		return nil
+	}
+	n, err := c.Conn.Write(c.batch[:c.wn])
+	if err == nil && n < c.wn {
+		err = io.ErrShortWrite
+	}
+	c.wn = 0
+	return err
+}
+
+// BeginBatch implements l7.WriteBatcher.
+func (c *routedConn) BeginBatch() {
+	c.wmu.Lock()
+	if c.batch == nil {
+		c.batch = batchBufs.Get().(*batchBuf)
+		c.wn = 0
+	}
+	c.wmu.Unlock()
+}
+
+// EndBatch implements l7.WriteBatcher: it writes what the batch holds.
+func (c *routedConn) EndBatch() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.batch == nil {
+		return nil
+	}
+	err := c.flushLocked()
+	batchBufs.Put(c.batch)
+	c.batch = nil
+	return err
 }
 
 func connContext(ctx context.Context, c net.Conn) context.Context {

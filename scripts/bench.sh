@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# make bench: nexmux against nginx (Sonatype's documented config and a tuned
+# one) and against the backend served over TLS with no proxy hop, on this
+# machine, on loopback, with one certificate (ECDSA P-256), one backend and
+# one client (scripts/benchtool). Prints the table and writes
+# docs/bench/results.md, results.png, results.json and README-section.md.
+#
+# Needs root only to install nginx with apt when it is missing. Every process
+# it starts is stopped on exit (trap), whatever happens.
+#
+# Knobs (environment): BENCH_BLOB_MIB (1024), BENCH_REPS (5), BENCH_ROUNDS (3),
+# BENCH_RATE_SECONDS (3), BENCH_HS_SECONDS (3), BENCH_IDLE_CONNS (10000),
+# BENCH_ROUTES (10000), BENCH_ONLY (subset: pull,push,rate,handshake,latency,
+# idle,routes), BENCH_OUT (docs/bench), BENCH_PORT_BASE (19400), BENCH_KEEP=1
+# keeps the work directory (logs, configs) for a look afterwards.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+START=$(date +%s)
+
+BLOB_MIB=${BENCH_BLOB_MIB:-1024}
+REPS=${BENCH_REPS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+RATE_SECONDS=${BENCH_RATE_SECONDS:-3}
+HS_SECONDS=${BENCH_HS_SECONDS:-3}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+ROUTES=${BENCH_ROUTES:-10000}
+ONLY=${BENCH_ONLY:-}
+OUT=${BENCH_OUT:-$ROOT/docs/bench}
+PORT_BASE=${BENCH_PORT_BASE:-19400}
+HOST=registry.bench.test
+REPO=bench
+
+say() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	say "ERROR: $*"
+	exit 1
+}
+
+# nexmux reads NEXMUX_* as flags: none of the caller's may leak in.
+while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^NEXMUX_' || true)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/nexmux-bench.XXXXXX")
+pids=()
+# shellcheck disable=SC2317 # called by the traps
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if ((${#pids[@]})); then
+		for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+		for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	fi
+	if [[ ${BENCH_KEEP:-} == 1 || $rc != 0 ]]; then
+		say "work directory kept: $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- tools -------------------------------------------------------------------
+command -v go >/dev/null || die "go is not installed"
+if ! command -v nginx >/dev/null; then
+	[[ $(id -u) == 0 ]] || die "nginx is missing and only root can apt-get install it"
+	say "installing nginx-light with apt"
+	export DEBIAN_FRONTEND=noninteractive
+	# Keep the package's own service from starting on :80: nothing but what
+	# this script starts (and stops) may run.
+	created_policy=""
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod +x /usr/sbin/policy-rc.d
+		created_policy=1
+	fi
+	apt-get update -q >&2
+	apt-get install -y -q --no-install-recommends nginx-light >&2 || apt-get install -y -q --no-install-recommends nginx >&2
+	[[ -n $created_policy ]] && rm -f /usr/sbin/policy-rc.d
+fi
+NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
+
+# 10,000 idle connections need 10,000 descriptors in the client and in each
+# server (plus upstream connections): raise the soft limit to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+if [[ $NOFILE != unlimited ]] && ((NOFILE < IDLE_CONNS + 500)); then
+	if ulimit -Hn $((IDLE_CONNS + 1000)) 2>/dev/null; then
+		ulimit -n $((IDLE_CONNS + 1000))
+		NOFILE=$(ulimit -n)
+	else
+		die "RLIMIT_NOFILE is $NOFILE (hard limit); $IDLE_CONNS idle connections need $((IDLE_CONNS + 500)): lower BENCH_IDLE_CONNS or raise the limit"
+	fi
+fi
+[[ $NOFILE == unlimited ]] && NOFILE=1048576
+WORKER_CONNECTIONS=$((NOFILE - 100))
+
+# --- build -------------------------------------------------------------------
+say "building nexmux, benchtool and gencert into $WORK"
+go build -o "$WORK/nexmux" ./cmd/nexmux
+go build -o "$WORK/benchtool" ./scripts/benchtool
+go build -o "$WORK/gencert" ./fixtures/cmd/gencert
+"$WORK/gencert" -dir "$WORK/certs" -hosts "*.$REPO.test,$REPO.test,localhost,127.0.0.1" >/dev/null
+CERT=$WORK/certs/server.crt
+KEY=$WORK/certs/server.key
+CA=$WORK/certs/ca.crt
+
+# --- ports -------------------------------------------------------------------
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+P_BACKEND=$((PORT_BASE + 1))
+P_DIRECT=$((PORT_BASE + 2))
+P_NEXMUX=$((PORT_BASE + 3))
+P_METRICS=$((PORT_BASE + 4))
+P_MANY=$((PORT_BASE + 5))
+P_SONATYPE=$((PORT_BASE + 6))
+P_TUNED=$((PORT_BASE + 7))
+for p in $P_BACKEND $P_DIRECT $P_NEXMUX $P_METRICS $P_MANY $P_SONATYPE $P_TUNED; do
+	port_open "$p" && die "127.0.0.1:$p is in use (set BENCH_PORT_BASE)"
+done
+
+wait_port() {
+	local port=$1 pid=$2 name=$3
+	for _ in $(seq 200); do
+		port_open "$port" && return 0
+		kill -0 "$pid" 2>/dev/null || die "$name exited; see $WORK/$name.log"
+		sleep 0.05
+	done
+	die "$name is not listening on $port; see $WORK/$name.log"
+}
+
+# --- servers -----------------------------------------------------------------
+say "starting the backend (blob ${BLOB_MIB} MiB in page cache)"
+"$WORK/benchtool" backend -listen "127.0.0.1:$P_BACKEND" -tls-listen "127.0.0.1:$P_DIRECT" \
+	-cert "$CERT" -key "$KEY" -blob-size $((BLOB_MIB << 20)) >"$WORK/backend.log" 2>&1 &
+pids+=($!)
+BACKEND_PID=$!
+wait_port "$P_BACKEND" "$BACKEND_PID" backend
+wait_port "$P_DIRECT" "$BACKEND_PID" backend
+
+say "starting nexmux (1 route) and nexmux ($ROUTES routes from --config)"
+"$WORK/nexmux" serve --listen "127.0.0.1:$P_NEXMUX" --upstream "http://127.0.0.1:$P_BACKEND" \
+	--cert "$CERT" --key "$KEY" --route "$HOST=$REPO" --metrics-listen "127.0.0.1:$P_METRICS" \
+	>"$WORK/nexmux.log" 2>&1 &
+pids+=($!)
+NEXMUX_PID=$!
+"$WORK/benchtool" routes -n "$ROUTES" -hostfmt "r%05d.$REPO.test" -repo "$REPO" \
+	-set "listen=127.0.0.1:$P_MANY" -set "upstream=http://127.0.0.1:$P_BACKEND" \
+	-set "cert=$CERT" -set "key=$KEY" -out "$WORK/routes.yaml"
+"$WORK/nexmux" check --config "$WORK/routes.yaml" >/dev/null
+"$WORK/nexmux" serve --config "$WORK/routes.yaml" >"$WORK/nexmux-many.log" 2>&1 &
+pids+=($!)
+MANY_PID=$!
+
+# nginx_conf NAME: the parts both nginx configurations share; the
+# location block comes from the caller on standard input.
+nginx_conf() {
+	local name=$1 dir=$WORK/$1 block
+	block=$(cat)
+	mkdir -p "$dir"
+	cat >"$dir/nginx.conf" <<-EOF
+		# Generated by scripts/bench.sh.
+		daemon off;
+		worker_processes auto;
+		worker_rlimit_nofile $NOFILE;
+		pid $dir/nginx.pid;
+		error_log $dir/error.log warn;
+		events { worker_connections $WORKER_CONNECTIONS; }
+		http {
+		    access_log $dir/access.log;
+		    client_body_temp_path $dir/client_body;
+		    proxy_temp_path $dir/proxy;
+		    fastcgi_temp_path $dir/fastcgi;
+		    uwsgi_temp_path $dir/uwsgi;
+		    scgi_temp_path $dir/scgi;
+		    ssl_protocols TLSv1.2 TLSv1.3;
+		    ssl_certificate $CERT;
+		    ssl_certificate_key $KEY;
+		$block
+		}
+	EOF
+	nginx -t -q -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" || die "nginx -t refused $dir/nginx.conf"
+}
+
+# Sonatype's documented reverse-proxy settings; nginx defaults otherwise
+# (HTTP/1.0 and a new connection per request to the backend).
+nginx_conf nginx-sonatype <<EOF
+    proxy_send_timeout 120;
+    proxy_read_timeout 300;
+    proxy_buffering off;
+    proxy_request_buffering off;
+    server {
+        listen 127.0.0.1:$P_SONATYPE ssl;
+        server_name $HOST;
+        # Sonatype's example has 1G; unlimited costs nothing and lets
+        # BENCH_BLOB_MIB grow.
+        client_max_body_size 0;
+        location /v2/ {
+            proxy_pass http://127.0.0.1:$P_BACKEND/repository/$REPO/v2/;
+            proxy_set_header Host \$host;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto https;
+        }
+    }
+EOF
+
+# Tuned: HTTP/1.1 with a pool of keep-alive connections to the backend,
+# larger proxy buffers, never a temporary file, no request buffering.
+nginx_conf nginx-tuned <<EOF
+    upstream nexus {
+        server 127.0.0.1:$P_BACKEND;
+        keepalive 64;
+        keepalive_requests 100000;
+    }
+    proxy_send_timeout 120;
+    proxy_read_timeout 300;
+    proxy_http_version 1.1;
+    proxy_request_buffering off;
+    proxy_buffering on;
+    proxy_buffer_size 64k;
+    proxy_buffers 32 64k;
+    proxy_busy_buffers_size 256k;
+    proxy_max_temp_file_size 0;
+    keepalive_requests 100000;
+    server {
+        listen 127.0.0.1:$P_TUNED ssl;
+        server_name $HOST;
+        client_max_body_size 0;
+        location /v2/ {
+            proxy_pass http://nexus/repository/$REPO/v2/;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Real-IP \$remote_addr;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto https;
+        }
+    }
+EOF
+
+say "starting nginx ($NGINX_VERSION) twice: Sonatype's config and a tuned one"
+for name in nginx-sonatype nginx-tuned; do
+	nginx -p "$WORK/$name" -e "$WORK/$name/error.log" -c "$WORK/$name/nginx.conf" >"$WORK/$name.log" 2>&1 &
+	pids+=($!)
+	eval "${name//-/_}_pid=$!"
+done
+wait_port "$P_NEXMUX" "$NEXMUX_PID" nexmux
+wait_port "$P_MANY" "$MANY_PID" nexmux-many
+# shellcheck disable=SC2154 # set by the eval above
+wait_port "$P_SONATYPE" "$nginx_sonatype_pid" nginx-sonatype
+# shellcheck disable=SC2154
+wait_port "$P_TUNED" "$nginx_tuned_pid" nginx-tuned
+wait_port "$P_METRICS" "$NEXMUX_PID" nexmux
+
+# --- measure -----------------------------------------------------------------
+say "measuring (a few minutes; progress below)"
+"$WORK/benchtool" run -out "$WORK/results.json" -ca "$CA" -nginx-version "$NGINX_VERSION" -backend-pid "$BACKEND_PID" \
+	-blob-size $((BLOB_MIB << 20)) -reps "$REPS" -rounds "$ROUNDS" \
+	-rate-seconds "$RATE_SECONDS" -hs-seconds "$HS_SECONDS" -idle-conns "$IDLE_CONNS" \
+	${ONLY:+-only "$ONLY"} \
+	-target "direct,addr=127.0.0.1:$P_DIRECT,host=$HOST,prefix=/repository/$REPO" \
+	-target "nexmux,addr=127.0.0.1:$P_NEXMUX,host=$HOST,pid=$NEXMUX_PID,metrics=http://127.0.0.1:$P_METRICS/metrics" \
+	-target "nginx-sonatype,addr=127.0.0.1:$P_SONATYPE,host=$HOST,pid=$nginx_sonatype_pid,tree" \
+	-target "nginx-tuned,addr=127.0.0.1:$P_TUNED,host=$HOST,pid=$nginx_tuned_pid,tree" \
+	-routes-target "nexmux-$ROUTES-routes,addr=127.0.0.1:$P_MANY,pid=$MANY_PID,host=r00000.$REPO.test,hosts=$ROUTES,hostfmt=r%05d.$REPO.test"
+
+for p in "${pids[@]}"; do
+	kill -0 "$p" 2>/dev/null || die "a server exited during the run; see the logs in $WORK"
+done
+elapsed=$(($(date +%s) - START))
+run_time="$((elapsed / 60)) min $((elapsed % 60)) s"
+
+mkdir -p "$OUT"
+cp "$WORK/results.json" "$OUT/results.json"
+"$WORK/benchtool" report -in "$OUT/results.json" -md "$OUT/results.md" -png "$OUT/results.png" \
+	-readme "$OUT/README-section.md" -run-time "$run_time"
+say "done in $run_time: $OUT/results.md, results.png, README-section.md"
