@@ -681,18 +681,7 @@ func (r *runner) rate(ctx context.Context, t *target, seconds float64) sample {
 	}
 	ready.Wait()
 	time.Sleep(300 * time.Millisecond) // warm-up
-	count.Store(0)
-	errs.Store(0)
-	counting.Store(true)
-	m0 := r.mark(t)
-	start := time.Now()
-	time.Sleep(time.Duration(seconds * float64(time.Second)))
-	got := count.Load()
-	el := time.Since(start)
-	m1 := r.mark(t)
-	stop.Store(true)
-	wg.Wait()
-	return sample{rate: float64(got) / el.Seconds(), errs: int(errs.Load()), work: float64(got), m0: m0, m1: m1}
+	return r.timed(t, seconds, &count, &errs, &counting, &stop, &wg)
 }
 
 // handshakes measures full TLS handshakes per second: HSWorkers clients
@@ -735,18 +724,7 @@ func (r *runner) handshakes(ctx context.Context, t *target, seconds float64) sam
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
-	count.Store(0)
-	errs.Store(0)
-	counting.Store(true)
-	m0 := r.mark(t)
-	start := time.Now()
-	time.Sleep(time.Duration(seconds * float64(time.Second)))
-	got := count.Load()
-	el := time.Since(start)
-	m1 := r.mark(t)
-	stop.Store(true)
-	wg.Wait()
-	return sample{rate: float64(got) / el.Seconds(), errs: int(errs.Load()), work: float64(got), m0: m0, m1: m1}
+	return r.timed(t, seconds, &count, &errs, &counting, &stop, &wg)
 }
 
 // latency sends sequential HEAD requests on one keep-alive connection per
@@ -901,4 +879,22 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// timed runs the counting window of a rate measurement: it zeroes the
+// counters the workers bump, lets them count for seconds, marks CPU use
+// around the window, then stops the workers and waits for them.
+func (r *runner) timed(t *target, seconds float64, count, errs *atomic.Int64, counting, stop *atomic.Bool, wg *sync.WaitGroup) sample {
+	count.Store(0)
+	errs.Store(0)
+	counting.Store(true)
+	m0 := r.mark(t)
+	start := time.Now()
+	time.Sleep(time.Duration(seconds * float64(time.Second)))
+	got := count.Load()
+	el := time.Since(start)
+	m1 := r.mark(t)
+	stop.Store(true)
+	wg.Wait()
+	return sample{rate: float64(got) / el.Seconds(), errs: int(errs.Load()), work: float64(got), m0: m0, m1: m1}
 }
