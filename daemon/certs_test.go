@@ -1,0 +1,91 @@
+package daemon_test
+
+import (
+	"crypto/tls"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/daemon"
+	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+// Several --cert/--key pairs: the certificate is chosen by SNI among the
+// SANs, an exact name beats a wildcard, the first pair serves clients
+// without SNI, and a certificate file rewritten in place is served to new
+// connections after the reload.
+func TestCertificateChosenBySNIAndReloaded(t *testing.T) {
+	old := daemon.WatchInterval
+	daemon.WatchInterval = 50 * time.Millisecond
+	t.Cleanup(func() { daemon.WatchInterval = old })
+
+	ca, err := certs.NewCA("certs test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, hosts ...string) (string, string) {
+		p, err := ca.Issue(hosts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crt, key := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+		if err := p.Write(crt, key); err != nil {
+			t.Fatal(err)
+		}
+		return crt, key
+	}
+	wc, wk := write("wildcard", "*.nexmux.test", "127.0.0.1")
+	ec, ek := write("exact", "special.nexmux.test")
+	oc, ok := write("other", "*.other.test")
+	file := filepath.Join(dir, "nexmux.yaml")
+	writeFile(t, file, "route:\n  - team-a.nexmux.test=team-a\n  - special.nexmux.test=team-b\n  - x.other.test=team-b\ndefault-route: team-a\n")
+	st := stack.Start(t, stack.Options{ConfigFile: file, Config: config.Config{
+		Cert: []string{wc, ec, oc}, Key: []string{wk, ek, ok},
+	}})
+
+	served := func(serverName string) []string {
+		t.Helper()
+		cfg := &tls.Config{ServerName: serverName, RootCAs: ca.Pool()}
+		if serverName == "" {
+			cfg.ServerName = "127.0.0.1" // an IP literal: Go sends no SNI
+		}
+		c, err := tls.Dial("tcp", st.Addr, cfg)
+		if err != nil {
+			t.Fatalf("SNI %q: %v", serverName, err)
+		}
+		defer c.Close()
+		leaf := c.ConnectionState().PeerCertificates[0]
+		return append(leaf.DNSNames, leaf.Subject.CommonName)
+	}
+	for _, tc := range []struct{ sni, want string }{
+		{"team-a.nexmux.test", "*.nexmux.test"},
+		{"special.nexmux.test", "special.nexmux.test"},
+		{"SPECIAL.nexmux.test", "special.nexmux.test"},
+		{"x.other.test", "*.other.test"},
+		{"", "*.nexmux.test"},
+	} {
+		if got := served(tc.sni); !slices.Contains(got, tc.want) {
+			t.Errorf("SNI %q got a certificate for %v, want %s", tc.sni, got, tc.want)
+		}
+	}
+
+	// Renew the exact certificate in place (new serial, same file names).
+	before := served("special.nexmux.test")
+	p, err := ca.Issue("special.nexmux.test", "renewed.nexmux.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Write(ec, ek); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the renewed certificate", func() bool {
+		return slices.Contains(served("special.nexmux.test"), "renewed.nexmux.test")
+	})
+	if slices.Contains(before, "renewed.nexmux.test") {
+		t.Fatal("the test cannot tell the certificates apart")
+	}
+}
