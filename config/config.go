@@ -124,20 +124,16 @@ func (c *Config) Build() (*Built, error) {
 	var errs *multierror.Error
 	b := &Built{Config: c}
 
-	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = multierror.Append(errs, fmt.Errorf("listen %q: want [HOST]:PORT: %v", c.Listen, err))
-	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		errs = multierror.Append(errs, fmt.Errorf("listen %q: %q is not a port", c.Listen, port))
-	} else {
-		b.ListenPort = p
+	var err error
+	if b.ListenPort, err = addrPort("listen", c.Listen); err != nil {
+		errs = multierror.Append(errs, err)
 	}
 	if c.MetricsListen != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("metrics-listen %q: want [HOST]:PORT: %v", c.MetricsListen, err))
+		if _, err := addrPort("metrics-listen", c.MetricsListen); err != nil {
+			errs = multierror.Append(errs, err)
 		}
 	}
 
-	var err error
 	if len(c.ProxyProtocolFrom) > 0 {
 		if b.ProxyPolicy, err = mux.ProxyPolicy(c.ProxyProtocolFrom); err != nil {
 			errs = multierror.Append(errs, unjoin(err)...)
@@ -156,8 +152,8 @@ func (c *Config) Build() (*Built, error) {
 		errs = multierror.Append(errs, errors.New("passthrough-proxy-protocol is set but there is no --passthrough route"))
 	}
 	if c.Socks5Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Socks5Listen); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("socks5-listen %q: want [HOST]:PORT: %v", c.Socks5Listen, err))
+		if _, err := addrPort("socks5-listen", c.Socks5Listen); err != nil {
+			errs = multierror.Append(errs, err)
 		}
 	}
 	if c.Socks5AuthFile != "" {
@@ -208,12 +204,16 @@ func (c *Config) Build() (*Built, error) {
 		}
 	}
 
-	for name, d := range map[string]time.Duration{
-		"handshake-timeout": c.HandshakeTimeout, "header-timeout": c.HeaderTimeout,
-		"idle-timeout": c.IdleTimeout, "drain-timeout": c.DrainTimeout,
+	// A slice, not a map: problems are listed in the same order every run.
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"handshake-timeout", c.HandshakeTimeout}, {"header-timeout", c.HeaderTimeout},
+		{"idle-timeout", c.IdleTimeout}, {"drain-timeout", c.DrainTimeout},
 	} {
-		if d < 0 {
-			errs = multierror.Append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
+		if d.v < 0 {
+			errs = multierror.Append(errs, fmt.Errorf("%s %v: must not be negative", d.name, d.v))
 		}
 	}
 	if c.MaxConns < 0 {
@@ -245,10 +245,12 @@ func (c *Config) Build() (*Built, error) {
 // needs, in an init container that has no certificates mounted.
 func (c *Config) PortRoutes() (listenPort int, t *route.Table, err error) {
 	var errs *multierror.Error
-	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = multierror.Append(errs, fmt.Errorf("listen %q: want [HOST]:PORT: %v", c.Listen, err))
-	} else if listenPort, err = strconv.Atoi(port); err != nil || listenPort < 1 || listenPort > 65535 {
-		errs = multierror.Append(errs, fmt.Errorf("listen %q: %q is not a port", c.Listen, port))
+	if listenPort, err = addrPort("listen", c.Listen); err != nil {
+		errs = multierror.Append(errs, err)
+	} else if listenPort == 0 {
+		// Port 0 (any free port) is fine to serve on, but no rule can
+		// redirect to it.
+		errs = multierror.Append(errs, fmt.Errorf("listen %q: the rules need a fixed port", c.Listen))
 	}
 	spec := route.Spec{Ports: c.Port}
 	if listenPort > 0 {
@@ -262,6 +264,20 @@ func (c *Config) PortRoutes() (listenPort int, t *route.Table, err error) {
 		return 0, nil, errs
 	}
 	return listenPort, t, nil
+}
+
+// addrPort checks a [HOST]:PORT setting and returns its port (0 allowed:
+// any free port, as tests use).
+func addrPort(flag, addr string) (int, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("%s %q: want [HOST]:PORT: %v", flag, addr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return 0, fmt.Errorf("%s %q: %q is not a port", flag, addr, port)
+	}
+	return p, nil
 }
 
 // needsCert: port routes may be plain HTTP and passthrough routes bring
