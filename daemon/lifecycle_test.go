@@ -113,12 +113,11 @@ func metricsText(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	return mf
 }
 
-// metric returns the value of the sample with exactly these labels (0 when
-// absent); counters, gauges and histogram sample counts.
-func metric(mf map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+// sample returns the sample of name whose labels include these, or nil.
+func sample(mf map[string]*dto.MetricFamily, name string, labels map[string]string) *dto.Metric {
 	f := mf[name]
 	if f == nil {
-		return 0
+		return nil
 	}
 next:
 	for _, m := range f.Metric {
@@ -127,14 +126,29 @@ next:
 				continue next
 			}
 		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount())
-		}
+		return m
+	}
+	return nil
+}
+
+// present tells an expected 0 from a missing series.
+func present(mf map[string]*dto.MetricFamily, name string, labels map[string]string) bool {
+	return sample(mf, name, labels) != nil
+}
+
+// metric returns a counter's or gauge's value, or a histogram's sample
+// count (0 when absent).
+func metric(mf map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
+	m := sample(mf, name, labels)
+	switch {
+	case m == nil:
+		return 0
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
 	}
 	return 0
 }
@@ -165,7 +179,11 @@ func TestReloadSwapsRoutesAndKeepsTransfers(t *testing.T) {
 		code, err := slowPush(cl, base, "reload/app", 3<<20, 30*time.Millisecond)
 		done <- result{code, err}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// While the upload streams, the gauge shows it.
+	inFlight := map[string]string{"route": "team-a-push.nexmux.test"}
+	waitFor(t, "the upload to show as in flight", func() bool {
+		return metric(metricsText(t, st.Daemon.Addr("metrics").String()), "nexmux_uploads_in_flight", inFlight) == 1
+	})
 
 	writeFile(t, file, `route:
   - "team-a.nexmux.test=team-a"
@@ -195,6 +213,10 @@ bogus-key: 1
 	r := <-done
 	if r.err != nil || r.code != http.StatusCreated {
 		t.Fatalf("push across reloads: %d %v (want 201, digest verified by Nexus)", r.code, r.err)
+	}
+	mf := metricsText(t, st.Daemon.Addr("metrics").String())
+	if !present(mf, "nexmux_uploads_in_flight", inFlight) || metric(mf, "nexmux_uploads_in_flight", inFlight) != 0 {
+		t.Fatal("the in-flight gauge did not return to 0 after the upload")
 	}
 }
 
@@ -269,7 +291,9 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	if got := metric(mf, "nexmux_connections_total", a); got < 1 {
 		t.Errorf("connections on team-a: %v", got)
 	}
-	if got := metric(mf, "nexmux_uploads_in_flight", map[string]string{"route": "team-a-push.nexmux.test"}); got != 0 {
+	if push := map[string]string{"route": "team-a-push.nexmux.test"}; !present(mf, "nexmux_uploads_in_flight", push) {
+		t.Errorf("no uploads_in_flight series for the push route")
+	} else if got := metric(mf, "nexmux_uploads_in_flight", push); got != 0 {
 		t.Errorf("uploads in flight after the push: %v", got)
 	}
 
