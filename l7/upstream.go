@@ -93,11 +93,11 @@ type failover struct {
 
 func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	n := len(f.up.nodes)
-	idx := f.up.indexOf(r.URL.Host)
 	resp, err := f.next.RoundTrip(r)
 	if err == nil || n == 1 || !refused(err) {
 		return resp, err
 	}
+	idx := f.up.indexOf(r.URL.Host)
 	f.up.markDown(idx)
 	if r.Body != nil && r.Body != http.NoBody {
 		return nil, err
