@@ -52,12 +52,16 @@ const (
 
 // NewTransport returns the pooled transport nexmux uses towards Nexus.
 func NewTransport() *http.Transport {
+	return newTransport((&net.Dialer{
+		Timeout:   UpstreamDialTimeout,
+		KeepAlive: 15 * time.Second,
+	}).DialContext)
+}
+
+func newTransport(dial dialFunc) *http.Transport {
 	return &http.Transport{
-		Proxy: nil, // never an environment proxy between nexmux and Nexus
-		DialContext: (&net.Dialer{
-			Timeout:   UpstreamDialTimeout,
-			KeepAlive: 15 * time.Second,
-		}).DialContext,
+		Proxy:                 nil, // never an environment proxy between nexmux and Nexus
+		DialContext:           dialUpstream(dial),
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       UpstreamIdleTimeout,
