@@ -31,6 +31,7 @@ const DefaultDrainTimeout = 30 * time.Second
 // Daemon is a running nexmux.
 type Daemon struct {
 	log    *slog.Logger
+	access *slog.Logger // access lines; log unless Options.AccessLog
 	built  *config.Built
 	server *mux.Server
 	proxy  *l7.Proxy
@@ -54,6 +55,9 @@ type Daemon struct {
 // Options for New.
 type Options struct {
 	Logger *slog.Logger
+	// AccessLog takes the one line per request (default Logger);
+	// NewLoggers makes a pair that batches them (LogWriter).
+	AccessLog *slog.Logger
 	// Reload re-reads the configuration on SIGHUP; nil disables reload.
 	Reload func() (*config.Built, error)
 	// Listen creates the listeners (default net.Listen). Tests bind inside
@@ -91,7 +95,11 @@ func New(b *config.Built, opts Options) (*Daemon, error) {
 	if listen == nil {
 		listen = net.Listen
 	}
-	d := &Daemon{log: log, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New()}
+	access := opts.AccessLog
+	if access == nil {
+		access = log
+	}
+	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New()}
 	var err error
 	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme})
 	if err != nil {
@@ -138,15 +146,22 @@ func (d *Daemon) observe(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 // strings may carry credentials in some clients, and headers
 // (Authorization, tokens) are never logged.
 func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
-	args := []any{
-		"route", ci.Route.Key, "repo", rec.Repo, "method", r.Method,
-		"path", r.URL.Path, "status", rec.Status, "bytes_in", rec.BytesIn, "bytes_out", rec.BytesOut,
-		"duration", rec.Duration.Round(time.Microsecond), "client", ci.Client.String(),
+	if !d.access.Enabled(context.Background(), slog.LevelInfo) {
+		return
 	}
+	// Typed attributes: no boxing of each value into an interface.
+	attrs := [11]slog.Attr{
+		slog.String("route", ci.Route.Key), slog.String("repo", rec.Repo), slog.String("method", r.Method),
+		slog.String("path", r.URL.Path), slog.Int("status", rec.Status), slog.Int64("bytes_in", rec.BytesIn),
+		slog.Int64("bytes_out", rec.BytesOut), slog.Duration("duration", rec.Duration.Round(time.Microsecond)),
+		slog.String("client", ci.Client.String()),
+	}
+	n := 9
 	if rec.Reason != "" {
-		args = append(args, "reason", rec.Reason)
+		attrs[n] = slog.String("reason", rec.Reason)
+		n++
 	}
-	d.log.Info("request", args...)
+	d.access.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:n]...)
 }
 
 // Start binds every listener and starts serving.

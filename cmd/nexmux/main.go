@@ -147,8 +147,10 @@ func newApp() *cli.App {
 					if err != nil {
 						return invalid(err)
 					}
-					log := daemon.NewLogger(os.Stderr, b.Config.LogFormat, b.Config.LogLevel)
-					d, err := daemon.New(b, daemon.Options{Logger: log, Reload: func() (*config.Built, error) { return build(c) }})
+					lw := daemon.NewLogWriter(os.Stderr, daemon.AccessLogDelay)
+					defer lw.Flush()
+					log, access := daemon.NewLoggers(lw, b.Config.LogFormat, b.Config.LogLevel)
+					d, err := daemon.New(b, daemon.Options{Logger: log, AccessLog: access, Reload: func() (*config.Built, error) { return build(c) }})
 					if err != nil {
 						return cli.Exit("nexmux: "+err.Error(), 1)
 					}
