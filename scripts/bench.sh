@@ -116,7 +116,8 @@ P_METRICS=$((PORT_BASE + 4))
 P_MANY=$((PORT_BASE + 5))
 P_SONATYPE=$((PORT_BASE + 6))
 P_TUNED=$((PORT_BASE + 7))
-for p in $P_BACKEND $P_DIRECT $P_NEXMUX $P_METRICS $P_MANY $P_SONATYPE $P_TUNED; do
+P_FLOOR=$((PORT_BASE + 8))
+for p in $P_BACKEND $P_DIRECT $P_NEXMUX $P_METRICS $P_MANY $P_SONATYPE $P_TUNED $P_FLOOR; do
 	port_open "$p" && die "127.0.0.1:$p is in use (set BENCH_PORT_BASE)"
 done
 
@@ -139,12 +140,18 @@ BACKEND_PID=$!
 wait_port "$P_BACKEND" "$BACKEND_PID" backend
 wait_port "$P_DIRECT" "$BACKEND_PID" backend
 
-say "starting nexmux (1 route) and nexmux ($ROUTES routes from --config)"
+say "starting nexmux (1 route), nexmux ($ROUTES routes from --config) and the Go floor"
 "$WORK/nexmux" serve --listen "127.0.0.1:$P_NEXMUX" --upstream "http://127.0.0.1:$P_BACKEND" \
 	--cert "$CERT" --key "$KEY" --route "$HOST=$REPO" --metrics-listen "127.0.0.1:$P_METRICS" \
 	>"$WORK/nexmux.log" 2>&1 &
 pids+=($!)
 NEXMUX_PID=$!
+# The Go floor: crypto/tls + net/http + httputil.ReverseProxy and nothing
+# else, the parts nexmux is built on.
+"$WORK/benchtool" floor -listen "127.0.0.1:$P_FLOOR" -upstream "http://127.0.0.1:$P_BACKEND" \
+	-prefix "/repository/$REPO" -cert "$CERT" -key "$KEY" >"$WORK/floor.log" 2>&1 &
+pids+=($!)
+FLOOR_PID=$!
 "$WORK/benchtool" routes -n "$ROUTES" -hostfmt "r%05d.$REPO.test" -repo "$REPO" \
 	-set "listen=127.0.0.1:$P_MANY" -set "upstream=http://127.0.0.1:$P_BACKEND" \
 	-set "cert=$CERT" -set "key=$KEY" -out "$WORK/routes.yaml"
@@ -247,6 +254,7 @@ for name in nginx-sonatype nginx-tuned; do
 done
 wait_port "$P_NEXMUX" "$NEXMUX_PID" nexmux
 wait_port "$P_MANY" "$MANY_PID" nexmux-many
+wait_port "$P_FLOOR" "$FLOOR_PID" floor
 # shellcheck disable=SC2154 # set by the eval above
 wait_port "$P_SONATYPE" "$nginx_sonatype_pid" nginx-sonatype
 # shellcheck disable=SC2154
@@ -261,6 +269,7 @@ say "measuring (a few minutes; progress below)"
 	${ONLY:+-only "$ONLY"} \
 	-target "direct,addr=127.0.0.1:$P_DIRECT,host=$HOST,prefix=/repository/$REPO" \
 	-target "nexmux,addr=127.0.0.1:$P_NEXMUX,host=$HOST,pid=$NEXMUX_PID,metrics=http://127.0.0.1:$P_METRICS/metrics" \
+	-target "floor,addr=127.0.0.1:$P_FLOOR,host=$HOST,pid=$FLOOR_PID" \
 	-target "nginx-sonatype,addr=127.0.0.1:$P_SONATYPE,host=$HOST,pid=$nginx_sonatype_pid,tree" \
 	-target "nginx-tuned,addr=127.0.0.1:$P_TUNED,host=$HOST,pid=$nginx_tuned_pid,tree" \
 	-routes-target "nexmux-$ROUTES-routes,addr=127.0.0.1:$P_MANY,pid=$MANY_PID,host=r00000.$REPO.test,hosts=$ROUTES,hostfmt=r%05d.$REPO.test"

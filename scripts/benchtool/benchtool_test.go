@@ -219,6 +219,36 @@ func TestReport(t *testing.T) {
 	}
 }
 
+// With the Go floor measured, the table gets its column and ratio, and
+// the keep-alive and memory goals cite it with this run's numbers.
+func TestReportFloor(t *testing.T) {
+	res := sampleResults()
+	res.Targets = append(res.Targets, colFloor)
+	res.Rate[colFloor] = newSeries([]float64{20000}, 0)
+	res.Idle[colFloor] = Idle{Conns: 10000, PerConnKiB: 31.5}
+	tbl := table(res)
+	for _, want := range []string{
+		"| Go ReverseProxy alone | nexmux ÷ nginx, tuned |",
+		"| HEAD manifest, 32 keep-alive conns | req/s (higher is better) | 45,000 | 14,000 | 11,000 | 25,000 | 20,000 | 0.56× | 1.27× | 0.31× | 0.70× |",
+	} {
+		if !strings.Contains(tbl, want) {
+			t.Errorf("table lacks %q:\n%s", want, tbl)
+		}
+	}
+	gt := goalsTable(res)
+	for _, want := range []string{
+		"reached 0.80× nginx tuned, and nexmux 0.70× of that floor",
+		"kept 31.5 KiB per idle connection and nexmux 33.1 KiB",
+	} {
+		if !strings.Contains(gt, want) {
+			t.Errorf("goals lack %q:\n%s", want, gt)
+		}
+	}
+	if strings.Contains(goalsTable(sampleResults()), "floor (") {
+		t.Error("floor sentences without a floor column")
+	}
+}
+
 func TestChart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "chart.png")
 	if err := writePNG(path, chart(sampleResults())); err != nil {

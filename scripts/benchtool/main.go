@@ -4,6 +4,8 @@
 //	benchtool backend   a Nexus-shaped backend: /repository/<repo>/v2/... blobs
 //	                    from page cache (memfd + sendfile), HEAD manifests, and
 //	                    PATCH/PUT uploads that discard and count the body
+//	benchtool floor     the Go floor: httputil.ReverseProxy behind crypto/tls
+//	                    and nothing else, the parts nexmux is built on
 //	benchtool routes    writes a nexmux --config YAML with N --route entries
 //	benchtool run       measures every target with the same client and writes
 //	                    the raw results as JSON
@@ -26,6 +28,8 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "backend":
 		err = backendMain(args)
+	case "floor":
+		err = floorMain(args)
 	case "routes":
 		err = routesMain(args)
 	case "run":
@@ -42,6 +46,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool backend|routes|run|report [flags] (see scripts/bench.sh)")
+	fmt.Fprintln(os.Stderr, "usage: benchtool backend|floor|routes|run|report [flags] (see scripts/bench.sh)")
 	os.Exit(2)
 }
