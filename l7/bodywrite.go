@@ -11,21 +11,22 @@ import (
 // Request bodies (blob pushes) reach Nexus through the upstream
 // connection's ReadFrom: http.Transport hands the body to io.Copy with the
 // connection as destination. Read from the client's TLS stream, a body
-// comes one 16 KiB record per Read, and io.Copy would write each on its
-// own: 65,536 write(2) calls per GiB, each pushing a TCP segment train and
-// waking Nexus's reader. On loopback, moving 1 GiB in 16 KiB writes costs
-// both sides about twice the CPU of 128 KiB writes (scripts/bench,
-// docs/bench). So the body is gathered into a pooled buffer and written
-// when it is full, at the end of the body, or as soon as a read brings
-// less than a full record or the gathered bytes have waited
-// bodyBatchDelay: a client that pauses mid-body (a short record ends its
-// write) is not held back, and bytes never wait longer than one read.
+// comes one 16 KiB record (or, chunked, one chunk piece) per Read, and
+// io.Copy would write each on its own: 65,536 write(2) calls per GiB, each
+// pushing a TCP segment train and waking Nexus's reader. On loopback,
+// moving 1 GiB in 16 KiB writes costs both sides about twice the CPU of
+// 128 KiB writes (docs/bench). So the body is gathered into a pooled
+// buffer and written when it is full, at the end of the body, or when a
+// read returns and the oldest gathered byte has waited bodyBatchDelay.
+//
+// Bytes therefore never wait for more than one read beyond that delay. A
+// client that pauses mid-body delays the few bytes it sent just before the
+// pause until it resumes; that changes nothing Nexus can see: its idle
+// timer runs from its last received byte either way, and it acts on an
+// upload only when the whole body is in.
 const (
 	bodyBatchSize  = 128 << 10
 	bodyBatchDelay = time.Millisecond
-	// fullRecord is the plaintext of a full TLS record: a Read that
-	// returns less marks the end of one of the client's writes.
-	fullRecord = 16 << 10
 )
 
 var bodyBatchPool = sync.Pool{New: func() any { return new([bodyBatchSize]byte) }}
@@ -68,7 +69,7 @@ func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 			}
 			filled += n
 		}
-		if filled > 0 && (rerr != nil || filled == len(buf) || (n > 0 && n < fullRecord) || time.Since(since) >= bodyBatchDelay) {
+		if filled > 0 && (rerr != nil || filled == len(buf) || time.Since(since) >= bodyBatchDelay) {
 			w, werr := c.Conn.Write(buf[:filled])
 			written += int64(w)
 			if werr != nil {

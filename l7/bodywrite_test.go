@@ -15,6 +15,9 @@ import (
 	"time"
 )
 
+// fullRecord is the plaintext of a full TLS record.
+const fullRecord = 16 << 10
+
 // recordReader yields its data the way a body read from a client's TLS
 // stream does: at most one full 16 KiB record per Read.
 type recordReader struct {
@@ -118,44 +121,43 @@ func TestBodyBatchedIntoLargeWrites(t *testing.T) {
 	}
 }
 
-// A client that ends a write with a short record and then pauses has
-// those bytes delivered at once: batching never holds a paused client's
-// data hostage.
-func TestBodyShortRecordFlushedBeforePause(t *testing.T) {
+// A chunked body read in small pieces (chunk boundaries) is batched too.
+func TestBodySmallReadsBatched(t *testing.T) {
+	const size, piece = 2 << 20, 3000
+	body := randomBytes(t, size)
 	c, s := tcpPair(t)
-	uc := &upstreamConn{Conn: c}
-	first := []byte("the end of one of the client's writes")
-	rest := randomBytes(t, 3*fullRecord)
-	received := make(chan []byte, 1)
+	wc := &writeCounter{Conn: c}
+	uc := &upstreamConn{Conn: wc}
+	got := make(chan []byte, 1)
 	go func() {
-		buf := make([]byte, len(first))
-		_, err := io.ReadFull(s, buf)
-		if err != nil {
-			buf = nil
-		}
-		received <- buf
+		b, _ := io.ReadAll(s)
+		got <- b
 	}()
-	// The first Read returns the short piece only.
-	src := &recordReader{data: first}
-	src.pause = func(read int) {
-		if read != 1 {
-			return
-		}
-		// The client pauses here until Nexus has what it sent so far.
-		select {
-		case b := <-received:
-			if !bytes.Equal(b, first) {
-				t.Errorf("Nexus received %q", b)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("bytes before the pause were held back")
-		}
-		src.data = rest
-	}
-	n, err := uc.ReadFrom(src)
-	if err != nil || n != int64(len(first)+len(rest)) {
+	n, err := uc.ReadFrom(&pieceReader{data: body, piece: piece})
+	if err != nil || n != size {
 		t.Fatalf("ReadFrom = %d, %v", n, err)
 	}
+	c.Close()
+	if !bytes.Equal(<-got, body) {
+		t.Fatal("Nexus received other bytes than the client sent")
+	}
+	if w, reads := wc.writes.Load(), int64(size/piece+1); w > reads/8 {
+		t.Fatalf("%d writes for %d reads: small reads were not batched", w, reads)
+	}
+}
+
+type pieceReader struct {
+	data  []byte
+	piece int
+}
+
+func (r *pieceReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.piece)], r.data)
+	r.data = r.data[n:]
+	return n, nil
 }
 
 // Bytes gathered from a client never wait for more than one read: after
