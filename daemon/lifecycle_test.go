@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -454,6 +455,11 @@ func TestSignals(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "draining") {
 		t.Errorf("no drain log line:\n%s", stderr.String())
+	}
+	// The drained upload finished just before exit: its access line, still
+	// gathered in the log batch then, was written at exit.
+	if !regexp.MustCompile(`msg=request .*method=PUT .*status=201`).MatchString(stderr.String()) {
+		t.Errorf("no access line for the upload drained at exit:\n%s", stderr.String())
 	}
 }
 

@@ -8,7 +8,7 @@
 # Needs root only to install nginx with apt when it is missing. Every process
 # it starts is stopped on exit (trap), whatever happens.
 #
-# Knobs (environment): BENCH_BLOB_MIB (1024), BENCH_REPS (5), BENCH_ROUNDS (3),
+# Knobs (environment): BENCH_BLOB_MIB (1024), BENCH_REPS (5), BENCH_ROUNDS (5),
 # BENCH_RATE_SECONDS (3), BENCH_HS_SECONDS (3), BENCH_IDLE_CONNS (10000),
 # BENCH_ROUTES (10000), BENCH_ONLY (subset: pull,push,rate,handshake,latency,
 # idle,routes), BENCH_OUT (docs/bench), BENCH_PORT_BASE (19400), BENCH_KEEP=1
@@ -21,7 +21,7 @@ START=$(date +%s)
 
 BLOB_MIB=${BENCH_BLOB_MIB:-1024}
 REPS=${BENCH_REPS:-5}
-ROUNDS=${BENCH_ROUNDS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 RATE_SECONDS=${BENCH_RATE_SECONDS:-3}
 HS_SECONDS=${BENCH_HS_SECONDS:-3}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}

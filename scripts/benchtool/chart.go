@@ -41,7 +41,6 @@ type panel struct {
 
 const (
 	panelW   = 480
-	panelH   = 150
 	labelW   = 165
 	margin   = 16
 	barH     = 22
@@ -79,13 +78,20 @@ func chart(res *Results) image.Image {
 	cols := 2
 	lines := (len(panels) + cols - 1) / cols
 	header := 56
+	// Every panel is as tall as the one with the most bars (one per
+	// target) needs, plus room before the next panel's title.
+	most := 0
+	for _, p := range panels {
+		most = max(most, len(p.bars))
+	}
+	panelH := titleTop + 4 + most*(barH+barGap) + 24
 	w, h := cols*panelW+margin, header+lines*panelH+margin
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
 	// basicfont's 7x13 bitmap face: legible, and no font parser (and its
 	// dependencies) in the module for one chart.
 	big, reg, small := basicfont.Face7x13, basicfont.Face7x13, basicfont.Face7x13
-	text(img, big, margin, 24, ink, "nexmux vs nginx vs TLS direct, one machine, loopback")
+	text(img, big, margin, 24, ink, "nexmux vs nginx vs a bare Go ReverseProxy vs TLS direct, one machine, loopback")
 	text(img, small, margin, 44, ink, fmt.Sprintf("%s - %s", res.Started.UTC().Format("2006-01-02"), machineText(res.Machine)))
 	for i, p := range panels {
 		x0 := margin + (i%cols)*panelW

@@ -509,7 +509,8 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
 	b.WriteString("- nginx, tuned: the same timeouts and `proxy_request_buffering off`, plus `proxy_http_version 1.1` with a keep-alive pool to the backend " +
 		"(`keepalive 64`), buffering on with larger buffers (`proxy_buffer_size 64k; proxy_buffers 32 64k; proxy_busy_buffers_size 256k`), " +
 		"`proxy_max_temp_file_size 0` (never a temporary file) and `keepalive_requests 100000`.\n")
-	b.WriteString("- Both nginx use `worker_processes auto` (one worker per core) and log every request like nexmux does.\n")
+	b.WriteString("- Both nginx use `worker_processes auto` (one worker per core) and log every request like nexmux does " +
+		"(nginx writes each line at once, its default; nexmux gathers access lines for up to 50 ms).\n")
 	b.WriteString("- nexmux: `nexmux serve` with its defaults; the 10,000-route table comes from a `--config` YAML file.\n")
 	b.WriteString("- Go ReverseProxy alone (`benchtool floor`): crypto/tls, net/http's server and httputil.ReverseProxy over an http.Transport with nexmux's pool sizes, " +
 		"and nothing else (no ClientHello peek, routing, checks, rewriting, logging or metrics): the parts nexmux is built on, so the floor a design on them can reach.\n\n")
