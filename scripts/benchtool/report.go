@@ -495,6 +495,8 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
 	fmt.Fprintf(&b, "![nexmux benchmark](%s)\n\n", chartRef)
 	b.WriteString("### Targets\n\n")
 	b.WriteString(gt + "\n")
+	b.WriteString("Throughput ratios move from run to run on a shared two-core virtual machine (between runs on the same day: push ÷ TLS direct " +
+		"0.79-1.05×, handshakes ÷ nginx 0.84-1.06×); the CPU time per unit of work below is the steadier comparison.\n\n")
 	if ct := cpuTable(res); ct != "" {
 		b.WriteString("### Where the CPU went\n\n")
 		b.WriteString("Client, proxy and backend share the two cores, so each side's CPU time per unit of work explains the throughput " +
