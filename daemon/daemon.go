@@ -150,7 +150,7 @@ func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 		return
 	}
 	// Typed attributes: no boxing of each value into an interface.
-	attrs := [11]slog.Attr{
+	attrs := [10]slog.Attr{
 		slog.String("route", ci.Route.Key), slog.String("repo", rec.Repo), slog.String("method", r.Method),
 		slog.String("path", r.URL.Path), slog.Int("status", rec.Status), slog.Int64("bytes_in", rec.BytesIn),
 		slog.Int64("bytes_out", rec.BytesOut), slog.Duration("duration", rec.Duration.Round(time.Microsecond)),

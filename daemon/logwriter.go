@@ -16,7 +16,7 @@ import (
 // shipper or an operator tailing the log sees requests at once. Every
 // other line (startup, reload, warnings, errors) is written immediately,
 // after whatever access lines precede it, so the order in the log is the
-// order of events. Flush at exit writes what is pending.
+// order of events. Close at exit writes what is pending.
 const (
 	AccessLogDelay  = 50 * time.Millisecond
 	accessLogBuffer = 64 << 10
@@ -29,6 +29,9 @@ type LogWriter struct {
 	buf   []byte
 	timer *time.Timer // armed while buf holds lines
 	delay time.Duration
+	// closed: every line is written at once (lines logged after the
+	// last Flush at exit, by handlers still finishing, are not lost).
+	closed bool
 }
 
 // NewLogWriter returns a LogWriter over w; delay bounds how long an
@@ -43,7 +46,7 @@ func (l *LogWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.buf = append(l.buf, p...)
-	if len(l.buf) >= accessLogBuffer {
+	if l.closed || len(l.buf) >= accessLogBuffer {
 		return len(p), l.flushLocked()
 	}
 	if l.timer == nil {
@@ -56,6 +59,14 @@ func (l *LogWriter) Write(p []byte) (int, error) {
 func (l *LogWriter) Flush() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.flushLocked()
+}
+
+// Close writes every gathered line and makes later lines go out at once.
+func (l *LogWriter) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
 	return l.flushLocked()
 }
 

@@ -59,6 +59,25 @@ func TestLogWriterBatchesAccessLinesInOrder(t *testing.T) {
 	}
 }
 
+// After Close (at exit) nothing waits: a line logged by a handler still
+// finishing is written at once.
+func TestLogWriterCloseWritesThrough(t *testing.T) {
+	out := &syncBuffer{}
+	lw := NewLogWriter(out, time.Hour)
+	_, access := NewLoggers(lw, "text", "info")
+	access.Info("request", "n", 1)
+	if err := lw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := out.snapshot(); !strings.Contains(got, "n=1") {
+		t.Fatalf("Close did not write the pending line: %q", got)
+	}
+	access.Info("request", "n", 2)
+	if got, _ := out.snapshot(); !strings.Contains(got, "n=2") {
+		t.Fatalf("a line after Close waited: %q", got)
+	}
+}
+
 // A lone access line is written within the delay, without a Flush.
 func TestLogWriterDelayBoundsTheWait(t *testing.T) {
 	out := &syncBuffer{}

@@ -8,22 +8,34 @@ import (
 	"time"
 )
 
-// Request bodies (blob pushes) reach Nexus through the upstream
-// connection's ReadFrom: http.Transport hands the body to io.Copy with the
-// connection as destination. Read from the client's TLS stream, a body
-// comes one 16 KiB record (or, chunked, one chunk piece) per Read, and
-// io.Copy would write each on its own: 65,536 write(2) calls per GiB, each
-// pushing a TCP segment train and waking Nexus's reader. On loopback,
-// moving 1 GiB in 16 KiB writes costs both sides about twice the CPU of
-// 128 KiB writes (docs/bench). So the body is gathered into a pooled
+// Request bodies (blob pushes) are read from the client's TLS stream one
+// 16 KiB record (or, chunked, one chunk piece) per Read. http.Transport
+// would write each on its own: 65,536 write(2) calls per GiB, each pushing
+// a TCP segment train and waking Nexus's reader. On loopback, moving 1 GiB
+// in 16 KiB writes costs both sides about twice the CPU of 128 KiB writes
+// (docs/bench, BenchmarkBodyToNexus). So bodies are gathered into a pooled
 // buffer and written when it is full, at the end of the body, or when a
 // read returns and the oldest gathered byte has waited bodyBatchDelay.
+// The Transport sends a body one of two ways, and both are covered:
 //
-// Bytes therefore never wait for more than one read beyond that delay. A
-// client that pauses mid-body delays the few bytes it sent just before the
-// pause until it resumes; that changes nothing Nexus can see: its idle
-// timer runs from its last received byte either way, and it acts on an
-// upload only when the whole body is in.
+//   - with a Content-Length, through io.Copy into the connection: the
+//     connection is an upstreamConn, whose ReadFrom gathers;
+//   - chunked (how the docker CLI sends a layer's PATCH), through io.Copy
+//     into a chunk writer that flushes every chunk: the body is a
+//     batchedBody (set in rewriteRequest), whose WriteTo gathers, so each
+//     chunk is a batch (sent in three writes: what fills the Transport's
+//     32 KiB buffer, the rest, and the chunk's closing CRLF; a write per
+//     record without it).
+//
+// Over an https:// upstream the Transport writes into crypto/tls, which
+// makes one record per write: bodies go unbatched there (nexmux beside
+// Nexus speaks plain HTTP to it).
+//
+// Bytes never wait for more than one read beyond bodyBatchDelay. A client
+// that pauses mid-body delays what it sent in the millisecond before the
+// pause until it resumes (up to a batch); that changes nothing Nexus can
+// see: its idle timer runs from its last received byte either way, and it
+// acts on an upload only when the whole body is in.
 const (
 	bodyBatchSize  = 128 << 10
 	bodyBatchDelay = time.Millisecond
@@ -51,8 +63,25 @@ func dialUpstream(dial dialFunc) dialFunc {
 }
 
 // ReadFrom copies r to the connection in batches (see bodyBatchSize). It
-// returns the number of bytes written; io.EOF from r is not an error.
+// returns the number of bytes written, which is what the Transport counts
+// it as; io.EOF from r is not an error.
 func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
+	return copyBatched(c.Conn, r)
+}
+
+// batchedBody is an outgoing request body whose WriteTo gathers reads
+// into batches; Read and Close pass through.
+type batchedBody struct {
+	io.ReadCloser
+}
+
+// WriteTo copies the body to w in batches (see bodyBatchSize).
+func (b *batchedBody) WriteTo(w io.Writer) (int64, error) {
+	return copyBatched(w, b.ReadCloser)
+}
+
+// copyBatched copies r to w, one w.Write per batch.
+func copyBatched(w io.Writer, r io.Reader) (int64, error) {
 	bp := bodyBatchPool.Get().(*[bodyBatchSize]byte)
 	defer bodyBatchPool.Put(bp)
 	buf := bp[:]
@@ -70,8 +99,11 @@ func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 			filled += n
 		}
 		if filled > 0 && (rerr != nil || filled == len(buf) || time.Since(since) >= bodyBatchDelay) {
-			w, werr := c.Conn.Write(buf[:filled])
-			written += int64(w)
+			m, werr := w.Write(buf[:filled])
+			written += int64(m)
+			if werr == nil && m < filled {
+				werr = io.ErrShortWrite
+			}
 			if werr != nil {
 				return written, werr
 			}

@@ -6,10 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"github.com/nexmux/nexmux/route"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -161,7 +164,8 @@ func (r *pieceReader) Read(p []byte) (int, error) {
 }
 
 // Bytes gathered from a client never wait for more than one read: after
-// a slow read, what was gathered goes out before the next read starts.
+// a slow read, what was gathered before it goes out before the next read
+// starts.
 func TestBodyGatheredBytesDoNotWaitTwoReads(t *testing.T) {
 	c, s := tcpPair(t)
 	wc := &writeCounter{Conn: c}
@@ -174,9 +178,11 @@ func TestBodyGatheredBytesDoNotWaitTwoReads(t *testing.T) {
 			// Two full records gathered; this read is slow.
 			time.Sleep(20 * time.Millisecond)
 		case 3:
-			// The slow read's return must have flushed all three.
-			if b := wc.bytes.Load(); b != 3*fullRecord {
-				t.Errorf("%d bytes written after a slow read, want %d", b, 3*fullRecord)
+			// The slow read's return flushed what was gathered before it
+			// (the record it brought may wait, if the first two had
+			// already gone out: a preempted test goroutine ages them too).
+			if b := wc.bytes.Load(); b < 2*fullRecord {
+				t.Errorf("%d bytes written after a slow read, want at least %d", b, 2*fullRecord)
 			}
 		}
 	}
@@ -223,53 +229,102 @@ func TestBodyWriteErrorReturned(t *testing.T) {
 	}
 }
 
-// http.Transport as nexmux builds it sends request bodies through
-// upstreamConn.ReadFrom: an upload read a record at a time reaches the
-// server intact and in batched writes.
-func TestTransportBatchesRequestBodies(t *testing.T) {
+// Uploads through the whole HTTP stage (Rewrite, httputil.ReverseProxy,
+// the Transport nexmux builds) reach Nexus intact and in batched writes,
+// whether the client sent a Content-Length or a chunked body (the docker
+// CLI's PATCH), both read a TLS record at a time.
+func TestUploadsBatchedThroughProxy(t *testing.T) {
 	const size = 4 << 20
 	body := randomBytes(t, size)
+	sum := sha256.Sum256(body)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var chunked atomic.Int64
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TransferEncoding) > 0 {
+			chunked.Add(1)
+		}
 		h := sha256.New()
 		n, _ := io.Copy(h, r.Body)
 		w.Header().Set("X-Bytes", strconv.FormatInt(n, 10))
-		if !bytes.Equal(h.Sum(nil), func() []byte { s := sha256.Sum256(body); return s[:] }()) {
+		if !bytes.Equal(h.Sum(nil), sum[:]) {
 			w.WriteHeader(http.StatusBadRequest)
+			return
 		}
+		w.WriteHeader(http.StatusAccepted)
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 
-	var counted []*writeCounter
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := ParseUpstreams([]string{"http://" + ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []*writeCounter
 	tr := newTransport(func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
 		wc := &writeCounter{Conn: c}
-		counted = append(counted, wc)
+		mu.Lock()
+		conns = append(conns, wc)
+		mu.Unlock()
 		return wc, nil
 	})
 	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequest(http.MethodPut, "http://"+ln.Addr().String()+"/v2/x/blobs/uploads/1", &recordReader{data: body})
-	req.ContentLength = size
-	resp, err := tr.RoundTrip(req)
+	p, err := New(Config{Upstreams: up, Transport: tr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Bytes") != strconv.Itoa(size) {
-		t.Fatalf("server saw status %d, %s bytes", resp.StatusCode, resp.Header.Get("X-Bytes"))
+	writes := func() (n int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			n += c.writes.Load()
+		}
+		return n
 	}
-	if len(counted) != 1 {
-		t.Fatalf("%d connections", len(counted))
-	}
-	if w, records := counted[0].writes.Load(), int64(size/fullRecord); w > records/4 {
-		t.Fatalf("%d writes for %d records: the Transport did not batch the body", w, records)
+	for _, c := range []struct {
+		name   string
+		length int64
+	}{{"content-length", size}, {"chunked", -1}} {
+		t.Run(c.name, func(t *testing.T) {
+			before, chunkedBefore := writes(), chunked.Load()
+			ci := &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", TLS: true}
+			const path = "/v2/app/blobs/uploads/1234"
+			r, err := http.NewRequestWithContext(NewContext(context.Background(), ci), http.MethodPatch, "https://team-a.example.com"+path, io.NopCloser(&recordReader{data: body}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.RequestURI = path
+			r.ContentLength = c.length
+			w := &discardWriter{h: http.Header{}}
+			p.ServeHTTP(w, r)
+			if w.status != http.StatusAccepted || w.h.Get("X-Bytes") != strconv.Itoa(size) {
+				t.Fatalf("Nexus saw status %d, %s bytes", w.status, w.h.Get("X-Bytes"))
+			}
+			if got := chunked.Load() - chunkedBefore; (c.length < 0) != (got == 1) {
+				t.Fatalf("chunked requests at Nexus: %d", got)
+			}
+			// Unbatched is a write per record (and more, chunked). A
+			// Content-Length batch is one write; a chunk is three (what
+			// fills the Transport's 32 KiB buffer, the rest, the CRLF).
+			limit := int64(size/fullRecord) / 4
+			if c.length < 0 {
+				limit = int64(size/fullRecord) / 2
+			}
+			if n := writes() - before; n > limit {
+				t.Fatalf("%d writes to Nexus for %d records (limit %d): the body was not batched", n, size/fullRecord, limit)
+			}
+		})
 	}
 }
 

@@ -287,6 +287,9 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 		out.Header.Set("X-Forwarded-For", host)
 	}
 	out.Header.Set("X-Forwarded-Proto", p.scheme(st.ci))
+	if out.Body != nil && out.Body != http.NoBody {
+		out.Body = &batchedBody{ReadCloser: out.Body}
+	}
 }
 
 // clientMayNotSend are forwarding headers besides X-Forwarded-* that Nexus's

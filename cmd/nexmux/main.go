@@ -148,7 +148,7 @@ func newApp() *cli.App {
 						return invalid(err)
 					}
 					lw := daemon.NewLogWriter(os.Stderr, daemon.AccessLogDelay)
-					defer lw.Flush()
+					defer lw.Close()
 					log, access := daemon.NewLoggers(lw, b.Config.LogFormat, b.Config.LogLevel)
 					d, err := daemon.New(b, daemon.Options{Logger: log, AccessLog: access, Reload: func() (*config.Built, error) { return build(c) }})
 					if err != nil {
