@@ -385,7 +385,9 @@ const recordTypeHandshake = 0x16
 // false when the connection was refused.
 func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInfo, listenPort, boundPort int) (*route.Route, bool) {
 	port := boundPort
-	if port == 0 {
+	// Without port routes there is nothing to look up: spare every
+	// connection the getsockopt(SO_ORIGINAL_DST).
+	if port == 0 && st.Table.HasPorts() {
 		// A redirect from a port without a --port route (443 -> 8443 so
 		// nexmux needs no privilege) is the fan-in port itself: SNI decides.
 		if orig, err := OriginalDst(c); err == nil && int(orig.Port()) != listenPort && st.Table.LookupPort(int(orig.Port())) != nil {

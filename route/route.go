@@ -279,6 +279,9 @@ func (t *Table) LookupPort(port int) *Route {
 	return t.ports[port]
 }
 
+// HasPorts reports whether any port has a port route.
+func (t *Table) HasPorts() bool { return t != nil && len(t.ports) > 0 }
+
 // Default returns the route for clients that send no server name, or nil.
 func (t *Table) Default() *Route {
 	if t == nil {

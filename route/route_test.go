@@ -107,6 +107,16 @@ func TestLookupHost(t *testing.T) {
 	if d := tab.Default(); d == nil || d.Key != "default" || d.Target.Pull != "fallback" {
 		t.Errorf("Default() = %v", d)
 	}
+	if !tab.HasPorts() {
+		t.Error("HasPorts() = false with a --port route")
+	}
+	noPorts, err := Build(Spec{Routes: []string{"a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if noPorts.HasPorts() || (*Table)(nil).HasPorts() {
+		t.Error("HasPorts() = true without port routes")
+	}
 }
 
 func TestNilAndZeroTable(t *testing.T) {
