@@ -8,14 +8,14 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/l7"
-	"github.com/nexmux/nexmux/sni"
 )
 
 // passthrough copies a connection raw to the route's backend, TLS and all.
-// The peeked hello is written first (after an optional PROXY header); then
+// The bytes read while routing (the hello, and anything the client sent
+// after it) are written first (after an optional PROXY header); then
 // both directions copy between the kernel sockets themselves so Linux can
 // splice.
-func (s *Server) passthrough(log *connLog, st *State, c, raw net.Conn, hello *sni.ClientHello, info *l7.ConnInfo) {
+func (s *Server) passthrough(log *connLog, st *State, c, raw net.Conn, prefix []byte, info *l7.ConnInfo) {
 	defer s.untrackConn(raw)
 	defer c.Close()
 	rt := info.Route
@@ -45,7 +45,7 @@ func (s *Server) passthrough(log *connLog, st *State, c, raw net.Conn, hello *sn
 			return
 		}
 	}
-	if _, err := up.Write(hello.Raw); err != nil {
+	if _, err := up.Write(prefix); err != nil {
 		log.logger().Info("passthrough: writing the hello to the backend failed", "err", err)
 		return
 	}

@@ -275,24 +275,6 @@ func TestProxyHeaderSplitAnywhere(t *testing.T) {
 	}
 }
 
-// captureHello returns the first flight a crypto/tls client with cfg sends.
-func captureHello(t *testing.T, cfg *tls.Config) []byte {
-	t.Helper()
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	go func() { _ = tls.Client(a, cfg).Handshake() }()
-	hdr := make([]byte, 5)
-	if _, err := io.ReadFull(b, hdr); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
-	if _, err := io.ReadFull(b, body); err != nil {
-		t.Fatal(err)
-	}
-	return append(hdr, body...)
-}
-
 // TestPassthroughKeepsBytesPastTheHello: bytes the client sends right
 // behind its ClientHello (here in the same segment as the PROXY header and
 // the hello, so they sit in the PROXY reader's read-ahead) reach the
@@ -334,7 +316,7 @@ func TestPassthroughKeepsBytesPastTheHello(t *testing.T) {
 
 			// A small hello (TLS 1.2, one curve) so header+hello+extra
 			// fit in go-proxyproto's 256-byte read-ahead.
-			hello := captureHello(t, &tls.Config{ServerName: "pt.nexmux.test", MaxVersion: tls.VersionTLS12,
+			hello := mux.FirstFlight(t, &tls.Config{ServerName: "pt.nexmux.test", MaxVersion: tls.VersionTLS12,
 				CurvePreferences: []tls.CurveID{tls.X25519}, CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}})
 			extra := bytes.Repeat([]byte("EXTRA-BYTES-AFTER-THE-HELLO/"), 5)
 			// go-proxyproto reads ahead 256 bytes: the cut must fall
@@ -384,7 +366,7 @@ func TestPassthroughKeepsBytesPastTheHello(t *testing.T) {
 func TestProxyHeaderRefusals(t *testing.T) {
 	trusted := startMux(t, []string{"127.0.0.0/8"}, "", 0)
 	untrusted := startMux(t, []string{"192.0.2.0/24"}, "", 0)
-	hello := captureHello(t, &tls.Config{ServerName: "team-a.nexmux.test"})
+	hello := mux.FirstFlight(t, &tls.Config{ServerName: "team-a.nexmux.test"})
 	for _, tc := range []struct {
 		name string
 		m    *muxServer

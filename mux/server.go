@@ -298,8 +298,9 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	log := &connLog{s: s, info: info}
 	_ = c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 
+	rr := newRoutingReader(c)
 	var first [1]byte
-	if _, err := io.ReadFull(c, first[:]); err != nil {
+	if _, err := io.ReadFull(rr, first[:]); err != nil {
 		if reason := reasonFor(err); reason == ReasonClosed {
 			// Load-balancer health checks connect and close (after a
 			// PROXY header, or without one): not worth an info line.
@@ -332,11 +333,11 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 		_ = c.SetReadDeadline(time.Time{})
 		info.Route = rt
 		s.routed(rt)
-		handedOff = s.handOff(&routedConn{Conn: sni.NewConn(c, first[:]), raw: raw, info: info, state: st})
+		handedOff = s.handOff(&routedConn{Conn: sni.NewConn(c, rr.buf), raw: raw, info: info, state: st})
 		return
 	}
 
-	hello, err := sni.ReadClientHello(io.MultiReader(bytes.NewReader(first[:]), c))
+	hello, err := sni.ReadClientHello(io.MultiReader(bytes.NewReader(first[:]), rr))
 	if err != nil {
 		reason := reasonFor(err)
 		log.refuse(reason, "could not read the TLS ClientHello", "err", err)
@@ -363,13 +364,19 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	info.Route = rt
 	s.routed(rt)
 	_ = c.SetReadDeadline(time.Time{})
+	// What the client sent after its hello (TLS 1.3 early data, say) was
+	// read along with it: it follows the hello.
+	prefix := hello.Raw
+	if rest := rr.rest(); len(rest) > 0 {
+		prefix = append(prefix[:len(prefix):len(prefix)], rest...)
+	}
 	if rt.Passthrough != "" {
 		handedOff = true
-		s.passthrough(log, st, c, raw, hello, info)
+		s.passthrough(log, st, c, raw, prefix, info)
 		return
 	}
 	info.TLS = true
-	rc := &routedConn{Conn: sni.NewConn(c, hello.Raw), raw: raw, info: info, state: st}
+	rc := &routedConn{Conn: sni.NewConn(c, prefix), raw: raw, info: info, state: st}
 	info.Writes = rc
 	handedOff = s.handOff(tls.Server(rc, s.tlsConfig))
 }

@@ -1,0 +1,4 @@
+package mux
+
+// FirstFlight is firstFlight for the external tests (package mux_test).
+var FirstFlight = firstFlight

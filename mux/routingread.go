@@ -1,0 +1,55 @@
+package mux
+
+import "net"
+
+// routingReadSize is the first read of a connection: a whole ClientHello
+// in the common case (~0.5 KiB; ~1.9 KiB with a post-quantum key share).
+const routingReadSize = 2 << 10
+
+// routingReader serves the routing phase (the first byte, then the
+// ClientHello) from reads as large as the client's first flight, so a
+// typical hello costs one read(2) where reading exactly what the parser
+// asks for costs three (one byte, the record header, the record). Every
+// byte it read from the connection stays in buf, so whatever the routing
+// phase did not consume (rest) goes in front of the connection
+// afterwards: nothing is lost or reordered.
+type routingReader struct {
+	c   net.Conn
+	buf []byte // every byte read from c
+	off int    // bytes handed out by Read
+	err error  // from a read that also returned bytes; reported next
+}
+
+func newRoutingReader(c net.Conn) *routingReader {
+	return &routingReader{c: c, buf: make([]byte, 0, routingReadSize)}
+}
+
+func (r *routingReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if r.off == len(r.buf) {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if len(r.buf) == cap(r.buf) {
+			// A hello spread over several records: grow. The parser
+			// stops at sni.MaxHelloBytes, which bounds this.
+			grown := make([]byte, len(r.buf), 2*cap(r.buf))
+			copy(grown, r.buf)
+			r.buf = grown
+		}
+		n, err := r.c.Read(r.buf[len(r.buf):cap(r.buf)])
+		r.buf = r.buf[:len(r.buf)+n]
+		if n == 0 {
+			return 0, err
+		}
+		r.err = err
+	}
+	n := copy(p, r.buf[r.off:])
+	r.off += n
+	return n, nil
+}
+
+// rest returns what was read from the connection but not handed out.
+func (r *routingReader) rest() []byte { return r.buf[r.off:] }
