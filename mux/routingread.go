@@ -10,9 +10,8 @@ const routingReadSize = 2 << 10
 // ClientHello) from reads as large as the client's first flight, so a
 // typical hello costs one read(2) where reading exactly what the parser
 // asks for costs three (one byte, the record header, the record). Every
-// byte it read from the connection stays in buf, so whatever the routing
-// phase did not consume (rest) goes in front of the connection
-// afterwards: nothing is lost or reordered.
+// byte it read from the connection stays in buf, in order, and buf goes in
+// front of the connection afterwards: nothing is lost or reordered.
 type routingReader struct {
 	c   net.Conn
 	buf []byte // every byte read from c
@@ -50,6 +49,3 @@ func (r *routingReader) Read(p []byte) (int, error) {
 	r.off += n
 	return n, nil
 }
-
-// rest returns what was read from the connection but not handed out.
-func (r *routingReader) rest() []byte { return r.buf[r.off:] }

@@ -94,8 +94,8 @@ func TestRoutingReaderOneReadForAHello(t *testing.T) {
 	if n := rc.reads.Load(); n != 1 {
 		t.Errorf("%d reads for a %d-byte hello, want 1", n, len(hello))
 	}
-	if !bytes.Equal(rr.rest(), extra) {
-		t.Errorf("rest %q, want %q", rr.rest(), extra)
+	if want := append(append([]byte{}, hello...), extra...); !bytes.Equal(rr.buf, want) {
+		t.Errorf("kept %d bytes, want the %d sent (hello and what followed)", len(rr.buf), len(want))
 	}
 }
 
@@ -122,8 +122,8 @@ func TestRoutingReaderLargeFragmentedHello(t *testing.T) {
 	if h.ServerName != "team-b.nexmux.test" || !bytes.Equal(h.Raw, hello) {
 		t.Fatalf("hello %q, %d raw bytes (sent %d)", h.ServerName, len(h.Raw), len(hello))
 	}
-	if len(rr.rest()) != 0 {
-		t.Fatalf("%d bytes past the hello that the client never sent", len(rr.rest()))
+	if !bytes.Equal(rr.buf, hello) {
+		t.Fatalf("kept %d bytes, the client sent %d", len(rr.buf), len(hello))
 	}
 }
 

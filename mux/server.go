@@ -333,7 +333,7 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 		_ = c.SetReadDeadline(time.Time{})
 		info.Route = rt
 		s.routed(rt)
-		handedOff = s.handOff(&routedConn{Conn: sni.NewConn(c, rr.buf), raw: raw, info: info, state: st})
+		handedOff = s.handOff(&routedConn{Conn: sni.NewConn(c, rr.buf), raw: raw, info: info, state: st}) // every byte read so far
 		return
 	}
 
@@ -364,12 +364,9 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	info.Route = rt
 	s.routed(rt)
 	_ = c.SetReadDeadline(time.Time{})
-	// What the client sent after its hello (TLS 1.3 early data, say) was
-	// read along with it: it follows the hello.
-	prefix := hello.Raw
-	if rest := rr.rest(); len(rest) > 0 {
-		prefix = append(prefix[:len(prefix):len(prefix)], rest...)
-	}
+	// Every byte read so far goes in front of the connection: the hello
+	// and whatever the client sent behind it (TLS 1.3 early data, say).
+	prefix := rr.buf
 	if rt.Passthrough != "" {
 		handedOff = true
 		s.passthrough(log, st, c, raw, prefix, info)
