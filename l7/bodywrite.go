@@ -70,14 +70,47 @@ func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // batchedBody is an outgoing request body whose WriteTo gathers reads
-// into batches; Read and Close pass through.
+// into batches. With ahead set (an HTTP/1.x request on a connection nexmux
+// terminated TLS for), the client's connection is read ahead while the
+// body is read (ConnInfo.Reads): from the first Read or WriteTo to the
+// end of the body, an error, or Close, whichever comes first.
 type batchedBody struct {
 	io.ReadCloser
+	ahead ReadAheader
+}
+
+func (b *batchedBody) Read(p []byte) (int, error) {
+	// Begin on every Read: idempotent, and a Read after Close (which
+	// fails) ends it again, so no read-ahead outlives the body.
+	if b.ahead != nil {
+		b.ahead.BeginReadAhead()
+	}
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.ahead != nil {
+		b.ahead.EndReadAhead()
+	}
+	return n, err
 }
 
 // WriteTo copies the body to w in batches (see bodyBatchSize).
 func (b *batchedBody) WriteTo(w io.Writer) (int64, error) {
+	if b.ahead != nil {
+		b.ahead.BeginReadAhead()
+		defer b.ahead.EndReadAhead()
+	}
 	return copyBatched(w, b.ReadCloser)
+}
+
+// Close ends the read-ahead: the Transport closes a body when it is done
+// with it, also when the body was abandoned (Nexus answered early, the
+// request failed). The body is closed first: a Read racing with Close
+// then either began before the End below or fails and ends it itself.
+func (b *batchedBody) Close() error {
+	err := b.ReadCloser.Close()
+	if b.ahead != nil {
+		b.ahead.EndReadAhead()
+	}
+	return err
 }
 
 // copyBatched copies r to w, one w.Write per batch.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -149,6 +150,21 @@ func TestBodySmallReadsBatched(t *testing.T) {
 	}
 }
 
+// aheadRecorder is a ReadAheader that remembers whether it is on.
+type aheadRecorder struct {
+	mu     sync.Mutex
+	begins int
+	on     bool
+}
+
+func (a *aheadRecorder) BeginReadAhead() { a.mu.Lock(); a.begins++; a.on = true; a.mu.Unlock() }
+func (a *aheadRecorder) EndReadAhead()   { a.mu.Lock(); a.on = false; a.mu.Unlock() }
+func (a *aheadRecorder) state() (int, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.begins, a.on
+}
+
 type pieceReader struct {
 	data  []byte
 	piece int
@@ -243,6 +259,13 @@ func TestUploadsBatchedThroughProxy(t *testing.T) {
 	}
 	var chunked atomic.Int64
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/early") {
+			// Nexus refusing an upload after a first look at it.
+			_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
 		if len(r.TransferEncoding) > 0 {
 			chunked.Add(1)
 		}
@@ -295,11 +318,16 @@ func TestUploadsBatchedThroughProxy(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		length int64
-	}{{"content-length", size}, {"chunked", -1}} {
+		early  bool
+	}{{"content-length", size, false}, {"chunked", -1, false}, {"answered-early", size, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			before, chunkedBefore := writes(), chunked.Load()
-			ci := &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", TLS: true}
-			const path = "/v2/app/blobs/uploads/1234"
+			ra := &aheadRecorder{}
+			ci := &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", TLS: true, Reads: ra}
+			path := "/v2/app/blobs/uploads/1234"
+			if c.early {
+				path += "/early"
+			}
 			r, err := http.NewRequestWithContext(NewContext(context.Background(), ci), http.MethodPatch, "https://team-a.example.com"+path, io.NopCloser(&recordReader{data: body}))
 			if err != nil {
 				t.Fatal(err)
@@ -308,6 +336,22 @@ func TestUploadsBatchedThroughProxy(t *testing.T) {
 			r.ContentLength = c.length
 			w := &discardWriter{h: http.Header{}}
 			p.ServeHTTP(w, r)
+			if c.early {
+				// The body was abandoned mid-way: the read-ahead ends
+				// when the Transport lets go of it (Close), which may be
+				// just after the response was passed on.
+				if w.status != http.StatusUnauthorized {
+					t.Fatalf("status %d", w.status)
+				}
+				deadline := time.Now().Add(10 * time.Second)
+				for _, on := ra.state(); on; _, on = ra.state() {
+					if time.Now().After(deadline) {
+						t.Fatal("read-ahead still on after the Transport abandoned the body")
+					}
+					time.Sleep(time.Millisecond)
+				}
+				return
+			}
 			if w.status != http.StatusAccepted || w.h.Get("X-Bytes") != strconv.Itoa(size) {
 				t.Fatalf("Nexus saw status %d, %s bytes", w.status, w.h.Get("X-Bytes"))
 			}
@@ -323,6 +367,11 @@ func TestUploadsBatchedThroughProxy(t *testing.T) {
 			}
 			if n := writes() - before; n > limit {
 				t.Fatalf("%d writes to Nexus for %d records (limit %d): the body was not batched", n, size/fullRecord, limit)
+			}
+			// The client's connection was read ahead during the body, and
+			// no longer is.
+			if begins, on := ra.state(); begins == 0 || on {
+				t.Fatalf("read-ahead begun %d times, still on: %v", begins, on)
 			}
 		})
 	}

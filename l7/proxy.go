@@ -288,7 +288,11 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	}
 	out.Header.Set("X-Forwarded-Proto", p.scheme(st.ci))
 	if out.Body != nil && out.Body != http.NoBody {
-		out.Body = &batchedBody{ReadCloser: out.Body}
+		bb := &batchedBody{ReadCloser: out.Body}
+		if pr.In.ProtoMajor == 1 && st.ci.Reads != nil {
+			bb.ahead = st.ci.Reads
+		}
+		out.Body = bb
 	}
 }
 

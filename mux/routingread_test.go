@@ -141,3 +141,91 @@ func TestRoutingReaderDataThenError(t *testing.T) {
 		t.Fatal("buf is not every byte read")
 	}
 }
+
+// While an upload reads ahead, crypto/tls's ~32 KiB reads are served from
+// few large socket reads; every byte arrives once, in order, across
+// Begin/End toggles; after End no pooled buffer is held, and bytes read
+// ahead past the body stay readable.
+func TestReadAhead(t *testing.T) {
+	const size = 2 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	c, s := loopbackPair(t)
+	_ = s.(*net.TCPConn).SetReadBuffer(4 << 20)
+	rc := &readCounter{Conn: s}
+	conn := &routedConn{Conn: rc}
+	go func() {
+		_, _ = c.Write(data)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	time.Sleep(50 * time.Millisecond) // let the socket fill: reads then find much queued
+
+	var got []byte
+	p := make([]byte, 32<<10) // what crypto/tls asks for
+	read := func(limit int) {
+		for len(got) < limit {
+			n, err := conn.Read(p[:min(len(p), limit-len(got))])
+			got = append(got, p[:n]...)
+			if err != nil {
+				t.Fatalf("read at %d: %v", len(got), err)
+			}
+		}
+	}
+	const body = size/2 + 12345 // not a multiple of any read size
+	conn.BeginReadAhead()
+	read(body)
+	ahead := rc.reads.Load()
+	conn.EndReadAhead()
+	conn.rmu.Lock()
+	held, left := conn.pooled != nil, conn.rw-conn.rr
+	conn.rmu.Unlock()
+	if held {
+		t.Fatal("a pooled buffer is held after EndReadAhead")
+	}
+	if unbuffered := int64(body / len(p)); ahead > unbuffered*3/4 {
+		t.Errorf("%d socket reads for %d KiB read ahead, unbuffered would take %d", ahead, body>>10, unbuffered)
+	}
+	if left == 0 {
+		t.Error("nothing read ahead past the body: the kept-bytes path went untested")
+	}
+	t.Logf("%d socket reads for the first %d KiB; %d bytes read ahead past it", ahead, body>>10, left)
+	read(size * 3 / 4) // the bytes read ahead past the "body" come first
+	conn.BeginReadAhead()
+	read(size)
+	conn.EndReadAhead()
+	if n, err := conn.Read(p); n != 0 || err != io.EOF {
+		t.Fatalf("after the data: %d, %v; want EOF", n, err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("bytes lost or reordered")
+	}
+}
+
+// Bytes and EOF from one read ahead: the bytes are handed out first, the
+// EOF after them.
+func TestReadAheadDataThenEOF(t *testing.T) {
+	c, s := loopbackPair(t)
+	_, _ = c.Write([]byte("last bytes of an upload"))
+	c.Close()
+	time.Sleep(20 * time.Millisecond)
+	conn := &routedConn{Conn: s}
+	conn.BeginReadAhead()
+	defer conn.EndReadAhead()
+	var got []byte
+	p := make([]byte, 5)
+	for {
+		n, err := conn.Read(p)
+		got = append(got, p[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if string(got) != "last bytes of an upload" {
+		t.Fatalf("got %q", got)
+	}
+}
