@@ -46,7 +46,7 @@ type ConnInfo struct {
 // copied: crypto/tls asks its connection for ~32 KiB at a time, so a 1 GiB
 // push took ~32,000 read(2) calls; between BeginReadAhead and
 // EndReadAhead each read fills a pooled buffer with whatever the socket
-// holds, which cut nexmux's CPU per GiB pushed by about a seventh on the
+// holds, which cut nexmux's CPU per GiB pushed by 6-14% in two runs on the
 // benchmark machine (docs/bench). Outside that window reads go straight
 // to the socket and no buffer is held, so an idle connection keeps none.
 // Bytes read ahead past the body (a pipelined request) are kept, in
