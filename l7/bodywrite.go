@@ -72,21 +72,36 @@ func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 // batchedBody is an outgoing request body whose WriteTo gathers reads
 // into batches. With ahead set (an HTTP/1.x request on a connection nexmux
 // terminated TLS for), the client's connection is read ahead while the
-// body is read (ConnInfo.Reads): from the first Read or WriteTo to the
-// end of the body, an error, or Close, whichever comes first.
+// body is read (ConnInfo.Reads): from the first Read or WriteTo until the
+// body ends, fails or is closed.
+//
+// net/http starts the server's background read of the connection inside
+// the body Read that reaches EOF, before that Read returns; if it runs
+// before the EndReadAhead that follows, it holds the read-ahead buffer
+// until the handler finishes (net/http then interrupts it). The window is
+// the few instructions between the two.
 type batchedBody struct {
 	io.ReadCloser
 	ahead ReadAheader
+
+	mu     sync.Mutex
+	closed bool
 }
 
 func (b *batchedBody) Read(p []byte) (int, error) {
-	// Begin on every Read: idempotent, and a Read after Close (which
-	// fails) ends it again, so no read-ahead outlives the body.
-	if b.ahead != nil {
+	if b.ahead == nil {
+		return b.ReadCloser.Read(p)
+	}
+	// Begin on every Read (idempotent), but never after Close: the
+	// Transport may still read a body ReverseProxy has closed, and a
+	// read-ahead begun then would have no end.
+	b.mu.Lock()
+	if !b.closed {
 		b.ahead.BeginReadAhead()
 	}
+	b.mu.Unlock()
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && b.ahead != nil {
+	if err != nil {
 		b.ahead.EndReadAhead()
 	}
 	return n, err
@@ -94,23 +109,28 @@ func (b *batchedBody) Read(p []byte) (int, error) {
 
 // WriteTo copies the body to w in batches (see bodyBatchSize).
 func (b *batchedBody) WriteTo(w io.Writer) (int64, error) {
-	if b.ahead != nil {
-		b.ahead.BeginReadAhead()
-		defer b.ahead.EndReadAhead()
+	if b.ahead == nil {
+		return copyBatched(w, b.ReadCloser)
 	}
-	return copyBatched(w, b.ReadCloser)
+	// Read (not the inner body) so the read-ahead ends as soon as the body
+	// does, before the last batch goes out to Nexus.
+	return copyBatched(w, readOnly{b})
 }
+
+// readOnly hides WriteTo.
+type readOnly struct{ io.Reader }
 
 // Close ends the read-ahead: the Transport closes a body when it is done
 // with it, also when the body was abandoned (Nexus answered early, the
-// request failed). The body is closed first: a Read racing with Close
-// then either began before the End below or fails and ends it itself.
+// request failed).
 func (b *batchedBody) Close() error {
-	err := b.ReadCloser.Close()
 	if b.ahead != nil {
+		b.mu.Lock()
+		b.closed = true
+		b.mu.Unlock()
 		b.ahead.EndReadAhead()
 	}
-	return err
+	return b.ReadCloser.Close()
 }
 
 // copyBatched copies r to w, one w.Write per batch.

@@ -3,9 +3,11 @@ package mux
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -227,5 +229,100 @@ func TestReadAheadDataThenEOF(t *testing.T) {
 	}
 	if string(got) != "last bytes of an upload" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// eofWithData returns its data and io.EOF from the same Read, as an
+// io.Reader may (TCP never does); the rest of net.Conn is a real socket.
+type eofWithData struct {
+	net.Conn
+	data []byte
+}
+
+func (e *eofWithData) Read(p []byte) (int, error) {
+	n := copy(p, e.data)
+	e.data = e.data[n:]
+	if len(e.data) == 0 {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Bytes that came with an error are handed out before it, by the routing
+// reader and by the read-ahead alike.
+func TestDataBeforeTheErrorThatCameWithIt(t *testing.T) {
+	_, s := loopbackPair(t)
+	const msg = "GET /v2/ HTTP/1.1\r\nHost: a\r\n\r\n"
+	small := make([]byte, 7)
+	readAll := func(r io.Reader) (string, error) {
+		var got []byte
+		for {
+			n, err := r.Read(small)
+			got = append(got, small[:n]...)
+			if err != nil {
+				return string(got), err
+			}
+		}
+	}
+	rr := newRoutingReader(&eofWithData{Conn: s, data: []byte(msg)})
+	if got, err := readAll(rr); got != msg || err != io.EOF {
+		t.Errorf("routing reader: %q, %v", got, err)
+	}
+	conn := &routedConn{Conn: &eofWithData{Conn: s, data: []byte(msg)}}
+	conn.BeginReadAhead()
+	if got, err := readAll(conn); got != msg || err != io.EOF {
+		t.Errorf("read-ahead: %q, %v", got, err)
+	}
+	conn.EndReadAhead()
+}
+
+// EndReadAhead from another goroutine while a read-ahead read is blocked
+// does not pull the buffer from under it: the read completes intact and
+// the buffer is given back after it. A deadline still interrupts a
+// read-ahead read, and gives the buffer back too.
+func TestReadAheadEndDuringReadAndDeadline(t *testing.T) {
+	c, s := loopbackPair(t)
+	conn := &routedConn{Conn: s}
+	conn.BeginReadAhead()
+	type res struct {
+		b   []byte
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		p := make([]byte, 64<<10)
+		n, err := conn.Read(p)
+		done <- res{p[:n], err}
+	}()
+	time.Sleep(20 * time.Millisecond) // the read is blocked on an empty socket
+	conn.EndReadAhead()
+	conn.rmu.Lock()
+	held := conn.pooled != nil
+	conn.rmu.Unlock()
+	if !held {
+		t.Fatal("the buffer a blocked read fills was given back")
+	}
+	_, _ = c.Write([]byte("late bytes"))
+	if r := <-done; r.err != nil || string(r.b) != "late bytes" {
+		t.Fatalf("blocked read: %q, %v", r.b, r.err)
+	}
+	conn.rmu.Lock()
+	held = conn.pooled != nil
+	conn.rmu.Unlock()
+	if held {
+		t.Fatal("buffer still held after the read finished outside a read-ahead")
+	}
+
+	conn.BeginReadAhead()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 1024)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v", err)
+	}
+	conn.EndReadAhead()
+	conn.rmu.Lock()
+	held = conn.pooled != nil
+	conn.rmu.Unlock()
+	if held {
+		t.Fatal("buffer held after a read that timed out")
 	}
 }

@@ -366,6 +366,8 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 	_ = c.SetReadDeadline(time.Time{})
 	// Every byte read so far goes in front of the connection: the hello
 	// and whatever the client sent behind it (TLS 1.3 early data, say).
+	// An error that came with the last of them is not carried over: EOF
+	// and resets recur on the socket, and the routing deadline is gone.
 	prefix := rr.buf
 	if rt.Passthrough != "" {
 		handedOff = true
