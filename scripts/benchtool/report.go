@@ -204,7 +204,7 @@ var reasons = map[string]why{
 			"of every handshake is the same in each column, and the ratio moves around 1.0 from run to run. The handshake is crypto-bound: X25519 and the " +
 			"ECDSA P-256 signature are about half of the server's CPU, and on this CPU Go's X25519 takes about twice as long as OpenSSL's and its " +
 			"P-256 signature about 1.6 times, so Go's TLS stack has no headroom to spare; " +
-			"nexmux's own peek, route and hand-off to net/http add about a tenth over the Go backend terminating TLS itself and over the Go floor (direct and floor columns of the CPU table; mux BenchmarkHandshake -cpuprofile): a second goroutine per connection, the hand-off and the routing reads.",
+			"nexmux's own peek, route and hand-off to net/http add about a tenth over the Go backend terminating TLS itself and over the Go floor, per the direct and floor columns of the CPU table (mux BenchmarkHandshake -cpuprofile): a second goroutine per connection, the hand-off and the routing reads.",
 	},
 	"idle": {
 		met: "",
