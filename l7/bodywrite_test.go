@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/route"
 	"io"
 	"log/slog"
@@ -57,31 +58,6 @@ func (w *writeCounter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// tcpPair returns both ends of a real loopback TCP connection.
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-accepted
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
-}
-
 func randomBytes(t *testing.T, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
@@ -96,7 +72,7 @@ func randomBytes(t *testing.T, n int) []byte {
 func TestBodyBatchedIntoLargeWrites(t *testing.T) {
 	const size = 8<<20 + 12345 // not a multiple of a record or a batch
 	body := randomBytes(t, size)
-	c, s := tcpPair(t)
+	c, s := testnet.Pair(t)
 	wc := &writeCounter{Conn: c}
 	uc := &upstreamConn{Conn: wc}
 	got := make(chan [32]byte, 1)
@@ -129,7 +105,7 @@ func TestBodyBatchedIntoLargeWrites(t *testing.T) {
 func TestBodySmallReadsBatched(t *testing.T) {
 	const size, piece = 2 << 20, 3000
 	body := randomBytes(t, size)
-	c, s := tcpPair(t)
+	c, s := testnet.Pair(t)
 	wc := &writeCounter{Conn: c}
 	uc := &upstreamConn{Conn: wc}
 	got := make(chan []byte, 1)
@@ -196,7 +172,7 @@ func (r *pieceReader) Read(p []byte) (int, error) {
 // a slow read, what was gathered before it goes out before the next read
 // starts.
 func TestBodyGatheredBytesDoNotWaitTwoReads(t *testing.T) {
-	c, s := tcpPair(t)
+	c, s := testnet.Pair(t)
 	wc := &writeCounter{Conn: c}
 	uc := &upstreamConn{Conn: wc}
 	go func() { _, _ = io.Copy(io.Discard, s) }()
@@ -223,7 +199,7 @@ func TestBodyGatheredBytesDoNotWaitTwoReads(t *testing.T) {
 // A client that breaks off mid-body: the error comes back, the bytes read
 // before it were passed on, nothing hangs.
 func TestBodyReadErrorReturned(t *testing.T) {
-	c, s := tcpPair(t)
+	c, s := testnet.Pair(t)
 	uc := &upstreamConn{Conn: c}
 	got := make(chan int, 1)
 	go func() {
@@ -248,7 +224,7 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // Nexus closing the connection mid-upload surfaces as a write error.
 func TestBodyWriteErrorReturned(t *testing.T) {
-	c, s := tcpPair(t)
+	c, s := testnet.Pair(t)
 	uc := &upstreamConn{Conn: c}
 	s.(*net.TCPConn).SetLinger(0)
 	s.Close()

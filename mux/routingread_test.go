@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/nexmux/nexmux/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -44,26 +45,6 @@ func (r *readCounter) Read(p []byte) (int, error) {
 	return r.Conn.Read(p)
 }
 
-func loopbackPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err = ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	_ = server.SetDeadline(time.Now().Add(20 * time.Second))
-	return client, server
-}
-
 // route reads the routing phase the way Server.handle does.
 func readRouting(t *testing.T, rr *routingReader) *sni.ClientHello {
 	t.Helper()
@@ -83,7 +64,7 @@ func readRouting(t *testing.T, rr *routingReader) *sni.ClientHello {
 func TestRoutingReaderOneReadForAHello(t *testing.T) {
 	hello := firstFlight(t, &tls.Config{ServerName: "team-a.nexmux.test"})
 	extra := []byte("sent right behind the hello")
-	c, s := loopbackPair(t)
+	c, s := testnet.Pair(t)
 	if _, err := c.Write(append(append([]byte{}, hello...), extra...)); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +93,7 @@ func TestRoutingReaderLargeFragmentedHello(t *testing.T) {
 	if len(hello) <= 2*routingReadSize {
 		t.Fatalf("hello is %d bytes: too small to need the buffer to grow twice", len(hello))
 	}
-	c, s := loopbackPair(t)
+	c, s := testnet.Pair(t)
 	go func() {
 		for i := 0; i < len(hello); i += 700 {
 			_, _ = c.Write(hello[i:min(i+700, len(hello))])
@@ -131,7 +112,7 @@ func TestRoutingReaderLargeFragmentedHello(t *testing.T) {
 
 // Bytes and an error from the same read: the bytes first, then the error.
 func TestRoutingReaderDataThenError(t *testing.T) {
-	c, s := loopbackPair(t)
+	c, s := testnet.Pair(t)
 	_, _ = c.Write([]byte("GET / HTTP/1.1\r\n"))
 	c.Close()
 	rr := newRoutingReader(s)
@@ -154,7 +135,7 @@ func TestReadAhead(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
-	c, s := loopbackPair(t)
+	c, s := testnet.Pair(t)
 	_ = s.(*net.TCPConn).SetReadBuffer(4 << 20)
 	rc := &readCounter{Conn: s}
 	conn := &routedConn{Conn: rc}
@@ -208,7 +189,7 @@ func TestReadAhead(t *testing.T) {
 // Bytes and EOF from one read ahead: the bytes are handed out first, the
 // EOF after them.
 func TestReadAheadDataThenEOF(t *testing.T) {
-	c, s := loopbackPair(t)
+	c, s := testnet.Pair(t)
 	_, _ = c.Write([]byte("last bytes of an upload"))
 	c.Close()
 	time.Sleep(20 * time.Millisecond)
@@ -251,7 +232,7 @@ func (e *eofWithData) Read(p []byte) (int, error) {
 // Bytes that came with an error are handed out before it, by the routing
 // reader and by the read-ahead alike.
 func TestDataBeforeTheErrorThatCameWithIt(t *testing.T) {
-	_, s := loopbackPair(t)
+	_, s := testnet.Pair(t)
 	const msg = "GET /v2/ HTTP/1.1\r\nHost: a\r\n\r\n"
 	small := make([]byte, 7)
 	readAll := func(r io.Reader) (string, error) {
@@ -281,7 +262,7 @@ func TestDataBeforeTheErrorThatCameWithIt(t *testing.T) {
 // the buffer is given back after it. A deadline still interrupts a
 // read-ahead read, and gives the buffer back too.
 func TestReadAheadEndDuringReadAndDeadline(t *testing.T) {
-	c, s := loopbackPair(t)
+	c, s := testnet.Pair(t)
 	conn := &routedConn{Conn: s}
 	conn.BeginReadAhead()
 	type res struct {

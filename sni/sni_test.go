@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/nexmux/nexmux/internal/testnet"
 	"io"
 	"net"
 	"os/exec"
@@ -149,7 +150,7 @@ func TestReadClientHelloDribble(t *testing.T) {
 		pair func(t *testing.T) (client, server net.Conn)
 	}{
 		{"net.Pipe", func(*testing.T) (net.Conn, net.Conn) { return net.Pipe() }},
-		{"tcp loopback", tcpPair},
+		{"tcp loopback", func(t *testing.T) (net.Conn, net.Conn) { return testnet.Pair(t) }},
 	}
 	payloads := []struct {
 		name  string
@@ -188,32 +189,6 @@ func TestReadClientHelloDribble(t *testing.T) {
 			})
 		}
 	}
-}
-
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			t.Error(err)
-		}
-		accepted <- c
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-accepted
-	if server == nil {
-		t.FailNow()
-	}
-	return client, server
 }
 
 // TestPeekThenHandshake proves nothing is lost: the server peeks, then
@@ -608,7 +583,7 @@ func TestPeekTimeout(t *testing.T) {
 		pair func(t *testing.T) (net.Conn, net.Conn)
 	}{
 		{"net.Pipe", func(*testing.T) (net.Conn, net.Conn) { return net.Pipe() }},
-		{"tcp loopback", tcpPair},
+		{"tcp loopback", func(t *testing.T) (net.Conn, net.Conn) { return testnet.Pair(t) }},
 	} {
 		t.Run(p.name, func(t *testing.T) {
 			client, server := p.pair(t)
