@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/nexmux/nexmux/internal/testnet"
 	"io"
 	"log/slog"
 	"net"
@@ -52,29 +53,6 @@ func raiseNoFile(t *testing.T, need uint64) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < need {
 		t.Skipf("RLIMIT_NOFILE %d (max %d), need %d: %v", lim.Cur, lim.Max, need, err)
 	}
-}
-
-// helloRecorder is a conn that records what a TLS client writes and
-// answers nothing, so the client's ClientHello can be replayed by hand.
-type helloRecorder struct {
-	net.Conn
-	buf []byte
-}
-
-func (h *helloRecorder) Write(p []byte) (int, error)      { h.buf = append(h.buf, p...); return len(p), nil }
-func (h *helloRecorder) Read([]byte) (int, error)         { return 0, io.EOF }
-func (h *helloRecorder) Close() error                     { return nil }
-func (h *helloRecorder) SetDeadline(time.Time) error      { return nil }
-func (h *helloRecorder) SetReadDeadline(time.Time) error  { return nil }
-func (h *helloRecorder) SetWriteDeadline(time.Time) error { return nil }
-
-func recordClientHello(t *testing.T, serverName string) []byte {
-	rec := &helloRecorder{}
-	_ = tls.Client(rec, &tls.Config{ServerName: serverName}).Handshake()
-	if len(rec.buf) < 100 || rec.buf[0] != 0x16 {
-		t.Fatalf("no ClientHello recorded (%d bytes)", len(rec.buf))
-	}
-	return rec.buf
 }
 
 // slowloris is one kind of attacker connection. dribble is what it sends,
@@ -235,7 +213,7 @@ func TestSlowlorisBoundedResources(t *testing.T) {
 	baseFDs, baseG := openFDs(t), runtime.NumGoroutine()
 	heap := watchHeap()
 
-	hello := recordClientHello(t, "team-a.nexmux.test")
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "team-a.nexmux.test"})
 	// TLS handshakes are the costly part on 2 cores under -race: the
 	// header attackers skip the post-quantum key share and at most 32
 	// handshake at once.

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/nexmux/nexmux/internal/testnet"
 	"io"
 	"log/slog"
 	"net"
@@ -316,7 +317,7 @@ func TestPassthroughKeepsBytesPastTheHello(t *testing.T) {
 
 			// A small hello (TLS 1.2, one curve) so header+hello+extra
 			// fit in go-proxyproto's 256-byte read-ahead.
-			hello := mux.FirstFlight(t, &tls.Config{ServerName: "pt.nexmux.test", MaxVersion: tls.VersionTLS12,
+			hello := testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test", MaxVersion: tls.VersionTLS12,
 				CurvePreferences: []tls.CurveID{tls.X25519}, CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}})
 			extra := bytes.Repeat([]byte("EXTRA-BYTES-AFTER-THE-HELLO/"), 5)
 			// go-proxyproto reads ahead 256 bytes: the cut must fall
@@ -366,7 +367,7 @@ func TestPassthroughKeepsBytesPastTheHello(t *testing.T) {
 func TestProxyHeaderRefusals(t *testing.T) {
 	trusted := startMux(t, []string{"127.0.0.0/8"}, "", 0)
 	untrusted := startMux(t, []string{"192.0.2.0/24"}, "", 0)
-	hello := mux.FirstFlight(t, &tls.Config{ServerName: "team-a.nexmux.test"})
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "team-a.nexmux.test"})
 	for _, tc := range []struct {
 		name string
 		m    *muxServer

@@ -16,24 +16,6 @@ import (
 	"github.com/nexmux/nexmux/sni"
 )
 
-// firstFlight returns the first flight a crypto/tls client with cfg sends.
-func firstFlight(t *testing.T, cfg *tls.Config) []byte {
-	t.Helper()
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	go func() { _ = tls.Client(a, cfg).Handshake() }()
-	hdr := make([]byte, 5)
-	if _, err := io.ReadFull(b, hdr); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
-	if _, err := io.ReadFull(b, body); err != nil {
-		t.Fatal(err)
-	}
-	return append(hdr, body...)
-}
-
 // readCounter counts the reads that reach the socket.
 type readCounter struct {
 	net.Conn
@@ -62,7 +44,7 @@ func readRouting(t *testing.T, rr *routingReader) *sni.ClientHello {
 // A client's first flight costs one read, and bytes sent behind the hello
 // are kept, in order, for whoever reads the connection next.
 func TestRoutingReaderOneReadForAHello(t *testing.T) {
-	hello := firstFlight(t, &tls.Config{ServerName: "team-a.nexmux.test"})
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "team-a.nexmux.test"})
 	extra := []byte("sent right behind the hello")
 	c, s := testnet.Pair(t)
 	if _, err := c.Write(append(append([]byte{}, hello...), extra...)); err != nil {
@@ -89,7 +71,7 @@ func TestRoutingReaderLargeFragmentedHello(t *testing.T) {
 	for i := range 150 {
 		protos = append(protos, fmt.Sprintf("protocol-name-%03d-padding-padding", i))
 	}
-	hello := firstFlight(t, &tls.Config{ServerName: "team-b.nexmux.test", NextProtos: protos})
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "team-b.nexmux.test", NextProtos: protos})
 	if len(hello) <= 2*routingReadSize {
 		t.Fatalf("hello is %d bytes: too small to need the buffer to grow twice", len(hello))
 	}

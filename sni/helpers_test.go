@@ -8,7 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
+	"github.com/nexmux/nexmux/internal/testnet"
 	"math/big"
 	"net"
 	"sync"
@@ -18,37 +18,10 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-var errReadRefused = errors.New("recording conn: reads refused")
-
-// recordingConn captures a client's first flight: it accepts every write and
-// fails the first read, which ends the client's handshake right after the
-// ClientHello has been flushed.
-type recordingConn struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (c *recordingConn) Read([]byte) (int, error) { return 0, errReadRefused }
-func (c *recordingConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Write(p)
-}
-func (c *recordingConn) Close() error                     { return nil }
-func (c *recordingConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (c *recordingConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (c *recordingConn) SetDeadline(time.Time) error      { return nil }
-func (c *recordingConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
-
 // captureHello returns the records a real crypto/tls client sends first.
 func captureHello(tb testing.TB, cfg *tls.Config) []byte {
 	tb.Helper()
-	rc := &recordingConn{}
-	if err := tls.Client(rc, cfg).Handshake(); !errors.Is(err, errReadRefused) {
-		tb.Fatalf("client handshake: got %v, want the refused read", err)
-	}
-	out := bytes.Clone(rc.buf.Bytes())
+	out := testnet.ClientHello(tb, cfg)
 	handshakeMessage(tb, out) // sanity: whole handshake records only
 	return out
 }

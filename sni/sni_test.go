@@ -403,11 +403,17 @@ func TestServerNameNormalization(t *testing.T) {
 
 // replayConn feeds a fixed byte stream to a server and discards its output.
 type replayConn struct {
-	recordingConn
 	r io.Reader
 }
 
-func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *replayConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *replayConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *replayConn) Close() error                     { return nil }
+func (c *replayConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *replayConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *replayConn) SetDeadline(time.Time) error      { return nil }
+func (c *replayConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *replayConn) SetWriteDeadline(time.Time) error { return nil }
 
 func TestParseClientHello(t *testing.T) {
 	msg := handshakeMessage(t, goHello(t))

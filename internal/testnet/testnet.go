@@ -1,8 +1,13 @@
-// Package testnet has the loopback helpers tests share.
+// Package testnet has the network helpers tests share: a loopback TCP
+// pair and a real client's first flight.
 package testnet
 
 import (
+	"bytes"
+	"crypto/tls"
+	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -38,3 +43,42 @@ func Pair(t testing.TB) (client, server net.Conn) {
 	_ = server.SetDeadline(deadline)
 	return client, server
 }
+
+// ClientHello returns the first flight a real crypto/tls client with cfg
+// sends: every byte it writes before it first reads.
+func ClientHello(t testing.TB, cfg *tls.Config) []byte {
+	t.Helper()
+	rc := &recordingConn{}
+	if err := tls.Client(rc, cfg).Handshake(); !errors.Is(err, errReadRefused) {
+		t.Fatalf("testnet: client handshake: got %v, want the refused read", err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.buf) < 5 || rc.buf[0] != 0x16 {
+		t.Fatalf("testnet: no ClientHello recorded (%d bytes)", len(rc.buf))
+	}
+	return bytes.Clone(rc.buf)
+}
+
+var errReadRefused = errors.New("testnet: recording conn refuses reads")
+
+// recordingConn accepts every write and fails the first read, which ends
+// a client's handshake right after its ClientHello has been flushed.
+type recordingConn struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (c *recordingConn) Read([]byte) (int, error) { return 0, errReadRefused }
+func (c *recordingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+func (c *recordingConn) Close() error                     { return nil }
+func (c *recordingConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *recordingConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *recordingConn) SetDeadline(time.Time) error      { return nil }
+func (c *recordingConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }

@@ -1,4 +1,0 @@
-package mux
-
-// FirstFlight is firstFlight for the external tests (package mux_test).
-var FirstFlight = firstFlight
