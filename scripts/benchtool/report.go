@@ -518,7 +518,7 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
 	b.WriteString("- Go ReverseProxy alone (`benchtool floor`): crypto/tls, net/http's server and httputil.ReverseProxy over an http.Transport with nexmux's pool sizes, " +
 		"and nothing else (no ClientHello peek, routing, checks, rewriting, logging or metrics) and the library's buffer sizes: the parts nexmux is built on. " +
 		"Per small request and per idle connection nexmux does all this does and more, so there it is the floor for this design; " +
-		"for bulk transfers it shows what nexmux's write batching adds over the library's defaults.\n\n")
+		"for bulk transfers it shows what nexmux's batched writes and read-ahead add over the library's defaults.\n\n")
 	b.WriteString("Reproduce with `make bench` (scripts/bench.sh; installs nginx-light with apt when missing, so root then). " +
 		"wrk is not used: it cannot measure HEAD requests (it waits for a body that never comes) and sends no SNI for 127.0.0.1, " +
 		"so one Go load generator serves every measurement. " +
