@@ -54,6 +54,10 @@ type Config struct {
 	LogFormat string
 	LogLevel  string
 
+	// NoMemoryTrim keeps freed memory in the process instead of returning
+	// it to the OS when traffic goes quiet (internal/memtrim).
+	NoMemoryTrim bool
+
 	// File is the --config file the settings came from ("" for none);
 	// reload watches it beside the certificates.
 	File string `yaml:"-"`
@@ -76,7 +80,8 @@ func (c *Config) WatchedFiles() []string {
 // RestartNeeded lists the settings that differ between old and new and that
 // a reload cannot apply: listeners, the upstream set, timeouts and limits
 // baked into running servers, logging. Routes, certificates, PROXY trust,
-// passthrough PROXY headers, SOCKS5 users and the drain timeout reload.
+// passthrough PROXY headers, SOCKS5 users, the drain timeout and
+// no-memory-trim reload.
 func RestartNeeded(old, new *Config) []string {
 	var out []string
 	diff := func(name string, changed bool) {

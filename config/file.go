@@ -73,6 +73,7 @@ type fileConfig struct {
 	MaxConns                 *int           `yaml:"max-conns"`
 	LogFormat                *string        `yaml:"log-format"`
 	LogLevel                 *string        `yaml:"log-level"`
+	NoMemoryTrim             *bool          `yaml:"no-memory-trim"`
 }
 
 // ApplyFile overlays the settings of a YAML config file onto c. Unknown keys
@@ -111,6 +112,7 @@ func (c *Config) ApplyFile(path string) error {
 	set(&c.MaxConns, f.MaxConns)
 	set(&c.LogFormat, f.LogFormat)
 	set(&c.LogLevel, f.LogLevel)
+	set(&c.NoMemoryTrim, f.NoMemoryTrim)
 	return nil
 }
 

@@ -45,6 +45,7 @@ drain-timeout: 500ms
 max-conns: 10000
 log-format: json
 log-level: debug
+no-memory-trim: true
 `)
 	c := Defaults()
 	if err := c.ApplyFile(p); err != nil {
@@ -70,6 +71,7 @@ log-level: debug
 		MaxConns:                 10000,
 		LogFormat:                "json",
 		LogLevel:                 "debug",
+		NoMemoryTrim:             true,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ApplyFile:\n got %+v\nwant %+v", c, want)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/internal/memtrim"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/metrics"
 	"github.com/nexmux/nexmux/mux"
@@ -50,6 +51,7 @@ type Daemon struct {
 	mu        sync.Mutex // guards built across reloads
 	reloadMu  sync.Mutex // one reload at a time
 	stopWatch context.CancelFunc
+	stopTrim  context.CancelFunc
 }
 
 // Options for New.
@@ -229,6 +231,7 @@ func (d *Daemon) Start() error {
 			d.watch(ctx)
 		}()
 	}
+	d.startMemTrim()
 	d.goServe(d.server.ServeHTTPConns)
 	d.goServe(func() error { return d.server.Serve(ln) })
 	for _, b := range ports {
@@ -293,6 +296,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.stopWatch != nil {
 		d.stopWatch()
 	}
+	if d.stopTrim != nil {
+		d.stopTrim()
+	}
 	err := d.server.Shutdown(ctx)
 	if d.metricsSrv != nil {
 		_ = d.metricsSrv.Close()
@@ -342,6 +348,37 @@ func (d *Daemon) watch(ctx context.Context) {
 			last = fingerprint(d.currentConfig().WatchedFiles())
 		}
 	}
+}
+
+// MemTrimInterval is how often the memory trimmer samples the runtime, and
+// MemTrimPolicy when it trims.
+var (
+	MemTrimInterval = 250 * time.Millisecond
+	MemTrimPolicy   = memtrim.DefaultPolicy
+)
+
+// startMemTrim returns freed memory to the OS once traffic goes quiet
+// (internal/memtrim: idle TLS connections are most of nexmux's memory, and
+// the handshakes that opened them leave garbage and GC headroom behind).
+// --no-memory-trim is read at each due trim, so a reload applies it.
+func (d *Daemon) startMemTrim() {
+	ctx, stop := context.WithCancel(context.Background())
+	d.stopTrim = stop
+	policy, interval := MemTrimPolicy, MemTrimInterval
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		memtrim.Run(ctx, policy, interval,
+			func() bool { return !d.currentConfig().NoMemoryTrim },
+			func(before, after memtrim.Sample, took time.Duration) {
+				var returned uint64
+				if b, a := before.Reclaimable(), after.Reclaimable(); b > a {
+					returned = b - a
+				}
+				d.metrics.MemoryTrimmed(returned)
+				d.log.Debug("traffic quiet: returned freed memory to the OS", "mib", returned>>20, "live_mib", after.Live>>20, "took", took)
+			})
+	}()
 }
 
 func (d *Daemon) currentConfig() *config.Config {

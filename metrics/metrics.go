@@ -30,6 +30,8 @@ type Metrics struct {
 	uploadsInFlight   *prometheus.GaugeVec
 	handshakeFailures *prometheus.CounterVec
 	reloads           *prometheus.CounterVec
+	memoryTrims       prometheus.Counter
+	memoryTrimmed     prometheus.Counter
 }
 
 // New registers every collector.
@@ -61,8 +63,14 @@ func New() *Metrics {
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nexmux_reloads_total", Help: "Configuration reloads by result.",
 	}, []string{"result"})
+	m.memoryTrims = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nexmux_memory_trims_total", Help: "Forced collections that returned freed memory to the OS once traffic went quiet.",
+	})
+	m.memoryTrimmed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nexmux_memory_trimmed_bytes_total", Help: "Heap bytes those trims returned (estimate).",
+	})
 	m.Registry.MustRegister(m.connections, m.requests, m.bytesIn, m.bytesOut,
-		m.upstreamLatency, m.uploadsInFlight, m.handshakeFailures, m.reloads,
+		m.upstreamLatency, m.uploadsInFlight, m.handshakeFailures, m.reloads, m.memoryTrims, m.memoryTrimmed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -80,6 +88,12 @@ func (m *Metrics) Reloaded(ok bool) {
 	} else {
 		m.reloads.WithLabelValues("error").Inc()
 	}
+}
+
+// MemoryTrimmed counts a trim that returned about bytes to the OS.
+func (m *Metrics) MemoryTrimmed(bytes uint64) {
+	m.memoryTrims.Inc()
+	m.memoryTrimmed.Add(float64(bytes))
 }
 
 // Observe records one finished request (an l7.Observer).

@@ -54,6 +54,7 @@ func routeFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-conns", Usage: "refuse connections beyond this many (0: no limit)", EnvVars: env("max-conns")},
 		&cli.StringFlag{Name: "log-format", Value: d.LogFormat, Usage: "text or json", EnvVars: env("log-format")},
 		&cli.StringFlag{Name: "log-level", Value: d.LogLevel, Usage: "debug, info, warn or error", EnvVars: env("log-level")},
+		&cli.BoolFlag{Name: "no-memory-trim", Usage: "keep freed memory instead of returning it to the OS once traffic goes quiet (a forced GC then; see README Memory)", EnvVars: env("no-memory-trim")},
 	}
 }
 
@@ -107,6 +108,9 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 	}
 	str(&cfg.LogFormat, "log-format")
 	str(&cfg.LogLevel, "log-level")
+	if c.IsSet("no-memory-trim") {
+		cfg.NoMemoryTrim = c.Bool("no-memory-trim")
+	}
 	return cfg, nil
 }
 

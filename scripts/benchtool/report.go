@@ -208,11 +208,13 @@ var reasons = map[string]why{
 	},
 	"idle": {
 		met: "",
-		missed: "bound by net/http and crypto/tls: per idle connection Go keeps a goroutine (8-10 KiB of stack), net/http's 4 KiB read and 4 KiB write " +
-			"buffers, crypto/tls state (~3.5 KiB, AES-GCM key schedules for both directions included) and ~2 KiB of net/http, context and socket " +
-			"bookkeeping, ~23 KiB live, and the garbage collector's headroom (GOGC=100) on top in RSS; nexmux's own per-connection state is under " +
-			"1 KiB (heap profile at 10,000 connections). nginx with OpenSSL keeps ~15 KiB. The headroom is the one knob: GOGC=50 brought nexmux to ~30 KiB " +
-			"and GOGC=25 to ~28 KiB on this machine, at ~12% more CPU per small request for GOGC=50 (a trade for the operator, see Operating it).",
+		missed: "bound by net/http and crypto/tls. Once traffic goes quiet nexmux returns freed memory to the OS (internal/memtrim: one forced " +
+			"collection, then every free page back; before it, the handshakes' garbage and the collector's GOGC=100 headroom kept nexmux at 33-39 KiB), " +
+			"so what an idle connection keeps is what Go's libraries keep alive for it: a goroutine whose stack the runtime cannot shrink below 8 KiB " +
+			"(the idle read inside net/http and crypto/tls is too deep for 4), net/http's 4 KiB read and 4 KiB write buffers, crypto/tls state " +
+			"(~3 KiB, AES-GCM key schedules for both directions included), ~2 KiB of net/http, context and socket bookkeeping, and the allocator's " +
+			"fragmentation around them; nexmux's own per-connection state is under 1 KiB (heap profile at 10,000 connections). nginx with OpenSSL " +
+			"keeps ~15 KiB. Under 24 KiB would take an HTTP/1.1 server other than net/http, which the design rules out.",
 	},
 	"routes-rate":      {met: routesWhy + ".", missed: routesWhy + "."},
 	"routes-handshake": {met: routesWhy + ".", missed: routesWhy + "."},
@@ -392,7 +394,13 @@ func floorText(res *Results, key string) string {
 		if !okF || !okN || f.PerConnKiB == 0 {
 			return ""
 		}
-		return fmt.Sprintf("In this run the Go floor (%s) kept %.1f KiB per idle connection and nexmux %.1f KiB.", title(colFloor), f.PerConnKiB, n.PerConnKiB)
+		s := fmt.Sprintf("In this run nexmux kept %.1f KiB per idle connection", n.PerConnKiB)
+		if n.StackAfter > 0 && n.HeapAfter > 0 {
+			per := func(after, before float64) float64 { return (after - before) / float64(n.Conns) / 1024 }
+			s += fmt.Sprintf(" (goroutine stacks %.1f KiB, Go heap in use %.1f KiB, per the runtime's own statistics; memory trims: %.0f)",
+				per(n.StackAfter, n.StackBefore), per(n.HeapAfter, n.HeapBefore), n.Trims)
+		}
+		return s + fmt.Sprintf(" and the Go floor (%s), which does not trim, %.1f KiB.", title(colFloor), f.PerConnKiB)
 	}
 	return ""
 }

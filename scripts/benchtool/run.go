@@ -164,6 +164,7 @@ type Idle struct {
 	StackBefore float64 `json:"go_stack_inuse_before,omitempty"`
 	StackAfter  float64 `json:"go_stack_inuse_after,omitempty"`
 	Goroutines  float64 `json:"go_goroutines_after,omitempty"`
+	Trims       float64 `json:"nexmux_memory_trims_after,omitempty"`
 }
 
 // Routes compares nexmux with one route against nexmux with many.
@@ -843,6 +844,7 @@ func (r *runner) idle(ctx context.Context, t *target) (Idle, error) {
 	if t.Metrics != "" {
 		m := scrapeMetrics(t.Metrics)
 		res.HeapAfter, res.StackAfter, res.Goroutines = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]
+		res.Trims = m["nexmux_memory_trims_total"]
 	}
 	// Were they really all still open? Re-use a sample.
 	for i := 0; i < n; i += max(n/100, 1) {

@@ -1,0 +1,89 @@
+package daemon_test
+
+import (
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/daemon"
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+var trimSink [][]byte
+
+// throwAway makes n MiB of garbage. The test runs with the collector off,
+// so only a trim returns it (and the daemon's own trimmer sees it).
+func throwAway(n int) {
+	for range n {
+		trimSink = append(trimSink, make([]byte, 1<<20))
+	}
+	trimSink = nil
+}
+
+// A quiet daemon holding freed memory returns it to the OS, counts it in
+// nexmux_memory_trims_total, and no-memory-trim, changed by a reload, turns
+// that off and on again.
+func TestMemoryTrimWhenQuietAndReloadSwitchesIt(t *testing.T) {
+	old := daemon.WatchInterval
+	daemon.WatchInterval = 50 * time.Millisecond
+	t.Cleanup(func() { daemon.WatchInterval = old })
+	oldPolicy := daemon.MemTrimPolicy
+	daemon.MemTrimPolicy.QuietRate, daemon.MemTrimPolicy.Quiet = 8<<20, 500*time.Millisecond
+	t.Cleanup(func() { daemon.MemTrimPolicy = oldPolicy })
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	base := "route: [\"team-a.nexmux.test=team-a\"]\n"
+	writeFile(t, file, base)
+	logs := &logBuffer{}
+	st := stack.Start(t, stack.Options{ConfigFile: file, Config: config.Config{MetricsListen: "127.0.0.1:0"},
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+
+	runtime.GC()
+	t.Cleanup(func() { debug.SetGCPercent(debug.SetGCPercent(-1)) })
+	debug.SetGCPercent(-1)
+
+	// Read the counter without a scrape every few milliseconds: scrapes
+	// allocate, and a process that allocates is not quiet. The race
+	// detector makes this test's own work allocate about 1 MiB/s, the
+	// default policy's quiet rate: allow more, and a shorter quiet period.
+	trims := func() float64 {
+		time.Sleep(300 * time.Millisecond)
+		mfs, err := st.Daemon.Metrics().Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "nexmux_memory_trims_total" {
+				return mf.Metric[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatal("no nexmux_memory_trims_total")
+		return 0
+	}
+	reloads := func() int { return strings.Count(logs.String(), "msg=reloaded") }
+
+	start := time.Now()
+	throwAway(128)
+	waitFor(t, "a trim of 128 MiB of garbage", func() bool { return trims() >= 1 })
+	took := time.Since(start)
+	if !strings.Contains(logs.String(), "returned freed memory to the OS") {
+		t.Errorf("no debug line for the trim:\n%s", logs.String())
+	}
+
+	writeFile(t, file, base+"no-memory-trim: true\n")
+	waitFor(t, "the reload", func() bool { return reloads() == 1 })
+	throwAway(128)
+	// The first trim came within took; give a disabled one three times that.
+	time.Sleep(3*took + time.Second)
+	if n := trims(); n != 1 {
+		t.Fatalf("%v trims with no-memory-trim: true, want still 1", n)
+	}
+
+	writeFile(t, file, base)
+	waitFor(t, "the second reload", func() bool { return reloads() == 2 })
+	waitFor(t, "a trim once no-memory-trim is gone", func() bool { return trims() >= 2 })
+}

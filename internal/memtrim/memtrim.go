@@ -1,0 +1,168 @@
+// Package memtrim hands memory the Go runtime holds but no longer uses back
+// to the operating system once the process has gone quiet.
+//
+// Why a proxy needs it: most of nexmux's memory is its idle TLS connections,
+// and they arrive in bursts (a CI fleet's docker clients at the top of the
+// hour). A burst of handshakes leaves its garbage on the heap, the collector
+// lets the heap grow to twice the live data before it runs again (GOGC=100),
+// and the runtime's background scavenger returns only pages beyond about 110%
+// of that goal. So a process that just accepted 10,000 connections and then
+// sits quiet keeps roughly twice its live memory resident for minutes: 38 KiB
+// per idle connection where the connections need 27. One forced collection
+// and a full scavenge when nothing is happening costs a single GC cycle and
+// leaves the resident set at the live data.
+//
+// The cost is kept off busy processes: a trim happens only after allocation
+// has stayed below a trickle for a while, and only when enough memory can be
+// returned to be worth a collection (a quarter of the live heap, and at least
+// a floor), so a small or steadily busy process never trims.
+package memtrim
+
+import (
+	"context"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// Sample is the part of the runtime's memory statistics a Policy looks at.
+type Sample struct {
+	Allocs  uint64 // heap bytes allocated since the process started
+	Live    uint64 // live heap bytes as of the last collection
+	Objects uint64 // heap bytes in objects: live, plus dead ones not yet swept
+	Unused  uint64 // heap bytes in spans that hold objects, but in no object
+	Free    uint64 // free heap bytes not yet returned to the OS
+}
+
+// Reclaimable estimates what a collection and a full scavenge could return:
+// free pages, the unused room in partly filled spans (spans a collection
+// empties are returned; the rest is fragmentation that stays, which the
+// Decider learns from the last trim), and what was allocated since the last
+// collection (an upper bound on the garbage the collector has not seen yet).
+func (s Sample) Reclaimable() uint64 {
+	r := s.Free + s.Unused
+	if s.Objects > s.Live {
+		r += s.Objects - s.Live
+	}
+	return r
+}
+
+var sampleNames = []string{
+	"/gc/heap/allocs:bytes",
+	"/gc/heap/live:bytes",
+	"/memory/classes/heap/objects:bytes",
+	"/memory/classes/heap/unused:bytes",
+	"/memory/classes/heap/free:bytes",
+}
+
+// Read samples the runtime (no stop-the-world, no allocation beyond the
+// first call's).
+func Read() Sample {
+	s := make([]metrics.Sample, len(sampleNames))
+	for i, n := range sampleNames {
+		s[i].Name = n
+	}
+	metrics.Read(s)
+	v := func(i int) uint64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return s[i].Value.Uint64()
+	}
+	return Sample{Allocs: v(0), Live: v(1), Objects: v(2), Unused: v(3), Free: v(4)}
+}
+
+// Policy decides when to trim.
+type Policy struct {
+	// Quiet is how long allocation must stay below QuietRate before a trim.
+	Quiet time.Duration
+	// QuietRate is the allocation rate, in bytes per second, below which
+	// the process counts as quiet.
+	QuietRate uint64
+	// MinReclaim is the least a trim must be able to return beyond what
+	// the last trim left behind. A trim also needs a quarter of the live
+	// heap: the collection it forces costs in proportion to the live heap.
+	MinReclaim uint64
+}
+
+// DefaultPolicy: one second below 1 MiB/s of allocation (a Prometheus
+// scrape or a few requests a second stay below it; a transfer or a burst of
+// handshakes does not), and at least 32 MiB to give back.
+var DefaultPolicy = Policy{Quiet: time.Second, QuietRate: 1 << 20, MinReclaim: 32 << 20}
+
+// Decider applies a Policy to a series of samples.
+type Decider struct {
+	p          Policy
+	started    bool
+	last       Sample
+	lastAt     time.Time
+	quietSince time.Time
+	// kept is what the last trim could not return (fragmentation); a
+	// quiet process with nothing new to give back does not trim again.
+	kept uint64
+}
+
+// NewDecider starts a decider for p.
+func NewDecider(p Policy) *Decider { return &Decider{p: p} }
+
+// Observe takes the sample s taken at now and reports whether to trim.
+func (d *Decider) Observe(now time.Time, s Sample) bool {
+	if !d.started {
+		d.reset(now, s)
+		return false
+	}
+	dt := now.Sub(d.lastAt)
+	if s.Allocs-d.last.Allocs > uint64(float64(d.p.QuietRate)*dt.Seconds()) {
+		d.quietSince = now
+	}
+	d.last, d.lastAt = s, now
+	if now.Sub(d.quietSince) < d.p.Quiet {
+		return false
+	}
+	r := s.Reclaimable()
+	return r > d.kept && r-d.kept >= max(d.p.MinReclaim, s.Live/4)
+}
+
+// Trimmed tells the decider a trim ended at now leaving s: the next trim
+// needs another quiet period and that much more memory to return, so a
+// quiet process whose fragmentation no trim can return does not trim again
+// and again.
+func (d *Decider) Trimmed(now time.Time, s Sample) {
+	d.reset(now, s)
+	d.kept = s.Reclaimable()
+}
+
+// reset restarts the quiet period at now with s as the latest sample.
+func (d *Decider) reset(now time.Time, s Sample) {
+	d.started = true
+	d.last, d.lastAt, d.quietSince = s, now, now
+}
+
+// Done reports one trim: the samples around it and how long it took.
+type Done func(before, after Sample, took time.Duration)
+
+// Run samples the runtime every interval until ctx ends and trims (a forced
+// collection, then every free page back to the OS) when the policy says so
+// and enabled (nil: always) allows it.
+func Run(ctx context.Context, p Policy, interval time.Duration, enabled func() bool, done Done) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	d := NewDecider(p)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s := Read()
+			if !d.Observe(now, s) || (enabled != nil && !enabled()) {
+				continue
+			}
+			debug.FreeOSMemory()
+			after := Read()
+			d.Trimmed(time.Now(), after)
+			if done != nil {
+				done(s, after, time.Since(now))
+			}
+		}
+	}
+}
