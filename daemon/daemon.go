@@ -372,7 +372,7 @@ func (d *Daemon) startMemTrim() {
 			func() bool { return !d.currentConfig().NoMemoryTrim },
 			func(before, after memtrim.Sample, took time.Duration) {
 				var returned uint64
-				if b, a := before.Reclaimable(), after.Reclaimable(); b > a {
+				if b, a := before.Held(), after.Held(); b > a {
 					returned = b - a
 				}
 				d.metrics.MemoryTrimmed(returned)

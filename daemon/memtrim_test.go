@@ -12,6 +12,7 @@ import (
 	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/daemon"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/memtrim"
 )
 
 var trimSink [][]byte
@@ -33,7 +34,7 @@ func TestMemoryTrimWhenQuietAndReloadSwitchesIt(t *testing.T) {
 	daemon.WatchInterval = 50 * time.Millisecond
 	t.Cleanup(func() { daemon.WatchInterval = old })
 	oldPolicy := daemon.MemTrimPolicy
-	daemon.MemTrimPolicy.QuietRate, daemon.MemTrimPolicy.Quiet = 8<<20, 500*time.Millisecond
+	daemon.MemTrimPolicy.QuietRate, daemon.MemTrimPolicy.Quiet, daemon.MemTrimPolicy.MinGap = 8<<20, 500*time.Millisecond, 0
 	t.Cleanup(func() { daemon.MemTrimPolicy = oldPolicy })
 	file := filepath.Join(t.TempDir(), "nexmux.yaml")
 	base := "route: [\"team-a.nexmux.test=team-a\"]\n"
@@ -43,8 +44,8 @@ func TestMemoryTrimWhenQuietAndReloadSwitchesIt(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 
 	runtime.GC()
-	t.Cleanup(func() { debug.SetGCPercent(debug.SetGCPercent(-1)) })
-	debug.SetGCPercent(-1)
+	gcPercent := debug.SetGCPercent(-1)
+	t.Cleanup(func() { debug.SetGCPercent(gcPercent) })
 
 	// Read the counter without a scrape every few milliseconds: scrapes
 	// allocate, and a process that allocates is not quiet. The race
@@ -77,10 +78,20 @@ func TestMemoryTrimWhenQuietAndReloadSwitchesIt(t *testing.T) {
 	writeFile(t, file, base+"no-memory-trim: true\n")
 	waitFor(t, "the reload", func() bool { return reloads() == 1 })
 	throwAway(128)
-	// The first trim came within took; give a disabled one three times that.
-	time.Sleep(3*took + time.Second)
+	// The first trim came within took; give a disabled one three times
+	// that, and check the process was quiet enough meanwhile that a trim
+	// would have been due.
+	allocs := memtrim.Read().Allocs
+	wait := 3*took + time.Second
+	time.Sleep(wait)
 	if n := trims(); n != 1 {
 		t.Fatalf("%v trims with no-memory-trim: true, want still 1", n)
+	}
+	if rate := float64(memtrim.Read().Allocs-allocs) / wait.Seconds(); rate > float64(daemon.MemTrimPolicy.QuietRate)/2 {
+		t.Fatalf("the test allocated %.1f MiB/s while no-memory-trim was set: too busy to tell a disabled trimmer from a waiting one", rate/(1<<20))
+	}
+	if s := memtrim.Read(); s.Objects-s.Live < 100<<20 {
+		t.Fatalf("the garbage is gone with no-memory-trim: true (%d MiB left)", (s.Objects-s.Live)>>20)
 	}
 
 	writeFile(t, file, base)

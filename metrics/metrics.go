@@ -67,7 +67,7 @@ func New() *Metrics {
 		Name: "nexmux_memory_trims_total", Help: "Forced collections that returned freed memory to the OS once traffic went quiet.",
 	})
 	m.memoryTrimmed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "nexmux_memory_trimmed_bytes_total", Help: "Heap bytes those trims returned (estimate).",
+		Name: "nexmux_memory_trimmed_bytes_total", Help: "Heap bytes those trims handed back to the OS.",
 	})
 	m.Registry.MustRegister(m.connections, m.requests, m.bytesIn, m.bytesOut,
 		m.upstreamLatency, m.uploadsInFlight, m.handshakeFailures, m.reloads, m.memoryTrims, m.memoryTrimmed,

@@ -13,9 +13,12 @@
 // leaves the resident set at the live data.
 //
 // The cost is kept off busy processes: a trim happens only after allocation
-// has stayed below a trickle for a while, and only when enough memory can be
+// has stayed below a trickle for a while, only when enough memory can be
 // returned to be worth a collection (a quarter of the live heap, and at least
-// a floor), so a small or steadily busy process never trims.
+// a floor), and at most once per MinGap, so a small or busy process never
+// trims and one under a light steady load seldom does. A trim is one full
+// collection (concurrent, but requests that arrive meanwhile help mark) and
+// a scavenge of the free pages; the next burst faults its pages back in.
 package memtrim
 
 import (
@@ -33,6 +36,9 @@ type Sample struct {
 	Unused  uint64 // heap bytes in spans that hold objects, but in no object
 	Free    uint64 // free heap bytes not yet returned to the OS
 }
+
+// Held is the heap memory the process holds from the OS.
+func (s Sample) Held() uint64 { return s.Objects + s.Unused + s.Free }
 
 // Reclaimable estimates what a collection and a full scavenge could return:
 // free pages, the unused room in partly filled spans (spans a collection
@@ -55,22 +61,31 @@ var sampleNames = []string{
 	"/memory/classes/heap/free:bytes",
 }
 
-// Read samples the runtime (no stop-the-world, no allocation beyond the
-// first call's).
-func Read() Sample {
-	s := make([]metrics.Sample, len(sampleNames))
+// reader samples the runtime with one reusable buffer.
+type reader []metrics.Sample
+
+func newReader() reader {
+	r := make(reader, len(sampleNames))
 	for i, n := range sampleNames {
-		s[i].Name = n
+		r[i].Name = n
 	}
-	metrics.Read(s)
+	return r
+}
+
+// read samples the runtime (no stop-the-world, no allocation).
+func (r reader) read() Sample {
+	metrics.Read(r)
 	v := func(i int) uint64 {
-		if s[i].Value.Kind() != metrics.KindUint64 {
+		if r[i].Value.Kind() != metrics.KindUint64 {
 			return 0
 		}
-		return s[i].Value.Uint64()
+		return r[i].Value.Uint64()
 	}
 	return Sample{Allocs: v(0), Live: v(1), Objects: v(2), Unused: v(3), Free: v(4)}
 }
+
+// Read samples the runtime.
+func Read() Sample { return newReader().read() }
 
 // Policy decides when to trim.
 type Policy struct {
@@ -79,16 +94,21 @@ type Policy struct {
 	// QuietRate is the allocation rate, in bytes per second, below which
 	// the process counts as quiet.
 	QuietRate uint64
-	// MinReclaim is the least a trim must be able to return beyond what
-	// the last trim left behind. A trim also needs a quarter of the live
-	// heap: the collection it forces costs in proportion to the live heap.
+	// MinReclaim is the least a trim must be able to return beyond the
+	// fragmentation the last one left. A trim also needs a quarter of the
+	// live heap: the collection it forces costs in proportion to it.
 	MinReclaim uint64
+	// MinGap is the least time between two trims: under a light steady
+	// load (quiet, but allocating), garbage reaches MinReclaim again and
+	// again, and each trim would hand back pages the load faults back in.
+	MinGap time.Duration
 }
 
 // DefaultPolicy: one second below 1 MiB/s of allocation (a Prometheus
 // scrape or a few requests a second stay below it; a transfer or a burst of
-// handshakes does not), and at least 32 MiB to give back.
-var DefaultPolicy = Policy{Quiet: time.Second, QuietRate: 1 << 20, MinReclaim: 32 << 20}
+// handshakes does not), at least 32 MiB to give back, and at most one trim
+// every five minutes.
+var DefaultPolicy = Policy{Quiet: time.Second, QuietRate: 1 << 20, MinReclaim: 32 << 20, MinGap: 5 * time.Minute}
 
 // Decider applies a Policy to a series of samples.
 type Decider struct {
@@ -97,8 +117,11 @@ type Decider struct {
 	last       Sample
 	lastAt     time.Time
 	quietSince time.Time
-	// kept is what the last trim could not return (fragmentation); a
-	// quiet process with nothing new to give back does not trim again.
+	trimmedAt  time.Time // zero: never
+	// kept is the low-water mark of Reclaimable since the last trim,
+	// starting at what that trim could not return (fragmentation): a
+	// quiet process with nothing new to give back does not trim again,
+	// and fragmentation that later goes away stops raising the bar.
 	kept uint64
 }
 
@@ -107,28 +130,34 @@ func NewDecider(p Policy) *Decider { return &Decider{p: p} }
 
 // Observe takes the sample s taken at now and reports whether to trim.
 func (d *Decider) Observe(now time.Time, s Sample) bool {
-	if !d.started {
+	dt := now.Sub(d.lastAt)
+	if !d.started || dt <= 0 || s.Allocs < d.last.Allocs {
+		// First sample, or a clock or counter that went backwards:
+		// start over rather than guess a rate.
 		d.reset(now, s)
 		return false
 	}
-	dt := now.Sub(d.lastAt)
-	if s.Allocs-d.last.Allocs > uint64(float64(d.p.QuietRate)*dt.Seconds()) {
+	if float64(s.Allocs-d.last.Allocs) > float64(d.p.QuietRate)*dt.Seconds() {
 		d.quietSince = now
 	}
 	d.last, d.lastAt = s, now
+	r := s.Reclaimable()
+	d.kept = min(d.kept, r)
 	if now.Sub(d.quietSince) < d.p.Quiet {
 		return false
 	}
-	r := s.Reclaimable()
-	return r > d.kept && r-d.kept >= max(d.p.MinReclaim, s.Live/4)
+	if !d.trimmedAt.IsZero() && now.Sub(d.trimmedAt) < d.p.MinGap {
+		return false
+	}
+	return r-d.kept >= max(d.p.MinReclaim, s.Live/4)
 }
 
 // Trimmed tells the decider a trim ended at now leaving s: the next trim
-// needs another quiet period and that much more memory to return, so a
-// quiet process whose fragmentation no trim can return does not trim again
-// and again.
+// needs another quiet period, MinGap, and MinReclaim more memory to return
+// than this one could not.
 func (d *Decider) Trimmed(now time.Time, s Sample) {
 	d.reset(now, s)
+	d.trimmedAt = now
 	d.kept = s.Reclaimable()
 }
 
@@ -143,26 +172,34 @@ type Done func(before, after Sample, took time.Duration)
 
 // Run samples the runtime every interval until ctx ends and trims (a forced
 // collection, then every free page back to the OS) when the policy says so
-// and enabled (nil: always) allows it.
+// and enabled (nil: always) allows it. A trim that is due but not enabled
+// waits for another quiet period, so enabled is asked at most once per one.
 func Run(ctx context.Context, p Policy, interval time.Duration, enabled func() bool, done Done) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	d := NewDecider(p)
+	r := newReader()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			s := Read()
-			if !d.Observe(now, s) || (enabled != nil && !enabled()) {
-				continue
-			}
-			debug.FreeOSMemory()
-			after := Read()
-			d.Trimmed(time.Now(), after)
-			if done != nil {
-				done(s, after, time.Since(now))
-			}
+		case <-t.C:
+		}
+		s := r.read()
+		start := time.Now()
+		if !d.Observe(start, s) {
+			continue
+		}
+		if enabled != nil && !enabled() {
+			d.reset(start, s)
+			continue
+		}
+		debug.FreeOSMemory()
+		after := r.read()
+		end := time.Now()
+		d.Trimmed(end, after)
+		if done != nil {
+			done(s, after, end.Sub(start))
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,7 +44,7 @@ func TestDecider(t *testing.T) {
 		samples []Sample
 		want    []int // ms at which a trim is wanted
 	}{
-		{"quiet with much to return trims after the quiet period",
+		{"quiet with much to return trims after the quiet period (and stays due until trimmed)",
 			series(12, 0, 100*mib, 100*mib, 200*mib), []int{1000, 1100}},
 		{"garbage allocated since the last collection counts",
 			series(11, 0, 100*mib, 200*mib, 0), []int{1000}},
@@ -60,13 +61,28 @@ func TestDecider(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := feed(NewDecider(testPolicy), tc.samples)
-			if len(got) > len(tc.want) {
-				got = got[:len(tc.want)]
-			}
-			if len(got) != len(tc.want) || (len(got) > 0 && got[0] != tc.want[0]) {
-				t.Fatalf("trims at %v ms, want (first %d of) %v", got, len(tc.want), tc.want)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("trims at %v ms, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// A clock that goes backwards (or a counter that does) restarts the quiet
+// period instead of making up a rate.
+func TestDeciderBackwards(t *testing.T) {
+	d := NewDecider(testPolicy)
+	start := time.Unix(1000, 0)
+	s := Sample{Live: 100 * mib, Objects: 100 * mib, Free: 200 * mib}
+	d.Observe(start, s)
+	if d.Observe(start.Add(-time.Second), s) {
+		t.Fatal("trimmed on a sample from the past")
+	}
+	if d.Observe(start.Add(-500*time.Millisecond), s) {
+		t.Fatal("the quiet period did not restart at the backwards sample")
+	}
+	if !d.Observe(start, s) {
+		t.Fatal("no trim a quiet second after the restart")
 	}
 }
 
@@ -113,6 +129,43 @@ func TestDeciderAfterATrim(t *testing.T) {
 	}
 }
 
+// What the last trim left is a low-water mark: when that fragmentation goes
+// away, the bar goes down with it.
+func TestDeciderKeptFollowsTheLowWater(t *testing.T) {
+	d := NewDecider(testPolicy)
+	start := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return start.Add(time.Duration(ms) * time.Millisecond) }
+	d.Observe(at(0), Sample{Live: 100 * mib, Unused: 60 * mib})
+	d.Trimmed(at(0), Sample{Live: 100 * mib, Objects: 100 * mib, Unused: 60 * mib})
+	d.Observe(at(2000), Sample{Live: 50 * mib, Objects: 50 * mib, Unused: 5 * mib})
+	if !d.Observe(at(3000), Sample{Live: 50 * mib, Objects: 50 * mib, Unused: 5 * mib, Free: 40 * mib}) {
+		t.Fatal("no trim with 40 MiB free: the 60 MiB the last trim left still counts against it")
+	}
+}
+
+// MinGap spaces trims under a light steady load.
+func TestDeciderMinGap(t *testing.T) {
+	p := testPolicy
+	p.MinGap = time.Minute
+	d := NewDecider(p)
+	start := time.Unix(1000, 0)
+	at := func(s int) time.Time { return start.Add(time.Duration(s) * time.Second) }
+	garbage := Sample{Live: 100 * mib, Objects: 100 * mib, Free: 200 * mib}
+	d.Observe(at(0), garbage)
+	if !d.Observe(at(1), garbage) {
+		t.Fatal("first trim not due")
+	}
+	d.Trimmed(at(1), Sample{Live: 100 * mib, Objects: 100 * mib})
+	for sec := 2; sec < 61; sec++ {
+		if d.Observe(at(sec), garbage) {
+			t.Fatalf("trim due %d s after the last one (MinGap 1m)", sec-1)
+		}
+	}
+	if !d.Observe(at(61), garbage) {
+		t.Fatal("no trim once MinGap has passed")
+	}
+}
+
 var sink [][]byte
 
 // garbage makes n MiB of garbage the collector has not seen yet, with the
@@ -138,14 +191,8 @@ func TestRunReturnsGarbage(t *testing.T) {
 	defer cancel()
 	type trim struct{ before, after Sample }
 	got := make(chan trim, 1)
-	go Run(ctx, Policy{Quiet: 50 * time.Millisecond, QuietRate: 4 * mib, MinReclaim: 16 * mib}, 10*time.Millisecond, nil,
-		func(b, a Sample, _ time.Duration) {
-			select {
-			case got <- trim{b, a}:
-			default:
-			}
-			cancel()
-		})
+	go Run(ctx, Policy{Quiet: 50 * time.Millisecond, QuietRate: 4 * mib, MinReclaim: 16 * mib, MinGap: time.Hour}, 10*time.Millisecond, nil,
+		func(b, a Sample, _ time.Duration) { got <- trim{b, a} })
 	select {
 	case tr := <-got:
 		if tr.before.Reclaimable() < 60*mib {
@@ -157,7 +204,10 @@ func TestRunReturnsGarbage(t *testing.T) {
 		if tr.after.Free > 4*mib {
 			t.Fatalf("%d MiB free and still held after the trim", tr.after.Free/mib)
 		}
-	case <-ctx.Done():
+		if tr.before.Held()-tr.after.Held() < 60*mib {
+			t.Fatalf("the heap held %d MiB before the trim and %d MiB after", tr.before.Held()/mib, tr.after.Held()/mib)
+		}
+	case <-time.After(30 * time.Second):
 		t.Fatal("no trim within 30 s of throwing away 64 MiB")
 	}
 }

@@ -209,8 +209,8 @@ var reasons = map[string]why{
 	"idle": {
 		met: "",
 		missed: "bound by net/http and crypto/tls. Once traffic goes quiet nexmux returns freed memory to the OS (internal/memtrim: one forced " +
-			"collection, then every free page back; before it, the handshakes' garbage and the collector's GOGC=100 headroom kept nexmux at 33-39 KiB), " +
-			"so what an idle connection keeps is what Go's libraries keep alive for it: a goroutine whose stack the runtime cannot shrink below 8 KiB " +
+			"collection, then every free page back; without it, the handshakes' garbage and the collector's GOGC=100 headroom kept nexmux at 33-39 KiB), " +
+			"so after a trim what an idle connection keeps is what Go's libraries keep alive for it: a goroutine whose stack the runtime cannot shrink below 8 KiB " +
 			"(the idle read inside net/http and crypto/tls is too deep for 4), net/http's 4 KiB read and 4 KiB write buffers, crypto/tls state " +
 			"(~3 KiB, AES-GCM key schedules for both directions included), ~2 KiB of net/http, context and socket bookkeeping, and the allocator's " +
 			"fragmentation around them; nexmux's own per-connection state is under 1 KiB (heap profile at 10,000 connections). nginx with OpenSSL " +
@@ -400,7 +400,11 @@ func floorText(res *Results, key string) string {
 			s += fmt.Sprintf(" (goroutine stacks %.1f KiB, Go heap in use %.1f KiB, per the runtime's own statistics; memory trims: %.0f)",
 				per(n.StackAfter, n.StackBefore), per(n.HeapAfter, n.HeapBefore), n.Trims)
 		}
-		return s + fmt.Sprintf(" and the Go floor (%s), which does not trim, %.1f KiB.", title(colFloor), f.PerConnKiB)
+		s += fmt.Sprintf(" and the Go floor (%s), which does not trim, %.1f KiB.", title(colFloor), f.PerConnKiB)
+		if n.Trims == 0 && n.HeapAfter > 0 {
+			s += " No trim happened during this measurement, so nexmux's figure includes the collector's headroom."
+		}
+		return s
 	}
 	return ""
 }
