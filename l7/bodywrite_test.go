@@ -93,7 +93,7 @@ func TestBodyBatchedIntoLargeWrites(t *testing.T) {
 		t.Fatal("Nexus received other bytes than the client sent")
 	}
 	unbatched := int64(size/fullRecord + 1)
-	// Ideal is size/bodyBatchSize+1 (65 here); the 1 ms age rule may cut
+	// Ideal is size/bodyBatchSize+1 (17 here); the 1 ms age rule may cut
 	// a batch short on a busy machine, so the bound is loose, but far
 	// below one write per record.
 	if w := wc.writes.Load(); w > unbatched/4 {

@@ -548,7 +548,7 @@ var (
 )
 
 // readAheadSize bounds one read(2) while an upload is read ahead.
-const readAheadSize = 256 << 10
+const readAheadSize = 512 << 10
 
 type readAheadBuf [readAheadSize]byte
 
