@@ -282,3 +282,22 @@ func TestRSS(t *testing.T) {
 		t.Error("negative CPU time")
 	}
 }
+
+// The spread sentence pairs the i-th repetition of each side and reports
+// the lowest and highest ratio; unpaired values are ignored.
+func TestSpreadText(t *testing.T) {
+	res := sampleResults()
+	res.Push[colNexmux] = newSeries([]float64{900, 1100, 800, 5000}, 0)
+	res.Push[colDirect] = newSeries([]float64{1000, 1000, 1000}, 0)
+	res.Handshake[colNexmux] = newSeries([]float64{2900, 3000}, 0)
+	res.Handshake[colTuned] = newSeries([]float64{3000, 2900}, 0)
+	delete(res.Handshake, colSonatype)
+	got := spreadText(res)
+	want := "round by round: push ÷ TLS direct 0.80-1.10×, handshakes ÷ nginx tuned 0.97-1.03×);"
+	if !strings.Contains(got, want) {
+		t.Fatalf("spread sentence %q lacks %q", got, want)
+	}
+	if spreadText(&Results{}) != "" {
+		t.Fatal("a spread sentence without repetitions")
+	}
+}

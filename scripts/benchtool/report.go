@@ -119,6 +119,43 @@ func ratio(a, b float64, okA, okB bool) (float64, bool) {
 	return a / b, true
 }
 
+// spread is the lowest and highest ratio a/b over paired repetitions or
+// rounds (they are interleaved, so the i-th of each ran side by side).
+func spread(a, b Series) (lo, hi float64, ok bool) {
+	for i := 0; i < len(a.Values) && i < len(b.Values); i++ {
+		if b.Values[i] <= 0 {
+			continue
+		}
+		r := a.Values[i] / b.Values[i]
+		if !ok || r < lo {
+			lo = r
+		}
+		if !ok || r > hi {
+			hi = r
+		}
+		ok = true
+	}
+	return lo, hi, ok
+}
+
+// spreadText says how far the ratios nearest a target moved within this run.
+func spreadText(res *Results) string {
+	var parts []string
+	add := func(what string, a, b Series) {
+		if lo, hi, ok := spread(a, b); ok {
+			parts = append(parts, fmt.Sprintf("%s %.2f-%.2f×", what, lo, hi))
+		}
+	}
+	add("push ÷ TLS direct", res.Push[colNexmux], res.Push[colDirect])
+	add("handshakes ÷ nginx tuned", res.Handshake[colNexmux], res.Handshake[colTuned])
+	add("handshakes ÷ nginx, Sonatype config", res.Handshake[colNexmux], res.Handshake[colSonatype])
+	if len(parts) == 0 {
+		return ""
+	}
+	return "Throughput ratios move from round to round on a shared two-core virtual machine (in this run, round by round: " +
+		strings.Join(parts, ", ") + "); the CPU time per unit of work below is the steadier comparison.\n\n"
+}
+
 func goals(res *Results) []goal {
 	var out []goal
 	get := func(m map[string]Series, k string) (float64, bool) {
@@ -508,8 +545,7 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
 	fmt.Fprintf(&b, "![nexmux benchmark](%s)\n\n", chartRef)
 	b.WriteString("### Targets\n\n")
 	b.WriteString(gt + "\n")
-	b.WriteString("Throughput ratios move from run to run on a shared two-core virtual machine (between runs on the same day: push ÷ TLS direct " +
-		"0.79-1.05×, handshakes ÷ nginx 0.84-1.06×); the CPU time per unit of work below is the steadier comparison.\n\n")
+	b.WriteString(spreadText(res))
 	if ct := cpuTable(res); ct != "" {
 		b.WriteString("### Where the CPU went\n\n")
 		b.WriteString("Client, proxy and backend share the two cores, so each side's CPU time per unit of work explains the throughput " +
