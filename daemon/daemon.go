@@ -52,6 +52,7 @@ type Daemon struct {
 	reloadMu  sync.Mutex // one reload at a time
 	stopWatch context.CancelFunc
 	stopTrim  context.CancelFunc
+	heapFloor *memtrim.HeapFloor
 }
 
 // Options for New.
@@ -299,6 +300,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.stopTrim != nil {
 		d.stopTrim()
 	}
+	if d.heapFloor != nil {
+		d.heapFloor.Release()
+	}
 	err := d.server.Shutdown(ctx)
 	if d.metricsSrv != nil {
 		_ = d.metricsSrv.Close()
@@ -357,11 +361,25 @@ var (
 	MemTrimPolicy   = memtrim.DefaultPolicy
 )
 
+// HeapFloorSize is the memtrim.HeapFloor nexmux holds unless GOGC is set
+// (an operator who tuned the collector gets exactly that tuning).
+var HeapFloorSize = 16 << 20
+
+func heapFloorSize(gogc string) int {
+	if gogc != "" {
+		return 0
+	}
+	return HeapFloorSize
+}
+
 // startMemTrim returns freed memory to the OS once traffic goes quiet
 // (internal/memtrim: idle TLS connections are most of nexmux's memory, and
 // the handshakes that opened them leave garbage and GC headroom behind).
 // --no-memory-trim is read at each due trim, so a reload applies it.
 func (d *Daemon) startMemTrim() {
+	if n := heapFloorSize(os.Getenv("GOGC")); n > 0 {
+		d.heapFloor = memtrim.NewHeapFloor(n)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	d.stopTrim = stop
 	policy, interval := MemTrimPolicy, MemTrimInterval

