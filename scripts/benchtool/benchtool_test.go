@@ -301,3 +301,19 @@ func TestSpreadText(t *testing.T) {
 		t.Fatal("a spread sentence without repetitions")
 	}
 }
+
+// The handshake goal sets nexmux's CPU per handshake beside the others'.
+func TestHandshakeCPUSentence(t *testing.T) {
+	res := sampleResults()
+	res.Targets = append(res.Targets, colFloor)
+	res.CPU = map[string]map[string]CPU{"handshake": {
+		colNexmux:   {Unit: "µs/op", Server: 290.4},
+		colTuned:    {Unit: "µs/op", Server: 327},
+		colFloor:    {Unit: "µs/op", Server: 299},
+		colSonatype: {Unit: "µs/op"}, // not measured: left out
+	}}
+	want := "In this run nexmux spent 290 µs of CPU per full handshake; nginx, tuned 327 µs, Go ReverseProxy alone 299 µs."
+	if gt := goalsTable(res); !strings.Contains(gt, want) {
+		t.Fatalf("goals lack %q:\n%s", want, gt)
+	}
+}
