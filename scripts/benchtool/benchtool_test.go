@@ -317,3 +317,22 @@ func TestHandshakeCPUSentence(t *testing.T) {
 		t.Fatalf("goals lack %q:\n%s", want, gt)
 	}
 }
+
+// Paired rounds cancel the machine's drift: each round's ratio counts, not
+// the ratio of two medians taken at different times.
+func TestPairedRatio(t *testing.T) {
+	// The machine slows down over the rounds; the two sides are equal in
+	// every round, but their medians come from different rounds.
+	one := newSeries([]float64{100, 90, 80, 70}, 0)
+	many := newSeries([]float64{100, 90, 80, 70, 10}, 0)
+	if r, ok := pairedRatio(many, one); !ok || r != 1 {
+		t.Fatalf("pairedRatio = %v, %v; want 1 (the unpaired fifth round ignored)", r, ok)
+	}
+	if r, ok := pairedRatio(newSeries(nil, 0), one); ok {
+		t.Fatalf("pairedRatio without values = %v, true", r)
+	}
+	// Medians only (no rounds kept): the ratio of the medians.
+	if r, ok := pairedRatio(Series{Median: 90}, Series{Median: 100}); !ok || r != 0.9 {
+		t.Fatalf("pairedRatio of medians = %v, %v; want 0.9", r, ok)
+	}
+}
