@@ -361,12 +361,13 @@ var (
 	MemTrimPolicy   = memtrim.DefaultPolicy
 )
 
-// HeapFloorSize is the memtrim.HeapFloor nexmux holds unless GOGC is set
-// (an operator who tuned the collector gets exactly that tuning).
+// HeapFloorSize is the memtrim.HeapFloor nexmux holds unless GOGC or
+// GOMEMLIMIT is set: an operator who tuned the collector gets exactly that
+// tuning (and a memory limit would count the floor as in use).
 var HeapFloorSize = 16 << 20
 
-func heapFloorSize(gogc string) int {
-	if gogc != "" {
+func heapFloorSize(gogc, gomemlimit string) int {
+	if gogc != "" || gomemlimit != "" {
 		return 0
 	}
 	return HeapFloorSize
@@ -377,8 +378,13 @@ func heapFloorSize(gogc string) int {
 // the handshakes that opened them leave garbage and GC headroom behind).
 // --no-memory-trim is read at each due trim, so a reload applies it.
 func (d *Daemon) startMemTrim() {
-	if n := heapFloorSize(os.Getenv("GOGC")); n > 0 {
-		d.heapFloor = memtrim.NewHeapFloor(n)
+	if n := heapFloorSize(os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT")); n > 0 {
+		f, ok := memtrim.NewHeapFloor(n)
+		if ok {
+			d.heapFloor = f
+		} else {
+			d.log.Debug("no heap floor: the runtime reused pages for it, which would make it resident")
+		}
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	d.stopTrim = stop

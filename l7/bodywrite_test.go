@@ -48,11 +48,13 @@ func (r *recordReader) Read(p []byte) (int, error) {
 // writeCounter counts the writes, and their bytes, that reach the socket.
 type writeCounter struct {
 	net.Conn
-	writes, bytes atomic.Int64
+	writes, bytes, largest atomic.Int64
 }
 
 func (w *writeCounter) Write(p []byte) (int, error) {
 	w.writes.Add(1)
+	for l := w.largest.Load(); int64(len(p)) > l && !w.largest.CompareAndSwap(l, int64(len(p))); l = w.largest.Load() {
+	}
 	n, err := w.Conn.Write(p)
 	w.bytes.Add(int64(n))
 	return n, err
@@ -98,6 +100,11 @@ func TestBodyBatchedIntoLargeWrites(t *testing.T) {
 	// below one write per record.
 	if w := wc.writes.Load(); w > unbatched/4 {
 		t.Fatalf("%d writes for %d records: the body was not batched", w, unbatched)
+	}
+	// Batches fill up (to the last whole read that fits) when the reads
+	// come at once, as here.
+	if l := wc.largest.Load(); l <= bodyBatchSize/2 || l > bodyBatchSize {
+		t.Fatalf("largest write %d bytes, want most of a %d-byte batch", l, bodyBatchSize)
 	}
 }
 

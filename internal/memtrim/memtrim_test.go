@@ -2,11 +2,8 @@ package memtrim
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -244,46 +241,5 @@ func TestRunEnabled(t *testing.T) {
 	wg.Wait()
 	if trims.Load() != 1 {
 		t.Fatalf("%d trims after enabling, want 1", trims.Load())
-	}
-}
-
-func heapGoal() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
-}
-
-// rss reads this process's resident set from /proc (Linux).
-func rss(t *testing.T) uint64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		t.Skipf("no /proc/self/statm: %v", err)
-	}
-	var size, res uint64
-	if _, err := fmt.Sscan(string(b), &size, &res); err != nil {
-		t.Fatal(err)
-	}
-	return res * uint64(os.Getpagesize())
-}
-
-// A heap floor raises the collector's goal by about twice its size without
-// becoming resident, and Release gives the goal back.
-func TestHeapFloor(t *testing.T) {
-	runtime.GC()
-	goal0, rss0 := heapGoal(), rss(t)
-	f := NewHeapFloor(64 * mib)
-	runtime.GC()
-	goal1, rss1 := heapGoal(), rss(t)
-	if goal1 < goal0+100*mib {
-		t.Fatalf("heap goal %d MiB before a 64 MiB floor, %d MiB with it", goal0/mib, goal1/mib)
-	}
-	if rss1 > rss0+16*mib {
-		t.Fatalf("resident set grew from %d to %d MiB: the floor was touched", rss0/mib, rss1/mib)
-	}
-	f.Release()
-	runtime.GC()
-	if goal2 := heapGoal(); goal2 > goal0+32*mib {
-		t.Fatalf("heap goal %d MiB after Release, %d MiB before the floor", goal2/mib, goal0/mib)
 	}
 }

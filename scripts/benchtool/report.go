@@ -221,7 +221,7 @@ type why struct{ met, missed string }
 const (
 	pullChanges = "nexmux reads Nexus with a 512 KiB copy buffer and sends a response's TLS records sixteen at a time in one write(2) (l7 copyBufferSize, mux routedConn batching)"
 	hopCost     = "the proxy hop itself costs CPU on the same two cores the client and the TLS work need: the proxy's plaintext socket I/O and the backend's (compare proxy + backend with the direct backend in the CPU table)"
-	pushChanges = "nexmux gathers the client's 16 KiB TLS records into 512 KiB writes to Nexus (l7 bodywrite.go): on loopback, moving a GiB in 16 KiB writes costs both ends about twice the CPU of 128 KiB writes, 512 KiB writes cost Nexus's side a third less again, and nginx and a bare httputil.ReverseProxy write a record at a time; below crypto/tls it reads the upload ahead in 512 KiB reads (l7 ReadAheader)"
+	pushChanges = "nexmux gathers the client's 16 KiB TLS records into 512 KiB writes to Nexus (l7 bodywrite.go): on loopback, moving a GiB in 16 KiB writes costs both ends about twice the CPU of 128 KiB writes, 512 KiB writes cost the receiving side (the bench's backend) a third less again, and nginx and a bare httputil.ReverseProxy write a record at a time; below crypto/tls it reads the upload ahead in 512 KiB reads (l7 ReadAheader)"
 	routesWhy   = "the route table is two map probes whatever its size (route BenchmarkLookupHost, mux BenchmarkHandshake: same ns/op for 1 and 10,000 routes), so any difference is this machine's run-to-run noise (see the rounds in results.json)"
 )
 
@@ -255,12 +255,11 @@ var reasons = map[string]why{
 	},
 	"handshake-nginx": {
 		met: "the handshake is crypto-bound (X25519 and the ECDSA P-256 signature are about half of the server's CPU), and nexmux keeps a 16 MiB " +
-			"heap floor so that its small live heap does not make the collector run every few MiB (memtrim.HeapFloor, about 6% less CPU per handshake).",
+			"heap floor so that its small live heap does not make the collector run every few MiB (memtrim.HeapFloor).",
 		missed: "at parity within this machine's noise (the round-by-round spread below): the client's half of every handshake is the same in each " +
 			"column, and the server's is crypto-bound: X25519 and the ECDSA P-256 signature are about half of its CPU, and on this CPU Go's X25519 " +
 			"takes about twice as long as OpenSSL's and its P-256 signature about 1.6 times, so Go's TLS stack has no headroom to spare. nexmux keeps " +
-			"a 16 MiB heap floor so that its small live heap does not make the collector run every few MiB (memtrim.HeapFloor, about 6% less CPU " +
-			"per handshake); what it adds over a bare Go TLS server is the peek, the route and the hand-off to net/http (a second goroutine per " +
+			"a 16 MiB heap floor so that its small live heap does not make the collector run every few MiB (memtrim.HeapFloor); what it adds over a bare Go TLS server is the peek, the route and the hand-off to net/http (a second goroutine per " +
 			"connection, the routing read).",
 	},
 	"idle": {
@@ -603,9 +602,10 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
 		"`proxy_max_temp_file_size 0` (never a temporary file) and `keepalive_requests 100000`.\n")
 	b.WriteString("- Both nginx use `worker_processes auto` (one worker per core) and log every request like nexmux does " +
 		"(nginx writes each line at once, its default; nexmux gathers access lines for up to 50 ms).\n")
-	b.WriteString("- nexmux: `nexmux serve` with its defaults; the 10,000-route table comes from a `--config` YAML file.\n")
+	b.WriteString("- nexmux: `nexmux serve` with its defaults (its GC tuning included: a 16 MiB heap floor, and freed memory returned once traffic goes quiet); " +
+		"the 10,000-route table comes from a `--config` YAML file.\n")
 	b.WriteString("- Go ReverseProxy alone (`benchtool floor`): crypto/tls, net/http's server and httputil.ReverseProxy over an http.Transport with nexmux's pool sizes, " +
-		"and nothing else (no ClientHello peek, routing, checks, rewriting, logging or metrics) and the library's buffer sizes: the parts nexmux is built on. " +
+		"and nothing else (no ClientHello peek, routing, checks, rewriting, logging or metrics), the library's buffer sizes and Go's default GC settings: the parts nexmux is built on. " +
 		"Per small request and per idle connection nexmux does all this does and more, so there it is the floor for this design; " +
 		"for bulk transfers it shows what nexmux's batched writes and read-ahead add over the library's defaults.\n\n")
 	b.WriteString("Reproduce with `make bench` (scripts/bench.sh; installs nginx-light with apt when missing, so root then). " +

@@ -164,7 +164,7 @@ type Idle struct {
 	StackBefore float64 `json:"go_stack_inuse_before,omitempty"`
 	StackAfter  float64 `json:"go_stack_inuse_after,omitempty"`
 	Goroutines  float64 `json:"go_goroutines_after,omitempty"`
-	Trims       float64 `json:"nexmux_memory_trims_after,omitempty"`
+	Trims       float64 `json:"nexmux_memory_trims,omitempty"` // during the measurement
 }
 
 // Routes compares nexmux with one route against nexmux with many.
@@ -607,7 +607,15 @@ func (r *runner) rounds(what string, targets []*target, n int, f measureFunc, ou
 	errs := map[string]int{}
 	ctx := context.Background()
 	for round := 0; round < n; round++ {
-		for _, t := range targets {
+		// Every other round runs the targets in reverse order, so that no
+		// target always goes first (or right after a given other): the
+		// i-th values of two targets still come from the same round.
+		order := targets
+		if round%2 == 1 {
+			order = slices.Clone(targets)
+			slices.Reverse(order)
+		}
+		for _, t := range order {
 			secs := r.s.RateSeconds
 			if strings.Contains(what, "handshake") {
 				secs = r.s.HSSeconds
@@ -776,9 +784,11 @@ func (r *runner) idle(ctx context.Context, t *target) (Idle, error) {
 		return res, err
 	}
 	res.RSSBefore = before
+	var trimsBefore float64
 	if t.Metrics != "" {
 		m := scrapeMetrics(t.Metrics)
 		res.HeapBefore, res.StackBefore = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"]
+		trimsBefore = m["nexmux_memory_trims_total"]
 	}
 	conns := make([]*httpConn, n)
 	head := requestHead("HEAD", r.path(t, "/manifests/latest"), t.Host, -1, "")
@@ -844,7 +854,7 @@ func (r *runner) idle(ctx context.Context, t *target) (Idle, error) {
 	if t.Metrics != "" {
 		m := scrapeMetrics(t.Metrics)
 		res.HeapAfter, res.StackAfter, res.Goroutines = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]
-		res.Trims = m["nexmux_memory_trims_total"]
+		res.Trims = m["nexmux_memory_trims_total"] - trimsBefore
 	}
 	// Were they really all still open? Re-use a sample.
 	for i := 0; i < n; i += max(n/100, 1) {
