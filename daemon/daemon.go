@@ -52,7 +52,6 @@ type Daemon struct {
 	reloadMu  sync.Mutex // one reload at a time
 	stopWatch context.CancelFunc
 	stopTrim  context.CancelFunc
-	heapFloor *memtrim.HeapFloor
 }
 
 // Options for New.
@@ -300,9 +299,6 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.stopTrim != nil {
 		d.stopTrim()
 	}
-	if d.heapFloor != nil {
-		d.heapFloor.Release()
-	}
 	err := d.server.Shutdown(ctx)
 	if d.metricsSrv != nil {
 		_ = d.metricsSrv.Close()
@@ -361,31 +357,11 @@ var (
 	MemTrimPolicy   = memtrim.DefaultPolicy
 )
 
-// HeapFloorSize is the memtrim.HeapFloor nexmux holds unless GOGC or
-// GOMEMLIMIT is set: an operator who tuned the collector gets exactly that
-// tuning (and a memory limit would count the floor as in use).
-var HeapFloorSize = 16 << 20
-
-func heapFloorSize(gogc, gomemlimit string) int {
-	if gogc != "" || gomemlimit != "" {
-		return 0
-	}
-	return HeapFloorSize
-}
-
 // startMemTrim returns freed memory to the OS once traffic goes quiet
 // (internal/memtrim: idle TLS connections are most of nexmux's memory, and
 // the handshakes that opened them leave garbage and GC headroom behind).
 // --no-memory-trim is read at each due trim, so a reload applies it.
 func (d *Daemon) startMemTrim() {
-	if n := heapFloorSize(os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT")); n > 0 {
-		f, ok := memtrim.NewHeapFloor(n)
-		if ok {
-			d.heapFloor = f
-		} else {
-			d.log.Debug("no heap floor: the runtime reused pages for it, which would make it resident")
-		}
-	}
 	ctx, stop := context.WithCancel(context.Background())
 	d.stopTrim = stop
 	policy, interval := MemTrimPolicy, MemTrimInterval

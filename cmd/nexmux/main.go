@@ -16,6 +16,7 @@ import (
 	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/daemon"
 	"github.com/nexmux/nexmux/discover"
+	"github.com/nexmux/nexmux/internal/memtrim"
 	"github.com/nexmux/nexmux/iptables"
 	"github.com/nexmux/nexmux/route"
 )
@@ -147,6 +148,11 @@ func newApp() *cli.App {
 				Flags:        routeFlags(),
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
+					// First, while the heap has freed nothing (see
+					// memtrim.HeapFloor): a later block would reuse pages
+					// the configuration left behind, and be resident.
+					floor, _ := memtrim.NewHeapFloor(memtrim.FloorSize(os.Getenv))
+					defer floor.Release()
 					b, err := build(c)
 					if err != nil {
 						return invalid(err)

@@ -229,11 +229,27 @@ type HeapFloor struct {
 	b  []byte
 }
 
+// DefaultFloorSize is the heap floor nexmux holds.
+const DefaultFloorSize = 16 << 20
+
+// FloorSize is the heap floor to hold given the environment: none when
+// GOGC or GOMEMLIMIT is set, since an operator who tuned the collector gets
+// exactly that tuning (and a memory limit would count the floor as in use).
+func FloorSize(getenv func(string) string) int {
+	if getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	return DefaultFloorSize
+}
+
 // NewHeapFloor holds n bytes of heap until Release. ok is false when the
 // block is resident (the runtime reused pages for it: it zeroes those, or
 // they were resident already), and then nothing is held. Where the OS cannot
 // tell (not Linux) the block is held.
 func NewHeapFloor(n int) (f *HeapFloor, ok bool) {
+	if n <= 0 {
+		return &HeapFloor{}, false
+	}
 	f = &HeapFloor{b: make([]byte, n)}
 	if frac, known := residentFraction(f.b); known && frac > 0.5 {
 		f.Release()

@@ -243,3 +243,26 @@ func TestRunEnabled(t *testing.T) {
 		t.Fatalf("%d trims after enabling, want 1", trims.Load())
 	}
 }
+
+// The heap floor is nexmux's default GC tuning: an operator's GOGC or
+// GOMEMLIMIT, any value, replaces it.
+func TestFloorSizeOnlyWithoutGOGCOrGOMEMLIMIT(t *testing.T) {
+	env := func(gogc, limit string) func(string) string {
+		return func(k string) string {
+			return map[string]string{"GOGC": gogc, "GOMEMLIMIT": limit}[k]
+		}
+	}
+	if got := FloorSize(env("", "")); got != DefaultFloorSize || got <= 0 {
+		t.Fatalf("no GOGC: floor %d, want %d", got, DefaultFloorSize)
+	}
+	for _, e := range [][2]string{{"100", ""}, {"50", ""}, {"off", ""}, {"", "1GiB"}, {"off", "512MiB"}} {
+		if got := FloorSize(env(e[0], e[1])); got != 0 {
+			t.Fatalf("GOGC=%q GOMEMLIMIT=%q: floor %d, want none", e[0], e[1], got)
+		}
+	}
+	if f, ok := NewHeapFloor(0); ok || f == nil {
+		t.Fatal("a zero-size floor must be a no-op value, not held")
+	}
+	f, _ := NewHeapFloor(0)
+	f.Release() // safe on the no-op value
+}
