@@ -9,7 +9,8 @@
 # it starts is stopped on exit (trap), whatever happens.
 #
 # Knobs (environment): BENCH_BLOB_MIB (1024), BENCH_REPS (5), BENCH_ROUNDS (5),
-# BENCH_RATE_SECONDS (3), BENCH_HS_SECONDS (3), BENCH_IDLE_CONNS (10000),
+# BENCH_RATE_SECONDS (3), BENCH_HS_SECONDS (3), BENCH_HS_WORKERS (32),
+# BENCH_IDLE_CONNS (10000),
 # BENCH_ROUTES (10000), BENCH_ONLY (subset: pull,push,rate,handshake,latency,
 # idle,routes), BENCH_OUT (docs/bench), BENCH_PORT_BASE (19400), BENCH_KEEP=1
 # keeps the work directory (logs, configs) for a look afterwards.
@@ -24,6 +25,7 @@ REPS=${BENCH_REPS:-5}
 ROUNDS=${BENCH_ROUNDS:-5}
 RATE_SECONDS=${BENCH_RATE_SECONDS:-3}
 HS_SECONDS=${BENCH_HS_SECONDS:-3}
+HS_WORKERS=${BENCH_HS_WORKERS:-32}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 ROUTES=${BENCH_ROUTES:-10000}
 ONLY=${BENCH_ONLY:-}
@@ -265,7 +267,7 @@ wait_port "$P_METRICS" "$NEXMUX_PID" nexmux
 say "measuring (a few minutes; progress below)"
 "$WORK/benchtool" run -out "$WORK/results.json" -ca "$CA" -nginx-version "$NGINX_VERSION" -backend-pid "$BACKEND_PID" \
 	-blob-size $((BLOB_MIB << 20)) -reps "$REPS" -rounds "$ROUNDS" \
-	-rate-seconds "$RATE_SECONDS" -hs-seconds "$HS_SECONDS" -idle-conns "$IDLE_CONNS" \
+	-rate-seconds "$RATE_SECONDS" -hs-seconds "$HS_SECONDS" -hs-workers "$HS_WORKERS" -idle-conns "$IDLE_CONNS" \
 	${ONLY:+-only "$ONLY"} \
 	-target "direct,addr=127.0.0.1:$P_DIRECT,host=$HOST,prefix=/repository/$REPO" \
 	-target "nexmux,addr=127.0.0.1:$P_NEXMUX,host=$HOST,pid=$NEXMUX_PID,metrics=http://127.0.0.1:$P_METRICS/metrics" \

@@ -258,7 +258,7 @@ func runMain(args []string) error {
 	fs.IntVar(&s.RateConns, "rate-conns", 32, "keep-alive connections for the small-request rate")
 	fs.Float64Var(&s.RateSeconds, "rate-seconds", 3, "seconds per round of the small-request rate")
 	fs.IntVar(&s.Rounds, "rounds", 3, "interleaved rounds of each rate measurement (the median is reported)")
-	fs.IntVar(&s.HSWorkers, "hs-workers", 8, "concurrent handshaking clients")
+	fs.IntVar(&s.HSWorkers, "hs-workers", 32, "concurrent handshaking clients (enough to keep the machine busy: with 8 on two cores the Go servers left 10-17% of the CPU idle between round trips)")
 	fs.Float64Var(&s.HSSeconds, "hs-seconds", 3, "seconds per round of the handshake rate")
 	fs.IntVar(&s.LatencyN, "latency-n", 2000, "sequential requests per target for latency")
 	fs.IntVar(&s.IdleConns, "idle-conns", 10000, "idle TLS connections for the memory measurement")
