@@ -263,7 +263,7 @@ func runMain(args []string) error {
 	fs.IntVar(&s.LatencyN, "latency-n", 2000, "sequential requests per target for latency")
 	fs.IntVar(&s.IdleConns, "idle-conns", 10000, "idle TLS connections for the memory measurement")
 	fs.IntVar(&s.RouteRounds, "route-rounds", 9, "interleaved rounds of the route-count comparison")
-	fs.Float64Var(&s.RouteSeconds, "route-seconds", 1.5, "seconds per round of the route-count comparison")
+	fs.Float64Var(&s.RouteSeconds, "route-seconds", 3, "seconds per round of the route-count comparison")
 	_ = fs.Parse(args)
 	if len(targets) == 0 {
 		return errors.New("no -target")
