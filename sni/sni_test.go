@@ -401,6 +401,12 @@ func TestServerNameNormalization(t *testing.T) {
 		if err == nil {
 			t.Fatal("crypto/tls accepted a trailing-dot SNI; the custom parser may no longer be needed")
 		}
+		// Refused for the hello itself (a decode_error alert), not for
+		// anything later in a handshake that went on.
+		alert := make([]byte, 7)
+		if _, rerr := io.ReadFull(c, alert); rerr != nil || alert[0] != 0x15 || alert[6] != 50 {
+			t.Fatalf("handshake error %v; client got % x (%v), want a decode_error alert", err, alert, rerr)
+		}
 	})
 }
 
