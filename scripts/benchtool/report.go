@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -119,37 +120,34 @@ func ratio(a, b float64, okA, okB bool) (float64, bool) {
 	return a / b, true
 }
 
-// spread is the lowest and highest ratio a/b over paired repetitions or
-// rounds (they are interleaved, so the i-th of each ran side by side).
-func spread(a, b Series) (lo, hi float64, ok bool) {
-	for i := 0; i < len(a.Values) && i < len(b.Values); i++ {
-		if b.Values[i] <= 0 {
-			continue
-		}
-		r := a.Values[i] / b.Values[i]
-		if !ok || r < lo {
-			lo = r
-		}
-		if !ok || r > hi {
-			hi = r
-		}
-		ok = true
-	}
-	return lo, hi, ok
-}
-
-// pairedRatio is the median of a/b over paired rounds: the route-count
-// comparison is an A/B of one program, and the machine drifts by more
-// between rounds than the two sides differ, so each round's pair (run back
-// to back) is compared and the drift cancels. Without pairs it is the
-// ratio of the medians.
-func pairedRatio(a, b Series) (float64, bool) {
+// roundRatios is a/b for each pair of repetitions or rounds: they are
+// interleaved, so the i-th of each ran side by side.
+func roundRatios(a, b Series) []float64 {
 	var rs []float64
 	for i := 0; i < len(a.Values) && i < len(b.Values); i++ {
 		if b.Values[i] > 0 {
 			rs = append(rs, a.Values[i]/b.Values[i])
 		}
 	}
+	return rs
+}
+
+// spread is the lowest and highest of the rounds' ratios a/b.
+func spread(a, b Series) (lo, hi float64, ok bool) {
+	rs := roundRatios(a, b)
+	if len(rs) == 0 {
+		return 0, 0, false
+	}
+	return slices.Min(rs), slices.Max(rs), true
+}
+
+// pairedRatio is the median of the rounds' ratios a/b: the route-count
+// comparison is an A/B of one program, and the machine drifts by more
+// between rounds than the two sides differ, so each round's pair (run back
+// to back) is compared and the drift cancels. Without pairs it is the
+// ratio of the medians.
+func pairedRatio(a, b Series) (float64, bool) {
+	rs := roundRatios(a, b)
 	if len(rs) == 0 {
 		return ratio(a.Median, b.Median, a.Median > 0, b.Median > 0)
 	}
