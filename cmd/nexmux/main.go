@@ -152,7 +152,7 @@ func newApp() *cli.App {
 					// memtrim.HeapFloor): a later block would reuse pages
 					// the configuration left behind, and be resident.
 					floor, _ := memtrim.NewHeapFloor(memtrim.FloorSize(os.Getenv))
-					defer floor.Release()
+					defer floor.Release() // also what keeps it held while serving
 					b, err := build(c)
 					if err != nil {
 						return invalid(err)
