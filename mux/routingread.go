@@ -23,6 +23,9 @@ func newRoutingReader(c net.Conn) *routingReader {
 	return &routingReader{c: c, buf: make([]byte, 0, routingReadSize)}
 }
 
+// rewind makes the next Read start again at the first byte read.
+func (r *routingReader) rewind() { r.off = 0 }
+
 func (r *routingReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil

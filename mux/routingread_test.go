@@ -34,7 +34,8 @@ func readRouting(t *testing.T, rr *routingReader) *sni.ClientHello {
 	if _, err := io.ReadFull(rr, first[:]); err != nil {
 		t.Fatal(err)
 	}
-	hello, err := sni.ReadClientHello(io.MultiReader(bytes.NewReader(first[:]), rr))
+	rr.rewind()
+	hello, err := sni.ReadClientHello(rr)
 	if err != nil {
 		t.Fatal(err)
 	}

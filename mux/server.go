@@ -5,7 +5,6 @@
 package mux
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -337,7 +336,8 @@ func (s *Server) handle(raw net.Conn, listenPort, boundPort int) {
 		return
 	}
 
-	hello, err := sni.ReadClientHello(io.MultiReader(bytes.NewReader(first[:]), rr))
+	rr.rewind() // the parser reads the hello from its first byte
+	hello, err := sni.ReadClientHello(rr)
 	if err != nil {
 		reason := reasonFor(err)
 		log.refuse(reason, "could not read the TLS ClientHello", "err", err)
