@@ -102,7 +102,8 @@ WORKER_CONNECTIONS=$((NOFILE - 100))
 # --- build -------------------------------------------------------------------
 say "building nexmux, benchtool and gencert into $WORK"
 go build -o "$WORK/nexmux" ./cmd/nexmux
-go build -o "$WORK/benchtool" ./scripts/benchtool
+# benchtool is a module of its own (its chart dependencies stay out of nexmux).
+(cd scripts/benchtool && go build -o "$WORK/benchtool" .)
 go build -o "$WORK/gencert" ./fixtures/cmd/gencert
 "$WORK/gencert" -dir "$WORK/certs" -hosts "*.$REPO.test,$REPO.test,localhost,127.0.0.1" >/dev/null
 CERT=$WORK/certs/server.crt
