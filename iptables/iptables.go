@@ -58,8 +58,8 @@ func jump(parent, chain string) []string {
 // Validate reports every problem.
 func (r Rules) Validate() error {
 	var errs []error
-	if err := r.validateChain(); err != nil {
-		errs = append(errs, err)
+	if !chainName.MatchString(r.chain()) {
+		errs = append(errs, fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", r.chain()))
 	}
 	if r.ListenPort < 1 || r.ListenPort > 65535 {
 		errs = append(errs, fmt.Errorf("listen port %d: the rules need nexmux's --listen port", r.ListenPort))
