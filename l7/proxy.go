@@ -214,6 +214,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 }
 
+// RegistryMethod reports whether the Registry API uses method. nexmux
+// refuses the others, which keeps client-chosen tokens away from Nexus and
+// out of metric labels.
+func RegistryMethod(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
 // admit refuses requests that do not belong on this connection.
 func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	// Absolute-form targets ("GET http://other/ HTTP/1.1") and CONNECT
@@ -221,12 +233,7 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	if r.Method == http.MethodConnect || !strings.HasPrefix(r.RequestURI, "/") {
 		return http.StatusBadRequest, "UNSUPPORTED", "nexmux: only origin-form request targets (/v2/...) are accepted"
 	}
-	// The Registry API uses these methods only. Refusing the rest keeps
-	// client-chosen tokens out of metric labels and away from Nexus.
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-		http.MethodPatch, http.MethodDelete, http.MethodOptions:
-	default:
+	if !RegistryMethod(r.Method) {
 		return http.StatusMethodNotAllowed, "UNSUPPORTED", "nexmux: method not used by the registry API"
 	}
 	// An upgrade (h2c, websocket) answered with 101 would turn the

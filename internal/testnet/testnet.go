@@ -1,5 +1,5 @@
-// Package testnet has the network helpers tests share: a loopback TCP
-// pair and a real client's first flight.
+// Package testnet has the network helpers tests share: a loopback
+// listener, a loopback TCP pair and a real client's first flight.
 package testnet
 
 import (
@@ -42,6 +42,18 @@ func Pair(t testing.TB) (client, server net.Conn) {
 	_ = client.SetDeadline(deadline)
 	_ = server.SetDeadline(deadline)
 	return client, server
+}
+
+// Listen returns a TCP listener on a free loopback port, closed when the
+// test ends.
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }
 
 // ClientHello returns the first flight a real crypto/tls client with cfg
