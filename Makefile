@@ -3,9 +3,8 @@
 
 GO       ?= go
 FUZZTIME ?= 30s
-# Go minimizes each new interesting input for up to 60s by default, during
-# which a short run makes no progress at all (seen with FuzzParseClientHello:
-# 0 execs/s for the whole 10s); crashers are still minimized, just briefly.
+# Go minimizes each new input for up to 60s by default, during which a short
+# run makes no progress (docs/bench/notes.md); crashers are still minimized.
 FUZZMINIMIZETIME ?= 2s
 PKGS     ?= ./...
 BIN      := bin

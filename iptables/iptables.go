@@ -15,8 +15,8 @@ import (
 	"strings"
 )
 
-// Comment tags every rule nexmux writes.
-const Comment = "nexmux"
+// comment tags every rule nexmux writes.
+const comment = "nexmux"
 
 // DefaultChain is the nat chain holding the REDIRECT rules.
 const DefaultChain = "NEXMUX"
@@ -52,7 +52,7 @@ func (r Rules) validateChain() error {
 // jump is the rule sending parent's TCP traffic to local addresses into
 // chain, as arguments after -A, -D or -C.
 func jump(parent, chain string) []string {
-	return []string{parent, "-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "comment", "--comment", Comment, "-j", chain}
+	return []string{parent, "-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "comment", "--comment", comment, "-j", chain}
 }
 
 // Validate reports every problem.
@@ -108,7 +108,7 @@ func (r Rules) apply(pre, out bool) (string, error) {
 		fmt.Fprintf(&b, "-A %s\n", strings.Join(jump("OUTPUT", c), " "))
 	}
 	for _, p := range ports {
-		fmt.Fprintf(&b, "-A %s -p tcp --dport %d -m comment --comment %s -j REDIRECT --to-ports %d\n", c, p, Comment, r.ListenPort)
+		fmt.Fprintf(&b, "-A %s -p tcp --dport %d -m comment --comment %s -j REDIRECT --to-ports %d\n", c, p, comment, r.ListenPort)
 	}
 	b.WriteString("COMMIT\n")
 	return b.String(), nil
