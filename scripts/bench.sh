@@ -10,10 +10,10 @@
 #
 # Knobs (environment): BENCH_BLOB_MIB (1024), BENCH_REPS (5), BENCH_ROUNDS (5),
 # BENCH_RATE_SECONDS (3), BENCH_HS_SECONDS (3), BENCH_HS_WORKERS (32),
-# BENCH_IDLE_CONNS (10000),
-# BENCH_ROUTES (10000), BENCH_ONLY (subset: pull,push,rate,handshake,latency,
-# idle,routes), BENCH_OUT (docs/bench), BENCH_PORT_BASE (19400), BENCH_KEEP=1
-# keeps the work directory (logs, configs) for a look afterwards.
+# BENCH_IDLE_CONNS (10000), BENCH_ROUTES (10000), BENCH_ONLY (subset:
+# pull,push,rate,handshake,latency,idle,routes), BENCH_OUT (docs/bench),
+# BENCH_PORT_BASE (19400), BENCH_KEEP=1 keeps the work directory (logs,
+# configs) for a look afterwards.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
