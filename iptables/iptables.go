@@ -15,8 +15,8 @@ import (
 	"strings"
 )
 
-// Comment tags every rule nexmux writes.
-const Comment = "nexmux"
+// comment tags every rule nexmux writes.
+const comment = "nexmux"
 
 // DefaultChain is the nat chain holding the REDIRECT rules.
 const DefaultChain = "NEXMUX"
@@ -40,6 +40,19 @@ func (r Rules) chain() string {
 		return DefaultChain
 	}
 	return r.Chain
+}
+
+func (r Rules) validateChain() error {
+	if !chainName.MatchString(r.chain()) {
+		return fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", r.chain())
+	}
+	return nil
+}
+
+// jump is the rule sending parent's TCP traffic to local addresses into
+// chain, as arguments after -A, -D or -C.
+func jump(parent, chain string) []string {
+	return []string{parent, "-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "comment", "--comment", comment, "-j", chain}
 }
 
 // Validate reports every problem.
@@ -66,6 +79,12 @@ func (r Rules) Validate() error {
 // ip6tables-restore: the text is the same for both families). Declaring the
 // chain flushes it in --noflush mode, so applying twice leaves one copy.
 func (r Rules) Apply() (string, error) {
+	return r.apply(r.Jumps, r.Jumps)
+}
+
+// apply renders the chain with the PREROUTING jump when pre and the OUTPUT
+// jump when out.
+func (r Rules) apply(pre, out bool) (string, error) {
 	if err := r.Validate(); err != nil {
 		return "", err
 	}
@@ -77,17 +96,19 @@ func (r Rules) Apply() (string, error) {
 	b.WriteString("#   iptables-restore --noflush  and  ip6tables-restore --noflush\n")
 	b.WriteString("*nat\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n", c)
-	if r.Jumps {
-		// Remote clients arrive through PREROUTING; clients on this host
-		// (Nexus's own health checks, a local docker) through OUTPUT. Both
-		// are limited to local destinations: a host that also routes
-		// (docker bridge, Kubernetes node, VPN) must not capture traffic it
-		// only forwards to other hosts' port 8082.
-		fmt.Fprintf(&b, "-A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
-		fmt.Fprintf(&b, "-A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
+	// Remote clients arrive through PREROUTING; clients on this host
+	// (Nexus's own health checks, a local docker) through OUTPUT. Both are
+	// limited to local destinations: a host that also routes (docker
+	// bridge, Kubernetes node, VPN) must not capture traffic it only
+	// forwards to other hosts' port 8082.
+	if pre {
+		fmt.Fprintf(&b, "-A %s\n", strings.Join(jump("PREROUTING", c), " "))
+	}
+	if out {
+		fmt.Fprintf(&b, "-A %s\n", strings.Join(jump("OUTPUT", c), " "))
 	}
 	for _, p := range ports {
-		fmt.Fprintf(&b, "-A %s -p tcp --dport %d -m comment --comment %s -j REDIRECT --to-ports %d\n", c, p, Comment, r.ListenPort)
+		fmt.Fprintf(&b, "-A %s -p tcp --dport %d -m comment --comment %s -j REDIRECT --to-ports %d\n", c, p, comment, r.ListenPort)
 	}
 	b.WriteString("COMMIT\n")
 	return b.String(), nil
@@ -96,14 +117,24 @@ func (r Rules) Apply() (string, error) {
 // Delete renders the removal: the two jumps, then the chain itself. It only
 // names rules Apply wrote, so nothing else in the nat table is touched.
 func (r Rules) Delete() (string, error) {
-	if !chainName.MatchString(r.chain()) {
-		return "", fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", r.chain())
+	return r.delete(true, true)
+}
+
+// delete renders the removal, with the jumps that exist: -D of a missing
+// rule fails the whole transaction.
+func (r Rules) delete(pre, out bool) (string, error) {
+	if err := r.validateChain(); err != nil {
+		return "", err
 	}
 	c := r.chain()
 	var b strings.Builder
 	b.WriteString("*nat\n")
-	fmt.Fprintf(&b, "-D PREROUTING -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
-	fmt.Fprintf(&b, "-D OUTPUT -p tcp -m addrtype --dst-type LOCAL -m comment --comment %s -j %s\n", Comment, c)
+	if pre {
+		fmt.Fprintf(&b, "-D %s\n", strings.Join(jump("PREROUTING", c), " "))
+	}
+	if out {
+		fmt.Fprintf(&b, "-D %s\n", strings.Join(jump("OUTPUT", c), " "))
+	}
 	fmt.Fprintf(&b, "-F %s\n", c)
 	fmt.Fprintf(&b, "-X %s\n", c)
 	b.WriteString("COMMIT\n")

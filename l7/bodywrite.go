@@ -9,18 +9,13 @@ import (
 )
 
 // Request bodies (blob pushes) are read from the client's TLS stream one
-// 16 KiB record (or, chunked, one chunk piece) per Read. http.Transport
-// would write each on its own: 65,536 write(2) calls per GiB, each pushing
-// a TCP segment train and waking Nexus's reader. On loopback, moving 1 GiB
-// in 16 KiB writes costs both sides about twice the CPU of 128 KiB writes
-// (docs/bench, BenchmarkBodyToNexus), and 512 KiB writes cost the receiver
-// about a third less again than 128 KiB ones (fewer wake-ups: the bench's
-// backend went from ~340 to ~230 ms of CPU per GiB pushed, nexmux itself
-// from ~790 to ~690 with the 512 KiB read-ahead, mux readAheadSize). So
-// bodies are gathered into a pooled
-// buffer and written when it is full, at the end of the body, or when a
-// read returns and the oldest gathered byte has waited bodyBatchDelay.
-// The Transport sends a body one of two ways, and both are covered:
+// 16 KiB record (or, chunked, one chunk piece) per Read, and http.Transport
+// would write each on its own, waking Nexus's reader every time; large
+// writes cost both sides far less CPU (numbers: docs/bench/notes.md). So
+// bodies are gathered into a pooled buffer and written when it is full, at
+// the end of the body, or when a read returns and the oldest gathered byte
+// has waited bodyBatchDelay. The Transport sends a body one of two ways,
+// and both are covered:
 //
 //   - with a Content-Length, through io.Copy into the connection: the
 //     connection is an upstreamConn, whose ReadFrom gathers;

@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
-	"github.com/nexmux/nexmux/internal/testnet"
-	"github.com/nexmux/nexmux/route"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +16,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/route"
 )
 
 // fullRecord is the plaintext of a full TLS record.
@@ -249,10 +250,7 @@ func TestUploadsBatchedThroughProxy(t *testing.T) {
 	const size = 4 << 20
 	body := randomBytes(t, size)
 	sum := sha256.Sum256(body)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := testnet.Listen(t)
 	var chunked atomic.Int64
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/early") {
@@ -380,11 +378,7 @@ func BenchmarkBodyToNexus(b *testing.B) {
 	body := make([]byte, size)
 	for name, batched := range map[string]bool{"batched": true, "record-per-write": false} {
 		b.Run(name, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
+			ln := testnet.Listen(b)
 			go func() {
 				for {
 					c, err := ln.Accept()

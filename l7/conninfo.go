@@ -43,12 +43,11 @@ type ConnInfo struct {
 }
 
 // ReadAheader reads ahead below crypto/tls while an upload's body is being
-// copied: crypto/tls asks its connection for ~32 KiB at a time, so a 1 GiB
-// push took ~32,000 read(2) calls; between BeginReadAhead and
-// EndReadAhead each read fills a pooled buffer with whatever the socket
-// holds, which cut nexmux's CPU per GiB pushed by 6-14% in two runs on the
-// benchmark machine (docs/bench). Outside that window reads go straight
-// to the socket and no buffer is held, so an idle connection keeps none.
+// copied: crypto/tls asks its connection for ~32 KiB at a time, so between
+// BeginReadAhead and EndReadAhead each read fills a pooled buffer with
+// whatever the socket holds, for fewer read(2) calls (docs/bench/notes.md).
+// Outside that window reads go straight to the socket and no buffer is
+// held, so an idle connection keeps none.
 // Bytes read ahead past the body (a pipelined request) are kept, in
 // order, for the next reads.
 //
@@ -60,12 +59,10 @@ type ReadAheader interface {
 }
 
 // WriteBatcher gathers what crypto/tls writes between BeginBatch and
-// EndBatch into large socket writes. crypto/tls makes one write(2) per
-// record, so a blob goes out in 16 KiB writes, each waking the client and
-// the Go netpoller; gathered four records at a time, a 1 GiB pull took about
-// 15% less CPU in nexmux and in the client, and ~10% more throughput;
-// sixteen at a time (mux batchSize) another tenth less (docs/bench). EndBatch writes what is left, so nothing waits after the
-// handler's Write returns.
+// EndBatch into large socket writes: crypto/tls makes one write(2) per
+// 16 KiB record, each waking the client and the Go netpoller
+// (docs/bench/notes.md). EndBatch writes what is left, so nothing waits
+// after the handler's Write returns.
 //
 // Only an HTTP/1.x handler may batch, and only around its own Write:
 // there the write reaches the socket in the handler's goroutine. HTTP/2

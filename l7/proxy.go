@@ -19,29 +19,23 @@ import (
 
 // Upstream-side timeouts. Each says why it has its value.
 const (
-	// UpstreamIdleTimeout keeps pooled connections to Nexus below Jetty's
+	// upstreamIdleTimeout keeps pooled connections to Nexus below Jetty's
 	// 30 s idle timeout, so nexmux never reuses a connection Jetty is
 	// about to close (a request on it would fail with EOF).
-	UpstreamIdleTimeout = 20 * time.Second
-	// UpstreamDialTimeout bounds connecting to Nexus.
-	UpstreamDialTimeout = 10 * time.Second
-	// UpstreamResponseHeaderTimeout is Sonatype's own proxy_read_timeout:
+	upstreamIdleTimeout = 20 * time.Second
+	// upstreamDialTimeout bounds connecting to Nexus.
+	upstreamDialTimeout = 10 * time.Second
+	// upstreamResponseHeaderTimeout is Sonatype's own proxy_read_timeout:
 	// Nexus may take minutes to commit a large upload before it answers.
-	UpstreamResponseHeaderTimeout = 300 * time.Second
+	upstreamResponseHeaderTimeout = 300 * time.Second
 	// transportBufferSize sizes the upstream connections' bufio buffers:
 	// a full 16 KiB TLS record twice, so one read from the client's TLS
 	// stream never has to be split across writes to Nexus. Every pooled
 	// upstream connection holds two of them.
 	transportBufferSize = 32 << 10
-	// copyBufferSize is the buffer ReverseProxy copies response bodies
-	// (blob pulls) with, pooled. Each read from Nexus fills up to this
-	// much, then goes out as 32 full 16 KiB TLS records. With 32 KiB a
-	// 1 GiB pull took 32,768 read syscalls and as many window updates on
-	// the upstream socket, each waking the Go netpoller; 512 KiB cut the
-	// proxy's CPU per GiB by about a quarter and raised pull throughput
-	// from ~0.7x to ~0.9x tuned nginx (which reads with 32 x 64k buffers)
-	// on the benchmark machine; batching the TLS records below crypto/tls
-	// (ConnInfo.Writes) did the rest (docs/bench). Only blob downloads
+	// copyBufferSize is the pooled buffer ReverseProxy copies response
+	// bodies (blob pulls) with: fewer, larger reads from Nexus wake the
+	// netpoller less (numbers: docs/bench/notes.md). Only blob downloads
 	// in flight hold one: everything else (manifests, tags, errors, HEAD)
 	// copies with smallCopyBufferSize, so a thousand concurrent small
 	// requests cannot pin half a gigabyte.
@@ -53,7 +47,7 @@ const (
 // NewTransport returns the pooled transport nexmux uses towards Nexus.
 func NewTransport() *http.Transport {
 	return newTransport((&net.Dialer{
-		Timeout:   UpstreamDialTimeout,
+		Timeout:   upstreamDialTimeout,
 		KeepAlive: 15 * time.Second,
 	}).DialContext)
 }
@@ -64,8 +58,8 @@ func newTransport(dial dialFunc) *http.Transport {
 		DialContext:           dialUpstream(dial),
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       UpstreamIdleTimeout,
-		ResponseHeaderTimeout: UpstreamResponseHeaderTimeout,
+		IdleConnTimeout:       upstreamIdleTimeout,
+		ResponseHeaderTimeout: upstreamResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		// Pass Content-Encoding through untouched; decompressing would
 		// change digests' byte streams.
@@ -214,6 +208,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 }
 
+// RegistryMethod reports whether the Registry API uses method. nexmux
+// refuses the others, which keeps client-chosen tokens away from Nexus and
+// out of metric labels.
+func RegistryMethod(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
 // admit refuses requests that do not belong on this connection.
 func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	// Absolute-form targets ("GET http://other/ HTTP/1.1") and CONNECT
@@ -221,12 +227,7 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	if r.Method == http.MethodConnect || !strings.HasPrefix(r.RequestURI, "/") {
 		return http.StatusBadRequest, "UNSUPPORTED", "nexmux: only origin-form request targets (/v2/...) are accepted"
 	}
-	// The Registry API uses these methods only. Refusing the rest keeps
-	// client-chosen tokens out of metric labels and away from Nexus.
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-		http.MethodPatch, http.MethodDelete, http.MethodOptions:
-	default:
+	if !RegistryMethod(r.Method) {
 		return http.StatusMethodNotAllowed, "UNSUPPORTED", "nexmux: method not used by the registry API"
 	}
 	// An upgrade (h2c, websocket) answered with 101 would turn the

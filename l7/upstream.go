@@ -11,13 +11,13 @@ import (
 	"time"
 )
 
-// DownFor is how long a node that refused a connection is skipped.
-const DownFor = 5 * time.Second
+// downFor is how long a node that refused a connection is skipped.
+const downFor = 5 * time.Second
 
 // Upstreams is the set of Nexus nodes behind one name (a Nexus HA cluster,
 // or one node). Nodes are tried in the configured order: everyone uses the
 // first node that accepts connections, so an upload session started on a
-// node stays on it; a node that refuses a connection is skipped for DownFor.
+// node stays on it; a node that refuses a connection is skipped for downFor.
 type Upstreams struct {
 	nodes   []*url.URL
 	ctxPath string
@@ -78,7 +78,7 @@ func (u *Upstreams) first() int {
 }
 
 func (u *Upstreams) markDown(i int) {
-	u.down[i].Store(time.Now().Add(DownFor).UnixNano())
+	u.down[i].Store(time.Now().Add(downFor).UnixNano())
 }
 
 // failover sends a request to the next node when one refuses the

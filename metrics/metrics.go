@@ -110,9 +110,7 @@ func (m *Metrics) Observe(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 // methodLabel bounds the label to the methods the Registry API uses: the
 // method is chosen by the client, and every new label value is a new series.
 func methodLabel(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+	if l7.RegistryMethod(m) {
 		return m
 	}
 	return "OTHER"

@@ -10,10 +10,10 @@
 #
 # Knobs (environment): BENCH_BLOB_MIB (1024), BENCH_REPS (5), BENCH_ROUNDS (5),
 # BENCH_RATE_SECONDS (3), BENCH_HS_SECONDS (3), BENCH_HS_WORKERS (32),
-# BENCH_IDLE_CONNS (10000),
-# BENCH_ROUTES (10000), BENCH_ONLY (subset: pull,push,rate,handshake,latency,
-# idle,routes), BENCH_OUT (docs/bench), BENCH_PORT_BASE (19400), BENCH_KEEP=1
-# keeps the work directory (logs, configs) for a look afterwards.
+# BENCH_IDLE_CONNS (10000), BENCH_ROUTES (10000), BENCH_ONLY (subset:
+# pull,push,rate,handshake,latency,idle,routes), BENCH_OUT (docs/bench),
+# BENCH_PORT_BASE (19400), BENCH_KEEP=1 keeps the work directory (logs,
+# configs) for a look afterwards.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -102,7 +102,8 @@ WORKER_CONNECTIONS=$((NOFILE - 100))
 # --- build -------------------------------------------------------------------
 say "building nexmux, benchtool and gencert into $WORK"
 go build -o "$WORK/nexmux" ./cmd/nexmux
-go build -o "$WORK/benchtool" ./scripts/benchtool
+# benchtool is a module of its own (its chart dependencies stay out of nexmux).
+(cd scripts/benchtool && go build -o "$WORK/benchtool" .)
 go build -o "$WORK/gencert" ./fixtures/cmd/gencert
 "$WORK/gencert" -dir "$WORK/certs" -hosts "*.$REPO.test,$REPO.test,localhost,127.0.0.1" >/dev/null
 CERT=$WORK/certs/server.crt

@@ -61,15 +61,8 @@ args=(--listen ":$NEXMUX_PORT" --upstream "http://127.0.0.1:$NEXUS_PORT"
 	--route team-b-push.nexmux.test=team-b-hosted
 	--port "$LEGACY_PULL_PORT=team-a" --port "$LEGACY_PUSH_PORT=team-a-hosted"
 	--bind-ports)
-split=yes
-if ! ./bin/nexmux check "${args[@]}" >"$DEMO_DIR/check.out" 2>&1; then
-	# An older build without HOST=pull:GROUP,push:HOSTED: pull and push
-	# through team-a.nexmux.test both go to the group then.
-	split=no
-	args=("${args[@]/team-a.nexmux.test=pull:team-a,push:team-a-hosted/team-a.nexmux.test=team-a}")
-	./bin/nexmux check "${args[@]}" >"$DEMO_DIR/check.out" 2>&1 ||
-		{ cat "$DEMO_DIR/check.out" >&2; die "nexmux check refused the demo configuration"; }
-fi
+./bin/nexmux check "${args[@]}" >"$DEMO_DIR/check.out" 2>&1 ||
+	{ cat "$DEMO_DIR/check.out" >&2; die "nexmux check refused the demo configuration"; }
 cat "$DEMO_DIR/check.out"
 
 say "starting the Nexus fixture on 127.0.0.1:$NEXUS_PORT (log: $DEMO_DIR/fixture.log)"
@@ -115,7 +108,7 @@ cat <<EOF
 nexmux demo is running. Nexus fixture user: admin / admin123.
 
 Routes:
-  team-a.nexmux.test:$port       pull from group team-a$([[ $split == yes ]] && echo ", push to team-a-hosted")
+  team-a.nexmux.test:$port       pull from group team-a, push to team-a-hosted
   team-a-push.nexmux.test:$port  team-a-hosted (push here)
   team-b.nexmux.test:$port       group team-b
   team-b-push.nexmux.test:$port  team-b-hosted

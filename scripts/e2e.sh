@@ -8,14 +8,13 @@
 # 127.0.0.1:8081 and nexmux on 127.0.0.1:8443, and then pushes, pulls and
 # copies images by SNI name and by legacy connector port (iptables REDIRECT
 # to the fan-in listener, SO_ORIGINAL_DST in nexmux). The REDIRECT rules come
-# from `nexmux iptables --chain NEXMUX-E2E` when the build has that command
-# (and `--delete` must remove them exactly); otherwise, or if that fails,
-# from two direct OUTPUT rules so the legacy port steps still run.
+# from `nexmux iptables --chain NEXMUX-E2E`, built from this tree like the
+# rest, and `--delete` must remove them exactly.
 #
 # System changes, all undone on exit (also on failure and Ctrl-C):
 #   /etc/hosts lines ending in "# nexmux-e2e";
 #   /etc/docker/certs.d/<host:port>/ entries (only those it created);
-#   the nat chain NEXMUX-E2E and its jumps, or rules commented "nexmux-e2e".
+#   the nat chain NEXMUX-E2E and its jumps.
 # No image is pulled from the internet: test images come from `docker import`
 # of random data.
 #
@@ -72,16 +71,11 @@ remove_hosts_lines() {
 	rm -f "$tmp"
 }
 
-# remove_iptables_rules deletes the nat rules tagged with our comment, and
-# those of a `nexmux iptables` ruleset we loaded.
+# remove_iptables_rules deletes the rules of the `nexmux iptables` ruleset
+# we loaded.
 remove_iptables_rules() {
 	command -v iptables >/dev/null || return 0
 	local line
-	{ iptables -t nat -S 2>/dev/null || true; } | { grep -- "--comment \"\\?$TAG\"\\?\\( \\|\$\\)" || true; } |
-		sed 's/^-A /-D /' | while read -r line; do
-			# shellcheck disable=SC2086 # the rule is a list of words
-			iptables -t nat $line 2>/dev/null || true
-		done
 	if [[ -n $IPT_RESTORE_FILE && -f $IPT_RESTORE_FILE ]]; then
 		# Undo what the file added: its -A rules, then the chains it declared.
 		local table=nat chains=() c
@@ -322,20 +316,9 @@ trust_all() {
 # for loopback destinations.
 
 # nexmux_iptables: the rules `nexmux iptables` renders, through
-# iptables-restore --noflush (only when this build has the command).
+# iptables-restore --noflush.
 nexmux_iptables() {
-	local help args=()
-	help=$(./bin/nexmux iptables --help 2>&1)
-	echo "$help"
-	if grep -q -- '--chain' <<<"$help"; then
-		args+=(--chain "$IPT_CHAIN")
-	elif iptables -t nat -S NEXMUX >/dev/null 2>&1; then
-		echo "a NEXMUX chain exists already and this build cannot name another: not touching it"
-		return 1
-	else
-		IPT_CHAIN=NEXMUX
-	fi
-	grep -q -- '--jumps' <<<"$help" && args+=(--jumps)
+	local args=(--chain "$IPT_CHAIN")
 	iptables -t nat -S >"$WORK/nat.before"
 	IPT_RESTORE_FILE=$WORK/iptables.rules
 	echo "\$ nexmux iptables ${args[*]} ${NEXMUX_ARGS[*]}"
@@ -349,8 +332,7 @@ nexmux_iptables() {
 # nexmux_iptables_delete: `nexmux iptables --delete` must take away exactly
 # what the apply rules added.
 nexmux_iptables_delete() {
-	local args=(--delete)
-	[[ $IPT_CHAIN != NEXMUX ]] && args+=(--chain "$IPT_CHAIN")
+	local args=(--delete --chain "$IPT_CHAIN")
 	echo "\$ nexmux iptables ${args[*]} ${NEXMUX_ARGS[*]}"
 	./bin/nexmux iptables "${args[@]}" "${NEXMUX_ARGS[@]}" >"$WORK/iptables.delete" || return 1
 	cat "$WORK/iptables.delete"
@@ -368,17 +350,6 @@ nexmux_iptables_delete() {
 		fi
 	done
 	echo "nat table as before; 127.0.0.1:$LEGACY_PULL and :$LEGACY_PUSH no longer redirected"
-}
-
-# direct_iptables: the two rules, written by hand.
-direct_iptables() {
-	local p
-	for p in "$LEGACY_PULL" "$LEGACY_PUSH" "$LEGACY_ONE"; do
-		iptables -t nat -A OUTPUT -p tcp -d 127.0.0.1 --dport "$p" \
-			-m comment --comment "$TAG" -j REDIRECT --to-ports "$NEXMUX_PORT" || return 1
-	done
-	iptables -t nat -S OUTPUT
-	redirect_works
 }
 
 redirect_works() {
@@ -612,19 +583,7 @@ step "trust the test CA in /etc/docker/certs.d" trust_all \
 	"nexus.nexmux.test:$LEGACY_PULL" "nexus.nexmux.test:$LEGACY_PUSH" \
 	"nexus.nexmux.test:$LEGACY_ONE" || abort
 LEGACY_OK=no
-NEXMUX_IPTABLES=no
-if ./bin/nexmux iptables --help >/dev/null 2>&1; then
-	if step "nexmux iptables | iptables-restore: :$LEGACY_PULL and :$LEGACY_PUSH reach :$NEXMUX_PORT" nexmux_iptables; then
-		LEGACY_OK=yes
-		NEXMUX_IPTABLES=yes
-	else
-		log "falling back to direct iptables rules so the legacy port steps still run"
-		remove_iptables_rules
-	fi
-else
-	log "this nexmux has no \`iptables\` command: adding the REDIRECT rules directly"
-fi
-if [[ $LEGACY_OK == no ]] && step "iptables REDIRECT of :$LEGACY_PULL and :$LEGACY_PUSH to :$NEXMUX_PORT" direct_iptables; then
+if step "nexmux iptables | iptables-restore: :$LEGACY_PULL and :$LEGACY_PUSH reach :$NEXMUX_PORT" nexmux_iptables; then
 	LEGACY_OK=yes
 fi
 step "start a private dockerd ($DOCKER_HOST)" start_dockerd || abort
@@ -743,7 +702,7 @@ else
 	skip "skopeo inspect/copy of e2e/app:1" "docker push gave no digest"
 fi
 
-if [[ $NEXMUX_IPTABLES == yes ]]; then
+if [[ $LEGACY_OK == yes ]]; then
 	step "nexmux iptables --delete | iptables-restore restores the nat table" nexmux_iptables_delete || true
 fi
 

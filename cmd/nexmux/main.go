@@ -173,12 +173,14 @@ func newApp() *cli.App {
 			{
 				Name:  "iptables",
 				Usage: "print iptables-restore rules that REDIRECT the --port connector ports to --listen (IPv4 and IPv6 alike)",
-				Description: "Apply with: nexmux iptables --port 8082=team-a ... | iptables-restore --noflush (and ip6tables-restore).\n" +
-					"scripts/nexmux-iptables.sh applies and removes them idempotently.",
+				Description: "Apply with: nexmux iptables --port 8082=team-a ... | iptables-restore --noflush (and ip6tables-restore),\n" +
+					"or let --load apply (and --load --delete remove) them idempotently.",
 				Flags: append(routeFlags(),
 					&cli.BoolFlag{Name: "delete", Usage: "print the rules that remove exactly what the apply rules add"},
 					&cli.BoolFlag{Name: "jumps", Value: true, Usage: "include the PREROUTING/OUTPUT jumps (off when re-applying over existing jumps)"},
 					&cli.StringFlag{Name: "chain", Value: iptables.DefaultChain, Usage: "nat `CHAIN` holding the rules (one per nexmux instance)"},
+					&cli.BoolFlag{Name: "load", Usage: "load the rules with <family>-restore --noflush instead of printing them; idempotent, adds only missing jumps"},
+					&cli.StringSliceFlag{Name: "families", Value: cli.NewStringSlice(iptables.Families...), Usage: "`FAMILY` list --load drives (iptables, ip6tables)", EnvVars: env("families")},
 				),
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
@@ -197,10 +199,22 @@ func newApp() *cli.App {
 							out, err = r.Apply()
 						}
 					}
-					if err != nil {
+					fams, ferr := iptables.ParseFamilies(c.StringSlice("families"))
+					if err = errors.Join(err, ferr); err != nil {
 						return invalid(err)
 					}
-					fmt.Fprint(c.App.Writer, out)
+					if !c.Bool("load") {
+						fmt.Fprint(c.App.Writer, out)
+						return nil
+					}
+					if c.Bool("delete") {
+						err = r.Uninstall(fams, c.App.ErrWriter)
+					} else {
+						err = r.Install(fams, c.App.ErrWriter)
+					}
+					if err != nil {
+						return cli.Exit("nexmux iptables: "+err.Error(), 1)
+					}
 					return nil
 				},
 			},

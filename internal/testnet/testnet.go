@@ -1,5 +1,5 @@
-// Package testnet has the network helpers tests share: a loopback TCP
-// pair and a real client's first flight.
+// Package testnet has the network helpers tests share: a loopback
+// listener, a loopback TCP pair and a real client's first flight.
 package testnet
 
 import (
@@ -44,6 +44,18 @@ func Pair(t testing.TB) (client, server net.Conn) {
 	return client, server
 }
 
+// Listen returns a TCP listener on a free loopback port, closed when the
+// test ends.
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
 // ClientHello returns the first flight a real crypto/tls client with cfg
 // sends: every byte it writes before it first reads.
 func ClientHello(t testing.TB, cfg *tls.Config) []byte {
@@ -63,8 +75,11 @@ func ClientHello(t testing.TB, cfg *tls.Config) []byte {
 var errReadRefused = errors.New("testnet: recording conn refuses reads")
 
 // recordingConn accepts every write and fails the first read, which ends
-// a client's handshake right after its ClientHello has been flushed.
+// a client's handshake right after its ClientHello has been flushed. Any
+// other call reaches the nil net.Conn and panics: the handshake must not
+// need it.
 type recordingConn struct {
+	net.Conn
 	mu  sync.Mutex
 	buf []byte
 }
@@ -76,9 +91,3 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 	c.buf = append(c.buf, p...)
 	return len(p), nil
 }
-func (c *recordingConn) Close() error                     { return nil }
-func (c *recordingConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (c *recordingConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
-func (c *recordingConn) SetDeadline(time.Time) error      { return nil }
-func (c *recordingConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }

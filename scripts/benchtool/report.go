@@ -44,8 +44,6 @@ type row struct {
 	Prec   int
 }
 
-func (r *row) has(t string) bool { _, ok := r.Values[t]; return ok }
-
 func rows(res *Results) []*row {
 	var out []*row
 	add := func(name, unit string, higher bool, prec int, vals map[string]float64) {

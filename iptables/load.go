@@ -1,0 +1,150 @@
+package iptables
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+)
+
+// Families are the netfilter commands Install and Uninstall drive: IPv4
+// and IPv6 take the same rules.
+var Families = []string{"iptables", "ip6tables"}
+
+// ParseFamilies checks a --families list. An entry may hold several names
+// separated by spaces or commas ("iptables ip6tables"), as an environment
+// variable does.
+func ParseFamilies(list []string) ([]string, error) {
+	var fams []string
+	var errs []error
+	for _, entry := range list {
+		for _, f := range strings.FieldsFunc(entry, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+			switch {
+			case !slices.Contains(Families, f):
+				errs = append(errs, fmt.Errorf("family %q: want iptables and/or ip6tables", f))
+			case !slices.Contains(fams, f):
+				fams = append(fams, f)
+			}
+		}
+	}
+	if len(fams) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("no family: want iptables and/or ip6tables"))
+	}
+	return fams, errors.Join(errs...)
+}
+
+// Install loads the rules into the nat table of each family, one
+// <family>-restore --noflush transaction per family. Declaring the chain
+// replaces its content; a jump that exists already is left out, so
+// installing twice, or over a half-removed installation, leaves exactly one
+// copy of every rule. r.Jumps is ignored: Install always ends with both
+// jumps. A family whose commands are missing is skipped with a line on log;
+// none at all is an error. Nothing more is changed after a failure.
+func (r Rules) Install(fams []string, log io.Writer) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	return r.each(fams, log, func(f family) error {
+		pre, out := f.jumps(r.chain())
+		rules, err := r.apply(!pre, !out)
+		if err != nil {
+			return err
+		}
+		if err := f.restore(rules); err != nil {
+			return err
+		}
+		fmt.Fprintf(log, "%s: applied (chain %s)\n", f, r.chain())
+		return nil
+	})
+}
+
+// Uninstall removes what Install added: the jumps that exist, then the
+// chain. Nothing else in the nat table is touched; a family without the
+// chain has nothing to delete.
+func (r Rules) Uninstall(fams []string, log io.Writer) error {
+	if err := r.validateChain(); err != nil {
+		return err
+	}
+	return r.each(fams, log, func(f family) error {
+		if !f.run("-S", r.chain()) {
+			fmt.Fprintf(log, "%s: chain %s does not exist; nothing to delete\n", f, r.chain())
+			return nil
+		}
+		pre, out := f.jumps(r.chain())
+		rules, err := r.delete(pre, out)
+		if err != nil {
+			return err
+		}
+		if err := f.restore(rules); err != nil {
+			return err
+		}
+		fmt.Fprintf(log, "%s: deleted (chain %s)\n", f, r.chain())
+		return nil
+	})
+}
+
+// each runs do for every family whose commands exist and whose nat table
+// can be read, stopping at the first error.
+func (r Rules) each(fams []string, log io.Writer, do func(family) error) error {
+	handled := 0
+	for _, name := range fams {
+		f := family(name)
+		if !slices.Contains(Families, name) {
+			return fmt.Errorf("family %q: want iptables and/or ip6tables", name)
+		}
+		if !f.installed() {
+			fmt.Fprintf(log, "%s: %s-restore (or %s) not found; skipping this family\n", f, f, f)
+			continue
+		}
+		// A nat table that cannot be read (no kernel support, no
+		// NET_ADMIN) is an error, not a reason to skip quietly.
+		if out, err := exec.Command(name, "-w", "-t", "nat", "-S", "PREROUTING").CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: cannot read the nat table: %v: %s", f, err, bytes.TrimSpace(out))
+		}
+		handled++
+		if err := do(f); err != nil {
+			return err
+		}
+	}
+	if handled == 0 {
+		return fmt.Errorf("no iptables family available (families %s)", strings.Join(fams, ", "))
+	}
+	return nil
+}
+
+// family is "iptables" or "ip6tables", the name of its commands.
+type family string
+
+func (f family) installed() bool {
+	for _, cmd := range []string{string(f), string(f) + "-restore"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// run reports whether `<family> -w -t nat args...` succeeds.
+func (f family) run(args ...string) bool {
+	return exec.Command(string(f), append([]string{"-w", "-t", "nat"}, args...)...).Run() == nil
+}
+
+// jumps reports which of the two jumps into chain exist. -C fails both when
+// the rule is absent and when the chain is: either means "absent" here.
+func (f family) jumps(chain string) (pre, out bool) {
+	return f.run(append([]string{"-C"}, jump("PREROUTING", chain)...)...),
+		f.run(append([]string{"-C"}, jump("OUTPUT", chain)...)...)
+}
+
+// restore loads rules in one transaction.
+func (f family) restore(rules string) error {
+	cmd := exec.Command(string(f)+"-restore", "-w", "--noflush")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %s-restore --noflush failed: %v: %s\nthe rules were:\n%s", f, f, err, bytes.TrimSpace(out), rules)
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+package iptables
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/nexmux/nexmux/internal/netns"
+)
+
+// inNetns gives the test a network namespace of its own (needs root and
+// iptables; skips without, unless NEXMUX_REQUIRE_NETNS is set) and returns
+// a function running f inside it: commands f starts see that namespace's
+// nat table only.
+func inNetns(t *testing.T) func(f func() error) {
+	t.Helper()
+	skip := func(msg string) {
+		t.Helper()
+		if os.Getenv("NEXMUX_REQUIRE_NETNS") != "" {
+			t.Fatalf("NEXMUX_REQUIRE_NETNS is set but %s", msg)
+		}
+		t.Skip(msg)
+	}
+	if os.Geteuid() != 0 {
+		skip("needs root: creates a network namespace and iptables rules")
+	}
+	for _, tool := range []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			skip(fmt.Sprintf("needs %s (iproute2, iptables): %v", tool, err))
+		}
+	}
+	name := fmt.Sprintf("nxipt-%d", os.Getpid())
+	_ = exec.Command("ip", "netns", "del", name).Run() // left over by a killed run with the same pid
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v\n%s", name, err, out)
+		}
+	})
+	return func(f func() error) {
+		t.Helper()
+		if err := netns.Do("/run/netns/"+name, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// nat returns iptables-save's nat table for each family, without comments
+// and counters.
+func nat() (map[string][]string, error) {
+	tables := map[string][]string{}
+	for _, fam := range Families {
+		out, err := exec.Command(fam+"-save", "-t", "nat").CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("%s-save: %v\n%s", fam, err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if l != "" && !strings.HasPrefix(l, "#") {
+				tables[fam] = append(tables[fam], strings.TrimSuffix(l, " [0:0]"))
+			}
+		}
+	}
+	return tables, nil
+}
+
+func TestInstallUninstall(t *testing.T) {
+	do := inNetns(t)
+	const foreign = "-A PREROUTING -p tcp -m tcp --dport 9999 -j REDIRECT --to-ports 9998"
+	var log strings.Builder
+	var before map[string][]string
+	do(func() error {
+		for _, fam := range Families {
+			if out, err := exec.Command(fam, append([]string{"-t", "nat"}, strings.Fields(foreign)...)...).CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: %v\n%s", fam, err, out)
+			}
+		}
+		var err error
+		before, err = nat()
+		return err
+	})
+
+	// ours lists the nexmux lines of each family's table, and checks the
+	// foreign rule is still there.
+	ours := func() map[string][]string {
+		t.Helper()
+		got := map[string][]string{}
+		do(func() error {
+			tables, err := nat()
+			for fam, lines := range tables {
+				if !strings.Contains(strings.Join(lines, "\n"), foreign) {
+					return fmt.Errorf("%s: the foreign rule is gone:\n%s", fam, strings.Join(lines, "\n"))
+				}
+				for _, l := range lines {
+					if strings.Contains(l, "NEXMUX") {
+						got[fam] = append(got[fam], l)
+					}
+				}
+			}
+			return err
+		})
+		return got
+	}
+	want := func(chain string, ports ...int) []string {
+		w := append([]string{":" + chain + " -"},
+			"-A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m comment --comment nexmux -j "+chain,
+			"-A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m comment --comment nexmux -j "+chain)
+		for _, p := range ports {
+			w = append(w, fmt.Sprintf("-A %s -p tcp -m tcp --dport %d -m comment --comment nexmux -j REDIRECT --to-ports 8443", chain, p))
+		}
+		return w
+	}
+	check := func(step string, w []string) {
+		t.Helper()
+		got := ours()
+		for _, fam := range Families {
+			if strings.Join(got[fam], "\n") != strings.Join(w, "\n") {
+				t.Fatalf("%s: %s nexmux lines:\n%s\nwant:\n%s\nlog:\n%s", step, fam, strings.Join(got[fam], "\n"), strings.Join(w, "\n"), log.String())
+			}
+		}
+	}
+	r := Rules{ListenPort: 8443, Ports: []int{8083, 8082}}
+	do(func() error { return r.Install(Families, &log) })
+	check("install", want("NEXMUX", 8082, 8083))
+	do(func() error { return r.Install(Families, &log) })
+	check("install again", want("NEXMUX", 8082, 8083))
+
+	// Other ports replace the chain's content.
+	r.Ports = []int{8084}
+	do(func() error { return r.Install(Families, &log) })
+	check("install other ports", want("NEXMUX", 8084))
+
+	// A half-removed installation (one jump gone) gets that jump back, once.
+	do(func() error {
+		return exec.Command("iptables", append([]string{"-t", "nat", "-D"}, jump("OUTPUT", "NEXMUX")...)...).Run()
+	})
+	do(func() error { return r.Install(Families, &log) })
+	check("install over a missing jump", want("NEXMUX", 8084))
+
+	// Uninstall also copes with a missing jump, and twice is harmless.
+	do(func() error {
+		return exec.Command("ip6tables", append([]string{"-t", "nat", "-D"}, jump("PREROUTING", "NEXMUX")...)...).Run()
+	})
+	do(func() error { return r.Uninstall(Families, &log) })
+	check("uninstall", nil)
+	log.Reset()
+	do(func() error { return r.Uninstall(Families, &log) })
+	if n := strings.Count(log.String(), "does not exist; nothing to delete"); n != 2 {
+		t.Fatalf("second uninstall said %q, want nothing to delete for both families", log.String())
+	}
+
+	// Two chains side by side; removing one leaves the other.
+	b := Rules{Chain: "NEXMUX_B", ListenPort: 8443, Ports: []int{8085}}
+	do(func() error { return r.Install(Families, &log) })
+	do(func() error { return b.Install(Families, &log) })
+	do(func() error { return r.Uninstall(Families, &log) })
+	check("uninstall A beside B", want("NEXMUX_B", 8085))
+	do(func() error { return b.Uninstall(Families, &log) })
+
+	var after map[string][]string
+	do(func() error {
+		var err error
+		after, err = nat()
+		return err
+	})
+	for _, fam := range Families {
+		if strings.Join(before[fam], "\n") != strings.Join(after[fam], "\n") {
+			t.Fatalf("%s: nat table differs from before:\n%s\nwant:\n%s", fam, strings.Join(after[fam], "\n"), strings.Join(before[fam], "\n"))
+		}
+	}
+
+	// Bad rules change nothing and say why.
+	err := Rules{ListenPort: 8443}.Install(Families, &log)
+	if err == nil || !strings.Contains(err.Error(), "nothing to redirect") {
+		t.Fatalf("install without ports: %v", err)
+	}
+}

@@ -1,0 +1,188 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/route"
+)
+
+// admitStack serves the Proxy over real HTTP on loopback, in front of a
+// Nexus stand-in that counts what reaches it. Every connection carries the
+// team-a route, as mux would attach it.
+func admitStack(t *testing.T) (addr string, reached *atomic.Int64) {
+	t.Helper()
+	reached = &atomic.Int64{}
+	nexusLn := testnet.Listen(t)
+	nexus := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Nexus", "yes")
+	})}
+	go func() { _ = nexus.Serve(nexusLn) }()
+	t.Cleanup(func() { nexus.Close() })
+
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := ParseUpstreams([]string{"http://" + nexusLn.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	p, err := New(Config{Upstreams: up, Transport: tr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := testnet.Listen(t)
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com"})
+		},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), reached
+}
+
+// roundTrip writes raw request bytes (any method, any header) and reads
+// the one response.
+func roundTrip(t *testing.T, addr, req string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	method, _, _ := strings.Cut(req, " ")
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("%q: %v", req, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+// errorCode returns the code of a Docker-style JSON error body.
+func errorCode(t *testing.T, body string) string {
+	t.Helper()
+	var e struct {
+		Errors []struct{ Code, Message string }
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil || len(e.Errors) != 1 {
+		t.Fatalf("not a Docker-style error (%v): %q", err, body)
+	}
+	return e.Errors[0].Code
+}
+
+// Only the methods the Registry API uses reach Nexus; the rest are refused
+// with 405 before a byte goes upstream.
+func TestMethodAllowlist(t *testing.T) {
+	addr, reached := admitStack(t)
+	for _, tc := range []struct {
+		method string
+		want   int // 0: Nexus answers
+	}{
+		{http.MethodGet, 0},
+		{http.MethodHead, 0},
+		{http.MethodPost, 0},
+		{http.MethodPut, 0},
+		{http.MethodPatch, 0},
+		{http.MethodDelete, 0},
+		{http.MethodOptions, 0},
+		{http.MethodTrace, http.StatusMethodNotAllowed},
+		{"PROPFIND", http.StatusMethodNotAllowed},
+		{"MKCOL", http.StatusMethodNotAllowed},
+		{"get", http.StatusMethodNotAllowed}, // methods are case-sensitive
+		{"BREW", http.StatusMethodNotAllowed},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			if got := RegistryMethod(tc.method); got != (tc.want == 0) {
+				t.Errorf("RegistryMethod(%q) = %v", tc.method, got)
+			}
+			before := reached.Load()
+			resp, body := roundTrip(t, addr, tc.method+" /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			if tc.want == 0 {
+				if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Nexus") != "yes" || reached.Load() != before+1 {
+					t.Fatalf("status %d, X-Nexus %q, Nexus reached %d times: want Nexus's 200 once", resp.StatusCode, resp.Header.Get("X-Nexus"), reached.Load()-before)
+				}
+				return
+			}
+			if resp.StatusCode != tc.want || errorCode(t, body) != "UNSUPPORTED" {
+				t.Fatalf("status %d, body %q: want %d UNSUPPORTED", resp.StatusCode, body, tc.want)
+			}
+			if n := reached.Load() - before; n != 0 {
+				t.Fatalf("Nexus reached %d times", n)
+			}
+		})
+	}
+}
+
+// A protocol upgrade answered by Nexus with 101 would turn the connection
+// into a raw tunnel past every path check: refused, Nexus never asked.
+func TestUpgradeRefused(t *testing.T) {
+	addr, reached := admitStack(t)
+	for _, tc := range []struct {
+		name, req string
+	}{
+		{"websocket", "GET /v2/ HTTP/1.1\r\nHost: team-a.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"},
+		{"h2c", "GET /v2/ HTTP/1.1\r\nHost: team-a.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"},
+		{"upgrade on a push", "PATCH /v2/app/blobs/uploads/1 HTTP/1.1\r\nHost: team-a.example.com\r\nConnection: Upgrade\r\nUpgrade: tls/1.3\r\nContent-Length: 3\r\n\r\nabc"},
+		{"without Connection: Upgrade", "GET /v2/ HTTP/1.1\r\nHost: team-a.example.com\r\nUpgrade: websocket\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := roundTrip(t, addr, tc.req)
+			if resp.StatusCode != http.StatusBadRequest || errorCode(t, body) != "UNSUPPORTED" || !strings.Contains(body, "upgrades are not served") {
+				t.Fatalf("status %d, body %q: want 400 UNSUPPORTED", resp.StatusCode, body)
+			}
+		})
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("Nexus reached %d times", n)
+	}
+	// The same connection shape without Upgrade goes through: the refusal
+	// is the header's doing.
+	if resp, _ := roundTrip(t, addr, "GET /v2/ HTTP/1.1\r\nHost: team-a.example.com\r\nConnection: close\r\n\r\n"); resp.StatusCode != http.StatusOK || reached.Load() != 1 {
+		t.Fatalf("plain GET: status %d, Nexus reached %d times", resp.StatusCode, reached.Load())
+	}
+}
+
+// CONNECT and absolute-form targets would make nexmux a forward proxy.
+func TestForwardProxyFormsRefused(t *testing.T) {
+	addr, reached := admitStack(t)
+	for _, req := range []string{
+		"CONNECT team-a.example.com:443 HTTP/1.1\r\nHost: team-a.example.com:443\r\n\r\n",
+		fmt.Sprintf("GET http://%s/v2/ HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n", "nexus:8081"),
+	} {
+		resp, body := roundTrip(t, addr, req)
+		if resp.StatusCode != http.StatusBadRequest || errorCode(t, body) != "UNSUPPORTED" {
+			t.Errorf("%q: status %d, body %q: want 400 UNSUPPORTED", req, resp.StatusCode, body)
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("Nexus reached %d times", n)
+	}
+}
