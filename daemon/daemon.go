@@ -33,12 +33,12 @@ const DefaultDrainTimeout = 30 * time.Second
 type Daemon struct {
 	log    *slog.Logger
 	access *slog.Logger // access lines; log unless Options.AccessLog
-	built  *config.Built
+	built  *config.Runtime
 	server *mux.Server
 	proxy  *l7.Proxy
 
 	// Reload, when set, re-reads the configuration (flags, env, file).
-	reload func() (*config.Built, error)
+	reload func() (*config.Runtime, error)
 	listen func(network, addr string) (net.Listener, error)
 
 	metrics    *metrics.Metrics
@@ -61,7 +61,7 @@ type Options struct {
 	// NewLoggers makes a pair that batches them (LogWriter).
 	AccessLog *slog.Logger
 	// Reload re-reads the configuration on SIGHUP; nil disables reload.
-	Reload func() (*config.Built, error)
+	Reload func() (*config.Runtime, error)
 	// Listen creates the listeners (default net.Listen). Tests bind inside
 	// a network namespace through it; socket activation would too.
 	Listen func(network, addr string) (net.Listener, error)
@@ -88,7 +88,7 @@ func NewLogger(w io.Writer, format, level string) *slog.Logger {
 }
 
 // New prepares a daemon for b; Start binds and serves.
-func New(b *config.Built, opts Options) (*Daemon, error) {
+func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -126,7 +126,7 @@ func New(b *config.Built, opts Options) (*Daemon, error) {
 
 // stateOf is the part of a configuration that applies per connection and
 // is swapped whole on reload.
-func stateOf(b *config.Built) *mux.State {
+func stateOf(b *config.Runtime) *mux.State {
 	return &mux.State{
 		Table:                  b.Table,
 		Certs:                  b.Certs,

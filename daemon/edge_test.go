@@ -1051,7 +1051,7 @@ func TestSecondListenerOnSamePortFails(t *testing.T) {
 	st, _ := edgeStack(t, cfg)
 
 	second := func(listen string, bindPorts bool) error {
-		c := *st.Built.Config
+		c := *st.Runtime.Config
 		c.Listen = listen
 		c.BindPorts = bindPorts
 		b, err := c.Build()
