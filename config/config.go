@@ -21,7 +21,8 @@ import (
 	"github.com/nexmux/nexmux/route"
 )
 
-// Config mirrors the command line: field names are the long flag names.
+// Config is every setting: each field but File is one entry of Settings,
+// named after its long flag.
 type Config struct {
 	Listen        string
 	Upstream      []string

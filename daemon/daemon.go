@@ -81,8 +81,8 @@ type Options struct {
 	MemTrimPolicy   memtrim.Policy
 }
 
-// NewLogger builds the slog logger the flags ask for.
-func NewLogger(w io.Writer, format, level string) *slog.Logger {
+// newLogger builds the slog logger the flags ask for.
+func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	switch strings.ToLower(level) {
 	case "debug":

@@ -14,17 +14,17 @@ func FuzzParseTarget(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		tg, err := ParseTarget(s)
+		tg, err := parseTarget(s)
 		if err != nil {
 			if tg != (Target{}) {
-				t.Fatalf("ParseTarget(%q) returned %+v with error %v", s, tg, err)
+				t.Fatalf("parseTarget(%q) returned %+v with error %v", s, tg, err)
 			}
 			return
 		}
 		checkTarget(t, s, tg)
-		again, err := ParseTarget(tg.String())
+		again, err := parseTarget(tg.String())
 		if err != nil || again != tg {
-			t.Fatalf("ParseTarget(%q) = %+v, but its String %q parses to %+v, %v", s, tg, tg.String(), again, err)
+			t.Fatalf("parseTarget(%q) = %+v, but its String %q parses to %+v, %v", s, tg, tg.String(), again, err)
 		}
 	})
 }

@@ -18,7 +18,7 @@ func parseHostTarget(flag, s string) (string, Target, error) {
 	if err != nil {
 		bad = append(bad, err.Error())
 	}
-	target, err := ParseTarget(ts)
+	target, err := parseTarget(ts)
 	if err != nil {
 		bad = append(bad, err.Error())
 	}
@@ -28,9 +28,9 @@ func parseHostTarget(flag, s string) (string, Target, error) {
 	return h, target, nil
 }
 
-// ParseTarget parses "REPO" or "pull:GROUP,push:HOSTED" (either order; a
+// parseTarget parses "REPO" or "pull:GROUP,push:HOSTED" (either order; a
 // lone "pull:X" or "push:X" means X for both).
-func ParseTarget(s string) (Target, error) {
+func parseTarget(s string) (Target, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return Target{}, errors.New("empty repository name")

@@ -29,18 +29,18 @@ func TestParseTarget(t *testing.T) {
 		{"push:only", Target{"only", "only"}, false},
 		{"pull:same,push:same", Target{"same", "same"}, false},
 	} {
-		got, err := ParseTarget(tc.in)
+		got, err := parseTarget(tc.in)
 		if err != nil {
-			t.Errorf("ParseTarget(%q): %v", tc.in, err)
+			t.Errorf("parseTarget(%q): %v", tc.in, err)
 			continue
 		}
 		if got != tc.want || got.Split() != tc.split {
-			t.Errorf("ParseTarget(%q) = %+v (split %v), want %+v (split %v)", tc.in, got, got.Split(), tc.want, tc.split)
+			t.Errorf("parseTarget(%q) = %+v (split %v), want %+v (split %v)", tc.in, got, got.Split(), tc.want, tc.split)
 		}
 		// String is the canonical form and parses back to the same target.
-		again, err := ParseTarget(got.String())
+		again, err := parseTarget(got.String())
 		if err != nil || again != got {
-			t.Errorf("ParseTarget(%q.String() = %q) = %+v, %v", tc.in, got.String(), again, err)
+			t.Errorf("parseTarget(%q.String() = %q) = %+v, %v", tc.in, got.String(), again, err)
 		}
 	}
 }
@@ -76,13 +76,13 @@ func TestParseTargetErrors(t *testing.T) {
 		{"pull:g,push:h:i", `':'`},
 		{"team:a", "unknown kind"},
 	} {
-		got, err := ParseTarget(tc.in)
+		got, err := parseTarget(tc.in)
 		if err == nil {
-			t.Errorf("ParseTarget(%q) = %+v, want error", tc.in, got)
+			t.Errorf("parseTarget(%q) = %+v, want error", tc.in, got)
 			continue
 		}
 		if !strings.Contains(err.Error(), tc.wantErr) {
-			t.Errorf("ParseTarget(%q) error %q does not mention %q", tc.in, err, tc.wantErr)
+			t.Errorf("parseTarget(%q) error %q does not mention %q", tc.in, err, tc.wantErr)
 		}
 	}
 }

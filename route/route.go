@@ -216,7 +216,7 @@ func Build(spec Spec) (*Table, error) {
 		} else if listen[port] {
 			bad = append(bad, fmt.Errorf("port %q: %d is the --listen port, where routing is by server name; a port route there would shadow every --route", s, port))
 		}
-		target, err := ParseTarget(ts)
+		target, err := parseTarget(ts)
 		if err != nil {
 			bad = append(bad, fmt.Errorf("port %q: %v", s, err))
 		}
@@ -233,7 +233,7 @@ func Build(spec Spec) (*Table, error) {
 		t.all = append(t.all, r)
 	}
 	if spec.Default != "" {
-		target, err := ParseTarget(spec.Default)
+		target, err := parseTarget(spec.Default)
 		if err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("default-route %q: %v", spec.Default, err))
 		} else {
@@ -268,7 +268,7 @@ func (t *Table) LookupHost(name string) *Route {
 	if t == nil || name == "" {
 		return nil
 	}
-	name = canonicalHost(name)
+	name = CanonicalHost(name)
 	if r := t.exact[name]; r != nil {
 		return r
 	}
@@ -336,9 +336,10 @@ func (t *Table) Len() int {
 	return len(t.all)
 }
 
-// canonicalHost lowercases, strips a port and one trailing dot. It only
+// CanonicalHost is the form server names from ClientHellos and Host headers
+// are compared in: lowercase, without a port and one trailing dot. It only
 // allocates when the name has upper-case letters.
-func canonicalHost(h string) string {
+func CanonicalHost(h string) string {
 	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
 		h = h[:i]
 	}
@@ -350,7 +351,3 @@ func canonicalHost(h string) string {
 	}
 	return h
 }
-
-// CanonicalHost is canonicalHost for callers outside the package (server
-// names from ClientHellos and Host headers are compared in this form).
-func CanonicalHost(h string) string { return canonicalHost(h) }
