@@ -14,22 +14,22 @@ import (
 	"github.com/nexmux/nexmux/internal/errlist"
 )
 
-// StringList is a repeatable flag in the config file: a list of the strings
+// stringList is a repeatable flag in the config file: a list of the strings
 // the flag takes on the command line, or one such string.
-type StringList []string
+type stringList []string
 
 // UnmarshalYAML accepts a scalar or a sequence of scalars.
-func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
+func (l *stringList) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if n.Tag == "!!null" {
 			*l = nil
 			return nil
 		}
-		*l = StringList{n.Value}
+		*l = stringList{n.Value}
 		return nil
 	case yaml.SequenceNode:
-		out := make(StringList, 0, len(n.Content))
+		out := make(stringList, 0, len(n.Content))
 		for _, c := range n.Content {
 			if c.Kind != yaml.ScalarNode {
 				return fmt.Errorf("line %d: want a string", c.Line)
@@ -70,8 +70,8 @@ func (c *Config) ApplyFile(path string) error {
 		return fmt.Errorf("config %s: line %d: want a mapping of long flag names to values", path, root.Line)
 	}
 	byName := make(map[string]*Setting, len(settings))
-	for _, s := range settings {
-		byName[s.Name] = s
+	for i := range settings {
+		byName[settings[i].Name] = &settings[i]
 	}
 	var errs *multierror.Error
 	seen := map[string]int{}
@@ -116,7 +116,7 @@ func decode(s *Setting, n *yaml.Node) (any, error) {
 		err = n.Decode(&v)
 		return v, err
 	case []string:
-		var v StringList
+		var v stringList
 		err = n.Decode(&v)
 		return []string(v), err
 	case bool:

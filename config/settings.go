@@ -122,9 +122,9 @@ func joinContinuations(items []string) []string {
 // Settings lists every setting in the order `nexmux --help` shows them.
 // It is the only list: flags, environment variables, config file keys,
 // defaults and reload rules all come from it.
-func Settings() []*Setting { return slices.Clone(settings) }
+func Settings() []Setting { return slices.Clone(settings) }
 
-var settings = []*Setting{
+var settings = []Setting{
 	{Name: "listen", def: ":8443", Reload: Restart,
 		Usage: "fan-in listener `ADDR`",
 		ptr:   func(c *Config) any { return &c.Listen }},

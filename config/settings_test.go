@@ -145,7 +145,7 @@ func setting(t *testing.T, name string) *Setting {
 	t.Helper()
 	for _, s := range Settings() {
 		if s.Name == name {
-			return s
+			return &s
 		}
 	}
 	t.Fatalf("no setting %s", name)
