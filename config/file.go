@@ -80,11 +80,11 @@ func (c *Config) ApplyFile(path string) error {
 		k, v := root.Content[i], root.Content[i+1]
 		s := byName[k.Value]
 		if s == nil || k.Kind != yaml.ScalarNode {
-			errs = multierror.Append(errs, fmt.Errorf("line %d: field %s not found: keys are the long flag names", k.Line, k.Value))
+			errs = multierror.Append(errs, fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names", path, k.Line, k.Value))
 			continue
 		}
 		if line, dup := seen[k.Value]; dup {
-			errs = multierror.Append(errs, fmt.Errorf("line %d: key %q already defined at line %d", k.Line, k.Value, line))
+			errs = multierror.Append(errs, fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, line))
 			continue
 		}
 		seen[k.Value] = k.Line
@@ -92,14 +92,21 @@ func (c *Config) ApplyFile(path string) error {
 			continue // an empty key keeps the earlier value
 		}
 		val, err := decode(s, v)
-		if err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("%s: %w", s.Name, err))
+		var te *yaml.TypeError
+		switch {
+		case errors.As(err, &te):
+			for _, m := range te.Errors {
+				errs = multierror.Append(errs, fmt.Errorf("config %s: %s: %s", path, s.Name, m))
+			}
+			continue
+		case err != nil:
+			errs = multierror.Append(errs, fmt.Errorf("config %s: %s: %w", path, s.Name, err))
 			continue
 		}
 		apply = append(apply, func() { s.Set(c, val) })
 	}
-	if err := errs.ErrorOrNil(); err != nil {
-		return fmt.Errorf("config %s: %w", path, errlist.Err(errs))
+	if err := errlist.Err(errs); err != nil {
+		return err
 	}
 	for _, f := range apply {
 		f()
