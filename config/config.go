@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,12 +15,14 @@ import (
 	"github.com/hashicorp/go-multierror"
 	"github.com/pires/go-proxyproto"
 
+	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/route"
 )
 
-// Config mirrors the command line: field names are the long flag names.
+// Config is every setting: each field but File is one entry of Settings,
+// named after its long flag.
 type Config struct {
 	Listen        string
 	Upstream      []string
@@ -60,7 +61,7 @@ type Config struct {
 
 	// File is the --config file the settings came from ("" for none);
 	// reload watches it beside the certificates.
-	File string `yaml:"-"`
+	File string
 }
 
 // WatchedFiles lists the files whose change triggers a reload.
@@ -77,38 +78,8 @@ func (c *Config) WatchedFiles() []string {
 	return fs
 }
 
-// RestartNeeded lists the settings that differ between old and new and that
-// a reload cannot apply: listeners, the upstream set, timeouts and limits
-// baked into running servers, logging. Routes, certificates, PROXY trust,
-// passthrough PROXY headers, SOCKS5 users, the drain timeout and
-// no-memory-trim reload.
-func RestartNeeded(old, new *Config) []string {
-	var out []string
-	diff := func(name string, changed bool) {
-		if changed {
-			out = append(out, name)
-		}
-	}
-	diff("listen", old.Listen != new.Listen)
-	diff("upstream", !slices.Equal(old.Upstream, new.Upstream))
-	diff("bind-ports", old.BindPorts != new.BindPorts)
-	// With --bind-ports every port route is a listener of its own.
-	diff("port (with --bind-ports)", old.BindPorts && new.BindPorts && !slices.Equal(old.Port, new.Port))
-	diff("metrics-listen", old.MetricsListen != new.MetricsListen)
-	diff("socks5-listen", old.Socks5Listen != new.Socks5Listen)
-	diff("socks5-auth-file (on/off)", (old.Socks5AuthFile == "") != (new.Socks5AuthFile == ""))
-	diff("handshake-timeout", old.HandshakeTimeout != new.HandshakeTimeout)
-	diff("header-timeout", old.HeaderTimeout != new.HeaderTimeout)
-	diff("idle-timeout", old.IdleTimeout != new.IdleTimeout)
-	diff("max-conns", old.MaxConns != new.MaxConns)
-	diff("plain-http-scheme", old.PlainHTTPScheme != new.PlainHTTPScheme)
-	diff("log-format", old.LogFormat != new.LogFormat)
-	diff("log-level", old.LogLevel != new.LogLevel)
-	return out
-}
-
-// Built is a validated Config turned into what the server runs.
-type Built struct {
+// Runtime is a validated Config turned into what the server runs.
+type Runtime struct {
 	Config     *Config
 	Table      *route.Table
 	Certs      *mux.Certs
@@ -125,9 +96,9 @@ type Built struct {
 
 // Build validates c and returns every problem found, one error each, as a
 // *multierror.Error so the user fixes them all in one go.
-func (c *Config) Build() (*Built, error) {
+func (c *Config) Build() (*Runtime, error) {
 	var errs *multierror.Error
-	b := &Built{Config: c}
+	b := &Runtime{Config: c}
 
 	var err error
 	if b.ListenPort, err = addrPort("listen", c.Listen); err != nil {
@@ -141,7 +112,7 @@ func (c *Config) Build() (*Built, error) {
 
 	if len(c.ProxyProtocolFrom) > 0 {
 		if b.ProxyPolicy, err = mux.ProxyPolicy(c.ProxyProtocolFrom); err != nil {
-			errs = multierror.Append(errs, unjoin(err)...)
+			errs = errlist.Append(errs, err)
 		}
 	}
 	switch c.PassthroughProxyProtocol {
@@ -183,20 +154,20 @@ func (c *Config) Build() (*Built, error) {
 		spec.ListenPorts = []int{b.ListenPort}
 	}
 	if b.Table, err = route.Build(spec); err != nil {
-		errs = multierror.Append(errs, unjoin(err)...)
+		errs = errlist.Append(errs, err)
 	}
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" {
 		errs = multierror.Append(errs, errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO or --default-route REPO"))
 	}
 
 	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {
-		errs = multierror.Append(errs, unjoin(err)...)
+		errs = errlist.Append(errs, err)
 	} else if b.Certs.Len() == 0 && needsCert(c) {
 		errs = multierror.Append(errs, errors.New("no certificate: TLS routes need at least one --cert FILE --key FILE"))
 	}
 	if b.Table != nil && b.Certs != nil && b.Certs.Len() > 0 {
 		for _, r := range b.Table.Routes() {
-			if r.Passthrough != "" || strings.HasPrefix(r.Key, ":") || r.Key == "default" {
+			if r.Kind != route.KindSNI || r.Passthrough != "" {
 				continue
 			}
 			name := strings.TrimPrefix(r.Key, "*.")
@@ -239,9 +210,8 @@ func (c *Config) Build() (*Built, error) {
 	default:
 		errs = multierror.Append(errs, fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel))
 	}
-	if err := errs.ErrorOrNil(); err != nil {
-		errs.ErrorFormat = listFormat
-		return nil, errs
+	if err := errlist.Err(errs); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
@@ -262,11 +232,10 @@ func (c *Config) PortRoutes() (listenPort int, t *route.Table, err error) {
 		spec.ListenPorts = []int{listenPort}
 	}
 	if t, err = route.Build(spec); err != nil {
-		errs = multierror.Append(errs, unjoin(err)...)
+		errs = errlist.Append(errs, err)
 	}
-	if err := errs.ErrorOrNil(); err != nil {
-		errs.ErrorFormat = listFormat
-		return 0, nil, errs
+	if err := errlist.Err(errs); err != nil {
+		return 0, nil, err
 	}
 	return listenPort, t, nil
 }
@@ -291,27 +260,8 @@ func needsCert(c *Config) bool {
 	return len(c.Route) > 0 || c.DefaultRoute != ""
 }
 
-// unjoin splits a joined error (route.Errors, errors.Join) into its
-// problems, so each is reported on its own line.
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
-// listFormat prints one problem per line, which is what users and scripts
-// grep for.
-func listFormat(es []error) string {
-	lines := make([]string, len(es))
-	for i, e := range es {
-		lines[i] = e.Error()
-	}
-	return strings.Join(lines, "\n")
-}
-
 // Describe renders the validated table for `nexmux check`.
-func (b *Built) Describe() string {
+func (b *Runtime) Describe() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "listen %s -> nexus %s", b.Config.Listen, strings.Join(b.Config.Upstream, ", "))
 	if ctx := b.Upstreams.ContextPath(); ctx != "" {
@@ -330,7 +280,7 @@ func (b *Built) Describe() string {
 	return sb.String()
 }
 
-func describeTarget(b *Built, t route.Target) string {
+func describeTarget(b *Runtime, t route.Target) string {
 	prefix := b.Upstreams.ContextPath() + "/repository/"
 	if !t.Split() {
 		return prefix + t.Pull + "/"

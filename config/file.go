@@ -8,35 +8,28 @@ import (
 	"os"
 	"time"
 
+	"github.com/hashicorp/go-multierror"
 	"gopkg.in/yaml.v3"
+
+	"github.com/nexmux/nexmux/internal/errlist"
 )
 
-// Defaults are the values of settings nobody gave.
-func Defaults() *Config {
-	return &Config{
-		Listen:    ":8443",
-		Upstream:  []string{"http://127.0.0.1:8081"},
-		LogFormat: "text",
-		LogLevel:  "info",
-	}
-}
-
-// StringList is a repeatable flag in the config file: a list of the strings
+// stringList is a repeatable flag in the config file: a list of the strings
 // the flag takes on the command line, or one such string.
-type StringList []string
+type stringList []string
 
 // UnmarshalYAML accepts a scalar or a sequence of scalars.
-func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
+func (l *stringList) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if n.Tag == "!!null" {
 			*l = nil
 			return nil
 		}
-		*l = StringList{n.Value}
+		*l = stringList{n.Value}
 		return nil
 	case yaml.SequenceNode:
-		out := make(StringList, 0, len(n.Content))
+		out := make(stringList, 0, len(n.Content))
 		for _, c := range n.Content {
 			if c.Kind != yaml.ScalarNode {
 				return fmt.Errorf("line %d: want a string", c.Line)
@@ -49,81 +42,102 @@ func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
 	return fmt.Errorf("line %d: want a string or a list of strings", n.Line)
 }
 
-// fileConfig is the YAML shape: the keys are the long flag names.
-type fileConfig struct {
-	Listen                   *string        `yaml:"listen"`
-	Upstream                 *StringList    `yaml:"upstream"`
-	Cert                     *StringList    `yaml:"cert"`
-	Key                      *StringList    `yaml:"key"`
-	Route                    *StringList    `yaml:"route"`
-	Port                     *StringList    `yaml:"port"`
-	DefaultRoute             *string        `yaml:"default-route"`
-	Passthrough              *StringList    `yaml:"passthrough"`
-	BindPorts                *bool          `yaml:"bind-ports"`
-	MetricsListen            *string        `yaml:"metrics-listen"`
-	ProxyProtocolFrom        *StringList    `yaml:"proxy-protocol-from"`
-	PassthroughProxyProtocol *string        `yaml:"passthrough-proxy-protocol"`
-	Socks5Listen             *string        `yaml:"socks5-listen"`
-	Socks5AuthFile           *string        `yaml:"socks5-auth-file"`
-	PlainHTTPScheme          *string        `yaml:"plain-http-scheme"`
-	HandshakeTimeout         *time.Duration `yaml:"handshake-timeout"`
-	HeaderTimeout            *time.Duration `yaml:"header-timeout"`
-	IdleTimeout              *time.Duration `yaml:"idle-timeout"`
-	DrainTimeout             *time.Duration `yaml:"drain-timeout"`
-	MaxConns                 *int           `yaml:"max-conns"`
-	LogFormat                *string        `yaml:"log-format"`
-	LogLevel                 *string        `yaml:"log-level"`
-	NoMemoryTrim             *bool          `yaml:"no-memory-trim"`
-}
-
-// ApplyFile overlays the settings of a YAML config file onto c. Unknown keys
-// are errors: a misspelt key silently ignored is a route silently missing.
+// ApplyFile overlays the settings of a YAML config file onto c: its keys are
+// the long flag names. Unknown keys are errors: a misspelt key silently
+// ignored is a route silently missing. Nothing is applied unless the whole
+// file is valid, and every problem is reported.
 func (c *Config) ApplyFile(path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
-	var f fileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
+	var doc yaml.Node
 	// An empty file (io.EOF) is an empty configuration.
-	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
 		return fmt.Errorf("config %s: %w", path, err)
 	}
-	set(&c.Listen, f.Listen)
-	setList(&c.Upstream, f.Upstream)
-	setList(&c.Cert, f.Cert)
-	setList(&c.Key, f.Key)
-	setList(&c.Route, f.Route)
-	setList(&c.Port, f.Port)
-	set(&c.DefaultRoute, f.DefaultRoute)
-	setList(&c.Passthrough, f.Passthrough)
-	set(&c.BindPorts, f.BindPorts)
-	set(&c.MetricsListen, f.MetricsListen)
-	setList(&c.ProxyProtocolFrom, f.ProxyProtocolFrom)
-	set(&c.PassthroughProxyProtocol, f.PassthroughProxyProtocol)
-	set(&c.Socks5Listen, f.Socks5Listen)
-	set(&c.Socks5AuthFile, f.Socks5AuthFile)
-	set(&c.PlainHTTPScheme, f.PlainHTTPScheme)
-	set(&c.HandshakeTimeout, f.HandshakeTimeout)
-	set(&c.HeaderTimeout, f.HeaderTimeout)
-	set(&c.IdleTimeout, f.IdleTimeout)
-	set(&c.DrainTimeout, f.DrainTimeout)
-	set(&c.MaxConns, f.MaxConns)
-	set(&c.LogFormat, f.LogFormat)
-	set(&c.LogLevel, f.LogLevel)
-	set(&c.NoMemoryTrim, f.NoMemoryTrim)
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("config %s: line %d: want a mapping of long flag names to values", path, root.Line)
+	}
+	byName := make(map[string]*Setting, len(settings))
+	for i := range settings {
+		byName[settings[i].Name] = &settings[i]
+	}
+	var errs *multierror.Error
+	seen := map[string]int{}
+	var apply []func()
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		s := byName[k.Value]
+		if s == nil || k.Kind != yaml.ScalarNode {
+			errs = multierror.Append(errs, fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names", path, k.Line, k.Value))
+			continue
+		}
+		if line, dup := seen[k.Value]; dup {
+			errs = multierror.Append(errs, fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, line))
+			continue
+		}
+		seen[k.Value] = k.Line
+		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+			continue // an empty key keeps the earlier value
+		}
+		val, err := decode(s, v)
+		var te *yaml.TypeError
+		switch {
+		case errors.As(err, &te):
+			for _, m := range te.Errors {
+				errs = multierror.Append(errs, fmt.Errorf("config %s: %s: %s", path, s.Name, m))
+			}
+			continue
+		case err != nil:
+			errs = multierror.Append(errs, fmt.Errorf("config %s: %s: %w", path, s.Name, err))
+			continue
+		}
+		apply = append(apply, func() { s.Set(c, val) })
+	}
+	if err := errlist.Err(errs); err != nil {
+		return err
+	}
+	for _, f := range apply {
+		f()
+	}
 	return nil
 }
 
-func set[T any](dst *T, v *T) {
-	if v != nil {
-		*dst = *v
+// decode reads a YAML value of the setting's type.
+func decode(s *Setting, n *yaml.Node) (any, error) {
+	var err error
+	switch s.def.(type) {
+	case string:
+		var v string
+		err = n.Decode(&v)
+		return v, err
+	case []string:
+		var v stringList
+		err = n.Decode(&v)
+		return []string(v), err
+	case bool:
+		var v bool
+		err = n.Decode(&v)
+		return v, err
+	case time.Duration:
+		var v time.Duration
+		err = n.Decode(&v)
+		return v, err
+	case int:
+		var v int
+		err = n.Decode(&v)
+		return v, err
 	}
-}
-
-func setList(dst *[]string, v *StringList) {
-	if v != nil {
-		*dst = []string(*v)
-	}
+	panic(fmt.Sprintf("config: setting %s has a default of type %T", s.Name, s.def))
 }

@@ -234,3 +234,27 @@ port: 8082=team-b
 		t.Errorf("a.example.com => %v", r)
 	}
 }
+
+// A file with several problems reports each on its own line, naming the
+// file, and changes nothing.
+func TestApplyFileListsEveryProblem(t *testing.T) {
+	p := writeYAML(t, "listen: [\":1\"]\nroutes: x\nmax-conns: many\nlog-level: debug\nlog-level: warn\n")
+	c := Defaults()
+	err := c.ApplyFile(p)
+	if err == nil {
+		t.Fatal("ApplyFile accepted a file with four problems")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{"listen: line 1", "line 2: field routes not found", "max-conns: line 3", `line 5: key "log-level" already defined at line 4`}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], "config "+p+": ") || !strings.Contains(lines[i], w) {
+			t.Errorf("line %d %q: want the file and %q", i, lines[i], w)
+		}
+	}
+	if !reflect.DeepEqual(c, Defaults()) {
+		t.Errorf("a refused file changed the config: %+v", c)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/daemon"
@@ -18,9 +17,6 @@ import (
 // without SNI, and a certificate file rewritten in place is served to new
 // connections after the reload.
 func TestCertificateChosenBySNIAndReloaded(t *testing.T) {
-	old := daemon.WatchInterval
-	daemon.WatchInterval = 50 * time.Millisecond
-	t.Cleanup(func() { daemon.WatchInterval = old })
 
 	ca, err := certs.NewCA("certs test CA")
 	if err != nil {
@@ -43,7 +39,7 @@ func TestCertificateChosenBySNIAndReloaded(t *testing.T) {
 	oc, ok := write("other", "*.other.test")
 	file := filepath.Join(dir, "nexmux.yaml")
 	writeFile(t, file, "route:\n  - team-a.nexmux.test=team-a\n  - special.nexmux.test=team-b\n  - x.other.test=team-b\ndefault-route: team-a\n")
-	st := stack.Start(t, stack.Options{ConfigFile: file, Config: config.Config{
+	st := stack.Start(t, stack.Options{Daemon: daemon.Options{WatchInterval: fastWatch}, ConfigFile: file, Config: config.Config{
 		Cert: []string{wc, ec, oc}, Key: []string{wk, ek, ok},
 	}})
 

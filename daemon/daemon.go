@@ -4,6 +4,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,12 +34,12 @@ const DefaultDrainTimeout = 30 * time.Second
 type Daemon struct {
 	log    *slog.Logger
 	access *slog.Logger // access lines; log unless Options.AccessLog
-	built  *config.Built
+	built  *config.Runtime
 	server *mux.Server
 	proxy  *l7.Proxy
 
 	// Reload, when set, re-reads the configuration (flags, env, file).
-	reload func() (*config.Built, error)
+	reload func() (*config.Runtime, error)
 	listen func(network, addr string) (net.Listener, error)
 
 	metrics    *metrics.Metrics
@@ -52,6 +53,10 @@ type Daemon struct {
 	reloadMu  sync.Mutex // one reload at a time
 	stopWatch context.CancelFunc
 	stopTrim  context.CancelFunc
+
+	watchInterval   time.Duration
+	memTrimInterval time.Duration
+	memTrimPolicy   memtrim.Policy
 }
 
 // Options for New.
@@ -61,14 +66,23 @@ type Options struct {
 	// NewLoggers makes a pair that batches them (LogWriter).
 	AccessLog *slog.Logger
 	// Reload re-reads the configuration on SIGHUP; nil disables reload.
-	Reload func() (*config.Built, error)
+	Reload func() (*config.Runtime, error)
 	// Listen creates the listeners (default net.Listen). Tests bind inside
 	// a network namespace through it; socket activation would too.
 	Listen func(network, addr string) (net.Listener, error)
+
+	// WatchInterval is how often watched files are checked (default
+	// DefaultWatchInterval).
+	WatchInterval time.Duration
+	// MemTrimInterval is how often the memory trimmer samples the runtime
+	// (default DefaultMemTrimInterval), and MemTrimPolicy when it trims
+	// (zero value: memtrim.DefaultPolicy).
+	MemTrimInterval time.Duration
+	MemTrimPolicy   memtrim.Policy
 }
 
-// NewLogger builds the slog logger the flags ask for.
-func NewLogger(w io.Writer, format, level string) *slog.Logger {
+// newLogger builds the slog logger the flags ask for.
+func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	switch strings.ToLower(level) {
 	case "debug":
@@ -88,7 +102,7 @@ func NewLogger(w io.Writer, format, level string) *slog.Logger {
 }
 
 // New prepares a daemon for b; Start binds and serves.
-func New(b *config.Built, opts Options) (*Daemon, error) {
+func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -101,7 +115,11 @@ func New(b *config.Built, opts Options) (*Daemon, error) {
 	if access == nil {
 		access = log
 	}
-	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New()}
+	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New(),
+		watchInterval: cmp.Or(opts.WatchInterval, DefaultWatchInterval), memTrimInterval: cmp.Or(opts.MemTrimInterval, DefaultMemTrimInterval), memTrimPolicy: opts.MemTrimPolicy}
+	if d.memTrimPolicy == (memtrim.Policy{}) {
+		d.memTrimPolicy = memtrim.DefaultPolicy
+	}
 	var err error
 	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme})
 	if err != nil {
@@ -126,7 +144,7 @@ func New(b *config.Built, opts Options) (*Daemon, error) {
 
 // stateOf is the part of a configuration that applies per connection and
 // is swapped whole on reload.
-func stateOf(b *config.Built) *mux.State {
+func stateOf(b *config.Runtime) *mux.State {
 	return &mux.State{
 		Table:                  b.Table,
 		Certs:                  b.Certs,
@@ -307,10 +325,10 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// WatchInterval is how often watched files are checked. Polling a stat
-// follows symlinks, so it sees Kubernetes' atomic ..data symlink swap of
+// DefaultWatchInterval is how often watched files are checked. Polling a
+// stat follows symlinks, so it sees Kubernetes' atomic ..data symlink swap of
 // mounted secrets and config maps, which inotify on the file itself misses.
-var WatchInterval = 2 * time.Second
+const DefaultWatchInterval = 2 * time.Second
 
 // fingerprint identifies the current content of the watched files.
 func fingerprint(files []string) string {
@@ -329,7 +347,7 @@ func fingerprint(files []string) string {
 // watch reloads when a watched file changes, until ctx ends.
 func (d *Daemon) watch(ctx context.Context) {
 	last := fingerprint(d.currentConfig().WatchedFiles())
-	t := time.NewTicker(WatchInterval)
+	t := time.NewTicker(d.watchInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -350,12 +368,8 @@ func (d *Daemon) watch(ctx context.Context) {
 	}
 }
 
-// MemTrimInterval is how often the memory trimmer samples the runtime, and
-// MemTrimPolicy when it trims.
-var (
-	MemTrimInterval = 250 * time.Millisecond
-	MemTrimPolicy   = memtrim.DefaultPolicy
-)
+// DefaultMemTrimInterval is how often the memory trimmer samples the runtime.
+const DefaultMemTrimInterval = 250 * time.Millisecond
 
 // startMemTrim returns freed memory to the OS once traffic goes quiet
 // (internal/memtrim: idle TLS connections are most of nexmux's memory, and
@@ -364,7 +378,7 @@ var (
 func (d *Daemon) startMemTrim() {
 	ctx, stop := context.WithCancel(context.Background())
 	d.stopTrim = stop
-	policy, interval := MemTrimPolicy, MemTrimInterval
+	policy, interval := d.memTrimPolicy, d.memTrimInterval
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

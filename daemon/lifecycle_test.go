@@ -155,9 +155,6 @@ func metric(mf map[string]*dto.MetricFamily, name string, labels map[string]stri
 }
 
 func TestReloadSwapsRoutesAndKeepsTransfers(t *testing.T) {
-	old := daemon.WatchInterval
-	daemon.WatchInterval = 50 * time.Millisecond
-	t.Cleanup(func() { daemon.WatchInterval = old })
 
 	dir := t.TempDir()
 	file := filepath.Join(dir, "nexmux.yaml")
@@ -165,7 +162,7 @@ func TestReloadSwapsRoutesAndKeepsTransfers(t *testing.T) {
   - "team-a.nexmux.test=team-a"
   - "team-a-push.nexmux.test=team-a-hosted"
 `)
-	st := stack.Start(t, stack.Options{ConfigFile: file, Config: config.Config{MetricsListen: "127.0.0.1:0"}})
+	st := stack.Start(t, stack.Options{Daemon: daemon.Options{WatchInterval: fastWatch}, ConfigFile: file, Config: config.Config{MetricsListen: "127.0.0.1:0"}})
 	cl := &http.Client{Transport: st.Transport()}
 	base := "https://" + st.Host("team-a-push")
 
@@ -467,9 +464,6 @@ func TestSignals(t *testing.T) {
 // and updates it by pointing the ..data symlink at a new directory: the
 // file itself is never written. The reload must still see the change.
 func TestReloadOnKubernetesSymlinkSwap(t *testing.T) {
-	old := daemon.WatchInterval
-	daemon.WatchInterval = 50 * time.Millisecond
-	t.Cleanup(func() { daemon.WatchInterval = old })
 
 	dir := t.TempDir()
 	version := func(name, content string) {
@@ -493,7 +487,7 @@ func TestReloadOnKubernetesSymlinkSwap(t *testing.T) {
 	if err := os.Symlink(filepath.Join("..data", "config.yaml"), file); err != nil {
 		t.Fatal(err)
 	}
-	st := stack.Start(t, stack.Options{ConfigFile: file})
+	st := stack.Start(t, stack.Options{Daemon: daemon.Options{WatchInterval: fastWatch}, ConfigFile: file})
 	if got := get(st, "team-a", "/v2/"); got != http.StatusUnauthorized {
 		t.Fatalf("team-a before the swap: %d", got)
 	}
@@ -505,9 +499,6 @@ func TestReloadOnKubernetesSymlinkSwap(t *testing.T) {
 // reload is refused whole, saying which setting needs a restart. SOCKS5
 // users are per-connection state: revoking one takes effect on reload.
 func TestReloadRefusesRestartOnlySettingsAndRevokesSOCKSUsers(t *testing.T) {
-	old := daemon.WatchInterval
-	daemon.WatchInterval = 50 * time.Millisecond
-	t.Cleanup(func() { daemon.WatchInterval = old })
 	dir := t.TempDir()
 	auth := filepath.Join(dir, "socks.auth")
 	writeFile(t, auth, "alice:one\nbob:two\n")
@@ -515,7 +506,7 @@ func TestReloadRefusesRestartOnlySettingsAndRevokesSOCKSUsers(t *testing.T) {
 	base := "route: [\"team-a.nexmux.test=team-a\"]\nsocks5-listen: 127.0.0.1:0\nsocks5-auth-file: " + auth + "\n"
 	writeFile(t, file, base)
 	logs := &logBuffer{}
-	st := stack.Start(t, stack.Options{ConfigFile: file, Config: config.Config{MetricsListen: "127.0.0.1:0"},
+	st := stack.Start(t, stack.Options{Daemon: daemon.Options{WatchInterval: fastWatch}, ConfigFile: file, Config: config.Config{MetricsListen: "127.0.0.1:0"},
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 
 	socksGet := func(user, pass string) error {
@@ -545,3 +536,6 @@ func TestReloadRefusesRestartOnlySettingsAndRevokesSOCKSUsers(t *testing.T) {
 		t.Fatalf("after a refused reload the old upstream must serve: %d", got)
 	}
 }
+
+// fastWatch checks watched files often, so reload tests wait little.
+const fastWatch = 50 * time.Millisecond

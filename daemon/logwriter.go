@@ -7,16 +7,15 @@ import (
 	"time"
 )
 
-// Access-log batching. One access line per request written on its own
-// costs a write(2) per request: at ~15,000 requests/s that was a tenth of
-// nexmux's CPU in the keep-alive benchmark (docs/bench). Access lines are
-// gathered and written together when accessLogBuffer fills or
-// AccessLogDelay after the first of them, whichever comes first: like
-// nginx's "access_log ... buffer= flush=", with a short delay so a log
-// shipper or an operator tailing the log sees requests at once. Every
-// other line (startup, reload, warnings, errors) is written immediately,
-// after whatever access lines precede it, so the order in the log is the
-// order of events. Close at exit writes what is pending.
+// Access-log batching. One access line per request written on its own costs
+// a write(2) per request, a visible share of the CPU under keep-alive load
+// (README, Performance). Access lines are gathered and written together when
+// accessLogBuffer fills or AccessLogDelay after the first of them, whichever
+// comes first: like nginx's "access_log ... buffer= flush=", with a short
+// delay so a log shipper or an operator tailing the log sees requests at
+// once. Every other line (startup, reload, warnings, errors) is written
+// immediately, after whatever access lines precede it, so the order in the
+// log is the order of events. Close at exit writes what is pending.
 const (
 	AccessLogDelay  = 50 * time.Millisecond
 	accessLogBuffer = 64 << 10
@@ -104,5 +103,5 @@ func (i immediateWriter) Write(p []byte) (int, error) {
 // NewLoggers returns the logger for operational lines and the one for
 // access lines, both writing to lw in order (see LogWriter).
 func NewLoggers(lw *LogWriter, format, level string) (log, access *slog.Logger) {
-	return NewLogger(lw.Immediate(), format, level), NewLogger(lw, format, level)
+	return newLogger(lw.Immediate(), format, level), newLogger(lw, format, level)
 }

@@ -30,17 +30,13 @@ func throwAway(n int) {
 // nexmux_memory_trims_total, and no-memory-trim, changed by a reload, turns
 // that off and on again.
 func TestMemoryTrimWhenQuietAndReloadSwitchesIt(t *testing.T) {
-	old := daemon.WatchInterval
-	daemon.WatchInterval = 50 * time.Millisecond
-	t.Cleanup(func() { daemon.WatchInterval = old })
-	oldPolicy := daemon.MemTrimPolicy
-	daemon.MemTrimPolicy.QuietRate, daemon.MemTrimPolicy.Quiet, daemon.MemTrimPolicy.MinGap = 8<<20, 500*time.Millisecond, 0
-	t.Cleanup(func() { daemon.MemTrimPolicy = oldPolicy })
+	policy := memtrim.DefaultPolicy
+	policy.QuietRate, policy.Quiet, policy.MinGap = 8<<20, 500*time.Millisecond, 0
 	file := filepath.Join(t.TempDir(), "nexmux.yaml")
 	base := "route: [\"team-a.nexmux.test=team-a\"]\n"
 	writeFile(t, file, base)
 	logs := &logBuffer{}
-	st := stack.Start(t, stack.Options{ConfigFile: file, Config: config.Config{MetricsListen: "127.0.0.1:0"},
+	st := stack.Start(t, stack.Options{Daemon: daemon.Options{WatchInterval: fastWatch, MemTrimPolicy: policy}, ConfigFile: file, Config: config.Config{MetricsListen: "127.0.0.1:0"},
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 
 	runtime.GC()
@@ -87,7 +83,7 @@ func TestMemoryTrimWhenQuietAndReloadSwitchesIt(t *testing.T) {
 	if n := trims(); n != 1 {
 		t.Fatalf("%v trims with no-memory-trim: true, want still 1", n)
 	}
-	if rate := float64(memtrim.Read().Allocs-allocs) / wait.Seconds(); rate > float64(daemon.MemTrimPolicy.QuietRate)/2 {
+	if rate := float64(memtrim.Read().Allocs-allocs) / wait.Seconds(); rate > float64(policy.QuietRate)/2 {
 		t.Fatalf("the test allocated %.1f MiB/s while no-memory-trim was set: too busy to tell a disabled trimmer from a waiting one", rate/(1<<20))
 	}
 	if s := memtrim.Read(); s.Objects-s.Live < 100<<20 {

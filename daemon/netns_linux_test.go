@@ -457,27 +457,6 @@ func sniGet(t *testing.T, st *stack.Stack, ns, addr, serverName, path string) *h
 	return resp
 }
 
-// waitLog waits briefly for a log line holding every part.
-func waitLog(t *testing.T, logs *logBuffer, parts ...string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		for _, line := range strings.Split(logs.String(), "\n") {
-			ok := true
-			for _, p := range parts {
-				ok = ok && strings.Contains(line, p)
-			}
-			if ok {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q", parts)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestBindPortsWithoutIptables: where iptables is not allowed, nexmux binds
 // the legacy ports itself (--bind-ports) and routes by the listener's port.
 func TestBindPortsWithoutIptables(t *testing.T) {

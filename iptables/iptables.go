@@ -13,6 +13,10 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/nexmux/nexmux/internal/errlist"
 )
 
 // comment tags every rule nexmux writes.
@@ -55,24 +59,24 @@ func jump(parent, chain string) []string {
 	return []string{parent, "-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-m", "comment", "--comment", comment, "-j", chain}
 }
 
-// Validate reports every problem.
+// Validate reports every problem, one per line.
 func (r Rules) Validate() error {
-	var errs []error
+	var errs *multierror.Error
 	if !chainName.MatchString(r.chain()) {
-		errs = append(errs, fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", r.chain()))
+		errs = multierror.Append(errs, fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", r.chain()))
 	}
 	if r.ListenPort < 1 || r.ListenPort > 65535 {
-		errs = append(errs, fmt.Errorf("listen port %d: the rules need nexmux's --listen port", r.ListenPort))
+		errs = multierror.Append(errs, fmt.Errorf("listen port %d: the rules need nexmux's --listen port", r.ListenPort))
 	}
 	if len(r.Ports) == 0 {
-		errs = append(errs, errors.New("no --port routes: nothing to redirect"))
+		errs = multierror.Append(errs, errors.New("no --port routes: nothing to redirect"))
 	}
 	for _, p := range r.Ports {
 		if p == r.ListenPort {
-			errs = append(errs, fmt.Errorf("port %d is the listen port", p))
+			errs = multierror.Append(errs, fmt.Errorf("port %d is the listen port", p))
 		}
 	}
-	return errors.Join(errs...)
+	return errlist.Err(errs)
 }
 
 // Apply renders the rules for iptables-restore --noflush (or

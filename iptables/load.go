@@ -8,6 +8,10 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/nexmux/nexmux/internal/errlist"
 )
 
 // Families are the netfilter commands Install and Uninstall drive: IPv4
@@ -19,21 +23,21 @@ var Families = []string{"iptables", "ip6tables"}
 // variable does.
 func ParseFamilies(list []string) ([]string, error) {
 	var fams []string
-	var errs []error
+	var errs *multierror.Error
 	for _, entry := range list {
 		for _, f := range strings.FieldsFunc(entry, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
 			switch {
 			case !slices.Contains(Families, f):
-				errs = append(errs, fmt.Errorf("family %q: want iptables and/or ip6tables", f))
+				errs = multierror.Append(errs, fmt.Errorf("family %q: want iptables and/or ip6tables", f))
 			case !slices.Contains(fams, f):
 				fams = append(fams, f)
 			}
 		}
 	}
-	if len(fams) == 0 && len(errs) == 0 {
-		errs = append(errs, errors.New("no family: want iptables and/or ip6tables"))
+	if len(fams) == 0 && errs.ErrorOrNil() == nil {
+		errs = multierror.Append(errs, errors.New("no family: want iptables and/or ip6tables"))
 	}
-	return fams, errors.Join(errs...)
+	return fams, errlist.Err(errs)
 }
 
 // Install loads the rules into the nat table of each family, one

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-multierror"
 )
 
 // Seeds beyond testdata/fuzz/<Name>/ (which CI replays as plain tests).
@@ -12,17 +14,17 @@ func FuzzParseTarget(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		tg, err := ParseTarget(s)
+		tg, err := parseTarget(s)
 		if err != nil {
 			if tg != (Target{}) {
-				t.Fatalf("ParseTarget(%q) returned %+v with error %v", s, tg, err)
+				t.Fatalf("parseTarget(%q) returned %+v with error %v", s, tg, err)
 			}
 			return
 		}
 		checkTarget(t, s, tg)
-		again, err := ParseTarget(tg.String())
+		again, err := parseTarget(tg.String())
 		if err != nil || again != tg {
-			t.Fatalf("ParseTarget(%q) = %+v, but its String %q parses to %+v, %v", s, tg, tg.String(), again, err)
+			t.Fatalf("parseTarget(%q) = %+v, but its String %q parses to %+v, %v", s, tg, tg.String(), again, err)
 		}
 	})
 }
@@ -36,8 +38,9 @@ func checkTarget(t *testing.T, in string, tg Target) {
 	}
 }
 
-// FuzzBuild feeds comma-separated lists, as an environment variable would
-// hold them, to every part of a Spec.
+// FuzzBuild feeds comma-separated pieces (what urfave/cli makes of an
+// environment variable, before config glues split targets back) to every
+// part of a Spec.
 func FuzzBuild(f *testing.F) {
 	f.Add("a.example.com=pull:g,push:h,*.example.com=r", "8082=r,8083=pull:g,push:h", "git.example.com=10.0.0.1:443", "fallback", 8443)
 	f.Add("A.example.com.=r,a.example.com=s", "8443=r", "x=y", "", 8443)
@@ -52,13 +55,13 @@ func FuzzBuild(f *testing.F) {
 		}
 		tab, err := Build(spec)
 		if err != nil {
-			var errs Errors
-			if tab != nil || !errors.As(err, &errs) || len(errs) == 0 {
+			var errs *multierror.Error
+			if tab != nil || !errors.As(err, &errs) || len(errs.Errors) == 0 {
 				t.Fatalf("Build error %v with table %v", err, tab)
 			}
-			for _, e := range errs {
+			for _, e := range errs.Errors {
 				if e == nil {
-					t.Fatal("nil problem in Errors")
+					t.Fatal("nil problem in the error list")
 				}
 			}
 			return
@@ -69,12 +72,12 @@ func FuzzBuild(f *testing.F) {
 			} else if r.Target != (Target{}) {
 				t.Fatalf("passthrough route %v has a target", r)
 			}
-			switch {
-			case r.Key == "default":
+			switch r.Kind {
+			case KindDefault:
 				if tab.Default() != r {
 					t.Fatalf("default route %v not returned by Default", r)
 				}
-			case strings.HasPrefix(r.Key, ":"):
+			case KindPort:
 				if r.Key == ":" || len(tab.Ports()) == 0 {
 					t.Fatalf("port route %v", r)
 				}

@@ -8,40 +8,6 @@ import (
 	"strings"
 )
 
-// Errors is every problem found while building a table, one per line.
-type Errors []error
-
-func (e Errors) Error() string {
-	lines := make([]string, len(e))
-	for i, err := range e {
-		lines[i] = err.Error()
-	}
-	return strings.Join(lines, "\n")
-}
-
-// Unwrap lets errors.Is/As look at each problem.
-func (e Errors) Unwrap() []error { return e }
-
-// JoinContinuations undoes the comma splitting that command-line libraries
-// apply to repeatable flags and their environment variables: in
-// "a.example.com=pull:team-a,push:team-a-hosted" the comma belongs to the
-// target, so a piece without "=" is glued back onto the piece before it.
-func JoinContinuations(items []string) []string {
-	out := make([]string, 0, len(items))
-	for _, it := range items {
-		it = strings.TrimSpace(it)
-		if it == "" {
-			continue
-		}
-		if len(out) > 0 && !strings.Contains(it, "=") {
-			out[len(out)-1] += "," + it
-			continue
-		}
-		out = append(out, it)
-	}
-	return out
-}
-
 func parseHostTarget(flag, s string) (string, Target, error) {
 	host, ts, ok := strings.Cut(s, "=")
 	if !ok {
@@ -52,7 +18,7 @@ func parseHostTarget(flag, s string) (string, Target, error) {
 	if err != nil {
 		bad = append(bad, err.Error())
 	}
-	target, err := ParseTarget(ts)
+	target, err := parseTarget(ts)
 	if err != nil {
 		bad = append(bad, err.Error())
 	}
@@ -62,9 +28,9 @@ func parseHostTarget(flag, s string) (string, Target, error) {
 	return h, target, nil
 }
 
-// ParseTarget parses "REPO" or "pull:GROUP,push:HOSTED" (either order; a
+// parseTarget parses "REPO" or "pull:GROUP,push:HOSTED" (either order; a
 // lone "pull:X" or "push:X" means X for both).
-func ParseTarget(s string) (Target, error) {
+func parseTarget(s string) (Target, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return Target{}, errors.New("empty repository name")

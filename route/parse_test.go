@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-multierror"
 )
 
 func TestParseTarget(t *testing.T) {
@@ -27,18 +29,18 @@ func TestParseTarget(t *testing.T) {
 		{"push:only", Target{"only", "only"}, false},
 		{"pull:same,push:same", Target{"same", "same"}, false},
 	} {
-		got, err := ParseTarget(tc.in)
+		got, err := parseTarget(tc.in)
 		if err != nil {
-			t.Errorf("ParseTarget(%q): %v", tc.in, err)
+			t.Errorf("parseTarget(%q): %v", tc.in, err)
 			continue
 		}
 		if got != tc.want || got.Split() != tc.split {
-			t.Errorf("ParseTarget(%q) = %+v (split %v), want %+v (split %v)", tc.in, got, got.Split(), tc.want, tc.split)
+			t.Errorf("parseTarget(%q) = %+v (split %v), want %+v (split %v)", tc.in, got, got.Split(), tc.want, tc.split)
 		}
 		// String is the canonical form and parses back to the same target.
-		again, err := ParseTarget(got.String())
+		again, err := parseTarget(got.String())
 		if err != nil || again != got {
-			t.Errorf("ParseTarget(%q.String() = %q) = %+v, %v", tc.in, got.String(), again, err)
+			t.Errorf("parseTarget(%q.String() = %q) = %+v, %v", tc.in, got.String(), again, err)
 		}
 	}
 }
@@ -74,13 +76,13 @@ func TestParseTargetErrors(t *testing.T) {
 		{"pull:g,push:h:i", `':'`},
 		{"team:a", "unknown kind"},
 	} {
-		got, err := ParseTarget(tc.in)
+		got, err := parseTarget(tc.in)
 		if err == nil {
-			t.Errorf("ParseTarget(%q) = %+v, want error", tc.in, got)
+			t.Errorf("parseTarget(%q) = %+v, want error", tc.in, got)
 			continue
 		}
 		if !strings.Contains(err.Error(), tc.wantErr) {
-			t.Errorf("ParseTarget(%q) error %q does not mention %q", tc.in, err, tc.wantErr)
+			t.Errorf("parseTarget(%q) error %q does not mention %q", tc.in, err, tc.wantErr)
 		}
 	}
 }
@@ -166,56 +168,6 @@ func TestNormalizePatternErrors(t *testing.T) {
 	}
 }
 
-func TestJoinContinuations(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		in   []string
-		want []string
-	}{
-		{"nil", nil, []string{}},
-		{"plain", []string{"a=r", "b=s"}, []string{"a=r", "b=s"}},
-		{"split target re-joined", strings.Split("a=pull:g,push:h,b=r", ","), []string{"a=pull:g,push:h", "b=r"}},
-		{"two split targets", strings.Split("a=pull:g,push:h,b=push:i,pull:j", ","), []string{"a=pull:g,push:h", "b=push:i,pull:j"}},
-		{"ports", strings.Split("5000=pull:g,push:h,5001=r", ","), []string{"5000=pull:g,push:h", "5001=r"}},
-		{"blanks dropped and trimmed", []string{" a=r ", "", "  ", " push:h"}, []string{"a=r,push:h"}},
-		{"leading continuation kept for the parser to refuse", []string{"push:h", "a=r"}, []string{"push:h", "a=r"}},
-		{"already joined", []string{"a=pull:g,push:h"}, []string{"a=pull:g,push:h"}},
-	} {
-		got := JoinContinuations(tc.in)
-		if got == nil || !slices.Equal(got, tc.want) {
-			t.Errorf("%s: JoinContinuations(%q) = %q, want %q", tc.name, tc.in, got, tc.want)
-		}
-	}
-}
-
-// TestBuildFromSplitEnv is what urfave/cli does to NEXMUX_ROUTE and to
-// --route given once with commas: the pieces become one route per HOST=.
-func TestBuildFromSplitEnv(t *testing.T) {
-	tab, err := Build(Spec{
-		Routes: strings.Split("a.example.com=pull:team-a,push:team-a-hosted,b.example.com=team-b", ","),
-		Ports:  strings.Split("8082=pull:team-a,push:team-a-hosted,8083=team-b", ","),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tab.Len() != 4 {
-		t.Fatalf("Len = %d, want 4: %v", tab.Len(), tab.Routes())
-	}
-	split := Target{Pull: "team-a", Push: "team-a-hosted"}
-	if r := tab.LookupHost("a.example.com"); r == nil || r.Target != split {
-		t.Errorf("a.example.com => %v, want %v", r, split)
-	}
-	if r := tab.LookupHost("b.example.com"); r == nil || r.Target != (Target{"team-b", "team-b"}) {
-		t.Errorf("b.example.com => %v", r)
-	}
-	if r := tab.LookupPort(8082); r == nil || r.Target != split {
-		t.Errorf(":8082 => %v, want %v", r, split)
-	}
-	if r := tab.LookupPort(8083); r == nil || r.Target.Pull != "team-b" {
-		t.Errorf(":8083 => %v", r)
-	}
-}
-
 func TestBuildValid(t *testing.T) {
 	tab, err := Build(Spec{
 		Routes: []string{
@@ -292,7 +244,6 @@ func TestBuildErrors(t *testing.T) {
 		{"route without =", Spec{Routes: []string{"a.example.com"}}, []string{"want HOST=REPO"}, 0},
 		{"route empty target", Spec{Routes: []string{"a.example.com="}}, []string{"empty repository name"}, 0},
 		{"route bad host and bad repo: one line", Spec{Routes: []string{"a.*.com=../x"}}, []string{"'*' is allowed only", "must not start"}, 1},
-		{"missing = glued onto the previous route by env splitting", Spec{Routes: []string{"a.example.com=x", "b.example.com"}}, []string{`"a.example.com=x,b.example.com"`, `','`}, 1},
 		{"duplicate route", Spec{Routes: []string{"a.example.com=x", "a.example.com=y"}}, []string{"already routed"}, 0},
 		{"duplicate route differing in case", Spec{Routes: []string{"a.example.com=x", "A.EXAMPLE.com=y"}}, []string{"already routed"}, 0},
 		{"duplicate route differing in trailing dot", Spec{Routes: []string{"a.example.com=x", "a.example.com.=y"}}, []string{"already routed"}, 0},
@@ -309,7 +260,6 @@ func TestBuildErrors(t *testing.T) {
 		{"repo a/b", Spec{Routes: []string{"a.example.com=a/b"}}, []string{`'/'`}, 0},
 		{"repo a%2fb", Spec{Routes: []string{"a.example.com=a%2fb"}}, []string{`'%'`}, 0},
 		{"pull twice", Spec{Routes: []string{"a.example.com=pull:g,pull:h"}}, []string{"pull repository given twice"}, 0},
-		{"pull twice after env splitting", Spec{Routes: []string{"a.example.com=pull:g", "pull:h"}}, []string{"pull repository given twice"}, 0},
 		{"port 0", Spec{Ports: []string{"0=x"}}, []string{"not a port number"}, 0},
 		{"port 65536", Spec{Ports: []string{"65536=x"}}, []string{"not a port number"}, 0},
 		{"port abc", Spec{Ports: []string{"abc=x"}}, []string{"not a port number"}, 0},
@@ -339,16 +289,16 @@ func TestBuildErrors(t *testing.T) {
 			if tab != nil {
 				t.Error("Build returned a table with an error")
 			}
-			var errs Errors
+			var errs *multierror.Error
 			if !errors.As(err, &errs) {
-				t.Fatalf("error %T is not route.Errors", err)
+				t.Fatalf("error %T is not a *multierror.Error", err)
 			}
 			wantN := tc.problems
 			if wantN == 0 {
 				wantN = len(tc.wantErr)
 			}
-			if len(errs) != wantN {
-				t.Fatalf("%d problems, want %d:\n%v", len(errs), wantN, err)
+			if len(errs.Errors) != wantN {
+				t.Fatalf("%d problems, want %d:\n%v", len(errs.Errors), wantN, err)
 			}
 			for _, w := range tc.wantErr {
 				if !strings.Contains(err.Error(), w) {
@@ -389,19 +339,21 @@ func TestBuildReportsEverything(t *testing.T) {
 		Default:     "_x", // 18
 		ListenPorts: []int{8443},
 	})
-	var errs Errors
+	var errs *multierror.Error
 	if !errors.As(err, &errs) {
-		t.Fatalf("error %v (%T) is not route.Errors", err, err)
+		t.Fatalf("error %v (%T) is not a *multierror.Error", err, err)
 	}
 	const want = 18
-	if len(errs) != want {
-		t.Errorf("%d problems, want %d:\n%v", len(errs), want, err)
+	if len(errs.Errors) != want {
+		t.Errorf("%d problems, want %d:\n%v", len(errs.Errors), want, err)
 	}
 	if lines := strings.Split(err.Error(), "\n"); len(lines) != want {
 		t.Errorf("Error() has %d lines, want %d", len(lines), want)
 	}
 	// Each problem is reachable with errors.Is/As through Unwrap.
-	if u, ok := err.(interface{ Unwrap() []error }); !ok || len(u.Unwrap()) != want {
-		t.Errorf("Unwrap() does not list the %d problems", want)
+	for _, e := range errs.Errors {
+		if !errors.Is(err, e) {
+			t.Errorf("errors.Is does not reach %q", e)
+		}
 	}
 }

@@ -13,6 +13,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/nexmux/nexmux/internal/errlist"
 )
 
 // Target is what a route serves: a Nexus repository for pulls and one for
@@ -109,8 +113,21 @@ func pushScope(query string) bool {
 	return false
 }
 
+// Kind is how a route is chosen for a connection.
+type Kind int
+
+const (
+	// KindSNI routes by TLS server name (exact or wildcard).
+	KindSNI Kind = iota
+	// KindPort routes by the (legacy connector) port a client dialled.
+	KindPort
+	// KindDefault takes clients that send no server name.
+	KindDefault
+)
+
 // Route is one entry of the table.
 type Route struct {
+	Kind Kind
 	// Key is how the route was declared: a host pattern ("a.example.com",
 	// "*.example.com"), ":PORT" for a port route, or "default".
 	Key string
@@ -148,48 +165,48 @@ type Table struct {
 	all      []*Route
 }
 
-// Build parses and validates spec. It returns every problem found, one error
-// per problem (see Errors), so users fix their flags in one go.
+// Build parses and validates spec. It returns every problem found, one per
+// line in a *multierror.Error, so users fix their flags in one go.
 func Build(spec Spec) (*Table, error) {
 	t := &Table{
 		exact:    map[string]*Route{},
 		wildcard: map[string]*Route{},
 		ports:    map[int]*Route{},
 	}
-	var errs Errors
+	var errs *multierror.Error
 	listen := map[int]bool{}
 	for _, p := range spec.ListenPorts {
 		listen[p] = true
 	}
-	for _, s := range JoinContinuations(spec.Routes) {
+	for _, s := range spec.Routes {
 		host, target, err := parseHostTarget("route", s)
 		if err != nil {
-			errs = append(errs, err)
+			errs = multierror.Append(errs, err)
 			continue
 		}
-		errs = append(errs, t.addHost(&Route{Key: host, Target: target}, "route "+s)...)
+		errs = multierror.Append(errs, t.addHost(&Route{Kind: KindSNI, Key: host, Target: target}, "route "+s)...)
 	}
 	for _, s := range spec.Passthrough {
 		host, rest, ok := strings.Cut(s, "=")
 		if !ok {
-			errs = append(errs, fmt.Errorf("passthrough %q: want HOST=ADDR", s))
+			errs = multierror.Append(errs, fmt.Errorf("passthrough %q: want HOST=ADDR", s))
 			continue
 		}
 		h, err := NormalizePattern(host)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("passthrough %q: %v", s, err))
+			errs = multierror.Append(errs, fmt.Errorf("passthrough %q: %v", s, err))
 			continue
 		}
 		if err := validAddr(rest); err != nil {
-			errs = append(errs, fmt.Errorf("passthrough %q: %v", s, err))
+			errs = multierror.Append(errs, fmt.Errorf("passthrough %q: %v", s, err))
 			continue
 		}
-		errs = append(errs, t.addHost(&Route{Key: h, Passthrough: rest}, "passthrough "+s)...)
+		errs = multierror.Append(errs, t.addHost(&Route{Kind: KindSNI, Key: h, Passthrough: rest}, "passthrough "+s)...)
 	}
-	for _, s := range JoinContinuations(spec.Ports) {
+	for _, s := range spec.Ports {
 		ps, ts, ok := strings.Cut(s, "=")
 		if !ok {
-			errs = append(errs, fmt.Errorf("port %q: want PORT=REPO", s))
+			errs = multierror.Append(errs, fmt.Errorf("port %q: want PORT=REPO", s))
 			continue
 		}
 		port, err := strconv.Atoi(strings.TrimSpace(ps))
@@ -199,33 +216,33 @@ func Build(spec Spec) (*Table, error) {
 		} else if listen[port] {
 			bad = append(bad, fmt.Errorf("port %q: %d is the --listen port, where routing is by server name; a port route there would shadow every --route", s, port))
 		}
-		target, err := ParseTarget(ts)
+		target, err := parseTarget(ts)
 		if err != nil {
 			bad = append(bad, fmt.Errorf("port %q: %v", s, err))
 		}
 		if len(bad) > 0 {
-			errs = append(errs, bad...)
+			errs = multierror.Append(errs, bad...)
 			continue
 		}
 		if prev, dup := t.ports[port]; dup {
-			errs = append(errs, fmt.Errorf("port %q: port %d already routed to %s", s, port, prev.Target))
+			errs = multierror.Append(errs, fmt.Errorf("port %q: port %d already routed to %s", s, port, prev.Target))
 			continue
 		}
-		r := &Route{Key: ":" + strconv.Itoa(port), Target: target}
+		r := &Route{Kind: KindPort, Key: ":" + strconv.Itoa(port), Target: target}
 		t.ports[port] = r
 		t.all = append(t.all, r)
 	}
 	if spec.Default != "" {
-		target, err := ParseTarget(spec.Default)
+		target, err := parseTarget(spec.Default)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("default-route %q: %v", spec.Default, err))
+			errs = multierror.Append(errs, fmt.Errorf("default-route %q: %v", spec.Default, err))
 		} else {
-			t.def = &Route{Key: "default", Target: target}
+			t.def = &Route{Kind: KindDefault, Key: "default", Target: target}
 			t.all = append(t.all, t.def)
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errs
+	if err := errlist.Err(errs); err != nil {
+		return nil, err
 	}
 	sort.SliceStable(t.all, func(i, j int) bool { return t.all[i].Key < t.all[j].Key })
 	return t, nil
@@ -251,7 +268,7 @@ func (t *Table) LookupHost(name string) *Route {
 	if t == nil || name == "" {
 		return nil
 	}
-	name = canonicalHost(name)
+	name = CanonicalHost(name)
 	if r := t.exact[name]; r != nil {
 		return r
 	}
@@ -319,9 +336,10 @@ func (t *Table) Len() int {
 	return len(t.all)
 }
 
-// canonicalHost lowercases, strips a port and one trailing dot. It only
+// CanonicalHost is the form server names from ClientHellos and Host headers
+// are compared in: lowercase, without a port and one trailing dot. It only
 // allocates when the name has upper-case letters.
-func canonicalHost(h string) string {
+func CanonicalHost(h string) string {
 	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
 		h = h[:i]
 	}
@@ -333,7 +351,3 @@ func canonicalHost(h string) string {
 	}
 	return h
 }
-
-// CanonicalHost is canonicalHost for callers outside the package (server
-// names from ClientHellos and Host headers are compared in this form).
-func CanonicalHost(h string) string { return canonicalHost(h) }

@@ -16,6 +16,7 @@ import (
 	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/daemon"
 	"github.com/nexmux/nexmux/discover"
+	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/internal/memtrim"
 	"github.com/nexmux/nexmux/iptables"
 	"github.com/nexmux/nexmux/route"
@@ -24,39 +25,38 @@ import (
 // exitInvalid is the status for invalid flags or configuration.
 const exitInvalid = 2
 
-func env(name string) []string {
-	return []string{"NEXMUX_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
-}
+func env(name string) []string { return []string{config.EnvVar(name)} }
 
-// routeFlags are shared by every command that reads a configuration.
-func routeFlags() []cli.Flag {
-	d := config.Defaults()
-	return []cli.Flag{
+// configFlags are shared by every command that reads a configuration: --config
+// and one flag per config.Settings entry.
+func configFlags() []cli.Flag {
+	flags := []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML file whose keys are these long flag names (precedence: flag > env > file)", EnvVars: env("config")},
-		&cli.StringFlag{Name: "listen", Value: d.Listen, Usage: "fan-in listener `ADDR`", EnvVars: env("listen")},
-		&cli.StringSliceFlag{Name: "upstream", Value: cli.NewStringSlice(d.Upstream...), Usage: "Nexus base `URL`, context path allowed (http://nexus:8081/nexus)", EnvVars: env("upstream")},
-		&cli.StringSliceFlag{Name: "cert", Usage: "certificate `FILE` (PEM, chain allowed); repeatable, paired with --key by position", EnvVars: env("cert")},
-		&cli.StringSliceFlag{Name: "key", Usage: "private key `FILE` for the --cert at the same position", EnvVars: env("key")},
-		&cli.StringSliceFlag{Name: "route", Usage: "`HOST=REPO` or HOST=pull:GROUP,push:HOSTED; HOST exact or *.domain; repeatable", EnvVars: env("route")},
-		&cli.StringSliceFlag{Name: "port", Usage: "`PORT=REPO` legacy connector port route (iptables REDIRECT or --bind-ports); repeatable", EnvVars: env("port")},
-		&cli.StringFlag{Name: "default-route", Usage: "`REPO` for clients that send no server name (IP literals)", EnvVars: env("default-route")},
-		&cli.StringSliceFlag{Name: "passthrough", Usage: "`HOST=ADDR` copy TLS for HOST raw to ADDR without terminating it; repeatable", EnvVars: env("passthrough")},
-		&cli.StringSliceFlag{Name: "proxy-protocol-from", Usage: "`CIDR` of load balancers that MUST send a PROXY v1/v2 header; everyone else must not; repeatable", EnvVars: env("proxy-protocol-from")},
-		&cli.StringFlag{Name: "passthrough-proxy-protocol", Usage: "send a PROXY header (`v1|v2`; v2 carries the SNI as AUTHORITY TLV) to passthrough backends", EnvVars: env("passthrough-proxy-protocol")},
-		&cli.StringFlag{Name: "socks5-listen", Usage: "`ADDR` for a SOCKS5 ingress that maps CONNECT host:port onto the routes (and nothing else)", EnvVars: env("socks5-listen")},
-		&cli.StringFlag{Name: "socks5-auth-file", Usage: "`FILE` of user:password lines required by the SOCKS5 ingress", EnvVars: env("socks5-auth-file")},
-		&cli.StringFlag{Name: "plain-http-scheme", Usage: "`SCHEME` clients use for plain-HTTP port routes: http, or https behind a TLS-ending load balancer (default http)", EnvVars: env("plain-http-scheme")},
-		&cli.BoolFlag{Name: "bind-ports", Usage: "bind each --port itself (where iptables is not allowed)", EnvVars: env("bind-ports")},
-		&cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` for /metrics, /healthz, /readyz", EnvVars: env("metrics-listen")},
-		&cli.DurationFlag{Name: "handshake-timeout", Usage: "deadline for the routing phase (PROXY header + ClientHello) (default 10s)", EnvVars: env("handshake-timeout")},
-		&cli.DurationFlag{Name: "header-timeout", Usage: "deadline for the TLS handshake and each request's headers; never a body timeout (default 30s)", EnvVars: env("header-timeout")},
-		&cli.DurationFlag{Name: "idle-timeout", Usage: "close idle client keep-alive connections after this (default 2m)", EnvVars: env("idle-timeout")},
-		&cli.DurationFlag{Name: "drain-timeout", Usage: "on SIGTERM, wait this long for in-flight transfers (default 30s)", EnvVars: env("drain-timeout")},
-		&cli.IntFlag{Name: "max-conns", Usage: "refuse connections beyond this many (0: no limit)", EnvVars: env("max-conns")},
-		&cli.StringFlag{Name: "log-format", Value: d.LogFormat, Usage: "text or json", EnvVars: env("log-format")},
-		&cli.StringFlag{Name: "log-level", Value: d.LogLevel, Usage: "debug, info, warn or error", EnvVars: env("log-level")},
-		&cli.BoolFlag{Name: "no-memory-trim", Usage: "keep freed memory instead of returning it to the OS once traffic goes quiet (a forced GC then; see README Memory)", EnvVars: env("no-memory-trim")},
 	}
+	for _, s := range config.Settings() {
+		envs := env(s.Name)
+		var f cli.Flag
+		switch d := s.Default().(type) {
+		case string:
+			f = &cli.StringFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
+		case []string:
+			var v *cli.StringSlice
+			if len(d) > 0 {
+				v = cli.NewStringSlice(d...)
+			}
+			f = &cli.StringSliceFlag{Name: s.Name, Value: v, Usage: s.Usage, EnvVars: envs}
+		case bool:
+			f = &cli.BoolFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
+		case time.Duration:
+			f = &cli.DurationFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
+		case int:
+			f = &cli.IntFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
+		default:
+			panic(fmt.Sprintf("setting %s: no flag for a %T", s.Name, d))
+		}
+		flags = append(flags, f)
+	}
+	return flags
 }
 
 // loadConfig builds the configuration: defaults, then the file, then every
@@ -69,53 +69,28 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		}
 		cfg.File = f
 	}
-	str := func(dst *string, name string) {
-		if c.IsSet(name) {
-			*dst = c.String(name)
+	for _, s := range config.Settings() {
+		if !c.IsSet(s.Name) {
+			continue
 		}
-	}
-	list := func(dst *[]string, name string) {
-		if c.IsSet(name) {
-			*dst = c.StringSlice(name)
+		switch s.Default().(type) {
+		case string:
+			s.Set(cfg, c.String(s.Name))
+		case []string:
+			// Setting.Set glues the pieces urfave/cli split at commas.
+			s.Set(cfg, c.StringSlice(s.Name))
+		case bool:
+			s.Set(cfg, c.Bool(s.Name))
+		case time.Duration:
+			s.Set(cfg, c.Duration(s.Name))
+		case int:
+			s.Set(cfg, c.Int(s.Name))
 		}
-	}
-	str(&cfg.Listen, "listen")
-	list(&cfg.Upstream, "upstream")
-	list(&cfg.Cert, "cert")
-	list(&cfg.Key, "key")
-	list(&cfg.Route, "route")
-	list(&cfg.Port, "port")
-	str(&cfg.DefaultRoute, "default-route")
-	list(&cfg.Passthrough, "passthrough")
-	list(&cfg.ProxyProtocolFrom, "proxy-protocol-from")
-	str(&cfg.PassthroughProxyProtocol, "passthrough-proxy-protocol")
-	str(&cfg.Socks5Listen, "socks5-listen")
-	str(&cfg.Socks5AuthFile, "socks5-auth-file")
-	str(&cfg.PlainHTTPScheme, "plain-http-scheme")
-	if c.IsSet("bind-ports") {
-		cfg.BindPorts = c.Bool("bind-ports")
-	}
-	str(&cfg.MetricsListen, "metrics-listen")
-	for name, dst := range map[string]*time.Duration{
-		"handshake-timeout": &cfg.HandshakeTimeout, "header-timeout": &cfg.HeaderTimeout,
-		"idle-timeout": &cfg.IdleTimeout, "drain-timeout": &cfg.DrainTimeout,
-	} {
-		if c.IsSet(name) {
-			*dst = c.Duration(name)
-		}
-	}
-	if c.IsSet("max-conns") {
-		cfg.MaxConns = c.Int("max-conns")
-	}
-	str(&cfg.LogFormat, "log-format")
-	str(&cfg.LogLevel, "log-level")
-	if c.IsSet("no-memory-trim") {
-		cfg.NoMemoryTrim = c.Bool("no-memory-trim")
 	}
 	return cfg, nil
 }
 
-func build(c *cli.Context) (*config.Built, error) {
+func build(c *cli.Context) (*config.Runtime, error) {
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return nil, err
@@ -145,7 +120,7 @@ func newApp() *cli.App {
 			{
 				Name:         "serve",
 				Usage:        "serve the routes",
-				Flags:        routeFlags(),
+				Flags:        configFlags(),
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
 					// First, while the heap has freed nothing (see
@@ -160,7 +135,7 @@ func newApp() *cli.App {
 					lw := daemon.NewLogWriter(os.Stderr, daemon.AccessLogDelay)
 					defer lw.Close()
 					log, access := daemon.NewLoggers(lw, b.Config.LogFormat, b.Config.LogLevel)
-					d, err := daemon.New(b, daemon.Options{Logger: log, AccessLog: access, Reload: func() (*config.Built, error) { return build(c) }})
+					d, err := daemon.New(b, daemon.Options{Logger: log, AccessLog: access, Reload: func() (*config.Runtime, error) { return build(c) }})
 					if err != nil {
 						return cli.Exit("nexmux: "+err.Error(), 1)
 					}
@@ -175,7 +150,7 @@ func newApp() *cli.App {
 				Usage: "print iptables-restore rules that REDIRECT the --port connector ports to --listen (IPv4 and IPv6 alike)",
 				Description: "Apply with: nexmux iptables --port 8082=team-a ... | iptables-restore --noflush (and ip6tables-restore),\n" +
 					"or let --load apply (and --load --delete remove) them idempotently.",
-				Flags: append(routeFlags(),
+				Flags: append(configFlags(),
 					&cli.BoolFlag{Name: "delete", Usage: "print the rules that remove exactly what the apply rules add"},
 					&cli.BoolFlag{Name: "jumps", Value: true, Usage: "include the PREROUTING/OUTPUT jumps (off when re-applying over existing jumps)"},
 					&cli.StringFlag{Name: "chain", Value: iptables.DefaultChain, Usage: "nat `CHAIN` holding the rules (one per nexmux instance)"},
@@ -200,7 +175,7 @@ func newApp() *cli.App {
 						}
 					}
 					fams, ferr := iptables.ParseFamilies(c.StringSlice("families"))
-					if err = errors.Join(err, ferr); err != nil {
+					if err = errlist.Err(errlist.Append(errlist.Append(nil, err), ferr)); err != nil {
 						return invalid(err)
 					}
 					if !c.Bool("load") {
@@ -257,7 +232,7 @@ func newApp() *cli.App {
 			{
 				Name:         "check",
 				Usage:        "validate the configuration and print the route table",
-				Flags:        routeFlags(),
+				Flags:        configFlags(),
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
 					b, err := build(c)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,7 +17,7 @@ import (
 func loadWith(t *testing.T, args ...string) *config.Config {
 	t.Helper()
 	var got *config.Config
-	app := &cli.App{Flags: routeFlags(), Action: func(c *cli.Context) error {
+	app := &cli.App{Flags: configFlags(), Action: func(c *cli.Context) error {
 		var err error
 		got, err = loadConfig(c)
 		return err
@@ -27,39 +28,58 @@ func loadWith(t *testing.T, args ...string) *config.Config {
 	return got
 }
 
-// Every flag is also an environment variable NEXMUX_<FLAG> and a key of the
-// config file, and all three set the same setting to the same value.
+// Every setting of the table is a flag, an environment variable NEXMUX_<FLAG>
+// and a key of the config file, all three set the same setting to the same
+// value, and the flag's default is the setting's.
 func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
-	for _, f := range routeFlags() {
-		name := f.Names()[0]
-		if name == "config" {
+	flags := map[string]cli.Flag{}
+	for _, f := range configFlags() {
+		flags[f.Names()[0]] = f
+	}
+	for _, s := range config.Settings() {
+		name := s.Name
+		f := flags[name]
+		if f == nil {
+			t.Errorf("setting %s has no flag", name)
 			continue
 		}
+		if ev := f.(cli.DocGenerationFlag).GetEnvVars(); !slices.Equal(ev, []string{s.Env()}) || s.Env() != "NEXMUX_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_")) {
+			t.Errorf("--%s: env vars %q, setting says %q", name, ev, s.Env())
+		}
 		var flagVal, yamlVal string
-		switch f.(type) {
+		var flagDefault any
+		switch f := f.(type) {
 		case *cli.BoolFlag:
-			flagVal, yamlVal = "true", "true"
+			flagVal, yamlVal, flagDefault = "true", "true", f.Value
 		case *cli.DurationFlag:
-			flagVal, yamlVal = "7s", "7s"
+			flagVal, yamlVal, flagDefault = "7s", "7s", f.Value
 		case *cli.IntFlag:
-			flagVal, yamlVal = "7", "7"
+			flagVal, yamlVal, flagDefault = "7", "7", f.Value
 		case *cli.StringSliceFlag:
 			flagVal, yamlVal = "seven", "[seven]"
+			var d []string
+			if f.Value != nil {
+				d = f.Value.Value()
+			}
+			flagDefault = d
 		case *cli.StringFlag:
-			flagVal, yamlVal = "seven", "seven"
+			flagVal, yamlVal, flagDefault = "seven", "seven", f.Value
 		default:
 			t.Fatalf("--%s: flag type %T not covered", name, f)
+		}
+		if d := s.Default(); !reflect.DeepEqual(flagDefault, d) {
+			t.Errorf("--%s: flag default %#v, setting default %#v", name, flagDefault, d)
 		}
 		t.Run(name, func(t *testing.T) {
 			fromFlag := loadWith(t, "--"+name+"="+flagVal)
 			if reflect.DeepEqual(fromFlag, config.Defaults()) {
 				t.Fatalf("--%s=%s changed nothing", name, flagVal)
 			}
-			t.Setenv(env(name)[0], flagVal)
+			t.Setenv(s.Env(), flagVal)
 			if fromEnv := loadWith(t); !reflect.DeepEqual(fromEnv, fromFlag) {
-				t.Errorf("%s=%s gives\n%+v\n--%s gives\n%+v", env(name)[0], flagVal, fromEnv, name, fromFlag)
+				t.Errorf("%s=%s gives\n%+v\n--%s gives\n%+v", s.Env(), flagVal, fromEnv, name, fromFlag)
 			}
-			os.Unsetenv(env(name)[0])
+			os.Unsetenv(s.Env())
 			file := filepath.Join(t.TempDir(), "c.yaml")
 			if err := os.WriteFile(file, []byte(name+": "+yamlVal+"\n"), 0o644); err != nil {
 				t.Fatal(err)
@@ -70,5 +90,29 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 				t.Errorf("file key %q gives\n%+v\n--%s gives\n%+v", strings.TrimSpace(name+": "+yamlVal), fromFile, name, fromFlag)
 			}
 		})
+	}
+	if len(flags) != len(config.Settings())+1 {
+		t.Errorf("%d flags for %d settings and --config", len(flags), len(config.Settings()))
+	}
+}
+
+// A repeatable setting whose values hold commas is glued back together when
+// urfave/cli splits its environment variable or flag at every comma; other
+// lists keep their pieces.
+func TestCommaSplitValues(t *testing.T) {
+	t.Setenv("NEXMUX_ROUTE", "a.example.com=pull:g,push:h,b.example.com=r")
+	t.Setenv("NEXMUX_UPSTREAM", "http://nexus-1:8081,http://nexus-2:8081")
+	c := loadWith(t, "--port", "8082=pull:g,push:h,8083=r")
+	for _, tc := range []struct {
+		name      string
+		got, want []string
+	}{
+		{"route", c.Route, []string{"a.example.com=pull:g,push:h", "b.example.com=r"}},
+		{"port", c.Port, []string{"8082=pull:g,push:h", "8083=r"}},
+		{"upstream", c.Upstream, []string{"http://nexus-1:8081", "http://nexus-2:8081"}},
+	} {
+		if !slices.Equal(tc.got, tc.want) {
+			t.Errorf("%s = %q, want %q", tc.name, tc.got, tc.want)
+		}
 	}
 }

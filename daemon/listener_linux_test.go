@@ -10,10 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// edgeReusePortRefused: even a socket that asks for SO_REUSEPORT cannot
+// reusePortRefused: even a socket that asks for SO_REUSEPORT cannot
 // share the address, because nexmux's own listener did not ask for it (two
 // processes with SO_REUSEPORT would split the handshakes between them).
-func edgeReusePortRefused(t *testing.T, addr string) {
+func reusePortRefused(t *testing.T, addr string) {
 	t.Helper()
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error

@@ -1,0 +1,246 @@
+package config
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Reload says what a reload does with a changed setting.
+type Reload int
+
+const (
+	// Reloads: the new value applies to new connections.
+	Reloads Reload = iota
+	// Restart: the value is baked into a listener or a running server.
+	Restart
+	// RestartWithBindPorts: with --bind-ports every port route is a
+	// listener of its own, so routes change only by restart.
+	RestartWithBindPorts
+	// RestartOnOff: the value may change, but not between set and unset
+	// (the SOCKS5 listener asks for a password or does not).
+	RestartOnOff
+)
+
+// Setting is one user setting. Its long flag name is also its YAML key and,
+// as NEXMUX_<NAME>, its environment variable.
+type Setting struct {
+	Name  string
+	Usage string
+	// Reload says whether a reload may change the setting.
+	Reload Reload
+	// CommaInValue marks repeatable settings whose values hold commas
+	// ("HOST=pull:G,push:H"): urfave/cli splits environment variables and
+	// flag values at every comma, so pieces without "=" belong to the
+	// piece before them.
+	CommaInValue bool
+
+	def any               // string, []string, bool, time.Duration or int
+	ptr func(*Config) any // the Config field: a pointer of def's type
+}
+
+// Env is the setting's environment variable.
+func (s *Setting) Env() string { return EnvVar(s.Name) }
+
+// EnvVar is the environment variable of a flag: NEXMUX_<FLAG>.
+func EnvVar(flag string) string {
+	return "NEXMUX_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// Default is the value of the setting when nobody gives it, of the type
+// the setting holds: string, []string, bool, time.Duration or int.
+func (s *Setting) Default() any {
+	if l, ok := s.def.([]string); ok {
+		return slices.Clone(l)
+	}
+	return s.def
+}
+
+// Set stores v, of the type Default returns, in c.
+func (s *Setting) Set(c *Config, v any) {
+	switch p := s.ptr(c).(type) {
+	case *string:
+		*p = v.(string)
+	case *[]string:
+		l := v.([]string)
+		if s.CommaInValue {
+			l = joinContinuations(l)
+		}
+		*p = l
+	case *bool:
+		*p = v.(bool)
+	case *time.Duration:
+		*p = v.(time.Duration)
+	case *int:
+		*p = v.(int)
+	default:
+		panic(fmt.Sprintf("config: setting %s has a field of type %T", s.Name, p))
+	}
+}
+
+// value returns the setting's current value in c.
+func (s *Setting) value(c *Config) any {
+	switch p := s.ptr(c).(type) {
+	case *string:
+		return *p
+	case *[]string:
+		return *p
+	case *bool:
+		return *p
+	case *time.Duration:
+		return *p
+	case *int:
+		return *p
+	}
+	panic(fmt.Sprintf("config: setting %s has a field of type %T", s.Name, s.ptr(c)))
+}
+
+// joinContinuations glues a piece without "=" back onto the piece before it
+// ("a.example.com=pull:team-a", "push:team-a-hosted"), trims blanks and
+// drops empty pieces. A leading piece without "=" stays for the route
+// parser to refuse.
+func joinContinuations(items []string) []string {
+	if items == nil {
+		return nil
+	}
+	out := make([]string, 0, len(items))
+	for _, it := range items {
+		it = strings.TrimSpace(it)
+		if it == "" {
+			continue
+		}
+		if len(out) > 0 && !strings.Contains(it, "=") {
+			out[len(out)-1] += "," + it
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
+}
+
+// Settings lists every setting in the order `nexmux --help` shows them.
+// It is the only list: flags, environment variables, config file keys,
+// defaults and reload rules all come from it.
+func Settings() []Setting { return slices.Clone(settings) }
+
+var settings = []Setting{
+	{Name: "listen", def: ":8443", Reload: Restart,
+		Usage: "fan-in listener `ADDR`",
+		ptr:   func(c *Config) any { return &c.Listen }},
+	{Name: "upstream", def: []string{"http://127.0.0.1:8081"}, Reload: Restart,
+		Usage: "Nexus base `URL`, context path allowed (http://nexus:8081/nexus)",
+		ptr:   func(c *Config) any { return &c.Upstream }},
+	{Name: "cert", def: []string(nil),
+		Usage: "certificate `FILE` (PEM, chain allowed); repeatable, paired with --key by position",
+		ptr:   func(c *Config) any { return &c.Cert }},
+	{Name: "key", def: []string(nil),
+		Usage: "private key `FILE` for the --cert at the same position",
+		ptr:   func(c *Config) any { return &c.Key }},
+	{Name: "route", def: []string(nil), CommaInValue: true,
+		Usage: "`HOST=REPO` or HOST=pull:GROUP,push:HOSTED; HOST exact or *.domain; repeatable",
+		ptr:   func(c *Config) any { return &c.Route }},
+	{Name: "port", def: []string(nil), CommaInValue: true, Reload: RestartWithBindPorts,
+		Usage: "`PORT=REPO` legacy connector port route (iptables REDIRECT or --bind-ports); repeatable",
+		ptr:   func(c *Config) any { return &c.Port }},
+	{Name: "default-route", def: "",
+		Usage: "`REPO` for clients that send no server name (IP literals)",
+		ptr:   func(c *Config) any { return &c.DefaultRoute }},
+	{Name: "passthrough", def: []string(nil),
+		Usage: "`HOST=ADDR` copy TLS for HOST raw to ADDR without terminating it; repeatable",
+		ptr:   func(c *Config) any { return &c.Passthrough }},
+	{Name: "proxy-protocol-from", def: []string(nil),
+		Usage: "`CIDR` of load balancers that MUST send a PROXY v1/v2 header; everyone else must not; repeatable",
+		ptr:   func(c *Config) any { return &c.ProxyProtocolFrom }},
+	{Name: "passthrough-proxy-protocol", def: "",
+		Usage: "send a PROXY header (`v1|v2`; v2 carries the SNI as AUTHORITY TLV) to passthrough backends",
+		ptr:   func(c *Config) any { return &c.PassthroughProxyProtocol }},
+	{Name: "socks5-listen", def: "", Reload: Restart,
+		Usage: "`ADDR` for a SOCKS5 ingress that maps CONNECT host:port onto the routes (and nothing else)",
+		ptr:   func(c *Config) any { return &c.Socks5Listen }},
+	{Name: "socks5-auth-file", def: "", Reload: RestartOnOff,
+		Usage: "`FILE` of user:password lines required by the SOCKS5 ingress",
+		ptr:   func(c *Config) any { return &c.Socks5AuthFile }},
+	{Name: "plain-http-scheme", def: "", Reload: Restart,
+		Usage: "`SCHEME` clients use for plain-HTTP port routes: http, or https behind a TLS-ending load balancer (default http)",
+		ptr:   func(c *Config) any { return &c.PlainHTTPScheme }},
+	{Name: "bind-ports", def: false, Reload: Restart,
+		Usage: "bind each --port itself (where iptables is not allowed)",
+		ptr:   func(c *Config) any { return &c.BindPorts }},
+	{Name: "metrics-listen", def: "", Reload: Restart,
+		Usage: "`ADDR` for /metrics, /healthz, /readyz",
+		ptr:   func(c *Config) any { return &c.MetricsListen }},
+	{Name: "handshake-timeout", def: time.Duration(0), Reload: Restart,
+		Usage: "deadline for the routing phase (PROXY header + ClientHello) (default 10s)",
+		ptr:   func(c *Config) any { return &c.HandshakeTimeout }},
+	{Name: "header-timeout", def: time.Duration(0), Reload: Restart,
+		Usage: "deadline for the TLS handshake and each request's headers; never a body timeout (default 30s)",
+		ptr:   func(c *Config) any { return &c.HeaderTimeout }},
+	{Name: "idle-timeout", def: time.Duration(0), Reload: Restart,
+		Usage: "close idle client keep-alive connections after this (default 2m)",
+		ptr:   func(c *Config) any { return &c.IdleTimeout }},
+	{Name: "drain-timeout", def: time.Duration(0),
+		Usage: "on SIGTERM, wait this long for in-flight transfers (default 30s)",
+		ptr:   func(c *Config) any { return &c.DrainTimeout }},
+	{Name: "max-conns", def: 0, Reload: Restart,
+		Usage: "refuse connections beyond this many (0: no limit)",
+		ptr:   func(c *Config) any { return &c.MaxConns }},
+	{Name: "log-format", def: "text", Reload: Restart,
+		Usage: "text or json",
+		ptr:   func(c *Config) any { return &c.LogFormat }},
+	{Name: "log-level", def: "info", Reload: Restart,
+		Usage: "debug, info, warn or error",
+		ptr:   func(c *Config) any { return &c.LogLevel }},
+	{Name: "no-memory-trim", def: false,
+		Usage: "keep freed memory instead of returning it to the OS once traffic goes quiet (a forced GC then; see README Memory)",
+		ptr:   func(c *Config) any { return &c.NoMemoryTrim }},
+}
+
+// Defaults are the values of settings nobody gave.
+func Defaults() *Config {
+	c := &Config{}
+	for _, s := range settings {
+		if d := s.Default(); d != nil {
+			s.Set(c, d)
+		}
+	}
+	return c
+}
+
+// RestartNeeded lists the settings that differ between old and new and that
+// a reload cannot apply (see Setting.Reload).
+func RestartNeeded(old, new *Config) []string {
+	var out []string
+	for _, s := range settings {
+		changed := !equal(s.value(old), s.value(new))
+		switch s.Reload {
+		case Restart:
+			if changed {
+				out = append(out, s.Name)
+			}
+		case RestartWithBindPorts:
+			if changed && old.BindPorts && new.BindPorts {
+				out = append(out, s.Name+" (with --bind-ports)")
+			}
+		case RestartOnOff:
+			if isZero(s.value(old)) != isZero(s.value(new)) {
+				out = append(out, s.Name+" (on/off)")
+			}
+		}
+	}
+	return out
+}
+
+func equal(a, b any) bool {
+	if la, ok := a.([]string); ok {
+		return slices.Equal(la, b.([]string))
+	}
+	return a == b
+}
+
+func isZero(v any) bool {
+	if l, ok := v.([]string); ok {
+		return len(l) == 0
+	}
+	return v == nil || v == "" || v == false || v == time.Duration(0) || v == 0
+}

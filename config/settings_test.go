@@ -1,0 +1,208 @@
+package config
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+// Every field of Config but File is exactly one setting, and the setting's
+// default has the field's type.
+func TestSettingsCoverConfig(t *testing.T) {
+	fields := map[string]reflect.Type{}
+	ct := reflect.TypeFor[Config]()
+	for i := range ct.NumField() {
+		if f := ct.Field(i); f.Name != "File" {
+			fields[f.Name] = f.Type
+		}
+	}
+	var c Config
+	cv := reflect.ValueOf(&c).Elem()
+	names := map[string]bool{}
+	for _, s := range Settings() {
+		if names[s.Name] {
+			t.Errorf("setting %s listed twice", s.Name)
+		}
+		names[s.Name] = true
+		p := reflect.ValueOf(s.ptr(&c))
+		var field string
+		for i := range cv.NumField() {
+			if cv.Field(i).Addr().Pointer() == p.Pointer() && cv.Field(i).Type() == p.Elem().Type() {
+				field = ct.Field(i).Name
+			}
+		}
+		if field == "" {
+			t.Errorf("setting %s points at no field of Config", s.Name)
+			continue
+		}
+		if _, ok := fields[field]; !ok {
+			t.Errorf("field %s has two settings (second: %s)", field, s.Name)
+		}
+		if reflect.TypeOf(s.Default()) != p.Elem().Type() {
+			t.Errorf("setting %s: default %T for a field of type %s", s.Name, s.Default(), p.Elem().Type())
+		}
+		delete(fields, field)
+	}
+	for f := range fields {
+		t.Errorf("Config.%s has no setting", f)
+	}
+}
+
+func TestEnvVar(t *testing.T) {
+	for flag, want := range map[string]string{"listen": "NEXMUX_LISTEN", "proxy-protocol-from": "NEXMUX_PROXY_PROTOCOL_FROM", "socks5-auth-file": "NEXMUX_SOCKS5_AUTH_FILE"} {
+		if got := EnvVar(flag); got != want {
+			t.Errorf("EnvVar(%q) = %q, want %q", flag, got, want)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	want := &Config{Listen: ":8443", Upstream: []string{"http://127.0.0.1:8081"}, LogFormat: "text", LogLevel: "info"}
+	if got := Defaults(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Defaults() = %+v, want %+v", got, want)
+	}
+	// Defaults hands out copies: changing one leaves the next alone.
+	Defaults().Upstream[0] = "changed"
+	if got := Defaults().Upstream[0]; got != "http://127.0.0.1:8081" {
+		t.Errorf("Defaults share a slice: upstream %q", got)
+	}
+}
+
+func TestRestartNeeded(t *testing.T) {
+	base := func() *Config {
+		c := Defaults()
+		c.Route = []string{"a.example.com=a"}
+		c.Port = []string{"8082=a"}
+		return c
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(c *Config)
+		want   []string
+	}{
+		{"nothing", func(c *Config) {}, nil},
+		{"routes reload", func(c *Config) { c.Route = []string{"b.example.com=b"}; c.Cert = []string{"x"} }, nil},
+		{"drain, memory trim, PROXY settings reload", func(c *Config) {
+			c.DrainTimeout, c.NoMemoryTrim, c.ProxyProtocolFrom, c.PassthroughProxyProtocol = time.Second, true, []string{"10.0.0.0/8"}, "v2"
+		}, nil},
+		{"listener", func(c *Config) { c.Listen = ":9443" }, []string{"listen"}},
+		{"upstream", func(c *Config) { c.Upstream = []string{"http://nexus:8081"} }, []string{"upstream"}},
+		{"ports without bind-ports", func(c *Config) { c.Port = []string{"8083=a"} }, nil},
+		{"bind-ports turned on", func(c *Config) { c.BindPorts = true }, []string{"bind-ports"}},
+		{"log and limits", func(c *Config) { c.LogLevel, c.MaxConns, c.IdleTimeout = "debug", 5, time.Minute },
+			[]string{"idle-timeout", "max-conns", "log-level"}},
+		{"socks5 password file set", func(c *Config) { c.Socks5AuthFile = "/users" }, []string{"socks5-auth-file (on/off)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := base()
+			tc.change(n)
+			if got := RestartNeeded(base(), n); !slices.Equal(got, tc.want) {
+				t.Errorf("RestartNeeded = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	old, n := base(), base()
+	old.BindPorts, n.BindPorts, n.Port = true, true, []string{"8083=a"}
+	if got := RestartNeeded(old, n); !slices.Equal(got, []string{"port (with --bind-ports)"}) {
+		t.Errorf("port change with --bind-ports: RestartNeeded = %q", got)
+	}
+	old.Socks5AuthFile, n.Socks5AuthFile, n.Port = "/a", "/b", old.Port
+	if got := RestartNeeded(old, n); len(got) != 0 {
+		t.Errorf("socks5 password file renamed: RestartNeeded = %q, want none", got)
+	}
+}
+
+func TestJoinContinuations(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want []string
+	}{
+		{"empty", []string{}, []string{}},
+		{"plain", []string{"a=r", "b=s"}, []string{"a=r", "b=s"}},
+		{"split target re-joined", strings.Split("a=pull:g,push:h,b=r", ","), []string{"a=pull:g,push:h", "b=r"}},
+		{"two split targets", strings.Split("a=pull:g,push:h,b=push:i,pull:j", ","), []string{"a=pull:g,push:h", "b=push:i,pull:j"}},
+		{"ports", strings.Split("5000=pull:g,push:h,5001=r", ","), []string{"5000=pull:g,push:h", "5001=r"}},
+		{"blanks dropped and trimmed", []string{" a=r ", "", "  ", " push:h"}, []string{"a=r,push:h"}},
+		{"leading continuation kept for the parser to refuse", []string{"push:h", "a=r"}, []string{"push:h", "a=r"}},
+		{"already joined", []string{"a=pull:g,push:h"}, []string{"a=pull:g,push:h"}},
+	} {
+		got := joinContinuations(tc.in)
+		if got == nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: joinContinuations(%q) = %q, want %q", tc.name, tc.in, got, tc.want)
+		}
+	}
+	if got := joinContinuations(nil); got != nil {
+		t.Errorf("joinContinuations(nil) = %q, want nil", got)
+	}
+}
+
+func setting(t *testing.T, name string) *Setting {
+	t.Helper()
+	for _, s := range Settings() {
+		if s.Name == name {
+			return &s
+		}
+	}
+	t.Fatalf("no setting %s", name)
+	return nil
+}
+
+// TestBuildFromSplitEnv is what urfave/cli does to NEXMUX_ROUTE and to
+// --route given once with commas: the pieces become one route per HOST=.
+func TestBuildFromSplitEnv(t *testing.T) {
+	c := Defaults()
+	setting(t, "route").Set(c, strings.Split("a.example.com=pull:team-a,push:team-a-hosted,b.example.com=team-b", ","))
+	setting(t, "port").Set(c, strings.Split("8082=pull:team-a,push:team-a-hosted,8083=team-b", ","))
+	tab, err := route.Build(route.Spec{Routes: c.Route, Ports: c.Port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab.Len() != 4 {
+		t.Fatalf("Len = %d, want 4: %v", tab.Len(), tab.Routes())
+	}
+	split := route.Target{Pull: "team-a", Push: "team-a-hosted"}
+	if r := tab.LookupHost("a.example.com"); r == nil || r.Target != split {
+		t.Errorf("a.example.com => %v, want %v", r, split)
+	}
+	if r := tab.LookupPort(8082); r == nil || r.Target != split {
+		t.Errorf(":8082 => %v, want %v", r, split)
+	}
+	want := []string{"a.example.com=pull:team-a,push:team-a-hosted", "b.example.com=team-b"}
+	if !slices.Equal(c.Route, want) {
+		t.Errorf("route = %q, want %q", c.Route, want)
+	}
+	want = []string{"8082=pull:team-a,push:team-a-hosted", "8083=team-b"}
+	if !slices.Equal(c.Port, want) {
+		t.Errorf("port = %q, want %q", c.Port, want)
+	}
+}
+
+// Split env pieces are glued before the route parser sees them, so its
+// errors quote what the user typed.
+func TestSplitPiecesReportedWhole(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		routes []string
+		want   []string
+	}{
+		{"missing = glued onto the previous route", []string{"a.example.com=x", "b.example.com"}, []string{`"a.example.com=x,b.example.com"`, `','`}},
+		{"pull twice", []string{"a.example.com=pull:g", "pull:h"}, []string{"pull repository given twice"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			setting(t, "route").Set(c, tc.routes)
+			_, err := c.Build()
+			lines := problems(t, err)
+			for _, w := range tc.want {
+				if !strings.Contains(lines[0], w) {
+					t.Errorf("first problem %q does not mention %q", lines[0], w)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,81 @@
+package daemon_test
+
+// Helpers shared by the feature tests of this package: a stack whose log
+// lines the test reads, and waiting for a connection to close.
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+// segmentSize is one Ethernet TCP segment's payload with timestamps: a
+// ClientHello larger than this cannot arrive in one packet.
+const segmentSize = 1448
+
+// logStack starts a stack whose log lines land in the returned buffer.
+func logStack(t *testing.T, cfg config.Config) (*stack.Stack, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st := stack.Start(t, stack.Options{Config: cfg, Logger: log})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("nexmux log:\n%s", logs.String())
+		}
+	})
+	return st, logs
+}
+
+// logLines returns the log lines holding every part.
+func logLines(logs *logBuffer, parts ...string) []string {
+	var out []string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		ok := line != ""
+		for _, p := range parts {
+			ok = ok && strings.Contains(line, p)
+		}
+		if ok {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// waitLog waits up to five seconds for a log line holding every part
+// and returns it.
+func waitLog(t *testing.T, logs *logBuffer, parts ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if ls := logLines(logs, parts...); len(ls) > 0 {
+			return ls[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q", parts)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// readUntilClosed reads from c until it fails and reports what came back. It
+// fails the test when c is still open after limit.
+func readUntilClosed(t *testing.T, c net.Conn, limit time.Duration) (got []byte, elapsed time.Duration) {
+	t.Helper()
+	start := time.Now()
+	_ = c.SetReadDeadline(start.Add(limit))
+	got, err := io.ReadAll(c)
+	elapsed = time.Since(start)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection still open after %v (read %q)", limit, got)
+	}
+	return got, elapsed
+}

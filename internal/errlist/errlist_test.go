@@ -1,0 +1,24 @@
+package errlist
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestAppendTakesJoinedErrorsApart(t *testing.T) {
+	a, b, c := errors.New("a"), errors.New("b"), errors.New("c")
+	errs := Append(nil, a)
+	errs = Append(errs, errors.Join(b, c))
+	err := Err(errs)
+	if err == nil || err.Error() != "a\nb\nc" {
+		t.Fatalf("Err = %q, want three lines", err)
+	}
+	for _, e := range []error{a, b, c} {
+		if !errors.Is(err, e) {
+			t.Errorf("errors.Is(err, %v) = false", e)
+		}
+	}
+	if Err(nil) != nil {
+		t.Error("Err(nil) is not nil")
+	}
+}
