@@ -2,7 +2,7 @@ package mux
 
 import "net"
 
-// underlyingTCP digs through wrappers (PROXY protocol, replay prefixes) to
+// underlyingTCP digs through wrappers (PROXY protocol, max-conns count) to
 // the kernel socket: needed for SO_ORIGINAL_DST and for splice.
 func underlyingTCP(c net.Conn) (*net.TCPConn, bool) {
 	for i := 0; i < 8; i++ {
