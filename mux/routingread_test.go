@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/nexmux/nexmux/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/sni"
 )
 
