@@ -2,12 +2,6 @@
 // route each belongs to (legacy port, TLS server name, or default) without
 // losing a byte, then gives it to a target: terminate (TLS, then the HTTP
 // stage) or passthrough (copied raw to a backend).
-//
-// The files follow the connection: server.go (listeners, tracking, drain),
-// routing.go (the routing ladder and its decision), terminate.go and
-// passthrough.go (the targets), refuse.go (refusal reasons and log lines),
-// routedconn.go (the connection under TLS: write batching, read-ahead),
-// listener.go (the HTTP stage's listener and the max-conns counter).
 package mux
 
 import (

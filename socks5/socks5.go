@@ -231,8 +231,8 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 		return nil, err
 	}
 	ss.client.established()
-	// The router sees the SOCKS client's address (for logs,
-	// X-Forwarded-For and metrics).
+	// The router sees the SOCKS client's address, for logs,
+	// X-Forwarded-For and metrics.
 	inner := &pairEnd{Conn: theirs, local: ss.local, remote: ss.client.RemoteAddr()}
 	if !ss.s.route(inner, d.port) {
 		ours.Close()
