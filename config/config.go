@@ -19,6 +19,7 @@ import (
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/socks5"
 )
 
 // Config is every setting: each field but File is one entry of Settings,
@@ -136,7 +137,7 @@ func (c *Config) Build() (*Runtime, error) {
 		if c.Socks5Listen == "" {
 			errs = multierror.Append(errs, errors.New("socks5-auth-file is set but socks5-listen is not"))
 		}
-		if b.Socks5Credentials, err = mux.LoadCredentials(c.Socks5AuthFile); err != nil {
+		if b.Socks5Credentials, err = socks5.LoadCredentials(c.Socks5AuthFile); err != nil {
 			errs = multierror.Append(errs, err)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/metrics"
 	"github.com/nexmux/nexmux/mux"
+	"github.com/nexmux/nexmux/socks5"
 )
 
 // DefaultDrainTimeout is how long SIGTERM waits for in-flight transfers.
@@ -36,6 +37,7 @@ type Daemon struct {
 	access *slog.Logger // access lines; log unless Options.AccessLog
 	built  *config.Runtime
 	server *mux.Server
+	socks  *socks5.Server // nil without --socks5-listen
 	proxy  *l7.Proxy
 
 	// Reload, when set, re-reads the configuration (flags, env, file).
@@ -150,7 +152,6 @@ func stateOf(b *config.Runtime) *mux.State {
 		Certs:                  b.Certs,
 		ProxyProtocol:          b.ProxyPolicy,
 		PassthroughProxyHeader: b.PassthroughProxyHeader,
-		Socks5Credentials:      b.Socks5Credentials,
 	}
 }
 
@@ -219,12 +220,18 @@ func (d *Daemon) Start() error {
 		}
 		d.listeners = append(d.listeners, sl)
 		d.addrs["socks5"] = sl.Addr()
-		opts := mux.SOCKS5Options{
-			Auth:             c.Socks5AuthFile != "",
+		opts := socks5.Options{
 			SNIPorts:         []int{443, d.built.ListenPort, ln.Addr().(*net.TCPAddr).Port},
 			HandshakeTimeout: c.HandshakeTimeout,
+			Logger:           d.log,
+			Refused:          d.metrics.Refused,
 		}
-		d.goServe(func() error { return d.server.ServeSOCKS5(sl, opts) })
+		if c.Socks5AuthFile != "" {
+			// Read at each login: a reload revokes users.
+			opts.Users = func() map[string]string { return d.currentBuilt().Socks5Credentials }
+		}
+		d.socks = socks5.New(d.server, opts)
+		d.goServe(func() error { return d.socks.Serve(sl) })
 	}
 	if c.MetricsListen != "" {
 		ml, err := net.Listen("tcp", c.MetricsListen)
@@ -317,7 +324,17 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.stopTrim != nil {
 		d.stopTrim()
 	}
+	// The SOCKS streams end when the router closes their routed side:
+	// both drain at once.
+	socksDone := make(chan struct{})
+	go func() {
+		defer close(socksDone)
+		if d.socks != nil {
+			_ = d.socks.Shutdown(ctx)
+		}
+	}()
 	err := d.server.Shutdown(ctx)
+	<-socksDone
 	if d.metricsSrv != nil {
 		_ = d.metricsSrv.Close()
 	}
@@ -395,10 +412,12 @@ func (d *Daemon) startMemTrim() {
 	}()
 }
 
-func (d *Daemon) currentConfig() *config.Config {
+func (d *Daemon) currentConfig() *config.Config { return d.currentBuilt().Config }
+
+func (d *Daemon) currentBuilt() *config.Runtime {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.built.Config
+	return d.built
 }
 
 // Run starts the daemon and blocks until SIGTERM/SIGINT (drain, then exit)

@@ -6,29 +6,33 @@ import (
 	"sync"
 
 	"github.com/pires/go-proxyproto"
-
-	"github.com/nexmux/nexmux/l7"
 )
 
-// passthrough copies a connection raw to the route's backend, TLS and all.
-// The bytes read while routing (the hello, and anything the client sent
-// after it) are written first (after an optional PROXY header); then
-// both directions copy between the kernel sockets themselves so Linux can
-// splice.
-func (s *Server) passthrough(log *connLog, st *State, c, raw net.Conn, prefix []byte, info *l7.ConnInfo) {
-	defer s.untrackConn(raw)
+// passthrough is the target of --passthrough routes: it copies the
+// connection raw to the route's backend, TLS and all. The bytes read while
+// routing (the hello, and anything the client sent after it) are written
+// first, after an optional PROXY header; then both directions copy between
+// the kernel sockets themselves so Linux can splice.
+type passthrough struct{ s *Server }
+
+var _ target = passthrough{}
+
+func (p passthrough) serve(d decision) {
+	c, info := d.conn, d.info
+	log := &connLog{s: p.s, info: info, peer: d.peer}
+	defer p.s.untrackConn(d.raw)
 	defer c.Close()
 	rt := info.Route
-	d := net.Dialer{Timeout: DialTimeout}
+	dialer := net.Dialer{Timeout: DialTimeout}
 	// The server's context ends when a drain runs out, so a dial to a
 	// black-holed backend cannot hold Shutdown past its deadline.
-	up, err := d.DialContext(s.life, "tcp", rt.Passthrough)
+	up, err := dialer.DialContext(p.s.life, "tcp", rt.Passthrough)
 	if err != nil {
 		log.refuse(ReasonUpstream, "passthrough backend unreachable", "backend", rt.Passthrough, "err", err)
 		return
 	}
 	defer up.Close()
-	if v := st.PassthroughProxyHeader; v != 0 {
+	if v := d.state.PassthroughProxyHeader; v != 0 {
 		src := net.TCPAddrFromAddrPort(info.Client)
 		dst, _ := c.LocalAddr().(*net.TCPAddr)
 		if dst == nil {
@@ -45,7 +49,7 @@ func (s *Server) passthrough(log *connLog, st *State, c, raw net.Conn, prefix []
 			return
 		}
 	}
-	if _, err := up.Write(prefix); err != nil {
+	if _, err := up.Write(d.prefix); err != nil {
 		log.logger().Info("passthrough: writing the hello to the backend failed", "err", err)
 		return
 	}

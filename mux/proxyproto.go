@@ -57,8 +57,37 @@ func ProxyPolicy(cidrs []string) (func(net.Addr) proxyproto.Policy, error) {
 	}, nil
 }
 
+// proxyHeaderErrs are go-proxyproto's sentinels for a PROXY header that is
+// missing where required, present where refused, or malformed; its reader
+// returns them as they are or wrapped with %w.
+var proxyHeaderErrs = []error{
+	proxyproto.ErrNoProxyProtocol,
+	proxyproto.ErrSuperfluousProxyHeader,
+	proxyproto.ErrInvalidUpstream,
+	proxyproto.ErrCantReadVersion1Header,
+	proxyproto.ErrVersion1HeaderTooLong,
+	proxyproto.ErrLineMustEndWithCrlf,
+	proxyproto.ErrCantReadProtocolVersionAndCommand,
+	proxyproto.ErrCantReadAddressFamilyAndProtocol,
+	proxyproto.ErrCantReadLength,
+	proxyproto.ErrCantResolveSourceUnixAddress,
+	proxyproto.ErrCantResolveDestinationUnixAddress,
+	proxyproto.ErrUnknownProxyProtocolVersion,
+	proxyproto.ErrUnsupportedProtocolVersionAndCommand,
+	proxyproto.ErrUnsupportedAddressFamilyAndProtocol,
+	proxyproto.ErrInvalidLength,
+	proxyproto.ErrInvalidAddress,
+	proxyproto.ErrInvalidPortNumber,
+	proxyproto.ErrTruncatedTLV,
+	proxyproto.ErrMalformedTLV,
+	proxyproto.ErrIncompatibleTLV,
+}
+
 func isProxyErr(err error) bool {
-	return errors.Is(err, proxyproto.ErrNoProxyProtocol) ||
-		errors.Is(err, proxyproto.ErrSuperfluousProxyHeader) ||
-		strings.HasPrefix(err.Error(), "proxyproto:")
+	for _, e := range proxyHeaderErrs {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -7,23 +7,18 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/nexmux/nexmux/internal/testnet"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
-	"github.com/nexmux/nexmux/fixtures/certs"
-	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/mux"
-	"github.com/nexmux/nexmux/route"
 )
 
 func TestProxyPolicy(t *testing.T) {
@@ -84,97 +79,6 @@ func TestProxyPolicyErrors(t *testing.T) {
 	if strings.Contains(err.Error(), `"10.0.0.0/8"`) {
 		t.Errorf("error names the valid entry: %v", err)
 	}
-}
-
-// muxServer runs a mux.Server on loopback: team-a.nexmux.test terminates TLS
-// and answers "<client> <sni> <tls>", pt.nexmux.test passes through to
-// passthrough (when set).
-type muxServer struct {
-	addr string
-	ca   *certs.CA
-	logs *syncBuf
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startMux(t *testing.T, proxyFrom []string, passthrough string, ppOut byte) *muxServer {
-	t.Helper()
-	ca, err := certs.NewCA("mux test CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := ca.Issue("*.nexmux.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pair.TLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := mux.NewCerts([]tls.Certificate{cert})
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := route.Spec{Routes: []string{"team-a.nexmux.test=team-a"}}
-	if passthrough != "" {
-		spec.Passthrough = []string{"pt.nexmux.test=" + passthrough}
-	}
-	tab, err := route.Build(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuf{}
-	opts := mux.Options{
-		HandshakeTimeout: 5 * time.Second,
-		Logger:           slog.New(slog.NewTextHandler(logs, nil)),
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ci := l7.FromContext(r.Context())
-			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)
-		}),
-	}
-	state := &mux.State{Table: tab, Certs: cs, PassthroughProxyHeader: ppOut}
-	if proxyFrom != nil {
-		if state.ProxyProtocol, err = mux.ProxyPolicy(proxyFrom); err != nil {
-			t.Fatal(err)
-		}
-	}
-	srv, err := mux.New(opts, state)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = srv.Serve(ln) }()
-	go func() { defer wg.Done(); _ = srv.ServeHTTPConns() }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		wg.Wait()
-		if t.Failed() {
-			t.Logf("mux log:\n%s", logs.String())
-		}
-	})
-	return &muxServer{addr: ln.Addr().String(), ca: ca, logs: logs}
 }
 
 // splitConn sends header+hello in two writes, cut at offset, with a pause
@@ -374,11 +278,11 @@ func TestProxyHeaderRefusals(t *testing.T) {
 		send []byte
 		want string
 	}{
-		{"trusted, no header", trusted, hello, "reason=proxy_header"},
-		{"trusted, HTTP instead of a header", trusted, []byte("GET / HTTP/1.1\r\n\r\n"), "reason=proxy_header"},
-		{"untrusted, v1 header", untrusted, append([]byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"), hello...), "reason=proxy_header"},
-		{"untrusted, v2 header", untrusted, append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x11, 0, 12, 203, 0, 113, 7, 127, 0, 0, 1, 0x15, 0xb3, 1, 187), "reason=proxy_header"},
-		{"untrusted, no header, not TLS", untrusted, []byte("SSH-2.0-x\r\n"), "reason=not_tls"},
+		{"trusted, no header", trusted, hello, mux.ReasonProxyHeader},
+		{"trusted, HTTP instead of a header", trusted, []byte("GET / HTTP/1.1\r\n\r\n"), mux.ReasonProxyHeader},
+		{"untrusted, v1 header", untrusted, append([]byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"), hello...), mux.ReasonProxyHeader},
+		{"untrusted, v2 header", untrusted, append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x11, 0, 12, 203, 0, 113, 7, 127, 0, 0, 1, 0x15, 0xb3, 1, 187), mux.ReasonProxyHeader},
+		{"untrusted, no header, not TLS", untrusted, []byte("SSH-2.0-x\r\n"), mux.ReasonNotTLS},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", tc.m.addr)
@@ -386,7 +290,6 @@ func TestProxyHeaderRefusals(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			client := "client=" + c.LocalAddr().String() + " "
 			if _, err := c.Write(tc.send); err != nil {
 				t.Fatal(err)
 			}
@@ -399,22 +302,7 @@ func TestProxyHeaderRefusals(t *testing.T) {
 			if len(got) != 0 {
 				t.Fatalf("got %q back", got)
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				var lines []string
-				for _, l := range strings.Split(tc.m.logs.String(), "\n") {
-					if strings.Contains(l, client) {
-						lines = append(lines, l)
-					}
-				}
-				if len(lines) == 1 && strings.Contains(lines[0], tc.want) {
-					break
-				}
-				if len(lines) > 1 || time.Now().After(deadline) {
-					t.Fatalf("log lines for %s: %q, want one with %s", client, lines, tc.want)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			tc.m.waitRefusal(t, c.LocalAddr().String(), tc.want)
 		})
 	}
 }

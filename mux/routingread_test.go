@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/nexmux/nexmux/internal/testnet"
 	"io"
 	"net"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/sni"
 )
 
@@ -27,7 +27,7 @@ func (r *readCounter) Read(p []byte) (int, error) {
 	return r.Conn.Read(p)
 }
 
-// route reads the routing phase the way Server.handle does.
+// readRouting reads the routing phase the way Server.decide does.
 func readRouting(t *testing.T, rr *routingReader) *sni.ClientHello {
 	t.Helper()
 	var first [1]byte

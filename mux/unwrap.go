@@ -2,15 +2,14 @@ package mux
 
 import "net"
 
-// underlyingTCP digs through wrappers (PROXY protocol, replay prefixes) to
-// the kernel socket: needed for SO_ORIGINAL_DST and for splice.
+// underlyingTCP digs through the wrappers routing puts below TLS (PROXY
+// protocol: Raw; the max-conns count: Unwrap) to the kernel socket, for
+// SO_ORIGINAL_DST and for splice.
 func underlyingTCP(c net.Conn) (*net.TCPConn, bool) {
 	for i := 0; i < 8; i++ {
 		switch v := c.(type) {
 		case *net.TCPConn:
 			return v, true
-		case interface{ NetConn() net.Conn }:
-			c = v.NetConn()
 		case interface{ Raw() net.Conn }:
 			c = v.Raw()
 		case interface{ Unwrap() net.Conn }:

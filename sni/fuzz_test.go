@@ -28,7 +28,7 @@ func seedHellos(tb testing.TB) map[string][]byte {
 	}
 }
 
-// checkServerName holds for every name ParseClientHello accepts: routing
+// checkServerName holds for every name parseClientHello accepts: routing
 // tables can compare it byte for byte with lowercase relative names.
 func checkServerName(t *testing.T, name string) {
 	if strings.HasSuffix(name, ".") {
@@ -44,7 +44,7 @@ func FuzzParseClientHello(f *testing.F) {
 		f.Add(handshakeMessage(f, raw)[4:])
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		name, alpn, err := ParseClientHello(body)
+		name, alpn, err := parseClientHello(body)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v does not wrap ErrMalformed", err)

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"github.com/nexmux/nexmux/internal/testnet"
 	"math/big"
 	"net"
 	"sync"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
+
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // captureHello returns the records a real crypto/tls client sends first.

@@ -1,6 +1,8 @@
-// Package sni reads a TLS ClientHello off a freshly accepted connection
-// without consuming it, so the listener can route on SNI and ALPN and then
-// hand the untouched byte stream to crypto/tls or to a passthrough backend.
+// Package sni reads a TLS ClientHello off a freshly accepted connection and
+// keeps every byte it read, so the listener can route on the server name and
+// then replay the untouched byte stream (ReplayConn) to crypto/tls or to a
+// passthrough backend. It also owns the few TLS record-layer constants the
+// listener needs, and the alert it sends when it refuses a hello.
 //
 // The parser is our own (cryptobyte) rather than crypto/tls's, because
 // crypto/tls refuses hellos that real clients send and that we still need to
@@ -11,9 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"sync"
-	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 )
@@ -28,13 +27,8 @@ import (
 // near it.
 const MaxHelloBytes = 16 << 10
 
-// maxRecordPayload is the TLSPlaintext limit (RFC 8446, Section 5.1).
-const maxRecordPayload = 1 << 14
-
 const (
-	recordHeaderLen      = 5
 	handshakeHeaderLen   = 4
-	recordTypeHandshake  = 22
 	handshakeTypeHello   = 1
 	extensionServerName  = 0
 	extensionALPN        = 16
@@ -118,7 +112,7 @@ func ReadClientHello(r io.Reader) (*ClientHello, error) {
 			return fail(fmt.Errorf("sni: reading record header: %w", err))
 		}
 		records++
-		if hdr[0] != recordTypeHandshake || hdr[1] != 3 {
+		if hdr[0] != RecordTypeHandshake || hdr[1] != 3 {
 			if records == 1 {
 				return fail(ErrNotTLS)
 			}
@@ -180,7 +174,7 @@ func ReadClientHello(r io.Reader) (*ClientHello, error) {
 			return fail(fmt.Errorf("%w: %d trailing bytes after ClientHello in its last record",
 				ErrMalformed, len(hs)-handshakeHeaderLen-msgLen))
 		}
-		name, alpn, err := ParseClientHello(hs[handshakeHeaderLen:])
+		name, alpn, err := parseClientHello(hs[handshakeHeaderLen:])
 		if err != nil {
 			return fail(err)
 		}
@@ -188,14 +182,14 @@ func ReadClientHello(r io.Reader) (*ClientHello, error) {
 	}
 }
 
-// ParseClientHello parses one handshake message body of type client_hello
-// (the bytes after the 4-byte handshake header). Exported for fuzzing and reuse.
+// parseClientHello parses one handshake message body of type client_hello
+// (the bytes after the 4-byte handshake header).
 //
 // The server name is normalized for routing: ASCII letters are lowercased
 // (RFC 6066 host names are ASCII; folding other bytes could make distinct
 // invalid names collide) and one trailing dot is removed, because some
 // clients send absolute names and they must route like relative ones.
-func ParseClientHello(body []byte) (serverName string, alpn []string, err error) {
+func parseClientHello(body []byte) (serverName string, alpn []string, err error) {
 	s := cryptobyte.String(body)
 	var (
 		sessionID, suites, compression, exts cryptobyte.String
@@ -347,102 +341,4 @@ func (e *extSet) add(t uint16) bool {
 	}
 	e.big[t] = struct{}{}
 	return true
-}
-
-// Peek sets a read deadline of timeout on c, reads the ClientHello, clears the
-// deadline, and returns the hello plus a net.Conn that replays hello.Raw
-// before reading from c.
-//
-// On a ReadClientHello error the partial hello and a replaying *Conn are still
-// returned (the Conn is never nil), so a caller may, say, hand an ErrNotTLS
-// connection to a plain-HTTP redirector; the deadline is cleared either way.
-// A timeout <= 0 sets no deadline.
-func Peek(c net.Conn, timeout time.Duration) (*ClientHello, *Conn, error) {
-	if timeout > 0 {
-		if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-			return nil, NewConn(c, nil), fmt.Errorf("sni: setting read deadline: %w", err)
-		}
-	}
-	hello, err := ReadClientHello(c)
-	var raw []byte
-	if hello != nil {
-		raw = hello.Raw
-	}
-	if timeout > 0 {
-		if derr := c.SetReadDeadline(time.Time{}); derr != nil && err == nil {
-			err = fmt.Errorf("sni: clearing read deadline: %w", derr)
-		}
-	}
-	return hello, NewConn(c, raw), err
-}
-
-// Conn replays Prefix before reading from the embedded net.Conn.
-type Conn struct {
-	net.Conn
-
-	// mu guards prefix: net.Conn promises that methods may be called from
-	// several goroutines, and Prefix may race with Read.
-	mu     sync.Mutex
-	prefix []byte
-}
-
-// NewConn returns a Conn that yields prefix and then reads from c. prefix is
-// not copied and must not be modified afterwards.
-func NewConn(c net.Conn, prefix []byte) *Conn {
-	if len(prefix) == 0 {
-		prefix = nil
-	}
-	return &Conn{Conn: c, prefix: prefix}
-}
-
-// Read serves the remaining prefix first. It never mixes prefix bytes and
-// connection bytes in one call, so draining the prefix cannot block on c.
-func (c *Conn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
-		if len(c.prefix) == 0 {
-			c.prefix = nil // let the hello buffer be collected
-		}
-		c.mu.Unlock()
-		return n, nil
-	}
-	c.mu.Unlock()
-	return c.Conn.Read(p)
-}
-
-// WriteTo lets io.Copy(dst, c) write the prefix and then copy from the
-// underlying connection directly, so a *net.TCPConn on both ends still gets
-// splice(2) instead of bouncing every byte through a user-space buffer.
-func (c *Conn) WriteTo(w io.Writer) (int64, error) {
-	c.mu.Lock()
-	prefix := c.prefix
-	c.prefix = nil
-	c.mu.Unlock()
-	var total int64
-	if len(prefix) > 0 {
-		n, err := w.Write(prefix)
-		total += int64(n)
-		if err != nil {
-			c.mu.Lock()
-			c.prefix = prefix[n:]
-			c.mu.Unlock()
-			return total, err
-		}
-	}
-	n, err := io.Copy(w, c.Conn)
-	return total + n, err
-}
-
-// Unwrap returns the underlying connection (callers use it to reach
-// *net.TCPConn for splice once the prefix is drained).
-func (c *Conn) Unwrap() net.Conn { return c.Conn }
-
-// Prefix returns the bytes not yet replayed. The slice aliases the Conn's
-// buffer and must not be modified.
-func (c *Conn) Prefix() []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.prefix
 }

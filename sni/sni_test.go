@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/nexmux/nexmux/internal/testnet"
 	"io"
 	"net"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // tcpSegment is the payload of one full-size segment on a 1500-byte MTU path
@@ -175,13 +176,10 @@ func TestReadClientHelloDribble(t *testing.T) {
 					}
 					werr <- nil
 				}()
-				hello, conn, err := Peek(server, 10*time.Second)
+				hello, err := ReadClientHello(server)
 				checkHello(t, hello, err, "team-a.example.com", []string{"h2", "http/1.1"})
 				if !bytes.Equal(hello.Raw, pl.bytes) {
 					t.Errorf("Raw differs from what was written")
-				}
-				if got := conn.Prefix(); !bytes.Equal(got, pl.bytes) {
-					t.Errorf("Conn prefix differs from Raw")
 				}
 				if err := <-werr; err != nil {
 					t.Fatalf("writer: %v", err)
@@ -191,9 +189,10 @@ func TestReadClientHelloDribble(t *testing.T) {
 	}
 }
 
-// TestPeekThenHandshake proves nothing is lost: the server peeks, then
-// crypto/tls runs a full handshake over the replaying Conn and echoes data.
-func TestPeekThenHandshake(t *testing.T) {
+// TestReplayThenHandshake proves nothing is lost: the server reads the
+// hello, then crypto/tls runs a full handshake over a ReplayConn and echoes
+// data.
+func TestReplayThenHandshake(t *testing.T) {
 	cert := mustCert(t)
 	roots := x509.NewCertPool()
 	roots.AddCert(cert.Leaf)
@@ -218,7 +217,7 @@ func TestPeekThenHandshake(t *testing.T) {
 
 			type result struct {
 				hello *ClientHello
-				info  string // SNI as crypto/tls saw it after our peek
+				info  string // SNI as crypto/tls saw it after our read
 				err   error
 			}
 			done := make(chan result, 1)
@@ -231,18 +230,20 @@ func TestPeekThenHandshake(t *testing.T) {
 					return
 				}
 				defer raw.Close()
-				res.hello, _, res.err = Peek(raw, 5*time.Second)
+				_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+				res.hello, res.err = ReadClientHello(raw)
 				if res.err != nil {
 					return
 				}
-				// Peeking a replaying Conn again must see the same hello, so
-				// layered listeners can each peek.
-				again, conn, err := Peek(NewConn(raw, res.hello.Raw), 5*time.Second)
+				// Reading the hello again from a ReplayConn sees the same
+				// bytes, so layered listeners can each read it.
+				again, err := ReadClientHello(NewReplayConn(raw, res.hello.Raw))
 				if err != nil || !bytes.Equal(again.Raw, res.hello.Raw) {
-					res.err = fmt.Errorf("re-peek: %v", err)
+					res.err = fmt.Errorf("re-read: %v", err)
 					return
 				}
-				srv := tls.Server(conn, &tls.Config{
+				_ = raw.SetReadDeadline(time.Time{})
+				srv := tls.Server(NewReplayConn(raw, again.Raw), &tls.Config{
 					Certificates: []tls.Certificate{cert},
 					NextProtos:   []string{"h2", "http/1.1"},
 					GetConfigForClient: func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -259,7 +260,7 @@ func TestPeekThenHandshake(t *testing.T) {
 			cfg := &tls.Config{ServerName: tt.serverName, RootCAs: roots, NextProtos: tt.alpn, MaxVersion: tt.maxVersion}
 			client, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(), cfg)
 			if err != nil {
-				t.Fatalf("client handshake through the peeking server: %v", err)
+				t.Fatalf("client handshake through the replaying server: %v", err)
 			}
 			msg := []byte(strings.Repeat("ping ", 1000))
 			if _, err := client.Write(msg); err != nil {
@@ -284,7 +285,7 @@ func TestPeekThenHandshake(t *testing.T) {
 			}
 			checkHello(t, res.hello, nil, tt.wantName, tt.alpn)
 			if res.info != tt.wantName {
-				t.Errorf("crypto/tls saw SNI %q after the peek, want %q", res.info, tt.wantName)
+				t.Errorf("crypto/tls saw SNI %q after our read, want %q", res.info, tt.wantName)
 			}
 		})
 	}
@@ -317,8 +318,8 @@ func TestOpenSSLClient(t *testing.T) {
 	}
 }
 
-// openSSLHello runs openssl s_client against a listener that peeks once and
-// hangs up, returning what was peeked.
+// openSSLHello runs openssl s_client against a listener that reads the
+// hello and hangs up, returning what was read.
 func openSSLHello(tb testing.TB, args ...string) (*ClientHello, error) {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -338,7 +339,8 @@ func openSSLHello(tb testing.TB, args ...string) (*ClientHello, error) {
 			return
 		}
 		defer c.Close()
-		h, _, err := Peek(c, 5*time.Second)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		h, err := ReadClientHello(c)
 		done <- result{h, err}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -349,7 +351,7 @@ func openSSLHello(tb testing.TB, args ...string) (*ClientHello, error) {
 	select {
 	case res := <-done:
 		if res.hello == nil {
-			tb.Fatalf("peek: %v\nopenssl output:\n%s", res.err, out)
+			tb.Fatalf("read: %v\nopenssl output:\n%s", res.err, out)
 		}
 		return res.hello, res.err
 	case <-time.After(10 * time.Second):
@@ -404,7 +406,7 @@ func TestServerNameNormalization(t *testing.T) {
 		// Refused for the hello itself (a decode_error alert), not for
 		// anything later in a handshake that went on.
 		alert := make([]byte, 7)
-		if _, rerr := io.ReadFull(c, alert); rerr != nil || alert[0] != 0x15 || alert[6] != 50 {
+		if _, rerr := io.ReadFull(c, alert); rerr != nil || alert[0] != recordTypeAlert || Alert(alert[6]) != AlertDecodeError {
 			t.Fatalf("handshake error %v; client got % x (%v), want a decode_error alert", err, alert, rerr)
 		}
 	})
@@ -457,7 +459,7 @@ func TestParseClientHello(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := splitHello(t, msg)
 			tt.edit(p)
-			name, alpn, err := ParseClientHello(p.body())
+			name, alpn, err := parseClientHello(p.body())
 			if tt.wantErr {
 				if !errors.Is(err, ErrMalformed) {
 					t.Fatalf("err = %v, want ErrMalformed", err)
@@ -479,7 +481,7 @@ func TestParseClientHello(t *testing.T) {
 		p.noExtensions = true
 		legacyEnd := len(p.body()) // a hello may legally end before extensions
 		for n := range len(body) {
-			_, _, err := ParseClientHello(body[:n])
+			_, _, err := parseClientHello(body[:n])
 			if n == legacyEnd {
 				if err != nil {
 					t.Errorf("truncated to the legacy fields (%d bytes): %v", n, err)
@@ -574,10 +576,11 @@ func TestReadClientHelloErrors(t *testing.T) {
 	}
 }
 
-// TestPeekTimeout covers a client that starts a hello and stalls: Peek must
-// give up at the deadline with a net.Error timeout, and clear the deadline so
-// the returned Conn still works if the caller chooses to keep it.
-func TestPeekTimeout(t *testing.T) {
+// TestReadClientHelloTimeout covers a client that starts a hello and stalls:
+// ReadClientHello gives up at the read deadline with a net.Error timeout and
+// returns the bytes it read, so a ReplayConn still yields the whole hello
+// once the deadline is cleared and the rest arrives.
+func TestReadClientHelloTimeout(t *testing.T) {
 	raw := goHello(t)
 	for _, p := range []struct {
 		name string
@@ -593,68 +596,50 @@ func TestPeekTimeout(t *testing.T) {
 			go client.Write(raw[:3])
 
 			start := time.Now()
-			hello, conn, err := Peek(server, 200*time.Millisecond)
+			_ = server.SetReadDeadline(start.Add(200 * time.Millisecond))
+			hello, err := ReadClientHello(server)
 			elapsed := time.Since(start)
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				t.Fatalf("err = %v, want a net.Error timeout", err)
 			}
 			if elapsed < 150*time.Millisecond || elapsed > 5*time.Second {
-				t.Errorf("Peek returned after %v with a 200ms deadline", elapsed)
+				t.Errorf("ReadClientHello returned after %v with a 200ms deadline", elapsed)
 			}
 			if hello == nil || !bytes.Equal(hello.Raw, raw[:3]) {
 				t.Fatalf("partial Raw = %v, want the 3 bytes sent", hello)
 			}
 
-			// The deadline is gone: the rest arrives later and reads
-			// through the replaying Conn yield the whole hello.
+			// Without the deadline, the rest arrives later and reads
+			// through the ReplayConn yield the whole hello.
+			_ = server.SetReadDeadline(time.Time{})
 			go client.Write(raw[3:])
-			h, err := ReadClientHello(conn)
+			h, err := ReadClientHello(NewReplayConn(server, hello.Raw))
 			checkHello(t, h, err, "team-a.example.com", []string{"h2", "http/1.1"})
 		})
 	}
 }
 
-func TestConn(t *testing.T) {
-	client, server := net.Pipe()
-	defer client.Close()
-	c := NewConn(server, []byte("hello "))
-	if c.Unwrap() != server {
-		t.Error("Unwrap does not return the wrapped conn")
-	}
+func TestReplayConn(t *testing.T) {
+	client, server := testnet.Pair(t)
+	c := NewReplayConn(server, []byte("hello "))
 	go func() {
 		client.Write([]byte("world"))
-		client.Close()
+		client.(*net.TCPConn).CloseWrite()
 	}()
 	buf := make([]byte, 4)
 	n, err := c.Read(buf)
 	if err != nil || string(buf[:n]) != "hell" {
 		t.Fatalf("Read = %q, %v", buf[:n], err)
 	}
-	if string(c.Prefix()) != "o " {
-		t.Errorf("Prefix = %q after a partial read", c.Prefix())
+	// The rest of the prefix comes alone: a Read never waits on the
+	// connection while replayed bytes are left.
+	n, err = c.Read(make([]byte, 64))
+	if err != nil || n != 2 {
+		t.Fatalf("second Read = %d, %v; want the 2 prefix bytes left", n, err)
 	}
 	rest, err := io.ReadAll(c)
-	if err != nil || string(rest) != "o world" {
+	if err != nil || string(rest) != "world" {
 		t.Fatalf("ReadAll = %q, %v", rest, err)
 	}
-	if c.Prefix() != nil {
-		t.Errorf("Prefix = %q after draining", c.Prefix())
-	}
-
-	t.Run("io.Copy uses WriteTo", func(t *testing.T) {
-		client, server := net.Pipe()
-		var c io.WriterTo = NewConn(server, []byte("prefix|"))
-		go func() {
-			client.Write([]byte("body"))
-			client.Close()
-		}()
-		var out bytes.Buffer
-		if _, err := c.WriteTo(&out); err != nil {
-			t.Fatal(err)
-		}
-		if out.String() != "prefix|body" {
-			t.Errorf("copied %q", out.String())
-		}
-	})
 }

@@ -1,0 +1,195 @@
+package mux_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/mux"
+	"github.com/nexmux/nexmux/route"
+)
+
+// muxConfig is what a test server routes. team-a.nexmux.test always
+// terminates TLS; the handler answers "<client> <sni> <tls>", with the
+// route's key in X-Route and whether a port chose it in X-By-Port.
+type muxConfig struct {
+	proxyFrom        []string
+	passthrough      string // backend of pt.nexmux.test, when set
+	ppOut            byte   // PROXY version sent to the passthrough backend
+	ports            []string
+	defaultRoute     string
+	handshakeTimeout time.Duration // default 5 s
+	maxConns         int
+}
+
+// muxServer is a mux.Server serving on loopback.
+type muxServer struct {
+	addr    string
+	srv     *mux.Server
+	ca      *certs.CA
+	logs    *syncBuf
+	refused *counter
+	wg      *sync.WaitGroup
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// counter counts the reasons given to Options.Refused.
+type counter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *counter) add(reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[reason]++
+}
+
+func (c *counter) get(reason string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[reason]
+}
+
+func startMux(t *testing.T, proxyFrom []string, passthrough string, ppOut byte) *muxServer {
+	t.Helper()
+	return startMuxWith(t, muxConfig{proxyFrom: proxyFrom, passthrough: passthrough, ppOut: ppOut})
+}
+
+func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
+	t.Helper()
+	ca, err := certs.NewCA("mux test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := ca.Issue("*.nexmux.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pair.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := mux.NewCerts([]tls.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := route.Spec{Routes: []string{"team-a.nexmux.test=team-a"}, Ports: mc.ports, Default: mc.defaultRoute}
+	if mc.passthrough != "" {
+		spec.Passthrough = []string{"pt.nexmux.test=" + mc.passthrough}
+	}
+	tab, err := route.Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mc.handshakeTimeout == 0 {
+		mc.handshakeTimeout = 5 * time.Second
+	}
+	logs := &syncBuf{}
+	refused := &counter{n: map[string]int{}}
+	opts := mux.Options{
+		HandshakeTimeout: mc.handshakeTimeout,
+		Logger:           slog.New(slog.NewTextHandler(logs, nil)),
+		Refused:          refused.add,
+		MaxConns:         mc.maxConns,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ci := l7.FromContext(r.Context())
+			w.Header().Set("X-Route", ci.Route.Key)
+			w.Header().Set("X-By-Port", fmt.Sprint(ci.ByPort))
+			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)
+		}),
+	}
+	state := &mux.State{Table: tab, Certs: cs, PassthroughProxyHeader: mc.ppOut}
+	if mc.proxyFrom != nil {
+		if state.ProxyProtocol, err = mux.ProxyPolicy(mc.proxyFrom); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := mux.New(opts, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &muxServer{addr: ln.Addr().String(), srv: srv, ca: ca, logs: logs, refused: refused, wg: &sync.WaitGroup{}}
+	m.goServe(func() error { return srv.Serve(ln) })
+	m.goServe(srv.ServeHTTPConns)
+	t.Cleanup(func() {
+		m.shutdown()
+		if t.Failed() {
+			t.Logf("mux log:\n%s", logs.String())
+		}
+	})
+	return m
+}
+
+// goServe runs f until Shutdown; shutdown waits for it.
+func (m *muxServer) goServe(f func() error) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		_ = f()
+	}()
+}
+
+func (m *muxServer) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = m.srv.Shutdown(ctx)
+	m.wg.Wait()
+}
+
+// tlsConfig trusts the server's CA and names host.
+func (m *muxServer) tlsConfig(host string) *tls.Config {
+	return &tls.Config{ServerName: host, RootCAs: m.ca.Pool()}
+}
+
+// waitRefusal waits until the server has logged the refusal of client
+// (its address) exactly once, with reason, and counted it.
+func (m *muxServer) waitRefusal(t *testing.T, client, reason string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var lines []string
+		for _, l := range strings.Split(m.logs.String(), "\n") {
+			if strings.Contains(l, "client="+client+" ") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) == 1 && strings.Contains(lines[0], "reason="+reason) && m.refused.get(reason) > 0 {
+			return
+		}
+		if len(lines) > 1 || time.Now().After(deadline) {
+			t.Fatalf("log lines for %s: %q, %d counted; want one with reason=%s", client, lines, m.refused.get(reason), reason)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,63 @@
+package mux
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// chanListener is the terminate target's listener: it feeds routed
+// connections to http.Server.
+type chanListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+var _ net.Listener = (*chanListener)(nil)
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// put hands c to http.Server; false once the listener is closed.
+func (l *chanListener) put(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// countedConn gives its place back when closed, whoever closes it (routing,
+// http.Server, passthrough).
+type countedConn struct {
+	net.Conn
+	active *atomic.Int64
+	once   sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.active.Add(-1) })
+	return c.Conn.Close()
+}
+
+// Unwrap reaches the socket for SO_ORIGINAL_DST and splice.
+func (c *countedConn) Unwrap() net.Conn { return c.Conn }

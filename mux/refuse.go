@@ -1,0 +1,92 @@
+package mux
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/sni"
+)
+
+// Reasons a connection is refused before HTTP: the reason attribute of the
+// log line and the label of nexmux_handshake_failures_total.
+const (
+	ReasonNoSNI       = "no_sni"
+	ReasonUnknownSNI  = "unknown_sni"
+	ReasonMalformed   = "malformed_hello"
+	ReasonTimeout     = "timeout"
+	ReasonNotTLS      = "not_tls"
+	ReasonNoPortRoute = "no_port_route"
+	ReasonUpstream    = "passthrough_dial"
+	ReasonProxyHeader = "proxy_header"
+	ReasonClosed      = "closed"
+	ReasonMaxConns    = "max_conns"
+)
+
+// connLog describes a connection for the one line written when it is
+// refused.
+type connLog struct {
+	s    *Server
+	info *l7.ConnInfo
+	peer net.Addr // the load balancer, when a PROXY header named the client
+}
+
+func (l *connLog) logger() *slog.Logger {
+	args := []any{"client", l.info.Client.String()}
+	if l.peer != nil {
+		args = append(args, "peer", l.peer.String())
+	}
+	if l.info.ServerName != "" {
+		args = append(args, "sni", l.info.ServerName)
+	}
+	return l.s.log.With(args...)
+}
+
+// refuse logs the connection's refusal and counts it.
+func (l *connLog) refuse(reason, msg string, args ...any) {
+	l.logger().Info("connection refused: "+msg, append([]any{"reason", reason}, args...)...)
+	l.s.countRefused(reason)
+}
+
+func (s *Server) countRefused(reason string) {
+	if s.opts.Refused != nil {
+		s.opts.Refused(reason)
+	}
+}
+
+// refusedOverLimit counts a connection refused by --max-conns and logs at
+// most one line a second: during a flood, a line per connection written from
+// the accept loop would slow accepting exactly when it matters.
+func (s *Server) refusedOverLimit() {
+	s.countRefused(ReasonMaxConns)
+	n := s.overLimit.Add(1)
+	now := time.Now().UnixNano()
+	last := s.overLimitLogged.Load()
+	if now-last >= int64(time.Second) && s.overLimitLogged.CompareAndSwap(last, now) {
+		s.overLimit.Add(-n)
+		s.log.Info("connection refused: too many connections", "reason", ReasonMaxConns, "max_conns", s.opts.MaxConns, "refused", n)
+	}
+}
+
+// reasonFor classifies an error from the routing phase.
+func reasonFor(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return ReasonTimeout
+	case errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
+		// Health checks and scanners that connect and close (or reset).
+		return ReasonClosed
+	case errors.Is(err, sni.ErrNotTLS):
+		return ReasonNotTLS
+	case isProxyErr(err):
+		return ReasonProxyHeader
+	default:
+		return ReasonMalformed
+	}
+}

@@ -1,0 +1,194 @@
+package mux_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/mux"
+	"github.com/nexmux/nexmux/sni"
+)
+
+// readUntilClosed reads what the server sends until it closes the
+// connection; a connection left open fails the test.
+func readUntilClosed(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("connection not closed")
+	}
+	return got
+}
+
+// TestRefusals: every way a connection is refused before HTTP, over real
+// TCP: what the client sees (a TLS alert it can name, or a close), and the
+// one log line and count with the reason.
+func TestRefusals(t *testing.T) {
+	m := startMux(t, nil, "", 0)
+	decodeError := []byte{21, 3, 3, 0, 2, 2, byte(sni.AlertDecodeError)}
+	for _, tc := range []struct {
+		name   string
+		reason string
+		// client talks to the server; it returns what it saw.
+		client func(t *testing.T, c net.Conn) string
+		want   string
+	}{
+		{"unknown server name", mux.ReasonUnknownSNI, func(t *testing.T, c net.Conn) string {
+			return tls.Client(c, m.tlsConfig("nobody.nexmux.test")).Handshake().Error()
+		}, "remote error: tls: unrecognized name"},
+		{"no server name and no default route", mux.ReasonNoSNI, func(t *testing.T, c net.Conn) string {
+			return tls.Client(c, &tls.Config{InsecureSkipVerify: true}).Handshake().Error()
+		}, "remote error: tls: unrecognized name"},
+		{"handshake record that is not a hello", mux.ReasonMalformed, func(t *testing.T, c net.Conn) string {
+			_, _ = c.Write([]byte{22, 3, 1, 0, 4, 2, 0, 0, 0})
+			if got := readUntilClosed(t, c); !bytes.Equal(got, decodeError) {
+				return "got " + string(got)
+			}
+			return "decode_error alert"
+		}, "decode_error alert"},
+		{"SSH on the TLS port", mux.ReasonNotTLS, func(t *testing.T, c net.Conn) string {
+			_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
+			return string(readUntilClosed(t, c)) + "closed"
+		}, "closed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", m.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if got := tc.client(t, c); !strings.Contains(got, tc.want) {
+				t.Fatalf("client saw %q, want %q", got, tc.want)
+			}
+			m.waitRefusal(t, c.LocalAddr().String(), tc.reason)
+		})
+	}
+}
+
+// A client that stalls inside its hello is cut at the handshake timeout.
+func TestRefusalTimeout(t *testing.T) {
+	m := startMuxWith(t, muxConfig{handshakeTimeout: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hello := testnet.ClientHello(t, m.tlsConfig("team-a.nexmux.test"))
+	if _, err := c.Write(hello[:10]); err != nil {
+		t.Fatal(err)
+	}
+	if got := readUntilClosed(t, c); len(got) != 0 {
+		t.Fatalf("got %q back", got)
+	}
+	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonTimeout)
+}
+
+// Health checks connect and close: counted, but not worth an info line.
+func TestClosedBeforeSendingIsQuiet(t *testing.T) {
+	m := startMux(t, nil, "", 0)
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := c.LocalAddr().String()
+	c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for m.refused.get(mux.ReasonClosed) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the close was not counted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if strings.Contains(m.logs.String(), client) {
+		t.Fatalf("a health check was logged at info:\n%s", m.logs.String())
+	}
+}
+
+// A listener bound to a legacy port with no --port route refuses what it
+// accepts.
+func TestRefusalNoPortRoute(t *testing.T) {
+	m := startMux(t, nil, "", 0)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.goServe(func() error { return m.srv.ServePort(ln, 8099) })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /v2/ HTTP/1.1\r\nHost: nexus:8099\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readUntilClosed(t, c); len(got) != 0 {
+		t.Fatalf("got %q back", got)
+	}
+	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonNoPortRoute)
+}
+
+// Past --max-conns a connection is closed at once and counted; the one
+// held open is served normally.
+func TestRefusalMaxConns(t *testing.T) {
+	m := startMuxWith(t, muxConfig{maxConns: 1})
+	held, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	// The held connection counts once the server has accepted it: wait
+	// until a second one is refused.
+	deadline := time.Now().Add(10 * time.Second)
+	for m.refused.get(mux.ReasonMaxConns) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no connection refused past max-conns")
+		}
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readUntilClosed(t, c)
+		c.Close()
+	}
+	if !strings.Contains(m.logs.String(), "too many connections") {
+		t.Fatalf("no max-conns line:\n%s", m.logs.String())
+	}
+	tc := tls.Client(held, m.tlsConfig("team-a.nexmux.test"))
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("the held connection: %v", err)
+	}
+}
+
+// A passthrough backend that refuses the connection: the client's
+// connection is closed, and the refusal logged with its reason.
+func TestRefusalPassthroughDial(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := dead.Addr().String()
+	dead.Close() // nothing listens there any more
+	m := startMux(t, nil, addr, 0)
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(testnet.ClientHello(t, m.tlsConfig("pt.nexmux.test"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := readUntilClosed(t, c); len(got) != 0 {
+		t.Fatalf("got %q back", got)
+	}
+	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonUpstream)
+}

@@ -1,0 +1,209 @@
+package mux
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/sni"
+)
+
+// source says how a connection reached the server.
+type source struct {
+	// listenPort is the port of the listener that accepted it (0: none).
+	listenPort int
+	// boundPort, when set, is the connection's port route: the listener
+	// is a legacy port (ServePort), or ServeConn was given one.
+	boundPort int
+	// inProcess marks streams nexmux made itself (ServeConn): no load
+	// balancer stands in front of them and nothing redirected them.
+	inProcess bool
+}
+
+// A target serves a connection once routing has chosen its route, as in
+// inetaf/tcpproxy's Route/Target split. serve owns the connection: it hands
+// it on or closes it, and untracks it either way.
+type target interface {
+	serve(d decision)
+}
+
+// decision is the routing step's answer for one connection.
+type decision struct {
+	to     target
+	tls    bool         // the client speaks TLS (else plain HTTP on a port route)
+	conn   net.Conn     // the connection, past any PROXY header
+	raw    net.Conn     // the accepted connection, as tracked
+	prefix []byte       // every byte read while routing: replayed first
+	info   *l7.ConnInfo // route, client, server name
+	state  *State       // the snapshot the connection was routed with
+	peer   net.Addr     // the load balancer, when a PROXY header named the client
+}
+
+// handle routes one tracked connection and gives it to its target.
+func (s *Server) handle(raw net.Conn, src source) {
+	d, ok := s.decide(raw, src)
+	if !ok {
+		s.untrackConn(raw)
+		raw.Close()
+		return
+	}
+	s.routed(d.info.Route)
+	d.to.serve(d)
+}
+
+// decide is the routing ladder: PROXY header, first byte, port route, then
+// the ClientHello's server name or the default route. It reads without
+// losing a byte (decision.prefix) under one deadline, the handshake
+// timeout. ok is false when the connection was refused: logged, counted,
+// and told why with a TLS alert where the client speaks TLS.
+func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
+	st := s.state.Load()
+	c := raw
+	if st.ProxyProtocol != nil && !src.inProcess {
+		// One reader for the whole connection: the PROXY parser's buffered
+		// read-ahead (which may hold ClientHello bytes) is drained by every
+		// later read, so no byte is lost or reordered.
+		c = proxyproto.NewConn(raw,
+			proxyproto.WithPolicy(st.ProxyProtocol(raw.RemoteAddr())),
+			proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
+	}
+	info := &l7.ConnInfo{Table: st.Table, Client: addrPort(raw.RemoteAddr())}
+	// The logger is only built when a line is written: most connections
+	// are routed silently, and slog's With costs a dozen allocations.
+	log := &connLog{s: s, info: info}
+	_ = c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+
+	rr := newRoutingReader(c)
+	var first [1]byte
+	if _, err := io.ReadFull(rr, first[:]); err != nil {
+		if reason := reasonFor(err); reason == ReasonClosed {
+			// Load-balancer health checks connect and close (after a
+			// PROXY header, or without one): not worth an info line.
+			log.logger().Debug("connection closed before sending anything", "reason", reason)
+			s.countRefused(reason)
+		} else {
+			log.refuse(reason, "nothing usable before the deadline", "err", err)
+		}
+		return d, false
+	}
+	if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
+		info.Client = addrPort(pc.RemoteAddr())
+		log.peer = raw.RemoteAddr()
+	}
+
+	rt, ok := s.portRoute(log, st, c, info, src)
+	if !ok {
+		return d, false
+	}
+	d = decision{conn: c, raw: raw, info: info, state: st, peer: log.peer}
+	if first[0] != sni.RecordTypeHandshake {
+		if rt == nil || rt.Passthrough != "" {
+			log.refuse(ReasonNotTLS, "neither TLS nor plain HTTP on a port route", "first_byte", fmt.Sprintf("%#02x", first[0]))
+			return d, false
+		}
+		// Legacy connectors could be plain HTTP behind a TLS-ending
+		// load balancer: serve HTTP on the same route.
+		d.to = terminate{s}
+	} else {
+		rr.rewind() // the parser reads the hello from its first byte
+		hello, err := sni.ReadClientHello(rr)
+		if err != nil {
+			reason := reasonFor(err)
+			log.refuse(reason, "could not read the TLS ClientHello", "err", err)
+			if reason == ReasonMalformed {
+				_ = sni.WriteAlert(c, sni.AlertDecodeError)
+			}
+			return d, false
+		}
+		info.ServerName = hello.ServerName
+		if rt == nil {
+			if rt = byName(log, st, hello.ServerName); rt == nil {
+				_ = sni.WriteAlert(c, sni.AlertUnrecognizedName)
+				return d, false
+			}
+		}
+		d.tls = true
+		d.to = terminate{s}
+		if rt.Passthrough != "" {
+			d.to = passthrough{s}
+		}
+	}
+	info.Route = rt
+	// Every byte read so far goes in front of the connection: the hello
+	// and whatever the client sent behind it (TLS 1.3 early data, say).
+	// An error that came with the last of them is not carried over: EOF
+	// and resets recur on the socket, and the routing deadline is gone.
+	d.prefix = rr.buf
+	_ = c.SetReadDeadline(time.Time{})
+	return d, true
+}
+
+// portRoute finds the route a connection has by port, if any: the port of
+// the listener itself (--bind-ports), the port iptables redirected it from
+// (SO_ORIGINAL_DST), or the destination port a trusted PROXY header names.
+// A port route wins over SNI: legacy clients name the repository by port and
+// send Nexus's old host name, which may well be some other route. ok is
+// false when the connection was refused.
+func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInfo, src source) (*route.Route, bool) {
+	port := src.boundPort
+	// Without port routes there is nothing to look up: spare every
+	// connection the getsockopt(SO_ORIGINAL_DST).
+	if port == 0 && !src.inProcess && st.Table.HasPorts() {
+		// A redirect from a port without a --port route (443 -> 8443 so
+		// nexmux needs no privilege) is the fan-in port itself: SNI decides.
+		if orig, err := OriginalDst(c); err == nil && int(orig.Port()) != src.listenPort && st.Table.LookupPort(int(orig.Port())) != nil {
+			port = int(orig.Port())
+		} else if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
+			if _, dst, ok := pc.ProxyHeader().Ports(); ok && st.Table.LookupPort(dst) != nil {
+				port = dst
+			}
+		}
+	}
+	if port == 0 {
+		return nil, true
+	}
+	rt := st.Table.LookupPort(port)
+	if rt == nil {
+		log.refuse(ReasonNoPortRoute, "connection for a port with no --port route", "port", port)
+		return nil, false
+	}
+	info.ByPort = true
+	return rt, true
+}
+
+// byName finds the route for a server name, or for its absence the default
+// route. nil means the connection was refused.
+func byName(log *connLog, st *State, name string) *route.Route {
+	if name == "" {
+		rt := st.Table.Default()
+		if rt == nil {
+			log.refuse(ReasonNoSNI, "client sent no server name and there is no --default-route")
+		}
+		return rt
+	}
+	rt := st.Table.LookupHost(name)
+	if rt == nil {
+		log.refuse(ReasonUnknownSNI, "no route for server name")
+	}
+	return rt
+}
+
+func (s *Server) routed(rt *route.Route) {
+	if s.opts.Routed != nil {
+		s.opts.Routed(rt)
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}

@@ -1,0 +1,49 @@
+package socks5
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// idleConn enforces the handshake deadline until the CONNECT is
+// established, then an idle timeout that any traffic in either direction
+// extends (a long pull sends nothing upstream for minutes).
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+	mu   sync.Mutex
+	open bool
+}
+
+func (c *idleConn) established() {
+	c.mu.Lock()
+	c.open = true
+	c.mu.Unlock()
+	c.touch()
+}
+
+func (c *idleConn) touch() {
+	c.mu.Lock()
+	open := c.open
+	c.mu.Unlock()
+	if open {
+		_ = c.Conn.SetDeadline(time.Now().Add(c.idle))
+	}
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.touch()
+	}
+	return n, err
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.touch()
+	}
+	return n, err
+}

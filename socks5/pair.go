@@ -1,0 +1,66 @@
+package socks5
+
+import (
+	"io"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// socketPair returns both ends of a connected AF_UNIX stream socket pair.
+func socketPair() (ours, theirs net.Conn, err error) {
+	fds, err := socketpairCloexec()
+	if err != nil {
+		return nil, nil, err
+	}
+	ours, err = fileConn(fds[0])
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, nil, err
+	}
+	theirs, err = fileConn(fds[1])
+	if err != nil {
+		ours.Close()
+		return nil, nil, err
+	}
+	return ours, theirs, nil
+}
+
+// fileConn turns fd into a net.Conn; fd itself is closed (net.FileConn
+// works on a duplicate).
+func fileConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "socks5-pair")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// pairEnd presents a socket-pair end with TCP addresses: the SOCKS
+// client's real address on the router's side, the SOCKS listener's on the
+// library's side.
+type pairEnd struct {
+	net.Conn
+	local, remote net.Addr
+	onEOF         func()
+}
+
+// CloseWrite passes the SOCKS client's half-close on to the routed side
+// (go-socks5 calls it when the client is done sending); without it the
+// router would wait for more bytes until a timeout.
+func (c *pairEnd) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+func (c *pairEnd) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err == io.EOF && c.onEOF != nil {
+		c.onEOF()
+	}
+	return n, err
+}
+
+func (c *pairEnd) LocalAddr() net.Addr  { return c.local }
+func (c *pairEnd) RemoteAddr() net.Addr { return c.remote }

@@ -1,0 +1,358 @@
+// Package socks5 is nexmux's SOCKS5 ingress: a CONNECT to a name or port
+// of the route table becomes a connection routed by mux, exactly as a
+// direct one would be. It is a package of its own, beside mux rather than
+// inside it, because it is one more way in, not part of routing: like
+// caddy-l4's modules/l4socks, the protocol lives apart from the core, and
+// it depends on mux (Server.ServeConn), never the other way round.
+//
+// armon/go-socks5 speaks the protocol; everything that makes a SOCKS server
+// an open proxy is replaced here:
+//   - its resolver does no DNS at all: a name is only ever looked up in the
+//     route table, never resolved to an address;
+//   - its rule set allows CONNECT only to what the route table serves (a
+//     route name on the TLS port, or a legacy connector port with a port
+//     route); BIND and UDP ASSOCIATE reach the library's own
+//     "command not supported" reply;
+//   - its dialer never opens a network connection: the CONNECT stream is
+//     handed to mux over an in-process socket pair;
+//   - deadlines bound the SOCKS handshake and idle streams, which the
+//     library itself does not.
+package socks5
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	gosocks5 "github.com/armon/go-socks5"
+
+	"github.com/nexmux/nexmux/mux"
+)
+
+// DefaultIdleTimeout closes a CONNECT stream that carried nothing either
+// way for this long; a pull that waits on a slow Nexus stays well inside it.
+const DefaultIdleTimeout = 5 * time.Minute
+
+// ReasonDenied is the refusal reason of a CONNECT outside the route table
+// (log attribute and metric label, beside mux's Reason* constants).
+const ReasonDenied = "socks5_denied"
+
+// Options configures the ingress.
+type Options struct {
+	// Users, when set, requires username/password authentication; it is
+	// asked at each login for the current users (user -> password), so a
+	// reload can revoke one.
+	Users func() map[string]string
+	// SNIPorts are the CONNECT ports treated as the TLS fan-in port:
+	// clients say "team.example.com:443" (or the --listen port).
+	SNIPorts []int
+	// HandshakeTimeout bounds the SOCKS negotiation (default
+	// mux.DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a CONNECT stream with no traffic either way
+	// (default DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
+	// Refused, when set, is told about each CONNECT refused (ReasonDenied).
+	Refused func(reason string)
+}
+
+// Server accepts SOCKS5 clients and hands their CONNECT streams to a
+// mux.Server.
+type Server struct {
+	router   *mux.Server
+	opts     Options
+	log      *slog.Logger
+	sniPorts map[int]bool
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[net.Conn]struct{} // SOCKS clients
+	closing   bool
+	wg        sync.WaitGroup // sessions, and the streams they hand to router
+}
+
+// New returns an ingress that routes through router.
+func New(router *mux.Server, o Options) *Server {
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = mux.DefaultHandshakeTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s := &Server{
+		router:    router,
+		opts:      o,
+		log:       o.Logger,
+		sniPorts:  map[int]bool{},
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[net.Conn]struct{}{},
+	}
+	for _, p := range o.SNIPorts {
+		s.sniPorts[p] = true
+	}
+	return s
+}
+
+// Serve accepts SOCKS5 clients on ln until Shutdown (then it returns nil).
+func (s *Server) Serve(ln net.Listener) error {
+	local, _ := ln.Addr().(*net.TCPAddr)
+	if local == nil {
+		local = &net.TCPAddr{}
+	}
+	if !s.track(ln) {
+		ln.Close()
+		return nil
+	}
+	defer s.untrack(ln)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return nil
+			}
+			if isTemporary(err) {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		ic := &idleConn{Conn: c, idle: s.opts.IdleTimeout}
+		_ = c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+		if !s.trackConn(ic) {
+			c.Close()
+			continue
+		}
+		go func() {
+			defer s.wg.Done()
+			defer s.untrackConn(ic)
+			defer ic.Close()
+			s.serveSession(&session{s: s, client: ic, local: local})
+		}()
+	}
+}
+
+// discard silences go-socks5's own log: failures are logged once, by
+// serveSession, with the client's address.
+var discard = log.New(io.Discard, "", 0)
+
+// serveSession runs the protocol for one client. The library gets a
+// config of its own per client, so its rule set and dialer know which
+// client they act for without a lookup by address.
+func (s *Server) serveSession(ss *session) {
+	conf := &gosocks5.Config{
+		Resolver: noDNS{},
+		Rules:    ss,
+		Dial:     ss.dial,
+		Logger:   discard,
+	}
+	if s.opts.Users != nil {
+		conf.Credentials = users(s.opts.Users)
+	}
+	srv, err := gosocks5.New(conf)
+	if err == nil {
+		err = srv.ServeConn(ss.client)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.log.Info("socks5: "+err.Error(), "client", ss.client.RemoteAddr().String())
+	}
+}
+
+// session is one SOCKS client: the library's rule set and dialer for it.
+type session struct {
+	s      *Server
+	client *idleConn
+	local  *net.TCPAddr // the SOCKS listener's address
+}
+
+// decision is what the rule set allowed, for the dialer.
+type decision struct {
+	port int // port route, or 0 for SNI routing
+}
+
+type decisionKey struct{}
+
+// Allow implements gosocks5.RuleSet: CONNECT only into the route table.
+func (ss *session) Allow(ctx context.Context, req *gosocks5.Request) (context.Context, bool) {
+	if req.Command != gosocks5.ConnectCommand {
+		// Allowed through to the library, which answers "command not
+		// supported" for BIND and UDP ASSOCIATE.
+		return ctx, req.Command == gosocks5.BindCommand || req.Command == gosocks5.AssociateCommand
+	}
+	d, ok := ss.s.lookup(req.DestAddr)
+	if !ok {
+		ss.s.log.With("client", ss.client.RemoteAddr().String(), "connect", req.DestAddr.Address()).
+			Info("connection refused: socks5 CONNECT outside the route table", "reason", ReasonDenied)
+		if ss.s.opts.Refused != nil {
+			ss.s.opts.Refused(ReasonDenied)
+		}
+		return ctx, false
+	}
+	return context.WithValue(ctx, decisionKey{}, d), true
+}
+
+// lookup maps a CONNECT destination onto the route table the way a direct
+// connection would be routed. Nothing is resolved or dialled by name.
+func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
+	t := s.router.State().Table
+	switch {
+	case t.LookupPort(dest.Port) != nil:
+		// A legacy connector port: the port names the repository,
+		// whatever host the client used.
+		return decision{port: dest.Port}, true
+	case s.sniPorts[dest.Port] && dest.FQDN != "" && t.LookupHost(dest.FQDN) != nil:
+		return decision{}, true
+	case s.sniPorts[dest.Port] && dest.FQDN == "" && t.Default() != nil:
+		// An IP literal lands where a direct IP-literal client would.
+		return decision{}, true
+	}
+	return decision{}, false
+}
+
+// dial hands the CONNECT stream to the router through a socket pair: a
+// real kernel socket on both ends, so TLS and large transfers behave as on
+// TCP, and no network connection is ever opened.
+func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	d, ok := ctx.Value(decisionKey{}).(decision)
+	if !ok {
+		return nil, errors.New("socks5: no routing decision")
+	}
+	ours, theirs, err := socketPair()
+	if err != nil {
+		return nil, err
+	}
+	ss.client.established()
+	// The router sees the SOCKS client's address, for logs,
+	// X-Forwarded-For and metrics.
+	inner := &pairEnd{Conn: theirs, local: ss.local, remote: ss.client.RemoteAddr()}
+	if !ss.s.route(inner, d.port) {
+		ours.Close()
+		theirs.Close()
+		return nil, errors.New("socks5: shutting down")
+	}
+	// go-socks5 reports LocalAddr as the bound address and requires a
+	// *net.TCPAddr there. When the routed side is done (EOF), the client
+	// connection is closed too: the library would otherwise wait for the
+	// client to speak again, keeping a dead stream (and a drain) open.
+	return &pairEnd{Conn: ours, local: ss.local, remote: ss.local, onEOF: func() { ss.client.Close() }}, nil
+}
+
+// route gives c to the router on a goroutine of its own, counted by wg so
+// that Shutdown waits for it.
+func (s *Server) route(c net.Conn, port int) bool {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return false
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		_ = s.router.ServeConn(c, port) // it owns and closes c
+	}()
+	return true
+}
+
+// users checks SOCKS logins against the current users.
+type users func() map[string]string
+
+func (u users) Valid(user, password string) bool {
+	want, ok := u()[user]
+	return ok && subtle.ConstantTimeCompare([]byte(want), []byte(password)) == 1
+}
+
+// noDNS never resolves: names stay names and are matched against the route
+// table by the rule set. 0.0.0.0 is a placeholder nothing ever dials.
+type noDNS struct{}
+
+func (noDNS) Resolve(ctx context.Context, _ string) (context.Context, net.IP, error) {
+	return ctx, net.IPv4zero, nil
+}
+
+var (
+	_ gosocks5.RuleSet         = (*session)(nil)
+	_ gosocks5.CredentialStore = users(nil)
+	_ gosocks5.NameResolver    = noDNS{}
+)
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+func (s *Server) track(ln net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.listeners[ln] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(ln net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, ln)
+	s.mu.Unlock()
+}
+
+// trackConn registers a client and its goroutine (wg.Add under the lock
+// Shutdown sets closing with, so Add never races Wait).
+func (s *Server) trackConn(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrackConn(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// Shutdown stops accepting and lets SOCKS streams finish until ctx ends,
+// then closes the clients left. Run it beside the router's Shutdown: the
+// streams end when the router closes their routed side.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}

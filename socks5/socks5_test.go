@@ -1,0 +1,434 @@
+package socks5_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/mux"
+	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/socks5"
+)
+
+// SOCKS5 reply codes (RFC 1928, Section 6).
+const (
+	replySucceeded      = 0
+	replyNotAllowed     = 2
+	replyCmdUnsupported = 7
+)
+
+type config struct {
+	spec    route.Spec
+	opts    socks5.Options
+	backend string // passthrough backend of pt.nexmux.test
+}
+
+// stack is a mux.Server with a SOCKS5 ingress in front, on loopback. The
+// HTTP stage answers "<client> <sni> <tls>" with the route in X-Route.
+type stack struct {
+	socksAddr string
+	ca        *certs.CA
+	logs      *syncBuf
+	refused   atomic.Int64
+	shutdown  func()
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, cfg config) *stack {
+	t.Helper()
+	ca, err := certs.NewCA("socks5 test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := ca.Issue("*.nexmux.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pair.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := mux.NewCerts([]tls.Certificate{cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.spec.Routes = append(cfg.spec.Routes, "team-a.nexmux.test=team-a")
+	if cfg.backend != "" {
+		cfg.spec.Passthrough = append(cfg.spec.Passthrough, "pt.nexmux.test="+cfg.backend)
+	}
+	tab, err := route.Build(cfg.spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &stack{ca: ca, logs: &syncBuf{}}
+	log := slog.New(slog.NewTextHandler(st.logs, nil))
+	srv, err := mux.New(mux.Options{
+		Logger: log,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ci := l7.FromContext(r.Context())
+			w.Header().Set("X-Route", ci.Route.Key)
+			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)
+		}),
+	}, &mux.State{Table: tab, Certs: cs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.opts.Logger = log
+	cfg.opts.Refused = func(reason string) {
+		if reason == socks5.ReasonDenied {
+			st.refused.Add(1)
+		}
+	}
+	if cfg.opts.SNIPorts == nil {
+		cfg.opts.SNIPorts = []int{443}
+	}
+	ingress := socks5.New(srv, cfg.opts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.socksAddr = ln.Addr().String()
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 1)
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = srv.ServeHTTPConns() }()
+	go func() { defer wg.Done(); serveErr <- ingress.Serve(ln) }()
+	var once sync.Once
+	st.shutdown = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			// As the daemon does: both drain at once.
+			done := make(chan error, 1)
+			go func() { done <- ingress.Shutdown(ctx) }()
+			_ = srv.Shutdown(ctx)
+			if err := <-done; err != nil {
+				t.Errorf("socks5 Shutdown: %v", err)
+			}
+			wg.Wait()
+			if err := <-serveErr; err != nil {
+				t.Errorf("Serve after Shutdown: %v", err)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		st.shutdown()
+		if t.Failed() {
+			t.Logf("log:\n%s", st.logs.String())
+		}
+	})
+	return st
+}
+
+// login is a SOCKS5 username/password (RFC 1929); nil offers no
+// authentication.
+type login struct{ user, password string }
+
+// connect speaks SOCKS5 by hand: method negotiation, optional login, and
+// one request (cmd 1 CONNECT, 2 BIND, 3 UDP ASSOCIATE). It returns the
+// reply code and the connection, positioned after the reply.
+func connect(t *testing.T, addr string, l *login, cmd byte, host string, port int) (byte, net.Conn, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	method := byte(0)
+	if l != nil {
+		method = 2
+	}
+	if _, err := c.Write([]byte{5, 1, method}); err != nil {
+		return 0, c, err
+	}
+	var m [2]byte
+	if _, err := io.ReadFull(c, m[:]); err != nil {
+		return 0, c, fmt.Errorf("method reply: %w", err)
+	}
+	if m[1] != method {
+		return 0, c, fmt.Errorf("method %#x refused (%#x)", method, m[1])
+	}
+	if l != nil {
+		msg := append([]byte{1, byte(len(l.user))}, l.user...)
+		msg = append(append(msg, byte(len(l.password))), l.password...)
+		if _, err := c.Write(msg); err != nil {
+			return 0, c, err
+		}
+		if _, err := io.ReadFull(c, m[:]); err != nil {
+			return 0, c, fmt.Errorf("login reply: %w", err)
+		}
+		if m[1] != 0 {
+			return 0, c, fmt.Errorf("login refused (%#x)", m[1])
+		}
+	}
+	req := []byte{5, cmd, 0}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		req = append(append(req, 1), ip.To4()...)
+	} else {
+		req = append(append(req, 3, byte(len(host))), host...)
+	}
+	req = binary.BigEndian.AppendUint16(req, uint16(port))
+	if _, err := c.Write(req); err != nil {
+		return 0, c, err
+	}
+	var rep [10]byte // IPv4 bound address: every reply nexmux sends
+	if _, err := io.ReadFull(c, rep[:]); err != nil {
+		return 0, c, fmt.Errorf("reply: %w", err)
+	}
+	if rep[3] != 1 {
+		return 0, c, fmt.Errorf("reply address type %d", rep[3])
+	}
+	return rep[1], c, nil
+}
+
+// get sends one HTTP/1.1 request over c; it returns the body and route.
+func get(t *testing.T, c net.Conn) (body, route string) {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), resp.Header.Get("X-Route")
+}
+
+// A CONNECT is routed as a direct connection would be: a route name on
+// the TLS port by SNI, a port with a port route by port (whatever the
+// host), an IP literal to the default route. The HTTP stage sees the SOCKS
+// client's own address.
+func TestConnectRoutesLikeADirectConnection(t *testing.T) {
+	st := start(t, config{spec: route.Spec{Ports: []string{"8082=team-p"}, Default: "fallback"}})
+	for _, tc := range []struct {
+		name      string
+		host      string
+		port      int
+		tls       *tls.Config
+		wantSNI   string
+		wantRoute string
+	}{
+		{"route name on 443", "team-a.nexmux.test", 443, &tls.Config{ServerName: "team-a.nexmux.test"}, "team-a.nexmux.test true", "team-a.nexmux.test"},
+		{"port route, TLS", "nexus.example.com", 8082, &tls.Config{ServerName: "team-a.nexmux.test"}, "team-a.nexmux.test true", ":8082"},
+		{"port route, plain HTTP", "10.0.0.1", 8082, nil, " false", ":8082"},
+		// No server name, as a client that dialled an address sends.
+		{"IP literal to the default route", "127.0.0.1", 443, &tls.Config{InsecureSkipVerify: true}, " true", "default"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, c, err := connect(t, st.socksAddr, nil, 1, tc.host, tc.port)
+			if err != nil || code != replySucceeded {
+				t.Fatalf("CONNECT %s:%d: reply %d, %v", tc.host, tc.port, code, err)
+			}
+			conn := c
+			if tc.tls != nil {
+				tc.tls.RootCAs = st.ca.Pool()
+				conn = tls.Client(c, tc.tls)
+			}
+			body, rt := get(t, conn)
+			if want := c.LocalAddr().String() + " " + tc.wantSNI; body != want || rt != tc.wantRoute {
+				t.Fatalf("got %q from route %q, want %q from %q", body, rt, want, tc.wantRoute)
+			}
+		})
+	}
+}
+
+// Nothing outside the route table is reachable: nexmux neither resolves
+// nor dials the target, refuses it with "not allowed by ruleset", and logs
+// and counts the refusal. BIND and UDP ASSOCIATE are not supported.
+func TestRefusesEverythingOutsideTheTable(t *testing.T) {
+	sentinel, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sentinel.Close()
+	var hits atomic.Int64
+	go func() {
+		for {
+			c, err := sentinel.Accept()
+			if err != nil {
+				return
+			}
+			hits.Add(1)
+			c.Close()
+		}
+	}()
+	port := sentinel.Addr().(*net.TCPAddr).Port
+	st := start(t, config{})
+	refusals := []struct {
+		host string
+		port int
+	}{
+		{"127.0.0.1", port},
+		{"localhost", port},
+		{"evil.example.com", 443},
+		{"team-a.nexmux.test", port}, // a route name, but not the TLS port
+		{"127.0.0.1", 443},           // IP literal without a default route
+		{"team-a.nexmux.test.evil.example", 443},
+	}
+	for _, tc := range refusals {
+		code, _, err := connect(t, st.socksAddr, nil, 1, tc.host, tc.port)
+		if err != nil || code != replyNotAllowed {
+			t.Errorf("CONNECT %s:%d: reply %d, %v; want %d", tc.host, tc.port, code, err, replyNotAllowed)
+		}
+	}
+	for _, cmd := range []byte{2, 3} {
+		code, _, err := connect(t, st.socksAddr, nil, cmd, "team-a.nexmux.test", 443)
+		if err != nil || code != replyCmdUnsupported {
+			t.Errorf("command %d: reply %d, %v; want %d", cmd, code, err, replyCmdUnsupported)
+		}
+	}
+	if n := st.refused.Load(); n != int64(len(refusals)) {
+		t.Errorf("%d refusals counted, want %d", n, len(refusals))
+	}
+	if !strings.Contains(st.logs.String(), fmt.Sprintf("connect=127.0.0.1:%d", port)) ||
+		!strings.Contains(st.logs.String(), "reason="+socks5.ReasonDenied) {
+		t.Errorf("refusal not logged:\n%s", st.logs.String())
+	}
+	st.shutdown()
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the sentinel saw %d connections", n)
+	}
+}
+
+// With Users set, only a current user gets in: Users is asked at each
+// login, so dropping a user locks them out of the next connection.
+func TestLogin(t *testing.T) {
+	var users atomic.Pointer[map[string]string]
+	users.Store(&map[string]string{"ci": "s3cret", "bob": "two"})
+	st := start(t, config{opts: socks5.Options{Users: func() map[string]string { return *users.Load() }}})
+	ok := func(l *login) error {
+		code, _, err := connect(t, st.socksAddr, l, 1, "team-a.nexmux.test", 443)
+		if err == nil && code != replySucceeded {
+			err = fmt.Errorf("reply %d", code)
+		}
+		return err
+	}
+	if err := ok(&login{"ci", "s3cret"}); err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+	if err := ok(&login{"ci", "wrong"}); err == nil {
+		t.Fatal("wrong password accepted")
+	}
+	if err := ok(nil); err == nil {
+		t.Fatal("no login accepted")
+	}
+	if err := ok(&login{"bob", "two"}); err != nil {
+		t.Fatalf("bob before revocation: %v", err)
+	}
+	users.Store(&map[string]string{"ci": "s3cret"})
+	if err := ok(&login{"bob", "two"}); err == nil {
+		t.Fatal("bob still gets in after revocation")
+	}
+}
+
+// A client that says nothing is cut at the handshake deadline; an
+// established stream that carries nothing, at the idle timeout.
+func TestDeadlines(t *testing.T) {
+	st := start(t, config{
+		spec: route.Spec{Ports: []string{"8082=team-p"}},
+		opts: socks5.Options{HandshakeTimeout: 200 * time.Millisecond, IdleTimeout: 300 * time.Millisecond},
+	})
+	closedByServer := func(t *testing.T, c net.Conn) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		if err == nil || n != 0 || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("read %d, %v; want the server to close the connection", n, err)
+		}
+	}
+	t.Run("silent client", func(t *testing.T) {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		closedByServer(t, c)
+	})
+	t.Run("idle stream", func(t *testing.T) {
+		// Past the handshake deadline first: the idle timeout replaces it.
+		code, c, err := connect(t, st.socksAddr, nil, 1, "nexus", 8082)
+		if err != nil || code != replySucceeded {
+			t.Fatalf("CONNECT: reply %d, %v", code, err)
+		}
+		closedByServer(t, c)
+	})
+}
+
+// The SOCKS client's half-close reaches a passthrough backend, whose
+// answer still comes back, then the end of the stream.
+func TestPassthroughHalfClose(t *testing.T) {
+	be, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := be.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(c) // until the client's half-close arrives
+		_, _ = c.Write([]byte("bye"))
+		got <- b
+	}()
+	st := start(t, config{backend: be.Addr().String()})
+	code, c, err := connect(t, st.socksAddr, nil, 1, "pt.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	sent := append(testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"}), "after the hello"...)
+	if _, err := c.Write(sent); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	reply, err := io.ReadAll(c)
+	if err != nil || string(reply) != "bye" {
+		t.Fatalf("reply %q, %v", reply, err)
+	}
+	if b := <-got; !bytes.Equal(b, sent) {
+		t.Fatalf("backend got %d bytes, want the %d sent", len(b), len(sent))
+	}
+}
