@@ -152,12 +152,12 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-var errBadConfig = errors.New("nexmux: request without connection info")
+var errNoConnInfo = errors.New("nexmux: request without connection info")
 
 // ServeHTTP confines the request to its connection's route and proxies it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{ci: FromContext(r.Context()), start: time.Now()}
-	cw := &countingWriter{ResponseWriter: w}
+	cw := &batchingWriter{ResponseWriter: w}
 	if st.ci != nil && r.ProtoMajor == 1 {
 		cw.batch = st.ci.Writes
 	}
@@ -179,8 +179,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if st.ci == nil || st.ci.Route == nil {
-		st.reason = errBadConfig.Error()
-		writeError(cw, http.StatusInternalServerError, "UNKNOWN", errBadConfig.Error())
+		st.reason = errNoConnInfo.Error()
+		writeError(cw, http.StatusInternalServerError, "UNKNOWN", errNoConnInfo.Error())
 		return
 	}
 	if status, code, msg := p.admit(st.ci, r); status != 0 {
@@ -357,7 +357,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		if st != nil {
 			st.reason = "client gone"
 		}
-		if cw, ok := w.(*countingWriter); ok && cw.status == 0 {
+		if cw, ok := w.(*batchingWriter); ok && cw.status == 0 {
 			cw.status = 499 // for logs and metrics only: nothing is sent
 		}
 		return
@@ -430,7 +430,9 @@ func (bufferPool) Put(b []byte) {
 	}
 }
 
-type countingWriter struct {
+// batchingWriter counts what a response sends (status, bytes) for logs and
+// metrics, and batches large writes into few TLS records on HTTP/1.x.
+type batchingWriter struct {
 	http.ResponseWriter
 	status int
 	n      int64
@@ -440,14 +442,14 @@ type countingWriter struct {
 // batchMin is the smallest write worth batching: two full TLS records.
 const batchMin = 32 << 10
 
-func (c *countingWriter) WriteHeader(code int) {
+func (c *batchingWriter) WriteHeader(code int) {
 	if c.status == 0 || c.status < 200 {
 		c.status = code
 	}
 	c.ResponseWriter.WriteHeader(code)
 }
 
-func (c *countingWriter) Write(b []byte) (int, error) {
+func (c *batchingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
@@ -466,10 +468,10 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 }
 
 // Unwrap lets http.ResponseController reach Flush and deadlines.
-func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+func (c *batchingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // Flush keeps streaming responses streaming through the wrapper.
-func (c *countingWriter) Flush() {
+func (c *batchingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -13,12 +13,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/nexmux/nexmux/config"
-	"github.com/nexmux/nexmux/daemon"
-	"github.com/nexmux/nexmux/discover"
+	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
+	"github.com/nexmux/nexmux/internal/discover"
 	"github.com/nexmux/nexmux/internal/errlist"
+	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/internal/memtrim"
-	"github.com/nexmux/nexmux/iptables"
 	"github.com/nexmux/nexmux/route"
 )
 

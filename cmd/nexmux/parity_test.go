@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // loadWith runs loadConfig over args and the current environment.

@@ -28,11 +28,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/nexmux/nexmux/config"
-	"github.com/nexmux/nexmux/daemon"
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/certs"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
 )
 
 // slowReader hands out n pseudo-random bytes in small pieces with pauses,

@@ -14,7 +14,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
-	"github.com/nexmux/nexmux/iptables"
+	"github.com/nexmux/nexmux/internal/iptables"
 )
 
 // A load balancer in the client namespace speaks PROXY protocol to a legacy

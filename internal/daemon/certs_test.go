@@ -6,10 +6,10 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/nexmux/nexmux/config"
-	"github.com/nexmux/nexmux/daemon"
 	"github.com/nexmux/nexmux/fixtures/certs"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
 )
 
 // Several --cert/--key pairs: the certificate is chosen by SNI among the

@@ -20,10 +20,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nexmux/nexmux/config"
+	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/memtrim"
+	"github.com/nexmux/nexmux/internal/metrics"
 	"github.com/nexmux/nexmux/l7"
-	"github.com/nexmux/nexmux/metrics"
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/socks5"
 )

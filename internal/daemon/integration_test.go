@@ -28,9 +28,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
-	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // teamRoutes is the Sonatype layout: per team one name for pulls (the

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nexmux/nexmux/config"
-	"github.com/nexmux/nexmux/daemon"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
 	"github.com/nexmux/nexmux/internal/memtrim"
 )
 

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // confinedRoutes is the layout of the confinement tests: team-a has one

@@ -18,8 +18,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // verifyNoLeaks checks, after everything the test started has shut down,

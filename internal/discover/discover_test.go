@@ -9,9 +9,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/nexmux/nexmux/config"
-	"github.com/nexmux/nexmux/discover"
 	"github.com/nexmux/nexmux/fixtures"
+	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/discover"
 )
 
 func nexus(t *testing.T, ctxPath string) string {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nexmux/nexmux/config"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // segmentSize is one Ethernet TCP segment's payload with timestamps: a

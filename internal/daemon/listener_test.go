@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nexmux/nexmux/daemon"
+	"github.com/nexmux/nexmux/internal/daemon"
 )
 
 // TestSecondListenerOnSamePortFails: a second nexmux (or anything) cannot

@@ -44,8 +44,8 @@ import (
 
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/internal/netns"
-	"github.com/nexmux/nexmux/iptables"
 )
 
 const (
