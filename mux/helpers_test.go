@@ -30,6 +30,7 @@ type muxConfig struct {
 	defaultRoute     string
 	handshakeTimeout time.Duration // default 5 s
 	maxConns         int
+	cert             *tls.Certificate // instead of the CA's ECDSA *.nexmux.test
 }
 
 // muxServer is a mux.Server serving on loopback.
@@ -95,6 +96,9 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	cert, err := pair.TLS()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if mc.cert != nil {
+		cert = *mc.cert
 	}
 	cs, err := mux.NewCerts([]tls.Certificate{cert})
 	if err != nil {

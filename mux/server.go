@@ -132,6 +132,7 @@ func New(opts Options, st *State) (*Server, error) {
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.tlsConfig = &tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   tls12Suites,
 		NextProtos:     []string{"h2", "http/1.1"},
 		GetCertificate: s.certificate,
 	}
