@@ -96,6 +96,9 @@ type Config struct {
 	// routes) used: "http" (default), or "https" when a TLS-ending load
 	// balancer fronts them, so realms and Locations must say https.
 	PlainHTTPScheme string
+	// StripHeaders are more request header names never passed to Nexus
+	// (--strip-header: the header a Remote User Token realm trusts).
+	StripHeaders []string
 }
 
 // Proxy is the HTTP stage. It expects every request's context to carry a
@@ -107,6 +110,7 @@ type Proxy struct {
 	log     *slog.Logger
 	observe Observer
 	plain   string // scheme of plain-HTTP connections as the client saw it
+	strip   map[string]bool
 }
 
 type reqState struct {
@@ -126,7 +130,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Upstreams == nil {
 		return nil, errors.New("l7: no upstreams")
 	}
-	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http"}
+	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http", strip: stripSet(cfg.StripHeaders)}
 	if cfg.PlainHTTPScheme == "https" {
 		p.plain = "https"
 	}
@@ -277,11 +281,7 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	// Host stays exactly as sent and X-Forwarded-Host is never set: Nexus
 	// would append the port a second time ("host:5001:5001").
 	out.Host = pr.In.Host
-	for k := range out.Header {
-		if strings.HasPrefix(k, "X-Forwarded-") || clientMayNotSend[k] {
-			delete(out.Header, k)
-		}
-	}
+	p.scrubHeaders(out.Header)
 	if st.ci.Client.IsValid() {
 		out.Header.Set("X-Forwarded-For", st.ci.Client.Addr().Unmap().String())
 	} else if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
@@ -295,16 +295,6 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 		}
 		out.Body = bb
 	}
-}
-
-// clientMayNotSend are forwarding headers besides X-Forwarded-* that Nexus's
-// Jetty (ForwardedRequestCustomizer) or a proxy in between would believe.
-var clientMayNotSend = map[string]bool{
-	"Forwarded":       true,
-	"X-Real-Ip":       true,
-	"X-Proxied-Https": true,
-	"Proxy-Ssl-Id":    true,
-	"Proxy-Auth-Cert": true,
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {

@@ -46,6 +46,8 @@ type Config struct {
 	// routes: "http", or "https" when a TLS-ending load balancer fronts
 	// them (URLs handed back must then say https).
 	PlainHTTPScheme string
+	// StripHeader lists request headers never passed to Nexus.
+	StripHeader []string
 
 	HandshakeTimeout time.Duration
 	HeaderTimeout    time.Duration
@@ -211,6 +213,7 @@ func (c *Config) Build() (*Runtime, error) {
 	default:
 		errs = multierror.Append(errs, fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel))
 	}
+	errs = c.checkHardening(errs)
 	if err := errlist.Err(errs); err != nil {
 		return nil, err
 	}

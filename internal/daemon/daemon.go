@@ -123,7 +123,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		d.memTrimPolicy = memtrim.DefaultPolicy
 	}
 	var err error
-	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme})
+	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader})
 	if err != nil {
 		return nil, err
 	}
