@@ -144,7 +144,7 @@ func (c *Config) Build() (*Runtime, error) {
 		}
 	}
 	if b.Upstreams, err = l7.ParseUpstreams(c.Upstream); err != nil {
-		errs = multierror.Append(errs, err)
+		errs = errlist.Append(errs, err)
 	}
 
 	spec := route.Spec{
