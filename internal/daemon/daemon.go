@@ -59,6 +59,8 @@ type Daemon struct {
 	watchInterval   time.Duration
 	memTrimInterval time.Duration
 	memTrimPolicy   memtrim.Policy
+
+	metricsIdleTimeout time.Duration
 }
 
 // Options for New.
@@ -81,7 +83,14 @@ type Options struct {
 	// (zero value: memtrim.DefaultPolicy).
 	MemTrimInterval time.Duration
 	MemTrimPolicy   memtrim.Policy
+	// MetricsIdleTimeout closes idle keep-alive connections to the
+	// metrics listener (default DefaultMetricsIdleTimeout).
+	MetricsIdleTimeout time.Duration
 }
+
+// DefaultMetricsIdleTimeout: scrapers and probes come every few seconds; a
+// client that holds a connection longer without asking frees it.
+const DefaultMetricsIdleTimeout = 60 * time.Second
 
 // newLogger builds the slog logger the flags ask for.
 func newLogger(w io.Writer, format, level string) *slog.Logger {
@@ -118,7 +127,8 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		access = log
 	}
 	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New(),
-		watchInterval: cmp.Or(opts.WatchInterval, DefaultWatchInterval), memTrimInterval: cmp.Or(opts.MemTrimInterval, DefaultMemTrimInterval), memTrimPolicy: opts.MemTrimPolicy}
+		watchInterval: cmp.Or(opts.WatchInterval, DefaultWatchInterval), memTrimInterval: cmp.Or(opts.MemTrimInterval, DefaultMemTrimInterval), memTrimPolicy: opts.MemTrimPolicy,
+		metricsIdleTimeout: cmp.Or(opts.MetricsIdleTimeout, DefaultMetricsIdleTimeout)}
 	if d.memTrimPolicy == (memtrim.Policy{}) {
 		d.memTrimPolicy = memtrim.DefaultPolicy
 	}
@@ -240,11 +250,12 @@ func (d *Daemon) Start() error {
 			return fmt.Errorf("metrics-listen %s: %w", c.MetricsListen, err)
 		}
 		d.addrs["metrics"] = ml.Addr()
-		ready := &metrics.Readiness{}
+		ready := &metrics.Readiness{Logger: d.log}
 		for _, node := range d.built.Upstreams.Nodes() {
 			ready.URLs = append(ready.URLs, node.String()+d.built.Upstreams.ContextPath()+"/service/rest/v1/status")
 		}
-		d.metricsSrv = &http.Server{Handler: d.metrics.Handler(ready), ReadHeaderTimeout: 10 * time.Second}
+		d.metricsSrv = &http.Server{Handler: d.metrics.Handler(ready), ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: d.metricsIdleTimeout}
 		d.goServe(func() error { return d.metricsSrv.Serve(ml) })
 	}
 	if d.reload != nil {
