@@ -204,6 +204,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(cw, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
 		return
 	}
+	if !wireExact(p.up.ctxPath + "/repository/" + repo + sub) {
+		st.reason = "path cannot be forwarded byte for byte"
+		writeError(cw, http.StatusBadRequest, "NAME_INVALID", "nexmux: the request path holds characters that must be percent-encoded")
+		return
+	}
 	st.repo, st.sub, st.query = repo, sub, rawQuery
 	rp := p.rp
 	if r.Method == http.MethodGet && isBlobDownload(sub) {
