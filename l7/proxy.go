@@ -99,18 +99,22 @@ type Config struct {
 	// StripHeaders are more request header names never passed to Nexus
 	// (--strip-header: the header a Remote User Token realm trusts).
 	StripHeaders []string
+	// MaxRequestsPerClient bounds one client address's requests in
+	// flight (0: no limit); beyond it nexmux answers 429 itself.
+	MaxRequestsPerClient int
 }
 
 // Proxy is the HTTP stage. It expects every request's context to carry a
 // ConnInfo (see NewContext).
 type Proxy struct {
-	up      *Upstreams
-	rp      *httputil.ReverseProxy
-	rpBlob  *httputil.ReverseProxy // rp with the large copy buffer
-	log     *slog.Logger
-	observe Observer
-	plain   string // scheme of plain-HTTP connections as the client saw it
-	strip   map[string]bool
+	up        *Upstreams
+	rp        *httputil.ReverseProxy
+	rpBlob    *httputil.ReverseProxy // rp with the large copy buffer
+	log       *slog.Logger
+	observe   Observer
+	plain     string // scheme of plain-HTTP connections as the client saw it
+	strip     map[string]bool
+	perClient *clientRequests
 }
 
 type reqState struct {
@@ -130,7 +134,8 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Upstreams == nil {
 		return nil, errors.New("l7: no upstreams")
 	}
-	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http", strip: stripSet(cfg.StripHeaders)}
+	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http", strip: stripSet(cfg.StripHeaders),
+		perClient: newClientRequests(cfg.MaxRequestsPerClient)}
 	if cfg.PlainHTTPScheme == "https" {
 		p.plain = "https"
 	}
@@ -186,6 +191,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.reason = errNoConnInfo.Error()
 		writeError(cw, http.StatusInternalServerError, "UNKNOWN", errNoConnInfo.Error())
 		return
+	}
+	if a := st.ci.Client.Addr(); a.IsValid() {
+		if !p.perClient.acquire(a) {
+			st.reason = "too many requests in flight from this client"
+			cw.Header().Set("Retry-After", "1")
+			writeError(cw, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client; retry later")
+			return
+		}
+		defer p.perClient.release(a)
 	}
 	if status, code, msg := p.admit(st.ci, r); status != 0 {
 		st.reason = msg

@@ -36,6 +36,8 @@ const (
 	// DefaultMaxHeaderBytes is generous next to Jetty's 8 KiB because
 	// Bearer tokens and long scopes travel in headers.
 	DefaultMaxHeaderBytes = 64 << 10
+	// MaxConcurrentStreams is the HTTP/2 stream limit per connection.
+	MaxConcurrentStreams = 100
 	// DialTimeout bounds connecting to a passthrough backend.
 	DialTimeout = 10 * time.Second
 )
@@ -147,7 +149,11 @@ func New(opts Options, st *State) (*Server, error) {
 		// is not origin-form, instead of net/http's built-in 200.
 		DisableGeneralOptionsHandler: true,
 		ConnContext:                  connContext,
-		ErrorLog:                     slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+		// Go's default is 250 streams per connection; 100 (what nginx
+		// and most servers offer) is plenty for registry clients and
+		// bounds what one connection can ask of Nexus at once.
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: MaxConcurrentStreams},
+		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return s, nil
 }

@@ -55,6 +55,9 @@ type Config struct {
 	DrainTimeout     time.Duration
 	MaxConns         int
 
+	// Issue-17 limits (internal/config/hardening.go has their defaults).
+	MaxRequestsPerClient int
+
 	LogFormat string
 	LogLevel  string
 

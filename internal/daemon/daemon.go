@@ -133,7 +133,8 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		d.memTrimPolicy = memtrim.DefaultPolicy
 	}
 	var err error
-	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader})
+	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader,
+		MaxRequestsPerClient: b.Config.MaxRequestsPerClient})
 	if err != nil {
 		return nil, err
 	}
