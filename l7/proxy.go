@@ -102,6 +102,9 @@ type Config struct {
 	// MaxRequestsPerClient bounds one client address's requests in
 	// flight (0: no limit); beyond it nexmux answers 429 itself.
 	MaxRequestsPerClient int
+	// MaxConnAge ends a client connection after the first response past
+	// this age (0: never).
+	MaxConnAge time.Duration
 }
 
 // Proxy is the HTTP stage. It expects every request's context to carry a
@@ -115,6 +118,7 @@ type Proxy struct {
 	plain     string // scheme of plain-HTTP connections as the client saw it
 	strip     map[string]bool
 	perClient *clientRequests
+	maxAge    time.Duration
 }
 
 type reqState struct {
@@ -135,7 +139,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("l7: no upstreams")
 	}
 	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http", strip: stripSet(cfg.StripHeaders),
-		perClient: newClientRequests(cfg.MaxRequestsPerClient)}
+		perClient: newClientRequests(cfg.MaxRequestsPerClient), maxAge: cfg.MaxConnAge}
 	if cfg.PlainHTTPScheme == "https" {
 		p.plain = "https"
 	}
@@ -194,36 +198,34 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if a := st.ci.Client.Addr(); a.IsValid() {
 		if !p.perClient.acquire(a) {
-			st.reason = "too many requests in flight from this client"
 			cw.Header().Set("Retry-After", "1")
-			writeError(cw, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client; retry later")
+			p.refuseLocal(cw, st, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client; retry later")
 			return
 		}
 		defer p.perClient.release(a)
 	}
 	if status, code, msg := p.admit(st.ci, r); status != 0 {
-		st.reason = msg
-		writeError(cw, status, code, msg)
+		p.refuseLocal(cw, st, status, code, msg)
 		return
 	}
 	rawPath, rawQuery, _ := strings.Cut(r.RequestURI, "?")
 	if why, ok := checkPath(rawPath); !ok {
-		st.reason = why
-		writeError(cw, http.StatusBadRequest, "NAME_INVALID", "nexmux: "+why)
+		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: "+why)
 		return
 	}
 	repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, r.Method, rawPath, rawQuery)
 	if !ok {
+		p.refuseLocal(cw, st, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
 		st.reason = "outside the registry API"
-		writeError(cw, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
 		return
 	}
 	if !wireExact(p.up.ctxPath + "/repository/" + repo + sub) {
+		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: the request path holds characters that must be percent-encoded")
 		st.reason = "path cannot be forwarded byte for byte"
-		writeError(cw, http.StatusBadRequest, "NAME_INVALID", "nexmux: the request path holds characters that must be percent-encoded")
 		return
 	}
 	st.repo, st.sub, st.query = repo, sub, rawQuery
+	p.beforeForward(st.ci, cw)
 	rp := p.rp
 	if r.Method == http.MethodGet && isBlobDownload(sub) {
 		rp = p.rpBlob

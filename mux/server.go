@@ -73,7 +73,12 @@ type Options struct {
 	// Routed, when set, is told about each connection given a route.
 	Routed func(rt *route.Route)
 	// MaxConns refuses connections beyond this many at once (0: no limit).
+	// SOCKS5 streams (ServeConn) count too.
 	MaxConns int
+	// MaxConnsPerClient refuses a client address's connections beyond
+	// this many at once (0: no limit); the address is the one after PROXY
+	// protocol.
+	MaxConnsPerClient int
 }
 
 // Server routes connections from any number of listeners.
@@ -85,7 +90,8 @@ type Server struct {
 	http      *http.Server
 	conns     *chanListener // the terminate target's connections, for http
 
-	active atomic.Int64 // connections counted against MaxConns
+	active  atomic.Int64 // connections counted against MaxConns
+	clients clientConns  // connections per client, against MaxConnsPerClient
 
 	life    context.Context // ends when Shutdown gives up waiting
 	endLife context.CancelFunc
@@ -182,6 +188,9 @@ func (s *Server) ServePort(ln net.Listener, port int) error { return s.serve(ln,
 // is refused, handed to the HTTP stage, or (passthrough) done. After
 // Shutdown it closes c and returns http.ErrServerClosed.
 func (s *Server) ServeConn(c net.Conn, port int) error {
+	if c = s.count(c); c == nil {
+		return nil
+	}
 	if !s.trackConn(c) {
 		c.Close()
 		return http.ErrServerClosed
@@ -229,14 +238,8 @@ func (s *Server) serve(ln net.Listener, port int) error {
 			return err
 		}
 		delay = 0
-		if s.opts.MaxConns > 0 {
-			if s.active.Add(1) > int64(s.opts.MaxConns) {
-				s.active.Add(-1)
-				c.Close()
-				s.refusedOverLimit()
-				continue
-			}
-			c = &countedConn{Conn: c, active: &s.active}
+		if c = s.count(c); c == nil {
+			continue
 		}
 		if !s.trackConn(c) {
 			c.Close()
@@ -247,6 +250,25 @@ func (s *Server) serve(ln net.Listener, port int) error {
 			s.handle(c, src)
 		}()
 	}
+}
+
+// count wraps c to give its places back on close; nil when c was refused
+// (and closed) because --max-conns is reached.
+func (s *Server) count(c net.Conn) net.Conn {
+	if s.opts.MaxConns <= 0 && s.opts.MaxConnsPerClient <= 0 {
+		return c
+	}
+	cc := &countedConn{Conn: c}
+	if s.opts.MaxConns > 0 {
+		if s.active.Add(1) > int64(s.opts.MaxConns) {
+			s.active.Add(-1)
+			c.Close()
+			s.refusedOverLimit()
+			return nil
+		}
+		cc.active = &s.active
+	}
+	return cc
 }
 
 func isTemporary(err error) bool {

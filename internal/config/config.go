@@ -57,6 +57,8 @@ type Config struct {
 
 	// Issue-17 limits (internal/config/hardening.go has their defaults).
 	MaxRequestsPerClient int
+	MaxConnsPerClient    int
+	MaxConnAge           time.Duration
 
 	LogFormat string
 	LogLevel  string

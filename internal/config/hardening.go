@@ -13,6 +13,26 @@ import (
 // fleet behind one NAT address.
 const DefaultMaxRequestsPerClient = 128
 
+// Connection limits from the file-descriptor limit (Go raises the soft
+// limit to the hard one at start): a terminated connection holds about two
+// descriptors (client, pooled Nexus connection), and 128 stay for
+// listeners, files and logs. Without a limit, 3,000 half-sent
+// ClientHellos held ~130 MiB until the routing deadline; the cap of 16384
+// keeps idle TLS connections below ~1 GiB on hosts with huge fd limits.
+var (
+	DefaultMaxConns          = maxConnsFor(nofile())
+	DefaultMaxConnsPerClient = perClientFor(DefaultMaxConns)
+)
+
+func maxConnsFor(fds uint64) int {
+	return int(min(max((int64(fds)-128)/2, 64), 16384))
+}
+
+// perClientFor leaves any one address an eighth of the slots: far more
+// than a docker/containerd client opens, room for a NAT'd CI fleet, and
+// never all of them.
+func perClientFor(maxConns int) int { return min(max(maxConns/8, 16), 256) }
+
 // checkHardening validates the issue-17 settings (limits, header hygiene),
 // appending every problem to errs.
 func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
@@ -24,10 +44,13 @@ func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
 	for _, n := range []struct {
 		name string
 		v    int
-	}{{"max-requests-per-client", c.MaxRequestsPerClient}} {
+	}{{"max-requests-per-client", c.MaxRequestsPerClient}, {"max-conns-per-client", c.MaxConnsPerClient}} {
 		if n.v < 0 {
 			errs = multierror.Append(errs, fmt.Errorf("%s %d: must not be negative", n.name, n.v))
 		}
+	}
+	if c.MaxConnAge < 0 {
+		errs = multierror.Append(errs, fmt.Errorf("max-conn-age %v: must not be negative", c.MaxConnAge))
 	}
 	return errs
 }

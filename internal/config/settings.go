@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+
+	"github.com/nexmux/nexmux/l7"
 	"slices"
 	"strings"
 	"time"
@@ -185,9 +187,15 @@ var settings = []Setting{
 	{Name: "drain-timeout", def: time.Duration(0),
 		Usage: "on SIGTERM, wait this long for in-flight transfers (default 30s)",
 		ptr:   func(c *Config) any { return &c.DrainTimeout }},
-	{Name: "max-conns", def: 0, Reload: Restart,
-		Usage: "refuse connections beyond this many (0: no limit)",
+	{Name: "max-conns", def: DefaultMaxConns, Reload: Restart,
+		Usage: "refuse connections beyond this many, SOCKS5 streams included (0: no limit; default from the fd limit)",
 		ptr:   func(c *Config) any { return &c.MaxConns }},
+	{Name: "max-conns-per-client", def: DefaultMaxConnsPerClient, Reload: Restart,
+		Usage: "refuse a client address's connections beyond this many, after PROXY protocol (0: no limit; default from --max-conns' default)",
+		ptr:   func(c *Config) any { return &c.MaxConnsPerClient }},
+	{Name: "max-conn-age", def: l7.DefaultMaxConnAge, Reload: Restart,
+		Usage: "close a client connection after its first response past this age; transfers are never cut (0: never)",
+		ptr:   func(c *Config) any { return &c.MaxConnAge }},
 	{Name: "max-requests-per-client", def: DefaultMaxRequestsPerClient, Reload: Restart,
 		Usage: "answer 429 to a client address with this many requests in flight (0: no limit)",
 		ptr:   func(c *Config) any { return &c.MaxRequestsPerClient }},

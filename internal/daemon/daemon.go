@@ -134,20 +134,21 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	}
 	var err error
 	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader,
-		MaxRequestsPerClient: b.Config.MaxRequestsPerClient})
+		MaxRequestsPerClient: b.Config.MaxRequestsPerClient, MaxConnAge: b.Config.MaxConnAge})
 	if err != nil {
 		return nil, err
 	}
 	c := b.Config
 	d.server, err = mux.New(mux.Options{
-		HandshakeTimeout: c.HandshakeTimeout,
-		HeaderTimeout:    c.HeaderTimeout,
-		IdleTimeout:      c.IdleTimeout,
-		Handler:          d.metrics.InFlight(d.proxy),
-		Logger:           log,
-		Refused:          d.metrics.Refused,
-		Routed:           d.metrics.Routed,
-		MaxConns:         c.MaxConns,
+		HandshakeTimeout:  c.HandshakeTimeout,
+		HeaderTimeout:     c.HeaderTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		Handler:           d.metrics.InFlight(d.proxy),
+		Logger:            log,
+		Refused:           d.metrics.Refused,
+		Routed:            d.metrics.Routed,
+		MaxConns:          c.MaxConns,
+		MaxConnsPerClient: c.MaxConnsPerClient,
 	}, stateOf(b))
 	if err != nil {
 		return nil, err
