@@ -31,6 +31,7 @@ type muxConfig struct {
 	handshakeTimeout time.Duration // default 5 s
 	maxConns         int
 	cert             *tls.Certificate // instead of the CA's ECDSA *.nexmux.test
+	passthroughIdle  time.Duration
 }
 
 // muxServer is a mux.Server serving on loopback.
@@ -118,10 +119,11 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	logs := &syncBuf{}
 	refused := &counter{n: map[string]int{}}
 	opts := mux.Options{
-		HandshakeTimeout: mc.handshakeTimeout,
-		Logger:           slog.New(slog.NewTextHandler(logs, nil)),
-		Refused:          refused.add,
-		MaxConns:         mc.maxConns,
+		HandshakeTimeout:       mc.handshakeTimeout,
+		Logger:                 slog.New(slog.NewTextHandler(logs, nil)),
+		Refused:                refused.add,
+		MaxConns:               mc.maxConns,
+		PassthroughIdleTimeout: mc.passthroughIdle,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ci := l7.FromContext(r.Context())
 			w.Header().Set("X-Route", ci.Route.Key)

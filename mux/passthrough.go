@@ -53,6 +53,12 @@ func (p passthrough) serve(d decision) {
 		log.logger().Info("passthrough: writing the hello to the backend failed", "err", err)
 		return
 	}
+	stop := watchIdle(up, p.s.opts.PassthroughIdleTimeout, func() {
+		log.logger().Info("passthrough: idle stream closed", "backend", rt.Passthrough, "idle", p.s.opts.PassthroughIdleTimeout)
+		c.Close()
+		up.Close()
+	})
+	defer stop()
 	pipe(c, up)
 }
 

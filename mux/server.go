@@ -79,6 +79,9 @@ type Options struct {
 	// this many at once (0: no limit); the address is the one after PROXY
 	// protocol.
 	MaxConnsPerClient int
+	// PassthroughIdleTimeout closes a passthrough stream idle both ways
+	// this long (default DefaultPassthroughIdleTimeout).
+	PassthroughIdleTimeout time.Duration
 }
 
 // Server routes connections from any number of listeners.
@@ -122,6 +125,9 @@ func New(opts Options, st *State) (*Server, error) {
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.PassthroughIdleTimeout <= 0 {
+		opts.PassthroughIdleTimeout = DefaultPassthroughIdleTimeout
 	}
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = DefaultMaxHeaderBytes

@@ -59,6 +59,8 @@ type Config struct {
 	MaxRequestsPerClient int
 	MaxConnsPerClient    int
 	MaxConnAge           time.Duration
+	// PassthroughIdleTimeout closes idle passthrough streams (0: default).
+	PassthroughIdleTimeout time.Duration
 
 	LogFormat string
 	LogLevel  string

@@ -49,6 +49,9 @@ func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
 			errs = multierror.Append(errs, fmt.Errorf("%s %d: must not be negative", n.name, n.v))
 		}
 	}
+	if c.PassthroughIdleTimeout < 0 {
+		errs = multierror.Append(errs, fmt.Errorf("passthrough-idle-timeout %v: must not be negative", c.PassthroughIdleTimeout))
+	}
 	if c.MaxConnAge < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("max-conn-age %v: must not be negative", c.MaxConnAge))
 	}

@@ -140,15 +140,16 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	}
 	c := b.Config
 	d.server, err = mux.New(mux.Options{
-		HandshakeTimeout:  c.HandshakeTimeout,
-		HeaderTimeout:     c.HeaderTimeout,
-		IdleTimeout:       c.IdleTimeout,
-		Handler:           d.metrics.InFlight(d.proxy),
-		Logger:            log,
-		Refused:           d.metrics.Refused,
-		Routed:            d.metrics.Routed,
-		MaxConns:          c.MaxConns,
-		MaxConnsPerClient: c.MaxConnsPerClient,
+		HandshakeTimeout:       c.HandshakeTimeout,
+		HeaderTimeout:          c.HeaderTimeout,
+		IdleTimeout:            c.IdleTimeout,
+		Handler:                d.metrics.InFlight(d.proxy),
+		Logger:                 log,
+		Refused:                d.metrics.Refused,
+		Routed:                 d.metrics.Routed,
+		MaxConns:               c.MaxConns,
+		MaxConnsPerClient:      c.MaxConnsPerClient,
+		PassthroughIdleTimeout: c.PassthroughIdleTimeout,
 	}, stateOf(b))
 	if err != nil {
 		return nil, err
