@@ -32,6 +32,7 @@ type muxConfig struct {
 	maxConns         int
 	cert             *tls.Certificate // instead of the CA's ECDSA *.nexmux.test
 	passthroughIdle  time.Duration
+	portTLSOnly      bool
 }
 
 // muxServer is a mux.Server serving on loopback.
@@ -124,6 +125,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 		Refused:                refused.add,
 		MaxConns:               mc.maxConns,
 		PassthroughIdleTimeout: mc.passthroughIdle,
+		PortTLSOnly:            mc.portTLSOnly,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ci := l7.FromContext(r.Context())
 			w.Header().Set("X-Route", ci.Route.Key)

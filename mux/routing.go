@@ -107,6 +107,11 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			log.refuse(ReasonNotTLS, "neither TLS nor plain HTTP on a port route", "first_byte", fmt.Sprintf("%#02x", first[0]))
 			return d, false
 		}
+		if s.opts.PortTLSOnly {
+			log.refuse(ReasonNotTLS, "plain HTTP on a port route with --port-tls-only", "first_byte", fmt.Sprintf("%#02x", first[0]))
+			refusePlainHTTP(c)
+			return d, false
+		}
 		// Legacy connectors could be plain HTTP behind a TLS-ending
 		// load balancer: serve HTTP on the same route.
 		d.to = terminate{s}

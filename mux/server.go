@@ -82,6 +82,8 @@ type Options struct {
 	// PassthroughIdleTimeout closes a passthrough stream idle both ways
 	// this long (default DefaultPassthroughIdleTimeout).
 	PassthroughIdleTimeout time.Duration
+	// PortTLSOnly refuses plain HTTP on port routes (--port-tls-only).
+	PortTLSOnly bool
 }
 
 // Server routes connections from any number of listeners.

@@ -46,6 +46,8 @@ type Config struct {
 	// routes: "http", or "https" when a TLS-ending load balancer fronts
 	// them (URLs handed back must then say https).
 	PlainHTTPScheme string
+	// PortTLSOnly refuses plain HTTP on port routes.
+	PortTLSOnly bool
 	// StripHeader lists request headers never passed to Nexus.
 	StripHeader []string
 

@@ -150,6 +150,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		MaxConns:               c.MaxConns,
 		MaxConnsPerClient:      c.MaxConnsPerClient,
 		PassthroughIdleTimeout: c.PassthroughIdleTimeout,
+		PortTLSOnly:            c.PortTLSOnly,
 	}, stateOf(b))
 	if err != nil {
 		return nil, err
