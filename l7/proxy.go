@@ -129,6 +129,7 @@ type reqState struct {
 	start    time.Time
 	upstream time.Duration
 	reason   string
+	body     *countingBody // nil without a body
 }
 
 type stateKey struct{}
@@ -178,6 +179,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &countingBody{ReadCloser: r.Body}
 		r.Body = body
+		st.body = body
 	}
 	defer func() {
 		if p.observe != nil && st.ci != nil {
@@ -362,6 +364,15 @@ func (p *Proxy) hostnames(publicHost string) []string {
 
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(stateKey{}).(*reqState)
+	if st != nil {
+		if berr := st.body.clientBodyErr(); berr != nil || errors.Is(err, ErrClientBody) {
+			if berr == nil {
+				berr = err
+			}
+			p.clientBodyFailed(w, r, st, berr)
+			return
+		}
+	}
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		// The client went away; ReverseProxy has cancelled the upstream
 		// request. Nobody is left to answer.
@@ -493,11 +504,12 @@ func (c *batchingWriter) Flush() {
 // reading it), hence the atomic.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n      atomic.Int64
+	failed atomic.Pointer[error] // the client's body failure (clientbodyerr.go)
 }
 
 func (c *countingBody) Read(b []byte) (int, error) {
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
-	return n, err
+	return n, c.bodyError(err)
 }
