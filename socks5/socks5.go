@@ -70,6 +70,7 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	sniPorts map[int]bool
+	throttle loginThrottle // failed logins per client address
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -156,7 +157,7 @@ func (s *Server) serveSession(ss *session) {
 		Logger:   discard,
 	}
 	if s.opts.Users != nil {
-		conf.Credentials = users(s.opts.Users)
+		conf.Credentials = sessionUsers{s: s, addr: addrOf(ss.client.RemoteAddr())}
 	}
 	srv, err := gosocks5.New(conf)
 	if err == nil {

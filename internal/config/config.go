@@ -102,8 +102,11 @@ type Runtime struct {
 	// PassthroughProxyHeader is the PROXY version sent to passthrough
 	// backends (0: none).
 	PassthroughProxyHeader byte
-	// Socks5Credentials from --socks5-auth-file (nil: no authentication).
+	// Socks5Credentials from --socks5-auth-file (nil: no authentication;
+	// empty: nobody may log in).
 	Socks5Credentials map[string]string
+	// Warnings are logged at start and on each reload.
+	Warnings []string
 }
 
 // Build validates c and returns every problem found, one error each, as a
@@ -148,8 +151,8 @@ func (c *Config) Build() (*Runtime, error) {
 		if c.Socks5Listen == "" {
 			errs = multierror.Append(errs, errors.New("socks5-auth-file is set but socks5-listen is not"))
 		}
-		if b.Socks5Credentials, err = socks5.LoadCredentials(c.Socks5AuthFile); err != nil {
-			errs = multierror.Append(errs, err)
+		if b.Socks5Credentials, b.Warnings, err = socks5.LoadCredentials(c.Socks5AuthFile); err != nil {
+			errs = errlist.Append(errs, err)
 		}
 	}
 	if b.Upstreams, err = l7.ParseUpstreams(c.Upstream); err != nil {

@@ -277,8 +277,16 @@ func (d *Daemon) Start() error {
 	for _, b := range ports {
 		d.goServe(func() error { return d.server.ServePort(b.ln, b.port) })
 	}
+	d.warn(d.built)
 	d.log.Info("nexmux serving", "listen", ln.Addr().String(), "routes", d.built.Table.Len(), "upstream", strings.Join(c.Upstream, ","))
 	return nil
+}
+
+// warn logs a configuration's warnings.
+func (d *Daemon) warn(b *config.Runtime) {
+	for _, w := range b.Warnings {
+		d.log.Warn(w)
+	}
 }
 
 func (d *Daemon) goServe(f func() error) {
@@ -327,6 +335,7 @@ func (d *Daemon) Reload() error {
 	d.mu.Lock()
 	d.built = b
 	d.mu.Unlock()
+	d.warn(b)
 	d.log.Info("reloaded", "routes", b.Table.Len())
 	return nil
 }
