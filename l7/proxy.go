@@ -198,6 +198,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(cw, http.StatusInternalServerError, "UNKNOWN", errNoConnInfo.Error())
 		return
 	}
+	if st.ci.Revoked.Load() {
+		// A reload removed this connection's route (or its balancer):
+		// 421 sends the client to a new connection, routed afresh.
+		p.refuseLocal(cw, st, http.StatusMisdirectedRequest, "DENIED", "nexmux: this connection's route was removed; reconnect")
+		return
+	}
 	if a := st.ci.Client.Addr(); a.IsValid() {
 		if !p.perClient.acquire(a) {
 			cw.Header().Set("Retry-After", "1")

@@ -97,6 +97,7 @@ type Server struct {
 
 	active  atomic.Int64 // connections counted against MaxConns
 	clients clientConns  // connections per client, against MaxConnsPerClient
+	live    live         // routed connections, for revocation on reload
 
 	life    context.Context // ends when Shutdown gives up waiting
 	endLife context.CancelFunc
@@ -163,6 +164,7 @@ func New(opts Options, st *State) (*Server, error) {
 		// is not origin-form, instead of net/http's built-in 200.
 		DisableGeneralOptionsHandler: true,
 		ConnContext:                  connContext,
+		ConnState:                    s.connState,
 		// Go's default is 250 streams per connection; 100 (what nginx
 		// and most servers offer) is plenty for registry clients and
 		// bounds what one connection can ask of Nexus at once.
@@ -173,8 +175,13 @@ func New(opts Options, st *State) (*Server, error) {
 }
 
 // Update swaps the routes and certificates for new connections. Connections
-// already routed keep the state they were routed with.
-func (s *Server) Update(st *State) { s.state.Store(st) }
+// already routed keep the state they were routed with, unless st removes
+// what they depend on (their route, their load balancer's range): then
+// they end (revoke.go).
+func (s *Server) Update(st *State) {
+	s.state.Store(st)
+	s.revoke(st)
+}
 
 // State returns the current state.
 func (s *Server) State() *State { return s.state.Load() }

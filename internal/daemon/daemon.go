@@ -332,6 +332,9 @@ func (d *Daemon) Reload() error {
 	}
 	d.metrics.Reloaded(true)
 	d.server.Update(stateOf(b))
+	if d.socks != nil && b.Socks5Credentials != nil {
+		d.socks.Revoke(b.Socks5Credentials)
+	}
 	d.mu.Lock()
 	d.built = b
 	d.mu.Unlock()
