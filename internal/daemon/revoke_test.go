@@ -148,3 +148,44 @@ func TestReloadRevokesLiveConnections(t *testing.T) {
 		t.Errorf("kept user's tunnel: %d", resp.StatusCode)
 	}
 }
+
+// Removing a --proxy-protocol-from range ends the connections that range's
+// load balancer brought in.
+func TestReloadRevokesProxyProtocolRange(t *testing.T) {
+	cfgFile := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(cfgFile, []byte("proxy-protocol-from: [127.0.0.0/8]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := stack.Start(t, stack.Options{Config: teamRoutes(), ConfigFile: cfgFile})
+	raw, err := net.Dial("tcp", st.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(raw, "PROXY TCP4 10.1.2.3 127.0.0.1 1111 443\r\n")
+	c := tls.Client(raw, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}})
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+
+	if err := os.WriteFile(cfgFile, []byte("proxy-protocol-from: [10.0.0.0/8]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Daemon.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := br.ReadByte(); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("connection of a distrusted load balancer still open after the reload")
+			}
+			return
+		}
+	}
+}
