@@ -11,6 +11,8 @@ package l7
 import (
 	"context"
 	"net/netip"
+	"sync/atomic"
+	"time"
 
 	"github.com/nexmux/nexmux/route"
 )
@@ -40,6 +42,17 @@ type ConnInfo struct {
 	// Reads, when set, is the connection below TLS; the HTTP stage uses it
 	// to read an upload's body in few socket reads.
 	Reads ReadAheader
+	// Opened is when the connection was routed (--max-conn-age).
+	Opened time.Time
+
+	// Counted by the HTTP stage (connpolicy.go): local refusals in a row
+	// with nothing forwarded yet, and whether anything was forwarded.
+	refusedInARow atomic.Int32
+	forwarded     atomic.Bool
+	// Revoked is set when a reload removed what the connection depends on
+	// (its route, its load balancer's range): it closes after the
+	// current request.
+	Revoked atomic.Bool
 }
 
 // ReadAheader reads ahead below crypto/tls while an upload's body is being

@@ -96,17 +96,29 @@ type Config struct {
 	// routes) used: "http" (default), or "https" when a TLS-ending load
 	// balancer fronts them, so realms and Locations must say https.
 	PlainHTTPScheme string
+	// StripHeaders are more request header names never passed to Nexus
+	// (--strip-header: the header a Remote User Token realm trusts).
+	StripHeaders []string
+	// MaxRequestsPerClient bounds one client address's requests in
+	// flight (0: no limit); beyond it nexmux answers 429 itself.
+	MaxRequestsPerClient int
+	// MaxConnAge ends a client connection after the first response past
+	// this age (0: never).
+	MaxConnAge time.Duration
 }
 
 // Proxy is the HTTP stage. It expects every request's context to carry a
 // ConnInfo (see NewContext).
 type Proxy struct {
-	up      *Upstreams
-	rp      *httputil.ReverseProxy
-	rpBlob  *httputil.ReverseProxy // rp with the large copy buffer
-	log     *slog.Logger
-	observe Observer
-	plain   string // scheme of plain-HTTP connections as the client saw it
+	up        *Upstreams
+	rp        *httputil.ReverseProxy
+	rpBlob    *httputil.ReverseProxy // rp with the large copy buffer
+	log       *slog.Logger
+	observe   Observer
+	plain     string // scheme of plain-HTTP connections as the client saw it
+	strip     map[string]bool
+	perClient *clientRequests
+	maxAge    time.Duration
 }
 
 type reqState struct {
@@ -117,6 +129,7 @@ type reqState struct {
 	start    time.Time
 	upstream time.Duration
 	reason   string
+	body     *countingBody // nil without a body
 }
 
 type stateKey struct{}
@@ -126,7 +139,8 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Upstreams == nil {
 		return nil, errors.New("l7: no upstreams")
 	}
-	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http"}
+	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http", strip: stripSet(cfg.StripHeaders),
+		perClient: newClientRequests(cfg.MaxRequestsPerClient), maxAge: cfg.MaxConnAge}
 	if cfg.PlainHTTPScheme == "https" {
 		p.plain = "https"
 	}
@@ -165,6 +179,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &countingBody{ReadCloser: r.Body}
 		r.Body = body
+		st.body = body
 	}
 	defer func() {
 		if p.observe != nil && st.ci != nil {
@@ -183,24 +198,42 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(cw, http.StatusInternalServerError, "UNKNOWN", errNoConnInfo.Error())
 		return
 	}
+	if st.ci.Revoked.Load() {
+		// A reload removed this connection's route (or its balancer):
+		// 421 sends the client to a new connection, routed afresh.
+		p.refuseLocal(cw, st, http.StatusMisdirectedRequest, "DENIED", "nexmux: this connection's route was removed; reconnect")
+		return
+	}
+	if a := st.ci.Client.Addr(); a.IsValid() {
+		if !p.perClient.acquire(a) {
+			cw.Header().Set("Retry-After", "1")
+			p.refuseLocal(cw, st, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client; retry later")
+			return
+		}
+		defer p.perClient.release(a)
+	}
 	if status, code, msg := p.admit(st.ci, r); status != 0 {
-		st.reason = msg
-		writeError(cw, status, code, msg)
+		p.refuseLocal(cw, st, status, code, msg)
 		return
 	}
 	rawPath, rawQuery, _ := strings.Cut(r.RequestURI, "?")
 	if why, ok := checkPath(rawPath); !ok {
-		st.reason = why
-		writeError(cw, http.StatusBadRequest, "NAME_INVALID", "nexmux: "+why)
+		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: "+why)
 		return
 	}
 	repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, r.Method, rawPath, rawQuery)
 	if !ok {
+		p.refuseLocal(cw, st, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
 		st.reason = "outside the registry API"
-		writeError(cw, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
+		return
+	}
+	if !wireExact(p.up.ctxPath + "/repository/" + repo + sub) {
+		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: the request path holds characters that must be percent-encoded")
+		st.reason = "path cannot be forwarded byte for byte"
 		return
 	}
 	st.repo, st.sub, st.query = repo, sub, rawQuery
+	p.beforeForward(st.ci, cw)
 	rp := p.rp
 	if r.Method == http.MethodGet && isBlobDownload(sub) {
 		rp = p.rpBlob
@@ -277,11 +310,7 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	// Host stays exactly as sent and X-Forwarded-Host is never set: Nexus
 	// would append the port a second time ("host:5001:5001").
 	out.Host = pr.In.Host
-	for k := range out.Header {
-		if strings.HasPrefix(k, "X-Forwarded-") || clientMayNotSend[k] {
-			delete(out.Header, k)
-		}
-	}
+	p.scrubHeaders(out.Header)
 	if st.ci.Client.IsValid() {
 		out.Header.Set("X-Forwarded-For", st.ci.Client.Addr().Unmap().String())
 	} else if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
@@ -295,16 +324,6 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 		}
 		out.Body = bb
 	}
-}
-
-// clientMayNotSend are forwarding headers besides X-Forwarded-* that Nexus's
-// Jetty (ForwardedRequestCustomizer) or a proxy in between would believe.
-var clientMayNotSend = map[string]bool{
-	"Forwarded":       true,
-	"X-Real-Ip":       true,
-	"X-Proxied-Https": true,
-	"Proxy-Ssl-Id":    true,
-	"Proxy-Auth-Cert": true,
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {
@@ -351,6 +370,15 @@ func (p *Proxy) hostnames(publicHost string) []string {
 
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	st, _ := r.Context().Value(stateKey{}).(*reqState)
+	if st != nil {
+		if berr := st.body.clientBodyErr(); berr != nil || errors.Is(err, ErrClientBody) {
+			if berr == nil {
+				berr = err
+			}
+			p.clientBodyFailed(w, r, st, berr)
+			return
+		}
+	}
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		// The client went away; ReverseProxy has cancelled the upstream
 		// request. Nobody is left to answer.
@@ -482,11 +510,12 @@ func (c *batchingWriter) Flush() {
 // reading it), hence the atomic.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n      atomic.Int64
+	failed atomic.Pointer[error] // the client's body failure (clientbodyerr.go)
 }
 
 func (c *countingBody) Read(b []byte) (int, error) {
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
-	return n, err
+	return n, c.bodyError(err)
 }

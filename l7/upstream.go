@@ -27,8 +27,8 @@ type Upstreams struct {
 // ParseUpstreams parses base URLs such as "http://nexus:8081/nexus". All
 // nodes must share scheme and context path.
 func ParseUpstreams(raw []string) (*Upstreams, error) {
-	if len(raw) == 0 {
-		return nil, errors.New("upstream: at least one Nexus base URL is needed")
+	if err := CheckUpstreams(raw); err != nil {
+		return nil, err
 	}
 	u := &Upstreams{}
 	for i, s := range raw {

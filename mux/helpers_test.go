@@ -30,6 +30,9 @@ type muxConfig struct {
 	defaultRoute     string
 	handshakeTimeout time.Duration // default 5 s
 	maxConns         int
+	cert             *tls.Certificate // instead of the CA's ECDSA *.nexmux.test
+	passthroughIdle  time.Duration
+	portTLSOnly      bool
 }
 
 // muxServer is a mux.Server serving on loopback.
@@ -96,6 +99,9 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if mc.cert != nil {
+		cert = *mc.cert
+	}
 	cs, err := mux.NewCerts([]tls.Certificate{cert})
 	if err != nil {
 		t.Fatal(err)
@@ -114,10 +120,12 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	logs := &syncBuf{}
 	refused := &counter{n: map[string]int{}}
 	opts := mux.Options{
-		HandshakeTimeout: mc.handshakeTimeout,
-		Logger:           slog.New(slog.NewTextHandler(logs, nil)),
-		Refused:          refused.add,
-		MaxConns:         mc.maxConns,
+		HandshakeTimeout:       mc.handshakeTimeout,
+		Logger:                 slog.New(slog.NewTextHandler(logs, nil)),
+		Refused:                refused.add,
+		MaxConns:               mc.maxConns,
+		PassthroughIdleTimeout: mc.passthroughIdle,
+		PortTLSOnly:            mc.portTLSOnly,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ci := l7.FromContext(r.Context())
 			w.Header().Set("X-Route", ci.Route.Key)

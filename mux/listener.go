@@ -46,16 +46,39 @@ func (l *chanListener) Close() error {
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
 
-// countedConn gives its place back when closed, whoever closes it (routing,
-// http.Server, passthrough).
+// countedConn gives its places back when closed, whoever closes it
+// (routing, http.Server, passthrough): its --max-conns place (when active
+// is set) and its client's --max-conns-per-client slot (onClose).
 type countedConn struct {
 	net.Conn
-	active *atomic.Int64
-	once   sync.Once
+	active  *atomic.Int64
+	mu      sync.Mutex
+	closed  bool
+	release func()
+}
+
+// onClose sets what Close releases; false when c is already closed.
+func (c *countedConn) onClose(f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.release = f
+	return true
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(func() { c.active.Add(-1) })
+	c.mu.Lock()
+	first, f := !c.closed, c.release
+	c.closed, c.release = true, nil
+	c.mu.Unlock()
+	if first && c.active != nil {
+		c.active.Add(-1)
+	}
+	if f != nil {
+		f()
+	}
 	return c.Conn.Close()
 }
 

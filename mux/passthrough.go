@@ -53,6 +53,15 @@ func (p passthrough) serve(d decision) {
 		log.logger().Info("passthrough: writing the hello to the backend failed", "err", err)
 		return
 	}
+	lc := &liveConn{info: info, peer: d.peer, close: func() { c.Close(); up.Close() }}
+	p.s.live.addStream(lc)
+	defer p.s.live.removeStream(lc)
+	stop := watchIdle(up, p.s.opts.PassthroughIdleTimeout, func() {
+		log.logger().Info("passthrough: idle stream closed", "backend", rt.Passthrough, "idle", p.s.opts.PassthroughIdleTimeout)
+		c.Close()
+		up.Close()
+	})
+	defer stop()
 	pipe(c, up)
 }
 

@@ -107,6 +107,11 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			log.refuse(ReasonNotTLS, "neither TLS nor plain HTTP on a port route", "first_byte", fmt.Sprintf("%#02x", first[0]))
 			return d, false
 		}
+		if s.opts.PortTLSOnly {
+			log.refuse(ReasonNotTLS, "plain HTTP on a port route with --port-tls-only", "first_byte", fmt.Sprintf("%#02x", first[0]))
+			refusePlainHTTP(c)
+			return d, false
+		}
 		// Legacy connectors could be plain HTTP behind a TLS-ending
 		// load balancer: serve HTTP on the same route.
 		d.to = terminate{s}
@@ -134,7 +139,12 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			d.to = passthrough{s}
 		}
 	}
+	if cc, ok := raw.(*countedConn); ok && s.opts.MaxConnsPerClient > 0 && !s.takeClientSlot(cc, info.Client.Addr()) {
+		log.refuse(ReasonPerClient, "client has --max-conns-per-client connections open")
+		return d, false
+	}
 	info.Route = rt
+	info.Opened = time.Now()
 	// Every byte read so far goes in front of the connection: the hello
 	// and whatever the client sent behind it (TLS 1.3 early data, say).
 	// An error that came with the last of them is not carried over: EOF

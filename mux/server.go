@@ -36,6 +36,8 @@ const (
 	// DefaultMaxHeaderBytes is generous next to Jetty's 8 KiB because
 	// Bearer tokens and long scopes travel in headers.
 	DefaultMaxHeaderBytes = 64 << 10
+	// MaxConcurrentStreams is the HTTP/2 stream limit per connection.
+	MaxConcurrentStreams = 100
 	// DialTimeout bounds connecting to a passthrough backend.
 	DialTimeout = 10 * time.Second
 )
@@ -71,7 +73,17 @@ type Options struct {
 	// Routed, when set, is told about each connection given a route.
 	Routed func(rt *route.Route)
 	// MaxConns refuses connections beyond this many at once (0: no limit).
+	// SOCKS5 streams (ServeConn) count too.
 	MaxConns int
+	// MaxConnsPerClient refuses a client address's connections beyond
+	// this many at once (0: no limit); the address is the one after PROXY
+	// protocol.
+	MaxConnsPerClient int
+	// PassthroughIdleTimeout closes a passthrough stream idle both ways
+	// this long (default DefaultPassthroughIdleTimeout).
+	PassthroughIdleTimeout time.Duration
+	// PortTLSOnly refuses plain HTTP on port routes (--port-tls-only).
+	PortTLSOnly bool
 }
 
 // Server routes connections from any number of listeners.
@@ -83,7 +95,9 @@ type Server struct {
 	http      *http.Server
 	conns     *chanListener // the terminate target's connections, for http
 
-	active atomic.Int64 // connections counted against MaxConns
+	active  atomic.Int64 // connections counted against MaxConns
+	clients clientConns  // connections per client, against MaxConnsPerClient
+	live    live         // routed connections, for revocation on reload
 
 	life    context.Context // ends when Shutdown gives up waiting
 	endLife context.CancelFunc
@@ -115,6 +129,9 @@ func New(opts Options, st *State) (*Server, error) {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
 	}
+	if opts.PassthroughIdleTimeout <= 0 {
+		opts.PassthroughIdleTimeout = DefaultPassthroughIdleTimeout
+	}
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
@@ -132,6 +149,7 @@ func New(opts Options, st *State) (*Server, error) {
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.tlsConfig = &tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   tls12Suites,
 		NextProtos:     []string{"h2", "http/1.1"},
 		GetCertificate: s.certificate,
 	}
@@ -146,14 +164,24 @@ func New(opts Options, st *State) (*Server, error) {
 		// is not origin-form, instead of net/http's built-in 200.
 		DisableGeneralOptionsHandler: true,
 		ConnContext:                  connContext,
-		ErrorLog:                     slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+		ConnState:                    s.connState,
+		// Go's default is 250 streams per connection; 100 (what nginx
+		// and most servers offer) is plenty for registry clients and
+		// bounds what one connection can ask of Nexus at once.
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: MaxConcurrentStreams},
+		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return s, nil
 }
 
 // Update swaps the routes and certificates for new connections. Connections
-// already routed keep the state they were routed with.
-func (s *Server) Update(st *State) { s.state.Store(st) }
+// already routed keep the state they were routed with, unless st removes
+// what they depend on (their route, their load balancer's range): then
+// they end (revoke.go).
+func (s *Server) Update(st *State) {
+	s.state.Store(st)
+	s.revoke(st)
+}
 
 // State returns the current state.
 func (s *Server) State() *State { return s.state.Load() }
@@ -175,6 +203,9 @@ func (s *Server) ServePort(ln net.Listener, port int) error { return s.serve(ln,
 // is refused, handed to the HTTP stage, or (passthrough) done. After
 // Shutdown it closes c and returns http.ErrServerClosed.
 func (s *Server) ServeConn(c net.Conn, port int) error {
+	if c = s.count(c); c == nil {
+		return nil
+	}
 	if !s.trackConn(c) {
 		c.Close()
 		return http.ErrServerClosed
@@ -222,14 +253,8 @@ func (s *Server) serve(ln net.Listener, port int) error {
 			return err
 		}
 		delay = 0
-		if s.opts.MaxConns > 0 {
-			if s.active.Add(1) > int64(s.opts.MaxConns) {
-				s.active.Add(-1)
-				c.Close()
-				s.refusedOverLimit()
-				continue
-			}
-			c = &countedConn{Conn: c, active: &s.active}
+		if c = s.count(c); c == nil {
+			continue
 		}
 		if !s.trackConn(c) {
 			c.Close()
@@ -240,6 +265,25 @@ func (s *Server) serve(ln net.Listener, port int) error {
 			s.handle(c, src)
 		}()
 	}
+}
+
+// count wraps c to give its places back on close; nil when c was refused
+// (and closed) because --max-conns is reached.
+func (s *Server) count(c net.Conn) net.Conn {
+	if s.opts.MaxConns <= 0 && s.opts.MaxConnsPerClient <= 0 {
+		return c
+	}
+	cc := &countedConn{Conn: c}
+	if s.opts.MaxConns > 0 {
+		if s.active.Add(1) > int64(s.opts.MaxConns) {
+			s.active.Add(-1)
+			c.Close()
+			s.refusedOverLimit()
+			return nil
+		}
+		cc.active = &s.active
+	}
+	return cc
 }
 
 func isTemporary(err error) bool {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
@@ -27,10 +28,12 @@ func (t terminate) serve(d decision) {
 		d.info.Reads = rc
 		c = tls.Server(rc, t.s.tlsConfig)
 	}
+	t.s.live.addHTTP(c, &liveConn{info: d.info, peer: d.peer, idle: true, close: func() { c.Close() }})
 	// From here on http.Server tracks and closes the connection.
 	handedOff := t.s.conns.put(c)
 	t.s.untrackConn(d.raw)
 	if !handedOff {
+		t.s.connState(c, http.StateClosed)
 		d.raw.Close()
 	}
 }

@@ -27,6 +27,9 @@ RATE_SECONDS=${BENCH_RATE_SECONDS:-3}
 HS_SECONDS=${BENCH_HS_SECONDS:-3}
 HS_WORKERS=${BENCH_HS_WORKERS:-32}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
+# Every bench client comes from 127.0.0.1: the per-client and fd-derived
+# limits (issue 17) would refuse the idle-connection and load phases.
+BENCH_NO_LIMITS="--max-conns 0 --max-conns-per-client 0 --max-requests-per-client 0"
 ROUTES=${BENCH_ROUTES:-10000}
 ONLY=${BENCH_ONLY:-}
 OUT=${BENCH_OUT:-$ROOT/docs/bench}
@@ -146,7 +149,7 @@ wait_port "$P_DIRECT" "$BACKEND_PID" backend
 say "starting nexmux (1 route), nexmux ($ROUTES routes from --config) and the Go floor"
 "$WORK/nexmux" serve --listen "127.0.0.1:$P_NEXMUX" --upstream "http://127.0.0.1:$P_BACKEND" \
 	--cert "$CERT" --key "$KEY" --route "$HOST=$REPO" --metrics-listen "127.0.0.1:$P_METRICS" \
-	>"$WORK/nexmux.log" 2>&1 &
+	$BENCH_NO_LIMITS >"$WORK/nexmux.log" 2>&1 &
 pids+=($!)
 NEXMUX_PID=$!
 # The Go floor: crypto/tls + net/http + httputil.ReverseProxy and nothing
@@ -159,7 +162,7 @@ FLOOR_PID=$!
 	-set "listen=127.0.0.1:$P_MANY" -set "upstream=http://127.0.0.1:$P_BACKEND" \
 	-set "cert=$CERT" -set "key=$KEY" -out "$WORK/routes.yaml"
 "$WORK/nexmux" check --config "$WORK/routes.yaml" >/dev/null
-"$WORK/nexmux" serve --config "$WORK/routes.yaml" >"$WORK/nexmux-many.log" 2>&1 &
+"$WORK/nexmux" serve --config "$WORK/routes.yaml" $BENCH_NO_LIMITS >"$WORK/nexmux-many.log" 2>&1 &
 pids+=($!)
 MANY_PID=$!
 

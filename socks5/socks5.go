@@ -70,10 +70,12 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	sniPorts map[int]bool
+	throttle loginThrottle // failed logins per client address
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{} // SOCKS clients
+	logins    map[net.Conn]login    // their users (revoke.go)
 	closing   bool
 	wg        sync.WaitGroup // sessions, and the streams they hand to router
 }
@@ -156,7 +158,7 @@ func (s *Server) serveSession(ss *session) {
 		Logger:   discard,
 	}
 	if s.opts.Users != nil {
-		conf.Credentials = users(s.opts.Users)
+		conf.Credentials = sessionUsers{s: s, addr: addrOf(ss.client.RemoteAddr())}
 	}
 	srv, err := gosocks5.New(conf)
 	if err == nil {
@@ -183,6 +185,7 @@ type decisionKey struct{}
 
 // Allow implements gosocks5.RuleSet: CONNECT only into the route table.
 func (ss *session) Allow(ctx context.Context, req *gosocks5.Request) (context.Context, bool) {
+	ss.s.noteLogin(ss.client, req.AuthContext)
 	if req.Command != gosocks5.ConnectCommand {
 		// Allowed through to the library, which answers "command not
 		// supported" for BIND and UDP ASSOCIATE.
@@ -322,6 +325,7 @@ func (s *Server) trackConn(c net.Conn) bool {
 func (s *Server) untrackConn(c net.Conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	delete(s.logins, c)
 	s.mu.Unlock()
 }
 

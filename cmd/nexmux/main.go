@@ -112,16 +112,21 @@ func indent(s string) string {
 func usageError(_ *cli.Context, err error, _ bool) error { return invalid(err) }
 
 func newApp() *cli.App {
+	cli.VersionPrinter = func(c *cli.Context) { fmt.Fprint(c.App.Writer, versionText()) }
 	return &cli.App{
 		Name:         "nexmux",
 		Usage:        "one TLS listener in front of every Docker repository of a Nexus Repository 3",
 		OnUsageError: usageError,
+		// --version and `nexmux version` print the same build info.
+		Version: shortVersion(),
 		Commands: []*cli.Command{
+			versionCommand(),
 			{
-				Name:         "serve",
-				Usage:        "serve the routes",
-				Flags:        configFlags(),
-				OnUsageError: usageError,
+				Name:               "serve",
+				Usage:              "serve the routes",
+				Flags:              configFlags(),
+				CustomHelpTemplate: withExamples(),
+				OnUsageError:       usageError,
 				Action: func(c *cli.Context) error {
 					// First, while the heap has freed nothing (see
 					// memtrim.HeapFloor): a later block would reuse pages
@@ -230,10 +235,11 @@ func newApp() *cli.App {
 				},
 			},
 			{
-				Name:         "check",
-				Usage:        "validate the configuration and print the route table",
-				Flags:        configFlags(),
-				OnUsageError: usageError,
+				Name:               "check",
+				Usage:              "validate the configuration and print the route table",
+				Flags:              configFlags(),
+				CustomHelpTemplate: withExamples(),
+				OnUsageError:       usageError,
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
 					if err != nil {

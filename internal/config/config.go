@@ -46,12 +46,23 @@ type Config struct {
 	// routes: "http", or "https" when a TLS-ending load balancer fronts
 	// them (URLs handed back must then say https).
 	PlainHTTPScheme string
+	// PortTLSOnly refuses plain HTTP on port routes.
+	PortTLSOnly bool
+	// StripHeader lists request headers never passed to Nexus.
+	StripHeader []string
 
 	HandshakeTimeout time.Duration
 	HeaderTimeout    time.Duration
 	IdleTimeout      time.Duration
 	DrainTimeout     time.Duration
 	MaxConns         int
+
+	// Issue-17 limits (internal/config/hardening.go has their defaults).
+	MaxRequestsPerClient int
+	MaxConnsPerClient    int
+	MaxConnAge           time.Duration
+	// PassthroughIdleTimeout closes idle passthrough streams (0: default).
+	PassthroughIdleTimeout time.Duration
 
 	LogFormat string
 	LogLevel  string
@@ -91,8 +102,11 @@ type Runtime struct {
 	// PassthroughProxyHeader is the PROXY version sent to passthrough
 	// backends (0: none).
 	PassthroughProxyHeader byte
-	// Socks5Credentials from --socks5-auth-file (nil: no authentication).
+	// Socks5Credentials from --socks5-auth-file (nil: no authentication;
+	// empty: nobody may log in).
 	Socks5Credentials map[string]string
+	// Warnings are logged at start and on each reload.
+	Warnings []string
 }
 
 // Build validates c and returns every problem found, one error each, as a
@@ -137,12 +151,12 @@ func (c *Config) Build() (*Runtime, error) {
 		if c.Socks5Listen == "" {
 			errs = multierror.Append(errs, errors.New("socks5-auth-file is set but socks5-listen is not"))
 		}
-		if b.Socks5Credentials, err = socks5.LoadCredentials(c.Socks5AuthFile); err != nil {
-			errs = multierror.Append(errs, err)
+		if b.Socks5Credentials, b.Warnings, err = socks5.LoadCredentials(c.Socks5AuthFile); err != nil {
+			errs = errlist.Append(errs, err)
 		}
 	}
 	if b.Upstreams, err = l7.ParseUpstreams(c.Upstream); err != nil {
-		errs = multierror.Append(errs, err)
+		errs = errlist.Append(errs, err)
 	}
 
 	spec := route.Spec{
@@ -211,6 +225,7 @@ func (c *Config) Build() (*Runtime, error) {
 	default:
 		errs = multierror.Append(errs, fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel))
 	}
+	errs = c.checkHardening(errs)
 	if err := errlist.Err(errs); err != nil {
 		return nil, err
 	}

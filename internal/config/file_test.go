@@ -43,6 +43,10 @@ header-timeout: 1m30s
 idle-timeout: 2m
 drain-timeout: 500ms
 max-conns: 10000
+max-conns-per-client: 50
+max-conn-age: 5m
+max-requests-per-client: 64
+strip-header: [X-SSO-User]
 log-format: json
 log-level: debug
 no-memory-trim: true
@@ -69,6 +73,10 @@ no-memory-trim: true
 		IdleTimeout:              2 * time.Minute,
 		DrainTimeout:             500 * time.Millisecond,
 		MaxConns:                 10000,
+		MaxConnsPerClient:        50,
+		MaxConnAge:               5 * time.Minute,
+		MaxRequestsPerClient:     64,
+		StripHeader:              []string{"X-SSO-User"},
 		LogFormat:                "json",
 		LogLevel:                 "debug",
 		NoMemoryTrim:             true,

@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+
+	"github.com/nexmux/nexmux/l7"
 	"slices"
 	"strings"
 	"time"
@@ -164,6 +166,12 @@ var settings = []Setting{
 	{Name: "plain-http-scheme", def: "", Reload: Restart,
 		Usage: "`SCHEME` clients use for plain-HTTP port routes: http, or https behind a TLS-ending load balancer (default http)",
 		ptr:   func(c *Config) any { return &c.PlainHTTPScheme }},
+	{Name: "strip-header", def: []string(nil), Reload: Restart,
+		Usage: "request header `NAME` never passed to Nexus (the one its Remote User Token realm trusts); repeatable",
+		ptr:   func(c *Config) any { return &c.StripHeader }},
+	{Name: "port-tls-only", def: false, Reload: Restart,
+		Usage: "refuse plain HTTP on --port routes (400, then close): TLS only",
+		ptr:   func(c *Config) any { return &c.PortTLSOnly }},
 	{Name: "bind-ports", def: false, Reload: Restart,
 		Usage: "bind each --port itself (where iptables is not allowed)",
 		ptr:   func(c *Config) any { return &c.BindPorts }},
@@ -179,12 +187,24 @@ var settings = []Setting{
 	{Name: "idle-timeout", def: time.Duration(0), Reload: Restart,
 		Usage: "close idle client keep-alive connections after this (default 2m)",
 		ptr:   func(c *Config) any { return &c.IdleTimeout }},
+	{Name: "passthrough-idle-timeout", def: time.Duration(0), Reload: Restart,
+		Usage: "close a passthrough stream that carried no byte either way for this long (default 5m)",
+		ptr:   func(c *Config) any { return &c.PassthroughIdleTimeout }},
 	{Name: "drain-timeout", def: time.Duration(0),
 		Usage: "on SIGTERM, wait this long for in-flight transfers (default 30s)",
 		ptr:   func(c *Config) any { return &c.DrainTimeout }},
-	{Name: "max-conns", def: 0, Reload: Restart,
-		Usage: "refuse connections beyond this many (0: no limit)",
+	{Name: "max-conns", def: DefaultMaxConns, Reload: Restart,
+		Usage: "refuse connections beyond this many, SOCKS5 streams included (0: no limit; default from the fd limit)",
 		ptr:   func(c *Config) any { return &c.MaxConns }},
+	{Name: "max-conns-per-client", def: DefaultMaxConnsPerClient, Reload: Restart,
+		Usage: "refuse a client address's connections beyond this many, after PROXY protocol (0: no limit; default from --max-conns' default)",
+		ptr:   func(c *Config) any { return &c.MaxConnsPerClient }},
+	{Name: "max-conn-age", def: l7.DefaultMaxConnAge, Reload: Restart,
+		Usage: "close a client connection after its first response past this age; transfers are never cut (0: never)",
+		ptr:   func(c *Config) any { return &c.MaxConnAge }},
+	{Name: "max-requests-per-client", def: DefaultMaxRequestsPerClient, Reload: Restart,
+		Usage: "answer 429 to a client address with this many requests in flight (0: no limit)",
+		ptr:   func(c *Config) any { return &c.MaxRequestsPerClient }},
 	{Name: "log-format", def: "text", Reload: Restart,
 		Usage: "text or json",
 		ptr:   func(c *Config) any { return &c.LogFormat }},

@@ -61,7 +61,9 @@ func TestEnvVar(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	want := &Config{Listen: ":8443", Upstream: []string{"http://127.0.0.1:8081"}, LogFormat: "text", LogLevel: "info"}
+	want := &Config{Listen: ":8443", Upstream: []string{"http://127.0.0.1:8081"}, LogFormat: "text", LogLevel: "info",
+		MaxConns: DefaultMaxConns, MaxConnsPerClient: DefaultMaxConnsPerClient, MaxConnAge: 10 * time.Minute,
+		MaxRequestsPerClient: DefaultMaxRequestsPerClient}
 	if got := Defaults(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Defaults() = %+v, want %+v", got, want)
 	}
@@ -204,5 +206,22 @@ func TestSplitPiecesReportedWhole(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestConnLimitDefaultsFromFDLimit(t *testing.T) {
+	for _, c := range []struct {
+		fds           uint64
+		conns, client int
+	}{{256, 64, 16}, {1024, 448, 56}, {20000, 9936, 256}, {1 << 20, 16384, 256}} {
+		if got := maxConnsFor(c.fds); got != c.conns {
+			t.Errorf("maxConnsFor(%d) = %d, want %d", c.fds, got, c.conns)
+		}
+		if got := perClientFor(c.conns); got != c.client {
+			t.Errorf("perClientFor(%d) = %d, want %d", c.conns, got, c.client)
+		}
+	}
+	if DefaultMaxConns <= 0 || DefaultMaxConnsPerClient <= 0 {
+		t.Errorf("defaults %d/%d: want non-zero", DefaultMaxConns, DefaultMaxConnsPerClient)
 	}
 }

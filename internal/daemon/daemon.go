@@ -59,6 +59,8 @@ type Daemon struct {
 	watchInterval   time.Duration
 	memTrimInterval time.Duration
 	memTrimPolicy   memtrim.Policy
+
+	metricsIdleTimeout time.Duration
 }
 
 // Options for New.
@@ -81,7 +83,14 @@ type Options struct {
 	// (zero value: memtrim.DefaultPolicy).
 	MemTrimInterval time.Duration
 	MemTrimPolicy   memtrim.Policy
+	// MetricsIdleTimeout closes idle keep-alive connections to the
+	// metrics listener (default DefaultMetricsIdleTimeout).
+	MetricsIdleTimeout time.Duration
 }
+
+// DefaultMetricsIdleTimeout: scrapers and probes come every few seconds; a
+// client that holds a connection longer without asking frees it.
+const DefaultMetricsIdleTimeout = 60 * time.Second
 
 // newLogger builds the slog logger the flags ask for.
 func newLogger(w io.Writer, format, level string) *slog.Logger {
@@ -118,25 +127,30 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		access = log
 	}
 	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New(),
-		watchInterval: cmp.Or(opts.WatchInterval, DefaultWatchInterval), memTrimInterval: cmp.Or(opts.MemTrimInterval, DefaultMemTrimInterval), memTrimPolicy: opts.MemTrimPolicy}
+		watchInterval: cmp.Or(opts.WatchInterval, DefaultWatchInterval), memTrimInterval: cmp.Or(opts.MemTrimInterval, DefaultMemTrimInterval), memTrimPolicy: opts.MemTrimPolicy,
+		metricsIdleTimeout: cmp.Or(opts.MetricsIdleTimeout, DefaultMetricsIdleTimeout)}
 	if d.memTrimPolicy == (memtrim.Policy{}) {
 		d.memTrimPolicy = memtrim.DefaultPolicy
 	}
 	var err error
-	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme})
+	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader,
+		MaxRequestsPerClient: b.Config.MaxRequestsPerClient, MaxConnAge: b.Config.MaxConnAge})
 	if err != nil {
 		return nil, err
 	}
 	c := b.Config
 	d.server, err = mux.New(mux.Options{
-		HandshakeTimeout: c.HandshakeTimeout,
-		HeaderTimeout:    c.HeaderTimeout,
-		IdleTimeout:      c.IdleTimeout,
-		Handler:          d.metrics.InFlight(d.proxy),
-		Logger:           log,
-		Refused:          d.metrics.Refused,
-		Routed:           d.metrics.Routed,
-		MaxConns:         c.MaxConns,
+		HandshakeTimeout:       c.HandshakeTimeout,
+		HeaderTimeout:          c.HeaderTimeout,
+		IdleTimeout:            c.IdleTimeout,
+		Handler:                d.metrics.InFlight(d.proxy),
+		Logger:                 log,
+		Refused:                d.metrics.Refused,
+		Routed:                 d.metrics.Routed,
+		MaxConns:               c.MaxConns,
+		MaxConnsPerClient:      c.MaxConnsPerClient,
+		PassthroughIdleTimeout: c.PassthroughIdleTimeout,
+		PortTLSOnly:            c.PortTLSOnly,
 	}, stateOf(b))
 	if err != nil {
 		return nil, err
@@ -240,11 +254,12 @@ func (d *Daemon) Start() error {
 			return fmt.Errorf("metrics-listen %s: %w", c.MetricsListen, err)
 		}
 		d.addrs["metrics"] = ml.Addr()
-		ready := &metrics.Readiness{}
+		ready := &metrics.Readiness{Logger: d.log}
 		for _, node := range d.built.Upstreams.Nodes() {
 			ready.URLs = append(ready.URLs, node.String()+d.built.Upstreams.ContextPath()+"/service/rest/v1/status")
 		}
-		d.metricsSrv = &http.Server{Handler: d.metrics.Handler(ready), ReadHeaderTimeout: 10 * time.Second}
+		d.metricsSrv = &http.Server{Handler: d.metrics.Handler(ready), ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: d.metricsIdleTimeout}
 		d.goServe(func() error { return d.metricsSrv.Serve(ml) })
 	}
 	if d.reload != nil {
@@ -262,8 +277,16 @@ func (d *Daemon) Start() error {
 	for _, b := range ports {
 		d.goServe(func() error { return d.server.ServePort(b.ln, b.port) })
 	}
+	d.warn(d.built)
 	d.log.Info("nexmux serving", "listen", ln.Addr().String(), "routes", d.built.Table.Len(), "upstream", strings.Join(c.Upstream, ","))
 	return nil
+}
+
+// warn logs a configuration's warnings.
+func (d *Daemon) warn(b *config.Runtime) {
+	for _, w := range b.Warnings {
+		d.log.Warn(w)
+	}
 }
 
 func (d *Daemon) goServe(f func() error) {
@@ -309,9 +332,13 @@ func (d *Daemon) Reload() error {
 	}
 	d.metrics.Reloaded(true)
 	d.server.Update(stateOf(b))
+	if d.socks != nil && b.Socks5Credentials != nil {
+		d.socks.Revoke(b.Socks5Credentials)
+	}
 	d.mu.Lock()
 	d.built = b
 	d.mu.Unlock()
+	d.warn(b)
 	d.log.Info("reloaded", "routes", b.Table.Len())
 	return nil
 }

@@ -167,7 +167,8 @@ func TestReloadSwapsRoutesAndKeepsTransfers(t *testing.T) {
 	base := "https://" + st.Host("team-a-push")
 
 	// A push that takes ~1.5 s runs across two reloads: one that removes
-	// its own route and adds another, and one that is invalid.
+	// another route and adds one, and one that is invalid. (Removing its
+	// own route would end it: TestReloadRevokesLiveConnections.)
 	type result struct {
 		code int
 		err  error
@@ -184,20 +185,20 @@ func TestReloadSwapsRoutesAndKeepsTransfers(t *testing.T) {
 	})
 
 	writeFile(t, file, `route:
-  - "team-a.nexmux.test=team-a"
+  - "team-a-push.nexmux.test=team-a-hosted"
   - "team-c.nexmux.test=team-b"
 `)
 	waitFor(t, "the new route to serve", func() bool {
 		return get(st, "team-c", "/v2/") == http.StatusUnauthorized
 	})
 	// New connections to the removed name are refused at the handshake.
-	if _, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-a-push.nexmux.test", RootCAs: st.Pool()}); err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+	if _, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool()}); err == nil || !strings.Contains(err.Error(), "unrecognized name") {
 		t.Errorf("removed route still accepted new connections: %v", err)
 	}
 
 	// An invalid configuration is refused whole; the old table serves on.
 	writeFile(t, file, `route:
-  - "team-a.nexmux.test=team-a"
+  - "team-a-push.nexmux.test=team-a-hosted"
   - "team-d.nexmux.test=../escape"
 bogus-key: 1
 `)

@@ -480,12 +480,12 @@ func TestBindPortsWithoutIptables(t *testing.T) {
 // removes exactly nexmux's rules, for both families.
 func TestNetnsIptablesScript(t *testing.T) {
 	requireNetns(t, "bash", "go")
-	script, err := filepath.Abs("../scripts/nexmux-iptables.sh")
+	script, err := filepath.Abs("../../scripts/nexmux-iptables.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(t.TempDir(), "nexmux")
-	sh(t, "", "go", "build", "-o", bin, "../cmd/nexmux")
+	sh(t, "", "go", "build", "-o", bin, "../../cmd/nexmux")
 	ns := newNetns(t, "nxi")
 	dumpOnFailure(t, ns, nil)
 

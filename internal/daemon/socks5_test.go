@@ -232,3 +232,75 @@ func pushImageWith(t *testing.T, where string, opts []remote.Option) v1.Image {
 	}
 	return img
 }
+
+// An emptied or missing auth file means nobody after a reload; failed
+// logins are throttled per client address.
+func TestSOCKS5AuthFileRevocationAndThrottle(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "socks.auth")
+	if err := os.WriteFile(file, []byte("ci:s3cret\nops:pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(cfgFile, []byte("log-level: info\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := teamRoutes()
+	cfg.Socks5Listen = "127.0.0.1:0"
+	cfg.Socks5AuthFile = file
+	st := stack.Start(t, stack.Options{Config: cfg, ConfigFile: cfgFile})
+	login := func(from, user, pw string) bool {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", st.Daemon.Addr("socks5").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte{5, 1, 2})
+		var m [2]byte
+		if _, err := io.ReadFull(c, m[:]); err != nil || m[1] != 2 {
+			t.Fatalf("method negotiation: %v %v", m, err)
+		}
+		c.Write(append(append(append([]byte{1, byte(len(user))}, user...), byte(len(pw))), pw...))
+		var r [2]byte
+		_, err = io.ReadFull(c, r[:])
+		return err == nil && r[1] == 0
+	}
+	if !login("127.0.0.1", "ci", "s3cret") {
+		t.Fatal("right credentials refused")
+	}
+	for range 5 {
+		if login("127.0.0.1", "ci", "guess") {
+			t.Fatal("wrong password accepted")
+		}
+	}
+	if login("127.0.0.1", "ci", "s3cret") {
+		t.Error("logins from a guessing client not throttled")
+	}
+	if !login("127.0.0.2", "ci", "s3cret") {
+		t.Error("another client throttled too")
+	}
+
+	// Emptied file: nobody (the reload is accepted, not refused).
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Daemon.Reload(); err != nil {
+		t.Fatalf("reload with an empty auth file: %v", err)
+	}
+	if login("127.0.0.3", "ops", "pw") {
+		t.Error("a user of the emptied file still logs in")
+	}
+	// Missing file: nobody; back again: its users.
+	os.Remove(file)
+	if err := st.Daemon.Reload(); err != nil {
+		t.Fatalf("reload with a missing auth file: %v", err)
+	}
+	if login("127.0.0.3", "ops", "pw") {
+		t.Error("a user of the removed file still logs in")
+	}
+	os.WriteFile(file, []byte("ops:pw\nops:other\n"), 0o600)
+	if err := st.Daemon.Reload(); err == nil || !strings.Contains(err.Error(), `user "ops" again`) {
+		t.Errorf("duplicate user: reload %v", err)
+	}
+}

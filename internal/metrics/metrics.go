@@ -4,6 +4,7 @@ package metrics
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -154,6 +155,9 @@ type Readiness struct {
 	URLs    []string      // e.g. http://127.0.0.1:8081/nexus/service/rest/v1/status
 	Timeout time.Duration // per check; default 2s
 	TTL     time.Duration // cache; default 3s
+	// Logger gets the reason when not ready: the probe's body stays
+	// generic, since node addresses and dial errors are no one else's.
+	Logger *slog.Logger
 
 	mu      sync.Mutex
 	checked time.Time
@@ -196,6 +200,9 @@ func (r *Readiness) Check(ctx context.Context) (bool, string) {
 	}
 	if !r.ready {
 		r.reason = strings.Join(reasons, "; ")
+		if r.Logger != nil {
+			r.Logger.Warn("not ready: no Nexus node answers its status endpoint", "reason", r.reason)
+		}
 	}
 	r.checked = time.Now()
 	return r.ready, r.reason
@@ -230,9 +237,9 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 			_, _ = w.Write([]byte("ok\n"))
 			return
 		}
-		ok, why := ready.Check(r.Context())
-		if !ok {
-			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+		if ok, _ := ready.Check(r.Context()); !ok {
+			// Generic on purpose: the reason (addresses, errors) is logged.
+			http.Error(w, "not ready: Nexus is not answering", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

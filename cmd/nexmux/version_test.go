@@ -1,0 +1,51 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// The real binary, built from this checkout, reports its build info.
+func TestVersionFromBuildInfo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "nexmux")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		s := string(out)
+		for _, want := range []string{"nexmux ", "module:   github.com/nexmux/nexmux", "revision: ", "go:       " + runtime.Version()} {
+			if !strings.Contains(s, want) {
+				t.Errorf("%v: no %q in\n%s", args, want, s)
+			}
+		}
+	}
+}
+
+func TestHelpEndsWithExamples(t *testing.T) {
+	for _, cmd := range []string{"serve", "check"} {
+		out, _, _ := run(t, cmd, "--help")
+		i := strings.Index(out, "EXAMPLES:")
+		if i < 0 || strings.Index(out, "OPTIONS:") > i {
+			t.Fatalf("%s --help: examples missing or not at the end:\n%s", cmd, out)
+		}
+		tail := out[i:]
+		for _, want := range []string{"One name per team", "Legacy connector ports", "HA", "nexmux " + cmd + " ", "--upstream http://nexus-1:8081/nexus"} {
+			if !strings.Contains(tail, want) {
+				t.Errorf("%s --help: examples lack %q", cmd, want)
+			}
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/go-multierror"
+)
+
+// DefaultMaxRequestsPerClient bounds one client address's requests in
+// flight: far above what docker, containerd or BuildKit run at once (a few
+// layers per image), far below Jetty's 400 threads, and room for a CI
+// fleet behind one NAT address.
+const DefaultMaxRequestsPerClient = 128
+
+// Connection limits from the file-descriptor limit (Go raises the soft
+// limit to the hard one at start): a terminated connection holds about two
+// descriptors (client, pooled Nexus connection), and 128 stay for
+// listeners, files and logs. Without a limit, 3,000 half-sent
+// ClientHellos held ~130 MiB until the routing deadline; the cap of 16384
+// keeps idle TLS connections below ~1 GiB on hosts with huge fd limits.
+var (
+	DefaultMaxConns          = maxConnsFor(nofile())
+	DefaultMaxConnsPerClient = perClientFor(DefaultMaxConns)
+)
+
+func maxConnsFor(fds uint64) int {
+	return int(min(max((int64(fds)-128)/2, 64), 16384))
+}
+
+// perClientFor leaves any one address an eighth of the slots: far more
+// than a docker/containerd client opens, room for a NAT'd CI fleet, and
+// never all of them.
+func perClientFor(maxConns int) int { return min(max(maxConns/8, 16), 256) }
+
+// checkHardening validates the issue-17 settings (limits, header hygiene),
+// appending every problem to errs.
+func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
+	for _, h := range c.StripHeader {
+		if !isToken(h) {
+			errs = multierror.Append(errs, fmt.Errorf("strip-header %q: not a header name", h))
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"max-requests-per-client", c.MaxRequestsPerClient}, {"max-conns-per-client", c.MaxConnsPerClient}} {
+		if n.v < 0 {
+			errs = multierror.Append(errs, fmt.Errorf("%s %d: must not be negative", n.name, n.v))
+		}
+	}
+	if c.PassthroughIdleTimeout < 0 {
+		errs = multierror.Append(errs, fmt.Errorf("passthrough-idle-timeout %v: must not be negative", c.PassthroughIdleTimeout))
+	}
+	if c.MaxConnAge < 0 {
+		errs = multierror.Append(errs, fmt.Errorf("max-conn-age %v: must not be negative", c.MaxConnAge))
+	}
+	return errs
+}
+
+// isToken reports an RFC 9110 token (a header field name).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r > 0x7e || r <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r) {
+			return false
+		}
+	}
+	return true
+}

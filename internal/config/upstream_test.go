@@ -1,0 +1,40 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// Every bad --upstream is listed in one run, and a context path with dot
+// segments is refused.
+func TestEveryBadUpstreamListedAtOnce(t *testing.T) {
+	c := Defaults()
+	c.Route = nil
+	c.Port = []string{"8082=team-a"}
+	c.Upstream = []string{
+		"ftp://nexus:8081",
+		"http://nexus:8081/nexus/../service",
+		"http://:8081",
+		"http://nexus:8081/a/%2e%2e/b",
+		"http://u:p@nexus:8081",
+	}
+	_, err := c.Build()
+	if err == nil {
+		t.Fatal("Build accepted bad upstreams")
+	}
+	for _, want := range []string{
+		`upstream "ftp://nexus:8081": scheme`,
+		`upstream "http://nexus:8081/nexus/../service": context path /nexus/../service has a dot segment`,
+		`upstream "http://:8081": no host`,
+		`upstream "http://nexus:8081/a/%2e%2e/b": context path`,
+		`upstream "http://u:p@nexus:8081": no query`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+	c.Upstream = []string{"http://nexus:8081/nexus/", "http://nexus-1:8081/nexus"}
+	if _, err := c.Build(); err != nil {
+		t.Fatalf("good HA upstreams refused: %v", err)
+	}
+}

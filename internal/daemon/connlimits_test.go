@@ -1,0 +1,183 @@
+package daemon_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+// tlsFrom opens an HTTP/1.1 TLS connection to team-a from source address
+// ip; nil when nexmux refused it.
+func tlsFrom(st *stack.Stack, ip string) *tls.Conn {
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	c, err := tls.DialWithDialer(d, "tcp", st.Addr, &tls.Config{
+		ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"},
+	})
+	if err != nil {
+		return nil
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// roundTrip sends one request on c and reads its response.
+func roundTrip(c net.Conn, br *bufio.Reader, path string) (*http.Response, error) {
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, nil
+}
+
+// The attack of issue 17: one client takes every --max-conns slot and keeps
+// each connection busy with "GET /v3/" (refused locally, Nexus never
+// reached). A legitimate client is still served while it runs.
+func TestLegitimateClientServedDuringConnectionFlood(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxConns = 20
+	cfg.MaxConnsPerClient = 5
+	st := stack.Start(t, stack.Options{Config: cfg})
+	var held []*tls.Conn
+	for range 30 {
+		c := tlsFrom(st, "127.0.0.1")
+		if c == nil {
+			continue
+		}
+		br := bufio.NewReader(c)
+		if resp, err := roundTrip(c, br, "/v3/"); err != nil || resp.StatusCode != http.StatusNotFound {
+			c.Close()
+			continue
+		}
+		held = append(held, c)
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	if len(held) > 5 {
+		t.Errorf("one client holds %d connections, want at most --max-conns-per-client 5", len(held))
+	}
+	legit := &http.Client{Transport: transportFrom(st, "127.0.0.2")}
+	resp, err := legit.Get("https://" + st.Host("team-a") + "/v2/")
+	if err != nil {
+		t.Fatalf("legitimate client not served during the flood: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("legitimate client: %d, want Nexus's 401", resp.StatusCode)
+	}
+}
+
+// A connection that produces only locally refused requests is closed after
+// the third in a row; one that reaches Nexus is not.
+func TestConnectionOfOnlyRefusedRequestsClosed(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: teamRoutes()})
+	c := tlsFrom(st, "127.0.0.1")
+	if c == nil {
+		t.Fatal("dial")
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := 1; i <= 3; i++ {
+		resp, err := roundTrip(c, br, "/v3/")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if resp.Close != (i == 3) {
+			t.Fatalf("request %d: Connection close %v", i, resp.Close)
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("connection still open after three refused requests: %v", err)
+	}
+
+	ok := tlsFrom(st, "127.0.0.1")
+	defer ok.Close()
+	br = bufio.NewReader(ok)
+	for i, p := range []string{"/v3/", "/v3/", "/v2/", "/v3/", "/v3/"} {
+		resp, err := roundTrip(ok, br, p)
+		if err != nil || resp.Close {
+			t.Fatalf("request %d %s: %v, close %v", i, p, err, resp != nil && resp.Close)
+		}
+	}
+}
+
+// --max-conn-age: the first response past the age ends the connection.
+func TestMaxConnAge(t *testing.T) {
+	for _, age := range []time.Duration{300 * time.Millisecond, 0} {
+		cfg := teamRoutes()
+		cfg.MaxConnAge = age
+		st := stack.Start(t, stack.Options{Config: cfg})
+		c := tlsFrom(st, "127.0.0.1")
+		br := bufio.NewReader(c)
+		time.Sleep(400 * time.Millisecond)
+		resp, err := roundTrip(c, br, "/v2/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusUnauthorized || resp.Close != (age > 0) {
+			t.Errorf("age %v: %d, close %v", age, resp.StatusCode, resp.Close)
+		}
+		c.Close()
+	}
+}
+
+// SOCKS5 streams count against --max-conns.
+func TestSOCKS5CountsAgainstMaxConns(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.Socks5Listen = "127.0.0.1:0"
+	cfg.MaxConns = 2
+	st := stack.Start(t, stack.Options{Config: cfg})
+	var held []*tls.Conn
+	for range 2 {
+		c := tlsFrom(st, "127.0.0.1")
+		if c == nil {
+			t.Fatal("direct connection refused below the cap")
+		}
+		if _, err := roundTrip(c, bufio.NewReader(c), "/v2/"); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	code, sc := socksHandshake(t, st.Daemon.Addr("socks5").String(), 1, "team-a.nexmux.test", 443)
+	defer sc.Close()
+	var rest [6]byte
+	io.ReadFull(sc, rest[:])
+	if code == 0 {
+		tc := tls.Client(sc, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool()})
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err == nil {
+			t.Fatal("a SOCKS5 stream got a TLS session with --max-conns full")
+		}
+	}
+	// Below the cap again, SOCKS5 works.
+	held[0].Close()
+	held = held[1:]
+	waitFor(t, "a SOCKS5 session once a slot is free", func() bool {
+		tr := socksTransport(st, nil)
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://team-a.nexmux.test/v2/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusUnauthorized
+	})
+}

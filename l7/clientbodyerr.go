@@ -1,0 +1,51 @@
+package l7
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// bodyError wraps a failed read of the client's body as ErrClientBody and
+// remembers it, so the answer blames the client, not Nexus. Only the
+// first failure is kept (the transport may read again after it).
+func (c *countingBody) bodyError(err error) error {
+	if err == nil || err == io.EOF || errors.Is(err, ErrClientBody) {
+		return err
+	}
+	err = fmt.Errorf("%w: %w", ErrClientBody, err)
+	c.failed.CompareAndSwap(nil, &err)
+	return err
+}
+
+// clientBodyErr is the client's body failure, if any.
+func (c *countingBody) clientBodyErr() error {
+	if c == nil {
+		return nil
+	}
+	if p := c.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// clientBodyFailed answers a request whose body the client broke: 400 and
+// the connection closed (the client may still read after a half-close; if
+// it is gone, nothing is lost). It is logged as a client error, and Nexus
+// never got a complete body: the transport aborted the upstream request
+// without finishing it.
+func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
+	st.reason = "client error: " + err.Error()
+	p.log.Info("client request body failed; answered 400", "method", r.Method, "path", r.URL.Path, "err", err)
+	if cw, ok := w.(*batchingWriter); ok && cw.status != 0 {
+		return // a response already started; the connection just ends
+	}
+	code := "UNKNOWN"
+	if strings.Contains(st.sub, "/blobs/uploads") {
+		code = "BLOB_UPLOAD_INVALID"
+	}
+	endConnection(w)
+	writeError(w, http.StatusBadRequest, code, "nexmux: the request body was incomplete or malformed")
+}

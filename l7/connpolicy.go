@@ -1,0 +1,43 @@
+package l7
+
+import (
+	"net/http"
+	"time"
+)
+
+// localRefusalsBeforeClose: a connection whose last requests were all
+// refused by nexmux itself (nothing for Nexus in them) is closed after this
+// many in a row. Registry clients do not do that; a client holding
+// connections open with "GET /v3/" every few seconds does.
+const localRefusalsBeforeClose = 3
+
+// DefaultMaxConnAge is the default --max-conn-age.
+const DefaultMaxConnAge = 10 * time.Minute
+
+// endConnection asks net/http to close the connection after this response:
+// HTTP/1.1 "Connection: close", HTTP/2 a GOAWAY (net/http turns the header
+// into one). Requests in flight on other streams finish.
+func endConnection(w http.ResponseWriter) { w.Header().Set("Connection", "close") }
+
+// beforeForward applies the connection's policy to a request going to
+// Nexus: an old (--max-conn-age) or revoked connection ends after it.
+func (p *Proxy) beforeForward(ci *ConnInfo, w http.ResponseWriter) {
+	ci.refusedInARow.Store(0)
+	ci.forwarded.Store(true)
+	if ci.Revoked.Load() || p.maxAge > 0 && !ci.Opened.IsZero() && time.Since(ci.Opened) > p.maxAge {
+		endConnection(w)
+	}
+}
+
+// refuseLocal answers a request nexmux refuses itself, and ends the
+// connection when it has produced nothing else lately.
+func (p *Proxy) refuseLocal(w http.ResponseWriter, st *reqState, status int, code, msg string) {
+	st.reason = msg
+	if ci := st.ci; ci != nil {
+		if ci.refusedInARow.Add(1) >= localRefusalsBeforeClose || ci.Revoked.Load() ||
+			p.maxAge > 0 && !ci.Opened.IsZero() && time.Since(ci.Opened) > p.maxAge {
+			endConnection(w)
+		}
+	}
+	writeError(w, status, code, msg)
+}

@@ -1,0 +1,130 @@
+package mux
+
+import (
+	"net"
+	"net/http"
+	"sync"
+
+	"github.com/pires/go-proxyproto"
+
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/route"
+)
+
+// liveConn is a routed connection a reload may revoke: its route may be
+// removed, or the load balancer that named its client distrusted.
+type liveConn struct {
+	info  *l7.ConnInfo
+	peer  net.Addr // the load balancer, when a PROXY header named the client
+	idle  bool     // HTTP: no request in flight (http.ConnState)
+	close func()
+}
+
+// live tracks routed connections: those http.Server serves, by the
+// net.Conn it was given, and passthrough streams.
+type live struct {
+	mu      sync.Mutex
+	http    map[net.Conn]*liveConn
+	streams map[*liveConn]struct{}
+}
+
+func (l *live) addHTTP(c net.Conn, lc *liveConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.http == nil {
+		l.http = map[net.Conn]*liveConn{}
+	}
+	l.http[c] = lc
+}
+
+func (l *live) addStream(lc *liveConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.streams == nil {
+		l.streams = map[*liveConn]struct{}{}
+	}
+	l.streams[lc] = struct{}{}
+}
+
+func (l *live) removeStream(lc *liveConn) {
+	l.mu.Lock()
+	delete(l.streams, lc)
+	l.mu.Unlock()
+}
+
+// connState follows http.Server's view of each connection: a revoked
+// connection is closed as soon as it has no request in flight (HTTP/1.1:
+// after the current response; HTTP/2: once its streams are done).
+func (s *Server) connState(c net.Conn, state http.ConnState) {
+	s.live.mu.Lock()
+	lc := s.live.http[c]
+	switch state {
+	case http.StateClosed, http.StateHijacked:
+		delete(s.live.http, c)
+	case http.StateIdle:
+		if lc != nil {
+			lc.idle = true
+		}
+	case http.StateActive:
+		if lc != nil {
+			lc.idle = false
+		}
+	}
+	s.live.mu.Unlock()
+	if state == http.StateIdle && lc != nil && lc.info.Revoked.Load() {
+		lc.close()
+	}
+}
+
+// revoke applies a new state to the live connections: those whose route is
+// gone or changed, or whose load balancer is no longer trusted, end.
+// Connections on routes that still exist are untouched.
+func (s *Server) revoke(st *State) {
+	var closing []*liveConn
+	s.live.mu.Lock()
+	for _, lc := range s.live.http {
+		if revokedBy(lc, st) {
+			lc.info.Revoked.Store(true)
+			if lc.idle {
+				closing = append(closing, lc)
+			}
+		}
+	}
+	for lc := range s.live.streams {
+		if revokedBy(lc, st) {
+			lc.info.Revoked.Store(true)
+			closing = append(closing, lc)
+		}
+	}
+	s.live.mu.Unlock()
+	for _, lc := range closing {
+		s.log.Info("connection revoked by reload", "client", lc.info.Client.String(), "route", lc.info.Route.Key)
+		lc.close()
+	}
+}
+
+func revokedBy(lc *liveConn, st *State) bool {
+	if lc.peer != nil {
+		if st.ProxyProtocol == nil {
+			return true
+		}
+		if p := st.ProxyProtocol(lc.peer); p != proxyproto.REQUIRE && p != proxyproto.USE {
+			return true
+		}
+	}
+	return !sameRoute(lc.info.Route, st.Table)
+}
+
+// sameRoute reports whether t still has rt: same kind and key, same
+// repositories or backend.
+func sameRoute(rt *route.Route, t *route.Table) bool {
+	if rt == nil {
+		return true
+	}
+	for _, r := range t.Routes() {
+		if r.Kind == rt.Kind && r.Key == rt.Key {
+			return r.Target == rt.Target && r.Passthrough == rt.Passthrough
+		}
+	}
+	return false
+}

@@ -1,0 +1,105 @@
+package socks5
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Failed logins are throttled per client address: after maxLoginFailures
+// failures (each within loginBlock of the previous one) every login from
+// that address fails, right password or not, until loginBlock has passed
+// without another try. Guessing then costs minutes per handful of tries.
+const (
+	maxLoginFailures = 5
+	loginBlock       = time.Minute
+	// throttleEntries bounds the table: past it, stale entries are swept.
+	throttleEntries = 4096
+)
+
+type loginThrottle struct {
+	mu sync.Mutex
+	m  map[netip.Addr]*failures
+}
+
+type failures struct {
+	n    int
+	last time.Time
+}
+
+// blocked reports whether a is throttled; a try while blocked extends it.
+func (t *loginThrottle) blocked(a netip.Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f := t.m[a]
+	if f == nil || time.Since(f.last) >= loginBlock {
+		return false
+	}
+	if f.n >= maxLoginFailures {
+		f.last = time.Now()
+		return true
+	}
+	return false
+}
+
+// failed counts a failure and reports whether a is now blocked.
+func (t *loginThrottle) failed(a netip.Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[netip.Addr]*failures{}
+	}
+	now := time.Now()
+	if len(t.m) >= throttleEntries {
+		for k, f := range t.m {
+			if now.Sub(f.last) >= loginBlock {
+				delete(t.m, k)
+			}
+		}
+	}
+	f := t.m[a]
+	if f == nil || now.Sub(f.last) >= loginBlock {
+		f = &failures{}
+		t.m[a] = f
+	}
+	f.n++
+	f.last = now
+	return f.n == maxLoginFailures
+}
+
+func (t *loginThrottle) succeeded(a netip.Addr) {
+	t.mu.Lock()
+	delete(t.m, a)
+	t.mu.Unlock()
+}
+
+// sessionUsers checks one client's logins: the current users, behind the
+// client address's throttle.
+type sessionUsers struct {
+	s    *Server
+	addr netip.Addr
+}
+
+func (u sessionUsers) Valid(user, password string) bool {
+	if u.s.throttle.blocked(u.addr) {
+		u.s.log.Info("socks5: login refused: too many failed logins from this client", "client", u.addr.String())
+		return false
+	}
+	if users(u.s.opts.Users).Valid(user, password) {
+		u.s.throttle.succeeded(u.addr)
+		return true
+	}
+	if u.s.throttle.failed(u.addr) {
+		u.s.log.Warn("socks5: failed logins from this client; throttled", "client", u.addr.String(), "failures", maxLoginFailures, "for", loginBlock)
+	}
+	return false
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap.Addr().Unmap()
+}
