@@ -104,6 +104,13 @@ func NewSet(spec *Spec, log *slog.Logger) *Set {
 	return s
 }
 
+// SetLogger sets where node state changes are logged.
+func (s *Set) SetLogger(log *slog.Logger) {
+	s.mu.Lock()
+	s.log = log
+	s.mu.Unlock()
+}
+
 // ContextPath is the Nexus context path ("" or e.g. "/nexus").
 func (s *Set) ContextPath() string { return s.ctxPath }
 

@@ -26,22 +26,22 @@ import (
 // Config is every setting: each field but File is one entry of Settings,
 // named after its long flag.
 type Config struct {
-	Listen        string
-	Upstream      []string
+	Listen   string
+	Upstream []string
 	// DrainUpstream, HealthInterval, AffinitySecretFile and
 	// UpstreamMaxConns shape the Nexus node set (package upstream).
 	DrainUpstream      []string
 	HealthInterval     time.Duration
 	AffinitySecretFile string
 	UpstreamMaxConns   int
-	Cert          []string
-	Key           []string
-	Route         []string
-	Port          []string
-	DefaultRoute  string
-	Passthrough   []string
-	BindPorts     bool
-	MetricsListen string
+	Cert               []string
+	Key                []string
+	Route              []string
+	Port               []string
+	DefaultRoute       string
+	Passthrough        []string
+	BindPorts          bool
+	MetricsListen      string
 
 	ProxyProtocolFrom        []string
 	PassthroughProxyProtocol string
@@ -88,14 +88,14 @@ func (c *Config) WatchedFiles() []string {
 
 // Runtime is a validated Config turned into what the server runs.
 type Runtime struct {
-	Config     *Config
-	Table      *route.Table
-	Certs      *mux.Certs
-	Upstreams  *l7.Upstreams
+	Config    *Config
+	Table     *route.Table
+	Certs     *mux.Certs
+	Upstreams *l7.Upstreams
 	// UpstreamSpec is the validated node list a reload applies to the
 	// running set.
 	UpstreamSpec *upstream.Spec
-	ListenPort int
+	ListenPort   int
 	// ProxyPolicy is nil when no --proxy-protocol-from was given.
 	ProxyPolicy func(net.Addr) proxyproto.Policy
 	// PassthroughProxyHeader is the PROXY version sent to passthrough

@@ -126,6 +126,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	var err error
 	// The node set lives across reloads: its health table and upload
 	// tags outlast any one configuration.
+	b.Upstreams.Set().SetLogger(log)
 	d.metrics.Registry.MustRegister(b.Upstreams.Set())
 	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme})
 	if err != nil {
