@@ -220,6 +220,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		if tb != nil {
 			tb.final()
 		}
+		if class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/") {
+			f.resumable(out, n, repo+"@"+digest, resp)
+		}
 		resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
 		return resp, nil
 	}
