@@ -28,7 +28,7 @@ type resumeBody struct {
 	got   int64 // bytes passed on
 	tries int
 	broke map[*upstream.Node]bool // nodes that failed this response
-	end1  func() // ends the resumed node's in-flight count
+	end1  func()                  // ends the resumed node's in-flight count
 }
 
 // resumable wraps resp's body when it is a whole or single-range blob
