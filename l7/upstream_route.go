@@ -142,7 +142,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				set.Failover(kind, "busy")
 				continue
 			}
-			return nil, &refusal{status: http.StatusServiceUnavailable, code: "TOOMANYREQUESTS", retryAfter: "1", close: body,
+			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body,
 				msg: "nexmux: every connection to Nexus is busy; retry shortly"}
 		}
 		out := r.Clone(r.Context())

@@ -466,3 +466,127 @@ func TestHABlobDownloadResumes(t *testing.T) {
 		t.Fatal("no ranged blob GET in the node logs")
 	}
 }
+
+// h1 is a client transport speaking HTTP/1.1 to the stack (so a closed
+// connection shows as resp.Close).
+func h1(st *stack.Stack) *http.Transport {
+	tr := st.Transport()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	return tr
+}
+
+func do(t *testing.T, tr http.RoundTripper, method, url string, body io.Reader) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// sessionNode returns the node whose log holds the upload uuid of loc.
+func sessionNode(t *testing.T, st *stack.Stack, loc string) (*fixtures.Node, string) {
+	t.Helper()
+	i := strings.Index(loc, "/blobs/uploads/")
+	uuid := loc[i+len("/blobs/uploads/"):]
+	uuid, _, _ = strings.Cut(uuid, "?")
+	for _, n := range st.NexusNodes {
+		req, _ := http.NewRequest(http.MethodGet, n.URL()+"/repository/team-a-hosted/v2/ha/app/blobs/uploads/"+uuid, nil)
+		req.SetBasicAuth(stack.User, stack.Password)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 == 2 {
+			return n, uuid
+		}
+	}
+	t.Fatalf("no node knows upload %s", uuid)
+	return nil, ""
+}
+
+// Follow-ups with a tampered tag are found by asking the nodes; an upload
+// whose node is gone gets 404 BLOB_UPLOAD_UNKNOWN before its body is read,
+// with the connection closed.
+func TestHAUploadAffinityFallbacks(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
+	tr := h1(st)
+	base := "https://" + st.Host("team-a") + "/v2/ha/app/blobs/uploads/"
+	resp, _ := do(t, tr, http.MethodPost, base, nil)
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted || !strings.Contains(loc, "_nexmux=") {
+		t.Fatalf("POST: %s Location %q", resp.Status, loc)
+	}
+	owner, uuid := sessionNode(t, st, loc)
+
+	// Tampered tag: asked, continues on the owner.
+	tampered := strings.Replace(loc, "_nexmux=", "_nexmux=AA", 1)
+	for _, n := range st.NexusNodes {
+		n.ResetRequests()
+	}
+	resp, body := do(t, tr, http.MethodPatch, tampered, strings.NewReader("hello"))
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH with a tampered tag: %s %s", resp.Status, body)
+	}
+	for _, n := range st.NexusNodes {
+		for _, rq := range n.Requests() {
+			if rq.Method == http.MethodPatch && n != owner {
+				t.Errorf("PATCH of %s went to %s, opened on %s", uuid, n.Name(), owner.Name())
+			}
+			if strings.Contains(rq.RawQuery, "_nexmux") {
+				t.Errorf("tag reached %s: %q", n.Name(), rq.RawQuery)
+			}
+		}
+	}
+	if counterValue(t, st.Daemon, "nexmux_upload_affinity_total", map[string]string{"result": "tampered"}) != 1 ||
+		counterValue(t, st.Daemon, "nexmux_upload_affinity_total", map[string]string{"result": "asked"}) != 1 {
+		t.Error("tampered/asked not counted")
+	}
+	// The fresh Location carries a valid tag: a hit.
+	loc = resp.Header.Get("Location")
+	resp, body = do(t, tr, http.MethodGet, loc, nil)
+	if resp.StatusCode != http.StatusNoContent || counterValue(t, st.Daemon, "nexmux_upload_affinity_total", map[string]string{"result": "hit"}) != 1 {
+		t.Fatalf("GET with the tag: %s %s", resp.Status, body)
+	}
+
+	// The owner dies: nobody knows the session.
+	if err := owner.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	haWait(t, "owner seen down", func() bool {
+		for _, n := range st.Runtime.Upstreams.Set().Table() {
+			if n.Node == owner.Addr() && n.State == "down" {
+				return true
+			}
+		}
+		return false
+	})
+	before := requestBytes(t, st)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPatch, loc, &countReader{n: new(atomic.Int64), left: 1 << 30})
+	req.ContentLength = 1 << 30
+	req.SetBasicAuth(stack.User, stack.Password)
+	r2, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("PATCH to a gone node: %v", err)
+	}
+	b, _ := io.ReadAll(r2.Body)
+	r2.Body.Close()
+	if r2.StatusCode != http.StatusNotFound || !strings.Contains(string(b), "BLOB_UPLOAD_UNKNOWN") || !r2.Close {
+		t.Fatalf("PATCH to a gone node: %s close=%v %s", r2.Status, r2.Close, b)
+	}
+	if n := requestBytes(t, st) - before; n >= 1<<20 {
+		t.Fatalf("read %.0f bytes of the refused PATCH", n)
+	}
+	if counterValue(t, st.Daemon, "nexmux_upload_affinity_total", map[string]string{"result": "unknown"}) != 1 {
+		t.Error("unknown not counted")
+	}
+}
