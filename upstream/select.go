@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"sort"
 )
@@ -83,10 +84,23 @@ func order(ns []*Node, kind Kind, key string) {
 		return
 	}
 	costs := make(map[*Node]float64, len(ns))
+	var sum float64
 	for _, n := range ns {
 		costs[n] = n.cost()
+		sum += 1 / costs[n]
 	}
 	sort.SliceStable(ns, func(i, j int) bool { return costs[ns[i]] < costs[ns[j]] })
+	// The first choice is drawn with weight 1/cost: every readable node
+	// gets reads, a slower or busier one fewer. The rest stay cheapest
+	// first, for failover.
+	x := rand.Float64() * sum
+	for i, n := range ns {
+		if x -= 1 / costs[n]; x <= 0 || i == len(ns)-1 {
+			copy(ns[1:i+1], ns[:i])
+			ns[0] = n
+			break
+		}
+	}
 }
 
 func (s *Set) startFailOpen(ns []*Node) {

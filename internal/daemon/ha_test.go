@@ -590,3 +590,144 @@ func TestHAUploadAffinityFallbacks(t *testing.T) {
 		t.Error("unknown not counted")
 	}
 }
+
+func reposOn(n *fixtures.Node) int {
+	c := 0
+	for _, rq := range n.Requests() {
+		if rq.Repo != "" {
+			c++
+		}
+	}
+	return c
+}
+
+// A node answering 503 on /repository/ while its status says 200: reads
+// move to another node before the response starts, and after 5 in a row
+// the node is ejected and gets no more reads.
+func TestHARepository503FailsOverAndEjects(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 2, Config: haConfig()})
+	img, _ := random.Image(1024, 1)
+	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	bad := st.NexusNodes[0]
+	bad.SetRepositoryUnavailable(true)
+	tr := st.Transport()
+	for i := 0; i < 300 && reposOn(bad) < 5; i++ {
+		resp, body := do(t, tr, http.MethodGet, "https://"+st.Host("team-a")+"/v2/base/manifests/1", nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("manifest GET: %s %s", resp.Status, body)
+		}
+	}
+	if n := reposOn(bad); n != 5 {
+		t.Fatalf("%s answered %d repository requests: want 5, then ejected", bad.Name(), n)
+	}
+	bad.ResetRequests()
+	for range 20 {
+		resp, body := do(t, tr, http.MethodGet, "https://"+st.Host("team-a")+"/v2/base/manifests/1", nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("manifest GET: %s %s", resp.Status, body)
+		}
+	}
+	if n := reposOn(bad); n != 0 {
+		t.Fatalf("the ejected node still got %d reads", n)
+	}
+	if counterValue(t, st.Daemon, "nexmux_upstream_failovers_total", map[string]string{"reason": "status"}) == 0 {
+		t.Fatal("no failover counted")
+	}
+	var ejected bool
+	for _, n := range st.Runtime.Upstreams.Set().Table() {
+		if n.Node == bad.Addr() && !n.EjectedUntil.IsZero() {
+			ejected = true
+		}
+	}
+	if !ejected {
+		t.Fatal("node not ejected")
+	}
+}
+
+// A blackholed node: a read waiting on it moves once the probes find it
+// down, and later reads never reach it.
+func TestHABlackholeReadsMove(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 2, Config: haConfig()})
+	img, _ := random.Image(1024, 1)
+	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	hole := st.NexusNodes[0]
+	hole.SetBlackhole(true)
+	tr := st.Transport()
+	for range 6 {
+		resp, body := do(t, tr, http.MethodGet, "https://"+st.Host("team-a")+"/v2/base/manifests/1", nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("manifest GET: %s %s", resp.Status, body)
+		}
+	}
+	haWait(t, "blackhole seen down", func() bool {
+		for _, n := range st.Runtime.Upstreams.Set().Table() {
+			if n.Node == hole.Addr() {
+				return n.State == "down"
+			}
+		}
+		return false
+	})
+	hole.ResetRequests()
+	for range 6 {
+		resp, body := do(t, tr, http.MethodGet, "https://"+st.Host("team-a")+"/v2/base/manifests/1", nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("manifest GET: %s %s", resp.Status, body)
+		}
+	}
+	if n := reposOn(hole); n != 0 {
+		t.Fatalf("%d reads went to the known-down blackholed node", n)
+	}
+}
+
+// /readyz from the health table (and ?writable), GET /upstreams.
+func TestHAReadyzAndUpstreams(t *testing.T) {
+	cfg := haConfig()
+	cfg.MetricsListen = "127.0.0.1:0"
+	st := stack.Start(t, stack.Options{Nodes: 2, Config: cfg})
+	m := "http://" + st.Daemon.Addr("metrics").String()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(m + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	haWait(t, "ready", func() bool { c, _ := get("/readyz?writable"); return c == 200 })
+	for _, n := range st.NexusNodes {
+		n.SetReadOnly(true)
+	}
+	haWait(t, "not writable", func() bool { c, _ := get("/readyz?writable"); return c == 503 })
+	if c, b := get("/readyz"); c != 200 {
+		t.Fatalf("readyz while read-only: %d %s", c, b)
+	}
+	if err := st.NexusNodes[0].SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	haWait(t, "node down in the table", func() bool {
+		_, b := get("/upstreams")
+		return strings.Contains(b, `"state": "down"`) && strings.Contains(b, `"state": "read-only"`)
+	})
+	_, b := get("/upstreams")
+	for _, want := range []string{st.NexusNodes[0].Addr(), st.NexusNodes[1].Addr(), `"since"`, `"inFlight"`, `"lastError"`} {
+		if !strings.Contains(b, want) {
+			t.Errorf("/upstreams lacks %s:\n%s", want, b)
+		}
+	}
+	_, metricsText := get("/metrics")
+	for _, want := range []string{
+		`nexmux_upstream_node_state{node="` + st.NexusNodes[0].Addr() + `",state="down"} 1`,
+		`nexmux_upstream_in_flight{node="` + st.NexusNodes[1].Addr() + `"} 0`,
+		`nexmux_upstream_resumes_total 0`,
+		`nexmux_upload_affinity_total{result="hit"} 0`,
+	} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
