@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -729,5 +730,83 @@ func TestHAReadyzAndUpstreams(t *testing.T) {
 		if !strings.Contains(metricsText, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// --drain-upstream and a reloaded node list: a drained or removed node
+// takes no new reads while the upload tagged for it finishes there; a node
+// listed again joins after passing its probes.
+func TestHADrainAndReloadNodes(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	writeFile := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile("drain-timeout: 30s\n")
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig(), ConfigFile: file})
+	img, _ := random.Image(1024, 1)
+	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	tr := h1(st)
+	resp, _ := do(t, tr, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+	loc := resp.Header.Get("Location")
+	owner, _ := sessionNode(t, st, loc)
+	var others []string
+	for _, n := range st.NexusNodes {
+		if n != owner {
+			others = append(others, n.URL())
+		}
+	}
+	check := func(step string) {
+		t.Helper()
+		owner.ResetRequests()
+		for range 20 {
+			if r, b := do(t, tr, http.MethodGet, "https://"+st.Host("team-a")+"/v2/base/manifests/1", nil); r.StatusCode != 200 {
+				t.Fatalf("%s: read %s %s", step, r.Status, b)
+			}
+		}
+		if n := reposOn(owner); n != 0 {
+			t.Fatalf("%s: %d new reads went to %s", step, n, owner.Name())
+		}
+		if r, b := do(t, tr, http.MethodGet, loc, nil); r.StatusCode != http.StatusNoContent || reposOn(owner) == 0 {
+			t.Fatalf("%s: the tagged upload did not finish on its node: %s %s", step, r.Status, b)
+		}
+	}
+	writeFile("drain-upstream: " + owner.URL() + "\n")
+	if err := st.Daemon.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	check("drained")
+	writeFile("upstream: [" + strings.Join(others, ", ") + "]\n")
+	if err := st.Daemon.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	check("removed")
+	writeFile("drain-timeout: 30s\n") // all three again
+	if err := st.Daemon.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	haWait(t, "the node rejoins", func() bool {
+		for _, n := range st.Runtime.Upstreams.Set().Table() {
+			if n.Node == owner.Addr() && n.Joined && !n.Removed {
+				return true
+			}
+		}
+		return false
+	})
+	owner.ResetRequests()
+	for i := 0; i < 200 && reposOn(owner) == 0; i++ {
+		do(t, tr, http.MethodGet, "https://"+st.Host("team-a")+"/v2/base/manifests/1", nil)
+	}
+	if reposOn(owner) == 0 {
+		t.Fatal("the rejoined node gets no reads")
+	}
+	// A drain of a node that is not listed is refused whole.
+	writeFile("drain-upstream: http://127.0.0.1:1\n")
+	if err := st.Daemon.Reload(); err == nil || !strings.Contains(err.Error(), "drain-upstream") {
+		t.Fatalf("reload with a drain of an unknown node: %v", err)
 	}
 }
