@@ -159,7 +159,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			out.Body = tb
 		}
 		ctx, cancel := context.WithCancelCause(r.Context())
-		stopWatch := context.AfterFunc(n.Alive(), func() { cancel(errNodeDown) })
+		stopWatch := func() bool { return false }
+		if alive := n.Alive(); alive.Err() == nil {
+			// Already down means fail open: nothing to watch for.
+			stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+		}
 		out = out.WithContext(ctx)
 		end := n.Begin()
 		t0 := time.Now()
