@@ -6,8 +6,8 @@
 # A three-node fixture cluster (nexus-fixture -nodes 3 -control) behind a
 # second nexmux with three --upstream nodes; docker pushes and pulls through
 # it while a node is killed mid-transfer, and nexmux's /upstreams and
-# metrics must show what happened. Its /etc/hosts line carries the e2e tag
-# and its certs.d entries are recorded, so e2e.sh's cleanup undoes them;
+# metrics must show what happened. Its host name joins e2e.sh's HOSTS and
+# its certs.d entries are recorded, so e2e.sh's cleanup undoes them;
 # ha_cleanup stops the processes.
 
 HA_NODE_PORT=${E2E_HA_NODE_PORT:-18181} # node1..node3 on this port and the next two
@@ -15,6 +15,9 @@ HA_CONTROL=127.0.0.1:${E2E_HA_CONTROL_PORT:-18190}
 HA_METRICS=127.0.0.1:${E2E_HA_METRICS_PORT:-18191}
 HA_PORT=${E2E_HA_LISTEN_PORT:-18443}
 HA_NAME=ha.nexmux.test
+# In e2e.sh's /etc/hosts lines from the start: dockerd's resolver re-reads
+# the file only every few seconds.
+HOSTS+=("$HA_NAME")
 HA_FIXTURE_PID="" HA_NEXMUX_PID=""
 
 ha_cleanup() {
@@ -35,7 +38,6 @@ ha_start() {
 		--route "$HA_NAME=pull:team-a,push:team-a-hosted" >"$WORK/logs/ha-nexmux.log" 2>&1 8>&- 9>&- &
 	HA_NEXMUX_PID=$!
 	wait_port "$HA_PORT" "$HA_NEXMUX_PID" "nexmux (HA)" || return 1
-	printf '127.0.0.1 %s # %s\n' "$HA_NAME" "$TAG" >>/etc/hosts
 	trust_ca "$HA_NAME:$HA_PORT"
 }
 
