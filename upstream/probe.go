@@ -20,10 +20,14 @@ const (
 )
 
 type prober struct {
+	ctx      context.Context
 	s        *Set
 	interval time.Duration
 	client   *http.Client
 	kickc    chan struct{}
+
+	refreshMu sync.Mutex
+	refreshed time.Time
 }
 
 // Start probes every node every interval (jittered by ±20%) until ctx ends.
@@ -32,7 +36,7 @@ func (s *Set) Start(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultHealthInterval
 	}
-	p := &prober{s: s, interval: interval, kickc: make(chan struct{}, 1)}
+	p := &prober{ctx: ctx, s: s, interval: interval, kickc: make(chan struct{}, 1)}
 	p.client = &http.Client{
 		Transport: &http.Transport{
 			Proxy:               nil,
@@ -65,7 +69,11 @@ func (p *prober) kick() {
 
 func (p *prober) run(ctx context.Context) {
 	for {
-		p.round(ctx)
+		// One node is probed on demand only (Readable, for /readyz): with
+		// no choice to make, probes would only add requests to Nexus.
+		if len(p.s.Nodes()) > 1 {
+			p.round(ctx)
+		}
 		d := time.Duration(float64(p.interval) * (0.8 + 0.4*rand.Float64()))
 		t := time.NewTimer(d)
 		select {
@@ -176,4 +184,18 @@ func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why st
 	if changed {
 		s.log.Info("upstream node state", "node", n.Host, "from", from.String(), "to", st.String(), "why", why)
 	}
+}
+
+// refresh probes a lone node for /readyz, at most once per interval.
+func (p *prober) refresh() {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
+	if time.Since(p.refreshed) < p.interval {
+		return
+	}
+	// Two rounds: a state changes after two agreeing probes.
+	for range agree {
+		p.round(p.ctx)
+	}
+	p.refreshed = time.Now()
 }

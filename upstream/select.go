@@ -37,6 +37,11 @@ func (s *Set) Pick(kind Kind, key string) ([]*Node, error) {
 	s.mu.RLock()
 	nodes := s.nodes
 	s.mu.RUnlock()
+	if len(nodes) == 1 {
+		// One node: there is no choice to make, and no other node to
+		// spare it; Nexus answers for itself.
+		return nodes, nil
+	}
 	out := make([]*Node, 0, len(nodes))
 	readable := false
 	for _, n := range nodes {

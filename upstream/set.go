@@ -255,6 +255,9 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 // Readable reports whether at least one node serves reads (writable: at
 // least one serves writes), for /readyz.
 func (s *Set) Readable(write bool) (bool, string) {
+	if p := s.currentProber(); p != nil && len(s.Nodes()) == 1 {
+		p.refresh()
+	}
 	t := now()
 	var why []string
 	for _, n := range s.Nodes() {

@@ -574,6 +574,10 @@ func TestHAUploadAffinityFallbacks(t *testing.T) {
 	before := requestBytes(t, st)
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPatch, loc, &countReader{n: new(atomic.Int64), left: 1 << 30})
 	req.ContentLength = 1 << 30
+	// The client waits for the answer before its body (a client that does
+	// not may see its write reset instead of the 404).
+	req.Header.Set("Expect", "100-continue")
+	tr.ExpectContinueTimeout = 5 * time.Second
 	req.SetBasicAuth(stack.User, stack.Password)
 	r2, err := tr.RoundTrip(req)
 	if err != nil {
