@@ -129,7 +129,6 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	if body || class == classWrite {
 		kind = "write"
 	}
-	var lastResp *http.Response
 	var lastErr error
 	for i, n := range cands {
 		last := i == len(cands)-1
@@ -215,7 +214,6 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				resp.Body.Close()
 				done()
 				set.Failover(kind, "status")
-				lastResp = nil
 				continue
 			}
 		default:
@@ -229,9 +227,6 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
 		return resp, nil
-	}
-	if lastResp != nil {
-		return lastResp, nil
 	}
 	if lastErr == nil {
 		lastErr = upstream.ErrAllDown
