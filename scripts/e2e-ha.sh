@@ -115,16 +115,21 @@ ha_pull_kill() {
 	id=$(image_id "$1")
 	echo "pulled $id, pushed $2"
 	[[ $id == "$2" ]] || return 1
-	curl -fsS "http://$HA_METRICS/metrics" | grep -E '^nexmux_upstream_(resumes|failovers)_total'
-	curl -fsS "http://$HA_METRICS/metrics" | grep -Eq '^nexmux_upstream_resumes_total [1-9]' || {
+	local m
+	m=$(curl -fsS "http://$HA_METRICS/metrics") || return 1
+	grep -E '^nexmux_upstream_(resumes|failovers)_total' <<<"$m"
+	# (Not curl | grep -q: grep's early exit would fail curl under pipefail.)
+	grep -Eq '^nexmux_upstream_resumes_total [1-9]' <<<"$m" || {
 		echo "no resume counted"
 		return 1
 	}
 }
 
 ha_upstreams_table() {
-	curl -fsS "http://$HA_METRICS/upstreams" | tee /dev/stderr | grep -c '"state": "writable"' | grep -qx 3 &&
-		curl -fsS "http://$HA_METRICS/readyz?writable"
+	local t
+	t=$(curl -fsS "http://$HA_METRICS/upstreams") || return 1
+	echo "$t"
+	[[ $(grep -c '"state": "writable"' <<<"$t") == 3 ]] && curl -fsS "http://$HA_METRICS/readyz?writable"
 }
 
 ha_steps() {
