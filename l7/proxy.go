@@ -293,10 +293,10 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 
 func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	st := pr.In.Context().Value(stateKey{}).(*reqState)
-	node := p.up.nodes[p.up.first()]
 	out := pr.Out
-	out.URL.Scheme = node.Scheme
-	out.URL.Host = node.Host
+	// The node is chosen per attempt by the failover transport.
+	out.URL.Scheme = p.up.scheme
+	out.URL.Host = "nexus.invalid"
 	rawPath := p.up.ctxPath + "/repository/" + st.repo + st.sub
 	// The client's bytes go to Nexus unchanged: set RawPath and the decoded
 	// Path together so net/url keeps RawPath as the wire form.
@@ -343,6 +343,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		pub.base = p.scheme(st.ci) + "://" + resp.Request.Host
 	}
 	pub.rewriteHeaders(resp.Header)
+	p.tagUpload(resp)
 	return nil
 }
 
@@ -358,14 +359,11 @@ func (p *Proxy) scheme(ci *ConnInfo) string {
 // URLs it returns: the public Host (Nexus builds absolute URLs from it) and
 // every upstream node's host.
 func (p *Proxy) hostnames(publicHost string) []string {
-	names := make([]string, 0, len(p.up.nodes)+1)
+	var names []string
 	if publicHost != "" {
 		names = append(names, hostOf(publicHost))
 	}
-	for _, n := range p.up.nodes {
-		names = append(names, hostOf(n.Host))
-	}
-	return names
+	return append(names, p.up.hostnames()...)
 }
 
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
@@ -388,6 +386,21 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		if cw, ok := w.(*batchingWriter); ok && cw.status == 0 {
 			cw.status = 499 // for logs and metrics only: nothing is sent
 		}
+		return
+	}
+	var rf *refusal
+	if errors.As(err, &rf) {
+		if st != nil {
+			st.reason = rf.msg
+		}
+		if rf.retryAfter != "" {
+			w.Header().Set("Retry-After", rf.retryAfter)
+		}
+		if rf.close {
+			// The body is left unread: closing beats draining a 1 GiB PATCH.
+			w.Header().Set("Connection", "close")
+		}
+		writeError(w, rf.status, rf.code, rf.msg)
 		return
 	}
 	if st != nil {

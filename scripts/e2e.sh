@@ -50,6 +50,8 @@ FAILED=0
 FAILED_NAMES=()
 STEP=0
 ts() { date +%H:%M:%S; }
+# shellcheck source=scripts/e2e-ha.sh
+source "$ROOT/scripts/e2e-ha.sh"
 log() { printf '[%s] %s\n' "$(ts)" "$*"; }
 
 # ---------------------------------------------------------------- cleanup --
@@ -154,6 +156,7 @@ cleanup() {
 	if [[ -n $WORK && -f $WORK/docker-exec/containerd/containerd.pid ]]; then
 		stop_pid "$(cat "$WORK/docker-exec/containerd/containerd.pid")" containerd 10
 	fi
+	ha_cleanup
 	stop_pid "$NEXMUX_PID" nexmux 10
 	stop_pid "$FIXTURE_PID" nexus-fixture 10
 	remove_iptables_rules
@@ -706,5 +709,6 @@ if [[ $LEGACY_OK == yes ]]; then
 	step "nexmux iptables --delete | iptables-restore restores the nat table" nexmux_iptables_delete || true
 fi
 
+ha_steps
 log "all steps done"
 # cleanup (EXIT trap) prints the summary and sets the exit status.

@@ -20,21 +20,28 @@ import (
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/socks5"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // Config is every setting: each field but File is one entry of Settings,
 // named after its long flag.
 type Config struct {
-	Listen        string
-	Upstream      []string
-	Cert          []string
-	Key           []string
-	Route         []string
-	Port          []string
-	DefaultRoute  string
-	Passthrough   []string
-	BindPorts     bool
-	MetricsListen string
+	Listen   string
+	Upstream []string
+	// DrainUpstream, HealthInterval, AffinitySecretFile and
+	// UpstreamMaxConns shape the Nexus node set (package upstream).
+	DrainUpstream      []string
+	HealthInterval     time.Duration
+	AffinitySecretFile string
+	UpstreamMaxConns   int
+	Cert               []string
+	Key                []string
+	Route              []string
+	Port               []string
+	DefaultRoute       string
+	Passthrough        []string
+	BindPorts          bool
+	MetricsListen      string
 
 	ProxyProtocolFrom        []string
 	PassthroughProxyProtocol string
@@ -92,11 +99,14 @@ func (c *Config) WatchedFiles() []string {
 
 // Runtime is a validated Config turned into what the server runs.
 type Runtime struct {
-	Config     *Config
-	Table      *route.Table
-	Certs      *mux.Certs
-	Upstreams  *l7.Upstreams
-	ListenPort int
+	Config    *Config
+	Table     *route.Table
+	Certs     *mux.Certs
+	Upstreams *l7.Upstreams
+	// UpstreamSpec is the validated node list a reload applies to the
+	// running set.
+	UpstreamSpec *upstream.Spec
+	ListenPort   int
 	// ProxyPolicy is nil when no --proxy-protocol-from was given.
 	ProxyPolicy func(net.Addr) proxyproto.Policy
 	// PassthroughProxyHeader is the PROXY version sent to passthrough
@@ -155,8 +165,22 @@ func (c *Config) Build() (*Runtime, error) {
 			errs = errlist.Append(errs, err)
 		}
 	}
-	if b.Upstreams, err = l7.ParseUpstreams(c.Upstream); err != nil {
+	var secret []byte
+	if c.AffinitySecretFile != "" {
+		if secret, err = upstream.LoadSecret(c.AffinitySecretFile); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if b.UpstreamSpec, err = upstream.ParseSpec(c.Upstream, c.DrainUpstream); err != nil {
 		errs = errlist.Append(errs, err)
+	} else {
+		b.Upstreams = l7.NewUpstreams(b.UpstreamSpec, nil, l7.UpstreamOptions{MaxConns: c.UpstreamMaxConns, Secret: secret})
+	}
+	if c.HealthInterval < 0 {
+		errs = multierror.Append(errs, fmt.Errorf("health-interval %v: must not be negative", c.HealthInterval))
+	}
+	if c.UpstreamMaxConns < 0 {
+		errs = multierror.Append(errs, fmt.Errorf("upstream-max-conns %d: must not be negative", c.UpstreamMaxConns))
 	}
 
 	spec := route.Spec{

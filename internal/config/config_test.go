@@ -204,6 +204,15 @@ func TestBuildProblems(t *testing.T) {
 		{"no upstream", func(c *Config) { c.Upstream = nil }, []string{"at least one Nexus"}},
 		{"upstream with credentials", func(c *Config) { c.Upstream = []string{"http://admin:admin123@nexus:8081"} }, []string{"no query, fragment or credentials"}},
 		{"upstreams with different context paths", func(c *Config) { c.Upstream = []string{"http://n1:8081/nexus", "http://n2:8081/"} }, []string{"context path"}},
+		{"HA settings, every problem at once", func(c *Config) {
+			short := filepath.Join(dir, "short.secret")
+			if err := os.WriteFile(short, []byte("tiny\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c.Upstream = []string{"http://n1:8081", "ftp://n2:8081", "http://N1:8081/"}
+			c.DrainUpstream = []string{"http://n9:8081"}
+			c.AffinitySecretFile, c.HealthInterval, c.UpstreamMaxConns = short, -time.Second, -1
+		}, []string{`upstream "ftp://n2:8081"`, "listed twice", `drain-upstream "http://n9:8081"`, "at least 16 bytes", "health-interval -1s", "upstream-max-conns -1"}},
 		{"several route problems, one line each", func(c *Config) {
 			c.Route = []string{"a.example.com=x", "A.example.com.=y", "*.com=z", "10.0.0.1=w"}
 		}, []string{"already routed", "top-level domain", "IP address"}},

@@ -92,7 +92,12 @@ func TestRestartNeeded(t *testing.T) {
 			c.DrainTimeout, c.NoMemoryTrim, c.ProxyProtocolFrom, c.PassthroughProxyProtocol = time.Second, true, []string{"10.0.0.0/8"}, "v2"
 		}, nil},
 		{"listener", func(c *Config) { c.Listen = ":9443" }, []string{"listen"}},
-		{"upstream", func(c *Config) { c.Upstream = []string{"http://nexus:8081"} }, []string{"upstream"}},
+		{"upstream nodes and drains reload", func(c *Config) {
+			c.Upstream, c.DrainUpstream = []string{"http://nexus-0:8081", "http://nexus-1:8081"}, []string{"http://nexus-1:8081"}
+		}, nil},
+		{"upstream node set shape", func(c *Config) {
+			c.HealthInterval, c.AffinitySecretFile, c.UpstreamMaxConns = time.Second, "/secret", 50
+		}, []string{"health-interval", "affinity-secret-file", "upstream-max-conns"}},
 		{"ports without bind-ports", func(c *Config) { c.Port = []string{"8083=a"} }, nil},
 		{"bind-ports turned on", func(c *Config) { c.BindPorts = true }, []string{"bind-ports"}},
 		{"log and limits", func(c *Config) { c.LogLevel, c.MaxConns, c.IdleTimeout = "debug", 5, time.Minute },

@@ -55,6 +55,7 @@ type Daemon struct {
 	reloadMu  sync.Mutex // one reload at a time
 	stopWatch context.CancelFunc
 	stopTrim  context.CancelFunc
+	stopProbe context.CancelFunc
 
 	watchInterval   time.Duration
 	memTrimInterval time.Duration
@@ -133,6 +134,10 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		d.memTrimPolicy = memtrim.DefaultPolicy
 	}
 	var err error
+	// The node set lives across reloads: its health table and upload
+	// tags outlast any one configuration.
+	b.Upstreams.Set().SetLogger(log)
+	d.metrics.Registry.MustRegister(b.Upstreams.Set())
 	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader,
 		MaxRequestsPerClient: b.Config.MaxRequestsPerClient, MaxConnAge: b.Config.MaxConnAge})
 	if err != nil {
@@ -254,11 +259,12 @@ func (d *Daemon) Start() error {
 			return fmt.Errorf("metrics-listen %s: %w", c.MetricsListen, err)
 		}
 		d.addrs["metrics"] = ml.Addr()
-		ready := &metrics.Readiness{Logger: d.log}
-		for _, node := range d.built.Upstreams.Nodes() {
-			ready.URLs = append(ready.URLs, node.String()+d.built.Upstreams.ContextPath()+"/service/rest/v1/status")
-		}
-		d.metricsSrv = &http.Server{Handler: d.metrics.Handler(ready), ReadHeaderTimeout: 10 * time.Second,
+		set := d.built.Upstreams.Set()
+		ready := &metrics.Readiness{Table: set.Readable, Logger: d.log}
+		mm := http.NewServeMux()
+		mm.Handle("GET /upstreams", set.Handler())
+		mm.Handle("/", d.metrics.Handler(ready))
+		d.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout: d.metricsIdleTimeout}
 		d.goServe(func() error { return d.metricsSrv.Serve(ml) })
 	}
@@ -272,6 +278,9 @@ func (d *Daemon) Start() error {
 		}()
 	}
 	d.startMemTrim()
+	pctx, stopProbe := context.WithCancel(context.Background())
+	d.stopProbe = stopProbe
+	d.built.Upstreams.Set().Start(pctx, c.HealthInterval)
 	d.goServe(d.server.ServeHTTPConns)
 	d.goServe(func() error { return d.server.Serve(ln) })
 	for _, b := range ports {
@@ -325,6 +334,14 @@ func (d *Daemon) Reload() error {
 			err = fmt.Errorf("these settings changed and need a restart: %s", strings.Join(changed, ", "))
 		}
 	}
+	if err == nil {
+		// The running node set takes the new node list; the new
+		// configuration keeps using it.
+		live := d.currentBuilt().Upstreams
+		if err = live.Set().Update(b.UpstreamSpec); err == nil {
+			b.Upstreams = live
+		}
+	}
 	if err != nil {
 		d.metrics.Reloaded(false)
 		d.log.Error("reload refused; still serving the previous configuration", "err", err.Error())
@@ -350,6 +367,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	if d.stopTrim != nil {
 		d.stopTrim()
+	}
+	if d.stopProbe != nil {
+		d.stopProbe()
 	}
 	// The SOCKS streams end when the router closes their routed side:
 	// both drain at once.

@@ -529,9 +529,10 @@ func TestReloadRefusesRestartOnlySettingsAndRevokesSOCKSUsers(t *testing.T) {
 		t.Fatalf("alice after bob's revocation: %v", err)
 	}
 
-	writeFile(t, file, base+"upstream: [\"http://127.0.0.1:1\"]\n")
+	// (The upstream node list itself reloads: see the HA tests.)
+	writeFile(t, file, base+"upstream-max-conns: 5\n")
 	waitFor(t, "the refused reload", func() bool {
-		return strings.Contains(logs.String(), "need a restart: upstream")
+		return strings.Contains(logs.String(), "need a restart: upstream-max-conns")
 	})
 	if got := get(st, "team-a", "/v2/"); got != http.StatusUnauthorized {
 		t.Fatalf("after a refused reload the old upstream must serve: %d", got)

@@ -152,6 +152,10 @@ func isWrite(method string) bool {
 // probe storm never becomes a Nexus storm. With several nodes (HA) it is
 // ready when any node answers: failover serves from that one.
 type Readiness struct {
+	// Table, when set, answers from the node set's health table instead
+	// of probing (writable: some node must take writes).
+	Table func(writable bool) (bool, string)
+
 	URLs    []string      // e.g. http://127.0.0.1:8081/nexus/service/rest/v1/status
 	Timeout time.Duration // per check; default 2s
 	TTL     time.Duration // cache; default 3s
@@ -237,7 +241,16 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 			_, _ = w.Write([]byte("ok\n"))
 			return
 		}
-		if ok, _ := ready.Check(r.Context()); !ok {
+		var ok bool
+		var why string
+		if ready.Table != nil {
+			if ok, why = ready.Table(r.URL.Query().Has("writable")); !ok && ready.Logger != nil {
+				ready.Logger.Warn("not ready", "reason", why)
+			}
+		} else {
+			ok, why = ready.Check(r.Context())
+		}
+		if !ok {
 			// Generic on purpose: the reason (addresses, errors) is logged.
 			http.Error(w, "not ready: Nexus is not answering", http.StatusServiceUnavailable)
 			return

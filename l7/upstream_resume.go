@@ -1,0 +1,176 @@
+package l7
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// resumeBody continues a blob download from another node when the node
+// serving it breaks mid-stream: it asks for the rest with Range shifted
+// onto the client's own range and accepts only a 206 whose Content-Range
+// starts where the break was and has the same total length, so the client
+// gets one intact response.
+type resumeBody struct {
+	f     failover
+	r     *http.Request // the request as sent (any node's Host is replaced)
+	key   string        // rendezvous key
+	node  *upstream.Node
+	cur   io.ReadCloser
+	start int64 // offset of the response's first byte in the blob
+	end   int64 // offset of its last byte
+	total int64
+	got   int64 // bytes passed on
+	tries int
+	broke map[*upstream.Node]bool // nodes that failed this response
+	end1  func()                  // ends the resumed node's in-flight count
+}
+
+// resumable wraps resp's body when it is a whole or single-range blob
+// answer whose extent is known.
+func (f failover) resumable(r *http.Request, n *upstream.Node, key string, resp *http.Response) {
+	b := &resumeBody{f: f, r: r, key: key, node: n, cur: resp.Body}
+	switch {
+	case resp.StatusCode == http.StatusOK && r.Header.Get("Range") == "" && resp.ContentLength > 0:
+		b.start, b.end, b.total = 0, resp.ContentLength-1, resp.ContentLength
+	case resp.StatusCode == http.StatusPartialContent:
+		s, e, t, ok := contentRange(resp.Header.Get("Content-Range"))
+		if !ok || resp.ContentLength >= 0 && resp.ContentLength != e-s+1 {
+			return
+		}
+		b.start, b.end, b.total = s, e, t
+	default:
+		return
+	}
+	resp.Body = b
+}
+
+// contentRange parses "bytes S-E/T".
+func contentRange(v string) (s, e, t int64, ok bool) {
+	rest, found := strings.CutPrefix(v, "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	se, ts, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	ss, es, found := strings.Cut(se, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	var err1, err2, err3 error
+	s, err1 = strconv.ParseInt(ss, 10, 64)
+	e, err2 = strconv.ParseInt(es, 10, 64)
+	t, err3 = strconv.ParseInt(ts, 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || s < 0 || e < s || t <= e {
+		return 0, 0, 0, false
+	}
+	return s, e, t, true
+}
+
+func (b *resumeBody) Read(p []byte) (int, error) {
+	for {
+		n, err := b.cur.Read(p)
+		b.got += int64(n)
+		if err == nil || n > 0 && err == io.EOF && b.start+b.got > b.end {
+			return n, err
+		}
+		if err == io.EOF && b.start+b.got > b.end {
+			return n, io.EOF
+		}
+		if b.r.Context().Err() != nil {
+			return n, err
+		}
+		// Broken (or short) before the end: continue elsewhere.
+		b.f.up.set.ReportResult(b.node, false, "blob body broke: "+errString(err))
+		if rerr := b.resume(); rerr != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == io.EOF {
+		return "short body"
+	}
+	return err.Error()
+}
+
+var errNoResume = errors.New("no node could resume the download")
+
+func (b *resumeBody) resume() error {
+	set := b.f.up.set
+	from := b.start + b.got
+	for b.tries < 2*len(set.Nodes()) {
+		cands, err := set.Pick(upstream.ReadDigest, b.key)
+		if err != nil {
+			return err
+		}
+		if b.broke == nil {
+			b.broke = map[*upstream.Node]bool{}
+		}
+		b.broke[b.node] = true
+		var n *upstream.Node
+		for _, c := range cands {
+			if !b.broke[c] {
+				n = c
+				break
+			}
+		}
+		if n == nil {
+			return errNoResume
+		}
+		b.tries++
+		q := b.r.Clone(b.r.Context())
+		q.URL.Scheme, q.URL.Host = n.Scheme, n.Host
+		q.Body, q.GetBody, q.ContentLength = nil, nil, 0
+		q.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, b.end))
+		q.Header.Del("If-Range")
+		end := n.Begin()
+		resp, err := b.f.next.RoundTrip(q)
+		if err != nil {
+			end()
+			set.ReportResult(n, false, err.Error())
+			b.node = n
+			continue
+		}
+		s, e, t, ok := contentRange(resp.Header.Get("Content-Range"))
+		if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
+			resp.Body.Close()
+			end()
+			b.node = n
+			continue
+		}
+		b.cur.Close()
+		if b.end1 != nil {
+			b.end1()
+		}
+		b.cur, b.node, b.end1 = resp.Body, n, end
+		// What follows is counted from the new response's first byte.
+		b.start, b.got = from, 0
+		set.Resumed()
+		return nil
+	}
+	return errNoResume
+}
+
+func (b *resumeBody) Close() error {
+	err := b.cur.Close()
+	if b.end1 != nil {
+		b.end1()
+		b.end1 = nil
+	}
+	return err
+}

@@ -1,0 +1,439 @@
+package l7
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// maxReplayBody is the largest manifest PUT body kept to send again on
+// another node (manifests are small: Docker caps them at 4 MiB).
+const maxReplayBody = 4 << 20
+
+// askTimeout bounds asking the nodes whether they know an upload session.
+const askTimeout = 2 * time.Second
+
+// refusal is an answer nexmux gives itself instead of Nexus's
+// (upstreamError writes it). close ends the connection so an unread body
+// (a 1 GiB PATCH) is never read.
+type refusal struct {
+	status     int
+	code, msg  string
+	retryAfter string
+	close      bool
+}
+
+func (r *refusal) Error() string { return r.msg }
+
+var errNodeDown = errors.New("upstream node found down while waiting for its answer")
+
+// failover sends each request to the node the health table picks and moves
+// it to the next one when that is safe: before the response started, for
+// bodiless requests, requests none of whose body was sent, and buffered
+// manifest PUTs. 4xx answers never move.
+type failover struct {
+	up   *Upstreams
+	next http.RoundTripper
+}
+
+// request classes
+const (
+	classRead = iota
+	classDigest
+	classWrite
+	classUpload // a follow-up on an open upload session
+)
+
+func classify(method, sub string) (class int, digest, uuid string) {
+	if i := strings.LastIndex(sub, "/blobs/uploads/"); i >= 0 {
+		uuid = sub[i+len("/blobs/uploads/"):]
+		if uuid != "" && !strings.Contains(uuid, "/") {
+			return classUpload, "", uuid
+		}
+		if method == http.MethodPost {
+			return classWrite, "", ""
+		}
+	}
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return classWrite, "", ""
+	case http.MethodGet, http.MethodHead:
+		for _, seg := range []string{"/blobs/", "/manifests/"} {
+			if i := strings.LastIndex(sub, seg); i >= 0 {
+				ref := sub[i+len(seg):]
+				if strings.Contains(ref, ":") && !strings.Contains(ref, "/") {
+					return classDigest, ref, ""
+				}
+			}
+		}
+	}
+	return classRead, "", ""
+}
+
+func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
+	st, _ := r.Context().Value(stateKey{}).(*reqState)
+	set := f.up.set
+	sub, repo := r.URL.Path, ""
+	if st != nil {
+		sub, repo = st.sub, st.repo
+	}
+	rest, tag := upstream.SplitTag(r.URL.RawQuery)
+	r.URL.RawQuery = rest
+	class, digest, uuid := classify(r.Method, sub)
+
+	var cands []*upstream.Node
+	var err error
+	switch class {
+	case classUpload:
+		cands, err = f.uploadNode(r, tag, uuid)
+	case classDigest:
+		cands, err = set.Pick(upstream.ReadDigest, repo+"@"+digest)
+	case classWrite:
+		cands, err = set.Pick(upstream.Write, "")
+	default:
+		cands, err = set.Pick(upstream.Read, "")
+	}
+	if err != nil {
+		closeBody(r)
+		return nil, refusalFor(err)
+	}
+
+	body := r.Body != nil && r.Body != http.NoBody
+	var tb *trackedBody
+	var replay []byte
+	if body {
+		if r.Method == http.MethodPut && strings.Contains(sub, "/manifests/") && r.ContentLength >= 0 && r.ContentLength <= maxReplayBody {
+			replay, err = io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
+			if err != nil {
+				return nil, errors.Join(ErrClientBody, err)
+			}
+			if len(replay) > maxReplayBody {
+				body = true
+				tb = &trackedBody{r: io.MultiReader(bytes.NewReader(replay), r.Body), c: r.Body}
+				tb.n.Store(1) // already taken from the client: not replayable
+				replay = nil
+			}
+		} else {
+			tb = &trackedBody{r: r.Body, c: r.Body}
+		}
+	}
+	kind := "read"
+	if body || class == classWrite {
+		kind = "write"
+	}
+	var lastErr error
+	for i, n := range cands {
+		last := i == len(cands)-1
+		release, ok := f.up.acquire(r.Context(), n.Host)
+		if !ok {
+			if r.Context().Err() != nil {
+				return nil, r.Context().Err()
+			}
+			if !last && (tb == nil || tb.n.Load() == 0) {
+				set.Failover(kind, "busy")
+				continue
+			}
+			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body,
+				msg: "nexmux: every connection to Nexus is busy; retry shortly"}
+		}
+		out := r.Clone(r.Context())
+		out.URL.Scheme, out.URL.Host = n.Scheme, n.Host
+		switch {
+		case replay != nil:
+			out.Body = io.NopCloser(bytes.NewReader(replay))
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(replay)), nil }
+		case tb != nil:
+			tb.closed.Store(false)
+			if last {
+				tb.final()
+			}
+			out.Body = tb
+		}
+		ctx, cancel := context.WithCancelCause(r.Context())
+		stopWatch := func() bool { return false }
+		if alive := n.Alive(); alive.Err() == nil {
+			// Already down means fail open: nothing to watch for.
+			stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+		}
+		out = out.WithContext(ctx)
+		end := n.Begin()
+		t0 := time.Now()
+		resp, err := f.next.RoundTrip(out)
+		stopWatch()
+		done := func() { end(); release(); cancel(nil) }
+		bodySent := tb != nil && tb.n.Load() > 0
+		canMove := !last && (tb == nil || !bodySent && !tb.failed.Load())
+		if err != nil {
+			done()
+			switch {
+			case r.Context().Err() != nil:
+				return nil, err
+			case tb != nil && tb.failed.Load() || errors.Is(err, ErrClientBody):
+				return nil, errors.Join(ErrClientBody, err)
+			case refused(err):
+				set.ReportConnectFailure(n, err)
+				// Nothing reached the node: even a body request may move.
+				canMove = !last && (tb == nil || !bodySent)
+				lastErr = err
+				if canMove {
+					set.Failover(kind, "connect")
+					continue
+				}
+			case errors.Is(context.Cause(ctx), errNodeDown):
+				lastErr = errors.Join(errNodeDown, err)
+				if canMove {
+					set.Failover(kind, "down")
+					continue
+				}
+			default:
+				set.ReportResult(n, false, err.Error())
+				lastErr = err
+				if canMove {
+					set.Failover(kind, "reset")
+					continue
+				}
+			}
+			if tb != nil {
+				tb.final()
+			}
+			return nil, lastErr
+		}
+		n.ObserveLatency(time.Since(t0))
+		switch resp.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			set.ReportResult(n, false, "status "+resp.Status)
+			if canMove {
+				resp.Body.Close()
+				done()
+				set.Failover(kind, "status")
+				continue
+			}
+		default:
+			set.ReportResult(n, true, "")
+		}
+		if tb != nil {
+			tb.final()
+		}
+		if class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/") {
+			f.resumable(out, n, repo+"@"+digest, resp)
+		}
+		resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
+		return resp, nil
+	}
+	if lastErr == nil {
+		lastErr = upstream.ErrAllDown
+	}
+	return nil, lastErr
+}
+
+func closeBody(r *http.Request) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+}
+
+func refusalFor(err error) *refusal {
+	var rf *refusal
+	if errors.As(err, &rf) {
+		return rf
+	}
+	switch {
+	case errors.Is(err, upstream.ErrNoneWritable):
+		return &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "10", close: true,
+			msg: "nexmux: Nexus accepts no writes right now (read-only or maintenance); reads still work; retry later"}
+	default:
+		return &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "5", close: true,
+			msg: "nexmux: no Nexus node is reachable right now; retry later"}
+	}
+}
+
+// uploadNode finds the node that holds an upload session: the tagged node,
+// else whichever node says it knows the session.
+func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Node, error) {
+	set := f.up.set
+	n, err := set.Untag(tag, uuid)
+	switch {
+	case err == nil && set.Tagged(n):
+		set.Affinity("hit")
+		return []*upstream.Node{n}, nil
+	case errors.Is(err, upstream.ErrTagTampered):
+		set.Affinity("tampered")
+	case errors.Is(err, upstream.ErrTagAbsent):
+		set.Affinity("absent")
+	}
+	if nodes := set.Nodes(); len(nodes) == 1 {
+		// One node: it holds every session.
+		return nodes, nil
+	}
+	if n := f.ask(r, set.Askable()); n != nil {
+		set.Affinity("asked")
+		return []*upstream.Node{n}, nil
+	}
+	set.Affinity("unknown")
+	return nil, &refusal{status: http.StatusNotFound, code: "BLOB_UPLOAD_UNKNOWN", close: true,
+		msg: "nexmux: no Nexus node knows this upload session (its node is gone); start the upload again"}
+}
+
+// ask sends a bodiless GET of the upload session to every node at once and
+// returns one that knows it (2xx).
+func (f failover) ask(r *http.Request, nodes []*upstream.Node) *upstream.Node {
+	if len(nodes) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), askTimeout)
+	defer cancel()
+	found := make(chan *upstream.Node, len(nodes))
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q, err := http.NewRequestWithContext(ctx, http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
+			if err != nil {
+				return
+			}
+			q.Host = r.Host
+			for _, h := range []string{"Authorization", "X-Forwarded-Proto", "X-Forwarded-For", "User-Agent"} {
+				if v := r.Header.Values(h); v != nil {
+					q.Header[h] = v
+				}
+			}
+			resp, err := f.next.RoundTrip(q)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				found <- n
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case n := <-found:
+		return n
+	default:
+		return nil
+	}
+}
+
+// trackedBody is the client's body as sent to one node after another: it
+// counts what was read, remembers a read failure (the client's fault), and
+// ignores Close, so a failed attempt leaves it for the next node.
+type trackedBody struct {
+	r      io.Reader
+	c      io.Closer // the client's body
+	n      atomic.Int64
+	failed atomic.Bool
+	// Close reaches the client's body (ending its read-ahead) once the
+	// body can no longer move to another node: pass is set then, closed
+	// when the transport let go of it.
+	pass, closed atomic.Bool
+	once         sync.Once
+}
+
+func (t *trackedBody) Read(b []byte) (int, error) {
+	n, err := t.r.Read(b)
+	t.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		t.failed.Store(true)
+		err = errors.Join(ErrClientBody, err)
+	}
+	return n, err
+}
+
+func (t *trackedBody) Close() error {
+	t.closed.Store(true)
+	if t.pass.Load() {
+		t.once.Do(func() { t.c.Close() })
+	}
+	return nil
+}
+
+// final lets Close through: this attempt is the body's last.
+func (t *trackedBody) final() {
+	t.pass.Store(true)
+	if t.closed.Load() {
+		t.once.Do(func() { t.c.Close() })
+	}
+}
+
+// doneBody runs done once when the response body is finished with.
+type doneBody struct {
+	io.ReadCloser
+	done func()
+	once sync.Once
+}
+
+func (d *doneBody) Close() error {
+	err := d.ReadCloser.Close()
+	d.once.Do(d.done)
+	return err
+}
+
+// tagUpload adds the affinity tag of the node that answered to an upload
+// Location, so the client's follow-ups come back to that node.
+func (p *Proxy) tagUpload(resp *http.Response) {
+	loc := resp.Header.Get("Location")
+	i := strings.Index(loc, "/blobs/uploads/")
+	if i < 0 {
+		return
+	}
+	uuid := loc[i+len("/blobs/uploads/"):]
+	if j := strings.IndexAny(uuid, "?#"); j >= 0 {
+		uuid = uuid[:j]
+	}
+	if uuid == "" || strings.Contains(uuid, "/") {
+		return
+	}
+	n := p.up.set.ByHost(resp.Request.URL.Host)
+	if n == nil {
+		return
+	}
+	resp.Header.Set("Location", upstream.AddTag(loc, p.up.set.Tag(n, uuid)))
+}
+
+// WriteTo keeps the client body's own WriteTo (batched copies) in use.
+func (t *trackedBody) WriteTo(w io.Writer) (int64, error) {
+	wt, ok := t.r.(io.WriterTo)
+	if !ok {
+		return io.Copy(w, readOnlyTracked{t})
+	}
+	cw := &trackWriter{w: w, t: t}
+	n, err := wt.WriteTo(cw)
+	if err != nil && cw.err == nil {
+		// Not the write to Nexus: reading the client failed.
+		t.failed.Store(true)
+		err = errors.Join(ErrClientBody, err)
+	}
+	return n, err
+}
+
+type readOnlyTracked struct{ t *trackedBody }
+
+func (r readOnlyTracked) Read(b []byte) (int, error) { return r.t.Read(b) }
+
+type trackWriter struct {
+	w   io.Writer
+	t   *trackedBody
+	err error
+}
+
+func (c *trackWriter) Write(b []byte) (int, error) {
+	c.t.n.Add(int64(len(b)))
+	n, err := c.w.Write(b)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
+}

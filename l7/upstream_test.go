@@ -1,0 +1,208 @@
+package l7
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/upstream"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// haNode is a Nexus stand-in whose handler the test sets.
+type haNode struct {
+	addr string
+	h    atomic.Pointer[http.HandlerFunc]
+	hits atomic.Int64
+}
+
+func startNode(t *testing.T, h http.HandlerFunc) *haNode {
+	t.Helper()
+	n := &haNode{}
+	n.h.Store(&h)
+	ln := testnet.Listen(t)
+	n.addr = ln.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/repository/") {
+			n.hits.Add(1)
+		}
+		(*n.h.Load())(w, r)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return n
+}
+
+// haProxy serves a Proxy over loopback in front of nodes, with probes
+// every 50ms.
+func haProxy(t *testing.T, log io.Writer, maxConns int, nodes ...*haNode) (string, *Upstreams) {
+	t.Helper()
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, "http://"+n.addr)
+	}
+	spec, err := upstream.ParseSpec(urls, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(log, nil))
+	up := NewUpstreams(spec, upstream.NewSet(spec, logger), UpstreamOptions{MaxConns: maxConns})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	up.Set().Start(ctx, 50*time.Millisecond)
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	p, err := New(Config{Upstreams: up, Transport: tr, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := testnet.Listen(t)
+	srv := &http.Server{Handler: p, ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+		return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com"})
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), up
+}
+
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func send(t *testing.T, addr, method, path string, body io.Reader) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+addr+path, body)
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// Every node fails its status probe but answers HTTP on /repository/:
+// traffic goes there anyway, with a "fail open" log line.
+func TestFailOpen(t *testing.T) {
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.Write([]byte("ok"))
+	}
+	a, b := startNode(t, h), startNode(t, h)
+	logs := &syncBuf{}
+	addr, up := haProxy(t, logs, 0, a, b)
+	waitUntil(t, "nodes down", func() bool { ok, _ := up.Set().Readable(false); return !ok })
+	resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil)
+	if resp.StatusCode != http.StatusOK || body != "ok" {
+		t.Fatalf("%s %q\n%s", resp.Status, body, logs)
+	}
+	if !strings.Contains(logs.String(), "fail open") {
+		t.Fatalf("no fail open line:\n%s", logs)
+	}
+}
+
+// A manifest PUT is buffered and sent again to the next writable node when
+// the first answers 503; a blob PATCH whose body was sent never moves.
+func TestManifestPutReplayed(t *testing.T) {
+	var got atomic.Pointer[string]
+	status := func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
+			return true
+		}
+		return false
+	}
+	bad := func(w http.ResponseWriter, r *http.Request) {
+		if status(w, r) {
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	good := func(w http.ResponseWriter, r *http.Request) {
+		if status(w, r) {
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		s := string(b)
+		got.Store(&s)
+		w.WriteHeader(http.StatusCreated)
+	}
+	a, b := startNode(t, bad), startNode(t, good)
+	addr, _ := haProxy(t, io.Discard, 0, a, b)
+	manifest := `{"schemaVersion":2}`
+	for i := 0; i < 50 && a.hits.Load() == 0; i++ {
+		resp, body := send(t, addr, http.MethodPut, "/v2/app/manifests/1", strings.NewReader(manifest))
+		if resp.StatusCode != http.StatusCreated || *got.Load() != manifest {
+			t.Fatalf("PUT: %s %s", resp.Status, body)
+		}
+	}
+	if a.hits.Load() == 0 {
+		t.Fatal("the failing node was never tried")
+	}
+}
+
+// --upstream-max-conns: beyond the bound a request waits briefly, then gets
+// a JSON 503 with Retry-After.
+func TestUpstreamPoolOverflow(t *testing.T) {
+	release := make(chan struct{})
+	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/repository/") {
+			<-release
+		}
+	})
+	addr, _ := haProxy(t, io.Discard, 1, n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil)
+	}()
+	waitUntil(t, "the first request at the node", func() bool { return n.hits.Load() == 1 })
+	resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/2", nil)
+	close(release)
+	<-done
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "UNAVAILABLE") {
+		t.Fatalf("overflow: %s %q %s", resp.Status, resp.Header.Get("Retry-After"), body)
+	}
+	if n.hits.Load() != 1 {
+		t.Fatalf("%d requests reached the node", n.hits.Load())
+	}
+}

@@ -1,0 +1,231 @@
+// Package upstream is the set of Nexus nodes nexmux sends requests to: node
+// identity, the health table (active probes and passive ejection), node
+// selection for reads and writes, and the upload affinity tag. It knows
+// nothing of HTTP proxying; l7 asks it where a request goes and reports back
+// how that went.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// State is a node's health as the probes see it.
+type State int
+
+const (
+	// Down: the node serves nothing (refused, timed out, status not 200).
+	Down State = iota
+	// ReadOnly: status 200, status/writable 503 (frozen, maintenance).
+	ReadOnly
+	// Writable: serves reads and writes.
+	Writable
+)
+
+func (s State) String() string {
+	switch s {
+	case ReadOnly:
+		return "read-only"
+	case Writable:
+		return "writable"
+	}
+	return "down"
+}
+
+// States lists every state, for metrics.
+var States = []State{Down, ReadOnly, Writable}
+
+// Passive ejection figures (README "HA"): ejectAfter failures in a row
+// eject a node for ejectBase; a node ejected again within ejectMemory of
+// coming back stays out twice as long as the time before, up to ejectMax.
+const (
+	ejectAfter  = 5
+	ejectBase   = 10 * time.Second
+	ejectMax    = 160 * time.Second
+	ejectMemory = 60 * time.Second
+)
+
+// Node is one Nexus node.
+type Node struct {
+	// ID is the normalised base URL ("http://nexus-0.nexus:8081/nexus"):
+	// replicas that list the same nodes in any order agree on it.
+	ID string
+	// Scheme and Host (host:port, the metrics label) address the node.
+	Scheme, Host string
+
+	inFlight atomic.Int64
+	latency  atomic.Int64 // moving average of time to headers, ns
+
+	mu        sync.Mutex
+	state     State
+	since     time.Time
+	lastErr   string
+	pending   State // state the last probe saw, not yet confirmed
+	pendingN  int   // agreeing probes seen for pending
+	reachable bool  // the last probe got an HTTP answer (fail open)
+	joined    bool  // passed its probes at least once (nodes added by reload)
+	draining  bool
+
+	fails        int       // passive failures in a row
+	ejectedUntil time.Time // passive ejection
+	ejectFor     time.Duration
+	backAt       time.Time // when the last ejection ended
+
+	// alive is cancelled when the node goes down, so requests still
+	// waiting for its headers move on at once.
+	alive  context.Context
+	cancel context.CancelFunc
+}
+
+// Normalise returns the node id of a base URL, its scheme, host:port and
+// context path.
+func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
+	p, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return "", "", "", "", err
+	}
+	scheme = strings.ToLower(p.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return "", "", "", "", fmt.Errorf("scheme must be http or https")
+	}
+	if p.Hostname() == "" {
+		return "", "", "", "", fmt.Errorf("no host")
+	}
+	if p.RawQuery != "" || p.Fragment != "" || p.User != nil || p.Opaque != "" || p.ForceQuery {
+		return "", "", "", "", fmt.Errorf("no query, fragment or credentials allowed")
+	}
+	if why := badContextPath(p); why != "" {
+		return "", "", "", "", errors.New(why)
+	}
+	h, port := strings.ToLower(strings.TrimSuffix(p.Hostname(), ".")), p.Port()
+	if port == "" {
+		port = "80"
+		if scheme == "https" {
+			port = "443"
+		}
+	}
+	host = net.JoinHostPort(h, port)
+	ctxPath = strings.TrimRight(p.EscapedPath(), "/")
+	return scheme + "://" + host + ctxPath, scheme, host, ctxPath, nil
+}
+
+func newNode(id, scheme, host string, joined bool) *Node {
+	n := &Node{ID: id, Scheme: scheme, Host: host, since: time.Now(), joined: joined}
+	// The nodes of the first configuration start writable: traffic flows
+	// before the first probe answers, and a refused connection or the
+	// probes correct it. Nodes added by reload join after their probes.
+	if joined {
+		n.state, n.pending = Writable, Writable
+	}
+	n.reachable = true
+	n.alive, n.cancel = context.WithCancel(context.Background())
+	return n
+}
+
+// Alive is cancelled when the node is found down.
+func (n *Node) Alive() context.Context {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.alive
+}
+
+// State returns the node's probed state.
+func (n *Node) State() State {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state
+}
+
+// setState changes the state; the caller holds n.mu.
+func (n *Node) setState(s State, now time.Time) bool {
+	if n.state == s {
+		return false
+	}
+	n.state, n.since = s, now
+	if s == Down {
+		n.cancel()
+	} else if n.alive.Err() != nil {
+		n.alive, n.cancel = context.WithCancel(context.Background())
+	}
+	return true
+}
+
+// usable reports whether new requests may go to the node for reads
+// (write: only writable nodes); the caller holds n.mu.
+func (n *Node) usable(now time.Time, write bool) bool {
+	if !n.joined || n.draining || now.Before(n.ejectedUntil) {
+		return false
+	}
+	if write {
+		return n.state == Writable
+	}
+	return n.state != Down
+}
+
+// InFlight is the number of requests the node is serving.
+func (n *Node) InFlight() int64 { return n.inFlight.Load() }
+
+// Begin counts a request sent to the node; the returned func ends it.
+func (n *Node) Begin() func() {
+	n.inFlight.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { n.inFlight.Add(-1) }) }
+}
+
+// ObserveLatency feeds the time to the response headers into the node's
+// moving average (1/8 weight for the newest sample).
+func (n *Node) ObserveLatency(d time.Duration) {
+	for {
+		old := n.latency.Load()
+		nw := int64(d)
+		if old != 0 {
+			nw = old + (int64(d)-old)/8
+		}
+		if n.latency.CompareAndSwap(old, nw) {
+			return
+		}
+	}
+}
+
+// cost orders nodes for least-loaded reads: requests in flight weighted by
+// how slow the node answers, so a slow node gets fewer of them.
+func (n *Node) cost() float64 {
+	lat := float64(n.latency.Load())
+	if lat < float64(time.Millisecond) {
+		lat = float64(time.Millisecond)
+	}
+	return float64(n.inFlight.Load()+1) * lat
+}
+
+// badContextPath refuses a context path Nexus and nexmux would read
+// differently: dot segments ("/nexus/../service" reaches the REST API),
+// encoded slashes or dots, and empty segments.
+func badContextPath(p *url.URL) string {
+	raw := strings.TrimRight(p.EscapedPath(), "/")
+	if raw == "" {
+		return ""
+	}
+	for _, seg := range strings.Split(strings.TrimPrefix(raw, "/"), "/") {
+		dec, err := url.PathUnescape(seg)
+		switch {
+		case err != nil:
+			return "context path: " + err.Error()
+		case dec == "." || dec == "..":
+			return "context path " + raw + " has a dot segment"
+		case dec == "":
+			return "context path " + raw + " has an empty segment"
+		case dec != seg && strings.ContainsAny(dec, "/.;\\"):
+			return "context path " + raw + " encodes a separator"
+		case strings.Contains(dec, ";"):
+			return "context path " + raw + " has a ';' parameter"
+		}
+	}
+	return ""
+}

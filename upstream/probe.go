@@ -1,0 +1,201 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Probe figures: the README's "HA" section quotes them.
+const (
+	// DefaultHealthInterval is --health-interval's default.
+	DefaultHealthInterval = 2 * time.Second
+	probeTimeout          = time.Second
+	// agree is how many probes in a row must see a new state.
+	agree = 2
+)
+
+type prober struct {
+	ctx      context.Context
+	s        *Set
+	interval time.Duration
+	client   *http.Client
+	kickc    chan struct{}
+
+	refreshMu sync.Mutex
+	refreshed time.Time
+}
+
+// Start probes every node every interval (jittered by ±20%) until ctx ends.
+// The first round runs at once.
+func (s *Set) Start(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = DefaultHealthInterval
+	}
+	p := &prober{ctx: ctx, s: s, interval: interval, kickc: make(chan struct{}, 1)}
+	p.client = &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: probeTimeout}).DialContext,
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     3 * interval,
+		},
+		// A status endpoint that redirects is not a healthy one.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	s.probeMu.Lock()
+	s.prober = p
+	s.probeMu.Unlock()
+	go p.run(ctx)
+}
+
+func (s *Set) currentProber() *prober {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	return s.prober
+}
+
+// kick runs a round now (a reload added nodes).
+func (p *prober) kick() {
+	select {
+	case p.kickc <- struct{}{}:
+	default:
+	}
+}
+
+func (p *prober) run(ctx context.Context) {
+	for {
+		// One node is probed on demand only (Readable, for /readyz): with
+		// no choice to make, probes would only add requests to Nexus.
+		if len(p.s.Nodes()) > 1 {
+			p.round(ctx)
+		}
+		d := time.Duration(float64(p.interval) * (0.8 + 0.4*rand.Float64()))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-p.kickc:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// round probes every node in parallel and waits for all of them (each is
+// bounded by probeTimeout).
+func (p *prober) round(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, n := range p.s.Nodes() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, reachable, connectErr, why := p.probe(ctx, n)
+			if ctx.Err() != nil {
+				return
+			}
+			p.s.observeProbe(n, st, reachable, connectErr, why)
+		}()
+	}
+	wg.Wait()
+}
+
+// probe asks status and status/writable at once.
+func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, connectErr bool, why string) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	base := n.Scheme + "://" + n.Host + p.s.ctxPath + "/service/rest/v1/status"
+	type res struct {
+		code int
+		err  error
+	}
+	var status, writable res
+	var wg sync.WaitGroup
+	get := func(u string, out *res) {
+		defer wg.Done()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			out.err = err
+			return
+		}
+		resp, err := p.client.Do(req)
+		if err != nil {
+			out.err = err
+			return
+		}
+		resp.Body.Close()
+		out.code = resp.StatusCode
+	}
+	wg.Add(2)
+	go get(base, &status)
+	go get(base+"/writable", &writable)
+	wg.Wait()
+	switch {
+	case status.err != nil:
+		return Down, false, isConnectErr(status.err), status.err.Error()
+	case status.code != http.StatusOK:
+		return Down, true, false, "status " + http.StatusText(status.code)
+	case writable.err == nil && writable.code == http.StatusOK:
+		return Writable, true, false, ""
+	default:
+		return ReadOnly, true, false, ""
+	}
+}
+
+// isConnectErr reports a refused connection or a connect timeout: the node
+// cannot be reached at all.
+func isConnectErr(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why string) {
+	t := now()
+	n.mu.Lock()
+	n.reachable = reachable
+	if why != "" {
+		n.lastErr = why
+	}
+	if st == n.pending {
+		n.pendingN++
+	} else {
+		n.pending, n.pendingN = st, 1
+	}
+	changed, joined := false, false
+	from := n.state
+	switch {
+	case connectErr:
+		changed = n.setState(Down, t)
+	case n.pendingN >= agree:
+		changed = n.setState(st, t)
+		if !n.joined && st != Down {
+			n.joined, joined = true, true
+		}
+	}
+	n.mu.Unlock()
+	if joined {
+		s.log.Info("upstream node joined after passing its probes", "node", n.Host, "state", st.String())
+	}
+	if changed {
+		s.log.Info("upstream node state", "node", n.Host, "from", from.String(), "to", st.String(), "why", why)
+	}
+}
+
+// refresh probes a lone node for /readyz, at most once per interval.
+func (p *prober) refresh() {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
+	if time.Since(p.refreshed) < p.interval {
+		return
+	}
+	// Two rounds: a state changes after two agreeing probes.
+	for range agree {
+		p.round(p.ctx)
+	}
+	p.refreshed = time.Now()
+}

@@ -1,0 +1,290 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Spec is a validated node list, as a configuration gives it.
+type Spec struct {
+	IDs     []string // node ids, in the order given
+	Scheme  string
+	CtxPath string
+	Drain   []string // ids of nodes to drain
+}
+
+// ParseSpec validates the --upstream and --drain-upstream URLs: every
+// node has the same scheme and context path, and every drained node is one
+// of them. All problems are returned at once.
+func ParseSpec(upstreams, drain []string) (*Spec, error) {
+	var errs []error
+	if len(upstreams) == 0 {
+		return nil, errors.New("upstream: at least one Nexus base URL is needed")
+	}
+	s := &Spec{}
+	seen := map[string]bool{}
+	for i, raw := range upstreams {
+		id, scheme, _, ctx, err := Normalise(raw)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("upstream %q: %v", raw, err))
+			continue
+		}
+		if i == 0 || s.Scheme == "" {
+			s.Scheme, s.CtxPath = scheme, ctx
+		} else if scheme != s.Scheme || ctx != s.CtxPath {
+			errs = append(errs, fmt.Errorf("upstream %q: every node must have the scheme and context path of %q", raw, upstreams[0]))
+			continue
+		}
+		if seen[id] {
+			errs = append(errs, fmt.Errorf("upstream %q: listed twice (as %s)", raw, id))
+			continue
+		}
+		seen[id] = true
+		s.IDs = append(s.IDs, id)
+	}
+	for _, raw := range drain {
+		id, _, _, _, err := Normalise(raw)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("drain-upstream %q: %v", raw, err))
+			continue
+		}
+		if !seen[id] {
+			errs = append(errs, fmt.Errorf("drain-upstream %q: not one of the --upstream nodes", raw))
+			continue
+		}
+		s.Drain = append(s.Drain, id)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Set is the live node set with its health table. Its methods are safe for
+// concurrent use; Update swaps the node list on reload.
+type Set struct {
+	scheme  string
+	ctxPath string
+	log     *slog.Logger
+
+	mu      sync.RWMutex
+	nodes   []*Node // sorted by id
+	removed []*Node // dropped by reload, finishing their requests
+	key     []byte  // affinity HMAC key
+	keyFile bool    // key from --affinity-secret-file
+
+	stats     Stats
+	failOpen  bool // logged once per episode
+	probeMu   sync.Mutex
+	prober    *prober
+	stopProbe func()
+}
+
+// NewSet builds the set of spec; the probes start with Start.
+func NewSet(spec *Spec, log *slog.Logger) *Set {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Set{scheme: spec.Scheme, ctxPath: spec.CtxPath, log: log}
+	s.stats.init()
+	for _, id := range spec.IDs {
+		_, scheme, host, _, _ := Normalise(id)
+		s.nodes = append(s.nodes, newNode(id, scheme, host, true))
+	}
+	sort.Slice(s.nodes, func(i, j int) bool { return s.nodes[i].ID < s.nodes[j].ID })
+	s.setDrain(spec.Drain)
+	s.key = derivedKey(s.nodes)
+	return s
+}
+
+// SetLogger sets where node state changes are logged.
+func (s *Set) SetLogger(log *slog.Logger) {
+	s.mu.Lock()
+	s.log = log
+	s.mu.Unlock()
+}
+
+// ContextPath is the Nexus context path ("" or e.g. "/nexus").
+func (s *Set) ContextPath() string { return s.ctxPath }
+
+// Nodes returns the current nodes, sorted by id.
+func (s *Set) Nodes() []*Node {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.nodes)
+}
+
+// ByHost finds a current or removed node by its host:port.
+func (s *Set) ByHost(host string) *Node {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, n := range s.nodes {
+		if n.Host == host {
+			return n
+		}
+	}
+	for _, n := range s.removed {
+		if n.Host == host {
+			return n
+		}
+	}
+	return nil
+}
+
+func (s *Set) setDrain(ids []string) {
+	for _, n := range s.nodes {
+		n.mu.Lock()
+		was := n.draining
+		n.draining = slices.Contains(ids, n.ID)
+		n.mu.Unlock()
+		if was != n.draining {
+			s.log.Info("upstream drain", "node", n.Host, "draining", n.draining)
+		}
+	}
+}
+
+// Update applies a reloaded node list: new nodes join once their probes
+// pass, removed nodes stop taking new requests and finish the ones they
+// have (they are drained, not cut), drained nodes take no new reads or
+// upload sessions.
+func (s *Set) Update(spec *Spec) error {
+	if spec.Scheme != s.scheme || spec.CtxPath != s.ctxPath {
+		return fmt.Errorf("upstream: a reload cannot change the scheme or context path (%s%s)", s.scheme, s.ctxPath)
+	}
+	s.mu.Lock()
+	old := map[string]*Node{}
+	for _, n := range s.nodes {
+		old[n.ID] = n
+	}
+	var nodes []*Node
+	for _, id := range spec.IDs {
+		if n := old[id]; n != nil {
+			nodes = append(nodes, n)
+			delete(old, id)
+			continue
+		}
+		if i := slices.IndexFunc(s.removed, func(n *Node) bool { return n.ID == id }); i >= 0 {
+			// Removed, then listed again: it joins again after its probes.
+			n := s.removed[i]
+			s.removed = slices.Delete(s.removed, i, i+1)
+			n.mu.Lock()
+			n.joined, n.pendingN = false, 0
+			n.mu.Unlock()
+			nodes = append(nodes, n)
+			continue
+		}
+		_, scheme, host, _, _ := Normalise(id)
+		nodes = append(nodes, newNode(id, scheme, host, false))
+		s.log.Info("upstream node added; joins after its probes pass", "node", host)
+	}
+	for _, n := range old {
+		n.mu.Lock()
+		n.draining = true
+		n.mu.Unlock()
+		s.log.Info("upstream node removed; draining it", "node", n.Host)
+		s.removed = append(s.removed, n)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	s.nodes = nodes
+	if !s.keyFile {
+		s.key = derivedKey(nodes)
+	}
+	s.setDrain(spec.Drain)
+	s.mu.Unlock()
+	if p := s.currentProber(); p != nil {
+		p.kick()
+	}
+	return nil
+}
+
+// now is a seam for tests of the ejection backoff.
+var now = time.Now
+
+// ReportConnectFailure marks a node down at once: a refused connection or
+// a connect timeout on real traffic.
+func (s *Set) ReportConnectFailure(n *Node, err error) {
+	n.mu.Lock()
+	changed := n.setState(Down, now())
+	n.pending, n.pendingN = Down, 0
+	n.reachable = false
+	n.lastErr = err.Error()
+	n.mu.Unlock()
+	if changed {
+		s.log.Warn("upstream node down", "node", n.Host, "err", err.Error())
+	}
+}
+
+// ReportResult feeds the passive health check with the outcome of a
+// request under /repository/: ok false for a transport error or a
+// 502/503/504. Failures that were the client's fault are not reported.
+func (s *Set) ReportResult(n *Node, ok bool, why string) {
+	t := now()
+	n.mu.Lock()
+	if ok {
+		n.fails = 0
+		n.mu.Unlock()
+		return
+	}
+	n.fails++
+	n.lastErr = why
+	if n.fails < ejectAfter || t.Before(n.ejectedUntil) {
+		n.mu.Unlock()
+		return
+	}
+	n.fails = 0
+	switch {
+	case n.ejectFor == 0 || !n.backAt.IsZero() && t.Sub(n.backAt) > ejectMemory:
+		n.ejectFor = ejectBase
+	default:
+		n.ejectFor = min(2*n.ejectFor, ejectMax)
+	}
+	n.ejectedUntil = t.Add(n.ejectFor)
+	n.backAt = n.ejectedUntil
+	d := n.ejectFor
+	n.mu.Unlock()
+	s.log.Warn("upstream node ejected", "node", n.Host, "for", d, "err", why)
+}
+
+// Readable reports whether at least one node serves reads (writable: at
+// least one serves writes), for /readyz.
+func (s *Set) Readable(write bool) (bool, string) {
+	if p := s.currentProber(); p != nil && len(s.Nodes()) == 1 {
+		p.refresh()
+	}
+	t := now()
+	var why []string
+	for _, n := range s.Nodes() {
+		n.mu.Lock()
+		ok := n.usable(t, write)
+		st, e := n.state, n.lastErr
+		n.mu.Unlock()
+		if ok {
+			return true, ""
+		}
+		why = append(why, n.Host+": "+st.String()+" "+e)
+	}
+	return false, strings.Join(why, "; ")
+}
+
+// rendezvous scores node id for key: the highest score wins.
+func rendezvous(id, key string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	x := h.Sum64()
+	// fnv's low bits mix poorly for similar keys: finish with splitmix64.
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}

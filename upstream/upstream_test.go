@@ -1,0 +1,230 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func mustSet(t *testing.T, urls ...string) *Set {
+	t.Helper()
+	spec, err := ParseSpec(urls, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewSet(spec, quiet())
+}
+
+// Replicas listing the same nodes in any order, spelled differently, agree
+// on ids, the derived key and so on every tag.
+func TestNodeIdentityIsOrderFree(t *testing.T) {
+	a := mustSet(t, "http://Nexus-0.nexus:8081/nexus/", "http://nexus-1.nexus:8081/nexus")
+	b := mustSet(t, "http://nexus-1.nexus:8081/nexus", "HTTP://nexus-0.nexus.:8081/nexus")
+	for i := range a.Nodes() {
+		if a.Nodes()[i].ID != b.Nodes()[i].ID {
+			t.Fatalf("ids differ: %s vs %s", a.Nodes()[i].ID, b.Nodes()[i].ID)
+		}
+	}
+	n := a.Nodes()[1]
+	tag := a.Tag(n, "uuid-1")
+	got, err := b.Untag(tag, "uuid-1")
+	if err != nil || got.ID != n.ID {
+		t.Fatalf("replica b read %v %v", got, err)
+	}
+	if strings.Contains(tag, "nexus") {
+		t.Fatalf("tag %q names a host", tag)
+	}
+	if _, err := ParseSpec([]string{"http://a:1/x", "https://b:1/x"}, []string{"http://c:1/x"}); err == nil || !strings.Contains(err.Error(), "scheme") || !strings.Contains(err.Error(), "drain-upstream") {
+		t.Fatalf("want both problems listed, got %v", err)
+	}
+	if _, err := ParseSpec([]string{"http://a:80", "http://a"}, nil); err == nil {
+		t.Fatal("a node listed twice was accepted")
+	}
+}
+
+func TestTagTamperedAbsentAndBoundToUpload(t *testing.T) {
+	s := mustSet(t, "http://a:1", "http://b:1")
+	n := s.Nodes()[0]
+	tag := s.Tag(n, "u1")
+	if _, err := s.Untag(tag, "u2"); !errors.Is(err, ErrTagTampered) {
+		t.Fatalf("tag moved to another upload: %v", err)
+	}
+	bad := []byte(tag)
+	bad[len(bad)-1] ^= 1
+	if bad[len(bad)-1] == tag[len(tag)-1] {
+		t.Fatal("no change")
+	}
+	if _, err := s.Untag(string(bad), "u1"); !errors.Is(err, ErrTagTampered) {
+		t.Fatalf("flipped tag: %v", err)
+	}
+	if _, err := s.Untag("", "u1"); !errors.Is(err, ErrTagAbsent) {
+		t.Fatalf("empty tag: %v", err)
+	}
+	// A secret shared by the replicas: the derived key no longer verifies.
+	other := mustSet(t, "http://a:1", "http://b:1")
+	other.SetSecret([]byte("0123456789abcdef0123"))
+	if _, err := other.Untag(tag, "u1"); !errors.Is(err, ErrTagTampered) {
+		t.Fatalf("tag under another key: %v", err)
+	}
+	// A tag for a node the set does not have counts as absent.
+	third := mustSet(t, "http://c:1", "http://a:1", "http://b:1")
+	third.SetSecret([]byte("0123456789abcdef0123"))
+	other2 := mustSet(t, "http://a:1", "http://b:1")
+	other2.SetSecret([]byte("0123456789abcdef0123"))
+	c := third.Nodes()[2]
+	if c.Host != "c:1" {
+		t.Fatalf("order %v", c.Host)
+	}
+	if _, err := other2.Untag(third.Tag(c, "u1"), "u1"); !errors.Is(err, ErrTagAbsent) {
+		t.Fatalf("unknown node: %v", err)
+	}
+}
+
+func TestSplitTagKeepsTheRestByteForByte(t *testing.T) {
+	for _, tc := range []struct{ in, rest, tag string }{
+		{"", "", ""},
+		{"_nexmux=T", "", "T"},
+		{"_state=a%2Fb&_nexmux=T&digest=sha256%3Aab", "_state=a%2Fb&digest=sha256%3Aab", "T"},
+		{"digest=sha256:ab&_nexmux=T", "digest=sha256:ab", "T"},
+		{"a=1;b=2&&x", "a=1;b=2&&x", ""},
+		{"x_nexmux=1", "x_nexmux=1", ""},
+	} {
+		rest, tag := SplitTag(tc.in)
+		if rest != tc.rest || tag != tc.tag {
+			t.Errorf("SplitTag(%q) = %q, %q; want %q, %q", tc.in, rest, tag, tc.rest, tc.tag)
+		}
+	}
+	if got := AddTag("/v2/a/blobs/uploads/u?_state=x", "T"); got != "/v2/a/blobs/uploads/u?_state=x&_nexmux=T" {
+		t.Fatal(got)
+	}
+	if got := AddTag("https://h/v2/a/blobs/uploads/u", "T"); got != "https://h/v2/a/blobs/uploads/u?_nexmux=T" {
+		t.Fatal(got)
+	}
+}
+
+// The README's ejection figures.
+func TestPassiveEjectionBackoff(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	now = func() time.Time { return clock }
+	defer func() { now = time.Now }()
+	s := mustSet(t, "http://a:1", "http://b:1")
+	a := s.Nodes()[0]
+	fail := func(k int) {
+		for range k {
+			s.ReportResult(a, false, "status 503")
+		}
+	}
+	picks := func() string {
+		ns, err := s.Pick(Read, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hs []string
+		for _, n := range ns {
+			hs = append(hs, n.Host)
+		}
+		return strings.Join(hs, ",")
+	}
+	fail(4)
+	s.ReportResult(a, true, "")
+	fail(4)
+	if !strings.Contains(picks(), "a:1") {
+		t.Fatal("ejected before 5 failures in a row")
+	}
+	fail(1)
+	if strings.Contains(picks(), "a:1") {
+		t.Fatal("not ejected after 5 failures in a row")
+	}
+	for i, want := range []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 160 * time.Second} {
+		if i > 0 {
+			fail(5) // again right after coming back
+		}
+		clock = clock.Add(want - time.Millisecond)
+		if strings.Contains(picks(), "a:1") {
+			t.Fatalf("ejection %d: back before %v", i+1, want)
+		}
+		clock = clock.Add(time.Millisecond)
+		if !strings.Contains(picks(), "a:1") {
+			t.Fatalf("ejection %d: still out after %v", i+1, want)
+		}
+	}
+	// A quiet minute after coming back: the next ejection is short again.
+	clock = clock.Add(61 * time.Second)
+	fail(5)
+	clock = clock.Add(10 * time.Second)
+	if !strings.Contains(picks(), "a:1") {
+		t.Fatal("the backoff was not forgotten after a healthy minute")
+	}
+}
+
+// Rendezvous: the same key picks the same node whatever the listing order,
+// keys spread over the nodes, and removing a node moves only its keys.
+func TestRendezvous(t *testing.T) {
+	s1 := mustSet(t, "http://a:1", "http://b:1", "http://c:1")
+	s2 := mustSet(t, "http://c:1", "http://a:1", "http://b:1")
+	count := map[string]int{}
+	for i := range 300 {
+		k := fmt.Sprintf("repo@sha256:%064d", i)
+		n1, _ := s1.Pick(ReadDigest, k)
+		n2, _ := s2.Pick(ReadDigest, k)
+		if n1[0].ID != n2[0].ID {
+			t.Fatalf("replicas disagree on %s", k)
+		}
+		count[n1[0].Host]++
+	}
+	for h, c := range count {
+		if c < 50 {
+			t.Errorf("node %s got %d of 300 keys", h, c)
+		}
+	}
+}
+
+// Writes only to writable nodes; none writable but some readable is
+// ErrNoneWritable; none reachable is ErrAllDown.
+func TestPickStates(t *testing.T) {
+	s := mustSet(t, "http://a:1", "http://b:1")
+	a, b := s.Nodes()[0], s.Nodes()[1]
+	for range agree {
+		s.observeProbe(a, ReadOnly, true, false, "")
+	}
+	ns, err := s.Pick(Write, "")
+	if err != nil || len(ns) != 1 || ns[0] != b {
+		t.Fatalf("write pick %v %v", ns, err)
+	}
+	for range agree {
+		s.observeProbe(b, ReadOnly, true, false, "")
+	}
+	if _, err := s.Pick(Write, ""); !errors.Is(err, ErrNoneWritable) {
+		t.Fatalf("all read-only: %v", err)
+	}
+	if ns, err := s.Pick(Read, ""); err != nil || len(ns) != 2 {
+		t.Fatalf("reads while read-only: %v %v", ns, err)
+	}
+	s.ReportConnectFailure(a, errors.New("refused"))
+	s.observeProbe(b, Down, false, true, "refused")
+	if _, err := s.Pick(Read, ""); !errors.Is(err, ErrAllDown) {
+		t.Fatalf("all down: %v", err)
+	}
+	// b's status endpoint fails but it still answers HTTP: fail open.
+	for range agree {
+		s.observeProbe(b, Down, true, false, "status 500")
+	}
+	if ns, err := s.Pick(Read, ""); err != nil || len(ns) != 1 || ns[0] != b {
+		t.Fatalf("fail open: %v %v", ns, err)
+	}
+	// One probe is not enough to change a state.
+	s.observeProbe(b, Writable, true, false, "")
+	if b.State() != Down {
+		t.Fatal("one probe changed the state")
+	}
+	s.observeProbe(b, Writable, true, false, "")
+	if b.State() != Writable {
+		t.Fatal("two agreeing probes did not change the state")
+	}
+}
