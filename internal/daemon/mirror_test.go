@@ -20,6 +20,7 @@ import (
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
 )
 
 const mirrorHost = "mirror.nexmux.test"
@@ -270,4 +271,46 @@ func TestMirrorAuthWithoutAuthFile(t *testing.T) {
 	if resp.StatusCode == 405 {
 		t.Errorf("token POST refused by nexmux")
 	}
+}
+
+// TestMirrorHTTP2SOCKSHAAndAuthReload: a mirror name works over HTTP/2,
+// through the SOCKS5 ingress and with the first HA node down; a reload
+// of --mirror-auth-file applies to the next request.
+func TestMirrorHTTP2SOCKSHAAndAuthReload(t *testing.T) {
+	dir := t.TempDir()
+	auth := filepath.Join(dir, "mirror.auth")
+	writeFile(t, auth, stack.User+":"+stack.Password+"\n")
+	file := filepath.Join(dir, "nexmux.yaml")
+	yaml := "socks5-listen: 127.0.0.1:0\nmirror-auth-file: " + auth + "\nmirror:\n"
+	for _, m := range fixtures.Mirrors {
+		yaml += "  - " + mirrorHost + "/" + m.Remote + "=" + m.Repo + "\n"
+	}
+	writeFile(t, file, yaml)
+	s := stack.Start(t, stack.Options{ConfigFile: file, Nodes: 2, Daemon: daemon.Options{WatchInterval: fastWatch},
+		Fixture: fixtures.Config{Repos: fixtures.MirrorRepos("")}})
+	if err := s.Nexus.SeedMirrors(); err != nil {
+		t.Fatal(err)
+	}
+	want := seeded(t, s, "ghcr-proxy", "acme/app:1")
+	resp, _ := mirrorGet(t, s, http.MethodHead, "/v2/acme/app/manifests/1?ns=ghcr.io", false)
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 || resp.Header.Get("Docker-Content-Digest") != want {
+		t.Errorf("HTTP/2: %s %d %s", resp.Proto, resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
+	}
+	// SOCKS5: the client CONNECTs to the mirror name itself.
+	if got, err := crane.Digest(mirrorHost+"/ghcr.io/acme/app:1", crane.WithTransport(socksTransport(s, nil)), crane.WithAuth(authn.Anonymous)); err != nil || got != want {
+		t.Errorf("SOCKS5: %s %v, want %s", got, err, want)
+	}
+	// HA: the first node goes away; pulls move to the second.
+	if err := s.NexusNodes[0].SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := crane.Digest(mirrorHost+":"+itoa(s.Port)+"/ghcr.io/acme/app:1", crane.WithTransport(s.Transport()), crane.WithAuth(authn.Anonymous)); err != nil || got != want {
+		t.Errorf("node 1 down: %s %v, want %s", got, err, want)
+	}
+	// A wrong password in the reloaded file: Nexus now refuses.
+	writeFile(t, auth, stack.User+":wrong\n")
+	waitFor(t, "the reloaded --mirror-auth-file", func() bool {
+		resp, _ := mirrorGet(t, s, http.MethodHead, "/v2/acme/app/manifests/1?ns=ghcr.io", false)
+		return resp.StatusCode == http.StatusUnauthorized
+	})
 }
