@@ -125,7 +125,6 @@ func TestMirrorPullsEveryRegistry(t *testing.T) {
 	}
 }
 
-
 // TestMirrorRefusals: writes, unknown registries, disagreement and path
 // tricks are answered by nexmux; none of them reaches Nexus.
 func TestMirrorRefusals(t *testing.T) {
