@@ -11,16 +11,28 @@
 MIRROR_HOST=mirror.nexmux.test
 HOSTS+=("$MIRROR_HOST")
 
-# mirror_args: the --mirror flags (and the auth file docker needs).
+# mirror_args DIR USER:PASS: MIRROR_ARGS, the --mirror flags and the
+# --mirror-auth-file (written into DIR) docker needs.
 mirror_args() {
-	printf '%s\n' "${USER_PASS}" >"$WORK/mirror.auth"
-	chmod 600 "$WORK/mirror.auth"
+	printf '%s\n' "$2" >"$1/mirror.auth"
+	chmod 600 "$1/mirror.auth"
 	MIRROR_ARGS=(--mirror "$MIRROR_HOST/docker.io=dockerhub-proxy"
 		--mirror "$MIRROR_HOST/ghcr.io=ghcr-proxy"
 		--mirror "$MIRROR_HOST/quay.io=quay-proxy"
 		--mirror "$MIRROR_HOST/registry.k8s.io=k8s-proxy"
-		--mirror-auth-file "$WORK/mirror.auth")
-	NEXMUX_ARGS+=("${MIRROR_ARGS[@]}")
+		--mirror-auth-file "$1/mirror.auth")
+}
+
+# mirror_client_files DIR CA: the README's client configurations in DIR:
+# certs.d/_default/hosts.toml (ns form) and certs.d/ghcr.io/hosts.toml
+# (override_path), both trusting CA; registries.conf; mirror-ca/ca.crt for
+# skopeo --cert-dir.
+mirror_client_files() {
+	mkdir -p "$1/certs.d/_default" "$1/certs.d/ghcr.io" "$1/mirror-ca" || return 1
+	{ readme_text hosts-default && printf '  ca = "%s"\n' "$2"; } >"$1/certs.d/_default/hosts.toml"
+	{ readme_text hosts-ghcr && printf '  ca = "%s"\n' "$2"; } >"$1/certs.d/ghcr.io/hosts.toml"
+	readme_text registries-conf >"$1/registries.conf"
+	cp "$2" "$1/mirror-ca/ca.crt"
 }
 
 # readme_text NAME: the code block after "<!-- e2e: NAME -->" in README.md,
@@ -63,11 +75,8 @@ mirror_ctr_setup() {
 		echo "no containerd socket under $WORK/docker-exec"
 		return 1
 	}
-	local d=$WORK/certs.d
-	mkdir -p "$d/_default" "$d/ghcr.io"
-	{ readme_text hosts-default && printf '  ca = "%s"\n' "$WORK/certs/ca.crt"; } >"$d/_default/hosts.toml"
-	{ readme_text hosts-ghcr && printf '  ca = "%s"\n' "$WORK/certs/ca.crt"; } >"$d/ghcr.io/hosts.toml"
-	head -n 50 "$d"/*/hosts.toml
+	mirror_client_files "$WORK" "$WORK/certs/ca.crt" || return 1
+	head -n 50 "$WORK"/certs.d/*/hosts.toml
 }
 
 # ctr_pull REF REPO NAME:TAG FORM: ctr images pull through the hosts dir;
@@ -96,7 +105,6 @@ ctr_pull() {
 skopeo_mirror() {
 	local want got
 	want=$(seeded "$2" "$3")
-	readme_text registries-conf >"$WORK/registries.conf"
 	cat "$WORK/registries.conf"
 	got=$(skopeo "${SKOPEO_COMMON[@]}" --registries-conf "$WORK/registries.conf" inspect --no-tags \
 		--cert-dir "$WORK/skopeo-certs" --format '{{.Digest}}' "docker://$1") || return 1

@@ -576,7 +576,7 @@ NEXMUX_ARGS=(--listen "127.0.0.1:$NEXMUX_PORT" --upstream "http://127.0.0.1:$NEX
 	--route team-b-push.nexmux.test=team-b-hosted
 	--port "$LEGACY_PULL=team-a" --port "$LEGACY_PUSH=team-a-hosted"
 	--port "$LEGACY_ONE=pull:team-a,push:team-a-hosted")
-mirror_args
+mirror_args "$WORK" "$USER_PASS" && NEXMUX_ARGS+=("${MIRROR_ARGS[@]}")
 step "nexmux check accepts the configuration" ./bin/nexmux check "${NEXMUX_ARGS[@]}" || abort
 step "start nexus-fixture on 127.0.0.1:$NEXUS_PORT" start_fixture || abort
 step "start nexmux on 127.0.0.1:$NEXMUX_PORT" start_nexmux || abort
