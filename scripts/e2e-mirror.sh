@@ -90,7 +90,7 @@ ctr_pull() {
 		tail -n 60 "$WORK/ctr.out"
 		return 1
 	}
-	grep -E '^(GET|HEAD) ' "$WORK/ctr.out" | head -n 20
+	grep -oE '(GET|HEAD) [^ ]*/v2/[^ ]*|https://[^" ]*/v2/[^" ]*' "$WORK/ctr.out" | sort -u | head -n 20
 	grep -q "$4" "$WORK/ctr.out" || {
 		echo "no request with $4 in the HTTP dump"
 		return 1
