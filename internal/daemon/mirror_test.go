@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -312,4 +313,45 @@ func TestMirrorHTTP2SOCKSHAAndAuthReload(t *testing.T) {
 		resp, _ := mirrorGet(t, s, http.MethodHead, "/v2/acme/app/manifests/1?ns=ghcr.io", false)
 		return resp.StatusCode == http.StatusUnauthorized
 	})
+}
+
+// TestMirrorProxyProtocolLogsAndMetrics: behind a load balancer sending
+// PROXY headers, a mirror pull works; its access lines carry the real
+// client and the registry, and nexmux_requests_total a registry label with
+// configured values only.
+func TestMirrorProxyProtocolLogsAndMetrics(t *testing.T) {
+	dir := t.TempDir()
+	auth := filepath.Join(dir, "mirror.auth")
+	writeFile(t, auth, stack.User+":"+stack.Password+"\n")
+	cfg := config.Config{MirrorAuthFile: auth, ProxyProtocolFrom: []string{"127.0.0.1/32"}, MetricsListen: "127.0.0.1:0"}
+	for _, m := range fixtures.Mirrors {
+		cfg.Mirror = append(cfg.Mirror, mirrorHost+"/"+m.Remote+"="+m.Repo)
+	}
+	logs := &logBuffer{}
+	s := stack.Start(t, stack.Options{Config: cfg, Fixture: fixtures.Config{Repos: fixtures.MirrorRepos("")},
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err := s.Nexus.SeedMirrors(); err != nil {
+		t.Fatal(err)
+	}
+	d := &ppDialer{header: ppV2(t, "203.0.113.9:5555", "127.0.0.1:443"), mode: ppSeparate}
+	want := seeded(t, s, "ghcr-proxy", "acme/app:1")
+	if got, err := crane.Digest(mirrorHost+":"+itoa(s.Port)+"/ghcr.io/acme/app:1", crane.WithTransport(d.transport(s)), crane.WithAuth(authn.Anonymous)); err != nil || got != want {
+		t.Fatalf("through PROXY: %s %v, want %s", got, err, want)
+	}
+	// An unknown registry is refused and labelled with no registry.
+	resp, err := (&http.Client{Transport: d.transport(s)}).Get("https://" + mirrorHost + ":" + itoa(s.Port) + "/v2/x/manifests/1?ns=evil.example")
+	if err != nil || resp.StatusCode != 404 {
+		t.Fatalf("unknown ns: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if l := logs.String(); !strings.Contains(l, "client=203.0.113.9:5555") || !strings.Contains(l, "registry=ghcr.io") || strings.Contains(l, "registry=evil") {
+		t.Errorf("access log:\n%s", l)
+	}
+	mf := metricsText(t, s.Daemon.Addr("metrics").String())
+	if got := metric(mf, "nexmux_requests_total", map[string]string{"route": mirrorHost, "method": "HEAD", "class": "2xx", "registry": "ghcr.io"}); got < 1 {
+		t.Errorf("requests_total{registry=ghcr.io}: %v", got)
+	}
+	if got := metric(mf, "nexmux_requests_total", map[string]string{"route": mirrorHost, "method": "GET", "class": "4xx", "registry": ""}); got != 1 {
+		t.Errorf("requests_total{registry=\"\"} for the unknown ns: %v, want 1", got)
+	}
 }
