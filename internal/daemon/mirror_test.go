@@ -200,6 +200,16 @@ func TestMirrorForwardsRawAndStripsNS(t *testing.T) {
 	if got := reqs[0].Header.Get("Authorization"); !strings.HasPrefix(got, "Basic ") {
 		t.Errorf("--mirror-auth-file credentials not sent: %q", got)
 	}
+	// /v2/ and the token: docker.io's repository; a passthrough path of
+	// a configured repository goes to that repository.
+	s.Nexus.ResetRequests()
+	mirrorGet(t, s, "GET", "/v2/", false)
+	mirrorGet(t, s, "GET", "/v2/token?scope=repository:ghcr.io/acme/app:pull", false)
+	mirrorGet(t, s, "GET", "/repository/k8s-proxy/v2/pause/manifests/3.10", false)
+	reqs = s.Nexus.Requests()
+	if len(reqs) != 3 || reqs[0].Repo != "dockerhub-proxy" || reqs[1].Repo != "dockerhub-proxy" || reqs[2].Repo != "k8s-proxy" {
+		t.Errorf("/v2/, token, passthrough went to %+v", reqs)
+	}
 }
 
 // TestMirrorTagsPagingKeepsForm pages a tags list through Link: the next
