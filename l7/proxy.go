@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nexmux/nexmux/route"
 )
 
 // Upstream-side timeouts. Each says why it has its value.
@@ -84,6 +86,7 @@ type Record struct {
 	// Nexus was never asked).
 	Upstream time.Duration
 	Reason   string // why nexmux itself answered, "" when Nexus did
+	Registry string // mirror names: the configured registry served, else ""
 }
 
 // Config configures a Proxy.
@@ -119,6 +122,8 @@ type Proxy struct {
 	strip     map[string]bool
 	perClient *clientRequests
 	maxAge    time.Duration
+
+	mirrorAuth mirrorAuth // --mirror-auth-file, swapped on reload
 }
 
 type reqState struct {
@@ -130,6 +135,7 @@ type reqState struct {
 	upstream time.Duration
 	reason   string
 	body     *countingBody // nil without a body
+	mirror   *mirrorReq    // set on mirror names
 }
 
 type stateKey struct{}
@@ -183,7 +189,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() {
 		if p.observe != nil && st.ci != nil {
-			rec := Record{Repo: st.repo, Status: cw.status, BytesOut: cw.n, Duration: time.Since(st.start), Upstream: st.upstream, Reason: st.reason}
+			rec := Record{Repo: st.repo, Status: cw.status, BytesOut: cw.n, Duration: time.Since(st.start), Upstream: st.upstream, Reason: st.reason, Registry: st.registryLabel()}
 			if body != nil {
 				rec.BytesIn = body.n.Load()
 			}
@@ -221,21 +227,27 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: "+why)
 		return
 	}
-	repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, r.Method, rawPath, rawQuery)
-	if !ok {
-		p.refuseLocal(cw, st, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
-		st.reason = "outside the registry API"
-		return
+	if m := st.ci.Route.Mirror; m != nil {
+		if !p.mirrorRequest(cw, r, st, m, rawPath, rawQuery) {
+			return
+		}
+	} else {
+		repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, r.Method, rawPath, rawQuery)
+		if !ok {
+			p.refuseLocal(cw, st, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
+			st.reason = "outside the registry API"
+			return
+		}
+		st.repo, st.sub, st.query = repo, sub, rawQuery
 	}
-	if !wireExact(p.up.ctxPath + "/repository/" + repo + sub) {
+	if !wireExact(p.up.ctxPath + "/repository/" + st.repo + st.sub) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: the request path holds characters that must be percent-encoded")
 		st.reason = "path cannot be forwarded byte for byte"
 		return
 	}
-	st.repo, st.sub, st.query = repo, sub, rawQuery
 	p.beforeForward(st.ci, cw)
 	rp := p.rp
-	if r.Method == http.MethodGet && isBlobDownload(sub) {
+	if r.Method == http.MethodGet && isBlobDownload(st.sub) {
 		rp = p.rpBlob
 	}
 	rp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
@@ -280,7 +292,7 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	// Routes are compared by what they reach: two names for the same
 	// repositories (or the default route and its own name) may share a
 	// connection.
-	if hr == ci.Route || hr != nil && hr.Passthrough == "" && hr.Target == ci.Route.Target {
+	if hr == ci.Route || hr != nil && hr.Passthrough == "" && hr.Mirror == nil && hr.Target == ci.Route.Target {
 		return 0, "", ""
 	}
 	if hr == nil && ci.ServerName == "" {
@@ -317,6 +329,7 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 		out.Header.Set("X-Forwarded-For", host)
 	}
 	out.Header.Set("X-Forwarded-Proto", p.scheme(st.ci))
+	p.mirrorOutgoing(st, out)
 	if out.Body != nil && out.Body != http.NoBody {
 		bb := &batchedBody{ReadCloser: out.Body}
 		if pr.In.ProtoMajor == 1 && st.ci.Reads != nil {
@@ -339,11 +352,18 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		target:    st.ci.Route.Target,
 		hostnames: p.hostnames(resp.Request.Host),
 	}
+	if st.mirror != nil {
+		// Only the repository this request went to maps back.
+		pub.target = route.Target{Pull: st.repo, Push: st.repo}
+	}
 	if resp.Request.Host != "" {
 		pub.base = p.scheme(st.ci) + "://" + resp.Request.Host
 	}
 	pub.rewriteHeaders(resp.Header)
 	p.tagUpload(resp)
+	if st.mirror != nil {
+		st.mirror.publicForm(resp.Header, pub.base)
+	}
 	return nil
 }
 

@@ -136,9 +136,15 @@ type Route struct {
 	// Passthrough is set (host:port) for routes whose TCP stream is copied
 	// raw to another TLS server.
 	Passthrough string
+	// Mirror is set for mirror names (--mirror): several registries, each
+	// served by its own repository. Target is then zero.
+	Mirror *Mirror
 }
 
 func (r *Route) String() string {
+	if r.Mirror != nil {
+		return r.Key + " => " + r.Mirror.String()
+	}
 	if r.Passthrough != "" {
 		return r.Key + " => passthrough " + r.Passthrough
 	}
@@ -151,6 +157,7 @@ type Spec struct {
 	Ports       []string // PORT=TARGET
 	Passthrough []string // HOST=ADDR
 	Default     string   // TARGET for clients that send no server name
+	Mirrors     []string // HOST/REGISTRY=REPO
 	// ListenPorts are ports nexmux listens on for SNI routing; a port route
 	// on one of them would shadow every SNI route, so it is refused.
 	ListenPorts []int
@@ -203,6 +210,7 @@ func Build(spec Spec) (*Table, error) {
 		}
 		errs = multierror.Append(errs, t.addHost(&Route{Kind: KindSNI, Key: h, Passthrough: rest}, "passthrough "+s)...)
 	}
+	errs = multierror.Append(errs, t.parseMirrors(spec.Mirrors)...)
 	for _, s := range spec.Ports {
 		ps, ts, ok := strings.Cut(s, "=")
 		if !ok {

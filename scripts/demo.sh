@@ -18,6 +18,8 @@ NEXUS_PORT=${DEMO_NEXUS_PORT:-8081}
 LEGACY_PULL_PORT=18082
 LEGACY_PUSH_PORT=18083
 HOSTS=(team-a.nexmux.test team-a-push.nexmux.test team-b.nexmux.test team-b-push.nexmux.test)
+# shellcheck source=scripts/e2e-mirror.sh
+source "$ROOT/scripts/e2e-mirror.sh" # the mirror name (HOSTS+=) and its client files
 
 say() { printf '%s demo: %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { say "ERROR: $*" >&2; exit 1; }
@@ -61,12 +63,14 @@ args=(--listen ":$NEXMUX_PORT" --upstream "http://127.0.0.1:$NEXUS_PORT"
 	--route team-b-push.nexmux.test=team-b-hosted
 	--port "$LEGACY_PULL_PORT=team-a" --port "$LEGACY_PUSH_PORT=team-a-hosted"
 	--bind-ports)
+mirror_args "$DEMO_DIR" admin:admin123 && args+=("${MIRROR_ARGS[@]}")
+mirror_client_files "$DEMO_DIR" "$DEMO_DIR/ca.crt"
 ./bin/nexmux check "${args[@]}" >"$DEMO_DIR/check.out" 2>&1 ||
 	{ cat "$DEMO_DIR/check.out" >&2; die "nexmux check refused the demo configuration"; }
 cat "$DEMO_DIR/check.out"
 
 say "starting the Nexus fixture on 127.0.0.1:$NEXUS_PORT (log: $DEMO_DIR/fixture.log)"
-./bin/nexus-fixture -listen "127.0.0.1:$NEXUS_PORT" -user admin:admin123 >"$DEMO_DIR/fixture.log" 2>&1 &
+./bin/nexus-fixture -listen "127.0.0.1:$NEXUS_PORT" -user admin:admin123 -proxy-repos >"$DEMO_DIR/fixture.log" 2>&1 &
 pids+=($!)
 say "starting nexmux on :$NEXMUX_PORT (log: $DEMO_DIR/nexmux.log)"
 ./bin/nexmux serve "${args[@]}" >"$DEMO_DIR/nexmux.log" 2>&1 &
@@ -145,6 +149,14 @@ $(for h in "${HOSTS[@]}"; do printf '   sudo mkdir -p /etc/docker/certs.d/%s:%s 
    docker login localhost:$LEGACY_PUSH_PORT -u admin -p admin123
    docker tag team-a-push.nexmux.test:$port/demo/app:1 localhost:$LEGACY_PUSH_PORT/demo/app:1
    docker push localhost:$LEGACY_PUSH_PORT/demo/app:1
+
+Registry mirror $MIRROR_HOST:$port (docker.io, ghcr.io, quay.io, registry.k8s.io
+from the fixture's proxy repositories; no login needed: --mirror-auth-file).
+Client files from the README: $DEMO_DIR/certs.d, $DEMO_DIR/registries.conf.
+   sudo ctr images pull --hosts-dir $DEMO_DIR/certs.d quay.io/acme/tool:2
+   sudo ctr images pull --hosts-dir $DEMO_DIR/certs.d ghcr.io/acme/app:1
+   skopeo --registries-conf $DEMO_DIR/registries.conf inspect --no-tags \\
+     --cert-dir $DEMO_DIR/mirror-ca docker://ghcr.io/acme/app:1
 
 Self-check by hand (expects 401 and a WWW-Authenticate realm):
    curl -si --cacert $DEMO_DIR/ca.crt --resolve team-a.nexmux.test:$port:127.0.0.1 https://team-a.nexmux.test:$port/v2/

@@ -40,6 +40,8 @@ LEGACY_ONE=18084  # --port 18084=pull:team-a,push:team-a-hosted (one name per te
 TAG=nexmux-e2e
 USER_PASS=admin:admin123
 HOSTS=(team-a.nexmux.test team-a-push.nexmux.test team-b.nexmux.test team-b-push.nexmux.test nexus.nexmux.test)
+# shellcheck source=scripts/e2e-mirror.sh
+source "$ROOT/scripts/e2e-mirror.sh"
 
 # The script's own stdout/stderr: a trap that fires while a step's output
 # goes to its log file must still print the summary to the console.
@@ -266,7 +268,7 @@ build() {
 }
 
 start_fixture() {
-	./bin/nexus-fixture -listen "127.0.0.1:$NEXUS_PORT" -user "$USER_PASS" \
+	./bin/nexus-fixture -listen "127.0.0.1:$NEXUS_PORT" -user "$USER_PASS" -proxy-repos \
 		-data "$WORK/nexus-data" >"$WORK/logs/fixture.log" 2>&1 8>&- 9>&- &
 	FIXTURE_PID=$!
 	wait_port "$NEXUS_PORT" "$FIXTURE_PID" nexus-fixture
@@ -377,6 +379,7 @@ start_dockerd() {
 	else
 		echo '{}' >"$WORK/docker-etc/daemon.json"
 	fi
+	mirror_daemon_json "$WORK/docker-etc/daemon.json" || return 1
 	echo '{}' >"$DOCKER_CONFIG/config.json"
 	local args=(--host "$DOCKER_HOST" --data-root "$WORK/docker-data" --exec-root "$WORK/docker-exec"
 		--pidfile "$WORK/docker.pid" --config-file "$WORK/docker-etc/daemon.json"
@@ -576,6 +579,7 @@ NEXMUX_ARGS=(--listen "127.0.0.1:$NEXMUX_PORT" --upstream "http://127.0.0.1:$NEX
 	--route team-b-push.nexmux.test=team-b-hosted
 	--port "$LEGACY_PULL=team-a" --port "$LEGACY_PUSH=team-a-hosted"
 	--port "$LEGACY_ONE=pull:team-a,push:team-a-hosted")
+mirror_args "$WORK" "$USER_PASS" && NEXMUX_ARGS+=("${MIRROR_ARGS[@]}")
 step "nexmux check accepts the configuration" ./bin/nexmux check "${NEXMUX_ARGS[@]}" || abort
 step "start nexus-fixture on 127.0.0.1:$NEXUS_PORT" start_fixture || abort
 step "start nexmux on 127.0.0.1:$NEXMUX_PORT" start_nexmux || abort
@@ -710,5 +714,7 @@ if [[ $LEGACY_OK == yes ]]; then
 fi
 
 ha_steps
+mirror_steps
+
 log "all steps done"
 # cleanup (EXIT trap) prints the summary and sets the exit status.

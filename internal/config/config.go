@@ -43,6 +43,12 @@ type Config struct {
 	BindPorts          bool
 	MetricsListen      string
 
+	// Mirror holds --mirror HOST/REGISTRY=REPO values (mirror names);
+	// MirrorAuthFile the user:password sent to Nexus for mirror requests
+	// that carry no credentials.
+	Mirror         []string
+	MirrorAuthFile string
+
 	ProxyProtocolFrom        []string
 	PassthroughProxyProtocol string
 
@@ -94,6 +100,9 @@ func (c *Config) WatchedFiles() []string {
 	if c.Socks5AuthFile != "" {
 		fs = append(fs, c.Socks5AuthFile)
 	}
+	if c.MirrorAuthFile != "" {
+		fs = append(fs, c.MirrorAuthFile)
+	}
 	return fs
 }
 
@@ -117,6 +126,9 @@ type Runtime struct {
 	Socks5Credentials map[string]string
 	// Warnings are logged at start and on each reload.
 	Warnings []string
+	// MirrorAuth is the Authorization value for mirror requests without
+	// one ("" when --mirror-auth-file is not set).
+	MirrorAuth string
 }
 
 // Build validates c and returns every problem found, one error each, as a
@@ -188,6 +200,15 @@ func (c *Config) Build() (*Runtime, error) {
 		Ports:       c.Port,
 		Passthrough: c.Passthrough,
 		Default:     c.DefaultRoute,
+		Mirrors:     c.Mirror,
+	}
+	if c.MirrorAuthFile != "" {
+		if len(c.Mirror) == 0 {
+			errs = multierror.Append(errs, errors.New("mirror-auth-file is set but there is no --mirror"))
+		}
+		if b.MirrorAuth, err = loadMirrorAuth(c.MirrorAuthFile); err != nil {
+			errs = multierror.Append(errs, err)
+		}
 	}
 	if b.ListenPort != 0 {
 		spec.ListenPorts = []int{b.ListenPort}
@@ -195,8 +216,8 @@ func (c *Config) Build() (*Runtime, error) {
 	if b.Table, err = route.Build(spec); err != nil {
 		errs = errlist.Append(errs, err)
 	}
-	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" {
-		errs = multierror.Append(errs, errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO or --default-route REPO"))
+	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
+		errs = multierror.Append(errs, errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO"))
 	}
 
 	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {
@@ -297,7 +318,7 @@ func addrPort(flag, addr string) (int, error) {
 // needsCert: port routes may be plain HTTP and passthrough routes bring
 // their own TLS; everything else terminates TLS here.
 func needsCert(c *Config) bool {
-	return len(c.Route) > 0 || c.DefaultRoute != ""
+	return len(c.Route) > 0 || c.DefaultRoute != "" || len(c.Mirror) > 0
 }
 
 // Describe renders the validated table for `nexmux check`.
@@ -310,6 +331,8 @@ func (b *Runtime) Describe() string {
 	sb.WriteString("\n")
 	for _, r := range b.Table.Routes() {
 		switch {
+		case r.Mirror != nil:
+			sb.WriteString(describeMirror(b, r))
 		case r.Passthrough != "":
 			fmt.Fprintf(&sb, "  %-32s passthrough to %s\n", r.Key, r.Passthrough)
 		default:

@@ -143,6 +143,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.proxy.SetMirrorAuth(b.MirrorAuth)
 	c := b.Config
 	d.server, err = mux.New(mux.Options{
 		HandshakeTimeout:       c.HandshakeTimeout,
@@ -190,13 +191,17 @@ func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 		return
 	}
 	// Typed attributes: no boxing of each value into an interface.
-	attrs := [10]slog.Attr{
+	attrs := [11]slog.Attr{
 		slog.String("route", ci.Route.Key), slog.String("repo", rec.Repo), slog.String("method", r.Method),
 		slog.String("path", r.URL.Path), slog.Int("status", rec.Status), slog.Int64("bytes_in", rec.BytesIn),
 		slog.Int64("bytes_out", rec.BytesOut), slog.Duration("duration", rec.Duration.Round(time.Microsecond)),
 		slog.String("client", ci.Client.String()),
 	}
 	n := 9
+	if rec.Registry != "" {
+		attrs[n] = slog.String("registry", rec.Registry)
+		n++
+	}
 	if rec.Reason != "" {
 		attrs[n] = slog.String("reason", rec.Reason)
 		n++
@@ -348,6 +353,7 @@ func (d *Daemon) Reload() error {
 		return err
 	}
 	d.metrics.Reloaded(true)
+	d.proxy.SetMirrorAuth(b.MirrorAuth)
 	d.server.Update(stateOf(b))
 	if d.socks != nil && b.Socks5Credentials != nil {
 		d.socks.Revoke(b.Socks5Credentials)

@@ -37,6 +37,9 @@ type Repo struct {
 	Group *struct {
 		MemberNames []string `json:"memberNames"`
 	} `json:"group"`
+	Proxy *struct {
+		RemoteURL string `json:"remoteUrl"`
+	} `json:"proxy"`
 }
 
 // Errors callers can tell apart.
@@ -96,6 +99,11 @@ type Plan struct {
 	Connectors []Connector // removable from Nexus after cut-over
 	Skipped    []string    // "name (format)" of repositories that are not docker
 	Teams      []string    // "group: pull group, push hosted" notes
+	// Mirrors are "REGISTRY=REPO" for docker proxy repositories, rendered
+	// as --mirror MirrorHost/REGISTRY=REPO; MirrorNotes say what was left out.
+	Mirrors     []string
+	MirrorHost  string
+	MirrorNotes []string
 }
 
 // MakePlan builds the mapping. With a domain every docker repository gets
@@ -122,6 +130,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	}
 	sort.Slice(docker, func(i, j int) bool { return docker[i].Name < docker[j].Name })
 	domain = strings.Trim(strings.ToLower(domain), ".")
+	p.mirrors(docker, domain)
 	for _, r := range docker {
 		target := r.Name
 		if r.Type == "group" && r.Group != nil {
@@ -171,6 +180,9 @@ func (p *Plan) Flags() string {
 	for _, r := range p.Ports {
 		args = append(args, "--port '"+r+"'")
 	}
+	for _, m := range p.Mirrors {
+		args = append(args, "--mirror '"+p.MirrorHost+"/"+m+"'")
+	}
 	b.WriteString(strings.Join(args, " \\\n"))
 	b.WriteString("\n")
 	return b.String()
@@ -192,10 +204,21 @@ func (p *Plan) YAML() string {
 	}
 	list("route", p.Routes)
 	list("port", p.Ports)
+	var mirrors []string
+	for _, m := range p.Mirrors {
+		mirrors = append(mirrors, p.MirrorHost+"/"+m)
+	}
+	list("mirror", mirrors)
 	return b.String()
 }
 
 func (p *Plan) header(b *strings.Builder) {
+	if len(p.MirrorNotes) > 0 {
+		b.WriteString("# registry mirrors (docker proxy repositories and their remote):\n")
+		for _, n := range p.MirrorNotes {
+			fmt.Fprintf(b, "#   %s\n", n)
+		}
+	}
 	for _, t := range p.Teams {
 		fmt.Fprintf(b, "# one name per team: %s\n", t)
 	}

@@ -42,8 +42,8 @@ func New() *Metrics {
 		Name: "nexmux_connections_total", Help: "Connections given a route.",
 	}, []string{"route"})
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nexmux_requests_total", Help: "HTTP requests by route, method and status class.",
-	}, []string{"route", "method", "class"})
+		Name: "nexmux_requests_total", Help: "HTTP requests by route, method and status class (registry: mirror names' configured registry, else empty).",
+	}, []string{"route", "method", "class", "registry"})
 	m.bytesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nexmux_request_bytes_total", Help: "Request body bytes received from clients.",
 	}, []string{"route"})
@@ -100,7 +100,7 @@ func (m *Metrics) MemoryTrimmed(bytes uint64) {
 // Observe records one finished request (an l7.Observer).
 func (m *Metrics) Observe(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 	key := ci.Route.Key
-	m.requests.WithLabelValues(key, methodLabel(r.Method), statusClass(rec.Status)).Inc()
+	m.requests.WithLabelValues(key, methodLabel(r.Method), statusClass(rec.Status), rec.Registry).Inc()
 	m.bytesIn.WithLabelValues(key).Add(float64(rec.BytesIn))
 	m.bytesOut.WithLabelValues(key).Add(float64(rec.BytesOut))
 	if rec.Upstream > 0 {

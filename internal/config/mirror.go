@@ -1,0 +1,51 @@
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+// loadMirrorAuth reads --mirror-auth-file: exactly one user:password line
+// (blank lines and # comments aside). It returns the Basic Authorization
+// value nexmux sends to Nexus.
+func loadMirrorAuth(file string) (string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("mirror-auth-file: %v", err)
+	}
+	var lines []string
+	for l := range strings.SplitSeq(string(data), "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 {
+		return "", fmt.Errorf("mirror-auth-file %s: want exactly one user:password line, found %d", file, len(lines))
+	}
+	user, _, ok := strings.Cut(lines[0], ":")
+	if !ok || user == "" {
+		return "", fmt.Errorf("mirror-auth-file %s: the line is not user:password", file)
+	}
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(lines[0])), nil
+}
+
+// describeMirror renders a mirror name's table for `nexmux check`: one line
+// per registry, and which repository answers /v2/ and the token.
+func describeMirror(b *Runtime, r *route.Route) string {
+	var sb strings.Builder
+	prefix := b.Upstreams.ContextPath() + "/repository/"
+	def := r.Mirror.Default()
+	fmt.Fprintf(&sb, "  %-32s mirror (/v2/ and token: %s%s/)\n", r.Key, prefix, def.Repo)
+	for _, e := range r.Mirror.Registries {
+		fmt.Fprintf(&sb, "    %-30s %s%s/\n", e.Registry, prefix, e.Repo)
+	}
+	if b.MirrorAuth != "" {
+		sb.WriteString("    (requests without credentials use --mirror-auth-file)\n")
+	}
+	return sb.String()
+}

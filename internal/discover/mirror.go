@@ -1,0 +1,41 @@
+package discover
+
+import (
+	"fmt"
+	"net/url"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+// mirrors proposes one --mirror per docker proxy repository, keyed by the
+// registry its remote URL names, on the name mirror.<domain>
+// (mirror.example.com without a domain). A second proxy of the same
+// registry is left out with a note: one name serves a registry once.
+func (p *Plan) mirrors(docker []Repo, domain string) {
+	p.MirrorHost = "mirror.example.com"
+	if domain != "" {
+		p.MirrorHost = "mirror." + domain
+	}
+	taken := map[string]string{}
+	for _, r := range docker {
+		if r.Type != "proxy" || r.Proxy == nil || r.Proxy.RemoteURL == "" {
+			continue
+		}
+		u, err := url.Parse(r.Proxy.RemoteURL)
+		reg, ok := "", false
+		if err == nil {
+			reg, ok = route.CanonicalRegistry(u.Host)
+		}
+		if !ok {
+			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: remote %q names no registry host", r.Name, r.Proxy.RemoteURL))
+			continue
+		}
+		if prev, dup := taken[reg]; dup {
+			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: %s is already mirrored by %s", r.Name, reg, prev))
+			continue
+		}
+		taken[reg] = r.Name
+		p.Mirrors = append(p.Mirrors, reg+"="+r.Name)
+		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: proxy of %s (%s)", r.Name, reg, r.Proxy.RemoteURL))
+	}
+}

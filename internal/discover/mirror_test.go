@@ -1,0 +1,58 @@
+package discover_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/nexmux/nexmux/fixtures"
+	"github.com/nexmux/nexmux/internal/discover"
+	"github.com/nexmux/nexmux/route"
+)
+
+// TestDiscoverMirrors: docker proxy repositories become ready --mirror
+// lines keyed by their remote's registry; a second proxy of one registry is
+// left out with a note.
+func TestDiscoverMirrors(t *testing.T) {
+	repos := append(fixtures.MirrorRepos("mirrors"),
+		fixtures.Repo{Name: "zz-hub-again", Type: fixtures.Proxy, Online: true, RemoteURL: "https://index.docker.io/"},
+		fixtures.Repo{Name: "corp-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://registry.corp.test:5000"})
+	nx, err := fixtures.New(fixtures.Config{Users: map[string]string{"admin": "admin123"}, DataDir: t.TempDir(), Repos: repos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(nx)
+	t.Cleanup(func() { hs.Close(); nx.Close() })
+	got, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(got, "example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"registry.corp.test:5000=corp-proxy", "docker.io=dockerhub-proxy", "ghcr.io=ghcr-proxy", "registry.k8s.io=k8s-proxy", "quay.io=quay-proxy"}
+	if strings.Join(plan.Mirrors, " ") != strings.Join(want, " ") {
+		t.Errorf("mirrors %q, want %q", plan.Mirrors, want)
+	}
+	fl := plan.Flags()
+	for _, w := range []string{"--mirror 'mirror.example.org/ghcr.io=ghcr-proxy'", "ghcr-proxy: proxy of ghcr.io (https://ghcr.io)", "zz-hub-again: docker.io is already mirrored by dockerhub-proxy"} {
+		if !strings.Contains(fl, w) {
+			t.Errorf("flags lack %q:\n%s", w, fl)
+		}
+	}
+	// The YAML's mirror list builds a valid table.
+	var f struct {
+		Mirror []string `yaml:"mirror"`
+	}
+	if err := yaml.Unmarshal([]byte(plan.YAML()), &f); err != nil {
+		t.Fatal(err)
+	}
+	tab, err := route.Build(route.Spec{Mirrors: f.Mirror})
+	if err != nil || tab.LookupHost("mirror.example.org") == nil || len(tab.LookupHost("mirror.example.org").Mirror.Registries) != 5 {
+		t.Errorf("discovered mirrors do not build: %v", err)
+	}
+}

@@ -1,0 +1,278 @@
+package l7
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+// mirrorReq is what a request on a mirror name said about its registry,
+// kept so URLs handed back keep the client's form.
+type mirrorReq struct {
+	registry string // canonical, one of the mirror's registries ("" when refused)
+	prefix   string // path prefix segment as sent ("ghcr.io"), "" without one
+	ns       string // raw ?ns= value as sent, "" without one
+}
+
+// mirrorAuth holds the Authorization value sent to Nexus for mirror
+// requests that carry none (--mirror-auth-file); swapped on reload.
+type mirrorAuth struct{ v atomic.Pointer[string] }
+
+// SetMirrorAuth sets (or with "" clears) the Authorization value sent to
+// Nexus for mirror requests without credentials.
+func (p *Proxy) SetMirrorAuth(v string) { p.mirrorAuth.v.Store(&v) }
+
+func (p *Proxy) mirrorAuthValue() string {
+	if v := p.mirrorAuth.v.Load(); v != nil {
+		return *v
+	}
+	return ""
+}
+
+// mirrorMethod: a mirror is read-only. GET and HEAD everywhere, POST only
+// for the token endpoint (containerd's OAuth2 form POST).
+func mirrorMethod(method, sub string) bool {
+	return method == http.MethodGet || method == http.MethodHead ||
+		method == http.MethodPost && sub == "/v2/token"
+}
+
+// mirrorRequest picks the registry, repository and upstream path of a
+// request on a mirror name, or answers it itself (false).
+func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqState, m *route.Mirror, rawPath, rawQuery string) bool {
+	st.mirror = &mirrorReq{}
+	fail := func(status int, code, msg string) bool {
+		p.refuseLocal(w, st, status, code, "nexmux: "+msg)
+		st.reason = msg
+		return false
+	}
+	if !registryPath(rawPath) {
+		// [ctx]/repository/<repo>/v2/... of one of the mirror's own
+		// repositories: Nexus hands such URLs out.
+		rest, found := strings.CutPrefix(rawPath, p.up.ctxPath+"/repository/")
+		name, sub, _ := strings.Cut(rest, "/")
+		sub = "/" + sub
+		if !found || !m.Owns(name) || !strings.HasPrefix(sub, "/v2/") {
+			return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on this name")
+		}
+		if !mirrorMethod(r.Method, sub) {
+			return fail(http.StatusMethodNotAllowed, "UNSUPPORTED", "a mirror is read-only")
+		}
+		for _, e := range m.Registries {
+			if e.Repo == name {
+				st.mirror.registry = e.Registry
+				break
+			}
+		}
+		st.repo, st.sub, st.query = name, sub, rawQuery
+		return true
+	}
+	if !mirrorMethod(r.Method, rawPath) {
+		return fail(http.StatusMethodNotAllowed, "UNSUPPORTED", "a mirror is read-only")
+	}
+	if !strings.HasPrefix(rawPath+"/", "/v2/") {
+		return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on a mirror name")
+	}
+	ns, query, ok := cutNS(rawQuery)
+	if !ok {
+		return fail(http.StatusBadRequest, "NAME_INVALID", "ns is malformed or given twice with different values")
+	}
+	var nsReg string
+	if ns != "" {
+		dec, err := url.QueryUnescape(ns)
+		if err != nil {
+			return fail(http.StatusBadRequest, "NAME_INVALID", "ns is malformed")
+		}
+		if nsReg, ok = route.CanonicalRegistry(dec); !ok {
+			return fail(http.StatusNotFound, "NAME_UNKNOWN", "ns does not name a registry")
+		}
+		if _, ok := m.Repo(nsReg); !ok {
+			return fail(http.StatusNotFound, "NAME_UNKNOWN", "registry "+nsReg+" is not mirrored on this name")
+		}
+		st.mirror.ns = ns
+	}
+	st.query = query
+	// /v2/ and the token: the default registry's repository (Nexus tokens
+	// are valid in every repository, so one realm serves all of them).
+	if rawPath == "/v2" || rawPath == "/v2/" || rawPath == "/v2/token" {
+		def := m.Default()
+		st.mirror.registry, st.repo, st.sub = def.Registry, def.Repo, rawPath
+		return true
+	}
+	rest := rawPath[len("/v2/"):]
+	seg, after, _ := strings.Cut(rest, "/")
+	if !validFirstSegment(seg) {
+		return fail(http.StatusBadRequest, "NAME_INVALID", "the first path segment is neither a repository name component nor a registry host")
+	}
+	reg := nsReg
+	sub := rawPath
+	if isRegistryHost(seg) {
+		prefixReg, ok := route.CanonicalRegistry(seg)
+		if !ok {
+			return fail(http.StatusNotFound, "NAME_UNKNOWN", "the path prefix is not a registry name")
+		}
+		if nsReg != "" && nsReg != prefixReg {
+			return fail(http.StatusBadRequest, "NAME_INVALID", "ns ("+nsReg+") and the path prefix ("+prefixReg+") name different registries")
+		}
+		reg = prefixReg
+		st.mirror.prefix = seg
+		sub = "/v2/" + after
+	}
+	if reg == "" {
+		if _, ok := m.Repo(route.DockerHub); !ok {
+			return fail(http.StatusNotFound, "NAME_UNKNOWN", "no registry named (?ns= or a path prefix) and docker.io is not mirrored on this name")
+		}
+		reg = route.DockerHub
+	}
+	repo, ok := m.Repo(reg)
+	if !ok {
+		return fail(http.StatusNotFound, "NAME_UNKNOWN", "registry "+reg+" is not mirrored on this name")
+	}
+	if sub != "/v2/" && sub != "/v2/token" && !mirrorEndpoint(sub) {
+		return fail(http.StatusNotFound, "NOT_FOUND", "only manifests, blobs, tags/list and referrers are served on a mirror name")
+	}
+	st.mirror.registry, st.repo, st.sub = reg, repo, sub
+	return true
+}
+
+// cutNS removes every ns parameter from a raw query and returns its raw
+// value; the other parameters stay byte for byte. ok is false when two ns
+// parameters differ.
+func cutNS(rawQuery string) (ns, rest string, ok bool) {
+	if !strings.Contains(rawQuery, "ns=") {
+		return "", rawQuery, true
+	}
+	var kept []string
+	for param := range strings.SplitSeq(rawQuery, "&") {
+		if v, found := strings.CutPrefix(param, "ns="); found {
+			if ns != "" && v != ns || v == "" {
+				return "", "", false
+			}
+			ns = v
+			continue
+		}
+		kept = append(kept, param)
+	}
+	return ns, strings.Join(kept, "&"), true
+}
+
+// validFirstSegment: a repository name component ([a-z0-9._-]) or a
+// registry host ([A-Za-z0-9.-] with an optional :port). Anything else
+// (percent-encoding, ';', '@') is a trick, never a name.
+func validFirstSegment(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// isRegistryHost is Docker's reference grammar: a first component with a
+// dot or a colon, or "localhost", is a registry host.
+func isRegistryHost(seg string) bool {
+	return strings.ContainsAny(seg, ".:") || strings.EqualFold(seg, "localhost")
+}
+
+// mirrorEndpoint reports a read endpoint below an image name: manifests,
+// blobs (not upload sessions), tags/list and referrers.
+func mirrorEndpoint(sub string) bool {
+	name := strings.TrimPrefix(sub, "/v2/")
+	if strings.HasSuffix(name, "/tags/list") {
+		return len(name) > len("/tags/list")
+	}
+	i := strings.LastIndexByte(name, '/')
+	if i <= 0 || i == len(name)-1 {
+		return false
+	}
+	dir := name[:i]
+	for _, ep := range []string{"/manifests", "/blobs", "/referrers"} {
+		if n, ok := strings.CutSuffix(dir, ep); ok && n != "" {
+			return !(ep == "/blobs" && name[i+1:] == "uploads")
+		}
+	}
+	return false
+}
+
+// publicMirrorForm puts the client's registry form (path prefix, ns) back
+// into the public URLs of Location and Link.
+func (mr *mirrorReq) publicForm(h http.Header, base string) {
+	if mr.prefix == "" && mr.ns == "" {
+		return
+	}
+	if v := h.Values("Location"); len(v) > 0 {
+		for i := range v {
+			v[i] = mr.form(v[i], base)
+		}
+	}
+	if v := h.Values("Link"); len(v) > 0 {
+		for i := range v {
+			v[i] = mapLinkURLs(v[i], func(u string) string { return mr.form(u, base) })
+		}
+	}
+}
+
+func (mr *mirrorReq) form(u, base string) string {
+	rest, ok := strings.CutPrefix(u, base+"/v2/")
+	if !ok {
+		return u
+	}
+	if mr.prefix != "" {
+		rest = mr.prefix + "/" + rest
+	}
+	if mr.ns != "" {
+		if strings.Contains(rest, "?") {
+			rest += "&ns=" + mr.ns
+		} else {
+			rest += "?ns=" + mr.ns
+		}
+	}
+	return base + "/v2/" + rest
+}
+
+// mapLinkURLs applies f to every <URL> of a Link header value.
+func mapLinkURLs(v string, f func(string) string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(v, '<')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(v[i:], '>')
+		if j < 0 {
+			break
+		}
+		b.WriteString(v[:i+1])
+		b.WriteString(f(v[i+1 : i+j]))
+		b.WriteByte('>')
+		v = v[i+j+1:]
+	}
+	b.WriteString(v)
+	return b.String()
+}
+
+// registryLabel is the registry for logs and metrics: a configured
+// registry or "".
+func (st *reqState) registryLabel() string {
+	if st.mirror == nil {
+		return ""
+	}
+	return st.mirror.registry
+}
+
+// mirrorOutgoing adds --mirror-auth-file credentials to a mirror request
+// that carries none.
+func (p *Proxy) mirrorOutgoing(st *reqState, out *http.Request) {
+	if st.mirror == nil || out.Header.Get("Authorization") != "" {
+		return
+	}
+	if v := p.mirrorAuthValue(); v != "" {
+		out.Header.Set("Authorization", v)
+	}
+}
