@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nexmux/nexmux/route"
 )
 
 // Upstream-side timeouts. Each says why it has its value.
@@ -117,6 +119,9 @@ type reqState struct {
 	start    time.Time
 	upstream time.Duration
 	reason   string
+	// markToken: a push-scoped token request on a split target, whose
+	// token gets pushMark (tokenmark.go).
+	markToken bool
 }
 
 type stateKey struct{}
@@ -194,13 +199,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(cw, http.StatusBadRequest, "NAME_INVALID", "nexmux: "+why)
 		return
 	}
-	repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, r.Method, rawPath, rawQuery)
+	auth := takeSession(r.Header)
+	repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, route.Request{Method: r.Method, Path: rawPath, Query: rawQuery, Auth: auth})
 	if !ok {
 		st.reason = "outside the registry API"
 		writeError(cw, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
 		return
 	}
 	st.repo, st.sub, st.query = repo, sub, rawQuery
+	st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, sub, rawQuery)
 	rp := p.rp
 	if r.Method == http.MethodGet && isBlobDownload(sub) {
 		rp = p.rpBlob
@@ -310,6 +317,11 @@ var clientMayNotSend = map[string]bool{
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := resp.Request.Context().Value(stateKey{}).(*reqState)
 	st.upstream = time.Since(st.start)
+	if st.markToken {
+		if err := markToken(resp); err != nil {
+			return err
+		}
+	}
 	h := resp.Header
 	// Most responses (every blob) carry no URL to rewrite.
 	if h["Location"] == nil && h["Link"] == nil && h["Www-Authenticate"] == nil {
