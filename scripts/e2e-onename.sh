@@ -126,6 +126,21 @@ onename_steps() {
 	fi
 	log "upstream index $UP: $want"
 
+	# docker first, while hosted holds none of the layers: it asks hosted to
+	# mount them from library/alpine, then uploads them. Pull the upstream
+	# (one platform), retag, push, pull back.
+	local dref=$A/onename/docker:1 id
+	if step "docker pull $UP" trace_run docker-pull-upstream docker pull "$UP" &&
+		step "docker tag + push $dref (retagged upstream image)" trace_run docker-push docker_retag_push "$UP" "$dref"; then
+		id=$(image_id "$dref" || true)
+		local dd
+		dd=$(pushed_digest "$dref" || true)
+		step "docker rmi $dref and $UP" docker rmi "$dref" "$UP" || true
+		step "docker pull $dref (group) gives the pushed image" trace_run docker-pull pull_same "$dref" "$id" "$dd" || true
+		step "skopeo inspect $H/onename/docker:1 (hosted) is $dd" expect_raw_digest "$H/onename/docker:1" "$dd" || true
+		step "skopeo pull --all $H/onename/docker:1 (hosted holds it all)" pull_all_verify "$H/onename/docker:1" "$dd" || true
+	fi
+
 	# skopeo (it stores the index as an OCI index: its digest changes, the
 	# children's do not; --digestfile says what it wrote)
 	local sd
@@ -167,16 +182,4 @@ onename_steps() {
 		fi
 	fi
 
-	# docker: pull the upstream (one platform), retag, push, pull back
-	local dref=$A/onename/docker:1 id
-	if step "docker pull $UP" trace_run docker-pull-upstream docker pull "$UP" &&
-		step "docker tag + push $dref (retagged upstream image)" trace_run docker-push docker_retag_push "$UP" "$dref"; then
-		id=$(image_id "$dref" || true)
-		local dd
-		dd=$(pushed_digest "$dref" || true)
-		step "docker rmi $dref and $UP" docker rmi "$dref" "$UP" || true
-		step "docker pull $dref (group) gives the pushed image" trace_run docker-pull pull_same "$dref" "$id" "$dd" || true
-		step "skopeo inspect $H/onename/docker:1 (hosted) is $dd" expect_raw_digest "$H/onename/docker:1" "$dd" || true
-		step "skopeo pull --all $H/onename/docker:1 (hosted holds it all)" pull_all_verify "$H/onename/docker:1" "$dd" || true
-	fi
 }

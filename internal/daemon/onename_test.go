@@ -91,7 +91,10 @@ func TestOneNameCraneCopyMultiArchFromProxyMember(t *testing.T) {
 	opts := []crane.Option{crane.WithTransport(st.Transport()), crane.WithAuth(authBasic()), crane.WithContext(ctxT(t))}
 	src := st.Host("team-a") + "/library/base:3"
 	indexVerify(t, st, src, idx)
-	for _, dst := range []string{"library/base:3", "library/base:mine", "team/base:3"} {
+	// First a new name (crane asks hosted to mount each layer from
+	// library/base, which only the proxy member holds), then a new tag, then
+	// the upstream's own tag.
+	for i, dst := range []string{"team/base:3", "library/base:mine", "library/base:3"} {
 		st.Nexus.ResetRequests()
 		if err := crane.Copy(src, st.Host("team-a")+"/"+dst, opts...); err != nil {
 			t.Fatalf("crane copy %s -> %s: %v", src, dst, err)
@@ -100,6 +103,20 @@ func TestOneNameCraneCopyMultiArchFromProxyMember(t *testing.T) {
 		for _, r := range st.Nexus.Requests() {
 			if r.Method == http.MethodHead && strings.Contains(r.Path, "/"+strings.Split(dst, ":")[0]+"/") && r.Repo != "team-a-hosted" {
 				t.Errorf("copy to %s: HEAD %s asked %s", dst, r.Path, r.Repo)
+			}
+		}
+		if i == 0 {
+			var mounts int
+			for _, r := range st.Nexus.Requests() {
+				if r.Method == http.MethodPost && strings.Contains(r.RawQuery, "mount=") {
+					mounts++
+					if r.Repo != "team-a-hosted" || !strings.Contains(r.RawQuery, "from=library%2Fbase") {
+						t.Errorf("mount %s?%s went to %s", r.Path, r.RawQuery, r.Repo)
+					}
+				}
+			}
+			if mounts == 0 {
+				t.Error("crane copy to a new name attempted no cross-repository mount")
 			}
 		}
 		indexVerify(t, st, st.Host("team-a")+"/"+dst, idx)
