@@ -178,3 +178,31 @@ func TestOneNamePullSessionHeadBlobReadsGroup(t *testing.T) {
 		}
 	}
 }
+
+// TestOneNameForceBasicAuth: with force-basic repositories no token shows a
+// session, and nexmux keeps the method/path rule (blob HEADs to hosted,
+// manifest HEADs to the group). A multi-arch copy from the proxy member to a
+// new name still lands whole in hosted, and pulls read through the group.
+func TestOneNameForceBasicAuth(t *testing.T) {
+	repos := stack.TeamRepos("team-a", "team-b")
+	for i := range repos {
+		repos[i].ForceBasicAuth = true
+	}
+	st := stack.Start(t, stack.Options{Config: oneNameWithHosted(), Fixture: fixtures.Config{Repos: repos}})
+	idx := seedUpstreamIndex(t, st, "library/base", "3")
+	opts := []crane.Option{crane.WithTransport(st.Transport()), crane.WithAuth(authBasic()), crane.WithContext(ctxT(t))}
+	src := st.Host("team-a") + "/library/base:3"
+	if err := crane.Copy(src, st.Host("team-a")+"/team/base:3", opts...); err != nil {
+		t.Fatalf("crane copy with Basic auth: %v", err)
+	}
+	for _, r := range st.Nexus.Requests() {
+		if strings.HasSuffix(r.Path, "/v2/token") {
+			t.Errorf("a token was requested (%s %s): the repositories force Basic", r.Method, r.Path)
+		}
+		if a := r.Header.Get("Authorization"); a != "" && !strings.HasPrefix(a, "Basic ") {
+			t.Errorf("%s %s carried %q", r.Method, r.Path, a)
+		}
+	}
+	indexVerify(t, st, st.Host("team-a")+"/team/base:3", idx)
+	hostedHoldsAll(t, st, "team/base:3", idx)
+}
