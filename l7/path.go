@@ -75,9 +75,10 @@ func registryPath(sub string) bool {
 //
 // Everything else is refused: there is no way from a route to Nexus's
 // REST API, its UI, or another team's repository.
-func mapRequest(t route.Target, ctxPath, method, rawPath, rawQuery string) (repo, sub string, ok bool) {
+func mapRequest(t route.Target, ctxPath string, r route.Request) (repo, sub string, ok bool) {
+	rawPath := r.Path
 	if registryPath(rawPath) {
-		return t.Repo(method, rawPath, rawQuery), rawPath, true
+		return t.Pick(r), rawPath, true
 	}
 	rest, found := strings.CutPrefix(rawPath, ctxPath+"/repository/")
 	if !found {

@@ -184,7 +184,7 @@ func TestMapRequest(t *testing.T) {
 		{"/nexus", "GET", "/nexusx/repository/team-a/v2/", "", "", ""},
 		{"/nexus", "GET", "/nexus/v2/", "", "", ""},
 	} {
-		repo, sub, ok := mapRequest(split, tc.ctx, tc.method, tc.path, tc.query)
+		repo, sub, ok := mapRequest(split, tc.ctx, route.Request{Method: tc.method, Path: tc.path, Query: tc.query})
 		if tc.repo == "" {
 			if ok {
 				t.Errorf("ctx %q: mapRequest(%s %s) = %q %q, want refused", tc.ctx, tc.method, tc.path, repo, sub)

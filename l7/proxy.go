@@ -136,6 +136,9 @@ type reqState struct {
 	reason   string
 	body     *countingBody // nil without a body
 	mirror   *mirrorReq    // set on mirror names
+	// markToken: a push-scoped token request on a split target, whose
+	// token gets pushMark (tokenmark.go).
+	markToken bool
 }
 
 type stateKey struct{}
@@ -227,18 +230,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: "+why)
 		return
 	}
+	// The push marker of a token nexmux handed out never reaches Nexus.
+	auth := takeSession(r.Header)
 	if m := st.ci.Route.Mirror; m != nil {
 		if !p.mirrorRequest(cw, r, st, m, rawPath, rawQuery) {
 			return
 		}
 	} else {
-		repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, r.Method, rawPath, rawQuery)
+		repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, route.Request{Method: r.Method, Path: rawPath, Query: rawQuery, Auth: auth})
 		if !ok {
 			p.refuseLocal(cw, st, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
 			st.reason = "outside the registry API"
 			return
 		}
 		st.repo, st.sub, st.query = repo, sub, rawQuery
+		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, sub, rawQuery)
 	}
 	if !wireExact(p.up.ctxPath + "/repository/" + st.repo + st.sub) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: the request path holds characters that must be percent-encoded")
@@ -342,6 +348,11 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := resp.Request.Context().Value(stateKey{}).(*reqState)
 	st.upstream = time.Since(st.start)
+	if st.markToken {
+		if err := markToken(resp); err != nil {
+			return err
+		}
+	}
 	h := resp.Header
 	// Most responses (every blob) carry no URL to rewrite.
 	if h["Location"] == nil && h["Link"] == nil && h["Www-Authenticate"] == nil {

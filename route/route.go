@@ -8,7 +8,6 @@ package route
 
 import (
 	"fmt"
-	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -41,39 +40,10 @@ func (t Target) String() string {
 	return "pull:" + t.Pull + ",push:" + t.Push
 }
 
-// Repo picks the repository for one Registry API request. path is the request
-// path below the repository prefix ("/v2/app/blobs/uploads/"), query its raw
-// query. The rule follows what real clients do on each flow:
-//   - every write (POST, PATCH, PUT, DELETE) belongs to a push, and so does
-//     GET of an upload's status (the session lives in the hosted repository);
-//   - HEAD on a blob is the push's existence check (docker, crane and
-//     containerd pull with GET), and it must ask the hosted repository: a group
-//     would answer "exists" for a layer only a proxy member holds, the layer
-//     would be skipped and the manifest PUT refused;
-//   - a token request asking for push scope is a push (Nexus tokens are global,
-//     so the choice only matters for logs and per-repository permissions);
-//   - everything else (GET/HEAD manifests, GET blobs, tags, catalog, /v2/) is
-//     a pull and reads through the group.
+// Repo picks the repository for a request whose credentials say nothing
+// about its session (Basic or none); see Pick for the whole rule.
 func (t Target) Repo(method, path, query string) string {
-	if !t.Split() {
-		return t.Pull
-	}
-	switch method {
-	case http.MethodGet, http.MethodOptions:
-		// An upload session (GET .../blobs/uploads/<uuid> is its status)
-		// only exists in the repository it was started in.
-		if dirIs(path, "/blobs/uploads") || strings.HasSuffix(path, "/token") && pushScope(query) {
-			return t.Push
-		}
-		return t.Pull
-	case http.MethodHead:
-		if dirIs(path, "/blobs") {
-			return t.Push
-		}
-		return t.Pull
-	default:
-		return t.Push
-	}
+	return t.Pick(Request{Method: method, Path: path, Query: query})
 }
 
 // dirIs reports whether the path up to its last '/' ends in dir. Registry

@@ -267,8 +267,11 @@ build() {
 		go build -o bin/gencert ./fixtures/cmd/gencert
 }
 
+# shellcheck source=scripts/e2e-onename.sh
+source "$ROOT/scripts/e2e-onename.sh" # one name per team, issue 18: onename_steps
+
 start_fixture() {
-	./bin/nexus-fixture -listen "127.0.0.1:$NEXUS_PORT" -user "$USER_PASS" -proxy-repos \
+	./bin/nexus-fixture -listen "127.0.0.1:$NEXUS_PORT" -user "$USER_PASS" "${ONENAME_FIXTURE_ARGS[@]}" \
 		-data "$WORK/nexus-data" >"$WORK/logs/fixture.log" 2>&1 8>&- 9>&- &
 	FIXTURE_PID=$!
 	wait_port "$NEXUS_PORT" "$FIXTURE_PID" nexus-fixture
@@ -708,6 +711,8 @@ if [[ -n $APP_DIGEST ]]; then
 else
 	skip "skopeo inspect/copy of e2e/app:1" "docker push gave no digest"
 fi
+
+onename_steps
 
 if [[ $LEGACY_OK == yes ]]; then
 	step "nexmux iptables --delete | iptables-restore restores the nat table" nexmux_iptables_delete || true

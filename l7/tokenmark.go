@@ -1,0 +1,121 @@
+package l7
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+// pushMark is appended to a token nexmux hands out for a scope with the
+// push action. Clients send the token back on every request of that push
+// session, so any replica can tell a push's existence checks (which must ask
+// the hosted repository) from a pull's (which must ask the group) without
+// shared state. It is made of token68 characters, so clients carry it as is,
+// and it is stripped before Nexus sees the token.
+const pushMark = ".nexmux-push"
+
+// maxTokenResponse bounds the token response nexmux rewrites; a larger one
+// passes through unmarked.
+const maxTokenResponse = 64 << 10
+
+// takeSession reads the session a request's credentials reveal and strips
+// nexmux's mark from its bearer token, so Nexus gets its own token back.
+func takeSession(h http.Header) route.Auth {
+	v := h.Get("Authorization")
+	scheme, cred, _ := strings.Cut(v, " ")
+	switch {
+	case strings.EqualFold(scheme, "bearer"):
+		cred = strings.TrimSpace(cred)
+		if tok, ok := strings.CutSuffix(cred, pushMark); ok {
+			h.Set("Authorization", scheme+" "+tok)
+			return route.AuthBearerPush
+		}
+		return route.AuthBearer
+	case strings.EqualFold(scheme, "basic"):
+		return route.AuthBasic
+	}
+	return route.AuthNone
+}
+
+// markToken appends pushMark to the token (and access_token) of a 200 JSON
+// token response. Anything it cannot read (not 200, not JSON, too large)
+// passes through unchanged: the client then pushes with the Basic-auth rule.
+func markToken(resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK || resp.Body == nil {
+		return nil
+	}
+	enc := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
+	if enc != "" && enc != "gzip" && enc != "identity" {
+		return nil
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse+1))
+	if err != nil {
+		return err
+	}
+	if len(raw) > maxTokenResponse {
+		// Too large to be a token: send it on whole, as it came.
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(raw), resp.Body), resp.Body}
+		return nil
+	}
+	resp.Body.Close()
+	body := raw
+	if enc == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err == nil {
+			body, err = io.ReadAll(io.LimitReader(zr, maxTokenResponse+1))
+		}
+		if err != nil {
+			body = nil
+		}
+	}
+	marked, ok := markTokenJSON(body)
+	if !ok {
+		setBody(resp, raw)
+		return nil
+	}
+	resp.Header.Del("Content-Encoding")
+	setBody(resp, marked)
+	return nil
+}
+
+// markTokenJSON returns the token response with pushMark appended to its
+// token fields, keeping every other field as Nexus sent it.
+func markTokenJSON(body []byte) ([]byte, bool) {
+	if len(body) == 0 || len(body) > maxTokenResponse {
+		return nil, false
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return nil, false
+	}
+	marked := false
+	for _, k := range []string{"token", "access_token"} {
+		var tok string
+		if json.Unmarshal(m[k], &tok) != nil || tok == "" || strings.HasSuffix(tok, pushMark) {
+			continue
+		}
+		b, _ := json.Marshal(tok + pushMark)
+		m[k] = b
+		marked = true
+	}
+	if !marked {
+		return nil, false
+	}
+	out, err := json.Marshal(m)
+	return out, err == nil
+}
+
+func setBody(resp *http.Response, b []byte) {
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+}

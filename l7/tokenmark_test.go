@@ -1,0 +1,101 @@
+package l7
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nexmux/nexmux/route"
+)
+
+func TestTakeSession(t *testing.T) {
+	for _, tc := range []struct {
+		in, out string
+		want    route.Auth
+	}{
+		{"", "", route.AuthNone},
+		{"Basic YWRtaW46YWRtaW4xMjM=", "Basic YWRtaW46YWRtaW4xMjM=", route.AuthBasic},
+		{"Bearer DockerToken.abc", "Bearer DockerToken.abc", route.AuthBearer},
+		{"Bearer DockerToken.abc" + pushMark, "Bearer DockerToken.abc", route.AuthBearerPush},
+		{"bearer DockerToken.abc" + pushMark, "bearer DockerToken.abc", route.AuthBearerPush},
+		{"Bearer " + pushMark + ".x", "Bearer " + pushMark + ".x", route.AuthBearer},
+	} {
+		h := http.Header{}
+		if tc.in != "" {
+			h.Set("Authorization", tc.in)
+		}
+		if got := takeSession(h); got != tc.want {
+			t.Errorf("takeSession(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+		if got := h.Get("Authorization"); got != tc.out {
+			t.Errorf("takeSession(%q) left Authorization %q, want %q", tc.in, got, tc.out)
+		}
+	}
+}
+
+func tokenResp(status int, body []byte, enc string) *http.Response {
+	h := http.Header{"Content-Type": {"application/json"}}
+	if enc != "" {
+		h.Set("Content-Encoding", enc)
+	}
+	return &http.Response{StatusCode: status, Header: h, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
+}
+
+func TestMarkToken(t *testing.T) {
+	plain := []byte(`{"token":"DockerToken.1234","expires_in":300}`)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(plain)
+	zw.Close()
+	for _, tc := range []struct {
+		name string
+		resp *http.Response
+		want map[string]any // nil: body unchanged
+	}{
+		{"plain", tokenResp(200, plain, ""), map[string]any{"token": "DockerToken.1234" + pushMark, "expires_in": 300.0}},
+		{"gzip", tokenResp(200, gz.Bytes(), "gzip"), map[string]any{"token": "DockerToken.1234" + pushMark, "expires_in": 300.0}},
+		{"access_token too", tokenResp(200, []byte(`{"token":"a","access_token":"a"}`), ""), map[string]any{"token": "a" + pushMark, "access_token": "a" + pushMark}},
+		{"401 untouched", tokenResp(401, plain, ""), nil},
+		{"not JSON untouched", tokenResp(200, []byte("<html>"), ""), nil},
+		{"no token untouched", tokenResp(200, []byte(`{"errors":[]}`), ""), nil},
+		{"too large untouched", tokenResp(200, []byte(`{"token":"`+strings.Repeat("x", maxTokenResponse)+`"}`), ""), nil},
+	} {
+		before := tc.resp.Header.Get("Content-Encoding")
+		var orig []byte
+		if tc.want == nil {
+			orig, _ = io.ReadAll(tc.resp.Body)
+			tc.resp.Body = io.NopCloser(bytes.NewReader(orig))
+		}
+		if err := markToken(tc.resp); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, _ := io.ReadAll(tc.resp.Body)
+		if tc.want != nil && int64(len(got)) != tc.resp.ContentLength || tc.resp.Header.Get("Content-Length") != "" && tc.resp.Header.Get("Content-Length") != itoa(len(got)) {
+			t.Errorf("%s: length %d, ContentLength %d, header %q", tc.name, len(got), tc.resp.ContentLength, tc.resp.Header.Get("Content-Length"))
+		}
+		if tc.want == nil {
+			if !bytes.Equal(got, orig) || tc.resp.Header.Get("Content-Encoding") != before {
+				t.Errorf("%s: body changed (%d bytes, was %d)", tc.name, len(got), len(orig))
+			}
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(got, &m); err != nil {
+			t.Fatalf("%s: %q: %v", tc.name, got, err)
+		}
+		for k, v := range tc.want {
+			if m[k] != v {
+				t.Errorf("%s: %s = %v, want %v", tc.name, k, m[k], v)
+			}
+		}
+		if len(m) != len(tc.want) || tc.resp.Header.Get("Content-Encoding") != "" {
+			t.Errorf("%s: got %v (encoding %q)", tc.name, m, tc.resp.Header.Get("Content-Encoding"))
+		}
+	}
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
