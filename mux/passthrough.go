@@ -20,7 +20,7 @@ var _ target = passthrough{}
 func (p passthrough) serve(d decision) {
 	c, info := d.conn, d.info
 	log := &connLog{s: p.s, info: info, peer: d.peer}
-	defer p.s.untrackConn(d.raw)
+	defer p.s.track.RemoveConn(d.raw)
 	defer c.Close()
 	rt := info.Route
 	dialer := net.Dialer{Timeout: DialTimeout}

@@ -49,7 +49,7 @@ type decision struct {
 func (s *Server) handle(raw net.Conn, src source) {
 	d, ok := s.decide(raw, src)
 	if !ok {
-		s.untrackConn(raw)
+		s.track.RemoveConn(raw)
 		raw.Close()
 		return
 	}

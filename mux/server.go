@@ -11,12 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/nexmux/nexmux/internal/conntrack"
 	"github.com/nexmux/nexmux/route"
 )
 
@@ -105,11 +105,9 @@ type Server struct {
 	overLimit       atomic.Int64 // refusals since the last max-conns line
 	overLimitLogged atomic.Int64 // unix nanoseconds of that line
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	raw       map[net.Conn]struct{} // connections not (yet) owned by http.Server
-	closing   bool
-	wg        sync.WaitGroup
+	// track holds the listeners, and the connections not (yet) owned by
+	// http.Server with their goroutines.
+	track conntrack.Tracker
 }
 
 // New returns a Server serving st.
@@ -139,11 +137,9 @@ func New(opts Options, st *State) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{
-		opts:      opts,
-		log:       opts.Logger,
-		conns:     newChanListener(),
-		listeners: map[net.Listener]struct{}{},
-		raw:       map[net.Conn]struct{}{},
+		opts:  opts,
+		log:   opts.Logger,
+		conns: newChanListener(),
 	}
 	s.state.Store(st)
 	s.life, s.endLife = context.WithCancel(context.Background())
@@ -206,11 +202,11 @@ func (s *Server) ServeConn(c net.Conn, port int) error {
 	if c = s.count(c); c == nil {
 		return nil
 	}
-	if !s.trackConn(c) {
+	if !s.track.AddConn(c) {
 		c.Close()
 		return http.ErrServerClosed
 	}
-	defer s.wg.Done()
+	defer s.track.Done()
 	s.handle(c, source{boundPort: port, inProcess: true})
 	return nil
 }
@@ -225,11 +221,11 @@ func (s *Server) ServeHTTPConns() error {
 }
 
 func (s *Server) serve(ln net.Listener, port int) error {
-	if !s.track(ln) {
+	if !s.track.AddListener(ln) {
 		ln.Close()
 		return http.ErrServerClosed
 	}
-	defer s.untrack(ln)
+	defer s.track.RemoveListener(ln)
 	src := source{boundPort: port}
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		src.listenPort = a.Port
@@ -238,7 +234,7 @@ func (s *Server) serve(ln net.Listener, port int) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.isClosing() {
+			if s.track.Closing() {
 				return nil
 			}
 			// Accept errors such as EMFILE are temporary: back off
@@ -256,12 +252,12 @@ func (s *Server) serve(ln net.Listener, port int) error {
 		if c = s.count(c); c == nil {
 			continue
 		}
-		if !s.trackConn(c) {
+		if !s.track.AddConn(c) {
 			c.Close()
 			continue
 		}
 		go func() {
-			defer s.wg.Done()
+			defer s.track.Done()
 			s.handle(c, src)
 		}()
 	}
@@ -291,70 +287,18 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-func (s *Server) track(ln net.Listener) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.listeners[ln] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(ln net.Listener) {
-	s.mu.Lock()
-	delete(s.listeners, ln)
-	s.mu.Unlock()
-}
-
-// trackConn registers a connection and its goroutine (wg.Add under the same
-// lock that Shutdown sets closing with, so Add never races Wait). Every
-// successful call is paired with one wg.Done by the goroutine serving c.
-func (s *Server) trackConn(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.raw[c] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *Server) untrackConn(c net.Conn) {
-	s.mu.Lock()
-	delete(s.raw, c)
-	s.mu.Unlock()
-}
-
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
-}
-
 // Shutdown stops accepting, lets in-flight requests and passthrough streams
 // finish until ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
+	s.track.Close()
 	err := s.http.Shutdown(ctx)
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	done := s.track.Idle()
 	select {
 	case <-done:
 	case <-ctx.Done():
 	}
 	s.endLife()
-	s.mu.Lock()
-	for c := range s.raw {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.track.CloseConns()
 	if err != nil {
 		_ = s.http.Close()
 	}

@@ -31,7 +31,7 @@ func (t terminate) serve(d decision) {
 	t.s.live.addHTTP(c, &liveConn{info: d.info, peer: d.peer, idle: true, close: func() { c.Close() }})
 	// From here on http.Server tracks and closes the connection.
 	handedOff := t.s.conns.put(c)
-	t.s.untrackConn(d.raw)
+	t.s.track.RemoveConn(d.raw)
 	if !handedOff {
 		t.s.connState(c, http.StateClosed)
 		d.raw.Close()

@@ -18,8 +18,8 @@ func (s *Server) noteLogin(c net.Conn, ac *gosocks5.AuthContext) {
 	pw := s.opts.Users()[user]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.conns[c]; !ok {
-		return
+	if !s.track.HasConn(c) {
+		return // already gone: untrackConn deletes logins after this lock
 	}
 	if s.logins == nil {
 		s.logins = map[net.Conn]login{}

@@ -32,6 +32,7 @@ import (
 
 	gosocks5 "github.com/armon/go-socks5"
 
+	"github.com/nexmux/nexmux/internal/conntrack"
 	"github.com/nexmux/nexmux/mux"
 )
 
@@ -72,12 +73,11 @@ type Server struct {
 	sniPorts map[int]bool
 	throttle loginThrottle // failed logins per client address
 
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{} // SOCKS clients
-	logins    map[net.Conn]login    // their users (revoke.go)
-	closing   bool
-	wg        sync.WaitGroup // sessions, and the streams they hand to router
+	// track holds the listeners and SOCKS clients; its goroutines are the
+	// sessions and the streams they hand to router.
+	track  conntrack.Tracker
+	mu     sync.Mutex
+	logins map[net.Conn]login // clients' users (revoke.go)
 }
 
 // New returns an ingress that routes through router.
@@ -92,12 +92,10 @@ func New(router *mux.Server, o Options) *Server {
 		o.Logger = slog.Default()
 	}
 	s := &Server{
-		router:    router,
-		opts:      o,
-		log:       o.Logger,
-		sniPorts:  map[int]bool{},
-		listeners: map[net.Listener]struct{}{},
-		conns:     map[net.Conn]struct{}{},
+		router:   router,
+		opts:     o,
+		log:      o.Logger,
+		sniPorts: map[int]bool{},
 	}
 	for _, p := range o.SNIPorts {
 		s.sniPorts[p] = true
@@ -111,15 +109,15 @@ func (s *Server) Serve(ln net.Listener) error {
 	if local == nil {
 		local = &net.TCPAddr{}
 	}
-	if !s.track(ln) {
+	if !s.track.AddListener(ln) {
 		ln.Close()
 		return nil
 	}
-	defer s.untrack(ln)
+	defer s.track.RemoveListener(ln)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.isClosing() {
+			if s.track.Closing() {
 				return nil
 			}
 			if isTemporary(err) {
@@ -130,12 +128,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		ic := &idleConn{Conn: c, idle: s.opts.IdleTimeout}
 		_ = c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
-		if !s.trackConn(ic) {
+		if !s.track.AddConn(ic) {
 			c.Close()
 			continue
 		}
 		go func() {
-			defer s.wg.Done()
+			defer s.track.Done()
 			defer s.untrackConn(ic)
 			defer ic.Close()
 			s.serveSession(&session{s: s, client: ic, local: local})
@@ -252,15 +250,11 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 // route gives c to the router on a goroutine of its own, counted by wg so
 // that Shutdown waits for it.
 func (s *Server) route(c net.Conn, port int) bool {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if !s.track.Go() {
 		return false
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	go func() {
-		defer s.wg.Done()
+		defer s.track.Done()
 		_ = s.router.ServeConn(c, port) // it owns and closes c
 	}()
 	return true
@@ -293,70 +287,26 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-func (s *Server) track(ln net.Listener) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.listeners[ln] = struct{}{}
-	return true
-}
-
-func (s *Server) untrack(ln net.Listener) {
-	s.mu.Lock()
-	delete(s.listeners, ln)
-	s.mu.Unlock()
-}
-
-// trackConn registers a client and its goroutine (wg.Add under the lock
-// Shutdown sets closing with, so Add never races Wait).
-func (s *Server) trackConn(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.conns[c] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
+// untrackConn forgets a client and its login.
 func (s *Server) untrackConn(c net.Conn) {
+	s.track.RemoveConn(c)
 	s.mu.Lock()
-	delete(s.conns, c)
 	delete(s.logins, c)
 	s.mu.Unlock()
-}
-
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
 }
 
 // Shutdown stops accepting and lets SOCKS streams finish until ctx ends,
 // then closes the clients left. Run it beside the router's Shutdown: the
 // streams end when the router closes their routed side.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	s.track.Close()
+	done := s.track.Idle()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
 	}
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.track.CloseConns()
 	<-done
 	return ctx.Err()
 }
