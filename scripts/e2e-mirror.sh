@@ -112,12 +112,17 @@ skopeo_mirror() {
 }
 
 docker_mirror_pull() { # NAME:TAG
-	local want rd
+	local want rd d got=""
 	want=$(seeded dockerhub-proxy "library/$1")
 	docker pull "$1" || return 1
 	rd=$(docker image inspect -f '{{join .RepoDigests " "}}' "$1")
 	echo "repo digests: $rd"
-	same_digest "docker pull $1" "${rd##*@}" "$want"
+	# The same image may also be known under other names (earlier steps
+	# push it elsewhere): take the digest recorded for the Docker Hub name.
+	for d in $rd; do
+		case ${d%@*} in "${1%%:*}" | "library/${1%%:*}" | "docker.io/library/${1%%:*}") got=${d##*@} ;; esac
+	done
+	same_digest "docker pull $1" "$got" "$want"
 }
 
 build_crane() {
