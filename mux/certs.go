@@ -3,9 +3,10 @@ package mux
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/nexmux/nexmux/internal/errlist"
 )
 
 // Certs picks a certificate by server name among the certificates' SANs.
@@ -34,7 +35,7 @@ func LoadCerts(certFiles, keyFiles []string) (*Certs, error) {
 		pairs = append(pairs, c)
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errlist.Join(errs...)
 	}
 	return NewCerts(pairs)
 }

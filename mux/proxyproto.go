@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/pires/go-proxyproto"
+
+	"github.com/nexmux/nexmux/internal/errlist"
 )
 
 // ProxyPolicy builds the per-peer PROXY protocol policy for --proxy-protocol-from:
@@ -42,7 +44,7 @@ func ProxyPolicy(cidrs []string) (func(net.Addr) proxyproto.Policy, error) {
 		prefixes = append(prefixes, p.Masked())
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errlist.Join(errs...)
 	}
 	return func(peer net.Addr) proxyproto.Policy {
 		// Prefixes carry no zone and never contain a zoned address:

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/nexmux/nexmux/internal/errlist"
 )
 
 // LoadCredentials reads a --socks5-auth-file (see ParseCredentials). A
@@ -60,7 +62,7 @@ func ParseCredentials(name string, data []byte) (map[string]string, error) {
 		creds[u] = p
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errlist.Join(errs...)
 	}
 	return creds, nil
 }

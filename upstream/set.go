@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nexmux/nexmux/internal/errlist"
 )
 
 // Spec is a validated node list, as a configuration gives it.
@@ -61,7 +63,7 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 		}
 		s.Drain = append(s.Drain, id)
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errlist.Join(errs...); err != nil {
 		return nil, err
 	}
 	return s, nil

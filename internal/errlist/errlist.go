@@ -35,3 +35,12 @@ func Format(es []error) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Join is Err over errs (nil ones skipped), for code that gathers a slice.
+func Join(errs ...error) error {
+	var all *multierror.Error
+	for _, err := range errs {
+		all = Append(all, err)
+	}
+	return Err(all)
+}

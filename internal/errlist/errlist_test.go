@@ -22,3 +22,13 @@ func TestAppendTakesJoinedErrorsApart(t *testing.T) {
 		t.Error("Err(nil) is not nil")
 	}
 }
+
+func TestJoinSkipsNilAndListsOnePerLine(t *testing.T) {
+	a, b := errors.New("a"), errors.New("b")
+	if err := Join(nil, a, nil, errors.Join(b)); err == nil || err.Error() != "a\nb" {
+		t.Fatalf("Join = %v, want two lines", err)
+	}
+	if Join(nil, nil) != nil || Join() != nil {
+		t.Error("Join of nothing is not nil")
+	}
+}
