@@ -14,7 +14,7 @@ BIN      := bin
 all: build
 
 build:
-	$(GO) build -o $(BIN)/nexmux ./cmd/nexmux
+	$(GO) build -buildvcs=auto -o $(BIN)/nexmux ./cmd/nexmux
 	$(GO) build -o $(BIN)/nexus-fixture ./fixtures/cmd/nexus-fixture
 	$(GO) build -o $(BIN)/gencert ./fixtures/cmd/gencert
 

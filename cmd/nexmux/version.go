@@ -72,7 +72,7 @@ EXAMPLES:
      nexmux {{.Name}} --listen :8443 --cert /tls/nexus.pem --key /tls/nexus.key \
        --port 8082=team-a --port 8083=team-a-hosted
 
-   HA (several Nexus nodes, same context path; the first live node serves):
+   HA (several Nexus nodes, same context path; reads spread over healthy nodes, each upload stays on its node):
      nexmux {{.Name}} --cert /tls/wild.pem --key /tls/wild.key \
        --upstream http://nexus-0:8081/nexus --upstream http://nexus-1:8081/nexus \
        --route 'docker.example.com=docker-group' --metrics-listen 127.0.0.1:9090
