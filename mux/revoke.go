@@ -3,6 +3,7 @@ package mux
 import (
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/pires/go-proxyproto"
@@ -116,15 +117,24 @@ func revokedBy(lc *liveConn, st *State) bool {
 }
 
 // sameRoute reports whether t still has rt: same kind and key, same
-// repositories or backend.
+// repositories, backend or mirrored registries.
 func sameRoute(rt *route.Route, t *route.Table) bool {
 	if rt == nil {
 		return true
 	}
 	for _, r := range t.Routes() {
 		if r.Kind == rt.Kind && r.Key == rt.Key {
-			return r.Target == rt.Target && r.Passthrough == rt.Passthrough
+			return r.Target == rt.Target && r.Passthrough == rt.Passthrough && sameMirror(r.Mirror, rt.Mirror)
 		}
 	}
 	return false
+}
+
+// sameMirror: a mirror name keeps its connections only while it serves the
+// same registries from the same repositories.
+func sameMirror(a, b *route.Mirror) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return slices.Equal(a.Registries, b.Registries)
 }
