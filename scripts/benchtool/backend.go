@@ -73,6 +73,9 @@ type backend struct {
 	blobPath string   // a path that opens the blob with its own file offset
 	blobSize int64
 	uploads  atomic.Int64
+	// node names this backend in X-Bench-Node, so the client can see
+	// which of several upstream nodes served a pull.
+	node string
 }
 
 func backendMain(args []string) error {
@@ -82,11 +85,12 @@ func backendMain(args []string) error {
 	certFile := fs.String("cert", "", "certificate `FILE` for -tls-listen")
 	keyFile := fs.String("key", "", "key `FILE` for -tls-listen")
 	size := fs.Int64("blob-size", 1<<30, "blob size in bytes (a multiple of 1 MiB)")
+	node := fs.String("node", "", "`NAME` sent in X-Bench-Node on every answer (default: the -listen address)")
 	_ = fs.Parse(args)
 	if *size <= 0 || *size%patternSize != 0 {
 		return fmt.Errorf("-blob-size %d: want a positive multiple of %d", *size, patternSize)
 	}
-	b := &backend{blobSize: *size}
+	b := &backend{blobSize: *size, node: *node}
 	cleanup, err := b.makeBlob()
 	if err != nil {
 		return err
@@ -99,6 +103,9 @@ func backendMain(args []string) error {
 		return err
 	}
 	srv := &http.Server{Handler: b, ReadHeaderTimeout: 30 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	if b.node == "" {
+		b.node = ln.Addr().String()
+	}
 	go func() { errc <- srv.Serve(ln) }()
 	log.Printf("backend: http://%s (blob %d bytes, %s)", ln.Addr(), b.blobSize, blobDigest())
 
@@ -158,6 +165,14 @@ func (b *backend) makeBlob() (func(), error) {
 // Registry API.
 func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
+	w.Header().Set("X-Bench-Node", b.node)
+	// Nexus's health endpoints: nexmux probes them on every node when it
+	// has several (--upstream repeated); this node is always writable.
+	if strings.HasSuffix(p, "/service/rest/v1/status") || strings.HasSuffix(p, "/service/rest/v1/status/writable") {
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if rest, ok := strings.CutPrefix(p, "/repository/"); ok {
 		_, sub, found := strings.Cut(rest, "/")
 		if !found {
