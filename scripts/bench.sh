@@ -332,6 +332,12 @@ for p in "${pids[@]}"; do
 done
 elapsed=$(($(date +%s) - START))
 run_time="$((elapsed / 60)) min $((elapsed % 60)) s"
+# A partial run keeps the full run's figures, and its run time.
+if [[ -n $ONLY && -f $OUT/results.md ]]; then
+	full=$(sed -n 's/.*; the whole `make bench` \(.*\)\.$/\1/p' "$OUT/results.md" | head -n 1)
+	say "partial run ($ONLY) took $run_time; merged into $OUT/results.json"
+	run_time=$full
+fi
 
 mkdir -p "$OUT"
 cp "$WORK/results.json" "$OUT/results.json"

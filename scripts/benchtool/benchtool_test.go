@@ -423,6 +423,9 @@ func TestMergeResults(t *testing.T) {
 	if n := strings.Join(got.Notes, "\n"); !strings.Contains(n, "BENCH_ONLY=nodes") || !strings.Contains(n, "Partial run: waited 3 s") {
 		t.Errorf("notes: %s", n)
 	}
+	if sec := readmeSection(got, table(got), goalsTable(got), "x.png", ""); !strings.Contains(sec, "- "+partialNote+" (2026-02-03 04:05 UTC") {
+		t.Errorf("README section does not say the node rows came later:\n%s", sec)
+	}
 	// No earlier results: the fresh ones as they are.
 	if got, err := mergeResults(filepath.Join(t.TempDir(), "none.json"), fresh, map[string]bool{"nodes": true}); err != nil || got != fresh {
 		t.Errorf("no earlier file: %v %v", got, err)

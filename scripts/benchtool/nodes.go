@@ -207,6 +207,9 @@ func nodesGoals(res *Results) []goal {
 	}
 }
 
+// partialNote starts the note a merged partial run leaves.
+const partialNote = "Measured again in a later partial run"
+
 // mergeResults returns the results in path with the measurements named in
 // only replaced by fresh ones: a partial run (BENCH_ONLY) updates its rows
 // and keeps the rest of the last full run.
@@ -268,7 +271,7 @@ func mergeResults(path string, fresh *Results, only map[string]bool) (*Results, 
 			}
 		}
 	}
-	old.Notes = append(old.Notes, fmt.Sprintf("Measured again in a later partial run (%s, %s, %.0f s; BENCH_ONLY=%s): %s; everything else comes from the run above.",
+	old.Notes = append(old.Notes, fmt.Sprintf(partialNote+" (%s, %s, %.0f s; BENCH_ONLY=%s): %s; everything else comes from the run above.",
 		fresh.Started.UTC().Format("2006-01-02 15:04 UTC"), machineText(fresh.Machine), fresh.Seconds, strings.Join(ms, ","), strings.Join(ms, ", ")))
 	for _, n := range fresh.Notes {
 		old.Notes = append(old.Notes, "Partial run: "+n)

@@ -593,7 +593,13 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
 	}
 	b.WriteString("\n\n")
 	b.WriteString(tbl + "\n")
-	fmt.Fprintf(&b, "![nexmux benchmark](%s)\n\n", chartRef)
+	// A row measured again later (BENCH_ONLY) says when and how.
+	for _, n := range res.Notes {
+		if strings.HasPrefix(n, partialNote) || strings.HasPrefix(n, "Partial run: ") {
+			b.WriteString("- " + n + "\n")
+		}
+	}
+	fmt.Fprintf(&b, "\n![nexmux benchmark](%s)\n\n", chartRef)
 	b.WriteString("### Targets\n\n")
 	b.WriteString(gt + "\n")
 	b.WriteString(spreadText(res))
