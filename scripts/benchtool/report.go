@@ -108,6 +108,9 @@ func (g goal) format(v float64) string {
 	if g.Unit == "KiB" {
 		return fmt.Sprintf("%.1f KiB", v)
 	}
+	if g.Unit == "×3" {
+		return fmt.Sprintf("%.3f×", v)
+	}
 	return fmt.Sprintf("%.2f×", v)
 }
 
@@ -219,7 +222,7 @@ const (
 	hopCost      = "the proxy hop itself costs CPU on the same two cores the client and the TLS work need: the proxy's plaintext socket I/O and the backend's (compare proxy + backend with the direct backend in the CPU table)"
 	pushChanges  = "nexmux gathers the client's 16 KiB TLS records into 512 KiB writes to Nexus (l7 bodywrite.go): on loopback, moving a GiB in 16 KiB writes costs both ends about twice the CPU of 128 KiB writes, 512 KiB writes cost the receiving side (the bench's backend) a third less again, and nginx and a bare httputil.ReverseProxy write a record at a time; below crypto/tls it reads the upload ahead in 512 KiB reads (l7 ReadAheader)"
 	nodesPullWhy = "more nodes add no capacity here (every bench backend serves the blob from page cache on the same two cores), so this checks that spreading reads costs nexmux no throughput: the pulls of a repetition hash to one node or several by (repository, digest)"
-	nodesCPUWhy  = "with several nodes each request also takes the health table's pick (upstream.Set.Pick: each node's state and load, one weighted draw) and the in-flight count of its node; with one node Pick returns at once"
+	nodesCPUWhy  = "with several nodes each request also runs the health table's pick (upstream.Set.Pick: each node's state and cost under its lock, a sort and a weighted random draw; with one node Pick returns at once), and nexmux keeps one connection pool per node"
 	routesWhy    = "the route table is two map probes whatever its size (route BenchmarkLookupHost, mux BenchmarkHandshake: same ns/op for 1 and 10,000 routes), so any difference is this machine's run-to-run noise (see the rounds in results.json)"
 )
 
@@ -272,8 +275,8 @@ var reasons = map[string]why{
 	},
 	"routes-rate":      {met: routesWhy + ".", missed: routesWhy + "."},
 	"routes-handshake": {met: routesWhy + ".", missed: routesWhy + "."},
-	"nodes-pull":       {met: nodesPullWhy + ".", missed: nodesPullWhy + "; any shortfall is the cost of that or this machine's run-to-run noise (see the repetitions in results.json)."},
-	"nodes-cpu":        {met: nodesCPUWhy + ".", missed: nodesCPUWhy + "; compare the rounds in results.json with the machine's noise before reading more into it."},
+	"nodes-pull":       {met: nodesPullWhy + ".", missed: nodesPullWhy + "."},
+	"nodes-cpu":        {met: nodesCPUWhy + ".", missed: nodesCPUWhy + "."},
 }
 
 func fmtVal(v float64, prec int) string {
@@ -418,7 +421,7 @@ func goalsTable(res *Results) string {
 		if w := reasons[g.Key].met; w != "" {
 			result += ": " + w
 		}
-		floor := floorText(res, g.Key)
+		floor := floorText(res, g.Key) + nodesText(res, g.Key)
 		if !g.Known {
 			result = "not measured in this run"
 		} else if !g.Met() {
