@@ -12,7 +12,9 @@
 # Knobs (environment): BENCH_BLOB_MIB (1024), BENCH_REPS (5), BENCH_ROUNDS (5),
 # BENCH_RATE_SECONDS (3), BENCH_HS_SECONDS (3), BENCH_HS_WORKERS (32),
 # BENCH_IDLE_CONNS (10000), BENCH_ROUTES (10000), BENCH_NODES (3),
-# BENCH_NODE_STREAMS (3), BENCH_NODE_ROUNDS (9), BENCH_ONLY (subset:
+# BENCH_NODE_STREAMS (3), BENCH_NODE_ROUNDS (9), BENCH_NODE_PROCS (one
+# backend process per node; 1: one process serves every node's port),
+# BENCH_ONLY (subset:
 # pull,push,rate,handshake,latency,idle,routes,nodes; only those are
 # measured and replace their part of BENCH_OUT/results.json, e.g.
 # BENCH_ONLY=nodes for the node-count row alone), BENCH_OUT (docs/bench),
@@ -38,6 +40,7 @@ ROUTES=${BENCH_ROUTES:-10000}
 NODES=${BENCH_NODES:-3}
 NODE_STREAMS=${BENCH_NODE_STREAMS:-3}
 NODE_ROUNDS=${BENCH_NODE_ROUNDS:-9}
+NODE_PROCS=${BENCH_NODE_PROCS:-$NODES}
 ONLY=${BENCH_ONLY:-}
 OUT=${BENCH_OUT:-$ROOT/docs/bench}
 PORT_BASE=${BENCH_PORT_BASE:-19400}
@@ -151,7 +154,14 @@ wait_port() {
 
 # --- servers -----------------------------------------------------------------
 say "starting the backend (blob ${BLOB_MIB} MiB in page cache)"
-"$WORK/benchtool" backend -listen "127.0.0.1:$P_BACKEND" -tls-listen "127.0.0.1:$P_DIRECT" \
+# BENCH_NODE_PROCS=1: the first backend process also serves the other
+# nodes' ports (a diagnosis: nexmux's cost of several nodes without the
+# cost of several backend processes on the same cores).
+listen=127.0.0.1:$P_BACKEND
+if [[ $NODE_PROCS == 1 ]]; then
+	for p in "${P_MORE_BACKENDS[@]}"; do listen+=",127.0.0.1:$p"; done
+fi
+"$WORK/benchtool" backend -listen "$listen" -tls-listen "127.0.0.1:$P_DIRECT" \
 	-cert "$CERT" -key "$KEY" -blob-size $((BLOB_MIB << 20)) >"$WORK/backend.log" 2>&1 &
 pids+=($!)
 BACKEND_PID=$!
@@ -162,12 +172,16 @@ wait_port "$P_DIRECT" "$BACKEND_PID" backend
 BACKEND_PIDS=$BACKEND_PID
 NODE_UPSTREAMS=(--upstream "http://127.0.0.1:$P_BACKEND")
 for p in "${P_MORE_BACKENDS[@]}"; do
+	NODE_UPSTREAMS+=(--upstream "http://127.0.0.1:$p")
+	if [[ $NODE_PROCS == 1 ]]; then
+		wait_port "$p" "$BACKEND_PID" backend
+		continue
+	fi
 	"$WORK/benchtool" backend -listen "127.0.0.1:$p" -blob-size $((BLOB_MIB << 20)) >"$WORK/backend-$p.log" 2>&1 &
 	pids+=($!)
 	bpid=$!
 	wait_port "$p" "$bpid" "backend-$p"
 	BACKEND_PIDS+=",$bpid"
-	NODE_UPSTREAMS+=(--upstream "http://127.0.0.1:$p")
 done
 
 say "starting nexmux (1 route), nexmux ($ROUTES routes from --config) and the Go floor"
