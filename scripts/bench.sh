@@ -2,7 +2,8 @@
 # make bench: nexmux against nginx (Sonatype's documented config and a tuned
 # one) and against the backend served over TLS with no proxy hop, on this
 # machine, on loopback, with one certificate (ECDSA P-256), one backend and
-# one client (scripts/benchtool). Prints the table and writes
+# one client (scripts/benchtool); the node-count row adds backends and a
+# nexmux with several --upstream nodes. Prints the table and writes
 # docs/bench/results.md, results.png, results.json and README-section.md.
 #
 # Needs root only to install nginx with apt when it is missing. Every process
@@ -10,8 +11,13 @@
 #
 # Knobs (environment): BENCH_BLOB_MIB (1024), BENCH_REPS (5), BENCH_ROUNDS (5),
 # BENCH_RATE_SECONDS (3), BENCH_HS_SECONDS (3), BENCH_HS_WORKERS (32),
-# BENCH_IDLE_CONNS (10000), BENCH_ROUTES (10000), BENCH_ONLY (subset:
-# pull,push,rate,handshake,latency,idle,routes), BENCH_OUT (docs/bench),
+# BENCH_IDLE_CONNS (10000), BENCH_ROUTES (10000), BENCH_NODES (3),
+# BENCH_NODE_STREAMS (3), BENCH_NODE_ROUNDS (9), BENCH_NODE_PROCS (one
+# backend process per node; 1: one process serves every node's port),
+# BENCH_ONLY (subset:
+# pull,push,rate,handshake,latency,idle,routes,nodes; only those are
+# measured and replace their part of BENCH_OUT/results.json, e.g.
+# BENCH_ONLY=nodes for the node-count row alone), BENCH_OUT (docs/bench),
 # BENCH_PORT_BASE (19400), BENCH_KEEP=1 keeps the work directory (logs,
 # configs) for a look afterwards.
 set -euo pipefail
@@ -31,6 +37,10 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 # limits (issue 17) would refuse the idle-connection and load phases.
 BENCH_NO_LIMITS="--max-conns 0 --max-conns-per-client 0 --max-requests-per-client 0"
 ROUTES=${BENCH_ROUTES:-10000}
+NODES=${BENCH_NODES:-3}
+NODE_STREAMS=${BENCH_NODE_STREAMS:-3}
+NODE_ROUNDS=${BENCH_NODE_ROUNDS:-9}
+NODE_PROCS=${BENCH_NODE_PROCS:-$NODES}
 ONLY=${BENCH_ONLY:-}
 OUT=${BENCH_OUT:-$ROOT/docs/bench}
 PORT_BASE=${BENCH_PORT_BASE:-19400}
@@ -123,7 +133,12 @@ P_MANY=$((PORT_BASE + 5))
 P_SONATYPE=$((PORT_BASE + 6))
 P_TUNED=$((PORT_BASE + 7))
 P_FLOOR=$((PORT_BASE + 8))
-for p in $P_BACKEND $P_DIRECT $P_NEXMUX $P_METRICS $P_MANY $P_SONATYPE $P_TUNED $P_FLOOR; do
+P_NODES=$((PORT_BASE + 9))
+P_NODES_METRICS=$((PORT_BASE + 10))
+# The other nodes' backends: PORT_BASE+11 and on.
+P_MORE_BACKENDS=()
+for ((i = 1; i < NODES; i++)); do P_MORE_BACKENDS+=($((PORT_BASE + 10 + i))); done
+for p in $P_BACKEND $P_DIRECT $P_NEXMUX $P_METRICS $P_MANY $P_SONATYPE $P_TUNED $P_FLOOR $P_NODES $P_NODES_METRICS "${P_MORE_BACKENDS[@]}"; do
 	port_open "$p" && die "127.0.0.1:$p is in use (set BENCH_PORT_BASE)"
 done
 
@@ -139,12 +154,35 @@ wait_port() {
 
 # --- servers -----------------------------------------------------------------
 say "starting the backend (blob ${BLOB_MIB} MiB in page cache)"
-"$WORK/benchtool" backend -listen "127.0.0.1:$P_BACKEND" -tls-listen "127.0.0.1:$P_DIRECT" \
+# BENCH_NODE_PROCS=1: the first backend process also serves the other
+# nodes' ports (a diagnosis: nexmux's cost of several nodes without the
+# cost of several backend processes on the same cores).
+listen=127.0.0.1:$P_BACKEND
+if [[ $NODE_PROCS == 1 ]]; then
+	for p in "${P_MORE_BACKENDS[@]}"; do listen+=",127.0.0.1:$p"; done
+fi
+"$WORK/benchtool" backend -listen "$listen" -tls-listen "127.0.0.1:$P_DIRECT" \
 	-cert "$CERT" -key "$KEY" -blob-size $((BLOB_MIB << 20)) >"$WORK/backend.log" 2>&1 &
 pids+=($!)
 BACKEND_PID=$!
 wait_port "$P_BACKEND" "$BACKEND_PID" backend
 wait_port "$P_DIRECT" "$BACKEND_PID" backend
+# The node-count row: NODES backends, each its own process and its own
+# --upstream node (the first is the one above).
+BACKEND_PIDS=$BACKEND_PID
+NODE_UPSTREAMS=(--upstream "http://127.0.0.1:$P_BACKEND")
+for p in "${P_MORE_BACKENDS[@]}"; do
+	NODE_UPSTREAMS+=(--upstream "http://127.0.0.1:$p")
+	if [[ $NODE_PROCS == 1 ]]; then
+		wait_port "$p" "$BACKEND_PID" backend
+		continue
+	fi
+	"$WORK/benchtool" backend -listen "127.0.0.1:$p" -blob-size $((BLOB_MIB << 20)) >"$WORK/backend-$p.log" 2>&1 &
+	pids+=($!)
+	bpid=$!
+	wait_port "$p" "$bpid" "backend-$p"
+	BACKEND_PIDS+=",$bpid"
+done
 
 say "starting nexmux (1 route), nexmux ($ROUTES routes from --config) and the Go floor"
 "$WORK/nexmux" serve --listen "127.0.0.1:$P_NEXMUX" --upstream "http://127.0.0.1:$P_BACKEND" \
@@ -152,6 +190,13 @@ say "starting nexmux (1 route), nexmux ($ROUTES routes from --config) and the Go
 	$BENCH_NO_LIMITS >"$WORK/nexmux.log" 2>&1 &
 pids+=($!)
 NEXMUX_PID=$!
+say "starting nexmux with $NODES --upstream nodes"
+"$WORK/nexmux" serve --listen "127.0.0.1:$P_NODES" "${NODE_UPSTREAMS[@]}" \
+	--cert "$CERT" --key "$KEY" --route "$HOST=$REPO" --metrics-listen "127.0.0.1:$P_NODES_METRICS" \
+	$BENCH_NO_LIMITS >"$WORK/nexmux-nodes.log" 2>&1 &
+pids+=($!)
+NODES_PID=$!
+NODES_STARTED=$(date +%s)
 # The Go floor: crypto/tls + net/http + httputil.ReverseProxy and nothing
 # else, the parts nexmux is built on.
 "$WORK/benchtool" floor -listen "127.0.0.1:$P_FLOOR" -upstream "http://127.0.0.1:$P_BACKEND" \
@@ -266,25 +311,47 @@ wait_port "$P_SONATYPE" "$nginx_sonatype_pid" nginx-sonatype
 # shellcheck disable=SC2154
 wait_port "$P_TUNED" "$nginx_tuned_pid" nginx-tuned
 wait_port "$P_METRICS" "$NEXMUX_PID" nexmux
+wait_port "$P_NODES" "$NODES_PID" nexmux-nodes
+wait_port "$P_NODES_METRICS" "$NODES_PID" nexmux-nodes
+
+# The node-count row means something only if nexmux counts every node
+# healthy and writable after its probes (two agreeing rounds, 2 s apart):
+# otherwise it would measure fail-open or one node.
+left=$((NODES_STARTED + 6 - $(date +%s)))
+((left > 0)) && sleep "$left"
+table=$(curl -fsS "http://127.0.0.1:$P_NODES_METRICS/upstreams") || die "nexmux-nodes: no /upstreams; see $WORK/nexmux-nodes.log"
+if [[ $(grep -c '"state": "writable"' <<<"$table") != "$NODES" ]] || grep -q '"lastError"' <<<"$table"; then
+	die "nexmux-nodes does not count $NODES writable nodes: $table"
+fi
 
 # --- measure -----------------------------------------------------------------
 say "measuring (a few minutes; progress below)"
-"$WORK/benchtool" run -out "$WORK/results.json" -ca "$CA" -nginx-version "$NGINX_VERSION" -backend-pid "$BACKEND_PID" \
+merge=()
+# A partial run replaces only its own rows of the last full run.
+[[ -n $ONLY && -f $OUT/results.json ]] && merge=(-merge "$OUT/results.json")
+"$WORK/benchtool" run -out "$WORK/results.json" -ca "$CA" -nginx-version "$NGINX_VERSION" -backend-pid "$BACKEND_PIDS" \
 	-blob-size $((BLOB_MIB << 20)) -reps "$REPS" -rounds "$ROUNDS" \
 	-rate-seconds "$RATE_SECONDS" -hs-seconds "$HS_SECONDS" -hs-workers "$HS_WORKERS" -idle-conns "$IDLE_CONNS" \
-	${ONLY:+-only "$ONLY"} \
+	${ONLY:+-only "$ONLY"} "${merge[@]}" -nodes-streams "$NODE_STREAMS" -nodes-rounds "$NODE_ROUNDS" \
 	-target "direct,addr=127.0.0.1:$P_DIRECT,host=$HOST,prefix=/repository/$REPO" \
 	-target "nexmux,addr=127.0.0.1:$P_NEXMUX,host=$HOST,pid=$NEXMUX_PID,metrics=http://127.0.0.1:$P_METRICS/metrics" \
 	-target "floor,addr=127.0.0.1:$P_FLOOR,host=$HOST,pid=$FLOOR_PID" \
 	-target "nginx-sonatype,addr=127.0.0.1:$P_SONATYPE,host=$HOST,pid=$nginx_sonatype_pid,tree" \
 	-target "nginx-tuned,addr=127.0.0.1:$P_TUNED,host=$HOST,pid=$nginx_tuned_pid,tree" \
-	-routes-target "nexmux-$ROUTES-routes,addr=127.0.0.1:$P_MANY,pid=$MANY_PID,host=r00000.$REPO.test,hosts=$ROUTES,hostfmt=r%05d.$REPO.test"
+	-routes-target "nexmux-$ROUTES-routes,addr=127.0.0.1:$P_MANY,pid=$MANY_PID,host=r00000.$REPO.test,hosts=$ROUTES,hostfmt=r%05d.$REPO.test" \
+	-nodes-target "nexmux-$NODES-nodes,addr=127.0.0.1:$P_NODES,pid=$NODES_PID,host=$HOST,nodes=$NODES"
 
 for p in "${pids[@]}"; do
 	kill -0 "$p" 2>/dev/null || die "a server exited during the run; see the logs in $WORK"
 done
 elapsed=$(($(date +%s) - START))
 run_time="$((elapsed / 60)) min $((elapsed % 60)) s"
+# A partial run keeps the full run's figures, and its run time.
+if [[ -n $ONLY && -f $OUT/results.md ]]; then
+	full=$(sed -n 's/.*; the whole `make bench` \(.*\)\.$/\1/p' "$OUT/results.md" | head -n 1)
+	say "partial run ($ONLY) took $run_time; merged into $OUT/results.json"
+	run_time=$full
+fi
 
 mkdir -p "$OUT"
 cp "$WORK/results.json" "$OUT/results.json"

@@ -73,34 +73,53 @@ type backend struct {
 	blobPath string   // a path that opens the blob with its own file offset
 	blobSize int64
 	uploads  atomic.Int64
+	// node names this backend in X-Bench-Node, so the client can see
+	// which of several upstream nodes served a pull.
+	node string
 }
 
 func backendMain(args []string) error {
 	fs := flag.NewFlagSet("backend", flag.ExitOnError)
-	listen := fs.String("listen", "127.0.0.1:0", "plain HTTP `ADDR` (what a proxy forwards to, like Nexus's 8081)")
+	listen := fs.String("listen", "127.0.0.1:0", "plain HTTP `ADDR[,ADDR...]` (what a proxy forwards to, like Nexus's 8081)")
 	tlsListen := fs.String("tls-listen", "", "TLS `ADDR` serving the same routes with no proxy in between (the limit)")
 	certFile := fs.String("cert", "", "certificate `FILE` for -tls-listen")
 	keyFile := fs.String("key", "", "key `FILE` for -tls-listen")
 	size := fs.Int64("blob-size", 1<<30, "blob size in bytes (a multiple of 1 MiB)")
+	node := fs.String("node", "", "`NAME` sent in X-Bench-Node on every answer (default: the -listen address)")
 	_ = fs.Parse(args)
 	if *size <= 0 || *size%patternSize != 0 {
 		return fmt.Errorf("-blob-size %d: want a positive multiple of %d", *size, patternSize)
 	}
-	b := &backend{blobSize: *size}
+	b := &backend{blobSize: *size, node: *node}
 	cleanup, err := b.makeBlob()
 	if err != nil {
 		return err
 	}
 	defer cleanup()
 
-	errc := make(chan error, 2)
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
+	addrs := strings.Split(*listen, ",")
+	errc := make(chan error, len(addrs)+1)
+	for i, addr := range addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		// Each further address is a node of its own in X-Bench-Node: one
+		// process can then stand for several nodes (bench.sh
+		// BENCH_NODE_PROCS=1 separates nexmux's cost of several nodes
+		// from the cost of several backend processes).
+		name := ln.Addr().String()
+		if i == 0 && b.node == "" {
+			b.node = name
+		}
+		h := http.Handler(b)
+		if i > 0 {
+			h = &nodeHandler{b: b, node: name}
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+		go func() { errc <- srv.Serve(ln) }()
+		log.Printf("backend: http://%s (blob %d bytes, %s)", ln.Addr(), b.blobSize, blobDigest())
 	}
-	srv := &http.Server{Handler: b, ReadHeaderTimeout: 30 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-	go func() { errc <- srv.Serve(ln) }()
-	log.Printf("backend: http://%s (blob %d bytes, %s)", ln.Addr(), b.blobSize, blobDigest())
 
 	if *tlsListen != "" {
 		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
@@ -156,8 +175,26 @@ func (b *backend) makeBlob() (func(), error) {
 // ServeHTTP answers the Nexus route shape: an optional /repository/<repo>
 // prefix (what a proxy sends; the direct TLS path sends it too), then the
 // Registry API.
-func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) { b.serve(w, r, b.node) }
+
+// nodeHandler serves one listener of the backend under its own node name.
+type nodeHandler struct {
+	b    *backend
+	node string
+}
+
+func (h *nodeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.b.serve(w, r, h.node) }
+
+func (b *backend) serve(w http.ResponseWriter, r *http.Request, node string) {
 	p := r.URL.Path
+	w.Header().Set("X-Bench-Node", node)
+	// Nexus's health endpoints: nexmux probes them on every node when it
+	// has several (--upstream repeated); this node is always writable.
+	if strings.HasSuffix(p, "/service/rest/v1/status") || strings.HasSuffix(p, "/service/rest/v1/status/writable") {
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if rest, ok := strings.CutPrefix(p, "/repository/"); ok {
 		_, sub, found := strings.Cut(rest, "/")
 		if !found {

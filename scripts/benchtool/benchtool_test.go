@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"image/png"
 	"net/http"
 	"net/http/httptest"
@@ -114,7 +115,7 @@ func TestResponseParsing(t *testing.T) {
 
 // TestBackend checks the route shape every proxy is measured on.
 func TestBackend(t *testing.T) {
-	b := &backend{blobSize: 2 * patternSize}
+	b := &backend{blobSize: 2 * patternSize, node: "node-a"}
 	cleanup, err := b.makeBlob()
 	if err != nil {
 		t.Fatal(err)
@@ -156,8 +157,17 @@ func TestBackend(t *testing.T) {
 	if resp.StatusCode != 201 || resp.Header.Get("Location") != "/repository/bench/v2/bench/app/blobs/sha256:abc" {
 		t.Errorf("PUT: %d %v", resp.StatusCode, resp.Header)
 	}
-	if resp = get("GET", "/service/rest/v1/status", ""); resp.StatusCode != 404 {
+	// nexmux with several --upstream nodes probes these on each.
+	for _, p := range []string{"/service/rest/v1/status", "/service/rest/v1/status/writable", "/nexus/service/rest/v1/status/writable"} {
+		if resp = get("GET", p, ""); resp.StatusCode != 200 {
+			t.Errorf("%s: %d", p, resp.StatusCode)
+		}
+	}
+	if resp = get("GET", "/service/rest/v1/repositories", ""); resp.StatusCode != 404 {
 		t.Errorf("outside the registry API: %d", resp.StatusCode)
+	}
+	if got := resp.Header.Get("X-Bench-Node"); got != "node-a" {
+		t.Errorf("X-Bench-Node %q, want node-a", got)
 	}
 }
 
@@ -334,5 +344,102 @@ func TestPairedRatio(t *testing.T) {
 	// Medians only (no rounds kept): the ratio of the medians.
 	if r, ok := pairedRatio(Series{Median: 90}, Series{Median: 100}); !ok || r != 0.9 {
 		t.Fatalf("pairedRatio of medians = %v, %v; want 0.9", r, ok)
+	}
+}
+
+func sampleNodes() *Nodes {
+	return &Nodes{Count: 3, One: colNexmux, Many: "nexmux-3-nodes", Streams: 3,
+		PullOne: newSeries([]float64{1000, 900, 1100}, 0), PullMany: newSeries([]float64{1010, 950, 1000}, 0),
+		RateOne: newSeries([]float64{14000, 13000}, 0), RateMany: newSeries([]float64{13800, 13100}, 0),
+		CPUOne: 50, CPUMany: 53,
+		Served: map[string]map[string]int{"nexmux-3-nodes": {"127.0.0.1:3": 4, "127.0.0.1:1": 6, "127.0.0.1:2": 5}}}
+}
+
+// The node-count row: both ratios with their targets, in the table and
+// the goals, and where the pulls went.
+func TestReportNodes(t *testing.T) {
+	res := sampleResults()
+	res.Nodes = sampleNodes()
+	tbl := table(res)
+	for _, want := range []string{
+		"| nexmux upstream nodes | 1 node | 3 nodes | 3 ÷ 1 | target |",
+		// repetitions' ratios 1.01, 1.056, 0.909: median 1.01
+		"| 1,000 | 1,000 | 1.010× (median of the repetitions' ratios) | ≥ 1.00× |",
+		"| nexmux's own CPU per HEAD request (µs, lower is better) | 50.0 | 53.0 | 1.060× | ≤ 1.05× |",
+		"127.0.0.1:1 6, 127.0.0.1:2 5, 127.0.0.1:3 4.",
+	} {
+		if !strings.Contains(tbl, want) {
+			t.Errorf("table lacks %q:\n%s", want, tbl)
+		}
+	}
+	met := map[string]bool{}
+	for _, g := range goals(res) {
+		met[g.Key] = g.Met()
+	}
+	if !met["nodes-pull"] || met["nodes-cpu"] {
+		t.Errorf("goals met %v: want nodes-pull met, nodes-cpu missed (1.06 > 1.05)", met)
+	}
+	if gt := goalsTable(res); !strings.Contains(gt, "| nexmux's CPU per request with 3 upstream nodes ≤ 1.05× one node | 1.060× | **missed**") {
+		t.Errorf("goals table:\n%s", gt)
+	}
+	if st := settingsText(res); !strings.Contains(st, "Upstream nodes: nexmux with one --upstream and with 3") {
+		t.Errorf("settings: %s", st)
+	}
+	res.Nodes = nil
+	if strings.Contains(table(res), "upstream nodes") || len(nodesGoals(res)) != 0 {
+		t.Error("no node comparison measured, yet reported")
+	}
+}
+
+// A partial run replaces only its own measurements in the last full run.
+func TestMergeResults(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.json")
+	old := sampleResults()
+	old.CPU["nodes: HEAD manifest"] = map[string]CPU{colNexmux: {Unit: "µs/op", Server: 1}}
+	data, err := json.Marshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fresh := &Results{Started: time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC), Machine: old.Machine, Seconds: 100,
+		Settings: Settings{NodeStreams: 3, NodeRounds: 9},
+		Pull:     map[string]Series{}, Nodes: sampleNodes(), Notes: []string{"waited 3 s"},
+		CPU: map[string]map[string]CPU{"nodes: HEAD manifest": {colNexmux: {Unit: "µs/op", Server: 50}}, "pull": {}}}
+	got, err := mergeResults(path, fresh, map[string]bool{"nodes": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Nodes == nil || got.Nodes.CPUMany != 53 || got.Settings.NodeStreams != 3 || got.Settings.Reps != 3 {
+		t.Errorf("nodes not merged: %+v %+v", got.Nodes, got.Settings)
+	}
+	if got.Pull[colNexmux].Median != 800 || got.CPU["pull"][colNexmux].Server != 1200 || got.Routes == nil {
+		t.Errorf("the full run's other measurements were lost: %+v", got.Pull)
+	}
+	if got.CPU["nodes: HEAD manifest"][colNexmux].Server != 50 {
+		t.Errorf("node CPU not replaced: %+v", got.CPU)
+	}
+	if n := strings.Join(got.Notes, "\n"); !strings.Contains(n, "BENCH_ONLY=nodes") || !strings.Contains(n, "Partial run: waited 3 s") {
+		t.Errorf("notes: %s", n)
+	}
+	if sec := readmeSection(got, table(got), goalsTable(got), "x.png", ""); !strings.Contains(sec, "- "+partialNote+" (2026-02-03 04:05 UTC") {
+		t.Errorf("README section does not say the node rows came later:\n%s", sec)
+	}
+	// No earlier results: the fresh ones as they are.
+	if got, err := mergeResults(filepath.Join(t.TempDir(), "none.json"), fresh, map[string]bool{"nodes": true}); err != nil || got != fresh {
+		t.Errorf("no earlier file: %v %v", got, err)
+	}
+}
+
+func TestParsePIDs(t *testing.T) {
+	if p, err := parsePIDs("12, 34,56"); err != nil || len(p) != 3 || p[2] != 56 {
+		t.Errorf("parsePIDs: %v %v", p, err)
+	}
+	if p, err := parsePIDs(""); err != nil || len(p) != 0 {
+		t.Errorf("empty: %v %v", p, err)
+	}
+	if _, err := parsePIDs("12,x"); err == nil {
+		t.Error("parsePIDs accepted x")
 	}
 }

@@ -33,6 +33,9 @@ type target struct {
 	// HostFormat (the 10,000-route table).
 	Hosts      int    `json:"hosts,omitempty"`
 	HostFormat string `json:"host_format,omitempty"`
+	// Nodes is how many --upstream nodes this nexmux has (the node-count
+	// comparison); 0: one.
+	Nodes int `json:"nodes,omitempty"`
 }
 
 func (t *target) host(i int) string {
@@ -138,8 +141,9 @@ func (c *httpConn) Close() {
 // response is what the client keeps of an answer.
 type response struct {
 	Status   int
-	Length   int64 // body bytes read
-	Bytes    int64 // X-Bench-Bytes: what the backend counted of an upload
+	Length   int64  // body bytes read
+	Bytes    int64  // X-Bench-Bytes: what the backend counted of an upload
+	Node     string // X-Bench-Node: which backend answered
 	close    bool
 	cl       int64
 	chunked  bool
@@ -208,6 +212,7 @@ var (
 	hdrConnection       = []byte("connection")
 	hdrBenchBytes       = []byte("x-bench-bytes")
 	hdrLocation         = []byte("location")
+	hdrBenchNode        = []byte("x-bench-node")
 )
 
 func (c *httpConn) readHead(resp *response) error {
@@ -258,6 +263,8 @@ func (c *httpConn) readHead(resp *response) error {
 			resp.Bytes, _ = strconv.ParseInt(string(v), 10, 64)
 		case bytes.EqualFold(k, hdrLocation):
 			resp.location = true
+		case bytes.EqualFold(k, hdrBenchNode):
+			resp.Node = string(v)
 		}
 	}
 }

@@ -108,6 +108,9 @@ func (g goal) format(v float64) string {
 	if g.Unit == "KiB" {
 		return fmt.Sprintf("%.1f KiB", v)
 	}
+	if g.Unit == "×3" {
+		return fmt.Sprintf("%.3f×", v)
+	}
 	return fmt.Sprintf("%.2f×", v)
 }
 
@@ -205,7 +208,7 @@ func goals(res *Results) []goal {
 		r, ok = pairedRatio(rt.HandshakeMany, rt.HandshakeOne)
 		out = append(out, goal{What: fmt.Sprintf("%d routes ≥ 0.98× one route (handshakes/s, SNI over all names)", rt.Count), Measured: r, Limit: 0.98, Known: ok, Key: "routes-handshake"})
 	}
-	return out
+	return append(out, nodesGoals(res)...)
 }
 
 // why explains each goal's outcome from what the profiles and the CPU
@@ -215,10 +218,12 @@ func goals(res *Results) []goal {
 type why struct{ met, missed string }
 
 const (
-	pullChanges = "nexmux reads Nexus with a 512 KiB copy buffer and sends a response's TLS records sixteen at a time in one write(2) (l7 copyBufferSize, mux routedConn batching)"
-	hopCost     = "the proxy hop itself costs CPU on the same two cores the client and the TLS work need: the proxy's plaintext socket I/O and the backend's (compare proxy + backend with the direct backend in the CPU table)"
-	pushChanges = "nexmux gathers the client's 16 KiB TLS records into 512 KiB writes to Nexus (l7 bodywrite.go): on loopback, moving a GiB in 16 KiB writes costs both ends about twice the CPU of 128 KiB writes, 512 KiB writes cost the receiving side (the bench's backend) a third less again, and nginx and a bare httputil.ReverseProxy write a record at a time; below crypto/tls it reads the upload ahead in 512 KiB reads (l7 ReadAheader)"
-	routesWhy   = "the route table is two map probes whatever its size (route BenchmarkLookupHost, mux BenchmarkHandshake: same ns/op for 1 and 10,000 routes), so any difference is this machine's run-to-run noise (see the rounds in results.json)"
+	pullChanges  = "nexmux reads Nexus with a 512 KiB copy buffer and sends a response's TLS records sixteen at a time in one write(2) (l7 copyBufferSize, mux routedConn batching)"
+	hopCost      = "the proxy hop itself costs CPU on the same two cores the client and the TLS work need: the proxy's plaintext socket I/O and the backend's (compare proxy + backend with the direct backend in the CPU table)"
+	pushChanges  = "nexmux gathers the client's 16 KiB TLS records into 512 KiB writes to Nexus (l7 bodywrite.go): on loopback, moving a GiB in 16 KiB writes costs both ends about twice the CPU of 128 KiB writes, 512 KiB writes cost the receiving side (the bench's backend) a third less again, and nginx and a bare httputil.ReverseProxy write a record at a time; below crypto/tls it reads the upload ahead in 512 KiB reads (l7 ReadAheader)"
+	nodesPullWhy = "more nodes add no capacity here (every bench backend serves the blob from page cache on the same two cores), so this checks that spreading reads costs nexmux no throughput: the pulls of a repetition hash to one node or several by (repository, digest)"
+	nodesCPUWhy  = "with several nodes each request also runs the health table's pick (upstream.Set.Pick: each node's state and cost under its lock, a sort and a weighted random draw; with one node Pick returns at once), and nexmux keeps one connection pool per node"
+	routesWhy    = "the route table is two map probes whatever its size (route BenchmarkLookupHost, mux BenchmarkHandshake: same ns/op for 1 and 10,000 routes), so any difference is this machine's run-to-run noise (see the rounds in results.json)"
 )
 
 var reasons = map[string]why{
@@ -270,6 +275,8 @@ var reasons = map[string]why{
 	},
 	"routes-rate":      {met: routesWhy + ".", missed: routesWhy + "."},
 	"routes-handshake": {met: routesWhy + ".", missed: routesWhy + "."},
+	"nodes-pull":       {met: nodesPullWhy + ".", missed: nodesPullWhy + "."},
+	"nodes-cpu":        {met: nodesCPUWhy + ".", missed: nodesCPUWhy + "."},
 }
 
 func fmtVal(v float64, prec int) string {
@@ -349,6 +356,9 @@ func table(res *Results) string {
 		fmt.Fprintf(&b, "| full TLS handshakes, SNI over every name (/s) | %s | %s | %.3f× |\n",
 			fmtVal(rt.HandshakeOne.Median, 0), fmtVal(rt.HandshakeMany.Median, 0), hr)
 	}
+	if nt := nodesTable(res); nt != "" {
+		b.WriteString("\n" + nt)
+	}
 	return b.String()
 }
 
@@ -411,7 +421,7 @@ func goalsTable(res *Results) string {
 		if w := reasons[g.Key].met; w != "" {
 			result += ": " + w
 		}
-		floor := floorText(res, g.Key)
+		floor := floorText(res, g.Key) + nodesText(res, g.Key)
 		if !g.Known {
 			result = "not measured in this run"
 		} else if !g.Met() {
@@ -491,6 +501,12 @@ func settingsText(res *Results) string {
 	fmt.Fprintf(&b, "Memory: RSS growth (nginx: master and every worker) over %d idle keep-alive TLS connections that each served one HEAD, divided by their number.", s.IdleConns)
 	if s.RouteCount > 0 {
 		fmt.Fprintf(&b, " Route count: nexmux with 1 and with %d routes in %d interleaved rounds of %gs; the ratio is the median of the rounds' ratios, so the machine's drift between rounds cancels.", s.RouteCount, s.RouteRounds, s.RouteSeconds)
+	}
+	if n := res.Nodes; n != nil {
+		fmt.Fprintf(&b, " Upstream nodes: nexmux with one --upstream and with %d (%d bench backend processes, each its own node, all probed healthy and writable); "+
+			"pulls: %d repetitions of %d concurrent pulls of distinct digests (the same for both), interleaved, the ratio the median of the repetitions' ratios; "+
+			"CPU: nexmux's own CPU time over %d interleaved rounds of HEAD manifest (a read not by digest, so every request takes the least-loaded pick) divided by the requests served.",
+			n.Count, n.Count, s.Reps, n.Streams, s.NodeRounds)
 	}
 	return b.String()
 }
@@ -580,7 +596,13 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
 	}
 	b.WriteString("\n\n")
 	b.WriteString(tbl + "\n")
-	fmt.Fprintf(&b, "![nexmux benchmark](%s)\n\n", chartRef)
+	// A row measured again later (BENCH_ONLY) says when and how.
+	for _, n := range res.Notes {
+		if strings.HasPrefix(n, partialNote) || strings.HasPrefix(n, "Partial run: ") {
+			b.WriteString("- " + n + "\n")
+		}
+	}
+	fmt.Fprintf(&b, "\n![nexmux benchmark](%s)\n\n", chartRef)
 	b.WriteString("### Targets\n\n")
 	b.WriteString(gt + "\n")
 	b.WriteString(spreadText(res))

@@ -33,6 +33,7 @@ type Results struct {
 	Latency   map[string]Latency `json:"latency"`
 	Idle      map[string]Idle    `json:"idle"`
 	Routes    *Routes            `json:"routes,omitempty"`
+	Nodes     *Nodes             `json:"nodes,omitempty"`
 	// CPU says where the two cores went, per unit of work: the target's
 	// processes, the backend and the client. On a machine this small the
 	// three share the CPU, so a server's own cost explains its throughput.
@@ -65,6 +66,8 @@ type Settings struct {
 	RouteCount     int     `json:"route_count"`
 	RouteRounds    int     `json:"route_rounds"`
 	RouteSeconds   float64 `json:"route_seconds"`
+	NodeStreams    int     `json:"node_streams,omitempty"`
+	NodeRounds     int     `json:"node_rounds,omitempty"`
 	ClientGroup    string  `json:"client_group"`
 	ClientProtocol string  `json:"client_protocol"`
 }
@@ -102,7 +105,10 @@ type cpuMark struct {
 }
 
 func (r *runner) mark(t *target) cpuMark {
-	m := cpuMark{server: cpuTime(t.PID, t.Tree), backend: cpuTime(r.backendPID, false), client: cpuTime(os.Getpid(), false), at: time.Now()}
+	m := cpuMark{server: cpuTime(t.PID, t.Tree), client: cpuTime(os.Getpid(), false), at: time.Now()}
+	for _, pid := range r.backendPIDs {
+		m.backend += cpuTime(pid, false)
+	}
 	m.busy, m.idle = systemCPU()
 	return m
 }
@@ -183,7 +189,7 @@ type targetList []*target
 func (l *targetList) String() string { return fmt.Sprint(len(*l)) }
 
 // Set parses "name,addr=...,host=...,prefix=...,pid=N,tree,metrics=URL,
-// hosts=N,hostfmt=FMT".
+// hosts=N,hostfmt=FMT,nodes=N".
 func (l *targetList) Set(s string) error {
 	parts := strings.Split(s, ",")
 	t := &target{Name: parts[0]}
@@ -207,6 +213,8 @@ func (l *targetList) Set(s string) error {
 			t.Hosts, err = strconv.Atoi(v)
 		case "hostfmt":
 			t.HostFormat = v
+		case "nodes":
+			t.Nodes, err = strconv.Atoi(v)
 		default:
 			err = fmt.Errorf("unknown key %q", k)
 		}
@@ -229,9 +237,9 @@ type runner struct {
 	pat     []byte
 	digest  string
 	only    map[string]bool
-	// backendPID is the backend's process, for CPU accounting; for the
-	// direct target it is the server.
-	backendPID int
+	// backendPIDs are the backends' processes (one per upstream node),
+	// for CPU accounting; for the direct target the first is the server.
+	backendPIDs []int
 	// retried counts measurements run again because other work took the
 	// CPU; disturbed those still disturbed after maxRetries.
 	retried, disturbed int
@@ -249,9 +257,13 @@ func runMain(args []string) error {
 	routesBase := fs.String("routes-base", "nexmux", "target the -routes-target is compared with")
 	caFile := fs.String("ca", "", "CA certificate `FILE` every target's certificate chains to")
 	out := fs.String("out", "results.json", "results `FILE`")
-	only := fs.String("only", "", "comma-separated subset of measurements: pull,push,rate,handshake,latency,idle,routes")
+	only := fs.String("only", "", "comma-separated subset of measurements: pull,push,rate,handshake,latency,idle,routes,nodes")
 	nginxVersion := fs.String("nginx-version", "", "nginx version string for the report")
-	backendPID := fs.Int("backend-pid", 0, "the backend's `PID`, for CPU accounting")
+	backendPIDs := fs.String("backend-pid", "", "the backends' `PIDs` (comma-separated: one per upstream node), for CPU accounting")
+	var nodeTargets targetList
+	fs.Var(&nodeTargets, "nodes-target", "nexmux with several --upstream nodes (nodes=N), compared with the target named by -nodes-base")
+	nodesBase := fs.String("nodes-base", "nexmux", "target (nexmux with one --upstream) the -nodes-target is compared with")
+	merge := fs.String("merge", "", "earlier results `FILE`: keep its measurements and replace only those this run makes (-only)")
 	var s Settings
 	fs.Int64Var(&s.BlobBytes, "blob-size", 1<<30, "blob size in bytes (must match the backend)")
 	fs.IntVar(&s.Reps, "reps", 5, "repetitions of each blob transfer (the median is reported)")
@@ -264,7 +276,13 @@ func runMain(args []string) error {
 	fs.IntVar(&s.IdleConns, "idle-conns", 10000, "idle TLS connections for the memory measurement")
 	fs.IntVar(&s.RouteRounds, "route-rounds", 9, "interleaved rounds of the route-count comparison")
 	fs.Float64Var(&s.RouteSeconds, "route-seconds", 3, "seconds per round of the route-count comparison")
+	fs.IntVar(&s.NodeStreams, "nodes-streams", 3, "concurrent blob pulls (each of its own digest) per repetition of the node-count comparison")
+	fs.IntVar(&s.NodeRounds, "nodes-rounds", 9, "interleaved rounds of the node-count CPU comparison")
 	_ = fs.Parse(args)
+	pids, err := parsePIDs(*backendPIDs)
+	if err != nil {
+		return err
+	}
 	if len(targets) == 0 {
 		return errors.New("no -target")
 	}
@@ -280,7 +298,7 @@ func runMain(args []string) error {
 	s.ClientProtocol = "TLS 1.3, HTTP/1.1"
 	r := &runner{
 		s: s, tls: &tlsConfigs{roots: roots}, targets: targets,
-		pat: pattern(), digest: blobDigest(), backendPID: *backendPID,
+		pat: pattern(), digest: blobDigest(), backendPIDs: pids,
 		res: &Results{
 			Started: time.Now(), Machine: machine(*nginxVersion), Settings: s,
 			Pull: map[string]Series{}, Push: map[string]Series{}, Rate: map[string]Series{},
@@ -305,7 +323,7 @@ func runMain(args []string) error {
 			return fmt.Errorf("%s: preflight: %w", t.Name, err)
 		}
 	}
-	for _, t := range routeTargets {
+	for _, t := range append(routeTargets, nodeTargets...) {
 		if err := r.preflight(ctx, t, false); err != nil {
 			return fmt.Errorf("%s: preflight: %w", t.Name, err)
 		}
@@ -378,6 +396,20 @@ func runMain(args []string) error {
 		}
 		r.res.Settings.RouteCount = many.Hosts
 	}
+	if r.want("nodes") && len(nodeTargets) > 0 {
+		var base *target
+		for _, t := range targets {
+			if t.Name == *nodesBase {
+				base = t
+			}
+		}
+		if base == nil {
+			return fmt.Errorf("-nodes-base %q is not a -target", *nodesBase)
+		}
+		if err := r.nodes(ctx, base, nodeTargets[0]); err != nil {
+			return err
+		}
+	}
 	if r.waited > 0 {
 		r.res.Notes = append(r.res.Notes, fmt.Sprintf("The run waited %s in all for other work to leave the CPU before measuring.", r.waited.Round(time.Second)))
 	}
@@ -386,7 +418,13 @@ func runMain(args []string) error {
 			r.retried, maxForeign, r.disturbed, maxRetries))
 	}
 	r.res.Seconds = time.Since(start).Seconds()
-	data, err := json.MarshalIndent(r.res, "", "  ")
+	res := r.res
+	if *merge != "" && r.only != nil {
+		if res, err = mergeResults(*merge, r.res, r.only); err != nil {
+			return err
+		}
+	}
+	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -440,7 +478,13 @@ func (r *runner) preflight(ctx context.Context, t *target, full bool) error {
 }
 
 func (r *runner) pull(ctx context.Context, c *httpConn, t *target, host string, verify bool) (time.Duration, error) {
-	head := requestHead("GET", r.path(t, "/blobs/"+r.digest), host, -1, "Accept: */*\r\n")
+	d, _, err := r.pullBlob(ctx, c, t, host, r.digest, verify)
+	return d, err
+}
+
+// pullBlob pulls the blob under digest and says which backend node served it.
+func (r *runner) pullBlob(ctx context.Context, c *httpConn, t *target, host, digest string, verify bool) (time.Duration, string, error) {
+	head := requestHead("GET", r.path(t, "/blobs/"+digest), host, -1, "Accept: */*\r\n")
 	var want []byte
 	if verify {
 		want = r.pat
@@ -449,12 +493,12 @@ func (r *runner) pull(ctx context.Context, c *httpConn, t *target, host string, 
 	resp, err := c.request(ctx, head, nil, 0, false, want)
 	d := time.Since(start)
 	if err != nil {
-		return 0, fmt.Errorf("GET blob: %w", err)
+		return 0, "", fmt.Errorf("GET blob: %w", err)
 	}
 	if resp.Status != 200 || resp.Length != r.s.BlobBytes {
-		return 0, fmt.Errorf("GET blob: status %d, %d of %d bytes", resp.Status, resp.Length, r.s.BlobBytes)
+		return 0, "", fmt.Errorf("GET blob: status %d, %d of %d bytes", resp.Status, resp.Length, r.s.BlobBytes)
 	}
-	return d, nil
+	return d, resp.Node, nil
 }
 
 // push is docker's upload of one layer: PATCH with the whole blob, then the
