@@ -60,6 +60,10 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		if !mirrorMethod(r.Method, sub) {
 			return fail(http.StatusMethodNotAllowed, "UNSUPPORTED", "a mirror is read-only")
 		}
+		// The same endpoints as by /v2/: no _catalog, no upload sessions.
+		if sub != "/v2/" && sub != "/v2/token" && !mirrorEndpoint(sub) {
+			return fail(http.StatusNotFound, "NOT_FOUND", "not a registry endpoint a mirror serves")
+		}
 		for _, e := range m.Registries {
 			if e.Repo == name {
 				st.mirror.registry = e.Registry

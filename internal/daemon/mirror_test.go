@@ -155,6 +155,8 @@ func TestMirrorRefusals(t *testing.T) {
 		{"GET", "/v2/ghcr.io/%2e%2e/quay.io/acme/tool/manifests/2", 400, "NAME_INVALID"},
 		{"GET", "/v2/_catalog", 404, "NOT_FOUND"},
 		{"GET", "/v2/ghcr.io/_catalog", 404, "NOT_FOUND"},
+		{"GET", "/repository/ghcr-proxy/v2/_catalog", 404, "NOT_FOUND"},
+		{"GET", "/repository/ghcr-proxy/v2/acme/app/blobs/uploads/x", 404, "NOT_FOUND"},
 		{"GET", "/v2/acme/app/blobs/uploads/x?ns=ghcr.io", 404, "NOT_FOUND"},
 		{"GET", "/repository/team-a/v2/acme/app/manifests/1", 404, "NOT_FOUND"},
 		{"GET", "/service/rest/v1/repositories", 404, "NOT_FOUND"},
