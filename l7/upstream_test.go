@@ -1,14 +1,12 @@
 package l7
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,23 +15,6 @@ import (
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // haNode is a Nexus stand-in whose handler the test sets.
 type haNode struct {
@@ -128,7 +109,7 @@ func TestFailOpen(t *testing.T) {
 		w.Write([]byte("ok"))
 	}
 	a, b := startNode(t, h), startNode(t, h)
-	logs := &syncBuf{}
+	logs := &testnet.Buffer{}
 	addr, up := haProxy(t, logs, 0, a, b)
 	waitUntil(t, "nodes down", func() bool { ok, _ := up.Set().Readable(false); return !ok })
 	resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil)

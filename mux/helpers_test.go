@@ -1,7 +1,6 @@
 package mux_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/route"
@@ -40,26 +40,9 @@ type muxServer struct {
 	addr    string
 	srv     *mux.Server
 	ca      *certs.CA
-	logs    *syncBuf
+	logs    *testnet.Buffer
 	refused *counter
 	wg      *sync.WaitGroup
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // counter counts the reasons given to Options.Refused.
@@ -117,7 +100,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	if mc.handshakeTimeout == 0 {
 		mc.handshakeTimeout = 5 * time.Second
 	}
-	logs := &syncBuf{}
+	logs := &testnet.Buffer{}
 	refused := &counter{n: map[string]int{}}
 	opts := mux.Options{
 		HandshakeTimeout:       mc.handshakeTimeout,

@@ -44,26 +44,9 @@ type config struct {
 type stack struct {
 	socksAddr string
 	ca        *certs.CA
-	logs      *syncBuf
+	logs      *testnet.Buffer
 	refused   atomic.Int64
 	shutdown  func()
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func start(t *testing.T, cfg config) *stack {
@@ -92,7 +75,7 @@ func start(t *testing.T, cfg config) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &stack{ca: ca, logs: &syncBuf{}}
+	st := &stack{ca: ca, logs: &testnet.Buffer{}}
 	log := slog.New(slog.NewTextHandler(st.logs, nil))
 	srv, err := mux.New(mux.Options{
 		Logger: log,
