@@ -257,23 +257,7 @@ func TestConnectRoutesLikeADirectConnection(t *testing.T) {
 // nor dials the target, refuses it with "not allowed by ruleset", and logs
 // and counts the refusal. BIND and UDP ASSOCIATE are not supported.
 func TestRefusesEverythingOutsideTheTable(t *testing.T) {
-	sentinel, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sentinel.Close()
-	var hits atomic.Int64
-	go func() {
-		for {
-			c, err := sentinel.Accept()
-			if err != nil {
-				return
-			}
-			hits.Add(1)
-			c.Close()
-		}
-	}()
-	port := sentinel.Addr().(*net.TCPAddr).Port
+	port, hits := testnet.Sentinel(t)
 	st := start(t, config{})
 	refusals := []struct {
 		host string

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 func socksStack(t *testing.T, authFile string) *stack.Stack {
@@ -114,23 +114,7 @@ func TestSOCKS5RefusesEverythingOutsideTheTable(t *testing.T) {
 	st := socksStack(t, "")
 	// A listener that must never see a connection: if nexmux resolved or
 	// dialled the CONNECT target, it would land here.
-	sentinel, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sentinel.Close()
-	var hits atomic.Int64
-	go func() {
-		for {
-			c, err := sentinel.Accept()
-			if err != nil {
-				return
-			}
-			hits.Add(1)
-			c.Close()
-		}
-	}()
-	port := sentinel.Addr().(*net.TCPAddr).Port
+	port, hits := testnet.Sentinel(t)
 	addr := st.Daemon.Addr("socks5").String()
 	for _, tc := range []struct {
 		host string
