@@ -74,11 +74,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := ca.Issue("*.nexmux.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pair.TLS()
+	cert, err := ca.IssueTLS("*.nexmux.test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,11 +54,7 @@ func ExampleNewReplayConn() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	pair, err := ca.Issue("team-a.example.com")
-	if err != nil {
-		log.Fatal(err)
-	}
-	cert, err := pair.TLS()
+	cert, err := ca.IssueTLS("team-a.example.com")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -55,11 +55,7 @@ func start(t *testing.T, cfg config) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := ca.Issue("*.nexmux.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pair.TLS()
+	cert, err := ca.IssueTLS("*.nexmux.test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,11 +56,7 @@ func startPTBackend(t *testing.T, proxyHeader bool) *ptBackend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := ca.Issue(ptName, "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pair.TLS()
+	cert, err := ca.IssueTLS(ptName, "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
