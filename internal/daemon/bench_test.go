@@ -1,0 +1,217 @@
+package daemon_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
+)
+
+// benchManifest is the small request of the bench (scripts/benchtool
+// backend): a schema 2 manifest of a few hundred bytes.
+var benchManifest = []byte(`{
+   "schemaVersion": 2,
+   "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+   "config": {
+      "mediaType": "application/vnd.docker.container.image.v1+json",
+      "size": 1469,
+      "digest": "sha256:0b1c0d3647a14a368a0e1f2f3f4f5f6f0b1c0d3647a14a368a0e1f2f3f4f5f6f"
+   },
+   "layers": [
+      {
+         "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+         "size": 3408729,
+         "digest": "sha256:1f2f3f4f5f6f0b1c0d3647a14a368a0e1f2f3f4f5f6f0b1c0d3647a14a368a0e"
+      }
+   ]
+}`)
+
+// benchBackend answers manifest HEAD and GET like the bench backend.
+func benchBackend(b *testing.B) string {
+	sum := sha256.Sum256(benchManifest)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	size := strconv.Itoa(len(benchManifest))
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/manifests/") {
+			http.NotFound(w, r)
+			return
+		}
+		hd := w.Header()
+		hd["Content-Type"] = []string{"application/vnd.docker.distribution.manifest.v2+json"}
+		hd["Docker-Content-Digest"] = []string{digest}
+		hd["Docker-Distribution-Api-Version"] = []string{"registry/2.0"}
+		hd["Content-Length"] = []string{size}
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(benchManifest)
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ErrorLog: log.New(io.Discard, "", 0)}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// floorServer is scripts/benchtool's floor: crypto/tls, net/http's server
+// and httputil.ReverseProxy, nothing else.
+func floorServer(b *testing.B, upstream string, cert tls.Certificate) string {
+	u, _ := url.Parse(upstream)
+	pool := sync.Pool{New: func() any { return make([]byte, 32<<10) }}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.URL.Path = "/repository/bench" + pr.In.URL.Path
+			pr.Out.URL.RawPath = ""
+			pr.Out.Host = pr.In.Host
+		},
+		Transport: &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+			MaxIdleConns:        1024,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     20 * time.Second,
+			DisableCompression:  true,
+		},
+		BufferPool: floorPool{&pool},
+		ErrorLog:   log.New(io.Discard, "", 0),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler:           rp,
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          log.New(io.Discard, "", 0),
+		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	go func() { _ = srv.Serve(tls.NewListener(ln, cfg)) }()
+	b.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+type floorPool struct{ p *sync.Pool }
+
+func (f floorPool) Get() []byte  { return f.p.Get().([]byte) }
+func (f floorPool) Put(v []byte) { f.p.Put(v) } //nolint:staticcheck // as the floor does
+
+// nexmuxServer runs the daemon as `nexmux serve` does (access log through
+// the batching LogWriter, metrics), with the bench's one route.
+func nexmuxServer(b *testing.B, upstream string, ca *certs.CA) string {
+	dir := b.TempDir()
+	pair, err := ca.Issue("*.nexmux.test")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	if err := pair.Write(cert, key); err != nil {
+		b.Fatal(err)
+	}
+	cfg := config.Config{Listen: "127.0.0.1:0", Upstream: []string{upstream}, Cert: []string{cert}, Key: []string{key},
+		Route: []string{"bench.nexmux.test=bench"}}
+	rt, err := cfg.Build()
+	if err != nil {
+		b.Fatal(err)
+	}
+	lw := daemon.NewLogWriter(io.Discard, daemon.AccessLogDelay)
+	lg, access := daemon.NewLoggers(lw, rt.Config.LogFormat, rt.Config.LogLevel)
+	d, err := daemon.New(rt, daemon.Options{Logger: lg, AccessLog: access})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = d.Shutdown(ctx)
+		lw.Close()
+	})
+	return d.Addr("listen").String()
+}
+
+// BenchmarkSmallRequest drives small requests end to end over loopback
+// TLS: a keep-alive HTTP/1.1 client, the proxy, an in-process backend.
+// "floor" is crypto/tls + net/http + httputil.ReverseProxy alone (as
+// scripts/benchtool floor), "nexmux" the daemon; ns/op and allocs/op hold
+// the client's and the backend's share too, the same on both sides, so
+// the difference is nexmux's own work. -cpuprofile separates the parts.
+func BenchmarkSmallRequest(b *testing.B) {
+	upstream := benchBackend(b)
+	ca, err := certs.NewCA("bench CA")
+	if err != nil {
+		b.Fatal(err)
+	}
+	floorCert, err := ca.IssueTLS("*.nexmux.test")
+	if err != nil {
+		b.Fatal(err)
+	}
+	targets := []struct {
+		name  string
+		start func() string
+	}{
+		{"floor", func() string { return floorServer(b, upstream, floorCert) }},
+		{"nexmux", func() string { return nexmuxServer(b, upstream, ca) }},
+	}
+	for _, tg := range targets {
+		addr := tg.start()
+		for _, method := range []string{http.MethodHead, http.MethodGet} {
+			b.Run(tg.name+"/"+method, func(b *testing.B) {
+				tr := &http.Transport{
+					DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+						var d net.Dialer
+						return d.DialContext(ctx, "tcp", addr)
+					},
+					TLSClientConfig:     &tls.Config{RootCAs: ca.Pool(), ServerName: "bench.nexmux.test", NextProtos: []string{"http/1.1"}},
+					MaxIdleConnsPerHost: 1,
+					DisableCompression:  true,
+				}
+				defer tr.CloseIdleConnections()
+				req, err := http.NewRequest(method, "https://bench.nexmux.test/v2/app/manifests/latest", nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				req.Header.Set("User-Agent", "docker/27.3.1 go/go1.22.7 git-commit/4cf5afa kernel/6.1 os/linux arch/amd64")
+				req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+				req.Header.Set("Authorization", "Bearer DockerToken.0b1c0d36-47a1-4a36-8a0e-1f2f3f4f5f6f")
+				do := func() {
+					resp, err := tr.RoundTrip(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Fatalf("status %d", resp.StatusCode)
+					}
+				}
+				do() // the handshake and the upstream connection
+				b.ReportAllocs()
+				for b.Loop() {
+					do()
+				}
+			})
+		}
+	}
+}
