@@ -126,10 +126,16 @@ type Proxy struct {
 	mirrorAuth mirrorAuth // --mirror-auth-file, swapped on reload
 }
 
+// reqState is one request's state. It is also the context the request is
+// forwarded with (Value answers stateKey with the state itself), and holds
+// the response and body wrappers, so a request allocates one of these for
+// all of it.
 type reqState struct {
+	context.Context
 	ci       *ConnInfo
 	repo     string
 	sub      string
+	path     string // ctxPath + "/repository/" + repo + sub: Nexus's raw path
 	query    string
 	start    time.Time
 	upstream time.Duration
@@ -139,9 +145,21 @@ type reqState struct {
 	// markToken: a push-scoped token request on a split target, whose
 	// token gets pushMark (tokenmark.go).
 	markToken bool
+
+	cw       batchingWriter
+	bodyWrap countingBody
 }
 
 type stateKey struct{}
+
+// Value answers stateKey with st; every other key goes to the request's
+// own context.
+func (st *reqState) Value(key any) any {
+	if key == (stateKey{}) {
+		return st
+	}
+	return st.Context.Value(key)
+}
 
 // New builds a Proxy.
 func New(cfg Config) (*Proxy, error) {
@@ -179,14 +197,16 @@ var errNoConnInfo = errors.New("nexmux: request without connection info")
 
 // ServeHTTP confines the request to its connection's route and proxies it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &reqState{ci: FromContext(r.Context()), start: time.Now()}
-	cw := &batchingWriter{ResponseWriter: w}
+	st := &reqState{Context: r.Context(), ci: FromContext(r.Context()), start: time.Now()}
+	cw := &st.cw
+	cw.ResponseWriter = w
 	if st.ci != nil && r.ProtoMajor == 1 {
 		cw.batch = st.ci.Writes
 	}
 	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
-		body = &countingBody{ReadCloser: r.Body}
+		body = &st.bodyWrap
+		body.ReadCloser = r.Body
 		r.Body = body
 		st.body = body
 	}
@@ -246,7 +266,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.repo, st.sub, st.query = repo, sub, rawQuery
 		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, sub, rawQuery)
 	}
-	if !wireExact(p.up.ctxPath + "/repository/" + st.repo + st.sub) {
+	st.path = p.up.ctxPath + "/repository/" + st.repo + st.sub
+	if !wireExact(st.path) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: the request path holds characters that must be percent-encoded")
 		st.reason = "path cannot be forwarded byte for byte"
 		return
@@ -256,7 +277,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet && isBlobDownload(st.sub) {
 		rp = p.rpBlob
 	}
-	rp.ServeHTTP(cw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	rp.ServeHTTP(cw, r.WithContext(st))
 }
 
 // RegistryMethod reports whether the Registry API uses method. nexmux
@@ -315,7 +336,7 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	// The node is chosen per attempt by the failover transport.
 	out.URL.Scheme = p.up.scheme
 	out.URL.Host = "nexus.invalid"
-	rawPath := p.up.ctxPath + "/repository/" + st.repo + st.sub
+	rawPath := st.path
 	// The client's bytes go to Nexus unchanged: set RawPath and the decoded
 	// Path together so net/url keeps RawPath as the wire form.
 	if dec, err := url.PathUnescape(rawPath); err == nil {
