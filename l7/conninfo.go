@@ -53,7 +53,36 @@ type ConnInfo struct {
 	// (its route, its load balancer's range): it closes after the
 	// current request.
 	Revoked atomic.Bool
+
+	// text: what every request on the connection repeats, as strings,
+	// made on the first request (see texts).
+	text atomic.Pointer[connText]
 }
+
+type connText struct {
+	client string   // Client.String()
+	xff    []string // X-Forwarded-For's value; nil without a Client
+}
+
+// texts returns the connection's strings, made once: an HTTP/2
+// connection's first streams may race to make them, and any of the equal
+// results will do.
+func (ci *ConnInfo) texts() *connText {
+	if t := ci.text.Load(); t != nil {
+		return t
+	}
+	t := &connText{client: ci.Client.String()}
+	if ci.Client.IsValid() {
+		a := ci.Client.Addr().Unmap().String()
+		t.xff = []string{a}[:1:1]
+	}
+	ci.text.Store(t)
+	return t
+}
+
+// ClientString is Client.String(), made once per connection (the access
+// log writes it for every request).
+func (ci *ConnInfo) ClientString() string { return ci.texts().client }
 
 // ReadAheader reads ahead below crypto/tls while an upload's body is being
 // copied: crypto/tls asks its connection for ~32 KiB at a time, so between

@@ -350,12 +350,18 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	// would append the port a second time ("host:5001:5001").
 	out.Host = pr.In.Host
 	p.scrubHeaders(out.Header)
-	if st.ci.Client.IsValid() {
-		out.Header.Set("X-Forwarded-For", st.ci.Client.Addr().Unmap().String())
+	// The values are the connection's own slices, shared by its requests:
+	// nothing below writes into a header value in place (set or append).
+	if xff := st.ci.texts().xff; xff != nil {
+		out.Header["X-Forwarded-For"] = xff
 	} else if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
 		out.Header.Set("X-Forwarded-For", host)
 	}
-	out.Header.Set("X-Forwarded-Proto", p.scheme(st.ci))
+	if p.scheme(st.ci) == "https" {
+		out.Header["X-Forwarded-Proto"] = protoHTTPS
+	} else {
+		out.Header["X-Forwarded-Proto"] = protoHTTP
+	}
 	p.mirrorOutgoing(st, out)
 	if out.Body != nil && out.Body != http.NoBody {
 		bb := &batchedBody{ReadCloser: out.Body}
@@ -398,6 +404,13 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	return nil
 }
+
+// X-Forwarded-Proto's values, shared by every request: capacity one, so
+// an append copies.
+var (
+	protoHTTPS = []string{"https"}[:1:1]
+	protoHTTP  = []string{"http"}[:1:1]
+)
 
 // scheme is the scheme the client used to reach nexmux.
 func (p *Proxy) scheme(ci *ConnInfo) string {

@@ -195,7 +195,7 @@ func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 		slog.String("route", ci.Route.Key), slog.String("repo", rec.Repo), slog.String("method", r.Method),
 		slog.String("path", r.URL.Path), slog.Int("status", rec.Status), slog.Int64("bytes_in", rec.BytesIn),
 		slog.Int64("bytes_out", rec.BytesOut), slog.Duration("duration", rec.Duration.Round(time.Microsecond)),
-		slog.String("client", ci.Client.String()),
+		slog.String("client", ci.ClientString()),
 	}
 	n := 9
 	if rec.Registry != "" {
