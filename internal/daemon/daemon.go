@@ -190,23 +190,14 @@ func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 	if !d.access.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	// Typed attributes: no boxing of each value into an interface.
-	attrs := [11]slog.Attr{
-		slog.String("route", ci.Route.Key), slog.String("repo", rec.Repo), slog.String("method", r.Method),
-		slog.String("path", r.URL.Path), slog.Int("status", rec.Status), slog.Int64("bytes_in", rec.BytesIn),
-		slog.Int64("bytes_out", rec.BytesOut), slog.Duration("duration", rec.Duration.Round(time.Microsecond)),
-		slog.String("client", ci.ClientString()),
+	l := accessLine{route: ci.Route.Key, repo: rec.Repo, method: r.Method, path: r.URL.Path,
+		status: rec.Status, bytesIn: rec.BytesIn, bytesOut: rec.BytesOut, duration: rec.Duration.Round(time.Microsecond),
+		client: ci.ClientString(), registry: rec.Registry, reason: rec.Reason}
+	if h, ok := d.access.Handler().(*accessHandler); ok {
+		h.write(time.Now(), &l)
+		return
 	}
-	n := 9
-	if rec.Registry != "" {
-		attrs[n] = slog.String("registry", rec.Registry)
-		n++
-	}
-	if rec.Reason != "" {
-		attrs[n] = slog.String("reason", rec.Reason)
-		n++
-	}
-	d.access.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:n]...)
+	d.access.LogAttrs(context.Background(), slog.LevelInfo, "request", l.attrs()...)
 }
 
 // Start binds every listener and starts serving.

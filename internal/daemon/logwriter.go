@@ -103,5 +103,7 @@ func (i immediateWriter) Write(p []byte) (int, error) {
 // NewLoggers returns the logger for operational lines and the one for
 // access lines, both writing to lw in order (see LogWriter).
 func NewLoggers(lw *LogWriter, format, level string) (log, access *slog.Logger) {
-	return newLogger(lw.Immediate(), format, level), newLogger(lw, format, level)
+	access = newLogger(lw, format, level)
+	access = slog.New(&accessHandler{Handler: access.Handler(), w: lw, json: format == "json"})
+	return newLogger(lw.Immediate(), format, level), access
 }
