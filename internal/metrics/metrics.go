@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,64 @@ type Metrics struct {
 	reloads           *prometheus.CounterVec
 	memoryTrims       prometheus.Counter
 	memoryTrimmed     prometheus.Counter
+
+	// perRoute holds each route key's series, resolved once: a request
+	// then costs no label hashing or vector lookup (*routeSeries).
+	perRoute sync.Map
+}
+
+// routeSeries are one route's request series. requests is indexed by
+// method and status class (methodIndex, classIndex), filled on first use;
+// mirror registries' series are looked up per request.
+type routeSeries struct {
+	bytesIn, bytesOut prometheus.Counter
+	latency           atomic.Pointer[prometheus.Observer] // on the first answer from Nexus
+	requests          [len(methods)][len(classes)]atomic.Pointer[prometheus.Counter]
+}
+
+var (
+	methods = [...]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions, "OTHER"}
+	classes = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+)
+
+func methodIndex(m string) int {
+	for i, name := range methods[:len(methods)-1] {
+		if m == name {
+			return i
+		}
+	}
+	return len(methods) - 1
+}
+
+func classIndex(code int) int {
+	if code < 100 || code > 599 {
+		return 0
+	}
+	return code / 100
+}
+
+func (m *Metrics) route(key string) *routeSeries {
+	if rs, ok := m.perRoute.Load(key); ok {
+		return rs.(*routeSeries)
+	}
+	rs := &routeSeries{
+		bytesIn:  m.bytesIn.WithLabelValues(key),
+		bytesOut: m.bytesOut.WithLabelValues(key),
+	}
+	got, _ := m.perRoute.LoadOrStore(key, rs)
+	return got.(*routeSeries)
+}
+
+func (rs *routeSeries) request(m *Metrics, key, method string, status int) prometheus.Counter {
+	mi, ci := methodIndex(method), classIndex(status)
+	p := &rs.requests[mi][ci]
+	if c := p.Load(); c != nil {
+		return *c
+	}
+	c := m.requests.WithLabelValues(key, methods[mi], classes[ci], "")
+	p.Store(&c)
+	return c
 }
 
 // New registers every collector.
@@ -100,11 +159,22 @@ func (m *Metrics) MemoryTrimmed(bytes uint64) {
 // Observe records one finished request (an l7.Observer).
 func (m *Metrics) Observe(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 	key := ci.Route.Key
-	m.requests.WithLabelValues(key, methodLabel(r.Method), statusClass(rec.Status), rec.Registry).Inc()
-	m.bytesIn.WithLabelValues(key).Add(float64(rec.BytesIn))
-	m.bytesOut.WithLabelValues(key).Add(float64(rec.BytesOut))
+	rs := m.route(key)
+	if rec.Registry == "" {
+		rs.request(m, key, r.Method, rec.Status).Inc()
+	} else {
+		m.requests.WithLabelValues(key, methodLabel(r.Method), statusClass(rec.Status), rec.Registry).Inc()
+	}
+	rs.bytesIn.Add(float64(rec.BytesIn))
+	rs.bytesOut.Add(float64(rec.BytesOut))
 	if rec.Upstream > 0 {
-		m.upstreamLatency.WithLabelValues(key).Observe(rec.Upstream.Seconds())
+		l := rs.latency.Load()
+		if l == nil {
+			o := m.upstreamLatency.WithLabelValues(key)
+			l = &o
+			rs.latency.Store(l)
+		}
+		(*l).Observe(rec.Upstream.Seconds())
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
@@ -46,5 +47,84 @@ func TestMethodLabelBounded(t *testing.T) {
 		if got[k] != v {
 			t.Fatalf("method labels %v, want %v", got, want)
 		}
+	}
+}
+
+// Observe's per-route series are the ones the label lookups give: every
+// method and status class, a mirror registry's own series, and no latency
+// series before Nexus answered.
+func TestObserveSeries(t *testing.T) {
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a", "team-b.example.com=team-b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New()
+	want := map[string]float64{}
+	for _, host := range []string{"team-a.example.com", "team-b.example.com"} {
+		ci := &l7.ConnInfo{Table: tab, Route: tab.LookupHost(host)}
+		for _, method := range []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "BREW"} {
+			for _, status := range []int{0, 99, 101, 200, 204, 307, 404, 503, 600} {
+				for _, reg := range []string{"", "docker.io"} {
+					for range 2 {
+						m.Observe(ci, httptest.NewRequest(method, "/v2/", nil), l7.Record{Status: status, Registry: reg, BytesIn: 3, BytesOut: 5})
+					}
+					want[ci.Route.Key+" "+methodLabel(method)+" "+statusClass(status)+" "+reg] += 2
+				}
+			}
+		}
+	}
+	ci := &l7.ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com")}
+	m.Observe(ci, httptest.NewRequest("GET", "/v2/", nil), l7.Record{Status: 200, Upstream: 1})
+	want[ci.Route.Key+" GET 2xx "]++
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	latency := map[string]uint64{}
+	for _, f := range families {
+		for _, s := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range s.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			switch f.GetName() {
+			case "nexmux_requests_total":
+				got[l["route"]+" "+l["method"]+" "+l["class"]+" "+l["registry"]] += s.GetCounter().GetValue()
+			case "nexmux_upstream_latency_seconds":
+				latency[l["route"]] = s.GetHistogram().GetSampleCount()
+			case "nexmux_request_bytes_total":
+				if v := s.GetCounter().GetValue(); v != 3*144*2 {
+					t.Errorf("request bytes of %s: %v", l["route"], v)
+				}
+			}
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d request series, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("series %q = %v, want %v", k, got[k], v)
+		}
+	}
+	if len(latency) != 1 || latency[ci.Route.Key] != 1 {
+		t.Errorf("latency series %v, want one observation for %s only", latency, ci.Route.Key)
+	}
+}
+
+// BenchmarkObserve is one finished request's metrics.
+func BenchmarkObserve(b *testing.B) {
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ci := &l7.ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com")}
+	m := New()
+	r := httptest.NewRequest(http.MethodHead, "/v2/app/manifests/latest", nil)
+	rec := l7.Record{Status: 200, BytesOut: 528, Upstream: 300 * time.Microsecond}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Observe(ci, r, rec)
 	}
 }
