@@ -1,17 +1,24 @@
 package daemon_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,4 +221,124 @@ func BenchmarkSmallRequest(b *testing.B) {
 			})
 		}
 	}
+}
+
+// idleClientEnv makes the test binary the idle-connection client of
+// BenchmarkIdleConnMemory (TestIdleClient), in its own process so that
+// the client's memory is not counted.
+const idleClientEnv = "NEXMUX_BENCH_IDLE_CLIENT"
+
+// TestIdleClient is BenchmarkIdleConnMemory's client when run by it: it
+// opens the connections, sends one HEAD on each, says "ready" and holds
+// them until its stdin closes. Run as a test it does nothing.
+func TestIdleClient(t *testing.T) {
+	spec := os.Getenv(idleClientEnv)
+	if spec == "" {
+		t.Skip("the idle-connection benchmark's client")
+	}
+	addr, nstr, _ := strings.Cut(spec, ",")
+	n, _ := strconv.Atoi(nstr)
+	cfg := &tls.Config{InsecureSkipVerify: true, ServerName: "bench.nexmux.test", NextProtos: []string{"http/1.1"}, ClientSessionCache: nil}
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := tls.Dial("tcp", addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, "HEAD /v2/app/manifests/latest HTTP/1.1\r\nHost: bench.nexmux.test\r\nUser-Agent: docker/27.3.1\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("HEAD: %v %v", resp, err)
+		}
+		conns = append(conns, c)
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// BenchmarkIdleConnMemory is what an idle keep-alive TLS connection that
+// served one HEAD holds in the server: the Go heap and goroutine stacks
+// in use after two collections, per connection, for the floor and for
+// nexmux, with the client in another process. BENCH_IDLE_CONNS sets the
+// count (default 2000); BENCH_IDLE_HEAPPROFILE=FILE writes a heap profile
+// while the connections are idle (with -test.memprofilerate 1).
+func BenchmarkIdleConnMemory(b *testing.B) {
+	n := 2000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_IDLE_CONNS")); err == nil && v > 0 {
+		n = v
+	}
+	upstream := benchBackend(b)
+	ca, err := certs.NewCA("bench CA")
+	if err != nil {
+		b.Fatal(err)
+	}
+	floorCert, err := ca.IssueTLS("*.nexmux.test")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tg := range []struct {
+		name  string
+		start func() string
+	}{
+		{"floor", func() string { return floorServer(b, upstream, floorCert) }},
+		{"nexmux", func() string { return nexmuxServer(b, upstream, ca) }},
+	} {
+		b.Run(tg.name, func(b *testing.B) {
+			addr := tg.start()
+			for b.Loop() {
+				heap, stack := idleCost(b, addr, n)
+				b.ReportMetric(heap, "heap-B/conn")
+				b.ReportMetric(stack, "stack-B/conn")
+				b.ReportMetric(heap+stack, "B/conn")
+			}
+		})
+	}
+}
+
+func idleCost(b *testing.B, addr string, n int) (heap, stack float64) {
+	before := settledMem()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestIdleClient$", "-test.count", "1")
+	cmd.Env = append(os.Environ(), idleClientEnv+"="+addr+","+strconv.Itoa(n))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { stdin.Close(); _ = cmd.Wait() }()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ready") {
+		b.Fatalf("client: %q %v", line, err)
+	}
+	time.Sleep(200 * time.Millisecond) // the servers' last writes and state changes
+	after := settledMem()
+	if f := os.Getenv("BENCH_IDLE_HEAPPROFILE"); f != "" {
+		w, err := os.Create(f + "." + strings.ReplaceAll(b.Name(), "/", "-"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = pprof.Lookup("heap").WriteTo(w, 0)
+		w.Close()
+	}
+	return float64(after.HeapInuse-before.HeapInuse) / float64(n), float64(after.StackInuse-before.StackInuse) / float64(n)
+}
+
+func settledMem() runtime.MemStats {
+	runtime.GC()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m
 }
