@@ -339,7 +339,9 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	rawPath := st.path
 	// The client's bytes go to Nexus unchanged: set RawPath and the decoded
 	// Path together so net/url keeps RawPath as the wire form.
-	if dec, err := url.PathUnescape(rawPath); err == nil {
+	if plainPath(rawPath) {
+		out.URL.Path, out.URL.RawPath = rawPath, rawPath
+	} else if dec, err := url.PathUnescape(rawPath); err == nil {
 		out.URL.Path, out.URL.RawPath = dec, rawPath
 	} else {
 		out.URL.Path, out.URL.RawPath = rawPath, ""
