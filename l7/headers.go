@@ -5,40 +5,45 @@ import (
 	"strings"
 )
 
-// identityHeaders name a user or rewrite the URL for whatever trusts them:
-// Nexus's Remote User Token realm, Jetty/Spring URL-override filters, CDN
-// client-address headers. Only nexmux decides what Nexus hears about the
-// client (X-Forwarded-For/Proto), so clients never get to send these.
-var identityHeaders = map[string]bool{
-	"Forwarded":              true,
-	"X-Real-Ip":              true,
-	"X-Proxied-Https":        true,
-	"Proxy-Ssl-Id":           true,
-	"Proxy-Auth-Cert":        true,
-	"X-Remote-User":          true,
-	"Remote-User":            true,
-	"X-Remote-Addr":          true,
-	"X-Authenticated-User":   true,
-	"X-Auth-User":            true,
-	"X-User":                 true,
-	"X-Username":             true,
-	"X-Webauth-User":         true,
-	"X-Forwarded-User":       true,
-	"X-Original-Url":         true,
-	"X-Original-Uri":         true,
-	"X-Rewrite-Url":          true,
-	"X-Override-Url":         true,
-	"X-Http-Method-Override": true,
-	"X-Http-Method":          true,
-	"X-Method-Override":      true,
-	"True-Client-Ip":         true,
-	"X-Client-Ip":            true,
-	"X-Cluster-Client-Ip":    true,
-	"X-Proxyuser-Ip":         true,
-	"X-Originating-Ip":       true,
-	"Cf-Connecting-Ip":       true,
-	"Fastly-Client-Ip":       true,
-	"X-Host":                 true,
+// identityHeader reports a header that names a user or rewrites the URL for
+// whatever trusts it: Nexus's Remote User Token realm, Jetty/Spring
+// URL-override filters, CDN client-address headers. Only nexmux decides
+// what Nexus hears about the client (X-Forwarded-For/Proto), so clients
+// never get to send these. A switch: no hashing per header.
+func identityHeader(k string) bool {
+	switch k {
+	case "Forwarded",
+		"X-Real-Ip",
+		"X-Proxied-Https",
+		"Proxy-Ssl-Id",
+		"Proxy-Auth-Cert",
+		"X-Remote-User",
+		"Remote-User",
+		"X-Remote-Addr",
+		"X-Authenticated-User",
+		"X-Auth-User",
+		"X-User",
+		"X-Username",
+		"X-Webauth-User",
+		"X-Forwarded-User",
+		"X-Original-Url",
+		"X-Original-Uri",
+		"X-Rewrite-Url",
+		"X-Override-Url",
+		"X-Http-Method-Override",
+		"X-Http-Method",
+		"X-Method-Override",
+		"True-Client-Ip",
+		"X-Client-Ip",
+		"X-Cluster-Client-Ip",
+		"X-Proxyuser-Ip",
+		"X-Originating-Ip",
+		"Cf-Connecting-Ip",
+		"Fastly-Client-Ip",
+		"X-Host":
+		return true
+	}
+	return false
 }
 
 // scrubHeaders removes what a client may not say to Nexus: forwarding and
@@ -47,7 +52,7 @@ var identityHeaders = map[string]bool{
 // them by default), and the operator's --strip-header names.
 func (p *Proxy) scrubHeaders(h http.Header) {
 	for k := range h {
-		if strings.HasPrefix(k, "X-Forwarded-") || identityHeaders[k] || strings.ContainsRune(k, '_') || p.strip[k] {
+		if strings.HasPrefix(k, "X-Forwarded-") || identityHeader(k) || strings.ContainsRune(k, '_') || p.strip[k] {
 			delete(h, k)
 		}
 	}
