@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -271,6 +272,15 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	n := 2000
 	if v, err := strconv.Atoi(os.Getenv("BENCH_IDLE_CONNS")); err == nil && v > 0 {
 		n = v
+	}
+	// Each side of a connection needs a descriptor (client and server are
+	// separate processes, each under this limit).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(n)+200 {
+		if lim.Cur < 300 {
+			b.Skipf("RLIMIT_NOFILE %d is too small", lim.Cur)
+		}
+		n = int(lim.Cur) - 200
 	}
 	upstream := benchBackend(b)
 	ca, err := certs.NewCA("bench CA")
