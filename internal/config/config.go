@@ -34,6 +34,8 @@ type Config struct {
 	HealthInterval     time.Duration
 	AffinitySecretFile string
 	UpstreamMaxConns   int
+	// UpstreamTransport is the hidden experiment's choice: std or sync.
+	UpstreamTransport string
 	Cert               []string
 	Key                []string
 	Route              []string
@@ -190,6 +192,9 @@ func (c *Config) Build() (*Runtime, error) {
 	}
 	if c.HealthInterval < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("health-interval %v: must not be negative", c.HealthInterval))
+	}
+	if c.UpstreamTransport != "" && c.UpstreamTransport != "std" && c.UpstreamTransport != "sync" {
+		errs = multierror.Append(errs, fmt.Errorf("upstream-transport %q: want std or sync", c.UpstreamTransport))
 	}
 	if c.UpstreamMaxConns < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("upstream-max-conns %d: must not be negative", c.UpstreamMaxConns))
