@@ -36,14 +36,14 @@ type Config struct {
 	UpstreamMaxConns   int
 	// UpstreamTransport is the hidden experiment's choice: std or sync.
 	UpstreamTransport string
-	Cert               []string
-	Key                []string
-	Route              []string
-	Port               []string
-	DefaultRoute       string
-	Passthrough        []string
-	BindPorts          bool
-	MetricsListen      string
+	Cert              []string
+	Key               []string
+	Route             []string
+	Port              []string
+	DefaultRoute      string
+	Passthrough       []string
+	BindPorts         bool
+	MetricsListen     string
 
 	// Mirror holds --mirror HOST/REGISTRY=REPO values (mirror names);
 	// MirrorAuthFile the user:password sent to Nexus for mirror requests
