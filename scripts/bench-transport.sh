@@ -80,24 +80,28 @@ port_of() { if [[ $1 == sync ]]; then echo "$P_SYNC"; else echo "$P_STD"; fi; }
 HZ=$(getconf CLK_TCK)
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 proc_cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# context switches of every thread of a process (threads that exited are lost)
+ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/{n+=$2} END{print n}'; }
 
 # HEAD with ab (wrk waits for a HEAD answer's Content-Length of body and
 # counts nothing), GET with wrk; the client's own CPU from /usr/bin/time.
 # client_us + nexmux_us + backend_us is the test's own share of the machine
 # (the box is shared: machine_us also holds other sessions' work; load1
 # says how much).
-printf 'round\tmethod\tconns\ttransport\treqs\treq_s\tmachine_us\tnexmux_us\tbackend_us\tclient_us\tload1\n' >"$OUT"
+printf 'round\tmethod\tconns\ttransport\treqs\treq_s\tmachine_us\tnexmux_us\tbackend_us\tclient_us\tload1\tnexmux_ctxsw\n' >"$OUT"
 run_small() {
-	local round=$1 method=$2 conns=$3 tr=$4 m0 m1 n0 n1 b0 b1 out reqs rps cpu
+	local round=$1 method=$2 conns=$3 tr=$4 m0 m1 n0 n1 b0 b1 out reqs rps cpu s0 s1
 	local url="https://$HOST:$(port_of "$tr")/v2/bench/app/manifests/latest"
 	local cmd=(wrk -t 2 -c "$conns" -d "$SECS" "$url")
 	if [[ $method == HEAD ]]; then
 		cmd=(ab -k -i -q -c "$conns" -t "$SECS" -n 100000000 "$url")
 	fi
 	"${cmd[@]}" >/dev/null 2>&1 || true # warm the pools (a full run: ab has no shorter one)
+	s0=$(ctxsw "${PID[$tr]}")
 	m0=$(busy) n0=$(proc_cpu "${PID[$tr]}") b0=$(proc_cpu "$BACKEND_PID")
 	out=$(/usr/bin/time -f 'CPU %U %S' "${cmd[@]}" 2>&1)
 	m1=$(busy) n1=$(proc_cpu "${PID[$tr]}") b1=$(proc_cpu "$BACKEND_PID")
+	s1=$(ctxsw "${PID[$tr]}")
 	if [[ $method == HEAD ]]; then
 		reqs=$(awk '/^Complete requests:/{print $3}' <<<"$out")
 		rps=$(awk '/^Requests per second:/{print $4}' <<<"$out")
@@ -108,9 +112,9 @@ run_small() {
 		grep -q 'Non-2xx\|Socket errors' <<<"$out" && { echo "errors: $out" >&2; exit 1; }
 	fi
 	cpu=$(awk '/^CPU /{print $2+$3}' <<<"$out")
-	printf '%s\t%s\t%s\t%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\n' "$round" "$method" "$conns" "$tr" "$reqs" "$rps" \
+	printf '%s\t%s\t%s\t%s\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%.2f\n' "$round" "$method" "$conns" "$tr" "$reqs" "$rps" \
 		"$(bc -l <<<"($m1-$m0)*1000000/$HZ/$reqs")" "$(bc -l <<<"($n1-$n0)*1000000/$HZ/$reqs")" \
-		"$(bc -l <<<"($b1-$b0)*1000000/$HZ/$reqs")" "$(bc -l <<<"$cpu*1000000/$reqs")" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$OUT"
+		"$(bc -l <<<"($b1-$b0)*1000000/$HZ/$reqs")" "$(bc -l <<<"$cpu*1000000/$reqs")" "$(cut -d' ' -f1 /proc/loadavg)" "$(bc -l <<<"($s1-$s0)/$reqs")" | tee -a "$OUT"
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
