@@ -41,7 +41,7 @@ func admitStack(t *testing.T) (addr string, reached *atomic.Int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := testTransport(nil)
+	tr := NewTransport()
 	t.Cleanup(tr.CloseIdleConnections)
 	p, err := New(Config{Upstreams: up, Transport: tr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

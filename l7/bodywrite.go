@@ -49,10 +49,6 @@ type upstreamConn struct {
 
 type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// NetConn is the connection underneath (the sync transport peeks at it
-// to tell a pooled connection the server closed).
-func (c *upstreamConn) NetConn() net.Conn { return c.Conn }
-
 // dialUpstream wraps dial's connections so the Transport's body copies go
 // through upstreamConn.ReadFrom.
 func dialUpstream(dial dialFunc) dialFunc {

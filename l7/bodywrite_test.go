@@ -285,7 +285,7 @@ func TestUploadsBatchedThroughProxy(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var conns []*writeCounter
-	tr := testTransport(func(ctx context.Context, network, addr string) (net.Conn, error) {
+	tr := newTransport(func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nexmux/nexmux/internal/h1rt"
 	"github.com/nexmux/nexmux/route"
 )
 
@@ -49,32 +48,10 @@ const (
 
 // NewTransport returns the pooled transport nexmux uses towards Nexus.
 func NewTransport() *http.Transport {
-	return newTransport(upstreamDialer())
-}
-
-func upstreamDialer() dialFunc {
-	return (&net.Dialer{
+	return newTransport((&net.Dialer{
 		Timeout:   upstreamDialTimeout,
 		KeepAlive: 15 * time.Second,
-	}).DialContext
-}
-
-// NewSyncTransport returns the experimental synchronous HTTP/1.1 transport
-// (--upstream-transport sync): NewTransport's limits and dial path, no
-// per-connection goroutines.
-func NewSyncTransport() *h1rt.Transport {
-	return newSyncTransport(upstreamDialer())
-}
-
-func newSyncTransport(dial dialFunc) *h1rt.Transport {
-	return h1rt.New(h1rt.Options{
-		Dial:                  dialUpstream(dial),
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       upstreamIdleTimeout,
-		ResponseHeaderTimeout: upstreamResponseHeaderTimeout,
-		BufferSize:            transportBufferSize,
-	})
+	}).DialContext)
 }
 
 func newTransport(dial dialFunc) *http.Transport {

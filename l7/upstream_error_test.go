@@ -24,7 +24,7 @@ func TestUpstreamErrorStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Config{Upstreams: up, Transport: testTransport(nil), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	p, err := New(Config{Upstreams: up, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func haProxy(t *testing.T, log io.Writer, maxConns int, nodes ...*haNode) (strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := testTransport(nil)
+	tr := NewTransport()
 	t.Cleanup(tr.CloseIdleConnections)
 	p, err := New(Config{Upstreams: up, Transport: tr, Logger: logger})
 	if err != nil {

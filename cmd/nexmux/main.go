@@ -25,21 +25,6 @@ import (
 // exitInvalid is the status for invalid flags or configuration.
 const exitInvalid = 2
 
-func setHidden(f cli.Flag) {
-	switch f := f.(type) {
-	case *cli.StringFlag:
-		f.Hidden = true
-	case *cli.StringSliceFlag:
-		f.Hidden = true
-	case *cli.BoolFlag:
-		f.Hidden = true
-	case *cli.DurationFlag:
-		f.Hidden = true
-	case *cli.IntFlag:
-		f.Hidden = true
-	}
-}
-
 func env(name string) []string { return []string{config.EnvVar(name)} }
 
 // configFlags are shared by every command that reads a configuration: --config
@@ -68,9 +53,6 @@ func configFlags() []cli.Flag {
 			f = &cli.IntFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
 		default:
 			panic(fmt.Sprintf("setting %s: no flag for a %T", s.Name, d))
-		}
-		if s.Hidden {
-			setHidden(f)
 		}
 		flags = append(flags, f)
 	}

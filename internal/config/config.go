@@ -34,16 +34,14 @@ type Config struct {
 	HealthInterval     time.Duration
 	AffinitySecretFile string
 	UpstreamMaxConns   int
-	// UpstreamTransport is the hidden experiment's choice: std or sync.
-	UpstreamTransport string
-	Cert              []string
-	Key               []string
-	Route             []string
-	Port              []string
-	DefaultRoute      string
-	Passthrough       []string
-	BindPorts         bool
-	MetricsListen     string
+	Cert               []string
+	Key                []string
+	Route              []string
+	Port               []string
+	DefaultRoute       string
+	Passthrough        []string
+	BindPorts          bool
+	MetricsListen      string
 
 	// Mirror holds --mirror HOST/REGISTRY=REPO values (mirror names);
 	// MirrorAuthFile the user:password sent to Nexus for mirror requests
@@ -192,9 +190,6 @@ func (c *Config) Build() (*Runtime, error) {
 	}
 	if c.HealthInterval < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("health-interval %v: must not be negative", c.HealthInterval))
-	}
-	if c.UpstreamTransport != "" && c.UpstreamTransport != "std" && c.UpstreamTransport != "sync" {
-		errs = multierror.Append(errs, fmt.Errorf("upstream-transport %q: want std or sync", c.UpstreamTransport))
 	}
 	if c.UpstreamMaxConns < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("upstream-max-conns %d: must not be negative", c.UpstreamMaxConns))

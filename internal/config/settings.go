@@ -37,8 +37,6 @@ type Setting struct {
 	// flag values at every comma, so pieces without "=" belong to the
 	// piece before them.
 	CommaInValue bool
-	// Hidden settings are experiments: they work but stay out of --help.
-	Hidden bool
 
 	def any               // string, []string, bool, time.Duration or int
 	ptr func(*Config) any // the Config field: a pointer of def's type
@@ -147,9 +145,6 @@ var settings = []Setting{
 	{Name: "upstream-max-conns", def: 0, Reload: Restart,
 		Usage: "requests in flight to each Nexus node; more wait briefly, then get 503 (default 200)",
 		ptr:   func(c *Config) any { return &c.UpstreamMaxConns }},
-	{Name: "upstream-transport", def: "", Reload: Restart, Hidden: true,
-		Usage: "experiment: the transport towards Nexus, std (net/http, the default) or sync (no per-connection goroutines)",
-		ptr:   func(c *Config) any { return &c.UpstreamTransport }},
 	{Name: "cert", def: []string(nil),
 		Usage: "certificate `FILE` (PEM, chain allowed); repeatable, paired with --key by position",
 		ptr:   func(c *Config) any { return &c.Cert }},

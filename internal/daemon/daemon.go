@@ -138,11 +138,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	// tags outlast any one configuration.
 	b.Upstreams.Set().SetLogger(log)
 	d.metrics.Registry.MustRegister(b.Upstreams.Set())
-	var tr http.RoundTripper // nil: l7's default (std)
-	if upstreamTransport(b.Config.UpstreamTransport) == "sync" {
-		tr = l7.NewSyncTransport()
-	}
-	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Transport: tr, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader,
+	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader,
 		MaxRequestsPerClient: b.Config.MaxRequestsPerClient, MaxConnAge: b.Config.MaxConnAge})
 	if err != nil {
 		return nil, err
@@ -518,6 +514,3 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 }
-
-// upstreamTransport picks --upstream-transport (tests may override it).
-var upstreamTransport = func(configured string) string { return configured }
