@@ -26,14 +26,21 @@ type Results struct {
 	Settings Settings  `json:"settings"`
 	Targets  []string  `json:"targets"` // column order
 
-	Pull      map[string]Series  `json:"pull"`      // MiB/s per repetition
-	Push      map[string]Series  `json:"push"`      // MiB/s per repetition
-	Rate      map[string]Series  `json:"rate"`      // HEAD manifest req/s per round
-	Handshake map[string]Series  `json:"handshake"` // full handshakes/s per round
-	Latency   map[string]Latency `json:"latency"`
-	Idle      map[string]Idle    `json:"idle"`
-	Routes    *Routes            `json:"routes,omitempty"`
-	Nodes     *Nodes             `json:"nodes,omitempty"`
+	Pull      map[string]Series `json:"pull"`             // MiB/s per repetition
+	Push      map[string]Series `json:"push"`             // MiB/s per repetition
+	Rate      map[string]Series `json:"rate"`             // HEAD manifest req/s per round
+	Handshake map[string]Series `json:"handshake"`        // full handshakes/s per round
+	Resume    map[string]Series `json:"resume,omitempty"` // resumed handshakes/s per round
+	Small     []SmallCell       `json:"small,omitempty"`
+	// Previous holds the medians of the run before this one (the
+	// committed results.json), keyed like spreadRows, for the "vs previous
+	// run" column.
+	Previous        map[string]float64 `json:"previous,omitempty"`
+	PreviousStarted time.Time          `json:"previous_started,omitzero"`
+	Latency         map[string]Latency `json:"latency"`
+	Idle            map[string]Idle    `json:"idle"`
+	Routes          *Routes            `json:"routes,omitempty"`
+	Nodes           *Nodes             `json:"nodes,omitempty"`
 	// CPU says where the two cores went, per unit of work: the target's
 	// processes, the backend and the client. On a machine this small the
 	// three share the CPU, so a server's own cost explains its throughput.
@@ -54,22 +61,27 @@ type Machine struct {
 
 // Settings are the knobs the run used.
 type Settings struct {
-	BlobBytes      int64   `json:"blob_bytes"`
-	Reps           int     `json:"reps"`
-	RateConns      int     `json:"rate_conns"`
-	RateSeconds    float64 `json:"rate_seconds"`
-	Rounds         int     `json:"rounds"`
-	HSWorkers      int     `json:"handshake_workers"`
-	HSSeconds      float64 `json:"handshake_seconds"`
-	LatencyN       int     `json:"latency_requests"`
-	IdleConns      int     `json:"idle_conns"`
-	RouteCount     int     `json:"route_count"`
-	RouteRounds    int     `json:"route_rounds"`
-	RouteSeconds   float64 `json:"route_seconds"`
-	NodeStreams    int     `json:"node_streams,omitempty"`
-	NodeRounds     int     `json:"node_rounds,omitempty"`
-	ClientGroup    string  `json:"client_group"`
-	ClientProtocol string  `json:"client_protocol"`
+	BlobBytes    int64   `json:"blob_bytes"`
+	Reps         int     `json:"reps"`
+	RateConns    int     `json:"rate_conns"`
+	RateSeconds  float64 `json:"rate_seconds"`
+	Rounds       int     `json:"rounds"`
+	HSWorkers    int     `json:"handshake_workers"`
+	HSSeconds    float64 `json:"handshake_seconds"`
+	LatencyN     int     `json:"latency_requests"`
+	IdleConns    int     `json:"idle_conns"`
+	RouteCount   int     `json:"route_count"`
+	RouteRounds  int     `json:"route_rounds"`
+	RouteSeconds float64 `json:"route_seconds"`
+	NodeStreams  int     `json:"node_streams,omitempty"`
+	NodeRounds   int     `json:"node_rounds,omitempty"`
+	// The small-request matrix.
+	SmallGenerators []string `json:"small_generators,omitempty"`
+	SmallConns      []int    `json:"small_conns,omitempty"`
+	SmallRounds     int      `json:"small_rounds,omitempty"`
+	SmallSeconds    float64  `json:"small_seconds,omitempty"`
+	ClientGroup     string   `json:"client_group"`
+	ClientProtocol  string   `json:"client_protocol"`
 }
 
 // Series is one measurement repeated; Median is what the table shows.
@@ -215,6 +227,8 @@ func (l *targetList) Set(s string) error {
 			t.HostFormat = v
 		case "nodes":
 			t.Nodes, err = strconv.Atoi(v)
+		case "pprof":
+			t.PProf = v
 		default:
 			err = fmt.Errorf("unknown key %q", k)
 		}
@@ -247,6 +261,11 @@ type runner struct {
 	// hsDialers rotates the handshake loop's source addresses from round
 	// to round, so no round inherits the previous one's TIME_WAITs.
 	hsDialers int
+	// wrk and ab are the outside load generators' paths ("" leaves them
+	// out); their Lua scripts go to scriptDir.
+	wrk, ab   string
+	scriptDir string
+	scriptMu  *sync.Mutex
 }
 
 func runMain(args []string) error {
@@ -257,12 +276,17 @@ func runMain(args []string) error {
 	routesBase := fs.String("routes-base", "nexmux", "target the -routes-target is compared with")
 	caFile := fs.String("ca", "", "CA certificate `FILE` every target's certificate chains to")
 	out := fs.String("out", "results.json", "results `FILE`")
-	only := fs.String("only", "", "comma-separated subset of measurements: pull,push,rate,handshake,latency,idle,routes,nodes")
+	only := fs.String("only", "", "comma-separated subset of measurements: pull,push,small (rate),handshake,resume,latency,idle,routes,nodes")
 	nginxVersion := fs.String("nginx-version", "", "nginx version string for the report")
 	backendPIDs := fs.String("backend-pid", "", "the backends' `PIDs` (comma-separated: one per upstream node), for CPU accounting")
 	var nodeTargets targetList
 	fs.Var(&nodeTargets, "nodes-target", "nexmux with several --upstream nodes (nodes=N), compared with the target named by -nodes-base")
 	nodesBase := fs.String("nodes-base", "nexmux", "target (nexmux with one --upstream) the -nodes-target is compared with")
+	wrk := fs.String("wrk", "", "wrk `PATH` for the small-request matrix (\"\": leave wrk out)")
+	ab := fs.String("ab", "", "ab (ApacheBench) `PATH` for the small-request matrix (\"\": leave ab out)")
+	smallConns := fs.String("small-conns", "4,32", "keep-alive connection counts of the small-request matrix")
+	previous := fs.String("previous", "", "the previous run's results `FILE` (the committed results.json), for the \"vs previous run\" column")
+	profileDir := fs.String("profile", "", "after the small-request matrix, write CPU profiles of the targets with pprof=URL under each generator at the largest connection count to `DIR`")
 	merge := fs.String("merge", "", "earlier results `FILE`: keep its measurements and replace only those this run makes (-only)")
 	var s Settings
 	fs.Int64Var(&s.BlobBytes, "blob-size", 1<<30, "blob size in bytes (must match the backend)")
@@ -278,7 +302,23 @@ func runMain(args []string) error {
 	fs.Float64Var(&s.RouteSeconds, "route-seconds", 3, "seconds per round of the route-count comparison")
 	fs.IntVar(&s.NodeStreams, "nodes-streams", 3, "concurrent blob pulls (each of its own digest) per repetition of the node-count comparison")
 	fs.IntVar(&s.NodeRounds, "nodes-rounds", 9, "interleaved rounds of the node-count CPU comparison")
+	fs.IntVar(&s.SmallRounds, "small-rounds", 3, "interleaved rounds of each small-request cell")
+	fs.Float64Var(&s.SmallSeconds, "small-seconds", 2, "seconds per round of each small-request cell")
 	_ = fs.Parse(args)
+	for f := range strings.SplitSeq(*smallConns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("-small-conns %q: want N[,N...]", *smallConns)
+		}
+		s.SmallConns = append(s.SmallConns, n)
+	}
+	s.SmallGenerators = []string{genGo}
+	if *wrk != "" {
+		s.SmallGenerators = append(s.SmallGenerators, genWrk)
+	}
+	if *ab != "" {
+		s.SmallGenerators = append(s.SmallGenerators, genAb)
+	}
 	pids, err := parsePIDs(*backendPIDs)
 	if err != nil {
 		return err
@@ -298,11 +338,11 @@ func runMain(args []string) error {
 	s.ClientProtocol = "TLS 1.3, HTTP/1.1"
 	r := &runner{
 		s: s, tls: &tlsConfigs{roots: roots}, targets: targets,
-		pat: pattern(), digest: blobDigest(), backendPIDs: pids,
+		pat: pattern(), digest: blobDigest(), backendPIDs: pids, wrk: *wrk, ab: *ab, scriptMu: &sync.Mutex{},
 		res: &Results{
 			Started: time.Now(), Machine: machine(*nginxVersion), Settings: s,
 			Pull: map[string]Series{}, Push: map[string]Series{}, Rate: map[string]Series{},
-			Handshake: map[string]Series{}, Latency: map[string]Latency{}, Idle: map[string]Idle{},
+			Handshake: map[string]Series{}, Resume: map[string]Series{}, Latency: map[string]Latency{}, Idle: map[string]Idle{},
 			TLS: map[string]string{}, CPU: map[string]map[string]CPU{},
 		},
 	}
@@ -312,8 +352,24 @@ func runMain(args []string) error {
 	if *only != "" {
 		r.only = map[string]bool{}
 		for _, m := range strings.Split(*only, ",") {
+			if m == "rate" { // the keep-alive row is the matrix's go HEAD cell
+				m = "small"
+			}
 			r.only[m] = true
 		}
+	}
+	if *previous != "" {
+		if err := r.loadPrevious(*previous); err != nil {
+			return err
+		}
+	}
+	if r.want("small") && (*wrk != "" || *ab != "") {
+		dir, err := os.MkdirTemp("", "benchtool-lua")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		r.scriptDir = dir
 	}
 	ctx := context.Background()
 	start := time.Now()
@@ -360,11 +416,19 @@ func runMain(args []string) error {
 			return err
 		}
 	}
-	if r.want("rate") {
-		r.rounds("HEAD manifest", targets, r.s.Rounds, r.rate, r.res.Rate)
+	if r.want("small") {
+		r.small(ctx)
+		if *profileDir != "" {
+			if err := r.profiles(ctx, *profileDir); err != nil {
+				return err
+			}
+		}
 	}
 	if r.want("handshake") {
 		r.rounds("handshake", targets, r.s.Rounds, r.handshakes, r.res.Handshake)
+	}
+	if r.want("resume") {
+		r.rounds("resumed handshake", targets, r.s.Rounds, r.resumed, r.res.Resume)
 	}
 	if r.want("latency") {
 		r.latency(ctx)

@@ -71,17 +71,8 @@ func systemCPU() (busy, idle time.Duration) {
 	if err != nil {
 		return 0, 0
 	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, 0
-	}
-	var v [8]int64
-	for i := range v {
-		v[i], _ = strconv.ParseInt(f[i+1], 10, 64)
-	}
-	tick := func(n int64) time.Duration { return time.Duration(n) * time.Second / clockTick }
-	return tick(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]), tick(v[3] + v[4])
+	busy, idle, _ = parseProcStat(string(data))
+	return busy, idle
 }
 
 // clockTick is USER_HZ, 100 on every Linux that matters here.
