@@ -333,3 +333,31 @@ const (
 	wrkWantP99      = 3570
 	wrkErrorsWant   = 10932
 )
+
+func TestParsePIDStat(t *testing.T) {
+	// comm with a space and a parenthesis, as /proc allows
+	line := []byte("4242 (nginx: (worker) x) S 4200 4200 4200 0 -1 4194624 900 0 0 0 150 50 7 3 20 0 1 0 100 2000000 500 18446744073709551615")
+	ppid, ticks, ok := parsePIDStat(line)
+	if !ok || ppid != 4200 || ticks != 150+50+7+3 {
+		t.Errorf("parsePIDStat = %d %d %v, want 4200 210 true", ppid, ticks, ok)
+	}
+	if _, _, ok := parsePIDStat([]byte("garbage")); ok {
+		t.Error("garbage parsed")
+	}
+	// Other processes' time: this process and its children are left out,
+	// so burning CPU here leaves the sum (nearly) where it was while the
+	// machine's busy time grows.
+	ours := map[int]bool{os.Getpid(): true}
+	o0 := othersCPU(ours, false)
+	b0, _ := systemCPU()
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+	}
+	o1 := othersCPU(ours, false)
+	b1, _ := systemCPU()
+	if b1-b0 < 150*time.Millisecond {
+		t.Skipf("busy grew by only %v (clock ticks on this machine?)", b1-b0)
+	}
+	if o1 < o0 {
+		t.Errorf("others' CPU went backwards: %v -> %v", o0, o1)
+	}
+}

@@ -107,6 +107,9 @@ func smallTable(res *Results) string {
 		line("**whole machine** µs CPU/req", func(c SmallCell) (string, float64, bool) {
 			return "**" + fmtVal(c.MachineUs, 1) + "**", c.MachineUs, c.MachineUs > 0
 		})
+		line("whole machine as /proc/stat counts it, other sessions included", func(c SmallCell) (string, float64, bool) {
+			return fmtVal(c.MachineRawUs, 1), c.MachineRawUs, c.MachineRawUs > 0
+		})
 		line("proxy µs CPU/req", func(c SmallCell) (string, float64, bool) {
 			return fmtVal(c.ProxyUs, 1), c.ProxyUs, c.ProxyUs > 0
 		})
