@@ -258,14 +258,8 @@ var reasons = map[string]why{
 	},
 	"rate-nginx": {
 		met: "",
-		missed: "not reachable with net/http on this machine: per request nexmux runs a net/http server (TLS side) and a net/http client (the Transport), " +
-			"about 2.5x nginx's CPU per request (CPU table). The backend alone, net/http over plain HTTP with a handler that only sets headers, " +
-			"costs about as much CPU per request as nginx's whole proxy path. Profile of nexmux under this load: ~30% in read/write syscalls " +
-			"(the client's request and response, Nexus's request and response, the server's background read), the Transport's read and write " +
-			"loop goroutines and their wake-ups, net/http's header parsing and cloning, GC and the scheduler; nexmux's own work (routing, path checks, " +
-			"rewriting, metrics, the access line, batched into one write per 64 KiB or 50 ms) is under a tenth, and the HTTP stage with " +
-			"httputil.ReverseProxy but without sockets is ~4 µs per request (l7 BenchmarkServeHTTP). Matching nginx would take hand-written " +
-			"HTTP/1.1 server and client code in place of net/http and httputil.ReverseProxy, which the design rules out.",
+		missed: "per request nexmux runs a net/http server (TLS side) and a net/http client (the Transport, with its read and write loop goroutines), " +
+			"which together cost more CPU than nginx's whole proxy path; docs/bench/small-requests.md has the profiles of nexmux and of the Go floor.",
 	},
 	"handshake-nginx": {
 		met: "the handshake is crypto-bound (X25519 and the ECDSA P-256 signature are about half of the server's CPU), and nexmux keeps a 16 MiB " +
@@ -517,11 +511,20 @@ func floorText(res *Results, key string) string {
 func settingsText(res *Results) string {
 	s := res.Settings
 	var b strings.Builder
-	fmt.Fprintf(&b, "Client: one Go load generator for every column (%s, key exchange %s, ECDSA P-256 certificate, no session resumption). ", s.ClientProtocol, s.ClientGroup)
+	fmt.Fprintf(&b, "Client: benchtool's Go load generator for every column (%s, key exchange %s, ECDSA P-256 certificate, no session resumption but in the resumed-handshake row)", s.ClientProtocol, s.ClientGroup)
+	if len(s.SmallGenerators) > 1 {
+		b.WriteString("; the small-request matrix adds wrk and ab (see Small requests)")
+	}
+	b.WriteString(". ")
 	fmt.Fprintf(&b, "Blob transfers: median of %d repetitions, interleaved across targets. ", s.Reps)
 	fmt.Fprintf(&b, "Rates: median of %d interleaved rounds of %gs, every other round in reverse order (handshakes: %d concurrent clients, %gs, "+
 		"enough to keep both cores busy for every column: with 8 the Go servers left 10-17%% of the CPU idle between round trips, so the figure "+
 		"measured the client's pipeline more than the server). ", s.Rounds, s.RateSeconds, s.HSWorkers, s.HSSeconds)
+	if len(res.Resume) > 0 {
+		fmt.Fprintf(&b, "Resumed handshakes: %d clients, each primed with a session ticket by one request, then reconnecting with it "+
+			"(TLS 1.3 PSK with a fresh X25519 share, what Go's client offers), %d rounds of %gs; a handshake that did not resume counts as an error. ",
+			s.HSWorkers, s.SmallRounds, s.HSSeconds)
+	}
 	fmt.Fprintf(&b, "Latency: %d sequential requests on one keep-alive connection per target. ", s.LatencyN)
 	fmt.Fprintf(&b, "Memory: RSS growth (nginx: master and every worker) over %d idle keep-alive TLS connections that each served one HEAD, divided by their number.", s.IdleConns)
 	if s.RouteCount > 0 {
