@@ -96,13 +96,14 @@ func (r *runner) nodes(ctx context.Context, one, many *target) error {
 				d, served, err = r.pullMany(ctx, conns, t, rep*k)
 				m1 = r.mark(t)
 				fg := foreign(m0, m1, t)
-				if err != nil || fg <= maxForeign || try == maxRetries {
+				if err != nil || fg <= maxForeign || r.noMoreRetries(try) {
 					if err == nil && fg > maxForeign {
 						r.disturbed++
 					}
 					break
 				}
 				r.retried++
+				r.retryTime += m1.at.Sub(m0.at)
 				log.Printf("%-16s nodes pull #%d: disturbed (other load %.2f cores); again", t.Name, rep+1, fg)
 			}
 			for _, c := range conns {

@@ -573,7 +573,7 @@ func reportMain(args []string) error {
 	}
 	tbl := table(&res)
 	gt := goalsTable(&res)
-	st, sg, sp := smallTable(&res), smallGoalsTable(&res), spreadTable(&res)
+	st, sg, sp := smallTable(&res, false), smallGoalsTable(&res), spreadTable(&res)
 	fmt.Println(tbl)
 	fmt.Println(st)
 	fmt.Println(sg)
@@ -642,8 +642,9 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime, internals string) s
 		}
 	}
 	fmt.Fprintf(&b, "\n![nexmux benchmark](%s)\n\n", chartRef)
-	if st := smallTable(res); st != "" {
-		b.WriteString("### Small requests\n\n" + smallText(res) + "\n\n" + st + "\n")
+	if st := smallTable(res, true); st != "" {
+		b.WriteString("### Small requests\n\n" + smallText(res) + fmt.Sprintf(" Here at %d connections; docs/bench/results.md has every cell, "+
+			"the raw /proc/stat figure and the clients' CPU.", smallGoalConns(res)) + "\n\n" + st + "\n")
 	}
 	b.WriteString("### Targets\n\n")
 	if sg := smallGoalsTable(res); sg != "" {

@@ -268,6 +268,7 @@ type runner struct {
 	retried, disturbed int
 	smallDisturbed     int           // small-request rounds with other work above maxForeign
 	waited             time.Duration // in waitQuiet
+	retryTime          time.Duration // spent in measurements run again
 	// hsDialers rotates the handshake loop's source addresses from round
 	// to round, so no round inherits the previous one's TIME_WAITs.
 	hsDialers int
@@ -489,8 +490,8 @@ func runMain(args []string) error {
 		r.res.Notes = append(r.res.Notes, fmt.Sprintf("The run waited %s in all for other work to leave the CPU before measuring.", r.waited.Round(time.Second)))
 	}
 	if r.retried > 0 || r.disturbed > 0 {
-		r.res.Notes = append(r.res.Notes, fmt.Sprintf("%d measurement(s) were run again because other work took more than %.2f cores meanwhile; %d stayed disturbed after %d retries.",
-			r.retried, maxForeign, r.disturbed, maxRetries))
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("%d measurement(s) were run again because other work took more than %.2f cores meanwhile (at most %d times each, for at most %s in all); %d stayed disturbed.",
+			r.retried, maxForeign, maxRetries, retryBudget, r.disturbed))
 	}
 	if r.smallDisturbed > 0 {
 		r.res.Notes = append(r.res.Notes, fmt.Sprintf("%d small-request round(s) ran while other processes took more than %.2f cores; "+
@@ -629,13 +630,14 @@ func (r *runner) transfers(ctx context.Context, kind string, out map[string]Seri
 				}
 				m1 = r.mark(t)
 				fg := foreign(m0, m1, t)
-				if err != nil || fg <= maxForeign || try == maxRetries {
+				if err != nil || fg <= maxForeign || r.noMoreRetries(try) {
 					if err == nil && fg > maxForeign {
 						r.disturbed++
 					}
 					break
 				}
 				r.retried++
+				r.retryTime += m1.at.Sub(m0.at)
 				log.Printf("%-16s %s #%d: disturbed (other load %.2f cores); again", t.Name, kind, rep+1, fg)
 			}
 			c.Close()
@@ -693,6 +695,16 @@ const maxForeign = 0.25
 // maxRetries bounds the re-runs of disturbed rounds (the run time stays
 // bounded; a round still disturbed after them is kept and counted).
 const maxRetries = 2
+
+// retryBudget bounds the time spent re-running disturbed measurements in
+// a run: on a machine that other sessions keep busy, re-runs would only
+// stretch the run (a full run took 24 min with 123 of them).
+const retryBudget = 90 * time.Second
+
+// noMoreRetries says whether the try-th run of a measurement is its last.
+func (r *runner) noMoreRetries(try int) bool {
+	return try >= maxRetries || r.retryTime >= retryBudget
+}
 
 // quietBudget bounds the total time a run waits for other work to leave
 // the machine alone; past it, measuring goes on and disturbed rounds are
@@ -752,7 +764,7 @@ func (r *runner) rounds(what string, targets []*target, n int, f measureFunc, ou
 				r.waitQuiet()
 				smp = f(ctx, t, secs)
 				fg := foreign(smp.m0, smp.m1, t)
-				if fg <= maxForeign || try == maxRetries {
+				if fg <= maxForeign || r.noMoreRetries(try) {
 					if fg > maxForeign {
 						r.disturbed++
 					}
@@ -760,6 +772,7 @@ func (r *runner) rounds(what string, targets []*target, n int, f measureFunc, ou
 					break
 				}
 				r.retried++
+				r.retryTime += smp.m1.at.Sub(smp.m0.at)
 				log.Printf("%-16s %s round %d: %8.0f/s disturbed (other load %.2f cores); again", t.Name, what, round+1, smp.rate, fg)
 			}
 			meters[t.Name].add(smp.m0, smp.m1, smp.work)

@@ -110,7 +110,7 @@ func TestSmallReport(t *testing.T) {
 		cell(genWrk, "GET", colFloor, []float64{18500, 19000, 19500}, 95),
 		cell(genWrk, "GET", colTuned, []float64{17000, 17200, 17400}, 113),
 	}
-	st := smallTable(res)
+	st := smallTable(res, false)
 	for _, want := range []string{
 		"| benchtool (Go), HEAD, 32 conns | req/s (rounds' min–max) |",
 		"10,000 (9,000–11,000)",

@@ -54,8 +54,10 @@ func rangeText(s Series, prec int) string {
 
 // smallTable renders the matrix: per load, req/s with its rounds' range,
 // the whole machine's CPU per request (the judged figure), the proxy's own,
-// and latency where the generator reports it.
-func smallTable(res *Results) string {
+// and latency where the generator reports it. Compact (the README) keeps
+// the largest connection count and leaves out the raw machine and client
+// rows.
+func smallTable(res *Results, compact bool) string {
 	if len(res.Small) == 0 {
 		return ""
 	}
@@ -69,7 +71,11 @@ func smallTable(res *Results) string {
 		b.WriteString("---:|")
 	}
 	b.WriteString("---:|---:|\n")
+	top := smallGoalConns(res)
 	for _, j := range smallLoads(res) {
+		if compact && j.conns != top {
+			continue
+		}
 		line := func(measure string, f func(c SmallCell) (string, float64, bool)) {
 			fmt.Fprintf(&b, "| %s | %s |", loadTitle(j), measure)
 			vals := map[string]float64{}
@@ -107,15 +113,19 @@ func smallTable(res *Results) string {
 		line("**whole machine** µs CPU/req", func(c SmallCell) (string, float64, bool) {
 			return "**" + fmtVal(c.MachineUs, 1) + "**", c.MachineUs, c.MachineUs > 0
 		})
-		line("whole machine as /proc/stat counts it, other sessions included", func(c SmallCell) (string, float64, bool) {
-			return fmtVal(c.MachineRawUs, 1), c.MachineRawUs, c.MachineRawUs > 0
-		})
+		if !compact {
+			line("whole machine as /proc/stat counts it, other sessions included", func(c SmallCell) (string, float64, bool) {
+				return fmtVal(c.MachineRawUs, 1), c.MachineRawUs, c.MachineRawUs > 0
+			})
+		}
 		line("proxy µs CPU/req", func(c SmallCell) (string, float64, bool) {
 			return fmtVal(c.ProxyUs, 1), c.ProxyUs, c.ProxyUs > 0
 		})
-		line("client µs CPU/req", func(c SmallCell) (string, float64, bool) {
-			return fmtVal(c.ClientUs, 1), c.ClientUs, c.ClientUs > 0
-		})
+		if !compact {
+			line("client µs CPU/req", func(c SmallCell) (string, float64, bool) {
+				return fmtVal(c.ClientUs, 1), c.ClientUs, c.ClientUs > 0
+			})
+		}
 		if j.gen != genAb {
 			line("latency p50 / p99 µs", func(c SmallCell) (string, float64, bool) {
 				return fmtVal(c.P50us, 0) + " / " + fmtVal(c.P99us, 0), c.P50us, c.P50us > 0
@@ -369,7 +379,8 @@ func internalsParagraph(path string) string {
 
 const spreadIntro = "Every rate below is the median of interleaved rounds (blob transfers: repetitions); the range is the lowest and highest " +
 	"round of this run, and a change from the previous run (the committed results.json) counts as a regression only when the previous " +
-	"median lies beyond it."
+	"median lies beyond it. Rates depend on the whole machine: when the notes at the end count disturbed rounds (other sessions' work on " +
+	"the same cores), compare the CPU time per unit of work too before calling a lower rate a regression."
 
 // smallText says how the matrix is measured.
 func smallText(res *Results) string {
