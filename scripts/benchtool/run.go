@@ -699,7 +699,7 @@ const maxRetries = 2
 // retryBudget bounds the time spent re-running disturbed measurements in
 // a run: on a machine that other sessions keep busy, re-runs would only
 // stretch the run (a full run took 24 min with 123 of them).
-const retryBudget = 90 * time.Second
+const retryBudget = 60 * time.Second
 
 // noMoreRetries says whether the try-th run of a measurement is its last.
 func (r *runner) noMoreRetries(try int) bool {
@@ -709,7 +709,7 @@ func (r *runner) noMoreRetries(try int) bool {
 // quietBudget bounds the total time a run waits for other work to leave
 // the machine alone; past it, measuring goes on and disturbed rounds are
 // counted in the results' notes.
-const quietBudget = 120 * time.Second
+const quietBudget = 60 * time.Second
 
 // waitQuiet waits until the machine is idle apart from the processes
 // under test (which are idle between measurements), so that a measurement
