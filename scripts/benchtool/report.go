@@ -517,6 +517,9 @@ func settingsText(res *Results) string {
 	}
 	b.WriteString(". ")
 	fmt.Fprintf(&b, "Blob transfers: median of %d repetitions, interleaved across targets. ", s.Reps)
+	if len(res.Small) > 0 {
+		fmt.Fprintf(&b, "The keep-alive row is the small-request matrix's benchtool HEAD cell at %d conns (%d rounds of %gs). ", s.RateConns, s.SmallRounds, s.SmallSeconds)
+	}
 	fmt.Fprintf(&b, "Rates: median of %d interleaved rounds of %gs, every other round in reverse order (handshakes: %d concurrent clients, %gs, "+
 		"enough to keep both cores busy for every column: with 8 the Go servers left 10-17%% of the CPU idle between round trips, so the figure "+
 		"measured the client's pipeline more than the server). ", s.Rounds, s.RateSeconds, s.HSWorkers, s.HSSeconds)
