@@ -6,19 +6,32 @@
 # nexmux with several --upstream nodes. Prints the table and writes
 # docs/bench/results.md, results.png, results.json and README-section.md.
 #
-# Needs root only to install nginx with apt when it is missing. Every process
-# it starts is stopped on exit (trap), whatever happens.
+# The small-request matrix (issue 19) loads every target with three
+# generators: benchtool's own Go client, wrk (GET) and ab (HEAD and GET),
+# both from Debian; wrk takes SNI from the URL's host, so while the bench
+# runs /etc/hosts maps registry.bench.test to 127.0.0.1 (a line tagged
+# "# nexmux-bench", removed on exit).
+#
+# Needs root to install nginx, wrk and ab with apt when they are missing,
+# and to add the /etc/hosts line. Every process it starts is stopped on
+# exit (trap), whatever happens.
 #
 # Knobs (environment): BENCH_BLOB_MIB (1024), BENCH_REPS (5), BENCH_ROUNDS (5),
-# BENCH_RATE_SECONDS (3), BENCH_HS_SECONDS (3), BENCH_HS_WORKERS (32),
+# BENCH_SMALL_ROUNDS (3), BENCH_SMALL_SECONDS (2), BENCH_SMALL_CONNS (4,32),
+# BENCH_RATE_SECONDS (3, the route-count rows), BENCH_HS_SECONDS (3), BENCH_HS_WORKERS (32),
 # BENCH_IDLE_CONNS (10000), BENCH_ROUTES (10000), BENCH_NODES (3),
 # BENCH_NODE_STREAMS (3), BENCH_NODE_ROUNDS (9), BENCH_NODE_PROCS (one
 # backend process per node; 1: one process serves every node's port),
 # BENCH_ONLY (subset:
-# pull,push,rate,handshake,latency,idle,routes,nodes; only those are
+# pull,push,small,handshake,resume,latency,idle,routes,nodes (rate: the
+# same as small); only those are
 # measured and replace their part of BENCH_OUT/results.json, e.g.
 # BENCH_ONLY=nodes for the node-count row alone), BENCH_OUT (docs/bench),
-# BENCH_PORT_BASE (19400), BENCH_KEEP=1 keeps the work directory (logs,
+# BENCH_PORT_BASE (19400), BENCH_PROFILE=DIR (builds nexmux with
+# net/http/pprof through a go build -overlay, serves pprof from nexmux and
+# the Go floor, and writes CPU profiles of both under each generator to
+# DIR; for docs/bench/small-requests.md, not for the committed figures),
+# BENCH_KEEP=1 keeps the work directory (logs,
 # configs) for a look afterwards.
 set -euo pipefail
 
@@ -29,6 +42,9 @@ START=$(date +%s)
 BLOB_MIB=${BENCH_BLOB_MIB:-1024}
 REPS=${BENCH_REPS:-5}
 ROUNDS=${BENCH_ROUNDS:-5}
+SMALL_ROUNDS=${BENCH_SMALL_ROUNDS:-3}
+SMALL_SECONDS=${BENCH_SMALL_SECONDS:-2}
+SMALL_CONNS=${BENCH_SMALL_CONNS:-4,32}
 RATE_SECONDS=${BENCH_RATE_SECONDS:-3}
 HS_SECONDS=${BENCH_HS_SECONDS:-3}
 HS_WORKERS=${BENCH_HS_WORKERS:-32}
@@ -58,6 +74,15 @@ while IFS= read -r v; do unset "$v"; done < <(compgen -e | grep '^NEXMUX_' || tr
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nexmux-bench.XXXXXX")
 pids=()
+HOSTS_TAG=nexmux-bench
+# remove_hosts_lines drops the /etc/hosts lines tagged "# nexmux-bench",
+# rewriting the file in place (not sed -i: /etc/hosts may be a bind mount).
+remove_hosts_lines() {
+	grep -q "# $HOSTS_TAG\$" /etc/hosts 2>/dev/null || return 0
+	local kept
+	kept=$(grep -v "# $HOSTS_TAG\$" /etc/hosts || true)
+	printf '%s\n' "$kept" >/etc/hosts
+}
 # shellcheck disable=SC2317 # called by the traps
 cleanup() {
 	local rc=$?
@@ -66,6 +91,7 @@ cleanup() {
 		for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 		for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	fi
+	remove_hosts_lines
 	if [[ ${BENCH_KEEP:-} == 1 || $rc != 0 ]]; then
 		say "work directory kept: $WORK"
 	else
@@ -96,6 +122,15 @@ if ! command -v nginx >/dev/null; then
 	[[ -n $created_policy ]] && rm -f /usr/sbin/policy-rc.d
 fi
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
+for tool in wrk:wrk ab:apache2-utils; do
+	command -v "${tool%%:*}" >/dev/null && continue
+	[[ $(id -u) == 0 ]] || die "${tool%%:*} is missing and only root can apt-get install it"
+	say "installing ${tool#*:} with apt"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${tool#*:}" >&2 ||
+		{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${tool#*:}" >&2; }
+done
+WRK=$(command -v wrk)
+AB=$(command -v ab)
 
 # 10,000 idle connections need 10,000 descriptors in the client and in each
 # server (plus upstream connections): raise the soft limit to the hard one.
@@ -114,7 +149,15 @@ WORKER_CONNECTIONS=$((NOFILE - 100))
 
 # --- build -------------------------------------------------------------------
 say "building nexmux, benchtool and gencert into $WORK"
-go build -o "$WORK/nexmux" ./cmd/nexmux
+PROFILE=${BENCH_PROFILE:-}
+if [[ -n $PROFILE ]]; then
+	mkdir -p "$PROFILE"
+	PROFILE=$(cd "$PROFILE" && pwd)
+	printf '{"Replace": {"%s": "%s"}}\n' "$ROOT/cmd/nexmux/zz_bench_pprof.go" "$ROOT/scripts/benchtool/pprof_overlay.go.txt" >"$WORK/overlay.json"
+	go build -overlay "$WORK/overlay.json" -o "$WORK/nexmux" ./cmd/nexmux
+else
+	go build -o "$WORK/nexmux" ./cmd/nexmux
+fi
 # benchtool is a module of its own (its chart dependencies stay out of nexmux).
 (cd scripts/benchtool && go build -o "$WORK/benchtool" .)
 go build -o "$WORK/gencert" ./fixtures/cmd/gencert
@@ -135,6 +178,8 @@ P_TUNED=$((PORT_BASE + 7))
 P_FLOOR=$((PORT_BASE + 8))
 P_NODES=$((PORT_BASE + 9))
 P_NODES_METRICS=$((PORT_BASE + 10))
+P_PPROF_NEXMUX=$((PORT_BASE + 30))
+P_PPROF_FLOOR=$((PORT_BASE + 31))
 # The other nodes' backends: PORT_BASE+11 and on.
 P_MORE_BACKENDS=()
 for ((i = 1; i < NODES; i++)); do P_MORE_BACKENDS+=($((PORT_BASE + 10 + i))); done
@@ -185,7 +230,7 @@ for p in "${P_MORE_BACKENDS[@]}"; do
 done
 
 say "starting nexmux (1 route), nexmux ($ROUTES routes from --config) and the Go floor"
-"$WORK/nexmux" serve --listen "127.0.0.1:$P_NEXMUX" --upstream "http://127.0.0.1:$P_BACKEND" \
+BENCH_PPROF_LISTEN=${PROFILE:+127.0.0.1:$P_PPROF_NEXMUX} "$WORK/nexmux" serve --listen "127.0.0.1:$P_NEXMUX" --upstream "http://127.0.0.1:$P_BACKEND" \
 	--cert "$CERT" --key "$KEY" --route "$HOST=$REPO" --metrics-listen "127.0.0.1:$P_METRICS" \
 	$BENCH_NO_LIMITS >"$WORK/nexmux.log" 2>&1 &
 pids+=($!)
@@ -200,7 +245,7 @@ NODES_STARTED=$(date +%s)
 # The Go floor: crypto/tls + net/http + httputil.ReverseProxy and nothing
 # else, the parts nexmux is built on.
 "$WORK/benchtool" floor -listen "127.0.0.1:$P_FLOOR" -upstream "http://127.0.0.1:$P_BACKEND" \
-	-prefix "/repository/$REPO" -cert "$CERT" -key "$KEY" >"$WORK/floor.log" 2>&1 &
+	-prefix "/repository/$REPO" -cert "$CERT" -key "$KEY" ${PROFILE:+-pprof "127.0.0.1:$P_PPROF_FLOOR"} >"$WORK/floor.log" 2>&1 &
 pids+=($!)
 FLOOR_PID=$!
 "$WORK/benchtool" routes -n "$ROUTES" -hostfmt "r%05d.$REPO.test" -repo "$REPO" \
@@ -324,18 +369,33 @@ if [[ $(grep -c '"state": "writable"' <<<"$table") != "$NODES" ]] || grep -q '"l
 	die "nexmux-nodes does not count $NODES writable nodes: $table"
 fi
 
+# wrk resolves the URL's host and sends it as SNI: map it here for the run.
+if ! getent hosts "$HOST" >/dev/null; then
+	[[ -w /etc/hosts ]] || die "$HOST does not resolve and /etc/hosts is not writable (wrk needs the name for SNI)"
+	printf '127.0.0.1 %s # %s\n' "$HOST" "$HOSTS_TAG" >>/etc/hosts
+fi
+[[ $(getent hosts "$HOST" | awk '{print $1}') == 127.0.0.1 ]] || die "$HOST resolves to $(getent hosts "$HOST"), not 127.0.0.1"
+
 # --- measure -----------------------------------------------------------------
 say "measuring (a few minutes; progress below)"
 merge=()
 # A partial run replaces only its own rows of the last full run.
 [[ -n $ONLY && -f $OUT/results.json ]] && merge=(-merge "$OUT/results.json")
+# The previous run, for the "vs previous run" column: the committed
+# results (the working copy's when git has none).
+git -C "$ROOT" show "HEAD:docs/bench/results.json" >"$WORK/previous.json" 2>/dev/null ||
+	cp "$OUT/results.json" "$WORK/previous.json" 2>/dev/null || rm -f "$WORK/previous.json"
+previous=()
+[[ -s $WORK/previous.json ]] && previous=(-previous "$WORK/previous.json")
 "$WORK/benchtool" run -out "$WORK/results.json" -ca "$CA" -nginx-version "$NGINX_VERSION" -backend-pid "$BACKEND_PIDS" \
 	-blob-size $((BLOB_MIB << 20)) -reps "$REPS" -rounds "$ROUNDS" \
 	-rate-seconds "$RATE_SECONDS" -hs-seconds "$HS_SECONDS" -hs-workers "$HS_WORKERS" -idle-conns "$IDLE_CONNS" \
-	${ONLY:+-only "$ONLY"} "${merge[@]}" -nodes-streams "$NODE_STREAMS" -nodes-rounds "$NODE_ROUNDS" \
+	-wrk "$WRK" -ab "$AB" -small-rounds "$SMALL_ROUNDS" -small-seconds "$SMALL_SECONDS" -small-conns "$SMALL_CONNS" \
+	${ONLY:+-only "$ONLY"} "${merge[@]}" "${previous[@]}" -nodes-streams "$NODE_STREAMS" -nodes-rounds "$NODE_ROUNDS" \
 	-target "direct,addr=127.0.0.1:$P_DIRECT,host=$HOST,prefix=/repository/$REPO" \
-	-target "nexmux,addr=127.0.0.1:$P_NEXMUX,host=$HOST,pid=$NEXMUX_PID,metrics=http://127.0.0.1:$P_METRICS/metrics" \
-	-target "floor,addr=127.0.0.1:$P_FLOOR,host=$HOST,pid=$FLOOR_PID" \
+	-target "nexmux,addr=127.0.0.1:$P_NEXMUX,host=$HOST,pid=$NEXMUX_PID,metrics=http://127.0.0.1:$P_METRICS/metrics${PROFILE:+,pprof=http://127.0.0.1:$P_PPROF_NEXMUX}" \
+	-target "floor,addr=127.0.0.1:$P_FLOOR,host=$HOST,pid=$FLOOR_PID${PROFILE:+,pprof=http://127.0.0.1:$P_PPROF_FLOOR}" \
+	${PROFILE:+-profile "$PROFILE"} \
 	-target "nginx-sonatype,addr=127.0.0.1:$P_SONATYPE,host=$HOST,pid=$nginx_sonatype_pid,tree" \
 	-target "nginx-tuned,addr=127.0.0.1:$P_TUNED,host=$HOST,pid=$nginx_tuned_pid,tree" \
 	-routes-target "nexmux-$ROUTES-routes,addr=127.0.0.1:$P_MANY,pid=$MANY_PID,host=r00000.$REPO.test,hosts=$ROUTES,hostfmt=r%05d.$REPO.test" \
@@ -356,5 +416,5 @@ fi
 mkdir -p "$OUT"
 cp "$WORK/results.json" "$OUT/results.json"
 "$WORK/benchtool" report -in "$OUT/results.json" -md "$OUT/results.md" -png "$OUT/results.png" \
-	-readme "$OUT/README-section.md" -run-time "$run_time"
+	-readme "$OUT/README-section.md" -run-time "$run_time" -notes "$ROOT/docs/bench/small-requests.md"
 say "done in $run_time: $OUT/results.md, results.png, README-section.md"

@@ -221,7 +221,7 @@ func TestReport(t *testing.T) {
 	if ct := cpuTable(res); !strings.Contains(ct, "| proxy per GiB pulled (ms) | — | 1,200 | — | — |") {
 		t.Errorf("cpu table:\n%s", ct)
 	}
-	sec := readmeSection(res, tbl, goalsTable(res), "docs/bench/results.png", "3 min 58 s")
+	sec := readmeSection(res, tbl, goalsTable(res), "docs/bench/results.png", "3 min 58 s", "")
 	for _, want := range []string{"## Performance", "`make bench`", "Test CPU", "nginx/1.22.1", "go1.26.8", "3 min 58 s", "](docs/bench/results.png)"} {
 		if !strings.Contains(sec, want) {
 			t.Errorf("README section lacks %q", want)
@@ -423,7 +423,7 @@ func TestMergeResults(t *testing.T) {
 	if n := strings.Join(got.Notes, "\n"); !strings.Contains(n, "BENCH_ONLY=nodes") || !strings.Contains(n, "Partial run: waited 3 s") {
 		t.Errorf("notes: %s", n)
 	}
-	if sec := readmeSection(got, table(got), goalsTable(got), "x.png", ""); !strings.Contains(sec, "- "+partialNote+" (2026-02-03 04:05 UTC") {
+	if sec := readmeSection(got, table(got), goalsTable(got), "x.png", "", ""); !strings.Contains(sec, "- "+partialNote+" (2026-02-03 04:05 UTC") {
 		t.Errorf("README section does not say the node rows came later:\n%s", sec)
 	}
 	// No earlier results: the fresh ones as they are.

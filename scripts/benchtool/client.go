@@ -36,6 +36,9 @@ type target struct {
 	// Nodes is how many --upstream nodes this nexmux has (the node-count
 	// comparison); 0: one.
 	Nodes int `json:"nodes,omitempty"`
+	// PProf is the base URL of the target's net/http/pprof (the profiling
+	// run only).
+	PProf string `json:"-"`
 }
 
 func (t *target) host(i int) string {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	_ "net/http/pprof" // -pprof only: the profiling run (BENCH_PROFILE)
 	"net/url"
 	"sync"
 	"time"
@@ -34,7 +35,11 @@ func floorMain(args []string) error {
 	prefix := fs.String("prefix", "/repository/bench", "path prefix prepended towards the backend (Nexus's route shape)")
 	certFile := fs.String("cert", "", "certificate `FILE`")
 	keyFile := fs.String("key", "", "key `FILE`")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on `ADDR` (the profiling run)")
 	_ = fs.Parse(args)
+	if *pprofAddr != "" {
+		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
+	}
 	u, err := url.Parse(*upstream)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("-upstream %q: want http://host:port", *upstream)

@@ -96,13 +96,14 @@ func (r *runner) nodes(ctx context.Context, one, many *target) error {
 				d, served, err = r.pullMany(ctx, conns, t, rep*k)
 				m1 = r.mark(t)
 				fg := foreign(m0, m1, t)
-				if err != nil || fg <= maxForeign || try == maxRetries {
+				if err != nil || fg <= maxForeign || r.noMoreRetries(try) {
 					if err == nil && fg > maxForeign {
 						r.disturbed++
 					}
 					break
 				}
 				r.retried++
+				r.retryTime += m1.at.Sub(m0.at)
 				log.Printf("%-16s nodes pull #%d: disturbed (other load %.2f cores); again", t.Name, rep+1, fg)
 			}
 			for _, c := range conns {
@@ -264,6 +265,8 @@ func mergeResults(path string, fresh *Results, only map[string]bool) (*Results, 
 		"push":      func(k string) bool { return k == "push" },
 		"rate":      func(k string) bool { return k == "HEAD manifest" },
 		"handshake": func(k string) bool { return k == "handshake" },
+		"small":     func(k string) bool { return k == "HEAD manifest" },
+		"resume":    func(k string) bool { return k == "resumed handshake" },
 		"routes":    func(k string) bool { return strings.HasPrefix(k, "routes: ") },
 		"nodes":     func(k string) bool { return strings.HasPrefix(k, "nodes: ") },
 	}
@@ -278,6 +281,12 @@ func mergeResults(path string, fresh *Results, only map[string]bool) (*Results, 
 			old.Rate = fresh.Rate
 		case "handshake":
 			old.Handshake = fresh.Handshake
+		case "small":
+			old.Small, old.Rate = fresh.Small, fresh.Rate
+			old.Settings.SmallGenerators, old.Settings.SmallConns = fresh.Settings.SmallGenerators, fresh.Settings.SmallConns
+			old.Settings.SmallRounds, old.Settings.SmallSeconds = fresh.Settings.SmallRounds, fresh.Settings.SmallSeconds
+		case "resume":
+			old.Resume = fresh.Resume
 		case "latency":
 			old.Latency = fresh.Latency
 		case "idle":
@@ -302,6 +311,7 @@ func mergeResults(path string, fresh *Results, only map[string]bool) (*Results, 
 			}
 		}
 	}
+	old.Previous, old.PreviousStarted = fresh.Previous, fresh.PreviousStarted
 	old.Notes = append(old.Notes, fmt.Sprintf(partialNote+" (%s, %s, %.0f s; BENCH_ONLY=%s): %s; everything else comes from the run above.",
 		fresh.Started.UTC().Format("2006-01-02 15:04 UTC"), machineText(fresh.Machine), fresh.Seconds, strings.Join(ms, ","), strings.Join(ms, ", ")))
 	for _, n := range fresh.Notes {

@@ -63,6 +63,7 @@ func rows(res *Results) []*row {
 	add("blob push, "+gib+" (PATCH + PUT)", "MiB/s", true, 0, med(res.Push))
 	add(fmt.Sprintf("HEAD manifest, %d keep-alive conns", res.Settings.RateConns), "req/s", true, 0, med(res.Rate))
 	add("full TLS handshakes", "/s", true, 0, med(res.Handshake))
+	add("resumed TLS handshakes (session ticket, TLS 1.3 PSK)", "/s", true, 0, med(res.Resume))
 	p50, p99, a50, a99 := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
 	d, hasDirect := res.Latency[colDirect]
 	for k, l := range res.Latency {
@@ -189,7 +190,9 @@ func goals(res *Results) []goal {
 	vs("blob pull ≥ 0.9× TLS direct (no proxy)", "pull-direct", res.Pull, colDirect, 0.9)
 	vs("blob push ≥ 1.0× nginx tuned", "push-nginx", res.Push, colTuned, 1.0)
 	vs("blob push ≥ 0.9× TLS direct (no proxy)", "push-direct", res.Push, colDirect, 0.9)
-	vs("keep-alive small requests ≥ 1.0× nginx tuned", "rate-nginx", res.Rate, colTuned, 1.0)
+	if len(res.Small) == 0 { // else the small-request targets table judges it
+		vs("keep-alive small requests ≥ 1.0× nginx tuned", "rate-nginx", res.Rate, colTuned, 1.0)
+	}
 	// nginx's TLS settings are the same in both configurations: the better
 	// of the two is the bar.
 	hs := map[string]Series{colNexmux: res.Handshake[colNexmux]}
@@ -199,6 +202,16 @@ func goals(res *Results) []goal {
 	}
 	hs["nginx"] = best
 	vs("full handshakes/s ≥ 1.0× nginx (better of both configs)", "handshake-nginx", hs, "nginx", 1.0)
+	if n, ok := res.Latency[colNexmux]; ok {
+		d, okD := res.Latency[colDirect]
+		t, okT := res.Latency[colTuned]
+		if okD && okT {
+			an, at := n.P50us-d.P50us, t.P50us-d.P50us
+			r, ok := ratio(an, at, true, at > 0)
+			out = append(out, goal{What: fmt.Sprintf("added latency p50 ≤ nginx tuned's (nexmux %.0f µs, nginx tuned %.0f µs over TLS direct)", an, at),
+				Measured: r, Limit: 1, AtMost: true, Known: ok, Key: "latency-nginx"})
+		}
+	}
 	if i, ok := res.Idle[colNexmux]; ok {
 		out = append(out, goal{What: "≤ 24 KiB per idle TLS connection", Measured: i.PerConnKiB, Limit: 24, AtMost: true, Unit: "KiB", Known: true, Key: "idle"})
 	}
@@ -245,14 +258,8 @@ var reasons = map[string]why{
 	},
 	"rate-nginx": {
 		met: "",
-		missed: "not reachable with net/http on this machine: per request nexmux runs a net/http server (TLS side) and a net/http client (the Transport), " +
-			"about 2.5x nginx's CPU per request (CPU table). The backend alone, net/http over plain HTTP with a handler that only sets headers, " +
-			"costs about as much CPU per request as nginx's whole proxy path. Profile of nexmux under this load: ~30% in read/write syscalls " +
-			"(the client's request and response, Nexus's request and response, the server's background read), the Transport's read and write " +
-			"loop goroutines and their wake-ups, net/http's header parsing and cloning, GC and the scheduler; nexmux's own work (routing, path checks, " +
-			"rewriting, metrics, the access line, batched into one write per 64 KiB or 50 ms) is under a tenth, and the HTTP stage with " +
-			"httputil.ReverseProxy but without sockets is ~4 µs per request (l7 BenchmarkServeHTTP). Matching nginx would take hand-written " +
-			"HTTP/1.1 server and client code in place of net/http and httputil.ReverseProxy, which the design rules out.",
+		missed: "per request nexmux runs a net/http server (TLS side) and a net/http client (the Transport, with its read and write loop goroutines), " +
+			"which together cost more CPU than nginx's whole proxy path; docs/bench/small-requests.md has the profiles of nexmux and of the Go floor.",
 	},
 	"handshake-nginx": {
 		met: "the handshake is crypto-bound (X25519 and the ECDSA P-256 signature are about half of the server's CPU), and nexmux keeps a 16 MiB " +
@@ -272,6 +279,12 @@ var reasons = map[string]why{
 			"(~3 KiB, AES-GCM key schedules for both directions included), ~2 KiB of net/http, context and socket bookkeeping, and the allocator's " +
 			"fragmentation around them; nexmux's own per-connection state is under 1 KiB (heap profile at 10,000 connections). nginx with OpenSSL " +
 			"keeps ~15 KiB. Under 24 KiB would take an HTTP/1.1 server other than net/http, which the design rules out.",
+	},
+	"latency-nginx": {
+		met: "",
+		missed: "per request nexmux's path has more goroutine hand-offs than nginx's event loop: net/http's connection goroutine runs the handler, and the " +
+			"Transport hands the request to its per-connection write loop and the answer back from its read loop, each a wake-up on a shared core; " +
+			"docs/bench/small-requests.md has the profile.",
 	},
 	"routes-rate":      {met: routesWhy + ".", missed: routesWhy + "."},
 	"routes-handshake": {met: routesWhy + ".", missed: routesWhy + "."},
@@ -382,6 +395,7 @@ func cpuTable(res *Results) string {
 	for _, m := range []struct{ key, what string }{
 		{"pull", "per GiB pulled"}, {"push", "per GiB pushed"},
 		{"HEAD manifest", "per HEAD request"}, {"handshake", "per full handshake"},
+		{"resumed handshake", "per resumed handshake"},
 	} {
 		cpu, ok := res.CPU[m.key]
 		if !ok {
@@ -426,6 +440,11 @@ func goalsTable(res *Results) string {
 			result = "not measured in this run"
 		} else if !g.Met() {
 			result = "**missed**"
+			if g.Unit == "KiB" {
+				result += fmt.Sprintf(" by %.1f KiB", g.Measured-g.Limit)
+			} else {
+				result += " by " + missedBy(g.Measured, g.Limit, g.AtMost)
+			}
 			if w := reasons[g.Key].missed; w != "" {
 				result += ": " + w
 			}
@@ -492,11 +511,23 @@ func floorText(res *Results, key string) string {
 func settingsText(res *Results) string {
 	s := res.Settings
 	var b strings.Builder
-	fmt.Fprintf(&b, "Client: one Go load generator for every column (%s, key exchange %s, ECDSA P-256 certificate, no session resumption). ", s.ClientProtocol, s.ClientGroup)
+	fmt.Fprintf(&b, "Client: benchtool's Go load generator for every column (%s, key exchange %s, ECDSA P-256 certificate, no session resumption but in the resumed-handshake row)", s.ClientProtocol, s.ClientGroup)
+	if len(s.SmallGenerators) > 1 {
+		b.WriteString("; the small-request matrix adds wrk and ab (see Small requests)")
+	}
+	b.WriteString(". ")
 	fmt.Fprintf(&b, "Blob transfers: median of %d repetitions, interleaved across targets. ", s.Reps)
+	if len(res.Small) > 0 {
+		fmt.Fprintf(&b, "The keep-alive row is the small-request matrix's benchtool HEAD cell at %d conns (%d rounds of %gs). ", s.RateConns, s.SmallRounds, s.SmallSeconds)
+	}
 	fmt.Fprintf(&b, "Rates: median of %d interleaved rounds of %gs, every other round in reverse order (handshakes: %d concurrent clients, %gs, "+
 		"enough to keep both cores busy for every column: with 8 the Go servers left 10-17%% of the CPU idle between round trips, so the figure "+
 		"measured the client's pipeline more than the server). ", s.Rounds, s.RateSeconds, s.HSWorkers, s.HSSeconds)
+	if len(res.Resume) > 0 {
+		fmt.Fprintf(&b, "Resumed handshakes: %d clients, each primed with a session ticket by one request, then reconnecting with it "+
+			"(TLS 1.3 PSK with a fresh X25519 share, what Go's client offers), %d rounds of %gs; a handshake that did not resume counts as an error. ",
+			s.HSWorkers, s.SmallRounds, s.HSSeconds)
+	}
 	fmt.Fprintf(&b, "Latency: %d sequential requests on one keep-alive connection per target. ", s.LatencyN)
 	fmt.Fprintf(&b, "Memory: RSS growth (nginx: master and every worker) over %d idle keep-alive TLS connections that each served one HEAD, divided by their number.", s.IdleConns)
 	if s.RouteCount > 0 {
@@ -533,6 +564,7 @@ func reportMain(args []string) error {
 	readme := fs.String("readme", "", "write the README's Performance section to `FILE`")
 	chartRef := fs.String("chart-ref", "docs/bench/results.png", "path of the chart as the README links it")
 	runTime := fs.String("run-time", "", "wall time of the whole `make bench`, for the report")
+	notes := fs.String("notes", "", "docs/bench/small-requests.md: its marked paragraph on nexmux's internals goes into the README section")
 	_ = fs.Parse(args)
 	data, err := os.ReadFile(*in)
 	if err != nil {
@@ -544,9 +576,13 @@ func reportMain(args []string) error {
 	}
 	tbl := table(&res)
 	gt := goalsTable(&res)
+	st, sg, sp := smallTable(&res, false), smallGoalsTable(&res), spreadTable(&res)
 	fmt.Println(tbl)
+	fmt.Println(st)
+	fmt.Println(sg)
 	fmt.Println(cpuTable(&res))
 	fmt.Println(gt)
+	fmt.Println(sp)
 	if *md != "" {
 		var b strings.Builder
 		b.WriteString("# nexmux benchmark results\n\n")
@@ -556,7 +592,13 @@ func reportMain(args []string) error {
 		}
 		b.WriteString(".\n\n")
 		b.WriteString(tbl + "\n")
-		b.WriteString(gt + "\n")
+		if st != "" {
+			b.WriteString("## Small requests\n\n" + smallText(&res) + "\n\n" + st + "\n" + sg + "\n")
+		}
+		b.WriteString("## Targets\n\n" + gt + "\n")
+		if sp != "" {
+			b.WriteString("## Run-to-run spread and the previous run\n\n" + spreadIntro + "\n\n" + sp + "\n")
+		}
 		if ct := cpuTable(&res); ct != "" {
 			b.WriteString("Where the two cores went (user + system CPU time of each side during the timed part; on loopback the kernel charges part of one side's TCP work to the other):\n\n" + ct + "\n")
 		}
@@ -570,7 +612,7 @@ func reportMain(args []string) error {
 		}
 	}
 	if *readme != "" {
-		if err := os.WriteFile(*readme, []byte(readmeSection(&res, tbl, gt, *chartRef, *runTime)), 0o644); err != nil {
+		if err := os.WriteFile(*readme, []byte(readmeSection(&res, tbl, gt, *chartRef, *runTime, internalsParagraph(*notes))), 0o644); err != nil {
 			return err
 		}
 	}
@@ -583,7 +625,7 @@ func reportMain(args []string) error {
 	return nil
 }
 
-func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
+func readmeSection(res *Results, tbl, gt, chartRef, runTime, internals string) string {
 	var b strings.Builder
 	b.WriteString("## Performance\n\n")
 	b.WriteString("`make bench` (scripts/bench.sh) runs nexmux, nginx with Sonatype's documented reverse-proxy settings, " +
@@ -603,9 +645,22 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
 		}
 	}
 	fmt.Fprintf(&b, "\n![nexmux benchmark](%s)\n\n", chartRef)
+	if st := smallTable(res, true); st != "" {
+		b.WriteString("### Small requests\n\n" + smallText(res) + fmt.Sprintf(" Here at %d connections; docs/bench/results.md has every cell, "+
+			"the raw /proc/stat figure and the clients' CPU.", smallGoalConns(res)) + "\n\n" + st + "\n")
+	}
 	b.WriteString("### Targets\n\n")
+	if sg := smallGoalsTable(res); sg != "" {
+		b.WriteString(sg + "\n")
+	}
 	b.WriteString(gt + "\n")
+	if internals != "" {
+		b.WriteString(internals + "\n\n")
+	}
 	b.WriteString(spreadText(res))
+	if sp := spreadTable(res); sp != "" {
+		b.WriteString(spreadIntro + "\n\n" + sp + "\n")
+	}
 	if ct := cpuTable(res); ct != "" {
 		b.WriteString("### Where the CPU went\n\n")
 		b.WriteString("Client, proxy and backend share the two cores, so each side's CPU time per unit of work explains the throughput " +
@@ -628,9 +683,7 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime string) string {
 		"and nothing else (no ClientHello peek, routing, checks, rewriting, logging or metrics), the library's buffer sizes and Go's default GC settings: the parts nexmux is built on. " +
 		"Per small request and per idle connection nexmux does all this does and more, so there it is the floor for this design; " +
 		"for bulk transfers it shows what nexmux's batched writes and read-ahead add over the library's defaults.\n\n")
-	b.WriteString("Reproduce with `make bench` (scripts/bench.sh; installs nginx-light with apt when missing, so root then). " +
-		"wrk is not used: it cannot measure HEAD requests (it waits for a body that never comes) and sends no SNI for 127.0.0.1, " +
-		"so one Go load generator serves every measurement. " +
+	b.WriteString("Reproduce with `make bench` (scripts/bench.sh; installs nginx-light, wrk and apache2-utils with apt when missing, so root then). " +
 		"Results: docs/bench/results.md, docs/bench/results.png, raw numbers in docs/bench/results.json. " +
 		"Go micro-benchmarks of the hot paths: `go test -run '^$' -bench . -benchmem ./sni ./route ./l7 ./mux`.\n")
 	return b.String()

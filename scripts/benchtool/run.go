@@ -26,14 +26,21 @@ type Results struct {
 	Settings Settings  `json:"settings"`
 	Targets  []string  `json:"targets"` // column order
 
-	Pull      map[string]Series  `json:"pull"`      // MiB/s per repetition
-	Push      map[string]Series  `json:"push"`      // MiB/s per repetition
-	Rate      map[string]Series  `json:"rate"`      // HEAD manifest req/s per round
-	Handshake map[string]Series  `json:"handshake"` // full handshakes/s per round
-	Latency   map[string]Latency `json:"latency"`
-	Idle      map[string]Idle    `json:"idle"`
-	Routes    *Routes            `json:"routes,omitempty"`
-	Nodes     *Nodes             `json:"nodes,omitempty"`
+	Pull      map[string]Series `json:"pull"`             // MiB/s per repetition
+	Push      map[string]Series `json:"push"`             // MiB/s per repetition
+	Rate      map[string]Series `json:"rate"`             // HEAD manifest req/s per round
+	Handshake map[string]Series `json:"handshake"`        // full handshakes/s per round
+	Resume    map[string]Series `json:"resume,omitempty"` // resumed handshakes/s per round
+	Small     []SmallCell       `json:"small,omitempty"`
+	// Previous holds the medians of the run before this one (the
+	// committed results.json), keyed like spreadRows, for the "vs previous
+	// run" column.
+	Previous        map[string]float64 `json:"previous,omitempty"`
+	PreviousStarted time.Time          `json:"previous_started,omitzero"`
+	Latency         map[string]Latency `json:"latency"`
+	Idle            map[string]Idle    `json:"idle"`
+	Routes          *Routes            `json:"routes,omitempty"`
+	Nodes           *Nodes             `json:"nodes,omitempty"`
 	// CPU says where the two cores went, per unit of work: the target's
 	// processes, the backend and the client. On a machine this small the
 	// three share the CPU, so a server's own cost explains its throughput.
@@ -54,22 +61,27 @@ type Machine struct {
 
 // Settings are the knobs the run used.
 type Settings struct {
-	BlobBytes      int64   `json:"blob_bytes"`
-	Reps           int     `json:"reps"`
-	RateConns      int     `json:"rate_conns"`
-	RateSeconds    float64 `json:"rate_seconds"`
-	Rounds         int     `json:"rounds"`
-	HSWorkers      int     `json:"handshake_workers"`
-	HSSeconds      float64 `json:"handshake_seconds"`
-	LatencyN       int     `json:"latency_requests"`
-	IdleConns      int     `json:"idle_conns"`
-	RouteCount     int     `json:"route_count"`
-	RouteRounds    int     `json:"route_rounds"`
-	RouteSeconds   float64 `json:"route_seconds"`
-	NodeStreams    int     `json:"node_streams,omitempty"`
-	NodeRounds     int     `json:"node_rounds,omitempty"`
-	ClientGroup    string  `json:"client_group"`
-	ClientProtocol string  `json:"client_protocol"`
+	BlobBytes    int64   `json:"blob_bytes"`
+	Reps         int     `json:"reps"`
+	RateConns    int     `json:"rate_conns"`
+	RateSeconds  float64 `json:"rate_seconds"`
+	Rounds       int     `json:"rounds"`
+	HSWorkers    int     `json:"handshake_workers"`
+	HSSeconds    float64 `json:"handshake_seconds"`
+	LatencyN     int     `json:"latency_requests"`
+	IdleConns    int     `json:"idle_conns"`
+	RouteCount   int     `json:"route_count"`
+	RouteRounds  int     `json:"route_rounds"`
+	RouteSeconds float64 `json:"route_seconds"`
+	NodeStreams  int     `json:"node_streams,omitempty"`
+	NodeRounds   int     `json:"node_rounds,omitempty"`
+	// The small-request matrix.
+	SmallGenerators []string `json:"small_generators,omitempty"`
+	SmallConns      []int    `json:"small_conns,omitempty"`
+	SmallRounds     int      `json:"small_rounds,omitempty"`
+	SmallSeconds    float64  `json:"small_seconds,omitempty"`
+	ClientGroup     string   `json:"client_group"`
+	ClientProtocol  string   `json:"client_protocol"`
 }
 
 // Series is one measurement repeated; Median is what the table shows.
@@ -101,7 +113,11 @@ type cpuMeter struct {
 type cpuMark struct {
 	server, backend, client time.Duration
 	busy, idle              time.Duration // the whole machine's
-	at                      time.Time
+	// others is the CPU time of every process outside the bench (other
+	// sessions' builds and tests on a shared machine), reaped children
+	// included; see othersCPU.
+	others time.Duration
+	at     time.Time
 }
 
 func (r *runner) mark(t *target) cpuMark {
@@ -110,6 +126,11 @@ func (r *runner) mark(t *target) cpuMark {
 		m.backend += cpuTime(pid, false)
 	}
 	m.busy, m.idle = systemCPU()
+	ours := map[int]bool{os.Getpid(): true, t.PID: true}
+	for _, pid := range r.backendPIDs {
+		ours[pid] = true
+	}
+	m.others = othersCPU(ours, t.Tree)
 	return m
 }
 
@@ -215,6 +236,8 @@ func (l *targetList) Set(s string) error {
 			t.HostFormat = v
 		case "nodes":
 			t.Nodes, err = strconv.Atoi(v)
+		case "pprof":
+			t.PProf = v
 		default:
 			err = fmt.Errorf("unknown key %q", k)
 		}
@@ -243,10 +266,17 @@ type runner struct {
 	// retried counts measurements run again because other work took the
 	// CPU; disturbed those still disturbed after maxRetries.
 	retried, disturbed int
+	smallDisturbed     int           // small-request rounds with other work above maxForeign
 	waited             time.Duration // in waitQuiet
+	retryTime          time.Duration // spent in measurements run again
 	// hsDialers rotates the handshake loop's source addresses from round
 	// to round, so no round inherits the previous one's TIME_WAITs.
 	hsDialers int
+	// wrk and ab are the outside load generators' paths ("" leaves them
+	// out); their Lua scripts go to scriptDir.
+	wrk, ab   string
+	scriptDir string
+	scriptMu  *sync.Mutex
 }
 
 func runMain(args []string) error {
@@ -257,12 +287,17 @@ func runMain(args []string) error {
 	routesBase := fs.String("routes-base", "nexmux", "target the -routes-target is compared with")
 	caFile := fs.String("ca", "", "CA certificate `FILE` every target's certificate chains to")
 	out := fs.String("out", "results.json", "results `FILE`")
-	only := fs.String("only", "", "comma-separated subset of measurements: pull,push,rate,handshake,latency,idle,routes,nodes")
+	only := fs.String("only", "", "comma-separated subset of measurements: pull,push,small (rate),handshake,resume,latency,idle,routes,nodes")
 	nginxVersion := fs.String("nginx-version", "", "nginx version string for the report")
 	backendPIDs := fs.String("backend-pid", "", "the backends' `PIDs` (comma-separated: one per upstream node), for CPU accounting")
 	var nodeTargets targetList
 	fs.Var(&nodeTargets, "nodes-target", "nexmux with several --upstream nodes (nodes=N), compared with the target named by -nodes-base")
 	nodesBase := fs.String("nodes-base", "nexmux", "target (nexmux with one --upstream) the -nodes-target is compared with")
+	wrk := fs.String("wrk", "", "wrk `PATH` for the small-request matrix (\"\": leave wrk out)")
+	ab := fs.String("ab", "", "ab (ApacheBench) `PATH` for the small-request matrix (\"\": leave ab out)")
+	smallConns := fs.String("small-conns", "4,32", "keep-alive connection counts of the small-request matrix")
+	previous := fs.String("previous", "", "the previous run's results `FILE` (the committed results.json), for the \"vs previous run\" column")
+	profileDir := fs.String("profile", "", "after the small-request matrix, write CPU profiles of the targets with pprof=URL under each generator at the largest connection count to `DIR`")
 	merge := fs.String("merge", "", "earlier results `FILE`: keep its measurements and replace only those this run makes (-only)")
 	var s Settings
 	fs.Int64Var(&s.BlobBytes, "blob-size", 1<<30, "blob size in bytes (must match the backend)")
@@ -278,7 +313,23 @@ func runMain(args []string) error {
 	fs.Float64Var(&s.RouteSeconds, "route-seconds", 3, "seconds per round of the route-count comparison")
 	fs.IntVar(&s.NodeStreams, "nodes-streams", 3, "concurrent blob pulls (each of its own digest) per repetition of the node-count comparison")
 	fs.IntVar(&s.NodeRounds, "nodes-rounds", 9, "interleaved rounds of the node-count CPU comparison")
+	fs.IntVar(&s.SmallRounds, "small-rounds", 3, "interleaved rounds of each small-request cell")
+	fs.Float64Var(&s.SmallSeconds, "small-seconds", 2, "seconds per round of each small-request cell")
 	_ = fs.Parse(args)
+	for f := range strings.SplitSeq(*smallConns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("-small-conns %q: want N[,N...]", *smallConns)
+		}
+		s.SmallConns = append(s.SmallConns, n)
+	}
+	s.SmallGenerators = []string{genGo}
+	if *wrk != "" {
+		s.SmallGenerators = append(s.SmallGenerators, genWrk)
+	}
+	if *ab != "" {
+		s.SmallGenerators = append(s.SmallGenerators, genAb)
+	}
 	pids, err := parsePIDs(*backendPIDs)
 	if err != nil {
 		return err
@@ -298,11 +349,11 @@ func runMain(args []string) error {
 	s.ClientProtocol = "TLS 1.3, HTTP/1.1"
 	r := &runner{
 		s: s, tls: &tlsConfigs{roots: roots}, targets: targets,
-		pat: pattern(), digest: blobDigest(), backendPIDs: pids,
+		pat: pattern(), digest: blobDigest(), backendPIDs: pids, wrk: *wrk, ab: *ab, scriptMu: &sync.Mutex{},
 		res: &Results{
 			Started: time.Now(), Machine: machine(*nginxVersion), Settings: s,
 			Pull: map[string]Series{}, Push: map[string]Series{}, Rate: map[string]Series{},
-			Handshake: map[string]Series{}, Latency: map[string]Latency{}, Idle: map[string]Idle{},
+			Handshake: map[string]Series{}, Resume: map[string]Series{}, Latency: map[string]Latency{}, Idle: map[string]Idle{},
 			TLS: map[string]string{}, CPU: map[string]map[string]CPU{},
 		},
 	}
@@ -312,8 +363,24 @@ func runMain(args []string) error {
 	if *only != "" {
 		r.only = map[string]bool{}
 		for _, m := range strings.Split(*only, ",") {
+			if m == "rate" { // the keep-alive row is the matrix's go HEAD cell
+				m = "small"
+			}
 			r.only[m] = true
 		}
+	}
+	if *previous != "" {
+		if err := r.loadPrevious(*previous); err != nil {
+			return err
+		}
+	}
+	if r.want("small") && (*wrk != "" || *ab != "") {
+		dir, err := os.MkdirTemp("", "benchtool-lua")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		r.scriptDir = dir
 	}
 	ctx := context.Background()
 	start := time.Now()
@@ -360,11 +427,20 @@ func runMain(args []string) error {
 			return err
 		}
 	}
-	if r.want("rate") {
-		r.rounds("HEAD manifest", targets, r.s.Rounds, r.rate, r.res.Rate)
+	if r.want("small") {
+		r.small(ctx)
+		if *profileDir != "" {
+			if err := r.profiles(ctx, *profileDir); err != nil {
+				return err
+			}
+		}
 	}
 	if r.want("handshake") {
 		r.rounds("handshake", targets, r.s.Rounds, r.handshakes, r.res.Handshake)
+	}
+	if r.want("resume") {
+		// As many rounds as a small-request cell: the run stays under 15 min.
+		r.rounds("resumed handshake", targets, r.s.SmallRounds, r.resumed, r.res.Resume)
 	}
 	if r.want("latency") {
 		r.latency(ctx)
@@ -414,8 +490,13 @@ func runMain(args []string) error {
 		r.res.Notes = append(r.res.Notes, fmt.Sprintf("The run waited %s in all for other work to leave the CPU before measuring.", r.waited.Round(time.Second)))
 	}
 	if r.retried > 0 || r.disturbed > 0 {
-		r.res.Notes = append(r.res.Notes, fmt.Sprintf("%d measurement(s) were run again because other work took more than %.2f cores meanwhile; %d stayed disturbed after %d retries.",
-			r.retried, maxForeign, r.disturbed, maxRetries))
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("%d measurement(s) were run again because other work took more than %.2f cores meanwhile (at most %d times each, for at most %s in all); %d stayed disturbed.",
+			r.retried, maxForeign, maxRetries, retryBudget, r.disturbed))
+	}
+	if r.smallDisturbed > 0 {
+		r.res.Notes = append(r.res.Notes, fmt.Sprintf("%d small-request round(s) ran while other processes took more than %.2f cores; "+
+			"their CPU time is subtracted from the whole machine's (both figures are in the table), their req/s stands as measured.",
+			r.smallDisturbed, maxForeign))
 	}
 	r.res.Seconds = time.Since(start).Seconds()
 	res := r.res
@@ -549,13 +630,14 @@ func (r *runner) transfers(ctx context.Context, kind string, out map[string]Seri
 				}
 				m1 = r.mark(t)
 				fg := foreign(m0, m1, t)
-				if err != nil || fg <= maxForeign || try == maxRetries {
+				if err != nil || fg <= maxForeign || r.noMoreRetries(try) {
 					if err == nil && fg > maxForeign {
 						r.disturbed++
 					}
 					break
 				}
 				r.retried++
+				r.retryTime += m1.at.Sub(m0.at)
 				log.Printf("%-16s %s #%d: disturbed (other load %.2f cores); again", t.Name, kind, rep+1, fg)
 			}
 			c.Close()
@@ -614,10 +696,20 @@ const maxForeign = 0.25
 // bounded; a round still disturbed after them is kept and counted).
 const maxRetries = 2
 
+// retryBudget bounds the time spent re-running disturbed measurements in
+// a run: on a machine that other sessions keep busy, re-runs would only
+// stretch the run (a full run took 24 min with 123 of them).
+const retryBudget = 60 * time.Second
+
+// noMoreRetries says whether the try-th run of a measurement is its last.
+func (r *runner) noMoreRetries(try int) bool {
+	return try >= maxRetries || r.retryTime >= retryBudget
+}
+
 // quietBudget bounds the total time a run waits for other work to leave
 // the machine alone; past it, measuring goes on and disturbed rounds are
 // counted in the results' notes.
-const quietBudget = 120 * time.Second
+const quietBudget = 60 * time.Second
 
 // waitQuiet waits until the machine is idle apart from the processes
 // under test (which are idle between measurements), so that a measurement
@@ -672,7 +764,7 @@ func (r *runner) rounds(what string, targets []*target, n int, f measureFunc, ou
 				r.waitQuiet()
 				smp = f(ctx, t, secs)
 				fg := foreign(smp.m0, smp.m1, t)
-				if fg <= maxForeign || try == maxRetries {
+				if fg <= maxForeign || r.noMoreRetries(try) {
 					if fg > maxForeign {
 						r.disturbed++
 					}
@@ -680,6 +772,7 @@ func (r *runner) rounds(what string, targets []*target, n int, f measureFunc, ou
 					break
 				}
 				r.retried++
+				r.retryTime += smp.m1.at.Sub(smp.m0.at)
 				log.Printf("%-16s %s round %d: %8.0f/s disturbed (other load %.2f cores); again", t.Name, what, round+1, smp.rate, fg)
 			}
 			meters[t.Name].add(smp.m0, smp.m1, smp.work)
