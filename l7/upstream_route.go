@@ -130,6 +130,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	// move reports whether the request may go on to the next node, and
 	// if so gives the current attempt up (see sharedBody).
 	move := func(last bool) bool { return !last && (sb == nil || sb.next()) }
+	// suspects answered 502/503/504 and the request moved on: whether
+	// that counts toward their passive ejection depends on the next answer.
+	type suspect struct {
+		n   *upstream.Node
+		why string
+	}
+	var suspects []suspect
 	var lastErr error
 	for i, n := range cands {
 		last := i == len(cands)-1
@@ -205,14 +212,24 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		n.ObserveLatency(time.Since(t0))
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			set.ReportResult(n, false, "status "+resp.Status)
 			if move(last) {
 				resp.Body.Close()
 				done()
+				suspects = append(suspects, suspect{n, "status " + resp.Status})
 				set.Failover(kind, "status")
 				continue
 			}
+			// Every node tried answered 5xx: the request is at fault (a
+			// proxy repository whose remote is down, an offline
+			// repository), not the nodes; only a lone answer counts.
+			if len(suspects) == 0 {
+				set.ReportResult(n, false, "status "+resp.Status)
+			}
 		default:
+			// Another node answers: the 5xx were the nodes' own.
+			for _, sp := range suspects {
+				set.ReportResult(sp.n, false, sp.why)
+			}
 			set.ReportResult(n, true, "")
 		}
 		if sb != nil {
