@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -354,17 +355,30 @@ func (d *doneBody) Close() error {
 }
 
 // tagUpload adds the affinity tag of the node that answered to an upload
-// Location, so the client's follow-ups come back to that node.
+// Location, so the client's follow-ups come back to that node. Only a
+// Location on nexmux's own upload path is tagged (relative, or on the
+// request's own host, as rewriteHeaders leaves Nexus's): never a redirect
+// elsewhere, which must not learn the tag nor get its query changed.
 func (p *Proxy) tagUpload(resp *http.Response) {
 	loc := resp.Header.Get("Location")
-	i := strings.Index(loc, "/blobs/uploads/")
-	if i < 0 {
+	if !strings.Contains(loc, "/blobs/uploads/") {
 		return
 	}
-	uuid := loc[i+len("/blobs/uploads/"):]
-	if j := strings.IndexAny(uuid, "?#"); j >= 0 {
-		uuid = uuid[:j]
+	u, err := url.Parse(loc)
+	if err != nil || u.Opaque != "" || u.User != nil {
+		return
 	}
+	if u.Host != "" || u.Scheme != "" {
+		if (u.Scheme != "http" && u.Scheme != "https") || !strings.EqualFold(u.Host, resp.Request.Host) {
+			return
+		}
+	}
+	path := u.EscapedPath()
+	i := strings.LastIndex(path, "/blobs/uploads/")
+	if !strings.HasPrefix(path, "/v2/") || i < 0 {
+		return
+	}
+	uuid := path[i+len("/blobs/uploads/"):]
 	if uuid == "" || strings.Contains(uuid, "/") {
 		return
 	}
