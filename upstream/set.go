@@ -77,10 +77,11 @@ type Set struct {
 	log     *slog.Logger
 
 	mu      sync.RWMutex
-	nodes   []*Node // sorted by id
-	removed []*Node // dropped by reload, finishing their requests
-	key     []byte  // affinity HMAC key
-	keyFile bool    // key from --affinity-secret-file
+	nodes   []*Node  // sorted by id
+	removed []*Node  // dropped by reload, finishing their requests
+	key     []byte   // affinity HMAC key
+	keyFile bool     // key from --affinity-secret-file
+	oldKeys []oldKey // derived keys of earlier node lists, still accepted
 
 	stats     Stats
 	failOpen  bool // logged once per episode
@@ -196,7 +197,7 @@ func (s *Set) Update(spec *Spec) error {
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
 	s.nodes = nodes
 	if !s.keyFile {
-		s.key = derivedKey(nodes)
+		s.rekeyLocked(derivedKey(nodes))
 	}
 	s.setDrain(spec.Drain)
 	s.mu.Unlock()
