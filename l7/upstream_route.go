@@ -310,6 +310,13 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) *upstream.Node {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// The question is a request on n: it takes one of n's
+			// --upstream-max-conns slots (waiting at most askTimeout).
+			release, ok := f.up.acquire(ctx, n.Host)
+			if !ok {
+				return
+			}
+			defer release()
 			q, err := http.NewRequestWithContext(ctx, http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
 			if err != nil {
 				return
