@@ -75,7 +75,11 @@ func TestHAStreamedBodyMovesWithoutLosingBytes(t *testing.T) {
 	node1.SetRepositoryUnavailable(true)
 
 	moved := 0
+	n2 := set.ByHost(node2.Addr())
 	for i := 0; i < 3; i++ {
+		// The previous round's requests are done: node2's in-flight count
+		// below is this upload's.
+		waitUntil(t, "node2 idle", func() bool { return n2.InFlight() == 0 })
 		slowDown(set, node2)
 		blob := make([]byte, 256<<10+i)
 		rand.Read(blob)
@@ -98,7 +102,6 @@ func TestHAStreamedBodyMovesWithoutLosingBytes(t *testing.T) {
 		}()
 		// Hold the body until the request is at node2 (or node2 was the
 		// first choice after all, and holds it).
-		n2 := set.ByHost(node2.Addr())
 		waitUntil(t, "the upload at node2", func() bool { return n2.InFlight() > 0 })
 		if len(node1.Requests()) > before {
 			moved++
