@@ -89,17 +89,18 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.URL.RawQuery = rest
 	class, digest, uuid := classify(r.Method, sub)
 
+	var buf [4]*upstream.Node // the node choice allocates nothing
 	var cands []*upstream.Node
 	var err error
 	switch class {
 	case classUpload:
 		cands, err = f.uploadNode(r, tag, uuid)
 	case classDigest:
-		cands, err = set.Pick(upstream.ReadDigest, repo+"@"+digest)
+		cands, err = set.PickAppend(buf[:0], upstream.ReadDigest, repo+"@"+digest)
 	case classWrite:
-		cands, err = set.Pick(upstream.Write, "")
+		cands, err = set.PickAppend(buf[:0], upstream.Write, "")
 	default:
-		cands, err = set.Pick(upstream.Read, "")
+		cands, err = set.PickAppend(buf[:0], upstream.Read, "")
 	}
 	if err != nil {
 		closeBody(r)
