@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/route"
@@ -57,6 +59,7 @@ func BenchmarkUpstreamNodes(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
+			cpu0 := cpuTime()
 			b.RunParallel(func(pb *testing.PB) {
 				base, _ := http.NewRequestWithContext(ctx, http.MethodHead, "https://team-a.example.com/v2/app/manifests/latest", nil)
 				base.RequestURI = "/v2/app/manifests/latest"
@@ -73,6 +76,15 @@ func BenchmarkUpstreamNodes(b *testing.B) {
 					}
 				}
 			})
+			// Process CPU (nexmux and the in-process nodes) per request:
+			// less at the mercy of other load than ns/op.
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
