@@ -133,12 +133,20 @@ func (b *resumeBody) resume() error {
 			return errNoResume
 		}
 		b.tries++
+		// A resume is one more request on n: it takes one of n's
+		// --upstream-max-conns slots like any other.
+		release, ok := b.f.up.acquire(b.r.Context(), n.Host)
+		if !ok {
+			b.node = n
+			continue
+		}
 		q := b.r.Clone(b.r.Context())
 		q.URL.Scheme, q.URL.Host = n.Scheme, n.Host
 		q.Body, q.GetBody, q.ContentLength = nil, nil, 0
 		q.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, b.end))
 		q.Header.Del("If-Range")
-		end := n.Begin()
+		begin := n.Begin()
+		end := func() { begin(); release() }
 		resp, err := b.f.next.RoundTrip(q)
 		if err != nil {
 			end()

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nexmux/nexmux/upstream"
@@ -89,17 +89,18 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.URL.RawQuery = rest
 	class, digest, uuid := classify(r.Method, sub)
 
+	var buf [4]*upstream.Node // the node choice allocates nothing
 	var cands []*upstream.Node
 	var err error
 	switch class {
 	case classUpload:
 		cands, err = f.uploadNode(r, tag, uuid)
 	case classDigest:
-		cands, err = set.Pick(upstream.ReadDigest, repo+"@"+digest)
+		cands, err = set.PickAppend(buf[:0], upstream.ReadDigest, repo+"@"+digest)
 	case classWrite:
-		cands, err = set.Pick(upstream.Write, "")
+		cands, err = set.PickAppend(buf[:0], upstream.Write, "")
 	default:
-		cands, err = set.Pick(upstream.Read, "")
+		cands, err = set.PickAppend(buf[:0], upstream.Read, "")
 	}
 	if err != nil {
 		closeBody(r)
@@ -107,7 +108,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 
 	body := r.Body != nil && r.Body != http.NoBody
-	var tb *trackedBody
+	var sb *sharedBody
 	var replay []byte
 	if body {
 		if r.Method == http.MethodPut && strings.Contains(sub, "/manifests/") && r.ContentLength >= 0 && r.ContentLength <= maxReplayBody {
@@ -116,19 +117,28 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				return nil, errors.Join(ErrClientBody, err)
 			}
 			if len(replay) > maxReplayBody {
-				body = true
-				tb = &trackedBody{r: io.MultiReader(bytes.NewReader(replay), r.Body), c: r.Body}
-				tb.n.Store(1) // already taken from the client: not replayable
+				sb = newSharedBody(io.MultiReader(bytes.NewReader(replay), r.Body), r.Body)
+				sb.taken = 1 // already taken from the client: not replayable
 				replay = nil
 			}
 		} else {
-			tb = &trackedBody{r: r.Body, c: r.Body}
+			sb = newSharedBody(r.Body, r.Body)
 		}
 	}
 	kind := "read"
 	if body || class == classWrite {
 		kind = "write"
 	}
+	// move reports whether the request may go on to the next node, and
+	// if so gives the current attempt up (see sharedBody).
+	move := func(last bool) bool { return !last && (sb == nil || sb.next()) }
+	// suspects answered 502/503/504 and the request moved on: whether
+	// that counts toward their passive ejection depends on the next answer.
+	type suspect struct {
+		n   *upstream.Node
+		why string
+	}
+	var suspects []suspect
 	var lastErr error
 	for i, n := range cands {
 		last := i == len(cands)-1
@@ -137,9 +147,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			if r.Context().Err() != nil {
 				return nil, r.Context().Err()
 			}
-			if !last && (tb == nil || tb.n.Load() == 0) {
+			if move(last) {
 				set.Failover(kind, "busy")
 				continue
+			}
+			if sb != nil {
+				sb.finish()
 			}
 			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body,
 				msg: "nexmux: every connection to Nexus is busy; retry shortly"}
@@ -150,12 +163,8 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		case replay != nil:
 			out.Body = io.NopCloser(bytes.NewReader(replay))
 			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(replay)), nil }
-		case tb != nil:
-			tb.closed.Store(false)
-			if last {
-				tb.final()
-			}
-			out.Body = tb
+		case sb != nil:
+			out.Body = sb.attempt(last)
 		}
 		ctx, cancel := context.WithCancelCause(r.Context())
 		stopWatch := func() bool { return false }
@@ -169,58 +178,64 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp, err := f.next.RoundTrip(out)
 		stopWatch()
 		done := func() { end(); release(); cancel(nil) }
-		bodySent := tb != nil && tb.n.Load() > 0
-		canMove := !last && (tb == nil || !bodySent && !tb.failed.Load())
 		if err != nil {
 			done()
 			switch {
 			case r.Context().Err() != nil:
 				return nil, err
-			case tb != nil && tb.failed.Load() || errors.Is(err, ErrClientBody):
+			case sb != nil && sb.clientFailed() || errors.Is(err, ErrClientBody):
 				return nil, errors.Join(ErrClientBody, err)
 			case refused(err):
 				set.ReportConnectFailure(n, err)
-				// Nothing reached the node: even a body request may move.
-				canMove = !last && (tb == nil || !bodySent)
 				lastErr = err
-				if canMove {
+				if move(last) {
 					set.Failover(kind, "connect")
 					continue
 				}
 			case errors.Is(context.Cause(ctx), errNodeDown):
 				lastErr = errors.Join(errNodeDown, err)
-				if canMove {
+				if move(last) {
 					set.Failover(kind, "down")
 					continue
 				}
 			default:
 				set.ReportResult(n, false, err.Error())
 				lastErr = err
-				if canMove {
+				if move(last) {
 					set.Failover(kind, "reset")
 					continue
 				}
 			}
-			if tb != nil {
-				tb.final()
+			if sb != nil {
+				sb.finish()
 			}
 			return nil, lastErr
 		}
 		n.ObserveLatency(time.Since(t0))
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			set.ReportResult(n, false, "status "+resp.Status)
-			if canMove {
+			if move(last) {
 				resp.Body.Close()
 				done()
+				suspects = append(suspects, suspect{n, "status " + resp.Status})
 				set.Failover(kind, "status")
 				continue
 			}
+			// Every node tried answered 5xx: the request is at fault (a
+			// proxy repository whose remote is down, an offline
+			// repository), not the nodes; only a lone answer counts.
+			if len(suspects) == 0 {
+				set.ReportResult(n, false, "status "+resp.Status)
+			}
 		default:
+			// Another node answers: the 5xx were the nodes' own.
+			for _, sp := range suspects {
+				set.ReportResult(sp.n, false, sp.why)
+			}
 			set.ReportResult(n, true, "")
 		}
-		if tb != nil {
-			tb.final()
+		if sb != nil {
+			sb.finish()
 		}
 		if class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/") {
 			f.resumable(out, n, repo+"@"+digest, resp)
@@ -296,6 +311,13 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) *upstream.Node {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// The question is a request on n: it takes one of n's
+			// --upstream-max-conns slots (waiting at most askTimeout).
+			release, ok := f.up.acquire(ctx, n.Host)
+			if !ok {
+				return
+			}
+			defer release()
 			q, err := http.NewRequestWithContext(ctx, http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
 			if err != nil {
 				return
@@ -327,47 +349,6 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) *upstream.Node {
 	}
 }
 
-// trackedBody is the client's body as sent to one node after another: it
-// counts what was read, remembers a read failure (the client's fault), and
-// ignores Close, so a failed attempt leaves it for the next node.
-type trackedBody struct {
-	r      io.Reader
-	c      io.Closer // the client's body
-	n      atomic.Int64
-	failed atomic.Bool
-	// Close reaches the client's body (ending its read-ahead) once the
-	// body can no longer move to another node: pass is set then, closed
-	// when the transport let go of it.
-	pass, closed atomic.Bool
-	once         sync.Once
-}
-
-func (t *trackedBody) Read(b []byte) (int, error) {
-	n, err := t.r.Read(b)
-	t.n.Add(int64(n))
-	if err != nil && err != io.EOF {
-		t.failed.Store(true)
-		err = errors.Join(ErrClientBody, err)
-	}
-	return n, err
-}
-
-func (t *trackedBody) Close() error {
-	t.closed.Store(true)
-	if t.pass.Load() {
-		t.once.Do(func() { t.c.Close() })
-	}
-	return nil
-}
-
-// final lets Close through: this attempt is the body's last.
-func (t *trackedBody) final() {
-	t.pass.Store(true)
-	if t.closed.Load() {
-		t.once.Do(func() { t.c.Close() })
-	}
-}
-
 // doneBody runs done once when the response body is finished with.
 type doneBody struct {
 	io.ReadCloser
@@ -382,17 +363,30 @@ func (d *doneBody) Close() error {
 }
 
 // tagUpload adds the affinity tag of the node that answered to an upload
-// Location, so the client's follow-ups come back to that node.
+// Location, so the client's follow-ups come back to that node. Only a
+// Location on nexmux's own upload path is tagged (relative, or on the
+// request's own host, as rewriteHeaders leaves Nexus's): never a redirect
+// elsewhere, which must not learn the tag nor get its query changed.
 func (p *Proxy) tagUpload(resp *http.Response) {
 	loc := resp.Header.Get("Location")
-	i := strings.Index(loc, "/blobs/uploads/")
-	if i < 0 {
+	if !strings.Contains(loc, "/blobs/uploads/") {
 		return
 	}
-	uuid := loc[i+len("/blobs/uploads/"):]
-	if j := strings.IndexAny(uuid, "?#"); j >= 0 {
-		uuid = uuid[:j]
+	u, err := url.Parse(loc)
+	if err != nil || u.Opaque != "" || u.User != nil {
+		return
 	}
+	if u.Host != "" || u.Scheme != "" {
+		if (u.Scheme != "http" && u.Scheme != "https") || !strings.EqualFold(u.Host, resp.Request.Host) {
+			return
+		}
+	}
+	path := u.EscapedPath()
+	i := strings.LastIndex(path, "/blobs/uploads/")
+	if !strings.HasPrefix(path, "/v2/") || i < 0 {
+		return
+	}
+	uuid := path[i+len("/blobs/uploads/"):]
 	if uuid == "" || strings.Contains(uuid, "/") {
 		return
 	}
@@ -401,39 +395,4 @@ func (p *Proxy) tagUpload(resp *http.Response) {
 		return
 	}
 	resp.Header.Set("Location", upstream.AddTag(loc, p.up.set.Tag(n, uuid)))
-}
-
-// WriteTo keeps the client body's own WriteTo (batched copies) in use.
-func (t *trackedBody) WriteTo(w io.Writer) (int64, error) {
-	wt, ok := t.r.(io.WriterTo)
-	if !ok {
-		return io.Copy(w, readOnlyTracked{t})
-	}
-	cw := &trackWriter{w: w, t: t}
-	n, err := wt.WriteTo(cw)
-	if err != nil && cw.err == nil {
-		// Not the write to Nexus: reading the client failed.
-		t.failed.Store(true)
-		err = errors.Join(ErrClientBody, err)
-	}
-	return n, err
-}
-
-type readOnlyTracked struct{ t *trackedBody }
-
-func (r readOnlyTracked) Read(b []byte) (int, error) { return r.t.Read(b) }
-
-type trackWriter struct {
-	w   io.Writer
-	t   *trackedBody
-	err error
-}
-
-func (c *trackWriter) Write(b []byte) (int, error) {
-	c.t.n.Add(int64(len(b)))
-	n, err := c.w.Write(b)
-	if err != nil {
-		c.err = err
-	}
-	return n, err
 }

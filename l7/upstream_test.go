@@ -48,6 +48,13 @@ func haProxy(t *testing.T, log io.Writer, maxConns int, nodes ...*haNode) (strin
 	for _, n := range nodes {
 		urls = append(urls, "http://"+n.addr)
 	}
+	return haProxyURLs(t, log, maxConns, "team-a", urls...)
+}
+
+// haProxyURLs serves a Proxy in front of the nodes at urls, mapping
+// team-a.example.com onto repository repo.
+func haProxyURLs(t *testing.T, log io.Writer, maxConns int, repo string, urls ...string) (string, *Upstreams) {
+	t.Helper()
 	spec, err := upstream.ParseSpec(urls, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +64,7 @@ func haProxy(t *testing.T, log io.Writer, maxConns int, nodes ...*haNode) (strin
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	up.Set().Start(ctx, 50*time.Millisecond)
-	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=" + repo}})
 	if err != nil {
 		t.Fatal(err)
 	}

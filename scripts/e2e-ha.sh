@@ -5,8 +5,9 @@
 #
 # A three-node fixture cluster (nexus-fixture -nodes 3 -control) behind a
 # second nexmux with three --upstream nodes; docker pushes and pulls through
-# it while a node is killed mid-push and a node's blob body breaks
-# mid-pull, and nexmux's /upstreams and metrics must show what happened. Its host name joins e2e.sh's HOSTS and
+# it while a node is killed mid-push and the node serving a layer is killed
+# mid-blob (docker pull, then skopeo copy), and nexmux's /upstreams,
+# metrics and the nodes' request logs must show what happened. Its host name joins e2e.sh's HOSTS and
 # its certs.d entries are recorded, so e2e.sh's cleanup undoes them;
 # ha_cleanup stops the processes.
 
@@ -95,26 +96,89 @@ ha_layer_node() {
 	echo "$(ha_busiest GET "/blobs/$d") $d"
 }
 
-# ha_pull_kill REF ID: the node serving the layer dies mid-body (its
-# connection closes after 16 MiB); nexmux resumes the download from another
-# node, docker gets one intact layer.
+# ha_log_entries NODE: the node's request log, one JSON entry a line.
+ha_log_entries() {
+	curl -fsS "http://$HA_CONTROL/nodes/$1/requests" | sed 's/},{"Method"/}\n{"Method"/g'
+}
+
+# ha_kill_mid_blob VICTIM DIGEST CMD...: VICTIM serves blobs at 8 MiB/s;
+# CMD runs in the background and, one second after VICTIM started sending
+# the blob, VICTIM is killed (listener closed, connections reset, like a
+# crashed JVM). CMD must still succeed; VICTIM comes back afterwards.
+ha_kill_mid_blob() {
+	local victim=$1 digest=$2 i started="" n
+	shift 2
+	for n in node1 node2 node3; do curl -fsS -X DELETE "http://$HA_CONTROL/nodes/$n/requests"; done
+	ha_fault "$victim" "reset=1&bytesPerSecond=8388608"
+	"$@" &
+	local pid=$!
+	for ((i = 0; i < 600; i++)); do
+		if ha_log_entries "$victim" | grep '"Method":"GET"' | grep -q "\"Path\":\"[^\"]*/blobs/$digest\""; then
+			started=1
+			break
+		fi
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	if [[ -n $started ]]; then
+		sleep 1
+		echo "killing $victim mid-blob"
+		ha_fault "$victim" kill=1
+	fi
+	local rc=0
+	wait "$pid" || rc=$?
+	ha_fault "$victim" reset=1
+	[[ -n $started ]] || {
+		echo "$victim was never asked for the blob"
+		return 1
+	}
+	return "$rc"
+}
+
+# ha_resumed VICTIM DIGEST: another node's log shows the resumed
+# "Range: bytes=N-" GET of the blob (N > 0), answered 206.
+ha_resumed() {
+	local n found=1 e
+	for n in node1 node2 node3; do
+		[[ $n == "$1" ]] && continue
+		e=$(ha_log_entries "$n" | grep '"Method":"GET"' | grep "\"Path\":\"[^\"]*/blobs/$2\"" |
+			grep '"Status":206' | grep -o '"Range":\["bytes=[1-9][0-9]*-[0-9]*"\]') || continue
+		echo "$n served the resumed request: $e"
+		found=0
+	done
+	((found == 0)) || echo "no node served a resumed Range request for $2"
+	return "$found"
+}
+
+# ha_wait_writable: every node is writable again in nexmux's table.
+ha_wait_writable() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[[ $(curl -fsS "http://$HA_METRICS/upstreams" | grep -c '"state": "writable"') == 3 ]] && return 0
+		sleep 0.1
+	done
+	echo "the nodes did not all come back writable"
+	return 1
+}
+
+# ha_pull_kill REF ID: docker pull REF while the node serving its layer is
+# killed mid-body; nexmux resumes the download from another node, docker
+# gets one intact layer (its image ID is ID).
 ha_pull_kill() {
-	local victim digest n
+	local victim digest
+	ha_wait_writable || return 1
 	read -r victim digest < <(ha_layer_node e2e/ha)
 	[[ -n $victim ]] || {
 		echo "could not find the layer's node"
 		return 1
 	}
-	echo "layer $digest is served by $victim: its body breaks after 16 MiB"
-	ha_fault "$victim" cutBlobAfter=16777216
-	local rc=0
-	docker pull "$1" || rc=$?
-	ha_fault "$victim" reset=1
-	((rc == 0)) || return "$rc"
+	echo "layer $digest is served by $victim"
+	ha_kill_mid_blob "$victim" "$digest" docker pull "$1" || return 1
 	local id
 	id=$(image_id "$1")
 	echo "pulled $id, pushed $2"
 	[[ $id == "$2" ]] || return 1
+	ha_resumed "$victim" "$digest" || return 1
 	local m
 	m=$(curl -fsS "http://$HA_METRICS/metrics") || return 1
 	grep -E '^nexmux_upstream_(resumes|failovers)_total' <<<"$m"
@@ -123,6 +187,31 @@ ha_pull_kill() {
 		echo "no resume counted"
 		return 1
 	}
+}
+
+# ha_skopeo_kill REF: skopeo copy REF to a directory (it verifies every
+# digest) while the node serving the layer is killed mid-body.
+ha_skopeo_kill() {
+	local victim digest dir=$WORK/ha-skopeo
+	ha_wait_writable || return 1
+	read -r victim digest < <(ha_layer_node e2e/ha)
+	[[ -n $victim ]] || {
+		echo "could not find the layer's node"
+		return 1
+	}
+	echo "layer $digest is served by $victim"
+	rm -rf "$dir"
+	ha_kill_mid_blob "$victim" "$digest" skopeo "${SKOPEO_COMMON[@]}" copy --src-creds "$USER_PASS" \
+		--src-cert-dir "$WORK/skopeo-certs" "docker://$1" "dir:$dir" || return 1
+	[[ -s $dir/${digest#sha256:} ]] || {
+		echo "no layer file in $dir"
+		return 1
+	}
+	[[ $(sha256sum "$dir/${digest#sha256:}" | cut -d' ' -f1) == "${digest#sha256:}" ]] || {
+		echo "the layer's digest does not verify"
+		return 1
+	}
+	ha_resumed "$victim" "$digest"
 }
 
 ha_upstreams_table() {
@@ -144,8 +233,10 @@ ha_steps() {
 	id=$(make_image "$ref" 48 2>"$WORK/logs/import-ha.log") || true
 	if step "HA: docker push $ref with the upload's node killed mid-push" ha_push_kill "$ref"; then
 		step "HA: docker rmi the HA image" remove_image "$id" || true
-		step "HA: docker pull $ref with the layer's node dying mid-body (resumed)" \
+		step "HA: docker pull $ref with the layer's node killed mid-blob (resumed)" \
 			ha_pull_kill "$ref" "$id" || true
+		step "HA: skopeo copy $ref with the layer's node killed mid-blob (resumed)" \
+			ha_skopeo_kill "$ref" || true
 	else
 		skip "HA: docker pull with a node killed mid-pull" "push failed"
 	fi

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 )
 
 // The upload affinity tag rides in the upload Location's query as
@@ -64,11 +65,48 @@ func (s *Set) SetSecret(secret []byte) {
 	defer s.mu.Unlock()
 	if secret == nil {
 		s.keyFile = false
-		s.key = derivedKey(s.nodes)
+		s.rekeyLocked(derivedKey(s.nodes))
 		return
 	}
+	// A shared secret replaces every derived key: with it, tags are
+	// checked against the secret alone.
 	s.keyFile = true
-	s.key = slices.Clone(secret)
+	s.key, s.oldKeys = slices.Clone(secret), nil
+}
+
+// keyGrace is how long a derived key stays valid for checking tags after a
+// reload changed the node list (and so the key): uploads opened before the
+// reload keep their node instead of reading as tampered.
+const keyGrace = time.Hour
+
+// maxOldKeys bounds the derived keys kept (several reloads within keyGrace).
+const maxOldKeys = 8
+
+type oldKey struct {
+	key   []byte
+	until time.Time
+}
+
+// rekeyLocked signs with key from now on and keeps the previous key valid
+// for checking for keyGrace; s.mu is held.
+func (s *Set) rekeyLocked(key []byte) {
+	if hmac.Equal(key, s.key) {
+		return
+	}
+	t := now()
+	var kept []oldKey // new array: Untag reads the old one unlocked
+	for _, k := range s.oldKeys {
+		if t.Before(k.until) && !hmac.Equal(k.key, key) {
+			kept = append(kept, k)
+		}
+	}
+	if s.key != nil {
+		kept = append(kept, oldKey{key: s.key, until: t.Add(keyGrace)})
+	}
+	if len(kept) > maxOldKeys {
+		kept = kept[len(kept)-maxOldKeys:]
+	}
+	s.oldKeys, s.key = kept, key
 }
 
 func mac(key []byte, uuid string, fp []byte) []byte {
@@ -107,10 +145,21 @@ func (s *Set) Untag(tag, uuid string) (*Node, error) {
 	}
 	s.mu.RLock()
 	key := s.key
+	old := s.oldKeys
 	all := append(slices.Clone(s.nodes), s.removed...)
 	s.mu.RUnlock()
 	fp := raw[:fpLen]
-	if !hmac.Equal(raw[fpLen:], mac(key, uuid, fp)) {
+	ok := hmac.Equal(raw[fpLen:], mac(key, uuid, fp))
+	if !ok && len(old) > 0 {
+		t := now()
+		for _, k := range old {
+			if t.Before(k.until) && hmac.Equal(raw[fpLen:], mac(k.key, uuid, fp)) {
+				ok = true
+				break
+			}
+		}
+	}
+	if !ok {
 		return nil, ErrTagTampered
 	}
 	for _, n := range all {

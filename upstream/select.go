@@ -4,7 +4,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
-	"sort"
 )
 
 // Kind says what a request needs from its node.
@@ -31,32 +30,44 @@ var (
 
 // Pick returns the nodes to try for a request, best first: the first is
 // the choice, the others are where a failover goes. key is
-// "repository@digest" for ReadDigest.
+// "repository@digest" for ReadDigest. The slice must not be modified.
 func (s *Set) Pick(kind Kind, key string) ([]*Node, error) {
-	t := now()
-	s.mu.RLock()
-	nodes := s.nodes
-	s.mu.RUnlock()
+	nodes := *s.live.Load()
 	if len(nodes) == 1 {
 		// One node: there is no choice to make, and no other node to
 		// spare it; Nexus answers for itself.
 		return nodes, nil
 	}
-	out := make([]*Node, 0, len(nodes))
+	return s.PickAppend(make([]*Node, 0, len(nodes)), kind, key)
+}
+
+// PickAppend is Pick appending to dst (a caller's buffer: with room for
+// the nodes, choosing allocates nothing).
+func (s *Set) PickAppend(dst []*Node, kind Kind, key string) ([]*Node, error) {
+	nodes := *s.live.Load()
+	if len(nodes) == 1 {
+		return append(dst, nodes[0]), nil // as Pick
+	}
+	t := now()
+	base := len(dst)
 	readable := false
 	for _, n := range nodes {
 		n.mu.Lock()
 		ok := n.usable(t, kind == Write)
-		readable = readable || n.usable(t, false)
+		if !readable {
+			readable = ok || n.usable(t, false)
+		}
 		n.mu.Unlock()
 		if ok {
-			out = append(out, n)
+			dst = append(dst, n)
 		}
 	}
-	if len(out) > 0 {
-		s.endFailOpen()
+	if out := dst[base:]; len(out) > 0 {
+		if s.failOpen.Load() {
+			s.endFailOpen()
+		}
 		order(out, kind, key)
-		return out, nil
+		return dst, nil
 	}
 	if readable {
 		return nil, ErrNoneWritable
@@ -69,38 +80,66 @@ func (s *Set) Pick(kind Kind, key string) ([]*Node, error) {
 		ok := n.joined && !n.draining && n.reachable && !t.Before(n.ejectedUntil)
 		n.mu.Unlock()
 		if ok {
-			out = append(out, n)
+			dst = append(dst, n)
 		}
 	}
+	out := dst[base:]
 	if len(out) == 0 {
 		return nil, ErrAllDown
 	}
 	s.startFailOpen(out)
 	order(out, kind, key)
-	return out, nil
+	return dst, nil
 }
 
+// order sorts ns best first. Node sets are small: scores go in a stack
+// array and an insertion sort keeps equal costs in id order, so ordering
+// allocates nothing.
 func order(ns []*Node, kind Kind, key string) {
 	if len(ns) < 2 {
 		return
 	}
 	if kind == ReadDigest {
-		sort.Slice(ns, func(i, j int) bool { return rendezvous(ns[i].ID, key) > rendezvous(ns[j].ID, key) })
+		// Highest rendezvous hash first.
+		var hb [8]uint64
+		h := hb[:0]
+		if len(ns) > len(hb) {
+			h = make([]uint64, 0, len(ns))
+		}
+		for _, n := range ns {
+			h = append(h, rendezvous(n.ID, key))
+		}
+		for i := 1; i < len(ns); i++ {
+			for j := i; j > 0 && h[j] > h[j-1]; j-- {
+				h[j], h[j-1] = h[j-1], h[j]
+				ns[j], ns[j-1] = ns[j-1], ns[j]
+			}
+		}
 		return
 	}
-	costs := make(map[*Node]float64, len(ns))
+	var buf [8]float64
+	score := buf[:0]
+	if len(ns) > len(buf) {
+		score = make([]float64, 0, len(ns))
+	}
 	var sum float64
 	for _, n := range ns {
-		costs[n] = n.cost()
-		sum += 1 / costs[n]
+		c := n.cost()
+		score = append(score, c)
+		sum += 1 / c
 	}
-	sort.SliceStable(ns, func(i, j int) bool { return costs[ns[i]] < costs[ns[j]] })
+	for i := 1; i < len(ns); i++ {
+		for j := i; j > 0 && score[j] < score[j-1]; j-- {
+			score[j], score[j-1] = score[j-1], score[j]
+			ns[j], ns[j-1] = ns[j-1], ns[j]
+		}
+	}
 	// The first choice is drawn with weight 1/cost: every readable node
 	// gets reads, a slower or busier one fewer. The rest stay cheapest
 	// first, for failover.
 	x := rand.Float64() * sum
 	for i, n := range ns {
-		if x -= 1 / costs[n]; x <= 0 || i == len(ns)-1 {
+		if x -= 1 / score[i]; x <= 0 || i == len(ns)-1 {
 			copy(ns[1:i+1], ns[:i])
 			ns[0] = n
 			break
@@ -109,27 +148,18 @@ func order(ns []*Node, kind Kind, key string) {
 }
 
 func (s *Set) startFailOpen(ns []*Node) {
-	s.mu.Lock()
-	first := !s.failOpen
-	s.failOpen = true
-	s.mu.Unlock()
-	if first {
-		hosts := make([]string, len(ns))
-		for i, n := range ns {
-			hosts[i] = n.Host
-		}
-		s.log.Warn("every Nexus node fails its probes; fail open to the nodes that still answer HTTP", "nodes", hosts)
+	if s.failOpen.Swap(true) {
+		return
 	}
+	hosts := make([]string, len(ns))
+	for i, n := range ns {
+		hosts[i] = n.Host
+	}
+	s.log.Warn("every Nexus node fails its probes; fail open to the nodes that still answer HTTP", "nodes", hosts)
 }
 
 func (s *Set) endFailOpen() {
-	s.mu.RLock()
-	on := s.failOpen
-	s.mu.RUnlock()
-	if on {
-		s.mu.Lock()
-		s.failOpen = false
-		s.mu.Unlock()
+	if s.failOpen.Swap(false) {
 		s.log.Info("a Nexus node passes its probes again; fail open ends")
 	}
 }

@@ -3,12 +3,12 @@ package upstream
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nexmux/nexmux/internal/errlist"
@@ -77,13 +77,16 @@ type Set struct {
 	log     *slog.Logger
 
 	mu      sync.RWMutex
-	nodes   []*Node // sorted by id
-	removed []*Node // dropped by reload, finishing their requests
-	key     []byte  // affinity HMAC key
-	keyFile bool    // key from --affinity-secret-file
+	nodes   []*Node  // sorted by id
+	removed []*Node  // dropped by reload, finishing their requests
+	key     []byte   // affinity HMAC key
+	keyFile bool     // key from --affinity-secret-file
+	oldKeys []oldKey // derived keys of earlier node lists, still accepted
 
+	// live is s.nodes for Pick, read without the lock (set with it).
+	live      atomic.Pointer[[]*Node]
 	stats     Stats
-	failOpen  bool // logged once per episode
+	failOpen  atomic.Bool // logged once per episode
 	probeMu   sync.Mutex
 	prober    *prober
 	stopProbe func()
@@ -101,6 +104,7 @@ func NewSet(spec *Spec, log *slog.Logger) *Set {
 		s.nodes = append(s.nodes, newNode(id, scheme, host, true))
 	}
 	sort.Slice(s.nodes, func(i, j int) bool { return s.nodes[i].ID < s.nodes[j].ID })
+	s.live.Store(&s.nodes)
 	s.setDrain(spec.Drain)
 	s.key = derivedKey(s.nodes)
 	return s
@@ -195,8 +199,9 @@ func (s *Set) Update(spec *Spec) error {
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
 	s.nodes = nodes
+	s.live.Store(&nodes)
 	if !s.keyFile {
-		s.key = derivedKey(nodes)
+		s.rekeyLocked(derivedKey(nodes))
 	}
 	s.setDrain(spec.Drain)
 	s.mu.Unlock()
@@ -277,11 +282,20 @@ func (s *Set) Readable(write bool) (bool, string) {
 
 // rendezvous scores node id for key: the highest score wins.
 func rendezvous(id, key string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	h.Write([]byte{0})
-	h.Write([]byte(key))
-	x := h.Sum64()
+	// FNV-1a of id, 0, key, written out so nothing is allocated; the
+	// values are those of hash/fnv's New64a (replicas of other versions
+	// must agree on every blob's node).
+	const prime = 1099511628211
+	x := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		x ^= uint64(id[i])
+		x *= prime
+	}
+	x *= prime // ^= 0
+	for i := 0; i < len(key); i++ {
+		x ^= uint64(key[i])
+		x *= prime
+	}
 	// fnv's low bits mix poorly for similar keys: finish with splitmix64.
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9

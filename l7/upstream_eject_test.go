@@ -1,0 +1,61 @@
+package l7
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nexmux/nexmux/fixtures"
+	"github.com/nexmux/nexmux/upstream"
+)
+
+func ejected(set *upstream.Set) []string {
+	var out []string
+	for _, n := range set.Table() {
+		if !n.EjectedUntil.IsZero() {
+			out = append(out, n.Node)
+		}
+	}
+	return out
+}
+
+// A 5xx that every node gives for the same request is the repository's
+// (a proxy repository whose remote is gone, an offline repository), not a
+// node's: 20 reads of a mirror repository answered 503 by both nodes eject
+// neither. A 503 of one node while the other answers still ejects it.
+func TestHARepository5xxOnEveryNodeEjectsNone(t *testing.T) {
+	s, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.Repos = append(c.Repos, fixtures.MirrorRepos("")...) })
+	if err := s.SeedMirrors(); err != nil {
+		t.Fatal(err)
+	}
+	m := fixtures.Mirrors[0]
+	i := strings.LastIndex(m.Image, ":")
+	name, tag := m.Image[:i], m.Image[i+1:]
+	addr, up := haProxyURLs(t, io.Discard, 0, m.Repo, nodeURLs(nodes)...)
+	path := "/v2/" + name + "/manifests/" + tag
+	if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {
+		t.Fatalf("mirror manifest: %s %s", resp.Status, body)
+	}
+
+	s.SetOnline(m.Repo, false) // every node: 503
+	for range 20 {
+		if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("offline mirror: %s %s", resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 0 {
+		t.Fatalf("a 503 every node gives ejected %v", e)
+	}
+
+	s.SetOnline(m.Repo, true)
+	nodes[0].SetRepositoryUnavailable(true)
+	for i := 0; i < 200 && len(ejected(up.Set())) == 0; i++ {
+		if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {
+			t.Fatalf("with node1 failing: %s %s", resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 1 || e[0] != nodes[0].Addr() {
+		t.Fatalf("ejected %v, want node1 (%s) alone", e, nodes[0].Addr())
+	}
+}

@@ -1,0 +1,184 @@
+package l7
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// peak counts a node's /repository/ requests in flight and the most seen.
+type peak struct{ cur, max atomic.Int64 }
+
+func (p *peak) enter() {
+	c := p.cur.Add(1)
+	for m := p.max.Load(); c > m && !p.max.CompareAndSwap(m, c); m = p.max.Load() {
+	}
+}
+
+func (p *peak) leave() { p.cur.Add(-1) }
+
+// digestOn returns a manifest digest whose rendezvous node in set is host.
+func digestOn(t *testing.T, set *upstream.Set, host string) string {
+	t.Helper()
+	for i := 0; i < 1000; i++ {
+		sum := sha256.Sum256([]byte(strconv.Itoa(i)))
+		d := "sha256:" + hex.EncodeToString(sum[:])
+		ns, err := set.Pick(upstream.ReadDigest, "team-a@"+d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ns[0].Host == host {
+			return d
+		}
+	}
+	t.Fatal("no digest lands on " + host)
+	return ""
+}
+
+// holdOn sends a GET that node host keeps open until release is closed.
+func holdOn(t *testing.T, addr string, set *upstream.Set, host string) (done chan struct{}) {
+	t.Helper()
+	d := digestOn(t, set, host)
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/held/manifests/"+d, nil)
+		req.Host = "team-a.example.com"
+		if resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	return done
+}
+
+// The "who knows this upload" question takes a --upstream-max-conns slot
+// on each node it asks: with one slot per node and node B's taken by a
+// held read, B is asked only once that read is done (before, B served two
+// requests at once), and the upload then continues on B.
+func TestAskTakesASlot(t *testing.T) {
+	var pb peak
+	release := make(chan struct{})
+	var askedA atomic.Bool
+	a := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			askedA.Store(true)
+			w.WriteHeader(http.StatusNotFound)
+		}
+	})
+	b := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		pb.enter()
+		defer pb.leave()
+		switch {
+		case strings.Contains(r.URL.Path, "/held/"):
+			<-release
+		case r.Method == http.MethodGet: // the question
+			w.Header().Set("Range", "0-0")
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusAccepted)
+		}
+	})
+	addr, up := haProxy(t, io.Discard, 1, a, b)
+	held := holdOn(t, addr, up.Set(), b.addr)
+	waitUntil(t, "the held read at B", func() bool { return pb.cur.Load() == 1 })
+	go func() {
+		waitUntil(t, "the question at A", askedA.Load)
+		for i := 0; i < 30 && pb.max.Load() < 2; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(release)
+	}()
+	resp, body := send(t, addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", strings.NewReader("chunk"))
+	<-held
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH: %s %s", resp.Status, body)
+	}
+	if m := pb.max.Load(); m != 1 {
+		t.Fatalf("node B served %d requests at once with --upstream-max-conns 1", m)
+	}
+}
+
+// A resumed blob download takes a slot on the node it resumes from: with
+// one slot per node and B's taken by a held read, the resume waits for it
+// (before, B served both at once), then the client gets the whole blob.
+func TestResumeTakesASlot(t *testing.T) {
+	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
+	sum := sha256.Sum256(blob)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	var pb peak
+	release := make(chan struct{})
+	var cut atomic.Bool
+	var cutter, other atomic.Pointer[string] // the rendezvous node A, and B
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		if o := other.Load(); o != nil && *o == local {
+			pb.enter()
+			defer pb.leave()
+		}
+		if strings.Contains(r.URL.Path, "/held/") {
+			<-release
+			return
+		}
+		if rg := r.Header.Get("Range"); rg != "" {
+			var from, to int
+			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(blob[from : to+1])
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		if c := cutter.Load(); c == nil || *c != local {
+			w.Write(blob)
+			return
+		}
+		w.Write(blob[:len(blob)/2])
+		w.(http.Flusher).Flush()
+		cut.Store(true)
+		panic(http.ErrAbortHandler)
+	}
+	a, b := startNode(t, h), startNode(t, h)
+	addr, up := haProxy(t, io.Discard, 1, a, b)
+	// A serves the blob (its rendezvous node) and breaks half way.
+	if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
+		a, b = b, a
+	}
+	cutter.Store(&a.addr)
+	other.Store(&b.addr)
+	held := holdOn(t, addr, up.Set(), b.addr)
+	waitUntil(t, "the held read at B", func() bool { return pb.cur.Load() == 1 })
+	go func() {
+		waitUntil(t, "the cut at A", cut.Load)
+		for i := 0; i < 30 && pb.max.Load() < 2; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(release)
+	}()
+	resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
+	<-held
+	if resp.StatusCode != http.StatusOK || body != string(blob) {
+		t.Fatalf("blob: %s, %d bytes of %d", resp.Status, len(body), len(blob))
+	}
+	if m := pb.max.Load(); m != 1 {
+		t.Fatalf("node B served %d requests at once with --upstream-max-conns 1", m)
+	}
+}

@@ -1,0 +1,62 @@
+package upstream
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// Without a secret file, a reload that changes the node list changes the
+// derived key: tags handed out before it still verify for keyGrace (their
+// uploads keep their node), new tags use the new key, and after the grace
+// the old key is gone.
+func TestDerivedKeyGraceAfterReload(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	now = func() time.Time { return clock }
+	defer func() { now = time.Now }()
+	s := mustSet(t, "http://a:1", "http://b:1")
+	a := s.Nodes()[0]
+	before := s.Tag(a, "u1")
+
+	spec, err := ParseSpec([]string{"http://a:1", "http://b:1", "http://c:1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(spec); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Untag(before, "u1"); err != nil || n != a {
+		t.Fatalf("a tag from before the reload: %v, %v", n, err)
+	}
+	after := s.Tag(a, "u1")
+	if after == before {
+		t.Fatal("the reload did not change the derived key")
+	}
+	if n, err := s.Untag(after, "u1"); err != nil || n != a {
+		t.Fatalf("a new tag: %v, %v", n, err)
+	}
+	// A replica started with the new list alone accepts the new tags.
+	fresh := mustSet(t, "http://c:1", "http://a:1", "http://b:1")
+	if _, err := fresh.Untag(after, "u1"); err != nil {
+		t.Fatalf("fresh replica: %v", err)
+	}
+	if _, err := s.Untag(before, "u2"); !errors.Is(err, ErrTagTampered) {
+		t.Fatalf("an old tag on another upload: %v", err)
+	}
+
+	clock = clock.Add(keyGrace + time.Second)
+	if _, err := s.Untag(before, "u1"); !errors.Is(err, ErrTagTampered) {
+		t.Fatalf("after the grace: %v, want tampered", err)
+	}
+	if _, err := s.Untag(after, "u1"); err != nil {
+		t.Fatalf("the current key after the grace: %v", err)
+	}
+
+	// A secret file replaces the derived keys at once.
+	s2 := mustSet(t, "http://a:1", "http://b:1")
+	old := s2.Tag(s2.Nodes()[0], "u1")
+	s2.SetSecret([]byte("0123456789abcdef0123"))
+	if _, err := s2.Untag(old, "u1"); !errors.Is(err, ErrTagTampered) {
+		t.Fatalf("a derived-key tag under a secret: %v", err)
+	}
+}
