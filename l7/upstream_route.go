@@ -157,8 +157,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body,
 				msg: "nexmux: every connection to Nexus is busy; retry shortly"}
 		}
-		out := r.Clone(r.Context())
-		out.URL.Scheme, out.URL.Host = n.Scheme, n.Host
+		ctx, cancel := context.WithCancelCause(r.Context())
+		// A shallow copy: the transport never writes a request's headers,
+		// and a resume deep-copies its own (resumable).
+		out := r.WithContext(ctx)
+		u := *r.URL
+		u.Scheme, u.Host = n.Scheme, n.Host
+		out.URL = &u
 		switch {
 		case replay != nil:
 			out.Body = io.NopCloser(bytes.NewReader(replay))
@@ -166,13 +171,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		case sb != nil:
 			out.Body = sb.attempt(last)
 		}
-		ctx, cancel := context.WithCancelCause(r.Context())
 		stopWatch := func() bool { return false }
 		if alive := n.Alive(); alive.Err() == nil {
 			// Already down means fail open: nothing to watch for.
 			stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
 		}
-		out = out.WithContext(ctx)
 		end := n.Begin()
 		t0 := time.Now()
 		resp, err := f.next.RoundTrip(out)
