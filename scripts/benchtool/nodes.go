@@ -211,9 +211,13 @@ func nodesText(res *Results, key string) string {
 		if one.Server == 0 || many.Server == 0 {
 			return ""
 		}
+		who := fmt.Sprintf("%d processes each serving a share of the requests, against one serving them all", n.Count)
+		if p := res.Settings.NodeProcs; p > 0 && p < n.Count {
+			who = "one process serving every node's port"
+		}
 		return fmt.Sprintf("In this run nexmux spent %.1f µs of CPU per HEAD request with %d nodes and %.1f with one; the backends %.1f and %.1f µs "+
-			"(%d processes each serving a share of the requests, against one serving them all), and the client %.1f and %.1f µs.",
-			many.Server, n.Count, one.Server, many.Backend, one.Backend, n.Count, many.Client, one.Client)
+			"(%s), and the client %.1f and %.1f µs.",
+			many.Server, n.Count, one.Server, many.Backend, one.Backend, who, many.Client, one.Client)
 	}
 	return ""
 }
@@ -296,7 +300,7 @@ func mergeResults(path string, fresh *Results, only map[string]bool) (*Results, 
 			old.Settings.RouteCount, old.Settings.RouteRounds, old.Settings.RouteSeconds = fresh.Settings.RouteCount, fresh.Settings.RouteRounds, fresh.Settings.RouteSeconds
 		case "nodes":
 			old.Nodes = fresh.Nodes
-			old.Settings.NodeStreams, old.Settings.NodeRounds = fresh.Settings.NodeStreams, fresh.Settings.NodeRounds
+			old.Settings.NodeStreams, old.Settings.NodeRounds, old.Settings.NodeProcs = fresh.Settings.NodeStreams, fresh.Settings.NodeRounds, fresh.Settings.NodeProcs
 		}
 		if f := cpuKey[m]; f != nil {
 			for k := range old.CPU {

@@ -235,7 +235,7 @@ const (
 	hopCost      = "the proxy hop itself costs CPU on the same two cores the client and the TLS work need: the proxy's plaintext socket I/O and the backend's (compare proxy + backend with the direct backend in the CPU table)"
 	pushChanges  = "nexmux gathers the client's 16 KiB TLS records into 512 KiB writes to Nexus (l7 bodywrite.go): on loopback, moving a GiB in 16 KiB writes costs both ends about twice the CPU of 128 KiB writes, 512 KiB writes cost the receiving side (the bench's backend) a third less again, and nginx and a bare httputil.ReverseProxy write a record at a time; below crypto/tls it reads the upload ahead in 512 KiB reads (l7 ReadAheader)"
 	nodesPullWhy = "more nodes add no capacity here (every bench backend serves the blob from page cache on the same two cores), so this checks that spreading reads costs nexmux no throughput: the pulls of a repetition hash to one node or several by (repository, digest)"
-	nodesCPUWhy  = "the node choice itself allocates and sorts nothing (upstream BenchmarkPick: 141 ns with three nodes) and l7 BenchmarkUpstreamNodes, with one process serving every node, shows the same allocations and CPU per request for 1 and 3 nodes; in the bench three backend processes share the two cores with nexmux, and the row's run-to-run spread (1.01-1.14x in four runs, 1.02x with BENCH_NODE_PROCS=1) is wider than the 5% margin (docs/bench/notes.md)"
+	nodesCPUWhy  = "the node choice itself allocates and sorts nothing (upstream BenchmarkPick: 141 ns with three nodes) and l7 BenchmarkUpstreamNodes, with one process serving every node, shows the same allocations and CPU per request for 1 and 3 nodes; with one backend process per node, three backend processes share the two cores with nexmux and the row's run-to-run spread (1.01-1.14x in four runs) is wider than the 5% margin (docs/bench/notes.md)"
 	routesWhy    = "the route table is two map probes whatever its size (route BenchmarkLookupHost, mux BenchmarkHandshake: same ns/op for 1 and 10,000 routes), so any difference is this machine's run-to-run noise (see the rounds in results.json)"
 )
 
@@ -534,10 +534,14 @@ func settingsText(res *Results) string {
 		fmt.Fprintf(&b, " Route count: nexmux with 1 and with %d routes in %d interleaved rounds of %gs; the ratio is the median of the rounds' ratios, so the machine's drift between rounds cancels.", s.RouteCount, s.RouteRounds, s.RouteSeconds)
 	}
 	if n := res.Nodes; n != nil {
-		fmt.Fprintf(&b, " Upstream nodes: nexmux with one --upstream and with %d (%d bench backend processes, each its own node, all probed healthy and writable); "+
+		procs := fmt.Sprintf("%d bench backend processes, each its own node", n.Count)
+		if p := s.NodeProcs; p > 0 && p < n.Count {
+			procs = fmt.Sprintf("%d bench backend process(es) serving the %d nodes' ports, so that the row measures nexmux's own cost of several nodes rather than more backend processes competing for the two cores (with one process per node the row spread 1.01-1.14x over four runs; docs/bench/notes.md)", p, n.Count)
+		}
+		fmt.Fprintf(&b, " Upstream nodes: nexmux with one --upstream and with %d (%s, all probed healthy and writable); "+
 			"pulls: %d repetitions of %d concurrent pulls of distinct digests (the same for both), interleaved, the ratio the median of the repetitions' ratios; "+
 			"CPU: nexmux's own CPU time over %d interleaved rounds of HEAD manifest (a read not by digest, so every request takes the least-loaded pick) divided by the requests served.",
-			n.Count, n.Count, s.Reps, n.Streams, s.NodeRounds)
+			n.Count, procs, s.Reps, n.Streams, s.NodeRounds)
 	}
 	return b.String()
 }

@@ -75,6 +75,7 @@ type Settings struct {
 	RouteSeconds float64 `json:"route_seconds"`
 	NodeStreams  int     `json:"node_streams,omitempty"`
 	NodeRounds   int     `json:"node_rounds,omitempty"`
+	NodeProcs    int     `json:"node_procs,omitempty"`
 	// The small-request matrix.
 	SmallGenerators []string `json:"small_generators,omitempty"`
 	SmallConns      []int    `json:"small_conns,omitempty"`
@@ -313,6 +314,7 @@ func runMain(args []string) error {
 	fs.Float64Var(&s.RouteSeconds, "route-seconds", 3, "seconds per round of the route-count comparison")
 	fs.IntVar(&s.NodeStreams, "nodes-streams", 3, "concurrent blob pulls (each of its own digest) per repetition of the node-count comparison")
 	fs.IntVar(&s.NodeRounds, "nodes-rounds", 9, "interleaved rounds of the node-count CPU comparison")
+	fs.IntVar(&s.NodeProcs, "nodes-procs", 0, "bench backend processes serving the nodes (0: one per node)")
 	fs.IntVar(&s.SmallRounds, "small-rounds", 3, "interleaved rounds of each small-request cell")
 	fs.Float64Var(&s.SmallSeconds, "small-seconds", 2, "seconds per round of each small-request cell")
 	_ = fs.Parse(args)
