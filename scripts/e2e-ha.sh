@@ -58,8 +58,9 @@ ha_busiest() {
 }
 
 # ha_push_kill REF: docker push REF; as soon as an upload is under way, the
-# node holding it goes down. The push must still finish (docker retries
-# the layer, nexmux sends the retry to a live node).
+# node holding it is killed (listener closed, connections reset). The push
+# must still finish (docker retries the layer, nexmux sends the retry to a
+# live node); a push that ended before the kill proves nothing and fails.
 ha_push_kill() {
 	local i victim=""
 	push "$1" >"$WORK/ha-push.out" 2>&1 &
@@ -72,13 +73,16 @@ ha_push_kill() {
 	done
 	if [[ -n $victim ]]; then
 		echo "killing $victim mid-push"
-		ha_fault "$victim" down=1
+		ha_fault "$victim" kill=1
 	fi
 	local rc=0
 	wait "$pid" || rc=$?
 	cat "$WORK/ha-push.out"
 	[[ -n $victim ]] && ha_fault "$victim" reset=1
-	[[ -n $victim ]] || echo "note: the push ended before a node could be killed"
+	[[ -n $victim ]] || {
+		echo "the push ended before a node could be killed"
+		return 1
+	}
 	return "$rc"
 }
 
