@@ -793,43 +793,7 @@ func (r *runner) rounds(what string, targets []*target, n int, f measureFunc, ou
 // layer checks look like), counting only after every connection is up and
 // warm.
 func (r *runner) rate(ctx context.Context, t *target, seconds float64) sample {
-	n := r.s.RateConns
-	conns := make([]*httpConn, n)
-	heads := make([][]byte, n)
-	for i := range conns {
-		host := t.host(i)
-		conns[i] = newHTTPConn(t, r.tls.config(host, false), host)
-		heads[i] = requestHead("HEAD", r.path(t, "/manifests/latest"), host, -1, "Accept: application/vnd.docker.distribution.manifest.v2+json\r\n")
-	}
-	var count, errs atomic.Int64
-	var counting, stop atomic.Bool
-	var wg sync.WaitGroup
-	var ready sync.WaitGroup
-	ready.Add(n)
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close()
-			first := true
-			for !stop.Load() {
-				resp, err := c.request(ctx, heads[i], nil, 0, true, nil)
-				if err != nil || resp.Status != 200 {
-					errs.Add(1)
-					time.Sleep(10 * time.Millisecond)
-				} else if counting.Load() {
-					count.Add(1)
-				}
-				if first {
-					first = false
-					ready.Done()
-				}
-			}
-		}()
-	}
-	ready.Wait()
-	time.Sleep(300 * time.Millisecond) // warm-up
-	return r.timed(t, seconds, &count, &errs, &counting, &stop, &wg)
+	return r.keepAlive(ctx, t, "HEAD", r.s.RateConns, seconds, nil)
 }
 
 // handshakes measures full TLS handshakes per second: HSWorkers clients

@@ -216,14 +216,30 @@ func (r *runner) smallRound(ctx context.Context, t *target, j smallJob, seconds 
 // request in flight on each, counting after every connection is up and
 // warm; latency is that of every counted request.
 func (r *runner) goLoad(ctx context.Context, t *target, method string, n int, seconds float64) smallSample {
+	lat := make([][]float64, n)
+	for i := range lat {
+		lat[i] = make([]float64, 0, 1<<16)
+	}
+	s := r.keepAlive(ctx, t, method, n, seconds, lat)
+	var all []float64
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	return smallSample{reqs: s.work, seconds: s.m1.at.Sub(s.m0.at).Seconds(), errs: s.errs, m0: s.m0, m1: s.m1,
+		p50: percentile(all, 50), p99: percentile(all, 99)}
+}
+
+// keepAlive runs n keep-alive connections with one request of method in
+// flight on each, and counts after every connection is up and warm. With
+// lat (one slice per connection) it records every counted request's
+// latency in µs.
+func (r *runner) keepAlive(ctx context.Context, t *target, method string, n int, seconds float64, lat [][]float64) sample {
 	conns := make([]*httpConn, n)
 	heads := make([][]byte, n)
-	lat := make([][]float64, n)
 	for i := range conns {
 		host := t.host(i)
 		conns[i] = newHTTPConn(t, r.tls.config(host, false), host)
 		heads[i] = requestHead(method, r.path(t, "/manifests/latest"), host, -1, "Accept: application/vnd.docker.distribution.manifest.v2+json\r\n")
-		lat[i] = make([]float64, 0, 1<<16)
 	}
 	isHead := method == "HEAD"
 	var count, errs atomic.Int64
@@ -237,14 +253,19 @@ func (r *runner) goLoad(ctx context.Context, t *target, method string, n int, se
 			defer c.Close()
 			first := true
 			for !stop.Load() {
-				start := time.Now()
+				var start time.Time
+				if lat != nil {
+					start = time.Now()
+				}
 				resp, err := c.request(ctx, heads[i], nil, 0, isHead, nil)
 				if err != nil || resp.Status != 200 {
 					errs.Add(1)
 					time.Sleep(10 * time.Millisecond)
 				} else if counting.Load() {
 					count.Add(1)
-					lat[i] = append(lat[i], float64(time.Since(start).Nanoseconds())/1e3)
+					if lat != nil {
+						lat[i] = append(lat[i], float64(time.Since(start).Nanoseconds())/1e3)
+					}
 				}
 				if first {
 					first = false
@@ -258,13 +279,7 @@ func (r *runner) goLoad(ctx context.Context, t *target, method string, n int, se
 	for i := range lat {
 		lat[i] = lat[i][:0] // nothing is appended before counting starts
 	}
-	s := r.timed(t, seconds, &count, &errs, &counting, &stop, &wg)
-	var all []float64
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	return smallSample{reqs: s.work, seconds: s.m1.at.Sub(s.m0.at).Seconds(), errs: s.errs, m0: s.m0, m1: s.m1,
-		p50: percentile(all, 50), p99: percentile(all, 99)}
+	return r.timed(t, seconds, &count, &errs, &counting, &stop, &wg)
 }
 
 // toolLoad runs wrk or ab for seconds against t. The counted window is the
