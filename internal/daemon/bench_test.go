@@ -159,13 +159,16 @@ func nexmuxServer(b *testing.B, upstream string, ca *certs.CA) string {
 	return d.Addr("listen").String()
 }
 
-// BenchmarkSmallRequest drives small requests end to end over loopback
-// TLS: a keep-alive HTTP/1.1 client, the proxy, an in-process backend.
-// "floor" is crypto/tls + net/http + httputil.ReverseProxy alone (as
-// scripts/benchtool floor), "nexmux" the daemon; ns/op and allocs/op hold
-// the client's and the backend's share too, the same on both sides, so
-// the difference is nexmux's own work. -cpuprofile separates the parts.
-func BenchmarkSmallRequest(b *testing.B) {
+// benchTarget is a proxy under benchmark; start serves it and returns its
+// address.
+type benchTarget struct {
+	name  string
+	start func() string
+}
+
+// benchTargets returns the Go floor and the daemon in front of one
+// in-process backend, and the CA their certificates come from.
+func benchTargets(b *testing.B) (*certs.CA, []benchTarget) {
 	upstream := benchBackend(b)
 	ca, err := certs.NewCA("bench CA")
 	if err != nil {
@@ -175,13 +178,20 @@ func BenchmarkSmallRequest(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	targets := []struct {
-		name  string
-		start func() string
-	}{
+	return ca, []benchTarget{
 		{"floor", func() string { return floorServer(b, upstream, floorCert) }},
 		{"nexmux", func() string { return nexmuxServer(b, upstream, ca) }},
 	}
+}
+
+// BenchmarkSmallRequest drives small requests end to end over loopback
+// TLS: a keep-alive HTTP/1.1 client, the proxy, an in-process backend.
+// "floor" is crypto/tls + net/http + httputil.ReverseProxy alone (as
+// scripts/benchtool floor), "nexmux" the daemon; ns/op and allocs/op hold
+// the client's and the backend's share too, the same on both sides, so
+// the difference is nexmux's own work. -cpuprofile separates the parts.
+func BenchmarkSmallRequest(b *testing.B) {
+	ca, targets := benchTargets(b)
 	for _, tg := range targets {
 		addr := tg.start()
 		for _, method := range []string{http.MethodHead, http.MethodGet} {
@@ -282,22 +292,8 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		}
 		n = int(lim.Cur) - 200
 	}
-	upstream := benchBackend(b)
-	ca, err := certs.NewCA("bench CA")
-	if err != nil {
-		b.Fatal(err)
-	}
-	floorCert, err := ca.IssueTLS("*.nexmux.test")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, tg := range []struct {
-		name  string
-		start func() string
-	}{
-		{"floor", func() string { return floorServer(b, upstream, floorCert) }},
-		{"nexmux", func() string { return nexmuxServer(b, upstream, ca) }},
-	} {
+	_, targets := benchTargets(b)
+	for _, tg := range targets {
 		b.Run(tg.name, func(b *testing.B) {
 			addr := tg.start()
 			for b.Loop() {
