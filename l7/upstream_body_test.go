@@ -88,8 +88,7 @@ func TestHAStreamedBodyMovesWithoutLosingBytes(t *testing.T) {
 		before := len(node1.Requests())
 
 		pr, pw := io.Pipe()
-		req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v2/app/blobs/uploads/?digest="+digest, pr)
-		req.Host = "team-a.example.com"
+		req := teamRequest(addr, http.MethodPost, "/v2/app/blobs/uploads/?digest="+digest, pr)
 		req.SetBasicAuth(haUser, haPass)
 		type result struct {
 			resp *http.Response
@@ -138,16 +137,9 @@ func TestHAStreamedBodyMovesWithoutLosingBytes(t *testing.T) {
 
 func sendAuth(t *testing.T, addr, method, path string) (*http.Response, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, "http://"+addr+path, nil)
-	req.Host = "team-a.example.com"
+	req := teamRequest(addr, method, path, nil)
 	req.SetBasicAuth(haUser, haPass)
-	resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp, string(b)
+	return sendRequest(t, req)
 }
 
 // A client that sends its body only once it has an answer gets the answer
@@ -167,8 +159,7 @@ func TestHAAnswerWhileBodyHeld(t *testing.T) {
 	}
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v2/app/blobs/uploads/?digest=sha256:"+hex.EncodeToString(make([]byte, 32)), pr)
-	req.Host = "team-a.example.com"
+	req := teamRequest(addr, http.MethodPost, "/v2/app/blobs/uploads/?digest=sha256:"+hex.EncodeToString(make([]byte, 32)), pr)
 	req.SetBasicAuth(haUser, haPass)
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()

@@ -52,8 +52,7 @@ func holdOn(t *testing.T, addr string, set *upstream.Set, host string) (done cha
 	done = make(chan struct{})
 	go func() {
 		defer close(done)
-		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/held/manifests/"+d, nil)
-		req.Host = "team-a.example.com"
+		req := teamRequest(addr, http.MethodGet, "/v2/held/manifests/"+d, nil)
 		if resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req); err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()

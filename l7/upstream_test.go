@@ -94,8 +94,19 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 
 func send(t *testing.T, addr, method, path string, body io.Reader) (*http.Response, string) {
 	t.Helper()
+	return sendRequest(t, teamRequest(addr, method, path, body))
+}
+
+// teamRequest is a request to nexmux at addr for team-a's name.
+func teamRequest(addr, method, path string, body io.Reader) *http.Request {
 	req, _ := http.NewRequest(method, "http://"+addr+path, body)
 	req.Host = "team-a.example.com"
+	return req
+}
+
+// sendRequest sends req on a connection of its own and reads the answer.
+func sendRequest(t *testing.T, req *http.Request) (*http.Response, string) {
+	t.Helper()
 	resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)
