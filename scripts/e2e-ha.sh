@@ -165,24 +165,31 @@ ha_wait_writable() {
 	return 1
 }
 
-# ha_pull_kill REF ID: docker pull REF while the node serving its layer is
-# killed mid-body; nexmux resumes the download from another node, docker
-# gets one intact layer (its image ID is ID).
-ha_pull_kill() {
-	local victim digest
+# ha_layer_killed CMD...: CMD runs while the node serving e2e/ha's layer
+# is killed mid-body; another node's log must show the resumed download.
+# Sets HA_DIGEST to the layer's digest.
+ha_layer_killed() {
+	local victim
 	ha_wait_writable || return 1
-	read -r victim digest < <(ha_layer_node e2e/ha)
+	read -r victim HA_DIGEST < <(ha_layer_node e2e/ha)
 	[[ -n $victim ]] || {
 		echo "could not find the layer's node"
 		return 1
 	}
-	echo "layer $digest is served by $victim"
-	ha_kill_mid_blob "$victim" "$digest" docker pull "$1" || return 1
+	echo "layer $HA_DIGEST is served by $victim"
+	ha_kill_mid_blob "$victim" "$HA_DIGEST" "$@" || return 1
+	ha_resumed "$victim" "$HA_DIGEST"
+}
+
+# ha_pull_kill REF ID: docker pull REF while the node serving its layer is
+# killed mid-body; nexmux resumes the download from another node, docker
+# gets one intact layer (its image ID is ID).
+ha_pull_kill() {
+	ha_layer_killed docker pull "$1" || return 1
 	local id
 	id=$(image_id "$1")
 	echo "pulled $id, pushed $2"
 	[[ $id == "$2" ]] || return 1
-	ha_resumed "$victim" "$digest" || return 1
 	local m
 	m=$(curl -fsS "http://$HA_METRICS/metrics") || return 1
 	grep -E '^nexmux_upstream_(resumes|failovers)_total' <<<"$m"
@@ -196,26 +203,19 @@ ha_pull_kill() {
 # ha_skopeo_kill REF: skopeo copy REF to a directory (it verifies every
 # digest) while the node serving the layer is killed mid-body.
 ha_skopeo_kill() {
-	local victim digest dir=$WORK/ha-skopeo
-	ha_wait_writable || return 1
-	read -r victim digest < <(ha_layer_node e2e/ha)
-	[[ -n $victim ]] || {
-		echo "could not find the layer's node"
-		return 1
-	}
-	echo "layer $digest is served by $victim"
+	local dir=$WORK/ha-skopeo
 	rm -rf "$dir"
-	ha_kill_mid_blob "$victim" "$digest" skopeo "${SKOPEO_COMMON[@]}" copy --src-creds "$USER_PASS" \
+	ha_layer_killed skopeo "${SKOPEO_COMMON[@]}" copy --src-creds "$USER_PASS" \
 		--src-cert-dir "$WORK/skopeo-certs" "docker://$1" "dir:$dir" || return 1
-	[[ -s $dir/${digest#sha256:} ]] || {
+	local layer=$dir/${HA_DIGEST#sha256:}
+	[[ -s $layer ]] || {
 		echo "no layer file in $dir"
 		return 1
 	}
-	[[ $(sha256sum "$dir/${digest#sha256:}" | cut -d' ' -f1) == "${digest#sha256:}" ]] || {
+	[[ $(sha256sum "$layer" | cut -d' ' -f1) == "${HA_DIGEST#sha256:}" ]] || {
 		echo "the layer's digest does not verify"
 		return 1
 	}
-	ha_resumed "$victim" "$digest"
 }
 
 ha_upstreams_table() {
