@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -284,13 +285,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // refuses the others, which keeps client-chosen tokens away from Nexus and
 // out of metric labels.
 func RegistryMethod(method string) bool {
-	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-		http.MethodPatch, http.MethodDelete, http.MethodOptions:
-		return true
-	}
-	return false
+	return slices.Contains(RegistryMethods[:], method)
 }
+
+// RegistryMethods are the methods RegistryMethod admits.
+var RegistryMethods = [...]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions}
 
 // admit refuses requests that do not belong on this connection.
 func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {

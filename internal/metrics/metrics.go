@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,22 +47,18 @@ type Metrics struct {
 type routeSeries struct {
 	bytesIn, bytesOut prometheus.Counter
 	latency           atomic.Pointer[prometheus.Observer] // on the first answer from Nexus
-	requests          [len(methods)][len(classes)]atomic.Pointer[prometheus.Counter]
+	requests          [len(l7.RegistryMethods) + 1][len(classes)]atomic.Pointer[prometheus.Counter]
 }
 
-var (
-	methods = [...]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-		http.MethodPatch, http.MethodDelete, http.MethodOptions, "OTHER"}
-	classes = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
-)
+var classes = [...]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
+// methodIndex is the method's place in l7.RegistryMethods; every other
+// method shares the last index, "OTHER" (methodLabel).
 func methodIndex(m string) int {
-	for i, name := range methods[:len(methods)-1] {
-		if m == name {
-			return i
-		}
+	if i := slices.Index(l7.RegistryMethods[:], m); i >= 0 {
+		return i
 	}
-	return len(methods) - 1
+	return len(l7.RegistryMethods)
 }
 
 func classIndex(code int) int {
@@ -89,7 +86,7 @@ func (rs *routeSeries) request(m *Metrics, key, method string, status int) prome
 	if c := p.Load(); c != nil {
 		return *c
 	}
-	c := m.requests.WithLabelValues(key, methods[mi], classes[ci], "")
+	c := m.requests.WithLabelValues(key, methodLabel(method), classes[ci], "")
 	p.Store(&c)
 	return c
 }
