@@ -109,12 +109,7 @@ func order(ns []*Node, kind Kind, key string) {
 		for _, n := range ns {
 			h = append(h, rendezvous(n.ID, key))
 		}
-		for i := 1; i < len(ns); i++ {
-			for j := i; j > 0 && h[j] > h[j-1]; j-- {
-				h[j], h[j-1] = h[j-1], h[j]
-				ns[j], ns[j-1] = ns[j-1], ns[j]
-			}
-		}
+		sortWith(h, ns, func(a, b uint64) bool { return a > b })
 		return
 	}
 	var buf [8]float64
@@ -128,12 +123,7 @@ func order(ns []*Node, kind Kind, key string) {
 		score = append(score, c)
 		sum += 1 / c
 	}
-	for i := 1; i < len(ns); i++ {
-		for j := i; j > 0 && score[j] < score[j-1]; j-- {
-			score[j], score[j-1] = score[j-1], score[j]
-			ns[j], ns[j-1] = ns[j-1], ns[j]
-		}
-	}
+	sortWith(score, ns, func(a, b float64) bool { return a < b })
 	// The first choice is drawn with weight 1/cost: every readable node
 	// gets reads, a slower or busier one fewer. The rest stay cheapest
 	// first, for failover.
@@ -143,6 +133,18 @@ func order(ns []*Node, kind Kind, key string) {
 			copy(ns[1:i+1], ns[:i])
 			ns[0] = n
 			break
+		}
+	}
+}
+
+// sortWith orders ns by their keys, keys[i] being ns[i]'s, first those
+// that come first by less; equal keys keep their order. An insertion
+// sort: node sets are small, and it allocates nothing.
+func sortWith[K any](keys []K, ns []*Node, less func(a, b K) bool) {
+	for i := 1; i < len(ns); i++ {
+		for j := i; j > 0 && less(keys[j], keys[j-1]); j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+			ns[j], ns[j-1] = ns[j-1], ns[j]
 		}
 	}
 }
