@@ -46,15 +46,24 @@ demo:
 # Runs every Fuzz* function of every package for $(FUZZTIME) each (go test
 # takes one -fuzz target per run). Fails on the first failing target; a
 # failing input is written to that package's testdata/fuzz/ to commit.
+# Go 1.26's fuzz coordinator can end a run at -fuzztime with a bare
+# "context deadline exceeded" and no failing input (go.dev/issue/75804,
+# fixed in 1.27): that ending is reported, not failed on.
 fuzz:
-	@set -e; found=0; \
+	@set -e; found=0; out=$$(mktemp); trap 'rm -f "$$out"' EXIT; \
 	pkgs=$$($(GO) list $(PKGS)); \
 	for pkg in $$pkgs; do \
 		list=$$($(GO) test -list 'Fuzz.*' $$pkg); \
 		for fn in $$(printf '%s\n' "$$list" | grep -E '^Fuzz[A-Za-z0-9_]*$$' || true); do \
 			found=$$((found + 1)); \
 			echo "== fuzz $$pkg $$fn ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZETIME) $$pkg; \
+			rc=0; $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZETIME) $$pkg >"$$out" 2>&1 || rc=$$?; \
+			cat "$$out"; \
+			if [ $$rc != 0 ]; then \
+				if grep -q '^    context deadline exceeded$$' "$$out" && ! grep -q 'Failing input written to' "$$out"; then \
+					echo "fuzz: $$fn: Go's -fuzztime deadline race (go.dev/issue/75804), no failing input: not a failure"; \
+				else exit $$rc; fi; \
+			fi; \
 		done; \
 	done; \
 	echo "fuzz: $$found target(s) ran"
