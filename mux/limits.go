@@ -8,6 +8,9 @@ import (
 // ReasonPerClient refuses a connection beyond --max-conns-per-client.
 const ReasonPerClient = "max_conns_per_client"
 
+// msgPerClient is the message of a ReasonPerClient refusal's log line.
+const msgPerClient = "client has --max-conns-per-client connections open"
+
 // clientConns counts each client address's open connections (the address
 // after PROXY protocol, or a SOCKS5 client's).
 type clientConns struct {

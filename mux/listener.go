@@ -51,10 +51,15 @@ func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
 // is set) and its client's --max-conns-per-client slot (onClose).
 type countedConn struct {
 	net.Conn
-	active  *atomic.Int64
-	mu      sync.Mutex
-	closed  bool
-	release func()
+	active *atomic.Int64
+	// admittedBy is the server whose Admit counted the connection:
+	// its ServeConn does not count it again.
+	admittedBy *Server
+	// clientSlot: the client's --max-conns-per-client slot is held.
+	clientSlot bool
+	mu         sync.Mutex
+	closed     bool
+	release    func()
 }
 
 // onClose sets what Close releases; false when c is already closed.

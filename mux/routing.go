@@ -139,8 +139,9 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			d.to = passthrough{s}
 		}
 	}
-	if cc, ok := raw.(*countedConn); ok && s.opts.MaxConnsPerClient > 0 && !s.takeClientSlot(cc, info.Client.Addr()) {
-		log.refuse(ReasonPerClient, "client has --max-conns-per-client connections open")
+	// An admitted connection (Admit) holds its client's slot already.
+	if cc, ok := raw.(*countedConn); ok && s.opts.MaxConnsPerClient > 0 && !cc.clientSlot && !s.takeClientSlot(cc, info.Client.Addr()) {
+		log.refuse(ReasonPerClient, msgPerClient)
 		return d, false
 	}
 	info.Route = rt

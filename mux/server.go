@@ -8,15 +8,18 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/internal/conntrack"
+	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
 )
 
@@ -73,7 +76,7 @@ type Options struct {
 	// Routed, when set, is told about each connection given a route.
 	Routed func(rt *route.Route)
 	// MaxConns refuses connections beyond this many at once (0: no limit).
-	// SOCKS5 streams (ServeConn) count too.
+	// SOCKS5 streams (Admit, ServeConn) count too.
 	MaxConns int
 	// MaxConnsPerClient refuses a client address's connections beyond
 	// this many at once (0: no limit); the address is the one after PROXY
@@ -197,10 +200,13 @@ func (s *Server) ServePort(ln net.Listener, port int) error { return s.serve(ln,
 // address. port, when non-zero, is the connection's port route (as for
 // ServePort); 0 routes by server name. ServeConn owns c and returns once c
 // is refused, handed to the HTTP stage, or (passthrough) done. After
-// Shutdown it closes c and returns http.ErrServerClosed.
+// Shutdown it closes c and returns http.ErrServerClosed. A connection
+// Admit returned is not counted again.
 func (s *Server) ServeConn(c net.Conn, port int) error {
-	if c = s.count(c); c == nil {
-		return nil
+	if cc, ok := c.(*countedConn); !ok || cc.admittedBy != s {
+		if c = s.count(c); c == nil {
+			return nil
+		}
 	}
 	if !s.track.AddConn(c) {
 		c.Close()
@@ -209,6 +215,28 @@ func (s *Server) ServeConn(c net.Conn, port int) error {
 	defer s.track.Done()
 	s.handle(c, source{boundPort: port, inProcess: true})
 	return nil
+}
+
+// ErrOverLimit is Admit's answer for a connection beyond --max-conns or
+// --max-conns-per-client.
+var ErrOverLimit = errors.New("mux: too many connections")
+
+// Admit counts c, a connection nexmux is about to make for a client (a
+// SOCKS5 CONNECT), against --max-conns and against --max-conns-per-client
+// for c.RemoteAddr(), before anything is promised to the client. It returns
+// the counted connection, whose Close gives the places back, for
+// ServeConn; or an error wrapping ErrOverLimit (the refusal is logged and
+// counted with its reason, as for an accepted connection), or
+// http.ErrServerClosed after Shutdown. On error c is the caller's to close.
+func (s *Server) Admit(c net.Conn) (net.Conn, error) {
+	if s.track.Closing() {
+		return nil, http.ErrServerClosed
+	}
+	counted, reason := s.take(c, addrPort(c.RemoteAddr()), true)
+	if reason != "" {
+		return nil, fmt.Errorf("%w (%s)", ErrOverLimit, reason)
+	}
+	return counted, nil
 }
 
 // ServeHTTPConns runs the HTTP stage; it must run once, beside Serve.
@@ -264,22 +292,50 @@ func (s *Server) serve(ln net.Listener, port int) error {
 }
 
 // count wraps c to give its places back on close; nil when c was refused
-// (and closed) because --max-conns is reached.
+// (and closed) because --max-conns is reached. The client's
+// --max-conns-per-client slot is taken later, by routing, once the client
+// is known (after a PROXY header).
 func (s *Server) count(c net.Conn) net.Conn {
+	counted, reason := s.take(c, netip.AddrPort{}, false)
+	if reason != "" {
+		c.Close()
+		return nil
+	}
+	return counted
+}
+
+// take counts c against --max-conns and, when perClient is set, against
+// client's --max-conns-per-client. It returns c wrapped to give its places
+// back on close (c itself when there are no limits), or the reason c was
+// refused, which is then logged and counted; c is not closed.
+func (s *Server) take(c net.Conn, client netip.AddrPort, perClient bool) (net.Conn, string) {
 	if s.opts.MaxConns <= 0 && s.opts.MaxConnsPerClient <= 0 {
-		return c
+		return c, ""
 	}
 	cc := &countedConn{Conn: c}
 	if s.opts.MaxConns > 0 {
 		if s.active.Add(1) > int64(s.opts.MaxConns) {
 			s.active.Add(-1)
-			c.Close()
 			s.refusedOverLimit()
-			return nil
+			return nil, ReasonMaxConns
 		}
 		cc.active = &s.active
 	}
-	return cc
+	if perClient {
+		cc.admittedBy = s
+		if s.opts.MaxConnsPerClient > 0 {
+			if !s.takeClientSlot(cc, client.Addr()) {
+				if cc.active != nil {
+					s.active.Add(-1)
+				}
+				log := &connLog{s: s, info: &l7.ConnInfo{Client: client}}
+				log.refuse(ReasonPerClient, msgPerClient)
+				return nil, ReasonPerClient
+			}
+			cc.clientSlot = true
+		}
+	}
+	return cc, ""
 }
 
 func isTemporary(err error) bool {

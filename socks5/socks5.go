@@ -3,7 +3,7 @@
 // direct one would be. It is a package of its own, beside mux rather than
 // inside it, because it is one more way in, not part of routing: like
 // caddy-l4's modules/l4socks, the protocol lives apart from the core, and
-// it depends on mux (Server.ServeConn), never the other way round.
+// it depends on mux (Server.Admit and ServeConn), never the other way round.
 //
 // armon/go-socks5 speaks the protocol; everything that makes a SOCKS server
 // an open proxy is replaced here:
@@ -23,10 +23,12 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -162,7 +164,9 @@ func (s *Server) serveSession(ss *session) {
 	if err == nil {
 		err = srv.ServeConn(ss.client)
 	}
-	if err != nil && !errors.Is(err, io.EOF) {
+	// A stream refused over a connection limit was logged (at most once a
+	// second for --max-conns) and counted by the router already.
+	if err != nil && !errors.Is(err, io.EOF) && !ss.overLimit {
 		s.log.Info("socks5: "+err.Error(), "client", ss.client.RemoteAddr().String())
 	}
 }
@@ -172,6 +176,8 @@ type session struct {
 	s      *Server
 	client *idleConn
 	local  *net.TCPAddr // the SOCKS listener's address
+	// overLimit: the router refused the CONNECT stream (mux.ErrOverLimit).
+	overLimit bool
 }
 
 // decision is what the rule set allowed, for the dialer.
@@ -191,7 +197,7 @@ func (ss *session) Allow(ctx context.Context, req *gosocks5.Request) (context.Co
 	}
 	d, ok := ss.s.lookup(req.DestAddr)
 	if !ok {
-		ss.s.log.With("client", ss.client.RemoteAddr().String(), "connect", req.DestAddr.Address()).
+		ss.s.log.With("client", ss.client.RemoteAddr().String(), "connect", requested(req.DestAddr)).
 			Info("connection refused: socks5 CONNECT outside the route table", "reason", ReasonDenied)
 		if ss.s.opts.Refused != nil {
 			ss.s.opts.Refused(ReasonDenied)
@@ -199,6 +205,16 @@ func (ss *session) Allow(ctx context.Context, req *gosocks5.Request) (context.Co
 		return ctx, false
 	}
 	return context.WithValue(ctx, decisionKey{}, d), true
+}
+
+// requested is the destination as the client asked for it: the name of a
+// name request (noDNS set its IP to a placeholder), or the IP literal.
+func requested(dest *gosocks5.AddrSpec) string {
+	host := dest.FQDN
+	if host == "" {
+		host = dest.IP.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(dest.Port))
 }
 
 // lookup maps a CONNECT destination onto the route table the way a direct
@@ -221,7 +237,9 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 
 // dial hands the CONNECT stream to the router through a socket pair: a
 // real kernel socket on both ends, so TLS and large transfers behave as on
-// TCP, and no network connection is ever opened.
+// TCP, and no network connection is ever opened. The stream is counted
+// against the router's connection limits before go-socks5 sends its reply,
+// so a client over a limit is refused in SOCKS and never told "succeeded".
 func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	d, ok := ctx.Value(decisionKey{}).(decision)
 	if !ok {
@@ -231,13 +249,25 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	ss.client.established()
-	// The router sees the SOCKS client's address, for logs,
+	// The router sees the SOCKS client's address, for limits, logs,
 	// X-Forwarded-For and metrics.
-	inner := &pairEnd{Conn: theirs, local: ss.local, remote: ss.client.RemoteAddr()}
-	if !ss.s.route(inner, d.port) {
+	inner, err := ss.s.router.Admit(&pairEnd{Conn: theirs, local: ss.local, remote: ss.client.RemoteAddr()})
+	if err != nil {
 		ours.Close()
 		theirs.Close()
+		if errors.Is(err, mux.ErrOverLimit) {
+			ss.overLimit = true
+			// go-socks5 replies "connection refused" (REP 5) to a dial
+			// error that says "refused": what a client reads as "not now",
+			// unlike "not allowed by ruleset" or "host unreachable".
+			return nil, fmt.Errorf("socks5: connection refused: %w", err)
+		}
+		return nil, err
+	}
+	ss.client.established()
+	if !ss.s.route(inner, d.port) {
+		ours.Close()
+		inner.Close()
 		return nil, errors.New("socks5: shutting down")
 	}
 	// go-socks5 reports LocalAddr as the bound address and requires a
