@@ -23,16 +23,17 @@ import (
 // terminates TLS; the handler answers "<client> <sni> <tls>", with the
 // route's key in X-Route and whether a port chose it in X-By-Port.
 type muxConfig struct {
-	proxyFrom        []string
-	passthrough      string // backend of pt.nexmux.test, when set
-	ppOut            byte   // PROXY version sent to the passthrough backend
-	ports            []string
-	defaultRoute     string
-	handshakeTimeout time.Duration // default 5 s
-	maxConns         int
-	cert             *tls.Certificate // instead of the CA's ECDSA *.nexmux.test
-	passthroughIdle  time.Duration
-	portTLSOnly      bool
+	proxyFrom         []string
+	passthrough       string // backend of pt.nexmux.test, when set
+	ppOut             byte   // PROXY version sent to the passthrough backend
+	ports             []string
+	defaultRoute      string
+	handshakeTimeout  time.Duration // default 5 s
+	maxConns          int
+	maxConnsPerClient int
+	cert              *tls.Certificate // instead of the CA's ECDSA *.nexmux.test
+	passthroughIdle   time.Duration
+	portTLSOnly       bool
 }
 
 // muxServer is a mux.Server serving on loopback.
@@ -103,6 +104,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 		Logger:                 slog.New(slog.NewTextHandler(logs, nil)),
 		Refused:                refused.add,
 		MaxConns:               mc.maxConns,
+		MaxConnsPerClient:      mc.maxConnsPerClient,
 		PassthroughIdleTimeout: mc.passthroughIdle,
 		PortTLSOnly:            mc.portTLSOnly,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

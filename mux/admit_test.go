@@ -1,0 +1,149 @@
+package mux_test
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/mux"
+)
+
+// fromConn is a connection nexmux made for the client at remote, as the
+// SOCKS5 ingress presents its streams.
+type fromConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c *fromConn) RemoteAddr() net.Addr { return c.remote }
+
+// from returns the client end and, as client ip would be seen, the
+// server end of a loopback connection.
+func from(t *testing.T, ip string) (client, server net.Conn) {
+	t.Helper()
+	c, s := testnet.Pair(t)
+	return c, &fromConn{Conn: s, remote: &net.TCPAddr{IP: net.ParseIP(ip).To4(), Port: 40000}}
+}
+
+// waitCounts waits until the server's limits hold exactly active places
+// and clientSlots per-client slots.
+func waitCounts(t *testing.T, srv *mux.Server, active int64, clientSlots int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, c := srv.OpenCounts()
+		if a == active && c == clientSlots {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("limits hold %d places and %d client slots, want %d and %d", a, c, active, clientSlots)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Admit counts a stream against --max-conns and --max-conns-per-client
+// before anything is promised to its client; ServeConn then serves it
+// without counting it again, and every path gives the places back.
+func TestAdmit(t *testing.T) {
+	m := startMuxWith(t, muxConfig{maxConns: 2, maxConnsPerClient: 1})
+
+	_, a1 := from(t, "10.0.0.1")
+	admitted1, err := m.srv.Admit(a1)
+	if err != nil {
+		t.Fatalf("first stream of 10.0.0.1: %v", err)
+	}
+	_, a2 := from(t, "10.0.0.1")
+	if _, err := m.srv.Admit(a2); !errors.Is(err, mux.ErrOverLimit) {
+		t.Fatalf("second stream of 10.0.0.1: %v, want ErrOverLimit", err)
+	}
+	m.waitRefusal(t, "10.0.0.1:40000", mux.ReasonPerClient)
+	_, b := from(t, "10.0.0.2")
+	admitted2, err := m.srv.Admit(b)
+	if err != nil {
+		t.Fatalf("first stream of 10.0.0.2: %v", err)
+	}
+	_, c := from(t, "10.0.0.3")
+	if _, err := m.srv.Admit(c); !errors.Is(err, mux.ErrOverLimit) {
+		t.Fatalf("a third stream with --max-conns 2: %v, want ErrOverLimit", err)
+	}
+	if n := m.refused.get(mux.ReasonMaxConns); n != 1 {
+		t.Fatalf("%d max_conns refusals counted, want 1", n)
+	}
+	for !strings.Contains(m.logs.String(), "too many connections") {
+		time.Sleep(5 * time.Millisecond) // counted before it is logged
+	}
+	waitCounts(t, m.srv, 2, 2)
+
+	// Served at both limits: neither ServeConn nor routing counts an
+	// admitted stream a second time (that would refuse it).
+	t.Run("served without counting twice", func(t *testing.T) {
+		cl, sv := from(t, "10.0.0.1")
+		admitted1.Close() // a1 was never served; serve a fresh admitted one
+		waitCounts(t, m.srv, 1, 1)
+		admitted, err := m.srv.Admit(sv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- m.srv.ServeConn(admitted, 0) }()
+		tc := tls.Client(cl, m.tlsConfig("team-a.nexmux.test"))
+		body, rt, _ := get(t, tc, "team-a.nexmux.test")
+		if want := "10.0.0.1:40000 team-a.nexmux.test true"; body != want || rt != "team-a.nexmux.test" {
+			t.Fatalf("got %q from route %q, want %q", body, rt, want)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("ServeConn: %v", err)
+		}
+		if n := m.refused.get(mux.ReasonPerClient); n != 1 {
+			t.Fatalf("%d per-client refusals, want only the one above", n)
+		}
+		tc.Close()
+		waitCounts(t, m.srv, 1, 1) // admitted2 is still open
+	})
+
+	// Closed without being served, and served after Shutdown: the places
+	// come back either way.
+	admitted2.Close()
+	admitted2.Close() // a second Close gives nothing back twice
+	waitCounts(t, m.srv, 0, 0)
+	_, d := from(t, "10.0.0.4")
+	admitted, err := m.srv.Admit(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCounts(t, m.srv, 1, 1)
+	m.shutdown()
+	if err := m.srv.ServeConn(admitted, 0); !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("ServeConn after Shutdown: %v", err)
+	}
+	waitCounts(t, m.srv, 0, 0)
+	_, e := from(t, "10.0.0.5")
+	if _, err := m.srv.Admit(e); !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Admit after Shutdown: %v", err)
+	}
+	waitCounts(t, m.srv, 0, 0)
+}
+
+// A connection accepted directly still takes its client's slot at routing
+// and gives both places back when it ends.
+func TestDirectConnCountsReturnToZero(t *testing.T) {
+	m := startMuxWith(t, muxConfig{maxConns: 4, maxConnsPerClient: 2})
+	for range 3 {
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
+		if body, _, _ := get(t, tc, "team-a.nexmux.test"); !strings.HasPrefix(body, c.LocalAddr().String()) {
+			t.Fatalf("got %q", body)
+		}
+		tc.Close()
+	}
+	waitCounts(t, m.srv, 0, 0)
+}
