@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ import (
 const (
 	replySucceeded      = 0
 	replyNotAllowed     = 2
+	replyRefused        = 5
 	replyCmdUnsupported = 7
 )
 
@@ -37,6 +39,8 @@ type config struct {
 	spec    route.Spec
 	opts    socks5.Options
 	backend string // passthrough backend of pt.nexmux.test
+	// The router's --max-conns and --max-conns-per-client.
+	maxConns, maxConnsPerClient int
 }
 
 // stack is a mux.Server with a SOCKS5 ingress in front, on loopback. The
@@ -45,7 +49,9 @@ type stack struct {
 	socksAddr string
 	ca        *certs.CA
 	logs      *testnet.Buffer
-	refused   atomic.Int64
+	refused   atomic.Int64 // ReasonDenied
+	// overLimit counts the router's refusals by reason.
+	overLimit sync.Map // reason -> *atomic.Int64
 	shutdown  func()
 }
 
@@ -74,7 +80,13 @@ func start(t *testing.T, cfg config) *stack {
 	st := &stack{ca: ca, logs: &testnet.Buffer{}}
 	log := slog.New(slog.NewTextHandler(st.logs, nil))
 	srv, err := mux.New(mux.Options{
-		Logger: log,
+		Logger:            log,
+		MaxConns:          cfg.maxConns,
+		MaxConnsPerClient: cfg.maxConnsPerClient,
+		Refused: func(reason string) {
+			n, _ := st.overLimit.LoadOrStore(reason, new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
+		},
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ci := l7.FromContext(r.Context())
 			w.Header().Set("X-Route", ci.Route.Key)
@@ -131,6 +143,15 @@ func start(t *testing.T, cfg config) *stack {
 	return st
 }
 
+// refusedFor is how many connections the router refused for reason.
+func (st *stack) refusedFor(reason string) int64 {
+	n, ok := st.overLimit.Load(reason)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
+}
+
 // login is a SOCKS5 username/password (RFC 1929); nil offers no
 // authentication.
 type login struct{ user, password string }
@@ -140,7 +161,15 @@ type login struct{ user, password string }
 // reply code and the connection, positioned after the reply.
 func connect(t *testing.T, addr string, l *login, cmd byte, host string, port int) (byte, net.Conn, error) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	return connectFrom(t, "127.0.0.1", addr, l, cmd, host, port)
+}
+
+// connectFrom is connect from the client address ip (any 127.0.0.0/8
+// address on Linux loopback).
+func connectFrom(t *testing.T, ip, addr string, l *login, cmd byte, host string, port int) (byte, net.Conn, error) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,9 +310,15 @@ func TestRefusesEverythingOutsideTheTable(t *testing.T) {
 	if n := st.refused.Load(); n != int64(len(refusals)) {
 		t.Errorf("%d refusals counted, want %d", n, len(refusals))
 	}
-	if !strings.Contains(st.logs.String(), fmt.Sprintf("connect=127.0.0.1:%d", port)) ||
-		!strings.Contains(st.logs.String(), "reason="+socks5.ReasonDenied) {
-		t.Errorf("refusal not logged:\n%s", st.logs.String())
+	// The line names the destination as the client asked for it: the IP
+	// literal, or the name (not the resolver's placeholder address).
+	for _, want := range []string{fmt.Sprintf("connect=127.0.0.1:%d", port), fmt.Sprintf("connect=localhost:%d", port), "connect=evil.example.com:443"} {
+		if !strings.Contains(st.logs.String(), want+" ") {
+			t.Errorf("no refusal line with %s:\n%s", want, st.logs.String())
+		}
+	}
+	if !strings.Contains(st.logs.String(), "reason="+socks5.ReasonDenied) || strings.Contains(st.logs.String(), "connect=0.0.0.0") {
+		t.Errorf("refusals not logged as asked for:\n%s", st.logs.String())
 	}
 	st.shutdown()
 	if n := hits.Load(); n != 0 {
@@ -393,5 +428,148 @@ func TestPassthroughHalfClose(t *testing.T) {
 	}
 	if b := <-got; !bytes.Equal(b, sent) {
 		t.Fatalf("backend got %d bytes, want the %d sent", len(b), len(sent))
+	}
+}
+
+// refusedInSOCKS checks that c got a failure reply and then nothing: the
+// stream is closed and no byte of a routed connection follows.
+func refusedInSOCKS(t *testing.T, code byte, c net.Conn, err error) {
+	t.Helper()
+	if err != nil || code != replyRefused {
+		t.Fatalf("CONNECT over the limit: reply %d, %v; want %d (connection refused)", code, err, replyRefused)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+		t.Fatalf("after the refusal: %q, %v; want the end of the stream", b, err)
+	}
+}
+
+// tlsGet speaks TLS to team-a over an established CONNECT stream.
+func tlsGet(t *testing.T, st *stack, c net.Conn) string {
+	t.Helper()
+	tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
+	body, rt := get(t, tc)
+	if rt != "team-a.nexmux.test" {
+		t.Fatalf("got %q from route %q", body, rt)
+	}
+	return body
+}
+
+// socksClient is Go's own SOCKS5 client (net/http's socks5:// proxy).
+func socksClient(st *stack) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:             http.ProxyURL(&url.URL{Scheme: "socks5", Host: st.socksAddr}),
+			TLSClientConfig:   &tls.Config{RootCAs: st.ca.Pool()},
+			DisableKeepAlives: true,
+		},
+		Timeout: 10 * time.Second,
+	}
+}
+
+// A CONNECT beyond --max-conns is refused in SOCKS itself, "connection
+// refused", and never answered "succeeded"; the refusal is counted and
+// logged as mux's max_conns. Streams under the limit work end to end, and
+// a closed stream's place comes back exactly once.
+func TestConnectOverMaxConns(t *testing.T) {
+	st := start(t, config{maxConns: 1})
+	code, held, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT under the limit: reply %d, %v", code, err)
+	}
+	code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	refusedInSOCKS(t, code, c, err)
+	if n := st.refusedFor(mux.ReasonMaxConns); n != 1 {
+		t.Errorf("%d max_conns refusals counted, want 1", n)
+	}
+	// A real client sees the refusal as such.
+	_, err = socksClient(st).Get("https://team-a.nexmux.test/v2/")
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("Go's SOCKS5 client over the limit: %v, want connection refused", err)
+	}
+	if n := st.refusedFor(mux.ReasonMaxConns); n != 2 {
+		t.Errorf("%d max_conns refusals counted, want 2", n)
+	}
+	logs := st.logs.String()
+	if !strings.Contains(logs, "too many connections") || !strings.Contains(logs, "reason="+mux.ReasonMaxConns) {
+		t.Errorf("no max_conns line:\n%s", logs)
+	}
+	if strings.Contains(logs, "socks5: Connect to") {
+		t.Errorf("a second line per refusal (the max_conns line is rate-limited):\n%s", logs)
+	}
+	// The stream admitted before the refusals is whole.
+	if body := tlsGet(t, st, held); !strings.HasPrefix(body, held.LocalAddr().String()+" ") {
+		t.Fatalf("held stream: %q", body)
+	}
+	held.Close()
+
+	// Its place comes back once the stream has ended: Go's client gets
+	// through again...
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := socksClient(st).Get("https://team-a.nexmux.test/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.Header.Get("X-Route") != "team-a.nexmux.test" {
+				t.Fatalf("route %q", resp.Header.Get("X-Route"))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no SOCKS5 stream once the held one closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// ...and exactly one place: with one stream open, the next is refused.
+	for {
+		code, held, err = connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+		if err == nil && code == replySucceeded {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CONNECT after the streams closed: reply %d, %v", code, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	code, c, err = connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	refusedInSOCKS(t, code, c, err)
+	tlsGet(t, st, held)
+}
+
+// --max-conns-per-client counts a SOCKS client's streams by the SOCKS
+// client's address: its next CONNECT is refused in SOCKS, another client's
+// is not, and the admitted stream is not counted twice by routing.
+func TestConnectOverMaxConnsPerClient(t *testing.T) {
+	st := start(t, config{maxConnsPerClient: 1})
+	code, held, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("first CONNECT: reply %d, %v", code, err)
+	}
+	code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	refusedInSOCKS(t, code, c, err)
+	if n := st.refusedFor(mux.ReasonPerClient); n != 1 {
+		t.Errorf("%d max_conns_per_client refusals counted, want 1", n)
+	}
+	line := ""
+	for _, l := range strings.Split(st.logs.String(), "\n") {
+		if strings.Contains(l, "reason="+mux.ReasonPerClient) {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "client=127.0.0.1:") || !strings.Contains(line, "--max-conns-per-client") {
+		t.Errorf("no per-client refusal line for 127.0.0.1:\n%s", st.logs.String())
+	}
+	code, other, err := connectFrom(t, "127.0.0.2", st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("another client's CONNECT: reply %d, %v", code, err)
+	}
+	if body := tlsGet(t, st, other); !strings.HasPrefix(body, "127.0.0.2:") {
+		t.Fatalf("other client: %q", body)
+	}
+	if body := tlsGet(t, st, held); !strings.HasPrefix(body, held.LocalAddr().String()+" ") {
+		t.Fatalf("held stream: %q", body)
+	}
+	if n := st.refusedFor(mux.ReasonPerClient); n != 1 {
+		t.Errorf("%d max_conns_per_client refusals counted, want only the one", n)
 	}
 }
