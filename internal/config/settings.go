@@ -201,7 +201,7 @@ var settings = []Setting{
 		Usage: "bind each --port itself (where iptables is not allowed)",
 		ptr:   func(c *Config) any { return &c.BindPorts }},
 	{Name: "metrics-listen", def: "", Reload: Restart,
-		Usage: "`ADDR` for /metrics, /healthz, /readyz",
+		Usage: "`ADDR` for /metrics, /healthz, /readyz and /upstreams",
 		ptr:   func(c *Config) any { return &c.MetricsListen }},
 	{Name: "handshake-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHandshakeTimeout.String(),
 		Usage: "deadline for the routing phase (PROXY header + ClientHello)",
