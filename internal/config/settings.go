@@ -162,7 +162,7 @@ var settings = []Setting{
 		Usage: "`HOST=REPO` or HOST=pull:GROUP,push:HOSTED; HOST exact or *.domain; repeatable",
 		ptr:   func(c *Config) any { return &c.Route }},
 	{Name: "port", def: []string(nil), CommaInValue: true, Reload: RestartWithBindPorts,
-		Usage: "`PORT=REPO` legacy connector port route (iptables REDIRECT or --bind-ports); repeatable",
+		Usage: "`PORT=REPO` or PORT=pull:GROUP,push:HOSTED: legacy connector port route (iptables REDIRECT or --bind-ports); repeatable",
 		ptr:   func(c *Config) any { return &c.Port }},
 	{Name: "default-route", def: "",
 		Usage: "`REPO` for clients that send no server name (IP literals)",
