@@ -33,7 +33,7 @@ test-short:
 
 # The load test for longer: SOAK=10m make soak
 soak:
-	NEXMUX_SOAK=$${SOAK:-1m} $(GO) test -race -count=1 -run '^TestLoad$$' -v ./daemon
+	NEXMUX_SOAK=$${SOAK:-1m} $(GO) test -race -count=1 -run '^TestLoad$$' -v ./internal/daemon
 
 # Real docker/skopeo clients against nexmux and the Nexus fixture; needs root
 # (private dockerd, /etc/hosts, /etc/docker/certs.d, iptables).

@@ -38,19 +38,19 @@ func configFlags() []cli.Flag {
 		var f cli.Flag
 		switch d := s.Default().(type) {
 		case string:
-			f = &cli.StringFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
+			f = &cli.StringFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
 		case []string:
 			var v *cli.StringSlice
 			if len(d) > 0 {
 				v = cli.NewStringSlice(d...)
 			}
-			f = &cli.StringSliceFlag{Name: s.Name, Value: v, Usage: s.Usage, EnvVars: envs}
+			f = &cli.StringSliceFlag{Name: s.Name, Value: v, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
 		case bool:
-			f = &cli.BoolFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
+			f = &cli.BoolFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
 		case time.Duration:
-			f = &cli.DurationFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
+			f = &cli.DurationFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
 		case int:
-			f = &cli.IntFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
+			f = &cli.IntFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
 		default:
 			panic(fmt.Sprintf("setting %s: no flag for a %T", s.Name, d))
 		}

@@ -5,12 +5,18 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/mux"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // loadWith runs loadConfig over args and the current environment.
@@ -115,4 +121,58 @@ func TestCommaSplitValues(t *testing.T) {
 			t.Errorf("%s = %q, want %q", tc.name, tc.got, tc.want)
 		}
 	}
+}
+
+// Help shows the default a setting takes, not the zero value that stands
+// for it: --health-interval once printed "(default 2s) (default: 0s)".
+func TestHelpShowsEffectiveDefaults(t *testing.T) {
+	want := map[string]string{
+		"health-interval":          upstream.DefaultHealthInterval.String(),
+		"upstream-max-conns":       strconv.Itoa(l7.DefaultUpstreamMaxConns),
+		"plain-http-scheme":        "http",
+		"handshake-timeout":        mux.DefaultHandshakeTimeout.String(),
+		"header-timeout":           mux.DefaultHeaderTimeout.String(),
+		"idle-timeout":             mux.DefaultIdleTimeout.String(),
+		"passthrough-idle-timeout": mux.DefaultPassthroughIdleTimeout.String(),
+		"drain-timeout":            daemon.DefaultDrainTimeout.String(),
+	}
+	out, _, _ := run(t, "serve", "--help")
+	for _, s := range config.Settings() {
+		line := ""
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "--"+s.Name+" ") {
+				line = l
+			}
+		}
+		if line == "" {
+			t.Errorf("serve --help has no line for --%s", s.Name)
+			continue
+		}
+		if strings.Count(line, "(default") > 1 {
+			t.Errorf("--%s shows two defaults: %s", s.Name, line)
+		}
+		if w, ok := want[s.Name]; ok {
+			delete(want, s.Name)
+			if s.DefaultText != w {
+				t.Errorf("--%s: DefaultText %q, the built-in default is %s", s.Name, s.DefaultText, w)
+			}
+			if !strings.Contains(line, "(default: "+w+")") {
+				t.Errorf("--%s: help lacks (default: %s): %s", s.Name, w, line)
+			}
+			continue
+		}
+		if s.DefaultText != "" {
+			t.Errorf("--%s: DefaultText %q not checked here against the built-in default", s.Name, s.DefaultText)
+		}
+		if isZeroDefault(s.Default()) && strings.Contains(line, "(default: 0") {
+			t.Errorf("--%s: help shows a zero default, say what it stands for: %s", s.Name, line)
+		}
+	}
+	for name := range want {
+		t.Errorf("--%s: no such setting", name)
+	}
+}
+
+func isZeroDefault(d any) bool {
+	return d == time.Duration(0) || d == 0
 }

@@ -3,10 +3,14 @@ package config
 import (
 	"fmt"
 
-	"github.com/nexmux/nexmux/l7"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/mux"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // Reload says what a reload does with a changed setting.
@@ -37,6 +41,9 @@ type Setting struct {
 	// flag values at every comma, so pieces without "=" belong to the
 	// piece before them.
 	CommaInValue bool
+	// DefaultText is the default help shows where the zero value stands
+	// for a built-in default ("2s" rather than "0s").
+	DefaultText string
 
 	def any               // string, []string, bool, time.Duration or int
 	ptr func(*Config) any // the Config field: a pointer of def's type
@@ -136,14 +143,14 @@ var settings = []Setting{
 	{Name: "drain-upstream", def: []string(nil),
 		Usage: "`URL` of an --upstream node to drain: no new reads or uploads, its open uploads finish there; repeatable",
 		ptr:   func(c *Config) any { return &c.DrainUpstream }},
-	{Name: "health-interval", def: time.Duration(0), Reload: Restart,
-		Usage: "how often each Nexus node's status and status/writable are probed, jittered (default 2s)",
+	{Name: "health-interval", def: time.Duration(0), Reload: Restart, DefaultText: upstream.DefaultHealthInterval.String(),
+		Usage: "how often each Nexus node's status and status/writable are probed, jittered",
 		ptr:   func(c *Config) any { return &c.HealthInterval }},
 	{Name: "affinity-secret-file", def: "", Reload: Restart,
 		Usage: "`FILE` holding the secret (16+ bytes) every replica signs upload affinity tags with (default: a key derived from the node URLs)",
 		ptr:   func(c *Config) any { return &c.AffinitySecretFile }},
-	{Name: "upstream-max-conns", def: 0, Reload: Restart,
-		Usage: "requests in flight to each Nexus node; more wait briefly, then get 503 (default 200)",
+	{Name: "upstream-max-conns", def: 0, Reload: Restart, DefaultText: strconv.Itoa(l7.DefaultUpstreamMaxConns),
+		Usage: "requests in flight to each Nexus node; more wait briefly, then get 503",
 		ptr:   func(c *Config) any { return &c.UpstreamMaxConns }},
 	{Name: "cert", def: []string(nil),
 		Usage: "certificate `FILE` (PEM, chain allowed); repeatable, paired with --key by position",
@@ -155,7 +162,7 @@ var settings = []Setting{
 		Usage: "`HOST=REPO` or HOST=pull:GROUP,push:HOSTED; HOST exact or *.domain; repeatable",
 		ptr:   func(c *Config) any { return &c.Route }},
 	{Name: "port", def: []string(nil), CommaInValue: true, Reload: RestartWithBindPorts,
-		Usage: "`PORT=REPO` legacy connector port route (iptables REDIRECT or --bind-ports); repeatable",
+		Usage: "`PORT=REPO` or PORT=pull:GROUP,push:HOSTED: legacy connector port route (iptables REDIRECT or --bind-ports); repeatable",
 		ptr:   func(c *Config) any { return &c.Port }},
 	{Name: "default-route", def: "",
 		Usage: "`REPO` for clients that send no server name (IP literals)",
@@ -181,8 +188,8 @@ var settings = []Setting{
 	{Name: "socks5-auth-file", def: "", Reload: RestartOnOff,
 		Usage: "`FILE` of user:password lines required by the SOCKS5 ingress",
 		ptr:   func(c *Config) any { return &c.Socks5AuthFile }},
-	{Name: "plain-http-scheme", def: "", Reload: Restart,
-		Usage: "`SCHEME` clients use for plain-HTTP port routes: http, or https behind a TLS-ending load balancer (default http)",
+	{Name: "plain-http-scheme", def: "", Reload: Restart, DefaultText: "http",
+		Usage: "`SCHEME` clients use for plain-HTTP port routes: http, or https behind a TLS-ending load balancer",
 		ptr:   func(c *Config) any { return &c.PlainHTTPScheme }},
 	{Name: "strip-header", def: []string(nil), Reload: Restart,
 		Usage: "request header `NAME` never passed to Nexus (the one its Remote User Token realm trusts); repeatable",
@@ -194,22 +201,22 @@ var settings = []Setting{
 		Usage: "bind each --port itself (where iptables is not allowed)",
 		ptr:   func(c *Config) any { return &c.BindPorts }},
 	{Name: "metrics-listen", def: "", Reload: Restart,
-		Usage: "`ADDR` for /metrics, /healthz, /readyz",
+		Usage: "`ADDR` for /metrics, /healthz, /readyz and /upstreams",
 		ptr:   func(c *Config) any { return &c.MetricsListen }},
-	{Name: "handshake-timeout", def: time.Duration(0), Reload: Restart,
-		Usage: "deadline for the routing phase (PROXY header + ClientHello) (default 10s)",
+	{Name: "handshake-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHandshakeTimeout.String(),
+		Usage: "deadline for the routing phase (PROXY header + ClientHello)",
 		ptr:   func(c *Config) any { return &c.HandshakeTimeout }},
-	{Name: "header-timeout", def: time.Duration(0), Reload: Restart,
-		Usage: "deadline for the TLS handshake and each request's headers; never a body timeout (default 30s)",
+	{Name: "header-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHeaderTimeout.String(),
+		Usage: "deadline for the TLS handshake and each request's headers; never a body timeout",
 		ptr:   func(c *Config) any { return &c.HeaderTimeout }},
-	{Name: "idle-timeout", def: time.Duration(0), Reload: Restart,
-		Usage: "close idle client keep-alive connections after this (default 2m)",
+	{Name: "idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultIdleTimeout.String(),
+		Usage: "close idle client keep-alive connections after this",
 		ptr:   func(c *Config) any { return &c.IdleTimeout }},
-	{Name: "passthrough-idle-timeout", def: time.Duration(0), Reload: Restart,
-		Usage: "close a passthrough stream that carried no byte either way for this long (default 5m)",
+	{Name: "passthrough-idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultPassthroughIdleTimeout.String(),
+		Usage: "close a passthrough stream that carried no byte either way for this long",
 		ptr:   func(c *Config) any { return &c.PassthroughIdleTimeout }},
-	{Name: "drain-timeout", def: time.Duration(0),
-		Usage: "on SIGTERM, wait this long for in-flight transfers (default 30s)",
+	{Name: "drain-timeout", def: time.Duration(0), DefaultText: "30s", // daemon.DefaultDrainTimeout (daemon imports config)
+		Usage: "on SIGTERM, wait this long for in-flight transfers",
 		ptr:   func(c *Config) any { return &c.DrainTimeout }},
 	{Name: "max-conns", def: DefaultMaxConns, Reload: Restart,
 		Usage: "refuse connections beyond this many, SOCKS5 streams included (0: no limit; default from the fd limit)",
