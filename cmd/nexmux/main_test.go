@@ -115,6 +115,18 @@ func TestIptablesCommand(t *testing.T) {
 	if _, _, code := run(t, "iptables", "--listen", ":8443", "--port", "8443=x"); code != exitInvalid {
 		t.Errorf("port route on the listen port: exit %d", code)
 	}
+	// Like every flag, the iptables command's own are NEXMUX_<FLAG> too.
+	t.Setenv("NEXMUX_CHAIN", "NEXMUX-ENV")
+	t.Setenv("NEXMUX_JUMPS", "false")
+	out, _, _ = run(t, "iptables", "--listen", ":8443", "--port", "8082=team-a")
+	if !strings.Contains(out, ":NEXMUX-ENV - [0:0]") || strings.Contains(out, "PREROUTING") {
+		t.Errorf("NEXMUX_CHAIN/NEXMUX_JUMPS ignored:\n%s", out)
+	}
+	t.Setenv("NEXMUX_DELETE", "true")
+	out, _, _ = run(t, "iptables")
+	if !strings.Contains(out, "-X NEXMUX-ENV") {
+		t.Errorf("NEXMUX_DELETE ignored:\n%s", out)
+	}
 }
 
 func TestBadConfigurationTable(t *testing.T) {
