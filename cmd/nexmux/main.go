@@ -226,6 +226,7 @@ func newApp() *cli.App {
 					if err != nil {
 						return cli.Exit("nexmux discover: "+err.Error(), 1)
 					}
+					plan.Upstream = strings.TrimRight(c.String("nexus"), "/")
 					if format == "yaml" {
 						fmt.Fprint(c.App.Writer, plan.YAML())
 					} else {

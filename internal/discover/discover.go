@@ -94,6 +94,9 @@ type Connector struct {
 
 // Plan is the mapping discover proposes.
 type Plan struct {
+	// Upstream is the Nexus the plan was read from (--upstream), so that
+	// the printed configuration points nexmux at the same Nexus.
+	Upstream   string
 	Routes     []string    // --route values
 	Ports      []string    // --port values
 	Connectors []Connector // removable from Nexus after cut-over
@@ -174,6 +177,9 @@ func (p *Plan) Flags() string {
 	var b strings.Builder
 	p.header(&b)
 	var args []string
+	if p.Upstream != "" {
+		args = append(args, "--upstream '"+p.Upstream+"'")
+	}
 	for _, r := range p.Routes {
 		args = append(args, "--route '"+r+"'")
 	}
@@ -201,6 +207,9 @@ func (p *Plan) YAML() string {
 		for _, v := range vals {
 			b.WriteString("  - " + strconv.Quote(v) + "\n")
 		}
+	}
+	if p.Upstream != "" {
+		list("upstream", []string{p.Upstream})
 	}
 	list("route", p.Routes)
 	list("port", p.Ports)

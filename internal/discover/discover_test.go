@@ -65,13 +65,18 @@ func TestDiscoverAgainstFixture(t *testing.T) {
 		}
 
 		// The YAML is a valid --config file that builds a valid table.
+		plan.Upstream = "http://nexus:8081/nexus"
 		var f struct {
-			Route []string `yaml:"route"`
-			Port  []string `yaml:"port"`
+			Upstream []string `yaml:"upstream"`
+			Route    []string `yaml:"route"`
+			Port     []string `yaml:"port"`
 		}
 		y := plan.YAML()
 		if err := yaml.Unmarshal([]byte(y), &f); err != nil {
 			t.Fatalf("yaml: %v\n%s", err, y)
+		}
+		if len(f.Upstream) != 1 || f.Upstream[0] != plan.Upstream {
+			t.Errorf("yaml upstream %q, want the Nexus it was read from", f.Upstream)
 		}
 		cfg := config.Config{Listen: ":8443", Port: f.Port}
 		if _, tab, err := cfg.PortRoutes(); err != nil || len(tab.Ports()) != 4 {
@@ -80,7 +85,7 @@ func TestDiscoverAgainstFixture(t *testing.T) {
 		if !strings.Contains(y, "nexmux iptables --listen :8443") || !strings.Contains(y, "team-a: http port 8082") {
 			t.Errorf("yaml lacks the cut-over notes:\n%s", y)
 		}
-		if fl := plan.Flags(); !strings.Contains(fl, "--route 'team-a.registry.example.com=pull:team-a,push:team-a-hosted'") {
+		if fl := plan.Flags(); !strings.Contains(fl, "--route 'team-a.registry.example.com=pull:team-a,push:team-a-hosted'") || !strings.Contains(fl, "--upstream 'http://nexus:8081/nexus'") {
 			t.Errorf("flags:\n%s", fl)
 		}
 	}
