@@ -24,7 +24,7 @@ func (st *Stats) init() {
 }
 
 // Failover counts a request moved to another node. kind is "read" or
-// "write"; reason "connect", "reset", "status" or "down".
+// "write"; reason "connect", "reset", "status", "down" or "busy".
 func (s *Set) Failover(kind, reason string) {
 	s.stats.mu.Lock()
 	s.stats.failovers[[2]string{kind, reason}]++
