@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-multierror"
 	"github.com/urfave/cli/v2"
 
 	"github.com/nexmux/nexmux/internal/config"
@@ -45,12 +46,8 @@ func configFlags() []cli.Flag {
 				v = cli.NewStringSlice(d...)
 			}
 			f = &cli.StringSliceFlag{Name: s.Name, Value: v, Usage: s.Usage, EnvVars: envs}
-		case bool:
-			f = &cli.BoolFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
-		case time.Duration:
-			f = &cli.DurationFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
-		case int:
-			f = &cli.IntFlag{Name: s.Name, Value: d, Usage: s.Usage, EnvVars: envs}
+		case bool, time.Duration, int:
+			f = newTypedFlag(s.Name, s.Usage, envs, d)
 		default:
 			panic(fmt.Sprintf("setting %s: no flag for a %T", s.Name, d))
 		}
@@ -60,42 +57,57 @@ func configFlags() []cli.Flag {
 }
 
 // loadConfig builds the configuration: defaults, then the file, then every
-// flag set on the command line or in the environment.
+// flag set on the command line or in the environment. An error lists every
+// problem of the file and every unparsable value; the Config is nil when
+// the file is invalid (nothing of it applied), else it holds everything
+// that parsed, for Build to report the rest.
 func loadConfig(c *cli.Context) (*config.Config, error) {
 	cfg := config.Defaults()
+	var errs *multierror.Error
 	if f := c.String("config"); f != "" {
 		if err := cfg.ApplyFile(f); err != nil {
-			return nil, err
+			errs = errlist.Append(errs, err)
+			cfg = nil
+		} else {
+			cfg.File = f
 		}
-		cfg.File = f
 	}
 	for _, s := range config.Settings() {
 		if !c.IsSet(s.Name) {
 			continue
 		}
-		switch s.Default().(type) {
+		var v any
+		switch d := s.Default().(type) {
 		case string:
-			s.Set(cfg, c.String(s.Name))
+			v = c.String(s.Name)
 		case []string:
 			// Setting.Set glues the pieces urfave/cli split at commas.
-			s.Set(cfg, c.StringSlice(s.Name))
-		case bool:
-			s.Set(cfg, c.Bool(s.Name))
-		case time.Duration:
-			s.Set(cfg, c.Duration(s.Name))
-		case int:
-			s.Set(cfg, c.Int(s.Name))
+			v = c.StringSlice(s.Name)
+		case bool, time.Duration, int:
+			var err error
+			if v, err = c.Generic(s.Name).(*rawValue).parse(s.Name, d); err != nil {
+				errs = errlist.Append(errs, err)
+				continue
+			}
+		}
+		if cfg != nil {
+			s.Set(cfg, v)
 		}
 	}
-	return cfg, nil
+	return cfg, errlist.Err(errs)
 }
 
+// build loads and validates the configuration, every problem listed at once.
 func build(c *cli.Context) (*config.Runtime, error) {
 	cfg, err := loadConfig(c)
-	if err != nil {
+	if cfg == nil {
 		return nil, err
 	}
-	return cfg.Build()
+	rt, berr := cfg.Build()
+	if err != nil {
+		return nil, errlist.Join(err, berr)
+	}
+	return rt, berr
 }
 
 // invalid reports a configuration error: every problem, one per line.
