@@ -129,6 +129,11 @@ func newApp() *cli.App {
 		Name:         "nexmux",
 		Usage:        "one TLS listener in front of every Docker repository of a Nexus Repository 3",
 		OnUsageError: usageError,
+		// A misspelt command is a usage error too (urfave/cli: exit 3, "No help topic").
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(c.App.ErrWriter, "nexmux: unknown command %q (commands: serve, check, iptables, discover, version)\n", name)
+			cli.OsExiter(exitInvalid)
+		},
 		// --version and `nexmux version` print the same build info.
 		Version: shortVersion(),
 		Commands: []*cli.Command{
@@ -214,21 +219,35 @@ func newApp() *cli.App {
 				Name:  "discover",
 				Usage: "read Nexus's docker repositories over its REST API and print a ready-to-use mapping",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx])", Required: true, EnvVars: env("nexus")},
-					&cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings", Required: true, EnvVars: env("user")},
-					&cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps)", Required: true, EnvVars: env("password-file")},
+					// Required in Action, not by urfave/cli: its check stops
+					// there (exit 1), before the other problems are seen.
+					&cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx]) (required)", EnvVars: env("nexus")},
+					&cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings (required)", EnvVars: env("user")},
+					&cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps) (required)", EnvVars: env("password-file")},
 					&cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")},
 					&cli.StringFlag{Name: "format", Value: "flags", Usage: "flags or yaml", EnvVars: env("format")},
 				},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
+					var errs []error
+					for _, name := range []string{"nexus", "user", "password-file"} {
+						if c.String(name) == "" {
+							errs = append(errs, fmt.Errorf("--%s is required", name))
+						}
+					}
 					format := c.String("format")
 					if format != "flags" && format != "yaml" {
-						return invalid(fmt.Errorf("format %q: want flags or yaml", format))
+						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", format))
 					}
-					pw, err := os.ReadFile(c.String("password-file"))
-					if err != nil {
-						return invalid(fmt.Errorf("password-file: %v", err))
+					var pw []byte
+					if f := c.String("password-file"); f != "" {
+						var err error
+						if pw, err = os.ReadFile(f); err != nil {
+							errs = append(errs, fmt.Errorf("password-file: %v", err))
+						}
+					}
+					if err := errlist.Join(errs...); err != nil {
+						return invalid(err)
 					}
 					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), strings.TrimRight(string(pw), "\r\n"))
 					if err != nil {

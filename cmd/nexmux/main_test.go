@@ -213,3 +213,21 @@ func TestHelpShowsNoZeroDefaultForBuiltInDefaults(t *testing.T) {
 		t.Fatalf("no --health-interval in help:\n%s%s", out, errs)
 	}
 }
+
+// discover lists every missing or bad flag at once, and a misspelt command
+// is a usage error: exit status 2 like every other one.
+func TestDiscoverAndUnknownCommandAreUsageErrors(t *testing.T) {
+	_, errs, code := run(t, "discover", "--format", "xml", "--password-file", "/nonexistent/pw")
+	if code != exitInvalid {
+		t.Fatalf("discover: exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"--nexus is required", "--user is required", `format "xml"`, "/nonexistent/pw"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("discover: stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	_, errs, code = run(t, "serv")
+	if code != exitInvalid || !strings.Contains(errs, `unknown command "serv"`) {
+		t.Fatalf("unknown command: exit %d:\n%s", code, errs)
+	}
+}
