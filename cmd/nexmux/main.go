@@ -64,6 +64,11 @@ func configFlags() []cli.Flag {
 func loadConfig(c *cli.Context) (*config.Config, error) {
 	cfg := config.Defaults()
 	var errs *multierror.Error
+	// Flag parsing stops at the first argument that is not a flag: with
+	// "--bind-ports true --route ...", every flag after "true" was lost.
+	if c.NArg() > 0 {
+		errs = errlist.Append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read (a bool flag takes --name=false, not --name false)", c.Args().First()))
+	}
 	if f := c.String("config"); f != "" {
 		if err := cfg.ApplyFile(f); err != nil {
 			errs = errlist.Append(errs, err)

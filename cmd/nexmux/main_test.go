@@ -231,3 +231,13 @@ func TestDiscoverAndUnknownCommandAreUsageErrors(t *testing.T) {
 		t.Fatalf("unknown command: exit %d:\n%s", code, errs)
 	}
 }
+
+// A stray argument ends flag parsing; the flags after it must not be
+// dropped silently.
+func TestStrayArgumentIsAnError(t *testing.T) {
+	crt, key := certFiles(t)
+	_, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=r", "--bind-ports", "true", "--port", "8082=team-a")
+	if code != exitInvalid || !strings.Contains(errs, `unexpected argument "true"`) {
+		t.Fatalf("exit %d, want %d and the argument named:\n%s", code, exitInvalid, errs)
+	}
+}
