@@ -208,7 +208,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &st.bodyWrap
 		body.ReadCloser = r.Body
-		r.Body = body
+		// The wrapper goes on a copy: on its own request net/http must
+		// find its own body, or it takes a client waiting for "100
+		// Continue" for one sending its body and blocks reading it
+		// instead of sending a refusal.
+		rc := new(http.Request)
+		*rc = *r
+		rc.Body = body
+		r = rc
 		st.body = body
 	}
 	defer func() {

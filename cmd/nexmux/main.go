@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-multierror"
 	"github.com/urfave/cli/v2"
 
 	"github.com/nexmux/nexmux/internal/config"
@@ -45,12 +46,8 @@ func configFlags() []cli.Flag {
 				v = cli.NewStringSlice(d...)
 			}
 			f = &cli.StringSliceFlag{Name: s.Name, Value: v, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
-		case bool:
-			f = &cli.BoolFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
-		case time.Duration:
-			f = &cli.DurationFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
-		case int:
-			f = &cli.IntFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
+		case bool, time.Duration, int:
+			f = newTypedFlag(s.Name, s.Usage, s.DefaultText, envs, d)
 		default:
 			panic(fmt.Sprintf("setting %s: no flag for a %T", s.Name, d))
 		}
@@ -60,42 +57,62 @@ func configFlags() []cli.Flag {
 }
 
 // loadConfig builds the configuration: defaults, then the file, then every
-// flag set on the command line or in the environment.
+// flag set on the command line or in the environment. An error lists every
+// problem of the file and every unparsable value; the Config is nil when
+// the file is invalid (nothing of it applied), else it holds everything
+// that parsed, for Build to report the rest.
 func loadConfig(c *cli.Context) (*config.Config, error) {
 	cfg := config.Defaults()
+	var errs *multierror.Error
+	// Flag parsing stops at the first argument that is not a flag: with
+	// "--bind-ports true --route ...", every flag after "true" was lost.
+	if c.NArg() > 0 {
+		errs = errlist.Append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read (a bool flag takes --name=false, not --name false)", c.Args().First()))
+	}
 	if f := c.String("config"); f != "" {
 		if err := cfg.ApplyFile(f); err != nil {
-			return nil, err
+			errs = errlist.Append(errs, err)
+			cfg = nil
+		} else {
+			cfg.File = f
 		}
-		cfg.File = f
 	}
 	for _, s := range config.Settings() {
 		if !c.IsSet(s.Name) {
 			continue
 		}
-		switch s.Default().(type) {
+		var v any
+		switch d := s.Default().(type) {
 		case string:
-			s.Set(cfg, c.String(s.Name))
+			v = c.String(s.Name)
 		case []string:
 			// Setting.Set glues the pieces urfave/cli split at commas.
-			s.Set(cfg, c.StringSlice(s.Name))
-		case bool:
-			s.Set(cfg, c.Bool(s.Name))
-		case time.Duration:
-			s.Set(cfg, c.Duration(s.Name))
-		case int:
-			s.Set(cfg, c.Int(s.Name))
+			v = c.StringSlice(s.Name)
+		case bool, time.Duration, int:
+			var err error
+			if v, err = c.Generic(s.Name).(*rawValue).parse(s.Name, d); err != nil {
+				errs = errlist.Append(errs, err)
+				continue
+			}
+		}
+		if cfg != nil {
+			s.Set(cfg, v)
 		}
 	}
-	return cfg, nil
+	return cfg, errlist.Err(errs)
 }
 
+// build loads and validates the configuration, every problem listed at once.
 func build(c *cli.Context) (*config.Runtime, error) {
 	cfg, err := loadConfig(c)
-	if err != nil {
+	if cfg == nil {
 		return nil, err
 	}
-	return cfg.Build()
+	rt, berr := cfg.Build()
+	if err != nil {
+		return nil, errlist.Join(err, berr)
+	}
+	return rt, berr
 }
 
 // invalid reports a configuration error: every problem, one per line.
@@ -117,6 +134,11 @@ func newApp() *cli.App {
 		Name:         "nexmux",
 		Usage:        "one TLS listener in front of every Docker repository of a Nexus Repository 3",
 		OnUsageError: usageError,
+		// A misspelt command is a usage error too (urfave/cli: exit 3, "No help topic").
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(c.App.ErrWriter, "nexmux: unknown command %q (commands: serve, check, iptables, discover, version)\n", name)
+			cli.OsExiter(exitInvalid)
+		},
 		// --version and `nexmux version` print the same build info.
 		Version: shortVersion(),
 		Commands: []*cli.Command{
@@ -202,21 +224,35 @@ func newApp() *cli.App {
 				Name:  "discover",
 				Usage: "read Nexus's docker repositories over its REST API and print a ready-to-use mapping",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx])", Required: true, EnvVars: env("nexus")},
-					&cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings", Required: true, EnvVars: env("user")},
-					&cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps)", Required: true, EnvVars: env("password-file")},
+					// Required in Action, not by urfave/cli: its check stops
+					// there (exit 1), before the other problems are seen.
+					&cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx]) (required)", EnvVars: env("nexus")},
+					&cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings (required)", EnvVars: env("user")},
+					&cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps) (required)", EnvVars: env("password-file")},
 					&cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")},
 					&cli.StringFlag{Name: "format", Value: "flags", Usage: "flags or yaml", EnvVars: env("format")},
 				},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
+					var errs []error
+					for _, name := range []string{"nexus", "user", "password-file"} {
+						if c.String(name) == "" {
+							errs = append(errs, fmt.Errorf("--%s is required", name))
+						}
+					}
 					format := c.String("format")
 					if format != "flags" && format != "yaml" {
-						return invalid(fmt.Errorf("format %q: want flags or yaml", format))
+						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", format))
 					}
-					pw, err := os.ReadFile(c.String("password-file"))
-					if err != nil {
-						return invalid(fmt.Errorf("password-file: %v", err))
+					var pw []byte
+					if f := c.String("password-file"); f != "" {
+						var err error
+						if pw, err = os.ReadFile(f); err != nil {
+							errs = append(errs, fmt.Errorf("password-file: %v", err))
+						}
+					}
+					if err := errlist.Join(errs...); err != nil {
+						return invalid(err)
 					}
 					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), strings.TrimRight(string(pw), "\r\n"))
 					if err != nil {

@@ -185,3 +185,71 @@ func TestBadConfigurationTable(t *testing.T) {
 		t.Fatalf("exit %d, %d lines:\n%s", code, len(lines), errs)
 	}
 }
+
+// An unparsable int, duration or bool, on the command line or in the
+// environment, is listed with every other problem, not instead of them.
+func TestUnparsableValuesListedWithEveryOtherProblem(t *testing.T) {
+	crt, key := certFiles(t)
+	t.Setenv("NEXMUX_IDLE_TIMEOUT", "soon")
+	_, errs, code := run(t, "check", "--cert", crt, "--key", key,
+		"--max-conns", "many", "--health-interval", "often", "--port-tls-only=maybe", "--route", "bad")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{`max-conns "many"`, `health-interval "often"`, `port-tls-only "maybe"`,
+		`idle-timeout "soon" (from NEXMUX_IDLE_TIMEOUT)`, `route "bad"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	// A bare bool flag is still true, and a valid value still applies.
+	t.Setenv("NEXMUX_IDLE_TIMEOUT", "")
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=r", "--no-memory-trim", "--max-conns", "0x40")
+	if code != 0 || !strings.Contains(out, "a.example.com") {
+		t.Fatalf("valid flags: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// A zero duration or count whose real default is applied later (and named
+// in the usage) is not shown as "(default: 0s)" in help.
+func TestHelpShowsNoZeroDefaultForBuiltInDefaults(t *testing.T) {
+	out, errs, _ := run(t, "serve", "--help")
+	for _, line := range strings.Split(out+errs, "\n") {
+		if strings.Contains(line, "--health-interval") || strings.Contains(line, "--upstream-max-conns") {
+			if strings.Contains(line, "(default: 0") {
+				t.Errorf("help contradicts the usage's default: %s", line)
+			}
+		}
+	}
+	if !strings.Contains(out+errs, "--health-interval") {
+		t.Fatalf("no --health-interval in help:\n%s%s", out, errs)
+	}
+}
+
+// discover lists every missing or bad flag at once, and a misspelt command
+// is a usage error: exit status 2 like every other one.
+func TestDiscoverAndUnknownCommandAreUsageErrors(t *testing.T) {
+	_, errs, code := run(t, "discover", "--format", "xml", "--password-file", "/nonexistent/pw")
+	if code != exitInvalid {
+		t.Fatalf("discover: exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"--nexus is required", "--user is required", `format "xml"`, "/nonexistent/pw"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("discover: stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	_, errs, code = run(t, "serv")
+	if code != exitInvalid || !strings.Contains(errs, `unknown command "serv"`) {
+		t.Fatalf("unknown command: exit %d:\n%s", code, errs)
+	}
+}
+
+// A stray argument ends flag parsing; the flags after it must not be
+// dropped silently.
+func TestStrayArgumentIsAnError(t *testing.T) {
+	crt, key := certFiles(t)
+	_, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=r", "--bind-ports", "true", "--port", "8082=team-a")
+	if code != exitInvalid || !strings.Contains(errs, `unexpected argument "true"`) {
+		t.Fatalf("exit %d, want %d and the argument named:\n%s", code, exitInvalid, errs)
+	}
+}

@@ -55,12 +55,16 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 		var flagVal, yamlVal string
 		var flagDefault any
 		switch f := f.(type) {
-		case *cli.BoolFlag:
-			flagVal, yamlVal, flagDefault = "true", "true", f.Value
-		case *cli.DurationFlag:
-			flagVal, yamlVal, flagDefault = "7s", "7s", f.Value
-		case *cli.IntFlag:
-			flagVal, yamlVal, flagDefault = "7", "7", f.Value
+		case *typedFlag:
+			flagDefault = f.def
+			switch f.def.(type) {
+			case bool:
+				flagVal, yamlVal = "true", "true"
+			case time.Duration:
+				flagVal, yamlVal = "7s", "7s"
+			case int:
+				flagVal, yamlVal = "7", "7"
+			}
 		case *cli.StringSliceFlag:
 			flagVal, yamlVal = "seven", "[seven]"
 			var d []string

@@ -195,6 +195,11 @@ func hostileCases() []hostileCase {
 		{name: "two Content-Lengths", raw: "POST /v2/ HTTP/1.1\r\nHost: {A}\r\nContent-Length: 0\r\nContent-Length: 48\r\n\r\nGET /service/rest/v1/status HTTP/1.1\r\nHost: {A}\r\n\r\n", want: 400},
 		{name: "pipelined request after a benign one", raw: "GET /v2/ HTTP/1.1\r\nHost: {A}\r\n\r\nGET /service/rest/v1/status HTTP/1.1\r\nHost: {A}\r\n\r\n", n: 2, want: 401, want2: 404, reach: reachMay},
 		{name: "HTTP/1.0 without Host", raw: "GET /v2/ HTTP/1.0\r\n\r\n", want: 421},
+		// A client waiting for "100 Continue" before its body must get
+		// nexmux's refusal at once, not wait for a 100 that never comes.
+		{name: "Expect 100-continue outside the registry API", raw: "POST /service/rest/v1/script HTTP/1.1\r\nHost: {A}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", want: 404},
+		{name: "Expect 100-continue with another team's Host", raw: "PUT /v2/app/manifests/1 HTTP/1.1\r\nHost: {B}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", want: 421},
+		{name: "Expect 100-continue with dot segments", raw: "PATCH /v2/../x HTTP/1.1\r\nHost: {A}\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n", want: 400},
 		{name: "HTTP/0.9-style request line", raw: "GET /service/rest/v1/status\r\n\r\n", want: 400},
 
 		// Size limits (MaxHeaderBytes 64 KiB).

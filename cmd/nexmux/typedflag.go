@@ -1,0 +1,129 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// typedFlag is the flag of an int, duration or bool setting. It keeps the
+// text it is given and loadConfig parses it, so one run reports every
+// unparsable value together with every other problem: flag.FlagSet and
+// urfave/cli's typed flags stop at the first value they cannot parse.
+type typedFlag struct {
+	cli.GenericFlag
+	def     any    // the setting's default: int, time.Duration or bool
+	defText string // shown as "(default: ...)"; empty shows none
+	v       *rawValue
+}
+
+// rawValue is a typedFlag's value: the text given and where it came from.
+type rawValue struct {
+	text   string
+	env    string // the environment variable text came from; "" for the command line
+	isBool bool
+}
+
+func (v *rawValue) Set(s string) error { v.text, v.env = s, ""; return nil }
+
+func (v *rawValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return v.text
+}
+
+// IsBoolFlag lets flag.FlagSet take a bare --name as --name=true.
+func (v *rawValue) IsBoolFlag() bool { return v != nil && v.isBool }
+
+// newTypedFlag is the flag of a setting whose default def is an int, a
+// time.Duration or a bool. Help shows defText, the effective default, when
+// set; otherwise a zero int or duration whose usage names its own default
+// (a built-in one applied later) shows no "(default: 0s)".
+func newTypedFlag(name, usage, defText string, envs []string, def any) *typedFlag {
+	_, isBool := def.(bool)
+	v := &rawValue{isBool: isBool}
+	f := &typedFlag{def: def, v: v, defText: defText}
+	switch {
+	case defText != "":
+		// the effective default, where the zero value means "built in"
+	case (def == 0 || def == time.Duration(0)) && strings.Contains(usage, "(default "):
+		// the usage says it
+	default:
+		f.defText = fmt.Sprint(def)
+	}
+	f.GenericFlag = cli.GenericFlag{Name: name, Usage: usage, EnvVars: envs, Value: v}
+	return f
+}
+
+// TakesValue is false for a bool flag, so help shows no placeholder.
+func (f *typedFlag) TakesValue() bool { return !f.v.isBool }
+
+func (f *typedFlag) GetDefaultText() string { return f.defText }
+
+// String is the help line; GenericFlag's own would format the embedded
+// flag, not these overrides.
+func (f *typedFlag) String() string { return cli.FlagStringer(f) }
+
+// Apply reads the environment variable, then registers the value; neither
+// can fail.
+func (f *typedFlag) Apply(set *flag.FlagSet) error {
+	for _, e := range f.EnvVars {
+		val, ok := os.LookupEnv(e)
+		if !ok {
+			continue
+		}
+		// urfave/cli's own rules: an empty variable is false for a bool
+		// flag and ignored for the others.
+		if val == "" && !f.v.isBool {
+			break
+		}
+		if val == "" {
+			val = "false"
+		}
+		f.v.text, f.v.env = val, e
+		f.HasBeenSet = true
+		break
+	}
+	set.Var(f.v, f.Name, f.Usage)
+	return nil
+}
+
+// parse returns the value, of the default's type, or an error naming the
+// flag (and the environment variable the text came from).
+func (v *rawValue) parse(name string, def any) (any, error) {
+	var val any
+	var err error
+	switch def.(type) {
+	case int:
+		var n int64
+		if n, err = strconv.ParseInt(v.text, 0, strconv.IntSize); err == nil {
+			val = int(n)
+		} else {
+			err = fmt.Errorf("want a whole number")
+		}
+	case time.Duration:
+		if val, err = time.ParseDuration(v.text); err != nil {
+			err = fmt.Errorf("want a duration such as 30s or 2m")
+		}
+	case bool:
+		if val, err = strconv.ParseBool(v.text); err != nil {
+			err = fmt.Errorf("want true or false")
+		}
+	default:
+		panic(fmt.Sprintf("flag %s: no typed value for a %T", name, def))
+	}
+	if err != nil {
+		from := ""
+		if v.env != "" {
+			from = " (from " + v.env + ")"
+		}
+		return nil, fmt.Errorf("%s %q%s: %v", name, v.text, from, err)
+	}
+	return val, nil
+}
