@@ -473,17 +473,9 @@ func socksClient(st *stack) *http.Client {
 // a closed stream's place comes back exactly once.
 func TestConnectOverMaxConns(t *testing.T) {
 	st := start(t, config{maxConns: 1})
-	code, held, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
-	if err != nil || code != replySucceeded {
-		t.Fatalf("CONNECT under the limit: reply %d, %v", code, err)
-	}
-	code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
-	refusedInSOCKS(t, code, c, err)
-	if n := st.refusedFor(mux.ReasonMaxConns); n != 1 {
-		t.Errorf("%d max_conns refusals counted, want 1", n)
-	}
+	held := holdThenRefused(t, st, mux.ReasonMaxConns)
 	// A real client sees the refusal as such.
-	_, err = socksClient(st).Get("https://team-a.nexmux.test/v2/")
+	_, err := socksClient(st).Get("https://team-a.nexmux.test/v2/")
 	if err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("Go's SOCKS5 client over the limit: %v, want connection refused", err)
 	}
@@ -521,6 +513,7 @@ func TestConnectOverMaxConns(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// ...and exactly one place: with one stream open, the next is refused.
+	var code byte
 	for {
 		code, held, err = connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
 		if err == nil && code == replySucceeded {
@@ -531,7 +524,7 @@ func TestConnectOverMaxConns(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	code, c, err = connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
 	refusedInSOCKS(t, code, c, err)
 	tlsGet(t, st, held)
 }
@@ -541,15 +534,7 @@ func TestConnectOverMaxConns(t *testing.T) {
 // is not, and the admitted stream is not counted twice by routing.
 func TestConnectOverMaxConnsPerClient(t *testing.T) {
 	st := start(t, config{maxConnsPerClient: 1})
-	code, held, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
-	if err != nil || code != replySucceeded {
-		t.Fatalf("first CONNECT: reply %d, %v", code, err)
-	}
-	code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
-	refusedInSOCKS(t, code, c, err)
-	if n := st.refusedFor(mux.ReasonPerClient); n != 1 {
-		t.Errorf("%d max_conns_per_client refusals counted, want 1", n)
-	}
+	held := holdThenRefused(t, st, mux.ReasonPerClient)
 	line := ""
 	for _, l := range strings.Split(st.logs.String(), "\n") {
 		if strings.Contains(l, "reason="+mux.ReasonPerClient) {
@@ -572,4 +557,21 @@ func TestConnectOverMaxConnsPerClient(t *testing.T) {
 	if n := st.refusedFor(mux.ReasonPerClient); n != 1 {
 		t.Errorf("%d max_conns_per_client refusals counted, want only the one", n)
 	}
+}
+
+// holdThenRefused opens one CONNECT that fills the limit and returns it
+// held open; a second one from the same client must be refused in SOCKS
+// and counted once with reason.
+func holdThenRefused(t *testing.T, st *stack, reason string) net.Conn {
+	t.Helper()
+	code, held, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT under the limit: reply %d, %v", code, err)
+	}
+	code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	refusedInSOCKS(t, code, c, err)
+	if n := st.refusedFor(reason); n != 1 {
+		t.Errorf("%d %s refusals counted, want 1", n, reason)
+	}
+	return held
 }
