@@ -54,6 +54,14 @@ func TestRefusals(t *testing.T) {
 			}
 			return "decode_error alert"
 		}, "decode_error alert"},
+		{"plain HTTP on the TLS port", mux.ReasonNotTLS, func(t *testing.T, c net.Conn) string {
+			_, _ = c.Write([]byte("GET /v2/ HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n"))
+			return string(readUntilClosed(t, c))
+		}, `400 Bad Request`},
+		{"plain HTTP on the TLS port: a Registry-API error", mux.ReasonNotTLS, func(t *testing.T, c net.Conn) string {
+			_, _ = c.Write([]byte("HEAD /v2/app/manifests/latest HTTP/1.1\r\nHost: x\r\n\r\n"))
+			return string(readUntilClosed(t, c))
+		}, `{"errors":[{"code":"UNSUPPORTED","message":"nexmux: this port serves HTTPS only"`},
 		{"SSH on the TLS port", mux.ReasonNotTLS, func(t *testing.T, c net.Conn) string {
 			_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
 			return string(readUntilClosed(t, c)) + "closed"

@@ -103,6 +103,13 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	}
 	d = decision{conn: c, raw: raw, info: info, state: st, peer: log.peer}
 	if first[0] != sni.RecordTypeHandshake {
+		if rt == nil && looksLikeHTTP(rr.buf) {
+			// A registry client configured with http:// (or curl without
+			// https) reads why, in the error format docker prints.
+			log.refuse(ReasonNotTLS, "plain HTTP on the TLS listener", "first_byte", fmt.Sprintf("%#02x", first[0]))
+			refusePlainHTTP(c)
+			return d, false
+		}
 		if rt == nil || rt.Passthrough != "" {
 			log.refuse(ReasonNotTLS, "neither TLS nor plain HTTP on a port route", "first_byte", fmt.Sprintf("%#02x", first[0]))
 			return d, false
