@@ -37,15 +37,17 @@ func TestListenRefusesOtherProtocols(t *testing.T) {
 		reason  string
 		minWait time.Duration // the close must not come before this
 		alert   bool          // a TLS decode_error alert comes back
+		answer  string        // a plain-HTTP answer comes back, containing this
 	}{
-		{"http", []byte("GET / HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"), "not_tls", 0, false},
-		{"ssh", []byte("SSH-2.0-x\r\n"), "not_tls", 0, false},
-		{"random", rnd, "not_tls", 0, false},
-		{"sslv2-like", []byte{0x16, 0x02, 0x00, 0x00, 0x20, 1, 2, 3}, "not_tls", 0, false},
-		{"malformed hello", []byte{0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 1, 2, 3, 4}, "malformed_hello", 0, true},
-		{"silent", nil, "timeout", 900 * time.Millisecond, false},
-		{"partial hello", []byte{0x16, 0x03, 0x01, 0x06, 0x00, 0x01, 0x00, 0x05}, "timeout", 900 * time.Millisecond, false},
-		{"one byte", []byte{0x16}, "timeout", 900 * time.Millisecond, false},
+		{"http", []byte("GET / HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"), "not_tls", 0, false,
+			`"code":"UNSUPPORTED","message":"nexmux: this port serves HTTPS only"`},
+		{"ssh", []byte("SSH-2.0-x\r\n"), "not_tls", 0, false, ""},
+		{"random", rnd, "not_tls", 0, false, ""},
+		{"sslv2-like", []byte{0x16, 0x02, 0x00, 0x00, 0x20, 1, 2, 3}, "not_tls", 0, false, ""},
+		{"malformed hello", []byte{0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 1, 2, 3, 4}, "malformed_hello", 0, true, ""},
+		{"silent", nil, "timeout", 900 * time.Millisecond, false, ""},
+		{"partial hello", []byte{0x16, 0x03, 0x01, 0x06, 0x00, 0x01, 0x00, 0x05}, "timeout", 900 * time.Millisecond, false, ""},
+		{"one byte", []byte{0x16}, "timeout", 900 * time.Millisecond, false, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,7 +68,12 @@ func TestListenRefusesOtherProtocols(t *testing.T) {
 				t.Fatalf("closed after %v, before the handshake timeout", elapsed)
 			}
 			wantAlert := []byte{21, 3, 3, 0, 2, 2, 50}
-			if tc.alert != bytes.Equal(got, wantAlert) || (!tc.alert && len(got) > 0) {
+			switch {
+			case tc.answer != "":
+				if !bytes.HasPrefix(got, []byte("HTTP/1.1 400 ")) || !bytes.Contains(got, []byte(tc.answer)) {
+					t.Fatalf("got %q back, want a 400 with %s", got, tc.answer)
+				}
+			case tc.alert != bytes.Equal(got, wantAlert) || (!tc.alert && len(got) > 0):
 				t.Fatalf("got %x back", got)
 			}
 			waitLog(t, logs, client, "reason="+tc.reason)
