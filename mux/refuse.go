@@ -25,6 +25,7 @@ const (
 	ReasonProxyHeader = "proxy_header"
 	ReasonClosed      = "closed"
 	ReasonMaxConns    = "max_conns"
+	ReasonHandshake   = "tls_handshake"
 )
 
 // connLog describes a connection for the one line written when it is

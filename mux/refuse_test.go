@@ -54,6 +54,19 @@ func TestRefusals(t *testing.T) {
 			}
 			return "decode_error alert"
 		}, "decode_error alert"},
+		{"client rejects the certificate", mux.ReasonHandshake, func(t *testing.T, c net.Conn) string {
+			return tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test"}).Handshake().Error()
+		}, "certificate signed by unknown authority"},
+		{"TLS 1.1 only", mux.ReasonHandshake, func(t *testing.T, c net.Conn) string {
+			cfg := m.tlsConfig("team-a.nexmux.test")
+			cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+			return tls.Client(c, cfg).Handshake().Error()
+		}, "protocol version not supported"},
+		{"no common application protocol", mux.ReasonHandshake, func(t *testing.T, c net.Conn) string {
+			cfg := m.tlsConfig("team-a.nexmux.test")
+			cfg.NextProtos = []string{"smtp"}
+			return tls.Client(c, cfg).Handshake().Error()
+		}, "no application protocol"},
 		{"plain HTTP on the TLS port", mux.ReasonNotTLS, func(t *testing.T, c net.Conn) string {
 			_, _ = c.Write([]byte("GET /v2/ HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n"))
 			return string(readUntilClosed(t, c))

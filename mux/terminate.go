@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
@@ -26,7 +27,13 @@ func (t terminate) serve(d decision) {
 	if d.tls {
 		d.info.Writes = rc
 		d.info.Reads = rc
-		c = tls.Server(rc, t.s.tlsConfig)
+		tc := tls.Server(rc, t.s.tlsConfig)
+		if !t.handshake(tc, d) {
+			t.s.track.RemoveConn(d.raw)
+			d.raw.Close()
+			return
+		}
+		c = tc
 	}
 	t.s.live.addHTTP(c, &liveConn{info: d.info, peer: d.peer, idle: true, close: func() { c.Close() }})
 	// From here on http.Server tracks and closes the connection.
@@ -36,6 +43,33 @@ func (t terminate) serve(d decision) {
 		t.s.connState(c, http.StateClosed)
 		d.raw.Close()
 	}
+}
+
+// handshake runs the TLS handshake here rather than in net/http, so that a
+// failure (a client that rejects the certificate, an old protocol version,
+// no common cipher or ALPN) is logged and counted like every other refusal
+// instead of only at debug level. --header-timeout bounds it, as net/http
+// would.
+func (t terminate) handshake(tc *tls.Conn, d decision) bool {
+	dl := time.Now().Add(t.s.opts.HeaderTimeout)
+	_ = tc.SetDeadline(dl)
+	err := tc.HandshakeContext(t.s.life)
+	if err == nil {
+		_ = tc.SetDeadline(time.Time{})
+		return true
+	}
+	log := &connLog{s: t.s, info: d.info, peer: d.peer}
+	switch reason := reasonFor(err); reason {
+	case ReasonClosed:
+		// Probes that check the certificate and hang up.
+		log.logger().Debug("connection closed during the TLS handshake", "reason", reason, "err", err)
+		t.s.countRefused(reason)
+	case ReasonTimeout:
+		log.refuse(reason, "TLS handshake not finished before --header-timeout", "err", err)
+	default:
+		log.refuse(ReasonHandshake, "TLS handshake failed", "err", err)
+	}
+	return false
 }
 
 // certificate picks the certificate from the state the connection was
