@@ -4,11 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // typedFlag is the flag of an int, duration or bool setting. It keeps the
@@ -97,27 +98,7 @@ func (f *typedFlag) Apply(set *flag.FlagSet) error {
 // parse returns the value, of the default's type, or an error naming the
 // flag (and the environment variable the text came from).
 func (v *rawValue) parse(name string, def any) (any, error) {
-	var val any
-	var err error
-	switch def.(type) {
-	case int:
-		var n int64
-		if n, err = strconv.ParseInt(v.text, 0, strconv.IntSize); err == nil {
-			val = int(n)
-		} else {
-			err = fmt.Errorf("want a whole number")
-		}
-	case time.Duration:
-		if val, err = time.ParseDuration(v.text); err != nil {
-			err = fmt.Errorf("want a duration such as 30s or 2m")
-		}
-	case bool:
-		if val, err = strconv.ParseBool(v.text); err != nil {
-			err = fmt.Errorf("want true or false")
-		}
-	default:
-		panic(fmt.Sprintf("flag %s: no typed value for a %T", name, def))
-	}
+	val, err := config.ParseText(def, v.text)
 	if err != nil {
 		from := ""
 		if v.env != "" {

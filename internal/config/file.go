@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -126,18 +127,60 @@ func decode(s *Setting, n *yaml.Node) (any, error) {
 		var v stringList
 		err = n.Decode(&v)
 		return []string(v), err
+	}
+	v, err := decodeTyped(s, n)
+	if err != nil && n.Kind == yaml.ScalarNode && n.Tag == "!!str" {
+		// A quoted value ("100", "true") is the text the flag takes.
+		pv, perr := ParseText(s.def, n.Value)
+		if perr != nil {
+			return nil, fmt.Errorf("line %d: %q: %w", n.Line, n.Value, perr)
+		}
+		return pv, nil
+	}
+	return v, err
+}
+
+// decodeTyped reads a YAML int, duration or bool.
+func decodeTyped(s *Setting, n *yaml.Node) (any, error) {
+	switch s.def.(type) {
 	case bool:
 		var v bool
-		err = n.Decode(&v)
+		err := n.Decode(&v)
 		return v, err
 	case time.Duration:
 		var v time.Duration
-		err = n.Decode(&v)
+		err := n.Decode(&v)
 		return v, err
 	case int:
 		var v int
-		err = n.Decode(&v)
+		err := n.Decode(&v)
 		return v, err
 	}
 	panic(fmt.Sprintf("config: setting %s has a default of type %T", s.Name, s.def))
+}
+
+// ParseText reads text as the command line and the environment give it,
+// into a value of def's type: an int, a time.Duration or a bool.
+func ParseText(def any, text string) (any, error) {
+	switch def.(type) {
+	case int:
+		n, err := strconv.ParseInt(text, 0, strconv.IntSize)
+		if err != nil {
+			return nil, errors.New("want a whole number")
+		}
+		return int(n), nil
+	case time.Duration:
+		d, err := time.ParseDuration(text)
+		if err != nil {
+			return nil, errors.New("want a duration such as 30s or 2m")
+		}
+		return d, nil
+	case bool:
+		b, err := strconv.ParseBool(text)
+		if err != nil {
+			return nil, errors.New("want true or false")
+		}
+		return b, nil
+	}
+	panic(fmt.Sprintf("config: no text form for a %T", def))
 }

@@ -120,6 +120,16 @@ func TestApplyFileValues(t *testing.T) {
 			}},
 		{"bool", "bind-ports: false\n",
 			func(c *Config) bool { return !c.BindPorts }},
+		// Values are what the flag takes: quoted text works as on the
+		// command line.
+		{"quoted int", "max-conns: \"100\"\n",
+			func(c *Config) bool { return c.MaxConns == 100 }},
+		{"quoted bool", "bind-ports: \"false\"\n",
+			func(c *Config) bool { return !c.BindPorts }},
+		{"quoted bool true", "port-tls-only: \"true\"\n",
+			func(c *Config) bool { return c.PortTLSOnly }},
+		{"YAML 1.1 bool", "port-tls-only: yes\n",
+			func(c *Config) bool { return c.PortTLSOnly }},
 		{"empty string", "default-route: \"\"\n",
 			func(c *Config) bool { return c.DefaultRoute == "" }},
 	} {
@@ -166,6 +176,7 @@ func TestApplyFileErrors(t *testing.T) {
 		{"duration without unit", "handshake-timeout: 10\n", []string{"line 1", "time.Duration"}},
 		{"duration garbage", "idle-timeout: soon\n", []string{"soon"}},
 		{"int garbage", "max-conns: many\n", []string{"many"}},
+		{"quoted int garbage", "max-conns: \"12x\"\n", []string{"line 1", "12x", "want a whole number"}},
 		{"bool garbage", "bind-ports: maybe\n", []string{"maybe"}},
 		{"list for a scalar", "log-level: info\nlisten: [\":8443\", \":9443\"]\n", []string{"line 2"}},
 		{"not a mapping", "- route\n", []string{"config"}},
