@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,6 +106,13 @@ func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 		return "", "", "", "", errors.New(why)
 	}
 	h, port := strings.ToLower(strings.TrimSuffix(p.Hostname(), ".")), p.Port()
+	if port != "" {
+		// url.Parse checks only that a port is digits: 0 and 99999 would
+		// fail at the first dial instead of at start.
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", "", "", "", fmt.Errorf("port %s is not 1-65535", port)
+		}
+	}
 	if port == "" {
 		port = "80"
 		if scheme == "https" {

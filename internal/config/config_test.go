@@ -203,7 +203,10 @@ func TestBuildProblems(t *testing.T) {
 		{"port route on the listen port", func(c *Config) { c.Port = []string{"8443=team-a"} }, []string{"--listen port"}},
 		{"no upstream", func(c *Config) { c.Upstream = nil }, []string{"at least one Nexus"}},
 		{"upstream with credentials", func(c *Config) { c.Upstream = []string{"http://admin:admin123@nexus:8081"} }, []string{"no query, fragment or credentials"}},
-		{"upstreams with different context paths", func(c *Config) { c.Upstream = []string{"http://n1:8081/nexus", "http://n2:8081/"} }, []string{"context path"}},
+		{"upstream ports out of range, each listed", func(c *Config) {
+			c.Upstream = []string{"http://n1:99999", "http://n2:0", "https://n3:65535"}
+		}, []string{`upstream "http://n1:99999": port 99999 is not 1-65535`, `upstream "http://n2:0": port 0 is not 1-65535`}},
+				{"upstreams with different context paths", func(c *Config) { c.Upstream = []string{"http://n1:8081/nexus", "http://n2:8081/"} }, []string{"context path"}},
 		{"HA settings, every problem at once", func(c *Config) {
 			short := filepath.Join(dir, "short.secret")
 			if err := os.WriteFile(short, []byte("tiny\n"), 0o600); err != nil {
