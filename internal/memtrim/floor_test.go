@@ -28,6 +28,9 @@ func TestHeapFloorRaisesTheGoal(t *testing.T) {
 	if goal1 := heapGoal(); goal1 < goal0+100*mib {
 		t.Fatalf("heap goal %d MiB before a 64 MiB floor, %d MiB with it", goal0/mib, goal1/mib)
 	}
+	// Without -race the compiler may keep f in registers and drop the
+	// slice before the collection above; this keeps it reachable there.
+	runtime.KeepAlive(f)
 	f.Release()
 	runtime.GC()
 	if goal2 := heapGoal(); goal2 > goal0+32*mib {
