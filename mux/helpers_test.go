@@ -34,6 +34,7 @@ type muxConfig struct {
 	cert              *tls.Certificate // instead of the CA's ECDSA *.nexmux.test
 	passthroughIdle   time.Duration
 	portTLSOnly       bool
+	maxHeaderBytes    int
 }
 
 // muxServer is a mux.Server serving on loopback.
@@ -107,8 +108,19 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 		MaxConnsPerClient:      mc.maxConnsPerClient,
 		PassthroughIdleTimeout: mc.passthroughIdle,
 		PortTLSOnly:            mc.portTLSOnly,
+		MaxHeaderBytes:         mc.maxHeaderBytes,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ci := l7.FromContext(r.Context())
+			if r.TLS != nil {
+				w.Header().Set("X-Request-TLS", r.TLS.ServerName)
+			}
+			if r.URL.Path == "/plain-error" {
+				// A handler's own plain-text 400 is the handler's answer,
+				// never rewritten like net/http's.
+				w.Header().Set("Connection", "close")
+				http.Error(w, "400 Bad Request", http.StatusBadRequest)
+				return
+			}
 			w.Header().Set("X-Route", ci.Route.Key)
 			w.Header().Set("X-By-Port", fmt.Sprint(ci.ByPort))
 			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)

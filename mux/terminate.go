@@ -35,6 +35,21 @@ func (t terminate) serve(d decision) {
 		}
 		c = tc
 	}
+	if tc, ok := c.(*tls.Conn); !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
+		log := &connLog{s: t.s, info: d.info, peer: d.peer}
+		refused := func(status int, detail string) {
+			args := []any{"status", status}
+			if detail != "" {
+				args = append(args, "detail", detail)
+			}
+			log.logger().Info("request refused: net/http could not parse it", args...)
+		}
+		if ok {
+			c = &h1TLSConn{Conn: tc, refused: refused}
+		} else {
+			c = &h1Conn{Conn: c, refused: refused}
+		}
+	}
 	t.s.live.addHTTP(c, &liveConn{info: d.info, peer: d.peer, idle: true, close: func() { c.Close() }})
 	// From here on http.Server tracks and closes the connection.
 	handedOff := t.s.conns.put(c)
@@ -87,8 +102,13 @@ func (s *Server) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 
 // connContext gives every request the routing decision of its connection.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	// *tls.Conn, h1Conn and h1TLSConn all wrap the routed connection.
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
 	}
 	if rc, ok := c.(*routedConn); ok {
 		return l7.NewContext(ctx, rc.info)

@@ -1,0 +1,125 @@
+package mux
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// net/http answers a request it cannot parse (a bad request line or header,
+// a missing Host, headers over --max-header-bytes, HTTP/9.9, an unknown
+// Transfer-Encoding) itself, in plain text, before any handler runs.
+// Registry clients print a Registry-API JSON error and little else, so the
+// HTTP/1 server is given its connection through h1Conn or h1TLSConn, which
+// recognise those answers by their exact shape and send the same status as
+// JSON. HTTP/2 connections stay *tls.Conn: net/http's HTTP/2 server answers
+// with stream errors, not bodies.
+
+// netHTTPErrorHeaders is what net/http writes between the status line and
+// the body of those answers (conn.serve in net/http/server.go).
+const netHTTPErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+
+// maxNetHTTPErrorLine bounds those answers' status line ("400 Bad Request:
+// missing required Host header" is the longest).
+const maxNetHTTPErrorLine = 96
+
+// h1Conn carries a plain-HTTP port route's connection.
+type h1Conn struct {
+	net.Conn
+	refused func(status int, detail string)
+}
+
+func (c *h1Conn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, c.refused) }
+
+// NetConn returns the routed connection (connContext unwraps with it).
+func (c *h1Conn) NetConn() net.Conn { return c.Conn }
+
+// h1TLSConn carries a terminated TLS connection that negotiated HTTP/1.x.
+// Its promoted ConnectionState gives requests their Request.TLS.
+type h1TLSConn struct {
+	*tls.Conn
+	refused func(status int, detail string)
+}
+
+func (c *h1TLSConn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, c.refused) }
+
+func writeH1(c net.Conn, b []byte, refused func(int, string)) (int, error) {
+	status, detail, ok := parseNetHTTPError(b)
+	if !ok {
+		return c.Write(b)
+	}
+	if refused != nil {
+		refused(status, detail)
+	}
+	if _, err := c.Write(registryErrorResponse(status, detail)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// parseNetHTTPError reports whether b is exactly one of net/http's own
+// answers, and its status and detail ("invalid header name"). Anything
+// else, a handler's response included (net/http sorts its header lines, so
+// Connection would come before Content-Type, and adds Date), is not.
+func parseNetHTTPError(b []byte) (status int, detail string, ok bool) {
+	const pre = "HTTP/1.1 "
+	if !bytes.HasPrefix(b, []byte(pre)) {
+		return 0, "", false
+	}
+	// The status line is short; a large body write is not scanned.
+	head := b[:min(len(b), len(pre)+maxNetHTTPErrorLine+len(netHTTPErrorHeaders))]
+	i := bytes.Index(head, []byte(netHTTPErrorHeaders))
+	if i < 0 {
+		return 0, "", false
+	}
+	line, body := string(b[len(pre):i]), string(b[i+len(netHTTPErrorHeaders):])
+	if body != line && (line != "501 Not Implemented" || body != "Unsupported transfer encoding") {
+		return 0, "", false
+	}
+	if len(line) < 4 || line[3] != ' ' {
+		return 0, "", false
+	}
+	status, err := strconv.Atoi(line[:3])
+	if err != nil || status < 400 || status > 599 {
+		return 0, "", false
+	}
+	if _, d, found := strings.Cut(line, ": "); found {
+		detail = d
+	}
+	return status, detail, true
+}
+
+// registryErrorResponse is the Registry-API form of net/http's answer:
+// the same status, then the connection closes as net/http closes it.
+func registryErrorResponse(status int, detail string) []byte {
+	var msg string
+	switch status {
+	case http.StatusRequestHeaderFieldsTooLarge:
+		msg = "nexmux: the request headers are too large"
+	case http.StatusNotImplemented:
+		msg = "nexmux: unsupported Transfer-Encoding"
+	case http.StatusHTTPVersionNotSupported:
+		msg = "nexmux: unsupported HTTP version"
+	default:
+		msg = "nexmux: malformed HTTP request"
+		if detail != "" {
+			msg += ": " + detail
+		}
+	}
+	body, _ := json.Marshal(map[string]any{
+		"errors": []map[string]any{{"code": "UNSUPPORTED", "message": msg, "detail": nil}},
+	})
+	body = append(body, '\n')
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
+	b.WriteString("Content-Type: application/json\r\n")
+	b.WriteString("Docker-Distribution-Api-Version: registry/2.0\r\n")
+	b.WriteString("Connection: close\r\n")
+	b.WriteString("Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n")
+	b.Write(body)
+	return b.Bytes()
+}

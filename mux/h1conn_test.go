@@ -1,0 +1,168 @@
+package mux_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Requests net/http refuses before any handler runs get the Registry-API
+// JSON error with net/http's status, over TLS and on a plain-HTTP port
+// route, and the refusal is logged; everything else is untouched.
+func TestMalformedRequestsGetRegistryErrors(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, maxHeaderBytes: 4 << 10})
+	portLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.goServe(func() error { return m.srv.ServePort(portLn, 8082) })
+
+	const host = "Host: team-a.nexmux.test\r\n"
+	cases := []struct {
+		name    string
+		req     string
+		status  int
+		message string
+	}{
+		{"invalid header name", "GET /v2/ HTTP/1.1\r\n" + host + "Bad Header: x\r\n\r\n", 400, "malformed HTTP request: invalid header name"},
+		{"invalid header value", "GET /v2/ HTTP/1.1\r\n" + host + "X-A: a\x01b\r\n\r\n", 400, "malformed HTTP request"},
+		{"missing Host", "GET /v2/ HTTP/1.1\r\n\r\n", 400, "missing required Host header"},
+		{"two Host headers", "GET /v2/ HTTP/1.1\r\n" + host + host + "\r\n", 400, "malformed HTTP request"},
+		{"garbage request line", "GARBAGE\r\n\r\n", 400, "malformed HTTP request"},
+		{"HTTP/9.9", "GET /v2/ HTTP/9.9\r\n" + host + "\r\n", 505, "unsupported HTTP version"},
+		{"unknown Transfer-Encoding", "POST /v2/ HTTP/1.1\r\n" + host + "Transfer-Encoding: gzip\r\n\r\n", 501, "unsupported Transfer-Encoding"},
+		{"headers too large", "GET /v2/ HTTP/1.1\r\n" + host + "X-Big: " + strings.Repeat("a", 12<<10) + "\r\n\r\n", 431, "request headers are too large"},
+	}
+	dials := []struct {
+		name string
+		dial func(t *testing.T) net.Conn
+	}{
+		{"tls", func(t *testing.T) net.Conn {
+			cfg := m.tlsConfig("team-a.nexmux.test")
+			cfg.NextProtos = []string{"http/1.1"}
+			c, err := tls.Dial("tcp", m.addr, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}},
+		{"plain port route", func(t *testing.T) net.Conn {
+			c, err := net.Dial("tcp", portLn.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}},
+	}
+	for _, d := range dials {
+		for _, tc := range cases {
+			t.Run(d.name+"/"+tc.name, func(t *testing.T) {
+				c := d.dial(t)
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.WriteString(c, tc.req); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				if err != nil {
+					t.Fatalf("body: %v", err)
+				}
+				var e struct {
+					Errors []struct{ Code, Message string }
+				}
+				if err := json.Unmarshal(body, &e); err != nil {
+					t.Fatalf("%d %q: not JSON: %v", resp.StatusCode, body, err)
+				}
+				if resp.StatusCode != tc.status || resp.Header.Get("Content-Type") != "application/json" ||
+					resp.Header.Get("Docker-Distribution-Api-Version") != "registry/2.0" || !resp.Close ||
+					len(e.Errors) != 1 || e.Errors[0].Code != "UNSUPPORTED" || !strings.Contains(e.Errors[0].Message, tc.message) {
+					t.Fatalf("got %d %v %q; want %d with message containing %q", resp.StatusCode, resp.Header, body, tc.status, tc.message)
+				}
+				// net/http closes after its answer.
+				if n, err := c.Read(make([]byte, 1)); err == nil {
+					t.Fatalf("connection still open after the refusal (%d more bytes)", n)
+				}
+				waitLog(t, m, "client="+c.LocalAddr().String()+" ", "request refused")
+			})
+		}
+	}
+
+	// A handler's own plain-text error, and ordinary requests, are untouched;
+	// HTTP/1 requests over TLS still carry Request.TLS.
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", m.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /v2/ HTTP/1.1\r\n"+host+"\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Request-TLS") != "team-a.nexmux.test" {
+		t.Fatalf("ordinary request: %d, Request.TLS server name %q", resp.StatusCode, resp.Header.Get("X-Request-TLS"))
+	}
+	io.WriteString(c, "GET /plain-error HTTP/1.1\r\n"+host+"\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" || string(body) != "400 Bad Request\n" {
+		t.Fatalf("handler's own error was changed: %d %v %q", resp.StatusCode, resp.Header, body)
+	}
+
+	// HTTP/2 is served as before (net/http's HTTP/2 server needs the *tls.Conn).
+	h2 := &http.Transport{
+		TLSClientConfig:   m.tlsConfig("team-a.nexmux.test"),
+		ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, m.addr)
+		},
+	}
+	defer h2.CloseIdleConnections()
+	hc := &http.Client{Transport: h2, Timeout: 10 * time.Second}
+	req, _ := http.NewRequest("GET", "https://team-a.nexmux.test/v2/", nil)
+	resp, err = hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 || resp.Header.Get("X-Request-TLS") != "team-a.nexmux.test" {
+		t.Fatalf("HTTP/2: proto %s status %d Request.TLS %q", resp.Proto, resp.StatusCode, resp.Header.Get("X-Request-TLS"))
+	}
+}
+
+// waitLog waits for a log line holding both strings.
+func waitLog(t *testing.T, m *muxServer, a, b string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, l := range strings.Split(m.logs.String(), "\n") {
+			if strings.Contains(l, a) && strings.Contains(l, b) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q and %q:\n%s", a, b, m.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
