@@ -206,7 +206,7 @@ func TestBuildProblems(t *testing.T) {
 		{"upstream ports out of range, each listed", func(c *Config) {
 			c.Upstream = []string{"http://n1:99999", "http://n2:0", "https://n3:65535"}
 		}, []string{`upstream "http://n1:99999": port 99999 is not 1-65535`, `upstream "http://n2:0": port 0 is not 1-65535`}},
-				{"upstreams with different context paths", func(c *Config) { c.Upstream = []string{"http://n1:8081/nexus", "http://n2:8081/"} }, []string{"context path"}},
+		{"upstreams with different context paths", func(c *Config) { c.Upstream = []string{"http://n1:8081/nexus", "http://n2:8081/"} }, []string{"context path"}},
 		{"HA settings, every problem at once", func(c *Config) {
 			short := filepath.Join(dir, "short.secret")
 			if err := os.WriteFile(short, []byte("tiny\n"), 0o600); err != nil {
