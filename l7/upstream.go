@@ -93,27 +93,34 @@ func refused(err error) bool {
 
 // poolSet holds one slot semaphore per node host.
 type poolSet struct {
-	m syncMap[string, chan struct{}]
+	m syncMap[string, slot]
 }
 
 // acquire takes a slot on host, waiting at most poolQueueTimeout.
-func (u *Upstreams) acquire(ctx context.Context, host string) (func(), bool) {
+func (u *Upstreams) acquire(ctx context.Context, host string) (slot, bool) {
 	sem, ok := u.pools.m.Load(host)
 	if !ok {
-		sem, _ = u.pools.m.LoadOrStore(host, make(chan struct{}, u.maxConns))
+		sem, _ = u.pools.m.LoadOrStore(host, make(slot, u.maxConns))
 	}
+	s := sem
 	select {
-	case sem <- struct{}{}:
-		return func() { <-sem }, true
+	case s <- struct{}{}:
+		return s, true
 	default:
 	}
 	t := time.NewTimer(poolQueueTimeout)
 	defer t.Stop()
 	select {
-	case sem <- struct{}{}:
-		return func() { <-sem }, true
+	case s <- struct{}{}:
+		return s, true
 	case <-t.C:
 	case <-ctx.Done():
 	}
 	return nil, false
 }
+
+// slot is a node's --upstream-max-conns semaphore; acquire took one place.
+type slot chan struct{}
+
+// release gives the place back; once per successful acquire.
+func (s slot) release() { <-s }

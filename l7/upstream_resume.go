@@ -135,7 +135,7 @@ func (b *resumeBody) resume() error {
 		b.tries++
 		// A resume is one more request on n: it takes one of n's
 		// --upstream-max-conns slots like any other.
-		release, ok := b.f.up.acquire(b.r.Context(), n.Host)
+		sl, ok := b.f.up.acquire(b.r.Context(), n.Host)
 		if !ok {
 			b.node = n
 			continue
@@ -146,7 +146,7 @@ func (b *resumeBody) resume() error {
 		q.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, b.end))
 		q.Header.Del("If-Range")
 		begin := n.Begin()
-		end := func() { begin(); release() }
+		end := func() { begin(); sl.release() }
 		resp, err := b.f.next.RoundTrip(q)
 		if err != nil {
 			end()

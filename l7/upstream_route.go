@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nexmux/nexmux/upstream"
@@ -142,7 +143,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	var lastErr error
 	for i, n := range cands {
 		last := i == len(cands)-1
-		release, ok := f.up.acquire(r.Context(), n.Host)
+		sl, ok := f.up.acquire(r.Context(), n.Host)
 		if !ok {
 			if r.Context().Err() != nil {
 				return nil, r.Context().Err()
@@ -157,7 +158,18 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body,
 				msg: "nexmux: every connection to Nexus is busy; retry shortly"}
 		}
-		ctx, cancel := context.WithCancelCause(r.Context())
+		a := attempt{n: n, slot: sl}
+		ctx := r.Context()
+		stopWatch := func() bool { return false }
+		if alive := n.Alive(); !last && alive.Err() == nil {
+			// A node found down while its answer is awaited gives the
+			// request up so it moves on at once. Only where there is a
+			// next node: on the last, it would only turn an answer that
+			// may still come into an error. Already down: fail open.
+			ctx, a.cancel = context.WithCancelCause(ctx)
+			cancel := a.cancel
+			stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+		}
 		// A shallow copy: the transport never writes a request's headers,
 		// and a resume deep-copies its own (resumable).
 		out := r.WithContext(ctx)
@@ -171,18 +183,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		case sb != nil:
 			out.Body = sb.attempt(last)
 		}
-		stopWatch := func() bool { return false }
-		if alive := n.Alive(); alive.Err() == nil {
-			// Already down means fail open: nothing to watch for.
-			stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
-		}
-		end := n.Begin()
+		n.Start()
 		t0 := time.Now()
 		resp, err := f.next.RoundTrip(out)
 		stopWatch()
-		done := func() { end(); release(); cancel(nil) }
 		if err != nil {
-			done()
+			a.done()
 			switch {
 			case r.Context().Err() != nil:
 				return nil, err
@@ -219,7 +225,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			if move(last) {
 				resp.Body.Close()
-				done()
+				a.done()
 				suspects = append(suspects, suspect{n, "status " + resp.Status})
 				set.Failover(kind, "status")
 				continue
@@ -243,7 +249,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		if class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/") {
 			f.resumable(out, n, repo+"@"+digest, resp)
 		}
-		resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
+		resp.Body = &doneBody{ReadCloser: resp.Body, a: a}
 		return resp, nil
 	}
 	if lastErr == nil {
@@ -316,11 +322,11 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) *upstream.Node {
 			defer wg.Done()
 			// The question is a request on n: it takes one of n's
 			// --upstream-max-conns slots (waiting at most askTimeout).
-			release, ok := f.up.acquire(ctx, n.Host)
+			sl, ok := f.up.acquire(ctx, n.Host)
 			if !ok {
 				return
 			}
-			defer release()
+			defer sl.release()
 			q, err := http.NewRequestWithContext(ctx, http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
 			if err != nil {
 				return
@@ -352,16 +358,36 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) *upstream.Node {
 	}
 }
 
-// doneBody runs done once when the response body is finished with.
+// attempt is what one try on a node holds until its answer is finished
+// with: the node's in-flight count, its connection slot and, when the
+// request could move on, its cancellable context.
+type attempt struct {
+	n      *upstream.Node
+	slot   slot
+	cancel context.CancelCauseFunc
+}
+
+// done ends the attempt; once.
+func (a attempt) done() {
+	a.n.End()
+	a.slot.release()
+	if a.cancel != nil {
+		a.cancel(nil)
+	}
+}
+
+// doneBody ends its attempt once when the response body is finished with.
 type doneBody struct {
 	io.ReadCloser
-	done func()
-	once sync.Once
+	a      attempt
+	closed atomic.Bool
 }
 
 func (d *doneBody) Close() error {
 	err := d.ReadCloser.Close()
-	d.once.Do(d.done)
+	if d.closed.CompareAndSwap(false, true) {
+		d.a.done()
+	}
 	return err
 }
 

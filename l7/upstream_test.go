@@ -205,3 +205,60 @@ func TestUpstreamPoolOverflow(t *testing.T) {
 		t.Fatalf("%d requests reached the node", n.hits.Load())
 	}
 }
+
+// A request waiting on a node found down moves to the next node; on the
+// last node it may use, it keeps waiting: there is nowhere to move, and the
+// answer may still come (a Nexus paused by a long collection answers late).
+func TestNodeFoundDownWhileWaiting(t *testing.T) {
+	release := make(chan struct{})
+	type node struct {
+		*haNode
+		statusFails atomic.Bool
+	}
+	var nodes [2]*node
+	for i := range nodes {
+		nd := &node{}
+		name := string(rune('a' + i))
+		nd.haNode = startNode(t, func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
+				if nd.statusFails.Load() {
+					w.WriteHeader(http.StatusInternalServerError)
+				}
+				return
+			}
+			<-release
+			io.WriteString(w, "ok from "+name)
+		})
+		nodes[i] = nd
+	}
+	addr, up := haProxy(t, io.Discard, 0, nodes[0].haNode, nodes[1].haNode)
+	type answer struct {
+		status int
+		body   string
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil)
+		got <- answer{resp.StatusCode, body}
+	}()
+	hit := func(n *node) func() bool { return func() bool { return n.hits.Load() > 0 } }
+	waitUntil(t, "the request at a node", func() bool { return hit(nodes[0])() || hit(nodes[1])() })
+	first, second := nodes[0], nodes[1]
+	if !hit(first)() {
+		first, second = second, first
+	}
+	first.statusFails.Store(true)
+	waitUntil(t, "the request moved to the other node", hit(second))
+	second.statusFails.Store(true)
+	waitUntil(t, "both nodes found down", func() bool { ok, _ := up.Set().Readable(false); return !ok })
+	select {
+	case a := <-got:
+		t.Fatalf("the request on its last node was given up when the node was found down: %d %q", a.status, a.body)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	a := <-got
+	if a.status != http.StatusOK || !strings.HasPrefix(a.body, "ok from ") || second.hits.Load() != 1 {
+		t.Fatalf("got %d %q (hits on the last node %d)", a.status, a.body, second.hits.Load())
+	}
+}

@@ -182,10 +182,17 @@ func (n *Node) InFlight() int64 { return n.inFlight.Load() }
 
 // Begin counts a request sent to the node; the returned func ends it.
 func (n *Node) Begin() func() {
-	n.inFlight.Add(1)
+	n.Start()
 	var once sync.Once
-	return func() { once.Do(func() { n.inFlight.Add(-1) }) }
+	return func() { once.Do(n.End) }
 }
+
+// Start counts a request sent to the node; End, called once for it, ends
+// it (Begin without its closure, for the per-request path).
+func (n *Node) Start() { n.inFlight.Add(1) }
+
+// End ends a request Start counted.
+func (n *Node) End() { n.inFlight.Add(-1) }
 
 // ObserveLatency feeds the time to the response headers into the node's
 // moving average (1/8 weight for the newest sample).
