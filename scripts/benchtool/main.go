@@ -11,6 +11,8 @@
 //	                    the raw results as JSON
 //	benchtool report    turns results JSON into the Markdown table, the PNG
 //	                    chart and the README section
+//	benchtool seq       small requests one after another on one connection,
+//	                    paused for a line on stdin (scripts/callgrind.sh)
 //
 // Everything talks to 127.0.0.1 only.
 package main
@@ -36,6 +38,8 @@ func main() {
 		err = runMain(args)
 	case "report":
 		err = reportMain(args)
+	case "seq":
+		err = seqMain(args)
 	default:
 		usage()
 	}
@@ -46,6 +50,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool backend|floor|routes|run|report [flags] (see scripts/bench.sh)")
+	fmt.Fprintln(os.Stderr, "usage: benchtool backend|floor|routes|run|report|seq [flags] (see scripts/bench.sh)")
 	os.Exit(2)
 }

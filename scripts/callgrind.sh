@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Instructions per small request of the proxy process alone, counted by
+# valgrind's callgrind: a count that does not depend on the load of the
+# machine (docs/bench/levers.md, "How it was measured").
+#
+#   scripts/callgrind.sh [ROUNDS]
+#
+# Builds nexmux and benchtool, then for HEAD and GET alternates the Go floor
+# (benchtool floor) and nexmux ROUNDS times (default 2). Each round runs the
+# proxy under callgrind with one P and no async preemption (Go's preemption
+# signals crash callgrind; one P keeps idle spinning out of the count),
+# sends 300 requests on one keep-alive TLS connection, zeroes the counters,
+# sends 3000 more and divides the instructions by 3000. The same binary
+# varies by 1-4% between rounds. Needs valgrind (apt-get install valgrind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-2}
+N=3000
+command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+W=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
+go build -o "$W/nexmux" ./cmd/nexmux
+(cd scripts/benchtool && go build -o "$W/benchtool" .)
+go run ./fixtures/cmd/gencert -dir "$W/certs" >/dev/null
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BACK=$(port)
+"$W/benchtool" backend -listen 127.0.0.1:$BACK -blob-size 1048576 >/dev/null 2>&1 &
+
+count() { # count KIND METHOD: prints instructions per request
+	local kind=$1 method=$2 addr pid out
+	addr=127.0.0.1:$(port)
+	out="$W/cg.$kind.$method"
+	rm -f "$out".*
+	local cmd=("$W/nexmux" serve --listen "$addr" --cert "$W/certs/server.crt" --key "$W/certs/server.key"
+		--upstream "http://127.0.0.1:$BACK" --route bench.nexmux.test=bench)
+	if [ "$kind" = floor ]; then
+		cmd=("$W/benchtool" floor -listen "$addr" -upstream "http://127.0.0.1:$BACK"
+			-cert "$W/certs/server.crt" -key "$W/certs/server.key")
+	fi
+	GOMAXPROCS=1 GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+		"${cmd[@]}" >/dev/null 2>&1 &
+	pid=$!
+	for _ in $(seq 1 150); do
+		(exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null && break
+		sleep 0.2
+	done
+	coproc CL { "$W/benchtool" seq -addr "$addr" -ca "$W/certs/ca.crt" -method "$method" -warm 300 -n $N; }
+	local line
+	read -r line <&"${CL[0]}"
+	[ "$line" = READY ] || { echo "callgrind.sh: client: $line" >&2; exit 1; }
+	callgrind_control -z "$pid" >/dev/null 2>&1
+	echo go >&"${CL[1]}"
+	read -r line <&"${CL[0]}"
+	[ "$line" = DONE ] || { echo "callgrind.sh: client: $line" >&2; exit 1; }
+	callgrind_control -d "$pid" >/dev/null 2>&1
+	sleep 1
+	kill "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	local dump ir
+	dump=$(ls -t "$out".*.* | head -1)
+	ir=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
+	awk -v ir="$ir" -v n=$N 'BEGIN { printf "%.1fk", ir / n / 1000 }'
+}
+
+for method in HEAD GET; do
+	for r in $(seq 1 "$ROUNDS"); do
+		f=$(count floor $method)
+		x=$(count nexmux $method)
+		echo "$method round $r: floor $f, nexmux $x instructions per request (floor / nexmux $(awk -v a="${f%k}" -v b="${x%k}" 'BEGIN { printf "%.3f", a / b }'))"
+	done
+done
