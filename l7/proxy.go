@@ -83,6 +83,7 @@ type Record struct {
 	BytesIn  int64
 	BytesOut int64
 	Duration time.Duration
+	End      time.Time // when the request ended (the access line's time)
 	// Upstream is the time until Nexus's response headers (0 when
 	// Nexus was never asked).
 	Upstream time.Duration
@@ -220,7 +221,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() {
 		if p.observe != nil && st.ci != nil {
-			rec := Record{Repo: st.repo, Status: cw.status, BytesOut: cw.n, Duration: time.Since(st.start), Upstream: st.upstream, Reason: st.reason, Registry: st.registryLabel()}
+			end := time.Now()
+			rec := Record{Repo: st.repo, Status: cw.status, BytesOut: cw.n, Duration: end.Sub(st.start), End: end, Upstream: st.upstream, Reason: st.reason, Registry: st.registryLabel()}
 			if body != nil {
 				rec.BytesIn = body.n.Load()
 			}

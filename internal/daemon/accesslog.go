@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -68,7 +69,7 @@ func (h *accessHandler) appendLine(b []byte, t time.Time, l *accessLine) []byte 
 	t = t.Round(0)
 	if h.json {
 		b = append(b, `{"time":"`...)
-		b = t.AppendFormat(b, time.RFC3339Nano)
+		b = appendRFC3339Nano(b, t)
 		b = append(b, `","level":"INFO","msg":"request"`...)
 	} else {
 		b = append(b, "time="...)
@@ -126,11 +127,54 @@ func (h *accessHandler) num(b []byte, k string, v int64) []byte {
 // appendRFC3339Millis is slog's text time: RFC 3339 with exactly three
 // fractional digits.
 func appendRFC3339Millis(b []byte, t time.Time) []byte {
-	const prefixLen = len("2006-01-02T15:04:05.000")
-	n := len(b)
-	t = t.Truncate(time.Millisecond).Add(time.Millisecond / 10)
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b[:n+prefixLen], b[n+prefixLen+1:]...)
+	f := secondOf(t)
+	ms := t.Nanosecond() / 1e6
+	b = append(b, f.date...)
+	b = append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	return append(b, f.zone...)
+}
+
+// appendRFC3339Nano is t.AppendFormat(b, time.RFC3339Nano), slog's JSON
+// time: the fraction without its trailing zeros, none for a whole second.
+func appendRFC3339Nano(b []byte, t time.Time) []byte {
+	f := secondOf(t)
+	b = append(b, f.date...)
+	if ns := t.Nanosecond(); ns != 0 {
+		var d [10]byte
+		d[0] = '.'
+		for i := 9; i > 0; i-- {
+			d[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for d[n-1] == '0' {
+			n--
+		}
+		b = append(b, d[:n]...)
+	}
+	return append(b, f.zone...)
+}
+
+// formattedSecond is one second of time in one location as RFC 3339 writes
+// it. Formatting the date and the zone is most of the cost of an access
+// line's time, and it changes once a second: it is done then, not per line.
+type formattedSecond struct {
+	unix int64
+	loc  *time.Location
+	date string // 2006-01-02T15:04:05
+	zone string // Z or -07:00
+}
+
+var lastSecond atomic.Pointer[formattedSecond]
+
+func secondOf(t time.Time) *formattedSecond {
+	u, loc := t.Unix(), t.Location()
+	if f := lastSecond.Load(); f != nil && f.unix == u && f.loc == loc {
+		return f
+	}
+	f := &formattedSecond{unix: u, loc: loc, date: t.Format("2006-01-02T15:04:05"), zone: t.Format("Z07:00")}
+	lastSecond.Store(f)
+	return f
 }
 
 // jsonSafe reports an ASCII byte a JSON string holds as it is.
@@ -144,7 +188,7 @@ func textNeedsQuoting(s string) bool {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c != '\\' && (c == ' ' || c == '=' || !jsonSafe(c)) {
+			if textQuote[c] {
 				return true
 			}
 			i++
@@ -158,6 +202,16 @@ func textNeedsQuoting(s string) bool {
 	}
 	return false
 }
+
+// textQuote[c] says whether ASCII byte c makes a text value quoted: a
+// space, '=', '"' or a control byte (a backslash alone does not).
+var textQuote = func() (t [utf8.RuneSelf]bool) {
+	for c := range t {
+		b := byte(c)
+		t[c] = b != '\\' && (b == ' ' || b == '=' || !jsonSafe(b))
+	}
+	return t
+}()
 
 // appendJSONString escapes s as slog's JSON handler does.
 func appendJSONString(b []byte, s string) []byte {

@@ -29,6 +29,12 @@ func TestAccessLineMatchesSlog(t *testing.T) {
 		time.Date(2026, 12, 2, 22, 10, 5, 0, time.UTC),
 		time.Date(2026, 12, 2, 22, 10, 5, 999999999, time.FixedZone("x", 5*3600+1800)),
 		time.Date(2026, 1, 2, 3, 4, 5, 120000000, time.Local),
+		// the first one's second again (the formatted second is reused)
+		time.Date(2026, 12, 2, 22, 10, 5, 1, time.UTC),
+		time.Date(2026, 12, 2, 22, 10, 5, 500000000, time.UTC),
+		// the same instant in another zone, and the next second
+		time.Date(2026, 12, 2, 22, 10, 5, 500000000, time.UTC).In(time.FixedZone("y", -7*3600)),
+		time.Date(2026, 12, 2, 22, 10, 6, 12345000, time.UTC),
 	}
 	var lines []accessLine
 	for i, v := range values {

@@ -194,7 +194,11 @@ func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 		status: rec.Status, bytesIn: rec.BytesIn, bytesOut: rec.BytesOut, duration: rec.Duration.Round(time.Microsecond),
 		client: ci.ClientString(), registry: rec.Registry, reason: rec.Reason}
 	if h, ok := d.access.Handler().(*accessHandler); ok {
-		h.write(time.Now(), &l)
+		t := rec.End
+		if t.IsZero() {
+			t = time.Now()
+		}
+		h.write(t, &l)
 		return
 	}
 	d.access.LogAttrs(context.Background(), slog.LevelInfo, "request", l.attrs()...)
