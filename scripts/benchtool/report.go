@@ -689,6 +689,6 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime, internals string) s
 		"for bulk transfers it shows what nexmux's batched writes and read-ahead add over the library's defaults.\n\n")
 	b.WriteString("Reproduce with `make bench` (scripts/bench.sh; installs nginx-light, wrk and apache2-utils with apt when missing, so root then). " +
 		"Results: docs/bench/results.md, docs/bench/results.png, raw numbers in docs/bench/results.json. " +
-		"Go micro-benchmarks of the hot paths: `go test -run '^$' -bench . -benchmem ./sni ./route ./l7 ./mux`.\n")
+		"Go micro-benchmarks of the hot paths: `go test -run '^$' -bench . -benchmem ./sni ./route ./l7 ./mux`; instructions per small request of the proxy alone, nexmux against the Go floor (valgrind, independent of the machine's load): `scripts/callgrind.sh`.\n")
 	return b.String()
 }
