@@ -161,14 +161,16 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		a := attempt{n: n, slot: sl}
 		ctx := r.Context()
 		stopWatch := func() bool { return false }
-		if alive := n.Alive(); !last && alive.Err() == nil {
-			// A node found down while its answer is awaited gives the
-			// request up so it moves on at once. Only where there is a
-			// next node: on the last, it would only turn an answer that
-			// may still come into an error. Already down: fail open.
-			ctx, a.cancel = context.WithCancelCause(ctx)
-			cancel := a.cancel
-			stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+		// A node found down while its answer is awaited gives the request
+		// up so it moves on at once. Only where there is a next node: on
+		// the last, it would only turn an answer that may still come into
+		// an error. Already down: fail open, nothing to watch.
+		if !last {
+			if alive := n.Alive(); alive.Err() == nil {
+				ctx, a.cancel = context.WithCancelCause(ctx)
+				cancel := a.cancel
+				stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+			}
 		}
 		// A shallow copy: the transport never writes a request's headers,
 		// and a resume deep-copies its own (resumable).

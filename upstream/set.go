@@ -232,13 +232,13 @@ func (s *Set) ReportConnectFailure(n *Node, err error) {
 // request under /repository/: ok false for a transport error or a
 // 502/503/504. Failures that were the client's fault are not reported.
 func (s *Set) ReportResult(n *Node, ok bool, why string) {
-	t := now()
 	n.mu.Lock()
 	if ok {
 		n.fails = 0
 		n.mu.Unlock()
 		return
 	}
+	t := now()
 	n.fails++
 	n.lastErr = why
 	if n.fails < ejectAfter || t.Before(n.ejectedUntil) {
