@@ -9,7 +9,7 @@ FUZZMINIMIZETIME ?= 2s
 PKGS     ?= ./...
 BIN      := bin
 
-.PHONY: all build test test-short soak e2e demo fuzz bench bench-go clean
+.PHONY: all build test test-short soak e2e demo fuzz bench bench-go pgo clean
 
 all: build
 
@@ -72,6 +72,16 @@ fuzz:
 # no-proxy TLS limit; writes docs/bench/. Installs nginx with apt if missing.
 bench:
 	bash scripts/bench.sh
+
+# Refreshes cmd/nexmux/default.pgo, the CPU profile go build uses for
+# profile-guided optimisation of nexmux: the small-request matrix of
+# make bench with profiling on (root, like make bench), nexmux's profiles
+# merged. Take it again when the request path changes much.
+pgo:
+	rm -rf .pgo && mkdir -p .pgo
+	BENCH_PROFILE=$(CURDIR)/.pgo/prof BENCH_ONLY=small BENCH_SMALL_ROUNDS=1 BENCH_OUT=$(CURDIR)/.pgo/out bash scripts/bench.sh
+	$(GO) tool pprof -proto .pgo/prof/nexmux-*.pprof > cmd/nexmux/default.pgo
+	rm -rf .pgo
 
 # The Go benchmarks of the hot paths, with allocation counts.
 bench-go:

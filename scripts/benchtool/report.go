@@ -681,10 +681,11 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime, internals string) s
 		"`proxy_max_temp_file_size 0` (never a temporary file) and `keepalive_requests 100000`.\n")
 	b.WriteString("- Both nginx use `worker_processes auto` (one worker per core) and log every request like nexmux does " +
 		"(nginx writes each line at once, its default; nexmux gathers access lines for up to 50 ms).\n")
-	b.WriteString("- nexmux: `nexmux serve` with its defaults (its GC tuning included: a 16 MiB heap floor, and freed memory returned once traffic goes quiet); " +
-		"the 10,000-route table comes from a `--config` YAML file.\n")
+	b.WriteString("- nexmux: `nexmux serve` with its defaults (its GC tuning included: a 16 MiB heap floor, and freed memory returned once traffic goes quiet), " +
+		"built as `go build` builds it: with profile-guided optimisation from cmd/nexmux/default.pgo (`make pgo` refreshes it), " +
+		"which also speeds up the library code inside the binary; the 10,000-route table comes from a `--config` YAML file.\n")
 	b.WriteString("- Go ReverseProxy alone (`benchtool floor`): crypto/tls, net/http's server and httputil.ReverseProxy over an http.Transport with nexmux's pool sizes, " +
-		"and nothing else (no ClientHello peek, routing, checks, rewriting, logging or metrics), the library's buffer sizes and Go's default GC settings: the parts nexmux is built on. " +
+		"and nothing else (no ClientHello peek, routing, checks, rewriting, logging or metrics), the library's buffer sizes, Go's default GC settings and no profile-guided optimisation: the parts nexmux is built on. " +
 		"Per small request and per idle connection nexmux does all this does and more, so there it is the floor for this design; " +
 		"for bulk transfers it shows what nexmux's batched writes and read-ahead add over the library's defaults.\n\n")
 	b.WriteString("Reproduce with `make bench` (scripts/bench.sh; installs nginx-light, wrk and apache2-utils with apt when missing, so root then). " +
