@@ -102,17 +102,16 @@ func (u *Upstreams) acquire(ctx context.Context, host string) (slot, bool) {
 	if !ok {
 		sem, _ = u.pools.m.LoadOrStore(host, make(slot, u.maxConns))
 	}
-	s := sem
 	select {
-	case s <- struct{}{}:
-		return s, true
+	case sem <- struct{}{}:
+		return sem, true
 	default:
 	}
 	t := time.NewTimer(poolQueueTimeout)
 	defer t.Stop()
 	select {
-	case s <- struct{}{}:
-		return s, true
+	case sem <- struct{}{}:
+		return sem, true
 	case <-t.C:
 	case <-ctx.Done():
 	}
