@@ -507,9 +507,21 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	h.Set("Docker-Distribution-Api-Version", "registry/2.0")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"errors": []map[string]any{{"code": code, "message": msg, "detail": nil}},
-	})
+	_, _ = w.Write(ErrorBody(code, msg))
+}
+
+// ErrorBody is a Registry-API error body with one error, its fields in the
+// order the distribution spec and Nexus write them, and a final newline.
+func ErrorBody(code, msg string) []byte {
+	type apiError struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Detail  any    `json:"detail"`
+	}
+	b, _ := json.Marshal(struct {
+		Errors []apiError `json:"errors"`
+	}{[]apiError{{Code: code, Message: msg}}})
+	return append(b, '\n')
 }
 
 // copyBuffer is pooled as an array pointer, so Get and Put allocate

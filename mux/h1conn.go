@@ -3,11 +3,12 @@ package mux
 import (
 	"bytes"
 	"crypto/tls"
-	"encoding/json"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/nexmux/nexmux/l7"
 )
 
 // net/http answers a request it cannot parse (a bad request line or header,
@@ -30,10 +31,10 @@ const maxNetHTTPErrorLine = 96
 // h1Conn carries a plain-HTTP port route's connection.
 type h1Conn struct {
 	net.Conn
-	refused func(status int, detail string)
+	log connLog
 }
 
-func (c *h1Conn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, c.refused) }
+func (c *h1Conn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, &c.log) }
 
 // NetConn returns the routed connection (connContext unwraps with it).
 func (c *h1Conn) NetConn() net.Conn { return c.Conn }
@@ -42,20 +43,22 @@ func (c *h1Conn) NetConn() net.Conn { return c.Conn }
 // Its promoted ConnectionState gives requests their Request.TLS.
 type h1TLSConn struct {
 	*tls.Conn
-	refused func(status int, detail string)
+	log connLog
 }
 
-func (c *h1TLSConn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, c.refused) }
+func (c *h1TLSConn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, &c.log) }
 
-func writeH1(c net.Conn, b []byte, refused func(int, string)) (int, error) {
+func writeH1(c net.Conn, b []byte, log *connLog) (int, error) {
 	status, detail, ok := parseNetHTTPError(b)
 	if !ok {
 		return c.Write(b)
 	}
-	if refused != nil {
-		refused(status, detail)
+	args := []any{"status", status}
+	if detail != "" {
+		args = append(args, "detail", detail)
 	}
-	if _, err := c.Write(registryErrorResponse(status, detail)); err != nil {
+	log.logger().Info("request refused: net/http could not parse it", args...)
+	if _, err := c.Write(registryErrorResponse(status, netHTTPErrorMessage(status, detail))); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -93,27 +96,28 @@ func parseNetHTTPError(b []byte) (status int, detail string, ok bool) {
 	return status, detail, true
 }
 
-// registryErrorResponse is the Registry-API form of net/http's answer:
-// the same status, then the connection closes as net/http closes it.
-func registryErrorResponse(status int, detail string) []byte {
-	var msg string
+// netHTTPErrorMessage is what a client is told for one of net/http's own
+// answers.
+func netHTTPErrorMessage(status int, detail string) string {
 	switch status {
 	case http.StatusRequestHeaderFieldsTooLarge:
-		msg = "nexmux: the request headers are too large"
+		return "nexmux: the request headers are too large"
 	case http.StatusNotImplemented:
-		msg = "nexmux: unsupported Transfer-Encoding"
+		return "nexmux: unsupported Transfer-Encoding"
 	case http.StatusHTTPVersionNotSupported:
-		msg = "nexmux: unsupported HTTP version"
-	default:
-		msg = "nexmux: malformed HTTP request"
-		if detail != "" {
-			msg += ": " + detail
-		}
+		return "nexmux: unsupported HTTP version"
 	}
-	body, _ := json.Marshal(map[string]any{
-		"errors": []map[string]any{{"code": "UNSUPPORTED", "message": msg, "detail": nil}},
-	})
-	body = append(body, '\n')
+	if detail != "" {
+		return "nexmux: malformed HTTP request: " + detail
+	}
+	return "nexmux: malformed HTTP request"
+}
+
+// registryErrorResponse is a whole HTTP/1.1 answer that mux writes itself,
+// before or instead of net/http: a Registry-API error with code
+// UNSUPPORTED, then the connection closes.
+func registryErrorResponse(status int, msg string) []byte {
+	body := l7.ErrorBody("UNSUPPORTED", msg)
 	var b bytes.Buffer
 	b.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n")
 	b.WriteString("Content-Type: application/json\r\n")

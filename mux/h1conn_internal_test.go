@@ -40,7 +40,7 @@ func FuzzParseNetHTTPError(f *testing.F) {
 			t.Fatalf("status %d", status)
 		}
 		if ok {
-			_ = registryErrorResponse(status, "")
+			_ = registryErrorResponse(status, netHTTPErrorMessage(status, ""))
 		}
 	})
 }

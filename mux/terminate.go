@@ -36,18 +36,11 @@ func (t terminate) serve(d decision) {
 		c = tc
 	}
 	if tc, ok := c.(*tls.Conn); !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
-		log := &connLog{s: t.s, info: d.info, peer: d.peer}
-		refused := func(status int, detail string) {
-			args := []any{"status", status}
-			if detail != "" {
-				args = append(args, "detail", detail)
-			}
-			log.logger().Info("request refused: net/http could not parse it", args...)
-		}
+		log := connLog{s: t.s, info: d.info, peer: d.peer}
 		if ok {
-			c = &h1TLSConn{Conn: tc, refused: refused}
+			c = &h1TLSConn{Conn: tc, log: log}
 		} else {
-			c = &h1Conn{Conn: c, refused: refused}
+			c = &h1Conn{Conn: c, log: log}
 		}
 	}
 	t.s.live.addHTTP(c, &liveConn{info: d.info, peer: d.peer, idle: true, close: func() { c.Close() }})

@@ -1,20 +1,15 @@
 package mux
 
 import (
-	"io"
 	"net"
+	"net/http"
 )
 
 // plainHTTPRefusal is what a plain-HTTP client of a TLS-only port route
 // reads: a Registry-API error docker prints, then the connection closes.
-const plainHTTPRefusal = "HTTP/1.1 400 Bad Request\r\n" +
-	"Content-Type: application/json\r\n" +
-	"Docker-Distribution-Api-Version: registry/2.0\r\n" +
-	"Connection: close\r\n" +
-	"Content-Length: 97\r\n\r\n" +
-	`{"errors":[{"code":"UNSUPPORTED","message":"nexmux: this port serves HTTPS only","detail":null}]}`
+var plainHTTPRefusal = registryErrorResponse(http.StatusBadRequest, "nexmux: this port serves HTTPS only")
 
-func refusePlainHTTP(c net.Conn) { _, _ = io.WriteString(c, plainHTTPRefusal) }
+func refusePlainHTTP(c net.Conn) { _, _ = c.Write(plainHTTPRefusal) }
 
 // httpMethods are the request-line starts looksLikeHTTP knows.
 var httpMethods = []string{"GET ", "HEAD ", "POST ", "PUT ", "PATCH ", "DELETE ", "OPTIONS ", "CONNECT ", "TRACE ", "PRI "}
