@@ -60,3 +60,31 @@ func TestDerivedKeyGraceAfterReload(t *testing.T) {
 		t.Fatalf("a derived-key tag under a secret: %v", err)
 	}
 }
+
+// The first reload after start must not write what Pick reads without the
+// lock (go test -race fails here when the set's initial node list is
+// shared with the field Update reassigns).
+func TestPickDuringFirstReload(t *testing.T) {
+	s := mustSet(t, "http://a:1", "http://b:1")
+	spec, err := ParseSpec([]string{"http://a:1", "http://b:1", "http://c:1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 1000 {
+			if _, err := s.Pick(Read, "k"); err != nil && len(s.Nodes()) == 0 {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	if err := s.Update(spec); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if n := len(s.Nodes()); n != 3 {
+		t.Fatalf("%d nodes after the reload, want 3", n)
+	}
+}

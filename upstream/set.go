@@ -104,7 +104,10 @@ func NewSet(spec *Spec, log *slog.Logger) *Set {
 		s.nodes = append(s.nodes, newNode(id, scheme, host, true))
 	}
 	sort.Slice(s.nodes, func(i, j int) bool { return s.nodes[i].ID < s.nodes[j].ID })
-	s.live.Store(&s.nodes)
+	// Its own copy of the slice header: Update reassigns s.nodes while
+	// Pick reads *live without the lock.
+	live := s.nodes
+	s.live.Store(&live)
 	s.setDrain(spec.Drain)
 	s.key = derivedKey(s.nodes)
 	return s
