@@ -32,6 +32,7 @@ const maxNetHTTPErrorLine = 96
 type h1Conn struct {
 	net.Conn
 	log connLog
+	rel idleRelease
 }
 
 func (c *h1Conn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, &c.log) }
@@ -44,6 +45,7 @@ func (c *h1Conn) NetConn() net.Conn { return c.Conn }
 type h1TLSConn struct {
 	*tls.Conn
 	log connLog
+	rel idleRelease
 }
 
 func (c *h1TLSConn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, &c.log) }

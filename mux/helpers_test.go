@@ -35,6 +35,8 @@ type muxConfig struct {
 	passthroughIdle   time.Duration
 	portTLSOnly       bool
 	maxHeaderBytes    int
+	idleRelease       time.Duration
+	idleTimeout       time.Duration
 }
 
 // muxServer is a mux.Server serving on loopback.
@@ -109,6 +111,8 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 		PassthroughIdleTimeout: mc.passthroughIdle,
 		PortTLSOnly:            mc.portTLSOnly,
 		MaxHeaderBytes:         mc.maxHeaderBytes,
+		IdleRelease:            mc.idleRelease,
+		IdleTimeout:            mc.idleTimeout,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ci := l7.FromContext(r.Context())
 			if r.TLS != nil {
@@ -121,6 +125,11 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 				http.Error(w, "400 Bad Request", http.StatusBadRequest)
 				return
 			}
+			if r.URL.Path == "/slow" {
+				time.Sleep(200 * time.Millisecond)
+			}
+			w.Header().Set("X-Method", r.Method)
+			w.Header().Set("X-Path", r.URL.Path)
 			w.Header().Set("X-Route", ci.Route.Key)
 			w.Header().Set("X-By-Port", fmt.Sprint(ci.ByPort))
 			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)

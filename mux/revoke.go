@@ -57,6 +57,18 @@ func (l *live) removeStream(lc *liveConn) {
 // connection is closed as soon as it has no request in flight (HTTP/1.1:
 // after the current response; HTTP/2: once its streams are done).
 func (s *Server) connState(c net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateIdle:
+		if rc, ok := c.(releasable); ok {
+			rc.release().idle.Store(true)
+		}
+	case http.StateClosed:
+		if rc, ok := released(c); ok {
+			// net/http let go of an idle connection; it stays live.
+			s.park(rc)
+			return
+		}
+	}
 	s.live.mu.Lock()
 	lc := s.live.http[c]
 	switch state {

@@ -87,6 +87,10 @@ type Options struct {
 	PassthroughIdleTimeout time.Duration
 	// PortTLSOnly refuses plain HTTP on port routes (--port-tls-only).
 	PortTLSOnly bool
+	// IdleRelease frees an idle HTTP/1 connection's goroutine and buffers
+	// after this long without a byte (idlerelease.go); 0 takes
+	// DefaultIdleRelease, a negative value never does.
+	IdleRelease time.Duration
 }
 
 // Server routes connections from any number of listeners.
@@ -111,6 +115,8 @@ type Server struct {
 	// track holds the listeners, and the connections not (yet) owned by
 	// http.Server with their goroutines.
 	track conntrack.Tracker
+	// parked holds the idle HTTP/1 connections net/http let go of.
+	parked parked
 }
 
 // New returns a Server serving st.
@@ -129,6 +135,9 @@ func New(opts Options, st *State) (*Server, error) {
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.IdleRelease == 0 {
+		opts.IdleRelease = DefaultIdleRelease
 	}
 	if opts.PassthroughIdleTimeout <= 0 {
 		opts.PassthroughIdleTimeout = DefaultPassthroughIdleTimeout
@@ -347,6 +356,7 @@ func isTemporary(err error) bool {
 // finish until ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.track.Close()
+	s.parked.closeAll()
 	err := s.http.Shutdown(ctx)
 	done := s.track.Idle()
 	select {

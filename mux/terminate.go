@@ -38,9 +38,13 @@ func (t terminate) serve(d decision) {
 	if tc, ok := c.(*tls.Conn); !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
 		log := connLog{s: t.s, info: d.info, peer: d.peer}
 		if ok {
-			c = &h1TLSConn{Conn: tc, log: log}
+			h := &h1TLSConn{Conn: tc, log: log}
+			setupRelease(&h.rel, d.raw, t.s.opts.IdleRelease)
+			c = h
 		} else {
-			c = &h1Conn{Conn: c, log: log}
+			h := &h1Conn{Conn: c, log: log}
+			setupRelease(&h.rel, d.raw, t.s.opts.IdleRelease)
+			c = h
 		}
 	}
 	t.s.live.addHTTP(c, &liveConn{info: d.info, peer: d.peer, idle: true, close: func() { c.Close() }})

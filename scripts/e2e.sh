@@ -34,6 +34,7 @@ ROOT=$PWD
 # (Not NEXMUX_*: nexmux reads those from the environment as flags.)
 NEXUS_PORT=${E2E_NEXUS_PORT:-8081}
 NEXMUX_PORT=${E2E_LISTEN_PORT:-8443}
+METRICS_PORT=${E2E_METRICS_PORT:-18090}
 LEGACY_PULL=18082 # --port 18082=team-a (group)
 LEGACY_PUSH=18083 # --port 18083=team-a-hosted
 LEGACY_ONE=18084  # --port 18084=pull:team-a,push:team-a-hosted (one name per team)
@@ -518,6 +519,35 @@ expect_digest() { # REF WANT
 
 # curl_challenge HOST PORT: GET /v2/ with the test CA verifying the chain
 # must answer 401 and a Bearer realm on that host:port.
+# idle_releases prints nexmux_idle_releases_total.
+idle_releases() {
+	curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk '$1 == "nexmux_idle_releases_total" { print $2 }'
+}
+
+# curl_keepalive HOST:PORT: three requests on one HTTP/1.1 keep-alive
+# connection, 1.5 s apart (curl --rate), each past --idle-release-after's
+# default 1 s: each later one arrives on a connection nexmux released, and
+# is answered on it. docker and skopeo disable keep-alive and ctr speaks
+# HTTP/2, so curl is the e2e's keep-alive HTTP/1.1 client.
+curl_keepalive() {
+	local before after out
+	before=$(idle_releases) || return 1
+	out=$(curl -sS --http1.1 --rate 40/m --max-time 30 --cacert "$WORK/certs/ca.crt" \
+		-o /dev/null -o /dev/null -o /dev/null -w '%{http_code} %{num_connects}\n' \
+		"https://$1/v2/" "https://$1/v2/" "https://$1/v2/") || return 1
+	after=$(idle_releases) || return 1
+	echo "$out"
+	echo "nexmux_idle_releases_total $before -> $after"
+	[[ $(tr '\n' ' ' <<<"$out") == "401 1 401 0 401 0 " ]] || {
+		echo "want three 401s on one connection"
+		return 1
+	}
+	awk -v a="$after" -v b="$before" 'BEGIN { exit !(a - b >= 2) }' || {
+		echo "want two releases"
+		return 1
+	}
+}
+
 curl_challenge() {
 	local hdrs
 	hdrs=$(curl -sS -o /dev/null -D - --max-time 20 --cacert "$WORK/certs/ca.crt" \
@@ -581,7 +611,8 @@ NEXMUX_ARGS=(--listen "127.0.0.1:$NEXMUX_PORT" --upstream "http://127.0.0.1:$NEX
 	--route team-b.nexmux.test=team-b
 	--route team-b-push.nexmux.test=team-b-hosted
 	--port "$LEGACY_PULL=team-a" --port "$LEGACY_PUSH=team-a-hosted"
-	--port "$LEGACY_ONE=pull:team-a,push:team-a-hosted")
+	--port "$LEGACY_ONE=pull:team-a,push:team-a-hosted"
+	--metrics-listen "127.0.0.1:$METRICS_PORT")
 mirror_args "$WORK" "$USER_PASS" && NEXMUX_ARGS+=("${MIRROR_ARGS[@]}")
 step "nexmux check accepts the configuration" ./bin/nexmux check "${NEXMUX_ARGS[@]}" || abort
 step "start nexus-fixture on 127.0.0.1:$NEXUS_PORT" start_fixture || abort
@@ -623,6 +654,9 @@ if [[ $LEGACY_OK == yes ]]; then
 	step "curl https://nexus.nexmux.test:$LEGACY_PUSH/v2/ (legacy port) answers 401 + realm" \
 		curl_challenge nexus.nexmux.test "$LEGACY_PUSH" || true
 fi
+
+step "curl on one keep-alive connection, pausing past --idle-release-after: released and resumed" \
+	curl_keepalive "team-a.nexmux.test:$NEXMUX_PORT" || true
 
 # --- by SNI name
 A_PUSH=team-a-push.nexmux.test:$NEXMUX_PORT

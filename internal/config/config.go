@@ -67,8 +67,11 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	HeaderTimeout    time.Duration
 	IdleTimeout      time.Duration
-	DrainTimeout     time.Duration
-	MaxConns         int
+	// IdleRelease frees an idle HTTP/1 connection's goroutine and buffers
+	// after this long (0: never).
+	IdleRelease  time.Duration
+	DrainTimeout time.Duration
+	MaxConns     int
 
 	// Issue-17 limits (internal/config/hardening.go has their defaults).
 	MaxRequestsPerClient int
@@ -246,7 +249,7 @@ func (c *Config) Build() (*Runtime, error) {
 		v    time.Duration
 	}{
 		{"handshake-timeout", c.HandshakeTimeout}, {"header-timeout", c.HeaderTimeout},
-		{"idle-timeout", c.IdleTimeout}, {"drain-timeout", c.DrainTimeout},
+		{"idle-timeout", c.IdleTimeout}, {"idle-release-after", c.IdleRelease}, {"drain-timeout", c.DrainTimeout},
 	} {
 		if d.v < 0 {
 			errs = multierror.Append(errs, fmt.Errorf("%s %v: must not be negative", d.name, d.v))

@@ -220,8 +220,8 @@ func TestBuildProblems(t *testing.T) {
 			c.Route = []string{"a.example.com=x", "A.example.com.=y", "*.com=z", "10.0.0.1=w"}
 		}, []string{"already routed", "top-level domain", "IP address"}},
 		{"negative durations and limits", func(c *Config) {
-			c.HeaderTimeout, c.IdleTimeout, c.DrainTimeout, c.MaxConns = -1, -time.Minute, -time.Hour, -5
-		}, []string{"header-timeout", "idle-timeout", "drain-timeout", "max-conns -5"}},
+			c.HeaderTimeout, c.IdleTimeout, c.DrainTimeout, c.MaxConns, c.IdleRelease = -1, -time.Minute, -time.Hour, -5, -time.Second
+		}, []string{"header-timeout", "idle-timeout", "idle-release-after -1s", "drain-timeout", "max-conns -5"}},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, []string{`log-level "loud"`}},
 		{"proxy-protocol-from, two bad entries", func(c *Config) {
 			c.ProxyProtocolFrom = []string{"10.0.0.0/8", "lb.example.com", "10.0.0.0/33"}

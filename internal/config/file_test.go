@@ -41,6 +41,7 @@ passthrough-proxy-protocol: v2
 handshake-timeout: 10s
 header-timeout: 1m30s
 idle-timeout: 2m
+idle-release-after: 0s
 drain-timeout: 500ms
 max-conns: 10000
 max-conns-per-client: 50
@@ -71,6 +72,7 @@ no-memory-trim: true
 		HandshakeTimeout:         10 * time.Second,
 		HeaderTimeout:            90 * time.Second,
 		IdleTimeout:              2 * time.Minute,
+		IdleRelease:              0,
 		DrainTimeout:             500 * time.Millisecond,
 		MaxConns:                 10000,
 		MaxConnsPerClient:        50,

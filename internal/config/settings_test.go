@@ -62,7 +62,7 @@ func TestEnvVar(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	want := &Config{Listen: ":8443", Upstream: []string{"http://127.0.0.1:8081"}, LogFormat: "text", LogLevel: "info",
-		MaxConns: DefaultMaxConns, MaxConnsPerClient: DefaultMaxConnsPerClient, MaxConnAge: 10 * time.Minute,
+		MaxConns: DefaultMaxConns, MaxConnsPerClient: DefaultMaxConnsPerClient, MaxConnAge: 10 * time.Minute, IdleRelease: time.Second,
 		MaxRequestsPerClient: DefaultMaxRequestsPerClient}
 	if got := Defaults(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Defaults() = %+v, want %+v", got, want)

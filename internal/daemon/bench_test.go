@@ -29,6 +29,7 @@ import (
 	"github.com/nexmux/nexmux/fixtures/certs"
 	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/daemon"
+	"github.com/nexmux/nexmux/mux"
 )
 
 // benchManifest is the small request of the bench (scripts/benchtool
@@ -136,7 +137,7 @@ func nexmuxServer(b *testing.B, upstream string, ca *certs.CA) string {
 		b.Fatal(err)
 	}
 	cfg := config.Config{Listen: "127.0.0.1:0", Upstream: []string{upstream}, Cert: []string{cert}, Key: []string{key},
-		Route: []string{"bench.nexmux.test=bench"}}
+		Route: []string{"bench.nexmux.test=bench"}, IdleRelease: mux.DefaultIdleRelease}
 	rt, err := cfg.Build()
 	if err != nil {
 		b.Fatal(err)
@@ -327,7 +328,9 @@ func idleCost(b *testing.B, addr string, n int) (heap, stack float64) {
 	if err != nil || !strings.HasPrefix(line, "ready") {
 		b.Fatalf("client: %q %v", line, err)
 	}
-	time.Sleep(200 * time.Millisecond) // the servers' last writes and state changes
+	// The servers' last writes and state changes, and nexmux's release of
+	// the idle connections.
+	time.Sleep(mux.DefaultIdleRelease + 500*time.Millisecond)
 	after := settledMem()
 	if f := os.Getenv("BENCH_IDLE_HEAPPROFILE"); f != "" {
 		w, err := os.Create(f + "." + strings.ReplaceAll(b.Name(), "/", "-"))

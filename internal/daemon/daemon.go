@@ -149,6 +149,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		HandshakeTimeout:       c.HandshakeTimeout,
 		HeaderTimeout:          c.HeaderTimeout,
 		IdleTimeout:            c.IdleTimeout,
+		IdleRelease:            cmp.Or(c.IdleRelease, -1), // 0: never
 		Handler:                d.metrics.InFlight(d.proxy),
 		Logger:                 log,
 		Refused:                d.metrics.Refused,
@@ -161,6 +162,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.metrics.IdleReleased(d.server.Released)
 	return d, nil
 }
 

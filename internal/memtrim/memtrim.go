@@ -27,6 +27,7 @@ package memtrim
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -174,8 +175,8 @@ func (d *Decider) reset(now time.Time, s Sample) {
 // Done reports one trim: the samples around it and how long it took.
 type Done func(before, after Sample, took time.Duration)
 
-// Run samples the runtime every interval until ctx ends and trims (a forced
-// collection, then every free page back to the OS) when the policy says so
+// Run samples the runtime every interval until ctx ends and trims (two forced
+// collections, then every free page back to the OS) when the policy says so
 // and enabled (nil: always) allows it. A trim that is due but not enabled
 // waits for another quiet period, so enabled is asked at most once per one.
 func Run(ctx context.Context, p Policy, interval time.Duration, enabled func() bool, done Done) {
@@ -198,6 +199,10 @@ func Run(ctx context.Context, p Policy, interval time.Duration, enabled func() b
 			d.reset(start, s)
 			continue
 		}
+		// Two collections: the first moves sync.Pool contents (net/http's
+		// buffers of released idle connections among them) to the pools'
+		// victim caches, the second, inside FreeOSMemory, frees them.
+		runtime.GC()
 		debug.FreeOSMemory()
 		after := r.read()
 		end := time.Now()

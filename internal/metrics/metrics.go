@@ -132,6 +132,21 @@ func New() *Metrics {
 	return m
 }
 
+// IdleReleased registers the idle-release series, read from released (an
+// mux.Server's Released) at each scrape.
+func (m *Metrics) IdleReleased(released func() (now int, total int64)) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nexmux_idle_released_connections",
+			Help: "Idle HTTP/1 keep-alive connections released (--idle-release-after): open, waiting for their next request without net/http's goroutine and buffers.",
+		}, func() float64 { n, _ := released(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "nexmux_idle_releases_total",
+			Help: "Releases of idle HTTP/1 keep-alive connections.",
+		}, func() float64 { _, t := released(); return float64(t) }),
+	)
+}
+
 // Routed counts a connection given a route.
 func (m *Metrics) Routed(rt *route.Route) { m.connections.WithLabelValues(rt.Key).Inc() }
 

@@ -253,7 +253,7 @@ func TestReportFloor(t *testing.T) {
 	gt := goalsTable(res)
 	for _, want := range []string{
 		"reached 0.80× nginx tuned, and nexmux 0.70× of that floor",
-		"nexmux kept 33.1 KiB per idle connection (goroutine stacks 8.0 KiB, Go heap in use 18.0 KiB, per the runtime's own statistics; memory trims: 1) and the Go floor (Go ReverseProxy alone), which does not trim, 31.5 KiB",
+		"nexmux kept 33.1 KiB per idle connection (goroutine stacks 8.0 KiB, Go heap in use 18.0 KiB, per the runtime's own statistics; memory trims: 1) and the Go floor (Go ReverseProxy alone), which neither releases nor trims, 31.5 KiB",
 	} {
 		if !strings.Contains(gt, want) {
 			t.Errorf("goals lack %q:\n%s", want, gt)

@@ -236,7 +236,13 @@ const (
 	pushChanges  = "nexmux gathers the client's 16 KiB TLS records into 512 KiB writes to Nexus (l7 bodywrite.go): on loopback, moving a GiB in 16 KiB writes costs both ends about twice the CPU of 128 KiB writes, 512 KiB writes cost the receiving side (the bench's backend) a third less again, and nginx and a bare httputil.ReverseProxy write a record at a time; below crypto/tls it reads the upload ahead in 512 KiB reads (l7 ReadAheader)"
 	nodesPullWhy = "more nodes add no capacity here (every bench backend serves the blob from page cache on the same two cores), so this checks that spreading reads costs nexmux no throughput: the pulls of a repetition hash to one node or several by (repository, digest)"
 	nodesCPUWhy  = "the node choice itself allocates and sorts nothing (upstream BenchmarkPick: 141 ns with three nodes) and l7 BenchmarkUpstreamNodes, with one process serving every node, shows the same allocations and CPU per request for 1 and 3 nodes; with one backend process per node, three backend processes share the two cores with nexmux and the row's run-to-run spread (1.01-1.14x in four runs) is wider than the 5% margin (docs/bench/notes.md)"
-	routesWhy    = "the route table is two map probes whatever its size (route BenchmarkLookupHost, mux BenchmarkHandshake: same ns/op for 1 and 10,000 routes), so any difference is this machine's run-to-run noise (see the rounds in results.json)"
+	idleWhy      = "an HTTP/1 keep-alive connection idle for --idle-release-after (1 s) gives back net/http's connection goroutine (an 8 KiB stack " +
+		"the runtime cannot shrink: the idle read inside net/http and crypto/tls is too deep for 4) and its 4 KiB read and write buffers, " +
+		"and waits for its next request on a goroutine of its own with a small stack, on the same socket and TLS session (mux idlerelease.go; " +
+		"nginx frees a keep-alive connection's buffers the same way); once traffic goes quiet nexmux returns freed memory to the OS " +
+		"(internal/memtrim: two forced collections, then every free page back). Without the release an idle connection kept ~27 KiB: the " +
+		"Go floor, which does neither, keeps more"
+	routesWhy = "the route table is two map probes whatever its size (route BenchmarkLookupHost, mux BenchmarkHandshake: same ns/op for 1 and 10,000 routes), so any difference is this machine's run-to-run noise (see the rounds in results.json)"
 )
 
 var reasons = map[string]why{
@@ -271,14 +277,9 @@ var reasons = map[string]why{
 			"connection, the routing read).",
 	},
 	"idle": {
-		met: "",
-		missed: "bound by net/http and crypto/tls. Once traffic goes quiet nexmux returns freed memory to the OS (internal/memtrim: one forced " +
-			"collection, then every free page back; without it, the handshakes' garbage and the collector's GOGC=100 headroom kept nexmux at 33-39 KiB), " +
-			"so after a trim what an idle connection keeps is what Go's libraries keep alive for it: a goroutine whose stack the runtime cannot shrink below 8 KiB " +
-			"(the idle read inside net/http and crypto/tls is too deep for 4), net/http's 4 KiB read and 4 KiB write buffers, crypto/tls state " +
-			"(~3 KiB, AES-GCM key schedules for both directions included), ~2 KiB of net/http, context and socket bookkeeping, and the allocator's " +
-			"fragmentation around them; nexmux's own per-connection state is under 1 KiB (heap profile at 10,000 connections). nginx with OpenSSL " +
-			"keeps ~15 KiB. Under 24 KiB would take an HTTP/1.1 server other than net/http, which the design rules out.",
+		met: idleWhy + ".",
+		missed: idleWhy + "; what stays is crypto/tls state (~3 KiB, AES-GCM key schedules for both directions included), the parked goroutine's " +
+			"small stack, the socket and nexmux's routing state (~1 KiB), and the allocator's fragmentation around them.",
 	},
 	"latency-nginx": {
 		met: "",
@@ -499,7 +500,7 @@ func floorText(res *Results, key string) string {
 			s += fmt.Sprintf(" (goroutine stacks %.1f KiB, Go heap in use %.1f KiB, per the runtime's own statistics; memory trims: %.0f)",
 				per(n.StackAfter, n.StackBefore), per(n.HeapAfter, n.HeapBefore), n.Trims)
 		}
-		s += fmt.Sprintf(" and the Go floor (%s), which does not trim, %.1f KiB.", title(colFloor), f.PerConnKiB)
+		s += fmt.Sprintf(" and the Go floor (%s), which neither releases nor trims, %.1f KiB.", title(colFloor), f.PerConnKiB)
 		if n.Trims == 0 && n.HeapAfter > 0 {
 			s += " No trim happened during this measurement, so nexmux's figure includes the collector's headroom."
 		}

@@ -1,0 +1,87 @@
+package daemon_test
+
+import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptrace"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+// pausing sends every request after a pause longer than the stack's
+// --idle-release-after, and counts the requests that went on a reused
+// connection.
+type pausing struct {
+	next   http.RoundTripper
+	reused atomic.Int64
+	total  atomic.Int64
+}
+
+func (p *pausing) RoundTrip(r *http.Request) (*http.Response, error) {
+	time.Sleep(10 * stack.StackIdleRelease)
+	p.total.Add(1)
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		if i.Reused {
+			p.reused.Add(1)
+		}
+	}}
+	return p.next.RoundTrip(r.WithContext(httptrace.WithClientTrace(r.Context(), trace)))
+}
+
+// A registry client on HTTP/1.1 with one connection per host and one
+// request at a time, pausing before every request: login, push and pull go
+// over released connections that resume, and the image comes back whole.
+func TestPushPullOverReleasedConnections(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: teamRoutes()})
+	tr := st.Transport()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSClientConfig = &tls.Config{RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}}
+	tr.MaxConnsPerHost = 1
+	p := &pausing{next: tr}
+	opts := []remote.Option{remote.WithContext(ctxT(t)), remote.WithTransport(p), remote.WithJobs(1),
+		remote.WithAuth(&authn.Basic{Username: stack.User, Password: stack.Password})}
+
+	img, err := random.Image(256<<10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref(t, st.Host("team-a-push")+"/team/released:1"), img, opts...); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	got, err := remote.Image(ref(t, st.Host("team-a")+"/team/released:1"), opts...)
+	if err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	if err := validate.Image(got); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	gd, _ := got.Digest()
+	wd, _ := img.Digest()
+	if gd != wd {
+		t.Fatalf("pulled %s, pushed %s", gd, wd)
+	}
+
+	mfs, err := st.Daemon.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var releases float64
+	for _, mf := range mfs {
+		if mf.GetName() == "nexmux_idle_releases_total" {
+			releases = mf.Metric[0].GetCounter().GetValue()
+		}
+	}
+	// Every request on a reused connection found it released while the
+	// client paused.
+	if reused := p.reused.Load(); reused < p.total.Load()/2 || releases < float64(reused) {
+		t.Fatalf("%d requests, %d on a reused connection, %v releases: want most requests on released connections", p.total.Load(), reused, releases)
+	}
+}

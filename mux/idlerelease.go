@@ -1,0 +1,350 @@
+package mux
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Idle release. An HTTP/1 keep-alive connection waiting for its next
+// request holds net/http's connection goroutine, whose stack the runtime
+// cannot shrink below 8 KiB (the idle read is deep), and net/http's 4 KiB
+// read and write buffers. After --idle-release-after without a byte, nexmux
+// lets net/http end its side of the connection without closing the socket,
+// waits for the next bytes on a shallow goroutine, and hands the
+// connection back to http.Server as a new one when they come: the same
+// socket, TLS session and route. nginx frees a keep-alive connection's
+// buffers the same way.
+//
+// The window is net/http's wait for the next request's first bytes
+// (conn.serve: StateIdle, then SetReadDeadline with the idle timeout, then
+// Peek): the wrapper shortens that one deadline. When it fires, every
+// reader below net/http has been drained (the read blocked on the socket),
+// so no byte is held anywhere but in crypto/tls, which keeps a partial
+// record across a timeout.
+
+// DefaultIdleRelease is how long an HTTP/1 keep-alive connection waits for
+// its next request before its goroutine and buffers are released. A
+// second is long next to the gaps inside a docker pull or push, and short
+// next to how long clients keep idle connections (kubelet, containerd and
+// docker hold them for tens of seconds to minutes).
+const DefaultIdleRelease = time.Second
+
+// netHTTPPeek is how many bytes net/http waits for before it starts the
+// header timeout (conn.serve's Peek). A read under the shortened deadline
+// that brings fewer restores the idle deadline, so a slow first byte of a
+// request is not taken for idleness.
+const netHTTPPeek = 4
+
+// netHTTPReadBuf is the size of net/http's connection read buffer. Its
+// wait for the next request reads into all of it only when it holds no byte
+// of that request yet: the 1-byte background read during the last response
+// (connReader.hasByte) or the tail of a pipelined read leave it shorter.
+// Only such a read may end in a park: bytes net/http holds must not be lost
+// with its side of the connection. Should net/http change the size, idle
+// connections are kept, never broken (TestIdleReleaseParksAndResumes
+// notices).
+const netHTTPReadBuf = 4096
+
+// Release states.
+const (
+	relActive  int32 = iota // net/http serves the connection
+	relPending              // net/http was told EOF and is letting go
+	relClosing              // relPending, and net/http's Close has come
+	relParked               // a park goroutine waits for the next bytes
+	relClosed               // the socket is closed
+)
+
+// idleRelease is the state an HTTP/1 wrapper (h1Conn, h1TLSConn) keeps for
+// idle release. net/http calls Read, SetReadDeadline and Close from its
+// connection goroutine; ConnState from the same goroutine; revocation and
+// shutdown may Close from any goroutine.
+type idleRelease struct {
+	after time.Duration   // 0: never (disabled, or no socket to wait on)
+	raw   syscall.RawConn // the accepted TCP socket
+	// idle is set by ConnState(StateIdle): the next SetReadDeadline is
+	// net/http's idle deadline.
+	idle atomic.Bool
+	// armed: net/http waits for the next request under the shortened
+	// deadline.
+	armed atomic.Bool
+	// deadline is net/http's own idle deadline (serve goroutine only; the
+	// park goroutine reads it after the hand-over).
+	deadline time.Time
+	state    atomic.Int32
+}
+
+// releasable is h1Conn and h1TLSConn.
+type releasable interface {
+	net.Conn
+	release() *idleRelease
+	inner() net.Conn
+}
+
+func (c *h1Conn) release() *idleRelease    { return &c.rel }
+func (c *h1Conn) inner() net.Conn          { return c.Conn }
+func (c *h1TLSConn) release() *idleRelease { return &c.rel }
+func (c *h1TLSConn) inner() net.Conn       { return c.Conn }
+
+func (c *h1Conn) Read(b []byte) (int, error) {
+	if c.rel.armed.Load() {
+		return c.rel.read(c.Conn, b)
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *h1TLSConn) Read(b []byte) (int, error) {
+	if c.rel.armed.Load() {
+		return c.rel.read(c.Conn, b)
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *h1Conn) SetReadDeadline(t time.Time) error { return c.rel.setReadDeadline(c.Conn, t) }
+func (c *h1TLSConn) SetReadDeadline(t time.Time) error {
+	return c.rel.setReadDeadline(c.Conn, t)
+}
+
+func (c *h1Conn) SetDeadline(t time.Time) error {
+	c.rel.armed.Store(false)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *h1TLSConn) SetDeadline(t time.Time) error {
+	c.rel.armed.Store(false)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *h1Conn) Close() error    { return c.rel.close(c.Conn) }
+func (c *h1TLSConn) Close() error { return c.rel.close(c.Conn) }
+
+// setupRelease enables idle release for a connection whose accepted socket
+// is raw (unwrapped from countedConn). In-process streams (SOCKS5) have no
+// socket to wait on and keep their goroutine.
+func setupRelease(r *idleRelease, raw net.Conn, after time.Duration) {
+	if after <= 0 {
+		return
+	}
+	if cc, ok := raw.(*countedConn); ok {
+		raw = cc.Conn
+	}
+	tc, ok := raw.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	r.raw, r.after = rc, after
+}
+
+func (r *idleRelease) setReadDeadline(c net.Conn, t time.Time) error {
+	if r.idle.Load() {
+		// net/http's idle deadline (conn.serve sets it right after
+		// StateIdle).
+		r.idle.Store(false)
+		if r.after > 0 {
+			r.deadline = t
+			r.armed.Store(true)
+			if at := time.Now().Add(r.after); t.IsZero() || at.Before(t) {
+				t = at
+			}
+		}
+		return c.SetReadDeadline(t)
+	}
+	r.armed.Store(false)
+	return c.SetReadDeadline(t)
+}
+
+// read is net/http's read while it waits for the next request, under the
+// shortened deadline: bytes disarm it; its expiry before net/http's own
+// deadline tells net/http EOF, so that it ends its side and the connection
+// is parked (Server.park).
+func (r *idleRelease) read(c net.Conn, b []byte) (int, error) {
+	if len(b) != netHTTPReadBuf {
+		// net/http holds bytes of the next request: wait as it asked.
+		r.armed.Store(false)
+		_ = c.SetReadDeadline(r.deadline)
+		return c.Read(b)
+	}
+	n, err := c.Read(b)
+	if n > 0 {
+		r.armed.Store(false)
+		if n < netHTTPPeek {
+			_ = c.SetReadDeadline(r.deadline)
+		}
+		return n, err
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, err
+	}
+	if !r.deadline.IsZero() && !time.Now().Before(r.deadline) {
+		return n, err // net/http's idle timeout: it closes the connection
+	}
+	r.armed.Store(false)
+	if !r.state.CompareAndSwap(relActive, relPending) {
+		return n, err
+	}
+	return 0, io.EOF
+}
+
+// close closes the socket, except for the one Close net/http makes while
+// letting go of a connection that is being parked.
+func (r *idleRelease) close(c net.Conn) error {
+	for {
+		switch st := r.state.Load(); st {
+		case relPending:
+			if r.state.CompareAndSwap(relPending, relClosing) {
+				return nil
+			}
+		case relClosed:
+			return c.Close()
+		default:
+			// relActive, relParked, and relClosing: a second Close
+			// (revocation, shutdown) while net/http lets go.
+			if r.state.CompareAndSwap(st, relClosed) {
+				return c.Close()
+			}
+		}
+	}
+}
+
+// parked is the set of parked connections, closed on shutdown.
+type parked struct {
+	mu     sync.Mutex
+	closed bool
+	conns  map[releasable]struct{}
+	total  atomic.Int64 // parks so far
+}
+
+func (p *parked) add(c releasable) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	if p.conns == nil {
+		p.conns = map[releasable]struct{}{}
+	}
+	p.conns[c] = struct{}{}
+	p.total.Add(1)
+	return true
+}
+
+func (p *parked) remove(c releasable) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// closeAll closes every parked connection; none is parked afterwards.
+func (p *parked) closeAll() {
+	p.mu.Lock()
+	p.closed = true
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+}
+
+// released reports whether c is being parked: net/http's StateClosed for
+// it is not the connection's end.
+func released(c net.Conn) (releasable, bool) {
+	rc, ok := c.(releasable)
+	if !ok {
+		return nil, false
+	}
+	st := rc.release().state.Load()
+	return rc, st == relPending || st == relClosing
+}
+
+// park takes over c from net/http (its StateClosed hook) and waits for the
+// client's next bytes without net/http's goroutine and buffers.
+func (s *Server) park(c releasable) {
+	r := c.release()
+	if !r.state.CompareAndSwap(relClosing, relParked) {
+		// net/http did not Close (it always does), or a second Close
+		// came: the socket is closed or must be.
+		c.Close()
+		s.forget(c)
+		return
+	}
+	if !s.track.Go() {
+		c.Close()
+		s.forget(c)
+		return
+	}
+	if !s.parked.add(c) {
+		c.Close()
+		s.forget(c)
+		s.track.Done()
+		return
+	}
+	if lc := s.liveConn(c); lc != nil && lc.info.Revoked.Load() {
+		// A reload revoked it while net/http let go.
+		c.Close()
+	}
+	go s.waitParked(c)
+}
+
+// waitParked waits until c's client sends again (then c goes back to
+// http.Server), closes, or net/http's idle deadline passes.
+func (s *Server) waitParked(c releasable) {
+	defer s.track.Done()
+	r := c.release()
+	_ = c.inner().SetReadDeadline(r.deadline)
+	readable := false
+	var b [1]byte
+	err := r.raw.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return false
+		}
+		// Bytes, or the client's FIN (n == 0), or a socket error.
+		readable = err == nil && n > 0
+		return true
+	})
+	s.parked.remove(c)
+	if err == nil && readable && r.state.CompareAndSwap(relParked, relActive) {
+		_ = c.inner().SetReadDeadline(time.Time{})
+		if s.conns.put(c) {
+			return
+		}
+	}
+	c.Close()
+	s.forget(c)
+}
+
+// Released reports the HTTP/1 connections released now (parked, waiting
+// for their client's next request without net/http) and the releases since
+// start.
+func (s *Server) Released() (now int, total int64) {
+	s.parked.mu.Lock()
+	now = len(s.parked.conns)
+	s.parked.mu.Unlock()
+	return now, s.parked.total.Load()
+}
+
+// forget drops a connection that ended while parked from the live set
+// (net/http's StateClosed did not, see connState).
+func (s *Server) forget(c net.Conn) {
+	s.live.mu.Lock()
+	delete(s.live.http, c)
+	s.live.mu.Unlock()
+}
+
+func (s *Server) liveConn(c net.Conn) *liveConn {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	return s.live.http[c]
+}

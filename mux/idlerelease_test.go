@@ -1,0 +1,479 @@
+package mux_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/mux"
+	"github.com/nexmux/nexmux/route"
+)
+
+// idleDials are the two kinds of HTTP/1 connection idle release applies
+// to: TLS terminated here, and plain HTTP on a port route.
+func idleDials(t *testing.T, m *muxServer) []struct {
+	name string
+	dial func(t *testing.T) net.Conn
+} {
+	portLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.goServe(func() error { return m.srv.ServePort(portLn, 8082) })
+	return []struct {
+		name string
+		dial func(t *testing.T) net.Conn
+	}{
+		{"tls", func(t *testing.T) net.Conn {
+			cfg := m.tlsConfig("team-a.nexmux.test")
+			cfg.NextProtos = []string{"http/1.1"}
+			c, err := tls.Dial("tcp", m.addr, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			return c
+		}},
+		{"plain port route", func(t *testing.T) net.Conn {
+			c, err := net.Dial("tcp", portLn.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			return c
+		}},
+	}
+}
+
+// get1 sends one GET on c and returns its status and body.
+func get1(t *testing.T, c net.Conn, br *bufio.Reader, path string) (int, string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n", path); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// waitIdle waits until the server has parked and live connections as
+// given.
+func waitIdle(t *testing.T, srv *mux.Server, parked, live int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, l := srv.IdleCounts()
+		if p == parked && l == live {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("parked %d, live %d; want %d, %d", p, l, parked, live)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A keep-alive connection idle past --idle-release-after is parked (net/http
+// lets go of it) and served again, on the same socket and TLS session, when
+// the client sends its next request; many requests and parks in a row keep
+// working.
+func TestIdleReleaseParksAndResumes(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond})
+	for _, d := range idleDials(t, m) {
+		t.Run(d.name, func(t *testing.T) {
+			c := d.dial(t)
+			br := bufio.NewReader(c)
+			var first string
+			for i := range 4 {
+				status, body := get1(t, c, br, "/v2/")
+				if status != 200 {
+					t.Fatalf("request %d: status %d %q", i, status, body)
+				}
+				if i == 0 {
+					first = body
+				} else if body != first {
+					t.Fatalf("request %d after a park answered %q; the first %q", i, body, first)
+				}
+				waitIdle(t, m.srv, 1, 1)
+			}
+			if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().DidResume {
+				t.Fatal("the test's connection resumed a session: it must be one TLS session throughout")
+			}
+			c.Close()
+			waitIdle(t, m.srv, 0, 0)
+		})
+	}
+}
+
+// Parking frees what net/http holds for each idle connection, its
+// goroutine's 8 KiB stack and its 4 KiB read and write buffers: the live
+// heap grows by 8 KiB less per parked connection than per held one (the
+// stacks are not compared: the runtime keeps freed stacks cached as in
+// use, so a second run would reuse the first's).
+func TestIdleReleaseFreesMemory(t *testing.T) {
+	m := startMuxWith(t, muxConfig{idleRelease: time.Hour})
+	short := startMuxWith(t, muxConfig{idleRelease: 50 * time.Millisecond})
+	const n = 200
+	inUse := func() int64 {
+		// Earlier tests' connections may still be ending: wait until the
+		// goroutine count holds still.
+		for last, same := -1, 0; same < 3; time.Sleep(50 * time.Millisecond) {
+			if g := runtime.NumGoroutine(); g == last {
+				same++
+			} else {
+				last, same = g, 0
+			}
+		}
+		var ms runtime.MemStats
+		for range 3 {
+			runtime.GC() // sync.Pool empties over two cycles; stacks shrink in one
+		}
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	open := func(m *muxServer, parked int) int64 {
+		before := inUse()
+		for range n {
+			cfg := m.tlsConfig("team-a.nexmux.test")
+			cfg.NextProtos = []string{"http/1.1"}
+			c, err := tls.Dial("tcp", m.addr, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if status, body := get1(t, c, bufio.NewReader(c), "/v2/"); status != 200 {
+				t.Fatalf("status %d %q", status, body)
+			}
+		}
+		waitIdle(t, m.srv, parked, n)
+		return (inUse() - before) / n
+	}
+	held := open(m, 0)
+	released := open(short, n)
+	t.Logf("live heap per idle connection, client side included: held %d B, released %d B", held, released)
+	if held-released < 8<<10 {
+		t.Fatalf("live heap per idle connection: held %d B, released %d B; want at least 8 KiB less", held, released)
+	}
+}
+
+// A request whose first bytes come slowly (fewer than net/http waits for,
+// then a pause past --idle-release-after) is served whole: no byte is lost
+// to a park. Were "GET" lost, the request line would start with a space and
+// net/http would answer 400.
+func TestIdleReleaseKeepsSlowFirstBytes(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond})
+	for _, d := range idleDials(t, m) {
+		t.Run(d.name, func(t *testing.T) {
+			c := d.dial(t)
+			br := bufio.NewReader(c)
+			if status, _ := get1(t, c, br, "/v2/"); status != 200 {
+				t.Fatalf("status %d", status)
+			}
+			// Within the release delay, three bytes; then a pause.
+			time.Sleep(10 * time.Millisecond)
+			if _, err := io.WriteString(c, "GET"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			if p, _ := m.srv.IdleCounts(); p != 0 {
+				t.Fatalf("a connection with a request begun was parked")
+			}
+			if _, err := io.WriteString(c, " /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: the first bytes were lost", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// The pause is on a whole request too: the client's request line arrives
+// slowly after the connection was parked.
+func TestIdleReleaseSlowRequestAfterPark(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond})
+	for _, d := range idleDials(t, m) {
+		t.Run(d.name, func(t *testing.T) {
+			c := d.dial(t)
+			br := bufio.NewReader(c)
+			if status, _ := get1(t, c, br, "/v2/"); status != 200 {
+				t.Fatalf("status %d", status)
+			}
+			waitIdle(t, m.srv, 1, 1)
+			req := "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"
+			for i := 0; i < len(req); i++ {
+				if _, err := io.WriteString(c, req[i:i+1]); err != nil {
+					t.Fatal(err)
+				}
+				if i < 3 {
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// A parked connection still ends at --idle-timeout, counted from the end
+// of its last response; a client that hangs up while parked is forgotten.
+func TestIdleReleaseTimeoutAndHangUp(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond, idleTimeout: 600 * time.Millisecond})
+	for _, d := range idleDials(t, m) {
+		t.Run(d.name, func(t *testing.T) {
+			c := d.dial(t)
+			br := bufio.NewReader(c)
+			if status, _ := get1(t, c, br, "/v2/"); status != 200 {
+				t.Fatalf("status %d", status)
+			}
+			start := time.Now()
+			waitIdle(t, m.srv, 1, 1)
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := br.ReadByte(); err == nil {
+				t.Fatal("a byte from an idle connection")
+			}
+			if since := time.Since(start); since < 500*time.Millisecond {
+				t.Fatalf("closed after %v, before --idle-timeout", since)
+			}
+			waitIdle(t, m.srv, 0, 0)
+
+			c = d.dial(t)
+			br = bufio.NewReader(c)
+			if status, _ := get1(t, c, br, "/v2/"); status != 200 {
+				t.Fatalf("status %d", status)
+			}
+			waitIdle(t, m.srv, 1, 1)
+			c.Close()
+			waitIdle(t, m.srv, 0, 0)
+		})
+	}
+}
+
+// Shutdown closes parked connections at once, as http.Server closes its
+// idle ones: it does not wait for its deadline.
+func TestIdleReleaseShutdown(t *testing.T) {
+	m := startMuxWith(t, muxConfig{idleRelease: 50 * time.Millisecond})
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", m.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if status, _ := get1(t, c, br, "/v2/"); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	waitIdle(t, m.srv, 1, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := m.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if since := time.Since(start); since > 5*time.Second {
+		t.Fatalf("Shutdown took %v with a parked connection", since)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("a byte after shutdown")
+	}
+}
+
+// A reload that removes the route closes its parked connections, as it
+// closes idle ones.
+func TestIdleReleaseRevoked(t *testing.T) {
+	m := startMuxWith(t, muxConfig{idleRelease: 50 * time.Millisecond})
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", m.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if status, _ := get1(t, c, br, "/v2/"); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	waitIdle(t, m.srv, 1, 1)
+	st := *m.srv.State()
+	tab, err := routeTable("team-b.nexmux.test=team-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Table = tab
+	m.srv.Update(&st)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err == nil || !strings.Contains(err.Error(), "EOF") && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("parked connection of a removed route: %v, want closed", err)
+	}
+	waitIdle(t, m.srv, 0, 0)
+}
+
+// With release disabled (a negative delay: --idle-release-after 0),
+// idle connections stay with net/http.
+func TestIdleReleaseDisabled(t *testing.T) {
+	m := startMuxWith(t, muxConfig{idleRelease: -1})
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", m.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	if status, _ := get1(t, c, br, "/v2/"); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if p, l := m.srv.IdleCounts(); p != 0 || l != 1 {
+		t.Fatalf("parked %d, live %d; want 0, 1", p, l)
+	}
+	if status, _ := get1(t, c, br, "/v2/"); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+}
+
+func routeTable(routes ...string) (*route.Table, error) {
+	return route.Build(route.Spec{Routes: routes})
+}
+
+// Bytes of the next request that net/http read before it began to wait
+// (its background read during the last response, or the tail of a read
+// that brought the last request) stay with it: the connection is not
+// parked, and the request is served whole. Were the early "G" lost, the
+// request would arrive as method "ET".
+func TestIdleReleaseKeepsEarlyBytes(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond})
+	const req = "GET /slow HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"
+	for _, d := range idleDials(t, m) {
+		for _, early := range []struct {
+			name  string
+			write func(c net.Conn) error
+		}{
+			{"during the response", func(c net.Conn) error {
+				if _, err := io.WriteString(c, req); err != nil {
+					return err
+				}
+				time.Sleep(50 * time.Millisecond) // the handler sleeps 200
+				_, err := io.WriteString(c, "G")
+				return err
+			}},
+			{"with the last request", func(c net.Conn) error {
+				_, err := io.WriteString(c, req+"G")
+				return err
+			}},
+		} {
+			t.Run(d.name+"/"+early.name, func(t *testing.T) {
+				c := d.dial(t)
+				br := bufio.NewReader(c)
+				if status, _ := get1(t, c, br, "/v2/"); status != 200 {
+					t.Fatalf("status %d", status)
+				}
+				waitIdle(t, m.srv, 1, 1)
+				if err := early.write(c); err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				time.Sleep(300 * time.Millisecond)
+				if _, err := io.WriteString(c, "ET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				resp, err = http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if got := resp.Header.Get("X-Method"); resp.StatusCode != 200 || got != "GET" {
+					t.Fatalf("status %d, method %q: the early byte was lost", resp.StatusCode, got)
+				}
+			})
+		}
+	}
+}
+
+// Requests split at random places, with random pauses around the release
+// delay between their pieces and between requests, some pipelined: every
+// answer is the one to its request, in order, on the one connection.
+func TestIdleReleaseRandomPauses(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 30 * time.Millisecond})
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	pause := func() { time.Sleep(time.Duration(rng.IntN(60)) * time.Millisecond) }
+	for _, d := range idleDials(t, m) {
+		t.Run(d.name, func(t *testing.T) {
+			c := d.dial(t)
+			br := bufio.NewReader(c)
+			_, parks := m.srv.Released()
+			for round := range 25 {
+				n := 1 + rng.IntN(3) // pipelined requests this round
+				var all string
+				for i := range n {
+					all += fmt.Sprintf("GET /v2/r%d-%d HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n", round, i)
+				}
+				for len(all) > 0 {
+					k := 1 + rng.IntN(len(all))
+					if _, err := io.WriteString(c, all[:k]); err != nil {
+						t.Fatal(err)
+					}
+					all = all[k:]
+					if len(all) > 0 {
+						pause()
+					}
+				}
+				for i := range n {
+					_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatalf("round %d, request %d: %v", round, i, err)
+					}
+					resp.Body.Close()
+					want := fmt.Sprintf("/v2/r%d-%d", round, i)
+					if got := resp.Header.Get("X-Path"); resp.StatusCode != 200 || got != want || resp.Header.Get("X-Method") != "GET" {
+						t.Fatalf("round %d: status %d, %s %q; want 200 GET %q", round, resp.StatusCode, resp.Header.Get("X-Method"), got, want)
+					}
+				}
+				pause()
+			}
+			if _, total := m.srv.Released(); total == parks {
+				t.Fatal("no park in 25 rounds of pauses around the release delay")
+			}
+		})
+	}
+}
