@@ -37,6 +37,7 @@ type muxConfig struct {
 	maxHeaderBytes    int
 	idleRelease       time.Duration
 	idleTimeout       time.Duration
+	headerTimeout     time.Duration
 }
 
 // muxServer is a mux.Server serving on loopback.
@@ -113,6 +114,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 		MaxHeaderBytes:         mc.maxHeaderBytes,
 		IdleRelease:            mc.idleRelease,
 		IdleTimeout:            mc.idleTimeout,
+		HeaderTimeout:          mc.headerTimeout,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ci := l7.FromContext(r.Context())
 			if r.TLS != nil {

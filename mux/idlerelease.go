@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Idle release. An HTTP/1 keep-alive connection waiting for its next
@@ -75,6 +73,13 @@ type idleRelease struct {
 	// armed: net/http waits for the next request under the shortened
 	// deadline.
 	armed atomic.Bool
+	// waking: resumed, fewer than netHTTPPeek bytes read since. net/http
+	// took the connection as new and reads a request under its header
+	// deadline; until those bytes come, the idle deadline stays, as it
+	// would have without the release.
+	waking atomic.Bool
+	woken  int       // bytes read while waking
+	header time.Time // net/http's header deadline, applied once awake
 	// deadline is net/http's own idle deadline (serve goroutine only; the
 	// park goroutine reads it after the hand-over).
 	deadline time.Time
@@ -94,14 +99,14 @@ func (c *h1TLSConn) release() *idleRelease { return &c.rel }
 func (c *h1TLSConn) inner() net.Conn       { return c.Conn }
 
 func (c *h1Conn) Read(b []byte) (int, error) {
-	if c.rel.armed.Load() {
+	if c.rel.armed.Load() || c.rel.waking.Load() {
 		return c.rel.read(c.Conn, b)
 	}
 	return c.Conn.Read(b)
 }
 
 func (c *h1TLSConn) Read(b []byte) (int, error) {
-	if c.rel.armed.Load() {
+	if c.rel.armed.Load() || c.rel.waking.Load() {
 		return c.rel.read(c.Conn, b)
 	}
 	return c.Conn.Read(b)
@@ -114,11 +119,13 @@ func (c *h1TLSConn) SetReadDeadline(t time.Time) error {
 
 func (c *h1Conn) SetDeadline(t time.Time) error {
 	c.rel.armed.Store(false)
+	c.rel.waking.Store(false)
 	return c.Conn.SetDeadline(t)
 }
 
 func (c *h1TLSConn) SetDeadline(t time.Time) error {
 	c.rel.armed.Store(false)
+	c.rel.waking.Store(false)
 	return c.Conn.SetDeadline(t)
 }
 
@@ -129,7 +136,7 @@ func (c *h1TLSConn) Close() error { return c.rel.close(c.Conn) }
 // is raw (unwrapped from countedConn). In-process streams (SOCKS5) have no
 // socket to wait on and keep their goroutine.
 func setupRelease(r *idleRelease, raw net.Conn, after time.Duration) {
-	if after <= 0 {
+	if after <= 0 || !canPeek {
 		return
 	}
 	if cc, ok := raw.(*countedConn); ok {
@@ -147,6 +154,12 @@ func setupRelease(r *idleRelease, raw net.Conn, after time.Duration) {
 }
 
 func (r *idleRelease) setReadDeadline(c net.Conn, t time.Time) error {
+	if r.waking.Load() {
+		// net/http's header deadline for the first request after a
+		// resume: the idle one holds until its first bytes.
+		r.header = t
+		return nil
+	}
 	if r.idle.Load() {
 		// net/http's idle deadline (conn.serve sets it right after
 		// StateIdle).
@@ -169,6 +182,14 @@ func (r *idleRelease) setReadDeadline(c net.Conn, t time.Time) error {
 // deadline tells net/http EOF, so that it ends its side and the connection
 // is parked (Server.park).
 func (r *idleRelease) read(c net.Conn, b []byte) (int, error) {
+	if r.waking.Load() {
+		n, err := c.Read(b)
+		if r.woken += n; r.woken >= netHTTPPeek {
+			r.waking.Store(false)
+			_ = c.SetReadDeadline(r.header)
+		}
+		return n, err
+	}
 	if len(b) != netHTTPReadBuf {
 		// net/http holds bytes of the next request: wait as it asked.
 		r.armed.Store(false)
@@ -303,20 +324,12 @@ func (s *Server) waitParked(c releasable) {
 	defer s.track.Done()
 	r := c.release()
 	_ = c.inner().SetReadDeadline(r.deadline)
-	readable := false
-	var b [1]byte
-	err := r.raw.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if err == unix.EAGAIN || err == unix.EINTR {
-			return false
-		}
-		// Bytes, or the client's FIN (n == 0), or a socket error.
-		readable = err == nil && n > 0
-		return true
-	})
+	readable, err := waitReadable(r.raw)
 	s.parked.remove(c)
 	if err == nil && readable && r.state.CompareAndSwap(relParked, relActive) {
-		_ = c.inner().SetReadDeadline(time.Time{})
+		// The idle deadline stays until net/http has its first bytes.
+		r.woken, r.header = 0, time.Time{}
+		r.waking.Store(true)
 		if s.conns.put(c) {
 			return
 		}

@@ -1,7 +1,9 @@
 package daemon_test
 
 import (
+	"cmp"
 	"crypto/tls"
+	"io"
 	"net/http"
 	"net/http/httptrace"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/mux"
 )
 
 // pausing sends every request after a pause longer than the stack's
@@ -21,12 +24,13 @@ import (
 // connection.
 type pausing struct {
 	next   http.RoundTripper
+	pause  time.Duration // default: 10 × stack.StackIdleRelease
 	reused atomic.Int64
 	total  atomic.Int64
 }
 
 func (p *pausing) RoundTrip(r *http.Request) (*http.Response, error) {
-	time.Sleep(10 * stack.StackIdleRelease)
+	time.Sleep(cmp.Or(p.pause, 10*stack.StackIdleRelease))
 	p.total.Add(1)
 	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
 		if i.Reused {
@@ -69,19 +73,51 @@ func TestPushPullOverReleasedConnections(t *testing.T) {
 		t.Fatalf("pulled %s, pushed %s", gd, wd)
 	}
 
-	mfs, err := st.Daemon.Metrics().Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var releases float64
-	for _, mf := range mfs {
-		if mf.GetName() == "nexmux_idle_releases_total" {
-			releases = mf.Metric[0].GetCounter().GetValue()
-		}
-	}
+	releases := idleReleases(t, st)
 	// Every request on a reused connection found it released while the
 	// client paused.
 	if reused := p.reused.Load(); reused < p.total.Load()/2 || releases < float64(reused) {
 		t.Fatalf("%d requests, %d on a reused connection, %v releases: want most requests on released connections", p.total.Load(), reused, releases)
+	}
+}
+
+func idleReleases(t *testing.T, st *stack.Stack) float64 {
+	t.Helper()
+	mfs, err := st.Daemon.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "nexmux_idle_releases_total" {
+			return mf.Metric[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no nexmux_idle_releases_total")
+	return 0
+}
+
+// --idle-release-after 0 keeps idle connections with net/http: a client
+// pausing past the default delay between two requests on one connection
+// causes no release.
+func TestIdleReleaseOff(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: teamRoutes(), KeepIdleRelease: true})
+	tr := st.Transport()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSClientConfig = &tls.Config{RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}}
+	p := &pausing{next: tr, pause: mux.DefaultIdleRelease + 300*time.Millisecond}
+	c := &http.Client{Transport: p}
+	for range 2 {
+		resp, err := c.Get("https://" + st.Host("team-a") + "/v2/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if p.reused.Load() != 1 {
+		t.Fatalf("%d of 2 requests on a reused connection, want 1", p.reused.Load())
+	}
+	if n := idleReleases(t, st); n != 0 {
+		t.Fatalf("%v releases with --idle-release-after 0", n)
 	}
 }
