@@ -18,12 +18,6 @@ import (
 // route, and the refusal is logged; everything else is untouched.
 func TestMalformedRequestsGetRegistryErrors(t *testing.T) {
 	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, maxHeaderBytes: 4 << 10})
-	portLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.goServe(func() error { return m.srv.ServePort(portLn, 8082) })
-
 	const host = "Host: team-a.nexmux.test\r\n"
 	cases := []struct {
 		name    string
@@ -40,28 +34,7 @@ func TestMalformedRequestsGetRegistryErrors(t *testing.T) {
 		{"unknown Transfer-Encoding", "POST /v2/ HTTP/1.1\r\n" + host + "Transfer-Encoding: gzip\r\n\r\n", 501, "unsupported Transfer-Encoding"},
 		{"headers too large", "GET /v2/ HTTP/1.1\r\n" + host + "X-Big: " + strings.Repeat("a", 12<<10) + "\r\n\r\n", 431, "request headers are too large"},
 	}
-	dials := []struct {
-		name string
-		dial func(t *testing.T) net.Conn
-	}{
-		{"tls", func(t *testing.T) net.Conn {
-			cfg := m.tlsConfig("team-a.nexmux.test")
-			cfg.NextProtos = []string{"http/1.1"}
-			c, err := tls.Dial("tcp", m.addr, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return c
-		}},
-		{"plain port route", func(t *testing.T) net.Conn {
-			c, err := net.Dial("tcp", portLn.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return c
-		}},
-	}
-	for _, d := range dials {
+	for _, d := range h1Dials(t, m) {
 		for _, tc := range cases {
 			t.Run(d.name+"/"+tc.name, func(t *testing.T) {
 				c := d.dial(t)

@@ -205,3 +205,45 @@ func (m *muxServer) waitRefusal(t *testing.T, client, reason string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// h1Dials are the two kinds of HTTP/1 connection: TLS terminated here, and
+// plain HTTP on a port route (8082; the server needs a route for it).
+// Connections close when the test ends.
+func h1Dials(t *testing.T, m *muxServer) []struct {
+	name string
+	dial func(t *testing.T) net.Conn
+} {
+	portLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.goServe(func() error { return m.srv.ServePort(portLn, 8082) })
+	return []struct {
+		name string
+		dial func(t *testing.T) net.Conn
+	}{
+		{"tls", func(t *testing.T) net.Conn { return m.dialH1TLS(t) }},
+		{"plain port route", func(t *testing.T) net.Conn {
+			c, err := net.Dial("tcp", portLn.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			return c
+		}},
+	}
+}
+
+// dialH1TLS dials team-a.nexmux.test offering only HTTP/1.1; the
+// connection closes when the test ends.
+func (m *muxServer) dialH1TLS(t *testing.T) net.Conn {
+	t.Helper()
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", m.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}

@@ -3,7 +3,6 @@ package mux_test
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,42 +16,6 @@ import (
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/route"
 )
-
-// idleDials are the two kinds of HTTP/1 connection idle release applies
-// to: TLS terminated here, and plain HTTP on a port route.
-func idleDials(t *testing.T, m *muxServer) []struct {
-	name string
-	dial func(t *testing.T) net.Conn
-} {
-	portLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.goServe(func() error { return m.srv.ServePort(portLn, 8082) })
-	return []struct {
-		name string
-		dial func(t *testing.T) net.Conn
-	}{
-		{"tls", func(t *testing.T) net.Conn {
-			cfg := m.tlsConfig("team-a.nexmux.test")
-			cfg.NextProtos = []string{"http/1.1"}
-			c, err := tls.Dial("tcp", m.addr, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			return c
-		}},
-		{"plain port route", func(t *testing.T) net.Conn {
-			c, err := net.Dial("tcp", portLn.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			return c
-		}},
-	}
-}
 
 // get1 sends one GET on c and returns its status and body.
 func get1(t *testing.T, c net.Conn, br *bufio.Reader, path string) (int, string) {
@@ -71,6 +34,28 @@ func get1(t *testing.T, c net.Conn, br *bufio.Reader, path string) (int, string)
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(body)
+}
+
+// servedOnce has c served one GET /v2/ and returns its reader.
+func servedOnce(t *testing.T, c net.Conn) *bufio.Reader {
+	t.Helper()
+	br := bufio.NewReader(c)
+	if status, body := get1(t, c, br, "/v2/"); status != 200 {
+		t.Fatalf("status %d %q", status, body)
+	}
+	return br
+}
+
+// readResp reads one response from br (c's reader); its body is closed.
+func readResp(t *testing.T, c net.Conn, br *bufio.Reader) *http.Response {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
 }
 
 // waitIdle waits until the server has parked and live connections as
@@ -96,7 +81,7 @@ func waitIdle(t *testing.T, srv *mux.Server, parked, live int) {
 // working.
 func TestIdleReleaseParksAndResumes(t *testing.T) {
 	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond})
-	for _, d := range idleDials(t, m) {
+	for _, d := range h1Dials(t, m) {
 		t.Run(d.name, func(t *testing.T) {
 			c := d.dial(t)
 			br := bufio.NewReader(c)
@@ -148,16 +133,7 @@ func TestIdleReleaseFreesMemory(t *testing.T) {
 	open := func(m *muxServer, parked int) int64 {
 		before := inUse()
 		for range n {
-			cfg := m.tlsConfig("team-a.nexmux.test")
-			cfg.NextProtos = []string{"http/1.1"}
-			c, err := tls.Dial("tcp", m.addr, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
-			if status, body := get1(t, c, bufio.NewReader(c), "/v2/"); status != 200 {
-				t.Fatalf("status %d %q", status, body)
-			}
+			servedOnce(t, m.dialH1TLS(t))
 		}
 		waitIdle(t, m.srv, parked, n)
 		return (inUse() - before) / n
@@ -176,13 +152,10 @@ func TestIdleReleaseFreesMemory(t *testing.T) {
 // net/http would answer 400.
 func TestIdleReleaseKeepsSlowFirstBytes(t *testing.T) {
 	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond})
-	for _, d := range idleDials(t, m) {
+	for _, d := range h1Dials(t, m) {
 		t.Run(d.name, func(t *testing.T) {
 			c := d.dial(t)
-			br := bufio.NewReader(c)
-			if status, _ := get1(t, c, br, "/v2/"); status != 200 {
-				t.Fatalf("status %d", status)
-			}
+			br := servedOnce(t, c)
 			// Within the release delay, three bytes; then a pause.
 			time.Sleep(10 * time.Millisecond)
 			if _, err := io.WriteString(c, "GET"); err != nil {
@@ -195,12 +168,7 @@ func TestIdleReleaseKeepsSlowFirstBytes(t *testing.T) {
 			if _, err := io.WriteString(c, " /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
+			resp := readResp(t, c, br)
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d: the first bytes were lost", resp.StatusCode)
 			}
@@ -212,13 +180,10 @@ func TestIdleReleaseKeepsSlowFirstBytes(t *testing.T) {
 // slowly after the connection was parked.
 func TestIdleReleaseSlowRequestAfterPark(t *testing.T) {
 	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond})
-	for _, d := range idleDials(t, m) {
+	for _, d := range h1Dials(t, m) {
 		t.Run(d.name, func(t *testing.T) {
 			c := d.dial(t)
-			br := bufio.NewReader(c)
-			if status, _ := get1(t, c, br, "/v2/"); status != 200 {
-				t.Fatalf("status %d", status)
-			}
+			br := servedOnce(t, c)
 			waitIdle(t, m.srv, 1, 1)
 			req := "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"
 			for i := 0; i < len(req); i++ {
@@ -229,12 +194,7 @@ func TestIdleReleaseSlowRequestAfterPark(t *testing.T) {
 					time.Sleep(100 * time.Millisecond)
 				}
 			}
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
+			resp := readResp(t, c, br)
 			if resp.StatusCode != 200 {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
@@ -247,13 +207,10 @@ func TestIdleReleaseSlowRequestAfterPark(t *testing.T) {
 // a client that hangs up while parked is forgotten.
 func TestIdleReleaseTimeoutAndHangUp(t *testing.T) {
 	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: time.Second, idleTimeout: 1500 * time.Millisecond})
-	for _, d := range idleDials(t, m) {
+	for _, d := range h1Dials(t, m) {
 		t.Run(d.name, func(t *testing.T) {
 			c := d.dial(t)
-			br := bufio.NewReader(c)
-			if status, _ := get1(t, c, br, "/v2/"); status != 200 {
-				t.Fatalf("status %d", status)
-			}
+			br := servedOnce(t, c)
 			start := time.Now()
 			waitIdle(t, m.srv, 1, 1)
 			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -266,10 +223,7 @@ func TestIdleReleaseTimeoutAndHangUp(t *testing.T) {
 			waitIdle(t, m.srv, 0, 0)
 
 			c = d.dial(t)
-			br = bufio.NewReader(c)
-			if status, _ := get1(t, c, br, "/v2/"); status != 200 {
-				t.Fatalf("status %d", status)
-			}
+			br = servedOnce(t, c)
 			waitIdle(t, m.srv, 1, 1)
 			c.Close()
 			waitIdle(t, m.srv, 0, 0)
@@ -281,17 +235,8 @@ func TestIdleReleaseTimeoutAndHangUp(t *testing.T) {
 // idle ones: it does not wait for its deadline.
 func TestIdleReleaseShutdown(t *testing.T) {
 	m := startMuxWith(t, muxConfig{idleRelease: 50 * time.Millisecond})
-	cfg := m.tlsConfig("team-a.nexmux.test")
-	cfg.NextProtos = []string{"http/1.1"}
-	c, err := tls.Dial("tcp", m.addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	if status, _ := get1(t, c, br, "/v2/"); status != 200 {
-		t.Fatalf("status %d", status)
-	}
+	c := m.dialH1TLS(t)
+	br := servedOnce(t, c)
 	waitIdle(t, m.srv, 1, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -312,17 +257,8 @@ func TestIdleReleaseShutdown(t *testing.T) {
 // closes idle ones.
 func TestIdleReleaseRevoked(t *testing.T) {
 	m := startMuxWith(t, muxConfig{idleRelease: 50 * time.Millisecond})
-	cfg := m.tlsConfig("team-a.nexmux.test")
-	cfg.NextProtos = []string{"http/1.1"}
-	c, err := tls.Dial("tcp", m.addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	if status, _ := get1(t, c, br, "/v2/"); status != 200 {
-		t.Fatalf("status %d", status)
-	}
+	c := m.dialH1TLS(t)
+	br := servedOnce(t, c)
 	waitIdle(t, m.srv, 1, 1)
 	st := *m.srv.State()
 	tab, err := routeTable("team-b.nexmux.test=team-b")
@@ -342,17 +278,8 @@ func TestIdleReleaseRevoked(t *testing.T) {
 // idle connections stay with net/http, past the default delay too.
 func TestIdleReleaseDisabled(t *testing.T) {
 	m := startMuxWith(t, muxConfig{idleRelease: -1})
-	cfg := m.tlsConfig("team-a.nexmux.test")
-	cfg.NextProtos = []string{"http/1.1"}
-	c, err := tls.Dial("tcp", m.addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	if status, _ := get1(t, c, br, "/v2/"); status != 200 {
-		t.Fatalf("status %d", status)
-	}
+	c := m.dialH1TLS(t)
+	br := servedOnce(t, c)
 	time.Sleep(mux.DefaultIdleRelease + 300*time.Millisecond)
 	if p, l := m.srv.IdleCounts(); p != 0 || l != 1 {
 		t.Fatalf("parked %d, live %d; want 0, 1", p, l)
@@ -377,7 +304,7 @@ func routeTable(routes ...string) (*route.Table, error) {
 func TestIdleReleaseKeepsEarlyBytes(t *testing.T) {
 	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond})
 	const req = "GET /slow HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"
-	for _, d := range idleDials(t, m) {
+	for _, d := range h1Dials(t, m) {
 		for _, early := range []struct {
 			name  string
 			write func(c net.Conn) error
@@ -397,29 +324,17 @@ func TestIdleReleaseKeepsEarlyBytes(t *testing.T) {
 		} {
 			t.Run(d.name+"/"+early.name, func(t *testing.T) {
 				c := d.dial(t)
-				br := bufio.NewReader(c)
-				if status, _ := get1(t, c, br, "/v2/"); status != 200 {
-					t.Fatalf("status %d", status)
-				}
+				br := servedOnce(t, c)
 				waitIdle(t, m.srv, 1, 1)
 				if err := early.write(c); err != nil {
 					t.Fatal(err)
 				}
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
+				readResp(t, c, br)
 				time.Sleep(300 * time.Millisecond)
 				if _, err := io.WriteString(c, "ET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
 					t.Fatal(err)
 				}
-				resp, err = http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
+				resp := readResp(t, c, br)
 				if got := resp.Header.Get("X-Method"); resp.StatusCode != 200 || got != "GET" {
 					t.Fatalf("status %d, method %q: the early byte was lost", resp.StatusCode, got)
 				}
@@ -437,7 +352,7 @@ func TestIdleReleaseRandomPauses(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 	pause := func() { time.Sleep(time.Duration(rng.IntN(60)) * time.Millisecond) }
-	for _, d := range idleDials(t, m) {
+	for _, d := range h1Dials(t, m) {
 		t.Run(d.name, func(t *testing.T) {
 			c := d.dial(t)
 			br := bufio.NewReader(c)
@@ -487,13 +402,10 @@ func TestIdleReleaseRandomPauses(t *testing.T) {
 func TestIdleReleaseWakeThenStall(t *testing.T) {
 	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: 50 * time.Millisecond,
 		idleTimeout: 1500 * time.Millisecond, headerTimeout: 5 * time.Second})
-	for _, d := range idleDials(t, m) {
+	for _, d := range h1Dials(t, m) {
 		t.Run(d.name, func(t *testing.T) {
 			c := d.dial(t)
-			br := bufio.NewReader(c)
-			if status, _ := get1(t, c, br, "/v2/"); status != 200 {
-				t.Fatalf("status %d", status)
-			}
+			br := servedOnce(t, c)
 			start := time.Now()
 			waitIdle(t, m.srv, 1, 1)
 			time.Sleep(300 * time.Millisecond)

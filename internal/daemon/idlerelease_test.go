@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/mux"
@@ -53,27 +51,9 @@ func TestPushPullOverReleasedConnections(t *testing.T) {
 	opts := []remote.Option{remote.WithContext(ctxT(t)), remote.WithTransport(p), remote.WithJobs(1),
 		remote.WithAuth(&authn.Basic{Username: stack.User, Password: stack.Password})}
 
-	img, err := random.Image(256<<10, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref(t, st.Host("team-a-push")+"/team/released:1"), img, opts...); err != nil {
-		t.Fatalf("push: %v", err)
-	}
-	got, err := remote.Image(ref(t, st.Host("team-a")+"/team/released:1"), opts...)
-	if err != nil {
-		t.Fatalf("pull: %v", err)
-	}
-	if err := validate.Image(got); err != nil {
-		t.Fatalf("pull: %v", err)
-	}
-	gd, _ := got.Digest()
-	wd, _ := img.Digest()
-	if gd != wd {
-		t.Fatalf("pulled %s, pushed %s", gd, wd)
-	}
+	pushPull(t, st.Host("team-a-push")+"/team/released:1", st.Host("team-a")+"/team/released:1", opts...)
 
-	releases := idleReleases(t, st)
+	releases := counter(t, st, "nexmux_idle_releases_total")
 	// Every request on a reused connection found it released while the
 	// client paused.
 	if reused := p.reused.Load(); reused < p.total.Load()/2 || releases < float64(reused) {
@@ -81,18 +61,20 @@ func TestPushPullOverReleasedConnections(t *testing.T) {
 	}
 }
 
-func idleReleases(t *testing.T, st *stack.Stack) float64 {
+// counter reads a counter without a scrape (stack tests share nexmux's
+// process).
+func counter(t *testing.T, st *stack.Stack, name string) float64 {
 	t.Helper()
 	mfs, err := st.Daemon.Metrics().Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "nexmux_idle_releases_total" {
+		if mf.GetName() == name {
 			return mf.Metric[0].GetCounter().GetValue()
 		}
 	}
-	t.Fatal("no nexmux_idle_releases_total")
+	t.Fatalf("no %s", name)
 	return 0
 }
 
@@ -117,7 +99,7 @@ func TestIdleReleaseOff(t *testing.T) {
 	if p.reused.Load() != 1 {
 		t.Fatalf("%d of 2 requests on a reused connection, want 1", p.reused.Load())
 	}
-	if n := idleReleases(t, st); n != 0 {
+	if n := counter(t, st, "nexmux_idle_releases_total"); n != 0 {
 		t.Fatalf("%v releases with --idle-release-after 0", n)
 	}
 }

@@ -83,11 +83,31 @@ func pushImage(t *testing.T, st *stack.Stack, where string) v1.Image {
 	return img
 }
 
+// pushPull pushes a random three-layer image to push with opts and pulls
+// it back from pull (pullVerifyWith).
+func pushPull(t *testing.T, push, pull string, opts ...remote.Option) {
+	t.Helper()
+	img, err := random.Image(256<<10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref(t, push), img, opts...); err != nil {
+		t.Fatalf("push %s: %v", push, err)
+	}
+	pullVerifyWith(t, pull, img, opts...)
+}
+
 // pullVerify pulls where, verifies every blob's digest and compares the
 // manifest digest with want.
 func pullVerify(t *testing.T, st *stack.Stack, where string, want v1.Image) {
 	t.Helper()
-	got, err := remote.Image(ref(t, where), st.Remote(ctxT(t))...)
+	pullVerifyWith(t, where, want, st.Remote(ctxT(t))...)
+}
+
+// pullVerifyWith is pullVerify with the client's options.
+func pullVerifyWith(t *testing.T, where string, want v1.Image, opts ...remote.Option) {
+	t.Helper()
+	got, err := remote.Image(ref(t, where), opts...)
 	if err != nil {
 		t.Fatalf("pull %s: %v", where, err)
 	}

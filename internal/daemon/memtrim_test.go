@@ -49,17 +49,7 @@ func TestMemoryTrimWhenQuietAndReloadSwitchesIt(t *testing.T) {
 	// default policy's quiet rate: allow more, and a shorter quiet period.
 	trims := func() float64 {
 		time.Sleep(300 * time.Millisecond)
-		mfs, err := st.Daemon.Metrics().Registry.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == "nexmux_memory_trims_total" {
-				return mf.Metric[0].GetCounter().GetValue()
-			}
-		}
-		t.Fatal("no nexmux_memory_trims_total")
-		return 0
+		return counter(t, st, "nexmux_memory_trims_total")
 	}
 	reloads := func() int { return strings.Count(logs.String(), "msg=reloaded") }
 

@@ -20,9 +20,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
@@ -398,26 +396,8 @@ func TestProxyProtocolPushPull(t *testing.T) {
 		remote.WithContext(ctxT(t)), remote.WithTransport(tr),
 		remote.WithAuth(&authn.Basic{Username: stack.User, Password: stack.Password}),
 	}
-	img, err := random.Image(256<<10, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
 	st.Nexus.ResetRequests()
-	if err := remote.Write(ref(t, st.Host("team-a-push")+"/pp/app:1"), img, opts...); err != nil {
-		t.Fatalf("push: %v", err)
-	}
-	got, err := remote.Image(ref(t, st.Host("team-a")+"/pp/app:1"), opts...)
-	if err != nil {
-		t.Fatalf("pull: %v", err)
-	}
-	if err := validate.Image(got); err != nil {
-		t.Fatalf("pulled image does not verify: %v", err)
-	}
-	gd, _ := got.Digest()
-	wd, _ := img.Digest()
-	if gd != wd {
-		t.Fatalf("digest %s, pushed %s", gd, wd)
-	}
+	pushPull(t, st.Host("team-a-push")+"/pp/app:1", st.Host("team-a")+"/pp/app:1", opts...)
 	if d.first.Load() <= segmentSize {
 		t.Fatalf("ClientHello of %d bytes; want more than a segment", d.first.Load())
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -396,6 +397,7 @@ func TestMergeResults(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "results.json")
 	old := sampleResults()
 	old.CPU["nodes: HEAD manifest"] = map[string]CPU{colNexmux: {Unit: "µs/op", Server: 1}}
+	old.Previous, old.PreviousStarted = map[string]float64{"pull/nexmux": 700}, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	data, err := json.Marshal(old)
 	if err != nil {
 		t.Fatal(err)
@@ -406,10 +408,14 @@ func TestMergeResults(t *testing.T) {
 	fresh := &Results{Started: time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC), Machine: old.Machine, Seconds: 100,
 		Settings: Settings{NodeStreams: 3, NodeRounds: 9},
 		Pull:     map[string]Series{}, Nodes: sampleNodes(), Notes: []string{"waited 3 s"},
-		CPU: map[string]map[string]CPU{"nodes: HEAD manifest": {colNexmux: {Unit: "µs/op", Server: 50}}, "pull": {}}}
+		CPU:      map[string]map[string]CPU{"nodes: HEAD manifest": {colNexmux: {Unit: "µs/op", Server: 50}}, "pull": {}},
+		Previous: map[string]float64{"pull/nexmux": 800}, PreviousStarted: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)}
 	got, err := mergeResults(path, fresh, map[string]bool{"nodes": true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Previous, old.Previous) || !got.PreviousStarted.Equal(old.PreviousStarted) {
+		t.Errorf("the full run's comparison with the run before it was replaced: %v", got.Previous)
 	}
 	if got.Nodes == nil || got.Nodes.CPUMany != 53 || got.Settings.NodeStreams != 3 || got.Settings.Reps != 3 {
 		t.Errorf("nodes not merged: %+v %+v", got.Nodes, got.Settings)

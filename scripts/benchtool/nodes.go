@@ -315,7 +315,16 @@ func mergeResults(path string, fresh *Results, only map[string]bool) (*Results, 
 			}
 		}
 	}
-	old.Previous, old.PreviousStarted = fresh.Previous, fresh.PreviousStarted
+	// The full run keeps its comparison with the run before it; a row
+	// measured again is compared with the full run's figure it replaces.
+	for _, row := range spreadRows(fresh) {
+		if v, ok := fresh.Previous[row.Key]; ok {
+			if old.Previous == nil {
+				old.Previous = map[string]float64{}
+			}
+			old.Previous[row.Key] = v
+		}
+	}
 	old.Notes = append(old.Notes, fmt.Sprintf(partialNote+" (%s, %s, %.0f s; BENCH_ONLY=%s): %s; everything else comes from the run above.",
 		fresh.Started.UTC().Format("2006-01-02 15:04 UTC"), machineText(fresh.Machine), fresh.Seconds, strings.Join(ms, ","), strings.Join(ms, ", ")))
 	for _, n := range fresh.Notes {
