@@ -3,11 +3,11 @@ package mux_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/mux"
@@ -34,17 +34,10 @@ func from(t *testing.T, ip string) (client, server net.Conn) {
 // and clientSlots per-client slots.
 func waitCounts(t *testing.T, srv *mux.Server, active int64, clientSlots int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, func() (bool, string) {
 		a, c := srv.OpenCounts()
-		if a == active && c == clientSlots {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("limits hold %d places and %d client slots, want %d and %d", a, c, active, clientSlots)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return a == active && c == clientSlots, fmt.Sprintf("limits hold %d places and %d client slots, want %d and %d", a, c, active, clientSlots)
+	})
 }
 
 // Admit counts a stream against --max-conns and --max-conns-per-client

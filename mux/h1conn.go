@@ -28,7 +28,8 @@ const netHTTPErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConn
 // missing required Host header" is the longest).
 const maxNetHTTPErrorLine = 96
 
-// h1Conn carries a plain-HTTP port route's connection.
+// h1Conn carries an HTTP/1 connection to net/http: a plain-HTTP port
+// route's routed connection, or (in h1TLSConn) a terminated *tls.Conn.
 type h1Conn struct {
 	net.Conn
 	log connLog
@@ -37,18 +38,23 @@ type h1Conn struct {
 
 func (c *h1Conn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, &c.log) }
 
-// NetConn returns the routed connection (connContext unwraps with it).
+// NetConn returns the connection below (connContext unwraps with it).
 func (c *h1Conn) NetConn() net.Conn { return c.Conn }
 
 // h1TLSConn carries a terminated TLS connection that negotiated HTTP/1.x.
-// Its promoted ConnectionState gives requests their Request.TLS.
+// ConnectionState gives requests their Request.TLS; net/http sends its
+// close_notify with CloseWrite.
 type h1TLSConn struct {
-	*tls.Conn
-	log connLog
-	rel idleRelease
+	h1Conn
+	tc *tls.Conn
 }
 
-func (c *h1TLSConn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, &c.log) }
+func newH1TLSConn(tc *tls.Conn, log connLog) *h1TLSConn {
+	return &h1TLSConn{h1Conn: h1Conn{Conn: tc, log: log}, tc: tc}
+}
+
+func (c *h1TLSConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+func (c *h1TLSConn) CloseWrite() error                    { return c.tc.CloseWrite() }
 
 func writeH1(c net.Conn, b []byte, log *connLog) (int, error) {
 	status, detail, ok := parseNetHTTPError(b)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -126,16 +127,13 @@ func TestMalformedRequestsGetRegistryErrors(t *testing.T) {
 // waitLog waits for a log line holding both strings.
 func waitLog(t *testing.T, m *muxServer, a, b string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		for _, l := range strings.Split(m.logs.String(), "\n") {
+	eventually(t, func() (bool, string) {
+		logs := m.logs.String()
+		for _, l := range strings.Split(logs, "\n") {
 			if strings.Contains(l, a) && strings.Contains(l, b) {
-				return
+				return true, ""
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q and %q:\n%s", a, b, m.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("no log line with %q and %q:\n%s", a, b, logs)
+	})
 }

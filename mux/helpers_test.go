@@ -179,6 +179,23 @@ func (m *muxServer) shutdown() {
 	m.wg.Wait()
 }
 
+// eventually polls check for 10 s; it fails the test with check's last
+// description of what it saw unless check reports done by then.
+func eventually(t *testing.T, check func() (done bool, saw string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		done, saw := check()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(saw)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // tlsConfig trusts the server's CA and names host.
 func (m *muxServer) tlsConfig(host string) *tls.Config {
 	return &tls.Config{ServerName: host, RootCAs: m.ca.Pool()}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -30,9 +29,9 @@ import (
 
 // DefaultIdleRelease is how long an HTTP/1 keep-alive connection waits for
 // its next request before its goroutine and buffers are released. A
-// second is long next to the gaps inside a docker pull or push, and short
-// next to how long clients keep idle connections (kubelet, containerd and
-// docker hold them for tens of seconds to minutes).
+// second is long next to the gaps between one client's requests, and short
+// next to how long keep-alive clients hold idle connections (Go's and
+// load balancers' pools: tens of seconds to minutes).
 const DefaultIdleRelease = time.Second
 
 // netHTTPPeek is how many bytes net/http waits for before it starts the
@@ -60,13 +59,13 @@ const (
 	relClosed               // the socket is closed
 )
 
-// idleRelease is the state an HTTP/1 wrapper (h1Conn, h1TLSConn) keeps for
+// idleRelease is the state an HTTP/1 wrapper (h1Conn) keeps for
 // idle release. net/http calls Read, SetReadDeadline and Close from its
 // connection goroutine; ConnState from the same goroutine; revocation and
 // shutdown may Close from any goroutine.
 type idleRelease struct {
-	after time.Duration   // 0: never (disabled, or no socket to wait on)
-	raw   syscall.RawConn // the accepted TCP socket
+	after time.Duration // 0: never (disabled, or no socket to wait on)
+	tcp   *net.TCPConn  // the accepted socket
 	// idle is set by ConnState(StateIdle): the next SetReadDeadline is
 	// net/http's idle deadline.
 	idle atomic.Bool
@@ -86,17 +85,17 @@ type idleRelease struct {
 	state    atomic.Int32
 }
 
-// releasable is h1Conn and h1TLSConn.
+// releasable is *h1Conn and *h1TLSConn: the connection net/http was
+// given, which a resume hands back to it.
 type releasable interface {
 	net.Conn
 	release() *idleRelease
 	inner() net.Conn
 }
 
-func (c *h1Conn) release() *idleRelease    { return &c.rel }
-func (c *h1Conn) inner() net.Conn          { return c.Conn }
-func (c *h1TLSConn) release() *idleRelease { return &c.rel }
-func (c *h1TLSConn) inner() net.Conn       { return c.Conn }
+// h1TLSConn has these through h1Conn.
+func (c *h1Conn) release() *idleRelease { return &c.rel }
+func (c *h1Conn) inner() net.Conn       { return c.Conn }
 
 func (c *h1Conn) Read(b []byte) (int, error) {
 	if c.rel.armed.Load() || c.rel.waking.Load() {
@@ -105,17 +104,7 @@ func (c *h1Conn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
-func (c *h1TLSConn) Read(b []byte) (int, error) {
-	if c.rel.armed.Load() || c.rel.waking.Load() {
-		return c.rel.read(c.Conn, b)
-	}
-	return c.Conn.Read(b)
-}
-
 func (c *h1Conn) SetReadDeadline(t time.Time) error { return c.rel.setReadDeadline(c.Conn, t) }
-func (c *h1TLSConn) SetReadDeadline(t time.Time) error {
-	return c.rel.setReadDeadline(c.Conn, t)
-}
 
 func (c *h1Conn) SetDeadline(t time.Time) error {
 	c.rel.armed.Store(false)
@@ -123,14 +112,7 @@ func (c *h1Conn) SetDeadline(t time.Time) error {
 	return c.Conn.SetDeadline(t)
 }
 
-func (c *h1TLSConn) SetDeadline(t time.Time) error {
-	c.rel.armed.Store(false)
-	c.rel.waking.Store(false)
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *h1Conn) Close() error    { return c.rel.close(c.Conn) }
-func (c *h1TLSConn) Close() error { return c.rel.close(c.Conn) }
+func (c *h1Conn) Close() error { return c.rel.close(c.Conn) }
 
 // setupRelease enables idle release for a connection whose accepted socket
 // is raw (unwrapped from countedConn). In-process streams (SOCKS5) have no
@@ -142,15 +124,9 @@ func setupRelease(r *idleRelease, raw net.Conn, after time.Duration) {
 	if cc, ok := raw.(*countedConn); ok {
 		raw = cc.Conn
 	}
-	tc, ok := raw.(*net.TCPConn)
-	if !ok {
-		return
+	if tc, ok := raw.(*net.TCPConn); ok {
+		r.tcp, r.after = tc, after
 	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return
-	}
-	r.raw, r.after = rc, after
 }
 
 func (r *idleRelease) setReadDeadline(c net.Conn, t time.Time) error {
@@ -324,7 +300,7 @@ func (s *Server) waitParked(c releasable) {
 	defer s.track.Done()
 	r := c.release()
 	_ = c.inner().SetReadDeadline(r.deadline)
-	readable, err := waitReadable(r.raw)
+	readable, err := waitReadable(r.tcp)
 	s.parked.remove(c)
 	if err == nil && readable && r.state.CompareAndSwap(relParked, relActive) {
 		// The idle deadline stays until net/http has its first bytes.

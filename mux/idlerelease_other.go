@@ -4,12 +4,12 @@ package mux
 
 import (
 	"errors"
-	"syscall"
+	"net"
 )
 
 // Elsewhere idle connections are not released (setupRelease).
 const canPeek = false
 
-func waitReadable(syscall.RawConn) (bool, error) {
+func waitReadable(*net.TCPConn) (bool, error) {
 	return false, errors.New("mux: idle release needs a unix socket")
 }

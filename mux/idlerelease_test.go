@@ -62,17 +62,10 @@ func readResp(t *testing.T, c net.Conn, br *bufio.Reader) *http.Response {
 // given.
 func waitIdle(t *testing.T, srv *mux.Server, parked, live int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, func() (bool, string) {
 		p, l := srv.IdleCounts()
-		if p == parked && l == live {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("parked %d, live %d; want %d, %d", p, l, parked, live)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return p == parked && l == live, fmt.Sprintf("parked %d, live %d; want %d, %d", p, l, parked, live)
+	})
 }
 
 // A keep-alive connection idle past --idle-release-after is parked (net/http

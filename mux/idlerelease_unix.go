@@ -3,7 +3,7 @@
 package mux
 
 import (
-	"syscall"
+	"net"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,7 +12,11 @@ const canPeek = true
 
 // waitReadable waits until the socket has a byte to read (readable) or the
 // client's FIN, a socket error or its read deadline; it reads nothing.
-func waitReadable(rc syscall.RawConn) (readable bool, err error) {
+func waitReadable(tc *net.TCPConn) (readable bool, err error) {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false, err
+	}
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
 		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)

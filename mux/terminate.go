@@ -37,15 +37,15 @@ func (t terminate) serve(d decision) {
 	}
 	if tc, ok := c.(*tls.Conn); !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
 		log := connLog{s: t.s, info: d.info, peer: d.peer}
+		var h *h1Conn
 		if ok {
-			h := &h1TLSConn{Conn: tc, log: log}
-			setupRelease(&h.rel, d.raw, t.s.opts.IdleRelease)
-			c = h
+			tlsh := newH1TLSConn(tc, log)
+			h, c = &tlsh.h1Conn, tlsh
 		} else {
-			h := &h1Conn{Conn: c, log: log}
-			setupRelease(&h.rel, d.raw, t.s.opts.IdleRelease)
+			h = &h1Conn{Conn: c, log: log}
 			c = h
 		}
+		setupRelease(&h.rel, d.raw, t.s.opts.IdleRelease)
 	}
 	t.s.live.addHTTP(c, &liveConn{info: d.info, peer: d.peer, idle: true, close: func() { c.Close() }})
 	// From here on http.Server tracks and closes the connection.

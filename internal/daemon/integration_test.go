@@ -73,11 +73,17 @@ func ref(t *testing.T, s string) name.Reference {
 // pushImage writes a random multi-layer image and returns it.
 func pushImage(t *testing.T, st *stack.Stack, where string) v1.Image {
 	t.Helper()
+	return pushImageWith(t, where, st.Remote(ctxT(t)))
+}
+
+// pushImageWith pushes a random three-layer image to where with opts.
+func pushImageWith(t *testing.T, where string, opts []remote.Option) v1.Image {
+	t.Helper()
 	img, err := random.Image(64<<10, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref(t, where), img, st.Remote(ctxT(t))...); err != nil {
+	if err := remote.Write(ref(t, where), img, opts...); err != nil {
 		t.Fatalf("push %s: %v", where, err)
 	}
 	return img
@@ -87,14 +93,7 @@ func pushImage(t *testing.T, st *stack.Stack, where string) v1.Image {
 // it back from pull (pullVerifyWith).
 func pushPull(t *testing.T, push, pull string, opts ...remote.Option) {
 	t.Helper()
-	img, err := random.Image(256<<10, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref(t, push), img, opts...); err != nil {
-		t.Fatalf("push %s: %v", push, err)
-	}
-	pullVerifyWith(t, pull, img, opts...)
+	pullVerifyWith(t, pull, pushImageWith(t, push, opts), opts...)
 }
 
 // pullVerify pulls where, verifies every blob's digest and compares the

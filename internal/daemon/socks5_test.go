@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
@@ -203,18 +201,6 @@ func TestSOCKS5AuthAndDeadlines(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
-}
-
-func pushImageWith(t *testing.T, where string, opts []remote.Option) v1.Image {
-	t.Helper()
-	img, err := random.Image(64<<10, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref(t, where), img, opts...); err != nil {
-		t.Fatalf("push %s: %v", where, err)
-	}
-	return img
 }
 
 // An emptied or missing auth file means nobody after a reload; failed
