@@ -34,6 +34,7 @@ type h1Conn struct {
 	net.Conn
 	log connLog
 	rel idleRelease
+	bg  bgRead
 }
 
 func (c *h1Conn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, &c.log) }

@@ -47,6 +47,7 @@ type muxServer struct {
 	ca      *certs.CA
 	logs    *testnet.Buffer
 	refused *counter
+	gone    chan bool // /until-gone: whether the request saw its client go
 	wg      *sync.WaitGroup
 }
 
@@ -103,6 +104,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	}
 	logs := &testnet.Buffer{}
 	refused := &counter{n: map[string]int{}}
+	gone := make(chan bool, 8)
 	opts := mux.Options{
 		HandshakeTimeout:       mc.handshakeTimeout,
 		Logger:                 slog.New(slog.NewTextHandler(logs, nil)),
@@ -130,6 +132,17 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 			if r.URL.Path == "/slow" {
 				time.Sleep(200 * time.Millisecond)
 			}
+			if r.URL.Path == "/until-gone" {
+				// Holds the request until its client goes away (as a
+				// slow Nexus would) and says whether net/http noticed.
+				select {
+				case <-r.Context().Done():
+					gone <- true
+				case <-time.After(10 * time.Second):
+					gone <- false
+				}
+				return
+			}
 			w.Header().Set("X-Method", r.Method)
 			w.Header().Set("X-Path", r.URL.Path)
 			w.Header().Set("X-Route", ci.Route.Key)
@@ -151,7 +164,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &muxServer{addr: ln.Addr().String(), srv: srv, ca: ca, logs: logs, refused: refused, wg: &sync.WaitGroup{}}
+	m := &muxServer{addr: ln.Addr().String(), srv: srv, ca: ca, logs: logs, refused: refused, gone: gone, wg: &sync.WaitGroup{}}
 	m.goServe(func() error { return srv.Serve(ln) })
 	m.goServe(srv.ServeHTTPConns)
 	t.Cleanup(func() {

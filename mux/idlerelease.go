@@ -65,7 +65,8 @@ const (
 // shutdown may Close from any goroutine.
 type idleRelease struct {
 	after time.Duration // 0: never (disabled, or no socket to wait on)
-	tcp   *net.TCPConn  // the accepted socket
+	tcp   *net.TCPConn  // the accepted socket, where it can be waited on
+	peek  *peeker       // waits on tcp; made on first use
 	// idle is set by ConnState(StateIdle): the next SetReadDeadline is
 	// net/http's idle deadline.
 	idle atomic.Bool
@@ -90,16 +91,27 @@ type idleRelease struct {
 type releasable interface {
 	net.Conn
 	release() *idleRelease
+	readAhead() *bgRead
 	inner() net.Conn
 }
 
 // h1TLSConn has these through h1Conn.
 func (c *h1Conn) release() *idleRelease { return &c.rel }
+func (c *h1Conn) readAhead() *bgRead    { return &c.bg }
 func (c *h1Conn) inner() net.Conn       { return c.Conn }
 
 func (c *h1Conn) Read(b []byte) (int, error) {
+	if !c.bg.seen {
+		c.bg.learn(b)
+	}
 	if c.rel.armed.Load() || c.rel.waking.Load() {
 		return c.rel.read(c.Conn, b)
+	}
+	if c.bg.isReadAhead(b) && c.rel.tcp != nil {
+		// Wait on the socket first (bgread.go).
+		if _, err := c.rel.waitReadable(); err != nil {
+			return 0, err
+		}
 	}
 	return c.Conn.Read(b)
 }
@@ -114,19 +126,36 @@ func (c *h1Conn) SetDeadline(t time.Time) error {
 
 func (c *h1Conn) Close() error { return c.rel.close(c.Conn) }
 
-// setupRelease enables idle release for a connection whose accepted socket
-// is raw (unwrapped from countedConn). In-process streams (SOCKS5) have no
-// socket to wait on and keep their goroutine.
+// setupRelease gives an HTTP/1 connection its accepted socket raw
+// (unwrapped from countedConn) to wait on, and enables idle release unless
+// after is 0. In-process streams (SOCKS5) have no socket to wait on and
+// keep their goroutine.
 func setupRelease(r *idleRelease, raw net.Conn, after time.Duration) {
-	if after <= 0 || !canPeek {
+	if !canPeek {
 		return
 	}
 	if cc, ok := raw.(*countedConn); ok {
 		raw = cc.Conn
 	}
 	if tc, ok := raw.(*net.TCPConn); ok {
-		r.tcp, r.after = tc, after
+		r.tcp = tc
+		r.after = max(after, 0)
 	}
+}
+
+// waitReadable waits until the socket has a byte to read (readable), or
+// the client's FIN, a socket error or its read deadline; it reads nothing.
+// net/http's goroutines call it one at a time: its read ahead during a
+// response, then the park goroutine once net/http has let go.
+func (r *idleRelease) waitReadable() (bool, error) {
+	if r.peek == nil {
+		p, err := newPeeker(r.tcp)
+		if err != nil {
+			return false, err
+		}
+		r.peek = p
+	}
+	return r.peek.wait()
 }
 
 func (r *idleRelease) setReadDeadline(c net.Conn, t time.Time) error {
@@ -300,11 +329,12 @@ func (s *Server) waitParked(c releasable) {
 	defer s.track.Done()
 	r := c.release()
 	_ = c.inner().SetReadDeadline(r.deadline)
-	readable, err := waitReadable(r.tcp)
+	readable, err := r.waitReadable()
 	s.parked.remove(c)
 	if err == nil && readable && r.state.CompareAndSwap(relParked, relActive) {
 		// The idle deadline stays until net/http has its first bytes.
 		r.woken, r.header = 0, time.Time{}
+		c.readAhead().reset()
 		r.waking.Store(true)
 		if s.conns.put(c) {
 			return

@@ -7,9 +7,16 @@ import (
 	"net"
 )
 
-// Elsewhere idle connections are not released (setupRelease).
+// Elsewhere idle connections are not released (setupRelease), and
+// net/http's read ahead takes its usual path (h1Conn.Read).
 const canPeek = false
 
-func waitReadable(*net.TCPConn) (bool, error) {
-	return false, errors.New("mux: idle release needs a unix socket")
+type peeker struct{}
+
+func newPeeker(*net.TCPConn) (*peeker, error) {
+	return nil, errors.New("mux: waiting for a readable socket needs unix")
+}
+
+func (*peeker) wait() (bool, error) {
+	return false, errors.New("mux: waiting for a readable socket needs unix")
 }

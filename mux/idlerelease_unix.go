@@ -4,27 +4,46 @@ package mux
 
 import (
 	"net"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
 const canPeek = true
 
-// waitReadable waits until the socket has a byte to read (readable) or the
-// client's FIN, a socket error or its read deadline; it reads nothing.
-func waitReadable(tc *net.TCPConn) (readable bool, err error) {
+// peeker waits until a socket has a byte to read, without reading it. A
+// connection makes one on first use and keeps it, so a wait allocates
+// nothing.
+type peeker struct {
+	rc       syscall.RawConn
+	try      func(fd uintptr) bool
+	b        [1]byte
+	readable bool
+}
+
+func newPeeker(tc *net.TCPConn) (*peeker, error) {
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if err == unix.EAGAIN || err == unix.EINTR {
-			return false
-		}
-		readable = err == nil && n > 0
-		return true
-	})
-	return readable, err
+	p := &peeker{rc: rc}
+	p.try = p.peek
+	return p, nil
+}
+
+func (p *peeker) peek(fd uintptr) bool {
+	n, _, err := unix.Recvfrom(int(fd), p.b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	if err == unix.EAGAIN || err == unix.EINTR {
+		return false
+	}
+	p.readable = err == nil && n > 0
+	return true
+}
+
+// wait waits until the socket has a byte to read (readable) or the
+// client's FIN, a socket error or its read deadline; it reads nothing.
+func (p *peeker) wait() (readable bool, err error) {
+	p.readable = false
+	err = p.rc.Read(p.try)
+	return p.readable, err
 }
