@@ -15,6 +15,11 @@ import "unsafe"
 // the same way; bytes crypto/tls or routedConn already hold are not seen
 // until the response is done, which is when net/http reads them anyway.
 
+// This holds as long as only net/http reads an h1Conn: a handler that
+// hijacked the connection and read one byte into an array of its own would
+// wait on the socket for bytes crypto/tls may hold. nexmux never hijacks
+// (l7 refuses upgrades).
+
 // bgRead tells net/http's read ahead from its other reads. The read ahead
 // is into a one-byte array of net/http's own; a read into its request
 // buffer can be one byte long too (a fill with one byte of room, the

@@ -32,9 +32,10 @@ const maxNetHTTPErrorLine = 96
 // route's routed connection, or (in h1TLSConn) a terminated *tls.Conn.
 type h1Conn struct {
 	net.Conn
-	log connLog
-	rel idleRelease
-	bg  bgRead
+	log  connLog
+	rel  idleRelease
+	bg   bgRead
+	live *liveConn // its entry in Server.live, set before net/http has it
 }
 
 func (c *h1Conn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, &c.log) }

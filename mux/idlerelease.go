@@ -66,7 +66,7 @@ const (
 type idleRelease struct {
 	after time.Duration // 0: never (disabled, or no socket to wait on)
 	tcp   *net.TCPConn  // the accepted socket, where it can be waited on
-	peek  *peeker       // waits on tcp; made on first use
+	peek  peeker        // waits on tcp; set up on first use
 	// idle is set by ConnState(StateIdle): the next SetReadDeadline is
 	// net/http's idle deadline.
 	idle atomic.Bool
@@ -92,12 +92,14 @@ type releasable interface {
 	net.Conn
 	release() *idleRelease
 	readAhead() *bgRead
+	tracked() *liveConn
 	inner() net.Conn
 }
 
 // h1TLSConn has these through h1Conn.
 func (c *h1Conn) release() *idleRelease { return &c.rel }
 func (c *h1Conn) readAhead() *bgRead    { return &c.bg }
+func (c *h1Conn) tracked() *liveConn    { return c.live }
 func (c *h1Conn) inner() net.Conn       { return c.Conn }
 
 func (c *h1Conn) Read(b []byte) (int, error) {
@@ -148,12 +150,10 @@ func setupRelease(r *idleRelease, raw net.Conn, after time.Duration) {
 // net/http's goroutines call it one at a time: its read ahead during a
 // response, then the park goroutine once net/http has let go.
 func (r *idleRelease) waitReadable() (bool, error) {
-	if r.peek == nil {
-		p, err := newPeeker(r.tcp)
-		if err != nil {
+	if !r.peek.ready() {
+		if err := r.peek.setup(r.tcp); err != nil {
 			return false, err
 		}
-		r.peek = p
 	}
 	return r.peek.wait()
 }
@@ -316,7 +316,7 @@ func (s *Server) park(c releasable) {
 		s.track.Done()
 		return
 	}
-	if lc := s.liveConn(c); lc != nil && lc.info.Revoked.Load() {
+	if lc := c.tracked(); lc != nil && lc.info.Revoked.Load() {
 		// A reload revoked it while net/http let go.
 		c.Close()
 	}
@@ -360,10 +360,4 @@ func (s *Server) forget(c net.Conn) {
 	s.live.mu.Lock()
 	delete(s.live.http, c)
 	s.live.mu.Unlock()
-}
-
-func (s *Server) liveConn(c net.Conn) *liveConn {
-	s.live.mu.Lock()
-	defer s.live.mu.Unlock()
-	return s.live.http[c]
 }

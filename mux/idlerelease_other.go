@@ -13,9 +13,11 @@ const canPeek = false
 
 type peeker struct{}
 
-func newPeeker(*net.TCPConn) (*peeker, error) {
-	return nil, errors.New("mux: waiting for a readable socket needs unix")
+func (*peeker) setup(*net.TCPConn) error {
+	return errors.New("mux: waiting for a readable socket needs unix")
 }
+
+func (*peeker) ready() bool { return false }
 
 func (*peeker) wait() (bool, error) {
 	return false, errors.New("mux: waiting for a readable socket needs unix")

@@ -12,24 +12,25 @@ import (
 const canPeek = true
 
 // peeker waits until a socket has a byte to read, without reading it. A
-// connection makes one on first use and keeps it, so a wait allocates
+// connection sets one up on first use and keeps it, so a wait allocates
 // nothing.
 type peeker struct {
-	rc       syscall.RawConn
+	rc       syscall.RawConn // nil until set up
 	try      func(fd uintptr) bool
 	b        [1]byte
 	readable bool
 }
 
-func newPeeker(tc *net.TCPConn) (*peeker, error) {
+func (p *peeker) setup(tc *net.TCPConn) error {
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	p := &peeker{rc: rc}
-	p.try = p.peek
-	return p, nil
+	p.rc, p.try = rc, p.peek
+	return nil
 }
+
+func (p *peeker) ready() bool { return p.rc != nil }
 
 func (p *peeker) peek(fd uintptr) bool {
 	n, _, err := unix.Recvfrom(int(fd), p.b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pires/go-proxyproto"
 
@@ -16,8 +17,8 @@ import (
 // removed, or the load balancer that named its client distrusted.
 type liveConn struct {
 	info  *l7.ConnInfo
-	peer  net.Addr // the load balancer, when a PROXY header named the client
-	idle  bool     // HTTP: no request in flight (http.ConnState)
+	peer  net.Addr    // the load balancer, when a PROXY header named the client
+	idle  atomic.Bool // HTTP: no request in flight (http.ConnState)
 	close func()
 }
 
@@ -57,34 +58,41 @@ func (l *live) removeStream(lc *liveConn) {
 // connection is closed as soon as it has no request in flight (HTTP/1.1:
 // after the current response; HTTP/2: once its streams are done).
 func (s *Server) connState(c net.Conn, state http.ConnState) {
+	hc, h1 := c.(releasable)
+	var lc *liveConn
 	switch state {
-	case http.StateIdle:
-		if rc, ok := c.(releasable); ok {
-			rc.release().idle.Store(true)
-		}
-	case http.StateClosed:
-		if rc, ok := released(c); ok {
+	case http.StateNew:
+		return
+	case http.StateClosed, http.StateHijacked:
+		if rc, ok := released(c); ok && state == http.StateClosed {
 			// net/http let go of an idle connection; it stays live.
 			s.park(rc)
 			return
 		}
-	}
-	s.live.mu.Lock()
-	lc := s.live.http[c]
-	switch state {
-	case http.StateClosed, http.StateHijacked:
+		s.live.mu.Lock()
 		delete(s.live.http, c)
-	case http.StateIdle:
-		if lc != nil {
-			lc.idle = true
-		}
-	case http.StateActive:
-		if lc != nil {
-			lc.idle = false
-		}
+		s.live.mu.Unlock()
+		return
 	}
-	s.live.mu.Unlock()
-	if state == http.StateIdle && lc != nil && lc.info.Revoked.Load() {
+	// Active and idle, twice a request: an HTTP/1 connection carries its
+	// entry, so the server-wide lock is not taken.
+	if h1 {
+		lc = hc.tracked()
+	} else {
+		s.live.mu.Lock()
+		lc = s.live.http[c]
+		s.live.mu.Unlock()
+	}
+	if h1 && state == http.StateIdle {
+		hc.release().idle.Store(true)
+	}
+	if lc == nil {
+		return
+	}
+	lc.idle.Store(state == http.StateIdle)
+	// revoke sets Revoked, then reads idle; this sets idle, then reads
+	// Revoked: one of the two sees the other and closes.
+	if state == http.StateIdle && lc.info.Revoked.Load() {
 		lc.close()
 	}
 }
@@ -98,7 +106,7 @@ func (s *Server) revoke(st *State) {
 	for _, lc := range s.live.http {
 		if revokedBy(lc, st) {
 			lc.info.Revoked.Store(true)
-			if lc.idle {
+			if lc.idle.Load() {
 				closing = append(closing, lc)
 			}
 		}

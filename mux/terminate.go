@@ -35,6 +35,8 @@ func (t terminate) serve(d decision) {
 		}
 		c = tc
 	}
+	lc := &liveConn{info: d.info, peer: d.peer}
+	lc.idle.Store(true)
 	if tc, ok := c.(*tls.Conn); !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
 		log := connLog{s: t.s, info: d.info, peer: d.peer}
 		var h *h1Conn
@@ -46,8 +48,10 @@ func (t terminate) serve(d decision) {
 			c = h
 		}
 		setupRelease(&h.rel, d.raw, t.s.opts.IdleRelease)
+		h.live = lc
 	}
-	t.s.live.addHTTP(c, &liveConn{info: d.info, peer: d.peer, idle: true, close: func() { c.Close() }})
+	lc.close = func() { c.Close() }
+	t.s.live.addHTTP(c, lc)
 	// From here on http.Server tracks and closes the connection.
 	handedOff := t.s.conns.put(c)
 	t.s.track.RemoveConn(d.raw)
