@@ -31,7 +31,8 @@
 # net/http/pprof through a go build -overlay, serves pprof from nexmux and
 # the Go floor, and writes CPU profiles of both under each generator to
 # DIR; for docs/bench/small-requests.md, not for the committed figures),
-# BENCH_KEEP=1 keeps the work directory (logs,
+# BENCH_CALLGRIND_ROUNDS (2: alternating rounds of scripts/callgrind.sh,
+# run after the small requests), BENCH_KEEP=1 keeps the work directory (logs,
 # configs) for a look afterwards.
 set -euo pipefail
 
@@ -125,7 +126,7 @@ if ! command -v nginx >/dev/null; then
 	[[ -n $created_policy ]] && rm -f /usr/sbin/policy-rc.d
 fi
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
-for tool in wrk:wrk ab:apache2-utils; do
+for tool in wrk:wrk ab:apache2-utils valgrind:valgrind; do
 	command -v "${tool%%:*}" >/dev/null && continue
 	[[ $(id -u) == 0 ]] || die "${tool%%:*} is missing and only root can apt-get install it"
 	say "installing ${tool#*:} with apt"
@@ -407,6 +408,13 @@ previous=()
 for p in "${pids[@]}"; do
 	kill -0 "$p" 2>/dev/null || die "a server exited during the run; see the logs in $WORK"
 done
+# nexmux's own work against the Go floor, in instructions of the proxy
+# alone: a count the machine's load does not move (scripts/callgrind.sh).
+if [[ -z $PROFILE && ( -z $ONLY || ,$ONLY, == *,small,* ) ]]; then
+	say "counting instructions per small request of the proxy alone (callgrind, ${BENCH_CALLGRIND_ROUNDS:-2} rounds)"
+	bash "$ROOT/scripts/callgrind.sh" "${BENCH_CALLGRIND_ROUNDS:-2}" | tee "$WORK/callgrind.txt" >&2
+	"$WORK/benchtool" instr -results "$WORK/results.json" <"$WORK/callgrind.txt"
+fi
 elapsed=$(($(date +%s) - START))
 run_time="$((elapsed / 60)) min $((elapsed % 60)) s"
 # A partial run keeps the full run's figures, and its run time.

@@ -13,6 +13,8 @@
 //	                    chart and the README section
 //	benchtool seq       small requests one after another on one connection,
 //	                    paused for a line on stdin (scripts/callgrind.sh)
+//	benchtool instr     adds scripts/callgrind.sh's instruction counts
+//	                    (stdin) to a results JSON file
 //
 // Everything talks to 127.0.0.1 only.
 package main
@@ -40,6 +42,8 @@ func main() {
 		err = reportMain(args)
 	case "seq":
 		err = seqMain(args)
+	case "instr":
+		err = instrMain(args)
 	default:
 		usage()
 	}
@@ -50,6 +54,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool backend|floor|routes|run|report|seq [flags] (see scripts/bench.sh)")
+	fmt.Fprintln(os.Stderr, "usage: benchtool backend|floor|routes|run|report|seq|instr [flags] (see scripts/bench.sh)")
 	os.Exit(2)
 }

@@ -41,6 +41,8 @@ type Results struct {
 	Idle            map[string]Idle    `json:"idle"`
 	Routes          *Routes            `json:"routes,omitempty"`
 	Nodes           *Nodes             `json:"nodes,omitempty"`
+	// Instructions: scripts/callgrind.sh's counts, added by benchtool instr.
+	Instructions *Instructions `json:"instructions,omitempty"`
 	// CPU says where the two cores went, per unit of work: the target's
 	// processes, the backend and the client. On a machine this small the
 	// three share the CPU, so a server's own cost explains its throughput.
