@@ -26,7 +26,8 @@
 # pull,push,small,handshake,resume,latency,idle,routes,nodes (rate: the
 # same as small); only those are
 # measured and replace their part of BENCH_OUT/results.json, e.g.
-# BENCH_ONLY=nodes for the node-count row alone), BENCH_OUT (docs/bench),
+# BENCH_ONLY=nodes for the node-count row alone; BENCH_ONLY=instr: the
+# instruction counts of scripts/callgrind.sh alone), BENCH_OUT (docs/bench),
 # BENCH_PORT_BASE (19400), BENCH_PROFILE=DIR (builds nexmux with
 # net/http/pprof through a go build -overlay, serves pprof from nexmux and
 # the Go floor, and writes CPU profiles of both under each generator to
@@ -169,6 +170,42 @@ go build -o "$WORK/gencert" ./fixtures/cmd/gencert
 CERT=$WORK/certs/server.crt
 KEY=$WORK/certs/server.key
 CA=$WORK/certs/ca.crt
+
+# nexmux's own work against the Go floor, in instructions of the proxy
+# alone: a count the machine's load does not move (scripts/callgrind.sh).
+count_instructions() {
+	say "counting instructions per small request of the proxy alone (callgrind, ${BENCH_CALLGRIND_ROUNDS:-2} rounds)"
+	bash "$ROOT/scripts/callgrind.sh" "${BENCH_CALLGRIND_ROUNDS:-2}" | tee "$WORK/callgrind.txt" >&2
+	"$WORK/benchtool" instr -results "$WORK/results.json" <"$WORK/callgrind.txt"
+}
+
+# write_report puts WORK's results into OUT with their report. A partial
+# run keeps the full run's figures, and its run time.
+write_report() {
+	local elapsed run_time full
+	elapsed=$(($(date +%s) - START))
+	run_time="$((elapsed / 60)) min $((elapsed % 60)) s"
+	if [[ -n $ONLY && -f $OUT/results.md ]]; then
+		full=$(sed -n 's/.*; the whole `make bench` \(.*\)\.$/\1/p' "$OUT/results.md" | head -n 1)
+		say "partial run ($ONLY) took $run_time; merged into $OUT/results.json"
+		run_time=$full
+	fi
+	mkdir -p "$OUT"
+	cp "$WORK/results.json" "$OUT/results.json"
+	"$WORK/benchtool" report -in "$OUT/results.json" -md "$OUT/results.md" -png "$OUT/results.png" \
+		-readme "$OUT/README-section.md" -run-time "$run_time" -notes "$ROOT/docs/bench/small-requests.md"
+	say "done in $run_time: $OUT/results.md, results.png, README-section.md"
+}
+
+# BENCH_ONLY=instr: the instruction counts alone, added to OUT's results
+# (no server of the bench runs).
+if [[ $ONLY == instr ]]; then
+	[[ -f $OUT/results.json ]] || die "BENCH_ONLY=instr adds to $OUT/results.json, which is missing"
+	cp "$OUT/results.json" "$WORK/results.json"
+	count_instructions
+	write_report
+	exit 0
+fi
 
 # --- ports -------------------------------------------------------------------
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -408,24 +445,7 @@ previous=()
 for p in "${pids[@]}"; do
 	kill -0 "$p" 2>/dev/null || die "a server exited during the run; see the logs in $WORK"
 done
-# nexmux's own work against the Go floor, in instructions of the proxy
-# alone: a count the machine's load does not move (scripts/callgrind.sh).
 if [[ -z $PROFILE && ( -z $ONLY || ,$ONLY, == *,small,* ) ]]; then
-	say "counting instructions per small request of the proxy alone (callgrind, ${BENCH_CALLGRIND_ROUNDS:-2} rounds)"
-	bash "$ROOT/scripts/callgrind.sh" "${BENCH_CALLGRIND_ROUNDS:-2}" | tee "$WORK/callgrind.txt" >&2
-	"$WORK/benchtool" instr -results "$WORK/results.json" <"$WORK/callgrind.txt"
+	count_instructions
 fi
-elapsed=$(($(date +%s) - START))
-run_time="$((elapsed / 60)) min $((elapsed % 60)) s"
-# A partial run keeps the full run's figures, and its run time.
-if [[ -n $ONLY && -f $OUT/results.md ]]; then
-	full=$(sed -n 's/.*; the whole `make bench` \(.*\)\.$/\1/p' "$OUT/results.md" | head -n 1)
-	say "partial run ($ONLY) took $run_time; merged into $OUT/results.json"
-	run_time=$full
-fi
-
-mkdir -p "$OUT"
-cp "$WORK/results.json" "$OUT/results.json"
-"$WORK/benchtool" report -in "$OUT/results.json" -md "$OUT/results.md" -png "$OUT/results.png" \
-	-readme "$OUT/README-section.md" -run-time "$run_time" -notes "$ROOT/docs/bench/small-requests.md"
-say "done in $run_time: $OUT/results.md, results.png, README-section.md"
+write_report

@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"time"
 )
 
 // Instructions are the proxy process's instructions per small request,
@@ -17,6 +18,7 @@ import (
 // machine, so nexmux's own work against the Go floor can be judged on a
 // noisy one.
 type Instructions struct {
+	Counted time.Time `json:"counted"` // a partial run (BENCH_ONLY=instr) adds them to an older run
 	// Rounds per method ("HEAD", "GET"): thousands of instructions per
 	// request, one value per alternating round.
 	Floor  map[string][]float64 `json:"floor"`
@@ -71,6 +73,7 @@ func instrMain(args []string) error {
 	if err := json.Unmarshal(data, res); err != nil {
 		return fmt.Errorf("%s: %w", *path, err)
 	}
+	in.Counted = time.Now().UTC()
 	res.Instructions = in
 	out, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
@@ -114,6 +117,10 @@ func instrText(res *Results, method string) string {
 		}
 		return s
 	}
-	return fmt.Sprintf("In this run the Go floor took %s instructions per %s request and nexmux %s (alternating rounds of 3000 requests on one keep-alive TLS connection, the proxy under valgrind with one P).",
-		list(in.Floor[method]), method, list(in.Nexmux[method]))
+	when := "In this run"
+	if !in.Counted.IsZero() {
+		when = "Counted " + in.Counted.Format("2006-01-02 15:04") + " UTC"
+	}
+	return fmt.Sprintf("%s: the Go floor took %s instructions per %s request and nexmux %s (alternating rounds of 3000 requests on one keep-alive TLS connection, the proxy under valgrind with one P).",
+		when, list(in.Floor[method]), method, list(in.Nexmux[method]))
 }
