@@ -12,10 +12,18 @@
 # sends 300 requests on one keep-alive TLS connection, zeroes the counters,
 # sends 3000 more and divides the instructions by 3000. The same binary
 # varies by 1-4% between rounds. Needs valgrind (apt-get install valgrind).
+# CALLGRIND_CONNS=32 spreads the requests over that many connections at
+# once, CALLGRIND_PROCS=2 gives the proxy two Ps (callgrind still runs one
+# thread at a time), CALLGRIND_CACHE=1 adds valgrind's cache simulation
+# (misses per request, printed after the counts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-2}
 N=3000
+CONNS=${CALLGRIND_CONNS:-1}
+PROCS=${CALLGRIND_PROCS:-1}
+CACHE=()
+[[ ${CALLGRIND_CACHE:-} == 1 ]] && CACHE=(--cache-sim=yes)
 command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
@@ -37,14 +45,14 @@ count() { # count KIND METHOD: prints instructions per request
 		cmd=("$W/benchtool" floor -listen "$addr" -upstream "http://127.0.0.1:$BACK"
 			-cert "$W/certs/server.crt" -key "$W/certs/server.key")
 	fi
-	GOMAXPROCS=1 GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+	GOMAXPROCS=$PROCS GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind "${CACHE[@]}" --callgrind-out-file="$out.%p" \
 		"${cmd[@]}" >/dev/null 2>&1 &
 	pid=$!
 	for _ in $(seq 1 150); do
 		(exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null && break
 		sleep 0.2
 	done
-	coproc CL { "$W/benchtool" seq -addr "$addr" -ca "$W/certs/ca.crt" -method "$method" -warm 300 -n $N; }
+	coproc CL { "$W/benchtool" seq -addr "$addr" -ca "$W/certs/ca.crt" -method "$method" -warm 300 -n $N -conns "$CONNS"; }
 	local line
 	read -r line <&"${CL[0]}"
 	[ "$line" = READY ] || { echo "callgrind.sh: client: $line" >&2; exit 1; }
@@ -58,8 +66,11 @@ count() { # count KIND METHOD: prints instructions per request
 	wait "$pid" 2>/dev/null || true
 	local dump ir
 	dump=$(ls -t "$out".*.* | head -1)
-	ir=$(grep -E '^(summary|totals):' "$dump" | head -1 | awk '{print $2}')
-	awk -v ir="$ir" -v n=$N 'BEGIN { printf "%.1fk", ir / n / 1000 }'
+	# Events: Ir, then with the cache simulation Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+	grep -E '^(summary|totals):' "$dump" | head -1 | awk -v n=$N '{
+		printf "%.1fk", $2 / n / 1000
+		if (NF >= 10) printf " [misses per request: I1 %.0f, D1 read %.0f, D1 write %.0f, LL %.1f]", $5 / n, $6 / n, $7 / n, ($8 + $9 + $10) / n
+	}'
 }
 
 for method in HEAD GET; do
