@@ -87,20 +87,14 @@ type idleRelease struct {
 }
 
 // releasable is *h1Conn and *h1TLSConn: the connection net/http was
-// given, which a resume hands back to it.
+// given, which a resume hands back to it, and the h1Conn that carries it.
 type releasable interface {
 	net.Conn
-	release() *idleRelease
-	readAhead() *bgRead
-	tracked() *liveConn
-	inner() net.Conn
+	h1() *h1Conn
 }
 
-// h1TLSConn has these through h1Conn.
-func (c *h1Conn) release() *idleRelease { return &c.rel }
-func (c *h1Conn) readAhead() *bgRead    { return &c.bg }
-func (c *h1Conn) tracked() *liveConn    { return c.live }
-func (c *h1Conn) inner() net.Conn       { return c.Conn }
+// h1TLSConn has it through h1Conn.
+func (c *h1Conn) h1() *h1Conn { return c }
 
 func (c *h1Conn) Read(b []byte) (int, error) {
 	if !c.bg.seen {
@@ -283,21 +277,17 @@ func (p *parked) closeAll() {
 	}
 }
 
-// released reports whether c is being parked: net/http's StateClosed for
+// parking reports whether c is being parked: net/http's StateClosed for
 // it is not the connection's end.
-func released(c net.Conn) (releasable, bool) {
-	rc, ok := c.(releasable)
-	if !ok {
-		return nil, false
-	}
-	st := rc.release().state.Load()
-	return rc, st == relPending || st == relClosing
+func parking(c releasable) bool {
+	st := c.h1().rel.state.Load()
+	return st == relPending || st == relClosing
 }
 
 // park takes over c from net/http (its StateClosed hook) and waits for the
 // client's next bytes without net/http's goroutine and buffers.
 func (s *Server) park(c releasable) {
-	r := c.release()
+	r := &c.h1().rel
 	if !r.state.CompareAndSwap(relClosing, relParked) {
 		// net/http did not Close (it always does), or a second Close
 		// came: the socket is closed or must be.
@@ -316,7 +306,7 @@ func (s *Server) park(c releasable) {
 		s.track.Done()
 		return
 	}
-	if lc := c.tracked(); lc != nil && lc.info.Revoked.Load() {
+	if lc := c.h1().live; lc != nil && lc.info.Revoked.Load() {
 		// A reload revoked it while net/http let go.
 		c.Close()
 	}
@@ -327,14 +317,15 @@ func (s *Server) park(c releasable) {
 // http.Server), closes, or net/http's idle deadline passes.
 func (s *Server) waitParked(c releasable) {
 	defer s.track.Done()
-	r := c.release()
-	_ = c.inner().SetReadDeadline(r.deadline)
+	h := c.h1()
+	r := &h.rel
+	_ = h.Conn.SetReadDeadline(r.deadline)
 	readable, err := r.waitReadable()
 	s.parked.remove(c)
 	if err == nil && readable && r.state.CompareAndSwap(relParked, relActive) {
 		// The idle deadline stays until net/http has its first bytes.
 		r.woken, r.header = 0, time.Time{}
-		c.readAhead().reset()
+		h.bg.reset()
 		r.waking.Store(true)
 		if s.conns.put(c) {
 			return

@@ -64,9 +64,9 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 	case http.StateNew:
 		return
 	case http.StateClosed, http.StateHijacked:
-		if rc, ok := released(c); ok && state == http.StateClosed {
+		if h1 && state == http.StateClosed && parking(hc) {
 			// net/http let go of an idle connection; it stays live.
-			s.park(rc)
+			s.park(hc)
 			return
 		}
 		s.live.mu.Lock()
@@ -77,14 +77,14 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 	// Active and idle, twice a request: an HTTP/1 connection carries its
 	// entry, so the server-wide lock is not taken.
 	if h1 {
-		lc = hc.tracked()
+		lc = hc.h1().live
 	} else {
 		s.live.mu.Lock()
 		lc = s.live.http[c]
 		s.live.mu.Unlock()
 	}
 	if h1 && state == http.StateIdle {
-		hc.release().idle.Store(true)
+		hc.h1().rel.idle.Store(true)
 	}
 	if lc == nil {
 		return
