@@ -2,13 +2,13 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -65,21 +65,13 @@ func instrMain(args []string) error {
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(*path)
+	res, err := readResults(*path)
 	if err != nil {
 		return err
-	}
-	res := &Results{}
-	if err := json.Unmarshal(data, res); err != nil {
-		return fmt.Errorf("%s: %w", *path, err)
 	}
 	in.Counted = time.Now().UTC()
 	res.Instructions = in
-	out, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(*path, append(out, '\n'), 0o644)
+	return writeResults(*path, res)
 }
 
 // instrGoals judges nexmux's own work by instruction count, per method.
@@ -108,14 +100,11 @@ func instrText(res *Results, method string) string {
 		return ""
 	}
 	list := func(v []float64) string {
-		s := ""
+		s := make([]string, len(v))
 		for i, x := range v {
-			if i > 0 {
-				s += ", "
-			}
-			s += fmt.Sprintf("%.1fk", x)
+			s[i] = fmt.Sprintf("%.1fk", x)
 		}
-		return s
+		return strings.Join(s, ", ")
 	}
 	when := "In this run"
 	if !in.Counted.IsZero() {

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -250,16 +248,12 @@ const partialNote = "Measured again in a later partial run"
 // only replaced by fresh ones: a partial run (BENCH_ONLY) updates its rows
 // and keeps the rest of the last full run.
 func mergeResults(path string, fresh *Results, only map[string]bool) (*Results, error) {
-	data, err := os.ReadFile(path)
+	old, err := readResults(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fresh, nil
 	}
 	if err != nil {
 		return nil, err
-	}
-	old := &Results{}
-	if err := json.Unmarshal(data, old); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if old.CPU == nil {
 		old.CPU = map[string]map[string]CPU{}

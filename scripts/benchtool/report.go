@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -582,21 +581,17 @@ func reportMain(args []string) error {
 	runTime := fs.String("run-time", "", "wall time of the whole `make bench`, for the report")
 	notes := fs.String("notes", "", "docs/bench/small-requests.md: its marked paragraph on nexmux's internals goes into the README section")
 	_ = fs.Parse(args)
-	data, err := os.ReadFile(*in)
+	res, err := readResults(*in)
 	if err != nil {
 		return err
 	}
-	var res Results
-	if err := json.Unmarshal(data, &res); err != nil {
-		return fmt.Errorf("%s: %w", *in, err)
-	}
-	tbl := table(&res)
-	gt := goalsTable(&res)
-	st, sg, sp := smallTable(&res, false), smallGoalsTable(&res), spreadTable(&res)
+	tbl := table(res)
+	gt := goalsTable(res)
+	st, sg, sp := smallTable(res, false), smallGoalsTable(res), spreadTable(res)
 	fmt.Println(tbl)
 	fmt.Println(st)
 	fmt.Println(sg)
-	fmt.Println(cpuTable(&res))
+	fmt.Println(cpuTable(res))
 	fmt.Println(gt)
 	fmt.Println(sp)
 	if *md != "" {
@@ -609,16 +604,16 @@ func reportMain(args []string) error {
 		b.WriteString(".\n\n")
 		b.WriteString(tbl + "\n")
 		if st != "" {
-			b.WriteString("## Small requests\n\n" + smallText(&res) + "\n\n" + st + "\n" + sg + "\n")
+			b.WriteString("## Small requests\n\n" + smallText(res) + "\n\n" + st + "\n" + sg + "\n")
 		}
 		b.WriteString("## Targets\n\n" + gt + "\n")
 		if sp != "" {
 			b.WriteString("## Run-to-run spread and the previous run\n\n" + spreadIntro + "\n\n" + sp + "\n")
 		}
-		if ct := cpuTable(&res); ct != "" {
+		if ct := cpuTable(res); ct != "" {
 			b.WriteString("Where the two cores went (user + system CPU time of each side during the timed part; on loopback the kernel charges part of one side's TCP work to the other):\n\n" + ct + "\n")
 		}
-		b.WriteString(settingsText(&res) + " " + tlsText(&res) + "\n")
+		b.WriteString(settingsText(res) + " " + tlsText(res) + "\n")
 		for _, n := range res.Notes {
 			b.WriteString("\n- " + n)
 		}
@@ -628,12 +623,12 @@ func reportMain(args []string) error {
 		}
 	}
 	if *readme != "" {
-		if err := os.WriteFile(*readme, []byte(readmeSection(&res, tbl, gt, *chartRef, *runTime, internalsParagraph(*notes))), 0o644); err != nil {
+		if err := os.WriteFile(*readme, []byte(readmeSection(res, tbl, gt, *chartRef, *runTime, internalsParagraph(*notes))), 0o644); err != nil {
 			return err
 		}
 	}
 	if *png != "" {
-		img := chart(&res)
+		img := chart(res)
 		if err := writePNG(*png, img); err != nil {
 			return err
 		}

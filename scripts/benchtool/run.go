@@ -509,11 +509,29 @@ func runMain(args []string) error {
 			return err
 		}
 	}
+	return writeResults(*out, res)
+}
+
+// readResults reads a results file; a missing file's error is
+// fs.ErrNotExist's.
+func readResults(path string) (*Results, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	res := &Results{}
+	if err := json.Unmarshal(data, res); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return res, nil
+}
+
+func writeResults(path string, res *Results) error {
 	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(*out, append(data, '\n'), 0o644)
+	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
 func (r *runner) want(m string) bool { return r.only == nil || r.only[m] }

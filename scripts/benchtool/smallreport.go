@@ -1,8 +1,9 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -280,18 +281,14 @@ func spreadRows(res *Results) []spreadRow {
 
 // loadPrevious keeps the previous run's medians for the comparison.
 func (r *runner) loadPrevious(path string) error {
-	data, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
+	prev, err := readResults(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	var prev Results
-	if err := json.Unmarshal(data, &prev); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	r.res.Previous = previousOf(&prev)
+	r.res.Previous = previousOf(prev)
 	r.res.PreviousStarted = prev.Started
 	return nil
 }
