@@ -517,8 +517,6 @@ expect_digest() { # REF WANT
 	[[ -n $d && $d == "$2" ]]
 }
 
-# curl_challenge HOST PORT: GET /v2/ with the test CA verifying the chain
-# must answer 401 and a Bearer realm on that host:port.
 # idle_releases prints nexmux_idle_releases_total.
 idle_releases() {
 	curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" | awk '$1 == "nexmux_idle_releases_total" { print $2 }'
@@ -548,6 +546,8 @@ curl_keepalive() {
 	}
 }
 
+# curl_challenge HOST PORT: GET /v2/ with the test CA verifying the chain
+# must answer 401 and a Bearer realm on that host:port.
 curl_challenge() {
 	local hdrs
 	hdrs=$(curl -sS -o /dev/null -D - --max-time 20 --cacert "$WORK/certs/ca.crt" \
