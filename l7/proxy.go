@@ -346,10 +346,11 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = p.up.scheme
 	out.URL.Host = "nexus.invalid"
 	rawPath := st.path
-	// The client's bytes go to Nexus unchanged: set RawPath and the decoded
-	// Path together so net/url keeps RawPath as the wire form.
+	// The client's bytes go to Nexus unchanged: net/url writes a plain path
+	// as it is; otherwise set RawPath and the decoded Path together so
+	// net/url keeps RawPath as the wire form.
 	if plainPath(rawPath) {
-		out.URL.Path, out.URL.RawPath = rawPath, rawPath
+		out.URL.Path, out.URL.RawPath = rawPath, ""
 	} else if dec, err := url.PathUnescape(rawPath); err == nil {
 		out.URL.Path, out.URL.RawPath = dec, rawPath
 	} else {

@@ -54,26 +54,18 @@ const (
 )
 
 func classify(method, sub string) (class int, digest, uuid string) {
-	if i := strings.LastIndex(sub, "/blobs/uploads/"); i >= 0 {
-		uuid = sub[i+len("/blobs/uploads/"):]
-		if uuid != "" && !strings.Contains(uuid, "/") {
-			return classUpload, "", uuid
-		}
-		if method == http.MethodPost {
-			return classWrite, "", ""
-		}
+	// Every class is decided by the last path segment and what precedes it.
+	slash := strings.LastIndexByte(sub, '/')
+	dir, last := sub[:slash+1], sub[slash+1:]
+	if last != "" && strings.HasSuffix(dir, "/blobs/uploads/") {
+		return classUpload, "", last
 	}
 	switch method {
 	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
 		return classWrite, "", ""
 	case http.MethodGet, http.MethodHead:
-		for _, seg := range []string{"/blobs/", "/manifests/"} {
-			if i := strings.LastIndex(sub, seg); i >= 0 {
-				ref := sub[i+len(seg):]
-				if strings.Contains(ref, ":") && !strings.Contains(ref, "/") {
-					return classDigest, ref, ""
-				}
-			}
+		if strings.Contains(last, ":") && (strings.HasSuffix(dir, "/blobs/") || strings.HasSuffix(dir, "/manifests/")) {
+			return classDigest, last, ""
 		}
 	}
 	return classRead, "", ""
