@@ -169,6 +169,43 @@ func TestSpreadTable(t *testing.T) {
 	}
 }
 
+// The relative column sets each rate against TLS direct's of the same run:
+// a machine that is slower in this run as a whole is no regression, a
+// proxy that lost against the same machine is, and the route rows take
+// TLS direct's keep-alive rate.
+func TestSpreadTableRelativeToDirect(t *testing.T) {
+	res := sampleResults()
+	prev := sampleResults()
+	// The whole machine 20% slower: TLS direct and nexmux alike.
+	prev.Pull[colDirect] = newSeries([]float64{1000}, 0)
+	prev.Pull[colNexmux] = newSeries([]float64{1000}, 0)
+	res.Pull[colDirect] = newSeries([]float64{780, 800, 820}, 0)
+	res.Pull[colNexmux] = newSeries([]float64{760, 800, 840}, 0)
+	// The machine as fast as before, nexmux a quarter slower.
+	prev.Handshake[colDirect] = newSeries([]float64{1000}, 0)
+	prev.Handshake[colNexmux] = newSeries([]float64{1000}, 0)
+	res.Handshake[colDirect] = newSeries([]float64{990, 1000, 1010}, 0)
+	res.Handshake[colNexmux] = newSeries([]float64{700, 750, 800}, 0)
+	// nexmux 10% faster against a machine 10% faster: unchanged.
+	prev.Rate[colDirect] = newSeries([]float64{40000}, 0)
+	prev.Routes.RateOne = newSeries([]float64{10000}, 0)
+	res.Rate[colDirect] = newSeries([]float64{43000, 44000, 45000}, 0)
+	res.Routes.RateOne = newSeries([]float64{10500, 11000, 11500}, 0)
+	res.Previous = previousOf(prev)
+	sp := spreadTable(res)
+	for _, want := range []string{
+		"| vs previous | vs previous, relative to TLS direct (no proxy) |",
+		"| blob pull, 1 GiB | nexmux | 800 MiB/s | 760–840 | ±5% | 1,000 | 0.80× (**below the previous run beyond the spread**) | 1.00× (within the spread, ±8%) |",
+		"| blob pull, 1 GiB | TLS direct (no proxy) | 800 MiB/s | 780–820 | ±2% | 1,000 | 0.80× (**below the previous run beyond the spread**) | — |",
+		"| full TLS handshakes | nexmux | 750 /s | 700–800 | ±7% | 1,000 | 0.75× (**below the previous run beyond the spread**) | 0.75× (**below the previous run beyond the spread**, ±8%) |",
+		"| HEAD manifest, 1 route | nexmux | 11,000 req/s | 10,500–11,500 | ±5% | 10,000 | 1.10× (above the previous run beyond the spread) | 1.00× (within the spread, ±7%) |",
+	} {
+		if !strings.Contains(sp, want) {
+			t.Errorf("spread table lacks %q:\n%s", want, sp)
+		}
+	}
+}
+
 func TestInternalsParagraph(t *testing.T) {
 	dir := t.TempDir()
 	p := dir + "/small-requests.md"

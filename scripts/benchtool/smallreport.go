@@ -303,12 +303,16 @@ func previousOf(prev *Results) map[string]float64 {
 
 // spreadTable shows, for the rows a regression is judged on, this run's
 // median, the min–max of its rounds or repetitions, and the previous run's
-// median: a change is a regression only beyond the spread.
+// median: a change is a regression only beyond the spread. The last column
+// sets each rate against TLS direct's of the same run: the machine's own
+// speed, which moves between runs on a shared host, cancels out.
 func spreadTable(res *Results) string {
 	var rows []spreadRow
+	byKey := map[string]spreadRow{}
 	for _, r := range spreadRows(res) {
 		if !strings.HasPrefix(r.Key, "small ") {
 			rows = append(rows, r)
+			byKey[r.Key] = r
 		}
 	}
 	if len(rows) == 0 {
@@ -319,14 +323,15 @@ func spreadTable(res *Results) string {
 	if !res.PreviousStarted.IsZero() {
 		prevWhen = "previous run (" + res.PreviousStarted.UTC().Format("2006-01-02") + ")"
 	}
-	fmt.Fprintf(&b, "| measure | target | median | rounds' min–max | spread | %s | vs previous |\n|---|---|---:|---:|---:|---:|---|\n", prevWhen)
+	fmt.Fprintf(&b, "| measure | target | median | rounds' min–max | spread | %s | vs previous | vs previous, relative to %s |\n|---|---|---:|---:|---:|---:|---|---|\n",
+		prevWhen, title(refTarget))
 	for _, r := range rows {
 		lo, hi := slices.Min(r.S.Values), slices.Max(r.S.Values)
 		sp := "—"
 		if r.S.Median > 0 && len(r.S.Values) > 1 {
-			sp = fmt.Sprintf("±%.0f%%", (hi-lo)/2/r.S.Median*100)
+			sp = fmt.Sprintf("±%.0f%%", halfRange(r.S)*100)
 		}
-		prev, vs := "—", "new row"
+		prev, vs, rel := "—", "new row", "—"
 		if p, ok := res.Previous[r.Key]; ok && p > 0 {
 			prev = fmtVal(p, 0)
 			verdict := "within the spread"
@@ -339,11 +344,62 @@ func spreadTable(res *Results) string {
 				verdict = "above the previous run beyond the spread"
 			}
 			vs = fmt.Sprintf("%.2f× (%s)", r.S.Median/p, verdict)
+			rel = relativeChange(res, byKey, r, p)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s %s | %s | %s | %s | %s |\n", r.Measure, title(r.Target), fmtVal(r.S.Median, 0), r.Unit,
-			fmtVal(lo, 0)+"–"+fmtVal(hi, 0), sp, prev, vs)
+		fmt.Fprintf(&b, "| %s | %s | %s %s | %s | %s | %s | %s | %s |\n", r.Measure, title(r.Target), fmtVal(r.S.Median, 0), r.Unit,
+			fmtVal(lo, 0)+"–"+fmtVal(hi, 0), sp, prev, vs, rel)
 	}
 	return b.String()
+}
+
+// refTarget is the reference of the relative comparison: no proxy, so its
+// rates are the machine's.
+const refTarget = colDirect
+
+// refKey is the spread row whose rate stands for the machine's speed in
+// r's measure: TLS direct's; the route rows (nexmux only) take TLS
+// direct's keep-alive rate or handshakes of the same run.
+func refKey(r spreadRow) string {
+	measure, _, _ := strings.Cut(r.Key, "/")
+	switch {
+	case strings.HasPrefix(measure, "routes-rate"):
+		measure = "rate"
+	case strings.HasPrefix(measure, "routes-hs"):
+		measure = "handshake"
+	}
+	return measure + "/" + refTarget
+}
+
+func halfRange(s Series) float64 {
+	if s.Median <= 0 || len(s.Values) < 2 {
+		return 0
+	}
+	return (slices.Max(s.Values) - slices.Min(s.Values)) / 2 / s.Median
+}
+
+// relativeChange is r's ratio to the reference now over the same ratio in
+// the previous run (prev is r's previous median); it is a regression only
+// beyond both rows' spreads together.
+func relativeChange(res *Results, byKey map[string]spreadRow, r spreadRow, prev float64) string {
+	k := refKey(r)
+	ref, ok := byKey[k]
+	refPrev := res.Previous[k]
+	if k == r.Key || !ok || ref.S.Median <= 0 || refPrev <= 0 {
+		return "—"
+	}
+	change := (r.S.Median / ref.S.Median) / (prev / refPrev)
+	if len(r.S.Values) < 2 || len(ref.S.Values) < 2 {
+		return fmt.Sprintf("%.2f× (no spread measured)", change)
+	}
+	band := halfRange(r.S) + halfRange(ref.S)
+	verdict := "within the spread"
+	switch {
+	case change < 1-band:
+		verdict = "**below the previous run beyond the spread**"
+	case change > 1+band:
+		verdict = "above the previous run beyond the spread"
+	}
+	return fmt.Sprintf("%.2f× (%s, ±%.0f%%)", change, verdict, band*100)
 }
 
 // Markers around the paragraph of docs/bench/small-requests.md that the
@@ -376,8 +432,10 @@ func internalsParagraph(path string) string {
 
 const spreadIntro = "Every rate below is the median of interleaved rounds (blob transfers: repetitions); the range is the lowest and highest " +
 	"round of this run, and a change from the previous run (the committed results.json) counts as a regression only when the previous " +
-	"median lies beyond it. Rates depend on the whole machine: when the notes at the end count disturbed rounds (other sessions' work on " +
-	"the same cores), compare the CPU time per unit of work too before calling a lower rate a regression."
+	"median lies beyond it. Rates depend on the whole machine, whose speed moves between runs on a shared host: the last column divides each " +
+	"rate by TLS direct's (no proxy) of the same run and compares that ratio with the previous run's, a regression only beyond both rows' " +
+	"spreads together (the route rows, nexmux alone, take TLS direct's keep-alive rate or handshakes). When the notes at the end count " +
+	"disturbed rounds (other sessions' work on the same cores), compare the CPU time per unit of work too before calling a lower rate a regression."
 
 // smallText says how the matrix is measured.
 func smallText(res *Results) string {
