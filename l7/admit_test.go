@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,7 +24,25 @@ import (
 // team-a route, as mux would attach it.
 func admitStack(t *testing.T) (addr string, reached *atomic.Int64) {
 	t.Helper()
-	reached = &atomic.Int64{}
+	p, ci, reached := admitProxy(t)
+	ln := testnet.Listen(t)
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return NewContext(ctx, ci)
+		},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), reached
+}
+
+// admitProxy is admitStack's Proxy, its Nexus stand-in, and the connection
+// info of a team-a connection.
+func admitProxy(t *testing.T) (*Proxy, *ConnInfo, *atomic.Int64) {
+	t.Helper()
+	reached := &atomic.Int64{}
 	nexusLn := testnet.Listen(t)
 	nexus := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached.Add(1)
@@ -47,17 +66,7 @@ func admitStack(t *testing.T) (addr string, reached *atomic.Int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := testnet.Listen(t)
-	srv := &http.Server{
-		Handler:           p,
-		ReadHeaderTimeout: 10 * time.Second,
-		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-			return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com"})
-		},
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), reached
+	return p, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com"}, reached
 }
 
 // roundTrip writes raw request bytes (any method, any header) and reads
@@ -184,5 +193,73 @@ func TestForwardProxyFormsRefused(t *testing.T) {
 	}
 	if n := reached.Load(); n != 0 {
 		t.Fatalf("Nexus reached %d times", n)
+	}
+}
+
+// HTTP/1.0 allows a request without Host; forwarded, Go would put the
+// Nexus node's own address there, and Nexus builds its realm from it.
+func TestHostRequired(t *testing.T) {
+	addr, reached := admitStack(t)
+	resp, body := roundTrip(t, addr, "GET /v2/ HTTP/1.0\r\n\r\n")
+	if resp.StatusCode != http.StatusBadRequest || errorCode(t, body) != "UNSUPPORTED" || !strings.Contains(body, "Host header is required") {
+		t.Fatalf("status %d, body %q: want 400 UNSUPPORTED", resp.StatusCode, body)
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("Nexus reached %d times", n)
+	}
+	if resp, _ := roundTrip(t, addr, "GET /v2/ HTTP/1.0\r\nHost: team-a.example.com\r\n\r\n"); resp.StatusCode != http.StatusOK || reached.Load() != 1 {
+		t.Fatalf("HTTP/1.0 with Host: status %d, Nexus reached %d times", resp.StatusCode, reached.Load())
+	}
+	// A port route and a connection without SNI accept any Host, but not
+	// none.
+	p, ci, reached := admitProxy(t)
+	for name, ci := range map[string]*ConnInfo{
+		"port route": {Table: ci.Table, Route: ci.Route, ByPort: true},
+		"no SNI":     {Table: ci.Table, Route: ci.Route},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		r.Host, r.Proto, r.ProtoMinor = "", "HTTP/1.0", 0
+		r = r.WithContext(NewContext(r.Context(), ci))
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, r)
+		if w.Code != http.StatusBadRequest || errorCode(t, w.Body.String()) != "UNSUPPORTED" {
+			t.Errorf("%s: status %d, body %q: want 400 UNSUPPORTED", name, w.Code, w.Body.String())
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("Nexus reached %d times", n)
+	}
+}
+
+// HTTP/2 lets a space (and, over some clients, other bytes HTTP/1 cannot
+// carry) into :path. A query holding one would split the request line
+// nexmux sends to Nexus: refused, Nexus never asked. The request is built
+// as net/http's HTTP/2 server hands it to the handler.
+func TestQueryUnforwardableRefused(t *testing.T) {
+	p, ci, reached := admitProxy(t)
+	for _, q := range []string{"x /repository/team-b/v2/ HTTP/1.1", "a=b\tc", "a=\x7f", "n=1 "} {
+		r := httptest.NewRequest(http.MethodGet, "https://team-a.example.com/v2/", nil)
+		r.RequestURI = "/v2/?" + q
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+		r = r.WithContext(NewContext(r.Context(), ci))
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, r)
+		if w.Code != http.StatusBadRequest || errorCode(t, w.Body.String()) != "UNSUPPORTED" {
+			t.Errorf("query %q: status %d, body %q: want 400 UNSUPPORTED", q, w.Code, w.Body.String())
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("Nexus reached %d times", n)
+	}
+	// What registry clients send goes through.
+	for _, q := range []string{"n=100&last=app", "digest=sha256%3A4f53&_state=abc%3D%3D", "scope=repository:app:pull,push&service=x"} {
+		r := httptest.NewRequest(http.MethodGet, "https://team-a.example.com/v2/app/tags/list", nil)
+		r.RequestURI = "/v2/app/tags/list?" + q
+		r = r.WithContext(NewContext(r.Context(), ci))
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, r)
+		if w.Code != http.StatusOK || w.Header().Get("X-Nexus") != "yes" {
+			t.Errorf("query %q: status %d, body %q: want Nexus's 200", q, w.Code, w.Body.String())
+		}
 	}
 }

@@ -51,6 +51,9 @@ func hostileForm(p string) string {
 	if !utf8.ValidString(p) {
 		return "invalid UTF-8"
 	}
+	if strings.Contains(strings.ToLower(p), "%2f") {
+		return "encoded slash"
+	}
 	for seg := range strings.SplitSeq(p, "/") {
 		if i := strings.IndexByte(seg, ';'); i >= 0 {
 			seg = seg[:i]
@@ -64,7 +67,7 @@ func hostileForm(p string) string {
 
 func FuzzCheckPath(f *testing.F) {
 	for _, s := range []string{
-		"/v2/", "/v2/app/blobs/sha256%3A4f53", "/v2/org%2Fapp/manifests/1",
+		"/v2/", "/v2/app/blobs/sha256%3A4f53", "/v2/org%2Fapp/manifests/1", "/v2/x/blobs/uploads%2fabc",
 		"/v2/%2e%2e/x", "/v2/%252e%252e/x", "/v2/..;/x", "/v2/%c0%ae%c0%ae/x", "/v2/%zz",
 	} {
 		f.Add(s)

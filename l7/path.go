@@ -16,14 +16,14 @@ const maxDecodeRounds = 3
 // repository prefix it is about to be appended to, in any encoding a server
 // behind us might decode: dot segments (also "%2e", "%252e", and Jetty's
 // "..;param" form), backslashes (Windows-style separators), NUL and other
-// control bytes, and invalid UTF-8 (overlong encodings of '.' and '/'). It
-// works on what the client sent, before any decoding by net/http, because
-// forwarding rewrites nothing.
+// control bytes, invalid UTF-8 (overlong encodings of '.' and '/') and
+// encoded slashes. It works on what the client sent, before any decoding by
+// net/http, because forwarding rewrites nothing.
 func checkPath(raw string) (string, bool) {
 	if raw == "" || raw[0] != '/' {
 		return "request target must be an absolute path", false
 	}
-	dec := raw
+	dec, slash := raw, false
 	for round := 0; ; round++ {
 		for i := 0; i < len(dec); i++ {
 			if c := dec[i]; c < 0x20 || c == 0x7f || c == '\\' {
@@ -45,8 +45,12 @@ func checkPath(raw string) (string, bool) {
 			}
 		}
 		if !strings.Contains(dec, "%") {
-			return "", true
+			return accept(slash)
 		}
+		// No registry name, tag or digest holds an encoded slash, and a
+		// server that decodes it sees another endpoint than the one
+		// nexmux judged (upload session, mirror filter, split route).
+		slash = slash || containsFold(dec, "%2f")
 		if round == maxDecodeRounds {
 			return "path is encoded too many times", false
 		}
@@ -55,10 +59,40 @@ func checkPath(raw string) (string, bool) {
 			return "malformed percent-encoding in path", false
 		}
 		if next == dec {
-			return "", true
+			return accept(slash)
 		}
 		dec = next
 	}
+}
+
+// accept is checkPath's answer for a path without dot segments, control
+// bytes or bad encodings: refused still if it held an encoded slash.
+func accept(slash bool) (string, bool) {
+	if slash {
+		return "encoded slash in path", false
+	}
+	return "", true
+}
+
+// containsFold reports whether s contains the ASCII substring sub in any case.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// queryForwardable reports whether a raw query can go on Nexus's request
+// line as it is: no space (the line's separator) and no control byte.
+func queryForwardable(q string) bool {
+	for i := 0; i < len(q); i++ {
+		if c := q[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // registryPath reports whether sub ("/v2/...") is a Registry API path.

@@ -260,6 +260,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: "+why)
 		return
 	}
+	if !queryForwardable(rawQuery) {
+		// HTTP/2 lets a space into :path; forwarded raw, it would split
+		// the request line sent to Nexus.
+		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: space or control byte in the query")
+		return
+	}
 	// The push marker of a token nexmux handed out never reaches Nexus.
 	auth := takeSession(r.Header)
 	if m := st.ci.Route.Mirror; m != nil {
@@ -316,6 +322,11 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	// Registry API never upgrades.
 	if r.Header.Get("Upgrade") != "" {
 		return http.StatusBadRequest, "UNSUPPORTED", "nexmux: protocol upgrades are not served"
+	}
+	// Nexus builds realms and Locations from Host; without one (HTTP/1.0)
+	// Go would send the node's own address, which Nexus would hand back.
+	if r.Host == "" {
+		return http.StatusBadRequest, "UNSUPPORTED", "nexmux: a Host header is required"
 	}
 	if ci.ByPort {
 		return 0, "", ""

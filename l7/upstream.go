@@ -28,6 +28,7 @@ type Upstreams struct {
 	ctxPath  string
 	maxConns int
 	pools    poolSet
+	replay   replayBudget
 }
 
 // UpstreamOptions are the optional parts of NewUpstreams.

@@ -19,6 +19,27 @@ import (
 // another node (manifests are small: Docker caps them at 4 MiB).
 const maxReplayBody = 4 << 20
 
+// maxReplayTotal bounds the manifest PUT bodies held for a retry at once,
+// over every client: beyond it a PUT streams to its first node and, like
+// any body already sent, does not move on. Bodies are read from the
+// client before Nexus has seen the credentials, so without a bound any
+// client could make nexmux hold max-requests-per-client x 4 MiB.
+const maxReplayTotal = 64 << 20
+
+// replayBudget counts the bytes of held manifest PUT bodies.
+type replayBudget struct{ held atomic.Int64 }
+
+// take reserves n bytes, or reports that the budget is spent.
+func (b *replayBudget) take(n int64) bool {
+	if b.held.Add(n) > maxReplayTotal {
+		b.held.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (b *replayBudget) give(n int64) { b.held.Add(-n) }
+
 // askTimeout bounds asking the nodes whether they know an upload session.
 const askTimeout = 2 * time.Second
 
@@ -104,7 +125,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	var sb *sharedBody
 	var replay []byte
 	if body {
-		if r.Method == http.MethodPut && strings.Contains(sub, "/manifests/") && r.ContentLength >= 0 && r.ContentLength <= maxReplayBody {
+		// Buffered only where it can be sent again: with another node to
+		// go to, and within the budget (held until this call returns).
+		if r.Method == http.MethodPut && strings.Contains(sub, "/manifests/") && r.ContentLength >= 0 && r.ContentLength <= maxReplayBody &&
+			len(cands) > 1 && f.up.replay.take(r.ContentLength) {
+			defer f.up.replay.give(r.ContentLength)
 			replay, err = io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
 			if err != nil {
 				return nil, errors.Join(ErrClientBody, err)

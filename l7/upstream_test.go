@@ -2,6 +2,7 @@ package l7
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -166,7 +167,7 @@ func TestManifestPutReplayed(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 	}
 	a, b := startNode(t, bad), startNode(t, good)
-	addr, _ := haProxy(t, io.Discard, 0, a, b)
+	addr, up := haProxy(t, io.Discard, 0, a, b)
 	manifest := `{"schemaVersion":2}`
 	for i := 0; i < 50 && a.hits.Load() == 0; i++ {
 		resp, body := send(t, addr, http.MethodPut, "/v2/app/manifests/1", strings.NewReader(manifest))
@@ -176,6 +177,93 @@ func TestManifestPutReplayed(t *testing.T) {
 	}
 	if a.hits.Load() == 0 {
 		t.Fatal("the failing node was never tried")
+	}
+	if n := up.replay.held.Load(); n != 0 {
+		t.Fatalf("%d bytes of the replay budget still held after the requests", n)
+	}
+}
+
+// Beyond the replay budget a manifest PUT streams to its first node and,
+// its body sent, does not move on: Nexus's 503 reaches the client.
+func TestManifestPutBeyondReplayBudget(t *testing.T) {
+	status := func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/service/rest/v1/status") }
+	var good atomic.Int64
+	a := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !status(r) {
+			io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	b := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !status(r) {
+			io.Copy(io.Discard, r.Body)
+			good.Add(1)
+			w.WriteHeader(http.StatusCreated)
+		}
+	})
+	addr, up := haProxy(t, io.Discard, 0, a, b)
+	if !up.replay.take(maxReplayTotal) {
+		t.Fatal("budget not available")
+	}
+	for i := 0; i < 50 && a.hits.Load() == 0; i++ {
+		before := good.Load()
+		resp, body := send(t, addr, http.MethodPut, "/v2/app/manifests/1", strings.NewReader(`{"schemaVersion":2}`))
+		switch {
+		case a.hits.Load() == 0 && resp.StatusCode == http.StatusCreated && good.Load() == before+1:
+		case a.hits.Load() > 0 && resp.StatusCode == http.StatusServiceUnavailable && good.Load() == before:
+		default:
+			t.Fatalf("PUT: %s %s (failing node's PUTs %d; good node's %d -> %d)", resp.Status, body, a.hits.Load(), before, good.Load())
+		}
+	}
+	if a.hits.Load() == 0 {
+		t.Fatal("the failing node was never tried")
+	}
+	if n := up.replay.held.Load(); n != maxReplayTotal {
+		t.Fatalf("replay budget held %d, want the test's own %d", n, maxReplayTotal)
+	}
+}
+
+// With one node nothing can be sent again, so a manifest PUT streams:
+// Nexus's early 401 reaches a client that has sent none of its body, where
+// holding the body first would wait for all of it.
+func TestManifestPutStreamsToOneNode(t *testing.T) {
+	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/repository/") {
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	addr, up := haProxy(t, io.Discard, 0, n)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req := teamRequest(addr, http.MethodPut, "/v2/app/manifests/1", pr)
+	req.ContentLength = 1 << 20
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		got <- answer{resp, err}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		a.resp.Body.Close()
+		if a.resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("PUT: %s: want Nexus's 401 before the body", a.resp.Status)
+		}
+	case <-time.After(10 * time.Second):
+		pw.CloseWithError(errors.New("test over"))
+		t.Fatal("no answer in 10 s with none of the body sent: nexmux holds the body before asking Nexus")
+	}
+	if n := up.replay.held.Load(); n != 0 {
+		t.Fatalf("%d bytes of the replay budget held with one node", n)
 	}
 }
 
