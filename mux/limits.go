@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"net"
 	"net/netip"
 	"sync"
 )
@@ -41,6 +42,22 @@ func (c *clientConns) release(a netip.Addr) {
 		return
 	}
 	c.n[a]--
+}
+
+// clientSlotTaken makes sure raw holds a --max-conns-per-client slot of
+// client a, taking one if it holds none yet (an admitted connection, or one
+// whose slot routing took already, holds one); false when a is at the
+// limit.
+func (s *Server) clientSlotTaken(raw net.Conn, a netip.Addr) bool {
+	cc, ok := raw.(*countedConn)
+	if !ok || s.opts.MaxConnsPerClient <= 0 || cc.clientSlot {
+		return true
+	}
+	if !s.takeClientSlot(cc, a) {
+		return false
+	}
+	cc.clientSlot = true
+	return true
 }
 
 // takeClientSlot counts raw against its client's limit once routing knows

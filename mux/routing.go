@@ -65,18 +65,29 @@ func (s *Server) handle(raw net.Conn, src source) {
 func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	st := s.state.Load()
 	c := raw
+	headerNamesClient := false
 	if st.ProxyProtocol != nil && !src.inProcess {
 		// One reader for the whole connection: the PROXY parser's buffered
 		// read-ahead (which may hold ClientHello bytes) is drained by every
 		// later read, so no byte is lost or reordered.
+		policy := st.ProxyProtocol(raw.RemoteAddr())
+		headerNamesClient = policy == proxyproto.REQUIRE || policy == proxyproto.USE
 		c = proxyproto.NewConn(raw,
-			proxyproto.WithPolicy(st.ProxyProtocol(raw.RemoteAddr())),
+			proxyproto.WithPolicy(policy),
 			proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
 	}
 	info := &l7.ConnInfo{Table: st.Table, Client: addrPort(raw.RemoteAddr())}
 	// The logger is only built when a line is written: most connections
 	// are routed silently, and slog's With costs a dozen allocations.
 	log := &connLog{s: s, info: info}
+	// Unless a PROXY header is to name the client, the peer is the client:
+	// its slot is taken before a byte is read, so silent connections from
+	// one address cannot hold every --max-conns place for the routing
+	// deadline.
+	if !headerNamesClient && !s.clientSlotTaken(raw, info.Client.Addr()) {
+		log.refuse(ReasonPerClient, msgPerClient)
+		return d, false
+	}
 	_ = c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 
 	rr := newRoutingReader(c)
@@ -146,8 +157,8 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			d.to = passthrough{s}
 		}
 	}
-	// An admitted connection (Admit) holds its client's slot already.
-	if cc, ok := raw.(*countedConn); ok && s.opts.MaxConnsPerClient > 0 && !cc.clientSlot && !s.takeClientSlot(cc, info.Client.Addr()) {
+	// Behind a trusted balancer the client is known from its PROXY header.
+	if !s.clientSlotTaken(raw, info.Client.Addr()) {
 		log.refuse(ReasonPerClient, msgPerClient)
 		return d, false
 	}

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -78,6 +79,58 @@ func TestLegitimateClientServedDuringConnectionFlood(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("legitimate client: %d, want Nexus's 401", resp.StatusCode)
 	}
+}
+
+// Connections that send nothing count against their client's cap from the
+// moment they are accepted: one address opening --max-conns silent sockets
+// holds only its share, the rest are closed at once (not at the routing
+// deadline), and another client is served meanwhile.
+func TestSilentConnectionsCountPerClientAtAccept(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxConns = 20
+	cfg.MaxConnsPerClient = 5
+	st := stack.Start(t, stack.Options{Config: cfg})
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}}
+	for range 20 {
+		c, err := d.Dial("tcp", st.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	// Those beyond the client's five are closed well before the routing
+	// deadline (the handshake timeout, 10 s).
+	time.Sleep(time.Second)
+	closed := 0
+	for _, c := range silent {
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF || isReset(err) {
+			closed++
+		}
+	}
+	if closed != 15 {
+		t.Errorf("%d of 20 silent connections from one address closed within 1 s, want 15 (--max-conns-per-client 5)", closed)
+	}
+	legit := &http.Client{Transport: transportFrom(st, "127.0.0.2")}
+	resp, err := legit.Get("https://" + st.Host("team-a") + "/v2/")
+	if err != nil {
+		t.Fatalf("another client not served while one holds silent connections: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("other client: %d, want Nexus's 401", resp.StatusCode)
+	}
+}
+
+func isReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne) && !ne.Timeout()
 }
 
 // A connection that produces only locally refused requests is closed after
