@@ -110,6 +110,10 @@ type Config struct {
 	// MaxConnAge ends a client connection after the first response past
 	// this age (0: never).
 	MaxConnAge time.Duration
+	// BodyTimeout bounds each read of a request body from the client, and
+	// SendTimeout each write of a large response to it (stall.go); 0:
+	// DefaultBodyTimeout, DefaultSendTimeout; negative: never.
+	BodyTimeout, SendTimeout time.Duration
 }
 
 // Proxy is the HTTP stage. It expects every request's context to carry a
@@ -124,6 +128,8 @@ type Proxy struct {
 	strip     map[string]bool
 	perClient *clientRequests
 	maxAge    time.Duration
+	bodyTO    time.Duration // 0: never
+	sendTO    time.Duration // 0: never
 
 	mirrorAuth mirrorAuth // --mirror-auth-file, swapped on reload
 }
@@ -173,6 +179,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.PlainHTTPScheme == "https" {
 		p.plain = "https"
 	}
+	p.bodyTO, p.sendTO = stallTimeout(cfg.BodyTimeout, DefaultBodyTimeout), stallTimeout(cfg.SendTimeout, DefaultSendTimeout)
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -205,10 +212,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if st.ci != nil && r.ProtoMajor == 1 {
 		cw.batch = st.ci.Writes
 	}
+	rd, wd := deadliners(w)
+	if p.sendTO > 0 {
+		cw.deadline, cw.timeout = wd, p.sendTO
+	}
 	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &st.bodyWrap
 		body.ReadCloser = r.Body
+		if p.bodyTO > 0 {
+			body.deadline, body.timeout = rd, p.bodyTO
+		}
 		// The wrapper goes on a copy: on its own request net/http must
 		// find its own body, or it takes a client waiting for "100
 		// Continue" for one sending its body and blocks reading it
@@ -578,6 +592,11 @@ type batchingWriter struct {
 	status int
 	n      int64
 	batch  WriteBatcher // nil: write as net/http does
+	// deadline bounds each write of a large response by timeout (nil:
+	// none). A small one fits the socket's buffers, and its Nexus
+	// connection is released once read (doneBody), so it goes without.
+	deadline writeDeadliner
+	timeout  time.Duration
 }
 
 // batchMin is the smallest write worth batching: two full TLS records.
@@ -593,6 +612,10 @@ func (c *batchingWriter) WriteHeader(code int) {
 func (c *batchingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
+	}
+	if c.deadline != nil && (len(b) >= batchMin || c.n >= batchMin) {
+		// net/http clears it once the response is finished.
+		_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
 	}
 	if c.batch != nil && len(b) >= batchMin {
 		c.batch.BeginBatch()
@@ -625,9 +648,16 @@ type countingBody struct {
 	io.ReadCloser
 	n      atomic.Int64
 	failed atomic.Pointer[error] // the client's body failure (clientbodyerr.go)
+	// deadline bounds each read by timeout (nil: none). net/http clears
+	// it when the body is done (its read ahead starts without one).
+	deadline readDeadliner
+	timeout  time.Duration
 }
 
 func (c *countingBody) Read(b []byte) (int, error) {
+	if c.deadline != nil {
+		_ = c.deadline.SetReadDeadline(time.Now().Add(c.timeout))
+	}
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
 	return n, c.bodyError(err)

@@ -395,17 +395,39 @@ func (a attempt) done() {
 	}
 }
 
-// doneBody ends its attempt once when the response body is finished with.
+// doneBody ends its attempt once when the response body is finished with:
+// its Nexus connection and slot at the body's end, before the client has
+// taken the last bytes (a client that stops reading holds no Nexus
+// connection), the rest at Close.
 type doneBody struct {
 	io.ReadCloser
-	a      attempt
-	closed atomic.Bool
+	a        attempt
+	released atomic.Bool
+	closed   atomic.Bool
+}
+
+func (d *doneBody) Read(b []byte) (int, error) {
+	n, err := d.ReadCloser.Read(b)
+	if err == io.EOF {
+		d.release()
+	}
+	return n, err
+}
+
+func (d *doneBody) release() {
+	if d.released.CompareAndSwap(false, true) {
+		d.a.n.End()
+		d.a.slot.release()
+	}
 }
 
 func (d *doneBody) Close() error {
 	err := d.ReadCloser.Close()
 	if d.closed.CompareAndSwap(false, true) {
-		d.a.done()
+		d.release()
+		if d.a.cancel != nil {
+			d.a.cancel(nil)
+		}
 	}
 	return err
 }

@@ -77,6 +77,10 @@ type Config struct {
 	MaxRequestsPerClient int
 	MaxConnsPerClient    int
 	MaxConnAge           time.Duration
+	// BodyTimeout bounds each read of a request body from the client and
+	// SendTimeout each write of a large response to it (0: never).
+	BodyTimeout time.Duration
+	SendTimeout time.Duration
 	// PassthroughIdleTimeout closes idle passthrough streams (0: default).
 	PassthroughIdleTimeout time.Duration
 

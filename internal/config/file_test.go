@@ -46,6 +46,8 @@ drain-timeout: 500ms
 max-conns: 10000
 max-conns-per-client: 50
 max-conn-age: 5m
+body-timeout: 90s
+send-timeout: 2m
 max-requests-per-client: 64
 strip-header: [X-SSO-User]
 log-format: json
@@ -77,6 +79,8 @@ no-memory-trim: true
 		MaxConns:                 10000,
 		MaxConnsPerClient:        50,
 		MaxConnAge:               5 * time.Minute,
+		BodyTimeout:              90 * time.Second,
+		SendTimeout:              2 * time.Minute,
 		MaxRequestsPerClient:     64,
 		StripHeader:              []string{"X-SSO-User"},
 		LogFormat:                "json",

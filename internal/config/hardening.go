@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 )
@@ -52,8 +53,13 @@ func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
 	if c.PassthroughIdleTimeout < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("passthrough-idle-timeout %v: must not be negative", c.PassthroughIdleTimeout))
 	}
-	if c.MaxConnAge < 0 {
-		errs = multierror.Append(errs, fmt.Errorf("max-conn-age %v: must not be negative", c.MaxConnAge))
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"max-conn-age", c.MaxConnAge}, {"body-timeout", c.BodyTimeout}, {"send-timeout", c.SendTimeout}} {
+		if d.v < 0 {
+			errs = multierror.Append(errs, fmt.Errorf("%s %v: must not be negative", d.name, d.v))
+		}
 	}
 	return errs
 }

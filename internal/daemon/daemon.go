@@ -139,7 +139,8 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	b.Upstreams.Set().SetLogger(log)
 	d.metrics.Registry.MustRegister(b.Upstreams.Set())
 	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader,
-		MaxRequestsPerClient: b.Config.MaxRequestsPerClient, MaxConnAge: b.Config.MaxConnAge})
+		MaxRequestsPerClient: b.Config.MaxRequestsPerClient, MaxConnAge: b.Config.MaxConnAge,
+		BodyTimeout: cmp.Or(b.Config.BodyTimeout, -1), SendTimeout: cmp.Or(b.Config.SendTimeout, -1)}) // 0: never
 	if err != nil {
 		return nil, err
 	}

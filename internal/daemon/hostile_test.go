@@ -85,7 +85,7 @@ type upstreamReach int
 const (
 	reachNever upstreamReach = iota // nexmux itself must refuse it
 	reachMust                       // benign: it must arrive (inside team-a's repositories)
-	reachMay                        // confined by forwarding (e.g. %2F inside an image name)
+	reachMay                        // confined by forwarding (e.g. ";" inside a path segment)
 )
 
 type hostileCase struct {
@@ -117,7 +117,8 @@ func hostileCases() []hostileCase {
 		{name: "benign blob HEAD goes to hosted", raw: "HEAD /v2/app/blobs/sha256:" + strings.Repeat("0", 64) + " HTTP/1.1\r\nHost: {A}\r\nAuthorization: {AUTH}\r\n\r\n", want: 404, reach: reachMust, method: http.MethodHead},
 		{name: "benign explicit own repository prefix", raw: get("/repository/team-a-hosted/v2/"), want: 200, reach: reachMust},
 		{name: "benign mixed-case Host", raw: "GET /v2/ HTTP/1.1\r\nHost: {AUPPER}\r\nAuthorization: {AUTH}\r\n\r\n", want: 200, reach: reachMust},
-		{name: "benign encoded slash in image name", raw: get("/v2/a%2Fb/tags/list"), want: 404, reach: reachMust},
+		{name: "encoded slash in image name", raw: get("/v2/a%2Fb/tags/list"), want: 400},
+		{name: "encoded slash hiding an upload session", raw: get("/v2/x/blobs/uploads%2fabc"), want: 400},
 
 		// Dot segments, raw and encoded.
 		{name: "dot segments", raw: get("/v2/../service/rest/v1/status"), want: 400},
@@ -172,7 +173,7 @@ func hostileCases() []hostileCase {
 		{name: "Host spoofing other team", raw: "GET /v2/ HTTP/1.1\r\nHost: {B}\r\n\r\n", want: 421},
 		{name: "Host spoofing other team, upper-case", raw: "GET /v2/ HTTP/1.1\r\nHost: TEAM-B.NEXMUX.TEST\r\n\r\n", want: 421},
 		{name: "Host naming Nexus", raw: "GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\r\n", want: 421},
-		{name: "empty Host", raw: "GET /v2/ HTTP/1.1\r\nHost:\r\n\r\n", want: 421},
+		{name: "empty Host", raw: "GET /v2/ HTTP/1.1\r\nHost:\r\n\r\n", want: 400},
 		{name: "missing Host", raw: "GET /v2/ HTTP/1.1\r\n\r\n", want: 400},
 		{name: "SNI team-b, Host team-a", sni: "team-b.nexmux.test", raw: "GET /v2/ HTTP/1.1\r\nHost: {A}\r\n\r\n", want: 421},
 		{name: "SNI team-b, Host team-a, team-a path", sni: "team-b.nexmux.test", raw: get("/repository/team-a-hosted/v2/"), want: 421},
@@ -194,7 +195,7 @@ func hostileCases() []hostileCase {
 		{name: "Content-Length and chunked smuggling", raw: "POST /v2/ HTTP/1.1\r\nHost: {A}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /service/rest/v1/status HTTP/1.1\r\nHost: {A}\r\n\r\n", n: 2, want: 401, want2: 404, reach: reachMay},
 		{name: "two Content-Lengths", raw: "POST /v2/ HTTP/1.1\r\nHost: {A}\r\nContent-Length: 0\r\nContent-Length: 48\r\n\r\nGET /service/rest/v1/status HTTP/1.1\r\nHost: {A}\r\n\r\n", want: 400},
 		{name: "pipelined request after a benign one", raw: "GET /v2/ HTTP/1.1\r\nHost: {A}\r\n\r\nGET /service/rest/v1/status HTTP/1.1\r\nHost: {A}\r\n\r\n", n: 2, want: 401, want2: 404, reach: reachMay},
-		{name: "HTTP/1.0 without Host", raw: "GET /v2/ HTTP/1.0\r\n\r\n", want: 421},
+		{name: "HTTP/1.0 without Host", raw: "GET /v2/ HTTP/1.0\r\n\r\n", want: 400},
 		// A client waiting for "100 Continue" before its body must get
 		// nexmux's refusal at once, not wait for a 100 that never comes.
 		{name: "Expect 100-continue outside the registry API", raw: "POST /service/rest/v1/script HTTP/1.1\r\nHost: {A}\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", want: 404},

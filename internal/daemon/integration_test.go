@@ -269,7 +269,7 @@ func TestRawPathAndQueryForwardedUnchanged(t *testing.T) {
 	st := stack.Start(t, stack.Options{Config: teamRoutes()})
 	cl := &http.Client{Transport: st.Transport()}
 	for _, target := range []string{
-		"/v2/a%2Fb/tags/list?n=1&last=x%3Ay",
+		"/v2/a%2Db/tags/list?n=1&last=x%3Ay",
 		"/v2/app/blobs/sha256%3A0123?digest=sha256%3Aabc&scope=repository%3Aapp%3Apull",
 		"/v2/app/manifests/1?q=%2B%20+&empty=&flag",
 	} {

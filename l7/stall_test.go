@@ -1,0 +1,199 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// stallProxy serves a Proxy with the given stall timeouts in front of node.
+func stallProxy(t *testing.T, node *haNode, bodyTO, sendTO time.Duration) string {
+	t.Helper()
+	spec, err := upstream.ParseSpec([]string{"http://" + node.addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	up := NewUpstreams(spec, upstream.NewSet(spec, logger), UpstreamOptions{})
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	p, err := New(Config{Upstreams: up, Transport: tr, Logger: logger, BodyTimeout: bodyTO, SendTimeout: sendTO})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := testnet.Listen(t)
+	srv := &http.Server{Handler: p, ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+		return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com"})
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// stalledClient opens a connection with a small receive buffer and writes
+// raw, then reads nothing.
+func stalledClient(t *testing.T, addr, raw string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.(*net.TCPConn).SetReadBuffer(4096)
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// finishes waits for Nexus's handler to end, which it does only once
+// nexmux lets go of its connection.
+func finishes(t *testing.T, done <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: Nexus's connection still held after 10 s", what)
+	}
+}
+
+// A client that stops reading a blob is cut after --send-timeout: the
+// Nexus connection it held is let go.
+func TestClientThatStopsReadingIsCut(t *testing.T) {
+	done := make(chan struct{})
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		defer close(done)
+		w.Header().Set("Content-Length", fmt.Sprint(256<<20))
+		chunk := make([]byte, 1<<20)
+		for range 256 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	addr := stallProxy(t, node, 0, 300*time.Millisecond)
+	stalledClient(t, addr, "GET /v2/app/blobs/sha256:"+strings.Repeat("0", 64)+" HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n")
+	finishes(t, done, "blob download nobody reads")
+	// The same proxy still serves: the cut ended one response, not the
+	// listener.
+	ok := stalledClient(t, addr, "GET /v2/ HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n")
+	_ = ok.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(ok), nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("next request: %v %v", resp, err)
+	}
+}
+
+// A client that stops sending its upload is cut after --body-timeout, and
+// Nexus sees the upload end incomplete.
+func TestClientThatStopsSendingIsCut(t *testing.T) {
+	done := make(chan struct{})
+	var got int64
+	var gotErr error
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		defer close(done)
+		got, gotErr = io.Copy(io.Discard, r.Body)
+	})
+	addr := stallProxy(t, node, 300*time.Millisecond, 0)
+	c := stalledClient(t, addr, "PATCH /v2/app/blobs/uploads/u1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 1000000\r\n\r\n"+strings.Repeat("x", 1000))
+	finishes(t, done, "upload whose client went quiet")
+	if gotErr == nil || got >= 1000000 {
+		t.Fatalf("Nexus read %d bytes, %v: want the upload cut short", got, gotErr)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("client got %s, want 400 (its own body failed) or the connection closed", resp.Status)
+		}
+	}
+}
+
+// Slow but moving clients are not cut: each write and read has its own
+// deadline, not the whole transfer.
+func TestSlowClientIsNotCut(t *testing.T) {
+	const size = 16 << 20
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		w.Write(make([]byte, size))
+	})
+	addr := stallProxy(t, node, time.Second, time.Second)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /v2/app/blobs/sha256:"+strings.Repeat("0", 64)+" HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 16 MiB in 256 KiB pieces every 50 ms: 3.2 s in all, well past the
+	// 1 s timeout, but never a second without progress.
+	var n int64
+	buf := make([]byte, 256<<10)
+	for n < size {
+		m, err := io.ReadFull(resp.Body, buf[:min(len(buf), int(size-n))])
+		n += int64(m)
+		if err != nil {
+			t.Fatalf("slow client cut after %d bytes: %v", n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Once Nexus's body is read to its end, the Nexus connection's slot comes
+// back, before the client has taken the last bytes.
+func TestNexusSlotBackAtBodyEnd(t *testing.T) {
+	spec, err := upstream.ParseSpec([]string{"http://127.0.0.1:1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := NewUpstreams(spec, upstream.NewSet(spec, slog.New(slog.NewTextHandler(io.Discard, nil))), UpstreamOptions{MaxConns: 1})
+	n := up.Set().Nodes()[0]
+	sl, ok := up.acquire(context.Background(), n.Host)
+	if !ok {
+		t.Fatal("no slot")
+	}
+	n.Start()
+	b := &doneBody{ReadCloser: io.NopCloser(strings.NewReader("manifest")), a: attempt{n: n, slot: sl}}
+	if _, err := io.ReadAll(b); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	again, ok := up.acquire(ctx, n.Host)
+	if !ok {
+		t.Fatal("slot still held after the body's end")
+	}
+	again.release()
+	b.Close() // gives nothing back twice
+	if got, ok := up.acquire(context.Background(), n.Host); !ok || len(got) != 1 {
+		t.Fatalf("after Close: slot %v, %d held; want exactly this one", ok, len(got))
+	}
+}
