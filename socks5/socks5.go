@@ -28,6 +28,7 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -62,8 +63,15 @@ type Options struct {
 	// (default DefaultIdleTimeout).
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
-	// Refused, when set, is told about each CONNECT refused (ReasonDenied).
+	// Refused, when set, is told about each CONNECT refused (ReasonDenied)
+	// and each client refused at accept (ReasonPending).
 	Refused func(reason string)
+	// MaxPending and MaxPendingPerClient bound the sessions that carry no
+	// stream yet (negotiating, or waiting for their CONNECT), in all and
+	// per client address; beyond them a client is closed at accept (0: no
+	// limit). Once its stream is routed a session counts against the
+	// router's limits instead.
+	MaxPending, MaxPendingPerClient int
 }
 
 // Server accepts SOCKS5 clients and hands their CONNECT streams to a
@@ -77,9 +85,10 @@ type Server struct {
 
 	// track holds the listeners and SOCKS clients; its goroutines are the
 	// sessions and the streams they hand to router.
-	track  conntrack.Tracker
-	mu     sync.Mutex
-	logins map[net.Conn]login // clients' users (revoke.go)
+	track   conntrack.Tracker
+	mu      sync.Mutex
+	logins  map[net.Conn]login // clients' users (revoke.go)
+	pending pending
 }
 
 // New returns an ingress that routes through router.
@@ -99,6 +108,7 @@ func New(router *mux.Server, o Options) *Server {
 		log:      o.Logger,
 		sniPorts: map[int]bool{},
 	}
+	s.pending.max, s.pending.perClient = o.MaxPending, o.MaxPendingPerClient
 	for _, p := range o.SNIPorts {
 		s.sniPorts[p] = true
 	}
@@ -128,9 +138,17 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			return err
 		}
+		a := clientAddr(c)
+		if !s.pending.take(a) {
+			c.Close()
+			s.refusedPending(a)
+			continue
+		}
+		slot := &pendingSlot{p: &s.pending, a: a}
 		ic := &idleConn{Conn: c, idle: s.opts.IdleTimeout}
 		_ = c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 		if !s.track.AddConn(ic) {
+			slot.release()
 			c.Close()
 			continue
 		}
@@ -138,8 +156,21 @@ func (s *Server) Serve(ln net.Listener) error {
 			defer s.track.Done()
 			defer s.untrackConn(ic)
 			defer ic.Close()
-			s.serveSession(&session{s: s, client: ic, local: local})
+			defer slot.release()
+			s.serveSession(&session{s: s, client: ic, local: local, pending: slot})
 		}()
+	}
+}
+
+// refusedPending counts a client closed at accept and logs it, at most one
+// line a second.
+func (s *Server) refusedPending(a netip.Addr) {
+	if s.opts.Refused != nil {
+		s.opts.Refused(ReasonPending)
+	}
+	if log, n := s.pending.note(); log {
+		s.log.Info("socks5: client refused: too many sessions without a stream yet", "reason", ReasonPending,
+			"client", a.String(), "max_pending", s.pending.max, "max_pending_per_client", s.pending.perClient, "refused", n)
 	}
 }
 
@@ -178,6 +209,8 @@ type session struct {
 	local  *net.TCPAddr // the SOCKS listener's address
 	// overLimit: the router refused the CONNECT stream (mux.ErrOverLimit).
 	overLimit bool
+	// pending is the session's place among those without a stream.
+	pending *pendingSlot
 }
 
 // decision is what the rule set allowed, for the dialer.
@@ -265,6 +298,7 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 		return nil, err
 	}
 	ss.client.established()
+	ss.pending.release() // the router counts the stream from here
 	if !ss.s.route(inner, d.port) {
 		ours.Close()
 		inner.Close()

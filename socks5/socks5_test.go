@@ -575,3 +575,65 @@ func holdThenRefused(t *testing.T, st *stack, reason string) net.Conn {
 	}
 	return held
 }
+
+// Sessions that carry no stream yet count against MaxPendingPerClient from
+// accept: one address's silent sockets beyond it are closed at once, while
+// another address still gets through; a session whose stream is routed
+// counts no more (the router's limits take over).
+func TestPendingSessionsCappedPerClient(t *testing.T) {
+	st := start(t, config{opts: socks5.Options{MaxPendingPerClient: 2}})
+	var silent []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		silent = append(silent, c)
+	}
+	time.Sleep(200 * time.Millisecond)
+	closed := 0
+	for _, c := range silent {
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF || isReset(err) {
+			closed++
+		}
+	}
+	if closed != 1 {
+		t.Fatalf("%d of 3 silent SOCKS sessions closed, want 1 (MaxPendingPerClient 2)", closed)
+	}
+	if !strings.Contains(st.logs.String(), "reason="+socks5.ReasonPending) {
+		t.Errorf("no refusal line:\n%s", st.logs.String())
+	}
+	code, other, err := connectFrom(t, "127.0.0.2", st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("another client's CONNECT: reply %d, %v", code, err)
+	}
+	other.Close()
+	for _, c := range silent {
+		c.Close()
+	}
+	// Streams held open do not count as pending: three at once from the
+	// address capped at two pending sessions.
+	deadline := time.Now().Add(10 * time.Second)
+	var held []net.Conn
+	for len(held) < 3 {
+		code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+		if err == nil && code == replySucceeded {
+			held = append(held, c)
+			continue
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CONNECT %d with %d streams held: reply %d, %v", len(held)+1, len(held), code, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+}
+
+func isReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne) && !ne.Timeout()
+}

@@ -229,3 +229,37 @@ func TestSOCKS5CountsAgainstMaxConns(t *testing.T) {
 		return resp.StatusCode == http.StatusUnauthorized
 	})
 }
+
+// The SOCKS5 ingress counts sessions without a stream yet from accept,
+// against --max-conns-per-client: one address's silent SOCKS sockets
+// beyond it are closed at once.
+func TestSilentSOCKS5SessionsCountPerClient(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.Socks5Listen = "127.0.0.1:0"
+	cfg.MaxConnsPerClient = 3
+	st := stack.Start(t, stack.Options{Config: cfg})
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for range 10 {
+		c, err := net.Dial("tcp", st.Daemon.Addr("socks5").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	time.Sleep(time.Second)
+	closed := 0
+	for _, c := range silent {
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF || isReset(err) {
+			closed++
+		}
+	}
+	if closed != 7 {
+		t.Errorf("%d of 10 silent SOCKS5 sessions from one address closed within 1 s, want 7 (--max-conns-per-client 3)", closed)
+	}
+}

@@ -247,6 +247,11 @@ func (d *Daemon) Start() error {
 			HandshakeTimeout: c.HandshakeTimeout,
 			Logger:           d.log,
 			Refused:          d.metrics.Refused,
+			// Sessions without a stream yet hold a descriptor each and no
+			// router place: a quarter of --max-conns for all, and a
+			// client's --max-conns-per-client.
+			MaxPending:          pendingCap(c.MaxConns),
+			MaxPendingPerClient: c.MaxConnsPerClient,
 		}
 		if c.Socks5AuthFile != "" {
 			// Read at each login: a reload revokes users.
@@ -511,4 +516,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// pendingCap is the SOCKS5 ingress's bound on sessions without a stream
+// for --max-conns n (0: no limit).
+func pendingCap(n int) int {
+	if n <= 0 {
+		return 0
+	}
+	return max(n/4, 16)
 }
