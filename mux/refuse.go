@@ -73,6 +73,22 @@ func (s *Server) refusedOverLimit() {
 	}
 }
 
+// refusedPerClient counts a connection refused by --max-conns-per-client
+// and logs at most one line a second, naming the client of the first
+// refusal since the last line and how many there were: one address opening
+// sockets in a loop must not become a line per socket.
+func (l *connLog) refusedPerClient() {
+	s := l.s
+	s.countRefused(ReasonPerClient)
+	n := s.perClient.Add(1)
+	now := time.Now().UnixNano()
+	last := s.perClientLogged.Load()
+	if now-last >= int64(time.Second) && s.perClientLogged.CompareAndSwap(last, now) {
+		s.perClient.Add(-n)
+		l.logger().Info("connection refused: "+msgPerClient, "reason", ReasonPerClient, "max_conns_per_client", s.opts.MaxConnsPerClient, "refused", n)
+	}
+}
+
 // reasonFor classifies an error from the routing phase.
 func reasonFor(err error) string {
 	var ne net.Error

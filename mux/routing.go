@@ -85,7 +85,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	// one address cannot hold every --max-conns place for the routing
 	// deadline.
 	if !headerNamesClient && !s.clientSlotTaken(raw, info.Client.Addr()) {
-		log.refuse(ReasonPerClient, msgPerClient)
+		log.refusedPerClient()
 		return d, false
 	}
 	_ = c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
@@ -159,7 +159,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	}
 	// Behind a trusted balancer the client is known from its PROXY header.
 	if !s.clientSlotTaken(raw, info.Client.Addr()) {
-		log.refuse(ReasonPerClient, msgPerClient)
+		log.refusedPerClient()
 		return d, false
 	}
 	info.Route = rt

@@ -111,6 +111,8 @@ type Server struct {
 
 	overLimit       atomic.Int64 // refusals since the last max-conns line
 	overLimitLogged atomic.Int64 // unix nanoseconds of that line
+	perClient       atomic.Int64 // refusals since the last per-client line
+	perClientLogged atomic.Int64 // unix nanoseconds of that line
 
 	// track holds the listeners, and the connections not (yet) owned by
 	// http.Server with their goroutines.
@@ -338,7 +340,7 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, perClient bool) (net.Co
 					s.active.Add(-1)
 				}
 				log := &connLog{s: s, info: &l7.ConnInfo{Client: client}}
-				log.refuse(ReasonPerClient, msgPerClient)
+				log.refusedPerClient()
 				return nil, ReasonPerClient
 			}
 			cc.clientSlot = true

@@ -5,12 +5,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // tlsFrom opens an HTTP/1.1 TLS connection to team-a from source address
@@ -89,7 +92,8 @@ func TestSilentConnectionsCountPerClientAtAccept(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.MaxConns = 20
 	cfg.MaxConnsPerClient = 5
-	st := stack.Start(t, stack.Options{Config: cfg})
+	logs := &testnet.Buffer{}
+	st := stack.Start(t, stack.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	var silent []net.Conn
 	defer func() {
 		for _, c := range silent {
@@ -116,6 +120,10 @@ func TestSilentConnectionsCountPerClientAtAccept(t *testing.T) {
 	}
 	if closed != 15 {
 		t.Errorf("%d of 20 silent connections from one address closed within 1 s, want 15 (--max-conns-per-client 5)", closed)
+	}
+	// Fifteen refusals in a burst are one or two log lines, not fifteen.
+	if n := strings.Count(logs.String(), "reason=max_conns_per_client"); n < 1 || n > 2 {
+		t.Errorf("%d per-client refusal lines for 15 refusals in a second, want 1 or 2:\n%s", n, logs)
 	}
 	legit := &http.Client{Transport: transportFrom(st, "127.0.0.2")}
 	resp, err := legit.Get("https://" + st.Host("team-a") + "/v2/")
