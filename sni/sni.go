@@ -20,12 +20,13 @@ import (
 // MaxHelloBytes caps the bytes (record headers included) read while looking
 // for the ClientHello. Every byte is buffered per connection before the peer
 // has proven anything, so the cap bounds what an unauthenticated client can
-// make us hold. 16 KiB is one maximum-size TLS record and about ten times a
+// make us hold. One maximum-size TLS record (16 KiB and its header, which
+// a hello may fill) is about ten times a
 // real hello today (Go 1.26 with its X25519MLKEM768 key share ~1.5 KB, Chrome
 // ~1.7 KB), which leaves room for larger post-quantum key shares; only
 // pathological framing of a large hello (one byte per record is 6x) gets
 // near it.
-const MaxHelloBytes = 16 << 10
+const MaxHelloBytes = 16<<10 + recordHeaderLen
 
 const (
 	handshakeHeaderLen   = 4

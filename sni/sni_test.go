@@ -495,6 +495,33 @@ func TestParseClientHello(t *testing.T) {
 	})
 }
 
+// A hello that fills one maximum-size record (2^14 bytes of payload) is
+// legal TLS and is read; one byte more in a second record is over the cap.
+func TestHelloFillingOneFullRecord(t *testing.T) {
+	msg := handshakeMessage(t, goHello(t))
+	h := splitHello(t, msg)
+	// Grow an unknown extension until the message is exactly 2^14 bytes.
+	h.exts = append(h.exts, ext{0xfe00, nil})
+	pad := 1<<14 - len(h.message())
+	h.exts[len(h.exts)-1].data = make([]byte, pad)
+	full := h.message()
+	if len(full) != 1<<14 {
+		t.Fatalf("built a %d-byte hello, want %d", len(full), 1<<14)
+	}
+	rec := reframe(full, 1<<14)
+	got, err := ReadClientHello(bytes.NewReader(rec))
+	if err != nil {
+		t.Fatalf("hello filling one full record: %v", err)
+	}
+	if len(got.Raw) != len(rec) {
+		t.Fatalf("read %d bytes, want the %d-byte record", len(got.Raw), len(rec))
+	}
+	h.exts[len(h.exts)-1].data = make([]byte, pad+1)
+	if _, err := ReadClientHello(bytes.NewReader(reframe(h.message(), 1<<14))); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("one byte more: %v, want ErrTooLarge", err)
+	}
+}
+
 func TestReadClientHelloErrors(t *testing.T) {
 	raw := goHello(t)
 	msg := handshakeMessage(t, raw)
