@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"syscall"
-	"time"
 
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/sni"
@@ -64,27 +63,19 @@ func (s *Server) countRefused(reason string) {
 // the accept loop would slow accepting exactly when it matters.
 func (s *Server) refusedOverLimit() {
 	s.countRefused(ReasonMaxConns)
-	n := s.overLimit.Add(1)
-	now := time.Now().UnixNano()
-	last := s.overLimitLogged.Load()
-	if now-last >= int64(time.Second) && s.overLimitLogged.CompareAndSwap(last, now) {
-		s.overLimit.Add(-n)
+	if ok, n := s.overLimit.Note(); ok {
 		s.log.Info("connection refused: too many connections", "reason", ReasonMaxConns, "max_conns", s.opts.MaxConns, "refused", n)
 	}
 }
 
 // refusedPerClient counts a connection refused by --max-conns-per-client
-// and logs at most one line a second, naming the client of the first
-// refusal since the last line and how many there were: one address opening
-// sockets in a loop must not become a line per socket.
+// and logs at most one line a second, naming the client of the refusal it
+// logs and how many there were: one address opening sockets in a loop must
+// not become a line per socket.
 func (l *connLog) refusedPerClient() {
 	s := l.s
 	s.countRefused(ReasonPerClient)
-	n := s.perClient.Add(1)
-	now := time.Now().UnixNano()
-	last := s.perClientLogged.Load()
-	if now-last >= int64(time.Second) && s.perClientLogged.CompareAndSwap(last, now) {
-		s.perClient.Add(-n)
+	if ok, n := s.perClient.Note(); ok {
 		l.logger().Info("connection refused: "+msgPerClient, "reason", ReasonPerClient, "max_conns_per_client", s.opts.MaxConnsPerClient, "refused", n)
 	}
 }

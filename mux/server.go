@@ -19,6 +19,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/internal/conntrack"
+	"github.com/nexmux/nexmux/internal/lograte"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
 )
@@ -109,10 +110,8 @@ type Server struct {
 	life    context.Context // ends when Shutdown gives up waiting
 	endLife context.CancelFunc
 
-	overLimit       atomic.Int64 // refusals since the last max-conns line
-	overLimitLogged atomic.Int64 // unix nanoseconds of that line
-	perClient       atomic.Int64 // refusals since the last per-client line
-	perClientLogged atomic.Int64 // unix nanoseconds of that line
+	overLimit lograte.Limiter // max-conns refusals' log lines
+	perClient lograte.Limiter // max-conns-per-client refusals' log lines
 
 	// track holds the listeners, and the connections not (yet) owned by
 	// http.Server with their goroutines.

@@ -5,7 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
+
+	"github.com/nexmux/nexmux/internal/lograte"
 )
 
 // ReasonPending refuses a SOCKS client at accept: too many sessions that
@@ -21,8 +22,7 @@ type pending struct {
 	n              atomic.Int64
 	mu             sync.Mutex
 	by             map[netip.Addr]int
-	logged         atomic.Int64 // unix nanoseconds of the last refusal line
-	refused        atomic.Int64 // refusals since that line
+	refusals       lograte.Limiter
 }
 
 // take counts a session from a; false when a limit is reached.
@@ -62,19 +62,6 @@ func (p *pending) give(a netip.Addr) {
 		}
 		p.mu.Unlock()
 	}
-}
-
-// note counts a refusal and reports whether to log it: at most one line a
-// second, with the count since the last (a flood must not become a log
-// flood).
-func (p *pending) note() (log bool, n int64) {
-	n = p.refused.Add(1)
-	now, last := time.Now().UnixNano(), p.logged.Load()
-	if now-last >= int64(time.Second) && p.logged.CompareAndSwap(last, now) {
-		p.refused.Add(-n)
-		return true, n
-	}
-	return false, 0
 }
 
 // pendingSlot is one session's count, given back once.

@@ -168,7 +168,7 @@ func (s *Server) refusedPending(a netip.Addr) {
 	if s.opts.Refused != nil {
 		s.opts.Refused(ReasonPending)
 	}
-	if log, n := s.pending.note(); log {
+	if log, n := s.pending.refusals.Note(); log {
 		s.log.Info("socks5: client refused: too many sessions without a stream yet", "reason", ReasonPending,
 			"client", a.String(), "max_pending", s.pending.max, "max_pending_per_client", s.pending.perClient, "refused", n)
 	}

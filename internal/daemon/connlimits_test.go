@@ -94,31 +94,7 @@ func TestSilentConnectionsCountPerClientAtAccept(t *testing.T) {
 	cfg.MaxConnsPerClient = 5
 	logs := &testnet.Buffer{}
 	st := stack.Start(t, stack.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	var silent []net.Conn
-	defer func() {
-		for _, c := range silent {
-			c.Close()
-		}
-	}()
-	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}}
-	for range 20 {
-		c, err := d.Dial("tcp", st.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		silent = append(silent, c)
-	}
-	// Those beyond the client's five are closed well before the routing
-	// deadline (the handshake timeout, 10 s).
-	time.Sleep(time.Second)
-	closed := 0
-	for _, c := range silent {
-		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if _, err := c.Read(make([]byte, 1)); err == io.EOF || isReset(err) {
-			closed++
-		}
-	}
-	if closed != 15 {
+	if closed := closedOf(silentConns(t, st.Addr, 20)); closed != 15 {
 		t.Errorf("%d of 20 silent connections from one address closed within 1 s, want 15 (--max-conns-per-client 5)", closed)
 	}
 	// Fifteen refusals in a burst are one or two log lines, not fifteen.
@@ -246,28 +222,36 @@ func TestSilentSOCKS5SessionsCountPerClient(t *testing.T) {
 	cfg.Socks5Listen = "127.0.0.1:0"
 	cfg.MaxConnsPerClient = 3
 	st := stack.Start(t, stack.Options{Config: cfg})
-	var silent []net.Conn
-	defer func() {
-		for _, c := range silent {
-			c.Close()
-		}
-	}()
-	for range 10 {
-		c, err := net.Dial("tcp", st.Daemon.Addr("socks5").String())
+	if closed := closedOf(silentConns(t, st.Daemon.Addr("socks5").String(), 10)); closed != 7 {
+		t.Errorf("%d of 10 silent SOCKS5 sessions from one address closed within 1 s, want 7 (--max-conns-per-client 3)", closed)
+	}
+}
+
+// silentConns opens n connections to addr from 127.0.0.1 that send
+// nothing; they close with the test.
+func silentConns(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	var cs []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		silent = append(silent, c)
+		t.Cleanup(func() { c.Close() })
+		cs = append(cs, c)
 	}
+	return cs
+}
+
+// closedOf waits a second, then counts the connections the server closed.
+func closedOf(cs []net.Conn) int {
 	time.Sleep(time.Second)
 	closed := 0
-	for _, c := range silent {
+	for _, c := range cs {
 		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 		if _, err := c.Read(make([]byte, 1)); err == io.EOF || isReset(err) {
 			closed++
 		}
 	}
-	if closed != 7 {
-		t.Errorf("%d of 10 silent SOCKS5 sessions from one address closed within 1 s, want 7 (--max-conns-per-client 3)", closed)
-	}
+	return closed
 }
