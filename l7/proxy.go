@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/route"
 )
 
@@ -126,7 +127,7 @@ type Proxy struct {
 	observe   Observer
 	plain     string // scheme of plain-HTTP connections as the client saw it
 	strip     map[string]bool
-	perClient *clientRequests
+	perClient perclient.Counter // requests in flight per client, against MaxRequestsPerClient
 	maxAge    time.Duration
 	bodyTO    time.Duration // 0: never
 	sendTO    time.Duration // 0: never
@@ -175,7 +176,8 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("l7: no upstreams")
 	}
 	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http", strip: stripSet(cfg.StripHeaders),
-		perClient: newClientRequests(cfg.MaxRequestsPerClient), maxAge: cfg.MaxConnAge}
+		maxAge: cfg.MaxConnAge}
+	p.perClient.Max = cfg.MaxRequestsPerClient
 	if cfg.PlainHTTPScheme == "https" {
 		p.plain = "https"
 	}
@@ -258,12 +260,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a := st.ci.Client.Addr(); a.IsValid() {
-		if !p.perClient.acquire(a) {
+		if !p.perClient.Acquire(a) {
 			cw.Header().Set("Retry-After", "1")
 			p.refuseLocal(cw, st, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client; retry later")
 			return
 		}
-		defer p.perClient.release(a)
+		defer p.perClient.Release(a)
 	}
 	if status, code, msg := p.admit(st.ci, r); status != 0 {
 		p.refuseLocal(cw, st, status, code, msg)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nexmux/nexmux/internal/conntrack"
 	"github.com/nexmux/nexmux/internal/lograte"
+	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
 )
@@ -103,9 +104,9 @@ type Server struct {
 	http      *http.Server
 	conns     *chanListener // the terminate target's connections, for http
 
-	active  atomic.Int64 // connections counted against MaxConns
-	clients clientConns  // connections per client, against MaxConnsPerClient
-	live    live         // routed connections, for revocation on reload
+	active  atomic.Int64      // connections counted against MaxConns
+	clients perclient.Counter // connections per client, against MaxConnsPerClient
+	live    live              // routed connections, for revocation on reload
 
 	life    context.Context // ends when Shutdown gives up waiting
 	endLife context.CancelFunc
@@ -154,6 +155,7 @@ func New(opts Options, st *State) (*Server, error) {
 		log:   opts.Logger,
 		conns: newChanListener(),
 	}
+	s.clients.Max = opts.MaxConnsPerClient
 	s.state.Store(st)
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.tlsConfig = &tls.Config{
@@ -342,7 +344,6 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, perClient bool) (net.Co
 				log.refusedPerClient()
 				return nil, ReasonPerClient
 			}
-			cc.clientSlot = true
 		}
 	}
 	return cc, ""

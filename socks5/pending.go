@@ -1,12 +1,12 @@
 package socks5
 
 import (
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 
 	"github.com/nexmux/nexmux/internal/lograte"
+	"github.com/nexmux/nexmux/internal/perclient"
 )
 
 // ReasonPending refuses a SOCKS client at accept: too many sessions that
@@ -18,11 +18,10 @@ const ReasonPending = "socks5_pending"
 // pending counts sessions from accept until their stream is handed to the
 // router (or they end).
 type pending struct {
-	max, perClient int // 0: no limit
-	n              atomic.Int64
-	mu             sync.Mutex
-	by             map[netip.Addr]int
-	refusals       lograte.Limiter
+	max      int // in all; 0: no limit
+	n        atomic.Int64
+	by       perclient.Counter
+	refusals lograte.Limiter
 }
 
 // take counts a session from a; false when a limit is reached.
@@ -31,20 +30,11 @@ func (p *pending) take(a netip.Addr) bool {
 		p.n.Add(-1)
 		return false
 	}
-	if p.perClient > 0 {
-		p.mu.Lock()
-		if p.by == nil {
-			p.by = map[netip.Addr]int{}
+	if !p.by.Acquire(a) {
+		if p.max > 0 {
+			p.n.Add(-1)
 		}
-		if p.by[a] >= p.perClient {
-			p.mu.Unlock()
-			if p.max > 0 {
-				p.n.Add(-1)
-			}
-			return false
-		}
-		p.by[a]++
-		p.mu.Unlock()
+		return false
 	}
 	return true
 }
@@ -53,15 +43,7 @@ func (p *pending) give(a netip.Addr) {
 	if p.max > 0 {
 		p.n.Add(-1)
 	}
-	if p.perClient > 0 {
-		p.mu.Lock()
-		if p.by[a] <= 1 {
-			delete(p.by, a)
-		} else {
-			p.by[a]--
-		}
-		p.mu.Unlock()
-	}
+	p.by.Release(a)
 }
 
 // pendingSlot is one session's count, given back once.
@@ -75,11 +57,4 @@ func (s *pendingSlot) release() {
 	if s != nil {
 		s.once.Do(func() { s.p.give(s.a) })
 	}
-}
-
-func clientAddr(c net.Conn) netip.Addr {
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		return ap.Addr().Unmap()
-	}
-	return netip.Addr{}
 }

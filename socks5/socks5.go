@@ -108,7 +108,7 @@ func New(router *mux.Server, o Options) *Server {
 		log:      o.Logger,
 		sniPorts: map[int]bool{},
 	}
-	s.pending.max, s.pending.perClient = o.MaxPending, o.MaxPendingPerClient
+	s.pending.max, s.pending.by.Max = o.MaxPending, o.MaxPendingPerClient
 	for _, p := range o.SNIPorts {
 		s.sniPorts[p] = true
 	}
@@ -138,7 +138,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			return err
 		}
-		a := clientAddr(c)
+		a := addrOf(c.RemoteAddr())
 		if !s.pending.take(a) {
 			c.Close()
 			s.refusedPending(a)
@@ -170,7 +170,7 @@ func (s *Server) refusedPending(a netip.Addr) {
 	}
 	if log, n := s.pending.refusals.Note(); log {
 		s.log.Info("socks5: client refused: too many sessions without a stream yet", "reason", ReasonPending,
-			"client", a.String(), "max_pending", s.pending.max, "max_pending_per_client", s.pending.perClient, "refused", n)
+			"client", a.String(), "max_pending", s.pending.max, "max_pending_per_client", s.pending.by.Max, "refused", n)
 	}
 }
 

@@ -1,0 +1,61 @@
+// Package perclient counts what each client address holds (connections,
+// requests in flight, SOCKS sessions without a stream) against a limit per
+// address, so one client cannot take what every client shares.
+package perclient
+
+import (
+	"net/netip"
+	"sync"
+)
+
+// Counter counts per address. The zero value has no limit.
+type Counter struct {
+	Max int // per address; 0: no limit
+	mu  sync.Mutex
+	n   map[netip.Addr]int
+}
+
+// Acquire takes a place for a; false when a holds Max already. Every true
+// is paired with one Release. IPv4-mapped IPv6 addresses count as IPv4.
+func (c *Counter) Acquire(a netip.Addr) bool {
+	if c.Max <= 0 {
+		return true
+	}
+	a = a.Unmap()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[netip.Addr]int{}
+	}
+	if c.n[a] >= c.Max {
+		return false
+	}
+	c.n[a]++
+	return true
+}
+
+// Release gives back a place Acquire took.
+func (c *Counter) Release(a netip.Addr) {
+	if c.Max <= 0 {
+		return
+	}
+	a = a.Unmap()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[a] <= 1 {
+		delete(c.n, a)
+		return
+	}
+	c.n[a]--
+}
+
+// Total is the places held over every address.
+func (c *Counter) Total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	total := 0
+	for _, n := range c.n {
+		total += n
+	}
+	return total
+}
