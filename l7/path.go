@@ -50,7 +50,7 @@ func checkPath(raw string) (string, bool) {
 		// No registry name, tag or digest holds an encoded slash, and a
 		// server that decodes it sees another endpoint than the one
 		// nexmux judged (upload session, mirror filter, split route).
-		slash = slash || containsFold(dec, "%2f")
+		slash = slash || strings.Contains(dec, "%2f") || strings.Contains(dec, "%2F")
 		if round == maxDecodeRounds {
 			return "path is encoded too many times", false
 		}
@@ -72,16 +72,6 @@ func accept(slash bool) (string, bool) {
 		return "encoded slash in path", false
 	}
 	return "", true
-}
-
-// containsFold reports whether s contains the ASCII substring sub in any case.
-func containsFold(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if strings.EqualFold(s[i:i+len(sub)], sub) {
-			return true
-		}
-	}
-	return false
 }
 
 // queryForwardable reports whether a raw query can go on Nexus's request

@@ -130,14 +130,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		if r.Method == http.MethodPut && strings.Contains(sub, "/manifests/") && r.ContentLength >= 0 && r.ContentLength <= maxReplayBody &&
 			len(cands) > 1 && f.up.replay.take(r.ContentLength) {
 			defer f.up.replay.give(r.ContentLength)
-			replay, err = io.ReadAll(io.LimitReader(r.Body, maxReplayBody+1))
-			if err != nil {
+			// net/http ends the body at its Content-Length: exactly what
+			// the budget holds.
+			replay = make([]byte, r.ContentLength)
+			if _, err = io.ReadFull(r.Body, replay); err != nil {
 				return nil, errors.Join(ErrClientBody, err)
-			}
-			if len(replay) > maxReplayBody {
-				sb = newSharedBody(io.MultiReader(bytes.NewReader(replay), r.Body), r.Body)
-				sb.taken = 1 // already taken from the client: not replayable
-				replay = nil
 			}
 		} else {
 			sb = newSharedBody(r.Body, r.Body)
