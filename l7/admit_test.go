@@ -219,9 +219,7 @@ func TestHostRequired(t *testing.T) {
 	} {
 		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
 		r.Host, r.Proto, r.ProtoMinor = "", "HTTP/1.0", 0
-		r = r.WithContext(NewContext(r.Context(), ci))
-		w := httptest.NewRecorder()
-		p.ServeHTTP(w, r)
+		w := serveOn(p, ci, r)
 		if w.Code != http.StatusBadRequest || errorCode(t, w.Body.String()) != "UNSUPPORTED" {
 			t.Errorf("%s: status %d, body %q: want 400 UNSUPPORTED", name, w.Code, w.Body.String())
 		}
@@ -241,9 +239,7 @@ func TestQueryUnforwardableRefused(t *testing.T) {
 		r := httptest.NewRequest(http.MethodGet, "https://team-a.example.com/v2/", nil)
 		r.RequestURI = "/v2/?" + q
 		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
-		r = r.WithContext(NewContext(r.Context(), ci))
-		w := httptest.NewRecorder()
-		p.ServeHTTP(w, r)
+		w := serveOn(p, ci, r)
 		if w.Code != http.StatusBadRequest || errorCode(t, w.Body.String()) != "UNSUPPORTED" {
 			t.Errorf("query %q: status %d, body %q: want 400 UNSUPPORTED", q, w.Code, w.Body.String())
 		}
@@ -255,11 +251,16 @@ func TestQueryUnforwardableRefused(t *testing.T) {
 	for _, q := range []string{"n=100&last=app", "digest=sha256%3A4f53&_state=abc%3D%3D", "scope=repository:app:pull,push&service=x"} {
 		r := httptest.NewRequest(http.MethodGet, "https://team-a.example.com/v2/app/tags/list", nil)
 		r.RequestURI = "/v2/app/tags/list?" + q
-		r = r.WithContext(NewContext(r.Context(), ci))
-		w := httptest.NewRecorder()
-		p.ServeHTTP(w, r)
+		w := serveOn(p, ci, r)
 		if w.Code != http.StatusOK || w.Header().Get("X-Nexus") != "yes" {
 			t.Errorf("query %q: status %d, body %q: want Nexus's 200", q, w.Code, w.Body.String())
 		}
 	}
+}
+
+// serveOn has p serve r as a request of a connection carrying ci.
+func serveOn(p *Proxy, ci *ConnInfo, r *http.Request) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, r.WithContext(NewContext(r.Context(), ci)))
+	return w
 }

@@ -12,37 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nexmux/nexmux/internal/testnet"
-	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
 )
 
 // stallProxy serves a Proxy with the given stall timeouts in front of node.
 func stallProxy(t *testing.T, node *haNode, bodyTO, sendTO time.Duration) string {
 	t.Helper()
-	spec, err := upstream.ParseSpec([]string{"http://" + node.addr}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	up := NewUpstreams(spec, upstream.NewSet(spec, logger), UpstreamOptions{})
-	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := NewTransport()
-	t.Cleanup(tr.CloseIdleConnections)
-	p, err := New(Config{Upstreams: up, Transport: tr, Logger: logger, BodyTimeout: bodyTO, SendTimeout: sendTO})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := testnet.Listen(t)
-	srv := &http.Server{Handler: p, ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-		return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com"})
-	}}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	addr, _ := haProxyConfig(t, io.Discard, 0, "team-a", Config{BodyTimeout: bodyTO, SendTimeout: sendTO}, "http://"+node.addr)
+	return addr
 }
 
 // stalledClient opens a connection with a small receive buffer and writes

@@ -56,6 +56,13 @@ func haProxy(t *testing.T, log io.Writer, maxConns int, nodes ...*haNode) (strin
 // team-a.example.com onto repository repo.
 func haProxyURLs(t *testing.T, log io.Writer, maxConns int, repo string, urls ...string) (string, *Upstreams) {
 	t.Helper()
+	return haProxyConfig(t, log, maxConns, repo, Config{}, urls...)
+}
+
+// haProxyConfig is haProxyURLs with more of the Proxy's Config (its
+// upstreams, transport and logger are set here).
+func haProxyConfig(t *testing.T, log io.Writer, maxConns int, repo string, cfg Config, urls ...string) (string, *Upstreams) {
+	t.Helper()
 	spec, err := upstream.ParseSpec(urls, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +78,8 @@ func haProxyURLs(t *testing.T, log io.Writer, maxConns int, repo string, urls ..
 	}
 	tr := NewTransport()
 	t.Cleanup(tr.CloseIdleConnections)
-	p, err := New(Config{Upstreams: up, Transport: tr, Logger: logger})
+	cfg.Upstreams, cfg.Transport, cfg.Logger = up, tr, logger
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

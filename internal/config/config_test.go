@@ -222,6 +222,9 @@ func TestBuildProblems(t *testing.T) {
 		{"negative durations and limits", func(c *Config) {
 			c.HeaderTimeout, c.IdleTimeout, c.DrainTimeout, c.MaxConns, c.IdleRelease = -1, -time.Minute, -time.Hour, -5, -time.Second
 		}, []string{"header-timeout", "idle-timeout", "idle-release-after -1s", "drain-timeout", "max-conns -5"}},
+		{"negative hardening durations", func(c *Config) {
+			c.PassthroughIdleTimeout, c.MaxConnAge, c.BodyTimeout, c.SendTimeout = -1, -time.Minute, -time.Second, -2*time.Second
+		}, []string{"passthrough-idle-timeout", "max-conn-age -1m0s", "body-timeout -1s", "send-timeout -2s"}},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, []string{`log-level "loud"`}},
 		{"proxy-protocol-from, two bad entries", func(c *Config) {
 			c.ProxyProtocolFrom = []string{"10.0.0.0/8", "lb.example.com", "10.0.0.0/33"}

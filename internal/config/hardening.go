@@ -50,13 +50,10 @@ func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
 			errs = multierror.Append(errs, fmt.Errorf("%s %d: must not be negative", n.name, n.v))
 		}
 	}
-	if c.PassthroughIdleTimeout < 0 {
-		errs = multierror.Append(errs, fmt.Errorf("passthrough-idle-timeout %v: must not be negative", c.PassthroughIdleTimeout))
-	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"max-conn-age", c.MaxConnAge}, {"body-timeout", c.BodyTimeout}, {"send-timeout", c.SendTimeout}} {
+	}{{"passthrough-idle-timeout", c.PassthroughIdleTimeout}, {"max-conn-age", c.MaxConnAge}, {"body-timeout", c.BodyTimeout}, {"send-timeout", c.SendTimeout}} {
 		if d.v < 0 {
 			errs = multierror.Append(errs, fmt.Errorf("%s %v: must not be negative", d.name, d.v))
 		}
