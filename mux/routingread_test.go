@@ -290,3 +290,28 @@ func TestReadAheadEndDuringReadAndDeadline(t *testing.T) {
 		t.Fatal("buffer held after a read that timed out")
 	}
 }
+
+// The bytes routing read come out first, never mixed with the socket's in
+// one Read (so handing them out cannot block on the socket), and are let go
+// once read.
+func TestRoutedConnReplaysRoutingBytes(t *testing.T) {
+	c, s := testnet.Pair(t)
+	go func() {
+		_, _ = c.Write([]byte("world"))
+		_ = c.(*net.TCPConn).CloseWrite()
+	}()
+	conn := &routedConn{Conn: s, rb: []byte("hello "), rw: 6}
+	buf := make([]byte, 4)
+	if n, err := conn.Read(buf); err != nil || string(buf[:n]) != "hell" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
+	}
+	if n, err := conn.Read(make([]byte, 64)); err != nil || n != 2 {
+		t.Fatalf("second Read = %d, %v; want the 2 routing bytes left", n, err)
+	}
+	if conn.rb != nil {
+		t.Fatal("the routing bytes are still held after being read")
+	}
+	if rest, err := io.ReadAll(conn); err != nil || string(rest) != "world" {
+		t.Fatalf("ReadAll = %q, %v", rest, err)
+	}
+}

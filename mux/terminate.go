@@ -10,7 +10,6 @@ import (
 
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
-	"github.com/nexmux/nexmux/sni"
 )
 
 // terminate is the target of routes served here: it ends TLS (unless the
@@ -22,7 +21,12 @@ var _ target = terminate{}
 
 func (t terminate) serve(d decision) {
 	d.info.TLS = d.tls
-	rc := &routedConn{Conn: sni.NewReplayConn(d.conn, d.prefix), info: d.info, state: d.state}
+	// The bytes routing read (the ClientHello, or a plain request's first
+	// bytes) are handed out again first, as bytes read ahead.
+	rc := &routedConn{Conn: d.conn, info: d.info, state: d.state}
+	if len(d.prefix) > 0 {
+		rc.rb, rc.rw = d.prefix, len(d.prefix)
+	}
 	var c net.Conn = rc
 	if d.tls {
 		d.info.Writes = rc

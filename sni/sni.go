@@ -1,6 +1,6 @@
 // Package sni reads a TLS ClientHello off a freshly accepted connection and
 // keeps every byte it read, so the listener can route on the server name and
-// then replay the untouched byte stream (ReplayConn) to crypto/tls or to a
+// then hand the untouched byte stream (Raw first) to crypto/tls or to a
 // passthrough backend. It also owns the few TLS record-layer constants the
 // listener needs, and the alert it sends when it refuses a hello.
 //

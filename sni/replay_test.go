@@ -5,7 +5,8 @@ import (
 	"sync"
 )
 
-// ReplayConn is a connection whose first bytes were already read (the
+// ReplayConn (the tests' own; mux's routedConn does the same for the
+// product) is a connection whose first bytes were already read (the
 // ClientHello, and whatever came with it): it hands them out again before
 // reading from the connection itself, so crypto/tls or a backend sees the
 // stream from its first byte.
