@@ -39,13 +39,9 @@ func configFlags() []cli.Flag {
 		var f cli.Flag
 		switch d := s.Default().(type) {
 		case string:
-			f = &cli.StringFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
+			f = &stringFlag{cli.StringFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}}
 		case []string:
-			var v *cli.StringSlice
-			if len(d) > 0 {
-				v = cli.NewStringSlice(d...)
-			}
-			f = &cli.StringSliceFlag{Name: s.Name, Value: v, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}
+			f = newListFlag(s.Name, s.Usage, s.DefaultText, envs, d)
 		case bool, time.Duration, int:
 			f = newTypedFlag(s.Name, s.Usage, s.DefaultText, envs, d)
 		default:
@@ -59,8 +55,9 @@ func configFlags() []cli.Flag {
 // loadConfig builds the configuration: defaults, then the file, then every
 // flag set on the command line or in the environment. An error lists every
 // problem of the file and every unparsable value; the Config is nil when
-// the file is invalid (nothing of it applied), else it holds everything
-// that parsed, for Build to report the rest.
+// the file could not be read as a mapping, else it holds everything that
+// parsed, for Build to report the rest. A Config with an error must not be
+// served.
 func loadConfig(c *cli.Context) (*config.Config, error) {
 	cfg := config.Defaults()
 	var errs *multierror.Error
@@ -70,12 +67,19 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		errs = errlist.Append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read (a bool flag takes --name=false, not --name false)", c.Args().First()))
 	}
 	if f := c.String("config"); f != "" {
-		if err := cfg.ApplyFile(f); err != nil {
-			errs = errlist.Append(errs, err)
+		err := cfg.ApplyFile(f)
+		errs = errlist.Append(errs, err)
+		switch {
+		case config.Unreadable(err):
+			// Nothing of the file applied: validating the rest would
+			// only report what the file was meant to give.
 			cfg = nil
-		} else {
+		case err == nil:
 			cfg.File = f
 		}
+		// With some keys invalid, the valid ones are applied so that
+		// Build reports their problems in the same run; errs keeps the
+		// config from being used.
 	}
 	for _, s := range config.Settings() {
 		if !c.IsSet(s.Name) {
@@ -86,8 +90,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		case string:
 			v = c.String(s.Name)
 		case []string:
-			// Setting.Set glues the pieces urfave/cli split at commas.
-			v = c.StringSlice(s.Name)
+			v = c.Generic(s.Name).(*listValue).values(&s)
 		case bool, time.Duration, int:
 			var err error
 			if v, err = c.Generic(s.Name).(*rawValue).parse(s.Name, d); err != nil {
@@ -235,6 +238,11 @@ func newApp() *cli.App {
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
 					var errs []error
+					// Flag parsing stops at the first argument that is not
+					// a flag: every flag after it would be silently lost.
+					if c.NArg() > 0 {
+						errs = append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read", c.Args().First()))
+					}
 					for _, name := range []string{"nexus", "user", "password-file"} {
 						if c.String(name) == "" {
 							errs = append(errs, fmt.Errorf("--%s is required", name))

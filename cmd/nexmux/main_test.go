@@ -204,7 +204,7 @@ func TestUnparsableValuesListedWithEveryOtherProblem(t *testing.T) {
 	}
 	// A bare bool flag is still true, and a valid value still applies.
 	t.Setenv("NEXMUX_IDLE_TIMEOUT", "")
-	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=r", "--no-memory-trim", "--max-conns", "0x40")
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=r", "--no-memory-trim", "--max-conns", "064")
 	if code != 0 || !strings.Contains(out, "a.example.com") {
 		t.Fatalf("valid flags: exit %d\n%s%s", code, out, errs)
 	}
@@ -238,9 +238,33 @@ func TestDiscoverAndUnknownCommandAreUsageErrors(t *testing.T) {
 			t.Errorf("discover: stderr lacks %q:\n%s", want, errs)
 		}
 	}
+	// A stray argument would drop every flag after it.
+	_, errs, code = run(t, "discover", "--nexus", "http://127.0.0.1:1", "--user", "u", "--password-file", "/nonexistent/pw", "stray", "--format", "yaml")
+	if code != exitInvalid || !strings.Contains(errs, `unexpected argument "stray"`) {
+		t.Fatalf("discover with a stray argument: exit %d:\n%s", code, errs)
+	}
 	_, errs, code = run(t, "serv")
 	if code != exitInvalid || !strings.Contains(errs, `unknown command "serv"`) {
 		t.Fatalf("unknown command: exit %d:\n%s", code, errs)
+	}
+}
+
+// A config file with a bad key still has its other keys and the flags
+// validated in the same run: every problem at once.
+func TestFileProblemsListedWithTheRest(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("max-conns: -1\nlog-level: loud\nlisten: x\nbind-ports: maybe\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key, "--route", "bad")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{`bind-ports: line 4: "maybe"`, "max-conns", "log-level", `listen "x"`, `route "bad"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
 	}
 }
 

@@ -65,14 +65,9 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 			case int:
 				flagVal, yamlVal = "7", "7"
 			}
-		case *cli.StringSliceFlag:
-			flagVal, yamlVal = "seven", "[seven]"
-			var d []string
-			if f.Value != nil {
-				d = f.Value.Value()
-			}
-			flagDefault = d
-		case *cli.StringFlag:
+		case *listFlag:
+			flagVal, yamlVal, flagDefault = "seven", "[seven]", f.def
+		case *stringFlag:
 			flagVal, yamlVal, flagDefault = "seven", "seven", f.Value
 		default:
 			t.Fatalf("--%s: flag type %T not covered", name, f)
@@ -106,13 +101,14 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 	}
 }
 
-// A repeatable setting whose values hold commas is glued back together when
-// urfave/cli splits its environment variable or flag at every comma; other
-// lists keep their pieces.
+// An environment variable separates a repeatable setting's values with
+// commas (pieces without "=" glued back for route and port); a flag value,
+// like a file's list item, is one value, commas included.
 func TestCommaSplitValues(t *testing.T) {
 	t.Setenv("NEXMUX_ROUTE", "a.example.com=pull:g,push:h,b.example.com=r")
-	t.Setenv("NEXMUX_UPSTREAM", "http://nexus-1:8081,http://nexus-2:8081")
-	c := loadWith(t, "--port", "8082=pull:g,push:h,8083=r")
+	t.Setenv("NEXMUX_UPSTREAM", "http://nexus-1:8081, http://nexus-2:8081,")
+	t.Setenv("NEXMUX_STRIP_HEADER", "X-A,,X-B")
+	c := loadWith(t, "--port", "8082=pull:g,push:h", "--port", "8083=r", "--cert", "/etc/tls/a,b/tls.crt", "--key", "/k,1", "--key", "/k2")
 	for _, tc := range []struct {
 		name      string
 		got, want []string
@@ -120,10 +116,34 @@ func TestCommaSplitValues(t *testing.T) {
 		{"route", c.Route, []string{"a.example.com=pull:g,push:h", "b.example.com=r"}},
 		{"port", c.Port, []string{"8082=pull:g,push:h", "8083=r"}},
 		{"upstream", c.Upstream, []string{"http://nexus-1:8081", "http://nexus-2:8081"}},
+		{"strip-header", c.StripHeader, []string{"X-A", "X-B"}},
+		{"cert", c.Cert, []string{"/etc/tls/a,b/tls.crt"}},
+		{"key", c.Key, []string{"/k,1", "/k2"}},
 	} {
 		if !slices.Equal(tc.got, tc.want) {
 			t.Errorf("%s = %q, want %q", tc.name, tc.got, tc.want)
 		}
+	}
+	// The command line replaces the environment's list, value by value.
+	c = loadWith(t, "--route", "c.example.com=pull:g,push:h")
+	if want := []string{"c.example.com=pull:g,push:h"}; !slices.Equal(c.Route, want) {
+		t.Errorf("route = %q, want %q", c.Route, want)
+	}
+}
+
+// An empty variable counts as unset, whatever the setting's type: it
+// neither clears the file's value nor fails.
+func TestEmptyEnvIsUnset(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("route: [a.example.com=r]\nbind-ports: true\nlisten: \":9443\"\nmax-conns: 5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []string{"NEXMUX_ROUTE", "NEXMUX_BIND_PORTS", "NEXMUX_LISTEN", "NEXMUX_MAX_CONNS", "NEXMUX_UPSTREAM"} {
+		t.Setenv(e, "")
+	}
+	c := loadWith(t, "--config", file)
+	if !slices.Equal(c.Route, []string{"a.example.com=r"}) || !c.BindPorts || c.Listen != ":9443" || c.MaxConns != 5 || !slices.Equal(c.Upstream, config.Defaults().Upstream) {
+		t.Errorf("empty variables changed the config: %+v", c)
 	}
 }
 

@@ -79,13 +79,9 @@ func (f *typedFlag) Apply(set *flag.FlagSet) error {
 		if !ok {
 			continue
 		}
-		// urfave/cli's own rules: an empty variable is false for a bool
-		// flag and ignored for the others.
-		if val == "" && !f.v.isBool {
-			break
-		}
+		// An empty variable counts as unset, as for every setting.
 		if val == "" {
-			val = "false"
+			break
 		}
 		f.v.text, f.v.env = val, e
 		f.HasBeenSet = true
@@ -107,4 +103,93 @@ func (v *rawValue) parse(name string, def any) (any, error) {
 		return nil, fmt.Errorf("%s %q%s: %v", name, v.text, from, err)
 	}
 	return val, nil
+}
+
+// listFlag is the flag of a repeatable setting. Each --name value is one
+// item, commas included, as a config file's list item is; only the
+// environment variable separates items with commas (Setting.SplitEnv).
+// urfave/cli's StringSliceFlag splits both, so a certificate path with a
+// comma could not be given and "--upstream a,b" meant two nodes where the
+// file's "upstream: a,b" was one.
+type listFlag struct {
+	cli.GenericFlag
+	def     []string // the setting's default
+	defText string
+	v       *listValue
+}
+
+// listValue is a listFlag's value: the command line's items, or the text
+// of the environment variable.
+type listValue struct {
+	items   []string
+	onFlag  bool   // the command line gave items: the environment's are dropped
+	env     string // the variable envText came from
+	envText string
+}
+
+func (v *listValue) Set(s string) error {
+	if !v.onFlag {
+		v.items, v.onFlag = nil, true
+	}
+	v.items = append(v.items, s)
+	return nil
+}
+
+func (v *listValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return strings.Join(v.items, ",")
+}
+
+func newListFlag(name, usage, defText string, envs []string, def []string) *listFlag {
+	v := &listValue{}
+	if defText == "" && len(def) > 0 {
+		defText = strings.Join(def, ", ")
+	}
+	return &listFlag{GenericFlag: cli.GenericFlag{Name: name, Usage: usage, EnvVars: envs, Value: v}, def: def, defText: defText, v: v}
+}
+
+func (f *listFlag) GetDefaultText() string { return f.defText }
+func (f *listFlag) String() string         { return cli.FlagStringer(f) }
+
+// Apply reads the environment variable, then registers the value.
+func (f *listFlag) Apply(set *flag.FlagSet) error {
+	for _, e := range f.EnvVars {
+		if val, ok := os.LookupEnv(e); ok && val != "" {
+			f.v.env, f.v.envText = e, val
+			f.HasBeenSet = true
+			break
+		}
+	}
+	set.Var(f.v, f.Name, f.Usage)
+	return nil
+}
+
+// values is what the setting is given: the command line's items, or the
+// environment variable split at commas.
+func (v *listValue) values(s *config.Setting) []string {
+	if v.onFlag {
+		return v.items
+	}
+	return s.SplitEnv(v.envText)
+}
+
+// stringFlag is the flag of a string setting; an empty environment
+// variable counts as unset, as for every setting (urfave/cli would take it
+// as the empty string: NEXMUX_LISTEN= was an invalid listen address).
+type stringFlag struct{ cli.StringFlag }
+
+func (f *stringFlag) Apply(set *flag.FlagSet) error {
+	all := f.EnvVars
+	var nonEmpty []string
+	for _, e := range all {
+		if os.Getenv(e) != "" {
+			nonEmpty = append(nonEmpty, e)
+		}
+	}
+	f.EnvVars = nonEmpty
+	err := f.StringFlag.Apply(set)
+	f.EnvVars = all
+	return err
 }

@@ -223,6 +223,7 @@ func (c *Config) Build() (*Runtime, error) {
 	if b.Table, err = route.Build(spec); err != nil {
 		errs = errlist.Append(errs, err)
 	}
+	errs = errlist.Append(errs, listenClashes(c, b.Table))
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
 		errs = multierror.Append(errs, errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO"))
 	}
@@ -320,6 +321,46 @@ func addrPort(flag, addr string) (int, error) {
 		return 0, fmt.Errorf("%s %q: %q is not a port", flag, addr, port)
 	}
 	return p, nil
+}
+
+// listenClashes reports the addresses nexmux would bind twice: the same
+// port on the same host, or on a wildcard host (":8443", "0.0.0.0:8443")
+// and any other. serve would fail on the second bind, so check says so
+// first. Port 0 (any free port) never clashes.
+func listenClashes(c *Config, t *route.Table) error {
+	type bind struct{ what, host, port string }
+	var binds []bind
+	add := func(what, addr string) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || port == "0" {
+			return // reported by addrPort, or any free port
+		}
+		binds = append(binds, bind{what, host, port})
+	}
+	add("listen", c.Listen)
+	if c.MetricsListen != "" {
+		add("metrics-listen", c.MetricsListen)
+	}
+	if c.Socks5Listen != "" {
+		add("socks5-listen", c.Socks5Listen)
+	}
+	if c.BindPorts && t != nil {
+		host, _, _ := net.SplitHostPort(c.Listen)
+		for _, p := range t.Ports() {
+			add(fmt.Sprintf("port %d (--bind-ports)", p), net.JoinHostPort(host, strconv.Itoa(p)))
+		}
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	var errs []error
+	for i := range binds {
+		for _, b := range binds[:i] {
+			a := binds[i]
+			if a.port == b.port && (a.host == b.host || wild(a.host) || wild(b.host)) {
+				errs = append(errs, fmt.Errorf("%s %s: the same address as %s %s: one of them must move", a.what, net.JoinHostPort(a.host, a.port), b.what, net.JoinHostPort(b.host, b.port)))
+			}
+		}
+	}
+	return errlist.Join(errs...)
 }
 
 // needsCert: port routes may be plain HTTP and passthrough routes bring

@@ -184,6 +184,12 @@ func TestBuildProblems(t *testing.T) {
 		want []string
 	}{
 		{"no routes", func(c *Config) { c.Route = nil }, []string{"no routes"}},
+		{"one address for three listeners", func(c *Config) {
+			c.Listen, c.MetricsListen, c.Socks5Listen = "127.0.0.1:27500", "127.0.0.1:27500", ":27500"
+		}, []string{"metrics-listen 127.0.0.1:27500: the same address as listen", "socks5-listen :27500: the same address as listen", "socks5-listen :27500: the same address as metrics-listen"}},
+		{"a bound port route on the metrics address", func(c *Config) {
+			c.Listen, c.BindPorts, c.Port, c.MetricsListen = "127.0.0.1:27501", true, []string{"27502=team-a"}, "127.0.0.1:27502"
+		}, []string{"port 27502 (--bind-ports) 127.0.0.1:27502: the same address as metrics-listen"}},
 		{"no certificate for TLS routes", func(c *Config) { c.Cert, c.Key = nil, nil }, []string{"no certificate"}},
 		{"no certificate for the default route", func(c *Config) {
 			c.Cert, c.Key, c.Route, c.DefaultRoute = nil, nil, nil, "fallback"

@@ -15,50 +15,81 @@ import (
 	"github.com/nexmux/nexmux/internal/errlist"
 )
 
-// stringList is a repeatable flag in the config file: a list of the strings
-// the flag takes on the command line, or one such string.
-type stringList []string
+// scalarText is a YAML scalar's text as written (a quoted one without its
+// quotes): the text the flag would be given. Whatever YAML would make of
+// it (0.5 as a float, 010 as octal, yes as true) does not matter: the
+// flag's own parser reads it, so the file and the command line agree.
+func scalarText(n *yaml.Node) (string, error) {
+	if n.Kind != yaml.ScalarNode {
+		return "", fmt.Errorf("line %d: want a single value, as the flag takes", n.Line)
+	}
+	return n.Value, nil
+}
 
-// UnmarshalYAML accepts a scalar or a sequence of scalars.
-func (l *stringList) UnmarshalYAML(n *yaml.Node) error {
+// listText is a repeatable flag in the config file: a list of the strings
+// the flag takes on the command line, one flag value each, or one such
+// string.
+func listText(n *yaml.Node) ([]string, error) {
 	switch n.Kind {
 	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			*l = nil
-			return nil
-		}
-		*l = stringList{n.Value}
-		return nil
+		return []string{n.Value}, nil
 	case yaml.SequenceNode:
-		out := make(stringList, 0, len(n.Content))
+		out := make([]string, 0, len(n.Content))
 		for _, c := range n.Content {
 			if c.Kind != yaml.ScalarNode {
-				return fmt.Errorf("line %d: want a string", c.Line)
+				return nil, fmt.Errorf("line %d: want a string", c.Line)
 			}
 			out = append(out, c.Value)
 		}
-		*l = out
-		return nil
+		return out, nil
 	}
-	return fmt.Errorf("line %d: want a string or a list of strings", n.Line)
+	return nil, fmt.Errorf("line %d: want a string or a list of strings", n.Line)
+}
+
+// unreadableError marks an ApplyFile error that left nothing of the file
+// applied: it could not be read, or is not one YAML mapping.
+type unreadableError struct{ error }
+
+func (e unreadableError) Unwrap() error { return e.error }
+
+// Unreadable reports whether err (from ApplyFile) left nothing of the file
+// applied, so that validating the rest would only report what the file
+// was meant to give.
+func Unreadable(err error) bool {
+	var u unreadableError
+	return errors.As(err, &u)
 }
 
 // ApplyFile overlays the settings of a YAML config file onto c: its keys are
 // the long flag names. Unknown keys are errors: a misspelt key silently
-// ignored is a route silently missing. Nothing is applied unless the whole
-// file is valid, and every problem is reported.
+// ignored is a route silently missing. Every problem is reported. When the
+// file is a mapping but some keys are invalid, the valid ones are applied
+// (so validation can report the rest too) and the error says what was
+// wrong; a caller must not serve such a config. When the file cannot be
+// read at all, Unreadable reports it.
 func (c *Config) ApplyFile(path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+		return unreadableError{fmt.Errorf("config %s: %w", path, err)}
 	}
 	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	// An empty file (io.EOF) is an empty configuration.
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		return fmt.Errorf("config %s: %w", path, err)
+		return unreadableError{fmt.Errorf("config %s: %w", path, err)}
+	}
+	// A second document ("---") would be ignored by a decoder that reads
+	// one: its routes silently missing.
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		line := 0
+		if err == nil {
+			line = next.Line
+		}
+		return unreadableError{fmt.Errorf("config %s: line %d: a second YAML document (after ---): put every setting in one", path, line)}
 	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
@@ -68,7 +99,7 @@ func (c *Config) ApplyFile(path string) error {
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		return fmt.Errorf("config %s: line %d: want a mapping of long flag names to values", path, root.Line)
+		return unreadableError{fmt.Errorf("config %s: line %d: want a mapping of long flag names to values", path, root.Line)}
 	}
 	byName := make(map[string]*Setting, len(settings))
 	for i := range settings {
@@ -76,7 +107,6 @@ func (c *Config) ApplyFile(path string) error {
 	}
 	var errs *multierror.Error
 	seen := map[string]int{}
-	var apply []func()
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		s := byName[k.Value]
@@ -93,70 +123,32 @@ func (c *Config) ApplyFile(path string) error {
 			continue // an empty key keeps the earlier value
 		}
 		val, err := decode(s, v)
-		var te *yaml.TypeError
-		switch {
-		case errors.As(err, &te):
-			for _, m := range te.Errors {
-				errs = multierror.Append(errs, fmt.Errorf("config %s: %s: %s", path, s.Name, m))
-			}
-			continue
-		case err != nil:
+		if err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("config %s: %s: %w", path, s.Name, err))
 			continue
 		}
-		apply = append(apply, func() { s.Set(c, val) })
+		s.Set(c, val)
 	}
-	if err := errlist.Err(errs); err != nil {
-		return err
-	}
-	for _, f := range apply {
-		f()
-	}
-	return nil
+	return errlist.Err(errs)
 }
 
-// decode reads a YAML value of the setting's type.
+// decode reads a YAML value as the flag would read its text.
 func decode(s *Setting, n *yaml.Node) (any, error) {
-	var err error
-	switch s.def.(type) {
-	case string:
-		var v string
-		err = n.Decode(&v)
-		return v, err
-	case []string:
-		var v stringList
-		err = n.Decode(&v)
-		return []string(v), err
+	if _, ok := s.def.([]string); ok {
+		return listText(n)
 	}
-	v, err := decodeTyped(s, n)
-	if err != nil && n.Kind == yaml.ScalarNode && n.Tag == "!!str" {
-		// A quoted value ("100", "true") is the text the flag takes.
-		pv, perr := ParseText(s.def, n.Value)
-		if perr != nil {
-			return nil, fmt.Errorf("line %d: %q: %w", n.Line, n.Value, perr)
-		}
-		return pv, nil
+	text, err := scalarText(n)
+	if err != nil {
+		return nil, err
 	}
-	return v, err
-}
-
-// decodeTyped reads a YAML int, duration or bool.
-func decodeTyped(s *Setting, n *yaml.Node) (any, error) {
-	switch s.def.(type) {
-	case bool:
-		var v bool
-		err := n.Decode(&v)
-		return v, err
-	case time.Duration:
-		var v time.Duration
-		err := n.Decode(&v)
-		return v, err
-	case int:
-		var v int
-		err := n.Decode(&v)
-		return v, err
+	if _, ok := s.def.(string); ok {
+		return text, nil
 	}
-	panic(fmt.Sprintf("config: setting %s has a default of type %T", s.Name, s.def))
+	v, err := ParseText(s.def, text)
+	if err != nil {
+		return nil, fmt.Errorf("line %d: %q: %w", n.Line, text, err)
+	}
+	return v, nil
 }
 
 // ParseText reads text as the command line and the environment give it,
@@ -164,7 +156,8 @@ func decodeTyped(s *Setting, n *yaml.Node) (any, error) {
 func ParseText(def any, text string) (any, error) {
 	switch def.(type) {
 	case int:
-		n, err := strconv.ParseInt(text, 0, strconv.IntSize)
+		// Base 10 only: "010" is ten, as anyone writing a limit means.
+		n, err := strconv.ParseInt(text, 10, strconv.IntSize)
 		if err != nil {
 			return nil, errors.New("want a whole number")
 		}

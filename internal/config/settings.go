@@ -37,9 +37,9 @@ type Setting struct {
 	// Reload says whether a reload may change the setting.
 	Reload Reload
 	// CommaInValue marks repeatable settings whose values hold commas
-	// ("HOST=pull:G,push:H"): urfave/cli splits environment variables and
-	// flag values at every comma, so pieces without "=" belong to the
-	// piece before them.
+	// ("HOST=pull:G,push:H"): an environment variable is split at every
+	// comma (SplitEnv), so pieces without "=" belong to the piece before
+	// them.
 	CommaInValue bool
 	// DefaultText is the default help shows where the zero value stands
 	// for a built-in default ("2s" rather than "0s").
@@ -72,11 +72,7 @@ func (s *Setting) Set(c *Config, v any) {
 	case *string:
 		*p = v.(string)
 	case *[]string:
-		l := v.([]string)
-		if s.CommaInValue {
-			l = joinContinuations(l)
-		}
-		*p = l
+		*p = v.([]string)
 	case *bool:
 		*p = v.(bool)
 	case *time.Duration:
@@ -103,6 +99,23 @@ func (s *Setting) value(c *Config) any {
 		return *p
 	}
 	panic(fmt.Sprintf("config: setting %s has a field of type %T", s.Name, s.ptr(c)))
+}
+
+// SplitEnv reads a repeatable setting's environment variable: values
+// separated by commas, blanks around them trimmed, empty ones dropped. The
+// command line and the config file give one value per flag or list item,
+// commas included.
+func (s *Setting) SplitEnv(text string) []string {
+	var out []string
+	for _, it := range strings.Split(text, ",") {
+		if it = strings.TrimSpace(it); it != "" {
+			out = append(out, it)
+		}
+	}
+	if s.CommaInValue {
+		out = joinContinuations(out)
+	}
+	return out
 }
 
 // joinContinuations glues a piece without "=" back onto the piece before it

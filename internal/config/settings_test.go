@@ -149,6 +149,23 @@ func TestJoinContinuations(t *testing.T) {
 	}
 }
 
+// A list from the file or the command line is taken item by item: an item
+// without "=" is not glued onto the one before (that is only for an
+// environment variable's pieces), so the route parser names it.
+func TestListItemsAreNotGlued(t *testing.T) {
+	c := Defaults()
+	setting(t, "route").Set(c, []string{"a.example.com=team-a", "b.example.com"})
+	lines := problems(t, mustFail(c.Build()))
+	if !strings.Contains(strings.Join(lines, "\n"), `"b.example.com"`) {
+		t.Errorf("problems %q do not name the item as written", lines)
+	}
+	if u := setting(t, "upstream").SplitEnv(" http://a:8081 ,, http://b:8081,"); !slices.Equal(u, []string{"http://a:8081", "http://b:8081"}) {
+		t.Errorf("SplitEnv = %q", u)
+	}
+}
+
+func mustFail(_ *Runtime, err error) error { return err }
+
 func setting(t *testing.T, name string) *Setting {
 	t.Helper()
 	for _, s := range Settings() {
@@ -160,12 +177,13 @@ func setting(t *testing.T, name string) *Setting {
 	return nil
 }
 
-// TestBuildFromSplitEnv is what urfave/cli does to NEXMUX_ROUTE and to
-// --route given once with commas: the pieces become one route per HOST=.
+// TestBuildFromSplitEnv: NEXMUX_ROUTE and NEXMUX_PORT are split at commas
+// and the pieces become one route per HOST=.
 func TestBuildFromSplitEnv(t *testing.T) {
 	c := Defaults()
-	setting(t, "route").Set(c, strings.Split("a.example.com=pull:team-a,push:team-a-hosted,b.example.com=team-b", ","))
-	setting(t, "port").Set(c, strings.Split("8082=pull:team-a,push:team-a-hosted,8083=team-b", ","))
+	r, p := setting(t, "route"), setting(t, "port")
+	r.Set(c, r.SplitEnv("a.example.com=pull:team-a,push:team-a-hosted,b.example.com=team-b"))
+	p.Set(c, p.SplitEnv("8082=pull:team-a,push:team-a-hosted,8083=team-b"))
 	tab, err := route.Build(route.Spec{Routes: c.Route, Ports: c.Port})
 	if err != nil {
 		t.Fatal(err)
@@ -194,16 +212,17 @@ func TestBuildFromSplitEnv(t *testing.T) {
 // errors quote what the user typed.
 func TestSplitPiecesReportedWhole(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		routes []string
-		want   []string
+		name string
+		env  string
+		want []string
 	}{
-		{"missing = glued onto the previous route", []string{"a.example.com=x", "b.example.com"}, []string{`"a.example.com=x,b.example.com"`, `','`}},
-		{"pull twice", []string{"a.example.com=pull:g", "pull:h"}, []string{"pull repository given twice"}},
+		{"missing = glued onto the previous route", "a.example.com=x,b.example.com", []string{`"a.example.com=x,b.example.com"`, `','`}},
+		{"pull twice", "a.example.com=pull:g,pull:h", []string{"pull repository given twice"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Defaults()
-			setting(t, "route").Set(c, tc.routes)
+			r := setting(t, "route")
+			r.Set(c, r.SplitEnv(tc.env))
 			_, err := c.Build()
 			lines := problems(t, err)
 			for _, w := range tc.want {
