@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -26,6 +27,11 @@ const comment = "nexmux"
 const DefaultChain = "NEXMUX"
 
 var chainName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,27}$`)
+
+// Builtin are the built-in chains of netfilter's tables. Declaring one in
+// the rules would flush it (--noflush still empties a declared chain) and a
+// jump into it is refused: --chain must name a chain of nexmux's own.
+var Builtin = []string{"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "FORWARD"}
 
 // Rules describes what to redirect.
 type Rules struct {
@@ -46,9 +52,15 @@ func (r Rules) chain() string {
 	return r.Chain
 }
 
-func (r Rules) validateChain() error {
-	if !chainName.MatchString(r.chain()) {
-		return fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", r.chain())
+// ValidateChain checks the chain name alone: what Delete and Uninstall
+// need.
+func (r Rules) ValidateChain() error {
+	c := r.chain()
+	switch {
+	case !chainName.MatchString(c):
+		return fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", c)
+	case slices.Contains(Builtin, c):
+		return fmt.Errorf("chain %q is a built-in chain: the rules need a chain of their own (default %s)", c, DefaultChain)
 	}
 	return nil
 }
@@ -62,8 +74,8 @@ func jump(parent, chain string) []string {
 // Validate reports every problem, one per line.
 func (r Rules) Validate() error {
 	var errs *multierror.Error
-	if !chainName.MatchString(r.chain()) {
-		errs = multierror.Append(errs, fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", r.chain()))
+	if err := r.ValidateChain(); err != nil {
+		errs = multierror.Append(errs, err)
 	}
 	if r.ListenPort < 1 || r.ListenPort > 65535 {
 		errs = multierror.Append(errs, fmt.Errorf("listen port %d: the rules need nexmux's --listen port", r.ListenPort))
@@ -127,7 +139,7 @@ func (r Rules) Delete() (string, error) {
 // delete renders the removal, with the jumps that exist: -D of a missing
 // rule fails the whole transaction.
 func (r Rules) delete(pre, out bool) (string, error) {
-	if err := r.validateChain(); err != nil {
+	if err := r.ValidateChain(); err != nil {
 		return "", err
 	}
 	c := r.chain()

@@ -24,3 +24,52 @@ func TestValidateListsEveryProblem(t *testing.T) {
 		t.Errorf("valid rules refused: %v", err)
 	}
 }
+
+// A built-in chain is never nexmux's: declaring PREROUTING flushed it in
+// --noflush mode, and a jump from PREROUTING into itself does not load.
+func TestBuiltinChainRefused(t *testing.T) {
+	for _, c := range Builtin {
+		r := Rules{Chain: c, ListenPort: 8443, Ports: []int{8082}}
+		for what, err := range map[string]error{"ValidateChain": r.ValidateChain(), "Validate": r.Validate()} {
+			if err == nil || !strings.Contains(err.Error(), "built-in chain") {
+				t.Errorf("%s with chain %s: %v, want a built-in chain error", what, c, err)
+			}
+		}
+		if _, err := r.Apply(); err == nil {
+			t.Errorf("Apply rendered rules for chain %s", c)
+		}
+		if _, err := r.Delete(); err == nil {
+			t.Errorf("Delete rendered a removal of chain %s", c)
+		}
+	}
+	// Names that only resemble one are user chains.
+	for _, c := range []string{"NEXMUX", "DOCKER", "PREROUTING_NX", "prerouting"} {
+		if err := (Rules{Chain: c}).ValidateChain(); err != nil {
+			t.Errorf("chain %s refused: %v", c, err)
+		}
+	}
+}
+
+func TestForeignRules(t *testing.T) {
+	const listing = `-P PREROUTING ACCEPT
+-P OUTPUT ACCEPT
+-N DOCKER
+-N NEXMUX
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m comment --comment nexmux -j NEXMUX
+-A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m comment --comment "nexmux" -j NEXMUX
+-A OUTPUT -p tcp -m comment --comment nexmux-old -g NEXMUX
+-A DOCKER -i docker0 -j RETURN
+-A NEXMUX -p tcp -m tcp --dport 8082 -m comment --comment nexmux -j REDIRECT --to-ports 8443
+-A NEXMUX_B -p tcp -j RETURN
+`
+	for chain, want := range map[string][]string{
+		"DOCKER": {"-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER", "-A DOCKER -i docker0 -j RETURN"},
+		"NEXMUX": {"-A OUTPUT -p tcp -m comment --comment nexmux-old -g NEXMUX"},
+		"NX":     nil,
+	} {
+		if got := foreignRules(listing, chain); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("foreignRules(%s) = %q, want %q", chain, got, want)
+		}
+	}
+}

@@ -46,7 +46,10 @@ func ParseFamilies(list []string) ([]string, error) {
 // installing twice, or over a half-removed installation, leaves exactly one
 // copy of every rule. r.Jumps is ignored: Install always ends with both
 // jumps. A family whose commands are missing is skipped with a line on log;
-// none at all is an error. Nothing more is changed after a failure.
+// none at all is an error. A chain that exists with rules nexmux did not
+// write (in it, or jumping to it) is not taken over: declaring it would
+// flush them. Every family is checked before any is changed; nothing more
+// is changed after a failure.
 func (r Rules) Install(fams []string, log io.Writer) error {
 	if err := r.Validate(); err != nil {
 		return err
@@ -66,10 +69,11 @@ func (r Rules) Install(fams []string, log io.Writer) error {
 }
 
 // Uninstall removes what Install added: the jumps that exist, then the
-// chain. Nothing else in the nat table is touched; a family without the
-// chain has nothing to delete.
+// chain. Nothing else in the nat table is touched: a family without the
+// chain has nothing to delete, and a chain holding rules nexmux did not
+// write is left alone (an error).
 func (r Rules) Uninstall(fams []string, log io.Writer) error {
-	if err := r.validateChain(); err != nil {
+	if err := r.ValidateChain(); err != nil {
 		return err
 	}
 	return r.each(fams, log, func(f family) error {
@@ -90,10 +94,11 @@ func (r Rules) Uninstall(fams []string, log io.Writer) error {
 	})
 }
 
-// each runs do for every family whose commands exist and whose nat table
-// can be read, stopping at the first error.
+// each runs do for every family whose commands exist, stopping at the
+// first error. Before the first do, every such family's nat table must be
+// readable and r's chain, if it exists there, nexmux's own.
 func (r Rules) each(fams []string, log io.Writer, do func(family) error) error {
-	handled := 0
+	var usable []family
 	for _, name := range fams {
 		f := family(name)
 		if !slices.Contains(Families, name) {
@@ -103,20 +108,83 @@ func (r Rules) each(fams []string, log io.Writer, do func(family) error) error {
 			fmt.Fprintf(log, "%s: %s-restore (or %s) not found; skipping this family\n", f, f, f)
 			continue
 		}
-		// A nat table that cannot be read (no kernel support, no
-		// NET_ADMIN) is an error, not a reason to skip quietly.
-		if out, err := exec.Command(name, "-w", "-t", "nat", "-S", "PREROUTING").CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: cannot read the nat table: %v: %s", f, err, bytes.TrimSpace(out))
+		usable = append(usable, f)
+	}
+	if len(usable) == 0 {
+		return fmt.Errorf("no iptables family available (families %s)", strings.Join(fams, ", "))
+	}
+	for _, f := range usable {
+		if err := f.owned(r.chain()); err != nil {
+			return err
 		}
-		handled++
+	}
+	for _, f := range usable {
 		if err := do(f); err != nil {
 			return err
 		}
 	}
-	if handled == 0 {
-		return fmt.Errorf("no iptables family available (families %s)", strings.Join(fams, ", "))
-	}
 	return nil
+}
+
+// maxForeign is how many foreign rules an error quotes.
+const maxForeign = 5
+
+// owned reads the nat table and fails unless chain is absent or holds,
+// and is jumped to by, only rules carrying nexmux's comment. A nat table
+// that cannot be read (no kernel support, no NET_ADMIN) is an error, not a
+// reason to skip quietly.
+func (f family) owned(chain string) error {
+	out, err := exec.Command(string(f), "-w", "-t", "nat", "-S").Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		return fmt.Errorf("%s: cannot read the nat table: %v: %s", f, err, bytes.TrimSpace(stderr))
+	}
+	foreign := foreignRules(string(out), chain)
+	if len(foreign) == 0 {
+		return nil
+	}
+	more := ""
+	if len(foreign) > maxForeign {
+		more = fmt.Sprintf("\n  ... and %d more", len(foreign)-maxForeign)
+		foreign = foreign[:maxForeign]
+	}
+	return fmt.Errorf("%s: nat chain %s is not nexmux's: it has rules nexmux did not write (no --comment %s), which loading would flush; choose another --chain:\n  %s%s",
+		f, chain, comment, strings.Join(foreign, "\n  "), more)
+}
+
+// foreignRules returns the rules of an iptables -S listing that are in
+// chain or jump (or go) to it and lack nexmux's comment.
+func foreignRules(listing, chain string) []string {
+	var out []string
+	for _, line := range strings.Split(listing, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 || fields[0] != "-A" || ours(fields) {
+			continue
+		}
+		in := fields[1] == chain
+		for i := 2; i+1 < len(fields) && !in; i++ {
+			in = (fields[i] == "-j" || fields[i] == "-g") && fields[i+1] == chain
+		}
+		if in {
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	return out
+}
+
+// ours reports whether a rule's fields carry the comment match nexmux
+// writes (-m comment --comment nexmux; iptables-save may quote it).
+func ours(fields []string) bool {
+	for i := 0; i+3 < len(fields); i++ {
+		if fields[i] == "-m" && fields[i+1] == "comment" && fields[i+2] == "--comment" &&
+			(fields[i+3] == comment || fields[i+3] == `"`+comment+`"`) {
+			return true
+		}
+	}
+	return false
 }
 
 // family is "iptables" or "ip6tables", the name of its commands.

@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -177,4 +178,98 @@ func TestInstallUninstall(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nothing to redirect") {
 		t.Fatalf("install without ports: %v", err)
 	}
+}
+
+// A chain someone else uses is not taken over (declaring it flushes it) nor
+// removed, in any family, when it exists in one only; a built-in chain is
+// refused before the nat table is looked at. An existing chain with no
+// rules in it or to it holds nothing to lose and is taken.
+func TestInstallLeavesForeignChainsAlone(t *testing.T) {
+	do := inNetns(t)
+	ipt := func(fam string, args ...string) error {
+		if out, err := exec.Command(fam, append([]string{"-w", "-t", "nat"}, args...)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s %s: %v\n%s", fam, strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	var before map[string][]string
+	do(func() error {
+		for _, fam := range Families {
+			// Docker's nat chain, with its rule and jump.
+			for _, args := range [][]string{
+				{"-N", "DOCKER"}, {"-A", "DOCKER", "-i", "docker0", "-j", "RETURN"},
+				{"-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"},
+				// An empty chain that something jumps to.
+				{"-N", "JUMPED"}, {"-A", "OUTPUT", "-p", "udp", "-j", "JUMPED"},
+				{"-N", "SPARE"},
+			} {
+				if err := ipt(fam, args...); err != nil {
+					return err
+				}
+			}
+		}
+		// A chain with a foreign rule in one family only.
+		if err := ipt("ip6tables", "-N", "HALF"); err != nil {
+			return err
+		}
+		if err := ipt("ip6tables", "-A", "HALF", "-p", "tcp", "-j", "RETURN"); err != nil {
+			return err
+		}
+		var err error
+		before, err = nat()
+		return err
+	})
+	unchanged := func(step string) {
+		t.Helper()
+		do(func() error {
+			after, err := nat()
+			for _, fam := range Families {
+				if strings.Join(before[fam], "\n") != strings.Join(after[fam], "\n") {
+					t.Errorf("%s: %s nat table changed:\n%s\nwant:\n%s", step, fam, strings.Join(after[fam], "\n"), strings.Join(before[fam], "\n"))
+				}
+			}
+			return err
+		})
+	}
+	var log strings.Builder
+	for _, tc := range []struct{ chain, want string }{
+		{"DOCKER", "-A DOCKER -i docker0 -j RETURN"},
+		{"JUMPED", "-A OUTPUT -p udp -j JUMPED"},
+		{"HALF", "ip6tables: nat chain HALF is not nexmux's"},
+		{"PREROUTING", "built-in chain"},
+		{"OUTPUT", "built-in chain"},
+	} {
+		r := Rules{Chain: tc.chain, ListenPort: 8443, Ports: []int{8082}}
+		for name, op := range map[string]func([]string, io.Writer) error{"install": r.Install, "uninstall": r.Uninstall} {
+			var err error
+			do(func() error { err = op(Families, &log); return nil })
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s chain %s: error %v, want one saying %q", name, tc.chain, err, tc.want)
+			}
+			unchanged(name + " " + tc.chain)
+		}
+	}
+
+	// An empty, unreferenced chain is taken, and given back removed.
+	r := Rules{Chain: "SPARE", ListenPort: 8443, Ports: []int{8082}}
+	do(func() error { return r.Install(Families, &log) })
+	do(func() error {
+		tables, err := nat()
+		for _, fam := range Families {
+			if !strings.Contains(strings.Join(tables[fam], "\n"), "-A SPARE -p tcp -m tcp --dport 8082 -m comment --comment nexmux -j REDIRECT --to-ports 8443") {
+				t.Errorf("%s: the empty chain SPARE was not taken:\n%s", fam, strings.Join(tables[fam], "\n"))
+			}
+		}
+		return err
+	})
+	do(func() error { return r.Uninstall(Families, &log) })
+	do(func() error {
+		tables, err := nat()
+		for _, fam := range Families {
+			if strings.Contains(strings.Join(tables[fam], "\n"), "SPARE") {
+				t.Errorf("%s: SPARE left behind:\n%s", fam, strings.Join(tables[fam], "\n"))
+			}
+		}
+		return err
+	})
 }
