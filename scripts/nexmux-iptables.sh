@@ -6,7 +6,8 @@
 # an init container (with NET_ADMIN in the pod's network namespace) or a
 # host service started before nexmux. The work is nexmux's own:
 #
-#   apply   nexmux iptables --load [flags]           (idempotent)
+#   apply   nexmux iptables --load --delete=false [flags]  (idempotent; a
+#           "delete: true" in a shared --config file does not turn it round)
 #   delete  nexmux iptables --load --delete [flags]  (only nexmux's rules)
 #
 # The flags are nexmux's (--listen, --port, --config, --chain, --families),
@@ -24,7 +25,7 @@
 set -euo pipefail
 
 case ${1-} in
-apply) shift && exec "${NEXMUX:-nexmux}" iptables --load "$@" ;;
+apply) shift && exec "${NEXMUX:-nexmux}" iptables --load --delete=false "$@" ;;
 delete) shift && exec "${NEXMUX:-nexmux}" iptables --load --delete "$@" ;;
 -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
 *)

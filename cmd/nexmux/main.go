@@ -20,7 +20,6 @@ import (
 	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/internal/memtrim"
-	"github.com/nexmux/nexmux/route"
 )
 
 // exitInvalid is the status for invalid flags or configuration.
@@ -28,13 +27,18 @@ const exitInvalid = 2
 
 func env(name string) []string { return []string{config.EnvVar(name)} }
 
-// configFlags are shared by every command that reads a configuration: --config
-// and one flag per config.Settings entry.
-func configFlags() []cli.Flag {
+// configFlags are the flags of a command that reads a configuration:
+// --config and one flag per config.Settings entry of every command or of
+// this one (Setting.Command). The file takes every setting's key: the
+// commands share it.
+func configFlags(command string) []cli.Flag {
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML file whose keys are these long flag names (precedence: flag > env > file)", EnvVars: env("config")},
 	}
 	for _, s := range config.Settings() {
+		if s.Command != "" && s.Command != command {
+			continue
+		}
 		envs := env(s.Name)
 		var f cli.Flag
 		switch d := s.Default().(type) {
@@ -149,7 +153,7 @@ func newApp() *cli.App {
 			{
 				Name:               "serve",
 				Usage:              "serve the routes",
-				Flags:              configFlags(),
+				Flags:              configFlags("serve"),
 				CustomHelpTemplate: withExamples(),
 				OnUsageError:       usageError,
 				Action: func(c *cli.Context) error {
@@ -180,48 +184,11 @@ func newApp() *cli.App {
 				Usage: "print iptables-restore rules that REDIRECT the --port connector ports to --listen (IPv4 and IPv6 alike)",
 				Description: "Apply with: nexmux iptables --port 8082=team-a ... | iptables-restore --noflush (and ip6tables-restore),\n" +
 					"or let --load apply (and --load --delete remove) them idempotently.",
-				Flags: append(configFlags(),
-					&cli.BoolFlag{Name: "delete", Usage: "print the rules that remove exactly what the apply rules add", EnvVars: env("delete")},
-					&cli.BoolFlag{Name: "jumps", Value: true, Usage: "include the PREROUTING/OUTPUT jumps (off when re-applying over existing jumps)", EnvVars: env("jumps")},
-					&cli.StringFlag{Name: "chain", Value: iptables.DefaultChain, Usage: "nat `CHAIN` holding the rules (one per nexmux instance)", EnvVars: env("chain")},
-					&cli.BoolFlag{Name: "load", Usage: "load the rules with <family>-restore --noflush instead of printing them; idempotent, adds only missing jumps", EnvVars: env("load")},
-					&cli.StringSliceFlag{Name: "families", Value: cli.NewStringSlice(iptables.Families...), Usage: "`FAMILY` list --load drives (iptables, ip6tables)", EnvVars: env("families")},
-				),
+				// Its own flags are settings of Command "iptables": NEXMUX_<FLAG>
+				// and keys of the config file serve and check share.
+				Flags:        configFlags("iptables"),
 				OnUsageError: usageError,
-				Action: func(c *cli.Context) error {
-					cfg, err := loadConfig(c)
-					if err != nil {
-						return invalid(err)
-					}
-					r := iptables.Rules{Chain: c.String("chain"), Jumps: c.Bool("jumps")}
-					var out string
-					if c.Bool("delete") {
-						out, err = r.Delete()
-					} else {
-						var t *route.Table
-						if r.ListenPort, t, err = cfg.PortRoutes(); err == nil {
-							r.Ports = t.Ports()
-							out, err = r.Apply()
-						}
-					}
-					fams, ferr := iptables.ParseFamilies(c.StringSlice("families"))
-					if err = errlist.Err(errlist.Append(errlist.Append(nil, err), ferr)); err != nil {
-						return invalid(err)
-					}
-					if !c.Bool("load") {
-						fmt.Fprint(c.App.Writer, out)
-						return nil
-					}
-					if c.Bool("delete") {
-						err = r.Uninstall(fams, c.App.ErrWriter)
-					} else {
-						err = r.Install(fams, c.App.ErrWriter)
-					}
-					if err != nil {
-						return cli.Exit("nexmux iptables: "+err.Error(), 1)
-					}
-					return nil
-				},
+				Action:       iptablesAction,
 			},
 			{
 				Name:  "discover",
@@ -282,7 +249,7 @@ func newApp() *cli.App {
 			{
 				Name:               "check",
 				Usage:              "validate the configuration and print the route table",
-				Flags:              configFlags(),
+				Flags:              configFlags("check"),
 				CustomHelpTemplate: withExamples(),
 				OnUsageError:       usageError,
 				Action: func(c *cli.Context) error {
@@ -306,4 +273,52 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// iptablesAction prints, loads or removes the REDIRECT rules of the port
+// routes. Every problem of the configuration, the port routes, the chain and
+// the families is listed at once, before anything is printed or loaded.
+func iptablesAction(c *cli.Context) error {
+	cfg, err := loadConfig(c)
+	if cfg == nil {
+		return invalid(err)
+	}
+	errs := errlist.Append(nil, err)
+	r := iptables.Rules{Chain: cfg.IptablesChain, Jumps: cfg.IptablesJumps}
+	// The chain is checked whatever else is wrong: Validate checks it
+	// with the ports, ValidateChain alone where there are none to check.
+	if cfg.IptablesDelete {
+		errs = errlist.Append(errs, r.ValidateChain())
+	} else if listenPort, t, perr := cfg.PortRoutes(); perr != nil {
+		errs = errlist.Append(errlist.Append(errs, perr), r.ValidateChain())
+	} else {
+		r.ListenPort, r.Ports = listenPort, t.Ports()
+		errs = errlist.Append(errs, r.Validate())
+	}
+	fams, ferr := iptables.ParseFamilies(cfg.IptablesFamilies)
+	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil {
+		return invalid(err)
+	}
+	if !cfg.IptablesLoad {
+		var out string
+		if cfg.IptablesDelete {
+			out, err = r.Delete()
+		} else {
+			out, err = r.Apply()
+		}
+		if err != nil { // validated above
+			return invalid(err)
+		}
+		fmt.Fprint(c.App.Writer, out)
+		return nil
+	}
+	if cfg.IptablesDelete {
+		err = r.Uninstall(fams, c.App.ErrWriter)
+	} else {
+		err = r.Install(fams, c.App.ErrWriter)
+	}
+	if err != nil {
+		return cli.Exit("nexmux iptables: "+err.Error(), 1)
+	}
+	return nil
 }

@@ -277,3 +277,93 @@ func TestStrayArgumentIsAnError(t *testing.T) {
 		t.Fatalf("exit %d, want %d and the argument named:\n%s", code, exitInvalid, errs)
 	}
 }
+
+// The iptables command's own flags are keys of the config file that serve
+// and check share with it (they ignore them), with the precedence of every
+// setting: flag > env > file.
+func TestIptablesFlagsAreFileKeys(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "listen: \":8443\"\nport: [\"8082=team-a\"]\nchain: NX-FILE\njumps: false\nfamilies: [iptables]\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := run(t, "iptables", "--config", file)
+	if code != 0 || !strings.Contains(out, ":NX-FILE - [0:0]") || strings.Contains(out, "PREROUTING") {
+		t.Fatalf("chain and jumps from the file: exit %d\n%s%s", code, out, errs)
+	}
+	if out, errs, code := run(t, "check", "--config", file); code != 0 || !strings.Contains(out, "8082") {
+		t.Fatalf("check reading the shared file: exit %d\n%s%s", code, out, errs)
+	}
+	t.Setenv("NEXMUX_CHAIN", "NX-ENV")
+	out, errs, code = run(t, "iptables", "--config", file)
+	if code != 0 || !strings.Contains(out, ":NX-ENV - [0:0]") {
+		t.Fatalf("env over file: exit %d\n%s%s", code, out, errs)
+	}
+	out, errs, code = run(t, "iptables", "--config", file, "--chain", "NX-FLAG", "--jumps")
+	if code != 0 || !strings.Contains(out, ":NX-FLAG - [0:0]") || !strings.Contains(out, "-A PREROUTING") {
+		t.Fatalf("flag over env and file: exit %d\n%s%s", code, out, errs)
+	}
+	// delete and families from the file too.
+	if err := os.WriteFile(file, []byte(yaml+"delete: true\nload: false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errs, code := run(t, "iptables", "--config", file); code != 0 || !strings.Contains(out, "-X NX-ENV") {
+		t.Fatalf("delete from the file: exit %d\n%s%s", code, out, errs)
+	}
+	bad := strings.Replace(yaml, "families: [iptables]", "families: [nft]", 1)
+	if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := run(t, "iptables", "--config", file); code != exitInvalid || !strings.Contains(errs, `family "nft"`) {
+		t.Fatalf("families from the file: exit %d\n%s", code, errs)
+	}
+}
+
+// Every problem of an iptables run is listed at once: unparsable bools
+// (flag or environment), the port routes, the chain and the families.
+func TestIptablesListsEveryProblem(t *testing.T) {
+	t.Setenv("NEXMUX_JUMPS", "bogus")
+	t.Setenv("NEXMUX_LOAD", "bogus")
+	_, errs, code := run(t, "iptables", "--listen", "x", "--port", "8082=a")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{`jumps "bogus" (from NEXMUX_JUMPS)`, `load "bogus" (from NEXMUX_LOAD)`, `listen "x"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	t.Setenv("NEXMUX_JUMPS", "")
+	t.Setenv("NEXMUX_LOAD", "")
+	_, errs, code = run(t, "iptables", "--chain", "bad!", "--port", "bad", "--families", "nft", "--delete=maybe")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{`chain "bad!"`, `port "bad"`, `family "nft"`, `delete "maybe"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	// With --delete there are no ports to check; the chain still is.
+	_, errs, code = run(t, "iptables", "--delete", "--chain", "bad!", "--families", "nft")
+	if code != exitInvalid || !strings.Contains(errs, `chain "bad!"`) || !strings.Contains(errs, `family "nft"`) {
+		t.Fatalf("--delete: exit %d:\n%s", code, errs)
+	}
+}
+
+// A built-in chain is refused, printed or loaded; printing needs no look
+// at the nat table, so any other valid name prints.
+func TestIptablesRefusesBuiltinChain(t *testing.T) {
+	for _, args := range [][]string{
+		{"--chain", "PREROUTING", "--listen", ":8443", "--port", "8082=a"},
+		{"--chain", "OUTPUT", "--delete"},
+	} {
+		out, errs, code := run(t, append([]string{"iptables"}, args...)...)
+		if code != exitInvalid || !strings.Contains(errs, "built-in chain") || out != "" {
+			t.Errorf("%q: exit %d, stdout %q:\n%s", args, code, out, errs)
+		}
+	}
+	if out, errs, code := run(t, "iptables", "--chain", "DOCKER", "--listen", ":8443", "--port", "8082=a"); code != 0 || !strings.Contains(out, ":DOCKER - [0:0]") {
+		t.Errorf("printing for chain DOCKER: exit %d\n%s%s", code, out, errs)
+	}
+}

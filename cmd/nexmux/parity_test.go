@@ -23,7 +23,7 @@ import (
 func loadWith(t *testing.T, args ...string) *config.Config {
 	t.Helper()
 	var got *config.Config
-	app := &cli.App{Flags: configFlags(), Action: func(c *cli.Context) error {
+	app := &cli.App{Flags: configFlags("iptables"), Action: func(c *cli.Context) error {
 		var err error
 		got, err = loadConfig(c)
 		return err
@@ -39,7 +39,7 @@ func loadWith(t *testing.T, args ...string) *config.Config {
 // value, and the flag's default is the setting's.
 func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 	flags := map[string]cli.Flag{}
-	for _, f := range configFlags() {
+	for _, f := range configFlags("iptables") {
 		flags[f.Names()[0]] = f
 	}
 	for _, s := range config.Settings() {
@@ -59,7 +59,7 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 			flagDefault = f.def
 			switch f.def.(type) {
 			case bool:
-				flagVal, yamlVal = "true", "true"
+				flagVal, yamlVal = strconv.FormatBool(!f.def.(bool)), strconv.FormatBool(!f.def.(bool))
 			case time.Duration:
 				flagVal, yamlVal = "7s", "7s"
 			case int:
@@ -160,16 +160,23 @@ func TestHelpShowsEffectiveDefaults(t *testing.T) {
 		"passthrough-idle-timeout": mux.DefaultPassthroughIdleTimeout.String(),
 		"drain-timeout":            daemon.DefaultDrainTimeout.String(),
 	}
-	out, _, _ := run(t, "serve", "--help")
+	help := map[string]string{} // by command
 	for _, s := range config.Settings() {
+		cmd := s.Command
+		if cmd == "" {
+			cmd = "serve"
+		}
+		if _, ok := help[cmd]; !ok {
+			help[cmd], _, _ = run(t, cmd, "--help")
+		}
 		line := ""
-		for _, l := range strings.Split(out, "\n") {
+		for _, l := range strings.Split(help[cmd], "\n") {
 			if strings.HasPrefix(strings.TrimSpace(l), "--"+s.Name+" ") {
 				line = l
 			}
 		}
 		if line == "" {
-			t.Errorf("serve --help has no line for --%s", s.Name)
+			t.Errorf("%s --help has no line for --%s", cmd, s.Name)
 			continue
 		}
 		if strings.Count(line, "(default") > 1 {

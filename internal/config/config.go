@@ -91,6 +91,18 @@ type Config struct {
 	// it to the OS when traffic goes quiet (internal/memtrim).
 	NoMemoryTrim bool
 
+	// The iptables command's own settings (Setting.Command "iptables"):
+	// keys of the config file that serve and check share with it and
+	// ignore. IptablesChain is the nat chain holding the rules,
+	// IptablesJumps adds the PREROUTING/OUTPUT jumps, IptablesLoad loads
+	// the rules instead of printing them, IptablesDelete removes them and
+	// IptablesFamilies lists the families --load drives.
+	IptablesChain    string
+	IptablesJumps    bool
+	IptablesLoad     bool
+	IptablesDelete   bool
+	IptablesFamilies []string
+
 	// File is the --config file the settings came from ("" for none);
 	// reload watches it beside the certificates.
 	File string

@@ -53,6 +53,12 @@ strip-header: [X-SSO-User]
 log-format: json
 log-level: debug
 no-memory-trim: true
+# the iptables command's own flags: serve and check ignore them
+chain: NEXMUX_B
+jumps: false
+load: true
+delete: true
+families: iptables
 `)
 	c := Defaults()
 	if err := c.ApplyFile(p); err != nil {
@@ -86,6 +92,10 @@ no-memory-trim: true
 		LogFormat:                "json",
 		LogLevel:                 "debug",
 		NoMemoryTrim:             true,
+		IptablesChain:            "NEXMUX_B",
+		IptablesLoad:             true,
+		IptablesDelete:           true,
+		IptablesFamilies:         []string{"iptables"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ApplyFile:\n got %+v\nwant %+v", c, want)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/upstream"
@@ -44,6 +45,11 @@ type Setting struct {
 	// DefaultText is the default help shows where the zero value stands
 	// for a built-in default ("2s" rather than "0s").
 	DefaultText string
+	// Command names the one command that has the setting as a flag
+	// ("iptables"); empty: every command that reads a configuration. The
+	// key is valid in the config file of every such command, since one
+	// file serves them all: the others ignore it.
+	Command string
 
 	def any               // string, []string, bool, time.Duration or int
 	ptr func(*Config) any // the Config field: a pointer of def's type
@@ -261,6 +267,23 @@ var settings = []Setting{
 	{Name: "no-memory-trim", def: false,
 		Usage: "keep freed memory instead of returning it to the OS once traffic goes quiet (a forced GC then; see README Memory)",
 		ptr:   func(c *Config) any { return &c.NoMemoryTrim }},
+
+	// `nexmux iptables` only.
+	{Name: "delete", def: false, Command: "iptables",
+		Usage: "print the rules that remove exactly what the apply rules add (with --load: remove them)",
+		ptr:   func(c *Config) any { return &c.IptablesDelete }},
+	{Name: "jumps", def: true, Command: "iptables",
+		Usage: "include the PREROUTING/OUTPUT jumps (off when re-applying over existing jumps)",
+		ptr:   func(c *Config) any { return &c.IptablesJumps }},
+	{Name: "chain", def: iptables.DefaultChain, Command: "iptables",
+		Usage: "nat `CHAIN` holding the rules (one per nexmux instance; not a built-in chain, nor, with --load, a chain holding rules nexmux did not write)",
+		ptr:   func(c *Config) any { return &c.IptablesChain }},
+	{Name: "load", def: false, Command: "iptables",
+		Usage: "load the rules with <family>-restore --noflush instead of printing them; idempotent, adds only missing jumps",
+		ptr:   func(c *Config) any { return &c.IptablesLoad }},
+	{Name: "families", def: slices.Clone(iptables.Families), Command: "iptables",
+		Usage: "`FAMILY` list --load drives (iptables, ip6tables)",
+		ptr:   func(c *Config) any { return &c.IptablesFamilies }},
 }
 
 // Defaults are the values of settings nobody gave.

@@ -64,7 +64,8 @@ func TestDefaults(t *testing.T) {
 	want := &Config{Listen: ":8443", Upstream: []string{"http://127.0.0.1:8081"}, LogFormat: "text", LogLevel: "info",
 		MaxConns: DefaultMaxConns, MaxConnsPerClient: DefaultMaxConnsPerClient, MaxConnAge: 10 * time.Minute, IdleRelease: time.Second,
 		BodyTimeout: time.Minute, SendTimeout: time.Minute,
-		MaxRequestsPerClient: DefaultMaxRequestsPerClient}
+		MaxRequestsPerClient: DefaultMaxRequestsPerClient,
+		IptablesChain:        "NEXMUX", IptablesJumps: true, IptablesFamilies: []string{"iptables", "ip6tables"}}
 	if got := Defaults(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Defaults() = %+v, want %+v", got, want)
 	}
