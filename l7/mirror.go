@@ -270,10 +270,13 @@ func (st *reqState) registryLabel() string {
 	return st.mirror.registry
 }
 
-// mirrorOutgoing adds --mirror-auth-file credentials to a mirror request
-// that carries none.
+// mirrorOutgoing adds --mirror-auth-file credentials to a mirror read
+// that carries none. Never to a token request: Nexus would hand the
+// anonymous client a token of the mirror's user, and a Nexus token is good
+// in every repository, pushes to other teams' included. Reads with the
+// credentials added get no 401, so a client has no token to fetch.
 func (p *Proxy) mirrorOutgoing(st *reqState, out *http.Request) {
-	if st.mirror == nil || out.Header.Get("Authorization") != "" {
+	if st.mirror == nil || out.Header.Get("Authorization") != "" || strings.HasSuffix(out.URL.Path, "/v2/token") {
 		return
 	}
 	if v := p.mirrorAuthValue(); v != "" {

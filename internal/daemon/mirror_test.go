@@ -212,6 +212,31 @@ func TestMirrorForwardsRawAndStripsNS(t *testing.T) {
 	if len(reqs) != 3 || reqs[0].Repo != "dockerhub-proxy" || reqs[1].Repo != "dockerhub-proxy" || reqs[2].Repo != "k8s-proxy" {
 		t.Errorf("/v2/, token, passthrough went to %+v", reqs)
 	}
+	if len(reqs) == 3 && reqs[1].Header.Get("Authorization") != "" {
+		t.Errorf("the token request carried --mirror-auth-file credentials: %q", reqs[1].Header.Get("Authorization"))
+	}
+}
+
+// TestMirrorAuthFileGivesNoToken: --mirror-auth-file credentials are added
+// to reads, never to a token request. Otherwise an anonymous client gets
+// a token of the mirror's user (a Nexus token is good everywhere) and
+// pushes with it on a team's name.
+func TestMirrorAuthFileGivesNoToken(t *testing.T) {
+	s := mirrorStack(t, true)
+	for _, path := range []string{"/v2/token?scope=x", "/v2/ghcr.io/token?scope=x", "/repository/ghcr-proxy/v2/token?scope=x"} {
+		for _, method := range []string{"GET", "POST"} {
+			resp, body := mirrorGet(t, s, method, path, false)
+			if resp.StatusCode == 200 || strings.Contains(body, "DockerToken") {
+				t.Errorf("anonymous %s %s: %d %s", method, path, resp.StatusCode, body)
+			}
+		}
+	}
+	// Reads still carry them: an anonymous pull works.
+	host := mirrorHost + ":" + itoa(s.Port)
+	anon := []crane.Option{crane.WithTransport(s.Transport()), crane.WithAuth(authn.Anonymous)}
+	if _, err := crane.Digest(host+"/ghcr.io/"+fixtures.ProbeImage, anon...); err != nil {
+		t.Errorf("anonymous pull with --mirror-auth-file: %v", err)
+	}
 }
 
 // TestMirrorTagsPagingKeepsForm pages a tags list through Link: the next
