@@ -11,6 +11,9 @@ import (
 // follows it; a read of the segment after the last "/blobs/" or
 // "/manifests/" is by digest when that segment holds a ":".
 func classifyByScan(method, sub string) (class int, digest, uuid string) {
+	if sub == "/v2/token" {
+		return classRead, "", ""
+	}
 	if i := strings.LastIndex(sub, "/blobs/uploads/"); i >= 0 {
 		uuid = sub[i+len("/blobs/uploads/"):]
 		if uuid != "" && !strings.Contains(uuid, "/") {
@@ -37,7 +40,7 @@ func classifyByScan(method, sub string) (class int, digest, uuid string) {
 // four registry-like segments (the upload, blob and manifest words, digests,
 // tags, empty segments) and every method.
 func TestClassifyMatchesScan(t *testing.T) {
-	segs := []string{"", "v2", "app", "blobs", "uploads", "manifests", "tags", "list",
+	segs := []string{"", "v2", "token", "app", "blobs", "uploads", "manifests", "tags", "list",
 		"sha256:0b1c", "latest", "a:b", "blobsx", "xblobs", "6f1c-uuid"}
 	methods := []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
 		http.MethodPatch, http.MethodDelete, http.MethodOptions}

@@ -75,6 +75,12 @@ const (
 )
 
 func classify(method, sub string) (class int, digest, uuid string) {
+	// The token endpoint is a read whatever the method: containerd asks
+	// it with an OAuth2 form POST, and falls back to GET only on 401, 404
+	// or 405, so a "no writes" 503 on read-only nodes failed every pull.
+	if sub == "/v2/token" {
+		return classRead, "", ""
+	}
 	// Every class is decided by the last path segment and what precedes it.
 	slash := strings.LastIndexByte(sub, '/')
 	dir, last := sub[:slash+1], sub[slash+1:]

@@ -286,13 +286,27 @@ func TestHAReadOnlyRefusesWritesEarly(t *testing.T) {
 	if got, err := pullDigest(t, st.Host("team-a")+"/base:1", tr); err != nil || got != want {
 		t.Fatalf("pull while read-only: %v %v", got, err)
 	}
+	// containerd's token request, an OAuth2 form POST, is a read: it
+	// falls back to GET only on 401, 404 or 405, so a 503 failed its pulls.
+	form := "grant_type=password&client_id=containerd-client&service=x&scope=repository%3Abase%3Apull&username=" + stack.User + "&password=" + stack.Password
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "https://"+st.Host("team-a")+"/v2/token", strings.NewReader(form))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusServiceUnavailable || strings.Contains(string(b), "no writes") {
+		t.Fatalf("token POST while read-only: %s %s", resp.Status, b)
+	}
 	// A 1 GiB PATCH: the answer comes before the body is read.
 	var sent atomic.Int64
 	body := &countReader{n: &sent, left: 1 << 30}
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPatch, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/abc", body)
+	req, _ = http.NewRequestWithContext(t.Context(), http.MethodPatch, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/abc", body)
 	req.ContentLength = 1 << 30
 	req.SetBasicAuth(stack.User, stack.Password)
-	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
+	resp, err = (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Do(req)
 	if err != nil {
 		// The server closed the connection while the client still wrote:
 		// the refusal may surface as a write error; the byte count below
@@ -316,7 +330,7 @@ func TestHAReadOnlyRefusesWritesEarly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
+	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "UNAVAILABLE") {
 		t.Fatalf("POST while read-only: %s Retry-After %q close %v %s", resp.Status, resp.Header.Get("Retry-After"), resp.Close, b)
