@@ -223,6 +223,15 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					set.Failover(kind, "connect")
 					continue
 				}
+				if class == classUpload && len(set.Nodes()) > 1 {
+					// The session's node refuses connections: gone, as
+					// when the probes had already found it down.
+					if sb != nil {
+						sb.finish()
+					}
+					set.Affinity("unknown")
+					return nil, uploadUnknown()
+				}
 			case errors.Is(context.Cause(ctx), errNodeDown):
 				lastErr = errors.Join(errNodeDown, err)
 				if move(last) {
@@ -324,7 +333,13 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 		return []*upstream.Node{n}, nil
 	}
 	set.Affinity("unknown")
-	return nil, &refusal{status: http.StatusNotFound, code: "BLOB_UPLOAD_UNKNOWN", close: true,
+	return nil, uploadUnknown()
+}
+
+// uploadUnknown answers a follow-up whose session no node holds: clients
+// start that layer's upload again.
+func uploadUnknown() *refusal {
+	return &refusal{status: http.StatusNotFound, code: "BLOB_UPLOAD_UNKNOWN", close: true,
 		msg: "nexmux: no Nexus node knows this upload session (its node is gone); start the upload again"}
 }
 

@@ -529,6 +529,29 @@ func sessionNode(t *testing.T, st *stack.Stack, loc string) (*fixtures.Node, str
 	return nil, ""
 }
 
+// An upload whose node has just stopped (refuses connections, not yet
+// seen down by the probes) gets 404 BLOB_UPLOAD_UNKNOWN on its first
+// follow-up, as once the probes know, not a 503 that clients retry.
+func TestHAUploadOnANodeJustGone(t *testing.T) {
+	cfg := haConfig()
+	cfg.HealthInterval = time.Hour // the probes must not see it first
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: cfg})
+	tr := h1(st)
+	resp, _ := do(t, tr, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %s", resp.Status)
+	}
+	owner, _ := sessionNode(t, st, loc)
+	if err := owner.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := do(t, tr, http.MethodGet, loc, nil)
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "BLOB_UPLOAD_UNKNOWN") {
+		t.Fatalf("first follow-up after its node stopped: %s %s", resp.Status, body)
+	}
+}
+
 // Follow-ups with a tampered tag are found by asking the nodes; an upload
 // whose node is gone gets 404 BLOB_UPLOAD_UNKNOWN before its body is read,
 // with the connection closed.
