@@ -110,16 +110,18 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 }
 
 // build loads and validates the configuration, every problem listed at once.
+// A configuration that was read but is invalid comes back as a Runtime
+// holding only Config, with the error (what daemon.Options.Reload wants).
 func build(c *cli.Context) (*config.Runtime, error) {
 	cfg, err := loadConfig(c)
 	if cfg == nil {
 		return nil, err
 	}
 	rt, berr := cfg.Build()
-	if err != nil {
-		return nil, errlist.Join(err, berr)
+	if err = errlist.Join(err, berr); err != nil {
+		return &config.Runtime{Config: cfg}, err
 	}
-	return rt, berr
+	return rt, nil
 }
 
 // invalid reports a configuration error: every problem, one per line.

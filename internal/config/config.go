@@ -125,6 +125,18 @@ func (c *Config) WatchedFiles() []string {
 	return fs
 }
 
+// NamedFiles lists every file the configuration names and Build reads: the
+// watched files and --affinity-secret-file (read by a reload, but applied
+// only by a restart). After a refused reload the daemon watches these, so
+// that a file missing then retries the reload when it turns up.
+func (c *Config) NamedFiles() []string {
+	fs := c.WatchedFiles()
+	if c.AffinitySecretFile != "" {
+		fs = append(fs, c.AffinitySecretFile)
+	}
+	return fs
+}
+
 // Runtime is a validated Config turned into what the server runs.
 type Runtime struct {
 	Config    *Config

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,12 +53,17 @@ type Daemon struct {
 	errc      chan error
 	wg        sync.WaitGroup
 	mu        sync.Mutex // guards built across reloads
-	reloadMu  sync.Mutex // one reload at a time
+	reloadMu  sync.Mutex // one reload at a time; guards watchFiles and watchSeen
 	stopWatch context.CancelFunc
 	stopTrim  context.CancelFunc
 	stopProbe context.CancelFunc
 
-	watchInterval   time.Duration
+	watchInterval time.Duration
+	// watchFiles are the files whose change reloads, sorted; watchSeen
+	// their state when the configuration was last read.
+	watchFiles []string
+	watchSeen  map[string]string
+
 	memTrimInterval time.Duration
 	memTrimPolicy   memtrim.Policy
 
@@ -71,6 +77,9 @@ type Options struct {
 	// NewLoggers makes a pair that batches them (LogWriter).
 	AccessLog *slog.Logger
 	// Reload re-reads the configuration on SIGHUP; nil disables reload.
+	// When it read a configuration that is invalid, it returns it as a
+	// Runtime holding only Config, with the error: the daemon then
+	// watches the files it names to retry when they change.
 	Reload func() (*config.Runtime, error)
 	// Listen creates the listeners (default net.Listen). Tests bind inside
 	// a network namespace through it; socket activation would too.
@@ -277,6 +286,9 @@ func (d *Daemon) Start() error {
 		d.goServe(func() error { return d.metricsSrv.Serve(ml) })
 	}
 	if d.reload != nil {
+		d.reloadMu.Lock()
+		d.setWatch(c.WatchedFiles(), nil)
+		d.reloadMu.Unlock()
 		ctx, stop := context.WithCancel(context.Background())
 		d.stopWatch = stop
 		d.wg.Add(1)
@@ -336,22 +348,45 @@ func (d *Daemon) Reload() error {
 	// interleaved reloads could otherwise leave the older file in force.
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	return d.reloadLocked(statFiles(d.watchFiles))
+}
+
+// reloadLocked reloads under reloadMu. seen is the state of the watched
+// files read before the configuration was: a file that changes while it
+// is read is seen changed at the next check, and read again.
+func (d *Daemon) reloadLocked(seen map[string]string) error {
 	b, err := d.reload()
+	// An invalid configuration that was read comes as a Runtime holding
+	// only its Config (see Options.Reload).
+	var next *config.Config
+	if b != nil {
+		next = b.Config
+	}
+	cur := d.currentBuilt()
 	if err == nil {
-		if changed := config.RestartNeeded(d.currentConfig(), b.Config); len(changed) > 0 {
+		if changed := config.RestartNeeded(cur.Config, next); len(changed) > 0 {
 			err = fmt.Errorf("these settings changed and need a restart: %s", strings.Join(changed, ", "))
 		}
 	}
 	if err == nil {
 		// The running node set takes the new node list; the new
 		// configuration keeps using it.
-		live := d.currentBuilt().Upstreams
+		live := cur.Upstreams
 		if err = live.Set().Update(b.UpstreamSpec); err == nil {
 			b.Upstreams = live
 		}
 	}
 	if err != nil {
 		d.metrics.Reloaded(false)
+		// Watch the files the refused configuration names too: a
+		// certificate or secret that is not there yet (the kubelet may
+		// update a ConfigMap before the Secret it names) retries the
+		// reload when it turns up.
+		files := cur.Config.WatchedFiles()
+		if next != nil {
+			files = append(files, next.NamedFiles()...)
+		}
+		d.setWatch(files, seen)
 		d.log.Error("reload refused; still serving the previous configuration", "err", err.Error())
 		return err
 	}
@@ -364,6 +399,7 @@ func (d *Daemon) Reload() error {
 	d.mu.Lock()
 	d.built = b
 	d.mu.Unlock()
+	d.setWatch(b.Config.WatchedFiles(), seen)
 	d.warn(b)
 	d.log.Info("reloaded", "routes", b.Table.Len())
 	return nil
@@ -403,23 +439,44 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 // mounted secrets and config maps, which inotify on the file itself misses.
 const DefaultWatchInterval = 2 * time.Second
 
-// fingerprint identifies the current content of the watched files.
-func fingerprint(files []string) string {
-	var b strings.Builder
-	for _, f := range files {
-		fi, err := os.Stat(f)
-		if err != nil {
-			fmt.Fprintf(&b, "%s:missing;", f)
-			continue
-		}
-		fmt.Fprintf(&b, "%s:%d:%d:%s;", f, fi.Size(), fi.ModTime().UnixNano(), inode(fi))
+// fileState identifies the current content of a watched file.
+func fileState(f string) string {
+	fi, err := os.Stat(f)
+	if err != nil {
+		return "missing"
 	}
-	return b.String()
+	return fmt.Sprintf("%d:%d:%s", fi.Size(), fi.ModTime().UnixNano(), inode(fi))
 }
 
-// watch reloads when a watched file changes, until ctx ends.
+// statFiles is the state of each of files.
+func statFiles(files []string) map[string]string {
+	m := make(map[string]string, len(files))
+	for _, f := range files {
+		m[f] = fileState(f)
+	}
+	return m
+}
+
+// setWatch makes files the watched ones (under reloadMu), each as seen
+// holds it, or as it is now when seen does not.
+func (d *Daemon) setWatch(files []string, seen map[string]string) {
+	files = slices.Clone(files)
+	slices.Sort(files)
+	d.watchFiles = slices.Compact(files)
+	d.watchSeen = make(map[string]string, len(d.watchFiles))
+	for _, f := range d.watchFiles {
+		st, ok := seen[f]
+		if !ok {
+			st = fileState(f)
+		}
+		d.watchSeen[f] = st
+	}
+}
+
+// watch reloads when a watched file changes, until ctx ends. The watched
+// files are the running configuration's and, after a refused reload, the
+// refused configuration's too.
 func (d *Daemon) watch(ctx context.Context) {
-	last := fingerprint(d.currentConfig().WatchedFiles())
 	t := time.NewTicker(d.watchInterval)
 	defer t.Stop()
 	for {
@@ -428,16 +485,13 @@ func (d *Daemon) watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		now := fingerprint(d.currentConfig().WatchedFiles())
-		if now == last {
-			continue
+		d.reloadMu.Lock()
+		now := statFiles(d.watchFiles)
+		if i := slices.IndexFunc(d.watchFiles, func(f string) bool { return now[f] != d.watchSeen[f] }); i >= 0 {
+			d.log.Info("watched file changed; reloading", "file", d.watchFiles[i])
+			_ = d.reloadLocked(now)
 		}
-		last = now
-		d.log.Info("watched file changed; reloading")
-		if d.Reload() == nil {
-			// The new configuration may watch other files.
-			last = fingerprint(d.currentConfig().WatchedFiles())
-		}
+		d.reloadMu.Unlock()
 	}
 }
 
