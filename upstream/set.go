@@ -159,13 +159,29 @@ func (s *Set) setDrain(ids []string) {
 	}
 }
 
+// CheckUpdate refuses a node list that Update cannot apply: one with
+// another scheme or context path, which the running proxy is built on.
+func (s *Set) CheckUpdate(spec *Spec) error {
+	if spec.Scheme == s.scheme && spec.CtxPath == s.ctxPath {
+		return nil
+	}
+	base := func(scheme, ctx string) string {
+		if ctx == "" {
+			return scheme + " without a context path"
+		}
+		return scheme + " with context path " + ctx
+	}
+	return fmt.Errorf("upstream: a reload cannot change the scheme or context path (needs a restart): running %s, new %s",
+		base(s.scheme, s.ctxPath), base(spec.Scheme, spec.CtxPath))
+}
+
 // Update applies a reloaded node list: new nodes join once their probes
 // pass, removed nodes stop taking new requests and finish the ones they
 // have (they are drained, not cut), drained nodes take no new reads or
 // upload sessions.
 func (s *Set) Update(spec *Spec) error {
-	if spec.Scheme != s.scheme || spec.CtxPath != s.ctxPath {
-		return fmt.Errorf("upstream: a reload cannot change the scheme or context path (%s%s)", s.scheme, s.ctxPath)
+	if err := s.CheckUpdate(spec); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	old := map[string]*Node{}

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
+	"net/http"
 
 	"slices"
 	"strconv"
@@ -53,6 +55,10 @@ type Setting struct {
 
 	def any               // string, []string, bool, time.Duration or int
 	ptr func(*Config) any // the Config field: a pointer of def's type
+	// effective, when set, maps a value to the one the running server
+	// uses in its place (a built-in default for the zero value, a
+	// normalised spelling), so that RestartNeeded compares what runs.
+	effective func(any) any
 }
 
 // Env is the setting's environment variable.
@@ -124,6 +130,39 @@ func (s *Setting) SplitEnv(text string) []string {
 	return out
 }
 
+// effectiveValue returns the value the running server uses for the
+// setting's value in c: defaults that stand for the zero value applied,
+// spellings that mean the same normalised.
+func (s *Setting) effectiveValue(c *Config) any {
+	v := s.value(c)
+	if s.effective != nil {
+		return s.effective(v)
+	}
+	return v
+}
+
+// zeroMeans is an effective function for a setting whose zero value
+// stands for def (a timeout of 0: the built-in default).
+func zeroMeans[T comparable](def T) func(any) any {
+	return func(v any) any {
+		if t := v.(T); t != *new(T) {
+			return t
+		}
+		return def
+	}
+}
+
+// headerSet is the effective value of --strip-header: the names as net/http
+// compares them, in order, each once.
+func headerSet(v any) any {
+	var out []string
+	for _, h := range v.([]string) {
+		out = append(out, http.CanonicalHeaderKey(strings.TrimSpace(h)))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // joinContinuations glues a piece without "=" back onto the piece before it
 // ("a.example.com=pull:team-a", "push:team-a-hosted"), trims blanks and
 // drops empty pieces. A leading piece without "=" stays for the route
@@ -162,13 +201,13 @@ var settings = []Setting{
 	{Name: "drain-upstream", def: []string(nil),
 		Usage: "`URL` of an --upstream node to drain: no new reads or uploads, its open uploads finish there; repeatable",
 		ptr:   func(c *Config) any { return &c.DrainUpstream }},
-	{Name: "health-interval", def: time.Duration(0), Reload: Restart, DefaultText: upstream.DefaultHealthInterval.String(),
+	{Name: "health-interval", def: time.Duration(0), Reload: Restart, DefaultText: upstream.DefaultHealthInterval.String(), effective: zeroMeans(upstream.DefaultHealthInterval),
 		Usage: "how often each Nexus node's status and status/writable are probed, jittered",
 		ptr:   func(c *Config) any { return &c.HealthInterval }},
 	{Name: "affinity-secret-file", def: "", Reload: Restart,
 		Usage: "`FILE` holding the secret (16+ bytes) every replica signs upload affinity tags with (default: a key derived from the node URLs)",
 		ptr:   func(c *Config) any { return &c.AffinitySecretFile }},
-	{Name: "upstream-max-conns", def: 0, Reload: Restart, DefaultText: strconv.Itoa(l7.DefaultUpstreamMaxConns),
+	{Name: "upstream-max-conns", def: 0, Reload: Restart, DefaultText: strconv.Itoa(l7.DefaultUpstreamMaxConns), effective: zeroMeans(l7.DefaultUpstreamMaxConns),
 		Usage: "requests in flight to each Nexus node; more wait briefly, then get 503",
 		ptr:   func(c *Config) any { return &c.UpstreamMaxConns }},
 	{Name: "cert", def: []string(nil),
@@ -207,10 +246,10 @@ var settings = []Setting{
 	{Name: "socks5-auth-file", def: "", Reload: RestartOnOff,
 		Usage: "`FILE` of user:password lines required by the SOCKS5 ingress",
 		ptr:   func(c *Config) any { return &c.Socks5AuthFile }},
-	{Name: "plain-http-scheme", def: "", Reload: Restart, DefaultText: "http",
+	{Name: "plain-http-scheme", def: "", Reload: Restart, DefaultText: "http", effective: zeroMeans("http"),
 		Usage: "`SCHEME` clients use for plain-HTTP port routes: http, or https behind a TLS-ending load balancer",
 		ptr:   func(c *Config) any { return &c.PlainHTTPScheme }},
-	{Name: "strip-header", def: []string(nil), Reload: Restart,
+	{Name: "strip-header", def: []string(nil), Reload: Restart, effective: headerSet,
 		Usage: "request header `NAME` never passed to Nexus (the one its Remote User Token realm trusts); repeatable",
 		ptr:   func(c *Config) any { return &c.StripHeader }},
 	{Name: "port-tls-only", def: false, Reload: Restart,
@@ -222,19 +261,19 @@ var settings = []Setting{
 	{Name: "metrics-listen", def: "", Reload: Restart,
 		Usage: "`ADDR` for /metrics, /healthz, /readyz and /upstreams",
 		ptr:   func(c *Config) any { return &c.MetricsListen }},
-	{Name: "handshake-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHandshakeTimeout.String(),
+	{Name: "handshake-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHandshakeTimeout.String(), effective: zeroMeans(mux.DefaultHandshakeTimeout),
 		Usage: "deadline for the routing phase (PROXY header + ClientHello)",
 		ptr:   func(c *Config) any { return &c.HandshakeTimeout }},
-	{Name: "header-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHeaderTimeout.String(),
+	{Name: "header-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHeaderTimeout.String(), effective: zeroMeans(mux.DefaultHeaderTimeout),
 		Usage: "deadline for the TLS handshake and each request's headers; never a body timeout",
 		ptr:   func(c *Config) any { return &c.HeaderTimeout }},
-	{Name: "idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultIdleTimeout.String(),
+	{Name: "idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultIdleTimeout.String(), effective: zeroMeans(mux.DefaultIdleTimeout),
 		Usage: "close idle client keep-alive connections after this",
 		ptr:   func(c *Config) any { return &c.IdleTimeout }},
 	{Name: "idle-release-after", def: mux.DefaultIdleRelease, Reload: Restart,
 		Usage: "free an idle HTTP/1 keep-alive connection's goroutine and buffers after this long; the connection stays open (0: never)",
 		ptr:   func(c *Config) any { return &c.IdleRelease }},
-	{Name: "passthrough-idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultPassthroughIdleTimeout.String(),
+	{Name: "passthrough-idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultPassthroughIdleTimeout.String(), effective: zeroMeans(mux.DefaultPassthroughIdleTimeout),
 		Usage: "close a passthrough stream that carried no byte either way for this long",
 		ptr:   func(c *Config) any { return &c.PassthroughIdleTimeout }},
 	{Name: "drain-timeout", def: time.Duration(0), DefaultText: "30s", // daemon.DefaultDrainTimeout (daemon imports config)
@@ -258,10 +297,10 @@ var settings = []Setting{
 	{Name: "max-requests-per-client", def: DefaultMaxRequestsPerClient, Reload: Restart,
 		Usage: "answer 429 to a client address with this many requests in flight (0: no limit)",
 		ptr:   func(c *Config) any { return &c.MaxRequestsPerClient }},
-	{Name: "log-format", def: "text", Reload: Restart,
+	{Name: "log-format", def: "text", Reload: Restart, effective: zeroMeans("text"),
 		Usage: "text or json",
 		ptr:   func(c *Config) any { return &c.LogFormat }},
-	{Name: "log-level", def: "info", Reload: Restart,
+	{Name: "log-level", def: "info", Reload: Restart, effective: func(v any) any { return cmp.Or(strings.ToLower(v.(string)), "info") },
 		Usage: "debug, info, warn or error",
 		ptr:   func(c *Config) any { return &c.LogLevel }},
 	{Name: "no-memory-trim", def: false,
@@ -297,12 +336,14 @@ func Defaults() *Config {
 	return c
 }
 
-// RestartNeeded lists the settings that differ between old and new and that
-// a reload cannot apply (see Setting.Reload).
+// RestartNeeded lists the settings whose effective values (defaults
+// applied, spellings normalised) differ between old and new and that a
+// reload cannot apply (see Setting.Reload). Writing out a default that was
+// left unset, or another spelling of the running value, is no change.
 func RestartNeeded(old, new *Config) []string {
 	var out []string
 	for _, s := range settings {
-		changed := !equal(s.value(old), s.value(new))
+		changed := !equal(s.effectiveValue(old), s.effectiveValue(new))
 		switch s.Reload {
 		case Restart:
 			if changed {

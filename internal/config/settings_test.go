@@ -105,6 +105,14 @@ func TestRestartNeeded(t *testing.T) {
 		{"log and limits", func(c *Config) { c.LogLevel, c.MaxConns, c.IdleTimeout = "debug", 5, time.Minute },
 			[]string{"idle-timeout", "max-conns", "log-level"}},
 		{"socks5 password file set", func(c *Config) { c.Socks5AuthFile = "/users" }, []string{"socks5-auth-file (on/off)"}},
+		{"defaults written out", func(c *Config) {
+			c.HandshakeTimeout, c.HeaderTimeout, c.IdleTimeout, c.PassthroughIdleTimeout = 10*time.Second, 30*time.Second, 2*time.Minute, 5*time.Minute
+			c.HealthInterval, c.UpstreamMaxConns, c.PlainHTTPScheme = 2*time.Second, 200, "http"
+		}, nil},
+		{"other spellings", func(c *Config) { c.LogLevel, c.LogFormat = "INFO", "text" }, nil},
+		{"log level and format left empty", func(c *Config) { c.LogLevel, c.LogFormat = "", "" }, nil},
+		{"default changed", func(c *Config) { c.IdleTimeout, c.PlainHTTPScheme, c.LogLevel = time.Minute, "https", "Debug" },
+			[]string{"plain-http-scheme", "idle-timeout", "log-level"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := base()
@@ -119,6 +127,11 @@ func TestRestartNeeded(t *testing.T) {
 	if got := RestartNeeded(old, n); !slices.Equal(got, []string{"port (with --bind-ports)"}) {
 		t.Errorf("port change with --bind-ports: RestartNeeded = %q", got)
 	}
+	old.StripHeader, n.StripHeader = []string{"X-Remote-User", "X-Other"}, []string{"x-other", "x-remote-user", "X-Other"}
+	if got := RestartNeeded(old, n); !slices.Equal(got, []string{"port (with --bind-ports)"}) {
+		t.Errorf("strip-header respelt: RestartNeeded = %q", got)
+	}
+	old.StripHeader, n.StripHeader = nil, nil
 	old.Socks5AuthFile, n.Socks5AuthFile, n.Port = "/a", "/b", old.Port
 	if got := RestartNeeded(old, n); len(got) != 0 {
 		t.Errorf("socks5 password file renamed: RestartNeeded = %q, want none", got)

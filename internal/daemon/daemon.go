@@ -22,11 +22,13 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/internal/memtrim"
 	"github.com/nexmux/nexmux/internal/metrics"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/socks5"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // DefaultDrainTimeout is how long SIGTERM waits for in-flight transfers.
@@ -78,8 +80,9 @@ type Options struct {
 	AccessLog *slog.Logger
 	// Reload re-reads the configuration on SIGHUP; nil disables reload.
 	// When it read a configuration that is invalid, it returns it as a
-	// Runtime holding only Config, with the error: the daemon then
-	// watches the files it names to retry when they change.
+	// Runtime holding only Config, with the error: the daemon then also
+	// reports what in it needs a restart, and watches the files it names
+	// to retry when they change.
 	Reload func() (*config.Runtime, error)
 	// Listen creates the listeners (default net.Listen). Tests bind inside
 	// a network namespace through it; socket activation would too.
@@ -363,12 +366,22 @@ func (d *Daemon) reloadLocked(seen map[string]string) error {
 		next = b.Config
 	}
 	cur := d.currentBuilt()
-	if err == nil {
+	errs := []error{err}
+	if next != nil {
+		// Reported with the invalid values, if any: every reason to
+		// refuse at once.
 		if changed := config.RestartNeeded(cur.Config, next); len(changed) > 0 {
-			err = fmt.Errorf("these settings changed and need a restart: %s", strings.Join(changed, ", "))
+			errs = append(errs, fmt.Errorf("these settings changed and need a restart: %s", strings.Join(changed, ", ")))
+		}
+		spec := b.UpstreamSpec
+		if err != nil {
+			spec, _ = upstream.ParseSpec(next.Upstream, next.DrainUpstream)
+		}
+		if spec != nil {
+			errs = append(errs, cur.Upstreams.Set().CheckUpdate(spec))
 		}
 	}
-	if err == nil {
+	if err = errlist.Join(errs...); err == nil {
 		// The running node set takes the new node list; the new
 		// configuration keeps using it.
 		live := cur.Upstreams

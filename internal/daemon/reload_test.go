@@ -4,9 +4,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,4 +88,44 @@ func TestRefusedReloadRetriedWhenMissingFileAppears(t *testing.T) {
 		defer c.Close()
 		return slices.Contains(c.ConnectionState().PeerCertificates[0].DNSNames, "renewed.other.test")
 	})
+}
+
+// Writing out a restart-only setting's default, or another spelling of the
+// running value, is no change: the reload goes through. A real change is
+// refused, reported in the same refusal as an invalid value, and a changed
+// context path is named with its old and new value.
+func TestReloadComparesEffectiveValues(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "nexmux.yaml")
+	base := "route: [\"team-a.nexmux.test=team-a\"]\n"
+	st, logs := reloadStack(t, file, base)
+	if got := get(st, "team-b", "/v2/"); got != 0 {
+		t.Fatalf("team-b before the reload: %d", got)
+	}
+
+	// The stack runs with these unset (zero): their defaults apply.
+	defaults := "idle-timeout: 2m\nhandshake-timeout: 10s\nheader-timeout: 30s\npassthrough-idle-timeout: 5m\n" +
+		"health-interval: 2s\nupstream-max-conns: 200\nplain-http-scheme: http\nlog-level: INFO\nlog-format: text\n"
+	writeFile(t, file, "route: [\"team-a.nexmux.test=team-a\", \"team-b.nexmux.test=team-b\"]\n"+defaults)
+	waitFor(t, "team-b after the reload", func() bool { return get(st, "team-b", "/v2/") == http.StatusUnauthorized })
+	if ls := logLines(logs, "reload refused"); len(ls) > 0 {
+		t.Fatalf("a reload was refused: %s", ls[0])
+	}
+
+	// A real change of a restart-only setting, an invalid value and
+	// another context path: one refusal says all three.
+	writeFile(t, file, base+"idle-timeout: 1m\npassthrough-proxy-protocol: v3\nupstream: [\""+st.NexusURL+"/nexus\"]\n")
+	line := waitLog(t, logs, "reload refused")
+	for _, want := range []string{
+		`passthrough-proxy-protocol \"v3\": want v1 or v2`,
+		"need a restart: idle-timeout",
+		"running http without a context path, new http with context path /nexus",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("refusal without %q: %s", want, line)
+		}
+	}
+	if got := get(st, "team-b", "/v2/"); got != http.StatusUnauthorized {
+		t.Fatalf("after a refused reload the previous configuration must serve: %d", got)
+	}
 }
