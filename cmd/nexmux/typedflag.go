@@ -74,21 +74,24 @@ func (f *typedFlag) String() string { return cli.FlagStringer(f) }
 // Apply reads the environment variable, then registers the value; neither
 // can fail.
 func (f *typedFlag) Apply(set *flag.FlagSet) error {
-	for _, e := range f.EnvVars {
-		val, ok := os.LookupEnv(e)
-		if !ok {
-			continue
-		}
-		// An empty variable counts as unset, as for every setting.
-		if val == "" {
-			break
-		}
+	if e, val := fromEnv(f.EnvVars); e != "" {
 		f.v.text, f.v.env = val, e
 		f.HasBeenSet = true
-		break
 	}
 	set.Var(f.v, f.Name, f.Usage)
 	return nil
+}
+
+// fromEnv returns the first of envs set to a non-empty value, and the
+// value: an empty variable counts as unset, for every setting ("" when
+// none is set).
+func fromEnv(envs []string) (name, val string) {
+	for _, e := range envs {
+		if v := os.Getenv(e); v != "" {
+			return e, v
+		}
+	}
+	return "", ""
 }
 
 // parse returns the value, of the default's type, or an error naming the
@@ -123,8 +126,7 @@ type listFlag struct {
 type listValue struct {
 	items   []string
 	onFlag  bool   // the command line gave items: the environment's are dropped
-	env     string // the variable envText came from
-	envText string
+	envText string // the environment variable's text
 }
 
 func (v *listValue) Set(s string) error {
@@ -155,12 +157,9 @@ func (f *listFlag) String() string         { return cli.FlagStringer(f) }
 
 // Apply reads the environment variable, then registers the value.
 func (f *listFlag) Apply(set *flag.FlagSet) error {
-	for _, e := range f.EnvVars {
-		if val, ok := os.LookupEnv(e); ok && val != "" {
-			f.v.env, f.v.envText = e, val
-			f.HasBeenSet = true
-			break
-		}
+	if e, val := fromEnv(f.EnvVars); e != "" {
+		f.v.envText = val
+		f.HasBeenSet = true
 	}
 	set.Var(f.v, f.Name, f.Usage)
 	return nil
@@ -182,13 +181,10 @@ type stringFlag struct{ cli.StringFlag }
 
 func (f *stringFlag) Apply(set *flag.FlagSet) error {
 	all := f.EnvVars
-	var nonEmpty []string
-	for _, e := range all {
-		if os.Getenv(e) != "" {
-			nonEmpty = append(nonEmpty, e)
-		}
+	f.EnvVars = nil
+	if e, _ := fromEnv(all); e != "" {
+		f.EnvVars = []string{e}
 	}
-	f.EnvVars = nonEmpty
 	err := f.StringFlag.Apply(set)
 	f.EnvVars = all
 	return err
