@@ -11,7 +11,7 @@ import (
 // follows it; a read of the segment after the last "/blobs/" or
 // "/manifests/" is by digest when that segment holds a ":".
 func classifyByScan(method, sub string) (class int, digest, uuid string) {
-	if sub == "/v2/token" {
+	if strings.HasSuffix(sub, "/v2/token") {
 		return classRead, "", ""
 	}
 	if i := strings.LastIndex(sub, "/blobs/uploads/"); i >= 0 {

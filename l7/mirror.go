@@ -276,7 +276,7 @@ func (st *reqState) registryLabel() string {
 // in every repository, pushes to other teams' included. Reads with the
 // credentials added get no 401, so a client has no token to fetch.
 func (p *Proxy) mirrorOutgoing(st *reqState, out *http.Request) {
-	if st.mirror == nil || out.Header.Get("Authorization") != "" || strings.HasSuffix(out.URL.Path, "/v2/token") {
+	if st.mirror == nil || out.Header.Get("Authorization") != "" || route.IsTokenPath(out.URL.Path) {
 		return
 	}
 	if v := p.mirrorAuthValue(); v != "" {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
 )
 
@@ -78,7 +79,7 @@ func classify(method, sub string) (class int, digest, uuid string) {
 	// The token endpoint is a read whatever the method: containerd asks
 	// it with an OAuth2 form POST, and falls back to GET only on 401, 404
 	// or 405, so a "no writes" 503 on read-only nodes failed every pull.
-	if sub == "/v2/token" {
+	if route.IsTokenPath(sub) {
 		return classRead, "", ""
 	}
 	// Every class is decided by the last path segment and what precedes it.

@@ -88,10 +88,11 @@ func (t Target) Pick(r Request) string {
 // with the push action. Only GET counts: Nexus has no OAuth2 POST flow (it
 // answers 404 and clients fall back to GET with Basic credentials).
 func TokenPush(method, path, query string) bool {
-	return method == http.MethodGet && isTokenPath(path) && pushScope(query)
+	return method == http.MethodGet && IsTokenPath(path) && pushScope(query)
 }
 
-// IsToken reports whether path is a token endpoint ("/v2/token").
-func isTokenPath(path string) bool {
+// IsTokenPath reports whether path is a token endpoint ("/v2/token"; the
+// repository's, or under [ctx]/repository/<repo>/).
+func IsTokenPath(path string) bool {
 	return strings.HasSuffix(path, "/v2/token")
 }

@@ -52,7 +52,7 @@ func TestPickReplaysClientTraces(t *testing.T) {
 				if got := split.Pick(Request{Method: method, Path: rest, Query: query, Auth: auth}); got != chosen {
 					t.Errorf("%s (session %s): Pick = %s, recorded %s", line, auth, got, chosen)
 				}
-				if isTokenPath(rest) && status == "200" {
+				if IsTokenPath(rest) && status == "200" {
 					for name, a := range tokenScopes(query) {
 						session[name] = a
 					}
