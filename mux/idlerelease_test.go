@@ -3,6 +3,7 @@ package mux_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -416,5 +417,77 @@ func TestIdleReleaseWakeThenStall(t *testing.T) {
 				t.Fatalf("answered %q", got)
 			}
 		})
+	}
+}
+
+// heldConn sends the first n bytes written to it, then holds the rest
+// until release is closed.
+type heldConn struct {
+	net.Conn
+	n       int
+	release chan struct{}
+}
+
+func (c *heldConn) Write(b []byte) (int, error) {
+	if c.n > 0 && len(b) > c.n {
+		n := c.n
+		c.n = 0
+		if _, err := c.Conn.Write(b[:n]); err != nil {
+			return 0, err
+		}
+		<-c.release
+		m, err := c.Conn.Write(b[n:])
+		return n + m, err
+	}
+	return c.Conn.Write(b)
+}
+
+// A connection accepted before Shutdown but still in its routing phase
+// (here: its ClientHello half sent) is handed to http.Server and its
+// request answered, not closed once its handshake is done because
+// http.Server no longer takes connections.
+func TestShutdownServesConnectionsStillRouting(t *testing.T) {
+	m := startMuxWith(t, muxConfig{maxConns: 10}) // counted: OpenCounts sees it
+	raw, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	hc := &heldConn{Conn: raw, n: 10, release: make(chan struct{})}
+	c := tls.Client(hc, m.tlsConfig("team-a.nexmux.test"))
+	answered := make(chan error, 1)
+	go func() {
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(c, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+			answered <- err
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("status %s", resp.Status)
+			}
+		}
+		answered <- err
+	}()
+	// The server holds the connection in its routing phase.
+	eventually(t, func() (bool, string) {
+		active, _ := m.srv.OpenCounts()
+		return active == 1, fmt.Sprintf("%d connections open", active)
+	})
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shut <- m.srv.Shutdown(ctx)
+	}()
+	time.Sleep(200 * time.Millisecond) // Shutdown is under way
+	close(hc.release)
+	if err := <-answered; err != nil {
+		t.Fatalf("a connection accepted before Shutdown: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }

@@ -49,11 +49,15 @@ type decision struct {
 func (s *Server) handle(raw net.Conn, src source) {
 	d, ok := s.decide(raw, src)
 	if !ok {
+		s.routing.Add(-1)
 		s.track.RemoveConn(raw)
 		raw.Close()
 		return
 	}
 	s.routed(d.info.Route)
+	if _, ok := d.to.(terminate); !ok {
+		s.routing.Add(-1) // terminate counts down once http.Server has it
+	}
 	d.to.serve(d)
 }
 

@@ -107,6 +107,10 @@ type Server struct {
 	active  atomic.Int64      // connections counted against MaxConns
 	clients perclient.Counter // connections per client, against MaxConnsPerClient
 	live    live              // routed connections, for revocation on reload
+	// routing counts accepted connections not yet given to their target
+	// (or refused): Shutdown lets them reach http.Server before it stops
+	// taking connections.
+	routing atomic.Int64
 
 	life    context.Context // ends when Shutdown gives up waiting
 	endLife context.CancelFunc
@@ -220,7 +224,9 @@ func (s *Server) ServeConn(c net.Conn, port int) error {
 			return nil
 		}
 	}
+	s.routing.Add(1)
 	if !s.track.AddConn(c) {
+		s.routing.Add(-1)
 		c.Close()
 		return http.ErrServerClosed
 	}
@@ -292,7 +298,9 @@ func (s *Server) serve(ln net.Listener, port int) error {
 		if c = s.count(c); c == nil {
 			continue
 		}
+		s.routing.Add(1)
 		if !s.track.AddConn(c) {
+			s.routing.Add(-1)
 			c.Close()
 			continue
 		}
@@ -359,6 +367,12 @@ func isTemporary(err error) bool {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.track.Close()
 	s.parked.closeAll()
+	// http.Server stops taking connections at once: one still in its
+	// routing phase or TLS handshake would be closed after it, its request
+	// never answered. Those accepted before Close are handed over first.
+	for s.routing.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 	err := s.http.Shutdown(ctx)
 	done := s.track.Idle()
 	select {

@@ -20,6 +20,7 @@ type terminate struct{ s *Server }
 var _ target = terminate{}
 
 func (t terminate) serve(d decision) {
+	defer t.s.routing.Add(-1) // handed to http.Server, or closed
 	d.info.TLS = d.tls
 	// The bytes routing read (the ClientHello, or a plain request's first
 	// bytes) are handed out again first, as bytes read ahead.
