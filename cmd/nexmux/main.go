@@ -65,10 +65,8 @@ func configFlags(command string) []cli.Flag {
 func loadConfig(c *cli.Context) (*config.Config, error) {
 	cfg := config.Defaults()
 	var errs *multierror.Error
-	// Flag parsing stops at the first argument that is not a flag: with
-	// "--bind-ports true --route ...", every flag after "true" was lost.
-	if c.NArg() > 0 {
-		errs = errlist.Append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read (a bool flag takes --name=false, not --name false)", c.Args().First()))
+	for _, err := range argProblems(c) {
+		errs = errlist.Append(errs, err)
 	}
 	if f := c.String("config"); f != "" {
 		err := cfg.ApplyFile(f)
@@ -206,12 +204,7 @@ func newApp() *cli.App {
 				},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
-					var errs []error
-					// Flag parsing stops at the first argument that is not
-					// a flag: every flag after it would be silently lost.
-					if c.NArg() > 0 {
-						errs = append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read", c.Args().First()))
-					}
+					errs := argProblems(c)
 					for _, name := range []string{"nexus", "user", "password-file"} {
 						if c.String(name) == "" {
 							errs = append(errs, fmt.Errorf("--%s is required", name))
@@ -268,7 +261,7 @@ func newApp() *cli.App {
 }
 
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
+	if err := runApp(newApp(), os.Args); err != nil {
 		var ec cli.ExitCoder
 		if !errors.As(err, &ec) {
 			fmt.Fprintln(os.Stderr, "nexmux:", err)

@@ -24,7 +24,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 	t.Cleanup(func() { cli.OsExiter, cli.ErrWriter = oldExiter, oldErr })
 	app := newApp()
 	app.Writer, app.ErrWriter = &out, &errb
-	if err := app.Run(append([]string{"nexmux"}, args...)); err != nil && code == 0 {
+	if err := runApp(app, append([]string{"nexmux"}, args...)); err != nil && code == 0 {
 		code = 1
 	}
 	return out.String(), errb.String(), code
@@ -365,5 +365,61 @@ func TestIptablesRefusesBuiltinChain(t *testing.T) {
 	}
 	if out, errs, code := run(t, "iptables", "--chain", "DOCKER", "--listen", ":8443", "--port", "8082=a"); code != 0 || !strings.Contains(out, ":DOCKER - [0:0]") {
 		t.Errorf("printing for chain DOCKER: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// An unknown flag is listed with every other problem of the command line,
+// and the flags after it are still read: Go's flag parser alone stops at
+// it and reports nothing else.
+func TestUnknownFlagListedWithTheRest(t *testing.T) {
+	crt, key := certFiles(t)
+	_, errs, code := run(t, "check", "--rout", "a=b", "--max-conns", "many", "-listne=:1", "--cert", crt, "--key", key, "--route", "bad")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"flag provided but not defined: --rout", "flag provided but not defined: -listne", `max-conns "many"`, `route "bad"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	if strings.Contains(errs, `"a=b"`) || strings.Contains(errs, "no routes") {
+		t.Errorf("the unknown flag's value or the flags after it were misread:\n%s", errs)
+	}
+	// Alone, it is still refused, with the rest valid and read.
+	out, errs, code := run(t, "check", "--bogus", "--cert", crt, "--key", key, "--route", "a.example.com=r")
+	if code != exitInvalid || out != "" || strings.Count(strings.TrimSpace(errs), "\n") != 1 || !strings.Contains(errs, "--bogus") {
+		t.Fatalf("exit %d, want %d and one problem:\n%s%s", code, exitInvalid, out, errs)
+	}
+	for _, cmd := range [][]string{
+		{"iptables", "--chian", "X", "--port", "0=r"},
+		{"discover", "--nexsu", "http://127.0.0.1:1", "--format", "xml"},
+	} {
+		_, errs, code := run(t, cmd...)
+		if code != exitInvalid || !strings.Contains(errs, "flag provided but not defined: "+cmd[1]) || strings.Count(strings.TrimSpace(errs), "\n") < 2 {
+			t.Errorf("%s: exit %d, want %d and every problem:\n%s", cmd[0], code, exitInvalid, errs)
+		}
+	}
+}
+
+func TestStripUnknownFlags(t *testing.T) {
+	app := newApp()
+	for _, tc := range []struct{ in, kept, unknown string }{
+		{"--route a=b --bogus --listen :1", "--route a=b --listen :1", "--bogus"},
+		{"--bogus v --listen :1", "--listen :1", "--bogus"},
+		{"--bogus=v -x --listen=:1", "--listen=:1", "--bogus -x"},
+		{"--drain-timeout -1s --nope", "--drain-timeout -1s", "--nope"},
+		{"--bind-ports --nope x", "--bind-ports", "--nope"},
+		{"--bind-ports stray --nope", "--bind-ports stray --nope", ""},
+		{"-- --nope", "-- --nope", ""},
+		{"--help --nope", "--help", "--nope"},
+	} {
+		args := append([]string{"nexmux", "check"}, strings.Fields(tc.in)...)
+		kept, unknown := stripUnknownFlags(app, args)
+		if got := strings.Join(kept[2:], " "); got != tc.kept {
+			t.Errorf("%q: kept %q, want %q", tc.in, got, tc.kept)
+		}
+		if got := strings.Join(unknown, " "); got != tc.unknown {
+			t.Errorf("%q: unknown %q, want %q", tc.in, got, tc.unknown)
+		}
 	}
 }

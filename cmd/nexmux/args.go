@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// unknownFlagsKey is where runApp leaves a command's unknown flags, in
+// App.Metadata, for the command to list with every other problem.
+const unknownFlagsKey = "nexmux.unknownFlags"
+
+// runApp runs the CLI. Go's flag parser stops at the first unknown flag,
+// so a misspelt flag would hide every other problem of the command line;
+// runApp takes unknown flags out first and the command reports them
+// together with the rest (argProblems), exit status 2, nothing started.
+func runApp(app *cli.App, args []string) error {
+	args, unknown := stripUnknownFlags(app, args)
+	if len(unknown) > 0 {
+		if app.Metadata == nil {
+			app.Metadata = map[string]any{}
+		}
+		app.Metadata[unknownFlagsKey] = unknown
+	}
+	return app.Run(args)
+}
+
+// stripUnknownFlags returns args without the flags the command named by
+// args[1] does not define, and those flags. It reads the arguments as
+// flag.FlagSet does: "-name" or "--name", "=value" or the next argument
+// as the value of a flag that takes one, up to "--" or the first argument
+// that is not a flag. An unknown flag without "=" takes the next argument
+// with it unless that is a flag: the commands take no arguments, so it can
+// only be the unknown flag's value, and left in place it would end the
+// parsing and lose every flag after it.
+func stripUnknownFlags(app *cli.App, args []string) ([]string, []string) {
+	if len(args) < 3 {
+		return args, nil
+	}
+	cmd := app.Command(args[1])
+	if cmd == nil || len(cmd.Flags) == 0 {
+		return args, nil
+	}
+	takesValue := map[string]bool{"help": false, "h": false}
+	for _, f := range cmd.Flags {
+		tv := true
+		if d, ok := f.(cli.DocGenerationFlag); ok {
+			tv = d.TakesValue()
+		}
+		for _, n := range f.Names() {
+			takesValue[n] = tv
+		}
+	}
+	kept := append([]string(nil), args[:2]...)
+	var unknown []string
+	i := 2
+	for ; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		tv, known := takesValue[name]
+		next := i+1 < len(args)
+		switch {
+		case known:
+			kept = append(kept, a)
+			if tv && !hasValue && next {
+				i++
+				kept = append(kept, args[i])
+			}
+		default:
+			flag, _, _ := strings.Cut(a, "=")
+			unknown = append(unknown, flag)
+			if !hasValue && next && !strings.HasPrefix(args[i+1], "-") {
+				i++
+			}
+		}
+	}
+	return append(kept, args[i:]...), unknown
+}
+
+// argProblems are the command line's problems that flag parsing does not
+// report: unknown flags (runApp) and a stray argument, which ends flag
+// parsing and so loses every flag after it ("--bind-ports true --route
+// ...").
+func argProblems(c *cli.Context) []error {
+	var errs []error
+	unknown, _ := c.App.Metadata[unknownFlagsKey].([]string)
+	for _, f := range unknown {
+		errs = append(errs, fmt.Errorf("flag provided but not defined: %s", f))
+	}
+	if c.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read (a bool flag takes --name=false, not --name false)", c.Args().First()))
+	}
+	return errs
+}
