@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -55,7 +56,7 @@ type Daemon struct {
 	errc      chan error
 	wg        sync.WaitGroup
 	mu        sync.Mutex // guards built across reloads
-	reloadMu  sync.Mutex // one reload at a time; guards watchFiles and watchSeen
+	reloadMu  sync.Mutex // one reload at a time; guards the watch* fields
 	stopWatch context.CancelFunc
 	stopTrim  context.CancelFunc
 	stopProbe context.CancelFunc
@@ -65,6 +66,9 @@ type Daemon struct {
 	// their state when the configuration was last read.
 	watchFiles []string
 	watchSeen  map[string]string
+	// watchPending is the changed state of the last poll, reloaded once a
+	// poll finds it again (pollWatched).
+	watchPending map[string]string
 
 	memTrimInterval time.Duration
 	memTrimPolicy   memtrim.Policy
@@ -476,6 +480,7 @@ func (d *Daemon) setWatch(files []string, seen map[string]string) {
 	files = slices.Clone(files)
 	slices.Sort(files)
 	d.watchFiles = slices.Compact(files)
+	d.watchPending = nil
 	d.watchSeen = make(map[string]string, len(d.watchFiles))
 	for _, f := range d.watchFiles {
 		st, ok := seen[f]
@@ -498,13 +503,28 @@ func (d *Daemon) watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		d.reloadMu.Lock()
-		now := statFiles(d.watchFiles)
-		if i := slices.IndexFunc(d.watchFiles, func(f string) bool { return now[f] != d.watchSeen[f] }); i >= 0 {
-			d.log.Info("watched file changed; reloading", "file", d.watchFiles[i])
-			_ = d.reloadLocked(now)
-		}
-		d.reloadMu.Unlock()
+		d.pollWatched()
+	}
+}
+
+// pollWatched reloads when a watched file has changed and then stayed as it
+// is for one poll interval. A file caught while being written (truncated,
+// then filled; a certificate renewed before its key) can parse as a valid
+// configuration with routes missing, and applying it would revoke their
+// live connections until the next poll put them back.
+func (d *Daemon) pollWatched() {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	now := statFiles(d.watchFiles)
+	i := slices.IndexFunc(d.watchFiles, func(f string) bool { return now[f] != d.watchSeen[f] })
+	switch {
+	case i < 0:
+		d.watchPending = nil
+	case !maps.Equal(now, d.watchPending):
+		d.watchPending = now
+	default:
+		d.log.Info("watched file changed; reloading", "file", d.watchFiles[i])
+		_ = d.reloadLocked(now)
 	}
 }
 

@@ -129,3 +129,35 @@ func TestReloadComparesEffectiveValues(t *testing.T) {
 		t.Fatalf("after a refused reload the previous configuration must serve: %d", got)
 	}
 }
+
+// A watched file is reloaded only once it has stayed the same for a poll
+// interval: one caught while being written may parse, with routes
+// missing, and applying it would revoke their connections.
+func TestWatchedFileReloadedOnceSettled(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	writeFile(t, file, "route: [\"team-a.nexmux.test=team-a\"]\n")
+	logs := &logBuffer{}
+	// The test polls; the daemon's own watch never comes round.
+	st := stack.Start(t, stack.Options{Daemon: daemon.Options{WatchInterval: time.Hour}, ConfigFile: file,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	reloads := func() int { return len(logLines(logs, "msg=reloaded")) }
+
+	writeFile(t, file, "route:\n  - team-a.nexmux.test=team-a\n")
+	st.Daemon.PollWatched()
+	writeFile(t, file, "route:\n  - team-a.nexmux.test=team-a\n  - team-b.nexmux.test=team-b\n")
+	st.Daemon.PollWatched()
+	if n := reloads(); n != 0 {
+		t.Fatalf("%d reloads while the file was still changing, want 0:\n%s", n, logs.String())
+	}
+	st.Daemon.PollWatched()
+	if n := reloads(); n != 1 {
+		t.Fatalf("%d reloads once the file settled, want 1:\n%s", n, logs.String())
+	}
+	if got := get(st, "team-b", "/v2/"); got != http.StatusUnauthorized {
+		t.Fatalf("team-b after the reload: %d, want Nexus's 401", got)
+	}
+	st.Daemon.PollWatched()
+	if n := reloads(); n != 1 {
+		t.Fatalf("%d reloads with nothing changed, want still 1", n)
+	}
+}
