@@ -252,6 +252,10 @@ func newApp() *cli.App {
 					if err != nil {
 						return invalid(err)
 					}
+					// The warnings serve would log: valid, but not as meant.
+					for _, w := range b.Warnings {
+						fmt.Fprintln(c.App.ErrWriter, "nexmux: warning:", w)
+					}
 					fmt.Fprint(c.App.Writer, b.Describe())
 					return nil
 				},

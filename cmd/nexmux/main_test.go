@@ -423,3 +423,21 @@ func TestStripUnknownFlags(t *testing.T) {
 		}
 	}
 }
+
+// check prints the warnings serve would log (exit 0: the configuration is
+// valid).
+func TestCheckPrintsWarnings(t *testing.T) {
+	crt, key := certFiles(t)
+	auth := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(auth, []byte("alice:secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=r",
+		"--socks5-listen", "127.0.0.1:0", "--socks5-auth-file", auth)
+	if code != 0 || !strings.Contains(out, "a.example.com") {
+		t.Fatalf("exit %d:\n%s%s", code, out, errs)
+	}
+	if !strings.Contains(errs, "warning: socks5-auth-file "+auth+" is readable by every user") {
+		t.Fatalf("stderr lacks the world-readable warning:\n%s", errs)
+	}
+}
