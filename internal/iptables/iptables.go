@@ -33,6 +33,16 @@ var chainName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,27}$`)
 // jump into it is refused: --chain must name a chain of nexmux's own.
 var Builtin = []string{"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "FORWARD"}
 
+// Targets are the standard targets and the target extensions of iptables
+// 1.8 (the libxt_/libipt_ modules with upper-case names). iptables refuses
+// a chain named like a target ("chain name may not clash with target
+// name"), but only when the rules are loaded.
+var Targets = []string{"ACCEPT", "DROP", "QUEUE", "RETURN",
+	"AUDIT", "CHECKSUM", "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT", "DNAT", "DNPT", "DSCP",
+	"ECN", "HL", "HMARK", "IDLETIMER", "LED", "LOG", "MARK", "MASQUERADE", "NAT", "NETMAP", "NFLOG",
+	"NFQUEUE", "NOTRACK", "RATEEST", "REDIRECT", "REJECT", "SECMARK", "SET", "SNAT", "SNPT", "SYNPROXY",
+	"TCPMSS", "TCPOPTSTRIP", "TEE", "TOS", "TPROXY", "TRACE", "TTL", "ULOG"}
+
 // Rules describes what to redirect.
 type Rules struct {
 	Chain      string // DefaultChain when empty
@@ -61,6 +71,8 @@ func (r Rules) ValidateChain() error {
 		return fmt.Errorf("chain %q: want letters, digits, '_' or '-', at most 28", c)
 	case slices.Contains(Builtin, c):
 		return fmt.Errorf("chain %q is a built-in chain: the rules need a chain of their own (default %s)", c, DefaultChain)
+	case slices.Contains(Targets, c):
+		return fmt.Errorf("chain %q is the name of an iptables target, which iptables refuses as a chain name (default %s)", c, DefaultChain)
 	}
 	return nil
 }

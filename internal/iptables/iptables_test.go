@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -70,6 +71,33 @@ func TestForeignRules(t *testing.T) {
 	} {
 		if got := foreignRules(listing, chain); strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("foreignRules(%s) = %q, want %q", chain, got, want)
+		}
+	}
+}
+
+// A chain named like a target is refused before anything is loaded, as
+// iptables would refuse it only while loading. Every target extension this
+// machine's iptables has must be in the list.
+func TestTargetNamedChainRefused(t *testing.T) {
+	for _, c := range Targets {
+		if err := (Rules{Chain: c}).ValidateChain(); err == nil || !strings.Contains(err.Error(), "iptables target") {
+			t.Errorf("chain %s: %v, want a target-name error", c, err)
+		}
+	}
+	mods, _ := filepath.Glob("/usr/lib/*/xtables/lib*t_*.so")
+	mods2, _ := filepath.Glob("/usr/lib*/xtables/lib*t_*.so")
+	for _, m := range append(mods, mods2...) {
+		_, name, _ := strings.Cut(strings.TrimSuffix(filepath.Base(m), ".so"), "_")
+		if name != strings.ToUpper(name) {
+			continue // a match extension
+		}
+		if err := (Rules{Chain: name}).ValidateChain(); err == nil {
+			t.Errorf("chain %s (target extension %s) accepted", name, m)
+		}
+	}
+	for _, c := range []string{"NEXMUX", "accept", "LOGS"} {
+		if err := (Rules{Chain: c}).ValidateChain(); err != nil {
+			t.Errorf("chain %s refused: %v", c, err)
 		}
 	}
 }
