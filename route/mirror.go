@@ -66,7 +66,9 @@ func (m *Mirror) String() string {
 // DockerHub is Docker Hub's canonical registry name.
 const DockerHub = "docker.io"
 
-// CanonicalRegistry lowercases a registry name as clients write it and maps
+// CanonicalRegistry lowercases a registry name as clients write it, drops
+// an explicit ":443" (registries are reached over HTTPS, so "ghcr.io:443"
+// is ghcr.io: containerd sends ?ns=ghcr.io:443 for such an image) and maps
 // Docker Hub's other names onto "docker.io". ok is false when s is not a
 // registry host ("name" or "name:port").
 func CanonicalRegistry(s string) (string, bool) {
@@ -80,6 +82,9 @@ func CanonicalRegistry(s string) (string, bool) {
 	}
 	if host == "" || len(host) > 253 || net.ParseIP(host) == nil && !validHostName(host) {
 		return "", false
+	}
+	if port == "443" {
+		s = host
 	}
 	switch s {
 	case "registry-1.docker.io", "index.docker.io":

@@ -10,6 +10,7 @@ func TestCanonicalRegistry(t *testing.T) {
 		"docker.io": "docker.io", "Docker.IO": "docker.io", "registry-1.docker.io": "docker.io",
 		"INDEX.docker.io": "docker.io", "ghcr.io": "ghcr.io", "registry.corp.test:5000": "registry.corp.test:5000",
 		"localhost": "localhost", "localhost:5000": "localhost:5000", "10.0.0.1:5000": "10.0.0.1:5000",
+		"ghcr.io:443": "ghcr.io", "registry-1.docker.io:443": "docker.io", "GHCR.io:443": "ghcr.io", "ghcr.io:4430": "ghcr.io:4430",
 		"ghcr.io.": "", "ghcr..io": "", "ghcr.io:0": "", "ghcr.io:05000": "", "ghcr.io:x": "",
 		"": "", "a/b": "", "-x.io": "", "a b": "", "ghcr.io%2f": "",
 	} {

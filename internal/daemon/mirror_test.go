@@ -124,6 +124,13 @@ func TestMirrorPullsEveryRegistry(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("ns=Index.Docker.IO: %d", resp.StatusCode)
 	}
+	// An image named with the HTTPS port (ghcr.io:443/...) is the same
+	// registry: containerd sends its host as written.
+	for _, p := range []string{"/v2/library/alpine/manifests/3?ns=docker.io%3A443", "/v2/index.docker.io:443/library/alpine/manifests/3"} {
+		if resp, _ := mirrorGet(t, s, http.MethodHead, p, false); resp.StatusCode != 200 {
+			t.Errorf("%s: %d", p, resp.StatusCode)
+		}
+	}
 }
 
 // TestMirrorRefusals: writes, unknown registries, disagreement and path
