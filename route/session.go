@@ -45,8 +45,8 @@ type Request struct {
 }
 
 // Pick chooses the repository for one request on this target. Writes,
-// upload sessions and push-scoped token requests go to Push; reads go to
-// Pull. Existence checks (HEAD of a manifest or a blob) follow the session:
+// upload sessions and push-scoped token GETs go to Push; reads and every
+// other token request (containerd's POST included) go to Pull. Existence checks (HEAD of a manifest or a blob) follow the session:
 //   - push session (marked token): Push. containerd and BuildKit HEAD every
 //     manifest before its PUT and go-containerregistry HEADs an index's
 //     children; the group would answer "exists" for what only a proxy member
@@ -58,6 +58,13 @@ type Request struct {
 //     manifests to Pull (containerd resolves tags with HEAD).
 func (t Target) Pick(r Request) string {
 	if !t.Split() {
+		return t.Pull
+	}
+	// The token endpoint is a read whatever the method: containerd's
+	// OAuth2 POST comes first on every pull, and an offline or refusing
+	// hosted repository must not fail it (containerd falls back to GET
+	// only on 400/401/404/405).
+	if IsTokenPath(r.Path) && !TokenPush(r.Method, r.Path, r.Query) {
 		return t.Pull
 	}
 	switch r.Method {

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -205,4 +206,34 @@ func TestOneNameForceBasicAuth(t *testing.T) {
 	}
 	indexVerify(t, st, st.Host("team-a")+"/team/base:3", idx)
 	hostedHoldsAll(t, st, "team/base:3", idx)
+}
+
+// TestOneNameContainerdTokenPOSTReadsGroup: containerd asks the realm with
+// an OAuth2 form POST before every pull and falls back to GET only on
+// 400/401/404/405. The POST is no write: with the hosted repository offline
+// (pushes frozen) it must still get the group's 404, not hosted's 503, and
+// the pull must go on.
+func TestOneNameContainerdTokenPOSTReadsGroup(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneName()})
+	idx := seedUpstreamIndex(t, st, "library/base", "3")
+	st.Nexus.SetOnline("team-a-hosted", false)
+	st.Nexus.ResetRequests()
+	form := url.Values{
+		"grant_type": {"password"}, "username": {stack.User}, "password": {stack.Password},
+		"client_id": {"containerd-client"}, "service": {"x"}, "scope": {"repository:library/base:pull"},
+	}
+	resp, err := (&http.Client{Transport: st.Transport()}).PostForm("https://"+st.Host("team-a")+"/v2/token", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("token POST: %d, want the group's 404 (containerd then falls back to GET)", resp.StatusCode)
+	}
+	for _, r := range st.Nexus.Requests() {
+		if r.Repo != "team-a" {
+			t.Errorf("%s %s went to %s, want the group", r.Method, r.Path, r.Repo)
+		}
+	}
+	indexVerify(t, st, st.Host("team-a")+"/library/base:3", idx)
 }
