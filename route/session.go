@@ -46,7 +46,8 @@ type Request struct {
 
 // Pick chooses the repository for one request on this target. Writes,
 // upload sessions and push-scoped token GETs go to Push; reads and every
-// other token request (containerd's POST included) go to Pull. Existence checks (HEAD of a manifest or a blob) follow the session:
+// other token request (containerd's POST included) go to Pull. Existence
+// checks (HEAD of a manifest or a blob) follow the session:
 //   - push session (marked token): Push. containerd and BuildKit HEAD every
 //     manifest before its PUT and go-containerregistry HEADs an index's
 //     children; the group would answer "exists" for what only a proxy member
