@@ -143,6 +143,9 @@ func TestMethodAllowlist(t *testing.T) {
 			if resp.StatusCode != tc.want || errorCode(t, body) != "UNSUPPORTED" {
 				t.Fatalf("status %d, body %q: want %d UNSUPPORTED", resp.StatusCode, body, tc.want)
 			}
+			if got := resp.Header.Get("Allow"); got != "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" {
+				t.Errorf("Allow %q: a 405 names the methods served", got)
+			}
 			if n := reached.Load() - before; n != 0 {
 				t.Fatalf("Nexus reached %d times", n)
 			}

@@ -48,6 +48,14 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		st.reason = msg
 		return false
 	}
+	readOnly := func(sub string) bool {
+		allow := "GET, HEAD"
+		if sub == "/v2/token" {
+			allow += ", POST"
+		}
+		w.Header().Set("Allow", allow)
+		return fail(http.StatusMethodNotAllowed, "UNSUPPORTED", "a mirror is read-only")
+	}
 	if !registryPath(rawPath) {
 		// [ctx]/repository/<repo>/v2/... of one of the mirror's own
 		// repositories: Nexus hands such URLs out.
@@ -58,7 +66,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 			return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on this name")
 		}
 		if !mirrorMethod(r.Method, sub) {
-			return fail(http.StatusMethodNotAllowed, "UNSUPPORTED", "a mirror is read-only")
+			return readOnly(sub)
 		}
 		// The same endpoints as by /v2/: no _catalog, no upload sessions.
 		if sub != "/v2/" && sub != "/v2/token" && !mirrorEndpoint(sub) {
@@ -74,7 +82,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		return true
 	}
 	if !mirrorMethod(r.Method, rawPath) {
-		return fail(http.StatusMethodNotAllowed, "UNSUPPORTED", "a mirror is read-only")
+		return readOnly(rawPath)
 	}
 	if !strings.HasPrefix(rawPath+"/", "/v2/") {
 		return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on a mirror name")

@@ -268,6 +268,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer p.perClient.Release(a)
 	}
 	if status, code, msg := p.admit(st.ci, r); status != 0 {
+		if status == http.StatusMethodNotAllowed {
+			cw.Header().Set("Allow", registryAllow)
+		}
 		p.refuseLocal(cw, st, status, code, msg)
 		return
 	}
@@ -322,6 +325,9 @@ func RegistryMethod(method string) bool {
 // RegistryMethods are the methods RegistryMethod admits.
 var RegistryMethods = [...]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
 	http.MethodPatch, http.MethodDelete, http.MethodOptions}
+
+// registryAllow is the Allow header of a 405 (RFC 9110 requires one).
+var registryAllow = strings.Join(RegistryMethods[:], ", ")
 
 // admit refuses requests that do not belong on this connection.
 func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {

@@ -173,6 +173,13 @@ func TestMirrorRefusals(t *testing.T) {
 		if resp.StatusCode != c.status || !strings.Contains(body, `"code":"`+c.code+`"`) {
 			t.Errorf("%s %s: %d %s, want %d %s", c.method, c.path, resp.StatusCode, strings.TrimSpace(body), c.status, c.code)
 		}
+		if allow := resp.Header.Get("Allow"); (c.status == 405) != (allow == "GET, HEAD") {
+			t.Errorf("%s %s: %d with Allow %q: a 405 names the methods served, GET and HEAD", c.method, c.path, resp.StatusCode, allow)
+		}
+	}
+	// The token endpoint takes containerd's POST too.
+	if resp, _ := mirrorGet(t, s, "PUT", "/v2/token", false); resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET, HEAD, POST" {
+		t.Errorf("PUT /v2/token: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
 	}
 	if reqs := s.Nexus.Requests(); len(reqs) != 0 {
 		t.Errorf("refused requests reached Nexus: %+v", reqs[0])
