@@ -114,25 +114,7 @@ func pathOnly(s string) string {
 
 // rewriteLink rewrites every <URL> of a Link header value
 // (`<url>; rel="next", <url2>; rel="prev"`).
-func (p *publicURLs) rewriteLink(v string) string {
-	var b strings.Builder
-	for {
-		i := strings.IndexByte(v, '<')
-		if i < 0 {
-			break
-		}
-		j := strings.IndexByte(v[i:], '>')
-		if j < 0 {
-			break
-		}
-		b.WriteString(v[:i+1])
-		b.WriteString(p.rewrite(v[i+1 : i+j]))
-		b.WriteByte('>')
-		v = v[i+j+1:]
-	}
-	b.WriteString(v)
-	return b.String()
-}
+func (p *publicURLs) rewriteLink(v string) string { return mapLinkURLs(v, p.rewrite) }
 
 // rewriteChallenge rewrites the realm of a Bearer challenge. Without this a
 // client would call Nexus's "<base>/repository/R/v2/token" on the public name,
