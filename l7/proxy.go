@@ -236,6 +236,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.body = body
 	}
 	defer func() {
+		if body != nil && body.deadline != nil && !body.ended.Load() {
+			// net/http reads the unread rest of a small body before it
+			// sends the answer (a local refusal's, or Nexus's early one):
+			// --body-timeout bounds that read too, or a client that never
+			// sends its body gets no answer and holds the connection. A
+			// body that ended (EOF, or failed) needs no more time.
+			_ = body.deadline.SetReadDeadline(time.Now().Add(body.timeout))
+		}
 		if p.observe != nil && st.ci != nil {
 			end := time.Now()
 			rec := Record{Repo: st.repo, Status: cw.status, BytesOut: cw.n, Duration: end.Sub(st.start), End: end, Upstream: st.upstream, Reason: st.reason, Registry: st.registryLabel()}
@@ -660,6 +668,7 @@ type countingBody struct {
 	// it when the body is done (its read ahead starts without one).
 	deadline readDeadliner
 	timeout  time.Duration
+	ended    atomic.Bool // Read returned an error: io.EOF, or the body failed
 }
 
 func (c *countingBody) Read(b []byte) (int, error) {
@@ -668,5 +677,8 @@ func (c *countingBody) Read(b []byte) (int, error) {
 	}
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
+	if err != nil {
+		c.ended.Store(true)
+	}
 	return n, c.bodyError(err)
 }

@@ -107,6 +107,51 @@ func TestClientThatStopsSendingIsCut(t *testing.T) {
 	}
 }
 
+// A request nexmux refuses itself, whose client announced a small body
+// and never sends it, still gets its answer, within --body-timeout:
+// net/http reads the unread rest of such a body before it answers, and
+// that read had no deadline, so the refusal never came and the
+// connection was held for as long as the client liked.
+func TestRefusalOfStalledBodyAnswered(t *testing.T) {
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
+	addr := stallProxy(t, node, 300*time.Millisecond, 0)
+	for _, target := range []string{"/service/rest/v1/status", "/v2/../app/blobs/uploads/"} {
+		c := stalledClient(t, addr, "POST "+target+" HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 100\r\n\r\nabc")
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("POST %s with a stalled body: %v; want nexmux's refusal", target, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 || !resp.Close {
+			t.Fatalf("POST %s with a stalled body: %s, close %v; want a 4xx and the connection closed", target, resp.Status, resp.Close)
+		}
+	}
+}
+
+// An upload cut for --body-timeout is answered and its connection closed
+// then, not kept for another --body-timeout reading what is left.
+func TestStalledUploadClosedWithItsAnswer(t *testing.T) {
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
+	addr := stallProxy(t, node, time.Second, 0)
+	c := stalledClient(t, addr, "PATCH /v2/app/blobs/uploads/u1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 1000\r\n\r\nabc")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	start := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the %s: %v, want the connection closed", resp.Status, err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("connection closed %v after the %s; want at once", d, resp.Status)
+	}
+}
+
 // Slow but moving clients are not cut: each write and read has its own
 // deadline, not the whole transfer.
 func TestSlowClientIsNotCut(t *testing.T) {
