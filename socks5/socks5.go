@@ -43,8 +43,9 @@ import (
 // way for this long; a pull that waits on a slow Nexus stays well inside it.
 const DefaultIdleTimeout = 5 * time.Minute
 
-// ReasonDenied is the refusal reason of a CONNECT outside the route table
-// (log attribute and metric label, beside mux's Reason* constants).
+// ReasonDenied is the refusal reason of a CONNECT outside the route table,
+// and of BIND and UDP ASSOCIATE (log attribute and metric label, beside
+// mux's Reason* constants).
 const ReasonDenied = "socks5_denied"
 
 // Options configures the ingress.
@@ -63,8 +64,9 @@ type Options struct {
 	// (default DefaultIdleTimeout).
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
-	// Refused, when set, is told about each CONNECT refused (ReasonDenied)
-	// and each client refused at accept (ReasonPending).
+	// Refused, when set, is told about each request refused (ReasonDenied:
+	// a CONNECT outside the table, BIND, UDP ASSOCIATE) and each client
+	// refused at accept (ReasonPending).
 	Refused func(reason string)
 	// MaxPending and MaxPendingPerClient bound the sessions that carry no
 	// stream yet (negotiating, or waiting for their CONNECT), in all and
@@ -225,19 +227,28 @@ func (ss *session) Allow(ctx context.Context, req *gosocks5.Request) (context.Co
 	ss.s.noteLogin(ss.client, req.AuthContext)
 	if req.Command != gosocks5.ConnectCommand {
 		// Allowed through to the library, which answers "command not
-		// supported" for BIND and UDP ASSOCIATE.
+		// supported" for BIND and UDP ASSOCIATE and ends the session
+		// without an error: this is the refusal's line.
+		ss.refused("connection refused: socks5 command not supported", "command", commandNames[req.Command])
 		return ctx, req.Command == gosocks5.BindCommand || req.Command == gosocks5.AssociateCommand
 	}
 	d, ok := ss.s.lookup(req.DestAddr)
 	if !ok {
-		ss.s.log.With("client", ss.client.RemoteAddr().String(), "connect", requested(req.DestAddr)).
-			Info("connection refused: socks5 CONNECT outside the route table", "reason", ReasonDenied)
-		if ss.s.opts.Refused != nil {
-			ss.s.opts.Refused(ReasonDenied)
-		}
+		ss.refused("connection refused: socks5 CONNECT outside the route table", "connect", requested(req.DestAddr))
 		return ctx, false
 	}
 	return context.WithValue(ctx, decisionKey{}, d), true
+}
+
+var commandNames = map[uint8]string{gosocks5.BindCommand: "bind", gosocks5.AssociateCommand: "udp_associate"}
+
+// refused logs a request the rule set refuses, with ReasonDenied, and
+// counts it.
+func (ss *session) refused(msg string, args ...any) {
+	ss.s.log.Info(msg, append(append([]any{"client", ss.client.RemoteAddr().String()}, args...), "reason", ReasonDenied)...)
+	if ss.s.opts.Refused != nil {
+		ss.s.opts.Refused(ReasonDenied)
+	}
 }
 
 // requested is the destination as the client asked for it: the name of a

@@ -302,13 +302,23 @@ func TestRefusesEverythingOutsideTheTable(t *testing.T) {
 		}
 	}
 	for _, cmd := range []byte{2, 3} {
-		code, _, err := connect(t, st.socksAddr, nil, cmd, "team-a.nexmux.test", 443)
+		code, c, err := connect(t, st.socksAddr, nil, cmd, "team-a.nexmux.test", 443)
 		if err != nil || code != replyCmdUnsupported {
 			t.Errorf("command %d: reply %d, %v; want %d", cmd, code, err, replyCmdUnsupported)
 		}
+		// Refused like a CONNECT outside the table: one line with its
+		// reason, counted. The library ends such a session without an
+		// error, so nothing else logged it.
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("command %d: session not closed after the reply: %v", cmd, err)
+		}
+		line := fmt.Sprintf("client=%s command=%s reason=%s", c.LocalAddr(), map[byte]string{2: "bind", 3: "udp_associate"}[cmd], socks5.ReasonDenied)
+		if n := strings.Count(st.logs.String(), c.LocalAddr().String()); n != 1 || !strings.Contains(st.logs.String(), line) {
+			t.Errorf("command %d: %d lines name the client, want one with %q:\n%s", cmd, n, line, st.logs.String())
+		}
 	}
-	if n := st.refused.Load(); n != int64(len(refusals)) {
-		t.Errorf("%d refusals counted, want %d", n, len(refusals))
+	if n := st.refused.Load(); n != int64(len(refusals)+2) {
+		t.Errorf("%d refusals counted, want %d", n, len(refusals)+2)
 	}
 	// The line names the destination as the client asked for it: the IP
 	// literal, or the name (not the resolver's placeholder address).
