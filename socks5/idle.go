@@ -3,6 +3,7 @@ package socks5
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,6 +15,15 @@ type idleConn struct {
 	idle time.Duration
 	mu   sync.Mutex
 	open bool
+	// ended: nexmux closed the client itself (end).
+	ended atomic.Bool
+}
+
+// end closes the client from nexmux's side: its routed stream ended, or
+// its user was revoked.
+func (c *idleConn) end() {
+	c.ended.Store(true)
+	c.Conn.Close()
 }
 
 func (c *idleConn) established() {

@@ -1,8 +1,6 @@
 package socks5
 
 import (
-	"net"
-
 	gosocks5 "github.com/armon/go-socks5"
 )
 
@@ -10,7 +8,7 @@ import (
 type login struct{ user, password string }
 
 // noteLogin remembers the user of a client that passed authentication.
-func (s *Server) noteLogin(c net.Conn, ac *gosocks5.AuthContext) {
+func (s *Server) noteLogin(c *idleConn, ac *gosocks5.AuthContext) {
 	if ac == nil || ac.Method != gosocks5.UserPassAuth || s.opts.Users == nil {
 		return
 	}
@@ -22,7 +20,7 @@ func (s *Server) noteLogin(c net.Conn, ac *gosocks5.AuthContext) {
 		return // already gone: untrackConn deletes logins after this lock
 	}
 	if s.logins == nil {
-		s.logins = map[net.Conn]login{}
+		s.logins = map[*idleConn]login{}
 	}
 	s.logins[c] = login{user, pw}
 }
@@ -30,7 +28,7 @@ func (s *Server) noteLogin(c net.Conn, ac *gosocks5.AuthContext) {
 // Revoke closes the SOCKS clients, and so their tunnels, whose user is not
 // in users any more or has another password now.
 func (s *Server) Revoke(users map[string]string) {
-	var end []net.Conn
+	var end []*idleConn
 	s.mu.Lock()
 	for c, l := range s.logins {
 		if pw, ok := users[l.user]; !ok || pw != l.password {
@@ -40,6 +38,6 @@ func (s *Server) Revoke(users map[string]string) {
 	s.mu.Unlock()
 	for _, c := range end {
 		s.log.Info("socks5: tunnel closed: its user was revoked by reload", "client", c.RemoteAddr().String())
-		c.Close()
+		c.end()
 	}
 }

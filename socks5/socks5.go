@@ -89,7 +89,7 @@ type Server struct {
 	// sessions and the streams they hand to router.
 	track   conntrack.Tracker
 	mu      sync.Mutex
-	logins  map[net.Conn]login // clients' users (revoke.go)
+	logins  map[*idleConn]login // clients' users (revoke.go)
 	pending pending
 }
 
@@ -197,9 +197,11 @@ func (s *Server) serveSession(ss *session) {
 	if err == nil {
 		err = srv.ServeConn(ss.client)
 	}
-	// A stream refused over a connection limit was logged (at most once a
-	// second for --max-conns) and counted by the router already.
-	if err != nil && !errors.Is(err, io.EOF) && !ss.overLimit {
+	// A refusal has its one line already (the rule set's, or the
+	// router's, at most once a second over a limit), and a client nexmux
+	// closed itself (its stream ended, its user revoked) ends the library
+	// with a read error that is no news.
+	if err != nil && !errors.Is(err, io.EOF) && !ss.logged && !ss.client.ended.Load() {
 		s.log.Info("socks5: "+err.Error(), "client", ss.client.RemoteAddr().String())
 	}
 }
@@ -209,8 +211,9 @@ type session struct {
 	s      *Server
 	client *idleConn
 	local  *net.TCPAddr // the SOCKS listener's address
-	// overLimit: the router refused the CONNECT stream (mux.ErrOverLimit).
-	overLimit bool
+	// logged: the session's refusal has its line (refused, or the router
+	// refused its stream over a limit).
+	logged bool
 	// pending is the session's place among those without a stream.
 	pending *pendingSlot
 }
@@ -245,6 +248,7 @@ var commandNames = map[uint8]string{gosocks5.BindCommand: "bind", gosocks5.Assoc
 // refused logs a request the rule set refuses, with ReasonDenied, and
 // counts it.
 func (ss *session) refused(msg string, args ...any) {
+	ss.logged = true
 	ss.s.log.Info(msg, append(append([]any{"client", ss.client.RemoteAddr().String()}, args...), "reason", ReasonDenied)...)
 	if ss.s.opts.Refused != nil {
 		ss.s.opts.Refused(ReasonDenied)
@@ -300,7 +304,7 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 		ours.Close()
 		theirs.Close()
 		if errors.Is(err, mux.ErrOverLimit) {
-			ss.overLimit = true
+			ss.logged = true
 			// go-socks5 replies "connection refused" (REP 5) to a dial
 			// error that says "refused": what a client reads as "not now",
 			// unlike "not allowed by ruleset" or "host unreachable".
@@ -319,7 +323,7 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	// *net.TCPAddr there. When the routed side is done (EOF), the client
 	// connection is closed too: the library would otherwise wait for the
 	// client to speak again, keeping a dead stream (and a drain) open.
-	return &pairEnd{Conn: ours, local: ss.local, remote: ss.local, onEOF: func() { ss.client.Close() }}, nil
+	return &pairEnd{Conn: ours, local: ss.local, remote: ss.local, onEOF: ss.client.end}, nil
 }
 
 // route gives c to the router on a goroutine of its own, counted by wg so
@@ -363,7 +367,7 @@ func isTemporary(err error) bool {
 }
 
 // untrackConn forgets a client and its login.
-func (s *Server) untrackConn(c net.Conn) {
+func (s *Server) untrackConn(c *idleConn) {
 	s.track.RemoveConn(c)
 	s.mu.Lock()
 	delete(s.logins, c)

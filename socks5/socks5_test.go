@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -313,7 +314,7 @@ func TestRefusesEverythingOutsideTheTable(t *testing.T) {
 			t.Errorf("command %d: session not closed after the reply: %v", cmd, err)
 		}
 		line := fmt.Sprintf("client=%s command=%s reason=%s", c.LocalAddr(), map[byte]string{2: "bind", 3: "udp_associate"}[cmd], socks5.ReasonDenied)
-		if n := strings.Count(st.logs.String(), c.LocalAddr().String()); n != 1 || !strings.Contains(st.logs.String(), line) {
+		if n := len(regexp.MustCompile(`client=`+regexp.QuoteMeta(c.LocalAddr().String())+`(\s|$)`).FindAllString(st.logs.String(), -1)); n != 1 || !strings.Contains(st.logs.String(), line) {
 			t.Errorf("command %d: %d lines name the client, want one with %q:\n%s", cmd, n, line, st.logs.String())
 		}
 	}
@@ -333,6 +334,53 @@ func TestRefusesEverythingOutsideTheTable(t *testing.T) {
 	st.shutdown()
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the sentinel saw %d connections", n)
+	}
+}
+
+// Each refusal is one line, and a stream nexmux ends itself none: the
+// library's own error after either (the rule set's refusal, the closed
+// client after the routed side ended) is not logged again.
+func TestOneLinePerRefusal(t *testing.T) {
+	st := start(t, config{spec: route.Spec{Ports: []string{"8082=team-p"}}})
+	lines := func(c net.Conn) int {
+		// The session logs before it closes the client; give a line
+		// written after that a moment to show.
+		time.Sleep(200 * time.Millisecond)
+		return len(regexp.MustCompile(`client=`+regexp.QuoteMeta(c.LocalAddr().String())+`(\s|$)`).FindAllString(st.logs.String(), -1))
+	}
+	code, c, err := connect(t, st.socksAddr, nil, 1, "evil.example.com", 443)
+	if err != nil || code != replyNotAllowed {
+		t.Fatalf("CONNECT outside the table: reply %d, %v", code, err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("refused session not closed: %v", err)
+	}
+	if n := lines(c); n != 1 {
+		t.Errorf("CONNECT outside the table: %d lines, want 1:\n%s", n, st.logs.String())
+	}
+
+	// A stream the router refuses (a malformed hello): its line only.
+	code, c, err = connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	_, _ = c.Write([]byte{0x16, 3, 1, 0, 5, 2, 0, 0, 1, 0})
+	_, _ = io.Copy(io.Discard, c)
+	if n := lines(c); n != 1 || !strings.Contains(st.logs.String(), "reason="+mux.ReasonMalformed) {
+		t.Errorf("stream refused by the router: %d lines, want its refusal only:\n%s", n, st.logs.String())
+	}
+
+	// A stream served and ended by the routed side: no line.
+	code, c, err = connect(t, st.socksAddr, nil, 1, "nexus", 8082)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	if body, _ := get(t, c); body == "" {
+		t.Fatal("no answer through the stream")
+	}
+	_, _ = io.Copy(io.Discard, c)
+	if n := lines(c); n != 0 {
+		t.Errorf("stream ended by the routed side: %d lines, want none:\n%s", n, st.logs.String())
 	}
 }
 
