@@ -34,7 +34,12 @@ func (p passthrough) serve(d decision) {
 	defer up.Close()
 	if v := d.state.PassthroughProxyHeader; v != 0 {
 		src := net.TCPAddrFromAddrPort(info.Client)
+		// The header's destination, or (no header, or one naming no IP
+		// destination: LOCAL, AF_UNIX) the listener's own address.
 		dst, _ := c.LocalAddr().(*net.TCPAddr)
+		if dst == nil {
+			dst, _ = d.raw.LocalAddr().(*net.TCPAddr)
+		}
 		if dst == nil {
 			dst = &net.TCPAddr{}
 		}

@@ -180,6 +180,82 @@ func TestProxyHeaderSplitAnywhere(t *testing.T) {
 	}
 }
 
+// A trusted balancer's header that names no IP client (AF_UNIX: the
+// balancer took the client on a local socket) leaves the balancer as the
+// client, as LOCAL and UNKNOWN do: never an invalid address, which logs
+// showed as "invalid AddrPort" and which every such client shared for
+// --max-conns-per-client, with --max-requests-per-client skipped.
+func TestProxyHeaderWithoutIPClient(t *testing.T) {
+	m := startMux(t, []string{"127.0.0.1/32"}, "", 0)
+	unix := make([]byte, 216)
+	copy(unix, "/run/lb/client.sock")
+	copy(unix[108:], "/run/lb/front.sock")
+	headers := map[string][]byte{
+		"v2 unix":    append(append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x31, 0, 216), unix...),
+		"v2 local":   append(append([]byte{}, proxyproto.SIGV2...), 0x20, 0x00, 0, 0),
+		"v1 unknown": []byte("PROXY UNKNOWN\r\n"),
+	}
+	for name, hdr := range headers {
+		t.Run(name, func(t *testing.T) {
+			var local string
+			tr := &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					c, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.addr)
+					if err != nil {
+						return nil, err
+					}
+					local = c.LocalAddr().String()
+					_, err = c.Write(hdr)
+					return c, err
+				},
+				TLSClientConfig:   &tls.Config{RootCAs: m.ca.Pool()},
+				DisableKeepAlives: true,
+			}
+			defer tr.CloseIdleConnections()
+			resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://team-a.nexmux.test/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := local + " team-a.nexmux.test true"; string(body) != want {
+				t.Fatalf("got %q, want %q (the balancer as the client)", body, want)
+			}
+		})
+		// A passthrough backend's PROXY header says the same, from the
+		// balancer to nexmux's listener.
+		t.Run(name+"/passthrough", func(t *testing.T) {
+			be, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer be.Close()
+			pt := startMux(t, []string{"127.0.0.1/32"}, be.Addr().String(), 2)
+			c, err := net.Dial("tcp", pt.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(append(append([]byte{}, hdr...), testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"})...)); err != nil {
+				t.Fatal(err)
+			}
+			bc, err := be.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bc.Close()
+			_ = bc.SetDeadline(time.Now().Add(10 * time.Second))
+			h, err := proxyproto.Read(bufio.NewReader(bc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Command != proxyproto.PROXY || h.SourceAddr.String() != c.LocalAddr().String() || h.DestinationAddr.String() != pt.addr {
+				t.Fatalf("backend's header: %v from %v to %v; want PROXY from %s to %s", h.Command, h.SourceAddr, h.DestinationAddr, c.LocalAddr(), pt.addr)
+			}
+		})
+	}
+}
+
 // TestPassthroughKeepsBytesPastTheHello: bytes the client sends right
 // behind its ClientHello (here in the same segment as the PROXY header and
 // the hello, so they sit in the PROXY reader's read-ahead) reach the

@@ -108,7 +108,12 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		return d, false
 	}
 	if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
-		info.Client = addrPort(pc.RemoteAddr())
+		// A header naming no IP client (AF_UNIX) leaves the balancer as
+		// the client, as LOCAL and UNKNOWN do: limits, logs and
+		// X-Forwarded-For need an address.
+		if a := addrPort(pc.RemoteAddr()); a.IsValid() {
+			info.Client = a
+		}
 		log.peer = raw.RemoteAddr()
 	}
 
