@@ -61,6 +61,9 @@ func (p passthrough) serve(d decision) {
 	lc := &liveConn{info: info, peer: d.peer, close: func() { c.Close(); up.Close() }}
 	p.s.live.addStream(lc)
 	defer p.s.live.removeStream(lc)
+	if p.s.revokedMeanwhile(d, lc) {
+		return
+	}
 	stop := watchIdle(up, p.s.opts.PassthroughIdleTimeout, func() {
 		log.logger().Info("passthrough: idle stream closed", "backend", rt.Passthrough, "idle", p.s.opts.PassthroughIdleTimeout)
 		c.Close()

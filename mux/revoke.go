@@ -124,6 +124,20 @@ func (s *Server) revoke(st *State) {
 	}
 }
 
+// revokedMeanwhile reports whether a reload since d was routed removed
+// what lc depends on. Until lc was live (its TLS handshake, a passthrough
+// backend's dial) revoke could not see it; lc must be in s.live already,
+// so that every later reload sees it instead.
+func (s *Server) revokedMeanwhile(d decision, lc *liveConn) bool {
+	st := s.state.Load()
+	if st == d.state || !revokedBy(lc, st) {
+		return false
+	}
+	lc.info.Revoked.Store(true)
+	s.log.Info("connection revoked by reload", "client", lc.info.Client.String(), "route", lc.info.Route.Key)
+	return true
+}
+
 func revokedBy(lc *liveConn, st *State) bool {
 	if lc.peer != nil {
 		if st.ProxyProtocol == nil {

@@ -57,6 +57,12 @@ func (t terminate) serve(d decision) {
 	}
 	lc.close = func() { c.Close() }
 	t.s.live.addHTTP(c, lc)
+	if t.s.revokedMeanwhile(d, lc) {
+		t.s.connState(c, http.StateClosed)
+		t.s.track.RemoveConn(d.raw)
+		d.raw.Close()
+		return
+	}
 	// From here on http.Server tracks and closes the connection.
 	handedOff := t.s.conns.put(c)
 	t.s.track.RemoveConn(d.raw)
