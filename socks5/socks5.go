@@ -191,7 +191,7 @@ func (s *Server) serveSession(ss *session) {
 		Logger:   discard,
 	}
 	if s.opts.Users != nil {
-		conf.Credentials = sessionUsers{s: s, addr: addrOf(ss.client.RemoteAddr())}
+		conf.Credentials = sessionUsers{ss: ss, addr: addrOf(ss.client.RemoteAddr())}
 	}
 	srv, err := gosocks5.New(conf)
 	if err == nil {

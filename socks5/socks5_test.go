@@ -382,6 +382,24 @@ func TestOneLinePerRefusal(t *testing.T) {
 	if n := lines(c); n != 0 {
 		t.Errorf("stream ended by the routed side: %d lines, want none:\n%s", n, st.logs.String())
 	}
+
+	// A login refused by the throttle: its line only, not the library's
+	// "Failed to authenticate" too.
+	users := start(t, config{opts: socks5.Options{Users: func() map[string]string { return map[string]string{"ci": "s3cret"} }}})
+	for range 5 {
+		if _, _, err := connect(t, users.socksAddr, &login{"ci", "guess"}, 1, "team-a.nexmux.test", 443); err == nil {
+			t.Fatal("wrong password accepted")
+		}
+	}
+	_, c, err = connect(t, users.socksAddr, &login{"ci", "s3cret"}, 1, "team-a.nexmux.test", 443)
+	if err == nil {
+		t.Fatal("throttled client logged in")
+	}
+	time.Sleep(200 * time.Millisecond)
+	re := regexp.MustCompile(`.*client=` + regexp.QuoteMeta(c.LocalAddr().String()) + `(\s.*)?\n`)
+	if got := re.FindAllString(users.logs.String(), -1); len(got) != 1 || !strings.Contains(got[0], "too many failed logins") {
+		t.Errorf("throttled login: lines %q, want the throttle's only:\n%s", got, users.logs.String())
+	}
 }
 
 // With Users set, only a current user gets in: Users is asked at each

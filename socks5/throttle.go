@@ -77,21 +77,23 @@ func (t *loginThrottle) succeeded(a netip.Addr) {
 // sessionUsers checks one client's logins: the current users, behind the
 // client address's throttle.
 type sessionUsers struct {
-	s    *Server
+	ss   *session
 	addr netip.Addr
 }
 
 func (u sessionUsers) Valid(user, password string) bool {
-	if u.s.throttle.blocked(u.addr) {
-		u.s.log.Info("socks5: login refused: too many failed logins from this client", "client", u.addr.String())
+	s := u.ss.s
+	if s.throttle.blocked(u.addr) {
+		s.log.Info("socks5: login refused: too many failed logins from this client", "client", u.ss.client.RemoteAddr().String())
+		u.ss.logged = true // this is the refusal's line
 		return false
 	}
-	if users(u.s.opts.Users).Valid(user, password) {
-		u.s.throttle.succeeded(u.addr)
+	if users(s.opts.Users).Valid(user, password) {
+		s.throttle.succeeded(u.addr)
 		return true
 	}
-	if u.s.throttle.failed(u.addr) {
-		u.s.log.Warn("socks5: failed logins from this client; throttled", "client", u.addr.String(), "failures", maxLoginFailures, "for", loginBlock)
+	if s.throttle.failed(u.addr) {
+		s.log.Warn("socks5: failed logins from this client; throttled", "client", u.addr.String(), "failures", maxLoginFailures, "for", loginBlock)
 	}
 	return false
 }
