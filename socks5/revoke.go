@@ -1,28 +1,30 @@
 package socks5
 
-import (
-	gosocks5 "github.com/armon/go-socks5"
-)
-
 // login is who a SOCKS client logged in as, with the password then valid.
 type login struct{ user, password string }
 
-// noteLogin remembers the user of a client that passed authentication.
-func (s *Server) noteLogin(c *idleConn, ac *gosocks5.AuthContext) {
-	if ac == nil || ac.Method != gosocks5.UserPassAuth || s.opts.Users == nil {
-		return
+// noteLogin remembers the user ss logged in as, for Revoke; false when a
+// reload revoked that user (or changed its password) since the login,
+// before ss made its CONNECT: Revoke could not see ss then. A reload
+// changes the users before it calls Revoke, so under s.mu either this
+// sees the new users or Revoke sees ss.
+func (s *Server) noteLogin(ss *session) bool {
+	if s.opts.Users == nil || ss.user == nil {
+		return true
 	}
-	user := ac.Payload["Username"]
-	pw := s.opts.Users()[user]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.track.HasConn(c) {
-		return // already gone: untrackConn deletes logins after this lock
+	if pw, ok := s.opts.Users()[ss.user.user]; !ok || pw != ss.user.password {
+		return false
+	}
+	if !s.track.HasConn(ss.client) {
+		return true // already gone: untrackConn deletes logins after this lock
 	}
 	if s.logins == nil {
 		s.logins = map[*idleConn]login{}
 	}
-	s.logins[c] = login{user, pw}
+	s.logins[ss.client] = *ss.user
+	return true
 }
 
 // Revoke closes the SOCKS clients, and so their tunnels, whose user is not

@@ -216,6 +216,8 @@ type session struct {
 	logged bool
 	// pending is the session's place among those without a stream.
 	pending *pendingSlot
+	// user is who the client logged in as (nil without --socks5-auth-file).
+	user *login
 }
 
 // decision is what the rule set allowed, for the dialer.
@@ -227,7 +229,10 @@ type decisionKey struct{}
 
 // Allow implements gosocks5.RuleSet: CONNECT only into the route table.
 func (ss *session) Allow(ctx context.Context, req *gosocks5.Request) (context.Context, bool) {
-	ss.s.noteLogin(ss.client, req.AuthContext)
+	if !ss.s.noteLogin(ss) {
+		ss.refused("connection refused: socks5 user revoked by reload since its login")
+		return ctx, false
+	}
 	if req.Command != gosocks5.ConnectCommand {
 		// Allowed through to the library, which answers "command not
 		// supported" for BIND and UDP ASSOCIATE and ends the session

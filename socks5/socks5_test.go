@@ -50,6 +50,7 @@ type stack struct {
 	socksAddr string
 	ca        *certs.CA
 	logs      *testnet.Buffer
+	ingress   *socks5.Server
 	refused   atomic.Int64 // ReasonDenied
 	// overLimit counts the router's refusals by reason.
 	overLimit sync.Map // reason -> *atomic.Int64
@@ -107,6 +108,7 @@ func start(t *testing.T, cfg config) *stack {
 		cfg.opts.SNIPorts = []int{443}
 	}
 	ingress := socks5.New(srv, cfg.opts)
+	st.ingress = ingress
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -430,6 +432,44 @@ func TestLogin(t *testing.T) {
 	users.Store(&map[string]string{"ci": "s3cret"})
 	if err := ok(&login{"bob", "two"}); err == nil {
 		t.Fatal("bob still gets in after revocation")
+	}
+}
+
+// A reload that revokes a user between its client's login and its CONNECT
+// (Revoke sees only clients that made their CONNECT) refuses the CONNECT:
+// the revoked user gets no tunnel.
+func TestUserRevokedBetweenLoginAndConnect(t *testing.T) {
+	var users atomic.Pointer[map[string]string]
+	users.Store(&map[string]string{"ci": "s3cret", "bob": "two"})
+	st := start(t, config{opts: socks5.Options{Users: func() map[string]string { return *users.Load() }}})
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var b [10]byte
+	login := append([]byte{5, 1, 2, 1, 2}, "ci"...)
+	login = append(append(login, 6), "s3cret"...)
+	if _, err := c.Write(login); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, b[:4]); err != nil || b[1] != 2 || b[3] != 0 {
+		t.Fatalf("login: %v %v", b[:4], err)
+	}
+	// The reload, as the daemon runs it: the new users, then Revoke.
+	users.Store(&map[string]string{"bob": "two"})
+	st.ingress.Revoke(*users.Load())
+
+	req := append([]byte{5, 1, 0, 3, byte(len("team-a.nexmux.test"))}, "team-a.nexmux.test"...)
+	if _, err := c.Write(binary.BigEndian.AppendUint16(req, 443)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, b[:]); err == nil && b[1] == replySucceeded {
+		t.Fatal("CONNECT of a revoked user succeeded")
+	}
+	if !strings.Contains(st.logs.String(), "reason="+socks5.ReasonDenied) {
+		t.Errorf("refusal not logged:\n%s", st.logs.String())
 	}
 }
 

@@ -90,6 +90,7 @@ func (u sessionUsers) Valid(user, password string) bool {
 	}
 	if users(s.opts.Users).Valid(user, password) {
 		s.throttle.succeeded(u.addr)
+		u.ss.user = &login{user, password}
 		return true
 	}
 	if s.throttle.failed(u.addr) {

@@ -410,12 +410,14 @@ func (d *Daemon) reloadLocked(seen map[string]string) error {
 	d.metrics.Reloaded(true)
 	d.proxy.SetMirrorAuth(b.MirrorAuth)
 	d.server.Update(stateOf(b))
-	if d.socks != nil && b.Socks5Credentials != nil {
-		d.socks.Revoke(b.Socks5Credentials)
-	}
+	// The new SOCKS5 users first, then Revoke: a client whose CONNECT
+	// comes after the login checks its user against the new ones.
 	d.mu.Lock()
 	d.built = b
 	d.mu.Unlock()
+	if d.socks != nil && b.Socks5Credentials != nil {
+		d.socks.Revoke(b.Socks5Credentials)
+	}
 	d.setWatch(b.Config.WatchedFiles(), seen)
 	d.warn(b)
 	d.log.Info("reloaded", "routes", b.Table.Len())
