@@ -2,6 +2,7 @@ package mux
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -27,6 +28,9 @@ const (
 	ReasonHandshake   = "tls_handshake"
 )
 
+// maxLoggedSNI is the longest server name a log line holds whole.
+const maxLoggedSNI = 255
+
 // connLog describes a connection for the one line written when it is
 // refused.
 type connLog struct {
@@ -40,8 +44,13 @@ func (l *connLog) logger() *slog.Logger {
 	if l.peer != nil {
 		args = append(args, "peer", l.peer.String())
 	}
-	if l.info.ServerName != "" {
-		args = append(args, "sni", l.info.ServerName)
+	if n := l.info.ServerName; n != "" {
+		// A host name has at most 253 bytes; a hello may carry 64 KiB of
+		// "name", which a flood would copy into every refusal line.
+		if len(n) > maxLoggedSNI {
+			n = fmt.Sprintf("%s... (%d bytes)", n[:maxLoggedSNI], len(n))
+		}
+		args = append(args, "sni", n)
 	}
 	return l.s.log.With(args...)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -216,4 +217,26 @@ func TestRefusalPassthroughDial(t *testing.T) {
 		t.Fatalf("got %q back", got)
 	}
 	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonUpstream)
+}
+
+// A server name longer than any host name is logged cut, with its length:
+// a flood of such hellos must not copy kilobytes into every line.
+func TestLongServerNameLoggedCut(t *testing.T) {
+	m := startMux(t, nil, "", 0)
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	name := strings.Repeat("abcdefgh.", 1000) + "nexmux.test"
+	_ = tls.Client(c, m.tlsConfig(name)).Handshake()
+	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonUnknownSNI)
+	for _, l := range strings.Split(m.logs.String(), "\n") {
+		if strings.Contains(l, "client="+c.LocalAddr().String()+" ") {
+			if len(l) > 1000 || !strings.Contains(l, fmt.Sprintf("... (%d bytes)", len(name))) {
+				t.Fatalf("refusal line of %d bytes: %.400s", len(l), l)
+			}
+		}
+	}
 }
