@@ -356,6 +356,7 @@ func TestProxyHeaderRefusals(t *testing.T) {
 	}{
 		{"trusted, no header", trusted, hello, mux.ReasonProxyHeader},
 		{"trusted, HTTP instead of a header", trusted, []byte("GET / HTTP/1.1\r\n\r\n"), mux.ReasonProxyHeader},
+		{"trusted, one byte, no header", trusted, []byte("G"), mux.ReasonProxyHeader},
 		{"untrusted, v1 header", untrusted, append([]byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"), hello...), mux.ReasonProxyHeader},
 		{"untrusted, v2 header", untrusted, append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x11, 0, 12, 203, 0, 113, 7, 127, 0, 0, 1, 0x15, 0xb3, 1, 187), mux.ReasonProxyHeader},
 		{"untrusted, no header, not TLS", untrusted, []byte("SSH-2.0-x\r\n"), mux.ReasonNotTLS},

@@ -114,25 +114,42 @@ func TestRefusalTimeout(t *testing.T) {
 	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonTimeout)
 }
 
-// Health checks connect and close: counted, but not worth an info line.
+// Health checks connect and close: counted, but not worth an info line,
+// from a trusted load balancer too, whose checks (AWS NLB's, HAProxy's)
+// send no PROXY header.
 func TestClosedBeforeSendingIsQuiet(t *testing.T) {
-	m := startMux(t, nil, "", 0)
+	for name, proxyFrom := range map[string][]string{"direct": nil, "trusted balancer": {"127.0.0.0/8"}} {
+		t.Run(name, func(t *testing.T) {
+			m := startMux(t, proxyFrom, "", 0)
+			c, err := net.Dial("tcp", m.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := c.LocalAddr().String()
+			c.Close()
+			deadline := time.Now().Add(10 * time.Second)
+			for m.refused.get(mux.ReasonClosed) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the close was not counted:\n%s", m.logs.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if strings.Contains(m.logs.String(), client) {
+				t.Fatalf("a health check was logged at info:\n%s", m.logs.String())
+			}
+		})
+	}
+	// A silent one is still cut at the deadline, and says so.
+	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.0/8"}, handshakeTimeout: 200 * time.Millisecond})
 	c, err := net.Dial("tcp", m.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := c.LocalAddr().String()
-	c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for m.refused.get(mux.ReasonClosed) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the close was not counted")
-		}
-		time.Sleep(20 * time.Millisecond)
+	defer c.Close()
+	if got := readUntilClosed(t, c); len(got) != 0 {
+		t.Fatalf("got %q back", got)
 	}
-	if strings.Contains(m.logs.String(), client) {
-		t.Fatalf("a health check was logged at info:\n%s", m.logs.String())
-	}
+	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonTimeout)
 }
 
 // A listener bound to a legacy port with no --port route refuses what it

@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -92,12 +93,24 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		log.refusedPerClient()
 		return d, false
 	}
-	_ = c.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+	deadline := time.Now().Add(s.opts.HandshakeTimeout)
+	_ = c.SetReadDeadline(deadline)
 
 	rr := newRoutingReader(c)
 	var first [1]byte
 	if _, err := io.ReadFull(rr, first[:]); err != nil {
-		if reason := reasonFor(err); reason == ReasonClosed {
+		reason := reasonFor(err)
+		if reason == ReasonProxyHeader && errors.Is(err, proxyproto.ErrNoProxyProtocol) && receivedNothing(raw) {
+			// Nothing at all from a balancer that must send a header:
+			// its health check (AWS NLB's and HAProxy's send none unless
+			// told to), closed or silent until the deadline, as from
+			// anyone else.
+			reason = ReasonClosed
+			if !time.Now().Before(deadline) {
+				reason = ReasonTimeout
+			}
+		}
+		if reason == ReasonClosed {
 			// Load-balancer health checks connect and close (after a
 			// PROXY header, or without one): not worth an info line.
 			log.logger().Debug("connection closed before sending anything", "reason", reason)

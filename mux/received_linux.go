@@ -1,0 +1,36 @@
+package mux
+
+import (
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// receivedNothing reports whether the peer of c has sent no byte at all
+// (TCP_INFO's bytes received): go-proxyproto reports
+// a required header that never came the same way whether the peer sent
+// other bytes or closed at once, as load-balancer health checks do.
+func receivedNothing(c net.Conn) bool {
+	tc, ok := underlyingTCP(c)
+	if !ok {
+		return false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var info *unix.TCPInfo
+	if raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || err != nil {
+		return false
+	}
+	// The kernel counts sequence space, and a FIN takes one.
+	fin := uint64(0)
+	if info.State == tcpCloseWait {
+		fin = 1
+	}
+	return info.Bytes_received <= fin
+}
+
+// tcpCloseWait is TCP_CLOSE_WAIT of include/net/tcp_states.h: the peer's
+// FIN is in.
+const tcpCloseWait = 8
