@@ -116,7 +116,11 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			log.logger().Debug("connection closed before sending anything", "reason", reason)
 			s.countRefused(reason)
 		} else {
-			log.refuse(reason, "nothing usable before the deadline", "err", err)
+			msg := "nothing usable before the deadline"
+			if reason == ReasonProxyHeader {
+				msg = "no valid PROXY header"
+			}
+			log.refuse(reason, msg, "err", err)
 		}
 		return d, false
 	}
@@ -144,7 +148,11 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			return d, false
 		}
 		if rt == nil || rt.Passthrough != "" {
-			log.refuse(ReasonNotTLS, "neither TLS nor plain HTTP on a port route", "first_byte", fmt.Sprintf("%#02x", first[0]))
+			msg := "neither TLS nor plain HTTP"
+			if rt != nil {
+				msg = "not TLS on a passthrough port route"
+			}
+			log.refuse(ReasonNotTLS, msg, "first_byte", fmt.Sprintf("%#02x", first[0]))
 			return d, false
 		}
 		if s.opts.PortTLSOnly {
