@@ -60,7 +60,7 @@ type ConnInfo struct {
 }
 
 type connText struct {
-	client string   // Client.String()
+	client string   // Client.String(), an IPv4 client on a dual-stack socket unmapped
 	xff    []string // X-Forwarded-For's value; nil without a Client
 }
 
@@ -73,15 +73,18 @@ func (ci *ConnInfo) texts() *connText {
 	}
 	t := &connText{client: ci.Client.String()}
 	if ci.Client.IsValid() {
-		a := ci.Client.Addr().Unmap().String()
-		t.xff = []string{a}[:1:1]
+		a := ci.Client.Addr().Unmap()
+		t.client = netip.AddrPortFrom(a, ci.Client.Port()).String()
+		t.xff = []string{a.String()}[:1:1]
 	}
 	ci.text.Store(t)
 	return t
 }
 
 // ClientString is Client.String(), made once per connection (the access
-// log writes it for every request).
+// log writes it for every request), with an IPv4 client of a dual-stack
+// listener as a.b.c.d:port, not [::ffff:a.b.c.d]:port, as X-Forwarded-For
+// and the per-client limits see it.
 func (ci *ConnInfo) ClientString() string { return ci.texts().client }
 
 // ReadAheader reads ahead below crypto/tls while an upload's body is being

@@ -40,7 +40,7 @@ type connLog struct {
 }
 
 func (l *connLog) logger() *slog.Logger {
-	args := []any{"client", l.info.Client.String()}
+	args := []any{"client", l.info.ClientString()}
 	if l.peer != nil {
 		args = append(args, "peer", l.peer.String())
 	}

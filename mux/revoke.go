@@ -119,7 +119,7 @@ func (s *Server) revoke(st *State) {
 	}
 	s.live.mu.Unlock()
 	for _, lc := range closing {
-		s.log.Info("connection revoked by reload", "client", lc.info.Client.String(), "route", lc.info.Route.Key)
+		s.log.Info("connection revoked by reload", "client", lc.info.ClientString(), "route", lc.info.Route.Key)
 		lc.close()
 	}
 }
@@ -134,7 +134,7 @@ func (s *Server) revokedMeanwhile(d decision, lc *liveConn) bool {
 		return false
 	}
 	lc.info.Revoked.Store(true)
-	s.log.Info("connection revoked by reload", "client", lc.info.Client.String(), "route", lc.info.Route.Key)
+	s.log.Info("connection revoked by reload", "client", lc.info.ClientString(), "route", lc.info.Route.Key)
 	return true
 }
 
