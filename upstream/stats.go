@@ -20,6 +20,13 @@ type Stats struct {
 
 func (st *Stats) init() {
 	st.failovers = map[[2]string]uint64{}
+	// Every series at 0 from the start: one born at 1 hides its first
+	// failover from increase() and rate().
+	for _, kind := range []string{"read", "write"} {
+		for _, reason := range []string{"connect", "reset", "down", "status", "busy"} {
+			st.failovers[[2]string{kind, reason}] = 0
+		}
+	}
 	st.affinity = map[string]uint64{}
 }
 

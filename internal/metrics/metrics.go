@@ -120,6 +120,11 @@ func New() *Metrics {
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nexmux_reloads_total", Help: "Configuration reloads by result.",
 	}, []string{"result"})
+	// Known label values start at 0: a series born at 1 hides its first
+	// event from increase() and rate(), so an alert on the first failed
+	// reload after a restart would never fire.
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
 	m.memoryTrims = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "nexmux_memory_trims_total", Help: "Forced collections that returned freed memory to the OS once traffic went quiet.",
 	})
@@ -152,6 +157,14 @@ func (m *Metrics) Routed(rt *route.Route) { m.connections.WithLabelValues(rt.Key
 
 // Refused counts a connection refused before HTTP.
 func (m *Metrics) Refused(reason string) { m.handshakeFailures.WithLabelValues(reason).Inc() }
+
+// RefusalReasons creates the handshake-failure series of reasons at 0 (see
+// the reloads series in New).
+func (m *Metrics) RefusalReasons(reasons ...string) {
+	for _, r := range reasons {
+		m.handshakeFailures.WithLabelValues(r)
+	}
+}
 
 // Reloaded counts a reload by result ("ok" or "error").
 func (m *Metrics) Reloaded(ok bool) {
