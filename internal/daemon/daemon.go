@@ -291,7 +291,9 @@ func (d *Daemon) Start() error {
 		mm := http.NewServeMux()
 		mm.Handle("GET /upstreams", set.Handler())
 		mm.Handle("/", d.metrics.Handler(ready))
-		d.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second,
+		// ReadTimeout too: no endpoint here reads a body, and net/http
+		// would wait without end for a stalled one before answering.
+		d.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
 			IdleTimeout: d.metricsIdleTimeout}
 		d.goServe(func() error { return d.metricsSrv.Serve(ml) })
 	}

@@ -68,3 +68,31 @@ func TestMetricsListenerIdleTimeoutAndGenericReadyz(t *testing.T) {
 		t.Errorf("the reason (with the node) is not logged:\n%s", logs.String())
 	}
 }
+
+// A request body that never ends does not hold a metrics connection: none
+// of its endpoints reads one, and net/http would wait for it without end
+// before answering (it discards a small unread body first).
+func TestMetricsListenerStalledBodyClosed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the metrics read timeout")
+	}
+	cfg := teamRoutes()
+	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cfg.MetricsListen = maddr
+	stack.Start(t, stack.Options{Config: cfg, Daemon: daemon.Options{MetricsIdleTimeout: time.Hour}})
+
+	c, err := net.Dial("tcp", maddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "POST /healthz HTTP/1.1\r\nHost: m\r\nContent-Length: 100\r\n\r\nab"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err = io.Copy(io.Discard, c)
+	if err != nil {
+		t.Fatalf("metrics connection with a stalled body still open after %v: %v", time.Since(start).Round(time.Second), err)
+	}
+}
