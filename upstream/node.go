@@ -90,6 +90,10 @@ type Node struct {
 func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 	p, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
+		// Without the URL, which may hold a password: callers name it.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return "", "", "", "", err
 	}
 	scheme = strings.ToLower(p.Scheme)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -35,17 +36,17 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 	for i, raw := range upstreams {
 		id, scheme, _, ctx, err := Normalise(raw)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("upstream %q: %v", raw, err))
+			errs = append(errs, fmt.Errorf("upstream %q: %v", shown(raw), err))
 			continue
 		}
 		if i == 0 || s.Scheme == "" {
 			s.Scheme, s.CtxPath = scheme, ctx
 		} else if scheme != s.Scheme || ctx != s.CtxPath {
-			errs = append(errs, fmt.Errorf("upstream %q: every node must have the scheme and context path of %q", raw, upstreams[0]))
+			errs = append(errs, fmt.Errorf("upstream %q: every node must have the scheme and context path of %q", shown(raw), shown(upstreams[0])))
 			continue
 		}
 		if seen[id] {
-			errs = append(errs, fmt.Errorf("upstream %q: listed twice (as %s)", raw, id))
+			errs = append(errs, fmt.Errorf("upstream %q: listed twice (as %s)", shown(raw), id))
 			continue
 		}
 		seen[id] = true
@@ -54,11 +55,11 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 	for _, raw := range drain {
 		id, _, _, _, err := Normalise(raw)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("drain-upstream %q: %v", raw, err))
+			errs = append(errs, fmt.Errorf("drain-upstream %q: %v", shown(raw), err))
 			continue
 		}
 		if !seen[id] {
-			errs = append(errs, fmt.Errorf("drain-upstream %q: not one of the --upstream nodes", raw))
+			errs = append(errs, fmt.Errorf("drain-upstream %q: not one of the --upstream nodes", shown(raw)))
 			continue
 		}
 		s.Drain = append(s.Drain, id)
@@ -67,6 +68,22 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// shown is raw as an error names it: password and query hidden. Such a URL
+// is refused, but the refusal is printed, and logged on a refused reload.
+func shown(raw string) string {
+	p, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		if at, sep := strings.LastIndex(raw, "@"), strings.Index(raw, "://"); sep >= 0 && at > sep {
+			return raw[:sep+3] + "xxxxx" + raw[at:]
+		}
+		return raw
+	}
+	if p.RawQuery != "" {
+		p.RawQuery = "xxxxx"
+	}
+	return p.Redacted()
 }
 
 // Set is the live node set with its health table. Its methods are safe for

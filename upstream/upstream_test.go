@@ -228,3 +228,27 @@ func TestPickStates(t *testing.T) {
 		t.Fatal("two agreeing probes did not change the state")
 	}
 }
+
+// A refused node URL is named without its password or query: the refusal
+// is printed by check and serve, and logged on a refused reload.
+func TestRefusedUpstreamHidesSecrets(t *testing.T) {
+	_, err := ParseSpec([]string{
+		"http://admin:s3cret@nexus-0:8081",
+		"http://nexus-1:8081/?token=t0ken",
+		"http://admin:p@ss w0rd@nexus-2:8081",
+	}, []string{"http://admin:dr41n@nexus-9:8081"})
+	if err == nil {
+		t.Fatal("bad upstreams accepted")
+	}
+	msg := err.Error()
+	for _, secret := range []string{"s3cret", "t0ken", "ss w0rd", "dr41n"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("refusal shows %q:\n%s", secret, msg)
+		}
+	}
+	for _, named := range []string{"nexus-0:8081", "nexus-1:8081", "nexus-2:8081", "nexus-9:8081"} {
+		if !strings.Contains(msg, named) {
+			t.Errorf("refusal does not name %s:\n%s", named, msg)
+		}
+	}
+}

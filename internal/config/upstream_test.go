@@ -27,7 +27,7 @@ func TestEveryBadUpstreamListedAtOnce(t *testing.T) {
 		`upstream "http://nexus:8081/nexus/../service": context path /nexus/../service has a dot segment`,
 		`upstream "http://:8081": no host`,
 		`upstream "http://nexus:8081/a/%2e%2e/b": context path`,
-		`upstream "http://u:p@nexus:8081": no query`,
+		`upstream "http://u:xxxxx@nexus:8081": no query`, // the password hidden
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
