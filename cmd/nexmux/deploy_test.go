@@ -104,3 +104,24 @@ func syscallGroup(name string) (map[string]bool, error) {
 	}
 	return m, nil
 }
+
+// iptables-legacy-restore creates its lock file, /run/xtables.lock: under
+// ProtectSystem=strict /run is read-only, and before anything else has
+// created the lock (early boot, the unit's place) it fails ("can't open
+// lock file ... Read-only file system", status 4).
+func TestIptablesUnitCanTakeTheXtablesLock(t *testing.T) {
+	unit := deployFile(t, "systemd/nexmux-iptables.service")
+	if !strings.Contains(unit, "\nProtectSystem=strict\n") {
+		return
+	}
+	for _, line := range strings.Split(unit, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "ReadWritePaths="); ok {
+			for _, p := range strings.Fields(v) {
+				if p == "/run" || p == "-/run" {
+					return
+				}
+			}
+		}
+	}
+	t.Error("nexmux-iptables.service: ProtectSystem=strict without ReadWritePaths=/run: iptables-legacy cannot create /run/xtables.lock")
+}
