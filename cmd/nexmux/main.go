@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -157,6 +159,10 @@ func newApp() *cli.App {
 				CustomHelpTemplate: withExamples(),
 				OnUsageError:       usageError,
 				Action: func(c *cli.Context) error {
+					// SIGHUP's default action ends the process: until Run
+					// takes it (a reload), and after, one is dropped. systemd
+					// would not restart a process a SIGHUP ended.
+					signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
 					// First, while the heap has freed nothing (see
 					// memtrim.HeapFloor): a later block would reuse pages
 					// the configuration left behind, and be resident.

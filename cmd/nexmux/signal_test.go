@@ -1,0 +1,86 @@
+//go:build unix
+
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A SIGHUP that comes while serve is still starting (reading its
+// configuration and certificates) does not end the process: its default
+// action would, and systemd counts a SIGHUP death as clean, so
+// Restart=on-failure would leave nexmux stopped after an early
+// 'systemctl reload'.
+func TestEarlySIGHUPDoesNotKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "nexmux")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatal(err)
+	}
+	// The configuration comes through a FIFO: serve is then known to be
+	// reading it, before its listeners or its own signal handling.
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nexmux.yaml")
+	if err := syscall.Mkfifo(conf, 0o600); err != nil {
+		t.Skip("no FIFO:", err)
+	}
+	const yaml = "listen: 127.0.0.1:0\nport: [18082=team-a]\nupstream: [http://127.0.0.1:9]\n"
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "serve", "--config", conf)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	fifo, err := os.OpenFile(conf, os.O_WRONLY, 0) // returns once serve opened it
+	if err != nil {
+		t.Fatal(err)
+	}
+	hup := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				return
+			}
+		}
+	}
+	hup(50 * time.Millisecond)
+	// Reloads read a plain file from now on.
+	plain := filepath.Join(dir, "plain.yaml")
+	if err := os.WriteFile(plain, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(plain, conf); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = fifo.WriteString(yaml)
+	fifo.Close()
+	hup(300 * time.Millisecond)
+	select {
+	case err := <-exited:
+		t.Fatalf("nexmux ended by an early SIGHUP: %v\n%s", err, stderr.String())
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("nexmux did not exit after SIGTERM")
+	}
+}
