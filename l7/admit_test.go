@@ -267,3 +267,21 @@ func serveOn(p *Proxy, ci *ConnInfo, r *http.Request) *httptest.ResponseRecorder
 	p.ServeHTTP(w, r.WithContext(NewContext(r.Context(), ci)))
 	return w
 }
+
+// A Host refused with 421 is named cut at 255 bytes, with its length: the
+// message is the access line's reason and the response body, and a client
+// may send 64 KiB of Host (over HTTP/2, indexed once, then for a byte per
+// request).
+func TestLongHostRefusalCut(t *testing.T) {
+	p, ci, _ := admitProxy(t)
+	host := strings.Repeat("h", 60000) + ".example.org"
+	r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+	r.Host = host
+	status, _, msg := p.admit(ci, r)
+	if status != http.StatusMisdirectedRequest {
+		t.Fatalf("status %d, want 421", status)
+	}
+	if len(msg) > 400 || !strings.Contains(msg, strings.Repeat("h", 255)+"... (60012 bytes)") {
+		t.Errorf("421 message (%d bytes) does not hold the Host cut with its length: %.400q", len(msg), msg)
+	}
+}
