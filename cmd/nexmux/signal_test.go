@@ -18,15 +18,7 @@ import (
 // Restart=on-failure would leave nexmux stopped after an early
 // 'systemctl reload'.
 func TestEarlySIGHUPDoesNotKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "nexmux")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatal(err)
-	}
+	bin := buildBinary(t)
 	// The configuration comes through a FIFO: serve is then known to be
 	// reading it, before its listeners or its own signal handling.
 	dir := t.TempDir()

@@ -11,15 +11,7 @@ import (
 
 // The real binary, built from this checkout, reports its build info.
 func TestVersionFromBuildInfo(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "nexmux")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatal(err)
-	}
+	bin := buildBinary(t)
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		if err != nil {
@@ -48,4 +40,20 @@ func TestHelpEndsWithExamples(t *testing.T) {
 			}
 		}
 	}
+}
+
+// buildBinary builds nexmux from this checkout into a temporary directory
+// (skipped with -short).
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "nexmux")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
