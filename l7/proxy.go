@@ -377,16 +377,16 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 		// names no route: nothing to disagree with.
 		return 0, "", ""
 	}
-	return http.StatusMisdirectedRequest, "DENIED", fmt.Sprintf("nexmux: Host %q is not served on a connection for %q", shortName(r.Host), shortName(ci.ServerName))
+	return http.StatusMisdirectedRequest, "DENIED", fmt.Sprintf("nexmux: Host %q is not served on a connection for %q", ShortName(r.Host), ShortName(ci.ServerName))
 }
 
 // maxShownName is the longest host name a message holds whole.
 const maxShownName = 255
 
-// shortName is a client-chosen name as a message holds it: a host name has
-// at most 253 bytes, and a Host or SNI of 64 KiB would go whole into every
-// access line and error body.
-func shortName(n string) string {
+// ShortName is a client-chosen name as a message or log line holds it: a
+// host name has at most 253 bytes, and a Host or SNI of 64 KiB would go
+// whole into every access line, refusal line and error body.
+func ShortName(n string) string {
 	if len(n) > maxShownName {
 		return fmt.Sprintf("%s... (%d bytes)", n[:maxShownName], len(n))
 	}

@@ -2,7 +2,6 @@ package mux
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -28,8 +27,10 @@ const (
 	ReasonHandshake   = "tls_handshake"
 )
 
-// maxLoggedSNI is the longest server name a log line holds whole.
-const maxLoggedSNI = 255
+// Reasons are every reason mux refuses a connection for (the metric's
+// label values, created at 0).
+var Reasons = []string{ReasonNoSNI, ReasonUnknownSNI, ReasonMalformed, ReasonTimeout, ReasonNotTLS,
+	ReasonNoPortRoute, ReasonUpstream, ReasonProxyHeader, ReasonClosed, ReasonMaxConns, ReasonHandshake, ReasonPerClient}
 
 // connLog describes a connection for the one line written when it is
 // refused.
@@ -45,12 +46,7 @@ func (l *connLog) logger() *slog.Logger {
 		args = append(args, "peer", l.peer.String())
 	}
 	if n := l.info.ServerName; n != "" {
-		// A host name has at most 253 bytes; a hello may carry 64 KiB of
-		// "name", which a flood would copy into every refusal line.
-		if len(n) > maxLoggedSNI {
-			n = fmt.Sprintf("%s... (%d bytes)", n[:maxLoggedSNI], len(n))
-		}
-		args = append(args, "sni", n)
+		args = append(args, "sni", l7.ShortName(n))
 	}
 	return l.s.log.With(args...)
 }

@@ -180,9 +180,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.metrics.IdleReleased(d.server.Released)
-	d.metrics.RefusalReasons(mux.ReasonNoSNI, mux.ReasonUnknownSNI, mux.ReasonMalformed, mux.ReasonTimeout,
-		mux.ReasonNotTLS, mux.ReasonNoPortRoute, mux.ReasonProxyHeader, mux.ReasonMaxConns, mux.ReasonPerClient,
-		socks5.ReasonDenied, socks5.ReasonPending, mux.ReasonUpstream, mux.ReasonHandshake, mux.ReasonClosed)
+	d.metrics.RefusalReasons(append(slices.Clone(mux.Reasons), socks5.ReasonDenied, socks5.ReasonPending)...)
 	return d, nil
 }
 
