@@ -159,6 +159,7 @@ func TestHelpShowsEffectiveDefaults(t *testing.T) {
 		"idle-timeout":             mux.DefaultIdleTimeout.String(),
 		"passthrough-idle-timeout": mux.DefaultPassthroughIdleTimeout.String(),
 		"drain-timeout":            daemon.DefaultDrainTimeout.String(),
+		"shutdown-delay":           "none",
 	}
 	help := map[string]string{} // by command
 	for _, s := range config.Settings() {

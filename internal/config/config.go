@@ -71,7 +71,10 @@ type Config struct {
 	// after this long (0: never).
 	IdleRelease  time.Duration
 	DrainTimeout time.Duration
-	MaxConns     int
+	// ShutdownDelay keeps accepting after SIGTERM, with /readyz failing,
+	// before the drain starts.
+	ShutdownDelay time.Duration
+	MaxConns      int
 
 	// Issue-17 limits (internal/config/hardening.go has their defaults).
 	MaxRequestsPerClient int
@@ -279,6 +282,7 @@ func (c *Config) Build() (*Runtime, error) {
 	}{
 		{"handshake-timeout", c.HandshakeTimeout}, {"header-timeout", c.HeaderTimeout},
 		{"idle-timeout", c.IdleTimeout}, {"idle-release-after", c.IdleRelease}, {"drain-timeout", c.DrainTimeout},
+		{"shutdown-delay", c.ShutdownDelay},
 	} {
 		if d.v < 0 {
 			errs = multierror.Append(errs, fmt.Errorf("%s %v: must not be negative", d.name, d.v))

@@ -279,6 +279,9 @@ var settings = []Setting{
 	{Name: "drain-timeout", def: time.Duration(0), DefaultText: "30s", // daemon.DefaultDrainTimeout (daemon imports config)
 		Usage: "on SIGTERM, wait this long for in-flight transfers",
 		ptr:   func(c *Config) any { return &c.DrainTimeout }},
+	{Name: "shutdown-delay", def: time.Duration(0), DefaultText: "none",
+		Usage: "on SIGTERM, keep accepting this long with /readyz answering 503, so load balancers stop sending first; then drain (0: drain at once)",
+		ptr:   func(c *Config) any { return &c.ShutdownDelay }},
 	{Name: "max-conns", def: DefaultMaxConns, Reload: Restart,
 		Usage: "refuse connections beyond this many, SOCKS5 streams included (0: no limit; default from the fd limit)",
 		ptr:   func(c *Config) any { return &c.MaxConns }},

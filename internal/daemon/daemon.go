@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -74,6 +75,9 @@ type Daemon struct {
 	memTrimPolicy   memtrim.Policy
 
 	metricsIdleTimeout time.Duration
+
+	// draining is set at SIGTERM: /readyz fails from then on.
+	draining atomic.Bool
 }
 
 // Options for New.
@@ -285,7 +289,7 @@ func (d *Daemon) Start() error {
 		}
 		d.addrs["metrics"] = ml.Addr()
 		set := d.built.Upstreams.Set()
-		ready := &metrics.Readiness{Table: set.Readable, Logger: d.log}
+		ready := &metrics.Readiness{Table: set.Readable, Logger: d.log, Draining: d.draining.Load}
 		mm := http.NewServeMux()
 		mm.Handle("GET /upstreams", set.Handler())
 		mm.Handle("/", d.metrics.Handler(ready))
@@ -579,26 +583,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer signal.Stop(sig)
 
 	for {
-		drain := d.currentConfig().DrainTimeout
-		if drain <= 0 {
-			drain = DefaultDrainTimeout
-		}
 		select {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
 				_ = d.Reload()
 				continue
 			}
-			d.log.Info("draining", "signal", s.String(), "timeout", drain)
-			sctx, cancel := context.WithTimeout(context.Background(), drain)
-			err := d.Shutdown(sctx)
-			cancel()
-			if err != nil {
-				d.log.Warn("drain timeout reached; closed remaining connections", "err", err)
-			}
+			d.stop(s, sig)
 			return nil
 		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), drain)
+			sctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout())
 			defer cancel()
 			return d.Shutdown(sctx)
 		case err := <-d.errc:
@@ -606,6 +600,63 @@ func (d *Daemon) Run(ctx context.Context) error {
 			defer cancel()
 			_ = d.Shutdown(sctx)
 			return err
+		}
+	}
+}
+
+func (d *Daemon) drainTimeout() time.Duration {
+	if t := d.currentConfig().DrainTimeout; t > 0 {
+		return t
+	}
+	return DefaultDrainTimeout
+}
+
+// stop answers the stop signal s: /readyz fails at once, the listeners
+// keep accepting for --shutdown-delay (so balancers that probe /readyz,
+// or Kubernetes endpoints, stop sending before connections are refused),
+// then in-flight requests drain for --drain-timeout. A further SIGTERM or
+// SIGINT cuts the delay, or the drain, short.
+func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) {
+	d.draining.Store(true)
+	c := d.currentConfig()
+	if delay := c.ShutdownDelay; delay > 0 {
+		d.log.Info("stopping: readiness off, still accepting", "signal", s.String(), "shutdown_delay", delay)
+		dctx, dcancel := context.WithTimeout(context.Background(), delay)
+		if next, ok := waitStop(sig, dctx.Done()); ok {
+			d.log.Info("shutdown delay cut short", "signal", next.String())
+		}
+		dcancel()
+	}
+	drain := d.drainTimeout()
+	d.log.Info("draining", "signal", s.String(), "timeout", drain)
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Shutdown(sctx) }()
+	go func() {
+		// Reads until Shutdown ends: signal.Stop comes after stop returns.
+		if next, ok := waitStop(sig, sctx.Done()); ok {
+			d.log.Warn("second signal: closing remaining connections now", "signal", next.String())
+			cancel()
+		}
+	}()
+	if err := <-done; err != nil {
+		d.log.Warn("drain ended before in-flight requests finished; closed remaining connections", "err", err)
+	}
+	cancel()
+}
+
+// waitStop waits for SIGTERM or SIGINT on sig (SIGHUP is ignored: the
+// process is stopping) until done; ok reports a signal.
+func waitStop(sig <-chan os.Signal, done <-chan struct{}) (os.Signal, bool) {
+	for {
+		select {
+		case s := <-sig:
+			if s != syscall.SIGHUP {
+				return s, true
+			}
+		case <-done:
+			return nil, false
 		}
 	}
 }

@@ -257,6 +257,9 @@ type Readiness struct {
 	// Logger gets the reason when not ready: the probe's body stays
 	// generic, since node addresses and dial errors are no one else's.
 	Logger *slog.Logger
+	// Draining, when it returns true, makes /readyz fail whatever the
+	// nodes say: the process is stopping, balancers should stop sending.
+	Draining func() bool
 
 	mu      sync.Mutex
 	checked time.Time
@@ -334,6 +337,10 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if ready == nil {
 			_, _ = w.Write([]byte("ok\n"))
+			return
+		}
+		if ready.Draining != nil && ready.Draining() {
+			http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
 			return
 		}
 		var ok bool

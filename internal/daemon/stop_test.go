@@ -1,0 +1,182 @@
+package daemon_test
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+// readyz returns /readyz's status and body.
+func readyz(addr string) (int, string) {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// uploadStreaming reports whether team-a-push has an upload in flight.
+func uploadStreaming(t *testing.T, maddr string) bool {
+	return metric(metricsText(t, maddr), "nexmux_uploads_in_flight", map[string]string{"route": "team-a-push.nexmux.test"}) == 1
+}
+
+// newConnStatus asks GET /v2/ on a connection of its own, so that it tests
+// whether the listener still accepts.
+func newConnStatus(st *stack.Stack, name string) int {
+	tr := st.Transport()
+	defer tr.CloseIdleConnections()
+	tr.TLSClientConfig = &tls.Config{RootCAs: st.CA.Pool()}
+	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	resp, err := cl.Get("https://" + st.Host(name) + "/v2/")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// On SIGTERM /readyz fails at once, while the listener keeps serving new
+// connections for --shutdown-delay; only then does the drain close it. A
+// balancer or Kubernetes endpoint that still sends here in that window is
+// served, not refused.
+func TestShutdownDelayKeepsServingWithReadinessOff(t *testing.T) {
+	cfg := teamRoutes()
+	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cfg.MetricsListen = maddr
+	cfg.ShutdownDelay = 2 * time.Second
+	st := stack.Start(t, stack.Options{Config: cfg})
+
+	if code, body := readyz(maddr); code != http.StatusOK {
+		t.Fatalf("/readyz before SIGTERM: %d %q", code, body)
+	}
+	start := time.Now()
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal)) }()
+
+	waitFor(t, "/readyz to fail after SIGTERM", func() bool {
+		code, body := readyz(maddr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "draining")
+	})
+	if code := newConnStatus(st, "team-a"); code != http.StatusUnauthorized && time.Since(start) < cfg.ShutdownDelay {
+		t.Fatalf("a new connection within the shutdown delay got %d, want 401 from Nexus", code)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit after the shutdown delay")
+	}
+	if took := time.Since(start); took < cfg.ShutdownDelay {
+		t.Errorf("stopped after %v, before the %v shutdown delay", took, cfg.ShutdownDelay)
+	}
+	if c, err := net.DialTimeout("tcp", st.Addr, time.Second); err == nil {
+		c.Close()
+		t.Error("the listener still accepts after the drain")
+	}
+}
+
+// Without --shutdown-delay the listener closes at once, and /readyz fails
+// during the drain too.
+func TestReadyzFailsDuringDrain(t *testing.T) {
+	cfg := teamRoutes()
+	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cfg.MetricsListen = maddr
+	cfg.DrainTimeout = 20 * time.Second
+	st := stack.Start(t, stack.Options{Config: cfg})
+	cl := &http.Client{Transport: st.Transport()}
+
+	// An upload in flight keeps the drain going.
+	done := make(chan error, 1)
+	go func() {
+		_, err := slowPush(cl, "https://"+st.Host("team-a-push"), "drain/app", 4<<20, 50*time.Millisecond)
+		done <- err
+	}()
+	waitFor(t, "the upload to start", func() bool { return uploadStreaming(t, maddr) })
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal)) }()
+	waitFor(t, "the listener to close", func() bool {
+		c, err := net.DialTimeout("tcp", st.Addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	if code, body := readyz(maddr); code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
+		t.Errorf("/readyz during the drain: %d %q, want 503 draining", code, body)
+	}
+	<-stopped
+	if err := <-done; err != nil {
+		t.Errorf("upload in flight during the drain: %v", err)
+	}
+}
+
+// A second SIGTERM or SIGINT cuts the shutdown delay short, and a further
+// one the drain: an operator's second Ctrl-C, or a supervisor that
+// escalates, is not made to wait for --drain-timeout.
+func TestSecondSignalCutsDelayAndDrain(t *testing.T) {
+	cfg := teamRoutes()
+	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cfg.MetricsListen = maddr
+	cfg.ShutdownDelay = time.Minute
+	cfg.DrainTimeout = time.Minute
+	st := stack.Start(t, stack.Options{Config: cfg})
+	cl := &http.Client{Transport: st.Transport()}
+
+	// About 12 s of upload: long enough that only a cut drain ends first.
+	done := make(chan error, 1)
+	go func() {
+		code, err := slowPush(cl, "https://"+st.Host("team-a-push"), "cut/app", 8<<20, 100*time.Millisecond)
+		if err == nil && code != http.StatusCreated {
+			err = fmt.Errorf("upload: status %d", code)
+		}
+		done <- err
+	}()
+	waitFor(t, "the upload to start", func() bool { return uploadStreaming(t, maddr) })
+
+	sig := make(chan os.Signal, 1)
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); st.Daemon.Stop(syscall.SIGTERM, sig) }()
+	time.Sleep(200 * time.Millisecond)
+	if code := newConnStatus(st, "team-a"); code != http.StatusUnauthorized {
+		t.Fatalf("a new connection within the shutdown delay got %d, want 401", code)
+	}
+	sig <- syscall.SIGHUP // ignored while stopping
+	sig <- syscall.SIGINT
+	waitFor(t, "the listener to close after the second signal", func() bool {
+		c, err := net.DialTimeout("tcp", st.Addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	select {
+	case <-stopped:
+		t.Fatal("the drain ended with an upload in flight and no further signal")
+	case <-time.After(500 * time.Millisecond):
+	}
+	sig <- syscall.SIGTERM
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a third signal did not cut the drain")
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the upload finished although the drain was cut")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the upload's connection was not closed when the drain was cut")
+	}
+}
