@@ -76,6 +76,11 @@ func TestRefusals(t *testing.T) {
 			_, _ = c.Write([]byte("HEAD /v2/app/manifests/latest HTTP/1.1\r\nHost: x\r\n\r\n"))
 			return string(readUntilClosed(t, c))
 		}, `{"errors":[{"code":"UNSUPPORTED","message":"nexmux: this port serves HTTPS only"`},
+		{"SSLv2-format hello", mux.ReasonNotTLS, func(t *testing.T, c net.Conn) string {
+			// openssl's SSLv2-compatible ClientHello offering TLS 1.2.
+			_, _ = c.Write([]byte{0x80, 0x2e, 0x01, 0x03, 0x03, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10})
+			return fmt.Sprintf("% x", readUntilClosed(t, c))
+		}, fmt.Sprintf("% x", []byte{21, 3, 3, 0, 2, 2, byte(sni.AlertProtocolVersion)})},
 		{"SSH on the TLS port", mux.ReasonNotTLS, func(t *testing.T, c net.Conn) string {
 			_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
 			return string(readUntilClosed(t, c)) + "closed"

@@ -140,6 +140,13 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	}
 	d = decision{conn: c, raw: raw, info: info, state: st, peer: log.peer}
 	if first[0] != sni.RecordTypeHandshake {
+		if sni.IsSSLv2Hello(rr.buf) {
+			// An old client (or a scanner) offering SSLv2-compatible
+			// framing: tell it the version is refused, as crypto/tls does.
+			log.refuse(ReasonNotTLS, "SSLv2-format ClientHello", "first_byte", fmt.Sprintf("%#02x", first[0]))
+			_ = sni.WriteAlert(c, sni.AlertProtocolVersion)
+			return d, false
+		}
 		if rt == nil && looksLikeHTTP(rr.buf) {
 			// A registry client configured with http:// (or curl without
 			// https) reads why, in the error format docker prints.

@@ -26,7 +26,15 @@ const (
 	// AlertUnrecognizedName: no route (and no fallback) for the server
 	// name the client asked for.
 	AlertUnrecognizedName Alert = 112
+	// AlertProtocolVersion: an SSLv2-format hello, answered as crypto/tls
+	// answers it.
+	AlertProtocolVersion Alert = 70
 )
+
+// IsSSLv2Hello reports whether b, a connection's first bytes, start an
+// SSLv2-format ClientHello: a two-byte length with its top bit set (no TLS
+// record type and no HTTP method starts so), then message type 1.
+func IsSSLv2Hello(b []byte) bool { return len(b) >= 3 && b[0]&0x80 != 0 && b[2] == 1 }
 
 const alertLevelFatal = 2
 
