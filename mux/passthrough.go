@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/pires/go-proxyproto"
+
+	"github.com/nexmux/nexmux/sni"
 )
 
 // passthrough is the target of --passthrough routes: it copies the
@@ -29,6 +31,8 @@ func (p passthrough) serve(d decision) {
 	up, err := dialer.DialContext(p.s.life, "tcp", rt.Passthrough)
 	if err != nil {
 		log.refuse(ReasonUpstream, "passthrough backend unreachable", "backend", rt.Passthrough, "err", err)
+		// The client waits for a ServerHello: say it failed on this side.
+		_ = sni.WriteAlert(c, sni.AlertInternalError)
 		return
 	}
 	defer up.Close()

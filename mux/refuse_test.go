@@ -217,8 +217,8 @@ func TestRefusalMaxConns(t *testing.T) {
 	}
 }
 
-// A passthrough backend that refuses the connection: the client's
-// connection is closed, and the refusal logged with its reason.
+// A passthrough backend that refuses the connection: the client gets an
+// internal_error alert, and the refusal is logged with its reason.
 func TestRefusalPassthroughDial(t *testing.T) {
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -235,8 +235,8 @@ func TestRefusalPassthroughDial(t *testing.T) {
 	if _, err := c.Write(testnet.ClientHello(t, m.tlsConfig("pt.nexmux.test"))); err != nil {
 		t.Fatal(err)
 	}
-	if got := readUntilClosed(t, c); len(got) != 0 {
-		t.Fatalf("got %q back", got)
+	if got, want := readUntilClosed(t, c), []byte{21, 3, 3, 0, 2, 2, byte(sni.AlertInternalError)}; !bytes.Equal(got, want) {
+		t.Fatalf("got % x back, want an internal_error alert (% x)", got, want)
 	}
 	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonUpstream)
 }

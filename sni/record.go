@@ -29,6 +29,9 @@ const (
 	// AlertProtocolVersion: an SSLv2-format hello, answered as crypto/tls
 	// answers it.
 	AlertProtocolVersion Alert = 70
+	// AlertInternalError: the route is known but cannot be served (a
+	// passthrough backend that cannot be reached).
+	AlertInternalError Alert = 80
 )
 
 // IsSSLv2Hello reports whether b, a connection's first bytes, start an

@@ -19,6 +19,7 @@ func TestWriteAlert(t *testing.T) {
 		{"unrecognized_name", AlertUnrecognizedName, "remote error: tls: unrecognized name"},
 		{"decode_error", AlertDecodeError, "remote error: tls: error decoding message"},
 		{"protocol_version", AlertProtocolVersion, "remote error: tls: protocol version not supported"},
+		{"internal_error", AlertInternalError, "remote error: tls: internal error"},
 	} {
 		for _, max := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 			t.Run(tc.name+"/"+tls.VersionName(max), func(t *testing.T) {

@@ -373,8 +373,8 @@ func TestPassthroughProxyProtocolOut(t *testing.T) {
 	}
 }
 
-// TestPassthroughBackendDown: an unreachable backend closes the client's
-// connection at once and says why.
+// TestPassthroughBackendDown: an unreachable backend ends the client's
+// handshake at once with an internal_error alert and logs why.
 func TestPassthroughBackendDown(t *testing.T) {
 	dead := freePort(t)
 	cfg := teamRoutes()
@@ -394,6 +394,9 @@ func TestPassthroughBackendDown(t *testing.T) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("connection not closed: %v", err)
+	}
+	if !strings.Contains(err.Error(), "remote error: tls: internal error") {
+		t.Errorf("client saw %v, want the internal_error alert", err)
 	}
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("closed after %v", el)
