@@ -745,8 +745,15 @@ func TestHAReadyzAndUpstreams(t *testing.T) {
 		n.SetReadOnly(true)
 	}
 	haWait(t, "not writable", func() bool { c, _ := get("/readyz?writable"); return c == 503 })
-	if c, b := get("/readyz"); c != 200 {
-		t.Fatalf("readyz while read-only: %d %s", c, b)
+	for _, q := range []string{"", "?writable=false", "?writable=0"} {
+		if c, b := get("/readyz" + q); c != 200 {
+			t.Fatalf("readyz%s while read-only: %d %s", q, c, b)
+		}
+	}
+	for _, q := range []string{"?writable=", "?writable=true", "?writable=1"} {
+		if c, b := get("/readyz" + q); c != 503 {
+			t.Fatalf("readyz%s while read-only: %d %s", q, c, b)
+		}
 	}
 	if err := st.NexusNodes[0].SetDown(true); err != nil {
 		t.Fatal(err)

@@ -328,6 +328,17 @@ func probe(ctx context.Context, u string) (bool, string) {
 
 // Handler serves /metrics, /healthz (the process answers) and /readyz
 // (Nexus answers).
+// wantWritable reports whether /readyz asks for a writable node:
+// ?writable, ?writable=true or =1; ?writable=false or =0 does not.
+func wantWritable(r *http.Request) bool {
+	q := r.URL.Query()
+	if !q.Has("writable") {
+		return false
+	}
+	b, err := strconv.ParseBool(q.Get("writable"))
+	return err != nil || b
+}
+
 func (m *Metrics) Handler(ready *Readiness) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
@@ -346,7 +357,7 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 		var ok bool
 		var why string
 		if ready.Table != nil {
-			if ok, why = ready.Table(r.URL.Query().Has("writable")); !ok && ready.Logger != nil {
+			if ok, why = ready.Table(wantWritable(r)); !ok && ready.Logger != nil {
 				ready.Logger.Warn("not ready", "reason", why)
 			}
 		} else {
