@@ -25,6 +25,25 @@ type accessHandler struct {
 	json bool
 }
 
+// maxLoggedPath is the longest path (and method) an access line holds
+// whole. Registry paths are a few hundred bytes; a client may send 64 KiB,
+// and log pipelines split lines at 16 KiB (Docker's json-file driver, the
+// CRI log format), which breaks a JSON line in two.
+const maxLoggedPath = 1024
+
+// loggedPath is p, or its first maxLoggedPath bytes (cut at a character)
+// and its length.
+func loggedPath(p string) string {
+	if len(p) <= maxLoggedPath {
+		return p
+	}
+	cut := maxLoggedPath
+	for cut > 0 && !utf8.RuneStart(p[cut]) {
+		cut--
+	}
+	return p[:cut] + "... (" + strconv.Itoa(len(p)) + " bytes)"
+}
+
 // accessLine is one request line's fields, in the order they are logged.
 type accessLine struct {
 	route, repo, method, path string
