@@ -261,8 +261,14 @@ func parseServerName(data cryptobyte.String) (string, error) {
 		if !list.ReadUint8(&typ) || !list.ReadUint16LengthPrefixed(&host) {
 			return "", fmt.Errorf("%w: truncated server_name entry", ErrMalformed)
 		}
-		if typ != sniNameTypeHostName || name != nil {
+		if typ != sniNameTypeHostName {
 			continue
+		}
+		if name != nil {
+			// RFC 6066 allows one name per type, and crypto/tls refuses a
+			// second: routing by one while a backend reads another would
+			// let a client steer past the routing decision.
+			return "", fmt.Errorf("%w: two server_name host_name entries", ErrMalformed)
 		}
 		if len(host) == 0 {
 			return "", fmt.Errorf("%w: empty server_name host_name", ErrMalformed)

@@ -428,9 +428,6 @@ func TestParseClientHello(t *testing.T) {
 		{"unknown name_type before host_name", func(p *helloParts) {
 			p.setExt(0, sniExt(sniEntry{7, "opaque"}, sniEntry{0, "B.example"}))
 		}, "b.example", []string{"h2", "http/1.1"}, false},
-		{"first host_name wins", func(p *helloParts) {
-			p.setExt(0, sniExt(sniEntry{0, "first.example"}, sniEntry{0, "second.example"}))
-		}, "first.example", []string{"h2", "http/1.1"}, false},
 		{"only unknown name types", func(p *helloParts) { p.setExt(0, sniExt(sniEntry{7, "x"})) }, "", []string{"h2", "http/1.1"}, false},
 		{"ALPN order kept", func(p *helloParts) { p.setExt(16, alpnExt("http/1.1", "h2", "x")) }, "team-a.example.com", []string{"http/1.1", "h2", "x"}, false},
 		{"session id 32", func(p *helloParts) { p.sessionID = make([]byte, 32) }, "team-a.example.com", []string{"h2", "http/1.1"}, false},
@@ -443,6 +440,9 @@ func TestParseClientHello(t *testing.T) {
 		{"duplicate unrelated extension", func(p *helloParts) { p.exts = append(p.exts, ext{0xfe0d, nil}, ext{0xfe0d, nil}) }, "", nil, true},
 		{"duplicate server_name", func(p *helloParts) {
 			p.exts = append(p.exts, ext{0, sniExt(sniEntry{0, "other.example"})})
+		}, "", nil, true},
+		{"two host_name entries", func(p *helloParts) {
+			p.setExt(0, sniExt(sniEntry{0, "first.example"}, sniEntry{0, "second.example"}))
 		}, "", nil, true},
 		{"empty server_name extension", func(p *helloParts) { p.setExt(0, nil) }, "", nil, true},
 		{"empty server_name list", func(p *helloParts) { p.setExt(0, sniExt()) }, "", nil, true},
