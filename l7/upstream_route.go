@@ -115,7 +115,17 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	var err error
 	switch class {
 	case classUpload:
-		cands, err = f.uploadNode(r, tag, uuid)
+		// A chunk or the closing PUT of an open upload is a write too:
+		// with no node writable, it is refused before its body is read
+		// rather than streamed to a frozen node.
+		if r.Method == http.MethodPatch || r.Method == http.MethodPut {
+			if _, err = set.PickAppend(buf[:0], upstream.Write, ""); !errors.Is(err, upstream.ErrNoneWritable) {
+				err = nil
+			}
+		}
+		if err == nil {
+			cands, err = f.uploadNode(r, tag, uuid)
+		}
 	case classDigest:
 		cands, err = set.PickAppend(buf[:0], upstream.ReadDigest, repo+"@"+digest)
 	case classWrite:

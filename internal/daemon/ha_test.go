@@ -337,6 +337,54 @@ func TestHAReadOnlyRefusesWritesEarly(t *testing.T) {
 	}
 }
 
+// An upload opened before every node went read-only: its next 1 GiB PATCH
+// is a write like any other, refused by nexmux with 503 UNAVAILABLE and
+// Retry-After before its body is read, not streamed to the frozen node.
+func TestHAReadOnlyRefusesUploadFollowUpEarly(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 2, Config: haConfig()})
+	tr := st.Transport()
+	cl := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted || !strings.Contains(loc, "_nexmux=") {
+		t.Fatalf("POST: %s Location %q", resp.Status, loc)
+	}
+	if strings.HasPrefix(loc, "/") {
+		loc = "https://" + st.Host("team-a") + loc
+	}
+	for _, n := range st.NexusNodes {
+		n.SetReadOnly(true)
+	}
+	haWait(t, "nodes seen read-only", func() bool {
+		tb := st.Runtime.Upstreams.Set().Table()
+		return tb[0].State == "read-only" && tb[1].State == "read-only"
+	})
+	before := requestBytes(t, st)
+	var sent atomic.Int64
+	req, _ = http.NewRequestWithContext(t.Context(), http.MethodPatch, loc, &countReader{n: &sent, left: 1 << 30})
+	req.ContentLength = 1 << 30
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err = cl.Do(req)
+	if err != nil {
+		t.Fatalf("PATCH: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "UNAVAILABLE") {
+		t.Errorf("PATCH of an open upload while read-only: %s Retry-After %q %s", resp.Status, resp.Header.Get("Retry-After"), b)
+	}
+	if n := requestBytes(t, st) - before; n >= 1<<20 {
+		t.Errorf("nexmux read %.0f bytes of a refused 1 GiB PATCH", n)
+	}
+}
+
 // All nodes down: 503 UNAVAILABLE with Retry-After, at once.
 func TestHAAllDown(t *testing.T) {
 	st := stack.Start(t, stack.Options{Nodes: 2, Config: haConfig()})
