@@ -59,3 +59,37 @@ func TestHARepository5xxOnEveryNodeEjectsNone(t *testing.T) {
 		t.Fatalf("ejected %v, want node1 (%s) alone", e, nodes[0].Addr())
 	}
 }
+
+// With the other node down, the one node left is every node a request can
+// try: an offline repository's 503s from it are the repository's, as when
+// both nodes answer them. Ejecting it for them turned one repository's
+// outage into every repository's ("no Nexus node is reachable").
+func TestHARepository5xxOnTheLastNodeEjectsNone(t *testing.T) {
+	s, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.Repos = append(c.Repos, fixtures.MirrorRepos("")...) })
+	if err := s.SeedMirrors(); err != nil {
+		t.Fatal(err)
+	}
+	m := fixtures.Mirrors[0]
+	i := strings.LastIndex(m.Image, ":")
+	name, tag := m.Image[:i], m.Image[i+1:]
+	addr, up := haProxyURLs(t, io.Discard, 0, m.Repo, nodeURLs(nodes)...)
+	path := "/v2/" + name + "/manifests/" + tag
+	if err := nodes[1].SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "node2 found down", func() bool { return up.Set().ByHost(nodes[1].Addr()).State() == upstream.Down })
+
+	s.SetOnline(m.Repo, false)
+	for range 20 {
+		if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusServiceUnavailable || strings.Contains(body, "nexmux") {
+			t.Fatalf("offline repository: %s %s", resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 0 {
+		t.Fatalf("a repository's 503 on the last node ejected %v", e)
+	}
+	s.SetOnline(m.Repo, true)
+	if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {
+		t.Fatalf("back online: %s %s", resp.Status, body)
+	}
+}
