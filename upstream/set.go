@@ -125,7 +125,11 @@ func NewSet(spec *Spec, log *slog.Logger) *Set {
 	// Pick reads *live without the lock.
 	live := s.nodes
 	s.live.Store(&live)
-	s.setDrain(spec.Drain)
+	// Not setDrain: nothing changed, and every configuration build (check,
+	// each reload) makes a set whose logger is not the daemon's yet.
+	for _, n := range s.nodes {
+		n.draining = slices.Contains(spec.Drain, n.ID)
+	}
 	s.key = derivedKey(s.nodes)
 	return s
 }

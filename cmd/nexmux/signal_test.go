@@ -4,9 +4,12 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -75,4 +78,65 @@ func TestEarlySIGHUPDoesNotKill(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("nexmux did not exit after SIGTERM")
 	}
+}
+
+// With --log-format json every line serve writes is JSON, also with
+// --drain-upstream at start and on reload: the drain line came from a
+// node set built with the default logger, in text, into a JSON stream.
+func TestJSONLogsHaveOnlyJSONLines(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nexmux.yaml")
+	const yaml = "listen: 127.0.0.1:0\nport: [18082=team-a]\nlog-format: json\nhealth-interval: 1h\n" +
+		"upstream: [http://127.0.0.1:9, http://127.0.0.1:10]\ndrain-upstream: [http://127.0.0.1:10]\n"
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd := exec.Command(bin, "serve", "--config", conf)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitFor := func(what string) {
+		t.Helper()
+		for end := time.Now().Add(20 * time.Second); !strings.Contains(stderr.String(), what); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("no %q in:\n%s", what, stderr.String())
+			}
+		}
+	}
+	waitFor(`"nexmux serving"`)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(`"reloaded"`)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("not JSON: %s", line)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer the test reads while the process writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
