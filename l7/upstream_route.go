@@ -262,7 +262,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			return nil, lastErr
 		}
-		n.ObserveLatency(time.Since(t0))
+		if !body {
+			// With a body, the time to headers is mostly the client's
+			// upload (minutes for a large layer), not the node's speed.
+			n.ObserveLatency(time.Since(t0))
+		}
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			if move(last) {

@@ -358,3 +358,51 @@ func TestNodeFoundDownWhileWaiting(t *testing.T) {
 		t.Fatalf("got %d %q (hits on the last node %d)", a.status, a.body, second.hits.Load())
 	}
 }
+
+// The time a request with a body takes to its answer is mostly the client's
+// upload, not the node's speed: a slow 1.5 s PATCH on one node must not
+// make least-loaded reads shun that node as if it answered in 1.5 s.
+func TestSlowUploadDoesNotMakeItsNodeSlow(t *testing.T) {
+	var patches [2]atomic.Int64
+	var gets [2]atomic.Int64
+	handler := func(i int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case r.Method == http.MethodPatch:
+				patches[i].Add(1)
+				io.Copy(io.Discard, r.Body)
+				w.WriteHeader(http.StatusAccepted)
+			case r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/manifests/"):
+				gets[i].Add(1)
+				w.Write([]byte("ok"))
+			default: // status probes, the "who knows this upload" GET
+				w.WriteHeader(http.StatusNoContent)
+			}
+		}
+	}
+	a, b := startNode(t, handler(0)), startNode(t, handler(1))
+	addr, _ := haProxy(t, io.Discard, 0, a, b)
+	pr, pw := io.Pipe()
+	go func() {
+		for range 3 {
+			pw.Write(make([]byte, 1024))
+			time.Sleep(500 * time.Millisecond)
+		}
+		pw.Close()
+	}()
+	if resp, body := send(t, addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", pr); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH: %s %s", resp.Status, body)
+	}
+	slow := 0
+	if patches[1].Load() == 1 {
+		slow = 1
+	}
+	for range 200 {
+		if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET: %s %s", resp.Status, body)
+		}
+	}
+	if n := gets[slow].Load(); n < 40 {
+		t.Fatalf("the node that took a slow upload got %d of 200 reads (other: %d)", n, gets[1-slow].Load())
+	}
+}
