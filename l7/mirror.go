@@ -15,6 +15,10 @@ type mirrorReq struct {
 	registry string // canonical, one of the mirror's registries ("" when refused)
 	prefix   string // path prefix segment as sent ("ghcr.io"), "" without one
 	ns       string // raw ?ns= value as sent, "" without one
+	// repoPath is "[ctx]/repository/<repo>" when the client used Nexus's
+	// own URL form: a bare /v2/ URL would name no registry and read the
+	// default one's repository.
+	repoPath string
 }
 
 // mirrorAuth holds the Authorization value sent to Nexus for mirror
@@ -79,6 +83,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 			}
 		}
 		st.repo, st.sub, st.query = name, sub, rawQuery
+		st.mirror.repoPath = p.up.ctxPath + "/repository/" + name
 		return true
 	}
 	if !mirrorMethod(r.Method, rawPath) {
@@ -212,10 +217,10 @@ func mirrorEndpoint(sub string) bool {
 	return false
 }
 
-// publicMirrorForm puts the client's registry form (path prefix, ns) back
-// into the public URLs of Location and Link.
+// publicForm puts the client's registry form (path prefix, ns, or
+// [ctx]/repository/<repo>) back into the public URLs of Location and Link.
 func (mr *mirrorReq) publicForm(h http.Header, base string) {
-	if mr.prefix == "" && mr.ns == "" {
+	if mr.prefix == "" && mr.ns == "" && mr.repoPath == "" {
 		return
 	}
 	if v := h.Values("Location"); len(v) > 0 {
@@ -234,6 +239,9 @@ func (mr *mirrorReq) form(u, base string) string {
 	rest, ok := strings.CutPrefix(u, base+"/v2/")
 	if !ok {
 		return u
+	}
+	if mr.repoPath != "" {
+		return base + mr.repoPath + "/v2/" + rest
 	}
 	if mr.prefix != "" {
 		rest = mr.prefix + "/" + rest

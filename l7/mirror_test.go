@@ -91,6 +91,8 @@ func TestMirrorPublicForm(t *testing.T) {
 		{mirrorReq{prefix: "ghcr.io"}, "https://s3.example.net/v2/bucket/blob?sig=1", "",
 			"https://s3.example.net/v2/bucket/blob?sig=1", ""},
 		{mirrorReq{}, base + "/v2/x/blobs/sha256:1", "", base + "/v2/x/blobs/sha256:1", ""},
+		{mirrorReq{repoPath: "/nexus/repository/quay-proxy"}, base + "/v2/x/blobs/sha256:1", `<` + base + `/v2/x/tags/list?n=2>; rel="next"`,
+			base + "/nexus/repository/quay-proxy/v2/x/blobs/sha256:1", `<` + base + `/nexus/repository/quay-proxy/v2/x/tags/list?n=2>; rel="next"`},
 	} {
 		h := http.Header{}
 		h.Set("Location", c.loc)

@@ -262,6 +262,9 @@ func TestMirrorTagsPagingKeepsForm(t *testing.T) {
 		{"/v2/docker.io/library/alpine/tags/list?n=5", "/v2/docker.io/library/alpine/tags/list?"},
 		{"/v2/library/alpine/tags/list?n=5&ns=docker.io", "/v2/library/alpine/tags/list?"},
 		{"/v2/library/alpine/tags/list?n=5", "/v2/library/alpine/tags/list?"},
+		// A client of Nexus's own URL form: a bare /v2/ Link would read
+		// the default registry's repository.
+		{"/repository/dockerhub-proxy/v2/library/alpine/tags/list?n=5", "/repository/dockerhub-proxy/v2/library/alpine/tags/list?"},
 	} {
 		var tags []string
 		next := c.first
