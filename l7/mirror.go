@@ -43,6 +43,15 @@ func mirrorMethod(method, sub string) bool {
 		method == http.MethodPost && sub == "/v2/token"
 }
 
+// mirrorAllow is the Allow header of a 405 on a mirror name: the methods
+// mirrorMethod serves for sub.
+func mirrorAllow(sub string) string {
+	if sub == "/v2/token" {
+		return "GET, HEAD, POST"
+	}
+	return "GET, HEAD"
+}
+
 // mirrorRequest picks the registry, repository and upstream path of a
 // request on a mirror name, or answers it itself (false).
 func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqState, m *route.Mirror, rawPath, rawQuery string) bool {
@@ -53,11 +62,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		return false
 	}
 	readOnly := func(sub string) bool {
-		allow := "GET, HEAD"
-		if sub == "/v2/token" {
-			allow += ", POST"
-		}
-		w.Header().Set("Allow", allow)
+		w.Header().Set("Allow", mirrorAllow(sub))
 		return fail(http.StatusMethodNotAllowed, "UNSUPPORTED", "a mirror is read-only")
 	}
 	if !registryPath(rawPath) {

@@ -277,7 +277,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if status, code, msg := p.admit(st.ci, r); status != 0 {
 		if status == http.StatusMethodNotAllowed {
-			cw.Header().Set("Allow", registryAllow)
+			allow := registryAllow
+			if st.ci.Route.Mirror != nil {
+				// A mirror is read-only: its 405 names only what it serves.
+				path, _, _ := strings.Cut(r.RequestURI, "?")
+				allow = mirrorAllow(path)
+			}
+			cw.Header().Set("Allow", allow)
 		}
 		p.refuseLocal(cw, st, status, code, msg)
 		return

@@ -148,6 +148,7 @@ func TestMirrorRefusals(t *testing.T) {
 		{"POST", "/v2/acme/app/blobs/uploads/?ns=ghcr.io", 405, "UNSUPPORTED"},
 		{"PATCH", "/v2/acme/app/blobs/uploads/x", 405, "UNSUPPORTED"},
 		{"DELETE", "/repository/ghcr-proxy/v2/acme/app/manifests/1", 405, "UNSUPPORTED"},
+		{"PROPFIND", "/v2/library/alpine/manifests/3", 405, "UNSUPPORTED"},
 		{"GET", "/v2/acme/app/manifests/1?ns=docker.example.org", 404, "NAME_UNKNOWN"},
 		{"GET", "/v2/gcr.io/acme/app/manifests/1", 404, "NAME_UNKNOWN"},
 		{"GET", "/v2/registry.corp.test:5000/x/manifests/1", 404, "NAME_UNKNOWN"},
