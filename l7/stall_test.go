@@ -198,7 +198,8 @@ func TestNexusSlotBackAtBodyEnd(t *testing.T) {
 	}
 	up := NewUpstreams(spec, upstream.NewSet(spec, slog.New(slog.NewTextHandler(io.Discard, nil))), UpstreamOptions{MaxConns: 1})
 	n := up.Set().Nodes()[0]
-	sl, ok := up.acquire(context.Background(), n.Host)
+	wait := time.Duration(0)
+	sl, ok := up.acquire(context.Background(), n.Host, &wait)
 	if !ok {
 		t.Fatal("no slot")
 	}
@@ -209,13 +210,15 @@ func TestNexusSlotBackAtBodyEnd(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	again, ok := up.acquire(ctx, n.Host)
+	wait = time.Second
+	again, ok := up.acquire(ctx, n.Host, &wait)
 	if !ok {
 		t.Fatal("slot still held after the body's end")
 	}
 	again.release()
 	b.Close() // gives nothing back twice
-	if got, ok := up.acquire(context.Background(), n.Host); !ok || len(got) != 1 {
+	wait = 0
+	if got, ok := up.acquire(context.Background(), n.Host, &wait); !ok || len(got) != 1 {
 		t.Fatalf("after Close: slot %v, %d held; want exactly this one", ok, len(got))
 	}
 }

@@ -15,8 +15,9 @@ import (
 // of starving Nexus's own UI, tasks and the other replicas.
 const DefaultUpstreamMaxConns = 200
 
-// poolQueueTimeout is how long a request waits for a free slot on its node
-// before it gets a 503 with Retry-After.
+// poolQueueTimeout is how long a request waits for a free slot, on its
+// node or the nodes it may move on to, before it gets a 503 with
+// Retry-After.
 const poolQueueTimeout = 2 * time.Second
 
 // Upstreams is the set of Nexus nodes behind nexmux (a Nexus HA cluster, or
@@ -97,8 +98,10 @@ type poolSet struct {
 	m syncMap[string, slot]
 }
 
-// acquire takes a slot on host, waiting at most poolQueueTimeout.
-func (u *Upstreams) acquire(ctx context.Context, host string) (slot, bool) {
+// acquire takes a slot on host, waiting at most *wait, and takes the time
+// it waited off *wait: a request that tries several busy nodes waits
+// poolQueueTimeout in all, not once per node.
+func (u *Upstreams) acquire(ctx context.Context, host string, wait *time.Duration) (slot, bool) {
 	sem, ok := u.pools.m.Load(host)
 	if !ok {
 		sem, _ = u.pools.m.LoadOrStore(host, make(slot, u.maxConns))
@@ -108,7 +111,12 @@ func (u *Upstreams) acquire(ctx context.Context, host string) (slot, bool) {
 		return sem, true
 	default:
 	}
-	t := time.NewTimer(poolQueueTimeout)
+	if *wait <= 0 {
+		return nil, false
+	}
+	start := time.Now()
+	defer func() { *wait -= time.Since(start) }()
+	t := time.NewTimer(*wait)
 	defer t.Stop()
 	select {
 	case sem <- struct{}{}:

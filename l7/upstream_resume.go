@@ -113,6 +113,7 @@ var errNoResume = errors.New("no node could resume the download")
 func (b *resumeBody) resume() error {
 	set := b.f.up.set
 	from := b.start + b.got
+	queue := poolQueueTimeout
 	for b.tries < 2*len(set.Nodes()) {
 		cands, err := set.Pick(upstream.ReadDigest, b.key)
 		if err != nil {
@@ -135,7 +136,7 @@ func (b *resumeBody) resume() error {
 		b.tries++
 		// A resume is one more request on n: it takes one of n's
 		// --upstream-max-conns slots like any other.
-		sl, ok := b.f.up.acquire(b.r.Context(), n.Host)
+		sl, ok := b.f.up.acquire(b.r.Context(), n.Host, &queue)
 		if !ok {
 			b.node = n
 			continue

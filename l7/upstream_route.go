@@ -172,9 +172,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	var suspects []suspect
 	var lastErr error
+	queue := poolQueueTimeout
 	for i, n := range cands {
 		last := i == len(cands)-1
-		sl, ok := f.up.acquire(r.Context(), n.Host)
+		sl, ok := f.up.acquire(r.Context(), n.Host, &queue)
 		if !ok {
 			if r.Context().Err() != nil {
 				return nil, r.Context().Err()
@@ -376,7 +377,8 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) *upstream.Node {
 			defer wg.Done()
 			// The question is a request on n: it takes one of n's
 			// --upstream-max-conns slots (waiting at most askTimeout).
-			sl, ok := f.up.acquire(ctx, n.Host)
+			queue := poolQueueTimeout
+			sl, ok := f.up.acquire(ctx, n.Host, &queue)
 			if !ok {
 				return
 			}

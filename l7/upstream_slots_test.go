@@ -181,3 +181,42 @@ func TestResumeTakesASlot(t *testing.T) {
 		t.Fatalf("node B served %d requests at once with --upstream-max-conns 1", m)
 	}
 }
+
+// With every node's --upstream-max-conns slots taken, a read that may go to
+// any of three nodes waits poolQueueTimeout in all for a slot, not once per
+// node (it took three times as long), then gets nexmux's 503.
+func TestBusyNodesShareOneQueueWait(t *testing.T) {
+	var in peak
+	release := make(chan struct{})
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/held/") {
+			in.enter()
+			defer in.leave()
+			<-release
+		}
+	}
+	nodes := []*haNode{startNode(t, h), startNode(t, h), startNode(t, h)}
+	addr, up := haProxy(t, io.Discard, 1, nodes...)
+	var held []chan struct{}
+	for _, n := range nodes {
+		held = append(held, holdOn(t, addr, up.Set(), n.addr))
+	}
+	defer func() {
+		close(release)
+		for _, h := range held {
+			<-h
+		}
+	}()
+	waitUntil(t, "a held read on every node", func() bool { return in.cur.Load() == 3 })
+
+	start := time.Now()
+	resp, body := send(t, addr, http.MethodGet, "/v2/app/tags/list", nil)
+	took := time.Since(start)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "busy") {
+		t.Fatalf("every slot taken: %s %s", resp.Status, body)
+	}
+	// One wait is 2 s; one per node would be 6 s.
+	if took > poolQueueTimeout+poolQueueTimeout*3/4 {
+		t.Fatalf("503 after %v: the queue wait was not shared between the nodes", took.Round(time.Millisecond))
+	}
+}
