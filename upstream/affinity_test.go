@@ -88,3 +88,62 @@ func TestPickDuringFirstReload(t *testing.T) {
 		t.Fatalf("%d nodes after the reload, want 3", n)
 	}
 }
+
+// A node removed by reload is still known for keyGrace, so the uploads
+// tagged for it finish there; then, once nothing is in flight on it, it is
+// forgotten: no longer in the table, never asked about an upload (with a
+// client's credentials), its tags absent.
+func TestRemovedNodeForgottenAfterGrace(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	now = func() time.Time { return clock }
+	defer func() { now = time.Now }()
+	s := mustSet(t, "http://a:1", "http://b:1", "http://c:1")
+	var c *Node
+	for _, n := range s.Nodes() {
+		if n.Host == "c:1" {
+			c = n
+		}
+	}
+	tag := s.Tag(c, "u1")
+	spec, err := ParseSpec([]string{"http://a:1", "http://b:1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(spec); err != nil {
+		t.Fatal(err)
+	}
+	known := func() bool { return s.ByHost("c:1") != nil }
+	asked := func() bool {
+		for _, n := range s.Askable() {
+			if n == c {
+				return true
+			}
+		}
+		return false
+	}
+
+	clock = clock.Add(forgetRemovedAfter - time.Second)
+	s.forgetRemoved()
+	if n, err := s.Untag(tag, "u1"); err != nil || n != c || !known() || !asked() {
+		t.Fatalf("within the grace: tag %v %v, known %v, asked %v", n, err, known(), asked())
+	}
+	clock = clock.Add(2 * time.Second)
+	c.inFlight.Add(1) // a transfer still running there
+	s.forgetRemoved()
+	if !known() {
+		t.Fatal("forgotten with a request in flight")
+	}
+	c.inFlight.Add(-1)
+	s.forgetRemoved()
+	if known() || asked() {
+		t.Fatalf("after the grace: known %v, asked %v", known(), asked())
+	}
+	for _, row := range s.Table() {
+		if row.Node == "c:1" {
+			t.Fatalf("still in the table: %+v", row)
+		}
+	}
+	if _, err := s.Untag(tag, "u1"); !errors.Is(err, ErrTagAbsent) && !errors.Is(err, ErrTagTampered) {
+		t.Fatalf("its tag after the grace: %v, want absent or tampered", err)
+	}
+}

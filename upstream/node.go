@@ -74,6 +74,8 @@ type Node struct {
 	joined    bool  // passed its probes at least once (nodes added by reload)
 	draining  bool
 
+	removedAt time.Time // when a reload removed it (guarded by the Set's mu)
+
 	fails        int       // passive failures in a row
 	ejectedUntil time.Time // passive ejection
 	ejectFor     time.Duration

@@ -69,6 +69,7 @@ func (p *prober) kick() {
 
 func (p *prober) run(ctx context.Context) {
 	for {
+		p.s.forgetRemoved()
 		// One node is probed on demand only (Readable, for /readyz): with
 		// no choice to make, probes would only add requests to Nexus.
 		if len(p.s.Nodes()) > 1 {

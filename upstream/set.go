@@ -219,7 +219,9 @@ func (s *Set) Update(spec *Spec) error {
 		if i := slices.IndexFunc(s.removed, func(n *Node) bool { return n.ID == id }); i >= 0 {
 			// Removed, then listed again: it joins again after its probes.
 			n := s.removed[i]
-			s.removed = slices.Delete(s.removed, i, i+1)
+			// A new slice: Table and Askable read the old one unlocked.
+			s.removed = slices.Concat(s.removed[:i], s.removed[i+1:])
+			n.removedAt = time.Time{}
 			n.mu.Lock()
 			n.joined, n.pendingN = false, 0
 			n.mu.Unlock()
@@ -235,7 +237,8 @@ func (s *Set) Update(spec *Spec) error {
 		n.draining = true
 		n.mu.Unlock()
 		s.log.Info("upstream node removed; draining it", "node", n.Host)
-		s.removed = append(s.removed, n)
+		n.removedAt = now()
+		s.removed = append(slices.Clip(s.removed), n)
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
 	s.nodes = nodes
@@ -249,6 +252,31 @@ func (s *Set) Update(spec *Spec) error {
 		p.kick()
 	}
 	return nil
+}
+
+// forgetRemovedAfter is how long a node removed by reload is still known:
+// the uploads tagged for it may finish there, as tags of an old derived key
+// still verify for keyGrace. After that, and once nothing is in flight on
+// it, it is forgotten: no upload question (with a client's credentials)
+// goes to a host that is no longer configured.
+const forgetRemovedAfter = keyGrace
+
+// forgetRemoved drops the removed nodes forgetRemovedAfter has passed for.
+func (s *Set) forgetRemoved() {
+	t := now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keep []*Node
+	for _, n := range s.removed {
+		if t.Sub(n.removedAt) >= forgetRemovedAfter && n.inFlight.Load() == 0 {
+			s.log.Info("upstream node removed by reload is forgotten", "node", n.Host)
+			continue
+		}
+		keep = append(keep, n)
+	}
+	if len(keep) != len(s.removed) {
+		s.removed = keep
+	}
 }
 
 // now is a seam for tests of the ejection backoff.
