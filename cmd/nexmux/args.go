@@ -2,9 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // unknownFlagsKey is where runApp leaves a command's unknown flags, in
@@ -16,6 +20,7 @@ const unknownFlagsKey = "nexmux.unknownFlags"
 // runApp takes unknown flags out first and the command reports them
 // together with the rest (argProblems), exit status 2, nothing started.
 func runApp(app *cli.App, args []string) error {
+	dropServiceLink(app.ErrWriter)
 	args, unknown := stripUnknownFlags(app, args)
 	if len(unknown) > 0 {
 		if app.Metadata == nil {
@@ -95,4 +100,26 @@ func argProblems(c *cli.Context) []error {
 		errs = append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read (a bool flag takes --name=false, not --name false)", c.Args().First()))
 	}
 	return errs
+}
+
+// dropServiceLink unsets NEXMUX_PORT when Kubernetes set it: a Service named
+// nexmux in the pod's namespace gives every pod NEXMUX_PORT=tcp://IP:PORT
+// (with NEXMUX_SERVICE_HOST; "service links"), which is no --port value,
+// and nexmux would refuse to start over a name nobody chose for it.
+func dropServiceLink(w io.Writer) {
+	name := config.EnvVar("port")
+	v := os.Getenv(name)
+	if v == "" || os.Getenv(config.EnvVar("service-host")) == "" {
+		return
+	}
+	for _, proto := range []string{"tcp://", "udp://", "sctp://"} {
+		if strings.HasPrefix(v, proto) {
+			if w == nil {
+				w = os.Stderr
+			}
+			fmt.Fprintf(w, "nexmux: ignoring %s=%s: Kubernetes sets it for a Service named nexmux (service links); it is no --port value. enableServiceLinks: false in the pod spec turns it off.\n", name, v)
+			_ = os.Unsetenv(name)
+			return
+		}
+	}
 }

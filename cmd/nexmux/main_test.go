@@ -441,3 +441,27 @@ func TestCheckPrintsWarnings(t *testing.T) {
 		t.Fatalf("stderr lacks the world-readable warning:\n%s", errs)
 	}
 }
+
+// A Service named nexmux makes Kubernetes give every pod of its namespace
+// NEXMUX_PORT=tcp://IP:PORT (with NEXMUX_SERVICE_HOST): nexmux starts,
+// saying it ignores it, instead of refusing it as a --port value. A real
+// NEXMUX_PORT, or one without the service link's companion, is still read.
+func TestKubernetesServiceLinkIsNoPortRoute(t *testing.T) {
+	crt, key := certFiles(t)
+	base := []string{"check", "--listen", ":4444", "--cert", crt, "--key", key, "--route", "a.example.com=team-a"}
+	t.Setenv("NEXMUX_SERVICE_HOST", "10.96.0.17")
+	t.Setenv("NEXMUX_PORT", "tcp://10.96.0.17:443")
+	out, errs, code := run(t, base...)
+	if code != 0 || !strings.Contains(errs, "ignoring NEXMUX_PORT=tcp://10.96.0.17:443") {
+		t.Fatalf("service link: exit %d\n%s\n%s", code, out, errs)
+	}
+	t.Setenv("NEXMUX_PORT", "8082=team-a")
+	if out, errs, code := run(t, base...); code != 0 || !strings.Contains(out, "8082") || strings.Contains(errs, "ignoring") {
+		t.Fatalf("a real NEXMUX_PORT: exit %d\n%s\n%s", code, out, errs)
+	}
+	t.Setenv("NEXMUX_SERVICE_HOST", "")
+	t.Setenv("NEXMUX_PORT", "tcp://10.96.0.17:443")
+	if _, errs, code := run(t, base...); code != exitInvalid || strings.Contains(errs, "ignoring") {
+		t.Fatalf("no service link: exit %d, want the port refused\n%s", code, errs)
+	}
+}
