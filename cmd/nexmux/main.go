@@ -135,7 +135,15 @@ func indent(s string) string {
 
 // usageError makes a usage error (unknown flag, unparsable value) exit like
 // an invalid configuration: status 2, nothing started.
-func usageError(_ *cli.Context, err error, _ bool) error { return invalid(err) }
+func usageError(_ *cli.Context, err error, _ bool) error {
+	// Go's flag package names the flag with one dash; help, README and
+	// every other message of nexmux use two.
+	const needs = "flag needs an argument: -"
+	if name, ok := strings.CutPrefix(err.Error(), needs); ok && !strings.HasPrefix(name, "-") {
+		err = errors.New(needs + "-" + name)
+	}
+	return invalid(err)
+}
 
 func newApp() *cli.App {
 	cli.VersionPrinter = func(c *cli.Context) { fmt.Fprint(c.App.Writer, versionText()) }

@@ -92,6 +92,10 @@ func TestInvalidFlagsListEveryProblemAndExit2(t *testing.T) {
 	if _, _, code := run(t, "check", "--handshake-timeout", "soon"); code != exitInvalid {
 		t.Errorf("bad duration: exit %d", code)
 	}
+	// A flag left without its value is named as everywhere else, with two dashes.
+	if _, errs, code := run(t, "check", "--listen", ":1", "--route"); code != exitInvalid || !strings.Contains(errs, "flag needs an argument: --route\n") {
+		t.Errorf("--route without a value: exit %d\n%s", code, errs)
+	}
 }
 
 func TestIptablesCommand(t *testing.T) {
