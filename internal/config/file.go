@@ -110,6 +110,10 @@ func (c *Config) ApplyFile(path string) error {
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		s := byName[k.Value]
+		if k.Kind == yaml.ScalarNode && k.Value == "config" {
+			errs = multierror.Append(errs, fmt.Errorf("config %s: line %d: a config file cannot name another one (config is a flag and an environment variable only)", path, k.Line))
+			continue
+		}
 		if s == nil || k.Kind != yaml.ScalarNode {
 			errs = multierror.Append(errs, fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names", path, k.Line, k.Value))
 			continue

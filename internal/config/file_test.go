@@ -189,6 +189,7 @@ func TestApplyFileErrors(t *testing.T) {
 		want       []string
 	}{
 		{"unknown key", "listen: :8443\nroutes: [a.example.com=team-a]\n", []string{"routes", "not found"}},
+		{"config key", "listen: :8443\nconfig: other.yaml\n", []string{"line 2", "cannot name another"}},
 		{"flag spelled with underscore", "default_route: x\n", []string{"default_route"}},
 		{"flag spelled in camel case", "defaultRoute: x\n", []string{"defaultRoute"}},
 		{"nested list", "route: [[a.example.com=team-a]]\n", []string{"want a string"}},
