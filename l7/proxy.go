@@ -206,6 +206,8 @@ func New(cfg Config) (*Proxy, error) {
 
 var errNoConnInfo = errors.New("nexmux: request without connection info")
 
+var errUnaskedSwitch = errors.New("Nexus answered 101 Switching Protocols to a request that asked for no upgrade")
+
 // ServeHTTP confines the request to its connection's route and proxies it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{Context: r.Context(), ci: FromContext(r.Context()), start: time.Now()}
@@ -447,6 +449,12 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	st := resp.Request.Context().Value(stateKey{}).(*reqState)
 	st.upstream = time.Since(st.start)
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// No request nexmux forwards asks for an upgrade (admit), and
+		// ReverseProxy never closes a 101's body: the attempt (in-flight
+		// count, connection slot) would stay taken for good.
+		return errUnaskedSwitch
+	}
 	if st.markToken {
 		if err := markToken(resp); err != nil {
 			return err
