@@ -123,6 +123,7 @@ type Proxy struct {
 	up        *Upstreams
 	rp        *httputil.ReverseProxy
 	rpBlob    *httputil.ReverseProxy // rp with the large copy buffer
+	tr        http.RoundTripper      // towards Nexus
 	log       *slog.Logger
 	observe   Observer
 	plain     string // scheme of plain-HTTP connections as the client saw it
@@ -189,6 +190,7 @@ func New(cfg Config) (*Proxy, error) {
 	if tr == nil {
 		tr = NewTransport()
 	}
+	p.tr = tr
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteRequest,
 		Transport:      failover{up: cfg.Upstreams, next: tr},
@@ -202,6 +204,15 @@ func New(cfg Config) (*Proxy, error) {
 	blob.BufferPool = bufferPool{}
 	p.rpBlob = &blob
 	return p, nil
+}
+
+// CloseIdleConnections closes the keep-alive connections to Nexus that no
+// request uses now. A shutdown calls it: nothing will reuse them, and they
+// would stay open until their idle timeout.
+func (p *Proxy) CloseIdleConnections() {
+	if c, ok := p.tr.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 var errNoConnInfo = errors.New("nexmux: request without connection info")

@@ -80,6 +80,9 @@ func (p *prober) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			// Nothing probes again: do not leave the probes' keep-alive
+			// connections open until their idle timeout.
+			p.client.CloseIdleConnections()
 			return
 		case <-p.kickc:
 			t.Stop()

@@ -453,6 +453,8 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}()
 	err := d.server.Shutdown(ctx)
 	<-socksDone
+	// No request is left to reuse the connections to Nexus.
+	d.proxy.CloseIdleConnections()
 	if d.metricsSrv != nil {
 		_ = d.metricsSrv.Close()
 	}
