@@ -285,3 +285,29 @@ func TestLongHostRefusalCut(t *testing.T) {
 		t.Errorf("421 message (%d bytes) does not hold the Host cut with its length: %.400q", len(msg), msg)
 	}
 }
+
+// A Host whose port is not a number is refused before Nexus, which would
+// build the realm and Locations it hands back from it; routing ignores the
+// port, so it passed. Hosts with a real port, none or an empty one pass.
+func TestHostPortMustBeANumber(t *testing.T) {
+	p, ci, reached := admitProxy(t)
+	for _, h := range []string{"team-a.example.com:evil.example", "team-a.example.com:443x", "team-a.example.com:65536",
+		"team-a.example.com:-1", "team-a.example.com:000443", "team-a.example.com: 443"} {
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		r.Host = h
+		w := serveOn(p, ci, r)
+		if w.Code != http.StatusBadRequest || errorCode(t, w.Body.String()) != "UNSUPPORTED" {
+			t.Errorf("Host %q: status %d, body %q: want 400 UNSUPPORTED", h, w.Code, w.Body.String())
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("Nexus reached %d times", n)
+	}
+	for _, h := range []string{"team-a.example.com", "team-a.example.com:443", "team-a.example.com:", "team-a.example.com:8443", "TEAM-A.example.com.:443"} {
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		r.Host = h
+		if w := serveOn(p, ci, r); w.Code != http.StatusOK {
+			t.Errorf("Host %q: status %d, body %q: want Nexus's 200", h, w.Code, w.Body.String())
+		}
+	}
+}

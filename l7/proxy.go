@@ -342,6 +342,31 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rp.ServeHTTP(cw, r.WithContext(st))
 }
 
+// hostPortValid reports whether h has no port, an empty one ("name:"), or
+// a decimal port of at most 65535.
+func hostPortValid(h string) bool {
+	i := strings.LastIndexByte(h, ':')
+	if i < 0 || strings.Contains(h[i:], "]") {
+		return true
+	}
+	port := h[i+1:]
+	if port == "" {
+		return true
+	}
+	if len(port) > 5 {
+		return false
+	}
+	n := 0
+	for j := 0; j < len(port); j++ {
+		c := port[j]
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n <= 65535
+}
+
 // RegistryMethod reports whether the Registry API uses method. nexmux
 // refuses the others, which keeps client-chosen tokens away from Nexus and
 // out of metric labels.
@@ -376,6 +401,11 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	// Go would send the node's own address, which Nexus would hand back.
 	if r.Host == "" {
 		return http.StatusBadRequest, "UNSUPPORTED", "nexmux: a Host header is required"
+	}
+	// net/http takes any port text, and routing ignores the port; Nexus
+	// would build the realm and Locations it hands back from it.
+	if !hostPortValid(r.Host) {
+		return http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("nexmux: the port of Host %q is not a number", ShortName(r.Host))
 	}
 	if ci.ByPort {
 		return 0, "", ""
