@@ -16,14 +16,14 @@ const maxDecodeRounds = 3
 // repository prefix it is about to be appended to, in any encoding a server
 // behind us might decode: dot segments (also "%2e", "%252e", and Jetty's
 // "..;param" form), backslashes (Windows-style separators), NUL and other
-// control bytes, invalid UTF-8 (overlong encodings of '.' and '/') and
-// encoded slashes. It works on what the client sent, before any decoding by
+// control bytes, invalid UTF-8 (overlong encodings of '.' and '/'),
+// Jetty path parameters (';') and encoded slashes. It works on what the client sent, before any decoding by
 // net/http, because forwarding rewrites nothing.
 func checkPath(raw string) (string, bool) {
 	if raw == "" || raw[0] != '/' {
 		return "request target must be an absolute path", false
 	}
-	dec, slash := raw, false
+	dec, slash, param := raw, false, false
 	for round := 0; ; round++ {
 		for i := 0; i < len(dec); i++ {
 			if c := dec[i]; c < 0x20 || c == 0x7f || c == '\\' {
@@ -38,14 +38,14 @@ func checkPath(raw string) (string, bool) {
 		}
 		for seg := range strings.SplitSeq(dec, "/") {
 			if i := strings.IndexByte(seg, ';'); i >= 0 {
-				seg = seg[:i]
+				seg, param = seg[:i], true
 			}
 			if seg == "." || seg == ".." {
 				return "dot segment in path", false
 			}
 		}
 		if !strings.Contains(dec, "%") {
-			return accept(slash)
+			return accept(slash, param)
 		}
 		// No registry name, tag or digest holds an encoded slash, and a
 		// server that decodes it sees another endpoint than the one
@@ -59,17 +59,24 @@ func checkPath(raw string) (string, bool) {
 			return "malformed percent-encoding in path", false
 		}
 		if next == dec {
-			return accept(slash)
+			return accept(slash, param)
 		}
 		dec = next
 	}
 }
 
 // accept is checkPath's answer for a path without dot segments, control
-// bytes or bad encodings: refused still if it held an encoded slash.
-func accept(slash bool) (string, bool) {
+// bytes or bad encodings: refused still if it held an encoded slash or a
+// path parameter. Jetty takes ";..." as a path parameter and drops it, so
+// Nexus would judge another path than nexmux did (upload session or blob,
+// the mirror's read-only filter, a split route); no registry name, tag or
+// digest holds a ';'.
+func accept(slash, param bool) (string, bool) {
 	if slash {
 		return "encoded slash in path", false
+	}
+	if param {
+		return "path parameter (';') in path", false
 	}
 	return "", true
 }
