@@ -77,6 +77,11 @@ func (t Target) Pick(r Request) string {
 		}
 		return t.Pull
 	case http.MethodHead:
+		// An upload session's status, as for GET: only its repository
+		// knows it, whatever the token.
+		if dirIs(r.Path, "/blobs/uploads") {
+			return t.Push
+		}
 		switch r.Auth {
 		case AuthBearerPush:
 			return t.Push

@@ -37,6 +37,8 @@ func TestPickBySession(t *testing.T) {
 		{"ctr FetchByDigest: blob HEAD", http.MethodHead, "/v2/lib/app/blobs/" + dgst, AuthBearer, group},
 		{"pull: GET blob", http.MethodGet, "/v2/app/blobs/" + dgst, AuthBearer, group},
 		{"pull: upload status is still the hosted one's", http.MethodGet, "/v2/app/blobs/uploads/0b1c", AuthBearer, hosted},
+		{"pull token: upload status by HEAD", http.MethodHead, "/v2/app/blobs/uploads/0b1c", AuthBearer, hosted},
+		{"basic: upload status by HEAD", http.MethodHead, "/v2/app/blobs/uploads/0b1c", AuthBasic, hosted},
 		// Basic auth (force-basic) and anonymous: the method/path rule
 		{"basic: blob HEAD is a push check", http.MethodHead, "/v2/app/blobs/" + dgst, AuthBasic, hosted},
 		{"basic: manifest HEAD resolves through the group", http.MethodHead, "/v2/app/manifests/1", AuthBasic, group},
