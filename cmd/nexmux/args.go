@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -20,16 +19,23 @@ const unknownFlagsKey = "nexmux.unknownFlags"
 // runApp takes unknown flags out first and the command reports them
 // together with the rest (argProblems), exit status 2, nothing started.
 func runApp(app *cli.App, args []string) error {
-	dropServiceLink(app.ErrWriter)
+	if app.Metadata == nil {
+		app.Metadata = map[string]any{}
+	}
+	if w := dropServiceLink(); w != "" {
+		app.Metadata[envWarningsKey] = []string{w}
+	}
 	args, unknown := stripUnknownFlags(app, args)
 	if len(unknown) > 0 {
-		if app.Metadata == nil {
-			app.Metadata = map[string]any{}
-		}
 		app.Metadata[unknownFlagsKey] = unknown
 	}
 	return app.Run(args)
 }
+
+// envWarningsKey is where runApp leaves what it found odd in the
+// environment, for loadConfig to hand to the configuration's warnings
+// (logged by serve through its logger, printed by check).
+const envWarningsKey = "nexmux.envWarnings"
 
 // stripUnknownFlags returns args without the flags the command named by
 // args[1] does not define, and those flags. It reads the arguments as
@@ -102,24 +108,22 @@ func argProblems(c *cli.Context) []error {
 	return errs
 }
 
-// dropServiceLink unsets NEXMUX_PORT when Kubernetes set it: a Service named
-// nexmux in the pod's namespace gives every pod NEXMUX_PORT=tcp://IP:PORT
-// (with NEXMUX_SERVICE_HOST; "service links"), which is no --port value,
-// and nexmux would refuse to start over a name nobody chose for it.
-func dropServiceLink(w io.Writer) {
+// dropServiceLink unsets NEXMUX_PORT when Kubernetes set it, and says so:
+// a Service named nexmux in the pod's namespace gives every pod
+// NEXMUX_PORT=tcp://IP:PORT (with NEXMUX_SERVICE_HOST; "service links"),
+// which is no --port value, and nexmux would refuse to start over a name
+// nobody chose for it.
+func dropServiceLink() string {
 	name := config.EnvVar("port")
 	v := os.Getenv(name)
 	if v == "" || os.Getenv(config.EnvVar("service-host")) == "" {
-		return
+		return ""
 	}
 	for _, proto := range []string{"tcp://", "udp://", "sctp://"} {
 		if strings.HasPrefix(v, proto) {
-			if w == nil {
-				w = os.Stderr
-			}
-			fmt.Fprintf(w, "nexmux: ignoring %s=%s: Kubernetes sets it for a Service named nexmux (service links); it is no --port value. enableServiceLinks: false in the pod spec turns it off.\n", name, v)
 			_ = os.Unsetenv(name)
-			return
+			return fmt.Sprintf("ignoring %s=%s: Kubernetes sets it for a Service named nexmux (service links); it is no --port value. enableServiceLinks: false in the pod spec turns it off", name, v)
 		}
 	}
+	return ""
 }

@@ -66,6 +66,7 @@ func configFlags(command string) []cli.Flag {
 // served.
 func loadConfig(c *cli.Context) (*config.Config, error) {
 	cfg := config.Defaults()
+	cfg.EnvWarnings, _ = c.App.Metadata[envWarningsKey].([]string)
 	var errs *multierror.Error
 	for _, err := range argProblems(c) {
 		errs = errlist.Append(errs, err)

@@ -109,6 +109,10 @@ type Config struct {
 	// File is the --config file the settings came from ("" for none);
 	// reload watches it beside the certificates.
 	File string
+	// EnvWarnings are what the command found odd in the environment it
+	// read (a Kubernetes service link in NEXMUX_PORT); Build adds them to
+	// the Runtime's Warnings, which serve logs and check prints.
+	EnvWarnings []string
 }
 
 // WatchedFiles lists the files whose change triggers a reload.
@@ -310,6 +314,7 @@ func (c *Config) Build() (*Runtime, error) {
 	if err := errlist.Err(errs); err != nil {
 		return nil, err
 	}
+	b.Warnings = append(b.Warnings, c.EnvWarnings...)
 	return b, nil
 }
 
