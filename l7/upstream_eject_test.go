@@ -3,6 +3,8 @@ package l7
 import (
 	"io"
 	"net/http"
+	"net/url"
+	"path"
 	"strings"
 	"testing"
 
@@ -91,5 +93,43 @@ func TestHARepository5xxOnTheLastNodeEjectsNone(t *testing.T) {
 	s.SetOnline(m.Repo, true)
 	if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {
 		t.Fatalf("back online: %s %s", resp.Status, body)
+	}
+}
+
+// An upload follow-up can only go to its own node: while other nodes
+// serve, that node's 503s to it still count toward its ejection (only the
+// last readable node is spared).
+func TestHAUploadNode5xxStillEjects(t *testing.T) {
+	_, nodes := haCluster(t, 2)
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
+	resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("start upload: %s %s", resp.Status, body)
+	}
+	loc := resp.Header.Get("Location")
+	u, err := url.Parse(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged, err := up.Set().Untag(u.Query().Get("_nexmux"), path.Base(u.Path))
+	if err != nil {
+		t.Fatalf("upload Location %s: %v", loc, err)
+	}
+	var opened *fixtures.Node
+	for _, n := range nodes {
+		if n.Addr() == tagged.Host {
+			opened = n
+		}
+	}
+	opened.SetRepositoryUnavailable(true)
+	for range 5 { // passive ejection: 5 in a row
+		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+		req.SetBasicAuth(haUser, haPass)
+		if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("PATCH to the failing node: %s %s", resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 1 || e[0] != opened.Addr() {
+		t.Fatalf("ejected %v, want the upload's node %s", e, opened.Addr())
 	}
 }

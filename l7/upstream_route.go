@@ -279,10 +279,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			// Every node tried answered 5xx: the request is at fault (a
 			// proxy repository whose remote is down, an offline
-			// repository), not the nodes; only a lone answer counts. So
-			// does a node that was the only one to try: ejecting the last
-			// node would turn one repository's 503 into everyone's.
-			if len(suspects) == 0 && len(cands) > 1 {
+			// repository), not the nodes; only a lone answer counts,
+			// and never against the last readable node: ejecting it
+			// would turn one repository's 503 into everyone's.
+			if len(suspects) == 0 && set.OtherReadable(n) {
 				set.ReportResult(n, false, "status "+resp.Status)
 			}
 		default:

@@ -327,6 +327,24 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 	s.log.Warn("upstream node ejected", "node", n.Host, "for", d, "err", why)
 }
 
+// OtherReadable reports whether a node other than n serves reads now:
+// passive ejection must not take out the last node that does.
+func (s *Set) OtherReadable(n *Node) bool {
+	t := now()
+	for _, o := range *s.live.Load() {
+		if o == n {
+			continue
+		}
+		o.mu.Lock()
+		ok := o.usable(t, false)
+		o.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
 // Readable reports whether at least one node serves reads (writable: at
 // least one serves writes), for /readyz.
 func (s *Set) Readable(write bool) (bool, string) {
