@@ -293,8 +293,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			allow := registryAllow
 			if st.ci.Route.Mirror != nil {
 				// A mirror is read-only: its 405 names only what it serves.
-				path, _, _ := strings.Cut(r.RequestURI, "?")
-				allow = mirrorAllow(path)
+				sub, _, _ := strings.Cut(r.RequestURI, "?")
+				if rest, ok := strings.CutPrefix(sub, p.up.ctxPath+"/repository/"); ok {
+					// [ctx]/repository/<repo>/v2/token is the token endpoint too.
+					if _, s, ok := strings.Cut(rest, "/"); ok {
+						sub = "/" + s
+					}
+				}
+				allow = mirrorAllow(sub)
 			}
 			cw.Header().Set("Allow", allow)
 		}

@@ -179,8 +179,13 @@ func TestMirrorRefusals(t *testing.T) {
 		}
 	}
 	// The token endpoint takes containerd's POST too.
-	if resp, _ := mirrorGet(t, s, "PUT", "/v2/token", false); resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET, HEAD, POST" {
-		t.Errorf("PUT /v2/token: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	for _, c := range []struct{ method, path string }{
+		{"PUT", "/v2/token"}, {"PROPFIND", "/v2/token"},
+		{"PUT", "/repository/ghcr-proxy/v2/token"}, {"PROPFIND", "/repository/ghcr-proxy/v2/token"},
+	} {
+		if resp, _ := mirrorGet(t, s, c.method, c.path, false); resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET, HEAD, POST" {
+			t.Errorf("%s %s: %d, Allow %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Allow"))
+		}
 	}
 	if reqs := s.Nexus.Requests(); len(reqs) != 0 {
 		t.Errorf("refused requests reached Nexus: %+v", reqs[0])
