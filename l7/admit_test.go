@@ -292,7 +292,8 @@ func TestLongHostRefusalCut(t *testing.T) {
 func TestHostPortMustBeANumber(t *testing.T) {
 	p, ci, reached := admitProxy(t)
 	for _, h := range []string{"team-a.example.com:evil.example", "team-a.example.com:443x", "team-a.example.com:65536",
-		"team-a.example.com:-1", "team-a.example.com:000443", "team-a.example.com: 443"} {
+		"team-a.example.com:-1", "team-a.example.com:000443", "team-a.example.com: 443",
+		"team-a.example.com:evil.example:443", "team-a.example.com::443"} {
 		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
 		r.Host = h
 		w := serveOn(p, ci, r)
@@ -308,6 +309,17 @@ func TestHostPortMustBeANumber(t *testing.T) {
 		r.Host = h
 		if w := serveOn(p, ci, r); w.Code != http.StatusOK {
 			t.Errorf("Host %q: status %d, body %q: want Nexus's 200", h, w.Code, w.Body.String())
+		}
+	}
+	// Where any Host is served (a port route, no SNI), the port is checked
+	// all the same; an IPv6 literal keeps its colons.
+	port := &ConnInfo{Table: ci.Table, Route: ci.Route, ByPort: true}
+	for h, want := range map[string]int{"nexus.example.com:evil.example:443": http.StatusBadRequest,
+		"[2001:db8::1]:8082": http.StatusOK, "[2001:db8::1]": http.StatusOK, "2001:db8::1": http.StatusBadRequest} {
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		r.Host = h
+		if w := serveOn(p, port, r); w.Code != want {
+			t.Errorf("port route, Host %q: status %d, want %d", h, w.Code, want)
 		}
 	}
 }

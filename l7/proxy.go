@@ -348,12 +348,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rp.ServeHTTP(cw, r.WithContext(st))
 }
 
-// hostPortValid reports whether h has no port, an empty one ("name:"), or
-// a decimal port of at most 65535.
+// hostPortValid reports whether h (not empty) has no port, an empty one
+// ("name:"), or a decimal port of at most 65535.
 func hostPortValid(h string) bool {
 	i := strings.LastIndexByte(h, ':')
 	if i < 0 || strings.Contains(h[i:], "]") {
 		return true
+	}
+	if h[0] != '[' && strings.IndexByte(h, ':') != i {
+		return false // two colons outside an IPv6 literal
 	}
 	port := h[i+1:]
 	if port == "" {
