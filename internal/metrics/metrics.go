@@ -326,8 +326,6 @@ func probe(ctx context.Context, u string) (bool, string) {
 	return true, ""
 }
 
-// Handler serves /metrics, /healthz (the process answers) and /readyz
-// (Nexus answers).
 // wantWritable reports whether /readyz asks for a writable node:
 // ?writable, ?writable=true or =1; ?writable=false or =0 does not.
 func wantWritable(r *http.Request) bool {
@@ -339,6 +337,8 @@ func wantWritable(r *http.Request) bool {
 	return err != nil || b
 }
 
+// Handler serves /metrics, /healthz (the process answers) and /readyz
+// (Nexus answers; 503 while the process stops).
 func (m *Metrics) Handler(ready *Readiness) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
