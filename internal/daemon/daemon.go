@@ -591,8 +591,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				_ = d.Reload()
 				continue
 			}
-			d.stop(s, sig)
-			return nil
+			return d.stop(s, sig)
 		case <-ctx.Done():
 			sctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout())
 			defer cancel()
@@ -617,17 +616,32 @@ func (d *Daemon) drainTimeout() time.Duration {
 // keep accepting for --shutdown-delay (so balancers that probe /readyz,
 // or Kubernetes endpoints, stop sending before connections are refused),
 // then in-flight requests drain for --drain-timeout. A further SIGTERM or
-// SIGINT cuts the delay, or the drain, short.
-func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) {
+// SIGINT cuts the delay, or the drain, short; so does a listener that
+// fails during the delay, whose error stop returns.
+func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) error {
 	d.draining.Store(true)
 	c := d.currentConfig()
+	var failed error
 	if delay := c.ShutdownDelay; delay > 0 {
 		d.log.Info("stopping: readiness off, still accepting", "signal", s.String(), "shutdown_delay", delay)
-		dctx, dcancel := context.WithTimeout(context.Background(), delay)
-		if next, ok := waitStop(sig, dctx.Done()); ok {
-			d.log.Info("shutdown delay cut short", "signal", next.String())
+		t := time.NewTimer(delay)
+	wait:
+		for {
+			select {
+			case next := <-sig:
+				if next == syscall.SIGHUP {
+					continue // stopping: no reload
+				}
+				d.log.Info("shutdown delay cut short", "signal", next.String())
+				break wait
+			case failed = <-d.errc:
+				d.log.Error("a listener failed during the shutdown delay", "err", failed)
+				break wait
+			case <-t.C:
+				break wait
+			}
 		}
-		dcancel()
+		t.Stop()
 	}
 	drain := d.drainTimeout()
 	d.log.Info("draining", "signal", s.String(), "timeout", drain)
@@ -646,6 +660,7 @@ func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) {
 		d.log.Warn("drain ended before in-flight requests finished; closed remaining connections", "err", err)
 	}
 	cancel()
+	return failed
 }
 
 // waitStop waits for SIGTERM or SIGINT on sig (SIGHUP is ignored: the

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -178,5 +179,27 @@ func TestSecondSignalCutsDelayAndDrain(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("the upload's connection was not closed when the drain was cut")
+	}
+}
+
+// A listener that fails during --shutdown-delay ends the delay (the
+// process no longer serves everything it claims), and stop returns its
+// error, so the exit status says so.
+func TestListenerFailureEndsShutdownDelay(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.ShutdownDelay = time.Minute
+	st := stack.Start(t, stack.Options{Config: cfg})
+	failed := errors.New("accept: too many open files")
+	stopped := make(chan error, 1)
+	go func() { stopped <- st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal)) }()
+	time.Sleep(100 * time.Millisecond)
+	st.Daemon.FailListener(failed)
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, failed) {
+			t.Fatalf("stop returned %v, want the listener's error", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a failed listener did not end the shutdown delay")
 	}
 }
