@@ -133,3 +133,45 @@ func TestHAUploadNode5xxStillEjects(t *testing.T) {
 		t.Fatalf("ejected %v, want the upload's node %s", e, opened.Addr())
 	}
 }
+
+// A chunk of an upload whose node is drained (--drain-upstream) but still
+// takes writes goes on there, though every other node is read-only: the
+// early refusal is for an upload whose own node is frozen.
+func TestHADrainedWritableNodeFinishesUpload(t *testing.T) {
+	_, nodes := haCluster(t, 2)
+	urls := nodeURLs(nodes)
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, urls...)
+	resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("start upload: %s %s", resp.Status, body)
+	}
+	u, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged, err := up.Set().Untag(u.Query().Get("_nexmux"), path.Base(u.Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drained string
+	for i, n := range nodes {
+		if n.Addr() == tagged.Host {
+			drained = urls[i]
+		} else {
+			n.SetReadOnly(true)
+			waitUntil(t, "the other node read-only", func() bool { return up.Set().ByHost(n.Addr()).State() == upstream.ReadOnly })
+		}
+	}
+	spec, err := upstream.ParseSpec(urls, []string{drained})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Set().Update(spec); err != nil {
+		t.Fatal(err)
+	}
+	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+	req.SetBasicAuth(haUser, haPass)
+	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH on the drained, writable node: %s %s", resp.Status, body)
+	}
+}

@@ -115,16 +115,16 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	var err error
 	switch class {
 	case classUpload:
+		cands, err = f.uploadNode(r, tag, uuid)
 		// A chunk or the closing PUT of an open upload is a write too:
-		// with no node writable, it is refused before its body is read
-		// rather than streamed to a frozen node.
-		if r.Method == http.MethodPatch || r.Method == http.MethodPut {
-			if _, err = set.PickAppend(buf[:0], upstream.Write, ""); !errors.Is(err, upstream.ErrNoneWritable) {
-				err = nil
+		// when its node is read-only and no node takes writes, it is
+		// refused before its body is read rather than streamed to a
+		// frozen node. A draining node that takes writes finishes it.
+		if err == nil && (r.Method == http.MethodPatch || r.Method == http.MethodPut) && cands[0].State() != upstream.Writable {
+			var wb [4]*upstream.Node
+			if _, werr := set.PickAppend(wb[:0], upstream.Write, ""); errors.Is(werr, upstream.ErrNoneWritable) {
+				err = werr
 			}
-		}
-		if err == nil {
-			cands, err = f.uploadNode(r, tag, uuid)
 		}
 	case classDigest:
 		cands, err = set.PickAppend(buf[:0], upstream.ReadDigest, repo+"@"+digest)
