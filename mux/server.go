@@ -362,6 +362,11 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
+// StopKeepAlives asks clients to move on while the server still serves:
+// each HTTP/1 response from now on closes its connection (idle ones close
+// at once) and an HTTP/2 connection gets GOAWAY once its streams are done.
+func (s *Server) StopKeepAlives() { s.http.SetKeepAlivesEnabled(false) }
+
 // Shutdown stops accepting, lets in-flight requests and passthrough streams
 // finish until ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {

@@ -62,6 +62,24 @@ func TestShutdownDelayKeepsServingWithReadinessOff(t *testing.T) {
 	if code, body := readyz(maddr); code != http.StatusOK {
 		t.Fatalf("/readyz before SIGTERM: %d %q", code, body)
 	}
+	// An HTTP/1.1 keep-alive connection opened before the signal.
+	h1 := st.Transport()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	defer h1.CloseIdleConnections()
+	kept := &http.Client{Transport: h1, Timeout: 5 * time.Second}
+	get := func() *http.Response {
+		resp, err := kept.Get("https://" + st.Host("team-a") + "/v2/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := get(); resp.Close {
+		t.Fatal("a keep-alive response closed its connection before SIGTERM")
+	}
 	start := time.Now()
 	stopped := make(chan struct{})
 	go func() { defer close(stopped); st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal)) }()
@@ -72,6 +90,10 @@ func TestShutdownDelayKeepsServingWithReadinessOff(t *testing.T) {
 	})
 	if code := newConnStatus(st, "team-a"); code != http.StatusUnauthorized && time.Since(start) < cfg.ShutdownDelay {
 		t.Fatalf("a new connection within the shutdown delay got %d, want 401 from Nexus", code)
+	}
+	// Keep-alive clients are told to move on, and still served.
+	if resp := get(); resp.StatusCode != http.StatusUnauthorized || !resp.Close {
+		t.Fatalf("a request on a kept connection during the delay: %d, closes %v; want 401 with Connection: close", resp.StatusCode, resp.Close)
 	}
 	select {
 	case <-stopped:
@@ -100,7 +122,7 @@ func TestReadyzFailsDuringDrain(t *testing.T) {
 	// An upload in flight keeps the drain going.
 	done := make(chan error, 1)
 	go func() {
-		_, err := slowPush(cl, "https://"+st.Host("team-a-push"), "drain/app", 4<<20, 50*time.Millisecond)
+		_, err := slowPush(cl, "https://"+st.Host("team-a-push"), "drain/app", 6<<20, 50*time.Millisecond)
 		done <- err
 	}()
 	waitFor(t, "the upload to start", func() bool { return uploadStreaming(t, maddr) })
