@@ -124,5 +124,15 @@ func closeWrite(c net.Conn) {
 		_ = tc.CloseWrite()
 		return
 	}
+	// A SOCKS5 stream (a socket-pair end, below the max-conns count when
+	// limits are on) is half-closed too: its client may still be sending.
+	end := c
+	if cc, ok := c.(*countedConn); ok {
+		end = cc.Conn
+	}
+	if cw, ok := end.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
 	_ = c.Close()
 }

@@ -26,6 +26,16 @@ func (c *idleConn) end() {
 	c.Conn.Close()
 }
 
+// closeWrite half-closes the client: its routed stream sent EOF, but may
+// still take what the client sends (end closes it once that is over).
+func (c *idleConn) closeWrite() {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	c.end()
+}
+
 func (c *idleConn) established() {
 	c.mu.Lock()
 	c.open = true

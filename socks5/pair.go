@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,7 +42,17 @@ func fileConn(fd int) (net.Conn, error) {
 type pairEnd struct {
 	net.Conn
 	local, remote net.Addr
-	onEOF         func()
+	onEOF         func() // at an EOF read
+	onClose       func() // before the end is closed
+}
+
+// Close runs onClose first, so that the other end reads EOF only after
+// it: a full close is told apart from a half-close.
+func (c *pairEnd) Close() error {
+	if c.onClose != nil {
+		c.onClose()
+	}
+	return c.Conn.Close()
 }
 
 // CloseWrite passes the SOCKS client's half-close on to the routed side
@@ -64,3 +75,35 @@ func (c *pairEnd) Read(p []byte) (int, error) {
 
 func (c *pairEnd) LocalAddr() net.Addr  { return c.local }
 func (c *pairEnd) RemoteAddr() net.Addr { return c.remote }
+
+// streamEnd passes the end of a routed stream on to the SOCKS client. The
+// router's half-close (a passthrough backend's) half-closes the client,
+// which may still send; its full close ends the client, but only once
+// every byte before it was read from the pair and passed on.
+type streamEnd struct {
+	client      *idleConn
+	mu          sync.Mutex
+	eof, closed bool
+}
+
+// eofRead: the library read EOF from the pair.
+func (e *streamEnd) eofRead() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.eof = true
+	if e.closed {
+		e.client.end()
+	} else {
+		e.client.closeWrite()
+	}
+}
+
+// routerClosed: the router closed its end of the pair.
+func (e *streamEnd) routerClosed() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	if e.eof {
+		e.client.end()
+	}
+}

@@ -304,7 +304,8 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	}
 	// The router sees the SOCKS client's address, for limits, logs,
 	// X-Forwarded-For and metrics.
-	inner, err := ss.s.router.Admit(&pairEnd{Conn: theirs, local: ss.local, remote: ss.client.RemoteAddr()})
+	routed := &pairEnd{Conn: theirs, local: ss.local, remote: ss.client.RemoteAddr()}
+	inner, err := ss.s.router.Admit(routed)
 	if err != nil {
 		ours.Close()
 		theirs.Close()
@@ -319,16 +320,20 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	}
 	ss.client.established()
 	ss.pending.release() // the router counts the stream from here
+	// When the router has closed its end, the client connection is
+	// closed too: the library would otherwise wait for the client to
+	// speak again, keeping a dead stream (and a drain) open. A half-close
+	// is passed on as one, as on a direct connection.
+	end := &streamEnd{client: ss.client}
+	routed.onClose = end.routerClosed
 	if !ss.s.route(inner, d.port) {
 		ours.Close()
 		inner.Close()
 		return nil, errors.New("socks5: shutting down")
 	}
 	// go-socks5 reports LocalAddr as the bound address and requires a
-	// *net.TCPAddr there. When the routed side is done (EOF), the client
-	// connection is closed too: the library would otherwise wait for the
-	// client to speak again, keeping a dead stream (and a drain) open.
-	return &pairEnd{Conn: ours, local: ss.local, remote: ss.local, onEOF: ss.client.end}, nil
+	// *net.TCPAddr there.
+	return &pairEnd{Conn: ours, local: ss.local, remote: ss.local, onEOF: end.eofRead}, nil
 }
 
 // route gives c to the router on a goroutine of its own, counted by wg so

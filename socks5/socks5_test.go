@@ -547,6 +547,51 @@ func TestPassthroughHalfClose(t *testing.T) {
 	}
 }
 
+// A passthrough backend's half-close reaches the SOCKS client as EOF, and
+// what the client sends after it still reaches the backend, as on a direct
+// connection: the tunnel is not torn down at the backend's EOF.
+func TestPassthroughHalfCloseFromBackend(t *testing.T) {
+	be, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := be.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Write([]byte("bye"))
+		_ = c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c) // the hello, then what came after the half-close
+		got <- b
+	}()
+	st := start(t, config{backend: be.Addr().String()})
+	code, c, err := connect(t, st.socksAddr, nil, 1, "pt.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"})
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := io.ReadAll(c)
+	if err != nil || string(reply) != "bye" {
+		t.Fatalf("reply %q, %v", reply, err)
+	}
+	if _, err := c.Write([]byte("after the backend's EOF")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	if b := <-got; string(b) != string(hello)+"after the backend's EOF" {
+		t.Fatalf("backend got %d bytes %q, want the hello and what came after its half-close", len(b), b[min(len(b), len(hello)):])
+	}
+}
+
 // refusedInSOCKS checks that c got a failure reply and then nothing: the
 // stream is closed and no byte of a routed connection follows.
 func refusedInSOCKS(t *testing.T, code byte, c net.Conn, err error) {
