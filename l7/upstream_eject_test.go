@@ -175,3 +175,27 @@ func TestHADrainedWritableNodeFinishesUpload(t *testing.T) {
 		t.Fatalf("PATCH on the drained, writable node: %s %s", resp.Status, body)
 	}
 }
+
+// With one writable node and another read-only, the writable one is the
+// last that takes writes: an offline hosted repository's 503s to its
+// uploads do not eject it (every push to every repository would then get
+// "Nexus accepts no writes").
+func TestHAOfflineRepositorySparesTheLastWritableNode(t *testing.T) {
+	s, nodes := haCluster(t, 2)
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
+	nodes[1].SetReadOnly(true)
+	waitUntil(t, "node2 read-only", func() bool { return up.Set().ByHost(nodes[1].Addr()).State() == upstream.ReadOnly })
+	s.SetOnline(haRepo, false)
+	for range 8 {
+		if resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/"); resp.StatusCode != http.StatusServiceUnavailable || strings.Contains(body, "nexmux") {
+			t.Fatalf("offline repository: %s %s", resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 0 {
+		t.Fatalf("an offline repository's 503s ejected %v", e)
+	}
+	s.SetOnline(haRepo, true)
+	if resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/"); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("back online: %s %s", resp.Status, body)
+	}
+}

@@ -280,9 +280,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			// Every node tried answered 5xx: the request is at fault (a
 			// proxy repository whose remote is down, an offline
 			// repository), not the nodes; only a lone answer counts,
-			// and never against the last readable node: ejecting it
-			// would turn one repository's 503 into everyone's.
-			if len(suspects) == 0 && set.OtherReadable(n) {
+			// and never against the last node that serves this kind of
+			// request: ejecting it would turn one repository's 503 into
+			// everyone's.
+			if len(suspects) == 0 && set.OtherUsable(n, kind == "write") {
 				set.ReportResult(n, false, "status "+resp.Status)
 			}
 		default:

@@ -327,16 +327,17 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 	s.log.Warn("upstream node ejected", "node", n.Host, "for", d, "err", why)
 }
 
-// OtherReadable reports whether a node other than n serves reads now:
-// passive ejection must not take out the last node that does.
-func (s *Set) OtherReadable(n *Node) bool {
+// OtherUsable reports whether a node other than n serves reads now (write:
+// takes writes): passive ejection must not take out the last node that
+// serves what the request asked for.
+func (s *Set) OtherUsable(n *Node, write bool) bool {
 	t := now()
 	for _, o := range *s.live.Load() {
 		if o == n {
 			continue
 		}
 		o.mu.Lock()
-		ok := o.usable(t, false)
+		ok := o.usable(t, write)
 		o.mu.Unlock()
 		if ok {
 			return true
