@@ -293,7 +293,7 @@ func TestHostPortMustBeANumber(t *testing.T) {
 	p, ci, reached := admitProxy(t)
 	for _, h := range []string{"team-a.example.com:evil.example", "team-a.example.com:443x", "team-a.example.com:65536",
 		"team-a.example.com:-1", "team-a.example.com:000443", "team-a.example.com: 443",
-		"team-a.example.com:evil.example:443", "team-a.example.com::443"} {
+		"team-a.example.com:evil.example:443", "team-a.example.com::443", "team-a.example.com:x]"} {
 		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
 		r.Host = h
 		w := serveOn(p, ci, r)
@@ -315,7 +315,9 @@ func TestHostPortMustBeANumber(t *testing.T) {
 	// all the same; an IPv6 literal keeps its colons.
 	port := &ConnInfo{Table: ci.Table, Route: ci.Route, ByPort: true}
 	for h, want := range map[string]int{"nexus.example.com:evil.example:443": http.StatusBadRequest,
-		"[2001:db8::1]:8082": http.StatusOK, "[2001:db8::1]": http.StatusOK, "2001:db8::1": http.StatusBadRequest} {
+		"[2001:db8::1]:8082": http.StatusOK, "[2001:db8::1]": http.StatusOK, "2001:db8::1": http.StatusBadRequest,
+		"nexus.example.com:evil.example]": http.StatusBadRequest, "[::1]x:80": http.StatusBadRequest,
+		"[::1]:x": http.StatusBadRequest, "[::1": http.StatusBadRequest} {
 		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
 		r.Host = h
 		if w := serveOn(p, port, r); w.Code != want {

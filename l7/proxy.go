@@ -352,10 +352,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ("name:"), or a decimal port of at most 65535.
 func hostPortValid(h string) bool {
 	i := strings.LastIndexByte(h, ':')
-	if i < 0 || strings.Contains(h[i:], "]") {
+	if h[0] == '[' {
+		// An IPv6 literal: a port comes right after its ']'.
+		end := strings.IndexByte(h, ']')
+		switch {
+		case end < 0:
+			return false
+		case end == len(h)-1:
+			return true
+		case h[end+1] != ':':
+			return false
+		}
+		i = end + 1
+	} else if i < 0 {
 		return true
-	}
-	if h[0] != '[' && strings.IndexByte(h, ':') != i {
+	} else if strings.IndexByte(h, ':') != i {
 		return false // two colons outside an IPv6 literal
 	}
 	port := h[i+1:]
