@@ -217,6 +217,9 @@ func (n *Node) ObserveLatency(d time.Duration) {
 
 // cost orders nodes for least-loaded reads: requests in flight weighted by
 // how slow the node answers, so a slow node gets fewer of them.
+// Latency is the node's moving average of time to response headers.
+func (n *Node) Latency() time.Duration { return time.Duration(n.latency.Load()) }
+
 func (n *Node) cost() float64 {
 	lat := float64(n.latency.Load())
 	if lat < float64(time.Millisecond) {
