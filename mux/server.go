@@ -363,8 +363,9 @@ func isTemporary(err error) bool {
 }
 
 // StopKeepAlives asks clients to move on while the server still serves:
-// each HTTP/1 response from now on closes its connection (idle ones close
-// at once) and an HTTP/2 connection gets GOAWAY once its streams are done.
+// each HTTP/1 response from now on closes its connection (those idle in
+// net/http close at once; released ones after their next response), and
+// an HTTP/2 connection gets GOAWAY when its next stream ends.
 func (s *Server) StopKeepAlives() { s.http.SetKeepAlivesEnabled(false) }
 
 // Shutdown stops accepting, lets in-flight requests and passthrough streams

@@ -613,17 +613,17 @@ func (d *Daemon) drainTimeout() time.Duration {
 }
 
 // stop answers the stop signal s: /readyz fails at once, keep-alive
-// connections close after their current response, the listeners keep
+// connections close after their next response, the listeners keep
 // accepting for --shutdown-delay (so balancers that probe /readyz,
 // or Kubernetes endpoints, stop sending before connections are refused),
 // then in-flight requests drain for --drain-timeout. A further SIGTERM or
 // SIGINT cuts the delay, or the drain, short; so does a listener that
 // fails during the delay, whose error stop returns.
 func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) error {
-	d.draining.Store(true)
 	// Clients on keep-alive connections move to other replicas during the
 	// delay too, instead of meeting the close when the drain starts.
 	d.server.StopKeepAlives()
+	d.draining.Store(true)
 	c := d.currentConfig()
 	var failed error
 	if delay := c.ShutdownDelay; delay > 0 {
