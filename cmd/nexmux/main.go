@@ -297,6 +297,10 @@ func iptablesAction(c *cli.Context) error {
 	if cfg == nil {
 		return invalid(err)
 	}
+	// iptables reads --port too: say what was ignored, as check does.
+	for _, w := range cfg.EnvWarnings {
+		fmt.Fprintln(c.App.ErrWriter, "nexmux: warning:", w)
+	}
 	errs := errlist.Append(nil, err)
 	r := iptables.Rules{Chain: cfg.IptablesChain, Jumps: cfg.IptablesJumps}
 	// The chain is checked whatever else is wrong: Validate checks it

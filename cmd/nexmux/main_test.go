@@ -459,6 +459,11 @@ func TestKubernetesServiceLinkIsNoPortRoute(t *testing.T) {
 	if code != 0 || !strings.Contains(errs, "ignoring NEXMUX_PORT=tcp://10.96.0.17:443") {
 		t.Fatalf("service link: exit %d\n%s\n%s", code, out, errs)
 	}
+	// iptables reads --port too, and says what it ignored.
+	t.Setenv("NEXMUX_PORT", "tcp://10.96.0.17:443")
+	if out, errs, code := run(t, "iptables", "--port", "8082=team-a"); code != 0 || !strings.Contains(errs, "ignoring NEXMUX_PORT=tcp://10.96.0.17:443") || !strings.Contains(out, "8082") {
+		t.Fatalf("iptables with a service link: exit %d\n%s\n%s", code, out, errs)
+	}
 	t.Setenv("NEXMUX_PORT", "8082=team-a")
 	if out, errs, code := run(t, base...); code != 0 || !strings.Contains(out, "8082") || strings.Contains(errs, "ignoring") {
 		t.Fatalf("a real NEXMUX_PORT: exit %d\n%s\n%s", code, out, errs)

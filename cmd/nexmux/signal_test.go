@@ -82,7 +82,8 @@ func TestEarlySIGHUPDoesNotKill(t *testing.T) {
 
 // With --log-format json every line serve writes is JSON, also with
 // --drain-upstream at start and on reload: the drain line came from a
-// node set built with the default logger, in text, into a JSON stream.
+// node set built with the default logger, in text, into a JSON stream;
+// and with a Kubernetes service link in NEXMUX_PORT, whose warning was.
 func TestJSONLogsHaveOnlyJSONLines(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
@@ -95,6 +96,9 @@ func TestJSONLogsHaveOnlyJSONLines(t *testing.T) {
 	var stderr syncBuffer
 	cmd := exec.Command(bin, "serve", "--config", conf)
 	cmd.Stderr = &stderr
+	// A Kubernetes service link (a Service named nexmux): its warning is
+	// a JSON line too.
+	cmd.Env = append(os.Environ(), "NEXMUX_PORT=tcp://10.96.0.17:443", "NEXMUX_SERVICE_HOST=10.96.0.17")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +112,7 @@ func TestJSONLogsHaveOnlyJSONLines(t *testing.T) {
 		}
 	}
 	waitFor(`"nexmux serving"`)
+	waitFor(`"level":"WARN","msg":"ignoring NEXMUX_PORT=tcp://10.96.0.17:443`)
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
