@@ -63,7 +63,9 @@ func startConnRelay(t *testing.T, target string) *connRelay {
 func TestShutdownClosesUpstreamConns(t *testing.T) {
 	var relays []*connRelay
 	cfg := teamRoutes()
-	cfg.HealthInterval = 100 * time.Millisecond
+	// Long: the probes' keep-alive connections (from the round at start)
+	// must be closed by Shutdown, not by their idle timeout (3 intervals).
+	cfg.HealthInterval = 10 * time.Second
 	st := stack.Start(t, stack.Options{Config: cfg, Upstreams: func(nexusURL string) []string {
 		u, err := url.Parse(nexusURL)
 		if err != nil {
