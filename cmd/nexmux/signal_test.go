@@ -9,10 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // A SIGHUP that comes while serve is still starting (reading its
@@ -93,7 +94,7 @@ func TestJSONLogsHaveOnlyJSONLines(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr testnet.Buffer
 	cmd := exec.Command(bin, "serve", "--config", conf)
 	cmd.Stderr = &stderr
 	// A Kubernetes service link (a Service named nexmux): its warning is
@@ -126,22 +127,4 @@ func TestJSONLogsHaveOnlyJSONLines(t *testing.T) {
 			t.Errorf("not JSON: %s", line)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer the test reads while the process writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

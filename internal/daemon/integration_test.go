@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // teamRoutes is the Sonatype layout: per team one name for pulls (the
@@ -362,22 +362,7 @@ func TestUpstreamKeepAlive(t *testing.T) {
 }
 
 // logBuffer collects nexmux's log lines for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuffer = testnet.Buffer
 
 func TestServerNameEdgeCases(t *testing.T) {
 	logs := &logBuffer{}
