@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -201,6 +202,15 @@ func (s *Server) serveSession(ss *session) {
 	// router's, at most once a second over a limit), and a client nexmux
 	// closed itself (its stream ended, its user revoked) ends the library
 	// with a read error that is no news.
+	if err != nil && !ss.logged {
+		// A command SOCKS5 does not define: the library answers "command
+		// not supported" without asking the rule set, so this is its
+		// refusal, as for BIND and UDP ASSOCIATE.
+		if _, cmd, ok := strings.Cut(err.Error(), "Unsupported command: "); ok {
+			ss.refused("connection refused: socks5 command not supported", "command", cmd)
+			return
+		}
+	}
 	if err != nil && !errors.Is(err, io.EOF) && !ss.logged && !ss.client.ended.Load() {
 		s.log.Info("socks5: "+err.Error(), "client", ss.client.RemoteAddr().String())
 	}

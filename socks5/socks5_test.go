@@ -304,7 +304,7 @@ func TestRefusesEverythingOutsideTheTable(t *testing.T) {
 			t.Errorf("CONNECT %s:%d: reply %d, %v; want %d", tc.host, tc.port, code, err, replyNotAllowed)
 		}
 	}
-	for _, cmd := range []byte{2, 3} {
+	for _, cmd := range []byte{2, 3, 9} { // BIND, UDP ASSOCIATE, and a command SOCKS5 does not define
 		code, c, err := connect(t, st.socksAddr, nil, cmd, "team-a.nexmux.test", 443)
 		if err != nil || code != replyCmdUnsupported {
 			t.Errorf("command %d: reply %d, %v; want %d", cmd, code, err, replyCmdUnsupported)
@@ -315,13 +315,13 @@ func TestRefusesEverythingOutsideTheTable(t *testing.T) {
 		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 			t.Errorf("command %d: session not closed after the reply: %v", cmd, err)
 		}
-		line := fmt.Sprintf("client=%s command=%s reason=%s", c.LocalAddr(), map[byte]string{2: "bind", 3: "udp_associate"}[cmd], socks5.ReasonDenied)
+		line := fmt.Sprintf("client=%s command=%s reason=%s", c.LocalAddr(), map[byte]string{2: "bind", 3: "udp_associate", 9: "9"}[cmd], socks5.ReasonDenied)
 		if n := len(regexp.MustCompile(`client=`+regexp.QuoteMeta(c.LocalAddr().String())+`(\s|$)`).FindAllString(st.logs.String(), -1)); n != 1 || !strings.Contains(st.logs.String(), line) {
 			t.Errorf("command %d: %d lines name the client, want one with %q:\n%s", cmd, n, line, st.logs.String())
 		}
 	}
-	if n := st.refused.Load(); n != int64(len(refusals)+2) {
-		t.Errorf("%d refusals counted, want %d", n, len(refusals)+2)
+	if n := st.refused.Load(); n != int64(len(refusals)+3) {
+		t.Errorf("%d refusals counted, want %d", n, len(refusals)+3)
 	}
 	// The line names the destination as the client asked for it: the IP
 	// literal, or the name (not the resolver's placeholder address).
