@@ -179,12 +179,13 @@ func TestMirrorRefusals(t *testing.T) {
 		}
 	}
 	// The token endpoint takes containerd's POST too.
-	for _, c := range []struct{ method, path string }{
-		{"PUT", "/v2/token"}, {"PROPFIND", "/v2/token"},
-		{"PUT", "/repository/ghcr-proxy/v2/token"}, {"PROPFIND", "/repository/ghcr-proxy/v2/token"},
+	for _, c := range []struct{ method, path, allow string }{
+		{"PUT", "/v2/token", "GET, HEAD, POST"}, {"PROPFIND", "/v2/token", "GET, HEAD, POST"},
+		{"PUT", "/repository/ghcr-proxy/v2/token", "GET, HEAD, POST"}, {"PROPFIND", "/repository/ghcr-proxy/v2/token", "GET, HEAD, POST"},
+		{"PROPFIND", "/repository/team-a/v2/token", "GET, HEAD"}, // not the mirror's: nothing is served there
 	} {
-		if resp, _ := mirrorGet(t, s, c.method, c.path, false); resp.StatusCode != 405 || resp.Header.Get("Allow") != "GET, HEAD, POST" {
-			t.Errorf("%s %s: %d, Allow %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Allow"))
+		if resp, _ := mirrorGet(t, s, c.method, c.path, false); resp.StatusCode != 405 || resp.Header.Get("Allow") != c.allow {
+			t.Errorf("%s %s: %d, Allow %q, want %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Allow"), c.allow)
 		}
 	}
 	if reqs := s.Nexus.Requests(); len(reqs) != 0 {
