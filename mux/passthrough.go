@@ -120,17 +120,9 @@ func rawWriter(c net.Conn) io.Writer {
 }
 
 func closeWrite(c net.Conn) {
-	if tc, ok := underlyingTCP(c); ok {
-		_ = tc.CloseWrite()
-		return
-	}
-	// A SOCKS5 stream (a socket-pair end, below the max-conns count when
-	// limits are on) is half-closed too: its client may still be sending.
-	end := c
-	if cc, ok := c.(*countedConn); ok {
-		end = cc.Conn
-	}
-	if cw, ok := end.(interface{ CloseWrite() error }); ok {
+	// The socket below the wrappers: a TCP connection, or a SOCKS5
+	// stream's socket-pair end, whose client may still be sending.
+	if cw, ok := underlying[interface{ CloseWrite() error }](c); ok {
 		_ = cw.CloseWrite()
 		return
 	}
