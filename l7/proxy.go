@@ -12,10 +12,12 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/route"
@@ -456,11 +458,20 @@ const maxShownName = 255
 // ShortName is a client-chosen name as a message or log line holds it: a
 // host name has at most 253 bytes, and a Host or SNI of 64 KiB would go
 // whole into every access line, refusal line and error body.
-func ShortName(n string) string {
-	if len(n) > maxShownName {
-		return fmt.Sprintf("%s... (%d bytes)", n[:maxShownName], len(n))
+func ShortName(n string) string { return Shorten(n, maxShownName) }
+
+// Shorten is s whole up to max bytes, else its first max bytes (cut
+// before a character that would be split) and its length: how a message
+// or a log line holds something a client chose.
+func Shorten(s string, max int) string {
+	if len(s) <= max {
+		return s
 	}
-	return n
+	cut := max
+	for back := 0; back < utf8.UTFMax-1 && cut > 0 && !utf8.RuneStart(s[cut]); back++ {
+		cut--
+	}
+	return s[:cut] + "... (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {

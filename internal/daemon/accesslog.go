@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/nexmux/nexmux/l7"
 )
 
 // accessHandler is the access logger's handler: slog's text or JSON handler
@@ -31,18 +33,8 @@ type accessHandler struct {
 // CRI log format), which breaks a JSON line in two.
 const maxLoggedPath = 1024
 
-// loggedPath is p, or its first maxLoggedPath bytes (cut at a character)
-// and its length.
-func loggedPath(p string) string {
-	if len(p) <= maxLoggedPath {
-		return p
-	}
-	cut := maxLoggedPath
-	for cut > 0 && !utf8.RuneStart(p[cut]) {
-		cut--
-	}
-	return p[:cut] + "... (" + strconv.Itoa(len(p)) + " bytes)"
-}
+// loggedPath is p as an access line holds it.
+func loggedPath(p string) string { return l7.Shorten(p, maxLoggedPath) }
 
 // accessLine is one request line's fields, in the order they are logged.
 type accessLine struct {
