@@ -352,42 +352,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // hostPortValid reports whether h (not empty) has no port, an empty one
-// ("name:"), or a decimal port of at most 65535.
+// ("name:"), or a decimal port of at most 65535 (five digits at most).
 func hostPortValid(h string) bool {
-	i := strings.LastIndexByte(h, ':')
-	if h[0] == '[' {
-		// An IPv6 literal: a port comes right after its ']'.
-		end := strings.IndexByte(h, ']')
-		switch {
-		case end < 0:
-			return false
-		case end == len(h)-1:
-			return true
-		case h[end+1] != ':':
-			return false
-		}
-		i = end + 1
-	} else if i < 0 {
-		return true
-	} else if strings.IndexByte(h, ':') != i {
-		return false // two colons outside an IPv6 literal
+	if strings.IndexByte(h, ':') < 0 {
+		return true // the common case, and SplitHostPort's error allocates
 	}
-	port := h[i+1:]
+	_, port, err := net.SplitHostPort(h)
+	if err != nil {
+		// Without a port, only an IPv6 literal holds a colon.
+		return h[0] == '[' && strings.IndexByte(h, ']') == len(h)-1
+	}
 	if port == "" {
 		return true
 	}
-	if len(port) > 5 {
-		return false
-	}
-	n := 0
-	for j := 0; j < len(port); j++ {
-		c := port[j]
-		if c < '0' || c > '9' {
-			return false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n <= 65535
+	_, err = strconv.ParseUint(port, 10, 16)
+	return err == nil && len(port) <= 5
 }
 
 // RegistryMethod reports whether the Registry API uses method. nexmux
