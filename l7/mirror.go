@@ -15,8 +15,8 @@ type mirrorReq struct {
 	registry string // canonical, one of the mirror's registries ("" when refused)
 	prefix   string // path prefix segment as sent ("ghcr.io"), "" without one
 	ns       string // raw ?ns= value as sent, "" without one
-	// repoPath is "[ctx]/repository/<repo>" when the client used Nexus's
-	// own URL form: a bare /v2/ URL would name no registry and read the
+	// repoPath is "[ctx]/repository/<repo>" (a part of the request's path)
+	// when the client used Nexus's own URL form: a bare /v2/ URL would name no registry and read the
 	// default one's repository.
 	repoPath string
 }
@@ -52,6 +52,25 @@ func mirrorAllow(sub string) string {
 	return "GET, HEAD"
 }
 
+// mirrorRepoForm splits rawPath in Nexus's own form,
+// [ctx]/repository/<repo><sub>, where repo is one of m's repositories.
+func (p *Proxy) mirrorRepoForm(m *route.Mirror, rawPath string) (repo, sub string, ok bool) {
+	rest, ok := strings.CutPrefix(rawPath, p.up.ctxPath)
+	if ok {
+		rest, ok = strings.CutPrefix(rest, "/repository/")
+	}
+	repo, sub, _ = strings.Cut(rest, "/")
+	return repo, "/" + sub, ok && m.Owns(repo)
+}
+
+// mirrorAllowFor is the Allow header of a 405 for rawPath on mirror m.
+func (p *Proxy) mirrorAllowFor(m *route.Mirror, rawPath string) string {
+	if _, sub, ok := p.mirrorRepoForm(m, rawPath); ok {
+		return mirrorAllow(sub)
+	}
+	return mirrorAllow(rawPath)
+}
+
 // mirrorRequest picks the registry, repository and upstream path of a
 // request on a mirror name, or answers it itself (false).
 func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqState, m *route.Mirror, rawPath, rawQuery string) bool {
@@ -68,10 +87,8 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	if !registryPath(rawPath) {
 		// [ctx]/repository/<repo>/v2/... of one of the mirror's own
 		// repositories: Nexus hands such URLs out.
-		rest, found := strings.CutPrefix(rawPath, p.up.ctxPath+"/repository/")
-		name, sub, _ := strings.Cut(rest, "/")
-		sub = "/" + sub
-		if !found || !m.Owns(name) || !strings.HasPrefix(sub, "/v2/") {
+		name, sub, found := p.mirrorRepoForm(m, rawPath)
+		if !found || !strings.HasPrefix(sub, "/v2/") {
 			return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on this name")
 		}
 		if !mirrorMethod(r.Method, sub) {
@@ -88,7 +105,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 			}
 		}
 		st.repo, st.sub, st.query = name, sub, rawQuery
-		st.mirror.repoPath = p.up.ctxPath + "/repository/" + name
+		st.mirror.repoPath = rawPath[:len(rawPath)-len(sub)]
 		return true
 	}
 	if !mirrorMethod(r.Method, rawPath) {

@@ -295,15 +295,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			allow := registryAllow
 			if st.ci.Route.Mirror != nil {
 				// A mirror is read-only: its 405 names only what it serves.
-				sub, _, _ := strings.Cut(r.RequestURI, "?")
-				if rest, ok := strings.CutPrefix(sub, p.up.ctxPath+"/repository/"); ok {
-					// [ctx]/repository/<repo>/v2/token is the token endpoint
-					// too, for the mirror's own repositories.
-					if name, s, ok := strings.Cut(rest, "/"); ok && st.ci.Route.Mirror.Owns(name) {
-						sub = "/" + s
-					}
-				}
-				allow = mirrorAllow(sub)
+				rawPath, _, _ := strings.Cut(r.RequestURI, "?")
+				allow = p.mirrorAllowFor(st.ci.Route.Mirror, rawPath)
 			}
 			cw.Header().Set("Allow", allow)
 		}
