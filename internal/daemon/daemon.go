@@ -628,24 +628,16 @@ func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) error {
 	var failed error
 	if delay := c.ShutdownDelay; delay > 0 {
 		d.log.Info("stopping: readiness off, still accepting", "signal", s.String(), "shutdown_delay", delay)
-		t := time.NewTimer(delay)
-	wait:
-		for {
-			select {
-			case next := <-sig:
-				if next == syscall.SIGHUP {
-					continue // stopping: no reload
-				}
-				d.log.Info("shutdown delay cut short", "signal", next.String())
-				break wait
-			case failed = <-d.errc:
-				d.log.Error("a listener failed during the shutdown delay", "err", failed)
-				break wait
-			case <-t.C:
-				break wait
-			}
+		dctx, dcancel := context.WithTimeout(context.Background(), delay)
+		var next os.Signal
+		next, failed = waitStop(sig, d.errc, dctx.Done())
+		dcancel()
+		switch {
+		case next != nil:
+			d.log.Info("shutdown delay cut short", "signal", next.String())
+		case failed != nil:
+			d.log.Error("a listener failed during the shutdown delay", "err", failed)
 		}
-		t.Stop()
 	}
 	drain := d.drainTimeout()
 	d.log.Info("draining", "signal", s.String(), "timeout", drain)
@@ -655,7 +647,7 @@ func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) error {
 	go func() { done <- d.Shutdown(sctx) }()
 	go func() {
 		// Reads until Shutdown ends: signal.Stop comes after stop returns.
-		if next, ok := waitStop(sig, sctx.Done()); ok {
+		if next, _ := waitStop(sig, nil, sctx.Done()); next != nil {
 			d.log.Warn("second signal: closing remaining connections now", "signal", next.String())
 			cancel()
 		}
@@ -667,17 +659,20 @@ func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) error {
 	return failed
 }
 
-// waitStop waits for SIGTERM or SIGINT on sig (SIGHUP is ignored: the
-// process is stopping) until done; ok reports a signal.
-func waitStop(sig <-chan os.Signal, done <-chan struct{}) (os.Signal, bool) {
+// waitStop waits until done for SIGTERM or SIGINT on sig (SIGHUP is
+// ignored: the process is stopping), or for an error on errc (nil: none),
+// and returns which came; both nil when done came first.
+func waitStop(sig <-chan os.Signal, errc <-chan error, done <-chan struct{}) (os.Signal, error) {
 	for {
 		select {
 		case s := <-sig:
 			if s != syscall.SIGHUP {
-				return s, true
+				return s, nil
 			}
+		case err := <-errc:
+			return nil, err
 		case <-done:
-			return nil, false
+			return nil, nil
 		}
 	}
 }
