@@ -268,9 +268,7 @@ func newApp() *cli.App {
 						return invalid(err)
 					}
 					// The warnings serve would log: valid, but not as meant.
-					for _, w := range b.Warnings {
-						fmt.Fprintln(c.App.ErrWriter, "nexmux: warning:", w)
-					}
+					printWarnings(c, b.Warnings)
 					fmt.Fprint(c.App.Writer, b.Describe())
 					return nil
 				},
@@ -289,6 +287,13 @@ func main() {
 	}
 }
 
+// printWarnings writes what a command found valid but not as meant.
+func printWarnings(c *cli.Context, warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintln(c.App.ErrWriter, "nexmux: warning:", w)
+	}
+}
+
 // iptablesAction prints, loads or removes the REDIRECT rules of the port
 // routes. Every problem of the configuration, the port routes, the chain and
 // the families is listed at once, before anything is printed or loaded.
@@ -298,9 +303,7 @@ func iptablesAction(c *cli.Context) error {
 		return invalid(err)
 	}
 	// iptables reads --port too: say what was ignored, as check does.
-	for _, w := range cfg.EnvWarnings {
-		fmt.Fprintln(c.App.ErrWriter, "nexmux: warning:", w)
-	}
+	printWarnings(c, cfg.EnvWarnings)
 	errs := errlist.Append(nil, err)
 	r := iptables.Rules{Chain: cfg.IptablesChain, Jumps: cfg.IptablesJumps}
 	// The chain is checked whatever else is wrong: Validate checks it
