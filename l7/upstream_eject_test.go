@@ -22,20 +22,26 @@ func ejected(set *upstream.Set) []string {
 	return out
 }
 
-// A 5xx that every node gives for the same request is the repository's
-// (a proxy repository whose remote is gone, an offline repository), not a
-// node's: 20 reads of a mirror repository answered 503 by both nodes eject
-// neither. A 503 of one node while the other answers still ejects it.
-func TestHARepository5xxOnEveryNodeEjectsNone(t *testing.T) {
+// mirrorCluster is two HA nodes holding a seeded mirror repository m, a
+// Proxy at addr in front of them, and the path of m's manifest.
+func mirrorCluster(t *testing.T) (*fixtures.Server, []*fixtures.Node, fixtures.Mirror, string, *Upstreams, string) {
+	t.Helper()
 	s, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.Repos = append(c.Repos, fixtures.MirrorRepos("")...) })
 	if err := s.SeedMirrors(); err != nil {
 		t.Fatal(err)
 	}
 	m := fixtures.Mirrors[0]
 	i := strings.LastIndex(m.Image, ":")
-	name, tag := m.Image[:i], m.Image[i+1:]
 	addr, up := haProxyURLs(t, io.Discard, 0, m.Repo, nodeURLs(nodes)...)
-	path := "/v2/" + name + "/manifests/" + tag
+	return s, nodes, m, addr, up, "/v2/" + m.Image[:i] + "/manifests/" + m.Image[i+1:]
+}
+
+// A 5xx that every node gives for the same request is the repository's
+// (a proxy repository whose remote is gone, an offline repository), not a
+// node's: 20 reads of a mirror repository answered 503 by both nodes eject
+// neither. A 503 of one node while the other answers still ejects it.
+func TestHARepository5xxOnEveryNodeEjectsNone(t *testing.T) {
+	s, nodes, m, addr, up, path := mirrorCluster(t)
 	if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {
 		t.Fatalf("mirror manifest: %s %s", resp.Status, body)
 	}
@@ -67,15 +73,7 @@ func TestHARepository5xxOnEveryNodeEjectsNone(t *testing.T) {
 // both nodes answer them. Ejecting it for them turned one repository's
 // outage into every repository's ("no Nexus node is reachable").
 func TestHARepository5xxOnTheLastNodeEjectsNone(t *testing.T) {
-	s, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.Repos = append(c.Repos, fixtures.MirrorRepos("")...) })
-	if err := s.SeedMirrors(); err != nil {
-		t.Fatal(err)
-	}
-	m := fixtures.Mirrors[0]
-	i := strings.LastIndex(m.Image, ":")
-	name, tag := m.Image[:i], m.Image[i+1:]
-	addr, up := haProxyURLs(t, io.Discard, 0, m.Repo, nodeURLs(nodes)...)
-	path := "/v2/" + name + "/manifests/" + tag
+	s, nodes, m, addr, up, path := mirrorCluster(t)
 	if err := nodes[1].SetDown(true); err != nil {
 		t.Fatal(err)
 	}
