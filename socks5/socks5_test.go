@@ -507,14 +507,15 @@ func TestDeadlines(t *testing.T) {
 	})
 }
 
-// The SOCKS client's half-close reaches a passthrough backend, whose
-// answer still comes back, then the end of the stream.
-func TestPassthroughHalfClose(t *testing.T) {
+// backendOnce is a passthrough backend that serves one connection with
+// serve (10 s deadline) and sends what serve returns on got.
+func backendOnce(t *testing.T, serve func(c net.Conn) []byte) (net.Listener, <-chan []byte) {
+	t.Helper()
 	be, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer be.Close()
+	t.Cleanup(func() { be.Close() })
 	got := make(chan []byte, 1)
 	go func() {
 		c, err := be.Accept()
@@ -524,10 +525,19 @@ func TestPassthroughHalfClose(t *testing.T) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		got <- serve(c)
+	}()
+	return be, got
+}
+
+// The SOCKS client's half-close reaches a passthrough backend, whose
+// answer still comes back, then the end of the stream.
+func TestPassthroughHalfClose(t *testing.T) {
+	be, got := backendOnce(t, func(c net.Conn) []byte {
 		b, _ := io.ReadAll(c) // until the client's half-close arrives
 		_, _ = c.Write([]byte("bye"))
-		got <- b
-	}()
+		return b
+	})
 	st := start(t, config{backend: be.Addr().String()})
 	code, c, err := connect(t, st.socksAddr, nil, 1, "pt.nexmux.test", 443)
 	if err != nil || code != replySucceeded {
@@ -551,25 +561,12 @@ func TestPassthroughHalfClose(t *testing.T) {
 // what the client sends after it still reaches the backend, as on a direct
 // connection: the tunnel is not torn down at the backend's EOF.
 func TestPassthroughHalfCloseFromBackend(t *testing.T) {
-	be, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
-	got := make(chan []byte, 1)
-	go func() {
-		c, err := be.Accept()
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	be, got := backendOnce(t, func(c net.Conn) []byte {
 		_, _ = c.Write([]byte("bye"))
 		_ = c.(*net.TCPConn).CloseWrite()
 		b, _ := io.ReadAll(c) // the hello, then what came after the half-close
-		got <- b
-	}()
+		return b
+	})
 	st := start(t, config{backend: be.Addr().String()})
 	code, c, err := connect(t, st.socksAddr, nil, 1, "pt.nexmux.test", 443)
 	if err != nil || code != replySucceeded {
