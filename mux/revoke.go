@@ -16,10 +16,20 @@ import (
 // liveConn is a routed connection a reload may revoke: its route may be
 // removed, or the load balancer that named its client distrusted.
 type liveConn struct {
-	info  *l7.ConnInfo
-	peer  net.Addr    // the load balancer, when a PROXY header named the client
-	idle  atomic.Bool // HTTP: no request in flight (http.ConnState)
+	info *l7.ConnInfo
+	peer net.Addr    // the load balancer, when a PROXY header named the client
+	idle atomic.Bool // HTTP: no request in flight (http.ConnState)
+	// fresh: handed to http.Server, no request read yet (Server.fresh).
+	fresh atomic.Bool
 	close func()
+}
+
+// endFresh counts lc out of the connections waiting for their first
+// request.
+func (s *Server) endFresh(lc *liveConn) {
+	if lc != nil && lc.fresh.Load() && lc.fresh.CompareAndSwap(true, false) {
+		s.fresh.Add(-1)
+	}
 }
 
 // live tracks routed connections: those http.Server serves, by the
@@ -64,12 +74,18 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 	case http.StateNew:
 		return
 	case http.StateClosed, http.StateHijacked:
+		if h1 {
+			s.endFresh(hc.h1().live)
+		}
 		if h1 && state == http.StateClosed && parking(hc) {
 			// net/http let go of an idle connection; it stays live.
 			s.park(hc)
 			return
 		}
 		s.live.mu.Lock()
+		if !h1 {
+			s.endFresh(s.live.http[c])
+		}
 		delete(s.live.http, c)
 		s.live.mu.Unlock()
 		return
@@ -89,6 +105,7 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 	if lc == nil {
 		return
 	}
+	s.endFresh(lc)
 	lc.idle.Store(state == http.StateIdle)
 	// revoke sets Revoked, then reads idle; this sets idle, then reads
 	// Revoked: one of the two sees the other and closes.

@@ -111,6 +111,9 @@ type Server struct {
 	// (or refused): Shutdown lets them reach http.Server before it stops
 	// taking connections.
 	routing atomic.Int64
+	// fresh counts connections handed to http.Server whose first request
+	// is not read yet: Shutdown lets them send it (see there).
+	fresh atomic.Int64
 
 	life    context.Context // ends when Shutdown gives up waiting
 	endLife context.CancelFunc
@@ -362,6 +365,10 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
+// freshGrace bounds Shutdown's wait for the first request of connections
+// that finished their handshake as it began.
+const freshGrace = time.Second
+
 // StopKeepAlives asks clients to move on while the server still serves:
 // each HTTP/1 response from now on closes its connection (those idle in
 // net/http close at once; released ones after their next response), and
@@ -378,6 +385,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// never answered. Those accepted before Close are handed over first.
 	for s.routing.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
+	}
+	// net/http drops, unanswered, a request it reads once it is shutting
+	// down: a connection just handed over gets its first request read
+	// first. Clients send it right behind their handshake; one that sends
+	// nothing is not waited for longer than freshGrace.
+	for end := time.Now().Add(freshGrace); s.fresh.Load() > 0 && ctx.Err() == nil && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
 	}
 	err := s.http.Shutdown(ctx)
 	done := s.track.Idle()

@@ -64,9 +64,12 @@ func (t terminate) serve(d decision) {
 		return
 	}
 	// From here on http.Server tracks and closes the connection.
+	lc.fresh.Store(true)
+	t.s.fresh.Add(1)
 	handedOff := t.s.conns.put(c)
 	t.s.track.RemoveConn(d.raw)
 	if !handedOff {
+		t.s.endFresh(lc)
 		t.s.connState(c, http.StateClosed)
 		d.raw.Close()
 	}
