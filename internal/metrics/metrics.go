@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/nexmux/nexmux/internal/lograte"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
 )
@@ -261,6 +262,10 @@ type Readiness struct {
 	// nodes say: the process is stopping, balancers should stop sending.
 	Draining func() bool
 
+	// notReady keeps a balancer or a script polling /readyz while Nexus
+	// is down from turning every probe into a warning line.
+	notReady lograte.Limiter
+
 	mu      sync.Mutex
 	checked time.Time
 	ready   bool
@@ -358,7 +363,9 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 		var why string
 		if ready.Table != nil {
 			if ok, why = ready.Table(wantWritable(r)); !ok && ready.Logger != nil {
-				ready.Logger.Warn("not ready", "reason", why)
+				if log, n := ready.notReady.Note(); log {
+					ready.Logger.Warn("not ready", "reason", why, "probes", n)
+				}
 			}
 		} else {
 			ok, why = ready.Check(r.Context())

@@ -1,8 +1,11 @@
 package metrics
 
 import (
+	"bytes"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +129,29 @@ func BenchmarkObserve(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		m.Observe(ci, r, rec)
+	}
+}
+
+// A balancer polling /readyz while no node can serve gets its 503 every
+// time, but the log gets one warning a second that counts the probes.
+func TestNotReadyWarnsOnceASecond(t *testing.T) {
+	var buf bytes.Buffer
+	ready := &Readiness{
+		Table:  func(bool) (bool, string) { return false, "no Nexus node is reachable" },
+		Logger: slog.New(slog.NewTextHandler(&buf, nil)),
+	}
+	h := New().Handler(ready)
+	for range 50 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz answered %d, want 503", rec.Code)
+		}
+	}
+	if lines := strings.Count(buf.String(), "\n"); lines != 1 {
+		t.Fatalf("%d warning lines for 50 probes in well under a second, want 1:\n%s", lines, buf.String())
+	}
+	if !strings.Contains(buf.String(), `reason="no Nexus node is reachable"`) {
+		t.Fatalf("the warning lost its reason: %s", buf.String())
 	}
 }
