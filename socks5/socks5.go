@@ -274,7 +274,7 @@ func (ss *session) refused(msg string, args ...any) {
 // name request (noDNS set its IP to a placeholder), or the IP literal.
 func requested(dest *gosocks5.AddrSpec) string {
 	host := dest.FQDN
-	if host == "" {
+	if host == "" && len(dest.IP) != 0 {
 		host = dest.IP.String()
 	}
 	return net.JoinHostPort(host, strconv.Itoa(dest.Port))
@@ -291,8 +291,9 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 		return decision{port: dest.Port}, true
 	case s.sniPorts[dest.Port] && dest.FQDN != "" && t.LookupHost(dest.FQDN) != nil:
 		return decision{}, true
-	case s.sniPorts[dest.Port] && dest.FQDN == "" && t.Default() != nil:
-		// An IP literal lands where a direct IP-literal client would.
+	case s.sniPorts[dest.Port] && dest.FQDN == "" && len(dest.IP) != 0 && t.Default() != nil:
+		// An IP literal lands where a direct IP-literal client would; an
+		// empty name (no IP either) is no destination.
 		return decision{}, true
 	}
 	return decision{}, false

@@ -281,6 +281,19 @@ func TestConnectRoutesLikeADirectConnection(t *testing.T) {
 	}
 }
 
+// An empty name is no destination: it is refused even where an IP literal
+// would reach the default route, and the line says what was asked for.
+func TestEmptyNameRefused(t *testing.T) {
+	st := start(t, config{spec: route.Spec{Default: "fallback"}})
+	code, _, err := connect(t, st.socksAddr, nil, 1, "", 443)
+	if err != nil || code != replyNotAllowed {
+		t.Fatalf("CONNECT with an empty name: reply %d, %v; want %d", code, err, replyNotAllowed)
+	}
+	if !strings.Contains(st.logs.String(), "connect=:443 ") || strings.Contains(st.logs.String(), "<nil>") {
+		t.Fatalf("refusal not logged as asked for:\n%s", st.logs.String())
+	}
+}
+
 // Nothing outside the route table is reachable: nexmux neither resolves
 // nor dials the target, refuses it with "not allowed by ruleset", and logs
 // and counts the refusal. BIND and UDP ASSOCIATE are not supported.
