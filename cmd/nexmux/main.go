@@ -315,6 +315,9 @@ func iptablesAction(c *cli.Context) error {
 	} else {
 		r.ListenPort, r.Ports = listenPort, t.Ports()
 		errs = errlist.Append(errs, r.Validate())
+		if w := iptables.ListenWarning(cfg.Listen); w != "" {
+			printWarnings(c, []string{w})
+		}
 	}
 	fams, ferr := iptables.ParseFamilies(cfg.IptablesFamilies)
 	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil {

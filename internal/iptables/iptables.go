@@ -10,6 +10,8 @@ package iptables
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"regexp"
 	"slices"
 	"sort"
@@ -167,4 +169,18 @@ func (r Rules) delete(pre, out bool) (string, error) {
 	fmt.Fprintf(&b, "-X %s\n", c)
 	b.WriteString("COMMIT\n")
 	return b.String(), nil
+}
+
+// ListenWarning says when the rules cannot work for remote clients:
+// REDIRECT in PREROUTING sends a connection to the receiving interface's
+// own address, which a listener bound to loopback never sees.
+func ListenWarning(listen string) string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	if ip, perr := netip.ParseAddr(host); (perr == nil && ip.IsLoopback()) || strings.EqualFold(host, "localhost") {
+		return fmt.Sprintf("listen %s is a loopback address: connections REDIRECTed from other hosts (PREROUTING) arrive on the interface's own address and cannot reach it, only clients on this host (OUTPUT) can; listen on :PORT or the host's address", listen)
+	}
+	return ""
 }
