@@ -164,21 +164,35 @@ func revokedBy(lc *liveConn, st *State) bool {
 			return true
 		}
 	}
-	return !sameRoute(lc.info.Route, st.Table)
+	return !sameRoute(lc.info, st.Table)
 }
 
-// sameRoute reports whether t still has rt: same kind and key, same
-// repositories, backend or mirrored registries.
-func sameRoute(rt *route.Route, t *route.Table) bool {
+// sameRoute reports whether t still routes the connection as it was
+// routed: to the same kind and key, same repositories, backend or mirrored
+// registries. A connection routed by name is looked up again, so that a
+// name given a route of its own (or a more specific wildcard) leaves the
+// route that served it until then.
+func sameRoute(info *l7.ConnInfo, t *route.Table) bool {
+	rt := info.Route
 	if rt == nil {
 		return true
 	}
-	for _, r := range t.Routes() {
-		if r.Kind == rt.Kind && r.Key == rt.Key {
-			return r.Target == rt.Target && r.Passthrough == rt.Passthrough && sameMirror(r.Mirror, rt.Mirror)
+	var r *route.Route
+	switch {
+	case info.ByPort:
+		for _, pr := range t.Routes() {
+			if pr.Kind == rt.Kind && pr.Key == rt.Key {
+				r = pr
+				break
+			}
 		}
+	case info.ServerName != "":
+		r = t.LookupHost(info.ServerName)
+	default:
+		r = t.Default()
 	}
-	return false
+	return r != nil && r.Kind == rt.Kind && r.Key == rt.Key &&
+		r.Target == rt.Target && r.Passthrough == rt.Passthrough && sameMirror(r.Mirror, rt.Mirror)
 }
 
 // sameMirror: a mirror name keeps its connections only while it serves the

@@ -1,9 +1,12 @@
 package mux_test
 
 import (
+	"bufio"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -70,4 +73,56 @@ func TestReloadRevokesConnectionInItsHandshake(t *testing.T) {
 		t.Errorf("no revocation line:\n%s", m.logs.String())
 	}
 	waitIdle(t, m.srv, 0, 0)
+}
+
+// A reload that gives a name its own route moves that name's live
+// connections too: one opened for x.nexmux.test while *.nexmux.test served
+// it would otherwise keep sending x's pushes to the wildcard's repository
+// while new connections go to x's own, splitting one push between the two.
+func TestReloadRevokesConnectionWhoseNameMoved(t *testing.T) {
+	m := startMux(t, nil, "", 0)
+	st := *m.srv.State()
+	tab, err := routeTable("team-a.nexmux.test=team-a", "*.nexmux.test=wild")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Table = tab
+	m.srv.Update(&st)
+
+	cfg := m.tlsConfig("x.nexmux.test")
+	cfg.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", m.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x.nexmux.test\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Route"); got != "*.nexmux.test" {
+		t.Fatalf("before the reload: route %q, want *.nexmux.test", got)
+	}
+
+	st2 := st
+	if st2.Table, err = routeTable("team-a.nexmux.test=team-a", "*.nexmux.test=wild", "x.nexmux.test=team-x"); err != nil {
+		t.Fatal(err)
+	}
+	m.srv.Update(&st2)
+
+	// The idle connection ends; had it stayed, its next request would
+	// still reach the wildcard's repository.
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x.nexmux.test\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		if got := resp.Header.Get("X-Route"); got == "*.nexmux.test" {
+			t.Fatalf("after x.nexmux.test got its own route, its old connection still reaches %s", got)
+		}
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("connection neither closed nor answered")
+	}
 }
