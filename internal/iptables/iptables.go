@@ -147,22 +147,23 @@ func (r Rules) apply(pre, out bool) (string, error) {
 // Delete renders the removal: the two jumps, then the chain itself. It only
 // names rules Apply wrote, so nothing else in the nat table is touched.
 func (r Rules) Delete() (string, error) {
-	return r.delete(true, true)
+	return r.delete(1, 1)
 }
 
-// delete renders the removal, with the jumps that exist: -D of a missing
-// rule fails the whole transaction.
-func (r Rules) delete(pre, out bool) (string, error) {
+// delete renders the removal, with as many copies of each jump as exist:
+// -D of a missing rule fails the whole transaction, and so does -X of a
+// chain a copy left behind still jumps to.
+func (r Rules) delete(pre, out int) (string, error) {
 	if err := r.ValidateChain(); err != nil {
 		return "", err
 	}
 	c := r.chain()
 	var b strings.Builder
 	b.WriteString("*nat\n")
-	if pre {
+	for range pre {
 		fmt.Fprintf(&b, "-D %s\n", strings.Join(jump("PREROUTING", c), " "))
 	}
-	if out {
+	for range out {
 		fmt.Fprintf(&b, "-D %s\n", strings.Join(jump("OUTPUT", c), " "))
 	}
 	fmt.Fprintf(&b, "-F %s\n", c)

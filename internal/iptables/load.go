@@ -56,7 +56,7 @@ func (r Rules) Install(fams []string, log io.Writer) error {
 	}
 	return r.each(fams, log, func(f family) error {
 		pre, out := f.jumps(r.chain())
-		rules, err := r.apply(!pre, !out)
+		rules, err := r.apply(pre == 0, out == 0)
 		if err != nil {
 			return err
 		}
@@ -204,11 +204,38 @@ func (f family) run(args ...string) bool {
 	return exec.Command(string(f), append([]string{"-w", "-t", "nat"}, args...)...).Run() == nil
 }
 
-// jumps reports which of the two jumps into chain exist. -C fails both when
-// the rule is absent and when the chain is: either means "absent" here.
-func (f family) jumps(chain string) (pre, out bool) {
-	return f.run(append([]string{"-C"}, jump("PREROUTING", chain)...)...),
-		f.run(append([]string{"-C"}, jump("OUTPUT", chain)...)...)
+// jumps counts the copies of each of the two jumps into chain: the rules
+// piped by hand to iptables-restore more than once hold a jump more than
+// once. A nat table that cannot be listed has none.
+func (f family) jumps(chain string) (pre, out int) {
+	listing, err := exec.Command(string(f), "-w", "-t", "nat", "-S").Output()
+	if err != nil {
+		return 0, 0
+	}
+	return countRule(string(listing), jump("PREROUTING", chain)), countRule(string(listing), jump("OUTPUT", chain))
+}
+
+// countRule counts the lines of an iptables -S listing that append rule
+// (as arguments after -A; iptables-save may quote the comment).
+func countRule(listing string, rule []string) int {
+	n := 0
+	for _, line := range strings.Split(listing, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) != len(rule)+1 || fields[0] != "-A" {
+			continue
+		}
+		same := true
+		for i, f := range fields[1:] {
+			if strings.Trim(f, `"`) != rule[i] {
+				same = false
+				break
+			}
+		}
+		if same {
+			n++
+		}
+	}
+	return n
 }
 
 // restore loads rules in one transaction.

@@ -273,3 +273,46 @@ func TestInstallLeavesForeignChainsAlone(t *testing.T) {
 		return err
 	})
 }
+
+// Rules piped by hand twice with their jumps (the README's iptables-restore
+// line run again) leave each jump twice. --load --delete must still remove
+// everything: -D takes one copy, and -X of a chain still jumped to fails
+// the whole transaction.
+func TestUninstallRemovesDuplicatedJumps(t *testing.T) {
+	do := inNetns(t)
+	r := Rules{ListenPort: 8443, Ports: []int{8082}, Jumps: true}
+	rules, err := r.Apply()
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(func() error {
+		for range 2 {
+			for _, fam := range Families {
+				cmd := exec.Command(fam+"-restore", "-w", "--noflush")
+				cmd.Stdin = strings.NewReader(rules)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					return fmt.Errorf("%s-restore: %v\n%s", fam, err, out)
+				}
+			}
+		}
+		return nil
+	})
+	var log strings.Builder
+	do(func() error {
+		if err := r.Uninstall(Families, &log); err != nil {
+			t.Errorf("uninstall over duplicated jumps: %v", err)
+		}
+		return nil
+	})
+	do(func() error {
+		tables, err := nat()
+		for fam, lines := range tables {
+			for _, l := range lines {
+				if strings.Contains(l, "NEXMUX") {
+					t.Errorf("%s: left behind: %s", fam, l)
+				}
+			}
+		}
+		return err
+	})
+}
