@@ -60,6 +60,15 @@ func (r Rules) Install(fams []string, log io.Writer) error {
 		if err != nil {
 			return err
 		}
+		// Copies beyond the first (rules piped by hand more than once)
+		// go, in the same transaction.
+		var extra strings.Builder
+		for parent, n := range map[string]int{"PREROUTING": pre, "OUTPUT": out} {
+			for ; n > 1; n-- {
+				fmt.Fprintf(&extra, "-D %s\n", strings.Join(jump(parent, r.chain()), " "))
+			}
+		}
+		rules = strings.TrimSuffix(rules, "COMMIT\n") + extra.String() + "COMMIT\n"
 		if err := f.restore(rules); err != nil {
 			return err
 		}

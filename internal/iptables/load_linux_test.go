@@ -274,13 +274,10 @@ func TestInstallLeavesForeignChainsAlone(t *testing.T) {
 	})
 }
 
-// Rules piped by hand twice with their jumps (the README's iptables-restore
-// line run again) leave each jump twice. --load --delete must still remove
-// everything: -D takes one copy, and -X of a chain still jumped to fails
-// the whole transaction.
-func TestUninstallRemovesDuplicatedJumps(t *testing.T) {
-	do := inNetns(t)
-	r := Rules{ListenPort: 8443, Ports: []int{8082}, Jumps: true}
+// pipeTwice loads r's printed rules twice, as the README's
+// iptables-restore line run again does: each jump is then there twice.
+func pipeTwice(t *testing.T, do func(func() error), r Rules) {
+	t.Helper()
 	rules, err := r.Apply()
 	if err != nil {
 		t.Fatal(err)
@@ -297,6 +294,15 @@ func TestUninstallRemovesDuplicatedJumps(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Rules piped by hand twice with their jumps leave each jump twice.
+// --load --delete must still remove everything: -D takes one copy, and -X
+// of a chain still jumped to fails the whole transaction.
+func TestUninstallRemovesDuplicatedJumps(t *testing.T) {
+	do := inNetns(t)
+	r := Rules{ListenPort: 8443, Ports: []int{8082}, Jumps: true}
+	pipeTwice(t, do, r)
 	var log strings.Builder
 	do(func() error {
 		if err := r.Uninstall(Families, &log); err != nil {
@@ -310,6 +316,27 @@ func TestUninstallRemovesDuplicatedJumps(t *testing.T) {
 			for _, l := range lines {
 				if strings.Contains(l, "NEXMUX") {
 					t.Errorf("%s: left behind: %s", fam, l)
+				}
+			}
+		}
+		return err
+	})
+}
+
+// --load over jumps piped twice by hand leaves one copy of each, as it
+// promises: a second jump would run the chain twice per packet.
+func TestInstallCollapsesDuplicatedJumps(t *testing.T) {
+	do := inNetns(t)
+	r := Rules{ListenPort: 8443, Ports: []int{8082}, Jumps: true}
+	pipeTwice(t, do, r)
+	var log strings.Builder
+	do(func() error { return r.Install(Families, &log) })
+	do(func() error {
+		tables, err := nat()
+		for fam, lines := range tables {
+			for _, parent := range []string{"PREROUTING", "OUTPUT"} {
+				if n := countRule(strings.Join(lines, "\n"), jump(parent, "NEXMUX")); n != 1 {
+					t.Errorf("%s: %d %s jumps after install, want 1:\n%s", fam, n, parent, strings.Join(lines, "\n"))
 				}
 			}
 		}
