@@ -133,10 +133,11 @@ func TestIptablesCommand(t *testing.T) {
 	}
 }
 
-// A REDIRECT from PREROUTING lands on the interface's own address, so
-// rules for a loopback listener only serve this host: iptables says so and
-// still prints the rules; a wildcard or host address draws no warning.
-func TestIptablesWarnsOfLoopbackListen(t *testing.T) {
+// A REDIRECT from PREROUTING lands on the interface's own address and one
+// from OUTPUT on loopback, so rules for a loopback listener serve only this
+// host and rules for one address only other hosts: iptables says so and
+// still prints the rules; a wildcard listener draws no warning.
+func TestIptablesWarnsOfListenAddress(t *testing.T) {
 	for _, listen := range []string{"127.0.0.1:8443", "[::1]:8443", "localhost:8443", "127.0.0.2:8443"} {
 		out, errs, code := run(t, "iptables", "--listen", listen, "--port", "8082=team-a")
 		if code != 0 || !strings.Contains(out, "--to-ports 8443") {
@@ -146,7 +147,16 @@ func TestIptablesWarnsOfLoopbackListen(t *testing.T) {
 			t.Errorf("--listen %s: no loopback warning:\n%s", listen, errs)
 		}
 	}
-	for _, listen := range []string{":8443", "0.0.0.0:8443", "[::]:8443", "10.0.0.5:8443"} {
+	for _, listen := range []string{"10.0.0.5:8443", "[2001:db8::5]:8443", "nexus-host.example.com:8443"} {
+		out, errs, code := run(t, "iptables", "--listen", listen, "--port", "8082=team-a")
+		if code != 0 || !strings.Contains(out, "--to-ports 8443") {
+			t.Fatalf("--listen %s: exit %d, rules:\n%s%s", listen, code, out, errs)
+		}
+		if !strings.Contains(errs, "nexmux: warning: listen "+listen+" is one address") {
+			t.Errorf("--listen %s: no warning that local clients cannot reach it:\n%s", listen, errs)
+		}
+	}
+	for _, listen := range []string{":8443", "0.0.0.0:8443", "[::]:8443"} {
 		if _, errs, code := run(t, "iptables", "--listen", listen, "--port", "8082=team-a"); code != 0 || strings.Contains(errs, "warning") {
 			t.Errorf("--listen %s: exit %d, stderr:\n%s", listen, code, errs)
 		}

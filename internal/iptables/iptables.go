@@ -172,16 +172,22 @@ func (r Rules) delete(pre, out int) (string, error) {
 	return b.String(), nil
 }
 
-// ListenWarning says when the rules cannot work for remote clients:
-// REDIRECT in PREROUTING sends a connection to the receiving interface's
-// own address, which a listener bound to loopback never sees.
+// ListenWarning says when the rules cannot reach the listener from
+// everywhere: REDIRECT sends a remote client's connection (PREROUTING) to
+// the receiving interface's own address and a local client's (OUTPUT) to
+// loopback, so only a wildcard listener sees both.
 func ListenWarning(listen string) string {
 	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
+	if err != nil || host == "" {
 		return ""
 	}
-	if ip, perr := netip.ParseAddr(host); (perr == nil && ip.IsLoopback()) || strings.EqualFold(host, "localhost") {
-		return fmt.Sprintf("listen %s is a loopback address: connections REDIRECTed from other hosts (PREROUTING) arrive on the interface's own address and cannot reach it, only clients on this host (OUTPUT) can; listen on :PORT or the host's address", listen)
+	ip, perr := netip.ParseAddr(host)
+	switch {
+	case perr == nil && ip.IsUnspecified():
+		return ""
+	case (perr == nil && ip.IsLoopback()) || strings.EqualFold(host, "localhost"):
+		return fmt.Sprintf("listen %s is a loopback address: connections REDIRECTed from other hosts (PREROUTING) arrive on the interface's own address and cannot reach it, only clients on this host (OUTPUT) can; listen on :PORT", listen)
+	default:
+		return fmt.Sprintf("listen %s is one address: connections REDIRECTed from this host's own clients (OUTPUT) arrive on loopback and cannot reach it, only other hosts' clients (PREROUTING) can; listen on :PORT", listen)
 	}
-	return ""
 }
