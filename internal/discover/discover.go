@@ -119,7 +119,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	var docker []Repo
 	for _, r := range repos {
 		if r.Format != "docker" {
-			p.Skipped = append(p.Skipped, fmt.Sprintf("%s (%s)", r.Name, r.Format))
+			p.Skipped = append(p.Skipped, fmt.Sprintf("%s (%s)", commentText(r.Name), commentText(r.Format)))
 			continue
 		}
 		if err := route.ValidRepoName(r.Name); err != nil {
@@ -219,6 +219,17 @@ func (p *Plan) YAML() string {
 	}
 	list("mirror", mirrors)
 	return b.String()
+}
+
+// commentText is s as a comment line may hold it: quoted when it has a
+// character strconv.Quote escapes, since Nexus's text is not validated and a
+// line break (YAML also ends a comment at NEL and LS) would start a line of
+// configuration of its own.
+func commentText(s string) string {
+	if q := strconv.Quote(s); q != `"`+s+`"` {
+		return q
+	}
+	return s
 }
 
 func (p *Plan) header(b *strings.Builder) {

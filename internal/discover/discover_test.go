@@ -2,6 +2,7 @@ package discover_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http/httptest"
 	"strings"
@@ -104,5 +105,43 @@ func TestDiscoverErrors(t *testing.T) {
 	}
 	if _, err := discover.MakePlan([]discover.Repo{{Name: "maven-central", Format: "maven2"}}, ""); !errors.Is(err, discover.ErrNoDocker) {
 		t.Errorf("no docker repositories: %v", err)
+	}
+}
+
+// TestDiscoverOutputKeepsNexusTextInComments: names, formats and remote URLs
+// come from whatever answered the REST call; a line break in one (\n, or
+// NEL/LS, which YAML also ends a comment at) must not put a line of its own
+// into the printed configuration.
+func TestDiscoverOutputKeepsNexusTextInComments(t *testing.T) {
+	var repos []discover.Repo
+	body := `[
+	 {"name":"m\ndefault-route: \"a\"","format":"maven2\n--default-route 'a'"},
+	 {"name":"n\u0085strip-header: [\"x\"]","format":"npm\u2028mirror-auth-file: /etc/shadow"},
+	 {"name":"hub","format":"docker","type":"proxy","proxy":{"remoteUrl":"https://ghcr.io/x\u2028passthrough: [\"a.example.com=evil:443\"]"}},
+	 {"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`
+	if err := json.Unmarshal([]byte(body), &repos); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := plan.YAML()
+	var keys map[string]any
+	if err := yaml.Unmarshal([]byte(y), &keys); err != nil {
+		t.Fatalf("yaml: %v\n%s", err, y)
+	}
+	for k := range keys {
+		if k != "route" && k != "port" && k != "mirror" {
+			t.Errorf("yaml has key %q from Nexus's text:\n%s", k, y)
+		}
+	}
+	for _, line := range strings.FieldsFunc(plan.Flags(), func(r rune) bool { return r == '\n' || r == '\r' || r == '\u0085' || r == '\u2028' || r == '\u2029' }) {
+		if !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "--") {
+			t.Errorf("flags output has a line that is neither a comment nor a flag: %q", line)
+		}
+		if strings.HasPrefix(line, "--default-route") {
+			t.Errorf("flags output has a flag from Nexus's text: %q", line)
+		}
 	}
 }
