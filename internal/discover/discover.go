@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // Repo is one entry of GET /service/rest/v1/repositorySettings.
@@ -54,6 +55,13 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 	u, err := url.Parse(strings.TrimRight(base, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("nexus URL %q: want http(s)://host[:port][/context]", base)
+	}
+	// The URL is printed as --upstream: refuse here what serve would refuse
+	// there (credentials, which would be printed too, a query, a fragment,
+	// a context path with dot segments), without echoing a password.
+	if _, _, _, _, err := upstream.Normalise(base); err != nil {
+		u.RawQuery, u.Fragment = "", ""
+		return nil, fmt.Errorf("nexus URL %s: %v; want http(s)://host[:port][/context]", u.Redacted(), err)
 	}
 	if client == nil {
 		client = &http.Client{Timeout: 30 * time.Second}

@@ -103,6 +103,15 @@ func TestDiscoverErrors(t *testing.T) {
 	if _, err := discover.Fetch(context.Background(), nil, base+"/wrong-context", "admin", "admin123"); err == nil || !strings.Contains(err.Error(), "context path") {
 		t.Errorf("wrong context path: %v", err)
 	}
+	// What serve refuses as --upstream is refused here: the URL is printed
+	// as upstream, and a password in it would be printed too.
+	withPassword := strings.Replace(base, "://", "://admin:admin123@", 1)
+	for _, bad := range []string{withPassword, base + "?x=1", base + "/#frag", base + "/nexus/../service"} {
+		_, err := discover.Fetch(context.Background(), nil, bad, "admin", "admin123")
+		if err == nil || !strings.Contains(err.Error(), "nexus URL") || strings.Contains(err.Error(), "admin123") {
+			t.Errorf("Fetch(%q): %v, want the URL refused without its password", bad, err)
+		}
+	}
 	if _, err := discover.MakePlan([]discover.Repo{{Name: "maven-central", Format: "maven2"}}, ""); !errors.Is(err, discover.ErrNoDocker) {
 		t.Errorf("no docker repositories: %v", err)
 	}
