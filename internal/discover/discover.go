@@ -142,6 +142,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	sort.Slice(docker, func(i, j int) bool { return docker[i].Name < docker[j].Name })
 	domain = strings.Trim(strings.ToLower(domain), ".")
 	p.mirrors(docker, domain)
+	portOwner := map[int]Connector{}
 	for _, r := range docker {
 		target := r.Name
 		if r.Type == "group" && r.Group != nil {
@@ -170,9 +171,19 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			port   *int
 			scheme string
 		}{{r.Docker.HTTPPort, "http"}, {r.Docker.HTTPSPort, "https"}} {
-			if c.port == nil || *c.port == 0 {
+			if c.port == nil {
 				continue
 			}
+			// Nexus only reports ports it could bind (1-65535, one
+			// connector each): anything else would print a --port
+			// line and an iptables command that fail at cut-over.
+			if *c.port < 1 || *c.port > 65535 {
+				return nil, fmt.Errorf("repository %q: %s port %d is not 1-65535", r.Name, c.scheme, *c.port)
+			}
+			if prev, dup := portOwner[*c.port]; dup {
+				return nil, fmt.Errorf("repository %q: %s port %d is also the %s port of %s", r.Name, c.scheme, *c.port, prev.Scheme, prev.Repo)
+			}
+			portOwner[*c.port] = Connector{Repo: r.Name, Port: *c.port, Scheme: c.scheme}
 			p.Ports = append(p.Ports, strconv.Itoa(*c.port)+"="+target)
 			p.Connectors = append(p.Connectors, Connector{Repo: r.Name, Port: *c.port, Scheme: c.scheme})
 		}

@@ -154,3 +154,29 @@ func TestDiscoverOutputKeepsNexusTextInComments(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscoverRefusesUnusablePorts: a connector port serve cannot take (out
+// of range, or claimed twice) is an error naming the repository, not a
+// --port line and an iptables command that fail later.
+func TestDiscoverRefusesUnusablePorts(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":70000}}]`, `"a": http port 70000`},
+		{`[{"name":"a","format":"docker","type":"hosted","docker":{"httpsPort":-1}}]`, `"a": https port -1`},
+		{`[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":0}}]`, `"a": http port 0`},
+		{`[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}},{"name":"b","format":"docker","type":"hosted","docker":{"httpsPort":8082}}]`, `"b": https port 8082 is also the http port of a`},
+		{`[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082,"httpsPort":8082}}]`, `"a": https port 8082 is also the http port of a`},
+	} {
+		var repos []discover.Repo
+		if err := json.Unmarshal([]byte(tc.body), &repos); err != nil {
+			t.Fatal(err)
+		}
+		p, err := discover.MakePlan(repos, "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			var ports []string
+			if p != nil {
+				ports = p.Ports
+			}
+			t.Errorf("%s: %v (ports %q), want an error with %q", tc.body, err, ports, tc.want)
+		}
+	}
+}
