@@ -84,7 +84,7 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 		return nil, fmt.Errorf("nexus at %s has no /service/rest/v1/repositorySettings (404): Nexus 3.x with the REST API is needed, or the context path is wrong", u.Redacted())
 	case resp.StatusCode != http.StatusOK:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, fmt.Errorf("nexus answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return nil, fmt.Errorf("nexus answered %s: %s", safeText(resp.Status), safeText(strings.TrimSpace(string(body))))
 	}
 	var repos []Repo
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&repos); err != nil {
@@ -127,7 +127,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	var docker []Repo
 	for _, r := range repos {
 		if r.Format != "docker" {
-			p.Skipped = append(p.Skipped, fmt.Sprintf("%s (%s)", commentText(r.Name), commentText(r.Format)))
+			p.Skipped = append(p.Skipped, fmt.Sprintf("%s (%s)", safeText(r.Name), safeText(r.Format)))
 			continue
 		}
 		if err := route.ValidRepoName(r.Name); err != nil {
@@ -240,11 +240,12 @@ func (p *Plan) YAML() string {
 	return b.String()
 }
 
-// commentText is s as a comment line may hold it: quoted when it has a
-// character strconv.Quote escapes, since Nexus's text is not validated and a
-// line break (YAML also ends a comment at NEL and LS) would start a line of
-// configuration of its own.
-func commentText(s string) string {
+// safeText is text from Nexus as a comment line or a terminal may show it:
+// quoted when it has a character strconv.Quote escapes, since it is not
+// validated: a line break (YAML also ends a comment at NEL and LS) would
+// start a line of configuration of its own, an escape sequence would drive
+// the operator's terminal.
+func safeText(s string) string {
 	if q := strconv.Quote(s); q != `"`+s+`"` {
 		return q
 	}

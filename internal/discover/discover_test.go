@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -178,5 +181,28 @@ func TestDiscoverRefusesUnusablePorts(t *testing.T) {
 			}
 			t.Errorf("%s: %v (ports %q), want an error with %q", tc.body, err, ports, tc.want)
 		}
+	}
+}
+
+// TestDiscoverErrorsCarryNoControlCharacters: the body of an error answer
+// is printed on the operator's terminal; escape sequences in it (a hostile
+// Nexus or a man in the middle) must arrive as text.
+func TestDiscoverErrorsCarryNoControlCharacters(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadGateway)
+		io.WriteString(w, "\x1b]0;owned\x07\x1b[2J\r\x9b31mbad gateway\n")
+	}))
+	defer hs.Close()
+	_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err == nil {
+		t.Fatal("no error for a 502")
+	}
+	for _, r := range err.Error() {
+		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == utf8.RuneError {
+			t.Fatalf("error carries control character %U: %q", r, err)
+		}
+	}
+	if !strings.Contains(err.Error(), "bad gateway") {
+		t.Errorf("error lost the body: %v", err)
 	}
 }

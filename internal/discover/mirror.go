@@ -36,6 +36,6 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 		}
 		taken[reg] = r.Name
 		p.Mirrors = append(p.Mirrors, reg+"="+r.Name)
-		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: proxy of %s (%s)", r.Name, reg, commentText(r.Proxy.RemoteURL)))
+		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: proxy of %s (%s)", r.Name, reg, safeText(r.Proxy.RemoteURL)))
 	}
 }
