@@ -110,6 +110,9 @@ type Plan struct {
 	Connectors []Connector // removable from Nexus after cut-over
 	Skipped    []string    // "name (format)" of repositories that are not docker
 	Teams      []string    // "group: pull group, push hosted" notes
+	// NoHost are "name: why" of repositories whose name makes no host
+	// name under the domain (Nexus allows "team-", "a..b", 64+ characters).
+	NoHost []string
 	// Mirrors are "REGISTRY=REPO" for docker proxy repositories, rendered
 	// as --mirror MirrorHost/REGISTRY=REPO; MirrorNotes say what was left out.
 	Mirrors     []string
@@ -141,6 +144,17 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	}
 	sort.Slice(docker, func(i, j int) bool { return docker[i].Name < docker[j].Name })
 	domain = strings.Trim(strings.ToLower(domain), ".")
+	// Checked once here: a bad domain would otherwise become a note on
+	// every repository instead of one error.
+	if domain != "" {
+		_, err := route.NormalizePattern(domain)
+		if err == nil && strings.Contains(domain, "*") {
+			err = errors.New("a domain, not a pattern")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--domain %q: %v", domain, err)
+		}
+	}
 	p.mirrors(docker, domain)
 	portOwner := map[int]Connector{}
 	for _, r := range docker {
@@ -159,10 +173,13 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 		}
 		if domain != "" {
 			host := strings.ToLower(r.Name) + "." + domain
+			// One such name must not cost every other repository its
+			// name: this one keeps its ports and is listed instead.
 			if _, err := route.NormalizePattern(host); err != nil {
-				return nil, fmt.Errorf("repository %q: %q is not a valid host name: %v", r.Name, host, err)
+				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %v", r.Name, err))
+			} else {
+				p.Routes = append(p.Routes, host+"="+target)
 			}
-			p.Routes = append(p.Routes, host+"="+target)
 		}
 		if r.Docker == nil {
 			continue
@@ -271,6 +288,9 @@ func (p *Plan) header(b *strings.Builder) {
 		}
 		b.WriteString("# redirect them to nexmux (iptables-restore format; see scripts/nexmux-iptables.sh):\n")
 		fmt.Fprintf(b, "#   nexmux iptables --listen :8443 %s | iptables-restore --noflush\n", strings.Join(ports, " "))
+	}
+	for _, n := range p.NoHost {
+		fmt.Fprintf(b, "# no host name for %s\n", n)
 	}
 	for _, s := range p.Skipped {
 		fmt.Fprintf(b, "# skipped, not docker: %s\n", s)

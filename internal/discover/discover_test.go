@@ -206,3 +206,45 @@ func TestDiscoverErrorsCarryNoControlCharacters(t *testing.T) {
 		t.Errorf("error lost the body: %v", err)
 	}
 }
+
+// TestDiscoverNameThatIsNoHostLabel: Nexus allows repository names that
+// make no DNS label (a trailing '-', "..", more than 63 characters). Such a
+// repository gets no host name, with a note, and keeps its ports; the rest
+// of the mapping is still printed.
+func TestDiscoverNameThatIsNoHostLabel(t *testing.T) {
+	long := strings.Repeat("a", 64)
+	var repos []discover.Repo
+	body := `[{"name":"team-","format":"docker","type":"hosted","docker":{"httpPort":8082}},
+	 {"name":"a..b","format":"docker","type":"hosted"},
+	 {"name":"` + long + `","format":"docker","type":"hosted"},
+	 {"name":"ok","format":"docker","type":"hosted","docker":{"httpPort":8083}}]`
+	if err := json.Unmarshal([]byte(body), &repos); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(plan.Routes, " "); got != "ok.example.com=ok" {
+		t.Errorf("routes %q", plan.Routes)
+	}
+	if got := strings.Join(plan.Ports, " "); got != "8083=ok 8082=team-" {
+		t.Errorf("ports %q", plan.Ports)
+	}
+	y := plan.YAML()
+	for _, name := range []string{"team-", "a..b", long} {
+		if !strings.Contains(y, "# no host name for "+name+": ") {
+			t.Errorf("no note for %s:\n%s", name, y)
+		}
+	}
+	cfg := config.Config{Listen: ":8443", Route: plan.Routes, Port: plan.Ports}
+	if _, _, err := cfg.PortRoutes(); err != nil {
+		t.Errorf("discovered ports do not build: %v", err)
+	}
+	// A bad --domain is the operator's mistake, not every repository's.
+	for _, d := range []string{"*.example.com", "example..com", "example.com:443", "exa mple.com"} {
+		if _, err := discover.MakePlan(repos, d); err == nil || !strings.Contains(err.Error(), "domain") {
+			t.Errorf("--domain %q: %v, want an error", d, err)
+		}
+	}
+}
