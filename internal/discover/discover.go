@@ -157,6 +157,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	}
 	p.mirrors(docker, domain)
 	portOwner := map[int]Connector{}
+	hostOwner := map[string]string{}
 	for _, r := range docker {
 		target := r.Name
 		if r.Type == "group" && r.Group != nil {
@@ -179,6 +180,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %v", r.Name, err))
 			} else {
 				p.Routes = append(p.Routes, host+"="+target)
+				hostOwner[host] = r.Name
 			}
 		}
 		if r.Docker == nil {
@@ -204,6 +206,12 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			p.Ports = append(p.Ports, strconv.Itoa(*c.port)+"="+target)
 			p.Connectors = append(p.Connectors, Connector{Repo: r.Name, Port: *c.port, Scheme: c.scheme})
 		}
+	}
+	// A repository called "mirror" already has mirror.<domain>, and a
+	// mirror name cannot also be a route host: serve would refuse both.
+	if owner, taken := hostOwner[p.MirrorHost]; taken && len(p.Mirrors) > 0 {
+		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s is the host name of repository %s: no --mirror lines; give the mirrors a name of their own", p.MirrorHost, owner))
+		p.Mirrors = nil
 	}
 	return p, nil
 }

@@ -56,3 +56,33 @@ func TestDiscoverMirrors(t *testing.T) {
 		t.Errorf("discovered mirrors do not build: %v", err)
 	}
 }
+
+// TestDiscoverMirrorHostTakenByARepository: with --domain, a repository
+// named "mirror" already has mirror.<domain>; the mirror lines, which
+// could not share it, are left out with a note, so the mapping builds.
+func TestDiscoverMirrorHostTakenByARepository(t *testing.T) {
+	repos := []discover.Repo{
+		{Name: "Mirror", Format: "docker", Type: "hosted"},
+		{Name: "hub", Format: "docker", Type: "proxy", Proxy: &struct {
+			RemoteURL string `json:"remoteUrl"`
+		}{"https://registry-1.docker.io"}},
+	}
+	plan, err := discover.MakePlan(repos, "example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := route.Build(route.Spec{Routes: plan.Routes, Mirrors: mirrorSpecs(plan)}); err != nil {
+		t.Errorf("discovered mapping does not build: %v\n%s", err, plan.Flags())
+	}
+	if fl := plan.Flags(); !strings.Contains(fl, "mirror.example.org is the host name of repository Mirror") {
+		t.Errorf("no note on the left-out mirror lines:\n%s", fl)
+	}
+}
+
+func mirrorSpecs(p *discover.Plan) []string {
+	var out []string
+	for _, m := range p.Mirrors {
+		out = append(out, p.MirrorHost+"/"+m)
+	}
+	return out
+}
