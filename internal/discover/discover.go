@@ -158,6 +158,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	p.mirrors(docker, domain)
 	portOwner := map[int]Connector{}
 	hostOwner := map[string]string{}
+	subOwner := p.subdomains(docker, domain)
 	for _, r := range docker {
 		target := r.Name
 		if r.Type == "group" && r.Group != nil {
@@ -178,9 +179,18 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			// name: this one keeps its ports and is listed instead.
 			if _, err := route.NormalizePattern(host); err != nil {
 				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %v", r.Name, err))
+			} else if owner, taken := subOwner[host]; taken && owner != r.Name {
+				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %s is the subdomain of %s", r.Name, host, owner))
 			} else {
 				p.Routes = append(p.Routes, host+"="+target)
 				hostOwner[host] = r.Name
+			}
+			if r.Docker != nil && r.Docker.Subdomain != nil {
+				sub := strings.ToLower(*r.Docker.Subdomain) + "." + domain
+				if subOwner[sub] == r.Name && sub != host {
+					p.Routes = append(p.Routes, sub+"="+target)
+					hostOwner[sub] = r.Name
+				}
 			}
 		}
 		if r.Docker == nil {
@@ -214,6 +224,39 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 		p.Mirrors = nil
 	}
 	return p, nil
+}
+
+// subdomains maps "<subdomain>.<domain>" to its repository for the
+// repositories Nexus Pro's subdomain routing serves: their clients already
+// pull by that name, which need not be the repository's, so it is kept and
+// wins over another repository's own name. A subdomain that is no single
+// label (a "*" would make a wildcard route) gets a note instead.
+func (p *Plan) subdomains(docker []Repo, domain string) map[string]string {
+	owner := map[string]string{}
+	if domain == "" {
+		return owner
+	}
+	for _, r := range docker {
+		if r.Docker == nil || r.Docker.Subdomain == nil || *r.Docker.Subdomain == "" {
+			continue
+		}
+		sub := *r.Docker.Subdomain
+		host := strings.ToLower(sub) + "." + domain
+		_, err := route.NormalizePattern(host)
+		if err == nil && strings.ContainsAny(sub, ".*") {
+			err = errors.New("not a single DNS label")
+		}
+		if err != nil {
+			p.NoHost = append(p.NoHost, fmt.Sprintf("subdomain %q of %s: %v", sub, r.Name, err))
+			continue
+		}
+		if prev, dup := owner[host]; dup {
+			p.NoHost = append(p.NoHost, fmt.Sprintf("subdomain %q of %s: already the subdomain of %s", sub, r.Name, prev))
+			continue
+		}
+		owner[host] = r.Name
+	}
+	return owner
 }
 
 // Flags renders the plan as command-line flags.

@@ -16,6 +16,7 @@ import (
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/discover"
+	"github.com/nexmux/nexmux/route"
 )
 
 func nexus(t *testing.T, ctxPath string) string {
@@ -246,5 +247,60 @@ func TestDiscoverNameThatIsNoHostLabel(t *testing.T) {
 		if _, err := discover.MakePlan(repos, d); err == nil || !strings.Contains(err.Error(), "domain") {
 			t.Errorf("--domain %q: %v, want an error", d, err)
 		}
+	}
+}
+
+// TestDiscoverKeepsSubdomainNames: clients of Nexus Pro's subdomain routing
+// pull <subdomain>.<host>/image, and the subdomain is any label, not the
+// repository name. With --domain that name is kept (beside <repo>.<domain>)
+// and wins over another repository's name; a subdomain that is no single
+// label (a hostile "*" would make a wildcard) gets a note, not a route.
+func TestDiscoverKeepsSubdomainNames(t *testing.T) {
+	nx, err := fixtures.New(fixtures.Config{
+		Users:   map[string]string{"admin": "admin123"},
+		DataDir: t.TempDir(),
+		Repos: []fixtures.Repo{
+			{Name: "internal", Type: fixtures.Hosted, Online: true, Subdomain: "docker", HTTPPort: 8083},
+			{Name: "docker", Type: fixtures.Hosted, Online: true},
+			{Name: "team-a", Type: fixtures.Group, Online: true, Members: []string{"internal"}, Subdomain: "team-a"},
+			{Name: "evil", Type: fixtures.Hosted, Online: true, Subdomain: "*"},
+			{Name: "evil2", Type: fixtures.Hosted, Online: true, Subdomain: "x.team-a"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(nx)
+	t.Cleanup(func() { hs.Close(); nx.Close() })
+	repos, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "registry.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"evil.registry.example.com=evil",
+		"evil2.registry.example.com=evil2",
+		"internal.registry.example.com=internal",
+		"docker.registry.example.com=internal",
+		"team-a.registry.example.com=pull:team-a,push:internal",
+	}
+	if strings.Join(plan.Routes, " ") != strings.Join(want, " ") {
+		t.Errorf("routes\n %q\nwant %q", plan.Routes, want)
+	}
+	fl := plan.Flags()
+	for _, w := range []string{
+		"# no host name for docker: docker.registry.example.com is the subdomain of internal",
+		`# no host name for subdomain "*" of evil:`,
+		`# no host name for subdomain "x.team-a" of evil2:`,
+	} {
+		if !strings.Contains(fl, w) {
+			t.Errorf("flags lack %q:\n%s", w, fl)
+		}
+	}
+	if _, err := route.Build(route.Spec{Routes: plan.Routes, Ports: plan.Ports}); err != nil {
+		t.Errorf("discovered mapping does not build: %v", err)
 	}
 }
