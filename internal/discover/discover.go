@@ -223,6 +223,14 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s is the host name of repository %s: no --mirror lines; give the mirrors a name of their own", p.MirrorHost, owner))
 		p.Mirrors = nil
 	}
+	// serve refuses a configuration without routes: say what is missing
+	// instead of printing one and exiting 0.
+	if len(p.Routes) == 0 && len(p.Ports) == 0 && len(p.Mirrors) == 0 {
+		if domain == "" {
+			return nil, errors.New("nothing to route: no docker repository has a connector port (httpPort/httpsPort); give --domain to name each repository <repo>.DOMAIN")
+		}
+		return nil, fmt.Errorf("nothing to route: no docker repository has a connector port, and none makes a host name under %s: %s", domain, strings.Join(p.NoHost, "; "))
+	}
 	return p, nil
 }
 

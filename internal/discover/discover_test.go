@@ -304,3 +304,21 @@ func TestDiscoverKeepsSubdomainNames(t *testing.T) {
 		t.Errorf("discovered mapping does not build: %v", err)
 	}
 }
+
+// TestDiscoverNothingToRoute: docker repositories without connector ports,
+// read without --domain, give no route at all; that is an error saying
+// what to add, not exit 0 with a configuration serve refuses.
+func TestDiscoverNothingToRoute(t *testing.T) {
+	repos := []discover.Repo{
+		{Name: "team-a-hosted", Format: "docker", Type: "hosted"},
+		{Name: "team-a", Format: "docker", Type: "group", Group: &struct {
+			MemberNames []string `json:"memberNames"`
+		}{[]string{"team-a-hosted"}}},
+	}
+	if _, err := discover.MakePlan(repos, ""); err == nil || !strings.Contains(err.Error(), "--domain") {
+		t.Errorf("no ports, no --domain: %v, want an error naming --domain", err)
+	}
+	if plan, err := discover.MakePlan(repos, "example.com"); err != nil || len(plan.Routes) != 2 {
+		t.Errorf("with --domain: %v", err)
+	}
+}
