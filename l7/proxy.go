@@ -232,6 +232,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rd, wd := deadliners(w)
 	if p.sendTO > 0 {
 		cw.deadline, cw.timeout = wd, p.sendTO
+		cw.timeEvery = r.ProtoMajor > 1
 	}
 	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
@@ -685,6 +686,9 @@ type batchingWriter struct {
 	// connection is released once read (doneBody), so it goes without.
 	deadline writeDeadliner
 	timeout  time.Duration
+	// timeEvery bounds every write (HTTP/2): a stream whose window the
+	// client keeps shut blocks even a small one, with no buffer to fill.
+	timeEvery bool
 }
 
 // batchMin is the smallest write worth batching: two full TLS records.
@@ -701,7 +705,7 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	if c.deadline != nil && (len(b) >= batchMin || c.n >= batchMin) {
+	if c.deadline != nil && (c.timeEvery || len(b) >= batchMin || c.n >= batchMin) {
 		// net/http clears it once the response is finished.
 		_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
 	}

@@ -78,6 +78,47 @@ func TestClientThatStopsReadingIsCut(t *testing.T) {
 	}
 }
 
+// Over HTTP/2 a client that keeps its stream's flow-control window shut
+// blocks even a small write: a blob whose first piece from Nexus is small
+// held its Nexus connection for as long as the client liked, since only
+// large writes had a deadline.
+func TestHTTP2ClientWithShutWindowIsCut(t *testing.T) {
+	done := make(chan struct{})
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		defer close(done)
+		w.Header().Set("Content-Length", fmt.Sprint(64<<20))
+		// A small first piece, on its own.
+		if _, err := w.Write(make([]byte, 8<<10)); err != nil {
+			return
+		}
+		http.NewResponseController(w).Flush()
+		chunk := make([]byte, 1<<20)
+		for range 64 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	addr := stallProxy(t, node, 0, 300*time.Millisecond)
+	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1}}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/app/blobs/sha256:"+strings.Repeat("0", 64), nil)
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("got %s, want HTTP/2", resp.Proto)
+	}
+	finishes(t, done, "blob download over a stream whose window stays shut")
+}
+
 // A client that stops sending its upload is cut after --body-timeout, and
 // Nexus sees the upload end incomplete.
 func TestClientThatStopsSendingIsCut(t *testing.T) {

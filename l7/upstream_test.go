@@ -87,6 +87,10 @@ func haProxyConfig(t *testing.T, log io.Writer, maxConns int, repo string, cfg C
 	srv := &http.Server{Handler: p, ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
 		return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com"})
 	}}
+	// HTTP/2 with prior knowledge too, for the tests of HTTP/2 streams.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String(), up
