@@ -745,14 +745,34 @@ type countingBody struct {
 	deadline readDeadliner
 	timeout  time.Duration
 	ended    atomic.Bool // Read returned an error: io.EOF, or the body failed
+	// waited and moved are the time reads spent waiting for the client,
+	// and the bytes they brought, since the last bodyProgress bytes: the
+	// timeout is spent over all of them, so a client that trickles a
+	// byte at a time cannot hold its Nexus connection for good. Time
+	// Nexus takes between reads is not counted.
+	waited time.Duration
+	moved  int64
 }
 
+// bodyProgress is how much of a request body must come within each
+// --body-timeout of waiting for the client (~1 KiB/s at the default).
+const bodyProgress = 64 << 10
+
 func (c *countingBody) Read(b []byte) (int, error) {
+	var start time.Time
 	if c.deadline != nil {
-		_ = c.deadline.SetReadDeadline(time.Now().Add(c.timeout))
+		start = time.Now()
+		_ = c.deadline.SetReadDeadline(start.Add(c.timeout - c.waited))
 	}
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
+	if c.deadline != nil {
+		if c.moved += int64(n); c.moved >= bodyProgress {
+			c.waited, c.moved = 0, 0
+		} else {
+			c.waited += time.Since(start)
+		}
+	}
 	if err != nil {
 		c.ended.Store(true)
 	}

@@ -148,6 +148,42 @@ func TestClientThatStopsSendingIsCut(t *testing.T) {
 	}
 }
 
+// A client that trickles its upload, a byte at a time with pauses well
+// under --body-timeout, is cut too: it must keep the body moving, not only
+// keep every read from waiting a whole --body-timeout, or it holds its
+// Nexus connection (a Jetty thread) for as long as it likes.
+func TestClientThatTricklesIsCut(t *testing.T) {
+	done := make(chan struct{})
+	var got int64
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		defer close(done)
+		got, _ = io.Copy(io.Discard, r.Body)
+	})
+	addr := stallProxy(t, node, 500*time.Millisecond, 0)
+	c := stalledClient(t, addr, "PATCH /v2/app/blobs/uploads/u1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 1000000\r\n\r\n")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := c.Write([]byte{'x'}); err != nil {
+				return
+			}
+		}
+	}()
+	finishes(t, done, "upload trickled a byte at a time")
+	if got >= 1000000 {
+		t.Fatalf("Nexus read the whole body: want the upload cut short")
+	}
+}
+
 // A request nexmux refuses itself, whose client announced a small body
 // and never sends it, still gets its answer, within --body-timeout:
 // net/http reads the unread rest of such a body before it answers, and
