@@ -191,7 +191,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				msg: "nexmux: every connection to Nexus is busy; retry shortly"}
 		}
 		a := attempt{n: n, slot: sl}
-		ctx := r.Context()
+		// A client that leaves does not end the attempt: Nexus's thread
+		// works on until it answers (Jetty notices a closed connection
+		// only when it writes), so the slot is held until then, or a
+		// client that sends and leaves in a loop would pile requests
+		// on Nexus beyond --upstream-max-conns. A body the client stops
+		// sending still ends it, and so does its answer.
+		ctx := context.WithoutCancel(r.Context())
 		stopWatch := func() bool { return false }
 		// A node found down while its answer is awaited gives the request
 		// up so it moves on at once. Only where there is a next node: on

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -218,5 +219,48 @@ func TestBusyNodesShareOneQueueWait(t *testing.T) {
 	// One wait is 2 s; one per node would be 6 s.
 	if took > poolQueueTimeout+poolQueueTimeout*3/4 {
 		t.Fatalf("503 after %v: the queue wait was not shared between the nodes", took.Round(time.Millisecond))
+	}
+}
+
+// A client that leaves before Nexus answers does not give its slot back
+// then: Nexus's thread goes on working on the request (Jetty notices the
+// closed connection only when it writes), so a client that sends and
+// leaves in a loop (or an HTTP/2 rapid reset) would pile up requests on
+// Nexus far beyond --upstream-max-conns. The slot stays taken until
+// Nexus answers.
+func TestClientGoneBeforeTheAnswerKeepsItsSlot(t *testing.T) {
+	arrived := make(chan struct{}, 8)
+	release := make(chan struct{})
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		arrived <- struct{}{}
+		<-release // a Nexus thread busy elsewhere, deaf to the client
+	})
+	defer close(release)
+	addr, _ := haProxyConfig(t, io.Discard, 1, "team-a", Config{}, "http://"+node.addr)
+	get := "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n"
+	c1 := stalledClient(t, addr, get)
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first request never reached Nexus")
+	}
+	c1.Close()
+	c2 := stalledClient(t, addr, get)
+	answered := make(chan *http.Response, 1)
+	go func() {
+		_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, _ := http.ReadResponse(bufio.NewReader(c2), nil)
+		answered <- resp
+	}()
+	select {
+	case <-arrived:
+		t.Fatal("a second request reached Nexus while the first one's client had left but Nexus still worked on it: want at most --upstream-max-conns 1")
+	case resp := <-answered:
+		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("second request: %v, want 503 (the node's one slot is still busy)", resp)
+		}
 	}
 }
