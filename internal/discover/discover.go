@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -87,11 +88,25 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 		return nil, fmt.Errorf("nexus answered %s: %s", safeText(resp.Status), safeText(strings.TrimSpace(string(body))))
 	}
 	var repos []Repo
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&repos); err != nil {
+	body := &io.LimitedReader{R: resp.Body, N: maxSettings + 1}
+	if err := json.NewDecoder(body).Decode(&repos); err != nil {
+		// Say which limit ended it: a cut body or a stalled one is not a
+		// JSON problem of Nexus's.
+		var ne net.Error
+		switch {
+		case body.N == 0:
+			return nil, fmt.Errorf("nexus repository settings are larger than %d MiB: refused", maxSettings>>20)
+		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
+			return nil, fmt.Errorf("nexus at %s did not send its repository settings in time: %w", u.Redacted(), err)
+		}
 		return nil, fmt.Errorf("nexus repository settings are not the expected JSON: %w", err)
 	}
 	return repos, nil
 }
+
+// maxSettings bounds the repositorySettings answer read: thousands of
+// repositories fit many times over.
+var maxSettings int64 = 64 << 20 // a variable for the tests
 
 // Connector is a Nexus connector port that nexmux takes over.
 type Connector struct {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
@@ -320,5 +321,32 @@ func TestDiscoverNothingToRoute(t *testing.T) {
 	}
 	if plan, err := discover.MakePlan(repos, "example.com"); err != nil || len(plan.Routes) != 2 {
 		t.Errorf("with --domain: %v", err)
+	}
+}
+
+// An answer over the size cap and one that stalls are refused with what
+// stopped them, not as JSON Nexus got wrong.
+func TestDiscoverSaysWhichLimitEndedTheAnswer(t *testing.T) {
+	defer discover.SetMaxSettings(1 << 10)()
+	stall := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/stall/") {
+			io.WriteString(w, "[")
+			w.(http.Flusher).Flush()
+			<-stall
+			return
+		}
+		io.WriteString(w, "["+strings.Repeat(`{"name":"r","format":"docker","type":"hosted"},`, 100)+`{"name":"last","format":"docker","type":"hosted"}]`)
+	}))
+	defer hs.Close()
+	defer close(stall) // before Close, which waits for the stalled handler
+	_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("answer over the cap: %v, want it named", err)
+	}
+	client := &http.Client{Timeout: 300 * time.Millisecond}
+	_, err = discover.Fetch(context.Background(), client, hs.URL+"/stall", "admin", "admin123")
+	if err == nil || !strings.Contains(err.Error(), "in time") {
+		t.Errorf("stalled answer: %v, want a timeout named", err)
 	}
 }
