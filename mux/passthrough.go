@@ -74,17 +74,22 @@ func (p passthrough) serve(d decision) {
 		up.Close()
 	})
 	defer stop()
-	pipe(c, up)
+	in, out := pipe(c, up)
+	if p.s.opts.Streamed != nil {
+		p.s.opts.Streamed(rt, int64(len(d.prefix))+in, out)
+	}
 }
 
 // pipe copies both ways until both directions are done, passing each EOF on
-// as a half-close so protocols that shut down one side keep working.
-func pipe(a, b net.Conn) {
+// as a half-close so protocols that shut down one side keep working. It
+// returns the bytes copied from a to b and from b to a.
+func pipe(a, b net.Conn) (ab, ba int64) {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	cp := func(dst, src net.Conn) {
+	cp := func(dst, src net.Conn, n *int64) {
 		defer wg.Done()
-		_, err := io.Copy(rawWriter(dst), rawReader(src))
+		var err error
+		*n, err = io.Copy(rawWriter(dst), rawReader(src))
 		if err != nil {
 			// One side failed: tear both down, the other copy returns.
 			a.Close()
@@ -93,9 +98,10 @@ func pipe(a, b net.Conn) {
 		}
 		closeWrite(dst)
 	}
-	go cp(b, a)
-	go cp(a, b)
+	go cp(b, a, &ab)
+	go cp(a, b, &ba)
 	wg.Wait()
+	return ab, ba
 }
 
 // rawReader and rawWriter return the *net.TCPConn under wrappers so that

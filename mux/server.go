@@ -77,6 +77,9 @@ type Options struct {
 	Refused func(reason string)
 	// Routed, when set, is told about each connection given a route.
 	Routed func(rt *route.Route)
+	// Streamed, when set, is told the bytes a passthrough stream carried
+	// each way (in: from the client, hello included), once it ends.
+	Streamed func(rt *route.Route, in, out int64)
 	// MaxConns refuses connections beyond this many at once (0: no limit).
 	// SOCKS5 streams (Admit, ServeConn) count too.
 	MaxConns int

@@ -175,6 +175,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		Logger:                 log,
 		Refused:                d.metrics.Refused,
 		Routed:                 d.metrics.Routed,
+		Streamed:               d.metrics.Streamed,
 		MaxConns:               c.MaxConns,
 		MaxConnsPerClient:      c.MaxConnsPerClient,
 		PassthroughIdleTimeout: c.PassthroughIdleTimeout,

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nexmux/nexmux/fixtures/certs"
 )
@@ -263,6 +264,29 @@ func TestPassthroughEchoLargeHalfClose(t *testing.T) {
 	}
 	if ls := logLines(logs, "connection refused"); len(ls) > 0 {
 		t.Fatalf("connections refused:\n%s", strings.Join(ls, "\n"))
+	}
+	// The route's byte counters carry the stream (TLS records and all)
+	// once it has ended.
+	tc.Close()
+	route := map[string]string{"route": ptName}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mfs, err := st.Daemon.Metrics().Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mf := map[string]*dto.MetricFamily{}
+		for _, f := range mfs {
+			mf[f.GetName()] = f
+		}
+		in, out := metric(mf, "nexmux_request_bytes_total", route), metric(mf, "nexmux_response_bytes_total", route)
+		if in > size && out > size {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("passthrough route's bytes: %.0f received, %.0f sent; want over %d each way", in, out, size)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -102,10 +102,10 @@ func New() *Metrics {
 		Name: "nexmux_requests_total", Help: "HTTP requests by route, method and status class (registry: mirror names' configured registry, else empty).",
 	}, []string{"route", "method", "class", "registry"})
 	m.bytesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nexmux_request_bytes_total", Help: "Request body bytes received from clients.",
+		Name: "nexmux_request_bytes_total", Help: "Request body bytes received from clients (passthrough routes: every byte of a stream, counted when it ends).",
 	}, []string{"route"})
 	m.bytesOut = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nexmux_response_bytes_total", Help: "Response body bytes sent to clients.",
+		Name: "nexmux_response_bytes_total", Help: "Response body bytes sent to clients (passthrough routes: every byte of a stream, counted when it ends).",
 	}, []string{"route"})
 	m.upstreamLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "nexmux_upstream_latency_seconds",
@@ -155,6 +155,13 @@ func (m *Metrics) IdleReleased(released func() (now int, total int64)) {
 
 // Routed counts a connection given a route.
 func (m *Metrics) Routed(rt *route.Route) { m.connections.WithLabelValues(rt.Key).Inc() }
+
+// Streamed counts the bytes of a finished passthrough stream.
+func (m *Metrics) Streamed(rt *route.Route, in, out int64) {
+	rs := m.route(rt.Key)
+	rs.bytesIn.Add(float64(in))
+	rs.bytesOut.Add(float64(out))
+}
 
 // Refused counts a connection refused before HTTP.
 func (m *Metrics) Refused(reason string) { m.handshakeFailures.WithLabelValues(reason).Inc() }
