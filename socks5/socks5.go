@@ -37,6 +37,7 @@ import (
 	gosocks5 "github.com/armon/go-socks5"
 
 	"github.com/nexmux/nexmux/internal/conntrack"
+	"github.com/nexmux/nexmux/internal/lograte"
 	"github.com/nexmux/nexmux/mux"
 )
 
@@ -48,6 +49,10 @@ const DefaultIdleTimeout = 5 * time.Minute
 // and of BIND and UDP ASSOCIATE (log attribute and metric label, beside
 // mux's Reason* constants).
 const ReasonDenied = "socks5_denied"
+
+// ReasonAuth is the refusal reason of a failed SOCKS5 login: a wrong user
+// or password, or a client throttled after too many.
+const ReasonAuth = "socks5_auth"
 
 // Options configures the ingress.
 type Options struct {
@@ -66,8 +71,8 @@ type Options struct {
 	IdleTimeout time.Duration
 	Logger      *slog.Logger
 	// Refused, when set, is told about each request refused (ReasonDenied:
-	// a CONNECT outside the table, BIND, UDP ASSOCIATE) and each client
-	// refused at accept (ReasonPending).
+	// a CONNECT outside the table, BIND, UDP ASSOCIATE), each failed login
+	// (ReasonAuth) and each client refused at accept (ReasonPending).
 	Refused func(reason string)
 	// MaxPending and MaxPendingPerClient bound the sessions that carry no
 	// stream yet (negotiating, or waiting for their CONNECT), in all and
@@ -85,6 +90,9 @@ type Server struct {
 	log      *slog.Logger
 	sniPorts map[int]bool
 	throttle loginThrottle // failed logins per client address
+	// throttled keeps a client retrying while throttled from writing a
+	// line per try.
+	throttled lograte.Limiter
 
 	// track holds the listeners and SOCKS clients; its goroutines are the
 	// sessions and the streams they hand to router.
@@ -210,6 +218,12 @@ func (s *Server) serveSession(ss *session) {
 			ss.refused("connection refused: socks5 command not supported", "command", cmd)
 			return
 		}
+		// Logins are required and the client offered none: a failed
+		// login too.
+		if strings.HasSuffix(err.Error(), gosocks5.NoSupportedAuth.Error()) {
+			ss.refusedAs(ReasonAuth, "socks5: login refused: the client offers no username/password login")
+			return
+		}
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !ss.logged && !ss.client.ended.Load() {
 		s.log.Info("socks5: "+err.Error(), "client", ss.client.RemoteAddr().String())
@@ -263,10 +277,15 @@ var commandNames = map[uint8]string{gosocks5.BindCommand: "bind", gosocks5.Assoc
 // refused logs a request the rule set refuses, with ReasonDenied, and
 // counts it.
 func (ss *session) refused(msg string, args ...any) {
+	ss.refusedAs(ReasonDenied, msg, args...)
+}
+
+// refusedAs logs a refusal of the session with its reason and counts it.
+func (ss *session) refusedAs(reason, msg string, args ...any) {
 	ss.logged = true
-	ss.s.log.Info(msg, append(append([]any{"client", ss.client.RemoteAddr().String()}, args...), "reason", ReasonDenied)...)
+	ss.s.log.Info(msg, append(append([]any{"client", ss.client.RemoteAddr().String()}, args...), "reason", reason)...)
 	if ss.s.opts.Refused != nil {
-		ss.s.opts.Refused(ReasonDenied)
+		ss.s.opts.Refused(reason)
 	}
 }
 

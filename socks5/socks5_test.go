@@ -52,6 +52,7 @@ type stack struct {
 	logs      *testnet.Buffer
 	ingress   *socks5.Server
 	refused   atomic.Int64 // ReasonDenied
+	logins    atomic.Int64 // ReasonAuth
 	// overLimit counts the router's refusals by reason.
 	overLimit sync.Map // reason -> *atomic.Int64
 	shutdown  func()
@@ -100,8 +101,11 @@ func start(t *testing.T, cfg config) *stack {
 	}
 	cfg.opts.Logger = log
 	cfg.opts.Refused = func(reason string) {
-		if reason == socks5.ReasonDenied {
+		switch reason {
+		case socks5.ReasonDenied:
 			st.refused.Add(1)
+		case socks5.ReasonAuth:
+			st.logins.Add(1)
 		}
 	}
 	if cfg.opts.SNIPorts == nil {
@@ -438,6 +442,18 @@ func TestLogin(t *testing.T) {
 	}
 	if err := ok(nil); err == nil {
 		t.Fatal("no login accepted")
+	}
+	// Both are refusals: a line with the reason each, counted.
+	for _, want := range []string{`msg="socks5: login refused: wrong user or password" client=`, `msg="socks5: login refused: the client offers no username/password login" client=`} {
+		if !regexp.MustCompile(regexp.QuoteMeta(want) + `\S+ (user=ci )?reason=` + socks5.ReasonAuth + `\n`).MatchString(st.logs.String()) {
+			t.Errorf("no line %q ... reason=%s:\n%s", want, socks5.ReasonAuth, st.logs.String())
+		}
+	}
+	if strings.Contains(st.logs.String(), "Failed to authenticate") {
+		t.Errorf("the library's own text logged too:\n%s", st.logs.String())
+	}
+	if n := st.logins.Load(); n != 2 {
+		t.Errorf("%d failed logins counted, want 2", n)
 	}
 	if err := ok(&login{"bob", "two"}); err != nil {
 		t.Fatalf("bob before revocation: %v", err)

@@ -84,8 +84,13 @@ type sessionUsers struct {
 func (u sessionUsers) Valid(user, password string) bool {
 	s := u.ss.s
 	if s.throttle.blocked(u.addr) {
-		s.log.Info("socks5: login refused: too many failed logins from this client", "client", u.ss.client.RemoteAddr().String())
-		u.ss.logged = true // this is the refusal's line
+		if s.opts.Refused != nil {
+			s.opts.Refused(ReasonAuth)
+		}
+		if log, n := s.throttled.Note(); log {
+			s.log.Info("socks5: login refused: too many failed logins from this client", "client", u.ss.client.RemoteAddr().String(), "reason", ReasonAuth, "refused", n)
+		}
+		u.ss.logged = true // the refusal has its line, or is counted in the next
 		return false
 	}
 	if users(s.opts.Users).Valid(user, password) {
@@ -93,6 +98,7 @@ func (u sessionUsers) Valid(user, password string) bool {
 		u.ss.user = &login{user, password}
 		return true
 	}
+	u.ss.refusedAs(ReasonAuth, "socks5: login refused: wrong user or password", "user", user)
 	if s.throttle.failed(u.addr) {
 		s.log.Warn("socks5: failed logins from this client; throttled", "client", u.addr.String(), "failures", maxLoginFailures, "for", loginBlock)
 	}
