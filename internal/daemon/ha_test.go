@@ -799,8 +799,9 @@ func TestHAReadyzAndUpstreams(t *testing.T) {
 		}
 	}
 	for _, q := range []string{"?writable=", "?writable=true", "?writable=1"} {
-		if c, b := get("/readyz" + q); c != 503 {
-			t.Fatalf("readyz%s while read-only: %d %s", q, c, b)
+		// Nexus answers, but takes no writes: the body says which.
+		if c, b := get("/readyz" + q); c != 503 || b != "not ready: no Nexus node takes writes\n" {
+			t.Fatalf("readyz%s while read-only: %d %q", q, c, b)
 		}
 	}
 	if err := st.NexusNodes[0].SetDown(true); err != nil {

@@ -368,8 +368,9 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 		}
 		var ok bool
 		var why string
+		writable := wantWritable(r)
 		if ready.Table != nil {
-			if ok, why = ready.Table(wantWritable(r)); !ok && ready.Logger != nil {
+			if ok, why = ready.Table(writable); !ok && ready.Logger != nil {
 				if log, n := ready.notReady.Note(); log {
 					ready.Logger.Warn("not ready", "reason", why, "probes", n)
 				}
@@ -379,7 +380,11 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 		}
 		if !ok {
 			// Generic on purpose: the reason (addresses, errors) is logged.
-			http.Error(w, "not ready: Nexus is not answering", http.StatusServiceUnavailable)
+			msg := "not ready: Nexus is not answering"
+			if writable {
+				msg = "not ready: no Nexus node takes writes"
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
