@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nexmux/nexmux/internal/testnet"
@@ -140,4 +141,61 @@ func TestDirectConnCountsReturnToZero(t *testing.T) {
 		tc.Close()
 	}
 	waitCounts(t, m.srv, 0, 0)
+}
+
+// stubConn is a connection that only has addresses: Admit counts it, and
+// closing it gives its places back without a socket.
+type stubConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c stubConn) RemoteAddr() net.Addr { return c.remote }
+func (c stubConn) Close() error         { return nil }
+
+// A client refused by --max-conns-per-client takes no place under
+// --max-conns, not even for a moment: another client that fits is never
+// refused because someone over their own limit kept knocking.
+func TestPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
+	m := startMuxWith(t, muxConfig{maxConns: 2, maxConnsPerClient: 1})
+	x := stubConn{remote: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 40000}}
+	held, err := m.srv.Admit(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := m.srv.Admit(x); !errors.Is(err, mux.ErrOverLimit) {
+					t.Errorf("a second connection of 10.0.0.1: %v, want ErrOverLimit", err)
+					return
+				}
+			}
+		}()
+	}
+	y := stubConn{remote: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 40000}}
+	refused := 0
+	for range 20000 {
+		c, err := m.srv.Admit(y)
+		if err != nil {
+			refused++
+			continue
+		}
+		c.Close()
+	}
+	close(stop)
+	wg.Wait()
+	if refused > 0 {
+		t.Fatalf("10.0.0.2 refused %d times of 20000 with a place free: over-limit tries of 10.0.0.1 held it", refused)
+	}
 }

@@ -73,6 +73,18 @@ func (c *countedConn) onClose(f func()) bool {
 	return true
 }
 
+// dropRelease gives back now what Close would have (a refused connection
+// that is never handed on).
+func (c *countedConn) dropRelease() {
+	c.mu.Lock()
+	f := c.release
+	c.release = nil
+	c.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
 func (c *countedConn) Close() error {
 	c.mu.Lock()
 	first, f := !c.closed, c.release

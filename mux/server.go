@@ -339,28 +339,41 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, perClient bool) (net.Co
 		return c, ""
 	}
 	cc := &countedConn{Conn: c}
-	if s.opts.MaxConns > 0 {
-		if s.active.Add(1) > int64(s.opts.MaxConns) {
-			s.active.Add(-1)
-			s.refusedOverLimit()
-			return nil, ReasonMaxConns
-		}
-		cc.active = &s.active
-	}
+	// The client's own limit first, and the shared count only ever raised
+	// below its limit: a refused connection never holds a place, not even
+	// for a moment, that another client's connection would have fitted in.
 	if perClient {
 		cc.admittedBy = s
 		if s.opts.MaxConnsPerClient > 0 {
 			if !s.takeClientSlot(cc, client.Addr()) {
-				if cc.active != nil {
-					s.active.Add(-1)
-				}
 				log := &connLog{s: s, info: &l7.ConnInfo{Client: client}}
 				log.refusedPerClient()
 				return nil, ReasonPerClient
 			}
 		}
 	}
+	if s.opts.MaxConns > 0 {
+		if !takeBelow(&s.active, int64(s.opts.MaxConns)) {
+			cc.dropRelease()
+			s.refusedOverLimit()
+			return nil, ReasonMaxConns
+		}
+		cc.active = &s.active
+	}
 	return cc, ""
+}
+
+// takeBelow adds one to n unless it is at max already.
+func takeBelow(n *atomic.Int64, max int64) bool {
+	for {
+		v := n.Load()
+		if v >= max {
+			return false
+		}
+		if n.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
 }
 
 func isTemporary(err error) bool {
