@@ -353,7 +353,7 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, perClient bool) (net.Co
 		}
 	}
 	if s.opts.MaxConns > 0 {
-		if !takeBelow(&s.active, int64(s.opts.MaxConns)) {
+		if !perclient.TakeBelow(&s.active, int64(s.opts.MaxConns)) {
 			cc.dropRelease()
 			s.refusedOverLimit()
 			return nil, ReasonMaxConns
@@ -361,19 +361,6 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, perClient bool) (net.Co
 		cc.active = &s.active
 	}
 	return cc, ""
-}
-
-// takeBelow adds one to n unless it is at max already.
-func takeBelow(n *atomic.Int64, max int64) bool {
-	for {
-		v := n.Load()
-		if v >= max {
-			return false
-		}
-		if n.CompareAndSwap(v, v+1) {
-			return true
-		}
-	}
 }
 
 func isTemporary(err error) bool {

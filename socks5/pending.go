@@ -26,14 +26,11 @@ type pending struct {
 
 // take counts a session from a; false when a limit is reached.
 func (p *pending) take(a netip.Addr) bool {
-	if p.max > 0 && p.n.Add(1) > int64(p.max) {
-		p.n.Add(-1)
+	if !p.by.Acquire(a) {
 		return false
 	}
-	if !p.by.Acquire(a) {
-		if p.max > 0 {
-			p.n.Add(-1)
-		}
+	if p.max > 0 && !perclient.TakeBelow(&p.n, int64(p.max)) {
+		p.by.Release(a)
 		return false
 	}
 	return true

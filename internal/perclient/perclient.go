@@ -6,6 +6,7 @@ package perclient
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 )
 
 // Counter counts per address. The zero value has no limit.
@@ -58,4 +59,20 @@ func (c *Counter) Total() int {
 		total += n
 	}
 	return total
+}
+
+// TakeBelow adds one to a shared count unless it is at max already. A
+// refused take never raises the count, even for a moment, so it never
+// refuses another client that would have fitted. Check the client's own
+// limit first, so that a client over it holds no shared place either.
+func TakeBelow(n *atomic.Int64, max int64) bool {
+	for {
+		v := n.Load()
+		if v >= max {
+			return false
+		}
+		if n.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
 }

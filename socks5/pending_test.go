@@ -1,0 +1,54 @@
+package socks5
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/nexmux/nexmux/internal/perclient"
+)
+
+// A client over its own pending limit takes no shared place, not even for
+// a moment: another client that fits is never refused because of it.
+func TestPendingRefusalHoldsNoSharedPlace(t *testing.T) {
+	p := &pending{max: 2, by: perclient.Counter{Max: 1}}
+	x, y := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	if !p.take(x) {
+		t.Fatal("first session of 10.0.0.1 refused")
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if p.take(x) {
+					t.Error("a second session of 10.0.0.1 taken")
+					return
+				}
+			}
+		}()
+	}
+	refused := 0
+	for range 20000 {
+		if !p.take(y) {
+			refused++
+			continue
+		}
+		p.give(y)
+	}
+	close(stop)
+	wg.Wait()
+	if refused > 0 {
+		t.Fatalf("10.0.0.2 refused %d times of 20000 with a place free", refused)
+	}
+	if p.give(x); p.n.Load() != 0 || p.by.Total() != 0 {
+		t.Fatalf("counts left: %d shared, %d per client", p.n.Load(), p.by.Total())
+	}
+}
