@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nexmux/nexmux/internal/errlist"
 )
@@ -16,6 +17,7 @@ type Certs struct {
 	wild  map[string]*tls.Certificate // "*.example.com" keyed "example.com"
 	def   *tls.Certificate            // the first pair: for clients with no or unknown SNI
 	names []string
+	pairs []*tls.Certificate
 }
 
 // LoadCerts loads certificate/key pairs paired by position. Every problem is
@@ -40,8 +42,17 @@ func LoadCerts(certFiles, keyFiles []string) (*Certs, error) {
 	return NewCerts(pairs)
 }
 
-// NewCerts indexes certificates by their DNS SANs.
+// NewCerts indexes certificates by their DNS SANs. Where two pairs name
+// the same host, one valid now wins over one expired or not yet valid, and
+// of two valid ones the one that expires later (a renewed certificate
+// given beside the old one is served at once); otherwise the first.
 func NewCerts(pairs []tls.Certificate) (*Certs, error) {
+	now := time.Now()
+	prefer := func(m map[string]*tls.Certificate, k string, cert *tls.Certificate) {
+		if old, dup := m[k]; !dup || better(cert.Leaf, old.Leaf, now) {
+			m[k] = cert
+		}
+	}
 	c := &Certs{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{}}
 	for i := range pairs {
 		cert := &pairs[i]
@@ -56,19 +67,65 @@ func NewCerts(pairs []tls.Certificate) (*Certs, error) {
 		if c.def == nil {
 			c.def = cert
 		}
+		c.pairs = append(c.pairs, cert)
 		for _, n := range leaf.DNSNames {
 			n = strings.ToLower(strings.TrimSuffix(n, "."))
 			c.names = append(c.names, n)
 			if suffix, ok := strings.CutPrefix(n, "*."); ok {
-				if _, dup := c.wild[suffix]; !dup {
-					c.wild[suffix] = cert
-				}
-			} else if _, dup := c.exact[n]; !dup {
-				c.exact[n] = cert
+				prefer(c.wild, suffix, cert)
+			} else {
+				prefer(c.exact, n, cert)
 			}
 		}
 	}
 	return c, nil
+}
+
+// validAt reports whether a certificate is within its validity at t.
+func validAt(leaf *x509.Certificate, t time.Time) bool {
+	return !t.Before(leaf.NotBefore) && !t.After(leaf.NotAfter)
+}
+
+// better reports whether a should serve a name b serves too.
+func better(a, b *x509.Certificate, now time.Time) bool {
+	va, vb := validAt(a, now), validAt(b, now)
+	if va != vb {
+		return va
+	}
+	return va && a.NotAfter.After(b.NotAfter)
+}
+
+// Warnings names the pairs that are not valid now, or expire within
+// expiresSoon: clients refuse an expired certificate, so an operator must
+// hear of it at start and on each reload, not from the first failed pull.
+func (c *Certs) Warnings(expiresSoon time.Duration) []string {
+	if c == nil {
+		return nil
+	}
+	now := time.Now()
+	var out []string
+	seen := map[*tls.Certificate]bool{}
+	for _, m := range []map[string]*tls.Certificate{c.exact, c.wild} {
+		for _, cert := range m {
+			seen[cert] = true
+		}
+	}
+	for _, cert := range c.pairs {
+		leaf := cert.Leaf
+		names := strings.Join(leaf.DNSNames, ",")
+		if !seen[cert] && cert != c.def {
+			continue // every name it has is served by a better one
+		}
+		switch {
+		case now.After(leaf.NotAfter):
+			out = append(out, fmt.Sprintf("certificate for %s expired on %s", names, leaf.NotAfter.UTC().Format(time.RFC3339)))
+		case now.Before(leaf.NotBefore):
+			out = append(out, fmt.Sprintf("certificate for %s is not valid before %s", names, leaf.NotBefore.UTC().Format(time.RFC3339)))
+		case leaf.NotAfter.Sub(now) < expiresSoon:
+			out = append(out, fmt.Sprintf("certificate for %s expires on %s", names, leaf.NotAfter.UTC().Format(time.RFC3339)))
+		}
+	}
+	return out
 }
 
 // Len is the number of certificate pairs' names indexed.

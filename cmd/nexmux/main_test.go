@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -46,6 +47,33 @@ func certFiles(t *testing.T) (string, string) {
 		t.Fatal(err)
 	}
 	return crt, key
+}
+
+// An expired certificate still loads (the client decides), but check and
+// serve say so: clients refuse it, and the operator must not learn that
+// from the first failed pull.
+func TestCheckWarnsOfExpiredCertificate(t *testing.T) {
+	ca, err := certs.NewCA("cli test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ca.IssueFor(-time.Minute, "*.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := p.Write(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "team-a.example.com=team-a")
+	if code != 0 || !strings.Contains(errs, "nexmux: warning: certificate for *.example.com expired on ") {
+		t.Fatalf("exit %d, stderr:\n%s", code, errs)
+	}
+	fresh, freshKey := certFiles(t)
+	if _, errs, _ := run(t, "check", "--cert", fresh, "--key", freshKey, "--route", "team-a.example.com=team-a"); strings.Contains(errs, "warning") {
+		t.Fatalf("a certificate valid for months drew a warning:\n%s", errs)
+	}
 }
 
 func TestPrecedenceFlagEnvFile(t *testing.T) {

@@ -261,7 +261,7 @@ func (c *Config) Build() (*Runtime, error) {
 
 	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {
 		errs = errlist.Append(errs, err)
-	} else if b.Certs.Len() == 0 && needsCert(c) {
+	} else if b.Warnings = append(b.Warnings, b.Certs.Warnings(certExpiresSoon)...); b.Certs.Len() == 0 && needsCert(c) {
 		errs = multierror.Append(errs, errors.New("no certificate: TLS routes need at least one --cert FILE --key FILE"))
 	}
 	if b.Table != nil && b.Certs != nil && b.Certs.Len() > 0 {
@@ -320,6 +320,10 @@ func (c *Config) Build() (*Runtime, error) {
 
 // PortRoutes validates only --listen and --port: what `nexmux iptables`
 // needs, in an init container that has no certificates mounted.
+// certExpiresSoon is how close to its expiry a served certificate draws a
+// warning at start and on each reload.
+const certExpiresSoon = 14 * 24 * time.Hour
+
 func (c *Config) PortRoutes() (listenPort int, t *route.Table, err error) {
 	var errs *multierror.Error
 	if listenPort, err = addrPort("listen", c.Listen); err != nil {

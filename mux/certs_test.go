@@ -1,0 +1,72 @@
+package mux_test
+
+import (
+	"crypto/tls"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/mux"
+)
+
+func issue(t *testing.T, ca *certs.CA, validity time.Duration, hosts ...string) tls.Certificate {
+	t.Helper()
+	p, err := ca.IssueFor(validity, hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := p.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A renewed certificate given beside the old one is served at once: a pair
+// valid now beats an expired one for the same name, and of two valid ones
+// the one that expires later wins, whatever their order. Expired and
+// soon-expiring certificates that still serve a name are warned about.
+func TestCertsPreferValidAndRenewed(t *testing.T) {
+	ca, err := certs.NewCA("certs test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := issue(t, ca, -time.Minute, "*.example.com", "nexus.example.com")
+	soon := issue(t, ca, 3*24*time.Hour, "*.example.com", "nexus.example.com")
+	renewed := issue(t, ca, 90*24*time.Hour, "*.example.com", "nexus.example.com")
+	other := issue(t, ca, -time.Minute, "old.example.org")
+	for _, order := range [][]tls.Certificate{{expired, soon, renewed}, {renewed, soon, expired}, {soon, expired, renewed}} {
+		cs, err := mux.NewCerts(append(order, other))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"nexus.example.com", "team-a.example.com"} {
+			if got := cs.Get(name); got.Leaf.NotAfter != renewed.Leaf.NotAfter {
+				t.Errorf("%s served the certificate expiring %v, want the renewed one (%v)", name, got.Leaf.NotAfter, renewed.Leaf.NotAfter)
+			}
+		}
+		// Only an expired one names old.example.org: still served (the
+		// client decides), and warned about.
+		if got := cs.Get("old.example.org"); got.Leaf.NotAfter != other.Leaf.NotAfter {
+			t.Errorf("old.example.org lost its only certificate")
+		}
+		w := strings.Join(cs.Warnings(14*24*time.Hour), "\n")
+		if !strings.Contains(w, "certificate for old.example.org expired on ") {
+			t.Errorf("no warning for the expired certificate that still serves a name:\n%s", w)
+		}
+		if strings.Contains(w, "*.example.com") && order[0].Leaf.NotAfter == renewed.Leaf.NotAfter {
+			t.Errorf("warned about certificates the renewed one replaced:\n%s", w)
+		}
+	}
+	cs, err := mux.NewCerts([]tls.Certificate{soon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(cs.Warnings(14*24*time.Hour), "\n"); !strings.Contains(w, "certificate for *.example.com,nexus.example.com expires on ") {
+		t.Errorf("no warning for a certificate expiring in 3 days:\n%s", w)
+	}
+	if w := cs.Warnings(time.Hour); len(w) != 0 {
+		t.Errorf("warnings for a certificate valid for days: %q", w)
+	}
+}
