@@ -36,6 +36,20 @@ func (p *pending) take(a netip.Addr) bool {
 	return true
 }
 
+// takeShared and takeClient are take in two steps, for a client named by
+// a PROXY header only once it has been read; giveShared undoes takeShared.
+func (p *pending) takeShared() bool {
+	return p.max <= 0 || perclient.TakeBelow(&p.n, int64(p.max))
+}
+
+func (p *pending) giveShared() {
+	if p.max > 0 {
+		p.n.Add(-1)
+	}
+}
+
+func (p *pending) takeClient(a netip.Addr) bool { return p.by.Acquire(a) }
+
 func (p *pending) give(a netip.Addr) {
 	if p.max > 0 {
 		p.n.Add(-1)

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	gosocks5 "github.com/armon/go-socks5"
+	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/internal/conntrack"
 	"github.com/nexmux/nexmux/internal/lograte"
@@ -149,6 +150,43 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			return err
 		}
+		_ = c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+		if pc, ok := s.fromBalancer(c); ok {
+			// A trusted balancer's PROXY header names the client: read
+			// off the accept loop, then counted as that client.
+			if !s.pending.takeShared() {
+				c.Close()
+				s.refusedPending(addrOf(c.RemoteAddr()))
+				continue
+			}
+			ic := &idleConn{Conn: pc, idle: s.opts.IdleTimeout}
+			if !s.track.AddConn(ic) {
+				s.pending.giveShared()
+				c.Close()
+				continue
+			}
+			go func() {
+				defer s.track.Done()
+				defer s.untrackConn(ic)
+				defer ic.Close()
+				// A zero-length read surfaces the header's error.
+				if _, err := pc.Read(nil); err != nil {
+					s.pending.giveShared()
+					s.refusedHeader(c, err)
+					return
+				}
+				a := addrOf(pc.RemoteAddr())
+				if !s.pending.takeClient(a) {
+					s.pending.giveShared()
+					s.refusedPending(a)
+					return
+				}
+				slot := &pendingSlot{p: &s.pending, a: a}
+				defer slot.release()
+				s.serveSession(&session{s: s, client: ic, local: local, pending: slot})
+			}()
+			continue
+		}
 		a := addrOf(c.RemoteAddr())
 		if !s.pending.take(a) {
 			c.Close()
@@ -157,7 +195,6 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		slot := &pendingSlot{p: &s.pending, a: a}
 		ic := &idleConn{Conn: c, idle: s.opts.IdleTimeout}
-		_ = c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
 		if !s.track.AddConn(ic) {
 			slot.release()
 			c.Close()
@@ -171,6 +208,40 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.serveSession(&session{s: s, client: ic, local: local, pending: slot})
 		}()
 	}
+}
+
+// fromBalancer wraps c to read its PROXY header when the router's
+// --proxy-protocol-from trusts its peer (the same ranges as the TLS
+// listener's), so that SOCKS clients behind a balancer are told apart for
+// limits, throttling and logs.
+func (s *Server) fromBalancer(c net.Conn) (*proxyproto.Conn, bool) {
+	pp := s.router.State().ProxyProtocol
+	if pp == nil {
+		return nil, false
+	}
+	policy := pp(c.RemoteAddr())
+	if policy != proxyproto.REQUIRE && policy != proxyproto.USE {
+		return nil, false
+	}
+	pc := proxyproto.NewConn(c, proxyproto.WithPolicy(policy), proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
+	// Through the wrapper, which restores it after the header: one set on
+	// c alone would be dropped there, leaving the handshake without one.
+	_ = pc.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+	return pc, true
+}
+
+// refusedHeader logs and counts a trusted peer's connection without a
+// valid PROXY header. One closed before sending anything (a balancer's
+// health check) is logged at debug only, as on the TLS listener.
+func (s *Server) refusedHeader(raw net.Conn, err error) {
+	if s.opts.Refused != nil {
+		s.opts.Refused(mux.ReasonProxyHeader)
+	}
+	level := slog.LevelInfo
+	if errors.Is(err, io.EOF) {
+		level = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), level, "socks5: connection refused: no valid PROXY header", "peer", raw.RemoteAddr().String(), "err", err, "reason", mux.ReasonProxyHeader)
 }
 
 // refusedPending counts a client closed at accept and logs it, at most one

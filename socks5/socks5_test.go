@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/nexmux/nexmux/fixtures/certs"
 	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/l7"
@@ -42,6 +44,8 @@ type config struct {
 	backend string // passthrough backend of pt.nexmux.test
 	// The router's --max-conns and --max-conns-per-client.
 	maxConns, maxConnsPerClient int
+	// proxyFrom is the router's --proxy-protocol-from.
+	proxyFrom []string
 }
 
 // stack is a mux.Server with a SOCKS5 ingress in front, on loopback. The
@@ -95,7 +99,7 @@ func start(t *testing.T, cfg config) *stack {
 			w.Header().Set("X-Route", ci.Route.Key)
 			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)
 		}),
-	}, &mux.State{Table: tab, Certs: cs})
+	}, &mux.State{Table: tab, Certs: cs, ProxyProtocol: proxyPolicy(t, cfg.proxyFrom)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +110,9 @@ func start(t *testing.T, cfg config) *stack {
 			st.refused.Add(1)
 		case socks5.ReasonAuth:
 			st.logins.Add(1)
+		default:
+			n, _ := st.overLimit.LoadOrStore(reason, new(atomic.Int64))
+			n.(*atomic.Int64).Add(1)
 		}
 	}
 	if cfg.opts.SNIPorts == nil {
@@ -181,6 +188,11 @@ func connectFrom(t *testing.T, ip, addr string, l *login, cmd byte, host string,
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return handshake(c, l, cmd, host, port)
+}
+
+// handshake runs a SOCKS5 login (l nil: none offered) and request on c.
+func handshake(c net.Conn, l *login, cmd byte, host string, port int) (byte, net.Conn, error) {
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	method := byte(0)
 	if l != nil {
@@ -823,4 +835,82 @@ func TestPendingSessionsCappedPerClient(t *testing.T) {
 func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne) && !ne.Timeout()
+}
+
+func proxyPolicy(t *testing.T, cidrs []string) func(net.Addr) proxyproto.Policy {
+	t.Helper()
+	if len(cidrs) == 0 {
+		return nil
+	}
+	p, err := mux.ProxyPolicy(cidrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Behind a balancer trusted by --proxy-protocol-from, a SOCKS client is
+// the one its PROXY header names (v1 or v2), for the router and its
+// limits as on the TLS listener; a trusted peer without a valid header is
+// refused and counted; an untrusted peer speaks SOCKS directly.
+func TestProxyProtocolInFront(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}})
+	client := &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}
+	v1 := proxyproto.HeaderProxyFromAddrs(1, client, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
+	v2 := proxyproto.HeaderProxyFromAddrs(2, client, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
+	for _, h := range []*proxyproto.Header{v1, v2} {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := h.WriteTo(c); err != nil {
+			t.Fatal(err)
+		}
+		code, _, err := handshake(c, nil, 1, "team-a.nexmux.test", 443)
+		if err != nil || code != replySucceeded {
+			t.Fatalf("PROXY v%d, CONNECT: reply %d, %v", h.Version, code, err)
+		}
+		tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
+		if body, _ := get(t, tc); body != "203.0.113.7:5555 team-a.nexmux.test true" {
+			t.Fatalf("PROXY v%d: the router saw %q, want the client the header names", h.Version, body)
+		}
+	}
+	// A trusted peer that sends SOCKS without a header: refused, counted.
+	if _, _, err := connectFrom(t, "127.0.0.1", st.socksAddr, nil, 1, "team-a.nexmux.test", 443); err == nil {
+		t.Fatal("a trusted balancer's connection without a PROXY header was served")
+	}
+	for deadline := time.Now().Add(10 * time.Second); st.refusedFor(mux.ReasonProxyHeader) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d PROXY header refusals counted, want 1", st.refusedFor(mux.ReasonProxyHeader))
+		}
+	}
+	// An untrusted peer speaks SOCKS as before, as itself.
+	code, c, err := connectFrom(t, "127.0.0.2", st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("untrusted peer: reply %d, %v", code, err)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
+	if body, _ := get(t, tc); !strings.HasPrefix(body, "127.0.0.2:") {
+		t.Fatalf("untrusted peer: the router saw %q", body)
+	}
+}
+
+// The handshake deadline still holds after a balancer's PROXY header: a
+// client that sends the header and then nothing is closed, not kept.
+func TestProxyProtocolThenSilence(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{HandshakeTimeout: 300 * time.Millisecond}})
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
+	if _, err := h.WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("silent client after its PROXY header: %v, want closed at the handshake timeout", err)
+	}
 }
