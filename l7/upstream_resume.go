@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,24 +18,27 @@ import (
 // starts where the break was and has the same total length, so the client
 // gets one intact response.
 type resumeBody struct {
-	f     failover
-	r     *http.Request // the request as sent (any node's Host is replaced)
-	key   string        // rendezvous key
-	node  *upstream.Node
-	cur   io.ReadCloser
-	start int64 // offset of the response's first byte in the blob
-	end   int64 // offset of its last byte
-	total int64
-	got   int64 // bytes passed on
-	tries int
-	broke map[*upstream.Node]bool // nodes that failed this response
-	end1  func()                  // ends the resumed node's in-flight count
+	f failover
+	r *http.Request // the request as sent (any node's Host is replaced)
+	// client is the client's request context: the request sent outlives
+	// the client (it holds its slot until Nexus answers), a resume must not.
+	client context.Context
+	key    string // rendezvous key
+	node   *upstream.Node
+	cur    io.ReadCloser
+	start  int64 // offset of the response's first byte in the blob
+	end    int64 // offset of its last byte
+	total  int64
+	got    int64 // bytes passed on
+	tries  int
+	broke  map[*upstream.Node]bool // nodes that failed this response
+	end1   func()                  // ends the resumed node's in-flight count
 }
 
 // resumable wraps resp's body when it is a whole or single-range blob
 // answer whose extent is known.
-func (f failover) resumable(r *http.Request, n *upstream.Node, key string, resp *http.Response) {
-	b := &resumeBody{f: f, r: r, key: key, node: n, cur: resp.Body}
+func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response) {
+	b := &resumeBody{f: f, r: r, client: client, key: key, node: n, cur: resp.Body}
 	switch {
 	case resp.StatusCode == http.StatusOK && r.Header.Get("Range") == "" && resp.ContentLength > 0:
 		b.start, b.end, b.total = 0, resp.ContentLength-1, resp.ContentLength
@@ -84,7 +88,7 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 		if err == io.EOF && b.start+b.got > b.end {
 			return n, io.EOF
 		}
-		if b.r.Context().Err() != nil {
+		if b.client.Err() != nil {
 			return n, err
 		}
 		// Broken (or short) before the end: continue elsewhere.

@@ -163,7 +163,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	// move reports whether the request may go on to the next node, and
 	// if so gives the current attempt up (see sharedBody).
-	move := func(last bool) bool { return !last && (sb == nil || sb.next()) }
+	// A client that has left is not sent on: the attempt outlives it only
+	// to hold its slot while Nexus works.
+	move := func(last bool) bool { return !last && r.Context().Err() == nil && (sb == nil || sb.next()) }
 	// suspects answered 502/503/504 and the request moved on: whether
 	// that counts toward their passive ejection depends on the next answer.
 	type suspect struct {
@@ -289,7 +291,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			// and never against the last node that serves this kind of
 			// request: ejecting it would turn one repository's 503 into
 			// everyone's.
-			if len(suspects) == 0 && set.OtherUsable(n, kind == "write") {
+			if len(suspects) == 0 && r.Context().Err() == nil && set.OtherUsable(n, kind == "write") {
 				set.ReportResult(n, false, "status "+resp.Status)
 			}
 		default:
@@ -303,7 +305,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			sb.finish()
 		}
 		if class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/") {
-			f.resumable(out, n, repo+"@"+digest, resp)
+			f.resumable(out, r.Context(), n, repo+"@"+digest, resp)
 		}
 		resp.Body = &doneBody{ReadCloser: resp.Body, a: a}
 		return resp, nil

@@ -264,3 +264,32 @@ func TestClientGoneBeforeTheAnswerKeepsItsSlot(t *testing.T) {
 		}
 	}
 }
+
+// A request whose client has left goes to no other node: a 503 (or a node
+// found down) after the client left ends it there, instead of sending it
+// on to every other node for nobody.
+func TestClientGoneRequestMovesNoFurther(t *testing.T) {
+	arrived := make(chan struct{}, 8)
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		arrived <- struct{}{}
+		time.Sleep(300 * time.Millisecond)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	n1, n2 := startNode(t, h), startNode(t, h)
+	addr, _ := haProxy(t, io.Discard, 0, n1, n2)
+	c := stalledClient(t, addr, "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n")
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request never reached Nexus")
+	}
+	c.Close()
+	select {
+	case <-arrived:
+		t.Fatal("the request of a client that had left went on to the next node")
+	case <-time.After(2 * time.Second):
+	}
+}
