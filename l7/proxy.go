@@ -741,7 +741,9 @@ type countingBody struct {
 	n      atomic.Int64
 	failed atomic.Pointer[error] // the client's body failure (clientbodyerr.go)
 	// deadline bounds each read by timeout (nil: none). net/http clears
-	// it when the body is done (its read ahead starts without one).
+	// it when the body is done (its read ahead starts without one), so no
+	// read after the end may set it again: that read ahead would fail at
+	// it and cancel the request while Nexus still works on the answer.
 	deadline readDeadliner
 	timeout  time.Duration
 	ended    atomic.Bool // Read returned an error: io.EOF, or the body failed
@@ -760,13 +762,13 @@ const bodyProgress = 64 << 10
 
 func (c *countingBody) Read(b []byte) (int, error) {
 	var start time.Time
-	if c.deadline != nil {
+	if c.deadline != nil && !c.ended.Load() {
 		start = time.Now()
 		_ = c.deadline.SetReadDeadline(start.Add(c.timeout - c.waited))
 	}
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
-	if c.deadline != nil {
+	if !start.IsZero() {
 		if c.moved += int64(n); c.moved >= bodyProgress {
 			c.waited, c.moved = 0, 0
 		} else {

@@ -54,7 +54,7 @@ func finishes(t *testing.T, done <-chan struct{}, what string) {
 func TestClientThatStopsReadingIsCut(t *testing.T) {
 	done := make(chan struct{})
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, "/repository/") {
+		if !strings.Contains(r.URL.Path, "/blobs/") {
 			return
 		}
 		defer close(done)
@@ -297,5 +297,32 @@ func TestNexusSlotBackAtBodyEnd(t *testing.T) {
 	wait = 0
 	if got, ok := up.acquire(context.Background(), n.Host, &wait); !ok || len(got) != 1 {
 		t.Fatalf("after Close: slot %v, %d held; want exactly this one", ok, len(got))
+	}
+}
+
+// --body-timeout bounds waiting for the client's body, not for Nexus's
+// answer once the body is all in: a PUT whose Nexus takes longer than the
+// timeout to commit, then fails, gets its error answer, not an empty
+// reply as if the client had gone.
+func TestBodyTimeoutEndsWithTheBody(t *testing.T) {
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		time.Sleep(1500 * time.Millisecond) // committing, well past --body-timeout
+		panic(http.ErrAbortHandler)          // then the connection breaks
+	})
+	addr := stallProxy(t, node, 300*time.Millisecond, 0)
+	body := strings.Repeat("x", 100<<10)
+	c := stalledClient(t, addr, "PUT /v2/app/blobs/uploads/u1?digest=sha256:"+strings.Repeat("0", 64)+" HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: "+fmt.Sprint(len(body))+"\r\n\r\n"+body)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to a client still connected: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"errors"`) {
+		t.Fatalf("got %s %q, want Nexus's failure as a JSON 502", resp.Status, b)
 	}
 }
