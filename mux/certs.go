@@ -78,6 +78,16 @@ func NewCerts(pairs []tls.Certificate) (*Certs, error) {
 			}
 		}
 	}
+	// The fallback follows the choice too: the pair that serves the first
+	// pair's first name (a renewed one given beside it).
+	if c.def != nil && len(c.def.Leaf.DNSNames) > 0 {
+		n := strings.ToLower(strings.TrimSuffix(c.def.Leaf.DNSNames[0], "."))
+		if suffix, ok := strings.CutPrefix(n, "*."); ok {
+			c.def = c.wild[suffix]
+		} else {
+			c.def = c.exact[n]
+		}
+	}
 	return c, nil
 }
 

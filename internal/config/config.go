@@ -318,12 +318,12 @@ func (c *Config) Build() (*Runtime, error) {
 	return b, nil
 }
 
-// PortRoutes validates only --listen and --port: what `nexmux iptables`
-// needs, in an init container that has no certificates mounted.
 // certExpiresSoon is how close to its expiry a served certificate draws a
 // warning at start and on each reload.
 const certExpiresSoon = 14 * 24 * time.Hour
 
+// PortRoutes validates only --listen and --port: what `nexmux iptables`
+// needs, in an init container that has no certificates mounted.
 func (c *Config) PortRoutes() (listenPort int, t *route.Table, err error) {
 	var errs *multierror.Error
 	if listenPort, err = addrPort("listen", c.Listen); err != nil {
