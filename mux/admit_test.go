@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/mux"
@@ -197,5 +198,59 @@ func TestPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
 	wg.Wait()
 	if refused > 0 {
 		t.Fatalf("10.0.0.2 refused %d times of 20000 with a place free: over-limit tries of 10.0.0.1 held it", refused)
+	}
+}
+
+// The same holds for connections accepted on the listener: the client is
+// known at accept (no PROXY header names another), so its own limit is
+// checked before the shared count is raised.
+func TestAcceptedPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
+	m := startMuxWith(t, muxConfig{maxConns: 2, maxConnsPerClient: 1, handshakeTimeout: time.Minute})
+	dialFrom := func(ip string) (net.Conn, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		return d.Dial("tcp", m.addr)
+	}
+	held, err := dialFrom("127.0.0.1") // silent: holds its places while routing waits
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	waitCounts(t, m.srv, 1, 1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if c, err := dialFrom("127.0.0.1"); err == nil {
+					c.Close()
+				}
+			}
+		}()
+	}
+	refused := 0
+	for range 150 {
+		c, err := dialFrom("127.0.0.2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			refused++
+		}
+		tc.Close()
+		waitCounts(t, m.srv, 1, 1)
+	}
+	close(stop)
+	wg.Wait()
+	if refused > 0 {
+		t.Fatalf("127.0.0.2 refused %d times of 150 with a place free: over-limit connections of 127.0.0.1 held it", refused)
 	}
 }

@@ -226,7 +226,7 @@ func (s *Server) ServePort(ln net.Listener, port int) error { return s.serve(ln,
 // Admit returned is not counted again.
 func (s *Server) ServeConn(c net.Conn, port int) error {
 	if cc, ok := c.(*countedConn); !ok || cc.admittedBy != s {
-		if c = s.count(c); c == nil {
+		if c = s.count(c, false); c == nil {
 			return nil
 		}
 	}
@@ -301,7 +301,7 @@ func (s *Server) serve(ln net.Listener, port int) error {
 			return err
 		}
 		delay = 0
-		if c = s.count(c); c == nil {
+		if c = s.count(c, s.headerNamesClient(c)); c == nil {
 			continue
 		}
 		s.routing.Add(1)
@@ -318,16 +318,31 @@ func (s *Server) serve(ln net.Listener, port int) error {
 }
 
 // count wraps c to give its places back on close; nil when c was refused
-// (and closed) because --max-conns is reached. The client's
-// --max-conns-per-client slot is taken later, by routing, once the client
-// is known (after a PROXY header).
-func (s *Server) count(c net.Conn) net.Conn {
-	counted, reason := s.take(c, netip.AddrPort{}, false)
+// (and closed) because a limit is reached. Its peer is the client unless
+// headerNamesClient: then the client's --max-conns-per-client slot is
+// taken later, by routing, once its PROXY header has named the client.
+func (s *Server) count(c net.Conn, headerNamesClient bool) net.Conn {
+	var client netip.AddrPort
+	if !headerNamesClient {
+		client = addrPort(c.RemoteAddr())
+	}
+	counted, reason := s.take(c, client, !headerNamesClient)
 	if reason != "" {
 		c.Close()
 		return nil
 	}
 	return counted
+}
+
+// headerNamesClient reports whether --proxy-protocol-from expects a PROXY
+// header from c's peer, which will name the client.
+func (s *Server) headerNamesClient(c net.Conn) bool {
+	pp := s.state.Load().ProxyProtocol
+	if pp == nil {
+		return false
+	}
+	p := pp(c.RemoteAddr())
+	return p == proxyproto.REQUIRE || p == proxyproto.USE
 }
 
 // take counts c against --max-conns and, when perClient is set, against
