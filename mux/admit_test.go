@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -165,25 +164,13 @@ func TestPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := m.srv.Admit(x); !errors.Is(err, mux.ErrOverLimit) {
-					t.Errorf("a second connection of 10.0.0.1: %v, want ErrOverLimit", err)
-					return
-				}
-			}
-		}()
-	}
+	stop := testnet.Hammer(4, func() bool {
+		if _, err := m.srv.Admit(x); !errors.Is(err, mux.ErrOverLimit) {
+			t.Errorf("a second connection of 10.0.0.1: %v, want ErrOverLimit", err)
+			return false
+		}
+		return true
+	})
 	y := stubConn{remote: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 40000}}
 	refused := 0
 	for range 20000 {
@@ -194,8 +181,7 @@ func TestPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
 		}
 		c.Close()
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if refused > 0 {
 		t.Fatalf("10.0.0.2 refused %d times of 20000 with a place free: over-limit tries of 10.0.0.1 held it", refused)
 	}
@@ -216,24 +202,12 @@ func TestAcceptedPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
 	}
 	defer held.Close()
 	waitCounts(t, m.srv, 1, 1)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if c, err := dialFrom("127.0.0.1"); err == nil {
-					c.Close()
-				}
-			}
-		}()
-	}
+	stop := testnet.Hammer(4, func() bool {
+		if c, err := dialFrom("127.0.0.1"); err == nil {
+			c.Close()
+		}
+		return true
+	})
 	refused := 0
 	for range 150 {
 		c, err := dialFrom("127.0.0.2")
@@ -248,8 +222,7 @@ func TestAcceptedPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
 		tc.Close()
 		waitCounts(t, m.srv, 1, 1)
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if refused > 0 {
 		t.Fatalf("127.0.0.2 refused %d times of 150 with a place free: over-limit connections of 127.0.0.1 held it", refused)
 	}

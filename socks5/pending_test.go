@@ -2,10 +2,10 @@ package socks5
 
 import (
 	"net/netip"
-	"sync"
 	"testing"
 
 	"github.com/nexmux/nexmux/internal/perclient"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // A client over its own pending limit takes no shared place, not even for
@@ -16,25 +16,13 @@ func TestPendingRefusalHoldsNoSharedPlace(t *testing.T) {
 	if !p.take(x) {
 		t.Fatal("first session of 10.0.0.1 refused")
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if p.take(x) {
-					t.Error("a second session of 10.0.0.1 taken")
-					return
-				}
-			}
-		}()
-	}
+	stop := testnet.Hammer(4, func() bool {
+		if p.take(x) {
+			t.Error("a second session of 10.0.0.1 taken")
+			return false
+		}
+		return true
+	})
 	refused := 0
 	for range 20000 {
 		if !p.take(y) {
@@ -43,8 +31,7 @@ func TestPendingRefusalHoldsNoSharedPlace(t *testing.T) {
 		}
 		p.give(y)
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if refused > 0 {
 		t.Fatalf("10.0.0.2 refused %d times of 20000 with a place free", refused)
 	}

@@ -151,52 +151,35 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		_ = c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
-		if pc, ok := s.fromBalancer(c); ok {
-			// A trusted balancer's PROXY header names the client: read
-			// off the accept loop, then counted as that client.
+		// Unless a trusted balancer's PROXY header is to name the client,
+		// the peer is the client, counted before a byte is read; a header
+		// is read off the accept loop, with the shared place taken.
+		pc, viaBalancer := s.fromBalancer(c)
+		var conn net.Conn = c
+		var slot *pendingSlot
+		if viaBalancer {
+			conn = pc
 			if !s.pending.takeShared() {
 				c.Close()
 				s.refusedPending(addrOf(c.RemoteAddr()))
 				continue
 			}
-			ic := &idleConn{Conn: pc, idle: s.opts.IdleTimeout}
-			if !s.track.AddConn(ic) {
-				s.pending.giveShared()
+		} else {
+			a := addrOf(c.RemoteAddr())
+			if !s.pending.take(a) {
 				c.Close()
+				s.refusedPending(a)
 				continue
 			}
-			go func() {
-				defer s.track.Done()
-				defer s.untrackConn(ic)
-				defer ic.Close()
-				// A zero-length read surfaces the header's error.
-				if _, err := pc.Read(nil); err != nil {
-					s.pending.giveShared()
-					s.refusedHeader(c, err)
-					return
-				}
-				a := addrOf(pc.RemoteAddr())
-				if !s.pending.takeClient(a) {
-					s.pending.giveShared()
-					s.refusedPending(a)
-					return
-				}
-				slot := &pendingSlot{p: &s.pending, a: a}
-				defer slot.release()
-				s.serveSession(&session{s: s, client: ic, local: local, pending: slot})
-			}()
-			continue
+			slot = &pendingSlot{p: &s.pending, a: a}
 		}
-		a := addrOf(c.RemoteAddr())
-		if !s.pending.take(a) {
-			c.Close()
-			s.refusedPending(a)
-			continue
-		}
-		slot := &pendingSlot{p: &s.pending, a: a}
-		ic := &idleConn{Conn: c, idle: s.opts.IdleTimeout}
+		ic := &idleConn{Conn: conn, idle: s.opts.IdleTimeout}
 		if !s.track.AddConn(ic) {
-			slot.release()
+			if slot != nil {
+				slot.release()
+			} else {
+				s.pending.giveShared()
+			}
 			c.Close()
 			continue
 		}
@@ -204,10 +187,34 @@ func (s *Server) Serve(ln net.Listener) error {
 			defer s.track.Done()
 			defer s.untrackConn(ic)
 			defer ic.Close()
+			if slot == nil {
+				if slot = s.headerClient(c, pc); slot == nil {
+					return
+				}
+			}
 			defer slot.release()
 			s.serveSession(&session{s: s, client: ic, local: local, pending: slot})
 		}()
 	}
+}
+
+// headerClient reads a trusted balancer's PROXY header and counts the
+// session as the client it names, in place of the shared place taken at
+// accept; nil when refused (logged, counted, the shared place given back).
+func (s *Server) headerClient(raw net.Conn, pc *proxyproto.Conn) *pendingSlot {
+	// A zero-length read surfaces the header's error.
+	if _, err := pc.Read(nil); err != nil {
+		s.pending.giveShared()
+		s.refusedHeader(raw, err)
+		return nil
+	}
+	a := addrOf(pc.RemoteAddr())
+	if !s.pending.takeClient(a) {
+		s.pending.giveShared()
+		s.refusedPending(a)
+		return nil
+	}
+	return &pendingSlot{p: &s.pending, a: a}
 }
 
 // fromBalancer wraps c to read its PROXY header when the router's

@@ -33,11 +33,18 @@ func run(t *testing.T, args ...string) (string, string, int) {
 
 func certFiles(t *testing.T) (string, string) {
 	t.Helper()
+	return certFilesFor(t, certs.DefaultValidity)
+}
+
+// certFilesFor writes a *.example.com pair valid for validity (negative:
+// expired that long ago).
+func certFilesFor(t *testing.T, validity time.Duration) (string, string) {
+	t.Helper()
 	ca, err := certs.NewCA("cli test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ca.Issue("*.example.com")
+	p, err := ca.IssueFor(validity, "*.example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,19 +60,7 @@ func certFiles(t *testing.T) (string, string) {
 // serve say so: clients refuse it, and the operator must not learn that
 // from the first failed pull.
 func TestCheckWarnsOfExpiredCertificate(t *testing.T) {
-	ca, err := certs.NewCA("cli test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := ca.IssueFor(-time.Minute, "*.example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	crt, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	if err := p.Write(crt, key); err != nil {
-		t.Fatal(err)
-	}
+	crt, key := certFilesFor(t, -time.Minute)
 	_, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "team-a.example.com=team-a")
 	if code != 0 || !strings.Contains(errs, "nexmux: warning: certificate for *.example.com expired on ") {
 		t.Fatalf("exit %d, stderr:\n%s", code, errs)
@@ -166,27 +161,24 @@ func TestIptablesCommand(t *testing.T) {
 // host and rules for one address only other hosts: iptables says so and
 // still prints the rules; a wildcard listener draws no warning.
 func TestIptablesWarnsOfListenAddress(t *testing.T) {
-	for _, listen := range []string{"127.0.0.1:8443", "[::1]:8443", "localhost:8443", "127.0.0.2:8443"} {
-		out, errs, code := run(t, "iptables", "--listen", listen, "--port", "8082=team-a")
+	for _, tc := range []struct{ listen, warning string }{
+		{"127.0.0.1:8443", "is a loopback address"},
+		{"[::1]:8443", "is a loopback address"},
+		{"localhost:8443", "is a loopback address"},
+		{"127.0.0.2:8443", "is a loopback address"},
+		{"10.0.0.5:8443", "is one address"},
+		{"[2001:db8::5]:8443", "is one address"},
+		{"nexus-host.example.com:8443", "is one address"},
+		{":8443", ""},
+		{"0.0.0.0:8443", ""},
+		{"[::]:8443", ""},
+	} {
+		out, errs, code := run(t, "iptables", "--listen", tc.listen, "--port", "8082=team-a")
 		if code != 0 || !strings.Contains(out, "--to-ports 8443") {
-			t.Fatalf("--listen %s: exit %d, rules:\n%s%s", listen, code, out, errs)
+			t.Fatalf("--listen %s: exit %d, rules:\n%s%s", tc.listen, code, out, errs)
 		}
-		if !strings.Contains(errs, "nexmux: warning: listen "+listen+" is a loopback address") {
-			t.Errorf("--listen %s: no loopback warning:\n%s", listen, errs)
-		}
-	}
-	for _, listen := range []string{"10.0.0.5:8443", "[2001:db8::5]:8443", "nexus-host.example.com:8443"} {
-		out, errs, code := run(t, "iptables", "--listen", listen, "--port", "8082=team-a")
-		if code != 0 || !strings.Contains(out, "--to-ports 8443") {
-			t.Fatalf("--listen %s: exit %d, rules:\n%s%s", listen, code, out, errs)
-		}
-		if !strings.Contains(errs, "nexmux: warning: listen "+listen+" is one address") {
-			t.Errorf("--listen %s: no warning that local clients cannot reach it:\n%s", listen, errs)
-		}
-	}
-	for _, listen := range []string{":8443", "0.0.0.0:8443", "[::]:8443"} {
-		if _, errs, code := run(t, "iptables", "--listen", listen, "--port", "8082=team-a"); code != 0 || strings.Contains(errs, "warning") {
-			t.Errorf("--listen %s: exit %d, stderr:\n%s", listen, code, errs)
+		if want := "nexmux: warning: listen " + tc.listen + " " + tc.warning; tc.warning != "" && !strings.Contains(errs, want) || tc.warning == "" && errs != "" {
+			t.Errorf("--listen %s: stderr %q, want %q", tc.listen, errs, tc.warning)
 		}
 	}
 }

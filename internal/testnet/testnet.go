@@ -91,3 +91,32 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 	c.buf = append(c.buf, p...)
 	return len(p), nil
 }
+
+// Hammer runs f on n goroutines, again and again, until the returned stop
+// is called, which waits for them; a goroutine stops early when f returns
+// false. Races between clients are tested by hammering one side while the
+// test measures the other.
+func Hammer(n int, f func() bool) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if !f() {
+					return
+				}
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
