@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"syscall"
+	"time"
+
+	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/sni"
@@ -83,6 +86,21 @@ func (l *connLog) refusedPerClient() {
 	if ok, n := s.perClient.Note(); ok {
 		l.logger().Info("connection refused: "+msgPerClient, "reason", ReasonPerClient, "max_conns_per_client", s.opts.MaxConnsPerClient, "refused", n)
 	}
+}
+
+// HeaderRefusal classifies a connection from a peer that must send a PROXY
+// header and sent no valid one: nothing at all (a balancer's health check;
+// AWS NLB's and HAProxy's send none unless told to) is ReasonClosed, or
+// ReasonTimeout once deadline has passed, as from anyone else; anything
+// else is ReasonProxyHeader.
+func HeaderRefusal(raw net.Conn, err error, deadline time.Time) string {
+	if errors.Is(err, proxyproto.ErrNoProxyProtocol) && receivedNothing(raw) {
+		if !time.Now().Before(deadline) {
+			return ReasonTimeout
+		}
+		return ReasonClosed
+	}
+	return ReasonProxyHeader
 }
 
 // reasonFor classifies an error from the routing phase.

@@ -1,7 +1,6 @@
 package mux
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -100,15 +99,8 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	var first [1]byte
 	if _, err := io.ReadFull(rr, first[:]); err != nil {
 		reason := reasonFor(err)
-		if reason == ReasonProxyHeader && errors.Is(err, proxyproto.ErrNoProxyProtocol) && receivedNothing(raw) {
-			// Nothing at all from a balancer that must send a header:
-			// its health check (AWS NLB's and HAProxy's send none unless
-			// told to), closed or silent until the deadline, as from
-			// anyone else.
-			reason = ReasonClosed
-			if !time.Now().Before(deadline) {
-				reason = ReasonTimeout
-			}
+		if reason == ReasonProxyHeader {
+			reason = HeaderRefusal(raw, err, deadline)
 		}
 		if reason == ReasonClosed {
 			// Load-balancer health checks connect and close (after a

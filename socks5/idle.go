@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pires/go-proxyproto"
 )
 
 // idleConn enforces the handshake deadline until the CONNECT is
@@ -17,6 +19,16 @@ type idleConn struct {
 	open bool
 	// ended: nexmux closed the client itself (end).
 	ended atomic.Bool
+	// remote, when set, is the client's address in place of Conn's: the
+	// balancer, for a PROXY header that names no IP client.
+	remote net.Addr
+}
+
+func (c *idleConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
 }
 
 // end closes the client from nexmux's side: its routed stream ended, or
@@ -29,7 +41,11 @@ func (c *idleConn) end() {
 // closeWrite half-closes the client: its routed stream sent EOF, but may
 // still take what the client sends (end closes it once that is over).
 func (c *idleConn) closeWrite() {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+	conn := c.Conn
+	if pc, ok := conn.(*proxyproto.Conn); ok {
+		conn = pc.Raw() // a balancer's client: the socket under the header
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 		return
 	}

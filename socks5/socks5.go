@@ -150,7 +150,8 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			return err
 		}
-		_ = c.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+		deadline := time.Now().Add(s.opts.HandshakeTimeout)
+		_ = c.SetDeadline(deadline)
 		// Unless a trusted balancer's PROXY header is to name the client,
 		// the peer is the client, counted before a byte is read; a header
 		// is read off the accept loop, with the shared place taken.
@@ -188,7 +189,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			defer s.untrackConn(ic)
 			defer ic.Close()
 			if slot == nil {
-				if slot = s.headerClient(c, pc); slot == nil {
+				if slot = s.headerClient(ic, c, pc, deadline); slot == nil {
 					return
 				}
 			}
@@ -201,14 +202,19 @@ func (s *Server) Serve(ln net.Listener) error {
 // headerClient reads a trusted balancer's PROXY header and counts the
 // session as the client it names, in place of the shared place taken at
 // accept; nil when refused (logged, counted, the shared place given back).
-func (s *Server) headerClient(raw net.Conn, pc *proxyproto.Conn) *pendingSlot {
+func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, deadline time.Time) *pendingSlot {
 	// A zero-length read surfaces the header's error.
 	if _, err := pc.Read(nil); err != nil {
 		s.pending.giveShared()
-		s.refusedHeader(raw, err)
+		s.refusedHeader(raw, err, deadline)
 		return nil
 	}
-	a := addrOf(pc.RemoteAddr())
+	if _, ok := pc.RemoteAddr().(*net.TCPAddr); !ok {
+		// A header naming no IP client (AF_UNIX) leaves the balancer as
+		// the client, as on the TLS listener.
+		ic.remote = raw.RemoteAddr()
+	}
+	a := addrOf(ic.RemoteAddr())
 	if !s.pending.takeClient(a) {
 		s.pending.giveShared()
 		s.refusedPending(a)
@@ -238,17 +244,22 @@ func (s *Server) fromBalancer(c net.Conn) (*proxyproto.Conn, bool) {
 }
 
 // refusedHeader logs and counts a trusted peer's connection without a
-// valid PROXY header. One closed before sending anything (a balancer's
-// health check) is logged at debug only, as on the TLS listener.
-func (s *Server) refusedHeader(raw net.Conn, err error) {
+// valid PROXY header, classified as on the TLS listener: one that sent
+// nothing at all (a balancer's health check) is closed or timeout, and a
+// close is logged at debug only.
+func (s *Server) refusedHeader(raw net.Conn, err error, deadline time.Time) {
+	reason := mux.HeaderRefusal(raw, err, deadline)
 	if s.opts.Refused != nil {
-		s.opts.Refused(mux.ReasonProxyHeader)
+		s.opts.Refused(reason)
 	}
-	level := slog.LevelInfo
-	if errors.Is(err, io.EOF) {
-		level = slog.LevelDebug
+	switch reason {
+	case mux.ReasonClosed:
+		s.log.Debug("socks5: connection closed before sending anything", "peer", raw.RemoteAddr().String(), "reason", reason)
+	case mux.ReasonTimeout:
+		s.log.Info("socks5: connection refused: nothing usable before the deadline", "peer", raw.RemoteAddr().String(), "reason", reason)
+	default:
+		s.log.Info("socks5: connection refused: no valid PROXY header", "peer", raw.RemoteAddr().String(), "err", err, "reason", reason)
 	}
-	s.log.Log(context.Background(), level, "socks5: connection refused: no valid PROXY header", "peer", raw.RemoteAddr().String(), "err", err, "reason", mux.ReasonProxyHeader)
 }
 
 // refusedPending counts a client closed at accept and logs it, at most one

@@ -602,14 +602,37 @@ func TestPassthroughHalfClose(t *testing.T) {
 // what the client sends after it still reaches the backend, as on a direct
 // connection: the tunnel is not torn down at the backend's EOF.
 func TestPassthroughHalfCloseFromBackend(t *testing.T) {
+	for _, viaBalancer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("behind a balancer %v", viaBalancer), func(t *testing.T) { halfCloseFromBackend(t, viaBalancer) })
+	}
+}
+
+// halfCloseFromBackend runs TestPassthroughHalfCloseFromBackend with the
+// client connecting directly, or through a balancer's PROXY header.
+func halfCloseFromBackend(t *testing.T, viaBalancer bool) {
 	be, got := backendOnce(t, func(c net.Conn) []byte {
 		_, _ = c.Write([]byte("bye"))
 		_ = c.(*net.TCPConn).CloseWrite()
 		b, _ := io.ReadAll(c) // the hello, then what came after the half-close
 		return b
 	})
-	st := start(t, config{backend: be.Addr().String()})
-	code, c, err := connect(t, st.socksAddr, nil, 1, "pt.nexmux.test", 443)
+	cfg := config{backend: be.Addr().String()}
+	if viaBalancer {
+		cfg.proxyFrom = []string{"127.0.0.1/32"}
+	}
+	st := start(t, cfg)
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if viaBalancer {
+		h := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
+		if _, err := h.WriteTo(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, _, err := handshake(c, nil, 1, "pt.nexmux.test", 443)
 	if err != nil || code != replySucceeded {
 		t.Fatalf("CONNECT: reply %d, %v", code, err)
 	}
@@ -909,8 +932,55 @@ func TestProxyProtocolThenSilence(t *testing.T) {
 	if _, err := h.WriteTo(c); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("silent client after its PROXY header: %v, want closed at the handshake timeout", err)
+	}
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Fatalf("closed after %v: before the handshake timeout, so not by it", took)
+	}
+	if n := st.refusedFor(mux.ReasonProxyHeader); n != 0 {
+		t.Fatalf("a valid header counted as %d PROXY header refusals", n)
+	}
+}
+
+// A trusted balancer's health check on the SOCKS port (connect, close,
+// nothing sent) is a closed connection logged at debug, as on the TLS
+// listener, not a PROXY header refusal; a header naming no IP client
+// (AF_UNIX) leaves the balancer as the client, as there too.
+func TestBalancerHealthCheckAndUnixHeader(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}})
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for deadline := time.Now().Add(10 * time.Second); st.refusedFor(mux.ReasonClosed) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("health check: %d closed, %d proxy_header; want it counted as closed:\n%s", st.refusedFor(mux.ReasonClosed), st.refusedFor(mux.ReasonProxyHeader), st.logs.String())
+		}
+	}
+	if n := st.refusedFor(mux.ReasonProxyHeader); n != 0 || strings.Contains(st.logs.String(), "level=INFO") {
+		t.Fatalf("health check: %d proxy_header refusals, log:\n%s", n, st.logs.String())
+	}
+
+	c, err = net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UnixStream,
+		SourceAddr: &net.UnixAddr{Net: "unix", Name: "/run/a.sock"}, DestinationAddr: &net.UnixAddr{Net: "unix", Name: "/run/b.sock"}}
+	if _, err := h.WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	code, _, err := handshake(c, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
+	if body, _ := get(t, tc); !strings.HasPrefix(body, c.LocalAddr().String()+" ") {
+		t.Fatalf("AF_UNIX header: the router saw %q, want the balancer %s", body, c.LocalAddr())
 	}
 }
