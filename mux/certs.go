@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,17 +79,32 @@ func NewCerts(pairs []tls.Certificate) (*Certs, error) {
 			}
 		}
 	}
-	// The fallback follows the choice too: the pair that serves the first
-	// pair's first name (a renewed one given beside it).
-	if c.def != nil && len(c.def.Leaf.DNSNames) > 0 {
-		n := strings.ToLower(strings.TrimSuffix(c.def.Leaf.DNSNames[0], "."))
-		if suffix, ok := strings.CutPrefix(n, "*."); ok {
-			c.def = c.wild[suffix]
-		} else {
-			c.def = c.exact[n]
+	// The fallback (clients without SNI: IP literals verify IP SANs) is the
+	// first pair, or a better one that names all it names (a renewed one
+	// given beside it).
+	if first := c.def; first != nil {
+		for _, cert := range c.pairs {
+			if namesAll(cert.Leaf, first.Leaf) && better(cert.Leaf, c.def.Leaf, now) {
+				c.def = cert
+			}
 		}
 	}
 	return c, nil
+}
+
+// namesAll reports whether a names every DNS and IP SAN b does.
+func namesAll(a, b *x509.Certificate) bool {
+	for _, n := range b.DNSNames {
+		if !slices.ContainsFunc(a.DNSNames, func(m string) bool { return strings.EqualFold(m, n) }) {
+			return false
+		}
+	}
+	for _, ip := range b.IPAddresses {
+		if !slices.ContainsFunc(a.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	return true
 }
 
 // validAt reports whether a certificate is within its validity at t.

@@ -70,3 +70,34 @@ func TestCertsPreferValidAndRenewed(t *testing.T) {
 		t.Errorf("warnings for a certificate valid for days: %q", w)
 	}
 }
+
+// The fallback for clients without SNI (IP literals verify IP SANs) is
+// never traded for a pair that lacks a name of the first pair's: a public
+// certificate for the host name beside an internal one with the IP keeps
+// https://10.0.0.5 working.
+func TestNoSNIFallbackKeepsIPSAN(t *testing.T) {
+	ca, err := certs.NewCA("certs test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := issue(t, ca, 365*24*time.Hour, "nexus.example.com", "10.0.0.5")
+	other := issue(t, ca, 730*24*time.Hour, "nexus.example.com")
+	renewed := issue(t, ca, 800*24*time.Hour, "nexus.example.com", "10.0.0.5")
+	cs, err := mux.NewCerts([]tls.Certificate{first, other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Get("").Leaf.VerifyHostname("10.0.0.5"); err != nil {
+		t.Errorf("a client without SNI got a certificate without the first pair's IP SAN: %v", err)
+	}
+	if got := cs.Get("nexus.example.com"); got.Leaf.NotAfter != other.Leaf.NotAfter {
+		t.Errorf("the name is served the certificate expiring %v, want the later one", got.Leaf.NotAfter)
+	}
+	cs, err = mux.NewCerts([]tls.Certificate{first, other, renewed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.Get(""); got.Leaf.NotAfter != renewed.Leaf.NotAfter {
+		t.Errorf("clients without SNI kept the first pair, want its renewal (same names)")
+	}
+}
