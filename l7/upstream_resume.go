@@ -119,6 +119,9 @@ func (b *resumeBody) resume() error {
 	from := b.start + b.got
 	queue := poolQueueTimeout
 	for b.tries < 2*len(set.Nodes()) {
+		if err := b.client.Err(); err != nil {
+			return err // the client left: no further node for nobody
+		}
 		cands, err := set.Pick(upstream.ReadDigest, b.key)
 		if err != nil {
 			return err
@@ -140,7 +143,7 @@ func (b *resumeBody) resume() error {
 		b.tries++
 		// A resume is one more request on n: it takes one of n's
 		// --upstream-max-conns slots like any other.
-		sl, ok := b.f.up.acquire(b.r.Context(), n.Host, &queue)
+		sl, ok := b.f.up.acquire(b.client, n.Host, &queue)
 		if !ok {
 			b.node = n
 			continue

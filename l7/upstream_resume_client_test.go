@@ -1,0 +1,86 @@
+package l7
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// A resume started while the client was there goes on to no further node
+// once the client has left: its download is for nobody.
+func TestResumeStopsWhenClientLeaves(t *testing.T) {
+	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
+	sum := sha256.Sum256(blob)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	roles := map[string]string{}
+	ranged := make(chan string, 8)
+	var ready = make(chan struct{})
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		<-ready
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		role := roles[local]
+		if r.Header.Get("Range") != "" {
+			ranged <- role
+			if role == "B" {
+				time.Sleep(700 * time.Millisecond)
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			var from, to int
+			fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &from, &to)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(blob[from : to+1])
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		if role != "A" {
+			w.Write(blob)
+			return
+		}
+		w.Write(blob[:len(blob)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	nodes := []*haNode{startNode(t, h), startNode(t, h), startNode(t, h)}
+	addr, up := haProxy(t, io.Discard, 0, nodes...)
+	ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest)
+	for i, n := range ns {
+		roles[n.Host] = string(rune('A' + i))
+	}
+	close(ready)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /v2/app/blobs/%s HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n", digest)
+	go io.Copy(io.Discard, c)
+	select {
+	case who := <-ranged:
+		if who != "B" {
+			t.Fatalf("first resume went to %s", who)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no resume")
+	}
+	c.Close() // the client leaves while B works on the resume
+	select {
+	case who := <-ranged:
+		t.Fatalf("after the client left, the resume went on to node %s", who)
+	case <-time.After(2 * time.Second):
+	}
+}
