@@ -311,7 +311,7 @@ func TestBodyTimeoutEndsWithTheBody(t *testing.T) {
 		}
 		_, _ = io.Copy(io.Discard, r.Body)
 		time.Sleep(1500 * time.Millisecond) // committing, well past --body-timeout
-		panic(http.ErrAbortHandler)          // then the connection breaks
+		panic(http.ErrAbortHandler)         // then the connection breaks
 	})
 	addr := stallProxy(t, node, 300*time.Millisecond, 0)
 	body := strings.Repeat("x", 100<<10)
