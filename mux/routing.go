@@ -24,6 +24,9 @@ type source struct {
 	// inProcess marks streams nexmux made itself (ServeConn): no load
 	// balancer stands in front of them and nothing redirected them.
 	inProcess bool
+	// policy is the peer's PROXY protocol policy, read at accept (nil:
+	// none configured, or in process).
+	policy *peerPolicy
 }
 
 // A target serves a connection once routing has chosen its route, as in
@@ -69,15 +72,13 @@ func (s *Server) handle(raw net.Conn, src source) {
 func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	st := s.state.Load()
 	c := raw
-	headerNamesClient := false
-	if st.ProxyProtocol != nil && !src.inProcess {
+	headerNamesClient := src.policy.namesClient()
+	if src.policy != nil && !src.inProcess {
 		// One reader for the whole connection: the PROXY parser's buffered
 		// read-ahead (which may hold ClientHello bytes) is drained by every
 		// later read, so no byte is lost or reordered.
-		policy := st.ProxyProtocol(raw.RemoteAddr())
-		headerNamesClient = policy == proxyproto.REQUIRE || policy == proxyproto.USE
 		c = proxyproto.NewConn(raw,
-			proxyproto.WithPolicy(policy),
+			proxyproto.WithPolicy(src.policy.p),
 			proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
 	}
 	info := &l7.ConnInfo{Table: st.Table, Client: addrPort(raw.RemoteAddr())}

@@ -301,7 +301,12 @@ func (s *Server) serve(ln net.Listener, port int) error {
 			return err
 		}
 		delay = 0
-		if c = s.count(c, s.headerNamesClient(c)); c == nil {
+		// The peer's PROXY policy is read once, here: the slot taken now
+		// and the header routing reads agree even if a reload comes in
+		// between.
+		cs := src
+		cs.policy = s.peerPolicy(c)
+		if c = s.count(c, cs.policy.namesClient()); c == nil {
 			continue
 		}
 		s.routing.Add(1)
@@ -312,7 +317,7 @@ func (s *Server) serve(ln net.Listener, port int) error {
 		}
 		go func() {
 			defer s.track.Done()
-			s.handle(c, src)
+			s.handle(c, cs)
 		}()
 	}
 }
@@ -334,15 +339,22 @@ func (s *Server) count(c net.Conn, headerNamesClient bool) net.Conn {
 	return counted
 }
 
-// headerNamesClient reports whether --proxy-protocol-from expects a PROXY
-// header from c's peer, which will name the client.
-func (s *Server) headerNamesClient(c net.Conn) bool {
+// peerPolicy is --proxy-protocol-from's policy for c's peer; nil when
+// none is configured.
+func (s *Server) peerPolicy(c net.Conn) *peerPolicy {
 	pp := s.state.Load().ProxyProtocol
 	if pp == nil {
-		return false
+		return nil
 	}
-	p := pp(c.RemoteAddr())
-	return p == proxyproto.REQUIRE || p == proxyproto.USE
+	return &peerPolicy{pp(c.RemoteAddr())}
+}
+
+// peerPolicy is the PROXY protocol policy for one connection's peer.
+type peerPolicy struct{ p proxyproto.Policy }
+
+// namesClient reports whether a PROXY header is to name the client.
+func (p *peerPolicy) namesClient() bool {
+	return p != nil && (p.p == proxyproto.REQUIRE || p.p == proxyproto.USE)
 }
 
 // take counts c against --max-conns and, when perClient is set, against
