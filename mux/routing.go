@@ -24,8 +24,10 @@ type source struct {
 	// inProcess marks streams nexmux made itself (ServeConn): no load
 	// balancer stands in front of them and nothing redirected them.
 	inProcess bool
-	// policy is the peer's PROXY protocol policy, read at accept (nil:
-	// none configured, or in process).
+	// state is the state at accept (nil: load it when routing begins),
+	// and policy the peer's PROXY protocol policy in it (nil: none
+	// configured, or in process).
+	state  *State
 	policy *peerPolicy
 }
 
@@ -70,7 +72,13 @@ func (s *Server) handle(raw net.Conn, src source) {
 // timeout. ok is false when the connection was refused: logged, counted,
 // and told why with a TLS alert where the client speaks TLS.
 func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
-	st := s.state.Load()
+	// The state the connection was accepted under, whose PROXY policy
+	// already counted it: a reload since then is caught by
+	// revokedMeanwhile, as for one during routing.
+	st := src.state
+	if st == nil {
+		st = s.state.Load()
+	}
 	c := raw
 	headerNamesClient := src.policy.namesClient()
 	if src.policy != nil && !src.inProcess {

@@ -305,7 +305,8 @@ func (s *Server) serve(ln net.Listener, port int) error {
 		// and the header routing reads agree even if a reload comes in
 		// between.
 		cs := src
-		cs.policy = s.peerPolicy(c)
+		cs.state = s.state.Load()
+		cs.policy = cs.state.peerPolicy(c)
 		if c = s.count(c, cs.policy.namesClient()); c == nil {
 			continue
 		}
@@ -341,12 +342,11 @@ func (s *Server) count(c net.Conn, headerNamesClient bool) net.Conn {
 
 // peerPolicy is --proxy-protocol-from's policy for c's peer; nil when
 // none is configured.
-func (s *Server) peerPolicy(c net.Conn) *peerPolicy {
-	pp := s.state.Load().ProxyProtocol
-	if pp == nil {
+func (st *State) peerPolicy(c net.Conn) *peerPolicy {
+	if st.ProxyProtocol == nil {
 		return nil
 	}
-	return &peerPolicy{pp(c.RemoteAddr())}
+	return &peerPolicy{st.ProxyProtocol(c.RemoteAddr())}
 }
 
 // peerPolicy is the PROXY protocol policy for one connection's peer.
