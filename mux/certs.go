@@ -81,8 +81,8 @@ func NewCerts(pairs []tls.Certificate) (*Certs, error) {
 	}
 	// The fallback (clients without SNI: IP literals verify IP SANs) is the
 	// first pair, or a better one that names all it names (a renewed one
-	// given beside it).
-	if first := c.def; first != nil {
+	// given beside it); one without SANs names nothing to compare, and stays.
+	if first := c.def; first != nil && len(first.Leaf.DNSNames)+len(first.Leaf.IPAddresses) > 0 {
 		for _, cert := range c.pairs {
 			if namesAll(cert.Leaf, first.Leaf) && better(cert.Leaf, c.def.Leaf, now) {
 				c.def = cert

@@ -100,4 +100,17 @@ func TestNoSNIFallbackKeepsIPSAN(t *testing.T) {
 	if got := cs.Get(""); got.Leaf.NotAfter != renewed.Leaf.NotAfter {
 		t.Errorf("clients without SNI kept the first pair, want its renewal (same names)")
 	}
+	// A first pair without SANs (a legacy CN-only certificate) names
+	// nothing another could be checked against: it stays.
+	legacy := issue(t, ca, 365*24*time.Hour, "legacy.internal")
+	leaf := *legacy.Leaf
+	leaf.DNSNames = nil
+	legacy.Leaf = &leaf
+	unrelated := issue(t, ca, 730*24*time.Hour, "unrelated.example.org")
+	if cs, err = mux.NewCerts([]tls.Certificate{legacy, unrelated}); err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.Get(""); got.Leaf != legacy.Leaf {
+		t.Errorf("clients without SNI were given %v in place of the first pair, which names nothing", got.Leaf.DNSNames)
+	}
 }
