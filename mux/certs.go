@@ -81,15 +81,25 @@ func NewCerts(pairs []tls.Certificate) (*Certs, error) {
 	}
 	// The fallback (clients without SNI: IP literals verify IP SANs) is the
 	// first pair, or a better one that names all it names (a renewed one
-	// given beside it); one without SANs names nothing to compare, and stays.
-	if first := c.def; first != nil && len(first.Leaf.DNSNames)+len(first.Leaf.IPAddresses) > 0 {
+	// given beside it; for one without SANs, its renewal by common name).
+	if first := c.def; first != nil {
 		for _, cert := range c.pairs {
-			if namesAll(cert.Leaf, first.Leaf) && better(cert.Leaf, c.def.Leaf, now) {
+			if renews(cert.Leaf, first.Leaf) && better(cert.Leaf, c.def.Leaf, now) {
 				c.def = cert
 			}
 		}
 	}
 	return c, nil
+}
+
+// renews reports whether a can stand in for b: it names every DNS and IP
+// SAN b does, or, b having none (a CN-only certificate), it has none
+// either and b's common name.
+func renews(a, b *x509.Certificate) bool {
+	if len(b.DNSNames)+len(b.IPAddresses) == 0 {
+		return len(a.DNSNames)+len(a.IPAddresses) == 0 && a.Subject.CommonName == b.Subject.CommonName
+	}
+	return namesAll(a, b)
 }
 
 // namesAll reports whether a names every DNS and IP SAN b does.
@@ -139,6 +149,9 @@ func (c *Certs) Warnings(expiresSoon time.Duration) []string {
 	for _, cert := range c.pairs {
 		leaf := cert.Leaf
 		names := strings.Join(leaf.DNSNames, ",")
+		if names == "" {
+			names = "CN=" + leaf.Subject.CommonName
+		}
 		if !seen[cert] && cert != c.def {
 			continue // every name it has is served by a better one
 		}

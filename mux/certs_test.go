@@ -113,4 +113,15 @@ func TestNoSNIFallbackKeepsIPSAN(t *testing.T) {
 	if got := cs.Get(""); got.Leaf != legacy.Leaf {
 		t.Errorf("clients without SNI were given %v in place of the first pair, which names nothing", got.Leaf.DNSNames)
 	}
+	// Its renewal (no SANs either, the same common name) does take over.
+	renewedLegacy := issue(t, ca, 800*24*time.Hour, "legacy.internal")
+	leaf = *renewedLegacy.Leaf
+	leaf.DNSNames = nil
+	renewedLegacy.Leaf = &leaf
+	if cs, err = mux.NewCerts([]tls.Certificate{legacy, unrelated, renewedLegacy}); err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.Get(""); got.Leaf != renewedLegacy.Leaf {
+		t.Errorf("a CN-only first pair's renewal did not take over the fallback")
+	}
 }

@@ -141,8 +141,8 @@ func (s *Server) revoke(st *State) {
 	}
 }
 
-// revokedMeanwhile reports whether a reload since d was routed removed
-// what lc depends on. Until lc was live (its TLS handshake, a passthrough
+// revokedMeanwhile reports whether a reload since d's state (taken at
+// accept) removed what lc depends on. Until lc was live (its TLS handshake, a passthrough
 // backend's dial) revoke could not see it; lc must be in s.live already,
 // so that every later reload sees it instead.
 func (s *Server) revokedMeanwhile(d decision, lc *liveConn) bool {

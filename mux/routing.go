@@ -46,7 +46,7 @@ type decision struct {
 	raw    net.Conn     // the accepted connection, as tracked
 	prefix []byte       // every byte read while routing: replayed first
 	info   *l7.ConnInfo // route, client, server name
-	state  *State       // the snapshot the connection was routed with
+	state  *State       // the snapshot the connection was accepted (and routed) under
 	peer   net.Addr     // the load balancer, when a PROXY header named the client
 }
 

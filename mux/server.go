@@ -195,10 +195,12 @@ func New(opts Options, st *State) (*Server, error) {
 	return s, nil
 }
 
-// Update swaps the routes and certificates for new connections. Connections
-// already routed keep the state they were routed with, unless st removes
-// what they depend on (their route, their load balancer's range): then
-// they end (revoke.go).
+// Update swaps the routes and certificates for new connections.
+// Connections already accepted keep the state they were accepted under
+// (a connection still sending its ClientHello is routed, and gets its
+// certificate, from it), unless st removes what they depend on (their
+// route, their load balancer's range): then they end (revoke.go). A
+// replaced certificate is not a revocation.
 func (s *Server) Update(st *State) {
 	s.state.Store(st)
 	s.revoke(st)

@@ -103,7 +103,8 @@ func (t terminate) handshake(tc *tls.Conn, d decision) bool {
 }
 
 // certificate picks the certificate from the state the connection was
-// routed with, so a reload between routing and handshake cannot mix tables.
+// accepted and routed under, so a reload before the handshake cannot mix
+// tables.
 func (s *Server) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	st := s.state.Load()
 	if rc, ok := h.Conn.(*routedConn); ok {
