@@ -19,37 +19,85 @@ import (
 	"github.com/nexmux/nexmux/route"
 )
 
+// acceptRig is a Server with one route, whose connections a test accepts
+// by hand, to land a reload between accept and routing.
+type acceptRig struct {
+	s  *Server
+	ca *certs.CA
+	st *State // without a PROXY range
+	pp func(net.Addr) proxyproto.Policy
+	ln net.Listener
+}
+
+func newAcceptRig(t *testing.T, opts Options, trusted bool) *acceptRig {
+	t.Helper()
+	r := &acceptRig{}
+	var err error
+	if r.ca, err = certs.NewCA("r"); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := r.ca.IssueTLS("*.nexmux.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, _ := NewCerts([]tls.Certificate{cert})
+	tab, _ := route.Build(route.Spec{Routes: []string{"team-a.nexmux.test=team-a"}})
+	r.st = &State{Table: tab, Certs: cs}
+	r.pp, _ = ProxyPolicy([]string{"127.0.0.1/32"})
+	first := *r.st
+	if trusted {
+		first.ProxyProtocol = r.pp
+	}
+	opts.HandshakeTimeout = 5 * time.Second
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })
+	if r.s, err = New(opts, &first); err != nil {
+		t.Fatal(err)
+	}
+	go r.s.ServeHTTPConns()
+	t.Cleanup(func() { r.s.Shutdown(context.Background()) })
+	r.ln = testnet.Listen(t)
+	return r
+}
+
+// dial connects as a balancer with a PROXY header naming 203.0.113.7 and
+// starts TLS to team-a.
+func (r *acceptRig) dial() (*tls.Conn, error) {
+	c, err := net.Dial("tcp", r.ln.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 443}).WriteTo(c)
+	tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: r.ca.Pool()})
+	_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+	return tc, nil
+}
+
+// acceptAcross accepts one connection under the current state, applies
+// next, then routes the connection, as the accept loop would have.
+func (r *acceptRig) acceptAcross(next *State) {
+	raw, _ := r.ln.Accept()
+	st := r.s.State()
+	policy := st.peerPolicy(raw)
+	c := r.s.count(raw, policy.namesClient())
+	r.s.Update(next)
+	r.s.routing.Add(1)
+	r.s.track.AddConn(c)
+	go func() { defer r.s.track.Done(); r.s.handle(c, source{state: st, policy: policy}) }()
+}
+
 // A reload that adds the peer's range between accept and routing does not
 // split the connection between two configurations: it was accepted as its
 // peer's own (charged to the peer), so routing reads no PROXY header for
 // it either, as if it had come a moment earlier; connections accepted
 // after the reload are the clients their headers name.
 func TestReloadBetweenAcceptAndRouting(t *testing.T) {
-	ca, _ := certs.NewCA("r")
-	cert, _ := ca.IssueTLS("*.nexmux.test")
-	cs, _ := NewCerts([]tls.Certificate{cert})
-	tab, _ := route.Build(route.Spec{Routes: []string{"team-a.nexmux.test=team-a"}})
-	logs := &testnet.Buffer{}
-	s, err := New(Options{HandshakeTimeout: 5 * time.Second, MaxConnsPerClient: 1, MaxConns: 100,
-		Logger:  slog.New(slog.NewTextHandler(logs, nil)),
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })},
-		&State{Table: tab, Certs: cs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.ServeHTTPConns()
-	defer s.Shutdown(context.Background())
-	pp, _ := ProxyPolicy([]string{"127.0.0.1/32"})
-	ln := testnet.Listen(t)
-	client := &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}
+	r := newAcceptRig(t, Options{MaxConnsPerClient: 1, MaxConns: 100}, false)
 	dialAndGet := func() error {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		tc, err := r.dial()
 		if err != nil {
 			return err
 		}
-		proxyproto.HeaderProxyFromAddrs(2, client, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 443}).WriteTo(c)
-		tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: ca.Pool()})
-		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
 			return err
 		}
@@ -60,22 +108,16 @@ func TestReloadBetweenAcceptAndRouting(t *testing.T) {
 		resp.Body.Close()
 		return nil // connection kept open
 	}
-	// The accept loop, with the reload landing right after count.
 	got := make(chan error, 1)
 	go func() { got <- dialAndGet() }()
-	raw, _ := ln.Accept()
-	st := s.State()
-	policy := st.peerPolicy(raw)
-	c := s.count(raw, policy.namesClient()) // no range yet: 127.0.0.1's slot
-	s.Update(&State{Table: tab, Certs: cs, ProxyProtocol: pp})
-	s.routing.Add(1)
-	s.track.AddConn(c)
-	go func() { defer s.track.Done(); s.handle(c, source{state: st, policy: policy}) }()
+	trusting := *r.st
+	trusting.ProxyProtocol = r.pp
+	r.acceptAcross(&trusting)
 	if err := <-got; err == nil {
 		t.Fatal("a connection accepted before the range was added had its PROXY header read, charged to the balancer")
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		active, slots := s.OpenCounts()
+		active, slots := r.s.OpenCounts()
 		if active == 0 && slots == 0 {
 			break
 		}
@@ -83,7 +125,7 @@ func TestReloadBetweenAcceptAndRouting(t *testing.T) {
 			t.Fatalf("limits hold %d places and %d client slots after it, want none", active, slots)
 		}
 	}
-	go s.Serve(ln)
+	go r.s.Serve(r.ln)
 	// Accepted after the reload: the named client, counted once.
 	if err := dialAndGet(); err != nil {
 		t.Fatalf("after the reload: %v", err)
@@ -98,32 +140,15 @@ func TestReloadBetweenAcceptAndRouting(t *testing.T) {
 // it as it would one already routed; its header never names a client for
 // longer than that.
 func TestReloadRemovingRangeBetweenAcceptAndRouting(t *testing.T) {
-	ca, _ := certs.NewCA("r")
-	cert, _ := ca.IssueTLS("*.nexmux.test")
-	cs, _ := NewCerts([]tls.Certificate{cert})
-	tab, _ := route.Build(route.Spec{Routes: []string{"team-a.nexmux.test=team-a"}})
-	pp, _ := ProxyPolicy([]string{"127.0.0.1/32"})
-	s, err := New(Options{HandshakeTimeout: 5 * time.Second,
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.RemoteAddr) })},
-		&State{Table: tab, Certs: cs, ProxyProtocol: pp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.ServeHTTPConns()
-	defer s.Shutdown(context.Background())
-	ln := testnet.Listen(t)
+	r := newAcceptRig(t, Options{}, true)
 	got := make(chan error, 1)
 	go func() {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		tc, err := r.dial()
 		if err != nil {
 			got <- err
 			return
 		}
-		defer c.Close()
-		proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 443}).WriteTo(c)
-		tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: ca.Pool()})
-		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		defer tc.Close()
 		br := bufio.NewReader(tc)
 		for range 2 {
 			if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
@@ -143,14 +168,7 @@ func TestReloadRemovingRangeBetweenAcceptAndRouting(t *testing.T) {
 		}
 		got <- errors.New("two requests served on a connection whose peer is no longer trusted")
 	}()
-	raw, _ := ln.Accept()
-	st := s.State()
-	policy := st.peerPolicy(raw)
-	c := s.count(raw, policy.namesClient())
-	s.Update(&State{Table: tab, Certs: cs}) // the range is gone
-	s.routing.Add(1)
-	s.track.AddConn(c)
-	go func() { defer s.track.Done(); s.handle(c, source{state: st, policy: policy}) }()
+	r.acceptAcross(r.st) // the range is gone
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
