@@ -220,13 +220,7 @@ func TestRefusalMaxConns(t *testing.T) {
 // A passthrough backend that refuses the connection: the client gets an
 // internal_error alert, and the refusal is logged with its reason.
 func TestRefusalPassthroughDial(t *testing.T) {
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := dead.Addr().String()
-	dead.Close() // nothing listens there any more
-	m := startMux(t, nil, addr, 0)
+	m := startMux(t, nil, testnet.DeadAddr(t), 0)
 	c, err := net.Dial("tcp", m.addr)
 	if err != nil {
 		t.Fatal(err)

@@ -652,12 +652,7 @@ func TestTrailingDotSNIGetsACleanAlert(t *testing.T) {
 // An HA set: the first node refuses connections; pulls and pushes still
 // work through the second, and the dead node is skipped afterwards.
 func TestUpstreamSetFailsOver(t *testing.T) {
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadURL := "http://" + dead.Addr().String()
-	dead.Close()
+	deadURL := "http://" + testnet.DeadAddr(t)
 	st := stack.Start(t, stack.Options{
 		Config:    teamRoutes(),
 		Upstreams: func(nexus string) []string { return []string{deadURL, nexus} },

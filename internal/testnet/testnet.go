@@ -120,3 +120,19 @@ func Hammer(n int, f func() bool) (stop func()) {
 		wg.Wait()
 	}
 }
+
+// DeadAddr is an address that refuses connections: 127.0.0.1 port 1,
+// checked. Not the port of a listener just closed: the kernel may hand
+// that port to the next listener the test opens, nexmux's own included,
+// and a "dead" backend would then be nexmux itself, a loop of
+// connections.
+func DeadAddr(t testing.TB) string {
+	t.Helper()
+	const addr = "127.0.0.1:1"
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatalf("something listens on %s: no address to stand for a dead backend", addr)
+	}
+	return addr
+}
