@@ -276,7 +276,11 @@ func (c *Config) Build() (*Runtime, error) {
 				name = "x." + name
 			}
 			if !b.Certs.Covers(name) {
-				errs = multierror.Append(errs, fmt.Errorf("route %s: no --cert covers this name; clients would see the first certificate and fail verification", r.Key))
+				flag := "route" // the flag that named it
+				if r.Mirror != nil {
+					flag = "mirror"
+				}
+				errs = multierror.Append(errs, fmt.Errorf("%s %s: no --cert covers this name; clients would see the first certificate and fail verification", flag, r.Key))
 			}
 		}
 	}

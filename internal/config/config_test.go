@@ -375,6 +375,19 @@ func TestBuildBadRouteHidesNothing(t *testing.T) {
 		`route "team-b.example.com=bad repo"`,
 		`port "x=team-a"`,
 		"route nexus.other.org: no --cert covers this name",
-		"route mirror.other.org: no --cert covers this name",
+		"mirror mirror.other.org: no --cert covers this name",
 		"port 27511 (--bind-ports) 127.0.0.1:27511: the same address as metrics-listen")
+}
+
+// TestBuildCertCoverageNamesTheMirrorFlag: a mirror name no certificate
+// covers is reported as a --mirror, the flag the user wrote, not as a route
+// their configuration does not hold.
+func TestBuildCertCoverageNamesTheMirrorFlag(t *testing.T) {
+	dir := t.TempDir()
+	wildCert, wildKey := writeCert(t, dir, "wild", "*.example.com")
+	c := Defaults()
+	c.Cert, c.Key = []string{wildCert}, []string{wildKey}
+	c.Mirror = []string{"mirror.other.org/docker.io=dockerhub-proxy", "mirror.other.org/ghcr.io=ghcr-proxy", "*.m.other.org/quay.io=quay-proxy"}
+	_, err := c.Build()
+	wantProblems(t, err, "mirror mirror.other.org: no --cert covers this name", "mirror *.m.other.org: no --cert covers this name")
 }
