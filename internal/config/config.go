@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -254,7 +255,8 @@ func (c *Config) Build() (*Runtime, error) {
 	if b.Table, err = route.Build(spec); err != nil {
 		errs = errlist.Append(errs, err)
 	}
-	errs = errlist.Append(errs, listenClashes(c, b.Table))
+	checked, ports := checkedRoutes(b.Table, spec)
+	errs = errlist.Append(errs, listenClashes(c, ports))
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
 		errs = multierror.Append(errs, errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO"))
 	}
@@ -264,8 +266,8 @@ func (c *Config) Build() (*Runtime, error) {
 	} else if b.Warnings = append(b.Warnings, b.Certs.Warnings(certExpiresSoon)...); b.Certs.Len() == 0 && needsCert(c) {
 		errs = multierror.Append(errs, errors.New("no certificate: TLS routes need at least one --cert FILE --key FILE"))
 	}
-	if b.Table != nil && b.Certs != nil && b.Certs.Len() > 0 {
-		for _, r := range b.Table.Routes() {
+	if b.Certs != nil && b.Certs.Len() > 0 {
+		for _, r := range checked {
 			if r.Kind != route.KindSNI || r.Passthrough != "" {
 				continue
 			}
@@ -274,7 +276,11 @@ func (c *Config) Build() (*Runtime, error) {
 				name = "x." + name
 			}
 			if !b.Certs.Covers(name) {
-				errs = multierror.Append(errs, fmt.Errorf("route %s: no --cert covers this name; clients would see the first certificate and fail verification", r.Key))
+				flag := "route" // the flag that named it
+				if r.Mirror != nil {
+					flag = "mirror"
+				}
+				errs = multierror.Append(errs, fmt.Errorf("%s %s: no --cert covers this name; clients would see the first certificate and fail verification", flag, r.Key))
 			}
 		}
 	}
@@ -360,11 +366,55 @@ func addrPort(flag, addr string) (int, error) {
 	return p, nil
 }
 
+// checkedRoutes returns the routes and port-route ports that the checks
+// reading the table (certificate coverage, --bind-ports clashes) look at:
+// t's, or, when the table did not build, those of every route that is valid
+// on its own, each key once, so that one invalid route hides no other
+// problem (every problem at once).
+func checkedRoutes(t *route.Table, spec route.Spec) ([]*route.Route, []int) {
+	if t != nil {
+		return t.Routes(), t.Ports()
+	}
+	seen := map[string]bool{}
+	var routes []*route.Route
+	var ports []int
+	one := func(s route.Spec) {
+		s.ListenPorts = spec.ListenPorts
+		pt, err := route.Build(s)
+		if err != nil {
+			return // reported by the whole table's Build
+		}
+		for _, r := range pt.Routes() {
+			if !seen[r.Key] {
+				seen[r.Key] = true
+				routes = append(routes, r)
+			}
+		}
+		for _, p := range pt.Ports() {
+			if !slices.Contains(ports, p) {
+				ports = append(ports, p)
+			}
+		}
+	}
+	for _, s := range spec.Routes {
+		one(route.Spec{Routes: []string{s}})
+	}
+	for _, s := range spec.Mirrors {
+		one(route.Spec{Mirrors: []string{s}})
+	}
+	for _, s := range spec.Ports {
+		one(route.Spec{Ports: []string{s}})
+	}
+	slices.SortStableFunc(routes, func(a, b *route.Route) int { return strings.Compare(a.Key, b.Key) })
+	slices.Sort(ports)
+	return routes, ports
+}
+
 // listenClashes reports the addresses nexmux would bind twice: the same
 // port on the same host, or on a wildcard host (":8443", "0.0.0.0:8443")
 // and any other. serve would fail on the second bind, so check says so
 // first. Port 0 (any free port) never clashes.
-func listenClashes(c *Config, t *route.Table) error {
+func listenClashes(c *Config, boundPorts []int) error {
 	type bind struct{ what, host, port string }
 	var binds []bind
 	add := func(what, addr string) {
@@ -381,9 +431,9 @@ func listenClashes(c *Config, t *route.Table) error {
 	if c.Socks5Listen != "" {
 		add("socks5-listen", c.Socks5Listen)
 	}
-	if c.BindPorts && t != nil {
+	if c.BindPorts {
 		host, _, _ := net.SplitHostPort(c.Listen)
-		for _, p := range t.Ports() {
+		for _, p := range boundPorts {
 			add(fmt.Sprintf("port %d (--bind-ports)", p), net.JoinHostPort(host, strconv.Itoa(p)))
 		}
 	}

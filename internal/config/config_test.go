@@ -352,3 +352,42 @@ func TestPortRoutes(t *testing.T) {
 	_, _, err = c.PortRoutes()
 	wantProblems(t, err, "--listen port")
 }
+
+// TestBuildBadRouteHidesNothing: the checks that read the route table
+// (certificate coverage, a --bind-ports port on another listener's address)
+// still run over the valid routes when another route is invalid, so a user
+// sees every problem in one run, not one more after each fix.
+func TestBuildBadRouteHidesNothing(t *testing.T) {
+	dir := t.TempDir()
+	wildCert, wildKey := writeCert(t, dir, "wild", "*.example.com")
+	c := Defaults()
+	c.Cert, c.Key = []string{wildCert}, []string{wildKey}
+	c.Listen, c.MetricsListen, c.BindPorts = "127.0.0.1:27510", "127.0.0.1:27511", true
+	c.Route = []string{
+		"team-a.example.com=team-a",
+		"nexus.other.org=n",           // NOT covered by *.example.com
+		"team-b.example.com=bad repo", // invalid repository name
+	}
+	c.Mirror = []string{"mirror.other.org/docker.io=dockerhub-proxy"} // NOT covered
+	c.Port = []string{"27511=team-a", "x=team-a"}                     // on the metrics address; not a port
+	_, err := c.Build()
+	wantProblems(t, err,
+		`route "team-b.example.com=bad repo"`,
+		`port "x=team-a"`,
+		"route nexus.other.org: no --cert covers this name",
+		"mirror mirror.other.org: no --cert covers this name",
+		"port 27511 (--bind-ports) 127.0.0.1:27511: the same address as metrics-listen")
+}
+
+// TestBuildCertCoverageNamesTheMirrorFlag: a mirror name no certificate
+// covers is reported as a --mirror, the flag the user wrote, not as a route
+// their configuration does not hold.
+func TestBuildCertCoverageNamesTheMirrorFlag(t *testing.T) {
+	dir := t.TempDir()
+	wildCert, wildKey := writeCert(t, dir, "wild", "*.example.com")
+	c := Defaults()
+	c.Cert, c.Key = []string{wildCert}, []string{wildKey}
+	c.Mirror = []string{"mirror.other.org/docker.io=dockerhub-proxy", "mirror.other.org/ghcr.io=ghcr-proxy", "*.m.other.org/quay.io=quay-proxy"}
+	_, err := c.Build()
+	wantProblems(t, err, "mirror mirror.other.org: no --cert covers this name", "mirror *.m.other.org: no --cert covers this name")
+}

@@ -20,23 +20,36 @@ import (
 // it (0.5 as a float, 010 as octal, yes as true) does not matter: the
 // flag's own parser reads it, so the file and the command line agree.
 func scalarText(n *yaml.Node) (string, error) {
+	n = resolve(n)
 	if n.Kind != yaml.ScalarNode {
 		return "", fmt.Errorf("line %d: want a single value, as the flag takes", n.Line)
 	}
 	return n.Value, nil
 }
 
+// resolve returns the node a YAML alias (*name) stands for: the value its
+// anchor (&name) names, so a file is read as if written out (yaml.v3 refuses
+// an alias to an undefined anchor while decoding; an anchor cannot be set on
+// an alias, so the loop ends).
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
 // listText is a repeatable flag in the config file: a list of the strings
 // the flag takes on the command line, one flag value each, or one such
 // string.
 func listText(n *yaml.Node) ([]string, error) {
+	n = resolve(n)
 	switch n.Kind {
 	case yaml.ScalarNode:
 		return []string{n.Value}, nil
 	case yaml.SequenceNode:
 		out := make([]string, 0, len(n.Content))
 		for _, c := range n.Content {
-			if c.Kind != yaml.ScalarNode {
+			if c = resolve(c); c.Kind != yaml.ScalarNode {
 				return nil, fmt.Errorf("line %d: want a string", c.Line)
 			}
 			out = append(out, c.Value)
@@ -123,7 +136,7 @@ func (c *Config) ApplyFile(path string) error {
 			continue
 		}
 		seen[k.Value] = k.Line
-		if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+		if v := resolve(v); v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 			continue // an empty key keeps the earlier value
 		}
 		val, err := decode(s, v)

@@ -309,3 +309,43 @@ func TestApplyFileListsEveryProblem(t *testing.T) {
 		t.Error("a mapping with bad keys counted as an unreadable file")
 	}
 }
+
+// A YAML alias (*name) stands for the value its anchor (&name) names, in a
+// key's value or a list item: the file is read as the same file written
+// out, not refused as "want a single value".
+func TestApplyFileAliases(t *testing.T) {
+	aliased := writeYAML(t, `
+listen: &addr "127.0.0.1:9443"
+socks5-listen: *addr
+route:
+  - &a a.example.com=team-a
+  - b.example.com=team-b
+passthrough: &pt [git.example.com=10.0.0.5:443]
+port: [*a]
+default-route: &repo team-c
+mirror: *pt
+max-conns: &n 7
+max-requests-per-client: *n
+`)
+	plain := writeYAML(t, `
+listen: "127.0.0.1:9443"
+socks5-listen: "127.0.0.1:9443"
+route: [a.example.com=team-a, b.example.com=team-b]
+passthrough: [git.example.com=10.0.0.5:443]
+port: [a.example.com=team-a]
+default-route: team-c
+mirror: [git.example.com=10.0.0.5:443]
+max-conns: 7
+max-requests-per-client: 7
+`)
+	got, want := Defaults(), Defaults()
+	if err := got.ApplyFile(aliased); err != nil {
+		t.Fatalf("aliases refused: %v", err)
+	}
+	if err := want.ApplyFile(plain); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("with aliases\n%+v\nwritten out\n%+v", got, want)
+	}
+}
