@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,11 +20,11 @@ import (
 // answers a generic body while the log gets the reason.
 func TestMetricsListenerIdleTimeoutAndGenericReadyz(t *testing.T) {
 	cfg := teamRoutes()
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	cfg.MetricsListen = maddr
+	cfg.MetricsListen = "127.0.0.1:0" // the daemon binds it: no port another process can take first
 	logs := &logBuffer{}
 	st := stack.Start(t, stack.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		Daemon: daemon.Options{MetricsIdleTimeout: 300 * time.Millisecond}})
+	maddr := st.Daemon.Addr("metrics").String()
 
 	c, err := net.Dial("tcp", maddr)
 	if err != nil {
@@ -77,9 +76,9 @@ func TestMetricsListenerStalledBodyClosed(t *testing.T) {
 		t.Skip("waits for the metrics read timeout")
 	}
 	cfg := teamRoutes()
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	cfg.MetricsListen = maddr
-	stack.Start(t, stack.Options{Config: cfg, Daemon: daemon.Options{MetricsIdleTimeout: time.Hour}})
+	cfg.MetricsListen = "127.0.0.1:0" // the daemon binds it: no port another process can take first
+	st := stack.Start(t, stack.Options{Config: cfg, Daemon: daemon.Options{MetricsIdleTimeout: time.Hour}})
+	maddr := st.Daemon.Addr("metrics").String()
 
 	c, err := net.Dial("tcp", maddr)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,10 +53,10 @@ func newConnStatus(st *stack.Stack, name string) int {
 // served, not refused.
 func TestShutdownDelayKeepsServingWithReadinessOff(t *testing.T) {
 	cfg := teamRoutes()
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	cfg.MetricsListen = maddr
+	cfg.MetricsListen = "127.0.0.1:0"   // the daemon binds it: no port another process can take first
 	cfg.ShutdownDelay = 5 * time.Second // room for the checks below on a loaded machine
 	st := stack.Start(t, stack.Options{Config: cfg})
+	maddr := st.Daemon.Addr("metrics").String()
 
 	if code, body := readyz(maddr); code != http.StatusOK {
 		t.Fatalf("/readyz before SIGTERM: %d %q", code, body)
@@ -113,10 +112,10 @@ func TestShutdownDelayKeepsServingWithReadinessOff(t *testing.T) {
 // during the drain too.
 func TestReadyzFailsDuringDrain(t *testing.T) {
 	cfg := teamRoutes()
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	cfg.MetricsListen = maddr
+	cfg.MetricsListen = "127.0.0.1:0" // the daemon binds it: no port another process can take first
 	cfg.DrainTimeout = 20 * time.Second
 	st := stack.Start(t, stack.Options{Config: cfg})
+	maddr := st.Daemon.Addr("metrics").String()
 	cl := &http.Client{Transport: st.Transport()}
 
 	// An upload in flight keeps the drain going.
@@ -149,11 +148,11 @@ func TestReadyzFailsDuringDrain(t *testing.T) {
 // escalates, is not made to wait for --drain-timeout.
 func TestSecondSignalCutsDelayAndDrain(t *testing.T) {
 	cfg := teamRoutes()
-	maddr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	cfg.MetricsListen = maddr
+	cfg.MetricsListen = "127.0.0.1:0" // the daemon binds it: no port another process can take first
 	cfg.ShutdownDelay = time.Minute
 	cfg.DrainTimeout = time.Minute
 	st := stack.Start(t, stack.Options{Config: cfg})
+	maddr := st.Daemon.Addr("metrics").String()
 	cl := &http.Client{Transport: st.Transport()}
 
 	// About 12 s of upload: long enough that only a cut drain ends first.
