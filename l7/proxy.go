@@ -252,6 +252,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.body = body
 	}
 	defer func() {
+		if cw.timeEvery && cw.deadline != nil && cw.n > 0 && cw.Header().Get("Content-Length") != "" {
+			// HTTP/2 would flush what is still buffered once the handler
+			// returns, with no deadline: flushed here, under one. Not
+			// without a length, which HTTP/2 only adds to a body it ends.
+			cw.Flush()
+		}
 		if body != nil && body.deadline != nil && !body.ended.Load() {
 			// net/http reads the unread rest of a small body before it
 			// sends the answer (a local refusal's, or Nexus's early one):
@@ -686,8 +692,11 @@ type batchingWriter struct {
 	// connection is released once read (doneBody), so it goes without.
 	deadline writeDeadliner
 	timeout  time.Duration
-	// timeEvery bounds every write (HTTP/2): a stream whose window the
-	// client keeps shut blocks even a small one, with no buffer to fill.
+	// timeEvery bounds every write and flush (HTTP/2): a stream whose
+	// window the client keeps shut blocks even a small one, with no buffer
+	// to fill. There the deadline is a timer that resets the stream
+	// whether or not a write waits, so it is cleared once the write is
+	// taken: a pause of Nexus's before the next is not the client's.
 	timeEvery bool
 }
 
@@ -705,7 +714,9 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	if c.deadline != nil && (c.timeEvery || len(b) >= batchMin || c.n >= batchMin) {
+	if c.deadline != nil && c.timeEvery {
+		defer c.timed()()
+	} else if c.deadline != nil && (len(b) >= batchMin || c.n >= batchMin) {
 		// net/http clears it once the response is finished.
 		_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
 	}
@@ -729,8 +740,18 @@ func (c *batchingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // Flush keeps streaming responses streaming through the wrapper.
 func (c *batchingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		if c.deadline != nil && c.timeEvery {
+			defer c.timed()()
+		}
 		f.Flush()
 	}
+}
+
+// timed sets the write deadline for one write or flush (timeEvery) and
+// returns what clears it.
+func (c *batchingWriter) timed() func() {
+	_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
+	return func() { _ = c.deadline.SetWriteDeadline(time.Time{}) }
 }
 
 // countingBody counts request body bytes. The transport may still be

@@ -326,3 +326,66 @@ func TestBodyTimeoutEndsWithTheBody(t *testing.T) {
 		t.Fatalf("got %s %q, want Nexus's failure as a JSON 502", resp.Status, b)
 	}
 }
+
+// Over HTTP/2 a write deadline is a timer that resets the stream when it
+// fires, write or no write: a pause of Nexus's own between two pieces of a
+// response must not be charged to a client that reads everything at once.
+func TestHTTP2NexusPauseIsNotCut(t *testing.T) {
+	const sendTO = 300 * time.Millisecond
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(2<<10))
+		_, _ = w.Write(make([]byte, 1<<10))
+		http.NewResponseController(w).Flush()
+		time.Sleep(4 * sendTO)
+		_, _ = w.Write(make([]byte, 1<<10))
+	})
+	addr := stallProxy(t, node, 0, sendTO)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/app/manifests/latest", nil)
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("got %s, want HTTP/2", resp.Proto)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != 2<<10 {
+		t.Fatalf("read %d bytes, err %v; want all %d: a pause of Nexus's cut the stream", n, err, 2<<10)
+	}
+}
+
+// Over HTTP/2 what is still buffered when the handler returns is flushed
+// under --send-timeout too: a small response to a client that keeps its
+// window shut does not hold its stream (and a drain) for good.
+func TestHTTP2ShutWindowSmallResponseEnds(t *testing.T) {
+	const sendTO = 300 * time.Millisecond
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/repository/") {
+			w.Header().Set("Content-Length", fmt.Sprint(3<<10))
+			_, _ = w.Write(make([]byte, 3<<10))
+		}
+	})
+	addr := stallProxy(t, node, 0, sendTO)
+	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1}}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/app/manifests/latest", nil)
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(4 * sendTO)
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+	}
+}
