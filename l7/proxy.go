@@ -240,6 +240,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body.ReadCloser = r.Body
 		if p.bodyTO > 0 {
 			body.deadline, body.timeout = rd, p.bodyTO
+			body.untime = r.ProtoMajor > 1
 		}
 		// The wrapper goes on a copy: on its own request net/http must
 		// find its own body, or it takes a client waiting for "100
@@ -767,7 +768,11 @@ type countingBody struct {
 	// it and cancel the request while Nexus still works on the answer.
 	deadline readDeadliner
 	timeout  time.Duration
-	ended    atomic.Bool // Read returned an error: io.EOF, or the body failed
+	// untime clears the deadline once a read returns (HTTP/2): there it is
+	// a timer that fails the body whether or not a read waits, and Nexus's
+	// own pauses between reads are not the client's.
+	untime bool
+	ended  atomic.Bool // Read returned an error: io.EOF, or the body failed
 	// waited and moved are the time reads spent waiting for the client,
 	// and the bytes they brought, since the last bodyProgress bytes: the
 	// timeout is spent over all of them, so a client that trickles a
@@ -790,6 +795,9 @@ func (c *countingBody) Read(b []byte) (int, error) {
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
 	if !start.IsZero() {
+		if c.untime {
+			_ = c.deadline.SetReadDeadline(time.Time{})
+		}
 		if c.moved += int64(n); c.moved >= bodyProgress {
 			c.waited, c.moved = 0, 0
 		} else {

@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -387,5 +388,74 @@ func TestHTTP2ShutWindowSmallResponseEnds(t *testing.T) {
 	time.Sleep(4 * sendTO)
 	if b, err := io.ReadAll(resp.Body); err == nil {
 		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+	}
+}
+
+// Over HTTP/2 a read deadline is a timer that fails the body when it
+// fires, read or no read: while Nexus pauses between reads of an upload
+// (its blob store busy), a client that has sent all it may must not be cut.
+func TestHTTP2NexusPauseInUploadIsNotCut(t *testing.T) {
+	const bodyTO = 300 * time.Millisecond
+	const size = 16 << 20
+	got := make(chan int64, 1)
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		n, _ := io.CopyN(io.Discard, r.Body, 1<<10)
+		time.Sleep(4 * bodyTO)
+		m, _ := io.Copy(io.Discard, r.Body)
+		got <- n + m
+		w.WriteHeader(http.StatusAccepted)
+	})
+	addr := stallProxy(t, node, bodyTO, 0)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPatch, "http://"+addr+"/v2/app/blobs/uploads/u1", bytes.NewReader(make([]byte, size)))
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	select {
+	case n := <-got:
+		if n != size {
+			t.Fatalf("Nexus read %d of %d bytes (client: %v): a pause of Nexus's cut the upload", n, size, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Nexus never finished reading")
+	}
+}
+
+// Over HTTP/2 too, a client that stops sending its upload is cut.
+func TestHTTP2ClientThatStopsSendingIsCut(t *testing.T) {
+	done := make(chan struct{})
+	var got int64
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		defer close(done)
+		got, _ = io.Copy(io.Discard, r.Body)
+	})
+	addr := stallProxy(t, node, 300*time.Millisecond, 0)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write(make([]byte, 1000)) }()
+	req, _ := http.NewRequest(http.MethodPatch, "http://"+addr+"/v2/app/blobs/uploads/u1", pr)
+	req.Host = "team-a.example.com"
+	req.ContentLength = 1000000
+	go func() {
+		if resp, err := (&http.Client{Transport: tr}).Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	finishes(t, done, "HTTP/2 upload whose client went quiet")
+	if got >= 1000000 {
+		t.Fatalf("Nexus read the whole body: want the upload cut short")
 	}
 }
