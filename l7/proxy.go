@@ -240,6 +240,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body.ReadCloser = r.Body
 		if p.bodyTO > 0 {
 			body.deadline, body.timeout = rd, p.bodyTO
+			body.untime = r.ProtoMajor > 1
 		}
 		// The wrapper goes on a copy: on its own request net/http must
 		// find its own body, or it takes a client waiting for "100
@@ -252,6 +253,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.body = body
 	}
 	defer func() {
+		if cw.timeEvery && cw.deadline != nil && cw.n > 0 && cw.Header().Get("Content-Length") != "" {
+			// HTTP/2 would flush what is still buffered once the handler
+			// returns, with no deadline: flushed here, under one. Not
+			// without a length, which HTTP/2 only adds to a body it ends.
+			cw.Flush()
+		}
 		if body != nil && body.deadline != nil && !body.ended.Load() {
 			// net/http reads the unread rest of a small body before it
 			// sends the answer (a local refusal's, or Nexus's early one):
@@ -686,8 +693,11 @@ type batchingWriter struct {
 	// connection is released once read (doneBody), so it goes without.
 	deadline writeDeadliner
 	timeout  time.Duration
-	// timeEvery bounds every write (HTTP/2): a stream whose window the
-	// client keeps shut blocks even a small one, with no buffer to fill.
+	// timeEvery bounds every write and flush (HTTP/2): a stream whose
+	// window the client keeps shut blocks even a small one, with no buffer
+	// to fill. There the deadline is a timer that resets the stream
+	// whether or not a write waits, so it is cleared once the write is
+	// taken: a pause of Nexus's before the next is not the client's.
 	timeEvery bool
 }
 
@@ -705,7 +715,9 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	if c.deadline != nil && (c.timeEvery || len(b) >= batchMin || c.n >= batchMin) {
+	if c.deadline != nil && c.timeEvery {
+		defer c.timed()()
+	} else if c.deadline != nil && (len(b) >= batchMin || c.n >= batchMin) {
 		// net/http clears it once the response is finished.
 		_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
 	}
@@ -729,8 +741,18 @@ func (c *batchingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // Flush keeps streaming responses streaming through the wrapper.
 func (c *batchingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		if c.deadline != nil && c.timeEvery {
+			defer c.timed()()
+		}
 		f.Flush()
 	}
+}
+
+// timed sets the write deadline for one write or flush (timeEvery) and
+// returns what clears it.
+func (c *batchingWriter) timed() func() {
+	_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
+	return func() { _ = c.deadline.SetWriteDeadline(time.Time{}) }
 }
 
 // countingBody counts request body bytes. The transport may still be
@@ -746,7 +768,11 @@ type countingBody struct {
 	// it and cancel the request while Nexus still works on the answer.
 	deadline readDeadliner
 	timeout  time.Duration
-	ended    atomic.Bool // Read returned an error: io.EOF, or the body failed
+	// untime clears the deadline once a read returns (HTTP/2): there it is
+	// a timer that fails the body whether or not a read waits, and Nexus's
+	// own pauses between reads are not the client's.
+	untime bool
+	ended  atomic.Bool // Read returned an error: io.EOF, or the body failed
 	// waited and moved are the time reads spent waiting for the client,
 	// and the bytes they brought, since the last bodyProgress bytes: the
 	// timeout is spent over all of them, so a client that trickles a
@@ -769,6 +795,9 @@ func (c *countingBody) Read(b []byte) (int, error) {
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
 	if !start.IsZero() {
+		if c.untime {
+			_ = c.deadline.SetReadDeadline(time.Time{})
+		}
 		if c.moved += int64(n); c.moved >= bodyProgress {
 			c.waited, c.moved = 0, 0
 		} else {

@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -324,5 +325,137 @@ func TestBodyTimeoutEndsWithTheBody(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"errors"`) {
 		t.Fatalf("got %s %q, want Nexus's failure as a JSON 502", resp.Status, b)
+	}
+}
+
+// Over HTTP/2 a write deadline is a timer that resets the stream when it
+// fires, write or no write: a pause of Nexus's own between two pieces of a
+// response must not be charged to a client that reads everything at once.
+func TestHTTP2NexusPauseIsNotCut(t *testing.T) {
+	const sendTO = 300 * time.Millisecond
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(2<<10))
+		_, _ = w.Write(make([]byte, 1<<10))
+		http.NewResponseController(w).Flush()
+		time.Sleep(4 * sendTO)
+		_, _ = w.Write(make([]byte, 1<<10))
+	})
+	addr := stallProxy(t, node, 0, sendTO)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/app/manifests/latest", nil)
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("got %s, want HTTP/2", resp.Proto)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != 2<<10 {
+		t.Fatalf("read %d bytes, err %v; want all %d: a pause of Nexus's cut the stream", n, err, 2<<10)
+	}
+}
+
+// Over HTTP/2 what is still buffered when the handler returns is flushed
+// under --send-timeout too: a small response to a client that keeps its
+// window shut does not hold its stream (and a drain) for good.
+func TestHTTP2ShutWindowSmallResponseEnds(t *testing.T) {
+	const sendTO = 300 * time.Millisecond
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/repository/") {
+			w.Header().Set("Content-Length", fmt.Sprint(3<<10))
+			_, _ = w.Write(make([]byte, 3<<10))
+		}
+	})
+	addr := stallProxy(t, node, 0, sendTO)
+	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1}}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/app/manifests/latest", nil)
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	time.Sleep(4 * sendTO)
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+	}
+}
+
+// Over HTTP/2 a read deadline is a timer that fails the body when it
+// fires, read or no read: while Nexus pauses between reads of an upload
+// (its blob store busy), a client that has sent all it may must not be cut.
+func TestHTTP2NexusPauseInUploadIsNotCut(t *testing.T) {
+	const bodyTO = 300 * time.Millisecond
+	const size = 16 << 20
+	got := make(chan int64, 1)
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		n, _ := io.CopyN(io.Discard, r.Body, 1<<10)
+		time.Sleep(4 * bodyTO)
+		m, _ := io.Copy(io.Discard, r.Body)
+		got <- n + m
+		w.WriteHeader(http.StatusAccepted)
+	})
+	addr := stallProxy(t, node, bodyTO, 0)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPatch, "http://"+addr+"/v2/app/blobs/uploads/u1", bytes.NewReader(make([]byte, size)))
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	select {
+	case n := <-got:
+		if n != size {
+			t.Fatalf("Nexus read %d of %d bytes (client: %v): a pause of Nexus's cut the upload", n, size, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Nexus never finished reading")
+	}
+}
+
+// Over HTTP/2 too, a client that stops sending its upload is cut.
+func TestHTTP2ClientThatStopsSendingIsCut(t *testing.T) {
+	done := make(chan struct{})
+	var got int64
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		defer close(done)
+		got, _ = io.Copy(io.Discard, r.Body)
+	})
+	addr := stallProxy(t, node, 300*time.Millisecond, 0)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write(make([]byte, 1000)) }()
+	req, _ := http.NewRequest(http.MethodPatch, "http://"+addr+"/v2/app/blobs/uploads/u1", pr)
+	req.Host = "team-a.example.com"
+	req.ContentLength = 1000000
+	go func() {
+		if resp, err := (&http.Client{Transport: tr}).Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	finishes(t, done, "HTTP/2 upload whose client went quiet")
+	if got >= 1000000 {
+		t.Fatalf("Nexus read the whole body: want the upload cut short")
 	}
 }

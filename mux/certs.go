@@ -79,6 +79,15 @@ func NewCerts(pairs []tls.Certificate) (*Certs, error) {
 			}
 		}
 	}
+	// An exact pair not valid now yields to a valid wildcard covering its
+	// name (a renewal as a wildcard): clients refuse the other.
+	for n, cert := range c.exact {
+		if i := strings.IndexByte(n, '.'); i > 0 {
+			if w := c.wild[n[i+1:]]; w != nil && !validAt(cert.Leaf, now) && validAt(w.Leaf, now) {
+				c.exact[n] = w
+			}
+		}
+	}
 	// The fallback (clients without SNI: IP literals verify IP SANs) is the
 	// first pair, or a better one that names all it names (a renewed one
 	// given beside it; for one without SANs, its renewal by common name).

@@ -125,3 +125,30 @@ func TestNoSNIFallbackKeepsIPSAN(t *testing.T) {
 		t.Errorf("a CN-only first pair's renewal did not take over the fallback")
 	}
 }
+
+// A renewal as a wildcard certificate beside an old pair for one host: the
+// old pair, once expired, no longer wins the name only because it names it
+// exactly; clients get the valid wildcard instead of a certificate they
+// refuse.
+func TestExpiredExactYieldsToValidWildcard(t *testing.T) {
+	ca, err := certs.NewCA("certs test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := issue(t, ca, -time.Minute, "team-a.example.com")
+	wild := issue(t, ca, 90*24*time.Hour, "*.example.com")
+	valid := issue(t, ca, 30*24*time.Hour, "team-b.example.com")
+	for _, order := range [][]tls.Certificate{{old, wild, valid}, {wild, valid, old}} {
+		cs, err := mux.NewCerts(order)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cs.Get("team-a.example.com"); got.Leaf.NotAfter != wild.Leaf.NotAfter {
+			t.Errorf("team-a.example.com served the certificate expiring %v, want the valid wildcard (%v)", got.Leaf.NotAfter, wild.Leaf.NotAfter)
+		}
+		// A valid exact pair keeps its name.
+		if got := cs.Get("team-b.example.com"); got.Leaf.NotAfter != valid.Leaf.NotAfter {
+			t.Errorf("team-b.example.com lost its own valid certificate to the wildcard")
+		}
+	}
+}

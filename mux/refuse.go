@@ -91,9 +91,13 @@ func (l *connLog) refusedPerClient() {
 // HeaderRefusal classifies a connection from a peer that must send a PROXY
 // header and sent no valid one: nothing at all (a balancer's health check;
 // AWS NLB's and HAProxy's send none unless told to) is ReasonClosed, or
-// ReasonTimeout once deadline has passed, as from anyone else; anything
-// else is ReasonProxyHeader.
+// ReasonTimeout once deadline has passed, as from anyone else, and so is
+// a read that failed as reasonFor says (a check closed with a reset);
+// anything else is ReasonProxyHeader.
 func HeaderRefusal(raw net.Conn, err error, deadline time.Time) string {
+	if r := reasonFor(err); r == ReasonClosed || r == ReasonTimeout {
+		return r
+	}
 	if errors.Is(err, proxyproto.ErrNoProxyProtocol) && receivedNothing(raw) {
 		if !time.Now().Before(deadline) {
 			return ReasonTimeout

@@ -984,3 +984,24 @@ func TestBalancerHealthCheckAndUnixHeader(t *testing.T) {
 		t.Fatalf("AF_UNIX header: the router saw %q, want the balancer %s", body, c.LocalAddr())
 	}
 }
+
+// A balancer's health check that resets its connection (HAProxy and many
+// others close checks with RST) is a closed connection, as on the TLS
+// listener: not a bad PROXY header logged at info every few seconds.
+func TestBalancerHealthCheckResetIsClosed(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}})
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+	for deadline := time.Now().Add(10 * time.Second); st.refusedFor(mux.ReasonClosed)+st.refusedFor(mux.ReasonProxyHeader) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("reset health check never counted:\n%s", st.logs.String())
+		}
+	}
+	if n := st.refusedFor(mux.ReasonProxyHeader); n != 0 || strings.Contains(st.logs.String(), "level=INFO") {
+		t.Fatalf("reset health check: %d proxy_header refusals, %d closed, log:\n%s", n, st.refusedFor(mux.ReasonClosed), st.logs.String())
+	}
+}
