@@ -19,6 +19,7 @@ type Certs struct {
 	def   *tls.Certificate            // the first pair: for clients with no or unknown SNI
 	names []string
 	pairs []*tls.Certificate
+	at    time.Time // when the choice above was made
 }
 
 // LoadCerts loads certificate/key pairs paired by position. Every problem is
@@ -48,13 +49,16 @@ func LoadCerts(certFiles, keyFiles []string) (*Certs, error) {
 // of two valid ones the one that expires later (a renewed certificate
 // given beside the old one is served at once); otherwise the first.
 func NewCerts(pairs []tls.Certificate) (*Certs, error) {
-	now := time.Now()
+	return newCertsAt(pairs, time.Now())
+}
+
+func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 	prefer := func(m map[string]*tls.Certificate, k string, cert *tls.Certificate) {
 		if old, dup := m[k]; !dup || better(cert.Leaf, old.Leaf, now) {
 			m[k] = cert
 		}
 	}
-	c := &Certs{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{}}
+	c := &Certs{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{}, at: now}
 	for i := range pairs {
 		cert := &pairs[i]
 		leaf := cert.Leaf
@@ -144,10 +148,13 @@ func better(a, b *x509.Certificate, now time.Time) bool {
 // expiresSoon: clients refuse an expired certificate, so an operator must
 // hear of it at start and on each reload, not from the first failed pull.
 func (c *Certs) Warnings(expiresSoon time.Duration) []string {
+	return c.warningsAt(c.at, expiresSoon)
+}
+
+func (c *Certs) warningsAt(now time.Time, expiresSoon time.Duration) []string {
 	if c == nil {
 		return nil
 	}
-	now := time.Now()
 	var out []string
 	seen := map[*tls.Certificate]bool{}
 	for _, m := range []map[string]*tls.Certificate{c.exact, c.wild} {
@@ -174,6 +181,49 @@ func (c *Certs) Warnings(expiresSoon time.Duration) []string {
 		}
 	}
 	return out
+}
+
+// certRewarn is how often a served certificate that draws a warning is
+// warned about again in a process that is not reloaded.
+const certRewarn = 24 * time.Hour
+
+// NextCheck is when the choice or the warnings made at c's building may
+// next change: a pair becomes valid, expires, or comes within expiresSoon
+// of its expiry; a day after a warning, to repeat it. Zero: never. A
+// long-running process must not keep serving an expired certificate
+// beside a valid one, nor go quiet about one about to expire.
+func (c *Certs) NextCheck(expiresSoon time.Duration) time.Time {
+	if c == nil {
+		return time.Time{}
+	}
+	var next time.Time
+	consider := func(t time.Time) {
+		if t.After(c.at) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for _, cert := range c.pairs {
+		consider(cert.Leaf.NotBefore)
+		consider(cert.Leaf.NotAfter)
+		consider(cert.Leaf.NotAfter.Add(-expiresSoon))
+	}
+	if len(c.Warnings(expiresSoon)) > 0 {
+		consider(c.at.Add(certRewarn))
+	}
+	return next
+}
+
+// ChosenAt returns the same pairs chosen again as of now.
+func (c *Certs) ChosenAt(now time.Time) *Certs {
+	pairs := make([]tls.Certificate, len(c.pairs))
+	for i, p := range c.pairs {
+		pairs[i] = *p
+	}
+	n, err := newCertsAt(pairs, now)
+	if err != nil {
+		return c // cannot happen: every leaf was parsed already
+	}
+	return n
 }
 
 // Len is the number of certificate pairs' names indexed.

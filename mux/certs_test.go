@@ -152,3 +152,68 @@ func TestExpiredExactYieldsToValidWildcard(t *testing.T) {
 		}
 	}
 }
+
+// A long-running process chooses again when a pair's validity changes: a
+// renewal not yet valid at start takes over once it is, and the expiry
+// warning of a served pair comes back daily until it is replaced.
+func TestCertsChosenAgainWhenValidityChanges(t *testing.T) {
+	ca, err := certs.NewCA("certs test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	between := func(from, to time.Time, hosts ...string) tls.Certificate {
+		t.Helper()
+		p, err := ca.IssueBetween(from, to, hosts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := p.TLS()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	now := time.Now().Truncate(time.Second)
+	old := between(now.Add(-time.Hour), now.Add(time.Hour), "a.example.com")
+	renewal := between(now.Add(30*time.Minute), now.Add(90*24*time.Hour), "a.example.com")
+	cs, err := mux.NewCerts([]tls.Certificate{old, renewal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon := 14 * 24 * time.Hour
+	if got := cs.Get("a.example.com").Leaf.NotAfter; !got.Equal(old.Leaf.NotAfter) {
+		t.Fatalf("served the pair expiring %v before the renewal is valid", got)
+	}
+	if got := cs.NextCheck(soon); !got.Equal(renewal.Leaf.NotBefore) {
+		t.Fatalf("next check %v, want when the renewal becomes valid (%v)", got, renewal.Leaf.NotBefore)
+	}
+	if w := cs.Warnings(soon); len(w) != 1 || !strings.Contains(w[0], "expires on") {
+		t.Fatalf("warnings before the renewal: %q", w)
+	}
+	later := cs.ChosenAt(renewal.Leaf.NotBefore.Add(time.Second))
+	if got := later.Get("a.example.com").Leaf.NotAfter; !got.Equal(renewal.Leaf.NotAfter) {
+		t.Fatalf("served the pair expiring %v once the renewal is valid", got)
+	}
+	if w := later.Warnings(soon); len(w) != 0 {
+		t.Fatalf("warned about a replaced pair: %q", w)
+	}
+	if got := later.NextCheck(soon); !got.Equal(old.Leaf.NotAfter) {
+		t.Fatalf("next check %v, want when the old pair expires (%v)", got, old.Leaf.NotAfter)
+	}
+	last := later.ChosenAt(old.Leaf.NotAfter.Add(time.Second))
+	if got, want := last.NextCheck(soon), renewal.Leaf.NotAfter.Add(-soon); !got.Equal(want) {
+		t.Fatalf("next check %v, want when the renewal comes within %v of its expiry (%v)", got, soon, want)
+	}
+
+	// Alone and about to expire: warned about again a day later.
+	alone, err := mux.NewCerts([]tls.Certificate{between(now.Add(-time.Hour), now.Add(72*time.Hour), "b.example.com")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next := alone.NextCheck(soon); next.Sub(now) < 23*time.Hour || next.Sub(now) > 25*time.Hour {
+		t.Fatalf("next check of a pair expiring in 3 days: %v, want in a day", next)
+	}
+	if got := (*mux.Certs)(nil).NextCheck(soon); !got.IsZero() {
+		t.Fatalf("no certificates: next check %v", got)
+	}
+}

@@ -263,7 +263,7 @@ func (c *Config) Build() (*Runtime, error) {
 
 	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {
 		errs = errlist.Append(errs, err)
-	} else if b.Warnings = append(b.Warnings, b.Certs.Warnings(certExpiresSoon)...); b.Certs.Len() == 0 && needsCert(c) {
+	} else if b.Warnings = append(b.Warnings, b.Certs.Warnings(CertExpiresSoon)...); b.Certs.Len() == 0 && needsCert(c) {
 		errs = multierror.Append(errs, errors.New("no certificate: TLS routes need at least one --cert FILE --key FILE"))
 	}
 	if b.Certs != nil && b.Certs.Len() > 0 {
@@ -324,9 +324,9 @@ func (c *Config) Build() (*Runtime, error) {
 	return b, nil
 }
 
-// certExpiresSoon is how close to its expiry a served certificate draws a
-// warning at start and on each reload.
-const certExpiresSoon = 14 * 24 * time.Hour
+// CertExpiresSoon is how close to its expiry a served certificate draws a
+// warning: at start, on each reload, and daily while it serves.
+const CertExpiresSoon = 14 * 24 * time.Hour
 
 // PortRoutes validates only --listen and --port: what `nexmux iptables`
 // needs, in an init container that has no certificates mounted.

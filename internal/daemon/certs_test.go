@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/nexmux/nexmux/fixtures/certs"
 	"github.com/nexmux/nexmux/fixtures/stack"
@@ -83,5 +84,53 @@ func TestCertificateChosenBySNIAndReloaded(t *testing.T) {
 	})
 	if slices.Contains(before, "renewed.nexmux.test") {
 		t.Fatal("the test cannot tell the certificates apart")
+	}
+}
+
+// A renewal given beside the old pair before it is valid is served once it
+// becomes valid, with no reload (nothing watches a file that does not
+// change), and the expiring pair it replaces draws no more warnings.
+func TestCertificateBecomingValidIsServedWithoutReload(t *testing.T) {
+	ca, err := certs.NewCA("certs test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, from, to time.Time) (string, string) {
+		p, err := ca.IssueBetween(from, to, "*.nexmux.test", name+".nexmux.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		crt, key := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+		if err := p.Write(crt, key); err != nil {
+			t.Fatal(err)
+		}
+		return crt, key
+	}
+	now := time.Now()
+	oc, ok := write("old", now.Add(-time.Hour), now.Add(24*time.Hour))
+	nc, nk := write("renewed", now.Add(2*time.Second), now.Add(90*24*time.Hour))
+	cfg := teamRoutes()
+	cfg.Cert, cfg.Key = []string{oc, nc}, []string{ok, nk}
+	st, logs := logStack(t, cfg)
+
+	served := func() []string {
+		t.Helper()
+		c, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: ca.Pool()})
+		if err != nil {
+			return nil // the renewal before it is valid: refused by the client
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].DNSNames
+	}
+	if got := served(); !slices.Contains(got, "old.nexmux.test") {
+		t.Fatalf("served %v at start, want the old pair (the renewal is not valid yet)", got)
+	}
+	if len(logLines(logs, "certificate for", "old.nexmux.test", "expires on")) == 0 {
+		t.Fatalf("no warning at start for the pair expiring within a day:\n%s", logs.String())
+	}
+	waitFor(t, "the renewal to be served", func() bool { return slices.Contains(served(), "renewed.nexmux.test") })
+	if n := len(logLines(logs, "reloaded")); n != 0 {
+		t.Fatalf("%d reloads: the renewal should be chosen without one", n)
 	}
 }

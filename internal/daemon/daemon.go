@@ -61,6 +61,10 @@ type Daemon struct {
 	stopWatch context.CancelFunc
 	stopTrim  context.CancelFunc
 	stopProbe context.CancelFunc
+	stopCerts context.CancelFunc
+	// certsSwapped wakes the certificate clock when a reload brought
+	// other certificates.
+	certsSwapped chan struct{}
 
 	watchInterval time.Duration
 	// watchFiles are the files whose change reloads, sorted; watchSeen
@@ -147,7 +151,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	if access == nil {
 		access = log
 	}
-	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), metrics: metrics.New(),
+	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), certsSwapped: make(chan struct{}, 1), metrics: metrics.New(),
 		watchInterval: cmp.Or(opts.WatchInterval, DefaultWatchInterval), memTrimInterval: cmp.Or(opts.MemTrimInterval, DefaultMemTrimInterval), memTrimPolicy: opts.MemTrimPolicy,
 		metricsIdleTimeout: cmp.Or(opts.MetricsIdleTimeout, DefaultMetricsIdleTimeout)}
 	if d.memTrimPolicy == (memtrim.Policy{}) {
@@ -313,6 +317,7 @@ func (d *Daemon) Start() error {
 		}()
 	}
 	d.startMemTrim()
+	d.startCertClock()
 	pctx, stopProbe := context.WithCancel(context.Background())
 	d.stopProbe = stopProbe
 	d.built.Upstreams.Set().Start(pctx, c.HealthInterval)
@@ -427,6 +432,10 @@ func (d *Daemon) reloadLocked(seen map[string]string) error {
 		d.socks.Revoke(b.Socks5Credentials)
 	}
 	d.setWatch(b.Config.WatchedFiles(), seen)
+	select {
+	case d.certsSwapped <- struct{}{}:
+	default:
+	}
 	d.warn(b)
 	d.log.Info("reloaded", "routes", b.Table.Len())
 	return nil
@@ -439,6 +448,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	if d.stopTrim != nil {
 		d.stopTrim()
+	}
+	if d.stopCerts != nil {
+		d.stopCerts()
 	}
 	if d.stopProbe != nil {
 		d.stopProbe()
