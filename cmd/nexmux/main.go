@@ -139,9 +139,10 @@ func indent(s string) string {
 func usageError(_ *cli.Context, err error, _ bool) error {
 	// Go's flag package names the flag with one dash; help, README and
 	// every other message of nexmux use two.
-	const needs = "flag needs an argument: -"
-	if name, ok := strings.CutPrefix(err.Error(), needs); ok && !strings.HasPrefix(name, "-") {
-		err = errors.New(needs + "-" + name)
+	for _, msg := range []string{"flag needs an argument: -", "flag provided but not defined: -"} {
+		if name, ok := strings.CutPrefix(err.Error(), msg); ok && !strings.HasPrefix(name, "-") {
+			err = errors.New(msg + "-" + name)
+		}
 	}
 	return invalid(err)
 }

@@ -444,6 +444,14 @@ func TestUnknownFlagListedWithTheRest(t *testing.T) {
 	if code != exitInvalid || out != "" || strings.Count(strings.TrimSpace(errs), "\n") != 1 || !strings.Contains(errs, "--bogus") {
 		t.Fatalf("exit %d, want %d and one problem:\n%s%s", code, exitInvalid, out, errs)
 	}
+	// Before any command, and after one that takes no flags: named as
+	// typed, with two dashes, exit 2 (not urfave/cli's usage screen and 1).
+	for _, cmd := range [][]string{{"--bogus"}, {"version", "--bogus"}} {
+		_, errs, code := run(t, cmd...)
+		if code != exitInvalid || !strings.Contains(errs, "flag provided but not defined: --bogus") {
+			t.Errorf("%q: exit %d, want %d naming --bogus:\n%s", cmd, code, exitInvalid, errs)
+		}
+	}
 	for _, cmd := range [][]string{
 		{"iptables", "--chian", "X", "--port", "0=r"},
 		{"discover", "--nexsu", "http://127.0.0.1:1", "--format", "xml"},

@@ -49,8 +49,9 @@ func versionText() string {
 
 func versionCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "version",
-		Usage: "print the module version, VCS revision and time, and the Go version",
+		Name:         "version",
+		Usage:        "print the module version, VCS revision and time, and the Go version",
+		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			fmt.Fprint(c.App.Writer, versionText())
 			return nil
