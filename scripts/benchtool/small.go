@@ -62,7 +62,7 @@ type SmallCell struct {
 	BackendUs    float64 `json:"backend_us_per_req"`
 	ClientUs     float64 `json:"client_us_per_req"` // the load generator's process
 	// Latency under this load (median over rounds), where the generator
-	// reports it (benchtool and wrk; ab only to the millisecond).
+	// reports it (benchtool, wrk, and ab through its -e file).
 	P50us float64 `json:"p50_us,omitempty"`
 	P99us float64 `json:"p99_us,omitempty"`
 }
@@ -288,6 +288,7 @@ func (r *runner) keepAlive(ctx context.Context, t *target, method string, n int,
 func (r *runner) toolLoad(t *target, j smallJob, seconds float64) smallSample {
 	url := fmt.Sprintf("https://%s:%s%s", t.Host, portOf(t.Addr), r.path(t, "/manifests/latest"))
 	var cmd *exec.Cmd
+	var abCSV string
 	secs := strconv.Itoa(max(int(seconds+0.5), 1))
 	switch j.gen {
 	case genWrk:
@@ -305,6 +306,16 @@ func (r *runner) toolLoad(t *target, j smallJob, seconds float64) smallSample {
 		if j.method == "HEAD" {
 			args = append(args, "-i")
 		}
+		// -e: its percentiles to the microsecond (the report has whole ms).
+		csvFile, err := os.CreateTemp("", "ab-*.csv")
+		if err != nil {
+			log.Printf("ab: %v", err)
+			return smallSample{errs: 1}
+		}
+		csvFile.Close()
+		abCSV = csvFile.Name()
+		defer os.Remove(abCSV)
+		args = append(args, "-e", abCSV)
 		cmd = exec.Command(r.ab, append(args, "https://"+t.Addr+r.path(t, "/manifests/latest"))...)
 	}
 	var out strings.Builder
@@ -325,8 +336,11 @@ func (r *runner) toolLoad(t *target, j smallJob, seconds float64) smallSample {
 	var res toolResult
 	if j.gen == genWrk {
 		res, err = parseWrk(out.String())
-	} else {
-		res, err = parseAb(out.String())
+	} else if res, err = parseAb(out.String()); err == nil {
+		var csv []byte
+		if csv, err = os.ReadFile(abCSV); err == nil {
+			res.P50us, res.P99us, err = parseAbPercentiles(string(csv))
+		}
 	}
 	if err != nil {
 		log.Printf("%s %s: %v: %s", j.gen, t.Name, err, out.String())
@@ -454,6 +468,31 @@ func parseAb(out string) (toolResult, error) {
 		return res, fmt.Errorf("ab: no successful request")
 	}
 	return res, nil
+}
+
+// parseAbPercentiles reads the p50 and p99 of ab's -e file: a header,
+// then "percent,milliseconds" for 0 to 99, to the microsecond.
+func parseAbPercentiles(csv string) (p50, p99 float64, err error) {
+	for _, line := range strings.Split(csv, "\n")[1:] {
+		pct, ms, ok := strings.Cut(strings.TrimSpace(line), ",")
+		if !ok {
+			continue
+		}
+		v, perr := strconv.ParseFloat(ms, 64)
+		if perr != nil {
+			return 0, 0, fmt.Errorf("ab -e: line %q: %v", line, perr)
+		}
+		switch pct {
+		case "50":
+			p50 = v * 1000
+		case "99":
+			p99 = v * 1000
+		}
+	}
+	if p50 <= 0 || p99 <= 0 {
+		return 0, 0, fmt.Errorf("ab -e: no 50 or 99 percent line in %d bytes", len(csv))
+	}
+	return p50, p99, nil
 }
 
 // parseProcStat reads the first ("cpu") line of /proc/stat: busy is every

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -62,6 +63,25 @@ func TestParseAb(t *testing.T) {
 	}
 	if _, err := parseAb("This is ApacheBench, Version 2.3\nBenchmarking 127.0.0.1 (be patient)...apr_socket_recv: Connection refused (111)\n"); err == nil {
 		t.Error("ab with no report: no error")
+	}
+}
+
+// ab's -e file gives its percentiles to the microsecond; its report has
+// whole milliseconds only, useless for latencies under one.
+func TestParseAbPercentiles(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("Percentage served,Time in ms\n")
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(&b, "%d,%.3f\n", i, 0.100+float64(i)*0.002)
+	}
+	p50, p99, err := parseAbPercentiles(b.String())
+	if err != nil || math.Abs(p50-200) > 0.01 || math.Abs(p99-298) > 0.01 {
+		t.Fatalf("p50 %v µs, p99 %v µs, %v; want 200 and 298", p50, p99, err)
+	}
+	for _, bad := range []string{"", "Percentage served,Time in ms\n", "Percentage served,Time in ms\n50,x\n99,1\n"} {
+		if _, _, err := parseAbPercentiles(bad); err == nil {
+			t.Errorf("parseAbPercentiles(%q): no error", bad)
+		}
 	}
 }
 

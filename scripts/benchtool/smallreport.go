@@ -127,11 +127,9 @@ func smallTable(res *Results, compact bool) string {
 				return fmtVal(c.ClientUs, 1), c.ClientUs, c.ClientUs > 0
 			})
 		}
-		if j.gen != genAb {
-			line("latency p50 / p99 µs", func(c SmallCell) (string, float64, bool) {
-				return fmtVal(c.P50us, 0) + " / " + fmtVal(c.P99us, 0), c.P50us, c.P50us > 0
-			})
-		}
+		line("latency p50 / p99 µs", func(c SmallCell) (string, float64, bool) {
+			return fmtVal(c.P50us, 0) + " / " + fmtVal(c.P99us, 0), c.P50us, c.P50us > 0
+		})
 	}
 	return b.String()
 }
@@ -450,7 +448,7 @@ func smallText(res *Results) string {
 		"proxy, backend and the kernel's loopback work wherever it was charged) across the timed window, divided by the requests served. "+
 		"Proxy, client: user + system time of those processes alone (nginx: master and workers; wrk and ab: their rusage). "+
 		"wrk 4.1.0 cannot send HEAD (it waits for the Content-Length bytes of a body that never comes: 0 requests in 2 s; h2load 1.52 the same), "+
-		"so ab measures HEAD from outside; ab speaks HTTP/1.0 with Connection: keep-alive, reports latency only to the millisecond "+
+		"so ab measures HEAD from outside; ab speaks HTTP/1.0 with Connection: keep-alive, gives its latency percentiles to the microsecond only in its -e file (read from there) "+
 		"and takes SNI from its Host header; wrk takes SNI from the URL's host, which bench.sh maps to 127.0.0.1 in /etc/hosts while it runs. "+
 		"wrk and ab count their connection set-up in the window (%s handshakes against tens of thousands of requests); benchtool warms up for 0.3 s first. "+
 		"Explanations and profiles: docs/bench/small-requests.md.",
