@@ -33,7 +33,7 @@
 # the Go floor, and writes CPU profiles of both under each generator to
 # DIR; for docs/bench/small-requests.md, not for the committed figures),
 # BENCH_CALLGRIND_ROUNDS (2: alternating rounds of scripts/callgrind.sh,
-# run after the small requests), BENCH_KEEP=1 keeps the work directory (logs,
+# run after the small requests; 0 skips them), BENCH_KEEP=1 keeps the work directory (logs,
 # configs) for a look afterwards.
 set -euo pipefail
 
@@ -445,7 +445,7 @@ previous=()
 for p in "${pids[@]}"; do
 	kill -0 "$p" 2>/dev/null || die "a server exited during the run; see the logs in $WORK"
 done
-if [[ -z $PROFILE && ( -z $ONLY || ,$ONLY, == *,small,* ) ]]; then
+if [[ -z $PROFILE && ${BENCH_CALLGRIND_ROUNDS:-2} != 0 && ( -z $ONLY || ,$ONLY, == *,small,* ) ]]; then
 	count_instructions
 fi
 write_report
