@@ -232,7 +232,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rd, wd := deadliners(w)
 	if p.sendTO > 0 {
 		cw.deadline, cw.timeout = wd, p.sendTO
-		cw.timeEvery = r.ProtoMajor > 1
 	}
 	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
@@ -259,6 +258,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// sends its body gets no answer and holds the connection. A
 			// body that ended (EOF, or failed) needs no more time.
 			_ = body.deadline.SetReadDeadline(time.Now().Add(body.timeout))
+			if cw.deadline != nil {
+				// The answer waits for that read before it goes out.
+				_ = cw.deadline.SetWriteDeadline(time.Now().Add(body.timeout + cw.timeout))
+			}
+		} else {
+			// net/http sends what is still buffered once this returns.
+			cw.armDeadline()
 		}
 		if p.observe != nil && st.ci != nil {
 			end := time.Now()
@@ -681,14 +687,18 @@ type batchingWriter struct {
 	status int
 	n      int64
 	batch  WriteBatcher // nil: write as net/http does
-	// deadline bounds each write of a large response by timeout (nil:
-	// none). A small one fits the socket's buffers, and its Nexus
-	// connection is released once read (doneBody), so it goes without.
+	// deadline bounds each write and flush by timeout (nil: none). Even
+	// a small answer blocks once a pipelining client has filled the
+	// socket's buffers (or, over HTTP/2, keeps its window shut).
 	deadline writeDeadliner
 	timeout  time.Duration
-	// timeEvery bounds every write (HTTP/2): a stream whose window the
-	// client keeps shut blocks even a small one, with no buffer to fill.
-	timeEvery bool
+}
+
+// armDeadline gives the next write to the client timeout from now.
+func (c *batchingWriter) armDeadline() {
+	if c.deadline != nil {
+		_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
+	}
 }
 
 // batchMin is the smallest write worth batching: two full TLS records.
@@ -705,10 +715,8 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	if c.deadline != nil && (c.timeEvery || len(b) >= batchMin || c.n >= batchMin) {
-		// net/http clears it once the response is finished.
-		_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
-	}
+	// net/http clears it once the response is finished.
+	c.armDeadline()
 	if c.batch != nil && len(b) >= batchMin {
 		c.batch.BeginBatch()
 		n, err := c.ResponseWriter.Write(b)
@@ -729,6 +737,7 @@ func (c *batchingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // Flush keeps streaming responses streaming through the wrapper.
 func (c *batchingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		c.armDeadline()
 		f.Flush()
 	}
 }

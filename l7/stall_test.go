@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -324,5 +325,41 @@ func TestBodyTimeoutEndsWithTheBody(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"errors"`) {
 		t.Fatalf("got %s %q, want Nexus's failure as a JSON 502", resp.Status, b)
+	}
+}
+
+// A client that pipelines requests and reads none of their small answers
+// fills the socket's buffers; the next answer's write then blocks. Only
+// large writes had a deadline, so that connection and its goroutine were
+// held for good, past every timeout.
+func TestPipeliningClientThatStopsReadingIsCut(t *testing.T) {
+	const requests = 2000
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(make([]byte, 16<<10)) // a manifest: small, below batchMin
+	})
+	addr := stallProxy(t, node, 0, 300*time.Millisecond)
+	// A small receive buffer, set before connecting: shrunk afterwards,
+	// the window already offered would stall the reads below.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go func() {
+		req := "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n"
+		_, _ = io.WriteString(c, strings.Repeat(req, requests))
+	}()
+	time.Sleep(2 * time.Second) // reads nothing, well past --send-timeout
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.Copy(io.Discard, c)
+
+	if err, ok := err.(net.Error); ok && err.Timeout() {
+		t.Fatalf("connection still open after %d of %d pipelined answers: the stalled write was never cut", node.hits.Load(), requests)
+	}
+	if n := node.hits.Load(); n >= requests {
+		t.Fatalf("all %d requests served: the client's buffers never filled", n)
 	}
 }
