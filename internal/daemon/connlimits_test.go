@@ -112,6 +112,32 @@ func TestSilentConnectionsCountPerClientAtAccept(t *testing.T) {
 	}
 }
 
+// Behind a trusted balancer, a client's connections count against its own
+// cap as soon as their PROXY header names it: a balancer sends the header
+// at once, and the client behind it may then send nothing (or a hello
+// byte by byte). Counted only once the whole ClientHello came, one client
+// could hold every --max-conns place for the routing deadline.
+func TestSilentConnectionsBehindBalancerCountPerClient(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxConns = 20
+	cfg.MaxConnsPerClient = 5
+	cfg.ProxyProtocolFrom = []string{"127.0.0.1/32"}
+	st := stack.Start(t, stack.Options{Config: cfg})
+	cs := silentConns(t, st.Addr, 20)
+	for i, c := range cs {
+		hdr := "PROXY TCP4 198.51.100.7 127.0.0.1 40000 443\r\n"
+		if i%2 == 1 {
+			hdr += "\x16\x03" // and the first bytes of a hello
+		}
+		if _, err := io.WriteString(c, hdr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if closed := closedOf(cs); closed != 15 {
+		t.Errorf("%d of 20 silent connections of one client behind the balancer closed within 1 s, want 15 (--max-conns-per-client 5)", closed)
+	}
+}
+
 func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne) && !ne.Timeout()
