@@ -708,7 +708,9 @@ func (c *batchingWriter) armDeadline() {
 const batchMin = 32 << 10
 
 func (c *batchingWriter) WriteHeader(code int) {
-	if c.status == 0 || c.status < 200 {
+	// A 1xx (a forwarded 100 Continue) starts no response: an error may
+	// still be answered after it.
+	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
 	}
 	c.ResponseWriter.WriteHeader(code)

@@ -363,3 +363,32 @@ func TestPipeliningClientThatStopsReadingIsCut(t *testing.T) {
 		t.Fatalf("all %d requests served: the client's buffers never filled", n)
 	}
 }
+
+// A client that asked for "100 Continue", got it (Nexus read the body),
+// then sent nothing is cut by --body-timeout and told so with a JSON 400.
+// The forwarded 100 counted as the response's status, so the 400 was
+// dropped as if the response had started, and net/http finished it as an
+// empty 200 OK: a manifest PUT that never arrived looked like a success.
+func TestStalledBodyAfter100ContinueAnswered400(t *testing.T) {
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	})
+	addr := stallProxy(t, node, 300*time.Millisecond, 0)
+	c := stalledClient(t, addr, "PUT /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 3000\r\nExpect: 100-continue\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	for err == nil && resp.StatusCode < 200 {
+		resp, err = http.ReadResponse(br, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"errors"`) {
+		t.Fatalf("got %s %q, want the body's failure as a JSON 400", resp.Status, b)
+	}
+}
