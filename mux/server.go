@@ -128,6 +128,7 @@ type Server struct {
 
 	overLimit lograte.Limiter // max-conns refusals' log lines
 	perClient lograte.Limiter // max-conns-per-client refusals' log lines
+	refusals  refusalLog      // other refusals' log lines
 
 	// track holds the listeners, and the connections not (yet) owned by
 	// http.Server with their goroutines.

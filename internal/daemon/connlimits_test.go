@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -280,4 +281,35 @@ func closedOf(cs []net.Conn) int {
 		}
 	}
 	return closed
+}
+
+// Refused connections are logged one by one only up to a few a second per
+// reason: a client opening connections with made-up server names in a loop
+// wrote a line each (attacker-chosen names included), thousands a second
+// from one core. The rest are counted in the metric and summed up by the
+// next line logged.
+func TestRefusalLinesLimitedPerReason(t *testing.T) {
+	st, logs := logStack(t, teamRoutes())
+	for i := range 60 {
+		c, err := net.Dial("tcp", st.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = tls.Client(c, &tls.Config{ServerName: fmt.Sprintf("n%d.unknown.test", i), InsecureSkipVerify: true}).Handshake()
+		c.Close()
+	}
+	time.Sleep(1100 * time.Millisecond)
+	c, err := net.Dial("tcp", st.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = tls.Client(c, &tls.Config{ServerName: "last.unknown.test", InsecureSkipVerify: true}).Handshake()
+	c.Close()
+	line := waitLog(t, logs, "sni=last.unknown.test")
+	if n := strings.Count(logs.String(), "reason=unknown_sni"); n > 31 {
+		t.Fatalf("%d lines for 61 refusals in about two seconds, want at most %d a second", n, 10)
+	}
+	if !strings.Contains(line, "unlogged=") {
+		t.Fatalf("the line after a burst does not say how many went unlogged: %s", line)
+	}
 }
