@@ -27,6 +27,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 const ptName = "passthrough.nexmux.test"
@@ -400,9 +401,9 @@ func TestPassthroughProxyProtocolOut(t *testing.T) {
 // TestPassthroughBackendDown: an unreachable backend ends the client's
 // handshake at once with an internal_error alert and logs why.
 func TestPassthroughBackendDown(t *testing.T) {
-	dead := freePort(t)
+	dead := testnet.DeadAddr(t)
 	cfg := teamRoutes()
-	cfg.Passthrough = []string{fmt.Sprintf("%s=127.0.0.1:%d", ptName, dead)}
+	cfg.Passthrough = []string{ptName + "=" + dead}
 	st, logs := logStack(t, cfg)
 	start := time.Now()
 	raw, err := net.DialTimeout("tcp", st.Addr, 5*time.Second)
@@ -426,7 +427,7 @@ func TestPassthroughBackendDown(t *testing.T) {
 		t.Fatalf("closed after %v", el)
 	}
 	line := waitLog(t, logs, "reason=passthrough_dial")
-	if !strings.Contains(line, "sni="+ptName) || !strings.Contains(line, fmt.Sprintf("backend=127.0.0.1:%d", dead)) {
+	if !strings.Contains(line, "sni="+ptName) || !strings.Contains(line, "backend="+dead) {
 		t.Fatalf("log line lacks the name or backend: %s", line)
 	}
 	// A terminated route on the same listener is unaffected.
