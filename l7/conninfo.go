@@ -49,6 +49,8 @@ type ConnInfo struct {
 	// with nothing forwarded yet, and whether anything was forwarded.
 	refusedInARow atomic.Int32
 	forwarded     atomic.Bool
+	// requested is set by the connection's first request.
+	requested atomic.Bool
 	// Revoked is set when a reload removed what the connection depends on
 	// (its route, its load balancer's range): it closes after the
 	// current request.
@@ -63,6 +65,10 @@ type connText struct {
 	client string   // Client.String(), an IPv4 client on a dual-stack socket unmapped
 	xff    []string // X-Forwarded-For's value; nil without a Client
 }
+
+// Requested reports whether a request has reached the HTTP stage on the
+// connection.
+func (ci *ConnInfo) Requested() bool { return ci.requested.Load() }
 
 // texts returns the connection's strings, made once: an HTTP/2
 // connection's first streams may race to make them, and any of the equal

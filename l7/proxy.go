@@ -266,6 +266,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// sends its body gets no answer and holds the connection. A
 			// body that ended (EOF, or failed) needs no more time.
 			_ = body.deadline.SetReadDeadline(time.Now().Add(body.timeout))
+			if cw.deadline != nil {
+				// The answer waits for that read before it goes out.
+				_ = cw.deadline.SetWriteDeadline(time.Now().Add(body.timeout + cw.timeout))
+			}
+		} else {
+			// net/http sends what is still buffered once this returns.
+			cw.armDeadline()
 		}
 		if p.observe != nil && st.ci != nil {
 			end := time.Now()
@@ -283,6 +290,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.reason = errNoConnInfo.Error()
 		writeError(cw, http.StatusInternalServerError, "UNKNOWN", errNoConnInfo.Error())
 		return
+	}
+	if !st.ci.requested.Load() {
+		st.ci.requested.Store(true)
 	}
 	if st.ci.Revoked.Load() {
 		// A reload removed this connection's route (or its balancer):
@@ -688,9 +698,9 @@ type batchingWriter struct {
 	status int
 	n      int64
 	batch  WriteBatcher // nil: write as net/http does
-	// deadline bounds each write of a large response by timeout (nil:
-	// none). A small one fits the socket's buffers, and its Nexus
-	// connection is released once read (doneBody), so it goes without.
+	// deadline bounds each write and flush by timeout (nil: none). Even
+	// a small answer blocks once a pipelining client has filled the
+	// socket's buffers (or, over HTTP/2, keeps its window shut).
 	deadline writeDeadliner
 	timeout  time.Duration
 	// timeEvery bounds every write and flush (HTTP/2): a stream whose
@@ -701,11 +711,20 @@ type batchingWriter struct {
 	timeEvery bool
 }
 
+// armDeadline gives the next write to the client timeout from now.
+func (c *batchingWriter) armDeadline() {
+	if c.deadline != nil {
+		_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
+	}
+}
+
 // batchMin is the smallest write worth batching: two full TLS records.
 const batchMin = 32 << 10
 
 func (c *batchingWriter) WriteHeader(code int) {
-	if c.status == 0 || c.status < 200 {
+	// A 1xx (a forwarded 100 Continue) starts no response: an error may
+	// still be answered after it.
+	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
 	}
 	c.ResponseWriter.WriteHeader(code)
@@ -717,9 +736,9 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 	}
 	if c.deadline != nil && c.timeEvery {
 		defer c.timed()()
-	} else if c.deadline != nil && (len(b) >= batchMin || c.n >= batchMin) {
+	} else {
 		// net/http clears it once the response is finished.
-		_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
+		c.armDeadline()
 	}
 	if c.batch != nil && len(b) >= batchMin {
 		c.batch.BeginBatch()
@@ -743,6 +762,8 @@ func (c *batchingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
 		if c.deadline != nil && c.timeEvery {
 			defer c.timed()()
+		} else {
+			c.armDeadline()
 		}
 		f.Flush()
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -457,5 +458,70 @@ func TestHTTP2ClientThatStopsSendingIsCut(t *testing.T) {
 	finishes(t, done, "HTTP/2 upload whose client went quiet")
 	if got >= 1000000 {
 		t.Fatalf("Nexus read the whole body: want the upload cut short")
+	}
+}
+
+// A client that pipelines requests and reads none of their small answers
+// fills the socket's buffers; the next answer's write then blocks. Only
+// large writes had a deadline, so that connection and its goroutine were
+// held for good, past every timeout.
+func TestPipeliningClientThatStopsReadingIsCut(t *testing.T) {
+	const requests = 2000
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(make([]byte, 16<<10)) // a manifest: small, below batchMin
+	})
+	addr := stallProxy(t, node, 0, 300*time.Millisecond)
+	// A small receive buffer, set before connecting: shrunk afterwards,
+	// the window already offered would stall the reads below.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go func() {
+		req := "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n"
+		_, _ = io.WriteString(c, strings.Repeat(req, requests))
+	}()
+	time.Sleep(2 * time.Second) // reads nothing, well past --send-timeout
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.Copy(io.Discard, c)
+
+	if err, ok := err.(net.Error); ok && err.Timeout() {
+		t.Fatalf("connection still open after %d of %d pipelined answers: the stalled write was never cut", node.hits.Load(), requests)
+	}
+	if n := node.hits.Load(); n >= requests {
+		t.Fatalf("all %d requests served: the client's buffers never filled", n)
+	}
+}
+
+// A client that asked for "100 Continue", got it (Nexus read the body),
+// then sent nothing is cut by --body-timeout and told so with a JSON 400.
+// The forwarded 100 counted as the response's status, so the 400 was
+// dropped as if the response had started, and net/http finished it as an
+// empty 200 OK: a manifest PUT that never arrived looked like a success.
+func TestStalledBodyAfter100ContinueAnswered400(t *testing.T) {
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	})
+	addr := stallProxy(t, node, 300*time.Millisecond, 0)
+	c := stalledClient(t, addr, "PUT /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 3000\r\nExpect: 100-continue\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	for err == nil && resp.StatusCode < 200 {
+		resp, err = http.ReadResponse(br, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"errors"`) {
+		t.Fatalf("got %s %q, want the body's failure as a JSON 400", resp.Status, b)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/sni"
 )
 
@@ -25,6 +26,14 @@ func (p passthrough) serve(d decision) {
 	defer p.s.track.RemoveConn(d.raw)
 	defer c.Close()
 	rt := info.Route
+	if p.s.opts.MaxConns > 0 {
+		if !p.s.takeStreamPlaces() {
+			// The client waits for a ServerHello: say it failed on this side.
+			_ = sni.WriteAlert(c, sni.AlertInternalError)
+			return
+		}
+		defer p.s.active.Add(-streamExtraPlaces)
+	}
 	dialer := net.Dialer{Timeout: DialTimeout}
 	// The server's context ends when a drain runs out, so a dial to a
 	// black-holed backend cannot hold Shutdown past its deadline.
@@ -78,6 +87,25 @@ func (p passthrough) serve(d decision) {
 	if p.s.opts.Streamed != nil {
 		p.s.opts.Streamed(rt, int64(len(d.prefix))+in, out)
 	}
+}
+
+// streamExtraPlaces is what a passthrough stream takes of --max-conns
+// beyond its own place: it holds the backend's socket too and, while Linux
+// splices, a pipe each way (two descriptors each), where --max-conns'
+// default allows two descriptors a place.
+const streamExtraPlaces = 2
+
+// takeStreamPlaces takes a passthrough stream's extra places, or refuses
+// it (logged and counted as max_conns) when --max-conns has none left.
+func (s *Server) takeStreamPlaces() bool {
+	for i := range streamExtraPlaces {
+		if !perclient.TakeBelow(&s.active, int64(s.opts.MaxConns)) {
+			s.active.Add(-int64(i))
+			s.refusedOverLimit()
+			return false
+		}
+	}
+	return true
 }
 
 // pipe copies both ways until both directions are done, passing each EOF on

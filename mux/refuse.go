@@ -5,11 +5,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/nexmux/nexmux/internal/lograte"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/sni"
 )
@@ -54,10 +56,41 @@ func (l *connLog) logger() *slog.Logger {
 	return l.s.log.With(args...)
 }
 
+// refusalLines is how many refusals a second of one reason are logged one
+// by one; the rest are counted, and the next line says how many.
+const refusalLines = 10
+
 // refuse logs the connection's refusal and counts it.
 func (l *connLog) refuse(reason, msg string, args ...any) {
-	l.logger().Info("connection refused: "+msg, append([]any{"reason", reason}, args...)...)
+	// Clients choose how often they are refused (and the names logged):
+	// a loop of them must not become a line each.
+	if ok, dropped := l.s.refusals.note(reason); ok {
+		args = append([]any{"reason", reason}, args...)
+		if dropped > 0 {
+			args = append(args, "unlogged", dropped)
+		}
+		l.logger().Info("connection refused: "+msg, args...)
+	}
 	l.s.countRefused(reason)
+}
+
+// refusalLog holds a line budget per refusal reason.
+type refusalLog struct {
+	once sync.Once
+	by   map[string]*lograte.Burst
+}
+
+func (r *refusalLog) note(reason string) (bool, int64) {
+	r.once.Do(func() {
+		r.by = make(map[string]*lograte.Burst, len(Reasons))
+		for _, why := range Reasons {
+			r.by[why] = &lograte.Burst{Max: refusalLines}
+		}
+	})
+	if b := r.by[reason]; b != nil {
+		return b.Note()
+	}
+	return true, 0
 }
 
 func (s *Server) countRefused(reason string) {

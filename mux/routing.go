@@ -103,6 +103,22 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	}
 	deadline := time.Now().Add(s.opts.HandshakeTimeout)
 	_ = c.SetReadDeadline(deadline)
+	if pc, ok := c.(*proxyproto.Conn); ok && headerNamesClient {
+		// A balancer sends the header at once: the client it names counts
+		// from then, not from its complete hello, or one client's silent
+		// connections could hold every --max-conns place until the
+		// deadline. A failed header is refused below, by the first read.
+		if pc.ProxyHeader() != nil {
+			if a := addrPort(pc.RemoteAddr()); a.IsValid() {
+				info.Client = a
+			}
+			log.peer = raw.RemoteAddr()
+			if !s.clientSlotTaken(raw, info.Client.Addr()) {
+				log.refusedPerClient()
+				return d, false
+			}
+		}
+	}
 
 	rr := newRoutingReader(c)
 	var first [1]byte

@@ -92,6 +92,11 @@ type Options struct {
 	PassthroughIdleTimeout time.Duration
 	// PortTLSOnly refuses plain HTTP on port routes (--port-tls-only).
 	PortTLSOnly bool
+	// SendTimeout closes an HTTP/2 connection none of whose pending bytes
+	// the client took for this long (0: never): a client that stops
+	// reading its socket blocks the connection's one writer, where no
+	// stream's write deadline reaches.
+	SendTimeout time.Duration
 	// IdleRelease frees an idle HTTP/1 connection's goroutine and buffers
 	// after this long without a byte (idlerelease.go); 0 takes
 	// DefaultIdleRelease, a negative value never does.
@@ -123,6 +128,7 @@ type Server struct {
 
 	overLimit lograte.Limiter // max-conns refusals' log lines
 	perClient lograte.Limiter // max-conns-per-client refusals' log lines
+	refusals  refusalLog      // other refusals' log lines
 
 	// track holds the listeners, and the connections not (yet) owned by
 	// http.Server with their goroutines.
@@ -189,7 +195,7 @@ func New(opts Options, st *State) (*Server, error) {
 		// Go's default is 250 streams per connection; 100 (what nginx
 		// and most servers offer) is plenty for registry clients and
 		// bounds what one connection can ask of Nexus at once.
-		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: MaxConcurrentStreams},
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: MaxConcurrentStreams, WriteByteTimeout: opts.SendTimeout},
 		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return s, nil

@@ -42,10 +42,12 @@ func (t terminate) serve(d decision) {
 	}
 	lc := &liveConn{info: d.info, peer: d.peer}
 	lc.idle.Store(true)
-	if tc, ok := c.(*tls.Conn); !ok || tc.ConnectionState().NegotiatedProtocol != "h2" {
+	tc, isTLS := c.(*tls.Conn)
+	h2 := isTLS && tc.ConnectionState().NegotiatedProtocol == "h2"
+	if !h2 {
 		log := connLog{s: t.s, info: d.info, peer: d.peer}
 		var h *h1Conn
-		if ok {
+		if isTLS {
 			tlsh := newH1TLSConn(tc, log)
 			h, c = &tlsh.h1Conn, tlsh
 		} else {
@@ -72,6 +74,17 @@ func (t terminate) serve(d decision) {
 		t.s.endFresh(lc)
 		t.s.connState(c, http.StateClosed)
 		d.raw.Close()
+		return
+	}
+	if h2 {
+		// net/http's HTTP/2 server has no header timeout: a connection
+		// that never completes a request would stay until --idle-timeout.
+		// Its first request's headers get --header-timeout, as HTTP/1's do.
+		time.AfterFunc(t.s.opts.HeaderTimeout, func() {
+			if !d.info.Requested() {
+				_ = c.Close()
+			}
+		})
 	}
 }
 

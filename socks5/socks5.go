@@ -94,6 +94,9 @@ type Server struct {
 	// throttled keeps a client retrying while throttled from writing a
 	// line per try.
 	throttled lograte.Limiter
+	// denied and authFailed bound refused sessions' lines: clients choose
+	// how often they are refused, and the names logged.
+	denied, authFailed lograte.Burst
 
 	// track holds the listeners and SOCKS clients; its goroutines are the
 	// sessions and the streams they hand to router.
@@ -120,6 +123,7 @@ func New(router *mux.Server, o Options) *Server {
 		log:      o.Logger,
 		sniPorts: map[int]bool{},
 	}
+	s.denied.Max, s.authFailed.Max = refusalLines, refusalLines
 	s.pending.max, s.pending.by.Max = o.MaxPending, o.MaxPendingPerClient
 	for _, p := range o.SNIPorts {
 		s.sniPorts[p] = true
@@ -363,6 +367,10 @@ func (ss *session) Allow(ctx context.Context, req *gosocks5.Request) (context.Co
 
 var commandNames = map[uint8]string{gosocks5.BindCommand: "bind", gosocks5.AssociateCommand: "udp_associate"}
 
+// refusalLines is how many refused sessions a second of one reason are
+// logged one by one; the rest are counted, and the next line says how many.
+const refusalLines = 10
+
 // refused logs a request the rule set refuses, with ReasonDenied, and
 // counts it.
 func (ss *session) refused(msg string, args ...any) {
@@ -372,7 +380,17 @@ func (ss *session) refused(msg string, args ...any) {
 // refusedAs logs a refusal of the session with its reason and counts it.
 func (ss *session) refusedAs(reason, msg string, args ...any) {
 	ss.logged = true
-	ss.s.log.Info(msg, append(append([]any{"client", ss.client.RemoteAddr().String()}, args...), "reason", reason)...)
+	b := &ss.s.denied
+	if reason == ReasonAuth {
+		b = &ss.s.authFailed
+	}
+	if ok, dropped := b.Note(); ok {
+		args = append(args, "reason", reason)
+		if dropped > 0 {
+			args = append(args, "unlogged", dropped)
+		}
+		ss.s.log.Info(msg, append([]any{"client", ss.client.RemoteAddr().String()}, args...)...)
+	}
 	if ss.s.opts.Refused != nil {
 		ss.s.opts.Refused(reason)
 	}

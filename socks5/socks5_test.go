@@ -1005,3 +1005,34 @@ func TestBalancerHealthCheckResetIsClosed(t *testing.T) {
 		t.Fatalf("reset health check: %d proxy_header refusals, %d closed, log:\n%s", n, st.refusedFor(mux.ReasonClosed), st.logs.String())
 	}
 }
+
+// Refused CONNECTs are logged one by one only up to 10 a second: a client
+// asking for names outside the table in a loop wrote a line each, with the
+// names it chose. The rest are counted, and the next line says how many.
+func TestRefusalLinesLimited(t *testing.T) {
+	st := start(t, config{})
+	for i := range 40 {
+		code, c, err := connect(t, st.socksAddr, nil, 1, fmt.Sprintf("n%d.evil.example.com", i), 443)
+		if err != nil || code != replyNotAllowed {
+			t.Fatalf("CONNECT %d: reply %d, %v", i, code, err)
+		}
+		c.Close()
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if code, c, err := connect(t, st.socksAddr, nil, 1, "last.evil.example.com", 443); err != nil || code != replyNotAllowed {
+		t.Fatalf("last CONNECT: reply %d, %v", code, err)
+	} else {
+		c.Close()
+	}
+	time.Sleep(200 * time.Millisecond)
+	logs := st.logs.String()
+	if n := strings.Count(logs, "reason="+socks5.ReasonDenied); n > 21 {
+		t.Fatalf("%d lines for 41 refusals in about two seconds, want at most 10 a second", n)
+	}
+	if n := st.refused.Load(); n != 41 {
+		t.Errorf("%d refusals counted, want every one of 41", n)
+	}
+	if !regexp.MustCompile(`connect=last\.evil\.example\.com:443 .*unlogged=\d+`).MatchString(logs) {
+		t.Errorf("the line after a burst does not say how many went unlogged:\n%s", logs)
+	}
+}

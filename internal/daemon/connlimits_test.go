@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -109,6 +110,32 @@ func TestSilentConnectionsCountPerClientAtAccept(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("other client: %d, want Nexus's 401", resp.StatusCode)
+	}
+}
+
+// Behind a trusted balancer, a client's connections count against its own
+// cap as soon as their PROXY header names it: a balancer sends the header
+// at once, and the client behind it may then send nothing (or a hello
+// byte by byte). Counted only once the whole ClientHello came, one client
+// could hold every --max-conns place for the routing deadline.
+func TestSilentConnectionsBehindBalancerCountPerClient(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxConns = 20
+	cfg.MaxConnsPerClient = 5
+	cfg.ProxyProtocolFrom = []string{"127.0.0.1/32"}
+	st := stack.Start(t, stack.Options{Config: cfg})
+	cs := silentConns(t, st.Addr, 20)
+	for i, c := range cs {
+		hdr := "PROXY TCP4 198.51.100.7 127.0.0.1 40000 443\r\n"
+		if i%2 == 1 {
+			hdr += "\x16\x03" // and the first bytes of a hello
+		}
+		if _, err := io.WriteString(c, hdr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if closed := closedOf(cs); closed != 15 {
+		t.Errorf("%d of 20 silent connections of one client behind the balancer closed within 1 s, want 15 (--max-conns-per-client 5)", closed)
 	}
 }
 
@@ -254,4 +281,35 @@ func closedOf(cs []net.Conn) int {
 		}
 	}
 	return closed
+}
+
+// Refused connections are logged one by one only up to a few a second per
+// reason: a client opening connections with made-up server names in a loop
+// wrote a line each (attacker-chosen names included), thousands a second
+// from one core. The rest are counted in the metric and summed up by the
+// next line logged.
+func TestRefusalLinesLimitedPerReason(t *testing.T) {
+	st, logs := logStack(t, teamRoutes())
+	for i := range 60 {
+		c, err := net.Dial("tcp", st.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = tls.Client(c, &tls.Config{ServerName: fmt.Sprintf("n%d.unknown.test", i), InsecureSkipVerify: true}).Handshake()
+		c.Close()
+	}
+	time.Sleep(1100 * time.Millisecond)
+	c, err := net.Dial("tcp", st.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = tls.Client(c, &tls.Config{ServerName: "last.unknown.test", InsecureSkipVerify: true}).Handshake()
+	c.Close()
+	line := waitLog(t, logs, "sni=last.unknown.test")
+	if n := strings.Count(logs.String(), "reason=unknown_sni"); n > 31 {
+		t.Fatalf("%d lines for 61 refusals in about two seconds, want at most %d a second", n, 10)
+	}
+	if !strings.Contains(line, "unlogged=") {
+		t.Fatalf("the line after a burst does not say how many went unlogged: %s", line)
+	}
 }

@@ -184,6 +184,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		MaxConnsPerClient:      c.MaxConnsPerClient,
 		PassthroughIdleTimeout: c.PassthroughIdleTimeout,
 		PortTLSOnly:            c.PortTLSOnly,
+		SendTimeout:            c.SendTimeout,
 	}, stateOf(b))
 	if err != nil {
 		return nil, err

@@ -420,3 +420,40 @@ func refNoT(s string) name.Reference {
 	}
 	return r
 }
+
+// An HTTP/2 connection that sends the preface and then no complete request
+// (nothing, or a header block it never ends) is closed after
+// --header-timeout, as an HTTP/1 one is; it stayed until --idle-timeout,
+// four times as long by default, for a slowloris over HTTP/2.
+func TestHTTP2ConnectionWithoutRequestClosedAtHeaderTimeout(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.HeaderTimeout = 500 * time.Millisecond
+	st := stack.Start(t, stack.Options{Config: cfg})
+	for _, tail := range []string{
+		"", // nothing after the preface
+		// HEADERS for stream 1 without END_HEADERS, and no CONTINUATION.
+		"\x00\x00\x01\x01\x01\x00\x00\x00\x01\x82",
+	} {
+		c, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+			t.Fatalf("negotiated %q, want h2", p)
+		}
+		// The preface, an empty SETTINGS frame, then tail.
+		if _, err := io.WriteString(c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"+tail); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_ = c.SetReadDeadline(start.Add(10 * time.Second))
+		_, err = io.Copy(io.Discard, c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("tail %q: HTTP/2 connection without a request still open after 10 s (--header-timeout 500ms)", tail)
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Fatalf("tail %q: closed after %v, want about --header-timeout", tail, el)
+		}
+	}
+}

@@ -435,3 +435,43 @@ func TestPassthroughBackendDown(t *testing.T) {
 		t.Fatalf("team-a after a failed passthrough: %d", status)
 	}
 }
+
+// A passthrough stream holds two sockets and, while Linux splices it, a
+// pipe each way (two descriptors each): three times what --max-conns'
+// default, taken from the open-file limit, allows a connection. Streams up
+// to --max-conns ran nexmux out of descriptors: accepts and dials to Nexus
+// failed for everyone. A stream now takes three places.
+func TestPassthroughStreamTakesThreePlaces(t *testing.T) {
+	be := startPTBackend(t, false)
+	cfg := teamRoutes()
+	cfg.Passthrough = []string{ptName + "=" + be.addr}
+	cfg.MaxConns = 9
+	cfg.MaxConnsPerClient = 0
+	st, _ := logStack(t, cfg)
+	var open []*tls.Conn
+	for i := range 3 {
+		c, err := ptDial(st.Addr, nil, be.ca.Pool())
+		if err != nil {
+			t.Fatalf("stream %d of 3: %v", i+1, err)
+		}
+		defer c.Close()
+		open = append(open, c)
+	}
+	if c, err := ptDial(st.Addr, nil, be.ca.Pool()); err == nil {
+		c.Close()
+		t.Fatal("a fourth stream was served under --max-conns 9: each holds up to six descriptors")
+	}
+	open[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := ptDial(st.Addr, nil, be.ca.Pool())
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the places of a stream that ended did not come back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,14 +1,21 @@
 package daemon_test
 
 import (
+	"context"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // Over HTTP/2 a client that stops reading does not block a socket write: it
@@ -54,4 +61,78 @@ func TestHTTP2ClientThatStopsReadingIsCut(t *testing.T) {
 	// The same connection still serves.
 	ok := get("/v2/")
 	ok.Body.Close()
+}
+
+// stallingConn stops reading from the socket once stall is set, until
+// resume is closed: a client that stops reading at the TCP level.
+type stallingConn struct {
+	net.Conn
+	stall  atomic.Bool
+	resume chan struct{}
+}
+
+func (c *stallingConn) Read(b []byte) (int, error) {
+	if c.stall.Load() {
+		<-c.resume
+	}
+	return c.Conn.Read(b)
+}
+
+// An HTTP/2 client that opens its windows wide and then stops reading the
+// socket blocks nexmux's connection writer, not a stream's window: the
+// stream's write deadline then only queues a reset behind the blocked
+// write, so the stream, its Nexus connection and the client's connection
+// were held for good. --send-timeout bounds the socket write too.
+func TestHTTP2ClientThatStopsReadingTheSocketIsCut(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.SendTimeout = 300 * time.Millisecond
+	logs := &testnet.Buffer{}
+	st := stack.Start(t, stack.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	img, err := random.Image(32<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Nexus.Seed("team-a-hosted", "big", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	dig, _ := layers[0].Digest()
+	var sc *stallingConn
+	tr := st.Transport()
+	tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerConnection: 64 << 20, MaxReceiveBufferPerStream: 64 << 20}
+	tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+		_, port, _ := net.SplitHostPort(addr)
+		// A small receive buffer, set before connecting, fills at once.
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			return nil, err
+		}
+		sc = &stallingConn{Conn: c, resume: make(chan struct{})}
+		return sc, nil
+	}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/big/blobs/"+dig.String(), nil)
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %s over %s", resp.Status, resp.Proto)
+	}
+	sc.stall.Store(true)
+	defer close(sc.resume)
+	// The response ends (its access line is written) while the client
+	// still reads nothing.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "path=/v2/big/blobs/") {
+		if time.Now().After(deadline) {
+			t.Fatal("blob response still held 5 s after the client stopped reading its socket (--send-timeout 300ms)")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -3,6 +3,7 @@
 package lograte
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -24,4 +25,33 @@ func (l *Limiter) Note() (log bool, n int64) {
 		return true, n
 	}
 	return false, 0
+}
+
+// Burst lets up to Max events a second be logged one by one and counts
+// the rest, so that the next event logged can say how many went unlogged.
+// The zero value logs nothing; set Max.
+type Burst struct {
+	Max     int
+	mu      sync.Mutex
+	sec     int64 // the second lines counts
+	lines   int
+	dropped int64
+}
+
+// Note records one event: log is whether to write its line, and dropped
+// how many events since the last line were not written.
+func (b *Burst) Note() (log bool, dropped int64) {
+	now := time.Now().Unix()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now != b.sec {
+		b.sec, b.lines = now, 0
+	}
+	if b.lines >= b.Max {
+		b.dropped++
+		return false, 0
+	}
+	b.lines++
+	dropped, b.dropped = b.dropped, 0
+	return true, dropped
 }

@@ -32,3 +32,21 @@ func TestBurstIsOneLine(t *testing.T) {
 		t.Fatalf("line counted %d, %d pending: want 100 in all", counted, pending)
 	}
 }
+
+func TestBurstLogsMaxThenCounts(t *testing.T) {
+	b := Burst{Max: 3}
+	lines := 0
+	for range 10 {
+		if ok, _ := b.Note(); ok {
+			lines++
+		}
+	}
+	if lines != 3 && lines != 6 { // a second may begin during the loop
+		t.Fatalf("%d lines for 10 events, want 3 a second", lines)
+	}
+	b.sec-- // the next second
+	ok, dropped := b.Note()
+	if !ok || dropped == 0 || int64(lines)+dropped != 10 {
+		t.Fatalf("next second: log %v, %d unlogged after %d lines; want the 10 accounted for", ok, dropped, lines)
+	}
+}
