@@ -74,6 +74,13 @@ func TestLegitimateClientServedDuringConnectionFlood(t *testing.T) {
 	if len(held) > 5 {
 		t.Errorf("one client holds %d connections, want at most --max-conns-per-client 5", len(held))
 	}
+	// An operator sees how close the listener is to refusing.
+	if limit := counterValue(t, st.Daemon, "nexmux_max_connections", nil); limit != 20 {
+		t.Errorf("nexmux_max_connections %v, want 20", limit)
+	}
+	waitFor(t, "nexmux_open_connections to count the held connections", func() bool {
+		return counterValue(t, st.Daemon, "nexmux_open_connections", nil) == float64(len(held))
+	})
 	legit := &http.Client{Transport: transportFrom(st, "127.0.0.2")}
 	resp, err := legit.Get("https://" + st.Host("team-a") + "/v2/")
 	if err != nil {

@@ -190,6 +190,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.metrics.IdleReleased(d.server.Released)
+	d.metrics.Connections(d.server.Open)
 	d.metrics.RefusalReasons(append(slices.Clone(mux.Reasons), socks5.ReasonDenied, socks5.ReasonAuth, socks5.ReasonPending)...)
 	return d, nil
 }

@@ -153,6 +153,21 @@ func (m *Metrics) IdleReleased(released func() (now int, total int64)) {
 	)
 }
 
+// Connections registers the --max-conns series, read from open (an
+// mux.Server's Open) at each scrape: how close the listener is to refusing.
+func (m *Metrics) Connections(open func() (int64, int)) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nexmux_open_connections",
+			Help: "Places taken against --max-conns while it is set: client connections and SOCKS5 sessions (a passthrough stream takes three).",
+		}, func() float64 { n, _ := open(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nexmux_max_connections",
+			Help: "--max-conns (0: no limit).",
+		}, func() float64 { _, l := open(); return float64(l) }),
+	)
+}
+
 // Routed counts a connection given a route.
 func (m *Metrics) Routed(rt *route.Route) { m.connections.WithLabelValues(rt.Key).Inc() }
 
