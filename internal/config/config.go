@@ -320,6 +320,7 @@ func (c *Config) Build() (*Runtime, error) {
 	if err := errlist.Err(errs); err != nil {
 		return nil, err
 	}
+	b.Warnings = append(b.Warnings, c.limitWarnings()...)
 	b.Warnings = append(b.Warnings, c.EnvWarnings...)
 	return b, nil
 }

@@ -149,6 +149,33 @@ func TestBuildValid(t *testing.T) {
 	}
 }
 
+// Limits that let one client address hold every connection to a Nexus
+// node draw a warning; the defaults do not.
+func TestBuildWarnsOfLimitsThatLeaveNexusOpen(t *testing.T) {
+	for _, tc := range []struct {
+		perClient, perNode int
+		want               string
+	}{
+		{DefaultMaxRequestsPerClient, 0, ""},
+		{0, 0, "max-requests-per-client 0 (no limit): one client address can hold all 200 connections"},
+		{200, 0, "max-requests-per-client 200 is not below upstream-max-conns 200"},
+		{8, 8, "max-requests-per-client 8 is not below upstream-max-conns 8"},
+		{7, 8, ""},
+	} {
+		c := Defaults()
+		c.Port = []string{"8082=team-a"}
+		c.MaxRequestsPerClient, c.UpstreamMaxConns = tc.perClient, tc.perNode
+		b, err := c.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(b.Warnings, "\n")
+		if tc.want == "" && strings.Contains(got, "max-requests-per-client") || !strings.Contains(got, tc.want) {
+			t.Errorf("per client %d, per node %d: warnings %q, want %q", tc.perClient, tc.perNode, got, tc.want)
+		}
+	}
+}
+
 func TestBuildPortRoutesNeedNoCert(t *testing.T) {
 	c := Defaults()
 	c.Port = []string{"8082=team-a", "8083=pull:g,push:h"}

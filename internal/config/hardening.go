@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-multierror"
+
+	"github.com/nexmux/nexmux/l7"
 )
 
 // DefaultMaxRequestsPerClient bounds one client address's requests in
@@ -59,6 +61,24 @@ func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
 		}
 	}
 	return errs
+}
+
+// limitWarnings names limit settings that leave Nexus unprotected: one
+// client address allowed as many requests in flight as a node takes can
+// hold every one of its connections (Jetty threads), with uploads that
+// keep moving at the --body-timeout pace.
+func (c *Config) limitWarnings() []string {
+	perNode := c.UpstreamMaxConns
+	if perNode == 0 {
+		perNode = l7.DefaultUpstreamMaxConns
+	}
+	switch perClient := c.MaxRequestsPerClient; {
+	case perClient == 0:
+		return []string{fmt.Sprintf("max-requests-per-client 0 (no limit): one client address can hold all %d connections to a Nexus node (upstream-max-conns)", perNode)}
+	case perClient >= perNode:
+		return []string{fmt.Sprintf("max-requests-per-client %d is not below upstream-max-conns %d: one client address can hold every connection to a Nexus node", perClient, perNode)}
+	}
+	return nil
 }
 
 // isToken reports an RFC 9110 token (a header field name).
