@@ -18,3 +18,15 @@ func TestUpstreamIdleBelowJettys(t *testing.T) {
 		t.Fatalf("upstream IdleConnTimeout %v: want set and at most Jetty's %v less 5s", got, fixtures.JettyIdleTimeout)
 	}
 }
+
+// Jetty serves a Nexus node's requests with one pool of threads
+// (fixtures.JettyWorkerThreads), shared by every connector and the UI.
+// nexmux's default share of one node stays well below it, so a replica
+// whose clients stall uploads or stop reading leaves threads for Nexus's
+// other users (TestUpstreamPoolOverflow: requests beyond it never reach
+// the node).
+func TestUpstreamMaxConnsBelowJettyThreads(t *testing.T) {
+	if DefaultUpstreamMaxConns <= 0 || DefaultUpstreamMaxConns > fixtures.JettyWorkerThreads/2 {
+		t.Fatalf("DefaultUpstreamMaxConns %d: want at most half of Jetty's %d threads", DefaultUpstreamMaxConns, fixtures.JettyWorkerThreads)
+	}
+}
