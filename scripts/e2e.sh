@@ -552,8 +552,12 @@ curl_keepalive() {
 	}
 }
 
+# force_basic: the fixture runs the force-basic-auth variant.
+force_basic() { [[ " ${FIXTURE_VARIANT[*]} " == *" -force-basic-auth "* ]]; }
+
 # curl_challenge HOST PORT: GET /v2/ with the test CA verifying the chain
-# must answer 401 and a Bearer realm on that host:port.
+# must answer 401 and a Bearer realm on that host:port (force-basic-auth:
+# Nexus's BASIC challenge, which names no URL).
 curl_challenge() {
 	local hdrs
 	hdrs=$(curl -sS -o /dev/null -D - --max-time 20 --cacert "$WORK/certs/ca.crt" \
@@ -563,6 +567,13 @@ curl_challenge() {
 		echo "want 401"
 		return 1
 	}
+	if force_basic; then
+		grep -q '^[Ww]ww-[Aa]uthenticate: BASIC realm="Sonatype Nexus Repository Manager"' <<<"$hdrs" || {
+			echo "want Nexus's BASIC challenge"
+			return 1
+		}
+		return 0
+	fi
 	grep -qi '^www-authenticate: .*realm="https://' <<<"$hdrs" || {
 		echo "want a WWW-Authenticate realm on https"
 		return 1
