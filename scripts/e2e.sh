@@ -26,7 +26,10 @@
 # line; exit status 0 only when nothing failed. Logs (per step, nexmux,
 # fixture, dockerd) are kept in /tmp/nexmux-e2e-logs on failure, or always in
 # $E2E_LOG_DIR when it is set. E2E_NEXUS_PORT and E2E_LISTEN_PORT move the
-# fixture and the fan-in listener off 8081 and 8443.
+# fixture and the fan-in listener off 8081 and 8443. A Nexus variant:
+# E2E_NEXUS_CONTEXT=/nexus serves the fixture under that context path (and
+# nexmux's --upstream with it), E2E_FIXTURE_ARGS adds nexus-fixture flags,
+# e.g. "-location-style absolute -null-scheme".
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -35,6 +38,8 @@ ROOT=$PWD
 NEXUS_PORT=${E2E_NEXUS_PORT:-8081}
 NEXMUX_PORT=${E2E_LISTEN_PORT:-8443}
 METRICS_PORT=${E2E_METRICS_PORT:-18090}
+NEXUS_CTX=${E2E_NEXUS_CONTEXT:-}
+read -r -a FIXTURE_VARIANT <<<"${E2E_FIXTURE_ARGS:-}"
 LEGACY_PULL=18082 # --port 18082=team-a (group)
 LEGACY_PUSH=18083 # --port 18083=team-a-hosted
 LEGACY_ONE=18084  # --port 18084=pull:team-a,push:team-a-hosted (one name per team)
@@ -273,6 +278,7 @@ source "$ROOT/scripts/e2e-onename.sh" # one name per team, issue 18: onename_ste
 
 start_fixture() {
 	./bin/nexus-fixture -listen "127.0.0.1:$NEXUS_PORT" -user "$USER_PASS" "${ONENAME_FIXTURE_ARGS[@]}" \
+		-context "$NEXUS_CTX" "${FIXTURE_VARIANT[@]}" \
 		-data "$WORK/nexus-data" >"$WORK/logs/fixture.log" 2>&1 8>&- 9>&- &
 	FIXTURE_PID=$!
 	wait_port "$NEXUS_PORT" "$FIXTURE_PID" nexus-fixture
@@ -546,8 +552,12 @@ curl_keepalive() {
 	}
 }
 
+# force_basic: the fixture runs the force-basic-auth variant.
+force_basic() { [[ " ${FIXTURE_VARIANT[*]} " == *" -force-basic-auth "* ]]; }
+
 # curl_challenge HOST PORT: GET /v2/ with the test CA verifying the chain
-# must answer 401 and a Bearer realm on that host:port.
+# must answer 401 and a Bearer realm on that host:port (force-basic-auth:
+# Nexus's BASIC challenge, which names no URL).
 curl_challenge() {
 	local hdrs
 	hdrs=$(curl -sS -o /dev/null -D - --max-time 20 --cacert "$WORK/certs/ca.crt" \
@@ -557,6 +567,13 @@ curl_challenge() {
 		echo "want 401"
 		return 1
 	}
+	if force_basic; then
+		grep -q '^[Ww]ww-[Aa]uthenticate: BASIC realm="Sonatype Nexus Repository Manager"' <<<"$hdrs" || {
+			echo "want Nexus's BASIC challenge"
+			return 1
+		}
+		return 0
+	fi
 	grep -qi '^www-authenticate: .*realm="https://' <<<"$hdrs" || {
 		echo "want a WWW-Authenticate realm on https"
 		return 1
@@ -604,7 +621,7 @@ step "generate test CA and server certificate" \
 cp "$WORK/certs/ca.crt" "$WORK/skopeo-certs/ca.crt"
 
 # shellcheck disable=SC2054 # the commas are part of a --route value
-NEXMUX_ARGS=(--listen "127.0.0.1:$NEXMUX_PORT" --upstream "http://127.0.0.1:$NEXUS_PORT"
+NEXMUX_ARGS=(--listen "127.0.0.1:$NEXMUX_PORT" --upstream "http://127.0.0.1:$NEXUS_PORT$NEXUS_CTX"
 	--cert "$WORK/certs/server.crt" --key "$WORK/certs/server.key"
 	--route team-a.nexmux.test=pull:team-a,push:team-a-hosted
 	--route team-a-push.nexmux.test=team-a-hosted
