@@ -42,7 +42,7 @@ func (s *Set) Start(ctx context.Context, interval time.Duration) {
 			Proxy:               nil,
 			DialContext:         (&net.Dialer{Timeout: probeTimeout}).DialContext,
 			MaxIdleConnsPerHost: 2,
-			IdleConnTimeout:     3 * interval,
+			IdleConnTimeout:     probeIdle(interval),
 		},
 		// A status endpoint that redirects is not a healthy one.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -52,6 +52,11 @@ func (s *Set) Start(ctx context.Context, interval time.Duration) {
 	s.probeMu.Unlock()
 	go p.run(ctx)
 }
+
+// probeIdle keeps a probe's connection for the next few probes, but below
+// Jetty's 30 s idle timeout: a probe sent on a connection Jetty is closing
+// fails, and a failed probe counts against the node.
+func probeIdle(interval time.Duration) time.Duration { return min(3*interval, 20*time.Second) }
 
 func (s *Set) currentProber() *prober {
 	s.probeMu.Lock()
