@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -112,6 +113,13 @@ func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 		return "", "", "", "", errors.New(why)
 	}
 	h, port := strings.ToLower(strings.TrimSuffix(p.Hostname(), ".")), p.Port()
+	if a, err := netip.ParseAddr(p.Hostname()); err == nil {
+		// One address, one id however it is written ("[0:0::1]" is
+		// "[::1]"; Go dials "[::ffff:10.0.0.5]" as 10.0.0.5), or
+		// replicas would derive different tag keys. A zone keeps its
+		// case: interface names are case-sensitive.
+		h = a.Unmap().String()
+	}
 	if port != "" {
 		// url.Parse checks only that a port is digits: 0 and 99999 would
 		// fail at the first dial instead of at start.

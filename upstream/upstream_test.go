@@ -48,6 +48,33 @@ func TestNodeIdentityIsOrderFree(t *testing.T) {
 	}
 }
 
+// TestNodeIdentityOfIPLiterals: an IP literal is one node however it is
+// written ("[0:0::1]" is "[::1]", "[::ffff:10.0.0.5]" is 10.0.0.5), so
+// replicas that spell it differently still read each other's upload tags,
+// a node written twice is refused, and a drained node may be spelled
+// either way.
+func TestNodeIdentityOfIPLiterals(t *testing.T) {
+	a := mustSet(t, "http://[::1]:8081/nexus", "http://10.0.0.5:8081/nexus")
+	b := mustSet(t, "http://[0:0:0:0:0:0:0:1]:8081/nexus", "http://[::ffff:10.0.0.5]:8081/nexus")
+	for i := range a.Nodes() {
+		if a.Nodes()[i].ID != b.Nodes()[i].ID {
+			t.Fatalf("ids differ: %s vs %s", a.Nodes()[i].ID, b.Nodes()[i].ID)
+		}
+	}
+	for _, n := range a.Nodes() {
+		got, err := b.Untag(a.Tag(n, "uuid-1"), "uuid-1")
+		if err != nil || got.ID != n.ID {
+			t.Fatalf("replica b read the tag for %s as %v %v", n.ID, got, err)
+		}
+	}
+	if _, err := ParseSpec([]string{"http://[::1]:8081", "http://[0::1]:8081"}, nil); err == nil || !strings.Contains(err.Error(), "listed twice") {
+		t.Fatalf("one IPv6 node written twice: %v, want listed twice", err)
+	}
+	if _, err := ParseSpec([]string{"http://[2001:db8::1]:8081"}, []string{"http://[2001:DB8:0::1]:8081"}); err != nil {
+		t.Fatalf("drain of the node spelled another way: %v", err)
+	}
+}
+
 func TestTagTamperedAbsentAndBoundToUpload(t *testing.T) {
 	s := mustSet(t, "http://a:1", "http://b:1")
 	n := s.Nodes()[0]

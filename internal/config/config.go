@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -438,12 +439,29 @@ func listenClashes(c *Config, boundPorts []int) error {
 			add(fmt.Sprintf("port %d (--bind-ports)", p), net.JoinHostPort(host, strconv.Itoa(p)))
 		}
 	}
-	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	// IP hosts are compared as addresses, not text: "[0:0::1]" is "[::1]",
+	// and Go binds an IPv4-mapped "[::ffff:127.0.0.1]" as 127.0.0.1.
+	ip := func(h string) (netip.Addr, bool) {
+		a, err := netip.ParseAddr(h)
+		return a.Unmap(), err == nil
+	}
+	wild := func(h string) bool {
+		a, ok := ip(h)
+		return h == "" || ok && a.IsUnspecified()
+	}
+	same := func(a, b string) bool {
+		x, okx := ip(a)
+		y, oky := ip(b)
+		if okx && oky {
+			return x == y
+		}
+		return a == b
+	}
 	var errs []error
 	for i := range binds {
 		for _, b := range binds[:i] {
 			a := binds[i]
-			if a.port == b.port && (a.host == b.host || wild(a.host) || wild(b.host)) {
+			if a.port == b.port && (same(a.host, b.host) || wild(a.host) || wild(b.host)) {
 				errs = append(errs, fmt.Errorf("%s %s: the same address as %s %s: one of them must move", a.what, net.JoinHostPort(a.host, a.port), b.what, net.JoinHostPort(b.host, b.port)))
 			}
 		}

@@ -418,3 +418,31 @@ func TestBuildCertCoverageNamesTheMirrorFlag(t *testing.T) {
 	_, err := c.Build()
 	wantProblems(t, err, "mirror mirror.other.org: no --cert covers this name", "mirror *.m.other.org: no --cert covers this name")
 }
+
+// TestListenClashesAcrossIPSpellings: one address written two ways
+// ("[::1]" and "[0:0::1]", an IPv4-mapped "[::ffff:127.0.0.1]" and
+// "127.0.0.1", the long unspecified "[0:0:0:0:0:0:0:0]") is one bind: check
+// must refuse it as serve's second bind would fail.
+func TestListenClashesAcrossIPSpellings(t *testing.T) {
+	for _, tc := range []struct {
+		listen, metrics string
+		clash           bool
+	}{
+		{"[::1]:27530", "[0:0::1]:27530", true},
+		{"127.0.0.1:27531", "[::ffff:127.0.0.1]:27531", true},
+		{"[0:0:0:0:0:0:0:0]:27532", "127.0.0.1:27532", true},
+		{"[::ffff:0.0.0.0]:27533", "127.0.0.1:27533", true},
+		{"[FD00::2]:27534", "[fd00::2]:27534", true},
+		{"[::1]:27535", "127.0.0.1:27535", false},
+		{"[fe80::1%eth0]:27536", "[fe80::1%eth1]:27536", false},
+	} {
+		c := Defaults()
+		c.Port = []string{"8082=team-a"}
+		c.Listen, c.MetricsListen = tc.listen, tc.metrics
+		_, err := c.Build()
+		got := err != nil && strings.Contains(err.Error(), "the same address as listen")
+		if got != tc.clash {
+			t.Errorf("listen %s, metrics-listen %s: clash reported %v, want %v (err %v)", tc.listen, tc.metrics, got, tc.clash, err)
+		}
+	}
+}

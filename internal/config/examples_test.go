@@ -83,3 +83,45 @@ func TestShippedConfigsParse(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedPodIPListenAddresses: a listen address the README or the
+// manifests build from the pod IP ($(POD_IP), the downward API's
+// status.podIP) must be valid on IPv4 and on IPv6 clusters alike; a bare
+// IPv6 pod IP followed by ":9090" is no HOST:PORT, and nexmux would not
+// start.
+func TestShippedPodIPListenAddresses(t *testing.T) {
+	docs := []string{"../../README.md"}
+	manifests, _ := filepath.Glob("../../deploy/kubernetes/*.yaml")
+	docs = append(docs, manifests...)
+	env := regexp.MustCompile(`(NEXMUX_\w*LISTEN)\b[^"]*?value:\s*"([^"]*\$\(POD_IP\)[^"]*)"`)
+	found := 0
+	for _, f := range docs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range env.FindAllStringSubmatch(string(b), -1) {
+			found++
+			var s *Setting
+			for _, cand := range Settings() {
+				if cand.Env() == m[1] {
+					s = &cand
+				}
+			}
+			if s == nil {
+				t.Fatalf("%s: %s is no setting's variable", f, m[1])
+			}
+			for _, podIP := range []string{"10.244.1.7", "fd00:10:244:1::7"} {
+				c := Defaults()
+				c.Port = []string{"8082=team-a"}
+				s.Set(c, strings.ReplaceAll(m[2], "$(POD_IP)", podIP))
+				if _, err := c.Build(); err != nil && strings.Contains(err.Error(), s.Name) {
+					t.Errorf("%s: %s=%q with pod IP %s: %v", filepath.Base(f), m[1], m[2], podIP, err)
+				}
+			}
+		}
+	}
+	if found < 2 {
+		t.Fatalf("found %d listen addresses built from the pod IP, want the README's and the manifest's", found)
+	}
+}
