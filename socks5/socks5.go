@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	gosocks5 "github.com/armon/go-socks5"
@@ -319,8 +320,22 @@ func (s *Server) serveSession(ss *session) {
 		}
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !ss.logged && !ss.client.ended.Load() {
-		s.log.Info("socks5: "+err.Error(), "client", ss.client.RemoteAddr().String())
+		level := slog.LevelInfo
+		if clientReset(err) {
+			level = slog.LevelDebug // how many clients end a tunnel: no news
+		}
+		s.log.Log(context.Background(), level, "socks5: "+err.Error(), "client", ss.client.RemoteAddr().String())
 	}
+}
+
+// clientReset reports a session ended by a reset or a closed pipe. The
+// library formats its errors with %v, so the text is all there is.
+func clientReset(err error) bool {
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	msg := err.Error()
+	return strings.HasSuffix(msg, syscall.ECONNRESET.Error()) || strings.HasSuffix(msg, syscall.EPIPE.Error())
 }
 
 // session is one SOCKS client: the library's rule set and dialer for it.

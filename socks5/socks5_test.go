@@ -1036,3 +1036,25 @@ func TestRefusalLinesLimited(t *testing.T) {
 		t.Errorf("the line after a burst does not say how many went unlogged:\n%s", logs)
 	}
 }
+
+// A client that ends its session with a reset (curl and browsers often do)
+// is ordinary: no INFO line for each such session.
+func TestClientResetIsNoNews(t *testing.T) {
+	st := start(t, config{})
+	for range 3 {
+		code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+		if err != nil || code != replySucceeded {
+			t.Fatalf("CONNECT: reply %d, %v", code, err)
+		}
+		tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
+		if body, _ := get(t, tc); body == "" {
+			t.Fatal("no answer through the tunnel")
+		}
+		_ = c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+	time.Sleep(300 * time.Millisecond)
+	if logs := st.logs.String(); strings.Contains(logs, "level=INFO msg=\"socks5: ") {
+		t.Fatalf("a client's reset logged at info:\n%s", logs)
+	}
+}
