@@ -1,11 +1,13 @@
 package mux
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pires/go-proxyproto"
 
@@ -112,6 +114,28 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 	if state == http.StateIdle && lc.info.Revoked.Load() {
 		lc.close()
 	}
+}
+
+// h2FlushDelay lets net/http's HTTP/2 server flush the frames it wrote
+// before the connection went idle: it tells ConnState first.
+const h2FlushDelay = 50 * time.Millisecond
+
+// closeH2 ends a revoked HTTP/2 connection with no stream in flight
+// without cutting what it already wrote. The client may still be reading
+// the last response (up to its flow-control window) and sends
+// WINDOW_UPDATEs as it does: a socket closed under them answers with a
+// reset, and the client loses the rest. So close_notify and a FIN follow
+// the data, and the socket is read (by net/http) until the client has
+// read everything and closes its side; --idle-timeout bounds the wait.
+// HTTP/1 needs none of this: its client sends nothing while it reads.
+func (s *Server) closeH2(tc *tls.Conn, below net.Conn) {
+	time.AfterFunc(h2FlushDelay, func() {
+		_ = tc.CloseWrite()
+		if cw, ok := underlying[interface{ CloseWrite() error }](below); ok {
+			_ = cw.CloseWrite()
+		}
+		time.AfterFunc(s.opts.IdleTimeout, func() { _ = tc.Close() })
+	})
 }
 
 // revoke applies a new state to the live connections: those whose route is

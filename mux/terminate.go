@@ -58,6 +58,10 @@ func (t terminate) serve(d decision) {
 		h.live = lc
 	}
 	lc.close = func() { c.Close() }
+	if h2 {
+		below := d.conn
+		lc.close = func() { t.s.closeH2(tc, below) }
+	}
 	t.s.live.addHTTP(c, lc)
 	if t.s.revokedMeanwhile(d, lc) {
 		t.s.connState(c, http.StateClosed)

@@ -595,17 +595,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.Start(); err != nil {
 		return err
 	}
+	// SIGHUP has a channel of its own: os/signal drops a signal whose
+	// channel is full, and SIGHUPs queued behind a slow reload would drop
+	// the SIGTERM that follows them. One pending SIGHUP stands for any
+	// number: the reload it brings reads the newest configuration.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
 
 	for {
 		select {
+		case <-hup:
+			_ = d.Reload()
 		case s := <-sig:
-			if s == syscall.SIGHUP {
-				_ = d.Reload()
-				continue
-			}
 			return d.stop(s, sig)
 		case <-ctx.Done():
 			sctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout())
