@@ -5,6 +5,7 @@
 package config
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -131,20 +132,19 @@ func (c *Config) WatchedFiles() []string {
 	if c.MirrorAuthFile != "" {
 		fs = append(fs, c.MirrorAuthFile)
 	}
-	return fs
-}
-
-// NamedFiles lists every file the configuration names and Build reads: the
-// watched files and --affinity-secret-file (read by a reload, but applied
-// only by a restart). After a refused reload the daemon watches these, so
-// that a file missing then retries the reload when it turns up.
-func (c *Config) NamedFiles() []string {
-	fs := c.WatchedFiles()
+	// Read by a reload but applied only by a restart: watched so that a
+	// new secret is refused, naming it, when it comes, not at some later
+	// unrelated reload.
 	if c.AffinitySecretFile != "" {
 		fs = append(fs, c.AffinitySecretFile)
 	}
 	return fs
 }
+
+// NamedFiles lists every file the configuration names and Build reads.
+// After a refused reload the daemon watches these, so that a file missing
+// then retries the reload when it turns up.
+func (c *Config) NamedFiles() []string { return c.WatchedFiles() }
 
 // Runtime is a validated Config turned into what the server runs.
 type Runtime struct {
@@ -169,6 +169,10 @@ type Runtime struct {
 	// MirrorAuth is the Authorization value for mirror requests without
 	// one ("" when --mirror-auth-file is not set).
 	MirrorAuth string
+	// AffinitySecretSum is the SHA-256 of the --affinity-secret-file
+	// secret read (zero: none): a reload compares it, since the running
+	// node set keeps the secret it started with.
+	AffinitySecretSum [sha256.Size]byte
 }
 
 // Build validates c and returns every problem found, one error each, as a
@@ -221,6 +225,8 @@ func (c *Config) Build() (*Runtime, error) {
 	if c.AffinitySecretFile != "" {
 		if secret, err = upstream.LoadSecret(c.AffinitySecretFile); err != nil {
 			errs = multierror.Append(errs, err)
+		} else {
+			b.AffinitySecretSum = sha256.Sum256(secret)
 		}
 	}
 	if b.UpstreamSpec, err = upstream.ParseSpec(c.Upstream, c.DrainUpstream); err != nil {

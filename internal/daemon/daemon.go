@@ -389,7 +389,13 @@ func (d *Daemon) reloadLocked(seen map[string]string) error {
 	if next != nil {
 		// Reported with the invalid values, if any: every reason to
 		// refuse at once.
-		if changed := config.RestartNeeded(cur.Config, next); len(changed) > 0 {
+		changed := config.RestartNeeded(cur.Config, next)
+		if err == nil && b.AffinitySecretSum != cur.AffinitySecretSum && !slices.Contains(changed, "affinity-secret-file") {
+			// Same file, new secret: the running node set signs with
+			// the one it started with.
+			changed = append(changed, "affinity-secret-file (the file's secret)")
+		}
+		if len(changed) > 0 {
 			errs = append(errs, fmt.Errorf("these settings changed and need a restart: %s", strings.Join(changed, ", ")))
 		}
 		spec := b.UpstreamSpec
