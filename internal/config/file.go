@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -14,6 +16,21 @@ import (
 
 	"github.com/nexmux/nexmux/internal/errlist"
 )
+
+// unquotedIPv6 is a value that starts with a bracketed IPv6 address and
+// goes on after it ([::]:8443): YAML reads the brackets as a list.
+var unquotedIPv6 = regexp.MustCompile(`^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)\[[0-9A-Fa-f:.%]*\][^\s,\]]`)
+
+// bracketHint names the first line whose value is an unquoted bracketed
+// address, which YAML's own error does not point at.
+func bracketHint(data []byte) string {
+	for i, line := range strings.Split(string(data), "\n") {
+		if unquotedIPv6.MatchString(line) {
+			return fmt.Sprintf(" (line %d: quote a value that starts with an IPv6 address in brackets, as in listen: \"[::]:8443\")", i+1)
+		}
+	}
+	return ""
+}
 
 // scalarText is a YAML scalar's text as written (a quoted one without its
 // quotes): the text the flag would be given. Whatever YAML would make of
@@ -92,7 +109,7 @@ func (c *Config) ApplyFile(path string) error {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		return unreadableError{fmt.Errorf("config %s: %w", path, err)}
+		return unreadableError{fmt.Errorf("config %s: %w%s", path, err, bracketHint(data))}
 	}
 	// A second document ("---") would be ignored by a decoder that reads
 	// one: its routes silently missing.

@@ -349,3 +349,28 @@ max-requests-per-client: 7
 		t.Errorf("with aliases\n%+v\nwritten out\n%+v", got, want)
 	}
 }
+
+// An unquoted bracketed IPv6 address (listen: [::]:8443) is a YAML syntax
+// error whose own text names no line: the error says which line to quote.
+func TestApplyFileUnquotedIPv6Hint(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"route: [a.example.com=r]\nlisten: [::]:8443\n", "line 2: quote a value"},
+		{"port:\n  - [2001:db8::1]:8082=team-a\n", "line 2: quote a value"},
+	} {
+		c := Defaults()
+		err := c.ApplyFile(writeYAML(t, tc.file))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want a hint %q", tc.file, err, tc.want)
+		}
+	}
+	// A flow list of names is no address: no hint on another YAML error.
+	c := Defaults()
+	if err := c.ApplyFile(writeYAML(t, "route: [a.example.com=r]\nlisten: \":8443\n")); err == nil || strings.Contains(err.Error(), "quote a value") {
+		t.Errorf("hint on a file without a bracketed address: %v", err)
+	}
+	// Quoted, it is read.
+	c = Defaults()
+	if err := c.ApplyFile(writeYAML(t, "listen: \"[::]:8443\"\n")); err != nil || c.Listen != "[::]:8443" {
+		t.Errorf("quoted: %v, listen %q", err, c.Listen)
+	}
+}
