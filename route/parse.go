@@ -114,11 +114,11 @@ func NormalizePattern(p string) (string, error) {
 	if strings.Contains(name, "*") {
 		return "", fmt.Errorf("host %q: '*' is allowed only as the whole first label (*.example.com)", p)
 	}
+	if net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")) != nil {
+		return "", fmt.Errorf("host %q: an IP address is never sent as a TLS server name (use --default-route or --port)", p)
+	}
 	if strings.Contains(name, ":") {
 		return "", fmt.Errorf("host %q: no port here (use --port PORT=REPO for port routes)", p)
-	}
-	if net.ParseIP(name) != nil {
-		return "", fmt.Errorf("host %q: an IP address is never sent as a TLS server name (use --default-route or --port)", p)
 	}
 	if len(name) > 253 {
 		return "", fmt.Errorf("host %.20q...: longer than 253 characters", p)
