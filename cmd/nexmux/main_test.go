@@ -172,6 +172,8 @@ func TestIptablesWarnsOfListenAddress(t *testing.T) {
 		{":8443", ""},
 		{"0.0.0.0:8443", ""},
 		{"[::]:8443", ""},
+		{"[::ffff:0.0.0.0]:8443", ""},
+		{"[::ffff:127.0.0.1]:8443", "is a loopback address"},
 	} {
 		out, errs, code := run(t, "iptables", "--listen", tc.listen, "--port", "8082=team-a")
 		if code != 0 || !strings.Contains(out, "--to-ports 8443") {

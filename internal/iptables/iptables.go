@@ -182,6 +182,7 @@ func ListenWarning(listen string) string {
 		return ""
 	}
 	ip, perr := netip.ParseAddr(host)
+	ip = ip.Unmap() // Go binds an IPv4-mapped address as the IPv4 one
 	switch {
 	case perr == nil && ip.IsUnspecified():
 		return ""
