@@ -1,6 +1,10 @@
 package l7
 
 import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,5 +32,42 @@ func TestUpstreamIdleBelowJettys(t *testing.T) {
 func TestUpstreamMaxConnsBelowJettyThreads(t *testing.T) {
 	if DefaultUpstreamMaxConns <= 0 || DefaultUpstreamMaxConns > fixtures.JettyWorkerThreads/2 {
 		t.Fatalf("DefaultUpstreamMaxConns %d: want at most half of Jetty's %d threads", DefaultUpstreamMaxConns, fixtures.JettyWorkerThreads)
+	}
+}
+
+// Jetty answers a request whose headers exceed its 8 KiB limit with 431.
+// That is the request's fault, not the node's: it goes to no other node,
+// reaches the client as Nexus said it, and ejects no node however often.
+func TestJettyHeaderLimitMovesNoFurtherAndEjectsNone(t *testing.T) {
+	tooLarge := func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/repository/") {
+			w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+		}
+	}
+	a, b := startNode(t, tooLarge), startNode(t, tooLarge)
+	addr, up := haProxy(t, io.Discard, 0, a, b)
+	const n = 20
+	for range n {
+		if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("%s %q, want Nexus's 431", resp.Status, body)
+		}
+	}
+	if got := a.hits.Load() + b.hits.Load(); got != n {
+		t.Fatalf("Nexus saw %d requests for %d sent: a 431 was tried on another node", got, n)
+	}
+	if ok, _ := up.Set().Readable(false); !ok {
+		t.Fatal("431s made no node readable")
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	a.h.Store(&ok)
+	b.h.Store(&ok)
+	aBefore, bBefore := a.hits.Load(), b.hits.Load()
+	for range n {
+		if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/"+strconv.Itoa(int(a.hits.Load())), nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("after the 431s: %s %q", resp.Status, body)
+		}
+	}
+	if a.hits.Load() == aBefore || b.hits.Load() == bBefore {
+		t.Fatalf("a node was ejected over 431s: hits a +%d, b +%d", a.hits.Load()-aBefore, b.hits.Load()-bBefore)
 	}
 }
