@@ -265,12 +265,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// --body-timeout bounds that read too, or a client that never
 			// sends its body gets no answer and holds the connection. A
 			// body that ended (EOF, or failed) needs no more time.
-			_ = body.deadline.SetReadDeadline(time.Now().Add(body.timeout))
+			body.lastDeadline(time.Now().Add(body.timeout))
 			if cw.deadline != nil {
 				// The answer waits for that read before it goes out.
 				_ = cw.deadline.SetWriteDeadline(time.Now().Add(body.timeout + cw.timeout))
 			}
 		} else {
+			if body != nil && body.deadline != nil {
+				body.lastDeadline(time.Time{})
+			}
 			// net/http sends what is still buffered once this returns.
 			cw.armDeadline()
 		}
@@ -776,6 +779,29 @@ func (c *batchingWriter) timed() func() {
 	return func() { _ = c.deadline.SetWriteDeadline(time.Time{}) }
 }
 
+// setReadDeadline sets the read deadline unless the handler returned; it
+// reports whether it did.
+func (c *countingBody) setReadDeadline(t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.handlerGone {
+		return false
+	}
+	_ = c.deadline.SetReadDeadline(t)
+	return true
+}
+
+// lastDeadline is the handler's last word on the read deadline (zero: none
+// set); reads after it set none.
+func (c *countingBody) lastDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !t.IsZero() {
+		_ = c.deadline.SetReadDeadline(t)
+	}
+	c.handlerGone = true
+}
+
 // countingBody counts request body bytes. The transport may still be
 // reading the body after ServeHTTP returns (Nexus answered 401 before
 // reading it), hence the atomic.
@@ -793,7 +819,13 @@ type countingBody struct {
 	// a timer that fails the body whether or not a read waits, and Nexus's
 	// own pauses between reads are not the client's.
 	untime bool
-	ended  atomic.Bool // Read returned an error: io.EOF, or the body failed
+	// mu orders the reads' deadline calls with the handler's end
+	// (lastDeadline): the transport may still read the body after it,
+	// when the deadlines are no longer the handler's to set (HTTP/2's
+	// crash on a stream the handler let go of).
+	mu          sync.Mutex
+	handlerGone bool
+	ended       atomic.Bool // Read returned an error: io.EOF, or the body failed
 	// waited and moved are the time reads spent waiting for the client,
 	// and the bytes they brought, since the last bodyProgress bytes: the
 	// timeout is spent over all of them, so a client that trickles a
@@ -811,13 +843,15 @@ func (c *countingBody) Read(b []byte) (int, error) {
 	var start time.Time
 	if c.deadline != nil && !c.ended.Load() {
 		start = time.Now()
-		_ = c.deadline.SetReadDeadline(start.Add(c.timeout - c.waited))
+		if !c.setReadDeadline(start.Add(c.timeout - c.waited)) {
+			start = time.Time{}
+		}
 	}
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
 	if !start.IsZero() {
 		if c.untime {
-			_ = c.deadline.SetReadDeadline(time.Time{})
+			c.setReadDeadline(time.Time{})
 		}
 		if c.moved += int64(n); c.moved >= bodyProgress {
 			c.waited, c.moved = 0, 0

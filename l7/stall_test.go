@@ -525,3 +525,31 @@ func TestStalledBodyAfter100ContinueAnswered400(t *testing.T) {
 		t.Fatalf("got %s %q, want the body's failure as a JSON 400", resp.Status, b)
 	}
 }
+
+// Nexus may answer an upload before reading it (an expired token's 401),
+// and the transport may still be reading the client's body when the
+// handler returns. Over HTTP/2 the stream's deadlines are gone by then:
+// clearing one from that read crashed the process.
+func TestHTTP2UploadAnsweredEarlyDoesNotCrash(t *testing.T) {
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/repository/") {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	addr := stallProxy(t, node, 300*time.Millisecond, 300*time.Millisecond)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	for range 20 {
+		req, _ := http.NewRequest(http.MethodPatch, "http://"+addr+"/v2/app/blobs/uploads/u1", bytes.NewReader(make([]byte, 8<<20)))
+		req.Host = "team-a.example.com"
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			continue // the stream may be reset with the body unsent
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("got %s, want Nexus's 401", resp.Status)
+		}
+	}
+}
