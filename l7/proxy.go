@@ -235,7 +235,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cw.timeEvery = r.ProtoMajor > 1
 	}
 	var body *countingBody
-	if r.Body != nil && r.Body != http.NoBody {
+	// HTTP/2 gives a request without a body (GET, HEAD) a Body all the
+	// same; its length says there is nothing to wait for.
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		body = &st.bodyWrap
 		body.ReadCloser = r.Body
 		if p.bodyTO > 0 {

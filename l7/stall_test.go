@@ -553,3 +553,31 @@ func TestHTTP2UploadAnsweredEarlyDoesNotCrash(t *testing.T) {
 		}
 	}
 }
+
+// Over HTTP/2 a request without a body (every GET and HEAD) still has a
+// Body: it was taken for one whose rest the client might never send, and
+// the answer's last flush got --body-timeout on top of --send-timeout. An
+// answer nexmux writes itself (a refusal) to a client that keeps its
+// window shut held its stream that much longer.
+func TestHTTP2ShutWindowRefusalEndsAtSendTimeout(t *testing.T) {
+	const sendTO = 300 * time.Millisecond
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
+	addr, _ := haProxyConfig(t, io.Discard, 0, "team-a", Config{BodyTimeout: time.Minute, SendTimeout: sendTO}, "http://"+node.addr)
+	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1}}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/service/rest/v1/status", nil)
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("got %s, want nexmux's own 404", resp.Status)
+	}
+	time.Sleep(4 * sendTO)
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+	}
+}
