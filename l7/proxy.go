@@ -255,12 +255,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.body = body
 	}
 	defer func() {
-		if cw.timeEvery && cw.deadline != nil && cw.n > 0 && cw.Header().Get("Content-Length") != "" {
-			// HTTP/2 would flush what is still buffered once the handler
-			// returns, with no deadline: flushed here, under one. Not
-			// without a length, which HTTP/2 only adds to a body it ends.
-			cw.Flush()
-		}
 		if body != nil && body.deadline != nil && !body.ended.Load() {
 			// net/http reads the unread rest of a small body before it
 			// sends the answer (a local refusal's, or Nexus's early one):
@@ -276,7 +270,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if body != nil && body.deadline != nil {
 				body.lastDeadline(time.Time{})
 			}
-			// net/http sends what is still buffered once this returns.
+			// net/http sends what is still buffered once this returns
+			// (HTTP/2 too: its stream's deadline ends with the stream).
 			cw.armDeadline()
 		}
 		if p.observe != nil && st.ci != nil {
