@@ -726,6 +726,14 @@ func (c *batchingWriter) WriteHeader(code int) {
 	// still be answered after it.
 	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
+	} else if code < 200 {
+		// net/http writes a 1xx to the socket at once (HTTP/1: from the
+		// transport's goroutine reading Nexus's answer, which waits on it).
+		if c.deadline != nil && c.timeEvery {
+			defer c.timed()()
+		} else {
+			c.armDeadline()
+		}
 	}
 	c.ResponseWriter.WriteHeader(code)
 }

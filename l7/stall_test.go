@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
 )
 
@@ -579,5 +582,79 @@ func TestHTTP2ShutWindowRefusalEndsAtSendTimeout(t *testing.T) {
 	time.Sleep(4 * sendTO)
 	if b, err := io.ReadAll(resp.Body); err == nil {
 		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+	}
+}
+
+// informUpstream answers 201 after telling the client "100 Continue", as
+// Nexus does to an upload sent with Expect: 100-continue.
+type informUpstream struct{}
+
+func (informUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	if tr := httptrace.ContextClientTrace(r.Context()); tr != nil && tr.Got1xxResponse != nil {
+		if err := tr.Got1xxResponse(http.StatusContinue, nil); err != nil {
+			return nil, err
+		}
+	}
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	return &http.Response{StatusCode: http.StatusCreated, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+}
+
+// orderWriter records the order of a response's deadline and header
+// calls.
+type orderWriter struct {
+	discardWriter
+	events []string
+}
+
+func (w *orderWriter) SetWriteDeadline(time.Time) error {
+	w.events = append(w.events, "deadline")
+	return nil
+}
+func (w *orderWriter) SetReadDeadline(time.Time) error { return nil }
+func (w *orderWriter) WriteHeader(code int) {
+	w.events = append(w.events, fmt.Sprint(code))
+	w.discardWriter.WriteHeader(code)
+}
+
+// Over HTTP/1 net/http writes a forwarded "100 Continue" straight to the
+// socket, from the transport's goroutine reading Nexus's answer. To a
+// pipelining client that has stopped reading, that write blocked with no
+// deadline: Nexus's final answer was never read, and ReverseProxy waited
+// for the blocked write for good, holding the handler and the connection.
+func TestForwarded100ContinueWrittenUnderSendTimeout(t *testing.T) {
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := ParseUpstreams([]string{"http://nexus:8081"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Upstreams: up, Transport: informUpstream{}, SendTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", TLS: true}
+	const target = "/v2/app/blobs/uploads/u1"
+	r, err := http.NewRequestWithContext(NewContext(context.Background(), ci), http.MethodPatch, "https://team-a.example.com"+target, strings.NewReader("layer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.RequestURI = target
+	r.Header.Set("Expect", "100-continue")
+	w := &orderWriter{discardWriter: discardWriter{h: http.Header{}}}
+	p.ServeHTTP(w, r)
+	if w.status != http.StatusContinue && w.status != http.StatusCreated {
+		t.Fatalf("status %d", w.status)
+	}
+	i := slices.Index(w.events, "100")
+	if i < 0 {
+		t.Fatalf("the 100 Continue was not forwarded: %v", w.events)
+	}
+	if !slices.Contains(w.events[:i], "deadline") {
+		t.Fatalf("100 Continue forwarded with no write deadline set before it: %v", w.events)
 	}
 }
