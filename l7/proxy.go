@@ -244,6 +244,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			body.deadline, body.timeout = rd, p.bodyTO
 			body.untime = r.ProtoMajor > 1
 		}
+		if r.ProtoMajor == 1 && cw.deadline != nil && r.Header.Get("Expect") != "" {
+			// net/http answers any other Expect with 417 itself.
+			body.cont = cw
+		}
 		// The wrapper goes on a copy: on its own request net/http must
 		// find its own body, or it takes a client waiting for "100
 		// Continue" for one sending its body and blocks reading it
@@ -267,7 +271,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				_ = cw.deadline.SetWriteDeadline(time.Now().Add(body.timeout + cw.timeout))
 			}
 		} else {
-			if body != nil && body.deadline != nil {
+			if body != nil {
 				body.lastDeadline(time.Time{})
 			}
 			// net/http sends what is still buffered once this returns
@@ -830,7 +834,11 @@ type countingBody struct {
 	// crash on a stream the handler let go of).
 	mu          sync.Mutex
 	handlerGone bool
-	ended       atomic.Bool // Read returned an error: io.EOF, or the body failed
+	// cont arms the write deadline before the first read (nil: no need):
+	// over HTTP/1 that read makes net/http write "100 Continue" to the
+	// socket at once, from the goroutine sending the body to Nexus.
+	cont  *batchingWriter
+	ended atomic.Bool // Read returned an error: io.EOF, or the body failed
 	// waited and moved are the time reads spent waiting for the client,
 	// and the bytes they brought, since the last bodyProgress bytes: the
 	// timeout is spent over all of them, so a client that trickles a
@@ -845,6 +853,14 @@ type countingBody struct {
 const bodyProgress = 64 << 10
 
 func (c *countingBody) Read(b []byte) (int, error) {
+	if c.cont != nil {
+		c.mu.Lock()
+		if !c.handlerGone {
+			c.cont.armDeadline()
+		}
+		c.mu.Unlock()
+		c.cont = nil
+	}
 	var start time.Time
 	if c.deadline != nil && !c.ended.Load() {
 		start = time.Now()

@@ -658,3 +658,59 @@ func TestForwarded100ContinueWrittenUnderSendTimeout(t *testing.T) {
 		t.Fatalf("100 Continue forwarded with no write deadline set before it: %v", w.events)
 	}
 }
+
+// readOrder records when the client's body is first read.
+type readOrder struct {
+	io.Reader
+	w *orderWriter
+}
+
+func (r *readOrder) Read(b []byte) (int, error) {
+	r.w.events = append(r.w.events, "read")
+	return r.Reader.Read(b)
+}
+
+func (r *readOrder) Close() error { return nil }
+
+// Over HTTP/1 net/http writes its own "100 Continue" to the socket at the
+// first read of a body the client sent with Expect: 100-continue, from the
+// transport's goroutine sending the body to Nexus. To a pipelining client
+// that had stopped reading, that write blocked with no deadline, and the
+// upload with it, until Nexus gave up waiting for the body.
+func TestAutomatic100ContinueWrittenUnderSendTimeout(t *testing.T) {
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := ParseUpstreams([]string{"http://nexus:8081"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Upstreams: up, Transport: &memUpstream{}, SendTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", TLS: true}
+	for _, expect := range []bool{true, false} {
+		w := &orderWriter{discardWriter: discardWriter{h: http.Header{}}}
+		r, err := http.NewRequestWithContext(NewContext(context.Background(), ci), http.MethodPatch, "https://team-a.example.com"+upload, &readOrder{Reader: strings.NewReader("layer"), w: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.RequestURI, r.ContentLength = upload, 5
+		if expect {
+			r.Header.Set("Expect", "100-continue")
+		}
+		p.ServeHTTP(w, r)
+		if w.status != http.StatusAccepted {
+			t.Fatalf("status %d", w.status)
+		}
+		i := slices.Index(w.events, "read")
+		if i < 0 {
+			t.Fatalf("the body was never read: %v", w.events)
+		}
+		if armed := slices.Contains(w.events[:i], "deadline"); armed != expect {
+			t.Fatalf("Expect: 100-continue %v: write deadline before the body's first read %v, want %v: %v", expect, armed, expect, w.events)
+		}
+	}
+}
