@@ -116,3 +116,15 @@ func TestHTTP2SmallAnswerDeadlineCalls(t *testing.T) {
 		t.Errorf("%d write deadline calls and %d flushes for one small answer, want 3 and none", w.sets, w.flushes)
 	}
 }
+
+// Over HTTP/2 each write sets and clears the stream's write deadline; the
+// wrapper itself allocates nothing per write for it (a closure per write
+// did, on every small answer).
+func TestHTTP2WriteDeadlineAllocatesNothing(t *testing.T) {
+	w := &deadlineWriter{discardWriter: discardWriter{h: http.Header{}}}
+	cw := &batchingWriter{ResponseWriter: w, deadline: w, timeout: time.Minute, timeEvery: true}
+	b := make([]byte, 528)
+	if n := testing.AllocsPerRun(100, func() { _, _ = cw.Write(b); cw.Flush() }); n != 0 {
+		t.Errorf("%v allocations per write and flush, want none", n)
+	}
+}

@@ -734,7 +734,8 @@ func (c *batchingWriter) WriteHeader(code int) {
 		// net/http writes a 1xx to the socket at once (HTTP/1: from the
 		// transport's goroutine reading Nexus's answer, which waits on it).
 		if c.deadline != nil && c.timeEvery {
-			defer c.timed()()
+			c.timed()
+			defer c.untimed()
 		} else {
 			c.armDeadline()
 		}
@@ -747,7 +748,8 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 		c.status = http.StatusOK
 	}
 	if c.deadline != nil && c.timeEvery {
-		defer c.timed()()
+		c.timed()
+		defer c.untimed()
 	} else {
 		// net/http clears it once the response is finished.
 		c.armDeadline()
@@ -773,7 +775,8 @@ func (c *batchingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 func (c *batchingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
 		if c.deadline != nil && c.timeEvery {
-			defer c.timed()()
+			c.timed()
+			defer c.untimed()
 		} else {
 			c.armDeadline()
 		}
@@ -781,12 +784,12 @@ func (c *batchingWriter) Flush() {
 	}
 }
 
-// timed sets the write deadline for one write or flush (timeEvery) and
-// returns what clears it.
-func (c *batchingWriter) timed() func() {
-	_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
-	return func() { _ = c.deadline.SetWriteDeadline(time.Time{}) }
-}
+// timed sets the write deadline for one write or flush (timeEvery), and
+// untimed clears it after: methods, not a returned closure, which would
+// be an allocation per write.
+func (c *batchingWriter) timed() { _ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout)) }
+
+func (c *batchingWriter) untimed() { _ = c.deadline.SetWriteDeadline(time.Time{}) }
 
 // setReadDeadline sets the read deadline unless the handler returned; it
 // reports whether it did.
