@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nexmux/nexmux/route"
 )
@@ -65,5 +67,64 @@ func TestResponseWritesBatched(t *testing.T) {
 				t.Errorf("%d batches begun, %d ended", cb.begin, cb.end)
 			}
 		})
+	}
+}
+
+// deadlineWriter is an HTTP/2 response writer that counts its write
+// deadline calls: each is a message to the connection's serve goroutine,
+// and each one set a closure and a timer allocated.
+type deadlineWriter struct {
+	discardWriter
+	sets, flushes int
+}
+
+func (w *deadlineWriter) SetWriteDeadline(time.Time) error { w.sets++; return nil }
+func (w *deadlineWriter) SetReadDeadline(time.Time) error  { return nil }
+func (w *deadlineWriter) Flush()                           { w.flushes++ }
+
+// A small HTTP/2 answer of known length costs one deadline around its
+// write and one for what net/http flushes once the handler returns. A
+// second flush under a deadline of its own, left over from a merge, doubled
+// the serve goroutine's wake-ups per request and sent an extra empty DATA
+// frame.
+func TestHTTP2SmallAnswerDeadlineCalls(t *testing.T) {
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := ParseUpstreams([]string{"http://nexus:8081"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Upstreams: up, Transport: &memUpstream{blob: make([]byte, 528)}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", TLS: true}
+	r, err := http.NewRequestWithContext(NewContext(context.Background(), ci), http.MethodGet, "https://team-a.example.com/v2/app/manifests/latest", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.RequestURI, r.ProtoMajor = "/v2/app/manifests/latest", 2
+	r.Body = io.NopCloser(strings.NewReader("")) // as HTTP/2 gives a GET
+	w := &deadlineWriter{discardWriter: discardWriter{h: http.Header{}}}
+	p.ServeHTTP(w, r)
+	if w.status != http.StatusOK || w.n != 528 {
+		t.Fatalf("status %d, %d bytes", w.status, w.n)
+	}
+	if w.sets > 3 || w.flushes > 0 {
+		t.Errorf("%d write deadline calls and %d flushes for one small answer, want 3 and none", w.sets, w.flushes)
+	}
+}
+
+// Over HTTP/2 each write sets and clears the stream's write deadline; the
+// wrapper itself allocates nothing per write for it (a closure per write
+// did, on every small answer).
+func TestHTTP2WriteDeadlineAllocatesNothing(t *testing.T) {
+	w := &deadlineWriter{discardWriter: discardWriter{h: http.Header{}}}
+	cw := &batchingWriter{ResponseWriter: w, deadline: w, timeout: time.Minute, timeEvery: true}
+	b := make([]byte, 528)
+	if n := testing.AllocsPerRun(100, func() { _, _ = cw.Write(b); cw.Flush() }); n != 0 {
+		t.Errorf("%v allocations per write and flush, want none", n)
 	}
 }

@@ -235,12 +235,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cw.timeEvery = r.ProtoMajor > 1
 	}
 	var body *countingBody
-	if r.Body != nil && r.Body != http.NoBody {
+	// HTTP/2 gives a request without a body (GET, HEAD) a Body all the
+	// same; its length says there is nothing to wait for.
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		body = &st.bodyWrap
 		body.ReadCloser = r.Body
 		if p.bodyTO > 0 {
 			body.deadline, body.timeout = rd, p.bodyTO
 			body.untime = r.ProtoMajor > 1
+		}
+		if r.ProtoMajor == 1 && cw.deadline != nil && r.Header.Get("Expect") != "" {
+			// net/http answers any other Expect with 417 itself.
+			body.cont = cw
 		}
 		// The wrapper goes on a copy: on its own request net/http must
 		// find its own body, or it takes a client waiting for "100
@@ -253,25 +259,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.body = body
 	}
 	defer func() {
-		if cw.timeEvery && cw.deadline != nil && cw.n > 0 && cw.Header().Get("Content-Length") != "" {
-			// HTTP/2 would flush what is still buffered once the handler
-			// returns, with no deadline: flushed here, under one. Not
-			// without a length, which HTTP/2 only adds to a body it ends.
-			cw.Flush()
-		}
 		if body != nil && body.deadline != nil && !body.ended.Load() {
 			// net/http reads the unread rest of a small body before it
 			// sends the answer (a local refusal's, or Nexus's early one):
 			// --body-timeout bounds that read too, or a client that never
 			// sends its body gets no answer and holds the connection. A
 			// body that ended (EOF, or failed) needs no more time.
-			_ = body.deadline.SetReadDeadline(time.Now().Add(body.timeout))
+			body.lastDeadline(time.Now().Add(body.timeout))
 			if cw.deadline != nil {
 				// The answer waits for that read before it goes out.
 				_ = cw.deadline.SetWriteDeadline(time.Now().Add(body.timeout + cw.timeout))
 			}
 		} else {
-			// net/http sends what is still buffered once this returns.
+			if body != nil {
+				body.lastDeadline(time.Time{})
+			}
+			// net/http sends what is still buffered once this returns
+			// (HTTP/2 too: its stream's deadline ends with the stream).
 			cw.armDeadline()
 		}
 		if p.observe != nil && st.ci != nil {
@@ -726,6 +730,15 @@ func (c *batchingWriter) WriteHeader(code int) {
 	// still be answered after it.
 	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
+	} else if code < 200 {
+		// net/http writes a 1xx to the socket at once (HTTP/1: from the
+		// transport's goroutine reading Nexus's answer, which waits on it).
+		if c.deadline != nil && c.timeEvery {
+			c.timed()
+			defer c.untimed()
+		} else {
+			c.armDeadline()
+		}
 	}
 	c.ResponseWriter.WriteHeader(code)
 }
@@ -735,7 +748,8 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 		c.status = http.StatusOK
 	}
 	if c.deadline != nil && c.timeEvery {
-		defer c.timed()()
+		c.timed()
+		defer c.untimed()
 	} else {
 		// net/http clears it once the response is finished.
 		c.armDeadline()
@@ -761,7 +775,8 @@ func (c *batchingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 func (c *batchingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
 		if c.deadline != nil && c.timeEvery {
-			defer c.timed()()
+			c.timed()
+			defer c.untimed()
 		} else {
 			c.armDeadline()
 		}
@@ -769,11 +784,34 @@ func (c *batchingWriter) Flush() {
 	}
 }
 
-// timed sets the write deadline for one write or flush (timeEvery) and
-// returns what clears it.
-func (c *batchingWriter) timed() func() {
-	_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
-	return func() { _ = c.deadline.SetWriteDeadline(time.Time{}) }
+// timed sets the write deadline for one write or flush (timeEvery), and
+// untimed clears it after: methods, not a returned closure, which would
+// be an allocation per write.
+func (c *batchingWriter) timed() { _ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout)) }
+
+func (c *batchingWriter) untimed() { _ = c.deadline.SetWriteDeadline(time.Time{}) }
+
+// setReadDeadline sets the read deadline unless the handler returned; it
+// reports whether it did.
+func (c *countingBody) setReadDeadline(t time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.handlerGone {
+		return false
+	}
+	_ = c.deadline.SetReadDeadline(t)
+	return true
+}
+
+// lastDeadline is the handler's last word on the read deadline (zero: none
+// set); reads after it set none.
+func (c *countingBody) lastDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !t.IsZero() {
+		_ = c.deadline.SetReadDeadline(t)
+	}
+	c.handlerGone = true
 }
 
 // countingBody counts request body bytes. The transport may still be
@@ -793,7 +831,17 @@ type countingBody struct {
 	// a timer that fails the body whether or not a read waits, and Nexus's
 	// own pauses between reads are not the client's.
 	untime bool
-	ended  atomic.Bool // Read returned an error: io.EOF, or the body failed
+	// mu orders the reads' deadline calls with the handler's end
+	// (lastDeadline): the transport may still read the body after it,
+	// when the deadlines are no longer the handler's to set (HTTP/2's
+	// crash on a stream the handler let go of).
+	mu          sync.Mutex
+	handlerGone bool
+	// cont arms the write deadline before the first read (nil: no need):
+	// over HTTP/1 that read makes net/http write "100 Continue" to the
+	// socket at once, from the goroutine sending the body to Nexus.
+	cont  *batchingWriter
+	ended atomic.Bool // Read returned an error: io.EOF, or the body failed
 	// waited and moved are the time reads spent waiting for the client,
 	// and the bytes they brought, since the last bodyProgress bytes: the
 	// timeout is spent over all of them, so a client that trickles a
@@ -808,16 +856,26 @@ type countingBody struct {
 const bodyProgress = 64 << 10
 
 func (c *countingBody) Read(b []byte) (int, error) {
+	if c.cont != nil {
+		c.mu.Lock()
+		if !c.handlerGone {
+			c.cont.armDeadline()
+		}
+		c.mu.Unlock()
+		c.cont = nil
+	}
 	var start time.Time
 	if c.deadline != nil && !c.ended.Load() {
 		start = time.Now()
-		_ = c.deadline.SetReadDeadline(start.Add(c.timeout - c.waited))
+		if !c.setReadDeadline(start.Add(c.timeout - c.waited)) {
+			start = time.Time{}
+		}
 	}
 	n, err := c.ReadCloser.Read(b)
 	c.n.Add(int64(n))
 	if !start.IsZero() {
 		if c.untime {
-			_ = c.deadline.SetReadDeadline(time.Time{})
+			c.setReadDeadline(time.Time{})
 		}
 		if c.moved += int64(n); c.moved >= bodyProgress {
 			c.waited, c.moved = 0, 0

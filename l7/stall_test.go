@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
 )
 
@@ -523,5 +526,191 @@ func TestStalledBodyAfter100ContinueAnswered400(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"errors"`) {
 		t.Fatalf("got %s %q, want the body's failure as a JSON 400", resp.Status, b)
+	}
+}
+
+// Nexus may answer an upload before reading it (an expired token's 401),
+// and the transport may still be reading the client's body when the
+// handler returns. Over HTTP/2 the stream's deadlines are gone by then:
+// clearing one from that read crashed the process.
+func TestHTTP2UploadAnsweredEarlyDoesNotCrash(t *testing.T) {
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/repository/") {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	addr := stallProxy(t, node, 300*time.Millisecond, 300*time.Millisecond)
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	for range 20 {
+		req, _ := http.NewRequest(http.MethodPatch, "http://"+addr+"/v2/app/blobs/uploads/u1", bytes.NewReader(make([]byte, 8<<20)))
+		req.Host = "team-a.example.com"
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			continue // the stream may be reset with the body unsent
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("got %s, want Nexus's 401", resp.Status)
+		}
+	}
+}
+
+// Over HTTP/2 a request without a body (every GET and HEAD) still has a
+// Body: it was taken for one whose rest the client might never send, and
+// the answer's last flush got --body-timeout on top of --send-timeout. An
+// answer nexmux writes itself (a refusal) to a client that keeps its
+// window shut held its stream that much longer.
+func TestHTTP2ShutWindowRefusalEndsAtSendTimeout(t *testing.T) {
+	const sendTO = 300 * time.Millisecond
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
+	addr, _ := haProxyConfig(t, io.Discard, 0, "team-a", Config{BodyTimeout: time.Minute, SendTimeout: sendTO}, "http://"+node.addr)
+	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1}}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/service/rest/v1/status", nil)
+	req.Host = "team-a.example.com"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("got %s, want nexmux's own 404", resp.Status)
+	}
+	time.Sleep(4 * sendTO)
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+	}
+}
+
+// informUpstream answers 201 after telling the client "100 Continue", as
+// Nexus does to an upload sent with Expect: 100-continue.
+type informUpstream struct{}
+
+func (informUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	if tr := httptrace.ContextClientTrace(r.Context()); tr != nil && tr.Got1xxResponse != nil {
+		if err := tr.Got1xxResponse(http.StatusContinue, nil); err != nil {
+			return nil, err
+		}
+	}
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	return &http.Response{StatusCode: http.StatusCreated, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+}
+
+// orderWriter records the order of a response's deadline and header
+// calls.
+type orderWriter struct {
+	discardWriter
+	events []string
+}
+
+func (w *orderWriter) SetWriteDeadline(time.Time) error {
+	w.events = append(w.events, "deadline")
+	return nil
+}
+func (w *orderWriter) SetReadDeadline(time.Time) error { return nil }
+func (w *orderWriter) WriteHeader(code int) {
+	w.events = append(w.events, fmt.Sprint(code))
+	w.discardWriter.WriteHeader(code)
+}
+
+// Over HTTP/1 net/http writes a forwarded "100 Continue" straight to the
+// socket, from the transport's goroutine reading Nexus's answer. To a
+// pipelining client that has stopped reading, that write blocked with no
+// deadline: Nexus's final answer was never read, and ReverseProxy waited
+// for the blocked write for good, holding the handler and the connection.
+func TestForwarded100ContinueWrittenUnderSendTimeout(t *testing.T) {
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := ParseUpstreams([]string{"http://nexus:8081"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Upstreams: up, Transport: informUpstream{}, SendTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", TLS: true}
+	const target = "/v2/app/blobs/uploads/u1"
+	r, err := http.NewRequestWithContext(NewContext(context.Background(), ci), http.MethodPatch, "https://team-a.example.com"+target, strings.NewReader("layer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.RequestURI = target
+	r.Header.Set("Expect", "100-continue")
+	w := &orderWriter{discardWriter: discardWriter{h: http.Header{}}}
+	p.ServeHTTP(w, r)
+	if w.status != http.StatusContinue && w.status != http.StatusCreated {
+		t.Fatalf("status %d", w.status)
+	}
+	i := slices.Index(w.events, "100")
+	if i < 0 {
+		t.Fatalf("the 100 Continue was not forwarded: %v", w.events)
+	}
+	if !slices.Contains(w.events[:i], "deadline") {
+		t.Fatalf("100 Continue forwarded with no write deadline set before it: %v", w.events)
+	}
+}
+
+// readOrder records when the client's body is first read.
+type readOrder struct {
+	io.Reader
+	w *orderWriter
+}
+
+func (r *readOrder) Read(b []byte) (int, error) {
+	r.w.events = append(r.w.events, "read")
+	return r.Reader.Read(b)
+}
+
+func (r *readOrder) Close() error { return nil }
+
+// Over HTTP/1 net/http writes its own "100 Continue" to the socket at the
+// first read of a body the client sent with Expect: 100-continue, from the
+// transport's goroutine sending the body to Nexus. To a pipelining client
+// that had stopped reading, that write blocked with no deadline, and the
+// upload with it, until Nexus gave up waiting for the body.
+func TestAutomatic100ContinueWrittenUnderSendTimeout(t *testing.T) {
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := ParseUpstreams([]string{"http://nexus:8081"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Upstreams: up, Transport: &memUpstream{}, SendTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci := &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", TLS: true}
+	for _, expect := range []bool{true, false} {
+		w := &orderWriter{discardWriter: discardWriter{h: http.Header{}}}
+		r, err := http.NewRequestWithContext(NewContext(context.Background(), ci), http.MethodPatch, "https://team-a.example.com"+upload, &readOrder{Reader: strings.NewReader("layer"), w: w})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.RequestURI, r.ContentLength = upload, 5
+		if expect {
+			r.Header.Set("Expect", "100-continue")
+		}
+		p.ServeHTTP(w, r)
+		if w.status != http.StatusAccepted {
+			t.Fatalf("status %d", w.status)
+		}
+		i := slices.Index(w.events, "read")
+		if i < 0 {
+			t.Fatalf("the body was never read: %v", w.events)
+		}
+		if armed := slices.Contains(w.events[:i], "deadline"); armed != expect {
+			t.Fatalf("Expect: 100-continue %v: write deadline before the body's first read %v, want %v: %v", expect, armed, expect, w.events)
+		}
 	}
 }

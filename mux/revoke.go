@@ -24,6 +24,9 @@ type liveConn struct {
 	// fresh: handed to http.Server, no request read yet (Server.fresh).
 	fresh atomic.Bool
 	close func()
+	// headerTimer closes an HTTP/2 connection with no request by
+	// --header-timeout (nil: HTTP/1).
+	headerTimer *time.Timer
 }
 
 // endFresh counts lc out of the connections waiting for their first
@@ -86,7 +89,12 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 		}
 		s.live.mu.Lock()
 		if !h1 {
-			s.endFresh(s.live.http[c])
+			if lc := s.live.http[c]; lc != nil {
+				s.endFresh(lc)
+				if lc.headerTimer != nil {
+					lc.headerTimer.Stop()
+				}
+			}
 		}
 		delete(s.live.http, c)
 		s.live.mu.Unlock()

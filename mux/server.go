@@ -206,15 +206,15 @@ func New(opts Options, st *State) (*Server, error) {
 // (a connection still sending its ClientHello is routed, and gets its
 // certificate, from it), unless st removes what they depend on (their
 // route, their load balancer's range): then they end (revoke.go). A
-// Open reports the places taken against --max-conns now (a passthrough
-// stream takes three) and the limit (0: none).
-func (s *Server) Open() (open int64, limit int) { return s.active.Load(), s.opts.MaxConns }
-
 // replaced certificate is not a revocation.
 func (s *Server) Update(st *State) {
 	s.state.Store(st)
 	s.revoke(st)
 }
+
+// Open reports the places taken against --max-conns now (a passthrough
+// stream takes three) and the limit (0: none).
+func (s *Server) Open() (open int64, limit int) { return s.active.Load(), s.opts.MaxConns }
 
 // State returns the current state.
 func (s *Server) State() *State { return s.state.Load() }

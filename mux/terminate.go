@@ -61,6 +61,16 @@ func (t terminate) serve(d decision) {
 	if h2 {
 		below := d.conn
 		lc.close = func() { t.s.closeH2(tc, below) }
+		// net/http's HTTP/2 server has no header timeout: a connection
+		// that never completes a request would stay until --idle-timeout.
+		// Its first request's headers get --header-timeout, as HTTP/1's do.
+		// The timer is stopped when the connection closes (connState): it
+		// holds the connection.
+		lc.headerTimer = time.AfterFunc(t.s.opts.HeaderTimeout, func() {
+			if !d.info.Requested() {
+				_ = c.Close()
+			}
+		})
 	}
 	t.s.live.addHTTP(c, lc)
 	if t.s.revokedMeanwhile(d, lc) {
@@ -79,16 +89,6 @@ func (t terminate) serve(d decision) {
 		t.s.connState(c, http.StateClosed)
 		d.raw.Close()
 		return
-	}
-	if h2 {
-		// net/http's HTTP/2 server has no header timeout: a connection
-		// that never completes a request would stay until --idle-timeout.
-		// Its first request's headers get --header-timeout, as HTTP/1's do.
-		time.AfterFunc(t.s.opts.HeaderTimeout, func() {
-			if !d.info.Requested() {
-				_ = c.Close()
-			}
-		})
 	}
 }
 
