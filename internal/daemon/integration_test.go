@@ -50,16 +50,8 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-// freePort returns a TCP port free on 127.0.0.1 right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort returns a TCP port free on 127.0.0.1 right now (testnet.FreePort).
+func freePort(t *testing.T) int { return testnet.FreePort(t) }
 
 func ref(t *testing.T, s string) name.Reference {
 	t.Helper()

@@ -6,7 +6,11 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,4 +139,49 @@ func DeadAddr(t testing.TB) string {
 		t.Fatalf("something listens on %s: no address to stand for a dead backend", addr)
 	}
 	return addr
+}
+
+var (
+	portMu   sync.Mutex
+	portNext int
+)
+
+// FreePort returns a loopback TCP port free now, for a test that must name
+// its port before the code under test binds it (port routes). It is taken
+// below the kernel's ephemeral range, which every ":0" listener and every
+// outgoing connection draw from, so nothing but another FreePort can take
+// it in between; those hand out ports in turn from a random start.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	low := ephemeralLow()
+	first := max(low-12000, 1024)
+	portMu.Lock()
+	defer portMu.Unlock()
+	if portNext == 0 {
+		portNext = first + rand.IntN(low-first)
+	}
+	for i := range low - first {
+		p := first + (portNext-first+i)%(low-first)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portNext = p + 1
+		return p
+	}
+	t.Fatalf("testnet: no free port in %d-%d", first, low-1)
+	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 2048 {
+				return n
+			}
+		}
+	}
+	return 32768 // Linux's default; macOS starts at 49152
 }
