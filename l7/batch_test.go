@@ -21,9 +21,10 @@ func (c *countBatcher) EndBatch() error {
 	return nil
 }
 
-// Large HTTP/1.x response writes are batched below TLS; small ones and
-// HTTP/2 never are, and every batch that begins ends.
-func TestResponseWritesBatched(t *testing.T) {
+// teamATable routes team-a.example.com to repository team-a of one Nexus
+// at http://nexus:8081, for tests that call the Proxy directly.
+func teamATable(t *testing.T) (*route.Table, *Upstreams) {
+	t.Helper()
 	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
 	if err != nil {
 		t.Fatal(err)
@@ -32,6 +33,13 @@ func TestResponseWritesBatched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tab, up
+}
+
+// Large HTTP/1.x response writes are batched below TLS; small ones and
+// HTTP/2 never are, and every batch that begins ends.
+func TestResponseWritesBatched(t *testing.T) {
+	tab, up := teamATable(t)
 	blob := bytes.Repeat([]byte("n"), 1<<20)
 	p, err := New(Config{Upstreams: up, Transport: &memUpstream{blob: blob}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -88,14 +96,7 @@ func (w *deadlineWriter) Flush()                           { w.flushes++ }
 // the serve goroutine's wake-ups per request and sent an extra empty DATA
 // frame.
 func TestHTTP2SmallAnswerDeadlineCalls(t *testing.T) {
-	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := ParseUpstreams([]string{"http://nexus:8081"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab, up := teamATable(t)
 	p, err := New(Config{Upstreams: up, Transport: &memUpstream{blob: make([]byte, 528)}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

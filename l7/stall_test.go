@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
 )
 
@@ -108,9 +107,7 @@ func TestHTTP2ClientWithShutWindowIsCut(t *testing.T) {
 		}
 	})
 	addr := stallProxy(t, node, 0, 300*time.Millisecond)
-	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1}}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
+	tr := h2cTransport(t, &http.HTTP2Config{MaxReceiveBufferPerStream: 1})
 	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/app/blobs/sha256:"+strings.Repeat("0", 64), nil)
 	req.Host = "team-a.example.com"
 	resp, err := (&http.Client{Transport: tr}).Do(req)
@@ -124,24 +121,46 @@ func TestHTTP2ClientWithShutWindowIsCut(t *testing.T) {
 	finishes(t, done, "blob download over a stream whose window stays shut")
 }
 
-// A client that stops sending its upload is cut after --body-timeout, and
-// Nexus sees the upload end incomplete.
-func TestClientThatStopsSendingIsCut(t *testing.T) {
-	done := make(chan struct{})
-	var got int64
-	var gotErr error
-	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+// uploadSink is a node that reads an upload to its end or its failure;
+// got and err hold what it read once done is closed.
+type uploadSink struct {
+	node *haNode
+	done chan struct{}
+	got  int64
+	err  error
+}
+
+func newUploadSink(t *testing.T) *uploadSink {
+	s := &uploadSink{done: make(chan struct{})}
+	s.node = startNode(t, func(w http.ResponseWriter, r *http.Request) {
 		if !strings.Contains(r.URL.Path, "/repository/") {
 			return
 		}
-		defer close(done)
-		got, gotErr = io.Copy(io.Discard, r.Body)
+		defer close(s.done)
+		s.got, s.err = io.Copy(io.Discard, r.Body)
 	})
+	return s
+}
+
+// h2cTransport speaks HTTP/2 without TLS (the proxy under test serves
+// h2c), with cfg's settings.
+func h2cTransport(t *testing.T, cfg *http.HTTP2Config) *http.Transport {
+	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: cfg}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+// A client that stops sending its upload is cut after --body-timeout, and
+// Nexus sees the upload end incomplete.
+func TestClientThatStopsSendingIsCut(t *testing.T) {
+	sink := newUploadSink(t)
+	node, done := sink.node, sink.done
 	addr := stallProxy(t, node, 300*time.Millisecond, 0)
 	c := stalledClient(t, addr, "PATCH /v2/app/blobs/uploads/u1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 1000000\r\n\r\n"+strings.Repeat("x", 1000))
 	finishes(t, done, "upload whose client went quiet")
-	if gotErr == nil || got >= 1000000 {
-		t.Fatalf("Nexus read %d bytes, %v: want the upload cut short", got, gotErr)
+	if sink.err == nil || sink.got >= 1000000 {
+		t.Fatalf("Nexus read %d bytes, %v: want the upload cut short", sink.got, sink.err)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -158,15 +177,8 @@ func TestClientThatStopsSendingIsCut(t *testing.T) {
 // keep every read from waiting a whole --body-timeout, or it holds its
 // Nexus connection (a Jetty thread) for as long as it likes.
 func TestClientThatTricklesIsCut(t *testing.T) {
-	done := make(chan struct{})
-	var got int64
-	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, "/repository/") {
-			return
-		}
-		defer close(done)
-		got, _ = io.Copy(io.Discard, r.Body)
-	})
+	sink := newUploadSink(t)
+	node, done := sink.node, sink.done
 	addr := stallProxy(t, node, 500*time.Millisecond, 0)
 	c := stalledClient(t, addr, "PATCH /v2/app/blobs/uploads/u1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 1000000\r\n\r\n")
 	stop := make(chan struct{})
@@ -184,7 +196,7 @@ func TestClientThatTricklesIsCut(t *testing.T) {
 		}
 	}()
 	finishes(t, done, "upload trickled a byte at a time")
-	if got >= 1000000 {
+	if sink.got >= 1000000 {
 		t.Fatalf("Nexus read the whole body: want the upload cut short")
 	}
 }
@@ -348,9 +360,7 @@ func TestHTTP2NexusPauseIsNotCut(t *testing.T) {
 		_, _ = w.Write(make([]byte, 1<<10))
 	})
 	addr := stallProxy(t, node, 0, sendTO)
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
+	tr := h2cTransport(t, nil)
 	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/app/manifests/latest", nil)
 	req.Host = "team-a.example.com"
 	resp, err := (&http.Client{Transport: tr}).Do(req)
@@ -379,9 +389,7 @@ func TestHTTP2ShutWindowSmallResponseEnds(t *testing.T) {
 		}
 	})
 	addr := stallProxy(t, node, 0, sendTO)
-	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1}}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
+	tr := h2cTransport(t, &http.HTTP2Config{MaxReceiveBufferPerStream: 1})
 	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/app/manifests/latest", nil)
 	req.Host = "team-a.example.com"
 	resp, err := (&http.Client{Transport: tr}).Do(req)
@@ -413,9 +421,7 @@ func TestHTTP2NexusPauseInUploadIsNotCut(t *testing.T) {
 		w.WriteHeader(http.StatusAccepted)
 	})
 	addr := stallProxy(t, node, bodyTO, 0)
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
+	tr := h2cTransport(t, nil)
 	req, _ := http.NewRequest(http.MethodPatch, "http://"+addr+"/v2/app/blobs/uploads/u1", bytes.NewReader(make([]byte, size)))
 	req.Host = "team-a.example.com"
 	resp, err := (&http.Client{Transport: tr}).Do(req)
@@ -434,19 +440,10 @@ func TestHTTP2NexusPauseInUploadIsNotCut(t *testing.T) {
 
 // Over HTTP/2 too, a client that stops sending its upload is cut.
 func TestHTTP2ClientThatStopsSendingIsCut(t *testing.T) {
-	done := make(chan struct{})
-	var got int64
-	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, "/repository/") {
-			return
-		}
-		defer close(done)
-		got, _ = io.Copy(io.Discard, r.Body)
-	})
+	sink := newUploadSink(t)
+	node, done := sink.node, sink.done
 	addr := stallProxy(t, node, 300*time.Millisecond, 0)
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
+	tr := h2cTransport(t, nil)
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	go func() { _, _ = pw.Write(make([]byte, 1000)) }()
@@ -459,7 +456,7 @@ func TestHTTP2ClientThatStopsSendingIsCut(t *testing.T) {
 		}
 	}()
 	finishes(t, done, "HTTP/2 upload whose client went quiet")
-	if got >= 1000000 {
+	if sink.got >= 1000000 {
 		t.Fatalf("Nexus read the whole body: want the upload cut short")
 	}
 }
@@ -540,9 +537,7 @@ func TestHTTP2UploadAnsweredEarlyDoesNotCrash(t *testing.T) {
 		}
 	})
 	addr := stallProxy(t, node, 300*time.Millisecond, 300*time.Millisecond)
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
+	tr := h2cTransport(t, nil)
 	for range 20 {
 		req, _ := http.NewRequest(http.MethodPatch, "http://"+addr+"/v2/app/blobs/uploads/u1", bytes.NewReader(make([]byte, 8<<20)))
 		req.Host = "team-a.example.com"
@@ -566,9 +561,7 @@ func TestHTTP2ShutWindowRefusalEndsAtSendTimeout(t *testing.T) {
 	const sendTO = 300 * time.Millisecond
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
 	addr, _ := haProxyConfig(t, io.Discard, 0, "team-a", Config{BodyTimeout: time.Minute, SendTimeout: sendTO}, "http://"+node.addr)
-	tr := &http.Transport{Protocols: new(http.Protocols), HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1}}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	defer tr.CloseIdleConnections()
+	tr := h2cTransport(t, &http.HTTP2Config{MaxReceiveBufferPerStream: 1})
 	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/service/rest/v1/status", nil)
 	req.Host = "team-a.example.com"
 	resp, err := (&http.Client{Transport: tr}).Do(req)
@@ -625,14 +618,7 @@ func (w *orderWriter) WriteHeader(code int) {
 // deadline: Nexus's final answer was never read, and ReverseProxy waited
 // for the blocked write for good, holding the handler and the connection.
 func TestForwarded100ContinueWrittenUnderSendTimeout(t *testing.T) {
-	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := ParseUpstreams([]string{"http://nexus:8081"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab, up := teamATable(t)
 	p, err := New(Config{Upstreams: up, Transport: informUpstream{}, SendTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -678,14 +664,7 @@ func (r *readOrder) Close() error { return nil }
 // that had stopped reading, that write blocked with no deadline, and the
 // upload with it, until Nexus gave up waiting for the body.
 func TestAutomatic100ContinueWrittenUnderSendTimeout(t *testing.T) {
-	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=team-a"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := ParseUpstreams([]string{"http://nexus:8081"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tab, up := teamATable(t)
 	p, err := New(Config{Upstreams: up, Transport: &memUpstream{}, SendTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

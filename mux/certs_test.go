@@ -12,7 +12,12 @@ import (
 
 func issue(t *testing.T, ca *certs.CA, validity time.Duration, hosts ...string) tls.Certificate {
 	t.Helper()
-	p, err := ca.IssueFor(validity, hosts...)
+	return issueBetween(t, ca, time.Now().Add(-time.Hour), time.Now().Add(validity), hosts...)
+}
+
+func issueBetween(t *testing.T, ca *certs.CA, from, to time.Time, hosts ...string) tls.Certificate {
+	t.Helper()
+	p, err := ca.IssueBetween(from, to, hosts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,21 +166,9 @@ func TestCertsChosenAgainWhenValidityChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	between := func(from, to time.Time, hosts ...string) tls.Certificate {
-		t.Helper()
-		p, err := ca.IssueBetween(from, to, hosts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := p.TLS()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	now := time.Now().Truncate(time.Second)
-	old := between(now.Add(-time.Hour), now.Add(time.Hour), "a.example.com")
-	renewal := between(now.Add(30*time.Minute), now.Add(90*24*time.Hour), "a.example.com")
+	old := issueBetween(t, ca, now.Add(-time.Hour), now.Add(time.Hour), "a.example.com")
+	renewal := issueBetween(t, ca, now.Add(30*time.Minute), now.Add(90*24*time.Hour), "a.example.com")
 	cs, err := mux.NewCerts([]tls.Certificate{old, renewal})
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +199,7 @@ func TestCertsChosenAgainWhenValidityChanges(t *testing.T) {
 	}
 
 	// Alone and about to expire: warned about again a day later.
-	alone, err := mux.NewCerts([]tls.Certificate{between(now.Add(-time.Hour), now.Add(72*time.Hour), "b.example.com")})
+	alone, err := mux.NewCerts([]tls.Certificate{issueBetween(t, ca, now.Add(-time.Hour), now.Add(72*time.Hour), "b.example.com")})
 	if err != nil {
 		t.Fatal(err)
 	}

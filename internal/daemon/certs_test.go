@@ -25,15 +25,7 @@ func TestCertificateChosenBySNIAndReloaded(t *testing.T) {
 	}
 	dir := t.TempDir()
 	write := func(name string, hosts ...string) (string, string) {
-		p, err := ca.Issue(hosts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		crt, key := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-		if err := p.Write(crt, key); err != nil {
-			t.Fatal(err)
-		}
-		return crt, key
+		return writePair(t, dir, name, func() (*certs.Pair, error) { return ca.Issue(hosts...) })
 	}
 	wc, wk := write("wildcard", "*.nexmux.test", "127.0.0.1")
 	ec, ek := write("exact", "special.nexmux.test")
@@ -97,15 +89,9 @@ func TestCertificateBecomingValidIsServedWithoutReload(t *testing.T) {
 	}
 	dir := t.TempDir()
 	write := func(name string, from, to time.Time) (string, string) {
-		p, err := ca.IssueBetween(from, to, "*.nexmux.test", name+".nexmux.test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		crt, key := filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-		if err := p.Write(crt, key); err != nil {
-			t.Fatal(err)
-		}
-		return crt, key
+		return writePair(t, dir, name, func() (*certs.Pair, error) {
+			return ca.IssueBetween(from, to, "*.nexmux.test", name+".nexmux.test")
+		})
 	}
 	now := time.Now()
 	oc, ok := write("old", now.Add(-time.Hour), now.Add(24*time.Hour))
@@ -133,4 +119,18 @@ func TestCertificateBecomingValidIsServedWithoutReload(t *testing.T) {
 	if n := len(logLines(logs, "reloaded")); n != 0 {
 		t.Fatalf("%d reloads: the renewal should be chosen without one", n)
 	}
+}
+
+// writePair writes the pair issue makes as dir/name.crt and dir/name.key.
+func writePair(t *testing.T, dir, name string, issue func() (*certs.Pair, error)) (crt, key string) {
+	t.Helper()
+	p, err := issue()
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := p.Write(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	return crt, key
 }
