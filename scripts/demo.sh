@@ -17,6 +17,9 @@ NEXMUX_PORT=${DEMO_LISTEN_PORT:-8443}
 NEXUS_PORT=${DEMO_NEXUS_PORT:-8081}
 LEGACY_PULL_PORT=18082
 LEGACY_PUSH_PORT=18083
+# Root (as in a fresh container or CI) has no sudo on a stock Debian.
+SUDO="sudo "
+if [ "$(id -u)" = 0 ]; then SUDO=""; fi
 HOSTS=(team-a.nexmux.test team-a-push.nexmux.test team-b.nexmux.test team-b-push.nexmux.test)
 # shellcheck source=scripts/e2e-mirror.sh
 source "$ROOT/scripts/e2e-mirror.sh" # the mirror name (HOSTS+=) and its client files
@@ -126,7 +129,7 @@ Routes:
 2. Trust the test CA ($DEMO_DIR/ca.crt).
    docker (no restart needed; one directory per host:port):
 
-$(for h in "${HOSTS[@]}"; do printf '   sudo mkdir -p /etc/docker/certs.d/%s:%s && sudo cp %s /etc/docker/certs.d/%s:%s/ca.crt\n' "$h" "$port" "$DEMO_DIR/ca.crt" "$h" "$port"; done)
+$(for h in "${HOSTS[@]}"; do printf '   %smkdir -p /etc/docker/certs.d/%s:%s && %scp %s /etc/docker/certs.d/%s:%s/ca.crt\n' "$SUDO" "$h" "$port" "$SUDO" "$DEMO_DIR/ca.crt" "$h" "$port"; done)
 
    curl:  curl --cacert $DEMO_DIR/ca.crt https://team-a.nexmux.test:$port/v2/
    (without the hosts line: add --resolve team-a.nexmux.test:$port:127.0.0.1)
@@ -153,8 +156,8 @@ $(for h in "${HOSTS[@]}"; do printf '   sudo mkdir -p /etc/docker/certs.d/%s:%s 
 Registry mirror $MIRROR_HOST:$port (docker.io, ghcr.io, quay.io, registry.k8s.io
 from the fixture's proxy repositories; no login needed: --mirror-auth-file).
 Client files from the README: $DEMO_DIR/certs.d, $DEMO_DIR/registries.conf.
-   sudo ctr images pull --hosts-dir $DEMO_DIR/certs.d quay.io/acme/tool:2
-   sudo ctr images pull --hosts-dir $DEMO_DIR/certs.d ghcr.io/acme/app:1
+   ${SUDO}ctr images pull --hosts-dir $DEMO_DIR/certs.d quay.io/acme/tool:2
+   ${SUDO}ctr images pull --hosts-dir $DEMO_DIR/certs.d ghcr.io/acme/app:1
    skopeo --registries-conf $DEMO_DIR/registries.conf inspect --no-tags \\
      --cert-dir $DEMO_DIR/mirror-ca docker://ghcr.io/acme/app:1
 
