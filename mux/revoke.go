@@ -27,6 +27,12 @@ type liveConn struct {
 	// headerTimer closes an HTTP/2 connection with no request by
 	// --header-timeout (nil: HTTP/1).
 	headerTimer *time.Timer
+	// closeTimer half-closes a revoked HTTP/2 connection, then closes it
+	// by --idle-timeout (closeH2); closed: http.Server let it go. Both
+	// guarded by live.mu: the timer is stopped when the connection closes,
+	// as it holds the connection.
+	closeTimer *time.Timer
+	closed     bool
 }
 
 // endFresh counts lc out of the connections waiting for their first
@@ -94,6 +100,10 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 				if lc.headerTimer != nil {
 					lc.headerTimer.Stop()
 				}
+				if lc.closeTimer != nil {
+					lc.closeTimer.Stop()
+				}
+				lc.closed = true
 			}
 		}
 		delete(s.live.http, c)
@@ -136,13 +146,29 @@ const h2FlushDelay = 50 * time.Millisecond
 // the data, and the socket is read (by net/http) until the client has
 // read everything and closes its side; --idle-timeout bounds the wait.
 // HTTP/1 needs none of this: its client sends nothing while it reads.
-func (s *Server) closeH2(tc *tls.Conn, below net.Conn) {
-	time.AfterFunc(h2FlushDelay, func() {
+func (s *Server) closeH2(lc *liveConn, tc *tls.Conn, below net.Conn) {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	// Called again each time the connection goes idle: one timer is enough.
+	if lc.closed || lc.closeTimer != nil {
+		return
+	}
+	halfClosed := false // only the timer's func touches it, one run at a time
+	lc.closeTimer = time.AfterFunc(h2FlushDelay, func() {
+		if halfClosed {
+			_ = tc.Close()
+			return
+		}
+		halfClosed = true
 		_ = tc.CloseWrite()
 		if cw, ok := underlying[interface{ CloseWrite() error }](below); ok {
 			_ = cw.CloseWrite()
 		}
-		time.AfterFunc(s.opts.IdleTimeout, func() { _ = tc.Close() })
+		s.live.mu.Lock()
+		if !lc.closed {
+			lc.closeTimer.Reset(s.opts.IdleTimeout)
+		}
+		s.live.mu.Unlock()
 	})
 }
 

@@ -60,7 +60,7 @@ func (t terminate) serve(d decision) {
 	lc.close = func() { c.Close() }
 	if h2 {
 		below := d.conn
-		lc.close = func() { t.s.closeH2(tc, below) }
+		lc.close = func() { t.s.closeH2(lc, tc, below) }
 		// net/http's HTTP/2 server has no header timeout: a connection
 		// that never completes a request would stay until --idle-timeout.
 		// Its first request's headers get --header-timeout, as HTTP/1's do.
