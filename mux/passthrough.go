@@ -98,12 +98,11 @@ const streamExtraPlaces = 2
 // takeStreamPlaces takes a passthrough stream's extra places, or refuses
 // it (logged and counted as max_conns) when --max-conns has none left.
 func (s *Server) takeStreamPlaces() bool {
-	for i := range streamExtraPlaces {
-		if !perclient.TakeBelow(&s.active, int64(s.opts.MaxConns)) {
-			s.active.Add(-int64(i))
-			s.refusedOverLimit()
-			return false
-		}
+	// Both at once: one taken and given back would refuse, meanwhile,
+	// another client that fitted.
+	if !perclient.TakeNBelow(&s.active, streamExtraPlaces, int64(s.opts.MaxConns)) {
+		s.refusedOverLimit()
+		return false
 	}
 	return true
 }

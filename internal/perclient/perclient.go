@@ -65,13 +65,17 @@ func (c *Counter) Total() int {
 // refused take never raises the count, even for a moment, so it never
 // refuses another client that would have fitted. Check the client's own
 // limit first, so that a client over it holds no shared place either.
-func TakeBelow(n *atomic.Int64, max int64) bool {
+func TakeBelow(n *atomic.Int64, max int64) bool { return TakeNBelow(n, 1, max) }
+
+// TakeNBelow adds k to a shared count if it stays at most max, all at
+// once or not at all (what one holder of several places needs).
+func TakeNBelow(n *atomic.Int64, k, max int64) bool {
 	for {
 		v := n.Load()
-		if v >= max {
+		if v+k > max {
 			return false
 		}
-		if n.CompareAndSwap(v, v+1) {
+		if n.CompareAndSwap(v, v+k) {
 			return true
 		}
 	}

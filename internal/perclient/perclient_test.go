@@ -2,6 +2,7 @@ package perclient
 
 import (
 	"net/netip"
+	"sync/atomic"
 	"testing"
 )
 
@@ -39,5 +40,20 @@ func TestCounter(t *testing.T) {
 		if !unlimited.Acquire(a) {
 			t.Fatal("Max 0 refused")
 		}
+	}
+}
+
+// TakeNBelow takes k places at once or none: a take that does not fit
+// leaves the count as it was, so nobody is refused meanwhile.
+func TestTakeNBelow(t *testing.T) {
+	var n atomic.Int64
+	if !TakeNBelow(&n, 3, 4) || n.Load() != 3 {
+		t.Fatalf("take 3 of 4: count %d", n.Load())
+	}
+	if TakeNBelow(&n, 2, 4) || n.Load() != 3 {
+		t.Fatalf("take 2 more of 4: refused wanted, count %d (want 3, untouched)", n.Load())
+	}
+	if !TakeBelow(&n, 4) || TakeBelow(&n, 4) || n.Load() != 4 {
+		t.Fatalf("take 1, then 1 over: count %d, want 4", n.Load())
 	}
 }
