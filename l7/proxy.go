@@ -276,7 +276,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			// net/http sends what is still buffered once this returns
 			// (HTTP/2 too: its stream's deadline ends with the stream).
-			cw.armDeadline()
+			// Over HTTP/1 the last write's deadline still stands.
+			if cw.n == 0 || cw.timeEvery {
+				cw.armDeadline()
+			}
 		}
 		if p.observe != nil && st.ci != nil {
 			end := time.Now()
@@ -733,11 +736,8 @@ func (c *batchingWriter) WriteHeader(code int) {
 	} else if code < 200 {
 		// net/http writes a 1xx to the socket at once (HTTP/1: from the
 		// transport's goroutine reading Nexus's answer, which waits on it).
-		if c.deadline != nil && c.timeEvery {
-			c.timed()
+		if c.arm() {
 			defer c.untimed()
-		} else {
-			c.armDeadline()
 		}
 	}
 	c.ResponseWriter.WriteHeader(code)
@@ -747,12 +747,8 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	if c.deadline != nil && c.timeEvery {
-		c.timed()
+	if c.arm() {
 		defer c.untimed()
-	} else {
-		// net/http clears it once the response is finished.
-		c.armDeadline()
 	}
 	if c.batch != nil && len(b) >= batchMin {
 		c.batch.BeginBatch()
@@ -774,20 +770,21 @@ func (c *batchingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter 
 // Flush keeps streaming responses streaming through the wrapper.
 func (c *batchingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
-		if c.deadline != nil && c.timeEvery {
-			c.timed()
+		if c.arm() {
 			defer c.untimed()
-		} else {
-			c.armDeadline()
 		}
 		f.Flush()
 	}
 }
 
-// timed sets the write deadline for one write or flush (timeEvery), and
-// untimed clears it after: methods, not a returned closure, which would
-// be an allocation per write.
-func (c *batchingWriter) timed() { _ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout)) }
+// arm bounds the next write or flush; it reports whether the deadline
+// must be cleared after it (timeEvery: a method, not a returned closure,
+// which would be an allocation per write). HTTP/1's stays: net/http
+// clears it once the response is finished.
+func (c *batchingWriter) arm() bool {
+	c.armDeadline()
+	return c.deadline != nil && c.timeEvery
+}
 
 func (c *batchingWriter) untimed() { _ = c.deadline.SetWriteDeadline(time.Time{}) }
 
