@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"syscall"
 	"time"
 
@@ -56,14 +55,8 @@ func (l *connLog) logger() *slog.Logger {
 	return l.s.log.With(args...)
 }
 
-// refusalLines is how many refusals a second of one reason are logged one
-// by one; the rest are counted, and the next line says how many.
-const refusalLines = 10
-
 // refuse logs the connection's refusal and counts it.
 func (l *connLog) refuse(reason, msg string, args ...any) {
-	// Clients choose how often they are refused (and the names logged):
-	// a loop of them must not become a line each.
 	if ok, dropped := l.s.refusals.note(reason); ok {
 		args = append([]any{"reason", reason}, args...)
 		if dropped > 0 {
@@ -74,20 +67,20 @@ func (l *connLog) refuse(reason, msg string, args ...any) {
 	l.s.countRefused(reason)
 }
 
-// refusalLog holds a line budget per refusal reason.
-type refusalLog struct {
-	once sync.Once
-	by   map[string]*lograte.Burst
+// refusalLog holds a line budget per refusal reason (lograte.RefusalLines
+// a second each); read-only once made.
+type refusalLog map[string]*lograte.Burst
+
+func newRefusalLog() refusalLog {
+	r := make(refusalLog, len(Reasons))
+	for _, why := range Reasons {
+		r[why] = &lograte.Burst{Max: lograte.RefusalLines}
+	}
+	return r
 }
 
-func (r *refusalLog) note(reason string) (bool, int64) {
-	r.once.Do(func() {
-		r.by = make(map[string]*lograte.Burst, len(Reasons))
-		for _, why := range Reasons {
-			r.by[why] = &lograte.Burst{Max: refusalLines}
-		}
-	})
-	if b := r.by[reason]; b != nil {
+func (r refusalLog) note(reason string) (bool, int64) {
+	if b := r[reason]; b != nil {
 		return b.Note()
 	}
 	return true, 0

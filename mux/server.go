@@ -167,9 +167,10 @@ func New(opts Options, st *State) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{
-		opts:  opts,
-		log:   opts.Logger,
-		conns: newChanListener(),
+		opts:     opts,
+		log:      opts.Logger,
+		refusals: newRefusalLog(),
+		conns:    newChanListener(),
 	}
 	s.clients.Max = opts.MaxConnsPerClient
 	s.state.Store(st)

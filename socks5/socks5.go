@@ -124,7 +124,7 @@ func New(router *mux.Server, o Options) *Server {
 		log:      o.Logger,
 		sniPorts: map[int]bool{},
 	}
-	s.denied.Max, s.authFailed.Max = refusalLines, refusalLines
+	s.denied.Max, s.authFailed.Max = lograte.RefusalLines, lograte.RefusalLines
 	s.pending.max, s.pending.by.Max = o.MaxPending, o.MaxPendingPerClient
 	for _, p := range o.SNIPorts {
 		s.sniPorts[p] = true
@@ -381,10 +381,6 @@ func (ss *session) Allow(ctx context.Context, req *gosocks5.Request) (context.Co
 }
 
 var commandNames = map[uint8]string{gosocks5.BindCommand: "bind", gosocks5.AssociateCommand: "udp_associate"}
-
-// refusalLines is how many refused sessions a second of one reason are
-// logged one by one; the rest are counted, and the next line says how many.
-const refusalLines = 10
 
 // refused logs a request the rule set refuses, with ReasonDenied, and
 // counts it.

@@ -27,6 +27,11 @@ func (l *Limiter) Note() (log bool, n int64) {
 	return false, 0
 }
 
+// RefusalLines is how many refusals of one reason a second are logged one
+// by one: clients choose how often they are refused (and the names
+// logged), so a loop of them must not become a line each.
+const RefusalLines = 10
+
 // Burst lets up to Max events a second be logged one by one and counts
 // the rest, so that the next event logged can say how many went unlogged.
 // The zero value logs nothing; set Max.
