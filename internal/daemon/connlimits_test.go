@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -309,32 +306,5 @@ func TestRefusalLinesLimitedPerReason(t *testing.T) {
 		_ = tls.Client(c, &tls.Config{ServerName: host, InsecureSkipVerify: true}).Handshake()
 		c.Close()
 	}
-	nextSecond := func() {
-		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
-	}
-	nextSecond()
-	for i := range 20 {
-		refuse(fmt.Sprintf("n%d.unknown.test", i))
-	}
-	nextSecond()
-	for i := range 5 {
-		refuse(fmt.Sprintf("m%d.unknown.test", i))
-	}
-	time.Sleep(1100 * time.Millisecond)
-	refuse("last.unknown.test")
-	waitLog(t, logs, "sni=last.unknown.test")
-	lines := regexp.MustCompile(`(?m)^.*reason=unknown_sni.*$`).FindAllString(logs.String(), -1)
-	if len(lines) > 21 {
-		t.Fatalf("%d lines for 26 refusals in about three seconds, want at most %d a second", len(lines), 10)
-	}
-	unlogged := 0
-	for _, l := range lines {
-		if m := regexp.MustCompile(`unlogged=(\d+)`).FindStringSubmatch(l); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			unlogged += n
-		}
-	}
-	if len(lines)+unlogged != 26 {
-		t.Fatalf("%d lines and %d said unlogged, want the 26 refusals accounted for:\n%s", len(lines), unlogged, logs.String())
-	}
+	testnet.RefusalBurst(t, refuse, logs.String, "reason=unknown_sni", "unknown.test")
 }

@@ -6,14 +6,18 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nexmux/nexmux/internal/lograte"
 )
 
 // Pair returns both ends of a real loopback TCP connection; both are
@@ -184,4 +188,47 @@ func ephemeralLow() int {
 		}
 	}
 	return 32768 // Linux's default; macOS starts at 49152
+}
+
+// RefusalBurst drives a burst of refusals and checks their log lines:
+// refuse is called for 20 names within one second, 5 in the next, and one
+// more ("last."+domain) a second later. Once logs holds that last name, at
+// most lograte.RefusalLines lines a second match line, and those lines
+// plus the unlogged=N they carry account for all 26 refusals (a burst
+// straddling a second may carry its count on any later line).
+func RefusalBurst(t testing.TB, refuse func(name string), logs func() string, line, domain string) {
+	t.Helper()
+	nextSecond := func() {
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
+	}
+	nextSecond()
+	for i := range 20 {
+		refuse(fmt.Sprintf("n%d.%s", i, domain))
+	}
+	nextSecond()
+	for i := range 5 {
+		refuse(fmt.Sprintf("m%d.%s", i, domain))
+	}
+	time.Sleep(1100 * time.Millisecond)
+	refuse("last." + domain)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs(), "last."+domain); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the last refusal was never logged:\n%s", logs())
+		}
+	}
+	text := logs()
+	lines := regexp.MustCompile(`(?m)^.*`+line+`.*$`).FindAllString(text, -1)
+	if max := 2*lograte.RefusalLines + 1; len(lines) > max { // two full seconds, then the last
+		t.Fatalf("%d lines for 26 refusals in about three seconds, want at most %d", len(lines), max)
+	}
+	unlogged := 0
+	for _, l := range lines {
+		if m := regexp.MustCompile(`unlogged=(\d+)`).FindStringSubmatch(l); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			unlogged += n
+		}
+	}
+	if len(lines)+unlogged != 26 {
+		t.Fatalf("%d lines and %d said unlogged, want the 26 refusals accounted for:\n%s", len(lines), unlogged, text)
+	}
 }
