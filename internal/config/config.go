@@ -118,7 +118,8 @@ type Config struct {
 	EnvWarnings []string
 }
 
-// WatchedFiles lists the files whose change triggers a reload.
+// WatchedFiles lists the files whose change triggers a reload: every file
+// the configuration names and Build reads.
 func (c *Config) WatchedFiles() []string {
 	var fs []string
 	if c.File != "" {
@@ -140,11 +141,6 @@ func (c *Config) WatchedFiles() []string {
 	}
 	return fs
 }
-
-// NamedFiles lists every file the configuration names and Build reads.
-// After a refused reload the daemon watches these, so that a file missing
-// then retries the reload when it turns up.
-func (c *Config) NamedFiles() []string { return c.WatchedFiles() }
 
 // Runtime is a validated Config turned into what the server runs.
 type Runtime struct {

@@ -422,7 +422,7 @@ func (d *Daemon) reloadLocked(seen map[string]string) error {
 		// reload when it turns up.
 		files := cur.Config.WatchedFiles()
 		if next != nil {
-			files = append(files, next.NamedFiles()...)
+			files = append(files, next.WatchedFiles()...)
 		}
 		d.setWatch(files, seen)
 		d.log.Error("reload refused; still serving the previous configuration", "err", err.Error())
