@@ -70,6 +70,13 @@ type connText struct {
 // connection.
 func (ci *ConnInfo) Requested() bool { return ci.requested.Load() }
 
+// MarkRequested records the connection's first request.
+func (ci *ConnInfo) MarkRequested() {
+	if !ci.requested.Load() {
+		ci.requested.Store(true)
+	}
+}
+
 // texts returns the connection's strings, made once: an HTTP/2
 // connection's first streams may race to make them, and any of the equal
 // results will do.

@@ -298,9 +298,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(cw, http.StatusInternalServerError, "UNKNOWN", errNoConnInfo.Error())
 		return
 	}
-	if !st.ci.requested.Load() {
-		st.ci.requested.Store(true)
-	}
+	st.ci.MarkRequested()
 	if st.ci.Revoked.Load() {
 		// A reload removed this connection's route (or its balancer):
 		// 421 sends the client to a new connection, routed afresh.

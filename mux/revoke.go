@@ -27,8 +27,8 @@ type liveConn struct {
 	// headerTimer closes an HTTP/2 connection with no request by
 	// --header-timeout (nil: HTTP/1).
 	headerTimer *time.Timer
-	// closeTimer half-closes a revoked HTTP/2 connection, then closes it
-	// by --idle-timeout (closeH2); closed: http.Server let it go. Both
+	// closeTimer closes a revoked HTTP/2 connection once net/http has
+	// flushed its frames (closeH2); closed: http.Server let it go. Both
 	// guarded by live.mu: the timer is stopped when the connection closes,
 	// as it holds the connection.
 	closeTimer *time.Timer
@@ -139,37 +139,16 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 const h2FlushDelay = 50 * time.Millisecond
 
 // closeH2 ends a revoked HTTP/2 connection with no stream in flight
-// without cutting what it already wrote. The client may still be reading
-// the last response (up to its flow-control window) and sends
-// WINDOW_UPDATEs as it does: a socket closed under them answers with a
-// reset, and the client loses the rest. So close_notify and a FIN follow
-// the data, and the socket is read (by net/http) until the client has
-// read everything and closes its side; --idle-timeout bounds the wait.
-// HTTP/1 needs none of this: its client sends nothing while it reads.
-func (s *Server) closeH2(lc *liveConn, tc *tls.Conn, below net.Conn) {
+// without cutting what it already wrote: the client may still be reading
+// the last response, so the close lingers (linger.go).
+func (s *Server) closeH2(lc *liveConn, tc *tls.Conn) {
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
 	// Called again each time the connection goes idle: one timer is enough.
 	if lc.closed || lc.closeTimer != nil {
 		return
 	}
-	halfClosed := false // only the timer's func touches it, one run at a time
-	lc.closeTimer = time.AfterFunc(h2FlushDelay, func() {
-		if halfClosed {
-			_ = tc.Close()
-			return
-		}
-		halfClosed = true
-		_ = tc.CloseWrite()
-		if cw, ok := underlying[interface{ CloseWrite() error }](below); ok {
-			_ = cw.CloseWrite()
-		}
-		s.live.mu.Lock()
-		if !lc.closed {
-			lc.closeTimer.Reset(s.opts.IdleTimeout)
-		}
-		s.live.mu.Unlock()
-	})
+	lc.closeTimer = time.AfterFunc(h2FlushDelay, func() { _ = tc.Close() })
 }
 
 // revoke applies a new state to the live connections: those whose route is

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nexmux/nexmux/l7"
 )
@@ -30,6 +31,19 @@ type routedConn struct {
 	rr, rw  int
 	reading bool  // a Read is filling pooled
 	rerr    error // from a read whose bytes are still in rb
+
+	// lingerer, for an HTTP/2 connection, closes it lingering (linger.go)
+	// unless a write failed: a client that stopped reading is cut.
+	lingerer    *Server
+	writeFailed atomic.Bool
+}
+
+// Close closes the connection, lingering when it is HTTP/2.
+func (c *routedConn) Close() error {
+	if c.lingerer != nil {
+		return c.lingerer.lingerClose(c)
+	}
+	return c.Conn.Close()
 }
 
 var (
@@ -136,6 +150,14 @@ type batchBuf [batchSize]byte
 var batchBufs = sync.Pool{New: func() any { return new(batchBuf) }}
 
 func (c *routedConn) Write(p []byte) (int, error) {
+	n, err := c.write(p)
+	if err != nil {
+		c.writeFailed.Store(true)
+	}
+	return n, err
+}
+
+func (c *routedConn) write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.batch == nil {
@@ -183,6 +205,9 @@ func (c *routedConn) EndBatch() error {
 		return nil
 	}
 	err := c.flushLocked()
+	if err != nil {
+		c.writeFailed.Store(true)
+	}
 	batchBufs.Put(c.batch)
 	c.batch = nil
 	return err

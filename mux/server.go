@@ -115,6 +115,8 @@ type Server struct {
 	active  atomic.Int64      // connections counted against MaxConns
 	clients perclient.Counter // connections per client, against MaxConnsPerClient
 	live    live              // routed connections, for revocation on reload
+	// lingering: closed HTTP/2 connections whose client is still reading.
+	lingering lingering
 	// routing counts accepted connections not yet given to their target
 	// (or refused): Shutdown lets them reach http.Server before it stops
 	// taking connections.
@@ -442,11 +444,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 	}
+	// HTTP/2 clients still reading their last response (linger.go).
+	for s.lingeringConns() > 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 	s.endLife()
+	s.stopLingering()
 	s.track.CloseConns()
 	if err != nil {
 		_ = s.http.Close()
 	}
 	<-done
+	for s.lingeringConns() > 0 {
+		time.Sleep(time.Millisecond)
+	}
 	return err
 }

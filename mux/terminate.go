@@ -59,8 +59,8 @@ func (t terminate) serve(d decision) {
 	}
 	lc.close = func() { c.Close() }
 	if h2 {
-		below := d.conn
-		lc.close = func() { t.s.closeH2(lc, tc, below) }
+		rc.lingerer = t.s
+		lc.close = func() { t.s.closeH2(lc, tc) }
 		// net/http's HTTP/2 server has no header timeout: a connection
 		// that never completes a request would stay until --idle-timeout.
 		// Its first request's headers get --header-timeout, as HTTP/1's do.

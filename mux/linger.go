@@ -1,0 +1,108 @@
+package mux
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// lingerMaxBytes bounds what a lingering connection reads and throws away:
+// a client that keeps sending after the close is cut.
+const lingerMaxBytes = 4 << 20
+
+// An HTTP/2 client may still be reading the last response when net/http
+// closes the connection (a second after GOAWAY and the last stream: a
+// drain, --max-conn-age, a revoked route, the idle timeout). As it reads
+// it sends WINDOW_UPDATEs; a socket closed under them answers with a reset
+// that makes the client's kernel drop what it had not yet read, and the
+// response loses its tail. So routedConn.Close of an HTTP/2 connection
+// that served a request sends a FIN after close_notify and reads until the
+// client closes its side, at most --send-timeout without a byte and
+// --idle-timeout in all, before the socket is closed: a lingering close.
+// HTTP/1 clients send nothing while they read, and need none of this.
+type lingering struct {
+	mu    sync.Mutex
+	conns map[*routedConn]struct{}
+	hard  bool // Shutdown gave up waiting: close at once
+}
+
+// lingerClose closes rc's socket after the client has read what was
+// written to it, or at once when nothing is gained by waiting.
+func (s *Server) lingerClose(rc *routedConn) error {
+	tcp, ok := underlyingTCP(rc.Conn)
+	if !ok || rc.writeFailed.Load() || !rc.info.Requested() {
+		// A client that stopped reading, or never asked for anything,
+		// has nothing to lose.
+		return rc.Conn.Close()
+	}
+	l := &s.lingering
+	l.mu.Lock()
+	if l.hard {
+		l.mu.Unlock()
+		return rc.Conn.Close()
+	}
+	if l.conns == nil {
+		l.conns = map[*routedConn]struct{}{}
+	}
+	l.conns[rc] = struct{}{}
+	l.mu.Unlock()
+	if err := tcp.CloseWrite(); err != nil {
+		s.endLinger(rc)
+		return rc.Conn.Close()
+	}
+	go s.linger(rc, tcp)
+	return nil
+}
+
+// linger reads tcp until the client closes, then closes rc's chain, which
+// gives its places back. net/http's own reader may still be reading the
+// socket (a connection closed under a live serve loop: closeH2): then it
+// takes the client's bytes, and --send-timeout ends the wait.
+func (s *Server) linger(rc *routedConn, tcp *net.TCPConn) {
+	defer s.endLinger(rc)
+	defer rc.Conn.Close()
+	end := time.Now().Add(s.opts.IdleTimeout)
+	var buf [2048]byte
+	for read := 0; read < lingerMaxBytes; {
+		dl := end
+		if t := s.opts.SendTimeout; t > 0 && time.Now().Add(t).Before(end) {
+			dl = time.Now().Add(t)
+		}
+		_ = tcp.SetReadDeadline(dl)
+		n, err := tcp.Read(buf[:])
+		read += n
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *Server) endLinger(rc *routedConn) {
+	l := &s.lingering
+	l.mu.Lock()
+	delete(l.conns, rc)
+	l.mu.Unlock()
+}
+
+// lingeringConns is how many connections linger now.
+func (s *Server) lingeringConns() int {
+	s.lingering.mu.Lock()
+	defer s.lingering.mu.Unlock()
+	return len(s.lingering.conns)
+}
+
+// stopLingering closes the lingering connections, and those closed from
+// now on, at once.
+func (s *Server) stopLingering() {
+	l := &s.lingering
+	l.mu.Lock()
+	l.hard = true
+	conns := make([]*routedConn, 0, len(l.conns))
+	for rc := range l.conns {
+		conns = append(conns, rc)
+	}
+	l.mu.Unlock()
+	for _, rc := range conns {
+		_ = rc.Conn.Close()
+	}
+}

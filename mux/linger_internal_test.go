@@ -1,0 +1,102 @@
+package mux
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/l7"
+	"github.com/nexmux/nexmux/route"
+)
+
+// lingerPair is an HTTP/2 routedConn of s (its server side) and the
+// client's end of the socket.
+func lingerPair(t *testing.T, s *Server, requested bool) (*routedConn, net.Conn) {
+	t.Helper()
+	ln := testnet.Listen(t)
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := &l7.ConnInfo{}
+	if requested {
+		info.MarkRequested()
+	}
+	return &routedConn{Conn: server, info: info, lingerer: s}, client
+}
+
+// Which HTTP/2 closes linger: one that served a request, while its client
+// may still be reading; not one that never did, nor one whose client
+// stopped reading (a write failed), which has nothing left to lose and
+// would hold its place for as long as it kept sending.
+func TestLingerCloseOnlyWhereAClientMayBeReading(t *testing.T) {
+	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
+	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name              string
+		requested, failed bool
+		wantLinger        bool
+	}{
+		{"served a request", true, false, true},
+		{"no request", false, false, false},
+		{"a write failed", true, true, false},
+	} {
+		rc, client := lingerPair(t, s, tc.requested)
+		rc.writeFailed.Store(tc.failed)
+		if err := rc.Close(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := s.lingeringConns() == 1; got != tc.wantLinger {
+			t.Fatalf("%s: lingers %v, want %v", tc.name, got, tc.wantLinger)
+		}
+		// Either way the client reads the end of the stream (a FIN).
+		_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+			t.Fatalf("%s: client read %d, %v; want EOF", tc.name, n, err)
+		}
+		if tc.wantLinger {
+			// What the client sends meanwhile is read, not reset; its
+			// close ends the linger.
+			for range 3 {
+				if _, err := client.Write([]byte("window update")); err != nil {
+					t.Fatalf("%s: client write while lingering: %v", tc.name, err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if s.lingeringConns() != 1 {
+				t.Fatalf("%s: linger ended while the client still sent", tc.name)
+			}
+			client.Close()
+			for deadline := time.Now().Add(5 * time.Second); s.lingeringConns() > 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: still lingering 5 s after the client closed", tc.name)
+				}
+			}
+		}
+	}
+	// A write that fails (here at its deadline) marks the connection.
+	rc, _ := lingerPair(t, s, true)
+	_ = rc.SetWriteDeadline(time.Now().Add(-time.Second))
+	if _, err := rc.Write([]byte("data")); err == nil {
+		t.Fatal("write past its deadline succeeded")
+	}
+	_ = rc.Close()
+	if s.lingeringConns() != 0 {
+		t.Fatal("a connection whose write failed lingers")
+	}
+	_ = s.Shutdown(context.Background())
+}
