@@ -15,12 +15,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
-	"github.com/nexmux/nexmux/internal/config"
 )
 
 // slowBlob is an 8 MiB blob in team-b-hosted and an HTTP/2 client whose
-// socket is read at 2 MB/s: a client on a slow link, whose last bytes are
-// still in the kernel's buffers when nexmux has written the whole blob.
+// socket is read at rate bytes a second: a client on a slow link, whose
+// last bytes are still in the kernel's buffers when nexmux has written the
+// whole blob.
 type slowBlob struct {
 	st     *stack.Stack
 	logs   *logBuffer
@@ -28,7 +28,7 @@ type slowBlob struct {
 	digest string
 }
 
-func newSlowBlob(t *testing.T, opts stack.Options) *slowBlob {
+func newSlowBlob(t *testing.T, opts stack.Options, rate int) *slowBlob {
 	t.Helper()
 	logs := &logBuffer{}
 	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -48,7 +48,7 @@ func newSlowBlob(t *testing.T, opts stack.Options) *slowBlob {
 			if err != nil {
 				return nil, err
 			}
-			return &slowReadConn{Conn: c, rate: 2 << 20}, nil
+			return &slowReadConn{Conn: c, rate: rate}, nil
 		},
 		TLSClientConfig:   &tls.Config{RootCAs: st.Pool()},
 		ForceAttemptHTTP2: true,
@@ -111,7 +111,7 @@ func (b *slowBlob) start(t *testing.T) <-chan error {
 func TestMaxConnAgeLetsHTTP2ResponseArriveWhole(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.MaxConnAge = 300 * time.Millisecond
-	b := newSlowBlob(t, stack.Options{Config: cfg})
+	b := newSlowBlob(t, stack.Options{Config: cfg}, 2<<20)
 	resp := b.get(t, "/v2/")
 	resp.Body.Close()
 	time.Sleep(400 * time.Millisecond)
@@ -123,7 +123,7 @@ func TestMaxConnAgeLetsHTTP2ResponseArriveWhole(t *testing.T) {
 // A drain lets an HTTP/2 response in flight reach a slow client whole,
 // and waits for it.
 func TestDrainLetsHTTP2ResponseArriveWhole(t *testing.T) {
-	b := newSlowBlob(t, stack.Options{Config: teamRoutes()})
+	b := newSlowBlob(t, stack.Options{Config: teamRoutes()}, 2<<20)
 	read := b.start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -136,5 +136,3 @@ func TestDrainLetsHTTP2ResponseArriveWhole(t *testing.T) {
 		t.Fatalf("drain: %v", err)
 	}
 }
-
-var _ = config.Config{}
