@@ -48,6 +48,9 @@ type decision struct {
 	info   *l7.ConnInfo // route, client, server name
 	state  *State       // the snapshot the connection was accepted (and routed) under
 	peer   net.Addr     // the load balancer, when a PROXY header named the client
+	// extra is the --max-conns places held beside the connection's own
+	// (a passthrough stream's), given back by its target.
+	extra int64
 }
 
 // handle routes one tracked connection and gives it to its target.
@@ -215,6 +218,16 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	if !s.clientSlotTaken(raw, info.Client.Addr()) {
 		log.refusedPerClient()
 		return d, false
+	}
+	// Before the route is counted: a stream refused here is a max_conns
+	// refusal, as one refused at accept, not also a routed connection.
+	if _, ok := d.to.(passthrough); ok && s.opts.MaxConns > 0 {
+		if !s.takeStreamPlaces() {
+			// The client waits for a ServerHello: say it failed on this side.
+			_ = sni.WriteAlert(c, sni.AlertInternalError)
+			return d, false
+		}
+		d.extra = streamExtraPlaces
 	}
 	info.Route = rt
 	info.Opened = time.Now()
