@@ -1039,6 +1039,56 @@ func TestBalancerHealthCheckAndUnixHeader(t *testing.T) {
 	}
 }
 
+// A balancer's health checks (PROXY v2 LOCAL) hold no pending place of
+// the balancer's address, which the SOCKS clients its headers name no IP
+// for share: checks open at once neither refuse those clients nor are
+// refused for them.
+func TestHealthChecksHoldNoPendingClientPlace(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 2}})
+	headers := map[string]*proxyproto.Header{
+		"health check": {Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC},
+		"unix client": {Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UnixStream,
+			SourceAddr: &net.UnixAddr{Net: "unix", Name: "/run/a.sock"}, DestinationAddr: &net.UnixAddr{Net: "unix", Name: "/run/b.sock"}},
+	}
+	// greet opens a session with the header and the SOCKS greeting, and
+	// keeps it open, pending, until the (sub)test ends.
+	greet := func(t *testing.T, kind string) error {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := headers[kind].WriteTo(c); err != nil {
+			return err
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+			return err
+		}
+		var m [2]byte
+		_, err = io.ReadFull(c, m[:])
+		return err
+	}
+	for _, order := range [][2]string{{"health check", "unix client"}, {"unix client", "health check"}} {
+		t.Run(order[0]+"s first", func(t *testing.T) {
+			for i := range 2 {
+				if err := greet(t, order[0]); err != nil {
+					t.Fatalf("%s %d: %v", order[0], i+1, err)
+				}
+			}
+			if err := greet(t, order[1]); err != nil {
+				t.Fatalf("%s beside two %ss: %v", order[1], order[0], err)
+			}
+		})
+		// The subtest's sessions end and give their places back.
+		for deadline := time.Now().Add(10 * time.Second); st.ingress.PendingPlaces() != 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d pending places held after the sessions closed", st.ingress.PendingPlaces())
+			}
+		}
+	}
+}
+
 // A balancer's health check that resets its connection (HAProxy and many
 // others close checks with RST) is a closed connection, as on the TLS
 // listener: not a bad PROXY header logged at info every few seconds.
