@@ -101,8 +101,47 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 				c.def = cert
 			}
 		}
+		// Nothing valid names it all exactly: as for a name, a valid
+		// wildcard renewal covering it all beats a pair not valid now.
+		if !validAt(c.def.Leaf, now) {
+			for _, cert := range c.pairs {
+				if coversAll(cert.Leaf, first.Leaf) && better(cert.Leaf, c.def.Leaf, now) {
+					c.def = cert
+				}
+			}
+		}
 	}
 	return c, nil
+}
+
+// coversAll reports whether a serves every name b does to a client that
+// checks it: each DNS SAN exactly or by a one-label wildcard, each IP SAN.
+func coversAll(a, b *x509.Certificate) bool {
+	if len(b.DNSNames)+len(b.IPAddresses) == 0 {
+		return renews(a, b)
+	}
+	for _, n := range b.DNSNames {
+		if !slices.ContainsFunc(a.DNSNames, func(m string) bool { return covers(m, n) }) {
+			return false
+		}
+	}
+	for _, ip := range b.IPAddresses {
+		if !slices.ContainsFunc(a.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	return true
+}
+
+// covers reports whether SAN pattern m matches name n (RFC 6125 6.4.3: a
+// wildcard covers exactly one label).
+func covers(m, n string) bool {
+	if strings.EqualFold(m, n) {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(m, "*.")
+	i := strings.IndexByte(n, '.')
+	return ok && i > 0 && !strings.HasPrefix(n, "*.") && strings.EqualFold(n[i+1:], suffix)
 }
 
 // renews reports whether a can stand in for b: it names every DNS and IP

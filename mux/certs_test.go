@@ -158,6 +158,58 @@ func TestExpiredExactYieldsToValidWildcard(t *testing.T) {
 	}
 }
 
+// Clients without SNI get what a client naming the first pair's host
+// gets: once that pair has expired, a valid wildcard renewal that covers
+// every name it has (its IP SANs too) serves them, and the expired pair
+// is no longer warned about. A valid first pair keeps them, as a valid
+// exact pair keeps its name.
+func TestNoSNIFallbackYieldsToValidWildcard(t *testing.T) {
+	ca, err := certs.NewCA("certs test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := issue(t, ca, -time.Minute, "team-a.example.com", "10.0.0.5")
+	wild := issue(t, ca, 90*24*time.Hour, "*.example.com", "10.0.0.5")
+	for _, order := range [][]tls.Certificate{{old, wild}, {old, wild, old}} {
+		cs, err := mux.NewCerts(order)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cs.Get(""); got.Leaf.NotAfter != wild.Leaf.NotAfter {
+			t.Errorf("clients without SNI got the certificate expiring %v, want the valid wildcard (%v)", got.Leaf.NotAfter, wild.Leaf.NotAfter)
+		}
+		if w := cs.Warnings(14 * 24 * time.Hour); len(w) != 0 {
+			t.Errorf("warned about a pair no client is served: %q", w)
+		}
+	}
+	// A wildcard without the first pair's IP SAN would fail every client
+	// that dialled the address: the expired pair stays.
+	noIP := issue(t, ca, 90*24*time.Hour, "*.example.com")
+	cs, err := mux.NewCerts([]tls.Certificate{old, noIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.Get(""); got.Leaf != old.Leaf {
+		t.Errorf("clients without SNI were given a wildcard without the first pair's IP SAN")
+	}
+	// A depth the wildcard does not cover: the expired pair stays.
+	deep := issue(t, ca, -time.Minute, "a.team-a.example.com", "10.0.0.5")
+	if cs, err = mux.NewCerts([]tls.Certificate{deep, wild}); err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.Get(""); got.Leaf != deep.Leaf {
+		t.Errorf("a wildcard one label up took over a name it does not cover")
+	}
+	// A first pair still valid keeps clients without SNI.
+	valid := issue(t, ca, 30*24*time.Hour, "team-a.example.com", "10.0.0.5")
+	if cs, err = mux.NewCerts([]tls.Certificate{valid, wild}); err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.Get(""); got.Leaf != valid.Leaf {
+		t.Errorf("a valid first pair lost clients without SNI to a wildcard")
+	}
+}
+
 // A long-running process chooses again when a pair's validity changes: a
 // renewal not yet valid at start takes over once it is, and the expiry
 // warning of a served pair comes back daily until it is replaced.

@@ -47,6 +47,7 @@ type muxServer struct {
 	ca      *certs.CA
 	logs    *testnet.Buffer
 	refused *counter
+	routed  *counter  // route keys given to Options.Routed
 	gone    chan bool // /until-gone: whether the request saw its client go
 	wg      *sync.WaitGroup
 }
@@ -104,11 +105,13 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	}
 	logs := &testnet.Buffer{}
 	refused := &counter{n: map[string]int{}}
+	routed := &counter{n: map[string]int{}}
 	gone := make(chan bool, 8)
 	opts := mux.Options{
 		HandshakeTimeout:       mc.handshakeTimeout,
 		Logger:                 slog.New(slog.NewTextHandler(logs, nil)),
 		Refused:                refused.add,
+		Routed:                 func(rt *route.Route) { routed.add(rt.Key) },
 		MaxConns:               mc.maxConns,
 		MaxConnsPerClient:      mc.maxConnsPerClient,
 		PassthroughIdleTimeout: mc.passthroughIdle,
@@ -164,7 +167,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &muxServer{addr: ln.Addr().String(), srv: srv, ca: ca, logs: logs, refused: refused, gone: gone, wg: &sync.WaitGroup{}}
+	m := &muxServer{addr: ln.Addr().String(), srv: srv, ca: ca, logs: logs, refused: refused, routed: routed, gone: gone, wg: &sync.WaitGroup{}}
 	m.goServe(func() error { return srv.Serve(ln) })
 	m.goServe(srv.ServeHTTPConns)
 	t.Cleanup(func() {

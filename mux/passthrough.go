@@ -26,14 +26,7 @@ func (p passthrough) serve(d decision) {
 	defer p.s.track.RemoveConn(d.raw)
 	defer c.Close()
 	rt := info.Route
-	if p.s.opts.MaxConns > 0 {
-		if !p.s.takeStreamPlaces() {
-			// The client waits for a ServerHello: say it failed on this side.
-			_ = sni.WriteAlert(c, sni.AlertInternalError)
-			return
-		}
-		defer p.s.active.Add(-streamExtraPlaces)
-	}
+	defer p.s.active.Add(-d.extra) // taken by routing
 	dialer := net.Dialer{Timeout: DialTimeout}
 	// The server's context ends when a drain runs out, so a dial to a
 	// black-holed backend cannot hold Shutdown past its deadline.

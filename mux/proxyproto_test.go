@@ -256,6 +256,66 @@ func TestProxyHeaderWithoutIPClient(t *testing.T) {
 	}
 }
 
+// A balancer's health checks (PROXY v2 LOCAL: the balancer's own
+// connections, relayed for no client) hold no --max-conns-per-client slot
+// of the balancer's address, which the clients its headers name no IP for
+// share: checks in flight, or kept open between checks, must not refuse
+// those clients, nor those clients the checks (the balancer would take
+// nexmux out of service).
+func TestHealthChecksHoldNoClientSlot(t *testing.T) {
+	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.1/32"}, maxConnsPerClient: 2})
+	unix := make([]byte, 216)
+	copy(unix, "/run/lb/client.sock")
+	copy(unix[108:], "/run/lb/front.sock")
+	headers := map[string][]byte{
+		"health check": append(append([]byte{}, proxyproto.SIGV2...), 0x20, 0x00, 0, 0),
+		"unix client":  append(append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x31, 0, 216), unix...),
+	}
+	// open makes a TLS connection with the header, keeps it open until
+	// the (sub)test ends, and makes a request on it.
+	open := func(t *testing.T, kind string) error {
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(headers[kind]); err != nil {
+			return err
+		}
+		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	for _, order := range [][2]string{{"health check", "unix client"}, {"unix client", "health check"}} {
+		t.Run(order[0]+"s first", func(t *testing.T) {
+			for i := range 2 {
+				if err := open(t, order[0]); err != nil {
+					t.Fatalf("%s %d: %v", order[0], i+1, err)
+				}
+			}
+			if err := open(t, order[1]); err != nil {
+				t.Fatalf("%s beside two %ss: %v", order[1], order[0], err)
+			}
+		})
+		// The subtest's connections close: their slots come back.
+		eventually(t, func() (bool, string) {
+			_, slots := m.srv.OpenCounts()
+			return slots == 0, fmt.Sprintf("%d client slots held", slots)
+		})
+	}
+}
+
 // TestPassthroughKeepsBytesPastTheHello: bytes the client sends right
 // behind its ClientHello (here in the same segment as the PROXY header and
 // the hello, so they sit in the PROXY reader's read-ahead) reach the

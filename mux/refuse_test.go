@@ -235,6 +235,37 @@ func TestRefusalPassthroughDial(t *testing.T) {
 	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonUpstream)
 }
 
+// A passthrough stream refused for its two extra --max-conns places is a
+// max_conns refusal like one refused at accept, not also a connection
+// given its route: each connection is in one count, routed or refused.
+func TestPassthroughOverMaxConnsNotRouted(t *testing.T) {
+	be := backend(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	m := startMuxWith(t, muxConfig{passthrough: be, maxConns: 4})
+	stream := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(testnet.ClientHello(t, m.tlsConfig("pt.nexmux.test"))); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	stream() // three places of four
+	eventually(t, func() (bool, string) {
+		return m.routed.get("pt.nexmux.test") == 1, fmt.Sprintf("%d routed", m.routed.get("pt.nexmux.test"))
+	})
+	c := stream() // accepted into the fourth, but a stream needs three
+	if got, want := readUntilClosed(t, c), []byte{21, 3, 3, 0, 2, 2, byte(sni.AlertInternalError)}; !bytes.Equal(got, want) {
+		t.Fatalf("got % x back, want an internal_error alert (% x)", got, want)
+	}
+	if r, n := m.routed.get("pt.nexmux.test"), m.refused.get(mux.ReasonMaxConns); r != 1 || n != 1 {
+		t.Fatalf("%d streams counted routed and %d refused max_conns; want 1 and 1", r, n)
+	}
+}
+
 // A server name longer than any host name is logged cut, with its length:
 // a flood of such hellos must not copy kilobytes into every line.
 func TestLongServerNameLoggedCut(t *testing.T) {

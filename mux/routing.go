@@ -48,6 +48,9 @@ type decision struct {
 	info   *l7.ConnInfo // route, client, server name
 	state  *State       // the snapshot the connection was accepted (and routed) under
 	peer   net.Addr     // the load balancer, when a PROXY header named the client
+	// extra is the --max-conns places held beside the connection's own
+	// (a passthrough stream's), given back by its target.
+	extra int64
 }
 
 // handle routes one tracked connection and gives it to its target.
@@ -103,17 +106,24 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	}
 	deadline := time.Now().Add(s.opts.HandshakeTimeout)
 	_ = c.SetReadDeadline(deadline)
+	// A v2 LOCAL header is the balancer's own connection (a health
+	// check), relayed for no client: it holds no slot of the balancer's
+	// address, which the clients its headers name no IP for share, so
+	// checks neither refuse them nor are refused for them. --max-conns
+	// and the routing deadline still bound it.
+	local := false
 	if pc, ok := c.(*proxyproto.Conn); ok && headerNamesClient {
 		// A balancer sends the header at once: the client it names counts
 		// from then, not from its complete hello, or one client's silent
 		// connections could hold every --max-conns place until the
 		// deadline. A failed header is refused below, by the first read.
-		if pc.ProxyHeader() != nil {
+		if h := pc.ProxyHeader(); h != nil {
+			local = h.Command.IsLocal()
 			if a := addrPort(pc.RemoteAddr()); a.IsValid() {
 				info.Client = a
 			}
 			log.peer = raw.RemoteAddr()
-			if !s.clientSlotTaken(raw, info.Client.Addr()) {
+			if !local && !s.clientSlotTaken(raw, info.Client.Addr()) {
 				log.refusedPerClient()
 				return d, false
 			}
@@ -212,9 +222,19 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		}
 	}
 	// Behind a trusted balancer the client is known from its PROXY header.
-	if !s.clientSlotTaken(raw, info.Client.Addr()) {
+	if !local && !s.clientSlotTaken(raw, info.Client.Addr()) {
 		log.refusedPerClient()
 		return d, false
+	}
+	// Before the route is counted: a stream refused here is a max_conns
+	// refusal, as one refused at accept, not also a routed connection.
+	if _, ok := d.to.(passthrough); ok && s.opts.MaxConns > 0 {
+		if !s.takeStreamPlaces() {
+			// The client waits for a ServerHello: say it failed on this side.
+			_ = sni.WriteAlert(c, sni.AlertInternalError)
+			return d, false
+		}
+		d.extra = streamExtraPlaces
 	}
 	info.Route = rt
 	info.Opened = time.Now()

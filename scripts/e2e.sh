@@ -275,13 +275,16 @@ build() {
 
 # shellcheck source=scripts/e2e-onename.sh
 source "$ROOT/scripts/e2e-onename.sh" # one name per team, issue 18: onename_steps
+# shellcheck source=scripts/e2e-fixture.sh
+source "$ROOT/scripts/e2e-fixture.sh" # probe_fixture, force_basic
 
 start_fixture() {
 	./bin/nexus-fixture -listen "127.0.0.1:$NEXUS_PORT" -user "$USER_PASS" "${ONENAME_FIXTURE_ARGS[@]}" \
 		-context "$NEXUS_CTX" "${FIXTURE_VARIANT[@]}" \
 		-data "$WORK/nexus-data" >"$WORK/logs/fixture.log" 2>&1 8>&- 9>&- &
 	FIXTURE_PID=$!
-	wait_port "$NEXUS_PORT" "$FIXTURE_PID" nexus-fixture
+	wait_port "$NEXUS_PORT" "$FIXTURE_PID" nexus-fixture &&
+		probe_fixture "http://127.0.0.1:$NEXUS_PORT$NEXUS_CTX" # for force_basic
 }
 
 start_nexmux() {
@@ -551,9 +554,6 @@ curl_keepalive() {
 		return 1
 	}
 }
-
-# force_basic: the fixture runs the force-basic-auth variant.
-force_basic() { [[ " ${FIXTURE_VARIANT[*]} " == *" -force-basic-auth "* ]]; }
 
 # curl_challenge HOST PORT: GET /v2/ with the test CA verifying the chain
 # must answer 401 and a Bearer realm on that host:port (force-basic-auth:

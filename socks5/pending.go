@@ -59,13 +59,20 @@ func (p *pending) give(a netip.Addr) {
 
 // pendingSlot is one session's count, given back once.
 type pendingSlot struct {
-	p    *pending
-	a    netip.Addr
-	once sync.Once
+	p          *pending
+	a          netip.Addr
+	sharedOnly bool // takeShared only: no client's place
+	once       sync.Once
 }
 
 func (s *pendingSlot) release() {
 	if s != nil {
-		s.once.Do(func() { s.p.give(s.a) })
+		s.once.Do(func() {
+			if s.sharedOnly {
+				s.p.giveShared()
+				return
+			}
+			s.p.give(s.a)
+		})
 	}
 }

@@ -219,6 +219,13 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		// the client, as on the TLS listener.
 		ic.remote = raw.RemoteAddr()
 	}
+	if h := pc.ProxyHeader(); h != nil && h.Command.IsLocal() {
+		// The balancer's own session (a health check), relayed for no
+		// client, as on the TLS listener: the shared place only, none of
+		// the balancer's address, which the clients its headers name no
+		// IP for share.
+		return &pendingSlot{p: &s.pending, sharedOnly: true}
+	}
 	a := addrOf(ic.RemoteAddr())
 	if !s.pending.takeClient(a) {
 		s.pending.giveShared()
@@ -421,14 +428,18 @@ func requested(dest *gosocks5.AddrSpec) string {
 // connection would be routed. Nothing is resolved or dialled by name.
 func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 	t := s.router.State().Table
+	// An IP literal sent as a name (ATYP 3: clients that leave every
+	// name to the proxy) is the address it spells, as in ATYP 1 and 4.
+	_, err := netip.ParseAddr(dest.FQDN)
+	isIP := err == nil || dest.FQDN == "" && len(dest.IP) != 0
 	switch {
 	case t.LookupPort(dest.Port) != nil:
 		// A legacy connector port: the port names the repository,
 		// whatever host the client used.
 		return decision{port: dest.Port}, true
-	case s.sniPorts[dest.Port] && dest.FQDN != "" && t.LookupHost(dest.FQDN) != nil:
+	case s.sniPorts[dest.Port] && !isIP && dest.FQDN != "" && t.LookupHost(dest.FQDN) != nil:
 		return decision{}, true
-	case s.sniPorts[dest.Port] && dest.FQDN == "" && len(dest.IP) != 0 && t.Default() != nil:
+	case s.sniPorts[dest.Port] && isIP && t.Default() != nil:
 		// An IP literal lands where a direct IP-literal client would; an
 		// empty name (no IP either) is no destination.
 		return decision{}, true

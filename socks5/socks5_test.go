@@ -192,7 +192,24 @@ func connectFrom(t *testing.T, ip, addr string, l *login, cmd byte, host string,
 }
 
 // handshake runs a SOCKS5 login (l nil: none offered) and request on c.
+// An IPv4 literal goes as an address (ATYP 1), anything else as a name.
 func handshake(c net.Conn, l *login, cmd byte, host string, port int) (byte, net.Conn, error) {
+	atyp := byte(atypName)
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		atyp = atypIPv4
+	}
+	return handshakeAs(c, l, cmd, atyp, host, port)
+}
+
+// SOCKS5 address types (RFC 1928, Section 5).
+const (
+	atypIPv4 = 1
+	atypName = 3
+	atypIPv6 = 4
+)
+
+// handshakeAs is handshake with the request's address type chosen.
+func handshakeAs(c net.Conn, l *login, cmd, atyp byte, host string, port int) (byte, net.Conn, error) {
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	method := byte(0)
 	if l != nil {
@@ -221,11 +238,14 @@ func handshake(c net.Conn, l *login, cmd byte, host string, port int) (byte, net
 			return 0, c, fmt.Errorf("login refused (%#x)", m[1])
 		}
 	}
-	req := []byte{5, cmd, 0}
-	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
-		req = append(append(req, 1), ip.To4()...)
-	} else {
-		req = append(append(req, 3, byte(len(host))), host...)
+	req := []byte{5, cmd, 0, atyp}
+	switch atyp {
+	case atypIPv4:
+		req = append(req, net.ParseIP(host).To4()...)
+	case atypIPv6:
+		req = append(req, net.ParseIP(host).To16()...)
+	default:
+		req = append(append(req, byte(len(host))), host...)
 	}
 	req = binary.BigEndian.AppendUint16(req, uint16(port))
 	if _, err := c.Write(req); err != nil {
@@ -294,6 +314,40 @@ func TestConnectRoutesLikeADirectConnection(t *testing.T) {
 				t.Fatalf("got %q from route %q, want %q from %q", body, rt, want, tc.wantRoute)
 			}
 		})
+	}
+}
+
+// An IP literal is one destination however the client sends it: as an
+// address (ATYP 1 or 4) or as a name (ATYP 3; clients that leave every
+// name to the proxy do). Both reach the default route where there is one,
+// as a direct connection to that address would, and both are refused
+// where there is none.
+func TestIPLiteralAsNameRoutesLikeAnAddress(t *testing.T) {
+	for _, def := range []string{"fallback", ""} {
+		st := start(t, config{spec: route.Spec{Default: def}})
+		for _, tc := range []struct {
+			host string
+			atyp byte
+		}{
+			{"127.0.0.1", atypIPv4},
+			{"127.0.0.1", atypName},
+			{"::1", atypIPv6},
+			{"::1", atypName},
+		} {
+			c, err := net.Dial("tcp", st.socksAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, _, err := handshakeAs(c, nil, 1, tc.atyp, tc.host, 443)
+			c.Close()
+			want := byte(replySucceeded)
+			if def == "" {
+				want = replyNotAllowed
+			}
+			if err != nil || code != want {
+				t.Errorf("default route %q, CONNECT %s (ATYP %d): reply %d, %v; want %d", def, tc.host, tc.atyp, code, err, want)
+			}
+		}
 	}
 }
 
@@ -982,6 +1036,56 @@ func TestBalancerHealthCheckAndUnixHeader(t *testing.T) {
 	tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
 	if body, _ := get(t, tc); !strings.HasPrefix(body, c.LocalAddr().String()+" ") {
 		t.Fatalf("AF_UNIX header: the router saw %q, want the balancer %s", body, c.LocalAddr())
+	}
+}
+
+// A balancer's health checks (PROXY v2 LOCAL) hold no pending place of
+// the balancer's address, which the SOCKS clients its headers name no IP
+// for share: checks open at once neither refuse those clients nor are
+// refused for them.
+func TestHealthChecksHoldNoPendingClientPlace(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 2}})
+	headers := map[string]*proxyproto.Header{
+		"health check": {Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC},
+		"unix client": {Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UnixStream,
+			SourceAddr: &net.UnixAddr{Net: "unix", Name: "/run/a.sock"}, DestinationAddr: &net.UnixAddr{Net: "unix", Name: "/run/b.sock"}},
+	}
+	// greet opens a session with the header and the SOCKS greeting, and
+	// keeps it open, pending, until the (sub)test ends.
+	greet := func(t *testing.T, kind string) error {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := headers[kind].WriteTo(c); err != nil {
+			return err
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+			return err
+		}
+		var m [2]byte
+		_, err = io.ReadFull(c, m[:])
+		return err
+	}
+	for _, order := range [][2]string{{"health check", "unix client"}, {"unix client", "health check"}} {
+		t.Run(order[0]+"s first", func(t *testing.T) {
+			for i := range 2 {
+				if err := greet(t, order[0]); err != nil {
+					t.Fatalf("%s %d: %v", order[0], i+1, err)
+				}
+			}
+			if err := greet(t, order[1]); err != nil {
+				t.Fatalf("%s beside two %ss: %v", order[1], order[0], err)
+			}
+		})
+		// The subtest's sessions end and give their places back.
+		for deadline := time.Now().Add(10 * time.Second); st.ingress.PendingPlaces() != 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d pending places held after the sessions closed", st.ingress.PendingPlaces())
+			}
+		}
 	}
 }
 
