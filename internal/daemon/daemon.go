@@ -237,7 +237,10 @@ func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 
 // Start binds every listener and starts serving.
 func (d *Daemon) Start() error {
-	c := d.built.Config
+	// Read once: the file watcher and the certificate clock, started
+	// below, replace d.built under d.mu.
+	built := d.currentBuilt()
+	c := built.Config
 	ln, err := d.listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", c.Listen, err)
@@ -251,7 +254,7 @@ func (d *Daemon) Start() error {
 	var ports []bound
 	if c.BindPorts {
 		host, _, _ := net.SplitHostPort(c.Listen)
-		for _, p := range d.built.Table.Ports() {
+		for _, p := range built.Table.Ports() {
 			pl, err := d.listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
 			if err != nil {
 				d.closeListeners()
@@ -271,7 +274,7 @@ func (d *Daemon) Start() error {
 		d.listeners = append(d.listeners, sl)
 		d.addrs["socks5"] = sl.Addr()
 		opts := socks5.Options{
-			SNIPorts:         []int{443, d.built.ListenPort, ln.Addr().(*net.TCPAddr).Port},
+			SNIPorts:         []int{443, built.ListenPort, ln.Addr().(*net.TCPAddr).Port},
 			HandshakeTimeout: c.HandshakeTimeout,
 			Logger:           d.log,
 			Refused:          d.metrics.Refused,
@@ -295,7 +298,7 @@ func (d *Daemon) Start() error {
 			return fmt.Errorf("metrics-listen %s: %w", c.MetricsListen, err)
 		}
 		d.addrs["metrics"] = ml.Addr()
-		set := d.built.Upstreams.Set()
+		set := built.Upstreams.Set()
 		ready := &metrics.Readiness{Table: set.Readable, Logger: d.log, Draining: d.draining.Load}
 		mm := http.NewServeMux()
 		mm.Handle("GET /upstreams", set.Handler())
@@ -322,14 +325,14 @@ func (d *Daemon) Start() error {
 	d.startCertClock()
 	pctx, stopProbe := context.WithCancel(context.Background())
 	d.stopProbe = stopProbe
-	d.built.Upstreams.Set().Start(pctx, c.HealthInterval)
+	built.Upstreams.Set().Start(pctx, c.HealthInterval)
 	d.goServe(d.server.ServeHTTPConns)
 	d.goServe(func() error { return d.server.Serve(ln) })
 	for _, b := range ports {
 		d.goServe(func() error { return d.server.ServePort(b.ln, b.port) })
 	}
-	d.warn(d.built)
-	d.log.Info("nexmux serving", "listen", ln.Addr().String(), "routes", d.built.Table.Len(), "upstream", strings.Join(c.Upstream, ","))
+	d.warn(built)
+	d.log.Info("nexmux serving", "listen", ln.Addr().String(), "routes", built.Table.Len(), "upstream", strings.Join(c.Upstream, ","))
 	return nil
 }
 
