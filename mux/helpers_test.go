@@ -47,8 +47,9 @@ type muxServer struct {
 	ca      *certs.CA
 	logs    *testnet.Buffer
 	refused *counter
-	routed  *counter  // route keys given to Options.Routed
-	gone    chan bool // /until-gone: whether the request saw its client go
+	routed  *counter      // route keys given to Options.Routed
+	gone    chan bool     // /until-gone: whether the request saw its client go
+	begun   chan struct{} // /until-gone: a request reached the handler
 	wg      *sync.WaitGroup
 }
 
@@ -107,6 +108,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	refused := &counter{n: map[string]int{}}
 	routed := &counter{n: map[string]int{}}
 	gone := make(chan bool, 8)
+	begun := make(chan struct{}, 8)
 	opts := mux.Options{
 		HandshakeTimeout:       mc.handshakeTimeout,
 		Logger:                 slog.New(slog.NewTextHandler(logs, nil)),
@@ -138,6 +140,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 			if r.URL.Path == "/until-gone" {
 				// Holds the request until its client goes away (as a
 				// slow Nexus would) and says whether net/http noticed.
+				begun <- struct{}{}
 				select {
 				case <-r.Context().Done():
 					gone <- true
@@ -167,7 +170,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &muxServer{addr: ln.Addr().String(), srv: srv, ca: ca, logs: logs, refused: refused, routed: routed, gone: gone, wg: &sync.WaitGroup{}}
+	m := &muxServer{addr: ln.Addr().String(), srv: srv, ca: ca, logs: logs, refused: refused, routed: routed, gone: gone, begun: begun, wg: &sync.WaitGroup{}}
 	m.goServe(func() error { return srv.Serve(ln) })
 	m.goServe(srv.ServeHTTPConns)
 	t.Cleanup(func() {

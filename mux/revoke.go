@@ -155,13 +155,15 @@ func (s *Server) closeH2(lc *liveConn, tc *tls.Conn) {
 // gone or changed, or whose load balancer is no longer trusted, end.
 // Connections on routes that still exist are untouched.
 func (s *Server) revoke(st *State) {
-	var closing []*liveConn
+	var closing, busy []*liveConn
 	s.live.mu.Lock()
 	for _, lc := range s.live.http {
 		if revokedBy(lc, st) {
 			lc.info.Revoked.Store(true)
 			if lc.idle.Load() {
 				closing = append(closing, lc)
+			} else {
+				busy = append(busy, lc)
 			}
 		}
 	}
@@ -172,6 +174,10 @@ func (s *Server) revoke(st *State) {
 		}
 	}
 	s.live.mu.Unlock()
+	for _, lc := range busy {
+		// connState closes it once its requests are done.
+		s.log.Info("connection revoked by reload", "client", lc.info.ClientString(), "route", lc.info.Route.Key, "in_flight", true)
+	}
 	for _, lc := range closing {
 		s.log.Info("connection revoked by reload", "client", lc.info.ClientString(), "route", lc.info.Route.Key)
 		lc.close()
