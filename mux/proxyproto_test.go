@@ -316,6 +316,50 @@ func TestHealthChecksHoldNoClientSlot(t *testing.T) {
 	}
 }
 
+// A v1 "PROXY UNKNOWN" header is a relayed client the balancer could not
+// name (a client on a unix socket, say), not a health check: go-proxyproto
+// reads it as a LOCAL command, but only v2 LOCAL is the balancer's own
+// connection. Such clients share the balancer's --max-conns-per-client
+// slots, as the README says, rather than escaping the limit.
+func TestV1UnknownClientsHoldClientSlots(t *testing.T) {
+	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.1/32"}, maxConnsPerClient: 2})
+	open := func() error {
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, "PROXY UNKNOWN\r\n"); err != nil {
+			return err
+		}
+		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	for i := range 2 {
+		if err := open(); err != nil {
+			t.Fatalf("UNKNOWN client %d: %v", i+1, err)
+		}
+	}
+	if err := open(); err == nil {
+		t.Fatal("a third UNKNOWN client was served beside two, over --max-conns-per-client 2")
+	}
+	if n := m.refused.get(mux.ReasonPerClient); n != 1 {
+		t.Fatalf("%d refused as %s, want 1", n, mux.ReasonPerClient)
+	}
+}
+
 // TestPassthroughKeepsBytesPastTheHello: bytes the client sends right
 // behind its ClientHello (here in the same segment as the PROXY header and
 // the hello, so they sit in the PROXY reader's read-ahead) reach the

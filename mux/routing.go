@@ -118,7 +118,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		// connections could hold every --max-conns place until the
 		// deadline. A failed header is refused below, by the first read.
 		if h := pc.ProxyHeader(); h != nil {
-			local = h.Command.IsLocal()
+			local = BalancersOwn(h) // v2 LOCAL, not v1 UNKNOWN
 			if a := addrPort(pc.RemoteAddr()); a.IsValid() {
 				info.Client = a
 			}

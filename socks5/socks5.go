@@ -219,11 +219,11 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		// the client, as on the TLS listener.
 		ic.remote = raw.RemoteAddr()
 	}
-	if h := pc.ProxyHeader(); h != nil && h.Command.IsLocal() {
-		// The balancer's own session (a health check), relayed for no
-		// client, as on the TLS listener: the shared place only, none of
-		// the balancer's address, which the clients its headers name no
-		// IP for share.
+	if mux.BalancersOwn(pc.ProxyHeader()) {
+		// The balancer's own session (a v2 LOCAL health check; a v1
+		// UNKNOWN one relays a client), as on the TLS listener: the
+		// shared place only, none of the balancer's address, which the
+		// clients its headers name no IP for share.
 		return &pendingSlot{p: &s.pending, sharedOnly: true}
 	}
 	a := addrOf(ic.RemoteAddr())

@@ -1089,6 +1089,44 @@ func TestHealthChecksHoldNoPendingClientPlace(t *testing.T) {
 	}
 }
 
+// A v1 "PROXY UNKNOWN" session is a relayed SOCKS client the balancer
+// could not name, not a health check (go-proxyproto reads UNKNOWN as a
+// LOCAL command): such clients share the balancer's pending places, as on
+// the TLS listener, rather than escaping --max-pending-per-client.
+func TestV1UnknownSessionsHoldPendingClientPlaces(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 2}})
+	// greet opens a session with the header and the SOCKS greeting, and
+	// keeps it open, pending, until the test ends.
+	greet := func() error {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "PROXY UNKNOWN\r\n"); err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+			return err
+		}
+		var m [2]byte
+		_, err = io.ReadFull(c, m[:])
+		return err
+	}
+	for i := range 2 {
+		if err := greet(); err != nil {
+			t.Fatalf("UNKNOWN session %d: %v", i+1, err)
+		}
+	}
+	if err := greet(); err == nil {
+		t.Fatal("a third UNKNOWN session was greeted beside two, over --max-pending-per-client 2")
+	}
+	if n := st.ingress.PendingPlaces(); n != 2 {
+		t.Fatalf("%d per-client pending places held by two UNKNOWN sessions, want 2", n)
+	}
+}
+
 // A balancer's health check that resets its connection (HAProxy and many
 // others close checks with RST) is a closed connection, as on the TLS
 // listener: not a bad PROXY header logged at info every few seconds.
