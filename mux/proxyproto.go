@@ -60,7 +60,8 @@ func ProxyPolicy(cidrs []string) (func(net.Addr) proxyproto.Policy, error) {
 }
 
 // BalancersOwn reports whether h is a v2 LOCAL header: the balancer's own
-// connection (a health check), relayed for no client. go-proxyproto also
+// connection (a health check), or a client HAProxy relays from an address
+// that is not IP, counted in a pool of the balancer's own. go-proxyproto also
 // reads a v1 "PROXY UNKNOWN" line as LOCAL, but that one relays a client
 // the balancer could not name (a unix-socket front, say): it is counted as
 // the balancer's address like any other client, not exempted.
