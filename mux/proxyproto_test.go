@@ -372,13 +372,20 @@ func TestLocalConnectionsBoundedPerBalancer(t *testing.T) {
 // slots, as the README says, rather than escaping the limit.
 func TestV1UnknownClientsHoldClientSlots(t *testing.T) {
 	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.1/32"}, maxConnsPerClient: 2})
-	open := func() error {
+	unix := make([]byte, 216)
+	copy(unix, "/run/lb/client.sock")
+	copy(unix[108:], "/run/lb/front.sock")
+	headers := map[string][]byte{
+		"UNKNOWN": []byte("PROXY UNKNOWN\r\n"),
+		"unix":    append(append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x31, 0, 216), unix...),
+	}
+	open := func(kind string) error {
 		c, err := net.Dial("tcp", m.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		if _, err := io.WriteString(c, "PROXY UNKNOWN\r\n"); err != nil {
+		if _, err := c.Write(headers[kind]); err != nil {
 			return err
 		}
 		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
@@ -396,13 +403,16 @@ func TestV1UnknownClientsHoldClientSlots(t *testing.T) {
 		resp.Body.Close()
 		return nil
 	}
-	for i := range 2 {
-		if err := open(); err != nil {
-			t.Fatalf("UNKNOWN client %d: %v", i+1, err)
+	// An UNKNOWN client and an AF_UNIX one share the balancer's address:
+	// a second UNKNOWN client is one too many (not a LOCAL connection of
+	// the balancer's own pool).
+	for _, kind := range []string{"UNKNOWN", "unix"} {
+		if err := open(kind); err != nil {
+			t.Fatalf("%s client: %v", kind, err)
 		}
 	}
-	if err := open(); err == nil {
-		t.Fatal("a third UNKNOWN client was served beside two, over --max-conns-per-client 2")
+	if err := open("UNKNOWN"); err == nil {
+		t.Fatal("an UNKNOWN client was served beside an UNKNOWN and a unix client, over --max-conns-per-client 2")
 	}
 	if n := m.refused.get(mux.ReasonPerClient); n != 1 {
 		t.Fatalf("%d refused as %s, want 1", n, mux.ReasonPerClient)

@@ -1132,16 +1132,23 @@ func TestLocalSessionsBoundedPerBalancer(t *testing.T) {
 // the TLS listener, rather than escaping --max-pending-per-client.
 func TestV1UnknownSessionsHoldPendingClientPlaces(t *testing.T) {
 	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 2}})
+	unix := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UnixStream,
+		SourceAddr: &net.UnixAddr{Net: "unix", Name: "/run/a.sock"}, DestinationAddr: &net.UnixAddr{Net: "unix", Name: "/run/b.sock"}}
 	// greet opens a session with the header and the SOCKS greeting, and
 	// keeps it open, pending, until the test ends.
-	greet := func() error {
+	greet := func(kind string) error {
 		c, err := net.Dial("tcp", st.socksAddr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, "PROXY UNKNOWN\r\n"); err != nil {
+		if kind == "unix" {
+			_, err = unix.WriteTo(c)
+		} else {
+			_, err = io.WriteString(c, "PROXY UNKNOWN\r\n")
+		}
+		if err != nil {
 			return err
 		}
 		if _, err := c.Write([]byte{5, 1, 0}); err != nil {
@@ -1151,16 +1158,19 @@ func TestV1UnknownSessionsHoldPendingClientPlaces(t *testing.T) {
 		_, err = io.ReadFull(c, m[:])
 		return err
 	}
-	for i := range 2 {
-		if err := greet(); err != nil {
-			t.Fatalf("UNKNOWN session %d: %v", i+1, err)
+	// An UNKNOWN session and an AF_UNIX one share the balancer's address:
+	// a second UNKNOWN session is one too many (not a LOCAL session of the
+	// balancer's own pool).
+	for _, kind := range []string{"UNKNOWN", "unix"} {
+		if err := greet(kind); err != nil {
+			t.Fatalf("%s session: %v", kind, err)
 		}
 	}
-	if err := greet(); err == nil {
-		t.Fatal("a third UNKNOWN session was greeted beside two, over MaxPendingPerClient 2 (--max-conns-per-client)")
+	if err := greet("UNKNOWN"); err == nil {
+		t.Fatal("an UNKNOWN session was greeted beside an UNKNOWN and a unix one, over MaxPendingPerClient 2 (--max-conns-per-client)")
 	}
 	if n := st.ingress.PendingPlaces(); n != 2 {
-		t.Fatalf("%d per-client pending places held by two UNKNOWN sessions, want 2", n)
+		t.Fatalf("%d per-client pending places held by two sessions, want 2", n)
 	}
 }
 
