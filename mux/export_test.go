@@ -1,9 +1,10 @@
 package mux
 
 // OpenCounts reports what the connection limits hold: places taken against
-// --max-conns, and --max-conns-per-client slots over all clients.
+// --max-conns, and --max-conns-per-client slots over all clients and
+// balancers (LOCAL connections).
 func (s *Server) OpenCounts() (active int64, clientSlots int) {
-	return s.active.Load(), s.clients.Total()
+	return s.active.Load(), s.clients.Total() + s.balancers.Total()
 }
 
 // IdleCounts reports how many HTTP/1 connections are parked (idle release)

@@ -3,6 +3,8 @@ package mux
 import (
 	"net"
 	"net/netip"
+
+	"github.com/nexmux/nexmux/internal/perclient"
 )
 
 // ReasonPerClient refuses a connection beyond --max-conns-per-client.
@@ -16,22 +18,39 @@ const msgPerClient = "client has --max-conns-per-client connections open"
 // whose slot routing took already, holds one); false when a is at the
 // limit.
 func (s *Server) clientSlotTaken(raw net.Conn, a netip.Addr) bool {
+	return s.slotTaken(raw, &s.clients, a)
+}
+
+// balancerSlotTaken is clientSlotTaken for a PROXY v2 LOCAL connection:
+// a slot of its balancer a's own pool, not of the clients a names. LOCAL
+// is a health check, but also (HAProxy) any client relayed from an
+// address that is not IP: without a bound such clients could take every
+// --max-conns place.
+func (s *Server) balancerSlotTaken(raw net.Conn, a netip.Addr) bool {
+	return s.slotTaken(raw, &s.balancers, a)
+}
+
+func (s *Server) slotTaken(raw net.Conn, pool *perclient.Counter, a netip.Addr) bool {
 	cc, ok := raw.(*countedConn)
 	if !ok || s.opts.MaxConnsPerClient <= 0 || cc.clientSlot {
 		return true
 	}
-	return s.takeClientSlot(cc, a)
+	return takeSlot(pool, cc, a)
 }
 
 // takeClientSlot counts raw against its client's limit once routing knows
 // the client; false when the client is at the limit. The slot comes back
 // when raw is closed, whoever closes it.
 func (s *Server) takeClientSlot(raw *countedConn, a netip.Addr) bool {
-	if !s.clients.Acquire(a) {
+	return takeSlot(&s.clients, raw, a)
+}
+
+func takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Addr) bool {
+	if !pool.Acquire(a) {
 		return false
 	}
-	if !raw.onClose(func() { s.clients.Release(a) }) {
-		s.clients.Release(a) // closed meanwhile (shutdown)
+	if !raw.onClose(func() { pool.Release(a) }) {
+		pool.Release(a) // closed meanwhile (shutdown)
 		return false
 	}
 	raw.clientSlot = true

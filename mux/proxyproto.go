@@ -59,6 +59,16 @@ func ProxyPolicy(cidrs []string) (func(net.Addr) proxyproto.Policy, error) {
 	}, nil
 }
 
+// BalancersOwn reports whether h is a v2 LOCAL header: the balancer's own
+// connection (a health check), or a client HAProxy relays from an address
+// that is not IP, counted in a pool of the balancer's own. go-proxyproto also
+// reads a v1 "PROXY UNKNOWN" line as LOCAL, but that one relays a client
+// the balancer could not name (a unix-socket front, say): it is counted as
+// the balancer's address like any other client, not exempted.
+func BalancersOwn(h *proxyproto.Header) bool {
+	return h != nil && h.Version == 2 && h.Command.IsLocal()
+}
+
 // proxyHeaderErrs are go-proxyproto's sentinels for a PROXY header that is
 // missing where required, present where refused, or malformed; its reader
 // returns them as they are or wrapped with %w.

@@ -316,6 +316,109 @@ func TestHealthChecksHoldNoClientSlot(t *testing.T) {
 	}
 }
 
+// v2 LOCAL is not only a health check: HAProxy sends it for every client
+// it relays whose address is not IP (a unix-socket or abns frontend). So
+// LOCAL connections hold slots of a pool of their own, the balancer's,
+// --max-conns-per-client of them: apart from the clients the balancer
+// names (checks and those clients never refuse each other), but bounded,
+// so clients relayed as LOCAL cannot take every --max-conns place.
+func TestLocalConnectionsBoundedPerBalancer(t *testing.T) {
+	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.1/32"}, maxConnsPerClient: 2})
+	local := append(append([]byte{}, proxyproto.SIGV2...), 0x20, 0x00, 0, 0)
+	open := func() error {
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(local); err != nil {
+			return err
+		}
+		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	for i := range 2 {
+		if err := open(); err != nil {
+			t.Fatalf("LOCAL connection %d: %v", i+1, err)
+		}
+	}
+	if err := open(); err == nil {
+		t.Fatal("a third LOCAL connection was served beside two, over --max-conns-per-client 2")
+	}
+	if n := m.refused.get(mux.ReasonPerClient); n != 1 {
+		t.Fatalf("%d refused as %s, want 1", n, mux.ReasonPerClient)
+	}
+	if _, slots := m.srv.OpenCounts(); slots != 2 {
+		t.Fatalf("%d slots held by two LOCAL connections, want 2", slots)
+	}
+}
+
+// A v1 "PROXY UNKNOWN" header is a relayed client the balancer could not
+// name (a client on a unix socket, say), not a health check: go-proxyproto
+// reads it as a LOCAL command, but only v2 LOCAL is the balancer's own
+// connection. Such clients share the balancer's --max-conns-per-client
+// slots, as the README says, rather than escaping the limit.
+func TestV1UnknownClientsHoldClientSlots(t *testing.T) {
+	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.1/32"}, maxConnsPerClient: 2})
+	unix := make([]byte, 216)
+	copy(unix, "/run/lb/client.sock")
+	copy(unix[108:], "/run/lb/front.sock")
+	headers := map[string][]byte{
+		"UNKNOWN": []byte("PROXY UNKNOWN\r\n"),
+		"unix":    append(append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x31, 0, 216), unix...),
+	}
+	open := func(kind string) error {
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write(headers[kind]); err != nil {
+			return err
+		}
+		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	// An UNKNOWN client and an AF_UNIX one share the balancer's address:
+	// a second UNKNOWN client is one too many (not a LOCAL connection of
+	// the balancer's own pool).
+	for _, kind := range []string{"UNKNOWN", "unix"} {
+		if err := open(kind); err != nil {
+			t.Fatalf("%s client: %v", kind, err)
+		}
+	}
+	if err := open("UNKNOWN"); err == nil {
+		t.Fatal("an UNKNOWN client was served beside an UNKNOWN and a unix client, over --max-conns-per-client 2")
+	}
+	if n := m.refused.get(mux.ReasonPerClient); n != 1 {
+		t.Fatalf("%d refused as %s, want 1", n, mux.ReasonPerClient)
+	}
+}
+
 // TestPassthroughKeepsBytesPastTheHello: bytes the client sends right
 // behind its ClientHello (here in the same segment as the PROXY header and
 // the hello, so they sit in the PROXY reader's read-ahead) reach the

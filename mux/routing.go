@@ -107,10 +107,11 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	deadline := time.Now().Add(s.opts.HandshakeTimeout)
 	_ = c.SetReadDeadline(deadline)
 	// A v2 LOCAL header is the balancer's own connection (a health
-	// check), relayed for no client: it holds no slot of the balancer's
-	// address, which the clients its headers name no IP for share, so
-	// checks neither refuse them nor are refused for them. --max-conns
-	// and the routing deadline still bound it.
+	// check), or (HAProxy) a client relayed from an address that is not
+	// IP: it holds no slot of the balancer's address, which the clients
+	// its headers name no IP for share, so checks neither refuse them nor
+	// are refused for them, but one of the balancer's own pool, so LOCAL
+	// connections cannot take every --max-conns place.
 	local := false
 	if pc, ok := c.(*proxyproto.Conn); ok && headerNamesClient {
 		// A balancer sends the header at once: the client it names counts
@@ -118,12 +119,13 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		// connections could hold every --max-conns place until the
 		// deadline. A failed header is refused below, by the first read.
 		if h := pc.ProxyHeader(); h != nil {
-			local = h.Command.IsLocal()
+			local = BalancersOwn(h) // v2 LOCAL, not v1 UNKNOWN
 			if a := addrPort(pc.RemoteAddr()); a.IsValid() {
 				info.Client = a
 			}
 			log.peer = raw.RemoteAddr()
-			if !local && !s.clientSlotTaken(raw, info.Client.Addr()) {
+			if local && !s.balancerSlotTaken(raw, addrPort(raw.RemoteAddr()).Addr()) ||
+				!local && !s.clientSlotTaken(raw, info.Client.Addr()) {
 				log.refusedPerClient()
 				return d, false
 			}
@@ -221,7 +223,8 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			d.to = passthrough{s}
 		}
 	}
-	// Behind a trusted balancer the client is known from its PROXY header.
+	// Behind a trusted balancer the client is known from its PROXY header
+	// (a LOCAL connection holds its balancer's slot already).
 	if !local && !s.clientSlotTaken(raw, info.Client.Addr()) {
 		log.refusedPerClient()
 		return d, false

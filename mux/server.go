@@ -115,6 +115,9 @@ type Server struct {
 	active  atomic.Int64      // connections counted against MaxConns
 	clients perclient.Counter // connections per client, against MaxConnsPerClient
 	live    live              // routed connections, for revocation on reload
+	// balancers counts PROXY v2 LOCAL connections per balancer address,
+	// against MaxConnsPerClient too, apart from the clients it names.
+	balancers perclient.Counter
 	// lingering: closed HTTP/2 connections whose client is still reading.
 	lingering lingering
 	// routing counts accepted connections not yet given to their target
@@ -175,6 +178,7 @@ func New(opts Options, st *State) (*Server, error) {
 		conns:    newChanListener(),
 	}
 	s.clients.Max = opts.MaxConnsPerClient
+	s.balancers.Max = opts.MaxConnsPerClient
 	s.state.Store(st)
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.tlsConfig = &tls.Config{

@@ -18,10 +18,13 @@ const ReasonPending = "socks5_pending"
 // pending counts sessions from accept until their stream is handed to the
 // router (or they end).
 type pending struct {
-	max      int // in all; 0: no limit
-	n        atomic.Int64
-	by       perclient.Counter
-	refusals lograte.Limiter
+	max int // in all; 0: no limit
+	n   atomic.Int64
+	by  perclient.Counter
+	// balancers counts PROXY v2 LOCAL sessions per balancer address,
+	// against by's limit, apart from the clients it names.
+	balancers perclient.Counter
+	refusals  lograte.Limiter
 }
 
 // take counts a session from a; false when a limit is reached.
@@ -50,6 +53,9 @@ func (p *pending) giveShared() {
 
 func (p *pending) takeClient(a netip.Addr) bool { return p.by.Acquire(a) }
 
+// takeBalancer is takeClient for a v2 LOCAL session from balancer a.
+func (p *pending) takeBalancer(a netip.Addr) bool { return p.balancers.Acquire(a) }
+
 func (p *pending) give(a netip.Addr) {
 	if p.max > 0 {
 		p.n.Add(-1)
@@ -59,17 +65,18 @@ func (p *pending) give(a netip.Addr) {
 
 // pendingSlot is one session's count, given back once.
 type pendingSlot struct {
-	p          *pending
-	a          netip.Addr
-	sharedOnly bool // takeShared only: no client's place
-	once       sync.Once
+	p        *pending
+	a        netip.Addr
+	balancer bool // a is a balancer's, counted by takeBalancer
+	once     sync.Once
 }
 
 func (s *pendingSlot) release() {
 	if s != nil {
 		s.once.Do(func() {
-			if s.sharedOnly {
+			if s.balancer {
 				s.p.giveShared()
+				s.p.balancers.Release(s.a)
 				return
 			}
 			s.p.give(s.a)

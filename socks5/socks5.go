@@ -125,7 +125,7 @@ func New(router *mux.Server, o Options) *Server {
 		sniPorts: map[int]bool{},
 	}
 	s.denied.Max, s.authFailed.Max = lograte.RefusalLines, lograte.RefusalLines
-	s.pending.max, s.pending.by.Max = o.MaxPending, o.MaxPendingPerClient
+	s.pending.max, s.pending.by.Max, s.pending.balancers.Max = o.MaxPending, o.MaxPendingPerClient, o.MaxPendingPerClient
 	for _, p := range o.SNIPorts {
 		s.sniPorts[p] = true
 	}
@@ -219,14 +219,21 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		// the client, as on the TLS listener.
 		ic.remote = raw.RemoteAddr()
 	}
-	if h := pc.ProxyHeader(); h != nil && h.Command.IsLocal() {
-		// The balancer's own session (a health check), relayed for no
-		// client, as on the TLS listener: the shared place only, none of
-		// the balancer's address, which the clients its headers name no
-		// IP for share.
-		return &pendingSlot{p: &s.pending, sharedOnly: true}
-	}
 	a := addrOf(ic.RemoteAddr())
+	if mux.BalancersOwn(pc.ProxyHeader()) {
+		// A v2 LOCAL session (a health check, or HAProxy's client from an
+		// address that is not IP; a v1 UNKNOWN one relays a client), as
+		// on the TLS listener: no place of the balancer's address, which
+		// the clients its headers name no IP for share, but one of the
+		// balancer's own, so such sessions cannot hold every pending
+		// place.
+		if !s.pending.takeBalancer(a) {
+			s.pending.giveShared()
+			s.refusedPending(a)
+			return nil
+		}
+		return &pendingSlot{p: &s.pending, a: a, balancer: true}
+	}
 	if !s.pending.takeClient(a) {
 		s.pending.giveShared()
 		s.refusedPending(a)

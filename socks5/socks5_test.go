@@ -1089,6 +1089,91 @@ func TestHealthChecksHoldNoPendingClientPlace(t *testing.T) {
 	}
 }
 
+// v2 LOCAL sessions (health checks, and HAProxy's clients relayed from an
+// address that is not IP) hold pending places of the balancer's own pool,
+// apart from the clients it names but bounded like them, so they cannot
+// take every --max-pending place.
+func TestLocalSessionsBoundedPerBalancer(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 2}})
+	local := &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+	greet := func() error {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := local.WriteTo(c); err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+			return err
+		}
+		var m [2]byte
+		_, err = io.ReadFull(c, m[:])
+		return err
+	}
+	for i := range 2 {
+		if err := greet(); err != nil {
+			t.Fatalf("LOCAL session %d: %v", i+1, err)
+		}
+	}
+	if err := greet(); err == nil {
+		t.Fatal("a third LOCAL session was greeted beside two, over MaxPendingPerClient 2 (--max-conns-per-client)")
+	}
+	if n := st.ingress.PendingPlaces(); n != 2 {
+		t.Fatalf("%d pending places held by two LOCAL sessions, want 2", n)
+	}
+}
+
+// A v1 "PROXY UNKNOWN" session is a relayed SOCKS client the balancer
+// could not name, not a health check (go-proxyproto reads UNKNOWN as a
+// LOCAL command): such clients share the balancer's pending places, as on
+// the TLS listener, rather than escaping --max-pending-per-client.
+func TestV1UnknownSessionsHoldPendingClientPlaces(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 2}})
+	unix := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UnixStream,
+		SourceAddr: &net.UnixAddr{Net: "unix", Name: "/run/a.sock"}, DestinationAddr: &net.UnixAddr{Net: "unix", Name: "/run/b.sock"}}
+	// greet opens a session with the header and the SOCKS greeting, and
+	// keeps it open, pending, until the test ends.
+	greet := func(kind string) error {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if kind == "unix" {
+			_, err = unix.WriteTo(c)
+		} else {
+			_, err = io.WriteString(c, "PROXY UNKNOWN\r\n")
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+			return err
+		}
+		var m [2]byte
+		_, err = io.ReadFull(c, m[:])
+		return err
+	}
+	// An UNKNOWN session and an AF_UNIX one share the balancer's address:
+	// a second UNKNOWN session is one too many (not a LOCAL session of the
+	// balancer's own pool).
+	for _, kind := range []string{"UNKNOWN", "unix"} {
+		if err := greet(kind); err != nil {
+			t.Fatalf("%s session: %v", kind, err)
+		}
+	}
+	if err := greet("UNKNOWN"); err == nil {
+		t.Fatal("an UNKNOWN session was greeted beside an UNKNOWN and a unix one, over MaxPendingPerClient 2 (--max-conns-per-client)")
+	}
+	if n := st.ingress.PendingPlaces(); n != 2 {
+		t.Fatalf("%d per-client pending places held by two sessions, want 2", n)
+	}
+}
+
 // A balancer's health check that resets its connection (HAProxy and many
 // others close checks with RST) is a closed connection, as on the TLS
 // listener: not a bad PROXY header logged at info every few seconds.
