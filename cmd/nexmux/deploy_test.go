@@ -2,12 +2,24 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
 )
 
 // deployFile reads a file of deploy/ (the packaging this binary ships with).
@@ -124,4 +136,230 @@ func TestIptablesUnitCanTakeTheXtablesLock(t *testing.T) {
 		}
 	}
 	t.Error("nexmux-iptables.service: ProtectSystem=strict without ReadWritePaths=/run: iptables-legacy cannot create /run/xtables.lock")
+}
+
+// k8sContainer, k8sPod and k8sDoc are the parts of a Kubernetes manifest
+// the deploy tests read.
+type k8sContainer struct {
+	Name    string
+	Image   string
+	Command []string
+	Args    []string
+	Env     []struct {
+		Name  string
+		Value string
+	}
+	Ports []struct {
+		Name          string
+		ContainerPort int `yaml:"containerPort"`
+	}
+	Lifecycle struct {
+		PreStop *struct {
+			Exec *struct {
+				Command []string
+			}
+			Sleep *struct {
+				Seconds int
+			}
+		} `yaml:"preStop"`
+	}
+	VolumeMounts []struct {
+		Name      string
+		MountPath string `yaml:"mountPath"`
+	} `yaml:"volumeMounts"`
+}
+
+type k8sPod struct {
+	TerminationGracePeriodSeconds *int           `yaml:"terminationGracePeriodSeconds"`
+	InitContainers                []k8sContainer `yaml:"initContainers"`
+	Containers                    []k8sContainer
+	Volumes                       []struct {
+		Name      string
+		ConfigMap *struct {
+			Name string
+		} `yaml:"configMap"`
+	}
+}
+
+type k8sDoc struct {
+	Kind     string
+	Metadata struct {
+		Name string
+	}
+	Data map[string]string
+	Spec struct {
+		Template struct {
+			Spec k8sPod
+		}
+	}
+}
+
+// manifests reads every document of deploy/kubernetes/*.yaml, by file.
+func manifests(t *testing.T) map[string][]k8sDoc {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join("..", "..", "deploy", "kubernetes", "*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no manifest in deploy/kubernetes")
+	}
+	out := map[string][]k8sDoc{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		for {
+			var d k8sDoc
+			if err := dec.Decode(&d); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			out[filepath.Base(f)] = append(out[filepath.Base(f)], d)
+		}
+	}
+	return out
+}
+
+// servedConfig is the configuration a pod's `nexmux serve` container runs
+// with: its --config file, read from the ConfigMap mounted where the flag
+// points, then its NEXMUX_* environment for the two stop timeouts.
+func servedConfig(t *testing.T, docs []k8sDoc, pod k8sPod, c k8sContainer) *config.Config {
+	t.Helper()
+	cfg := config.Defaults()
+	var path string
+	for i, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--config="); ok {
+			path = v
+		} else if a == "--config" && i+1 < len(c.Args) {
+			path = c.Args[i+1]
+		}
+	}
+	if path != "" {
+		text, found := "", false
+		for _, m := range c.VolumeMounts {
+			if filepath.Dir(path) != filepath.Clean(m.MountPath) {
+				continue
+			}
+			for _, v := range pod.Volumes {
+				if v.Name != m.Name || v.ConfigMap == nil {
+					continue
+				}
+				for _, d := range docs {
+					if d.Kind == "ConfigMap" && d.Metadata.Name == v.ConfigMap.Name {
+						text, found = d.Data[filepath.Base(path)]
+					}
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("container %s: --config %s is in no ConfigMap mounted there", c.Name, path)
+		}
+		f := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.ApplyFile(f); err != nil {
+			t.Fatalf("container %s: %v", c.Name, err)
+		}
+	}
+	for _, e := range c.Env {
+		for name, p := range map[string]*time.Duration{"NEXMUX_SHUTDOWN_DELAY": &cfg.ShutdownDelay, "NEXMUX_DRAIN_TIMEOUT": &cfg.DrainTimeout} {
+			if e.Name == name {
+				d, err := time.ParseDuration(e.Value)
+				if err != nil {
+					t.Fatalf("container %s: %s=%q: %v", c.Name, name, e.Value, err)
+				}
+				*p = d
+			}
+		}
+	}
+	return cfg
+}
+
+// stopTime is how long a SIGTERM keeps nexmux up at most: --shutdown-delay,
+// then --drain-timeout.
+func stopTime(cfg *config.Config) time.Duration {
+	drain := cfg.DrainTimeout
+	if drain <= 0 {
+		drain = daemon.DefaultDrainTimeout
+	}
+	return cfg.ShutdownDelay + drain
+}
+
+// preStopSleep is how long a container's preStop hook holds its SIGTERM
+// back: a sleep action, or an exec of sleep N.
+func preStopSleep(c k8sContainer) time.Duration {
+	p := c.Lifecycle.PreStop
+	switch {
+	case p == nil:
+		return 0
+	case p.Sleep != nil:
+		return time.Duration(p.Sleep.Seconds) * time.Second
+	case p.Exec != nil && len(p.Exec.Command) == 2 && filepath.Base(p.Exec.Command[0]) == "sleep":
+		n, err := strconv.Atoi(p.Exec.Command[1])
+		if err == nil {
+			return time.Duration(n) * time.Second
+		}
+	}
+	return 0
+}
+
+// nexusStopTime is what a pod's grace period leaves Nexus for its own
+// clean stop once nexmux has drained.
+const nexusStopTime = 60 * time.Second
+
+// Kubernetes sends SIGTERM to every container of a pod at once, unless a
+// container's preStop hook holds it back. A Nexus beside nexmux that stops
+// at once leaves nexmux's --shutdown-delay serving new connections to a
+// Nexus that refuses them, and its drain waiting for transfers Nexus has
+// already cut. So the container that nexmux's loopback --upstream points to
+// must hold its SIGTERM back for nexmux's whole stop, and the grace period
+// must still leave it time to stop cleanly after that.
+func TestManifestNexusOutlivesNexmuxDrain(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			grace := 30 * time.Second // Kubernetes' default
+			if pod.TerminationGracePeriodSeconds != nil {
+				grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
+			}
+			for _, c := range pod.Containers {
+				if len(c.Args) == 0 || c.Args[0] != "serve" {
+					continue
+				}
+				cfg := servedConfig(t, docs, pod, c)
+				stop := stopTime(cfg)
+				if grace <= stop {
+					t.Errorf("%s %s: terminationGracePeriodSeconds %v, not above nexmux's --shutdown-delay + --drain-timeout %v", file, d.Metadata.Name, grace, stop)
+				}
+				for _, up := range cfg.Upstream {
+					u, err := url.Parse(up)
+					if err != nil || !(u.Hostname() == "localhost" || net.ParseIP(u.Hostname()) != nil && net.ParseIP(u.Hostname()).IsLoopback()) {
+						continue
+					}
+					port, _ := strconv.Atoi(u.Port())
+					for _, other := range pod.Containers {
+						for _, p := range other.Ports {
+							if p.ContainerPort != port || other.Name == c.Name {
+								continue
+							}
+							checked++
+							held := preStopSleep(other)
+							if held < stop {
+								t.Errorf("%s %s: container %s (nexmux's --upstream %s) gets SIGTERM after %v, before nexmux's --shutdown-delay + --drain-timeout %v are over: give it a preStop sleep of at least that", file, d.Metadata.Name, other.Name, up, held, stop)
+							}
+							if grace-held < nexusStopTime {
+								t.Errorf("%s %s: terminationGracePeriodSeconds %v leaves container %s %v after its preStop, want %v at least", file, d.Metadata.Name, grace, other.Name, grace-held, nexusStopTime)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no manifest runs nexmux beside the Nexus it proxies to")
+	}
 }
