@@ -3,7 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -11,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -361,5 +365,178 @@ func TestManifestNexusOutlivesNexmuxDrain(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no manifest runs nexmux beside the Nexus it proxies to")
+	}
+}
+
+// deployCommandLines returns every nexmux command line deploy/ runs, with
+// where it comes from: the systemd units' Exec lines, the Dockerfile's
+// nexmux entrypoint and command, the Kubernetes containers' args (through
+// nexmux-iptables.sh for the init container: apply or delete), and the
+// nexmux command lines of nexmux-iptables.sh itself.
+func deployCommandLines(t *testing.T) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, unit := range []string{"systemd/nexmux.service", "systemd/nexmux-iptables.service"} {
+		for i, line := range strings.Split(deployFile(t, unit), "\n") {
+			k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+			if !ok || !strings.HasPrefix(k, "Exec") {
+				continue
+			}
+			f := strings.Fields(strings.TrimLeft(v, "-@:+!"))
+			if len(f) > 0 && filepath.Base(f[0]) == "nexmux" {
+				out[fmt.Sprintf("%s:%d %s", unit, i+1, k)] = f[1:]
+			}
+		}
+	}
+	var stage string
+	var entrypoint, cmd []string
+	for _, line := range strings.Split(deployFile(t, "Dockerfile"), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 4 && strings.EqualFold(f[0], "FROM") && strings.EqualFold(f[2], "AS"):
+			stage = f[3]
+		case len(f) >= 2 && stage == "nexmux" && (f[0] == "ENTRYPOINT" || f[0] == "CMD"):
+			var list []string
+			if err := json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, f[0]))), &list); err != nil {
+				t.Fatalf("Dockerfile: %s: want the exec (JSON) form: %v", line, err)
+			}
+			if f[0] == "ENTRYPOINT" {
+				entrypoint = list
+			} else {
+				cmd = list
+			}
+		}
+	}
+	if len(entrypoint) != 1 || filepath.Base(entrypoint[0]) != "nexmux" {
+		t.Fatalf("Dockerfile, target nexmux: ENTRYPOINT %q, want the nexmux binary alone", entrypoint)
+	}
+	out["Dockerfile CMD"] = cmd
+	script := map[string][]string{}
+	for i, line := range strings.Split(readRepoFile(t, "scripts/nexmux-iptables.sh"), "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ") shift && exec ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(strings.TrimSuffix(strings.TrimSpace(rest), ";;"))
+		if len(f) < 2 || f[0] != `"${NEXMUX:-nexmux}"` || f[len(f)-1] != `"$@"` {
+			t.Fatalf("scripts/nexmux-iptables.sh:%d: %s: not the nexmux command line this test reads", i+1, line)
+		}
+		script[name] = f[1 : len(f)-1]
+		out[fmt.Sprintf("scripts/nexmux-iptables.sh:%d %s", i+1, name)] = script[name]
+	}
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+				if len(c.Command) > 0 || len(c.Args) == 0 || !strings.HasPrefix(c.Image, "nexmux") {
+					continue
+				}
+				args := c.Args
+				if s, ok := script[args[0]]; ok {
+					args = append(slices.Clone(s), args[1:]...)
+				}
+				out[fmt.Sprintf("%s %s container %s", file, d.Metadata.Name, c.Name)] = args
+			}
+		}
+	}
+	return out
+}
+
+// readRepoFile reads a file of the repository by its path from the root.
+func readRepoFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", filepath.FromSlash(name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Every command line the packaging runs names a real command and only
+// flags that command defines: a flag misspelt in a unit or a manifest
+// stops nexmux (exit 2) only once deployed.
+func TestDeployCommandLinesUseRealFlags(t *testing.T) {
+	lines := deployCommandLines(t)
+	for _, want := range []string{"Dockerfile CMD", "nexus-with-nexmux.yaml nexus container nexmux", "nexus-with-nexmux.yaml nexus container nexmux-iptables"} {
+		if _, ok := lines[want]; !ok {
+			t.Errorf("no command line found for %s", want)
+		}
+	}
+	for where, args := range lines {
+		app := newApp()
+		if len(args) == 0 || app.Command(args[0]) == nil {
+			t.Errorf("%s: %q: no nexmux command", where, args)
+			continue
+		}
+		rest, unknown := stripUnknownFlags(app, append([]string{"nexmux"}, args...))
+		if len(unknown) > 0 {
+			t.Errorf("%s: nexmux %s: unknown flags %q", where, args[0], unknown)
+		}
+		set := flag.NewFlagSet(args[0], flag.ContinueOnError)
+		set.SetOutput(io.Discard)
+		for _, f := range app.Command(args[0]).Flags {
+			if err := f.Apply(set); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := set.Parse(rest[2:]); err != nil {
+			t.Errorf("%s: %q: %v", where, args, err)
+		} else if set.NArg() > 0 {
+			t.Errorf("%s: %q: arguments %q after the flags: nexmux %s takes none", where, args, set.Args(), args[0])
+		}
+	}
+}
+
+// Every NEXMUX_* variable the packaging sets is one nexmux reads.
+func TestDeployEnvironmentVariablesExist(t *testing.T) {
+	known := map[string]bool{}
+	for _, s := range config.Settings() {
+		known[s.Env()] = true
+	}
+	for _, c := range newApp().Commands {
+		for _, f := range c.Flags {
+			if e, ok := f.(interface{ GetEnvVars() []string }); ok {
+				for _, v := range e.GetEnvVars() {
+					known[v] = true
+				}
+			}
+		}
+	}
+	seen := 0
+	check := func(where, name string) {
+		if !strings.HasPrefix(name, "NEXMUX_") {
+			return
+		}
+		seen++
+		if !known[name] {
+			t.Errorf("%s: %s is no nexmux flag's variable", where, name)
+		}
+	}
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+				for _, e := range c.Env {
+					check(fmt.Sprintf("%s container %s", file, c.Name), e.Name)
+				}
+			}
+		}
+	}
+	for _, unit := range []string{"systemd/nexmux.service", "systemd/nexmux-iptables.service"} {
+		for _, line := range strings.Split(deployFile(t, unit), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Environment="); ok {
+				for _, kv := range strings.Fields(strings.ReplaceAll(v, `"`, "")) {
+					name, _, _ := strings.Cut(kv, "=")
+					check(unit, name)
+				}
+			}
+		}
+	}
+	// The script's help lists the variables it passes on, one a line.
+	for _, m := range regexp.MustCompile(`(?m)^#\s+(NEXMUX_[A-Z0-9_]+)\s`).FindAllStringSubmatch(readRepoFile(t, "scripts/nexmux-iptables.sh"), -1) {
+		check("scripts/nexmux-iptables.sh", m[1])
+	}
+	if seen == 0 {
+		t.Fatal("no NEXMUX_* variable found in the packaging")
 	}
 }
