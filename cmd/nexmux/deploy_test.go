@@ -24,6 +24,7 @@ import (
 
 	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/daemon"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // deployFile reads a file of deploy/ (the packaging this binary ships with).
@@ -171,6 +172,16 @@ type k8sContainer struct {
 		Name      string
 		MountPath string `yaml:"mountPath"`
 	} `yaml:"volumeMounts"`
+	ReadinessProbe *k8sProbe `yaml:"readinessProbe"`
+	LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
+}
+
+type k8sProbe struct {
+	HTTPGet *struct {
+		Path string
+		Port any
+	} `yaml:"httpGet"`
+	TimeoutSeconds int `yaml:"timeoutSeconds"`
 }
 
 type k8sPod struct {
@@ -538,5 +549,36 @@ func TestDeployEnvironmentVariablesExist(t *testing.T) {
 	}
 	if seen == 0 {
 		t.Fatal("no NEXMUX_* variable found in the packaging")
+	}
+}
+
+// With a single --upstream, /readyz probes Nexus when it is asked: two
+// rounds of up to a second each (upstream.ReadyzWait). A kubelet that gives
+// up first (timeoutSeconds, 1 s by default) fails a pod whose Nexus
+// answers its status in 0.5-1 s, which nexmux itself counts as up, and
+// takes it out of the Service. A reload can always leave one node, so
+// every /readyz probe must wait longer than that.
+func TestManifestReadinessProbeOutlastsReadyz(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			for _, c := range d.Spec.Template.Spec.Containers {
+				p := c.ReadinessProbe
+				if len(c.Args) == 0 || c.Args[0] != "serve" || p == nil || p.HTTPGet == nil || !strings.HasPrefix(p.HTTPGet.Path, "/readyz") {
+					continue
+				}
+				checked++
+				timeout := time.Second // Kubernetes' default
+				if p.TimeoutSeconds > 0 {
+					timeout = time.Duration(p.TimeoutSeconds) * time.Second
+				}
+				if timeout <= upstream.ReadyzWait {
+					t.Errorf("%s %s container %s: readinessProbe timeoutSeconds %v, not above the %v /readyz may take to probe a lone Nexus node", file, d.Metadata.Name, c.Name, timeout, upstream.ReadyzWait)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no nexmux container with a /readyz readiness probe")
 	}
 }
