@@ -204,7 +204,17 @@ type k8sDoc struct {
 	Data map[string]string
 	Spec struct {
 		Template struct {
+			Metadata struct {
+				Labels map[string]string
+			}
 			Spec k8sPod
+		}
+		// A Service's (a workload's holds matchLabels).
+		Selector map[string]any
+		Ports    []struct {
+			Name       string
+			Port       int
+			TargetPort any `yaml:"targetPort"`
 		}
 	}
 }
@@ -580,5 +590,125 @@ func TestManifestReadinessProbeOutlastsReadyz(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no nexmux container with a /readyz readiness probe")
+	}
+}
+
+// portOf is the container port a probe's or a Service's port names: a
+// number, or a container port's name.
+func portOf(t *testing.T, c k8sContainer, p any) int {
+	t.Helper()
+	switch v := p.(type) {
+	case int:
+		return v
+	case string:
+		for _, cp := range c.Ports {
+			if cp.Name == v {
+				return cp.ContainerPort
+			}
+		}
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		t.Errorf("container %s has no port named %q", c.Name, v)
+	}
+	return 0
+}
+
+// The ports of a manifest agree with what nexmux listens on: the probes
+// reach the metrics listener, the Services' ports reach the fan-in
+// listener, each legacy connector port the iptables init container
+// redirects, or another container's port, and every legacy port has a
+// Service port.
+func TestManifestPortsMatchListeners(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range pod.Containers {
+				if len(c.Args) == 0 || c.Args[0] != "serve" {
+					continue
+				}
+				checked++
+				where := fmt.Sprintf("%s %s container %s", file, d.Metadata.Name, c.Name)
+				cfg := servedConfig(t, docs, pod, c)
+				for _, e := range c.Env {
+					if e.Name == config.EnvVar("metrics-listen") {
+						cfg.MetricsListen = strings.ReplaceAll(e.Value, "$(POD_IP)", "10.0.0.7")
+					}
+				}
+				_, mport, err := net.SplitHostPort(cfg.MetricsListen)
+				if err != nil {
+					t.Fatalf("%s: metrics-listen %q: %v", where, cfg.MetricsListen, err)
+				}
+				metrics, _ := strconv.Atoi(mport)
+				for name, p := range map[string]*k8sProbe{"readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+					if p == nil || p.HTTPGet == nil {
+						t.Errorf("%s: no %s over HTTP", where, name)
+						continue
+					}
+					if got := portOf(t, c, p.HTTPGet.Port); got != metrics {
+						t.Errorf("%s: %s on port %d, but --metrics-listen is %s", where, name, got, cfg.MetricsListen)
+					}
+					if path, _, _ := strings.Cut(p.HTTPGet.Path, "?"); path != "/readyz" && path != "/healthz" {
+						t.Errorf("%s: %s on %s: the metrics listener serves /healthz and /readyz", where, name, p.HTTPGet.Path)
+					}
+				}
+				listen, routes, err := cfg.PortRoutes()
+				if err != nil {
+					t.Fatalf("%s: %v", where, err)
+				}
+				redirected := false
+				for _, ic := range pod.InitContainers {
+					redirected = redirected || len(ic.Args) > 0 && ic.Args[0] == "apply"
+				}
+				legacy := map[int]bool{}
+				if redirected {
+					for _, p := range routes.Ports() {
+						legacy[p] = true
+					}
+				}
+				served := map[int]string{listen: "the fan-in listener"}
+				for p := range legacy {
+					served[p] = "a legacy port the init container redirects"
+				}
+				for _, other := range pod.Containers {
+					if other.Name == c.Name {
+						continue
+					}
+					for _, p := range other.Ports {
+						served[p.ContainerPort] = "container " + other.Name
+					}
+				}
+				for _, svc := range docs {
+					if svc.Kind != "Service" || len(svc.Spec.Selector) == 0 {
+						continue
+					}
+					selects := true
+					for k, v := range svc.Spec.Selector {
+						s, ok := v.(string)
+						selects = selects && ok && d.Spec.Template.Metadata.Labels[k] == s
+					}
+					if !selects {
+						continue
+					}
+					for _, sp := range svc.Spec.Ports {
+						target := sp.Port
+						if sp.TargetPort != nil {
+							target = portOf(t, c, sp.TargetPort)
+						}
+						if _, ok := served[target]; !ok {
+							t.Errorf("%s: Service %s port %s targets %d, which nothing in the pod serves", file, svc.Metadata.Name, sp.Name, target)
+						}
+						delete(legacy, target)
+					}
+				}
+				for p := range legacy {
+					t.Errorf("%s: legacy port %d is redirected to nexmux but no Service port reaches it", where, p)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no nexmux container in the manifests")
 	}
 }
