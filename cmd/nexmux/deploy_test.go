@@ -219,28 +219,39 @@ type k8sDoc struct {
 	}
 }
 
-// manifests reads every document of deploy/kubernetes/*.yaml, by file.
+// manifests reads every document of deploy/kubernetes/*.yaml, and of the
+// README's Kubernetes examples (its yaml blocks with an apiVersion), by
+// file or block.
 func manifests(t *testing.T) map[string][]k8sDoc {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join("..", "..", "deploy", "kubernetes", "*.yaml"))
 	if len(files) == 0 {
 		t.Fatal("no manifest in deploy/kubernetes")
 	}
-	out := map[string][]k8sDoc{}
+	texts := map[string][]byte{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
+		texts[filepath.Base(f)] = b
+	}
+	for i, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(readRepoFile(t, "README.md"), -1) {
+		if strings.Contains(m[1], "\napiVersion:") || strings.HasPrefix(m[1], "apiVersion:") {
+			texts[fmt.Sprintf("README.md yaml block %d", i+1)] = []byte(m[1])
+		}
+	}
+	out := map[string][]k8sDoc{}
+	for name, b := range texts {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		for {
 			var d k8sDoc
 			if err := dec.Decode(&d); errors.Is(err, io.EOF) {
 				break
 			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
+				t.Fatalf("%s: %v", name, err)
 			}
-			out[filepath.Base(f)] = append(out[filepath.Base(f)], d)
+			out[name] = append(out[name], d)
 		}
 	}
 	return out
