@@ -723,3 +723,73 @@ func TestManifestPortsMatchListeners(t *testing.T) {
 		t.Fatal("no nexmux container in the manifests")
 	}
 }
+
+// unitSettings reads a systemd unit's assignments, every value of each key
+// in order.
+func unitSettings(t *testing.T, name string) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, line := range strings.Split(deployFile(t, name), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "[") {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok {
+			out[k] = append(out[k], v)
+		}
+	}
+	return out
+}
+
+// nexmux.service stops nexmux the way it drains (SIGTERM, with time for
+// the drain and a shutdown delay of a few seconds), reloads it with
+// SIGHUP, and its sandbox leaves what serve needs: binding 443, and the
+// socket families it opens (AF_UNIX: the SOCKS5 ingress's socket pairs).
+func TestSystemdUnitStopsReloadsAndSandboxesAsNexmuxNeeds(t *testing.T) {
+	u := unitSettings(t, "systemd/nexmux.service")
+	last := func(k string) string {
+		if v := u[k]; len(v) > 0 {
+			return v[len(v)-1]
+		}
+		return ""
+	}
+	if s := last("KillSignal"); s != "" && s != "SIGTERM" && s != "SIGINT" {
+		t.Errorf("KillSignal=%s: nexmux drains on SIGTERM or SIGINT", s)
+	}
+	v := last("TimeoutStopSec")
+	if _, err := strconv.Atoi(v); err == nil {
+		v += "s" // systemd reads a bare number as seconds
+	}
+	stop, err := time.ParseDuration(strings.ReplaceAll(strings.ReplaceAll(v, "min", "m"), " ", ""))
+	if err != nil {
+		t.Fatalf("TimeoutStopSec=%q: %v (systemd's default, 90s, is a distribution setting: name it)", last("TimeoutStopSec"), err)
+	}
+	// The README's advice behind a balancer: a shutdown delay of a few seconds.
+	if need := daemon.DefaultDrainTimeout + 5*time.Second; stop <= need {
+		t.Errorf("TimeoutStopSec=%v: systemd would SIGKILL nexmux before --drain-timeout and a 5 s --shutdown-delay (%v) are over", stop, need)
+	}
+	if r := last("ExecReload"); !regexp.MustCompile(`^/(usr/)?bin/kill -(HUP|s HUP|SIGHUP) \$MAINPID$`).MatchString(r) {
+		t.Errorf("ExecReload=%s: want SIGHUP to $MAINPID", r)
+	}
+	if !slices.Contains(strings.Fields(last("AmbientCapabilities")), "CAP_NET_BIND_SERVICE") {
+		t.Error("AmbientCapabilities lacks CAP_NET_BIND_SERVICE: nexmux could not bind 443")
+	}
+	if b, ok := u["CapabilityBoundingSet"]; ok && !slices.Contains(strings.Fields(b[len(b)-1]), "CAP_NET_BIND_SERVICE") {
+		t.Error("CapabilityBoundingSet lacks CAP_NET_BIND_SERVICE")
+	}
+	if fams, ok := u["RestrictAddressFamilies"]; ok {
+		allowed := strings.Fields(fams[len(fams)-1])
+		for _, f := range []string{"AF_INET", "AF_INET6", "AF_UNIX"} {
+			if !slices.Contains(allowed, f) {
+				t.Errorf("RestrictAddressFamilies=%s lacks %s", fams[len(fams)-1], f)
+			}
+		}
+	}
+	iu := unitSettings(t, "systemd/nexmux-iptables.service")
+	if !slices.Contains(strings.Fields(strings.Join(iu["Before"], " ")), "nexmux.service") {
+		t.Error("nexmux-iptables.service is not ordered Before=nexmux.service: on stop, systemd would remove the redirects while nexmux still drains the connections they bring")
+	}
+	if len(iu["ExecStop"]) == 0 || !strings.Contains(iu["ExecStop"][0], "--delete") || iu["RemainAfterExit"] == nil {
+		t.Error("nexmux-iptables.service: want a oneshot that stays active (RemainAfterExit) and deletes its rules on stop (ExecStop ... --delete)")
+	}
+}
