@@ -185,6 +185,9 @@ type k8sProbe struct {
 }
 
 type k8sPod struct {
+	SecurityContext struct {
+		FSGroup *int `yaml:"fsGroup"`
+	} `yaml:"securityContext"`
 	TerminationGracePeriodSeconds *int           `yaml:"terminationGracePeriodSeconds"`
 	InitContainers                []k8sContainer `yaml:"initContainers"`
 	Containers                    []k8sContainer
@@ -209,6 +212,12 @@ type k8sDoc struct {
 			}
 			Spec k8sPod
 		}
+		// A StatefulSet's.
+		VolumeClaimTemplates []struct {
+			Metadata struct {
+				Name string
+			}
+		} `yaml:"volumeClaimTemplates"`
 		// A Service's (a workload's holds matchLabels).
 		Selector map[string]any
 		Ports    []struct {
@@ -791,5 +800,42 @@ func TestSystemdUnitStopsReloadsAndSandboxesAsNexmuxNeeds(t *testing.T) {
 	}
 	if len(iu["ExecStop"]) == 0 || !strings.Contains(iu["ExecStop"][0], "--delete") || iu["RemainAfterExit"] == nil {
 		t.Error("nexmux-iptables.service: want a oneshot that stays active (RemainAfterExit) and deletes its rules on stop (ExecStop ... --delete)")
+	}
+}
+
+// nexusUID is the user the sonatype/nexus3 image runs Nexus as; its
+// /nexus-data must be writable by it.
+const nexusUID = 200
+
+// A persistent volume is created owned by root: the Nexus beside nexmux,
+// running as uid 200, could not write its /nexus-data on it and would not
+// start. The pod's fsGroup gives the volume to Nexus's group.
+func TestManifestNexusCanWriteItsData(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			claims := map[string]bool{}
+			for _, c := range d.Spec.VolumeClaimTemplates {
+				claims[c.Metadata.Name] = true
+			}
+			for _, c := range pod.Containers {
+				if !strings.HasPrefix(c.Image, "sonatype/nexus3") {
+					continue
+				}
+				for _, m := range c.VolumeMounts {
+					if !claims[m.Name] {
+						continue
+					}
+					checked++
+					if g := pod.SecurityContext.FSGroup; g == nil || *g != nexusUID {
+						t.Errorf("%s %s: container %s writes %s on a persistent volume, but the pod's securityContext.fsGroup is %v, not %d (Nexus's group): a new volume belongs to root", file, d.Metadata.Name, c.Name, m.MountPath, g, nexusUID)
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no Nexus container with a persistent volume in the manifests")
 	}
 }
