@@ -465,6 +465,12 @@ func deployCommandLines(t *testing.T) map[string][]string {
 		script[name] = f[1 : len(f)-1]
 		out[fmt.Sprintf("scripts/nexmux-iptables.sh:%d %s", i+1, name)] = script[name]
 	}
+	// The script's own examples, through its apply|delete.
+	for i, m := range regexp.MustCompile(`(?m)^#\s+nexmux-iptables\.sh (apply|delete)( .*)?$`).FindAllStringSubmatch(readRepoFile(t, "scripts/nexmux-iptables.sh"), -1) {
+		if s, ok := script[m[1]]; ok {
+			out[fmt.Sprintf("scripts/nexmux-iptables.sh example %d", i+1)] = append(slices.Clone(s), strings.Fields(m[2])...)
+		}
+	}
 	for file, docs := range manifests(t) {
 		for _, d := range docs {
 			pod := d.Spec.Template.Spec
