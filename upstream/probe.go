@@ -17,6 +17,10 @@ const (
 	probeTimeout          = time.Second
 	// agree is how many probes in a row must see a new state.
 	agree = 2
+	// ReadyzWait bounds how long Readable, so /readyz, waits with a single
+	// node: it probes the node then, agree rounds of probeTimeout each. A
+	// readiness probe's timeout must exceed it.
+	ReadyzWait = agree * probeTimeout
 )
 
 type prober struct {

@@ -1,6 +1,9 @@
 package upstream
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -14,5 +17,33 @@ func TestProbeIdleBelowJettys(t *testing.T) {
 		if got := probeIdle(interval); got <= 0 || got > fixtures.JettyIdleTimeout-5*time.Second {
 			t.Errorf("--health-interval %v: probe idle timeout %v, want below Jetty's %v less 5s", interval, got, fixtures.JettyIdleTimeout)
 		}
+	}
+}
+
+// ReadyzWait is how long /readyz can take with a lone node that accepts
+// and never answers: the deploy manifests' readiness probe timeout is
+// checked against it (TestManifestReadinessProbeOutlastsReadyz).
+func TestReadableWithOneNodeWaitsReadyzWaitAtMost(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	s := mustSet(t, srv.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Start(ctx, DefaultHealthInterval)
+	start := time.Now()
+	ok, _ := s.Readable(false)
+	took := time.Since(start)
+	if ok {
+		t.Fatal("a node that never answers is readable")
+	}
+	if took < ReadyzWait-100*time.Millisecond || took > ReadyzWait+500*time.Millisecond {
+		t.Errorf("Readable took %v with a silent lone node, want about ReadyzWait (%v)", took, ReadyzWait)
 	}
 }

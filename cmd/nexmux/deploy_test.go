@@ -2,12 +2,29 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // deployFile reads a file of deploy/ (the packaging this binary ships with).
@@ -124,4 +141,707 @@ func TestIptablesUnitCanTakeTheXtablesLock(t *testing.T) {
 		}
 	}
 	t.Error("nexmux-iptables.service: ProtectSystem=strict without ReadWritePaths=/run: iptables-legacy cannot create /run/xtables.lock")
+}
+
+// k8sContainer, k8sPod and k8sDoc are the parts of a Kubernetes manifest
+// the deploy tests read.
+type k8sContainer struct {
+	Name    string
+	Image   string
+	Command []string
+	Args    []string
+	Env     []struct {
+		Name  string
+		Value string
+	}
+	Ports []struct {
+		Name          string
+		ContainerPort int `yaml:"containerPort"`
+	}
+	Lifecycle struct {
+		PreStop *struct {
+			Exec *struct {
+				Command []string
+			}
+			Sleep *struct {
+				Seconds int
+			}
+		} `yaml:"preStop"`
+	}
+	VolumeMounts []struct {
+		Name      string
+		MountPath string `yaml:"mountPath"`
+	} `yaml:"volumeMounts"`
+	ReadinessProbe *k8sProbe `yaml:"readinessProbe"`
+	LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
+}
+
+type k8sProbe struct {
+	HTTPGet *struct {
+		Path string
+		Port any
+	} `yaml:"httpGet"`
+	TimeoutSeconds int `yaml:"timeoutSeconds"`
+}
+
+type k8sPod struct {
+	SecurityContext struct {
+		FSGroup *int `yaml:"fsGroup"`
+	} `yaml:"securityContext"`
+	TerminationGracePeriodSeconds *int           `yaml:"terminationGracePeriodSeconds"`
+	InitContainers                []k8sContainer `yaml:"initContainers"`
+	Containers                    []k8sContainer
+	Volumes                       []struct {
+		Name      string
+		ConfigMap *struct {
+			Name string
+		} `yaml:"configMap"`
+	}
+}
+
+type k8sDoc struct {
+	Kind     string
+	Metadata struct {
+		Name string
+	}
+	Data map[string]string
+	Spec struct {
+		Template struct {
+			Metadata struct {
+				Labels map[string]string
+			}
+			Spec k8sPod
+		}
+		// A StatefulSet's.
+		VolumeClaimTemplates []struct {
+			Metadata struct {
+				Name string
+			}
+		} `yaml:"volumeClaimTemplates"`
+		// A Service's (a workload's holds matchLabels).
+		Selector map[string]any
+		Ports    []struct {
+			Name       string
+			Port       int
+			TargetPort any `yaml:"targetPort"`
+		}
+	}
+}
+
+// manifests reads every document of deploy/kubernetes/*.yaml, and of the
+// README's Kubernetes examples (its yaml blocks with an apiVersion), by
+// file or block.
+func manifests(t *testing.T) map[string][]k8sDoc {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join("..", "..", "deploy", "kubernetes", "*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no manifest in deploy/kubernetes")
+	}
+	texts := map[string][]byte{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts[filepath.Base(f)] = b
+	}
+	for i, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(readRepoFile(t, "README.md"), -1) {
+		if strings.Contains(m[1], "\napiVersion:") || strings.HasPrefix(m[1], "apiVersion:") {
+			texts[fmt.Sprintf("README.md yaml block %d", i+1)] = []byte(m[1])
+		}
+	}
+	out := map[string][]k8sDoc{}
+	for name, b := range texts {
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		for {
+			var d k8sDoc
+			if err := dec.Decode(&d); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			out[name] = append(out[name], d)
+		}
+	}
+	return out
+}
+
+// servedConfig is the configuration a pod's `nexmux serve` container runs
+// with: its --config file, read from the ConfigMap mounted where the flag
+// points, then its NEXMUX_* environment for the two stop timeouts.
+func servedConfig(t *testing.T, docs []k8sDoc, pod k8sPod, c k8sContainer) *config.Config {
+	t.Helper()
+	cfg := config.Defaults()
+	var path string
+	for i, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--config="); ok {
+			path = v
+		} else if a == "--config" && i+1 < len(c.Args) {
+			path = c.Args[i+1]
+		}
+	}
+	if path != "" {
+		text, found := "", false
+		for _, m := range c.VolumeMounts {
+			if filepath.Dir(path) != filepath.Clean(m.MountPath) {
+				continue
+			}
+			for _, v := range pod.Volumes {
+				if v.Name != m.Name || v.ConfigMap == nil {
+					continue
+				}
+				for _, d := range docs {
+					if d.Kind == "ConfigMap" && d.Metadata.Name == v.ConfigMap.Name {
+						text, found = d.Data[filepath.Base(path)]
+					}
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("container %s: --config %s is in no ConfigMap mounted there", c.Name, path)
+		}
+		f := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.ApplyFile(f); err != nil {
+			t.Fatalf("container %s: %v", c.Name, err)
+		}
+	}
+	for _, e := range c.Env {
+		for name, p := range map[string]*time.Duration{"NEXMUX_SHUTDOWN_DELAY": &cfg.ShutdownDelay, "NEXMUX_DRAIN_TIMEOUT": &cfg.DrainTimeout} {
+			if e.Name == name {
+				d, err := time.ParseDuration(e.Value)
+				if err != nil {
+					t.Fatalf("container %s: %s=%q: %v", c.Name, name, e.Value, err)
+				}
+				*p = d
+			}
+		}
+	}
+	return cfg
+}
+
+// stopTime is how long a SIGTERM keeps nexmux up at most: --shutdown-delay,
+// then --drain-timeout.
+func stopTime(cfg *config.Config) time.Duration {
+	drain := cfg.DrainTimeout
+	if drain <= 0 {
+		drain = daemon.DefaultDrainTimeout
+	}
+	return cfg.ShutdownDelay + drain
+}
+
+// preStopSleep is how long a container's preStop hook holds its SIGTERM
+// back: a sleep action, or an exec of sleep N.
+func preStopSleep(c k8sContainer) time.Duration {
+	p := c.Lifecycle.PreStop
+	switch {
+	case p == nil:
+		return 0
+	case p.Sleep != nil:
+		return time.Duration(p.Sleep.Seconds) * time.Second
+	case p.Exec != nil && len(p.Exec.Command) == 2 && filepath.Base(p.Exec.Command[0]) == "sleep":
+		n, err := strconv.Atoi(p.Exec.Command[1])
+		if err == nil {
+			return time.Duration(n) * time.Second
+		}
+	}
+	return 0
+}
+
+// nexusStopTime is what a pod's grace period leaves Nexus for its own
+// clean stop once nexmux has drained.
+const nexusStopTime = 60 * time.Second
+
+// Kubernetes sends SIGTERM to every container of a pod at once, unless a
+// container's preStop hook holds it back. A Nexus beside nexmux that stops
+// at once leaves nexmux's --shutdown-delay serving new connections to a
+// Nexus that refuses them, and its drain waiting for transfers Nexus has
+// already cut. So the container that nexmux's loopback --upstream points to
+// must hold its SIGTERM back for nexmux's whole stop, and the grace period
+// must still leave it time to stop cleanly after that.
+func TestManifestNexusOutlivesNexmuxDrain(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			grace := 30 * time.Second // Kubernetes' default
+			if pod.TerminationGracePeriodSeconds != nil {
+				grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
+			}
+			for _, c := range pod.Containers {
+				if len(c.Args) == 0 || c.Args[0] != "serve" {
+					continue
+				}
+				cfg := servedConfig(t, docs, pod, c)
+				stop := stopTime(cfg)
+				if grace <= stop {
+					t.Errorf("%s %s: terminationGracePeriodSeconds %v, not above nexmux's --shutdown-delay + --drain-timeout %v", file, d.Metadata.Name, grace, stop)
+				}
+				for _, up := range cfg.Upstream {
+					u, err := url.Parse(up)
+					if err != nil || !(u.Hostname() == "localhost" || net.ParseIP(u.Hostname()) != nil && net.ParseIP(u.Hostname()).IsLoopback()) {
+						continue
+					}
+					port, _ := strconv.Atoi(u.Port())
+					for _, other := range pod.Containers {
+						for _, p := range other.Ports {
+							if p.ContainerPort != port || other.Name == c.Name {
+								continue
+							}
+							checked++
+							held := preStopSleep(other)
+							if held < stop {
+								t.Errorf("%s %s: container %s (nexmux's --upstream %s) gets SIGTERM after %v, before nexmux's --shutdown-delay + --drain-timeout %v are over: give it a preStop sleep of at least that", file, d.Metadata.Name, other.Name, up, held, stop)
+							}
+							if grace-held < nexusStopTime {
+								t.Errorf("%s %s: terminationGracePeriodSeconds %v leaves container %s %v after its preStop, want %v at least", file, d.Metadata.Name, grace, other.Name, grace-held, nexusStopTime)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no manifest runs nexmux beside the Nexus it proxies to")
+	}
+}
+
+// deployCommandLines returns every nexmux command line deploy/ runs, with
+// where it comes from: the systemd units' Exec lines, the Dockerfile's
+// nexmux entrypoint and command, the Kubernetes containers' args (through
+// nexmux-iptables.sh for the init container: apply or delete), and the
+// nexmux command lines of nexmux-iptables.sh itself.
+func deployCommandLines(t *testing.T) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, unit := range []string{"systemd/nexmux.service", "systemd/nexmux-iptables.service"} {
+		for i, line := range strings.Split(deployFile(t, unit), "\n") {
+			k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+			if !ok || !strings.HasPrefix(k, "Exec") {
+				continue
+			}
+			f := strings.Fields(strings.TrimLeft(v, "-@:+!"))
+			if len(f) > 0 && filepath.Base(f[0]) == "nexmux" {
+				out[fmt.Sprintf("%s:%d %s", unit, i+1, k)] = f[1:]
+			}
+		}
+	}
+	var stage string
+	var entrypoint, cmd []string
+	for _, line := range strings.Split(deployFile(t, "Dockerfile"), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 4 && strings.EqualFold(f[0], "FROM") && strings.EqualFold(f[2], "AS"):
+			stage = f[3]
+		case len(f) >= 2 && stage == "nexmux" && (f[0] == "ENTRYPOINT" || f[0] == "CMD"):
+			var list []string
+			if err := json.Unmarshal([]byte(strings.TrimSpace(strings.TrimPrefix(line, f[0]))), &list); err != nil {
+				t.Fatalf("Dockerfile: %s: want the exec (JSON) form: %v", line, err)
+			}
+			if f[0] == "ENTRYPOINT" {
+				entrypoint = list
+			} else {
+				cmd = list
+			}
+		}
+	}
+	if len(entrypoint) != 1 || filepath.Base(entrypoint[0]) != "nexmux" {
+		t.Fatalf("Dockerfile, target nexmux: ENTRYPOINT %q, want the nexmux binary alone", entrypoint)
+	}
+	out["Dockerfile CMD"] = cmd
+	script := map[string][]string{}
+	for i, line := range strings.Split(readRepoFile(t, "scripts/nexmux-iptables.sh"), "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ") shift && exec ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(strings.TrimSuffix(strings.TrimSpace(rest), ";;"))
+		if len(f) < 2 || f[0] != `"${NEXMUX:-nexmux}"` || f[len(f)-1] != `"$@"` {
+			t.Fatalf("scripts/nexmux-iptables.sh:%d: %s: not the nexmux command line this test reads", i+1, line)
+		}
+		script[name] = f[1 : len(f)-1]
+		out[fmt.Sprintf("scripts/nexmux-iptables.sh:%d %s", i+1, name)] = script[name]
+	}
+	// The script's own examples, through its apply|delete.
+	for i, m := range regexp.MustCompile(`(?m)^#\s+nexmux-iptables\.sh (apply|delete)( .*)?$`).FindAllStringSubmatch(readRepoFile(t, "scripts/nexmux-iptables.sh"), -1) {
+		if s, ok := script[m[1]]; ok {
+			out[fmt.Sprintf("scripts/nexmux-iptables.sh example %d", i+1)] = append(slices.Clone(s), strings.Fields(m[2])...)
+		}
+	}
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+				if len(c.Command) > 0 || len(c.Args) == 0 || !strings.HasPrefix(c.Image, "nexmux") {
+					continue
+				}
+				args := c.Args
+				if s, ok := script[args[0]]; ok {
+					args = append(slices.Clone(s), args[1:]...)
+				}
+				out[fmt.Sprintf("%s %s container %s", file, d.Metadata.Name, c.Name)] = args
+			}
+		}
+	}
+	return out
+}
+
+// readRepoFile reads a file of the repository by its path from the root.
+func readRepoFile(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", filepath.FromSlash(name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// Every command line the packaging runs names a real command and only
+// flags that command defines: a flag misspelt in a unit or a manifest
+// stops nexmux (exit 2) only once deployed.
+func TestDeployCommandLinesUseRealFlags(t *testing.T) {
+	lines := deployCommandLines(t)
+	for _, want := range []string{"Dockerfile CMD", "nexus-with-nexmux.yaml nexus container nexmux", "nexus-with-nexmux.yaml nexus container nexmux-iptables"} {
+		if _, ok := lines[want]; !ok {
+			t.Errorf("no command line found for %s", want)
+		}
+	}
+	for where, args := range lines {
+		app := newApp()
+		if len(args) == 0 || app.Command(args[0]) == nil {
+			t.Errorf("%s: %q: no nexmux command", where, args)
+			continue
+		}
+		rest, unknown := stripUnknownFlags(app, append([]string{"nexmux"}, args...))
+		if len(unknown) > 0 {
+			t.Errorf("%s: nexmux %s: unknown flags %q", where, args[0], unknown)
+		}
+		set := flag.NewFlagSet(args[0], flag.ContinueOnError)
+		set.SetOutput(io.Discard)
+		for _, f := range app.Command(args[0]).Flags {
+			if err := f.Apply(set); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := set.Parse(rest[2:]); err != nil {
+			t.Errorf("%s: %q: %v", where, args, err)
+		} else if set.NArg() > 0 {
+			t.Errorf("%s: %q: arguments %q after the flags: nexmux %s takes none", where, args, set.Args(), args[0])
+		}
+	}
+}
+
+// Every NEXMUX_* variable the packaging sets is one nexmux reads.
+func TestDeployEnvironmentVariablesExist(t *testing.T) {
+	known := map[string]bool{}
+	for _, s := range config.Settings() {
+		known[s.Env()] = true
+	}
+	for _, c := range newApp().Commands {
+		for _, f := range c.Flags {
+			if e, ok := f.(interface{ GetEnvVars() []string }); ok {
+				for _, v := range e.GetEnvVars() {
+					known[v] = true
+				}
+			}
+		}
+	}
+	seen := 0
+	check := func(where, name string) {
+		if !strings.HasPrefix(name, "NEXMUX_") {
+			return
+		}
+		seen++
+		if !known[name] {
+			t.Errorf("%s: %s is no nexmux flag's variable", where, name)
+		}
+	}
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+				for _, e := range c.Env {
+					check(fmt.Sprintf("%s container %s", file, c.Name), e.Name)
+				}
+			}
+		}
+	}
+	for _, unit := range []string{"systemd/nexmux.service", "systemd/nexmux-iptables.service"} {
+		for _, line := range strings.Split(deployFile(t, unit), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Environment="); ok {
+				for _, kv := range strings.Fields(strings.ReplaceAll(v, `"`, "")) {
+					name, _, _ := strings.Cut(kv, "=")
+					check(unit, name)
+				}
+			}
+		}
+	}
+	// The script's help lists the variables it passes on, one a line.
+	for _, m := range regexp.MustCompile(`(?m)^#\s+(NEXMUX_[A-Z0-9_]+)\s`).FindAllStringSubmatch(readRepoFile(t, "scripts/nexmux-iptables.sh"), -1) {
+		check("scripts/nexmux-iptables.sh", m[1])
+	}
+	if seen == 0 {
+		t.Fatal("no NEXMUX_* variable found in the packaging")
+	}
+}
+
+// With a single --upstream, /readyz probes Nexus when it is asked: two
+// rounds of up to a second each (upstream.ReadyzWait). A kubelet that gives
+// up first (timeoutSeconds, 1 s by default) fails a pod whose Nexus
+// answers its status in 0.5-1 s, which nexmux itself counts as up, and
+// takes it out of the Service. A reload can always leave one node, so
+// every /readyz probe must wait longer than that.
+func TestManifestReadinessProbeOutlastsReadyz(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			for _, c := range d.Spec.Template.Spec.Containers {
+				p := c.ReadinessProbe
+				if len(c.Args) == 0 || c.Args[0] != "serve" || p == nil || p.HTTPGet == nil || !strings.HasPrefix(p.HTTPGet.Path, "/readyz") {
+					continue
+				}
+				checked++
+				timeout := time.Second // Kubernetes' default
+				if p.TimeoutSeconds > 0 {
+					timeout = time.Duration(p.TimeoutSeconds) * time.Second
+				}
+				if timeout <= upstream.ReadyzWait {
+					t.Errorf("%s %s container %s: readinessProbe timeoutSeconds %v, not above the %v /readyz may take to probe a lone Nexus node", file, d.Metadata.Name, c.Name, timeout, upstream.ReadyzWait)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no nexmux container with a /readyz readiness probe")
+	}
+}
+
+// portOf is the container port a probe's or a Service's port names: a
+// number, or a container port's name.
+func portOf(t *testing.T, c k8sContainer, p any) int {
+	t.Helper()
+	switch v := p.(type) {
+	case int:
+		return v
+	case string:
+		for _, cp := range c.Ports {
+			if cp.Name == v {
+				return cp.ContainerPort
+			}
+		}
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		t.Errorf("container %s has no port named %q", c.Name, v)
+	}
+	return 0
+}
+
+// The ports of a manifest agree with what nexmux listens on: the probes
+// reach the metrics listener, the Services' ports reach the fan-in
+// listener, each legacy connector port the iptables init container
+// redirects, or another container's port, and every legacy port has a
+// Service port.
+func TestManifestPortsMatchListeners(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range pod.Containers {
+				if len(c.Args) == 0 || c.Args[0] != "serve" {
+					continue
+				}
+				checked++
+				where := fmt.Sprintf("%s %s container %s", file, d.Metadata.Name, c.Name)
+				cfg := servedConfig(t, docs, pod, c)
+				for _, e := range c.Env {
+					if e.Name == config.EnvVar("metrics-listen") {
+						cfg.MetricsListen = strings.ReplaceAll(e.Value, "$(POD_IP)", "10.0.0.7")
+					}
+				}
+				_, mport, err := net.SplitHostPort(cfg.MetricsListen)
+				if err != nil {
+					t.Fatalf("%s: metrics-listen %q: %v", where, cfg.MetricsListen, err)
+				}
+				metrics, _ := strconv.Atoi(mport)
+				for name, p := range map[string]*k8sProbe{"readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+					if p == nil || p.HTTPGet == nil {
+						t.Errorf("%s: no %s over HTTP", where, name)
+						continue
+					}
+					if got := portOf(t, c, p.HTTPGet.Port); got != metrics {
+						t.Errorf("%s: %s on port %d, but --metrics-listen is %s", where, name, got, cfg.MetricsListen)
+					}
+					if path, _, _ := strings.Cut(p.HTTPGet.Path, "?"); path != "/readyz" && path != "/healthz" {
+						t.Errorf("%s: %s on %s: the metrics listener serves /healthz and /readyz", where, name, p.HTTPGet.Path)
+					}
+				}
+				listen, routes, err := cfg.PortRoutes()
+				if err != nil {
+					t.Fatalf("%s: %v", where, err)
+				}
+				redirected := false
+				for _, ic := range pod.InitContainers {
+					redirected = redirected || len(ic.Args) > 0 && ic.Args[0] == "apply"
+				}
+				legacy := map[int]bool{}
+				if redirected {
+					for _, p := range routes.Ports() {
+						legacy[p] = true
+					}
+				}
+				served := map[int]string{listen: "the fan-in listener"}
+				for p := range legacy {
+					served[p] = "a legacy port the init container redirects"
+				}
+				for _, other := range pod.Containers {
+					if other.Name == c.Name {
+						continue
+					}
+					for _, p := range other.Ports {
+						served[p.ContainerPort] = "container " + other.Name
+					}
+				}
+				for _, svc := range docs {
+					if svc.Kind != "Service" || len(svc.Spec.Selector) == 0 {
+						continue
+					}
+					selects := true
+					for k, v := range svc.Spec.Selector {
+						s, ok := v.(string)
+						selects = selects && ok && d.Spec.Template.Metadata.Labels[k] == s
+					}
+					if !selects {
+						continue
+					}
+					for _, sp := range svc.Spec.Ports {
+						target := sp.Port
+						if sp.TargetPort != nil {
+							target = portOf(t, c, sp.TargetPort)
+						}
+						if _, ok := served[target]; !ok {
+							t.Errorf("%s: Service %s port %s targets %d, which nothing in the pod serves", file, svc.Metadata.Name, sp.Name, target)
+						}
+						delete(legacy, target)
+					}
+				}
+				for p := range legacy {
+					t.Errorf("%s: legacy port %d is redirected to nexmux but no Service port reaches it", where, p)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no nexmux container in the manifests")
+	}
+}
+
+// unitSettings reads a systemd unit's assignments, every value of each key
+// in order.
+func unitSettings(t *testing.T, name string) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, line := range strings.Split(deployFile(t, name), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "[") {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok {
+			out[k] = append(out[k], v)
+		}
+	}
+	return out
+}
+
+// nexmux.service stops nexmux the way it drains (SIGTERM, with time for
+// the drain and a shutdown delay of a few seconds), reloads it with
+// SIGHUP, and its sandbox leaves what serve needs: binding 443, and the
+// socket families it opens (AF_UNIX: the SOCKS5 ingress's socket pairs).
+func TestSystemdUnitStopsReloadsAndSandboxesAsNexmuxNeeds(t *testing.T) {
+	u := unitSettings(t, "systemd/nexmux.service")
+	last := func(k string) string {
+		if v := u[k]; len(v) > 0 {
+			return v[len(v)-1]
+		}
+		return ""
+	}
+	if s := last("KillSignal"); s != "" && s != "SIGTERM" && s != "SIGINT" {
+		t.Errorf("KillSignal=%s: nexmux drains on SIGTERM or SIGINT", s)
+	}
+	v := last("TimeoutStopSec")
+	if _, err := strconv.Atoi(v); err == nil {
+		v += "s" // systemd reads a bare number as seconds
+	}
+	stop, err := time.ParseDuration(strings.ReplaceAll(strings.ReplaceAll(v, "min", "m"), " ", ""))
+	if err != nil {
+		t.Fatalf("TimeoutStopSec=%q: %v (systemd's default, 90s, is a distribution setting: name it)", last("TimeoutStopSec"), err)
+	}
+	// The README's advice behind a balancer: a shutdown delay of a few seconds.
+	if need := daemon.DefaultDrainTimeout + 5*time.Second; stop <= need {
+		t.Errorf("TimeoutStopSec=%v: systemd would SIGKILL nexmux before --drain-timeout and a 5 s --shutdown-delay (%v) are over", stop, need)
+	}
+	if r := last("ExecReload"); !regexp.MustCompile(`^/(usr/)?bin/kill -(HUP|s HUP|SIGHUP) \$MAINPID$`).MatchString(r) {
+		t.Errorf("ExecReload=%s: want SIGHUP to $MAINPID", r)
+	}
+	if !slices.Contains(strings.Fields(last("AmbientCapabilities")), "CAP_NET_BIND_SERVICE") {
+		t.Error("AmbientCapabilities lacks CAP_NET_BIND_SERVICE: nexmux could not bind 443")
+	}
+	if b, ok := u["CapabilityBoundingSet"]; ok && !slices.Contains(strings.Fields(b[len(b)-1]), "CAP_NET_BIND_SERVICE") {
+		t.Error("CapabilityBoundingSet lacks CAP_NET_BIND_SERVICE")
+	}
+	if fams, ok := u["RestrictAddressFamilies"]; ok {
+		allowed := strings.Fields(fams[len(fams)-1])
+		for _, f := range []string{"AF_INET", "AF_INET6", "AF_UNIX"} {
+			if !slices.Contains(allowed, f) {
+				t.Errorf("RestrictAddressFamilies=%s lacks %s", fams[len(fams)-1], f)
+			}
+		}
+	}
+	iu := unitSettings(t, "systemd/nexmux-iptables.service")
+	if !slices.Contains(strings.Fields(strings.Join(iu["Before"], " ")), "nexmux.service") {
+		t.Error("nexmux-iptables.service is not ordered Before=nexmux.service: on stop, systemd would remove the redirects while nexmux still drains the connections they bring")
+	}
+	if len(iu["ExecStop"]) == 0 || !strings.Contains(iu["ExecStop"][0], "--delete") || iu["RemainAfterExit"] == nil {
+		t.Error("nexmux-iptables.service: want a oneshot that stays active (RemainAfterExit) and deletes its rules on stop (ExecStop ... --delete)")
+	}
+}
+
+// nexusUID is the user the sonatype/nexus3 image runs Nexus as; its
+// /nexus-data must be writable by it.
+const nexusUID = 200
+
+// A persistent volume is created owned by root: the Nexus beside nexmux,
+// running as uid 200, could not write its /nexus-data on it and would not
+// start. The pod's fsGroup gives the volume to Nexus's group.
+func TestManifestNexusCanWriteItsData(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			claims := map[string]bool{}
+			for _, c := range d.Spec.VolumeClaimTemplates {
+				claims[c.Metadata.Name] = true
+			}
+			for _, c := range pod.Containers {
+				if !strings.HasPrefix(c.Image, "sonatype/nexus3") {
+					continue
+				}
+				for _, m := range c.VolumeMounts {
+					if !claims[m.Name] {
+						continue
+					}
+					checked++
+					if g := pod.SecurityContext.FSGroup; g == nil || *g != nexusUID {
+						t.Errorf("%s %s: container %s writes %s on a persistent volume, but the pod's securityContext.fsGroup is %v, not %d (Nexus's group): a new volume belongs to root", file, d.Metadata.Name, c.Name, m.MountPath, g, nexusUID)
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no Nexus container with a persistent volume in the manifests")
+	}
 }
