@@ -273,30 +273,7 @@ func TestHealthChecksHoldNoClientSlot(t *testing.T) {
 	}
 	// open makes a TLS connection with the header, keeps it open until
 	// the (sub)test ends, and makes a request on it.
-	open := func(t *testing.T, kind string) error {
-		c, err := net.Dial("tcp", m.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if _, err := c.Write(headers[kind]); err != nil {
-			return err
-		}
-		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
-		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			return err
-		}
-		if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	}
+	open := func(t *testing.T, kind string) error { return requestAfterHeader(t, m, headers[kind]) }
 	for _, order := range [][2]string{{"health check", "unix client"}, {"unix client", "health check"}} {
 		t.Run(order[0]+"s first", func(t *testing.T) {
 			for i := range 2 {
@@ -325,30 +302,7 @@ func TestHealthChecksHoldNoClientSlot(t *testing.T) {
 func TestLocalConnectionsBoundedPerBalancer(t *testing.T) {
 	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.1/32"}, maxConnsPerClient: 2})
 	local := append(append([]byte{}, proxyproto.SIGV2...), 0x20, 0x00, 0, 0)
-	open := func() error {
-		c, err := net.Dial("tcp", m.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if _, err := c.Write(local); err != nil {
-			return err
-		}
-		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
-		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			return err
-		}
-		if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	}
+	open := func() error { return requestAfterHeader(t, m, local) }
 	for i := range 2 {
 		if err := open(); err != nil {
 			t.Fatalf("LOCAL connection %d: %v", i+1, err)
@@ -379,30 +333,7 @@ func TestV1UnknownClientsHoldClientSlots(t *testing.T) {
 		"UNKNOWN": []byte("PROXY UNKNOWN\r\n"),
 		"unix":    append(append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x31, 0, 216), unix...),
 	}
-	open := func(kind string) error {
-		c, err := net.Dial("tcp", m.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if _, err := c.Write(headers[kind]); err != nil {
-			return err
-		}
-		tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
-		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			return err
-		}
-		if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	}
+	open := func(kind string) error { return requestAfterHeader(t, m, headers[kind]) }
 	// An UNKNOWN client and an AF_UNIX one share the balancer's address:
 	// a second UNKNOWN client is one too many (not a LOCAL connection of
 	// the balancer's own pool).
@@ -545,4 +476,32 @@ func TestProxyHeaderRefusals(t *testing.T) {
 			tc.m.waitRefusal(t, c.LocalAddr().String(), tc.want)
 		})
 	}
+}
+
+// requestAfterHeader opens a connection to m, sends header, then a TLS
+// request for team-a, and keeps the connection open until t ends.
+func requestAfterHeader(t *testing.T, m *muxServer, header []byte) error {
+	t.Helper()
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write(header); err != nil {
+		return err
+	}
+	tc := tls.Client(c, m.tlsConfig("team-a.nexmux.test"))
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(tc, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
 }
