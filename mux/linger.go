@@ -26,10 +26,19 @@ type lingering struct {
 	hard  bool // Shutdown gave up waiting: close at once
 }
 
+// halfCloser is the socket under a routed connection that a lingering
+// close half-closes and reads: the client's TCP socket, or the router's
+// end of a SOCKS5 stream's socket pair, whose half-close the SOCKS session
+// passes on to its client (and the client's close back).
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
 // lingerClose closes rc's socket after the client has read what was
 // written to it, or at once when nothing is gained by waiting.
 func (s *Server) lingerClose(rc *routedConn) error {
-	tcp, ok := underlyingTCP(rc.Conn)
+	sock, ok := underlying[halfCloser](rc.Conn)
 	if !ok || rc.writeFailed.Load() || !rc.info.Requested() {
 		// A client that stopped reading, or never asked for anything,
 		// has nothing to lose.
@@ -46,19 +55,19 @@ func (s *Server) lingerClose(rc *routedConn) error {
 	}
 	l.conns[rc] = struct{}{}
 	l.mu.Unlock()
-	if err := tcp.CloseWrite(); err != nil {
+	if err := sock.CloseWrite(); err != nil {
 		s.endLinger(rc)
 		return rc.Conn.Close()
 	}
-	go s.linger(rc, tcp)
+	go s.linger(rc, sock)
 	return nil
 }
 
-// linger reads tcp until the client closes, then closes rc's chain, which
+// linger reads sock until the client closes, then closes rc's chain, which
 // gives its places back. net/http's own reader may still be reading the
 // socket (a connection closed under a live serve loop: closeH2): then it
 // takes the client's bytes, and --send-timeout ends the wait.
-func (s *Server) linger(rc *routedConn, tcp *net.TCPConn) {
+func (s *Server) linger(rc *routedConn, sock halfCloser) {
 	defer s.endLinger(rc)
 	defer rc.Conn.Close()
 	end := time.Now().Add(s.opts.IdleTimeout)
@@ -68,8 +77,8 @@ func (s *Server) linger(rc *routedConn, tcp *net.TCPConn) {
 		if t := s.opts.SendTimeout; t > 0 && time.Now().Add(t).Before(end) {
 			dl = time.Now().Add(t)
 		}
-		_ = tcp.SetReadDeadline(dl)
-		n, err := tcp.Read(buf[:])
+		_ = sock.SetReadDeadline(dl)
+		n, err := sock.Read(buf[:])
 		read += n
 		if err != nil {
 			return
