@@ -1,7 +1,9 @@
 package mux
 
 import (
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -63,25 +65,63 @@ func (s *Server) lingerClose(rc *routedConn) error {
 	return nil
 }
 
-// linger reads sock until the client closes, then closes rc's chain, which
-// gives its places back. net/http's own reader may still be reading the
-// socket (a connection closed under a live serve loop: closeH2): then it
-// takes the client's bytes, and --send-timeout ends the wait.
+// lingerQuiet: a client whose kernel has acknowledged everything written
+// to it, close_notify and FIN included, and that sent nothing for this
+// long is let go: it holds the whole response (a reset does not take back
+// what its kernel received), and it may never close its side (an idle
+// connection its library reads only to reuse it, a stopped process), so
+// a drain would wait for it until --drain-timeout and its places stay
+// taken until --send-timeout.
+const lingerQuiet = time.Second
+
+// linger reads sock until the client closes, or has everything and falls
+// quiet, then closes rc's chain, which gives its places back. net/http's
+// own reader may still be reading the socket (a connection closed under a
+// live serve loop: closeH2): then it takes the client's bytes, and
+// --send-timeout (or lingerQuiet) ends the wait.
 func (s *Server) linger(rc *routedConn, sock halfCloser) {
 	defer s.endLinger(rc)
 	defer rc.Conn.Close()
-	end := time.Now().Add(s.opts.IdleTimeout)
+	// A socket pair's (SOCKS5) peer is the SOCKS session, not the client:
+	// only a TCP socket says what the client has.
+	unacked := unackedOf(sock)
+	last := time.Now() // the last byte from the client
+	end := last.Add(s.opts.IdleTimeout)
 	var buf [2048]byte
 	for read := 0; read < lingerMaxBytes; {
+		now := time.Now()
 		dl := end
-		if t := s.opts.SendTimeout; t > 0 && time.Now().Add(t).Before(end) {
-			dl = time.Now().Add(t)
+		if t := s.opts.SendTimeout; t > 0 && last.Add(t).Before(dl) {
+			dl = last.Add(t)
+		}
+		if !now.Before(dl) {
+			return
+		}
+		if unacked != nil {
+			wake := last.Add(lingerQuiet)
+			if !wake.After(now) {
+				wake = now.Add(lingerQuiet / 4)
+			}
+			if wake.Before(dl) {
+				dl = wake
+			}
 		}
 		_ = sock.SetReadDeadline(dl)
 		n, err := sock.Read(buf[:])
 		read += n
-		if err != nil {
+		if n > 0 {
+			last = time.Now()
+		}
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return
+		}
+		if unacked != nil && time.Since(last) >= lingerQuiet {
+			if q, ok := unacked(); ok && q == 0 {
+				return
+			}
 		}
 	}
 }
