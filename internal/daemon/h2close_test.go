@@ -174,3 +174,20 @@ func TestDrainLetsHTTP2ResponseArriveWhole(t *testing.T) {
 		t.Fatalf("drain: %v", err)
 	}
 }
+
+// So does a drain through the SOCKS5 ingress: its sessions and the router
+// drain at once, and the session passes the linger on to its client.
+func TestDrainLetsHTTP2ResponseArriveWholeOverSOCKS5(t *testing.T) {
+	b := newSOCKSSlowBlob(t, stack.Options{Config: teamRoutes()}, 2<<20)
+	read := b.start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- b.st.Daemon.Shutdown(ctx) }()
+	if err := <-read; err != nil {
+		t.Fatalf("blob in flight during a drain through SOCKS5: %v", err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
