@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,9 +25,26 @@ const lingerMaxBytes = 4 << 20
 // HTTP/1 clients send nothing while they read, and need none of this.
 type lingering struct {
 	mu    sync.Mutex
-	conns map[*routedConn]struct{}
+	conns map[*routedConn]*lingerMoves
 	hard  bool // Shutdown gave up waiting: close at once
 }
+
+// lingerMoves is when a lingering connection last moved a byte: one its
+// client sent, or one it acknowledged. A drain waits only for connections
+// that move (drainStall).
+type lingerMoves struct {
+	at    atomic.Int64 // UnixNano
+	blind atomic.Bool  // acknowledgements not seen (a socket pair, not Linux)
+}
+
+func (m *lingerMoves) moved() { m.at.Store(time.Now().UnixNano()) }
+
+// drainStall: a drain stops waiting for a lingering connection that moved
+// no byte either way for this long. Its client is gone without a word (a
+// CI runner's VM deleted, a laptop shut) or stopped; either way it takes
+// nothing more, and waiting would hold the drain until --drain-timeout.
+// Outside a drain --send-timeout still bounds it.
+const drainStall = 5 * time.Second
 
 // halfCloser is the socket under a routed connection that a lingering
 // close half-closes and reads: the client's TCP socket, or the router's
@@ -53,15 +71,17 @@ func (s *Server) lingerClose(rc *routedConn) error {
 		return rc.Conn.Close()
 	}
 	if l.conns == nil {
-		l.conns = map[*routedConn]struct{}{}
+		l.conns = map[*routedConn]*lingerMoves{}
 	}
-	l.conns[rc] = struct{}{}
+	m := &lingerMoves{}
+	m.moved()
+	l.conns[rc] = m
 	l.mu.Unlock()
 	if err := sock.CloseWrite(); err != nil {
 		s.endLinger(rc)
 		return rc.Conn.Close()
 	}
-	go s.linger(rc, sock)
+	go s.linger(rc, sock, m)
 	return nil
 }
 
@@ -79,12 +99,14 @@ const lingerQuiet = time.Second
 // own reader may still be reading the socket (a connection closed under a
 // live serve loop: closeH2): then it takes the client's bytes, and
 // --send-timeout (or lingerQuiet) ends the wait.
-func (s *Server) linger(rc *routedConn, sock halfCloser) {
+func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 	defer s.endLinger(rc)
 	defer rc.Conn.Close()
 	// A socket pair's (SOCKS5) peer is the SOCKS session, not the client:
 	// only a TCP socket says what the client has.
 	unacked := unackedOf(sock)
+	m.blind.Store(unacked == nil)
+	prevQ := -1
 	last := time.Now() // the last byte from the client
 	end := last.Add(s.opts.IdleTimeout)
 	var buf [2048]byte
@@ -111,6 +133,7 @@ func (s *Server) linger(rc *routedConn, sock halfCloser) {
 		read += n
 		if n > 0 {
 			last = time.Now()
+			m.moved()
 		}
 		if err == nil {
 			continue
@@ -118,10 +141,19 @@ func (s *Server) linger(rc *routedConn, sock halfCloser) {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return
 		}
-		if unacked != nil && time.Since(last) >= lingerQuiet {
-			if q, ok := unacked(); ok && q == 0 {
-				return
-			}
+		if unacked == nil {
+			continue
+		}
+		q, ok := unacked()
+		if !ok {
+			continue
+		}
+		if q < prevQ {
+			m.moved() // the client acknowledged some
+		}
+		prevQ = q
+		if q == 0 && time.Since(last) >= lingerQuiet {
+			return
 		}
 	}
 }
@@ -131,6 +163,20 @@ func (s *Server) endLinger(rc *routedConn) {
 	l.mu.Lock()
 	delete(l.conns, rc)
 	l.mu.Unlock()
+}
+
+// lingeringMoving reports whether a lingering connection moved a byte
+// within drainStall, or cannot tell.
+func (s *Server) lingeringMoving() bool {
+	since := time.Now().Add(-drainStall).UnixNano()
+	s.lingering.mu.Lock()
+	defer s.lingering.mu.Unlock()
+	for _, m := range s.lingering.conns {
+		if m.blind.Load() || m.at.Load() > since {
+			return true
+		}
+	}
+	return false
 }
 
 // lingeringConns is how many connections linger now.

@@ -257,3 +257,22 @@ func TestDrainDoesNotWaitForAClientThatHasItAll(t *testing.T) {
 		t.Errorf("nexmux_open_connections %v after the drain", n)
 	}
 }
+
+// A drain waits for a lingering connection only while it moves: one whose
+// client neither takes a byte nor sends one (gone without a word: a
+// runner's VM deleted, a laptop shut; or stopped) does not hold the drain
+// until --drain-timeout.
+func TestDrainDoesNotWaitForAStalledLingeringClient(t *testing.T) {
+	st, logs := lingerStackLogs(t, time.Hour, time.Hour)
+	h2Unread(t, st, logs)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_ = st.Daemon.Shutdown(ctx)
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("drain took %v for a lingering client that moved nothing", took)
+	}
+	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
+		t.Errorf("nexmux_open_connections %v after the drain", n)
+	}
+}
