@@ -1,8 +1,11 @@
 package mux
 
 import (
+	"errors"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,14 +25,40 @@ const lingerMaxBytes = 4 << 20
 // HTTP/1 clients send nothing while they read, and need none of this.
 type lingering struct {
 	mu    sync.Mutex
-	conns map[*routedConn]struct{}
+	conns map[*routedConn]*lingerMoves
 	hard  bool // Shutdown gave up waiting: close at once
+}
+
+// lingerMoves is when a lingering connection last moved a byte: one its
+// client sent, or one it acknowledged. A drain waits only for connections
+// that move (drainStall).
+type lingerMoves struct {
+	at    atomic.Int64 // UnixNano
+	blind atomic.Bool  // acknowledgements not seen (a socket pair, not Linux)
+}
+
+func (m *lingerMoves) moved() { m.at.Store(time.Now().UnixNano()) }
+
+// drainStall: a drain stops waiting for a lingering connection that moved
+// no byte either way for this long. Its client is gone without a word (a
+// CI runner's VM deleted, a laptop shut) or stopped; either way it takes
+// nothing more, and waiting would hold the drain until --drain-timeout.
+// Outside a drain --send-timeout still bounds it.
+const drainStall = 5 * time.Second
+
+// halfCloser is the socket under a routed connection that a lingering
+// close half-closes and reads: the client's TCP socket, or the router's
+// end of a SOCKS5 stream's socket pair, whose half-close the SOCKS session
+// passes on to its client (and the client's close back).
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
 }
 
 // lingerClose closes rc's socket after the client has read what was
 // written to it, or at once when nothing is gained by waiting.
 func (s *Server) lingerClose(rc *routedConn) error {
-	tcp, ok := underlyingTCP(rc.Conn)
+	sock, ok := underlying[halfCloser](rc.Conn)
 	if !ok || rc.writeFailed.Load() || !rc.info.Requested() {
 		// A client that stopped reading, or never asked for anything,
 		// has nothing to lose.
@@ -42,36 +71,88 @@ func (s *Server) lingerClose(rc *routedConn) error {
 		return rc.Conn.Close()
 	}
 	if l.conns == nil {
-		l.conns = map[*routedConn]struct{}{}
+		l.conns = map[*routedConn]*lingerMoves{}
 	}
-	l.conns[rc] = struct{}{}
+	m := &lingerMoves{}
+	m.moved()
+	l.conns[rc] = m
 	l.mu.Unlock()
-	if err := tcp.CloseWrite(); err != nil {
+	if err := sock.CloseWrite(); err != nil {
 		s.endLinger(rc)
 		return rc.Conn.Close()
 	}
-	go s.linger(rc, tcp)
+	go s.linger(rc, sock, m)
 	return nil
 }
 
-// linger reads tcp until the client closes, then closes rc's chain, which
-// gives its places back. net/http's own reader may still be reading the
-// socket (a connection closed under a live serve loop: closeH2): then it
-// takes the client's bytes, and --send-timeout ends the wait.
-func (s *Server) linger(rc *routedConn, tcp *net.TCPConn) {
+// lingerQuiet: a client whose kernel has acknowledged everything written
+// to it, close_notify and FIN included, and that sent nothing for this
+// long is let go: it holds the whole response (a reset does not take back
+// what its kernel received), and it may never close its side (an idle
+// connection its library reads only to reuse it, a stopped process), so
+// a drain would wait for it until --drain-timeout and its places stay
+// taken until --send-timeout.
+const lingerQuiet = time.Second
+
+// linger reads sock until the client closes, or has everything and falls
+// quiet, then closes rc's chain, which gives its places back. net/http's
+// own reader may still be reading the socket (a connection closed under a
+// live serve loop: closeH2): then it takes the client's bytes, and
+// --send-timeout (or lingerQuiet) ends the wait.
+func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 	defer s.endLinger(rc)
 	defer rc.Conn.Close()
-	end := time.Now().Add(s.opts.IdleTimeout)
+	// A socket pair's (SOCKS5) peer is the SOCKS session, not the client:
+	// only a TCP socket says what the client has.
+	unacked := unackedOf(sock)
+	m.blind.Store(unacked == nil)
+	prevQ := -1
+	last := time.Now() // the last byte from the client
+	end := last.Add(s.opts.IdleTimeout)
 	var buf [2048]byte
 	for read := 0; read < lingerMaxBytes; {
+		now := time.Now()
 		dl := end
-		if t := s.opts.SendTimeout; t > 0 && time.Now().Add(t).Before(end) {
-			dl = time.Now().Add(t)
+		if t := s.opts.SendTimeout; t > 0 && last.Add(t).Before(dl) {
+			dl = last.Add(t)
 		}
-		_ = tcp.SetReadDeadline(dl)
-		n, err := tcp.Read(buf[:])
+		if !now.Before(dl) {
+			return
+		}
+		if unacked != nil {
+			wake := last.Add(lingerQuiet)
+			if !wake.After(now) {
+				wake = now.Add(lingerQuiet / 4)
+			}
+			if wake.Before(dl) {
+				dl = wake
+			}
+		}
+		_ = sock.SetReadDeadline(dl)
+		n, err := sock.Read(buf[:])
 		read += n
-		if err != nil {
+		if n > 0 {
+			last = time.Now()
+			m.moved()
+		}
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return
+		}
+		if unacked == nil {
+			continue
+		}
+		q, ok := unacked()
+		if !ok {
+			continue
+		}
+		if q < prevQ {
+			m.moved() // the client acknowledged some
+		}
+		prevQ = q
+		if q == 0 && time.Since(last) >= lingerQuiet {
 			return
 		}
 	}
@@ -82,6 +163,20 @@ func (s *Server) endLinger(rc *routedConn) {
 	l.mu.Lock()
 	delete(l.conns, rc)
 	l.mu.Unlock()
+}
+
+// lingeringMoving reports whether a lingering connection moved a byte
+// within drainStall, or cannot tell.
+func (s *Server) lingeringMoving() bool {
+	since := time.Now().Add(-drainStall).UnixNano()
+	s.lingering.mu.Lock()
+	defer s.lingering.mu.Unlock()
+	for _, m := range s.lingering.conns {
+		if m.blind.Load() || m.at.Load() > since {
+			return true
+		}
+	}
+	return false
 }
 
 // lingeringConns is how many connections linger now.

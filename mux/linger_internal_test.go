@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -99,4 +100,54 @@ func TestLingerCloseOnlyWhereAClientMayBeReading(t *testing.T) {
 		t.Fatal("a connection whose write failed lingers")
 	}
 	_ = s.Shutdown(context.Background())
+}
+
+// A lingering close ends once the client's kernel has acknowledged
+// everything and the client fell quiet (it has the whole response), not
+// while bytes are still on their way to it; a drain waits for the latter
+// only while it moves.
+func TestLingerEndsOnceTheClientHasItAll(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("SIOCOUTQ is Linux's")
+	}
+	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
+	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Everything read: let go a second or so after the close.
+	rc, client := lingerPair(t, s, true)
+	_ = rc.Close()
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read %d, %v; want EOF", n, err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); s.lingeringConns() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("still lingering 5 s after a client that has everything fell quiet")
+		}
+	}
+	// 256 KiB the client does not read: most of it is still on its way.
+	rc, _ = lingerPair(t, s, true)
+	_ = rc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rc.Write(make([]byte, 256<<10)); err != nil {
+		t.Fatalf("256 KiB do not fit in the sockets' buffers: %v", err)
+	}
+	_ = rc.Close()
+	time.Sleep(2 * lingerQuiet)
+	if s.lingeringConns() != 1 {
+		t.Fatal("a close lingers no more while the client has not received the response")
+	}
+	// It moves nothing: a drain gives up on it after drainStall.
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*drainStall)
+	defer cancel()
+	_ = s.Shutdown(ctx)
+	if took := time.Since(start); took > 2*drainStall {
+		t.Fatalf("drain took %v for a lingering client that moved nothing", took)
+	}
+	if s.lingeringConns() != 0 {
+		t.Fatal("lingering after Shutdown")
+	}
 }

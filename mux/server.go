@@ -448,8 +448,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 	}
-	// HTTP/2 clients still reading their last response (linger.go).
-	for s.lingeringConns() > 0 && ctx.Err() == nil {
+	// HTTP/2 clients still reading their last response (linger.go), while
+	// they move.
+	for s.lingeringMoving() && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.endLife()

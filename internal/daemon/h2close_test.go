@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ type slowBlob struct {
 	logs   *logBuffer
 	tr     *http.Transport
 	digest string
+	host   string // the registry's host in request URLs
 }
 
 func newSlowBlob(t *testing.T, opts stack.Options, rate int) *slowBlob {
@@ -54,12 +56,33 @@ func newSlowBlob(t *testing.T, opts stack.Options, rate int) *slowBlob {
 		ForceAttemptHTTP2: true,
 	}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &slowBlob{st: st, logs: logs, tr: tr, digest: digest.String()}
+	return &slowBlob{st: st, logs: logs, tr: tr, digest: digest.String(), host: st.Host("team-b")}
+}
+
+// newSOCKSSlowBlob is newSlowBlob whose client reaches nexmux through its
+// SOCKS5 ingress (as docker does with ALL_PROXY=socks5://...): the
+// HTTP/2 connection is an in-process stream, whose socket to the client
+// is the SOCKS session's.
+func newSOCKSSlowBlob(t *testing.T, opts stack.Options, rate int) *slowBlob {
+	t.Helper()
+	opts.Config.Socks5Listen = "127.0.0.1:0"
+	b := newSlowBlob(t, opts, rate)
+	b.tr.Proxy = http.ProxyURL(&url.URL{Scheme: "socks5", Host: b.st.Daemon.Addr("socks5").String()})
+	b.tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &slowReadConn{Conn: c, rate: rate}, nil
+	}
+	// No port: the client CONNECTs to the name's port 443.
+	b.host = "team-b.nexmux.test"
+	return b
 }
 
 func (b *slowBlob) get(t *testing.T, path string) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://%s%s", b.st.Host("team-b"), path), nil)
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://%s%s", b.host, path), nil)
 	req.SetBasicAuth(stack.User, stack.Password)
 	resp, err := b.tr.RoundTrip(req)
 	if err != nil {
@@ -120,6 +143,21 @@ func TestMaxConnAgeLetsHTTP2ResponseArriveWhole(t *testing.T) {
 	}
 }
 
+// So does a slow client reaching nexmux through its SOCKS5 ingress: the
+// stream's own socket is a socket pair, the one the client reads is the
+// SOCKS session's, and a close must linger there too.
+func TestMaxConnAgeLetsHTTP2ResponseArriveWholeOverSOCKS5(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxConnAge = 300 * time.Millisecond
+	b := newSOCKSSlowBlob(t, stack.Options{Config: cfg}, 2<<20)
+	resp := b.get(t, "/v2/")
+	resp.Body.Close()
+	time.Sleep(400 * time.Millisecond)
+	if err := <-b.start(t); err != nil {
+		t.Fatalf("blob past --max-conn-age through SOCKS5: %v", err)
+	}
+}
+
 // A drain lets an HTTP/2 response in flight reach a slow client whole,
 // and waits for it.
 func TestDrainLetsHTTP2ResponseArriveWhole(t *testing.T) {
@@ -131,6 +169,23 @@ func TestDrainLetsHTTP2ResponseArriveWhole(t *testing.T) {
 	go func() { drained <- b.st.Daemon.Shutdown(ctx) }()
 	if err := <-read; err != nil {
 		t.Fatalf("blob in flight during a drain: %v", err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
+
+// So does a drain through the SOCKS5 ingress: its sessions and the router
+// drain at once, and the session passes the linger on to its client.
+func TestDrainLetsHTTP2ResponseArriveWholeOverSOCKS5(t *testing.T) {
+	b := newSOCKSSlowBlob(t, stack.Options{Config: teamRoutes()}, 2<<20)
+	read := b.start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- b.st.Daemon.Shutdown(ctx) }()
+	if err := <-read; err != nil {
+		t.Fatalf("blob in flight during a drain through SOCKS5: %v", err)
 	}
 	if err := <-drained; err != nil {
 		t.Fatalf("drain: %v", err)

@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -73,10 +79,68 @@ func h2Closed(t *testing.T, st *stack.Stack) (*tls.Conn, *http2.Framer) {
 }
 
 func lingerStack(t *testing.T, send, idle time.Duration) *stack.Stack {
+	st, _ := lingerStackLogs(t, send, idle)
+	return st
+}
+
+func lingerStackLogs(t *testing.T, send, idle time.Duration) (*stack.Stack, *logBuffer) {
 	cfg := teamRoutes()
 	cfg.MaxConnAge, cfg.SendTimeout, cfg.IdleTimeout = lingerTestAge, send, idle
 	cfg.MaxConns = 100 // nexmux_open_connections counts while it is set
-	return stack.Start(t, stack.Options{Config: cfg})
+	logs := &logBuffer{}
+	return stack.Start(t, stack.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))}), logs
+}
+
+// h2Unread opens an HTTP/2 connection with a small receive buffer and
+// asks, past --max-conn-age, for a 256 KiB blob it never reads: nexmux
+// writes it all (into its socket's buffer: the client's window is open),
+// then GOAWAY and close_notify, and closes. The client still has most of
+// the response to receive, as on a slow link, and keeps its side open.
+func h2Unread(t *testing.T, st *stack.Stack, logs *logBuffer) (*tls.Conn, *http2.Framer) {
+	t.Helper()
+	img, err := random.Image(256<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Nexus.Seed("team-b-hosted", "unread", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	digest, _ := layers[0].Digest()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := tls.DialWithDialer(&d, "tcp", st.Addr, &tls.Config{ServerName: "team-b.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteWindowUpdate(0, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(lingerTestAge + 100*time.Millisecond)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", st.Host("team-b")},
+		{":path", "/v2/unread/blobs/" + digest.String()},
+		{"authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, logs, "msg=request", "/blobs/", "status=200")
+	// net/http closes a second after the last stream.
+	time.Sleep(1500 * time.Millisecond)
+	return c, fr
 }
 
 func waitOpen(t *testing.T, st *stack.Stack, want float64, what string) {
@@ -92,8 +156,8 @@ func waitOpen(t *testing.T, st *stack.Stack, want float64, what string) {
 // meanwhile; a client that then says nothing is let go at --send-timeout,
 // not --idle-timeout.
 func TestLingeringHTTP2CloseEndsAtSendTimeout(t *testing.T) {
-	st := lingerStack(t, 2*time.Second, time.Hour)
-	c, fr := h2Closed(t, st)
+	st, logs := lingerStackLogs(t, 2*time.Second, time.Hour)
+	_, fr := h2Unread(t, st, logs)
 	for i := range 3 {
 		if err := fr.WriteWindowUpdate(0, 4096); err != nil {
 			t.Fatalf("WINDOW_UPDATE %d after close_notify: %v (the socket was closed under the client)", i, err)
@@ -103,8 +167,11 @@ func TestLingeringHTTP2CloseEndsAtSendTimeout(t *testing.T) {
 	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 1 {
 		t.Fatalf("nexmux_open_connections %v while the connection lingers, want 1", n)
 	}
+	start := time.Now()
 	waitOpen(t, st, 0, "a silent lingering connection to close by --send-timeout (2s; --idle-timeout 1h)")
-	_ = c
+	if took := time.Since(start); took < time.Second {
+		t.Errorf("a client still receiving the response was let go %v after its last byte, before --send-timeout (2s)", took)
+	}
 }
 
 // A client that keeps trickling bytes after close_notify is let go at
@@ -155,14 +222,55 @@ func TestLingeringHTTP2CloseCutsAFlood(t *testing.T) {
 // A drain waits for lingering connections until it times out, then
 // closes them.
 func TestDrainClosesLingeringHTTP2AtItsEnd(t *testing.T) {
-	st := lingerStack(t, time.Hour, time.Hour)
-	h2Closed(t, st)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	st, logs := lingerStackLogs(t, time.Hour, time.Hour)
+	h2Unread(t, st, logs)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	start := time.Now()
 	_ = st.Daemon.Shutdown(ctx)
-	if took := time.Since(start); took < 900*time.Millisecond || took > 10*time.Second {
-		t.Errorf("drain took %v with a lingering connection and a 1s timeout", took)
+	if took := time.Since(start); took < 1900*time.Millisecond || took > 10*time.Second {
+		t.Errorf("drain took %v with a lingering connection and a 2s timeout", took)
+	}
+	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
+		t.Errorf("nexmux_open_connections %v after the drain", n)
+	}
+}
+
+// A client whose kernel has acknowledged everything nexmux wrote, FIN
+// included, and that then says nothing (an idle connection its library
+// reads only when it reuses it, a stopped process) has the whole response:
+// a drain does not wait for it to close, nor does its place stay taken
+// until --send-timeout.
+func TestDrainDoesNotWaitForAClientThatHasItAll(t *testing.T) {
+	st := lingerStack(t, time.Hour, time.Hour)
+	h2Closed(t, st)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := st.Daemon.Shutdown(ctx); err != nil {
+		t.Errorf("drain: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("drain took %v for a client that had everything", took)
+	}
+	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
+		t.Errorf("nexmux_open_connections %v after the drain", n)
+	}
+}
+
+// A drain waits for a lingering connection only while it moves: one whose
+// client neither takes a byte nor sends one (gone without a word: a
+// runner's VM deleted, a laptop shut; or stopped) does not hold the drain
+// until --drain-timeout.
+func TestDrainDoesNotWaitForAStalledLingeringClient(t *testing.T) {
+	st, logs := lingerStackLogs(t, time.Hour, time.Hour)
+	h2Unread(t, st, logs)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_ = st.Daemon.Shutdown(ctx)
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("drain took %v for a lingering client that moved nothing", took)
 	}
 	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
 		t.Errorf("nexmux_open_connections %v after the drain", n)
