@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,7 +70,14 @@ func roundRobin(st *stack.Stack, addrs func() []string, dials *atomic.Int64) *ht
 			as := addrs()
 			a := as[int(i)%len(as)]
 			var d net.Dialer
-			return d.DialContext(ctx, "tcp", a)
+			c, err := d.DialContext(ctx, "tcp", a)
+			if errors.Is(err, syscall.ECONNREFUSED) {
+				// A dial that chose a replica just as it was dropped: a
+				// load balancer redispatches it to one still listed.
+				as = addrs()
+				return d.DialContext(ctx, "tcp", as[int(i)%len(as)])
+			}
+			return c, err
 		},
 		TLSClientConfig:   &tls.Config{RootCAs: st.Pool()},
 		DisableKeepAlives: true,
