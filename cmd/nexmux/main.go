@@ -288,6 +288,29 @@ func main() {
 	}
 }
 
+// ignoreForDelete keeps of err what stops --delete: removing the rules
+// needs only the chain, the jumps and the families, so a bad value of any
+// other setting (one the daemon would refuse) is a warning, not a reason
+// to leave the redirects in place when nexmux stops.
+func ignoreForDelete(c *cli.Context, err error) error {
+	var me *multierror.Error
+	if !errors.As(err, &me) {
+		return err
+	}
+	var keep *multierror.Error
+	var ignored []string
+	for _, e := range me.Errors {
+		var se *config.SettingError
+		if errors.As(e, &se) && !config.ForCommand(se.Setting, "iptables") {
+			ignored = append(ignored, e.Error()+" (ignored by --delete)")
+			continue
+		}
+		keep = errlist.Append(keep, e)
+	}
+	printWarnings(c, ignored)
+	return errlist.Err(keep)
+}
+
 // printWarnings writes what a command found valid but not as meant.
 func printWarnings(c *cli.Context, warnings []string) {
 	for _, w := range warnings {
@@ -305,6 +328,9 @@ func iptablesAction(c *cli.Context) error {
 	}
 	// iptables reads --port too: say what was ignored, as check does.
 	printWarnings(c, cfg.EnvWarnings)
+	if cfg.IptablesDelete {
+		err = ignoreForDelete(c, err)
+	}
 	errs := errlist.Append(nil, err)
 	r := iptables.Rules{Chain: cfg.IptablesChain, Jumps: cfg.IptablesJumps}
 	// The chain is checked whatever else is wrong: Validate checks it

@@ -534,3 +534,37 @@ func TestKubernetesServiceLinkIsNoPortRoute(t *testing.T) {
 		t.Fatalf("no service link: exit %d, want the port refused\n%s", code, errs)
 	}
 }
+
+// iptables --delete removes the rules whatever else is wrong with the
+// configuration: a bad value of a setting only the daemon reads (in the
+// file, a flag or its environment variable) is a warning, so the
+// redirects do not outlive nexmux. The chain, jumps and families it does
+// read are still checked.
+func TestIptablesDeleteIgnoresOtherSettings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("max-conns: lots\nmax-conns: 3\nchain: NX-DEL\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NEXMUX_IDLE_TIMEOUT", "forever")
+	out, errs, code := run(t, "iptables", "--config", file, "--delete")
+	if code != 0 || !strings.Contains(out, "-X NX-DEL") {
+		t.Fatalf("--delete with other settings bad: exit %d\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{"max-conns", `already defined`, "NEXMUX_IDLE_TIMEOUT", "ignored by --delete"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("warnings lack %q:\n%s", want, errs)
+		}
+	}
+	// Without --delete the same configuration is refused, every problem
+	// listed.
+	if _, errs, code := run(t, "iptables", "--config", file, "--port", "8082=a"); code != exitInvalid || !strings.Contains(errs, "max-conns") || !strings.Contains(errs, "NEXMUX_IDLE_TIMEOUT") {
+		t.Errorf("without --delete: exit %d\n%s", code, errs)
+	}
+	// What --delete reads stays checked.
+	if err := os.WriteFile(file, []byte("max-conns: lots\nchain: NX-DEL\njumps: maybe\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := run(t, "iptables", "--config", file, "--delete"); code != exitInvalid || !strings.Contains(errs, "jumps") {
+		t.Errorf("--delete with a bad jumps: exit %d\n%s", code, errs)
+	}
+}

@@ -103,7 +103,7 @@ func (v *rawValue) parse(name string, def any) (any, error) {
 		if v.env != "" {
 			from = " (from " + v.env + ")"
 		}
-		return nil, fmt.Errorf("%s %q%s: %v", name, v.text, from, err)
+		return nil, &config.SettingError{Setting: name, Err: fmt.Errorf("%s %q%s: %v", name, v.text, from, err)}
 	}
 	return val, nil
 }

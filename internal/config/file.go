@@ -149,7 +149,7 @@ func (c *Config) ApplyFile(path string) error {
 			continue
 		}
 		if line, dup := seen[k.Value]; dup {
-			errs = multierror.Append(errs, fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, line))
+			errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, line)})
 			continue
 		}
 		seen[k.Value] = k.Line
@@ -158,12 +158,34 @@ func (c *Config) ApplyFile(path string) error {
 		}
 		val, err := decode(s, v)
 		if err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("config %s: %s: %w", path, s.Name, err))
+			errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: %s: %w", path, s.Name, err)})
 			continue
 		}
 		s.Set(c, val)
 	}
 	return errlist.Err(errs)
+}
+
+// SettingError is a problem with one setting's value, in the file, a flag
+// or its environment variable: a command that does not use the setting
+// may go on without it (`iptables --delete`).
+type SettingError struct {
+	Setting string
+	Err     error
+}
+
+func (e *SettingError) Error() string { return e.Err.Error() }
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// ForCommand reports whether the setting named is one only that command
+// reads (Setting.Command).
+func ForCommand(name, command string) bool {
+	for _, s := range settings {
+		if s.Name == name {
+			return s.Command == command
+		}
+	}
+	return false
 }
 
 // decode reads a YAML value as the flag would read its text.
