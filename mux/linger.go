@@ -55,6 +55,15 @@ type halfCloser interface {
 	CloseWrite() error
 }
 
+// clientAcks is a socket whose peer is not the client but passes what it
+// reads on to it: a SOCKS5 stream's socket pair. UnackedByClient returns a
+// reader of the bytes written to it that the client has not acknowledged
+// yet, its end of stream included (as unackedOf's), or nil when it cannot
+// tell.
+type clientAcks interface {
+	UnackedByClient() func() (int, bool)
+}
+
 // lingerClose closes rc's socket after the client has read what was
 // written to it, or at once when nothing is gained by waiting.
 func (s *Server) lingerClose(rc *routedConn) error {

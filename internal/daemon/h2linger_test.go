@@ -28,11 +28,22 @@ const lingerTestAge = 200 * time.Millisecond
 // GOAWAY, then close_notify. The client keeps its side open.
 func h2Closed(t *testing.T, st *stack.Stack) (*tls.Conn, *http2.Framer) {
 	t.Helper()
-	c, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
+	raw, err := net.Dial("tcp", st.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return h2ClosedOn(t, st, raw)
+}
+
+// h2ClosedOn is h2Closed on raw, a connection to nexmux's TLS.
+func h2ClosedOn(t *testing.T, st *stack.Stack, raw net.Conn) (*tls.Conn, *http2.Framer) {
+	t.Helper()
+	c := tls.Client(raw, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
 	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		t.Fatal(err)
@@ -274,5 +285,50 @@ func TestDrainDoesNotWaitForAStalledLingeringClient(t *testing.T) {
 	}
 	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
 		t.Errorf("nexmux_open_connections %v after the drain", n)
+	}
+}
+
+// socksConnect opens a stream to host:443 through st's SOCKS5 ingress
+// (no authentication): what a client with ALL_PROXY=socks5://... does.
+func socksConnect(t *testing.T, st *stack.Stack, host string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", st.Daemon.Addr("socks5").String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req := []byte{5, 1, 0, 5, 1, 0, 3, byte(len(host))}
+	req = append(req, host...)
+	req = append(req, 443>>8, 443&0xff)
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	// Method choice, then the reply: VER REP RSV ATYP(1: IPv4) ADDR PORT.
+	var rep [2 + 10]byte
+	if _, err := io.ReadFull(c, rep[:]); err != nil || rep[1] != 0 || rep[3] != 0 || rep[5] != 1 {
+		t.Fatalf("SOCKS5 CONNECT %s: % x, %v", host, rep, err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c
+}
+
+// So through the SOCKS5 ingress: the stream's socket is a socket pair, and
+// what the client has acknowledged is read from the SOCKS session's socket
+// to it.
+func TestDrainDoesNotWaitForAClientThatHasItAllOverSOCKS5(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxConnAge, cfg.SendTimeout, cfg.IdleTimeout = lingerTestAge, time.Hour, time.Hour
+	cfg.Socks5Listen = "127.0.0.1:0"
+	st := stack.Start(t, stack.Options{Config: cfg})
+	h2ClosedOn(t, st, socksConnect(t, st, "team-a.nexmux.test"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := st.Daemon.Shutdown(ctx); err != nil {
+		t.Errorf("drain: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("drain took %v for a SOCKS5 client that had everything", took)
 	}
 }
