@@ -7,12 +7,15 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
+	"go.uber.org/goleak"
 )
 
 // lingerPair is an HTTP/2 routedConn of s (its server side) and the
@@ -150,4 +153,68 @@ func TestLingerEndsOnceTheClientHasItAll(t *testing.T) {
 	if s.lingeringConns() != 0 {
 		t.Fatal("lingering after Shutdown")
 	}
+}
+
+// Connections that close while Shutdown runs, lingering or not, each give
+// their place back once, and none lingers (nor its goroutine runs) after
+// Shutdown returned.
+func TestLingerCloseRacingShutdown(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
+	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	var active atomic.Int64
+	active.Store(n)
+	conns := make([]*routedConn, n)
+	for i := range conns {
+		rc, client := lingerPair(t, s, true)
+		rc.Conn = &countedConn{Conn: rc.Conn, active: &active}
+		switch i % 3 {
+		case 0: // a client that has it all and keeps its side open
+		case 1: // one that keeps sending
+			go func() {
+				for {
+					if _, err := client.Write([]byte("window update")); err != nil {
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+		case 2: // one with most of a response still to receive
+			_ = rc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			_, _ = rc.Write(make([]byte, 128<<10))
+		}
+		conns[i] = rc
+	}
+	var wg sync.WaitGroup
+	for i, rc := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 6 * time.Millisecond)
+			_ = rc.Close()
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	time.Sleep(10 * time.Millisecond)
+	done := make(chan struct{})
+	go func() { _ = s.Shutdown(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown still running 10 s after its 200 ms timeout")
+	}
+	wg.Wait()
+	if got := s.lingeringConns(); got != 0 {
+		t.Fatalf("%d connections linger after Shutdown", got)
+	}
+	if got := active.Load(); got != 0 {
+		t.Fatalf("%d places taken after every connection closed, want 0", got)
+	}
+	goleak.VerifyNone(t, ignore)
 }
