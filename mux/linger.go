@@ -103,6 +103,17 @@ func (s *Server) lingerClose(rc *routedConn) error {
 // taken until --send-timeout.
 const lingerQuiet = time.Second
 
+// lingerPoll is how often a quiet lingering connection asks what its
+// client has not acknowledged, at first and once something moved; while
+// nothing does (a client whose window is shut, or whose host is gone) the
+// interval doubles up to lingerPollMax, so thousands of stalled lingers
+// cost next to no CPU until --send-timeout. lingerPollMax stays well
+// under drainStall: a drain still tells one that moves.
+const (
+	lingerPoll    = lingerQuiet / 4
+	lingerPollMax = 2 * time.Second
+)
+
 // linger reads sock until the client closes, or has everything and falls
 // quiet, then closes rc's chain, which gives its places back. net/http's
 // own reader may still be reading the socket (a connection closed under a
@@ -116,6 +127,7 @@ func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 	unacked := unackedOf(sock)
 	m.blind.Store(unacked == nil)
 	prevQ := -1
+	poll := lingerPoll
 	last := time.Now() // the last byte from the client
 	end := last.Add(s.opts.IdleTimeout)
 	var buf [2048]byte
@@ -131,7 +143,7 @@ func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 		if unacked != nil {
 			wake := last.Add(lingerQuiet)
 			if !wake.After(now) {
-				wake = now.Add(lingerQuiet / 4)
+				wake = now.Add(poll)
 			}
 			if wake.Before(dl) {
 				dl = wake
@@ -143,6 +155,7 @@ func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 		if n > 0 {
 			last = time.Now()
 			m.moved()
+			poll = lingerPoll
 		}
 		if err == nil {
 			continue
@@ -159,6 +172,9 @@ func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 		}
 		if q < prevQ {
 			m.moved() // the client acknowledged some
+			poll = lingerPoll
+		} else if poll < lingerPollMax {
+			poll = min(2*poll, lingerPollMax)
 		}
 		prevQ = q
 		if q == 0 && time.Since(last) >= lingerQuiet {
