@@ -34,7 +34,7 @@ type lingering struct {
 // that move (drainStall).
 type lingerMoves struct {
 	at    atomic.Int64 // UnixNano
-	blind atomic.Bool  // acknowledgements not seen (a socket pair, not Linux)
+	blind atomic.Bool  // acknowledgements not seen (not Linux)
 }
 
 func (m *lingerMoves) moved() { m.at.Store(time.Now().UnixNano()) }
@@ -123,7 +123,8 @@ func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 	defer s.endLinger(rc)
 	defer rc.Conn.Close()
 	// A socket pair's (SOCKS5) peer is the SOCKS session, not the client:
-	// only a TCP socket says what the client has.
+	// the session says what the client has (clientAcks), as a TCP socket
+	// does.
 	unacked := unackedOf(sock)
 	m.blind.Store(unacked == nil)
 	prevQ := -1
