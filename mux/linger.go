@@ -34,7 +34,7 @@ type lingering struct {
 // that move (drainStall).
 type lingerMoves struct {
 	at    atomic.Int64 // UnixNano
-	blind atomic.Bool  // acknowledgements not seen (a socket pair, not Linux)
+	blind atomic.Bool  // acknowledgements not seen (not Linux)
 }
 
 func (m *lingerMoves) moved() { m.at.Store(time.Now().UnixNano()) }
@@ -53,6 +53,15 @@ const drainStall = 5 * time.Second
 type halfCloser interface {
 	net.Conn
 	CloseWrite() error
+}
+
+// clientAcks is a socket whose peer is not the client but passes what it
+// reads on to it: a SOCKS5 stream's socket pair. UnackedByClient returns a
+// reader of the bytes written to it that the client has not acknowledged
+// yet, its end of stream included (as unackedOf's), or nil when it cannot
+// tell.
+type clientAcks interface {
+	UnackedByClient() func() (int, bool)
 }
 
 // lingerClose closes rc's socket after the client has read what was
@@ -94,6 +103,17 @@ func (s *Server) lingerClose(rc *routedConn) error {
 // taken until --send-timeout.
 const lingerQuiet = time.Second
 
+// lingerPoll is how often a quiet lingering connection asks what its
+// client has not acknowledged, at first and once something moved; while
+// nothing does (a client whose window is shut, or whose host is gone) the
+// interval doubles up to lingerPollMax, so thousands of stalled lingers
+// cost next to no CPU until --send-timeout. lingerPollMax stays well
+// under drainStall: a drain still tells one that moves.
+const (
+	lingerPoll    = lingerQuiet / 4
+	lingerPollMax = 2 * time.Second
+)
+
 // linger reads sock until the client closes, or has everything and falls
 // quiet, then closes rc's chain, which gives its places back. net/http's
 // own reader may still be reading the socket (a connection closed under a
@@ -103,10 +123,12 @@ func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 	defer s.endLinger(rc)
 	defer rc.Conn.Close()
 	// A socket pair's (SOCKS5) peer is the SOCKS session, not the client:
-	// only a TCP socket says what the client has.
+	// the session says what the client has (clientAcks), as a TCP socket
+	// does.
 	unacked := unackedOf(sock)
 	m.blind.Store(unacked == nil)
 	prevQ := -1
+	poll := lingerPoll
 	last := time.Now() // the last byte from the client
 	end := last.Add(s.opts.IdleTimeout)
 	var buf [2048]byte
@@ -122,7 +144,7 @@ func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 		if unacked != nil {
 			wake := last.Add(lingerQuiet)
 			if !wake.After(now) {
-				wake = now.Add(lingerQuiet / 4)
+				wake = now.Add(poll)
 			}
 			if wake.Before(dl) {
 				dl = wake
@@ -134,6 +156,7 @@ func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 		if n > 0 {
 			last = time.Now()
 			m.moved()
+			poll = lingerPoll
 		}
 		if err == nil {
 			continue
@@ -150,6 +173,9 @@ func (s *Server) linger(rc *routedConn, sock halfCloser, m *lingerMoves) {
 		}
 		if q < prevQ {
 			m.moved() // the client acknowledged some
+			poll = lingerPoll
+		} else if poll < lingerPollMax {
+			poll = min(2*poll, lingerPollMax)
 		}
 		prevQ = q
 		if q == 0 && time.Since(last) >= lingerQuiet {

@@ -7,12 +7,16 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/route"
+	"go.uber.org/goleak"
 )
 
 // lingerPair is an HTTP/2 routedConn of s (its server side) and the
@@ -150,4 +154,137 @@ func TestLingerEndsOnceTheClientHasItAll(t *testing.T) {
 	if s.lingeringConns() != 0 {
 		t.Fatal("lingering after Shutdown")
 	}
+}
+
+// Connections that close while Shutdown runs, lingering or not, each give
+// their place back once, and none lingers (nor its goroutine runs) after
+// Shutdown returned.
+func TestLingerCloseRacingShutdown(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
+	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	var active atomic.Int64
+	active.Store(n)
+	conns := make([]*routedConn, n)
+	for i := range conns {
+		rc, client := lingerPair(t, s, true)
+		rc.Conn = &countedConn{Conn: rc.Conn, active: &active}
+		switch i % 3 {
+		case 0: // a client that has it all and keeps its side open
+		case 1: // one that keeps sending
+			go func() {
+				for {
+					if _, err := client.Write([]byte("window update")); err != nil {
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+		case 2: // one with most of a response still to receive
+			_ = rc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			_, _ = rc.Write(make([]byte, 128<<10))
+		}
+		conns[i] = rc
+	}
+	var wg sync.WaitGroup
+	for i, rc := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 6 * time.Millisecond)
+			_ = rc.Close()
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	time.Sleep(10 * time.Millisecond)
+	done := make(chan struct{})
+	go func() { _ = s.Shutdown(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown still running 10 s after its 200 ms timeout")
+	}
+	wg.Wait()
+	if got := s.lingeringConns(); got != 0 {
+		t.Fatalf("%d connections linger after Shutdown", got)
+	}
+	if got := active.Load(); got != 0 {
+		t.Fatalf("%d places taken after every connection closed, want 0", got)
+	}
+	goleak.VerifyNone(t, ignore)
+}
+
+// pollCounter is a client's TCP socket that counts how often a lingering
+// close asks what the client has not acknowledged.
+type pollCounter struct {
+	*net.TCPConn
+	polls atomic.Int64
+}
+
+func (c *pollCounter) UnackedByClient() func() (int, bool) {
+	q := unackedOf(c.TCPConn)
+	return func() (int, bool) { c.polls.Add(1); return q() }
+}
+
+// A lingering connection whose client takes nothing (its window shut, its
+// host gone) is not woken four times a second until --send-timeout: the
+// wake-ups back off while nothing moves, so thousands of them cost no CPU
+// to speak of, and still come often enough for a drain to tell a moving
+// one from a stalled one.
+func TestLingerBacksOffWhileNothingMoves(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("SIOCOUTQ is Linux's")
+	}
+	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
+	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := testnet.Listen(t)
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	client, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := &l7.ConnInfo{}
+	info.MarkRequested()
+	pc := &pollCounter{TCPConn: server.(*net.TCPConn)}
+	rc := &routedConn{Conn: pc, info: info, lingerer: s}
+	_ = rc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rc.Write(make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	_ = rc.Close()
+	time.Sleep(6 * time.Second)
+	if s.lingeringConns() != 1 {
+		t.Fatal("a client that has not received the response is let go")
+	}
+	if n := pc.polls.Load(); n > 8 {
+		t.Errorf("a stalled lingering connection was polled %d times in 6 s", n)
+	}
+	if s.lingeringMoving() {
+		t.Error("a lingering connection that moved nothing for 6 s counts as moving")
+	}
+	// The client reads it all: the linger notices and ends.
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	for deadline := time.Now().Add(5 * time.Second); s.lingeringConns() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("still lingering 5 s after the stalled client read everything")
+		}
+	}
+	_ = s.Shutdown(context.Background())
 }

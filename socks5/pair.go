@@ -44,7 +44,14 @@ type pairEnd struct {
 	local, remote net.Addr
 	onEOF         func() // at an EOF read
 	onClose       func() // before the end is closed
+	// unacked, on the router's end: what the SOCKS client has not
+	// acknowledged of what the router wrote (streamEnd.unacked).
+	unacked func() (int, bool)
 }
+
+// UnackedByClient lets the router's lingering close (mux) see what the
+// SOCKS client has received, as it sees a direct client's.
+func (c *pairEnd) UnackedByClient() func() (int, bool) { return c.unacked }
 
 // Close runs onClose first, so that the other end reads EOF only after
 // it: a full close is told apart from a half-close.

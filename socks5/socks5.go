@@ -492,6 +492,7 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	// is passed on as one, as on a direct connection.
 	end := &streamEnd{client: ss.client}
 	routed.onClose = end.routerClosed
+	routed.unacked = end.unacked(theirs)
 	if !ss.s.route(inner, d.port) {
 		ours.Close()
 		inner.Close()

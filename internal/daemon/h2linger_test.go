@@ -28,11 +28,22 @@ const lingerTestAge = 200 * time.Millisecond
 // GOAWAY, then close_notify. The client keeps its side open.
 func h2Closed(t *testing.T, st *stack.Stack) (*tls.Conn, *http2.Framer) {
 	t.Helper()
-	c, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
+	raw, err := net.Dial("tcp", st.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return h2ClosedOn(t, st, raw)
+}
+
+// h2ClosedOn is h2Closed on raw, a connection to nexmux's TLS.
+func h2ClosedOn(t *testing.T, st *stack.Stack, raw net.Conn) (*tls.Conn, *http2.Framer) {
+	t.Helper()
+	c := tls.Client(raw, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
 	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		t.Fatal(err)
@@ -98,6 +109,18 @@ func lingerStackLogs(t *testing.T, send, idle time.Duration) (*stack.Stack, *log
 // the response to receive, as on a slow link, and keeps its side open.
 func h2Unread(t *testing.T, st *stack.Stack, logs *logBuffer) (*tls.Conn, *http2.Framer) {
 	t.Helper()
+	digest := seedUnread(t, st)
+	raw, err := smallRcvbufDialer().Dial("tcp", st.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h2UnreadOn(t, st, logs, raw, digest)
+}
+
+// seedUnread seeds team-b-hosted's unread:1, a 256 KiB blob, and returns
+// its digest.
+func seedUnread(t *testing.T, st *stack.Stack) string {
+	t.Helper()
 	img, err := random.Image(256<<10, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -107,15 +130,26 @@ func h2Unread(t *testing.T, st *stack.Stack, logs *logBuffer) (*tls.Conn, *http2
 	}
 	layers, _ := img.Layers()
 	digest, _ := layers[0].Digest()
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+	return digest.String()
+}
+
+// smallRcvbufDialer dials with a 4 KiB receive buffer.
+func smallRcvbufDialer() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
-	c, err := tls.DialWithDialer(&d, "tcp", st.Addr, &tls.Config{ServerName: "team-b.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+}
+
+// h2UnreadOn is h2Unread on raw, a connection to nexmux's TLS, asking
+// for the blob digest seeded as team-b-hosted's unread:1.
+func h2UnreadOn(t *testing.T, st *stack.Stack, logs *logBuffer, raw net.Conn, digest string) (*tls.Conn, *http2.Framer) {
+	t.Helper()
+	c := tls.Client(raw, &tls.Config{ServerName: "team-b.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +164,7 @@ func h2Unread(t *testing.T, st *stack.Stack, logs *logBuffer) (*tls.Conn, *http2
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", st.Host("team-b")},
-		{":path", "/v2/unread/blobs/" + digest.String()},
+		{":path", "/v2/unread/blobs/" + digest},
 		{"authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))}} {
 		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}
@@ -274,5 +308,76 @@ func TestDrainDoesNotWaitForAStalledLingeringClient(t *testing.T) {
 	}
 	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
 		t.Errorf("nexmux_open_connections %v after the drain", n)
+	}
+}
+
+// socksConnect opens a stream to host:443 through st's SOCKS5 ingress
+// (no authentication): what a client with ALL_PROXY=socks5://... does.
+func socksConnect(t *testing.T, st *stack.Stack, host string) net.Conn {
+	t.Helper()
+	return socksConnectWith(t, st, &net.Dialer{}, host)
+}
+
+// socksConnectWith is socksConnect dialing with d.
+func socksConnectWith(t *testing.T, st *stack.Stack, d *net.Dialer, host string) net.Conn {
+	t.Helper()
+	d.Timeout = 5 * time.Second
+	c, err := d.Dial("tcp", st.Daemon.Addr("socks5").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req := []byte{5, 1, 0, 5, 1, 0, 3, byte(len(host))}
+	req = append(req, host...)
+	req = append(req, 443>>8, 443&0xff)
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	// Method choice, then the reply: VER REP RSV ATYP(1: IPv4) ADDR PORT.
+	var rep [2 + 10]byte
+	if _, err := io.ReadFull(c, rep[:]); err != nil || rep[1] != 0 || rep[3] != 0 || rep[5] != 1 {
+		t.Fatalf("SOCKS5 CONNECT %s: % x, %v", host, rep, err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c
+}
+
+// So through the SOCKS5 ingress: the stream's socket is a socket pair, and
+// what the client has acknowledged is read from the SOCKS session's socket
+// to it.
+func TestDrainDoesNotWaitForAClientThatHasItAllOverSOCKS5(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxConnAge, cfg.SendTimeout, cfg.IdleTimeout = lingerTestAge, time.Hour, time.Hour
+	cfg.Socks5Listen = "127.0.0.1:0"
+	st := stack.Start(t, stack.Options{Config: cfg})
+	h2ClosedOn(t, st, socksConnect(t, st, "team-a.nexmux.test"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := st.Daemon.Shutdown(ctx); err != nil {
+		t.Errorf("drain: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("drain took %v for a SOCKS5 client that had everything", took)
+	}
+}
+
+// Nor for a stalled one through the SOCKS5 ingress: what the SOCKS
+// client's socket has not had acknowledged tells that it moves nothing.
+func TestDrainDoesNotWaitForAStalledLingeringClientOverSOCKS5(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxConnAge, cfg.SendTimeout, cfg.IdleTimeout = lingerTestAge, time.Hour, time.Hour
+	cfg.Socks5Listen = "127.0.0.1:0"
+	logs := &logBuffer{}
+	st := stack.Start(t, stack.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	digest := seedUnread(t, st)
+	h2UnreadOn(t, st, logs, socksConnectWith(t, st, smallRcvbufDialer(), "team-b.nexmux.test"), digest)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_ = st.Daemon.Shutdown(ctx)
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("drain took %v for a SOCKS5 lingering client that moved nothing", took)
 	}
 }
