@@ -370,6 +370,7 @@ func TestServerNameNormalization(t *testing.T) {
 		wantErr bool
 	}{
 		{"trailing dot and mixed case", "Team-A.Example.COM.", "team-a.example.com", false},
+		{"every upper-case letter", "ABCDEFGHIJKLM.NOPQRSTUVWXYZ.example", "abcdefghijklm.nopqrstuvwxyz.example", false},
 		{"single label with dot", "LOCALHOST.", "localhost", false},
 		{"non-ASCII bytes kept", "Bücher.example.", "b\xc3\xbccher.example", false},
 		{"only a dot", ".", "", true},
@@ -454,6 +455,18 @@ func TestParseClientHello(t *testing.T) {
 		{"empty ALPN protocol", func(p *helloParts) { p.setExt(16, alpnExt("h2", "")) }, "", nil, true},
 		{"ALPN protocol overruns list", func(p *helloParts) { p.setExt(16, []byte{0, 3, 5, 'h', '2'}) }, "", nil, true},
 		{"bytes after ALPN list", func(p *helloParts) { p.setExt(16, append(alpnExt("h2"), 1)) }, "", nil, true},
+		// Past 32 extensions the duplicate check moves to a map: a second
+		// copy there must still be refused, whether the first came before
+		// the move (the real hello's server_name) or after it.
+		{"duplicate server_name after 40 extensions", func(p *helloParts) {
+			p.exts = append(p.exts, manyExts(40)...)
+			p.exts = append(p.exts, ext{0, sniExt(sniEntry{0, "other.example"})})
+		}, "", nil, true},
+		{"duplicate among 40 extensions", func(p *helloParts) {
+			p.exts = append(p.exts, manyExts(40)...)
+			p.exts = append(p.exts, ext{0xf000 + 35, nil})
+		}, "", nil, true},
+		{"40 distinct extensions", func(p *helloParts) { p.exts = append(p.exts, manyExts(40)...) }, "team-a.example.com", []string{"h2", "http/1.1"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
