@@ -50,6 +50,7 @@ func TestRewrite(t *testing.T) {
 		{"", "https://team-a.example.com/repository/team-a/v2/token", pubBase + "/v2/token"},
 		{"", "http://team-a.example.com:443/repository/team-a/v2/token", pubBase + "/v2/token"},
 		{"", "HTTP://NEXUS:8081/repository/team-a/v2/_catalog?n=10", pubBase + "/v2/_catalog?n=10"},
+		{"", "HTTPS://TEAM-A.EXAMPLE.COM:5001/repository/team-a/v2/token", pubBase + "/v2/token"},
 		{"", "https://Team-A.Example.COM.:5001/v2/app/manifests/1", pubBase + "/v2/app/manifests/1"},
 		{"", "http://user:pw@nexus:8081/repository/team-a/v2/x", pubBase + "/v2/x"},
 		{"/nexus", "http://nexus:8081/nexus/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
@@ -62,6 +63,10 @@ func TestRewrite(t *testing.T) {
 		{"", "https://evil.example.com/repository/team-a/v2/app", ""},
 		{"", "http://nexus:8081@evil.example.com/repository/team-a/v2/x", ""},
 		{"", "http://nexus.evil.example.com/repository/team-a/v2/x", ""},
+		// A host that merely ends like ours (a CDN or blob store below the
+		// public name) is someone else's.
+		{"", "https://cdn.team-a.example.com/v2/app/blobs/" + testDigest, ""},
+		{"", "http://old-nexus/repository/team-a/v2/x", ""},
 		{"", "http://[::1]:8081/v2/", ""},
 		{"", "//nexus:8081/v2/app", ""},
 		{"", "/repository/team-b/v2/app/blobs/uploads/x", ""},
@@ -165,7 +170,7 @@ func TestRewriteChallenge(t *testing.T) {
 		{`Basic realm="` + nexusRealm + `"`, ""},
 		{`Bearer realm="https://auth.docker.io/token",service="registry.docker.io"`, ""},
 		{`Bearer realm="http://nexus:8081/repository/team-b/v2/token"`, ""},
-		{`Bearer realm="unterminated`, ""},
+		{`Bearer realm="` + nexusRealm, ""}, // unterminated: left as it is
 		{`Bearer realm=` + nexusRealm, ""},
 		{`Bearer error="invalid_token"`, ""},
 		{`Bearer`, ""},
