@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -283,4 +284,36 @@ func BenchmarkRewrite(b *testing.B) {
 			p.rewriteHeaders(h)
 		}
 	})
+}
+
+// Nexus before 3.77, or one whose Base URL names its own address, hands
+// back URLs on the node's host: through the Proxy they reach the client
+// on the public name, never the internal address.
+func TestNodeAddressInURLsRewritten(t *testing.T) {
+	var node *haNode
+	node = startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		own := "http://" + node.addr + "/repository/team-a"
+		switch {
+		case r.Method == http.MethodPost:
+			w.Header().Set("Location", own+"/v2/app/blobs/uploads/u1?_state=x")
+			w.WriteHeader(http.StatusAccepted)
+		case strings.HasSuffix(r.URL.Path, "/tags/list"):
+			w.Header().Set("Link", "<"+own+`/v2/app/tags/list?n=1&last=a>; rel="next"`)
+		case strings.HasSuffix(r.URL.Path, "/v2/"):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+own+`/v2/token",service="nexus"`)
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	addr, _ := haProxy(t, io.Discard, 0, node)
+	const public = "http://team-a.example.com"
+	for _, c := range []struct{ method, path, header, wantPrefix string }{
+		{http.MethodPost, "/v2/app/blobs/uploads/", "Location", public + "/v2/app/blobs/uploads/u1?_state=x"},
+		{http.MethodGet, "/v2/app/tags/list?n=1", "Link", "<" + public + `/v2/app/tags/list?n=1&last=a>; rel="next"`},
+		{http.MethodGet, "/v2/", "Www-Authenticate", `Bearer realm="` + public + `/v2/token",service="nexus"`},
+	} {
+		resp, _ := send(t, addr, c.method, c.path, nil)
+		if got := resp.Header.Get(c.header); !strings.HasPrefix(got, c.wantPrefix) || strings.Contains(got, node.addr) {
+			t.Errorf("%s %s: %s %q, want %q", c.method, c.path, c.header, got, c.wantPrefix)
+		}
+	}
 }
