@@ -325,3 +325,40 @@ func TestHostPortMustBeANumber(t *testing.T) {
 		}
 	}
 }
+
+// A connection's route decides what its requests reach, so a Host for
+// another name is refused with 421 (HTTP/2 coalescing under a wildcard
+// certificate) unless both names reach the same repositories. Two mirror
+// names have no Target and a passthrough name none either: they are told
+// apart by the route itself, never served on each other's connection
+// with the other's registries.
+func TestCoalescedHostMustBelongToTheRoute(t *testing.T) {
+	p, _, _ := admitProxy(t)
+	tab, err := route.Build(route.Spec{
+		Routes:      []string{"team-a.example.com=team-a", "alias.example.com=team-a", "team-b.example.com=team-b"},
+		Mirrors:     []string{"mirror-a.example.com/ghcr.io=ghcr-proxy", "mirror-b.example.com/quay.io=quay-proxy"},
+		Passthrough: []string{"legacy.example.com=127.0.0.1:9"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		conn, host string
+		want       int // 0: admitted
+	}{
+		{"team-a.example.com", "alias.example.com", 0},
+		{"team-a.example.com", "team-b.example.com", http.StatusMisdirectedRequest},
+		{"team-a.example.com", "mirror-a.example.com", http.StatusMisdirectedRequest},
+		{"mirror-a.example.com", "mirror-a.example.com:443", 0},
+		{"mirror-a.example.com", "mirror-b.example.com", http.StatusMisdirectedRequest},
+		{"mirror-a.example.com", "legacy.example.com", http.StatusMisdirectedRequest},
+		{"mirror-a.example.com", "team-a.example.com", http.StatusMisdirectedRequest},
+	} {
+		ci := &ConnInfo{Table: tab, Route: tab.LookupHost(c.conn), ServerName: c.conn}
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		r.Host = c.host
+		if status, _, msg := p.admit(ci, r); status != c.want {
+			t.Errorf("connection for %s, Host %s: %d %q, want %d", c.conn, c.host, status, msg, c.want)
+		}
+	}
+}

@@ -67,6 +67,8 @@ func TestCheckPath(t *testing.T) {
 		{"/v2/app%7f", false, "control"},
 		{"/v2/app\x7f", false, "control"},
 		{"/v2/app%1b[0m", false, "control"},
+		{"/v2/app%1f", false, "control"},
+		{"/v2/app\x1f", false, "control"},
 		// overlong UTF-8 forms of '.', '/', '\' (CVE-2008-2938 style)
 		{"/v2/%c0%ae%c0%ae/x", false, "UTF-8"},
 		{"/v2/%c0%ae%c0%ae%c0%afservice", false, "UTF-8"},
@@ -104,6 +106,9 @@ func TestCheckPath(t *testing.T) {
 		{"/v2/org%2Fapp/manifests/latest", false, "encoded slash"},
 		{"/v2/org%2fapp/tags/list", false, "encoded slash"},
 		{"/v2/org%252Fapp/tags/list", false, "encoded slash"},
+		// The encoded slash is seen in the first round; a later round with
+		// no "%2f" left must not forget it.
+		{"/v2/org%2Fapp/blobs/sha256%253A4f53", false, "encoded slash"},
 		{"/v2/x/blobs/uploads%2fabc", false, "encoded slash"},
 		{"/v2/x/blobs%2F" + testDigest, false, "encoded slash"},
 		{"/v2/a..b/manifests/1", true, ""},
@@ -147,6 +152,7 @@ func TestMapRequest(t *testing.T) {
 		{"", "GET", "/v2", "", "team-a", "/v2"},
 		{"", "GET", "/v1/search", "q=app", "team-a", "/v1/search"},
 		{"", "GET", "/v1/", "", "team-a", "/v1/"},
+		{"", "GET", "/v1", "", "team-a", "/v1"},
 		{"", "GET", "/v2/app/manifests/latest", "", "team-a", "/v2/app/manifests/latest"},
 		{"", "HEAD", "/v2/app/blobs/" + testDigest, "", "team-a-hosted", "/v2/app/blobs/" + testDigest},
 		{"", "POST", "/v2/app/blobs/uploads/", "mount=" + testDigest + "&from=base", "team-a-hosted", "/v2/app/blobs/uploads/"},

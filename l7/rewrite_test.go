@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -50,6 +51,7 @@ func TestRewrite(t *testing.T) {
 		{"", "https://team-a.example.com/repository/team-a/v2/token", pubBase + "/v2/token"},
 		{"", "http://team-a.example.com:443/repository/team-a/v2/token", pubBase + "/v2/token"},
 		{"", "HTTP://NEXUS:8081/repository/team-a/v2/_catalog?n=10", pubBase + "/v2/_catalog?n=10"},
+		{"", "HTTPS://TEAM-A.EXAMPLE.COM:5001/repository/team-a/v2/token", pubBase + "/v2/token"},
 		{"", "https://Team-A.Example.COM.:5001/v2/app/manifests/1", pubBase + "/v2/app/manifests/1"},
 		{"", "http://user:pw@nexus:8081/repository/team-a/v2/x", pubBase + "/v2/x"},
 		{"/nexus", "http://nexus:8081/nexus/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
@@ -62,6 +64,10 @@ func TestRewrite(t *testing.T) {
 		{"", "https://evil.example.com/repository/team-a/v2/app", ""},
 		{"", "http://nexus:8081@evil.example.com/repository/team-a/v2/x", ""},
 		{"", "http://nexus.evil.example.com/repository/team-a/v2/x", ""},
+		// A host that merely ends like ours (a CDN or blob store below the
+		// public name) is someone else's.
+		{"", "https://cdn.team-a.example.com/v2/app/blobs/" + testDigest, ""},
+		{"", "http://old-nexus/repository/team-a/v2/x", ""},
 		{"", "http://[::1]:8081/v2/", ""},
 		{"", "//nexus:8081/v2/app", ""},
 		{"", "/repository/team-b/v2/app/blobs/uploads/x", ""},
@@ -165,7 +171,7 @@ func TestRewriteChallenge(t *testing.T) {
 		{`Basic realm="` + nexusRealm + `"`, ""},
 		{`Bearer realm="https://auth.docker.io/token",service="registry.docker.io"`, ""},
 		{`Bearer realm="http://nexus:8081/repository/team-b/v2/token"`, ""},
-		{`Bearer realm="unterminated`, ""},
+		{`Bearer realm="` + nexusRealm, ""}, // unterminated: left as it is
 		{`Bearer realm=` + nexusRealm, ""},
 		{`Bearer error="invalid_token"`, ""},
 		{`Bearer`, ""},
@@ -278,4 +284,36 @@ func BenchmarkRewrite(b *testing.B) {
 			p.rewriteHeaders(h)
 		}
 	})
+}
+
+// Nexus before 3.77, or one whose Base URL names its own address, hands
+// back URLs on the node's host: through the Proxy they reach the client
+// on the public name, never the internal address.
+func TestNodeAddressInURLsRewritten(t *testing.T) {
+	var node *haNode
+	node = startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		own := "http://" + node.addr + "/repository/team-a"
+		switch {
+		case r.Method == http.MethodPost:
+			w.Header().Set("Location", own+"/v2/app/blobs/uploads/u1?_state=x")
+			w.WriteHeader(http.StatusAccepted)
+		case strings.HasSuffix(r.URL.Path, "/tags/list"):
+			w.Header().Set("Link", "<"+own+`/v2/app/tags/list?n=1&last=a>; rel="next"`)
+		case strings.HasSuffix(r.URL.Path, "/v2/"):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+own+`/v2/token",service="nexus"`)
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	addr, _ := haProxy(t, io.Discard, 0, node)
+	const public = "http://team-a.example.com"
+	for _, c := range []struct{ method, path, header, wantPrefix string }{
+		{http.MethodPost, "/v2/app/blobs/uploads/", "Location", public + "/v2/app/blobs/uploads/u1?_state=x"},
+		{http.MethodGet, "/v2/app/tags/list?n=1", "Link", "<" + public + `/v2/app/tags/list?n=1&last=a>; rel="next"`},
+		{http.MethodGet, "/v2/", "Www-Authenticate", `Bearer realm="` + public + `/v2/token",service="nexus"`},
+	} {
+		resp, _ := send(t, addr, c.method, c.path, nil)
+		if got := resp.Header.Get(c.header); !strings.HasPrefix(got, c.wantPrefix) || strings.Contains(got, node.addr) {
+			t.Errorf("%s %s: %s %q, want %q", c.method, c.path, c.header, got, c.wantPrefix)
+		}
+	}
 }

@@ -99,3 +99,21 @@ func TestMarkToken(t *testing.T) {
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// A route that is not split has no session to tell: the token Nexus
+// issues for a push scope reaches the client exactly as issued (it is a
+// Nexus user key, good on every name and on Nexus itself).
+func TestPushTokenUnmarkedOnSingleRepositoryRoute(t *testing.T) {
+	const token = `{"token":"DockerToken.0b1c0d36","access_token":"DockerToken.0b1c0d36"}`
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/repository/team-a/v2/token" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, token)
+		}
+	})
+	addr, _ := haProxy(t, io.Discard, 0, node)
+	resp, body := send(t, addr, http.MethodGet, "/v2/token?account=u&scope=repository%3Aapp%3Apull%2Cpush&service=x", nil)
+	if resp.StatusCode != http.StatusOK || body != token {
+		t.Errorf("%d %s, want 200 %s", resp.StatusCode, body, token)
+	}
+}

@@ -148,6 +148,15 @@ func (p *helloParts) setExt(typ uint16, data []byte) {
 	p.exts = append(p.exts, ext{typ, data})
 }
 
+// manyExts is n distinct extensions of types nexmux ignores (0xf000 up).
+func manyExts(n int) []ext {
+	out := make([]ext, n)
+	for i := range out {
+		out[i] = ext{uint16(0xf000 + i), nil}
+	}
+	return out
+}
+
 type sniEntry struct {
 	typ  uint8
 	name string

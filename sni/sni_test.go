@@ -370,6 +370,7 @@ func TestServerNameNormalization(t *testing.T) {
 		wantErr bool
 	}{
 		{"trailing dot and mixed case", "Team-A.Example.COM.", "team-a.example.com", false},
+		{"every upper-case letter", "ABCDEFGHIJKLM.NOPQRSTUVWXYZ.example", "abcdefghijklm.nopqrstuvwxyz.example", false},
 		{"single label with dot", "LOCALHOST.", "localhost", false},
 		{"non-ASCII bytes kept", "Bücher.example.", "b\xc3\xbccher.example", false},
 		{"only a dot", ".", "", true},
@@ -454,6 +455,18 @@ func TestParseClientHello(t *testing.T) {
 		{"empty ALPN protocol", func(p *helloParts) { p.setExt(16, alpnExt("h2", "")) }, "", nil, true},
 		{"ALPN protocol overruns list", func(p *helloParts) { p.setExt(16, []byte{0, 3, 5, 'h', '2'}) }, "", nil, true},
 		{"bytes after ALPN list", func(p *helloParts) { p.setExt(16, append(alpnExt("h2"), 1)) }, "", nil, true},
+		// Past 32 extensions the duplicate check moves to a map: a second
+		// copy there must still be refused, whether the first came before
+		// the move (the real hello's server_name) or after it.
+		{"duplicate server_name after 40 extensions", func(p *helloParts) {
+			p.exts = append(p.exts, manyExts(40)...)
+			p.exts = append(p.exts, ext{0, sniExt(sniEntry{0, "other.example"})})
+		}, "", nil, true},
+		{"duplicate among 40 extensions", func(p *helloParts) {
+			p.exts = append(p.exts, manyExts(40)...)
+			p.exts = append(p.exts, ext{0xf000 + 35, nil})
+		}, "", nil, true},
+		{"40 distinct extensions", func(p *helloParts) { p.exts = append(p.exts, manyExts(40)...) }, "team-a.example.com", []string{"h2", "http/1.1"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -538,12 +551,21 @@ func TestReadClientHelloErrors(t *testing.T) {
 	bigMsg := big.message()
 
 	var (
-		httpReq  = []byte("GET / HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n")
-		alert    = []byte{21, 3, 3, 0, 2, 2, 40}
-		errBoom  = errors.New("boom")
-		split    = reframe(msg, 100)
-		hsType2  = append([]byte{22, 3, 3, 0, 4}, 2, 0, 0, 0)
-		trailing = reframe(append(bytes.Clone(msg), 1, 0, 0, 0), len(msg)+4)
+		httpReq = []byte("GET / HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n")
+		alert   = []byte{21, 3, 3, 0, 2, 2, 40}
+		errBoom = errors.New("boom")
+		split   = reframe(msg, 100)
+		// A whole, well-formed hello body under another handshake type:
+		// only the type tells it is no ClientHello.
+		hsType2 = reframe(append([]byte{2}, msg[1:]...), len(msg))
+		// The same hello declaring 64 KiB more than it holds: the length's
+		// high byte counts.
+		declaresPlus64K = reframe(append([]byte{msg[0], msg[1] + 1}, msg[2:]...), len(msg))
+		// The handshake header split over two records, then a full-size
+		// record: the cap is hit before its body is read, even though the
+		// hello's length is not known yet.
+		pastCapUnknownLen = append([]byte{22, 3, 1, 0, 1, 1, 22, 3, 1, 0x40, 0}, make([]byte, 1<<14)...)
+		trailing          = reframe(append(bytes.Clone(msg), 1, 0, 0, 0), len(msg)+4)
 	)
 	tests := []struct {
 		name     string
@@ -561,6 +583,8 @@ func TestReadClientHelloErrors(t *testing.T) {
 		{"alert after first fragment", nil, append(bytes.Clone(split[:105]), alert...), ErrMalformed, 110},
 		{"change_cipher_spec mid-hello", nil, append(bytes.Clone(split[:105]), 20, 3, 3, 0, 1, 1), ErrMalformed, 110},
 		{"server_hello first", nil, hsType2, ErrMalformed, -1},
+		{"hello declares 64 KiB more than it holds", nil, declaresPlus64K, ErrTooLarge, -1},
+		{"full record past the cap before the length is known", nil, pastCapUnknownLen, ErrTooLarge, 11},
 		{"empty handshake record", nil, []byte{22, 3, 1, 0, 0}, ErrMalformed, -1},
 		{"record longer than 2^14", nil, append([]byte{22, 3, 1, 0x40, 0x01}, make([]byte, 1<<14+1)...), ErrMalformed, 5},
 		{"hello declares 20 KiB", nil, declares20K, ErrTooLarge, len(firstRecord)},
@@ -568,6 +592,9 @@ func TestReadClientHelloErrors(t *testing.T) {
 		{"bytes after hello in its record", nil, trailing, ErrMalformed, -1},
 		{"truncated inside record header", nil, raw[:3], io.ErrUnexpectedEOF, -1},
 		{"truncated inside record body", nil, raw[:len(raw)/2], io.ErrUnexpectedEOF, -1},
+		// A client that sent a record header and closed is not a health
+		// check that connected and closed (io.EOF).
+		{"closed right after a record header", nil, raw[:5], io.ErrUnexpectedEOF, -1},
 		{"truncated at record boundary", nil, split[:105*3], io.ErrUnexpectedEOF, -1},
 		{"reader error", iotest.ErrReader(errBoom), nil, errBoom, 0},
 		{"reader error mid-hello", io.MultiReader(bytes.NewReader(raw[:700]), iotest.ErrReader(errBoom)), raw[:700], errBoom, 700},
