@@ -45,12 +45,7 @@ func lingerPair(t *testing.T, s *Server, requested bool) (*routedConn, net.Conn)
 // stopped reading (a write failed), which has nothing left to lose and
 // would hold its place for as long as it kept sending.
 func TestLingerCloseOnlyWhereAClientMayBeReading(t *testing.T) {
-	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
-	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := lingerServer(t)
 	for _, tc := range []struct {
 		name              string
 		requested, failed bool
@@ -114,12 +109,7 @@ func TestLingerEndsOnceTheClientHasItAll(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("SIOCOUTQ is Linux's")
 	}
-	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
-	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := lingerServer(t)
 	// Everything read: let go a second or so after the close.
 	rc, client := lingerPair(t, s, true)
 	_ = rc.Close()
@@ -161,12 +151,7 @@ func TestLingerEndsOnceTheClientHasItAll(t *testing.T) {
 // Shutdown returned.
 func TestLingerCloseRacingShutdown(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
-	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
-	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := lingerServer(t)
 	const n = 40
 	var active atomic.Int64
 	active.Store(n)
@@ -241,12 +226,7 @@ func TestLingerBacksOffWhileNothingMoves(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("SIOCOUTQ is Linux's")
 	}
-	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
-	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := lingerServer(t)
 	ln := testnet.Listen(t)
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
@@ -287,4 +267,17 @@ func TestLingerBacksOffWhileNothingMoves(t *testing.T) {
 		}
 	}
 	_ = s.Shutdown(context.Background())
+}
+
+// lingerServer is a Server whose lingers end only by what a test does:
+// --send-timeout and --idle-timeout an hour.
+func lingerServer(t *testing.T) *Server {
+	t.Helper()
+	tab, _ := route.Build(route.Spec{Routes: []string{"a.nexmux.test=a"}})
+	s, err := New(Options{Handler: http.NotFoundHandler(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SendTimeout: time.Hour, IdleTimeout: time.Hour}, &State{Table: tab})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

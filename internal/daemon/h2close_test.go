@@ -132,9 +132,34 @@ func (b *slowBlob) start(t *testing.T) <-chan error {
 // reading and sending WINDOW_UPDATEs: closing under them resets the
 // connection, and the client loses the tail.
 func TestMaxConnAgeLetsHTTP2ResponseArriveWhole(t *testing.T) {
+	maxConnAgeWhole(t, newSlowBlob)
+}
+
+// So does a slow client reaching nexmux through its SOCKS5 ingress: the
+// stream's own socket is a socket pair, the one the client reads is the
+// SOCKS session's, and a close must linger there too.
+func TestMaxConnAgeLetsHTTP2ResponseArriveWholeOverSOCKS5(t *testing.T) {
+	maxConnAgeWhole(t, newSOCKSSlowBlob)
+}
+
+// A drain lets an HTTP/2 response in flight reach a slow client whole,
+// and waits for it.
+func TestDrainLetsHTTP2ResponseArriveWhole(t *testing.T) {
+	drainWhole(t, newSlowBlob)
+}
+
+// So does a drain through the SOCKS5 ingress: its sessions and the router
+// drain at once, and the session passes the linger on to its client.
+func TestDrainLetsHTTP2ResponseArriveWholeOverSOCKS5(t *testing.T) {
+	drainWhole(t, newSOCKSSlowBlob)
+}
+
+type slowBlobOpener func(*testing.T, stack.Options, int) *slowBlob
+
+func maxConnAgeWhole(t *testing.T, open slowBlobOpener) {
 	cfg := teamRoutes()
 	cfg.MaxConnAge = 300 * time.Millisecond
-	b := newSlowBlob(t, stack.Options{Config: cfg}, 2<<20)
+	b := open(t, stack.Options{Config: cfg}, 2<<20)
 	resp := b.get(t, "/v2/")
 	resp.Body.Close()
 	time.Sleep(400 * time.Millisecond)
@@ -143,25 +168,8 @@ func TestMaxConnAgeLetsHTTP2ResponseArriveWhole(t *testing.T) {
 	}
 }
 
-// So does a slow client reaching nexmux through its SOCKS5 ingress: the
-// stream's own socket is a socket pair, the one the client reads is the
-// SOCKS session's, and a close must linger there too.
-func TestMaxConnAgeLetsHTTP2ResponseArriveWholeOverSOCKS5(t *testing.T) {
-	cfg := teamRoutes()
-	cfg.MaxConnAge = 300 * time.Millisecond
-	b := newSOCKSSlowBlob(t, stack.Options{Config: cfg}, 2<<20)
-	resp := b.get(t, "/v2/")
-	resp.Body.Close()
-	time.Sleep(400 * time.Millisecond)
-	if err := <-b.start(t); err != nil {
-		t.Fatalf("blob past --max-conn-age through SOCKS5: %v", err)
-	}
-}
-
-// A drain lets an HTTP/2 response in flight reach a slow client whole,
-// and waits for it.
-func TestDrainLetsHTTP2ResponseArriveWhole(t *testing.T) {
-	b := newSlowBlob(t, stack.Options{Config: teamRoutes()}, 2<<20)
+func drainWhole(t *testing.T, open slowBlobOpener) {
+	b := open(t, stack.Options{Config: teamRoutes()}, 2<<20)
 	read := b.start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -169,23 +177,6 @@ func TestDrainLetsHTTP2ResponseArriveWhole(t *testing.T) {
 	go func() { drained <- b.st.Daemon.Shutdown(ctx) }()
 	if err := <-read; err != nil {
 		t.Fatalf("blob in flight during a drain: %v", err)
-	}
-	if err := <-drained; err != nil {
-		t.Fatalf("drain: %v", err)
-	}
-}
-
-// So does a drain through the SOCKS5 ingress: its sessions and the router
-// drain at once, and the session passes the linger on to its client.
-func TestDrainLetsHTTP2ResponseArriveWholeOverSOCKS5(t *testing.T) {
-	b := newSOCKSSlowBlob(t, stack.Options{Config: teamRoutes()}, 2<<20)
-	read := b.start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	drained := make(chan error, 1)
-	go func() { drained <- b.st.Daemon.Shutdown(ctx) }()
-	if err := <-read; err != nil {
-		t.Fatalf("blob in flight during a drain through SOCKS5: %v", err)
 	}
 	if err := <-drained; err != nil {
 		t.Fatalf("drain: %v", err)

@@ -258,11 +258,7 @@ func TestLingeringHTTP2CloseCutsAFlood(t *testing.T) {
 func TestDrainClosesLingeringHTTP2AtItsEnd(t *testing.T) {
 	st, logs := lingerStackLogs(t, time.Hour, time.Hour)
 	h2Unread(t, st, logs)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	start := time.Now()
-	_ = st.Daemon.Shutdown(ctx)
-	if took := time.Since(start); took < 1900*time.Millisecond || took > 10*time.Second {
+	if took, _ := drainWithin(st, 2*time.Second); took < 1900*time.Millisecond || took > 10*time.Second {
 		t.Errorf("drain took %v with a lingering connection and a 2s timeout", took)
 	}
 	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
@@ -278,13 +274,11 @@ func TestDrainClosesLingeringHTTP2AtItsEnd(t *testing.T) {
 func TestDrainDoesNotWaitForAClientThatHasItAll(t *testing.T) {
 	st := lingerStack(t, time.Hour, time.Hour)
 	h2Closed(t, st)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	start := time.Now()
-	if err := st.Daemon.Shutdown(ctx); err != nil {
+	took, err := drainWithin(st, 20*time.Second)
+	if err != nil {
 		t.Errorf("drain: %v", err)
 	}
-	if took := time.Since(start); took > 5*time.Second {
+	if took > 5*time.Second {
 		t.Errorf("drain took %v for a client that had everything", took)
 	}
 	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
@@ -299,11 +293,7 @@ func TestDrainDoesNotWaitForAClientThatHasItAll(t *testing.T) {
 func TestDrainDoesNotWaitForAStalledLingeringClient(t *testing.T) {
 	st, logs := lingerStackLogs(t, time.Hour, time.Hour)
 	h2Unread(t, st, logs)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	start := time.Now()
-	_ = st.Daemon.Shutdown(ctx)
-	if took := time.Since(start); took > 15*time.Second {
+	if took, _ := drainWithin(st, 30*time.Second); took > 15*time.Second {
 		t.Errorf("drain took %v for a lingering client that moved nothing", took)
 	}
 	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
@@ -352,13 +342,11 @@ func TestDrainDoesNotWaitForAClientThatHasItAllOverSOCKS5(t *testing.T) {
 	cfg.Socks5Listen = "127.0.0.1:0"
 	st := stack.Start(t, stack.Options{Config: cfg})
 	h2ClosedOn(t, st, socksConnect(t, st, "team-a.nexmux.test"))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	start := time.Now()
-	if err := st.Daemon.Shutdown(ctx); err != nil {
+	took, err := drainWithin(st, 20*time.Second)
+	if err != nil {
 		t.Errorf("drain: %v", err)
 	}
-	if took := time.Since(start); took > 5*time.Second {
+	if took > 5*time.Second {
 		t.Errorf("drain took %v for a SOCKS5 client that had everything", took)
 	}
 }
@@ -373,11 +361,17 @@ func TestDrainDoesNotWaitForAStalledLingeringClientOverSOCKS5(t *testing.T) {
 	st := stack.Start(t, stack.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	digest := seedUnread(t, st)
 	h2UnreadOn(t, st, logs, socksConnectWith(t, st, smallRcvbufDialer(), "team-b.nexmux.test"), digest)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	start := time.Now()
-	_ = st.Daemon.Shutdown(ctx)
-	if took := time.Since(start); took > 15*time.Second {
+	if took, _ := drainWithin(st, 30*time.Second); took > 15*time.Second {
 		t.Errorf("drain took %v for a SOCKS5 lingering client that moved nothing", took)
 	}
+}
+
+// drainWithin drains st with a timeout of limit: how long it took, and
+// Shutdown's error.
+func drainWithin(st *stack.Stack, limit time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	start := time.Now()
+	err := st.Daemon.Shutdown(ctx)
+	return time.Since(start), err
 }
