@@ -159,10 +159,12 @@ func (s *Server) revoke(st *State) {
 	s.live.mu.Lock()
 	for _, lc := range s.live.http {
 		if revokedBy(lc, st) {
-			lc.info.Revoked.Store(true)
+			// A connection an earlier reload revoked stays here while
+			// its request runs: logged then, not at every reload since.
+			was := lc.info.Revoked.Swap(true)
 			if lc.idle.Load() {
 				closing = append(closing, lc)
-			} else {
+			} else if !was {
 				busy = append(busy, lc)
 			}
 		}
