@@ -65,23 +65,36 @@ func replica(t *testing.T, st *stack.Stack) (string, *daemon.Daemon) {
 // connection to the next replica.
 func roundRobin(st *stack.Stack, addrs func() []string, dials *atomic.Int64) *http.Transport {
 	return &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			host, _, _ := net.SplitHostPort(addr)
 			i := dials.Add(1)
 			as := addrs()
-			a := as[int(i)%len(as)]
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", a)
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				// A dial that chose a replica just as it was dropped: a
+			c, err := dialTLS(ctx, as[int(i)%len(as)], host, st)
+			if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) {
+				// A connection to a replica just as it was dropped (refused,
+				// or reset in the handshake from its closing backlog): a
 				// load balancer redispatches it to one still listed.
 				as = addrs()
-				return d.DialContext(ctx, "tcp", as[int(i)%len(as)])
+				return dialTLS(ctx, as[int(i)%len(as)], host, st)
 			}
 			return c, err
 		},
-		TLSClientConfig:   &tls.Config{RootCAs: st.Pool()},
 		DisableKeepAlives: true,
 	}
+}
+
+func dialTLS(ctx context.Context, addr, serverName string, st *stack.Stack) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Client(c, &tls.Config{RootCAs: st.Pool(), ServerName: serverName, NextProtos: []string{"http/1.1"}})
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // uploadNodes maps every upload session uuid seen in the node logs to the
