@@ -115,33 +115,23 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 }
 
 // coversAll reports whether a serves every name b does to a client that
-// checks it: each DNS SAN exactly or by a one-label wildcard, each IP SAN.
+// checks it (crypto/x509's own matching: a wildcard covers one label),
+// each IP SAN included.
 func coversAll(a, b *x509.Certificate) bool {
 	if len(b.DNSNames)+len(b.IPAddresses) == 0 {
 		return renews(a, b)
 	}
 	for _, n := range b.DNSNames {
-		if !slices.ContainsFunc(a.DNSNames, func(m string) bool { return covers(m, n) }) {
+		if a.VerifyHostname(n) != nil {
 			return false
 		}
 	}
 	for _, ip := range b.IPAddresses {
-		if !slices.ContainsFunc(a.IPAddresses, ip.Equal) {
+		if a.VerifyHostname(ip.String()) != nil {
 			return false
 		}
 	}
 	return true
-}
-
-// covers reports whether SAN pattern m matches name n (RFC 6125 6.4.3: a
-// wildcard covers exactly one label).
-func covers(m, n string) bool {
-	if strings.EqualFold(m, n) {
-		return true
-	}
-	suffix, ok := strings.CutPrefix(m, "*.")
-	i := strings.IndexByte(n, '.')
-	return ok && i > 0 && !strings.HasPrefix(n, "*.") && strings.EqualFold(n[i+1:], suffix)
 }
 
 // renews reports whether a can stand in for b: it names every DNS and IP
