@@ -2,10 +2,10 @@ package socks5
 
 import (
 	"net"
-	"syscall"
 
 	"github.com/pires/go-proxyproto"
-	"golang.org/x/sys/unix"
+
+	"github.com/nexmux/nexmux/mux"
 )
 
 // unacked returns a reader of what the router wrote into the pair (pair
@@ -14,13 +14,13 @@ import (
 // acknowledged, and the end of stream: one until the library has read the
 // pair's EOF, after every byte before it went to the client's socket, and
 // half-closed the client (whose FIN the socket's count then holds). Nil
-// when either socket cannot say.
+// when either socket cannot say (off Linux, always).
 func (e *streamEnd) unacked(pair net.Conn) func() (int, bool) {
 	client := e.client.Conn
 	if pc, ok := client.(*proxyproto.Conn); ok {
 		client = pc.Raw() // a balancer's client: the socket under the header
 	}
-	inPair, toClient := outq(pair), outq(client)
+	inPair, toClient := mux.OutQueue(pair), mux.OutQueue(client)
 	if inPair == nil || toClient == nil {
 		return nil
 	}
@@ -40,27 +40,5 @@ func (e *streamEnd) unacked(pair net.Conn) func() (int, bool) {
 			n++
 		}
 		return n + m, true
-	}
-}
-
-// outq reads SIOCOUTQ of c: for TCP, the bytes not acknowledged (unsent
-// ones and a FIN included); for a Unix stream socket, what its peer has
-// not read yet.
-func outq(c net.Conn) func() (int, bool) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return func() (n int, ok bool) {
-		err := rc.Control(func(fd uintptr) {
-			var err error
-			n, err = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
-			ok = err == nil
-		})
-		return n, ok && err == nil
 	}
 }
