@@ -563,17 +563,7 @@ func TestOneGiBBlobStreamsWithBoundedMemory(t *testing.T) {
 	cl := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	do := func(method, url string, body io.Reader, n int64) *http.Response {
 		t.Helper()
-		req, err := http.NewRequest(method, url, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.ContentLength = n
-		req.SetBasicAuth(stack.User, stack.Password)
-		resp, err := cl.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, url, err)
-		}
-		return resp
+		return authedDo(t, cl, method, url, body, n)
 	}
 	base := "https://" + st.Host("team-a-push")
 	resp := do(http.MethodPost, base+"/v2/big/blob/blobs/uploads/", nil, 0)
@@ -665,4 +655,24 @@ func TestUpstreamSetFailsOver(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("Nexus down: %d", resp.StatusCode)
 	}
+}
+
+// authedDo sends a request as the fixture's user on cl and returns the
+// response, its body unread; n > 0 is the body's length (else net/http's
+// own: none, or chunked for a reader of unknown length).
+func authedDo(t *testing.T, cl *http.Client, method, url string, body io.Reader, n int64) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n > 0 {
+		req.ContentLength = n
+	}
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return resp
 }

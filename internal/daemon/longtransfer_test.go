@@ -62,16 +62,7 @@ func TestTransfersLongerThanHeaderTimeoutAreNotCut(t *testing.T) {
 				cl := &http.Client{Transport: tr}
 				do := func(method, url string, body io.Reader) *http.Response {
 					t.Helper()
-					req, err := http.NewRequest(method, url, body)
-					if err != nil {
-						t.Fatal(err)
-					}
-					req.SetBasicAuth(stack.User, stack.Password)
-					resp, err := cl.Do(req)
-					if err != nil {
-						t.Fatalf("%s %s: %v", method, url, err)
-					}
-					return resp
+					return authedDo(t, cl, method, url, body, 0)
 				}
 				base := "https://" + st.Host("team-a-push")
 				name := fmt.Sprintf("slow/b%v-h%v", bodyTimeout.Seconds(), h2)
