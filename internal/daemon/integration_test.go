@@ -566,19 +566,10 @@ func TestOneGiBBlobStreamsWithBoundedMemory(t *testing.T) {
 		return authedDo(t, cl, method, url, body, n)
 	}
 	base := "https://" + st.Host("team-a-push")
-	resp := do(http.MethodPost, base+"/v2/big/blob/blobs/uploads/", nil, 0)
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusAccepted || loc == "" {
-		t.Fatalf("start upload: %d %q", resp.StatusCode, loc)
-	}
-	sep := "?"
-	if strings.Contains(loc, "?") {
-		sep = "&"
-	}
+	loc, sep := startUpload(t, cl, base+"/v2/big/blob/blobs/uploads/")
 
 	w := watchHeap()
-	resp = do(http.MethodPut, loc+sep+"digest="+digest, newPRNG(size), size)
+	resp := do(http.MethodPut, loc+sep+"digest="+digest, newPRNG(size), size)
 	resp.Body.Close()
 	g := w.growth()
 	t.Logf("push: heap grew by %d KiB", g>>10)
@@ -675,4 +666,20 @@ func authedDo(t *testing.T, cl *http.Client, method, url string, body io.Reader,
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	return resp
+}
+
+// startUpload starts a blob upload at url and returns its Location and the
+// separator a query parameter (digest=) takes after it.
+func startUpload(t *testing.T, cl *http.Client, url string) (loc, sep string) {
+	t.Helper()
+	resp := authedDo(t, cl, http.MethodPost, url, nil, 0)
+	resp.Body.Close()
+	loc = resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted || loc == "" {
+		t.Fatalf("start upload: %d %q", resp.StatusCode, loc)
+	}
+	if strings.Contains(loc, "?") {
+		return loc, "&"
+	}
+	return loc, "?"
 }

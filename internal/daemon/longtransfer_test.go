@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -66,19 +65,10 @@ func TestTransfersLongerThanHeaderTimeoutAreNotCut(t *testing.T) {
 				}
 				base := "https://" + st.Host("team-a-push")
 				name := fmt.Sprintf("slow/b%v-h%v", bodyTimeout.Seconds(), h2)
-				resp := do(http.MethodPost, base+"/v2/"+name+"/blobs/uploads/", nil)
-				resp.Body.Close()
-				loc := resp.Header.Get("Location")
-				if resp.StatusCode != http.StatusAccepted || loc == "" {
-					t.Fatalf("start upload: %d %q", resp.StatusCode, loc)
-				}
-				sep := "?"
-				if strings.Contains(loc, "?") {
-					sep = "&"
-				}
+				loc, sep := startUpload(t, cl, base+"/v2/"+name+"/blobs/uploads/")
 				// Chunked (no Content-Length), as docker sends a layer.
 				start := time.Now()
-				resp = do(http.MethodPut, loc+sep+"digest="+digest, &pacedReader{r: bytes.NewReader(blob), piece: piece, pause: pause})
+				resp := do(http.MethodPut, loc+sep+"digest="+digest, &pacedReader{r: bytes.NewReader(blob), piece: piece, pause: pause})
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusCreated {
