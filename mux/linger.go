@@ -213,8 +213,8 @@ func (s *Server) lingeringConns() int {
 }
 
 // stopLingering closes the lingering connections, and those closed from
-// now on, at once.
-func (s *Server) stopLingering() {
+// now on, at once. It returns how many it closed.
+func (s *Server) stopLingering() int {
 	l := &s.lingering
 	l.mu.Lock()
 	l.hard = true
@@ -226,4 +226,5 @@ func (s *Server) stopLingering() {
 	for _, rc := range conns {
 		_ = rc.Conn.Close()
 	}
+	return len(conns)
 }

@@ -462,7 +462,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		time.Sleep(5 * time.Millisecond)
 	}
 	s.endLife()
-	s.stopLingering()
+	if n := s.stopLingering(); n > 0 {
+		// Their clients may miss the end of a response: say so, and why.
+		why := "stalled"
+		if ctx.Err() != nil {
+			why = "drain-timeout"
+		}
+		s.log.Warn("drain closed HTTP/2 connections whose clients were still reading", "conns", n, "why", why)
+	}
 	s.track.CloseConns()
 	if err != nil {
 		_ = s.http.Close()

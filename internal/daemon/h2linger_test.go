@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -261,6 +262,7 @@ func TestDrainClosesLingeringHTTP2AtItsEnd(t *testing.T) {
 	if took, _ := drainWithin(st, 2*time.Second); took < 1900*time.Millisecond || took > 10*time.Second {
 		t.Errorf("drain took %v with a lingering connection and a 2s timeout", took)
 	}
+	wantCutLogged(t, logs, "drain-timeout")
 	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
 		t.Errorf("nexmux_open_connections %v after the drain", n)
 	}
@@ -296,9 +298,25 @@ func TestDrainDoesNotWaitForAStalledLingeringClient(t *testing.T) {
 	if took, _ := drainWithin(st, 30*time.Second); took > 15*time.Second {
 		t.Errorf("drain took %v for a lingering client that moved nothing", took)
 	}
+	wantCutLogged(t, logs, "stalled")
 	if n := counterValue(t, st.Daemon, "nexmux_open_connections", nil); n != 0 {
 		t.Errorf("nexmux_open_connections %v after the drain", n)
 	}
+}
+
+// wantCutLogged checks that the drain said it cut one lingering
+// connection, and why: its client may have missed the end of a response.
+func wantCutLogged(t *testing.T, logs *logBuffer, why string) {
+	t.Helper()
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "drain closed HTTP/2 connections whose clients were still reading") {
+			if !strings.Contains(line, "conns=1 ") || !strings.Contains(line, "why="+why) {
+				t.Errorf("drain's line: %s, want conns=1 why=%s", line, why)
+			}
+			return
+		}
+	}
+	t.Errorf("the drain cut a lingering connection without a word:\n%s", logs.String())
 }
 
 // socksConnect opens a stream to host:443 through st's SOCKS5 ingress
