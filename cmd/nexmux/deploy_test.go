@@ -172,8 +172,28 @@ type k8sContainer struct {
 		Name      string
 		MountPath string `yaml:"mountPath"`
 	} `yaml:"volumeMounts"`
-	ReadinessProbe *k8sProbe `yaml:"readinessProbe"`
-	LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
+	ReadinessProbe  *k8sProbe           `yaml:"readinessProbe"`
+	LivenessProbe   *k8sProbe           `yaml:"livenessProbe"`
+	SecurityContext *k8sSecurityContext `yaml:"securityContext"`
+	Resources       struct {
+		Requests map[string]string
+		Limits   map[string]string
+	}
+}
+
+// k8sSecurityContext holds the fields of a pod's or a container's
+// securityContext the deploy tests read.
+type k8sSecurityContext struct {
+	FSGroup                  *int  `yaml:"fsGroup"`
+	RunAsNonRoot             *bool `yaml:"runAsNonRoot"`
+	AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+	ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
+	SeccompProfile           *struct {
+		Type string
+	} `yaml:"seccompProfile"`
+	Capabilities struct {
+		Drop []string
+	}
 }
 
 type k8sProbe struct {
@@ -185,11 +205,9 @@ type k8sProbe struct {
 }
 
 type k8sPod struct {
-	SecurityContext struct {
-		FSGroup *int `yaml:"fsGroup"`
-	} `yaml:"securityContext"`
-	TerminationGracePeriodSeconds *int           `yaml:"terminationGracePeriodSeconds"`
-	InitContainers                []k8sContainer `yaml:"initContainers"`
+	SecurityContext               k8sSecurityContext `yaml:"securityContext"`
+	TerminationGracePeriodSeconds *int               `yaml:"terminationGracePeriodSeconds"`
+	InitContainers                []k8sContainer     `yaml:"initContainers"`
 	Containers                    []k8sContainer
 	Volumes                       []struct {
 		Name      string
@@ -843,5 +861,60 @@ func TestManifestNexusCanWriteItsData(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no Nexus container with a persistent volume in the manifests")
+	}
+}
+
+// Every nexmux container in the manifests and the README's examples runs
+// sandboxed (non-root, no privilege escalation, read-only root, no
+// capabilities, the runtime's seccomp filter) and asks for CPU and memory,
+// so that the pod is not BestEffort, first evicted under memory pressure.
+// It sets no memory limit: nexmux bounds its own memory by its connection
+// and transfer limits, and a lower limit would make a flood an OOM kill.
+func TestManifestNexmuxSandboxedWithRequests(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range pod.Containers {
+				if !strings.HasPrefix(c.Image, "nexmux:") {
+					continue
+				}
+				checked++
+				where := fmt.Sprintf("%s %s container %s", file, d.Metadata.Name, c.Name)
+				sc := c.SecurityContext
+				if sc == nil {
+					sc = &k8sSecurityContext{}
+				}
+				isTrue := func(p *bool) bool { return p != nil && *p }
+				if !isTrue(sc.RunAsNonRoot) && !isTrue(pod.SecurityContext.RunAsNonRoot) {
+					t.Errorf("%s: runAsNonRoot is not set", where)
+				}
+				if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+					t.Errorf("%s: allowPrivilegeEscalation is not false", where)
+				}
+				if !isTrue(sc.ReadOnlyRootFilesystem) {
+					t.Errorf("%s: readOnlyRootFilesystem is not true", where)
+				}
+				if !slices.Contains(sc.Capabilities.Drop, "ALL") {
+					t.Errorf("%s: capabilities do not drop ALL: %v", where, sc.Capabilities.Drop)
+				}
+				seccomp := pod.SecurityContext.SeccompProfile
+				if sc.SeccompProfile != nil {
+					seccomp = sc.SeccompProfile
+				}
+				if seccomp == nil || seccomp.Type != "RuntimeDefault" {
+					t.Errorf("%s: seccompProfile is %v, want RuntimeDefault", where, seccomp)
+				}
+				if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" {
+					t.Errorf("%s: resources.requests %v lack cpu or memory", where, c.Resources.Requests)
+				}
+				if m, ok := c.Resources.Limits["memory"]; ok {
+					t.Errorf("%s: memory limit %s: nexmux bounds its own memory, and a flood would be an OOM kill", where, m)
+				}
+			}
+		}
+	}
+	if checked < 2 {
+		t.Fatalf("checked %d nexmux containers, want the manifest's and the README's", checked)
 	}
 }
