@@ -8,8 +8,14 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// revision is the VCS revision given at link time
+// (-ldflags '-X main.revision=...'), for builds without the checkout's VCS
+// info: deploy/Dockerfile copies the sources without .git.
+var revision string
+
 // versionText describes this binary from its build info: module version,
-// VCS revision and time (when built from a checkout), and the Go version.
+// VCS revision and time (when built from a checkout, or given at link
+// time), and the Go version.
 func versionText() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -35,9 +41,12 @@ func versionText() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "nexmux %s\n", ver)
 	fmt.Fprintf(&b, "module:   %s\n", bi.Main.Path)
-	if rev != "" {
+	switch {
+	case rev != "":
 		fmt.Fprintf(&b, "revision: %s%s\n", rev, dirty)
-	} else {
+	case revision != "":
+		fmt.Fprintf(&b, "revision: %s (given at build)\n", revision)
+	default:
 		b.WriteString("revision: unknown (built without VCS info)\n")
 	}
 	if at != "" {

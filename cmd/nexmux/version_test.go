@@ -26,6 +26,24 @@ func TestVersionFromBuildInfo(t *testing.T) {
 	}
 }
 
+// A build without VCS info (the Dockerfile's: no .git in the build
+// context) reports the revision it was given at link time.
+func TestVersionRevisionGivenAtBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "nexmux")
+	build := exec.Command("go", "build", "-buildvcs=false", "-ldflags", "-X main.revision=0123abcd", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "revision: 0123abcd (given at build)\n") {
+		t.Errorf("version: %v\n%s", err, out)
+	}
+}
+
 func TestHelpEndsWithExamples(t *testing.T) {
 	for _, cmd := range []string{"serve", "check"} {
 		out, _, _ := run(t, cmd, "--help")
