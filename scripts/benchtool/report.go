@@ -291,9 +291,10 @@ var reasons = map[string]why{
 	},
 	"latency-nginx": {
 		met: "",
-		missed: "per request nexmux's path has more goroutine hand-offs than nginx's event loop: net/http's connection goroutine runs the handler, and the " +
-			"Transport hands the request to its per-connection write loop and the answer back from its read loop, each a wake-up on a shared core; " +
-			"docs/bench/small-requests.md has the profile.",
+		missed: "one request at a time, the Go runtime parks and wakes threads around every request: ~10 thread switches per request in nexmux's process, " +
+			"as in the Go floor's, against nginx's 2 (sysmon's 20 µs polls restarting, and idle Ps' threads woken to spin at each goroutine hand-off: " +
+			"net/http's connection goroutine and per-request background read, the Transport's write and read loops), and three times the CPU per " +
+			"request nexmux spends under load; scripts/bench-wakeups.sh measures it and docs/bench/small-requests.md has the breakdown.",
 	},
 	"routes-rate":      {met: routesWhy + ".", missed: routesWhy + "."},
 	"routes-handshake": {met: routesWhy + ".", missed: routesWhy + "."},
@@ -697,6 +698,6 @@ func readmeSection(res *Results, tbl, gt, chartRef, runTime, internals string) s
 		"for bulk transfers it shows what nexmux's batched writes and read-ahead add over the library's defaults.\n\n")
 	b.WriteString("Reproduce with `make bench` (scripts/bench.sh; installs nginx-light, wrk, apache2-utils and valgrind with apt when missing, so root then). " +
 		"Results: docs/bench/results.md, docs/bench/results.png, raw numbers in docs/bench/results.json. " +
-		"Go micro-benchmarks of the hot paths: `go test -run '^$' -bench . -benchmem ./sni ./route ./l7 ./mux`; instructions per small request of the proxy alone, nexmux against the Go floor (valgrind, independent of the machine's load; `make bench` runs it after the small requests and judges it among the targets): `scripts/callgrind.sh`.\n")
+		"Go micro-benchmarks of the hot paths: `go test -run '^$' -bench . -benchmem ./sni ./route ./l7 ./mux`; instructions per small request of the proxy alone, nexmux against the Go floor (valgrind, independent of the machine's load; `make bench` runs it after the small requests and judges it among the targets): `scripts/callgrind.sh`; thread switches and CPU per small request one at a time and under load, nexmux against the Go floor and nginx tuned (what holds back the latency target): `scripts/bench-wakeups.sh`.\n")
 	return b.String()
 }
