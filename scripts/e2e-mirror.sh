@@ -112,9 +112,13 @@ skopeo_mirror() {
 }
 
 docker_mirror_pull() { # NAME:TAG
-	local want rd d got=""
+	local want rd d got="" n0 d0
 	want=$(seeded dockerhub-proxy "library/$1")
-	docker pull "$1" || return 1
+	n0=$(wc -l <"$WORK/logs/nexmux.log") d0=$(wc -l <"$WORK/logs/dockerd.log")
+	docker pull "$1" || {
+		mirror_pull_explain "$n0" "$d0"
+		return 1
+	}
 	rd=$(docker image inspect -f '{{join .RepoDigests " "}}' "$1")
 	echo "repo digests: $rd"
 	# The same image may also be known under other names (earlier steps
@@ -122,7 +126,44 @@ docker_mirror_pull() { # NAME:TAG
 	for d in $rd; do
 		case ${d%@*} in "${1%%:*}" | "library/${1%%:*}" | "docker.io/library/${1%%:*}") got=${d##*@} ;; esac
 	done
-	same_digest "docker pull $1" "$got" "$want"
+	same_digest "docker pull $1" "$got" "$want" || {
+		mirror_pull_explain "$n0" "$d0"
+		return 1
+	}
+}
+
+# mirror_pull_explain NEXMUX_LINES DOCKERD_LINES: what explains a failed
+# pull through registry-mirrors: the nexmux and dockerd log lines written
+# since the step began (those line counts), the nat rules, and conntrack's
+# entries for the client ports nexmux routed by a legacy port during the
+# step (a mirror pull has none of its own: such a line means SO_ORIGINAL_DST
+# named a legacy port) and for the legacy ports redirected to the listener.
+# conntrack (the Debian package) is optional.
+mirror_pull_explain() {
+	local since ports p
+	since=$(tail -n +"$(($1 + 1))" "$WORK/logs/nexmux.log")
+	echo "---- nexmux log lines of this step (last 12)"
+	tail -n 12 <<<"$since"
+	echo "---- dockerd log lines of this step (last 8 about endpoints and errors)"
+	tail -n +"$(($2 + 1))" "$WORK/logs/dockerd.log" | grep -Ei 'endpoint|mirror|error|unauthorized' | tail -n 8
+	echo "---- iptables -t nat -S"
+	iptables -t nat -S 2>&1 | grep -v '^-P' || echo "(no nat rules)"
+	ports=$(grep -E ' route=:[0-9]+ ' <<<"$since" | grep -oE 'client=[^ ]*:[0-9]+' | sed 's/.*://' | sort -u)
+	[[ -n $ports ]] && echo "port-routed client ports in this step (a mirror pull has none): ${ports//$'\n'/ }"
+	if ! command -v conntrack >/dev/null; then
+		echo "(conntrack is not installed: no conntrack entries to show)"
+		return 0
+	fi
+	for p in $ports; do
+		echo "---- conntrack entries with port $p"
+		conntrack -L -p tcp 2>/dev/null | grep -E "port=$p( |\$)" | head -n 4
+	done
+	echo "---- conntrack: entries redirected from a legacy port to :$NEXMUX_PORT, by state"
+	for p in "$LEGACY_PULL" "$LEGACY_PUSH" "$LEGACY_ONE"; do
+		printf ':%s ' "$p"
+		conntrack -L -p tcp --orig-port-dst "$p" --reply-port-src "$NEXMUX_PORT" 2>/dev/null |
+			awk '{ n[$4]++ } END { for (s in n) printf "%s=%d ", s, n[s]; print "" }'
+	done
 }
 
 build_crane() {

@@ -764,13 +764,20 @@ else
 fi
 
 onename_steps
+ha_steps
+mirror_steps
 
+# Last, after every client: with the rules gone and no other NAT in this
+# namespace, conntrack stops tracking new connections, and a redirected
+# connection's leftover entry (TIME_WAIT 120 s, or ESTABLISHED for days when
+# it ended unseen) answers SO_ORIGINAL_DST for a direct connection to
+# :$NEXMUX_PORT from the same source port, which nexmux then routes by the
+# legacy port (TestNetnsOriginalDstSourcePortReuse; README, "Legacy connector
+# ports"). The registry-mirrors pull once failed so. While the rules are
+# loaded, NAT gives such a connection another source port.
 if [[ $LEGACY_OK == yes ]]; then
 	step "nexmux iptables --delete | iptables-restore restores the nat table" nexmux_iptables_delete || true
 fi
-
-ha_steps
-mirror_steps
 
 log "all steps done"
 # cleanup (EXIT trap) prints the summary and sets the exit status.
