@@ -825,6 +825,11 @@ func TestSystemdUnitStopsReloadsAndSandboxesAsNexmuxNeeds(t *testing.T) {
 	if len(iu["ExecStop"]) == 0 || !strings.Contains(iu["ExecStop"][0], "--delete") || iu["RemainAfterExit"] == nil {
 		t.Error("nexmux-iptables.service: want a oneshot that stays active (RemainAfterExit) and deletes its rules on stop (ExecStop ... --delete)")
 	}
+	// A --port edit is applied by a reload that replaces the rules in
+	// place: never a delete first, which would leave a window without NAT.
+	if len(iu["ExecReload"]) == 0 || len(iu["ExecStart"]) == 0 || iu["ExecReload"][0] != iu["ExecStart"][0] {
+		t.Errorf("nexmux-iptables.service: ExecReload %q, want ExecStart's %q (apply again, no delete)", iu["ExecReload"], iu["ExecStart"])
+	}
 }
 
 // nexusUID is the user the sonatype/nexus3 image runs Nexus as; its
