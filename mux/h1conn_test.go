@@ -137,3 +137,45 @@ func waitLog(t *testing.T, m *muxServer, a, b string) {
 		return false, fmt.Sprintf("no log line with %q and %q:\n%s", a, b, logs)
 	})
 }
+
+// Only net/http's own answers are rewritten: a response body that holds
+// one byte for byte (a blob a client pushed and another pulls) arrives as
+// it is, its Content-Length intact, and the connection serves the next
+// request.
+func TestBodyShapedLikeNetHTTPErrorUntouched(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}})
+	for _, d := range h1Dials(t, m) {
+		t.Run(d.name, func(t *testing.T) {
+			c := d.dial(t)
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			for i := range 2 {
+				io.WriteString(c, "GET /net-http-shaped-body HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("request %d: %v", i+1, err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != 200 || string(body) != "blob:"+netHTTPShapedBody {
+					t.Fatalf("request %d: %d %q, %v; want 200 and the body as written", i+1, resp.StatusCode, body, err)
+				}
+			}
+			for _, l := range strings.Split(m.logs.String(), "\n") {
+				if strings.Contains(l, "client="+c.LocalAddr().String()+" ") && strings.Contains(l, "net/http could not parse") {
+					t.Fatalf("a response body was taken for net/http's answer:\n%s", l)
+				}
+			}
+			// net/http's own answer on the same connection is still
+			// rewritten once the responses are done.
+			io.WriteString(c, "GARBAGE\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 400 || resp.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("malformed request after the responses: %d %v %q, want the JSON 400", resp.StatusCode, resp.Header, body)
+			}
+		})
+	}
+}

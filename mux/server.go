@@ -191,7 +191,7 @@ func New(opts Options, st *State) (*Server, error) {
 		GetCertificate: s.certificate,
 	}
 	s.http = &http.Server{
-		Handler: opts.Handler,
+		Handler: markResponding(opts.Handler),
 		// No ReadTimeout or WriteTimeout: either would cut a large layer
 		// push or pull at exactly that many seconds.
 		ReadHeaderTimeout: opts.HeaderTimeout,
