@@ -91,11 +91,16 @@ func writeH1(c net.Conn, b []byte, log *connLog) (int, error) {
 	if !ok {
 		return c.Write(b)
 	}
-	args := []any{"status", status}
-	if detail != "" {
-		args = append(args, "detail", detail)
+	if ok, dropped := log.s.unparsable.Note(); ok {
+		args := []any{"status", status}
+		if detail != "" {
+			args = append(args, "detail", detail)
+		}
+		if dropped > 0 {
+			args = append(args, "unlogged", dropped)
+		}
+		log.logger().Info("request refused: net/http could not parse it", args...)
 	}
-	log.logger().Info("request refused: net/http could not parse it", args...)
 	if _, err := c.Write(registryErrorResponse(status, netHTTPErrorMessage(status, detail))); err != nil {
 		return 0, err
 	}
