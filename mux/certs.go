@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/internal/errlist"
+	"github.com/nexmux/nexmux/internal/smallfile"
 )
 
 // Certs picks a certificate by server name among the certificates' SANs.
@@ -22,6 +23,20 @@ type Certs struct {
 	at    time.Time // when the choice above was made
 }
 
+// loadPair is tls.LoadX509KeyPair with both files read by smallfile: they
+// are read again on every reload.
+func loadPair(certFile, keyFile string) (tls.Certificate, error) {
+	cert, err := smallfile.Read(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := smallfile.Read(keyFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(cert, key)
+}
+
 // LoadCerts loads certificate/key pairs paired by position. Every problem is
 // returned, one error each.
 func LoadCerts(certFiles, keyFiles []string) (*Certs, error) {
@@ -31,7 +46,7 @@ func LoadCerts(certFiles, keyFiles []string) (*Certs, error) {
 	}
 	var pairs []tls.Certificate
 	for i := 0; i < len(certFiles) && i < len(keyFiles); i++ {
-		c, err := tls.LoadX509KeyPair(certFiles[i], keyFiles[i])
+		c, err := loadPair(certFiles[i], keyFiles[i])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("cert %q / key %q: %v", certFiles[i], keyFiles[i], err))
 			continue

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/nexmux/nexmux/l7"
 )
@@ -36,9 +37,36 @@ type h1Conn struct {
 	rel  idleRelease
 	bg   bgRead
 	live *liveConn // its entry in Server.live, set before net/http has it
+	// responding: a handler's response is under way, from the handler's
+	// start until net/http calls the connection idle (after its last
+	// flush). Its bytes are the response's, never net/http's own answer,
+	// however they look: a blob a client pushed may be shaped like one.
+	responding atomic.Bool
 }
 
-func (c *h1Conn) Write(b []byte) (int, error) { return writeH1(c.Conn, b, &c.log) }
+func (c *h1Conn) Write(b []byte) (int, error) {
+	if c.responding.Load() {
+		return c.Conn.Write(b)
+	}
+	return writeH1(c.Conn, b, &c.log)
+}
+
+// h1ConnKey is the context key of a request's *h1Conn (connContext).
+type h1ConnKey struct{}
+
+// markResponding wraps the HTTP stage: an HTTP/1 connection learns that a
+// response is under way before the handler writes a byte of it.
+func markResponding(h http.Handler) http.Handler {
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := r.Context().Value(h1ConnKey{}).(*h1Conn); ok {
+			c.responding.Store(true)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
 // NetConn returns the connection below (connContext unwraps with it).
 func (c *h1Conn) NetConn() net.Conn { return c.Conn }
@@ -63,11 +91,16 @@ func writeH1(c net.Conn, b []byte, log *connLog) (int, error) {
 	if !ok {
 		return c.Write(b)
 	}
-	args := []any{"status", status}
-	if detail != "" {
-		args = append(args, "detail", detail)
+	if ok, dropped := log.s.unparsable.Note(); ok {
+		args := []any{"status", status}
+		if detail != "" {
+			args = append(args, "detail", detail)
+		}
+		if dropped > 0 {
+			args = append(args, "unlogged", dropped)
+		}
+		log.logger().Info("request refused: net/http could not parse it", args...)
 	}
-	log.logger().Info("request refused: net/http could not parse it", args...)
 	if _, err := c.Write(registryErrorResponse(status, netHTTPErrorMessage(status, detail))); err != nil {
 		return 0, err
 	}

@@ -36,6 +36,10 @@ func TestMalformedRequestsGetRegistryErrors(t *testing.T) {
 		{"headers too large", "GET /v2/ HTTP/1.1\r\n" + host + "X-Big: " + strings.Repeat("a", 12<<10) + "\r\n\r\n", 431, "request headers are too large"},
 	}
 	for _, d := range h1Dials(t, m) {
+		// Each refusal is to be logged: at most 10 lines a second are
+		// (TestUnparsableRequestLinesLimited), so each kind of connection
+		// starts a second of its own.
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
 		for _, tc := range cases {
 			t.Run(d.name+"/"+tc.name, func(t *testing.T) {
 				c := d.dial(t)
@@ -136,4 +140,93 @@ func waitLog(t *testing.T, m *muxServer, a, b string) {
 		}
 		return false, fmt.Sprintf("no log line with %q and %q:\n%s", a, b, logs)
 	})
+}
+
+// Only net/http's own answers are rewritten: a response body that holds
+// one byte for byte (a blob a client pushed and another pulls) arrives as
+// it is, its Content-Length intact, and the connection serves the next
+// request.
+func TestBodyShapedLikeNetHTTPErrorUntouched(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}})
+	for _, d := range h1Dials(t, m) {
+		t.Run(d.name, func(t *testing.T) {
+			c := d.dial(t)
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			for i := range 2 {
+				io.WriteString(c, "GET /net-http-shaped-body HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("request %d: %v", i+1, err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != 200 || string(body) != "blob:"+netHTTPShapedBody {
+					t.Fatalf("request %d: %d %q, %v; want 200 and the body as written", i+1, resp.StatusCode, body, err)
+				}
+			}
+			for _, l := range strings.Split(m.logs.String(), "\n") {
+				if strings.Contains(l, "client="+c.LocalAddr().String()+" ") && strings.Contains(l, "net/http could not parse") {
+					t.Fatalf("a response body was taken for net/http's answer:\n%s", l)
+				}
+			}
+			// net/http's own answer on the same connection is still
+			// rewritten once the responses are done.
+			io.WriteString(c, "GARBAGE\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 400 || resp.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("malformed request after the responses: %d %v %q, want the JSON 400", resp.StatusCode, resp.Header, body)
+			}
+		})
+	}
+}
+
+// A client chooses how often it sends what net/http cannot parse (on a
+// plain-HTTP port route, a few bytes a connection), so those lines are
+// limited like refusals: up to 10 a second, the rest counted on the next.
+func TestUnparsableRequestLinesLimited(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}})
+	dial := h1Dials(t, m)[1].dial
+	garbage := func() {
+		t.Helper()
+		c := dial(t)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GARBAGE\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 400 {
+			t.Fatalf("garbage: %v %v, want the JSON 400", resp, err)
+		}
+		c.Close()
+	}
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
+	for range 50 {
+		garbage()
+	}
+	time.Sleep(1100 * time.Millisecond)
+	garbage()
+	var lines []string
+	eventually(t, func() (bool, string) {
+		lines = nil
+		for _, l := range strings.Split(m.logs.String(), "\n") {
+			if strings.Contains(l, "net/http could not parse") {
+				lines = append(lines, l)
+			}
+		}
+		n := len(lines)
+		return n > 0 && strings.Contains(lines[n-1], "unlogged="), fmt.Sprintf("no line counting the unlogged ones:\n%s", m.logs.String())
+	})
+	unlogged := 0
+	for _, l := range lines {
+		if _, v, ok := strings.Cut(l, "unlogged="); ok {
+			var n int
+			fmt.Sscan(v, &n)
+			unlogged += n
+		}
+	}
+	if len(lines) > 2*10+1 || len(lines)+unlogged != 51 {
+		t.Fatalf("%d lines and %d said unlogged for 51 unparsable requests in about two seconds; want at most 21 lines, all 51 accounted for", len(lines), unlogged)
+	}
 }

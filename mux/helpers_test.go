@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -39,6 +40,10 @@ type muxConfig struct {
 	idleTimeout       time.Duration
 	headerTimeout     time.Duration
 }
+
+// netHTTPShapedBody is exactly what net/http writes for a request it
+// cannot parse (conn.serve), with a detail.
+const netHTTPShapedBody = "HTTP/1.1 400 Bad Request: gotcha\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request: gotcha"
 
 // muxServer is a mux.Server serving on loopback.
 type muxServer struct {
@@ -132,6 +137,15 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 				// never rewritten like net/http's.
 				w.Header().Set("Connection", "close")
 				http.Error(w, "400 Bad Request", http.StatusBadRequest)
+				return
+			}
+			if r.URL.Path == "/net-http-shaped-body" {
+				// A body (a blob a client pushed, say) whose last write
+				// is, byte for byte, one of net/http's own answers.
+				w.Header().Set("Content-Length", fmt.Sprint(len("blob:")+len(netHTTPShapedBody)))
+				io.WriteString(w, "blob:")
+				w.(http.Flusher).Flush()
+				io.WriteString(w, netHTTPShapedBody)
 				return
 			}
 			if r.URL.Path == "/slow" {

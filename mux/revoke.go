@@ -121,6 +121,9 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 	}
 	if h1 && state == http.StateIdle {
 		hc.h1().rel.idle.Store(true)
+		// The response is flushed: what net/http writes before the next
+		// handler runs is its own answer to a request it cannot parse.
+		hc.h1().responding.Store(false)
 	}
 	if lc == nil {
 		return

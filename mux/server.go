@@ -137,6 +137,9 @@ type Server struct {
 	overLimit lograte.Limiter // max-conns refusals' log lines
 	perClient lograte.Limiter // max-conns-per-client refusals' log lines
 	refusals  refusalLog      // other refusals' log lines
+	// unparsable bounds the lines of requests net/http could not parse
+	// (h1conn.go): a client chooses how often it sends one.
+	unparsable lograte.Burst
 
 	// track holds the listeners, and the connections not (yet) owned by
 	// http.Server with their goroutines.
@@ -175,10 +178,11 @@ func New(opts Options, st *State) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{
-		opts:     opts,
-		log:      opts.Logger,
-		refusals: newRefusalLog(),
-		conns:    newChanListener(),
+		opts:       opts,
+		log:        opts.Logger,
+		refusals:   newRefusalLog(),
+		unparsable: lograte.Burst{Max: lograte.RefusalLines},
+		conns:      newChanListener(),
 	}
 	s.clients.Max = opts.MaxConnsPerClient
 	s.balancers.Max = opts.MaxConnsPerClient
@@ -191,7 +195,7 @@ func New(opts Options, st *State) (*Server, error) {
 		GetCertificate: s.certificate,
 	}
 	s.http = &http.Server{
-		Handler: opts.Handler,
+		Handler: markResponding(opts.Handler),
 		// No ReadTimeout or WriteTimeout: either would cut a large layer
 		// push or pull at exactly that many seconds.
 		ReadHeaderTimeout: opts.HeaderTimeout,

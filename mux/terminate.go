@@ -135,6 +135,9 @@ func (s *Server) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 
 // connContext gives every request the routing decision of its connection.
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	if hc, ok := c.(releasable); ok {
+		ctx = context.WithValue(ctx, h1ConnKey{}, hc.h1())
+	}
 	// *tls.Conn, h1Conn and h1TLSConn all wrap the routed connection.
 	for {
 		u, ok := c.(interface{ NetConn() net.Conn })

@@ -96,8 +96,12 @@ type Server struct {
 	// line per try.
 	throttled lograte.Limiter
 	// denied and authFailed bound refused sessions' lines: clients choose
-	// how often they are refused, and the names logged.
-	denied, authFailed lograte.Burst
+	// how often they are refused, and the names logged. broken bounds the
+	// lines of sessions that broke the protocol (a wrong version, an
+	// unknown address type, a stall), and badHeader those of trusted
+	// peers without a valid PROXY header: a client chooses how often
+	// those happen too.
+	denied, authFailed, broken, badHeader lograte.Burst
 
 	// track holds the listeners and SOCKS clients; its goroutines are the
 	// sessions and the streams they hand to router.
@@ -125,6 +129,7 @@ func New(router *mux.Server, o Options) *Server {
 		sniPorts: map[int]bool{},
 	}
 	s.denied.Max, s.authFailed.Max = lograte.RefusalLines, lograte.RefusalLines
+	s.broken.Max, s.badHeader.Max = lograte.RefusalLines, lograte.RefusalLines
 	s.pending.max, s.pending.by.Max, s.pending.balancers.Max = o.MaxPending, o.MaxPendingPerClient, o.MaxPendingPerClient
 	for _, p := range o.SNIPorts {
 		s.sniPorts[p] = true
@@ -271,14 +276,24 @@ func (s *Server) refusedHeader(raw net.Conn, err error, deadline time.Time) {
 	if s.opts.Refused != nil {
 		s.opts.Refused(reason)
 	}
-	switch reason {
-	case mux.ReasonClosed:
+	if reason == mux.ReasonClosed {
 		s.log.Debug("socks5: connection closed before sending anything", "peer", raw.RemoteAddr().String(), "reason", reason)
-	case mux.ReasonTimeout:
-		s.log.Info("socks5: connection refused: nothing usable before the deadline", "peer", raw.RemoteAddr().String(), "reason", reason)
-	default:
-		s.log.Info("socks5: connection refused: no valid PROXY header", "peer", raw.RemoteAddr().String(), "err", err, "reason", reason)
+		return
 	}
+	ok, dropped := s.badHeader.Note()
+	if !ok {
+		return
+	}
+	args := []any{"peer", raw.RemoteAddr().String(), "reason", reason}
+	msg := "socks5: connection refused: nothing usable before the deadline"
+	if reason != mux.ReasonTimeout {
+		msg = "socks5: connection refused: no valid PROXY header"
+		args = append(args, "err", err)
+	}
+	if dropped > 0 {
+		args = append(args, "unlogged", dropped)
+	}
+	s.log.Info(msg, args...)
 }
 
 // refusedPending counts a client closed at accept and logs it, at most one
@@ -334,11 +349,18 @@ func (s *Server) serveSession(ss *session) {
 		}
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !ss.logged && !ss.client.ended.Load() {
-		level := slog.LevelInfo
 		if clientReset(err) {
-			level = slog.LevelDebug // how many clients end a tunnel: no news
+			// How many clients end a tunnel: no news.
+			s.log.Debug("socks5: "+err.Error(), "client", ss.client.RemoteAddr().String())
+			return
 		}
-		s.log.Log(context.Background(), level, "socks5: "+err.Error(), "client", ss.client.RemoteAddr().String())
+		if ok, dropped := s.broken.Note(); ok {
+			args := []any{"client", ss.client.RemoteAddr().String()}
+			if dropped > 0 {
+				args = append(args, "unlogged", dropped)
+			}
+			s.log.Info("socks5: "+err.Error(), args...)
+		}
 	}
 }
 

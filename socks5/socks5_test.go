@@ -1238,3 +1238,56 @@ func TestClientResetIsNoNews(t *testing.T) {
 		t.Fatalf("a client's reset logged at info:\n%s", logs)
 	}
 }
+
+// Clients choose how often their sessions break the protocol (a wrong
+// version, an unknown address type), so those lines are limited like
+// refusals: up to 10 a second, the rest counted on the next line.
+func TestProtocolErrorLinesLimited(t *testing.T) {
+	st := start(t, config{})
+	broken := func(version byte) {
+		t.Helper()
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte{version, 1, 0}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatalf("version %d: the session was not closed: %v", version, err)
+		}
+	}
+	nextSecond := func() {
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
+	}
+	nextSecond()
+	for range 50 {
+		broken(6)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	broken(7)
+	const last = "Unsupported SOCKS version: [7]"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(st.logs.String(), last); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the last broken session was never logged:\n%s", st.logs.String())
+		}
+	}
+	text := st.logs.String()
+	lines := regexp.MustCompile(`(?m)^.*Unsupported SOCKS version.*$`).FindAllString(text, -1)
+	if max := 2*10 + 1; len(lines) > max {
+		t.Fatalf("%d lines for 51 broken sessions in about two seconds, want at most %d", len(lines), max)
+	}
+	unlogged := 0
+	for _, l := range lines {
+		if m := regexp.MustCompile(`unlogged=(\d+)`).FindStringSubmatch(l); m != nil {
+			var n int
+			fmt.Sscan(m[1], &n)
+			unlogged += n
+		}
+	}
+	if len(lines)+unlogged != 51 {
+		t.Fatalf("%d lines and %d said unlogged, want the 51 broken sessions accounted for:\n%s", len(lines), unlogged, text)
+	}
+}

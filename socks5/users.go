@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/nexmux/nexmux/internal/errlist"
+	"github.com/nexmux/nexmux/internal/smallfile"
 )
 
 // LoadCredentials reads a --socks5-auth-file (see ParseCredentials). A
@@ -15,7 +16,7 @@ import (
 // warning): removing the file, or its last line, is how users are revoked.
 // warnings also flag a file others may read.
 func LoadCredentials(path string) (creds map[string]string, warnings []string, err error) {
-	data, err := os.ReadFile(path)
+	data, err := smallfile.Read(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]string{}, []string{fmt.Sprintf("socks5-auth-file %s is missing: nobody may log in to the SOCKS5 ingress", path)}, nil
 	}

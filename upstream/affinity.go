@@ -6,10 +6,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/nexmux/nexmux/internal/smallfile"
 )
 
 // The upload affinity tag rides in the upload Location's query as
@@ -47,7 +48,7 @@ func derivedKey(nodes []*Node) []byte {
 // LoadSecret reads --affinity-secret-file: at least 16 bytes, surrounding
 // blanks ignored.
 func LoadSecret(file string) ([]byte, error) {
-	b, err := os.ReadFile(file)
+	b, err := smallfile.Read(file)
 	if err != nil {
 		return nil, fmt.Errorf("affinity-secret-file: %v", err)
 	}

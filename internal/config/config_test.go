@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -249,6 +250,20 @@ func TestBuildProblems(t *testing.T) {
 			c.DrainUpstream = []string{"http://n9:8081"}
 			c.AffinitySecretFile, c.HealthInterval, c.UpstreamMaxConns = short, -time.Second, -1
 		}, []string{`upstream "ftp://n2:8081"`, "listed twice", `drain-upstream "http://n9:8081"`, "at least 16 bytes", "health-interval -1s", "upstream-max-conns -1"}},
+		{"files too large to be what they are named for, each listed", func(c *Config) {
+			// A path naming a huge file or a device (/dev/zero) by
+			// mistake: read whole, each reload would grow the process
+			// until the kernel killed it.
+			big := filepath.Join(dir, "big")
+			if err := os.WriteFile(big, bytes.Repeat([]byte("# comment\n"), 17<<20/10), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c.Socks5Listen, c.Socks5AuthFile = "127.0.0.1:1080", big
+			c.Mirror, c.MirrorAuthFile = []string{"mirror.example.com/docker.io=dockerhub-proxy"}, big
+			c.AffinitySecretFile = big
+			c.Cert, c.Key = []string{wildCert, big}, []string{wildKey, wildKey}
+		}, []string{"socks5-auth-file: " + filepath.Join(dir, "big") + ": larger than 16 MiB", "mirror-auth-file: " + filepath.Join(dir, "big") + ": larger than 16 MiB",
+			"affinity-secret-file: " + filepath.Join(dir, "big") + ": larger than 16 MiB", `cert "` + filepath.Join(dir, "big") + `" / key "` + wildKey + `": ` + filepath.Join(dir, "big") + ": larger than 16 MiB"}},
 		{"several route problems, one line each", func(c *Config) {
 			c.Route = []string{"a.example.com=x", "A.example.com.=y", "*.com=z", "10.0.0.1=w"}
 		}, []string{"already routed", "top-level domain", "IP address"}},

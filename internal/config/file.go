@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/nexmux/nexmux/internal/errlist"
+	"github.com/nexmux/nexmux/internal/smallfile"
 )
 
 // unquotedIPv6 is a value that starts with a bracketed IPv6 address and
@@ -98,7 +98,7 @@ func Unreadable(err error) bool {
 // wrong; a caller must not serve such a config. When the file cannot be
 // read at all, Unreadable reports it.
 func (c *Config) ApplyFile(path string) error {
-	data, err := os.ReadFile(path)
+	data, err := smallfile.Read(path)
 	if err != nil {
 		return unreadableError{fmt.Errorf("config %s: %w", path, err)}
 	}

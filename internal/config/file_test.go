@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -372,5 +373,19 @@ func TestApplyFileUnquotedIPv6Hint(t *testing.T) {
 	c = Defaults()
 	if err := c.ApplyFile(writeYAML(t, "listen: \"[::]:8443\"\n")); err != nil || c.Listen != "[::]:8443" {
 		t.Errorf("quoted: %v, listen %q", err, c.Listen)
+	}
+}
+
+// A config file is read whole on every reload: one too large to be a
+// configuration (a path naming a device or a huge file by mistake) is
+// refused as unreadable instead of read until memory runs out.
+func TestApplyFileTooLarge(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "huge.yaml")
+	if err := os.WriteFile(p, bytes.Repeat([]byte("# comment\n"), 17<<20/10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Defaults()
+	if err := c.ApplyFile(p); err == nil || !Unreadable(err) || !strings.Contains(err.Error(), "larger than 16 MiB") {
+		t.Errorf("%v, want refused as unreadable, too large", err)
 	}
 }

@@ -3,9 +3,9 @@ package config
 import (
 	"encoding/base64"
 	"fmt"
-	"os"
 	"strings"
 
+	"github.com/nexmux/nexmux/internal/smallfile"
 	"github.com/nexmux/nexmux/route"
 )
 
@@ -13,7 +13,7 @@ import (
 // (blank lines and # comments aside). It returns the Basic Authorization
 // value nexmux sends to Nexus.
 func loadMirrorAuth(file string) (string, error) {
-	data, err := os.ReadFile(file)
+	data, err := smallfile.Read(file)
 	if err != nil {
 		return "", fmt.Errorf("mirror-auth-file: %v", err)
 	}

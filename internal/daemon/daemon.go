@@ -306,8 +306,9 @@ func (d *Daemon) Start() error {
 		// ReadTimeout too: no endpoint here reads a body, and net/http
 		// would wait without end for a stalled one before answering.
 		d.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
-			IdleTimeout: d.metricsIdleTimeout}
-		d.goServe(func() error { return d.metricsSrv.Serve(ml) })
+			IdleTimeout: d.metricsIdleTimeout, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
+		capped := newMetricsListener(ml, d.log)
+		d.goServe(func() error { return d.metricsSrv.Serve(capped) })
 	}
 	if d.reload != nil {
 		d.reloadMu.Lock()

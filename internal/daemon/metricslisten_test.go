@@ -95,3 +95,62 @@ func TestMetricsListenerStalledBodyClosed(t *testing.T) {
 		t.Fatalf("metrics connection with a stalled body still open after %v: %v", time.Since(start).Round(time.Second), err)
 	}
 }
+
+// Connections to the metrics listener are capped, per address and in all,
+// below the descriptors --max-conns leaves free: before, a peer that could
+// reach it (any pod, behind the pod IP) held a descriptor per connection,
+// for up to the idle timeout, until nexmux could accept no client at all.
+// One beyond a cap is closed at once; a scraper from another address is
+// still served.
+func TestMetricsListenerConnectionsCapped(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MetricsListen = "127.0.0.1:0" // the daemon binds it: no port another process can take first
+	st := stack.Start(t, stack.Options{Config: cfg})
+	maddr := st.Daemon.Addr("metrics").String()
+	// held dials n connections from the addresses ip gives, each sending
+	// half a request, and counts those the server keeps open (it closes
+	// one over a cap at once; net/http would hold any for 10 s).
+	held := func(n int, ip func(i int) string) int {
+		t.Helper()
+		var conns []net.Conn
+		for i := range n {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip(i))}}
+			c, err := d.Dial("tcp", maddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			io.WriteString(c, "GET /healthz HTTP/1.1\r\n")
+			conns = append(conns, c)
+		}
+		time.Sleep(300 * time.Millisecond)
+		kept := 0
+		for _, c := range conns {
+			c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+			_, err := c.Read(make([]byte, 1))
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				kept++
+			}
+		}
+		return kept
+	}
+	if kept := held(daemon.MetricsConnsPerClient+10, func(int) string { return "127.0.0.1" }); kept != daemon.MetricsConnsPerClient {
+		t.Fatalf("one address holds %d metrics connections, want %d", kept, daemon.MetricsConnsPerClient)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	hc := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + maddr + "/healthz")
+	if err != nil {
+		t.Fatalf("a scraper from another address: %v", err)
+	}
+	resp.Body.Close()
+	hc.CloseIdleConnections()
+	if resp.StatusCode != 200 {
+		t.Fatalf("a scraper from another address: %d", resp.StatusCode)
+	}
+	others := daemon.MetricsMaxConns // from as many addresses, a few each
+	kept := held(others, func(i int) string { return net.IPv4(127, 0, 3, byte(1+i/4)).String() })
+	if want := daemon.MetricsMaxConns - daemon.MetricsConnsPerClient; kept != want {
+		t.Fatalf("%d more metrics connections held from other addresses, want %d (%d in all)", kept, want, daemon.MetricsMaxConns)
+	}
+}
