@@ -313,6 +313,47 @@ func TestMisdirectedRequestOnCoalescedConnection(t *testing.T) {
 	}
 }
 
+// An expectation nexmux cannot meet is refused with 417 over both
+// protocols, before Nexus: net/http does it for HTTP/1, while its HTTP/2
+// server takes out only 100-continue and passes any other to the handler.
+func TestUnknownExpectationRefused(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: teamRoutes()})
+	st.Nexus.ResetRequests()
+	for _, h2 := range []bool{false, true} {
+		tr := st.Transport()
+		tr.ForceAttemptHTTP2 = h2
+		if !h2 {
+			tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		}
+		cl := &http.Client{Transport: tr}
+		req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/", nil)
+		req.Header.Set("Expect", "something-else")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusExpectationFailed || h2 != (resp.ProtoMajor == 2) {
+			t.Errorf("h2=%v: Expect: something-else answered %d over %s, want 417", h2, resp.StatusCode, resp.Proto)
+		}
+		if n := len(st.Nexus.Requests()); n != 0 {
+			t.Errorf("h2=%v: %d requests reached Nexus", h2, n)
+		}
+		// One that lists 100-continue among others is taken as
+		// 100-continue, as net/http does.
+		req, _ = http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/", nil)
+		req.Header.Set("Expect", "100-continue, something-else")
+		if resp, err = cl.Do(req); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusExpectationFailed || len(st.Nexus.Requests()) != 1 {
+			t.Errorf("h2=%v: Expect: 100-continue, something-else answered %d, Nexus reached %d times; want it served", h2, resp.StatusCode, len(st.Nexus.Requests()))
+		}
+		st.Nexus.ResetRequests()
+	}
+}
+
 func TestNotRegistryPathIs404JSON(t *testing.T) {
 	st := stack.Start(t, stack.Options{Config: teamRoutes()})
 	cl := &http.Client{Transport: st.Transport()}
