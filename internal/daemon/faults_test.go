@@ -242,7 +242,14 @@ func (fs *faultStack) setWrap(w func(http.Handler) http.Handler) { fs.wrap.Store
 // client returns an HTTP client for the stack; h2 picks the protocol.
 // Its idle connections are closed when the test ends.
 func (fs *faultStack) client(t *testing.T, h2 bool) (*http.Client, *http.Transport) {
-	tr := fs.Transport()
+	return protoClient(t, fs.Stack, h2)
+}
+
+// protoClient returns an HTTP client for st that speaks HTTP/2 when h2,
+// else HTTP/1.1 only, with a 60 s timeout. Its idle connections are
+// closed when the test ends.
+func protoClient(t *testing.T, st *stack.Stack, h2 bool) (*http.Client, *http.Transport) {
+	tr := st.Transport()
 	tr.ForceAttemptHTTP2 = h2
 	if !h2 {
 		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}

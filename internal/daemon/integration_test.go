@@ -289,12 +289,7 @@ func TestRawPathAndQueryForwardedUnchanged(t *testing.T) {
 func TestMisdirectedRequestOnCoalescedConnection(t *testing.T) {
 	st := stack.Start(t, stack.Options{Config: teamRoutes()})
 	for _, h2 := range []bool{false, true} {
-		tr := st.Transport()
-		tr.ForceAttemptHTTP2 = h2
-		if !h2 {
-			tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
-		}
-		cl := &http.Client{Transport: tr}
+		cl, _ := protoClient(t, st, h2)
 		// The TLS connection is for team-a (SNI from the URL); the Host
 		// header names team-b, as a coalescing HTTP/2 client would send.
 		req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/", nil)
@@ -314,18 +309,12 @@ func TestMisdirectedRequestOnCoalescedConnection(t *testing.T) {
 }
 
 // An expectation nexmux cannot meet is refused with 417 over both
-// protocols, before Nexus: net/http does it for HTTP/1, while its HTTP/2
-// server takes out only 100-continue and passes any other to the handler.
+// protocols, before Nexus (net/http does it).
 func TestUnknownExpectationRefused(t *testing.T) {
 	st := stack.Start(t, stack.Options{Config: teamRoutes()})
 	st.Nexus.ResetRequests()
 	for _, h2 := range []bool{false, true} {
-		tr := st.Transport()
-		tr.ForceAttemptHTTP2 = h2
-		if !h2 {
-			tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
-		}
-		cl := &http.Client{Transport: tr}
+		cl, _ := protoClient(t, st, h2)
 		req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/", nil)
 		req.Header.Set("Expect", "something-else")
 		resp, err := cl.Do(req)

@@ -53,12 +53,7 @@ func TestTransfersLongerThanHeaderTimeoutAreNotCut(t *testing.T) {
 		st := stack.Start(t, stack.Options{Config: cfg})
 		for _, h2 := range []bool{false, true} {
 			t.Run(fmt.Sprintf("body-timeout=%v/h2=%v", bodyTimeout, h2), func(t *testing.T) {
-				tr := st.Transport()
-				tr.ForceAttemptHTTP2 = h2
-				if !h2 {
-					tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
-				}
-				cl := &http.Client{Transport: tr}
+				cl, _ := protoClient(t, st, h2)
 				do := func(method, url string, body io.Reader) *http.Response {
 					t.Helper()
 					return authedDo(t, cl, method, url, body, 0)
