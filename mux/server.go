@@ -5,6 +5,7 @@
 package mux
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -104,6 +105,9 @@ type Options struct {
 	// after this long without a byte (idlerelease.go); 0 takes
 	// DefaultIdleRelease, a negative value never does.
 	IdleRelease time.Duration
+	// H2MaxReadFrameSize replaces MaxReadFrameSize (0: MaxReadFrameSize);
+	// for benchmarks that compare frame sizes, not a setting.
+	H2MaxReadFrameSize int
 }
 
 // Server routes connections from any number of listeners.
@@ -210,7 +214,7 @@ func New(opts Options, st *State) (*Server, error) {
 		// at Go's 1 MiB default one upload left it on every idle
 		// connection (numbers: README, Memory).
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: MaxConcurrentStreams, WriteByteTimeout: opts.SendTimeout,
-			MaxReadFrameSize: MaxReadFrameSize},
+			MaxReadFrameSize: cmp.Or(opts.H2MaxReadFrameSize, MaxReadFrameSize)},
 		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return s, nil
