@@ -5,6 +5,7 @@
 package mux
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -44,8 +45,11 @@ const (
 	// MaxConcurrentStreams is the HTTP/2 stream limit per connection.
 	MaxConcurrentStreams = 100
 	// MaxReadFrameSize is the largest HTTP/2 frame a client may send:
-	// the protocol's default, 16 KiB (a TLS record's payload).
-	MaxReadFrameSize = 16 << 10
+	// 64 KiB, between the protocol's default 16 KiB, which makes an
+	// upload cost far more CPU per byte, and net/http's 1 MiB, whose
+	// read buffer a Go client's upload leaves on every idle connection
+	// (numbers: docs/bench/h2-upload.md).
+	MaxReadFrameSize = 64 << 10
 	// DialTimeout bounds connecting to a passthrough backend.
 	DialTimeout = 10 * time.Second
 )
@@ -104,6 +108,9 @@ type Options struct {
 	// after this long without a byte (idlerelease.go); 0 takes
 	// DefaultIdleRelease, a negative value never does.
 	IdleRelease time.Duration
+	// H2MaxReadFrameSize replaces MaxReadFrameSize (0: MaxReadFrameSize);
+	// for benchmarks that compare frame sizes, not a setting.
+	H2MaxReadFrameSize int
 }
 
 // Server routes connections from any number of listeners.
@@ -211,10 +218,10 @@ func New(opts Options, st *State) (*Server, error) {
 		// bounds what one connection can ask of Nexus at once.
 		// MaxReadFrameSize: the frame read buffer grows to the largest
 		// frame a client sends and stays until the connection closes, so
-		// at Go's 1 MiB default one upload left it on every idle
-		// connection (numbers: README, Memory).
+		// at Go's 1 MiB default one upload left 512 KiB on every idle
+		// connection; smaller frames cost CPU per byte uploaded.
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: MaxConcurrentStreams, WriteByteTimeout: opts.SendTimeout,
-			MaxReadFrameSize: MaxReadFrameSize},
+			MaxReadFrameSize: cmp.Or(opts.H2MaxReadFrameSize, MaxReadFrameSize)},
 		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
 	}
 	return s, nil

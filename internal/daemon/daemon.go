@@ -111,6 +111,9 @@ type Options struct {
 	// MetricsIdleTimeout closes idle keep-alive connections to the
 	// metrics listener (default DefaultMetricsIdleTimeout).
 	MetricsIdleTimeout time.Duration
+	// H2MaxReadFrameSize replaces mux.MaxReadFrameSize (0: keep it); for
+	// benchmarks that compare HTTP/2 frame sizes, not a setting.
+	H2MaxReadFrameSize int
 }
 
 // DefaultMetricsIdleTimeout: scrapers and probes come every few seconds; a
@@ -185,6 +188,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		PassthroughIdleTimeout: c.PassthroughIdleTimeout,
 		PortTLSOnly:            c.PortTLSOnly,
 		SendTimeout:            c.SendTimeout,
+		H2MaxReadFrameSize:     opts.H2MaxReadFrameSize,
 	}, stateOf(b))
 	if err != nil {
 		return nil, err
