@@ -312,6 +312,7 @@ func (d *Daemon) Start() error {
 		d.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
 			IdleTimeout: d.metricsIdleTimeout, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 		capped := newMetricsListener(ml, d.log)
+		d.metricsSrv.ConnState = capped.connState
 		d.goServe(func() error { return d.metricsSrv.Serve(capped) })
 	}
 	if d.reload != nil {
