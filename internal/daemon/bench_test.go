@@ -127,6 +127,12 @@ func (f floorPool) Put(v []byte) { f.p.Put(v) } //nolint:staticcheck // as the f
 // nexmuxServer runs the daemon as `nexmux serve` does (access log through
 // the batching LogWriter, metrics), with the bench's one route.
 func nexmuxServer(b *testing.B, upstream string, ca *certs.CA) string {
+	return nexmuxServerWith(b, upstream, ca, daemon.Options{})
+}
+
+// nexmuxServerWith is nexmuxServer with opts (its logger and access log
+// are set here).
+func nexmuxServerWith(b *testing.B, upstream string, ca *certs.CA, opts daemon.Options) string {
 	dir := b.TempDir()
 	pair, err := ca.Issue("*.nexmux.test")
 	if err != nil {
@@ -144,7 +150,8 @@ func nexmuxServer(b *testing.B, upstream string, ca *certs.CA) string {
 	}
 	lw := daemon.NewLogWriter(io.Discard, daemon.AccessLogDelay)
 	lg, access := daemon.NewLoggers(lw, rt.Config.LogFormat, rt.Config.LogLevel)
-	d, err := daemon.New(rt, daemon.Options{Logger: lg, AccessLog: access})
+	opts.Logger, opts.AccessLog = lg, access
+	d, err := daemon.New(rt, opts)
 	if err != nil {
 		b.Fatal(err)
 	}

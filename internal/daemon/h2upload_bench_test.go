@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,10 +20,8 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/fixtures/certs"
-	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/daemon"
 	"github.com/nexmux/nexmux/internal/memtrim"
-	"github.com/nexmux/nexmux/mux"
 )
 
 // h2PeerEnv makes the test binary BenchmarkHTTP2Upload's peer
@@ -232,7 +229,7 @@ func BenchmarkHTTP2Upload(b *testing.B) {
 	}
 	for _, fs := range h2FrameSizes {
 		b.Run("frame="+fs.name, func(b *testing.B) {
-			addr := h2UploadServer(b, "http://"+backend, ca, fs.size)
+			addr := nexmuxServerWith(b, "http://"+backend, ca, daemon.Options{H2MaxReadFrameSize: fs.size})
 			upload(b, addr) // the handshake, the upstream connection, the buffers
 			runtime.GC()
 			b.SetBytes(n)
@@ -312,7 +309,7 @@ func BenchmarkHTTP2IdleAfterUpload(b *testing.B) {
 	}
 	for _, fs := range h2FrameSizes {
 		b.Run("frame="+fs.name, func(b *testing.B) {
-			addr := h2UploadServer(b, "http://"+backend, ca, fs.size)
+			addr := nexmuxServerWith(b, "http://"+backend, ca, daemon.Options{H2MaxReadFrameSize: fs.size})
 			for b.Loop() {
 				before := settledMem()
 				if line := ask(b, fmt.Sprintf("idle %s %d %d", addr, k, 1<<20)); line != "ready" {
@@ -332,40 +329,4 @@ func BenchmarkHTTP2IdleAfterUpload(b *testing.B) {
 			}
 		})
 	}
-}
-
-// h2UploadServer runs the daemon as nexmuxServer does, offering HTTP/2
-// frames of at most frame bytes.
-func h2UploadServer(b *testing.B, upstream string, ca *certs.CA, frame int) string {
-	dir := b.TempDir()
-	pair, err := ca.Issue("*.nexmux.test")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	if err := pair.Write(cert, key); err != nil {
-		b.Fatal(err)
-	}
-	cfg := config.Config{Listen: "127.0.0.1:0", Upstream: []string{upstream}, Cert: []string{cert}, Key: []string{key},
-		Route: []string{"bench.nexmux.test=bench"}, IdleRelease: mux.DefaultIdleRelease}
-	rt, err := cfg.Build()
-	if err != nil {
-		b.Fatal(err)
-	}
-	lw := daemon.NewLogWriter(io.Discard, daemon.AccessLogDelay)
-	lg, access := daemon.NewLoggers(lw, rt.Config.LogFormat, rt.Config.LogLevel)
-	d, err := daemon.New(rt, daemon.Options{Logger: lg, AccessLog: access, H2MaxReadFrameSize: frame})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := d.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.Shutdown(ctx)
-		lw.Close()
-	})
-	return d.Addr("listen").String()
 }
