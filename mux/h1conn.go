@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/nexmux/nexmux/internal/lograte"
 	"github.com/nexmux/nexmux/l7"
 )
 
@@ -96,10 +97,7 @@ func writeH1(c net.Conn, b []byte, log *connLog) (int, error) {
 		if detail != "" {
 			args = append(args, "detail", detail)
 		}
-		if dropped > 0 {
-			args = append(args, "unlogged", dropped)
-		}
-		log.logger().Info("request refused: net/http could not parse it", args...)
+		log.logger().Info("request refused: net/http could not parse it", lograte.Unlogged(args, dropped)...)
 	}
 	if _, err := c.Write(registryErrorResponse(status, netHTTPErrorMessage(status, detail))); err != nil {
 		return 0, err

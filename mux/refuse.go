@@ -58,10 +58,7 @@ func (l *connLog) logger() *slog.Logger {
 // refuse logs the connection's refusal and counts it.
 func (l *connLog) refuse(reason, msg string, args ...any) {
 	if ok, dropped := l.s.refusals.note(reason); ok {
-		args = append([]any{"reason", reason}, args...)
-		if dropped > 0 {
-			args = append(args, "unlogged", dropped)
-		}
+		args = lograte.Unlogged(append([]any{"reason", reason}, args...), dropped)
 		l.logger().Info("connection refused: "+msg, args...)
 	}
 	l.s.countRefused(reason)

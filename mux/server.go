@@ -46,9 +46,9 @@ const (
 	MaxConcurrentStreams = 100
 	// MaxReadFrameSize is the largest HTTP/2 frame a client may send:
 	// 64 KiB, between the protocol's default 16 KiB, which makes an
-	// upload cost far more CPU per byte, and net/http's 1 MiB, whose
-	// read buffer a Go client's upload leaves on every idle connection
-	// (numbers: docs/bench/h2-upload.md).
+	// upload cost far more CPU per byte, and net/http's 1 MiB: the frame
+	// read buffer grows to the largest frame received and stays for the
+	// connection's life (numbers: docs/bench/h2-upload.md).
 	MaxReadFrameSize = 64 << 10
 	// DialTimeout bounds connecting to a passthrough backend.
 	DialTimeout = 10 * time.Second
@@ -216,10 +216,6 @@ func New(opts Options, st *State) (*Server, error) {
 		// Go's default is 250 streams per connection; 100 (what nginx
 		// and most servers offer) is plenty for registry clients and
 		// bounds what one connection can ask of Nexus at once.
-		// MaxReadFrameSize: the frame read buffer grows to the largest
-		// frame a client sends and stays until the connection closes, so
-		// at Go's 1 MiB default one upload left 512 KiB on every idle
-		// connection; smaller frames cost CPU per byte uploaded.
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: MaxConcurrentStreams, WriteByteTimeout: opts.SendTimeout,
 			MaxReadFrameSize: cmp.Or(opts.H2MaxReadFrameSize, MaxReadFrameSize)},
 		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),

@@ -290,10 +290,7 @@ func (s *Server) refusedHeader(raw net.Conn, err error, deadline time.Time) {
 		msg = "socks5: connection refused: no valid PROXY header"
 		args = append(args, "err", err)
 	}
-	if dropped > 0 {
-		args = append(args, "unlogged", dropped)
-	}
-	s.log.Info(msg, args...)
+	s.log.Info(msg, lograte.Unlogged(args, dropped)...)
 }
 
 // refusedPending counts a client closed at accept and logs it, at most one
@@ -355,11 +352,7 @@ func (s *Server) serveSession(ss *session) {
 			return
 		}
 		if ok, dropped := s.broken.Note(); ok {
-			args := []any{"client", ss.client.RemoteAddr().String()}
-			if dropped > 0 {
-				args = append(args, "unlogged", dropped)
-			}
-			s.log.Info("socks5: "+err.Error(), args...)
+			s.log.Info("socks5: "+err.Error(), lograte.Unlogged([]any{"client", ss.client.RemoteAddr().String()}, dropped)...)
 		}
 	}
 }
@@ -432,10 +425,7 @@ func (ss *session) refusedAs(reason, msg string, args ...any) {
 		b = &ss.s.authFailed
 	}
 	if ok, dropped := b.Note(); ok {
-		args = append(args, "reason", reason)
-		if dropped > 0 {
-			args = append(args, "unlogged", dropped)
-		}
+		args = lograte.Unlogged(append(args, "reason", reason), dropped)
 		ss.s.log.Info(msg, append([]any{"client", ss.client.RemoteAddr().String()}, args...)...)
 	}
 	if ss.s.opts.Refused != nil {

@@ -43,6 +43,15 @@ type Burst struct {
 	dropped int64
 }
 
+// Unlogged adds to a line's args how many events went unlogged before
+// it, when some did: the key every limited line uses.
+func Unlogged(args []any, dropped int64) []any {
+	if dropped > 0 {
+		return append(args, "unlogged", dropped)
+	}
+	return args
+}
+
 // Note records one event: log is whether to write its line, and dropped
 // how many events since the last line were not written.
 func (b *Burst) Note() (log bool, dropped int64) {
