@@ -1096,23 +1096,7 @@ func TestHealthChecksHoldNoPendingClientPlace(t *testing.T) {
 func TestLocalSessionsBoundedPerBalancer(t *testing.T) {
 	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 2}})
 	local := &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
-	greet := func() error {
-		c, err := net.Dial("tcp", st.socksAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := local.WriteTo(c); err != nil {
-			return err
-		}
-		if _, err := c.Write([]byte{5, 1, 0}); err != nil {
-			return err
-		}
-		var m [2]byte
-		_, err = io.ReadFull(c, m[:])
-		return err
-	}
+	greet := func() error { return greetBehind(t, st, local.WriteTo) }
 	for i := range 2 {
 		if err := greet(); err != nil {
 			t.Fatalf("LOCAL session %d: %v", i+1, err)
@@ -1126,6 +1110,28 @@ func TestLocalSessionsBoundedPerBalancer(t *testing.T) {
 	}
 }
 
+// greetBehind opens a session to st's SOCKS listener as a balancer does
+// (header writes its PROXY header), sends the SOCKS greeting and reads the
+// method choice; the session stays open, pending, until the test ends.
+func greetBehind(t *testing.T, st *stack, header func(io.Writer) (int64, error)) error {
+	t.Helper()
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := header(c); err != nil {
+		return err
+	}
+	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+		return err
+	}
+	var m [2]byte
+	_, err = io.ReadFull(c, m[:])
+	return err
+}
+
 // A v1 "PROXY UNKNOWN" session is a relayed SOCKS client the balancer
 // could not name, not a health check (go-proxyproto reads UNKNOWN as a
 // LOCAL command): such clients share the balancer's pending places, as on
@@ -1134,29 +1140,14 @@ func TestV1UnknownSessionsHoldPendingClientPlaces(t *testing.T) {
 	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 2}})
 	unix := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UnixStream,
 		SourceAddr: &net.UnixAddr{Net: "unix", Name: "/run/a.sock"}, DestinationAddr: &net.UnixAddr{Net: "unix", Name: "/run/b.sock"}}
-	// greet opens a session with the header and the SOCKS greeting, and
-	// keeps it open, pending, until the test ends.
 	greet := func(kind string) error {
-		c, err := net.Dial("tcp", st.socksAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		if kind == "unix" {
-			_, err = unix.WriteTo(c)
-		} else {
-			_, err = io.WriteString(c, "PROXY UNKNOWN\r\n")
+			return greetBehind(t, st, unix.WriteTo)
 		}
-		if err != nil {
-			return err
-		}
-		if _, err := c.Write([]byte{5, 1, 0}); err != nil {
-			return err
-		}
-		var m [2]byte
-		_, err = io.ReadFull(c, m[:])
-		return err
+		return greetBehind(t, st, func(w io.Writer) (int64, error) {
+			n, err := io.WriteString(w, "PROXY UNKNOWN\r\n")
+			return int64(n), err
+		})
 	}
 	// An UNKNOWN session and an AF_UNIX one share the balancer's address:
 	// a second UNKNOWN session is one too many (not a LOCAL session of the
