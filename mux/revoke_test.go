@@ -134,13 +134,7 @@ func TestReloadRevokesConnectionWhoseNameMoved(t *testing.T) {
 // again.
 func TestReloadLogsRevokedConnectionInFlight(t *testing.T) {
 	m := startMux(t, nil, "", 0)
-	cfg := m.tlsConfig("team-a.nexmux.test")
-	cfg.NextProtos = []string{"http/1.1"}
-	c, err := tls.Dial("tcp", m.addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := m.dialH1TLS(t)
 	fmt.Fprintf(c, "GET /until-gone HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n")
 	select {
 	case <-m.begun:
@@ -149,6 +143,7 @@ func TestReloadLogsRevokedConnectionInFlight(t *testing.T) {
 	}
 	for range 3 {
 		st := *m.srv.State()
+		var err error
 		if st.Table, err = routeTable("team-b.nexmux.test=team-b"); err != nil {
 			t.Fatal(err)
 		}
