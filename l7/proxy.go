@@ -110,6 +110,9 @@ type Config struct {
 	// MaxRequestsPerClient bounds one client address's requests in
 	// flight (0: no limit); beyond it nexmux answers 429 itself.
 	MaxRequestsPerClient int
+	// PerClientIPv6Prefix counts IPv6 clients by this prefix length for
+	// MaxRequestsPerClient (0 or 128: each address).
+	PerClientIPv6Prefix int
 	// MaxConnAge ends a client connection after the first response past
 	// this age (0: never).
 	MaxConnAge time.Duration
@@ -180,7 +183,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http", strip: stripSet(cfg.StripHeaders),
 		maxAge: cfg.MaxConnAge}
-	p.perClient.Max = cfg.MaxRequestsPerClient
+	p.perClient.Max, p.perClient.IPv6Prefix = cfg.MaxRequestsPerClient, cfg.PerClientIPv6Prefix
 	if cfg.PlainHTTPScheme == "https" {
 		p.plain = "https"
 	}

@@ -94,6 +94,9 @@ type Options struct {
 	// this many at once (0: no limit); the address is the one after PROXY
 	// protocol.
 	MaxConnsPerClient int
+	// PerClientIPv6Prefix counts IPv6 clients by this prefix length for
+	// MaxConnsPerClient (0 or 128: each address).
+	PerClientIPv6Prefix int
 	// PassthroughIdleTimeout closes a passthrough stream idle both ways
 	// this long (default DefaultPassthroughIdleTimeout).
 	PassthroughIdleTimeout time.Duration
@@ -191,7 +194,7 @@ func New(opts Options, st *State) (*Server, error) {
 		unparsable: lograte.Burst{Max: lograte.RefusalLines},
 		conns:      newChanListener(),
 	}
-	s.clients.Max = opts.MaxConnsPerClient
+	s.clients.Max, s.clients.IPv6Prefix = opts.MaxConnsPerClient, opts.PerClientIPv6Prefix
 	s.balancers.Max = opts.MaxConnsPerClient
 	s.state.Store(st)
 	s.life, s.endLife = context.WithCancel(context.Background())

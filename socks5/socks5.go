@@ -82,6 +82,9 @@ type Options struct {
 	// limit). Once its stream is routed a session counts against the
 	// router's limits instead.
 	MaxPending, MaxPendingPerClient int
+	// PerClientIPv6Prefix counts IPv6 clients by this prefix length for
+	// MaxPendingPerClient (0 or 128: each address).
+	PerClientIPv6Prefix int
 }
 
 // Server accepts SOCKS5 clients and hands their CONNECT streams to a
@@ -131,6 +134,7 @@ func New(router *mux.Server, o Options) *Server {
 	s.denied.Max, s.authFailed.Max = lograte.RefusalLines, lograte.RefusalLines
 	s.broken.Max, s.badHeader.Max = lograte.RefusalLines, lograte.RefusalLines
 	s.pending.max, s.pending.by.Max, s.pending.balancers.Max = o.MaxPending, o.MaxPendingPerClient, o.MaxPendingPerClient
+	s.pending.by.IPv6Prefix = o.PerClientIPv6Prefix
 	for _, p := range o.SNIPorts {
 		s.sniPorts[p] = true
 	}

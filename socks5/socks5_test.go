@@ -1282,3 +1282,26 @@ func TestProtocolErrorLinesLimited(t *testing.T) {
 		t.Fatalf("%d lines and %d said unlogged, want the 51 broken sessions accounted for:\n%s", len(lines), unlogged, text)
 	}
 }
+
+// PerClientIPv6Prefix 64: pending sessions from addresses of one /64 share
+// one client's MaxPendingPerClient; another /64 has its own.
+func TestPendingPerClientIPv6Prefix(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 2, PerClientIPv6Prefix: 64}})
+	from := func(ip string) error {
+		return greetBehind(t, st, func(w io.Writer) (int64, error) {
+			n, err := fmt.Fprintf(w, "PROXY TCP6 %s 2001:db8::ffff 40000 1080\r\n", ip)
+			return int64(n), err
+		})
+	}
+	for _, ip := range []string{"2001:db8:1:2::1", "2001:db8:1:2::2"} {
+		if err := from(ip); err != nil {
+			t.Fatalf("session from %s: %v", ip, err)
+		}
+	}
+	if err := from("2001:db8:1:2::3"); err == nil {
+		t.Fatal("a third pending session from one /64 was greeted, over MaxPendingPerClient 2")
+	}
+	if err := from("2001:db8:1:3::1"); err != nil {
+		t.Fatalf("session from another /64: %v", err)
+	}
+}

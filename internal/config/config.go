@@ -82,6 +82,7 @@ type Config struct {
 	// Issue-17 limits (internal/config/hardening.go has their defaults).
 	MaxRequestsPerClient int
 	MaxConnsPerClient    int
+	PerClientIPv6Prefix  int
 	MaxConnAge           time.Duration
 	// BodyTimeout bounds each read of a request body from the client and
 	// SendTimeout each write of a large response to it (0: never).

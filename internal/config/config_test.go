@@ -273,6 +273,7 @@ func TestBuildProblems(t *testing.T) {
 		{"negative hardening durations", func(c *Config) {
 			c.PassthroughIdleTimeout, c.MaxConnAge, c.BodyTimeout, c.SendTimeout = -1, -time.Minute, -time.Second, -2*time.Second
 		}, []string{"passthrough-idle-timeout", "max-conn-age -1m0s", "body-timeout -1s", "send-timeout -2s"}},
+		{"IPv6 client prefix out of range", func(c *Config) { c.PerClientIPv6Prefix = 129 }, []string{"per-client-ipv6-prefix 129: must be 1 to 128"}},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, []string{`log-level "loud"`}},
 		{"proxy-protocol-from, two bad entries", func(c *Config) {
 			c.ProxyProtocolFrom = []string{"10.0.0.0/8", "lb.example.com", "10.0.0.0/33"}

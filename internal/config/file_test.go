@@ -46,6 +46,7 @@ idle-release-after: 0s
 drain-timeout: 500ms
 max-conns: 10000
 max-conns-per-client: 50
+per-client-ipv6-prefix: 64
 max-conn-age: 5m
 body-timeout: 90s
 send-timeout: 2m
@@ -85,6 +86,7 @@ families: iptables
 		DrainTimeout:             500 * time.Millisecond,
 		MaxConns:                 10000,
 		MaxConnsPerClient:        50,
+		PerClientIPv6Prefix:      64,
 		MaxConnAge:               5 * time.Minute,
 		BodyTimeout:              90 * time.Second,
 		SendTimeout:              2 * time.Minute,

@@ -52,6 +52,9 @@ func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
 			errs = multierror.Append(errs, fmt.Errorf("%s %d: must not be negative", n.name, n.v))
 		}
 	}
+	if p := c.PerClientIPv6Prefix; p < 0 || p > 128 {
+		errs = multierror.Append(errs, fmt.Errorf("per-client-ipv6-prefix %d: must be 1 to 128 (0: 128)", p))
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration

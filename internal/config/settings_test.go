@@ -62,7 +62,7 @@ func TestEnvVar(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	want := &Config{Listen: ":8443", Upstream: []string{"http://127.0.0.1:8081"}, LogFormat: "text", LogLevel: "info",
-		MaxConns: DefaultMaxConns, MaxConnsPerClient: DefaultMaxConnsPerClient, MaxConnAge: 10 * time.Minute, IdleRelease: time.Second,
+		MaxConns: DefaultMaxConns, MaxConnsPerClient: DefaultMaxConnsPerClient, PerClientIPv6Prefix: 128, MaxConnAge: 10 * time.Minute, IdleRelease: time.Second,
 		BodyTimeout: time.Minute, SendTimeout: time.Minute,
 		MaxRequestsPerClient: DefaultMaxRequestsPerClient,
 		IptablesChain:        "NEXMUX", IptablesJumps: true, IptablesFamilies: []string{"iptables", "ip6tables"}}

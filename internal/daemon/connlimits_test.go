@@ -2,13 +2,16 @@ package daemon_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -307,4 +310,118 @@ func TestRefusalLinesLimitedPerReason(t *testing.T) {
 		c.Close()
 	}
 	testnet.RefusalBurst(t, refuse, logs.String, "reason=unknown_sni", "unknown.test")
+}
+
+// --per-client-ipv6-prefix 64: the addresses of one /64 are one client for
+// --max-conns-per-client and --max-requests-per-client, so a host holding
+// a /64 cannot open a fresh address per connection; another /64 is still
+// served. By default each address is a client of its own.
+func TestPerClientIPv6Prefix(t *testing.T) {
+	for _, prefix := range []int{64, 0} {
+		cfg := teamRoutes()
+		cfg.MaxConns = 40
+		cfg.MaxConnsPerClient = 5
+		cfg.MaxRequestsPerClient = 2
+		cfg.ProxyProtocolFrom = []string{"127.0.0.1/32"}
+		cfg.PerClientIPv6Prefix = prefix
+		st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1})
+
+		cs := silentConns(t, st.Addr, 20)
+		for i, c := range cs {
+			if _, err := fmt.Fprintf(c, "PROXY TCP6 2001:db8:1:2::%x 2001:db8::ffff %d 443\r\n", i+1, 40000+i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := 15
+		if prefix == 0 {
+			want = 0
+		}
+		if closed := closedOf(cs); closed != want {
+			t.Errorf("prefix %d: %d of 20 silent connections from 20 addresses of one /64 closed, want %d (--max-conns-per-client 5)", prefix, closed, want)
+		}
+		for _, c := range cs {
+			c.Close()
+		}
+		waitFor(t, "the silent connections' places given back", func() bool {
+			return counterValue(t, st.Daemon, "nexmux_open_connections", nil) == 0
+		})
+
+		node := st.NexusNodes[0]
+		node.SetBlackhole(true)
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		// Requests not refused wait at the blackholed node until cancel.
+		get := func(ctx context.Context, src string) (*http.Response, error) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+st.Host("team-a")+"/v2/app/manifests/1", nil)
+			req.SetBasicAuth(stack.User, stack.Password)
+			return (&http.Client{Transport: transportBehind(st, src)}).Do(req)
+		}
+		for _, src := range []string{"2001:db8:1:2::a", "2001:db8:1:2::b"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if resp, err := get(ctx, src); err == nil {
+					resp.Body.Close()
+				}
+			}()
+		}
+		waitFor(t, "two held requests at Nexus", func() bool { return len(node.Requests()) == 2 })
+		third := make(chan int, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Bounded: before the fix it waited at the node.
+			ctx, stop := context.WithTimeout(ctx, 20*time.Second)
+			defer stop()
+			resp, err := get(ctx, "2001:db8:1:2::c")
+			if err != nil {
+				third <- 0
+				return
+			}
+			resp.Body.Close()
+			third <- resp.StatusCode
+		}()
+		if prefix == 64 {
+			if code := <-third; code != http.StatusTooManyRequests {
+				t.Errorf("prefix 64: third request from the /64: %d, want 429", code)
+			}
+		} else {
+			waitFor(t, "a third address's request at Nexus", func() bool { return len(node.Requests()) == 3 })
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, err := get(ctx, "2001:db8:1:3::a"); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		atNexus := 3 // the third from the /64 was refused
+		if prefix == 0 {
+			atNexus = 4
+		}
+		waitFor(t, "another /64's request at Nexus", func() bool { return len(node.Requests()) == atNexus })
+		cancel()
+		wg.Wait()
+		node.SetBlackhole(false)
+	}
+}
+
+// transportBehind is st.Transport as a trusted balancer: each connection
+// starts with a PROXY v1 header naming client address ip.
+func transportBehind(st *stack.Stack, ip string) *http.Transport {
+	tr := st.Transport()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		_, port, _ := net.SplitHostPort(addr)
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := fmt.Fprintf(c, "PROXY TCP6 %s 2001:db8::ffff 40000 443\r\n", ip); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	return tr
 }

@@ -166,7 +166,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	b.Upstreams.Set().SetLogger(log)
 	d.metrics.Registry.MustRegister(b.Upstreams.Set())
 	d.proxy, err = l7.New(l7.Config{Upstreams: b.Upstreams, Logger: log, Observe: d.observe, PlainHTTPScheme: b.Config.PlainHTTPScheme, StripHeaders: b.Config.StripHeader,
-		MaxRequestsPerClient: b.Config.MaxRequestsPerClient, MaxConnAge: b.Config.MaxConnAge,
+		MaxRequestsPerClient: b.Config.MaxRequestsPerClient, PerClientIPv6Prefix: b.Config.PerClientIPv6Prefix, MaxConnAge: b.Config.MaxConnAge,
 		BodyTimeout: cmp.Or(b.Config.BodyTimeout, -1), SendTimeout: cmp.Or(b.Config.SendTimeout, -1)}) // 0: never
 	if err != nil {
 		return nil, err
@@ -185,6 +185,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 		Streamed:               d.metrics.Streamed,
 		MaxConns:               c.MaxConns,
 		MaxConnsPerClient:      c.MaxConnsPerClient,
+		PerClientIPv6Prefix:    c.PerClientIPv6Prefix,
 		PassthroughIdleTimeout: c.PassthroughIdleTimeout,
 		PortTLSOnly:            c.PortTLSOnly,
 		SendTimeout:            c.SendTimeout,
@@ -287,6 +288,7 @@ func (d *Daemon) Start() error {
 			// client's --max-conns-per-client.
 			MaxPending:          pendingCap(c.MaxConns),
 			MaxPendingPerClient: c.MaxConnsPerClient,
+			PerClientIPv6Prefix: c.PerClientIPv6Prefix,
 		}
 		if c.Socks5AuthFile != "" {
 			// Read at each login: a reload revokes users.

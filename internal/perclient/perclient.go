@@ -12,8 +12,24 @@ import (
 // Counter counts per address. The zero value has no limit.
 type Counter struct {
 	Max int // per address; 0: no limit
-	mu  sync.Mutex
-	n   map[netip.Addr]int
+	// IPv6Prefix, when 1 to 127, makes every IPv6 address within one
+	// prefix of that length a single client: a host given a whole /64
+	// could otherwise open a fresh address for each connection.
+	IPv6Prefix int
+	mu         sync.Mutex
+	n          map[netip.Addr]int
+}
+
+// key is the client a counts as: IPv4-mapped IPv6 as IPv4, IPv6 cut to
+// IPv6Prefix.
+func (c *Counter) key(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() && c.IPv6Prefix > 0 && c.IPv6Prefix < 128 {
+		if p, err := a.Prefix(c.IPv6Prefix); err == nil {
+			return p.Addr()
+		}
+	}
+	return a
 }
 
 // Acquire takes a place for a; false when a holds Max already. Every true
@@ -22,7 +38,7 @@ func (c *Counter) Acquire(a netip.Addr) bool {
 	if c.Max <= 0 {
 		return true
 	}
-	a = a.Unmap()
+	a = c.key(a)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n == nil {
@@ -40,7 +56,7 @@ func (c *Counter) Release(a netip.Addr) {
 	if c.Max <= 0 {
 		return
 	}
-	a = a.Unmap()
+	a = c.key(a)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n[a] <= 1 {

@@ -57,3 +57,41 @@ func TestTakeNBelow(t *testing.T) {
 		t.Fatalf("take 1, then 1 over: count %d, want 4", n.Load())
 	}
 }
+
+// With IPv6Prefix, every address of one IPv6 prefix is one client, and
+// other prefixes and IPv4 are not; without it each address is its own.
+func TestCounterIPv6Prefix(t *testing.T) {
+	a := netip.MustParseAddr("2001:db8:1:2::1")
+	same := netip.MustParseAddr("2001:db8:1:2:ffff:ffff:ffff:fffe")
+	zoned := netip.MustParseAddr("2001:db8:1:2::7%eth0")
+	other := netip.MustParseAddr("2001:db8:1:3::1")
+	v4 := netip.MustParseAddr("192.0.2.1")
+
+	c := Counter{Max: 2, IPv6Prefix: 64}
+	if !c.Acquire(a) || !c.Acquire(same) {
+		t.Fatal("first two places of the /64 refused")
+	}
+	if c.Acquire(zoned) || c.Acquire(netip.MustParseAddr("2001:db8:1:2::99")) {
+		t.Fatal("third place within the same /64 given")
+	}
+	if !c.Acquire(other) || !c.Acquire(v4) || !c.Acquire(v4) {
+		t.Fatal("another /64 or IPv4 refused")
+	}
+	c.Release(same)
+	if !c.Acquire(zoned) {
+		t.Fatal("place given back within the /64 not taken again")
+	}
+	for _, x := range []netip.Addr{a, zoned, other, v4, v4} {
+		c.Release(x)
+	}
+	if len(c.n) != 0 {
+		t.Fatalf("entries left for clients holding nothing: %v", c.n)
+	}
+
+	for _, bits := range []int{0, 128} {
+		whole := Counter{Max: 1, IPv6Prefix: bits}
+		if !whole.Acquire(a) || !whole.Acquire(same) {
+			t.Fatalf("IPv6Prefix %d: two addresses of one /64 not counted apart", bits)
+		}
+	}
+}
