@@ -149,15 +149,21 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	sub := rawPath
 	if isRegistryHost(seg) {
 		prefixReg, ok := route.CanonicalRegistry(seg)
-		if !ok {
+		_, mirrored := m.Repo(prefixReg)
+		switch {
+		case nsReg != "" && prefixReg != nsReg && !mirrored && nameComponent(seg):
+			// containerd sends the name as it is with ns, and outside
+			// Docker Hub a first component may hold a dot
+			// (gcr.io/google.com/cloudsdktool/...): part of the name.
+		case !ok:
 			return fail(http.StatusNotFound, "NAME_UNKNOWN", "the path prefix is not a registry name")
-		}
-		if nsReg != "" && nsReg != prefixReg {
+		case nsReg != "" && nsReg != prefixReg:
 			return fail(http.StatusBadRequest, "NAME_INVALID", "ns ("+nsReg+") and the path prefix ("+prefixReg+") name different registries")
+		default:
+			reg = prefixReg
+			st.mirror.prefix = seg
+			sub = "/v2/" + after
 		}
-		reg = prefixReg
-		st.mirror.prefix = seg
-		sub = "/v2/" + after
 	}
 	if reg == "" {
 		if _, ok := m.Repo(route.DockerHub); !ok {
@@ -211,6 +217,33 @@ func validFirstSegment(s string) bool {
 		}
 	}
 	return true
+}
+
+// nameComponent reports a path component of Docker's reference grammar:
+// [a-z0-9]+ runs joined by one '.', one or two '_', or '-'s. Never a
+// port, upper case, or a run of dots.
+func nameComponent(s string) bool {
+	alnum := func(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
+	for i := 0; i < len(s); {
+		if !alnum(s[i]) {
+			return false
+		}
+		for i < len(s) && alnum(s[i]) {
+			i++
+		}
+		if i == len(s) {
+			return true
+		}
+		j := i
+		for j < len(s) && !alnum(s[j]) {
+			j++
+		}
+		if sep := s[i:j]; sep != "." && sep != "_" && sep != "__" && strings.Trim(sep, "-") != "" {
+			return false
+		}
+		i = j
+	}
+	return false
 }
 
 // isRegistryHost is Docker's reference grammar: a first component with a

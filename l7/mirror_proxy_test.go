@@ -108,6 +108,12 @@ func TestMirrorRequestMapping(t *testing.T) {
 		{mirror, "mirror.example.com", "/v2", "", 200, "", "/nexus/repository/ghcr-proxy/v2", mirrorAuth, "ghcr.io"},
 		{mirror, "mirror.example.com", "/v2/token?scope=repository%3Aacme%2Fapp%3Apull&service=x", "", 200, "", "/nexus/repository/ghcr-proxy/v2/token?scope=repository%3Aacme%2Fapp%3Apull&service=x", "", "ghcr.io"},
 		{mirror, "mirror.example.com", "/v2/quay.io/acme/tool/tags/list?n=2&ns=quay.io", "", 200, "", "/nexus/repository/quay-proxy/v2/acme/tool/tags/list?n=2", mirrorAuth, "quay.io"},
+		// With ns, a dotted first component naming no registry of this
+		// name is part of the image name (containerd sends names as they
+		// are; john.smith is a GitLab user); one naming another mirrored
+		// registry disagrees with ns.
+		{mirror, "mirror.example.com", "/v2/john.smith/app/manifests/1?ns=quay.io", "", 200, "", "/nexus/repository/quay-proxy/v2/john.smith/app/manifests/1", mirrorAuth, "quay.io"},
+		{mirror, "mirror.example.com", "/v2/ghcr.io/acme/app/manifests/1?ns=quay.io", "", 400, "NAME_INVALID", "", "", ""},
 		// A client's own credentials are kept.
 		{mirror, "mirror.example.com", "/v2/ghcr.io/acme/app/manifests/1", "Bearer DockerToken.client", 200, "", "/nexus/repository/ghcr-proxy/v2/acme/app/manifests/1", "Bearer DockerToken.client", "ghcr.io"},
 		// Only the /v2 registry API is served on a mirror name, in either form.

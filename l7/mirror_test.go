@@ -105,3 +105,15 @@ func TestMirrorPublicForm(t *testing.T) {
 		}
 	}
 }
+
+func TestMirrorNameComponent(t *testing.T) {
+	for s, want := range map[string]bool{
+		"google.com": true, "john.smith": true, "a__b": true, "a---b": true, "a_b.c-d": true, "x": true,
+		"": false, "...": false, ".a": false, "a.": false, "a..b": false, "a___b": false, "a._b": false,
+		"Google.com": false, "host:5000": false, "-a": false, "a-": false,
+	} {
+		if got := nameComponent(s); got != want {
+			t.Errorf("nameComponent(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

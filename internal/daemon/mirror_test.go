@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/crane"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
@@ -414,5 +415,74 @@ func TestMirrorProxyProtocolLogsAndMetrics(t *testing.T) {
 	}
 	if got := metric(mf, "nexmux_requests_total", map[string]string{"route": mirrorHost, "method": "GET", "class": "4xx", "registry": ""}); got != 1 {
 		t.Errorf("requests_total{registry=\"\"} for the unknown ns: %v, want 1", got)
+	}
+}
+
+// nsTransport sends requests the way containerd does to a mirror named in
+// hosts.toml: ?ns=<the image's registry> on every registry API request
+// below an image name, never on the token request or the /v2/ ping.
+type nsTransport struct {
+	ns   string
+	next http.RoundTripper
+}
+
+func (t nsTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if p := r.URL.Path; p != "/v2/" && !strings.HasSuffix(p, "/v2/token") {
+		r = r.Clone(r.Context())
+		q := r.URL.Query()
+		q.Set("ns", t.ns)
+		r.URL.RawQuery = q.Encode()
+	}
+	return t.next.RoundTrip(r)
+}
+
+// TestMirrorNSNameWithDot: with ?ns=, containerd sends the image's name as
+// it is, and outside Docker Hub a name's first component may hold a dot
+// (gcr.io/google.com/cloudsdktool/..., GitLab user names like john.smith):
+// it is part of the name, not a registry prefix. A first segment naming the
+// ns registry itself is override_path's prefix; one naming another
+// registry of this mirror still disagrees with ns.
+func TestMirrorNSNameWithDot(t *testing.T) {
+	auth := filepath.Join(t.TempDir(), "mirror-auth")
+	writeFile(t, auth, stack.User+":"+stack.Password+"\n")
+	cfg := config.Config{MirrorAuthFile: auth}
+	for _, m := range fixtures.Mirrors {
+		cfg.Mirror = append(cfg.Mirror, mirrorHost+"/"+m.Remote+"="+m.Repo)
+	}
+	cfg.Mirror = append(cfg.Mirror, mirrorHost+"/gcr.io=gcr-proxy")
+	repos := append(fixtures.MirrorRepos(""), fixtures.Repo{Name: "gcr-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://gcr.io"})
+	s := stack.Start(t, stack.Options{Config: cfg, Fixture: fixtures.Config{Repos: repos}})
+	if err := s.Nexus.SeedMirrors(); err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(512, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const image = "google.com/cloudsdktool/cloud-sdk"
+	if err := s.Nexus.Seed("gcr-proxy", image, "1", img); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := img.Digest()
+	host := mirrorHost + ":" + itoa(s.Port)
+	tr := nsTransport{ns: "gcr.io", next: s.Transport()}
+	// hosts.toml _default (ns only), then override_path (prefix and ns).
+	for _, ref := range []string{host + "/" + image + ":1", host + "/gcr.io/" + image + ":1"} {
+		r, _ := name.ParseReference(ref)
+		pulled, err := remote.Image(r, remote.WithTransport(tr), remote.WithAuth(authn.Anonymous))
+		if err != nil {
+			t.Errorf("%s with ns=gcr.io: %v", ref, err)
+			continue
+		}
+		if got, _ := pulled.Digest(); got != want {
+			t.Errorf("%s with ns=gcr.io: digest %s, want %s", ref, got, want)
+		}
+		if err := validate.Image(pulled); err != nil {
+			t.Errorf("%s with ns=gcr.io: %v", ref, err)
+		}
+	}
+	resp, body := mirrorGet(t, s, http.MethodGet, "/v2/ghcr.io/acme/app/manifests/1?ns=gcr.io", false)
+	if resp.StatusCode != 400 || !strings.Contains(body, "NAME_INVALID") {
+		t.Errorf("a prefix naming another mirrored registry than ns: %d %s, want 400 NAME_INVALID", resp.StatusCode, body)
 	}
 }
