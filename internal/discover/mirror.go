@@ -3,6 +3,7 @@ package discover
 import (
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/nexmux/nexmux/route"
 )
@@ -27,7 +28,7 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 			reg, ok = route.CanonicalRegistry(u.Host)
 		}
 		if !ok {
-			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: remote %q names no registry host", r.Name, r.Proxy.RemoteURL))
+			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: remote %q names no registry host", r.Name, redacted(r.Proxy.RemoteURL)))
 			continue
 		}
 		if prev, dup := taken[reg]; dup {
@@ -36,6 +37,20 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 		}
 		taken[reg] = r.Name
 		p.Mirrors = append(p.Mirrors, reg+"="+r.Name)
-		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: proxy of %s (%s)", r.Name, reg, safeText(r.Proxy.RemoteURL)))
+		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: proxy of %s (%s)", r.Name, reg, safeText(redacted(r.Proxy.RemoteURL))))
 	}
+}
+
+// redacted hides a password written into a remote URL: discover's output
+// goes into files, tickets and CI logs.
+func redacted(remote string) string {
+	if u, err := url.Parse(remote); err == nil {
+		return u.Redacted()
+	}
+	if scheme, rest, ok := strings.Cut(remote, "://"); ok {
+		if at := strings.LastIndex(rest, "@"); at >= 0 && !strings.Contains(rest[:at], "/") {
+			return scheme + "://xxxxx@" + rest[at+1:]
+		}
+	}
+	return remote
 }

@@ -19,7 +19,12 @@ import (
 func TestDiscoverMirrors(t *testing.T) {
 	repos := append(fixtures.MirrorRepos("mirrors"),
 		fixtures.Repo{Name: "zz-hub-again", Type: fixtures.Proxy, Online: true, RemoteURL: "https://index.docker.io/"},
-		fixtures.Repo{Name: "corp-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://registry.corp.test:5000"})
+		fixtures.Repo{Name: "corp-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://registry.corp.test:5000"},
+		// Credentials written into a remote URL stay out of the output.
+		fixtures.Repo{Name: "zz-quay-again", Type: fixtures.Proxy, Online: true, RemoteURL: "https://robot:s3cret@quay.io/"},
+		fixtures.Repo{Name: "corp2-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://robot:s3cret@registry.corp2.test"},
+		fixtures.Repo{Name: "zz-bad-remote", Type: fixtures.Proxy, Online: true, RemoteURL: "https://robot:s3cret@/x"},
+		fixtures.Repo{Name: "zz-bad-url", Type: fixtures.Proxy, Online: true, RemoteURL: "https://robot:s3cret@quay.io:bad/"})
 	nx, err := fixtures.New(fixtures.Config{Users: map[string]string{"admin": "admin123"}, DataDir: t.TempDir(), Repos: repos})
 	if err != nil {
 		t.Fatal(err)
@@ -34,15 +39,20 @@ func TestDiscoverMirrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"registry.corp.test:5000=corp-proxy", "docker.io=dockerhub-proxy", "ghcr.io=ghcr-proxy", "registry.k8s.io=k8s-proxy", "quay.io=quay-proxy"}
+	want := []string{"registry.corp.test:5000=corp-proxy", "registry.corp2.test=corp2-proxy", "docker.io=dockerhub-proxy", "ghcr.io=ghcr-proxy", "registry.k8s.io=k8s-proxy", "quay.io=quay-proxy"}
 	if strings.Join(plan.Mirrors, " ") != strings.Join(want, " ") {
 		t.Errorf("mirrors %q, want %q", plan.Mirrors, want)
 	}
 	fl := plan.Flags()
-	for _, w := range []string{"--mirror 'mirror.example.org/ghcr.io=ghcr-proxy'", "ghcr-proxy: proxy of ghcr.io (https://ghcr.io)", "zz-hub-again: docker.io is already mirrored by dockerhub-proxy"} {
+	for _, w := range []string{"--mirror 'mirror.example.org/ghcr.io=ghcr-proxy'", "ghcr-proxy: proxy of ghcr.io (https://ghcr.io)", "zz-hub-again: docker.io is already mirrored by dockerhub-proxy",
+		"zz-quay-again: quay.io is already mirrored by quay-proxy", "corp2-proxy: proxy of registry.corp2.test (https://robot:xxxxx@registry.corp2.test)", `zz-bad-remote: remote "https://robot:xxxxx@/x" names no registry host`,
+		`zz-bad-url: remote "https://xxxxx@quay.io:bad/" names no registry host`} {
 		if !strings.Contains(fl, w) {
 			t.Errorf("flags lack %q:\n%s", w, fl)
 		}
+	}
+	if strings.Contains(fl+plan.YAML(), "s3cret") {
+		t.Errorf("a remote URL's password in the output:\n%s\n%s", fl, plan.YAML())
 	}
 	// The YAML's mirror list builds a valid table.
 	var f struct {
@@ -52,7 +62,7 @@ func TestDiscoverMirrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	tab, err := route.Build(route.Spec{Mirrors: f.Mirror})
-	if err != nil || tab.LookupHost("mirror.example.org") == nil || len(tab.LookupHost("mirror.example.org").Mirror.Registries) != 5 {
+	if err != nil || tab.LookupHost("mirror.example.org") == nil || len(tab.LookupHost("mirror.example.org").Mirror.Registries) != 6 {
 		t.Errorf("discovered mirrors do not build: %v", err)
 	}
 }
