@@ -568,3 +568,42 @@ func TestIptablesDeleteIgnoresOtherSettings(t *testing.T) {
 		t.Errorf("--delete with a bad jumps: exit %d\n%s", code, errs)
 	}
 }
+
+// An unknown key of the config file (a misspelt daemon setting, or one a
+// newer nexmux knows) does not keep --delete from removing the rules, as a
+// bad value of a daemon setting does not: it is a warning there. A key
+// that may be a misspelling of what --delete reads (chain, families, ...)
+// is still refused: the rules of the default chain, perhaps another
+// instance's, would go instead.
+func TestIptablesDeleteIgnoresUnknownKeys(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("routes: [a.example.com=r]\nmax-requests: 5\nconfig: other.yaml\nchain: NX-DEL\n")
+	out, errs, code := run(t, "iptables", "--config", file, "--delete")
+	if code != 0 || !strings.Contains(out, "-X NX-DEL") {
+		t.Fatalf("--delete with unknown keys: exit %d\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{"field routes not found", "field max-requests not found", "cannot name another one", "ignored by --delete"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("warnings lack %q:\n%s", want, errs)
+		}
+	}
+	// Still refused without --delete, by every command.
+	for _, cmd := range [][]string{{"iptables", "--port", "8082=a"}, {"check", "--port", "8082=a"}} {
+		if _, errs, code := run(t, append(cmd, "--config", file)...); code != exitInvalid || !strings.Contains(errs, "field routes not found") {
+			t.Errorf("%s without --delete: exit %d\n%s", cmd[0], code, errs)
+		}
+	}
+	for _, key := range []string{"chian: NX-DEL", "chains: NX-DEL", "NEXMUX_CHAIN: NX-DEL", "iptables-chain: NX-DEL", "famlies: [iptables]", "family: iptables"} {
+		write(key + "\n")
+		out, errs, code := run(t, "iptables", "--config", file, "--delete")
+		if code != exitInvalid || out != "" || !strings.Contains(errs, "not found") || !strings.Contains(errs, "misspelt") {
+			t.Errorf("%q with --delete: exit %d, want %d and the key refused as a possible misspelling\n%s%s", key, code, exitInvalid, out, errs)
+		}
+	}
+}
