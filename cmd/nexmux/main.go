@@ -290,8 +290,10 @@ func main() {
 
 // ignoreForDelete keeps of err what stops --delete: removing the rules
 // needs only the chain, the jumps and the families, so a bad value of any
-// other setting (one the daemon would refuse) is a warning, not a reason
-// to leave the redirects in place when nexmux stops.
+// other setting (one the daemon would refuse), or a file key that names no
+// setting, is a warning, not a reason to leave the redirects in place when
+// nexmux stops. A key that may be a misspelt iptables setting still stops
+// it: the default chain's rules, perhaps another instance's, would go.
 func ignoreForDelete(c *cli.Context, err error) error {
 	var me *multierror.Error
 	if !errors.As(err, &me) {
@@ -304,6 +306,15 @@ func ignoreForDelete(c *cli.Context, err error) error {
 		if errors.As(e, &se) && !config.ForCommand(se.Setting, "iptables") {
 			ignored = append(ignored, e.Error()+" (ignored by --delete)")
 			continue
+		}
+		var uk *config.UnknownKeyError
+		if errors.As(e, &uk) {
+			if like := uk.Resembles("iptables"); like != "" {
+				e = fmt.Errorf("%w (not ignored by --delete: it may be a misspelt %s)", e, like)
+			} else {
+				ignored = append(ignored, e.Error()+" (ignored by --delete)")
+				continue
+			}
 		}
 		keep = errlist.Append(keep, e)
 	}
