@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // run executes the CLI in-process and returns stdout, stderr and the exit
@@ -605,5 +606,21 @@ func TestIptablesDeleteIgnoresUnknownKeys(t *testing.T) {
 		if code != exitInvalid || out != "" || !strings.Contains(errs, "not found") || !strings.Contains(errs, "misspelt") {
 			t.Errorf("%q with --delete: exit %d, want %d and the key refused as a possible misspelling\n%s%s", key, code, exitInvalid, out, errs)
 		}
+	}
+}
+
+// An empty variable counts as unset for discover's flags too, as README
+// says of every setting: NEXMUX_FORMAT= (a compose file passing through an
+// unset ${FORMAT}) is the default format, not an invalid one.
+func TestDiscoverEmptyEnvIsUnset(t *testing.T) {
+	for _, f := range []string{"nexus", "user", "password-file", "domain", "format"} {
+		t.Setenv(config.EnvVar(f), "")
+	}
+	_, errs, code := run(t, "discover")
+	if code != exitInvalid || !strings.Contains(errs, "--nexus is required") {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	if strings.Contains(errs, "format") {
+		t.Errorf("an empty NEXMUX_FORMAT was read as the format:\n%s", errs)
 	}
 }
