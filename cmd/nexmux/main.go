@@ -209,14 +209,15 @@ func newApp() *cli.App {
 			{
 				Name:  "discover",
 				Usage: "read Nexus's docker repositories over its REST API and print a ready-to-use mapping",
+				// stringFlag, as for the settings: an empty variable is unset.
 				Flags: []cli.Flag{
 					// Required in Action, not by urfave/cli: its check stops
 					// there (exit 1), before the other problems are seen.
-					&cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx]) (required)", EnvVars: env("nexus")},
-					&cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings (required)", EnvVars: env("user")},
-					&cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps) (required)", EnvVars: env("password-file")},
-					&cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")},
-					&cli.StringFlag{Name: "format", Value: "flags", Usage: "flags or yaml", EnvVars: env("format")},
+					&stringFlag{cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx]) (required)", EnvVars: env("nexus")}},
+					&stringFlag{cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings (required)", EnvVars: env("user")}},
+					&stringFlag{cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps) (required)", EnvVars: env("password-file")}},
+					&stringFlag{cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")}},
+					&stringFlag{cli.StringFlag{Name: "format", Value: "flags", Usage: "flags or yaml", EnvVars: env("format")}},
 				},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
