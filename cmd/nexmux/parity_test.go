@@ -293,3 +293,23 @@ func TestPrecedenceForEverySetting(t *testing.T) {
 		})
 	}
 }
+
+// A list variable holding only blanks and commas gives no value, so it
+// counts as unset like an empty one: it cleared the file's list, silently
+// (NEXMUX_STRIP_HEADER=" " let the file's Remote User Token header through
+// to Nexus), where a blank string or number variable is refused.
+func TestBlankListEnvIsUnset(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("port: [8082=r]\nstrip-header: [X-Remote-User]\nproxy-protocol-from: [10.0.0.0/8]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := loadWith(t, "--config", file)
+	for _, v := range []string{" ", ",", " , ,\t"} {
+		for _, e := range []string{"NEXMUX_PORT", "NEXMUX_STRIP_HEADER", "NEXMUX_PROXY_PROTOCOL_FROM", "NEXMUX_UPSTREAM"} {
+			t.Setenv(e, v)
+		}
+		if got := loadWith(t, "--config", file); !reflect.DeepEqual(got, want) {
+			t.Errorf("variables set to %q changed the file's lists:\n%+v\nwant\n%+v", v, got, want)
+		}
+	}
+}
