@@ -624,3 +624,23 @@ func TestDiscoverEmptyEnvIsUnset(t *testing.T) {
 		t.Errorf("an empty NEXMUX_FORMAT was read as the format:\n%s", errs)
 	}
 }
+
+// A flag left without its value, at the end of the command line, is one
+// problem among the others: flag parsing alone stops at it and reports
+// nothing else, hiding the unknown flag and the bad values before it.
+func TestFlagWithoutValueListedWithTheRest(t *testing.T) {
+	_, errs, code := run(t, "check", "--bogus", "--max-conns", "x", "--listen", "nope", "--route")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"flag needs an argument: --route", "flag provided but not defined: --bogus", `max-conns "x"`, `listen "nope"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	// iptables --delete reads no routes, yet a flag without its value
+	// (here its chain) still stops it.
+	if out, errs, code := run(t, "iptables", "--delete", "--chain"); code != exitInvalid || out != "" || !strings.Contains(errs, "flag needs an argument: --chain") {
+		t.Errorf("iptables --delete --chain: exit %d\n%s%s", code, out, errs)
+	}
+}
