@@ -479,7 +479,7 @@ func TestStripUnknownFlags(t *testing.T) {
 		{"--help --nope", "--help", "--nope"},
 	} {
 		args := append([]string{"nexmux", "check"}, strings.Fields(tc.in)...)
-		kept, unknown := stripUnknownFlags(app, args)
+		kept, unknown, _ := stripUnknownFlags(app, args)
 		if got := strings.Join(kept[2:], " "); got != tc.kept {
 			t.Errorf("%q: kept %q, want %q", tc.in, got, tc.kept)
 		}
