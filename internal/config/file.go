@@ -144,7 +144,12 @@ func (c *Config) ApplyFile(path string) error {
 			errs = multierror.Append(errs, &SettingError{Setting: "config", Err: fmt.Errorf("config %s: line %d: a config file cannot name another one (config is a flag and an environment variable only)", path, k.Line)})
 			continue
 		}
-		if s == nil || k.Kind != yaml.ScalarNode {
+		if k.Kind != yaml.ScalarNode {
+			// A list or mapping has no Value to name in "field ... not found".
+			errs = multierror.Append(errs, &UnknownKeyError{Err: fmt.Errorf("config %s: line %d: a key must be a long flag name, not a list or mapping", path, k.Line)})
+			continue
+		}
+		if s == nil {
 			errs = multierror.Append(errs, &UnknownKeyError{Key: k.Value, Err: fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names", path, k.Line, k.Value)})
 			continue
 		}
@@ -192,6 +197,9 @@ func (e *UnknownKeyError) Unwrap() error { return e.Err }
 // and act on the default instead.
 func (e *UnknownKeyError) Resembles(command string) string {
 	key := strings.ToLower(strings.ReplaceAll(e.Key, "_", "-"))
+	if key == "" { // a list or mapping as the key: no name to resemble
+		return ""
+	}
 	for _, s := range settings {
 		if s.Command != command {
 			continue
