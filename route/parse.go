@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 func parseHostTarget(flag, s string) (string, Target, error) {
@@ -127,9 +128,13 @@ func NormalizePattern(p string) (string, error) {
 		if label == "" || len(label) > 63 {
 			return "", fmt.Errorf("host %q: empty or over-long label", p)
 		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		// By rune, so the error names the character written, not a byte
+		// of its UTF-8 encoding.
+		for _, c := range label {
+			switch {
+			case c >= utf8.RuneSelf:
+				return "", fmt.Errorf("host %q: %q is not allowed in a host name: give an internationalised name in its punycode (xn--) form", p, c)
+			case !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'):
 				return "", fmt.Errorf("host %q: %q is not allowed in a host name", p, c)
 			}
 		}
