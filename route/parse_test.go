@@ -369,3 +369,12 @@ func TestNonASCIIHostNamedAsWritten(t *testing.T) {
 		t.Errorf("NormalizePattern(bücher.example.com): %v, want 'ü' named and the punycode form suggested", err)
 	}
 }
+
+// A repository name with a non-ASCII letter is refused naming that letter,
+// not the first byte of its UTF-8 encoding ('Ã' for 'ë').
+func TestNonASCIIRepoNameNamedAsWritten(t *testing.T) {
+	err := ValidRepoName("tëam")
+	if err == nil || !strings.Contains(err.Error(), "'ë'") {
+		t.Errorf("ValidRepoName(tëam): %v, want 'ë' named", err)
+	}
+}
