@@ -89,8 +89,7 @@ func ValidRepoName(s string) error {
 	if s[0] == '.' || s[0] == '_' {
 		return fmt.Errorf("repository name %q must not start with %q", s, s[0])
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	for _, c := range s { // by rune: the error names the character written
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
 			return fmt.Errorf("repository name %q has %q; Nexus allows letters, digits, '-', '_' and '.'", s, c)
 		}
