@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 func parseHostTarget(flag, s string) (string, Target, error) {
@@ -88,8 +89,7 @@ func ValidRepoName(s string) error {
 	if s[0] == '.' || s[0] == '_' {
 		return fmt.Errorf("repository name %q must not start with %q", s, s[0])
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	for _, c := range s { // by rune: the error names the character written
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
 			return fmt.Errorf("repository name %q has %q; Nexus allows letters, digits, '-', '_' and '.'", s, c)
 		}
@@ -127,9 +127,13 @@ func NormalizePattern(p string) (string, error) {
 		if label == "" || len(label) > 63 {
 			return "", fmt.Errorf("host %q: empty or over-long label", p)
 		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		// By rune, so the error names the character written, not a byte
+		// of its UTF-8 encoding.
+		for _, c := range label {
+			switch {
+			case c >= utf8.RuneSelf:
+				return "", fmt.Errorf("host %q: %q is not allowed in a host name: give an internationalised name in its punycode (xn--) form", p, c)
+			case !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'):
 				return "", fmt.Errorf("host %q: %q is not allowed in a host name", p, c)
 			}
 		}

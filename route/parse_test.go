@@ -359,3 +359,22 @@ func TestBuildReportsEverything(t *testing.T) {
 		}
 	}
 }
+
+// A non-ASCII host (an internationalised name as typed) is refused naming
+// the character written, and with its way out, the punycode form: the
+// error named the first byte of its UTF-8 encoding instead ('Ã' for 'ü').
+func TestNonASCIIHostNamedAsWritten(t *testing.T) {
+	_, err := NormalizePattern("bücher.example.com")
+	if err == nil || !strings.Contains(err.Error(), "'ü'") || !strings.Contains(err.Error(), "xn--") {
+		t.Errorf("NormalizePattern(bücher.example.com): %v, want 'ü' named and the punycode form suggested", err)
+	}
+}
+
+// A repository name with a non-ASCII letter is refused naming that letter,
+// not the first byte of its UTF-8 encoding ('Ã' for 'ë').
+func TestNonASCIIRepoNameNamedAsWritten(t *testing.T) {
+	err := ValidRepoName("tëam")
+	if err == nil || !strings.Contains(err.Error(), "'ë'") {
+		t.Errorf("ValidRepoName(tëam): %v, want 'ë' named", err)
+	}
+}

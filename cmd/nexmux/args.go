@@ -25,12 +25,20 @@ func runApp(app *cli.App, args []string) error {
 	if w := dropServiceLink(); w != "" {
 		app.Metadata[envWarningsKey] = []string{w}
 	}
-	args, unknown := stripUnknownFlags(app, args)
+	args, unknown, missing := stripUnknownFlags(app, args)
 	if len(unknown) > 0 {
 		app.Metadata[unknownFlagsKey] = unknown
 	}
+	if missing != "" {
+		app.Metadata[missingValueKey] = missing
+	}
 	return app.Run(args)
 }
+
+// missingValueKey is where runApp leaves a last flag given without its
+// value, taken out for the command to report with the rest: flag parsing
+// would stop at it and report nothing else.
+const missingValueKey = "nexmux.missingValue"
 
 // envWarningsKey is where runApp leaves what it found odd in the
 // environment, for loadConfig to hand to the configuration's warnings
@@ -38,20 +46,21 @@ func runApp(app *cli.App, args []string) error {
 const envWarningsKey = "nexmux.envWarnings"
 
 // stripUnknownFlags returns args without the flags the command named by
-// args[1] does not define, and those flags. It reads the arguments as
+// args[1] does not define, and those flags, and without a last flag that
+// wants a value and has none, and that flag's name. It reads the arguments as
 // flag.FlagSet does: "-name" or "--name", "=value" or the next argument
 // as the value of a flag that takes one, up to "--" or the first argument
 // that is not a flag. An unknown flag without "=" takes the next argument
 // with it unless that is a flag: the commands take no arguments, so it can
 // only be the unknown flag's value, and left in place it would end the
 // parsing and lose every flag after it.
-func stripUnknownFlags(app *cli.App, args []string) ([]string, []string) {
+func stripUnknownFlags(app *cli.App, args []string) (kept, unknown []string, missing string) {
 	if len(args) < 3 {
-		return args, nil
+		return args, nil, ""
 	}
 	cmd := app.Command(args[1])
 	if cmd == nil || len(cmd.Flags) == 0 {
-		return args, nil
+		return args, nil, ""
 	}
 	takesValue := map[string]bool{"help": false, "h": false}
 	for _, f := range cmd.Flags {
@@ -63,8 +72,7 @@ func stripUnknownFlags(app *cli.App, args []string) ([]string, []string) {
 			takesValue[n] = tv
 		}
 	}
-	kept := append([]string(nil), args[:2]...)
-	var unknown []string
+	kept = append([]string(nil), args[:2]...)
 	i := 2
 	for ; i < len(args); i++ {
 		a := args[i]
@@ -75,6 +83,8 @@ func stripUnknownFlags(app *cli.App, args []string) ([]string, []string) {
 		tv, known := takesValue[name]
 		next := i+1 < len(args)
 		switch {
+		case known && tv && !hasValue && !next:
+			missing = "--" + name
 		case known:
 			kept = append(kept, a)
 			if tv && !hasValue && next {
@@ -89,7 +99,7 @@ func stripUnknownFlags(app *cli.App, args []string) ([]string, []string) {
 			}
 		}
 	}
-	return append(kept, args[i:]...), unknown
+	return append(kept, args[i:]...), unknown, missing
 }
 
 // argProblems are the command line's problems that flag parsing does not
@@ -101,6 +111,9 @@ func argProblems(c *cli.Context) []error {
 	unknown, _ := c.App.Metadata[unknownFlagsKey].([]string)
 	for _, f := range unknown {
 		errs = append(errs, fmt.Errorf("flag provided but not defined: %s", f))
+	}
+	if f, _ := c.App.Metadata[missingValueKey].(string); f != "" {
+		errs = append(errs, fmt.Errorf("flag needs an argument: %s", f))
 	}
 	if c.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read (a bool flag takes --name=false, not --name false)", c.Args().First()))

@@ -533,9 +533,9 @@ func TestDeployCommandLinesUseRealFlags(t *testing.T) {
 			t.Errorf("%s: %q: no nexmux command", where, args)
 			continue
 		}
-		rest, unknown := stripUnknownFlags(app, append([]string{"nexmux"}, args...))
-		if len(unknown) > 0 {
-			t.Errorf("%s: nexmux %s: unknown flags %q", where, args[0], unknown)
+		rest, unknown, missing := stripUnknownFlags(app, append([]string{"nexmux"}, args...))
+		if len(unknown) > 0 || missing != "" {
+			t.Errorf("%s: nexmux %s: unknown flags %q, flag without its value %q", where, args[0], unknown, missing)
 		}
 		set := flag.NewFlagSet(args[0], flag.ContinueOnError)
 		set.SetOutput(io.Discard)

@@ -209,14 +209,15 @@ func newApp() *cli.App {
 			{
 				Name:  "discover",
 				Usage: "read Nexus's docker repositories over its REST API and print a ready-to-use mapping",
+				// stringFlag, as for the settings: an empty variable is unset.
 				Flags: []cli.Flag{
 					// Required in Action, not by urfave/cli: its check stops
 					// there (exit 1), before the other problems are seen.
-					&cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx]) (required)", EnvVars: env("nexus")},
-					&cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings (required)", EnvVars: env("user")},
-					&cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps) (required)", EnvVars: env("password-file")},
-					&cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")},
-					&cli.StringFlag{Name: "format", Value: "flags", Usage: "flags or yaml", EnvVars: env("format")},
+					&stringFlag{cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx]) (required)", EnvVars: env("nexus")}},
+					&stringFlag{cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings (required)", EnvVars: env("user")}},
+					&stringFlag{cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps) (required)", EnvVars: env("password-file")}},
+					&stringFlag{cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")}},
+					&stringFlag{cli.StringFlag{Name: "format", Value: "flags", Usage: "flags or yaml", EnvVars: env("format")}},
 				},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
@@ -290,8 +291,10 @@ func main() {
 
 // ignoreForDelete keeps of err what stops --delete: removing the rules
 // needs only the chain, the jumps and the families, so a bad value of any
-// other setting (one the daemon would refuse) is a warning, not a reason
-// to leave the redirects in place when nexmux stops.
+// other setting (one the daemon would refuse), or a file key that names no
+// setting, is a warning, not a reason to leave the redirects in place when
+// nexmux stops. A key that may be a misspelt iptables setting still stops
+// it: the default chain's rules, perhaps another instance's, would go.
 func ignoreForDelete(c *cli.Context, err error) error {
 	var me *multierror.Error
 	if !errors.As(err, &me) {
@@ -304,6 +307,15 @@ func ignoreForDelete(c *cli.Context, err error) error {
 		if errors.As(e, &se) && !config.ForCommand(se.Setting, "iptables") {
 			ignored = append(ignored, e.Error()+" (ignored by --delete)")
 			continue
+		}
+		var uk *config.UnknownKeyError
+		if errors.As(e, &uk) {
+			if like := uk.Resembles("iptables"); like != "" {
+				e = fmt.Errorf("%w (not ignored by --delete: it may be a misspelt %s)", e, like)
+			} else {
+				ignored = append(ignored, e.Error()+" (ignored by --delete)")
+				continue
+			}
 		}
 		keep = errlist.Append(keep, e)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/nexmux/nexmux/fixtures/certs"
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // run executes the CLI in-process and returns stdout, stderr and the exit
@@ -478,7 +479,7 @@ func TestStripUnknownFlags(t *testing.T) {
 		{"--help --nope", "--help", "--nope"},
 	} {
 		args := append([]string{"nexmux", "check"}, strings.Fields(tc.in)...)
-		kept, unknown := stripUnknownFlags(app, args)
+		kept, unknown, _ := stripUnknownFlags(app, args)
 		if got := strings.Join(kept[2:], " "); got != tc.kept {
 			t.Errorf("%q: kept %q, want %q", tc.in, got, tc.kept)
 		}
@@ -566,5 +567,80 @@ func TestIptablesDeleteIgnoresOtherSettings(t *testing.T) {
 	}
 	if _, errs, code := run(t, "iptables", "--config", file, "--delete"); code != exitInvalid || !strings.Contains(errs, "jumps") {
 		t.Errorf("--delete with a bad jumps: exit %d\n%s", code, errs)
+	}
+}
+
+// An unknown key of the config file (a misspelt daemon setting, or one a
+// newer nexmux knows) does not keep --delete from removing the rules, as a
+// bad value of a daemon setting does not: it is a warning there. A key
+// that may be a misspelling of what --delete reads (chain, families, ...)
+// is still refused: the rules of the default chain, perhaps another
+// instance's, would go instead.
+func TestIptablesDeleteIgnoresUnknownKeys(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("routes: [a.example.com=r]\nmax-requests: 5\nconfig: other.yaml\nchain: NX-DEL\n")
+	out, errs, code := run(t, "iptables", "--config", file, "--delete")
+	if code != 0 || !strings.Contains(out, "-X NX-DEL") {
+		t.Fatalf("--delete with unknown keys: exit %d\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{"field routes not found", "field max-requests not found", "cannot name another one", "ignored by --delete"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("warnings lack %q:\n%s", want, errs)
+		}
+	}
+	// Still refused without --delete, by every command.
+	for _, cmd := range [][]string{{"iptables", "--port", "8082=a"}, {"check", "--port", "8082=a"}} {
+		if _, errs, code := run(t, append(cmd, "--config", file)...); code != exitInvalid || !strings.Contains(errs, "field routes not found") {
+			t.Errorf("%s without --delete: exit %d\n%s", cmd[0], code, errs)
+		}
+	}
+	for _, key := range []string{"chian: NX-DEL", "chains: NX-DEL", "NEXMUX_CHAIN: NX-DEL", "iptables-chain: NX-DEL", "famlies: [iptables]", "family: iptables"} {
+		write(key + "\n")
+		out, errs, code := run(t, "iptables", "--config", file, "--delete")
+		if code != exitInvalid || out != "" || !strings.Contains(errs, "not found") || !strings.Contains(errs, "misspelt") {
+			t.Errorf("%q with --delete: exit %d, want %d and the key refused as a possible misspelling\n%s%s", key, code, exitInvalid, out, errs)
+		}
+	}
+}
+
+// An empty variable counts as unset for discover's flags too, as README
+// says of every setting: NEXMUX_FORMAT= (a compose file passing through an
+// unset ${FORMAT}) is the default format, not an invalid one.
+func TestDiscoverEmptyEnvIsUnset(t *testing.T) {
+	for _, f := range []string{"nexus", "user", "password-file", "domain", "format"} {
+		t.Setenv(config.EnvVar(f), "")
+	}
+	_, errs, code := run(t, "discover")
+	if code != exitInvalid || !strings.Contains(errs, "--nexus is required") {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	if strings.Contains(errs, "format") {
+		t.Errorf("an empty NEXMUX_FORMAT was read as the format:\n%s", errs)
+	}
+}
+
+// A flag left without its value, at the end of the command line, is one
+// problem among the others: flag parsing alone stops at it and reports
+// nothing else, hiding the unknown flag and the bad values before it.
+func TestFlagWithoutValueListedWithTheRest(t *testing.T) {
+	_, errs, code := run(t, "check", "--bogus", "--max-conns", "x", "--listen", "nope", "--route")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"flag needs an argument: --route", "flag provided but not defined: --bogus", `max-conns "x"`, `listen "nope"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	// iptables --delete reads no routes, yet a flag without its value
+	// (here its chain) still stops it.
+	if out, errs, code := run(t, "iptables", "--delete", "--chain"); code != exitInvalid || out != "" || !strings.Contains(errs, "flag needs an argument: --chain") {
+		t.Errorf("iptables --delete --chain: exit %d\n%s%s", code, out, errs)
 	}
 }

@@ -208,3 +208,108 @@ func TestHelpShowsEffectiveDefaults(t *testing.T) {
 func isZeroDefault(d any) bool {
 	return d == time.Duration(0) || d == 0
 }
+
+// Every flag of every command, as the CLI defines it, is an environment
+// variable NEXMUX_<FLAG>; every flag of a command that reads --config is
+// also a setting (a key of the file). A flag added to a command's list
+// directly, outside config.Settings, fails here rather than silently
+// lacking its file key.
+func TestEveryCommandFlagHasEveryForm(t *testing.T) {
+	settings := map[string]bool{"config": true}
+	for _, s := range config.Settings() {
+		settings[s.Name] = true
+	}
+	for _, cmd := range newApp().Commands {
+		readsConfig := false
+		for _, f := range cmd.Flags {
+			readsConfig = readsConfig || f.Names()[0] == "config"
+		}
+		for _, f := range cmd.Flags {
+			name := f.Names()[0]
+			d, ok := f.(cli.DocGenerationFlag)
+			if !ok {
+				t.Errorf("%s --%s: %T has no environment variables", cmd.Name, name, f)
+				continue
+			}
+			if ev := d.GetEnvVars(); !slices.Equal(ev, []string{config.EnvVar(name)}) {
+				t.Errorf("%s --%s: environment variables %q, want [%s]", cmd.Name, name, ev, config.EnvVar(name))
+			}
+			if readsConfig && !settings[name] {
+				t.Errorf("%s --%s: no config.Settings entry, so no key of the --config file", cmd.Name, name)
+			}
+			if !readsConfig && settings[name] {
+				t.Errorf("%s --%s: a setting's name on a command that reads no --config", cmd.Name, name)
+			}
+		}
+	}
+}
+
+// flag > environment > file, for every setting: three distinct values of
+// the setting's type, each form given over the weaker ones.
+func TestPrecedenceForEverySetting(t *testing.T) {
+	for _, s := range config.Settings() {
+		// file, env, flag: the text each form takes (a list: one item).
+		var vals [3]string
+		switch d := s.Default().(type) {
+		case string, []string:
+			vals = [3]string{"from-file", "from-env", "from-flag"}
+		case int:
+			vals = [3]string{"11", "12", "13"}
+		case time.Duration:
+			vals = [3]string{"11s", "12s", "13s"}
+		case bool:
+			// Two values only: the file says !d, the environment d,
+			// the flag !d again.
+			vals = [3]string{strconv.FormatBool(!d), strconv.FormatBool(d), strconv.FormatBool(!d)}
+		default:
+			t.Fatalf("%s: default of type %T not covered", s.Name, d)
+		}
+		t.Run(s.Name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(file, []byte(s.Name+": "+strconv.Quote(vals[0])+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			flag := "--" + s.Name + "=" + vals[2]
+			load := func(args ...string) *config.Config {
+				c := loadWith(t, args...)
+				c.File = ""
+				return c
+			}
+			fromFile := load("--config", file)
+			t.Setenv(s.Env(), vals[1])
+			envOverFile, flagOverAll := load("--config", file), load("--config", file, flag)
+			fromEnv := load()
+			os.Unsetenv(s.Env())
+			fromFlag := load(flag)
+			if reflect.DeepEqual(fromFile, fromEnv) {
+				t.Fatalf("file %q and %s=%q give the same config: the test cannot tell them apart", vals[0], s.Env(), vals[1])
+			}
+			if !reflect.DeepEqual(envOverFile, fromEnv) {
+				t.Errorf("%s=%s with the file's %s: %+v, want the environment's %+v", s.Env(), vals[1], vals[0], envOverFile, fromEnv)
+			}
+			if !reflect.DeepEqual(flagOverAll, fromFlag) {
+				t.Errorf("%s over the environment and the file: %+v, want the flag's %+v", flag, flagOverAll, fromFlag)
+			}
+		})
+	}
+}
+
+// A list variable holding only blanks and commas gives no value, so it
+// counts as unset like an empty one: it cleared the file's list, silently
+// (NEXMUX_STRIP_HEADER=" " let the file's Remote User Token header through
+// to Nexus), where a blank string or number variable is refused.
+func TestBlankListEnvIsUnset(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("port: [8082=r]\nstrip-header: [X-Remote-User]\nproxy-protocol-from: [10.0.0.0/8]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := loadWith(t, "--config", file)
+	for _, v := range []string{" ", ",", " , ,\t"} {
+		for _, e := range []string{"NEXMUX_PORT", "NEXMUX_STRIP_HEADER", "NEXMUX_PROXY_PROTOCOL_FROM", "NEXMUX_UPSTREAM"} {
+			t.Setenv(e, v)
+		}
+		if got := loadWith(t, "--config", file); !reflect.DeepEqual(got, want) {
+			t.Errorf("variables set to %q changed the file's lists:\n%+v\nwant\n%+v", v, got, want)
+		}
+	}
+}

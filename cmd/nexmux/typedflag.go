@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/urfave/cli/v2"
 
@@ -155,9 +156,11 @@ func newListFlag(name, usage, defText string, envs []string, def []string) *list
 func (f *listFlag) GetDefaultText() string { return f.defText }
 func (f *listFlag) String() string         { return cli.FlagStringer(f) }
 
-// Apply reads the environment variable, then registers the value.
+// Apply reads the environment variable, then registers the value. One
+// that gives no item (blanks and commas) is unset, as an empty one is: set,
+// it would clear the file's list without a word.
 func (f *listFlag) Apply(set *flag.FlagSet) error {
-	if e, val := fromEnv(f.EnvVars); e != "" {
+	if e, val := fromEnv(f.EnvVars); e != "" && strings.TrimFunc(val, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) != "" {
 		f.v.envText = val
 		f.HasBeenSet = true
 	}

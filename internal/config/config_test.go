@@ -462,3 +462,33 @@ func TestListenClashesAcrossIPSpellings(t *testing.T) {
 		}
 	}
 }
+
+// --max-conns-per-client defaults from --max-conns' default, not from a
+// --max-conns the user gave: lowered below it, one client address may take
+// every place, which the per-client cap exists to prevent. That draws a
+// warning, as the like limit of requests does.
+func TestBuildWarnsOfPerClientCapNotBelowMaxConns(t *testing.T) {
+	for _, tc := range []struct {
+		maxConns, perClient int
+		want                string
+	}{
+		{DefaultMaxConns, DefaultMaxConnsPerClient, ""},
+		{100, DefaultMaxConnsPerClient, fmt.Sprintf("max-conns-per-client %d is not below max-conns 100", DefaultMaxConnsPerClient)},
+		{100, 100, "max-conns-per-client 100 is not below max-conns 100"},
+		{100, 99, ""},
+		{0, 500, ""}, // no total limit: nothing to take all of
+		{100, 0, ""}, // no per-client limit, chosen
+	} {
+		c := Defaults()
+		c.Port = []string{"8082=team-a"}
+		c.MaxConns, c.MaxConnsPerClient = tc.maxConns, tc.perClient
+		b, err := c.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(b.Warnings, "\n")
+		if tc.want == "" && strings.Contains(got, "max-conns-per-client") || !strings.Contains(got, tc.want) {
+			t.Errorf("max-conns %d, per client %d: warnings %q, want %q", tc.maxConns, tc.perClient, got, tc.want)
+		}
+	}
+}

@@ -141,11 +141,16 @@ func (c *Config) ApplyFile(path string) error {
 		k, v := root.Content[i], root.Content[i+1]
 		s := byName[k.Value]
 		if k.Kind == yaml.ScalarNode && k.Value == "config" {
-			errs = multierror.Append(errs, fmt.Errorf("config %s: line %d: a config file cannot name another one (config is a flag and an environment variable only)", path, k.Line))
+			errs = multierror.Append(errs, &SettingError{Setting: "config", Err: fmt.Errorf("config %s: line %d: a config file cannot name another one (config is a flag and an environment variable only)", path, k.Line)})
 			continue
 		}
-		if s == nil || k.Kind != yaml.ScalarNode {
-			errs = multierror.Append(errs, fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names", path, k.Line, k.Value))
+		if k.Kind != yaml.ScalarNode {
+			// A list or mapping has no Value to name in "field ... not found".
+			errs = multierror.Append(errs, &UnknownKeyError{Err: fmt.Errorf("config %s: line %d: a key must be a long flag name, not a list or mapping", path, k.Line)})
+			continue
+		}
+		if s == nil {
+			errs = multierror.Append(errs, &UnknownKeyError{Key: k.Value, Err: fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names", path, k.Line, k.Value)})
 			continue
 		}
 		if line, dup := seen[k.Value]; dup {
@@ -176,6 +181,66 @@ type SettingError struct {
 
 func (e *SettingError) Error() string { return e.Err.Error() }
 func (e *SettingError) Unwrap() error { return e.Err }
+
+// UnknownKeyError is a config file key that names no setting.
+type UnknownKeyError struct {
+	Key string
+	Err error
+}
+
+func (e *UnknownKeyError) Error() string { return e.Err.Error() }
+func (e *UnknownKeyError) Unwrap() error { return e.Err }
+
+// Resembles returns the setting only command reads (Setting.Command) that
+// the key may be a misspelling of, or "": a command that ignores unknown
+// keys (`iptables --delete`) must not ignore a misspelt setting of its own
+// and act on the default instead.
+func (e *UnknownKeyError) Resembles(command string) string {
+	key := strings.ToLower(strings.ReplaceAll(e.Key, "_", "-"))
+	if key == "" { // a list or mapping as the key: no name to resemble
+		return ""
+	}
+	for _, s := range settings {
+		if s.Command != command {
+			continue
+		}
+		n := s.Name
+		prefix := 0
+		for prefix < min(len(key), len(n)) && key[prefix] == n[prefix] {
+			prefix++
+		}
+		if strings.Contains(key, n) || strings.Contains(n, key) || prefix >= 4 || editDistance(key, n) <= 2 {
+			return n
+		}
+	}
+	return ""
+}
+
+// editDistance is the optimal string alignment distance of a and b (bytes):
+// insertions, deletions, substitutions and swaps of neighbours.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
 
 // ForCommand reports whether the setting named is one only that command
 // reads (Setting.Command).

@@ -213,6 +213,9 @@ func TestApplyFileErrors(t *testing.T) {
 		{"not a mapping", "- route\n", []string{"config"}},
 		{"broken YAML", "route: [a\n", []string{"config"}},
 		{"duplicate key", "listen: :1\nlisten: :2\n", []string{"listen"}},
+		// A key that is a list or a mapping names nothing: "field  not
+		// found" said so with an empty name.
+		{"list as a key", "listen: :1\n? [route]\n: a.example.com=r\n", []string{"line 2", "a key must be a long flag name"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := writeYAML(t, tc.yaml)

@@ -288,20 +288,27 @@ func (p *Plan) Flags() string {
 	p.header(&b)
 	var args []string
 	if p.Upstream != "" {
-		args = append(args, "--upstream '"+p.Upstream+"'")
+		args = append(args, "--upstream "+shellQuote(p.Upstream))
 	}
 	for _, r := range p.Routes {
-		args = append(args, "--route '"+r+"'")
+		args = append(args, "--route "+shellQuote(r))
 	}
 	for _, r := range p.Ports {
-		args = append(args, "--port '"+r+"'")
+		args = append(args, "--port "+shellQuote(r))
 	}
 	for _, m := range p.Mirrors {
-		args = append(args, "--mirror '"+p.MirrorHost+"/"+m+"'")
+		args = append(args, "--mirror "+shellQuote(p.MirrorHost+"/"+m))
 	}
 	b.WriteString(strings.Join(args, " \\\n"))
 	b.WriteString("\n")
 	return b.String()
+}
+
+// shellQuote is s as one shell word: the --nexus URL is the operator's
+// text (a context path may hold a quote, which serve accepts), and a bare
+// quote would end the word and run the rest.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // YAML renders the plan as a --config file: the keys are the long flag

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -348,5 +350,24 @@ func TestDiscoverSaysWhichLimitEndedTheAnswer(t *testing.T) {
 	_, err = discover.Fetch(context.Background(), client, hs.URL+"/stall", "admin", "admin123")
 	if err == nil || !strings.Contains(err.Error(), "in time") {
 		t.Errorf("stalled answer: %v, want a timeout named", err)
+	}
+}
+
+// --format flags prints shell words: a quote in the --nexus URL (a context
+// path may hold one, and serve accepts it) must stay inside its word, not
+// end it and let the rest run as shell.
+func TestDiscoverFlagsAreShellWords(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	p := &discover.Plan{Upstream: "http://nexus:8081/it's'$(echo x)'", Ports: []string{"8082=r"}}
+	out, err := exec.Command(sh, "-c", "printf '%s\\n' "+p.Flags()).Output()
+	if err != nil {
+		t.Fatalf("sh: %v\n%s", err, p.Flags())
+	}
+	want := []string{"--upstream", p.Upstream, "--port", "8082=r"}
+	if got := strings.Split(strings.TrimSpace(string(out)), "\n"); !slices.Equal(got, want) {
+		t.Errorf("the shell reads %q, want %q:\n%s", got, want, p.Flags())
 	}
 }
