@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -22,8 +23,13 @@ func runApp(app *cli.App, args []string) error {
 	if app.Metadata == nil {
 		app.Metadata = map[string]any{}
 	}
+	var warnings []string
 	if w := dropServiceLink(); w != "" {
-		app.Metadata[envWarningsKey] = []string{w}
+		warnings = append(warnings, w)
+	}
+	warnings = append(warnings, misspeltEnv(app, os.Environ())...)
+	if len(warnings) > 0 {
+		app.Metadata[envWarningsKey] = warnings
 	}
 	args, unknown, missing := stripUnknownFlags(app, args)
 	if len(unknown) > 0 {
@@ -139,4 +145,53 @@ func dropServiceLink() string {
 		}
 	}
 	return ""
+}
+
+// misspeltEnv names the NEXMUX_ variables of environ that no flag reads
+// but that are a letter or two from one that does (NEXMUX_ROUTES,
+// NEXMUX_MAXCONNS): read by nothing, such a variable would leave its
+// setting at the default without a word. Variables far from every name
+// (scripts' own, Kubernetes service links) are none of nexmux's business.
+func misspeltEnv(app *cli.App, environ []string) []string {
+	known := map[string]bool{}
+	var add func(flags []cli.Flag)
+	add = func(flags []cli.Flag) {
+		for _, f := range flags {
+			if e, ok := f.(interface{ GetEnvVars() []string }); ok {
+				for _, v := range e.GetEnvVars() {
+					known[v] = true
+				}
+			}
+		}
+	}
+	add(app.Flags)
+	var walk func(cmds []*cli.Command)
+	walk = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			add(c.Flags)
+			walk(c.Subcommands)
+		}
+	}
+	walk(app.Commands)
+	squash := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "")) }
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		// Short names are a letter or two from too much (NEXMUX_SOAK,
+		// NEXMUX_LOAD) to say which was meant.
+		if !strings.HasPrefix(name, "NEXMUX_") || known[name] || len(squash(name))-len("nexmux") < 6 {
+			continue
+		}
+		best, bestD := "", 3
+		for k := range known {
+			if d := config.EditDistance(squash(name), squash(k)); d < bestD || d == bestD && k < best {
+				best, bestD = k, d
+			}
+		}
+		if best != "" {
+			out = append(out, fmt.Sprintf("ignoring %s: no setting reads it (did you mean %s?)", name, best))
+		}
+	}
+	slices.Sort(out)
+	return out
 }

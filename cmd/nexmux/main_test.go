@@ -644,3 +644,34 @@ func TestFlagWithoutValueListedWithTheRest(t *testing.T) {
 		t.Errorf("iptables --delete --chain: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// A NEXMUX_ variable a letter or two from a setting's (a plural, a lost
+// underscore) is read by nothing: check says so, naming the setting meant,
+// and the configuration is still valid. Variables far from every setting
+// (the test scripts', Kubernetes service links for other Services) draw
+// nothing.
+func TestMisspeltEnvironmentVariableWarned(t *testing.T) {
+	crt, key := certFiles(t)
+	t.Setenv("NEXMUX_ROUTES", "b.example.com=team-b")
+	t.Setenv("NEXMUX_MAXCONNS", "10")
+	t.Setenv("NEXMUX_UPSTREAM_MAX_CON", "10")
+	for _, v := range []string{"NEXMUX_REQUIRE_NETNS", "NEXMUX_SOAK", "NEXMUX_TEST_LOG", "NEXMUX_TEST_UPSTREAM_TRANSPORT",
+		"NEXMUX_BENCH_IDLE_CLIENT", "NEXMUX_BENCH_H2_PEER", "NEXMUX_PID", "NEXMUX_LINES",
+		"NEXMUX_METRICS_SERVICE_HOST", "NEXMUX_METRICS_SERVICE_PORT", "NEXMUX_METRICS_PORT", "NEXMUX_METRICS_PORT_9090_TCP_ADDR"} {
+		t.Setenv(v, "1")
+	}
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=team-a")
+	if code != 0 || !strings.Contains(out, "a.example.com") || strings.Contains(out, "b.example.com") {
+		t.Fatalf("exit %d:\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{"ignoring NEXMUX_ROUTES: no setting reads it (did you mean NEXMUX_ROUTE?)",
+		"ignoring NEXMUX_MAXCONNS: no setting reads it (did you mean NEXMUX_MAX_CONNS?)",
+		"ignoring NEXMUX_UPSTREAM_MAX_CON: no setting reads it (did you mean NEXMUX_UPSTREAM_MAX_CONNS?)"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	if n := strings.Count(errs, "ignoring NEXMUX_"); n != 3 {
+		t.Errorf("%d variables warned of, want the 3 misspelt ones:\n%s", n, errs)
+	}
+}

@@ -209,16 +209,16 @@ func (e *UnknownKeyError) Resembles(command string) string {
 		for prefix < min(len(key), len(n)) && key[prefix] == n[prefix] {
 			prefix++
 		}
-		if strings.Contains(key, n) || strings.Contains(n, key) || prefix >= 4 || editDistance(key, n) <= 2 {
+		if strings.Contains(key, n) || strings.Contains(n, key) || prefix >= 4 || EditDistance(key, n) <= 2 {
 			return n
 		}
 	}
 	return ""
 }
 
-// editDistance is the optimal string alignment distance of a and b (bytes):
+// EditDistance is the optimal string alignment distance of a and b (bytes):
 // insertions, deletions, substitutions and swaps of neighbours.
-func editDistance(a, b string) int {
+func EditDistance(a, b string) int {
 	d := make([][]int, len(a)+1)
 	for i := range d {
 		d[i] = make([]int, len(b)+1)
