@@ -28,7 +28,7 @@ type Repo struct {
 	Name   string `json:"name"`
 	Format string `json:"format"`
 	Type   string `json:"type"`
-	Online bool   `json:"online"`
+	Online *bool  `json:"online"` // nil: not said (taken as online)
 	Docker *struct {
 		V1Enabled      bool    `json:"v1Enabled"`
 		ForceBasicAuth bool    `json:"forceBasicAuth"`
@@ -128,6 +128,9 @@ type Plan struct {
 	// NoHost are "name: why" of repositories whose name makes no host
 	// name under the domain (Nexus allows "team-", "a..b", 64+ characters).
 	NoHost []string
+	// Offline names docker repositories Nexus has offline: they are
+	// routed, and answer 503 until brought online.
+	Offline []string
 	// Mirrors are "REGISTRY=REPO" for docker proxy repositories, rendered
 	// as --mirror MirrorHost/REGISTRY=REPO; MirrorNotes say what was left out.
 	Mirrors     []string
@@ -153,7 +156,11 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 		}
 		byName[r.Name] = r
 		docker = append(docker, r)
+		if r.Online != nil && !*r.Online {
+			p.Offline = append(p.Offline, safeText(r.Name))
+		}
 	}
+	sort.Strings(p.Offline)
 	if len(docker) == 0 {
 		return nil, ErrNoDocker
 	}
@@ -372,6 +379,9 @@ func (p *Plan) header(b *strings.Builder) {
 	}
 	for _, n := range p.NoHost {
 		fmt.Fprintf(b, "# no host name for %s\n", n)
+	}
+	for _, n := range p.Offline {
+		fmt.Fprintf(b, "# offline in Nexus: %s (routed; its requests get 503 until it is online)\n", n)
 	}
 	for _, s := range p.Skipped {
 		fmt.Fprintf(b, "# skipped, not docker: %s\n", s)

@@ -371,3 +371,38 @@ func TestDiscoverFlagsAreShellWords(t *testing.T) {
 		t.Errorf("the shell reads %q, want %q:\n%s", got, want, p.Flags())
 	}
 }
+
+// A repository Nexus has offline is still routed (it may come back), and
+// the output says so, in both formats, so the operator is not surprised by
+// its 503s; online ones get no such note.
+func TestDiscoverNotesOfflineRepositories(t *testing.T) {
+	nx, err := fixtures.New(fixtures.Config{
+		Users:   map[string]string{"admin": "admin123"},
+		DataDir: t.TempDir(),
+		Repos: []fixtures.Repo{
+			{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPPort: 8082},
+			{Name: "old-team", Type: fixtures.Hosted, Online: false, HTTPPort: 8099},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(nx)
+	t.Cleanup(func() { hs.Close(); nx.Close() })
+	repos, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(plan.Ports, " ") != "8099=old-team 8082=team-a" {
+		t.Errorf("ports %q: the offline repository must still be routed", plan.Ports)
+	}
+	for _, out := range []string{plan.Flags(), plan.YAML()} {
+		if !strings.Contains(out, "# offline in Nexus: old-team (routed; its requests get 503 until it is online)") || strings.Contains(out, "offline in Nexus: team-a") {
+			t.Errorf("offline note missing or wrong:\n%s", out)
+		}
+	}
+}
