@@ -281,7 +281,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			if move(last) {
 				resp.Body.Close()
 				a.done()
-				suspects = append(suspects, suspect{n, "status " + resp.Status})
+				if !frozenRefusal(n, kind, resp.StatusCode) {
+					suspects = append(suspects, suspect{n, "status " + resp.Status})
+				}
 				set.Failover(kind, "status")
 				continue
 			}
@@ -291,7 +293,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			// and never against the last node that serves this kind of
 			// request: ejecting it would turn one repository's 503 into
 			// everyone's.
-			if len(suspects) == 0 && r.Context().Err() == nil && set.OtherUsable(n, kind == "write") {
+			if len(suspects) == 0 && r.Context().Err() == nil && set.OtherUsable(n, kind == "write") && !frozenRefusal(n, kind, resp.StatusCode) {
 				set.ReportResult(n, false, "status "+resp.Status)
 			}
 		default:
@@ -314,6 +316,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		lastErr = upstream.ErrAllDown
 	}
 	return nil, lastErr
+}
+
+// frozenRefusal reports a write's 503 from a node the probes know is
+// read-only: that is its mode, not a failure, and must not eject it (it
+// still serves reads, and holds the upload sessions it opened).
+func frozenRefusal(n *upstream.Node, kind string, status int) bool {
+	return kind == "write" && status == http.StatusServiceUnavailable && n.State() == upstream.ReadOnly
 }
 
 func closeBody(r *http.Request) {
