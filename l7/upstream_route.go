@@ -249,8 +249,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					if sb != nil {
 						sb.finish()
 					}
-					set.Affinity("unknown")
-					return nil, uploadUnknown()
+					return nil, f.uploadGone()
 				}
 			case errors.Is(context.Cause(ctx), errNodeDown):
 				lastErr = errors.Join(errNodeDown, err)
@@ -364,12 +363,29 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 		// One node: it holds every session.
 		return nodes, nil
 	}
-	if n := f.ask(r, set.Askable()); n != nil {
+	askable := set.Askable()
+	if len(askable) == 0 {
+		// Every node is down: none was asked, so nothing says the
+		// session is gone; the answer is the one every request gets.
+		return nil, upstream.ErrAllDown
+	}
+	if n := f.ask(r, askable); n != nil {
 		set.Affinity("asked")
 		return []*upstream.Node{n}, nil
 	}
 	set.Affinity("unknown")
 	return nil, uploadUnknown()
+}
+
+// uploadGone answers a follow-up whose node turned out unreachable:
+// 404 BLOB_UPLOAD_UNKNOWN while another node answers, else (every node
+// down) the 503 UNAVAILABLE every request gets.
+func (f failover) uploadGone() error {
+	if len(f.up.set.Askable()) == 0 {
+		return refusalFor(upstream.ErrAllDown)
+	}
+	f.up.set.Affinity("unknown")
+	return uploadUnknown()
 }
 
 // uploadUnknown answers a follow-up whose session no node holds: clients
