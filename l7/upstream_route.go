@@ -109,6 +109,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	rest, tag := upstream.SplitTag(r.URL.RawQuery)
 	r.URL.RawQuery = rest
 	class, digest, uuid := classify(r.Method, sub)
+	blobGet := class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/")
 
 	var buf [4]*upstream.Node // the node choice allocates nothing
 	var cands []*upstream.Node
@@ -205,9 +206,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// up so it moves on at once. Only where there is a next node: on
 		// the last, it would only turn an answer that may still come into
 		// an error. Already down: fail open, nothing to watch.
-		if !last {
-			if alive := n.Alive(); alive.Err() == nil {
-				ctx, a.cancel = context.WithCancelCause(ctx)
+		// A blob's body can be cut for the same reason (resumable).
+		if alive := n.Alive(); alive.Err() == nil && (!last || blobGet) {
+			ctx, a.cancel = context.WithCancelCause(ctx)
+			if !last {
 				cancel := a.cancel
 				stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
 			}
@@ -305,8 +307,8 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		if sb != nil {
 			sb.finish()
 		}
-		if class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/") {
-			f.resumable(out, r.Context(), n, repo+"@"+digest, resp)
+		if blobGet {
+			f.resumable(out, r.Context(), n, repo+"@"+digest, resp, a.cancel)
 		}
 		resp.Body = &doneBody{ReadCloser: resp.Body, a: a}
 		return resp, nil
