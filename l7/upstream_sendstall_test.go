@@ -22,9 +22,9 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // write to a node that takes no byte for upstreamSendTimeout fails, and
 // the client gets a retryable JSON 5xx.
 func TestUploadToANodeThatStopsReadingFails(t *testing.T) {
-	old := upstreamSendTimeout
-	upstreamSendTimeout = 500 * time.Millisecond
-	t.Cleanup(func() { upstreamSendTimeout = old })
+	old := upstreamSendTimeout.Load()
+	upstreamSendTimeout.Store(int64(500 * time.Millisecond))
+	t.Cleanup(func() { upstreamSendTimeout.Store(old) })
 	release := make(chan struct{})
 	defer close(release)
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
