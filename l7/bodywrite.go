@@ -2,8 +2,10 @@ package l7
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -65,7 +67,22 @@ func dialUpstream(dial dialFunc) dialFunc {
 // returns the number of bytes written, which is what the Transport counts
 // it as; io.EOF from r is not an error.
 func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
-	return copyBatched(c.Conn, r)
+	return copyBatched(c, r) // through Write, for its deadline
+}
+
+// Write must make progress within upstreamSendTimeout: the deadline is set
+// afresh for each write and after each partial one, so only a node that
+// takes no byte for that long fails it, never a long or slow upload.
+func (c *upstreamConn) Write(b []byte) (int, error) {
+	written := 0
+	for {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Duration(upstreamSendTimeout.Load())))
+		n, err := c.Conn.Write(b[written:])
+		written += n
+		if err == nil || n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return written, err
+		}
+	}
 }
 
 // batchedBody is an outgoing request body whose WriteTo gathers reads

@@ -50,6 +50,15 @@ const (
 	smallCopyBufferSize = 32 << 10
 )
 
+// upstreamSendTimeout bounds each write to Nexus (Sonatype's own
+// proxy_send_timeout): a node that takes no byte of an upload for that long
+// (frozen, partitioned) fails the request instead of holding it, and the
+// client behind it, until the kernel gives up. Atomic: tests shorten it
+// while connections of other tests may still write.
+var upstreamSendTimeout atomic.Int64
+
+func init() { upstreamSendTimeout.Store(int64(120 * time.Second)) }
+
 // NewTransport returns the pooled transport nexmux uses towards Nexus.
 func NewTransport() *http.Transport {
 	return newTransport((&net.Dialer{

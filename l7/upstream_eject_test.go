@@ -197,3 +197,50 @@ func TestHAOfflineRepositorySparesTheLastWritableNode(t *testing.T) {
 		t.Fatalf("back online: %s %s", resp.Status, body)
 	}
 }
+
+// A node the probes know is read-only answers every write with 503: that
+// is its mode, not a failure. Chunks of an upload it opened must not eject
+// it: ejected, it served no reads for 10 s or more, and its open uploads
+// got 404 BLOB_UPLOAD_UNKNOWN though it still held them.
+func TestHAReadOnlyNodeRefusingWritesIsNotEjected(t *testing.T) {
+	_, nodes := haCluster(t, 3)
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
+	resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("start upload: %s %s", resp.Status, body)
+	}
+	u, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged, err := up.Set().Untag(u.Query().Get("_nexmux"), path.Base(u.Path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opened *fixtures.Node
+	for _, n := range nodes {
+		if n.Addr() == tagged.Host {
+			opened = n
+		}
+	}
+	opened.SetReadOnly(true)
+	waitUntil(t, "the upload's node read-only", func() bool { return up.Set().ByHost(opened.Addr()).State() == upstream.ReadOnly })
+	patch := func() (*http.Response, string) {
+		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+		req.SetBasicAuth(haUser, haPass)
+		return sendRequest(t, req)
+	}
+	for i := range 8 { // more than the 5 in a row that eject
+		if resp, body := patch(); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "read-only") {
+			t.Fatalf("PATCH %d to the read-only node: %s %s", i, resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 0 {
+		t.Fatalf("a read-only node's refusals of writes ejected %v", e)
+	}
+	opened.SetReadOnly(false)
+	waitUntil(t, "the upload's node writable", func() bool { return up.Set().ByHost(opened.Addr()).State() == upstream.Writable })
+	if resp, body := patch(); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH once the node takes writes again: %s %s", resp.Status, body)
+	}
+}

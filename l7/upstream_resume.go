@@ -33,11 +33,16 @@ type resumeBody struct {
 	tries  int
 	broke  map[*upstream.Node]bool // nodes that failed this response
 	end1   func()                  // ends the resumed node's in-flight count
+	// cancel ends the current node's request, which stopWatch stops
+	// watching: a node found down mid-body (frozen, partitioned: no FIN,
+	// no RST) would otherwise hold the client until TCP keepalive gives up.
+	cancel    context.CancelCauseFunc
+	stopWatch func() bool
 }
 
 // resumable wraps resp's body when it is a whole or single-range blob
 // answer whose extent is known.
-func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response) {
+func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc) {
 	b := &resumeBody{f: f, r: r, client: client, key: key, node: n, cur: resp.Body}
 	switch {
 	case resp.StatusCode == http.StatusOK && r.Header.Get("Range") == "" && resp.ContentLength > 0:
@@ -51,7 +56,37 @@ func (f failover) resumable(r *http.Request, client context.Context, n *upstream
 	default:
 		return
 	}
+	b.watch(n, cancel)
 	resp.Body = b
+}
+
+// watch cuts the current body (so the download resumes elsewhere) when n
+// is found down, if another node serves reads: with none, the answer may
+// still come, as a request waiting for headers on its last node waits.
+func (b *resumeBody) watch(n *upstream.Node, cancel context.CancelCauseFunc) {
+	b.cancel, b.stopWatch = cancel, nil
+	alive := n.Alive()
+	if cancel == nil || alive.Err() != nil {
+		return // already down: fail open, nothing to watch
+	}
+	set := b.f.up.set
+	b.stopWatch = context.AfterFunc(alive, func() {
+		if set.OtherUsable(n, false) {
+			cancel(errNodeDown)
+		}
+	})
+}
+
+// unwatch ends the current node's watch and request.
+func (b *resumeBody) unwatch() {
+	if b.stopWatch != nil {
+		b.stopWatch()
+		b.stopWatch = nil
+	}
+	if b.cancel != nil {
+		b.cancel(nil)
+		b.cancel = nil
+	}
 }
 
 // contentRange parses "bytes S-E/T".
@@ -148,7 +183,10 @@ func (b *resumeBody) resume() error {
 			b.node = n
 			continue
 		}
-		q := b.r.Clone(b.r.Context())
+		// Its own context: the broken request's may be cancelled (its
+		// node found down), and is ended by Close or the next resume.
+		qctx, qcancel := context.WithCancelCause(context.WithoutCancel(b.r.Context()))
+		q := b.r.Clone(qctx)
 		q.URL.Scheme, q.URL.Host = n.Scheme, n.Host
 		q.Body, q.GetBody, q.ContentLength = nil, nil, 0
 		q.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, b.end))
@@ -157,6 +195,7 @@ func (b *resumeBody) resume() error {
 		end := func() { begin(); sl.release() }
 		resp, err := b.f.next.RoundTrip(q)
 		if err != nil {
+			qcancel(nil)
 			end()
 			set.ReportResult(n, false, err.Error())
 			b.node = n
@@ -165,15 +204,18 @@ func (b *resumeBody) resume() error {
 		s, e, t, ok := contentRange(resp.Header.Get("Content-Range"))
 		if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
 			resp.Body.Close()
+			qcancel(nil)
 			end()
 			b.node = n
 			continue
 		}
 		b.cur.Close()
+		b.unwatch()
 		if b.end1 != nil {
 			b.end1()
 		}
 		b.cur, b.node, b.end1 = resp.Body, n, end
+		b.watch(n, qcancel)
 		// What follows is counted from the new response's first byte.
 		b.start, b.got = from, 0
 		set.Resumed()
@@ -184,6 +226,7 @@ func (b *resumeBody) resume() error {
 
 func (b *resumeBody) Close() error {
 	err := b.cur.Close()
+	b.unwatch()
 	if b.end1 != nil {
 		b.end1()
 		b.end1 = nil

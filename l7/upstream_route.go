@@ -109,6 +109,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	rest, tag := upstream.SplitTag(r.URL.RawQuery)
 	r.URL.RawQuery = rest
 	class, digest, uuid := classify(r.Method, sub)
+	blobGet := class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/")
 
 	var buf [4]*upstream.Node // the node choice allocates nothing
 	var cands []*upstream.Node
@@ -205,9 +206,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// up so it moves on at once. Only where there is a next node: on
 		// the last, it would only turn an answer that may still come into
 		// an error. Already down: fail open, nothing to watch.
-		if !last {
-			if alive := n.Alive(); alive.Err() == nil {
-				ctx, a.cancel = context.WithCancelCause(ctx)
+		// A blob's body can be cut for the same reason (resumable).
+		if alive := n.Alive(); alive.Err() == nil && (!last || blobGet) {
+			ctx, a.cancel = context.WithCancelCause(ctx)
+			if !last {
 				cancel := a.cancel
 				stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
 			}
@@ -249,8 +251,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					if sb != nil {
 						sb.finish()
 					}
-					set.Affinity("unknown")
-					return nil, uploadUnknown()
+					return nil, f.uploadGone()
 				}
 			case errors.Is(context.Cause(ctx), errNodeDown):
 				lastErr = errors.Join(errNodeDown, err)
@@ -281,7 +282,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			if move(last) {
 				resp.Body.Close()
 				a.done()
-				suspects = append(suspects, suspect{n, "status " + resp.Status})
+				if !frozenRefusal(n, kind, resp.StatusCode) {
+					suspects = append(suspects, suspect{n, "status " + resp.Status})
+				}
 				set.Failover(kind, "status")
 				continue
 			}
@@ -291,7 +294,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			// and never against the last node that serves this kind of
 			// request: ejecting it would turn one repository's 503 into
 			// everyone's.
-			if len(suspects) == 0 && r.Context().Err() == nil && set.OtherUsable(n, kind == "write") {
+			if len(suspects) == 0 && r.Context().Err() == nil && set.OtherUsable(n, kind == "write") && !frozenRefusal(n, kind, resp.StatusCode) {
 				set.ReportResult(n, false, "status "+resp.Status)
 			}
 		default:
@@ -304,8 +307,8 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		if sb != nil {
 			sb.finish()
 		}
-		if class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/") {
-			f.resumable(out, r.Context(), n, repo+"@"+digest, resp)
+		if blobGet {
+			f.resumable(out, r.Context(), n, repo+"@"+digest, resp, a.cancel)
 		}
 		resp.Body = &doneBody{ReadCloser: resp.Body, a: a}
 		return resp, nil
@@ -314,6 +317,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		lastErr = upstream.ErrAllDown
 	}
 	return nil, lastErr
+}
+
+// frozenRefusal reports a write's 503 from a node the probes know is
+// read-only: that is its mode, not a failure, and must not eject it (it
+// still serves reads, and holds the upload sessions it opened).
+func frozenRefusal(n *upstream.Node, kind string, status int) bool {
+	return kind == "write" && status == http.StatusServiceUnavailable && n.State() == upstream.ReadOnly
 }
 
 func closeBody(r *http.Request) {
@@ -355,12 +365,29 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 		// One node: it holds every session.
 		return nodes, nil
 	}
-	if n := f.ask(r, set.Askable()); n != nil {
+	askable := set.Askable()
+	if len(askable) == 0 {
+		// Every node is down: none was asked, so nothing says the
+		// session is gone; the answer is the one every request gets.
+		return nil, upstream.ErrAllDown
+	}
+	if n := f.ask(r, askable); n != nil {
 		set.Affinity("asked")
 		return []*upstream.Node{n}, nil
 	}
 	set.Affinity("unknown")
 	return nil, uploadUnknown()
+}
+
+// uploadGone answers a follow-up whose node turned out unreachable:
+// 404 BLOB_UPLOAD_UNKNOWN while another node answers, else (every node
+// down) the 503 UNAVAILABLE every request gets.
+func (f failover) uploadGone() error {
+	if len(f.up.set.Askable()) == 0 {
+		return refusalFor(upstream.ErrAllDown)
+	}
+	f.up.set.Affinity("unknown")
+	return uploadUnknown()
 }
 
 // uploadUnknown answers a follow-up whose session no node holds: clients

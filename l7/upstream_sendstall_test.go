@@ -1,0 +1,70 @@
+package l7
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// zeros is an endless request body.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// A node that stops reading an upload mid-body without closing the
+// connection (a JVM frozen while its kernel still holds the socket; a
+// partition, where the kernel retransmits for some 15 minutes) held the
+// PATCH, and the docker push behind it, for as long: nothing bounded a
+// write to Nexus. Like Sonatype's nginx example (proxy_send_timeout), a
+// write to a node that takes no byte for upstreamSendTimeout fails, and
+// the client gets a retryable JSON 5xx.
+func TestUploadToANodeThatStopsReadingFails(t *testing.T) {
+	old := upstreamSendTimeout.Load()
+	upstreamSendTimeout.Store(int64(500 * time.Millisecond))
+	t.Cleanup(func() { upstreamSendTimeout.Store(old) })
+	release := make(chan struct{})
+	defer close(release)
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		io.CopyN(io.Discard, r.Body, 1<<10)
+		select { // frozen: no read, no answer, the connection stays
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	addr, _ := haProxy(t, io.Discard, 0, node)
+	req := teamRequest(addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", io.LimitReader(zeros{}, 1<<40))
+	type answer struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- answer{resp: resp, body: string(b)}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil {
+			t.Fatalf("PATCH: %v", a.err)
+		}
+		var e struct{ Errors []struct{ Code string } }
+		if a.resp.StatusCode/100 != 5 || json.Unmarshal([]byte(a.body), &e) != nil || len(e.Errors) != 1 || e.Errors[0].Code != "UNAVAILABLE" {
+			t.Fatalf("PATCH to a node that stopped reading: %s %s", a.resp.Status, a.body)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("PATCH to a node that stopped reading: no answer after 20 s")
+	}
+}
