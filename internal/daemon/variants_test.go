@@ -175,6 +175,9 @@ func TestRealmBaseVariantsRepaired(t *testing.T) {
 			out.Header.Set("X-Forwarded-Port", "80")
 			out.Header.Set("X-Forwarded-Proto", "http")
 		}},
+		{"proxy dropping the proto, null scheme variant", true, func(in, out *http.Request) {
+			out.Header.Del("X-Forwarded-Proto")
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
