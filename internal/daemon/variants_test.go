@@ -440,7 +440,8 @@ func TestV1SearchAndPing(t *testing.T) {
 // prefix. nexmux talks to the main port, but a Nexus (or a proxy in front
 // of it) that answers a repository's requests the connector's way must
 // still give clients a working login, push and pull. Here a front serves
-// each "/repository/R/..." request with the fixture's connector for R.
+// each "/repository/R/..." request with the fixture's connector for R,
+// without nexmux's X-Forwarded-Proto.
 func TestConnectorShapedAnswers(t *testing.T) {
 	var nx atomic.Pointer[fixtures.Server]
 	var served atomic.Int64
@@ -456,6 +457,9 @@ func TestConnectorShapedAnswers(t *testing.T) {
 			}
 			served.Add(1)
 			r2 := r.Clone(r.Context())
+			// Without the proto Jetty's own scheme is used: an http://
+			// realm nexmux must turn into the public https one.
+			r2.Header.Del("X-Forwarded-Proto")
 			r2.URL.RawPath = "/" + sub
 			r2.URL.Path, _ = url.PathUnescape("/" + sub)
 			r2.RequestURI = r2.URL.RequestURI()
