@@ -20,13 +20,11 @@ import (
 	"github.com/nexmux/nexmux/fixtures/stack"
 )
 
-// Version-dependent Nexus behaviours (README, "How Nexus behaves") that a
-// real client meets only through nexmux: each test drives nexmux over TCP and
-// TLS against the fixture switched to the variant.
+// Version-dependent Nexus answers (README, "How Nexus behaves"), each met
+// over TCP and TLS through nexmux with the fixture switched to the variant.
 
-// authedGet sends a GET with the fixture's Basic credentials (Nexus accepts
-// them on every Registry API call, whatever the challenge) and returns the
-// response with its body read.
+// authedGet GETs u with Basic credentials, which Nexus takes on every
+// Registry API call, and returns the response and its body.
 func authedGet(t *testing.T, cl *http.Client, u string, hdr map[string]string) (*http.Response, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, u, nil)
@@ -46,11 +44,9 @@ func authedGet(t *testing.T, cl *http.Client, u string, hdr map[string]string) (
 	return resp, string(b)
 }
 
-// TestPagingLinksAndManifestLocationInEveryStyle: the paging Link of
-// tags/list and _catalog and the manifest PUT Location come in Nexus's three
-// shapes, with and without a context path. A real client follows Link only
-// to the registry it asked (go-containerregistry refuses any other host), so
-// every shape must come back as the public name. Groups page without Link.
+// Paging Link (tags/list, _catalog) and manifest PUT Location in Nexus's
+// three shapes, with and without a context path, must name the public host:
+// clients follow Link only on the registry they asked. Groups send no Link.
 func TestPagingLinksAndManifestLocationInEveryStyle(t *testing.T) {
 	styles := []fixtures.LocationStyle{fixtures.LocationRelative, fixtures.LocationRelativePrefix, fixtures.LocationAbsolute}
 	for _, ctxPath := range []string{"", "/nexus"} {
@@ -131,9 +127,8 @@ func TestPagingLinksAndManifestLocationInEveryStyle(t *testing.T) {
 	}
 }
 
-// forwardingFront is a reverse proxy between nexmux and Nexus (an ingress
-// in front of the Nexus pod) that sets forwarding headers of its own with
-// set, the way ingress controllers do.
+// forwardingFront is a proxy between nexmux and Nexus (an ingress in front
+// of the Nexus pod) that sets forwarding headers of its own with set.
 func forwardingFront(t *testing.T, nexusURL string, set func(in, out *http.Request)) string {
 	t.Helper()
 	target, err := url.Parse(nexusURL)
@@ -153,13 +148,9 @@ func forwardingFront(t *testing.T, nexusURL string, set func(in, out *http.Reque
 	return srv.URL + ctxPath
 }
 
-// TestRealmBaseVariantsRepaired: Nexus 3.77+ builds the realm and absolute
-// URLs from the request's forwarding headers. nexmux sends
-// X-Forwarded-Proto and the client's Host and never X-Forwarded-Host, but a
-// proxy between it and Nexus may add its own: an X-Forwarded-Host with the
-// port gives "host:PORT:PORT" (Nexus's bug), an ingress's plain-HTTP proto
-// and port 80 give "http://host:PORT". Each must come back to the client as
-// its public https name, and a real client must log in, push and pull.
+// Nexus builds realms and absolute URLs from forwarding headers; a proxy
+// between nexmux and Nexus may set its own ("host:PORT:PORT", "http://",
+// "null://"). Clients must still get public https URLs and push and pull.
 func TestRealmBaseVariantsRepaired(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -221,8 +212,8 @@ func TestRealmBaseVariantsRepaired(t *testing.T) {
 	}
 }
 
-// startUploadLocation POSTs an upload start with Basic credentials and
-// returns the Location of the 202.
+// startUploadLocation starts an upload with Basic credentials and returns
+// the 202's Location.
 func startUploadLocation(t *testing.T, cl *http.Client, u string) string {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, u, nil)
@@ -238,12 +229,9 @@ func startUploadLocation(t *testing.T, cl *http.Client, u string) string {
 	return resp.Header.Get("Location")
 }
 
-// TestDoubledTokenPathNeverReachesNexus: a proxy that leaves Nexus's realm
-// alone makes clients ask "<ctx>/repository/R/repository/R/v2/token" (3.76
-// added a server-side workaround). nexmux rewrites the realm, so with or
-// without the workaround clients log in and no doubled path reaches Nexus;
-// a client that kept Nexus's own realm path gets the repository's token
-// endpoint, not the doubled one.
+// An unrewritten realm makes clients ask ".../repository/R/repository/R/v2/token"
+// (3.76 works around it). With or without the workaround, no doubled path
+// may reach Nexus, and Nexus's own realm path still gives a token.
 func TestDoubledTokenPathNeverReachesNexus(t *testing.T) {
 	for _, workaround := range []bool{false, true} {
 		t.Run(fmt.Sprintf("workaround=%v", workaround), func(t *testing.T) {
@@ -275,12 +263,9 @@ func TestDoubledTokenPathNeverReachesNexus(t *testing.T) {
 	}
 }
 
-// TestDockerTokenRequestAndTokenAcrossRepositories: docker asks the realm
-// with ?account=&client_id=docker&offline_token=true&service=&scope= and
-// Basic credentials; the query reaches Nexus byte for byte, and the
-// DockerToken it gets is a user key every repository accepts: a token the
-// hosted repository's endpoint issued reads through the group and the
-// group's token reads the hosted repository.
+// docker's token query (account, client_id, offline_token, service, scope)
+// reaches Nexus byte for byte, and a DockerToken is a user key: one issued
+// by either repository of a split name reads the other.
 func TestDockerTokenRequestAndTokenAcrossRepositories(t *testing.T) {
 	st := stack.Start(t, stack.Options{Config: oneNameWithHosted()})
 	img := pushImage(t, st, st.Host("team-a")+"/tok/app:1")
@@ -330,10 +315,8 @@ func TestDockerTokenRequestAndTokenAcrossRepositories(t *testing.T) {
 	}
 }
 
-// TestUnknownAndOfflineRepository: a route naming a repository Nexus does
-// not have gets Nexus's 404, an offline repository Nexus's 503; both reach
-// the client as Nexus said them, and neither takes a node out for the other
-// routes (one node, and an HA set where every node says the same).
+// An unknown repository's 404 and an offline one's 503 reach the client as
+// Nexus said them, and take no node away from the other routes.
 func TestUnknownAndOfflineRepository(t *testing.T) {
 	for _, nodes := range []int{0, 2} {
 		t.Run(fmt.Sprintf("nodes=%d", nodes), func(t *testing.T) {
@@ -363,10 +346,8 @@ func TestUnknownAndOfflineRepository(t *testing.T) {
 	}
 }
 
-// TestJettyHeaderLimitThroughNexmux: Nexus's Jetty refuses a request line
-// and headers over 8 KiB with 431 and closes its connection. A normal push
-// and pull fit with what nexmux adds; a client whose headers do not gets
-// Nexus's 431, and its next request on the same connection is served.
+// Jetty answers headers over 8 KiB with 431 and closes: pushes fit with
+// what nexmux adds, the 431 reaches the client, and its connection goes on.
 func TestJettyHeaderLimitThroughNexmux(t *testing.T) {
 	st := stack.Start(t, stack.Options{
 		Fixture: fixtures.Config{MaxRequestHeaderBytes: fixtures.JettyMaxRequestHeaderBytes},
@@ -389,10 +370,8 @@ func TestJettyHeaderLimitThroughNexmux(t *testing.T) {
 	}
 }
 
-// TestV1SearchAndPing: with V1 enabled on a repository Nexus serves
-// v1/_ping and v1/search?q= under its prefix (docker search uses them);
-// nexmux maps them like /v2 and forwards the query raw. A repository
-// without V1 answers 404.
+// docker search uses v1/search?q= (and v1/_ping), served when the
+// repository has V1 enabled: mapped like /v2, query raw; 404 without V1.
 func TestV1SearchAndPing(t *testing.T) {
 	repos := stack.TeamRepos("team-a", "team-b")
 	for i := range repos {
@@ -435,13 +414,9 @@ func TestV1SearchAndPing(t *testing.T) {
 	}
 }
 
-// TestConnectorShapedAnswers: through a connector Nexus's realm is
-// "<base>/v2/token" and its URLs are "/v2/..." without a repository
-// prefix. nexmux talks to the main port, but a Nexus (or a proxy in front
-// of it) that answers a repository's requests the connector's way must
-// still give clients a working login, push and pull. Here a front serves
-// each "/repository/R/..." request with the fixture's connector for R,
-// without nexmux's X-Forwarded-Proto.
+// A connector's realm is "<base>/v2/token" and its URLs "/v2/..."; answers
+// of that shape (a front serving /repository/R/ with R's connector, proto
+// dropped) must still give clients the public https realm.
 func TestConnectorShapedAnswers(t *testing.T) {
 	var nx atomic.Pointer[fixtures.Server]
 	var served atomic.Int64
