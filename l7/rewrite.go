@@ -50,11 +50,15 @@ func (p *publicURLs) rewrite(u string) string {
 	return p.base + mapped
 }
 
+// cutScheme strips the schemes Nexus builds URLs with. "null://" is what
+// versions that take the scheme from X-Forwarded-Proto write when a proxy
+// between nexmux and Nexus dropped it; on our hosts it is repaired like
+// "host:5001:5001".
 func cutScheme(u string) (string, bool) {
 	if len(u) > 8 && strings.EqualFold(u[:8], "https://") {
 		return u[8:], true
 	}
-	if len(u) > 7 && strings.EqualFold(u[:7], "http://") {
+	if len(u) > 7 && (strings.EqualFold(u[:7], "http://") || strings.EqualFold(u[:7], "null://")) {
 		return u[7:], true
 	}
 	return "", false

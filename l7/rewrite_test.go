@@ -58,9 +58,13 @@ func TestRewrite(t *testing.T) {
 		// X-Forwarded-Host with a port: Nexus doubles it; repaired, not passed on
 		{"", "https://team-a.example.com:5001:5001/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
 		{"/nexus", "https://team-a.example.com:5001:5001/nexus/repository/team-a/v2/token", pubBase + "/v2/token"},
+		// No X-Forwarded-Proto reached an older Nexus: it says "null"
+		{"", "null://team-a.example.com:5001/repository/team-a/v2/token", pubBase + "/v2/token"},
+		{"/nexus", "NULL://nexus:8081/nexus/repository/team-a-hosted" + upload + rawQuery, pubBase + upload + rawQuery},
 		// left exactly as they are: other hosts, other repositories, not the registry
 		{"", s3URL, ""},
 		{"", "https://evil.example.com/v2/app", ""},
+		{"", "null://evil.example.com/v2/app", ""},
 		{"", "https://evil.example.com/repository/team-a/v2/app", ""},
 		{"", "http://nexus:8081@evil.example.com/repository/team-a/v2/x", ""},
 		{"", "http://nexus.evil.example.com/repository/team-a/v2/x", ""},

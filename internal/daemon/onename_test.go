@@ -190,6 +190,16 @@ func TestOneNameForceBasicAuth(t *testing.T) {
 		repos[i].ForceBasicAuth = true
 	}
 	st := stack.Start(t, stack.Options{Config: oneNameWithHosted(), Fixture: fixtures.Config{Repos: repos}})
+	// The BASIC challenge reaches the client as Nexus wrote it: there is
+	// no realm URL in it to rewrite, and docker logs in with Basic on it.
+	resp, err := (&http.Client{Transport: st.Transport()}).Get("https://" + st.Host("team-a") + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Values("Www-Authenticate"); resp.StatusCode != http.StatusUnauthorized || len(got) != 1 || got[0] != `BASIC realm="Sonatype Nexus Repository Manager"` {
+		t.Fatalf("anonymous GET /v2/: %d %q, want 401 with Nexus's BASIC challenge", resp.StatusCode, got)
+	}
 	idx := seedUpstreamIndex(t, st, "library/base", "3")
 	opts := []crane.Option{crane.WithTransport(st.Transport()), crane.WithAuth(authBasic()), crane.WithContext(ctxT(t))}
 	src := st.Host("team-a") + "/library/base:3"
