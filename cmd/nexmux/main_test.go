@@ -633,6 +633,16 @@ func TestIptablesDeleteIgnoresUnknownKeys(t *testing.T) {
 			t.Errorf("%q with --delete: exit %d, want %d and the key refused as a possible misspelling\n%s%s", key, code, exitInvalid, out, errs)
 		}
 	}
+	// A key that only shares letters with a short iptables setting (log,
+	// a misspelt log-level, is two edits from load; upload-timeout holds
+	// it) is no misspelling of one: refused, it left the rules in place.
+	for _, key := range []string{"log: debug", "reload-interval: 5s", "upload-timeout: 1m", "main: x"} {
+		write(key + "\nchain: NX-DEL\n")
+		out, errs, code := run(t, "iptables", "--config", file, "--delete")
+		if code != 0 || !strings.Contains(out, "-X NX-DEL") || !strings.Contains(errs, "ignored by --delete") {
+			t.Errorf("%q with --delete: exit %d, want the key ignored and the rules removed\n%s%s", key, code, out, errs)
+		}
+	}
 }
 
 // An empty variable counts as unset for discover's flags too, as README
