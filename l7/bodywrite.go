@@ -95,7 +95,8 @@ func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 
 // Write must make progress within upstreamSendTimeout: the deadline is set
 // afresh for each write and after each partial one, so only a node that
-// takes no byte for that long fails it, never a long or slow upload.
+// takes no byte for that long fails it, never a long or slow upload. A
+// stop after a partial write is seen at the deadline: up to twice as long.
 func (c *upstreamConn) Write(b []byte) (int, error) {
 	written := 0
 	for {
