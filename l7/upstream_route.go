@@ -207,11 +207,15 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// the last, it would only turn an answer that may still come into
 		// an error. Already down: fail open, nothing to watch.
 		// A blob's body can be cut for the same reason (resumable).
-		if alive := n.Alive(); alive.Err() == nil && (!last || blobGet) {
-			ctx, a.cancel = context.WithCancelCause(ctx)
-			if !last {
-				cancel := a.cancel
-				stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+		// Alive takes the node's lock: not for a small request on the last
+		// node, which watches nothing.
+		if !last || blobGet {
+			if alive := n.Alive(); alive.Err() == nil {
+				ctx, a.cancel = context.WithCancelCause(ctx)
+				if !last {
+					cancel := a.cancel
+					stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+				}
 			}
 		}
 		// A shallow copy: the transport never writes a request's headers,
