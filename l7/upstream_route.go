@@ -159,7 +159,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 	}
 	kind := "read"
-	if body || class == classWrite {
+	// An upload's closing PUT often has no body, and is a write all the
+	// same: a read-only node refuses it (frozenRefusal).
+	if body || class == classWrite || class == classUpload && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		kind = "write"
 	}
 	// move reports whether the request may go on to the next node, and
