@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,6 +48,28 @@ var bodyBatchPool = sync.Pool{New: func() any { return new([bodyBatchSize]byte) 
 // upstreamConn is a connection to a Nexus node.
 type upstreamConn struct {
 	net.Conn
+	// deadline is the write deadline its user set (unix ns, 0: none),
+	// which Write keeps when sooner than its own: crypto/tls bounds its
+	// close_notify by 5 s, then by a deadline in the past.
+	deadline atomic.Int64
+}
+
+func (c *upstreamConn) SetWriteDeadline(t time.Time) error {
+	c.keep(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *upstreamConn) SetDeadline(t time.Time) error {
+	c.keep(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *upstreamConn) keep(t time.Time) {
+	if t.IsZero() {
+		c.deadline.Store(0)
+	} else {
+		c.deadline.Store(t.UnixNano())
+	}
 }
 
 type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -72,11 +95,16 @@ func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 
 // Write must make progress within upstreamSendTimeout: the deadline is set
 // afresh for each write and after each partial one, so only a node that
-// takes no byte for that long fails it, never a long or slow upload.
+// takes no byte for that long fails it, never a long or slow upload. A
+// stop after a partial write is seen at the deadline: up to twice as long.
 func (c *upstreamConn) Write(b []byte) (int, error) {
 	written := 0
 	for {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Duration(upstreamSendTimeout.Load())))
+		d := time.Now().Add(time.Duration(upstreamSendTimeout.Load()))
+		if own := c.deadline.Load(); own != 0 && own < d.UnixNano() {
+			d = time.Unix(0, own)
+		}
+		_ = c.Conn.SetWriteDeadline(d)
 		n, err := c.Conn.Write(b[written:])
 		written += n
 		if err == nil || n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {

@@ -203,6 +203,27 @@ func TestHAOfflineRepositorySparesTheLastWritableNode(t *testing.T) {
 // it: ejected, it served no reads for 10 s or more, and its open uploads
 // got 404 BLOB_UPLOAD_UNKNOWN though it still held them.
 func TestHAReadOnlyNodeRefusingWritesIsNotEjected(t *testing.T) {
+	readOnlyUploadRefusals(t, http.StatusAccepted, func(addr string, u *url.URL) *http.Request {
+		return teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+	})
+}
+
+// The same for the closing PUT without a body (docker's, after its PATCH):
+// no body made it a read, and its 503s ejected the read-only node.
+func TestHAReadOnlyNodeRefusingBodilessPutIsNotEjected(t *testing.T) {
+	// Once writable the node holds the session: the wrong digest is its
+	// answer, not BLOB_UPLOAD_UNKNOWN.
+	readOnlyUploadRefusals(t, http.StatusBadRequest, func(addr string, u *url.URL) *http.Request {
+		q := u.Query()
+		q.Set("digest", "sha256:"+strings.Repeat("0", 64))
+		return teamRequest(addr, http.MethodPut, u.Path+"?"+q.Encode(), nil)
+	})
+}
+
+// readOnlyUploadRefusals opens an upload, makes its node read-only, sends
+// req's follow-up to it more often than ejects, and checks the node is not
+// ejected and answers the follow-up with again once writable.
+func readOnlyUploadRefusals(t *testing.T, again int, req func(addr string, u *url.URL) *http.Request) {
 	_, nodes := haCluster(t, 3)
 	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
 	resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/")
@@ -225,14 +246,14 @@ func TestHAReadOnlyNodeRefusingWritesIsNotEjected(t *testing.T) {
 	}
 	opened.SetReadOnly(true)
 	waitUntil(t, "the upload's node read-only", func() bool { return up.Set().ByHost(opened.Addr()).State() == upstream.ReadOnly })
-	patch := func() (*http.Response, string) {
-		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-		req.SetBasicAuth(haUser, haPass)
-		return sendRequest(t, req)
+	send := func() (*http.Response, string) {
+		r := req(addr, u)
+		r.SetBasicAuth(haUser, haPass)
+		return sendRequest(t, r)
 	}
 	for i := range 8 { // more than the 5 in a row that eject
-		if resp, body := patch(); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "read-only") {
-			t.Fatalf("PATCH %d to the read-only node: %s %s", i, resp.Status, body)
+		if resp, body := send(); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "read-only") {
+			t.Fatalf("request %d to the read-only node: %s %s", i, resp.Status, body)
 		}
 	}
 	if e := ejected(up.Set()); len(e) != 0 {
@@ -240,7 +261,7 @@ func TestHAReadOnlyNodeRefusingWritesIsNotEjected(t *testing.T) {
 	}
 	opened.SetReadOnly(false)
 	waitUntil(t, "the upload's node writable", func() bool { return up.Set().ByHost(opened.Addr()).State() == upstream.Writable })
-	if resp, body := patch(); resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("PATCH once the node takes writes again: %s %s", resp.Status, body)
+	if resp, body := send(); resp.StatusCode != again {
+		t.Fatalf("once the node takes writes again: %s %s", resp.Status, body)
 	}
 }

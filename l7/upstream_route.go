@@ -159,7 +159,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 	}
 	kind := "read"
-	if body || class == classWrite {
+	// An upload's closing PUT often has no body, and is a write all the
+	// same: a read-only node refuses it (frozenRefusal).
+	if body || class == classWrite || class == classUpload && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		kind = "write"
 	}
 	// move reports whether the request may go on to the next node, and
@@ -207,11 +209,15 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// the last, it would only turn an answer that may still come into
 		// an error. Already down: fail open, nothing to watch.
 		// A blob's body can be cut for the same reason (resumable).
-		if alive := n.Alive(); alive.Err() == nil && (!last || blobGet) {
-			ctx, a.cancel = context.WithCancelCause(ctx)
-			if !last {
-				cancel := a.cancel
-				stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+		// Alive takes the node's lock: not for a small request on the last
+		// node, which watches nothing.
+		if !last || blobGet {
+			if alive := n.Alive(); alive.Err() == nil {
+				ctx, a.cancel = context.WithCancelCause(ctx)
+				if !last {
+					cancel := a.cancel
+					stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+				}
 			}
 		}
 		// A shallow copy: the transport never writes a request's headers,

@@ -2,8 +2,11 @@ package l7
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +69,50 @@ func TestUploadToANodeThatStopsReadingFails(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("PATCH to a node that stopped reading: no answer after 20 s")
+	}
+}
+
+// A write deadline set on the connection to Nexus by its user is kept:
+// crypto/tls bounds the close_notify it sends at Close by 5 s, then sets a
+// deadline in the past so nothing more is written. upstreamConn.Write put
+// its own upstreamSendTimeout in place of both, so closing a TLS
+// connection to a node that reads nothing took 120 s (holding the
+// Transport's goroutine and the descriptor) instead of 5.
+func TestUpstreamConnKeepsTheCallersWriteDeadline(t *testing.T) {
+	a, b := net.Pipe() // nobody reads b: every write blocks
+	defer b.Close()
+	defer a.Close()
+	c := &upstreamConn{Conn: a}
+	for _, set := range []func(time.Time) error{c.SetWriteDeadline, c.SetDeadline} {
+		if err := set(time.Now().Add(50 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := c.Write([]byte("close_notify")); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("write past the caller's deadline: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("write ignored the caller's 50 ms deadline: still blocked after 10 s")
+		}
+	}
+	// Cleared, the send timeout bounds writes again.
+	old := upstreamSendTimeout.Load()
+	upstreamSendTimeout.Store(int64(50 * time.Millisecond))
+	t.Cleanup(func() { upstreamSendTimeout.Store(old) })
+	if err := c.SetWriteDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Write([]byte("x")); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("write to a peer that reads nothing: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("write to a peer that reads nothing: no send timeout after the caller cleared its deadline")
 	}
 }

@@ -174,12 +174,19 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 	}
 	walk(app.Commands)
 	squash := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "")) }
+	services := map[string]bool{}
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if svc, ok := strings.CutSuffix(name, "_SERVICE_HOST"); ok {
+			services[svc] = true
+		}
+	}
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		// Short names are a letter or two from too much (NEXMUX_SOAK,
 		// NEXMUX_LOAD) to say which was meant.
-		if !strings.HasPrefix(name, "NEXMUX_") || known[name] || len(squash(name))-len("nexmux") < 6 {
+		if !strings.HasPrefix(name, "NEXMUX_") || known[name] || len(squash(name))-len("nexmux") < 6 || serviceLink(name, services) {
 			continue
 		}
 		best, bestD := "", 3
@@ -194,4 +201,27 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// serviceLink reports a variable Kubernetes sets for a Service whose
+// <SVC>_SERVICE_HOST is in services: that, <SVC>_PORT, <SVC>_SERVICE_PORT[_NAME],
+// <SVC>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]. A Service named nexmux-ha
+// gives NEXMUX_HA_PORT, which is no misspelt NEXMUX_PORT.
+func serviceLink(name string, services map[string]bool) bool {
+	for i := 0; i < len(name); i++ {
+		if name[i] != '_' || !services[name[:i]] {
+			continue
+		}
+		rest := name[i+1:]
+		if rest == "PORT" || rest == "SERVICE_HOST" || rest == "SERVICE_PORT" || strings.HasPrefix(rest, "SERVICE_PORT_") {
+			return true
+		}
+		if port, ok := strings.CutPrefix(rest, "PORT_"); ok {
+			digits, _, _ := strings.Cut(port, "_")
+			if digits != "" && strings.Trim(digits, "0123456789") == "" {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -536,6 +536,32 @@ func TestKubernetesServiceLinkIsNoPortRoute(t *testing.T) {
 	}
 }
 
+// Kubernetes gives a pod service links for every Service of its namespace:
+// one named nexmux-ha or nexmux-lb sets NEXMUX_HA_PORT=tcp://IP:PORT, a
+// letter or two from NEXMUX_PORT. Those are no misspelling and draw no
+// warning; a misspelt setting beside them still does.
+func TestOtherServicesLinksAreNoMisspelling(t *testing.T) {
+	crt, key := certFiles(t)
+	for _, svc := range []string{"NEXMUX_HA", "NEXMUX_LB"} {
+		t.Setenv(svc+"_SERVICE_HOST", "10.96.0.18")
+		t.Setenv(svc+"_SERVICE_PORT", "443")
+		t.Setenv(svc+"_SERVICE_PORT_HTTPS", "443")
+		t.Setenv(svc+"_PORT", "tcp://10.96.0.18:443")
+		t.Setenv(svc+"_PORT_443_TCP", "tcp://10.96.0.18:443")
+		t.Setenv(svc+"_PORT_443_TCP_PROTO", "tcp")
+		t.Setenv(svc+"_PORT_443_TCP_PORT", "443")
+		t.Setenv(svc+"_PORT_443_TCP_ADDR", "10.96.0.18")
+	}
+	t.Setenv("NEXMUX_MAXCONNS", "10")
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=team-a")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s%s", code, out, errs)
+	}
+	if n := strings.Count(errs, "ignoring NEXMUX_"); n != 1 || !strings.Contains(errs, "ignoring NEXMUX_MAXCONNS") {
+		t.Errorf("%d variables warned of, want NEXMUX_MAXCONNS alone:\n%s", n, errs)
+	}
+}
+
 // iptables --delete removes the rules whatever else is wrong with the
 // configuration: a bad value of a setting only the daemon reads (in the
 // file, a flag or its environment variable) is a warning, so the
@@ -605,6 +631,16 @@ func TestIptablesDeleteIgnoresUnknownKeys(t *testing.T) {
 		out, errs, code := run(t, "iptables", "--config", file, "--delete")
 		if code != exitInvalid || out != "" || !strings.Contains(errs, "not found") || !strings.Contains(errs, "misspelt") {
 			t.Errorf("%q with --delete: exit %d, want %d and the key refused as a possible misspelling\n%s%s", key, code, exitInvalid, out, errs)
+		}
+	}
+	// A key that only shares letters with a short iptables setting (log,
+	// a misspelt log-level, is two edits from load; upload-timeout holds
+	// it) is no misspelling of one: refused, it left the rules in place.
+	for _, key := range []string{"log: debug", "reload-interval: 5s", "upload-timeout: 1m", "main: x"} {
+		write(key + "\nchain: NX-DEL\n")
+		out, errs, code := run(t, "iptables", "--config", file, "--delete")
+		if code != 0 || !strings.Contains(out, "-X NX-DEL") || !strings.Contains(errs, "ignored by --delete") {
+			t.Errorf("%q with --delete: exit %d, want the key ignored and the rules removed\n%s%s", key, code, out, errs)
 		}
 	}
 }

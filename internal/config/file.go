@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -209,7 +210,14 @@ func (e *UnknownKeyError) Resembles(command string) string {
 		for prefix < min(len(key), len(n)) && key[prefix] == n[prefix] {
 			prefix++
 		}
-		if strings.Contains(key, n) || strings.Contains(n, key) || prefix >= 4 || EditDistance(key, n) <= 2 {
+		// The name as a whole word (iptables-chain), not inside one
+		// (upload-timeout holds load); two edits only for long names:
+		// log is two from load.
+		edits := 2
+		if len(n) <= 5 {
+			edits = 1
+		}
+		if slices.Contains(strings.Split(key, "-"), n) || len(key) >= 4 && strings.Contains(n, key) || prefix >= 4 || EditDistance(key, n) <= edits {
 			return n
 		}
 	}
