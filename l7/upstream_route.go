@@ -244,6 +244,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				return nil, err
 			case sb != nil && sb.clientFailed() || errors.Is(err, ErrClientBody):
 				return nil, errors.Join(ErrClientBody, err)
+			case upstream.LocalDialFailure(err):
+				// nexmux is out of descriptors or local ports: not the
+				// node's fault, and another node would fail alike.
+				lastErr = err
 			case refused(err):
 				set.ReportConnectFailure(n, err)
 				lastErr = err

@@ -60,7 +60,7 @@ func haProxyURLs(t *testing.T, log io.Writer, maxConns int, repo string, urls ..
 }
 
 // haProxyConfig is haProxyURLs with more of the Proxy's Config (its
-// upstreams, transport and logger are set here).
+// upstreams and logger are set here, and its transport unless given).
 func haProxyConfig(t *testing.T, log io.Writer, maxConns int, repo string, cfg Config, urls ...string) (string, *Upstreams) {
 	t.Helper()
 	spec, err := upstream.ParseSpec(urls, nil)
@@ -76,9 +76,12 @@ func haProxyConfig(t *testing.T, log io.Writer, maxConns int, repo string, cfg C
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := NewTransport()
-	t.Cleanup(tr.CloseIdleConnections)
-	cfg.Upstreams, cfg.Transport, cfg.Logger = up, tr, logger
+	if cfg.Transport == nil {
+		tr := NewTransport()
+		t.Cleanup(tr.CloseIdleConnections)
+		cfg.Transport = tr
+	}
+	cfg.Upstreams, cfg.Logger = up, logger
 	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

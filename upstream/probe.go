@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -109,7 +110,7 @@ func (p *prober) round(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			st, reachable, connectErr, why := p.probe(ctx, n)
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || st == noVerdict {
 				return
 			}
 			p.s.observeProbe(n, st, reachable, connectErr, why)
@@ -117,6 +118,10 @@ func (p *prober) round(ctx context.Context) {
 	}
 	wg.Wait()
 }
+
+// noVerdict is a probe that could not ask (LocalDialFailure): the node's
+// state stays as it was.
+const noVerdict State = -1
 
 // probe asks status and status/writable at once.
 func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, connectErr bool, why string) {
@@ -149,8 +154,10 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 	go get(base+"/writable", &writable)
 	wg.Wait()
 	switch {
+	case LocalDialFailure(status.err) || LocalDialFailure(writable.err):
+		return noVerdict, false, false, ""
 	case status.err != nil:
-		return Down, false, isConnectErr(status.err), status.err.Error()
+		return Down, false, ConnectFailure(status.err), status.err.Error()
 	case status.code != http.StatusOK:
 		return Down, true, false, "status " + http.StatusText(status.code)
 	case writable.err == nil && writable.code == http.StatusOK:
@@ -160,11 +167,26 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 	}
 }
 
-// isConnectErr reports a refused connection or a connect timeout: the node
-// cannot be reached at all.
-func isConnectErr(err error) bool {
+// ConnectFailure reports a failed connect (refused, timed out,
+// unreachable, a name that does not resolve): the node cannot be reached.
+// A dial that failed for want of a local resource is not one.
+func ConnectFailure(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	return errors.As(err, &op) && op.Op == "dial" && !LocalDialFailure(err)
+}
+
+// LocalDialFailure reports a dial that failed on this host before the node
+// had a say: out of descriptors, buffers or local ports. Every node would
+// fail alike, so it says nothing of the node: marked down for it, nodes
+// would go down together while nexmux is short of descriptors, and their
+// downloads under way be cut.
+func LocalDialFailure(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why string) {

@@ -1,0 +1,68 @@
+package l7
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// A dial that fails on nexmux's own host (out of descriptors, local ports)
+// says nothing of the node: the request fails with a retryable 5xx, but no
+// node is marked down. Marked down, every node would go down together
+// while nexmux is short of descriptors, and their downloads under way be
+// cut. A refused connection still marks its node down.
+func TestLocalDialFailureLeavesNodesUp(t *testing.T) {
+	ok := func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }
+	nodes := []*haNode{startNode(t, ok), startNode(t, ok)}
+	var fail atomic.Pointer[syscall.Errno]
+	tr := NewTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if e := fail.Load(); e != nil {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", *e)}
+		}
+		return dial(ctx, network, addr)
+	}
+	addr, up := haProxyConfig(t, io.Discard, 0, "team-a", Config{Transport: tr}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
+	downs := func() (n int) {
+		for _, hn := range nodes {
+			if up.Set().ByHost(hn.addr).State() == upstream.Down {
+				n++
+			}
+		}
+		return n
+	}
+	waitUntil(t, "both nodes up", func() bool { return downs() == 0 })
+
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.EADDRNOTAVAIL} {
+		fail.Store(&e)
+		tr.CloseIdleConnections()
+		resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil)
+		if resp.StatusCode < 500 || !strings.Contains(body, `"errors"`) {
+			t.Errorf("%v: %s %s, want a JSON 5xx", e, resp.Status, body)
+		}
+		if n := downs(); n != 0 {
+			t.Fatalf("%v: %d nodes marked down by nexmux's own dial failure", e, n)
+		}
+	}
+	refused := syscall.ECONNREFUSED
+	fail.Store(&refused)
+	send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil)
+	if n := downs(); n == 0 {
+		t.Fatal("a refused connection marked no node down")
+	}
+	fail.Store(nil)
+	waitUntil(t, "nodes back after the probes", func() bool { return downs() == 0 })
+	if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("once dials work: %s %s", resp.Status, body)
+	}
+}

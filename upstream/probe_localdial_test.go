@@ -1,0 +1,68 @@
+package upstream
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A probe whose dial fails on nexmux's own host (out of descriptors, local
+// ports) is no verdict: the node keeps its state, writable included (a
+// failed status/writable probe would otherwise make it read-only and refuse
+// every push). A refused probe still marks the node down.
+func TestProbeLocalDialFailureIsNoVerdict(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	s := mustSet(t, "http://"+ln.Addr().String())
+	n := s.Nodes()[0]
+
+	var fail atomic.Pointer[syscall.Errno]
+	var dials atomic.Int64
+	d := &net.Dialer{Timeout: time.Second}
+	ctx := context.Background()
+	p := &prober{ctx: ctx, s: s, interval: time.Hour, client: &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			if e := fail.Load(); e != nil {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("socket", *e)}
+			}
+			return d.DialContext(ctx, network, addr)
+		},
+	}}}
+	for range agree {
+		p.round(ctx)
+	}
+	if st := n.State(); st != Writable {
+		t.Fatalf("state %v after healthy probes, want writable", st)
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL} {
+		fail.Store(&e)
+		before := dials.Load()
+		for range 2 * agree {
+			p.round(ctx)
+		}
+		if dials.Load() == before {
+			t.Fatal("no probe dialled")
+		}
+		if st := n.State(); st != Writable {
+			t.Fatalf("%v: state %v after probes that could not dial, want writable kept", e, st)
+		}
+	}
+	refused := syscall.ECONNREFUSED
+	fail.Store(&refused)
+	p.round(ctx)
+	if st := n.State(); st != Down {
+		t.Fatalf("refused probe: state %v, want down", st)
+	}
+}
