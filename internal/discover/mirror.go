@@ -41,11 +41,15 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 	}
 }
 
-// redacted hides a password written into a remote URL: discover's output
-// goes into files, tickets and CI logs.
+// redacted hides the credentials written into a remote URL, user name
+// too (a token is often written there alone): discover's output goes into
+// files, tickets and CI logs.
 func redacted(remote string) string {
 	if u, err := url.Parse(remote); err == nil {
-		return u.Redacted()
+		if u.User != nil {
+			u.User = url.User("xxxxx")
+		}
+		return u.String()
 	}
 	if scheme, rest, ok := strings.Cut(remote, "://"); ok {
 		if at := strings.LastIndex(rest, "@"); at >= 0 && !strings.Contains(rest[:at], "/") {
