@@ -3,7 +3,6 @@ package l7
 import (
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -18,14 +17,7 @@ import (
 func TestHAUploadFollowUpWithEveryNodeDown(t *testing.T) {
 	_, nodes := haCluster(t, 2)
 	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
-	resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/")
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("start upload: %s %s", resp.Status, body)
-	}
-	u, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := startUpload(t, addr)
 	patch := func() (*http.Response, string) {
 		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
 		req.SetBasicAuth(haUser, haPass)
@@ -47,7 +39,7 @@ func TestHAUploadFollowUpWithEveryNodeDown(t *testing.T) {
 		}
 	}
 	waitUntil(t, "every node found down", state(upstream.Down))
-	resp, body = patch()
+	resp, body := patch()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, `"UNAVAILABLE"`) {
 		t.Fatalf("PATCH with every node down: %s Retry-After %q %s", resp.Status, resp.Header.Get("Retry-After"), body)
 	}

@@ -100,25 +100,8 @@ func TestHARepository5xxOnTheLastNodeEjectsNone(t *testing.T) {
 func TestHAUploadNode5xxStillEjects(t *testing.T) {
 	_, nodes := haCluster(t, 2)
 	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
-	resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/")
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("start upload: %s %s", resp.Status, body)
-	}
-	loc := resp.Header.Get("Location")
-	u, err := url.Parse(loc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tagged, err := up.Set().Untag(u.Query().Get("_nexmux"), path.Base(u.Path))
-	if err != nil {
-		t.Fatalf("upload Location %s: %v", loc, err)
-	}
-	var opened *fixtures.Node
-	for _, n := range nodes {
-		if n.Addr() == tagged.Host {
-			opened = n
-		}
-	}
+	u, tagged := openUpload(t, addr, up)
+	opened := nodeAt(nodes, tagged.Host)
 	opened.SetRepositoryUnavailable(true)
 	for range 5 { // passive ejection: 5 in a row
 		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
@@ -139,18 +122,7 @@ func TestHADrainedWritableNodeFinishesUpload(t *testing.T) {
 	_, nodes := haCluster(t, 2)
 	urls := nodeURLs(nodes)
 	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, urls...)
-	resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/")
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("start upload: %s %s", resp.Status, body)
-	}
-	u, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tagged, err := up.Set().Untag(u.Query().Get("_nexmux"), path.Base(u.Path))
-	if err != nil {
-		t.Fatal(err)
-	}
+	u, tagged := openUpload(t, addr, up)
 	var drained string
 	for i, n := range nodes {
 		if n.Addr() == tagged.Host {
@@ -226,24 +198,8 @@ func TestHAReadOnlyNodeRefusingBodilessPutIsNotEjected(t *testing.T) {
 func readOnlyUploadRefusals(t *testing.T, again int, req func(addr string, u *url.URL) *http.Request) {
 	_, nodes := haCluster(t, 3)
 	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
-	resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/")
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("start upload: %s %s", resp.Status, body)
-	}
-	u, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tagged, err := up.Set().Untag(u.Query().Get("_nexmux"), path.Base(u.Path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var opened *fixtures.Node
-	for _, n := range nodes {
-		if n.Addr() == tagged.Host {
-			opened = n
-		}
-	}
+	u, tagged := openUpload(t, addr, up)
+	opened := nodeAt(nodes, tagged.Host)
 	opened.SetReadOnly(true)
 	waitUntil(t, "the upload's node read-only", func() bool { return up.Set().ByHost(opened.Addr()).State() == upstream.ReadOnly })
 	send := func() (*http.Response, string) {
@@ -264,4 +220,41 @@ func readOnlyUploadRefusals(t *testing.T, again int, req func(addr string, u *ur
 	if resp, body := send(); resp.StatusCode != again {
 		t.Fatalf("once the node takes writes again: %s %s", resp.Status, body)
 	}
+}
+
+// openUpload starts an upload through nexmux at addr and returns its
+// Location and the node its tag names.
+func openUpload(t *testing.T, addr string, up *Upstreams) (*url.URL, *upstream.Node) {
+	t.Helper()
+	u := startUpload(t, addr)
+	tagged, err := up.Set().Untag(u.Query().Get("_nexmux"), path.Base(u.Path))
+	if err != nil {
+		t.Fatalf("upload Location %s: %v", u, err)
+	}
+	return u, tagged
+}
+
+// startUpload starts an upload through nexmux at addr and returns its
+// Location.
+func startUpload(t *testing.T, addr string) *url.URL {
+	t.Helper()
+	resp, body := sendAuth(t, addr, http.MethodPost, "/v2/app/blobs/uploads/")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("start upload: %s %s", resp.Status, body)
+	}
+	u, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// nodeAt is the fixture node listening on host.
+func nodeAt(nodes []*fixtures.Node, host string) *fixtures.Node {
+	for _, n := range nodes {
+		if n.Addr() == host {
+			return n
+		}
+	}
+	return nil
 }

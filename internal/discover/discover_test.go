@@ -259,30 +259,13 @@ func TestDiscoverNameThatIsNoHostLabel(t *testing.T) {
 // and wins over another repository's name; a subdomain that is no single
 // label (a hostile "*" would make a wildcard) gets a note, not a route.
 func TestDiscoverKeepsSubdomainNames(t *testing.T) {
-	nx, err := fixtures.New(fixtures.Config{
-		Users:   map[string]string{"admin": "admin123"},
-		DataDir: t.TempDir(),
-		Repos: []fixtures.Repo{
-			{Name: "internal", Type: fixtures.Hosted, Online: true, Subdomain: "docker", HTTPPort: 8083},
-			{Name: "docker", Type: fixtures.Hosted, Online: true},
-			{Name: "team-a", Type: fixtures.Group, Online: true, Members: []string{"internal"}, Subdomain: "team-a"},
-			{Name: "evil", Type: fixtures.Hosted, Online: true, Subdomain: "*"},
-			{Name: "evil2", Type: fixtures.Hosted, Online: true, Subdomain: "x.team-a"},
-		},
+	plan := planFrom(t, "registry.example.com", []fixtures.Repo{
+		{Name: "internal", Type: fixtures.Hosted, Online: true, Subdomain: "docker", HTTPPort: 8083},
+		{Name: "docker", Type: fixtures.Hosted, Online: true},
+		{Name: "team-a", Type: fixtures.Group, Online: true, Members: []string{"internal"}, Subdomain: "team-a"},
+		{Name: "evil", Type: fixtures.Hosted, Online: true, Subdomain: "*"},
+		{Name: "evil2", Type: fixtures.Hosted, Online: true, Subdomain: "x.team-a"},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(nx)
-	t.Cleanup(func() { hs.Close(); nx.Close() })
-	repos, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := discover.MakePlan(repos, "registry.example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := []string{
 		"evil.registry.example.com=evil",
 		"evil2.registry.example.com=evil2",
@@ -376,27 +359,10 @@ func TestDiscoverFlagsAreShellWords(t *testing.T) {
 // the output says so, in both formats, so the operator is not surprised by
 // its 503s; online ones get no such note.
 func TestDiscoverNotesOfflineRepositories(t *testing.T) {
-	nx, err := fixtures.New(fixtures.Config{
-		Users:   map[string]string{"admin": "admin123"},
-		DataDir: t.TempDir(),
-		Repos: []fixtures.Repo{
-			{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPPort: 8082},
-			{Name: "old-team", Type: fixtures.Hosted, Online: false, HTTPPort: 8099},
-		},
+	plan := planFrom(t, "", []fixtures.Repo{
+		{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPPort: 8082},
+		{Name: "old-team", Type: fixtures.Hosted, Online: false, HTTPPort: 8099},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(nx)
-	t.Cleanup(func() { hs.Close(); nx.Close() })
-	repos, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := discover.MakePlan(repos, "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if strings.Join(plan.Ports, " ") != "8099=old-team 8082=team-a" {
 		t.Errorf("ports %q: the offline repository must still be routed", plan.Ports)
 	}
@@ -405,4 +371,24 @@ func TestDiscoverNotesOfflineRepositories(t *testing.T) {
 			t.Errorf("offline note missing or wrong:\n%s", out)
 		}
 	}
+}
+
+// planFrom is discover's plan for a fixture Nexus holding repos.
+func planFrom(t *testing.T, domain string, repos []fixtures.Repo) *discover.Plan {
+	t.Helper()
+	nx, err := fixtures.New(fixtures.Config{Users: map[string]string{"admin": "admin123"}, DataDir: t.TempDir(), Repos: repos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(nx)
+	t.Cleanup(func() { hs.Close(); nx.Close() })
+	got, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(got, domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan
 }

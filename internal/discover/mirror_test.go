@@ -1,8 +1,6 @@
 package discover_test
 
 import (
-	"context"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -25,20 +23,7 @@ func TestDiscoverMirrors(t *testing.T) {
 		fixtures.Repo{Name: "corp2-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://robot:s3cret@registry.corp2.test"},
 		fixtures.Repo{Name: "zz-bad-remote", Type: fixtures.Proxy, Online: true, RemoteURL: "https://robot:s3cret@/x"},
 		fixtures.Repo{Name: "zz-bad-url", Type: fixtures.Proxy, Online: true, RemoteURL: "https://robot:s3cret@quay.io:bad/"})
-	nx, err := fixtures.New(fixtures.Config{Users: map[string]string{"admin": "admin123"}, DataDir: t.TempDir(), Repos: repos})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(nx)
-	t.Cleanup(func() { hs.Close(); nx.Close() })
-	got, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := discover.MakePlan(got, "example.org")
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan := planFrom(t, "example.org", repos)
 	want := []string{"registry.corp.test:5000=corp-proxy", "registry.corp2.test=corp2-proxy", "docker.io=dockerhub-proxy", "ghcr.io=ghcr-proxy", "registry.k8s.io=k8s-proxy", "quay.io=quay-proxy"}
 	if strings.Join(plan.Mirrors, " ") != strings.Join(want, " ") {
 		t.Errorf("mirrors %q, want %q", plan.Mirrors, want)
