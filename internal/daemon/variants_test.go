@@ -180,17 +180,7 @@ func TestRealmBaseVariantsRepaired(t *testing.T) {
 				o.Upstreams = func(nexusURL string) []string { return []string{forwardingFront(t, nexusURL, c.front)} }
 			}
 			st := stack.Start(t, o)
-			cl := &http.Client{Transport: st.Transport()}
-			req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/", nil)
-			resp, err := cl.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			wantRealm := `realm="https://` + st.Host("team-a") + `/v2/token"`
-			if got := resp.Header.Get("Www-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(got, wantRealm) {
-				t.Fatalf("challenge: %d %q, want 401 with %s", resp.StatusCode, got, wantRealm)
-			}
+			wantPublicChallenge(t, st)
 			if c.front != nil {
 				// The variant really happened: Nexus saw the front's headers.
 				var fronted bool
@@ -204,7 +194,7 @@ func TestRealmBaseVariantsRepaired(t *testing.T) {
 			img := pushImage(t, st, st.Host("team-a-push")+"/base/app:1")
 			pullVerify(t, st, st.Host("team-a")+"/base/app:1", img)
 
-			loc := startUploadLocation(t, cl, "https://"+st.Host("team-a-push")+"/v2/base/app/blobs/uploads/")
+			loc := startUploadLocation(t, &http.Client{Transport: st.Transport()}, "https://"+st.Host("team-a-push")+"/v2/base/app/blobs/uploads/")
 			if want := "https://" + st.Host("team-a-push") + "/v2/base/app/blobs/uploads/"; !strings.HasPrefix(loc, want) {
 				t.Errorf("upload Location %q, want prefix %q", loc, want)
 			}
@@ -445,16 +435,8 @@ func TestConnectorShapedAnswers(t *testing.T) {
 	}})
 	nx.Store(st.Nexus)
 
+	wantPublicChallenge(t, st)
 	cl := &http.Client{Transport: st.Transport()}
-	resp, err := cl.Get("https://" + st.Host("team-a") + "/v2/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	wantRealm := `realm="https://` + st.Host("team-a") + `/v2/token"`
-	if got := resp.Header.Get("Www-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(got, wantRealm) {
-		t.Fatalf("challenge: %d %q, want 401 with %s", resp.StatusCode, got, wantRealm)
-	}
 	img := pushImage(t, st, st.Host("team-a-push")+"/conn/app:1")
 	pullVerify(t, st, st.Host("team-a")+"/conn/app:1", img)
 	loc := startUploadLocation(t, cl, "https://"+st.Host("team-a-push")+"/v2/conn/app/blobs/uploads/")
@@ -463,5 +445,20 @@ func TestConnectorShapedAnswers(t *testing.T) {
 	}
 	if served.Load() == 0 {
 		t.Fatal("no request was answered by a connector")
+	}
+}
+
+// wantPublicChallenge checks team-a's /v2/ challenge names the public
+// https realm, whatever shape Nexus gave it.
+func wantPublicChallenge(t *testing.T, st *stack.Stack) {
+	t.Helper()
+	resp, err := (&http.Client{Transport: st.Transport()}).Get("https://" + st.Host("team-a") + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	wantRealm := `realm="https://` + st.Host("team-a") + `/v2/token"`
+	if got := resp.Header.Get("Www-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(got, wantRealm) {
+		t.Fatalf("challenge: %d %q, want 401 with %s", resp.StatusCode, got, wantRealm)
 	}
 }
