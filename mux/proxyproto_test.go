@@ -89,6 +89,9 @@ type splitConn struct {
 	cut    int
 	done   bool
 	hello  int
+	// records, when set, re-frames the hello into TLS records of at most
+	// this many bytes before it is cut, as some stacks send it.
+	records int
 }
 
 func (c *splitConn) Write(p []byte) (int, error) {
@@ -97,7 +100,18 @@ func (c *splitConn) Write(p []byte) (int, error) {
 	}
 	c.done = true
 	c.hello = len(p)
-	all := append(append([]byte{}, c.header...), p...)
+	hello := p
+	if c.records > 0 && len(p) > 5 && p[0] == 0x16 {
+		n := int(p[3])<<8 | int(p[4])
+		hello = nil
+		for body := p[5 : 5+n]; len(body) > 0; {
+			k := min(c.records, len(body))
+			hello = append(append(hello, 0x16, p[1], p[2], byte(k>>8), byte(k)), body[:k]...)
+			body = body[k:]
+		}
+		hello = append(hello, p[5+n:]...)
+	}
+	all := append(append([]byte{}, c.header...), hello...)
 	cut := min(c.cut, len(all)-1)
 	if _, err := c.Conn.Write(all[:cut]); err != nil {
 		return 0, err
@@ -173,6 +187,66 @@ func TestProxyHeaderSplitAnywhere(t *testing.T) {
 					t.Fatalf("ClientHello of %d bytes; want more than one segment", sc.hello)
 				}
 			})
+		}
+	}
+	if strings.Contains(m.logs.String(), "connection refused") {
+		t.Fatalf("refusals:\n%s", m.logs.String())
+	}
+}
+
+// TestProxyHeaderThenHelloInManyRecords: the PROXY header and a
+// post-quantum ClientHello split into several TLS records, in the same
+// first segment and cut across segments inside the records: one reader
+// must carry the header's read-ahead into the record reassembly with no
+// byte lost (pitfalls 1 and 2 together).
+func TestProxyHeaderThenHelloInManyRecords(t *testing.T) {
+	m := startMux(t, []string{"127.0.0.1/32"}, "", 0)
+	src := netip.MustParseAddrPort("203.0.113.7:5555")
+	v2 := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(netip.MustParseAddrPort(m.addr)))
+	v2b, err := v2.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	headers := map[string][]byte{
+		"v1": []byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"),
+		"v2": v2b,
+	}
+	for name, hdr := range headers {
+		for _, records := range []int{1, 5, 100, 700} {
+			// One segment (the cut past the end), and cuts inside the
+			// first records, at go-proxyproto's 256-byte read-ahead, and
+			// past one full-size segment.
+			for _, cut := range []int{1 << 20, len(hdr) + 3, len(hdr) + 7, 256, 257, 1448, 1500} {
+				t.Run(fmt.Sprintf("%s/records-%d/cut-%d", name, records, cut), func(t *testing.T) {
+					var sc *splitConn
+					tr := &http.Transport{
+						DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+							c, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.addr)
+							if err != nil {
+								return nil, err
+							}
+							sc = &splitConn{Conn: c, header: hdr, cut: cut, records: records}
+							return sc, nil
+						},
+						TLSClientConfig:   &tls.Config{RootCAs: m.ca.Pool()},
+						ForceAttemptHTTP2: true,
+						DisableKeepAlives: true,
+					}
+					defer tr.CloseIdleConnections()
+					resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://team-a.nexmux.test/")
+					if err != nil {
+						t.Fatal(err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if want := "203.0.113.7:5555 team-a.nexmux.test true"; string(body) != want {
+						t.Fatalf("got %q, want %q", body, want)
+					}
+					if sc.hello <= 1448 {
+						t.Fatalf("ClientHello of %d bytes; want more than one segment", sc.hello)
+					}
+				})
+			}
 		}
 	}
 	if strings.Contains(m.logs.String(), "connection refused") {

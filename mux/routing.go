@@ -169,6 +169,9 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	}
 	d = decision{conn: c, raw: raw, info: info, state: st, peer: log.peer}
 	if first[0] != sni.RecordTypeHandshake {
+		// A first segment may end inside "PATCH " or an SSLv2 header:
+		// read on (same deadline) until the bytes say what this is.
+		rr.fill(func(b []byte) bool { return undecided(b, rt == nil) })
 		if sni.IsSSLv2Hello(rr.buf) {
 			// An old client (or a scanner) offering SSLv2-compatible
 			// framing: tell it the version is refused, as crypto/tls does.

@@ -52,3 +52,15 @@ func (r *routingReader) Read(p []byte) (int, error) {
 	r.off += n
 	return n, nil
 }
+
+// fill reads on while more(buf) holds and reads succeed; a failed read
+// ends it, and the caller judges what was read.
+func (r *routingReader) fill(more func([]byte) bool) {
+	var scratch [64]byte
+	for more(r.buf) {
+		r.off = len(r.buf)
+		if _, err := r.Read(scratch[:]); err != nil {
+			return
+		}
+	}
+}

@@ -24,3 +24,20 @@ func looksLikeHTTP(b []byte) bool {
 	}
 	return false
 }
+
+// undecided reports whether b, the first bytes of a connection that is not
+// a TLS handshake, is too short to tell an SSLv2 hello (3 bytes) or, when
+// plainHTTP is asked, an HTTP request line from anything else.
+func undecided(b []byte, plainHTTP bool) bool {
+	if b[0]&0x80 != 0 {
+		return len(b) < 3
+	}
+	if plainHTTP {
+		for _, m := range httpMethods {
+			if len(b) < len(m) && m[:len(b)] == string(b) {
+				return true
+			}
+		}
+	}
+	return false
+}
