@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -64,5 +65,47 @@ func TestLocalDialFailureLeavesNodesUp(t *testing.T) {
 	waitUntil(t, "nodes back after the probes", func() bool { return downs() == 0 })
 	if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("once dials work: %s %s", resp.Status, body)
+	}
+}
+
+// dialFailer is a transport whose dials to the hosts set in it fail on
+// "this host" with their errno.
+type dialFailer struct {
+	*http.Transport
+	fail sync.Map // host:port -> syscall.Errno
+}
+
+func newDialFailer(t *testing.T) *dialFailer {
+	d := &dialFailer{Transport: NewTransport()}
+	t.Cleanup(d.CloseIdleConnections)
+	dial := d.DialContext
+	d.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if e, ok := d.fail.Load(addr); ok {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", e.(syscall.Errno))}
+		}
+		return dial(ctx, network, addr)
+	}
+	return d
+}
+
+// Out of local ports to one node (EADDRNOTAVAIL: Linux picks a connect's
+// port per destination) is no reason to fail a request another node can
+// serve: nothing was sent, so it moves on, and marks no node down.
+func TestLocalDialFailureMovesOn(t *testing.T) {
+	ok := func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }
+	nodes := []*haNode{startNode(t, ok), startNode(t, ok)}
+	tr := newDialFailer(t)
+	addr, up := haProxyConfig(t, io.Discard, 0, "team-a", Config{Transport: tr.Transport}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
+	waitUntil(t, "both nodes up", func() bool {
+		return up.Set().ByHost(nodes[0].addr).State() != upstream.Down && up.Set().ByHost(nodes[1].addr).State() != upstream.Down
+	})
+	tr.fail.Store(nodes[0].addr, syscall.EADDRNOTAVAIL)
+	for i := range 20 {
+		if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %d: %s %s, want it served by the other node", i, resp.Status, body)
+		}
+	}
+	if st := up.Set().ByHost(nodes[0].addr).State(); st == upstream.Down {
+		t.Fatal("nexmux's own dial failure marked its node down")
 	}
 }
