@@ -245,9 +245,14 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			case sb != nil && sb.clientFailed() || errors.Is(err, ErrClientBody):
 				return nil, errors.Join(ErrClientBody, err)
 			case upstream.LocalDialFailure(err):
-				// nexmux is out of descriptors or local ports: not the
-				// node's fault, and another node would fail alike.
+				// Short of descriptors or local ports: not the node's
+				// fault, so nothing is reported. Nothing was sent, and
+				// ports run out per destination: the next node may work.
 				lastErr = err
+				if move(last) {
+					set.Failover(kind, "local")
+					continue
+				}
 			case refused(err):
 				set.ReportConnectFailure(n, err)
 				lastErr = err
