@@ -109,3 +109,34 @@ func TestLocalDialFailureMovesOn(t *testing.T) {
 		t.Fatal("nexmux's own dial failure marked its node down")
 	}
 }
+
+// An upload follow-up whose node is found by asking the nodes, while
+// nexmux cannot dial any of them, gets a retryable 503: no node said it
+// does not know the session, so 404 BLOB_UPLOAD_UNKNOWN, which makes the
+// client start the layer's upload again, would be false.
+func TestLocalDialFailureWhileAskingIsNoUnknownUpload(t *testing.T) {
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/blobs/uploads/u1") {
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}
+	nodes := []*haNode{startNode(t, h), startNode(t, h)}
+	tr := newDialFailer(t)
+	addr, up := haProxyConfig(t, io.Discard, 0, "team-a", Config{Transport: tr.Transport}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
+	waitUntil(t, "both nodes writable", func() bool {
+		return up.Set().ByHost(nodes[0].addr).State() == upstream.Writable && up.Set().ByHost(nodes[1].addr).State() == upstream.Writable
+	})
+	for _, n := range nodes {
+		tr.fail.Store(n.addr, syscall.EMFILE)
+	}
+	resp, body := send(t, addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", strings.NewReader("chunk"))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, `"UNAVAILABLE"`) {
+		t.Fatalf("PATCH while no node can be dialled: %s Retry-After %q %s, want a retryable 503", resp.Status, resp.Header.Get("Retry-After"), body)
+	}
+	for _, n := range nodes {
+		tr.fail.Delete(n.addr)
+	}
+	if resp, body := send(t, addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", strings.NewReader("chunk")); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH once dials work: %s %s", resp.Status, body)
+	}
+}
