@@ -2,10 +2,13 @@ package l7
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,7 +75,8 @@ func TestLocalDialFailureLeavesNodesUp(t *testing.T) {
 // "this host" with their errno.
 type dialFailer struct {
 	*http.Transport
-	fail sync.Map // host:port -> syscall.Errno
+	fail   sync.Map // host:port -> syscall.Errno
+	failed atomic.Int64
 }
 
 func newDialFailer(t *testing.T) *dialFailer {
@@ -81,6 +85,7 @@ func newDialFailer(t *testing.T) *dialFailer {
 	dial := d.DialContext
 	d.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if e, ok := d.fail.Load(addr); ok {
+			d.failed.Add(1)
 			return nil, &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", e.(syscall.Errno))}
 		}
 		return dial(ctx, network, addr)
@@ -138,5 +143,47 @@ func TestLocalDialFailureWhileAskingIsNoUnknownUpload(t *testing.T) {
 	}
 	if resp, body := send(t, addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", strings.NewReader("chunk")); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH once dials work: %s %s", resp.Status, body)
+	}
+}
+
+// A blob download resumed on a node nexmux cannot dial (out of
+// descriptors) counts nothing against that node: every download broken
+// while nexmux is short of descriptors would otherwise eject the node it
+// tried next, five of them every node.
+func TestLocalDialFailureOnResumeEjectsNone(t *testing.T) {
+	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
+	sum := sha256.Sum256(blob)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	var first atomic.Pointer[string]
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		if r.Context().Value(http.LocalAddrContextKey).(net.Addr).String() != *first.Load() {
+			w.Write(blob)
+			return
+		}
+		w.Write(blob[:len(blob)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	nodes := []*haNode{startNode(t, h), startNode(t, h)}
+	tr := newDialFailer(t)
+	addr, up := haProxyConfig(t, io.Discard, 0, "team-a", Config{Transport: tr.Transport}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
+	ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest)
+	a, b := ns[0].Host, ns[1].Host
+	first.Store(&a)
+	tr.fail.Store(b, syscall.EMFILE)
+	for range 5 { // passive ejection: 5 in a row
+		send(t, addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
+	}
+	if tr.failed.Load() == 0 {
+		t.Fatal("no download was resumed on the node nexmux cannot dial")
+	}
+	for _, ni := range up.Set().Table() {
+		if ni.Node == b && !ni.EjectedUntil.IsZero() {
+			t.Fatalf("node %s ejected for nexmux's own dial failures: %s", b, ni.LastError)
+		}
 	}
 }
