@@ -197,7 +197,10 @@ func (b *resumeBody) resume() error {
 		if err != nil {
 			qcancel(nil)
 			end()
-			set.ReportResult(n, false, err.Error())
+			// nexmux's own dial failure (598c89c) is not the node's.
+			if !upstream.LocalDialFailure(err) {
+				set.ReportResult(n, false, err.Error())
+			}
 			b.node = n
 			continue
 		}

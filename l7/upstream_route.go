@@ -245,9 +245,14 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			case sb != nil && sb.clientFailed() || errors.Is(err, ErrClientBody):
 				return nil, errors.Join(ErrClientBody, err)
 			case upstream.LocalDialFailure(err):
-				// nexmux is out of descriptors or local ports: not the
-				// node's fault, and another node would fail alike.
+				// Short of descriptors or local ports: not the node's
+				// fault, so nothing is reported. Nothing was sent, and
+				// ports run out per destination: the next node may work.
 				lastErr = err
+				if move(last) {
+					set.Failover(kind, "local")
+					continue
+				}
 			case refused(err):
 				set.ReportConnectFailure(n, err)
 				lastErr = err
@@ -381,9 +386,16 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 		// session is gone; the answer is the one every request gets.
 		return nil, upstream.ErrAllDown
 	}
-	if n := f.ask(r, askable); n != nil {
+	n, local := f.ask(r, askable)
+	if n != nil {
 		set.Affinity("asked")
 		return []*upstream.Node{n}, nil
+	}
+	if local {
+		// A node nexmux could not dial was not asked: it may hold the
+		// session, and a 404 would make the client start over.
+		return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: true,
+			msg: "nexmux: could not ask Nexus which node holds this upload (nexmux is short of connections); retry shortly"}
 	}
 	set.Affinity("unknown")
 	return nil, uploadUnknown()
@@ -408,14 +420,16 @@ func uploadUnknown() *refusal {
 }
 
 // ask sends a bodiless GET of the upload session to every node at once and
-// returns one that knows it (2xx).
-func (f failover) ask(r *http.Request, nodes []*upstream.Node) *upstream.Node {
+// returns one that knows it (2xx); local reports a node not asked for a
+// dial that failed on this host (upstream.LocalDialFailure).
+func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.Node, local bool) {
 	if len(nodes) == 0 {
-		return nil
+		return nil, false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), askTimeout)
 	defer cancel()
-	found := make(chan *upstream.Node, len(nodes))
+	knows := make(chan *upstream.Node, len(nodes))
+	var unasked atomic.Bool
 	var wg sync.WaitGroup
 	for _, n := range nodes {
 		wg.Add(1)
@@ -441,22 +455,25 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) *upstream.Node {
 			}
 			resp, err := f.next.RoundTrip(q)
 			if err != nil {
+				if upstream.LocalDialFailure(err) {
+					unasked.Store(true)
+				}
 				return
 			}
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
-				found <- n
+				knows <- n
 				cancel()
 			}
 		}()
 	}
 	wg.Wait()
 	select {
-	case n := <-found:
-		return n
+	case n := <-knows:
+		return n, false
 	default:
-		return nil
+		return nil, unasked.Load()
 	}
 }
 

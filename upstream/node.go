@@ -72,6 +72,7 @@ type Node struct {
 	pending   State // state the last probe saw, not yet confirmed
 	pendingN  int   // agreeing probes seen for pending
 	reachable bool  // the last probe got an HTTP answer (fail open)
+	unprobed  bool  // the last probe was not sent (LocalDialFailure)
 	joined    bool  // passed its probes at least once (nodes added by reload)
 	draining  bool
 

@@ -110,10 +110,13 @@ func (p *prober) round(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			st, reachable, connectErr, why := p.probe(ctx, n)
-			if ctx.Err() != nil || st == noVerdict {
-				return
+			switch {
+			case ctx.Err() != nil:
+			case st == noVerdict:
+				p.s.observeNoVerdict(n, why)
+			default:
+				p.s.observeProbe(n, st, reachable, connectErr, why)
 			}
-			p.s.observeProbe(n, st, reachable, connectErr, why)
 		}()
 	}
 	wg.Wait()
@@ -154,8 +157,10 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 	go get(base+"/writable", &writable)
 	wg.Wait()
 	switch {
-	case LocalDialFailure(status.err) || LocalDialFailure(writable.err):
-		return noVerdict, false, false, ""
+	case LocalDialFailure(status.err):
+		return noVerdict, false, false, status.err.Error()
+	case LocalDialFailure(writable.err):
+		return noVerdict, false, false, writable.err.Error()
 	case status.err != nil:
 		return Down, false, ConnectFailure(status.err), status.err.Error()
 	case status.code != http.StatusOK:
@@ -189,9 +194,25 @@ func LocalDialFailure(err error) bool {
 	return false
 }
 
+// observeNoVerdict keeps the node's state but says why in the table, and
+// in the log once a streak: a state no probe confirms is otherwise
+// invisible (a node gone meanwhile would still read writable).
+func (s *Set) observeNoVerdict(n *Node, why string) {
+	n.mu.Lock()
+	first := !n.unprobed
+	n.unprobed = true
+	n.lastErr = "not probed (nexmux's own dial failed; state kept): " + why
+	n.mu.Unlock()
+	if first {
+		s.log.Warn("upstream node not probed: nexmux's own dial failed; its state is kept", "node", n.Host, "err", why)
+	}
+}
+
 func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why string) {
 	t := now()
 	n.mu.Lock()
+	again := n.unprobed
+	n.unprobed = false
 	n.reachable = reachable
 	if why != "" {
 		n.lastErr = why
@@ -213,6 +234,9 @@ func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why st
 		}
 	}
 	n.mu.Unlock()
+	if again {
+		s.log.Info("upstream node probed again", "node", n.Host, "state", st.String())
+	}
 	if joined {
 		s.log.Info("upstream node joined after passing its probes", "node", n.Host, "state", st.String())
 	}

@@ -1,10 +1,13 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -24,6 +27,8 @@ func TestProbeLocalDialFailureIsNoVerdict(t *testing.T) {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 	s := mustSet(t, "http://"+ln.Addr().String())
+	var log bytes.Buffer
+	s.SetLogger(slog.New(slog.NewTextHandler(&log, nil)))
 	n := s.Nodes()[0]
 
 	var fail atomic.Pointer[syscall.Errno]
@@ -58,6 +63,14 @@ func TestProbeLocalDialFailureIsNoVerdict(t *testing.T) {
 		if st := n.State(); st != Writable {
 			t.Fatalf("%v: state %v after probes that could not dial, want writable kept", e, st)
 		}
+		// The kept state is not a verdict: GET /upstreams says why.
+		if le := s.Table()[0].LastError; !strings.Contains(le, e.Error()) {
+			t.Fatalf("%v: lastError %q: the table does not say the node is not being probed", e, le)
+		}
+	}
+	// Said once for the streak, not every round.
+	if c := strings.Count(log.String(), "not probed"); c != 1 {
+		t.Fatalf("%d log lines say the node is not probed, want 1:\n%s", c, log.String())
 	}
 	refused := syscall.ECONNREFUSED
 	fail.Store(&refused)
