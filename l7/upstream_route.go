@@ -386,16 +386,16 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 		// session is gone; the answer is the one every request gets.
 		return nil, upstream.ErrAllDown
 	}
-	n, local := f.ask(r, askable)
+	n, unasked := f.ask(r, askable)
 	if n != nil {
 		set.Affinity("asked")
 		return []*upstream.Node{n}, nil
 	}
-	if local {
-		// A node nexmux could not dial was not asked: it may hold the
-		// session, and a 404 would make the client start over.
+	if unasked {
+		// A node nexmux could not dial, or too busy to be asked, may
+		// hold the session: a 404 would make the client start over.
 		return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: true,
-			msg: "nexmux: could not ask Nexus which node holds this upload (nexmux is short of connections); retry shortly"}
+			msg: "nexmux: could not ask every Nexus node which one holds this upload (busy, or nexmux short of connections); retry shortly"}
 	}
 	set.Affinity("unknown")
 	return nil, uploadUnknown()
@@ -420,9 +420,10 @@ func uploadUnknown() *refusal {
 }
 
 // ask sends a bodiless GET of the upload session to every node at once and
-// returns one that knows it (2xx); local reports a node not asked for a
-// dial that failed on this host (upstream.LocalDialFailure).
-func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.Node, local bool) {
+// returns one that knows it (2xx); unasked reports a node not asked, for a
+// dial that failed on this host (upstream.LocalDialFailure) or no free
+// connection slot within the wait.
+func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, bool) {
 	if len(nodes) == 0 {
 		return nil, false
 	}
@@ -440,6 +441,11 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.
 			queue := poolQueueTimeout
 			sl, ok := f.up.acquire(ctx, n.Host, &queue)
 			if !ok {
+				// Too busy to be asked (not cancelled: another node
+				// knows, or the client left): it may hold the session.
+				if !errors.Is(ctx.Err(), context.Canceled) {
+					unasked.Store(true)
+				}
 				return
 			}
 			defer sl.release()

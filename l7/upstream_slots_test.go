@@ -293,3 +293,33 @@ func TestClientGoneRequestMovesNoFurther(t *testing.T) {
 	case <-time.After(2 * time.Second):
 	}
 }
+
+// A node too busy to be asked within the question's wait (every
+// --upstream-max-conns slot held) may hold the upload: the follow-up gets
+// a retryable 503, not 404 BLOB_UPLOAD_UNKNOWN, which would make the client
+// start the layer over though the session is intact.
+func TestBusyNodeWhileAskingIsNoUnknownUpload(t *testing.T) {
+	release := make(chan struct{})
+	a := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			w.WriteHeader(http.StatusNotFound)
+		}
+	})
+	b := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.Contains(r.URL.Path, "/held/"):
+			<-release
+		case strings.Contains(r.URL.Path, "/blobs/uploads/"):
+			io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusAccepted)
+		}
+	})
+	addr, up := haProxy(t, io.Discard, 1, a, b)
+	held := holdOn(t, addr, up.Set(), b.addr)
+	defer func() { close(release); <-held }()
+	waitUntil(t, "the held read at B", func() bool { return b.hits.Load() == 1 })
+	resp, body := send(t, addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", strings.NewReader("chunk"))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, `"UNAVAILABLE"`) {
+		t.Fatalf("PATCH while B is too busy to be asked: %s Retry-After %q %s, want a retryable 503", resp.Status, resp.Header.Get("Retry-After"), body)
+	}
+}
