@@ -159,33 +159,7 @@ func TestProxyHeaderSplitAnywhere(t *testing.T) {
 				continue // v1 must arrive in one read (see the daemon tests)
 			}
 			t.Run(fmt.Sprintf("%s/cut-%d", name, cut), func(t *testing.T) {
-				var sc *splitConn
-				tr := &http.Transport{
-					DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-						c, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.addr)
-						if err != nil {
-							return nil, err
-						}
-						sc = &splitConn{Conn: c, header: hdr, cut: cut}
-						return sc, nil
-					},
-					TLSClientConfig:   &tls.Config{RootCAs: m.ca.Pool()},
-					ForceAttemptHTTP2: true,
-					DisableKeepAlives: true,
-				}
-				defer tr.CloseIdleConnections()
-				resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://team-a.nexmux.test/")
-				if err != nil {
-					t.Fatal(err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if want := "203.0.113.7:5555 team-a.nexmux.test true"; string(body) != want {
-					t.Fatalf("got %q, want %q", body, want)
-				}
-				if sc.hello <= 1448 {
-					t.Fatalf("ClientHello of %d bytes; want more than one segment", sc.hello)
-				}
+				getThroughSplit(t, m, splitConn{header: hdr, cut: cut})
 			})
 		}
 	}
@@ -218,33 +192,7 @@ func TestProxyHeaderThenHelloInManyRecords(t *testing.T) {
 			// past one full-size segment.
 			for _, cut := range []int{1 << 20, len(hdr) + 3, len(hdr) + 7, 256, 257, 1448, 1500} {
 				t.Run(fmt.Sprintf("%s/records-%d/cut-%d", name, records, cut), func(t *testing.T) {
-					var sc *splitConn
-					tr := &http.Transport{
-						DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-							c, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.addr)
-							if err != nil {
-								return nil, err
-							}
-							sc = &splitConn{Conn: c, header: hdr, cut: cut, records: records}
-							return sc, nil
-						},
-						TLSClientConfig:   &tls.Config{RootCAs: m.ca.Pool()},
-						ForceAttemptHTTP2: true,
-						DisableKeepAlives: true,
-					}
-					defer tr.CloseIdleConnections()
-					resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://team-a.nexmux.test/")
-					if err != nil {
-						t.Fatal(err)
-					}
-					body, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if want := "203.0.113.7:5555 team-a.nexmux.test true"; string(body) != want {
-						t.Fatalf("got %q, want %q", body, want)
-					}
-					if sc.hello <= 1448 {
-						t.Fatalf("ClientHello of %d bytes; want more than one segment", sc.hello)
-					}
+					getThroughSplit(t, m, splitConn{header: hdr, cut: cut, records: records})
 				})
 			}
 		}
@@ -578,4 +526,38 @@ func requestAfterHeader(t *testing.T, m *muxServer, header []byte) error {
 	}
 	resp.Body.Close()
 	return nil
+}
+
+// getThroughSplit GETs team-a through m over a connection written as split
+// says (its header, cut and records), and checks m saw the header's client
+// and a ClientHello larger than one segment.
+func getThroughSplit(t *testing.T, m *muxServer, split splitConn) {
+	t.Helper()
+	var sc *splitConn
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.addr)
+			if err != nil {
+				return nil, err
+			}
+			sc = &splitConn{Conn: c, header: split.header, cut: split.cut, records: split.records}
+			return sc, nil
+		},
+		TLSClientConfig:   &tls.Config{RootCAs: m.ca.Pool()},
+		ForceAttemptHTTP2: true,
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://team-a.nexmux.test/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "203.0.113.7:5555 team-a.nexmux.test true"; string(body) != want {
+		t.Fatalf("got %q, want %q", body, want)
+	}
+	if sc.hello <= 1448 {
+		t.Fatalf("ClientHello of %d bytes; want more than one segment", sc.hello)
+	}
 }
