@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net"
@@ -196,4 +198,84 @@ func TestHTTP1SlowButMovingClientIsNotCut(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// smallRcvDial dials addr over TCP with a small receive buffer, set before
+// connecting, so that nexmux's writes wait on the client's reads.
+func smallRcvDial(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// With --send-timeout following progress (below TLS), an HTTP/1.1 client
+// that stops reading a blob is still cut within about --send-timeout, and
+// the response (its Nexus connection) ends; so is one that pipelines
+// requests and reads none of the answers.
+func TestHTTP1ClientThatStopsReadingIsCut(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.SendTimeout = 300 * time.Millisecond
+	logs := &testnet.Buffer{}
+	st := stack.Start(t, stack.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	img, err := random.Image(32<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Nexus.Seed("team-a-hosted", "big", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	dig, _ := layers[0].Digest()
+	small, err := random.Image(16<<10, 1) // a small answer, below batchMin
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Nexus.Seed("team-a-hosted", "small", "1", small); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ = small.Layers()
+	smallDig, _ := layers[0].Digest()
+	dial := func(t *testing.T) *tls.Conn {
+		raw, err := smallRcvDial(context.Background(), st.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tls.Client(raw, &tls.Config{ServerName: "team-a." + stack.Domain, RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}})
+		t.Cleanup(func() { c.Close() })
+		if err := c.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	auth := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password)) + "\r\n"
+	host := "Host: " + st.Host("team-a") + "\r\n"
+
+	t.Run("blob", func(t *testing.T) {
+		c := dial(t)
+		path := "/v2/big/blobs/" + dig.String()
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\n"+host+auth+"\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(logs.String(), "path="+path) {
+			if time.Now().After(deadline) {
+				t.Fatal("blob response still held 10 s after its client stopped reading (--send-timeout 300ms)")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	t.Run("pipelined", func(t *testing.T) {
+		const requests = 2000
+		c := dial(t)
+		go func() {
+			_, _ = io.WriteString(c, strings.Repeat("GET /v2/small/blobs/"+smallDig.String()+" HTTP/1.1\r\n"+host+auth+"\r\n", requests))
+		}()
+		time.Sleep(2 * time.Second) // reads nothing, well past --send-timeout
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		if err, ok := err.(net.Error); ok && err.Timeout() {
+			t.Fatalf("connection still open after %d bytes of answers to %d requests: the stalled write was never cut", n, requests)
+		}
+	})
 }
