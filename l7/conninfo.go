@@ -42,6 +42,10 @@ type ConnInfo struct {
 	// Reads, when set, is the connection below TLS; the HTTP stage uses it
 	// to read an upload's body in few socket reads.
 	Reads ReadAheader
+	// Sends, when set, is the connection below TLS (or the plain socket of
+	// an HTTP/1 port route); the HTTP stage sets --send-timeout's deadline
+	// through it, so that the deadline follows the client's progress.
+	Sends SendDeadliner
 	// Opened is when the connection was routed (--max-conn-age).
 	Opened time.Time
 
@@ -129,6 +133,19 @@ type ReadAheader interface {
 type WriteBatcher interface {
 	BeginBatch()
 	EndBatch() error
+}
+
+// SendDeadliner takes a write deadline as a span without progress, like
+// nginx's send_timeout: a deadline t set at time now is moved to a byte's
+// time plus t-now whenever the client takes a byte, so only a write that
+// moves nothing for t-now fails. A client on a thin link is slow, not
+// stalled. It must sit below TLS: crypto/tls fails the connection for good
+// once a write of its times out. Any other write deadline set on the
+// connection afterwards (net/http's, crypto/tls's) is absolute again.
+//
+// Only an HTTP/1.x handler sets it; HTTP/2 has WriteByteTimeout.
+type SendDeadliner interface {
+	SetWriteDeadline(t time.Time) error
 }
 
 type ctxKey struct{}

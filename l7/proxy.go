@@ -126,7 +126,8 @@ type Config struct {
 	// this age (0: never).
 	MaxConnAge time.Duration
 	// BodyTimeout bounds each read of a request body from the client, and
-	// SendTimeout each write of a large response to it (stall.go); 0:
+	// SendTimeout each write of a response to it, or over HTTP/1 behind
+	// mux the time without a byte taken (stall.go); 0:
 	// DefaultBodyTimeout, DefaultSendTimeout; negative: never.
 	BodyTimeout, SendTimeout time.Duration
 }
@@ -242,8 +243,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cw.batch = st.ci.Writes
 	}
 	rd, wd := deadliners(w)
+	sd := wd
+	if st.ci != nil && r.ProtoMajor == 1 && st.ci.Sends != nil {
+		// Net/http's write deadline is absolute: a slow but moving client
+		// would be cut on every write it takes longer than sendTO to read.
+		sd = st.ci.Sends
+	}
 	if p.sendTO > 0 {
-		cw.deadline, cw.timeout = wd, p.sendTO
+		cw.deadline, cw.timeout = sd, p.sendTO
 		cw.timeEvery = r.ProtoMajor > 1
 	}
 	var body *countingBody
@@ -278,9 +285,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// sends its body gets no answer and holds the connection. A
 			// body that ended (EOF, or failed) needs no more time.
 			body.lastDeadline(time.Now().Add(body.timeout))
-			if cw.deadline != nil {
-				// The answer waits for that read before it goes out.
-				_ = cw.deadline.SetWriteDeadline(time.Now().Add(body.timeout + cw.timeout))
+			if cw.deadline != nil && wd != nil {
+				// The answer waits for that read before it goes out: an
+				// absolute bound on both, as net/http's read is.
+				_ = wd.SetWriteDeadline(time.Now().Add(body.timeout + cw.timeout))
 			}
 		} else {
 			if body != nil {
@@ -717,7 +725,9 @@ type batchingWriter struct {
 	batch  WriteBatcher // nil: write as net/http does
 	// deadline bounds each write and flush by timeout (nil: none). Even
 	// a small answer blocks once a pipelining client has filled the
-	// socket's buffers (or, over HTTP/2, keeps its window shut).
+	// socket's buffers (or, over HTTP/2, keeps its window shut). Over
+	// HTTP/1 behind mux it is ConnInfo.Sends: a write fails only after
+	// timeout without a byte taken, however long the write is.
 	deadline writeDeadliner
 	timeout  time.Duration
 	// timeEvery bounds every write and flush (HTTP/2): a stream whose

@@ -148,6 +148,12 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 				io.WriteString(w, netHTTPShapedBody)
 				return
 			}
+			if r.URL.Path == "/sends" {
+				// Whether the HTTP stage can set --send-timeout below
+				// TLS (l7.ConnInfo.Sends).
+				fmt.Fprint(w, ci.Sends != nil)
+				return
+			}
 			if r.URL.Path == "/slow" {
 				time.Sleep(200 * time.Millisecond)
 			}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nexmux/nexmux/l7"
 )
@@ -20,6 +21,12 @@ type routedConn struct {
 	wmu   sync.Mutex // crypto/tls writes under its own lock; Close may not
 	batch *batchBuf  // non-nil between BeginBatch and EndBatch
 	wn    int
+
+	// The send deadline (senddeadline.go). dmu orders the deadline's
+	// setters with a timed-out write's check, which may run under wmu.
+	dmu      sync.Mutex
+	sendSpan time.Duration // > 0: the write deadline is a send deadline
+	sendEnd  time.Time     // when it expires unless a byte moves first
 
 	// Read-ahead (l7.ReadAheader). crypto/tls reads under its own lock,
 	// so Reads never overlap; rmu orders them with Begin/EndReadAhead,
@@ -161,14 +168,14 @@ func (c *routedConn) write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.batch == nil {
-		return c.Conn.Write(p)
+		return c.writeSocket(p)
 	}
 	if c.wn+len(p) > batchSize {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
 		if len(p) > batchSize {
-			return c.Conn.Write(p)
+			return c.writeSocket(p)
 		}
 	}
 	c.wn += copy(c.batch[c.wn:], p)
@@ -179,7 +186,7 @@ func (c *routedConn) flushLocked() error {
 	if c.wn == 0 {
 		return nil
 	}
-	n, err := c.Conn.Write(c.batch[:c.wn])
+	n, err := c.writeSocket(c.batch[:c.wn])
 	if err == nil && n < c.wn {
 		err = io.ErrShortWrite
 	}

@@ -29,6 +29,8 @@ func (t terminate) serve(d decision) {
 		rc.rb, rc.rw = d.prefix, len(d.prefix)
 	}
 	var c net.Conn = rc
+	// HTTP/1's --send-timeout, over TLS or not (HTTP/2 ignores it).
+	d.info.Sends = (*sendDeadline)(rc)
 	if d.tls {
 		d.info.Writes = rc
 		d.info.Reads = rc

@@ -85,7 +85,8 @@ type Config struct {
 	PerClientIPv6Prefix  int
 	MaxConnAge           time.Duration
 	// BodyTimeout bounds each read of a request body from the client and
-	// SendTimeout each write of a large response to it (0: never).
+	// SendTimeout the time a response waits on it without progress (0:
+	// never).
 	BodyTimeout time.Duration
 	SendTimeout time.Duration
 	// PassthroughIdleTimeout closes idle passthrough streams (0: default).

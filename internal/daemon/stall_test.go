@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net"
@@ -135,4 +137,145 @@ func TestHTTP2ClientThatStopsReadingTheSocketIsCut(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// --send-timeout is nginx's send_timeout: a client is cut only when it
+// takes no byte for that long. Over HTTP/1.1 it was a deadline on each
+// write of up to 512 KiB, so a client on a thin link that reads steadily
+// but slower than 512 KiB per --send-timeout (~9 KB/s at the default 60 s)
+// was cut while it made progress.
+func TestHTTP1SlowButMovingClientIsNotCut(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.SendTimeout = time.Second
+	st := stack.Start(t, stack.Options{Config: cfg})
+	// Past what loopback buffers take at once (about 4 MiB), so that
+	// nexmux's writes wait on the client's reads.
+	img, err := random.Image(6<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Nexus.Seed("team-a-hosted", "big", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	dig, _ := layers[0].Digest()
+	tr := st.Transport()
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+		_, port, _ := net.SplitHostPort(addr)
+		// A small receive buffer, set before connecting: nexmux's writes
+		// wait on the client's reads rather than fill loopback buffers.
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+		}}
+		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
+	}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/big/blobs/"+dig.String(), nil)
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 1 || resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %s over %s, want 200 over HTTP/1.1", resp.Status, resp.Proto)
+	}
+	// 64 KiB every 200 ms (~320 KiB/s): once the buffers are full each
+	// 512 KiB write takes about 1.6 s, past the 1 s timeout, yet no
+	// 200 ms pass without progress.
+	var n int64
+	buf := make([]byte, 64<<10)
+	for {
+		m, err := io.ReadFull(resp.Body, buf)
+		n += int64(m)
+		if (err == io.EOF || err == io.ErrUnexpectedEOF) && n == resp.ContentLength {
+			break
+		}
+		if err != nil {
+			t.Fatalf("client reading steadily, never a second without progress, cut after %d of %d bytes: %v", n, resp.ContentLength, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// smallRcvDial dials addr over TCP with a small receive buffer, set before
+// connecting, so that nexmux's writes wait on the client's reads.
+func smallRcvDial(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// With --send-timeout following progress (below TLS), an HTTP/1.1 client
+// that stops reading a blob is still cut within about --send-timeout, and
+// the response (its Nexus connection) ends; so is one that pipelines
+// requests and reads none of the answers.
+func TestHTTP1ClientThatStopsReadingIsCut(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.SendTimeout = 300 * time.Millisecond
+	logs := &testnet.Buffer{}
+	st := stack.Start(t, stack.Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	img, err := random.Image(32<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Nexus.Seed("team-a-hosted", "big", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	dig, _ := layers[0].Digest()
+	small, err := random.Image(16<<10, 1) // a small answer, below batchMin
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Nexus.Seed("team-a-hosted", "small", "1", small); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ = small.Layers()
+	smallDig, _ := layers[0].Digest()
+	dial := func(t *testing.T) *tls.Conn {
+		raw, err := smallRcvDial(context.Background(), st.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tls.Client(raw, &tls.Config{ServerName: "team-a." + stack.Domain, RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}})
+		t.Cleanup(func() { c.Close() })
+		if err := c.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	auth := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password)) + "\r\n"
+	host := "Host: " + st.Host("team-a") + "\r\n"
+
+	t.Run("blob", func(t *testing.T) {
+		c := dial(t)
+		path := "/v2/big/blobs/" + dig.String()
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\n"+host+auth+"\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(logs.String(), "path="+path) {
+			if time.Now().After(deadline) {
+				t.Fatal("blob response still held 10 s after its client stopped reading (--send-timeout 300ms)")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	t.Run("pipelined", func(t *testing.T) {
+		const requests = 2000
+		c := dial(t)
+		go func() {
+			_, _ = io.WriteString(c, strings.Repeat("GET /v2/small/blobs/"+smallDig.String()+" HTTP/1.1\r\n"+host+auth+"\r\n", requests))
+		}()
+		time.Sleep(2 * time.Second) // reads nothing, well past --send-timeout
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		if err, ok := err.(net.Error); ok && err.Timeout() {
+			t.Fatalf("connection still open after %d bytes of answers to %d requests: the stalled write was never cut", n, requests)
+		}
+	})
 }

@@ -1,0 +1,109 @@
+package mux
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	"github.com/nexmux/nexmux/l7"
+)
+
+// Send deadlines (l7.SendDeadliner). --send-timeout, like nginx's
+// send_timeout, bounds how long a response waits without the client taking
+// a byte, not how long a write takes: a remote site on a thin link pulling
+// a layer reads slowly but never stops. net/http only has absolute write
+// deadlines, and crypto/tls fails the connection for good once a write of
+// its times out, so the HTTP stage's deadline is kept here, below TLS: a
+// socket write that reaches it having moved bytes goes on, and only one
+// that moves nothing for the deadline's whole span fails.
+//
+// Every other deadline reaches the socket through SetWriteDeadline or
+// SetDeadline (net/http's clearing after a response, crypto/tls's 5 s
+// close_notify and its abort after it, HTTP/2's WriteByteTimeout, the
+// handshake's, a hijack's) and stays absolute: it ends the send deadline,
+// and its expiry, or a deadline in the past, fails the write at once.
+
+// sendDeadline is a routedConn seen as an l7.SendDeadliner: a conversion,
+// not an allocation, per connection.
+type sendDeadline routedConn
+
+var _ l7.SendDeadliner = (*sendDeadline)(nil)
+
+// SetWriteDeadline sets a send deadline whose span is t - now. A zero t,
+// or one not in the future, is an absolute deadline.
+func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
+	c := (*routedConn)(s)
+	now := time.Now()
+	span := t.Sub(now)
+	if t.IsZero() || span <= 0 {
+		return c.SetWriteDeadline(t)
+	}
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.sendSpan, c.sendEnd = span, t
+	return c.Conn.SetWriteDeadline(c.nextCheck(now))
+}
+
+// sendChecks is how many times per span a blocked write under a send
+// deadline wakes to see whether it moved bytes: a client that stops is cut
+// at most span/sendChecks late, at the cost of a wake-up and a write(2)
+// that often, only while a write waits on the client.
+const sendChecks = 8
+
+// nextCheck is the socket deadline under a send deadline (c.dmu held).
+func (c *routedConn) nextCheck(now time.Time) time.Time {
+	if at := now.Add(c.sendSpan / sendChecks); at.Before(c.sendEnd) {
+		return at
+	}
+	return c.sendEnd
+}
+
+// SetWriteDeadline sets an absolute write deadline.
+func (c *routedConn) SetWriteDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.sendSpan = 0
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline sets absolute read and write deadlines.
+func (c *routedConn) SetDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.sendSpan = 0
+	return c.Conn.SetDeadline(t)
+}
+
+// writeSocket writes p to the socket; under a send deadline a write that
+// times out goes on while the client takes bytes (c.wmu held).
+func (c *routedConn) writeSocket(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	moved := n > 0
+	for err != nil && n < len(p) && errors.Is(err, os.ErrDeadlineExceeded) && c.sendGoesOn(moved) {
+		var m int
+		m, err = c.Conn.Write(p[n:])
+		n += m
+		moved = m > 0
+	}
+	return n, err
+}
+
+// sendGoesOn is called when a socket write timed out: it reports whether
+// a send deadline gives it more time, and sets the socket's next deadline.
+// Bytes moved since the last check count as moved now: that errs toward
+// the client, by at most a check.
+func (c *routedConn) sendGoesOn(moved bool) bool {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.sendSpan <= 0 {
+		return false // an absolute deadline: its expiry stands
+	}
+	now := time.Now()
+	if end := now.Add(c.sendSpan); moved && end.After(c.sendEnd) {
+		c.sendEnd = end
+	}
+	if !now.Before(c.sendEnd) {
+		return false
+	}
+	return c.Conn.SetWriteDeadline(c.nextCheck(now)) == nil
+}

@@ -1,0 +1,154 @@
+package mux
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// sendPair is a loopback TCP connection with small buffers on both ends:
+// the server's writes wait on the client's reads. The server's end is a
+// routedConn.
+func sendPair(t *testing.T) (*routedConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	small := func(opt int) func(_, _ string, rc syscall.RawConn) error {
+		return func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, 16<<10) })
+		}
+	}
+	d := net.Dialer{Control: small(syscall.SO_RCVBUF)}
+	cl, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	t.Cleanup(func() { cl.Close(); srv.Close() })
+	return &routedConn{Conn: srv}, cl
+}
+
+// trickle reads c in 16 KiB pieces every pause until it fails or stop is
+// closed.
+func trickle(c net.Conn, pause time.Duration, stop <-chan struct{}) {
+	buf := make([]byte, 16<<10)
+	for {
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(pause):
+		}
+	}
+}
+
+// writeIn writes n bytes to w and reports the result and how long it took.
+func writeIn(w io.Writer, n int) (int, error, time.Duration) {
+	start := time.Now()
+	m, err := w.Write(make([]byte, n))
+	return m, err, time.Since(start)
+}
+
+// A write under a send deadline goes on for as long as the client takes
+// bytes, however long the whole write takes.
+func TestSendDeadlineFollowsProgress(t *testing.T) {
+	rc, cl := sendPair(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	go trickle(cl, 20*time.Millisecond, stop)
+	// About 800 KiB/s at best: 2 MiB take well past the 300 ms span.
+	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err, took := writeIn(rc, 2<<20); err != nil {
+		t.Fatalf("write to a client reading steadily failed after %d bytes, %v: %v", n, took, err)
+	} else if took < 600*time.Millisecond {
+		t.Fatalf("2 MiB written in %v: the client was not slow enough to test anything", took)
+	}
+}
+
+// A client that stops reading is cut about a span after its last byte.
+func TestSendDeadlineCutsStoppedClient(t *testing.T) {
+	rc, cl := sendPair(t)
+	go func() { _, _ = io.CopyN(io.Discard, cl, 256<<10) }()
+	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	n, err, took := writeIn(rc, 64<<20)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write to a client that stopped reading: %d bytes, %v", n, err)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("cut after %v; want about 300 ms after its last byte", took)
+	}
+	if n < 256<<10 {
+		t.Fatalf("cut after %d bytes; the client read 256 KiB", n)
+	}
+}
+
+// Every other deadline stays absolute: crypto/tls's close_notify (5 s),
+// net/http's, a deadline in the past that aborts a write.
+func TestAbsoluteDeadlineEndsSendDeadline(t *testing.T) {
+	t.Run("future", func(t *testing.T) {
+		rc, cl := sendPair(t)
+		stop := make(chan struct{})
+		defer close(stop)
+		go trickle(cl, 20*time.Millisecond, stop)
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
+		_ = rc.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err, took := writeIn(rc, 64<<20)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || took > 5*time.Second {
+			t.Fatalf("absolute 300 ms deadline, client reading slowly: %d bytes in %v, %v; want a timeout", n, took, err)
+		}
+	})
+	t.Run("SetDeadline", func(t *testing.T) {
+		rc, cl := sendPair(t)
+		stop := make(chan struct{})
+		defer close(stop)
+		go trickle(cl, 20*time.Millisecond, stop)
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
+		_ = rc.SetDeadline(time.Now().Add(300 * time.Millisecond))
+		n, err, took := writeIn(rc, 64<<20)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || took > 5*time.Second {
+			t.Fatalf("absolute 300 ms deadline, client reading slowly: %d bytes in %v, %v; want a timeout", n, took, err)
+		}
+	})
+	t.Run("past", func(t *testing.T) {
+		rc, _ := sendPair(t)
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(-time.Second))
+		if n, err := rc.Write([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("send deadline in the past: wrote %d, %v; want a timeout at once", n, err)
+		}
+	})
+	t.Run("abort", func(t *testing.T) {
+		// A write waiting under a send deadline, aborted from elsewhere
+		// by a deadline in the past, fails at once however it moves.
+		rc, cl := sendPair(t)
+		stop := make(chan struct{})
+		defer close(stop)
+		go trickle(cl, 20*time.Millisecond, stop)
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
+		done := make(chan error, 1)
+		go func() { _, err := rc.Write(make([]byte, 64<<20)); done <- err }()
+		time.Sleep(200 * time.Millisecond)
+		_ = rc.SetWriteDeadline(time.Now())
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("aborted write: %v, want a timeout", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("write still going 5 s after a deadline in the past")
+		}
+	})
+}
