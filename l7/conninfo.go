@@ -135,11 +135,11 @@ type WriteBatcher interface {
 	EndBatch() error
 }
 
-// SendDeadliner takes a write deadline as a span without progress, like
-// nginx's send_timeout: a deadline t set at time now is moved to a byte's
-// time plus t-now whenever the client takes a byte, so only a write that
-// moves nothing for t-now fails. A client on a thin link is slow, not
-// stalled. It must sit below TLS: crypto/tls fails the connection for good
+// SendDeadliner takes a write deadline as a span for progress, like
+// nginx's send_timeout: a deadline t set at time now is moved on by t-now
+// each time the client takes 64 KiB more, so only a write whose client
+// takes less than that in t-now fails. A client on a thin link is slow,
+// not stalled. It must sit below TLS: crypto/tls fails the connection for good
 // once a write of its times out. Any other write deadline set on the
 // connection afterwards (net/http's, crypto/tls's) is absolute again.
 //

@@ -9,7 +9,7 @@ import (
 // large push or pull at exactly that many seconds, so nexmux has neither;
 // instead each body read from the client and each write to it must finish
 // within its own timeout, like nginx's client_body_timeout and
-// send_timeout. Over HTTP/1 behind mux a write only needs to make progress
+// send_timeout. Over HTTP/1 behind mux a write only needs to move 64 KiB
 // within it (ConnInfo.Sends): net/http's deadlines are absolute. Without
 // them a client that stops reading a blob, or stops sending an upload,
 // holds a Nexus connection (a Jetty thread) for as long as it likes.

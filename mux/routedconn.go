@@ -24,9 +24,10 @@ type routedConn struct {
 
 	// The send deadline (senddeadline.go). dmu orders the deadline's
 	// setters with a timed-out write's check, which may run under wmu.
-	dmu      sync.Mutex
-	sendSpan time.Duration // > 0: the write deadline is a send deadline
-	sendEnd  time.Time     // when it expires unless a byte moves first
+	dmu       sync.Mutex
+	sendSpan  time.Duration // > 0: the write deadline is a send deadline
+	sendEnd   time.Time     // when it expires unless sendQuantum moves first
+	sendMoved int           // bytes taken toward the next sendQuantum
 
 	// Read-ahead (l7.ReadAheader). crypto/tls reads under its own lock,
 	// so Reads never overlap; rmu orders them with Begin/EndReadAhead,

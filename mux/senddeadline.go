@@ -14,8 +14,10 @@ import (
 // a layer reads slowly but never stops. net/http only has absolute write
 // deadlines, and crypto/tls fails the connection for good once a write of
 // its times out, so the HTTP stage's deadline is kept here, below TLS: a
-// socket write that reaches it having moved bytes goes on, and only one
-// that moves nothing for the deadline's whole span fails.
+// socket write goes on while the client takes each sendQuantum of it
+// within the deadline's span, and fails once it does not. A client on a
+// thin link is slow, not stalled; one that reads a byte now and then is
+// stalled, as --body-timeout's 64 KiB rule has it for uploads.
 //
 // Every other deadline reaches the socket through SetWriteDeadline or
 // SetDeadline (net/http's clearing after a response, crypto/tls's 5 s
@@ -40,9 +42,13 @@ func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	}
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.sendSpan, c.sendEnd = span, t
+	c.sendSpan, c.sendEnd, c.sendMoved = span, t, 0
 	return c.Conn.SetWriteDeadline(c.nextCheck(now))
 }
+
+// sendQuantum is what a client must take within a send deadline's span to
+// earn the next span: the least rate is sendQuantum per --send-timeout.
+const sendQuantum = 64 << 10
 
 // sendChecks is how many times per span a blocked write under a send
 // deadline wakes to see whether it moved bytes: a client that stops is cut
@@ -78,29 +84,30 @@ func (c *routedConn) SetDeadline(t time.Time) error {
 // times out goes on while the client takes bytes (c.wmu held).
 func (c *routedConn) writeSocket(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	moved := n > 0
+	moved := n
 	for err != nil && n < len(p) && errors.Is(err, os.ErrDeadlineExceeded) && c.sendGoesOn(moved) {
-		var m int
-		m, err = c.Conn.Write(p[n:])
-		n += m
-		moved = m > 0
+		moved, err = c.Conn.Write(p[n:])
+		n += moved
 	}
 	return n, err
 }
 
 // sendGoesOn is called when a socket write timed out: it reports whether
 // a send deadline gives it more time, and sets the socket's next deadline.
-// Bytes moved since the last check count as moved now: that errs toward
-// the client, by at most a check.
-func (c *routedConn) sendGoesOn(moved bool) bool {
+// moved is what the client took since the last check; a sendQuantum of
+// it counts as taken now, which errs toward the client by at most a check.
+func (c *routedConn) sendGoesOn(moved int) bool {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	if c.sendSpan <= 0 {
 		return false // an absolute deadline: its expiry stands
 	}
 	now := time.Now()
-	if end := now.Add(c.sendSpan); moved && end.After(c.sendEnd) {
-		c.sendEnd = end
+	if c.sendMoved += moved; c.sendMoved >= sendQuantum {
+		c.sendMoved = 0
+		if end := now.Add(c.sendSpan); end.After(c.sendEnd) {
+			c.sendEnd = end
+		}
 	}
 	if !now.Before(c.sendEnd) {
 		return false

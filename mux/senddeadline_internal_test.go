@@ -95,6 +95,43 @@ func TestSendDeadlineCutsStoppedClient(t *testing.T) {
 	}
 }
 
+// A client that takes bytes, but fewer than sendQuantum a span, is cut
+// all the same: reading a byte now and then must not hold a response (and
+// the Nexus connection behind it) for good, as --body-timeout's 64 KiB
+// rule keeps a trickled upload from doing.
+func TestSendDeadlineCutsTricklingClient(t *testing.T) {
+	rc, cl := sendPair(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		// 1 KiB every 20 ms: under 50 KiB/s, against 64 KiB a second.
+		// (The client's kernel opens its window only once several KiB
+		// are free, so the span must be long enough to see bytes move.)
+		buf := make([]byte, 1<<10)
+		for {
+			if _, err := io.ReadFull(cl, buf); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	// Without a cut the write would take over 20 minutes: end it sooner.
+	guard := time.AfterFunc(15*time.Second, func() { cl.Close() })
+	defer guard.Stop()
+	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Second))
+	n, err, took := writeIn(rc, 64<<20)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write to a client trickling 50 KiB/s: %d bytes in %v, %v; want a timeout", n, took, err)
+	}
+	if took > 10*time.Second {
+		t.Fatalf("trickling client cut after %v; want within about a span of its last 64 KiB", took)
+	}
+}
+
 // Every other deadline stays absolute: crypto/tls's close_notify (5 s),
 // net/http's, a deadline in the past that aborts a write.
 func TestAbsoluteDeadlineEndsSendDeadline(t *testing.T) {
