@@ -64,6 +64,7 @@ type Node struct {
 
 	inFlight atomic.Int64
 	latency  atomic.Int64 // moving average of time to headers, ns
+	answered atomic.Int64 // when a real request last got its answer, unix ns
 
 	mu        sync.Mutex
 	state     State
@@ -72,7 +73,7 @@ type Node struct {
 	pending   State // state the last probe saw, not yet confirmed
 	pendingN  int   // agreeing probes seen for pending
 	reachable bool  // the last probe got an HTTP answer (fail open)
-	unprobed  bool  // the last probe was not sent (LocalDialFailure)
+	unprobed  bool  // the last probe was no verdict (not sent, or busy)
 	joined    bool  // passed its probes at least once (nodes added by reload)
 	draining  bool
 

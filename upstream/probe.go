@@ -109,11 +109,13 @@ func (p *prober) round(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, reachable, connectErr, why := p.probe(ctx, n)
+			st, reachable, connectErr, busy, why := p.probe(ctx, n)
 			switch {
 			case ctx.Err() != nil:
+			case st == noVerdict && busy:
+				p.s.observeNoVerdict(n, "probe timed out while the node answered requests (busy, not down; state kept)", why)
 			case st == noVerdict:
-				p.s.observeNoVerdict(n, why)
+				p.s.observeNoVerdict(n, "not probed (nexmux's own dial failed; state kept)", why)
 			default:
 				p.s.observeProbe(n, st, reachable, connectErr, why)
 			}
@@ -122,14 +124,24 @@ func (p *prober) round(ctx context.Context) {
 	wg.Wait()
 }
 
-// noVerdict is a probe that could not ask (LocalDialFailure): the node's
-// state stays as it was.
+// noVerdict is a probe that could not ask (LocalDialFailure), or that
+// timed out while the node answered real requests (busy): the node's state
+// stays as it was. A busy node marked down would move its load onto the
+// others, and lose its open uploads; a frozen one answers nothing, so its
+// probes are believed.
 const noVerdict State = -1
 
 // probe asks status and status/writable at once.
-func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, connectErr bool, why string) {
+func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, connectErr, busy bool, why string) {
+	sent := now().UnixNano()
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
+	// answering: the probe timed out, but a real request got its answer
+	// from the node while the probe waited.
+	answering := func(err error) bool {
+		var ne net.Error
+		return (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) && n.answered.Load() > sent
+	}
 	base := n.Scheme + "://" + n.Host + p.s.ctxPath + "/service/rest/v1/status"
 	type res struct {
 		code int
@@ -158,17 +170,21 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 	wg.Wait()
 	switch {
 	case LocalDialFailure(status.err):
-		return noVerdict, false, false, status.err.Error()
+		return noVerdict, false, false, false, status.err.Error()
 	case LocalDialFailure(writable.err):
-		return noVerdict, false, false, writable.err.Error()
+		return noVerdict, false, false, false, writable.err.Error()
+	case answering(status.err):
+		return noVerdict, false, false, true, status.err.Error()
 	case status.err != nil:
-		return Down, false, ConnectFailure(status.err), status.err.Error()
+		return Down, false, ConnectFailure(status.err), false, status.err.Error()
 	case status.code != http.StatusOK:
-		return Down, true, false, "status " + http.StatusText(status.code)
+		return Down, true, false, false, "status " + http.StatusText(status.code)
 	case writable.err == nil && writable.code == http.StatusOK:
-		return Writable, true, false, ""
+		return Writable, true, false, false, ""
+	case answering(writable.err):
+		return noVerdict, true, false, true, writable.err.Error()
 	default:
-		return ReadOnly, true, false, ""
+		return ReadOnly, true, false, false, ""
 	}
 }
 
@@ -194,17 +210,17 @@ func LocalDialFailure(err error) bool {
 	return false
 }
 
-// observeNoVerdict keeps the node's state but says why in the table, and
-// in the log once a streak: a state no probe confirms is otherwise
-// invisible (a node gone meanwhile would still read writable).
-func (s *Set) observeNoVerdict(n *Node, why string) {
+// observeNoVerdict keeps the node's state but says what and why in the
+// table, and in the log once a streak: a state no probe confirms is
+// otherwise invisible (a node gone meanwhile would still read writable).
+func (s *Set) observeNoVerdict(n *Node, what, why string) {
 	n.mu.Lock()
 	first := !n.unprobed
 	n.unprobed = true
-	n.lastErr = "not probed (nexmux's own dial failed; state kept): " + why
+	n.lastErr = what + ": " + why
 	n.mu.Unlock()
 	if first {
-		s.log.Warn("upstream node not probed: nexmux's own dial failed; its state is kept", "node", n.Host, "err", why)
+		s.log.Warn("upstream node "+what, "node", n.Host, "err", why)
 	}
 }
 

@@ -300,13 +300,15 @@ func (s *Set) ReportConnectFailure(n *Node, err error) {
 // request under /repository/: ok false for a transport error or a
 // 502/503/504. Failures that were the client's fault are not reported.
 func (s *Set) ReportResult(n *Node, ok bool, why string) {
-	n.mu.Lock()
+	t := now()
 	if ok {
+		n.answered.Store(t.UnixNano())
+		n.mu.Lock()
 		n.fails = 0
 		n.mu.Unlock()
 		return
 	}
-	t := now()
+	n.mu.Lock()
 	n.fails++
 	n.lastErr = why
 	if n.fails < ejectAfter || t.Before(n.ejectedUntil) {

@@ -1,0 +1,99 @@
+package upstream
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A probe that times out while the node answers real requests is no
+// verdict: the node is busy, not gone. Marked down (or, for the writable
+// question, read-only) for it, a loaded node's traffic would move to the
+// others and load them in turn, and its open uploads would be lost. A node
+// that answers nothing is still found down by its probes.
+func TestProbeTimeoutWhileNodeAnswersIsNoVerdict(t *testing.T) {
+	var slowStatus, slowWritable atomic.Bool
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		slow := slowStatus.Load()
+		if strings.HasSuffix(r.URL.Path, "/writable") {
+			slow = slowWritable.Load()
+		}
+		if slow {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(3 * probeTimeout):
+			}
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	s := mustSet(t, "http://"+ln.Addr().String())
+	n := s.Nodes()[0]
+	ctx := context.Background()
+	p := &prober{ctx: ctx, s: s, interval: time.Hour, client: &http.Client{Transport: &http.Transport{}}}
+	rounds := func() {
+		for range agree {
+			p.round(ctx)
+		}
+	}
+	// answering reports real answers from the node until the returned
+	// func is called, as l7 does for each request under /repository/.
+	answering := func() func() {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				s.ReportResult(n, true, "")
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+		return func() { close(stop); <-done }
+	}
+
+	rounds()
+	if st := n.State(); st != Writable {
+		t.Fatalf("state %v after healthy probes, want writable", st)
+	}
+	for _, c := range []struct {
+		name string
+		slow *atomic.Bool
+		idle State // the state probes find when no real answer comes
+	}{
+		{"status", &slowStatus, Down},
+		{"writable", &slowWritable, ReadOnly},
+	} {
+		c.slow.Store(true)
+		stop := answering()
+		rounds()
+		stop()
+		if st := n.State(); st != Writable {
+			t.Fatalf("%s probe timing out while the node answers real requests: state %v, want writable kept", c.name, st)
+		}
+		if le := s.Table()[0].LastError; !strings.Contains(le, "state kept") {
+			t.Fatalf("%s: lastError %q does not say the probe was set aside", c.name, le)
+		}
+		// Nothing answered: the probes are believed (a frozen node).
+		rounds()
+		if st := n.State(); st != c.idle {
+			t.Fatalf("%s probe timing out with no real answer: state %v, want %v", c.name, st, c.idle)
+		}
+		c.slow.Store(false)
+		rounds()
+		if st := n.State(); st != Writable {
+			t.Fatalf("%s: state %v after healthy probes again, want writable", c.name, st)
+		}
+	}
+}
