@@ -21,6 +21,7 @@ import (
 
 	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // Upstream-side timeouts. Each says why it has its value.
@@ -641,6 +642,11 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	}
 	p.log.Warn("upstream request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	w.Header().Set("Retry-After", "5")
+	if upstream.LocalDialFailure(err) {
+		// Nexus is fine: an operator told it is not would look there.
+		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "nexmux: out of file descriptors or local ports to reach Nexus right now; retry later")
+		return
+	}
 	status := http.StatusBadGateway
 	var ne net.Error
 	switch {
