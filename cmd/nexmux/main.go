@@ -231,17 +231,17 @@ func newApp() *cli.App {
 					if format != "flags" && format != "yaml" {
 						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", format))
 					}
-					var pw []byte
+					var pw string
 					if f := c.String("password-file"); f != "" {
 						var err error
-						if pw, err = os.ReadFile(f); err != nil {
-							errs = append(errs, fmt.Errorf("password-file: %v", err))
+						if pw, err = discover.ReadPassword(f); err != nil {
+							errs = append(errs, err)
 						}
 					}
 					if err := errlist.Join(errs...); err != nil {
 						return invalid(err)
 					}
-					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), strings.TrimRight(string(pw), "\r\n"))
+					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), pw)
 					if err != nil {
 						return cli.Exit("nexmux discover: "+err.Error(), 1)
 					}
