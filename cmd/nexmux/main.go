@@ -266,6 +266,9 @@ func newApp() *cli.App {
 				OnUsageError:       usageError,
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
+					if b != nil {
+						err = errlist.Join(err, b.Config.IptablesProblems())
+					}
 					if err != nil {
 						return invalid(err)
 					}
