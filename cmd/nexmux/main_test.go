@@ -758,3 +758,41 @@ func TestCheckReportsIptablesSettings(t *testing.T) {
 		}
 	}
 }
+
+// Retiring a deployment, the config file may be gone before the rules:
+// --delete then removes the chain given by --chain or NEXMUX_CHAIN, with a
+// warning. Without one it is refused, and the error says what to give:
+// the file may have named another chain, and the default one's rules may
+// be another instance's.
+func TestIptablesDeleteWithoutItsConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "gone.yaml")
+	for _, file := range []string{missing, dir} { // missing, and unreadable as a file
+		out, errs, code := run(t, "iptables", "--delete", "--config", file, "--chain", "NX-OLD")
+		if code != 0 || !strings.Contains(out, "-X NX-OLD") || !strings.Contains(errs, "config "+file) || !strings.Contains(errs, "ignored by --delete") {
+			t.Errorf("--delete --chain, config %s unreadable: exit %d\n%s%s", file, code, out, errs)
+		}
+	}
+	t.Setenv("NEXMUX_CHAIN", "NX-ENV")
+	if out, errs, code := run(t, "iptables", "--delete", "--config", missing); code != 0 || !strings.Contains(out, "-X NX-ENV") {
+		t.Errorf("--delete with NEXMUX_CHAIN, config missing: exit %d\n%s%s", code, out, errs)
+	}
+	t.Setenv("NEXMUX_CHAIN", "")
+	// No chain given: refused, saying how to delete without the file.
+	out, errs, code := run(t, "iptables", "--delete", "--load", "--config", missing)
+	if code != exitInvalid || out != "" {
+		t.Fatalf("--delete without a chain, config missing: exit %d\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{"config " + missing, "no such file", "--chain", "nexmux iptables --load --delete --chain NEXMUX"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("--delete without a chain: stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	// What --delete reads is still checked, and applying still needs the file.
+	if _, errs, code := run(t, "iptables", "--delete", "--config", missing, "--chain", "bad!", "--families", "nft"); code != exitInvalid || !strings.Contains(errs, `chain "bad!"`) || !strings.Contains(errs, `family "nft"`) {
+		t.Errorf("--delete with a bad chain, config missing: exit %d\n%s", code, errs)
+	}
+	if out, errs, code := run(t, "iptables", "--config", missing, "--chain", "NX-OLD", "--port", "8082=a"); code != exitInvalid || out != "" || !strings.Contains(errs, "no such file") {
+		t.Errorf("apply, config missing: exit %d\n%s%s", code, out, errs)
+	}
+}
