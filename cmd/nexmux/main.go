@@ -65,14 +65,19 @@ func configFlags(command string) []cli.Flag {
 // parsed, for Build to report the rest. A Config with an error must not be
 // served.
 func loadConfig(c *cli.Context) (*config.Config, error) {
+	return loadSettings(c, c.String("config"))
+}
+
+// loadSettings is loadConfig with file as the config file ("": none).
+func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 	cfg := config.Defaults()
 	cfg.EnvWarnings, _ = c.App.Metadata[envWarningsKey].([]string)
 	var errs *multierror.Error
 	for _, err := range argProblems(c) {
 		errs = errlist.Append(errs, err)
 	}
-	if f := c.String("config"); f != "" {
-		err := cfg.ApplyFile(f)
+	if file != "" {
+		err := cfg.ApplyFile(file)
 		errs = errlist.Append(errs, err)
 		switch {
 		case config.Unreadable(err):
@@ -80,7 +85,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 			// only report what the file was meant to give.
 			cfg = nil
 		case err == nil:
-			cfg.File = f
+			cfg.File = file
 		}
 		// With some keys invalid, the valid ones are applied so that
 		// Build reports their problems in the same run; errs keeps the
@@ -231,17 +236,17 @@ func newApp() *cli.App {
 					if format != "flags" && format != "yaml" {
 						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", format))
 					}
-					var pw []byte
+					var pw string
 					if f := c.String("password-file"); f != "" {
 						var err error
-						if pw, err = os.ReadFile(f); err != nil {
-							errs = append(errs, fmt.Errorf("password-file: %v", err))
+						if pw, err = discover.ReadPassword(f); err != nil {
+							errs = append(errs, err)
 						}
 					}
 					if err := errlist.Join(errs...); err != nil {
 						return invalid(err)
 					}
-					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), strings.TrimRight(string(pw), "\r\n"))
+					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), pw)
 					if err != nil {
 						return cli.Exit("nexmux discover: "+err.Error(), 1)
 					}
@@ -266,6 +271,9 @@ func newApp() *cli.App {
 				OnUsageError:       usageError,
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
+					if b != nil {
+						err = errlist.Join(err, b.Config.IptablesProblems())
+					}
 					if err != nil {
 						return invalid(err)
 					}
@@ -323,6 +331,40 @@ func ignoreForDelete(c *cli.Context, err error) error {
 	return errlist.Err(keep)
 }
 
+// deleteWithoutFile is the configuration of `iptables --delete` when its
+// --config file could not be read (fileErr): retiring a deployment, the
+// file may go before the rules. --delete needs the chain alone, so one
+// given by flag or environment is enough, and the file is a warning. Without
+// one the file may have named another chain, and the default chain's rules
+// may be another instance's: refused, saying what to give. A nil Config
+// comes with the error to report.
+func deleteWithoutFile(c *cli.Context, fileErr error) (*config.Config, error) {
+	cfg, err := loadSettings(c, "")
+	if !cfg.IptablesDelete {
+		return nil, fileErr
+	}
+	if !c.IsSet("chain") {
+		load := ""
+		if cfg.IptablesLoad {
+			load = " --load"
+		}
+		return nil, errlist.Join(fileErr, fmt.Errorf("to delete without the config file, name the chain it set (%s, the default, unless it had chain:) with --chain or %s: nexmux iptables%s --delete --chain %s",
+			iptables.DefaultChain, config.EnvVar("chain"), load, iptables.DefaultChain))
+	}
+	// err holds fileErr's other problems (the command line's) again.
+	var warnings []string
+	var me *multierror.Error
+	if errors.As(fileErr, &me) {
+		for _, e := range me.Errors {
+			if config.Unreadable(e) {
+				warnings = append(warnings, fmt.Sprintf("%v (ignored by --delete: removing chain %s)", e, cfg.IptablesChain))
+			}
+		}
+	}
+	printWarnings(c, warnings)
+	return cfg, err
+}
+
 // printWarnings writes what a command found valid but not as meant.
 func printWarnings(c *cli.Context, warnings []string) {
 	for _, w := range warnings {
@@ -336,7 +378,9 @@ func printWarnings(c *cli.Context, warnings []string) {
 func iptablesAction(c *cli.Context) error {
 	cfg, err := loadConfig(c)
 	if cfg == nil {
-		return invalid(err)
+		if cfg, err = deleteWithoutFile(c, err); cfg == nil {
+			return invalid(err)
+		}
 	}
 	// iptables reads --port too: say what was ignored, as check does.
 	printWarnings(c, cfg.EnvWarnings)

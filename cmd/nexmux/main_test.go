@@ -711,3 +711,88 @@ func TestMisspeltEnvironmentVariableWarned(t *testing.T) {
 		t.Errorf("%d variables warned of, want the 3 misspelt ones:\n%s", n, errs)
 	}
 }
+
+// One file serves every command, so check reports what `nexmux iptables`
+// would refuse in it (the chain, the families), with every other problem:
+// otherwise a file check passed could fail at the init container or the
+// iptables unit.
+func TestCheckReportsIptablesSettings(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	body := "cert: [" + crt + "]\nkey: [" + key + "]\nroute: [team-a.example.com=team-a]\nport: [8082=team-a]\n"
+	if err := os.WriteFile(file, []byte(body+"log-level: loud\nchain: PREROUTING\nfamilies: [iptables, nft]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	problems := []string{`chain "PREROUTING" is a built-in chain`, `family "nft"`}
+	_, errs, code := run(t, "check", "--config", file)
+	if code != exitInvalid {
+		t.Fatalf("check: exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range append(problems, `log-level "loud"`) {
+		if !strings.Contains(errs, want) {
+			t.Errorf("check: stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	_, errs, code = run(t, "iptables", "--config", file)
+	for _, want := range problems {
+		if code != exitInvalid || !strings.Contains(errs, want) {
+			t.Errorf("iptables: exit %d, stderr lacks %q:\n%s", code, want, errs)
+		}
+	}
+	if err := os.WriteFile(file, []byte(body+"chain: \"NEX MUX\"\nfamilies: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code = run(t, "check", "--config", file)
+	for _, want := range []string{`chain "NEX MUX": want letters`, "no family"} {
+		if code != exitInvalid || !strings.Contains(errs, want) {
+			t.Errorf("check: exit %d, stderr lacks %q:\n%s", code, want, errs)
+		}
+	}
+	// Valid iptables settings, or none, leave check as it was.
+	for _, extra := range []string{"chain: NX-B\nfamilies: [ip6tables]\njumps: false\n", ""} {
+		if err := os.WriteFile(file, []byte(body+extra), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, errs, code := run(t, "check", "--config", file); code != 0 || !strings.Contains(out, "team-a.example.com") {
+			t.Errorf("check with %q: exit %d\n%s%s", extra, code, out, errs)
+		}
+	}
+}
+
+// Retiring a deployment, the config file may be gone before the rules:
+// --delete then removes the chain given by --chain or NEXMUX_CHAIN, with a
+// warning. Without one it is refused, and the error says what to give:
+// the file may have named another chain, and the default one's rules may
+// be another instance's.
+func TestIptablesDeleteWithoutItsConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "gone.yaml")
+	for _, file := range []string{missing, dir} { // missing, and unreadable as a file
+		out, errs, code := run(t, "iptables", "--delete", "--config", file, "--chain", "NX-OLD")
+		if code != 0 || !strings.Contains(out, "-X NX-OLD") || !strings.Contains(errs, "config "+file) || !strings.Contains(errs, "ignored by --delete") {
+			t.Errorf("--delete --chain, config %s unreadable: exit %d\n%s%s", file, code, out, errs)
+		}
+	}
+	t.Setenv("NEXMUX_CHAIN", "NX-ENV")
+	if out, errs, code := run(t, "iptables", "--delete", "--config", missing); code != 0 || !strings.Contains(out, "-X NX-ENV") {
+		t.Errorf("--delete with NEXMUX_CHAIN, config missing: exit %d\n%s%s", code, out, errs)
+	}
+	t.Setenv("NEXMUX_CHAIN", "")
+	// No chain given: refused, saying how to delete without the file.
+	out, errs, code := run(t, "iptables", "--delete", "--load", "--config", missing)
+	if code != exitInvalid || out != "" {
+		t.Fatalf("--delete without a chain, config missing: exit %d\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{"config " + missing, "no such file", "--chain", "nexmux iptables --load --delete --chain NEXMUX"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("--delete without a chain: stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	// What --delete reads is still checked, and applying still needs the file.
+	if _, errs, code := run(t, "iptables", "--delete", "--config", missing, "--chain", "bad!", "--families", "nft"); code != exitInvalid || !strings.Contains(errs, `chain "bad!"`) || !strings.Contains(errs, `family "nft"`) {
+		t.Errorf("--delete with a bad chain, config missing: exit %d\n%s", code, errs)
+	}
+	if out, errs, code := run(t, "iptables", "--config", missing, "--chain", "NX-OLD", "--port", "8082=a"); code != exitInvalid || out != "" || !strings.Contains(errs, "no such file") {
+		t.Errorf("apply, config missing: exit %d\n%s%s", code, out, errs)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/internal/errlist"
+	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/route"
@@ -356,6 +357,15 @@ func (c *Config) PortRoutes() (listenPort int, t *route.Table, err error) {
 		return 0, nil, err
 	}
 	return listenPort, t, nil
+}
+
+// IptablesProblems checks the settings only `nexmux iptables` reads (the
+// chain, the families) as it does. serve ignores them, but one file serves
+// every command: check reports them, so that a file it passes does not
+// fail later at the init container or the iptables unit.
+func (c *Config) IptablesProblems() error {
+	_, ferr := iptables.ParseFamilies(c.IptablesFamilies)
+	return errlist.Join(iptables.Rules{Chain: c.IptablesChain}.ValidateChain(), ferr)
 }
 
 // addrPort checks a [HOST]:PORT setting and returns its port (0 allowed:

@@ -19,8 +19,10 @@ func loadMirrorAuth(file string) (string, error) {
 	}
 	var lines []string
 	for l := range strings.SplitSeq(string(data), "\n") {
-		l = strings.TrimSpace(l)
-		if l != "" && !strings.HasPrefix(l, "#") {
+		// Only the line ending goes: Nexus compares the password byte
+		// for byte, so blanks around it are part of it.
+		l = strings.TrimSuffix(l, "\r")
+		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
 			lines = append(lines, l)
 		}
 	}
@@ -28,8 +30,11 @@ func loadMirrorAuth(file string) (string, error) {
 		return "", fmt.Errorf("mirror-auth-file %s: want exactly one user:password line, found %d", file, len(lines))
 	}
 	user, _, ok := strings.Cut(lines[0], ":")
-	if !ok || user == "" {
+	switch {
+	case !ok:
 		return "", fmt.Errorf("mirror-auth-file %s: the line is not user:password", file)
+	case strings.TrimSpace(user) == "":
+		return "", fmt.Errorf("mirror-auth-file %s: the user before ':' is empty", file)
 	}
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(lines[0])), nil
 }

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// --password-file is the password with its one line ending removed, as
+// --mirror-auth-file's line is: blanks are part of it, since Nexus
+// compares it byte for byte.
+func TestDiscoverPasswordFileAsWritten(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	sent := func() []string { mu.Lock(); defer mu.Unlock(); return got }
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pw, _ := r.BasicAuth()
+		mu.Lock()
+		got = append(got, pw)
+		mu.Unlock()
+		w.WriteHeader(http.StatusUnauthorized) // what is sent is all this test reads
+	}))
+	defer hs.Close()
+	dir := t.TempDir()
+	for _, tc := range []struct{ file, want string }{
+		{"s3cret\n", "s3cret"},
+		{"s3cret\r\n", "s3cret"},
+		{"s3cret", "s3cret"},
+		{" s3cret \t\n", " s3cret \t"},
+	} {
+		f := filepath.Join(dir, "pw")
+		if err := os.WriteFile(f, []byte(tc.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		got = nil
+		mu.Unlock()
+		_, errs, code := run(t, "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", f)
+		if got := sent(); code != 1 || len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%q: exit %d, sent %q, want %q:\n%s", tc.file, code, got, tc.want, errs)
+		}
+	}
+	// A second line is no part of a password: say so rather than send
+	// it and report Nexus's 401 as bad credentials. So is an empty file.
+	for _, bad := range []struct{ file, want string }{
+		{"s3cret\n\n", "more than one line"},
+		{"s3cret\nother\n", "more than one line"},
+		{"\n", "empty"},
+		{"", "empty"},
+	} {
+		f := filepath.Join(dir, "pw")
+		if err := os.WriteFile(f, []byte(bad.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		got = nil
+		mu.Unlock()
+		_, errs, code := run(t, "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", f)
+		if got := sent(); code != exitInvalid || len(got) != 0 || !strings.Contains(errs, "password-file "+f+": "+bad.want) {
+			t.Errorf("%q: exit %d, sent %q:\n%s", bad.file, code, got, errs)
+		}
+	}
+}
+
+// --password-file is read like every file a configuration names: a FIFO
+// without a writer fails at once instead of hanging discover, and a file
+// over 16 MiB (a path naming something else by mistake) is refused with
+// the other problems, not read whole.
+func TestDiscoverPasswordFileReadBounded(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("x"), 17<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := run(t, "discover", "--nexus", "http://127.0.0.1:1", "--user", "admin", "--password-file", big, "--format", "xml")
+	if code != exitInvalid || !strings.Contains(errs, "larger than 16 MiB") || !strings.Contains(errs, `format "xml"`) {
+		t.Errorf("a 17 MiB password file: exit %d:\n%s", code, errs)
+	}
+
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip(err)
+	}
+	type result struct {
+		errs string
+		code int
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, errs, code := run(t, "discover", "--nexus", "http://127.0.0.1:1", "--user", "admin", "--password-file", fifo)
+		done <- result{errs, code}
+	}()
+	select {
+	case r := <-done:
+		if r.code != exitInvalid || !strings.Contains(r.errs, "FIFO") {
+			t.Errorf("a FIFO without a writer: exit %d:\n%s", r.code, r.errs)
+		}
+	case <-time.After(5 * time.Second):
+		// Let the blocked open return, so the test ends.
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		<-done
+		t.Fatal("a FIFO without a writer: discover blocked")
+	}
+}
