@@ -383,3 +383,13 @@ func TestNonASCIIRepoNameNamedAsWritten(t *testing.T) {
 		t.Errorf("ValidRepoName(tëam): %v, want 'ë' named", err)
 	}
 }
+
+// A passthrough backend is any host name (any case, absolute with a
+// trailing dot, an internal name with '_') or IP address (IPv6 with a zone).
+func TestPassthroughBackendHostForms(t *testing.T) {
+	for _, addr := range []string{"Backend.Internal:443", "backend.internal.:443", "localhost:443", "git_backend:22", "10.0.0.5:443", "[2001:db8::1]:443", "[fe80::1%eth0]:443"} {
+		if _, err := Build(Spec{Passthrough: []string{"git.example.com=" + addr}}); err != nil {
+			t.Errorf("passthrough to %s: %v", addr, err)
+		}
+	}
+}
