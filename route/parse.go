@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -151,6 +152,11 @@ func validAddr(s string) error {
 	}
 	if host == "" {
 		return fmt.Errorf("%q has no host", s)
+	}
+	// Caught here, a typo is a start-up error, not a failed dial on the
+	// first connection (DNS is case-blind; a trailing dot is absolute).
+	if _, err := netip.ParseAddr(host); err != nil && !validHostName(strings.TrimSuffix(strings.ToLower(host), ".")) {
+		return fmt.Errorf("%q: %q is not a host name or IP address", s, host)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("%q: %q is not a port number", s, port)

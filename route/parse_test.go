@@ -279,6 +279,11 @@ func TestBuildErrors(t *testing.T) {
 		{"passthrough addr empty host", Spec{Passthrough: []string{"git.example.com=:443"}}, []string{"no host"}, 0},
 		{"passthrough addr port 0", Spec{Passthrough: []string{"git.example.com=backend:0"}}, []string{"not a port"}, 0},
 		{"passthrough addr port abc", Spec{Passthrough: []string{"git.example.com=backend:abc"}}, []string{"not a port"}, 0},
+		{"passthrough addr host with a blank", Spec{Passthrough: []string{"git.example.com=a b:443"}}, []string{"not a host name or IP address"}, 0},
+		{"passthrough addr host with an empty label", Spec{Passthrough: []string{"git.example.com=a..b:443"}}, []string{"not a host name or IP address"}, 0},
+		{"passthrough addr host with a leading hyphen", Spec{Passthrough: []string{"git.example.com=-b-:443"}}, []string{"not a host name or IP address"}, 0},
+		{"passthrough addr wildcard host", Spec{Passthrough: []string{"git.example.com=*.b.com:443"}}, []string{"not a host name or IP address"}, 0},
+		{"passthrough addr URL", Spec{Passthrough: []string{"git.example.com=https://b:443"}}, []string{"git.example.com=https://b:443"}, 0},
 		{"passthrough duplicate", Spec{Passthrough: []string{"git.example.com=a:443", "GIT.example.com.=b:443"}}, []string{"already routed"}, 0},
 		{"default bad repo", Spec{Default: "../x"}, []string{"default-route", "must not start"}, 1},
 		{"default pull twice", Spec{Default: "pull:a,pull:b"}, []string{"given twice"}, 0},
@@ -376,5 +381,15 @@ func TestNonASCIIRepoNameNamedAsWritten(t *testing.T) {
 	err := ValidRepoName("tëam")
 	if err == nil || !strings.Contains(err.Error(), "'ë'") {
 		t.Errorf("ValidRepoName(tëam): %v, want 'ë' named", err)
+	}
+}
+
+// A passthrough backend is any host name (any case, absolute with a
+// trailing dot, an internal name with '_') or IP address (IPv6 with a zone).
+func TestPassthroughBackendHostForms(t *testing.T) {
+	for _, addr := range []string{"Backend.Internal:443", "backend.internal.:443", "localhost:443", "git_backend:22", "10.0.0.5:443", "[2001:db8::1]:443", "[fe80::1%eth0]:443"} {
+		if _, err := Build(Spec{Passthrough: []string{"git.example.com=" + addr}}); err != nil {
+			t.Errorf("passthrough to %s: %v", addr, err)
+		}
 	}
 }
