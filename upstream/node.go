@@ -64,7 +64,9 @@ type Node struct {
 
 	inFlight atomic.Int64
 	latency  atomic.Int64 // moving average of time to headers, ns
-	answered atomic.Int64 // when a real request last got its answer, unix ns
+	// answered counts real requests' answers: a count, not a time, so a
+	// wall clock stepped back cannot date old answers after a probe's start.
+	answered atomic.Int64
 
 	mu        sync.Mutex
 	state     State

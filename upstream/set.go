@@ -300,14 +300,14 @@ func (s *Set) ReportConnectFailure(n *Node, err error) {
 // request under /repository/: ok false for a transport error or a
 // 502/503/504. Failures that were the client's fault are not reported.
 func (s *Set) ReportResult(n *Node, ok bool, why string) {
-	t := now()
 	if ok {
-		n.answered.Store(t.UnixNano())
+		n.answered.Add(1)
 		n.mu.Lock()
 		n.fails = 0
 		n.mu.Unlock()
 		return
 	}
+	t := now()
 	n.mu.Lock()
 	n.fails++
 	n.lastErr = why
