@@ -64,8 +64,8 @@ type Node struct {
 
 	inFlight atomic.Int64
 	latency  atomic.Int64 // moving average of time to headers, ns
-	// answered counts real requests' answers: a count, not a time, so a
-	// wall clock stepped back cannot date old answers after a probe's start.
+	// answered counts real requests' 2xx/3xx answers: a count, not a
+	// time, so a wall clock stepped back cannot date old answers later.
 	answered atomic.Int64
 
 	mu        sync.Mutex

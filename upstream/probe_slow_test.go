@@ -53,7 +53,7 @@ func TestProbeTimeoutWhileNodeAnswersIsNoVerdict(t *testing.T) {
 		go func() {
 			defer close(done)
 			for {
-				s.ReportResult(n, true, "")
+				s.ReportAnswer(n, http.StatusOK)
 				select {
 				case <-stop:
 					return
@@ -130,7 +130,7 @@ func TestProbeTimeoutAfterClockStepBackIsBelieved(t *testing.T) {
 	if st := n.State(); st != Writable {
 		t.Fatalf("state %v after healthy probes, want writable", st)
 	}
-	s.ReportResult(n, true, "") // a real answer, then the clock steps back
+	s.ReportAnswer(n, http.StatusOK) // a real answer, then the clock steps back
 	mu.Lock()
 	clock = clock.Add(-time.Hour)
 	mu.Unlock()
