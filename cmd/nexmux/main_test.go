@@ -796,3 +796,15 @@ func TestIptablesDeleteWithoutItsConfigFile(t *testing.T) {
 		t.Errorf("apply, config missing: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// An empty --chain (a script's "--chain $CHAIN" with CHAIN unset) names no
+// chain: without the config file, --delete must refuse it as it refuses no
+// --chain, not remove the default chain's rules, perhaps another
+// instance's.
+func TestIptablesDeleteWithoutItsConfigFileEmptyChain(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone.yaml")
+	out, errs, code := run(t, "iptables", "--delete", "--config", missing, "--chain", "")
+	if code != exitInvalid || out != "" || !strings.Contains(errs, "--chain") {
+		t.Fatalf("--delete --chain \"\", config missing: exit %d, want %d and nothing removed\n%s%s", code, exitInvalid, out, errs)
+	}
+}
