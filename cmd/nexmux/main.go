@@ -343,7 +343,9 @@ func deleteWithoutFile(c *cli.Context, fileErr error) (*config.Config, error) {
 	if !cfg.IptablesDelete {
 		return nil, fileErr
 	}
-	if !c.IsSet("chain") {
+	// An empty --chain (a script's unset variable) is the default: no
+	// chain named either.
+	if !c.IsSet("chain") || cfg.IptablesChain == "" {
 		load := ""
 		if cfg.IptablesLoad {
 			load = " --load"
