@@ -317,7 +317,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			for _, sp := range suspects {
 				set.ReportResult(sp.n, false, sp.why)
 			}
-			set.ReportResult(n, true, "")
+			set.ReportAnswer(n, resp.StatusCode)
 		}
 		if sb != nil {
 			sb.finish()

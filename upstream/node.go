@@ -64,7 +64,9 @@ type Node struct {
 
 	inFlight atomic.Int64
 	latency  atomic.Int64 // moving average of time to headers, ns
-	answered atomic.Int64 // when a real request last got its answer, unix ns
+	// answered counts real requests' 2xx/3xx answers: a count, not a
+	// time, so a wall clock stepped back cannot date old answers later.
+	answered atomic.Int64
 
 	mu        sync.Mutex
 	state     State

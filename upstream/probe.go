@@ -133,14 +133,14 @@ const noVerdict State = -1
 
 // probe asks status and status/writable at once.
 func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, connectErr, busy bool, why string) {
-	sent := now().UnixNano()
+	before := n.answered.Load()
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	// answering: the probe timed out, but a real request got its answer
 	// from the node while the probe waited.
 	answering := func(err error) bool {
 		var ne net.Error
-		return (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) && n.answered.Load() > sent
+		return (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) && n.answered.Load() != before
 	}
 	base := n.Scheme + "://" + n.Host + p.s.ctxPath + "/service/rest/v1/status"
 	type res struct {

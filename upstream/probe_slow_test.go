@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,7 +53,7 @@ func TestProbeTimeoutWhileNodeAnswersIsNoVerdict(t *testing.T) {
 		go func() {
 			defer close(done)
 			for {
-				s.ReportResult(n, true, "")
+				s.ReportAnswer(n, http.StatusOK)
 				select {
 				case <-stop:
 					return
@@ -95,5 +96,49 @@ func TestProbeTimeoutWhileNodeAnswersIsNoVerdict(t *testing.T) {
 		if st := n.State(); st != Writable {
 			t.Fatalf("%s: state %v after healthy probes again, want writable", c.name, st)
 		}
+	}
+}
+
+// "Answered while the probe waited" must not be read off the wall clock: a
+// clock stepped back (NTP, a VM resumed) would date every answer from
+// before the step after each probe sent for as long as the step, and a
+// node frozen meanwhile would keep its state.
+func TestProbeTimeoutAfterClockStepBackIsBelieved(t *testing.T) {
+	clock := time.Unix(1_000_000, 0)
+	var mu sync.Mutex
+	now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	defer func() { now = time.Now }()
+	var frozen atomic.Bool
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if frozen.Load() {
+			<-r.Context().Done()
+		}
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	s := mustSet(t, "http://"+ln.Addr().String())
+	n := s.Nodes()[0]
+	ctx := context.Background()
+	p := &prober{ctx: ctx, s: s, interval: time.Hour, client: &http.Client{Transport: &http.Transport{}}}
+	for range agree {
+		p.round(ctx)
+	}
+	if st := n.State(); st != Writable {
+		t.Fatalf("state %v after healthy probes, want writable", st)
+	}
+	s.ReportAnswer(n, http.StatusOK) // a real answer, then the clock steps back
+	mu.Lock()
+	clock = clock.Add(-time.Hour)
+	mu.Unlock()
+	frozen.Store(true)
+	for range agree {
+		p.round(ctx)
+	}
+	if st := n.State(); st != Down {
+		t.Fatalf("frozen node after the wall clock stepped back: state %v (%s), want down", st, s.Table()[0].LastError)
 	}
 }

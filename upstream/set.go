@@ -296,18 +296,27 @@ func (s *Set) ReportConnectFailure(n *Node, err error) {
 	}
 }
 
+// ReportAnswer is ReportResult ok for an answer with status code. Only a
+// 2xx or 3xx shows the node serving, and so sets aside a probe that timed
+// out meanwhile: a wedged Nexus still answers 401 challenges and 500s.
+func (s *Set) ReportAnswer(n *Node, code int) {
+	if code >= 200 && code < 400 {
+		n.answered.Add(1)
+	}
+	s.ReportResult(n, true, "")
+}
+
 // ReportResult feeds the passive health check with the outcome of a
 // request under /repository/: ok false for a transport error or a
 // 502/503/504. Failures that were the client's fault are not reported.
 func (s *Set) ReportResult(n *Node, ok bool, why string) {
-	t := now()
 	if ok {
-		n.answered.Store(t.UnixNano())
 		n.mu.Lock()
 		n.fails = 0
 		n.mu.Unlock()
 		return
 	}
+	t := now()
 	n.mu.Lock()
 	n.fails++
 	n.lastErr = why

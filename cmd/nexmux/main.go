@@ -343,12 +343,15 @@ func deleteWithoutFile(c *cli.Context, fileErr error) (*config.Config, error) {
 	if !cfg.IptablesDelete {
 		return nil, fileErr
 	}
-	if !c.IsSet("chain") {
+	// An empty --chain (a script's unset variable) is the default: no
+	// chain named either.
+	if !c.IsSet("chain") || cfg.IptablesChain == "" {
 		load := ""
 		if cfg.IptablesLoad {
 			load = " --load"
 		}
-		return nil, errlist.Join(fileErr, fmt.Errorf("to delete without the config file, name the chain it set (%s, the default, unless it had chain:) with --chain or %s: nexmux iptables%s --delete --chain %s",
+		// With what else --delete would refuse: every problem at once.
+		return nil, errlist.Join(fileErr, cfg.IptablesProblems(), fmt.Errorf("to delete without the config file, name the chain it set (%s, the default, unless it had chain:) with --chain or %s: nexmux iptables%s --delete --chain %s",
 			iptables.DefaultChain, config.EnvVar("chain"), load, iptables.DefaultChain))
 	}
 	// err holds fileErr's other problems (the command line's) again.

@@ -796,3 +796,28 @@ func TestIptablesDeleteWithoutItsConfigFile(t *testing.T) {
 		t.Errorf("apply, config missing: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// An empty --chain (a script's "--chain $CHAIN" with CHAIN unset) names no
+// chain: without the config file, --delete must refuse it as it refuses no
+// --chain, not remove the default chain's rules, perhaps another
+// instance's.
+func TestIptablesDeleteWithoutItsConfigFileEmptyChain(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone.yaml")
+	out, errs, code := run(t, "iptables", "--delete", "--config", missing, "--chain", "")
+	if code != exitInvalid || out != "" || !strings.Contains(errs, "--chain") {
+		t.Fatalf("--delete --chain \"\", config missing: exit %d, want %d and nothing removed\n%s%s", code, exitInvalid, out, errs)
+	}
+}
+
+// Refused for want of a chain, --delete without its file still lists every
+// problem of what it was given at once: a bad --families too, not only
+// once the chain is named.
+func TestIptablesDeleteWithoutItsConfigFileEveryProblem(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone.yaml")
+	_, errs, code := run(t, "iptables", "--delete", "--config", missing, "--families", "nft")
+	for _, want := range []string{"--chain", `family "nft"`} {
+		if code != exitInvalid || !strings.Contains(errs, want) {
+			t.Errorf("--delete --families nft, no chain, config missing: exit %d, stderr lacks %q:\n%s", code, want, errs)
+		}
+	}
+}
