@@ -19,9 +19,10 @@ func loadMirrorAuth(file string) (string, error) {
 	}
 	var lines []string
 	for l := range strings.SplitSeq(string(data), "\n") {
-		// Only the line ending goes: Nexus compares the password byte
-		// for byte, so blanks around it are part of it.
-		l = strings.TrimSuffix(l, "\r")
+		// Nexus compares the password byte for byte, so blanks after
+		// the user are kept; an indent is not part of a Nexus user id,
+		// and a file indented before must not start failing.
+		l = strings.TrimLeft(strings.TrimSuffix(l, "\r"), " \t")
 		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
 			lines = append(lines, l)
 		}

@@ -9,8 +9,8 @@ import (
 )
 
 // The credentials line is sent as written: Nexus compares the password
-// byte for byte, so blanks around it are part of it. Only the line ending
-// goes (CRLF from a file edited on Windows too).
+// byte for byte, so blanks in and after it are part of it. Only the line
+// ending (CRLF from a file edited on Windows too) and an indent go.
 func TestLoadMirrorAuthKeepsBlanks(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ file, want string }{
@@ -19,7 +19,7 @@ func TestLoadMirrorAuthKeepsBlanks(t *testing.T) {
 		{"puller:secret", "puller:secret"},
 		{"puller:secret with blanks \t\n", "puller:secret with blanks \t"},
 		{"puller:  secret\r\n", "puller:  secret"},
-		{" puller:secret\n", " puller:secret"},
+		{" \tpuller:secret\n", "puller:secret"},
 		{"# the mirror's Nexus user\n  \t\n   # indented comment\npuller: secret \n\n", "puller: secret "},
 	} {
 		f := filepath.Join(dir, "auth")
