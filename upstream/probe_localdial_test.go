@@ -19,14 +19,7 @@ import (
 // failed status/writable probe would otherwise make it read-only and refuse
 // every push). A refused probe still marks the node down.
 func TestProbeLocalDialFailureIsNoVerdict(t *testing.T) {
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	s := mustSet(t, "http://"+ln.Addr().String())
+	s := mustSet(t, statusServer(t, func(w http.ResponseWriter, r *http.Request) {}))
 	var log bytes.Buffer
 	s.SetLogger(slog.New(slog.NewTextHandler(&log, nil)))
 	n := s.Nodes()[0]
@@ -78,4 +71,18 @@ func TestProbeLocalDialFailureIsNoVerdict(t *testing.T) {
 	if st := n.State(); st != Down {
 		t.Fatalf("refused probe: state %v, want down", st)
 	}
+}
+
+// statusServer serves a node's status endpoints with h until the test ends
+// and returns its URL.
+func statusServer(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	srv := &http.Server{Handler: h}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
 }

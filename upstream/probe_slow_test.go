@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,7 +17,7 @@ import (
 // that answers nothing is still found down by its probes.
 func TestProbeTimeoutWhileNodeAnswersIsNoVerdict(t *testing.T) {
 	var slowStatus, slowWritable atomic.Bool
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := mustSet(t, statusServer(t, func(w http.ResponseWriter, r *http.Request) {
 		slow := slowStatus.Load()
 		if strings.HasSuffix(r.URL.Path, "/writable") {
 			slow = slowWritable.Load()
@@ -29,14 +28,7 @@ func TestProbeTimeoutWhileNodeAnswersIsNoVerdict(t *testing.T) {
 			case <-time.After(3 * probeTimeout):
 			}
 		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	s := mustSet(t, "http://"+ln.Addr().String())
+	}))
 	n := s.Nodes()[0]
 	ctx := context.Background()
 	p := &prober{ctx: ctx, s: s, interval: time.Hour, client: &http.Client{Transport: &http.Transport{}}}
@@ -109,18 +101,11 @@ func TestProbeTimeoutAfterClockStepBackIsBelieved(t *testing.T) {
 	now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	defer func() { now = time.Now }()
 	var frozen atomic.Bool
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := mustSet(t, statusServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if frozen.Load() {
 			<-r.Context().Done()
 		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	s := mustSet(t, "http://"+ln.Addr().String())
+	}))
 	n := s.Nodes()[0]
 	ctx := context.Background()
 	p := &prober{ctx: ctx, s: s, interval: time.Hour, client: &http.Client{Transport: &http.Transport{}}}
