@@ -29,21 +29,26 @@ func TestDiscoverPasswordFileAsWritten(t *testing.T) {
 	}))
 	defer hs.Close()
 	dir := t.TempDir()
-	for _, tc := range []struct{ file, want string }{
-		{"s3cret\n", "s3cret"},
-		{"s3cret\r\n", "s3cret"},
-		{"s3cret", "s3cret"},
-		{" s3cret \t\n", " s3cret \t"},
-	} {
+	// discover runs discover with a password file holding file and
+	// returns the passwords Nexus was sent, stderr and the exit code.
+	discover := func(file string) ([]string, string, int) {
 		f := filepath.Join(dir, "pw")
-		if err := os.WriteFile(f, []byte(tc.file), 0o600); err != nil {
+		if err := os.WriteFile(f, []byte(file), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		mu.Lock()
 		got = nil
 		mu.Unlock()
 		_, errs, code := run(t, "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", f)
-		if got := sent(); code != 1 || len(got) != 1 || got[0] != tc.want {
+		return sent(), errs, code
+	}
+	for _, tc := range []struct{ file, want string }{
+		{"s3cret\n", "s3cret"},
+		{"s3cret\r\n", "s3cret"},
+		{"s3cret", "s3cret"},
+		{" s3cret \t\n", " s3cret \t"},
+	} {
+		if got, errs, code := discover(tc.file); code != 1 || len(got) != 1 || got[0] != tc.want {
 			t.Errorf("%q: exit %d, sent %q, want %q:\n%s", tc.file, code, got, tc.want, errs)
 		}
 	}
@@ -55,15 +60,7 @@ func TestDiscoverPasswordFileAsWritten(t *testing.T) {
 		{"\n", "empty"},
 		{"", "empty"},
 	} {
-		f := filepath.Join(dir, "pw")
-		if err := os.WriteFile(f, []byte(bad.file), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		mu.Lock()
-		got = nil
-		mu.Unlock()
-		_, errs, code := run(t, "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", f)
-		if got := sent(); code != exitInvalid || len(got) != 0 || !strings.Contains(errs, "password-file "+f+": "+bad.want) {
+		if got, errs, code := discover(bad.file); code != exitInvalid || len(got) != 0 || !strings.Contains(errs, "password-file "+filepath.Join(dir, "pw")+": "+bad.want) {
 			t.Errorf("%q: exit %d, sent %q:\n%s", bad.file, code, got, errs)
 		}
 	}
