@@ -644,7 +644,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	w.Header().Set("Retry-After", "5")
 	if upstream.LocalDialFailure(err) {
 		// Nexus is fine: an operator told it is not would look there.
-		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "nexmux: out of file descriptors or local ports to reach Nexus right now; retry later")
+		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "nexmux: out of file descriptors, local ports or socket memory to reach Nexus right now; retry later")
 		return
 	}
 	status := http.StatusBadGateway
