@@ -189,3 +189,42 @@ func TestAbsoluteDeadlineEndsSendDeadline(t *testing.T) {
 		}
 	})
 }
+
+// A response goes out in many writes, each armed anew by the HTTP stage
+// (a 32 KiB copy of a tags list, a small Nexus chunk): they share one
+// budget. A client taking each write within a span, but under sendQuantum
+// a span, must be cut as in one long write, not held a span per write.
+func TestSendDeadlineSpansWrites(t *testing.T) {
+	rc, cl := sendPair(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	// 8 KiB every 400 ms: each 8 KiB write is taken well within the 2 s
+	// span, yet the client takes ~40 KiB a span, not 64.
+	go func() {
+		buf := make([]byte, 8<<10)
+		for {
+			if _, err := io.ReadFull(cl, buf); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(400 * time.Millisecond):
+			}
+		}
+	}()
+	guard := time.AfterFunc(20*time.Second, func() { cl.Close() })
+	defer guard.Stop()
+	buf := make([]byte, 8<<10)
+	start := time.Now()
+	for {
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(2 * time.Second))
+		_, err := rc.Write(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil || time.Since(start) > 12*time.Second {
+			t.Fatalf("client taking ~40 KiB a 2 s span, one write at a time: %v after %v; want a timeout within a few spans", err, time.Since(start))
+		}
+	}
+}
