@@ -17,7 +17,10 @@ import (
 // socket write goes on while the client takes each sendQuantum of it
 // within the deadline's span, and fails once it does not. A client on a
 // thin link is slow, not stalled; one that reads a byte now and then is
-// stalled, as --body-timeout's 64 KiB rule has it for uploads.
+// stalled, as --body-timeout's 64 KiB rule has it for uploads. The
+// response's writes share the span (set again, it is kept): a client must
+// not earn a fresh one per 32 KiB copy or small Nexus chunk. Time between
+// writes is Nexus's and does not count.
 //
 // Every other deadline reaches the socket through SetWriteDeadline or
 // SetDeadline (net/http's clearing after a response, crypto/tls's 5 s
@@ -31,8 +34,10 @@ type sendDeadline routedConn
 
 var _ l7.SendDeadliner = (*sendDeadline)(nil)
 
-// SetWriteDeadline sets a send deadline whose span is t - now. A zero t,
-// or one not in the future, is an absolute deadline.
+// SetWriteDeadline sets a send deadline whose span is t - now, unless one
+// is in force: net/http sets an absolute deadline after each response, so
+// that one is this response's. A zero t, or one not in the future, is an
+// absolute deadline.
 func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	c := (*routedConn)(s)
 	now := time.Now()
@@ -42,7 +47,11 @@ func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	}
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.sendSpan, c.sendEnd, c.sendMoved = span, t, 0
+	if c.sendSpan > 0 {
+		return nil
+	}
+	c.sendSpan, c.sendEnd, c.sendMoved, c.sendIdle = span, t, 0, false
+	c.sending.Store(true)
 	return c.Conn.SetWriteDeadline(c.nextCheck(now))
 }
 
@@ -69,6 +78,7 @@ func (c *routedConn) SetWriteDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	c.sendSpan = 0
+	c.sending.Store(false)
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -77,19 +87,62 @@ func (c *routedConn) SetDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	c.sendSpan = 0
+	c.sending.Store(false)
 	return c.Conn.SetDeadline(t)
 }
 
 // writeSocket writes p to the socket; under a send deadline a write that
 // times out goes on while the client takes bytes (c.wmu held).
 func (c *routedConn) writeSocket(p []byte) (int, error) {
+	send := c.sending.Load()
+	if send {
+		c.sendResume()
+	}
 	n, err := c.Conn.Write(p)
 	moved := n
 	for err != nil && n < len(p) && errors.Is(err, os.ErrDeadlineExceeded) && c.sendGoesOn(moved) {
 		moved, err = c.Conn.Write(p[n:])
 		n += moved
 	}
+	if send && err == nil {
+		c.sendPause(moved)
+	}
 	return n, err
+}
+
+// sendResume starts a write under a send deadline: the time since the
+// last write ended was Nexus's, so the budget left then is given again.
+func (c *routedConn) sendResume() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.sendSpan > 0 && c.sendIdle {
+		now := time.Now()
+		c.sendEnd, c.sendIdle = now.Add(c.sendLeft), false
+		_ = c.Conn.SetWriteDeadline(c.nextCheck(now))
+	}
+}
+
+// sendPause ends a write under a send deadline: the bytes it moved since
+// its last check count, and the budget left waits for the next write.
+func (c *routedConn) sendPause(moved int) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.sendSpan > 0 {
+		now := time.Now()
+		c.sendCount(moved, now)
+		c.sendLeft, c.sendIdle = c.sendEnd.Sub(now), true
+	}
+}
+
+// sendCount counts moved toward sendQuantum; a quantum earns a span from
+// now (c.dmu held).
+func (c *routedConn) sendCount(moved int, now time.Time) {
+	if c.sendMoved += moved; c.sendMoved >= sendQuantum {
+		c.sendMoved = 0
+		if end := now.Add(c.sendSpan); end.After(c.sendEnd) {
+			c.sendEnd = end
+		}
+	}
 }
 
 // sendGoesOn is called when a socket write timed out: it reports whether
@@ -103,12 +156,7 @@ func (c *routedConn) sendGoesOn(moved int) bool {
 		return false // an absolute deadline: its expiry stands
 	}
 	now := time.Now()
-	if c.sendMoved += moved; c.sendMoved >= sendQuantum {
-		c.sendMoved = 0
-		if end := now.Add(c.sendSpan); end.After(c.sendEnd) {
-			c.sendEnd = end
-		}
-	}
+	c.sendCount(moved, now)
 	if !now.Before(c.sendEnd) {
 		return false
 	}

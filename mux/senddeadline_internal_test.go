@@ -228,3 +228,18 @@ func TestSendDeadlineSpansWrites(t *testing.T) {
 		}
 	}
 }
+
+// Time between a response's writes is Nexus's, not the client's: it does
+// not count against the send deadline.
+func TestSendDeadlineIgnoresPausesBetweenWrites(t *testing.T) {
+	rc, cl := sendPair(t)
+	go func() { _, _ = io.Copy(io.Discard, cl) }()
+	buf := make([]byte, 1<<10)
+	for i := range 4 {
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := rc.Write(buf); err != nil {
+			t.Fatalf("write %d after a pause longer than the span, client reading: %v", i, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
