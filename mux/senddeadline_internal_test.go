@@ -243,3 +243,18 @@ func TestSendDeadlineIgnoresPausesBetweenWrites(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 }
+
+// Nor does the time before a response's first socket write: its first
+// writes may only fill net/http's buffers while Nexus sends slowly, each
+// armed anew, and the socket sees nothing until they fill.
+func TestSendDeadlineIgnoresTimeBeforeFirstWrite(t *testing.T) {
+	rc, cl := sendPair(t)
+	go func() { _, _ = io.Copy(io.Discard, cl) }()
+	for range 3 {
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		time.Sleep(150 * time.Millisecond)
+	}
+	if _, err := rc.Write(make([]byte, 1<<10)); err != nil {
+		t.Fatalf("first socket write 450 ms after the response's first 200 ms send deadline, client reading: %v", err)
+	}
+}
