@@ -50,7 +50,11 @@ func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	if c.sendSpan > 0 {
 		return nil
 	}
-	c.sendSpan, c.sendEnd, c.sendMoved, c.sendIdle = span, t, 0, false
+	// Idle: the span starts with the first socket write, not before it
+	// while net/http buffers a slow Nexus's bytes (sendEnd is for a write
+	// already waiting).
+	c.sendSpan, c.sendEnd, c.sendMoved = span, t, 0
+	c.sendLeft, c.sendIdle = span, true
 	c.sending.Store(true)
 	return c.Conn.SetWriteDeadline(c.nextCheck(now))
 }
