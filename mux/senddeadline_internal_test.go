@@ -258,3 +258,24 @@ func TestSendDeadlineIgnoresTimeBeforeFirstWrite(t *testing.T) {
 		t.Fatalf("first socket write 450 ms after the response's first 200 ms send deadline, client reading: %v", err)
 	}
 }
+
+// A send deadline set while an absolute one is in force (crypto/tls's 5 s
+// for its close_notify, sent by a Close from another goroutine while the
+// handler waits on Nexus) does not stretch it: that write still ends at
+// the absolute deadline.
+func TestSendDeadlineDoesNotStretchAbsolute(t *testing.T) {
+	rc, _ := sendPair(t) // the client reads nothing
+	_ = rc.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	done := make(chan error, 1)
+	go func() { _, err := rc.Write(make([]byte, 64<<20)); done <- err }()
+	time.Sleep(100 * time.Millisecond)
+	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("write under an absolute 300 ms deadline: %v, want a timeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("write still going 5 s after its absolute 300 ms deadline: a send deadline set meanwhile replaced it")
+	}
+}
