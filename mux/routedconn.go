@@ -31,6 +31,7 @@ type routedConn struct {
 	sendLeft  time.Duration // sendEnd - now when the last write ended
 	sendIdle  bool          // no write since the last ended: sendEnd is stale
 	sending   atomic.Bool   // sendSpan > 0, read by writes without dmu
+	absolute  bool          // a non-zero absolute write deadline is in force
 
 	// Read-ahead (l7.ReadAheader). crypto/tls reads under its own lock,
 	// so Reads never overlap; rmu orders them with Begin/EndReadAhead,

@@ -37,7 +37,9 @@ var _ l7.SendDeadliner = (*sendDeadline)(nil)
 // SetWriteDeadline sets a send deadline whose span is t - now, unless one
 // is in force: net/http sets an absolute deadline after each response, so
 // that one is this response's. A zero t, or one not in the future, is an
-// absolute deadline.
+// absolute deadline. A non-zero absolute deadline (crypto/tls's for its
+// close_notify, sent by a Close from another goroutine) is kept: only
+// net/http clears it, between responses.
 func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	c := (*routedConn)(s)
 	now := time.Now()
@@ -47,7 +49,7 @@ func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	}
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	if c.sendSpan > 0 {
+	if c.sendSpan > 0 || c.absolute {
 		return nil
 	}
 	// Idle: the span starts with the first socket write, not before it
@@ -81,7 +83,7 @@ func (c *routedConn) nextCheck(now time.Time) time.Time {
 func (c *routedConn) SetWriteDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.sendSpan = 0
+	c.sendSpan, c.absolute = 0, !t.IsZero()
 	c.sending.Store(false)
 	return c.Conn.SetWriteDeadline(t)
 }
@@ -90,7 +92,7 @@ func (c *routedConn) SetWriteDeadline(t time.Time) error {
 func (c *routedConn) SetDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.sendSpan = 0
+	c.sendSpan, c.absolute = 0, !t.IsZero()
 	c.sending.Store(false)
 	return c.Conn.SetDeadline(t)
 }
