@@ -26,7 +26,8 @@ import (
 // SetDeadline (net/http's clearing after a response, crypto/tls's 5 s
 // close_notify and its abort after it, HTTP/2's WriteByteTimeout, the
 // handshake's, a hijack's) and stays absolute: it ends the send deadline,
-// and its expiry, or a deadline in the past, fails the write at once.
+// and its expiry, or a deadline in the past, fails the write at once. A
+// send deadline set while a non-zero one is in force is dropped.
 
 // sendDeadline is a routedConn seen as an l7.SendDeadliner: a conversion,
 // not an allocation, per connection.
