@@ -140,7 +140,9 @@ type WriteBatcher interface {
 // each time the client takes 64 KiB more, so only a write whose client
 // takes less than that in t-now fails. A client on a thin link is slow,
 // not stalled. It must sit below TLS: crypto/tls fails the connection for good
-// once a write of its times out. Any other write deadline set on the
+// once a write of its times out. Set again before any other deadline, it
+// keeps its span and progress: a response's writes share them, and time
+// between writes does not count. Any other write deadline set on the
 // connection afterwards (net/http's, crypto/tls's) is absolute again.
 //
 // Only an HTTP/1.x handler sets it; HTTP/2 has WriteByteTimeout.

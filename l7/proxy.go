@@ -128,7 +128,7 @@ type Config struct {
 	MaxConnAge time.Duration
 	// BodyTimeout bounds each read of a request body from the client, and
 	// SendTimeout each write of a response to it, or over HTTP/1 behind
-	// mux the time without a byte taken (stall.go); 0:
+	// mux each 64 KiB of it (stall.go); 0:
 	// DefaultBodyTimeout, DefaultSendTimeout; negative: never.
 	BodyTimeout, SendTimeout time.Duration
 }
@@ -732,8 +732,8 @@ type batchingWriter struct {
 	// deadline bounds each write and flush by timeout (nil: none). Even
 	// a small answer blocks once a pipelining client has filled the
 	// socket's buffers (or, over HTTP/2, keeps its window shut). Over
-	// HTTP/1 behind mux it is ConnInfo.Sends: a write fails only after
-	// timeout without a byte taken, however long the write is.
+	// HTTP/1 behind mux it is ConnInfo.Sends: a write fails only once the
+	// client took under 64 KiB in timeout, however long the write is.
 	deadline writeDeadliner
 	timeout  time.Duration
 	// timeEvery bounds every write and flush (HTTP/2): a stream whose

@@ -23,11 +23,15 @@ type routedConn struct {
 	wn    int
 
 	// The send deadline (senddeadline.go). dmu orders the deadline's
-	// setters with a timed-out write's check, which may run under wmu.
+	// setters with a write's checks, which run under wmu.
 	dmu       sync.Mutex
 	sendSpan  time.Duration // > 0: the write deadline is a send deadline
 	sendEnd   time.Time     // when it expires unless sendQuantum moves first
 	sendMoved int           // bytes taken toward the next sendQuantum
+	sendLeft  time.Duration // sendEnd - now when the last write ended
+	sendIdle  bool          // no write since the last ended: sendEnd is stale
+	sending   atomic.Bool   // sendSpan > 0, read by writes without dmu
+	absolute  bool          // a non-zero absolute write deadline is in force
 
 	// Read-ahead (l7.ReadAheader). crypto/tls reads under its own lock,
 	// so Reads never overlap; rmu orders them with Begin/EndReadAhead,

@@ -17,13 +17,17 @@ import (
 // socket write goes on while the client takes each sendQuantum of it
 // within the deadline's span, and fails once it does not. A client on a
 // thin link is slow, not stalled; one that reads a byte now and then is
-// stalled, as --body-timeout's 64 KiB rule has it for uploads.
+// stalled, as --body-timeout's 64 KiB rule has it for uploads. The
+// response's writes share the span (set again, it is kept): a client must
+// not earn a fresh one per 32 KiB copy or small Nexus chunk. Time between
+// writes is Nexus's and does not count.
 //
 // Every other deadline reaches the socket through SetWriteDeadline or
 // SetDeadline (net/http's clearing after a response, crypto/tls's 5 s
 // close_notify and its abort after it, HTTP/2's WriteByteTimeout, the
 // handshake's, a hijack's) and stays absolute: it ends the send deadline,
-// and its expiry, or a deadline in the past, fails the write at once.
+// and its expiry, or a deadline in the past, fails the write at once. A
+// send deadline set while a non-zero one is in force is dropped.
 
 // sendDeadline is a routedConn seen as an l7.SendDeadliner: a conversion,
 // not an allocation, per connection.
@@ -31,8 +35,12 @@ type sendDeadline routedConn
 
 var _ l7.SendDeadliner = (*sendDeadline)(nil)
 
-// SetWriteDeadline sets a send deadline whose span is t - now. A zero t,
-// or one not in the future, is an absolute deadline.
+// SetWriteDeadline sets a send deadline whose span is t - now, unless one
+// is in force: net/http sets an absolute deadline after each response, so
+// that one is this response's. A zero t, or one not in the future, is an
+// absolute deadline. A non-zero absolute deadline (crypto/tls's for its
+// close_notify, sent by a Close from another goroutine) is kept: only
+// net/http clears it, between responses.
 func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	c := (*routedConn)(s)
 	now := time.Now()
@@ -42,7 +50,15 @@ func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	}
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
+	if c.sendSpan > 0 || c.absolute {
+		return nil
+	}
+	// Idle: the span starts with the first socket write, not before it
+	// while net/http buffers a slow Nexus's bytes (sendEnd is for a write
+	// already waiting).
 	c.sendSpan, c.sendEnd, c.sendMoved = span, t, 0
+	c.sendLeft, c.sendIdle = span, true
+	c.sending.Store(true)
 	return c.Conn.SetWriteDeadline(c.nextCheck(now))
 }
 
@@ -68,7 +84,8 @@ func (c *routedConn) nextCheck(now time.Time) time.Time {
 func (c *routedConn) SetWriteDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.sendSpan = 0
+	c.sendSpan, c.absolute = 0, !t.IsZero()
+	c.sending.Store(false)
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -76,20 +93,63 @@ func (c *routedConn) SetWriteDeadline(t time.Time) error {
 func (c *routedConn) SetDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
-	c.sendSpan = 0
+	c.sendSpan, c.absolute = 0, !t.IsZero()
+	c.sending.Store(false)
 	return c.Conn.SetDeadline(t)
 }
 
 // writeSocket writes p to the socket; under a send deadline a write that
 // times out goes on while the client takes bytes (c.wmu held).
 func (c *routedConn) writeSocket(p []byte) (int, error) {
+	send := c.sending.Load()
+	if send {
+		c.sendResume()
+	}
 	n, err := c.Conn.Write(p)
 	moved := n
 	for err != nil && n < len(p) && errors.Is(err, os.ErrDeadlineExceeded) && c.sendGoesOn(moved) {
 		moved, err = c.Conn.Write(p[n:])
 		n += moved
 	}
+	if send && err == nil {
+		c.sendPause(moved)
+	}
 	return n, err
+}
+
+// sendResume starts a write under a send deadline: the time since the
+// last write ended was Nexus's, so the budget left then is given again.
+func (c *routedConn) sendResume() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.sendSpan > 0 && c.sendIdle {
+		now := time.Now()
+		c.sendEnd, c.sendIdle = now.Add(c.sendLeft), false
+		_ = c.Conn.SetWriteDeadline(c.nextCheck(now))
+	}
+}
+
+// sendPause ends a write under a send deadline: the bytes it moved since
+// its last check count, and the budget left waits for the next write.
+func (c *routedConn) sendPause(moved int) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.sendSpan > 0 {
+		now := time.Now()
+		c.sendCount(moved, now)
+		c.sendLeft, c.sendIdle = c.sendEnd.Sub(now), true
+	}
+}
+
+// sendCount counts moved toward sendQuantum; a quantum earns a span from
+// now (c.dmu held).
+func (c *routedConn) sendCount(moved int, now time.Time) {
+	if c.sendMoved += moved; c.sendMoved >= sendQuantum {
+		c.sendMoved = 0
+		if end := now.Add(c.sendSpan); end.After(c.sendEnd) {
+			c.sendEnd = end
+		}
+	}
 }
 
 // sendGoesOn is called when a socket write timed out: it reports whether
@@ -103,12 +163,7 @@ func (c *routedConn) sendGoesOn(moved int) bool {
 		return false // an absolute deadline: its expiry stands
 	}
 	now := time.Now()
-	if c.sendMoved += moved; c.sendMoved >= sendQuantum {
-		c.sendMoved = 0
-		if end := now.Add(c.sendSpan); end.After(c.sendEnd) {
-			c.sendEnd = end
-		}
-	}
+	c.sendCount(moved, now)
 	if !now.Before(c.sendEnd) {
 		return false
 	}

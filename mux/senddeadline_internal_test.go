@@ -189,3 +189,93 @@ func TestAbsoluteDeadlineEndsSendDeadline(t *testing.T) {
 		}
 	})
 }
+
+// A response goes out in many writes, each armed anew by the HTTP stage
+// (a 32 KiB copy of a tags list, a small Nexus chunk): they share one
+// budget. A client taking each write within a span, but under sendQuantum
+// a span, must be cut as in one long write, not held a span per write.
+func TestSendDeadlineSpansWrites(t *testing.T) {
+	rc, cl := sendPair(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	// 8 KiB every 400 ms: each 8 KiB write is taken well within the 2 s
+	// span, yet the client takes ~40 KiB a span, not 64.
+	go func() {
+		buf := make([]byte, 8<<10)
+		for {
+			if _, err := io.ReadFull(cl, buf); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(400 * time.Millisecond):
+			}
+		}
+	}()
+	guard := time.AfterFunc(20*time.Second, func() { cl.Close() })
+	defer guard.Stop()
+	buf := make([]byte, 8<<10)
+	start := time.Now()
+	for {
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(2 * time.Second))
+		_, err := rc.Write(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil || time.Since(start) > 12*time.Second {
+			t.Fatalf("client taking ~40 KiB a 2 s span, one write at a time: %v after %v; want a timeout within a few spans", err, time.Since(start))
+		}
+	}
+}
+
+// Time between a response's writes is Nexus's, not the client's: it does
+// not count against the send deadline.
+func TestSendDeadlineIgnoresPausesBetweenWrites(t *testing.T) {
+	rc, cl := sendPair(t)
+	go func() { _, _ = io.Copy(io.Discard, cl) }()
+	buf := make([]byte, 1<<10)
+	for i := range 4 {
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := rc.Write(buf); err != nil {
+			t.Fatalf("write %d after a pause longer than the span, client reading: %v", i, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// Nor does the time before a response's first socket write: its first
+// writes may only fill net/http's buffers while Nexus sends slowly, each
+// armed anew, and the socket sees nothing until they fill.
+func TestSendDeadlineIgnoresTimeBeforeFirstWrite(t *testing.T) {
+	rc, cl := sendPair(t)
+	go func() { _, _ = io.Copy(io.Discard, cl) }()
+	for range 3 {
+		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		time.Sleep(150 * time.Millisecond)
+	}
+	if _, err := rc.Write(make([]byte, 1<<10)); err != nil {
+		t.Fatalf("first socket write 450 ms after the response's first 200 ms send deadline, client reading: %v", err)
+	}
+}
+
+// A send deadline set while an absolute one is in force (crypto/tls's 5 s
+// for its close_notify, sent by a Close from another goroutine while the
+// handler waits on Nexus) does not stretch it: that write still ends at
+// the absolute deadline.
+func TestSendDeadlineDoesNotStretchAbsolute(t *testing.T) {
+	rc, _ := sendPair(t) // the client reads nothing
+	_ = rc.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	done := make(chan error, 1)
+	go func() { _, err := rc.Write(make([]byte, 64<<20)); done <- err }()
+	time.Sleep(100 * time.Millisecond)
+	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("write under an absolute 300 ms deadline: %v, want a timeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("write still going 5 s after its absolute 300 ms deadline: a send deadline set meanwhile replaced it")
+	}
+}
