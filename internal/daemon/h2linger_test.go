@@ -121,12 +121,18 @@ func h2Unread(t *testing.T, st *stack.Stack, logs *logBuffer) (*tls.Conn, *http2
 // seedUnread seeds team-b-hosted's unread:1, a 256 KiB blob, and returns
 // its digest.
 func seedUnread(t *testing.T, st *stack.Stack) string {
+	return seedLayer(t, st, "team-b-hosted", "unread", 256<<10)
+}
+
+// seedLayer seeds repo's name:1, an image of one random layer of size
+// bytes, and returns the layer's digest.
+func seedLayer(t *testing.T, st *stack.Stack, repo, name string, size int64) string {
 	t.Helper()
-	img, err := random.Image(256<<10, 1)
+	img, err := random.Image(size, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Nexus.Seed("team-b-hosted", "unread", "1", img); err != nil {
+	if err := st.Nexus.Seed(repo, name, "1", img); err != nil {
 		t.Fatal(err)
 	}
 	layers, _ := img.Layers()
