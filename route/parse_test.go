@@ -283,6 +283,7 @@ func TestBuildErrors(t *testing.T) {
 		{"passthrough addr host with an empty label", Spec{Passthrough: []string{"git.example.com=a..b:443"}}, []string{"not a host name or IP address"}, 0},
 		{"passthrough addr host with a leading hyphen", Spec{Passthrough: []string{"git.example.com=-b-:443"}}, []string{"not a host name or IP address"}, 0},
 		{"passthrough addr wildcard host", Spec{Passthrough: []string{"git.example.com=*.b.com:443"}}, []string{"not a host name or IP address"}, 0},
+		{"passthrough bad host and bad addr: two problems", Spec{Passthrough: []string{"a.*.com=b:0"}}, []string{"'*' is allowed only", "not a port"}, 0},
 		{"passthrough addr URL", Spec{Passthrough: []string{"git.example.com=https://b:443"}}, []string{"git.example.com=https://b:443"}, 0},
 		{"passthrough duplicate", Spec{Passthrough: []string{"git.example.com=a:443", "GIT.example.com.=b:443"}}, []string{"already routed"}, 0},
 		{"default bad repo", Spec{Default: "../x"}, []string{"default-route", "must not start"}, 1},
