@@ -169,13 +169,15 @@ func Build(spec Spec) (*Table, error) {
 			errs = multierror.Append(errs, fmt.Errorf("passthrough %q: want HOST=ADDR", s))
 			continue
 		}
-		h, err := NormalizePattern(host)
-		if err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("passthrough %q: %v", s, err))
-			continue
+		h, herr := NormalizePattern(host)
+		if herr != nil {
+			errs = multierror.Append(errs, fmt.Errorf("passthrough %q: %v", s, herr))
 		}
-		if err := validAddr(rest); err != nil {
-			errs = multierror.Append(errs, fmt.Errorf("passthrough %q: %v", s, err))
+		aerr := validAddr(rest)
+		if aerr != nil {
+			errs = multierror.Append(errs, fmt.Errorf("passthrough %q: %v", s, aerr))
+		}
+		if herr != nil || aerr != nil {
 			continue
 		}
 		errs = multierror.Append(errs, t.addHost(&Route{Kind: KindSNI, Key: h, Passthrough: rest}, "passthrough "+s)...)
