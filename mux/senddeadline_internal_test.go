@@ -39,10 +39,10 @@ func sendPair(t *testing.T) (*routedConn, net.Conn) {
 	return &routedConn{Conn: srv}, cl
 }
 
-// trickle reads c in 16 KiB pieces every pause until it fails or stop is
-// closed.
-func trickle(c net.Conn, pause time.Duration, stop <-chan struct{}) {
-	buf := make([]byte, 16<<10)
+// trickle reads c in pieces of size every pause until it fails or stop
+// is closed.
+func trickle(c net.Conn, size int, pause time.Duration, stop <-chan struct{}) {
+	buf := make([]byte, size)
 	for {
 		if _, err := io.ReadFull(c, buf); err != nil {
 			return
@@ -68,7 +68,7 @@ func TestSendDeadlineFollowsProgress(t *testing.T) {
 	rc, cl := sendPair(t)
 	stop := make(chan struct{})
 	defer close(stop)
-	go trickle(cl, 20*time.Millisecond, stop)
+	go trickle(cl, 16<<10, 20*time.Millisecond, stop)
 	// About 800 KiB/s at best: 2 MiB take well past the 300 ms span.
 	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, err, took := writeIn(rc, 2<<20); err != nil {
@@ -103,22 +103,10 @@ func TestSendDeadlineCutsTricklingClient(t *testing.T) {
 	rc, cl := sendPair(t)
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() {
-		// 1 KiB every 20 ms: under 50 KiB/s, against 64 KiB a second.
-		// (The client's kernel opens its window only once several KiB
-		// are free, so the span must be long enough to see bytes move.)
-		buf := make([]byte, 1<<10)
-		for {
-			if _, err := io.ReadFull(cl, buf); err != nil {
-				return
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
+	// 1 KiB every 20 ms: under 50 KiB/s, against 64 KiB a second. (The
+	// client's kernel opens its window only once several KiB are free,
+	// so the span must be long enough to see bytes move.)
+	go trickle(cl, 1<<10, 20*time.Millisecond, stop)
 	// Without a cut the write would take over 20 minutes: end it sooner.
 	guard := time.AfterFunc(15*time.Second, func() { cl.Close() })
 	defer guard.Stop()
@@ -139,7 +127,7 @@ func TestAbsoluteDeadlineEndsSendDeadline(t *testing.T) {
 		rc, cl := sendPair(t)
 		stop := make(chan struct{})
 		defer close(stop)
-		go trickle(cl, 20*time.Millisecond, stop)
+		go trickle(cl, 16<<10, 20*time.Millisecond, stop)
 		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
 		_ = rc.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
 		n, err, took := writeIn(rc, 64<<20)
@@ -151,7 +139,7 @@ func TestAbsoluteDeadlineEndsSendDeadline(t *testing.T) {
 		rc, cl := sendPair(t)
 		stop := make(chan struct{})
 		defer close(stop)
-		go trickle(cl, 20*time.Millisecond, stop)
+		go trickle(cl, 16<<10, 20*time.Millisecond, stop)
 		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
 		_ = rc.SetDeadline(time.Now().Add(300 * time.Millisecond))
 		n, err, took := writeIn(rc, 64<<20)
@@ -173,7 +161,7 @@ func TestAbsoluteDeadlineEndsSendDeadline(t *testing.T) {
 		rc, cl := sendPair(t)
 		stop := make(chan struct{})
 		defer close(stop)
-		go trickle(cl, 20*time.Millisecond, stop)
+		go trickle(cl, 16<<10, 20*time.Millisecond, stop)
 		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
 		done := make(chan error, 1)
 		go func() { _, err := rc.Write(make([]byte, 64<<20)); done <- err }()
@@ -200,19 +188,7 @@ func TestSendDeadlineSpansWrites(t *testing.T) {
 	defer close(stop)
 	// 8 KiB every 400 ms: each 8 KiB write is taken well within the 2 s
 	// span, yet the client takes ~40 KiB a span, not 64.
-	go func() {
-		buf := make([]byte, 8<<10)
-		for {
-			if _, err := io.ReadFull(cl, buf); err != nil {
-				return
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(400 * time.Millisecond):
-			}
-		}
-	}()
+	go trickle(cl, 8<<10, 400*time.Millisecond, stop)
 	guard := time.AfterFunc(20*time.Second, func() { cl.Close() })
 	defer guard.Stop()
 	buf := make([]byte, 8<<10)
