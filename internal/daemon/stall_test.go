@@ -98,16 +98,8 @@ func TestHTTP2ClientThatStopsReadingTheSocketIsCut(t *testing.T) {
 		return sc, nil
 	}
 	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/big/blobs/"+dig, nil)
-	req.SetBasicAuth(stack.User, stack.Password)
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getBigBlob(t, st, tr, dig, 2)
 	defer resp.Body.Close()
-	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
-		t.Fatalf("got %s over %s", resp.Status, resp.Proto)
-	}
 	sc.stall.Store(true)
 	defer close(sc.resume)
 	// The response ends (its access line is written) while the client
@@ -146,16 +138,8 @@ func TestHTTP1SlowButMovingClientIsNotCut(t *testing.T) {
 		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
 	}
 	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/big/blobs/"+dig, nil)
-	req.SetBasicAuth(stack.User, stack.Password)
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getBigBlob(t, st, tr, dig, 1)
 	defer resp.Body.Close()
-	if resp.ProtoMajor != 1 || resp.StatusCode != http.StatusOK {
-		t.Fatalf("got %s over %s, want 200 over HTTP/1.1", resp.Status, resp.Proto)
-	}
 	// 64 KiB every 200 ms (~320 KiB/s): once the buffers are full each
 	// 512 KiB write takes about 1.6 s, past the 1 s timeout, yet no
 	// 200 ms pass without progress.
@@ -236,4 +220,21 @@ func TestHTTP1ClientThatStopsReadingIsCut(t *testing.T) {
 			t.Fatalf("connection still open after %d bytes of answers to %d requests: the stalled write was never cut", n, requests)
 		}
 	})
+}
+
+// getBigBlob gets team-a's big blob dig through tr, which must speak HTTP
+// major version proto, and returns the 200 response, its body unread.
+func getBigBlob(t *testing.T, st *stack.Stack, tr http.RoundTripper, dig string, proto int) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/big/blobs/"+dig, nil)
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ProtoMajor != proto || resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		t.Fatalf("got %s over %s, want 200 over HTTP/%d", resp.Status, resp.Proto, proto)
+	}
+	return resp
 }
