@@ -46,9 +46,12 @@ func TestProbeLocalDialFailureIsNoVerdict(t *testing.T) {
 	}
 	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.EADDRNOTAVAIL} {
 		fail.Store(&e)
-		before := dials.Load()
+		before, aside := dials.Load(), setAside(t, s, n.Host, "local")
 		for range 2 * agree {
 			p.round(ctx)
+		}
+		if got := setAside(t, s, n.Host, "local") - aside; got != 2*agree {
+			t.Fatalf("%v: nexmux_upstream_probes_set_aside_total{reason=\"local\"} rose by %v over %d probes that could not dial", e, got, 2*agree)
 		}
 		if dials.Load() == before {
 			t.Fatal("no probe dialled")

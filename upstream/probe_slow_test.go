@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // A probe that times out while the node answers real requests is no
@@ -70,8 +72,14 @@ func TestProbeTimeoutWhileNodeAnswersIsNoVerdict(t *testing.T) {
 	} {
 		c.slow.Store(true)
 		stop := answering()
+		before := setAside(t, s, n.Host, "busy")
 		rounds()
 		stop()
+		// Alertable, not only in the table: a status endpoint that hangs
+		// for good would otherwise show only in lastError.
+		if got := setAside(t, s, n.Host, "busy") - before; got != agree {
+			t.Fatalf("%s: nexmux_upstream_probes_set_aside_total{reason=\"busy\"} rose by %v over %d set-aside probes", c.name, got, agree)
+		}
 		if st := n.State(); st != Writable {
 			t.Fatalf("%s probe timing out while the node answers real requests: state %v, want writable kept", c.name, st)
 		}
@@ -126,4 +134,32 @@ func TestProbeTimeoutAfterClockStepBackIsBelieved(t *testing.T) {
 	if st := n.State(); st != Down {
 		t.Fatalf("frozen node after the wall clock stepped back: state %v (%s), want down", st, s.Table()[0].LastError)
 	}
+}
+
+// setAside reads nexmux_upstream_probes_set_aside_total for node and
+// reason from s's metrics.
+func setAside(t *testing.T, s *Set, node, reason string) float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "nexmux_upstream_probes_set_aside_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["node"] == node && labels["reason"] == reason {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no nexmux_upstream_probes_set_aside_total{node=%q,reason=%q}", node, reason)
+	return 0
 }
