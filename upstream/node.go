@@ -67,6 +67,9 @@ type Node struct {
 	// answered counts real requests' 2xx/3xx answers: a count, not a
 	// time, so a wall clock stepped back cannot date old answers later.
 	answered atomic.Int64
+	// setAside counts probes that were no verdict, by reason (asideBusy,
+	// asideLocal), for metrics.
+	setAside [2]atomic.Uint64
 
 	mu        sync.Mutex
 	state     State

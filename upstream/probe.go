@@ -113,9 +113,9 @@ func (p *prober) round(ctx context.Context) {
 			switch {
 			case ctx.Err() != nil:
 			case st == noVerdict && busy:
-				p.s.observeNoVerdict(n, "probe timed out while the node answered requests (busy, not down; state kept)", why)
+				p.s.observeNoVerdict(n, asideBusy, why)
 			case st == noVerdict:
-				p.s.observeNoVerdict(n, "not probed (nexmux's own dial failed; state kept)", why)
+				p.s.observeNoVerdict(n, asideLocal, why)
 			default:
 				p.s.observeProbe(n, st, reachable, connectErr, why)
 			}
@@ -210,10 +210,24 @@ func LocalDialFailure(err error) bool {
 	return false
 }
 
+// Why a probe was no verdict: the index of Node.setAside, and what the
+// table and the log say of it.
+const (
+	asideBusy = iota
+	asideLocal
+)
+
+var asideReasons = [...]struct{ label, what string }{
+	asideBusy:  {"busy", "probe timed out while the node answered requests (busy, not down; state kept)"},
+	asideLocal: {"local", "not probed (nexmux's own dial failed; state kept)"},
+}
+
 // observeNoVerdict keeps the node's state but says what and why in the
-// table, and in the log once a streak: a state no probe confirms is
-// otherwise invisible (a node gone meanwhile would still read writable).
-func (s *Set) observeNoVerdict(n *Node, what, why string) {
+// table, the metrics, and the log once a streak: a state no probe confirms
+// is otherwise invisible (a node gone meanwhile would still read writable).
+func (s *Set) observeNoVerdict(n *Node, reason int, why string) {
+	n.setAside[reason].Add(1)
+	what := asideReasons[reason].what
 	n.mu.Lock()
 	first := !n.unprobed
 	n.unprobed = true

@@ -58,6 +58,8 @@ var (
 		"Requests moved to another node before their response started.", []string{"kind", "reason"}, nil)
 	descResumes = prometheus.NewDesc("nexmux_upstream_resumes_total",
 		"Blob downloads continued from another node after the first broke mid-stream.", nil, nil)
+	descSetAside = prometheus.NewDesc("nexmux_upstream_probes_set_aside_total",
+		"Probes of each node that counted for nothing: busy (timed out while the node answered real requests) or local (nexmux's own dial failed).", []string{"node", "reason"}, nil)
 	descAffinity = prometheus.NewDesc("nexmux_upload_affinity_total",
 		"Upload follow-ups by how their node was found: hit, absent, tampered, asked, unknown.", []string{"result"}, nil)
 )
@@ -69,6 +71,7 @@ func (s *Set) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descFailovers
 	ch <- descResumes
 	ch <- descAffinity
+	ch <- descSetAside
 }
 
 // Collect implements prometheus.Collector.
@@ -83,6 +86,9 @@ func (s *Set) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, n.Host, st.String())
 		}
 		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(n.InFlight()), n.Host)
+		for i, r := range asideReasons {
+			ch <- prometheus.MustNewConstMetric(descSetAside, prometheus.CounterValue, float64(n.setAside[i].Load()), n.Host, r.label)
+		}
 	}
 	s.stats.mu.Lock()
 	for k, v := range s.stats.failovers {

@@ -13,6 +13,7 @@ import (
 func TestFreshMetricsStartAtZero(t *testing.T) {
 	c := config.Defaults()
 	c.Port = []string{"18082=team-a"}
+	c.Upstream = []string{"http://nexus-0:8081", "http://nexus-1:8081"}
 	b, err := c.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +50,12 @@ func TestFreshMetricsStartAtZero(t *testing.T) {
 	for _, k := range []string{"read", "write"} {
 		for _, r := range []string{"connect", "reset", "down", "status", "busy"} {
 			want = append(want, "nexmux_upstream_failovers_total kind="+k+" reason="+r)
+		}
+	}
+	// README, HA: probes set aside, per node.
+	for _, n := range []string{"nexus-0:8081", "nexus-1:8081"} {
+		for _, r := range []string{"busy", "local"} {
+			want = append(want, "nexmux_upstream_probes_set_aside_total node="+n+" reason="+r)
 		}
 	}
 	for _, w := range want {
