@@ -30,6 +30,7 @@ type routedConn struct {
 	sendMoved int           // bytes taken toward the next sendQuantum
 	sendLeft  time.Duration // sendEnd - now when the last write ended
 	sendIdle  bool          // no write since the last ended: sendEnd is stale
+	sendCheck time.Time     // the socket's write deadline, set as a check
 	sending   atomic.Bool   // sendSpan > 0, read by writes without dmu
 	absolute  bool          // a non-zero absolute write deadline is in force
 

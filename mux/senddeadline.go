@@ -59,7 +59,14 @@ func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	c.sendSpan, c.sendEnd, c.sendMoved = span, t, 0
 	c.sendLeft, c.sendIdle = span, true
 	c.sending.Store(true)
-	return c.Conn.SetWriteDeadline(c.nextCheck(now))
+	return c.setCheck(now)
+}
+
+// setCheck sets the socket's write deadline to the next check (c.dmu
+// held).
+func (c *routedConn) setCheck(now time.Time) error {
+	c.sendCheck = c.nextCheck(now)
+	return c.Conn.SetWriteDeadline(c.sendCheck)
 }
 
 // sendQuantum is what a client must take within a send deadline's span to
@@ -119,13 +126,18 @@ func (c *routedConn) writeSocket(p []byte) (int, error) {
 
 // sendResume starts a write under a send deadline: the time since the
 // last write ended was Nexus's, so the budget left then is given again.
+// A check still ahead is kept (moving the socket's timer costs more than a
+// small response's write): it is at most a check's interval away, so it
+// comes no later than that after the new end.
 func (c *routedConn) sendResume() {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	if c.sendSpan > 0 && c.sendIdle {
 		now := time.Now()
 		c.sendEnd, c.sendIdle = now.Add(c.sendLeft), false
-		_ = c.Conn.SetWriteDeadline(c.nextCheck(now))
+		if !c.sendCheck.After(now) {
+			_ = c.setCheck(now)
+		}
 	}
 }
 
@@ -167,5 +179,5 @@ func (c *routedConn) sendGoesOn(moved int) bool {
 	if !now.Before(c.sendEnd) {
 		return false
 	}
-	return c.Conn.SetWriteDeadline(c.nextCheck(now)) == nil
+	return c.setCheck(now) == nil
 }
