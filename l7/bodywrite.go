@@ -52,6 +52,8 @@ type upstreamConn struct {
 	// which Write keeps when sooner than its own: crypto/tls bounds its
 	// close_notify by 5 s, then by a deadline in the past.
 	deadline atomic.Int64
+	// armed is the socket's write deadline (unix ns, 0: none).
+	armed atomic.Int64
 }
 
 func (c *upstreamConn) SetWriteDeadline(t time.Time) error {
@@ -65,11 +67,12 @@ func (c *upstreamConn) SetDeadline(t time.Time) error {
 }
 
 func (c *upstreamConn) keep(t time.Time) {
-	if t.IsZero() {
-		c.deadline.Store(0)
-	} else {
-		c.deadline.Store(t.UnixNano())
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
 	}
+	c.deadline.Store(ns)
+	c.armed.Store(ns)
 }
 
 type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -93,21 +96,37 @@ func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 	return copyBatched(c, r) // through Write, for its deadline
 }
 
-// Write must make progress within upstreamSendTimeout: the deadline is set
-// afresh for each write and after each partial one, so only a node that
+// Write must make progress within upstreamSendTimeout: the deadline is
+// due afresh for each write and after each partial one, so only a node that
 // takes no byte for that long fails it, never a long or slow upload. A
 // stop after a partial write is seen at the deadline: up to twice as long.
+// The socket's deadline is moved only once it is more than a sixteenth of
+// the timeout early (moving its timer costs more than writing a small
+// request); one that comes early is moved then, so none fails a write early.
 func (c *upstreamConn) Write(b []byte) (int, error) {
+	timeout := upstreamSendTimeout.Load()
 	written := 0
+	var due int64 // 0: a fresh deadline
 	for {
-		d := time.Now().Add(time.Duration(upstreamSendTimeout.Load()))
-		if own := c.deadline.Load(); own != 0 && own < d.UnixNano() {
-			d = time.Unix(0, own)
+		now := time.Now().UnixNano()
+		if due == 0 {
+			due = now + timeout
+			if own := c.deadline.Load(); own != 0 && own < due {
+				due = own
+			}
 		}
-		_ = c.Conn.SetWriteDeadline(d)
+		if a := c.armed.Load(); a <= now || a > due || due-a > timeout/16 {
+			c.armed.Store(due)
+			_ = c.Conn.SetWriteDeadline(time.Unix(0, due))
+		}
 		n, err := c.Conn.Write(b[written:])
 		written += n
-		if err == nil || n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		switch {
+		case err == nil || !errors.Is(err, os.ErrDeadlineExceeded):
+			return written, err
+		case n > 0:
+			due = 0
+		case time.Now().UnixNano() >= due:
 			return written, err
 		}
 	}
