@@ -757,6 +757,31 @@ func TestCheckReportsIptablesSettings(t *testing.T) {
 			t.Errorf("check with %q: exit %d\n%s%s", extra, code, out, errs)
 		}
 	}
+	// The unit or init container may give them by environment or flag
+	// instead: check reads them where iptables does, with the same
+	// precedence, so a valid file's bad NEXMUX_CHAIN is reported too.
+	t.Setenv("NEXMUX_CHAIN", "OUTPUT")
+	t.Setenv("NEXMUX_FAMILIES", "iptables,nft")
+	for _, args := range [][]string{{}, {"--chain", "INPUT"}, {"--families", "pf"}} {
+		_, errs, code := run(t, append([]string{"check", "--config", file}, args...)...)
+		want := []string{`chain "OUTPUT" is a built-in chain`, `family "nft"`}
+		if len(args) > 0 && args[0] == "--chain" {
+			want[0] = `chain "INPUT" is a built-in chain`
+		}
+		if len(args) > 0 && args[0] == "--families" {
+			want[1] = `family "pf"`
+		}
+		for _, w := range want {
+			if code != exitInvalid || !strings.Contains(errs, w) {
+				t.Errorf("check %q with NEXMUX_CHAIN, NEXMUX_FAMILIES: exit %d, stderr lacks %q:\n%s", args, code, w, errs)
+			}
+		}
+	}
+	t.Setenv("NEXMUX_CHAIN", "NX-ENV")
+	t.Setenv("NEXMUX_FAMILIES", "ip6tables")
+	if out, errs, code := run(t, "check", "--config", file); code != 0 || !strings.Contains(out, "team-a.example.com") {
+		t.Errorf("check with valid NEXMUX_CHAIN, NEXMUX_FAMILIES: exit %d\n%s%s", code, out, errs)
+	}
 }
 
 // Retiring a deployment, the config file may be gone before the rules:
