@@ -31,14 +31,15 @@ func env(name string) []string { return []string{config.EnvVar(name)} }
 
 // configFlags are the flags of a command that reads a configuration:
 // --config and one flag per config.Settings entry of every command or of
-// this one (Setting.Command). The file takes every setting's key: the
-// commands share it.
+// this one (Setting.Command; check also takes those it validates,
+// Setting.Checked). The file takes every setting's key: the commands share
+// it.
 func configFlags(command string) []cli.Flag {
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML file whose keys are these long flag names (precedence: flag > env > file)", EnvVars: env("config")},
 	}
 	for _, s := range config.Settings() {
-		if s.Command != "" && s.Command != command {
+		if s.Command != "" && s.Command != command && !(command == "check" && s.Checked) {
 			continue
 		}
 		envs := env(s.Name)
