@@ -15,16 +15,26 @@ import (
 
 // net/http answers a request it cannot parse (a bad request line or header,
 // a missing Host, headers over --max-header-bytes, HTTP/9.9, an unknown
-// Transfer-Encoding) itself, in plain text, before any handler runs.
+// Transfer-Encoding, an Expect other than 100-continue) itself, in plain
+// text or with no body, before any handler runs.
 // Registry clients print a Registry-API JSON error and little else, so the
 // HTTP/1 server is given its connection through h1Conn or h1TLSConn, which
 // recognise those answers by their exact shape and send the same status as
-// JSON. HTTP/2 connections stay *tls.Conn: net/http's HTTP/2 server answers
-// with stream errors, not bodies.
+// JSON. HTTP/2 connections stay *tls.Conn (net/http's HTTP/2 server needs
+// it): its own answers (stream errors, and a few plain-text or HTML bodies:
+// 431, 417, a Connection or TE header) are beyond reach here.
 
 // netHTTPErrorHeaders is what net/http writes between the status line and
 // the body of those answers (conn.serve in net/http/server.go).
 const netHTTPErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+
+// net/http's answer to an Expect other than 100-continue
+// (response.sendExpectationFailed) has no body to match, and its Date
+// stands between these two: it is recognised by its whole length.
+const (
+	netHTTP417Head = "HTTP/1.1 417 Expectation Failed\r\nConnection: close\r\nDate: "
+	netHTTP417Tail = "\r\nContent-Length: 0\r\n\r\n"
+)
 
 // maxNetHTTPErrorLine bounds those answers' status line ("400 Bad Request:
 // missing required Host header" is the longest).
@@ -114,6 +124,10 @@ func parseNetHTTPError(b []byte) (status int, detail string, ok bool) {
 	if !bytes.HasPrefix(b, []byte(pre)) {
 		return 0, "", false
 	}
+	if len(b) == len(netHTTP417Head)+len(http.TimeFormat)+len(netHTTP417Tail) &&
+		bytes.HasPrefix(b, []byte(netHTTP417Head)) && bytes.HasSuffix(b, []byte(netHTTP417Tail)) {
+		return http.StatusExpectationFailed, "", true
+	}
 	// The status line is short; a large body write is not scanned.
 	head := b[:min(len(b), len(pre)+maxNetHTTPErrorLine+len(netHTTPErrorHeaders))]
 	i := bytes.Index(head, []byte(netHTTPErrorHeaders))
@@ -147,6 +161,8 @@ func netHTTPErrorMessage(status int, detail string) string {
 		return "nexmux: unsupported Transfer-Encoding"
 	case http.StatusHTTPVersionNotSupported:
 		return "nexmux: unsupported HTTP version"
+	case http.StatusExpectationFailed:
+		return "nexmux: unsupported Expect (only 100-continue is served)"
 	}
 	if detail != "" {
 		return "nexmux: malformed HTTP request: " + detail

@@ -34,6 +34,9 @@ func TestMalformedRequestsGetRegistryErrors(t *testing.T) {
 		{"HTTP/9.9", "GET /v2/ HTTP/9.9\r\n" + host + "\r\n", 505, "unsupported HTTP version"},
 		{"unknown Transfer-Encoding", "POST /v2/ HTTP/1.1\r\n" + host + "Transfer-Encoding: gzip\r\n\r\n", 501, "unsupported Transfer-Encoding"},
 		{"headers too large", "GET /v2/ HTTP/1.1\r\n" + host + "X-Big: " + strings.Repeat("a", 12<<10) + "\r\n\r\n", 431, "request headers are too large"},
+		// net/http answers any Expect but 100-continue itself, with an
+		// empty body.
+		{"unknown Expect", "PUT /v2/app/manifests/1 HTTP/1.1\r\n" + host + "Expect: 100-continuex\r\nContent-Length: 3\r\n\r\nabc", 417, "unsupported Expect"},
 	}
 	for _, d := range h1Dials(t, m) {
 		// Each refusal is to be logged: at most 10 lines a second are

@@ -135,6 +135,7 @@ func New(router *mux.Server, o Options) *Server {
 	s.broken.Max, s.badHeader.Max = lograte.RefusalLines, lograte.RefusalLines
 	s.pending.max, s.pending.by.Max, s.pending.balancers.Max = o.MaxPending, o.MaxPendingPerClient, o.MaxPendingPerClient
 	s.pending.by.IPv6Prefix = o.PerClientIPv6Prefix
+	s.throttle.ipv6Prefix = o.PerClientIPv6Prefix
 	for _, p := range o.SNIPorts {
 		s.sniPorts[p] = true
 	}

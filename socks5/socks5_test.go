@@ -1310,3 +1310,37 @@ func TestPendingPerClientIPv6Prefix(t *testing.T) {
 		t.Fatalf("session from another /64: %v", err)
 	}
 }
+
+// With PerClientIPv6Prefix the login throttle counts one prefix as one
+// client, as the pending-session limit does: a host holding a /64 must
+// not get five fresh password guesses from every address in it.
+func TestLoginThrottlePerClientIPv6Prefix(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{
+		Users:               func() map[string]string { return map[string]string{"ci": "s3cret"} },
+		PerClientIPv6Prefix: 64,
+	}})
+	login := func(ip, password string) error {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := fmt.Fprintf(c, "PROXY TCP6 %s 2001:db8::ffff 40000 1080\r\n", ip); err != nil {
+			return err
+		}
+		_, _, err = handshake(c, &login{"ci", password}, 1, "team-a.nexmux.test", 443)
+		return err
+	}
+	for i := 1; i <= 5; i++ {
+		if err := login(fmt.Sprintf("2001:db8:1:2::%x", i), "guess"); err == nil {
+			t.Fatal("wrong password accepted")
+		}
+	}
+	if err := login("2001:db8:1:2::99", "s3cret"); err == nil {
+		t.Fatal("a sixth login from the same /64 got in after five failed ones: the throttle counts each address apart")
+	}
+	if err := login("2001:db8:1:3::1", "s3cret"); err != nil {
+		t.Fatalf("login from another /64: %v", err)
+	}
+}

@@ -5,9 +5,12 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/nexmux/nexmux/internal/perclient"
 )
 
-// Failed logins are throttled per client address: after maxLoginFailures
+// Failed logins are throttled per client (address, or IPv6 prefix with
+// --per-client-ipv6-prefix): after maxLoginFailures
 // failures (each within loginBlock of the previous one) every login from
 // that address fails, right password or not, until loginBlock has passed
 // without another try. Guessing then costs minutes per handful of tries.
@@ -19,8 +22,12 @@ const (
 )
 
 type loginThrottle struct {
-	mu sync.Mutex
-	m  map[netip.Addr]*failures
+	// ipv6Prefix is --per-client-ipv6-prefix: failures count per client
+	// as the other per-client limits do, or a host holding a /64 would
+	// get maxLoginFailures guesses from each of its addresses.
+	ipv6Prefix int
+	mu         sync.Mutex
+	m          map[netip.Addr]*failures
 }
 
 type failures struct {
@@ -30,6 +37,7 @@ type failures struct {
 
 // blocked reports whether a is throttled; a try while blocked extends it.
 func (t *loginThrottle) blocked(a netip.Addr) bool {
+	a = perclient.Key(a, t.ipv6Prefix)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.m[a]
@@ -45,6 +53,7 @@ func (t *loginThrottle) blocked(a netip.Addr) bool {
 
 // failed counts a failure and reports whether a is now blocked.
 func (t *loginThrottle) failed(a netip.Addr) bool {
+	a = perclient.Key(a, t.ipv6Prefix)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.m == nil {
@@ -69,6 +78,7 @@ func (t *loginThrottle) failed(a netip.Addr) bool {
 }
 
 func (t *loginThrottle) succeeded(a netip.Addr) {
+	a = perclient.Key(a, t.ipv6Prefix)
 	t.mu.Lock()
 	delete(t.m, a)
 	t.mu.Unlock()

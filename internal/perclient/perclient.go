@@ -20,12 +20,17 @@ type Counter struct {
 	n          map[netip.Addr]int
 }
 
-// key is the client a counts as: IPv4-mapped IPv6 as IPv4, IPv6 cut to
-// IPv6Prefix.
-func (c *Counter) key(a netip.Addr) netip.Addr {
+// key is the client a counts as (Key).
+func (c *Counter) key(a netip.Addr) netip.Addr { return Key(a, c.IPv6Prefix) }
+
+// Key is the client a counts as: IPv4-mapped IPv6 as IPv4, IPv6 cut to
+// ipv6Prefix when it is 1 to 127. Whatever is kept per client (counts,
+// failed logins) must be keyed by it, or a host holding a whole prefix
+// escapes it with a fresh address.
+func Key(a netip.Addr, ipv6Prefix int) netip.Addr {
 	a = a.Unmap()
-	if a.Is6() && c.IPv6Prefix > 0 && c.IPv6Prefix < 128 {
-		if p, err := a.Prefix(c.IPv6Prefix); err == nil {
+	if a.Is6() && ipv6Prefix > 0 && ipv6Prefix < 128 {
+		if p, err := a.Prefix(ipv6Prefix); err == nil {
 			return p.Addr()
 		}
 	}
