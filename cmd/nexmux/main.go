@@ -112,7 +112,48 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 			s.Set(cfg, v)
 		}
 	}
+	if c.Command != nil && c.Command.Name == "check" {
+		errs = errlist.Append(errs, otherCommandsEnv(cfg, "check"))
+	}
 	return cfg, errlist.Err(errs)
+}
+
+// otherCommandsEnv applies the environment variables of the settings only
+// another command reads (NEXMUX_CHAIN of `nexmux iptables`), which are no
+// flags of command: check reports what that command would refuse in them,
+// as it does in their config file keys. serve ignores them.
+func otherCommandsEnv(cfg *config.Config, command string) error {
+	var errs *multierror.Error
+	for _, s := range config.Settings() {
+		if s.Command == "" || s.Command == command {
+			continue
+		}
+		name, text := fromEnv([]string{s.Env()})
+		if name == "" {
+			continue
+		}
+		var v any
+		switch d := s.Default().(type) {
+		case string:
+			v = text
+		case []string:
+			l := s.SplitEnv(text)
+			if len(l) == 0 {
+				continue // blanks and commas: unset, as for a flag's variable
+			}
+			v = l
+		default:
+			var err error
+			if v, err = (&rawValue{text: text, env: name}).parse(s.Name, d); err != nil {
+				errs = errlist.Append(errs, err)
+				continue
+			}
+		}
+		if cfg != nil {
+			s.Set(cfg, v)
+		}
+	}
+	return errlist.Err(errs)
 }
 
 // build loads and validates the configuration, every problem listed at once.
