@@ -797,6 +797,35 @@ func TestCheckReportsIptablesEnvironment(t *testing.T) {
 	}
 }
 
+// serve ignores the iptables keys of the file it shares with `nexmux
+// iptables` (README, Legacy connector ports), a value that does not parse
+// as well as one that iptables would refuse: `jumps: maybe` stopped serve.
+func TestServeIgnoresIptablesKeys(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	body := "cert: [" + crt + "]\nkey: [" + key + "]\nroute: [team-a.example.com=team-a]\n" +
+		"chain: PREROUTING\nfamilies: [nft]\njumps: maybe\nload: often\n"
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	app := &cli.App{Commands: []*cli.Command{{Name: "serve", Flags: configFlags("serve"),
+		Action: func(c *cli.Context) error { _, err = build(c); return nil }}}}
+	if rerr := runApp(app, []string{"nexmux", "serve", "--config", file}); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil {
+		t.Errorf("serve refused a configuration over its iptables keys:\n%v", err)
+	}
+	// check still reports them.
+	_, errs, code := run(t, "check", "--config", file)
+	for _, want := range []string{`jumps: line 6: "maybe"`, `load: line 7: "often"`} {
+		if code != exitInvalid || !strings.Contains(errs, want) {
+			t.Errorf("check: exit %d, stderr lacks %q:\n%s", code, want, errs)
+		}
+	}
+}
+
 // Retiring a deployment, the config file may be gone before the rules:
 // --delete then removes the chain given by --chain or NEXMUX_CHAIN, with a
 // warning. Without one it is refused, and the error says what to give:
