@@ -78,6 +78,11 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 	}
 	if file != "" {
 		err := cfg.ApplyFile(file)
+		if c.Command != nil && c.Command.Name == "serve" {
+			var ignored []string
+			ignored, err = othersKeysIgnored(err, "serve")
+			cfg.EnvWarnings = append(cfg.EnvWarnings, ignored...)
+		}
 		errs = errlist.Append(errs, err)
 		switch {
 		case config.Unreadable(err):
@@ -116,6 +121,31 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		errs = errlist.Append(errs, otherCommandsEnv(cfg, "check"))
 	}
 	return cfg, errlist.Err(errs)
+}
+
+// othersKeysIgnored takes out of err (ApplyFile's) the bad values of keys
+// only another command reads (`jumps:` of nexmux iptables), as warnings:
+// command ignores those keys whatever they hold, as it ignores good ones.
+func othersKeysIgnored(err error, command string) ([]string, error) {
+	var me *multierror.Error
+	if !errors.As(err, &me) {
+		return nil, err
+	}
+	owner := map[string]string{}
+	for _, s := range config.Settings() {
+		owner[s.Name] = s.Command
+	}
+	var keep *multierror.Error
+	var ignored []string
+	for _, e := range me.Errors {
+		var se *config.SettingError
+		if errors.As(e, &se) && owner[se.Setting] != "" && owner[se.Setting] != command {
+			ignored = append(ignored, fmt.Sprintf("%v (ignored by %s: only nexmux %s reads it)", e, command, owner[se.Setting]))
+			continue
+		}
+		keep = errlist.Append(keep, e)
+	}
+	return ignored, errlist.Err(keep)
 }
 
 // otherCommandsEnv applies the environment variables of the settings only
