@@ -23,7 +23,7 @@ func (st *Stats) init() {
 	// Every series at 0 from the start: one born at 1 hides its first
 	// failover from increase() and rate().
 	for _, kind := range []string{"read", "write"} {
-		for _, reason := range []string{"connect", "reset", "down", "status", "busy"} {
+		for _, reason := range []string{"connect", "reset", "down", "status", "busy", "local"} {
 			st.failovers[[2]string{kind, reason}] = 0
 		}
 	}
@@ -31,7 +31,7 @@ func (st *Stats) init() {
 }
 
 // Failover counts a request moved to another node. kind is "read" or
-// "write"; reason "connect", "reset", "status", "down" or "busy".
+// "write"; reason "connect", "reset", "status", "down", "busy" or "local".
 func (s *Set) Failover(kind, reason string) {
 	s.stats.mu.Lock()
 	s.stats.failovers[[2]string{kind, reason}]++

@@ -79,6 +79,11 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 	}
 	if file != "" {
 		err := cfg.ApplyFile(file)
+		if c.Command != nil && c.Command.Name == "serve" {
+			var ignored []string
+			ignored, err = othersKeysIgnored(err, "serve")
+			cfg.EnvWarnings = append(cfg.EnvWarnings, ignored...)
+		}
 		errs = errlist.Append(errs, err)
 		switch {
 		case config.Unreadable(err):
@@ -113,7 +118,73 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 			s.Set(cfg, v)
 		}
 	}
+	if c.Command != nil && c.Command.Name == "check" {
+		errs = errlist.Append(errs, otherCommandsEnv(cfg, "check"))
+	}
 	return cfg, errlist.Err(errs)
+}
+
+// othersKeysIgnored takes out of err (ApplyFile's) the bad values of keys
+// only another command reads (`jumps:` of nexmux iptables), as warnings:
+// command ignores those keys whatever they hold, as it ignores good ones.
+func othersKeysIgnored(err error, command string) ([]string, error) {
+	var me *multierror.Error
+	if !errors.As(err, &me) {
+		return nil, err
+	}
+	owner := map[string]string{}
+	for _, s := range config.Settings() {
+		owner[s.Name] = s.Command
+	}
+	var keep *multierror.Error
+	var ignored []string
+	for _, e := range me.Errors {
+		var se *config.SettingError
+		if errors.As(e, &se) && owner[se.Setting] != "" && owner[se.Setting] != command {
+			ignored = append(ignored, fmt.Sprintf("%v (ignored by %s: only nexmux %s reads it)", e, command, owner[se.Setting]))
+			continue
+		}
+		keep = errlist.Append(keep, e)
+	}
+	return ignored, errlist.Err(keep)
+}
+
+// otherCommandsEnv applies the environment variables of the settings only
+// another command reads (NEXMUX_CHAIN of `nexmux iptables`), which are no
+// flags of command: check reports what that command would refuse in them,
+// as it does in their config file keys. serve ignores them.
+func otherCommandsEnv(cfg *config.Config, command string) error {
+	var errs *multierror.Error
+	for _, s := range config.Settings() {
+		if s.Command == "" || s.Command == command {
+			continue
+		}
+		name, text := fromEnv([]string{s.Env()})
+		if name == "" {
+			continue
+		}
+		var v any
+		switch d := s.Default().(type) {
+		case string:
+			v = text
+		case []string:
+			l := s.SplitEnv(text)
+			if len(l) == 0 {
+				continue // blanks and commas: unset, as for a flag's variable
+			}
+			v = l
+		default:
+			var err error
+			if v, err = (&rawValue{text: text, env: name}).parse(s.Name, d); err != nil {
+				errs = errlist.Append(errs, err)
+				continue
+			}
+		}
+		if cfg != nil {
+			s.Set(cfg, v)
+		}
+	}
+	return errlist.Err(errs)
 }
 
 // build loads and validates the configuration, every problem listed at once.

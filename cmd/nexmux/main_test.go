@@ -784,6 +784,73 @@ func TestCheckReportsIptablesSettings(t *testing.T) {
 	}
 }
 
+// The iptables settings are environment variables as well as file keys
+// (README, Legacy connector ports), and check reports what `nexmux
+// iptables` would refuse in them either way: NEXMUX_CHAIN=PREROUTING is
+// refused by the iptables unit, so check must not pass it.
+func TestCheckReportsIptablesEnvironment(t *testing.T) {
+	crt, key := certFiles(t)
+	args := []string{"check", "--cert", crt, "--key", key, "--route", "team-a.example.com=team-a"}
+	t.Setenv("NEXMUX_CHAIN", "PREROUTING")
+	t.Setenv("NEXMUX_FAMILIES", "iptables,nft")
+	t.Setenv("NEXMUX_JUMPS", "maybe")
+	_, errs, code := run(t, args...)
+	if code != exitInvalid {
+		t.Fatalf("check: exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{`chain "PREROUTING" is a built-in chain`, `family "nft"`, `jumps "maybe" (from NEXMUX_JUMPS)`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("check: stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	// The environment wins over the file, as for every setting.
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("chain: NX-FILE\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := run(t, append(args, "--config", file)...); code != exitInvalid || !strings.Contains(errs, `chain "PREROUTING"`) {
+		t.Errorf("check with a file: exit %d, want the environment's chain refused:\n%s", code, errs)
+	}
+	// Valid values, or blank ones, leave check as it was.
+	for _, v := range [][3]string{{"NX-B", "ip6tables", "false"}, {"", " , ", ""}} {
+		t.Setenv("NEXMUX_CHAIN", v[0])
+		t.Setenv("NEXMUX_FAMILIES", v[1])
+		t.Setenv("NEXMUX_JUMPS", v[2])
+		if out, errs, code := run(t, args...); code != 0 || !strings.Contains(out, "team-a.example.com") {
+			t.Errorf("check with %q: exit %d\n%s%s", v, code, out, errs)
+		}
+	}
+}
+
+// serve ignores the iptables keys of the file it shares with `nexmux
+// iptables` (README, Legacy connector ports), a value that does not parse
+// as well as one that iptables would refuse: `jumps: maybe` stopped serve.
+func TestServeIgnoresIptablesKeys(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	body := "cert: [" + crt + "]\nkey: [" + key + "]\nroute: [team-a.example.com=team-a]\n" +
+		"chain: PREROUTING\nfamilies: [nft]\njumps: maybe\nload: often\n"
+	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	app := &cli.App{Commands: []*cli.Command{{Name: "serve", Flags: configFlags("serve"),
+		Action: func(c *cli.Context) error { _, err = build(c); return nil }}}}
+	if rerr := runApp(app, []string{"nexmux", "serve", "--config", file}); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil {
+		t.Errorf("serve refused a configuration over its iptables keys:\n%v", err)
+	}
+	// check still reports them.
+	_, errs, code := run(t, "check", "--config", file)
+	for _, want := range []string{`jumps: line 6: "maybe"`, `load: line 7: "often"`} {
+		if code != exitInvalid || !strings.Contains(errs, want) {
+			t.Errorf("check: exit %d, stderr lacks %q:\n%s", code, want, errs)
+		}
+	}
+}
+
 // Retiring a deployment, the config file may be gone before the rules:
 // --delete then removes the chain given by --chain or NEXMUX_CHAIN, with a
 // warning. Without one it is refused, and the error says what to give:

@@ -116,8 +116,9 @@ type Config struct {
 	// reload watches it beside the certificates.
 	File string
 	// EnvWarnings are what the command found odd in the environment it
-	// read (a Kubernetes service link in NEXMUX_PORT); Build adds them to
-	// the Runtime's Warnings, which serve logs and check prints.
+	// read (a Kubernetes service link in NEXMUX_PORT) or set aside from the
+	// file (serve: a bad iptables key); Build adds them to the Runtime's
+	// Warnings, which serve logs and check prints.
 	EnvWarnings []string
 }
 

@@ -304,7 +304,9 @@ var settings = []Setting{
 	{Name: "max-requests-per-client", def: DefaultMaxRequestsPerClient, Reload: Restart,
 		Usage: "answer 429 to a client address with this many requests in flight (0: no limit)",
 		ptr:   func(c *Config) any { return &c.MaxRequestsPerClient }},
-	{Name: "per-client-ipv6-prefix", def: 128, Reload: Restart,
+	// 0 counts each address too: the same running value as 128, so a reload
+	// writing the one for the other changes nothing.
+	{Name: "per-client-ipv6-prefix", def: 128, Reload: Restart, effective: zeroMeans(128),
 		Usage: "count every IPv6 address within a prefix of this length as one client for the per-client limits (64: a host holding a /64 is one client; 128 or 0: each address)",
 		ptr:   func(c *Config) any { return &c.PerClientIPv6Prefix }},
 	{Name: "log-format", def: "text", Reload: Restart, effective: zeroMeans("text"),

@@ -110,6 +110,9 @@ func TestRestartNeeded(t *testing.T) {
 			c.HealthInterval, c.UpstreamMaxConns, c.PlainHTTPScheme = 2*time.Second, 200, "http"
 		}, nil},
 		{"other spellings", func(c *Config) { c.LogLevel, c.LogFormat = "INFO", "text" }, nil},
+		// 0 is per-client-ipv6-prefix's other spelling of 128: each address.
+		{"per-client-ipv6-prefix 0 for 128", func(c *Config) { c.PerClientIPv6Prefix = 0 }, nil},
+		{"per-client-ipv6-prefix changed", func(c *Config) { c.PerClientIPv6Prefix = 64 }, []string{"per-client-ipv6-prefix"}},
 		{"log level and format left empty", func(c *Config) { c.LogLevel, c.LogFormat = "", "" }, nil},
 		{"default changed", func(c *Config) { c.IdleTimeout, c.PlainHTTPScheme, c.LogLevel = time.Minute, "https", "Debug" },
 			[]string{"plain-http-scheme", "idle-timeout", "log-level"}},

@@ -46,9 +46,10 @@ func TestFreshMetricsStartAtZero(t *testing.T) {
 		"socks5_denied", "socks5_auth", "socks5_pending", "passthrough_dial", "tls_handshake", "closed"} {
 		want = append(want, "nexmux_handshake_failures_total reason="+r)
 	}
-	// README, HA: kind read/write, reason connect, reset, down, status, busy.
+	// README, HA: kind read/write, reason connect, reset, down, status,
+	// busy, local.
 	for _, k := range []string{"read", "write"} {
-		for _, r := range []string{"connect", "reset", "down", "status", "busy"} {
+		for _, r := range []string{"connect", "reset", "down", "status", "busy", "local"} {
 			want = append(want, "nexmux_upstream_failovers_total kind="+k+" reason="+r)
 		}
 	}
