@@ -150,13 +150,15 @@ func othersKeysIgnored(err error, command string) ([]string, error) {
 }
 
 // otherCommandsEnv applies the environment variables of the settings only
-// another command reads (NEXMUX_CHAIN of `nexmux iptables`), which are no
+// another command reads (NEXMUX_JUMPS of `nexmux iptables`), which are no
 // flags of command: check reports what that command would refuse in them,
-// as it does in their config file keys. serve ignores them.
+// as it does in their config file keys. serve ignores them. Those check
+// takes as flags (Setting.Checked) were read with the flags, which come
+// first.
 func otherCommandsEnv(cfg *config.Config, command string) error {
 	var errs *multierror.Error
 	for _, s := range config.Settings() {
-		if s.Command == "" || s.Command == command {
+		if s.Command == "" || s.Command == command || (command == "check" && s.Checked) {
 			continue
 		}
 		name, text := fromEnv([]string{s.Env()})
