@@ -1,0 +1,252 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
+
+	"github.com/nexmux/nexmux/fixtures"
+	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
+)
+
+// replicaOf starts one more nexmux with st's configuration changed by
+// edit (nil: unchanged) and, with file set, reloading from that YAML file
+// applied over it: a replica that shares nothing with st's daemon.
+func replicaOf(t *testing.T, st *stack.Stack, edit func(*config.Config), file string) (string, *daemon.Daemon, *config.Runtime) {
+	t.Helper()
+	c := *st.Runtime.Config
+	c.Listen = "127.0.0.1:0"
+	c.Cert = []string{filepath.Join(st.CertDir, "server.crt")}
+	c.Key = []string{filepath.Join(st.CertDir, "server.key")}
+	c.Upstream = slices.Clone(c.Upstream)
+	if edit != nil {
+		edit(&c)
+	}
+	build := func() (*config.Runtime, error) {
+		c := c
+		if file != "" {
+			if err := c.ApplyFile(file); err != nil {
+				return nil, err
+			}
+			c.File = file
+		}
+		rt, err := c.Build()
+		if err != nil {
+			return &config.Runtime{Config: &c}, err
+		}
+		return rt, nil
+	}
+	b, err := build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := daemon.Options{Logger: discardLogger()}
+	if file != "" {
+		opts.Reload = build
+	}
+	d, err := daemon.New(b, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = d.Shutdown(ctx)
+	})
+	return d.Addr("listen").String(), d, b
+}
+
+// viaReplica is an HTTP/1.1 client transport whose connections all go to
+// the replica at addr, whatever name the request is for.
+func viaReplica(st *stack.Stack, addr string) *http.Transport {
+	return &http.Transport{
+		DialTLSContext: func(ctx context.Context, _, a string) (net.Conn, error) {
+			host, _, _ := net.SplitHostPort(a)
+			return dialTLS(ctx, addr, host, st)
+		},
+		DisableKeepAlives: true,
+	}
+}
+
+// Two replicas list the nodes in different orders and a token-authenticated
+// chunked push alternates between them request by request: every upload
+// stays on the node that opened it, and the pull verifies.
+func TestHAReplicasNodeOrderPush(t *testing.T) {
+	for _, style := range []fixtures.LocationStyle{fixtures.LocationRelative, fixtures.LocationRelativePrefix, fixtures.LocationAbsolute} {
+		for _, ctx := range []string{"", "/nexus"} {
+			t.Run(style.String()+ctx, func(t *testing.T) { replicasNodeOrderPush(t, fixtures.Config{LocationStyle: style, ContextPath: ctx}) })
+		}
+	}
+}
+
+func replicasNodeOrderPush(t *testing.T, fc fixtures.Config) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig(), Fixture: fc})
+	a2, d2, _ := replicaOf(t, st, func(c *config.Config) { slices.Reverse(c.Upstream) }, "")
+	var dials atomic.Int64
+	tr := roundRobin(st, func() []string { return []string{st.Addr, a2} }, &dials)
+	img, err := random.Image(256<<10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := st.Host("team-a") + "/ha/order:1"
+	if err := haPush(t, ref, img, tr); err != nil {
+		t.Fatal(err)
+	}
+	for uuid, by := range uploadNodes(st.NexusNodes) {
+		if len(by) != 1 {
+			t.Errorf("upload %s served by several nodes: %v", uuid, by)
+		}
+	}
+	want, _ := img.Digest()
+	if got, err := pullDigest(t, ref, tr); err != nil || got != want {
+		t.Fatalf("pull: %v %v, want %s", got, err, want)
+	}
+	for i, d := range []*daemon.Daemon{st.Daemon, d2} {
+		if n := affinity(t, d, "hit"); n == 0 {
+			t.Errorf("replica %d: no follow-up hit its tag", i)
+		}
+		for _, res := range []string{"absent", "tampered", "asked", "unknown"} {
+			if n := affinity(t, d, res); n != 0 {
+				t.Errorf("replica %d: %v follow-ups %s", i, n, res)
+			}
+		}
+	}
+}
+
+// A blob download broken when its replica went away resumes through the
+// other replica with Range after the node that served it died.
+func TestHABlobResumeViaOtherReplica(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
+	a2, _, _ := replicaOf(t, st, nil, "")
+	img, _ := random.Image(1<<20, 1)
+	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := img.Layers()
+	d, _ := ls[0].Digest()
+	rc, _ := ls[0].Compressed()
+	blob, _ := io.ReadAll(rc)
+	u := "https://" + st.Host("team-a") + "/v2/base/blobs/" + d.String()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err := viaReplica(st, st.Addr).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	etag := resp.Header.Get("Etag")
+	half := make([]byte, len(blob)/2)
+	if _, err := io.ReadFull(resp.Body, half); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	killed := 0
+	for _, n := range st.NexusNodes {
+		for _, rq := range n.Requests() {
+			if strings.Contains(rq.Path, "/blobs/") {
+				if err := n.SetKilled(true); err != nil {
+					t.Fatal(err)
+				}
+				killed++
+				break
+			}
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("%d nodes served the blob, want 1", killed)
+	}
+	req, _ = http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
+	req.SetBasicAuth(stack.User, stack.Password)
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-", len(half)))
+	req.Header.Set("If-Range", etag)
+	resp, err = viaReplica(st, a2).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusPartialContent || string(append(half, rest...)) != string(blob) {
+		t.Fatalf("resume via the other replica: %s %v, %d bytes", resp.Status, err, len(rest))
+	}
+}
+
+// Replicas that do not share a tag key (one has a secret file, the other
+// not): every follow-up is found by asking the nodes, with the client's
+// token, and a crane push alternating between them still completes.
+func TestHAReplicasAskWithToken(t *testing.T) {
+	for _, style := range []fixtures.LocationStyle{fixtures.LocationRelative, fixtures.LocationAbsolute} {
+		for _, ctx := range []string{"", "/nexus"} {
+			t.Run(style.String()+ctx, func(t *testing.T) {
+				st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig(), Fixture: fixtures.Config{LocationStyle: style, ContextPath: ctx}})
+				secret := filepath.Join(t.TempDir(), "secret")
+				if err := os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				a2, d2, _ := replicaOf(t, st, func(c *config.Config) { c.AffinitySecretFile = secret }, "")
+				var dials atomic.Int64
+				tr := roundRobin(st, func() []string { return []string{st.Addr, a2} }, &dials)
+				img, _ := random.Image(256<<10, 3)
+				ref := st.Host("team-a") + "/ha/ask:1"
+				if err := haPush(t, ref, img, tr); err != nil {
+					t.Fatal(err)
+				}
+				for uuid, by := range uploadWriters(st.NexusNodes) {
+					if len(by) != 1 {
+						t.Errorf("upload %s written on several nodes: %v", uuid, by)
+					}
+				}
+				asked := 0.0
+				for _, d := range []*daemon.Daemon{st.Daemon, d2} {
+					asked += affinity(t, d, "asked")
+				}
+				if asked == 0 {
+					t.Error("no follow-up was found by asking: the replicas shared a tag key")
+				}
+				want, _ := img.Digest()
+				if got, err := pullDigest(t, ref, tr); err != nil || got != want {
+					t.Fatalf("pull: %v %v, want %s", got, err, want)
+				}
+			})
+		}
+	}
+}
+
+// uploadWriters maps every upload session uuid to the nodes that got its
+// PATCH or PUT (asking a node about a session is a GET, not a write).
+func uploadWriters(nodes []*fixtures.Node) map[string]map[string]int {
+	out := map[string]map[string]int{}
+	for _, n := range nodes {
+		for _, rq := range n.Requests() {
+			i := strings.Index(rq.Path, "/blobs/uploads/")
+			if i < 0 || rq.Method != http.MethodPatch && rq.Method != http.MethodPut {
+				continue
+			}
+			uuid := rq.Path[i+len("/blobs/uploads/"):]
+			if out[uuid] == nil {
+				out[uuid] = map[string]int{}
+			}
+			out[uuid][n.Name()]++
+		}
+	}
+	return out
+}
+
+func affinity(t *testing.T, d *daemon.Daemon, result string) float64 {
+	t.Helper()
+	return counterValue(t, d, "nexmux_upload_affinity_total", map[string]string{"result": result})
+}
