@@ -2,10 +2,12 @@ package daemon_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/nexmux/nexmux/fixtures"
@@ -249,4 +252,128 @@ func uploadWriters(nodes []*fixtures.Node) map[string]map[string]int {
 func affinity(t *testing.T, d *daemon.Daemon, result string) float64 {
 	t.Helper()
 	return counterValue(t, d, "nexmux_upload_affinity_total", map[string]string{"result": result})
+}
+
+// A reload on replica B removes the node an upload opened through replica
+// A is on, while A has not reloaded yet (a ConfigMap reaches pods one by
+// one). The chunks alternate between the replicas: every one reaches the
+// upload's node by its tag, B handing back a tag A can check, so nothing
+// is taken for tampered nor asked. An upload opened through B afterwards
+// carries B's new key, unknown to A: A asks the nodes once, not at every
+// chunk.
+func TestHAReplicaReloadKeepsUploadTag(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("drain-timeout: 30s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a2, d2, _ := replicaOf(t, st, nil, file)
+	trs := []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a2)}
+	ds := []*daemon.Daemon{st.Daemon, d2}
+	open := func(via int) string {
+		t.Helper()
+		resp, body := do(t, trs[via], http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST via replica %d: %s %s", via, resp.Status, body)
+		}
+		return resp.Header.Get("Location")
+	}
+	counts := func() map[string]float64 {
+		m := map[string]float64{}
+		for i, d := range ds {
+			for _, res := range []string{"hit", "absent", "tampered", "asked", "unknown"} {
+				m[fmt.Sprintf("replica %d %s", i, res)] = affinity(t, d, res)
+			}
+		}
+		return m
+	}
+	loc := open(0)
+	owner, _ := sessionNode(t, st, loc)
+	var others []string
+	for _, n := range st.NexusNodes {
+		if n != owner {
+			others = append(others, n.URL())
+		}
+	}
+	if err := os.WriteFile(file, []byte("upstream: ["+strings.Join(others, ", ")+"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	replicaChunks(t, st, trs, loc, owner)
+	for k, v := range counts() {
+		if v != 0 && !strings.HasSuffix(k, " hit") {
+			t.Errorf("upload on the removed node: %s %v, want none", k, v)
+		}
+	}
+
+	// Opened through B, on a node both list: B signs with its new key.
+	before := counts()
+	loc = open(1)
+	node, _ := sessionNode(t, st, loc)
+	replicaChunks(t, st, trs, loc, node)
+	after := counts()
+	if n := after["replica 0 asked"] - before["replica 0 asked"]; n != 1 {
+		t.Errorf("replica A asked the nodes %v times for an upload of 6 chunks, want once", n)
+	}
+	for _, k := range []string{"replica 0 unknown", "replica 1 unknown", "replica 1 tampered", "replica 1 asked"} {
+		if after[k] != before[k] {
+			t.Errorf("%s: %v more", k, after[k]-before[k])
+		}
+	}
+}
+
+// replicaChunks sends 6 chunks of the upload at loc, alternating between
+// the replicas of trs starting with the second, closes it, and checks that
+// every write reached node and the blob reads back.
+func replicaChunks(t *testing.T, st *stack.Stack, trs []http.RoundTripper, loc string, node *fixtures.Node) {
+	t.Helper()
+	abs := func(l string) string {
+		if strings.HasPrefix(l, "/") {
+			return "https://" + st.Host("team-a") + l
+		}
+		return l
+	}
+	var blob []byte
+	for _, n := range st.NexusNodes {
+		n.ResetRequests()
+	}
+	send := func(i int, method, loc string, body []byte) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), method, loc, strings.NewReader(string(body)))
+		req.SetBasicAuth(stack.User, stack.Password)
+		if method == http.MethodPatch {
+			req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", len(blob), len(blob)+len(body)-1))
+		}
+		req.Header.Set("Content-Type", "application/octet-stream")
+		r, err := trs[i%len(trs)].RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode/100 != 2 {
+			t.Fatalf("%s %d via replica %d: %s %s", method, i, i%len(trs), r.Status, b)
+		}
+		return r
+	}
+	for i := 1; i <= 6; i++ {
+		chunk := []byte(fmt.Sprintf("chunk %d of %s;", i, node.Name()))
+		loc = send(i, http.MethodPatch, abs(loc), chunk).Header.Get("Location")
+		blob = append(blob, chunk...)
+	}
+	dg := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(blob))}
+	send(7, http.MethodPut, abs(loc)+"&digest="+url.QueryEscape(dg.String()), nil)
+	for _, n := range st.NexusNodes {
+		for _, rq := range n.Requests() {
+			if (rq.Method == http.MethodPatch || rq.Method == http.MethodPut) && n != node {
+				t.Errorf("a %s of the upload went to %s, opened on %s", rq.Method, n.Name(), node.Name())
+			}
+		}
+	}
+	_, got := do(t, trs[0], http.MethodGet, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/"+dg.String(), nil)
+	if got != string(blob) {
+		t.Fatalf("the blob reads back as %q, want %q", got, blob)
+	}
 }
