@@ -109,6 +109,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	rest, tag := upstream.SplitTag(r.URL.RawQuery)
 	r.URL.RawQuery = rest
 	class, digest, uuid := classify(r.Method, sub)
+	if st != nil && class == classUpload {
+		st.tag = tag
+	}
 	blobGet := class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/")
 
 	var buf [4]*upstream.Node // the node choice allocates nothing
@@ -543,7 +546,8 @@ func (d *doneBody) Close() error {
 // Location on nexmux's own upload path is tagged (relative, or on the
 // request's own host, as rewriteHeaders leaves Nexus's): never a redirect
 // elsewhere, which must not learn the tag nor get its query changed.
-func (p *Proxy) tagUpload(resp *http.Response) {
+// prev is the tag the request came with (a follow-up's), kept while valid.
+func (p *Proxy) tagUpload(resp *http.Response, prev string) {
 	loc := resp.Header.Get("Location")
 	if !strings.Contains(loc, "/blobs/uploads/") {
 		return
@@ -570,5 +574,5 @@ func (p *Proxy) tagUpload(resp *http.Response) {
 	if n == nil {
 		return
 	}
-	resp.Header.Set("Location", upstream.AddTag(loc, p.up.set.Tag(n, uuid)))
+	resp.Header.Set("Location", upstream.AddTag(loc, p.up.set.Retag(n, uuid, prev)))
 }
