@@ -377,3 +377,45 @@ func replicaChunks(t *testing.T, st *stack.Stack, trs []http.RoundTripper, loc s
 		t.Fatalf("the blob reads back as %q, want %q", got, blob)
 	}
 }
+
+// Replica B's reload leaves it one node; an upload opened through replica
+// A is on the node B dropped, which then stops. Its first follow-up
+// through B gets 404 BLOB_UPLOAD_UNKNOWN, as with several nodes left
+// (TestHAUploadOnANodeJustGone), not a 503 saying Nexus is unreachable
+// while the node B has answers.
+func TestHAReplicaReloadToOneNodeUploadNodeGone(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 2, Config: haConfig()})
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("drain-timeout: 30s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a2, d2, _ := replicaOf(t, st, nil, file)
+	resp, _ := do(t, viaReplica(st, st.Addr), http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %s", resp.Status)
+	}
+	owner, _ := sessionNode(t, st, loc)
+	var other *fixtures.Node
+	for _, n := range st.NexusNodes {
+		if n != owner {
+			other = n
+		}
+	}
+	if err := os.WriteFile(file, []byte("upstream: ["+other.URL()+"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := owner.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasPrefix(loc, "/") {
+		loc = "https://" + st.Host("team-a") + loc
+	}
+	resp, body := do(t, viaReplica(st, a2), http.MethodPatch, loc, strings.NewReader("chunk"))
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "BLOB_UPLOAD_UNKNOWN") {
+		t.Fatalf("first follow-up through the one-node replica after the upload's node stopped: %s %s", resp.Status, body)
+	}
+}
