@@ -263,9 +263,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					set.Failover(kind, "connect")
 					continue
 				}
-				if class == classUpload && len(set.Nodes()) > 1 {
+				if class == classUpload && !onlyNode(set, n) {
 					// The session's node refuses connections: gone, as
-					// when the probes had already found it down.
+					// when the probes had already found it down. Also a
+					// node a reload removed, where one node is left.
 					if sb != nil {
 						sb.finish()
 					}
@@ -335,6 +336,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		lastErr = upstream.ErrAllDown
 	}
 	return nil, lastErr
+}
+
+// onlyNode reports whether n is the set's one node: its refused connection
+// is then Nexus being down, not an upload's node gone.
+func onlyNode(set *upstream.Set, n *upstream.Node) bool {
+	nodes := set.Nodes()
+	return len(nodes) == 1 && nodes[0] == n
 }
 
 // frozenRefusal reports a write's 503 from a node the probes know is
