@@ -419,3 +419,72 @@ func TestHAReplicaReloadToOneNodeUploadNodeGone(t *testing.T) {
 		t.Fatalf("first follow-up through the one-node replica after the upload's node stopped: %s %s", resp.Status, body)
 	}
 }
+
+// Nexus sharing upload sessions between nodes: the upload's node dies
+// midway, and its chunks, alternating between two replicas, go on at
+// another node that knows the session, whose blob reads back whole. The
+// probes are slow here: each replica learns of the death from the chunk
+// it sends there (a refused connection), and must then ask the other nodes
+// as when its probes had found the node down.
+func TestHAReplicasSharedUploadOutlivesItsNode(t *testing.T) {
+	cfg := haConfig()
+	cfg.HealthInterval = time.Hour
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: cfg, Fixture: fixtures.Config{SharedUploads: true}})
+	a2, d2, _ := replicaOf(t, st, nil, "")
+	trs := []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a2)}
+	resp, body := do(t, trs[0], http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %s %s", resp.Status, body)
+	}
+	loc := resp.Header.Get("Location")
+	var owner *fixtures.Node // every node knows the session: the one the POST went to
+	for _, n := range st.NexusNodes {
+		for _, rq := range n.Requests() {
+			if rq.Method == http.MethodPost {
+				owner = n
+			}
+		}
+	}
+	if owner == nil {
+		t.Fatal("no node got the POST")
+	}
+	var blob []byte
+	for i := 1; i <= 6; i++ {
+		if i == 3 {
+			if err := owner.SetKilled(true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if strings.HasPrefix(loc, "/") {
+			loc = "https://" + st.Host("team-a") + loc
+		}
+		chunk := []byte(fmt.Sprintf("chunk %d;", i))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPatch, loc, strings.NewReader(string(chunk)))
+		req.SetBasicAuth(stack.User, stack.Password)
+		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", len(blob), len(blob)+len(chunk)-1))
+		r, err := trs[i%2].RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusAccepted {
+			t.Fatalf("PATCH %d via replica %d: %s %s", i, i%2, r.Status, b)
+		}
+		blob = append(blob, chunk...)
+		loc = r.Header.Get("Location")
+	}
+	dg := v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%x", sha256.Sum256(blob))}
+	if strings.HasPrefix(loc, "/") {
+		loc = "https://" + st.Host("team-a") + loc
+	}
+	if r, b := do(t, trs[1], http.MethodPut, loc+"&digest="+url.QueryEscape(dg.String()), nil); r.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %s %s", r.Status, b)
+	}
+	if _, got := do(t, trs[0], http.MethodGet, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/"+dg.String(), nil); got != string(blob) {
+		t.Fatalf("the blob reads back as %q, want %q", got, blob)
+	}
+	if affinity(t, st.Daemon, "asked")+affinity(t, d2, "asked") == 0 {
+		t.Error("no follow-up was found by asking")
+	}
+}
