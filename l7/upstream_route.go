@@ -180,8 +180,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	var suspects []suspect
 	var lastErr error
+	// askedAfter: an upload follow-up's node refused, and the nodes were
+	// asked once for another that knows the session.
+	askedAfter := false
 	queue := poolQueueTimeout
-	for i, n := range cands {
+	// Indexed: an upload follow-up may add the node found by asking.
+	for i := 0; i < len(cands); i++ {
+		n := cands[i]
 		last := i == len(cands)-1
 		sl, ok := f.up.acquire(r.Context(), n.Host, &queue)
 		if !ok {
@@ -234,7 +239,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			out.Body = io.NopCloser(bytes.NewReader(replay))
 			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(replay)), nil }
 		case sb != nil:
-			out.Body = sb.attempt(last)
+			// An upload follow-up's body stays the client's past its
+			// one node: if that node refuses, another node may know
+			// the session (sb.finish closes it on every other end).
+			out.Body = sb.attempt(last && class != classUpload)
 		}
 		n.Start()
 		t0 := time.Now()
@@ -244,8 +252,14 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			a.done()
 			switch {
 			case r.Context().Err() != nil:
+				if sb != nil {
+					sb.finish()
+				}
 				return nil, err
 			case sb != nil && sb.clientFailed() || errors.Is(err, ErrClientBody):
+				if sb != nil {
+					sb.finish()
+				}
 				return nil, errors.Join(ErrClientBody, err)
 			case upstream.LocalDialFailure(err):
 				// Short of descriptors or local ports: not the node's
@@ -264,9 +278,25 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					continue
 				}
 				if class == classUpload && !onlyNode(set, n) {
-					// The session's node refuses connections: gone, as
-					// when the probes had already found it down. Also a
+					// The session's node refuses connections: now down,
+					// so ask the others, as when the probes had already
+					// found it down (Nexus may share sessions). Also a
 					// node a reload removed, where one node is left.
+					// Nothing of the body was sent: it can go on.
+					if !askedAfter {
+						askedAfter = true
+						m, ferr := f.findUpload(r)
+						if ferr == nil && (sb == nil || sb.next()) {
+							cands = append(cands, m)
+							continue
+						}
+						if ferr != nil {
+							if sb != nil {
+								sb.finish()
+							}
+							return nil, refusalFor(ferr)
+						}
+					}
 					if sb != nil {
 						sb.finish()
 					}
@@ -391,6 +421,16 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 		// One node: it holds every session.
 		return nodes, nil
 	}
+	n, err = f.findUpload(r)
+	if err != nil {
+		return nil, err
+	}
+	return []*upstream.Node{n}, nil
+}
+
+// findUpload asks the nodes that answer which one knows the upload session.
+func (f failover) findUpload(r *http.Request) (*upstream.Node, error) {
+	set := f.up.set
 	askable := set.Askable()
 	if len(askable) == 0 {
 		// Every node is down: none was asked, so nothing says the
@@ -400,7 +440,7 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 	n, unasked := f.ask(r, askable)
 	if n != nil {
 		set.Affinity("asked")
-		return []*upstream.Node{n}, nil
+		return n, nil
 	}
 	if unasked {
 		// A node nexmux could not dial, or too busy to be asked, may
