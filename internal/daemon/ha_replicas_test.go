@@ -488,3 +488,62 @@ func TestHAReplicasSharedUploadOutlivesItsNode(t *testing.T) {
 		t.Error("no follow-up was found by asking")
 	}
 }
+
+// Replica B ejected the node of an upload opened through replica A (a
+// burst of 503s that B alone saw, now over); A did not. The upload's
+// chunks through B still go to that node, the only one that holds the
+// session, as through A, instead of 404 BLOB_UPLOAD_UNKNOWN for an upload
+// its node still holds.
+func TestHAReplicaEjectedNodeKeepsItsUploads(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
+	a2, _, rt2 := replicaOf(t, st, nil, "")
+	trs := []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a2)}
+	img, _ := random.Image(1024, 1)
+	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := do(t, trs[0], http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %s %s", resp.Status, body)
+	}
+	loc := resp.Header.Get("Location")
+	if strings.HasPrefix(loc, "/") {
+		loc = "https://" + st.Host("team-a") + loc
+	}
+	owner, _ := sessionNode(t, st, loc)
+	owner.ResetRequests()
+	owner.SetRepositoryUnavailable(true)
+	for i := 0; i < 300 && reposOn(owner) < 5; i++ {
+		if r, b := do(t, trs[1], http.MethodGet, "https://"+st.Host("team-a")+"/v2/base/manifests/1", nil); r.StatusCode != http.StatusOK {
+			t.Fatalf("manifest GET: %s %s", r.Status, b)
+		}
+	}
+	owner.SetRepositoryUnavailable(false)
+	ejected := false
+	for _, n := range rt2.Upstreams.Set().Table() {
+		if n.Node == owner.Addr() && !n.EjectedUntil.IsZero() {
+			ejected = true
+		}
+	}
+	if !ejected {
+		t.Fatalf("replica B did not eject %s", owner.Name())
+	}
+	for i, tr := range []http.RoundTripper{trs[1], trs[0]} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPatch, loc, strings.NewReader("chunk"))
+		req.SetBasicAuth(stack.User, stack.Password)
+		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", 5*i, 5*i+4))
+		r, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusAccepted {
+			t.Fatalf("PATCH %d (through replica %s): %s %s", i, []string{"B, which ejected the node", "A"}[i], r.Status, b)
+		}
+		loc = r.Header.Get("Location")
+		if strings.HasPrefix(loc, "/") {
+			loc = "https://" + st.Host("team-a") + loc
+		}
+	}
+}
