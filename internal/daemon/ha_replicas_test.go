@@ -116,6 +116,22 @@ func replicasNodeOrderPush(t *testing.T, fc fixtures.Config) {
 			t.Errorf("upload %s served by several nodes: %v", uuid, by)
 		}
 	}
+	// The push token one replica marked makes the other send the push's
+	// existence checks to the hosted repository.
+	heads := 0
+	for _, n := range st.NexusNodes {
+		for _, rq := range n.Requests() {
+			if rq.Method == http.MethodHead && rq.Repo != "" {
+				heads++
+				if rq.Repo != "team-a-hosted" || !strings.HasPrefix(rq.Header.Get("Authorization"), "Bearer ") {
+					t.Errorf("push HEAD %s went to %s with %q", rq.Path, rq.Repo, strings.SplitN(rq.Header.Get("Authorization"), " ", 2)[0])
+				}
+			}
+		}
+	}
+	if heads == 0 {
+		t.Error("no HEAD in the push")
+	}
 	want, _ := img.Digest()
 	if got, err := pullDigest(t, ref, tr); err != nil || got != want {
 		t.Fatalf("pull: %v %v, want %s", got, err, want)
