@@ -288,6 +288,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 						m, ferr := f.findUpload(r)
 						if ferr == nil && (sb == nil || sb.next()) {
 							cands = append(cands, m)
+							set.Failover(kind, "connect")
 							continue
 						}
 						if ferr != nil {

@@ -503,6 +503,10 @@ func TestHAReplicasSharedUploadOutlivesItsNode(t *testing.T) {
 	if affinity(t, st.Daemon, "asked")+affinity(t, d2, "asked") == 0 {
 		t.Error("no follow-up was found by asking")
 	}
+	moved := map[string]string{"kind": "write", "reason": "connect"}
+	if counterValue(t, st.Daemon, "nexmux_upstream_failovers_total", moved)+counterValue(t, d2, "nexmux_upstream_failovers_total", moved) == 0 {
+		t.Error("no write failover counted for the chunks that moved")
+	}
 }
 
 // Replica B ejected the node of an upload opened through replica A (a
