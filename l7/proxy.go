@@ -171,6 +171,9 @@ type reqState struct {
 	// markToken: a push-scoped token request on a split target, whose
 	// token gets pushMark (tokenmark.go).
 	markToken bool
+	// tag is an upload follow-up's affinity tag (set by the failover
+	// transport), handed back while it verifies: see Set.Retag.
+	tag string
 
 	cw       batchingWriter
 	bodyWrap countingBody
@@ -567,7 +570,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		pub.base = p.scheme(st.ci) + "://" + resp.Request.Host
 	}
 	pub.rewriteHeaders(resp.Header)
-	p.tagUpload(resp)
+	p.tagUpload(resp, st.tag)
 	if st.mirror != nil {
 		st.mirror.publicForm(resp.Header, pub.base)
 	}

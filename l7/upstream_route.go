@@ -109,6 +109,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	rest, tag := upstream.SplitTag(r.URL.RawQuery)
 	r.URL.RawQuery = rest
 	class, digest, uuid := classify(r.Method, sub)
+	if st != nil && class == classUpload {
+		st.tag = tag
+	}
 	blobGet := class == classDigest && r.Method == http.MethodGet && strings.Contains(sub, "/blobs/")
 
 	var buf [4]*upstream.Node // the node choice allocates nothing
@@ -177,8 +180,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	var suspects []suspect
 	var lastErr error
+	// askedAfter: an upload follow-up's node refused, and the nodes were
+	// asked once for another that knows the session.
+	askedAfter := false
 	queue := poolQueueTimeout
-	for i, n := range cands {
+	// Indexed: an upload follow-up may add the node found by asking.
+	for i := 0; i < len(cands); i++ {
+		n := cands[i]
 		last := i == len(cands)-1
 		sl, ok := f.up.acquire(r.Context(), n.Host, &queue)
 		if !ok {
@@ -231,7 +239,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			out.Body = io.NopCloser(bytes.NewReader(replay))
 			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(replay)), nil }
 		case sb != nil:
-			out.Body = sb.attempt(last)
+			// An upload follow-up's body stays the client's past its
+			// one node: if that node refuses, another node may know
+			// the session (sb.finish closes it on every other end).
+			out.Body = sb.attempt(last && class != classUpload)
 		}
 		n.Start()
 		t0 := time.Now()
@@ -241,8 +252,14 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			a.done()
 			switch {
 			case r.Context().Err() != nil:
+				if sb != nil {
+					sb.finish()
+				}
 				return nil, err
 			case sb != nil && sb.clientFailed() || errors.Is(err, ErrClientBody):
+				if sb != nil {
+					sb.finish()
+				}
 				return nil, errors.Join(ErrClientBody, err)
 			case upstream.LocalDialFailure(err):
 				// Short of descriptors or local ports: not the node's
@@ -260,9 +277,27 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					set.Failover(kind, "connect")
 					continue
 				}
-				if class == classUpload && len(set.Nodes()) > 1 {
-					// The session's node refuses connections: gone, as
-					// when the probes had already found it down.
+				if class == classUpload && !onlyNode(set, n) {
+					// The session's node refuses connections: now down,
+					// so ask the others, as when the probes had already
+					// found it down (Nexus may share sessions). Also a
+					// node a reload removed, where one node is left.
+					// Nothing of the body was sent: it can go on.
+					if !askedAfter {
+						askedAfter = true
+						m, ferr := f.findUpload(r)
+						if ferr == nil && (sb == nil || sb.next()) {
+							cands = append(cands, m)
+							set.Failover(kind, "connect")
+							continue
+						}
+						if ferr != nil {
+							if sb != nil {
+								sb.finish()
+							}
+							return nil, refusalFor(ferr)
+						}
+					}
 					if sb != nil {
 						sb.finish()
 					}
@@ -334,6 +369,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	return nil, lastErr
 }
 
+// onlyNode reports whether n is the set's one node: its refused connection
+// is then Nexus being down, not an upload's node gone.
+func onlyNode(set *upstream.Set, n *upstream.Node) bool {
+	nodes := set.Nodes()
+	return len(nodes) == 1 && nodes[0] == n
+}
+
 // frozenRefusal reports a write's 503 from a node the probes know is
 // read-only: that is its mode, not a failure, and must not eject it (it
 // still serves reads, and holds the upload sessions it opened).
@@ -380,6 +422,16 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 		// One node: it holds every session.
 		return nodes, nil
 	}
+	n, err = f.findUpload(r)
+	if err != nil {
+		return nil, err
+	}
+	return []*upstream.Node{n}, nil
+}
+
+// findUpload asks the nodes that answer which one knows the upload session.
+func (f failover) findUpload(r *http.Request) (*upstream.Node, error) {
+	set := f.up.set
 	askable := set.Askable()
 	if len(askable) == 0 {
 		// Every node is down: none was asked, so nothing says the
@@ -389,7 +441,7 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 	n, unasked := f.ask(r, askable)
 	if n != nil {
 		set.Affinity("asked")
-		return []*upstream.Node{n}, nil
+		return n, nil
 	}
 	if unasked {
 		// A node nexmux could not dial, or too busy to be asked, may
@@ -543,7 +595,8 @@ func (d *doneBody) Close() error {
 // Location on nexmux's own upload path is tagged (relative, or on the
 // request's own host, as rewriteHeaders leaves Nexus's): never a redirect
 // elsewhere, which must not learn the tag nor get its query changed.
-func (p *Proxy) tagUpload(resp *http.Response) {
+// prev is the tag the request came with (a follow-up's), kept while valid.
+func (p *Proxy) tagUpload(resp *http.Response, prev string) {
 	loc := resp.Header.Get("Location")
 	if !strings.Contains(loc, "/blobs/uploads/") {
 		return
@@ -570,5 +623,5 @@ func (p *Proxy) tagUpload(resp *http.Response) {
 	if n == nil {
 		return
 	}
-	resp.Header.Set("Location", upstream.AddTag(loc, p.up.set.Tag(n, uuid)))
+	resp.Header.Set("Location", upstream.AddTag(loc, p.up.set.Retag(n, uuid, prev)))
 }

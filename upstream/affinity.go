@@ -127,6 +127,20 @@ func (s *Set) Tag(n *Node, uuid string) string {
 	return base64.RawURLEncoding.EncodeToString(append(fp, mac(key, uuid, fp)...))
 }
 
+// Retag returns the tag for the Location of a follow-up on upload uuid
+// served by n: prev, the tag the follow-up came with, while it still
+// verifies and names n, else Tag. A replica whose node list changed first
+// would otherwise hand back tags signed with its new key, which replicas
+// not yet reloaded count as tampered at every follow-up, and ask the nodes.
+func (s *Set) Retag(n *Node, uuid, prev string) string {
+	if prev != "" {
+		if m, err := s.Untag(prev, uuid); err == nil && m == n {
+			return prev
+		}
+	}
+	return s.Tag(n, uuid)
+}
+
 // Tag check results (nexmux_upload_affinity_total's result label).
 var (
 	ErrTagAbsent   = errors.New("absent")

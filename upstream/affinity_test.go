@@ -61,6 +61,47 @@ func TestDerivedKeyGraceAfterReload(t *testing.T) {
 	}
 }
 
+// Retag hands a follow-up's tag back while it verifies and names the node
+// that answered (its key may be one the set keeps only for checking), and
+// signs anew otherwise.
+func TestRetagKeepsAValidTag(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	now = func() time.Time { return clock }
+	defer func() { now = time.Now }()
+	s := mustSet(t, "http://a:1", "http://b:1", "http://c:1")
+	a, b := s.Nodes()[0], s.Nodes()[1]
+	old := s.Tag(a, "u1")
+	spec, err := ParseSpec([]string{"http://a:1", "http://b:1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(spec); err != nil {
+		t.Fatal(err)
+	}
+	fresh := s.Tag(a, "u1")
+	for _, c := range []struct {
+		what string
+		n    *Node
+		uuid string
+		prev string
+		want string
+	}{
+		{"old key, same node", a, "u1", old, old},
+		{"no tag", a, "u1", "", fresh},
+		{"another node answered", b, "u1", old, s.Tag(b, "u1")},
+		{"another upload", a, "u2", old, s.Tag(a, "u2")},
+		{"tampered", a, "u1", "AA" + old[2:], fresh},
+	} {
+		if got := s.Retag(c.n, c.uuid, c.prev); got != c.want {
+			t.Errorf("%s: %q, want %q", c.what, got, c.want)
+		}
+	}
+	clock = clock.Add(keyGrace + time.Second)
+	if got := s.Retag(a, "u1", old); got != fresh {
+		t.Errorf("after the grace: %q, want a tag of the current key", got)
+	}
+}
+
 // The first reload after start must not write what Pick reads without the
 // lock (go test -race fails here when the set's initial node list is
 // shared with the field Update reassigns).

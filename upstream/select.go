@@ -167,20 +167,19 @@ func (s *Set) endFailOpen() {
 }
 
 // Tagged reports whether the node an upload tag names may serve that
-// upload now: not down, not ejected. Drained and removed nodes finish
-// their sessions.
+// upload now: not down. Drained, removed and ejected nodes finish their
+// sessions: no other node holds them, and an ejection is one replica's
+// view of a node the others may well be sending the same upload to.
 func (s *Set) Tagged(n *Node) bool {
-	t := now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.state != Down && !t.Before(n.ejectedUntil)
+	return n.state != Down
 }
 
 // Askable returns the nodes worth asking whether they know an upload
-// session: every node that serves (removed ones included), or, when none
-// does, those whose last answer was HTTP.
+// session: every node that is up (removed and ejected ones included), or,
+// when none is, those whose last answer was HTTP.
 func (s *Set) Askable() []*Node {
-	t := now()
 	s.mu.RLock()
 	all := append(slices.Clone(s.nodes), s.removed...)
 	s.mu.RUnlock()
@@ -188,7 +187,7 @@ func (s *Set) Askable() []*Node {
 	for _, n := range all {
 		n.mu.Lock()
 		switch {
-		case n.state != Down && !t.Before(n.ejectedUntil):
+		case n.state != Down:
 			up = append(up, n)
 		case n.reachable:
 			open = append(open, n)
