@@ -120,15 +120,8 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	switch class {
 	case classUpload:
 		cands, err = f.uploadNode(r, tag, uuid)
-		// A chunk or the closing PUT of an open upload is a write too:
-		// when its node is read-only and no node takes writes, it is
-		// refused before its body is read rather than streamed to a
-		// frozen node. A draining node that takes writes finishes it.
-		if err == nil && (r.Method == http.MethodPatch || r.Method == http.MethodPut) && cands[0].State() != upstream.Writable {
-			var wb [4]*upstream.Node
-			if _, werr := set.PickAppend(wb[:0], upstream.Write, ""); errors.Is(werr, upstream.ErrNoneWritable) {
-				err = werr
-			}
+		if err == nil {
+			err = f.frozenUpload(r, cands[0])
 		}
 	case classDigest:
 		cands, err = set.PickAppend(buf[:0], upstream.ReadDigest, repo+"@"+digest)
@@ -286,6 +279,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					if !askedAfter {
 						askedAfter = true
 						m, ferr := f.findUpload(r)
+						if ferr == nil {
+							// Checked as the node uploadNode finds.
+							ferr = f.frozenUpload(r, m)
+						}
 						if ferr == nil && (sb == nil || sb.next()) {
 							cands = append(cands, m)
 							set.Failover(kind, "connect")
@@ -367,6 +364,20 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		lastErr = upstream.ErrAllDown
 	}
 	return nil, lastErr
+}
+
+// frozenUpload refuses a chunk or the closing PUT of an open upload, a
+// write too, when its node n is read-only and no node takes writes: before
+// its body is read rather than streamed to a frozen node. A draining node
+// that takes writes finishes it.
+func (f failover) frozenUpload(r *http.Request, n *upstream.Node) error {
+	if (r.Method == http.MethodPatch || r.Method == http.MethodPut) && n.State() != upstream.Writable {
+		var wb [4]*upstream.Node
+		if _, err := f.up.set.PickAppend(wb[:0], upstream.Write, ""); errors.Is(err, upstream.ErrNoneWritable) {
+			return err
+		}
+	}
+	return nil
 }
 
 // onlyNode reports whether n is the set's one node: its refused connection

@@ -63,6 +63,13 @@ func haProxyURLs(t *testing.T, log io.Writer, maxConns int, repo string, urls ..
 // upstreams and logger are set here, and its transport unless given).
 func haProxyConfig(t *testing.T, log io.Writer, maxConns int, repo string, cfg Config, urls ...string) (string, *Upstreams) {
 	t.Helper()
+	return haProxyProbing(t, log, maxConns, repo, cfg, 50*time.Millisecond, urls...)
+}
+
+// haProxyProbing is haProxyConfig with probes every interval (the first
+// round at once; Set.Update kicks another).
+func haProxyProbing(t *testing.T, log io.Writer, maxConns int, repo string, cfg Config, interval time.Duration, urls ...string) (string, *Upstreams) {
+	t.Helper()
 	spec, err := upstream.ParseSpec(urls, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +78,7 @@ func haProxyConfig(t *testing.T, log io.Writer, maxConns int, repo string, cfg C
 	up := NewUpstreams(spec, upstream.NewSet(spec, logger), UpstreamOptions{MaxConns: maxConns})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	up.Set().Start(ctx, 50*time.Millisecond)
+	up.Set().Start(ctx, interval)
 	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=" + repo}})
 	if err != nil {
 		t.Fatal(err)

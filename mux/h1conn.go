@@ -30,9 +30,10 @@ const netHTTPErrorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConn
 
 // net/http's answer to an Expect other than 100-continue
 // (response.sendExpectationFailed) has no body to match, and its Date
-// stands between these two: it is recognised by its whole length.
+// stands between these two: it is recognised by its whole length. Its
+// status line is the request's version: HTTP/1.0 for an HTTP/1.0 request.
 const (
-	netHTTP417Head = "HTTP/1.1 417 Expectation Failed\r\nConnection: close\r\nDate: "
+	netHTTP417Head = " 417 Expectation Failed\r\nConnection: close\r\nDate: "
 	netHTTP417Tail = "\r\nContent-Length: 0\r\n\r\n"
 )
 
@@ -121,12 +122,13 @@ func writeH1(c net.Conn, b []byte, log *connLog) (int, error) {
 // Connection would come before Content-Type, and adds Date), is not.
 func parseNetHTTPError(b []byte) (status int, detail string, ok bool) {
 	const pre = "HTTP/1.1 "
+	if (bytes.HasPrefix(b, []byte("HTTP/1.1")) || bytes.HasPrefix(b, []byte("HTTP/1.0"))) &&
+		len(b) == len("HTTP/1.x")+len(netHTTP417Head)+len(http.TimeFormat)+len(netHTTP417Tail) &&
+		bytes.HasPrefix(b[len("HTTP/1.x"):], []byte(netHTTP417Head)) && bytes.HasSuffix(b, []byte(netHTTP417Tail)) {
+		return http.StatusExpectationFailed, "", true
+	}
 	if !bytes.HasPrefix(b, []byte(pre)) {
 		return 0, "", false
-	}
-	if len(b) == len(netHTTP417Head)+len(http.TimeFormat)+len(netHTTP417Tail) &&
-		bytes.HasPrefix(b, []byte(netHTTP417Head)) && bytes.HasSuffix(b, []byte(netHTTP417Tail)) {
-		return http.StatusExpectationFailed, "", true
 	}
 	// The status line is short; a large body write is not scanned.
 	head := b[:min(len(b), len(pre)+maxNetHTTPErrorLine+len(netHTTPErrorHeaders))]

@@ -233,3 +233,28 @@ func TestUnparsableRequestLinesLimited(t *testing.T) {
 		t.Fatalf("%d lines and %d said unlogged for 51 unparsable requests in about two seconds; want at most 21 lines, all 51 accounted for", len(lines), unlogged)
 	}
 }
+
+// An HTTP/1.0 request with an Expect other than 100-continue gets net/http's
+// 417 too, with an "HTTP/1.0" status line (it answers in the request's
+// version): the same Registry-API JSON error as over HTTP/1.1.
+func TestUnknownExpectHTTP10GetsRegistryError(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}})
+	for _, d := range h1Dials(t, m) {
+		t.Run(d.name, func(t *testing.T) {
+			c := d.dial(t)
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(c, "PUT /v2/app/manifests/1 HTTP/1.0\r\nHost: team-a.nexmux.test\r\nExpect: 100-continuex\r\nContent-Length: 3\r\n\r\nabc"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusExpectationFailed || resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(string(body), "unsupported Expect") {
+				t.Fatalf("got %d %v %q; want 417 with a Registry-API JSON error", resp.StatusCode, resp.Header, body)
+			}
+		})
+	}
+}

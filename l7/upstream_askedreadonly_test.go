@@ -1,0 +1,60 @@
+package l7
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/fixtures"
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// A chunk whose node refuses its connection goes on at the node found by
+// asking (Nexus sharing sessions). When that node is read-only and no node
+// takes writes, the chunk is refused before its body is read, as when the
+// probes had found the upload's node down first: not streamed to a frozen
+// node (a layer's chunk may be 1 GiB).
+func TestHAUploadAskedAfterRefusalIsNotStreamedToAFrozenNode(t *testing.T) {
+	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	// Probes when kicked only: the upload's node is found down by its
+	// chunk's refused connection, not by a probe.
+	addr, up := haProxyProbing(t, io.Discard, 0, haRepo, Config{}, time.Hour, nodeURLs(nodes)...)
+	u, tagged := openUpload(t, addr, up)
+	opened := nodeAt(nodes, tagged.Host)
+	other := nodes[0]
+	if other == opened {
+		other = nodes[1]
+	}
+	other.SetReadOnly(true)
+	spec, err := upstream.ParseSpec(nodeURLs(nodes), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the other node read-only", func() bool {
+		if err := up.Set().Update(spec); err != nil { // the same nodes: a probe round
+			t.Fatal(err)
+		}
+		return up.Set().ByHost(other.Addr()).State() == upstream.ReadOnly
+	})
+	time.Sleep(200 * time.Millisecond) // a round still kicked ends
+	if err := opened.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	if s := up.Set().ByHost(opened.Addr()).State(); s != upstream.Writable {
+		t.Fatalf("the upload's node is %s before its chunk: the probes found it", s)
+	}
+	other.ResetRequests()
+	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+	req.SetBasicAuth(haUser, haPass)
+	resp, body := sendRequest(t, req)
+	for _, rq := range other.Requests() {
+		if rq.Method == http.MethodPatch {
+			t.Errorf("the chunk was sent to the read-only node (its answer: %d)", rq.Status)
+		}
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "accepts no writes") {
+		t.Fatalf("PATCH: %s %s, want nexmux's 503 saying no node accepts writes", resp.Status, body)
+	}
+}
