@@ -258,3 +258,43 @@ func nodeAt(nodes []*fixtures.Node, host string) *fixtures.Node {
 	}
 	return nil
 }
+
+// An ejected node keeps its uploads' chunks (no other node may hold them,
+// and the ejection is one replica's view), but where Nexus shares upload
+// sessions another node that knows the session takes them while the
+// ejected one keeps failing: the chunk is not sent into the 503s that
+// ejected it for the whole ejection.
+func TestHAEjectedUploadNodeHandsSharedSessionOn(t *testing.T) {
+	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
+	u, tagged := openUpload(t, addr, up)
+	opened := nodeAt(nodes, tagged.Host)
+	other := nodes[0]
+	if other == opened {
+		other = nodes[1]
+	}
+	opened.SetRepositoryUnavailable(true)
+	for range 5 { // passive ejection: 5 in a row
+		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+		req.SetBasicAuth(haUser, haPass)
+		if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("PATCH to the failing node: %s %s", resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 1 || e[0] != opened.Addr() {
+		t.Fatalf("ejected %v, want the upload's node %s", e, opened.Addr())
+	}
+	other.ResetRequests()
+	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+	req.SetBasicAuth(haUser, haPass)
+	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH with its node ejected and the session shared: %s %s, want 202 from the other node", resp.Status, body)
+	}
+	patched := false
+	for _, rq := range other.Requests() {
+		patched = patched || rq.Method == http.MethodPatch
+	}
+	if !patched {
+		t.Error("the other node, which knows the session, got no PATCH")
+	}
+}
