@@ -422,6 +422,15 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 	n, err := set.Untag(tag, uuid)
 	switch {
 	case err == nil && set.Tagged(n):
+		if set.Ejected(n) {
+			// Still failing, maybe: where Nexus shares sessions another
+			// node that knows this one takes the chunk. Else it stays on
+			// its node, which may well hold it alone.
+			if m := f.askOthers(r, n); m != nil {
+				set.Affinity("asked")
+				return []*upstream.Node{m}, nil
+			}
+		}
 		set.Affinity("hit")
 		return []*upstream.Node{n}, nil
 	case errors.Is(err, upstream.ErrTagTampered):
@@ -438,6 +447,20 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 		return nil, err
 	}
 	return []*upstream.Node{n}, nil
+}
+
+// askOthers asks the nodes that answer and are not ejected, but for n,
+// whether one knows the upload session; nil if none says so.
+func (f failover) askOthers(r *http.Request, n *upstream.Node) *upstream.Node {
+	set := f.up.set
+	var others []*upstream.Node
+	for _, m := range set.Askable() {
+		if m != n && !set.Ejected(m) {
+			others = append(others, m)
+		}
+	}
+	m, _ := f.ask(r, others)
+	return m
 }
 
 // findUpload asks the nodes that answer which one knows the upload session.

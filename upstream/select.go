@@ -176,6 +176,14 @@ func (s *Set) Tagged(n *Node) bool {
 	return n.state != Down
 }
 
+// Ejected reports whether n is passively ejected now (its 5xx or resets).
+func (s *Set) Ejected(n *Node) bool {
+	t := now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return t.Before(n.ejectedUntil)
+}
+
 // Askable returns the nodes worth asking whether they know an upload
 // session: every node that is up (removed and ejected ones included), or,
 // when none is, those whose last answer was HTTP.
