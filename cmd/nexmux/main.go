@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -72,7 +73,10 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 // loadSettings is loadConfig with file as the config file ("": none).
 func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 	cfg := config.Defaults()
-	cfg.EnvWarnings, _ = c.App.Metadata[envWarningsKey].([]string)
+	// Clipped: appending the file's warnings must not write into the
+	// app's own list, which every later load (a reload) starts from.
+	envWarnings, _ := c.App.Metadata[envWarningsKey].([]string)
+	cfg.EnvWarnings = slices.Clip(envWarnings)
 	var errs *multierror.Error
 	for _, err := range argProblems(c) {
 		errs = errlist.Append(errs, err)
