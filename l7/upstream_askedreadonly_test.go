@@ -23,10 +23,7 @@ func TestHAUploadAskedAfterRefusalIsNotStreamedToAFrozenNode(t *testing.T) {
 	addr, up := haProxyProbing(t, io.Discard, 0, haRepo, Config{}, time.Hour, nodeURLs(nodes)...)
 	u, tagged := openUpload(t, addr, up)
 	opened := nodeAt(nodes, tagged.Host)
-	other := nodes[0]
-	if other == opened {
-		other = nodes[1]
-	}
+	other := otherNode(nodes, opened)
 	other.SetReadOnly(true)
 	spec, err := upstream.ParseSpec(nodeURLs(nodes), nil)
 	if err != nil {

@@ -102,17 +102,7 @@ func TestHAUploadNode5xxStillEjects(t *testing.T) {
 	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
 	u, tagged := openUpload(t, addr, up)
 	opened := nodeAt(nodes, tagged.Host)
-	opened.SetRepositoryUnavailable(true)
-	for range 5 { // passive ejection: 5 in a row
-		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-		req.SetBasicAuth(haUser, haPass)
-		if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("PATCH to the failing node: %s %s", resp.Status, body)
-		}
-	}
-	if e := ejected(up.Set()); len(e) != 1 || e[0] != opened.Addr() {
-		t.Fatalf("ejected %v, want the upload's node %s", e, opened.Addr())
-	}
+	ejectUploadNode(t, addr, up, u, opened)
 }
 
 // A chunk of an upload whose node is drained (--drain-upstream) but still
@@ -269,21 +259,8 @@ func TestHAEjectedUploadNodeHandsSharedSessionOn(t *testing.T) {
 	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
 	u, tagged := openUpload(t, addr, up)
 	opened := nodeAt(nodes, tagged.Host)
-	other := nodes[0]
-	if other == opened {
-		other = nodes[1]
-	}
-	opened.SetRepositoryUnavailable(true)
-	for range 5 { // passive ejection: 5 in a row
-		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-		req.SetBasicAuth(haUser, haPass)
-		if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("PATCH to the failing node: %s %s", resp.Status, body)
-		}
-	}
-	if e := ejected(up.Set()); len(e) != 1 || e[0] != opened.Addr() {
-		t.Fatalf("ejected %v, want the upload's node %s", e, opened.Addr())
-	}
+	other := otherNode(nodes, opened)
+	ejectUploadNode(t, addr, up, u, opened)
 	other.ResetRequests()
 	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
 	req.SetBasicAuth(haUser, haPass)
@@ -297,4 +274,29 @@ func TestHAEjectedUploadNodeHandsSharedSessionOn(t *testing.T) {
 	if !patched {
 		t.Error("the other node, which knows the session, got no PATCH")
 	}
+}
+
+// ejectUploadNode makes the node of the upload at u fail its repository and
+// sends the upload's chunk until the node is ejected (5 in a row).
+func ejectUploadNode(t *testing.T, addr string, up *Upstreams, u *url.URL, opened *fixtures.Node) {
+	t.Helper()
+	opened.SetRepositoryUnavailable(true)
+	for range 5 {
+		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+		req.SetBasicAuth(haUser, haPass)
+		if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("PATCH to the failing node: %s %s", resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 1 || e[0] != opened.Addr() {
+		t.Fatalf("ejected %v, want the upload's node %s", e, opened.Addr())
+	}
+}
+
+// otherNode is the one of two nodes that is not n.
+func otherNode(nodes []*fixtures.Node, n *fixtures.Node) *fixtures.Node {
+	if nodes[0] == n {
+		return nodes[1]
+	}
+	return nodes[0]
 }

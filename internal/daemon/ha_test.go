@@ -38,27 +38,8 @@ func haConfig() config.Config {
 // same Deployment, sharing nothing with st's daemon.
 func replica(t *testing.T, st *stack.Stack) (string, *daemon.Daemon) {
 	t.Helper()
-	c := *st.Runtime.Config
-	c.Listen = "127.0.0.1:0"
-	c.Cert = []string{filepath.Join(st.CertDir, "server.crt")}
-	c.Key = []string{filepath.Join(st.CertDir, "server.key")}
-	b, err := c.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := daemon.New(b, daemon.Options{Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.Shutdown(ctx)
-	})
-	return d.Addr("listen").String(), d
+	addr, d, _ := replicaOf(t, st, nil, "")
+	return addr, d
 }
 
 // roundRobin is a client transport that sends each request on a new
