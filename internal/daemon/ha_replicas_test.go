@@ -38,20 +38,7 @@ func replicaOf(t *testing.T, st *stack.Stack, edit func(*config.Config), file st
 	if edit != nil {
 		edit(&c)
 	}
-	build := func() (*config.Runtime, error) {
-		c := c
-		if file != "" {
-			if err := c.ApplyFile(file); err != nil {
-				return nil, err
-			}
-			c.File = file
-		}
-		rt, err := c.Build()
-		if err != nil {
-			return &config.Runtime{Config: &c}, err
-		}
-		return rt, nil
-	}
+	build := stack.Builder(c, file)
 	b, err := build()
 	if err != nil {
 		t.Fatal(err)
