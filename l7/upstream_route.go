@@ -449,13 +449,16 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 	return []*upstream.Node{n}, nil
 }
 
-// askOthers asks the nodes that answer and are not ejected, but for n,
-// whether one knows the upload session; nil if none says so.
+// askOthers asks the nodes other than n that would take the follow-up
+// whether one knows the upload session; nil if none says so. Only those:
+// a read-only node refuses a chunk its own node may take, and a drained
+// one is being emptied.
 func (f failover) askOthers(r *http.Request, n *upstream.Node) *upstream.Node {
 	set := f.up.set
+	write := r.Method != http.MethodGet && r.Method != http.MethodHead
 	var others []*upstream.Node
-	for _, m := range set.Askable() {
-		if m != n && !set.Ejected(m) {
+	for _, m := range set.Nodes() {
+		if m != n && set.Takes(m, write) {
 			others = append(others, m)
 		}
 	}
