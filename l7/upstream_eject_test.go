@@ -368,3 +368,37 @@ func TestHAEjectedUploadNodeKeepsChunkFromDrainedNode(t *testing.T) {
 		t.Fatalf("Location %s names %v (%v), want the upload's own node", loc, n, err)
 	}
 }
+
+// The same for a status GET of the upload: the node that answers it gets
+// the upload's tag, so the read-only node that knows the session must not
+// answer it either, or the chunk that follows its Location goes there and
+// gets "Nexus accepts no writes" as above.
+func TestHAEjectedUploadNodeKeepsTagFromReadOnlyNode(t *testing.T) {
+	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
+	u, tagged := openUpload(t, addr, up)
+	opened := nodeAt(nodes, tagged.Host)
+	other := otherNode(nodes, opened)
+	ejectUploadNode(t, addr, up, u, opened)
+	opened.SetRepositoryUnavailable(false)
+	other.SetReadOnly(true)
+	waitUntil(t, "the other node read-only", func() bool { return up.Set().ByHost(other.Addr()).State() == upstream.ReadOnly })
+	req := teamRequest(addr, http.MethodGet, u.RequestURI(), nil)
+	req.SetBasicAuth(haUser, haPass)
+	resp, body := sendRequest(t, req)
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("upload status GET: %s %s", resp.Status, body)
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := ejected(up.Set()); len(e) != 1 {
+		t.Fatalf("ejected %v: the ejection ended before the chunk", e)
+	}
+	req = teamRequest(addr, http.MethodPatch, loc.RequestURI(), strings.NewReader("chunk"))
+	req.SetBasicAuth(haUser, haPass)
+	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH to the status GET's Location: %s %s, want 202 from the upload's own node", resp.Status, body)
+	}
+}
