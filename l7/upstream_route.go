@@ -449,16 +449,16 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 	return []*upstream.Node{n}, nil
 }
 
-// askOthers asks the nodes other than n that would take the follow-up
-// whether one knows the upload session; nil if none says so. Only those:
+// askOthers asks the nodes other than n that would take the upload's
+// writes whether one knows the session; nil if none says so. Only those:
 // a read-only node refuses a chunk its own node may take, and a drained
-// one is being emptied.
+// one is being emptied. Writes even for a status GET: the node that
+// answers it gets the upload's tag, so its next chunk.
 func (f failover) askOthers(r *http.Request, n *upstream.Node) *upstream.Node {
 	set := f.up.set
-	write := r.Method != http.MethodGet && r.Method != http.MethodHead
 	var others []*upstream.Node
 	for _, m := range set.Nodes() {
-		if m != n && set.Takes(m, write) {
+		if m != n && set.Takes(m, true) {
 			others = append(others, m)
 		}
 	}
