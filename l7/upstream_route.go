@@ -509,8 +509,11 @@ func uploadUnknown() *refusal {
 }
 
 // ask sends a bodiless GET of the upload session to every node at once and
-// returns one that knows it (2xx); unasked reports a node not asked, for a
-// dial that failed on this host (upstream.LocalDialFailure) or no free
+// returns one that knows it (2xx), one that takes writes if any does: with
+// shared sessions a read-only node knows them too, and would refuse the
+// chunk (and get the upload's tag); so only such a node's answer ends the
+// others' wait. unasked reports a node not asked, for
+// a dial that failed on this host (upstream.LocalDialFailure) or no free
 // connection slot within the wait.
 func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, bool) {
 	if len(nodes) == 0 {
@@ -559,17 +562,24 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
 				knows <- n
-				cancel()
+				if f.up.set.Takes(n, true) {
+					cancel()
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	select {
-	case n := <-knows:
-		return n, false
-	default:
-		return nil, unasked.Load()
+	close(knows)
+	var found *upstream.Node
+	for n := range knows {
+		if found == nil || f.up.set.Takes(n, true) {
+			found = n
+		}
 	}
+	if found != nil {
+		return found, false
+	}
+	return nil, unasked.Load()
 }
 
 // attempt is what one try on a node holds until its answer is finished
