@@ -512,9 +512,9 @@ func uploadUnknown() *refusal {
 // returns one that knows it (2xx), one that takes writes if any does: with
 // shared sessions a read-only node knows them too, and would refuse the
 // chunk (and get the upload's tag); so only such a node's answer ends the
-// others' wait. unasked reports a node not asked, for
-// a dial that failed on this host (upstream.LocalDialFailure) or no free
-// connection slot within the wait.
+// others' wait. unasked reports a node not asked, for a dial that failed
+// on this host (upstream.LocalDialFailure) or no free connection slot
+// within the wait.
 func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, bool) {
 	if len(nodes) == 0 {
 		return nil, false
