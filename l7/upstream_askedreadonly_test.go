@@ -55,3 +55,44 @@ func TestHAUploadAskedAfterRefusalIsNotStreamedToAFrozenNode(t *testing.T) {
 		t.Fatalf("PATCH: %s %s, want nexmux's 503 saying no node accepts writes", resp.Status, body)
 	}
 }
+
+// Asked which node knows a shared session, a read-only node may answer
+// first; the chunk goes to one that takes writes and knows it too (here
+// slower to answer), not to the frozen one, which refuses it after its
+// body is sent.
+func TestHAUploadAskedPrefersAWritableNode(t *testing.T) {
+	_, nodes := haCluster(t, 3, func(c *fixtures.Config) { c.SharedUploads = true })
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
+	u, tagged := openUpload(t, addr, up)
+	opened := nodeAt(nodes, tagged.Host)
+	var frozen, slow *fixtures.Node
+	for _, n := range nodes {
+		switch {
+		case n == opened:
+		case frozen == nil:
+			frozen = n
+		default:
+			slow = n
+		}
+	}
+	frozen.SetReadOnly(true)
+	slow.SetSlow(300*time.Millisecond, 0)
+	if err := opened.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the upload's node down, the other read-only", func() bool {
+		return up.Set().ByHost(opened.Addr()).State() == upstream.Down && up.Set().ByHost(frozen.Addr()).State() == upstream.ReadOnly
+	})
+	frozen.ResetRequests()
+	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+	req.SetBasicAuth(haUser, haPass)
+	resp, body := sendRequest(t, req)
+	for _, rq := range frozen.Requests() {
+		if rq.Method == http.MethodPatch {
+			t.Errorf("the chunk was sent to the read-only node (its answer: %d)", rq.Status)
+		}
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH: %s %s, want 202 from the writable node that knows the session", resp.Status, body)
+	}
+}

@@ -300,3 +300,105 @@ func otherNode(nodes []*fixtures.Node, n *fixtures.Node) *fixtures.Node {
 	}
 	return nodes[0]
 }
+
+// A chunk whose node is ejected moves only to a node that would take it:
+// with sessions shared, a read-only node knows the session too, but
+// refuses the write. Moved there, the chunk got "Nexus accepts no writes"
+// though its own node takes writes again (its ejection not yet over).
+func TestHAEjectedUploadNodeKeepsWriteFromReadOnlyNode(t *testing.T) {
+	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
+	u, tagged := openUpload(t, addr, up)
+	opened := nodeAt(nodes, tagged.Host)
+	other := otherNode(nodes, opened)
+	ejectUploadNode(t, addr, up, u, opened)
+	opened.SetRepositoryUnavailable(false)
+	other.SetReadOnly(true)
+	waitUntil(t, "the other node read-only", func() bool { return up.Set().ByHost(other.Addr()).State() == upstream.ReadOnly })
+	if e := ejected(up.Set()); len(e) != 1 {
+		t.Fatalf("ejected %v: the ejection ended before the chunk", e)
+	}
+	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+	req.SetBasicAuth(haUser, haPass)
+	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH with its writable node ejected, the other read-only: %s %s, want 202 from its own node", resp.Status, body)
+	}
+}
+
+// Nor does it move to a drained node (--drain-upstream), which the
+// operator is emptying: the chunk and the Location's tag stay on the
+// upload's own node.
+func TestHAEjectedUploadNodeKeepsChunkFromDrainedNode(t *testing.T) {
+	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	urls := nodeURLs(nodes)
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, urls...)
+	u, tagged := openUpload(t, addr, up)
+	opened := nodeAt(nodes, tagged.Host)
+	other := otherNode(nodes, opened)
+	ejectUploadNode(t, addr, up, u, opened)
+	opened.SetRepositoryUnavailable(false)
+	drained := urls[0]
+	if nodes[0] != other {
+		drained = urls[1]
+	}
+	spec, err := upstream.ParseSpec(urls, []string{drained})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Set().Update(spec); err != nil {
+		t.Fatal(err)
+	}
+	other.ResetRequests()
+	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
+	req.SetBasicAuth(haUser, haPass)
+	resp, body := sendRequest(t, req)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH with its node ejected, the other drained: %s %s", resp.Status, body)
+	}
+	for _, rq := range other.Requests() {
+		if rq.Method == http.MethodPatch {
+			t.Fatal("the chunk went to the drained node")
+		}
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := up.Set().Untag(loc.Query().Get("_nexmux"), path.Base(loc.Path)); err != nil || n.Host != opened.Addr() {
+		t.Fatalf("Location %s names %v (%v), want the upload's own node", loc, n, err)
+	}
+}
+
+// The same for a status GET of the upload: the node that answers it gets
+// the upload's tag, so the read-only node that knows the session must not
+// answer it either, or the chunk that follows its Location goes there and
+// gets "Nexus accepts no writes" as above.
+func TestHAEjectedUploadNodeKeepsTagFromReadOnlyNode(t *testing.T) {
+	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
+	u, tagged := openUpload(t, addr, up)
+	opened := nodeAt(nodes, tagged.Host)
+	other := otherNode(nodes, opened)
+	ejectUploadNode(t, addr, up, u, opened)
+	opened.SetRepositoryUnavailable(false)
+	other.SetReadOnly(true)
+	waitUntil(t, "the other node read-only", func() bool { return up.Set().ByHost(other.Addr()).State() == upstream.ReadOnly })
+	req := teamRequest(addr, http.MethodGet, u.RequestURI(), nil)
+	req.SetBasicAuth(haUser, haPass)
+	resp, body := sendRequest(t, req)
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("upload status GET: %s %s", resp.Status, body)
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := ejected(up.Set()); len(e) != 1 {
+		t.Fatalf("ejected %v: the ejection ended before the chunk", e)
+	}
+	req = teamRequest(addr, http.MethodPatch, loc.RequestURI(), strings.NewReader("chunk"))
+	req.SetBasicAuth(haUser, haPass)
+	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH to the status GET's Location: %s %s, want 202 from the upload's own node", resp.Status, body)
+	}
+}

@@ -449,13 +449,16 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 	return []*upstream.Node{n}, nil
 }
 
-// askOthers asks the nodes that answer and are not ejected, but for n,
-// whether one knows the upload session; nil if none says so.
+// askOthers asks the nodes other than n that would take the upload's
+// writes whether one knows the session; nil if none says so. Only those:
+// a read-only node refuses a chunk its own node may take, and a drained
+// one is being emptied. Writes even for a status GET: the node that
+// answers it gets the upload's tag, so its next chunk.
 func (f failover) askOthers(r *http.Request, n *upstream.Node) *upstream.Node {
 	set := f.up.set
 	var others []*upstream.Node
-	for _, m := range set.Askable() {
-		if m != n && !set.Ejected(m) {
+	for _, m := range set.Nodes() {
+		if m != n && set.Takes(m, true) {
 			others = append(others, m)
 		}
 	}
@@ -506,9 +509,12 @@ func uploadUnknown() *refusal {
 }
 
 // ask sends a bodiless GET of the upload session to every node at once and
-// returns one that knows it (2xx); unasked reports a node not asked, for a
-// dial that failed on this host (upstream.LocalDialFailure) or no free
-// connection slot within the wait.
+// returns one that knows it (2xx), one that takes writes if any does: with
+// shared sessions a read-only node knows them too, and would refuse the
+// chunk (and get the upload's tag); so only such a node's answer ends the
+// others' wait. unasked reports a node not asked, for a dial that failed
+// on this host (upstream.LocalDialFailure) or no free connection slot
+// within the wait.
 func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, bool) {
 	if len(nodes) == 0 {
 		return nil, false
@@ -556,17 +562,24 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
 				knows <- n
-				cancel()
+				if f.up.set.Takes(n, true) {
+					cancel()
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	select {
-	case n := <-knows:
-		return n, false
-	default:
-		return nil, unasked.Load()
+	close(knows)
+	var found *upstream.Node
+	for n := range knows {
+		if found == nil || f.up.set.Takes(n, true) {
+			found = n
+		}
 	}
+	if found != nil {
+		return found, false
+	}
+	return nil, unasked.Load()
 }
 
 // attempt is what one try on a node holds until its answer is finished

@@ -184,6 +184,16 @@ func (s *Set) Ejected(n *Node) bool {
 	return t.Before(n.ejectedUntil)
 }
 
+// Takes reports whether n takes a new request now, as Pick would choose
+// it: joined, neither draining (or removed) nor ejected, and writable for
+// a write.
+func (s *Set) Takes(n *Node, write bool) bool {
+	t := now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.usable(t, write)
+}
+
 // Askable returns the nodes worth asking whether they know an upload
 // session: every node that is up (removed and ejected ones included), or,
 // when none is, those whose last answer was HTTP.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -192,8 +193,9 @@ func TestHABlobResumeViaOtherReplica(t *testing.T) {
 }
 
 // Replicas that do not share a tag key (one has a secret file, the other
-// not): every follow-up is found by asking the nodes, with the client's
-// token, and a crane push alternating between them still completes.
+// not): every follow-up, sent through the replica its Location's did not
+// come from, is found by asking the nodes, with the client's token, and a
+// crane push crossing between them still completes.
 func TestHAReplicasAskWithToken(t *testing.T) {
 	for _, style := range []fixtures.LocationStyle{fixtures.LocationRelative, fixtures.LocationAbsolute} {
 		for _, ctx := range []string{"", "/nexus"} {
@@ -204,8 +206,10 @@ func TestHAReplicasAskWithToken(t *testing.T) {
 					t.Fatal(err)
 				}
 				a2, d2, _ := replicaOf(t, st, func(c *config.Config) { c.AffinitySecretFile = secret }, "")
-				var dials atomic.Int64
-				tr := roundRobin(st, func() []string { return []string{st.Addr, a2} }, &dials)
+				// Not round robin: crane's uploads run at once, and each
+				// of one upload's follow-ups could land on the replica of
+				// its Location, where it hits its tag and nothing is asked.
+				tr := &crossing{trs: []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a2)}, last: map[string]int{}}
 				img, _ := random.Image(256<<10, 3)
 				ref := st.Host("team-a") + "/ha/ask:1"
 				if err := haPush(t, ref, img, tr); err != nil {
@@ -219,6 +223,9 @@ func TestHAReplicasAskWithToken(t *testing.T) {
 				asked := 0.0
 				for _, d := range []*daemon.Daemon{st.Daemon, d2} {
 					asked += affinity(t, d, "asked")
+					if n := affinity(t, d, "hit"); n != 0 {
+						t.Errorf("%v follow-ups hit a tag of the other replica: the replicas shared a tag key", n)
+					}
 				}
 				if asked == 0 {
 					t.Error("no follow-up was found by asking: the replicas shared a tag key")
@@ -230,6 +237,46 @@ func TestHAReplicasAskWithToken(t *testing.T) {
 			})
 		}
 	}
+}
+
+// crossing sends each upload follow-up through the other replica than
+// the one that answered its upload's last request, and other requests in
+// turn.
+type crossing struct {
+	trs  []http.RoundTripper
+	n    atomic.Int64
+	mu   sync.Mutex
+	last map[string]int // upload uuid: the replica of its last answer
+}
+
+func (c *crossing) RoundTrip(r *http.Request) (*http.Response, error) {
+	i := int(c.n.Add(1)) % len(c.trs)
+	c.mu.Lock()
+	if l, ok := c.last[uploadID(r.URL.Path)]; ok {
+		i = (l + 1) % len(c.trs)
+	}
+	c.mu.Unlock()
+	resp, err := c.trs[i].RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	if u, perr := url.Parse(resp.Header.Get("Location")); perr == nil {
+		if id := uploadID(u.Path); id != "" {
+			c.mu.Lock()
+			c.last[id] = i
+			c.mu.Unlock()
+		}
+	}
+	return resp, nil
+}
+
+// uploadID is the upload uuid of a path on .../blobs/uploads/<uuid>, or "".
+func uploadID(p string) string {
+	i := strings.Index(p, "/blobs/uploads/")
+	if i < 0 {
+		return ""
+	}
+	return p[i+len("/blobs/uploads/"):]
 }
 
 // uploadWriters maps every upload session uuid to the nodes that got its
