@@ -46,10 +46,8 @@ func TestHAUploadAskedAfterRefusalIsNotStreamedToAFrozenNode(t *testing.T) {
 	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
 	req.SetBasicAuth(haUser, haPass)
 	resp, body := sendRequest(t, req)
-	for _, rq := range other.Requests() {
-		if rq.Method == http.MethodPatch {
-			t.Errorf("the chunk was sent to the read-only node (its answer: %d)", rq.Status)
-		}
+	if got, st := patched(other); got {
+		t.Errorf("the chunk was sent to the read-only node (its answer: %d)", st)
 	}
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "accepts no writes") {
 		t.Fatalf("PATCH: %s %s, want nexmux's 503 saying no node accepts writes", resp.Status, body)
@@ -87,10 +85,8 @@ func TestHAUploadAskedPrefersAWritableNode(t *testing.T) {
 	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
 	req.SetBasicAuth(haUser, haPass)
 	resp, body := sendRequest(t, req)
-	for _, rq := range frozen.Requests() {
-		if rq.Method == http.MethodPatch {
-			t.Errorf("the chunk was sent to the read-only node (its answer: %d)", rq.Status)
-		}
+	if got, st := patched(frozen); got {
+		t.Errorf("the chunk was sent to the read-only node (its answer: %d)", st)
 	}
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH: %s %s, want 202 from the writable node that knows the session", resp.Status, body)

@@ -255,23 +255,14 @@ func nodeAt(nodes []*fixtures.Node, host string) *fixtures.Node {
 // ejected one keeps failing: the chunk is not sent into the 503s that
 // ejected it for the whole ejection.
 func TestHAEjectedUploadNodeHandsSharedSessionOn(t *testing.T) {
-	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
-	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
-	u, tagged := openUpload(t, addr, up)
-	opened := nodeAt(nodes, tagged.Host)
-	other := otherNode(nodes, opened)
-	ejectUploadNode(t, addr, up, u, opened)
+	_, addr, _, u, _, other := ejectedSharedUpload(t)
 	other.ResetRequests()
 	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
 	req.SetBasicAuth(haUser, haPass)
 	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH with its node ejected and the session shared: %s %s, want 202 from the other node", resp.Status, body)
 	}
-	patched := false
-	for _, rq := range other.Requests() {
-		patched = patched || rq.Method == http.MethodPatch
-	}
-	if !patched {
+	if got, _ := patched(other); !got {
 		t.Error("the other node, which knows the session, got no PATCH")
 	}
 }
@@ -306,12 +297,7 @@ func otherNode(nodes []*fixtures.Node, n *fixtures.Node) *fixtures.Node {
 // refuses the write. Moved there, the chunk got "Nexus accepts no writes"
 // though its own node takes writes again (its ejection not yet over).
 func TestHAEjectedUploadNodeKeepsWriteFromReadOnlyNode(t *testing.T) {
-	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
-	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
-	u, tagged := openUpload(t, addr, up)
-	opened := nodeAt(nodes, tagged.Host)
-	other := otherNode(nodes, opened)
-	ejectUploadNode(t, addr, up, u, opened)
+	_, addr, up, u, opened, other := ejectedSharedUpload(t)
 	opened.SetRepositoryUnavailable(false)
 	other.SetReadOnly(true)
 	waitUntil(t, "the other node read-only", func() bool { return up.Set().ByHost(other.Addr()).State() == upstream.ReadOnly })
@@ -329,13 +315,8 @@ func TestHAEjectedUploadNodeKeepsWriteFromReadOnlyNode(t *testing.T) {
 // operator is emptying: the chunk and the Location's tag stay on the
 // upload's own node.
 func TestHAEjectedUploadNodeKeepsChunkFromDrainedNode(t *testing.T) {
-	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	nodes, addr, up, u, opened, other := ejectedSharedUpload(t)
 	urls := nodeURLs(nodes)
-	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, urls...)
-	u, tagged := openUpload(t, addr, up)
-	opened := nodeAt(nodes, tagged.Host)
-	other := otherNode(nodes, opened)
-	ejectUploadNode(t, addr, up, u, opened)
 	opened.SetRepositoryUnavailable(false)
 	drained := urls[0]
 	if nodes[0] != other {
@@ -355,10 +336,8 @@ func TestHAEjectedUploadNodeKeepsChunkFromDrainedNode(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH with its node ejected, the other drained: %s %s", resp.Status, body)
 	}
-	for _, rq := range other.Requests() {
-		if rq.Method == http.MethodPatch {
-			t.Fatal("the chunk went to the drained node")
-		}
+	if got, _ := patched(other); got {
+		t.Fatal("the chunk went to the drained node")
 	}
 	loc, err := url.Parse(resp.Header.Get("Location"))
 	if err != nil {
@@ -374,12 +353,7 @@ func TestHAEjectedUploadNodeKeepsChunkFromDrainedNode(t *testing.T) {
 // answer it either, or the chunk that follows its Location goes there and
 // gets "Nexus accepts no writes" as above.
 func TestHAEjectedUploadNodeKeepsTagFromReadOnlyNode(t *testing.T) {
-	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
-	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
-	u, tagged := openUpload(t, addr, up)
-	opened := nodeAt(nodes, tagged.Host)
-	other := otherNode(nodes, opened)
-	ejectUploadNode(t, addr, up, u, opened)
+	_, addr, up, u, opened, other := ejectedSharedUpload(t)
 	opened.SetRepositoryUnavailable(false)
 	other.SetReadOnly(true)
 	waitUntil(t, "the other node read-only", func() bool { return up.Set().ByHost(other.Addr()).State() == upstream.ReadOnly })
@@ -401,4 +375,29 @@ func TestHAEjectedUploadNodeKeepsTagFromReadOnlyNode(t *testing.T) {
 	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH to the status GET's Location: %s %s, want 202 from the upload's own node", resp.Status, body)
 	}
+}
+
+// ejectedSharedUpload opens an upload through a proxy in front of two
+// nodes sharing upload sessions and ejects the upload's node (opened) for
+// its repository's 503s, which it keeps answering.
+func ejectedSharedUpload(t *testing.T) (nodes []*fixtures.Node, addr string, up *Upstreams, u *url.URL, opened, other *fixtures.Node) {
+	t.Helper()
+	_, nodes = haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	addr, up = haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
+	u, tagged := openUpload(t, addr, up)
+	opened = nodeAt(nodes, tagged.Host)
+	other = otherNode(nodes, opened)
+	ejectUploadNode(t, addr, up, u, opened)
+	return nodes, addr, up, u, opened, other
+}
+
+// patched reports whether n got a PATCH since its requests were last
+// reset, and the status it answered.
+func patched(n *fixtures.Node) (bool, int) {
+	for _, rq := range n.Requests() {
+		if rq.Method == http.MethodPatch {
+			return true, rq.Status
+		}
+	}
+	return false, 0
 }
