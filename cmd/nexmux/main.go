@@ -32,26 +32,32 @@ func env(name string) []string { return []string{config.EnvVar(name)} }
 
 // configFlags are the flags of a command that reads a configuration:
 // --config and one flag per config.Settings entry of every command or of
-// this one (Setting.Command; check also takes those it validates,
-// Setting.Checked). The file takes every setting's key: the commands share
-// it.
+// this one (Setting.Command). The file takes every setting's key: the
+// commands share it. check reports what any command would refuse, so it
+// takes the other commands' settings too, as hidden flags: read, with
+// their variables, as every flag is.
 func configFlags(command string) []cli.Flag {
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML file whose keys are these long flag names (precedence: flag > env > file)", EnvVars: env("config")},
 	}
 	for _, s := range config.Settings() {
-		if s.Command != "" && s.Command != command && !(command == "check" && s.Checked) {
+		other := s.Command != "" && s.Command != command
+		if other && command != "check" {
 			continue
 		}
 		envs := env(s.Name)
 		var f cli.Flag
 		switch d := s.Default().(type) {
 		case string:
-			f = &stringFlag{cli.StringFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs}}
+			f = &stringFlag{cli.StringFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs, Hidden: other}}
 		case []string:
-			f = newListFlag(s.Name, s.Usage, s.DefaultText, envs, d)
+			lf := newListFlag(s.Name, s.Usage, s.DefaultText, envs, d)
+			lf.Hidden = other
+			f = lf
 		case bool, time.Duration, int:
-			f = newTypedFlag(s.Name, s.Usage, s.DefaultText, envs, d)
+			tf := newTypedFlag(s.Name, s.Usage, s.DefaultText, envs, d)
+			tf.Hidden = other
+			f = tf
 		default:
 			panic(fmt.Sprintf("setting %s: no flag for a %T", s.Name, d))
 		}
@@ -122,9 +128,6 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 			s.Set(cfg, v)
 		}
 	}
-	if c.Command != nil && c.Command.Name == "check" {
-		errs = errlist.Append(errs, otherCommandsEnv(cfg, "check"))
-	}
 	return cfg, errlist.Err(errs)
 }
 
@@ -151,46 +154,6 @@ func othersKeysIgnored(err error, command string) ([]string, error) {
 		keep = errlist.Append(keep, e)
 	}
 	return ignored, errlist.Err(keep)
-}
-
-// otherCommandsEnv applies the environment variables of the settings only
-// another command reads (NEXMUX_JUMPS of `nexmux iptables`), which are no
-// flags of command: check reports what that command would refuse in them,
-// as it does in their config file keys. serve ignores them. Those check
-// takes as flags (Setting.Checked) were read with the flags, which come
-// first.
-func otherCommandsEnv(cfg *config.Config, command string) error {
-	var errs *multierror.Error
-	for _, s := range config.Settings() {
-		if s.Command == "" || s.Command == command || (command == "check" && s.Checked) {
-			continue
-		}
-		name, text := fromEnv([]string{s.Env()})
-		if name == "" {
-			continue
-		}
-		var v any
-		switch d := s.Default().(type) {
-		case string:
-			v = text
-		case []string:
-			l := s.SplitEnv(text)
-			if len(l) == 0 {
-				continue // blanks and commas: unset, as for a flag's variable
-			}
-			v = l
-		default:
-			var err error
-			if v, err = (&rawValue{text: text, env: name}).parse(s.Name, d); err != nil {
-				errs = errlist.Append(errs, err)
-				continue
-			}
-		}
-		if cfg != nil {
-			s.Set(cfg, v)
-		}
-	}
-	return errlist.Err(errs)
 }
 
 // build loads and validates the configuration, every problem listed at once.

@@ -48,14 +48,11 @@ type Setting struct {
 	// for a built-in default ("2s" rather than "0s").
 	DefaultText string
 	// Command names the one command that has the setting as a flag
-	// ("iptables"); empty: every command that reads a configuration. The
-	// key is valid in the config file of every such command, since one
-	// file serves them all: the others ignore it.
+	// ("iptables"; check, which validates it, has it hidden); empty: every
+	// command that reads a configuration. The key is valid in the config
+	// file of every such command, since one file serves them all: the
+	// others ignore it.
 	Command string
-	// Checked marks a Command setting that `nexmux check` reads too, by
-	// the same flag, variable and key, to report what Command would
-	// refuse before Command runs.
-	Checked bool
 
 	def any               // string, []string, bool, time.Duration or int
 	ptr func(*Config) any // the Config field: a pointer of def's type
@@ -326,13 +323,13 @@ var settings = []Setting{
 	{Name: "jumps", def: true, Command: "iptables",
 		Usage: "include the PREROUTING/OUTPUT jumps (off when re-applying over existing jumps)",
 		ptr:   func(c *Config) any { return &c.IptablesJumps }},
-	{Name: "chain", def: iptables.DefaultChain, Command: "iptables", Checked: true,
+	{Name: "chain", def: iptables.DefaultChain, Command: "iptables",
 		Usage: "nat `CHAIN` holding the rules (one per nexmux instance; not a built-in chain, nor, with --load, a chain holding rules nexmux did not write)",
 		ptr:   func(c *Config) any { return &c.IptablesChain }},
 	{Name: "load", def: false, Command: "iptables",
 		Usage: "load the rules with <family>-restore --noflush instead of printing them; idempotent, adds only missing jumps",
 		ptr:   func(c *Config) any { return &c.IptablesLoad }},
-	{Name: "families", def: slices.Clone(iptables.Families), Command: "iptables", Checked: true,
+	{Name: "families", def: slices.Clone(iptables.Families), Command: "iptables",
 		Usage: "`FAMILY` list --load drives (iptables, ip6tables)",
 		ptr:   func(c *Config) any { return &c.IptablesFamilies }},
 }
