@@ -135,23 +135,35 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 // only another command reads (`jumps:` of nexmux iptables), as warnings:
 // command ignores those keys whatever they hold, as it ignores good ones.
 func othersKeysIgnored(err error, command string) ([]string, error) {
+	return setAside(err, func(e error) (error, bool) {
+		var se *config.SettingError
+		if !errors.As(e, &se) {
+			return e, false
+		}
+		owner := config.CommandOf(se.Setting)
+		if owner == "" || owner == command {
+			return e, false
+		}
+		return fmt.Errorf("%w (ignored by %s: only nexmux %s reads it)", e, command, owner), true
+	})
+}
+
+// setAside splits err's problems (a multierror's) by ignore into warnings,
+// each as ignore words it, and the error of the rest; ignore may reword a
+// problem it keeps.
+func setAside(err error, ignore func(error) (error, bool)) ([]string, error) {
 	var me *multierror.Error
 	if !errors.As(err, &me) {
 		return nil, err
 	}
-	owner := map[string]string{}
-	for _, s := range config.Settings() {
-		owner[s.Name] = s.Command
-	}
 	var keep *multierror.Error
 	var ignored []string
 	for _, e := range me.Errors {
-		var se *config.SettingError
-		if errors.As(e, &se) && owner[se.Setting] != "" && owner[se.Setting] != command {
-			ignored = append(ignored, fmt.Sprintf("%v (ignored by %s: only nexmux %s reads it)", e, command, owner[se.Setting]))
-			continue
+		if w, ok := ignore(e); ok {
+			ignored = append(ignored, w.Error())
+		} else {
+			keep = errlist.Append(keep, w)
 		}
-		keep = errlist.Append(keep, e)
 	}
 	return ignored, errlist.Err(keep)
 }
@@ -345,31 +357,22 @@ func main() {
 // nexmux stops. A key that may be a misspelt iptables setting still stops
 // it: the default chain's rules, perhaps another instance's, would go.
 func ignoreForDelete(c *cli.Context, err error) error {
-	var me *multierror.Error
-	if !errors.As(err, &me) {
-		return err
-	}
-	var keep *multierror.Error
-	var ignored []string
-	for _, e := range me.Errors {
+	ignored, err := setAside(err, func(e error) (error, bool) {
 		var se *config.SettingError
-		if errors.As(e, &se) && !config.ForCommand(se.Setting, "iptables") {
-			ignored = append(ignored, e.Error()+" (ignored by --delete)")
-			continue
+		if errors.As(e, &se) && config.CommandOf(se.Setting) != "iptables" {
+			return fmt.Errorf("%w (ignored by --delete)", e), true
 		}
 		var uk *config.UnknownKeyError
 		if errors.As(e, &uk) {
 			if like := uk.Resembles("iptables"); like != "" {
-				e = fmt.Errorf("%w (not ignored by --delete: it may be a misspelt %s)", e, like)
-			} else {
-				ignored = append(ignored, e.Error()+" (ignored by --delete)")
-				continue
+				return fmt.Errorf("%w (not ignored by --delete: it may be a misspelt %s)", e, like), false
 			}
+			return fmt.Errorf("%w (ignored by --delete)", e), true
 		}
-		keep = errlist.Append(keep, e)
-	}
+		return e, false
+	})
 	printWarnings(c, ignored)
-	return errlist.Err(keep)
+	return err
 }
 
 // deleteWithoutFile is the configuration of `iptables --delete` when its

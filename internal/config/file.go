@@ -250,15 +250,15 @@ func EditDistance(a, b string) int {
 	return d[len(a)][len(b)]
 }
 
-// ForCommand reports whether the setting named is one only that command
-// reads (Setting.Command).
-func ForCommand(name, command string) bool {
+// CommandOf is the one command that reads the setting named
+// (Setting.Command); "" for a setting every command reads, or no setting.
+func CommandOf(name string) string {
 	for _, s := range settings {
 		if s.Name == name {
-			return s.Command == command
+			return s.Command
 		}
 	}
-	return false
+	return ""
 }
 
 // decode reads a YAML value as the flag would read its text.
