@@ -420,9 +420,13 @@ func refusalFor(err error) *refusal {
 func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Node, error) {
 	set := f.up.set
 	n, err := set.Untag(tag, uuid)
+	var serves, ejected bool
+	if err == nil {
+		serves, ejected = set.Tagged(n)
+	}
 	switch {
-	case err == nil && set.Tagged(n):
-		if set.Ejected(n) {
+	case serves:
+		if ejected {
 			// Still failing, maybe: where Nexus shares sessions another
 			// node that knows this one takes the chunk. Else it stays on
 			// its node, which may well hold it alone.

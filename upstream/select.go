@@ -167,21 +167,15 @@ func (s *Set) endFailOpen() {
 }
 
 // Tagged reports whether the node an upload tag names may serve that
-// upload now: not down. Drained, removed and ejected nodes finish their
-// sessions: no other node holds them, and an ejection is one replica's
-// view of a node the others may well be sending the same upload to.
-func (s *Set) Tagged(n *Node) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.state != Down
-}
-
-// Ejected reports whether n is passively ejected now (its 5xx or resets).
-func (s *Set) Ejected(n *Node) bool {
+// upload now (serves): not down. Drained, removed and ejected nodes finish
+// their sessions: no other node holds them, and an ejection is one
+// replica's view of a node the others may well be sending the same upload
+// to. ejected says it is passively ejected now (its 5xx or resets).
+func (s *Set) Tagged(n *Node) (serves, ejected bool) {
 	t := now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return t.Before(n.ejectedUntil)
+	return n.state != Down, t.Before(n.ejectedUntil)
 }
 
 // Takes reports whether n takes a new request now, as Pick would choose
