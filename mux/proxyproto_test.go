@@ -220,27 +220,12 @@ func TestProxyHeaderWithoutIPClient(t *testing.T) {
 	for name, hdr := range headers {
 		t.Run(name, func(t *testing.T) {
 			var local string
-			tr := &http.Transport{
-				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-					c, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.addr)
-					if err != nil {
-						return nil, err
-					}
-					local = c.LocalAddr().String()
-					_, err = c.Write(hdr)
-					return c, err
-				},
-				TLSClientConfig:   &tls.Config{RootCAs: m.ca.Pool()},
-				DisableKeepAlives: true,
-			}
-			defer tr.CloseIdleConnections()
-			resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://team-a.nexmux.test/")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if want := local + " team-a.nexmux.test true"; string(body) != want {
+			body := getTeamA(t, m, false, func(c net.Conn) (net.Conn, error) {
+				local = c.LocalAddr().String()
+				_, err := c.Write(hdr)
+				return c, err
+			})
+			if want := local + " team-a.nexmux.test true"; body != want {
 				t.Fatalf("got %q, want %q (the balancer as the client)", body, want)
 			}
 		})
@@ -534,17 +519,33 @@ func requestAfterHeader(t *testing.T, m *muxServer, header []byte) error {
 func getThroughSplit(t *testing.T, m *muxServer, split splitConn) {
 	t.Helper()
 	var sc *splitConn
+	body := getTeamA(t, m, true, func(c net.Conn) (net.Conn, error) {
+		sc = &splitConn{Conn: c, header: split.header, cut: split.cut, records: split.records}
+		return sc, nil
+	})
+	if want := "203.0.113.7:5555 team-a.nexmux.test true"; body != want {
+		t.Fatalf("got %q, want %q", body, want)
+	}
+	if sc.hello <= 1448 {
+		t.Fatalf("ClientHello of %d bytes; want more than one segment", sc.hello)
+	}
+}
+
+// getTeamA GETs team-a's root through m on one new connection, which wrap
+// takes over once dialled (to write a PROXY header first, or split the
+// bytes), and returns the body.
+func getTeamA(t *testing.T, m *muxServer, h2 bool, wrap func(net.Conn) (net.Conn, error)) string {
+	t.Helper()
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", m.addr)
 			if err != nil {
 				return nil, err
 			}
-			sc = &splitConn{Conn: c, header: split.header, cut: split.cut, records: split.records}
-			return sc, nil
+			return wrap(c)
 		},
 		TLSClientConfig:   &tls.Config{RootCAs: m.ca.Pool()},
-		ForceAttemptHTTP2: true,
+		ForceAttemptHTTP2: h2,
 		DisableKeepAlives: true,
 	}
 	defer tr.CloseIdleConnections()
@@ -554,10 +555,5 @@ func getThroughSplit(t *testing.T, m *muxServer, split splitConn) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := "203.0.113.7:5555 team-a.nexmux.test true"; string(body) != want {
-		t.Fatalf("got %q, want %q", body, want)
-	}
-	if sc.hello <= 1448 {
-		t.Fatalf("ClientHello of %d bytes; want more than one segment", sc.hello)
-	}
+	return string(body)
 }
