@@ -148,6 +148,9 @@ type WriteBatcher interface {
 // Only an HTTP/1.x handler sets it; HTTP/2 has WriteByteTimeout.
 type SendDeadliner interface {
 	SetWriteDeadline(t time.Time) error
+	// SetSendSpan is SetWriteDeadline(time.Now().Add(d)) without
+	// reading the clock.
+	SetSendSpan(d time.Duration) error
 }
 
 type ctxKey struct{}

@@ -248,13 +248,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rd, wd := deadliners(w)
 	sd := wd
+	var span SendDeadliner
 	if st.ci != nil && r.ProtoMajor == 1 && st.ci.Sends != nil {
 		// Net/http's write deadline is absolute: a slow but moving client
 		// would be cut on every write it takes longer than sendTO to read.
-		sd = st.ci.Sends
+		sd, span = st.ci.Sends, st.ci.Sends
 	}
 	if p.sendTO > 0 {
-		cw.deadline, cw.timeout = sd, p.sendTO
+		cw.deadline, cw.span, cw.timeout = sd, span, p.sendTO
 		cw.timeEvery = r.ProtoMajor > 1
 	}
 	var body *countingBody
@@ -738,6 +739,7 @@ type batchingWriter struct {
 	// HTTP/1 behind mux it is ConnInfo.Sends: a write fails only once the
 	// client took under 64 KiB in timeout, however long the write is.
 	deadline writeDeadliner
+	span     SendDeadliner // deadline, when it is ConnInfo.Sends
 	timeout  time.Duration
 	// timeEvery bounds every write and flush (HTTP/2): a stream whose
 	// window the client keeps shut blocks even a small one, with no buffer
@@ -749,7 +751,9 @@ type batchingWriter struct {
 
 // armDeadline gives the next write to the client timeout from now.
 func (c *batchingWriter) armDeadline() {
-	if c.deadline != nil {
+	if c.span != nil {
+		_ = c.span.SetSendSpan(c.timeout)
+	} else if c.deadline != nil {
 		_ = c.deadline.SetWriteDeadline(time.Now().Add(c.timeout))
 	}
 }

@@ -33,6 +33,9 @@ type routedConn struct {
 	sendCheck time.Time     // the socket's write deadline, set as a check
 	sending   atomic.Bool   // sendSpan > 0, read by writes without dmu
 	absolute  bool          // a non-zero absolute write deadline is in force
+	sockClear bool          // the socket holds no write deadline (false: may)
+	writing   atomic.Int32  // socket writes under way
+	try       tryWriter     // under wmu
 
 	// Read-ahead (l7.ReadAheader). crypto/tls reads under its own lock,
 	// so Reads never overlap; rmu orders them with Begin/EndReadAhead,

@@ -43,29 +43,46 @@ var _ l7.SendDeadliner = (*sendDeadline)(nil)
 // net/http clears it, between responses.
 func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 	c := (*routedConn)(s)
-	now := time.Now()
-	span := t.Sub(now)
-	if t.IsZero() || span <= 0 {
+	if t.IsZero() {
 		return c.SetWriteDeadline(t)
 	}
+	span := time.Until(t)
+	if span <= 0 {
+		return c.SetWriteDeadline(t)
+	}
+	return s.SetSendSpan(span)
+}
+
+// SetSendSpan sets a send deadline of span d (SetWriteDeadline of now+d,
+// without reading the clock). The socket's write deadline is left alone
+// until a write has to wait (writeSocket): most responses fit in the
+// socket's buffer and never need its timer.
+func (s *sendDeadline) SetSendSpan(d time.Duration) error {
+	c := (*routedConn)(s)
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	if c.sendSpan > 0 || c.absolute {
 		return nil
 	}
-	// Idle: the span starts with the first socket write, not before it
-	// while net/http buffers a slow Nexus's bytes (sendEnd is for a write
-	// already waiting).
-	c.sendSpan, c.sendEnd, c.sendMoved = span, t, 0
-	c.sendLeft, c.sendIdle = span, true
+	c.sendSpan, c.sendMoved = d, 0
+	c.sendLeft, c.sendIdle = d, true
+	c.sendCheck = time.Time{} // the next waiting write sets one
 	c.sending.Store(true)
-	return c.setCheck(now)
+	if c.writing.Load() > 0 {
+		// A write is under way (one begun under no deadline may wait
+		// for good): it gets the deadline now, its span from now.
+		now := time.Now()
+		c.sendEnd = now.Add(d)
+		return c.setCheck(now)
+	}
+	return nil
 }
 
 // setCheck sets the socket's write deadline to the next check (c.dmu
 // held).
 func (c *routedConn) setCheck(now time.Time) error {
 	c.sendCheck = c.nextCheck(now)
+	c.sockClear = false
 	return c.Conn.SetWriteDeadline(c.sendCheck)
 }
 
@@ -93,6 +110,10 @@ func (c *routedConn) SetWriteDeadline(t time.Time) error {
 	defer c.dmu.Unlock()
 	c.sendSpan, c.absolute = 0, !t.IsZero()
 	c.sending.Store(false)
+	if t.IsZero() && c.sockClear {
+		return nil // net/http clears it after every response
+	}
+	c.sockClear = t.IsZero()
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -102,18 +123,30 @@ func (c *routedConn) SetDeadline(t time.Time) error {
 	defer c.dmu.Unlock()
 	c.sendSpan, c.absolute = 0, !t.IsZero()
 	c.sending.Store(false)
+	c.sockClear = t.IsZero()
 	return c.Conn.SetDeadline(t)
 }
 
 // writeSocket writes p to the socket; under a send deadline a write that
-// times out goes on while the client takes bytes (c.wmu held).
+// times out goes on while the client takes bytes (c.wmu held). What the
+// socket takes at once is written without its deadline: only a write that
+// waits needs the timer.
 func (c *routedConn) writeSocket(p []byte) (int, error) {
+	c.writing.Add(1) // before sending is read: see SetSendSpan
+	defer c.writing.Add(-1)
 	send := c.sending.Load()
+	n := 0
 	if send {
+		if n = c.try.writeNow(c.Conn, p); n > 0 {
+			c.sendTaken(n)
+			if n == len(p) {
+				return n, nil
+			}
+		}
 		c.sendResume()
 	}
-	n, err := c.Conn.Write(p)
-	moved := n
+	moved, err := c.Conn.Write(p[n:])
+	n += moved
 	for err != nil && n < len(p) && errors.Is(err, os.ErrDeadlineExceeded) && c.sendGoesOn(moved) {
 		moved, err = c.Conn.Write(p[n:])
 		n += moved
@@ -122,6 +155,23 @@ func (c *routedConn) writeSocket(p []byte) (int, error) {
 		c.sendPause(moved)
 	}
 	return n, err
+}
+
+// sendTaken counts n bytes the socket took without waiting: no time
+// passed, so the budget left stands, and a sendQuantum earns a whole span.
+func (c *routedConn) sendTaken(n int) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	switch {
+	case c.sendSpan <= 0:
+	case !c.sendIdle:
+		c.sendCount(n, time.Now())
+	default:
+		if c.sendMoved += n; c.sendMoved >= sendQuantum {
+			c.sendMoved = 0
+			c.sendLeft = c.sendSpan
+		}
+	}
 }
 
 // sendResume starts a write under a send deadline: the time since the

@@ -255,3 +255,50 @@ func TestSendDeadlineDoesNotStretchAbsolute(t *testing.T) {
 		t.Fatal("write still going 5 s after its absolute 300 ms deadline: a send deadline set meanwhile replaced it")
 	}
 }
+
+// A response the socket's buffer takes at once needs no write deadline:
+// the send deadline sets the socket's timer only once a write has to wait.
+// (A timer set and cleared per small response is CPU nexmux spends per
+// request.) The deadline still holds for a write that waits: see
+// TestSendDeadlineCutsStoppedClient.
+func TestSendDeadlineSetsNoTimerForWriteTakenAtOnce(t *testing.T) {
+	rc, cl := sendPair(t)
+	go func() { _, _ = io.Copy(io.Discard, cl) }()
+	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Minute))
+	if n, err, _ := writeIn(rc, 1<<10); err != nil || n != 1<<10 {
+		t.Fatalf("write of 1 KiB: %d bytes, %v", n, err)
+	}
+	rc.dmu.Lock()
+	check, span := rc.sendCheck, rc.sendSpan
+	rc.dmu.Unlock()
+	if span <= 0 {
+		t.Fatalf("no send deadline in force after the write (span %v)", span)
+	}
+	if !check.IsZero() {
+		t.Fatalf("the socket's write deadline was set (%v) for a write the socket took at once", check)
+	}
+}
+
+// A write that began before the send deadline was set, under no deadline,
+// and waits on a client that stopped reading, gets the send deadline too:
+// otherwise it would wait for good.
+func TestSendDeadlineReachesWriteAlreadyWaiting(t *testing.T) {
+	rc, cl := sendPair(t)
+	guard := time.AfterFunc(15*time.Second, func() { cl.Close() })
+	defer guard.Stop()
+	done := make(chan error, 1)
+	go func() {
+		_, err, _ := writeIn(rc, 64<<20)
+		done <- err
+	}()
+	// Let the write fill the socket buffers and wait.
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	if err := <-done; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("waiting write ended with %v, want the send deadline's timeout", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("waiting write cut %v after the send deadline was set; want about 300 ms", took)
+	}
+}
