@@ -1340,6 +1340,11 @@ func TestLoginThrottlePerClientIPv6Prefix(t *testing.T) {
 	if err := login("2001:db8:1:2::99", "s3cret"); err == nil {
 		t.Fatal("a sixth login from the same /64 got in after five failed ones: the throttle counts each address apart")
 	}
+	// The operator reading the warning must learn that the whole /64 is
+	// blocked, not only the address that made the fifth guess.
+	if logs := st.logs.String(); !strings.Contains(logs, "throttled") || !strings.Contains(logs, "prefix=2001:db8:1:2::/64") {
+		t.Fatalf("the throttle's warning does not name the blocked /64:\n%s", logs)
+	}
 	if err := login("2001:db8:1:3::1", "s3cret"); err != nil {
 		t.Fatalf("login from another /64: %v", err)
 	}
