@@ -110,7 +110,12 @@ func (u sessionUsers) Valid(user, password string) bool {
 	}
 	u.ss.refusedAs(ReasonAuth, "socks5: login refused: wrong user or password", "user", user)
 	if s.throttle.failed(u.addr) {
-		s.log.Warn("socks5: failed logins from this client; throttled", "client", u.addr.String(), "failures", maxLoginFailures, "for", loginBlock)
+		attrs := []any{"client", u.addr.String(), "failures", maxLoginFailures, "for", loginBlock}
+		if k := perclient.Key(u.addr, s.throttle.ipv6Prefix); k != u.addr {
+			// The whole prefix is one client, and is blocked.
+			attrs = append(attrs, "prefix", netip.PrefixFrom(k, s.throttle.ipv6Prefix).String())
+		}
+		s.log.Warn("socks5: failed logins from this client; throttled", attrs...)
 	}
 	return false
 }
