@@ -59,6 +59,11 @@ func (s *sendDeadline) SetWriteDeadline(t time.Time) error {
 // socket's buffer and never need its timer.
 func (s *sendDeadline) SetSendSpan(d time.Duration) error {
 	c := (*routedConn)(s)
+	if d <= 0 {
+		// A deadline already passed, as SetWriteDeadline has it: a span
+		// of its own would leave the socket with none (sendSpan <= 0).
+		return c.SetWriteDeadline(time.Now().Add(d))
+	}
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	if c.sendSpan > 0 || c.absolute {

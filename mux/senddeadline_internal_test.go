@@ -302,3 +302,23 @@ func TestSendDeadlineReachesWriteAlreadyWaiting(t *testing.T) {
 		t.Fatalf("waiting write cut %v after the send deadline was set; want about 300 ms", took)
 	}
 }
+
+// SetSendSpan(d) is SetWriteDeadline(now+d): a span not above zero is a
+// deadline already passed, and the next write fails at once, as
+// SetWriteDeadline with a time not in the future makes it (the "past"
+// case of TestAbsoluteDeadlineEndsSendDeadline). It must not leave the
+// socket with no deadline at all.
+func TestSendDeadlineSpanNotPositiveFailsAtOnce(t *testing.T) {
+	for _, d := range []time.Duration{0, -time.Second} {
+		t.Run(d.String(), func(t *testing.T) {
+			rc, cl := sendPair(t) // the client reads nothing
+			guard := time.AfterFunc(10*time.Second, func() { cl.Close() })
+			defer guard.Stop()
+			_ = (*sendDeadline)(rc).SetSendSpan(d)
+			n, err, took := writeIn(rc, 64<<20)
+			if !errors.Is(err, os.ErrDeadlineExceeded) || took > 5*time.Second {
+				t.Fatalf("SetSendSpan(%v), client reading nothing: %d bytes in %v, %v; want a timeout at once", d, n, took, err)
+			}
+		})
+	}
+}
