@@ -80,8 +80,11 @@ func (s *sharedBody) clientFailed() bool {
 }
 
 // finish makes the current attempt the last: its Close (already done or to
-// come) reaches the client's body.
+// come) reaches the client's body. A nil s (no body) has nothing to end.
 func (s *sharedBody) finish() {
+	if s == nil {
+		return // a request without a body
+	}
 	s.mu.Lock()
 	s.final = true
 	shut := s.shut

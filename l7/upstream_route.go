@@ -190,9 +190,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				set.Failover(kind, "busy")
 				continue
 			}
-			if sb != nil {
-				sb.finish()
-			}
+			sb.finish()
 			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body,
 				msg: "nexmux: every connection to Nexus is busy; retry shortly"}
 		}
@@ -245,14 +243,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			a.done()
 			switch {
 			case r.Context().Err() != nil:
-				if sb != nil {
-					sb.finish()
-				}
+				sb.finish()
 				return nil, err
 			case sb != nil && sb.clientFailed() || errors.Is(err, ErrClientBody):
-				if sb != nil {
-					sb.finish()
-				}
+				sb.finish()
 				return nil, errors.Join(ErrClientBody, err)
 			case upstream.LocalDialFailure(err):
 				// Short of descriptors or local ports: not the node's
@@ -289,15 +283,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 							continue
 						}
 						if ferr != nil {
-							if sb != nil {
-								sb.finish()
-							}
+							sb.finish()
 							return nil, refusalFor(ferr)
 						}
 					}
-					if sb != nil {
-						sb.finish()
-					}
+					sb.finish()
 					return nil, f.uploadGone()
 				}
 			case errors.Is(context.Cause(ctx), errNodeDown):
@@ -314,9 +304,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					continue
 				}
 			}
-			if sb != nil {
-				sb.finish()
-			}
+			sb.finish()
 			return nil, lastErr
 		}
 		if !body {
@@ -351,9 +339,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			set.ReportAnswer(n, resp.StatusCode)
 		}
-		if sb != nil {
-			sb.finish()
-		}
+		sb.finish()
 		if blobGet {
 			f.resumable(out, r.Context(), n, repo+"@"+digest, resp, a.cancel)
 		}
