@@ -19,9 +19,7 @@ func TestHAUploadFollowUpWithEveryNodeDown(t *testing.T) {
 	addr, up := haProxyURLs(t, io.Discard, 0, haRepo, nodeURLs(nodes)...)
 	u := startUpload(t, addr)
 	patch := func() (*http.Response, string) {
-		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-		req.SetBasicAuth(haUser, haPass)
-		return sendRequest(t, req)
+		return sendChunk(t, addr, u.RequestURI())
 	}
 	state := func(want upstream.State) func() bool {
 		return func() bool {

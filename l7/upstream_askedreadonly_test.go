@@ -43,9 +43,7 @@ func TestHAUploadAskedAfterRefusalIsNotStreamedToAFrozenNode(t *testing.T) {
 		t.Fatalf("the upload's node is %s before its chunk: the probes found it", s)
 	}
 	other.ResetRequests()
-	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-	req.SetBasicAuth(haUser, haPass)
-	resp, body := sendRequest(t, req)
+	resp, body := sendChunk(t, addr, u.RequestURI())
 	if got, st := patched(other); got {
 		t.Errorf("the chunk was sent to the read-only node (its answer: %d)", st)
 	}
@@ -82,9 +80,7 @@ func TestHAUploadAskedPrefersAWritableNode(t *testing.T) {
 		return up.Set().ByHost(opened.Addr()).State() == upstream.Down && up.Set().ByHost(frozen.Addr()).State() == upstream.ReadOnly
 	})
 	frozen.ResetRequests()
-	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-	req.SetBasicAuth(haUser, haPass)
-	resp, body := sendRequest(t, req)
+	resp, body := sendChunk(t, addr, u.RequestURI())
 	if got, st := patched(frozen); got {
 		t.Errorf("the chunk was sent to the read-only node (its answer: %d)", st)
 	}

@@ -129,9 +129,7 @@ func TestHADrainedWritableNodeFinishesUpload(t *testing.T) {
 	if err := up.Set().Update(spec); err != nil {
 		t.Fatal(err)
 	}
-	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-	req.SetBasicAuth(haUser, haPass)
-	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
+	if resp, body := sendChunk(t, addr, u.RequestURI()); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH on the drained, writable node: %s %s", resp.Status, body)
 	}
 }
@@ -257,9 +255,7 @@ func nodeAt(nodes []*fixtures.Node, host string) *fixtures.Node {
 func TestHAEjectedUploadNodeHandsSharedSessionOn(t *testing.T) {
 	_, addr, _, u, _, other := ejectedSharedUpload(t)
 	other.ResetRequests()
-	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-	req.SetBasicAuth(haUser, haPass)
-	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
+	if resp, body := sendChunk(t, addr, u.RequestURI()); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH with its node ejected and the session shared: %s %s, want 202 from the other node", resp.Status, body)
 	}
 	if got, _ := patched(other); !got {
@@ -273,9 +269,7 @@ func ejectUploadNode(t *testing.T, addr string, up *Upstreams, u *url.URL, opene
 	t.Helper()
 	opened.SetRepositoryUnavailable(true)
 	for range 5 {
-		req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-		req.SetBasicAuth(haUser, haPass)
-		if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusServiceUnavailable {
+		if resp, body := sendChunk(t, addr, u.RequestURI()); resp.StatusCode != http.StatusServiceUnavailable {
 			t.Fatalf("PATCH to the failing node: %s %s", resp.Status, body)
 		}
 	}
@@ -304,9 +298,7 @@ func TestHAEjectedUploadNodeKeepsWriteFromReadOnlyNode(t *testing.T) {
 	if e := ejected(up.Set()); len(e) != 1 {
 		t.Fatalf("ejected %v: the ejection ended before the chunk", e)
 	}
-	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-	req.SetBasicAuth(haUser, haPass)
-	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
+	if resp, body := sendChunk(t, addr, u.RequestURI()); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH with its writable node ejected, the other read-only: %s %s, want 202 from its own node", resp.Status, body)
 	}
 }
@@ -330,9 +322,7 @@ func TestHAEjectedUploadNodeKeepsChunkFromDrainedNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.ResetRequests()
-	req := teamRequest(addr, http.MethodPatch, u.RequestURI(), strings.NewReader("chunk"))
-	req.SetBasicAuth(haUser, haPass)
-	resp, body := sendRequest(t, req)
+	resp, body := sendChunk(t, addr, u.RequestURI())
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH with its node ejected, the other drained: %s %s", resp.Status, body)
 	}
@@ -370,9 +360,7 @@ func TestHAEjectedUploadNodeKeepsTagFromReadOnlyNode(t *testing.T) {
 	if e := ejected(up.Set()); len(e) != 1 {
 		t.Fatalf("ejected %v: the ejection ended before the chunk", e)
 	}
-	req = teamRequest(addr, http.MethodPatch, loc.RequestURI(), strings.NewReader("chunk"))
-	req.SetBasicAuth(haUser, haPass)
-	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusAccepted {
+	if resp, body := sendChunk(t, addr, loc.RequestURI()); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH to the status GET's Location: %s %s, want 202 from the upload's own node", resp.Status, body)
 	}
 }
@@ -400,4 +388,13 @@ func patched(n *fixtures.Node) (bool, int) {
 		}
 	}
 	return false, 0
+}
+
+// sendChunk sends a "chunk" PATCH of the upload at uri with the HA
+// repository's credentials, and returns the answer and its body.
+func sendChunk(t *testing.T, addr, uri string) (*http.Response, string) {
+	t.Helper()
+	req := teamRequest(addr, http.MethodPatch, uri, strings.NewReader("chunk"))
+	req.SetBasicAuth(haUser, haPass)
+	return sendRequest(t, req)
 }
