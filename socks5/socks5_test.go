@@ -1348,4 +1348,13 @@ func TestLoginThrottlePerClientIPv6Prefix(t *testing.T) {
 	if err := login("2001:db8:1:3::1", "s3cret"); err != nil {
 		t.Fatalf("login from another /64: %v", err)
 	}
+	// The prefix is named too when the guess that blocks it comes from
+	// the prefix's own first address.
+	for i := 1; i <= 4; i++ {
+		_ = login(fmt.Sprintf("2001:db8:1:4::%x", i), "guess")
+	}
+	_ = login("2001:db8:1:4::", "guess")
+	if logs := st.logs.String(); !strings.Contains(logs, "prefix=2001:db8:1:4::/64") {
+		t.Fatalf("the throttle's warning for a guess from 2001:db8:1:4:: does not name its /64:\n%s", logs)
+	}
 }
