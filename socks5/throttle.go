@@ -111,9 +111,9 @@ func (u sessionUsers) Valid(user, password string) bool {
 	u.ss.refusedAs(ReasonAuth, "socks5: login refused: wrong user or password", "user", user)
 	if s.throttle.failed(u.addr) {
 		attrs := []any{"client", u.addr.String(), "failures", maxLoginFailures, "for", loginBlock}
-		if k := perclient.Key(u.addr, s.throttle.ipv6Prefix); k != u.addr {
+		if p := s.throttle.ipv6Prefix; perclient.Cut(u.addr, p) {
 			// The whole prefix is one client, and is blocked.
-			attrs = append(attrs, "prefix", netip.PrefixFrom(k, s.throttle.ipv6Prefix).String())
+			attrs = append(attrs, "prefix", netip.PrefixFrom(perclient.Key(u.addr, p), p).String())
 		}
 		s.log.Warn("socks5: failed logins from this client; throttled", attrs...)
 	}

@@ -29,12 +29,18 @@ func (c *Counter) key(a netip.Addr) netip.Addr { return Key(a, c.IPv6Prefix) }
 // escapes it with a fresh address.
 func Key(a netip.Addr, ipv6Prefix int) netip.Addr {
 	a = a.Unmap()
-	if a.Is6() && ipv6Prefix > 0 && ipv6Prefix < 128 {
+	if Cut(a, ipv6Prefix) {
 		if p, err := a.Prefix(ipv6Prefix); err == nil {
 			return p.Addr()
 		}
 	}
 	return a
+}
+
+// Cut reports whether Key cuts a to a prefix: an IPv6 address, with
+// ipv6Prefix 1 to 127.
+func Cut(a netip.Addr, ipv6Prefix int) bool {
+	return a.Unmap().Is6() && ipv6Prefix > 0 && ipv6Prefix < 128
 }
 
 // Acquire takes a place for a; false when a holds Max already. Every true
