@@ -36,7 +36,7 @@ func (w *tryWriter) setup(c net.Conn) {
 
 func (w *tryWriter) write(fd uintptr) bool {
 	n, err := unix.Write(int(fd), w.p)
-	if err != nil || n < 0 {
+	if err != nil {
 		// Would block (EAGAIN), interrupted, or failed: the waiting write
 		// that follows sees a failure again and reports it.
 		n = 0
