@@ -913,3 +913,21 @@ func TestIptablesDeleteWithoutItsConfigFileEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+// Every certificate and key path that cannot be read is named in the one
+// run, the key of a pair whose certificate is missing too, and a --cert
+// left without a --key: a script fixing its mounts one run at a time
+// learnt of a second wrong path only after fixing the first.
+func TestEveryUnreadableCertificatePathListed(t *testing.T) {
+	dir := t.TempDir()
+	c1, k1, c2 := filepath.Join(dir, "one.crt"), filepath.Join(dir, "one.key"), filepath.Join(dir, "two.crt")
+	_, errs, code := run(t, "check", "--route", "a.example.com=r", "--cert", c1, "--key", k1, "--cert", c2)
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"1 --key", "open " + c1, "open " + k1, "open " + c2} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}
