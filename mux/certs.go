@@ -24,17 +24,25 @@ type Certs struct {
 }
 
 // loadPair is tls.LoadX509KeyPair with both files read by smallfile: they
-// are read again on every reload.
-func loadPair(certFile, keyFile string) (tls.Certificate, error) {
-	cert, err := smallfile.Read(certFile)
-	if err != nil {
-		return tls.Certificate{}, err
+// are read again on every reload. Both are read whatever the first gives,
+// so two wrong paths are named in one run, one error each.
+func loadPair(certFile, keyFile string) (tls.Certificate, []error) {
+	cert, cerr := smallfile.Read(certFile)
+	key, kerr := smallfile.Read(keyFile)
+	var errs []error
+	for _, err := range []error{cerr, kerr} {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	key, err := smallfile.Read(keyFile)
-	if err != nil {
-		return tls.Certificate{}, err
+	if len(errs) > 0 {
+		return tls.Certificate{}, errs
 	}
-	return tls.X509KeyPair(cert, key)
+	c, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		return tls.Certificate{}, []error{err}
+	}
+	return c, nil
 }
 
 // LoadCerts loads certificate/key pairs paired by position. Every problem is
@@ -46,12 +54,26 @@ func LoadCerts(certFiles, keyFiles []string) (*Certs, error) {
 	}
 	var pairs []tls.Certificate
 	for i := 0; i < len(certFiles) && i < len(keyFiles); i++ {
-		c, err := loadPair(certFiles[i], keyFiles[i])
-		if err != nil {
+		c, perrs := loadPair(certFiles[i], keyFiles[i])
+		for _, err := range perrs {
 			errs = append(errs, fmt.Errorf("cert %q / key %q: %v", certFiles[i], keyFiles[i], err))
+		}
+		if len(perrs) > 0 {
 			continue
 		}
 		pairs = append(pairs, c)
+	}
+	// A file left without its partner is still read: a wrong path among
+	// them is a problem of its own, not one to find after pairing them.
+	for i := len(keyFiles); i < len(certFiles); i++ {
+		if _, err := smallfile.Read(certFiles[i]); err != nil {
+			errs = append(errs, fmt.Errorf("cert %q: %v", certFiles[i], err))
+		}
+	}
+	for i := len(certFiles); i < len(keyFiles); i++ {
+		if _, err := smallfile.Read(keyFiles[i]); err != nil {
+			errs = append(errs, fmt.Errorf("key %q: %v", keyFiles[i], err))
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errlist.Join(errs...)
