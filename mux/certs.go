@@ -292,6 +292,15 @@ func (c *Certs) ChosenAt(now time.Time) *Certs {
 	return n
 }
 
+// Pairs is the number of certificate pairs, whatever they name: one that
+// names only IP addresses still serves clients without SNI.
+func (c *Certs) Pairs() int {
+	if c == nil {
+		return 0
+	}
+	return len(c.pairs)
+}
+
 // Len is the number of certificate pairs' names indexed.
 func (c *Certs) Len() int {
 	if c == nil {
