@@ -931,3 +931,29 @@ func TestEveryUnreadableCertificatePathListed(t *testing.T) {
 		}
 	}
 }
+
+// check's table names what each certificate serves, its IP addresses too:
+// a pair naming only IP addresses (for --default-route) showed as
+// "certificates: " with nothing after it, as if none were loaded.
+func TestCheckNamesCertificateIPAddresses(t *testing.T) {
+	ca, err := certs.NewCA("cli test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ca.Issue("127.0.0.1", "::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "ip.pem"), filepath.Join(dir, "ip.key")
+	if err := p.Write(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--default-route", "r")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errs)
+	}
+	if !strings.Contains(out, "certificates: 127.0.0.1, ::1\n") {
+		t.Errorf("check does not name the certificate's addresses:\n%s", out)
+	}
+}
