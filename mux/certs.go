@@ -317,6 +317,23 @@ func (c *Certs) Names() []string {
 	return append([]string(nil), c.names...)
 }
 
+// IPs lists every IP address SAN of the pairs, each once, in order: what a
+// client connecting by address (no SNI) can verify.
+func (c *Certs) IPs() []string {
+	if c == nil {
+		return nil
+	}
+	var out []string
+	for _, p := range c.pairs {
+		for _, ip := range p.Leaf.IPAddresses {
+			if s := ip.String(); !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
 // Covers reports whether a certificate names host (not the fallback).
 func (c *Certs) Covers(host string) bool {
 	if c == nil {

@@ -508,7 +508,8 @@ func (b *Runtime) Describe() string {
 			fmt.Fprintf(&sb, "  %-32s %s\n", r.Key, describeTarget(b, r.Target))
 		}
 	}
-	fmt.Fprintf(&sb, "certificates: %s\n", strings.Join(b.Certs.Names(), ", "))
+	// IP addresses too: a pair may name nothing else (--default-route).
+	fmt.Fprintf(&sb, "certificates: %s\n", strings.Join(append(b.Certs.Names(), b.Certs.IPs()...), ", "))
 	return sb.String()
 }
 
