@@ -24,17 +24,25 @@ type Certs struct {
 }
 
 // loadPair is tls.LoadX509KeyPair with both files read by smallfile: they
-// are read again on every reload.
-func loadPair(certFile, keyFile string) (tls.Certificate, error) {
-	cert, err := smallfile.Read(certFile)
-	if err != nil {
-		return tls.Certificate{}, err
+// are read again on every reload. Both are read whatever the first gives,
+// so two wrong paths are named in one run, one error each.
+func loadPair(certFile, keyFile string) (tls.Certificate, []error) {
+	cert, cerr := smallfile.Read(certFile)
+	key, kerr := smallfile.Read(keyFile)
+	var errs []error
+	for _, err := range []error{cerr, kerr} {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	key, err := smallfile.Read(keyFile)
-	if err != nil {
-		return tls.Certificate{}, err
+	if len(errs) > 0 {
+		return tls.Certificate{}, errs
 	}
-	return tls.X509KeyPair(cert, key)
+	c, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		return tls.Certificate{}, []error{err}
+	}
+	return c, nil
 }
 
 // LoadCerts loads certificate/key pairs paired by position. Every problem is
@@ -46,12 +54,26 @@ func LoadCerts(certFiles, keyFiles []string) (*Certs, error) {
 	}
 	var pairs []tls.Certificate
 	for i := 0; i < len(certFiles) && i < len(keyFiles); i++ {
-		c, err := loadPair(certFiles[i], keyFiles[i])
-		if err != nil {
+		c, perrs := loadPair(certFiles[i], keyFiles[i])
+		for _, err := range perrs {
 			errs = append(errs, fmt.Errorf("cert %q / key %q: %v", certFiles[i], keyFiles[i], err))
+		}
+		if len(perrs) > 0 {
 			continue
 		}
 		pairs = append(pairs, c)
+	}
+	// A file left without its partner is still read: a wrong path among
+	// them is a problem of its own, not one to find after pairing them.
+	for i := len(keyFiles); i < len(certFiles); i++ {
+		if _, err := smallfile.Read(certFiles[i]); err != nil {
+			errs = append(errs, fmt.Errorf("cert %q: %v", certFiles[i], err))
+		}
+	}
+	for i := len(certFiles); i < len(keyFiles); i++ {
+		if _, err := smallfile.Read(keyFiles[i]); err != nil {
+			errs = append(errs, fmt.Errorf("key %q: %v", keyFiles[i], err))
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errlist.Join(errs...)
@@ -270,6 +292,15 @@ func (c *Certs) ChosenAt(now time.Time) *Certs {
 	return n
 }
 
+// Pairs is the number of certificate pairs, whatever they name: one that
+// names only IP addresses still serves clients without SNI.
+func (c *Certs) Pairs() int {
+	if c == nil {
+		return 0
+	}
+	return len(c.pairs)
+}
+
 // Len is the number of certificate pairs' names indexed.
 func (c *Certs) Len() int {
 	if c == nil {
@@ -284,6 +315,23 @@ func (c *Certs) Names() []string {
 		return nil
 	}
 	return append([]string(nil), c.names...)
+}
+
+// IPs lists every IP address SAN of the pairs, each once, in order: what a
+// client connecting by address (no SNI) can verify.
+func (c *Certs) IPs() []string {
+	if c == nil {
+		return nil
+	}
+	var out []string
+	for _, p := range c.pairs {
+		for _, ip := range p.Leaf.IPAddresses {
+			if s := ip.String(); !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 // Covers reports whether a certificate names host (not the fallback).

@@ -913,3 +913,47 @@ func TestIptablesDeleteWithoutItsConfigFileEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+// Every certificate and key path that cannot be read is named in the one
+// run, the key of a pair whose certificate is missing too, and a --cert
+// left without a --key: a script fixing its mounts one run at a time
+// learnt of a second wrong path only after fixing the first.
+func TestEveryUnreadableCertificatePathListed(t *testing.T) {
+	dir := t.TempDir()
+	c1, k1, c2 := filepath.Join(dir, "one.crt"), filepath.Join(dir, "one.key"), filepath.Join(dir, "two.crt")
+	_, errs, code := run(t, "check", "--route", "a.example.com=r", "--cert", c1, "--key", k1, "--cert", c2)
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"1 --key", "open " + c1, "open " + k1, "open " + c2} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}
+
+// check's table names what each certificate serves, its IP addresses too:
+// a pair naming only IP addresses (for --default-route) showed as
+// "certificates: " with nothing after it, as if none were loaded.
+func TestCheckNamesCertificateIPAddresses(t *testing.T) {
+	ca, err := certs.NewCA("cli test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ca.Issue("127.0.0.1", "::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "ip.pem"), filepath.Join(dir, "ip.key")
+	if err := p.Write(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--default-route", "r")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errs)
+	}
+	if !strings.Contains(out, "certificates: 127.0.0.1, ::1\n") {
+		t.Errorf("check does not name the certificate's addresses:\n%s", out)
+	}
+}

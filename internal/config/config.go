@@ -270,10 +270,10 @@ func (c *Config) Build() (*Runtime, error) {
 
 	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {
 		errs = errlist.Append(errs, err)
-	} else if b.Warnings = append(b.Warnings, b.Certs.Warnings(CertExpiresSoon)...); b.Certs.Len() == 0 && needsCert(c) {
+	} else if b.Warnings = append(b.Warnings, b.Certs.Warnings(CertExpiresSoon)...); b.Certs.Pairs() == 0 && needsCert(c) {
 		errs = multierror.Append(errs, errors.New("no certificate: TLS routes need at least one --cert FILE --key FILE"))
 	}
-	if b.Certs != nil && b.Certs.Len() > 0 {
+	if b.Certs.Pairs() > 0 { // one naming only IPs: its routes by name are not covered
 		for _, r := range checked {
 			if r.Kind != route.KindSNI || r.Passthrough != "" {
 				continue
@@ -508,7 +508,8 @@ func (b *Runtime) Describe() string {
 			fmt.Fprintf(&sb, "  %-32s %s\n", r.Key, describeTarget(b, r.Target))
 		}
 	}
-	fmt.Fprintf(&sb, "certificates: %s\n", strings.Join(b.Certs.Names(), ", "))
+	// IP addresses too: a pair may name nothing else (--default-route).
+	fmt.Fprintf(&sb, "certificates: %s\n", strings.Join(append(b.Certs.Names(), b.Certs.IPs()...), ", "))
 	return sb.String()
 }
 

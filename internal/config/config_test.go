@@ -226,7 +226,7 @@ func TestBuildProblems(t *testing.T) {
 		{"missing files", func(c *Config) {
 			c.Cert = append(c.Cert, filepath.Join(dir, "nope.crt"))
 			c.Key = append(c.Key, filepath.Join(dir, "nope.key"))
-		}, []string{"nope.crt"}},
+		}, []string{"open " + filepath.Join(dir, "nope.crt"), "open " + filepath.Join(dir, "nope.key")}}, // each path its own problem
 		{"key of another certificate", func(c *Config) { c.Key = []string{otherKey} }, []string{"private key does not match"}},
 		{"two bad pairs, two problems", func(c *Config) {
 			c.Cert = []string{wildCert, otherCert, wildCert}

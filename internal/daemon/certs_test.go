@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"crypto/tls"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -133,4 +134,32 @@ func writePair(t *testing.T, dir, name string, issue func() (*certs.Pair, error)
 		t.Fatal(err)
 	}
 	return crt, key
+}
+
+// A certificate naming only IP addresses serves --default-route, the route
+// of clients that connect by IP and so send no SNI: check and serve refused
+// it as "no certificate", a certificate being given, since only DNS names
+// were counted.
+func TestIPOnlyCertificateServesDefaultRoute(t *testing.T) {
+	ca, err := certs.NewCA("ip-only test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key := writePair(t, t.TempDir(), "ip", func() (*certs.Pair, error) { return ca.Issue("127.0.0.1") })
+	st := stack.Start(t, stack.Options{Config: config.Config{DefaultRoute: "team-a", Cert: []string{crt}, Key: []string{key}}})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "127.0.0.1", RootCAs: ca.Pool()}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodGet, "https://"+st.Addr+"/v2/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth(stack.User, stack.Password)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v2/ by IP: %s, want 200 from Nexus", resp.Status)
+	}
 }
