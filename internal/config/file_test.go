@@ -197,6 +197,10 @@ func TestApplyFileErrors(t *testing.T) {
 		{"flag spelled in camel case", "defaultRoute: x\n", []string{"defaultRoute"}},
 		{"nested list", "route: [[a.example.com=team-a]]\n", []string{"want a string"}},
 		{"map for a list", "route:\n  a.example.com: team-a\n", []string{"want a string or a list"}},
+		// A null item is no string: read as its text, `[~]` would strip a
+		// header named "~".
+		{"null list item", "strip-header: [X-A, ~]\n", []string{"line 1", "empty item"}},
+		{"empty list item", "route:\n  - a.example.com=team-a\n  -\n", []string{"line 3", "empty item"}},
 		{"duration without unit", "handshake-timeout: 10\n", []string{"line 1", "want a duration"}},
 		// YAML would read these as a float, an octal number and YAML 1.1
 		// bools; the flag refuses them, so the file does too.
