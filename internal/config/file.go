@@ -70,6 +70,11 @@ func listText(n *yaml.Node) ([]string, error) {
 			if c = resolve(c); c.Kind != yaml.ScalarNode {
 				return nil, fmt.Errorf("line %d: want a string", c.Line)
 			}
+			// `~`, `null` or a bare `-` is YAML's null, not its own
+			// text: quote it if that text is meant.
+			if c.Tag == "!!null" {
+				return nil, fmt.Errorf("line %d: an empty item (YAML null) in the list: remove it, or quote it if the text is meant", c.Line)
+			}
 			out = append(out, c.Value)
 		}
 		return out, nil
