@@ -957,3 +957,30 @@ func TestCheckNamesCertificateIPAddresses(t *testing.T) {
 		t.Errorf("check does not name the certificate's addresses:\n%s", out)
 	}
 }
+
+// A key of the config file that a flag or its environment variable also
+// sets is not used (flag > env > file): said as a warning, or an edit of
+// that key in a mounted ConfigMap reloads "fine" and changes nothing.
+func TestFileKeyOverriddenIsAWarning(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("route: [team-a.example.com=team-a]\nmax-conns: 1000\nlog-level: info\nidle-timeout:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"check", "--config", file, "--cert", crt, "--key", key}
+	if _, errs, code := run(t, base...); code != 0 || strings.Contains(errs, "overridden") {
+		t.Fatalf("nothing overridden: exit %d, stderr:\n%s", code, errs)
+	}
+	_, errs, code := run(t, append(base, "--max-conns", "2000", "--idle-timeout", "1m")...)
+	if code != 0 || !strings.Contains(errs, "warning: config "+file+": max-conns is overridden by --max-conns or NEXMUX_MAX_CONNS") {
+		t.Errorf("flag over a file key: exit %d, stderr:\n%s", code, errs)
+	}
+	// An empty key in the file gives nothing to override.
+	if strings.Contains(errs, "idle-timeout is overridden") {
+		t.Errorf("an empty file key drew the warning:\n%s", errs)
+	}
+	t.Setenv("NEXMUX_LOG_LEVEL", "debug")
+	if _, errs, code := run(t, base...); code != 0 || !strings.Contains(errs, "log-level is overridden by --log-level or NEXMUX_LOG_LEVEL") || strings.Count(errs, "overridden") != 1 {
+		t.Errorf("environment over a file key: exit %d, stderr:\n%s", code, errs)
+	}
+}
