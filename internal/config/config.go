@@ -115,6 +115,9 @@ type Config struct {
 	// File is the --config file the settings came from ("" for none);
 	// reload watches it beside the certificates.
 	File string
+	// FileKeys are the settings File gave a value (an empty key gives
+	// none): a flag or environment variable over one is warned of.
+	FileKeys []string
 	// EnvWarnings are what the command found odd in the environment it
 	// read (a Kubernetes service link in NEXMUX_PORT) or set aside from the
 	// file (serve: a bad iptables key); Build adds them to the Runtime's

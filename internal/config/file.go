@@ -173,6 +173,7 @@ func (c *Config) ApplyFile(path string) error {
 			continue
 		}
 		s.Set(c, val)
+		c.FileKeys = append(c.FileKeys, s.Name)
 	}
 	return errlist.Err(errs)
 }

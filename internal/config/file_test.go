@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,8 +101,22 @@ families: iptables
 		IptablesDelete:           true,
 		IptablesFamilies:         []string{"iptables"},
 	}
+	c.FileKeys = nil // TestApplyFileKeys
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ApplyFile:\n got %+v\nwant %+v", c, want)
+	}
+}
+
+// FileKeys lists the keys that gave a value, in file order: an empty key
+// gives none, so a flag beside it overrides nothing.
+func TestApplyFileKeys(t *testing.T) {
+	p := writeYAML(t, "max-conns: 500\nidle-timeout:\nroute: [a.example.com=a]\n")
+	c := Defaults()
+	if err := c.ApplyFile(p); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"max-conns", "route"}; !slices.Equal(c.FileKeys, want) {
+		t.Errorf("FileKeys %q, want %q", c.FileKeys, want)
 	}
 }
 
@@ -311,7 +326,7 @@ func TestApplyFileListsEveryProblem(t *testing.T) {
 		}
 	}
 	want2 := Defaults()
-	want2.LogLevel = "debug"
+	want2.LogLevel, want2.FileKeys = "debug", []string{"log-level"}
 	if !reflect.DeepEqual(c, want2) {
 		t.Errorf("the valid key was not applied, or an invalid one was: %+v", c)
 	}
