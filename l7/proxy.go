@@ -362,6 +362,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: space or control byte in the query")
 		return
 	}
+	if describeParam(rawQuery) {
+		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: the query parameter describe is not served (Nexus would describe the request, headers included, instead of answering it)")
+		return
+	}
 	// The push marker of a token nexmux handed out never reaches Nexus.
 	auth := takeSession(r.Header)
 	if m := st.ci.Route.Mirror; m != nil {
