@@ -157,3 +157,21 @@ func FuzzRewrite(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDescribeParam: a query whose parameter name Go's own query decoding
+// (or the plain bytes) reads as "describe" in any case is always refused.
+func FuzzDescribeParam(f *testing.F) {
+	for _, s := range []string{"describe", "n=1&%64escribe=json", "%u0064escribe", "a=b;describe", "x=%zz", "%"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		got := describeParam(q)
+		for _, param := range strings.FieldsFunc(q, func(r rune) bool { return r == '&' || r == ';' }) {
+			name, _, _ := strings.Cut(param, "=")
+			dec, err := url.QueryUnescape(name)
+			if (strings.EqualFold(name, "describe") || err == nil && strings.EqualFold(dec, "describe")) && !got {
+				t.Fatalf("describeParam(%q) = false, but %q reads as describe", q, name)
+			}
+		}
+	})
+}

@@ -2,6 +2,7 @@ package l7
 
 import (
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -90,6 +91,57 @@ func queryForwardable(q string) bool {
 		}
 	}
 	return true
+}
+
+// describeParam reports a raw query naming the parameter "describe":
+// Nexus's repository servlet then answers with a description of the
+// request, every header included (on mirror names the --mirror-auth-file
+// credentials nexmux adds), instead of the registry answer. Names are
+// compared as Jetty decodes them ('+', "%XX", Jetty 9's "%uXXXX"), and in
+// any case; no registry client sends such a parameter.
+func describeParam(q string) bool {
+	for q != "" {
+		var param string
+		if i := strings.IndexAny(q, "&;"); i >= 0 {
+			param, q = q[:i], q[i+1:]
+		} else {
+			param, q = q, ""
+		}
+		name, _, _ := strings.Cut(param, "=")
+		if len(name) >= len("describe") && strings.EqualFold(jettyUnescape(name), "describe") {
+			return true
+		}
+	}
+	return false
+}
+
+// jettyUnescape decodes a query component as Jetty's UrlEncoded does;
+// a malformed escape stays as it is.
+func jettyUnescape(s string) string {
+	if !strings.ContainsAny(s, "+%") {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+6 <= len(s) && (s[i+1] == 'u' || s[i+1] == 'U'):
+			if n, err := strconv.ParseUint(s[i+2:i+6], 16, 16); err == nil {
+				b = utf8.AppendRune(b, rune(n))
+				i += 5
+				continue
+			}
+		case c == '%' && i+3 <= len(s):
+			if n, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				c = byte(n)
+				i += 2
+			}
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
 
 // registryPath reports whether sub ("/v2/...") is a Registry API path.

@@ -206,3 +206,31 @@ func TestMapRequest(t *testing.T) {
 		}
 	}
 }
+
+func TestDescribeParam(t *testing.T) {
+	for q, want := range map[string]bool{
+		"":                                  false,
+		"describe":                          true,
+		"describe=json":                     true,
+		"n=1&describe=html":                 true,
+		"n=1;describe":                      true,
+		"Describe=json":                     true,
+		"%64escribe=json":                   true,
+		"%64%65%73%63%72%69%62%65":          true,
+		"%u0064escribe":                     true,
+		"%U0064ESCRIBE=1":                   true,
+		"describe&n=1":                      true,
+		"n=describe":                        false,
+		"last=a&describer=1":                false,
+		"describ":                           false,
+		"describe+=1":                       false,
+		"x=%64escribe":                      false,
+		"%64escrib%":                        false,
+		"scope=repository%3Aa%3Apull":       false,
+		"digest=sha256%3A" + testDigest[7:]: false,
+	} {
+		if got := describeParam(q); got != want {
+			t.Errorf("describeParam(%q) = %v, want %v", q, got, want)
+		}
+	}
+}

@@ -19,6 +19,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
@@ -362,6 +364,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: space or control byte in the query")
 		return
 	}
+	if describeParam(rawQuery) {
+		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: the query parameter describe is not served (Nexus would describe the request, headers included, instead of answering it)")
+		return
+	}
 	// The push marker of a token nexmux handed out never reaches Nexus.
 	auth := takeSession(r.Header)
 	if m := st.ci.Route.Mirror; m != nil {
@@ -444,6 +450,11 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	// Go would send the node's own address, which Nexus would hand back.
 	if r.Host == "" {
 		return http.StatusBadRequest, "UNSUPPORTED", "nexmux: a Host header is required"
+	}
+	// HTTP/2 takes bytes in :authority no Host header may hold; Go's
+	// transport would send Nexus an empty Host instead (as above).
+	if !httpguts.ValidHostHeader(r.Host) {
+		return http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("nexmux: Host %q holds characters a Host header may not", ShortName(r.Host))
 	}
 	// net/http takes any port text, and routing ignores the port; Nexus
 	// would build the realm and Locations it hands back from it.

@@ -196,3 +196,35 @@ func TestConfinementOverHTTP2(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP2AuthorityNexusWouldNotGet: HTTP/2 takes bytes in :authority
+// that no Host header may hold ('{', '"', '<', '^', '|'). Go's transport
+// would send Nexus an empty Host instead, and Nexus builds the realm and
+// Locations from its own address then, the very thing the refusal of a
+// missing Host prevents. Where the Host is not matched against a route
+// (the no-SNI default route here), nexmux must refuse it itself.
+func TestHTTP2AuthorityNexusWouldNotGet(t *testing.T) {
+	cfg := confinedRoutes()
+	cfg.DefaultRoute = "team-a"
+	st := stack.Start(t, stack.Options{Config: cfg})
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
+	for _, authority := range []string{"registry{}", `a"b`, "a<b>", "a^b", "a|b", "a`b", "registry{}:443"} {
+		st.Nexus.ResetRequests()
+		got := h2Exchange(t, st, "127.0.0.1", [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", authority}, {":path", "/v2/"}, {"authorization", auth}})
+		if got != "400" && got != "reset" {
+			t.Errorf(":authority %q: %s, want 400", authority, got)
+		}
+		for _, r := range st.Nexus.Requests() {
+			t.Errorf(":authority %q reached Nexus with Host %q", authority, r.Host)
+		}
+	}
+	// The benign IP-literal form still reaches Nexus with its Host.
+	st.Nexus.ResetRequests()
+	authority := "127.0.0.1:" + itoa(st.Port)
+	if got := h2Exchange(t, st, "127.0.0.1", [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", authority}, {":path", "/v2/"}, {"authorization", auth}}); got != "200" {
+		t.Errorf(":authority %q: %s, want 200", authority, got)
+	}
+	if reqs := st.Nexus.Requests(); len(reqs) != 1 || reqs[0].Host != authority {
+		t.Errorf("benign request reached Nexus as %+v", reqs)
+	}
+}

@@ -167,6 +167,10 @@ func hostileCases() []hostileCase {
 		{name: "REST API settings", raw: get("/service/rest/v1/repositorySettings"), want: 404},
 		{name: "context-path REST API", raw: get("/nexus/service/rest/v1/status"), want: 404},
 		{name: "double slash to REST", raw: get("//service/rest/v1/status"), want: 404},
+		// Nexus's repository servlet describes the request (headers
+		// included) instead of serving it: not the registry API.
+		{name: "Nexus describe parameter", raw: get("/v2/app/tags/list?describe=json"), want: 400},
+		{name: "Nexus describe parameter, encoded name", raw: get("/repository/team-a/v2/?n=1&%64escribe"), want: 400},
 		{name: "UI root", raw: get("/"), want: 404},
 
 		// Host header games.
