@@ -151,10 +151,11 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		prefixReg, ok := route.CanonicalRegistry(seg)
 		_, mirrored := m.Repo(prefixReg)
 		switch {
-		case nsReg != "" && prefixReg != nsReg && !mirrored && nameComponent(seg):
+		case nsReg != "" && nsReg != route.DockerHub && prefixReg != nsReg && !mirrored && nameComponent(seg):
 			// containerd sends the name as it is with ns, and outside
 			// Docker Hub a first component may hold a dot
 			// (gcr.io/google.com/cloudsdktool/...): part of the name.
+			// Docker Hub namespaces never do, so there it is a prefix.
 		case !ok:
 			return fail(http.StatusNotFound, "NAME_UNKNOWN", "the path prefix is not a registry name")
 		case nsReg != "" && nsReg != prefixReg:

@@ -8,10 +8,11 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// revision is the VCS revision given at link time
-// (-ldflags '-X main.revision=...'), for builds without the checkout's VCS
-// info: deploy/Dockerfile copies the sources without .git.
-var revision string
+// revision and revisionTime are the VCS revision and its commit time given
+// at link time (-ldflags '-X main.revision=... -X main.revisionTime=...'),
+// for builds without the checkout's VCS info: deploy/Dockerfile copies the
+// sources without .git.
+var revision, revisionTime string
 
 // versionText describes this binary from its build info: module version,
 // VCS revision and time (when built from a checkout, or given at link
@@ -46,6 +47,9 @@ func versionText() string {
 		fmt.Fprintf(&b, "revision: %s%s\n", rev, dirty)
 	case revision != "":
 		fmt.Fprintf(&b, "revision: %s (given at build)\n", revision)
+		if at == "" {
+			at = revisionTime
+		}
 	default:
 		b.WriteString("revision: unknown (built without VCS info)\n")
 	}

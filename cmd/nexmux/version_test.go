@@ -44,6 +44,33 @@ func TestVersionRevisionGivenAtBuild(t *testing.T) {
 	}
 }
 
+// The Dockerfile's build (no .git in its context) is given the revision
+// and its commit time at link time; `nexmux version` names both, as issue
+// 17 asks of every build (revision and time).
+func TestVersionRevisionTimeGivenAtBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	df := deployFile(t, "Dockerfile")
+	for _, v := range []string{"-X main.revision=", "-X main.revisionTime="} {
+		if !strings.Contains(df, v) {
+			t.Errorf("Dockerfile: the go build does not set %s", v)
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "nexmux")
+	build := exec.Command("go", "build", "-buildvcs=false", "-ldflags",
+		"-X main.revision=0123abcd -X main.revisionTime=2026-01-02T03:04:05Z", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "revision: 0123abcd (given at build)\n") ||
+		!strings.Contains(string(out), "time:     2026-01-02T03:04:05Z\n") {
+		t.Errorf("version: %v\n%s", err, out)
+	}
+}
+
 func TestHelpEndsWithExamples(t *testing.T) {
 	for _, cmd := range []string{"serve", "check"} {
 		out, _, _ := run(t, cmd, "--help")

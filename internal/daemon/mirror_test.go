@@ -155,6 +155,11 @@ func TestMirrorRefusals(t *testing.T) {
 		{"GET", "/v2/registry.corp.test:5000/x/manifests/1", 404, "NAME_UNKNOWN"},
 		{"GET", "/v2/acme/app/manifests/1?ns=registry.corp.test%3A5000", 404, "NAME_UNKNOWN"},
 		{"GET", "/v2/ghcr.io/acme/app/manifests/1?ns=quay.io", 400, "NAME_INVALID"},
+		// Docker Hub namespaces never hold a dot: with ns=docker.io a
+		// registry host first is a prefix, mirrored here or not, and
+		// disagrees with ns.
+		{"GET", "/v2/gcr.io/acme/app/manifests/1?ns=docker.io", 400, "NAME_INVALID"},
+		{"GET", "/v2/localhost/acme/app/manifests/1?ns=index.docker.io", 400, "NAME_INVALID"},
 		{"GET", "/v2/acme/app/manifests/1?ns=ghcr.io&ns=quay.io", 400, "NAME_INVALID"},
 		{"GET", "/v2/ghcr.io%2facme/app/manifests/1", 400, "NAME_INVALID"},
 		{"GET", "/v2/ghcr%2eio/acme/app/manifests/1", 400, "NAME_INVALID"},

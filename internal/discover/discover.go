@@ -374,8 +374,10 @@ func (p *Plan) header(b *strings.Builder) {
 			fmt.Fprintf(b, "#   %s: %s port %d\n", c.Repo, c.Scheme, c.Port)
 			ports = append(ports, "--port '"+strconv.Itoa(c.Port)+"="+c.Repo+"'")
 		}
-		b.WriteString("# redirect them to nexmux (iptables-restore format; see scripts/nexmux-iptables.sh):\n")
-		fmt.Fprintf(b, "#   nexmux iptables --listen :8443 %s | iptables-restore --noflush\n", strings.Join(ports, " "))
+		// --load applies the rules for IPv4 and IPv6 alike, idempotently; a
+		// pipe into iptables-restore alone would leave IPv6 clients out.
+		b.WriteString("# redirect them to nexmux (IPv4 and IPv6; as root, where nexmux runs):\n")
+		fmt.Fprintf(b, "#   nexmux iptables --listen :8443 %s --load\n", strings.Join(ports, " "))
 	}
 	for _, n := range p.NoHost {
 		fmt.Fprintf(b, "# no host name for %s\n", n)

@@ -392,3 +392,40 @@ func planFrom(t *testing.T, domain string, repos []fixtures.Repo) *discover.Plan
 	}
 	return plan
 }
+
+// The cut-over notes print the `nexmux iptables` command for the connector
+// ports; followed as printed, it must redirect IPv6 clients too (the rules
+// are for both families), not only what iptables-restore loads.
+func TestCutOverIptablesCommandCoversBothFamilies(t *testing.T) {
+	repos, err := discover.Fetch(context.Background(), nil, nexus(t, ""), "admin", "admin123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "registry.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"flags": plan.Flags(), "yaml": plan.YAML()} {
+		var cmds []string
+		for _, l := range strings.Split(out, "\n") {
+			if _, c, ok := strings.Cut(l, "nexmux iptables "); ok {
+				cmds = append(cmds, c)
+			}
+		}
+		if len(cmds) == 0 {
+			t.Fatalf("%s: no nexmux iptables command in the notes:\n%s", name, out)
+		}
+		all := strings.Join(cmds, "\n")
+		for _, p := range []string{"--port '8082=", "--port '8083=", "--port '8090=", "--port '8442="} {
+			if !strings.Contains(all, p) {
+				t.Errorf("%s: the iptables command lacks %s...:\n%s", name, p, all)
+			}
+		}
+		// --load drives both families unless --families narrows it; piped
+		// by hand, ip6tables-restore must get the rules too.
+		loads := strings.Contains(all, "--load") && !strings.Contains(all, "--families")
+		if !loads && !strings.Contains(all, "ip6tables-restore") {
+			t.Errorf("%s: the printed iptables command applies IPv4 only:\n%s", name, all)
+		}
+	}
+}

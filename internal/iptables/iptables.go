@@ -107,7 +107,9 @@ func (r Rules) Validate() error {
 
 // Apply renders the rules for iptables-restore --noflush (or
 // ip6tables-restore: the text is the same for both families). Declaring the
-// chain flushes it in --noflush mode, so applying twice leaves one copy.
+// chain flushes it in --noflush mode, so its rules stay one copy; the jumps
+// into it cannot be added only where missing (Load can), so the text says
+// how to apply it again.
 func (r Rules) Apply() (string, error) {
 	return r.apply(r.Jumps, r.Jumps)
 }
@@ -124,6 +126,10 @@ func (r Rules) apply(pre, out bool) (string, error) {
 	var b strings.Builder
 	b.WriteString("# nexmux: legacy connector ports -> nexmux's listener. Apply with\n")
 	b.WriteString("#   iptables-restore --noflush  and  ip6tables-restore --noflush\n")
+	if pre || out {
+		b.WriteString("# once: applied again, the PREROUTING/OUTPUT jumps would be doubled;\n")
+		b.WriteString("# re-apply with --jumps=false, or apply idempotently with --load\n")
+	}
 	b.WriteString("*nat\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n", c)
 	// Remote clients arrive through PREROUTING; clients on this host

@@ -60,3 +60,27 @@ func TestApplyRendersOnlyTheAskedJumps(t *testing.T) {
 		}
 	}
 }
+
+// iptables-restore cannot add a jump only where it is missing, so piping
+// the printed rules in twice leaves the PREROUTING and OUTPUT jumps twice
+// (and the printed --delete then fails on the chain still jumped to). The
+// rules say so, and name the two ways to apply them again: --jumps=false,
+// or --load, which is idempotent.
+func TestPrintedRulesSayHowToApplyAgain(t *testing.T) {
+	got, err := Rules{Chain: "NX", ListenPort: 8443, Ports: []int{8082}, Jumps: true}.Apply()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head []string
+	for _, l := range strings.Split(got, "\n") {
+		if strings.HasPrefix(l, "#") {
+			head = append(head, l)
+		}
+	}
+	h := strings.Join(head, "\n")
+	for _, want := range []string{"--jumps=false", "--load"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("the printed rules' comments do not name %s for applying them again:\n%s", want, h)
+		}
+	}
+}
