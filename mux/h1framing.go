@@ -1,6 +1,9 @@
 package mux
 
-import "sync/atomic"
+import (
+	"bytes"
+	"sync/atomic"
+)
 
 // Ambiguous request framing. net/http takes a request with both
 // Content-Length and Transfer-Encoding: chunked by its chunks (dropping
@@ -105,28 +108,45 @@ func (f *framing) scan(b []byte) {
 			}
 			continue
 		}
-		// A line: frHeaderLine, frChunkLine or frTrailer.
-		c := b[0]
-		b = b[1:]
-		if c != '\n' {
+		// A line: frHeaderLine, frChunkLine or frTrailer. Whole runs up to
+		// the next LF at once: a byte at a time cost as much as a tenth
+		// of the request's own handling.
+		seg, rest, ended := b, []byte(nil), false
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			seg, rest, ended = b[:i], b[i+1:], true
+		}
+		if len(seg) > 0 {
 			if f.lineLen < len(f.line) {
-				f.line[f.lineLen] = c
+				copy(f.line[f.lineLen:], seg)
 			}
 			if f.first {
-				copy(f.tail[:], f.tail[1:])
-				f.tail[len(f.tail)-1] = c
+				f.keepTail(seg)
 			}
-			f.lineLen++
-			f.prev = c
+			f.lineLen += len(seg)
+			f.prev = seg[len(seg)-1]
 			if f.state == frChunkLine && f.lineLen > maxChunkLine {
 				f.fail()
 				return
 			}
-			continue
 		}
+		if !ended {
+			return
+		}
+		b = rest
 		f.endLine()
 		f.lineLen = 0
 	}
+}
+
+// keepTail keeps the request line's last bytes, seg being its next ones.
+func (f *framing) keepTail(seg []byte) {
+	t := f.tail[:]
+	if len(seg) >= len(t) {
+		copy(t, seg[len(seg)-len(t):])
+		return
+	}
+	copy(t, t[len(seg):])
+	copy(t[len(t)-len(seg):], seg)
 }
 
 // endLine judges the line just ended (its LF not kept).
