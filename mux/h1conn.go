@@ -54,6 +54,17 @@ type h1Conn struct {
 	// flush). Its bytes are the response's, never net/http's own answer,
 	// however they look: a blob a client pushed may be shaped like one.
 	responding atomic.Bool
+	// fr follows the request stream for ambiguous framing (h1framing.go).
+	fr framing
+}
+
+// Read is every read net/http makes of the request stream.
+func (c *h1Conn) Read(b []byte) (int, error) {
+	n, err := c.readStream(b)
+	if n > 0 {
+		c.fr.scan(b[:n])
+	}
+	return n, err
 }
 
 func (c *h1Conn) Write(b []byte) (int, error) {
@@ -75,6 +86,11 @@ func markResponding(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c, ok := r.Context().Value(h1ConnKey{}).(*h1Conn); ok {
 			c.responding.Store(true)
+			if c.fr.ambiguous.Load() {
+				// This request, or one read ahead of it, was framed
+				// ambiguously: none after it is served (h1framing.go).
+				w.Header().Set("Connection", "close")
+			}
 		}
 		h.ServeHTTP(w, r)
 	})

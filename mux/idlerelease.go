@@ -96,7 +96,8 @@ type releasable interface {
 // h1TLSConn has it through h1Conn.
 func (c *h1Conn) h1() *h1Conn { return c }
 
-func (c *h1Conn) Read(b []byte) (int, error) {
+// readStream is h1Conn.Read below framing.
+func (c *h1Conn) readStream(b []byte) (int, error) {
 	if !c.bg.seen {
 		c.bg.learn(b)
 	}

@@ -199,9 +199,11 @@ func New(opts Options, st *State) (*Server, error) {
 	s.state.Store(st)
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.tlsConfig = &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		CipherSuites:   tls12Suites,
-		NextProtos:     []string{"h2", "http/1.1"},
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: tls12Suites,
+		// http/1.0 too: a client offering only it (curl --http1.0)
+		// would otherwise get a no_application_protocol alert.
+		NextProtos:     []string{"h2", "http/1.1", "http/1.0"},
 		GetCertificate: s.certificate,
 	}
 	s.http = &http.Server{
