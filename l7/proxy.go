@@ -390,6 +390,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.reason = "path cannot be forwarded byte for byte"
 		return
 	}
+	// Jetty reads such a body as parameters, describe among them.
+	if formEncoded(r) && !p.checkForm(cw, r, st) {
+		return
+	}
 	p.beforeForward(st.ci, cw)
 	rp := p.rp
 	if r.Method == http.MethodGet && isBlobDownload(st.sub) {
