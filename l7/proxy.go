@@ -444,6 +444,9 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	if !RegistryMethod(r.Method) {
 		return http.StatusMethodNotAllowed, "UNSUPPORTED", "nexmux: method not used by the registry API"
 	}
+	if (r.Method == http.MethodPut || r.Method == http.MethodPost) && exhaustAgent(r.Header) {
+		return http.StatusBadRequest, "UNSUPPORTED", "nexmux: Maven and Ivy user agents may not upload here: Nexus would read the whole body of an upload it refuses before answering"
+	}
 	// An upgrade (h2c, websocket) answered with 101 would turn the
 	// connection into a raw tunnel to Nexus, past every path check; the
 	// Registry API never upgrades.
