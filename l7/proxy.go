@@ -384,6 +384,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.repo, st.sub, st.query = repo, sub, rawQuery
 		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, sub, rawQuery)
 	}
+	if st.query != "" && contentRead(r.Method, st.sub) {
+		// Nexus's routing rules match "<path>?<params>" whole: a client's
+		// parameter would let an image a rule blocks through.
+		st.query = ""
+	}
 	st.path = p.up.ctxPath + "/repository/" + st.repo + st.sub
 	if !wireExact(st.path) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: the request path holds characters that must be percent-encoded")
