@@ -66,3 +66,19 @@ func stripSet(names []string) map[string]bool {
 	}
 	return m
 }
+
+// exhaustAgent reports a User-Agent that Nexus's ExhaustRequestFilter
+// matches with its default nexus.view.exhaustForAgents
+// ("Apache-Maven.*|Apache Ivy.*"): it then reads the whole body of a PUT
+// or POST it refused, 401 included, before the answer goes out, so an
+// anonymous client trickling a body would hold a Jetty thread (and an
+// --upstream-max-conns place) as long as it likes. No registry client is
+// Maven or Ivy. Every value is looked at, though Jetty reads the first.
+func exhaustAgent(h http.Header) bool {
+	for _, ua := range h.Values("User-Agent") {
+		if strings.HasPrefix(ua, "Apache-Maven") || strings.HasPrefix(ua, "Apache Ivy") {
+			return true
+		}
+	}
+	return false
+}

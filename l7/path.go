@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -173,4 +174,24 @@ func mapRequest(t route.Target, ctxPath string, r route.Request) (repo, sub stri
 		return "", "", false
 	}
 	return name, sub, true
+}
+
+// contentRead reports a GET or HEAD of ".../manifests/<ref>" or
+// ".../blobs/<digest>": the Registry API gives them no parameters, and
+// nexmux sends them to Nexus without the client's. Nexus's routing rules
+// (RoutingRuleHandler) match a proxy request's path with its parameters
+// appended, "<path>?k=v", as a whole, so any parameter a BLOCK matcher does
+// not foresee (?x=1 after an exact tag, ?x=/ after [^/]+) would let a
+// blocked image through; proxy cooperation keys on them too, so each
+// spelling would be one more download from the remote.
+func contentRead(method, sub string) bool {
+	if method != http.MethodGet && method != http.MethodHead {
+		return false
+	}
+	i := strings.LastIndexByte(sub, '/')
+	if i <= 0 || i == len(sub)-1 {
+		return false
+	}
+	dir := sub[:i]
+	return strings.HasSuffix(dir, "/manifests") || strings.HasSuffix(dir, "/blobs")
 }

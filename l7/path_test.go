@@ -234,3 +234,25 @@ func TestDescribeParam(t *testing.T) {
 		}
 	}
 }
+
+func TestContentRead(t *testing.T) {
+	for _, c := range []struct {
+		method, sub string
+		want        bool
+	}{
+		{"GET", "/v2/app/manifests/1", true},
+		{"HEAD", "/v2/a/b/manifests/sha256:00", true},
+		{"GET", "/v2/app/blobs/sha256:00", true},
+		{"GET", "/v2/app/blobs/uploads/0b1c", false},
+		{"PUT", "/v2/app/manifests/1", false},
+		{"GET", "/v2/app/tags/list", false},
+		{"GET", "/v2/app/referrers/sha256:00", false},
+		{"GET", "/v2/app/manifests/", false},
+		{"GET", "/v2/token", false},
+		{"GET", "/v1/search", false},
+	} {
+		if got := contentRead(c.method, c.sub); got != c.want {
+			t.Errorf("contentRead(%s, %s) = %v, want %v", c.method, c.sub, got, c.want)
+		}
+	}
+}

@@ -384,10 +384,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.repo, st.sub, st.query = repo, sub, rawQuery
 		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, sub, rawQuery)
 	}
+	if st.query != "" && contentRead(r.Method, st.sub) {
+		// Nexus's routing rules match "<path>?<params>" whole: a client's
+		// parameter would let an image a rule blocks through.
+		st.query = ""
+	}
 	st.path = p.up.ctxPath + "/repository/" + st.repo + st.sub
 	if !wireExact(st.path) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "NAME_INVALID", "nexmux: the request path holds characters that must be percent-encoded")
 		st.reason = "path cannot be forwarded byte for byte"
+		return
+	}
+	// Jetty reads such a body as parameters, describe among them.
+	if formEncoded(r) && !p.checkForm(cw, r, st) {
 		return
 	}
 	p.beforeForward(st.ci, cw)
@@ -439,6 +448,9 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	}
 	if !RegistryMethod(r.Method) {
 		return http.StatusMethodNotAllowed, "UNSUPPORTED", "nexmux: method not used by the registry API"
+	}
+	if (r.Method == http.MethodPut || r.Method == http.MethodPost) && exhaustAgent(r.Header) {
+		return http.StatusBadRequest, "UNSUPPORTED", "nexmux: Maven and Ivy user agents may not upload here: Nexus would read the whole body of an upload it refuses before answering"
 	}
 	// An upgrade (h2c, websocket) answered with 101 would turn the
 	// connection into a raw tunnel to Nexus, past every path check; the

@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"encoding/base64"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -49,6 +51,85 @@ func TestMirrorDescribeKeepsAuthFileSecret(t *testing.T) {
 	for _, q := range []string{"last=describe", "describer=1", "x=%64escribe"} {
 		if resp, body := mirrorGet(t, s, "GET", "/v2/library/alpine/tags/list?"+q, false); resp.StatusCode != 200 {
 			t.Errorf("GET tags/list?%s: %d %.200s, want 200", q, resp.StatusCode, body)
+		}
+	}
+}
+
+// formSend sends one request with a body to host (a stack name).
+func formSend(t *testing.T, s *stack.Stack, host, method, path, ct, body string, auth bool) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "https://"+host+":"+itoa(s.Port)+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", ct)
+	if auth {
+		req.SetBasicAuth(stack.User, stack.Password)
+	}
+	resp, err := (&http.Client{Transport: s.Transport()}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// TestDescribeInFormBodyRefused: Jetty takes the form-encoded body of a
+// POST or PUT for request parameters too (Request.extractContentParameters,
+// read by Nexus's HttpParametersAdapter before the payload), so a describe
+// field there gets the description, headers and all, that ?describe gets.
+// nexmux refuses both; a form body without one (containerd's token POST)
+// and an empty one still go to Nexus.
+func TestDescribeInFormBodyRefused(t *testing.T) {
+	const form = "application/x-www-form-urlencoded"
+	mirror := mirrorStack(t, true)
+	team := stack.Start(t, stack.Options{Config: confinedRoutes()})
+	secret := base64.StdEncoding.EncodeToString([]byte(stack.User + ":" + stack.Password))
+	for _, c := range []struct {
+		s                        *stack.Stack
+		host, method, path, body string
+		ct                       string
+		auth                     bool
+	}{
+		{mirror, mirrorHost, "POST", "/v2/token", "grant_type=password&describe=json", form, false},
+		{mirror, mirrorHost, "POST", "/v2/token", "%64escribe=json&service=x", form + "; charset=utf-8", false},
+		{mirror, mirrorHost, "POST", "/repository/dockerhub-proxy/v2/token", "describe", form, false},
+		{team, "team-a.nexmux.test", "POST", "/v2/token", "scope=x&describe=json", form, true},
+		{team, "team-a.nexmux.test", "POST", "/v2/app/blobs/uploads/", "describe=json", form, true},
+		{team, "team-a.nexmux.test", "POST", "/v2/app/blobs/uploads/", "describe=json", "Application/X-WWW-Form-Urlencoded ; charset=UTF-8", true},
+		{team, "team-a.nexmux.test", "PUT", "/v2/app/manifests/1", "a=b&describe=html", form, true},
+		{team, "team-a.nexmux.test", "POST", "/v2/token", "\xfe\xff\x00d\x00e\x00s\x00c\x00r\x00i\x00b\x00e", form + "; charset=UTF-16", true},
+	} {
+		c.s.Nexus.ResetRequests()
+		resp, body := formSend(t, c.s, c.host, c.method, c.path, c.ct, c.body, c.auth)
+		name := c.method + " " + c.host + c.path + " " + c.ct + " " + c.body
+		if strings.Contains(body, secret) || strings.Contains(body, "X-Forwarded-For") {
+			t.Errorf("%s: %d, Nexus described the request: %.300s", name, resp.StatusCode, body)
+			continue
+		}
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 || !strings.Contains(body, `"code":"UNSUPPORTED"`) {
+			t.Errorf("%s: %d %.200s, want nexmux's UNSUPPORTED refusal", name, resp.StatusCode, body)
+		}
+		if reqs := c.s.Nexus.Requests(); len(reqs) != 0 {
+			t.Errorf("%s reached Nexus", name)
+		}
+	}
+	// Forms without describe, and empty bodies, still reach Nexus.
+	for _, c := range []struct {
+		s                  *stack.Stack
+		host, method, path string
+		body               string
+		want               int
+	}{
+		{mirror, mirrorHost, "POST", "/v2/token", "grant_type=password&service=x&scope=repository%3Alibrary%2Falpine%3Apull", 404},
+		{team, "team-a.nexmux.test", "POST", "/v2/token", "grant_type=password&describer=1", 404},
+		{team, "team-a.nexmux.test", "POST", "/v2/app/blobs/uploads/", "", 202},
+	} {
+		c.s.Nexus.ResetRequests()
+		resp, body := formSend(t, c.s, c.host, c.method, c.path, form, c.body, true)
+		if resp.StatusCode != c.want || len(c.s.Nexus.Requests()) == 0 {
+			t.Errorf("%s %s %q: %d %.200s, want Nexus's %d", c.method, c.path, c.body, resp.StatusCode, body, c.want)
 		}
 	}
 }

@@ -1,0 +1,81 @@
+package daemon_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
+
+	"github.com/nexmux/nexmux/fixtures"
+	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
+)
+
+// TestRoutingRulesSeeNoClientParameters: Nexus's routing rules (BLOCK
+// mode on proxy repositories: "these Docker Hub images are not pulled")
+// match the request path with its parameters appended, "<path>?k=v", as a
+// whole (RoutingRuleHandler, String.matches). A parameter a matcher does
+// not foresee, ?x=1 after an exact tag or ?x=/ after [^/]+, lets a blocked
+// image through. Manifest and blob reads take no parameters, so nexmux
+// sends them without any: what is blocked stays blocked, on a mirror name
+// (anonymous, with the --mirror-auth-file credentials) as on a team's.
+func TestRoutingRulesSeeNoClientParameters(t *testing.T) {
+	cfg := config.Config{Route: []string{"team-a.nexmux.test=team-a"}}
+	for _, m := range fixtures.Mirrors {
+		cfg.Mirror = append(cfg.Mirror, mirrorHost+"/"+m.Remote+"="+m.Repo)
+	}
+	f := filepath.Join(t.TempDir(), "mirror-auth")
+	if err := os.WriteFile(f, []byte(stack.User+":"+stack.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.MirrorAuthFile = f
+	repos := append(fixtures.MirrorRepos(""), stack.TeamRepos("team-a")...)
+	for i := range repos {
+		switch repos[i].Name {
+		case "dockerhub-proxy":
+			repos[i].RoutingBlock = []string{"/v2/library/alpine/manifests/3", "/v2/library/alpine/manifests/sha256:[0-9a-f]{64}"}
+		case "team-a-proxy":
+			repos[i].RoutingBlock = []string{"/v2/library/base/manifests/[^/]+"}
+		}
+	}
+	s := stack.Start(t, stack.Options{Config: cfg, Fixture: fixtures.Config{Repos: repos}})
+	if err := s.Nexus.SeedMirrors(); err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Nexus.Seed("team-a-proxy", "library/base", "3", img); err != nil {
+		t.Fatal(err)
+	}
+	dg := seeded(t, s, "dockerhub-proxy", "library/alpine:3")
+	for _, q := range []string{"", "?x=1", "?x=/", "?ns=docker.io&x=1", "?a=1&b=2"} {
+		for _, method := range []string{"GET", "HEAD"} {
+			for _, p := range []string{"/v2/library/alpine/manifests/3", "/v2/library/alpine/manifests/" + dg, "/v2/docker.io/library/alpine/manifests/3"} {
+				if resp, body := mirrorGet(t, s, method, p+q, false); resp.StatusCode != 403 {
+					t.Errorf("mirror %s %s%s: %d %.100s, want the routing rule's 403", method, p, q, resp.StatusCode, body)
+				}
+			}
+			// The group skips its blocked proxy member: 404.
+			resp, body := do(t, s.Transport(), method, "https://team-a.nexmux.test:"+itoa(s.Port)+"/v2/library/base/manifests/3"+q, nil)
+			if resp.StatusCode != 404 {
+				t.Errorf("team %s base:3%s: %d %.100s, want 404 (its only holder's rule blocks it)", method, q, resp.StatusCode, body)
+			}
+		}
+	}
+	// Parameters the registry API has still reach Nexus.
+	if resp, body := mirrorGet(t, s, "GET", "/v2/library/alpine/tags/list?n=1", false); resp.StatusCode != 200 {
+		t.Errorf("tags/list?n=1: %d %.100s", resp.StatusCode, body)
+	}
+	var sawN bool
+	for _, r := range s.Nexus.Requests() {
+		if r.RawQuery == "n=1" {
+			sawN = true
+		}
+	}
+	if !sawN {
+		t.Error("tags/list's n did not reach Nexus")
+	}
+}
