@@ -317,6 +317,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if rec.Status == 0 {
 				rec.Status = http.StatusOK
 			}
+			if rec.Reason == "" && cw.werr != nil {
+				rec.Reason = "response cut: " + cw.werr.Error()
+			}
 			p.observe(st.ci, r, rec)
 		}
 	}()
@@ -770,6 +773,10 @@ type batchingWriter struct {
 	// whether or not a write waits, so it is cleared once the write is
 	// taken: a pause of Nexus's before the next is not the client's.
 	timeEvery bool
+	// werr is the first failed write: the response was cut (the client
+	// stopped reading, left, or a drain closed it), which the access line
+	// must say, since its status is the 200 already sent.
+	werr error
 }
 
 // armDeadline gives the next write to the client timeout from now.
@@ -813,11 +820,19 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 			err = ferr
 		}
 		c.n += int64(n)
+		c.failed(err)
 		return n, err
 	}
 	n, err := c.ResponseWriter.Write(b)
 	c.n += int64(n)
+	c.failed(err)
 	return n, err
+}
+
+func (c *batchingWriter) failed(err error) {
+	if err != nil && c.werr == nil {
+		c.werr = err
+	}
 }
 
 // Unwrap lets http.ResponseController reach Flush and deadlines.
