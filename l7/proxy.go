@@ -150,6 +150,10 @@ type Proxy struct {
 	maxAge    time.Duration
 	bodyTO    time.Duration // 0: never
 	sendTO    time.Duration // 0: never
+	// cutting is set once a drain's time is up and its connections are
+	// being closed: a transfer failing then was cut by nexmux, not by its
+	// client, and its access line says so.
+	cutting atomic.Bool
 
 	mirrorAuth mirrorAuth // --mirror-auth-file, swapped on reload
 }
@@ -230,6 +234,19 @@ func New(cfg Config) (*Proxy, error) {
 // CloseIdleConnections closes the keep-alive connections to Nexus that no
 // request uses now. A shutdown calls it: nothing will reuse them, and they
 // would stay open until their idle timeout.
+// DrainEnded tells the proxy that the drain's time is up: the connections
+// still open are about to be closed by nexmux.
+func (p *Proxy) DrainEnded() { p.cutting.Store(true) }
+
+// cutBy is what ended a transfer whose read or write failed: the drain's
+// end, or else the client (who stopped, left or sent a broken body).
+func (p *Proxy) cutBy(clientWord string) string {
+	if p.cutting.Load() {
+		return "cut by nexmux at the drain's end: "
+	}
+	return clientWord
+}
+
 func (p *Proxy) CloseIdleConnections() {
 	if c, ok := p.tr.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
@@ -318,7 +335,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				rec.Status = http.StatusOK
 			}
 			if rec.Reason == "" && cw.werr != nil {
-				rec.Reason = "response cut: " + cw.werr.Error()
+				rec.Reason = p.cutBy("response cut: ") + cw.werr.Error()
 			}
 			p.observe(st.ci, r, rec)
 		}
