@@ -37,7 +37,7 @@ func (c *countingBody) clientBodyErr() error {
 // never got a complete body: the transport aborted the upstream request
 // without finishing it.
 func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
-	st.reason = "client error: " + err.Error()
+	st.reason = p.cutBy("client error: ") + err.Error()
 	p.log.Info("client request body failed; answered 400", "method", r.Method, "path", r.URL.Path, "err", err)
 	if cw, ok := w.(*batchingWriter); ok && cw.status != 0 {
 		return // a response already started; the connection just ends

@@ -150,6 +150,10 @@ type Proxy struct {
 	maxAge    time.Duration
 	bodyTO    time.Duration // 0: never
 	sendTO    time.Duration // 0: never
+	// cutting is set once a drain's time is up and its connections are
+	// being closed: a transfer failing then was cut by nexmux, not by its
+	// client, and its access line says so.
+	cutting atomic.Bool
 
 	mirrorAuth mirrorAuth // --mirror-auth-file, swapped on reload
 }
@@ -230,6 +234,19 @@ func New(cfg Config) (*Proxy, error) {
 // CloseIdleConnections closes the keep-alive connections to Nexus that no
 // request uses now. A shutdown calls it: nothing will reuse them, and they
 // would stay open until their idle timeout.
+// DrainEnded tells the proxy that the drain's time is up: the connections
+// still open are about to be closed by nexmux.
+func (p *Proxy) DrainEnded() { p.cutting.Store(true) }
+
+// cutBy is what ended a transfer whose read or write failed: the drain's
+// end, or else the client (who stopped, left or sent a broken body).
+func (p *Proxy) cutBy(clientWord string) string {
+	if p.cutting.Load() {
+		return "cut by nexmux at the drain's end: "
+	}
+	return clientWord
+}
+
 func (p *Proxy) CloseIdleConnections() {
 	if c, ok := p.tr.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
@@ -316,6 +333,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			if rec.Status == 0 {
 				rec.Status = http.StatusOK
+			}
+			if rec.Reason == "" && cw.werr != nil {
+				rec.Reason = p.cutBy("response cut: ") + cw.werr.Error()
 			}
 			p.observe(st.ci, r, rec)
 		}
@@ -770,6 +790,10 @@ type batchingWriter struct {
 	// whether or not a write waits, so it is cleared once the write is
 	// taken: a pause of Nexus's before the next is not the client's.
 	timeEvery bool
+	// werr is the first failed write: the response was cut (the client
+	// stopped reading, left, or a drain closed it), which the access line
+	// must say, since its status is the 200 already sent.
+	werr error
 }
 
 // armDeadline gives the next write to the client timeout from now.
@@ -813,11 +837,19 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 			err = ferr
 		}
 		c.n += int64(n)
+		c.failed(err)
 		return n, err
 	}
 	n, err := c.ResponseWriter.Write(b)
 	c.n += int64(n)
+	c.failed(err)
 	return n, err
+}
+
+func (c *batchingWriter) failed(err error) {
+	if err != nil && c.werr == nil {
+		c.werr = err
+	}
 }
 
 // Unwrap lets http.ResponseController reach Flush and deadlines.

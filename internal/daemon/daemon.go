@@ -483,7 +483,20 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 			_ = d.socks.Shutdown(ctx)
 		}
 	}()
-	err := d.server.Shutdown(ctx)
+	// The server closes what is left once sctx ends, which is only after
+	// the proxy knows the drain's time is up: the transfers cut then are
+	// logged as cut by the drain, not as their clients' errors.
+	sctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopCut := context.AfterFunc(ctx, func() {
+		d.proxy.DrainEnded()
+		cancel()
+	})
+	defer stopCut()
+	err := d.server.Shutdown(sctx)
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
 	<-socksDone
 	// No request is left to reuse the connections to Nexus.
 	d.proxy.CloseIdleConnections()

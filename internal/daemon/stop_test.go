@@ -224,3 +224,45 @@ func TestListenerFailureEndsShutdownDelay(t *testing.T) {
 		t.Fatal("a failed listener did not end the shutdown delay")
 	}
 }
+
+// An upload still in flight when --drain-timeout ends is cut by nexmux, not
+// by its client: the access line must not blame the client ("client error:
+// ... client disconnected"), which sends whoever reads it after a rollout
+// looking at the client for a push the drain ended.
+func TestUploadCutByDrainEndNotBlamedOnClient(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MetricsListen = "127.0.0.1:0"
+	cfg.DrainTimeout = time.Second
+	st, logs := logStack(t, cfg)
+	maddr := st.Daemon.Addr("metrics").String()
+	h1 := st.Transport()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	done := make(chan error, 2)
+	for _, tr := range []*http.Transport{st.Transport(), h1} {
+		cl := &http.Client{Transport: tr}
+		go func() {
+			// About 12 s of upload: only the drain's end stops it sooner.
+			_, err := slowPush(cl, "https://"+st.Host("team-a-push"), "cut/app", 8<<20, 100*time.Millisecond)
+			done <- err
+		}()
+	}
+	waitFor(t, "both uploads to start", func() bool {
+		return metric(metricsText(t, maddr), "nexmux_uploads_in_flight", map[string]string{"route": "team-a-push.nexmux.test"}) == 2
+	})
+	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	for range 2 {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("an upload's connection was not closed at the drain's end")
+		}
+	}
+	waitFor(t, "both uploads' access lines", func() bool { return len(logLines(logs, "msg=request", "method=PUT")) == 2 })
+	for _, line := range logLines(logs, "msg=request", "method=PUT") {
+		if strings.Contains(line, "client error") || !strings.Contains(line, "drain") {
+			t.Errorf("upload cut by the drain's end logged as: %s", line)
+		}
+	}
+}
