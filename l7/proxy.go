@@ -231,9 +231,6 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// CloseIdleConnections closes the keep-alive connections to Nexus that no
-// request uses now. A shutdown calls it: nothing will reuse them, and they
-// would stay open until their idle timeout.
 // DrainEnded tells the proxy that the drain's time is up: the connections
 // still open are about to be closed by nexmux.
 func (p *Proxy) DrainEnded() { p.cutting.Store(true) }
@@ -247,6 +244,9 @@ func (p *Proxy) cutBy(clientWord string) string {
 	return clientWord
 }
 
+// CloseIdleConnections closes the keep-alive connections to Nexus that no
+// request uses now. A shutdown calls it: nothing will reuse them, and they
+// would stay open until their idle timeout.
 func (p *Proxy) CloseIdleConnections() {
 	if c, ok := p.tr.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
