@@ -28,6 +28,7 @@ import (
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/daemon"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 func haConfig() config.Config {
@@ -946,15 +947,15 @@ func TestHARemovedNodeDrainInMetrics(t *testing.T) {
 	if _, err := pw.Write([]byte("first part;")); err != nil {
 		t.Fatal(err)
 	}
-	row := func() (upstreamRow struct {
-		inFlight       int64
-		removed, found bool
-	}) { for _, n := range st.Runtime.Upstreams.Set().Table() {
-		if n.Node == owner.Addr() {
-			upstreamRow.inFlight, upstreamRow.removed, upstreamRow.found = n.InFlight, n.Removed, true
+	row := func() upstream.NodeInfo {
+		for _, n := range st.Runtime.Upstreams.Set().Table() {
+			if n.Node == owner.Addr() {
+				return n
+			}
 		}
-	}; return }
-	haWait(t, "the PATCH in flight on its node", func() bool { return row().inFlight == 1 })
+		return upstream.NodeInfo{}
+	}
+	haWait(t, "the PATCH in flight on its node", func() bool { return row().InFlight == 1 })
 	var others []string
 	for _, n := range st.NexusNodes {
 		if n != owner {
@@ -967,7 +968,7 @@ func TestHARemovedNodeDrainInMetrics(t *testing.T) {
 	if err := st.Daemon.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if r := row(); !r.found || !r.removed || r.inFlight != 1 {
+	if r := row(); r.Node == "" || !r.Removed || r.InFlight != 1 {
 		t.Fatalf("/upstreams after the removal: %+v", r)
 	}
 	if v := counterValue(t, st.Daemon, "nexmux_upstream_in_flight", map[string]string{"node": owner.Addr()}); v != 1 {
