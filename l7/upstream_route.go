@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -272,7 +273,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					// Nothing of the body was sent: it can go on.
 					if !askedAfter {
 						askedAfter = true
-						m, ferr := f.findUpload(r)
+						m, ferr := f.findUpload(r, nil)
 						if ferr == nil {
 							// Checked as the node uploadNode finds.
 							ferr = f.frozenUpload(r, m)
@@ -407,8 +408,13 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 	set := f.up.set
 	n, err := set.Untag(tag, uuid)
 	var serves, ejected bool
+	var tagged *upstream.Node
 	if err == nil {
 		serves, ejected = set.Tagged(n)
+		// Down here, but the tag is proof that a replica handed this node
+		// out: that one may have seen it back before this one's probes
+		// do. So it is asked too (a refused dial costs little).
+		tagged = n
 	}
 	switch {
 	case serves:
@@ -432,7 +438,7 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 		// One node: it holds every session.
 		return nodes, nil
 	}
-	n, err = f.findUpload(r)
+	n, err = f.findUpload(r, tagged)
 	if err != nil {
 		return nil, err
 	}
@@ -456,19 +462,25 @@ func (f failover) askOthers(r *http.Request, n *upstream.Node) *upstream.Node {
 	return m
 }
 
-// findUpload asks the nodes that answer which one knows the upload session.
-func (f failover) findUpload(r *http.Request) (*upstream.Node, error) {
+// findUpload asks the nodes that answer which one knows the upload session,
+// and tagged (the node the upload's valid tag names, nil if none) even when
+// this replica has it down.
+func (f failover) findUpload(r *http.Request, tagged *upstream.Node) (*upstream.Node, error) {
 	set := f.up.set
 	askable := set.Askable()
-	if len(askable) == 0 {
-		// Every node is down: none was asked, so nothing says the
-		// session is gone; the answer is the one every request gets.
-		return nil, upstream.ErrAllDown
+	allDown := len(askable) == 0
+	if tagged != nil && !slices.Contains(askable, tagged) {
+		askable = append(askable, tagged)
 	}
 	n, unasked := f.ask(r, askable)
 	if n != nil {
 		set.Affinity("asked")
 		return n, nil
+	}
+	if allDown {
+		// Every node is down: none answered, so nothing says the
+		// session is gone; the answer is the one every request gets.
+		return nil, upstream.ErrAllDown
 	}
 	if unasked {
 		// A node nexmux could not dial, or too busy to be asked, may

@@ -3,6 +3,7 @@ package upstream
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,7 +77,12 @@ func (s *Set) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (s *Set) Collect(ch chan<- prometheus.Metric) {
-	for _, n := range s.Nodes() {
+	// Removed nodes too, as /upstreams lists them: their in-flight count
+	// is how a removal's drain is followed.
+	s.mu.RLock()
+	all := append(slices.Clone(s.nodes), s.removed...)
+	s.mu.RUnlock()
+	for _, n := range all {
 		cur := n.State()
 		for _, st := range States {
 			v := 0.0

@@ -601,3 +601,69 @@ func TestHAReplicaEjectedNodeKeepsItsUploads(t *testing.T) {
 		}
 	}
 }
+
+// A node comes back after a restart; replica A has seen it up again, replica
+// B not yet (its next probe is later: replicas probe on their own clocks).
+// An upload opened on that node through A continues through B: B's view of
+// the node is older than the tag A handed out, so B asks the tagged node
+// too, instead of 404 BLOB_UPLOAD_UNKNOWN for a session its node holds.
+func TestHAReplicaBehindOnNodeReturnKeepsItsUploads(t *testing.T) {
+	cfg := haConfig()
+	cfg.HealthInterval = time.Hour // replica B: sees the node back only by probing, an hour from now
+	st := stack.Start(t, stack.Options{Nodes: 2, Config: cfg})
+	a2, _, rtA := replicaOf(t, st, func(c *config.Config) { c.HealthInterval = 100 * time.Millisecond }, "")
+	trA, trB := viaReplica(st, a2), viaReplica(st, st.Addr)
+	node := st.NexusNodes[1]
+	state := func(rt *config.Runtime) string {
+		for _, n := range rt.Upstreams.Set().Table() {
+			if n.Node == node.Addr() {
+				return n.State
+			}
+		}
+		return ""
+	}
+	if err := node.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	// Reads through B until one meets the refused connection: down at once.
+	haWait(t, "replica B to find the node down", func() bool {
+		do(t, trB, http.MethodGet, "https://"+st.Host("team-a")+"/v2/ha/app/tags/list", nil)
+		return state(st.Runtime) == "down"
+	})
+	if err := node.SetDown(false); err != nil {
+		t.Fatal(err)
+	}
+	haWait(t, "replica A to see the node back", func() bool { return state(rtA) == "writable" })
+	var loc string
+	for i := 0; ; i++ {
+		if i == 50 {
+			t.Fatal("no upload opened on the returning node in 50 tries")
+		}
+		resp, body := do(t, trA, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST via A: %s %s", resp.Status, body)
+		}
+		loc = resp.Header.Get("Location")
+		if strings.HasPrefix(loc, "/") {
+			loc = "https://" + st.Host("team-a") + loc
+		}
+		if n, _ := sessionNode(t, st, loc); n == node {
+			break
+		}
+	}
+	if s := state(st.Runtime); s != "down" {
+		t.Fatalf("replica B sees the node %s: the premise is gone", s)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPatch, loc, strings.NewReader("chunk"))
+	req.SetBasicAuth(stack.User, stack.Password)
+	req.Header.Set("Content-Range", "0-4")
+	r, err := trB.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH through replica B, which has not seen the node back: %s %s", r.Status, b)
+	}
+}

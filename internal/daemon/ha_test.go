@@ -28,6 +28,7 @@ import (
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/daemon"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 func haConfig() config.Config {
@@ -908,5 +909,77 @@ func TestHADrainAndReloadNodes(t *testing.T) {
 	writeFile("drain-upstream: http://127.0.0.1:1\n")
 	if err := st.Daemon.Reload(); err == nil || !strings.Contains(err.Error(), "drain-upstream") {
 		t.Fatalf("reload with a drain of an unknown node: %v", err)
+	}
+}
+
+// A node removed by reload drains: the upload streaming to it goes on, and
+// /upstreams lists it (removed, with its inFlight). The metrics keep its
+// series as well, or the drain that tells when the node may go is seen in
+// one place and not in the other.
+func TestHARemovedNodeDrainInMetrics(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("drain-timeout: 30s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig(), ConfigFile: file})
+	tr := h1(st)
+	resp, _ := do(t, tr, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+	loc := resp.Header.Get("Location")
+	if strings.HasPrefix(loc, "/") {
+		loc = "https://" + st.Host("team-a") + loc
+	}
+	owner, _ := sessionNode(t, st, loc)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPatch, loc, pr)
+	req.SetBasicAuth(stack.User, stack.Password)
+	done := make(chan error, 1)
+	go func() {
+		r, err := tr.RoundTrip(req)
+		if err == nil {
+			io.Copy(io.Discard, r.Body)
+			r.Body.Close()
+			if r.StatusCode != http.StatusAccepted {
+				err = fmt.Errorf("PATCH: %s", r.Status)
+			}
+		}
+		done <- err
+	}()
+	if _, err := pw.Write([]byte("first part;")); err != nil {
+		t.Fatal(err)
+	}
+	row := func() upstream.NodeInfo {
+		for _, n := range st.Runtime.Upstreams.Set().Table() {
+			if n.Node == owner.Addr() {
+				return n
+			}
+		}
+		return upstream.NodeInfo{}
+	}
+	haWait(t, "the PATCH in flight on its node", func() bool { return row().InFlight == 1 })
+	var others []string
+	for _, n := range st.NexusNodes {
+		if n != owner {
+			others = append(others, n.URL())
+		}
+	}
+	if err := os.WriteFile(file, []byte("upstream: ["+strings.Join(others, ", ")+"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Daemon.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if r := row(); r.Node == "" || !r.Removed || r.InFlight != 1 {
+		t.Fatalf("/upstreams after the removal: %+v", r)
+	}
+	if v := counterValue(t, st.Daemon, "nexmux_upstream_in_flight", map[string]string{"node": owner.Addr()}); v != 1 {
+		t.Errorf("nexmux_upstream_in_flight for the removed node still draining: %v, want 1 (as /upstreams says)", v)
+	}
+	if v := counterValue(t, st.Daemon, "nexmux_upstream_node_state", map[string]string{"node": owner.Addr(), "state": "writable"}); v != 1 {
+		t.Errorf("nexmux_upstream_node_state for the removed node still draining: %v, want writable 1", v)
+	}
+	pw.Write([]byte("rest"))
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
