@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -277,5 +278,33 @@ func TestRefusedUpstreamHidesSecrets(t *testing.T) {
 		if !strings.Contains(msg, named) {
 			t.Errorf("refusal does not name %s:\n%s", named, msg)
 		}
+	}
+}
+
+// /upstreams says when its lastError happened: the text stays after the
+// node recovers (it is the last one), and without a time an operator
+// cannot tell a refusal of minutes ago from a current one.
+func TestTableLastErrorAt(t *testing.T) {
+	clock := time.Unix(1000, 0).UTC()
+	now = func() time.Time { return clock }
+	defer func() { now = time.Now }()
+	s := mustSet(t, "http://a:1", "http://b:1")
+	a, b := s.Nodes()[0], s.Nodes()[1]
+	s.ReportConnectFailure(a, errors.New("refused"))
+	clock = clock.Add(time.Minute)
+	s.ReportResult(b, false, "status 503")
+	rows := map[string]NodeInfo{}
+	for _, r := range s.Table() {
+		rows[r.Node] = r
+	}
+	if r := rows[a.Host]; r.LastError != "refused" || !r.LastErrorAt.Equal(time.Unix(1000, 0).UTC()) {
+		t.Errorf("node a: lastError %q at %v, want refused at %v", r.LastError, r.LastErrorAt, time.Unix(1000, 0).UTC())
+	}
+	if r := rows[b.Host]; r.LastError != "status 503" || !r.LastErrorAt.Equal(clock) {
+		t.Errorf("node b: lastError %q at %v, want status 503 at %v", r.LastError, r.LastErrorAt, clock)
+	}
+	js, err := json.Marshal(rows[a.Host])
+	if err != nil || !strings.Contains(string(js), `"lastErrorAt":"1970-01-01T00:16:40Z"`) {
+		t.Errorf("JSON row %s (%v) lacks lastErrorAt", js, err)
 	}
 }
