@@ -75,11 +75,12 @@ type Node struct {
 	state     State
 	since     time.Time
 	lastErr   string
-	pending   State // state the last probe saw, not yet confirmed
-	pendingN  int   // agreeing probes seen for pending
-	reachable bool  // the last probe got an HTTP answer (fail open)
-	unprobed  bool  // the last probe was no verdict (not sent, or busy)
-	joined    bool  // passed its probes at least once (nodes added by reload)
+	lastErrAt time.Time // when lastErr happened
+	pending   State     // state the last probe saw, not yet confirmed
+	pendingN  int       // agreeing probes seen for pending
+	reachable bool      // the last probe got an HTTP answer (fail open)
+	unprobed  bool      // the last probe was no verdict (not sent, or busy)
+	joined    bool      // passed its probes at least once (nodes added by reload)
 	draining  bool
 
 	removedAt time.Time // when a reload removed it (guarded by the Set's mu)

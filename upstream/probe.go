@@ -231,7 +231,7 @@ func (s *Set) observeNoVerdict(n *Node, reason int, why string) {
 	n.mu.Lock()
 	first := !n.unprobed
 	n.unprobed = true
-	n.lastErr = what + ": " + why
+	n.lastErr, n.lastErrAt = what+": "+why, now()
 	n.mu.Unlock()
 	if first {
 		s.log.Warn("upstream node "+what, "node", n.Host, "err", why)
@@ -245,7 +245,7 @@ func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why st
 	n.unprobed = false
 	n.reachable = reachable
 	if why != "" {
-		n.lastErr = why
+		n.lastErr, n.lastErrAt = why, t
 	}
 	if st == n.pending {
 		n.pendingN++

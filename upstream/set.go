@@ -285,11 +285,12 @@ var now = time.Now
 // ReportConnectFailure marks a node down at once: a refused connection or
 // a connect timeout on real traffic.
 func (s *Set) ReportConnectFailure(n *Node, err error) {
+	t := now()
 	n.mu.Lock()
-	changed := n.setState(Down, now())
+	changed := n.setState(Down, t)
 	n.pending, n.pendingN = Down, 0
 	n.reachable = false
-	n.lastErr = err.Error()
+	n.lastErr, n.lastErrAt = err.Error(), t
 	n.mu.Unlock()
 	if changed {
 		s.log.Warn("upstream node down", "node", n.Host, "err", err.Error())
@@ -319,7 +320,7 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 	t := now()
 	n.mu.Lock()
 	n.fails++
-	n.lastErr = why
+	n.lastErr, n.lastErrAt = why, t
 	if n.fails < ejectAfter || t.Before(n.ejectedUntil) {
 		n.mu.Unlock()
 		return

@@ -115,6 +115,7 @@ type NodeInfo struct {
 	Since        time.Time `json:"since"`
 	InFlight     int64     `json:"inFlight"`
 	LastError    string    `json:"lastError,omitempty"`
+	LastErrorAt  time.Time `json:"lastErrorAt,omitzero"` // LastError stays after recovery: when it happened
 	Draining     bool      `json:"draining,omitempty"`
 	Joined       bool      `json:"joined"`
 	EjectedUntil time.Time `json:"ejectedUntil,omitzero"`
@@ -131,7 +132,7 @@ func (s *Set) Table() []NodeInfo {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		ni := NodeInfo{Node: n.Host, ID: n.ID, State: n.state.String(), Since: n.since, InFlight: n.inFlight.Load(),
-			LastError: n.lastErr, Draining: n.draining, Joined: n.joined, Removed: rm}
+			LastError: n.lastErr, LastErrorAt: n.lastErrAt, Draining: n.draining, Joined: n.joined, Removed: rm}
 		if now().Before(n.ejectedUntil) {
 			ni.EjectedUntil = n.ejectedUntil
 		}
