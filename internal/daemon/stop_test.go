@@ -265,4 +265,8 @@ func TestUploadCutByDrainEndNotBlamedOnClient(t *testing.T) {
 			t.Errorf("upload cut by the drain's end logged as: %s", line)
 		}
 	}
+	// Nor does the line about the body blame the client.
+	if lines := logLines(logs, "client request body failed; answered 400"); len(lines) > 0 {
+		t.Errorf("the drain's end logged as a client's failed body: %s", lines[0])
+	}
 }
