@@ -38,7 +38,11 @@ func (c *countingBody) clientBodyErr() error {
 // without finishing it.
 func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
 	st.reason = p.cutBy("client error: ") + err.Error()
-	p.log.Info("client request body failed; answered 400", "method", r.Method, "path", r.URL.Path, "err", err)
+	msg := "client request body failed; answered 400"
+	if p.cutting.Load() {
+		msg = "request body cut by nexmux at the drain's end"
+	}
+	p.log.Info(msg, "method", r.Method, "path", r.URL.Path, "err", err)
 	if cw, ok := w.(*batchingWriter); ok && cw.status != 0 {
 		return // a response already started; the connection just ends
 	}
