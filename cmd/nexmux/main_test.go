@@ -984,3 +984,27 @@ func TestFileKeyOverriddenIsAWarning(t *testing.T) {
 		t.Errorf("environment over a file key: exit %d, stderr:\n%s", code, errs)
 	}
 }
+
+// A config file that cannot be read is one problem; the command line's
+// and the environment's bad values are listed with it, in the same run.
+// What the file may have given (routes, a certificate, the other half of
+// a pair of settings) is not asked for: that would be noise.
+func TestUnreadableFileListsTheOtherProblemsToo(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	t.Setenv("NEXMUX_LOG_FORMAT", "xml")
+	_, errs, code := run(t, "check", "--config", missing, "--listen", "bogus", "--max-conns", "-5",
+		"--socks5-auth-file", t.TempDir(), "--upstream", "ftp://nexus:21") // a directory: unreadable
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{missing, "listen", "max-conns -5", "log-format", "ftp", "socks5-auth-file"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	for _, noise := range []string{"no routes", "no certificate", "socks5-listen is not"} {
+		if strings.Contains(errs, noise) {
+			t.Errorf("stderr has %q, which the file may have given:\n%s", noise, errs)
+		}
+	}
+}
