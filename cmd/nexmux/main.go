@@ -174,6 +174,16 @@ func setAside(err error, ignore func(error) (error, bool)) ([]string, error) {
 func build(c *cli.Context) (*config.Runtime, error) {
 	cfg, err := loadConfig(c)
 	if cfg == nil {
+		if config.Unreadable(err) {
+			// Nothing of the file applied, but the command line's and
+			// the environment's values are still checked, so that one
+			// run names every problem; what the file may have completed
+			// (routes, certificates, a pair of settings) is not asked.
+			if rest, _ := loadSettings(c, ""); rest != nil {
+				_, berr := rest.Build()
+				err = errlist.Join(err, config.ValueProblems(berr))
+			}
+		}
 		return nil, err
 	}
 	rt, berr := cfg.Build()

@@ -209,7 +209,7 @@ func (c *Config) Build() (*Runtime, error) {
 		errs = multierror.Append(errs, fmt.Errorf("passthrough-proxy-protocol %q: want v1 or v2", c.PassthroughProxyProtocol))
 	}
 	if c.PassthroughProxyProtocol != "" && c.PassthroughProxyProtocol != "none" && len(c.Passthrough) == 0 {
-		errs = multierror.Append(errs, errors.New("passthrough-proxy-protocol is set but there is no --passthrough route"))
+		errs = multierror.Append(errs, relationError{errors.New("passthrough-proxy-protocol is set but there is no --passthrough route")})
 	}
 	if c.Socks5Listen != "" {
 		if _, err := addrPort("socks5-listen", c.Socks5Listen); err != nil {
@@ -218,7 +218,7 @@ func (c *Config) Build() (*Runtime, error) {
 	}
 	if c.Socks5AuthFile != "" {
 		if c.Socks5Listen == "" {
-			errs = multierror.Append(errs, errors.New("socks5-auth-file is set but socks5-listen is not"))
+			errs = multierror.Append(errs, relationError{errors.New("socks5-auth-file is set but socks5-listen is not")})
 		}
 		if b.Socks5Credentials, b.Warnings, err = socks5.LoadCredentials(c.Socks5AuthFile); err != nil {
 			errs = errlist.Append(errs, err)
@@ -253,7 +253,7 @@ func (c *Config) Build() (*Runtime, error) {
 	}
 	if c.MirrorAuthFile != "" {
 		if len(c.Mirror) == 0 {
-			errs = multierror.Append(errs, errors.New("mirror-auth-file is set but there is no --mirror"))
+			errs = multierror.Append(errs, relationError{errors.New("mirror-auth-file is set but there is no --mirror")})
 		}
 		if b.MirrorAuth, err = loadMirrorAuth(c.MirrorAuthFile); err != nil {
 			errs = multierror.Append(errs, err)
@@ -268,13 +268,13 @@ func (c *Config) Build() (*Runtime, error) {
 	checked, ports := checkedRoutes(b.Table, spec)
 	errs = errlist.Append(errs, listenClashes(c, ports))
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
-		errs = multierror.Append(errs, errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO"))
+		errs = multierror.Append(errs, relationError{errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO")})
 	}
 
 	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {
 		errs = errlist.Append(errs, err)
 	} else if b.Warnings = append(b.Warnings, b.Certs.Warnings(CertExpiresSoon)...); b.Certs.Pairs() == 0 && needsCert(c) {
-		errs = multierror.Append(errs, errors.New("no certificate: TLS routes need at least one --cert FILE --key FILE"))
+		errs = multierror.Append(errs, relationError{errors.New("no certificate: TLS routes need at least one --cert FILE --key FILE")})
 	}
 	if b.Certs.Pairs() > 0 { // one naming only IPs: its routes by name are not covered
 		for _, r := range checked {
@@ -290,7 +290,7 @@ func (c *Config) Build() (*Runtime, error) {
 				if r.Mirror != nil {
 					flag = "mirror"
 				}
-				errs = multierror.Append(errs, fmt.Errorf("%s %s: no --cert covers this name; clients would see the first certificate and fail verification", flag, r.Key))
+				errs = multierror.Append(errs, relationError{fmt.Errorf("%s %s: no --cert covers this name; clients would see the first certificate and fail verification", flag, r.Key)})
 			}
 		}
 	}
@@ -480,11 +480,37 @@ func listenClashes(c *Config, boundPorts []int) error {
 		for _, b := range binds[:i] {
 			a := binds[i]
 			if a.port == b.port && (same(a.host, b.host) || wild(a.host) || wild(b.host)) {
-				errs = append(errs, fmt.Errorf("%s %s: the same address as %s %s: one of them must move", a.what, net.JoinHostPort(a.host, a.port), b.what, net.JoinHostPort(b.host, b.port)))
+				errs = append(errs, relationError{fmt.Errorf("%s %s: the same address as %s %s: one of them must move", a.what, net.JoinHostPort(a.host, a.port), b.what, net.JoinHostPort(b.host, b.port))})
 			}
 		}
 	}
 	return errlist.Join(errs...)
+}
+
+// relationError is a problem of how settings go together (one needs
+// another, two clash, a name no certificate covers), not of one value.
+type relationError struct{ error }
+
+func (e relationError) Unwrap() error { return e.error }
+
+// ValueProblems keeps the problems of err (Build's) that are about one
+// value alone. With the config file unreadable, the file may have held the
+// other half of every relation, so only these are worth listing beside it.
+func ValueProblems(err error) error {
+	var me *multierror.Error
+	if !errors.As(err, &me) {
+		if errors.As(err, new(relationError)) {
+			return nil
+		}
+		return err
+	}
+	var keep []error
+	for _, e := range me.Errors {
+		if !errors.As(e, new(relationError)) {
+			keep = append(keep, e)
+		}
+	}
+	return errlist.Join(keep...)
 }
 
 // needsCert: port routes may be plain HTTP and passthrough routes bring
