@@ -339,15 +339,7 @@ func TestHAReplicaReloadKeepsUploadTag(t *testing.T) {
 	}
 	loc := open(0)
 	owner, _ := sessionNode(t, st, loc)
-	var others []string
-	for _, n := range st.NexusNodes {
-		if n != owner {
-			others = append(others, n.URL())
-		}
-	}
-	if err := os.WriteFile(file, []byte("upstream: ["+strings.Join(others, ", ")+"]\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeUpstreamsWithout(t, file, st, owner)
 	if err := d2.Reload(); err != nil {
 		t.Fatal(err)
 	}

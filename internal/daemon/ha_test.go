@@ -956,15 +956,7 @@ func TestHARemovedNodeDrainInMetrics(t *testing.T) {
 		return upstream.NodeInfo{}
 	}
 	haWait(t, "the PATCH in flight on its node", func() bool { return row().InFlight == 1 })
-	var others []string
-	for _, n := range st.NexusNodes {
-		if n != owner {
-			others = append(others, n.URL())
-		}
-	}
-	if err := os.WriteFile(file, []byte("upstream: ["+strings.Join(others, ", ")+"]\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeUpstreamsWithout(t, file, st, owner)
 	if err := st.Daemon.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -980,6 +972,21 @@ func TestHARemovedNodeDrainInMetrics(t *testing.T) {
 	pw.Write([]byte("rest"))
 	pw.Close()
 	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeUpstreamsWithout writes a config file listing every node of st but
+// gone as --upstream: a reload of it removes that node.
+func writeUpstreamsWithout(t *testing.T, file string, st *stack.Stack, gone *fixtures.Node) {
+	t.Helper()
+	var others []string
+	for _, n := range st.NexusNodes {
+		if n != gone {
+			others = append(others, n.URL())
+		}
+	}
+	if err := os.WriteFile(file, []byte("upstream: ["+strings.Join(others, ", ")+"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
