@@ -1008,3 +1008,35 @@ func TestUnreadableFileListsTheOtherProblemsToo(t *testing.T) {
 		}
 	}
 }
+
+// A bad value that came from the environment says so, whatever its type:
+// the flag's name alone sends the reader to a command line that lacks it.
+func TestBadEnvValuesNameTheirVariable(t *testing.T) {
+	crt, key := certFiles(t)
+	t.Setenv("NEXMUX_LISTEN", "bogus")
+	t.Setenv("NEXMUX_ROUTE", "bad")
+	t.Setenv("NEXMUX_MAX_CONNS_PER_CLIENT", "-3")
+	_, errs, code := run(t, "check", "--cert", crt, "--key", key, "--max-conns", "-5")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{`listen "bogus"`, `route "bad"`, `max-conns-per-client -3`} {
+		line := ""
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, want) {
+				line = l
+			}
+		}
+		if env := config.EnvVar(strings.Fields(want)[0]); !strings.HasSuffix(line, "(from "+env+")") {
+			t.Errorf("the line of %s does not end with (from %s): %q\n%s", want, env, line, errs)
+		}
+	}
+	if !strings.Contains(errs, "max-conns -5: must not be negative\n") {
+		t.Errorf("the command line's value is not listed plainly:\n%s", errs)
+	}
+	// The command line over the environment: its value is the flag's.
+	_, errs, _ = run(t, "check", "--cert", crt, "--key", key, "--listen", "also-bad")
+	if !strings.Contains(errs, `listen "also-bad"`) || strings.Contains(errs, "NEXMUX_LISTEN") {
+		t.Errorf("a flag's value blamed on the environment:\n%s", errs)
+	}
+}
