@@ -181,17 +181,38 @@ func build(c *cli.Context) (*config.Runtime, error) {
 			// (routes, certificates, a pair of settings) is not asked.
 			if rest, _ := loadSettings(c, ""); rest != nil {
 				_, berr := rest.Build()
-				err = errlist.Join(err, config.ValueProblems(berr))
+				err = errlist.Join(err, envNoted(c, config.ValueProblems(berr)))
 			}
 		}
 		return nil, err
 	}
 	rt, berr := cfg.Build()
+	berr = envNoted(c, berr)
 	if err = errlist.Join(err, berr); err != nil {
 		return &config.Runtime{Config: cfg}, err
 	}
 	rt.Warnings = append(rt.Warnings, overridden(c, cfg)...)
 	return rt, nil
+}
+
+// envNoted adds "(from NEXMUX_X)" to each of Build's problems that names
+// a setting the environment gave: the name alone sends the reader to a
+// command line that lacks it.
+func envNoted(c *cli.Context, err error) error {
+	var me *multierror.Error
+	if !errors.As(err, &me) {
+		return err
+	}
+	out := make([]error, 0, len(me.Errors))
+	for _, e := range me.Errors {
+		msg := e.Error()
+		name, _, _ := strings.Cut(msg, " ")
+		if env := envOrigin(c, strings.TrimSuffix(name, ":")); env != "" && !strings.Contains(msg, "(from ") {
+			e = fmt.Errorf("%w (from %s)", e, env)
+		}
+		out = append(out, e)
+	}
+	return errlist.Join(out...)
 }
 
 // overridden warns of each key of the config file that a flag or its

@@ -192,3 +192,34 @@ func (f *stringFlag) Apply(set *flag.FlagSet) error {
 	f.EnvVars = all
 	return err
 }
+
+// envOrigin names the environment variable the value of the setting name
+// came from: "" when the command line gave it, or nothing did. A string
+// flag keeps no record, so its value counts as the environment's when the
+// two are the same text.
+func envOrigin(c *cli.Context, name string) string {
+	if c.Command == nil {
+		return ""
+	}
+	for _, f := range c.Command.Flags {
+		switch f := f.(type) {
+		case *typedFlag:
+			if f.Name == name {
+				return f.v.env
+			}
+		case *listFlag:
+			if f.Name == name && !f.v.onFlag && f.v.envText != "" {
+				e, _ := fromEnv(f.EnvVars)
+				return e
+			}
+		case *stringFlag:
+			if f.Name == name {
+				if e, val := fromEnv(f.EnvVars); e != "" && c.String(name) == val {
+					return e
+				}
+				return ""
+			}
+		}
+	}
+	return ""
+}
