@@ -3,7 +3,6 @@ package upstream
 import (
 	"errors"
 	"math/rand/v2"
-	"slices"
 )
 
 // Kind says what a request needs from its node.
@@ -192,9 +191,7 @@ func (s *Set) Takes(n *Node, write bool) bool {
 // session: every node that is up (removed and ejected ones included), or,
 // when none is, those whose last answer was HTTP.
 func (s *Set) Askable() []*Node {
-	s.mu.RLock()
-	all := append(slices.Clone(s.nodes), s.removed...)
-	s.mu.RUnlock()
+	all := s.withRemoved()
 	var up, open []*Node
 	for _, n := range all {
 		n.mu.Lock()

@@ -151,6 +151,14 @@ func (s *Set) Nodes() []*Node {
 	return slices.Clone(s.nodes)
 }
 
+// withRemoved lists the current nodes, then those a reload removed that
+// are still finishing their requests.
+func (s *Set) withRemoved() []*Node {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append(slices.Clone(s.nodes), s.removed...)
+}
+
 // ByHost finds a current or removed node by its host:port.
 func (s *Set) ByHost(host string) *Node {
 	s.mu.RLock()

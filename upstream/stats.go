@@ -3,7 +3,6 @@ package upstream
 import (
 	"encoding/json"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,10 +78,7 @@ func (s *Set) Describe(ch chan<- *prometheus.Desc) {
 func (s *Set) Collect(ch chan<- prometheus.Metric) {
 	// Removed nodes too, as /upstreams lists them: their in-flight count
 	// is how a removal's drain is followed.
-	s.mu.RLock()
-	all := append(slices.Clone(s.nodes), s.removed...)
-	s.mu.RUnlock()
-	for _, n := range all {
+	for _, n := range s.withRemoved() {
 		cur := n.State()
 		for _, st := range States {
 			v := 0.0
