@@ -181,7 +181,8 @@ func build(c *cli.Context) (*config.Runtime, error) {
 			// (routes, certificates, a pair of settings) is not asked.
 			if rest, _ := loadSettings(c, ""); rest != nil {
 				_, berr := rest.Build()
-				err = errlist.Join(err, envNoted(c, config.ValueProblems(berr)))
+				_, berr = setAside(berr, func(e error) (error, bool) { return e, config.Relational(e) })
+				err = errlist.Join(err, envNoted(c, berr))
 			}
 		}
 		return nil, err
@@ -199,20 +200,15 @@ func build(c *cli.Context) (*config.Runtime, error) {
 // a setting the environment gave: the name alone sends the reader to a
 // command line that lacks it.
 func envNoted(c *cli.Context, err error) error {
-	var me *multierror.Error
-	if !errors.As(err, &me) {
-		return err
-	}
-	out := make([]error, 0, len(me.Errors))
-	for _, e := range me.Errors {
+	_, err = setAside(err, func(e error) (error, bool) {
 		msg := e.Error()
 		name, _, _ := strings.Cut(msg, " ")
 		if env := envOrigin(c, strings.TrimSuffix(name, ":")); env != "" && !strings.Contains(msg, "(from ") {
 			e = fmt.Errorf("%w (from %s)", e, env)
 		}
-		out = append(out, e)
-	}
-	return errlist.Join(out...)
+		return e, false
+	})
+	return err
 }
 
 // overridden warns of each key of the config file that a flag or its

@@ -493,25 +493,9 @@ type relationError struct{ error }
 
 func (e relationError) Unwrap() error { return e.error }
 
-// ValueProblems keeps the problems of err (Build's) that are about one
-// value alone. With the config file unreadable, the file may have held the
-// other half of every relation, so only these are worth listing beside it.
-func ValueProblems(err error) error {
-	var me *multierror.Error
-	if !errors.As(err, &me) {
-		if errors.As(err, new(relationError)) {
-			return nil
-		}
-		return err
-	}
-	var keep []error
-	for _, e := range me.Errors {
-		if !errors.As(e, new(relationError)) {
-			keep = append(keep, e)
-		}
-	}
-	return errlist.Join(keep...)
-}
+// Relational reports a problem of Build's about how settings go together:
+// with the config file unreadable, the file may have held its other half.
+func Relational(err error) bool { return errors.As(err, new(relationError)) }
 
 // needsCert: port routes may be plain HTTP and passthrough routes bring
 // their own TLS; everything else terminates TLS here.
