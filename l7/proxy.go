@@ -485,7 +485,9 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	}
 	// HTTP/2 takes bytes in :authority no Host header may hold; Go's
 	// transport would send Nexus an empty Host instead (as above).
-	if !httpguts.ValidHostHeader(r.Host) {
+	// net/http's HTTP/1 reader has refused such a Host header already
+	// (an absolute-form target's host is refused with its path).
+	if r.ProtoMajor > 1 && !httpguts.ValidHostHeader(r.Host) {
 		return http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("nexmux: Host %q holds characters a Host header may not", ShortName(r.Host))
 	}
 	// net/http takes any port text, and routing ignores the port; Nexus

@@ -153,6 +153,8 @@ func hostileCases() []hostileCase {
 		// Request-target forms other than origin-form.
 		{name: "absolute-form to Nexus admin API", raw: "GET http://127.0.0.1:8081/service/rest/v1/status HTTP/1.1\r\nHost: {A}\r\n\r\n", want: 400},
 		{name: "absolute-form to own name", raw: "GET https://{A}/v2/ HTTP/1.1\r\nHost: {A}\r\n\r\n", want: 400},
+		// Its host is r.Host, which no Host header check has seen.
+		{name: "absolute-form with a host no Host header may hold", raw: "GET http://a\"b/v2/ HTTP/1.1\r\nHost: {A}\r\n\r\n", want: 400},
 		{name: "CONNECT", raw: "CONNECT 127.0.0.1:8081 HTTP/1.1\r\nHost: 127.0.0.1:8081\r\n\r\n", want: 400},
 		{name: "OPTIONS *", raw: "OPTIONS * HTTP/1.1\r\nHost: {A}\r\n\r\n", want: 400},
 		{name: "target without leading slash", raw: "GET v2/ HTTP/1.1\r\nHost: {A}\r\n\r\n", want: 400},
