@@ -1040,3 +1040,33 @@ func TestBadEnvValuesNameTheirVariable(t *testing.T) {
 		t.Errorf("a flag's value blamed on the environment:\n%s", errs)
 	}
 }
+
+// --config given twice is a problem, listed with the rest: a second file
+// would silently replace the first and every route it held.
+func TestSecondConfigFileIsAProblem(t *testing.T) {
+	crt, key := certFiles(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml")
+	for _, f := range []string{a, b} {
+		if err := os.WriteFile(f, []byte("route: [team-a.example.com=team-a]\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, errs, code := run(t, "check", "--config", a, "--config="+b, "--cert", crt, "--key", key, "--max-conns", "-5")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"--config given 2 times", a, b, "max-conns -5"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	// The command line's one file over the environment's is no repeat.
+	t.Setenv("NEXMUX_CONFIG", a)
+	if _, errs, code := run(t, "check", "--config", b, "--cert", crt, "--key", key); code != 0 || strings.Contains(errs, "times") {
+		t.Errorf("--config over NEXMUX_CONFIG: exit %d, stderr:\n%s", code, errs)
+	}
+	if _, errs, code := run(t, "check", "--cert", crt, "--key", key); code != 0 {
+		t.Errorf("NEXMUX_CONFIG alone: exit %d, stderr:\n%s", code, errs)
+	}
+}
