@@ -38,7 +38,7 @@ func env(name string) []string { return []string{config.EnvVar(name)} }
 // their variables, as every flag is.
 func configFlags(command string) []cli.Flag {
 	flags := []cli.Flag{
-		&cli.StringFlag{Name: "config", Usage: "YAML file whose keys are these long flag names (precedence: flag > env > file)", EnvVars: env("config")},
+		newConfigFlag("YAML file whose keys are these long flag names (precedence: flag > env > file)"),
 	}
 	for _, s := range config.Settings() {
 		other := s.Command != "" && s.Command != command
@@ -86,6 +86,9 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 	var errs *multierror.Error
 	for _, err := range argProblems(c) {
 		errs = errlist.Append(errs, err)
+	}
+	if f, ok := c.Generic("config").(*configValue); ok {
+		errs = errlist.Append(errs, f.problem())
 	}
 	if file != "" {
 		err := cfg.ApplyFile(file)

@@ -223,3 +223,58 @@ func envOrigin(c *cli.Context, name string) string {
 	}
 	return ""
 }
+
+// configFlag is --config. It keeps every file the command line names, so a
+// second one is reported instead of silently replacing the first (and every
+// route that held); NEXMUX_CONFIG gives way to the command line's.
+type configFlag struct {
+	cli.GenericFlag
+	v *configValue
+}
+
+type configValue struct {
+	paths   []string
+	fromEnv bool
+}
+
+func (v *configValue) Set(s string) error {
+	if v.fromEnv {
+		v.paths, v.fromEnv = nil, false
+	}
+	v.paths = append(v.paths, s)
+	return nil
+}
+
+// String is the last file named, which is what c.String("config") reads.
+func (v *configValue) String() string {
+	if v == nil || len(v.paths) == 0 {
+		return ""
+	}
+	return v.paths[len(v.paths)-1]
+}
+
+func newConfigFlag(usage string) *configFlag {
+	v := &configValue{}
+	return &configFlag{GenericFlag: cli.GenericFlag{Name: "config", Usage: usage, EnvVars: env("config"), Value: v}, v: v}
+}
+
+func (f *configFlag) TakesValue() bool { return true }
+
+func (f *configFlag) String() string { return cli.FlagStringer(f) }
+
+func (f *configFlag) Apply(set *flag.FlagSet) error {
+	if _, val := fromEnv(f.EnvVars); val != "" {
+		f.v.paths, f.v.fromEnv = []string{val}, true
+		f.HasBeenSet = true
+	}
+	set.Var(f.v, f.Name, f.Usage)
+	return nil
+}
+
+// problem reports a --config given more than once.
+func (v *configValue) problem() error {
+	if len(v.paths) < 2 {
+		return nil
+	}
+	return &config.SettingError{Setting: "config", Err: fmt.Errorf("--config given %d times (%s): nexmux reads one config file, and a second would replace the first; put the settings in one file", len(v.paths), strings.Join(v.paths, ", "))}
+}
