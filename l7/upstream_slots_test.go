@@ -323,3 +323,98 @@ func TestBusyNodeWhileAskingIsNoUnknownUpload(t *testing.T) {
 		t.Fatalf("PATCH while B is too busy to be asked: %s Retry-After %q %s, want a retryable 503", resp.Status, resp.Header.Get("Retry-After"), body)
 	}
 }
+
+// clientFrom is an HTTP client whose connections come from ip (a loopback
+// address other than 127.0.0.1 is another client address to nexmux).
+func clientFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+}
+
+// heldDownloads sends n GETs of held paths from ip at once and sends each
+// answer's status to codes.
+func heldDownloads(addr, ip string, n int, codes chan<- int) {
+	c := clientFrom(ip)
+	for i := 0; i < n; i++ {
+		go func() {
+			resp, err := c.Do(teamRequest(addr, http.MethodGet, fmt.Sprintf("/v2/held/manifests/%s-%d", ip, i), nil))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+}
+
+// With --max-requests-per-client set, no client address holds more of a
+// node's --upstream-max-conns places than are left free: clients whose
+// requests Nexus does not finish (or who stop reading a download, which
+// holds its place until --send-timeout) leave places for everyone else.
+// Two such clients hold 4 and 2 of 8 places; a third is served at once.
+func TestClientsShareANodesPlaces(t *testing.T) {
+	var held peak
+	release := make(chan struct{})
+	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/held/") {
+			held.enter()
+			defer held.leave()
+			<-release
+		}
+	})
+	addr, _ := haProxyConfig(t, io.Discard, 8, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+n.addr)
+	defer close(release)
+	codes := make(chan int, 16)
+	heldDownloads(addr, "127.0.0.2", 8, codes)
+	waitUntil(t, "the first client's requests at the node", func() bool { return held.cur.Load() >= 4 })
+	heldDownloads(addr, "127.0.0.3", 8, codes)
+	// Beyond their shares the two wait their queue time, then get 503.
+	for i := 0; i < 10; i++ {
+		select {
+		case c := <-codes:
+			if c != http.StatusServiceUnavailable {
+				t.Fatalf("a request beyond its client's share: status %d, want 503", c)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%d of the 10 requests beyond the two clients' shares answered; node holds %d", i, held.cur.Load())
+		}
+	}
+	if h := held.cur.Load(); h != 6 {
+		t.Errorf("the node holds %d requests of the two clients, want 4 + 2", h)
+	}
+	resp, err := clientFrom("127.0.0.4").Do(teamRequest(addr, http.MethodGet, "/v2/", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a third client: %s, want 200", resp.Status)
+	}
+}
+
+// Without per-client limits (--max-requests-per-client 0: every client
+// may come through one address, a balancer's) one address may take every
+// place.
+func TestNoPerClientLimitNoShare(t *testing.T) {
+	var held peak
+	release := make(chan struct{})
+	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/held/") {
+			held.enter()
+			defer held.leave()
+			<-release
+		}
+	})
+	addr, _ := haProxyConfig(t, io.Discard, 8, "team-a", Config{}, "http://"+n.addr)
+	codes := make(chan int, 8)
+	heldDownloads(addr, "127.0.0.2", 8, codes)
+	waitUntil(t, "all eight requests at the node", func() bool { return held.cur.Load() == 8 })
+	close(release)
+	for i := 0; i < 8; i++ {
+		if c := <-codes; c != http.StatusOK {
+			t.Errorf("status %d, want 200", c)
+		}
+	}
+}

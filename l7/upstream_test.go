@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -94,8 +95,9 @@ func haProxyProbing(t *testing.T, log io.Writer, maxConns int, repo string, cfg 
 		t.Fatal(err)
 	}
 	ln := testnet.Listen(t)
-	srv := &http.Server{Handler: p, ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-		return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com"})
+	srv := &http.Server{Handler: p, ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+		client, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", Client: client})
 	}}
 	// HTTP/2 with prior knowledge too, for the tests of HTTP/2 streams.
 	srv.Protocols = new(http.Protocols)
