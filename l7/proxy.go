@@ -216,9 +216,10 @@ func New(cfg Config) (*Proxy, error) {
 		tr = NewTransport()
 	}
 	p.tr = tr
+	f := failover{up: cfg.Upstreams, next: tr, fair: cfg.MaxRequestsPerClient > 0, ipv6Prefix: cfg.PerClientIPv6Prefix}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteRequest,
-		Transport:      failover{up: cfg.Upstreams, next: tr},
+		Transport:      f,
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		BufferPool:     smallBuffers{},

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/netip"
 	"slices"
 	"strings"
 	"syscall"
@@ -293,7 +294,7 @@ func TestNexusSlotBackAtBodyEnd(t *testing.T) {
 	up := NewUpstreams(spec, upstream.NewSet(spec, slog.New(slog.NewTextHandler(io.Discard, nil))), UpstreamOptions{MaxConns: 1})
 	n := up.Set().Nodes()[0]
 	wait := time.Duration(0)
-	sl, ok := up.acquire(context.Background(), n.Host, &wait)
+	sl, ok := up.acquire(context.Background(), n.Host, netip.Addr{}, &wait)
 	if !ok {
 		t.Fatal("no slot")
 	}
@@ -305,15 +306,15 @@ func TestNexusSlotBackAtBodyEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	wait = time.Second
-	again, ok := up.acquire(ctx, n.Host, &wait)
+	again, ok := up.acquire(ctx, n.Host, netip.Addr{}, &wait)
 	if !ok {
 		t.Fatal("slot still held after the body's end")
 	}
 	again.release()
 	b.Close() // gives nothing back twice
 	wait = 0
-	if got, ok := up.acquire(context.Background(), n.Host, &wait); !ok || len(got) != 1 {
-		t.Fatalf("after Close: slot %v, %d held; want exactly this one", ok, len(got))
+	if got, ok := up.acquire(context.Background(), n.Host, netip.Addr{}, &wait); !ok || got.p.taken != 1 {
+		t.Fatalf("after Close: slot %v, %d held; want exactly this one", ok, got.p.taken)
 	}
 }
 

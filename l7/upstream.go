@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"net/url"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/nexmux/nexmux/upstream"
@@ -93,42 +96,131 @@ func refused(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// poolSet holds one slot semaphore per node host.
+// poolSet holds each node host's places.
 type poolSet struct {
-	m syncMap[string, slot]
+	m syncMap[string, *nodePool]
 }
 
-// acquire takes a slot on host, waiting at most *wait, and takes the time
-// it waited off *wait: a request that tries several busy nodes waits
-// poolQueueTimeout in all, not once per node.
-func (u *Upstreams) acquire(ctx context.Context, host string, wait *time.Duration) (slot, bool) {
-	sem, ok := u.pools.m.Load(host)
-	if !ok {
-		sem, _ = u.pools.m.LoadOrStore(host, make(slot, u.maxConns))
+// nodePool is a node's --upstream-max-conns places. A request of a client
+// address (given when per-client limits are on) takes a place only while
+// that address holds fewer than are free: alone it may hold half, a second
+// address half the rest, and so on. Requests Nexus does not finish, or
+// downloads a client stops reading (held until --send-timeout), so never
+// take every place from a few addresses: the others are still served.
+type nodePool struct {
+	mu    sync.Mutex
+	max   int
+	taken int
+	held  map[netip.Addr]int // places per client address
+	// waiters, in arrival order; none of them may take a place now (each
+	// release hands places to those that may, at once).
+	waiters []*poolWaiter
+}
+
+type poolWaiter struct {
+	client  netip.Addr
+	ready   chan struct{} // closed when granted
+	granted bool
+}
+
+// slot is a place acquire took.
+type slot struct {
+	p      *nodePool
+	client netip.Addr
+}
+
+// mayTake reports whether client may take a place now.
+func (p *nodePool) mayTake(client netip.Addr) bool {
+	return p.taken < p.max && (!client.IsValid() || p.held[client] < p.max-p.taken)
+}
+
+func (p *nodePool) take(client netip.Addr) {
+	p.taken++
+	if client.IsValid() {
+		if p.held == nil {
+			p.held = map[netip.Addr]int{}
+		}
+		p.held[client]++
 	}
-	select {
-	case sem <- struct{}{}:
-		return sem, true
-	default:
+}
+
+// acquire takes a place on host for client (invalid: no per-client share),
+// waiting at most *wait, and takes the time it waited off *wait: a request
+// that tries several busy nodes waits poolQueueTimeout in all, not once per
+// node.
+func (u *Upstreams) acquire(ctx context.Context, host string, client netip.Addr, wait *time.Duration) (slot, bool) {
+	p, ok := u.pools.m.Load(host)
+	if !ok {
+		p, _ = u.pools.m.LoadOrStore(host, &nodePool{max: u.maxConns})
+	}
+	p.mu.Lock()
+	if p.mayTake(client) {
+		p.take(client)
+		p.mu.Unlock()
+		return slot{p, client}, true
 	}
 	if *wait <= 0 {
-		return nil, false
+		p.mu.Unlock()
+		return slot{}, false
 	}
+	w := &poolWaiter{client: client, ready: make(chan struct{})}
+	p.waiters = append(p.waiters, w)
+	p.mu.Unlock()
 	start := time.Now()
 	defer func() { *wait -= time.Since(start) }()
 	t := time.NewTimer(*wait)
 	defer t.Stop()
 	select {
-	case sem <- struct{}{}:
-		return sem, true
+	case <-w.ready:
+		return slot{p, client}, true
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	return nil, false
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.granted { // as the wait ended: the place is this request's
+		return slot{p, client}, true
+	}
+	p.waiters = slices.DeleteFunc(p.waiters, func(x *poolWaiter) bool { return x == w })
+	return slot{}, false
 }
 
-// slot is a node's --upstream-max-conns semaphore; acquire took one place.
-type slot chan struct{}
+// othersOnly reports whether host has places free, for other clients
+// only: a request just refused was refused its client's share.
+func (u *Upstreams) othersOnly(host string) bool {
+	p, ok := u.pools.m.Load(host)
+	if !ok {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.taken < p.max
+}
 
-// release gives the place back; once per successful acquire.
-func (s slot) release() { <-s }
+// release gives the place back, to the first waiters that may take it;
+// once per successful acquire.
+func (s slot) release() {
+	p := s.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.taken--
+	if c := s.client; c.IsValid() {
+		if p.held[c] <= 1 {
+			delete(p.held, c)
+		} else {
+			p.held[c]--
+		}
+	}
+	if len(p.waiters) == 0 {
+		return
+	}
+	p.waiters = slices.DeleteFunc(p.waiters, func(w *poolWaiter) bool {
+		if !p.mayTake(w.client) {
+			return false
+		}
+		p.take(w.client)
+		w.granted = true
+		close(w.ready)
+		return true
+	})
+}

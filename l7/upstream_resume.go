@@ -178,7 +178,7 @@ func (b *resumeBody) resume() error {
 		b.tries++
 		// A resume is one more request on n: it takes one of n's
 		// --upstream-max-conns slots like any other.
-		sl, ok := b.f.up.acquire(b.client, n.Host, &queue)
+		sl, ok := b.f.up.acquire(b.client, n.Host, b.f.client(b.client), &queue)
 		if !ok {
 			b.node = n
 			continue

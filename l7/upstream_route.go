@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
 )
@@ -66,6 +68,24 @@ var errNodeDown = errors.New("upstream node found down while waiting for its ans
 type failover struct {
 	up   *Upstreams
 	next http.RoundTripper
+	// fair: per-client limits are on, so each client address takes its
+	// share of a node's places (nodePool); off, every client may come
+	// through one address (a balancer's).
+	fair       bool
+	ipv6Prefix int // --per-client-ipv6-prefix: the client a request counts as
+}
+
+// client is the address whose share of a node's places a request with ctx
+// takes (invalid: no share).
+func (f failover) client(ctx context.Context) netip.Addr {
+	if !f.fair {
+		return netip.Addr{}
+	}
+	ci := FromContext(ctx)
+	if ci == nil || !ci.Client.Addr().IsValid() {
+		return netip.Addr{}
+	}
+	return perclient.Key(ci.Client.Addr(), f.ipv6Prefix)
 }
 
 // request classes
@@ -178,11 +198,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	// asked once for another that knows the session.
 	askedAfter := false
 	queue := poolQueueTimeout
+	client := f.client(r.Context())
 	// Indexed: an upload follow-up may add the node found by asking.
 	for i := 0; i < len(cands); i++ {
 		n := cands[i]
 		last := i == len(cands)-1
-		sl, ok := f.up.acquire(r.Context(), n.Host, &queue)
+		sl, ok := f.up.acquire(r.Context(), n.Host, client, &queue)
 		if !ok {
 			if r.Context().Err() != nil {
 				return nil, r.Context().Err()
@@ -192,8 +213,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				continue
 			}
 			sb.finish()
-			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body,
-				msg: "nexmux: every connection to Nexus is busy; retry shortly"}
+			msg := "nexmux: every connection to Nexus is busy; retry shortly"
+			if f.up.othersOnly(n.Host) {
+				msg = "nexmux: this client address holds its share of the connections to Nexus; retry shortly"
+			}
+			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body, msg: msg}
 		}
 		a := attempt{n: n, slot: sl}
 		// A client that leaves does not end the attempt: Nexus's thread
@@ -533,7 +557,7 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			// The question is a request on n: it takes one of n's
 			// --upstream-max-conns slots (waiting at most askTimeout).
 			queue := poolQueueTimeout
-			sl, ok := f.up.acquire(ctx, n.Host, &queue)
+			sl, ok := f.up.acquire(ctx, n.Host, f.client(ctx), &queue)
 			if !ok {
 				// Too busy to be asked (not cancelled: another node
 				// knows, or the client left): it may hold the session.

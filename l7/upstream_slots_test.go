@@ -2,12 +2,15 @@ package l7
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -384,7 +387,17 @@ func TestClientsShareANodesPlaces(t *testing.T) {
 	if h := held.cur.Load(); h != 6 {
 		t.Errorf("the node holds %d requests of the two clients, want 4 + 2", h)
 	}
-	resp, err := clientFrom("127.0.0.4").Do(teamRequest(addr, http.MethodGet, "/v2/", nil))
+	// The answer says why, which the busy node's does not.
+	resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, "/v2/held/manifests/more", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "its share") || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("beyond the share: %s %s", resp.Status, b)
+	}
+	resp, err = clientFrom("127.0.0.4").Do(teamRequest(addr, http.MethodGet, "/v2/", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,4 +430,63 @@ func TestNoPerClientLimitNoShare(t *testing.T) {
 			t.Errorf("status %d, want 200", c)
 		}
 	}
+}
+
+// A node's places go to client addresses in shares: each may hold fewer
+// than are free when it asks, and a place given back goes to the first
+// waiter that may take it, not to one beyond its share.
+func TestNodePoolShares(t *testing.T) {
+	up := &Upstreams{maxConns: 8}
+	addr := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	a, b, c, d, e := addr("10.0.0.1"), addr("10.0.0.2"), addr("10.0.0.3"), addr("10.0.0.4"), addr("10.0.0.5")
+	take := func(client netip.Addr) []slot {
+		var got []slot
+		for {
+			wait := time.Duration(0)
+			sl, ok := up.acquire(context.Background(), "n", client, &wait)
+			if !ok {
+				return got
+			}
+			got = append(got, sl)
+		}
+	}
+	var counts []int
+	var held [][]slot
+	for _, cl := range []netip.Addr{a, b, c, d} {
+		s := take(cl)
+		held = append(held, s)
+		counts = append(counts, len(s))
+	}
+	if !slices.Equal(counts, []int{4, 2, 1, 1}) {
+		t.Fatalf("places taken by four clients in turn: %v, want [4 2 1 1]", counts)
+	}
+	got := make(chan netip.Addr, 2)
+	wait := func(cl netip.Addr) {
+		go func() {
+			w := 10 * time.Second
+			if sl, ok := up.acquire(context.Background(), "n", cl, &w); ok {
+				got <- cl
+				sl.release()
+			}
+		}()
+	}
+	p, _ := up.pools.m.Load("n")
+	waiters := func() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.waiters) }
+	wait(a)
+	waitUntil(t, "the first waiter", func() bool { return waiters() == 1 })
+	wait(e)
+	waitUntil(t, "the second waiter", func() bool { return waiters() == 2 })
+	held[3][0].release() // d's place: free 1, a holds 4
+	if first := <-got; first != e {
+		t.Fatalf("the place given back went to %v, beyond its share, before %v", first, e)
+	}
+	for _, s := range held[:3] {
+		for _, sl := range s {
+			sl.release()
+		}
+	}
+	if w := <-got; w != a {
+		t.Fatalf("then %v, want %v", w, a)
+	}
+	waitUntil(t, "every place back", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.taken == 0 && len(p.held) == 0 })
 }

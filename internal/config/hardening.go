@@ -67,21 +67,19 @@ func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
 }
 
 // limitWarnings names limit settings that leave Nexus or nexmux
-// unprotected: one client address allowed as many requests in flight as a
-// node takes can hold every one of its connections (Jetty threads), with
-// uploads that keep moving at the --body-timeout pace; one allowed as many
-// connections as --max-conns can hold every place.
+// unprotected: without per-client limits one client address can hold every
+// connection to a node (Jetty threads), with uploads that keep moving at
+// the --body-timeout pace (with them, it holds at most half: l7's
+// per-client shares of a node's places); one allowed as many connections
+// as --max-conns can hold every place.
 func (c *Config) limitWarnings() []string {
 	var out []string
 	perNode := c.UpstreamMaxConns
 	if perNode == 0 {
 		perNode = l7.DefaultUpstreamMaxConns
 	}
-	switch perClient := c.MaxRequestsPerClient; {
-	case perClient == 0:
+	if c.MaxRequestsPerClient == 0 {
 		out = append(out, fmt.Sprintf("max-requests-per-client 0 (no limit): one client address can hold all %d connections to a Nexus node (upstream-max-conns)", perNode))
-	case perClient >= perNode:
-		out = append(out, fmt.Sprintf("max-requests-per-client %d is not below upstream-max-conns %d: one client address can hold every connection to a Nexus node", perClient, perNode))
 	}
 	// The per-client default comes from --max-conns' default, not from a
 	// lower --max-conns given, so lowering the one can defeat the other.
