@@ -352,21 +352,27 @@ func heldDownloads(addr, ip string, n int, codes chan<- int) {
 	}
 }
 
-// With --max-requests-per-client set, no client address holds more of a
-// node's --upstream-max-conns places than are left free: clients whose
-// requests Nexus does not finish (or who stop reading a download, which
-// holds its place until --send-timeout) leave places for everyone else.
-// Two such clients hold 4 and 2 of 8 places; a third is served at once.
-func TestClientsShareANodesPlaces(t *testing.T) {
-	var held peak
-	release := make(chan struct{})
-	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+// heldNode is a node that holds every request for a /held/ path until
+// release is closed, counting them in held, and answers the rest.
+func heldNode(t *testing.T) (n *haNode, held *peak, release chan struct{}) {
+	held, release = new(peak), make(chan struct{})
+	n = startNode(t, func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/held/") {
 			held.enter()
 			defer held.leave()
 			<-release
 		}
 	})
+	return n, held, release
+}
+
+// With --max-requests-per-client set, no client address holds more of a
+// node's --upstream-max-conns places than are left free: clients whose
+// requests Nexus does not finish (or who stop reading a download, which
+// holds its place until --send-timeout) leave places for everyone else.
+// Two such clients hold 4 and 2 of 8 places; a third is served at once.
+func TestClientsShareANodesPlaces(t *testing.T) {
+	n, held, release := heldNode(t)
 	addr, _ := haProxyConfig(t, io.Discard, 8, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+n.addr)
 	defer close(release)
 	codes := make(chan int, 16)
@@ -411,15 +417,7 @@ func TestClientsShareANodesPlaces(t *testing.T) {
 // may come through one address, a balancer's) one address may take every
 // place.
 func TestNoPerClientLimitNoShare(t *testing.T) {
-	var held peak
-	release := make(chan struct{})
-	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/held/") {
-			held.enter()
-			defer held.leave()
-			<-release
-		}
-	})
+	n, held, release := heldNode(t)
 	addr, _ := haProxyConfig(t, io.Discard, 8, "team-a", Config{}, "http://"+n.addr)
 	codes := make(chan int, 8)
 	heldDownloads(addr, "127.0.0.2", 8, codes)
