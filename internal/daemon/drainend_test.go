@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -117,6 +118,79 @@ func TestRequestAwaitingNexusAtDrainEndIsAccounted(t *testing.T) {
 		case <-done:
 		case <-time.After(10 * time.Second):
 			t.Fatal("a client's request was still open after the drain")
+		}
+	}
+}
+
+// A download whose Nexus stalls mid-body when --drain-timeout ends is cut
+// at Nexus too: its handler, which waits on Nexus's next bytes and has not
+// written to the closed client connection since, logs and counts it
+// before the drain returns, saying the drain cut it.
+func TestDownloadStalledAtNexusAtDrainEndIsAccounted(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.DrainTimeout = time.Second
+	logs := &logBuffer{}
+	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("nexmux log:\n%s", logs.String())
+		}
+	})
+	node := st.NexusNodes[0]
+	digest := seedLayer(t, st, "team-b-hosted", "trickle", 256<<10)
+	// 100 bytes a second: net/http's 4 KiB write buffer towards the
+	// client takes 40 s to fill, so nothing reaches the client's closed
+	// connection in the test's time.
+	node.SetSlow(0, 100)
+
+	h1 := st.Transport()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	before := counterValue(t, st.Daemon, "nexmux_requests_total", map[string]string{"method": http.MethodGet})
+	done := make(chan struct{}, 2)
+	for _, tr := range []*http.Transport{h1, st.Transport()} {
+		cl := &http.Client{Transport: tr}
+		go func() {
+			defer func() { done <- struct{}{} }()
+			req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-b")+"/v2/trickle/blobs/"+digest, nil)
+			req.SetBasicAuth(stack.User, stack.Password)
+			if resp, err := cl.Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	waitFor(t, "two downloads at Nexus", func() bool {
+		n := 0
+		for _, r := range node.Requests() {
+			if strings.Contains(r.Path, "/blobs/") {
+				n++
+			}
+		}
+		return n == 2
+	})
+	time.Sleep(200 * time.Millisecond) // the first bytes on their way
+
+	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	lines := logLines(logs, "msg=request", "method=GET", "/blobs/")
+	got := counterValue(t, st.Daemon, "nexmux_requests_total", map[string]string{"method": http.MethodGet}) - before
+	if len(lines) != 2 {
+		t.Errorf("%d access lines for the downloads when the drain returned, want 2: %q", len(lines), lines)
+	}
+	for _, line := range lines {
+		if !strings.Contains(line, "cut by nexmux at the drain's end") {
+			t.Errorf("download cut by the drain's end logged as: %s", line)
+		}
+	}
+	if got != 2 {
+		t.Errorf("nexmux_requests_total{method=GET} grew by %v during the drain, want 2", got)
+	}
+	for range 2 {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a download was still open after the drain")
 		}
 	}
 }
