@@ -54,6 +54,7 @@ type upstreamConn struct {
 	deadline atomic.Int64
 	// armed is the socket's write deadline (unix ns, 0: none).
 	armed atomic.Int64
+	conns *upstreamConns // tracking it (nil: none)
 }
 
 func (c *upstreamConn) SetWriteDeadline(t time.Time) error {

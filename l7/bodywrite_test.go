@@ -296,7 +296,7 @@ func TestUploadsBatchedThroughProxy(t *testing.T) {
 		conns = append(conns, wc)
 		mu.Unlock()
 		return wc, nil
-	})
+	}, nil)
 	defer tr.CloseIdleConnections()
 	p, err := New(Config{Upstreams: up, Transport: tr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

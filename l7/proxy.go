@@ -63,17 +63,22 @@ var upstreamSendTimeout atomic.Int64
 func init() { upstreamSendTimeout.Store(int64(120 * time.Second)) }
 
 // NewTransport returns the pooled transport nexmux uses towards Nexus.
-func NewTransport() *http.Transport {
-	return newTransport((&net.Dialer{
-		Timeout:   upstreamDialTimeout,
-		KeepAlive: 15 * time.Second,
-	}).DialContext)
-}
+func NewTransport() *http.Transport { return newTransport(upstreamDial, nil) }
 
-func newTransport(dial dialFunc) *http.Transport {
+var upstreamDial = (&net.Dialer{
+	Timeout:   upstreamDialTimeout,
+	KeepAlive: 15 * time.Second,
+}).DialContext
+
+// newTransport's connections are tracked in conns unless it is nil.
+func newTransport(dial dialFunc, conns *upstreamConns) *http.Transport {
+	dial = dialUpstream(dial)
+	if conns != nil {
+		dial = conns.trackedDial(dial)
+	}
 	return &http.Transport{
 		Proxy:                 nil, // never an environment proxy between nexmux and Nexus
-		DialContext:           dialUpstream(dial),
+		DialContext:           dial,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       upstreamIdleTimeout,
@@ -154,6 +159,9 @@ type Proxy struct {
 	// being closed: a transfer failing then was cut by nexmux, not by its
 	// client, and its access line says so.
 	cutting atomic.Bool
+	// conns are the connections to Nexus, which DrainEnded closes (nil
+	// with Config.Transport).
+	conns *upstreamConns
 
 	mirrorAuth mirrorAuth // --mirror-auth-file, swapped on reload
 }
@@ -213,10 +221,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	tr := cfg.Transport
 	if tr == nil {
-		tr = NewTransport()
+		p.conns = newUpstreamConns()
+		tr = newTransport(upstreamDial, p.conns)
 	}
 	p.tr = tr
-	f := failover{up: cfg.Upstreams, next: tr, fair: cfg.MaxRequestsPerClient > 0, ipv6Prefix: cfg.PerClientIPv6Prefix}
+	f := failover{up: cfg.Upstreams, next: tr, cut: &p.cutting, fair: cfg.MaxRequestsPerClient > 0, ipv6Prefix: cfg.PerClientIPv6Prefix}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteRequest,
 		Transport:      f,
@@ -233,17 +242,28 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 // DrainEnded tells the proxy that the drain's time is up: the connections
-// still open are about to be closed by nexmux.
-func (p *Proxy) DrainEnded() { p.cutting.Store(true) }
+// still open are about to be closed by nexmux. It closes the connections to
+// Nexus too (drainend.go): a request still waiting on Nexus ends at once,
+// with a 503 and its access line, instead of holding the exit up or being
+// lost in it.
+func (p *Proxy) DrainEnded() {
+	p.cutting.Store(true)
+	if p.conns != nil {
+		p.conns.cutAll()
+	}
+}
 
 // cutBy is what ended a transfer whose read or write failed: the drain's
 // end, or else the client (who stopped, left or sent a broken body).
 func (p *Proxy) cutBy(clientWord string) string {
 	if p.cutting.Load() {
-		return "cut by nexmux at the drain's end: "
+		return cutAtDrainEnd
 	}
 	return clientWord
 }
+
+// cutAtDrainEnd starts the reason of every request the drain's end cut.
+const cutAtDrainEnd = "cut by nexmux at the drain's end: "
 
 // CloseIdleConnections closes the keep-alive connections to Nexus that no
 // request uses now. A shutdown calls it: nothing will reuse them, and they
@@ -303,6 +323,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.body = body
 	}
 	defer func() {
+		// A response body the drain's end cut at Nexus (DrainEnded) ends in
+		// ReverseProxy's panic, which says nothing of why: looked at only
+		// then, and passed on below.
+		var cut any
+		if p.cutting.Load() {
+			cut = recover()
+		}
 		if body != nil && body.deadline != nil && !body.ended.Load() {
 			// net/http reads the unread rest of a small body before it
 			// sends the answer (a local refusal's, or Nexus's early one):
@@ -337,8 +364,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			if rec.Reason == "" && cw.werr != nil {
 				rec.Reason = p.cutBy("response cut: ") + cw.werr.Error()
+			} else if rec.Reason == "" && cut == http.ErrAbortHandler {
+				rec.Reason = cutAtDrainEnd + "Nexus's response cut"
 			}
 			p.observe(st.ci, r, rec)
+		}
+		if cut != nil {
+			panic(cut)
 		}
 	}()
 	if st.ci == nil || st.ci.Route == nil {
@@ -660,6 +692,19 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 			p.clientBodyFailed(w, r, st, berr)
 			return
 		}
+	}
+	if p.cutting.Load() && !errors.As(err, new(*refusal)) {
+		// The drain's end cut the round trip (DrainEnded), or the
+		// client's connection under it: nexmux's doing, not the client's
+		// or Nexus's. Answered in case the client still reads.
+		if st != nil {
+			st.reason = cutAtDrainEnd + "Nexus had not answered"
+		}
+		p.log.Debug("upstream request cut at the drain's end", "method", r.Method, "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "1")
+		endConnection(w)
+		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "nexmux: stopping; retry")
+		return
 	}
 	if errors.Is(err, context.Canceled) || r.Context().Err() != nil {
 		// The client went away; ReverseProxy has cancelled the upstream

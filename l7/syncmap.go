@@ -18,3 +18,7 @@ func (s *syncMap[K, V]) Load(k K) (V, bool) {
 	}
 	return a.(V), true
 }
+
+func (s *syncMap[K, V]) Range(f func(K, V) bool) {
+	s.m.Range(func(k, v any) bool { return f(k.(K), v.(V)) })
+}

@@ -123,7 +123,7 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 		if err == io.EOF && b.start+b.got > b.end {
 			return n, io.EOF
 		}
-		if b.client.Err() != nil {
+		if b.client.Err() != nil || b.f.cutting() {
 			return n, err
 		}
 		// Broken (or short) before the end: continue elsewhere.

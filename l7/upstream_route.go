@@ -68,6 +68,7 @@ var errNodeDown = errors.New("upstream node found down while waiting for its ans
 type failover struct {
 	up   *Upstreams
 	next http.RoundTripper
+	cut  *atomic.Bool // Proxy.cutting (nil: never)
 	// fair: per-client limits are on, so each client address takes its
 	// share of a node's places (nodePool); off, every client may come
 	// through one address (a balancer's).
@@ -87,6 +88,10 @@ func (f failover) client(ctx context.Context) netip.Addr {
 	}
 	return perclient.Key(ci.Client.Addr(), f.ipv6Prefix)
 }
+
+// cutting reports that the drain's end cut the connections to Nexus: a
+// failed attempt is neither the node's fault nor sent on to another.
+func (f failover) cutting() bool { return f.cut != nil && f.cut.Load() }
 
 // request classes
 const (
@@ -185,7 +190,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	// if so gives the current attempt up (see sharedBody).
 	// A client that has left is not sent on: the attempt outlives it only
 	// to hold its slot while Nexus works.
-	move := func(last bool) bool { return !last && r.Context().Err() == nil && (sb == nil || sb.next()) }
+	move := func(last bool) bool {
+		return !last && r.Context().Err() == nil && !f.cutting() && (sb == nil || sb.next())
+	}
 	// suspects answered 502/503/504 and the request moved on: whether
 	// that counts toward their passive ejection depends on the next answer.
 	type suspect struct {
@@ -267,6 +274,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		if err != nil {
 			a.done()
 			switch {
+			case f.cutting():
+				sb.finish()
+				return nil, err
 			case r.Context().Err() != nil:
 				sb.finish()
 				return nil, err

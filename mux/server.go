@@ -444,6 +444,15 @@ const freshGrace = time.Second
 // an HTTP/2 connection gets GOAWAY when its next stream ends.
 func (s *Server) StopKeepAlives() { s.http.SetKeepAlivesEnabled(false) }
 
+// HTTPConns is the number of connections the HTTP stage holds now. Once
+// Shutdown closed them, an HTTP/1 connection is let go only after its
+// handler returned.
+func (s *Server) HTTPConns() int {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	return len(s.live.http)
+}
+
 // Shutdown stops accepting, lets in-flight requests and passthrough streams
 // finish until ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {

@@ -497,6 +497,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}
+	if ctx.Err() != nil {
+		d.awaitCut()
+	}
 	<-socksDone
 	// No request is left to reuse the connections to Nexus.
 	d.proxy.CloseIdleConnections()
@@ -505,6 +508,23 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	d.wg.Wait()
 	return err
+}
+
+// cutGrace: cut requests end within moments, but one stuck elsewhere must not hold up the exit.
+const cutGrace = 2 * time.Second
+
+// awaitCut waits, up to cutGrace, for the requests the drain's end cut to
+// end, so that their access lines and metrics are not lost at exit: the
+// HTTP/1 connections (let go once their handler returned) and the requests
+// holding a Nexus connection (HTTP/2 handlers end right after theirs).
+func (d *Daemon) awaitCut() {
+	for end := time.Now().Add(cutGrace); d.server.HTTPConns() > 0 || d.proxy.NexusInFlight() > 0; {
+		if time.Now().After(end) {
+			d.log.Warn("requests cut at the drain's end still running at exit", "http_conns", d.server.HTTPConns(), "nexus_requests", d.proxy.NexusInFlight())
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // DefaultWatchInterval is how often watched files are checked. Polling a

@@ -1,0 +1,196 @@
+package daemon_test
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+// A request still waiting for Nexus's response headers when
+// --drain-timeout ends is accounted for before the drain returns (and the
+// process exits): its access line says the drain cut it, and
+// nexmux_requests_total counts it. Before, its handler sat in the round
+// trip to Nexus (bounded by 300 s) and the process exited without either.
+// Reads and uploads whose body went out already, over HTTP/1 and HTTP/2.
+func TestRequestAwaitingNexusAtDrainEndIsAccounted(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.DrainTimeout = time.Second
+	logs := &logBuffer{}
+	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("nexmux log:\n%s", logs.String())
+		}
+	})
+	node := st.NexusNodes[0]
+
+	h1 := st.Transport()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	h2 := st.Transport()
+	clients := map[string]*http.Client{"HTTP/1.1": {Transport: h1}, "HTTP/2.0": {Transport: h2}}
+
+	// Upload sessions, opened while Nexus still answers.
+	sessions := map[string]string{}
+	for proto, cl := range clients {
+		req, _ := http.NewRequest(http.MethodPost, "https://"+st.Host("team-a-push")+"/v2/held/app/blobs/uploads/", nil)
+		req.SetBasicAuth(stack.User, stack.Password)
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted || resp.Proto != proto {
+			t.Fatalf("start upload: %s over %s, want 202 over %s", resp.Status, resp.Proto, proto)
+		}
+		sessions[proto] = resp.Header.Get("Location")
+	}
+	before := map[string]float64{}
+	for _, m := range []string{http.MethodGet, http.MethodPut} {
+		before[m] = counterValue(t, st.Daemon, "nexmux_requests_total", map[string]string{"method": m})
+	}
+
+	node.SetBlackhole(true)
+	held := len(node.Requests())
+	done := make(chan string, 4)
+	for proto, cl := range clients {
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+"/v2/app/manifests/1", nil)
+			req.SetBasicAuth(stack.User, stack.Password)
+			if resp, err := cl.Do(req); err == nil {
+				resp.Body.Close()
+			}
+			done <- proto + " GET"
+		}()
+		go func() {
+			loc := sessions[proto]
+			sep := "?"
+			if strings.Contains(loc, "?") {
+				sep = "&"
+			}
+			// A body small enough to be in Nexus's socket buffer whole.
+			body := strings.Repeat("x", 4<<10)
+			req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(body))), strings.NewReader(body))
+			req.SetBasicAuth(stack.User, stack.Password)
+			if resp, err := cl.Do(req); err == nil {
+				resp.Body.Close()
+			}
+			done <- proto + " PUT"
+		}()
+	}
+	waitFor(t, "four requests held at Nexus", func() bool { return len(node.Requests()) >= held+4 })
+
+	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	// What follows is what the process has logged and counted when it
+	// exits: the checks run before anything else can happen.
+	lines := logLines(logs, "msg=request", "drain")
+	after := map[string]float64{}
+	for _, m := range []string{http.MethodGet, http.MethodPut} {
+		after[m] = counterValue(t, st.Daemon, "nexmux_requests_total", map[string]string{"method": m})
+	}
+	if len(lines) != 4 {
+		t.Errorf("%d access lines saying the drain cut the request, want 4 (2 GET, 2 PUT): %q\nall:\n%s",
+			len(lines), lines, strings.Join(logLines(logs, "msg=request"), "\n"))
+	}
+	for _, line := range lines {
+		if !strings.Contains(line, "cut by nexmux at the drain's end") {
+			t.Errorf("access line: %s", line)
+		}
+	}
+	for _, m := range []string{http.MethodGet, http.MethodPut} {
+		if got := after[m] - before[m]; got != 2 {
+			t.Errorf("nexmux_requests_total{method=%s} grew by %v during the drain, want 2", m, got)
+		}
+	}
+	for range 4 {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a client's request was still open after the drain")
+		}
+	}
+}
+
+// A download whose Nexus stalls mid-body when --drain-timeout ends is cut
+// at Nexus too: its handler, which waits on Nexus's next bytes and has not
+// written to the closed client connection since, logs and counts it
+// before the drain returns, saying the drain cut it.
+func TestDownloadStalledAtNexusAtDrainEndIsAccounted(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.DrainTimeout = time.Second
+	logs := &logBuffer{}
+	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("nexmux log:\n%s", logs.String())
+		}
+	})
+	node := st.NexusNodes[0]
+	digest := seedLayer(t, st, "team-b-hosted", "trickle", 256<<10)
+	// 100 bytes a second: net/http's 4 KiB write buffer towards the
+	// client takes 40 s to fill, so nothing reaches the client's closed
+	// connection in the test's time.
+	node.SetSlow(0, 100)
+
+	h1 := st.Transport()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	before := counterValue(t, st.Daemon, "nexmux_requests_total", map[string]string{"method": http.MethodGet})
+	done := make(chan struct{}, 2)
+	for _, tr := range []*http.Transport{h1, st.Transport()} {
+		cl := &http.Client{Transport: tr}
+		go func() {
+			defer func() { done <- struct{}{} }()
+			req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-b")+"/v2/trickle/blobs/"+digest, nil)
+			req.SetBasicAuth(stack.User, stack.Password)
+			if resp, err := cl.Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	waitFor(t, "two downloads at Nexus", func() bool {
+		n := 0
+		for _, r := range node.Requests() {
+			if strings.Contains(r.Path, "/blobs/") {
+				n++
+			}
+		}
+		return n == 2
+	})
+	time.Sleep(200 * time.Millisecond) // the first bytes on their way
+
+	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	lines := logLines(logs, "msg=request", "method=GET", "/blobs/")
+	got := counterValue(t, st.Daemon, "nexmux_requests_total", map[string]string{"method": http.MethodGet}) - before
+	if len(lines) != 2 {
+		t.Errorf("%d access lines for the downloads when the drain returned, want 2: %q", len(lines), lines)
+	}
+	for _, line := range lines {
+		if !strings.Contains(line, "cut by nexmux at the drain's end") {
+			t.Errorf("download cut by the drain's end logged as: %s", line)
+		}
+	}
+	if got != 2 {
+		t.Errorf("nexmux_requests_total{method=GET} grew by %v during the drain, want 2", got)
+	}
+	for range 2 {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a download was still open after the drain")
+		}
+	}
+}
