@@ -429,3 +429,37 @@ func TestCutOverIptablesCommandCoversBothFamilies(t *testing.T) {
 		}
 	}
 }
+
+// A --nexus URL that answers with a redirect is refused, the target named:
+// following it would send the credentials on (Go keeps Authorization for
+// another port or scheme of the same host, so https can become clear
+// text), and the plan would print the redirecting URL as upstream, which
+// serve proxies to without following anything.
+func TestDiscoverFollowsNoRedirect(t *testing.T) {
+	sawPassword := make(chan string, 10)
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pw, ok := r.BasicAuth(); ok {
+			sawPassword <- pw
+		}
+		io.WriteString(w, `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`)
+	}))
+	defer target.Close()
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// A user:password in the Location must not reach the terminal.
+			http.Redirect(w, r, strings.Replace(target.URL, "://", "://u:hidden@", 1)+r.URL.Path, code)
+		}))
+		_, err := discover.Fetch(context.Background(), nil, front.URL, "admin", "admin123")
+		front.Close()
+		if err == nil || !strings.Contains(err.Error(), "redirect") || !strings.Contains(err.Error(), strings.TrimPrefix(target.URL, "http://")) {
+			t.Errorf("%d: %v, want the redirect and its target named", code, err)
+		} else if strings.Contains(err.Error(), "hidden") {
+			t.Errorf("%d: the error shows the Location's password: %v", code, err)
+		}
+		select {
+		case pw := <-sawPassword:
+			t.Errorf("%d: the redirect target was sent the password %q", code, pw)
+		default:
+		}
+	}
+}
