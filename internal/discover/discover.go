@@ -67,6 +67,12 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 	if client == nil {
 		client = &http.Client{Timeout: 30 * time.Second}
 	}
+	// No redirect is followed: Go sends Authorization on to another port
+	// or scheme of the same host, and serve would proxy to this URL, which
+	// redirects, not to where the settings came from.
+	noRedirect := *client
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	client = &noRedirect
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String()+"/service/rest/v1/repositorySettings", nil)
 	if err != nil {
 		return nil, err
@@ -81,6 +87,13 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		return nil, ErrUnauthorized
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		where := "elsewhere"
+		if loc, err := resp.Location(); err == nil {
+			loc.RawQuery, loc.Fragment = "", ""
+			where = safeText(loc.Redacted())
+		}
+		return nil, fmt.Errorf("nexus at %s answered %s, a redirect to %s: not followed (the credentials would go with it, and serve would proxy to the redirecting URL); give --nexus as the URL Nexus answers at itself", u.Redacted(), safeText(resp.Status), where)
 	case resp.StatusCode == http.StatusNotFound:
 		return nil, fmt.Errorf("nexus at %s has no /service/rest/v1/repositorySettings (404): Nexus 3.x with the REST API is needed, or the context path is wrong", u.Redacted())
 	case resp.StatusCode != http.StatusOK:
