@@ -463,3 +463,35 @@ func TestDiscoverFollowsNoRedirect(t *testing.T) {
 		}
 	}
 }
+
+// Nexus allows '_' in repository names ("docker_hosted" is common), but a
+// host name with one is no name docker can pull by: its reference grammar
+// takes letters, digits and '-' only in a registry's labels, and
+// certificate authorities issue no certificate for it. Such a repository
+// gets no host name, with a note, and keeps its ports; so does a subdomain
+// with one.
+func TestDiscoverNoHostNameWithUnderscore(t *testing.T) {
+	var repos []discover.Repo
+	body := `[{"name":"docker_hosted","format":"docker","type":"hosted","docker":{"httpPort":8082}},
+	 {"name":"team-b","format":"docker","type":"hosted","docker":{"subdomain":"team_b"}},
+	 {"name":"ok","format":"docker","type":"hosted"}]`
+	if err := json.Unmarshal([]byte(body), &repos); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(plan.Routes, " "); got != "ok.example.com=ok team-b.example.com=team-b" {
+		t.Errorf("routes %q, want none with '_'", plan.Routes)
+	}
+	if got := strings.Join(plan.Ports, " "); got != "8082=docker_hosted" {
+		t.Errorf("ports %q", plan.Ports)
+	}
+	y := plan.YAML()
+	for _, w := range []string{"# no host name for docker_hosted: ", `# no host name for subdomain "team_b" of team-b: `} {
+		if !strings.Contains(y, w) {
+			t.Errorf("no note %q:\n%s", w, y)
+		}
+	}
+}
