@@ -212,7 +212,11 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			host := strings.ToLower(r.Name) + "." + domain
 			// One such name must not cost every other repository its
 			// name: this one keeps its ports and is listed instead.
-			if _, err := route.NormalizePattern(host); err != nil {
+			_, err := route.NormalizePattern(host)
+			if err == nil && strings.Contains(r.Name, "_") {
+				err = errUnderscore
+			}
+			if err != nil {
 				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %v", r.Name, err))
 			} else if owner, taken := subOwner[host]; taken && owner != r.Name {
 				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %s is the subdomain of %s", r.Name, host, owner))
@@ -269,6 +273,11 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	return p, nil
 }
 
+// errUnderscore: route hosts may hold '_' (internal DNS does), but docker's
+// reference grammar takes only letters, digits and '-' in a registry's
+// labels, and CAs issue no certificate for it: nobody could pull by it.
+var errUnderscore = errors.New("'_' is not allowed in a registry host name (docker's reference grammar and certificate authorities refuse it); give it a --route of your own")
+
 // subdomains maps "<subdomain>.<domain>" to its repository for the
 // repositories Nexus Pro's subdomain routing serves: their clients already
 // pull by that name, which need not be the repository's, so it is kept and
@@ -288,6 +297,9 @@ func (p *Plan) subdomains(docker []Repo, domain string) map[string]string {
 		_, err := route.NormalizePattern(host)
 		if err == nil && strings.ContainsAny(sub, ".*") {
 			err = errors.New("not a single DNS label")
+		}
+		if err == nil && strings.Contains(sub, "_") {
+			err = errUnderscore
 		}
 		if err != nil {
 			p.NoHost = append(p.NoHost, fmt.Sprintf("subdomain %q of %s: %v", sub, r.Name, err))
