@@ -495,3 +495,17 @@ func TestDiscoverNoHostNameWithUnderscore(t *testing.T) {
 		}
 	}
 }
+
+// repositorySettings lists only the repositories the user may read the
+// settings of (Nexus's AuthorizingRepositoryManager.getRepositoriesWithAdmin):
+// a user without that privilege gets 200 and [] or only other formats.
+// "no docker repositories" would then send the operator looking in the
+// wrong place; the error names the privilege.
+func TestDiscoverNoDockerNamesThePrivilege(t *testing.T) {
+	for _, repos := range [][]discover.Repo{nil, {{Name: "maven-central", Format: "maven2"}}} {
+		_, err := discover.MakePlan(repos, "example.com")
+		if !errors.Is(err, discover.ErrNoDocker) || !strings.Contains(err.Error(), "nx-repository-admin-docker-") {
+			t.Errorf("%d repositories, none docker: %v, want the privilege named", len(repos), err)
+		}
+	}
+}
