@@ -47,7 +47,9 @@ type Repo struct {
 // Errors callers can tell apart.
 var (
 	ErrUnauthorized = errors.New("nexus refused the credentials (401/403): check --user and --password-file; the user needs nx-repository-admin or read access to repository settings")
-	ErrNoDocker     = errors.New("nexus has no docker repositories")
+	// repositorySettings lists only what the user may read the settings
+	// of, so an empty answer may be a missing privilege.
+	ErrNoDocker = errors.New("nexus listed no docker repositories: it has none, or --user may not read their settings (repositorySettings lists only repositories with privilege nx-repository-admin-docker-<repo>-read, e.g. nx-repository-admin-docker-*-read, or nx-admin)")
 )
 
 // Fetch reads the repository settings of the Nexus at base
