@@ -509,3 +509,22 @@ func TestDiscoverNoDockerNamesThePrivilege(t *testing.T) {
 		}
 	}
 }
+
+// Every problem of Nexus's answer is listed at once, as for a
+// configuration: fixing one only to meet the next costs a round each.
+func TestDiscoverListsEveryProblem(t *testing.T) {
+	var repos []discover.Repo
+	body := `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":70000}},
+	 {"name":"b","format":"docker","type":"hosted","docker":{"httpPort":8082}},
+	 {"name":"c","format":"docker","type":"hosted","docker":{"httpsPort":8082}},
+	 {"name":"bad name","format":"docker","type":"hosted"}]`
+	if err := json.Unmarshal([]byte(body), &repos); err != nil {
+		t.Fatal(err)
+	}
+	_, err := discover.MakePlan(repos, "example.com")
+	for _, w := range []string{`"a": http port 70000`, `"c": https port 8082 is also the http port of b`, `"bad name"`} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error %v lacks %q", err, w)
+		}
+	}
+}
