@@ -232,6 +232,15 @@ func invalid(err error) error {
 	return cli.Exit("nexmux: invalid configuration:\n"+indent(err.Error()), exitInvalid)
 }
 
+// discoverFailed is discover's exit 1; several problems (MakePlan lists
+// them all) go one a line below the command's name.
+func discoverFailed(err error) error {
+	if msg := err.Error(); strings.Contains(msg, "\n") {
+		return cli.Exit("nexmux discover:\n"+indent(msg), 1)
+	}
+	return cli.Exit("nexmux discover: "+err.Error(), 1)
+}
+
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n  ")
 }
@@ -345,11 +354,11 @@ func newApp() *cli.App {
 					}
 					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), pw)
 					if err != nil {
-						return cli.Exit("nexmux discover: "+err.Error(), 1)
+						return discoverFailed(err)
 					}
 					plan, err := discover.MakePlan(repos, c.String("domain"))
 					if err != nil {
-						return cli.Exit("nexmux discover: "+err.Error(), 1)
+						return discoverFailed(err)
 					}
 					plan.Upstream = strings.TrimRight(c.String("nexus"), "/")
 					if format == "yaml" {

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
 )
@@ -161,13 +162,16 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	p := &Plan{}
 	byName := map[string]Repo{}
 	var docker []Repo
+	// Every problem is listed at once, as for a configuration.
+	var errs []error
 	for _, r := range repos {
 		if r.Format != "docker" {
 			p.Skipped = append(p.Skipped, fmt.Sprintf("%s (%s)", safeText(r.Name), safeText(r.Format)))
 			continue
 		}
 		if err := route.ValidRepoName(r.Name); err != nil {
-			return nil, fmt.Errorf("repository %q: %v", r.Name, err)
+			errs = append(errs, fmt.Errorf("repository %q: %v", r.Name, err))
+			continue
 		}
 		byName[r.Name] = r
 		docker = append(docker, r)
@@ -176,7 +180,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 		}
 	}
 	sort.Strings(p.Offline)
-	if len(docker) == 0 {
+	if len(docker) == 0 && len(errs) == 0 {
 		return nil, ErrNoDocker
 	}
 	sort.Slice(docker, func(i, j int) bool { return docker[i].Name < docker[j].Name })
@@ -189,7 +193,8 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			err = errors.New("a domain, not a pattern")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("--domain %q: %v", domain, err)
+			errs = append(errs, fmt.Errorf("--domain %q: %v", domain, err))
+			domain = "" // the ports are still checked
 		}
 	}
 	p.mirrors(docker, domain)
@@ -248,10 +253,12 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			// connector each): anything else would print a --port
 			// line and an iptables command that fail at cut-over.
 			if *c.port < 1 || *c.port > 65535 {
-				return nil, fmt.Errorf("repository %q: %s port %d is not 1-65535", r.Name, c.scheme, *c.port)
+				errs = append(errs, fmt.Errorf("repository %q: %s port %d is not 1-65535", r.Name, c.scheme, *c.port))
+				continue
 			}
 			if prev, dup := portOwner[*c.port]; dup {
-				return nil, fmt.Errorf("repository %q: %s port %d is also the %s port of %s", r.Name, c.scheme, *c.port, prev.Scheme, prev.Repo)
+				errs = append(errs, fmt.Errorf("repository %q: %s port %d is also the %s port of %s", r.Name, c.scheme, *c.port, prev.Scheme, prev.Repo))
+				continue
 			}
 			portOwner[*c.port] = Connector{Repo: r.Name, Port: *c.port, Scheme: c.scheme}
 			p.Ports = append(p.Ports, strconv.Itoa(*c.port)+"="+target)
@@ -263,6 +270,9 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	if owner, taken := hostOwner[p.MirrorHost]; taken && len(p.Mirrors) > 0 {
 		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s is the host name of repository %s: no --mirror lines; give the mirrors a name of their own", p.MirrorHost, owner))
 		p.Mirrors = nil
+	}
+	if err := errlist.Join(errs...); err != nil {
+		return nil, err
 	}
 	// serve refuses a configuration without routes: say what is missing
 	// instead of printing one and exiting 0.
