@@ -528,3 +528,18 @@ func TestDiscoverListsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+// A 200 that is no JSON (an SSO login page, a proxy's or a UI's HTML in
+// front of Nexus) is named by its Content-Type, not by the JSON parser's
+// "invalid character '<'".
+func TestDiscoverNamesAnAnswerThatIsNoJSON(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, "<html><body>Sign in</body></html>")
+	}))
+	defer hs.Close()
+	_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err == nil || !strings.Contains(err.Error(), "text/html") {
+		t.Errorf("an HTML page: %v, want its Content-Type named", err)
+	}
+}
