@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -114,6 +115,13 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 			return nil, fmt.Errorf("nexus repository settings are larger than %d MiB: refused", maxSettings>>20)
 		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
 			return nil, fmt.Errorf("nexus at %s did not send its repository settings in time: %w", u.Redacted(), err)
+		}
+		// An SSO login page or a front proxy's HTML says more by its type
+		// than by the parser's "invalid character '<'".
+		if ct := resp.Header.Get("Content-Type"); ct != "" {
+			if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+				return nil, fmt.Errorf("nexus at %s answered %s, not JSON (is something in front of Nexus, such as a login page or a proxy, or is --nexus not Nexus's URL?): %w", u.Redacted(), safeText(ct), err)
+			}
 		}
 		return nil, fmt.Errorf("nexus repository settings are not the expected JSON: %w", err)
 	}
