@@ -543,3 +543,17 @@ func TestDiscoverNamesAnAnswerThatIsNoJSON(t *testing.T) {
 		t.Errorf("an HTML page: %v, want its Content-Type named", err)
 	}
 }
+
+// An HTTPS Nexus whose certificate comes from a private CA is reachable; it
+// is not trusted. The error says so and how to trust it (Go reads
+// SSL_CERT_FILE, for discover and serve alike), not "unreachable".
+func TestDiscoverUntrustedCertificateSaysHowToTrustIt(t *testing.T) {
+	hs := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "[]")
+	}))
+	defer hs.Close()
+	_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), "SSL_CERT_FILE") {
+		t.Errorf("a certificate from an unknown CA: %v, want it named untrusted, with SSL_CERT_FILE", err)
+	}
+}
