@@ -7,6 +7,7 @@ package discover
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,6 +86,11 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
+		// Reached, but not trusted: a private CA is the usual cause, and
+		// discover has no CA flag (serve has none either).
+		if cve := (*tls.CertificateVerificationError)(nil); errors.As(err, &cve) {
+			return nil, fmt.Errorf("nexus at %s presented a certificate this machine does not trust: %v; for a private CA, name its certificate in SSL_CERT_FILE (or a directory of them in SSL_CERT_DIR), for discover and serve alike", u.Redacted(), cve.Err)
+		}
 		return nil, fmt.Errorf("nexus at %s is unreachable: %w", u.Redacted(), err)
 	}
 	defer resp.Body.Close()
