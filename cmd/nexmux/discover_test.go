@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -106,5 +107,34 @@ func TestDiscoverPasswordFileReadBounded(t *testing.T) {
 		}
 		<-done
 		t.Fatal("a FIFO without a writer: discover blocked")
+	}
+}
+
+// A bad --domain is the operator's, known before Nexus is asked: it is
+// listed with the other flag problems (exit 2), and the credentials are
+// not sent for an answer that could only end in that error.
+func TestDiscoverDomainCheckedBeforeNexusIsAsked(t *testing.T) {
+	var mu sync.Mutex
+	asked := 0
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked++
+		mu.Unlock()
+		io.WriteString(w, `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`)
+	}))
+	defer hs.Close()
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"bad..domain", "*.example.com", "example.com:443"} {
+		_, errs, code := run(t, "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", pw, "--domain", d)
+		mu.Lock()
+		n := asked
+		asked = 0
+		mu.Unlock()
+		if code != exitInvalid || n != 0 || !strings.Contains(errs, "--domain") {
+			t.Errorf("--domain %q: exit %d, Nexus asked %d times:\n%s", d, code, n, errs)
+		}
 	}
 }
