@@ -338,6 +338,9 @@ func newApp() *cli.App {
 							errs = append(errs, fmt.Errorf("--%s is required", name))
 						}
 					}
+					if err := discover.CheckDomain(c.String("domain")); err != nil {
+						errs = append(errs, err)
+					}
 					format := c.String("format")
 					if format != "flags" && format != "yaml" {
 						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", format))

@@ -201,15 +201,9 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	domain = strings.Trim(strings.ToLower(domain), ".")
 	// Checked once here: a bad domain would otherwise become a note on
 	// every repository instead of one error.
-	if domain != "" {
-		_, err := route.NormalizePattern(domain)
-		if err == nil && strings.Contains(domain, "*") {
-			err = errors.New("a domain, not a pattern")
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("--domain %q: %v", domain, err))
-			domain = "" // the ports are still checked
-		}
+	if err := CheckDomain(domain); err != nil {
+		errs = append(errs, err)
+		domain = "" // the ports are still checked
 	}
 	p.mirrors(docker, domain)
 	portOwner := map[int]Connector{}
@@ -303,6 +297,23 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 // reference grammar takes only letters, digits and '-' in a registry's
 // labels, and CAs issue no certificate for it: nobody could pull by it.
 var errUnderscore = errors.New("'_' is not allowed in a registry host name (docker's reference grammar and certificate authorities refuse it); give it a --route of your own")
+
+// CheckDomain is the --domain check, for the command to make before Nexus
+// is asked: a bad one is the operator's, known without the answer.
+func CheckDomain(domain string) error {
+	domain = strings.Trim(strings.ToLower(domain), ".")
+	if domain == "" {
+		return nil
+	}
+	_, err := route.NormalizePattern(domain)
+	if err == nil && strings.Contains(domain, "*") {
+		err = errors.New("a domain, not a pattern")
+	}
+	if err != nil {
+		return fmt.Errorf("--domain %q: %v", domain, err)
+	}
+	return nil
+}
 
 // subdomains maps "<subdomain>.<domain>" to its repository for the
 // repositories Nexus Pro's subdomain routing serves: their clients already
