@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nexmux/nexmux/fixtures"
+	"github.com/nexmux/nexmux/fixtures/certs"
 )
 
 // --password-file is the password with its one line ending removed, as
@@ -136,5 +139,60 @@ func TestDiscoverDomainCheckedBeforeNexusIsAsked(t *testing.T) {
 		if code != exitInvalid || n != 0 || !strings.Contains(errs, "--domain") {
 			t.Errorf("--domain %q: exit %d, Nexus asked %d times:\n%s", d, code, n, errs)
 		}
+	}
+}
+
+// discoverThenCheck runs discover against a fixture Nexus holding repos,
+// writes its YAML as a --config file and runs check on it with a wildcard
+// certificate for *.corp.test, the operator's own: what discover prints is
+// meant to be served as it is.
+func discoverThenCheck(t *testing.T, repos []fixtures.Repo, extra ...string) (yaml, errs string, code int) {
+	t.Helper()
+	nx, err := fixtures.New(fixtures.Config{Users: map[string]string{"admin": "admin123"}, DataDir: t.TempDir(), Repos: repos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(nx)
+	defer func() { hs.Close(); nx.Close() }()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, derrs, dcode := run(t, append([]string{"discover", "--nexus", hs.URL, "--user", "admin", "--password-file", pw, "--format", "yaml"}, extra...)...)
+	if dcode != 0 {
+		t.Fatalf("discover: exit %d:\n%s", dcode, derrs)
+	}
+	cfg := filepath.Join(dir, "nexmux.yaml")
+	if err := os.WriteFile(cfg, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := certs.NewCA("discover round trip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := ca.Issue("*.corp.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := pair.Write(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code = run(t, "check", "--config", cfg, "--cert", crt, "--key", key)
+	return out, errs, code
+}
+
+// Without --domain discover has no name of the operator's for the registry
+// mirrors; mirror.example.com is nobody's, and serve refuses a mirror name
+// no certificate covers, so its lines made the whole printed configuration
+// unusable wherever Nexus has a docker proxy (nearly everywhere).
+func TestDiscoverOutputWithoutDomainIsServable(t *testing.T) {
+	out, errs, code := discoverThenCheck(t, []fixtures.Repo{
+		{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPPort: 8082},
+		{Name: "dockerhub-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://registry-1.docker.io"},
+	})
+	if code != 0 {
+		t.Errorf("check on discover's output: exit %d:\n%s\n%s", code, errs, out)
 	}
 }
