@@ -9,9 +9,9 @@ import (
 )
 
 // mirrors proposes one --mirror per docker proxy repository, keyed by the
-// registry its remote URL names, on the name mirror.<domain>
-// (mirror.example.com without a domain). A second proxy of the same
-// registry is left out with a note: one name serves a registry once.
+// registry its remote URL names, on the name mirror.<domain> (none without
+// a domain, a note instead). A second proxy of the same registry is left
+// out with a note: one name serves a registry once.
 func (p *Plan) mirrors(docker []Repo, domain string) {
 	p.MirrorHost = "mirror.example.com"
 	if domain != "" {
@@ -38,6 +38,12 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 		taken[reg] = r.Name
 		p.Mirrors = append(p.Mirrors, reg+"="+r.Name)
 		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: proxy of %s (%s)", r.Name, reg, safeText(redacted(r.Proxy.RemoteURL))))
+	}
+	// mirror.example.com is nobody's name: serve refuses a mirror name no
+	// certificate covers, so printed it would make the whole output unusable.
+	if domain == "" && len(p.Mirrors) > 0 {
+		p.MirrorNotes = append(p.MirrorNotes, "no --mirror lines without --domain: the mirror name is mirror.DOMAIN, which needs a certificate of yours; run again with --domain")
+		p.Mirrors = nil
 	}
 }
 
