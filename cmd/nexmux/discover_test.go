@@ -196,3 +196,20 @@ func TestDiscoverOutputWithoutDomainIsServable(t *testing.T) {
 		t.Errorf("check on discover's output: exit %d:\n%s\n%s", code, errs, out)
 	}
 }
+
+// Nexus allows '.' in repository names ("docker.io-proxy"); <repo>.<domain>
+// is then a name two labels below the domain, which the wildcard
+// certificate for *.<domain> does not cover, and serve refuses a route no
+// certificate covers: one such repository made the whole output unusable.
+func TestDiscoverOutputWithDottedNameIsServable(t *testing.T) {
+	out, errs, code := discoverThenCheck(t, []fixtures.Repo{
+		{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPPort: 8082},
+		{Name: "docker.io-proxy", Type: fixtures.Proxy, Online: true, HTTPPort: 8083},
+	}, "--domain", "corp.test")
+	if code != 0 {
+		t.Errorf("check on discover's output: exit %d:\n%s\n%s", code, errs, out)
+	}
+	if !strings.Contains(out, "# no host name for docker.io-proxy: ") {
+		t.Errorf("no note for the dotted name:\n%s", out)
+	}
+}
