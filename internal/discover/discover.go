@@ -231,6 +231,9 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			if err == nil && strings.Contains(r.Name, "_") {
 				err = errUnderscore
 			}
+			if err == nil && strings.Contains(r.Name, ".") {
+				err = errDotted
+			}
 			if err != nil {
 				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %v", r.Name, err))
 			} else if owner, taken := subOwner[host]; taken && owner != r.Name {
@@ -314,6 +317,11 @@ func CheckDomain(domain string) error {
 	}
 	return nil
 }
+
+// errDotted: <repo>.<domain> for a name with '.' lies deeper than the
+// *.<domain> wildcard certificate covers, and serve refuses a route that no
+// certificate covers: one such route would sink the whole configuration.
+var errDotted = errors.New("'.' makes it a name more than one label below the domain, which a *.DOMAIN wildcard certificate does not cover (serve would refuse the configuration); give it a --route of your own, with a certificate for it")
 
 // subdomains maps "<subdomain>.<domain>" to its repository for the
 // repositories Nexus Pro's subdomain routing serves: their clients already
