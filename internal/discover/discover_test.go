@@ -557,3 +557,27 @@ func TestDiscoverUntrustedCertificateSaysHowToTrustIt(t *testing.T) {
 		t.Errorf("a certificate from an unknown CA: %v, want it named untrusted, with SSL_CERT_FILE", err)
 	}
 }
+
+// repositorySettings leaves out what the user may not read the settings of,
+// so a group's members may be listed only in part. "Exactly one hosted
+// member" is then not known: with a second hosted member unlisted, pushes
+// would be sent to whichever one happened to be readable. Such a group is
+// not paired, and a note names the member.
+func TestDiscoverDoesNotPairAGroupWithUnlistedMembers(t *testing.T) {
+	var repos []discover.Repo
+	body := `[{"name":"team-a","format":"docker","type":"group","docker":{"httpPort":8082},"group":{"memberNames":["team-a-hosted","team-a-release"]}},
+	 {"name":"team-a-hosted","format":"docker","type":"hosted"}]`
+	if err := json.Unmarshal([]byte(body), &repos); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(plan.Ports, " "); got != "8082=team-a" {
+		t.Errorf("ports %q, want the group unpaired", plan.Ports)
+	}
+	if fl := plan.Flags(); !strings.Contains(fl, "team-a-release") {
+		t.Errorf("no note names the unlisted member:\n%s", fl)
+	}
+}
