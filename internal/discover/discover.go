@@ -155,6 +155,9 @@ type Plan struct {
 	Connectors []Connector // removable from Nexus after cut-over
 	Skipped    []string    // "name (format)" of repositories that are not docker
 	Teams      []string    // "group: pull group, push hosted" notes
+	// Unpaired are "group: why" of groups left unpaired because Nexus did
+	// not list all their members.
+	Unpaired []string
 	// NoHost are "name: why" of repositories whose name makes no host
 	// name under the domain (Nexus allows "team-", "a..b", 64+ characters).
 	NoHost []string
@@ -212,13 +215,20 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	for _, r := range docker {
 		target := r.Name
 		if r.Type == "group" && r.Group != nil {
-			var hosted []string
+			var hosted, unlisted []string
 			for _, m := range r.Group.MemberNames {
-				if byName[m].Type == "hosted" {
+				if _, listed := byName[m]; !listed {
+					unlisted = append(unlisted, safeText(m))
+				} else if byName[m].Type == "hosted" {
 					hosted = append(hosted, m)
 				}
 			}
-			if len(hosted) == 1 {
+			// repositorySettings leaves out what --user may not read: an
+			// unlisted member may be another hosted one, so "exactly one"
+			// is not known.
+			if len(unlisted) > 0 {
+				p.Unpaired = append(p.Unpaired, fmt.Sprintf("%s: members not listed by Nexus (may --user read their settings?): %s", safeText(r.Name), strings.Join(unlisted, ", ")))
+			} else if len(hosted) == 1 {
 				target = "pull:" + r.Name + ",push:" + hosted[0]
 				p.Teams = append(p.Teams, fmt.Sprintf("%s: pulls through the group, pushes into %s", r.Name, hosted[0]))
 			}
@@ -436,6 +446,9 @@ func (p *Plan) header(b *strings.Builder) {
 	}
 	for _, t := range p.Teams {
 		fmt.Fprintf(b, "# one name per team: %s\n", t)
+	}
+	for _, u := range p.Unpaired {
+		fmt.Fprintf(b, "# not paired for pushes: %s\n", u)
 	}
 	if len(p.Connectors) > 0 {
 		b.WriteString("# connectors that can be removed from Nexus after cut-over:\n")
