@@ -213,3 +213,27 @@ func TestDiscoverOutputWithDottedNameIsServable(t *testing.T) {
 		t.Errorf("no note for the dotted name:\n%s", out)
 	}
 }
+
+// A docker connector on 8443 (a common HTTPS port) is a --port route on
+// nexmux's default --listen port, which check and serve refuse (it would
+// shadow every --route). The printed configuration then names a listener
+// port no connector uses, and the printed iptables command, followed as
+// printed, agrees with it.
+func TestDiscoverOutputWithConnectorOnTheListenPortIsServable(t *testing.T) {
+	out, errs, code := discoverThenCheck(t, []fixtures.Repo{
+		{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPSPort: 8443},
+		{Name: "team-b", Type: fixtures.Hosted, Online: true, HTTPPort: 443},
+	}, "--domain", "corp.test")
+	if code != 0 {
+		t.Fatalf("check on discover's output: exit %d:\n%s\n%s", code, errs, out)
+	}
+	_, cmd, ok := strings.Cut(out, "nexmux iptables ")
+	if !ok {
+		t.Fatalf("no iptables command:\n%s", out)
+	}
+	cmd, _, _ = strings.Cut(cmd, "\n")
+	args := strings.Fields(strings.ReplaceAll(strings.TrimSuffix(cmd, " --load"), "'", ""))
+	if _, errs, code := run(t, append([]string{"iptables"}, args...)...); code != 0 {
+		t.Errorf("the printed iptables command %q: exit %d:\n%s", cmd, code, errs)
+	}
+}
