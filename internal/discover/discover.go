@@ -134,6 +134,9 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 	return repos, nil
 }
 
+// defaultListenPort is --listen's default port (:8443).
+const defaultListenPort = 8443
+
 // maxSettings bounds the repositorySettings answer read: thousands of
 // repositories fit many times over.
 var maxSettings int64 = 64 << 20 // a variable for the tests
@@ -149,7 +152,12 @@ type Connector struct {
 type Plan struct {
 	// Upstream is the Nexus the plan was read from (--upstream), so that
 	// the printed configuration points nexmux at the same Nexus.
-	Upstream   string
+	Upstream string
+	// Listen is the --listen the plan needs, "" for the default :8443; set
+	// when a connector holds 8443, as a port route on the listener's own
+	// port is refused (it would shadow every --route).
+	Listen     string
+	ListenNote string      // why Listen is set
 	Routes     []string    // --route values
 	Ports      []string    // --port values
 	Connectors []Connector // removable from Nexus after cut-over
@@ -295,6 +303,18 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	if err := errlist.Join(errs...); err != nil {
 		return nil, err
 	}
+	if _, taken := portOwner[defaultListenPort]; taken {
+		for _, port := range []int{443, 9443, 18443, 28443} {
+			if _, taken := portOwner[port]; !taken {
+				p.Listen = ":" + strconv.Itoa(port)
+				break
+			}
+		}
+		if p.Listen == "" {
+			return nil, errors.New("connector ports take 8443, 443, 9443, 18443 and 28443: no listener port left for the printed configuration")
+		}
+		p.ListenNote = fmt.Sprintf("connector port %d of %s is nexmux's default --listen port, where routing is by server name: this configuration listens on %s instead", defaultListenPort, portOwner[defaultListenPort].Repo, p.Listen)
+	}
 	// serve refuses a configuration without routes: say what is missing
 	// instead of printing one and exiting 0.
 	if len(p.Routes) == 0 && len(p.Ports) == 0 && len(p.Mirrors) == 0 {
@@ -374,6 +394,9 @@ func (p *Plan) Flags() string {
 	var b strings.Builder
 	p.header(&b)
 	var args []string
+	if p.Listen != "" {
+		args = append(args, "--listen "+shellQuote(p.Listen))
+	}
 	if p.Upstream != "" {
 		args = append(args, "--upstream "+shellQuote(p.Upstream))
 	}
@@ -412,6 +435,9 @@ func (p *Plan) YAML() string {
 			b.WriteString("  - " + strconv.Quote(v) + "\n")
 		}
 	}
+	if p.Listen != "" {
+		b.WriteString("listen: " + strconv.Quote(p.Listen) + "\n")
+	}
 	if p.Upstream != "" {
 		list("upstream", []string{p.Upstream})
 	}
@@ -444,6 +470,9 @@ func (p *Plan) header(b *strings.Builder) {
 			fmt.Fprintf(b, "#   %s\n", n)
 		}
 	}
+	if p.ListenNote != "" {
+		fmt.Fprintf(b, "# %s\n", p.ListenNote)
+	}
 	for _, t := range p.Teams {
 		fmt.Fprintf(b, "# one name per team: %s\n", t)
 	}
@@ -460,7 +489,11 @@ func (p *Plan) header(b *strings.Builder) {
 		// --load applies the rules for IPv4 and IPv6 alike, idempotently; a
 		// pipe into iptables-restore alone would leave IPv6 clients out.
 		b.WriteString("# redirect them to nexmux (IPv4 and IPv6; as root, where nexmux runs):\n")
-		fmt.Fprintf(b, "#   nexmux iptables --listen :8443 %s --load\n", strings.Join(ports, " "))
+		listen := p.Listen
+		if listen == "" {
+			listen = ":" + strconv.Itoa(defaultListenPort)
+		}
+		fmt.Fprintf(b, "#   nexmux iptables --listen %s %s --load\n", listen, strings.Join(ports, " "))
 	}
 	for _, n := range p.NoHost {
 		fmt.Fprintf(b, "# no host name for %s\n", n)
