@@ -581,3 +581,20 @@ func TestDiscoverDoesNotPairAGroupWithUnlistedMembers(t *testing.T) {
 		t.Errorf("no note names the unlisted member:\n%s", fl)
 	}
 }
+
+// A Nexus that accepts the connection and sends no answer (a hung JVM, a
+// full Jetty pool) is reachable; the error says which limit ended the wait,
+// as for an answer that stalls in its body.
+func TestDiscoverNamesAnAnswerThatNeverStarts(t *testing.T) {
+	release := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	defer hs.Close()
+	defer close(release) // before Close, which waits for the handler
+	client := &http.Client{Timeout: 300 * time.Millisecond}
+	_, err := discover.Fetch(context.Background(), client, hs.URL, "admin", "admin123")
+	if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), "in time") {
+		t.Errorf("no answer: %v, want a timeout named, not unreachable", err)
+	}
+}
