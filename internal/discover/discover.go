@@ -91,6 +91,12 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 		if cve := (*tls.CertificateVerificationError)(nil); errors.As(err, &cve) {
 			return nil, fmt.Errorf("nexus at %s presented a certificate this machine does not trust: %v; for a private CA, name its certificate in SSL_CERT_FILE (or a directory of them in SSL_CERT_DIR), for discover and serve alike", u.Redacted(), cve.Err)
 		}
+		// Connected but no answer (a hung JVM, a full thread pool) is not
+		// "unreachable": say which limit ended the wait.
+		var ne net.Error
+		if op := (*net.OpError)(nil); errors.As(err, &ne) && ne.Timeout() && !(errors.As(err, &op) && op.Op == "dial") {
+			return nil, fmt.Errorf("nexus at %s did not answer in time (%v): %w", u.Redacted(), client.Timeout, err)
+		}
 		return nil, fmt.Errorf("nexus at %s is unreachable: %w", u.Redacted(), err)
 	}
 	defer resp.Body.Close()
