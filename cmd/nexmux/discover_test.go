@@ -237,3 +237,18 @@ func TestDiscoverOutputWithConnectorOnTheListenPortIsServable(t *testing.T) {
 		t.Errorf("the printed iptables command %q: exit %d:\n%s", cmd, code, errs)
 	}
 }
+
+// A --nexus URL discover cannot use is a flag problem like the others:
+// listed with them (exit 2), not found only once they are fixed.
+func TestDiscoverNexusURLListedWithTheOtherProblems(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"nexus:8081", "ftp://nexus", "http://u:s3cret@nexus:8081", "http://nexus:8081/?x=1"} {
+		_, errs, code := run(t, "discover", "--nexus", bad, "--user", "admin", "--password-file", pw, "--format", "xml")
+		if code != exitInvalid || !strings.Contains(errs, "nexus URL") || !strings.Contains(errs, `format "xml"`) || strings.Contains(errs, "s3cret") {
+			t.Errorf("--nexus %q with a bad --format: exit %d:\n%s", bad, code, errs)
+		}
+	}
+}
