@@ -338,6 +338,11 @@ func newApp() *cli.App {
 							errs = append(errs, fmt.Errorf("--%s is required", name))
 						}
 					}
+					if n := c.String("nexus"); n != "" {
+						if err := discover.CheckNexusURL(n); err != nil {
+							errs = append(errs, err)
+						}
+					}
 					if err := discover.CheckDomain(c.String("domain")); err != nil {
 						errs = append(errs, err)
 					}

@@ -58,16 +58,9 @@ var (
 // Fetch reads the repository settings of the Nexus at base
 // ("http://nexus:8081[/ctx]").
 func Fetch(ctx context.Context, client *http.Client, base, user, password string) ([]Repo, error) {
-	u, err := url.Parse(strings.TrimRight(base, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("nexus URL %q: want http(s)://host[:port][/context]", base)
-	}
-	// The URL is printed as --upstream: refuse here what serve would refuse
-	// there (credentials, which would be printed too, a query, a fragment,
-	// a context path with dot segments), without echoing a password.
-	if _, _, _, _, err := upstream.Normalise(base); err != nil {
-		u.RawQuery, u.Fragment = "", ""
-		return nil, fmt.Errorf("nexus URL %s: %v; want http(s)://host[:port][/context]", u.Redacted(), err)
+	u, err := nexusURL(base)
+	if err != nil {
+		return nil, err
 	}
 	if client == nil {
 		client = &http.Client{Timeout: 30 * time.Second}
@@ -138,6 +131,28 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 		return nil, fmt.Errorf("nexus repository settings are not the expected JSON: %w", err)
 	}
 	return repos, nil
+}
+
+// CheckNexusURL is the --nexus check Fetch makes, for the command to list
+// with the other flag problems before anything is read or sent.
+func CheckNexusURL(base string) error {
+	_, err := nexusURL(base)
+	return err
+}
+
+func nexusURL(base string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("nexus URL %q: want http(s)://host[:port][/context]", base)
+	}
+	// The URL is printed as --upstream: refuse here what serve would refuse
+	// there (credentials, which would be printed too, a query, a fragment,
+	// a context path with dot segments), without echoing a password.
+	if _, _, _, _, err := upstream.Normalise(base); err != nil {
+		u.RawQuery, u.Fragment = "", ""
+		return nil, fmt.Errorf("nexus URL %s: %v; want http(s)://host[:port][/context]", u.Redacted(), err)
+	}
+	return u, nil
 }
 
 // defaultListenPort is --listen's default port (:8443).
