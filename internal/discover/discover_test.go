@@ -603,7 +603,7 @@ func TestDiscoverNamesAnAnswerThatNeverStarts(t *testing.T) {
 // echoing the password, however it is malformed: a wrong scheme or a bad
 // port must not print it either (the error goes to terminals and CI logs).
 func TestDiscoverBadNexusURLHidesItsPassword(t *testing.T) {
-	for _, bad := range []string{"ftp://admin:s3cret@nexus:8081", "http://admin:s3cret@nexus:80a81", "admin:s3cret@nexus:8081", "http://admin:s3cret@", "http://admin:s3cret@nexus:8081/%zz"} {
+	for _, bad := range []string{"ftp://admin:s3cret@nexus:8081", "http://admin:s3cret@nexus:80a81", "admin:s3cret@nexus:8081", "http://admin:s3cret@", "http://admin:s3cret@nexus:8081/%zz", "http://admin:s3/cr#et@nexus:8081"} {
 		err := discover.CheckNexusURL(bad)
 		if err == nil || !strings.Contains(err.Error(), "nexus URL") || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%q: %v, want it refused without the password", bad, err)
