@@ -31,6 +31,12 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: remote %q names no registry host", r.Name, redacted(r.Proxy.RemoteURL)))
 			continue
 		}
+		// A path (another Nexus's /repository/R/, an Artifactory's API
+		// path) is no registry root: nobody pulls "<host>/<image>" there.
+		if path := strings.TrimSuffix(strings.TrimSuffix(u.EscapedPath(), "/"), "/v2"); path != "" {
+			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: remote %s has a path, so is no registry's root: no --mirror line", r.Name, safeText(redacted(r.Proxy.RemoteURL))))
+			continue
+		}
 		if prev, dup := taken[reg]; dup {
 			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: %s is already mirrored by %s", r.Name, reg, prev))
 			continue
