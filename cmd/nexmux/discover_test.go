@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/certs"
 )
@@ -249,6 +251,53 @@ func TestDiscoverNexusURLListedWithTheOtherProblems(t *testing.T) {
 		_, errs, code := run(t, "discover", "--nexus", bad, "--user", "admin", "--password-file", pw, "--format", "xml")
 		if code != exitInvalid || !strings.Contains(errs, "nexus URL") || !strings.Contains(errs, `format "xml"`) || strings.Contains(errs, "s3cret") {
 			t.Errorf("--nexus %q with a bad --format: exit %d:\n%s", bad, code, errs)
+		}
+	}
+}
+
+// failingWriter takes n bytes, then fails as a full disk does.
+type failingWriter struct{ n int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if len(p) <= w.n {
+		w.n -= len(p)
+		return len(p), nil
+	}
+	k := w.n
+	w.n = 0
+	return k, syscall.ENOSPC
+}
+
+// README's cut-over is "discover > nexmux.yaml.new && mv ...": the exit
+// status is all that stands between a cut short file (a full disk) and
+// the configuration serve reloads, which may still parse with routes
+// missing. A failed write of the mapping is exit 1, with the reason.
+func TestDiscoverFailedWriteIsAnError(t *testing.T) {
+	nx, err := fixtures.New(fixtures.Config{Users: map[string]string{"admin": "admin123"}, DataDir: t.TempDir(),
+		Repos: []fixtures.Repo{{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPPort: 8082}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(nx)
+	defer func() { hs.Close(); nx.Close() }()
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"yaml", "flags"} {
+		var errb bytes.Buffer
+		code := 0
+		oldExiter, oldErr := cli.OsExiter, cli.ErrWriter
+		cli.OsExiter = func(c int) { code = c }
+		cli.ErrWriter = &errb
+		app := newApp()
+		app.Writer, app.ErrWriter = &failingWriter{n: 10}, &errb
+		if err := runApp(app, []string{"nexmux", "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", pw, "--format", format}); err != nil && code == 0 {
+			code = 1
+		}
+		cli.OsExiter, cli.ErrWriter = oldExiter, oldErr
+		if code == 0 || !strings.Contains(errb.String(), "no space left") {
+			t.Errorf("--format %s, output cut after 10 bytes: exit %d:\n%s", format, code, errb.String())
 		}
 	}
 }
