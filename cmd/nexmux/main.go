@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"slices"
@@ -369,10 +370,14 @@ func newApp() *cli.App {
 						return discoverFailed(err)
 					}
 					plan.Upstream = strings.TrimRight(c.String("nexus"), "/")
+					out := plan.Flags()
 					if format == "yaml" {
-						fmt.Fprint(c.App.Writer, plan.YAML())
-					} else {
-						fmt.Fprint(c.App.Writer, plan.Flags())
+						out = plan.YAML()
+					}
+					// The exit status is what keeps a cut short file (a full
+					// disk) from being moved into place as the configuration.
+					if _, err := io.WriteString(c.App.Writer, out); err != nil {
+						return discoverFailed(fmt.Errorf("writing the mapping: %w", err))
 					}
 					return nil
 				},
