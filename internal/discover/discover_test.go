@@ -610,3 +610,12 @@ func TestDiscoverBadNexusURLHidesItsPassword(t *testing.T) {
 		}
 	}
 }
+
+// A --domain with '_' would give every repository a name docker's
+// reference grammar refuses, as a repository name with '_' would: it is
+// refused as the operator's mistake, not turned into a note per repository.
+func TestDiscoverDomainWithUnderscoreRefused(t *testing.T) {
+	if err := discover.CheckDomain("registry_corp.example.com"); err == nil || !strings.Contains(err.Error(), "--domain") {
+		t.Errorf("--domain with '_': %v, want it refused", err)
+	}
+}
