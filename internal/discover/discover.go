@@ -282,7 +282,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			// name: this one keeps its ports and is listed instead.
 			_, err := route.NormalizePattern(host)
 			if err == nil && strings.Contains(r.Name, "_") {
-				err = errUnderscore
+				err = fmt.Errorf("%w; give it a --route of your own", errUnderscore)
 			}
 			if err == nil && strings.Contains(r.Name, ".") {
 				err = errDotted
@@ -364,7 +364,7 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 // errUnderscore: route hosts may hold '_' (internal DNS does), but docker's
 // reference grammar takes only letters, digits and '-' in a registry's
 // labels, and CAs issue no certificate for it: nobody could pull by it.
-var errUnderscore = errors.New("'_' is not allowed in a registry host name (docker's reference grammar and certificate authorities refuse it); give it a --route of your own")
+var errUnderscore = errors.New("'_' is not allowed in a registry host name (docker's reference grammar and certificate authorities refuse it)")
 
 // CheckDomain is the --domain check, for the command to make before Nexus
 // is asked: a bad one is the operator's, known without the answer.
@@ -376,6 +376,9 @@ func CheckDomain(domain string) error {
 	_, err := route.NormalizePattern(domain)
 	if err == nil && strings.Contains(domain, "*") {
 		err = errors.New("a domain, not a pattern")
+	}
+	if err == nil && strings.Contains(domain, "_") {
+		err = errUnderscore
 	}
 	if err != nil {
 		return fmt.Errorf("--domain %q: %v", domain, err)
@@ -409,7 +412,7 @@ func (p *Plan) subdomains(docker []Repo, domain string) map[string]string {
 			err = errors.New("not a single DNS label")
 		}
 		if err == nil && strings.Contains(sub, "_") {
-			err = errUnderscore
+			err = fmt.Errorf("%w; give it a --route of your own", errUnderscore)
 		}
 		if err != nil {
 			p.NoHost = append(p.NoHost, fmt.Sprintf("subdomain %q of %s: %v", sub, r.Name, err))
