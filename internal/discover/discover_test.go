@@ -619,3 +619,20 @@ func TestDiscoverDomainWithUnderscoreRefused(t *testing.T) {
 		t.Errorf("--domain with '_': %v, want it refused", err)
 	}
 }
+
+// A 403 is not a wrong password: the credentials were taken (or something
+// in front of Nexus refuses the request). The error says 403 and does not
+// send the operator to re-check --password-file; a 401 still does.
+func TestDiscoverTells403From401(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	defer hs.Close()
+	_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err == nil || !strings.Contains(err.Error(), "403") || strings.Contains(err.Error(), "check --user and --password-file") {
+		t.Errorf("403: %v, want it told from bad credentials", err)
+	}
+	if _, err := discover.Fetch(context.Background(), nil, nexus(t, ""), "admin", "wrong"); !errors.Is(err, discover.ErrUnauthorized) || !strings.Contains(err.Error(), "--password-file") {
+		t.Errorf("401: %v", err)
+	}
+}
