@@ -49,7 +49,7 @@ type Repo struct {
 
 // Errors callers can tell apart.
 var (
-	ErrUnauthorized = errors.New("nexus refused the credentials (401/403): check --user and --password-file; the user needs nx-repository-admin or read access to repository settings")
+	ErrUnauthorized = errors.New("nexus refused the credentials (401): check --user and --password-file")
 	// repositorySettings lists only what the user may read the settings
 	// of, so an empty answer may be a missing privilege.
 	ErrNoDocker = errors.New("nexus listed no docker repositories: it has none, or --user may not read their settings (repositorySettings lists only repositories with privilege nx-repository-admin-docker-<repo>-read, e.g. nx-repository-admin-docker-*-read, or nx-admin)")
@@ -94,8 +94,12 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 	}
 	defer resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+	case resp.StatusCode == http.StatusUnauthorized:
 		return nil, ErrUnauthorized
+	case resp.StatusCode == http.StatusForbidden:
+		// Not a wrong password: the user was taken and refused, or
+		// something in front of Nexus refuses the request.
+		return nil, fmt.Errorf("nexus at %s answered 403 Forbidden: --user may not use the REST API (it needs nx-repository-admin-docker-*-read or nx-admin), or something in front of Nexus refuses the request", u.Redacted())
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
 		where := "elsewhere"
 		if loc, err := resp.Location(); err == nil {
