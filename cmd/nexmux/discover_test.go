@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/nexmux/nexmux/fixtures"
+	"github.com/nexmux/nexmux/fixtures/certs"
 )
 
 // --password-file is the password with its one line ending removed, as
@@ -106,5 +112,192 @@ func TestDiscoverPasswordFileReadBounded(t *testing.T) {
 		}
 		<-done
 		t.Fatal("a FIFO without a writer: discover blocked")
+	}
+}
+
+// A bad --domain is the operator's, known before Nexus is asked: it is
+// listed with the other flag problems (exit 2), and the credentials are
+// not sent for an answer that could only end in that error.
+func TestDiscoverDomainCheckedBeforeNexusIsAsked(t *testing.T) {
+	var mu sync.Mutex
+	asked := 0
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked++
+		mu.Unlock()
+		io.WriteString(w, `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`)
+	}))
+	defer hs.Close()
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"bad..domain", "*.example.com", "example.com:443"} {
+		_, errs, code := run(t, "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", pw, "--domain", d)
+		mu.Lock()
+		n := asked
+		asked = 0
+		mu.Unlock()
+		if code != exitInvalid || n != 0 || !strings.Contains(errs, "--domain") {
+			t.Errorf("--domain %q: exit %d, Nexus asked %d times:\n%s", d, code, n, errs)
+		}
+	}
+}
+
+// discoverThenCheck runs discover against a fixture Nexus holding repos,
+// writes its YAML as a --config file and runs check on it with a wildcard
+// certificate for *.corp.test, the operator's own: what discover prints is
+// meant to be served as it is.
+func discoverThenCheck(t *testing.T, repos []fixtures.Repo, extra ...string) (yaml, errs string, code int) {
+	t.Helper()
+	nx, err := fixtures.New(fixtures.Config{Users: map[string]string{"admin": "admin123"}, DataDir: t.TempDir(), Repos: repos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(nx)
+	defer func() { hs.Close(); nx.Close() }()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, derrs, dcode := run(t, append([]string{"discover", "--nexus", hs.URL, "--user", "admin", "--password-file", pw, "--format", "yaml"}, extra...)...)
+	if dcode != 0 {
+		t.Fatalf("discover: exit %d:\n%s", dcode, derrs)
+	}
+	cfg := filepath.Join(dir, "nexmux.yaml")
+	if err := os.WriteFile(cfg, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := certs.NewCA("discover round trip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := ca.Issue("*.corp.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	if err := pair.Write(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code = run(t, "check", "--config", cfg, "--cert", crt, "--key", key)
+	return out, errs, code
+}
+
+// Without --domain discover has no name of the operator's for the registry
+// mirrors; mirror.example.com is nobody's, and serve refuses a mirror name
+// no certificate covers, so its lines made the whole printed configuration
+// unusable wherever Nexus has a docker proxy (nearly everywhere).
+func TestDiscoverOutputWithoutDomainIsServable(t *testing.T) {
+	out, errs, code := discoverThenCheck(t, []fixtures.Repo{
+		{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPPort: 8082},
+		{Name: "dockerhub-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://registry-1.docker.io"},
+	})
+	if code != 0 {
+		t.Errorf("check on discover's output: exit %d:\n%s\n%s", code, errs, out)
+	}
+}
+
+// Nexus allows '.' in repository names ("docker.io-proxy"); <repo>.<domain>
+// is then a name two labels below the domain, which the wildcard
+// certificate for *.<domain> does not cover, and serve refuses a route no
+// certificate covers: one such repository made the whole output unusable.
+func TestDiscoverOutputWithDottedNameIsServable(t *testing.T) {
+	out, errs, code := discoverThenCheck(t, []fixtures.Repo{
+		{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPPort: 8082},
+		{Name: "docker.io-proxy", Type: fixtures.Proxy, Online: true, HTTPPort: 8083},
+	}, "--domain", "corp.test")
+	if code != 0 {
+		t.Errorf("check on discover's output: exit %d:\n%s\n%s", code, errs, out)
+	}
+	if !strings.Contains(out, "# no host name for docker.io-proxy: ") {
+		t.Errorf("no note for the dotted name:\n%s", out)
+	}
+}
+
+// A docker connector on 8443 (a common HTTPS port) is a --port route on
+// nexmux's default --listen port, which check and serve refuse (it would
+// shadow every --route). The printed configuration then names a listener
+// port no connector uses, and the printed iptables command, followed as
+// printed, agrees with it.
+func TestDiscoverOutputWithConnectorOnTheListenPortIsServable(t *testing.T) {
+	out, errs, code := discoverThenCheck(t, []fixtures.Repo{
+		{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPSPort: 8443},
+		{Name: "team-b", Type: fixtures.Hosted, Online: true, HTTPPort: 443},
+	}, "--domain", "corp.test")
+	if code != 0 {
+		t.Fatalf("check on discover's output: exit %d:\n%s\n%s", code, errs, out)
+	}
+	_, cmd, ok := strings.Cut(out, "nexmux iptables ")
+	if !ok {
+		t.Fatalf("no iptables command:\n%s", out)
+	}
+	cmd, _, _ = strings.Cut(cmd, "\n")
+	args := strings.Fields(strings.ReplaceAll(strings.TrimSuffix(cmd, " --load"), "'", ""))
+	if _, errs, code := run(t, append([]string{"iptables"}, args...)...); code != 0 {
+		t.Errorf("the printed iptables command %q: exit %d:\n%s", cmd, code, errs)
+	}
+}
+
+// A --nexus URL discover cannot use is a flag problem like the others:
+// listed with them (exit 2), not found only once they are fixed.
+func TestDiscoverNexusURLListedWithTheOtherProblems(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"nexus:8081", "ftp://nexus", "http://u:s3cret@nexus:8081", "http://nexus:8081/?x=1"} {
+		_, errs, code := run(t, "discover", "--nexus", bad, "--user", "admin", "--password-file", pw, "--format", "xml")
+		if code != exitInvalid || !strings.Contains(errs, "nexus URL") || !strings.Contains(errs, `format "xml"`) || strings.Contains(errs, "s3cret") {
+			t.Errorf("--nexus %q with a bad --format: exit %d:\n%s", bad, code, errs)
+		}
+	}
+}
+
+// failingWriter takes n bytes, then fails as a full disk does.
+type failingWriter struct{ n int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if len(p) <= w.n {
+		w.n -= len(p)
+		return len(p), nil
+	}
+	k := w.n
+	w.n = 0
+	return k, syscall.ENOSPC
+}
+
+// README's cut-over is "discover > nexmux.yaml.new && mv ...": the exit
+// status is all that stands between a cut short file (a full disk) and
+// the configuration serve reloads, which may still parse with routes
+// missing. A failed write of the mapping is exit 1, with the reason.
+func TestDiscoverFailedWriteIsAnError(t *testing.T) {
+	nx, err := fixtures.New(fixtures.Config{Users: map[string]string{"admin": "admin123"}, DataDir: t.TempDir(),
+		Repos: []fixtures.Repo{{Name: "team-a", Type: fixtures.Hosted, Online: true, HTTPPort: 8082}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(nx)
+	defer func() { hs.Close(); nx.Close() }()
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"yaml", "flags"} {
+		var errb bytes.Buffer
+		code := 0
+		oldExiter, oldErr := cli.OsExiter, cli.ErrWriter
+		cli.OsExiter = func(c int) { code = c }
+		cli.ErrWriter = &errb
+		app := newApp()
+		app.Writer, app.ErrWriter = &failingWriter{n: 10}, &errb
+		if err := runApp(app, []string{"nexmux", "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", pw, "--format", format}); err != nil && code == 0 {
+			code = 1
+		}
+		cli.OsExiter, cli.ErrWriter = oldExiter, oldErr
+		if code == 0 || !strings.Contains(errb.String(), "no space left") {
+			t.Errorf("--format %s, output cut after 10 bytes: exit %d:\n%s", format, code, errb.String())
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"slices"
@@ -232,6 +233,15 @@ func invalid(err error) error {
 	return cli.Exit("nexmux: invalid configuration:\n"+indent(err.Error()), exitInvalid)
 }
 
+// discoverFailed is discover's exit 1; several problems (MakePlan lists
+// them all) go one a line below the command's name.
+func discoverFailed(err error) error {
+	if msg := err.Error(); strings.Contains(msg, "\n") {
+		return cli.Exit("nexmux discover:\n"+indent(msg), 1)
+	}
+	return cli.Exit("nexmux discover: "+err.Error(), 1)
+}
+
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n  ")
 }
@@ -329,6 +339,14 @@ func newApp() *cli.App {
 							errs = append(errs, fmt.Errorf("--%s is required", name))
 						}
 					}
+					if n := c.String("nexus"); n != "" {
+						if err := discover.CheckNexusURL(n); err != nil {
+							errs = append(errs, err)
+						}
+					}
+					if err := discover.CheckDomain(c.String("domain")); err != nil {
+						errs = append(errs, err)
+					}
 					format := c.String("format")
 					if format != "flags" && format != "yaml" {
 						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", format))
@@ -345,17 +363,21 @@ func newApp() *cli.App {
 					}
 					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), pw)
 					if err != nil {
-						return cli.Exit("nexmux discover: "+err.Error(), 1)
+						return discoverFailed(err)
 					}
 					plan, err := discover.MakePlan(repos, c.String("domain"))
 					if err != nil {
-						return cli.Exit("nexmux discover: "+err.Error(), 1)
+						return discoverFailed(err)
 					}
 					plan.Upstream = strings.TrimRight(c.String("nexus"), "/")
+					out := plan.Flags()
 					if format == "yaml" {
-						fmt.Fprint(c.App.Writer, plan.YAML())
-					} else {
-						fmt.Fprint(c.App.Writer, plan.Flags())
+						out = plan.YAML()
+					}
+					// The exit status is what keeps a cut short file (a full
+					// disk) from being moved into place as the configuration.
+					if _, err := io.WriteString(c.App.Writer, out); err != nil {
+						return discoverFailed(fmt.Errorf("writing the mapping: %w", err))
 					}
 					return nil
 				},

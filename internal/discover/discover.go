@@ -7,10 +7,12 @@ package discover
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
 )
@@ -46,27 +49,28 @@ type Repo struct {
 
 // Errors callers can tell apart.
 var (
-	ErrUnauthorized = errors.New("nexus refused the credentials (401/403): check --user and --password-file; the user needs nx-repository-admin or read access to repository settings")
-	ErrNoDocker     = errors.New("nexus has no docker repositories")
+	ErrUnauthorized = errors.New("nexus refused the credentials (401): check --user and --password-file")
+	// repositorySettings lists only what the user may read the settings
+	// of, so an empty answer may be a missing privilege.
+	ErrNoDocker = errors.New("nexus listed no docker repositories: it has none, or --user may not read their settings (repositorySettings lists only repositories with privilege nx-repository-admin-docker-<repo>-read, e.g. nx-repository-admin-docker-*-read, or nx-admin)")
 )
 
 // Fetch reads the repository settings of the Nexus at base
 // ("http://nexus:8081[/ctx]").
 func Fetch(ctx context.Context, client *http.Client, base, user, password string) ([]Repo, error) {
-	u, err := url.Parse(strings.TrimRight(base, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("nexus URL %q: want http(s)://host[:port][/context]", base)
-	}
-	// The URL is printed as --upstream: refuse here what serve would refuse
-	// there (credentials, which would be printed too, a query, a fragment,
-	// a context path with dot segments), without echoing a password.
-	if _, _, _, _, err := upstream.Normalise(base); err != nil {
-		u.RawQuery, u.Fragment = "", ""
-		return nil, fmt.Errorf("nexus URL %s: %v; want http(s)://host[:port][/context]", u.Redacted(), err)
+	u, err := nexusURL(base)
+	if err != nil {
+		return nil, err
 	}
 	if client == nil {
 		client = &http.Client{Timeout: 30 * time.Second}
 	}
+	// No redirect is followed: Go sends Authorization on to another port
+	// or scheme of the same host, and serve would proxy to this URL, which
+	// redirects, not to where the settings came from.
+	noRedirect := *client
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	client = &noRedirect
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String()+"/service/rest/v1/repositorySettings", nil)
 	if err != nil {
 		return nil, err
@@ -75,12 +79,34 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
+		// Reached, but not trusted: a private CA is the usual cause, and
+		// discover has no CA flag (serve has none either).
+		if cve := (*tls.CertificateVerificationError)(nil); errors.As(err, &cve) {
+			return nil, fmt.Errorf("nexus at %s presented a certificate this machine does not trust: %v; for a private CA, name its certificate in SSL_CERT_FILE (or a directory of them in SSL_CERT_DIR), for discover and serve alike", u.Redacted(), cve.Err)
+		}
+		// Connected but no answer (a hung JVM, a full thread pool) is not
+		// "unreachable": say which limit ended the wait.
+		var ne net.Error
+		if op := (*net.OpError)(nil); errors.As(err, &ne) && ne.Timeout() && !(errors.As(err, &op) && op.Op == "dial") {
+			return nil, fmt.Errorf("nexus at %s did not answer in time (%v): %w", u.Redacted(), client.Timeout, err)
+		}
 		return nil, fmt.Errorf("nexus at %s is unreachable: %w", u.Redacted(), err)
 	}
 	defer resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+	case resp.StatusCode == http.StatusUnauthorized:
 		return nil, ErrUnauthorized
+	case resp.StatusCode == http.StatusForbidden:
+		// Not a wrong password: the user was taken and refused, or
+		// something in front of Nexus refuses the request.
+		return nil, fmt.Errorf("nexus at %s answered 403 Forbidden: --user may not use the REST API (it needs nx-repository-admin-docker-*-read or nx-admin), or something in front of Nexus refuses the request", u.Redacted())
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		where := "elsewhere"
+		if loc, err := resp.Location(); err == nil {
+			loc.RawQuery, loc.Fragment = "", ""
+			where = safeText(loc.Redacted())
+		}
+		return nil, fmt.Errorf("nexus at %s answered %s, a redirect to %s: not followed (the credentials would go with it, and serve would proxy to the redirecting URL); give --nexus as the URL Nexus answers at itself", u.Redacted(), safeText(resp.Status), where)
 	case resp.StatusCode == http.StatusNotFound:
 		return nil, fmt.Errorf("nexus at %s has no /service/rest/v1/repositorySettings (404): Nexus 3.x with the REST API is needed, or the context path is wrong", u.Redacted())
 	case resp.StatusCode != http.StatusOK:
@@ -99,10 +125,56 @@ func Fetch(ctx context.Context, client *http.Client, base, user, password string
 		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
 			return nil, fmt.Errorf("nexus at %s did not send its repository settings in time: %w", u.Redacted(), err)
 		}
+		// An SSO login page or a front proxy's HTML says more by its type
+		// than by the parser's "invalid character '<'".
+		if ct := resp.Header.Get("Content-Type"); ct != "" {
+			if mt, _, _ := mime.ParseMediaType(ct); mt != "application/json" && !strings.HasSuffix(mt, "+json") {
+				return nil, fmt.Errorf("nexus at %s answered %s, not JSON (is something in front of Nexus, such as a login page or a proxy, or is --nexus not Nexus's URL?): %w", u.Redacted(), safeText(ct), err)
+			}
+		}
 		return nil, fmt.Errorf("nexus repository settings are not the expected JSON: %w", err)
 	}
 	return repos, nil
 }
+
+// CheckNexusURL is the --nexus check Fetch makes, for the command to list
+// with the other flag problems before anything is read or sent.
+func CheckNexusURL(base string) error {
+	_, err := nexusURL(base)
+	return err
+}
+
+func nexusURL(base string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("nexus URL %s: want http(s)://host[:port][/context]", safeText(hideUserinfo(base)))
+	}
+	// The URL is printed as --upstream: refuse here what serve would refuse
+	// there (credentials, which would be printed too, a query, a fragment,
+	// a context path with dot segments), without echoing a password.
+	if _, _, _, _, err := upstream.Normalise(base); err != nil {
+		u.RawQuery, u.Fragment = "", ""
+		return nil, fmt.Errorf("nexus URL %s: %v; want http(s)://host[:port][/context]", u.Redacted(), err)
+	}
+	return u, nil
+}
+
+// hideUserinfo is s with whatever precedes its last '@' after the scheme
+// hidden: s did not parse as a URL, so url.Redacted cannot find the
+// password, and one may hold '/', '?' or '#' unencoded.
+func hideUserinfo(s string) string {
+	prefix, rest := "", s
+	if i := strings.Index(s, "://"); i >= 0 {
+		prefix, rest = s[:i+3], s[i+3:]
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return prefix + "xxxxx@" + rest[at+1:]
+	}
+	return s
+}
+
+// defaultListenPort is --listen's default port (:8443).
+const defaultListenPort = 8443
 
 // maxSettings bounds the repositorySettings answer read: thousands of
 // repositories fit many times over.
@@ -119,12 +191,20 @@ type Connector struct {
 type Plan struct {
 	// Upstream is the Nexus the plan was read from (--upstream), so that
 	// the printed configuration points nexmux at the same Nexus.
-	Upstream   string
+	Upstream string
+	// Listen is the --listen the plan needs, "" for the default :8443; set
+	// when a connector holds 8443, as a port route on the listener's own
+	// port is refused (it would shadow every --route).
+	Listen     string
+	ListenNote string      // why Listen is set
 	Routes     []string    // --route values
 	Ports      []string    // --port values
 	Connectors []Connector // removable from Nexus after cut-over
 	Skipped    []string    // "name (format)" of repositories that are not docker
 	Teams      []string    // "group: pull group, push hosted" notes
+	// Unpaired are "group: why" of groups left unpaired because Nexus did
+	// not list all their members.
+	Unpaired []string
 	// NoHost are "name: why" of repositories whose name makes no host
 	// name under the domain (Nexus allows "team-", "a..b", 64+ characters).
 	NoHost []string
@@ -146,13 +226,16 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	p := &Plan{}
 	byName := map[string]Repo{}
 	var docker []Repo
+	// Every problem is listed at once, as for a configuration.
+	var errs []error
 	for _, r := range repos {
 		if r.Format != "docker" {
 			p.Skipped = append(p.Skipped, fmt.Sprintf("%s (%s)", safeText(r.Name), safeText(r.Format)))
 			continue
 		}
 		if err := route.ValidRepoName(r.Name); err != nil {
-			return nil, fmt.Errorf("repository %q: %v", r.Name, err)
+			errs = append(errs, fmt.Errorf("repository %q: %v", r.Name, err))
+			continue
 		}
 		byName[r.Name] = r
 		docker = append(docker, r)
@@ -161,21 +244,16 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 		}
 	}
 	sort.Strings(p.Offline)
-	if len(docker) == 0 {
+	if len(docker) == 0 && len(errs) == 0 {
 		return nil, ErrNoDocker
 	}
 	sort.Slice(docker, func(i, j int) bool { return docker[i].Name < docker[j].Name })
 	domain = strings.Trim(strings.ToLower(domain), ".")
 	// Checked once here: a bad domain would otherwise become a note on
 	// every repository instead of one error.
-	if domain != "" {
-		_, err := route.NormalizePattern(domain)
-		if err == nil && strings.Contains(domain, "*") {
-			err = errors.New("a domain, not a pattern")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("--domain %q: %v", domain, err)
-		}
+	if err := CheckDomain(domain); err != nil {
+		errs = append(errs, err)
+		domain = "" // the ports are still checked
 	}
 	p.mirrors(docker, domain)
 	portOwner := map[int]Connector{}
@@ -184,13 +262,20 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	for _, r := range docker {
 		target := r.Name
 		if r.Type == "group" && r.Group != nil {
-			var hosted []string
+			var hosted, unlisted []string
 			for _, m := range r.Group.MemberNames {
-				if byName[m].Type == "hosted" {
+				if _, listed := byName[m]; !listed {
+					unlisted = append(unlisted, safeText(m))
+				} else if byName[m].Type == "hosted" {
 					hosted = append(hosted, m)
 				}
 			}
-			if len(hosted) == 1 {
+			// repositorySettings leaves out what --user may not read: an
+			// unlisted member may be another hosted one, so "exactly one"
+			// is not known.
+			if len(unlisted) > 0 {
+				p.Unpaired = append(p.Unpaired, fmt.Sprintf("%s: members not listed by Nexus (may --user read their settings?): %s", safeText(r.Name), strings.Join(unlisted, ", ")))
+			} else if len(hosted) == 1 {
 				target = "pull:" + r.Name + ",push:" + hosted[0]
 				p.Teams = append(p.Teams, fmt.Sprintf("%s: pulls through the group, pushes into %s", r.Name, hosted[0]))
 			}
@@ -199,7 +284,14 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			host := strings.ToLower(r.Name) + "." + domain
 			// One such name must not cost every other repository its
 			// name: this one keeps its ports and is listed instead.
-			if _, err := route.NormalizePattern(host); err != nil {
+			_, err := route.NormalizePattern(host)
+			if err == nil && strings.Contains(r.Name, "_") {
+				err = fmt.Errorf("%w; give it a --route of your own", errUnderscore)
+			}
+			if err == nil && strings.Contains(r.Name, ".") {
+				err = errDotted
+			}
+			if err != nil {
 				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %v", r.Name, err))
 			} else if owner, taken := subOwner[host]; taken && owner != r.Name {
 				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %s is the subdomain of %s", r.Name, host, owner))
@@ -229,10 +321,12 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 			// connector each): anything else would print a --port
 			// line and an iptables command that fail at cut-over.
 			if *c.port < 1 || *c.port > 65535 {
-				return nil, fmt.Errorf("repository %q: %s port %d is not 1-65535", r.Name, c.scheme, *c.port)
+				errs = append(errs, fmt.Errorf("repository %q: %s port %d is not 1-65535", r.Name, c.scheme, *c.port))
+				continue
 			}
 			if prev, dup := portOwner[*c.port]; dup {
-				return nil, fmt.Errorf("repository %q: %s port %d is also the %s port of %s", r.Name, c.scheme, *c.port, prev.Scheme, prev.Repo)
+				errs = append(errs, fmt.Errorf("repository %q: %s port %d is also the %s port of %s", r.Name, c.scheme, *c.port, prev.Scheme, prev.Repo))
+				continue
 			}
 			portOwner[*c.port] = Connector{Repo: r.Name, Port: *c.port, Scheme: c.scheme}
 			p.Ports = append(p.Ports, strconv.Itoa(*c.port)+"="+target)
@@ -245,6 +339,21 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s is the host name of repository %s: no --mirror lines; give the mirrors a name of their own", p.MirrorHost, owner))
 		p.Mirrors = nil
 	}
+	if err := errlist.Join(errs...); err != nil {
+		return nil, err
+	}
+	if _, taken := portOwner[defaultListenPort]; taken {
+		for _, port := range []int{443, 9443, 18443, 28443} {
+			if _, taken := portOwner[port]; !taken {
+				p.Listen = ":" + strconv.Itoa(port)
+				break
+			}
+		}
+		if p.Listen == "" {
+			return nil, errors.New("connector ports take 8443, 443, 9443, 18443 and 28443: no listener port left for the printed configuration")
+		}
+		p.ListenNote = fmt.Sprintf("connector port %d of %s is nexmux's default --listen port, where routing is by server name: this configuration listens on %s instead", defaultListenPort, portOwner[defaultListenPort].Repo, p.Listen)
+	}
 	// serve refuses a configuration without routes: say what is missing
 	// instead of printing one and exiting 0.
 	if len(p.Routes) == 0 && len(p.Ports) == 0 && len(p.Mirrors) == 0 {
@@ -255,6 +364,36 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	}
 	return p, nil
 }
+
+// errUnderscore: route hosts may hold '_' (internal DNS does), but docker's
+// reference grammar takes only letters, digits and '-' in a registry's
+// labels, and CAs issue no certificate for it: nobody could pull by it.
+var errUnderscore = errors.New("'_' is not allowed in a registry host name (docker's reference grammar and certificate authorities refuse it)")
+
+// CheckDomain is the --domain check, for the command to make before Nexus
+// is asked: a bad one is the operator's, known without the answer.
+func CheckDomain(domain string) error {
+	domain = strings.Trim(strings.ToLower(domain), ".")
+	if domain == "" {
+		return nil
+	}
+	_, err := route.NormalizePattern(domain)
+	if err == nil && strings.Contains(domain, "*") {
+		err = errors.New("a domain, not a pattern")
+	}
+	if err == nil && strings.Contains(domain, "_") {
+		err = errUnderscore
+	}
+	if err != nil {
+		return fmt.Errorf("--domain %q: %v", domain, err)
+	}
+	return nil
+}
+
+// errDotted: <repo>.<domain> for a name with '.' lies deeper than the
+// *.<domain> wildcard certificate covers, and serve refuses a route that no
+// certificate covers: one such route would sink the whole configuration.
+var errDotted = errors.New("'.' makes it a name more than one label below the domain, which a *.DOMAIN wildcard certificate does not cover (serve would refuse the configuration); give it a --route of your own, with a certificate for it")
 
 // subdomains maps "<subdomain>.<domain>" to its repository for the
 // repositories Nexus Pro's subdomain routing serves: their clients already
@@ -276,6 +415,9 @@ func (p *Plan) subdomains(docker []Repo, domain string) map[string]string {
 		if err == nil && strings.ContainsAny(sub, ".*") {
 			err = errors.New("not a single DNS label")
 		}
+		if err == nil && strings.Contains(sub, "_") {
+			err = fmt.Errorf("%w; give it a --route of your own", errUnderscore)
+		}
 		if err != nil {
 			p.NoHost = append(p.NoHost, fmt.Sprintf("subdomain %q of %s: %v", sub, r.Name, err))
 			continue
@@ -294,6 +436,9 @@ func (p *Plan) Flags() string {
 	var b strings.Builder
 	p.header(&b)
 	var args []string
+	if p.Listen != "" {
+		args = append(args, "--listen "+shellQuote(p.Listen))
+	}
 	if p.Upstream != "" {
 		args = append(args, "--upstream "+shellQuote(p.Upstream))
 	}
@@ -332,6 +477,9 @@ func (p *Plan) YAML() string {
 			b.WriteString("  - " + strconv.Quote(v) + "\n")
 		}
 	}
+	if p.Listen != "" {
+		b.WriteString("listen: " + strconv.Quote(p.Listen) + "\n")
+	}
 	if p.Upstream != "" {
 		list("upstream", []string{p.Upstream})
 	}
@@ -364,8 +512,14 @@ func (p *Plan) header(b *strings.Builder) {
 			fmt.Fprintf(b, "#   %s\n", n)
 		}
 	}
+	if p.ListenNote != "" {
+		fmt.Fprintf(b, "# %s\n", p.ListenNote)
+	}
 	for _, t := range p.Teams {
 		fmt.Fprintf(b, "# one name per team: %s\n", t)
+	}
+	for _, u := range p.Unpaired {
+		fmt.Fprintf(b, "# not paired for pushes: %s\n", u)
 	}
 	if len(p.Connectors) > 0 {
 		b.WriteString("# connectors that can be removed from Nexus after cut-over:\n")
@@ -377,7 +531,11 @@ func (p *Plan) header(b *strings.Builder) {
 		// --load applies the rules for IPv4 and IPv6 alike, idempotently; a
 		// pipe into iptables-restore alone would leave IPv6 clients out.
 		b.WriteString("# redirect them to nexmux (IPv4 and IPv6; as root, where nexmux runs):\n")
-		fmt.Fprintf(b, "#   nexmux iptables --listen :8443 %s --load\n", strings.Join(ports, " "))
+		listen := p.Listen
+		if listen == "" {
+			listen = ":" + strconv.Itoa(defaultListenPort)
+		}
+		fmt.Fprintf(b, "#   nexmux iptables --listen %s %s --load\n", listen, strings.Join(ports, " "))
 	}
 	for _, n := range p.NoHost {
 		fmt.Fprintf(b, "# no host name for %s\n", n)

@@ -429,3 +429,210 @@ func TestCutOverIptablesCommandCoversBothFamilies(t *testing.T) {
 		}
 	}
 }
+
+// A --nexus URL that answers with a redirect is refused, the target named:
+// following it would send the credentials on (Go keeps Authorization for
+// another port or scheme of the same host, so https can become clear
+// text), and the plan would print the redirecting URL as upstream, which
+// serve proxies to without following anything.
+func TestDiscoverFollowsNoRedirect(t *testing.T) {
+	sawPassword := make(chan string, 10)
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pw, ok := r.BasicAuth(); ok {
+			sawPassword <- pw
+		}
+		io.WriteString(w, `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`)
+	}))
+	defer target.Close()
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// A user:password in the Location must not reach the terminal.
+			http.Redirect(w, r, strings.Replace(target.URL, "://", "://u:hidden@", 1)+r.URL.Path, code)
+		}))
+		_, err := discover.Fetch(context.Background(), nil, front.URL, "admin", "admin123")
+		front.Close()
+		if err == nil || !strings.Contains(err.Error(), "redirect") || !strings.Contains(err.Error(), strings.TrimPrefix(target.URL, "http://")) {
+			t.Errorf("%d: %v, want the redirect and its target named", code, err)
+		} else if strings.Contains(err.Error(), "hidden") {
+			t.Errorf("%d: the error shows the Location's password: %v", code, err)
+		}
+		select {
+		case pw := <-sawPassword:
+			t.Errorf("%d: the redirect target was sent the password %q", code, pw)
+		default:
+		}
+	}
+}
+
+// Nexus allows '_' in repository names ("docker_hosted" is common), but a
+// host name with one is no name docker can pull by: its reference grammar
+// takes letters, digits and '-' only in a registry's labels, and
+// certificate authorities issue no certificate for it. Such a repository
+// gets no host name, with a note, and keeps its ports; so does a subdomain
+// with one.
+func TestDiscoverNoHostNameWithUnderscore(t *testing.T) {
+	var repos []discover.Repo
+	body := `[{"name":"docker_hosted","format":"docker","type":"hosted","docker":{"httpPort":8082}},
+	 {"name":"team-b","format":"docker","type":"hosted","docker":{"subdomain":"team_b"}},
+	 {"name":"ok","format":"docker","type":"hosted"}]`
+	if err := json.Unmarshal([]byte(body), &repos); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(plan.Routes, " "); got != "ok.example.com=ok team-b.example.com=team-b" {
+		t.Errorf("routes %q, want none with '_'", plan.Routes)
+	}
+	if got := strings.Join(plan.Ports, " "); got != "8082=docker_hosted" {
+		t.Errorf("ports %q", plan.Ports)
+	}
+	y := plan.YAML()
+	for _, w := range []string{"# no host name for docker_hosted: ", `# no host name for subdomain "team_b" of team-b: `} {
+		if !strings.Contains(y, w) {
+			t.Errorf("no note %q:\n%s", w, y)
+		}
+	}
+}
+
+// repositorySettings lists only the repositories the user may read the
+// settings of (Nexus's AuthorizingRepositoryManager.getRepositoriesWithAdmin):
+// a user without that privilege gets 200 and [] or only other formats.
+// "no docker repositories" would then send the operator looking in the
+// wrong place; the error names the privilege.
+func TestDiscoverNoDockerNamesThePrivilege(t *testing.T) {
+	for _, repos := range [][]discover.Repo{nil, {{Name: "maven-central", Format: "maven2"}}} {
+		_, err := discover.MakePlan(repos, "example.com")
+		if !errors.Is(err, discover.ErrNoDocker) || !strings.Contains(err.Error(), "nx-repository-admin-docker-") {
+			t.Errorf("%d repositories, none docker: %v, want the privilege named", len(repos), err)
+		}
+	}
+}
+
+// Every problem of Nexus's answer is listed at once, as for a
+// configuration: fixing one only to meet the next costs a round each.
+func TestDiscoverListsEveryProblem(t *testing.T) {
+	var repos []discover.Repo
+	body := `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":70000}},
+	 {"name":"b","format":"docker","type":"hosted","docker":{"httpPort":8082}},
+	 {"name":"c","format":"docker","type":"hosted","docker":{"httpsPort":8082}},
+	 {"name":"bad name","format":"docker","type":"hosted"}]`
+	if err := json.Unmarshal([]byte(body), &repos); err != nil {
+		t.Fatal(err)
+	}
+	_, err := discover.MakePlan(repos, "example.com")
+	for _, w := range []string{`"a": http port 70000`, `"c": https port 8082 is also the http port of b`, `"bad name"`} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error %v lacks %q", err, w)
+		}
+	}
+}
+
+// A 200 that is no JSON (an SSO login page, a proxy's or a UI's HTML in
+// front of Nexus) is named by its Content-Type, not by the JSON parser's
+// "invalid character '<'".
+func TestDiscoverNamesAnAnswerThatIsNoJSON(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, "<html><body>Sign in</body></html>")
+	}))
+	defer hs.Close()
+	_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err == nil || !strings.Contains(err.Error(), "text/html") {
+		t.Errorf("an HTML page: %v, want its Content-Type named", err)
+	}
+}
+
+// An HTTPS Nexus whose certificate comes from a private CA is reachable; it
+// is not trusted. The error says so and how to trust it (Go reads
+// SSL_CERT_FILE, for discover and serve alike), not "unreachable".
+func TestDiscoverUntrustedCertificateSaysHowToTrustIt(t *testing.T) {
+	hs := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "[]")
+	}))
+	defer hs.Close()
+	_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), "SSL_CERT_FILE") {
+		t.Errorf("a certificate from an unknown CA: %v, want it named untrusted, with SSL_CERT_FILE", err)
+	}
+}
+
+// repositorySettings leaves out what the user may not read the settings of,
+// so a group's members may be listed only in part. "Exactly one hosted
+// member" is then not known: with a second hosted member unlisted, pushes
+// would be sent to whichever one happened to be readable. Such a group is
+// not paired, and a note names the member.
+func TestDiscoverDoesNotPairAGroupWithUnlistedMembers(t *testing.T) {
+	var repos []discover.Repo
+	body := `[{"name":"team-a","format":"docker","type":"group","docker":{"httpPort":8082},"group":{"memberNames":["team-a-hosted","team-a-release"]}},
+	 {"name":"team-a-hosted","format":"docker","type":"hosted"}]`
+	if err := json.Unmarshal([]byte(body), &repos); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(plan.Ports, " "); got != "8082=team-a" {
+		t.Errorf("ports %q, want the group unpaired", plan.Ports)
+	}
+	if fl := plan.Flags(); !strings.Contains(fl, "team-a-release") {
+		t.Errorf("no note names the unlisted member:\n%s", fl)
+	}
+}
+
+// A Nexus that accepts the connection and sends no answer (a hung JVM, a
+// full Jetty pool) is reachable; the error says which limit ended the wait,
+// as for an answer that stalls in its body.
+func TestDiscoverNamesAnAnswerThatNeverStarts(t *testing.T) {
+	release := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	defer hs.Close()
+	defer close(release) // before Close, which waits for the handler
+	client := &http.Client{Timeout: 300 * time.Millisecond}
+	_, err := discover.Fetch(context.Background(), client, hs.URL, "admin", "admin123")
+	if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), "in time") {
+		t.Errorf("no answer: %v, want a timeout named, not unreachable", err)
+	}
+}
+
+// A --nexus URL with a password written into it is refused without
+// echoing the password, however it is malformed: a wrong scheme or a bad
+// port must not print it either (the error goes to terminals and CI logs).
+func TestDiscoverBadNexusURLHidesItsPassword(t *testing.T) {
+	for _, bad := range []string{"ftp://admin:s3cret@nexus:8081", "http://admin:s3cret@nexus:80a81", "admin:s3cret@nexus:8081", "http://admin:s3cret@", "http://admin:s3cret@nexus:8081/%zz", "http://admin:s3/cr#et@nexus:8081"} {
+		err := discover.CheckNexusURL(bad)
+		if err == nil || !strings.Contains(err.Error(), "nexus URL") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%q: %v, want it refused without the password", bad, err)
+		}
+	}
+}
+
+// A --domain with '_' would give every repository a name docker's
+// reference grammar refuses, as a repository name with '_' would: it is
+// refused as the operator's mistake, not turned into a note per repository.
+func TestDiscoverDomainWithUnderscoreRefused(t *testing.T) {
+	if err := discover.CheckDomain("registry_corp.example.com"); err == nil || !strings.Contains(err.Error(), "--domain") {
+		t.Errorf("--domain with '_': %v, want it refused", err)
+	}
+}
+
+// A 403 is not a wrong password: the credentials were taken (or something
+// in front of Nexus refuses the request). The error says 403 and does not
+// send the operator to re-check --password-file; a 401 still does.
+func TestDiscoverTells403From401(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	defer hs.Close()
+	_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+	if err == nil || !strings.Contains(err.Error(), "403") || strings.Contains(err.Error(), "check --user and --password-file") {
+		t.Errorf("403: %v, want it told from bad credentials", err)
+	}
+	if _, err := discover.Fetch(context.Background(), nil, nexus(t, ""), "admin", "wrong"); !errors.Is(err, discover.ErrUnauthorized) || !strings.Contains(err.Error(), "--password-file") {
+		t.Errorf("401: %v", err)
+	}
+}

@@ -9,9 +9,9 @@ import (
 )
 
 // mirrors proposes one --mirror per docker proxy repository, keyed by the
-// registry its remote URL names, on the name mirror.<domain>
-// (mirror.example.com without a domain). A second proxy of the same
-// registry is left out with a note: one name serves a registry once.
+// registry its remote URL names, on the name mirror.<domain> (none without
+// a domain, a note instead). A second proxy of the same registry is left
+// out with a note: one name serves a registry once.
 func (p *Plan) mirrors(docker []Repo, domain string) {
 	p.MirrorHost = "mirror.example.com"
 	if domain != "" {
@@ -31,6 +31,12 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: remote %q names no registry host", r.Name, redacted(r.Proxy.RemoteURL)))
 			continue
 		}
+		// A path (another Nexus's /repository/R/, an Artifactory's API
+		// path) is no registry root: nobody pulls "<host>/<image>" there.
+		if path := strings.TrimSuffix(strings.TrimSuffix(u.EscapedPath(), "/"), "/v2"); path != "" {
+			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: remote %s has a path, so is no registry's root: no --mirror line", r.Name, safeText(redacted(r.Proxy.RemoteURL))))
+			continue
+		}
 		if prev, dup := taken[reg]; dup {
 			p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: %s is already mirrored by %s", r.Name, reg, prev))
 			continue
@@ -38,6 +44,12 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 		taken[reg] = r.Name
 		p.Mirrors = append(p.Mirrors, reg+"="+r.Name)
 		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: proxy of %s (%s)", r.Name, reg, safeText(redacted(r.Proxy.RemoteURL))))
+	}
+	// mirror.example.com is nobody's name: serve refuses a mirror name no
+	// certificate covers, so printed it would make the whole output unusable.
+	if domain == "" && len(p.Mirrors) > 0 {
+		p.MirrorNotes = append(p.MirrorNotes, "no --mirror lines without --domain: the mirror name is mirror.DOMAIN, which needs a certificate of yours; run again with --domain")
+		p.Mirrors = nil
 	}
 }
 

@@ -81,3 +81,22 @@ func mirrorSpecs(p *discover.Plan) []string {
 	}
 	return out
 }
+
+// A proxy whose remote has a path (another Nexus's or an Artifactory's
+// repository: https://nexus-b.corp/repository/docker-hosted/) is not a
+// registry root: clients never pull "nexus-b.corp/<image>", so a mirror
+// keyed by that host would name a registry nobody uses, and would shadow a
+// proxy of the host's real root. It gets a note, not a --mirror line.
+func TestDiscoverMirrorNotForARemoteWithAPath(t *testing.T) {
+	plan := planFrom(t, "example.org", []fixtures.Repo{
+		{Name: "b-hosted", Type: fixtures.Proxy, Online: true, RemoteURL: "https://nexus-b.corp/repository/docker-hosted/"},
+		{Name: "hub", Type: fixtures.Proxy, Online: true, RemoteURL: "https://registry-1.docker.io/"},
+		{Name: "quay", Type: fixtures.Proxy, Online: true, RemoteURL: "https://quay.io/v2/"},
+	})
+	if got := strings.Join(plan.Mirrors, " "); got != "docker.io=hub quay.io=quay" {
+		t.Errorf("mirrors %q, want none for the remote with a path", plan.Mirrors)
+	}
+	if fl := plan.Flags(); !strings.Contains(fl, "b-hosted: remote") {
+		t.Errorf("no note for the remote with a path:\n%s", fl)
+	}
+}
