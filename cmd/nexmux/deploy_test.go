@@ -340,8 +340,10 @@ func servedConfig(t *testing.T, docs []k8sDoc, pod k8sPod, c k8sContainer) *conf
 	return cfg
 }
 
-// stopTime is how long a SIGTERM keeps nexmux up at most: --shutdown-delay,
-// then --drain-timeout.
+// stopTime is how long a SIGTERM keeps nexmux's requests going to Nexus at
+// most: --shutdown-delay, then --drain-timeout. The process may stay up
+// daemon.CutGrace longer, for the requests the drain's end cut (their
+// connections to Nexus closed) to be logged.
 func stopTime(cfg *config.Config) time.Duration {
 	drain := cfg.DrainTimeout
 	if drain <= 0 {
@@ -394,8 +396,8 @@ func TestManifestNexusOutlivesNexmuxDrain(t *testing.T) {
 				}
 				cfg := servedConfig(t, docs, pod, c)
 				stop := stopTime(cfg)
-				if grace <= stop {
-					t.Errorf("%s %s: terminationGracePeriodSeconds %v, not above nexmux's --shutdown-delay + --drain-timeout %v", file, d.Metadata.Name, grace, stop)
+				if grace <= stop+daemon.CutGrace {
+					t.Errorf("%s %s: terminationGracePeriodSeconds %v, not above nexmux's --shutdown-delay + --drain-timeout + the cut requests' wait %v", file, d.Metadata.Name, grace, stop+daemon.CutGrace)
 				}
 				for _, up := range cfg.Upstream {
 					u, err := url.Parse(up)
@@ -798,8 +800,8 @@ func TestSystemdUnitStopsReloadsAndSandboxesAsNexmuxNeeds(t *testing.T) {
 		t.Fatalf("TimeoutStopSec=%q: %v (systemd's default, 90s, is a distribution setting: name it)", last("TimeoutStopSec"), err)
 	}
 	// The README's advice behind a balancer: a shutdown delay of a few seconds.
-	if need := daemon.DefaultDrainTimeout + 5*time.Second; stop <= need {
-		t.Errorf("TimeoutStopSec=%v: systemd would SIGKILL nexmux before --drain-timeout and a 5 s --shutdown-delay (%v) are over", stop, need)
+	if need := daemon.DefaultDrainTimeout + 5*time.Second + daemon.CutGrace; stop <= need {
+		t.Errorf("TimeoutStopSec=%v: systemd would SIGKILL nexmux before --drain-timeout, a 5 s --shutdown-delay and the cut requests' wait (%v) are over", stop, need)
 	}
 	if r := last("ExecReload"); !regexp.MustCompile(`^/(usr/)?bin/kill -(HUP|s HUP|SIGHUP) \$MAINPID$`).MatchString(r) {
 		t.Errorf("ExecReload=%s: want SIGHUP to $MAINPID", r)

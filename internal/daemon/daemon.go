@@ -510,15 +510,16 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// cutGrace: cut requests end within moments, but one stuck elsewhere must not hold up the exit.
-const cutGrace = 2 * time.Second
+// CutGrace: cut requests end within moments, but one stuck elsewhere must
+// not hold up the exit. A supervisor's stop timeout must cover it too.
+const CutGrace = 2 * time.Second
 
-// awaitCut waits, up to cutGrace, for the requests the drain's end cut to
+// awaitCut waits, up to CutGrace, for the requests the drain's end cut to
 // end, so that their access lines and metrics are not lost at exit: the
 // HTTP/1 connections (let go once their handler returned) and the requests
 // holding a Nexus connection (HTTP/2 handlers end right after theirs).
 func (d *Daemon) awaitCut() {
-	for end := time.Now().Add(cutGrace); d.server.HTTPConns() > 0 || d.proxy.NexusInFlight() > 0; {
+	for end := time.Now().Add(CutGrace); d.server.HTTPConns() > 0 || d.proxy.NexusInFlight() > 0; {
 		if time.Now().After(end) {
 			d.log.Warn("requests cut at the drain's end still running at exit", "http_conns", d.server.HTTPConns(), "nexus_requests", d.proxy.NexusInFlight())
 			return
