@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -323,12 +324,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.body = body
 	}
 	defer func() {
-		// A response body the drain's end cut at Nexus (DrainEnded) ends in
-		// ReverseProxy's panic, which says nothing of why: looked at only
-		// then, and passed on below.
-		var cut any
-		if p.cutting.Load() {
-			cut = recover()
+		// A response body that broke off at Nexus (or that the drain's end
+		// cut there, DrainEnded) ends in ReverseProxy's panic, which says
+		// nothing of why: taken for the access line, and passed on below.
+		cut := recover()
+		if cut != nil && cut != http.ErrAbortHandler {
+			// Passed on below from here, where the stack still shows
+			// where it began.
+			p.log.Error("panic serving a request", "panic", cut, "stack", string(debug.Stack()))
 		}
 		if body != nil && body.deadline != nil && !body.ended.Load() {
 			// net/http reads the unread rest of a small body before it
@@ -365,7 +368,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if rec.Reason == "" && cw.werr != nil {
 				rec.Reason = p.cutBy("response cut: ") + cw.werr.Error()
 			} else if rec.Reason == "" && cut == http.ErrAbortHandler {
-				rec.Reason = cutAtDrainEnd + "Nexus's response cut"
+				rec.Reason = p.cutBy("response cut: ") + "Nexus's response broke off"
 			}
 			p.observe(st.ci, r, rec)
 		}
