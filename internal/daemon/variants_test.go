@@ -169,6 +169,16 @@ func TestRealmBaseVariantsRepaired(t *testing.T) {
 		{"proxy dropping the proto, null scheme variant", true, func(in, out *http.Request) {
 			out.Header.Del("X-Forwarded-Proto")
 		}},
+		// A TLS-ending front that drops the proto but passes its port:
+		// "http://host:443" realms in the field.
+		{"proxy dropping the proto, port 443", false, func(in, out *http.Request) {
+			out.Header.Del("X-Forwarded-Proto")
+			out.Header.Set("X-Forwarded-Port", "443")
+		}},
+		// Two fronts that each append: a comma list (Nexus takes it raw).
+		{"x-forwarded-host comma list", false, func(in, out *http.Request) {
+			out.Header.Set("X-Forwarded-Host", in.Host+", nexus-internal.svc:8081")
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
