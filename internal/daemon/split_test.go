@@ -126,6 +126,24 @@ func TestPushWithoutPushRepositoryIsDenied(t *testing.T) {
 	}
 }
 
+// A hosted repository refuses a manifest whose blobs it does not hold
+// itself, even when its group serves them (the proxy member's base
+// image): Nexus's MANIFEST_BLOB_UNKNOWN reaches the client through a
+// one-name route and the hosted repository's own name.
+func TestManifestWithBlobsOnlyInTheGroupRefused(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneNameWithHosted()})
+	base, _ := random.Image(1024, 2)
+	if err := st.Nexus.Seed("team-a-proxy", "library/base", "1", base); err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{st.Host("team-a"), st.Host("team-a-push")} {
+		err := remote.Put(ref(t, host+"/library/base:mine"), base, st.Remote(ctxT(t))...)
+		if err == nil || !strings.Contains(err.Error(), "MANIFEST_BLOB_UNKNOWN") {
+			t.Errorf("manifest PUT on %s without its blobs in hosted: %v, want MANIFEST_BLOB_UNKNOWN", host, err)
+		}
+	}
+}
+
 func TestOneNameViaLegacyPortWithCrane(t *testing.T) {
 	port := freePort(t)
 	cfg := oneName()
