@@ -1,9 +1,11 @@
 package daemon_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -300,5 +302,91 @@ func TestMirrorBlobRedirectAndAcceptLines(t *testing.T) {
 				t.Errorf("%s: Accept reached Nexus as %v, want %q", method, reqs, acc)
 			}
 		}
+	}
+}
+
+// TestMirrorPingAndTokenSurviveAnOfflineDefault: /v2/ and the token name no
+// registry and go to the name's docker.io repository. Taken offline (503),
+// or gone (404: renamed, deleted), it must not fail the pulls of every
+// other registry on the name (crane, skopeo and docker ping /v2/ first;
+// containerd's token POST, then GET); its own pulls still get Nexus's 503.
+func TestMirrorPingAndTokenSurviveAnOfflineDefault(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		authFile bool
+		gone     bool // docker.io's repository does not exist
+		nodes    int
+	}{
+		{name: "offline, login"},
+		{name: "offline, auth file", authFile: true},
+		{name: "offline, login, HA", nodes: 2},
+		{name: "gone, login", gone: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := config.Config{}
+			for _, m := range fixtures.Mirrors {
+				repo := m.Repo
+				if c.gone && m.Remote == "docker.io" {
+					repo = "dockerhub-renamed"
+				}
+				cfg.Mirror = append(cfg.Mirror, mirrorHost+"/"+m.Remote+"="+repo)
+			}
+			if c.authFile {
+				f := filepath.Join(t.TempDir(), "mirror-auth")
+				writeFile(t, f, stack.User+":"+stack.Password+"\n")
+				cfg.MirrorAuthFile = f
+			}
+			s := stack.Start(t, stack.Options{Config: cfg, Nodes: c.nodes, Fixture: fixtures.Config{Repos: fixtures.MirrorRepos("")}})
+			if err := s.Nexus.SeedMirrors(); err != nil {
+				t.Fatal(err)
+			}
+			s.Nexus.SetOnline("dockerhub-proxy", false)
+			host := mirrorHost + ":" + itoa(s.Port)
+			var auth authn.Authenticator = &authn.Basic{Username: stack.User, Password: stack.Password}
+			if c.authFile {
+				auth = authn.Anonymous
+			}
+			for _, m := range fixtures.Mirrors[1:] {
+				sd, _ := s.Nexus.Seeded(m.Repo, strings.Split(m.Image, ":")[0], strings.Split(m.Image, ":")[1])
+				for _, f := range []struct{ ref, ns string }{{host + "/" + m.Remote + "/" + m.Image, ""}, {host + "/" + m.Image, m.Remote}} {
+					var tr http.RoundTripper = s.Transport()
+					if f.ns != "" {
+						tr = nsTransport{ns: f.ns, next: tr}
+					}
+					d, err := remote.Head(ref(t, f.ref), remote.WithTransport(tr), remote.WithAuth(auth), remote.WithContext(ctxT(t)))
+					if err != nil || d.Digest != sd.Digest {
+						t.Errorf("%s (ns %q) with docker.io's repository unavailable: %v %v, want %s", f.ref, f.ns, d, err, sd.Digest)
+					}
+				}
+			}
+			// containerd: the OAuth2 POST first (refused: it falls back),
+			// then GET with Basic; the token reads another registry.
+			cl := &http.Client{Transport: s.Transport()}
+			form := url.Values{"grant_type": {"password"}, "username": {stack.User}, "password": {stack.Password},
+				"client_id": {"containerd-client"}, "service": {"x"}, "scope": {"repository:acme/app:pull"}}
+			resp, err := cl.PostForm("https://"+host+"/v2/token", form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if s := resp.StatusCode; s != 400 && s != 401 && s != 404 && s != 405 && s != 200 {
+				t.Errorf("token POST: %d, containerd falls back to GET only after 400, 401, 404 or 405", s)
+			}
+			tokResp, body := mirrorGet(t, s, http.MethodGet, "/v2/token?service=x&scope=repository%3Aacme%2Fapp%3Apull", true)
+			var tok struct{ Token string }
+			if err := json.Unmarshal([]byte(body), &tok); tokResp.StatusCode != http.StatusOK || err != nil {
+				t.Fatalf("token GET: %d %s", tokResp.StatusCode, body)
+			}
+			req, _ := http.NewRequest(http.MethodHead, "https://"+host+"/v2/acme/app/manifests/1?ns=ghcr.io", nil)
+			req.Header.Set("Authorization", "Bearer "+tok.Token)
+			if resp, err := cl.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+				t.Errorf("ghcr.io read with that token: %v %v", resp, err)
+			}
+			// docker.io's own pulls get Nexus's answer for that repository.
+			resp, body = mirrorGet(t, s, http.MethodGet, "/v2/library/alpine/manifests/3", true)
+			if want := map[bool]int{false: 503, true: 404}[c.gone]; resp.StatusCode != want {
+				t.Errorf("docker.io pull: %d %s, want %d", resp.StatusCode, body, want)
+			}
+		})
 	}
 }
