@@ -180,6 +180,9 @@ type reqState struct {
 	// tag is an upload follow-up's affinity tag (set by the failover
 	// transport), handed back while it verifies: see Set.Retag.
 	tag string
+	// form is a token request's form body as checkForm read it, to send
+	// it again to another repository (mirrorFallback).
+	form []byte
 
 	cw       batchingWriter
 	bodyWrap countingBody
@@ -219,7 +222,7 @@ func New(cfg Config) (*Proxy, error) {
 	f := failover{up: cfg.Upstreams, next: tr, fair: cfg.MaxRequestsPerClient > 0, ipv6Prefix: cfg.PerClientIPv6Prefix}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteRequest,
-		Transport:      f,
+		Transport:      mirrorFallback{next: f, ctxPath: cfg.Upstreams.ctxPath},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		BufferPool:     smallBuffers{},
@@ -546,17 +549,7 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	// The node is chosen per attempt by the failover transport.
 	out.URL.Scheme = p.up.scheme
 	out.URL.Host = "nexus.invalid"
-	rawPath := st.path
-	// The client's bytes go to Nexus unchanged: net/url writes a plain path
-	// as it is; otherwise set RawPath and the decoded Path together so
-	// net/url keeps RawPath as the wire form.
-	if plainPath(rawPath) {
-		out.URL.Path, out.URL.RawPath = rawPath, ""
-	} else if dec, err := url.PathUnescape(rawPath); err == nil {
-		out.URL.Path, out.URL.RawPath = dec, rawPath
-	} else {
-		out.URL.Path, out.URL.RawPath = rawPath, ""
-	}
+	setWirePath(out.URL, st.path)
 	out.URL.RawQuery = st.query
 	// Nexus builds realms and Locations from Host (+ X-Forwarded-Proto), so
 	// Host stays exactly as sent and X-Forwarded-Host is never set: Nexus
@@ -582,6 +575,19 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 			bb.ahead = st.ci.Reads
 		}
 		out.Body = bb
+	}
+}
+
+// setWirePath makes u's path rawPath on the wire: the client's bytes go to
+// Nexus unchanged. net/url writes a plain path as it is; otherwise RawPath
+// and the decoded Path are set together so net/url keeps RawPath.
+func setWirePath(u *url.URL, rawPath string) {
+	if plainPath(rawPath) {
+		u.Path, u.RawPath = rawPath, ""
+	} else if dec, err := url.PathUnescape(rawPath); err == nil {
+		u.Path, u.RawPath = dec, rawPath
+	} else {
+		u.Path, u.RawPath = rawPath, ""
 	}
 }
 
