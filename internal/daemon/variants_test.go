@@ -459,16 +459,21 @@ func TestConnectorShapedAnswers(t *testing.T) {
 }
 
 // wantPublicChallenge checks team-a's /v2/ challenge names the public
-// https realm, whatever shape Nexus gave it.
+// https realm, whatever shape Nexus gave it, and keeps the rest of Nexus's
+// 401: the API version header docker's ping reads, and the JSON error.
 func wantPublicChallenge(t *testing.T, st *stack.Stack) {
 	t.Helper()
 	resp, err := (&http.Client{Transport: st.Transport()}).Get("https://" + st.Host("team-a") + "/v2/")
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	wantRealm := `realm="https://` + st.Host("team-a") + `/v2/token"`
 	if got := resp.Header.Get("Www-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(got, wantRealm) {
 		t.Fatalf("challenge: %d %q, want 401 with %s", resp.StatusCode, got, wantRealm)
+	}
+	if v := resp.Header.Get("Docker-Distribution-Api-Version"); v != "registry/2.0" || !strings.Contains(string(body), `"code":"UNAUTHORIZED"`) {
+		t.Errorf("401: Docker-Distribution-Api-Version %q, body %s; want registry/2.0 and Nexus's UNAUTHORIZED error", v, body)
 	}
 }
