@@ -373,11 +373,17 @@ func TestJettyHeaderLimitThroughNexmux(t *testing.T) {
 // docker search uses v1/search?q= (and v1/_ping), served when the
 // repository has V1 enabled: mapped like /v2, query raw; 404 without V1.
 func TestV1SearchAndPing(t *testing.T) {
+	for _, ctxPath := range []string{"", "/nexus"} {
+		t.Run("ctx="+ctxPath, func(t *testing.T) { v1SearchAndPing(t, ctxPath) })
+	}
+}
+
+func v1SearchAndPing(t *testing.T, ctxPath string) {
 	repos := stack.TeamRepos("team-a", "team-b")
 	for i := range repos {
 		repos[i].V1Enabled = repos[i].Name == "team-a"
 	}
-	st := stack.Start(t, stack.Options{Config: teamRoutes(), Fixture: fixtures.Config{Repos: repos}})
+	st := stack.Start(t, stack.Options{Config: teamRoutes(), Fixture: fixtures.Config{Repos: repos, ContextPath: ctxPath}})
 	pushImage(t, st, st.Host("team-a-push")+"/search/app:1")
 	cl := &http.Client{Transport: st.Transport()}
 
@@ -406,7 +412,7 @@ func TestV1SearchAndPing(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &res); resp.StatusCode != http.StatusOK || err != nil || len(res.Results) != 1 || res.Results[0].Name != "search/app" {
 		t.Errorf("v1/search: %d %s", resp.StatusCode, body)
 	}
-	if reqs := st.Nexus.Requests(); len(reqs) != 1 || reqs[0].RawPath != "/repository/team-a/v1/search" || reqs[0].RawQuery != "q=search%2Fa&n=25" {
+	if reqs := st.Nexus.Requests(); len(reqs) != 1 || reqs[0].RawPath != ctxPath+"/repository/team-a/v1/search" || reqs[0].RawQuery != "q=search%2Fa&n=25" {
 		t.Errorf("v1/search reached Nexus as %+v", reqs)
 	}
 	if resp, body := authedGet(t, cl, "https://"+st.Host("team-b")+"/v1/search?q=x", nil); resp.StatusCode != http.StatusNotFound {
