@@ -390,3 +390,41 @@ func TestMirrorPingAndTokenSurviveAnOfflineDefault(t *testing.T) {
 		})
 	}
 }
+
+// TestMirrorHostPortRegistryByNS: a registry with a port has no prefix form
+// in skopeo, CRI-O, podman or crane; containerd reaches it by ?ns= (":"
+// encoded as url.Values does, or not), and a pull reads its repository.
+func TestMirrorHostPortRegistryByNS(t *testing.T) {
+	auth := filepath.Join(t.TempDir(), "mirror-auth")
+	writeFile(t, auth, stack.User+":"+stack.Password+"\n")
+	cfg := config.Config{MirrorAuthFile: auth, Mirror: []string{
+		mirrorHost + "/docker.io=dockerhub-proxy",
+		mirrorHost + "/registry.corp.test:5000=corp-proxy",
+	}}
+	repos := append(fixtures.MirrorRepos(""), fixtures.Repo{Name: "corp-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://registry.corp.test:5000"})
+	s := stack.Start(t, stack.Options{Config: cfg, Fixture: fixtures.Config{Repos: repos}})
+	if err := s.Nexus.SeedMirrors(); err != nil {
+		t.Fatal(err)
+	}
+	img, _ := random.Image(1024, 2)
+	if err := s.Nexus.Seed("corp-proxy", "team/tool", "7", img); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := img.Digest()
+	host := mirrorHost + ":" + itoa(s.Port)
+	tr := nsTransport{ns: "registry.corp.test:5000", next: s.Transport()}
+	got, err := remote.Image(ref(t, host+"/team/tool:7"), remote.WithTransport(tr), remote.WithAuth(authn.Anonymous), remote.WithContext(ctxT(t)))
+	if err == nil {
+		err = validate.Image(got)
+	}
+	if err != nil {
+		t.Fatalf("pull by ns=registry.corp.test%%3A5000: %v", err)
+	}
+	if gd, _ := got.Digest(); gd != want {
+		t.Errorf("pull by ns: digest %s, want %s", gd, want)
+	}
+	resp, body := mirrorGet(t, s, http.MethodHead, "/v2/team/tool/manifests/7?ns=registry.corp.test:5000", false)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != want.String() {
+		t.Errorf("HEAD with ns=registry.corp.test:5000 unencoded: %d %s", resp.StatusCode, body)
+	}
+}
