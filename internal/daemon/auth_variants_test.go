@@ -93,3 +93,46 @@ func TestAnonymousAccessThroughRoutes(t *testing.T) {
 	wantPublicChallenge(t, st)
 	pullVerify(t, st, st.Host("team-a")+"/anon/app:1", img)
 }
+
+// TestHATokenFromOneNodeOnTheOthers: Nexus HA keeps Docker tokens in the
+// shared database, so a token one node issued is good on the others: with
+// that node gone, the client's token still pulls and pushes through
+// nexmux, on the other repository of a split name too.
+func TestHATokenFromOneNodeOnTheOthers(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 2, Config: oneNameWithHosted()})
+	img := pushImage(t, st, st.Host("team-a")+"/hatok/app:1")
+	st.Nexus.ResetRequests()
+	resp, body := authedGet(t, &http.Client{Transport: st.Transport()},
+		"https://"+st.Host("team-a")+"/v2/token?service=x&scope=repository%3Ahatok%2Fapp%3Apull%2Cpush", nil)
+	var tok struct{ Token string }
+	if err := json.Unmarshal([]byte(body), &tok); resp.StatusCode != http.StatusOK || err != nil || tok.Token == "" {
+		t.Fatalf("token: %d %s", resp.StatusCode, body)
+	}
+	var issuer string
+	for _, r := range st.Nexus.Requests() {
+		if strings.HasSuffix(r.Path, "/v2/token") {
+			issuer = r.Node
+		}
+	}
+	var gone bool
+	for _, n := range st.NexusNodes {
+		if n.Name() == issuer {
+			if err := n.SetDown(true); err != nil {
+				t.Fatal(err)
+			}
+			gone = true
+		}
+	}
+	if !gone {
+		t.Fatalf("no node issued the token (issuer %q)", issuer)
+	}
+	opts := []remote.Option{remote.WithTransport(st.Transport()), remote.WithAuth(&authn.Bearer{Token: tok.Token}), remote.WithContext(ctxT(t))}
+	pullVerifyWith(t, st.Host("team-a")+"/hatok/app:1", img, opts...)
+	pushPull(t, st.Host("team-a")+"/hatok/app:2", st.Host("team-a-push")+"/hatok/app:2", opts...)
+	for _, r := range st.Nexus.Requests() {
+		// Only the token came before the node went (probes aside).
+		if r.Node == issuer && strings.Contains(r.Path, "/repository/") && !strings.HasSuffix(r.Path, "/v2/token") {
+			t.Errorf("%s %s was served by %s, which is down", r.Method, r.Path, issuer)
+		}
+	}
+}
