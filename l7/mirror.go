@@ -1,11 +1,8 @@
 package l7
 
 import (
-	"bytes"
-	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -22,9 +19,6 @@ type mirrorReq struct {
 	// when the client used Nexus's own URL form: a bare /v2/ URL would name no registry and read the
 	// default one's repository.
 	repoPath string
-	// anyRepo: /v2/ or the token, which name no registry; any of the
-	// name's repositories may answer (mirrorFallback).
-	anyRepo bool
 }
 
 // mirrorAuth holds the Authorization value sent to Nexus for mirror
@@ -144,7 +138,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	if rawPath == "/v2" || rawPath == "/v2/" || rawPath == "/v2/token" {
 		def := m.Default()
 		st.mirror.registry, st.repo, st.sub = def.Registry, def.Repo, rawPath
-		st.mirror.anyRepo = true
+		st.anyRepo = true
 		return true
 	}
 	rest := rawPath[len("/v2/"):]
@@ -361,64 +355,4 @@ func (p *Proxy) mirrorOutgoing(st *reqState, out *http.Request) {
 	if v := p.mirrorAuthValue(); v != "" {
 		out.Header.Set("Authorization", v)
 	}
-}
-
-// mirrorFallback sends /v2/ and the token of a mirror name (they name no
-// registry) on to the name's next repository when one answers as offline
-// (503) or unknown (404 to a GET or HEAD): one proxy repository taken
-// offline or renamed must not fail the pings (crane, skopeo, docker) and
-// tokens of every registry on the name. Nexus tokens are good in every
-// repository, so any of them may answer.
-type mirrorFallback struct {
-	next    http.RoundTripper
-	ctxPath string
-}
-
-func (f mirrorFallback) RoundTrip(r *http.Request) (*http.Response, error) {
-	st, _ := r.Context().Value(stateKey{}).(*reqState)
-	if st == nil || st.mirror == nil || !st.mirror.anyRepo || st.ci == nil || st.ci.Route.Mirror == nil {
-		return f.next.RoundTrip(r)
-	}
-	body := st.form
-	if body == nil && r.Body != nil && r.Body != http.NoBody {
-		return f.next.RoundTrip(r) // not a body that can be sent again
-	}
-	orig := r.Clone(r.Context()) // before the failover transport edits r
-	tried := []string{st.repo}
-	resp, err := f.next.RoundTrip(r)
-	for err == nil && repoUnavailable(r.Method, resp.StatusCode) && r.Context().Err() == nil {
-		e, ok := nextMirrorRepo(st.ci.Route.Mirror, tried)
-		if !ok {
-			break
-		}
-		resp.Body.Close()
-		tried = append(tried, e.Repo)
-		st.mirror.registry, st.repo = e.Registry, e.Repo
-		st.path = f.ctxPath + "/repository/" + e.Repo + st.sub
-		r = orig.Clone(orig.Context())
-		setWirePath(r.URL, st.path)
-		if body != nil {
-			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-		}
-		resp, err = f.next.RoundTrip(r)
-	}
-	return resp, err
-}
-
-// repoUnavailable: Nexus's answer for an offline repository (503), or for
-// one that does not exist (404; a POST to the token endpoint may get a 404
-// of its own, which containerd takes as "use GET").
-func repoUnavailable(method string, status int) bool {
-	return status == http.StatusServiceUnavailable ||
-		status == http.StatusNotFound && (method == http.MethodGet || method == http.MethodHead)
-}
-
-// nextMirrorRepo is m's first repository not in tried, in the order given.
-func nextMirrorRepo(m *route.Mirror, tried []string) (route.MirrorEntry, bool) {
-	for _, e := range m.Registries {
-		if !slices.Contains(tried, e.Repo) {
-			return e, true
-		}
-	}
-	return route.MirrorEntry{}, false
 }

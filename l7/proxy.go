@@ -181,8 +181,11 @@ type reqState struct {
 	// transport), handed back while it verifies: see Set.Retag.
 	tag string
 	// form is a token request's form body as checkForm read it, to send
-	// it again to another repository (mirrorFallback).
+	// it again to another repository (repoFallback).
 	form []byte
+	// anyRepo: /v2/ or a token request by the /v2/ path, which names no
+	// repository: any of the name's repositories may answer (repoFallback).
+	anyRepo bool
 
 	cw       batchingWriter
 	bodyWrap countingBody
@@ -222,7 +225,7 @@ func New(cfg Config) (*Proxy, error) {
 	f := failover{up: cfg.Upstreams, next: tr, fair: cfg.MaxRequestsPerClient > 0, ipv6Prefix: cfg.PerClientIPv6Prefix}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteRequest,
-		Transport:      mirrorFallback{next: f, ctxPath: cfg.Upstreams.ctxPath},
+		Transport:      repoFallback{next: f, ctxPath: cfg.Upstreams.ctxPath},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		BufferPool:     smallBuffers{},
@@ -407,6 +410,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		st.repo, st.sub, st.query = repo, sub, rawQuery
 		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, sub, rawQuery)
+		st.anyRepo = registryPath(rawPath) && (sub == "/v2" || sub == "/v2/" || route.IsTokenPath(sub))
 	}
 	if st.query != "" && contentRead(r.Method, st.sub) {
 		// Nexus's routing rules match "<path>?<params>" whole: a client's
