@@ -91,6 +91,7 @@ func (p *Proxy) checkForm(w http.ResponseWriter, r *http.Request, st *reqState) 
 		p.refuseLocal(w, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: the form field describe is not served (Nexus would describe the request, headers included, instead of answering it)")
 		return false
 	}
+	st.form = b
 	r.ContentLength, r.TransferEncoding = int64(len(b)), nil
 	r.Body = http.NoBody
 	if len(b) > 0 {

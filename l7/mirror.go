@@ -138,6 +138,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	if rawPath == "/v2" || rawPath == "/v2/" || rawPath == "/v2/token" {
 		def := m.Default()
 		st.mirror.registry, st.repo, st.sub = def.Registry, def.Repo, rawPath
+		st.anyRepo = true
 		return true
 	}
 	rest := rawPath[len("/v2/"):]

@@ -189,6 +189,12 @@ type reqState struct {
 	// tag is an upload follow-up's affinity tag (set by the failover
 	// transport), handed back while it verifies: see Set.Retag.
 	tag string
+	// form is a token request's form body as checkForm read it, to send
+	// it again to another repository (repoFallback).
+	form []byte
+	// anyRepo: /v2/ or a token request by the /v2/ path, which names no
+	// repository: any of the name's repositories may answer (repoFallback).
+	anyRepo bool
 
 	cw       batchingWriter
 	bodyWrap countingBody
@@ -229,7 +235,7 @@ func New(cfg Config) (*Proxy, error) {
 	f := failover{up: cfg.Upstreams, next: tr, cut: &p.cutting, fair: cfg.MaxRequestsPerClient > 0, ipv6Prefix: cfg.PerClientIPv6Prefix}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteRequest,
-		Transport:      f,
+		Transport:      repoFallback{next: f, ctxPath: cfg.Upstreams.ctxPath},
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.upstreamError,
 		BufferPool:     smallBuffers{},
@@ -439,6 +445,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		st.repo, st.sub, st.query = repo, sub, rawQuery
 		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, sub, rawQuery)
+		st.anyRepo = registryPath(rawPath) && (sub == "/v2" || sub == "/v2/" || route.IsTokenPath(sub))
 	}
 	if st.query != "" && contentRead(r.Method, st.sub) {
 		// Nexus's routing rules match "<path>?<params>" whole: a client's
@@ -581,17 +588,7 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	// The node is chosen per attempt by the failover transport.
 	out.URL.Scheme = p.up.scheme
 	out.URL.Host = "nexus.invalid"
-	rawPath := st.path
-	// The client's bytes go to Nexus unchanged: net/url writes a plain path
-	// as it is; otherwise set RawPath and the decoded Path together so
-	// net/url keeps RawPath as the wire form.
-	if plainPath(rawPath) {
-		out.URL.Path, out.URL.RawPath = rawPath, ""
-	} else if dec, err := url.PathUnescape(rawPath); err == nil {
-		out.URL.Path, out.URL.RawPath = dec, rawPath
-	} else {
-		out.URL.Path, out.URL.RawPath = rawPath, ""
-	}
+	setWirePath(out.URL, st.path)
 	out.URL.RawQuery = st.query
 	// Nexus builds realms and Locations from Host (+ X-Forwarded-Proto), so
 	// Host stays exactly as sent and X-Forwarded-Host is never set: Nexus
@@ -617,6 +614,19 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 			bb.ahead = st.ci.Reads
 		}
 		out.Body = bb
+	}
+}
+
+// setWirePath makes u's path rawPath on the wire: the client's bytes go to
+// Nexus unchanged. net/url writes a plain path as it is; otherwise RawPath
+// and the decoded Path are set together so net/url keeps RawPath.
+func setWirePath(u *url.URL, rawPath string) {
+	if plainPath(rawPath) {
+		u.Path, u.RawPath = rawPath, ""
+	} else if dec, err := url.PathUnescape(rawPath); err == nil {
+		u.Path, u.RawPath = dec, rawPath
+	} else {
+		u.Path, u.RawPath = rawPath, ""
 	}
 }
 

@@ -9,7 +9,11 @@
 # fixture seeded (a misrouted pull finds another digest).
 
 MIRROR_HOST=mirror.nexmux.test
-HOSTS+=("$MIRROR_HOST")
+# A second mirror name whose docker.io repository does not exist in Nexus
+# (renamed, deleted): its /v2/ ping and token must move on to its other
+# repository, or no registry of the name can be pulled.
+MIRROR_GONE_HOST=mirror-gone.nexmux.test
+HOSTS+=("$MIRROR_HOST" "$MIRROR_GONE_HOST")
 
 # mirror_args DIR USER:PASS: MIRROR_ARGS, the --mirror flags and the
 # --mirror-auth-file (written into DIR) docker needs.
@@ -20,6 +24,8 @@ mirror_args() {
 		--mirror "$MIRROR_HOST/ghcr.io=ghcr-proxy"
 		--mirror "$MIRROR_HOST/quay.io=quay-proxy"
 		--mirror "$MIRROR_HOST/registry.k8s.io=k8s-proxy"
+		--mirror "$MIRROR_GONE_HOST/docker.io=dockerhub-gone"
+		--mirror "$MIRROR_GONE_HOST/ghcr.io=ghcr-proxy"
 		--mirror-auth-file "$1/mirror.auth")
 }
 
@@ -192,6 +198,21 @@ mirror_write_refused() {
 	grep -q UNSUPPORTED <<<"$out"
 }
 
+# skopeo_gone_default: skopeo pings /v2/ at the mirror-gone name's root
+# (its docker.io repository, which does not exist) before it reads
+# ghcr.io/probe:1 there; a failed mirror sends it to ghcr.io itself, which
+# this run cannot reach.
+skopeo_gone_default() {
+	local want got
+	want=$(seeded ghcr-proxy probe:1)
+	printf '[[registry]]\nprefix = "ghcr.io"\nlocation = "ghcr.io"\n\n[[registry.mirror]]\nlocation = "%s/ghcr.io"\n' \
+		"$MIRROR_GONE_HOST:$NEXMUX_PORT" >"$WORK/registries-gone.conf"
+	cat "$WORK/registries-gone.conf"
+	got=$(skopeo "${SKOPEO_COMMON[@]}" --registries-conf "$WORK/registries-gone.conf" inspect --no-tags \
+		--cert-dir "$WORK/skopeo-certs" --format '{{.Digest}}' docker://ghcr.io/probe:1) || return 1
+	same_digest "skopeo ghcr.io/probe:1 via $MIRROR_GONE_HOST" "$got" "$want"
+}
+
 mirror_steps() {
 	local M=$MIRROR_HOST:$NEXMUX_PORT
 	step "trust the test CA for $M in /etc/docker/certs.d" trust_ca "$M" || true
@@ -209,11 +230,15 @@ mirror_steps() {
 		skopeo_mirror ghcr.io/probe:1 ghcr-proxy probe:1 || true
 	step "docker pull alpine:3 through registry-mirrors (no ns, library/) = seeded digest" \
 		docker_mirror_pull alpine:3 || true
+	step "skopeo inspect docker://ghcr.io/probe:1 via $MIRROR_GONE_HOST (its docker.io repository missing in Nexus) = seeded digest" \
+		skopeo_gone_default || true
 	if step "go install crane (go-containerregistry of go.mod)" build_crane; then
 		step "crane digest+pull $M/quay.io/probe:1 = seeded digest" \
 			crane_mirror "$M/quay.io/probe:1" quay-proxy probe:1 || true
 		step "crane digest+pull $M/probe:1 (docker.io by default) = seeded digest" \
 			crane_mirror "$M/probe:1" dockerhub-proxy probe:1 || true
 		step "crane delete on the mirror name is refused with 405 UNSUPPORTED" mirror_write_refused || true
+		step "crane digest+pull $MIRROR_GONE_HOST/ghcr.io/probe:1 (its docker.io repository missing) = seeded digest" \
+			crane_mirror "$MIRROR_GONE_HOST:$NEXMUX_PORT/ghcr.io/probe:1" ghcr-proxy probe:1 || true
 	fi
 }

@@ -203,6 +203,10 @@ func TestLocationStylesAndContextPath(t *testing.T) {
 				if resp.StatusCode != http.StatusAccepted || !strings.HasPrefix(loc, want) {
 					t.Fatalf("upload start: %d Location %q, want 202 and prefix %q", resp.StatusCode, loc, want)
 				}
+				// The session's headers reach the client with it.
+				if id := resp.Header.Get("Docker-Upload-Uuid"); id == "" || !strings.Contains(loc, id) || resp.Header.Get("Range") == "" {
+					t.Errorf("upload start: Docker-Upload-UUID %q (Location %q), Range %q", id, loc, resp.Header.Get("Range"))
+				}
 				// Nexus saw the upstream path with the context path.
 				var saw bool
 				for _, r := range st.Nexus.Requests() {

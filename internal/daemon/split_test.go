@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -123,6 +124,51 @@ func TestPushWithoutPushRepositoryIsDenied(t *testing.T) {
 	err := remote.Write(ref(t, st.Host("team-b")+"/x/app:1"), img, st.Remote(ctxT(t))...)
 	if err == nil || !strings.Contains(err.Error(), "DENIED") || !strings.Contains(err.Error(), "PRO-licensed") {
 		t.Fatalf("push to a group-only route: %v, want Nexus's DENIED error", err)
+	}
+}
+
+// A hosted repository refuses a manifest whose blobs it does not hold
+// itself, even when its group serves them (the proxy member's base
+// image): Nexus's MANIFEST_BLOB_UNKNOWN reaches the client through a
+// one-name route and the hosted repository's own name.
+func TestManifestWithBlobsOnlyInTheGroupRefused(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneNameWithHosted()})
+	base, _ := random.Image(1024, 2)
+	if err := st.Nexus.Seed("team-a-proxy", "library/base", "1", base); err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{st.Host("team-a"), st.Host("team-a-push")} {
+		err := remote.Put(ref(t, host+"/library/base:mine"), base, st.Remote(ctxT(t))...)
+		if err == nil || !strings.Contains(err.Error(), "MANIFEST_BLOB_UNKNOWN") {
+			t.Errorf("manifest PUT on %s without its blobs in hosted: %v, want MANIFEST_BLOB_UNKNOWN", host, err)
+		}
+	}
+}
+
+// On a one-name route, /v2/ and token requests other than a push's go to
+// the group. Taken offline, it must not fail pushes to the hosted
+// repository, which is online: docker, crane and skopeo ping /v2/ first,
+// containerd POSTs its token form first; the token is a user key that
+// either repository issues. Reads through the offline group still get
+// Nexus's 503.
+func TestOneNamePushWithTheGroupOffline(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneNameWithHosted()})
+	st.Nexus.SetOnline("team-a", false)
+	img := pushImage(t, st, st.Host("team-a")+"/grpoff/app:1")
+	pullVerify(t, st, st.Host("team-a-push")+"/grpoff/app:1", img)
+	cl := &http.Client{Transport: st.Transport()}
+	form := url.Values{"grant_type": {"password"}, "username": {stack.User}, "password": {stack.Password},
+		"client_id": {"containerd-client"}, "service": {"x"}, "scope": {"repository:grpoff/app:pull,push"}}
+	resp, err := cl.PostForm("https://"+st.Host("team-a")+"/v2/token", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if s := resp.StatusCode; s != 400 && s != 401 && s != 404 && s != 405 && s != 200 {
+		t.Errorf("token POST: %d, containerd falls back to GET only after 400, 401, 404 or 405", s)
+	}
+	if _, err := remote.Image(ref(t, st.Host("team-a")+"/grpoff/app:1"), st.Remote(ctxT(t))...); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("pull through the offline group: %v, want Nexus's 503", err)
 	}
 }
 

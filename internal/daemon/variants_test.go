@@ -169,6 +169,16 @@ func TestRealmBaseVariantsRepaired(t *testing.T) {
 		{"proxy dropping the proto, null scheme variant", true, func(in, out *http.Request) {
 			out.Header.Del("X-Forwarded-Proto")
 		}},
+		// A TLS-ending front that drops the proto but passes its port:
+		// "http://host:443" realms in the field.
+		{"proxy dropping the proto, port 443", false, func(in, out *http.Request) {
+			out.Header.Del("X-Forwarded-Proto")
+			out.Header.Set("X-Forwarded-Port", "443")
+		}},
+		// Two fronts that each append: a comma list (Nexus takes it raw).
+		{"x-forwarded-host comma list", false, func(in, out *http.Request) {
+			out.Header.Set("X-Forwarded-Host", in.Host+", nexus-internal.svc:8081")
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -363,11 +373,17 @@ func TestJettyHeaderLimitThroughNexmux(t *testing.T) {
 // docker search uses v1/search?q= (and v1/_ping), served when the
 // repository has V1 enabled: mapped like /v2, query raw; 404 without V1.
 func TestV1SearchAndPing(t *testing.T) {
+	for _, ctxPath := range []string{"", "/nexus"} {
+		t.Run("ctx="+ctxPath, func(t *testing.T) { v1SearchAndPing(t, ctxPath) })
+	}
+}
+
+func v1SearchAndPing(t *testing.T, ctxPath string) {
 	repos := stack.TeamRepos("team-a", "team-b")
 	for i := range repos {
 		repos[i].V1Enabled = repos[i].Name == "team-a"
 	}
-	st := stack.Start(t, stack.Options{Config: teamRoutes(), Fixture: fixtures.Config{Repos: repos}})
+	st := stack.Start(t, stack.Options{Config: teamRoutes(), Fixture: fixtures.Config{Repos: repos, ContextPath: ctxPath}})
 	pushImage(t, st, st.Host("team-a-push")+"/search/app:1")
 	cl := &http.Client{Transport: st.Transport()}
 
@@ -396,7 +412,7 @@ func TestV1SearchAndPing(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &res); resp.StatusCode != http.StatusOK || err != nil || len(res.Results) != 1 || res.Results[0].Name != "search/app" {
 		t.Errorf("v1/search: %d %s", resp.StatusCode, body)
 	}
-	if reqs := st.Nexus.Requests(); len(reqs) != 1 || reqs[0].RawPath != "/repository/team-a/v1/search" || reqs[0].RawQuery != "q=search%2Fa&n=25" {
+	if reqs := st.Nexus.Requests(); len(reqs) != 1 || reqs[0].RawPath != ctxPath+"/repository/team-a/v1/search" || reqs[0].RawQuery != "q=search%2Fa&n=25" {
 		t.Errorf("v1/search reached Nexus as %+v", reqs)
 	}
 	if resp, body := authedGet(t, cl, "https://"+st.Host("team-b")+"/v1/search?q=x", nil); resp.StatusCode != http.StatusNotFound {
@@ -449,16 +465,21 @@ func TestConnectorShapedAnswers(t *testing.T) {
 }
 
 // wantPublicChallenge checks team-a's /v2/ challenge names the public
-// https realm, whatever shape Nexus gave it.
+// https realm, whatever shape Nexus gave it, and keeps the rest of Nexus's
+// 401: the API version header docker's ping reads, and the JSON error.
 func wantPublicChallenge(t *testing.T, st *stack.Stack) {
 	t.Helper()
 	resp, err := (&http.Client{Transport: st.Transport()}).Get("https://" + st.Host("team-a") + "/v2/")
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	wantRealm := `realm="https://` + st.Host("team-a") + `/v2/token"`
 	if got := resp.Header.Get("Www-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(got, wantRealm) {
 		t.Fatalf("challenge: %d %q, want 401 with %s", resp.StatusCode, got, wantRealm)
+	}
+	if v := resp.Header.Get("Docker-Distribution-Api-Version"); v != "registry/2.0" || !strings.Contains(string(body), `"code":"UNAUTHORIZED"`) {
+		t.Errorf("401: Docker-Distribution-Api-Version %q, body %s; want registry/2.0 and Nexus's UNAUTHORIZED error", v, body)
 	}
 }
