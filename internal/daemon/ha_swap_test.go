@@ -58,3 +58,30 @@ func TestHAReloadReplacingEveryNodeKeepsServing(t *testing.T) {
 		t.Fatalf("every node replaced: upload %s %s", r.Status, b)
 	}
 }
+
+// A reload that drains every node leaves nothing to take new reads or
+// uploads: it is refused, the previous configuration keeps serving,
+// rather than a 503 "no Nexus node is reachable" to every client (and
+// /readyz failing on every replica the ConfigMap reaches).
+func TestHAReloadDrainingEveryNodeRefused(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("drain-timeout: 30s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := stack.Start(t, stack.Options{Nodes: 2, Config: haConfig(), ConfigFile: file})
+	img, _ := random.Image(1024, 1)
+	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	n := st.NexusNodes
+	if err := os.WriteFile(file, []byte("drain-upstream: ["+n[0].URL()+", "+n[1].URL()+"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Daemon.Reload(); err == nil || !strings.Contains(err.Error(), "drain-upstream") {
+		t.Errorf("a reload draining every node: %v, want refused naming drain-upstream", err)
+	}
+	tr := h1(st)
+	if r, b := do(t, tr, http.MethodGet, "https://"+st.Host("team-a")+"/v2/base/manifests/1", nil); r.StatusCode != http.StatusOK {
+		t.Fatalf("read after a reload draining every node: %s %s", r.Status, b)
+	}
+}
