@@ -64,6 +64,11 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 		}
 		s.Drain = append(s.Drain, id)
 	}
+	if len(s.IDs) > 0 && !slices.ContainsFunc(s.IDs, func(id string) bool { return !slices.Contains(s.Drain, id) }) {
+		// Nothing would take new reads or uploads: every request 503 and
+		// /readyz failing. A reload of it is refused, the old list serving.
+		errs = append(errs, errors.New("drain-upstream: every --upstream node is drained, so none would take new reads or uploads; undrain one"))
+	}
 	if err := errlist.Join(errs...); err != nil {
 		return nil, err
 	}
