@@ -64,6 +64,11 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 		}
 		s.Drain = append(s.Drain, id)
 	}
+	if len(s.IDs) > 0 && !slices.ContainsFunc(s.IDs, func(id string) bool { return !slices.Contains(s.Drain, id) }) {
+		// Nothing would take new reads or uploads: every request 503 and
+		// /readyz failing. A reload of it is refused, the old list serving.
+		errs = append(errs, errors.New("drain-upstream: every --upstream node is drained, so none would take new reads or uploads; undrain one"))
+	}
 	if err := errlist.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -255,11 +260,39 @@ func (s *Set) Update(spec *Spec) error {
 		s.rekeyLocked(derivedKey(nodes))
 	}
 	s.setDrain(spec.Drain)
+	s.joinIfNoneServes(nodes)
 	s.mu.Unlock()
 	if p := s.currentProber(); p != nil {
 		p.kick()
 	}
 	return nil
+}
+
+// joinIfNoneServes takes the nodes that have not joined as the first
+// configuration's are taken, writable until a probe or a refused connection
+// says otherwise, when no listed node could serve a read (every node
+// replaced at once, or the others drained or down): waiting for their
+// probes would answer every request 503 meanwhile. The caller holds s.mu.
+func (s *Set) joinIfNoneServes(nodes []*Node) {
+	t := now()
+	for _, n := range nodes {
+		n.mu.Lock()
+		ok := n.usable(t, false)
+		n.mu.Unlock()
+		if ok {
+			return
+		}
+	}
+	for _, n := range nodes {
+		n.mu.Lock()
+		if !n.joined {
+			n.joined, n.reachable = true, true
+			n.setState(Writable, t)
+			n.pending, n.pendingN = Writable, 0
+			s.log.Info("upstream node joined at once: no listed node could serve", "node", n.Host)
+		}
+		n.mu.Unlock()
+	}
 }
 
 // forgetRemovedAfter is how long a node removed by reload is still known:

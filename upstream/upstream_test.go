@@ -71,8 +71,11 @@ func TestNodeIdentityOfIPLiterals(t *testing.T) {
 	if _, err := ParseSpec([]string{"http://[::1]:8081", "http://[0::1]:8081"}, nil); err == nil || !strings.Contains(err.Error(), "listed twice") {
 		t.Fatalf("one IPv6 node written twice: %v, want listed twice", err)
 	}
-	if _, err := ParseSpec([]string{"http://[2001:db8::1]:8081"}, []string{"http://[2001:DB8:0::1]:8081"}); err != nil {
+	if _, err := ParseSpec([]string{"http://[2001:db8::1]:8081", "http://[2001:db8::2]:8081"}, []string{"http://[2001:DB8:0::1]:8081"}); err != nil {
 		t.Fatalf("drain of the node spelled another way: %v", err)
+	}
+	if _, err := ParseSpec([]string{"http://a:1"}, []string{"http://a:1"}); err == nil || !strings.Contains(err.Error(), "every --upstream node is drained") {
+		t.Fatalf("drain of the only node: %v, want refused", err)
 	}
 }
 

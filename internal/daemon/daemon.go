@@ -388,7 +388,22 @@ func (d *Daemon) Reload() error {
 // files read before the configuration was: a file that changes while it
 // is read is seen changed at the next check, and read again.
 func (d *Daemon) reloadLocked(seen map[string]string) error {
+	seen = maps.Clone(seen)
 	b, err := d.reload()
+	// Files the new configuration names for the first time had no state
+	// taken before they were read: take it now and read once more, or a
+	// file that changed (or turned up) in between would never be seen.
+	for range 2 {
+		var fresh []string
+		if b != nil && b.Config != nil {
+			fresh = slices.DeleteFunc(b.Config.WatchedFiles(), func(f string) bool { _, ok := seen[f]; return ok })
+		}
+		if len(fresh) == 0 {
+			break
+		}
+		maps.Copy(seen, statFiles(fresh))
+		b, err = d.reload()
+	}
 	// An invalid configuration that was read comes as a Runtime holding
 	// only its Config (see Options.Reload).
 	var next *config.Config
