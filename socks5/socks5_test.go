@@ -978,6 +978,43 @@ func TestProxyProtocolInFront(t *testing.T) {
 	}
 }
 
+// A balancer's header cut in two segments anywhere (v1 text as much as
+// v2) is read whole, and the SOCKS client is the one it names.
+func TestProxyProtocolSplitHeader(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}})
+	client := &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}
+	for _, v := range []byte{1, 2} {
+		hdr, err := proxyproto.HeaderProxyFromAddrs(v, client, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080}).Format()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for cut := 1; cut < len(hdr); cut++ {
+			t.Run(fmt.Sprintf("v%d/cut-%d", v, cut), func(t *testing.T) {
+				c, err := net.Dial("tcp", st.socksAddr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := c.Write(hdr[:cut]); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(10 * time.Millisecond)
+				if _, err := c.Write(hdr[cut:]); err != nil {
+					t.Fatal(err)
+				}
+				code, _, err := handshake(c, nil, 1, "team-a.nexmux.test", 443)
+				if err != nil || code != replySucceeded {
+					t.Fatalf("CONNECT: reply %d, %v", code, err)
+				}
+				tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
+				if body, _ := get(t, tc); body != "203.0.113.7:5555 team-a.nexmux.test true" {
+					t.Fatalf("the router saw %q, want the client the header names", body)
+				}
+			})
+		}
+	}
+}
+
 // The handshake deadline still holds after a balancer's PROXY header: a
 // client that sends the header and then nothing is closed, not kept.
 func TestProxyProtocolThenSilence(t *testing.T) {
