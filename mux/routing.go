@@ -118,6 +118,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		// from then, not from its complete hello, or one client's silent
 		// connections could hold every --max-conns place until the
 		// deadline. A failed header is refused below, by the first read.
+		AwaitProxyLine(raw)
 		if h := pc.ProxyHeader(); h != nil {
 			local = BalancersOwn(h) // v2 LOCAL, not v1 UNKNOWN
 			if a := addrPort(pc.RemoteAddr()); a.IsValid() {

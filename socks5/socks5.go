@@ -218,7 +218,9 @@ func (s *Server) Serve(ln net.Listener) error {
 // session as the client it names, in place of the shared place taken at
 // accept; nil when refused (logged, counted, the shared place given back).
 func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, deadline time.Time) *pendingSlot {
-	// A zero-length read surfaces the header's error.
+	// A zero-length read surfaces the header's error, once a v1 line
+	// sent in pieces is whole.
+	mux.AwaitProxyLine(raw)
 	if _, err := pc.Read(nil); err != nil {
 		s.pending.giveShared()
 		s.refusedHeader(raw, err, deadline)
