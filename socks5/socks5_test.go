@@ -1152,6 +1152,62 @@ func TestLocalSessionsBoundedPerBalancer(t *testing.T) {
 	}
 }
 
+// The stream of a v2 LOCAL session is the balancer's own, as a LOCAL
+// connection on the TLS listener is: the router counts it in the
+// balancer's own pool, not as a client of the balancer's address, which
+// the clients its headers name no IP for (v1 UNKNOWN, AF_UNIX) share. So
+// neither refuses the other, and LOCAL streams are still bounded.
+func TestLocalStreamsHoldNoClientSlot(t *testing.T) {
+	local := &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+	headers := map[string]func(io.Writer) (int64, error){
+		"LOCAL": local.WriteTo,
+		"UNKNOWN": func(w io.Writer) (int64, error) {
+			n, err := io.WriteString(w, "PROXY UNKNOWN\r\n")
+			return int64(n), err
+		},
+	}
+	for _, order := range [][2]string{{"LOCAL", "UNKNOWN"}, {"UNKNOWN", "LOCAL"}} {
+		t.Run(order[0]+" first", func(t *testing.T) {
+			st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, maxConnsPerClient: 1})
+			for _, kind := range order {
+				if code := connectBehind(t, st, headers[kind]); code != replySucceeded {
+					t.Fatalf("%s session's CONNECT beside the %s one's stream, --max-conns-per-client 1: reply %d, want %d", kind, order[0], code, replySucceeded)
+				}
+			}
+			if code := connectBehind(t, st, headers["LOCAL"]); code != replyRefused {
+				t.Fatalf("a second LOCAL stream beside one, --max-conns-per-client 1: reply %d, want %d", code, replyRefused)
+			}
+		})
+	}
+}
+
+// connectBehind opens a session to st's SOCKS listener as a balancer does
+// (header writes its PROXY header), CONNECTs to team-a and, when that
+// succeeds, finishes a TLS request on the stream, which stays open until
+// the test ends. It returns the CONNECT's reply code.
+func connectBehind(t *testing.T, st *stack, header func(io.Writer) (int64, error)) byte {
+	t.Helper()
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := header(c); err != nil {
+		t.Fatal(err)
+	}
+	code, _, err := handshake(c, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code == replySucceeded {
+		tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("TLS through the stream: %v", err)
+		}
+	}
+	return code
+}
+
 // greetBehind opens a session to st's SOCKS listener as a balancer does
 // (header writes its PROXY header), sends the SOCKS greeting and reads the
 // method choice; the session stays open, pending, until the test ends.
