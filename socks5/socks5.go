@@ -490,7 +490,13 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	// The router sees the SOCKS client's address, for limits, logs,
 	// X-Forwarded-For and metrics.
 	routed := &pairEnd{Conn: theirs, local: ss.local, remote: ss.client.RemoteAddr()}
-	inner, err := ss.s.router.Admit(routed)
+	admit := ss.s.router.Admit
+	if ss.pending.balancer {
+		// A LOCAL session's stream is the balancer's own, as on the
+		// TLS listener: not a client slot of the balancer's address.
+		admit = ss.s.router.AdmitBalancersOwn
+	}
+	inner, err := admit(routed)
 	if err != nil {
 		ours.Close()
 		theirs.Close()
