@@ -409,4 +409,19 @@ func TestProxyProtocolDestinationPortRoute(t *testing.T) {
 	if len(reqs) != 1 || reqs[0].Repo != "team-b" || reqs[0].Header.Get("X-Forwarded-For") != "203.0.113.8" {
 		t.Fatalf("Nexus saw %+v; want one request for team-b from 203.0.113.8", reqs)
 	}
+
+	// A v2 LOCAL header names no destination, whatever its address block
+	// holds: the spec has the receiver discard the block and use the real
+	// endpoints, so its ports route nothing, and the SNI decides.
+	local := ppV2(t, "203.0.113.8:5555", fmt.Sprintf("10.0.0.1:%d", legacy))
+	local[12] = 0x20 // version 2, LOCAL
+	d = &ppDialer{header: local, mode: ppOneWrite}
+	st.Nexus.ResetRequests()
+	status, err = getV2(d.transport(st), st.Host("team-a"))
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("GET after a LOCAL header with a port in its address block: %d %v", status, err)
+	}
+	if reqs := st.Nexus.Requests(); len(reqs) != 1 || reqs[0].Repo != "team-a" {
+		t.Fatalf("Nexus saw %+v; want one request for team-a (by SNI), not the LOCAL block's port route", reqs)
+	}
 }
