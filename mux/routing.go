@@ -269,7 +269,9 @@ func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInf
 		// nexmux needs no privilege) is the fan-in port itself: SNI decides.
 		if orig, err := OriginalDst(c); err == nil && int(orig.Port()) != src.listenPort && st.Table.LookupPort(int(orig.Port())) != nil {
 			port = int(orig.Port())
-		} else if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
+		} else if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil && !pc.ProxyHeader().Command.IsLocal() {
+			// LOCAL (v2, or v1 UNKNOWN) names no destination: the spec
+			// has its address block, if any, discarded.
 			if _, dst, ok := pc.ProxyHeader().Ports(); ok && st.Table.LookupPort(dst) != nil {
 				port = dst
 			}
