@@ -427,6 +427,18 @@ func TestRefusesEverythingOutsideTheTable(t *testing.T) {
 	}
 }
 
+// A route name with a port behind it is no route name: a host name holds
+// no colon (the route table drops ":port", as Host headers carry one).
+func TestNameWithPortRefused(t *testing.T) {
+	st := start(t, config{})
+	for _, host := range []string{"team-a.nexmux.test:8443", "team-a.nexmux.test:", "TEAM-A.nexmux.test.:443"} {
+		code, _, err := connect(t, st.socksAddr, nil, 1, host, 443)
+		if err != nil || code != replyNotAllowed {
+			t.Errorf("CONNECT %s:443: reply %d, %v; want %d", host, code, err, replyNotAllowed)
+		}
+	}
+}
+
 // Each refusal is one line, and a stream nexmux ends itself none: the
 // library's own error after either (the rule set's refusal, the closed
 // client after the routed side ended) is not logged again.
