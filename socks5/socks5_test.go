@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,10 @@ type config struct {
 	maxConns, maxConnsPerClient int
 	// proxyFrom is the router's --proxy-protocol-from.
 	proxyFrom []string
+	// ppOut is the router's --passthrough-proxy-protocol (0: none).
+	ppOut byte
+	// listen is the SOCKS listener's address (default 127.0.0.1:0).
+	listen string
 }
 
 // stack is a mux.Server with a SOCKS5 ingress in front, on loopback. The
@@ -99,7 +104,7 @@ func start(t *testing.T, cfg config) *stack {
 			w.Header().Set("X-Route", ci.Route.Key)
 			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)
 		}),
-	}, &mux.State{Table: tab, Certs: cs, ProxyProtocol: proxyPolicy(t, cfg.proxyFrom)})
+	}, &mux.State{Table: tab, Certs: cs, ProxyProtocol: proxyPolicy(t, cfg.proxyFrom), PassthroughProxyHeader: cfg.ppOut})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,11 +125,14 @@ func start(t *testing.T, cfg config) *stack {
 	}
 	ingress := socks5.New(srv, cfg.opts)
 	st.ingress = ingress
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if cfg.listen == "" {
+		cfg.listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.socksAddr = ln.Addr().String()
+	st.socksAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
 	wg.Add(2)
@@ -251,12 +259,17 @@ func handshakeAs(c net.Conn, l *login, cmd, atyp byte, host string, port int) (b
 	if _, err := c.Write(req); err != nil {
 		return 0, c, err
 	}
-	var rep [10]byte // IPv4 bound address: every reply nexmux sends
-	if _, err := io.ReadFull(c, rep[:]); err != nil {
+	var rep [4 + 16 + 2]byte
+	if _, err := io.ReadFull(c, rep[:4]); err != nil {
 		return 0, c, fmt.Errorf("reply: %w", err)
 	}
-	if rep[3] != 1 {
+	// The bound address: IPv4, or IPv6 on an IPv6 listener.
+	n := map[byte]int{atypIPv4: 4, atypIPv6: 16}[rep[3]]
+	if n == 0 {
 		return 0, c, fmt.Errorf("reply address type %d", rep[3])
+	}
+	if _, err := io.ReadFull(c, rep[4:4+n+2]); err != nil {
+		return 0, c, fmt.Errorf("reply: %w", err)
 	}
 	return rep[1], c, nil
 }
@@ -666,6 +679,53 @@ func TestPassthroughHalfClose(t *testing.T) {
 	}
 	if b := <-got; !bytes.Equal(b, sent) {
 		t.Fatalf("backend got %d bytes, want the %d sent", len(b), len(sent))
+	}
+}
+
+// The PROXY header a passthrough backend gets for a SOCKS stream names the
+// client and the address it reached nexmux at, as for a direct connection:
+// the socket's own address (or its balancer's header's destination), not
+// the listener's, which may be a wildcard (then "::", which also turned an
+// IPv4 client into an IPv4-mapped IPv6 one).
+func TestPassthroughProxyHeaderOut(t *testing.T) {
+	for _, viaBalancer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("behind a balancer %v", viaBalancer), func(t *testing.T) {
+			be, got := backendOnce(t, func(c net.Conn) []byte {
+				h, err := proxyproto.Read(bufio.NewReader(c))
+				if err != nil {
+					return []byte(err.Error())
+				}
+				return []byte(fmt.Sprintf("%v %s %s", h.TransportProtocol == proxyproto.TCPv4, h.SourceAddr, h.DestinationAddr))
+			})
+			cfg := config{backend: be.Addr().String(), ppOut: 2, listen: ":0"}
+			if viaBalancer {
+				cfg.proxyFrom = []string{"127.0.0.1/32"}
+			}
+			st := start(t, cfg)
+			c, err := net.Dial("tcp", st.socksAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			want := fmt.Sprintf("true %s %s", c.LocalAddr(), c.RemoteAddr())
+			if viaBalancer {
+				h := proxyproto.HeaderProxyFromAddrs(1, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
+				if _, err := h.WriteTo(c); err != nil {
+					t.Fatal(err)
+				}
+				want = "true 203.0.113.7:5555 10.0.0.1:1080"
+			}
+			code, _, err := handshake(c, nil, 1, "pt.nexmux.test", 443)
+			if err != nil || code != replySucceeded {
+				t.Fatalf("CONNECT: reply %d, %v", code, err)
+			}
+			if _, err := c.Write(testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"})); err != nil {
+				t.Fatal(err)
+			}
+			if b := string(<-got); b != want {
+				t.Fatalf("backend's PROXY header: TCP4, source, destination %q; want %q", b, want)
+			}
+		})
 	}
 }
 
