@@ -491,7 +491,7 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	}
 	// The router sees the SOCKS client's address, for limits, logs,
 	// X-Forwarded-For and metrics.
-	routed := &pairEnd{Conn: theirs, local: ss.local, remote: ss.client.RemoteAddr()}
+	routed := &pairEnd{Conn: theirs, local: ss.dst(), remote: ss.client.RemoteAddr()}
 	admit := ss.s.router.Admit
 	if ss.pending.balancer {
 		// A LOCAL session's stream is the balancer's own, as on the
@@ -528,6 +528,24 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	// go-socks5 reports LocalAddr as the bound address and requires a
 	// *net.TCPAddr there.
 	return &pairEnd{Conn: ours, local: ss.local, remote: ss.local, onEOF: end.eofRead}, nil
+}
+
+// dst is the address the client reached nexmux at, as a direct connection
+// has it: its socket's own, or the destination its balancer's PROXY header
+// names; the listener's address (a wildcard, often) only when neither is
+// TCP. The router's stream has it: a PROXY header to a passthrough
+// backend names it as the destination.
+func (ss *session) dst() *net.TCPAddr {
+	c := ss.client.Conn
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		return a
+	}
+	if pc, ok := c.(*proxyproto.Conn); ok {
+		if a, ok := pc.Raw().LocalAddr().(*net.TCPAddr); ok {
+			return a
+		}
+	}
+	return ss.local
 }
 
 // route gives c to the router on a goroutine of its own, counted by wg so
