@@ -26,10 +26,14 @@ func v1Pending(b []byte) bool {
 	if string(b[:len(sig)]) != sig {
 		return false
 	}
+	// The parser ignores whatever follows "PROXY UNKNOWN ", as the spec
+	// has it: only the LF ends that line.
+	unknown := len(b) >= 14 && string(b[:14]) == "PROXY UNKNOWN "
 	for i, x := range b {
 		switch {
 		case x == '\n':
 			return false // complete (or malformed): the parser decides
+		case unknown:
 		case x == '\r':
 			if i+1 < len(b) {
 				return false // a CR not followed by LF: never a line
