@@ -38,13 +38,8 @@ func (s *Server) slotTaken(raw net.Conn, pool *perclient.Counter, a netip.Addr) 
 	return takeSlot(pool, cc, a)
 }
 
-// takeClientSlot counts raw against its client's limit once routing knows
-// the client; false when the client is at the limit. The slot comes back
-// when raw is closed, whoever closes it.
-func (s *Server) takeClientSlot(raw *countedConn, a netip.Addr) bool {
-	return takeSlot(&s.clients, raw, a)
-}
-
+// takeSlot counts raw against a's limit in pool; false when a is at the
+// limit. The slot comes back when raw is closed, whoever closes it.
 func takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Addr) bool {
 	if !pool.Acquire(a) {
 		return false

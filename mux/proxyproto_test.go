@@ -92,6 +92,8 @@ type splitConn struct {
 	// records, when set, re-frames the hello into TLS records of at most
 	// this many bytes before it is cut, as some stacks send it.
 	records int
+	// pause between the two writes (default 3 ms).
+	pause time.Duration
 }
 
 func (c *splitConn) Write(p []byte) (int, error) {
@@ -116,7 +118,11 @@ func (c *splitConn) Write(p []byte) (int, error) {
 	if _, err := c.Conn.Write(all[:cut]); err != nil {
 		return 0, err
 	}
-	time.Sleep(3 * time.Millisecond)
+	pause := c.pause
+	if pause == 0 {
+		pause = 3 * time.Millisecond
+	}
+	time.Sleep(pause)
 	if _, err := c.Conn.Write(all[cut:]); err != nil {
 		return 0, err
 	}
@@ -155,9 +161,6 @@ func TestProxyHeaderSplitAnywhere(t *testing.T) {
 		hl := len(hdr)
 		cuts := []int{1, 5, 12, 13, 15, 16, hl - 1, hl, hl + 1, hl + 5, 255, 256, 257, 300, 512, hl + 1448, hl + 1600}
 		for _, cut := range cuts {
-			if cut < hl && name == "v1" {
-				continue // v1 must arrive in one read (see the daemon tests)
-			}
 			t.Run(fmt.Sprintf("%s/cut-%d", name, cut), func(t *testing.T) {
 				getThroughSplit(t, m, splitConn{header: hdr, cut: cut})
 			})
@@ -165,6 +168,126 @@ func TestProxyHeaderSplitAnywhere(t *testing.T) {
 	}
 	if strings.Contains(m.logs.String(), "connection refused") {
 		t.Fatalf("refusals:\n%s", m.logs.String())
+	}
+}
+
+// TestProxyHeaderSplitAtEveryByte: a balancer may send its PROXY header in
+// two segments (a proxy chain, a writer that flushes per field, a small
+// MSS), v1 text as much as v2: wherever the header is cut, nexmux waits
+// for the rest within the handshake timeout and routes the client it names.
+func TestProxyHeaderSplitAtEveryByte(t *testing.T) {
+	m := startMux(t, []string{"127.0.0.1/32"}, "", 0)
+	dst := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(m.addr))
+	v2 := func(src string, tlvs ...proxyproto.TLV) []byte {
+		h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(src)), dst)
+		if src[0] == '[' {
+			h.DestinationAddr = &net.TCPAddr{IP: net.ParseIP("2001:db8::1"), Port: 443}
+		}
+		if err := h.SetTLVs(tlvs); err != nil {
+			t.Fatal(err)
+		}
+		b, err := h.Format()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name, client string
+		header       []byte
+	}{
+		{"v1 TCP4", "203.0.113.7:5555", []byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n")},
+		{"v1 TCP6", "[2001:db8::7]:5555", []byte("PROXY TCP6 2001:db8::7 2001:db8::1 5555 443\r\n")},
+		{"v2 TCP4", "203.0.113.7:5555", v2("203.0.113.7:5555")},
+		{"v2 TCP6", "[2001:db8::7]:5555", v2("[2001:db8::7]:5555")},
+		{"v2 TCP4 TLV", "203.0.113.7:5555", v2("203.0.113.7:5555", proxyproto.TLV{Type: proxyproto.PP2_TYPE_AUTHORITY, Value: []byte("team-a.nexmux.test")})},
+	} {
+		for cut := 1; cut < len(tc.header); cut++ {
+			t.Run(fmt.Sprintf("%s/cut-%d", tc.name, cut), func(t *testing.T) {
+				getThroughSplitAs(t, m, splitConn{header: tc.header, cut: cut, pause: 10 * time.Millisecond}, tc.client)
+			})
+		}
+	}
+	if strings.Contains(m.logs.String(), "connection refused") {
+		t.Fatalf("refusals:\n%s", m.logs.String())
+	}
+}
+
+// TestProxyHeaderIncomplete: waiting for the rest of a header is bounded.
+// A v1 line that never completes is refused at the handshake timeout, not
+// before (the sender might still finish it) nor after; garbage, a line too
+// long to be one, and a partial line the sender closed are refused as soon
+// as they are seen, never at the timeout, with go-proxyproto's reason.
+func TestProxyHeaderIncomplete(t *testing.T) {
+	const timeout = 1500 * time.Millisecond
+	t.Run("never completes", func(t *testing.T) {
+		m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.1/32"}, handshakeTimeout: timeout})
+		for _, part := range []string{"P", "PROXY", "PROXY TCP4 203.0.113.7", "PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r"} {
+			t.Run(part, func(t *testing.T) {
+				start := time.Now()
+				c, err := net.Dial("tcp", m.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := io.WriteString(c, part); err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+					t.Fatalf("read %d bytes, %v; want the connection closed", n, err)
+				}
+				// The server's deadline began after the dial began: it
+				// cannot have passed before this much time.
+				if d := time.Since(start); d < timeout {
+					t.Fatalf("partial header refused after %v, before the %v handshake timeout", d, timeout)
+				}
+				m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonProxyHeader)
+			})
+		}
+	})
+	// A handshake timeout no test waits for: these are refused at once.
+	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.1/32"}, handshakeTimeout: time.Hour})
+	for _, tc := range []struct {
+		name, first, second string
+		closeAfter          bool
+		want                string // go-proxyproto's error
+	}{
+		{"bad address", "PROXY TCP4 not-an-address", " 127.0.0.1 5555 443\r\n", false, "invalid address"},
+		{"too long", "PROXY TCP4 " + strings.Repeat("1", 60), strings.Repeat("2", 60), false, "version 1 header must be 107 bytes or less"},
+		{"binary byte", "PROXY TCP4 203.0.113.7", "\x00\x01", false, "can't read version 1 header"},
+		{"CR inside", "PROXY TCP4 203.0.113.7\r", "x", false, "can't read version 1 header"},
+		{"closed partway", "PROXY TCP4 203.0.113.7", "", true, "can't read version 1 header"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", m.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tc.first); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+			if tc.second != "" {
+				if _, err := io.WriteString(c, tc.second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.closeAfter {
+				_ = c.(*net.TCPConn).CloseWrite()
+			}
+			_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+				t.Fatalf("read %d bytes, %v; want the connection closed", n, err)
+			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("not refused: still open after 30 s")
+			}
+			m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonProxyHeader)
+			if !strings.Contains(m.logs.String(), "client="+c.LocalAddr().String()+" reason=proxy_header err=\"proxyproto: "+tc.want) {
+				t.Fatalf("refusal does not say %q:\n%s", tc.want, m.logs.String())
+			}
+		})
 	}
 }
 
@@ -518,12 +641,18 @@ func requestAfterHeader(t *testing.T, m *muxServer, header []byte) error {
 // and a ClientHello larger than one segment.
 func getThroughSplit(t *testing.T, m *muxServer, split splitConn) {
 	t.Helper()
+	getThroughSplitAs(t, m, split, "203.0.113.7:5555")
+}
+
+// getThroughSplitAs is getThroughSplit for a header naming client.
+func getThroughSplitAs(t *testing.T, m *muxServer, split splitConn, client string) {
+	t.Helper()
 	var sc *splitConn
 	body := getTeamA(t, m, true, func(c net.Conn) (net.Conn, error) {
-		sc = &splitConn{Conn: c, header: split.header, cut: split.cut, records: split.records}
+		sc = &splitConn{Conn: c, header: split.header, cut: split.cut, records: split.records, pause: split.pause}
 		return sc, nil
 	})
-	if want := "203.0.113.7:5555 team-a.nexmux.test true"; body != want {
+	if want := client + " team-a.nexmux.test true"; body != want {
 		t.Fatalf("got %q, want %q", body, want)
 	}
 	if sc.hello <= 1448 {

@@ -34,3 +34,10 @@ func receivedNothing(c net.Conn) bool {
 // tcpCloseWait is TCP_CLOSE_WAIT of include/net/tcp_states.h: the peer's
 // FIN is in.
 const tcpCloseWait = 8
+
+// finReceived reports whether the peer of the TCP socket fd has sent its
+// FIN (its state is CLOSE_WAIT).
+func finReceived(fd int) bool {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && info.State == tcpCloseWait
+}

@@ -118,6 +118,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		// from then, not from its complete hello, or one client's silent
 		// connections could hold every --max-conns place until the
 		// deadline. A failed header is refused below, by the first read.
+		AwaitProxyLine(raw)
 		if h := pc.ProxyHeader(); h != nil {
 			local = BalancersOwn(h) // v2 LOCAL, not v1 UNKNOWN
 			if a := addrPort(pc.RemoteAddr()); a.IsValid() {
@@ -268,7 +269,9 @@ func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInf
 		// nexmux needs no privilege) is the fan-in port itself: SNI decides.
 		if orig, err := OriginalDst(c); err == nil && int(orig.Port()) != src.listenPort && st.Table.LookupPort(int(orig.Port())) != nil {
 			port = int(orig.Port())
-		} else if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil {
+		} else if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil && !pc.ProxyHeader().Command.IsLocal() {
+			// LOCAL (v2, or v1 UNKNOWN) names no destination: the spec
+			// has its address block, if any, discarded.
 			if _, dst, ok := pc.ProxyHeader().Ports(); ok && st.Table.LookupPort(dst) != nil {
 				port = dst
 			}

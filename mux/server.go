@@ -292,10 +292,23 @@ var ErrOverLimit = errors.New("mux: too many connections")
 // counted with its reason, as for an accepted connection), or
 // http.ErrServerClosed after Shutdown. On error c is the caller's to close.
 func (s *Server) Admit(c net.Conn) (net.Conn, error) {
+	return s.admit(c, &s.clients)
+}
+
+// AdmitBalancersOwn is Admit for the stream of a session a balancer opened
+// with a PROXY v2 LOCAL header (BalancersOwn), c.RemoteAddr() being the
+// balancer: counted in the balancer's own pool, as a LOCAL connection on
+// the TLS listener is, not as a client of the balancer's address, which
+// the clients its headers name no IP for share.
+func (s *Server) AdmitBalancersOwn(c net.Conn) (net.Conn, error) {
+	return s.admit(c, &s.balancers)
+}
+
+func (s *Server) admit(c net.Conn, pool *perclient.Counter) (net.Conn, error) {
 	if s.track.Closing() {
 		return nil, http.ErrServerClosed
 	}
-	counted, reason := s.take(c, addrPort(c.RemoteAddr()), true)
+	counted, reason := s.take(c, addrPort(c.RemoteAddr()), pool)
 	if reason != "" {
 		return nil, fmt.Errorf("%w (%s)", ErrOverLimit, reason)
 	}
@@ -371,7 +384,11 @@ func (s *Server) count(c net.Conn, headerNamesClient bool) net.Conn {
 	if !headerNamesClient {
 		client = addrPort(c.RemoteAddr())
 	}
-	counted, reason := s.take(c, client, !headerNamesClient)
+	pool := &s.clients
+	if headerNamesClient {
+		pool = nil
+	}
+	counted, reason := s.take(c, client, pool)
 	if reason != "" {
 		c.Close()
 		return nil
@@ -396,11 +413,12 @@ func (p *peerPolicy) namesClient() bool {
 	return p != nil && (p.p == proxyproto.REQUIRE || p.p == proxyproto.USE)
 }
 
-// take counts c against --max-conns and, when perClient is set, against
-// client's --max-conns-per-client. It returns c wrapped to give its places
+// take counts c against --max-conns and, when pool is set, against
+// --max-conns-per-client for client in pool (the clients', or the
+// balancers' own). It returns c wrapped to give its places
 // back on close (c itself when there are no limits), or the reason c was
 // refused, which is then logged and counted; c is not closed.
-func (s *Server) take(c net.Conn, client netip.AddrPort, perClient bool) (net.Conn, string) {
+func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter) (net.Conn, string) {
 	if s.opts.MaxConns <= 0 && s.opts.MaxConnsPerClient <= 0 {
 		return c, ""
 	}
@@ -408,10 +426,10 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, perClient bool) (net.Co
 	// The client's own limit first, and the shared count only ever raised
 	// below its limit: a refused connection never holds a place, not even
 	// for a moment, that another client's connection would have fitted in.
-	if perClient {
+	if pool != nil {
 		cc.admittedBy = s
 		if s.opts.MaxConnsPerClient > 0 {
-			if !s.takeClientSlot(cc, client.Addr()) {
+			if !takeSlot(pool, cc, client.Addr()) {
 				log := &connLog{s: s, info: &l7.ConnInfo{Client: client}}
 				log.refusedPerClient()
 				return nil, ReasonPerClient

@@ -218,7 +218,9 @@ func (s *Server) Serve(ln net.Listener) error {
 // session as the client it names, in place of the shared place taken at
 // accept; nil when refused (logged, counted, the shared place given back).
 func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, deadline time.Time) *pendingSlot {
-	// A zero-length read surfaces the header's error.
+	// A zero-length read surfaces the header's error, once a v1 line
+	// sent in pieces is whole.
+	mux.AwaitProxyLine(raw)
 	if _, err := pc.Read(nil); err != nil {
 		s.pending.giveShared()
 		s.refusedHeader(raw, err, deadline)
@@ -461,7 +463,9 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 		// A legacy connector port: the port names the repository,
 		// whatever host the client used.
 		return decision{port: dest.Port}, true
-	case s.sniPorts[dest.Port] && !isIP && dest.FQDN != "" && t.LookupHost(dest.FQDN) != nil:
+	case s.sniPorts[dest.Port] && !isIP && dest.FQDN != "" && !strings.Contains(dest.FQDN, ":") && t.LookupHost(dest.FQDN) != nil:
+		// A colon is no part of a host name: LookupHost would drop a
+		// ":port" behind the name, as from a Host header.
 		return decision{}, true
 	case s.sniPorts[dest.Port] && isIP && t.Default() != nil:
 		// An IP literal lands where a direct IP-literal client would; an
@@ -487,8 +491,14 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	}
 	// The router sees the SOCKS client's address, for limits, logs,
 	// X-Forwarded-For and metrics.
-	routed := &pairEnd{Conn: theirs, local: ss.local, remote: ss.client.RemoteAddr()}
-	inner, err := ss.s.router.Admit(routed)
+	routed := &pairEnd{Conn: theirs, local: ss.dst(), remote: ss.client.RemoteAddr()}
+	admit := ss.s.router.Admit
+	if ss.pending.balancer {
+		// A LOCAL session's stream is the balancer's own, as on the
+		// TLS listener: not a client slot of the balancer's address.
+		admit = ss.s.router.AdmitBalancersOwn
+	}
+	inner, err := admit(routed)
 	if err != nil {
 		ours.Close()
 		theirs.Close()
@@ -518,6 +528,24 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	// go-socks5 reports LocalAddr as the bound address and requires a
 	// *net.TCPAddr there.
 	return &pairEnd{Conn: ours, local: ss.local, remote: ss.local, onEOF: end.eofRead}, nil
+}
+
+// dst is the address the client reached nexmux at, as a direct connection
+// has it: its socket's own, or the destination its balancer's PROXY header
+// names; the listener's address (a wildcard, often) only when neither is
+// TCP. The router's stream has it: a PROXY header to a passthrough
+// backend names it as the destination.
+func (ss *session) dst() *net.TCPAddr {
+	c := ss.client.Conn
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		return a
+	}
+	if pc, ok := c.(*proxyproto.Conn); ok {
+		if a, ok := pc.Raw().LocalAddr().(*net.TCPAddr); ok {
+			return a
+		}
+	}
+	return ss.local
 }
 
 // route gives c to the router on a goroutine of its own, counted by wg so

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,10 @@ type config struct {
 	maxConns, maxConnsPerClient int
 	// proxyFrom is the router's --proxy-protocol-from.
 	proxyFrom []string
+	// ppOut is the router's --passthrough-proxy-protocol (0: none).
+	ppOut byte
+	// listen is the SOCKS listener's address (default 127.0.0.1:0).
+	listen string
 }
 
 // stack is a mux.Server with a SOCKS5 ingress in front, on loopback. The
@@ -99,7 +104,7 @@ func start(t *testing.T, cfg config) *stack {
 			w.Header().Set("X-Route", ci.Route.Key)
 			fmt.Fprintf(w, "%s %s %v", ci.Client, ci.ServerName, ci.TLS)
 		}),
-	}, &mux.State{Table: tab, Certs: cs, ProxyProtocol: proxyPolicy(t, cfg.proxyFrom)})
+	}, &mux.State{Table: tab, Certs: cs, ProxyProtocol: proxyPolicy(t, cfg.proxyFrom), PassthroughProxyHeader: cfg.ppOut})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,11 +125,14 @@ func start(t *testing.T, cfg config) *stack {
 	}
 	ingress := socks5.New(srv, cfg.opts)
 	st.ingress = ingress
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if cfg.listen == "" {
+		cfg.listen = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.socksAddr = ln.Addr().String()
+	st.socksAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	var wg sync.WaitGroup
 	serveErr := make(chan error, 1)
 	wg.Add(2)
@@ -251,12 +259,17 @@ func handshakeAs(c net.Conn, l *login, cmd, atyp byte, host string, port int) (b
 	if _, err := c.Write(req); err != nil {
 		return 0, c, err
 	}
-	var rep [10]byte // IPv4 bound address: every reply nexmux sends
-	if _, err := io.ReadFull(c, rep[:]); err != nil {
+	var rep [4 + 16 + 2]byte
+	if _, err := io.ReadFull(c, rep[:4]); err != nil {
 		return 0, c, fmt.Errorf("reply: %w", err)
 	}
-	if rep[3] != 1 {
+	// The bound address: IPv4, or IPv6 on an IPv6 listener.
+	n := map[byte]int{atypIPv4: 4, atypIPv6: 16}[rep[3]]
+	if n == 0 {
 		return 0, c, fmt.Errorf("reply address type %d", rep[3])
+	}
+	if _, err := io.ReadFull(c, rep[4:4+n+2]); err != nil {
+		return 0, c, fmt.Errorf("reply: %w", err)
 	}
 	return rep[1], c, nil
 }
@@ -424,6 +437,18 @@ func TestRefusesEverythingOutsideTheTable(t *testing.T) {
 	st.shutdown()
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the sentinel saw %d connections", n)
+	}
+}
+
+// A route name with a port behind it is no route name: a host name holds
+// no colon (the route table drops ":port", as Host headers carry one).
+func TestNameWithPortRefused(t *testing.T) {
+	st := start(t, config{})
+	for _, host := range []string{"team-a.nexmux.test:8443", "team-a.nexmux.test:", "TEAM-A.nexmux.test.:443"} {
+		code, _, err := connect(t, st.socksAddr, nil, 1, host, 443)
+		if err != nil || code != replyNotAllowed {
+			t.Errorf("CONNECT %s:443: reply %d, %v; want %d", host, code, err, replyNotAllowed)
+		}
 	}
 }
 
@@ -654,6 +679,53 @@ func TestPassthroughHalfClose(t *testing.T) {
 	}
 	if b := <-got; !bytes.Equal(b, sent) {
 		t.Fatalf("backend got %d bytes, want the %d sent", len(b), len(sent))
+	}
+}
+
+// The PROXY header a passthrough backend gets for a SOCKS stream names the
+// client and the address it reached nexmux at, as for a direct connection:
+// the socket's own address (or its balancer's header's destination), not
+// the listener's, which may be a wildcard (then "::", which also turned an
+// IPv4 client into an IPv4-mapped IPv6 one).
+func TestPassthroughProxyHeaderOut(t *testing.T) {
+	for _, viaBalancer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("behind a balancer %v", viaBalancer), func(t *testing.T) {
+			be, got := backendOnce(t, func(c net.Conn) []byte {
+				h, err := proxyproto.Read(bufio.NewReader(c))
+				if err != nil {
+					return []byte(err.Error())
+				}
+				return []byte(fmt.Sprintf("%v %s %s", h.TransportProtocol == proxyproto.TCPv4, h.SourceAddr, h.DestinationAddr))
+			})
+			cfg := config{backend: be.Addr().String(), ppOut: 2, listen: ":0"}
+			if viaBalancer {
+				cfg.proxyFrom = []string{"127.0.0.1/32"}
+			}
+			st := start(t, cfg)
+			c, err := net.Dial("tcp", st.socksAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			want := fmt.Sprintf("true %s %s", c.LocalAddr(), c.RemoteAddr())
+			if viaBalancer {
+				h := proxyproto.HeaderProxyFromAddrs(1, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
+				if _, err := h.WriteTo(c); err != nil {
+					t.Fatal(err)
+				}
+				want = "true 203.0.113.7:5555 10.0.0.1:1080"
+			}
+			code, _, err := handshake(c, nil, 1, "pt.nexmux.test", 443)
+			if err != nil || code != replySucceeded {
+				t.Fatalf("CONNECT: reply %d, %v", code, err)
+			}
+			if _, err := c.Write(testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"})); err != nil {
+				t.Fatal(err)
+			}
+			if b := string(<-got); b != want {
+				t.Fatalf("backend's PROXY header: TCP4, source, destination %q; want %q", b, want)
+			}
+		})
 	}
 }
 
@@ -978,6 +1050,43 @@ func TestProxyProtocolInFront(t *testing.T) {
 	}
 }
 
+// A balancer's header cut in two segments anywhere (v1 text as much as
+// v2) is read whole, and the SOCKS client is the one it names.
+func TestProxyProtocolSplitHeader(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}})
+	client := &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}
+	for _, v := range []byte{1, 2} {
+		hdr, err := proxyproto.HeaderProxyFromAddrs(v, client, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080}).Format()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for cut := 1; cut < len(hdr); cut++ {
+			t.Run(fmt.Sprintf("v%d/cut-%d", v, cut), func(t *testing.T) {
+				c, err := net.Dial("tcp", st.socksAddr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := c.Write(hdr[:cut]); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(10 * time.Millisecond)
+				if _, err := c.Write(hdr[cut:]); err != nil {
+					t.Fatal(err)
+				}
+				code, _, err := handshake(c, nil, 1, "team-a.nexmux.test", 443)
+				if err != nil || code != replySucceeded {
+					t.Fatalf("CONNECT: reply %d, %v", code, err)
+				}
+				tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
+				if body, _ := get(t, tc); body != "203.0.113.7:5555 team-a.nexmux.test true" {
+					t.Fatalf("the router saw %q, want the client the header names", body)
+				}
+			})
+		}
+	}
+}
+
 // The handshake deadline still holds after a balancer's PROXY header: a
 // client that sends the header and then nothing is closed, not kept.
 func TestProxyProtocolThenSilence(t *testing.T) {
@@ -1113,6 +1222,62 @@ func TestLocalSessionsBoundedPerBalancer(t *testing.T) {
 	if n := st.ingress.PendingPlaces(); n != 2 {
 		t.Fatalf("%d pending places held by two LOCAL sessions, want 2", n)
 	}
+}
+
+// The stream of a v2 LOCAL session is the balancer's own, as a LOCAL
+// connection on the TLS listener is: the router counts it in the
+// balancer's own pool, not as a client of the balancer's address, which
+// the clients its headers name no IP for (v1 UNKNOWN, AF_UNIX) share. So
+// neither refuses the other, and LOCAL streams are still bounded.
+func TestLocalStreamsHoldNoClientSlot(t *testing.T) {
+	local := &proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}
+	headers := map[string]func(io.Writer) (int64, error){
+		"LOCAL": local.WriteTo,
+		"UNKNOWN": func(w io.Writer) (int64, error) {
+			n, err := io.WriteString(w, "PROXY UNKNOWN\r\n")
+			return int64(n), err
+		},
+	}
+	for _, order := range [][2]string{{"LOCAL", "UNKNOWN"}, {"UNKNOWN", "LOCAL"}} {
+		t.Run(order[0]+" first", func(t *testing.T) {
+			st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, maxConnsPerClient: 1})
+			for _, kind := range order {
+				if code := connectBehind(t, st, headers[kind]); code != replySucceeded {
+					t.Fatalf("%s session's CONNECT beside the %s one's stream, --max-conns-per-client 1: reply %d, want %d", kind, order[0], code, replySucceeded)
+				}
+			}
+			if code := connectBehind(t, st, headers["LOCAL"]); code != replyRefused {
+				t.Fatalf("a second LOCAL stream beside one, --max-conns-per-client 1: reply %d, want %d", code, replyRefused)
+			}
+		})
+	}
+}
+
+// connectBehind opens a session to st's SOCKS listener as a balancer does
+// (header writes its PROXY header), CONNECTs to team-a and, when that
+// succeeds, finishes a TLS request on the stream, which stays open until
+// the test ends. It returns the CONNECT's reply code.
+func connectBehind(t *testing.T, st *stack, header func(io.Writer) (int64, error)) byte {
+	t.Helper()
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := header(c); err != nil {
+		t.Fatal(err)
+	}
+	code, _, err := handshake(c, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code == replySucceeded {
+		tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()})
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("TLS through the stream: %v", err)
+		}
+	}
+	return code
 }
 
 // greetBehind opens a session to st's SOCKS listener as a balancer does
