@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"slices"
@@ -153,9 +154,12 @@ type Proxy struct {
 	plain     string // scheme of plain-HTTP connections as the client saw it
 	strip     map[string]bool
 	perClient perclient.Counter // requests in flight per client, against MaxRequestsPerClient
-	maxAge    time.Duration
-	bodyTO    time.Duration // 0: never
-	sendTO    time.Duration // 0: never
+	// refusing counts, per client, HTTP/2 429 answers not yet delivered
+	// (the client keeps its window shut), against the same limit.
+	refusing perclient.Counter
+	maxAge   time.Duration
+	bodyTO   time.Duration // 0: never
+	sendTO   time.Duration // 0: never
 	// cutting is set once a drain's time is up and its connections are
 	// being closed: a transfer failing then was cut by nexmux, not by its
 	// client, and its access line says so.
@@ -198,6 +202,33 @@ type reqState struct {
 
 	cw       batchingWriter
 	bodyWrap countingBody
+	held     heldSlot // an HTTP/2 request's per-client place
+}
+
+// heldSlot is the per-client place of an HTTP/2 request, kept until its
+// answer is delivered: net/http writes what the handler left buffered
+// after ServeHTTP returns, and a client that keeps its flow-control window
+// shut holds the stream, its goroutine and buffers until --send-timeout.
+// Released at return, such answers would be bounded by nothing but 100
+// streams a connection (~2 MiB each connection).
+type heldSlot struct {
+	c *perclient.Counter
+	a netip.Addr
+}
+
+func (h *heldSlot) release() {
+	if h.c != nil {
+		h.c.Release(h.a)
+		h.c = nil
+	}
+}
+
+// deliver flushes an answer with a body while the place is held; the
+// stream's write deadline (armed as ServeHTTP returned) bounds the wait.
+func (h *heldSlot) deliver(w http.ResponseWriter, wrote int64) {
+	if h.c != nil && wrote > 0 {
+		_ = http.NewResponseController(w).Flush()
+	}
 }
 
 type stateKey struct{}
@@ -219,6 +250,7 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{up: cfg.Upstreams, log: cfg.Logger, observe: cfg.Observe, plain: "http", strip: stripSet(cfg.StripHeaders),
 		maxAge: cfg.MaxConnAge}
 	p.perClient.Max, p.perClient.IPv6Prefix = cfg.MaxRequestsPerClient, cfg.PerClientIPv6Prefix
+	p.refusing.Max, p.refusing.IPv6Prefix = cfg.MaxRequestsPerClient, cfg.PerClientIPv6Prefix
 	if cfg.PlainHTTPScheme == "https" {
 		p.plain = "https"
 	}
@@ -288,6 +320,12 @@ var errUnaskedSwitch = errors.New("Nexus answered 101 Switching Protocols to a r
 // ServeHTTP confines the request to its connection's route and proxies it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{Context: r.Context(), ci: FromContext(r.Context()), start: time.Now()}
+	defer st.held.release()
+	p.serve(w, r, st)
+	st.held.deliver(w, st.cw.n)
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	cw := &st.cw
 	cw.ResponseWriter = w
 	if st.ci != nil && r.ProtoMajor == 1 {
@@ -396,11 +434,25 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if a := st.ci.Client.Addr(); a.IsValid() {
 		if !p.perClient.Acquire(a) {
+			if r.ProtoMajor > 1 {
+				if !p.refusing.Acquire(a) {
+					// As many refusals are still undelivered: a reset
+					// holds nothing once sent.
+					cw.status = http.StatusTooManyRequests
+					st.reason = "nexmux: too many requests in flight from this client, and as many refusals not taken; stream reset"
+					panic(http.ErrAbortHandler)
+				}
+				st.held = heldSlot{c: &p.refusing, a: a}
+			}
 			cw.Header().Set("Retry-After", "1")
 			p.refuseLocal(cw, st, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client; retry later")
 			return
 		}
-		defer p.perClient.Release(a)
+		if r.ProtoMajor > 1 {
+			st.held = heldSlot{c: &p.perClient, a: a}
+		} else {
+			defer p.perClient.Release(a)
+		}
 	}
 	if status, code, msg := p.admit(st.ci, r); status != 0 {
 		if status == http.StatusMethodNotAllowed {
@@ -777,8 +829,12 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Docker-Distribution-Api-Version", "registry/2.0")
 	h.Set("X-Content-Type-Options", "nosniff")
+	body := ErrorBody(code, msg)
+	// net/http would add it for so small a body, but not over HTTP/2 once
+	// heldSlot.deliver flushed the answer before the handler returned.
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	_, _ = w.Write(ErrorBody(code, msg))
+	_, _ = w.Write(body)
 }
 
 // ErrorBody is a Registry-API error body with one error, its fields in the

@@ -1523,3 +1523,56 @@ func TestLoginThrottlePerClientIPv6Prefix(t *testing.T) {
 		t.Fatalf("the throttle's warning for a guess from 2001:db8:1:4:: does not name its /64:\n%s", logs)
 	}
 }
+
+// The login throttle's table holds at most ThrottleEntries clients, even
+// when every failed login comes from another address within the minute
+// (a balancer passing on the open internet, a host with a /64): past it,
+// each failure swept the whole table under the throttle's lock, so the
+// table and every login's wait grew with the flood. A client it blocked
+// stays blocked meanwhile.
+func TestLoginThrottleTableBounded(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{
+		Users: func() map[string]string { return map[string]string{"ci": "s3cret"} },
+	}})
+	login := func(ip, password string) error {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := fmt.Fprintf(c, "PROXY TCP6 %s 2001:db8::ffff 40000 1080\r\n", ip); err != nil {
+			return err
+		}
+		_, _, err = handshake(c, &login{"ci", password}, 1, "team-a.nexmux.test", 443)
+		return err
+	}
+	for range 5 {
+		_ = login("2001:db8:ff::1", "guess")
+	}
+	flood := socks5.ThrottleEntries + socks5.ThrottleEntries/4
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := login(fmt.Sprintf("2001:db8:1:%x::%x", i>>16, i&0xffff), "guess"); err == nil {
+					t.Error("wrong password accepted")
+				}
+			}
+		}()
+	}
+	for i := range flood {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if n := st.ingress.ThrottleTable(); n > socks5.ThrottleEntries {
+		t.Errorf("after failed logins from %d addresses within the minute, the throttle holds %d entries, over its bound %d", flood, n, socks5.ThrottleEntries)
+	}
+	if err := login("2001:db8:ff::1", "s3cret"); err == nil {
+		t.Error("the client blocked before the flood logged in with the right password")
+	}
+}

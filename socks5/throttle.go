@@ -17,7 +17,7 @@ import (
 const (
 	maxLoginFailures = 5
 	loginBlock       = time.Minute
-	// throttleEntries bounds the table: past it, stale entries are swept.
+	// throttleEntries bounds the table: past it, entries are swept (sweep).
 	throttleEntries = 4096
 )
 
@@ -60,12 +60,8 @@ func (t *loginThrottle) failed(a netip.Addr) bool {
 		t.m = map[netip.Addr]*failures{}
 	}
 	now := time.Now()
-	if len(t.m) >= throttleEntries {
-		for k, f := range t.m {
-			if now.Sub(f.last) >= loginBlock {
-				delete(t.m, k)
-			}
-		}
+	if _, known := t.m[a]; !known && len(t.m) >= throttleEntries {
+		t.sweep(now)
 	}
 	f := t.m[a]
 	if f == nil || now.Sub(f.last) >= loginBlock {
@@ -75,6 +71,29 @@ func (t *loginThrottle) failed(a netip.Addr) bool {
 	f.n++
 	f.last = now
 	return f.n == maxLoginFailures
+}
+
+// sweep makes room for a new client: stale entries go, then, when failed
+// logins from that many addresses came within the minute, clients not
+// blocked and at last blocked ones, down to 7/8 of the bound, so the
+// table stays bounded and the next sweeps are that many failures away.
+func (t *loginThrottle) sweep(now time.Time) {
+	for k, f := range t.m {
+		if now.Sub(f.last) >= loginBlock {
+			delete(t.m, k)
+		}
+	}
+	const room = throttleEntries * 7 / 8
+	for _, blockedToo := range []bool{false, true} {
+		for k, f := range t.m {
+			if len(t.m) <= room {
+				return
+			}
+			if blockedToo || f.n < maxLoginFailures {
+				delete(t.m, k)
+			}
+		}
+	}
 }
 
 func (t *loginThrottle) succeeded(a netip.Addr) {
