@@ -243,6 +243,13 @@ func TestProxyHeaderIncomplete(t *testing.T) {
 					t.Fatalf("partial header refused after %v, before the %v handshake timeout", d, timeout)
 				}
 				m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonProxyHeader)
+				// go-proxyproto's own error then is "signature not
+				// present": the line says what happened.
+				for _, line := range strings.Split(m.logs.String(), "\n") {
+					if strings.Contains(line, "client="+c.LocalAddr().String()) && !strings.Contains(line, "PROXY header not complete before the handshake timeout") {
+						t.Fatalf("the refusal does not say the header was cut short by the timeout: %s", line)
+					}
+				}
 			})
 		}
 	})
