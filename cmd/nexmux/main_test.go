@@ -1070,3 +1070,30 @@ func TestSecondConfigFileIsAProblem(t *testing.T) {
 		t.Errorf("NEXMUX_CONFIG alone: exit %d, stderr:\n%s", code, errs)
 	}
 }
+
+// The rules `nexmux iptables` prints go to iptables-restore or a file, and
+// check's description to a file too: output cut short by a failed write (a
+// full disk, a closed pipe) is exit 1 with the reason, never exit 0.
+func TestFailedWriteOfOutputIsAnError(t *testing.T) {
+	crt, key := certFiles(t)
+	for name, args := range map[string][]string{
+		"iptables": {"iptables", "--listen", ":8443", "--port", "8082=team-a"},
+		"delete":   {"iptables", "--delete"},
+		"check":    {"check", "--route", "team-a.example.com=team-a", "--cert", crt, "--key", key},
+	} {
+		var errb bytes.Buffer
+		code := 0
+		oldExiter, oldErr := cli.OsExiter, cli.ErrWriter
+		cli.OsExiter = func(c int) { code = c }
+		cli.ErrWriter = &errb
+		app := newApp()
+		app.Writer, app.ErrWriter = &failingWriter{n: 10}, &errb
+		if err := runApp(app, append([]string{"nexmux"}, args...)); err != nil && code == 0 {
+			code = 1
+		}
+		cli.OsExiter, cli.ErrWriter = oldExiter, oldErr
+		if code != 1 || !strings.Contains(errb.String(), "no space left") {
+			t.Errorf("%s, output cut after 10 bytes: exit %d:\n%s", name, code, errb.String())
+		}
+	}
+}
