@@ -130,6 +130,19 @@ func HeaderRefusal(raw net.Conn, err error, deadline time.Time) string {
 	return ReasonProxyHeader
 }
 
+// HeaderRefusalText is the log message for a refusal HeaderRefusal gave
+// reason: go-proxyproto reports a header the deadline cut short as a
+// missing signature, so the deadline says which it was.
+func HeaderRefusalText(reason string, deadline time.Time) string {
+	switch {
+	case reason != ReasonProxyHeader:
+		return "nothing usable before the deadline"
+	case !time.Now().Before(deadline):
+		return "PROXY header not complete before the handshake timeout"
+	}
+	return "no valid PROXY header"
+}
+
 // reasonFor classifies an error from the routing phase.
 func reasonFor(err error) string {
 	var ne net.Error

@@ -146,11 +146,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			log.logger().Debug("connection closed before sending anything", "reason", reason)
 			s.countRefused(reason)
 		} else {
-			msg := "nothing usable before the deadline"
-			if reason == ReasonProxyHeader {
-				msg = "no valid PROXY header"
-			}
-			log.refuse(reason, msg, "err", err)
+			log.refuse(reason, HeaderRefusalText(reason, deadline), "err", err)
 		}
 		return d, false
 	}

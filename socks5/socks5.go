@@ -292,9 +292,8 @@ func (s *Server) refusedHeader(raw net.Conn, err error, deadline time.Time) {
 		return
 	}
 	args := []any{"peer", raw.RemoteAddr().String(), "reason", reason}
-	msg := "socks5: connection refused: nothing usable before the deadline"
+	msg := "socks5: connection refused: " + mux.HeaderRefusalText(reason, deadline)
 	if reason != mux.ReasonTimeout {
-		msg = "socks5: connection refused: no valid PROXY header"
 		args = append(args, "err", err)
 	}
 	s.log.Info(msg, lograte.Unlogged(args, dropped)...)
