@@ -242,6 +242,16 @@ func discoverFailed(err error) error {
 	return cli.Exit("nexmux discover: "+err.Error(), 1)
 }
 
+// writeOutput writes a command's output: a write that fails (a full disk,
+// a closed pipe) is exit 1 with the reason, never output cut short that a
+// script or iptables-restore would take as whole.
+func writeOutput(c *cli.Context, command, what, out string) error {
+	if _, err := io.WriteString(c.App.Writer, out); err != nil {
+		return cli.Exit(fmt.Sprintf("nexmux %s: writing %s: %v", command, what, err), 1)
+	}
+	return nil
+}
+
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n  ")
 }
@@ -376,10 +386,7 @@ func newApp() *cli.App {
 					}
 					// The exit status is what keeps a cut short file (a full
 					// disk) from being moved into place as the configuration.
-					if _, err := io.WriteString(c.App.Writer, out); err != nil {
-						return discoverFailed(fmt.Errorf("writing the mapping: %w", err))
-					}
-					return nil
+					return writeOutput(c, "discover", "the mapping", out)
 				},
 			},
 			{
@@ -398,8 +405,7 @@ func newApp() *cli.App {
 					}
 					// The warnings serve would log: valid, but not as meant.
 					printWarnings(c, b.Warnings)
-					fmt.Fprint(c.App.Writer, b.Describe())
-					return nil
+					return writeOutput(c, "check", "the description", b.Describe())
 				},
 			},
 		},
@@ -529,8 +535,7 @@ func iptablesAction(c *cli.Context) error {
 		if err != nil { // validated above
 			return invalid(err)
 		}
-		fmt.Fprint(c.App.Writer, out)
-		return nil
+		return writeOutput(c, "iptables", "the rules", out)
 	}
 	if cfg.IptablesDelete {
 		err = r.Uninstall(fams, c.App.ErrWriter)
