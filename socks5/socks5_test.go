@@ -1476,6 +1476,23 @@ func TestPendingPerClientIPv6Prefix(t *testing.T) {
 	}
 }
 
+// loginFrom logs in as ci with password through a PROXY header naming ip
+// (IPv6) as the client.
+func loginFrom(t *testing.T, st *stack, ip, password string) error {
+	t.Helper()
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c, "PROXY TCP6 %s 2001:db8::ffff 40000 1080\r\n", ip); err != nil {
+		return err
+	}
+	_, _, err = handshake(c, &login{"ci", password}, 1, "team-a.nexmux.test", 443)
+	return err
+}
+
 // With PerClientIPv6Prefix the login throttle counts one prefix as one
 // client, as the pending-session limit does: a host holding a /64 must
 // not get five fresh password guesses from every address in it.
@@ -1484,19 +1501,7 @@ func TestLoginThrottlePerClientIPv6Prefix(t *testing.T) {
 		Users:               func() map[string]string { return map[string]string{"ci": "s3cret"} },
 		PerClientIPv6Prefix: 64,
 	}})
-	login := func(ip, password string) error {
-		c, err := net.Dial("tcp", st.socksAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := fmt.Fprintf(c, "PROXY TCP6 %s 2001:db8::ffff 40000 1080\r\n", ip); err != nil {
-			return err
-		}
-		_, _, err = handshake(c, &login{"ci", password}, 1, "team-a.nexmux.test", 443)
-		return err
-	}
+	login := func(ip, password string) error { return loginFrom(t, st, ip, password) }
 	for i := 1; i <= 5; i++ {
 		if err := login(fmt.Sprintf("2001:db8:1:2::%x", i), "guess"); err == nil {
 			t.Fatal("wrong password accepted")
@@ -1534,19 +1539,7 @@ func TestLoginThrottleTableBounded(t *testing.T) {
 	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{
 		Users: func() map[string]string { return map[string]string{"ci": "s3cret"} },
 	}})
-	login := func(ip, password string) error {
-		c, err := net.Dial("tcp", st.socksAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := fmt.Fprintf(c, "PROXY TCP6 %s 2001:db8::ffff 40000 1080\r\n", ip); err != nil {
-			return err
-		}
-		_, _, err = handshake(c, &login{"ci", password}, 1, "team-a.nexmux.test", 443)
-		return err
-	}
+	login := func(ip, password string) error { return loginFrom(t, st, ip, password) }
 	for range 5 {
 		_ = login("2001:db8:ff::1", "guess")
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -25,13 +24,7 @@ import (
 func TestRequestAwaitingNexusAtDrainEndIsAccounted(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.DrainTimeout = time.Second
-	logs := &logBuffer{}
-	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nexmux log:\n%s", logs.String())
-		}
-	})
+	st, logs := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
 	node := st.NexusNodes[0]
 
 	h1 := st.Transport()
@@ -129,13 +122,7 @@ func TestRequestAwaitingNexusAtDrainEndIsAccounted(t *testing.T) {
 func TestDownloadStalledAtNexusAtDrainEndIsAccounted(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.DrainTimeout = time.Second
-	logs := &logBuffer{}
-	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nexmux log:\n%s", logs.String())
-		}
-	})
+	st, logs := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
 	node := st.NexusNodes[0]
 	digest := seedLayer(t, st, "team-b-hosted", "trickle", 256<<10)
 	// 100 bytes a second: net/http's 4 KiB write buffer towards the

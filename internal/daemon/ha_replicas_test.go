@@ -52,14 +52,7 @@ func replicaOf(t *testing.T, st *stack.Stack, edit func(*config.Config), file st
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.Shutdown(ctx)
-	})
+	serveDaemon(t, d)
 	return d.Addr("listen").String(), d, b
 }
 

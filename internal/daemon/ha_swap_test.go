@@ -19,13 +19,7 @@ import (
 // once, as to the first configuration's, instead of a 503 "no Nexus node is
 // reachable" to every client until their second probe.
 func TestHAReloadReplacingEveryNodeKeepsServing(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "nexmux.yaml")
-	writeFile := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	file, writeFile := configFile(t)
 	writeFile("drain-timeout: 30s\n")
 	cfg := haConfig()
 	// No probe round comes by itself while the test runs: only the one a

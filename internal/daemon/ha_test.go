@@ -838,13 +838,7 @@ func TestHAReadyzAndUpstreams(t *testing.T) {
 // takes no new reads while the upload tagged for it finishes there; a node
 // listed again joins after passing its probes.
 func TestHADrainAndReloadNodes(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "nexmux.yaml")
-	writeFile := func(s string) {
-		t.Helper()
-		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	file, writeFile := configFile(t)
 	writeFile("drain-timeout: 30s\n")
 	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig(), ConfigFile: file})
 	img, _ := random.Image(1024, 1)

@@ -4,16 +4,20 @@ package daemon_test
 // lines the test reads, and waiting for a connection to close.
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
 )
 
 // segmentSize is one Ethernet TCP segment's payload with timestamps: a
@@ -23,9 +27,16 @@ const segmentSize = 1448
 // logStack starts a stack whose log lines land in the returned buffer.
 func logStack(t *testing.T, cfg config.Config) (*stack.Stack, *logBuffer) {
 	t.Helper()
+	return logStackWith(t, stack.Options{Config: cfg})
+}
+
+// logStackWith is logStack with more of the stack's options (its Logger is
+// set here).
+func logStackWith(t *testing.T, o stack.Options) (*stack.Stack, *logBuffer) {
+	t.Helper()
 	logs := &logBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st := stack.Start(t, stack.Options{Config: cfg, Logger: log})
+	o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st := stack.Start(t, o)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("nexmux log:\n%s", logs.String())
@@ -78,4 +89,29 @@ func readUntilClosed(t *testing.T, c net.Conn, limit time.Duration) (got []byte,
 		t.Fatalf("connection still open after %v (read %q)", limit, got)
 	}
 	return got, elapsed
+}
+
+// serveDaemon starts d and shuts it down (5 s at most) when tb ends.
+func serveDaemon(tb testing.TB, d *daemon.Daemon) {
+	tb.Helper()
+	if err := d.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = d.Shutdown(ctx)
+	})
+}
+
+// configFile is a config file in a fresh directory and a function that
+// writes it.
+func configFile(t *testing.T) (file string, write func(string)) {
+	file = filepath.Join(t.TempDir(), "nexmux.yaml")
+	return file, func(s string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -1,13 +1,11 @@
 package daemon_test
 
 import (
-	"context"
 	"crypto/tls"
 	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/nexmux/nexmux/fixtures/certs"
 	"github.com/nexmux/nexmux/internal/config"
@@ -70,14 +68,7 @@ func TestReloadRetriedWhenNewFileTurnsUpWhileRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.Shutdown(ctx)
-	})
+	serveDaemon(t, d)
 	_ = d.Reload()
 	waitFor(t, "b.test served once its certificate turned up", func() bool {
 		conn, err := tls.Dial("tcp", d.Addr("listen").String(), &tls.Config{ServerName: "b.test", RootCAs: ca.Pool()})
