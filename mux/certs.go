@@ -18,9 +18,16 @@ type Certs struct {
 	exact map[string]*tls.Certificate
 	wild  map[string]*tls.Certificate // "*.example.com" keyed "example.com"
 	def   *tls.Certificate            // the first pair: for clients with no or unknown SNI
-	names []string
-	pairs []*tls.Certificate
-	at    time.Time // when the choice above was made
+	// allExact and allWild (keyed as wild) hold every pair naming a SAN,
+	// and defAlts every other pair covering all the fallback names: those
+	// a client that cannot use the choice (an RSA-only client beside an
+	// ECDSA pair) may be served.
+	allExact map[string][]*tls.Certificate
+	allWild  map[string][]*tls.Certificate
+	defAlts  []*tls.Certificate
+	names    []string
+	pairs    []*tls.Certificate
+	at       time.Time // when the choice above was made
 }
 
 // loadPair is tls.LoadX509KeyPair with both files read by smallfile: they
@@ -95,7 +102,8 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 			m[k] = cert
 		}
 	}
-	c := &Certs{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{}, at: now}
+	c := &Certs{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{},
+		allExact: map[string][]*tls.Certificate{}, allWild: map[string][]*tls.Certificate{}, at: now}
 	for i := range pairs {
 		cert := &pairs[i]
 		leaf := cert.Leaf
@@ -115,8 +123,10 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 			c.names = append(c.names, n)
 			if suffix, ok := strings.CutPrefix(n, "*."); ok {
 				prefer(c.wild, suffix, cert)
+				addOnce(c.allWild, suffix, cert)
 			} else {
 				prefer(c.exact, n, cert)
+				addOnce(c.allExact, n, cert)
 			}
 		}
 	}
@@ -147,8 +157,20 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 				}
 			}
 		}
+		for _, cert := range c.pairs {
+			if cert != c.def && coversAll(cert.Leaf, c.def.Leaf) {
+				c.defAlts = append(c.defAlts, cert)
+			}
+		}
 	}
 	return c, nil
+}
+
+// addOnce appends cert to m[k] unless it is there (a pair naming a host twice).
+func addOnce(m map[string][]*tls.Certificate, k string, cert *tls.Certificate) {
+	if !slices.Contains(m[k], cert) {
+		m[k] = append(m[k], cert)
+	}
 }
 
 // coversAll reports whether a serves every name b does to a client that
@@ -228,6 +250,20 @@ func (c *Certs) warningsAt(now time.Time, expiresSoon time.Duration) []string {
 			seen[cert] = true
 		}
 	}
+	// A pair of another key type than the one chosen for a name serves
+	// the clients that cannot use the choice (For).
+	otherKeyType := func(chosen map[string]*tls.Certificate, all map[string][]*tls.Certificate) {
+		for n, list := range all {
+			for _, cert := range list {
+				if cert.Leaf.PublicKeyAlgorithm != chosen[n].Leaf.PublicKeyAlgorithm {
+					seen[cert] = true
+				}
+			}
+		}
+	}
+	otherKeyType(c.exact, c.allExact)
+	otherKeyType(c.wild, c.allWild)
+	otherKeyType(map[string]*tls.Certificate{"": c.def}, map[string][]*tls.Certificate{"": c.defAlts})
 	for _, cert := range c.pairs {
 		leaf := cert.Leaf
 		names := strings.Join(leaf.DNSNames, ",")
@@ -354,6 +390,48 @@ func (c *Certs) lookup(name string) (*tls.Certificate, bool) {
 		}
 	}
 	return nil, false
+}
+
+// For returns the certificate for a (canonical) server name as Get does,
+// unless the client cannot use it (its signature algorithms, or its TLS 1.2
+// suites, leave out the key's type): then the best other pair naming the
+// host (exactly or by wildcard), or for the fallback covering all its
+// names, that the client can use, as crypto/tls picks among
+// Config.Certificates. With no such pair, Get's choice (the handshake then
+// fails as it would have).
+func (c *Certs) For(h *tls.ClientHelloInfo, name string) *tls.Certificate {
+	cert := c.Get(name)
+	if cert == nil {
+		return nil
+	}
+	var alts, wildAlts []*tls.Certificate
+	if _, ok := c.lookup(name); ok {
+		alts = c.allExact[name]
+		if i := strings.IndexByte(name, '.'); i > 0 {
+			wildAlts = c.allWild[name[i+1:]]
+		}
+	} else {
+		alts = c.defAlts
+	}
+	// One pair for the name (the common case): nothing to choose among.
+	if n := len(alts) + len(wildAlts); n == 0 || n == 1 && (slices.Contains(alts, cert) || slices.Contains(wildAlts, cert)) {
+		return cert
+	}
+	if h.SupportsCertificate(cert) == nil {
+		return cert
+	}
+	var best *tls.Certificate
+	for _, list := range [][]*tls.Certificate{alts, wildAlts} {
+		for _, alt := range list {
+			if alt != cert && (best == nil || better(alt.Leaf, best.Leaf, c.at)) && h.SupportsCertificate(alt) == nil {
+				best = alt
+			}
+		}
+	}
+	if best == nil {
+		return cert
+	}
+	return best
 }
 
 // Get returns the certificate for a (canonical) server name, falling back to

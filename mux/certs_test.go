@@ -2,6 +2,7 @@ package mux_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"strings"
 	"testing"
 	"time"
@@ -260,5 +261,59 @@ func TestCertsChosenAgainWhenValidityChanges(t *testing.T) {
 	}
 	if got := (*mux.Certs)(nil).NextCheck(soon); !got.IsZero() {
 		t.Fatalf("no certificates: next check %v", got)
+	}
+}
+
+// An ECDSA and an RSA pair for the same name (as nginx and most servers
+// are given them) are both served: each client gets the one it can verify
+// a signature of, as crypto/tls itself picks among Config.Certificates. A
+// TLS 1.2 client offering only ECDHE_RSA suites cannot use an ECDSA
+// certificate, nor one offering only ECDHE_ECDSA suites an RSA one; an
+// exact pair the client cannot use yields to a wildcard it can.
+func TestRSAAndECDSAForOneNameServedToEachClient(t *testing.T) {
+	ca, err := certs.NewCA("key types test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ECDSA pairs expire later, so they are the names' first choice
+	// whatever the order.
+	ecdsaPair, err := ca.IssueTLS("team-a.nexmux.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecdsaWild, err := ca.IssueTLS("*.nexmux.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPair := rsaCertificate(t, "team-a.nexmux.test")
+	rsaSuites := []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}
+	ecdsaSuites := []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}
+	for _, tc := range []struct {
+		name    string
+		pairs   []tls.Certificate
+		sni     string // "": none, on the default route
+		suites  []uint16
+		wantRSA bool
+	}{
+		{"rsa-only client, ecdsa first", []tls.Certificate{ecdsaPair, rsaPair}, "team-a.nexmux.test", rsaSuites, true},
+		{"rsa-only client, rsa first", []tls.Certificate{rsaPair, ecdsaPair}, "team-a.nexmux.test", rsaSuites, true},
+		{"ecdsa-only client, rsa first", []tls.Certificate{rsaPair, ecdsaPair}, "team-a.nexmux.test", ecdsaSuites, false},
+		{"rsa-only client, no SNI", []tls.Certificate{ecdsaPair, rsaPair}, "", rsaSuites, true},
+		{"ecdsa-only client, rsa exact beside ecdsa wildcard", []tls.Certificate{rsaPair, ecdsaWild}, "team-a.nexmux.test", ecdsaSuites, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := startMuxWith(t, muxConfig{certs: tc.pairs, defaultRoute: "team-a"})
+			cfg := &tls.Config{ServerName: tc.sni, InsecureSkipVerify: true,
+				MaxVersion: tls.VersionTLS12, CipherSuites: tc.suites}
+			c, err := tls.Dial("tcp", m.addr, cfg)
+			if err != nil {
+				t.Fatalf("handshake failed although a pair the client can use names %q: %v", tc.sni, err)
+			}
+			defer c.Close()
+			leaf := c.ConnectionState().PeerCertificates[0]
+			if gotRSA := leaf.PublicKeyAlgorithm == x509.RSA; gotRSA != tc.wantRSA {
+				t.Errorf("served a %v certificate for %q, want RSA %v", leaf.PublicKeyAlgorithm, tc.sni, tc.wantRSA)
+			}
+		})
 	}
 }

@@ -32,7 +32,8 @@ type muxConfig struct {
 	handshakeTimeout  time.Duration // default 5 s
 	maxConns          int
 	maxConnsPerClient int
-	cert              *tls.Certificate // instead of the CA's ECDSA *.nexmux.test
+	cert              *tls.Certificate  // instead of the CA's ECDSA *.nexmux.test
+	certs             []tls.Certificate // instead of either: every pair, in order
 	passthroughIdle   time.Duration
 	portTLSOnly       bool
 	maxHeaderBytes    int
@@ -94,7 +95,11 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	if mc.cert != nil {
 		cert = *mc.cert
 	}
-	cs, err := mux.NewCerts([]tls.Certificate{cert})
+	pairs := []tls.Certificate{cert}
+	if mc.certs != nil {
+		pairs = mc.certs
+	}
+	cs, err := mux.NewCerts(pairs)
 	if err != nil {
 		t.Fatal(err)
 	}

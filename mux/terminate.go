@@ -129,7 +129,7 @@ func (s *Server) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if rc, ok := h.Conn.(*routedConn); ok {
 		st = rc.state
 	}
-	if cert := st.Certs.Get(route.CanonicalHost(h.ServerName)); cert != nil {
+	if cert := st.Certs.For(h, route.CanonicalHost(h.ServerName)); cert != nil {
 		return cert, nil
 	}
 	return nil, errors.New("no certificate configured")
