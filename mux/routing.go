@@ -211,8 +211,14 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			return d, false
 		}
 		info.ServerName = hello.ServerName
+		if _, err := netip.ParseAddr(info.ServerName); err == nil {
+			// A server name may not be an IP address (RFC 6066): one that
+			// is names no route, as no name does (nginx's default server
+			// takes it likewise), and the HTTP stage sees no name either.
+			info.ServerName = ""
+		}
 		if rt == nil {
-			if rt = byName(log, st, hello.ServerName); rt == nil {
+			if rt = byName(log, st, info.ServerName); rt == nil {
 				_ = sni.WriteAlert(c, sni.AlertUnrecognizedName)
 				return d, false
 			}
