@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/mux"
 )
 
 // A ClientHello whose server name is an IP address (RFC 6066 forbids it;
@@ -24,12 +25,14 @@ func TestIPAddressAsServerNameTakesTheDefaultRoute(t *testing.T) {
 		t.Fatal("no server name in the hello")
 	}
 	copy(hello[i:], "127.0.0.1")
+	var client string
 	first := func(m *muxServer) byte {
 		c, err := net.Dial("tcp", m.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		client = c.LocalAddr().String()
 		if _, err := c.Write(hello); err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +47,11 @@ func TestIPAddressAsServerNameTakesTheDefaultRoute(t *testing.T) {
 	if got := first(startMuxWith(t, muxConfig{defaultRoute: "team-a"})); got != 22 {
 		t.Errorf("with --default-route: first record type %d, want a ServerHello (22)", got)
 	}
-	if got := first(startMuxWith(t, muxConfig{})); got != 21 {
+	m := startMuxWith(t, muxConfig{})
+	if got := first(m); got != 21 {
 		t.Errorf("without --default-route: first record type %d, want an alert (21)", got)
 	}
+	// Refused as a hello with no name: the connection (and the HTTP stage
+	// behind it) holds none.
+	m.waitRefusal(t, client, mux.ReasonNoSNI)
 }
