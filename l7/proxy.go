@@ -930,6 +930,12 @@ func (c *batchingWriter) WriteHeader(code int) {
 	// still be answered after it.
 	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
+		// A response Nexus sent without Content-Type goes out without one:
+		// net/http would sniff the body and invent one (a manifest read
+		// as "text/plain", which containerd takes for schema 1).
+		if h := c.ResponseWriter.Header(); h["Content-Type"] == nil {
+			h["Content-Type"] = nil
+		}
 	} else if code < 200 {
 		// net/http writes a 1xx to the socket at once (HTTP/1: from the
 		// transport's goroutine reading Nexus's answer, which waits on it).
