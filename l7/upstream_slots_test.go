@@ -488,3 +488,67 @@ func TestNodePoolShares(t *testing.T) {
 	}
 	waitUntil(t, "every place back", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.taken == 0 && len(p.held) == 0 })
 }
+
+// A client refused only its share of a node (the node has places free for
+// others) moves on to the next node at once, as it would from a node it
+// cannot reach: waiting there would spend the request's whole 2 s queue
+// time on the one node it may not use while the next has room, delaying
+// every request beyond the share (before shares it took a place at once).
+func TestShareRefusalMovesOnAtOnce(t *testing.T) {
+	release := make(chan struct{})
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/held/") {
+			<-release
+		}
+	}
+	a, b := startNode(t, h), startNode(t, h)
+	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+a.addr, "http://"+b.addr)
+	defer close(release)
+	d := digestOn(t, up.Set(), a.addr)
+	c := clientFrom("127.0.0.2")
+	go func() {
+		if resp, err := c.Do(teamRequest(addr, http.MethodGet, "/v2/held/manifests/"+d, nil)); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	pool := func() *nodePool { p, _ := up.pools.m.Load(a.addr); return p }
+	// With 2 places, one held is this client's share of a: half.
+	waitUntil(t, "the client's held read on a", func() bool {
+		p := pool()
+		if p == nil {
+			return false
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.taken == 1
+	})
+	done := make(chan int, 1)
+	go func() {
+		resp, err := c.Do(teamRequest(addr, http.MethodGet, "/v2/app/manifests/"+d, nil))
+		if err != nil {
+			done <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	for {
+		select {
+		case code := <-done:
+			if code != http.StatusOK {
+				t.Fatalf("beyond its share on a, with b free: status %d, want 200 from b", code)
+			}
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+		p := pool()
+		p.mu.Lock()
+		w := len(p.waiters)
+		p.mu.Unlock()
+		if w > 0 {
+			t.Fatal("the request waits on a, where only its share is refused, while b has places free")
+		}
+	}
+}
