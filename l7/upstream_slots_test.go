@@ -644,3 +644,102 @@ func TestResumeGivesBackItsPlaces(t *testing.T) {
 		})
 	}
 }
+
+// A resume refused only its client's share on the next node moves on to
+// the one after at once, as the first attempt does (TestShareRefusalMoves
+// OnAtOnce): it does not spend its 2 s waiting where others have room.
+func TestResumeShareRefusalMovesOnAtOnce(t *testing.T) {
+	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
+	sum := sha256.Sum256(blob)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	var cutter atomic.Pointer[string]
+	release := make(chan struct{})
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		if strings.Contains(r.URL.Path, "/held/") {
+			<-release
+			return
+		}
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		if rg := r.Header.Get("Range"); rg != "" {
+			var from, to int
+			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(blob[from : to+1])
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		if c := cutter.Load(); c == nil || *c != local {
+			w.Write(blob)
+			return
+		}
+		w.Write(blob[:len(blob)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	nodes := []*haNode{startNode(t, h), startNode(t, h), startNode(t, h)}
+	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64},
+		"http://"+nodes[0].addr, "http://"+nodes[1].addr, "http://"+nodes[2].addr)
+	defer close(release)
+	ns, err := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest)
+	if err != nil || len(ns) != 3 {
+		t.Fatalf("pick: %v %v", ns, err)
+	}
+	a, b := ns[0].Host, ns[1].Host
+	cutter.Store(&a)
+	c := clientFrom("127.0.0.2")
+	// The client holds its share (1 of 2) of b, the resume's next node.
+	d := digestOn(t, up.Set(), b)
+	go func() {
+		if resp, err := c.Do(teamRequest(addr, http.MethodGet, "/v2/held/manifests/"+d, nil)); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	pool := func() *nodePool { p, _ := up.pools.m.Load(b); return p }
+	waitUntil(t, "the client's held read on b", func() bool {
+		p := pool()
+		if p == nil {
+			return false
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.taken == 1
+	})
+	type result struct {
+		status int
+		body   []byte
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := c.Do(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil))
+		if err != nil {
+			done <- result{}
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{resp.StatusCode, body}
+	}()
+	for {
+		select {
+		case r := <-done:
+			if r.status != http.StatusOK || string(r.body) != string(blob) {
+				t.Fatalf("blob: %d, %d bytes of %d", r.status, len(r.body), len(blob))
+			}
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+		p := pool()
+		p.mu.Lock()
+		w := len(p.waiters)
+		p.mu.Unlock()
+		if w > 0 {
+			t.Fatal("the resume waits on b, where only its client's share is refused, while the third node has room")
+		}
+	}
+}
