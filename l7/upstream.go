@@ -149,6 +149,14 @@ func (p *nodePool) take(client netip.Addr) {
 // that tries several busy nodes waits poolQueueTimeout in all, not once per
 // node.
 func (u *Upstreams) acquire(ctx context.Context, host string, client netip.Addr, wait *time.Duration) (slot, bool) {
+	return u.acquireOr(ctx, host, client, wait, false)
+}
+
+// acquireOr is acquire; with moveOn (a next node may take the request) a
+// client refused only its share here (places free for others) is refused
+// at once: the next node may have room, and waiting here would spend the
+// whole queue time on the node it may not use.
+func (u *Upstreams) acquireOr(ctx context.Context, host string, client netip.Addr, wait *time.Duration, moveOn bool) (slot, bool) {
 	p, ok := u.pools.m.Load(host)
 	if !ok {
 		p, _ = u.pools.m.LoadOrStore(host, &nodePool{max: u.maxConns})
@@ -159,7 +167,7 @@ func (u *Upstreams) acquire(ctx context.Context, host string, client netip.Addr,
 		p.mu.Unlock()
 		return slot{p, client}, true
 	}
-	if *wait <= 0 {
+	if *wait <= 0 || moveOn && p.taken < p.max {
 		p.mu.Unlock()
 		return slot{}, false
 	}

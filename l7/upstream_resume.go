@@ -166,10 +166,14 @@ func (b *resumeBody) resume() error {
 		}
 		b.broke[b.node] = true
 		var n *upstream.Node
+		moveOn := false // another node could resume after n
 		for _, c := range cands {
 			if !b.broke[c] {
+				if n != nil {
+					moveOn = true
+					break
+				}
 				n = c
-				break
 			}
 		}
 		if n == nil {
@@ -178,7 +182,7 @@ func (b *resumeBody) resume() error {
 		b.tries++
 		// A resume is one more request on n: it takes one of n's
 		// --upstream-max-conns slots like any other.
-		sl, ok := b.f.up.acquire(b.client, n.Host, b.f.client(b.client), &queue)
+		sl, ok := b.f.up.acquireOr(b.client, n.Host, b.f.client(b.client), &queue, moveOn)
 		if !ok {
 			b.node = n
 			continue

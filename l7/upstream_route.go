@@ -210,7 +210,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	for i := 0; i < len(cands); i++ {
 		n := cands[i]
 		last := i == len(cands)-1
-		sl, ok := f.up.acquire(r.Context(), n.Host, client, &queue)
+		sl, ok := f.up.acquireOr(r.Context(), n.Host, client, &queue, !last)
 		if !ok {
 			if r.Context().Err() != nil {
 				return nil, r.Context().Err()

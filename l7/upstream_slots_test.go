@@ -488,3 +488,258 @@ func TestNodePoolShares(t *testing.T) {
 	}
 	waitUntil(t, "every place back", func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.taken == 0 && len(p.held) == 0 })
 }
+
+// A client refused only its share of a node (the node has places free for
+// others) moves on to the next node at once, as it would from a node it
+// cannot reach: waiting there would spend the request's whole 2 s queue
+// time on the one node it may not use while the next has room, delaying
+// every request beyond the share (before shares it took a place at once).
+func TestShareRefusalMovesOnAtOnce(t *testing.T) {
+	release := make(chan struct{})
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/held/") {
+			<-release
+		}
+	}
+	a, b := startNode(t, h), startNode(t, h)
+	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+a.addr, "http://"+b.addr)
+	defer close(release)
+	d := digestOn(t, up.Set(), a.addr)
+	c := clientFrom("127.0.0.2")
+	go func() {
+		if resp, err := c.Do(teamRequest(addr, http.MethodGet, "/v2/held/manifests/"+d, nil)); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	pool := func() *nodePool { p, _ := up.pools.m.Load(a.addr); return p }
+	// With 2 places, one held is this client's share of a: half.
+	waitUntil(t, "the client's held read on a", func() bool {
+		p := pool()
+		if p == nil {
+			return false
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.taken == 1
+	})
+	done := make(chan int, 1)
+	go func() {
+		resp, err := c.Do(teamRequest(addr, http.MethodGet, "/v2/app/manifests/"+d, nil))
+		if err != nil {
+			done <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	for {
+		select {
+		case code := <-done:
+			if code != http.StatusOK {
+				t.Fatalf("beyond its share on a, with b free: status %d, want 200 from b", code)
+			}
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+		p := pool()
+		p.mu.Lock()
+		w := len(p.waiters)
+		p.mu.Unlock()
+		if w > 0 {
+			t.Fatal("the request waits on a, where only its share is refused, while b has places free")
+		}
+	}
+}
+
+// A client waiting beyond its share gets the place its own request gives
+// back (a download whose body ends, doneBody) at once, not a 503 when its
+// 2 s run out; and every place and per-address count is back at the end.
+func TestOwnPlaceBackWakesItsWaiter(t *testing.T) {
+	n, held, release := heldNode(t)
+	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+n.addr)
+	codes := make(chan int, 2)
+	heldDownloads(addr, "127.0.0.2", 1, codes)
+	waitUntil(t, "the held request at the node", func() bool { return held.cur.Load() == 1 })
+	p, _ := up.pools.m.Load(n.addr)
+	locked := func(f func() bool) func() bool {
+		return func() bool { p.mu.Lock(); defer p.mu.Unlock(); return f() }
+	}
+	go func() {
+		resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, "/v2/app/manifests/latest", nil))
+		if err != nil {
+			codes <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		codes <- resp.StatusCode
+	}()
+	waitUntil(t, "the second request waiting beyond its share", locked(func() bool { return len(p.waiters) == 1 }))
+	close(release)
+	for i := 0; i < 2; i++ {
+		if c := <-codes; c != http.StatusOK {
+			t.Fatalf("status %d, want 200 (the waiter was not given its own place back)", c)
+		}
+	}
+	waitUntil(t, "every place back", locked(func() bool { return p.taken == 0 && len(p.held) == 0 && len(p.waiters) == 0 }))
+}
+
+// A blob download resumed on another node, with shares on, gives back
+// every place it took, on both nodes (the broken attempt's and the
+// resume's), exactly once.
+func TestResumeGivesBackItsPlaces(t *testing.T) {
+	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
+	sum := sha256.Sum256(blob)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	var cutter atomic.Pointer[string]
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		if rg := r.Header.Get("Range"); rg != "" {
+			var from, to int
+			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(blob[from : to+1])
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		if c := cutter.Load(); c == nil || *c != local {
+			w.Write(blob)
+			return
+		}
+		w.Write(blob[:len(blob)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	a, b := startNode(t, h), startNode(t, h)
+	addr, up := haProxyConfig(t, io.Discard, 4, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+a.addr, "http://"+b.addr)
+	if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
+		a, b = b, a
+	}
+	cutter.Store(&a.addr)
+	resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != string(blob) {
+		t.Fatalf("blob: %s, %d bytes of %d", resp.Status, len(body), len(blob))
+	}
+	for _, n := range []*haNode{a, b} {
+		p, ok := up.pools.m.Load(n.addr)
+		if !ok {
+			t.Fatalf("no places taken on %s: the download was not resumed there", n.addr)
+		}
+		waitUntil(t, "every place back on "+n.addr, func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return p.taken == 0 && len(p.held) == 0
+		})
+	}
+}
+
+// A resume refused only its client's share on the next node moves on to
+// the one after at once, as the first attempt does (TestShareRefusalMoves
+// OnAtOnce): it does not spend its 2 s waiting where others have room.
+func TestResumeShareRefusalMovesOnAtOnce(t *testing.T) {
+	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
+	sum := sha256.Sum256(blob)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	var cutter atomic.Pointer[string]
+	release := make(chan struct{})
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		if strings.Contains(r.URL.Path, "/held/") {
+			<-release
+			return
+		}
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		if rg := r.Header.Get("Range"); rg != "" {
+			var from, to int
+			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(blob[from : to+1])
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		if c := cutter.Load(); c == nil || *c != local {
+			w.Write(blob)
+			return
+		}
+		w.Write(blob[:len(blob)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	nodes := []*haNode{startNode(t, h), startNode(t, h), startNode(t, h)}
+	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64},
+		"http://"+nodes[0].addr, "http://"+nodes[1].addr, "http://"+nodes[2].addr)
+	defer close(release)
+	ns, err := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest)
+	if err != nil || len(ns) != 3 {
+		t.Fatalf("pick: %v %v", ns, err)
+	}
+	a, b := ns[0].Host, ns[1].Host
+	cutter.Store(&a)
+	c := clientFrom("127.0.0.2")
+	// The client holds its share (1 of 2) of b, the resume's next node.
+	d := digestOn(t, up.Set(), b)
+	go func() {
+		if resp, err := c.Do(teamRequest(addr, http.MethodGet, "/v2/held/manifests/"+d, nil)); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	pool := func() *nodePool { p, _ := up.pools.m.Load(b); return p }
+	waitUntil(t, "the client's held read on b", func() bool {
+		p := pool()
+		if p == nil {
+			return false
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.taken == 1
+	})
+	type result struct {
+		status int
+		body   []byte
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := c.Do(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil))
+		if err != nil {
+			done <- result{}
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{resp.StatusCode, body}
+	}()
+	for {
+		select {
+		case r := <-done:
+			if r.status != http.StatusOK || string(r.body) != string(blob) {
+				t.Fatalf("blob: %d, %d bytes of %d", r.status, len(r.body), len(blob))
+			}
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+		p := pool()
+		p.mu.Lock()
+		w := len(p.waiters)
+		p.mu.Unlock()
+		if w > 0 {
+			t.Fatal("the resume waits on b, where only its client's share is refused, while the third node has room")
+		}
+	}
+}
