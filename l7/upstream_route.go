@@ -221,7 +221,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			sb.finish()
 			msg := "nexmux: every connection to Nexus is busy; retry shortly"
-			if f.up.othersOnly(n.Host) {
+			if client.IsValid() && f.up.othersOnly(n.Host) {
 				msg = "nexmux: this client address holds its share of the connections to Nexus; retry shortly"
 			}
 			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body, msg: msg}
