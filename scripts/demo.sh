@@ -156,6 +156,8 @@ $(for h in "${HOSTS[@]}"; do printf '   %smkdir -p /etc/docker/certs.d/%s:%s && 
 Registry mirror $MIRROR_HOST:$port (docker.io, ghcr.io, quay.io, registry.k8s.io
 from the fixture's proxy repositories; no login needed: --mirror-auth-file).
 Client files from the README: $DEMO_DIR/certs.d, $DEMO_DIR/registries.conf.
+ctr talks to a running containerd (/run/containerd/containerd.sock); with only
+dockerd running, add --address /run/docker/containerd/containerd.sock after ctr.
    ${SUDO}ctr images pull --hosts-dir $DEMO_DIR/certs.d quay.io/acme/tool:2
    ${SUDO}ctr images pull --hosts-dir $DEMO_DIR/certs.d ghcr.io/acme/app:1
    skopeo --registries-conf $DEMO_DIR/registries.conf inspect --no-tags \\
