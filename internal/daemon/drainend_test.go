@@ -181,3 +181,54 @@ func TestDownloadStalledAtNexusAtDrainEndIsAccounted(t *testing.T) {
 		}
 	}
 }
+
+// A request still queued for a place on a busy node (--upstream-max-conns)
+// when --drain-timeout ends is ended then too, and says the drain ended it:
+// before, it waited out its 2 s queue time and was logged as Nexus being
+// busy.
+func TestRequestQueuedForNexusAtDrainEndIsCutByTheDrain(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.DrainTimeout = time.Second
+	cfg.UpstreamMaxConns = 1
+	st, logs := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
+	node := st.NexusNodes[0]
+	h1 := st.Transport()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	cl := &http.Client{Transport: h1}
+	send := func(method, host, path string, body io.Reader, done chan<- struct{}) {
+		req, _ := http.NewRequest(method, "https://"+st.Host(host)+path, body)
+		req.SetBasicAuth(stack.User, stack.Password)
+		if resp, err := cl.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		close(done)
+	}
+	node.SetBlackhole(true)
+	held := len(node.Requests())
+	first, queued := make(chan struct{}), make(chan struct{})
+	go send(http.MethodGet, "team-a", "/v2/app/manifests/held", nil, first)
+	waitFor(t, "the first request held at Nexus", func() bool { return len(node.Requests()) > held })
+	// An upload with its body still unread: closing the client's connection
+	// cancels no context under it (net/http reads the connection again
+	// only once the body is read). A write, so nexmux_uploads_in_flight
+	// says when it is in nexmux, queued.
+	body := strings.Repeat("x", 4<<10)
+	go send(http.MethodPost, "team-a-push", fmt.Sprintf("/v2/queued/blobs/uploads/?digest=sha256:%x", sha256.Sum256([]byte(body))), strings.NewReader(body), queued)
+	waitFor(t, "the second request in nexmux", func() bool {
+		return counterValue(t, st.Daemon, "nexmux_uploads_in_flight", nil) == 1
+	})
+	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	lines := logLines(logs, "msg=request", "/v2/queued/")
+	if len(lines) != 1 || !strings.Contains(lines[0], "cut by nexmux at the drain's end") {
+		t.Errorf("the queued request's access line: %q, want one saying the drain's end cut it", lines)
+	}
+	for _, c := range []chan struct{}{first, queued} {
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a client's request was still open after the drain")
+		}
+	}
+}
