@@ -448,7 +448,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 			p.refuseLocal(cw, st, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client; retry later")
 			return
 		}
-		if r.ProtoMajor > 1 {
+		if r.ProtoMajor > 1 && p.perClient.Max > 0 {
+			// Without a limit nothing is counted: no place to hold, and
+			// deliver's early flush would cost a frame per answer.
 			st.held = heldSlot{c: &p.perClient, a: a}
 		} else {
 			defer p.perClient.Release(a)
