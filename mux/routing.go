@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -211,7 +212,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			return d, false
 		}
 		info.ServerName = hello.ServerName
-		if _, err := netip.ParseAddr(info.ServerName); err == nil {
+		if ipLike(info.ServerName) {
 			// A server name may not be an IP address (RFC 6066): one that
 			// is names no route, as no name does (nginx's default server
 			// takes it likewise), and the HTTP stage sees no name either.
@@ -289,6 +290,21 @@ func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInf
 	}
 	info.ByPort = true
 	return rt, true
+}
+
+// ipLike reports whether a server name is an IP address. Host names end in
+// a letter (their top-level label), so only a name ending in a digit, or
+// holding a colon, is parsed: a parse error would cost an allocation per
+// handshake.
+func ipLike(name string) bool {
+	if name == "" {
+		return false
+	}
+	if last := name[len(name)-1]; (last < '0' || last > '9') && strings.IndexByte(name, ':') < 0 {
+		return false
+	}
+	_, err := netip.ParseAddr(name)
+	return err == nil
 }
 
 // byName finds the route for a server name, or for its absence the default
