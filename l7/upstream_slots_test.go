@@ -590,33 +590,9 @@ func TestOwnPlaceBackWakesItsWaiter(t *testing.T) {
 // every place it took, on both nodes (the broken attempt's and the
 // resume's), exactly once.
 func TestResumeGivesBackItsPlaces(t *testing.T) {
-	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
-	sum := sha256.Sum256(blob)
-	digest := "sha256:" + hex.EncodeToString(sum[:])
+	blob, digest := resumeBlob()
 	var cutter atomic.Pointer[string]
-	h := func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, "/repository/") {
-			return
-		}
-		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
-		if rg := r.Header.Get("Range"); rg != "" {
-			var from, to int
-			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
-			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
-			w.WriteHeader(http.StatusPartialContent)
-			w.Write(blob[from : to+1])
-			return
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-		if c := cutter.Load(); c == nil || *c != local {
-			w.Write(blob)
-			return
-		}
-		w.Write(blob[:len(blob)/2])
-		w.(http.Flusher).Flush()
-		panic(http.ErrAbortHandler)
-	}
+	h := cuttingBlobNode(blob, &cutter, nil)
 	a, b := startNode(t, h), startNode(t, h)
 	addr, up := haProxyConfig(t, io.Discard, 4, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+a.addr, "http://"+b.addr)
 	if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
@@ -649,38 +625,10 @@ func TestResumeGivesBackItsPlaces(t *testing.T) {
 // the one after at once, as the first attempt does (TestShareRefusalMoves
 // OnAtOnce): it does not spend its 2 s waiting where others have room.
 func TestResumeShareRefusalMovesOnAtOnce(t *testing.T) {
-	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
-	sum := sha256.Sum256(blob)
-	digest := "sha256:" + hex.EncodeToString(sum[:])
+	blob, digest := resumeBlob()
 	var cutter atomic.Pointer[string]
 	release := make(chan struct{})
-	h := func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, "/repository/") {
-			return
-		}
-		if strings.Contains(r.URL.Path, "/held/") {
-			<-release
-			return
-		}
-		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
-		if rg := r.Header.Get("Range"); rg != "" {
-			var from, to int
-			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
-			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
-			w.WriteHeader(http.StatusPartialContent)
-			w.Write(blob[from : to+1])
-			return
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-		if c := cutter.Load(); c == nil || *c != local {
-			w.Write(blob)
-			return
-		}
-		w.Write(blob[:len(blob)/2])
-		w.(http.Flusher).Flush()
-		panic(http.ErrAbortHandler)
-	}
+	h := cuttingBlobNode(blob, &cutter, release)
 	nodes := []*haNode{startNode(t, h), startNode(t, h), startNode(t, h)}
 	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64},
 		"http://"+nodes[0].addr, "http://"+nodes[1].addr, "http://"+nodes[2].addr)
@@ -741,5 +689,45 @@ func TestResumeShareRefusalMovesOnAtOnce(t *testing.T) {
 		if w > 0 {
 			t.Fatal("the resume waits on b, where only its client's share is refused, while the third node has room")
 		}
+	}
+}
+
+// resumeBlob is a 128 KiB blob and its digest.
+func resumeBlob() ([]byte, string) {
+	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
+	sum := sha256.Sum256(blob)
+	return blob, "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// cuttingBlobNode serves blob, and ranges of it, on any /repository/ path;
+// the node listening on *cutter breaks a whole-blob answer off halfway.
+// Paths holding /held/ wait until release is closed (nil: none).
+func cuttingBlobNode(blob []byte, cutter *atomic.Pointer[string], release <-chan struct{}) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		if release != nil && strings.Contains(r.URL.Path, "/held/") {
+			<-release
+			return
+		}
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		if rg := r.Header.Get("Range"); rg != "" {
+			var from, to int
+			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(blob[from : to+1])
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		if c := cutter.Load(); c == nil || *c != local {
+			w.Write(blob)
+			return
+		}
+		w.Write(blob[:len(blob)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
 	}
 }

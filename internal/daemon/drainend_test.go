@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"crypto/sha256"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,12 +26,9 @@ func TestRequestAwaitingNexusAtDrainEndIsAccounted(t *testing.T) {
 	st, logs := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
 	node := st.NexusNodes[0]
 
-	h1 := st.Transport()
-	h1.ForceAttemptHTTP2 = false
-	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	http1 := h1(st)
 	h2 := st.Transport()
-	clients := map[string]*http.Client{"HTTP/1.1": {Transport: h1}, "HTTP/2.0": {Transport: h2}}
+	clients := map[string]*http.Client{"HTTP/1.1": {Transport: http1}, "HTTP/2.0": {Transport: h2}}
 
 	// Upload sessions, opened while Nexus still answers.
 	sessions := map[string]string{}
@@ -130,13 +126,10 @@ func TestDownloadStalledAtNexusAtDrainEndIsAccounted(t *testing.T) {
 	// connection in the test's time.
 	node.SetSlow(0, 100)
 
-	h1 := st.Transport()
-	h1.ForceAttemptHTTP2 = false
-	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	http1 := h1(st)
 	before := counterValue(t, st.Daemon, "nexmux_requests_total", map[string]string{"method": http.MethodGet})
 	done := make(chan struct{}, 2)
-	for _, tr := range []*http.Transport{h1, st.Transport()} {
+	for _, tr := range []*http.Transport{http1, st.Transport()} {
 		cl := &http.Client{Transport: tr}
 		go func() {
 			defer func() { done <- struct{}{} }()
@@ -192,11 +185,8 @@ func TestRequestQueuedForNexusAtDrainEndIsCutByTheDrain(t *testing.T) {
 	cfg.UpstreamMaxConns = 1
 	st, logs := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
 	node := st.NexusNodes[0]
-	h1 := st.Transport()
-	h1.ForceAttemptHTTP2 = false
-	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	cl := &http.Client{Transport: h1}
+	http1 := h1(st)
+	cl := &http.Client{Transport: http1}
 	send := func(method, host, path string, body io.Reader, done chan<- struct{}) {
 		req, _ := http.NewRequest(method, "https://"+st.Host(host)+path, body)
 		req.SetBasicAuth(stack.User, stack.Password)

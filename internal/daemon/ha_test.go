@@ -540,6 +540,7 @@ func h1(st *stack.Stack) *http.Transport {
 	tr := st.Transport()
 	tr.ForceAttemptHTTP2 = false
 	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	return tr
 }
 
