@@ -255,6 +255,24 @@ func TestDiscoverNexusURLListedWithTheOtherProblems(t *testing.T) {
 	}
 }
 
+// runToFullDisk runs nexmux with args, its output failing after 10 bytes
+// as a full disk does: the exit status and stderr.
+func runToFullDisk(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var errb bytes.Buffer
+	code := 0
+	oldExiter, oldErr := cli.OsExiter, cli.ErrWriter
+	cli.OsExiter = func(c int) { code = c }
+	cli.ErrWriter = &errb
+	defer func() { cli.OsExiter, cli.ErrWriter = oldExiter, oldErr }()
+	app := newApp()
+	app.Writer, app.ErrWriter = &failingWriter{n: 10}, &errb
+	if err := runApp(app, append([]string{"nexmux"}, args...)); err != nil && code == 0 {
+		code = 1
+	}
+	return code, errb.String()
+}
+
 // failingWriter takes n bytes, then fails as a full disk does.
 type failingWriter struct{ n int }
 
@@ -285,19 +303,9 @@ func TestDiscoverFailedWriteIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, format := range []string{"yaml", "flags"} {
-		var errb bytes.Buffer
-		code := 0
-		oldExiter, oldErr := cli.OsExiter, cli.ErrWriter
-		cli.OsExiter = func(c int) { code = c }
-		cli.ErrWriter = &errb
-		app := newApp()
-		app.Writer, app.ErrWriter = &failingWriter{n: 10}, &errb
-		if err := runApp(app, []string{"nexmux", "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", pw, "--format", format}); err != nil && code == 0 {
-			code = 1
-		}
-		cli.OsExiter, cli.ErrWriter = oldExiter, oldErr
-		if code == 0 || !strings.Contains(errb.String(), "no space left") {
-			t.Errorf("--format %s, output cut after 10 bytes: exit %d:\n%s", format, code, errb.String())
+		code, errs := runToFullDisk(t, "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", pw, "--format", format)
+		if code == 0 || !strings.Contains(errs, "no space left") {
+			t.Errorf("--format %s, output cut after 10 bytes: exit %d:\n%s", format, code, errs)
 		}
 	}
 }

@@ -1081,19 +1081,9 @@ func TestFailedWriteOfOutputIsAnError(t *testing.T) {
 		"delete":   {"iptables", "--delete"},
 		"check":    {"check", "--route", "team-a.example.com=team-a", "--cert", crt, "--key", key},
 	} {
-		var errb bytes.Buffer
-		code := 0
-		oldExiter, oldErr := cli.OsExiter, cli.ErrWriter
-		cli.OsExiter = func(c int) { code = c }
-		cli.ErrWriter = &errb
-		app := newApp()
-		app.Writer, app.ErrWriter = &failingWriter{n: 10}, &errb
-		if err := runApp(app, append([]string{"nexmux"}, args...)); err != nil && code == 0 {
-			code = 1
-		}
-		cli.OsExiter, cli.ErrWriter = oldExiter, oldErr
-		if code != 1 || !strings.Contains(errb.String(), "no space left") {
-			t.Errorf("%s, output cut after 10 bytes: exit %d:\n%s", name, code, errb.String())
+		code, errs := runToFullDisk(t, args...)
+		if code != 1 || !strings.Contains(errs, "no space left") {
+			t.Errorf("%s, output cut after 10 bytes: exit %d:\n%s", name, code, errs)
 		}
 	}
 }
