@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -44,13 +43,7 @@ func TestHABlobPullNodeFrozenMidBody(t *testing.T) {
 		if !strings.Contains(r.URL.Path, "/blobs/") {
 			return // the /v2/ ping
 		}
-		if rg := r.Header.Get("Range"); rg != "" {
-			var from, to int
-			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
-			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
-			w.WriteHeader(http.StatusPartialContent)
-			w.Write(blob[from : to+1])
+		if serveRange(w, r, blob) {
 			return
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))

@@ -38,12 +38,7 @@ func TestResumeStopsWhenClientLeaves(t *testing.T) {
 				w.WriteHeader(http.StatusServiceUnavailable)
 				return
 			}
-			var from, to int
-			fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &from, &to)
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
-			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
-			w.WriteHeader(http.StatusPartialContent)
-			w.Write(blob[from : to+1])
+			serveRange(w, r, blob)
 			return
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))

@@ -140,13 +140,7 @@ func TestResumeTakesASlot(t *testing.T) {
 			<-release
 			return
 		}
-		if rg := r.Header.Get("Range"); rg != "" {
-			var from, to int
-			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
-			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
-			w.WriteHeader(http.StatusPartialContent)
-			w.Write(blob[from : to+1])
+		if serveRange(w, r, blob) {
 			return
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
@@ -712,13 +706,7 @@ func cuttingBlobNode(blob []byte, cutter *atomic.Pointer[string], release <-chan
 			return
 		}
 		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
-		if rg := r.Header.Get("Range"); rg != "" {
-			var from, to int
-			fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
-			w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
-			w.WriteHeader(http.StatusPartialContent)
-			w.Write(blob[from : to+1])
+		if serveRange(w, r, blob) {
 			return
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
@@ -730,4 +718,20 @@ func cuttingBlobNode(blob []byte, cutter *atomic.Pointer[string], release <-chan
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// serveRange answers a request with a Range header (bytes=FROM-TO) with
+// that part of blob, as Nexus does; false when there is none.
+func serveRange(w http.ResponseWriter, r *http.Request, blob []byte) bool {
+	rg := r.Header.Get("Range")
+	if rg == "" {
+		return false
+	}
+	var from, to int
+	fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+	w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+	w.WriteHeader(http.StatusPartialContent)
+	w.Write(blob[from : to+1])
+	return true
 }
