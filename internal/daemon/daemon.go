@@ -74,6 +74,8 @@ type Daemon struct {
 	// watchPending is the changed state of the last poll, reloaded once a
 	// poll finds it again (pollWatched).
 	watchPending map[string]string
+	// fileStates: Options.FileStates, for Start.
+	fileStates map[string]string
 
 	memTrimInterval time.Duration
 	memTrimPolicy   memtrim.Policy
@@ -96,6 +98,10 @@ type Options struct {
 	// reports what in it needs a restart, and watches the files it names
 	// to retry when they change.
 	Reload func() (*config.Runtime, error)
+	// FileStates is the state of the watched files taken before the
+	// configuration New is given was read (ReadConfig), for the watcher to
+	// start from; nil: their state at Start.
+	FileStates map[string]string
 	// Listen creates the listeners (default net.Listen). Tests bind inside
 	// a network namespace through it; socket activation would too.
 	Listen func(network, addr string) (net.Listener, error)
@@ -154,7 +160,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	if access == nil {
 		access = log
 	}
-	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), certsSwapped: make(chan struct{}, 1), metrics: metrics.New(),
+	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, fileStates: opts.FileStates, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), certsSwapped: make(chan struct{}, 1), metrics: metrics.New(),
 		watchInterval: cmp.Or(opts.WatchInterval, DefaultWatchInterval), memTrimInterval: cmp.Or(opts.MemTrimInterval, DefaultMemTrimInterval), memTrimPolicy: opts.MemTrimPolicy,
 		metricsIdleTimeout: cmp.Or(opts.MetricsIdleTimeout, DefaultMetricsIdleTimeout)}
 	if d.memTrimPolicy == (memtrim.Policy{}) {
@@ -319,7 +325,7 @@ func (d *Daemon) Start() error {
 	}
 	if d.reload != nil {
 		d.reloadMu.Lock()
-		d.setWatch(c.WatchedFiles(), nil)
+		d.setWatch(c.WatchedFiles(), d.fileStates)
 		d.reloadMu.Unlock()
 		ctx, stop := context.WithCancel(context.Background())
 		d.stopWatch = stop
@@ -369,6 +375,13 @@ func (d *Daemon) closeListeners() {
 
 // Addr returns a bound address: "listen", or "port:8082" for --bind-ports.
 func (d *Daemon) Addr(name string) net.Addr { return d.addrs[name] }
+
+// ReadConfig reads the configuration to start with, and the state of the
+// files it names for Options.FileStates.
+func ReadConfig(read func() (*config.Runtime, error)) (*config.Runtime, map[string]string, error) {
+	b, err := read()
+	return b, nil, err
+}
 
 // Reload re-reads the configuration and swaps routes and certificates for
 // new connections. An invalid configuration is refused whole; the old one
