@@ -300,14 +300,15 @@ func newApp() *cli.App {
 					// the configuration left behind, and be resident.
 					floor, _ := memtrim.NewHeapFloor(memtrim.FloorSize(os.Getenv))
 					defer floor.Release() // also what keeps it held while serving
-					b, err := build(c)
+					read := func() (*config.Runtime, error) { return build(c) }
+					b, states, err := daemon.ReadConfig(read)
 					if err != nil {
 						return invalid(err)
 					}
 					lw := daemon.NewLogWriter(os.Stderr, daemon.AccessLogDelay)
 					defer lw.Close()
 					log, access := daemon.NewLoggers(lw, b.Config.LogFormat, b.Config.LogLevel)
-					d, err := daemon.New(b, daemon.Options{Logger: log, AccessLog: access, Reload: func() (*config.Runtime, error) { return build(c) }})
+					d, err := daemon.New(b, daemon.Options{Logger: log, AccessLog: access, Reload: read, FileStates: states})
 					if err != nil {
 						return cli.Exit("nexmux: "+err.Error(), 1)
 					}

@@ -377,10 +377,32 @@ func (d *Daemon) closeListeners() {
 func (d *Daemon) Addr(name string) net.Addr { return d.addrs[name] }
 
 // ReadConfig reads the configuration to start with, and the state of the
-// files it names for Options.FileStates.
+// files it names taken before the read it returns (Options.FileStates): a
+// file that changes between this read and Start is then seen changed.
+// The files are known only once read, so they are read twice.
 func ReadConfig(read func() (*config.Runtime, error)) (*config.Runtime, map[string]string, error) {
+	return readWatched(read, map[string]string{})
+}
+
+// readWatched reads the configuration with read; seen is the state of the
+// watched files taken before the read and is returned completed. Files
+// the configuration names that seen lacks had no state taken before they
+// were read: their state is taken and the configuration read once more,
+// or a file that changed (or turned up) in between would never be seen.
+func readWatched(read func() (*config.Runtime, error), seen map[string]string) (*config.Runtime, map[string]string, error) {
 	b, err := read()
-	return b, nil, err
+	for range 2 {
+		var fresh []string
+		if b != nil && b.Config != nil {
+			fresh = slices.DeleteFunc(b.Config.WatchedFiles(), func(f string) bool { _, ok := seen[f]; return ok })
+		}
+		if len(fresh) == 0 {
+			break
+		}
+		maps.Copy(seen, statFiles(fresh))
+		b, err = read()
+	}
+	return b, seen, err
 }
 
 // Reload re-reads the configuration and swaps routes and certificates for
@@ -401,22 +423,7 @@ func (d *Daemon) Reload() error {
 // files read before the configuration was: a file that changes while it
 // is read is seen changed at the next check, and read again.
 func (d *Daemon) reloadLocked(seen map[string]string) error {
-	seen = maps.Clone(seen)
-	b, err := d.reload()
-	// Files the new configuration names for the first time had no state
-	// taken before they were read: take it now and read once more, or a
-	// file that changed (or turned up) in between would never be seen.
-	for range 2 {
-		var fresh []string
-		if b != nil && b.Config != nil {
-			fresh = slices.DeleteFunc(b.Config.WatchedFiles(), func(f string) bool { _, ok := seen[f]; return ok })
-		}
-		if len(fresh) == 0 {
-			break
-		}
-		maps.Copy(seen, statFiles(fresh))
-		b, err = d.reload()
-	}
+	b, seen, err := readWatched(d.reload, maps.Clone(seen))
 	// An invalid configuration that was read comes as a Runtime holding
 	// only its Config (see Options.Reload).
 	var next *config.Config
