@@ -10,8 +10,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -490,6 +492,64 @@ func TestBuildWarnsOfPerClientCapNotBelowMaxConns(t *testing.T) {
 		got := strings.Join(b.Warnings, "\n")
 		if tc.want == "" && strings.Contains(got, "max-conns-per-client") || !strings.Contains(got, tc.want) {
 			t.Errorf("max-conns %d, per client %d: warnings %q, want %q", tc.maxConns, tc.perClient, got, tc.want)
+		}
+	}
+}
+
+// TestListenClashesByHostName: a listen address written with a host name
+// binds the address the name resolves to (Go's net.Listen takes its first
+// IPv4 address, else its first), so "localhost:P" and "127.0.0.1:P" are
+// one bind. check's verdict must be what binding both does: the second
+// bind fails exactly where a clash is reported.
+func TestListenClashesByHostName(t *testing.T) {
+	for _, tc := range [][2]string{
+		{"localhost", "127.0.0.1"},
+		{"LocalHost", "localhost"},
+		{"localhost", "::1"},
+		{"localhost", ""},
+		{"127.0.0.1", "localhost"},
+		{"nexmux-no-such-host.invalid", "127.0.0.1"},
+	} {
+		// A free port for this pair.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		l.Close()
+		listen, metrics := net.JoinHostPort(tc[0], port), net.JoinHostPort(tc[1], port)
+
+		// Each alone binds, or the pair says nothing (no ::1 here, a
+		// name that does not resolve: serve reports those itself).
+		alone := func(addr string) bool {
+			l, err := net.Listen("tcp", addr)
+			if err == nil {
+				l.Close()
+			}
+			return err == nil
+		}
+		if !alone(listen) || !alone(metrics) {
+			t.Logf("%s or %s cannot be bound here", listen, metrics)
+			continue
+		}
+		first, err := net.Listen("tcp", listen)
+		bindFails := false
+		if err == nil {
+			second, err := net.Listen("tcp", metrics)
+			bindFails = err != nil
+			if second != nil {
+				second.Close()
+			}
+			first.Close()
+		}
+
+		c := Defaults()
+		c.Port = []string{"8082=team-a"}
+		c.Listen, c.MetricsListen = listen, metrics
+		_, err = c.Build()
+		clash := err != nil && strings.Contains(err.Error(), "the same address as listen")
+		if clash != bindFails {
+			t.Errorf("listen %s, metrics-listen %s: clash reported %v, but binding both fails: %v (err %v)", listen, metrics, clash, bindFails, err)
 		}
 	}
 }
