@@ -5,6 +5,7 @@
 package config
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -467,13 +468,37 @@ func listenClashes(c *Config, boundPorts []int) error {
 		a, ok := ip(h)
 		return h == "" || ok && a.IsUnspecified()
 	}
+	// A host name binds the address it resolves to: net.Listen takes the
+	// first IPv4 address, else the first. Looked up only for two binds on
+	// one port, once each.
+	resolved := map[string]netip.Addr{}
+	addrOf := func(h string) (netip.Addr, bool) {
+		if a, ok := ip(h); ok || h == "" {
+			return a, ok
+		}
+		a, seen := resolved[h]
+		if !seen {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			as, err := net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+			cancel()
+			if err == nil && len(as) > 0 {
+				a = as[0]
+				if i := slices.IndexFunc(as, func(a netip.Addr) bool { return a.Unmap().Is4() }); i >= 0 {
+					a = as[i]
+				}
+				a = a.Unmap()
+			}
+			resolved[h] = a // the zero Addr: unresolved, serve says why
+		}
+		return a, a.IsValid()
+	}
 	same := func(a, b string) bool {
-		x, okx := ip(a)
-		y, oky := ip(b)
+		x, okx := addrOf(a)
+		y, oky := addrOf(b)
 		if okx && oky {
 			return x == y
 		}
-		return a == b
+		return strings.EqualFold(a, b)
 	}
 	var errs []error
 	for i := range binds {
