@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,6 +78,32 @@ func (f *forwarder) restart(t *testing.T) {
 		t.Fatalf("restart forwarder on %s: %v", f.addr, err)
 	}
 	f.serve(ln)
+}
+
+// A killed forwarder, like a Nexus whose process is gone, refuses
+// connections, and its port stays its own until restart: another test
+// binary's listener on it would answer in Nexus's place.
+func TestForwarderKillHoldsItsPort(t *testing.T) {
+	f := startForwarder(t, "127.0.0.1:1")
+	for round := 1; round <= 2; round++ {
+		c, err := net.Dial("tcp", f.addr)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		f.kill()
+		c.Close()
+		if c, err := net.Dial("tcp", f.addr); err == nil {
+			c.Close()
+			t.Fatalf("round %d: a killed forwarder accepted a connection", round)
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("round %d: %v, want ECONNREFUSED", round, err)
+		}
+		if ln, err := net.Listen("tcp", f.addr); err == nil {
+			ln.Close()
+			t.Fatalf("round %d: another listener took %s while the forwarder was killed", round, f.addr)
+		}
+		f.restart(t)
+	}
 }
 
 func (f *forwarder) serve(ln net.Listener) {
