@@ -22,6 +22,7 @@ import (
 
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/porthold"
 )
 
 // verifyNoLeaks checks, after everything the test started has shut down,
@@ -42,6 +43,7 @@ type forwarder struct {
 
 	mu    sync.Mutex
 	ln    net.Listener
+	hold  *porthold.Hold // the port while killed: refused, and no one else's
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 	cut   chan struct{} // closed when a byte limit killed the relay
@@ -58,7 +60,14 @@ func startForwarder(t *testing.T, target string) *forwarder {
 	}
 	f := &forwarder{addr: ln.Addr().String(), target: target, conns: map[net.Conn]struct{}{}}
 	f.serve(ln)
-	t.Cleanup(f.kill)
+	t.Cleanup(func() {
+		f.kill()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.hold != nil {
+			f.hold.Close()
+		}
+	})
 	return f
 }
 
@@ -66,8 +75,19 @@ func startForwarder(t *testing.T, target string) *forwarder {
 func (f *forwarder) restart(t *testing.T) {
 	t.Helper()
 	f.kill()
+	f.mu.Lock()
+	h := f.hold
+	f.hold = nil
+	f.mu.Unlock()
 	var ln net.Listener
 	var err error
+	if h != nil {
+		if ln, err = h.Listen(); err == nil {
+			f.serve(ln)
+			return
+		}
+		h.Close()
+	}
 	for i := 0; i < 50; i++ {
 		if ln, err = net.Listen("tcp", f.addr); err == nil {
 			break
@@ -191,7 +211,8 @@ func (f *forwarder) closeAll(byCut bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.ln != nil {
-		f.ln.Close()
+		ln := f.ln
+		f.hold, _ = porthold.Stop(ln, func() { ln.Close() }) // nil: restart listens anew
 		f.ln = nil
 	}
 	for c := range f.conns {
