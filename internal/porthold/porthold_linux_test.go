@@ -19,16 +19,29 @@ type wrapped struct{ net.Listener }
 func TestStopHoldsThePort(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
+		host   string
 		beside bool
 		reset  bool
-	}{{"beside", true, false}, {"beside-reset", true, true}, {"after-close", false, false}} {
+	}{
+		{"beside", "127.0.0.1", true, false},
+		{"beside-reset", "127.0.0.1", true, true},
+		{"after-close", "127.0.0.1", false, false},
+		{"ipv6", "::1", true, false},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			ln, err := net.Listen("tcp", net.JoinHostPort(tc.host, "0"))
 			if err != nil {
+				if tc.host == "::1" {
+					t.Skipf("no IPv6 loopback: %v", err)
+				}
 				t.Fatal(err)
 			}
 			addr := ln.Addr().String()
 			port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+			others := []string{addr, ":" + port, "0.0.0.0:" + port}
+			if tc.host == "::1" {
+				others = []string{addr, ":" + port, "[::]:" + port}
+			}
 			for round := 1; round <= 3; round++ {
 				// One connection the server closes first (TIME_WAIT on the
 				// port), one still open when the listener stops.
@@ -72,7 +85,7 @@ func TestStopHoldsThePort(t *testing.T) {
 				} else if !errors.Is(err, syscall.ECONNREFUSED) {
 					t.Fatalf("round %d: dial: %v, want ECONNREFUSED", round, err)
 				}
-				for _, other := range []string{addr, ":" + port, "0.0.0.0:" + port} {
+				for _, other := range others {
 					if o, err := net.Listen("tcp", other); err == nil {
 						o.Close()
 						t.Fatalf("round %d: %s was listened on while held", round, other)
