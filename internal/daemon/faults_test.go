@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/porthold"
 )
 
 // verifyNoLeaks checks, after everything the test started has shut down,
@@ -40,6 +43,7 @@ type forwarder struct {
 
 	mu    sync.Mutex
 	ln    net.Listener
+	hold  *porthold.Hold // the port while killed: refused, and no one else's
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 	cut   chan struct{} // closed when a byte limit killed the relay
@@ -56,7 +60,14 @@ func startForwarder(t *testing.T, target string) *forwarder {
 	}
 	f := &forwarder{addr: ln.Addr().String(), target: target, conns: map[net.Conn]struct{}{}}
 	f.serve(ln)
-	t.Cleanup(f.kill)
+	t.Cleanup(func() {
+		f.kill()
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.hold != nil {
+			f.hold.Close()
+		}
+	})
 	return f
 }
 
@@ -64,8 +75,19 @@ func startForwarder(t *testing.T, target string) *forwarder {
 func (f *forwarder) restart(t *testing.T) {
 	t.Helper()
 	f.kill()
+	f.mu.Lock()
+	h := f.hold
+	f.hold = nil
+	f.mu.Unlock()
 	var ln net.Listener
 	var err error
+	if h != nil {
+		if ln, err = h.Listen(); err == nil {
+			f.serve(ln)
+			return
+		}
+		h.Close()
+	}
 	for i := 0; i < 50; i++ {
 		if ln, err = net.Listen("tcp", f.addr); err == nil {
 			break
@@ -76,6 +98,32 @@ func (f *forwarder) restart(t *testing.T) {
 		t.Fatalf("restart forwarder on %s: %v", f.addr, err)
 	}
 	f.serve(ln)
+}
+
+// A killed forwarder, like a Nexus whose process is gone, refuses
+// connections, and its port stays its own until restart: another test
+// binary's listener on it would answer in Nexus's place.
+func TestForwarderKillHoldsItsPort(t *testing.T) {
+	f := startForwarder(t, "127.0.0.1:1")
+	for round := 1; round <= 2; round++ {
+		c, err := net.Dial("tcp", f.addr)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		f.kill()
+		c.Close()
+		if c, err := net.Dial("tcp", f.addr); err == nil {
+			c.Close()
+			t.Fatalf("round %d: a killed forwarder accepted a connection", round)
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("round %d: %v, want ECONNREFUSED", round, err)
+		}
+		if ln, err := net.Listen("tcp", f.addr); err == nil {
+			ln.Close()
+			t.Fatalf("round %d: another listener took %s while the forwarder was killed", round, f.addr)
+		}
+		f.restart(t)
+	}
 }
 
 func (f *forwarder) serve(ln net.Listener) {
@@ -163,7 +211,8 @@ func (f *forwarder) closeAll(byCut bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.ln != nil {
-		f.ln.Close()
+		ln := f.ln
+		f.hold, _ = porthold.Stop(ln, func() { ln.Close() }) // nil: restart listens anew
 		f.ln = nil
 	}
 	for c := range f.conns {

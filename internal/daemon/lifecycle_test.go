@@ -383,9 +383,7 @@ func TestSignals(t *testing.T) {
 	if err := pair.Write(crt, key); err != nil {
 		t.Fatal(err)
 	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freePort(t) // below the ephemeral range: no ":0" listener takes it before nexmux does
 	file := filepath.Join(dir, "nexmux.yaml")
 	conf := fmt.Sprintf("listen: 127.0.0.1:%d\nupstream: [%q]\ncert: [%q]\nkey: [%q]\ndrain-timeout: 20s\nroute:\n  - team-a-push.nexmux.test=team-a-hosted\n", port, hs.URL, crt, key)
 	writeFile(t, file, conf)
