@@ -10,6 +10,7 @@ import (
 
 	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/internal/smallfile"
+	"github.com/nexmux/nexmux/route"
 )
 
 // Certs picks a certificate by server name among the certificates' SANs.
@@ -380,6 +381,11 @@ func (c *Certs) Covers(host string) bool {
 }
 
 func (c *Certs) lookup(name string) (*tls.Certificate, bool) {
+	// A name that is no host name gets the fallback, as an unknown one:
+	// no wildcard pair takes it (the route table's rule).
+	if !route.IsHostName(name) {
+		return nil, false
+	}
 	if cert := c.exact[name]; cert != nil {
 		return cert, true
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nexmux/nexmux/l7"
@@ -123,13 +124,18 @@ func (t terminate) handshake(tc *tls.Conn, d decision) bool {
 
 // certificate picks the certificate from the state the connection was
 // accepted and routed under, so a reload before the handshake cannot mix
-// tables.
+// tables, for the name it was routed by (sni's, "" for an IP address),
+// so the peek and the certificate agree on what a name is.
 func (s *Server) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	st := s.state.Load()
+	name := h.ServerName
 	if rc, ok := h.Conn.(*routedConn); ok {
-		st = rc.state
+		st, name = rc.state, rc.info.ServerName
 	}
-	if cert := st.Certs.For(h, route.CanonicalHost(h.ServerName)); cert != nil {
+	if strings.IndexByte(name, ':') >= 0 {
+		name = "" // no host name: CanonicalHost would cut a "port" off
+	}
+	if cert := st.Certs.For(h, route.CanonicalHost(name)); cert != nil {
 		return cert, nil
 	}
 	return nil, errors.New("no certificate configured")
