@@ -28,7 +28,8 @@ type Certs struct {
 	defAlts  []*tls.Certificate
 	names    []string
 	pairs    []*tls.Certificate
-	at       time.Time // when the choice above was made
+	ids      map[*tls.Certificate]certID // each pair's, for session tickets
+	at       time.Time                   // when the choice above was made
 }
 
 // loadPair is tls.LoadX509KeyPair with both files read by smallfile: they
@@ -104,7 +105,8 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 		}
 	}
 	c := &Certs{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{},
-		allExact: map[string][]*tls.Certificate{}, allWild: map[string][]*tls.Certificate{}, at: now}
+		allExact: map[string][]*tls.Certificate{}, allWild: map[string][]*tls.Certificate{},
+		ids: make(map[*tls.Certificate]certID, len(pairs)), at: now}
 	for i := range pairs {
 		cert := &pairs[i]
 		leaf := cert.Leaf
@@ -119,6 +121,7 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 			c.def = cert
 		}
 		c.pairs = append(c.pairs, cert)
+		c.ids[cert] = leafID(leaf)
 		for _, n := range leaf.DNSNames {
 			n = strings.ToLower(strings.TrimSuffix(n, "."))
 			c.names = append(c.names, n)

@@ -132,13 +132,21 @@ func (s *Server) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if rc, ok := h.Conn.(*routedConn); ok {
 		st, name = rc.state, rc.info.ServerName
 	}
-	if strings.IndexByte(name, ':') >= 0 {
-		name = "" // no host name: CanonicalHost would cut a "port" off
-	}
-	if cert := st.Certs.For(h, route.CanonicalHost(name)); cert != nil {
+	if cert := st.Certs.For(h, certName(name)); cert != nil {
 		return cert, nil
 	}
 	return nil, errors.New("no certificate configured")
+}
+
+// certName is the name a certificate is chosen by for a server name:
+// canonical, or "" (the fallback) for an IP address, as routing has it,
+// and for one with a colon, which is no host name and whose "port"
+// CanonicalHost would cut off.
+func certName(serverName string) string {
+	if strings.IndexByte(serverName, ':') >= 0 || ipLike(serverName) {
+		return ""
+	}
+	return route.CanonicalHost(serverName)
 }
 
 // connContext gives every request the routing decision of its connection.
