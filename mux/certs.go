@@ -10,6 +10,7 @@ import (
 
 	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/internal/smallfile"
+	"github.com/nexmux/nexmux/route"
 )
 
 // Certs picks a certificate by server name among the certificates' SANs.
@@ -27,7 +28,8 @@ type Certs struct {
 	defAlts  []*tls.Certificate
 	names    []string
 	pairs    []*tls.Certificate
-	at       time.Time // when the choice above was made
+	ids      map[*tls.Certificate]certID // each pair's, for session tickets
+	at       time.Time                   // when the choice above was made
 }
 
 // loadPair is tls.LoadX509KeyPair with both files read by smallfile: they
@@ -103,7 +105,8 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 		}
 	}
 	c := &Certs{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{},
-		allExact: map[string][]*tls.Certificate{}, allWild: map[string][]*tls.Certificate{}, at: now}
+		allExact: map[string][]*tls.Certificate{}, allWild: map[string][]*tls.Certificate{},
+		ids: make(map[*tls.Certificate]certID, len(pairs)), at: now}
 	for i := range pairs {
 		cert := &pairs[i]
 		leaf := cert.Leaf
@@ -118,6 +121,7 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 			c.def = cert
 		}
 		c.pairs = append(c.pairs, cert)
+		c.ids[cert] = leafID(leaf)
 		for _, n := range leaf.DNSNames {
 			n = strings.ToLower(strings.TrimSuffix(n, "."))
 			c.names = append(c.names, n)
@@ -380,6 +384,11 @@ func (c *Certs) Covers(host string) bool {
 }
 
 func (c *Certs) lookup(name string) (*tls.Certificate, bool) {
+	// A name that is no host name gets the fallback, as an unknown one:
+	// no wildcard pair takes it (the route table's rule).
+	if !route.IsHostName(name) {
+		return nil, false
+	}
 	if cert := c.exact[name]; cert != nil {
 		return cert, true
 	}

@@ -25,8 +25,9 @@ import (
 // route's key in X-Route and whether a port chose it in X-By-Port.
 type muxConfig struct {
 	proxyFrom         []string
-	passthrough       string // backend of pt.nexmux.test, when set
-	ppOut             byte   // PROXY version sent to the passthrough backend
+	passthrough       string   // backend of pt.nexmux.test, when set
+	routes            []string // more HOST=REPO routes
+	ppOut             byte     // PROXY version sent to the passthrough backend
 	ports             []string
 	defaultRoute      string
 	handshakeTimeout  time.Duration // default 5 s
@@ -103,7 +104,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := route.Spec{Routes: []string{"team-a.nexmux.test=team-a"}, Ports: mc.ports, Default: mc.defaultRoute}
+	spec := route.Spec{Routes: append([]string{"team-a.nexmux.test=team-a"}, mc.routes...), Ports: mc.ports, Default: mc.defaultRoute}
 	if mc.passthrough != "" {
 		spec.Passthrough = []string{"pt.nexmux.test=" + mc.passthrough}
 	}

@@ -235,7 +235,7 @@ func sameRoute(info *l7.ConnInfo, t *route.Table) bool {
 			}
 		}
 	case info.ServerName != "":
-		r = t.LookupHost(info.ServerName)
+		r = t.LookupServerName(info.ServerName)
 	default:
 		r = t.Default()
 	}

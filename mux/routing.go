@@ -317,7 +317,9 @@ func byName(log *connLog, st *State, name string) *route.Route {
 		}
 		return rt
 	}
-	rt := st.Table.LookupHost(name)
+	// A name that is no host name (bytes outside LDH, a port after it)
+	// routes nowhere, as an unknown one: no wildcard takes it.
+	rt := st.Table.LookupServerName(name)
 	if rt == nil {
 		log.refuse(ReasonUnknownSNI, "no route for server name")
 	}

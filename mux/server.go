@@ -205,6 +205,9 @@ func New(opts Options, st *State) (*Server, error) {
 		// would otherwise get a no_application_protocol alert.
 		NextProtos:     []string{"h2", "http/1.1", "http/1.0"},
 		GetCertificate: s.certificate,
+		// A session resumes only for its server name and certificate.
+		WrapSession:   s.wrapSession,
+		UnwrapSession: s.unwrapSession,
 	}
 	s.http = &http.Server{
 		Handler: markResponding(opts.Handler),

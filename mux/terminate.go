@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nexmux/nexmux/l7"
@@ -123,16 +124,29 @@ func (t terminate) handshake(tc *tls.Conn, d decision) bool {
 
 // certificate picks the certificate from the state the connection was
 // accepted and routed under, so a reload before the handshake cannot mix
-// tables.
+// tables, for the name it was routed by (sni's, "" for an IP address),
+// so the peek and the certificate agree on what a name is.
 func (s *Server) certificate(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	st := s.state.Load()
+	name := h.ServerName
 	if rc, ok := h.Conn.(*routedConn); ok {
-		st = rc.state
+		st, name = rc.state, rc.info.ServerName
 	}
-	if cert := st.Certs.For(h, route.CanonicalHost(h.ServerName)); cert != nil {
+	if cert := st.Certs.For(h, certName(name)); cert != nil {
 		return cert, nil
 	}
 	return nil, errors.New("no certificate configured")
+}
+
+// certName is the name a certificate is chosen by for a server name:
+// canonical, or "" (the fallback) for an IP address, as routing has it,
+// and for one with a colon, which is no host name and whose "port"
+// CanonicalHost would cut off.
+func certName(serverName string) string {
+	if strings.IndexByte(serverName, ':') >= 0 || ipLike(serverName) {
+		return ""
+	}
+	return route.CanonicalHost(serverName)
 }
 
 // connContext gives every request the routing decision of its connection.

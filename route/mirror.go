@@ -80,7 +80,7 @@ func CanonicalRegistry(s string) (string, bool) {
 			return "", false
 		}
 	}
-	if host == "" || len(host) > 253 || net.ParseIP(host) == nil && !validHostName(host) {
+	if host == "" || len(host) > 253 || net.ParseIP(host) == nil && !IsHostName(host) {
 		return "", false
 	}
 	if port == "443" {
@@ -91,21 +91,6 @@ func CanonicalRegistry(s string) (string, bool) {
 		return DockerHub, true
 	}
 	return s, true
-}
-
-func validHostName(h string) bool {
-	for _, label := range strings.Split(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // parseMirrors adds the --mirror HOST/REGISTRY=REPO values to t, one route

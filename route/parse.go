@@ -155,7 +155,7 @@ func validAddr(s string) error {
 	}
 	// Caught here, a typo is a start-up error, not a failed dial on the
 	// first connection (DNS is case-blind; a trailing dot is absolute).
-	if _, err := netip.ParseAddr(host); err != nil && !validHostName(strings.TrimSuffix(strings.ToLower(host), ".")) {
+	if _, err := netip.ParseAddr(host); err != nil && !IsHostName(strings.TrimSuffix(host, ".")) {
 		return fmt.Errorf("%q: %q is not a host name or IP address", s, host)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {

@@ -249,6 +249,11 @@ func (t *Table) LookupHost(name string) *Route {
 		return nil
 	}
 	name = CanonicalHost(name)
+	// A wildcard must not take a name no host can have (UTF-8, an empty
+	// or over-long label): it routes nowhere, as an unknown name does.
+	if !IsHostName(name) {
+		return nil
+	}
 	if r := t.exact[name]; r != nil {
 		return r
 	}
@@ -266,6 +271,16 @@ func (t *Table) LookupHost(name string) *Route {
 		i += j + 1
 	}
 	return nil
+}
+
+// LookupServerName is LookupHost for a TLS server name as sni.ReadClientHello
+// gives it. A server name has no port: one with a colon is no host name,
+// where LookupHost would cut it off and route what is left.
+func (t *Table) LookupServerName(name string) *Route {
+	if strings.IndexByte(name, ':') >= 0 {
+		return nil
+	}
+	return t.LookupHost(name)
 }
 
 // LookupPort returns the route declared for a (legacy connector) port, or nil.
@@ -331,3 +346,43 @@ func CanonicalHost(h string) string {
 	}
 	return h
 }
+
+// IsHostName reports whether name is a host name, without a trailing dot:
+// at most 253 bytes of dot-separated labels of 1 to 63 letters (either
+// case), digits, '-' and '_', none starting or ending with '-'
+// (RFC 1035, RFC 1123; an IDN is its xn-- A-label, RFC 5890). '_' is
+// allowed as route patterns (NormalizePattern) and crypto/x509 allow it:
+// internal names carry it. It does not allocate.
+func IsHostName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	start := 0
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c == '.' {
+			if !labelEnds(name, start, i) {
+				return false
+			}
+			start = i + 1
+			continue
+		}
+		if !hostByte[c] {
+			return false
+		}
+	}
+	return labelEnds(name, start, len(name))
+}
+
+// labelEnds reports whether name[start:end] is a label's valid extent.
+func labelEnds(name string, start, end int) bool {
+	return end > start && end-start <= 63 && name[start] != '-' && name[end-1] != '-'
+}
+
+// hostByte holds the bytes a host name's label may have.
+var hostByte = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
+	}
+	return t
+}()

@@ -3,6 +3,7 @@ package route
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -157,6 +158,65 @@ func TestCanonicalHost(t *testing.T) {
 	}
 }
 
+func TestIsHostName(t *testing.T) {
+	label63 := strings.Repeat("a", 63)
+	name253 := label63 + "." + label63 + "." + label63 + "." + strings.Repeat("b", 61)
+	for name, want := range map[string]bool{
+		"a": true, "a.example.com": true, "A.Example.COM": true, "xn--bcher-kva.example": true,
+		"a_b.example.com": true, "_dmarc.example.com": true, "a-b--c.example.com": true,
+		"0.example.com": true, "10.0.0.1": true, label63 + ".example.com": true, name253: true,
+
+		"": false, ".": false, ".example.com": false, "a..example.com": false, "a.example.com.": false,
+		label63 + "a.example.com": false, name253 + "b": false, "-a.example.com": false,
+		"a-.example.com": false, "a.-.com": false, "bücher.example": false, "\xff.example": false,
+		"a b.example": false, "a*b.example": false, "*.example.com": false, "a/b.example": false,
+		"%41.example": false, "a\x00b.example": false, "a\x01b.example": false, "a.example.com:443": false,
+		"[::1]": false, "::1": false, "a\\.example": false, "a+b.example": false, "a~b.example": false,
+	} {
+		if got := IsHostName(name); got != want {
+			t.Errorf("IsHostName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// A name no host can have matches no route, however a wildcard would
+// otherwise take it; a server name with a port is such a name, where a Host
+// header's port is cut off.
+func TestNoHostNameRoutesNowhere(t *testing.T) {
+	tab := mustBuild(t, Spec{Routes: []string{"team-a.example.com=team-a", "*.example.com=wild"}})
+	for _, name := range []string{
+		strings.Repeat("a.", 125) + "example.com", strings.Repeat("a", 64) + ".example.com",
+		"bücher.example.com", "\xff.example.com", "a b.example.com", "*.example.com", "a..example.com",
+		".example.com", "-a.example.com", "a-.example.com", "[x].example.com",
+	} {
+		if r := tab.LookupHost(name); r != nil {
+			t.Errorf("LookupHost(%q) = %v, want nil", name, r)
+		}
+		if r := tab.LookupServerName(name); r != nil {
+			t.Errorf("LookupServerName(%q) = %v, want nil", name, r)
+		}
+	}
+	for name, want := range map[string]string{
+		"team-a.example.com": "team-a.example.com", "TEAM-A.example.com": "team-a.example.com",
+		"x.example.com": "*.example.com", "a_b.example.com": "*.example.com",
+		"xn--bcher-kva.example.com": "*.example.com",
+	} {
+		for _, r := range []*Route{tab.LookupHost(name), tab.LookupServerName(name)} {
+			if r == nil || r.Key != want {
+				t.Errorf("%q routed to %v, want %s", name, r, want)
+			}
+		}
+	}
+	if r := tab.LookupHost("team-a.example.com:443"); r == nil || r.Key != "team-a.example.com" {
+		t.Errorf("Host team-a.example.com:443 routed to %v", r)
+	}
+	for _, name := range []string{"team-a.example.com:443", "x.example.com:1", "x.example.com:"} {
+		if r := tab.LookupServerName(name); r != nil {
+			t.Errorf("LookupServerName(%q) = %v, want nil", name, r)
+		}
+	}
+}
+
 // TestLookupHostAllocs: the lookup runs once per connection and once per
 // request (Host check); it must not allocate for names already in canonical
 // (lowercase) form, whether they hit an exact route, a wildcard, or nothing.
@@ -177,6 +237,9 @@ func TestLookupHostAllocs(t *testing.T) {
 		_ = r
 		if n != 0 {
 			t.Errorf("LookupHost(%q): %v allocations, want 0", host, n)
+		}
+		if n := testing.AllocsPerRun(100, func() { r = tab.LookupServerName(host) }); n != 0 {
+			t.Errorf("LookupServerName(%q): %v allocations, want 0", host, n)
 		}
 	}
 	n := testing.AllocsPerRun(100, func() { _ = tab.LookupPort(8082) })
@@ -284,5 +347,25 @@ func BenchmarkLookupHost(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkIsHostName is the scan every server name and Host header
+// lookup makes: a typical name, and the longest there may be.
+func BenchmarkIsHostName(b *testing.B) {
+	label63 := strings.Repeat("a", 63)
+	for _, c := range []struct{ name, host string }{
+		{"typical", "team-00042.registry.example.com"},
+		{"longest", label63 + "." + label63 + "." + label63 + "." + strings.Repeat("b", 61)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(c.host)))
+			for b.Loop() {
+				if !IsHostName(c.host) {
+					b.Fatal("not a host name")
+				}
+			}
+		})
 	}
 }

@@ -40,7 +40,10 @@ const (
 
 // ClientHello is what the listener needs to route a connection.
 type ClientHello struct {
-	ServerName string   // lowercased, one trailing dot removed, "" when absent
+	// ServerName is lowercased, one trailing dot removed, "" when absent.
+	// It is not checked to be a host name: routing
+	// (route.Table.LookupServerName) takes one that is not as unknown.
+	ServerName string
 	ALPN       []string // protocols offered, in order
 	Raw        []byte   // every byte read from the connection (whole records), to be replayed
 }
