@@ -39,7 +39,7 @@ func env(name string) []string { return []string{config.EnvVar(name)} }
 // their variables, as every flag is.
 func configFlags(command string) []cli.Flag {
 	flags := []cli.Flag{
-		newConfigFlag("YAML file whose keys are these long flag names (precedence: flag > env > file)"),
+		newConfigFlag("YAML `FILE` whose keys are these long flag names (precedence: flag > env > file)"),
 	}
 	for _, s := range config.Settings() {
 		other := s.Command != "" && s.Command != command

@@ -313,3 +313,35 @@ func TestBlankListEnvIsUnset(t *testing.T) {
 		}
 	}
 }
+
+// Each help line says what the README's flags table says the flag takes
+// and bounds: --config a FILE, --default-route a split target as --route
+// and --port do, and --body-timeout each 64 KiB of a body (l7's
+// bodyProgress), not each read, which a client trickling a byte at a time
+// would satisfy for ever.
+func TestHelpAgreesWithTheFlagsTable(t *testing.T) {
+	for _, cmd := range []string{"serve", "check"} {
+		help, _, _ := run(t, cmd, "--help")
+		line := func(name string) string {
+			for _, l := range strings.Split(help, "\n") {
+				if strings.HasPrefix(strings.TrimSpace(l), "--"+name+" ") {
+					return l
+				}
+			}
+			t.Fatalf("%s --help has no line for --%s", cmd, name)
+			return ""
+		}
+		for name, want := range map[string]string{
+			"config":        "--config FILE ",
+			"default-route": "pull:GROUP,push:HOSTED",
+			"body-timeout":  "64 KiB",
+		} {
+			if l := line(name); !strings.Contains(l, want) {
+				t.Errorf("%s --help: --%s lacks %q: %s", cmd, name, want, l)
+			}
+		}
+		if l := line("body-timeout"); strings.Contains(l, "each read") {
+			t.Errorf("%s --help: --body-timeout says it bounds each read: %s", cmd, l)
+		}
+	}
+}

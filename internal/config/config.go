@@ -268,6 +268,7 @@ func (c *Config) Build() (*Runtime, error) {
 	}
 	checked, ports := checkedRoutes(b.Table, spec)
 	errs = errlist.Append(errs, listenClashes(c, ports))
+	errs = errlist.Append(errs, passthroughLoops(c.Listen, c.Passthrough))
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
 		errs = multierror.Append(errs, relationError{errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO")})
 	}
@@ -510,6 +511,89 @@ func listenClashes(c *Config, boundPorts []int) error {
 		}
 	}
 	return errlist.Join(errs...)
+}
+
+// passthroughLoops reports the --passthrough backends that are nexmux's
+// own --listen: each stream would come back in, be routed by the same name
+// to the same backend, and so on until a connection limit refused one.
+// Backends on other ports, or on addresses the listener does not take,
+// are left alone; a backend that does not parse is route.Build's to report.
+func passthroughLoops(listen string, passthrough []string) error {
+	lhost, lp, err := net.SplitHostPort(listen)
+	lport, perr := strconv.Atoi(lp)
+	if err != nil || perr != nil || lport == 0 {
+		return nil
+	}
+	var local []netip.Addr // this host's addresses, read once when needed
+	localRead := false
+	takes := func(b netip.Addr) bool {
+		switch { // a dial to 0.0.0.0 or :: reaches loopback
+		case b == netip.IPv4Unspecified():
+			b = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		case b == netip.IPv6Unspecified():
+			b = netip.IPv6Loopback()
+		}
+		switch l, err := netip.ParseAddr(lhost); {
+		case lhost == "" || err == nil && l.Unmap().IsUnspecified():
+			// ":P", "0.0.0.0:P" and "[::]:P" all take both families
+			// (Go listens on [::] for each).
+		default:
+			// A host name binds one address: the first IPv4 one, else
+			// the first (net.Listen).
+			as := resolveHost(lhost)
+			if i := slices.IndexFunc(as, netip.Addr.Is4); i > 0 {
+				as = as[i:]
+			}
+			return len(as) > 0 && as[0] == b
+		}
+		if b.IsLoopback() {
+			return true
+		}
+		if !localRead {
+			localRead = true
+			if as, err := net.InterfaceAddrs(); err == nil {
+				for _, a := range as {
+					if n, ok := a.(*net.IPNet); ok {
+						if ip, ok := netip.AddrFromSlice(n.IP); ok {
+							local = append(local, ip.Unmap())
+						}
+					}
+				}
+			}
+		}
+		return slices.Contains(local, b)
+	}
+	var errs []error
+	for _, p := range passthrough {
+		name, addr, _ := strings.Cut(p, "=")
+		host, port, err := net.SplitHostPort(strings.TrimSpace(addr))
+		if err != nil {
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n != lport {
+			continue
+		}
+		if slices.ContainsFunc(resolveHost(host), takes) {
+			errs = append(errs, relationError{fmt.Errorf("passthrough %s: %s is nexmux's own --listen %s: every stream for %s would come back to this route", strings.TrimSpace(p), strings.TrimSpace(addr), listen, strings.TrimSpace(name))})
+		}
+	}
+	return errlist.Join(errs...)
+}
+
+// resolveHost returns the addresses h stands for, IPv4-mapped ones
+// unmapped: h itself if it is one, else what the resolver answers within
+// 2 s (nothing if it does not: serve reports that itself).
+func resolveHost(h string) []netip.Addr {
+	if a, err := netip.ParseAddr(h); err == nil {
+		return []netip.Addr{a.Unmap()}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	as, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+	for i := range as {
+		as[i] = as[i].Unmap()
+	}
+	return as
 }
 
 // relationError is a problem of how settings go together (one needs

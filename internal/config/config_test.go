@@ -553,3 +553,55 @@ func TestListenClashesByHostName(t *testing.T) {
 		}
 	}
 }
+
+// TestPassthroughToOwnListenerRefused: a passthrough backend that is
+// nexmux's own --listen address sends each stream back into nexmux, where
+// the same server name picks the same passthrough again: one client
+// connection becomes a loop of connections until --max-conns-per-client
+// refuses one. check must refuse it as it refuses a bind clash; another
+// port, or another host's address, is a backend like any other.
+func TestPassthroughToOwnListenerRefused(t *testing.T) {
+	local := ""
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				local = n.IP.String()
+				break
+			}
+		}
+	}
+	cases := []struct {
+		listen, backend string
+		loop            bool
+	}{
+		{":8443", "127.0.0.1:8443", true},
+		{":8443", "[::1]:8443", true},
+		{":8443", "localhost:8443", true},
+		{":8443", "0.0.0.0:8443", true},
+		{"0.0.0.0:8443", "127.0.0.2:8443", true},
+		{"0.0.0.0:8443", "0.0.0.0:8443", true},
+		{"0.0.0.0:8443", "[::1]:8443", true}, // Go listens on [::] for 0.0.0.0
+		{"127.0.0.1:8443", "127.0.0.1:8443", true},
+		{"127.0.0.1:8443", "[::ffff:127.0.0.1]:8443", true},
+		{"127.0.0.1:8443", "127.0.0.2:8443", false},
+		{":8443", "127.0.0.1:9443", false},
+		{":8443", "192.0.2.7:8443", false},
+		{"192.0.2.5:8443", "127.0.0.1:8443", false},
+	}
+	if local != "" {
+		cases = append(cases, struct {
+			listen, backend string
+			loop            bool
+		}{":8443", net.JoinHostPort(local, "8443"), true})
+	}
+	for _, tc := range cases {
+		c := Defaults()
+		c.Listen = tc.listen
+		c.Passthrough = []string{"legacy.example.com=" + tc.backend}
+		_, err := c.Build()
+		got := err != nil && strings.Contains(err.Error(), "nexmux's own --listen")
+		if got != tc.loop {
+			t.Errorf("listen %s, passthrough to %s: loop reported %v, want %v (err %v)", tc.listen, tc.backend, got, tc.loop, err)
+		}
+	}
+}
