@@ -469,9 +469,7 @@ func listenClashes(c *Config, boundPorts []int) error {
 		a, ok := ip(h)
 		return h == "" || ok && a.IsUnspecified()
 	}
-	// A host name binds the address it resolves to: net.Listen takes the
-	// first IPv4 address, else the first. Looked up only for two binds on
-	// one port, once each.
+	// A host name is looked up only for two binds on one port, once each.
 	resolved := map[string]netip.Addr{}
 	addrOf := func(h string) (netip.Addr, bool) {
 		if a, ok := ip(h); ok || h == "" {
@@ -479,16 +477,7 @@ func listenClashes(c *Config, boundPorts []int) error {
 		}
 		a, seen := resolved[h]
 		if !seen {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			as, err := net.DefaultResolver.LookupNetIP(ctx, "ip", h)
-			cancel()
-			if err == nil && len(as) > 0 {
-				a = as[0]
-				if i := slices.IndexFunc(as, func(a netip.Addr) bool { return a.Unmap().Is4() }); i >= 0 {
-					a = as[i]
-				}
-				a = a.Unmap()
-			}
+			a, _ = listenAddr(h)
 			resolved[h] = a // the zero Addr: unresolved, serve says why
 		}
 		return a, a.IsValid()
@@ -538,13 +527,8 @@ func passthroughLoops(listen string, passthrough []string) error {
 			// ":P", "0.0.0.0:P" and "[::]:P" all take both families
 			// (Go listens on [::] for each).
 		default:
-			// A host name binds one address: the first IPv4 one, else
-			// the first (net.Listen).
-			as := resolveHost(lhost)
-			if i := slices.IndexFunc(as, netip.Addr.Is4); i > 0 {
-				as = as[i:]
-			}
-			return len(as) > 0 && as[0] == b
+			a, ok := listenAddr(lhost)
+			return ok && a == b
 		}
 		if b.IsLoopback() {
 			return true
@@ -578,6 +562,19 @@ func passthroughLoops(listen string, passthrough []string) error {
 		}
 	}
 	return errlist.Join(errs...)
+}
+
+// listenAddr is the address net.Listen binds for host h: its first IPv4
+// address, else its first (false: h does not resolve).
+func listenAddr(h string) (netip.Addr, bool) {
+	as := resolveHost(h)
+	if len(as) == 0 {
+		return netip.Addr{}, false
+	}
+	if i := slices.IndexFunc(as, netip.Addr.Is4); i > 0 {
+		return as[i], true
+	}
+	return as[0], true
 }
 
 // resolveHost returns the addresses h stands for, IPv4-mapped ones
