@@ -49,27 +49,7 @@ func BenchmarkHandshake(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			srv, err := mux.New(mux.Options{
-				Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-				Handler: http.NotFoundHandler(),
-			}, &mux.State{Table: tab, Certs: cs})
-			if err != nil {
-				b.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			var wg sync.WaitGroup
-			wg.Add(2)
-			go func() { defer wg.Done(); _ = srv.Serve(ln) }()
-			go func() { defer wg.Done(); _ = srv.ServeHTTPConns() }()
-			defer func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = srv.Shutdown(ctx)
-				wg.Wait()
-			}()
+			addr := serveBench(b, tab, cs)
 			cfgs := make([]*tls.Config, n)
 			for i, h := range hosts {
 				cfgs[i] = &tls.Config{
@@ -77,7 +57,6 @@ func BenchmarkHandshake(b *testing.B) {
 					CurvePreferences: []tls.CurveID{tls.X25519}, NextProtos: []string{"http/1.1"},
 				}
 			}
-			addr := ln.Addr().String()
 			i := 0
 			b.ReportAllocs()
 			for b.Loop() {
@@ -113,28 +92,7 @@ func BenchmarkResumedHandshake(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := mux.New(mux.Options{
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Handler: http.NotFoundHandler(),
-	}, &mux.State{Table: tab, Certs: cs})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = srv.Serve(ln) }()
-	go func() { defer wg.Done(); _ = srv.ServeHTTPConns() }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		wg.Wait()
-	}()
-	addr := ln.Addr().String()
+	addr := serveBench(b, tab, cs)
 	for _, v := range []struct {
 		name string
 		v    uint16
@@ -171,4 +129,32 @@ func BenchmarkResumedHandshake(b *testing.B) {
 			}
 		})
 	}
+}
+
+// serveBench serves tab and cs on a loopback listener until b ends, with
+// a handler that answers 404; it returns the listener's address.
+func serveBench(b *testing.B, tab *route.Table, cs *mux.Certs) string {
+	b.Helper()
+	srv, err := mux.New(mux.Options{
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Handler: http.NotFoundHandler(),
+	}, &mux.State{Table: tab, Certs: cs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = srv.Serve(ln) }()
+	go func() { defer wg.Done(); _ = srv.ServeHTTPConns() }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		wg.Wait()
+	})
+	return ln.Addr().String()
 }
