@@ -25,18 +25,7 @@ import (
 // routes every connection names another route: the lookup must cost what
 // it costs with one.
 func BenchmarkHandshake(b *testing.B) {
-	ca, err := certs.NewCA("bench CA")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert, err := ca.IssueTLS("*.bench.test")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cs, err := mux.NewCerts([]tls.Certificate{cert})
-	if err != nil {
-		b.Fatal(err)
-	}
+	ca, cs := benchCerts(b)
 	for _, n := range []int{1, 10000} {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
 			routes := make([]string, n)
@@ -76,18 +65,7 @@ func BenchmarkHandshake(b *testing.B) {
 // what Go's client offers; and a TLS 1.2 ticket): every connection must
 // resume.
 func BenchmarkResumedHandshake(b *testing.B) {
-	ca, err := certs.NewCA("bench CA")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert, err := ca.IssueTLS("*.bench.test")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cs, err := mux.NewCerts([]tls.Certificate{cert})
-	if err != nil {
-		b.Fatal(err)
-	}
+	ca, cs := benchCerts(b)
 	tab, err := route.Build(route.Spec{Routes: []string{"r.bench.test=bench"}})
 	if err != nil {
 		b.Fatal(err)
@@ -157,4 +135,23 @@ func serveBench(b *testing.B, tab *route.Table, cs *mux.Certs) string {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// benchCerts is a CA and a certificate set of one *.bench.test pair it
+// issued.
+func benchCerts(b *testing.B) (*certs.CA, *mux.Certs) {
+	b.Helper()
+	ca, err := certs.NewCA("bench CA")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert, err := ca.IssueTLS("*.bench.test")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cs, err := mux.NewCerts([]tls.Certificate{cert})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ca, cs
 }
