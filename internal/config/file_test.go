@@ -201,6 +201,30 @@ func TestApplyFileEmpty(t *testing.T) {
 	}
 }
 
+// Empty documents around the one that holds the settings are nothing to
+// lose: generators and templates (Helm, kustomize, cat of several files)
+// leave "---" marks before and after, and `...` ends a document. Only a
+// second document with content is refused (TestApplyFileErrors).
+func TestApplyFileEmptyDocumentsAround(t *testing.T) {
+	for name, body := range map[string]string{
+		"trailing mark":              "route: [a.example.com=a]\n---\n",
+		"leading and trailing marks": "---\nroute: [a.example.com=a]\n---\n",
+		"empty first document":       "---\n---\nroute: [a.example.com=a]\n",
+		"comment-only document":      "route: [a.example.com=a]\n---\n# end\n",
+		"document end marker":        "route: [a.example.com=a]\n...\n",
+		"explicit null document":     "route: [a.example.com=a]\n--- ~\n",
+	} {
+		c := Defaults()
+		if err := c.ApplyFile(writeYAML(t, body)); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if len(c.Route) != 1 || c.Route[0] != "a.example.com=a" {
+			t.Errorf("%s: route %q, want [a.example.com=a]", name, c.Route)
+		}
+	}
+}
+
 func TestApplyFileErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml string
@@ -224,6 +248,7 @@ func TestApplyFileErrors(t *testing.T) {
 		{"exponent", "max-conns: 1e3\n", []string{`"1e3"`, "whole number"}},
 		{"YAML 1.1 bool", "port-tls-only: yes\n", []string{`"yes"`, "want true or false"}},
 		{"a second document", "route: [a.example.com=a]\n---\nroute: [b.example.com=b]\n", []string{"line 2", "second YAML document"}},
+		{"a second document after an empty one", "route: [a.example.com=a]\n---\n---\nroute: [b.example.com=b]\n", []string{"line 3", "second YAML document"}},
 		{"duration garbage", "idle-timeout: soon\n", []string{"soon"}},
 		{"int garbage", "max-conns: many\n", []string{"many"}},
 		{"quoted int garbage", "max-conns: \"12x\"\n", []string{"line 1", "12x", "want a whole number"}},
