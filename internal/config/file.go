@@ -96,6 +96,20 @@ func Unreadable(err error) bool {
 	return errors.As(err, &u)
 }
 
+// emptyDocument reports whether a YAML document holds nothing: no node, or
+// a null scalar.
+func emptyDocument(d *yaml.Node) bool {
+	if d.Kind == yaml.DocumentNode {
+		if len(d.Content) == 0 {
+			return true
+		}
+		if len(d.Content) == 1 {
+			d = d.Content[0]
+		}
+	}
+	return d.Kind == yaml.ScalarNode && d.Tag == "!!null"
+}
+
 // ApplyFile overlays the settings of a YAML config file onto c: its keys are
 // the long flag names. Unknown keys are errors: a misspelt key silently
 // ignored is a route silently missing. Every problem is reported. When the
@@ -108,31 +122,38 @@ func (c *Config) ApplyFile(path string) error {
 	if err != nil {
 		return unreadableError{fmt.Errorf("config %s: %w", path, err)}
 	}
-	var doc yaml.Node
+	// Documents that hold nothing ("---" marks a template left before or
+	// after, comments, an explicit null) are skipped. A second one that
+	// holds something would be ignored by a decoder that reads one: its
+	// routes silently missing.
+	var doc *yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	// An empty file (io.EOF) is an empty configuration.
-	if err := dec.Decode(&doc); err != nil {
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
 		if errors.Is(err, io.EOF) {
-			return nil
+			break
 		}
-		return unreadableError{fmt.Errorf("config %s: %w%s", path, err, bracketHint(data))}
-	}
-	// A second document ("---") would be ignored by a decoder that reads
-	// one: its routes silently missing.
-	var next yaml.Node
-	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-		line := 0
-		if err == nil {
-			line = next.Line
+		if err != nil {
+			if doc != nil {
+				return unreadableError{fmt.Errorf("config %s: a second YAML document (after ---): put every setting in one: %w", path, err)}
+			}
+			return unreadableError{fmt.Errorf("config %s: %w%s", path, err, bracketHint(data))}
 		}
-		return unreadableError{fmt.Errorf("config %s: line %d: a second YAML document (after ---): put every setting in one", path, line)}
+		if emptyDocument(&next) {
+			continue
+		}
+		if doc != nil {
+			return unreadableError{fmt.Errorf("config %s: line %d: a second YAML document (after ---): put every setting in one", path, next.Line)}
+		}
+		doc = &next
 	}
-	root := &doc
+	if doc == nil {
+		return nil // an empty file is an empty configuration
+	}
+	root := doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
-	}
-	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		return nil
 	}
 	if root.Kind != yaml.MappingNode {
 		return unreadableError{fmt.Errorf("config %s: line %d: want a mapping of long flag names to values", path, root.Line)}
