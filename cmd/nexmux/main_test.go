@@ -1087,3 +1087,15 @@ func TestFailedWriteOfOutputIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// With port routes alone and no certificate, check says there is none
+// and what that means, not "certificates: " with nothing after it.
+func TestCheckSaysNoCertificates(t *testing.T) {
+	out, errs, code := run(t, "check", "--port", "8082=team-a")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errs)
+	}
+	if !strings.Contains(out, "certificates: none (port routes serve plain HTTP only)\n") {
+		t.Errorf("check does not say there is no certificate:\n%s", out)
+	}
+}
