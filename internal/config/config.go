@@ -628,7 +628,11 @@ func (b *Runtime) Describe() string {
 		}
 	}
 	// IP addresses too: a pair may name nothing else (--default-route).
-	fmt.Fprintf(&sb, "certificates: %s\n", strings.Join(append(b.Certs.Names(), b.Certs.IPs()...), ", "))
+	names := append(b.Certs.Names(), b.Certs.IPs()...)
+	if len(names) == 0 {
+		names = []string{"none (port routes serve plain HTTP only)"}
+	}
+	fmt.Fprintf(&sb, "certificates: %s\n", strings.Join(names, ", "))
 	return sb.String()
 }
 
