@@ -311,3 +311,39 @@ func TestTableLastErrorAt(t *testing.T) {
 		t.Errorf("JSON row %s (%v) lacks lastErrorAt", js, err)
 	}
 }
+
+// /readyz's reason names why each node is not ready, not only its probed
+// state: a writable node that is draining, ejected or not yet probed read
+// "writable " (the state and an empty last error) in a refusal that asked
+// for a writable node.
+func TestReadableSaysWhyEachNodeIsNot(t *testing.T) {
+	spec, err := ParseSpec([]string{"http://a:8081", "http://b:8081", "http://c:8081", "http://d:8081"}, []string{"http://a:8081"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSet(spec, quiet())
+	nodes := map[string]*Node{}
+	for _, n := range s.Nodes() {
+		nodes[n.Host] = n
+	}
+	set := func(host string, f func(n *Node)) {
+		n := nodes[host]
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.joined, n.state = true, Writable
+		f(n)
+	}
+	set("a:8081", func(n *Node) {})
+	set("b:8081", func(n *Node) { n.ejectedUntil = now().Add(time.Minute) })
+	set("c:8081", func(n *Node) { n.joined = false })
+	set("d:8081", func(n *Node) { n.state, n.lastErr = ReadOnly, "Nexus is read-only" })
+	ok, why := s.Readable(true)
+	if ok {
+		t.Fatal("ready for writes with no node taking them")
+	}
+	for _, want := range []string{"a:8081: writable, draining", "b:8081: writable, ejected", "c:8081: writable, not yet joined", "d:8081: read-only Nexus is read-only"} {
+		if !strings.Contains(why, want) {
+			t.Errorf("reason lacks %q: %s", want, why)
+		}
+	}
+}
