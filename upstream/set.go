@@ -410,12 +410,23 @@ func (s *Set) Readable(write bool) (bool, string) {
 	for _, n := range s.Nodes() {
 		n.mu.Lock()
 		ok := n.usable(t, write)
-		st, e := n.state, n.lastErr
+		reason := n.Host + ": " + n.state.String()
+		switch {
+		case n.draining:
+			reason += ", draining"
+		case t.Before(n.ejectedUntil):
+			reason += ", ejected for " + n.ejectedUntil.Sub(t).Round(time.Second).String()
+		case !n.joined:
+			reason += ", not yet joined (waiting for its probes)"
+		}
+		if n.lastErr != "" {
+			reason += " " + n.lastErr
+		}
 		n.mu.Unlock()
 		if ok {
 			return true, ""
 		}
-		why = append(why, n.Host+": "+st.String()+" "+e)
+		why = append(why, reason)
 	}
 	return false, strings.Join(why, "; ")
 }
