@@ -518,6 +518,7 @@ func iptablesAction(c *cli.Context) error {
 	} else {
 		r.ListenPort, r.Ports = listenPort, t.Ports()
 		errs = errlist.Append(errs, r.Validate())
+		errs = errlist.Append(errs, errlist.Join(cfg.RedirectCaptures(r.Ports)...))
 		if w := iptables.ListenWarning(cfg.Listen); w != "" {
 			printWarnings(c, []string{w})
 		}

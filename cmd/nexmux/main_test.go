@@ -1099,3 +1099,45 @@ func TestCheckSaysNoCertificates(t *testing.T) {
 		t.Errorf("check does not say there is no certificate:\n%s", out)
 	}
 }
+
+// The REDIRECT rules take a --port's port on every local address, so a
+// port route on the port of --metrics-listen or --socks5-listen would send
+// /healthz, /metrics or the SOCKS5 clients to the listener and that port's
+// repository (the probes then fail). nexmux iptables refuses to write such a
+// rule; check and serve, which may serve port routes without iptables (a
+// PROXY header's port, --bind-ports), warn.
+func TestIptablesRefusesPortOfAnotherListener(t *testing.T) {
+	for _, tc := range []struct{ flag, addr, port string }{
+		{"--metrics-listen", "127.0.0.1:9090", "9090"},
+		{"--metrics-listen", ":9090", "9090"},
+		{"--socks5-listen", "[::1]:1080", "1080"},
+	} {
+		args := []string{"--listen", ":8443", "--port", "8082=team-a", "--port", tc.port + "=team-b", tc.flag, tc.addr}
+		want := "port " + tc.port + " is the " + strings.TrimPrefix(tc.flag, "--") + " port"
+		out, errs, code := run(t, append([]string{"iptables"}, args...)...)
+		if code != exitInvalid || out != "" || !strings.Contains(errs, want) {
+			t.Errorf("iptables %q: exit %d, want %d and %q:\n%s%s", args, code, exitInvalid, want, out, errs)
+		}
+		// Removing the rules needs none of that.
+		if out, errs, code := run(t, append([]string{"iptables", "--delete"}, args...)...); code != 0 || !strings.Contains(out, "-X NEXMUX") {
+			t.Errorf("iptables --delete %q: exit %d:\n%s%s", args, code, out, errs)
+		}
+		out, errs, code = run(t, append([]string{"check"}, args...)...)
+		if code != 0 || !strings.Contains(errs, "nexmux: warning: "+want) {
+			t.Errorf("check %q: exit %d, want 0 and a warning %q:\n%s%s", args, code, want, out, errs)
+		}
+	}
+	// Other ports, and --bind-ports (no rules; a clash of addresses is
+	// check's listen-clash error), draw nothing.
+	for _, args := range [][]string{
+		{"--listen", ":8443", "--port", "8082=team-a", "--metrics-listen", "127.0.0.1:9090", "--socks5-listen", ":1080"},
+		{"--listen", "192.0.2.1:8443", "--bind-ports", "--port", "9090=team-a", "--metrics-listen", "127.0.0.1:9090"},
+	} {
+		if out, errs, code := run(t, append([]string{"check"}, args...)...); code != 0 || errs != "" {
+			t.Errorf("check %q: exit %d:\n%s%s", args, code, out, errs)
+		}
+	}
+	if out, errs, code := run(t, "iptables", "--listen", ":8443", "--port", "8082=team-a", "--metrics-listen", ":9090"); code != 0 || !strings.Contains(out, "--dport 8082 ") {
+		t.Errorf("iptables with metrics on another port: exit %d:\n%s%s", code, out, errs)
+	}
+}

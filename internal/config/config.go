@@ -268,6 +268,13 @@ func (c *Config) Build() (*Runtime, error) {
 	}
 	checked, ports := checkedRoutes(b.Table, spec)
 	errs = errlist.Append(errs, listenClashes(c, ports))
+	if !c.BindPorts {
+		// Port routes may come without iptables (a PROXY header's port,
+		// SOCKS5): a warning here, an error in nexmux iptables.
+		for _, err := range c.RedirectCaptures(ports) {
+			b.Warnings = append(b.Warnings, err.Error()+"; nexmux iptables refuses to write its rule")
+		}
+	}
 	errs = errlist.Append(errs, passthroughLoops(c.Listen, c.Passthrough))
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
 		errs = multierror.Append(errs, relationError{errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO")})
@@ -363,6 +370,23 @@ func (c *Config) PortRoutes() (listenPort int, t *route.Table, err error) {
 		return 0, nil, err
 	}
 	return listenPort, t, nil
+}
+
+// RedirectCaptures reports the ports among ports that another of nexmux's
+// listeners (--metrics-listen, --socks5-listen) uses. A port route's
+// REDIRECT takes its port on every local address, so that listener's
+// clients (probes, scrapers, SOCKS5) would reach the port's route instead.
+func (c *Config) RedirectCaptures(ports []int) []error {
+	var errs []error
+	for _, l := range []struct{ flag, addr string }{{"metrics-listen", c.MetricsListen}, {"socks5-listen", c.Socks5Listen}} {
+		_, ps, err := net.SplitHostPort(l.addr)
+		p, perr := strconv.Atoi(ps)
+		if l.addr == "" || err != nil || perr != nil || p == 0 || !slices.Contains(ports, p) {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("port %d is the %s port (%s): a REDIRECT of it would send that listener's clients, on any local address, to port %d's route", p, l.flag, l.addr, p))
+	}
+	return errs
 }
 
 // IptablesProblems checks the settings only `nexmux iptables` reads (the

@@ -36,10 +36,12 @@ var chainName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,27}$`)
 var Builtin = []string{"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING", "FORWARD"}
 
 // Targets are the standard targets and the target extensions of iptables
-// 1.8 (the libxt_/libipt_ modules with upper-case names). iptables refuses
-// a chain named like a target ("chain name may not clash with target
-// name"), but only when the rules are loaded.
-var Targets = []string{"ACCEPT", "DROP", "QUEUE", "RETURN",
+// 1.8 (the libxt_/libipt_ modules with upper-case names, and "standard",
+// the verdicts' own module). iptables refuses a chain named like a target
+// ("chain name may not clash with target name"), but only when the rules
+// are loaded; iptables-restore even loads "standard" and its jumps, which
+// -D then never matches, so the rules could not be deleted.
+var Targets = []string{"ACCEPT", "DROP", "QUEUE", "RETURN", "standard",
 	"AUDIT", "CHECKSUM", "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT", "DNAT", "DNPT", "DSCP",
 	"ECN", "HL", "HMARK", "IDLETIMER", "LED", "LOG", "MARK", "MASQUERADE", "NAT", "NETMAP", "NFLOG",
 	"NFQUEUE", "NOTRACK", "RATEEST", "REDIRECT", "REJECT", "SECMARK", "SET", "SNAT", "SNPT", "SYNPROXY",

@@ -101,3 +101,24 @@ func TestTargetNamedChainRefused(t *testing.T) {
 		}
 	}
 }
+
+// "standard" is a target too (libxt_standard, the verdicts' extension),
+// whose module name is lower-case: iptables -N refuses it, yet
+// iptables-restore loads a chain so named and its jumps, which -D can then
+// never match, so --load --delete failed on every run and left the
+// REDIRECT rules in place. It is refused before anything is loaded.
+func TestStandardTargetNamedChainRefused(t *testing.T) {
+	r := Rules{Chain: "standard", ListenPort: 8443, Ports: []int{8082}}
+	if err := r.ValidateChain(); err == nil || !strings.Contains(err.Error(), "iptables target") {
+		t.Errorf("chain standard: %v, want a target-name error", err)
+	}
+	if _, err := r.Apply(); err == nil {
+		t.Error("Apply rendered rules for chain standard")
+	}
+	// Other spellings are ordinary chain names to iptables.
+	for _, c := range []string{"Standard", "STANDARD"} {
+		if err := (Rules{Chain: c}).ValidateChain(); err != nil {
+			t.Errorf("chain %s refused: %v", c, err)
+		}
+	}
+}
