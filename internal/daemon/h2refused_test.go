@@ -172,6 +172,6 @@ func TestHTTP2RequestsNetHTTPRefusesCloseTheConnection(t *testing.T) {
 			t.Errorf("%d requests refused in a row (sequence of %d kinds) and the connection is still open", n, len(seq))
 			continue
 		}
-		t.Logf("closed after %d refused requests", n)
+		t.Logf("closed; %d refused requests sent before the close was seen", n)
 	}
 }
