@@ -53,8 +53,10 @@ type ConnInfo struct {
 	// with nothing forwarded yet, and whether anything was forwarded.
 	refusedInARow atomic.Int32
 	forwarded     atomic.Bool
-	// requested is set by the connection's first request.
+	// requested is set by the connection's first request; handled counts
+	// the requests that reached the HTTP stage.
 	requested atomic.Bool
+	handled   atomic.Uint64
 	// Revoked is set when a reload removed what the connection depends on
 	// (its route, its load balancer's range): it closes after the
 	// current request.
@@ -74,12 +76,16 @@ type connText struct {
 // connection.
 func (ci *ConnInfo) Requested() bool { return ci.requested.Load() }
 
-// MarkRequested records the connection's first request.
+// MarkRequested records a request reaching the HTTP stage.
 func (ci *ConnInfo) MarkRequested() {
+	ci.handled.Add(1)
 	if !ci.requested.Load() {
 		ci.requested.Store(true)
 	}
 }
+
+// Handled is the number of requests that reached the HTTP stage.
+func (ci *ConnInfo) Handled() uint64 { return ci.handled.Load() }
 
 // texts returns the connection's strings, made once: an HTTP/2
 // connection's first streams may race to make them, and any of the equal

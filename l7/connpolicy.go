@@ -29,6 +29,15 @@ func (p *Proxy) beforeForward(ci *ConnInfo, w http.ResponseWriter) {
 	}
 }
 
+// RefusedBeforeHandler counts a request net/http's HTTP/2 server refused
+// itself (a stream reset, its own 400 or 431), which the HTTP stage never
+// saw, as a local refusal: it reports whether the connection is to end.
+// Each such stream restarted --idle-timeout, so without this a client
+// kept its connection for good on requests nothing served.
+func (ci *ConnInfo) RefusedBeforeHandler() bool {
+	return ci.refusedInARow.Add(1) >= localRefusalsBeforeClose
+}
+
 // refuseLocal answers a request nexmux refuses itself, and ends the
 // connection when it has produced nothing else lately.
 func (p *Proxy) refuseLocal(w http.ResponseWriter, st *reqState, status int, code, msg string) {

@@ -33,6 +33,10 @@ type liveConn struct {
 	// as it holds the connection.
 	closeTimer *time.Timer
 	closed     bool
+	// HTTP/2: Handled when its streams last went from none to some, and
+	// whether net/http's opening Active/Idle pair (no stream) is past.
+	busyFrom atomic.Uint64
+	h2Begun  atomic.Bool
 }
 
 // endFresh counts lc out of the connections waiting for their first
@@ -129,6 +133,19 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 		return
 	}
 	s.endFresh(lc)
+	if !h1 {
+		// A busy spell in which no stream reached the handler was
+		// refused by net/http alone; three in a row (with nexmux's own
+		// refusals) end the connection, as one ends an HTTP/1 one.
+		switch state {
+		case http.StateActive:
+			lc.busyFrom.Store(lc.info.Handled())
+		case http.StateIdle:
+			if lc.h2Begun.Swap(true) && lc.info.Handled() == lc.busyFrom.Load() && lc.info.RefusedBeforeHandler() {
+				lc.close()
+			}
+		}
+	}
 	lc.idle.Store(state == http.StateIdle)
 	// revoke sets Revoked, then reads idle; this sets idle, then reads
 	// Revoked: one of the two sees the other and closes.

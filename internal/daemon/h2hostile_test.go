@@ -228,3 +228,26 @@ func TestHTTP2AuthorityNexusWouldNotGet(t *testing.T) {
 		t.Errorf("benign request reached Nexus as %+v", reqs)
 	}
 }
+
+// TestHTTP2HeaderListOverLimitNeverReachesNexus: a header list over the
+// 64 KiB limit never reaches Nexus over HTTP/2 either. Made small on the
+// wire by HPACK (one field indexed, then named again by its index a
+// hundred times), net/http's HTTP/2 server answers it with its own 431,
+// an HTML page nexmux never sees (HTTP/1's 431 is a Registry-API JSON
+// error). Sent as it is, it ends the connection (net/http's framer).
+func TestHTTP2HeaderListOverLimitNeverReachesNexus(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: confinedRoutes()})
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
+	base := [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", st.Host("team-a")}, {":path", "/v2/"}, {"authorization", auth}}
+	same := base
+	for range 100 {
+		same = append(same, [2]string{"x-same", strings.Repeat("b", 1000)})
+	}
+	st.Nexus.ResetRequests()
+	if got := h2Exchange(t, st, "team-a.nexmux.test", same); got != "431" {
+		t.Errorf("indexed by HPACK: %s, want 431", got)
+	}
+	for _, r := range st.Nexus.Requests() {
+		t.Errorf("indexed by HPACK: reached Nexus: %s %s", r.Method, r.RawPath)
+	}
+}
