@@ -362,3 +362,30 @@ func TestCoalescedHostMustBelongToTheRoute(t *testing.T) {
 		}
 	}
 }
+
+// A request whose client has already gone when nexmux would forward it (an
+// HTTP/2 stream reset right after its HEADERS: a rapid-reset flood) is not
+// sent to Nexus: each would take a Jetty thread for nothing, the attempt
+// outliving the client on purpose (upstream_route.go). Its place is not
+// kept either: the next request goes through.
+func TestClientGoneBeforeForwardingNeverReachesNexus(t *testing.T) {
+	p, ci, reached := admitProxy(t)
+	for range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		r := httptest.NewRequest(http.MethodGet, "https://team-a.example.com/v2/app/manifests/latest", nil).WithContext(ctx)
+		r.RequestURI = "/v2/app/manifests/latest"
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
+		if w := serveOn(p, ci, r); w.Body.Len() != 0 {
+			t.Fatalf("answered a client that is gone: %d %q", w.Code, w.Body.String())
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("Nexus reached %d times by requests whose client had gone", n)
+	}
+	r := httptest.NewRequest(http.MethodGet, "https://team-a.example.com/v2/app/manifests/latest", nil)
+	r.RequestURI = "/v2/app/manifests/latest"
+	if w := serveOn(p, ci, r); w.Code != http.StatusOK || reached.Load() != 1 {
+		t.Fatalf("a live request after them: status %d %q, Nexus reached %d times", w.Code, w.Body.String(), reached.Load())
+	}
+}
