@@ -226,6 +226,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body, msg: msg}
 		}
+		if err := r.Context().Err(); err != nil {
+			// Gone before anything was sent (a stream reset right after
+			// its HEADERS, a rapid-reset flood): Nexus is not asked.
+			sl.release()
+			return nil, err
+		}
 		a := attempt{n: n, slot: sl}
 		// A client that leaves does not end the attempt: Nexus's thread
 		// works on until it answers (Jetty notices a closed connection
