@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,5 +53,45 @@ func TestHalfClosedHTTP1ClientGetsItsAnswer(t *testing.T) {
 	}
 	if wrong > 0 {
 		t.Errorf("%d of %d half-closed clients did not get Nexus's answer", wrong, n)
+	}
+}
+
+// A half-closed HTTP/1 client whose request waits for a Nexus place: the
+// wait ends on the context net/http cancelled at the EOF, and the request
+// is given up as its client's. Nothing must then be sent: net/http filled
+// in an empty 200 (a HEAD of a blob answered "it exists, 0 bytes").
+func TestHalfClosedHTTP1ClientGivenUpGetsNoForgedAnswer(t *testing.T) {
+	cfg := confinedRoutes()
+	cfg.UpstreamMaxConns = 1
+	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1})
+	node := st.NexusNodes[0]
+	node.SetBlackhole(true)
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
+	dial := func() *tls.Conn {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", st.Addr,
+			&tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
+	req := "HEAD /v2/app/blobs/sha256:" + strings.Repeat("a", 64) + " HTTP/1.1\r\nHost: " + st.Host("team-a") + "\r\nAuthorization: " + auth + "\r\n\r\n"
+	// The one place is held by a request Nexus never answers.
+	holder := dial()
+	if _, err := io.WriteString(holder, req); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the held request at Nexus", func() bool { return len(node.Requests()) >= 1 })
+	c := dial()
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.CloseWrite()
+	_ = c.NetConn().(*net.TCPConn).CloseWrite()
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodHead})
+	if err == nil && resp.StatusCode == http.StatusOK {
+		t.Fatalf("a request nexmux gave up was answered %d %v", resp.StatusCode, resp.Header)
 	}
 }
