@@ -782,6 +782,12 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		if cw, ok := w.(*batchingWriter); ok && cw.status == 0 {
 			cw.status = 499 // for logs and metrics only: nothing is sent
 		}
+		if r.ProtoMajor == 1 {
+			// net/http would fill in an empty 200 for a handler that
+			// wrote nothing, and its context also ends on a half-close,
+			// whose client still reads: the connection ends unanswered.
+			panic(http.ErrAbortHandler)
+		}
 		return
 	}
 	var rf *refusal

@@ -66,9 +66,27 @@ func TestUpstreamErrorStatus(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		r := httptest.NewRequest(http.MethodGet, "/v2/", nil).WithContext(ctx)
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
 		p.upstreamError(rec, r, context.Canceled)
 		if rec.Body.Len() != 0 || rec.Header().Get("Retry-After") != "" {
 			t.Errorf("answered a client that is gone: %d %q", rec.Code, rec.Body)
 		}
+	})
+	// Over HTTP/1 net/http would answer 200 for a handler that wrote
+	// nothing: the handler aborts instead.
+	t.Run("client gone over HTTP/1", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil).WithContext(ctx)
+		defer func() {
+			if v := recover(); v != http.ErrAbortHandler {
+				t.Errorf("recovered %v, want http.ErrAbortHandler", v)
+			}
+			if rec.Body.Len() != 0 || rec.Header().Get("Retry-After") != "" {
+				t.Errorf("answered a client that is gone: %d %q", rec.Code, rec.Body)
+			}
+		}()
+		p.upstreamError(rec, r, context.Canceled)
 	})
 }

@@ -226,9 +226,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body, msg: msg}
 		}
-		if err := r.Context().Err(); err != nil {
+		if err := r.Context().Err(); err != nil && r.ProtoMajor > 1 {
 			// Gone before anything was sent (a stream reset right after
 			// its HEADERS, a rapid-reset flood): Nexus is not asked.
+			// Not HTTP/1: net/http cancels on a client's half-close too,
+			// and that client still reads its answer.
 			sl.release()
 			return nil, err
 		}

@@ -160,7 +160,8 @@ const h2FlushDelay = 50 * time.Millisecond
 
 // closeH2 ends a revoked HTTP/2 connection with no stream in flight
 // without cutting what it already wrote: the client may still be reading
-// the last response, so the close lingers (linger.go).
+// the last response, so the close lingers (linger.go). A stream in flight
+// when the delay ends is not cut either.
 func (s *Server) closeH2(lc *liveConn, tc *tls.Conn) {
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
@@ -168,7 +169,18 @@ func (s *Server) closeH2(lc *liveConn, tc *tls.Conn) {
 	if lc.closed || lc.closeTimer != nil {
 		return
 	}
-	lc.closeTimer = time.AfterFunc(h2FlushDelay, func() { _ = tc.Close() })
+	lc.closeTimer = time.AfterFunc(h2FlushDelay, func() {
+		s.live.mu.Lock()
+		if !lc.idle.Load() {
+			// A stream began meanwhile (nothing told the client to stop):
+			// it is not cut. Its end decides again (revoked, refused).
+			lc.closeTimer = nil
+			s.live.mu.Unlock()
+			return
+		}
+		s.live.mu.Unlock()
+		_ = tc.Close()
+	})
 }
 
 // revoke applies a new state to the live connections: those whose route is

@@ -175,3 +175,49 @@ func TestHTTP2RequestsNetHTTPRefusesCloseTheConnection(t *testing.T) {
 		t.Logf("closed; %d refused requests sent before the close was seen", n)
 	}
 }
+
+// send writes one request's HEADERS and returns its stream id, without
+// waiting for its outcome.
+func (s *h2Seq) send(t *testing.T, fields [][2]string) uint32 {
+	t.Helper()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range fields {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	id := s.id
+	s.id += 2
+	if err := s.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// The close that the third refusal in a row starts waits a moment for
+// net/http to flush its frames; a request the client sent meanwhile (it
+// saw no GOAWAY: nothing told it to stop) reached Nexus and was cut with
+// its connection, its answer never sent. Here it follows the third
+// refused stream in the same write, so net/http takes it right after that
+// stream's reset: Nexus answers it after 300 ms.
+func TestHTTP2RequestAfterThirdRefusalNotCut(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: confinedRoutes(), Nodes: 1})
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
+	req := func(path string) [][2]string {
+		return [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", st.Host("team-a")}, {":path", path}, {"authorization", auth}}
+	}
+	good, badPath := req("/v2/"), req("v2/")
+	s := dialH2Seq(t, st)
+	if got := s.do(t, good); got != "200" {
+		t.Fatalf("first request: %s, want 200", got)
+	}
+	for i := range 2 {
+		if got := s.do(t, badPath); got != "reset" {
+			t.Fatalf("refused request %d: %s, want reset", i, got)
+		}
+	}
+	st.NexusNodes[0].SetSlow(300*time.Millisecond, 0)
+	s.send(t, badPath)
+	if got := s.do(t, good); got != "200" {
+		t.Fatalf("request sent right after the third refused one: %s, want 200 (its connection was cut under it)", got)
+	}
+}
