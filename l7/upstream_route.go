@@ -585,6 +585,9 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 				return
 			}
 			defer sl.release()
+			// In flight on n, as a resume is: nexmux_upstream_in_flight,
+			// /upstreams and a removed node's drain count it.
+			defer n.Begin()()
 			q, err := http.NewRequestWithContext(ctx, http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
 			if err != nil {
 				return

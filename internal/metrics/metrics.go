@@ -159,7 +159,7 @@ func (m *Metrics) Connections(open func() (int64, int)) {
 	m.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "nexmux_open_connections",
-			Help: "Places taken against --max-conns while it is set: client connections and SOCKS5 sessions (a passthrough stream takes three).",
+			Help: "Places taken against --max-conns while it is set: client connections and SOCKS5 streams (a passthrough stream takes three; a SOCKS5 session none before its CONNECT).",
 		}, func() float64 { n, _ := open(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "nexmux_max_connections",
