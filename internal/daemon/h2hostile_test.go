@@ -1,11 +1,8 @@
 package daemon_test
 
 import (
-	"bytes"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
-	"io"
 	"net"
 	"strings"
 	"testing"
@@ -24,29 +21,12 @@ import (
 // refused without one.
 func h2Exchange(t *testing.T, st *stack.Stack, sni string, fields [][2]string) string {
 	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", st.Addr,
-		&tls.Config{ServerName: sni, RootCAs: st.Pool(), NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("ALPN %q, want h2", p)
-	}
+	c, fr := dialH2(t, st, sni)
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
 	if err := fr.WriteSettings(); err != nil {
 		t.Fatal(err)
 	}
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range fields {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headerBlock(fields), EndStream: true, EndHeaders: true}); err != nil {
 		t.Fatal(err)
 	}
 	dec := hpack.NewDecoder(4096, nil)

@@ -1,11 +1,9 @@
 package daemon_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -27,23 +25,19 @@ type h2Seq struct {
 
 func dialH2Seq(t *testing.T, st *stack.Stack) *h2Seq {
 	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", st.Addr,
-		&tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("ALPN %q, want h2", p)
-	}
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	s := &h2Seq{c: c, fr: http2.NewFramer(c, c), dec: hpack.NewDecoder(4096, nil), id: 1}
+	c, fr := dialH2(t, st, "team-a.nexmux.test")
+	s := &h2Seq{c: c, fr: fr, dec: hpack.NewDecoder(4096, nil), id: 1}
 	if err := s.fr.WriteSettings(); err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// write sends one request's HEADERS and returns its stream id.
+func (s *h2Seq) write(fields [][2]string) (uint32, error) {
+	id := s.id
+	s.id += 2
+	return id, s.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(fields), EndStream: true, EndHeaders: true})
 }
 
 // do sends one request and returns its :status, "reset" for a
@@ -51,14 +45,8 @@ func dialH2Seq(t *testing.T, st *stack.Stack) *h2Seq {
 // without answering it.
 func (s *h2Seq) do(t *testing.T, fields [][2]string) string {
 	t.Helper()
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range fields {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	id := s.id
-	s.id += 2
-	if err := s.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+	id, err := s.write(fields)
+	if err != nil {
 		return "closed"
 	}
 	// Generous: a connection left open is what fails, not a slow answer.
@@ -180,14 +168,8 @@ func TestHTTP2RequestsNetHTTPRefusesCloseTheConnection(t *testing.T) {
 // waiting for its outcome.
 func (s *h2Seq) send(t *testing.T, fields [][2]string) uint32 {
 	t.Helper()
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range fields {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	id := s.id
-	s.id += 2
-	if err := s.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+	id, err := s.write(fields)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return id

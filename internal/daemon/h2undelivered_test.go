@@ -6,11 +6,9 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -32,19 +30,8 @@ type shutH2Conn struct {
 
 func dialShutH2(t *testing.T, st *stack.Stack) *shutH2Conn {
 	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", st.Addr,
-		&tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("ALPN %q, want h2", p)
-	}
-	s := &shutH2Conn{c: c, fr: http2.NewFramer(c, c), outcome: map[uint32]string{}}
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
+	c, fr := dialH2(t, st, "team-a.nexmux.test")
+	s := &shutH2Conn{c: c, fr: fr, outcome: map[uint32]string{}}
 	if err := s.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
 		t.Fatal(err)
 	}
