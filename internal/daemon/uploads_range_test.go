@@ -78,3 +78,44 @@ func TestUploadsClientRangeResumed(t *testing.T) {
 		t.Fatalf("%v resumes counted, want at least one per request", n)
 	}
 }
+
+// A client's Range that Nexus answers with the whole blob (several
+// ranges, an If-Range of another validator) is a 200 like any other: a cut
+// body resumes on another node instead of ending the client's download.
+func TestUploadsWholeAnswerToRangeResumed(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
+	img, _ := random.Image(1<<20, 1)
+	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	dg, _ := layers[0].Digest()
+	rc, _ := layers[0].Compressed()
+	blob, _ := io.ReadAll(rc)
+	rc.Close()
+	size := int64(len(blob))
+	for i, n := range st.NexusNodes {
+		n.SetCutBlobAfter(size/2 + int64(i)*(37<<10))
+	}
+	url := "https://" + st.Host("team-a") + "/v2/base/blobs/" + dg.String()
+	tr := h1(st)
+	for _, hdr := range [][2]string{
+		{"Range", "bytes=0-10,20-30"},
+		{"If-Range", `"sha256:0000000000000000000000000000000000000000000000000000000000000000"`},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+		req.SetBasicAuth(stack.User, stack.Password)
+		req.Header.Set("Range", "bytes=100-")
+		req.Header.Set(hdr[0], hdr[1])
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%v: %v", hdr, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil || !bytes.Equal(got, blob) {
+			t.Fatalf("%v: %s, %d of %d bytes (same: %v), %v; want 200 and the whole blob",
+				hdr, resp.Status, len(got), size, bytes.Equal(got, blob), err)
+		}
+	}
+}
