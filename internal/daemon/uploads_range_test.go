@@ -44,6 +44,7 @@ func TestUploadsClientRangeResumed(t *testing.T) {
 		{"bytes=100000-900000", 100000, 900000},
 		{"bytes=-900000", size - 900000, size - 1},
 		{"bytes=0-", 0, size - 1},
+		{"bytes=100000-99999999999", 100000, size - 1},
 	} {
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 		req.SetBasicAuth(stack.User, stack.Password)
@@ -73,8 +74,21 @@ func TestUploadsClientRangeResumed(t *testing.T) {
 			t.Fatalf("%q: %d bytes, not the %d asked for (or not the same bytes)", c.rng, len(got), c.end-c.start+1)
 		}
 	}
+	// Past the end: 416 with the blob's size, passed on as Nexus sent it.
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	req.SetBasicAuth(stack.User, stack.Password)
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-", size))
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("bytes */%d", size); resp.StatusCode != http.StatusRequestedRangeNotSatisfiable || resp.Header.Get("Content-Range") != want {
+		t.Fatalf("range past the end: %s Content-Range %q, want 416 %q", resp.Status, resp.Header.Get("Content-Range"), want)
+	}
 	// Every answer above was cut at least once.
-	if n := counterValue(t, st.Daemon, "nexmux_upstream_resumes_total", nil); n < 5 {
+	if n := counterValue(t, st.Daemon, "nexmux_upstream_resumes_total", nil); n < 6 {
 		t.Fatalf("%v resumes counted, want at least one per request", n)
 	}
 }
