@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -82,7 +83,7 @@ func TestUploadsFlowEveryStyle(t *testing.T) {
 				mono := "monolithic"
 				mdg := fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(mono)))
 				loc = checkLoc("POST", call(http.MethodPost, push+"/v2/up/app/blobs/uploads/", ""), http.StatusAccepted, "0-0")
-				if resp := call(http.MethodPut, loc+"&digest="+mdg, mono, "Content-Type", "application/octet-stream"); resp.StatusCode != http.StatusCreated ||
+				if resp := call(http.MethodPut, loc+"&digest="+url.QueryEscape(mdg), mono, "Content-Type", "application/octet-stream"); resp.StatusCode != http.StatusCreated ||
 					resp.Header.Get("Location") != push+"/v2/up/app/blobs/"+mdg {
 					t.Fatalf("monolithic PUT: %s Location %q", resp.Status, resp.Header.Get("Location"))
 				}
