@@ -45,7 +45,9 @@ type resumeBody struct {
 func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc) {
 	b := &resumeBody{f: f, r: r, client: client, key: key, node: n, cur: resp.Body}
 	switch {
-	case resp.StatusCode == http.StatusOK && r.Header.Get("Range") == "" && resp.ContentLength > 0:
+	// A 200 is the whole blob whatever Range asked (several ranges, an
+	// If-Range of another validator): it resumes like an unranged one.
+	case resp.StatusCode == http.StatusOK && resp.ContentLength > 0:
 		b.start, b.end, b.total = 0, resp.ContentLength-1, resp.ContentLength
 	case resp.StatusCode == http.StatusPartialContent:
 		s, e, t, ok := contentRange(resp.Header.Get("Content-Range"))

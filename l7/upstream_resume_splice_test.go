@@ -1,0 +1,59 @@
+package l7
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// A download cut on one node never continues with another node's bytes of
+// a blob of another length under the same digest (a truncated proxy cache):
+// the client gets a short body, never a splice of the two.
+func TestResumeNeverSplicesAnotherLength(t *testing.T) {
+	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
+	other := []byte(strings.Repeat("ZYXWVUTSRQPONMLK", 9<<10))
+	sum := sha256.Sum256(blob)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	var cutter atomic.Pointer[string]
+	var ranged atomic.Int64
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		if c := cutter.Load(); c == nil || *c != local {
+			ranged.Add(1)
+			if serveRange(w, r, other) {
+				return
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(len(other)))
+			w.Write(other)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		w.Write(blob[:len(blob)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	a, b := startNode(t, h), startNode(t, h)
+	addr, up := haProxy(t, io.Discard, 0, a, b)
+	if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
+		a, b = b, a
+	}
+	cutter.Store(&a.addr)
+	resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
+	if ranged.Load() == 0 {
+		t.Fatal("no resume was asked of the other node")
+	}
+	if resp.StatusCode != http.StatusOK || len(body) >= len(blob) || body != string(blob[:len(body)]) {
+		t.Fatalf("%s, %d bytes (prefix of the blob: %v); want the cut blob's first bytes only", resp.Status, len(body), body == string(blob[:min(len(body), len(blob))]))
+	}
+}
