@@ -17,23 +17,8 @@ import (
 // its range: nexmux's resume shifts onto the client's range, never onto
 // the whole blob.
 func TestUploadsClientRangeResumed(t *testing.T) {
-	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
-	img, _ := random.Image(1<<20, 1)
-	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
-		t.Fatal(err)
-	}
-	layers, _ := img.Layers()
-	dg, _ := layers[0].Digest()
-	rc, _ := layers[0].Compressed()
-	blob, _ := io.ReadAll(rc)
-	rc.Close()
+	st, blob, url := blobCutOnEveryNode(t)
 	size := int64(len(blob))
-	// Each node cuts its body at a different point; together they carry
-	// any range of the blob.
-	for i, n := range st.NexusNodes {
-		n.SetCutBlobAfter(size/2 + int64(i)*(37<<10))
-	}
-	url := "https://" + st.Host("team-a") + "/v2/base/blobs/" + dg.String()
 	tr := h1(st)
 	for _, c := range []struct {
 		rng        string
@@ -97,21 +82,8 @@ func TestUploadsClientRangeResumed(t *testing.T) {
 // ranges, an If-Range of another validator) is a 200 like any other: a cut
 // body resumes on another node instead of ending the client's download.
 func TestUploadsWholeAnswerToRangeResumed(t *testing.T) {
-	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
-	img, _ := random.Image(1<<20, 1)
-	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
-		t.Fatal(err)
-	}
-	layers, _ := img.Layers()
-	dg, _ := layers[0].Digest()
-	rc, _ := layers[0].Compressed()
-	blob, _ := io.ReadAll(rc)
-	rc.Close()
+	st, blob, url := blobCutOnEveryNode(t)
 	size := int64(len(blob))
-	for i, n := range st.NexusNodes {
-		n.SetCutBlobAfter(size/2 + int64(i)*(37<<10))
-	}
-	url := "https://" + st.Host("team-a") + "/v2/base/blobs/" + dg.String()
 	tr := h1(st)
 	for _, hdr := range [][2]string{
 		{"Range", "bytes=0-10,20-30"},
@@ -132,4 +104,25 @@ func TestUploadsWholeAnswerToRangeResumed(t *testing.T) {
 				hdr, resp.Status, len(got), size, bytes.Equal(got, blob), err)
 		}
 	}
+}
+
+// blobCutOnEveryNode is three HA nodes holding one 1 MiB blob of
+// team-a's, each cutting its body at a different point past the middle
+// (together they carry any range of it): the blob and its URL on team-a.
+func blobCutOnEveryNode(t *testing.T) (*stack.Stack, []byte, string) {
+	t.Helper()
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
+	img, _ := random.Image(1<<20, 1)
+	if err := st.Nexus.Seed("team-a-proxy", "base", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	dg, _ := layers[0].Digest()
+	rc, _ := layers[0].Compressed()
+	blob, _ := io.ReadAll(rc)
+	rc.Close()
+	for i, n := range st.NexusNodes {
+		n.SetCutBlobAfter(int64(len(blob))/2 + int64(i)*(37<<10))
+	}
+	return st, blob, "https://" + st.Host("team-a") + "/v2/base/blobs/" + dg.String()
 }
