@@ -1,8 +1,6 @@
 package l7
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
@@ -18,10 +16,8 @@ import (
 // a blob of another length under the same digest (a truncated proxy cache):
 // the client gets a short body, never a splice of the two.
 func TestResumeNeverSplicesAnotherLength(t *testing.T) {
-	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
+	blob, digest := resumeBlob()
 	other := []byte(strings.Repeat("ZYXWVUTSRQPONMLK", 9<<10))
-	sum := sha256.Sum256(blob)
-	digest := "sha256:" + hex.EncodeToString(sum[:])
 	var cutter atomic.Pointer[string]
 	var ranged atomic.Int64
 	h := func(w http.ResponseWriter, r *http.Request) {

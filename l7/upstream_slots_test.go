@@ -120,13 +120,12 @@ func TestAskTakesASlot(t *testing.T) {
 // one slot per node and B's taken by a held read, the resume waits for it
 // (before, B served both at once), then the client gets the whole blob.
 func TestResumeTakesASlot(t *testing.T) {
-	blob := []byte(strings.Repeat("0123456789abcdef", 8<<10))
-	sum := sha256.Sum256(blob)
-	digest := "sha256:" + hex.EncodeToString(sum[:])
+	blob, digest := resumeBlob()
 	var pb peak
 	release := make(chan struct{})
 	var cut atomic.Bool
 	var cutter, other atomic.Pointer[string] // the rendezvous node A, and B
+	serve := cuttingBlobNode(blob, &cutter, release)
 	h := func(w http.ResponseWriter, r *http.Request) {
 		if !strings.Contains(r.URL.Path, "/repository/") {
 			return
@@ -136,22 +135,13 @@ func TestResumeTakesASlot(t *testing.T) {
 			pb.enter()
 			defer pb.leave()
 		}
-		if strings.Contains(r.URL.Path, "/held/") {
-			<-release
-			return
-		}
-		if serveRange(w, r, blob) {
-			return
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-		if c := cutter.Load(); c == nil || *c != local {
-			w.Write(blob)
-			return
-		}
-		w.Write(blob[:len(blob)/2])
-		w.(http.Flusher).Flush()
-		cut.Store(true)
-		panic(http.ErrAbortHandler)
+		defer func() {
+			if v := recover(); v != nil {
+				cut.Store(true) // A broke its answer off
+				panic(v)
+			}
+		}()
+		serve(w, r)
 	}
 	a, b := startNode(t, h), startNode(t, h)
 	addr, up := haProxy(t, io.Discard, 1, a, b)
