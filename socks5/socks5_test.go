@@ -702,18 +702,14 @@ func TestPassthroughProxyHeaderOut(t *testing.T) {
 				cfg.proxyFrom = []string{"127.0.0.1/32"}
 			}
 			st := start(t, cfg)
-			c, err := net.Dial("tcp", st.socksAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			want := fmt.Sprintf("true %s %s", c.LocalAddr(), c.RemoteAddr())
+			var c net.Conn
+			var want string
 			if viaBalancer {
-				h := proxyproto.HeaderProxyFromAddrs(1, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
-				if _, err := h.WriteTo(c); err != nil {
-					t.Fatal(err)
-				}
+				c = dialVia(t, st, 1)
 				want = "true 203.0.113.7:5555 10.0.0.1:1080"
+			} else {
+				c = dialVia(t, st, 0)
+				want = fmt.Sprintf("true %s %s", c.LocalAddr(), c.RemoteAddr())
 			}
 			code, _, err := handshake(c, nil, 1, "pt.nexmux.test", 443)
 			if err != nil || code != replySucceeded {
@@ -752,17 +748,11 @@ func halfCloseFromBackend(t *testing.T, viaBalancer bool) {
 		cfg.proxyFrom = []string{"127.0.0.1/32"}
 	}
 	st := start(t, cfg)
-	c, err := net.Dial("tcp", st.socksAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	var version byte
 	if viaBalancer {
-		h := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
-		if _, err := h.WriteTo(c); err != nil {
-			t.Fatal(err)
-		}
+		version = 2
 	}
+	c := dialVia(t, st, version)
 	code, _, err := handshake(c, nil, 1, "pt.nexmux.test", 443)
 	if err != nil || code != replySucceeded {
 		t.Fatalf("CONNECT: reply %d, %v", code, err)
@@ -1091,15 +1081,7 @@ func TestProxyProtocolSplitHeader(t *testing.T) {
 // client that sends the header and then nothing is closed, not kept.
 func TestProxyProtocolThenSilence(t *testing.T) {
 	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{HandshakeTimeout: 300 * time.Millisecond}})
-	c, err := net.Dial("tcp", st.socksAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	h := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
-	if _, err := h.WriteTo(c); err != nil {
-		t.Fatal(err)
-	}
+	c := dialVia(t, st, 2)
 	start := time.Now()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
@@ -1568,4 +1550,23 @@ func TestLoginThrottleTableBounded(t *testing.T) {
 	if err := login("2001:db8:ff::1", "s3cret"); err == nil {
 		t.Error("the client blocked before the flood logged in with the right password")
 	}
+}
+
+// dialVia connects to st's SOCKS5 listener; with version 1 or 2 it first
+// sends a balancer's PROXY header naming the client 203.0.113.7:5555 and
+// the balancer's address 10.0.0.1:1080 (0: none). It closes when t ends.
+func dialVia(t *testing.T, st *stack, version byte) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if version != 0 {
+		h := proxyproto.HeaderProxyFromAddrs(version, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 7), Port: 5555}, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 1080})
+		if _, err := h.WriteTo(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
 }
