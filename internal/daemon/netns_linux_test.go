@@ -282,21 +282,7 @@ func TestNetnsLegacyPortsThroughIptables(t *testing.T) {
 		sh(t, rules, "ip", "netns", "exec", srv, tool, "--noflush")
 	}
 
-	logs := &logBuffer{}
-	var lw io.Writer = logs
-	if os.Getenv("NEXMUX_TEST_LOG") != "" {
-		lw = io.MultiWriter(logs, os.Stderr)
-	}
-	dumpOnFailure(t, srv, logs)
-	cfg := teamRoutes()
-	// One dual-stack socket: IPv4 clients arrive v4-mapped.
-	cfg.Listen = "[::]:" + strconv.Itoa(nsListenPort)
-	cfg.Port = []string{fmt.Sprintf("%d=team-a", nsPullPort), fmt.Sprintf("%d=team-a-hosted", nsPushPort)}
-	st := stack.Start(t, stack.Options{
-		Config: cfg,
-		Logger: slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Listen: nsListen(srv),
-	})
+	st, logs := legacyPortStack(t, srv)
 	if a := st.Daemon.Addr("listen").(*net.TCPAddr); !a.IP.IsUnspecified() || a.IP.To4() != nil || a.Port != nsListenPort {
 		t.Fatalf("nexmux listens on %s, want [::]:%d", a, nsListenPort)
 	}
@@ -585,4 +571,27 @@ func TestNetnsIptablesScript(t *testing.T) {
 		t.Fatalf("apply with an invalid --port: %v (want exit status 2)\n%s", err, out)
 	}
 	check("NEXMUX", nil, false)
+}
+
+// legacyPortStack starts nexmux in namespace srv on one dual-stack socket
+// (IPv4 clients arrive v4-mapped) at nsListenPort, with team-a on
+// nsPullPort and team-a-hosted on nsPushPort as --port routes; its log
+// (debug) is dumped with srv's rules if t fails.
+func legacyPortStack(t *testing.T, srv string) (*stack.Stack, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	var lw io.Writer = logs
+	if os.Getenv("NEXMUX_TEST_LOG") != "" {
+		lw = io.MultiWriter(logs, os.Stderr)
+	}
+	dumpOnFailure(t, srv, logs)
+	cfg := teamRoutes()
+	cfg.Listen = "[::]:" + strconv.Itoa(nsListenPort)
+	cfg.Port = []string{fmt.Sprintf("%d=team-a", nsPullPort), fmt.Sprintf("%d=team-a-hosted", nsPushPort)}
+	st := stack.Start(t, stack.Options{
+		Config: cfg,
+		Logger: slog.New(slog.NewTextHandler(lw, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Listen: nsListen(srv),
+	})
+	return st, logs
 }

@@ -7,14 +7,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/internal/netns"
 )
@@ -30,16 +28,7 @@ import (
 func TestNetnsRulesChangedUnderOpenConnections(t *testing.T) {
 	requireNetns(t, "iptables", "ip6tables")
 	srv, cli := netnsPair(t)
-	logs := &logBuffer{}
-	dumpOnFailure(t, srv, logs)
-	cfg := teamRoutes()
-	cfg.Listen = "[::]:" + strconv.Itoa(nsListenPort)
-	cfg.Port = []string{fmt.Sprintf("%d=team-a", nsPullPort), fmt.Sprintf("%d=team-a-hosted", nsPushPort)}
-	st := stack.Start(t, stack.Options{
-		Config: cfg,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Listen: nsListen(srv),
-	})
+	st, _ := legacyPortStack(t, srv)
 	rules := iptables.Rules{ListenPort: nsListenPort, Ports: []int{nsPullPort}}
 	inSrv := func(what string, f func() error) {
 		t.Helper()
