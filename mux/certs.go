@@ -409,12 +409,18 @@ func (c *Certs) lookup(name string) (*tls.Certificate, bool) {
 // Config.Certificates. With no such pair, Get's choice (the handshake then
 // fails as it would have).
 func (c *Certs) For(h *tls.ClientHelloInfo, name string) *tls.Certificate {
-	cert := c.Get(name)
+	if c == nil {
+		return nil
+	}
+	cert, named := c.lookup(name)
+	if !named {
+		cert = c.def // Get's choice
+	}
 	if cert == nil {
 		return nil
 	}
 	var alts, wildAlts []*tls.Certificate
-	if _, ok := c.lookup(name); ok {
+	if named {
 		alts = c.allExact[name]
 		if i := strings.IndexByte(name, '.'); i > 0 {
 			wildAlts = c.allWild[name[i+1:]]
