@@ -409,7 +409,10 @@ func (s *Set) Readable(write bool) (bool, string) {
 	var why []string
 	for _, n := range s.Nodes() {
 		n.mu.Lock()
-		ok := n.usable(t, write)
+		if n.usable(t, write) {
+			n.mu.Unlock()
+			return true, ""
+		}
 		reason := n.Host + ": " + n.state.String()
 		switch {
 		case n.draining:
@@ -423,9 +426,6 @@ func (s *Set) Readable(write bool) (bool, string) {
 			reason += " " + n.lastErr
 		}
 		n.mu.Unlock()
-		if ok {
-			return true, ""
-		}
 		why = append(why, reason)
 	}
 	return false, strings.Join(why, "; ")
