@@ -462,9 +462,9 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 		// A legacy connector port: the port names the repository,
 		// whatever host the client used.
 		return decision{port: dest.Port}, true
-	case s.sniPorts[dest.Port] && !isIP && dest.FQDN != "" && !strings.Contains(dest.FQDN, ":") && t.LookupHost(dest.FQDN) != nil:
-		// A colon is no part of a host name: LookupHost would drop a
-		// ":port" behind the name, as from a Host header.
+	case s.sniPorts[dest.Port] && !isIP && dest.FQDN != "" && t.LookupServerName(dest.FQDN) != nil:
+		// A name, not a Host header: a ":port" behind it is no host name
+		// (LookupHost would drop it).
 		return decision{}, true
 	case s.sniPorts[dest.Port] && isIP && t.Default() != nil:
 		// An IP literal lands where a direct IP-literal client would; an
