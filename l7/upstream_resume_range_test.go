@@ -21,6 +21,12 @@ func TestContentRangeLargeOffsets(t *testing.T) {
 		{"bytes 9-0/10", 0, 0, 0, false},
 		{"0-9/10", 0, 0, 0, false},
 		{"", 0, 0, 0, false},
+		// Only digits: strconv takes a sign, the header's grammar does not.
+		{"bytes +0-9/10", 0, 0, 0, false},
+		{"bytes 0-+9/10", 0, 0, 0, false},
+		{"bytes 0-9/+10", 0, 0, 0, false},
+		{"bytes 0--0/10", 0, 0, 0, false},
+		{"bytes 0-9/10 ", 0, 0, 0, false},
 	} {
 		s, e, tot, ok := contentRange(c.v)
 		if ok != c.ok || ok && (s != c.s || e != c.e || tot != c.t) {

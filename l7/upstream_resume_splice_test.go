@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -51,5 +52,68 @@ func TestResumeNeverSplicesAnotherLength(t *testing.T) {
 	}
 	if resp.StatusCode != http.StatusOK || len(body) >= len(blob) || body != string(blob[:len(body)]) {
 		t.Fatalf("%s, %d bytes (prefix of the blob: %v); want the cut blob's first bytes only", resp.Status, len(body), body == string(blob[:min(len(body), len(blob))]))
+	}
+}
+
+// A resumed 206 that carries more bytes than its Content-Range names (a
+// Content-Length that disagrees with it, or a chunked body that runs on)
+// gives the client exactly the blob: the range's bytes, not the extra ones
+// and not fewer (net/http refuses a whole write that passes the declared
+// length, so passing the extra on would drop the range's last bytes too).
+func TestResumeTakesOnlyTheRangeBytes(t *testing.T) {
+	blob, digest := resumeBlob()
+	for _, chunked := range []bool{false, true} {
+		t.Run(map[bool]string{false: "content-length", true: "chunked"}[chunked], func(t *testing.T) {
+			var cutter atomic.Pointer[string]
+			var ranged atomic.Int64
+			h := func(w http.ResponseWriter, r *http.Request) {
+				if !strings.Contains(r.URL.Path, "/repository/") {
+					return
+				}
+				local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+				if c := cutter.Load(); c == nil || *c != local {
+					var from, to int
+					if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &from, &to); err != nil {
+						w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+						w.Write(blob)
+						return
+					}
+					ranged.Add(1)
+					extra := append(append([]byte{}, blob[from:to+1]...), "EXTRA BYTES"...)
+					w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+					if !chunked {
+						w.Header().Set("Content-Length", strconv.Itoa(len(extra)))
+					}
+					w.WriteHeader(http.StatusPartialContent)
+					w.Write(extra)
+					return
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+				w.Write(blob[:len(blob)/2])
+				w.(http.Flusher).Flush()
+				panic(http.ErrAbortHandler)
+			}
+			a, b := startNode(t, h), startNode(t, h)
+			addr, up := haProxy(t, io.Discard, 0, a, b)
+			if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
+				a, b = b, a
+			}
+			cutter.Store(&a.addr)
+			resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
+			if ranged.Load() == 0 {
+				t.Fatal("no resume was asked of the other node")
+			}
+			if chunked {
+				if resp.StatusCode != http.StatusOK || body != string(blob) {
+					t.Fatalf("%s, %d bytes (the blob is %d; equal: %v); want the whole blob, resumed", resp.Status, len(body), len(blob), body == string(blob))
+				}
+				return
+			}
+			// A Content-Length that contradicts the range is no answer
+			// to resume with: the client gets the cut blob's first bytes.
+			if resp.StatusCode != http.StatusOK || len(body) >= len(blob) || body != string(blob[:len(body)]) {
+				t.Fatalf("%s, %d bytes (prefix of the blob: %v); want the cut blob's first bytes only", resp.Status, len(body), body == string(blob[:min(len(body), len(blob))]))
+			}
+		})
 	}
 }
