@@ -105,11 +105,13 @@ func contentRange(v string) (s, e, t int64, ok bool) {
 	if !found {
 		return 0, 0, 0, false
 	}
-	var err1, err2, err3 error
-	s, err1 = strconv.ParseInt(ss, 10, 64)
-	e, err2 = strconv.ParseInt(es, 10, 64)
-	t, err3 = strconv.ParseInt(ts, 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || s < 0 || e < s || t <= e {
+	// ParseUint takes digits only (ParseInt would take a sign); 63 bits
+	// keep each in int64.
+	su, err1 := strconv.ParseUint(ss, 10, 63)
+	eu, err2 := strconv.ParseUint(es, 10, 63)
+	tu, err3 := strconv.ParseUint(ts, 10, 63)
+	s, e, t = int64(su), int64(eu), int64(tu)
+	if err1 != nil || err2 != nil || err3 != nil || e < s || t <= e {
 		return 0, 0, 0, false
 	}
 	return s, e, t, true
@@ -117,6 +119,15 @@ func contentRange(v string) (s, e, t int64, ok bool) {
 
 func (b *resumeBody) Read(p []byte) (int, error) {
 	for {
+		// Never past the extent: a node's body that runs on (chunked, or
+		// a Content-Length beyond its range) is not the blob's.
+		rem := b.end + 1 - (b.start + b.got)
+		if rem <= 0 {
+			return 0, io.EOF
+		}
+		if int64(len(p)) > rem {
+			p = p[:rem]
+		}
 		n, err := b.cur.Read(p)
 		b.got += int64(n)
 		if err == nil || n > 0 && err == io.EOF && b.start+b.got > b.end {
@@ -211,7 +222,8 @@ func (b *resumeBody) resume() error {
 			continue
 		}
 		s, e, t, ok := contentRange(resp.Header.Get("Content-Range"))
-		if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
+		if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total ||
+			resp.ContentLength >= 0 && resp.ContentLength != e-s+1 {
 			resp.Body.Close()
 			qcancel(nil)
 			end()
