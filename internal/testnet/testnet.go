@@ -154,7 +154,8 @@ var (
 // its port before the code under test binds it (port routes). It is taken
 // below the kernel's ephemeral range, which every ":0" listener and every
 // outgoing connection draw from, so nothing but another FreePort can take
-// it in between; those hand out ports in turn from a random start.
+// it in between; those hand out ports in turn from a random start, and a
+// port stays claimed against other test processes until t ends.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	low := ephemeralLow()
@@ -171,6 +172,9 @@ func FreePort(t testing.TB) int {
 			continue
 		}
 		ln.Close()
+		if !claim(t, p) {
+			continue
+		}
 		portNext = p + 1
 		return p
 	}
