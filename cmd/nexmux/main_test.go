@@ -1141,3 +1141,34 @@ func TestIptablesRefusesPortOfAnotherListener(t *testing.T) {
 		t.Errorf("iptables with metrics on another port: exit %d:\n%s%s", code, out, errs)
 	}
 }
+
+// A number in any setting is written plainly: strconv.Atoi took
+// "--port +8082=team-x" as port 8082, and ":+8443", "08082" or "-0" as
+// ports too. Each lax spelling, from a flag, the environment or a file, is
+// listed with every other problem, and nexmux iptables refuses it too.
+func TestLaxNumbersListedWithEveryOtherProblem(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("max-conns-per-client: +8\nmetrics-listen: \"127.0.0.1:09090\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NEXMUX_IDLE_TIMEOUT", "+30s")
+	t.Setenv("NEXMUX_SOCKS5_LISTEN", "127.0.0.1:-0")
+	_, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key, "--route", "a.example.com=team-a",
+		"--port", "+8082=team-x", "--listen", ":+8443", "--max-conns", "+5",
+		"--passthrough", "legacy.example.com=127.0.0.1:0444", "--upstream", "http://127.0.0.1:08081")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{`port "+8082=team-x": "+8082" is not a port number`, `listen ":+8443"`, `max-conns "+5"`,
+		`idle-timeout "+30s" (from NEXMUX_IDLE_TIMEOUT)`, `socks5-listen "127.0.0.1:-0"`, `max-conns-per-client: line 1: "+8"`,
+		`metrics-listen "127.0.0.1:09090"`, `"0444" is not a port`, `upstream "http://127.0.0.1:08081"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	if out, errs, code := run(t, "iptables", "--listen", ":8443", "--port", "+8082=team-x", "--port", "08083=team-y"); code != exitInvalid || out != "" ||
+		!strings.Contains(errs, `"+8082" is not a port number`) || !strings.Contains(errs, `"08083" is not a port number`) {
+		t.Errorf("iptables: exit %d, want %d and both ports refused:\n%s%s", code, exitInvalid, out, errs)
+	}
+}

@@ -237,12 +237,28 @@ func TestBuildProblems(t *testing.T) {
 		}, []string{wildCert + `" / key "` + otherKey, otherCert + `" / key "` + wildKey}},
 		{"listen port is not a port", func(c *Config) { c.Listen = ":https8" }, []string{`":https8"`}},
 		{"listen port out of range", func(c *Config) { c.Listen = ":70000" }, []string{`":70000"`}},
+		// strconv.Atoi takes a sign, and net.Listen then binds ":+8443";
+		// ":-0" was any free port. A port is digits only, written as it is
+		// compared (listen clashes compare the text).
+		{"listener ports with a sign or a leading zero, each listed", func(c *Config) {
+			c.Listen, c.MetricsListen, c.Socks5Listen = ":+8443", "127.0.0.1:09090", ":-0"
+		}, []string{`listen ":+8443": "+8443" is not a port`, `metrics-listen "127.0.0.1:09090": "09090" is not a port`, `socks5-listen ":-0": "-0" is not a port`}},
+		{"lax port routes listed with the rest", func(c *Config) {
+			c.Port = []string{"+8082=team-x", "8083=team-y"}
+			c.Passthrough = []string{"legacy.example.com=127.0.0.1:+8444"}
+			c.Listen = ":08443"
+		}, []string{`port "+8082=team-x"`, `passthrough "legacy.example.com=127.0.0.1:+8444"`, `listen ":08443"`}},
 		{"port route on the listen port", func(c *Config) { c.Port = []string{"8443=team-a"} }, []string{"--listen port"}},
 		{"no upstream", func(c *Config) { c.Upstream = nil }, []string{"at least one Nexus"}},
 		{"upstream with credentials", func(c *Config) { c.Upstream = []string{"http://admin:admin123@nexus:8081"} }, []string{"no query, fragment or credentials"}},
 		{"upstream ports out of range, each listed", func(c *Config) {
 			c.Upstream = []string{"http://n1:99999", "http://n2:0", "https://n3:65535"}
 		}, []string{`upstream "http://n1:99999": port 99999 is not 1-65535`, `upstream "http://n2:0": port 0 is not 1-65535`}},
+		// Two replicas writing one node as :8081 and :08081 would derive
+		// different node ids (upload affinity tags).
+		{"upstream port with a leading zero", func(c *Config) {
+			c.Upstream = []string{"http://n1:08081", "http://n2:8081"}
+		}, []string{`upstream "http://n1:08081": port 08081`}},
 		{"upstreams with different context paths", func(c *Config) { c.Upstream = []string{"http://n1:8081/nexus", "http://n2:8081/"} }, []string{"context path"}},
 		{"HA settings, every problem at once", func(c *Config) {
 			short := filepath.Join(dir, "short.secret")
