@@ -380,8 +380,8 @@ func (c *Config) RedirectCaptures(ports []int) []error {
 	var errs []error
 	for _, l := range []struct{ flag, addr string }{{"metrics-listen", c.MetricsListen}, {"socks5-listen", c.Socks5Listen}} {
 		_, ps, err := net.SplitHostPort(l.addr)
-		p, perr := strconv.Atoi(ps)
-		if l.addr == "" || err != nil || perr != nil || p == 0 || !slices.Contains(ports, p) {
+		p, ok := route.ParsePort(ps)
+		if l.addr == "" || err != nil || !ok || p == 0 || !slices.Contains(ports, p) {
 			continue
 		}
 		errs = append(errs, fmt.Errorf("port %d is the %s port (%s): a REDIRECT of it would send that listener's clients, on any local address, to port %d's route", p, l.flag, l.addr, p))
@@ -405,9 +405,9 @@ func addrPort(flag, addr string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s %q: want [HOST]:PORT: %v", flag, addr, err)
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 0 || p > 65535 {
-		return 0, fmt.Errorf("%s %q: %q is not a port", flag, addr, port)
+	p, ok := route.ParsePort(port)
+	if !ok {
+		return 0, fmt.Errorf("%s %q: %q is not a port (0-65535, digits only: no sign, blank or leading zero)", flag, addr, port)
 	}
 	return p, nil
 }
@@ -533,8 +533,8 @@ func listenClashes(c *Config, boundPorts []int) error {
 // are left alone; a backend that does not parse is route.Build's to report.
 func passthroughLoops(listen string, passthrough []string) error {
 	lhost, lp, err := net.SplitHostPort(listen)
-	lport, perr := strconv.Atoi(lp)
-	if err != nil || perr != nil || lport == 0 {
+	lport, ok := route.ParsePort(lp)
+	if err != nil || !ok || lport == 0 {
 		return nil
 	}
 	var local []netip.Addr // this host's addresses, read once when needed
@@ -578,7 +578,7 @@ func passthroughLoops(listen string, passthrough []string) error {
 		if err != nil {
 			continue
 		}
-		if n, err := strconv.Atoi(port); err != nil || n != lport {
+		if n, ok := route.ParsePort(port); !ok || n != lport {
 			continue
 		}
 		if slices.ContainsFunc(resolveHost(host), takes) {
