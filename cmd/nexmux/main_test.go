@@ -1172,3 +1172,44 @@ func TestLaxNumbersListedWithEveryOtherProblem(t *testing.T) {
 		t.Errorf("iptables: exit %d, want %d and both ports refused:\n%s%s", code, exitInvalid, out, errs)
 	}
 }
+
+// An --upstream node or a passthrough backend on this host at a --port
+// port: the rules' OUTPUT REDIRECT would send nexmux's own connections to
+// it back to nexmux's listener (internal/daemon's
+// TestNetnsUpstreamOnARedirectedPortLoops shows the loop). nexmux iptables
+// refuses to write those rules, as it refuses a --port on the metrics
+// port; check warns, since port routes also work without them.
+func TestIptablesRefusesALoopToALocalBackend(t *testing.T) {
+	crt, key := certFiles(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--upstream", "http://127.0.0.1:8082"}, "upstream http://127.0.0.1:8082 is on this host, at port 8082 of a --port route"},
+		{[]string{"--upstream", "http://localhost:8083"}, "upstream http://localhost:8083 is on this host, at port 8083 of a --port route"},
+		{[]string{"--passthrough", "legacy.example.com=127.0.0.1:8082"}, "passthrough legacy.example.com=127.0.0.1:8082: 127.0.0.1:8082 is on this host"},
+	} {
+		args := append([]string{"--listen", ":8443", "--port", "8082=team-a", "--port", "8083=team-b"}, tc.args...)
+		out, errs, code := run(t, append([]string{"iptables"}, args...)...)
+		if code != exitInvalid || out != "" || !strings.Contains(errs, tc.want) || !strings.Contains(errs, "loop") {
+			t.Errorf("iptables %q: exit %d, want %d and %q:\n%s%s", args, code, exitInvalid, tc.want, out, errs)
+		}
+		// Removing the rules needs none of that.
+		if out, errs, code := run(t, append([]string{"iptables", "--delete"}, args...)...); code != 0 || !strings.Contains(out, "-X NEXMUX") {
+			t.Errorf("iptables --delete %q: exit %d:\n%s%s", args, code, out, errs)
+		}
+		out, errs, code = run(t, append([]string{"check", "--cert", crt, "--key", key, "--route", "a.example.com=team-a"}, args...)...)
+		if code != 0 || !strings.Contains(errs, "nexmux: warning: "+tc.want) {
+			t.Errorf("check %q: exit %d, want 0 and a warning %q:\n%s%s", args, code, tc.want, out, errs)
+		}
+	}
+	// The default --upstream, http://127.0.0.1:8081, is on this host too.
+	if out, errs, code := run(t, "iptables", "--listen", ":8443", "--port", "8081=team-a"); code != exitInvalid || !strings.Contains(errs, "upstream http://127.0.0.1:8081 is on this host") {
+		t.Errorf("iptables --port 8081 with the default upstream: exit %d:\n%s%s", code, out, errs)
+	}
+	// Another host's node on that port is no loop: the rules only take
+	// local destinations.
+	if out, errs, code := run(t, "iptables", "--listen", ":8443", "--port", "8082=team-a", "--upstream", "http://192.0.2.250:8082"); code != 0 || !strings.Contains(out, "--dport 8082 ") {
+		t.Errorf("iptables with a remote node on the port: exit %d:\n%s%s", code, out, errs)
+	}
+}

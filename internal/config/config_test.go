@@ -621,3 +621,75 @@ func TestPassthroughToOwnListenerRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildWarnsOfRedirectLoops: the OUTPUT rule of `nexmux iptables`
+// REDIRECTs every connection this host makes to a --port port on a local
+// address, nexmux's own too. An --upstream node or a passthrough backend
+// there is reached by nexmux's listener instead, routed by that port to the
+// same backend, and so on. Build warns (port routes also work without the
+// rules); nexmux iptables refuses (cmd/nexmux).
+func TestBuildWarnsOfRedirectLoops(t *testing.T) {
+	local := ""
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				local = n.IP.String()
+				break
+			}
+		}
+	}
+	type tc struct {
+		upstream, passthrough string
+		bindPorts             bool
+		want                  string // "": no warning
+	}
+	cases := []tc{
+		{upstream: "http://127.0.0.1:8082", want: "upstream http://127.0.0.1:8082 is on this host, at port 8082 of a --port route"},
+		{upstream: "http://localhost:8083/nexus", want: "upstream http://localhost:8083/nexus is on this host, at port 8083"},
+		{upstream: "http://[::1]:8082", want: "upstream http://[::1]:8082 is on this host"},
+		{upstream: "http://0.0.0.0:8082", want: "upstream http://0.0.0.0:8082 is on this host"},
+		{upstream: "http://127.0.0.1", want: "upstream http://127.0.0.1 is on this host, at port 80"}, // the scheme's port
+		{passthrough: "legacy.example.com=127.0.0.1:8083", want: "passthrough legacy.example.com=127.0.0.1:8083: 127.0.0.1:8083 is on this host, at port 8083"},
+		{upstream: "http://127.0.0.1:8081"},                      // another port
+		{upstream: "http://192.0.2.7:8082"},                      // another host
+		{passthrough: "legacy.example.com=192.0.2.7:8083"},       // another host
+		{upstream: "http://127.0.0.1:8082", bindPorts: true},     // no rules: nexmux binds the ports (a bind clash is serve's)
+		{passthrough: "legacy.example.com=[::1]:8084", want: ""}, // no route on 8084
+		{upstream: "http://127.0.0.1:8082", passthrough: "x.example.com=127.0.0.1:8083", want: "upstream http://127.0.0.1:8082 is on this host"},
+	}
+	if local != "" {
+		cases = append(cases, tc{upstream: "http://" + net.JoinHostPort(local, "8082"), want: "upstream http://" + net.JoinHostPort(local, "8082") + " is on this host"})
+	}
+	for _, tc := range cases {
+		c := Defaults()
+		c.Listen = "127.0.0.1:0"
+		c.Port = []string{"8082=team-a", "8083=team-b", "80=team-c"}
+		c.BindPorts = tc.bindPorts
+		if tc.upstream != "" {
+			c.Upstream = []string{tc.upstream}
+		}
+		if tc.passthrough != "" {
+			c.Passthrough = []string{tc.passthrough}
+		}
+		b, err := c.Build()
+		if err != nil {
+			t.Errorf("%+v: %v", tc, err)
+			continue
+		}
+		var loops []string
+		for _, w := range b.Warnings {
+			if strings.Contains(w, "loop") {
+				loops = append(loops, w)
+			}
+		}
+		switch {
+		case tc.want == "" && len(loops) > 0:
+			t.Errorf("%+v: warned %q", tc, loops)
+		case tc.want != "" && (len(loops) == 0 || !strings.Contains(loops[0], tc.want) || !strings.Contains(loops[0], "nexmux iptables refuses")):
+			t.Errorf("%+v: warnings %q, want one with %q", tc, b.Warnings, tc.want)
+		}
+		if tc.upstream != "" && tc.passthrough != "" && tc.want != "" && len(loops) != 2 {
+			t.Errorf("%+v: %d loop warnings, want one per backend: %q", tc, len(loops), loops)
+		}
+	}
+}
