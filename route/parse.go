@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -158,8 +157,30 @@ func validAddr(s string) error {
 	if _, err := netip.ParseAddr(host); err != nil && !IsHostName(strings.TrimSuffix(host, ".")) {
 		return fmt.Errorf("%q: %q is not a host name or IP address", s, host)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%q: %q is not a port number", s, port)
+	if n, ok := ParsePort(port); !ok || n == 0 {
+		return fmt.Errorf("%q: %q is not a port number (%s)", s, port, PortSyntax)
 	}
 	return nil
+}
+
+// PortSyntax says how a port number is written, for error messages.
+const PortSyntax = "1-65535, digits only: no sign, blank or leading zero"
+
+// ParsePort reads a port number as people write one: ASCII digits without
+// a sign or a leading zero, at most 65535; 0 is read, and callers say
+// whether "any free port" is allowed. strconv.Atoi took "+8082" and
+// "08082" as 8082 and "-0" as 0, while settings also compare ports as
+// text (listen clashes, node ids, reloads).
+func ParsePort(s string) (int, bool) {
+	if s == "" || len(s) > 5 || len(s) > 1 && s[0] == '0' {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, n <= 65535
 }

@@ -189,10 +189,11 @@ func Build(spec Spec) (*Table, error) {
 			errs = multierror.Append(errs, fmt.Errorf("port %q: want PORT=REPO", s))
 			continue
 		}
-		port, err := strconv.Atoi(strings.TrimSpace(ps))
+		// Blanks around the '=' are the pair's layout, as around the target.
+		port, ok := ParsePort(strings.TrimSpace(ps))
 		var bad []error
-		if err != nil || port < 1 || port > 65535 {
-			bad = append(bad, fmt.Errorf("port %q: %q is not a port number (1-65535)", s, ps))
+		if !ok || port == 0 {
+			bad = append(bad, fmt.Errorf("port %q: %q is not a port number (%s)", s, ps, PortSyntax))
 		} else if listen[port] {
 			bad = append(bad, fmt.Errorf("port %q: %d is the --listen port, where routing is by server name; a port route there would shadow every --route", s, port))
 		}

@@ -134,6 +134,11 @@ func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return "", "", "", "", fmt.Errorf("port %s is not 1-65535", port)
 		}
+		// ":08081" would give the node another id than ":8081" gives it
+		// on a replica (upload affinity tags).
+		if port[0] == '0' {
+			return "", "", "", "", fmt.Errorf("port %s: write it without a leading zero", port)
+		}
 	}
 	if port == "" {
 		port = "80"

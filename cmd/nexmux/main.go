@@ -519,6 +519,7 @@ func iptablesAction(c *cli.Context) error {
 		r.ListenPort, r.Ports = listenPort, t.Ports()
 		errs = errlist.Append(errs, r.Validate())
 		errs = errlist.Append(errs, errlist.Join(cfg.RedirectCaptures(r.Ports)...))
+		errs = errlist.Append(errs, errlist.Join(cfg.RedirectLoops(r.Ports)...))
 		if w := iptables.ListenWarning(cfg.Listen); w != "" {
 			printWarnings(c, []string{w})
 		}

@@ -1141,3 +1141,75 @@ func TestIptablesRefusesPortOfAnotherListener(t *testing.T) {
 		t.Errorf("iptables with metrics on another port: exit %d:\n%s%s", code, out, errs)
 	}
 }
+
+// A number in any setting is written plainly: strconv.Atoi took
+// "--port +8082=team-x" as port 8082, and ":+8443", "08082" or "-0" as
+// ports too. Each lax spelling, from a flag, the environment or a file, is
+// listed with every other problem, and nexmux iptables refuses it too.
+func TestLaxNumbersListedWithEveryOtherProblem(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("max-conns-per-client: +8\nmetrics-listen: \"127.0.0.1:09090\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NEXMUX_IDLE_TIMEOUT", "+30s")
+	t.Setenv("NEXMUX_SOCKS5_LISTEN", "127.0.0.1:-0")
+	_, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key, "--route", "a.example.com=team-a",
+		"--port", "+8082=team-x", "--listen", ":+8443", "--max-conns", "+5",
+		"--passthrough", "legacy.example.com=127.0.0.1:0444", "--upstream", "http://127.0.0.1:08081")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{`port "+8082=team-x": "+8082" is not a port number`, `listen ":+8443"`, `max-conns "+5"`,
+		`idle-timeout "+30s" (from NEXMUX_IDLE_TIMEOUT)`, `socks5-listen "127.0.0.1:-0"`, `max-conns-per-client: line 1: "+8"`,
+		`metrics-listen "127.0.0.1:09090"`, `"0444" is not a port`, `upstream "http://127.0.0.1:08081"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	if out, errs, code := run(t, "iptables", "--listen", ":8443", "--port", "+8082=team-x", "--port", "08083=team-y"); code != exitInvalid || out != "" ||
+		!strings.Contains(errs, `"+8082" is not a port number`) || !strings.Contains(errs, `"08083" is not a port number`) {
+		t.Errorf("iptables: exit %d, want %d and both ports refused:\n%s%s", code, exitInvalid, out, errs)
+	}
+}
+
+// An --upstream node or a passthrough backend on this host at a --port
+// port: the rules' OUTPUT REDIRECT would send nexmux's own connections to
+// it back to nexmux's listener (internal/daemon's
+// TestNetnsUpstreamOnARedirectedPortLoops shows the loop). nexmux iptables
+// refuses to write those rules, as it refuses a --port on the metrics
+// port; check warns, since port routes also work without them.
+func TestIptablesRefusesALoopToALocalBackend(t *testing.T) {
+	crt, key := certFiles(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--upstream", "http://127.0.0.1:8082"}, "upstream http://127.0.0.1:8082 is on this host, at port 8082 of a --port route"},
+		{[]string{"--upstream", "http://localhost:8083"}, "upstream http://localhost:8083 is on this host, at port 8083 of a --port route"},
+		{[]string{"--passthrough", "legacy.example.com=127.0.0.1:8082"}, "passthrough legacy.example.com=127.0.0.1:8082: 127.0.0.1:8082 is on this host"},
+	} {
+		args := append([]string{"--listen", ":8443", "--port", "8082=team-a", "--port", "8083=team-b"}, tc.args...)
+		out, errs, code := run(t, append([]string{"iptables"}, args...)...)
+		if code != exitInvalid || out != "" || !strings.Contains(errs, tc.want) || !strings.Contains(errs, "loop") {
+			t.Errorf("iptables %q: exit %d, want %d and %q:\n%s%s", args, code, exitInvalid, tc.want, out, errs)
+		}
+		// Removing the rules needs none of that.
+		if out, errs, code := run(t, append([]string{"iptables", "--delete"}, args...)...); code != 0 || !strings.Contains(out, "-X NEXMUX") {
+			t.Errorf("iptables --delete %q: exit %d:\n%s%s", args, code, out, errs)
+		}
+		out, errs, code = run(t, append([]string{"check", "--cert", crt, "--key", key, "--route", "a.example.com=team-a"}, args...)...)
+		if code != 0 || !strings.Contains(errs, "nexmux: warning: "+tc.want) {
+			t.Errorf("check %q: exit %d, want 0 and a warning %q:\n%s%s", args, code, tc.want, out, errs)
+		}
+	}
+	// The default --upstream, http://127.0.0.1:8081, is on this host too.
+	if out, errs, code := run(t, "iptables", "--listen", ":8443", "--port", "8081=team-a"); code != exitInvalid || !strings.Contains(errs, "upstream http://127.0.0.1:8081 is on this host") {
+		t.Errorf("iptables --port 8081 with the default upstream: exit %d:\n%s%s", code, out, errs)
+	}
+	// Another host's node on that port is no loop: the rules only take
+	// local destinations.
+	if out, errs, code := run(t, "iptables", "--listen", ":8443", "--port", "8082=team-a", "--upstream", "http://192.0.2.250:8082"); code != 0 || !strings.Contains(out, "--dport 8082 ") {
+		t.Errorf("iptables with a remote node on the port: exit %d:\n%s%s", code, out, errs)
+	}
+}

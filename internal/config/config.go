@@ -271,7 +271,7 @@ func (c *Config) Build() (*Runtime, error) {
 	if !c.BindPorts {
 		// Port routes may come without iptables (a PROXY header's port,
 		// SOCKS5): a warning here, an error in nexmux iptables.
-		for _, err := range c.RedirectCaptures(ports) {
+		for _, err := range append(c.RedirectCaptures(ports), c.RedirectLoops(ports)...) {
 			b.Warnings = append(b.Warnings, err.Error()+"; nexmux iptables refuses to write its rule")
 		}
 	}
@@ -380,11 +380,46 @@ func (c *Config) RedirectCaptures(ports []int) []error {
 	var errs []error
 	for _, l := range []struct{ flag, addr string }{{"metrics-listen", c.MetricsListen}, {"socks5-listen", c.Socks5Listen}} {
 		_, ps, err := net.SplitHostPort(l.addr)
-		p, perr := strconv.Atoi(ps)
-		if l.addr == "" || err != nil || perr != nil || p == 0 || !slices.Contains(ports, p) {
+		p, ok := route.ParsePort(ps)
+		if l.addr == "" || err != nil || !ok || p == 0 || !slices.Contains(ports, p) {
 			continue
 		}
 		errs = append(errs, fmt.Errorf("port %d is the %s port (%s): a REDIRECT of it would send that listener's clients, on any local address, to port %d's route", p, l.flag, l.addr, p))
+	}
+	return errs
+}
+
+// RedirectLoops reports the --upstream nodes and --passthrough backends on
+// this host at a port among ports. The rules' OUTPUT jump REDIRECTs every
+// connection this host makes to such a port on a local address, nexmux's
+// own too: its connection to that backend would reach its listener, be
+// routed by the port to the same backend, and so on, and the backend would
+// see nothing. Values that do not parse are Build's to report.
+func (c *Config) RedirectLoops(ports []int) []error {
+	local := localAddrs()
+	loops := func(addr string) (int, bool) {
+		host, ps, err := net.SplitHostPort(addr)
+		p, ok := route.ParsePort(ps)
+		if err != nil || !ok || !slices.Contains(ports, p) {
+			return 0, false
+		}
+		return p, slices.ContainsFunc(resolveHost(host), func(a netip.Addr) bool { return local(dialed(a)) })
+	}
+	const why = "the REDIRECT of this host's own connections to that port (OUTPUT) would send nexmux's connections to it back to nexmux's listener, a loop that never reaches it"
+	var errs []error
+	for _, raw := range c.Upstream {
+		if _, _, hostPort, _, err := upstream.Normalise(raw); err == nil {
+			if p, loop := loops(hostPort); loop {
+				errs = append(errs, fmt.Errorf("upstream %s is on this host, at port %d of a --port route: %s", strings.TrimSpace(raw), p, why))
+			}
+		}
+	}
+	for _, pt := range c.Passthrough {
+		_, addr, _ := strings.Cut(pt, "=")
+		addr = strings.TrimSpace(addr)
+		if p, loop := loops(addr); loop {
+			errs = append(errs, fmt.Errorf("passthrough %s: %s is on this host, at port %d of a --port route: %s", strings.TrimSpace(pt), addr, p, why))
+		}
 	}
 	return errs
 }
@@ -405,9 +440,9 @@ func addrPort(flag, addr string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s %q: want [HOST]:PORT: %v", flag, addr, err)
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 0 || p > 65535 {
-		return 0, fmt.Errorf("%s %q: %q is not a port", flag, addr, port)
+	p, ok := route.ParsePort(port)
+	if !ok {
+		return 0, fmt.Errorf("%s %q: %q is not a port (0-65535, digits only: no sign, blank or leading zero)", flag, addr, port)
 	}
 	return p, nil
 }
@@ -533,43 +568,22 @@ func listenClashes(c *Config, boundPorts []int) error {
 // are left alone; a backend that does not parse is route.Build's to report.
 func passthroughLoops(listen string, passthrough []string) error {
 	lhost, lp, err := net.SplitHostPort(listen)
-	lport, perr := strconv.Atoi(lp)
-	if err != nil || perr != nil || lport == 0 {
+	lport, ok := route.ParsePort(lp)
+	if err != nil || !ok || lport == 0 {
 		return nil
 	}
-	var local []netip.Addr // this host's addresses, read once when needed
-	localRead := false
+	local := localAddrs()
 	takes := func(b netip.Addr) bool {
-		switch { // a dial to 0.0.0.0 or :: reaches loopback
-		case b == netip.IPv4Unspecified():
-			b = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-		case b == netip.IPv6Unspecified():
-			b = netip.IPv6Loopback()
-		}
+		b = dialed(b)
 		switch l, err := netip.ParseAddr(lhost); {
 		case lhost == "" || err == nil && l.Unmap().IsUnspecified():
 			// ":P", "0.0.0.0:P" and "[::]:P" all take both families
 			// (Go listens on [::] for each).
+			return local(b)
 		default:
 			a, ok := listenAddr(lhost)
 			return ok && a == b
 		}
-		if b.IsLoopback() {
-			return true
-		}
-		if !localRead {
-			localRead = true
-			if as, err := net.InterfaceAddrs(); err == nil {
-				for _, a := range as {
-					if n, ok := a.(*net.IPNet); ok {
-						if ip, ok := netip.AddrFromSlice(n.IP); ok {
-							local = append(local, ip.Unmap())
-						}
-					}
-				}
-			}
-		}
-		return slices.Contains(local, b)
 	}
 	var errs []error
 	for _, p := range passthrough {
@@ -578,7 +592,7 @@ func passthroughLoops(listen string, passthrough []string) error {
 		if err != nil {
 			continue
 		}
-		if n, err := strconv.Atoi(port); err != nil || n != lport {
+		if n, ok := route.ParsePort(port); !ok || n != lport {
 			continue
 		}
 		if slices.ContainsFunc(resolveHost(host), takes) {
@@ -586,6 +600,43 @@ func passthroughLoops(listen string, passthrough []string) error {
 		}
 	}
 	return errlist.Join(errs...)
+}
+
+// dialed is the address a dial to a reaches: 0.0.0.0 and :: are loopback.
+func dialed(a netip.Addr) netip.Addr {
+	switch a {
+	case netip.IPv4Unspecified():
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	case netip.IPv6Unspecified():
+		return netip.IPv6Loopback()
+	}
+	return a
+}
+
+// localAddrs returns a test of whether an address is this host's (a
+// loopback one, or one of its interfaces'), reading the interfaces once,
+// when first asked about an address that is not loopback.
+func localAddrs() func(netip.Addr) bool {
+	var local []netip.Addr
+	read := false
+	return func(a netip.Addr) bool {
+		if a.IsLoopback() {
+			return true
+		}
+		if !read {
+			read = true
+			if as, err := net.InterfaceAddrs(); err == nil {
+				for _, ia := range as {
+					if n, ok := ia.(*net.IPNet); ok {
+						if ip, ok := netip.AddrFromSlice(n.IP); ok {
+							local = append(local, ip.Unmap())
+						}
+					}
+				}
+			}
+		}
+		return slices.Contains(local, a)
+	}
 }
 
 // listenAddr is the address net.Listen binds for host h: its first IPv4

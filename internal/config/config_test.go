@@ -237,12 +237,28 @@ func TestBuildProblems(t *testing.T) {
 		}, []string{wildCert + `" / key "` + otherKey, otherCert + `" / key "` + wildKey}},
 		{"listen port is not a port", func(c *Config) { c.Listen = ":https8" }, []string{`":https8"`}},
 		{"listen port out of range", func(c *Config) { c.Listen = ":70000" }, []string{`":70000"`}},
+		// strconv.Atoi takes a sign, and net.Listen then binds ":+8443";
+		// ":-0" was any free port. A port is digits only, written as it is
+		// compared (listen clashes compare the text).
+		{"listener ports with a sign or a leading zero, each listed", func(c *Config) {
+			c.Listen, c.MetricsListen, c.Socks5Listen = ":+8443", "127.0.0.1:09090", ":-0"
+		}, []string{`listen ":+8443": "+8443" is not a port`, `metrics-listen "127.0.0.1:09090": "09090" is not a port`, `socks5-listen ":-0": "-0" is not a port`}},
+		{"lax port routes listed with the rest", func(c *Config) {
+			c.Port = []string{"+8082=team-x", "8083=team-y"}
+			c.Passthrough = []string{"legacy.example.com=127.0.0.1:+8444"}
+			c.Listen = ":08443"
+		}, []string{`port "+8082=team-x"`, `passthrough "legacy.example.com=127.0.0.1:+8444"`, `listen ":08443"`}},
 		{"port route on the listen port", func(c *Config) { c.Port = []string{"8443=team-a"} }, []string{"--listen port"}},
 		{"no upstream", func(c *Config) { c.Upstream = nil }, []string{"at least one Nexus"}},
 		{"upstream with credentials", func(c *Config) { c.Upstream = []string{"http://admin:admin123@nexus:8081"} }, []string{"no query, fragment or credentials"}},
 		{"upstream ports out of range, each listed", func(c *Config) {
 			c.Upstream = []string{"http://n1:99999", "http://n2:0", "https://n3:65535"}
 		}, []string{`upstream "http://n1:99999": port 99999 is not 1-65535`, `upstream "http://n2:0": port 0 is not 1-65535`}},
+		// Two replicas writing one node as :8081 and :08081 would derive
+		// different node ids (upload affinity tags).
+		{"upstream port with a leading zero", func(c *Config) {
+			c.Upstream = []string{"http://n1:08081", "http://n2:8081"}
+		}, []string{`upstream "http://n1:08081": port 08081`}},
 		{"upstreams with different context paths", func(c *Config) { c.Upstream = []string{"http://n1:8081/nexus", "http://n2:8081/"} }, []string{"context path"}},
 		{"HA settings, every problem at once", func(c *Config) {
 			short := filepath.Join(dir, "short.secret")
@@ -602,6 +618,78 @@ func TestPassthroughToOwnListenerRefused(t *testing.T) {
 		got := err != nil && strings.Contains(err.Error(), "nexmux's own --listen")
 		if got != tc.loop {
 			t.Errorf("listen %s, passthrough to %s: loop reported %v, want %v (err %v)", tc.listen, tc.backend, got, tc.loop, err)
+		}
+	}
+}
+
+// TestBuildWarnsOfRedirectLoops: the OUTPUT rule of `nexmux iptables`
+// REDIRECTs every connection this host makes to a --port port on a local
+// address, nexmux's own too. An --upstream node or a passthrough backend
+// there is reached by nexmux's listener instead, routed by that port to the
+// same backend, and so on. Build warns (port routes also work without the
+// rules); nexmux iptables refuses (cmd/nexmux).
+func TestBuildWarnsOfRedirectLoops(t *testing.T) {
+	local := ""
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				local = n.IP.String()
+				break
+			}
+		}
+	}
+	type tc struct {
+		upstream, passthrough string
+		bindPorts             bool
+		want                  string // "": no warning
+	}
+	cases := []tc{
+		{upstream: "http://127.0.0.1:8082", want: "upstream http://127.0.0.1:8082 is on this host, at port 8082 of a --port route"},
+		{upstream: "http://localhost:8083/nexus", want: "upstream http://localhost:8083/nexus is on this host, at port 8083"},
+		{upstream: "http://[::1]:8082", want: "upstream http://[::1]:8082 is on this host"},
+		{upstream: "http://0.0.0.0:8082", want: "upstream http://0.0.0.0:8082 is on this host"},
+		{upstream: "http://127.0.0.1", want: "upstream http://127.0.0.1 is on this host, at port 80"}, // the scheme's port
+		{passthrough: "legacy.example.com=127.0.0.1:8083", want: "passthrough legacy.example.com=127.0.0.1:8083: 127.0.0.1:8083 is on this host, at port 8083"},
+		{upstream: "http://127.0.0.1:8081"},                      // another port
+		{upstream: "http://192.0.2.7:8082"},                      // another host
+		{passthrough: "legacy.example.com=192.0.2.7:8083"},       // another host
+		{upstream: "http://127.0.0.1:8082", bindPorts: true},     // no rules: nexmux binds the ports (a bind clash is serve's)
+		{passthrough: "legacy.example.com=[::1]:8084", want: ""}, // no route on 8084
+		{upstream: "http://127.0.0.1:8082", passthrough: "x.example.com=127.0.0.1:8083", want: "upstream http://127.0.0.1:8082 is on this host"},
+	}
+	if local != "" {
+		cases = append(cases, tc{upstream: "http://" + net.JoinHostPort(local, "8082"), want: "upstream http://" + net.JoinHostPort(local, "8082") + " is on this host"})
+	}
+	for _, tc := range cases {
+		c := Defaults()
+		c.Listen = "127.0.0.1:0"
+		c.Port = []string{"8082=team-a", "8083=team-b", "80=team-c"}
+		c.BindPorts = tc.bindPorts
+		if tc.upstream != "" {
+			c.Upstream = []string{tc.upstream}
+		}
+		if tc.passthrough != "" {
+			c.Passthrough = []string{tc.passthrough}
+		}
+		b, err := c.Build()
+		if err != nil {
+			t.Errorf("%+v: %v", tc, err)
+			continue
+		}
+		var loops []string
+		for _, w := range b.Warnings {
+			if strings.Contains(w, "loop") {
+				loops = append(loops, w)
+			}
+		}
+		switch {
+		case tc.want == "" && len(loops) > 0:
+			t.Errorf("%+v: warned %q", tc, loops)
+		case tc.want != "" && (len(loops) == 0 || !strings.Contains(loops[0], tc.want) || !strings.Contains(loops[0], "nexmux iptables refuses")):
+			t.Errorf("%+v: warnings %q, want one with %q", tc, b.Warnings, tc.want)
+		}
+		if tc.upstream != "" && tc.passthrough != "" && tc.want != "" && len(loops) != 2 {
+			t.Errorf("%+v: %d loop warnings, want one per backend: %q", tc, len(loops), loops)
 		}
 	}
 }

@@ -307,6 +307,20 @@ func decode(s *Setting, n *yaml.Node) (any, error) {
 	return v, nil
 }
 
+// signed refuses the signs strconv and time.ParseDuration take but nobody
+// writes for a setting: a '+', and a '-' on zero ("-0" passed the checks
+// that refuse negative values). A negative value keeps its '-', for
+// Build to refuse saying so.
+func signed(text string, zero bool) error {
+	switch {
+	case strings.HasPrefix(text, "+"):
+		return errors.New("no '+' sign")
+	case zero && strings.HasPrefix(text, "-"):
+		return errors.New("zero takes no '-' sign")
+	}
+	return nil
+}
+
 // ParseText reads text as the command line and the environment give it,
 // into a value of def's type: an int, a time.Duration or a bool.
 func ParseText(def any, text string) (any, error) {
@@ -317,11 +331,17 @@ func ParseText(def any, text string) (any, error) {
 		if err != nil {
 			return nil, errors.New("want a whole number")
 		}
+		if err := signed(text, n == 0); err != nil {
+			return nil, fmt.Errorf("want a whole number: %v", err)
+		}
 		return int(n), nil
 	case time.Duration:
 		d, err := time.ParseDuration(text)
 		if err != nil {
 			return nil, errors.New("want a duration such as 30s or 2m")
+		}
+		if err := signed(text, d == 0); err != nil {
+			return nil, fmt.Errorf("want a duration such as 30s or 2m: %v", err)
 		}
 		return d, nil
 	case bool:

@@ -247,6 +247,13 @@ func TestApplyFileErrors(t *testing.T) {
 		{"negative fraction", "max-conns: -0.5\n", []string{`"-0.5"`, "whole number"}},
 		{"exponent", "max-conns: 1e3\n", []string{`"1e3"`, "whole number"}},
 		{"YAML 1.1 bool", "port-tls-only: yes\n", []string{`"yes"`, "want true or false"}},
+		// strconv and time.ParseDuration take a sign: "+5" and "-0" are no
+		// number a user writes for a limit (a negative one is Build's to
+		// refuse, saying so).
+		{"int with a plus", "max-conns: +5\n", []string{"line 1", `"+5"`, "whole number"}},
+		{"int minus zero", "per-client-ipv6-prefix: -0\n", []string{`"-0"`, "whole number"}},
+		{"duration with a plus", "idle-timeout: +30s\n", []string{`"+30s"`, "want a duration"}},
+		{"duration minus zero", "drain-timeout: -0s\n", []string{`"-0s"`, "want a duration"}},
 		{"a second document", "route: [a.example.com=a]\n---\nroute: [b.example.com=b]\n", []string{"line 2", "second YAML document"}},
 		{"a second document after an empty one", "route: [a.example.com=a]\n---\n---\nroute: [b.example.com=b]\n", []string{"line 3", "second YAML document"}},
 		{"duration garbage", "idle-timeout: soon\n", []string{"soon"}},
