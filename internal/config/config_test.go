@@ -693,3 +693,45 @@ func TestBuildWarnsOfRedirectLoops(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendOnOwnListenerRefused: an --upstream node or a passthrough
+// backend at one of nexmux's own listeners (its --listen, or a port it
+// binds with --bind-ports) is nexmux itself: each request or stream comes
+// back in and is sent on again. check refuses it like a bind clash.
+func TestBackendOnOwnListenerRefused(t *testing.T) {
+	cases := []struct {
+		name                  string
+		bindPorts             bool
+		upstream, passthrough string
+		want                  string // "": no such error
+	}{
+		{"upstream on a bound port", true, "http://127.0.0.1:8082", "", "upstream http://127.0.0.1:8082 is nexmux's own port 8082 (--bind-ports)"},
+		{"upstream by name on a bound port", true, "http://localhost:8082/nexus", "", "is nexmux's own port 8082 (--bind-ports)"},
+		{"passthrough on a bound port", true, "", "legacy.example.com=127.0.0.1:8082", "passthrough legacy.example.com=127.0.0.1:8082: 127.0.0.1:8082 is nexmux's own port 8082 (--bind-ports)"},
+		{"upstream on the listen port", false, "http://127.0.0.1:8443", "", "upstream http://127.0.0.1:8443 is nexmux's own --listen :8443"},
+		{"passthrough on the listen port", false, "", "legacy.example.com=127.0.0.1:8443", "is nexmux's own --listen :8443"},
+		{"upstream elsewhere", true, "http://127.0.0.1:8081", "", ""},
+		{"upstream on another host", true, "http://192.0.2.7:8082", "", ""},
+		{"no bound ports", false, "http://127.0.0.1:8082", "", ""}, // a REDIRECT loop: warned (TestBuildWarnsOfRedirectLoops)
+	}
+	for _, tc := range cases {
+		c := Defaults()
+		c.Listen = ":8443"
+		c.Port = []string{"8082=team-a"}
+		c.BindPorts = tc.bindPorts
+		if tc.upstream != "" {
+			c.Upstream = []string{tc.upstream}
+		}
+		if tc.passthrough != "" {
+			c.Passthrough = []string{tc.passthrough}
+		}
+		_, err := c.Build()
+		got := err != nil && strings.Contains(err.Error(), "nexmux's own")
+		switch {
+		case tc.want == "" && got:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: err %v, want one with %q", tc.name, err, tc.want)
+		}
+	}
+}
