@@ -275,7 +275,7 @@ func (c *Config) Build() (*Runtime, error) {
 			b.Warnings = append(b.Warnings, err.Error()+"; nexmux iptables refuses to write its rule")
 		}
 	}
-	errs = errlist.Append(errs, passthroughLoops(c.Listen, c.Passthrough))
+	errs = errlist.Append(errs, ownListenerLoops(c, ports))
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
 		errs = multierror.Append(errs, relationError{errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO")})
 	}
@@ -561,16 +561,29 @@ func listenClashes(c *Config, boundPorts []int) error {
 	return errlist.Join(errs...)
 }
 
-// passthroughLoops reports the --passthrough backends that are nexmux's
-// own --listen: each stream would come back in, be routed by the same name
-// to the same backend, and so on until a connection limit refused one.
+// ownListenerLoops reports the --upstream nodes and --passthrough backends
+// that are one of nexmux's own listeners: its --listen, or a port it binds
+// with --bind-ports. Each request or stream would come back in, be routed
+// the same way to the same backend, and so on until a limit refused one.
 // Backends on other ports, or on addresses the listener does not take,
-// are left alone; a backend that does not parse is route.Build's to report.
-func passthroughLoops(listen string, passthrough []string) error {
-	lhost, lp, err := net.SplitHostPort(listen)
-	lport, ok := route.ParsePort(lp)
-	if err != nil || !ok || lport == 0 {
+// are left alone; a backend that does not parse is reported elsewhere.
+func ownListenerLoops(c *Config, boundPorts []int) error {
+	lhost, lp, err := net.SplitHostPort(c.Listen)
+	if err != nil {
 		return nil
+	}
+	type own struct {
+		port int
+		what string
+	}
+	var owns []own
+	if p, ok := route.ParsePort(lp); ok && p != 0 {
+		owns = append(owns, own{p, "--listen " + c.Listen})
+	}
+	if c.BindPorts {
+		for _, p := range boundPorts {
+			owns = append(owns, own{p, fmt.Sprintf("port %d (--bind-ports)", p)})
+		}
 	}
 	local := localAddrs()
 	takes := func(b netip.Addr) bool {
@@ -585,18 +598,36 @@ func passthroughLoops(listen string, passthrough []string) error {
 			return ok && a == b
 		}
 	}
-	var errs []error
-	for _, p := range passthrough {
-		name, addr, _ := strings.Cut(p, "=")
-		host, port, err := net.SplitHostPort(strings.TrimSpace(addr))
+	// ownOf names the listener addr reaches, if any.
+	ownOf := func(addr string) (string, bool) {
+		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
-			continue
+			return "", false
 		}
-		if n, ok := route.ParsePort(port); !ok || n != lport {
-			continue
+		n, ok := route.ParsePort(port)
+		if !ok {
+			return "", false
 		}
-		if slices.ContainsFunc(resolveHost(host), takes) {
-			errs = append(errs, relationError{fmt.Errorf("passthrough %s: %s is nexmux's own --listen %s: every stream for %s would come back to this route", strings.TrimSpace(p), strings.TrimSpace(addr), listen, strings.TrimSpace(name))})
+		for _, o := range owns {
+			if o.port == n && slices.ContainsFunc(resolveHost(host), takes) {
+				return o.what, true
+			}
+		}
+		return "", false
+	}
+	var errs []error
+	for _, raw := range c.Upstream {
+		if _, _, hostPort, _, err := upstream.Normalise(raw); err == nil {
+			if what, loop := ownOf(hostPort); loop {
+				errs = append(errs, relationError{fmt.Errorf("upstream %s is nexmux's own %s: every request would come back to nexmux, never to Nexus", strings.TrimSpace(raw), what)})
+			}
+		}
+	}
+	for _, p := range c.Passthrough {
+		name, addr, _ := strings.Cut(p, "=")
+		addr = strings.TrimSpace(addr)
+		if what, loop := ownOf(addr); loop {
+			errs = append(errs, relationError{fmt.Errorf("passthrough %s: %s is nexmux's own %s: every stream for %s would come back to nexmux", strings.TrimSpace(p), addr, what, strings.TrimSpace(name))})
 		}
 	}
 	return errlist.Join(errs...)

@@ -650,10 +650,11 @@ func TestBuildWarnsOfRedirectLoops(t *testing.T) {
 		{upstream: "http://0.0.0.0:8082", want: "upstream http://0.0.0.0:8082 is on this host"},
 		{upstream: "http://127.0.0.1", want: "upstream http://127.0.0.1 is on this host, at port 80"}, // the scheme's port
 		{passthrough: "legacy.example.com=127.0.0.1:8083", want: "passthrough legacy.example.com=127.0.0.1:8083: 127.0.0.1:8083 is on this host, at port 8083"},
-		{upstream: "http://127.0.0.1:8081"},                      // another port
-		{upstream: "http://192.0.2.7:8082"},                      // another host
-		{passthrough: "legacy.example.com=192.0.2.7:8083"},       // another host
-		{upstream: "http://127.0.0.1:8082", bindPorts: true},     // no rules: nexmux binds the ports (a bind clash is serve's)
+		{upstream: "http://127.0.0.1:8081"},                // another port
+		{upstream: "http://192.0.2.7:8082"},                // another host
+		{passthrough: "legacy.example.com=192.0.2.7:8083"}, // another host
+		// With --bind-ports there are no rules: nexmux binds the port itself,
+		// and a backend there is refused (TestBackendOnOwnListenerRefused).
 		{passthrough: "legacy.example.com=[::1]:8084", want: ""}, // no route on 8084
 		{upstream: "http://127.0.0.1:8082", passthrough: "x.example.com=127.0.0.1:8083", want: "upstream http://127.0.0.1:8082 is on this host"},
 	}
