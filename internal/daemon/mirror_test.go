@@ -491,3 +491,43 @@ func TestMirrorNSNameWithDot(t *testing.T) {
 		t.Errorf("a prefix naming another mirrored registry than ns: %d %s, want 400 NAME_INVALID", resp.StatusCode, body)
 	}
 }
+
+// TestMirrorNexusFormNSMustAgree: containerd pointed at Nexus's own URL form
+// (a hosts.toml host "https://mirror/repository/dockerhub-proxy", put in
+// _default) still says which registry it pulls with ?ns=. A pull of
+// ghcr.io/probe:1 must not be served Docker Hub's probe:1 (another image
+// under the same name): ns and the repository must agree, as ns and a path
+// prefix must, and an ns this name does not mirror is unknown, so
+// containerd moves on to its next host.
+func TestMirrorNexusFormNSMustAgree(t *testing.T) {
+	s := mirrorStack(t, true)
+	const image = "/v2/probe/manifests/1"
+	for _, c := range []struct {
+		path   string
+		status int
+		code   string // JSON error code of a refusal
+		repo   string // whose probe:1 a 200 is
+	}{
+		{"/repository/dockerhub-proxy" + image + "?ns=docker.io", 200, "", "dockerhub-proxy"},
+		{"/repository/dockerhub-proxy" + image + "?ns=index.docker.io", 200, "", "dockerhub-proxy"},
+		{"/repository/ghcr-proxy" + image + "?ns=ghcr.io", 200, "", "ghcr-proxy"},
+		{"/repository/dockerhub-proxy" + image, 200, "", "dockerhub-proxy"},
+		{"/repository/dockerhub-proxy" + image + "?ns=ghcr.io", 400, "NAME_INVALID", ""},
+		{"/repository/ghcr-proxy/v2/probe/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000?ns=quay.io", 400, "NAME_INVALID", ""},
+		{"/repository/dockerhub-proxy" + image + "?ns=gcr.io", 404, "NAME_UNKNOWN", ""},
+	} {
+		s.Nexus.ResetRequests()
+		resp, body := mirrorGet(t, s, http.MethodGet, c.path, false)
+		if resp.StatusCode != c.status || c.code != "" && !strings.Contains(body, `"code":"`+c.code+`"`) {
+			t.Errorf("GET %s: %d %s, want %d %s", c.path, resp.StatusCode, strings.TrimSpace(body), c.status, c.code)
+			continue
+		}
+		if c.repo != "" {
+			if want := seeded(t, s, c.repo, fixtures.ProbeImage); resp.Header.Get("Docker-Content-Digest") != want {
+				t.Errorf("GET %s: digest %s, want %s's %s", c.path, resp.Header.Get("Docker-Content-Digest"), c.repo, want)
+			}
+		} else if reqs := s.Nexus.Requests(); len(reqs) != 0 {
+			t.Errorf("GET %s reached Nexus as %s", c.path, reqs[0].RawPath)
+		}
+	}
+}
