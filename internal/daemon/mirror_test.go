@@ -531,3 +531,47 @@ func TestMirrorNexusFormNSMustAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorPrefixWithoutOverridePath: containerd appends /v2 to a
+// hosts.toml host path unless override_path = true, so the README's
+// [host."https://mirror/v2/ghcr.io"] without it sends
+// /v2/ghcr.io/v2/acme/app/manifests/1?ns=ghcr.io. Read as the prefix form,
+// that is the image v2/acme/app: the ghcr.io proxy would fetch whatever the
+// GitHub account "v2" publishes under that name for every ghcr.io pull.
+// nexmux refuses it (400: containerd moves on to its next host); CRI-O's
+// prefix form, which has no ns and appends nothing, still reads v2/...
+func TestMirrorPrefixWithoutOverridePath(t *testing.T) {
+	s := mirrorStack(t, true)
+	img, err := random.Image(512, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Nexus.Seed("ghcr-proxy", "v2/acme/app", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := img.Digest()
+	cfgBlob, _ := img.ConfigName()
+	for _, c := range []struct {
+		path   string
+		status int
+		digest string
+	}{
+		{"/v2/ghcr.io/v2/acme/app/manifests/1?ns=ghcr.io", 400, ""},
+		{"/v2/ghcr.io/v2/acme/app/blobs/" + cfgBlob.String() + "?ns=ghcr.io", 400, ""},
+		{"/v2/ghcr.io/acme/app/manifests/1?ns=ghcr.io", 200, seeded(t, s, "ghcr-proxy", "acme/app:1")},
+		{"/v2/ghcr.io/v2/acme/app/manifests/1", 200, other.String()},
+	} {
+		s.Nexus.ResetRequests()
+		resp, body := mirrorGet(t, s, http.MethodGet, c.path, false)
+		if resp.StatusCode != c.status || c.status == 400 && !strings.Contains(body, `"code":"NAME_INVALID"`) {
+			t.Errorf("GET %s: %d %s, want %d", c.path, resp.StatusCode, strings.TrimSpace(body), c.status)
+			continue
+		}
+		if c.digest != "" && resp.Header.Get("Docker-Content-Digest") != c.digest {
+			t.Errorf("GET %s: digest %s, want %s", c.path, resp.Header.Get("Docker-Content-Digest"), c.digest)
+		}
+		if reqs := s.Nexus.Requests(); c.status == 400 && len(reqs) != 0 {
+			t.Errorf("GET %s reached Nexus as %s", c.path, reqs[0].RawPath)
+		}
+	}
+}
