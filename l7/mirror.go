@@ -159,6 +159,11 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 			return fail(http.StatusNotFound, "NAME_UNKNOWN", "the path prefix is not a registry name")
 		case nsReg != "" && nsReg != prefixReg:
 			return fail(http.StatusBadRequest, "NAME_INVALID", "ns ("+nsReg+") and the path prefix ("+prefixReg+") name different registries")
+		case nsReg != "" && (after == "v2" || strings.HasPrefix(after, "v2/")):
+			// containerd appends /v2 to a hosts.toml host path without
+			// override_path = true: read as a name, v2/<image> is whatever
+			// the registry's account "v2" publishes under every image name.
+			return fail(http.StatusBadRequest, "NAME_INVALID", "/v2 after the registry prefix: a hosts.toml host with a path needs override_path = true")
 		default:
 			reg = prefixReg
 			st.mirror.prefix = seg
