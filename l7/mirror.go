@@ -98,14 +98,25 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		if sub != "/v2/" && sub != "/v2/token" && !mirrorEndpoint(sub) {
 			return fail(http.StatusNotFound, "NOT_FOUND", "not a registry endpoint a mirror serves")
 		}
+		ns, nsReg, query, bad := mirrorNS(m, rawQuery)
+		if bad != nil {
+			return fail(bad.status, bad.code, bad.msg)
+		}
+		// containerd still sends ?ns= (a hosts.toml host ".../repository/R"):
+		// the repository must mirror that registry, or a ghcr.io pull would
+		// get Docker Hub's image of the same name.
 		for _, e := range m.Registries {
-			if e.Repo == name {
+			if e.Repo == name && (nsReg == "" || e.Registry == nsReg) {
 				st.mirror.registry = e.Registry
 				break
 			}
 		}
-		st.repo, st.sub, st.query = name, sub, rawQuery
+		if st.mirror.registry == "" {
+			return fail(http.StatusBadRequest, "NAME_INVALID", "ns ("+nsReg+") is not the registry repository "+name+" mirrors")
+		}
+		st.repo, st.sub, st.query = name, sub, query
 		st.mirror.repoPath = rawPath[:len(rawPath)-len(sub)]
+		st.mirror.ns = ns
 		return true
 	}
 	if !mirrorMethod(r.Method, rawPath) {
@@ -114,24 +125,11 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	if !strings.HasPrefix(rawPath+"/", "/v2/") {
 		return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on a mirror name")
 	}
-	ns, query, ok := cutNS(rawQuery)
-	if !ok {
-		return fail(http.StatusBadRequest, "NAME_INVALID", "ns is malformed or given twice with different values")
+	ns, nsReg, query, bad := mirrorNS(m, rawQuery)
+	if bad != nil {
+		return fail(bad.status, bad.code, bad.msg)
 	}
-	var nsReg string
-	if ns != "" {
-		dec, err := url.QueryUnescape(ns)
-		if err != nil {
-			return fail(http.StatusBadRequest, "NAME_INVALID", "ns is malformed")
-		}
-		if nsReg, ok = route.CanonicalRegistry(dec); !ok {
-			return fail(http.StatusNotFound, "NAME_UNKNOWN", "ns does not name a registry")
-		}
-		if _, ok := m.Repo(nsReg); !ok {
-			return fail(http.StatusNotFound, "NAME_UNKNOWN", "registry "+nsReg+" is not mirrored on this name")
-		}
-		st.mirror.ns = ns
-	}
+	st.mirror.ns = ns
 	st.query = query
 	// /v2/ and the token: the default registry's repository (Nexus tokens
 	// are valid in every repository, so one realm serves all of them).
@@ -161,6 +159,11 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 			return fail(http.StatusNotFound, "NAME_UNKNOWN", "the path prefix is not a registry name")
 		case nsReg != "" && nsReg != prefixReg:
 			return fail(http.StatusBadRequest, "NAME_INVALID", "ns ("+nsReg+") and the path prefix ("+prefixReg+") name different registries")
+		case nsReg != "" && (after == "v2" || strings.HasPrefix(after, "v2/")):
+			// containerd appends /v2 to a hosts.toml host path without
+			// override_path = true: read as a name, v2/<image> is whatever
+			// the registry's account "v2" publishes under every image name.
+			return fail(http.StatusBadRequest, "NAME_INVALID", "/v2 after the registry prefix: a hosts.toml host with a path needs override_path = true")
 		default:
 			reg = prefixReg
 			st.mirror.prefix = seg
@@ -182,6 +185,36 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	}
 	st.mirror.registry, st.repo, st.sub = reg, repo, sub
 	return true
+}
+
+// nsRefusal is how a mirror name answers a bad ?ns=.
+type nsRefusal struct {
+	status    int
+	code, msg string
+}
+
+// mirrorNS takes ?ns= out of rawQuery: its raw value, the canonical
+// registry it names (one of m's; both "" without ns) and the rest of the
+// query, or the refusal.
+func mirrorNS(m *route.Mirror, rawQuery string) (ns, reg, query string, bad *nsRefusal) {
+	ns, query, ok := cutNS(rawQuery)
+	if !ok {
+		return "", "", "", &nsRefusal{http.StatusBadRequest, "NAME_INVALID", "ns is malformed or given twice with different values"}
+	}
+	if ns == "" {
+		return "", "", query, nil
+	}
+	dec, err := url.QueryUnescape(ns)
+	if err != nil {
+		return "", "", "", &nsRefusal{http.StatusBadRequest, "NAME_INVALID", "ns is malformed"}
+	}
+	if reg, ok = route.CanonicalRegistry(dec); !ok {
+		return "", "", "", &nsRefusal{http.StatusNotFound, "NAME_UNKNOWN", "ns does not name a registry"}
+	}
+	if _, ok := m.Repo(reg); !ok {
+		return "", "", "", &nsRefusal{http.StatusNotFound, "NAME_UNKNOWN", "registry " + reg + " is not mirrored on this name"}
+	}
+	return ns, reg, query, nil
 }
 
 // cutNS removes every ns parameter from a raw query and returns its raw
@@ -297,9 +330,6 @@ func (mr *mirrorReq) form(u, base string) string {
 	if !ok {
 		return u
 	}
-	if mr.repoPath != "" {
-		return base + mr.repoPath + "/v2/" + rest
-	}
 	if mr.prefix != "" {
 		rest = mr.prefix + "/" + rest
 	}
@@ -309,6 +339,9 @@ func (mr *mirrorReq) form(u, base string) string {
 		} else {
 			rest += "?ns=" + mr.ns
 		}
+	}
+	if mr.repoPath != "" {
+		return base + mr.repoPath + "/v2/" + rest
 	}
 	return base + "/v2/" + rest
 }

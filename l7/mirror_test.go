@@ -93,6 +93,9 @@ func TestMirrorPublicForm(t *testing.T) {
 		{mirrorReq{}, base + "/v2/x/blobs/sha256:1", "", base + "/v2/x/blobs/sha256:1", ""},
 		{mirrorReq{repoPath: "/nexus/repository/quay-proxy"}, base + "/v2/x/blobs/sha256:1", `<` + base + `/v2/x/tags/list?n=2>; rel="next"`,
 			base + "/nexus/repository/quay-proxy/v2/x/blobs/sha256:1", `<` + base + `/nexus/repository/quay-proxy/v2/x/tags/list?n=2>; rel="next"`},
+		// Nexus's own form with containerd's ns keeps both.
+		{mirrorReq{repoPath: "/repository/quay-proxy", ns: "quay.io"}, "", `<` + base + `/v2/x/tags/list?n=2>; rel="next"`,
+			"", `<` + base + `/repository/quay-proxy/v2/x/tags/list?n=2&ns=quay.io>; rel="next"`},
 	} {
 		h := http.Header{}
 		h.Set("Location", c.loc)

@@ -267,6 +267,7 @@ func (c *Config) Build() (*Runtime, error) {
 		errs = errlist.Append(errs, err)
 	}
 	checked, ports := checkedRoutes(b.Table, spec)
+	b.Warnings = append(b.Warnings, sharedMirrorRepos(checked)...)
 	errs = errlist.Append(errs, listenClashes(c, ports))
 	if !c.BindPorts {
 		// Port routes may come without iptables (a PROXY header's port,

@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/nexmux/nexmux/internal/smallfile"
@@ -54,4 +55,34 @@ func describeMirror(b *Runtime, r *route.Route) string {
 		sb.WriteString("    (requests without credentials use --mirror-auth-file)\n")
 	}
 	return sb.String()
+}
+
+// sharedMirrorRepos warns of a repository that serves more than one
+// registry (--mirror, on any name): Nexus ignores ns, so a name both
+// registries have is read from whichever the repository (a group: its
+// first member) finds first, and a ghcr.io pull can get Docker Hub's image.
+func sharedMirrorRepos(routes []*route.Route) []string {
+	regs := map[string][]string{}
+	var order []string
+	for _, r := range routes {
+		if r.Mirror == nil {
+			continue
+		}
+		for _, e := range r.Mirror.Registries {
+			if _, seen := regs[e.Repo]; !seen {
+				order = append(order, e.Repo)
+			}
+			if !slices.Contains(regs[e.Repo], e.Registry) {
+				regs[e.Repo] = append(regs[e.Repo], e.Registry)
+			}
+		}
+	}
+	var out []string
+	for _, repo := range order {
+		if rs := regs[repo]; len(rs) > 1 {
+			out = append(out, fmt.Sprintf("mirror: repository %s serves %s: Nexus ignores ns, so an image name more than one of them has is read from whichever %s finds first (a group: its first member), and a pull through one registry can get another registry's image; give each registry its own proxy repository (or a group of proxies of that registry only)",
+				repo, strings.Join(rs, ", "), repo))
+		}
+	}
+	return out
 }

@@ -42,3 +42,36 @@ func TestLoadMirrorAuthKeepsBlanks(t *testing.T) {
 		}
 	}
 }
+
+// A repository that serves two registries (one group of every proxy, as
+// Sonatype's docker-group) cannot tell them apart: Nexus ignores ns, so a
+// ghcr.io pull of a name Docker Hub also has reads Docker Hub's image
+// (the group's first member). Build warns, naming the repository and its
+// registries; one repository per registry draws no warning.
+func TestBuildWarnsOfAMirrorRepositoryServingTwoRegistries(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := writeCert(t, dir, "m", "mirror.example.com", "mirror2.example.com")
+	for _, tc := range []struct {
+		mirrors []string
+		want    string // "" = no mirror warning
+	}{
+		{[]string{"mirror.example.com/docker.io=hub", "mirror.example.com/ghcr.io=ghcr"}, ""},
+		{[]string{"mirror.example.com/docker.io=hub", "mirror2.example.com/docker.io=hub"}, ""},
+		{[]string{"mirror.example.com/docker.io=docker-group", "mirror.example.com/ghcr.io=docker-group", "mirror.example.com/quay.io=quay"},
+			"repository docker-group serves docker.io, ghcr.io"},
+		{[]string{"mirror.example.com/docker.io=docker-group", "mirror2.example.com/quay.io=docker-group"},
+			"repository docker-group serves docker.io, quay.io"},
+	} {
+		c := Defaults()
+		c.Cert, c.Key = []string{crt}, []string{key}
+		c.Mirror = tc.mirrors
+		b, err := c.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(b.Warnings, "\n")
+		if tc.want == "" && strings.Contains(got, "serves") || !strings.Contains(got, tc.want) {
+			t.Errorf("%v: warnings %q, want %q", tc.mirrors, got, tc.want)
+		}
+	}
+}

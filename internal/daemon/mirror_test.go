@@ -491,3 +491,87 @@ func TestMirrorNSNameWithDot(t *testing.T) {
 		t.Errorf("a prefix naming another mirrored registry than ns: %d %s, want 400 NAME_INVALID", resp.StatusCode, body)
 	}
 }
+
+// TestMirrorNexusFormNSMustAgree: containerd pointed at Nexus's own URL form
+// (a hosts.toml host "https://mirror/repository/dockerhub-proxy", put in
+// _default) still says which registry it pulls with ?ns=. A pull of
+// ghcr.io/probe:1 must not be served Docker Hub's probe:1 (another image
+// under the same name): ns and the repository must agree, as ns and a path
+// prefix must, and an ns this name does not mirror is unknown, so
+// containerd moves on to its next host.
+func TestMirrorNexusFormNSMustAgree(t *testing.T) {
+	s := mirrorStack(t, true)
+	const image = "/v2/probe/manifests/1"
+	for _, c := range []struct {
+		path   string
+		status int
+		code   string // JSON error code of a refusal
+		repo   string // whose probe:1 a 200 is
+	}{
+		{"/repository/dockerhub-proxy" + image + "?ns=docker.io", 200, "", "dockerhub-proxy"},
+		{"/repository/dockerhub-proxy" + image + "?ns=index.docker.io", 200, "", "dockerhub-proxy"},
+		{"/repository/ghcr-proxy" + image + "?ns=ghcr.io", 200, "", "ghcr-proxy"},
+		{"/repository/dockerhub-proxy" + image, 200, "", "dockerhub-proxy"},
+		{"/repository/dockerhub-proxy" + image + "?ns=ghcr.io", 400, "NAME_INVALID", ""},
+		{"/repository/ghcr-proxy/v2/probe/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000?ns=quay.io", 400, "NAME_INVALID", ""},
+		{"/repository/dockerhub-proxy" + image + "?ns=gcr.io", 404, "NAME_UNKNOWN", ""},
+	} {
+		s.Nexus.ResetRequests()
+		resp, body := mirrorGet(t, s, http.MethodGet, c.path, false)
+		if resp.StatusCode != c.status || c.code != "" && !strings.Contains(body, `"code":"`+c.code+`"`) {
+			t.Errorf("GET %s: %d %s, want %d %s", c.path, resp.StatusCode, strings.TrimSpace(body), c.status, c.code)
+			continue
+		}
+		if c.repo != "" {
+			if want := seeded(t, s, c.repo, fixtures.ProbeImage); resp.Header.Get("Docker-Content-Digest") != want {
+				t.Errorf("GET %s: digest %s, want %s's %s", c.path, resp.Header.Get("Docker-Content-Digest"), c.repo, want)
+			}
+		} else if reqs := s.Nexus.Requests(); len(reqs) != 0 {
+			t.Errorf("GET %s reached Nexus as %s", c.path, reqs[0].RawPath)
+		}
+	}
+}
+
+// TestMirrorPrefixWithoutOverridePath: containerd appends /v2 to a
+// hosts.toml host path unless override_path = true, so the README's
+// [host."https://mirror/v2/ghcr.io"] without it sends
+// /v2/ghcr.io/v2/acme/app/manifests/1?ns=ghcr.io. Read as the prefix form,
+// that is the image v2/acme/app: the ghcr.io proxy would fetch whatever the
+// GitHub account "v2" publishes under that name for every ghcr.io pull.
+// nexmux refuses it (400: containerd moves on to its next host); CRI-O's
+// prefix form, which has no ns and appends nothing, still reads v2/...
+func TestMirrorPrefixWithoutOverridePath(t *testing.T) {
+	s := mirrorStack(t, true)
+	img, err := random.Image(512, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Nexus.Seed("ghcr-proxy", "v2/acme/app", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := img.Digest()
+	cfgBlob, _ := img.ConfigName()
+	for _, c := range []struct {
+		path   string
+		status int
+		digest string
+	}{
+		{"/v2/ghcr.io/v2/acme/app/manifests/1?ns=ghcr.io", 400, ""},
+		{"/v2/ghcr.io/v2/acme/app/blobs/" + cfgBlob.String() + "?ns=ghcr.io", 400, ""},
+		{"/v2/ghcr.io/acme/app/manifests/1?ns=ghcr.io", 200, seeded(t, s, "ghcr-proxy", "acme/app:1")},
+		{"/v2/ghcr.io/v2/acme/app/manifests/1", 200, other.String()},
+	} {
+		s.Nexus.ResetRequests()
+		resp, body := mirrorGet(t, s, http.MethodGet, c.path, false)
+		if resp.StatusCode != c.status || c.status == 400 && !strings.Contains(body, `"code":"NAME_INVALID"`) {
+			t.Errorf("GET %s: %d %s, want %d", c.path, resp.StatusCode, strings.TrimSpace(body), c.status)
+			continue
+		}
+		if c.digest != "" && resp.Header.Get("Docker-Content-Digest") != c.digest {
+			t.Errorf("GET %s: digest %s, want %s", c.path, resp.Header.Get("Docker-Content-Digest"), c.digest)
+		}
+		if reqs := s.Nexus.Requests(); c.status == 400 && len(reqs) != 0 {
+			t.Errorf("GET %s reached Nexus as %s", c.path, reqs[0].RawPath)
+		}
+	}
+}
