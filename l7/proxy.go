@@ -843,7 +843,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 // the client left (its request's context ended) before it ended.
 func (p *Proxy) clientGone(r *http.Request, st *reqState, cw *batchingWriter, cut any, rec *Record) {
 	if rec.Reason != "" || p.cutting.Load() {
-		// The drain's end cut it: werr and the panic say so below.
+		// A reason of its own stands; past the drain's end, a failed
+		// write or a broken body from Nexus is the drain's doing.
 		if rec.Reason == "" && cw.werr != nil {
 			rec.Reason = cutAtDrainEnd + cw.werr.Error()
 		} else if rec.Reason == "" && cut == http.ErrAbortHandler {
