@@ -167,6 +167,9 @@ type Proxy struct {
 	// conns are the connections to Nexus, which DrainEnded closes (nil
 	// with Config.Transport).
 	conns *upstreamConns
+	// handling counts the handlers running, access line included (see
+	// Handling).
+	handling atomic.Int64
 
 	mirrorAuth mirrorAuth // --mirror-auth-file, swapped on reload
 }
@@ -292,6 +295,12 @@ func (p *Proxy) DrainEnded() {
 	}
 }
 
+// Handling is the number of requests whose handler has not returned yet,
+// so whose access line may still be to come. The drain's end waits for it:
+// an HTTP/2 connection leaves the server as it closes, before the
+// handlers it woke have logged.
+func (p *Proxy) Handling() int { return int(p.handling.Load()) }
+
 // cutBy is what ended a transfer whose read or write failed: the drain's
 // end, or else the client (who stopped, left or sent a broken body).
 func (p *Proxy) cutBy(clientWord string) string {
@@ -319,6 +328,8 @@ var errUnaskedSwitch = errors.New("Nexus answered 101 Switching Protocols to a r
 
 // ServeHTTP confines the request to its connection's route and proxies it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.handling.Add(1)
+	defer p.handling.Add(-1)
 	st := &reqState{Context: r.Context(), ci: FromContext(r.Context()), start: time.Now()}
 	defer st.held.release()
 	p.serve(w, r, st)
@@ -328,6 +339,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	cw := &st.cw
 	cw.ResponseWriter = w
+	cw.client = st.Context
 	if st.ci != nil && r.ProtoMajor == 1 {
 		cw.batch = st.ci.Writes
 	}
@@ -409,11 +421,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 			if rec.Status == 0 {
 				rec.Status = http.StatusOK
 			}
-			if rec.Reason == "" && cw.werr != nil {
-				rec.Reason = p.cutBy("response cut: ") + cw.werr.Error()
-			} else if rec.Reason == "" && cut == http.ErrAbortHandler {
-				rec.Reason = p.cutBy("response cut: ") + "Nexus's response broke off"
-			}
+			p.clientGone(r, st, cw, cut, &rec)
 			p.observe(st.ci, r, rec)
 		}
 		if cut != nil {
@@ -830,6 +838,43 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	writeError(w, status, "UNAVAILABLE", "nexmux: Nexus is not reachable right now; retry later")
 }
 
+// clientGone says in rec why a response with no reason of its own did not
+// reach its client whole: its writes failed, Nexus's body broke off, or
+// the client left (its request's context ended) before it ended.
+func (p *Proxy) clientGone(r *http.Request, st *reqState, cw *batchingWriter, cut any, rec *Record) {
+	if rec.Reason != "" || p.cutting.Load() {
+		// A reason of its own stands; past the drain's end, a failed
+		// write or a broken body from Nexus is the drain's doing.
+		if rec.Reason == "" && cw.werr != nil {
+			rec.Reason = cutAtDrainEnd + cw.werr.Error()
+		} else if rec.Reason == "" && cut == http.ErrAbortHandler {
+			rec.Reason = cutAtDrainEnd + "Nexus's response broke off"
+		}
+		return
+	}
+	h2 := r.ProtoMajor > 1
+	switch {
+	case cw.lateStatus && h2:
+		// Reset before the status was written: none of it can reach
+		// the client (an HTTP/2 stream's context ends only with the
+		// stream, while the handler runs), as with one gone while
+		// waiting for Nexus (upstreamError).
+		rec.Status, rec.BytesOut, rec.Reason = 499, 0, "client gone"
+	case cw.werr != nil:
+		rec.Reason = "response cut: " + cw.werr.Error()
+	case cut == http.ErrAbortHandler:
+		rec.Reason = "response cut: Nexus's response broke off"
+	case cw.lateStatus:
+		// HTTP/1: a client that half-closed reads its answer still, and
+		// looks the same as one gone until a write fails (often only
+		// after this line): answered, and said.
+		rec.Reason = "client closed its side before the status: answered, perhaps to no one"
+	case h2 && st.Context.Err() != nil:
+		// Reset after the status: END_STREAM never went out.
+		rec.Reason = "response cut: client gone"
+	}
+}
+
 // writeError answers in the Registry API's error format, which docker and
 // other clients print to the user.
 func writeError(w http.ResponseWriter, status int, code, msg string) {
@@ -915,6 +960,12 @@ type batchingWriter struct {
 	// whether or not a write waits, so it is cleared once the write is
 	// taken: a pause of Nexus's before the next is not the client's.
 	timeEvery bool
+	// client is the request's context: it ends when the client leaves
+	// (HTTP/2: resets the stream), or over HTTP/1 also half-closes.
+	client context.Context
+	// lateStatus: the client's context had ended when the status was
+	// written (the client left while Nexus worked on its answer).
+	lateStatus bool
 	// werr is the first failed write: the response was cut (the client
 	// stopped reading, left, or a drain closed it), which the access line
 	// must say, since its status is the 200 already sent.
@@ -938,6 +989,7 @@ func (c *batchingWriter) WriteHeader(code int) {
 	// still be answered after it.
 	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
+		c.lateStatus = c.client != nil && c.client.Err() != nil
 		// A response Nexus sent without Content-Type goes out without one:
 		// net/http would sniff the body and invent one (a manifest read
 		// as "text/plain", which containerd takes for schema 1).
@@ -957,6 +1009,7 @@ func (c *batchingWriter) WriteHeader(code int) {
 func (c *batchingWriter) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
+		c.lateStatus = c.client != nil && c.client.Err() != nil
 	}
 	if c.arm() {
 		defer c.untimed()

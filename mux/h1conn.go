@@ -119,8 +119,11 @@ func writeH1(c net.Conn, b []byte, log *connLog) (int, error) {
 	if !ok {
 		return c.Write(b)
 	}
+	// Counted like a refused connection: past the line limit, nothing else
+	// would record it.
+	log.s.countRefused(ReasonMalformedRequest)
 	if ok, dropped := log.s.unparsable.Note(); ok {
-		args := []any{"status", status}
+		args := []any{"reason", ReasonMalformedRequest, "status", status}
 		if detail != "" {
 			args = append(args, "detail", detail)
 		}

@@ -15,8 +15,10 @@ import (
 	"github.com/nexmux/nexmux/sni"
 )
 
-// Reasons a connection is refused before HTTP: the reason attribute of the
-// log line and the label of nexmux_handshake_failures_total.
+// Reasons a connection is refused before HTTP (or, malformed_request, by
+// net/http before any handler: its answer closes the connection): the
+// reason attribute of the log line and the label of
+// nexmux_handshake_failures_total.
 const (
 	ReasonNoSNI       = "no_sni"
 	ReasonUnknownSNI  = "unknown_sni"
@@ -29,12 +31,15 @@ const (
 	ReasonClosed      = "closed"
 	ReasonMaxConns    = "max_conns"
 	ReasonHandshake   = "tls_handshake"
+	// ReasonMalformedRequest: an HTTP/1 request net/http answered itself
+	// (h1conn.go); it has no access line and no nexmux_requests_total.
+	ReasonMalformedRequest = "malformed_request"
 )
 
 // Reasons are every reason mux refuses a connection for (the metric's
 // label values, created at 0).
 var Reasons = []string{ReasonNoSNI, ReasonUnknownSNI, ReasonMalformed, ReasonTimeout, ReasonNotTLS,
-	ReasonNoPortRoute, ReasonUpstream, ReasonProxyHeader, ReasonClosed, ReasonMaxConns, ReasonHandshake, ReasonPerClient}
+	ReasonNoPortRoute, ReasonUpstream, ReasonProxyHeader, ReasonClosed, ReasonMaxConns, ReasonHandshake, ReasonPerClient, ReasonMalformedRequest}
 
 // connLog describes a connection for the one line written when it is
 // refused.

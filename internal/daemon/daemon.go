@@ -551,12 +551,13 @@ const CutGrace = 2 * time.Second
 
 // awaitCut waits, up to CutGrace, for the requests the drain's end cut to
 // end, so that their access lines and metrics are not lost at exit: the
-// HTTP/1 connections (let go once their handler returned) and the requests
-// holding a Nexus connection (HTTP/2 handlers end right after theirs).
+// HTTP/1 connections (let go once their handler returned), the requests
+// holding a Nexus connection, and every handler (an HTTP/2 connection is
+// let go before the handlers its close woke have run).
 func (d *Daemon) awaitCut() {
-	for end := time.Now().Add(CutGrace); d.server.HTTPConns() > 0 || d.proxy.NexusInFlight() > 0; {
+	for end := time.Now().Add(CutGrace); d.server.HTTPConns() > 0 || d.proxy.NexusInFlight() > 0 || d.proxy.Handling() > 0; {
 		if time.Now().After(end) {
-			d.log.Warn("requests cut at the drain's end still running at exit", "http_conns", d.server.HTTPConns(), "nexus_requests", d.proxy.NexusInFlight())
+			d.log.Warn("requests cut at the drain's end still running at exit", "http_conns", d.server.HTTPConns(), "nexus_requests", d.proxy.NexusInFlight(), "handlers", d.proxy.Handling())
 			return
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -221,4 +223,76 @@ func TestRequestQueuedForNexusAtDrainEndIsCutByTheDrain(t *testing.T) {
 			t.Fatal("a client's request was still open after the drain")
 		}
 	}
+}
+
+// HTTP/2 requests queued for a place on a busy node (--upstream-max-conns)
+// when --drain-timeout ends are logged and counted before the drain
+// returns. Their handlers hold no Nexus connection, and their HTTP/2
+// connection leaves the server's count as soon as it closes, before they
+// have run: the drain must wait for the handlers themselves, or the exit
+// races their lines. A log consumer that takes 10 ms a line (a busy pipe)
+// makes the race one the exit always wins.
+func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
+	const n = 30
+	cfg := teamRoutes()
+	cfg.DrainTimeout = time.Second
+	cfg.UpstreamMaxConns = 1
+	logs := &logBuffer{}
+	slow := slowLines{w: logs, part: "/v2/queued/", delay: 10 * time.Millisecond}
+	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slog.NewTextHandler(slow, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	node := st.NexusNodes[0]
+	cl := &http.Client{Transport: st.Transport()}
+	done := make(chan struct{}, n+1)
+	get := func(path string) {
+		defer func() { done <- struct{}{} }()
+		req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+path, nil)
+		req.SetBasicAuth(stack.User, stack.Password)
+		if resp, err := cl.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+	node.SetBlackhole(true)
+	held := len(node.Requests())
+	go get("/v2/app/manifests/held")
+	waitFor(t, "the first request held at Nexus", func() bool { return len(node.Requests()) > held })
+	for i := range n {
+		go get("/v2/queued/manifests/" + strconv.Itoa(i))
+	}
+	// Queued for the one place, well within its 2 s queue time: nothing
+	// of theirs reaches Nexus to wait for. A moment for the streams to
+	// reach nexmux.
+	time.Sleep(500 * time.Millisecond)
+	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	lines := logLines(logs, "msg=request", "/v2/queued/")
+	if len(lines) != n {
+		t.Errorf("%d access lines for the %d queued requests when the drain returned", len(lines), n)
+	}
+	for _, line := range lines {
+		if !strings.Contains(line, "cut by nexmux at the drain's end") {
+			t.Errorf("queued request cut by the drain's end logged as: %s", line)
+			break
+		}
+	}
+	for range n + 1 {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a client's request was still open after the drain")
+		}
+	}
+}
+
+// slowLines is a log consumer that takes delay to take each line holding
+// part.
+type slowLines struct {
+	w     io.Writer
+	part  string
+	delay time.Duration
+}
+
+func (s slowLines) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), s.part) {
+		time.Sleep(s.delay)
+	}
+	return s.w.Write(p)
 }

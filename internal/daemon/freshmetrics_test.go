@@ -43,7 +43,8 @@ func TestFreshMetricsStartAtZero(t *testing.T) {
 	// README, Operating it: the reasons of nexmux_handshake_failures_total.
 	for _, r := range []string{"no_sni", "unknown_sni", "malformed_hello", "timeout", "not_tls",
 		"no_port_route", "proxy_header", "max_conns", "max_conns_per_client",
-		"socks5_denied", "socks5_auth", "socks5_pending", "passthrough_dial", "tls_handshake", "closed"} {
+		"socks5_denied", "socks5_auth", "socks5_pending", "passthrough_dial", "tls_handshake", "closed",
+		"malformed_request"} {
 		want = append(want, "nexmux_handshake_failures_total reason="+r)
 	}
 	// README, HA: kind read/write, reason connect, reset, down, status,
