@@ -167,7 +167,7 @@ type Proxy struct {
 	// conns are the connections to Nexus, which DrainEnded closes (nil
 	// with Config.Transport).
 	conns *upstreamConns
-	// handling counts the handlers running, access line included (see
+	// handling counts the HTTP/2 handlers running, access line included (see
 	// Handling).
 	handling atomic.Int64
 
@@ -295,10 +295,11 @@ func (p *Proxy) DrainEnded() {
 	}
 }
 
-// Handling is the number of requests whose handler has not returned yet,
-// so whose access line may still be to come. The drain's end waits for it:
-// an HTTP/2 connection leaves the server as it closes, before the
-// handlers it woke have logged.
+// Handling is the number of HTTP/2 requests whose handler has not returned
+// yet, so whose access line may still be to come. The drain's end waits for
+// it: an HTTP/2 connection leaves the server as it closes, before the
+// handlers it woke have logged (an HTTP/1 connection stays until its
+// handler returns).
 func (p *Proxy) Handling() int { return int(p.handling.Load()) }
 
 // cutBy is what ended a transfer whose read or write failed: the drain's
@@ -328,8 +329,12 @@ var errUnaskedSwitch = errors.New("Nexus answered 101 Switching Protocols to a r
 
 // ServeHTTP confines the request to its connection's route and proxies it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p.handling.Add(1)
-	defer p.handling.Add(-1)
+	if r.ProtoMajor > 1 {
+		// HTTP/1 handlers are counted by their connections (HTTPConns);
+		// one shared counter more per request costs every small request.
+		p.handling.Add(1)
+		defer p.handling.Add(-1)
+	}
 	st := &reqState{Context: r.Context(), ci: FromContext(r.Context()), start: time.Now()}
 	defer st.held.release()
 	p.serve(w, r, st)
