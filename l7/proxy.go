@@ -64,6 +64,13 @@ var upstreamSendTimeout atomic.Int64
 
 func init() { upstreamSendTimeout.Store(int64(120 * time.Second)) }
 
+// upstreamBodyReadTimeout bounds each read of a blob's body from Nexus
+// (Sonatype's proxy_read_timeout, which nginx applies between two reads,
+// mid-body too). Atomic: tests shorten it.
+var upstreamBodyReadTimeout atomic.Int64
+
+func init() { upstreamBodyReadTimeout.Store(int64(upstreamResponseHeaderTimeout)) }
+
 // NewTransport returns the pooled transport nexmux uses towards Nexus.
 func NewTransport() *http.Transport { return newTransport(upstreamDial, nil) }
 
