@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/nexmux/nexmux/upstream"
 )
@@ -36,9 +39,27 @@ type resumeBody struct {
 	// cancel ends the current node's request, which stopWatch stops
 	// watching: a node found down mid-body (frozen, partitioned: no FIN,
 	// no RST) would otherwise hold the client until TCP keepalive gives up.
+	// Guarded by mu: the stall timer and the client's end use it too.
+	mu        sync.Mutex
 	cancel    context.CancelCauseFunc
 	stopWatch func() bool
+	// stall ends the current node's request when one read from it waits
+	// past upstreamBodyReadTimeout (a node up but sending nothing); reading
+	// says a read is waiting, stalled that the timer fired.
+	stall   *time.Timer
+	reading atomic.Bool
+	stalled atomic.Bool
+	// stopClient stops ending the request with an HTTP/2 client's stream.
+	stopClient func() bool
 }
+
+// errBodyStalled ends a node's request whose body sent nothing for
+// upstreamBodyReadTimeout; errClientLeft one whose HTTP/2 client reset its
+// stream.
+var (
+	errBodyStalled = errors.New("Nexus sent nothing of the body within the read timeout")
+	errClientLeft  = errors.New("the client reset its stream")
+)
 
 // resumable wraps resp's body when it is a whole or single-range blob
 // answer whose extent is known.
@@ -59,14 +80,40 @@ func (f failover) resumable(r *http.Request, client context.Context, n *upstream
 		return
 	}
 	b.watch(n, cancel)
+	// An HTTP/2 client's reset is final (over HTTP/1 a half-close ends
+	// the context too, and that client still reads): end the request, as
+	// Nexus may send nothing that would fail a write for long.
+	if r.ProtoMajor > 1 {
+		b.stopClient = context.AfterFunc(client, func() { b.cancelCurrent(errClientLeft) })
+	}
 	resp.Body = b
+}
+
+// cancelCurrent ends the current node's request, if it can be ended.
+func (b *resumeBody) cancelCurrent(cause error) {
+	b.mu.Lock()
+	if b.cancel != nil {
+		b.cancel(cause)
+	}
+	b.mu.Unlock()
+}
+
+// stallFired is the stall timer's: only a read still waiting has stalled.
+func (b *resumeBody) stallFired() {
+	if b.reading.Load() {
+		b.stalled.Store(true)
+		b.cancelCurrent(errBodyStalled)
+	}
 }
 
 // watch cuts the current body (so the download resumes elsewhere) when n
 // is found down, if another node serves reads: with none, the answer may
 // still come, as a request waiting for headers on its last node waits.
 func (b *resumeBody) watch(n *upstream.Node, cancel context.CancelCauseFunc) {
-	b.cancel, b.stopWatch = cancel, nil
+	b.mu.Lock()
+	b.cancel = cancel
+	b.mu.Unlock()
+	b.stopWatch = nil
 	alive := n.Alive()
 	if cancel == nil || alive.Err() != nil {
 		return // already down: fail open, nothing to watch
@@ -85,10 +132,12 @@ func (b *resumeBody) unwatch() {
 		b.stopWatch()
 		b.stopWatch = nil
 	}
+	b.mu.Lock()
 	if b.cancel != nil {
 		b.cancel(nil)
 		b.cancel = nil
 	}
+	b.mu.Unlock()
 }
 
 // contentRange parses "bytes S-E/T".
@@ -128,7 +177,7 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 		if int64(len(p)) > rem {
 			p = p[:rem]
 		}
-		n, err := b.cur.Read(p)
+		n, err := b.timedRead(p)
 		b.got += int64(n)
 		if err == nil || n > 0 && err == io.EOF && b.start+b.got > b.end {
 			return n, err
@@ -139,8 +188,12 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 		if b.client.Err() != nil || b.f.cutting() {
 			return n, err
 		}
-		// Broken (or short) before the end: continue elsewhere.
-		b.f.up.set.ReportResult(b.node, false, "blob body broke: "+errString(err))
+		// Broken (or short) before the end: continue elsewhere. A stall
+		// is not held against the node: a proxy repository's remote, one
+		// blob, may be what stalled.
+		if !b.stalled.Swap(false) {
+			b.f.up.set.ReportResult(b.node, false, "blob body broke: "+errString(err))
+		}
 		if rerr := b.resume(); rerr != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
@@ -151,6 +204,24 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 			return n, nil
 		}
 	}
+}
+
+// timedRead reads from the current node under the stall timer: each read
+// must bring something within upstreamBodyReadTimeout (nginx's
+// proxy_read_timeout, between two reads); the time the client takes to be
+// written to does not count.
+func (b *resumeBody) timedRead(p []byte) (int, error) {
+	d := time.Duration(upstreamBodyReadTimeout.Load())
+	if b.stall == nil {
+		b.stall = time.AfterFunc(d, b.stallFired)
+	} else {
+		b.stall.Reset(d)
+	}
+	b.reading.Store(true)
+	n, err := b.cur.Read(p)
+	b.reading.Store(false)
+	b.stall.Stop()
+	return n, err
 }
 
 func errString(err error) string {
@@ -247,6 +318,12 @@ func (b *resumeBody) resume() error {
 
 func (b *resumeBody) Close() error {
 	err := b.cur.Close()
+	if b.stall != nil {
+		b.stall.Stop()
+	}
+	if b.stopClient != nil {
+		b.stopClient()
+	}
 	b.unwatch()
 	if b.end1 != nil {
 		b.end1()

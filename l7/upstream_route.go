@@ -250,10 +250,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// A blob's body can be cut for the same reason (resumable).
 		// Alive takes the node's lock: not for a small request on the last
 		// node, which watches nothing.
+		// A blob's request can always be ended: its body may stall, or
+		// its HTTP/2 client reset (resumable).
 		if !last || blobGet {
-			if alive := n.Alive(); alive.Err() == nil {
+			if alive := n.Alive(); alive.Err() == nil || blobGet {
 				ctx, a.cancel = context.WithCancelCause(ctx)
-				if !last {
+				if !last && alive.Err() == nil {
 					cancel := a.cancel
 					stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
 				}
