@@ -565,6 +565,8 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), askTimeout)
 	defer cancel()
+	// Buffered: a question still out when the wait ends sends its
+	// answer to nobody.
 	knows := make(chan *upstream.Node, len(nodes))
 	var unasked atomic.Bool
 	var wg sync.WaitGroup
@@ -584,14 +586,24 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 				}
 				return
 			}
-			defer sl.release()
-			// In flight on n, as a resume is: nexmux_upstream_in_flight,
-			// /upstreams and a removed node's drain count it.
-			defer n.Begin()()
-			q, err := http.NewRequestWithContext(ctx, http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
-			if err != nil {
+			if ctx.Err() != nil {
+				sl.release() // not sent: nobody waits for the answer
 				return
 			}
+			// Sent, the question holds its slot until n answers, though
+			// nobody waits any more (the client left, another node knew):
+			// Nexus works on it all the same (Jetty notices a closed
+			// connection only when it writes), so giving the slot back
+			// then would let questions pile on n beyond the bound.
+			q, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
+			if err != nil {
+				sl.release()
+				return
+			}
+			// In flight on n, as a resume is: nexmux_upstream_in_flight,
+			// /upstreams and a removed node's drain count it.
+			end := n.Begin()
+			defer func() { end(); sl.release() }()
 			q.Host = r.Host
 			for _, h := range []string{"Authorization", "X-Forwarded-Proto", "X-Forwarded-For", "User-Agent"} {
 				if v := r.Header.Values(h); v != nil {
@@ -615,12 +627,24 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			}
 		}()
 	}
-	wg.Wait()
-	close(knows)
+	// Every answer, or the end of the wait (a node that knows and takes
+	// writes ends it early); questions still out run on alone.
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-ctx.Done():
+	}
+	cancel()
 	var found *upstream.Node
-	for n := range knows {
-		if found == nil || f.up.set.Takes(n, true) {
-			found = n
+	for more := true; more; {
+		select {
+		case n := <-knows:
+			if found == nil || f.up.set.Takes(n, true) {
+				found = n
+			}
+		default: // not closed: a question still out may answer later
+			more = false
 		}
 	}
 	if found != nil {
