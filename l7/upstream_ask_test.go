@@ -62,3 +62,22 @@ func TestAskOfALeavingClientKeepsItsSlot(t *testing.T) {
 		t.Fatalf("node B served %d requests at once with --upstream-max-conns 1: the question of a client that left gave its place back while B still worked on it", m)
 	}
 }
+
+// A node that has not answered the question when the wait ends may well
+// hold the upload (busy, as when it was too busy to be asked at all:
+// TestBusyNodeWhileAskingIsNoUnknownUpload): the follow-up gets a
+// retryable 503, not 404 BLOB_UPLOAD_UNKNOWN, which would make the client
+// start the layer over though the session may be intact. The question
+// keeps its place on B meanwhile.
+func TestUnansweredAskIsNoUnknownUpload(t *testing.T) {
+	a, b, onB, _, _ := askNodes(t)
+	addr, up := haProxy(t, io.Discard, 1, a, b)
+	resp, body := send(t, addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", strings.NewReader("chunk"))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, `"UNAVAILABLE"`) {
+		t.Fatalf("PATCH while B has not answered whether it holds the upload: %s Retry-After %q %s, want a retryable 503", resp.Status, resp.Header.Get("Retry-After"), body)
+	}
+	readB(t, addr, up, b)
+	if m := onB.max.Load(); m > 1 {
+		t.Fatalf("node B served %d requests at once with --upstream-max-conns 1", m)
+	}
+}
