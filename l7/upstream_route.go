@@ -558,7 +558,7 @@ func uploadUnknown() *refusal {
 // chunk (and get the upload's tag); so only such a node's answer ends the
 // others' wait. unasked reports a node not asked, for a dial that failed
 // on this host (upstream.LocalDialFailure) or no free connection slot
-// within the wait.
+// within the wait, or one up that had not answered when the wait ended.
 func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, bool) {
 	if len(nodes) == 0 {
 		return nil, false
@@ -569,11 +569,13 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 	// answer to nobody.
 	knows := make(chan *upstream.Node, len(nodes))
 	var unasked atomic.Bool
+	answered := make([]atomic.Bool, len(nodes)) // or not asked at all
 	var wg sync.WaitGroup
-	for _, n := range nodes {
+	for i, n := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer answered[i].Store(true)
 			// The question is a request on n: it takes one of n's
 			// --upstream-max-conns slots (waiting at most askTimeout).
 			queue := poolQueueTimeout
@@ -634,6 +636,15 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 	select {
 	case <-all:
 	case <-ctx.Done():
+		for i, n := range nodes {
+			// A node up that has not answered yet may hold the session
+			// (busy, as one too busy to be asked): not a 404 that starts
+			// the layer over. One found down (a tagged node asked all
+			// the same) is frozen or gone: its upload is lost anyway.
+			if !answered[i].Load() && n.State() != upstream.Down {
+				unasked.Store(true)
+			}
+		}
 	}
 	cancel()
 	var found *upstream.Node
