@@ -345,6 +345,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{Context: r.Context(), ci: FromContext(r.Context()), start: time.Now()}
 	defer st.held.release()
 	p.serve(w, r, st)
+	if r.ProtoMajor > 1 && r.Body != nil {
+		// Nothing reads the upload any more: closed, net/http drops what
+		// it buffered (up to 1 MiB) and what comes on, instead of keeping
+		// it while deliver waits, up to --send-timeout, on a client that
+		// does not take its answer (a 429 too, held apart from requests
+		// in flight).
+		r.Body.Close()
+	}
 	st.held.deliver(w, st.cw.n)
 }
 

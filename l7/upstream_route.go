@@ -560,20 +560,24 @@ func uploadUnknown() *refusal {
 // chunk (and get the upload's tag); so only such a node's answer ends the
 // others' wait. unasked reports a node not asked, for a dial that failed
 // on this host (upstream.LocalDialFailure) or no free connection slot
-// within the wait.
+// within the wait, or one up that had not answered when the wait ended.
 func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, bool) {
 	if len(nodes) == 0 {
 		return nil, false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), askTimeout)
 	defer cancel()
+	// Buffered: a question still out when the wait ends sends its
+	// answer to nobody.
 	knows := make(chan *upstream.Node, len(nodes))
 	var unasked atomic.Bool
+	answered := make([]atomic.Bool, len(nodes)) // or not asked at all
 	var wg sync.WaitGroup
-	for _, n := range nodes {
+	for i, n := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer answered[i].Store(true)
 			// The question is a request on n: it takes one of n's
 			// --upstream-max-conns slots (waiting at most askTimeout).
 			queue := poolQueueTimeout
@@ -586,14 +590,24 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 				}
 				return
 			}
-			defer sl.release()
-			// In flight on n, as a resume is: nexmux_upstream_in_flight,
-			// /upstreams and a removed node's drain count it.
-			defer n.Begin()()
-			q, err := http.NewRequestWithContext(ctx, http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
-			if err != nil {
+			if ctx.Err() != nil {
+				sl.release() // not sent: nobody waits for the answer
 				return
 			}
+			// Sent, the question holds its slot until n answers, though
+			// nobody waits any more (the client left, another node knew):
+			// Nexus works on it all the same (Jetty notices a closed
+			// connection only when it writes), so giving the slot back
+			// then would let questions pile on n beyond the bound.
+			q, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
+			if err != nil {
+				sl.release()
+				return
+			}
+			// In flight on n, as a resume is: nexmux_upstream_in_flight,
+			// /upstreams and a removed node's drain count it.
+			end := n.Begin()
+			defer func() { end(); sl.release() }()
 			q.Host = r.Host
 			for _, h := range []string{"Authorization", "X-Forwarded-Proto", "X-Forwarded-For", "User-Agent"} {
 				if v := r.Header.Values(h); v != nil {
@@ -617,12 +631,33 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			}
 		}()
 	}
-	wg.Wait()
-	close(knows)
+	// Every answer, or the end of the wait (a node that knows and takes
+	// writes ends it early); questions still out run on alone.
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	select {
+	case <-all:
+	case <-ctx.Done():
+		for i, n := range nodes {
+			// A node up that has not answered yet may hold the session
+			// (busy, as one too busy to be asked): not a 404 that starts
+			// the layer over. One found down (a tagged node asked all
+			// the same) is frozen or gone: its upload is lost anyway.
+			if !answered[i].Load() && n.State() != upstream.Down {
+				unasked.Store(true)
+			}
+		}
+	}
+	cancel()
 	var found *upstream.Node
-	for n := range knows {
-		if found == nil || f.up.set.Takes(n, true) {
-			found = n
+	for more := true; more; {
+		select {
+		case n := <-knows:
+			if found == nil || f.up.set.Takes(n, true) {
+				found = n
+			}
+		default: // not closed: a question still out may answer later
+			more = false
 		}
 	}
 	if found != nil {

@@ -41,11 +41,12 @@ func waitCounts(t *testing.T, srv *mux.Server, active int64, clientSlots int) {
 	})
 }
 
-// Admit counts a stream against --max-conns and --max-conns-per-client
-// before anything is promised to its client; ServeConn then serves it
-// without counting it again, and every path gives the places back.
+// Admit counts a stream against --max-conns (two places: its socket pair
+// is two descriptors more) and --max-conns-per-client before anything is
+// promised to its client; ServeConn then serves it without counting it
+// again, and every path gives the places back.
 func TestAdmit(t *testing.T) {
-	m := startMuxWith(t, muxConfig{maxConns: 2, maxConnsPerClient: 1})
+	m := startMuxWith(t, muxConfig{maxConns: 4, maxConnsPerClient: 1})
 
 	_, a1 := from(t, "10.0.0.1")
 	admitted1, err := m.srv.Admit(a1)
@@ -64,7 +65,7 @@ func TestAdmit(t *testing.T) {
 	}
 	_, c := from(t, "10.0.0.3")
 	if _, err := m.srv.Admit(c); !errors.Is(err, mux.ErrOverLimit) {
-		t.Fatalf("a third stream with --max-conns 2: %v, want ErrOverLimit", err)
+		t.Fatalf("a third stream with --max-conns 4: %v, want ErrOverLimit", err)
 	}
 	if n := m.refused.get(mux.ReasonMaxConns); n != 1 {
 		t.Fatalf("%d max_conns refusals counted, want 1", n)
@@ -73,14 +74,14 @@ func TestAdmit(t *testing.T) {
 	if !strings.Contains(m.logs.String(), "too many connections") {
 		t.Fatalf("no max_conns line:\n%s", m.logs.String())
 	}
-	waitCounts(t, m.srv, 2, 2)
+	waitCounts(t, m.srv, 4, 2)
 
 	// Served at both limits: neither ServeConn nor routing counts an
 	// admitted stream a second time (that would refuse it).
 	t.Run("served without counting twice", func(t *testing.T) {
 		cl, sv := from(t, "10.0.0.1")
 		admitted1.Close() // a1 was never served; serve a fresh admitted one
-		waitCounts(t, m.srv, 1, 1)
+		waitCounts(t, m.srv, 2, 1)
 		admitted, err := m.srv.Admit(sv)
 		if err != nil {
 			t.Fatal(err)
@@ -99,7 +100,7 @@ func TestAdmit(t *testing.T) {
 			t.Fatalf("%d per-client refusals, want only the one above", n)
 		}
 		tc.Close()
-		waitCounts(t, m.srv, 1, 1) // admitted2 is still open
+		waitCounts(t, m.srv, 2, 1) // admitted2 is still open
 	})
 
 	// Closed without being served, and served after Shutdown: the places
@@ -112,7 +113,7 @@ func TestAdmit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitCounts(t, m.srv, 1, 1)
+	waitCounts(t, m.srv, 2, 1)
 	m.shutdown()
 	if err := m.srv.ServeConn(admitted, 0); !errors.Is(err, http.ErrServerClosed) {
 		t.Fatalf("ServeConn after Shutdown: %v", err)
@@ -157,7 +158,7 @@ func (c stubConn) Close() error         { return nil }
 // --max-conns, not even for a moment: another client that fits is never
 // refused because someone over their own limit kept knocking.
 func TestPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
-	m := startMuxWith(t, muxConfig{maxConns: 2, maxConnsPerClient: 1})
+	m := startMuxWith(t, muxConfig{maxConns: 4, maxConnsPerClient: 1}) // two streams' places
 	x := stubConn{remote: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 40000}}
 	held, err := m.srv.Admit(x)
 	if err != nil {

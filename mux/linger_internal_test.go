@@ -158,7 +158,7 @@ func TestLingerCloseRacingShutdown(t *testing.T) {
 	conns := make([]*routedConn, n)
 	for i := range conns {
 		rc, client := lingerPair(t, s, true)
-		rc.Conn = &countedConn{Conn: rc.Conn, active: &active}
+		rc.Conn = &countedConn{Conn: rc.Conn, active: &active, places: 1}
 		switch i % 3 {
 		case 0: // a client that has it all and keeps its side open
 		case 1: // one that keeps sending

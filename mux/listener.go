@@ -52,6 +52,7 @@ func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
 type countedConn struct {
 	net.Conn
 	active *atomic.Int64
+	places int64 // taken of active
 	// admittedBy is the server whose Admit counted the connection:
 	// its ServeConn does not count it again.
 	admittedBy *Server
@@ -91,7 +92,7 @@ func (c *countedConn) Close() error {
 	c.closed, c.release = true, nil
 	c.mu.Unlock()
 	if first && c.active != nil {
-		c.active.Add(-1)
+		c.active.Add(-c.places)
 	}
 	if f != nil {
 		f()

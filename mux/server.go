@@ -288,8 +288,9 @@ func (s *Server) ServeConn(c net.Conn, port int) error {
 var ErrOverLimit = errors.New("mux: too many connections")
 
 // Admit counts c, a connection nexmux is about to make for a client (a
-// SOCKS5 CONNECT), against --max-conns and against --max-conns-per-client
-// for c.RemoteAddr(), before anything is promised to the client. It returns
+// SOCKS5 CONNECT's socket pair), against --max-conns (1+pairExtraPlaces
+// places) and against --max-conns-per-client for c.RemoteAddr(), before
+// anything is promised to the client. It returns
 // the counted connection, whose Close gives the places back, for
 // ServeConn; or an error wrapping ErrOverLimit (the refusal is logged and
 // counted with its reason, as for an accepted connection), or
@@ -311,7 +312,7 @@ func (s *Server) admit(c net.Conn, pool *perclient.Counter) (net.Conn, error) {
 	if s.track.Closing() {
 		return nil, http.ErrServerClosed
 	}
-	counted, reason := s.take(c, addrPort(c.RemoteAddr()), pool)
+	counted, reason := s.take(c, addrPort(c.RemoteAddr()), pool, 1+pairExtraPlaces)
 	if reason != "" {
 		return nil, fmt.Errorf("%w (%s)", ErrOverLimit, reason)
 	}
@@ -391,7 +392,7 @@ func (s *Server) count(c net.Conn, headerNamesClient bool) net.Conn {
 	if headerNamesClient {
 		pool = nil
 	}
-	counted, reason := s.take(c, client, pool)
+	counted, reason := s.take(c, client, pool, 1)
 	if reason != "" {
 		c.Close()
 		return nil
@@ -416,12 +417,18 @@ func (p *peerPolicy) namesClient() bool {
 	return p != nil && (p.p == proxyproto.REQUIRE || p.p == proxyproto.USE)
 }
 
-// take counts c against --max-conns and, when pool is set, against
-// --max-conns-per-client for client in pool (the clients', or the
+// pairExtraPlaces is what an admitted stream (a SOCKS5 CONNECT's) takes of
+// --max-conns beyond its own place: the socket pair into the router is two
+// more descriptors beside the SOCKS client's socket, where --max-conns'
+// default allows two a place.
+const pairExtraPlaces = 1
+
+// take counts c against places of --max-conns and, when pool is set,
+// against --max-conns-per-client for client in pool (the clients', or the
 // balancers' own). It returns c wrapped to give its places
 // back on close (c itself when there are no limits), or the reason c was
 // refused, which is then logged and counted; c is not closed.
-func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter) (net.Conn, string) {
+func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter, places int64) (net.Conn, string) {
 	if s.opts.MaxConns <= 0 && s.opts.MaxConnsPerClient <= 0 {
 		return c, ""
 	}
@@ -440,12 +447,12 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter
 		}
 	}
 	if s.opts.MaxConns > 0 {
-		if !perclient.TakeBelow(&s.active, int64(s.opts.MaxConns)) {
+		if !perclient.TakeNBelow(&s.active, places, int64(s.opts.MaxConns)) {
 			cc.dropRelease()
 			s.refusedOverLimit()
 			return nil, ReasonMaxConns
 		}
-		cc.active = &s.active
+		cc.active, cc.places = &s.active, places
 	}
 	return cc, ""
 }

@@ -813,9 +813,9 @@ func socksClient(st *stack) *http.Client {
 // A CONNECT beyond --max-conns is refused in SOCKS itself, "connection
 // refused", and never answered "succeeded"; the refusal is counted and
 // logged as mux's max_conns. Streams under the limit work end to end, and
-// a closed stream's place comes back exactly once.
+// a closed stream's places (two: mux.Server.Admit) come back exactly once.
 func TestConnectOverMaxConns(t *testing.T) {
-	st := start(t, config{maxConns: 1})
+	st := start(t, config{maxConns: 2})
 	held := holdThenRefused(t, st, mux.ReasonMaxConns)
 	// A real client sees the refusal as such.
 	_, err := socksClient(st).Get("https://team-a.nexmux.test/v2/")
@@ -855,7 +855,8 @@ func TestConnectOverMaxConns(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// ...and exactly one place: with one stream open, the next is refused.
+	// ...and exactly one stream's places: with one stream open, the next
+	// is refused.
 	var code byte
 	for {
 		code, held, err = connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)

@@ -235,9 +235,12 @@ func TestSOCKS5CountsAgainstMaxConns(t *testing.T) {
 	if code != 5 {
 		t.Fatalf("CONNECT with --max-conns full: reply %d, want 5 (connection refused)", code)
 	}
-	// Below the cap again, SOCKS5 works.
-	held[0].Close()
-	held = held[1:]
+	// Below the cap again, SOCKS5 works: with two places free, the two a
+	// stream takes (TestSOCKS5StreamTakesTwoPlaces).
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
 	waitFor(t, "a SOCKS5 session once a slot is free", func() bool {
 		tr := socksTransport(st, nil)
 		defer tr.CloseIdleConnections()
@@ -424,4 +427,34 @@ func transportBehind(st *stack.Stack, ip string) *http.Transport {
 		return c, nil
 	}
 	return tr
+}
+
+// A SOCKS5 stream holds three descriptors on nexmux's side (the SOCKS
+// client's socket and the socket pair into the router) before any
+// connection to Nexus, where --max-conns' default allows two a place: it
+// takes two places, as a passthrough stream takes three
+// (TestPassthroughStreamTakesThreePlaces). Counted as one, SOCKS5 streams
+// ran nexmux out of descriptors at two thirds of the limit.
+func TestSOCKS5StreamTakesTwoPlaces(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.Socks5Listen = "127.0.0.1:0"
+	cfg.MaxConns = 3
+	st := stack.Start(t, stack.Options{Config: cfg})
+	addr := st.Daemon.Addr("socks5").String()
+	code, first := socksHandshake(t, addr, 1, "team-a.nexmux.test", 443)
+	defer first.Close()
+	if code != 0 {
+		t.Fatalf("first SOCKS5 stream under --max-conns 3: reply %d, want 0", code)
+	}
+	code, second := socksHandshake(t, addr, 1, "team-a.nexmux.test", 443)
+	defer second.Close()
+	if code != 5 {
+		t.Fatalf("second SOCKS5 stream under --max-conns 3: reply %d, want 5 (connection refused): the first holds two places", code)
+	}
+	// The place left takes a direct connection.
+	c := tlsFrom(st, "127.0.0.1")
+	if c == nil {
+		t.Fatal("a direct connection refused with one --max-conns place left")
+	}
+	c.Close()
 }
