@@ -3,10 +3,7 @@ package l7
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,27 +22,13 @@ func shortBodyReadTimeout(t *testing.T, d time.Duration) {
 // the node listening at *staller a whole-blob answer stops halfway and
 // waits, sending nothing, until its request ends (gone is closed then).
 func stallingBlobNode(blob []byte, staller *atomic.Pointer[string], gone chan struct{}) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, "/repository/") {
-			return
-		}
-		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
-		if serveRange(w, r, blob) {
-			return
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-		if s := staller.Load(); s == nil || *s != local {
-			w.Write(blob)
-			return
-		}
-		w.Write(blob[:len(blob)/2])
-		w.(http.Flusher).Flush()
+	return halfBlobNode(blob, staller, nil, func(_ http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			close(gone)
 		case <-time.After(time.Minute):
 		}
-	}
+	})
 }
 
 // A node that stops sending a blob's body mid-way (its remote stalled, its

@@ -687,6 +687,12 @@ func resumeBlob() ([]byte, string) {
 // the node listening on *cutter breaks a whole-blob answer off halfway.
 // Paths holding /held/ wait until release is closed (nil: none).
 func cuttingBlobNode(blob []byte, cutter *atomic.Pointer[string], release <-chan struct{}) http.HandlerFunc {
+	return halfBlobNode(blob, cutter, release, func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) })
+}
+
+// halfBlobNode is cuttingBlobNode with what the node at *half does after
+// the first half of a whole-blob answer (flushed) given as then.
+func halfBlobNode(blob []byte, half *atomic.Pointer[string], release <-chan struct{}, then func(http.ResponseWriter, *http.Request)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !strings.Contains(r.URL.Path, "/repository/") {
 			return
@@ -700,13 +706,13 @@ func cuttingBlobNode(blob []byte, cutter *atomic.Pointer[string], release <-chan
 			return
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-		if c := cutter.Load(); c == nil || *c != local {
+		if c := half.Load(); c == nil || *c != local {
 			w.Write(blob)
 			return
 		}
 		w.Write(blob[:len(blob)/2])
 		w.(http.Flusher).Flush()
-		panic(http.ErrAbortHandler)
+		then(w, r)
 	}
 }
 
