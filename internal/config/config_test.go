@@ -577,15 +577,7 @@ func TestListenClashesByHostName(t *testing.T) {
 // refuses one. check must refuse it as it refuses a bind clash; another
 // port, or another host's address, is a backend like any other.
 func TestPassthroughToOwnListenerRefused(t *testing.T) {
-	local := ""
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
-				local = n.IP.String()
-				break
-			}
-		}
-	}
+	local := localIPv4()
 	cases := []struct {
 		listen, backend string
 		loop            bool
@@ -629,15 +621,7 @@ func TestPassthroughToOwnListenerRefused(t *testing.T) {
 // same backend, and so on. Build warns (port routes also work without the
 // rules); nexmux iptables refuses (cmd/nexmux).
 func TestBuildWarnsOfRedirectLoops(t *testing.T) {
-	local := ""
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
-				local = n.IP.String()
-				break
-			}
-		}
-	}
+	local := localIPv4()
 	type tc struct {
 		upstream, passthrough string
 		bindPorts             bool
@@ -662,16 +646,7 @@ func TestBuildWarnsOfRedirectLoops(t *testing.T) {
 		cases = append(cases, tc{upstream: "http://" + net.JoinHostPort(local, "8082"), want: "upstream http://" + net.JoinHostPort(local, "8082") + " is on this host"})
 	}
 	for _, tc := range cases {
-		c := Defaults()
-		c.Listen = "127.0.0.1:0"
-		c.Port = []string{"8082=team-a", "8083=team-b", "80=team-c"}
-		c.BindPorts = tc.bindPorts
-		if tc.upstream != "" {
-			c.Upstream = []string{tc.upstream}
-		}
-		if tc.passthrough != "" {
-			c.Passthrough = []string{tc.passthrough}
-		}
+		c := backendConfig("127.0.0.1:0", []string{"8082=team-a", "8083=team-b", "80=team-c"}, tc.bindPorts, tc.upstream, tc.passthrough)
 		b, err := c.Build()
 		if err != nil {
 			t.Errorf("%+v: %v", tc, err)
@@ -716,17 +691,7 @@ func TestBackendOnOwnListenerRefused(t *testing.T) {
 		{"no bound ports", false, "http://127.0.0.1:8082", "", ""}, // a REDIRECT loop: warned (TestBuildWarnsOfRedirectLoops)
 	}
 	for _, tc := range cases {
-		c := Defaults()
-		c.Listen = ":8443"
-		c.Port = []string{"8082=team-a"}
-		c.BindPorts = tc.bindPorts
-		if tc.upstream != "" {
-			c.Upstream = []string{tc.upstream}
-		}
-		if tc.passthrough != "" {
-			c.Passthrough = []string{tc.passthrough}
-		}
-		_, err := c.Build()
+		_, err := backendConfig(":8443", []string{"8082=team-a"}, tc.bindPorts, tc.upstream, tc.passthrough).Build()
 		got := err != nil && strings.Contains(err.Error(), "nexmux's own")
 		switch {
 		case tc.want == "" && got:
@@ -735,4 +700,31 @@ func TestBackendOnOwnListenerRefused(t *testing.T) {
 			t.Errorf("%s: err %v, want one with %q", tc.name, err, tc.want)
 		}
 	}
+}
+
+// localIPv4 is an IPv4 address of this host's that is not loopback ("":
+// none).
+func localIPv4() string {
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				return n.IP.String()
+			}
+		}
+	}
+	return ""
+}
+
+// backendConfig is the defaults with listen, port routes and an optional
+// --upstream and --passthrough ("": none).
+func backendConfig(listen string, ports []string, bindPorts bool, upstream, passthrough string) *Config {
+	c := Defaults()
+	c.Listen, c.Port, c.BindPorts = listen, ports, bindPorts
+	if upstream != "" {
+		c.Upstream = []string{upstream}
+	}
+	if passthrough != "" {
+		c.Passthrough = []string{passthrough}
+	}
+	return c
 }
