@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,4 +44,28 @@ func headerBlock(fields [][2]string) []byte {
 		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 	}
 	return hb.Bytes()
+}
+
+// readH2Frames reads fr's frames until it fails: SETTINGS are acked under
+// wmu (the framer's write lock), and every other frame is passed to on
+// under mu with the connection's HPACK decoder.
+func readH2Frames(fr *http2.Framer, wmu, mu *sync.Mutex, on func(f http2.Frame, dec *hpack.Decoder)) {
+	dec := hpack.NewDecoder(4096, nil)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok {
+			if !sf.IsAck() {
+				wmu.Lock()
+				_ = fr.WriteSettingsAck()
+				wmu.Unlock()
+			}
+			continue
+		}
+		mu.Lock()
+		on(f, dec)
+		mu.Unlock()
+	}
 }

@@ -47,20 +47,8 @@ func (u *refusedUploadConn) write(t *testing.T, fn func(fr *http2.Framer) error)
 }
 
 func (u *refusedUploadConn) read() {
-	dec := hpack.NewDecoder(4096, nil)
-	for {
-		f, err := u.fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		u.mu.Lock()
+	readH2Frames(u.fr, &u.wmu, &u.mu, func(f http2.Frame, dec *hpack.Decoder) {
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				u.wmu.Lock()
-				_ = u.fr.WriteSettingsAck()
-				u.wmu.Unlock()
-			}
 		case *http2.WindowUpdateFrame:
 			if f.StreamID == 0 {
 				u.credit += int64(f.Increment)
@@ -77,8 +65,7 @@ func (u *refusedUploadConn) read() {
 				u.pingAck <- struct{}{}
 			}
 		}
-		u.mu.Unlock()
-	}
+	})
 }
 
 func (u *refusedUploadConn) state() (string, int64) {

@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -40,20 +39,8 @@ func dialShutH2(t *testing.T, st *stack.Stack) *shutH2Conn {
 }
 
 func (s *shutH2Conn) read() {
-	dec := hpack.NewDecoder(4096, nil)
-	for {
-		f, err := s.fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
+	readH2Frames(s.fr, &s.wmu, &s.mu, func(f http2.Frame, dec *hpack.Decoder) {
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				s.wmu.Lock()
-				_ = s.fr.WriteSettingsAck()
-				s.wmu.Unlock()
-			}
 		case *http2.RSTStreamFrame:
 			s.outcome[f.StreamID] = "reset"
 		case *http2.GoAwayFrame:
@@ -66,8 +53,7 @@ func (s *shutH2Conn) read() {
 				}
 			}
 		}
-		s.mu.Unlock()
-	}
+	})
 }
 
 // get opens streams 1, 3, ... (n of them), each a GET /v2/ with credentials.
@@ -77,12 +63,8 @@ func (s *shutH2Conn) get(t *testing.T, st *stack.Stack, n int) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	for i := range n {
-		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", st.Host("team-a")}, {":path", "/v2/"}, {"authorization", auth}} {
-			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		if err := s.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		hb := headerBlock([][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", st.Host("team-a")}, {":path", "/v2/"}, {"authorization", auth}})
+		if err := s.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hb, EndStream: true, EndHeaders: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
