@@ -41,6 +41,9 @@ type muxConfig struct {
 	idleRelease       time.Duration
 	idleTimeout       time.Duration
 	headerTimeout     time.Duration
+	// listener, when set, wraps the TLS listener (to see the accepted
+	// sockets).
+	listener func(net.Listener) net.Listener
 }
 
 // netHTTPShapedBody is exactly what net/http writes for a request it
@@ -195,6 +198,9 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if mc.listener != nil {
+		ln = mc.listener(ln)
 	}
 	m := &muxServer{addr: ln.Addr().String(), srv: srv, ca: ca, logs: logs, refused: refused, routed: routed, gone: gone, begun: begun, wg: &sync.WaitGroup{}}
 	m.goServe(func() error { return srv.Serve(ln) })
