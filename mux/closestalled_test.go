@@ -4,7 +4,9 @@ package mux_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -199,5 +201,54 @@ func TestShutdownTimeoutClosesStalledClientsAtOnce(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("a request did not see its connection end")
 		}
+	}
+}
+
+// rawTail keeps the last bytes a TLS client read from its socket.
+type rawTail struct {
+	net.Conn
+	tail []byte
+}
+
+func (c *rawTail) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.tail = append(c.tail, p[:n]...)
+	if len(c.tail) > 64 {
+		c.tail = c.tail[len(c.tail)-64:]
+	}
+	return n, err
+}
+
+// A revoked idle connection whose client reads still gets its
+// close_notify: only a client with no room for it goes without.
+func TestReloadSendsCloseNotifyToReadingClient(t *testing.T) {
+	m := startMuxWith(t, muxConfig{idleRelease: -1})
+	raw, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	rt := &rawTail{Conn: raw}
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	// TLS 1.2 shows a record's type: an alert is 21, and AES-GCM's
+	// close_notify record is 5+8+2+16 bytes.
+	cfg.MaxVersion = tls.VersionTLS12
+	cfg.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}
+	cfg.NextProtos = []string{"http/1.1"}
+	c := tls.Client(rt, cfg)
+	servedOnce(t, c)
+	waitIdle(t, m.srv, 0, 1)
+
+	st := *m.srv.State()
+	if st.Table, err = routeTable("team-b.nexmux.test=team-b"); err != nil {
+		t.Fatal(err)
+	}
+	m.srv.Update(&st)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 16)); err != io.EOF {
+		t.Fatalf("after the revocation the client read %d bytes, %v; want EOF", n, err)
+	}
+	if tl := rt.tail; len(tl) < 31 || tl[len(tl)-31] != 21 || tl[len(tl)-28] != 0 || tl[len(tl)-27] != 26 {
+		t.Fatalf("the connection's last record is no close_notify: % x", tl)
 	}
 }

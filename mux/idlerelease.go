@@ -121,7 +121,7 @@ func (c *h1Conn) SetDeadline(t time.Time) error {
 	return c.Conn.SetDeadline(t)
 }
 
-func (c *h1Conn) Close() error { return c.rel.close(c.Conn) }
+func (c *h1Conn) Close() error { return c.rel.close(c.closeSocket) }
 
 // setupRelease gives an HTTP/1 connection its accepted socket raw
 // (unwrapped from countedConn) to wait on, and enables idle release unless
@@ -217,9 +217,9 @@ func (r *idleRelease) read(c net.Conn, b []byte) (int, error) {
 	return 0, io.EOF
 }
 
-// close closes the socket, except for the one Close net/http makes while
-// letting go of a connection that is being parked.
-func (r *idleRelease) close(c net.Conn) error {
+// close closes the socket with closeSocket, except for the one Close
+// net/http makes while letting go of a connection that is being parked.
+func (r *idleRelease) close(closeSocket func() error) error {
 	for {
 		switch st := r.state.Load(); st {
 		case relPending:
@@ -227,12 +227,12 @@ func (r *idleRelease) close(c net.Conn) error {
 				return nil
 			}
 		case relClosed:
-			return c.Close()
+			return closeSocket()
 		default:
 			// relActive, relParked, and relClosing: a second Close
 			// (revocation, shutdown) while net/http lets go.
 			if r.state.CompareAndSwap(st, relClosed) {
-				return c.Close()
+				return closeSocket()
 			}
 		}
 	}

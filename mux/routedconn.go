@@ -52,6 +52,8 @@ type routedConn struct {
 	// unless a write failed: a client that stopped reading is cut.
 	lingerer    *Server
 	writeFailed atomic.Bool
+	// hurried: closing without waiting on the client (hurry.go).
+	hurried atomic.Bool
 }
 
 // Close closes the connection, lingering when it is HTTP/2.
@@ -174,6 +176,9 @@ func (c *routedConn) Write(p []byte) (int, error) {
 }
 
 func (c *routedConn) write(p []byte) (int, error) {
+	if c.hurried.Load() {
+		return c.writeHurried(p)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.batch == nil {
