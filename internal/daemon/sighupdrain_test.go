@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -46,10 +47,10 @@ func TestSIGHUPDuringShutdownDelayAndDrain(t *testing.T) {
 	maddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	c.MetricsListen = maddr
 	c.Port = []string{"18082=team-a"}
-	// Long enough never to end by themselves: signals cut them short.
+	// Long enough never to end by themselves: a signal cuts the delay
+	// short, the test ends the drain.
 	c.ShutdownDelay = time.Minute
 	c.DrainTimeout = time.Minute
-	c.HandshakeTimeout = time.Minute
 	b, err := c.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -58,13 +59,17 @@ func TestSIGHUPDuringShutdownDelayAndDrain(t *testing.T) {
 	next.Port = []string{"18082=team-a", "18083=team-b"}
 	var reloads atomic.Int32
 	logs := &testnet.Buffer{}
-	listening := make(chan net.Addr, 1)
+	// The drain lasts until the test lets the listener's Accept return
+	// its error: the daemon's Shutdown waits for its Serve.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	drainEnds := func() { releaseOnce.Do(func() { close(release) }) }
 	listen := func(network, addr string) (net.Listener, error) {
 		ln, err := net.Listen(network, addr)
-		if err == nil {
-			listening <- ln.Addr()
+		if err != nil {
+			return nil, err
 		}
-		return ln, err
+		return &heldListener{Listener: ln, release: release}, nil
 	}
 	d, err := daemon.New(b, daemon.Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), WatchInterval: time.Hour, Listen: listen,
 		Reload: func() (*config.Runtime, error) {
@@ -77,6 +82,7 @@ func TestSIGHUPDuringShutdownDelayAndDrain(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- d.Run(context.Background()) }()
 	defer func() {
+		drainEnds()
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", logs.String())
 		}
@@ -100,12 +106,6 @@ func TestSIGHUPDuringShutdownDelayAndDrain(t *testing.T) {
 	logged := func(what string) func() bool {
 		return func() bool { return strings.Contains(logs.String(), what) }
 	}
-	var laddr net.Addr
-	select {
-	case laddr = <-listening:
-	case <-time.After(15 * time.Second):
-		t.Fatal("the daemon did not listen")
-	}
 	waitFor(t, "/readyz to pass", func() bool { code, _ := readyz(maddr); return code == http.StatusOK })
 
 	kill(syscall.SIGTERM)
@@ -116,17 +116,11 @@ func TestSIGHUPDuringShutdownDelayAndDrain(t *testing.T) {
 		t.Fatalf("/readyz after a reload during the shutdown delay: %d %q", code, body)
 	}
 
-	// A connection still in its routing phase holds the drain open.
-	hold, err := net.Dial("tcp", laddr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hold.Close()
 	kill(syscall.SIGTERM) // cuts the delay short
 	waitFor(t, "the drain", logged("msg=draining"))
 	kill(syscall.SIGHUP)
 	waitFor(t, "the SIGHUP during the drain to be logged", logged("reload ignored"))
-	kill(syscall.SIGTERM) // cuts the drain short
+	drainEnds()
 	select {
 	case err := <-done:
 		done <- err // for the deferred stop
@@ -134,9 +128,24 @@ func TestSIGHUPDuringShutdownDelayAndDrain(t *testing.T) {
 			t.Fatalf("Run: %v", err)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatal("still running 15 s after the third SIGTERM")
+		t.Fatal("still running 15 s after the drain")
 	}
 	if n := reloads.Load(); n != 1 {
 		t.Errorf("%d reloads; want 1, the one during the shutdown delay", n)
 	}
+}
+
+// heldListener's Accept, once the listener is closed, returns only when
+// release is closed.
+type heldListener struct {
+	net.Listener
+	release <-chan struct{}
+}
+
+func (l *heldListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.release
+	}
+	return c, err
 }
