@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 )
 
@@ -250,5 +251,74 @@ func TestReloadSendsCloseNotifyToReadingClient(t *testing.T) {
 	}
 	if tl := rt.tail; len(tl) < 31 || tl[len(tl)-31] != 21 || tl[len(tl)-28] != 0 || tl[len(tl)-27] != 26 {
 		t.Fatalf("the connection's last record is no close_notify: % x", tl)
+	}
+}
+
+// A revoked idle HTTP/2 connection whose client stopped reading is closed
+// within crypto/tls's 5 s for its close_notify, even when the client sends
+// a frame meanwhile: net/http's HTTP/2 writer, under --send-timeout, sets
+// a write deadline for its answer (which fails: the connection is closing)
+// and then clears it, which took the close_notify's deadline with it, and
+// the connection stayed open, holding its places, until the client read.
+func TestRevokedStalledHTTP2ConnectionCloses(t *testing.T) {
+	ls := newSockets()
+	m := startMuxWith(t, muxConfig{maxConns: 10, sendTimeout: time.Minute, listener: ls.wrap})
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	cfg.NextProtos = []string{"h2"}
+	c, err := tls.Dial("tcp", m.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sock := ls.next(t)
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("negotiated %q, want h2", p)
+	}
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	// Read until the server acknowledged the client's SETTINGS: it has
+	// nothing more to write.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok {
+			if sf.IsAck() {
+				break
+			}
+			if err := fr.WriteSettingsAck(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fillSocket(t, sock)
+
+	st := *m.srv.State()
+	if st.Table, err = routeTable("team-b.nexmux.test=team-b"); err != nil {
+		t.Fatal(err)
+	}
+	m.srv.Update(&st)
+	// The close (after h2FlushDelay) is waiting on its close_notify when
+	// the client's PING comes.
+	time.Sleep(300 * time.Millisecond)
+	if err := fr.WritePing(false, [8]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if active, _ := m.srv.OpenCounts(); active == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the revoked connection is still open 10 s later")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

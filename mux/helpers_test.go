@@ -43,7 +43,8 @@ type muxConfig struct {
 	headerTimeout     time.Duration
 	// listener, when set, wraps the TLS listener (to see the accepted
 	// sockets).
-	listener func(net.Listener) net.Listener
+	listener    func(net.Listener) net.Listener
+	sendTimeout time.Duration
 }
 
 // netHTTPShapedBody is exactly what net/http writes for a request it
@@ -136,6 +137,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 		IdleRelease:            mc.idleRelease,
 		IdleTimeout:            mc.idleTimeout,
 		HeaderTimeout:          mc.headerTimeout,
+		SendTimeout:            mc.sendTimeout,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ci := l7.FromContext(r.Context())
 			if r.TLS != nil {
