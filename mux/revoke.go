@@ -188,6 +188,9 @@ func (s *Server) closeH2(lc *liveConn, tc *tls.Conn) {
 			return
 		}
 		s.live.mu.Unlock()
+		if rc, ok := tc.NetConn().(*routedConn); ok {
+			rc.closing.Store(true)
+		}
 		_ = tc.Close()
 	})
 }

@@ -54,6 +54,11 @@ type routedConn struct {
 	writeFailed atomic.Bool
 	// hurried: closing without waiting on the client (hurry.go).
 	hurried atomic.Bool
+	// closing: closed from another goroutine (closeH2): the write
+	// deadline only ever comes closer from the first one set since,
+	// closeBy (under dmu; see SetWriteDeadline).
+	closing atomic.Bool
+	closeBy time.Time
 }
 
 // Close closes the connection, lingering when it is HTTP/2.
