@@ -41,6 +41,10 @@ type muxConfig struct {
 	idleRelease       time.Duration
 	idleTimeout       time.Duration
 	headerTimeout     time.Duration
+	// listener, when set, wraps the TLS listener (to see the accepted
+	// sockets).
+	listener    func(net.Listener) net.Listener
+	sendTimeout time.Duration
 }
 
 // netHTTPShapedBody is exactly what net/http writes for a request it
@@ -133,6 +137,7 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 		IdleRelease:            mc.idleRelease,
 		IdleTimeout:            mc.idleTimeout,
 		HeaderTimeout:          mc.headerTimeout,
+		SendTimeout:            mc.sendTimeout,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ci := l7.FromContext(r.Context())
 			if r.TLS != nil {
@@ -195,6 +200,9 @@ func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if mc.listener != nil {
+		ln = mc.listener(ln)
 	}
 	m := &muxServer{addr: ln.Addr().String(), srv: srv, ca: ca, logs: logs, refused: refused, routed: routed, gone: gone, begun: begun, wg: &sync.WaitGroup{}}
 	m.goServe(func() error { return srv.Serve(ln) })

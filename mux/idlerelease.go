@@ -121,7 +121,7 @@ func (c *h1Conn) SetDeadline(t time.Time) error {
 	return c.Conn.SetDeadline(t)
 }
 
-func (c *h1Conn) Close() error { return c.rel.close(c.Conn) }
+func (c *h1Conn) Close() error { return c.rel.close(c.closeSocket) }
 
 // setupRelease gives an HTTP/1 connection its accepted socket raw
 // (unwrapped from countedConn) to wait on, and enables idle release unless
@@ -217,9 +217,9 @@ func (r *idleRelease) read(c net.Conn, b []byte) (int, error) {
 	return 0, io.EOF
 }
 
-// close closes the socket, except for the one Close net/http makes while
-// letting go of a connection that is being parked.
-func (r *idleRelease) close(c net.Conn) error {
+// close closes the socket with closeSocket, except for the one Close
+// net/http makes while letting go of a connection that is being parked.
+func (r *idleRelease) close(closeSocket func() error) error {
 	for {
 		switch st := r.state.Load(); st {
 		case relPending:
@@ -227,12 +227,12 @@ func (r *idleRelease) close(c net.Conn) error {
 				return nil
 			}
 		case relClosed:
-			return c.Close()
+			return closeSocket()
 		default:
 			// relActive, relParked, and relClosing: a second Close
 			// (revocation, shutdown) while net/http lets go.
 			if r.state.CompareAndSwap(st, relClosed) {
-				return c.Close()
+				return closeSocket()
 			}
 		}
 	}
@@ -260,10 +260,20 @@ func (p *parked) add(c releasable) bool {
 	return true
 }
 
-func (p *parked) remove(c releasable) {
+// unpark takes c out of the set. woken (its client sent bytes) counts c
+// fresh with fresh, under the set's lock, unless Shutdown closed the set
+// meanwhile (then it closes c, and unpark reports false): Shutdown closes
+// the set before it waits for fresh connections, so it either closes c or
+// waits for c's request.
+func (p *parked) unpark(c releasable, woken bool, fresh func()) bool {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	delete(p.conns, c)
-	p.mu.Unlock()
+	if !woken || p.closed {
+		return false
+	}
+	fresh()
+	return true
 }
 
 // closeAll closes every parked connection; none is parked afterwards.
@@ -322,8 +332,10 @@ func (s *Server) waitParked(c releasable) {
 	r := &h.rel
 	_ = h.Conn.SetReadDeadline(r.deadline)
 	readable, err := r.waitReadable()
-	s.parked.remove(c)
-	if err == nil && readable && r.state.CompareAndSwap(relParked, relActive) {
+	// Handed back, the connection is new to net/http, which drops a
+	// request it reads once shutting down: it is fresh until then.
+	woken := s.parked.unpark(c, err == nil && readable, func() { s.beginFresh(h.live) })
+	if woken && r.state.CompareAndSwap(relParked, relActive) {
 		// The idle deadline stays until net/http has its first bytes.
 		r.woken, r.header = 0, time.Time{}
 		h.bg.reset()
@@ -332,6 +344,7 @@ func (s *Server) waitParked(c releasable) {
 			return
 		}
 	}
+	s.endFresh(h.live)
 	c.Close()
 	s.forget(c)
 }

@@ -491,3 +491,42 @@ func TestShutdownServesConnectionsStillRouting(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 }
+
+// A parked connection woken by its client's next request just before
+// Shutdown has that request answered: until net/http has read it, it is
+// waited for as a fresh connection's first request is (net/http drops,
+// unanswered, a request it reads once it is shutting down).
+func TestShutdownAnswersRequestThatWokeParkedConnection(t *testing.T) {
+	m := startMuxWith(t, muxConfig{idleRelease: 50 * time.Millisecond})
+	c := m.dialH1TLS(t)
+	br := servedOnce(t, c)
+	waitIdle(t, m.srv, 1, 1)
+	// The request's first byte wakes the connection: it goes back to
+	// net/http, which waits for the rest.
+	if _, err := io.WriteString(c, "G"); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, m.srv, 0, 1)
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shut <- m.srv.Shutdown(ctx)
+	}()
+	time.Sleep(200 * time.Millisecond) // Shutdown is under way
+	if _, err := io.WriteString(c, "ET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the request that woke a parked connection as Shutdown began: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %s", resp.Status)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}

@@ -21,7 +21,8 @@ type liveConn struct {
 	info *l7.ConnInfo
 	peer net.Addr    // the load balancer, when a PROXY header named the client
 	idle atomic.Bool // HTTP: no request in flight (http.ConnState)
-	// fresh: handed to http.Server, no request read yet (Server.fresh).
+	// fresh: handed (back) to http.Server, no request read yet
+	// (Server.fresh).
 	fresh atomic.Bool
 	close func()
 	// headerTimer closes an HTTP/2 connection with no request by
@@ -37,6 +38,14 @@ type liveConn struct {
 	// whether net/http's opening Active/Idle pair (no stream) is past.
 	busyFrom atomic.Uint64
 	h2Begun  atomic.Bool
+}
+
+// beginFresh counts lc among the connections waiting for their first
+// request (Server.fresh).
+func (s *Server) beginFresh(lc *liveConn) {
+	if lc != nil && lc.fresh.CompareAndSwap(false, true) {
+		s.fresh.Add(1)
+	}
 }
 
 // endFresh counts lc out of the connections waiting for their first
@@ -179,6 +188,9 @@ func (s *Server) closeH2(lc *liveConn, tc *tls.Conn) {
 			return
 		}
 		s.live.mu.Unlock()
+		if rc, ok := tc.NetConn().(*routedConn); ok {
+			rc.closing.Store(true)
+		}
 		_ = tc.Close()
 	})
 }

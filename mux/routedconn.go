@@ -52,6 +52,13 @@ type routedConn struct {
 	// unless a write failed: a client that stopped reading is cut.
 	lingerer    *Server
 	writeFailed atomic.Bool
+	// hurried: closing without waiting on the client (hurry.go).
+	hurried atomic.Bool
+	// closing: closed from another goroutine (closeH2): the write
+	// deadline only ever comes closer from the first one set since,
+	// closeBy (under dmu; see SetWriteDeadline).
+	closing atomic.Bool
+	closeBy time.Time
 }
 
 // Close closes the connection, lingering when it is HTTP/2.
@@ -174,6 +181,9 @@ func (c *routedConn) Write(p []byte) (int, error) {
 }
 
 func (c *routedConn) write(p []byte) (int, error) {
+	if c.hurried.Load() {
+		return c.writeHurried(p)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.batch == nil {

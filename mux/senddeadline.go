@@ -113,6 +113,17 @@ func (c *routedConn) nextCheck(now time.Time) time.Time {
 func (c *routedConn) SetWriteDeadline(t time.Time) error {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
+	if c.closing.Load() {
+		// Another goroutine's Close writes close_notify under crypto/tls's
+		// deadline, the first one set since: net/http's HTTP/2 writer sets
+		// its own (--send-timeout) around each write, then clears it,
+		// which would leave that write waiting on the client. Only an
+		// earlier one is taken.
+		if t.IsZero() || !c.closeBy.IsZero() && t.After(c.closeBy) {
+			return nil
+		}
+		c.closeBy = t
+	}
 	c.sendSpan, c.absolute = 0, !t.IsZero()
 	c.sending.Store(false)
 	if t.IsZero() && c.sockClear {

@@ -137,8 +137,9 @@ type Server struct {
 	// (or refused): Shutdown lets them reach http.Server before it stops
 	// taking connections.
 	routing atomic.Int64
-	// fresh counts connections handed to http.Server whose first request
-	// is not read yet: Shutdown lets them send it (see there).
+	// fresh counts connections handed to http.Server (or handed back,
+	// woken from idle release) whose request is not read yet: Shutdown
+	// lets them send it (see there).
 	fresh atomic.Int64
 
 	life    context.Context // ends when Shutdown gives up waiting

@@ -83,8 +83,7 @@ func (t terminate) serve(d decision) {
 		return
 	}
 	// From here on http.Server tracks and closes the connection.
-	lc.fresh.Store(true)
-	t.s.fresh.Add(1)
+	t.s.beginFresh(lc)
 	handedOff := t.s.conns.put(c)
 	t.s.track.RemoveConn(d.raw)
 	if !handedOff {

@@ -698,7 +698,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-hup:
 			_ = d.Reload()
 		case s := <-sig:
-			return d.stop(s, sig)
+			return d.stop(s, sig, hup)
 		case <-ctx.Done():
 			sctx, cancel := context.WithTimeout(context.Background(), d.drainTimeout())
 			defer cancel()
@@ -725,8 +725,10 @@ func (d *Daemon) drainTimeout() time.Duration {
 // or Kubernetes endpoints, stop sending before connections are refused),
 // then in-flight requests drain for --drain-timeout. A further SIGTERM or
 // SIGINT cuts the delay, or the drain, short; so does a listener that
-// fails during the delay, whose error stop returns.
-func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) error {
+// fails during the delay, whose error stop returns. A SIGHUP on hup (nil:
+// none) reloads during the delay, while nexmux still accepts (the file
+// watcher reloads then too); during the drain it is logged and ignored.
+func (d *Daemon) stop(s os.Signal, sig, hup <-chan os.Signal) error {
 	// Clients on keep-alive connections move to other replicas during the
 	// delay too, instead of meeting the close when the drain starts.
 	d.server.StopKeepAlives()
@@ -737,7 +739,7 @@ func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) error {
 		d.log.Info("stopping: readiness off, still accepting", "signal", s.String(), "shutdown_delay", delay)
 		dctx, dcancel := context.WithTimeout(context.Background(), delay)
 		var next os.Signal
-		next, failed = waitStop(sig, d.errc, dctx.Done())
+		next, failed = waitStop(sig, d.errc, dctx.Done(), hup, func() { _ = d.Reload() })
 		dcancel()
 		switch {
 		case next != nil:
@@ -754,7 +756,8 @@ func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) error {
 	go func() { done <- d.Shutdown(sctx) }()
 	go func() {
 		// Reads until Shutdown ends: signal.Stop comes after stop returns.
-		if next, _ := waitStop(sig, nil, sctx.Done()); next != nil {
+		ignore := func() { d.log.Warn("reload ignored: draining", "signal", syscall.SIGHUP.String()) }
+		if next, _ := waitStop(sig, nil, sctx.Done(), hup, ignore); next != nil {
 			d.log.Warn("second signal: closing remaining connections now", "signal", next.String())
 			cancel()
 		}
@@ -766,12 +769,14 @@ func (d *Daemon) stop(s os.Signal, sig <-chan os.Signal) error {
 	return failed
 }
 
-// waitStop waits until done for SIGTERM or SIGINT on sig (SIGHUP is
-// ignored: the process is stopping), or for an error on errc (nil: none),
-// and returns which came; both nil when done came first.
-func waitStop(sig <-chan os.Signal, errc <-chan error, done <-chan struct{}) (os.Signal, error) {
+// waitStop waits until done for SIGTERM or SIGINT on sig, or for an error
+// on errc (nil: none), and returns which came; both nil when done came
+// first. Each SIGHUP on hup (nil: none) runs onHUP meanwhile.
+func waitStop(sig <-chan os.Signal, errc <-chan error, done <-chan struct{}, hup <-chan os.Signal, onHUP func()) (os.Signal, error) {
 	for {
 		select {
+		case <-hup:
+			onHUP()
 		case s := <-sig:
 			if s != syscall.SIGHUP {
 				return s, nil

@@ -8,7 +8,7 @@ func (d *Daemon) PollWatched() { d.pollWatched() }
 
 // Stop is the daemon's answer to the stop signal s, with later signals
 // read from sig, for tests that cannot signal their own process.
-func (d *Daemon) Stop(s os.Signal, sig <-chan os.Signal) error { return d.stop(s, sig) }
+func (d *Daemon) Stop(s os.Signal, sig <-chan os.Signal) error { return d.stop(s, sig, nil) }
 
 // FailListener reports err as a listener's failure, as a Serve that
 // returned would.
