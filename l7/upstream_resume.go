@@ -51,6 +51,9 @@ type resumeBody struct {
 	stalled atomic.Bool
 	// stopClient stops ending the request with an HTTP/2 client's stream.
 	stopClient func() bool
+	// left: the HTTP/2 client reset its stream (guarded by mu). A resume's
+	// request, sent before and watched after, is ended as watch takes it.
+	left bool
 }
 
 // errBodyStalled ends a node's request whose body sent nothing for
@@ -84,7 +87,7 @@ func (f failover) resumable(r *http.Request, client context.Context, n *upstream
 	// the context too, and that client still reads): end the request, as
 	// Nexus may send nothing that would fail a write for long.
 	if r.ProtoMajor > 1 {
-		b.stopClient = context.AfterFunc(client, func() { b.cancelCurrent(errClientLeft) })
+		b.stopClient = context.AfterFunc(client, b.clientLeft)
 	}
 	resp.Body = b
 }
@@ -94,6 +97,17 @@ func (b *resumeBody) cancelCurrent(cause error) {
 	b.mu.Lock()
 	if b.cancel != nil {
 		b.cancel(cause)
+	}
+	b.mu.Unlock()
+}
+
+// clientLeft is the HTTP/2 client's reset: it ends the current request,
+// and any a resume under way sends (watch).
+func (b *resumeBody) clientLeft() {
+	b.mu.Lock()
+	b.left = true
+	if b.cancel != nil {
+		b.cancel(errClientLeft)
 	}
 	b.mu.Unlock()
 }
@@ -112,6 +126,9 @@ func (b *resumeBody) stallFired() {
 func (b *resumeBody) watch(n *upstream.Node, cancel context.CancelCauseFunc) {
 	b.mu.Lock()
 	b.cancel = cancel
+	if b.left && cancel != nil {
+		cancel(errClientLeft)
+	}
 	b.mu.Unlock()
 	b.stopWatch = nil
 	alive := n.Alive()
