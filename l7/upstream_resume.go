@@ -35,7 +35,10 @@ type resumeBody struct {
 	got    int64 // bytes passed on
 	tries  int
 	broke  map[*upstream.Node]bool // nodes that failed this response
-	end1   func()                  // ends the resumed node's in-flight count
+	// end1 gives back the current node's in-flight count and place: a
+	// resume calls it as it leaves the node (the first node's is its
+	// doneBody's release, idempotent), Close for the last.
+	end1 func()
 	// cancel ends the current node's request, which stopWatch stops
 	// watching: a node found down mid-body (frozen, partitioned: no FIN,
 	// no RST) would otherwise hold the client until TCP keepalive gives up.
@@ -66,8 +69,8 @@ var (
 
 // resumable wraps resp's body when it is a whole or single-range blob
 // answer whose extent is known.
-func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc) {
-	b := &resumeBody{f: f, r: r, client: client, key: key, node: n, cur: resp.Body}
+func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc, release func()) {
+	b := &resumeBody{f: f, r: r, client: client, key: key, node: n, cur: resp.Body, end1: release}
 	switch {
 	// A 200 is the whole blob whatever Range asked (several ranges, an
 	// If-Range of another validator): it resumes like an unranged one.
