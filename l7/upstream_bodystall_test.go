@@ -2,8 +2,10 @@ package l7
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,5 +118,71 @@ func TestH2ResetBlobDownloadEndsTheNexusRequest(t *testing.T) {
 	case <-gone:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the Nexus request of a reset stream is still open")
+	}
+}
+
+// An HTTP/2 client that resets its stream while its download is being
+// resumed (the next node not yet answered) ends the resumed request too,
+// once it answers: the reset came before that request could be ended, and
+// must not be forgotten, or the resumed node's body, sending nothing,
+// holds its place and Jetty's thread until the read timeout.
+func TestH2ResetDuringResumeEndsTheResumedRequest(t *testing.T) {
+	blob, digest := resumeBlob()
+	var cutter atomic.Pointer[string]
+	asked, reset, gone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var once atomic.Bool
+	cut := cuttingBlobNode(blob, &cutter, nil)
+	h := func(w http.ResponseWriter, r *http.Request) {
+		rg := r.Header.Get("Range")
+		if rg == "" || !once.CompareAndSwap(false, true) {
+			cut(w, r)
+			return
+		}
+		// The resume: answered only once the client has reset, then
+		// nothing of the body.
+		close(asked)
+		<-reset
+		var from, to int
+		fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+		w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+		w.WriteHeader(http.StatusPartialContent)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			close(gone)
+		case <-time.After(time.Minute):
+		}
+	}
+	a, b := startNode(t, h), startNode(t, h)
+	addr, up := haProxy(t, io.Discard, 0, a, b)
+	if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
+		a, b = b, a
+	}
+	cutter.Store(&a.addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := h2cTransport(t, nil).RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil).WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("%s: want HTTP/2", resp.Proto)
+	}
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the download was not resumed")
+	}
+	cancel() // RST_STREAM while the resume waits for its answer
+	resp.Body.Close()
+	// Lets the proxy take the reset in before the resume's answer comes
+	// (were it later, the reset would end the resumed request anyway).
+	time.Sleep(200 * time.Millisecond)
+	close(reset)
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the resumed Nexus request of a stream reset during the resume is still open")
 	}
 }

@@ -35,7 +35,10 @@ type resumeBody struct {
 	got    int64 // bytes passed on
 	tries  int
 	broke  map[*upstream.Node]bool // nodes that failed this response
-	end1   func()                  // ends the resumed node's in-flight count
+	// end1 gives back the current node's in-flight count and place: a
+	// resume calls it as it leaves the node (the first node's is its
+	// doneBody's release, idempotent), Close for the last.
+	end1 func()
 	// cancel ends the current node's request, which stopWatch stops
 	// watching: a node found down mid-body (frozen, partitioned: no FIN,
 	// no RST) would otherwise hold the client until TCP keepalive gives up.
@@ -51,6 +54,9 @@ type resumeBody struct {
 	stalled atomic.Bool
 	// stopClient stops ending the request with an HTTP/2 client's stream.
 	stopClient func() bool
+	// left: the HTTP/2 client reset its stream (guarded by mu). A resume's
+	// request, sent before and watched after, is ended as watch takes it.
+	left bool
 }
 
 // errBodyStalled ends a node's request whose body sent nothing for
@@ -63,8 +69,8 @@ var (
 
 // resumable wraps resp's body when it is a whole or single-range blob
 // answer whose extent is known.
-func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc) {
-	b := &resumeBody{f: f, r: r, client: client, key: key, node: n, cur: resp.Body}
+func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc, release func()) {
+	b := &resumeBody{f: f, r: r, client: client, key: key, node: n, cur: resp.Body, end1: release}
 	switch {
 	// A 200 is the whole blob whatever Range asked (several ranges, an
 	// If-Range of another validator): it resumes like an unranged one.
@@ -84,7 +90,7 @@ func (f failover) resumable(r *http.Request, client context.Context, n *upstream
 	// the context too, and that client still reads): end the request, as
 	// Nexus may send nothing that would fail a write for long.
 	if r.ProtoMajor > 1 {
-		b.stopClient = context.AfterFunc(client, func() { b.cancelCurrent(errClientLeft) })
+		b.stopClient = context.AfterFunc(client, b.clientLeft)
 	}
 	resp.Body = b
 }
@@ -94,6 +100,17 @@ func (b *resumeBody) cancelCurrent(cause error) {
 	b.mu.Lock()
 	if b.cancel != nil {
 		b.cancel(cause)
+	}
+	b.mu.Unlock()
+}
+
+// clientLeft is the HTTP/2 client's reset: it ends the current request,
+// and any a resume under way sends (watch).
+func (b *resumeBody) clientLeft() {
+	b.mu.Lock()
+	b.left = true
+	if b.cancel != nil {
+		b.cancel(errClientLeft)
 	}
 	b.mu.Unlock()
 }
@@ -112,6 +129,9 @@ func (b *resumeBody) stallFired() {
 func (b *resumeBody) watch(n *upstream.Node, cancel context.CancelCauseFunc) {
 	b.mu.Lock()
 	b.cancel = cancel
+	if b.left && cancel != nil {
+		cancel(errClientLeft)
+	}
 	b.mu.Unlock()
 	b.stopWatch = nil
 	alive := n.Alive()

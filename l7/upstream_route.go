@@ -385,10 +385,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			set.ReportAnswer(n, resp.StatusCode)
 		}
 		sb.finish()
+		d := &doneBody{a: a}
 		if blobGet {
-			f.resumable(out, r.Context(), n, repo+"@"+digest, resp, a.cancel)
+			f.resumable(out, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release)
 		}
-		resp.Body = &doneBody{ReadCloser: resp.Body, a: a}
+		d.ReadCloser = resp.Body
+		resp.Body = d
 		return resp, nil
 	}
 	if lastErr == nil {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -730,4 +731,72 @@ func serveRange(w http.ResponseWriter, r *http.Request, blob []byte) bool {
 	w.WriteHeader(http.StatusPartialContent)
 	w.Write(blob[from : to+1])
 	return true
+}
+
+// A download resumed on B gives A's place and in-flight count back as it
+// leaves A, not once B has sent the rest: A no longer serves it, and a
+// place held there keeps others off A (and a removed A's drain waiting)
+// for as long as B takes.
+func TestResumeLetsGoOfTheBrokenNode(t *testing.T) {
+	blob, digest := resumeBlob()
+	var cutter atomic.Pointer[string]
+	release := make(chan struct{})
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free)
+	cut := cuttingBlobNode(blob, &cutter, nil)
+	h := func(w http.ResponseWriter, r *http.Request) {
+		rg := r.Header.Get("Range")
+		if rg == "" {
+			cut(w, r)
+			return
+		}
+		// The resume: its first bytes, the rest once released.
+		var from, to int
+		fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+		w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+		w.WriteHeader(http.StatusPartialContent)
+		w.Write(blob[from : from+10])
+		w.(http.Flusher).Flush()
+		<-release
+		w.Write(blob[from+10 : to+1])
+	}
+	a, b := startNode(t, h), startNode(t, h)
+	addr, up := haProxy(t, io.Discard, 1, a, b)
+	if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
+		a, b = b, a
+	}
+	cutter.Store(&a.addr)
+	var na *upstream.Node
+	for _, n := range up.Set().Nodes() {
+		if n.Host == a.addr {
+			na = n
+		}
+	}
+	type answer struct {
+		resp *http.Response
+		body string
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil))
+		if err != nil {
+			got <- answer{}
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- answer{resp, string(body)}
+	}()
+	waitUntil(t, "the resume at B", func() bool { return b.hits.Load() > 0 })
+	p, _ := up.pools.m.Load(a.addr)
+	waitUntil(t, "A's place and in-flight count back while B sends the rest", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.taken == 0 && na.InFlight() == 0
+	})
+	free()
+	if g := <-got; g.resp == nil || g.resp.StatusCode != http.StatusOK || g.body != string(blob) {
+		t.Fatalf("blob: %v, %d bytes of %d", g.resp != nil, len(g.body), len(blob))
+	}
 }
