@@ -47,11 +47,12 @@ type resumeBody struct {
 	cancel    context.CancelCauseFunc
 	stopWatch func() bool
 	// stall ends the current node's request when one read from it waits
-	// past upstreamBodyReadTimeout (a node up but sending nothing); reading
-	// says a read is waiting, stalled that the timer fired.
-	stall   *time.Timer
-	reading atomic.Bool
-	stalled atomic.Bool
+	// past upstreamBodyReadTimeout (a node up but sending nothing);
+	// waitingSince (under mu) is when the read under way began, zero with
+	// none; stalled says the timer ended a request.
+	stall        *time.Timer
+	waitingSince time.Time
+	stalled      atomic.Bool
 	// stopClient stops ending the request with an HTTP/2 client's stream.
 	stopClient func() bool
 	// left: the HTTP/2 client reset its stream (guarded by mu). A resume's
@@ -115,12 +116,17 @@ func (b *resumeBody) clientLeft() {
 	b.mu.Unlock()
 }
 
-// stallFired is the stall timer's: only a read still waiting has stalled.
+// stallFired is the stall timer's: only a read still waiting, and for the
+// whole timeout, has stalled. Decided under mu, so a late run of the timer
+// never ends the request of a read that began since, or of a resume.
 func (b *resumeBody) stallFired() {
-	if b.reading.Load() {
-		b.stalled.Store(true)
-		b.cancelCurrent(errBodyStalled)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.waitingSince.IsZero() || time.Since(b.waitingSince) < time.Duration(upstreamBodyReadTimeout.Load()) || b.cancel == nil {
+		return
 	}
+	b.stalled.Store(true)
+	b.cancel(errBodyStalled)
 }
 
 // watch cuts the current body (so the download resumes elsewhere) when n
@@ -231,15 +237,19 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 // proxy_read_timeout, between two reads); the time the client takes to be
 // written to does not count.
 func (b *resumeBody) timedRead(p []byte) (int, error) {
+	b.mu.Lock()
+	b.waitingSince = time.Now()
+	b.mu.Unlock()
 	d := time.Duration(upstreamBodyReadTimeout.Load())
 	if b.stall == nil {
 		b.stall = time.AfterFunc(d, b.stallFired)
 	} else {
 		b.stall.Reset(d)
 	}
-	b.reading.Store(true)
 	n, err := b.cur.Read(p)
-	b.reading.Store(false)
+	b.mu.Lock()
+	b.waitingSince = time.Time{}
+	b.mu.Unlock()
 	b.stall.Stop()
 	return n, err
 }
