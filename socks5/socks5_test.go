@@ -60,6 +60,7 @@ type stack struct {
 	ca        *certs.CA
 	logs      *testnet.Buffer
 	ingress   *socks5.Server
+	router    *mux.Server
 	refused   atomic.Int64 // ReasonDenied
 	logins    atomic.Int64 // ReasonAuth
 	// overLimit counts the router's refusals by reason.
@@ -125,6 +126,7 @@ func start(t *testing.T, cfg config) *stack {
 	}
 	ingress := socks5.New(srv, cfg.opts)
 	st.ingress = ingress
+	st.router = srv
 	if cfg.listen == "" {
 		cfg.listen = "127.0.0.1:0"
 	}
