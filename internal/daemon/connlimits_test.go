@@ -207,11 +207,13 @@ func TestMaxConnAge(t *testing.T) {
 	}
 }
 
-// SOCKS5 streams count against --max-conns.
+// SOCKS5 streams count against --max-conns. With two of three places
+// held, a session takes the third and its CONNECT, wanting a second, is
+// refused.
 func TestSOCKS5CountsAgainstMaxConns(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.Socks5Listen = "127.0.0.1:0"
-	cfg.MaxConns = 2
+	cfg.MaxConns = 3
 	st := stack.Start(t, stack.Options{Config: cfg})
 	var held []*tls.Conn
 	for range 2 {
@@ -236,7 +238,7 @@ func TestSOCKS5CountsAgainstMaxConns(t *testing.T) {
 		t.Fatalf("CONNECT with --max-conns full: reply %d, want 5 (connection refused)", code)
 	}
 	// Below the cap again, SOCKS5 works: with two places free, the two a
-	// stream takes (TestSOCKS5StreamTakesTwoPlaces).
+	// stream takes, its session's among them (TestSOCKS5StreamTakesTwoPlaces).
 	for _, c := range held {
 		c.Close()
 	}
@@ -432,9 +434,10 @@ func transportBehind(st *stack.Stack, ip string) *http.Transport {
 // A SOCKS5 stream holds three descriptors on nexmux's side (the SOCKS
 // client's socket and the socket pair into the router) before any
 // connection to Nexus, where --max-conns' default allows two a place: it
-// takes two places, as a passthrough stream takes three
-// (TestPassthroughStreamTakesThreePlaces). Counted as one, SOCKS5 streams
-// ran nexmux out of descriptors at two thirds of the limit.
+// takes two places (its session's, taken at accept, and one more), as a
+// passthrough stream takes three (TestPassthroughStreamTakesThreePlaces).
+// Counted as one, SOCKS5 streams ran nexmux out of descriptors at two
+// thirds of the limit.
 func TestSOCKS5StreamTakesTwoPlaces(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.Socks5Listen = "127.0.0.1:0"
@@ -451,7 +454,9 @@ func TestSOCKS5StreamTakesTwoPlaces(t *testing.T) {
 	if code != 5 {
 		t.Fatalf("second SOCKS5 stream under --max-conns 3: reply %d, want 5 (connection refused): the first holds two places", code)
 	}
-	// The place left takes a direct connection.
+	// The refused session gives its place back before it is closed; the
+	// place left then takes a direct connection.
+	io.Copy(io.Discard, second)
 	c := tlsFrom(st, "127.0.0.1")
 	if c == nil {
 		t.Fatal("a direct connection refused with one --max-conns place left")
