@@ -505,13 +505,10 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	if !ok {
 		return nil, errors.New("socks5: no routing decision")
 	}
-	ours, theirs, err := socketPair()
-	if err != nil {
-		return nil, err
-	}
 	// The router sees the SOCKS client's address, for limits, logs,
-	// X-Forwarded-For and metrics.
-	routed := &pairEnd{Conn: theirs, local: ss.dst(), remote: ss.client.RemoteAddr()}
+	// X-Forwarded-For and metrics. Its socket pair is made once admitted:
+	// a CONNECT over the limit never holds descriptors it has no place for.
+	routed := &pairEnd{local: ss.dst(), remote: ss.client.RemoteAddr()}
 	admit := ss.s.router.Admit
 	if ss.pending.balancer {
 		// A LOCAL session's stream is the balancer's own, as on the
@@ -521,8 +518,6 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	// The session's place is handed to the stream: two places in all.
 	inner, err := admit(routed, ss.pending.place)
 	if err != nil {
-		ours.Close()
-		theirs.Close()
 		if errors.Is(err, mux.ErrOverLimit) {
 			ss.logged = true
 			// go-socks5 replies "connection refused" (REP 5) to a dial
@@ -532,6 +527,12 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 		}
 		return nil, err
 	}
+	ours, theirs, err := socketPair()
+	if err != nil {
+		inner.Close() // its places; routed has no socket yet
+		return nil, err
+	}
+	routed.Conn = theirs
 	ss.client.established()
 	ss.pending.release() // the router counts the stream from here, its place included
 	// When the router has closed its end, the client connection is
