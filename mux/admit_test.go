@@ -49,22 +49,22 @@ func TestAdmit(t *testing.T) {
 	m := startMuxWith(t, muxConfig{maxConns: 4, maxConnsPerClient: 1})
 
 	_, a1 := from(t, "10.0.0.1")
-	admitted1, err := m.srv.Admit(a1)
+	admitted1, err := m.srv.Admit(a1, nil)
 	if err != nil {
 		t.Fatalf("first stream of 10.0.0.1: %v", err)
 	}
 	_, a2 := from(t, "10.0.0.1")
-	if _, err := m.srv.Admit(a2); !errors.Is(err, mux.ErrOverLimit) {
+	if _, err := m.srv.Admit(a2, nil); !errors.Is(err, mux.ErrOverLimit) {
 		t.Fatalf("second stream of 10.0.0.1: %v, want ErrOverLimit", err)
 	}
 	m.waitRefusal(t, "10.0.0.1:40000", mux.ReasonPerClient)
 	_, b := from(t, "10.0.0.2")
-	admitted2, err := m.srv.Admit(b)
+	admitted2, err := m.srv.Admit(b, nil)
 	if err != nil {
 		t.Fatalf("first stream of 10.0.0.2: %v", err)
 	}
 	_, c := from(t, "10.0.0.3")
-	if _, err := m.srv.Admit(c); !errors.Is(err, mux.ErrOverLimit) {
+	if _, err := m.srv.Admit(c, nil); !errors.Is(err, mux.ErrOverLimit) {
 		t.Fatalf("a third stream with --max-conns 4: %v, want ErrOverLimit", err)
 	}
 	if n := m.refused.get(mux.ReasonMaxConns); n != 1 {
@@ -82,7 +82,7 @@ func TestAdmit(t *testing.T) {
 		cl, sv := from(t, "10.0.0.1")
 		admitted1.Close() // a1 was never served; serve a fresh admitted one
 		waitCounts(t, m.srv, 2, 1)
-		admitted, err := m.srv.Admit(sv)
+		admitted, err := m.srv.Admit(sv, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +109,7 @@ func TestAdmit(t *testing.T) {
 	admitted2.Close() // a second Close gives nothing back twice
 	waitCounts(t, m.srv, 0, 0)
 	_, d := from(t, "10.0.0.4")
-	admitted, err := m.srv.Admit(d)
+	admitted, err := m.srv.Admit(d, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestAdmit(t *testing.T) {
 	}
 	waitCounts(t, m.srv, 0, 0)
 	_, e := from(t, "10.0.0.5")
-	if _, err := m.srv.Admit(e); !errors.Is(err, http.ErrServerClosed) {
+	if _, err := m.srv.Admit(e, nil); !errors.Is(err, http.ErrServerClosed) {
 		t.Fatalf("Admit after Shutdown: %v", err)
 	}
 	waitCounts(t, m.srv, 0, 0)
@@ -160,13 +160,13 @@ func (c stubConn) Close() error         { return nil }
 func TestPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
 	m := startMuxWith(t, muxConfig{maxConns: 4, maxConnsPerClient: 1}) // two streams' places
 	x := stubConn{remote: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 40000}}
-	held, err := m.srv.Admit(x)
+	held, err := m.srv.Admit(x, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer held.Close()
 	stop := testnet.Hammer(4, func() bool {
-		if _, err := m.srv.Admit(x); !errors.Is(err, mux.ErrOverLimit) {
+		if _, err := m.srv.Admit(x, nil); !errors.Is(err, mux.ErrOverLimit) {
 			t.Errorf("a second connection of 10.0.0.1: %v, want ErrOverLimit", err)
 			return false
 		}
@@ -175,7 +175,7 @@ func TestPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
 	y := stubConn{remote: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 40000}}
 	refused := 0
 	for range 20000 {
-		c, err := m.srv.Admit(y)
+		c, err := m.srv.Admit(y, nil)
 		if err != nil {
 			refused++
 			continue
@@ -227,4 +227,43 @@ func TestAcceptedPerClientRefusalHoldsNoGlobalPlace(t *testing.T) {
 	if refused > 0 {
 		t.Fatalf("127.0.0.2 refused %d times of 150 with a place free: over-limit connections of 127.0.0.1 held it", refused)
 	}
+}
+
+// A place taken ahead (a SOCKS5 session's, TakePlace) is handed to the
+// stream Admit counts, which then holds two places in all, not three; a
+// refused Admit leaves it held, and each place comes back exactly once,
+// however often Release is called.
+func TestAdmitTakesOverAPlace(t *testing.T) {
+	m := startMuxWith(t, muxConfig{maxConns: 3})
+	p1, p2 := m.srv.TakePlace(), m.srv.TakePlace()
+	if p1 == nil || p2 == nil {
+		t.Fatal("a place refused under --max-conns 3")
+	}
+	_, a := from(t, "10.0.0.1")
+	admitted, err := m.srv.Admit(a, p1)
+	if err != nil {
+		t.Fatalf("a stream with its place held and one free: %v", err)
+	}
+	waitCounts(t, m.srv, 3, 0)
+	p1.Release() // handed over: nothing to give back
+	waitCounts(t, m.srv, 3, 0)
+	if m.srv.TakePlace() != nil {
+		t.Fatal("a place taken with --max-conns 3 full")
+	}
+	if n := m.refused.get(mux.ReasonMaxConns); n != 1 {
+		t.Fatalf("%d max_conns refusals counted, want 1", n)
+	}
+	_, b := from(t, "10.0.0.2")
+	if _, err := m.srv.Admit(b, p2); !errors.Is(err, mux.ErrOverLimit) {
+		t.Fatalf("a second stream with no place free beside its own: %v, want ErrOverLimit", err)
+	}
+	waitCounts(t, m.srv, 3, 0) // p2 still held
+	admitted.Close()
+	admitted.Close()
+	waitCounts(t, m.srv, 1, 0)
+	p2.Release()
+	p2.Release()
+	waitCounts(t, m.srv, 0, 0)
+	var none *mux.Place
+	none.Release()
 }

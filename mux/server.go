@@ -88,7 +88,8 @@ type Options struct {
 	// each way (in: from the client, hello included), once it ends.
 	Streamed func(rt *route.Route, in, out int64)
 	// MaxConns refuses connections beyond this many at once (0: no limit).
-	// SOCKS5 streams (Admit, ServeConn) count too.
+	// SOCKS5 sessions (TakePlace) and their streams (Admit, ServeConn)
+	// count too.
 	MaxConns int
 	// MaxConnsPerClient refuses a client address's connections beyond
 	// this many at once (0: no limit); the address is the one after PROXY
@@ -244,7 +245,8 @@ func (s *Server) Update(st *State) {
 }
 
 // Open reports the places taken against --max-conns now (a passthrough
-// stream takes three) and the limit (0: none).
+// stream takes three, a SOCKS5 stream two, a SOCKS5 session one) and the
+// limit (0: none).
 func (s *Server) Open() (open int64, limit int) { return s.active.Load(), s.opts.MaxConns }
 
 // State returns the current state.
@@ -290,14 +292,15 @@ var ErrOverLimit = errors.New("mux: too many connections")
 
 // Admit counts c, a connection nexmux is about to make for a client (a
 // SOCKS5 CONNECT's socket pair), against --max-conns (1+pairExtraPlaces
-// places) and against --max-conns-per-client for c.RemoteAddr(), before
-// anything is promised to the client. It returns
-// the counted connection, whose Close gives the places back, for
-// ServeConn; or an error wrapping ErrOverLimit (the refusal is logged and
-// counted with its reason, as for an accepted connection), or
-// http.ErrServerClosed after Shutdown. On error c is the caller's to close.
-func (s *Server) Admit(c net.Conn) (net.Conn, error) {
-	return s.admit(c, &s.clients)
+// places, held's among them while it holds one: TakePlace) and against
+// --max-conns-per-client for c.RemoteAddr(), before anything is promised
+// to the client. It returns the counted connection, whose Close gives all
+// its places back, for ServeConn; or an error wrapping ErrOverLimit (the
+// refusal is logged and counted with its reason, as for an accepted
+// connection), or http.ErrServerClosed after Shutdown. On error c is the
+// caller's to close, and held still holds its place.
+func (s *Server) Admit(c net.Conn, held *Place) (net.Conn, error) {
+	return s.admit(c, &s.clients, held)
 }
 
 // AdmitBalancersOwn is Admit for the stream of a session a balancer opened
@@ -305,19 +308,56 @@ func (s *Server) Admit(c net.Conn) (net.Conn, error) {
 // balancer: counted in the balancer's own pool, as a LOCAL connection on
 // the TLS listener is, not as a client of the balancer's address, which
 // the clients its headers name no IP for share.
-func (s *Server) AdmitBalancersOwn(c net.Conn) (net.Conn, error) {
-	return s.admit(c, &s.balancers)
+func (s *Server) AdmitBalancersOwn(c net.Conn, held *Place) (net.Conn, error) {
+	return s.admit(c, &s.balancers, held)
 }
 
-func (s *Server) admit(c net.Conn, pool *perclient.Counter) (net.Conn, error) {
+func (s *Server) admit(c net.Conn, pool *perclient.Counter, held *Place) (net.Conn, error) {
 	if s.track.Closing() {
 		return nil, http.ErrServerClosed
 	}
-	counted, reason := s.take(c, addrPort(c.RemoteAddr()), pool, 1+pairExtraPlaces)
+	counted, reason := s.take(c, addrPort(c.RemoteAddr()), pool, 1+pairExtraPlaces, held)
 	if reason != "" {
 		return nil, fmt.Errorf("%w (%s)", ErrOverLimit, reason)
 	}
 	return counted, nil
+}
+
+// Place is one --max-conns place taken for a descriptor nexmux holds
+// before it has a connection to count (a SOCKS5 session's socket until
+// its CONNECT): given back by Release, or handed over to the connection
+// Admit counts, exactly once either way.
+type Place struct {
+	active *atomic.Int64 // nil: no place taken (no --max-conns)
+	done   atomic.Bool
+}
+
+// TakePlace takes one --max-conns place; nil when none is free (the
+// refusal is then logged and counted as max_conns, as for an accepted
+// connection). Without --max-conns it returns a Place that holds none.
+func (s *Server) TakePlace() *Place {
+	if s.opts.MaxConns <= 0 {
+		return &Place{}
+	}
+	if !perclient.TakeBelow(&s.active, int64(s.opts.MaxConns)) {
+		s.refusedOverLimit()
+		return nil
+	}
+	return &Place{active: &s.active}
+}
+
+// Release gives the place back, unless it was given back or handed over
+// already; p may be nil.
+func (p *Place) Release() {
+	if p.claim() {
+		p.active.Add(-1)
+	}
+}
+
+// claim makes the place the caller's to give back or hand over; false when
+// it holds none (any more).
+func (p *Place) claim() bool {
+	return p != nil && p.active != nil && p.done.CompareAndSwap(false, true)
 }
 
 // ServeHTTPConns runs the HTTP stage; it must run once, beside Serve.
@@ -393,7 +433,7 @@ func (s *Server) count(c net.Conn, headerNamesClient bool) net.Conn {
 	if headerNamesClient {
 		pool = nil
 	}
-	counted, reason := s.take(c, client, pool, 1)
+	counted, reason := s.take(c, client, pool, 1, nil)
 	if reason != "" {
 		c.Close()
 		return nil
@@ -424,12 +464,13 @@ func (p *peerPolicy) namesClient() bool {
 // default allows two a place.
 const pairExtraPlaces = 1
 
-// take counts c against places of --max-conns and, when pool is set,
-// against --max-conns-per-client for client in pool (the clients', or the
-// balancers' own). It returns c wrapped to give its places
-// back on close (c itself when there are no limits), or the reason c was
-// refused, which is then logged and counted; c is not closed.
-func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter, places int64) (net.Conn, string) {
+// take counts c against places of --max-conns (held's among them when it
+// holds one of s) and, when pool is set, against --max-conns-per-client
+// for client in pool (the clients', or the balancers' own). It returns c
+// wrapped to give its places back on close (c itself when there are no
+// limits), or the reason c was refused, which is then logged and counted;
+// c is not closed, and held keeps its place.
+func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter, places int64, held *Place) (net.Conn, string) {
 	if s.opts.MaxConns <= 0 && s.opts.MaxConnsPerClient <= 0 {
 		return c, ""
 	}
@@ -448,7 +489,7 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter
 		}
 	}
 	if s.opts.MaxConns > 0 {
-		if !perclient.TakeNBelow(&s.active, places, int64(s.opts.MaxConns)) {
+		if !s.takePlaces(places, held) {
 			cc.dropRelease()
 			s.refusedOverLimit()
 			return nil, ReasonMaxConns
@@ -456,6 +497,24 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter
 		cc.active, cc.places = &s.active, places
 	}
 	return cc, ""
+}
+
+// takePlaces takes n places of --max-conns, one of them held's when it
+// holds one of s: the rest first, so held keeps its place on a refusal.
+func (s *Server) takePlaces(n int64, held *Place) bool {
+	limit := int64(s.opts.MaxConns)
+	if held == nil || held.active != &s.active || held.done.Load() {
+		return perclient.TakeNBelow(&s.active, n, limit)
+	}
+	if !perclient.TakeNBelow(&s.active, n-1, limit) {
+		return false
+	}
+	if held.claim() || perclient.TakeBelow(&s.active, limit) {
+		return true
+	}
+	// held was given back meanwhile and no place is free for it.
+	s.active.Add(-(n - 1))
+	return false
 }
 
 func isTemporary(err error) bool {

@@ -59,6 +59,9 @@ func (c *pairEnd) Close() error {
 	if c.onClose != nil {
 		c.onClose()
 	}
+	if c.Conn == nil { // admitted, but its socket pair could not be made
+		return nil
+	}
 	return c.Conn.Close()
 }
 

@@ -7,12 +7,13 @@ import (
 
 	"github.com/nexmux/nexmux/internal/lograte"
 	"github.com/nexmux/nexmux/internal/perclient"
+	"github.com/nexmux/nexmux/mux"
 )
 
 // ReasonPending refuses a SOCKS client at accept: too many sessions that
-// carry no stream yet, from its address or in all. Such sessions are
-// counted by no router limit until their CONNECT, so without this cap
-// idle sockets could use up the process's file descriptors.
+// carry no stream yet, from its address or in all. Each also holds a
+// --max-conns place (its descriptor); this cap keeps them from holding
+// every place, and one address from holding them all.
 const ReasonPending = "socks5_pending"
 
 // pending counts sessions from accept until their stream is handed to the
@@ -63,16 +64,19 @@ func (p *pending) give(a netip.Addr) {
 	p.by.Release(a)
 }
 
-// pendingSlot is one session's count, given back once.
+// pendingSlot is one session's count, given back once, with its
+// --max-conns place (given back here unless its stream was admitted).
 type pendingSlot struct {
 	p        *pending
 	a        netip.Addr
 	balancer bool // a is a balancer's, counted by takeBalancer
+	place    *mux.Place
 	once     sync.Once
 }
 
 func (s *pendingSlot) release() {
 	if s != nil {
+		s.place.Release()
 		s.once.Do(func() {
 			if s.balancer {
 				s.p.giveShared()

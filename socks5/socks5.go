@@ -79,8 +79,8 @@ type Options struct {
 	// MaxPending and MaxPendingPerClient bound the sessions that carry no
 	// stream yet (negotiating, or waiting for their CONNECT), in all and
 	// per client address; beyond them a client is closed at accept (0: no
-	// limit). Once its stream is routed a session counts against the
-	// router's limits instead.
+	// limit). Each such session also holds one of the router's --max-conns
+	// places, which its stream takes over at CONNECT.
 	MaxPending, MaxPendingPerClient int
 	// PerClientIPv6Prefix counts IPv6 clients by this prefix length for
 	// MaxPendingPerClient (0 or 128: each address).
@@ -189,12 +189,29 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			slot = &pendingSlot{p: &s.pending, a: a}
 		}
+		// The session's socket is a descriptor: a --max-conns place from
+		// accept, handed to its stream at CONNECT (mux refuses, logs and
+		// counts it as max_conns when none is free).
+		place := s.router.TakePlace()
+		if place == nil {
+			if slot != nil {
+				slot.release()
+			} else {
+				s.pending.giveShared()
+			}
+			c.Close()
+			continue
+		}
+		if slot != nil {
+			slot.place = place
+		}
 		ic := &idleConn{Conn: conn, idle: s.opts.IdleTimeout}
 		if !s.track.AddConn(ic) {
 			if slot != nil {
 				slot.release()
 			} else {
 				s.pending.giveShared()
+				place.Release()
 			}
 			c.Close()
 			continue
@@ -204,7 +221,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			defer s.untrackConn(ic)
 			defer ic.Close()
 			if slot == nil {
-				if slot = s.headerClient(ic, c, pc, deadline); slot == nil {
+				if slot = s.headerClient(ic, c, pc, deadline, place); slot == nil {
 					return
 				}
 			}
@@ -216,13 +233,15 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // headerClient reads a trusted balancer's PROXY header and counts the
 // session as the client it names, in place of the shared place taken at
-// accept; nil when refused (logged, counted, the shared place given back).
-func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, deadline time.Time) *pendingSlot {
+// accept, with its --max-conns place; nil when refused (logged, counted,
+// the shared place and place given back).
+func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, deadline time.Time, place *mux.Place) *pendingSlot {
 	// A zero-length read surfaces the header's error, once a v1 line
 	// sent in pieces is whole.
 	mux.AwaitProxyLine(raw)
 	if _, err := pc.Read(nil); err != nil {
 		s.pending.giveShared()
+		place.Release()
 		s.refusedHeader(raw, err, deadline)
 		return nil
 	}
@@ -241,17 +260,19 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		// place.
 		if !s.pending.takeBalancer(a) {
 			s.pending.giveShared()
+			place.Release()
 			s.refusedPending(a)
 			return nil
 		}
-		return &pendingSlot{p: &s.pending, a: a, balancer: true}
+		return &pendingSlot{p: &s.pending, a: a, balancer: true, place: place}
 	}
 	if !s.pending.takeClient(a) {
 		s.pending.giveShared()
+		place.Release()
 		s.refusedPending(a)
 		return nil
 	}
-	return &pendingSlot{p: &s.pending, a: a}
+	return &pendingSlot{p: &s.pending, a: a, place: place}
 }
 
 // fromBalancer wraps c to read its PROXY header when the router's
@@ -484,23 +505,19 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	if !ok {
 		return nil, errors.New("socks5: no routing decision")
 	}
-	ours, theirs, err := socketPair()
-	if err != nil {
-		return nil, err
-	}
 	// The router sees the SOCKS client's address, for limits, logs,
-	// X-Forwarded-For and metrics.
-	routed := &pairEnd{Conn: theirs, local: ss.dst(), remote: ss.client.RemoteAddr()}
+	// X-Forwarded-For and metrics. Its socket pair is made once admitted:
+	// a CONNECT over the limit never holds descriptors it has no place for.
+	routed := &pairEnd{local: ss.dst(), remote: ss.client.RemoteAddr()}
 	admit := ss.s.router.Admit
 	if ss.pending.balancer {
 		// A LOCAL session's stream is the balancer's own, as on the
 		// TLS listener: not a client slot of the balancer's address.
 		admit = ss.s.router.AdmitBalancersOwn
 	}
-	inner, err := admit(routed)
+	// The session's place is handed to the stream: two places in all.
+	inner, err := admit(routed, ss.pending.place)
 	if err != nil {
-		ours.Close()
-		theirs.Close()
 		if errors.Is(err, mux.ErrOverLimit) {
 			ss.logged = true
 			// go-socks5 replies "connection refused" (REP 5) to a dial
@@ -510,8 +527,14 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 		}
 		return nil, err
 	}
+	ours, theirs, err := socketPair()
+	if err != nil {
+		inner.Close() // its places; routed has no socket yet
+		return nil, err
+	}
+	routed.Conn = theirs
 	ss.client.established()
-	ss.pending.release() // the router counts the stream from here
+	ss.pending.release() // the router counts the stream from here, its place included
 	// When the router has closed its end, the client connection is
 	// closed too: the library would otherwise wait for the client to
 	// speak again, keeping a dead stream (and a drain) open. A half-close

@@ -207,11 +207,13 @@ func TestMaxConnAge(t *testing.T) {
 	}
 }
 
-// SOCKS5 streams count against --max-conns.
+// SOCKS5 streams count against --max-conns. With two of three places
+// held, a session takes the third and its CONNECT, wanting a second, is
+// refused.
 func TestSOCKS5CountsAgainstMaxConns(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.Socks5Listen = "127.0.0.1:0"
-	cfg.MaxConns = 2
+	cfg.MaxConns = 3
 	st := stack.Start(t, stack.Options{Config: cfg})
 	var held []*tls.Conn
 	for range 2 {
@@ -236,7 +238,7 @@ func TestSOCKS5CountsAgainstMaxConns(t *testing.T) {
 		t.Fatalf("CONNECT with --max-conns full: reply %d, want 5 (connection refused)", code)
 	}
 	// Below the cap again, SOCKS5 works: with two places free, the two a
-	// stream takes (TestSOCKS5StreamTakesTwoPlaces).
+	// stream takes, its session's among them (TestSOCKS5StreamTakesTwoPlaces).
 	for _, c := range held {
 		c.Close()
 	}
@@ -432,9 +434,10 @@ func transportBehind(st *stack.Stack, ip string) *http.Transport {
 // A SOCKS5 stream holds three descriptors on nexmux's side (the SOCKS
 // client's socket and the socket pair into the router) before any
 // connection to Nexus, where --max-conns' default allows two a place: it
-// takes two places, as a passthrough stream takes three
-// (TestPassthroughStreamTakesThreePlaces). Counted as one, SOCKS5 streams
-// ran nexmux out of descriptors at two thirds of the limit.
+// takes two places (its session's, taken at accept, and one more), as a
+// passthrough stream takes three (TestPassthroughStreamTakesThreePlaces).
+// Counted as one, SOCKS5 streams ran nexmux out of descriptors at two
+// thirds of the limit.
 func TestSOCKS5StreamTakesTwoPlaces(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.Socks5Listen = "127.0.0.1:0"
@@ -451,10 +454,90 @@ func TestSOCKS5StreamTakesTwoPlaces(t *testing.T) {
 	if code != 5 {
 		t.Fatalf("second SOCKS5 stream under --max-conns 3: reply %d, want 5 (connection refused): the first holds two places", code)
 	}
-	// The place left takes a direct connection.
+	// The refused session gives its place back before it is closed; the
+	// place left then takes a direct connection.
+	io.Copy(io.Discard, second)
 	c := tlsFrom(st, "127.0.0.1")
 	if c == nil {
 		t.Fatal("a direct connection refused with one --max-conns place left")
 	}
 	c.Close()
+}
+
+// socksGreeted opens a SOCKS5 session that sends its greeting and nothing
+// more; false when nexmux closed it instead of answering.
+func socksGreeted(t *testing.T, addr string) bool {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+		return false
+	}
+	var m [2]byte
+	_, err = io.ReadFull(c, m[:])
+	return err == nil
+}
+
+// A SOCKS5 session that has not sent its CONNECT holds a descriptor (its
+// socket), so it takes a --max-conns place from accept: passthrough
+// streams and silent SOCKS5 sessions together once ran nexmux out of
+// descriptors (ulimit -n 4096: 3×248 streams, 2×248 sessions, and the
+// metrics listener's accept failed with EMFILE). Beyond --max-conns a
+// session is closed at once and counted as max_conns; its CONNECT takes
+// the stream's two places with its own handed over.
+func TestSilentSOCKS5SessionsTakeMaxConnsPlaces(t *testing.T) {
+	be := startPTBackend(t, false)
+	cfg := teamRoutes()
+	cfg.Passthrough = []string{ptName + "=" + be.addr}
+	cfg.Socks5Listen = "127.0.0.1:0"
+	cfg.MaxConns = 9
+	cfg.MaxConnsPerClient = 0
+	st, _ := logStack(t, cfg)
+	socks := st.Daemon.Addr("socks5").String()
+	open := func() float64 { return counterValue(t, st.Daemon, "nexmux_open_connections", nil) }
+	maxConns := map[string]string{"reason": "max_conns"}
+	var pts []*tls.Conn
+	for i := range 3 {
+		c, err := ptDial(st.Addr, nil, be.ca.Pool())
+		if err != nil {
+			t.Fatalf("passthrough stream %d of 3: %v", i+1, err)
+		}
+		defer c.Close()
+		pts = append(pts, c)
+	}
+	waitFor(t, "three passthrough streams' nine places", func() bool { return open() == 9 })
+	before := counterValue(t, st.Daemon, "nexmux_handshake_failures_total", maxConns)
+	for i := range 4 {
+		if socksGreeted(t, socks) {
+			t.Fatalf("silent SOCKS5 session %d greeted with --max-conns 9 held by passthrough streams", i+1)
+		}
+	}
+	if n := counterValue(t, st.Daemon, "nexmux_handshake_failures_total", maxConns) - before; n != 4 {
+		t.Errorf("%v max_conns refusals counted for 4 sessions, want 4", n)
+	}
+
+	// Three places free: a stream (two, its session's among them) and
+	// one silent session fill them.
+	pts[0].Close()
+	waitFor(t, "a closed passthrough stream's places", func() bool { return open() == 6 })
+	code, sc := socksHandshake(t, socks, 1, "team-a.nexmux.test", 443)
+	defer sc.Close()
+	if code != 0 {
+		t.Fatalf("CONNECT with three places free: reply %d, want 0", code)
+	}
+	if n := open(); n != 8 {
+		t.Fatalf("%v places with a SOCKS5 stream beside two passthrough streams, want 8", n)
+	}
+	if !socksGreeted(t, socks) {
+		t.Fatal("a silent session closed with one place free")
+	}
+	if socksGreeted(t, socks) {
+		t.Fatal("a silent session greeted with --max-conns full")
+	}
+	sc.Close()
+	waitFor(t, "a closed SOCKS5 stream's two places", func() bool { return open() == 7 })
 }

@@ -289,9 +289,10 @@ func (d *Daemon) Start() error {
 			HandshakeTimeout: c.HandshakeTimeout,
 			Logger:           d.log,
 			Refused:          d.metrics.Refused,
-			// Sessions without a stream yet hold a descriptor each and no
-			// router place: a quarter of --max-conns for all, and a
-			// client's --max-conns-per-client.
+			// Sessions without a stream yet hold a descriptor and a
+			// --max-conns place each; at most a quarter of --max-conns
+			// of them, so streams keep room, and a client's
+			// --max-conns-per-client.
 			MaxPending:          pendingCap(c.MaxConns),
 			MaxPendingPerClient: c.MaxConnsPerClient,
 			PerClientIPv6Prefix: c.PerClientIPv6Prefix,
