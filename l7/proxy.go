@@ -721,6 +721,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		// count, connection slot) would stay taken for good.
 		return errUnaskedSwitch
 	}
+	if resp.StatusCode == http.StatusRequestHeaderFieldsTooLarge && !strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		// Jetty's refusal of headers over its 8 KiB (nexmux takes 64 KiB),
+		// in its own page: registry clients print only a JSON error.
+		return &refusal{status: resp.StatusCode, code: "UNSUPPORTED", close: resp.Request.ContentLength != 0,
+			msg: "nexmux: Nexus refused the request headers as too large"}
+	}
 	if st.markToken {
 		if err := markToken(resp); err != nil {
 			return err
