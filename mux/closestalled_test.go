@@ -322,3 +322,61 @@ func TestRevokedStalledHTTP2ConnectionCloses(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The same for an HTTP/2 connection that never sent a request, closed by
+// its --header-timeout timer: a PING while its close_notify waits on the
+// stalled client must not clear that write's deadline.
+func TestHeaderTimedOutStalledHTTP2ConnectionCloses(t *testing.T) {
+	ls := newSockets()
+	m := startMuxWith(t, muxConfig{maxConns: 10, sendTimeout: time.Minute, headerTimeout: 500 * time.Millisecond, listener: ls.wrap})
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	cfg.NextProtos = []string{"h2"}
+	c, err := tls.Dial("tcp", m.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sock := ls.next(t)
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("negotiated %q, want h2", p)
+	}
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); ok {
+			if sf.IsAck() {
+				break
+			}
+			if err := fr.WriteSettingsAck(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fillSocket(t, sock)
+	// The header timer's close is waiting on its close_notify when the
+	// client's PING comes.
+	time.Sleep(800 * time.Millisecond)
+	if err := fr.WritePing(false, [8]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if active, _ := m.srv.OpenCounts(); active == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the timed-out connection is still open 10 s later")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
