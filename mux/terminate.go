@@ -71,6 +71,9 @@ func (t terminate) serve(d decision) {
 		// holds the connection.
 		lc.headerTimer = time.AfterFunc(t.s.opts.HeaderTimeout, func() {
 			if !d.info.Requested() {
+				// Closed from this timer: the close_notify keeps its
+				// deadline whatever net/http's writer sets (closeH2).
+				rc.closing.Store(true)
 				_ = c.Close()
 			}
 		})
