@@ -159,7 +159,7 @@ func (m *Metrics) Connections(open func() (int64, int)) {
 	m.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "nexmux_open_connections",
-			Help: "Places taken against --max-conns while it is set: client connections and SOCKS5 streams (a passthrough stream takes three; a SOCKS5 session none before its CONNECT).",
+			Help: "Places taken against --max-conns while it is set: a client connection or SOCKS5 session takes one from accept, a SOCKS5 stream two (its session's among them), a passthrough stream three.",
 		}, func() float64 { n, _ := open(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "nexmux_max_connections",
