@@ -116,7 +116,7 @@ func New() *Metrics {
 		Name: "nexmux_uploads_in_flight", Help: "Write requests (POST/PATCH/PUT/DELETE) in progress.",
 	}, []string{"route"})
 	m.handshakeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nexmux_handshake_failures_total", Help: "Connections refused before HTTP, by reason.",
+		Name: "nexmux_handshake_failures_total", Help: "Connections refused before HTTP, by reason; malformed_request: an HTTP/1 request net/http answered itself, before nexmux's handler.",
 	}, []string{"reason"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nexmux_reloads_total", Help: "Configuration reloads by result.",
