@@ -284,7 +284,7 @@ var settings = []Setting{
 		Usage: "on SIGTERM, keep accepting this long with /readyz answering 503, so load balancers stop sending first; then drain (0: drain at once)",
 		ptr:   func(c *Config) any { return &c.ShutdownDelay }},
 	{Name: "max-conns", def: DefaultMaxConns, Reload: Restart,
-		Usage: "refuse connections beyond this many, SOCKS5 streams included (0: no limit; default from the fd limit)",
+		Usage: "places (two descriptors each) beyond which connections are refused: a connection or SOCKS5 session takes one, a SOCKS5 stream two, a passthrough stream three (0: no limit; default from the fd limit)",
 		ptr:   func(c *Config) any { return &c.MaxConns }},
 	{Name: "max-conns-per-client", def: DefaultMaxConnsPerClient, Reload: Restart,
 		Usage: "refuse a client address's connections beyond this many, after PROXY protocol (0: no limit; default from --max-conns' default)",

@@ -116,7 +116,7 @@ func New() *Metrics {
 		Name: "nexmux_uploads_in_flight", Help: "Write requests (POST/PATCH/PUT/DELETE) in progress.",
 	}, []string{"route"})
 	m.handshakeFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nexmux_handshake_failures_total", Help: "Connections refused before HTTP, by reason.",
+		Name: "nexmux_handshake_failures_total", Help: "Connections refused before HTTP, by reason; malformed_request: an HTTP/1 request net/http answered itself, before nexmux's handler.",
 	}, []string{"reason"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "nexmux_reloads_total", Help: "Configuration reloads by result.",
@@ -159,7 +159,7 @@ func (m *Metrics) Connections(open func() (int64, int)) {
 	m.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "nexmux_open_connections",
-			Help: "Places taken against --max-conns while it is set: client connections and SOCKS5 streams (a passthrough stream takes three; a SOCKS5 session none before its CONNECT).",
+			Help: "Places taken against --max-conns while it is set: a client connection or SOCKS5 session takes one from accept, a SOCKS5 stream two (its session's among them), a passthrough stream three.",
 		}, func() float64 { n, _ := open(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "nexmux_max_connections",
