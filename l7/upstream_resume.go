@@ -311,7 +311,15 @@ func (b *resumeBody) resume() error {
 		q.Header.Del("If-Range")
 		begin := n.Begin()
 		end := func() { begin(); sl.release() }
+		// While its headers are awaited, n found down (frozen: it never
+		// answers) gives the resume up for the next node, as a first
+		// request's wait does; else it waits the whole header timeout.
+		stopWait := func() bool { return false }
+		if alive := n.Alive(); moveOn && alive.Err() == nil {
+			stopWait = context.AfterFunc(alive, func() { qcancel(errNodeDown) })
+		}
 		resp, err := b.f.next.RoundTrip(q)
+		stopWait()
 		if err != nil {
 			qcancel(nil)
 			end()

@@ -587,7 +587,9 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			if !ok {
 				// Too busy to be asked (not cancelled: another node
 				// knows, or the client left): it may hold the session.
-				if !errors.Is(ctx.Err(), context.Canceled) {
+				// Not one found down, whose slots are held by questions
+				// it never answers: its upload is lost, as below.
+				if !errors.Is(ctx.Err(), context.Canceled) && n.State() != upstream.Down {
 					unasked.Store(true)
 				}
 				return
