@@ -623,6 +623,14 @@ func (s *Server) untrackConn(c *idleConn) {
 // streams end when the router closes their routed side.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.track.Close()
+	// A session still negotiating or waiting for its CONNECT carries
+	// nothing, and the router takes no stream once draining: closed now,
+	// it does not hold the drain until its handshake deadline.
+	s.track.EachConn(func(c net.Conn) {
+		if ic, ok := c.(*idleConn); ok && !ic.isOpen() {
+			ic.end()
+		}
+	})
 	done := s.track.Idle()
 	select {
 	case <-done:
