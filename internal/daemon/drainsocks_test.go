@@ -4,6 +4,10 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,5 +49,56 @@ func TestDrainClosesPendingSOCKS5Sessions(t *testing.T) {
 	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.Read(m[:1]); err == nil {
 		t.Error("pending SOCKS5 session still open after the drain")
+	}
+}
+
+// HTTP/2 requests still waiting for Nexus when --drain-timeout ends, one
+// held at Nexus and others queued for its one place, are answered 503
+// with Retry-After: 1 on their still-open connection, as over HTTP/1,
+// before the connection closes: the client is told to retry, not left
+// with a broken connection, and the access line's 503 is what it got.
+func TestHTTP2RequestsCutAtDrainEndGet503(t *testing.T) {
+	const n = 3
+	cfg := teamRoutes()
+	cfg.DrainTimeout = time.Second
+	cfg.UpstreamMaxConns = 1
+	st, _ := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
+	node := st.NexusNodes[0]
+	cl := &http.Client{Transport: st.Transport()}
+	type answer struct {
+		status, retry string
+		err           error
+	}
+	answers := make(chan answer, n+1)
+	get := func(path string) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+path, nil)
+		req.SetBasicAuth(stack.User, stack.Password)
+		resp, err := cl.Do(req)
+		if err != nil {
+			answers <- answer{err: err}
+			return
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answers <- answer{status: resp.Proto + " " + resp.Status, retry: resp.Header.Get("Retry-After"), err: err}
+	}
+	node.SetBlackhole(true)
+	held := len(node.Requests())
+	go get("/v2/app/manifests/held")
+	waitFor(t, "the first request held at Nexus", func() bool { return len(node.Requests()) > held })
+	for i := range n {
+		go get("/v2/queued/manifests/" + strconv.Itoa(i))
+	}
+	waitFor(t, "the queued requests in nexmux", func() bool { return st.Daemon.Handling() == n+1 })
+	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	for range n + 1 {
+		select {
+		case a := <-answers:
+			if a.err != nil || a.status != "HTTP/2.0 503 Service Unavailable" || a.retry != "1" {
+				t.Errorf("request cut at the drain's end: %q (Retry-After %q), err %v; want HTTP/2.0 503 with Retry-After: 1", a.status, a.retry, a.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a client's request was still open after the drain")
+		}
 	}
 }
