@@ -1,7 +1,11 @@
 package daemon_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -99,6 +103,64 @@ func TestHTTP2RequestsCutAtDrainEndGet503(t *testing.T) {
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a client's request was still open after the drain")
+		}
+	}
+}
+
+// A SOCKS5 stream cut at the drain's end is nexmux's doing: its request
+// gets the access line saying so and its client the 503 (Retry-After: 1)
+// the router answers, and the session no "socks5: ..." error line of its
+// own, which reads as a broken client. The SOCKS listener's drain closed
+// the client's socket itself as the drain ended, before the router's
+// answer and close of the stream came through.
+func TestSOCKS5StreamCutAtDrainEndNotLoggedAsBroken(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.Socks5Listen = "127.0.0.1:0"
+	cfg.DrainTimeout = time.Second
+	st, logs := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
+	node := st.NexusNodes[0]
+	socks := st.Daemon.Addr("socks5").String()
+	const streams = 4
+	answers := make(chan string, streams)
+	node.SetBlackhole(true)
+	held := len(node.Requests())
+	for range streams {
+		code, c := socksHandshake(t, socks, 1, "team-a.nexmux.test", 443)
+		if code != 0 {
+			t.Fatalf("CONNECT: reply %d", code)
+		}
+		defer c.Close()
+		var bound [6]byte // the reply's IPv4 address and port
+		if _, err := io.ReadFull(c, bound[:]); err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Time{})
+		tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.CA.Pool(), NextProtos: []string{"http/1.1"}})
+		if _, err := fmt.Fprintf(tc, "GET /v2/app/manifests/held HTTP/1.1\r\nHost: team-a.nexmux.test\r\nAuthorization: Basic %s\r\n\r\n",
+			base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+			if err != nil {
+				answers <- err.Error()
+				return
+			}
+			resp.Body.Close()
+			answers <- resp.Status + " Retry-After " + resp.Header.Get("Retry-After")
+		}()
+	}
+	waitFor(t, "the requests held at Nexus", func() bool { return len(node.Requests()) >= held+streams })
+	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	if lines := logLines(logs, "msg=request", "drain"); len(lines) != streams {
+		t.Errorf("%d access lines saying the drain cut the request, want %d", len(lines), streams)
+	}
+	if lines := logLines(logs, "socks5: "); len(lines) != 0 {
+		t.Errorf("SOCKS5 sessions cut by the drain's end logged as broken: %q", lines)
+	}
+	for range streams {
+		if a := <-answers; a != "503 Service Unavailable Retry-After 1" {
+			t.Errorf("SOCKS5 client of a request cut at the drain's end got %q, want its 503 with Retry-After: 1", a)
 		}
 	}
 }
