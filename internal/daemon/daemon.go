@@ -529,12 +529,12 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		end := time.Now().Add(CutGrace)
 		cutEnd.Store(end.UnixNano())
 		d.proxy.DrainEnded()
-		// The HTTP/2 handlers the cut woke answer on connections still
-		// open (503, Retry-After: 1): closing those at once would lose the
-		// answers. Half the grace, so those stuck on a stalled client
-		// still end, and are logged, within it; a second signal
-		// (Canceled) closes at once.
-		for half := time.Now().Add(CutGrace / 2); ctx.Err() == context.DeadlineExceeded && d.proxy.Handling() > 0 && time.Now().Before(half); {
+		// The handlers the cut woke answer on connections still open
+		// (503, Retry-After: 1), which then close (keep-alives are off):
+		// closing them at once would lose the answers. Half the grace, so
+		// those stuck on a stalled client still end, and are logged,
+		// within it; a second signal (Canceled) closes at once.
+		for half := time.Now().Add(CutGrace / 2); ctx.Err() == context.DeadlineExceeded && (d.proxy.Handling() > 0 || d.server.HTTPConns() > 0) && time.Now().Before(half); {
 			time.Sleep(5 * time.Millisecond)
 		}
 		cancel()
