@@ -59,6 +59,13 @@ func (c *idleConn) established() {
 	c.touch()
 }
 
+// isOpen reports whether the session's CONNECT was established.
+func (c *idleConn) isOpen() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.open
+}
+
 func (c *idleConn) touch() {
 	c.mu.Lock()
 	open := c.open

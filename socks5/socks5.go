@@ -623,13 +623,42 @@ func (s *Server) untrackConn(c *idleConn) {
 // streams end when the router closes their routed side.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.track.Close()
+	// A session still negotiating or waiting for its CONNECT carries
+	// nothing, and the router takes no stream once draining: closed now,
+	// it does not hold the drain until its handshake deadline.
+	s.track.EachConn(func(c net.Conn) {
+		if ic, ok := c.(*idleConn); ok && !ic.isOpen() {
+			ic.end()
+		}
+	})
 	done := s.track.Idle()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
 	}
-	s.track.CloseConns()
+	// The router's drain ends at the same time and closes the streams'
+	// routed side, after answering what it cut (a 503): closing the
+	// clients here at once would lose that. They are ended (no log line)
+	// only if the router's close has not come through within cutGrace.
+	t := time.NewTimer(cutGrace)
+	select {
+	case <-done:
+	case <-t.C:
+	}
+	t.Stop()
+	s.track.EachConn(func(c net.Conn) {
+		if ic, ok := c.(*idleConn); ok {
+			ic.end()
+		} else {
+			c.Close()
+		}
+	})
 	<-done
 	return ctx.Err()
 }
+
+// cutGrace bounds the wait, once the drain's time is up, for the router to
+// close the streams it cut; within the daemon's own grace for the cut
+// requests (daemon.CutGrace), so the exit is not held longer.
+const cutGrace = time.Second

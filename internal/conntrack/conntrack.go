@@ -111,6 +111,15 @@ func (t *Tracker) CloseConns() {
 	t.mu.Unlock()
 }
 
+// EachConn calls f with every registered connection, under the lock.
+func (t *Tracker) EachConn(f func(net.Conn)) {
+	t.mu.Lock()
+	for c := range t.conns {
+		f(c)
+	}
+	t.mu.Unlock()
+}
+
 // Idle returns a channel closed once every registered goroutine is done.
 // Call it after Close, so no goroutine can be added meanwhile.
 func (t *Tracker) Idle() <-chan struct{} {

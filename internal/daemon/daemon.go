@@ -524,8 +524,19 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	// logged as cut by the drain, not as their clients' errors.
 	sctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var cutEnd atomic.Int64 // when awaitCut gives up, from the cut on
 	stopCut := context.AfterFunc(ctx, func() {
+		end := time.Now().Add(CutGrace)
+		cutEnd.Store(end.UnixNano())
 		d.proxy.DrainEnded()
+		// The handlers the cut woke answer on connections still open
+		// (503, Retry-After: 1), which then close (keep-alives are off):
+		// closing them at once would lose the answers. Half the grace, so
+		// those stuck on a stalled client still end, and are logged,
+		// within it; a second signal (Canceled) closes at once.
+		for half := time.Now().Add(CutGrace / 2); ctx.Err() == context.DeadlineExceeded && (d.proxy.Handling() > 0 || d.server.HTTPConns() > 0) && time.Now().Before(half); {
+			time.Sleep(5 * time.Millisecond)
+		}
 		cancel()
 	})
 	defer stopCut()
@@ -534,7 +545,8 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	if ctx.Err() != nil {
-		d.awaitCut()
+		<-sctx.Done() // the cut has run
+		d.awaitCut(time.Unix(0, cutEnd.Load()))
 	}
 	<-socksDone
 	// No request is left to reuse the connections to Nexus.
@@ -550,13 +562,13 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 // not hold up the exit. A supervisor's stop timeout must cover it too.
 const CutGrace = 2 * time.Second
 
-// awaitCut waits, up to CutGrace, for the requests the drain's end cut to
-// end, so that their access lines and metrics are not lost at exit: the
+// awaitCut waits, until end (CutGrace from the cut), for the requests
+// the drain's end cut to end, so that their access lines and metrics are not lost at exit: the
 // HTTP/1 connections (let go once their handler returned), the requests
 // holding a Nexus connection, and every handler (an HTTP/2 connection is
 // let go before the handlers its close woke have run).
-func (d *Daemon) awaitCut() {
-	for end := time.Now().Add(CutGrace); d.server.HTTPConns() > 0 || d.proxy.NexusInFlight() > 0 || d.proxy.Handling() > 0; {
+func (d *Daemon) awaitCut(end time.Time) {
+	for d.server.HTTPConns() > 0 || d.proxy.NexusInFlight() > 0 || d.proxy.Handling() > 0 {
 		if time.Now().After(end) {
 			d.log.Warn("requests cut at the drain's end still running at exit", "http_conns", d.server.HTTPConns(), "nexus_requests", d.proxy.NexusInFlight(), "handlers", d.proxy.Handling())
 			return

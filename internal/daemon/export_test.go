@@ -13,3 +13,6 @@ func (d *Daemon) Stop(s os.Signal, sig <-chan os.Signal) error { return d.stop(s
 // FailListener reports err as a listener's failure, as a Serve that
 // returned would.
 func (d *Daemon) FailListener(err error) { d.errc <- err }
+
+// Handling is the number of HTTP/2 request handlers running.
+func (d *Daemon) Handling() int { return d.proxy.Handling() }
