@@ -263,64 +263,19 @@ func TestReloadSendsCloseNotifyToReadingClient(t *testing.T) {
 func TestRevokedStalledHTTP2ConnectionCloses(t *testing.T) {
 	ls := newSockets()
 	m := startMuxWith(t, muxConfig{maxConns: 10, sendTimeout: time.Minute, listener: ls.wrap})
-	cfg := m.tlsConfig("team-a.nexmux.test")
-	cfg.NextProtos = []string{"h2"}
-	c, err := tls.Dial("tcp", m.addr, cfg)
+	fr := stalledH2Client(t, m, ls)
+
+	st := *m.srv.State()
+	tab, err := routeTable("team-b.nexmux.test=team-b")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	sock := ls.next(t)
-	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
-		t.Fatalf("negotiated %q, want h2", p)
-	}
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	// Read until the server acknowledged the client's SETTINGS: it has
-	// nothing more to write.
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sf, ok := f.(*http2.SettingsFrame); ok {
-			if sf.IsAck() {
-				break
-			}
-			if err := fr.WriteSettingsAck(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	fillSocket(t, sock)
-
-	st := *m.srv.State()
-	if st.Table, err = routeTable("team-b.nexmux.test=team-b"); err != nil {
-		t.Fatal(err)
-	}
+	st.Table = tab
 	m.srv.Update(&st)
 	// The close (after h2FlushDelay) is waiting on its close_notify when
 	// the client's PING comes.
 	time.Sleep(300 * time.Millisecond)
-	if err := fr.WritePing(false, [8]byte{1}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if active, _ := m.srv.OpenCounts(); active == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the revoked connection is still open 10 s later")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	pingThenClosed(t, m, fr, "the revoked connection")
 }
 
 // The same for an HTTP/2 connection that never sent a request, closed by
@@ -329,13 +284,26 @@ func TestRevokedStalledHTTP2ConnectionCloses(t *testing.T) {
 func TestHeaderTimedOutStalledHTTP2ConnectionCloses(t *testing.T) {
 	ls := newSockets()
 	m := startMuxWith(t, muxConfig{maxConns: 10, sendTimeout: time.Minute, headerTimeout: 500 * time.Millisecond, listener: ls.wrap})
+	fr := stalledH2Client(t, m, ls)
+	// The header timer's close is waiting on its close_notify when the
+	// client's PING comes.
+	time.Sleep(800 * time.Millisecond)
+	pingThenClosed(t, m, fr, "the timed-out connection")
+}
+
+// stalledH2Client opens an HTTP/2 connection to m for team-a, reads until
+// the server has acknowledged its SETTINGS (it has nothing more to write),
+// then stops reading and fills the server's socket (ls's next): the
+// server's next write waits on the client.
+func stalledH2Client(t *testing.T, m *muxServer, ls *sockets) *http2.Framer {
+	t.Helper()
 	cfg := m.tlsConfig("team-a.nexmux.test")
 	cfg.NextProtos = []string{"h2"}
 	c, err := tls.Dial("tcp", m.addr, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	sock := ls.next(t)
 	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("negotiated %q, want h2", p)
@@ -363,9 +331,13 @@ func TestHeaderTimedOutStalledHTTP2ConnectionCloses(t *testing.T) {
 		}
 	}
 	fillSocket(t, sock)
-	// The header timer's close is waiting on its close_notify when the
-	// client's PING comes.
-	time.Sleep(800 * time.Millisecond)
+	return fr
+}
+
+// pingThenClosed sends a PING on fr and waits, up to 10 s, for m to hold no
+// connection (what names it in the failure).
+func pingThenClosed(t *testing.T, m *muxServer, fr *http2.Framer, what string) {
+	t.Helper()
 	if err := fr.WritePing(false, [8]byte{1}); err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +347,7 @@ func TestHeaderTimedOutStalledHTTP2ConnectionCloses(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the timed-out connection is still open 10 s later")
+			t.Fatalf("%s is still open 10 s later", what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

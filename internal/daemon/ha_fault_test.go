@@ -20,6 +20,7 @@ import (
 
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // faultAt is a client transport that switches a fault on just before the
@@ -123,24 +124,7 @@ func TestHAPushUnderNodeFaults(t *testing.T) {
 				st := stack.Start(t, stack.Options{Nodes: 3, Config: cfg})
 				set := st.Runtime.Upstreams.Set()
 				// The largest in-flight count seen at any node.
-				var peak atomic.Int64
-				stop := make(chan struct{})
-				sampled := make(chan struct{})
-				go func() {
-					defer close(sampled)
-					for {
-						for _, n := range set.Table() {
-							if n.InFlight > peak.Load() {
-								peak.Store(n.InFlight)
-							}
-						}
-						select {
-						case <-stop:
-							return
-						case <-time.After(2 * time.Millisecond):
-						}
-					}
-				}()
+				peakOf := samplePeak(set)
 				var victim atomic.Pointer[fixtures.Node]
 				healed := make(chan struct{})
 				heal := func() {
@@ -239,9 +223,7 @@ func TestHAPushUnderNodeFaults(t *testing.T) {
 					}
 					return true
 				})
-				close(stop)
-				<-sampled
-				if p := peak.Load(); p > maxConns {
+				if p := peakOf(); p > maxConns {
 					t.Errorf("a node had %d requests in flight, over --upstream-max-conns %d", p, maxConns)
 				}
 				// Healed: the same push completes and its pull verifies.
@@ -336,24 +318,7 @@ func TestHAPullUnderNodeFaults(t *testing.T) {
 			for _, n := range st.NexusNodes {
 				n.SetSlow(0, 1<<20) // a body takes ~2 s: the fault meets it mid-way
 			}
-			var peak atomic.Int64
-			stop := make(chan struct{})
-			sampled := make(chan struct{})
-			go func() {
-				defer close(sampled)
-				for {
-					for _, n := range set.Table() {
-						if n.InFlight > peak.Load() {
-							peak.Store(n.InFlight)
-						}
-					}
-					select {
-					case <-stop:
-						return
-					case <-time.After(2 * time.Millisecond):
-					}
-				}
-			}()
+			peakOf := samplePeak(set)
 			var victims []*fixtures.Node
 			ca := &cutAfter{next: h1(st), at: 256 << 10, fire: func() {
 				// Layers are read one at a time: the node with a request
@@ -393,9 +358,7 @@ func TestHAPullUnderNodeFaults(t *testing.T) {
 				}
 				return true
 			})
-			close(stop)
-			<-sampled
-			if p := peak.Load(); p > maxConns {
+			if p := peakOf(); p > maxConns {
 				t.Errorf("a node had %d requests in flight, over --upstream-max-conns %d", p, maxConns)
 			}
 		})
@@ -429,4 +392,32 @@ func pullDigestCtx(ctx context.Context, ref string, tr http.RoundTripper) (v1.Ha
 		}
 	}
 	return img.Digest()
+}
+
+// samplePeak samples the largest in-flight count at any of set's nodes,
+// every 2 ms, until the returned function stops it and returns that count.
+func samplePeak(set *upstream.Set) func() int64 {
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			for _, n := range set.Table() {
+				if n.InFlight > peak.Load() {
+					peak.Store(n.InFlight)
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return func() int64 {
+		close(stop)
+		<-sampled
+		return peak.Load()
+	}
 }
