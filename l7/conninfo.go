@@ -53,10 +53,8 @@ type ConnInfo struct {
 	// with nothing forwarded yet, and whether anything was forwarded.
 	refusedInARow atomic.Int32
 	forwarded     atomic.Bool
-	// requested is set by the connection's first request; handled counts
-	// the requests that reached the HTTP stage.
-	requested atomic.Bool
-	handled   atomic.Uint64
+	// handled counts the requests that reached the HTTP stage.
+	handled atomic.Uint64
 	// Revoked is set when a reload removed what the connection depends on
 	// (its route, its load balancer's range): it closes after the
 	// current request.
@@ -74,14 +72,11 @@ type connText struct {
 
 // Requested reports whether a request has reached the HTTP stage on the
 // connection.
-func (ci *ConnInfo) Requested() bool { return ci.requested.Load() }
+func (ci *ConnInfo) Requested() bool { return ci.handled.Load() > 0 }
 
 // MarkRequested records a request reaching the HTTP stage.
 func (ci *ConnInfo) MarkRequested() {
 	ci.handled.Add(1)
-	if !ci.requested.Load() {
-		ci.requested.Store(true)
-	}
 }
 
 // Handled is the number of requests that reached the HTTP stage.
