@@ -96,15 +96,6 @@ func (f failover) resumable(r *http.Request, client context.Context, n *upstream
 	resp.Body = b
 }
 
-// cancelCurrent ends the current node's request, if it can be ended.
-func (b *resumeBody) cancelCurrent(cause error) {
-	b.mu.Lock()
-	if b.cancel != nil {
-		b.cancel(cause)
-	}
-	b.mu.Unlock()
-}
-
 // clientLeft is the HTTP/2 client's reset: it ends the current request,
 // and any a resume under way sends (watch).
 func (b *resumeBody) clientLeft() {
