@@ -78,8 +78,8 @@ func (f failover) resumable(r *http.Request, client context.Context, n *upstream
 	case resp.StatusCode == http.StatusOK && resp.ContentLength > 0:
 		b.start, b.end, b.total = 0, resp.ContentLength-1, resp.ContentLength
 	case resp.StatusCode == http.StatusPartialContent:
-		s, e, t, ok := contentRange(resp.Header.Get("Content-Range"))
-		if !ok || resp.ContentLength >= 0 && resp.ContentLength != e-s+1 {
+		s, e, t, ok := partOf(resp)
+		if !ok {
 			return
 		}
 		b.start, b.end, b.total = s, e, t
@@ -155,6 +155,16 @@ func (b *resumeBody) unwatch() {
 		b.cancel = nil
 	}
 	b.mu.Unlock()
+}
+
+// partOf is a 206's one range: its Content-Range, whose length its
+// Content-Length (when given) must agree with.
+func partOf(resp *http.Response) (s, e, t int64, ok bool) {
+	s, e, t, ok = contentRange(resp.Header.Get("Content-Range"))
+	if !ok || resp.ContentLength >= 0 && resp.ContentLength != e-s+1 {
+		return 0, 0, 0, false
+	}
+	return s, e, t, true
 }
 
 // contentRange parses "bytes S-E/T".
@@ -321,9 +331,8 @@ func (b *resumeBody) resume() error {
 			b.node = n
 			continue
 		}
-		s, e, t, ok := contentRange(resp.Header.Get("Content-Range"))
-		if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total ||
-			resp.ContentLength >= 0 && resp.ContentLength != e-s+1 {
+		s, e, t, ok := partOf(resp)
+		if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
 			resp.Body.Close()
 			qcancel(nil)
 			end()
