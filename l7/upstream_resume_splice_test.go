@@ -19,40 +19,14 @@ import (
 func TestResumeNeverSplicesAnotherLength(t *testing.T) {
 	blob, digest := resumeBlob()
 	other := []byte(strings.Repeat("ZYXWVUTSRQPONMLK", 9<<10))
-	var cutter atomic.Pointer[string]
-	var ranged atomic.Int64
-	h := func(w http.ResponseWriter, r *http.Request) {
-		if !strings.Contains(r.URL.Path, "/repository/") {
+	resp, body := cutThenServe(t, blob, digest, func(w http.ResponseWriter, r *http.Request) {
+		if serveRange(w, r, other) {
 			return
 		}
-		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
-		if c := cutter.Load(); c == nil || *c != local {
-			ranged.Add(1)
-			if serveRange(w, r, other) {
-				return
-			}
-			w.Header().Set("Content-Length", strconv.Itoa(len(other)))
-			w.Write(other)
-			return
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-		w.Write(blob[:len(blob)/2])
-		w.(http.Flusher).Flush()
-		panic(http.ErrAbortHandler)
-	}
-	a, b := startNode(t, h), startNode(t, h)
-	addr, up := haProxy(t, io.Discard, 0, a, b)
-	if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
-		a, b = b, a
-	}
-	cutter.Store(&a.addr)
-	resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
-	if ranged.Load() == 0 {
-		t.Fatal("no resume was asked of the other node")
-	}
-	if resp.StatusCode != http.StatusOK || len(body) >= len(blob) || body != string(blob[:len(body)]) {
-		t.Fatalf("%s, %d bytes (prefix of the blob: %v); want the cut blob's first bytes only", resp.Status, len(body), body == string(blob[:min(len(body), len(blob))]))
-	}
+		w.Header().Set("Content-Length", strconv.Itoa(len(other)))
+		w.Write(other)
+	})
+	wantCutPrefix(t, resp, body, blob)
 }
 
 // A resumed 206 that carries more bytes than its Content-Range names (a
@@ -64,45 +38,21 @@ func TestResumeTakesOnlyTheRangeBytes(t *testing.T) {
 	blob, digest := resumeBlob()
 	for _, chunked := range []bool{false, true} {
 		t.Run(map[bool]string{false: "content-length", true: "chunked"}[chunked], func(t *testing.T) {
-			var cutter atomic.Pointer[string]
-			var ranged atomic.Int64
-			h := func(w http.ResponseWriter, r *http.Request) {
-				if !strings.Contains(r.URL.Path, "/repository/") {
+			resp, body := cutThenServe(t, blob, digest, func(w http.ResponseWriter, r *http.Request) {
+				var from, to int
+				if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &from, &to); err != nil {
+					w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+					w.Write(blob)
 					return
 				}
-				local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
-				if c := cutter.Load(); c == nil || *c != local {
-					var from, to int
-					if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &from, &to); err != nil {
-						w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-						w.Write(blob)
-						return
-					}
-					ranged.Add(1)
-					extra := append(append([]byte{}, blob[from:to+1]...), "EXTRA BYTES"...)
-					w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
-					if !chunked {
-						w.Header().Set("Content-Length", strconv.Itoa(len(extra)))
-					}
-					w.WriteHeader(http.StatusPartialContent)
-					w.Write(extra)
-					return
+				extra := append(append([]byte{}, blob[from:to+1]...), "EXTRA BYTES"...)
+				w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+				if !chunked {
+					w.Header().Set("Content-Length", strconv.Itoa(len(extra)))
 				}
-				w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
-				w.Write(blob[:len(blob)/2])
-				w.(http.Flusher).Flush()
-				panic(http.ErrAbortHandler)
-			}
-			a, b := startNode(t, h), startNode(t, h)
-			addr, up := haProxy(t, io.Discard, 0, a, b)
-			if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
-				a, b = b, a
-			}
-			cutter.Store(&a.addr)
-			resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
-			if ranged.Load() == 0 {
-				t.Fatal("no resume was asked of the other node")
-			}
+				w.WriteHeader(http.StatusPartialContent)
+				w.Write(extra)
+			})
 			if chunked {
 				if resp.StatusCode != http.StatusOK || body != string(blob) {
 					t.Fatalf("%s, %d bytes (the blob is %d; equal: %v); want the whole blob, resumed", resp.Status, len(body), len(blob), body == string(blob))
@@ -111,9 +61,52 @@ func TestResumeTakesOnlyTheRangeBytes(t *testing.T) {
 			}
 			// A Content-Length that contradicts the range is no answer
 			// to resume with: the client gets the cut blob's first bytes.
-			if resp.StatusCode != http.StatusOK || len(body) >= len(blob) || body != string(blob[:len(body)]) {
-				t.Fatalf("%s, %d bytes (prefix of the blob: %v); want the cut blob's first bytes only", resp.Status, len(body), body == string(blob[:min(len(body), len(blob))]))
-			}
+			wantCutPrefix(t, resp, body, blob)
 		})
+	}
+}
+
+// cutThenServe GETs blob through two nodes: the first in rendezvous order
+// sends half of it and breaks off, the other answers with serve, which
+// must be asked for a range (the resume) at least once.
+func cutThenServe(t *testing.T, blob []byte, digest string, serve http.HandlerFunc) (*http.Response, string) {
+	t.Helper()
+	var cutter atomic.Pointer[string]
+	var asked atomic.Int64
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return
+		}
+		local := r.Context().Value(http.LocalAddrContextKey).(net.Addr).String()
+		if c := cutter.Load(); c == nil || *c != local {
+			if r.Header.Get("Range") != "" {
+				asked.Add(1)
+			}
+			serve(w, r)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		w.Write(blob[:len(blob)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	a, b := startNode(t, h), startNode(t, h)
+	addr, up := haProxy(t, io.Discard, 0, a, b)
+	if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host != a.addr {
+		a = b
+	}
+	cutter.Store(&a.addr)
+	resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
+	if asked.Load() == 0 {
+		t.Fatal("no resume was asked of the other node")
+	}
+	return resp, body
+}
+
+// wantCutPrefix: the client got a 200 with the blob's first bytes only.
+func wantCutPrefix(t *testing.T, resp *http.Response, body string, blob []byte) {
+	t.Helper()
+	if resp.StatusCode != http.StatusOK || len(body) >= len(blob) || body != string(blob[:len(body)]) {
+		t.Fatalf("%s, %d bytes (prefix of the blob: %v); want the cut blob's first bytes only", resp.Status, len(body), body == string(blob[:min(len(body), len(blob))]))
 	}
 }
