@@ -379,8 +379,9 @@ func pullDigestCtx(ctx context.Context, ref string, tr http.RoundTripper) (v1.Ha
 	if err != nil {
 		return v1.Hash{}, err
 	}
+	// Read every layer: the digests verify as they stream.
 	for _, l := range ls {
-		rc, err := l.Compressed() // verifies the digest as it streams
+		rc, err := l.Compressed()
 		if err != nil {
 			return v1.Hash{}, err
 		}

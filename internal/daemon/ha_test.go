@@ -117,33 +117,10 @@ func haPush(t *testing.T, ref string, img v1.Image, tr http.RoundTripper) error 
 
 func pullDigest(t *testing.T, ref string, tr http.RoundTripper) (v1.Hash, error) {
 	t.Helper()
-	r, err := name.ParseReference(ref)
-	if err != nil {
+	if _, err := name.ParseReference(ref); err != nil {
 		t.Fatal(err)
 	}
-	img, err := remote.Image(r, remote.WithContext(t.Context()), remote.WithTransport(tr),
-		remote.WithAuth(&authn.Basic{Username: stack.User, Password: stack.Password}))
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	// Read every layer: the digests verify as they stream.
-	ls, err := img.Layers()
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	for _, l := range ls {
-		rc, err := l.Compressed()
-		if err != nil {
-			return v1.Hash{}, err
-		}
-		if _, err := io.Copy(io.Discard, rc); err != nil {
-			return v1.Hash{}, err
-		}
-		if err := rc.Close(); err != nil {
-			return v1.Hash{}, err
-		}
-	}
-	return img.Digest()
+	return pullDigestCtx(t.Context(), ref, tr)
 }
 
 // Three replicas take a chunked multi-layer push round-robin, one request
