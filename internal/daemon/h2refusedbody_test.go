@@ -84,19 +84,8 @@ func (u *refusedUploadConn) state() (string, int64) {
 // of each request in flight.
 func TestHTTP2RefusedUploadHoldsNoBody(t *testing.T) {
 	const limit = 4
-	cfg := teamRoutes()
-	cfg.MaxRequestsPerClient = limit
-	cfg.MaxConnsPerClient = 64
-	st := stack.Start(t, stack.Options{Config: cfg})
-
-	// limit answers from Nexus, none delivered: the address's requests
-	// in flight.
-	held := dialShutH2(t, st)
-	held.get(t, st, limit)
-	waitFor(t, "the held streams' answers", func() bool {
-		got, ok := held.settled(limit)
-		return ok && got["200"] == limit
-	})
+	// The address's requests in flight: limit answers, none delivered.
+	st := heldAnswersStack(t, limit)
 
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
 	chunk := make([]byte, 64<<10)

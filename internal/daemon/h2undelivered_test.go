@@ -100,18 +100,8 @@ func (s *shutH2Conn) settled(n int) (map[string]int, bool) {
 // connections (~2 MiB a connection) for a minute at a time.
 func TestHTTP2UndeliveredAnswersCountPerClient(t *testing.T) {
 	const limit = 4
-	cfg := teamRoutes()
-	cfg.MaxRequestsPerClient = limit
-	cfg.MaxConnsPerClient = 64
-	st := stack.Start(t, stack.Options{Config: cfg})
-
 	// limit answers from Nexus, none of them delivered.
-	held := dialShutH2(t, st)
-	held.get(t, st, limit)
-	waitFor(t, "the held streams' answers", func() bool {
-		got, ok := held.settled(limit)
-		return ok && got["200"] == limit
-	})
+	st := heldAnswersStack(t, limit)
 	// Those requests are still in flight: the same address is refused.
 	cl := &http.Client{Transport: transportFrom(st, "127.0.0.1")}
 	req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "https://"+st.Host("team-a")+"/v2/", nil)
@@ -156,4 +146,22 @@ func TestHTTP2UndeliveredAnswersCountPerClient(t *testing.T) {
 	if total["429"]+total["reset"] != conns*each {
 		t.Errorf("outcomes: %v, want only 429s and resets", total)
 	}
+}
+
+// heldAnswersStack starts a stack with --max-requests-per-client limit and
+// has 127.0.0.1 hold limit answers from Nexus it never takes (its HTTP/2
+// window shut): requests in flight until --send-timeout.
+func heldAnswersStack(t *testing.T, limit int) *stack.Stack {
+	t.Helper()
+	cfg := teamRoutes()
+	cfg.MaxRequestsPerClient = limit
+	cfg.MaxConnsPerClient = 64
+	st := stack.Start(t, stack.Options{Config: cfg})
+	held := dialShutH2(t, st)
+	held.get(t, st, limit)
+	waitFor(t, "the held streams' answers", func() bool {
+		got, ok := held.settled(limit)
+		return ok && got["200"] == limit
+	})
+	return st
 }
