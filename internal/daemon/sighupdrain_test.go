@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,11 +27,7 @@ import (
 // watcher does then) and readiness stays off; during the drain it is
 // ignored, and the log says so.
 func TestSIGHUPDuringShutdownDelayAndDrain(t *testing.T) {
-	// Signals to this process must never end it, before Run takes them
-	// or after it returns.
-	guard := make(chan os.Signal, 1)
-	signal.Notify(guard, syscall.SIGHUP, syscall.SIGTERM)
-	defer signal.Stop(guard)
+	guardSignals(t)
 
 	nx, err := fixtures.New(fixtures.Config{Repos: stack.TeamRepos("team-a", "team-b"), Users: map[string]string{stack.User: stack.Password}, DataDir: t.TempDir()})
 	if err != nil {

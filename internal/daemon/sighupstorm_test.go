@@ -19,11 +19,7 @@ import (
 // not take the place of the SIGTERM (the kubelet or systemd sends it once,
 // then SIGKILL: no drain).
 func TestSIGTERMBehindSIGHUPStormStops(t *testing.T) {
-	// Signals to this process must never end it, before Run takes them
-	// or after it returns.
-	guard := make(chan os.Signal, 1)
-	signal.Notify(guard, syscall.SIGHUP, syscall.SIGTERM)
-	defer signal.Stop(guard)
+	guardSignals(t)
 
 	c := config.Defaults()
 	c.Listen = "127.0.0.1:0"
@@ -76,4 +72,12 @@ func TestSIGTERMBehindSIGHUPStormStops(t *testing.T) {
 		kill(syscall.SIGTERM)
 		<-done
 	}
+}
+
+// guardSignals keeps SIGHUP and SIGTERM sent to this process from ending
+// it, before Run takes them or after it returns, until t ends.
+func guardSignals(t *testing.T) {
+	guard := make(chan os.Signal, 1)
+	signal.Notify(guard, syscall.SIGHUP, syscall.SIGTERM)
+	t.Cleanup(func() { signal.Stop(guard) })
 }
