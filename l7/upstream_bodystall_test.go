@@ -56,11 +56,7 @@ func TestBlobBodyStalledAtNexusMovesOn(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || body != string(blob) {
 		t.Fatalf("%s, %d of %d bytes (the blob: %v); want the whole blob, resumed from the other node", resp.Status, len(body), len(blob), body == string(blob))
 	}
-	select {
-	case <-gone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stalled node's request is still open")
-	}
+	endsWithin10s(t, gone, "the stalled node's request is still open")
 }
 
 // With one node, the client of a stalled body gets the cut (a short body)
@@ -84,11 +80,7 @@ func TestBlobBodyStalledAtLoneNodeIsCut(t *testing.T) {
 	if err == nil || ctx.Err() != nil || len(got) >= len(blob) {
 		t.Fatalf("%d of %d bytes, err %v (client deadline passed: %v); want the cut, before the client gives up", len(got), len(blob), err, ctx.Err() != nil)
 	}
-	select {
-	case <-gone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stalled node's request is still open")
-	}
+	endsWithin10s(t, gone, "the stalled node's request is still open")
 }
 
 // An HTTP/2 client that resets its blob download while Nexus sends
@@ -114,11 +106,7 @@ func TestH2ResetBlobDownloadEndsTheNexusRequest(t *testing.T) {
 	}
 	cancel() // RST_STREAM
 	resp.Body.Close()
-	select {
-	case <-gone:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the Nexus request of a reset stream is still open")
-	}
+	endsWithin10s(t, gone, "the Nexus request of a reset stream is still open")
 }
 
 // An HTTP/2 client that resets its stream while its download is being
@@ -180,9 +168,15 @@ func TestH2ResetDuringResumeEndsTheResumedRequest(t *testing.T) {
 	// (were it later, the reset would end the resumed request anyway).
 	time.Sleep(200 * time.Millisecond)
 	close(reset)
+	endsWithin10s(t, gone, "the resumed Nexus request of a stream reset during the resume is still open")
+}
+
+// endsWithin10s fails t unless gone is closed within 10 s.
+func endsWithin10s(t *testing.T, gone <-chan struct{}, stillOpen string) {
+	t.Helper()
 	select {
 	case <-gone:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the resumed Nexus request of a stream reset during the resume is still open")
+		t.Fatal(stillOpen)
 	}
 }
