@@ -71,6 +71,12 @@ var upstreamBodyReadTimeout atomic.Int64
 
 func init() { upstreamBodyReadTimeout.Store(int64(upstreamResponseHeaderTimeout)) }
 
+// upstreamReadStallTimeout bounds each read from a Nexus connection (see
+// upstreamConn.Read). Atomic: tests shorten it.
+var upstreamReadStallTimeout atomic.Int64
+
+func init() { upstreamReadStallTimeout.Store(int64(upstreamResponseHeaderTimeout + 30*time.Second)) }
+
 // NewTransport returns the pooled transport nexmux uses towards Nexus.
 func NewTransport() *http.Transport { return newTransport(upstreamDial, nil) }
 
