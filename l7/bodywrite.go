@@ -3,6 +3,7 @@ package l7
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -54,27 +55,96 @@ type upstreamConn struct {
 	deadline atomic.Int64
 	// armed is the socket's write deadline (unix ns, 0: none).
 	armed atomic.Int64
-	conns *upstreamConns // tracking it (nil: none)
+	// readDeadline and readArmed are the same for reads; wrote is when the
+	// last write returned (unix ns).
+	readDeadline atomic.Int64
+	readArmed    atomic.Int64
+	wrote        atomic.Int64
+	conns        *upstreamConns // tracking it (nil: none)
 }
 
 func (c *upstreamConn) SetWriteDeadline(t time.Time) error {
-	c.keep(t)
+	keep(t, &c.deadline, &c.armed)
 	return c.Conn.SetWriteDeadline(t)
 }
 
+func (c *upstreamConn) SetReadDeadline(t time.Time) error {
+	keep(t, &c.readDeadline, &c.readArmed)
+	return c.Conn.SetReadDeadline(t)
+}
+
 func (c *upstreamConn) SetDeadline(t time.Time) error {
-	c.keep(t)
+	keep(t, &c.deadline, &c.armed)
+	keep(t, &c.readDeadline, &c.readArmed)
 	return c.Conn.SetDeadline(t)
 }
 
-func (c *upstreamConn) keep(t time.Time) {
+// keep records a deadline the connection's user set, and that the socket
+// has it.
+func keep(t time.Time, own, armed *atomic.Int64) {
 	var ns int64
 	if !t.IsZero() {
 		ns = t.UnixNano()
 	}
-	c.deadline.Store(ns)
-	c.armed.Store(ns)
+	own.Store(ns)
+	armed.Store(ns)
 }
+
+// rearm moves the socket's deadline (set) to due when it is past, later
+// than due, or more than a sixteenth of timeout early: moving its timer
+// costs more than a small request's read or write, so it moves about once
+// per timeout/16 on a busy connection; one that comes early is moved then.
+func rearm(armed *atomic.Int64, set func(time.Time) error, now, due, timeout int64) {
+	if a := armed.Load(); a <= now || a > due || due-a > timeout/16 {
+		armed.Store(due)
+		_ = set(time.Unix(0, due))
+	}
+}
+
+// sooner is due, or the user's own deadline when that is set and sooner.
+func sooner(due int64, own *atomic.Int64) int64 {
+	if o := own.Load(); o != 0 && o < due {
+		return o
+	}
+	return due
+}
+
+// Read must bring something within upstreamReadStallTimeout of when it
+// began or of the last write to the connection, whichever is later
+// (nginx's proxy_read_timeout, between two reads): a node that stops
+// sending an answer mid-body fails its read, which ends the request and
+// its connection, instead of holding the client and a Jetty thread for
+// good. A blob's body has its own, shorter, timer, which resumes the
+// download elsewhere (resumeBody). The wait for an answer's headers is
+// the Transport's (upstreamResponseHeaderTimeout, shorter too): its
+// timeout is final, where a failed read on a reused connection would have
+// the Transport send the request again. The Transport's read of the next
+// answer begins as soon as the last one ends, before the request is sent:
+// the last write is what an upload's wait counts from.
+func (c *upstreamConn) Read(b []byte) (int, error) {
+	timeout := upstreamReadStallTimeout.Load()
+	began := time.Now().UnixNano()
+	now := began
+	for {
+		due := max(began, c.wrote.Load()) + timeout
+		if now >= due {
+			return 0, errReadStalled
+		}
+		rearm(&c.readArmed, c.Conn.SetReadDeadline, now, sooner(due, &c.readDeadline), timeout)
+		n, err := c.Conn.Read(b)
+		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		now = time.Now().UnixNano()
+		if own := c.readDeadline.Load(); own != 0 && own <= now {
+			return n, err // the user's own deadline
+		}
+	}
+}
+
+// errReadStalled fails a read from Nexus that brought nothing within
+// upstreamReadStallTimeout.
+var errReadStalled = fmt.Errorf("Nexus sent nothing within the read timeout: %w", os.ErrDeadlineExceeded)
 
 type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -101,25 +171,20 @@ func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 // due afresh for each write and after each partial one, so only a node that
 // takes no byte for that long fails it, never a long or slow upload. A
 // stop after a partial write is seen at the deadline: up to twice as long.
-// The socket's deadline is moved only once it is more than a sixteenth of
-// the timeout early (moving its timer costs more than writing a small
-// request); one that comes early is moved then, so none fails a write early.
+// The socket's deadline is moved lazily (rearm); one that comes early is
+// moved then, so none fails a write early. When it returns is when a read's
+// wait for the answer counts from (Read).
 func (c *upstreamConn) Write(b []byte) (int, error) {
 	timeout := upstreamSendTimeout.Load()
 	written := 0
 	var due int64 // 0: a fresh deadline
+	defer func() { c.wrote.Store(time.Now().UnixNano()) }()
 	for {
 		now := time.Now().UnixNano()
 		if due == 0 {
-			due = now + timeout
-			if own := c.deadline.Load(); own != 0 && own < due {
-				due = own
-			}
+			due = sooner(now+timeout, &c.deadline)
 		}
-		if a := c.armed.Load(); a <= now || a > due || due-a > timeout/16 {
-			c.armed.Store(due)
-			_ = c.Conn.SetWriteDeadline(time.Unix(0, due))
-		}
+		rearm(&c.armed, c.Conn.SetWriteDeadline, now, due, timeout)
 		n, err := c.Conn.Write(b[written:])
 		written += n
 		switch {

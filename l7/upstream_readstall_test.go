@@ -48,12 +48,15 @@ func TestSmallAnswerStalledAtNexusIsCut(t *testing.T) {
 				addr, _ := haProxy(t, io.Discard, 0, a)
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
+				// The cut: a short body, or, when none of the answer had
+				// left nexmux yet (net/http holds a small one's first
+				// bytes), the connection closed with no answer.
+				var got []byte
 				resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(teamRequest(addr, http.MethodGet, path, nil).WithContext(ctx))
-				if err != nil {
-					t.Fatal(err)
+				if err == nil {
+					got, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
 				}
-				got, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
 				if err == nil || ctx.Err() != nil || len(got) >= len(answer) {
 					t.Fatalf("%d of %d bytes, err %v (client deadline passed: %v); want the cut, before the client gives up", len(got), len(answer), err, ctx.Err() != nil)
 				}
