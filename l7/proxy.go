@@ -53,6 +53,10 @@ const (
 	copyBufferSize = 512 << 10
 	// smallCopyBufferSize fits two full TLS records.
 	smallCopyBufferSize = 32 << 10
+	// upstreamMaxResponseHeaderBytes bounds an answer's headers from Nexus
+	// (net/http's default is 10 MiB, per request in flight): Jetty sends
+	// at most its responseHeaderSize, 8 KiB unless raised.
+	upstreamMaxResponseHeaderBytes = 256 << 10
 )
 
 // upstreamSendTimeout bounds each write to Nexus (Sonatype's own
@@ -92,13 +96,14 @@ func newTransport(dial dialFunc, conns *upstreamConns) *http.Transport {
 		dial = conns.trackedDial(dial)
 	}
 	return &http.Transport{
-		Proxy:                 nil, // never an environment proxy between nexmux and Nexus
-		DialContext:           dial,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       upstreamIdleTimeout,
-		ResponseHeaderTimeout: upstreamResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
+		Proxy:                  nil, // never an environment proxy between nexmux and Nexus
+		DialContext:            dial,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        upstreamIdleTimeout,
+		ResponseHeaderTimeout:  upstreamResponseHeaderTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: upstreamMaxResponseHeaderBytes,
 		// Pass Content-Encoding through untouched; decompressing would
 		// change digests' byte streams.
 		DisableCompression: true,
