@@ -437,9 +437,14 @@ func (c *Config) IptablesProblems() error {
 // addrPort checks a [HOST]:PORT setting and returns its port (0 allowed:
 // any free port, as tests use).
 func addrPort(flag, addr string) (int, error) {
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return 0, fmt.Errorf("%s %q: want [HOST]:PORT: %v", flag, addr, err)
+	}
+	// net.Listen looks the host up as written: one with a blank or a byte
+	// no host name has would pass here and fail only at bind.
+	if _, err := netip.ParseAddr(host); host != "" && err != nil && !route.IsHostName(strings.TrimSuffix(host, ".")) {
+		return 0, fmt.Errorf("%s %q: %q is not a host name or IP address", flag, addr, host)
 	}
 	p, ok := route.ParsePort(port)
 	if !ok {
