@@ -1009,6 +1009,24 @@ func TestUnreadableFileListsTheOtherProblemsToo(t *testing.T) {
 	}
 }
 
+// check reports the iptables settings the command line and environment
+// give (TestCheckReportsIptablesSettings) when the config file cannot be
+// read too: a bad --chain or NEXMUX_FAMILIES was named only once the file
+// was back.
+func TestUnreadableFileListsIptablesProblemsToo(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	t.Setenv("NEXMUX_FAMILIES", "iptables,nft")
+	_, errs, code := run(t, "check", "--config", missing, "--chain", "PREROUTING")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{missing, `chain "PREROUTING" is a built-in chain`, `family "nft"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}
+
 // A bad value that came from the environment says so, whatever its type:
 // the flag's name alone sends the reader to a command line that lacks it.
 func TestBadEnvValuesNameTheirVariable(t *testing.T) {
