@@ -400,6 +400,11 @@ func newApp() *cli.App {
 					b, err := build(c)
 					if b != nil {
 						err = errlist.Join(err, b.Config.IptablesProblems())
+					} else if rest, _ := loadSettings(c, ""); rest != nil {
+						// The file could not be read: the command line's
+						// and environment's iptables settings are still
+						// checked, as build checks the others.
+						err = errlist.Join(err, rest.IptablesProblems())
 					}
 					if err != nil {
 						return invalid(err)
