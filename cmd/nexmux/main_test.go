@@ -914,6 +914,28 @@ func TestIptablesDeleteWithoutItsConfigFileEveryProblem(t *testing.T) {
 	}
 }
 
+// iptables (applying, not --delete) with its config file unreadable still
+// checks what the command line and environment give, as check does: a bad
+// --port, --listen, --chain or --families came only once the file was
+// back. A port route is not compared with the default listen port, which
+// the file may have changed.
+func TestIptablesUnreadableFileListsTheOtherProblemsToo(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone.yaml")
+	_, errs, code := run(t, "iptables", "--config", missing, "--port", "bad", "--listen", ":x", "--chain", "PREROUTING", "--families", "nft")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{missing, `port "bad"`, `listen ":x"`, `chain "PREROUTING" is a built-in chain`, `family "nft"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	_, errs, code = run(t, "iptables", "--config", missing, "--port", "8443=team-a")
+	if code != exitInvalid || !strings.Contains(errs, missing) || strings.Contains(errs, "listen port") {
+		t.Errorf("--port 8443=team-a, listen from the missing file: exit %d, want the file alone:\n%s", code, errs)
+	}
+}
+
 // Every certificate and key path that cannot be read is named in the one
 // run, the key of a pair whose certificate is missing too, and a --cert
 // left without a --key: a script fixing its mounts one run at a time
