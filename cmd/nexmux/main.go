@@ -24,6 +24,7 @@ import (
 	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/internal/memtrim"
+	"github.com/nexmux/nexmux/route"
 )
 
 // exitInvalid is the status for invalid flags or configuration.
@@ -458,12 +459,15 @@ func ignoreForDelete(c *cli.Context, err error) error {
 // file may go before the rules. --delete needs the chain alone, so one
 // given by flag or environment is enough, and the file is a warning. Without
 // one the file may have named another chain, and the default chain's rules
-// may be another instance's: refused, saying what to give. A nil Config
-// comes with the error to report.
+// may be another instance's: refused, saying what to give. Without
+// --delete it is refused too, with the command line's problems. A nil
+// Config comes with the error to report.
 func deleteWithoutFile(c *cli.Context, fileErr error) (*config.Config, error) {
 	cfg, err := loadSettings(c, "")
 	if !cfg.IptablesDelete {
-		return nil, fileErr
+		// What the command line and environment gave is still checked,
+		// every problem at once, as check does.
+		return nil, errlist.Join(fileErr, portRouteProblems(c, cfg), cfg.IptablesProblems())
 	}
 	// An empty --chain (a script's unset variable) is the default: no
 	// chain named either.
@@ -488,6 +492,19 @@ func deleteWithoutFile(c *cli.Context, fileErr error) (*config.Config, error) {
 	}
 	printWarnings(c, warnings)
 	return cfg, err
+}
+
+// portRouteProblems are those of the --port routes and --listen of cfg, a
+// configuration without its file: a port route is compared with the listen
+// port only when the command line or environment gave it, as the file may
+// have named another.
+func portRouteProblems(c *cli.Context, cfg *config.Config) error {
+	if c.IsSet("listen") {
+		_, _, err := cfg.PortRoutes()
+		return err
+	}
+	_, err := route.Build(route.Spec{Ports: cfg.Port})
+	return err
 }
 
 // printWarnings writes what a command found valid but not as meant.
