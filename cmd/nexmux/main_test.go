@@ -1049,6 +1049,22 @@ func TestUnreadableFileListsIptablesProblemsToo(t *testing.T) {
 	}
 }
 
+// With the config file unreadable, a port route is not compared with the
+// default listen port: the file may have named another (listen: ":9443"),
+// and "8443 is the --listen port" sent the reader to move a route that was
+// fine. Given on the command line, the listen port is compared.
+func TestUnreadableFileLeavesTheListenPortOpen(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	_, errs, code := run(t, "check", "--config", missing, "--port", "8443=team-a")
+	if code != exitInvalid || !strings.Contains(errs, missing) || strings.Contains(errs, "listen port") {
+		t.Errorf("--port 8443=team-a, listen from the missing file: exit %d, want the file alone:\n%s", code, errs)
+	}
+	_, errs, _ = run(t, "check", "--config", missing, "--port", "8443=team-a", "--listen", ":8443")
+	if !strings.Contains(errs, "8443 is the --listen port") {
+		t.Errorf("--port 8443=team-a --listen :8443: the clash is not named:\n%s", errs)
+	}
+}
+
 // A bad value that came from the environment says so, whatever its type:
 // the flag's name alone sends the reader to a command line that lacks it.
 func TestBadEnvValuesNameTheirVariable(t *testing.T) {
