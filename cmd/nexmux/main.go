@@ -185,6 +185,11 @@ func build(c *cli.Context) (*config.Runtime, error) {
 			// run names every problem; what the file may have completed
 			// (routes, certificates, a pair of settings) is not asked.
 			if rest, _ := loadSettings(c, ""); rest != nil {
+				if !c.IsSet("listen") {
+					// The file may have named another listen port: any
+					// free port, which no port route is compared with.
+					rest.Listen = ":0"
+				}
 				_, berr := rest.Build()
 				_, berr = setAside(berr, func(e error) (error, bool) { return e, config.Relational(e) })
 				err = errlist.Join(err, envNoted(c, berr))
