@@ -1065,6 +1065,30 @@ func TestUnreadableFileLeavesTheListenPortOpen(t *testing.T) {
 	}
 }
 
+// With the config file unreadable, a setting whose other half the file may
+// give is not refused for the want of it (README: "the other half of a pair
+// of settings"): a --key whose --cert the file names, a --drain-upstream
+// node among the file's --upstream. A path given that cannot be read is
+// still named.
+func TestUnreadableFileAsksForNoOtherHalf(t *testing.T) {
+	_, key := certFiles(t)
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	_, errs, code := run(t, "check", "--config", missing, "--key", key, "--key", "/nonexistent.key", "--drain-upstream", "http://nexus-1:8081")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{missing, "/nonexistent.key"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	for _, noise := range []string{"paired by position", "not one of the --upstream nodes"} {
+		if strings.Contains(errs, noise) {
+			t.Errorf("stderr has %q, whose other half the file may have given:\n%s", noise, errs)
+		}
+	}
+}
+
 // A bad value that came from the environment says so, whatever its type:
 // the flag's name alone sends the reader to a command line that lacks it.
 func TestBadEnvValuesNameTheirVariable(t *testing.T) {
