@@ -712,8 +712,11 @@ type relationError struct{ error }
 func (e relationError) Unwrap() error { return e.error }
 
 // Relational reports a problem of Build's about how settings go together:
-// with the config file unreadable, the file may have held its other half.
-func Relational(err error) bool { return errors.As(err, new(relationError)) }
+// with the config file unreadable, the file may have held its other half
+// (the --cert of a --key, the --upstream a drained node is among).
+func Relational(err error) bool {
+	return errors.As(err, new(relationError)) || errors.Is(err, mux.ErrUnpaired) || errors.Is(err, upstream.ErrNotANode)
+}
 
 // needsCert: port routes may be plain HTTP and passthrough routes bring
 // their own TLS; everything else terminates TLS here.
