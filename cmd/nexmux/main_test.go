@@ -1121,6 +1121,42 @@ func TestBadEnvValuesNameTheirVariable(t *testing.T) {
 	}
 }
 
+// The iptables settings' problems, and every problem of nexmux iptables,
+// name the variable a bad value came from too (README: "whatever the
+// setting's type"): NEXMUX_CHAIN=PREROUTING was refused without it.
+func TestIptablesEnvValuesNameTheirVariable(t *testing.T) {
+	t.Setenv("NEXMUX_CHAIN", "PREROUTING")
+	t.Setenv("NEXMUX_FAMILIES", "iptables,nft")
+	endsWith := func(cmd, errs, want, env string) {
+		t.Helper()
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, want) {
+				if !strings.HasSuffix(l, "(from "+env+")") {
+					t.Errorf("%s: the line of %s does not end with (from %s): %q", cmd, want, env, l)
+				}
+				return
+			}
+		}
+		t.Errorf("%s: stderr lacks %q:\n%s", cmd, want, errs)
+	}
+	_, errs, code := run(t, "check", "--port", "8082=team-a")
+	if code != exitInvalid {
+		t.Fatalf("check: exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	endsWith("check", errs, `chain "PREROUTING"`, "NEXMUX_CHAIN")
+	endsWith("check", errs, `family "nft"`, "NEXMUX_FAMILIES")
+	t.Setenv("NEXMUX_PORT", "bad")
+	t.Setenv("NEXMUX_LISTEN", ":x")
+	_, errs, code = run(t, "iptables")
+	if code != exitInvalid {
+		t.Fatalf("iptables: exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	endsWith("iptables", errs, `chain "PREROUTING"`, "NEXMUX_CHAIN")
+	endsWith("iptables", errs, `family "nft"`, "NEXMUX_FAMILIES")
+	endsWith("iptables", errs, `port "bad"`, "NEXMUX_PORT")
+	endsWith("iptables", errs, `listen ":x"`, "NEXMUX_LISTEN")
+}
+
 // --config given twice is a problem, listed with the rest: a second file
 // would silently replace the first and every route it held.
 func TestSecondConfigFileIsAProblem(t *testing.T) {
