@@ -206,14 +206,18 @@ func build(c *cli.Context) (*config.Runtime, error) {
 	return rt, nil
 }
 
-// envNoted adds "(from NEXMUX_X)" to each of Build's problems that names
-// a setting the environment gave: the name alone sends the reader to a
-// command line that lacks it.
+// envNoted adds "(from NEXMUX_X)" to each problem (Build's, the iptables
+// settings', nexmux iptables') that names a setting the environment gave:
+// the name alone sends the reader to a command line that lacks it.
 func envNoted(c *cli.Context, err error) error {
 	_, err = setAside(err, func(e error) (error, bool) {
 		msg := e.Error()
 		name, _, _ := strings.Cut(msg, " ")
-		if env := envOrigin(c, strings.TrimSuffix(name, ":")); env != "" && !strings.Contains(msg, "(from ") {
+		name = strings.TrimSuffix(name, ":")
+		if name == "family" { // iptables.ParseFamilies' word for an entry
+			name = "families"
+		}
+		if env := envOrigin(c, name); env != "" && !strings.Contains(msg, "(from ") {
 			e = fmt.Errorf("%w (from %s)", e, env)
 		}
 		return e, false
@@ -405,12 +409,12 @@ func newApp() *cli.App {
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
 					if b != nil {
-						err = errlist.Join(err, b.Config.IptablesProblems())
+						err = errlist.Join(err, envNoted(c, b.Config.IptablesProblems()))
 					} else if rest, _ := loadSettings(c, ""); rest != nil {
 						// The file could not be read: the command line's
 						// and environment's iptables settings are still
 						// checked, as build checks the others.
-						err = errlist.Join(err, rest.IptablesProblems())
+						err = errlist.Join(err, envNoted(c, rest.IptablesProblems()))
 					}
 					if err != nil {
 						return invalid(err)
@@ -526,7 +530,7 @@ func iptablesAction(c *cli.Context) error {
 	cfg, err := loadConfig(c)
 	if cfg == nil {
 		if cfg, err = deleteWithoutFile(c, err); cfg == nil {
-			return invalid(err)
+			return invalid(envNoted(c, err))
 		}
 	}
 	// iptables reads --port too: say what was ignored, as check does.
@@ -553,7 +557,7 @@ func iptablesAction(c *cli.Context) error {
 	}
 	fams, ferr := iptables.ParseFamilies(cfg.IptablesFamilies)
 	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil {
-		return invalid(err)
+		return invalid(envNoted(c, err))
 	}
 	if !cfg.IptablesLoad {
 		var out string
