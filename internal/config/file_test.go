@@ -473,3 +473,24 @@ func TestApplyFileUnquotedWildcardHint(t *testing.T) {
 		t.Errorf("quoted: %v, route %q", err, c.Route)
 	}
 }
+
+// A list indented with a tab (editors and Makefile habits) is refused by
+// yaml.v3 with "found character that cannot start any token", which says
+// nothing of tabs.
+func TestApplyFileTabIndentHint(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"route:\n\t- a.example.com=a\n", "line 2: indent with spaces"},
+		{"listen: \":8443\"\nroute:\n  \t- a.example.com=a\n", "line 3: indent with spaces"},
+	} {
+		c := Defaults()
+		err := c.ApplyFile(writeYAML(t, tc.file))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want a hint %q", tc.file, err, tc.want)
+		}
+	}
+	// A tab after the key is a blank YAML allows: read, no hint.
+	c := Defaults()
+	if err := c.ApplyFile(writeYAML(t, "route:\ta.example.com=a\n")); err != nil || !slices.Equal(c.Route, []string{"a.example.com=a"}) {
+		t.Errorf("tab after the key: %v, route %q", err, c.Route)
+	}
+}
