@@ -28,10 +28,18 @@ var unquotedIPv6 = regexp.MustCompile(`^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)\[[0-9A-F
 // nothing of quotes.
 var unquotedWildcard = regexp.MustCompile(`(?:^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)|[\[,]\s*)\*\.`)
 
-// quoteHint names the first line whose value is an unquoted bracketed
-// address or wildcard, which YAML's own error does not point at.
-func quoteHint(data []byte) string {
+// tabIndent is a line indented with a tab, which YAML refuses ("found
+// character that cannot start any token").
+var tabIndent = regexp.MustCompile(`^ *\t`)
+
+// yamlHint names the first line whose value is an unquoted bracketed
+// address or wildcard, or that is indented with a tab, which YAML's own
+// error does not point at.
+func yamlHint(data []byte) string {
 	for i, line := range strings.Split(string(data), "\n") {
+		if tabIndent.MatchString(line) {
+			return fmt.Sprintf(" (line %d: indent with spaces: YAML refuses tabs there)", i+1)
+		}
 		if unquotedIPv6.MatchString(line) {
 			return fmt.Sprintf(" (line %d: quote a value that starts with an IPv6 address in brackets, as in listen: \"[::]:8443\")", i+1)
 		}
@@ -147,7 +155,7 @@ func (c *Config) ApplyFile(path string) error {
 			if doc != nil {
 				return unreadableError{fmt.Errorf("config %s: a second YAML document (after ---): put every setting in one: %w", path, err)}
 			}
-			return unreadableError{fmt.Errorf("config %s: %w%s", path, err, quoteHint(data))}
+			return unreadableError{fmt.Errorf("config %s: %w%s", path, err, yamlHint(data))}
 		}
 		if emptyDocument(&next) {
 			continue
