@@ -661,6 +661,31 @@ func TestDiscoverEmptyEnvIsUnset(t *testing.T) {
 	}
 }
 
+// discover's problems name the variable a bad value came from, as check's
+// do: "format \"xml\"" alone sends the reader to a command line without
+// --format.
+func TestDiscoverEnvValuesNameTheirVariable(t *testing.T) {
+	t.Setenv("NEXMUX_NEXUS", "ftp://nexus")
+	t.Setenv("NEXMUX_DOMAIN", "-bad")
+	t.Setenv("NEXMUX_FORMAT", "xml")
+	t.Setenv("NEXMUX_PASSWORD_FILE", filepath.Join(t.TempDir(), "absent"))
+	_, errs, code := run(t, "discover", "--user", "admin")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for want, env := range map[string]string{"ftp://nexus": "NEXMUX_NEXUS", `"-bad"`: "NEXMUX_DOMAIN", `format "xml"`: "NEXMUX_FORMAT", "absent": "NEXMUX_PASSWORD_FILE"} {
+		line := ""
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, want) {
+				line = l
+			}
+		}
+		if !strings.HasSuffix(line, "(from "+env+")") {
+			t.Errorf("the line of %s does not end with (from %s): %q\n%s", want, env, line, errs)
+		}
+	}
+}
+
 // A flag left without its value, at the end of the command line, is one
 // problem among the others: flag parsing alone stops at it and reports
 // nothing else, hiding the unknown flag and the bad values before it.
