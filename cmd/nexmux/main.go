@@ -207,13 +207,14 @@ func build(c *cli.Context) (*config.Runtime, error) {
 }
 
 // envNoted adds "(from NEXMUX_X)" to each problem (Build's, the iptables
-// settings', nexmux iptables') that names a setting the environment gave:
-// the name alone sends the reader to a command line that lacks it.
+// settings', nexmux iptables' and discover's) that names a setting the
+// environment gave: the name alone sends the reader to a command line that
+// lacks it.
 func envNoted(c *cli.Context, err error) error {
 	_, err = setAside(err, func(e error) (error, bool) {
 		msg := e.Error()
 		name, _, _ := strings.Cut(msg, " ")
-		name = strings.TrimSuffix(name, ":")
+		name = strings.TrimPrefix(strings.TrimSuffix(name, ":"), "--")
 		if name == "family" { // iptables.ParseFamilies' word for an entry
 			name = "families"
 		}
@@ -380,7 +381,7 @@ func newApp() *cli.App {
 						}
 					}
 					if err := errlist.Join(errs...); err != nil {
-						return invalid(err)
+						return invalid(envNoted(c, err))
 					}
 					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), pw)
 					if err != nil {
