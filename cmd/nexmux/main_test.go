@@ -737,6 +737,36 @@ func TestMisspeltEnvironmentVariableWarned(t *testing.T) {
 	}
 }
 
+// The warning of a misspelt variable is given when the configuration is
+// refused too, where it matters most: NEXMUX_ROUTES instead of
+// NEXMUX_ROUTE is what leaves "no routes", and check and serve said only
+// that. discover, whose variables these can be, gave it never.
+func TestMisspeltVariableWarnedWhenRefused(t *testing.T) {
+	t.Setenv("NEXMUX_ROUTES", "a.example.com=team-a")
+	t.Setenv("NEXMUX_DOMIAN", "registry.example.com")
+	t.Setenv("NEXMUX_FAMILES", "iptables")
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check"}, "no routes"},
+		{[]string{"serve", "--listen", "127.0.0.1:0"}, "no routes"},
+		{[]string{"iptables", "--config", missing}, missing},
+		{[]string{"discover", "--nexus", "http://127.0.0.1:1"}, "--user is required"},
+	} {
+		_, errs, code := run(t, tc.args...)
+		if code != exitInvalid || !strings.Contains(errs, tc.want) {
+			t.Errorf("%s: exit %d, want %d and %q:\n%s", tc.args[0], code, exitInvalid, tc.want, errs)
+		}
+		for _, w := range []string{"(did you mean NEXMUX_ROUTE?)", "(did you mean NEXMUX_DOMAIN?)", "(did you mean NEXMUX_FAMILIES?)"} {
+			if !strings.Contains(errs, w) {
+				t.Errorf("%s: stderr lacks %q:\n%s", tc.args[0], w, errs)
+			}
+		}
+	}
+}
+
 // One file serves every command, so check reports what `nexmux iptables`
 // would refuse in it (the chain, the families), with every other problem:
 // otherwise a file check passed could fail at the init container or the
