@@ -83,8 +83,7 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 	cfg := config.Defaults()
 	// Clipped: appending the file's warnings must not write into the
 	// app's own list, which every later load (a reload) starts from.
-	envWarnings, _ := c.App.Metadata[envWarningsKey].([]string)
-	cfg.EnvWarnings = slices.Clip(envWarnings)
+	cfg.EnvWarnings = slices.Clip(envWarnings(c))
 	var errs *multierror.Error
 	for _, err := range argProblems(c) {
 		errs = errlist.Append(errs, err)
@@ -244,6 +243,20 @@ func invalid(err error) error {
 	return cli.Exit("nexmux: invalid configuration:\n"+indent(err.Error()), exitInvalid)
 }
 
+// refused is invalid after the warnings runApp found in the environment: a
+// misspelt variable (NEXMUX_ROUTES) may be why the configuration is
+// invalid, and otherwise they come only with a valid one.
+func refused(c *cli.Context, err error) error {
+	printWarnings(c, envWarnings(c))
+	return invalid(err)
+}
+
+// envWarnings are runApp's warnings about the environment.
+func envWarnings(c *cli.Context) []string {
+	w, _ := c.App.Metadata[envWarningsKey].([]string)
+	return w
+}
+
 // discoverFailed is discover's exit 1; several problems (MakePlan lists
 // them all) go one a line below the command's name.
 func discoverFailed(err error) error {
@@ -314,7 +327,7 @@ func newApp() *cli.App {
 					read := func() (*config.Runtime, error) { return build(c) }
 					b, states, err := daemon.ReadConfig(read)
 					if err != nil {
-						return invalid(err)
+						return refused(c, err)
 					}
 					lw := daemon.NewLogWriter(os.Stderr, daemon.AccessLogDelay)
 					defer lw.Close()
@@ -355,6 +368,9 @@ func newApp() *cli.App {
 				},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
+					// A misspelt NEXMUX_DOMIAN would leave --domain unset
+					// without a word.
+					printWarnings(c, envWarnings(c))
 					errs := argProblems(c)
 					for _, name := range []string{"nexus", "user", "password-file"} {
 						if c.String(name) == "" {
@@ -418,7 +434,7 @@ func newApp() *cli.App {
 						err = errlist.Join(err, envNoted(c, rest.IptablesProblems()))
 					}
 					if err != nil {
-						return invalid(err)
+						return refused(c, err)
 					}
 					// The warnings serve would log: valid, but not as meant.
 					printWarnings(c, b.Warnings)
@@ -531,7 +547,7 @@ func iptablesAction(c *cli.Context) error {
 	cfg, err := loadConfig(c)
 	if cfg == nil {
 		if cfg, err = deleteWithoutFile(c, err); cfg == nil {
-			return invalid(envNoted(c, err))
+			return refused(c, envNoted(c, err))
 		}
 	}
 	// iptables reads --port too: say what was ignored, as check does.
