@@ -3,6 +3,7 @@ package mux
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -54,12 +55,17 @@ func loadPair(certFile, keyFile string) (tls.Certificate, []error) {
 	return c, nil
 }
 
+// ErrUnpaired is LoadCerts' problem of as many certificates as keys not
+// given: one of how two settings go together, which a config file that
+// could not be read may have completed.
+var ErrUnpaired = errors.New("they are paired by position")
+
 // LoadCerts loads certificate/key pairs paired by position. Every problem is
 // returned, one error each.
 func LoadCerts(certFiles, keyFiles []string) (*Certs, error) {
 	var errs []error
 	if len(certFiles) != len(keyFiles) {
-		errs = append(errs, fmt.Errorf("cert/key: %d --cert but %d --key; they are paired by position", len(certFiles), len(keyFiles)))
+		errs = append(errs, fmt.Errorf("cert/key: %d --cert but %d --key; %w", len(certFiles), len(keyFiles), ErrUnpaired))
 	}
 	var pairs []tls.Certificate
 	for i := 0; i < len(certFiles) && i < len(keyFiles); i++ {

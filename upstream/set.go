@@ -23,6 +23,10 @@ type Spec struct {
 	Drain   []string // ids of nodes to drain
 }
 
+// ErrNotANode is ParseSpec's problem of a drained node that is none of the
+// --upstream ones: a config file that could not be read may list it.
+var ErrNotANode = errors.New("not one of the --upstream nodes")
+
 // ParseSpec validates the --upstream and --drain-upstream URLs: every
 // node has the same scheme and context path, and every drained node is one
 // of them. All problems are returned at once.
@@ -59,7 +63,7 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 			continue
 		}
 		if !seen[id] {
-			errs = append(errs, fmt.Errorf("drain-upstream %q: not one of the --upstream nodes", shown(raw)))
+			errs = append(errs, fmt.Errorf("drain-upstream %q: %w", shown(raw), ErrNotANode))
 			continue
 		}
 		s.Drain = append(s.Drain, id)

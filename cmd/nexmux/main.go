@@ -24,6 +24,7 @@ import (
 	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/internal/memtrim"
+	"github.com/nexmux/nexmux/route"
 )
 
 // exitInvalid is the status for invalid flags or configuration.
@@ -82,8 +83,7 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 	cfg := config.Defaults()
 	// Clipped: appending the file's warnings must not write into the
 	// app's own list, which every later load (a reload) starts from.
-	envWarnings, _ := c.App.Metadata[envWarningsKey].([]string)
-	cfg.EnvWarnings = slices.Clip(envWarnings)
+	cfg.EnvWarnings = slices.Clip(envWarnings(c))
 	var errs *multierror.Error
 	for _, err := range argProblems(c) {
 		errs = errlist.Append(errs, err)
@@ -184,6 +184,11 @@ func build(c *cli.Context) (*config.Runtime, error) {
 			// run names every problem; what the file may have completed
 			// (routes, certificates, a pair of settings) is not asked.
 			if rest, _ := loadSettings(c, ""); rest != nil {
+				if !c.IsSet("listen") {
+					// The file may have named another listen port: any
+					// free port, which no port route is compared with.
+					rest.Listen = ":0"
+				}
 				_, berr := rest.Build()
 				_, berr = setAside(berr, func(e error) (error, bool) { return e, config.Relational(e) })
 				err = errlist.Join(err, envNoted(c, berr))
@@ -200,14 +205,19 @@ func build(c *cli.Context) (*config.Runtime, error) {
 	return rt, nil
 }
 
-// envNoted adds "(from NEXMUX_X)" to each of Build's problems that names
-// a setting the environment gave: the name alone sends the reader to a
-// command line that lacks it.
+// envNoted adds "(from NEXMUX_X)" to each problem (Build's, the iptables
+// settings', nexmux iptables' and discover's) that names a setting the
+// environment gave: the name alone sends the reader to a command line that
+// lacks it.
 func envNoted(c *cli.Context, err error) error {
 	_, err = setAside(err, func(e error) (error, bool) {
 		msg := e.Error()
 		name, _, _ := strings.Cut(msg, " ")
-		if env := envOrigin(c, strings.TrimSuffix(name, ":")); env != "" && !strings.Contains(msg, "(from ") {
+		name = strings.TrimPrefix(strings.TrimSuffix(name, ":"), "--")
+		if name == "family" { // iptables.ParseFamilies' word for an entry
+			name = "families"
+		}
+		if env := envOrigin(c, name); env != "" && !strings.Contains(msg, "(from ") {
 			e = fmt.Errorf("%w (from %s)", e, env)
 		}
 		return e, false
@@ -231,6 +241,20 @@ func overridden(c *cli.Context, cfg *config.Config) []string {
 // invalid reports a configuration error: every problem, one per line.
 func invalid(err error) error {
 	return cli.Exit("nexmux: invalid configuration:\n"+indent(err.Error()), exitInvalid)
+}
+
+// refused is invalid after the warnings runApp found in the environment: a
+// misspelt variable (NEXMUX_ROUTES) may be why the configuration is
+// invalid, and otherwise they come only with a valid one.
+func refused(c *cli.Context, err error) error {
+	printWarnings(c, envWarnings(c))
+	return invalid(err)
+}
+
+// envWarnings are runApp's warnings about the environment.
+func envWarnings(c *cli.Context) []string {
+	w, _ := c.App.Metadata[envWarningsKey].([]string)
+	return w
 }
 
 // discoverFailed is discover's exit 1; several problems (MakePlan lists
@@ -303,7 +327,7 @@ func newApp() *cli.App {
 					read := func() (*config.Runtime, error) { return build(c) }
 					b, states, err := daemon.ReadConfig(read)
 					if err != nil {
-						return invalid(err)
+						return refused(c, err)
 					}
 					lw := daemon.NewLogWriter(os.Stderr, daemon.AccessLogDelay)
 					defer lw.Close()
@@ -344,6 +368,9 @@ func newApp() *cli.App {
 				},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
+					// A misspelt NEXMUX_DOMIAN would leave --domain unset
+					// without a word.
+					printWarnings(c, envWarnings(c))
 					errs := argProblems(c)
 					for _, name := range []string{"nexus", "user", "password-file"} {
 						if c.String(name) == "" {
@@ -370,7 +397,7 @@ func newApp() *cli.App {
 						}
 					}
 					if err := errlist.Join(errs...); err != nil {
-						return invalid(err)
+						return invalid(envNoted(c, err))
 					}
 					repos, err := discover.Fetch(c.Context, nil, c.String("nexus"), c.String("user"), pw)
 					if err != nil {
@@ -399,10 +426,15 @@ func newApp() *cli.App {
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
 					if b != nil {
-						err = errlist.Join(err, b.Config.IptablesProblems())
+						err = errlist.Join(err, envNoted(c, b.Config.IptablesProblems()))
+					} else if rest, _ := loadSettings(c, ""); rest != nil {
+						// The file could not be read: the command line's
+						// and environment's iptables settings are still
+						// checked, as build checks the others.
+						err = errlist.Join(err, envNoted(c, rest.IptablesProblems()))
 					}
 					if err != nil {
-						return invalid(err)
+						return refused(c, err)
 					}
 					// The warnings serve would log: valid, but not as meant.
 					printWarnings(c, b.Warnings)
@@ -453,12 +485,15 @@ func ignoreForDelete(c *cli.Context, err error) error {
 // file may go before the rules. --delete needs the chain alone, so one
 // given by flag or environment is enough, and the file is a warning. Without
 // one the file may have named another chain, and the default chain's rules
-// may be another instance's: refused, saying what to give. A nil Config
-// comes with the error to report.
+// may be another instance's: refused, saying what to give. Without
+// --delete it is refused too, with the command line's problems. A nil
+// Config comes with the error to report.
 func deleteWithoutFile(c *cli.Context, fileErr error) (*config.Config, error) {
 	cfg, err := loadSettings(c, "")
 	if !cfg.IptablesDelete {
-		return nil, fileErr
+		// What the command line and environment gave is still checked,
+		// every problem at once, as check does.
+		return nil, errlist.Join(fileErr, portRouteProblems(c, cfg), cfg.IptablesProblems())
 	}
 	// An empty --chain (a script's unset variable) is the default: no
 	// chain named either.
@@ -485,6 +520,19 @@ func deleteWithoutFile(c *cli.Context, fileErr error) (*config.Config, error) {
 	return cfg, err
 }
 
+// portRouteProblems are those of the --port routes and --listen of cfg, a
+// configuration without its file: a port route is compared with the listen
+// port only when the command line or environment gave it, as the file may
+// have named another.
+func portRouteProblems(c *cli.Context, cfg *config.Config) error {
+	if c.IsSet("listen") {
+		_, _, err := cfg.PortRoutes()
+		return err
+	}
+	_, err := route.Build(route.Spec{Ports: cfg.Port})
+	return err
+}
+
 // printWarnings writes what a command found valid but not as meant.
 func printWarnings(c *cli.Context, warnings []string) {
 	for _, w := range warnings {
@@ -499,7 +547,7 @@ func iptablesAction(c *cli.Context) error {
 	cfg, err := loadConfig(c)
 	if cfg == nil {
 		if cfg, err = deleteWithoutFile(c, err); cfg == nil {
-			return invalid(err)
+			return refused(c, envNoted(c, err))
 		}
 	}
 	// iptables reads --port too: say what was ignored, as check does.
@@ -526,7 +574,7 @@ func iptablesAction(c *cli.Context) error {
 	}
 	fams, ferr := iptables.ParseFamilies(cfg.IptablesFamilies)
 	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil {
-		return invalid(err)
+		return invalid(envNoted(c, err))
 	}
 	if !cfg.IptablesLoad {
 		var out string

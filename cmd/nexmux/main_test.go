@@ -661,6 +661,31 @@ func TestDiscoverEmptyEnvIsUnset(t *testing.T) {
 	}
 }
 
+// discover's problems name the variable a bad value came from, as check's
+// do: "format \"xml\"" alone sends the reader to a command line without
+// --format.
+func TestDiscoverEnvValuesNameTheirVariable(t *testing.T) {
+	t.Setenv("NEXMUX_NEXUS", "ftp://nexus")
+	t.Setenv("NEXMUX_DOMAIN", "-bad")
+	t.Setenv("NEXMUX_FORMAT", "xml")
+	t.Setenv("NEXMUX_PASSWORD_FILE", filepath.Join(t.TempDir(), "absent"))
+	_, errs, code := run(t, "discover", "--user", "admin")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for want, env := range map[string]string{"ftp://nexus": "NEXMUX_NEXUS", `"-bad"`: "NEXMUX_DOMAIN", `format "xml"`: "NEXMUX_FORMAT", "absent": "NEXMUX_PASSWORD_FILE"} {
+		line := ""
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, want) {
+				line = l
+			}
+		}
+		if !strings.HasSuffix(line, "(from "+env+")") {
+			t.Errorf("the line of %s does not end with (from %s): %q\n%s", want, env, line, errs)
+		}
+	}
+}
+
 // A flag left without its value, at the end of the command line, is one
 // problem among the others: flag parsing alone stops at it and reports
 // nothing else, hiding the unknown flag and the bad values before it.
@@ -709,6 +734,36 @@ func TestMisspeltEnvironmentVariableWarned(t *testing.T) {
 	}
 	if n := strings.Count(errs, "ignoring NEXMUX_"); n != 3 {
 		t.Errorf("%d variables warned of, want the 3 misspelt ones:\n%s", n, errs)
+	}
+}
+
+// The warning of a misspelt variable is given when the configuration is
+// refused too, where it matters most: NEXMUX_ROUTES instead of
+// NEXMUX_ROUTE is what leaves "no routes", and check and serve said only
+// that. discover, whose variables these can be, gave it never.
+func TestMisspeltVariableWarnedWhenRefused(t *testing.T) {
+	t.Setenv("NEXMUX_ROUTES", "a.example.com=team-a")
+	t.Setenv("NEXMUX_DOMIAN", "registry.example.com")
+	t.Setenv("NEXMUX_FAMILES", "iptables")
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check"}, "no routes"},
+		{[]string{"serve", "--listen", "127.0.0.1:0"}, "no routes"},
+		{[]string{"iptables", "--config", missing}, missing},
+		{[]string{"discover", "--nexus", "http://127.0.0.1:1"}, "--user is required"},
+	} {
+		_, errs, code := run(t, tc.args...)
+		if code != exitInvalid || !strings.Contains(errs, tc.want) {
+			t.Errorf("%s: exit %d, want %d and %q:\n%s", tc.args[0], code, exitInvalid, tc.want, errs)
+		}
+		for _, w := range []string{"(did you mean NEXMUX_ROUTE?)", "(did you mean NEXMUX_DOMAIN?)", "(did you mean NEXMUX_FAMILIES?)"} {
+			if !strings.Contains(errs, w) {
+				t.Errorf("%s: stderr lacks %q:\n%s", tc.args[0], w, errs)
+			}
+		}
 	}
 }
 
@@ -914,6 +969,28 @@ func TestIptablesDeleteWithoutItsConfigFileEveryProblem(t *testing.T) {
 	}
 }
 
+// iptables (applying, not --delete) with its config file unreadable still
+// checks what the command line and environment give, as check does: a bad
+// --port, --listen, --chain or --families came only once the file was
+// back. A port route is not compared with the default listen port, which
+// the file may have changed.
+func TestIptablesUnreadableFileListsTheOtherProblemsToo(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "gone.yaml")
+	_, errs, code := run(t, "iptables", "--config", missing, "--port", "bad", "--listen", ":x", "--chain", "PREROUTING", "--families", "nft")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{missing, `port "bad"`, `listen ":x"`, `chain "PREROUTING" is a built-in chain`, `family "nft"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	_, errs, code = run(t, "iptables", "--config", missing, "--port", "8443=team-a")
+	if code != exitInvalid || !strings.Contains(errs, missing) || strings.Contains(errs, "listen port") {
+		t.Errorf("--port 8443=team-a, listen from the missing file: exit %d, want the file alone:\n%s", code, errs)
+	}
+}
+
 // Every certificate and key path that cannot be read is named in the one
 // run, the key of a pair whose certificate is missing too, and a --cert
 // left without a --key: a script fixing its mounts one run at a time
@@ -1009,6 +1086,64 @@ func TestUnreadableFileListsTheOtherProblemsToo(t *testing.T) {
 	}
 }
 
+// check reports the iptables settings the command line and environment
+// give (TestCheckReportsIptablesSettings) when the config file cannot be
+// read too: a bad --chain or NEXMUX_FAMILIES was named only once the file
+// was back.
+func TestUnreadableFileListsIptablesProblemsToo(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	t.Setenv("NEXMUX_FAMILIES", "iptables,nft")
+	_, errs, code := run(t, "check", "--config", missing, "--chain", "PREROUTING")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{missing, `chain "PREROUTING" is a built-in chain`, `family "nft"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}
+
+// With the config file unreadable, a port route is not compared with the
+// default listen port: the file may have named another (listen: ":9443"),
+// and "8443 is the --listen port" sent the reader to move a route that was
+// fine. Given on the command line, the listen port is compared.
+func TestUnreadableFileLeavesTheListenPortOpen(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	_, errs, code := run(t, "check", "--config", missing, "--port", "8443=team-a")
+	if code != exitInvalid || !strings.Contains(errs, missing) || strings.Contains(errs, "listen port") {
+		t.Errorf("--port 8443=team-a, listen from the missing file: exit %d, want the file alone:\n%s", code, errs)
+	}
+	_, errs, _ = run(t, "check", "--config", missing, "--port", "8443=team-a", "--listen", ":8443")
+	if !strings.Contains(errs, "8443 is the --listen port") {
+		t.Errorf("--port 8443=team-a --listen :8443: the clash is not named:\n%s", errs)
+	}
+}
+
+// With the config file unreadable, a setting whose other half the file may
+// give is not refused for the want of it (README: "the other half of a pair
+// of settings"): a --key whose --cert the file names, a --drain-upstream
+// node among the file's --upstream. A path given that cannot be read is
+// still named.
+func TestUnreadableFileAsksForNoOtherHalf(t *testing.T) {
+	_, key := certFiles(t)
+	missing := filepath.Join(t.TempDir(), "absent.yaml")
+	_, errs, code := run(t, "check", "--config", missing, "--key", key, "--key", "/nonexistent.key", "--drain-upstream", "http://nexus-1:8081")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{missing, "/nonexistent.key"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	for _, noise := range []string{"paired by position", "not one of the --upstream nodes"} {
+		if strings.Contains(errs, noise) {
+			t.Errorf("stderr has %q, whose other half the file may have given:\n%s", noise, errs)
+		}
+	}
+}
+
 // A bad value that came from the environment says so, whatever its type:
 // the flag's name alone sends the reader to a command line that lacks it.
 func TestBadEnvValuesNameTheirVariable(t *testing.T) {
@@ -1039,6 +1174,42 @@ func TestBadEnvValuesNameTheirVariable(t *testing.T) {
 	if !strings.Contains(errs, `listen "also-bad"`) || strings.Contains(errs, "NEXMUX_LISTEN") {
 		t.Errorf("a flag's value blamed on the environment:\n%s", errs)
 	}
+}
+
+// The iptables settings' problems, and every problem of nexmux iptables,
+// name the variable a bad value came from too (README: "whatever the
+// setting's type"): NEXMUX_CHAIN=PREROUTING was refused without it.
+func TestIptablesEnvValuesNameTheirVariable(t *testing.T) {
+	t.Setenv("NEXMUX_CHAIN", "PREROUTING")
+	t.Setenv("NEXMUX_FAMILIES", "iptables,nft")
+	endsWith := func(cmd, errs, want, env string) {
+		t.Helper()
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, want) {
+				if !strings.HasSuffix(l, "(from "+env+")") {
+					t.Errorf("%s: the line of %s does not end with (from %s): %q", cmd, want, env, l)
+				}
+				return
+			}
+		}
+		t.Errorf("%s: stderr lacks %q:\n%s", cmd, want, errs)
+	}
+	_, errs, code := run(t, "check", "--port", "8082=team-a")
+	if code != exitInvalid {
+		t.Fatalf("check: exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	endsWith("check", errs, `chain "PREROUTING"`, "NEXMUX_CHAIN")
+	endsWith("check", errs, `family "nft"`, "NEXMUX_FAMILIES")
+	t.Setenv("NEXMUX_PORT", "bad")
+	t.Setenv("NEXMUX_LISTEN", ":x")
+	_, errs, code = run(t, "iptables")
+	if code != exitInvalid {
+		t.Fatalf("iptables: exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	endsWith("iptables", errs, `chain "PREROUTING"`, "NEXMUX_CHAIN")
+	endsWith("iptables", errs, `family "nft"`, "NEXMUX_FAMILIES")
+	endsWith("iptables", errs, `port "bad"`, "NEXMUX_PORT")
+	endsWith("iptables", errs, `listen ":x"`, "NEXMUX_LISTEN")
 }
 
 // --config given twice is a problem, listed with the rest: a second file

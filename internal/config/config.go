@@ -437,9 +437,14 @@ func (c *Config) IptablesProblems() error {
 // addrPort checks a [HOST]:PORT setting and returns its port (0 allowed:
 // any free port, as tests use).
 func addrPort(flag, addr string) (int, error) {
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return 0, fmt.Errorf("%s %q: want [HOST]:PORT: %v", flag, addr, err)
+	}
+	// net.Listen looks the host up as written: one with a blank or a byte
+	// no host name has would pass here and fail only at bind.
+	if _, err := netip.ParseAddr(host); host != "" && err != nil && !route.IsHostName(strings.TrimSuffix(host, ".")) {
+		return 0, fmt.Errorf("%s %q: %q is not a host name or IP address", flag, addr, host)
 	}
 	p, ok := route.ParsePort(port)
 	if !ok {
@@ -707,8 +712,11 @@ type relationError struct{ error }
 func (e relationError) Unwrap() error { return e.error }
 
 // Relational reports a problem of Build's about how settings go together:
-// with the config file unreadable, the file may have held its other half.
-func Relational(err error) bool { return errors.As(err, new(relationError)) }
+// with the config file unreadable, the file may have held its other half
+// (the --cert of a --key, the --upstream a drained node is among).
+func Relational(err error) bool {
+	return errors.As(err, new(relationError)) || errors.Is(err, mux.ErrUnpaired) || errors.Is(err, upstream.ErrNotANode)
+}
 
 // needsCert: port routes may be plain HTTP and passthrough routes bring
 // their own TLS; everything else terminates TLS here.

@@ -248,6 +248,13 @@ func TestBuildProblems(t *testing.T) {
 			c.Passthrough = []string{"legacy.example.com=127.0.0.1:+8444"}
 			c.Listen = ":08443"
 		}, []string{`port "+8082=team-x"`, `passthrough "legacy.example.com=127.0.0.1:+8444"`, `listen ":08443"`}},
+		// net.Listen looks the host up as written: " :8443" (a YAML or
+		// environment value with a blank) passed check and failed serve
+		// with "lookup  : no such host".
+		{"listener hosts no lookup can find, each listed", func(c *Config) {
+			c.Listen, c.MetricsListen, c.Socks5Listen = " :8443", "127.0.0.1 :9090", "exämple.com:1080"
+		}, []string{`listen " :8443": " " is not a host name or IP address`, `metrics-listen "127.0.0.1 :9090": "127.0.0.1 " is not a host name or IP address`,
+			`socks5-listen "exämple.com:1080": "exämple.com" is not a host name or IP address`}},
 		{"port route on the listen port", func(c *Config) { c.Port = []string{"8443=team-a"} }, []string{"--listen port"}},
 		{"no upstream", func(c *Config) { c.Upstream = nil }, []string{"at least one Nexus"}},
 		{"upstream with credentials", func(c *Config) { c.Upstream = []string{"http://admin:admin123@nexus:8081"} }, []string{"no query, fragment or credentials"}},

@@ -22,12 +22,29 @@ import (
 // goes on after it ([::]:8443): YAML reads the brackets as a list.
 var unquotedIPv6 = regexp.MustCompile(`^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)\[[0-9A-Fa-f:.%]*\][^\s,\]]`)
 
-// bracketHint names the first line whose value is an unquoted bracketed
-// address, which YAML's own error does not point at.
-func bracketHint(data []byte) string {
+// unquotedWildcard is a value that starts with "*." (*.dev.example.com=dev),
+// in a block or a flow list: YAML reads the '*' as an alias, and yaml.v3's
+// error ("did not find expected alphabetic or numeric character") says
+// nothing of quotes.
+var unquotedWildcard = regexp.MustCompile(`(?:^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)|[\[,]\s*)\*\.`)
+
+// tabIndent is a line indented with a tab, which YAML refuses ("found
+// character that cannot start any token").
+var tabIndent = regexp.MustCompile(`^ *\t`)
+
+// yamlHint names the first line whose value is an unquoted bracketed
+// address or wildcard, or that is indented with a tab, which YAML's own
+// error does not point at.
+func yamlHint(data []byte) string {
 	for i, line := range strings.Split(string(data), "\n") {
+		if tabIndent.MatchString(line) {
+			return fmt.Sprintf(" (line %d: indent with spaces: YAML refuses tabs there)", i+1)
+		}
 		if unquotedIPv6.MatchString(line) {
 			return fmt.Sprintf(" (line %d: quote a value that starts with an IPv6 address in brackets, as in listen: \"[::]:8443\")", i+1)
+		}
+		if unquotedWildcard.MatchString(line) {
+			return fmt.Sprintf(" (line %d: quote a value that starts with '*', as in route: \"*.dev.example.com=dev\": unquoted, YAML reads it as an alias)", i+1)
 		}
 	}
 	return ""
@@ -138,7 +155,7 @@ func (c *Config) ApplyFile(path string) error {
 			if doc != nil {
 				return unreadableError{fmt.Errorf("config %s: a second YAML document (after ---): put every setting in one: %w", path, err)}
 			}
-			return unreadableError{fmt.Errorf("config %s: %w%s", path, err, bracketHint(data))}
+			return unreadableError{fmt.Errorf("config %s: %w%s", path, err, yamlHint(data))}
 		}
 		if emptyDocument(&next) {
 			continue

@@ -445,3 +445,52 @@ func TestApplyFileTooLarge(t *testing.T) {
 		t.Errorf("%v, want refused as unreadable, too large", err)
 	}
 }
+
+// An unquoted wildcard route (route: *.dev.example.com=dev) is a YAML
+// alias to yaml.v3, whose error ("did not find expected alphabetic or
+// numeric character") names neither the cause nor the fix.
+func TestApplyFileUnquotedWildcardHint(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"listen: \":8443\"\nroute: *.dev.example.com=dev\n", "line 2: quote a value that starts with '*'"},
+		{"route:\n  - a.example.com=a\n  - *.dev.example.com=dev\n", "line 3: quote a value that starts with '*'"},
+		{"route: [a.example.com=a, *.dev.example.com=dev]\n", "line 1: quote a value that starts with '*'"},
+		{"mirror: [*.mirror.example.com/docker.io=hub]\n", "line 1: quote a value that starts with '*'"},
+	} {
+		c := Defaults()
+		err := c.ApplyFile(writeYAML(t, tc.file))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want a hint %q", tc.file, err, tc.want)
+		}
+	}
+	// An alias is no wildcard: no hint on another YAML error.
+	c := Defaults()
+	if err := c.ApplyFile(writeYAML(t, "x: &r a.example.com=a\nroute: *r\nlisten: \":8443\n")); err == nil || strings.Contains(err.Error(), "quote a value") {
+		t.Errorf("hint on a file without an unquoted wildcard: %v", err)
+	}
+	// Quoted, it is read.
+	c = Defaults()
+	if err := c.ApplyFile(writeYAML(t, "route: [\"*.dev.example.com=dev\"]\n")); err != nil || !slices.Equal(c.Route, []string{"*.dev.example.com=dev"}) {
+		t.Errorf("quoted: %v, route %q", err, c.Route)
+	}
+}
+
+// A list indented with a tab (editors and Makefile habits) is refused by
+// yaml.v3 with "found character that cannot start any token", which says
+// nothing of tabs.
+func TestApplyFileTabIndentHint(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"route:\n\t- a.example.com=a\n", "line 2: indent with spaces"},
+		{"listen: \":8443\"\nroute:\n  \t- a.example.com=a\n", "line 3: indent with spaces"},
+	} {
+		c := Defaults()
+		err := c.ApplyFile(writeYAML(t, tc.file))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want a hint %q", tc.file, err, tc.want)
+		}
+	}
+	// A tab after the key is a blank YAML allows: read, no hint.
+	c := Defaults()
+	if err := c.ApplyFile(writeYAML(t, "route:\ta.example.com=a\n")); err != nil || !slices.Equal(c.Route, []string{"a.example.com=a"}) {
+		t.Errorf("tab after the key: %v, route %q", err, c.Route)
+	}
+}
