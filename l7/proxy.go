@@ -727,6 +727,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		return &refusal{status: resp.StatusCode, code: "UNSUPPORTED", close: resp.Request.ContentLength != 0,
 			msg: "nexmux: Nexus refused the request headers as too large"}
 	}
+	registryError(resp)
 	if st.markToken {
 		if err := markToken(resp); err != nil {
 			return err
