@@ -128,28 +128,44 @@ func FuzzRewrite(f *testing.F) {
 	f.Fuzz(func(t *testing.T, u, ctx string) {
 		p := testURLs(ctx)
 		p.target = route.Target{Pull: "team-a", Push: "team-a-hosted"}
-		out := p.rewrite(u)
-		if out != u {
-			if !strings.HasPrefix(out, pubBase+"/v") {
-				t.Fatalf("rewrite(%q) = %q: neither unchanged nor under %s", u, out, pubBase)
+		for _, redirect := range []bool{false, true} {
+			out, ok := p.rewrite(u, redirect)
+			if !ok {
+				if redirect || out != "" {
+					t.Fatalf("rewrite(%q, %v) = %q, false", u, redirect, out)
+				}
+				continue
+			}
+			if out == u {
+				continue
+			}
+			if !strings.HasPrefix(out, pubBase+"/") {
+				t.Fatalf("rewrite(%q, %v) = %q: neither unchanged nor under %s", u, redirect, out, pubBase)
 			}
 			// What we hand out is ours and stays as it is.
-			if again := p.rewrite(out); again != out {
+			if again, ok := p.rewrite(out, redirect); again != out || !ok {
 				t.Fatalf("rewrite not idempotent: %q -> %q -> %q", u, out, again)
 			}
 			// The path and query after the repository prefix are kept byte
 			// for byte.
-			if !strings.HasSuffix(u, strings.TrimPrefix(out, pubBase)) {
-				t.Fatalf("rewrite(%q) = %q changed the path or query", u, out)
+			if !strings.HasSuffix(u, strings.TrimPrefix(out, pubBase+"/")) {
+				t.Fatalf("rewrite(%q, %v) = %q changed the path or query", u, redirect, out)
 			}
 		}
 		ch := p.rewriteChallenge(u)
-		if ch != u && !strings.Contains(ch, `="`+pubBase+"/v") {
+		if ch != u && !strings.Contains(ch, `"`+pubBase+`/v2/token"`) {
 			t.Fatalf("rewriteChallenge(%q) = %q", u, ch)
 		}
-		ln := p.rewriteLink(u)
-		if ln != u && !strings.Contains(ln, "<"+pubBase+"/v") {
-			t.Fatalf("rewriteLink(%q) = %q", u, ln)
+		// Every URL of a rewritten Link is under the public base or one
+		// of the value's own.
+		ln, ok := p.rewriteLink(u)
+		if ok && ln != u {
+			mapLinkURLs(ln, func(l string) string {
+				if !strings.HasPrefix(l, pubBase+"/") && !strings.Contains(u, "<"+l+">") {
+					t.Fatalf("rewriteLink(%q) = %q: %q is neither ours nor the value's", u, ln, l)
+				}
+				return l
+			})
 		}
 		// A value without '<' has no URL to rewrite in a Link header.
 		if !strings.Contains(u, "<") && ln != u {

@@ -738,6 +738,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		return &refusal{status: resp.StatusCode, code: "UNSUPPORTED", close: resp.Request.ContentLength != 0,
 			msg: "nexmux: Nexus refused the request headers as too large"}
 	}
+	registryError(resp)
 	if st.markToken {
 		if err := markToken(resp); err != nil {
 			return err
@@ -760,7 +761,10 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if resp.Request.Host != "" {
 		pub.base = p.scheme(st.ci) + "://" + resp.Request.Host
 	}
-	pub.rewriteHeaders(resp.Header)
+	// Only a blob read's redirect may send the client to a blob store.
+	blobRedirect := resp.StatusCode/100 == 3 && isBlobDownload(st.sub) &&
+		(resp.Request.Method == http.MethodGet || resp.Request.Method == http.MethodHead)
+	pub.rewriteHeaders(resp.Header, blobRedirect)
 	p.tagUpload(resp, st.tag)
 	if st.mirror != nil {
 		st.mirror.publicForm(resp.Header, pub.base)

@@ -11,8 +11,10 @@ import (
 // "<scheme>://<Host as sent>/v2/...". Nexus produces three shapes depending
 // on version and route (relative "/v2/...", relative "<ctx>/repository/R/v2/...",
 // absolute "http(s)://host[:port]<ctx>/repository/R/v2/..."); all three map
-// to the same public URL. URLs on other hosts (an S3 pre-signed redirect) and
-// paths outside the route's repositories are left exactly as they are.
+// to the same public URL. Nothing it hands the client leads past nexmux:
+// a URL on Nexus's own hosts that names no repository of the route goes to
+// the public name too (where nexmux refuses it), and one on another host is
+// left out, except a blob read's redirect (an S3 pre-signed URL).
 type publicURLs struct {
 	base      string // "https://team.example.com:8443"; "" keeps results relative
 	ctxPath   string
@@ -20,17 +22,26 @@ type publicURLs struct {
 	hostnames []string // lowercase host names that mean "this Nexus or us"
 }
 
-// rewrite returns the public form of u, or u itself when it is not ours.
-func (p *publicURLs) rewrite(u string) string {
-	var path string
+// rewrite returns the public form of u, and false when u must not reach the
+// client at all. blobRedirect says u is the Location of a 3xx answer to a
+// blob read: a blob store may send the client to a host of its own.
+func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
+	var host, path string
+	absolute := false
 	switch {
 	case strings.HasPrefix(u, "/") && !strings.HasPrefix(u, "//"):
 		path = u
 	default:
 		rest, ok := cutScheme(u)
 		if !ok {
-			return u
+			// A relative reference resolves onto the public name; any
+			// other scheme is nothing Nexus hands a registry client.
+			if hasScheme(u) && !blobRedirect {
+				return "", false
+			}
+			return u, true
 		}
+		absolute = true
 		authority := rest
 		path = "/"
 		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
@@ -39,15 +50,52 @@ func (p *publicURLs) rewrite(u string) string {
 				path = "/" + path
 			}
 		}
-		if !p.ours(hostOf(authority)) {
-			return u
+		host = hostOf(authority)
+	}
+	if mapped, ok := p.mapPath(path); ok {
+		if absolute && blobRedirect && !p.ours(host) {
+			return u, true
+		}
+		// On any host: a Nexus whose Base URL names another host, or a
+		// connector port, still means the route's own repository.
+		return p.base + mapped, true
+	}
+	switch {
+	case !absolute:
+		// On the public name, where nexmux refuses what is not the route's.
+		return u, true
+	case p.ours(host):
+		if blobRedirect && !p.nexusPath(path) {
+			return u, true // a blob store beside Nexus, on the same host
+		}
+		// Another repository, the REST API: only through nexmux, which
+		// refuses them, never straight to Nexus.
+		return p.base + path, true
+	case blobRedirect:
+		return u, true
+	}
+	return "", false
+}
+
+// hasScheme reports whether u starts with a URI scheme ("ftp:", "https:"
+// without "//"), so is no relative reference.
+func hasScheme(u string) bool {
+	for i := 0; i < len(u); i++ {
+		switch c := u[i]; {
+		case c == ':':
+			return i > 0
+		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
 		}
 	}
-	mapped, ok := p.mapPath(path)
-	if !ok {
-		return u
-	}
-	return p.base + mapped
+	return false
+}
+
+// nexusPath reports a path in Nexus's own namespaces (repositories, REST).
+func (p *publicURLs) nexusPath(path string) bool {
+	return strings.HasPrefix(path, p.ctxPath+"/repository/") || strings.HasPrefix(path, p.ctxPath+"/service/")
 }
 
 // cutScheme strips the schemes Nexus builds URLs with. "null://" is what
@@ -60,6 +108,10 @@ func cutScheme(u string) (string, bool) {
 	}
 	if len(u) > 7 && (strings.EqualFold(u[:7], "http://") || strings.EqualFold(u[:7], "null://")) {
 		return u[7:], true
+	}
+	// Scheme-relative: the client keeps its scheme and goes to the host.
+	if rest, ok := strings.CutPrefix(u, "//"); ok {
+		return rest, true
 	}
 	return "", false
 }
@@ -117,26 +169,183 @@ func pathOnly(s string) string {
 }
 
 // rewriteLink rewrites every <URL> of a Link header value
-// (`<url>; rel="next", <url2>; rel="prev"`).
-func (p *publicURLs) rewriteLink(v string) string { return mapLinkURLs(v, p.rewrite) }
+// (`<url>; rel="next", <url2>; rel="prev"`), leaving out the link-values
+// whose URL must not reach the client; false when none is left.
+func (p *publicURLs) rewriteLink(v string) (string, bool) {
+	var kept []string
+	values := splitLinkValues(v)
+	for _, lv := range values {
+		ok := true
+		out := mapLinkURLs(lv, func(u string) string {
+			r, keep := p.rewrite(u, false)
+			ok = ok && keep
+			return r
+		})
+		if ok {
+			kept = append(kept, out)
+		}
+	}
+	switch len(kept) {
+	case 0:
+		return "", false
+	case len(values):
+		return strings.Join(kept, ","), true
+	}
+	// The space after a comma that went with a dropped value.
+	out := strings.TrimLeft(strings.Join(kept, ","), " \t")
+	return out, strings.Trim(out, " \t,") != ""
+}
 
-// rewriteChallenge rewrites the realm of a Bearer challenge. Without this a
-// client would call Nexus's "<base>/repository/R/v2/token" on the public name,
-// which maps to the doubled ".../repository/R/repository/R/v2/token".
+// splitLinkValues cuts a Link header value at the commas between its
+// link-values (not those inside a <URL> or a quoted parameter).
+func splitLinkValues(v string) []string {
+	var out []string
+	inURL, inQuote, start := false, false, 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case inQuote:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inQuote = false
+			}
+		case inURL:
+			inURL = c != '>'
+		case c == '<':
+			inURL = true
+		case c == '"':
+			inQuote = true
+		case c == ',':
+			out = append(out, v[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, v[start:])
+}
+
+// rewriteChallenge points the realm and service of a Bearer challenge at
+// the public token endpoint. Without this a client would call Nexus's
+// "<base>/repository/R/v2/token" on the public name, which maps to the
+// doubled ".../repository/R/repository/R/v2/token". The realm is always
+// the route's own "/v2/token", whatever Nexus wrote: Nexus issues tokens
+// only there, a token is a user key every repository takes, and a realm
+// anywhere else would get the client's credentials. Service is only
+// handed back on the token call; Nexus's names the repository behind the
+// name, so a URL there becomes the same endpoint.
 func (p *publicURLs) rewriteChallenge(v string) string {
-	if len(v) < 7 || !strings.EqualFold(v[:7], "bearer ") {
+	if !hasBearer(v) {
 		return v
 	}
-	i := indexASCIIFold(v, `realm="`)
-	if i < 0 {
+	token := p.base + "/v2/token"
+	return mapAuthParams(v, func(name, value string) (string, bool) {
+		switch {
+		case strings.EqualFold(name, "realm"):
+			return token, true
+		case strings.EqualFold(name, "service") && (strings.HasPrefix(value, "/") || hasScheme(value)):
+			return token, true
+		}
+		return "", false
+	})
+}
+
+// hasBearer reports a Bearer challenge anywhere in a WWW-Authenticate value
+// (clients read every challenge of the list).
+func hasBearer(v string) bool {
+	for i := 0; ; {
+		j := indexASCIIFold(v[i:], "bearer")
+		if j < 0 {
+			return false
+		}
+		j += i
+		end := j + len("bearer")
+		if (j == 0 || v[j-1] == ' ' || v[j-1] == ',' || v[j-1] == '\t') && (end == len(v) || v[end] == ' ' || v[end] == '\t') {
+			return true
+		}
+		i = end
+	}
+}
+
+// mapAuthParams rewrites the auth-params (`name=value`, `name="value"`, with
+// optional whitespace around '=') of a WWW-Authenticate value: f returns the
+// new value of a parameter, written quoted, or false to keep it as it is.
+// Quoted strings are skipped whole, so a parameter's text inside another's
+// value is not taken for one. Every occurrence is mapped: clients keep the
+// last of a repeated parameter.
+func mapAuthParams(v string, f func(name, value string) (string, bool)) string {
+	var b strings.Builder
+	i, copied := 0, 0
+	for i < len(v) {
+		c := v[i]
+		if c == '"' {
+			i = skipQuoted(v, i)
+			continue
+		}
+		if !tokenChar(c) {
+			i++
+			continue
+		}
+		start := i
+		for i < len(v) && tokenChar(v[i]) {
+			i++
+		}
+		name := v[start:i]
+		j := skipSpace(v, i)
+		if j >= len(v) || v[j] != '=' || name == "" {
+			continue
+		}
+		j = skipSpace(v, j+1)
+		var value string
+		end := j
+		switch {
+		case j < len(v) && v[j] == '"':
+			end = skipQuoted(v, j)
+			value = strings.TrimSuffix(v[j+1:end], `"`)
+		default:
+			for end < len(v) && v[end] != ',' && v[end] != ' ' && v[end] != '\t' {
+				end++
+			}
+			value = v[j:end]
+		}
+		if nv, ok := f(name, value); ok {
+			b.WriteString(v[copied:j])
+			b.WriteByte('"')
+			b.WriteString(nv)
+			b.WriteByte('"')
+			copied = end
+		}
+		i = end
+	}
+	if copied == 0 {
 		return v
 	}
-	start := i + len(`realm="`)
-	end := strings.IndexByte(v[start:], '"')
-	if end < 0 {
-		return v
+	b.WriteString(v[copied:])
+	return b.String()
+}
+
+// skipQuoted returns the index after the quoted string starting at v[i]
+// (its closing quote, backslash escapes honoured), or len(v) if unclosed.
+func skipQuoted(v string, i int) int {
+	for i++; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
 	}
-	return v[:start] + p.rewrite(v[start:start+end]) + v[start+end:]
+	return len(v)
+}
+
+func skipSpace(v string, i int) int {
+	for i < len(v) && (v[i] == ' ' || v[i] == '\t') {
+		i++
+	}
+	return i
+}
+
+// tokenChar reports an RFC 9110 tchar.
+func tokenChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // indexASCIIFold is strings.Index(strings.ToLower(s), needle) for a
@@ -163,21 +372,35 @@ func indexASCIIFold(s, needle string) int {
 	return -1
 }
 
-// rewriteHeaders applies the rewrites to a response's headers in place.
-func (p *publicURLs) rewriteHeaders(h http.Header) {
+// rewriteHeaders applies the rewrites to a response's headers in place,
+// leaving out the URLs that must not reach the client. blobRedirect: the
+// response is a 3xx answer to a blob read.
+func (p *publicURLs) rewriteHeaders(h http.Header, blobRedirect bool) {
 	if v := h.Values("Location"); len(v) > 0 {
-		for i := range v {
-			v[i] = p.rewrite(v[i])
-		}
+		keepRewritten(h, "Location", v, func(s string) (string, bool) { return p.rewrite(s, blobRedirect) })
 	}
 	if v := h.Values("Link"); len(v) > 0 {
-		for i := range v {
-			v[i] = p.rewriteLink(v[i])
-		}
+		keepRewritten(h, "Link", v, p.rewriteLink)
 	}
 	if v := h.Values("Www-Authenticate"); len(v) > 0 {
 		for i := range v {
 			v[i] = p.rewriteChallenge(v[i])
 		}
 	}
+}
+
+// keepRewritten rewrites the values vs of h's header key in place,
+// dropping those f refuses, and the header once none is left.
+func keepRewritten(h http.Header, key string, vs []string, f func(string) (string, bool)) {
+	out := vs[:0]
+	for _, v := range vs {
+		if r, ok := f(v); ok {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		delete(h, key)
+		return
+	}
+	h[key] = out
 }

@@ -1,0 +1,110 @@
+package l7
+
+import (
+	"html"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// maxErrorPage bounds what is read of a Nexus error page to find its words;
+// maxErrorWords bounds the words handed on.
+const (
+	maxErrorPage  = 64 << 10
+	maxErrorWords = 200
+)
+
+// registryError turns Nexus's own text or HTML error page (an unknown or
+// offline repository, a routing rule's block, a servlet error page) into a
+// Registry API error with the same status and Nexus's words: docker prints
+// a body it cannot read as JSON raw, markup and all, and other clients
+// show only the status.
+func registryError(resp *http.Response) {
+	if resp.StatusCode < 400 {
+		return
+	}
+	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	if mt != "text/plain" && mt != "text/html" {
+		return
+	}
+	var words string
+	if resp.Body != nil && resp.Body != http.NoBody {
+		if enc := strings.TrimSpace(resp.Header.Get("Content-Encoding")); enc == "" || strings.EqualFold(enc, "identity") {
+			raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage))
+			words = pageWords(string(raw), mt == "text/html")
+		}
+		resp.Body.Close()
+	}
+	if words == "" {
+		words = http.StatusText(resp.StatusCode)
+	}
+	body := ErrorBody(pageErrorCode(resp.StatusCode), words)
+	h := resp.Header
+	h.Set("Content-Type", "application/json")
+	h.Del("Content-Encoding")
+	if resp.Request != nil && resp.Request.Method == http.MethodHead {
+		// What a GET would get, without the body.
+		resp.Body = http.NoBody
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		return
+	}
+	setBody(resp, body)
+}
+
+// pageWords is the text of an error page on one line: an HTML page's title
+// (else its text without tags), whitespace collapsed, at most maxErrorWords
+// bytes of valid UTF-8.
+func pageWords(page string, isHTML bool) string {
+	if isHTML {
+		lower := strings.ToLower(page)
+		if i := strings.Index(lower, "<title>"); i >= 0 {
+			if j := strings.Index(lower[i:], "</title>"); j >= 0 {
+				page = page[i+len("<title>") : i+j]
+			}
+		}
+		page = html.UnescapeString(stripTags(page))
+	}
+	page = strings.Join(strings.FieldsFunc(page, func(r rune) bool { return r <= ' ' || r == 0x7f }), " ")
+	return strings.ToValidUTF8(Shorten(page, maxErrorWords), "?")
+}
+
+// stripTags drops everything between '<' and '>'.
+func stripTags(s string) string {
+	var b strings.Builder
+	in := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '<':
+			in = true
+			b.WriteByte(' ')
+		case c == '>' && in:
+			in = false
+		case !in:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// pageErrorCode is the Registry API code of an error status without one.
+// 5xx is UNAVAILABLE, which docker retries; 404 NAME_UNKNOWN (an unknown
+// repository is what Nexus answers with a page), which it does not.
+func pageErrorCode(status int) string {
+	switch {
+	case status == http.StatusUnauthorized:
+		return "UNAUTHORIZED"
+	case status == http.StatusForbidden:
+		return "DENIED"
+	case status == http.StatusNotFound:
+		return "NAME_UNKNOWN"
+	case status == http.StatusMethodNotAllowed:
+		return "UNSUPPORTED"
+	case status == http.StatusTooManyRequests:
+		return "TOOMANYREQUESTS"
+	case status >= 500:
+		return "UNAVAILABLE"
+	}
+	return "UNKNOWN"
+}
