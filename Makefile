@@ -20,16 +20,18 @@ build:
 
 # benchtool is a module of its own, so ./... at the root leaves it out; the
 # darwin build keeps the non-Linux fallbacks compiling.
+# -timeout: go test's default of 10 minutes per package binary is about
+# what internal/daemon takes under -race on two cores.
 test:
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 	cd scripts/benchtool && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 	GOOS=darwin $(GO) build ./...
 
 # The quick loop while editing: skips the 1 GiB, slowloris, load and
 # binary-building tests.
 test-short:
-	$(GO) test -race -short -count=1 $(PKGS)
+	$(GO) test -race -short -count=1 -timeout 40m $(PKGS)
 
 # The load test for longer: SOAK=10m make soak
 soak:
