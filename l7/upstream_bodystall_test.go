@@ -13,11 +13,12 @@ import (
 	"github.com/nexmux/nexmux/upstream"
 )
 
-// shortBodyReadTimeout sets upstreamBodyReadTimeout for one test.
-func shortBodyReadTimeout(t *testing.T, d time.Duration) {
-	old := upstreamBodyReadTimeout.Load()
-	upstreamBodyReadTimeout.Store(int64(d))
-	t.Cleanup(func() { upstreamBodyReadTimeout.Store(old) })
+// shorten sets one of the upstream timeouts (upstreamBodyReadTimeout,
+// upstreamReadStallTimeout, upstreamSendTimeout) to d for one test.
+func shorten(t *testing.T, timeout *atomic.Int64, d time.Duration) {
+	old := timeout.Load()
+	timeout.Store(int64(d))
+	t.Cleanup(func() { timeout.Store(old) })
 }
 
 // stallingBlobNode serves blob and its ranges on /repository/ paths; on
@@ -39,7 +40,7 @@ func stallingBlobNode(blob []byte, staller *atomic.Pointer[string], gone chan st
 // another node, and the stalled request's Nexus connection is closed
 // instead of held for good.
 func TestBlobBodyStalledAtNexusMovesOn(t *testing.T) {
-	shortBodyReadTimeout(t, 300*time.Millisecond)
+	shorten(t, &upstreamBodyReadTimeout, 300*time.Millisecond)
 	blob, digest := resumeBlob()
 	var staller atomic.Pointer[string]
 	gone := make(chan struct{})
@@ -62,7 +63,7 @@ func TestBlobBodyStalledAtNexusMovesOn(t *testing.T) {
 // With one node, the client of a stalled body gets the cut (a short body)
 // after the read timeout, not a download that never ends.
 func TestBlobBodyStalledAtLoneNodeIsCut(t *testing.T) {
-	shortBodyReadTimeout(t, 300*time.Millisecond)
+	shorten(t, &upstreamBodyReadTimeout, 300*time.Millisecond)
 	blob, digest := resumeBlob()
 	var staller atomic.Pointer[string]
 	gone := make(chan struct{})

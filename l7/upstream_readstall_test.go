@@ -12,19 +12,12 @@ import (
 	"time"
 )
 
-// shortReadStallTimeout sets upstreamReadStallTimeout for one test.
-func shortReadStallTimeout(t *testing.T, d time.Duration) {
-	old := upstreamReadStallTimeout.Load()
-	upstreamReadStallTimeout.Store(int64(d))
-	t.Cleanup(func() { upstreamReadStallTimeout.Store(old) })
-}
-
 // A Nexus that stops sending a small answer mid-body (a manifest, a tag
 // list; with or without a Content-Length) has its request ended after the
 // read timeout: the client gets the cut instead of a response that never
 // ends, and the Nexus connection (a Jetty thread) is let go.
 func TestSmallAnswerStalledAtNexusIsCut(t *testing.T) {
-	shortReadStallTimeout(t, 300*time.Millisecond)
+	shorten(t, &upstreamReadStallTimeout, 300*time.Millisecond)
 	for _, path := range []string{"/v2/app/manifests/1", "/v2/app/tags/list"} {
 		for _, chunked := range []bool{false, true} {
 			t.Run(strings.TrimPrefix(path, "/v2/app/")+"/chunked="+strconv.FormatBool(chunked), func(t *testing.T) {
@@ -70,7 +63,7 @@ func TestSmallAnswerStalledAtNexusIsCut(t *testing.T) {
 // reading a large answer for longer than it, then reads on, gets all of
 // it.
 func TestReadStallIgnoresASlowClient(t *testing.T) {
-	shortReadStallTimeout(t, 300*time.Millisecond)
+	shorten(t, &upstreamReadStallTimeout, 300*time.Millisecond)
 	answer := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // beyond every buffer on the way
 	a := startNode(t, func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/repository/") {
@@ -98,7 +91,7 @@ func TestReadStallIgnoresASlowClient(t *testing.T) {
 // the answer begins as the connection opens, before the upload is sent,
 // and each write to Nexus starts the count anew.
 func TestReadStallIgnoresALongUpload(t *testing.T) {
-	shortReadStallTimeout(t, 300*time.Millisecond)
+	shorten(t, &upstreamReadStallTimeout, 300*time.Millisecond)
 	var got atomic.Int64
 	a := startNode(t, func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/repository/") {

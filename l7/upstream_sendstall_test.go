@@ -25,9 +25,7 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 // write to a node that takes no byte for upstreamSendTimeout fails, and
 // the client gets a retryable JSON 5xx.
 func TestUploadToANodeThatStopsReadingFails(t *testing.T) {
-	old := upstreamSendTimeout.Load()
-	upstreamSendTimeout.Store(int64(500 * time.Millisecond))
-	t.Cleanup(func() { upstreamSendTimeout.Store(old) })
+	shorten(t, &upstreamSendTimeout, 500*time.Millisecond)
 	release := make(chan struct{})
 	defer close(release)
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
@@ -99,9 +97,7 @@ func TestUpstreamConnKeepsTheCallersWriteDeadline(t *testing.T) {
 		}
 	}
 	// Cleared, the send timeout bounds writes again.
-	old := upstreamSendTimeout.Load()
-	upstreamSendTimeout.Store(int64(50 * time.Millisecond))
-	t.Cleanup(func() { upstreamSendTimeout.Store(old) })
+	shorten(t, &upstreamSendTimeout, 50*time.Millisecond)
 	if err := c.SetWriteDeadline(time.Time{}); err != nil {
 		t.Fatal(err)
 	}
