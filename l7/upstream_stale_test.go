@@ -38,7 +38,7 @@ func TestLeftoverBytesAreNoAnswer(t *testing.T) {
 			defer wg.Done()
 			tr := &http.Transport{}
 			defer tr.CloseIdleConnections()
-			for range 250 {
+			for range 150 {
 				if stale.Load() > 0 {
 					return
 				}
