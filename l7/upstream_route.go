@@ -385,7 +385,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			set.ReportAnswer(n, resp.StatusCode)
 		}
 		sb.finish()
-		d := &doneBody{a: a}
+		// Nexus's trailers never reach the client (doneBody): none
+		// announced, none sent.
+		resp.Trailer = nil
+		d := &doneBody{a: a, resp: resp}
 		if blobGet {
 			f.resumable(out, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release)
 		}
@@ -692,9 +695,15 @@ func (a attempt) done() {
 // its Nexus connection and slot at the body's end, before the client has
 // taken the last bytes (a client that stops reading holds no Nexus
 // connection), the rest at Close.
+//
+// It also drops the answer's trailers, which the Transport fills in as the
+// body ends: the Registry API has none, Jetty sends none, and ReverseProxy
+// would pass on any a node sent, to HTTP/1 clients without a check (fields
+// no trailer may carry, a Location naming a node, which no rewrite sees).
 type doneBody struct {
 	io.ReadCloser
 	a        attempt
+	resp     *http.Response // whose Trailer is dropped at the body's end
 	released atomic.Bool
 	closed   atomic.Bool
 }
@@ -702,6 +711,10 @@ type doneBody struct {
 func (d *doneBody) Read(b []byte) (int, error) {
 	n, err := d.ReadCloser.Read(b)
 	if err == io.EOF {
+		if d.resp != nil {
+			// Read by ReverseProxy on this goroutine once the copy ends.
+			d.resp.Trailer = nil
+		}
 		d.release()
 	}
 	return n, err
