@@ -16,9 +16,12 @@ import (
 // outstanding ("Unsolicited response"), but a request that takes the
 // connection from the pool first is answered from them: another request's
 // leftovers, whatever they say. No answer to a request can come before the
-// request, so one parsed without a byte read from the socket since the
-// connection was handed to the request is not its answer: the request
-// fails (as on a broken connection) and the connection is closed.
+// request, so one whose first byte was read from the socket before the
+// connection was handed to the request is not its answer, parsed or not
+// (leftovers are often no answer at all): the request fails (as on a
+// broken connection) and the connection is closed; a GET
+// or HEAD, which Nexus may well have answered rightly, is sent again first
+// (on another connection) up to staleRetries times.
 //
 // Bytes a node sends after the request went out cannot be told from its
 // answer: that is HTTP/1.1's own limit.
@@ -29,14 +32,16 @@ type freshAnswers struct{ next http.RoundTripper }
 var errStaleAnswer = errors.New("Nexus's connection held bytes past its last answer's end: no answer to this request")
 
 // freshness is one request's view of its connection: the connection the
-// Transport gave it (when reused) and how many reads had brought bytes
-// then.
+// Transport gave it (when reused), how many reads had brought bytes then,
+// and whether the answer's first byte was already there (stale).
 type freshness struct {
-	conn atomic.Pointer[upstreamConn]
-	mark atomic.Uint64
+	conn  atomic.Pointer[upstreamConn]
+	mark  atomic.Uint64
+	stale atomic.Bool
 }
 
 func (f *freshness) gotConn(info httptrace.GotConnInfo) {
+	f.stale.Store(false) // the Transport's own retry takes another connection
 	c := info.Conn
 	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
 		c = tc.NetConn() // an https:// upstream: the socket below TLS
@@ -50,20 +55,50 @@ func (f *freshness) gotConn(info httptrace.GotConnInfo) {
 	f.conn.Store(uc)
 }
 
+// gotFirstByte runs as the Transport starts reading the answer (its
+// reader's goroutine): a first byte that no read since gotConn brought
+// was there before the request.
+func (f *freshness) gotFirstByte() {
+	if c := f.conn.Load(); c != nil && c.reads.Load() == f.mark.Load() {
+		f.stale.Store(true)
+	}
+}
+
+// staleRetries bounds how often a read is sent again after a stale answer
+// (the pool may hold more connections of the same node with leftovers).
+const staleRetries = 2
+
 func (f freshAnswers) RoundTrip(r *http.Request) (*http.Response, error) {
 	fr := new(freshness)
-	out := r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{GotConn: fr.gotConn}))
-	resp, err := f.next.RoundTrip(out)
-	if err != nil {
-		return nil, err
-	}
-	resp.Request = r
-	if c := fr.conn.Load(); c != nil && c.reads.Load() == fr.mark.Load() {
-		resp.Body.Close()
+	out := r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+		GotConn: fr.gotConn, GotFirstResponseByte: fr.gotFirstByte}))
+	for try := 0; ; try++ {
+		resp, err := f.next.RoundTrip(out)
+		if !fr.stale.Load() {
+			if err != nil {
+				return nil, err
+			}
+			resp.Request = r
+			return resp, nil
+		}
+		// Parsed or not (leftovers are often no answer at all), it was
+		// not this request's.
+		if err == nil {
+			resp.Body.Close()
+		}
 		// A bodiless stale answer has put the connection back in the
 		// pool already, where the real answer would come unasked.
-		_ = c.Close()
-		return nil, errStaleAnswer
+		if c := fr.conn.Load(); c != nil {
+			_ = c.Close()
+		}
+		if try == staleRetries || !replayable(r) || r.Context().Err() != nil {
+			return nil, errStaleAnswer
+		}
 	}
-	return resp, nil
+}
+
+// replayable: a request that may be sent twice (Nexus may have acted on
+// the first), and can be: no body.
+func replayable(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && (r.Body == nil || r.Body == http.NoBody)
 }

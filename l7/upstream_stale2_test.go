@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // A GET or HEAD that took a connection holding another answer's leftovers
@@ -18,7 +20,13 @@ func TestLeftoverBytesCostNoRead(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
 		return true
 	})
-	addr, up := haProxy(t, io.Discard, 1, &haNode{addr: n.addr})
+	logs := &testnet.Buffer{}
+	addr, up := haProxy(t, logs, 1, &haNode{addr: n.addr})
+	defer func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	}()
 	var wrong sync.Map
 	var wg sync.WaitGroup
 	for range 8 {
