@@ -285,7 +285,7 @@ func New(cfg Config) (*Proxy, error) {
 		tr = newTransport(upstreamDial, p.conns)
 	}
 	p.tr = tr
-	f := failover{up: cfg.Upstreams, next: freshAnswers{tr}, cut: &p.cutting, fair: cfg.MaxRequestsPerClient > 0, ipv6Prefix: cfg.PerClientIPv6Prefix}
+	f := failover{up: cfg.Upstreams, next: tr, cut: &p.cutting, fair: cfg.MaxRequestsPerClient > 0, ipv6Prefix: cfg.PerClientIPv6Prefix}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewriteRequest,
 		Transport:      repoFallback{next: f, ctxPath: cfg.Upstreams.ctxPath},

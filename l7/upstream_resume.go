@@ -21,8 +21,9 @@ import (
 // starts where the break was and has the same total length, so the client
 // gets one intact response.
 type resumeBody struct {
-	f failover
-	r *http.Request // the request as sent (any node's Host is replaced)
+	f  failover
+	fr *freshness    // the request's, whose trace r's context carries
+	r  *http.Request // the request as sent (any node's Host is replaced)
 	// client is the client's request context: the request sent outlives
 	// the client (it holds its slot until Nexus answers), a resume must not.
 	client context.Context
@@ -70,8 +71,8 @@ var (
 
 // resumable wraps resp's body when it is a whole or single-range blob
 // answer whose extent is known.
-func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc, release func()) {
-	b := &resumeBody{f: f, r: r, client: client, key: key, node: n, cur: resp.Body, end1: release}
+func (f failover) resumable(r *http.Request, fr *freshness, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc, release func()) {
+	b := &resumeBody{f: f, fr: fr, r: r, client: client, key: key, node: n, cur: resp.Body, end1: release}
 	switch {
 	// A 200 is the whole blob whatever Range asked (several ranges, an
 	// If-Range of another validator): it resumes like an unranged one.
@@ -319,7 +320,7 @@ func (b *resumeBody) resume() error {
 		if alive := n.Alive(); moveOn && alive.Err() == nil {
 			stopWait = context.AfterFunc(alive, func() { qcancel(errNodeDown) })
 		}
-		resp, err := b.f.next.RoundTrip(q)
+		resp, err := b.fr.roundTrip(b.f.next, q)
 		stopWait()
 		if err != nil {
 			qcancel(nil)

@@ -201,6 +201,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	var suspects []suspect
 	var lastErr error
+	// Every attempt, and a blob's resumes, watch their connections for an
+	// earlier answer's leftovers (freshness); a later attempt with a
+	// freshness of its own, as the Transport may still be reading an
+	// abandoned one's answer.
+	fr := new(freshness)
+	base := fr.context(r.Context())
 	// askedAfter: an upload follow-up's node refused, and the nodes were
 	// asked once for another that knows the session.
 	askedAfter := false
@@ -210,6 +216,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	for i := 0; i < len(cands); i++ {
 		n := cands[i]
 		last := i == len(cands)-1
+		if i > 0 {
+			fr = new(freshness)
+			base = fr.context(r.Context())
+		}
 		sl, ok := f.up.acquireOr(r.Context(), n.Host, client, &queue, !last)
 		if !ok {
 			if r.Context().Err() != nil {
@@ -241,7 +251,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// client that sends and leaves in a loop would pile requests
 		// on Nexus beyond --upstream-max-conns. A body the client stops
 		// sending still ends it, and so does its answer.
-		ctx := context.WithoutCancel(r.Context())
+		ctx := context.WithoutCancel(base)
 		stopWatch := func() bool { return false }
 		// A node found down while its answer is awaited gives the request
 		// up so it moves on at once. Only where there is a next node: on
@@ -279,7 +289,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		n.Start()
 		t0 := time.Now()
-		resp, err := f.next.RoundTrip(out)
+		resp, err := fr.roundTrip(f.next, out)
 		stopWatch()
 		if err != nil {
 			a.done()
@@ -390,7 +400,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		resp.Trailer = nil
 		d := &doneBody{a: a, resp: resp}
 		if blobGet {
-			f.resumable(out, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release)
+			f.resumable(out, fr, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release)
 		}
 		d.ReadCloser = resp.Body
 		resp.Body = d
@@ -606,7 +616,8 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			// Nexus works on it all the same (Jetty notices a closed
 			// connection only when it writes), so giving the slot back
 			// then would let questions pile on n beyond the bound.
-			q, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
+			fr := new(freshness)
+			q, err := http.NewRequestWithContext(fr.context(context.WithoutCancel(ctx)), http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
 			if err != nil {
 				sl.release()
 				return
@@ -621,7 +632,7 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 					q.Header[h] = v
 				}
 			}
-			resp, err := f.next.RoundTrip(q)
+			resp, err := fr.roundTrip(f.next, q)
 			if err != nil {
 				if upstream.LocalDialFailure(err) {
 					unasked.Store(true)
