@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -291,6 +292,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		t0 := time.Now()
 		resp, err := fr.roundTrip(f.next, out)
 		stopWatch()
+		if err == nil && (resp.StatusCode < 100 || resp.StatusCode > 599) {
+			// Three digits net/http takes, but no HTTP status: a broken
+			// answer, as a malformed one is (ReverseProxy's WriteHeader
+			// would panic on one below 100, the body left open).
+			resp.Body.Close()
+			err = fmt.Errorf("Nexus answered with status %d, outside HTTP's 100-599", resp.StatusCode)
+		}
 		if err != nil {
 			a.done()
 			switch {
