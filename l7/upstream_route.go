@@ -624,8 +624,10 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			// Nexus works on it all the same (Jetty notices a closed
 			// connection only when it writes), so giving the slot back
 			// then would let questions pile on n beyond the bound.
+			// Its own trace only: the client's (ReverseProxy's) would
+			// write a node's 1xx to the question to the client.
 			fr := new(freshness)
-			q, err := http.NewRequestWithContext(fr.context(context.WithoutCancel(ctx)), http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
+			q, err := http.NewRequestWithContext(fr.context(hideTrace{context.WithoutCancel(ctx)}), http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
 			if err != nil {
 				sl.release()
 				return
