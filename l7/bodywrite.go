@@ -60,7 +60,7 @@ type upstreamConn struct {
 	readDeadline atomic.Int64
 	readArmed    atomic.Int64
 	wrote        atomic.Int64
-	// reads counts the reads that brought bytes (freshAnswers).
+	// reads counts the reads that brought bytes (freshness).
 	reads atomic.Uint64
 	conns *upstreamConns // tracking it (nil: none)
 }
