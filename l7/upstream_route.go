@@ -360,11 +360,20 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					continue
 				}
 			default:
-				set.ReportResult(n, false, err.Error())
 				lastErr = err
 				if move(last) {
+					// Counted once another node answers the same request,
+					// as a 502/503/504 is: one every node breaks on (a
+					// proxy repository's remote Nexus gives up on) is the
+					// request's, and counted it would eject every node.
+					suspects = append(suspects, suspect{n, err.Error()})
 					set.Failover(kind, "reset")
 					continue
+				}
+				// The last try: counted alone, and not against the last
+				// node that serves this kind of request (as a 5xx).
+				if len(suspects) == 0 && set.OtherUsable(n, kind == "write") {
+					set.ReportResult(n, false, err.Error())
 				}
 			}
 			sb.finish()
