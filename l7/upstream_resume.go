@@ -59,6 +59,17 @@ type resumeBody struct {
 	// left: the HTTP/2 client reset its stream (guarded by mu). A resume's
 	// request, sent before and watched after, is ended as watch takes it.
 	left bool
+	// suspects broke this response (its body, or a resume's request),
+	// held against them only once a node serves it whole: a blob every
+	// node breaks on is the blob's (a proxy repository's remote, a blob
+	// store file cut short), and counted it would eject them.
+	suspects []brokeOn
+}
+
+// brokeOn is a node that broke a response, and how.
+type brokeOn struct {
+	n   *upstream.Node
+	why string
 }
 
 // errBodyStalled ends a node's request whose body sent nothing for
@@ -195,6 +206,18 @@ func contentRange(v string) (s, e, t int64, ok bool) {
 }
 
 func (b *resumeBody) Read(p []byte) (int, error) {
+	n, err := b.read(p)
+	if err == io.EOF && b.start+b.got > b.end && len(b.suspects) > 0 {
+		// Whole: the breaks were the nodes' own.
+		for _, s := range b.suspects {
+			b.f.up.set.ReportResult(s.n, false, s.why)
+		}
+		b.suspects = nil
+	}
+	return n, err
+}
+
+func (b *resumeBody) read(p []byte) (int, error) {
 	for {
 		// Never past the extent: a node's body that runs on (chunked, or
 		// a Content-Length beyond its range) is not the blob's.
@@ -220,7 +243,7 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 		// is not held against the node: a proxy repository's remote, one
 		// blob, may be what stalled.
 		if !b.stalled.Swap(false) {
-			b.f.up.set.ReportResult(b.node, false, "blob body broke: "+errString(err))
+			b.suspects = append(b.suspects, brokeOn{b.node, "blob body broke: " + errString(err)})
 		}
 		if rerr := b.resume(); rerr != nil {
 			if err == io.EOF {
@@ -327,7 +350,7 @@ func (b *resumeBody) resume() error {
 			end()
 			// nexmux's own dial failure (598c89c) is not the node's.
 			if !upstream.LocalDialFailure(err) {
-				set.ReportResult(n, false, err.Error())
+				b.suspects = append(b.suspects, brokeOn{n, err.Error()})
 			}
 			b.node = n
 			continue
