@@ -60,7 +60,9 @@ type upstreamConn struct {
 	readDeadline atomic.Int64
 	readArmed    atomic.Int64
 	wrote        atomic.Int64
-	conns        *upstreamConns // tracking it (nil: none)
+	// reads counts the reads that brought bytes (freshness).
+	reads atomic.Uint64
+	conns *upstreamConns // tracking it (nil: none)
 }
 
 func (c *upstreamConn) SetWriteDeadline(t time.Time) error {
@@ -132,6 +134,9 @@ func (c *upstreamConn) Read(b []byte) (int, error) {
 		}
 		rearm(&c.readArmed, c.Conn.SetReadDeadline, now, sooner(due, &c.readDeadline), timeout)
 		n, err := c.Conn.Read(b)
+		if n > 0 {
+			c.reads.Add(1)
+		}
 		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}

@@ -21,11 +21,12 @@ func endConnection(w http.ResponseWriter) { w.Header().Set("Connection", "close"
 
 // beforeForward applies the connection's policy to a request going to
 // Nexus: an old (--max-conn-age) or revoked connection ends after it.
-func (p *Proxy) beforeForward(ci *ConnInfo, w http.ResponseWriter) {
+func (p *Proxy) beforeForward(ci *ConnInfo, w *batchingWriter) {
 	ci.refusedInARow.Store(0)
 	ci.forwarded.Store(true)
 	if ci.Revoked.Load() || p.maxAge > 0 && !ci.Opened.IsZero() && time.Since(ci.Opened) > p.maxAge {
 		endConnection(w)
+		w.endConn = true
 	}
 }
 

@@ -49,14 +49,21 @@ func identityHeader(k string) bool {
 // scrubHeaders removes what a client may not say to Nexus: forwarding and
 // identity headers, headers with "_" in their name (a backend that maps
 // "_" and "-" alike would read X_Remote_User as X-Remote-User; nginx drops
-// them by default), and the operator's --strip-header names.
+// them by default), the operator's --strip-header names, and headers that
+// would have a write sent twice (resendHeader).
 func (p *Proxy) scrubHeaders(h http.Header) {
 	for k := range h {
-		if strings.HasPrefix(k, "X-Forwarded-") || identityHeader(k) || strings.ContainsRune(k, '_') || p.strip[k] {
+		if strings.HasPrefix(k, "X-Forwarded-") || identityHeader(k) || strings.ContainsRune(k, '_') || p.strip[k] || resendHeader(k) {
 			delete(h, k)
 		}
 	}
 }
+
+// resendHeader reports a header that has net/http's Transport send the
+// request again, a write too, when its reused connection to Nexus breaks:
+// when a request is sent again is nexmux's rule (failover), not the
+// client's, and Nexus reads neither.
+func resendHeader(k string) bool { return k == "Idempotency-Key" || k == "X-Idempotency-Key" }
 
 // stripSet canonicalises the --strip-header names.
 func stripSet(names []string) map[string]bool {

@@ -1011,6 +1011,10 @@ type batchingWriter struct {
 	// stopped reading, left, or a drain closed it), which the access line
 	// must say, since its status is the 200 already sent.
 	werr error
+	// endConn: the connection ends after this answer (beforeForward), which
+	// the final status restates: ReverseProxy clears the header map after
+	// each 1xx, "Connection: close" with it.
+	endConn bool
 }
 
 // armDeadline gives the next write to the client timeout from now.
@@ -1031,6 +1035,9 @@ func (c *batchingWriter) WriteHeader(code int) {
 	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
 		c.lateStatus = c.client != nil && c.client.Err() != nil
+		if c.endConn {
+			endConnection(c.ResponseWriter)
+		}
 		// A response Nexus sent without Content-Type goes out without one:
 		// net/http would sniff the body and invent one (a manifest read
 		// as "text/plain", which containerd takes for schema 1).
@@ -1038,6 +1045,14 @@ func (c *batchingWriter) WriteHeader(code int) {
 			h["Content-Type"] = nil
 		}
 	} else if code < 200 {
+		// A 1xx from Nexus comes with the headers Nexus gave it, which no
+		// rewrite saw (a 103's Link names a node): only "100 Continue"
+		// means anything to a registry client, and it goes bare.
+		// ReverseProxy clears the map after, as it does here.
+		clear(c.ResponseWriter.Header())
+		if code != http.StatusContinue {
+			return
+		}
 		// net/http writes a 1xx to the socket at once (HTTP/1: from the
 		// transport's goroutine reading Nexus's answer, which waits on it).
 		if c.arm() {

@@ -21,8 +21,9 @@ import (
 // starts where the break was and has the same total length, so the client
 // gets one intact response.
 type resumeBody struct {
-	f failover
-	r *http.Request // the request as sent (any node's Host is replaced)
+	f  failover
+	fr *freshness    // the request's, whose trace r's context carries
+	r  *http.Request // the request as sent (any node's Host is replaced)
 	// client is the client's request context: the request sent outlives
 	// the client (it holds its slot until Nexus answers), a resume must not.
 	client context.Context
@@ -58,6 +59,17 @@ type resumeBody struct {
 	// left: the HTTP/2 client reset its stream (guarded by mu). A resume's
 	// request, sent before and watched after, is ended as watch takes it.
 	left bool
+	// suspects broke this response (its body, or a resume's request),
+	// held against them only once a node serves it whole: a blob every
+	// node breaks on is the blob's (a proxy repository's remote, a blob
+	// store file cut short), and counted it would eject them.
+	suspects []brokeOn
+}
+
+// brokeOn is a node that broke a response, and how.
+type brokeOn struct {
+	n   *upstream.Node
+	why string
 }
 
 // errBodyStalled ends a node's request whose body sent nothing for
@@ -70,8 +82,8 @@ var (
 
 // resumable wraps resp's body when it is a whole or single-range blob
 // answer whose extent is known.
-func (f failover) resumable(r *http.Request, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc, release func()) {
-	b := &resumeBody{f: f, r: r, client: client, key: key, node: n, cur: resp.Body, end1: release}
+func (f failover) resumable(r *http.Request, fr *freshness, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc, release func()) {
+	b := &resumeBody{f: f, fr: fr, r: r, client: client, key: key, node: n, cur: resp.Body, end1: release}
 	switch {
 	// A 200 is the whole blob whatever Range asked (several ranges, an
 	// If-Range of another validator): it resumes like an unranged one.
@@ -194,6 +206,18 @@ func contentRange(v string) (s, e, t int64, ok bool) {
 }
 
 func (b *resumeBody) Read(p []byte) (int, error) {
+	n, err := b.read(p)
+	if err == io.EOF && b.start+b.got > b.end && len(b.suspects) > 0 {
+		// Whole: the breaks were the nodes' own.
+		for _, s := range b.suspects {
+			b.f.up.set.ReportResult(s.n, false, s.why)
+		}
+		b.suspects = nil
+	}
+	return n, err
+}
+
+func (b *resumeBody) read(p []byte) (int, error) {
 	for {
 		// Never past the extent: a node's body that runs on (chunked, or
 		// a Content-Length beyond its range) is not the blob's.
@@ -219,7 +243,7 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 		// is not held against the node: a proxy repository's remote, one
 		// blob, may be what stalled.
 		if !b.stalled.Swap(false) {
-			b.f.up.set.ReportResult(b.node, false, "blob body broke: "+errString(err))
+			b.suspects = append(b.suspects, brokeOn{b.node, "blob body broke: " + errString(err)})
 		}
 		if rerr := b.resume(); rerr != nil {
 			if err == io.EOF {
@@ -319,14 +343,14 @@ func (b *resumeBody) resume() error {
 		if alive := n.Alive(); moveOn && alive.Err() == nil {
 			stopWait = context.AfterFunc(alive, func() { qcancel(errNodeDown) })
 		}
-		resp, err := b.f.next.RoundTrip(q)
+		resp, err := b.fr.roundTrip(b.f.next, q)
 		stopWait()
 		if err != nil {
 			qcancel(nil)
 			end()
 			// nexmux's own dial failure (598c89c) is not the node's.
 			if !upstream.LocalDialFailure(err) {
-				set.ReportResult(n, false, err.Error())
+				b.suspects = append(b.suspects, brokeOn{n, err.Error()})
 			}
 			b.node = n
 			continue

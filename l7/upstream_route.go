@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -201,6 +202,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	var suspects []suspect
 	var lastErr error
+	// Every attempt, and a blob's resumes, watch their connections for an
+	// earlier answer's leftovers (freshness); a later attempt with a
+	// freshness of its own, as the Transport may still be reading an
+	// abandoned one's answer.
+	fr := new(freshness)
+	base := fr.context(r.Context())
 	// askedAfter: an upload follow-up's node refused, and the nodes were
 	// asked once for another that knows the session.
 	askedAfter := false
@@ -210,6 +217,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	for i := 0; i < len(cands); i++ {
 		n := cands[i]
 		last := i == len(cands)-1
+		if i > 0 {
+			fr = new(freshness)
+			base = fr.context(r.Context())
+		}
 		sl, ok := f.up.acquireOr(r.Context(), n.Host, client, &queue, !last)
 		if !ok {
 			if r.Context().Err() != nil {
@@ -241,7 +252,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// client that sends and leaves in a loop would pile requests
 		// on Nexus beyond --upstream-max-conns. A body the client stops
 		// sending still ends it, and so does its answer.
-		ctx := context.WithoutCancel(r.Context())
+		ctx := context.WithoutCancel(base)
 		stopWatch := func() bool { return false }
 		// A node found down while its answer is awaited gives the request
 		// up so it moves on at once. Only where there is a next node: on
@@ -279,8 +290,15 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		n.Start()
 		t0 := time.Now()
-		resp, err := f.next.RoundTrip(out)
+		resp, err := fr.roundTrip(f.next, out)
 		stopWatch()
+		if err == nil && (resp.StatusCode < 100 || resp.StatusCode > 599) {
+			// Three digits net/http takes, but no HTTP status: a broken
+			// answer, as a malformed one is (ReverseProxy's WriteHeader
+			// would panic on one below 100, the body left open).
+			resp.Body.Close()
+			err = fmt.Errorf("Nexus answered with status %d, outside HTTP's 100-599", resp.StatusCode)
+		}
 		if err != nil {
 			a.done()
 			switch {
@@ -342,11 +360,20 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					continue
 				}
 			default:
-				set.ReportResult(n, false, err.Error())
 				lastErr = err
 				if move(last) {
+					// Counted once another node answers the same request,
+					// as a 502/503/504 is: one every node breaks on (a
+					// proxy repository's remote Nexus gives up on) is the
+					// request's, and counted it would eject every node.
+					suspects = append(suspects, suspect{n, err.Error()})
 					set.Failover(kind, "reset")
 					continue
+				}
+				// The last try: counted alone, and not against the last
+				// node that serves this kind of request (as a 5xx).
+				if len(suspects) == 0 && set.OtherUsable(n, kind == "write") {
+					set.ReportResult(n, false, err.Error())
 				}
 			}
 			sb.finish()
@@ -385,9 +412,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			set.ReportAnswer(n, resp.StatusCode)
 		}
 		sb.finish()
-		d := &doneBody{a: a}
+		// Nexus's trailers never reach the client (doneBody): none
+		// announced, none sent.
+		resp.Trailer = nil
+		d := &doneBody{a: a, resp: resp}
 		if blobGet {
-			f.resumable(out, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release)
+			f.resumable(out, fr, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release)
 		}
 		d.ReadCloser = resp.Body
 		resp.Body = d
@@ -603,7 +633,10 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			// Nexus works on it all the same (Jetty notices a closed
 			// connection only when it writes), so giving the slot back
 			// then would let questions pile on n beyond the bound.
-			q, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
+			// Its own trace only: the client's (ReverseProxy's) would
+			// write a node's 1xx to the question to the client.
+			fr := new(freshness)
+			q, err := http.NewRequestWithContext(fr.context(hideTrace{context.WithoutCancel(ctx)}), http.MethodGet, n.Scheme+"://"+n.Host+r.URL.EscapedPath(), nil)
 			if err != nil {
 				sl.release()
 				return
@@ -618,7 +651,7 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 					q.Header[h] = v
 				}
 			}
-			resp, err := f.next.RoundTrip(q)
+			resp, err := fr.roundTrip(f.next, q)
 			if err != nil {
 				if upstream.LocalDialFailure(err) {
 					unasked.Store(true)
@@ -692,9 +725,15 @@ func (a attempt) done() {
 // its Nexus connection and slot at the body's end, before the client has
 // taken the last bytes (a client that stops reading holds no Nexus
 // connection), the rest at Close.
+//
+// It also drops the answer's trailers, which the Transport fills in as the
+// body ends: the Registry API has none, Jetty sends none, and ReverseProxy
+// would pass on any a node sent, to HTTP/1 clients without a check (fields
+// no trailer may carry, a Location naming a node, which no rewrite sees).
 type doneBody struct {
 	io.ReadCloser
 	a        attempt
+	resp     *http.Response // whose Trailer is dropped at the body's end
 	released atomic.Bool
 	closed   atomic.Bool
 }
@@ -702,6 +741,10 @@ type doneBody struct {
 func (d *doneBody) Read(b []byte) (int, error) {
 	n, err := d.ReadCloser.Read(b)
 	if err == io.EOF {
+		if d.resp != nil {
+			// Read by ReverseProxy on this goroutine once the copy ends.
+			d.resp.Trailer = nil
+		}
 		d.release()
 	}
 	return n, err

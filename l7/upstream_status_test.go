@@ -1,0 +1,41 @@
+package l7
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+)
+
+// A status line net/http's client takes but no HTTP status is (three
+// digits, outside 100-599) is a broken answer: a JSON 502, its place given
+// back. Before, "000" made ReverseProxy's WriteHeader panic with the
+// answer's body still open, so the node's --upstream-max-conns place, its
+// in-flight count and the connection were never given back, and the client
+// got its connection closed; once 1xx answers were filtered it went out as
+// a 200, and 600-999 went out as they came.
+func TestNexusStatusOutsideHTTPIsRefused(t *testing.T) {
+	for _, line := range []string{"000 Zero", "099 Low", "600 High", "999 Max"} {
+		n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+			io.WriteString(c, "HTTP/1.1 "+line+"\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+			return true
+		})
+		addr, up := haProxy(t, io.Discard, 1, &haNode{addr: n.addr})
+		tr := &http.Transport{}
+		resp, err := tr.RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/manifests/1", nil))
+		if err != nil {
+			t.Errorf("%q: %v", line, err)
+		} else {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var e struct{ Errors []struct{ Code string } }
+			if resp.StatusCode != http.StatusBadGateway || json.Unmarshal(b, &e) != nil || len(e.Errors) != 1 {
+				t.Errorf("%q from Nexus: %s %q, want a JSON 502", line, resp.Status, b)
+			}
+		}
+		tr.CloseIdleConnections()
+		nothingHeld(t, up)
+	}
+}
