@@ -90,7 +90,10 @@ func stripTags(s string) string {
 
 // pageErrorCode is the Registry API code of an error status without one.
 // 5xx is UNAVAILABLE, which docker retries; 404 NAME_UNKNOWN (an unknown
-// repository is what Nexus answers with a page), which it does not.
+// repository is what Nexus answers with a page), which it does not. Any
+// other 4xx page (Jetty's 400, a 413, a 416) is UNSUPPORTED: the same
+// request gets the same answer, and dockerd retries every code but
+// UNAUTHORIZED, UNSUPPORTED, DENIED, TOOMANYREQUESTS and NAME_UNKNOWN.
 func pageErrorCode(status int) string {
 	switch {
 	case status == http.StatusUnauthorized:
@@ -105,6 +108,8 @@ func pageErrorCode(status int) string {
 		return "TOOMANYREQUESTS"
 	case status >= 500:
 		return "UNAVAILABLE"
+	case status >= 400:
+		return "UNSUPPORTED"
 	}
 	return "UNKNOWN"
 }
