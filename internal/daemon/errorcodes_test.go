@@ -96,3 +96,39 @@ func TestNexusClientErrorPagesAreNotRetried(t *testing.T) {
 		}
 	}
 }
+
+// A Registry API error that reaches nexmux labelled text/plain (a filter
+// or a front between nexmux and Nexus that sets its own type) is already
+// what clients read: they parse an error body whatever its type. Its code
+// must reach them as Nexus wrote it: BLOB_UPLOAD_UNKNOWN is what makes
+// dockerd start a layer's upload again, MANIFEST_UNKNOWN what it reports
+// as a missing tag.
+func TestRegistryErrorsLabelledTextKeepTheirCode(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: teamRoutes(), Upstreams: func(nexusURL string) []string {
+		target, _ := url.Parse(nexusURL)
+		rest := httputil.NewSingleHostReverseProxy(target)
+		rest.ModifyResponse = func(resp *http.Response) error {
+			if resp.StatusCode >= 400 {
+				resp.Header.Set("Content-Type", "text/plain; charset=utf-8")
+			}
+			return nil
+		}
+		front := httptest.NewServer(rest)
+		t.Cleanup(front.Close)
+		return []string{front.URL}
+	}})
+	pushImage(t, st, st.Host("team-a-push")+"/app:1")
+	for _, c := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{http.MethodGet, "/v2/app/manifests/no-such-tag", http.StatusNotFound, "MANIFEST_UNKNOWN"},
+		{http.MethodPatch, "/v2/app/blobs/uploads/6b4cbd1c-2a5e-4a3b-9d0c-0d1f3c7a8e11", http.StatusNotFound, "BLOB_UPLOAD_UNKNOWN"},
+	} {
+		status, body := doAuthed(t, st, c.method, "team-a-push", c.path, nil)
+		if status != c.status || errorCode(body) != c.code {
+			t.Errorf("%s %s: %d %q, want %d %s", c.method, c.path, status, body, c.status, c.code)
+		}
+	}
+}
