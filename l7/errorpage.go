@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"encoding/json"
 	"html"
 	"io"
 	"net/http"
@@ -30,10 +31,20 @@ func registryError(resp *http.Response) {
 		return
 	}
 	var words string
+	h := resp.Header
 	if resp.Body != nil && resp.Body != http.NoBody {
-		if enc := strings.TrimSpace(resp.Header.Get("Content-Encoding")); enc == "" || strings.EqualFold(enc, "identity") {
-			raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage))
-			words = pageWords(string(raw), mt == "text/html")
+		if enc := strings.TrimSpace(h.Get("Content-Encoding")); enc == "" || strings.EqualFold(enc, "identity") {
+			raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage+1))
+			if len(raw) <= maxErrorPage && isRegistryErrorJSON(raw) {
+				// Already a Registry API error under another type: its
+				// code (BLOB_UPLOAD_UNKNOWN, MANIFEST_UNKNOWN) is what
+				// clients act on, and they read it whatever the type.
+				resp.Body.Close()
+				h.Set("Content-Type", "application/json")
+				setBody(resp, raw)
+				return
+			}
+			words = pageWords(string(raw[:min(len(raw), maxErrorPage)]), mt == "text/html")
 		}
 		resp.Body.Close()
 	}
@@ -41,7 +52,6 @@ func registryError(resp *http.Response) {
 		words = http.StatusText(resp.StatusCode)
 	}
 	body := ErrorBody(pageErrorCode(resp.StatusCode), words)
-	h := resp.Header
 	h.Set("Content-Type", "application/json")
 	h.Del("Content-Encoding")
 	if resp.Request != nil && resp.Request.Method == http.MethodHead {
@@ -51,6 +61,15 @@ func registryError(resp *http.Response) {
 		return
 	}
 	setBody(resp, body)
+}
+
+// isRegistryErrorJSON reports a Registry API error body:
+// {"errors":[...]} with at least one error.
+func isRegistryErrorJSON(b []byte) bool {
+	var e struct {
+		Errors []json.RawMessage `json:"errors"`
+	}
+	return json.Unmarshal(b, &e) == nil && len(e.Errors) > 0
 }
 
 // pageWords is the text of an error page on one line: an HTML page's title
@@ -90,7 +109,10 @@ func stripTags(s string) string {
 
 // pageErrorCode is the Registry API code of an error status without one.
 // 5xx is UNAVAILABLE, which docker retries; 404 NAME_UNKNOWN (an unknown
-// repository is what Nexus answers with a page), which it does not.
+// repository is what Nexus answers with a page), which it does not. Any
+// other 4xx page (Jetty's 400, a 413, a 416) is UNSUPPORTED: the same
+// request gets the same answer, and dockerd retries every code but
+// UNAUTHORIZED, UNSUPPORTED, DENIED, TOOMANYREQUESTS and NAME_UNKNOWN.
 func pageErrorCode(status int) string {
 	switch {
 	case status == http.StatusUnauthorized:
@@ -105,6 +127,8 @@ func pageErrorCode(status int) string {
 		return "TOOMANYREQUESTS"
 	case status >= 500:
 		return "UNAVAILABLE"
+	case status >= 400:
+		return "UNSUPPORTED"
 	}
 	return "UNKNOWN"
 }

@@ -24,7 +24,7 @@ func TestRegistryErrorFromPages(t *testing.T) {
 		{"GET", "TEXT/HTML;charset=iso-8859-1", "", "<html><head><title>\n 500 &amp; Server\tError </title></head><body>x</body></html>", 500, "UNAVAILABLE", "500 & Server Error"},
 		{"GET", "text/html", "", "<html><body><h1>Forbidden</h1><p>Routing rules &lt;block&gt; it</p></body></html>", 403, "DENIED", "Forbidden Routing rules <block> it"},
 		{"GET", "text/plain", "", "caf\xe9 \x00ferm\xe9", 429, "TOOMANYREQUESTS", "caf? ferm?"},
-		{"GET", "text/plain", "", long, 400, "UNKNOWN", strings.TrimSpace(long)[:200] + "... (499 bytes)"},
+		{"GET", "text/plain", "", long, 400, "UNSUPPORTED", strings.TrimSpace(long)[:200] + "... (499 bytes)"},
 		{"GET", "text/plain", "", "", 405, "UNSUPPORTED", "Method Not Allowed"},
 		{"GET", "text/plain", "gzip", "\x1f\x8b...", 401, "UNAUTHORIZED", "Unauthorized"},
 		{"HEAD", "text/html", "", "", 404, "NAME_UNKNOWN", "Not Found"},

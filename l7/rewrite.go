@@ -52,7 +52,9 @@ func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
 		}
 		host = hostOf(authority)
 	}
-	if mapped, ok := p.mapPath(path); ok {
+	// On another host the path is a front's (a Base URL's): its prefix
+	// need not be the context path.
+	if mapped, ok := p.mapPath(path, absolute && !p.ours(host)); ok {
 		if absolute && blobRedirect && !p.ours(host) {
 			return u, true
 		}
@@ -144,12 +146,19 @@ func (p *publicURLs) ours(host string) bool {
 }
 
 // mapPath maps a path (with optional query) Nexus produced onto the public
-// "/v2/..." form.
-func (p *publicURLs) mapPath(path string) (string, bool) {
+// "/v2/..." form. anyPrefix takes "<any path>/repository/R/..." too: a
+// Base URL (Nexus before 3.77) may name a front that maps another path
+// onto the context path, and the repository segment still says which.
+func (p *publicURLs) mapPath(path string, anyPrefix bool) (string, bool) {
 	if registryPath(pathOnly(path)) {
 		return path, true
 	}
 	rest, ok := strings.CutPrefix(path, p.ctxPath+"/repository/")
+	if !ok && anyPrefix {
+		if i := strings.Index(pathOnly(path), "/repository/"); i >= 0 {
+			rest, ok = path[i+len("/repository/"):], true
+		}
+	}
 	if !ok {
 		return "", false
 	}

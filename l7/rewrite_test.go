@@ -70,6 +70,10 @@ func TestRewrite(t *testing.T) {
 		{"", "http://nexus.evil.example.com/repository/team-a/v2/x", pubBase + "/v2/x"},
 		{"", "https://cdn.team-a.example.com/v2/app/blobs/" + testDigest, pubBase + "/v2/app/blobs/" + testDigest},
 		{"", "http://old-nexus/repository/team-a/v2/x", pubBase + "/v2/x"},
+		// ... under a front's path that is not the context path.
+		{"/nexus", "https://repo.corp.example/repository/team-a/v2/x", pubBase + "/v2/x"},
+		{"", "https://repo.corp.example/nexus/repository/team-a/v2/x?y", pubBase + "/v2/x?y"},
+		{"", "https://repo.corp.example/nexus/repository/team-b/v2/x", "-"},
 		{"", "http://[::1]:8081/v2/", pubBase + "/v2/"},
 		{"", "//nexus:8081/v2/app", pubBase + "/v2/app"},
 		// Nexus's own hosts, outside the route: to the public name, where
