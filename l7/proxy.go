@@ -223,7 +223,8 @@ type reqState struct {
 
 	cw       batchingWriter
 	bodyWrap countingBody
-	held     heldSlot // an HTTP/2 request's per-client place
+	held     heldSlot  // an HTTP/2 request's per-client place
+	fresh    freshness // the failover's first attempt's (freshanswer.go)
 }
 
 // heldSlot is the per-client place of an HTTP/2 request, kept until its

@@ -206,7 +206,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	// earlier answer's leftovers (freshness); a later attempt with a
 	// freshness of its own, as the Transport may still be reading an
 	// abandoned one's answer.
-	fr := new(freshness)
+	var fr *freshness
+	if st != nil {
+		fr = &st.fresh // one allocation less per request
+	} else {
+		fr = new(freshness)
+	}
 	base := fr.context(r.Context())
 	// askedAfter: an upload follow-up's node refused, and the nodes were
 	// asked once for another that knows the session.
