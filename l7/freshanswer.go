@@ -40,6 +40,9 @@ type freshness struct {
 	conn  atomic.Pointer[upstreamConn]
 	mark  atomic.Uint64
 	stale atomic.Bool
+	// hide wraps the request's context (see context): here, not boxed on
+	// its own, it costs no allocation.
+	hide hideTrace
 }
 
 // errStaleAnswer fails a request answered from bytes its connection held
@@ -75,7 +78,8 @@ func (f *freshness) context(ctx context.Context) context.Context {
 	}
 	f.trace = *old
 	f.trace.GotConn, f.trace.GotFirstResponseByte = f.gotConn, f.gotFirstByte
-	return httptrace.WithClientTrace(hideTrace{ctx}, &f.trace)
+	f.hide = hideTrace{ctx}
+	return httptrace.WithClientTrace(&f.hide, &f.trace)
 }
 
 func (f *freshness) gotConn(info httptrace.GotConnInfo) {
