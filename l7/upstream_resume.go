@@ -64,6 +64,8 @@ type resumeBody struct {
 	// node breaks on is the blob's (a proxy repository's remote, a blob
 	// store file cut short), and counted it would eject them.
 	suspects []brokeOn
+	// whole: the end was read, and reported (Read may see EOF again).
+	whole bool
 }
 
 // brokeOn is a node that broke a response, and how.
@@ -81,8 +83,8 @@ var (
 )
 
 // resumable wraps resp's body when it is a whole or single-range blob
-// answer whose extent is known.
-func (f failover) resumable(r *http.Request, fr *freshness, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc, release func()) {
+// answer whose extent is known, and reports whether it did.
+func (f failover) resumable(r *http.Request, fr *freshness, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc, release func()) bool {
 	b := &resumeBody{f: f, fr: fr, r: r, client: client, key: key, node: n, cur: resp.Body, end1: release}
 	switch {
 	// A 200 is the whole blob whatever Range asked (several ranges, an
@@ -92,11 +94,11 @@ func (f failover) resumable(r *http.Request, fr *freshness, client context.Conte
 	case resp.StatusCode == http.StatusPartialContent:
 		s, e, t, ok := partOf(resp)
 		if !ok {
-			return
+			return false
 		}
 		b.start, b.end, b.total = s, e, t
 	default:
-		return
+		return false
 	}
 	b.watch(n, cancel)
 	// An HTTP/2 client's reset is final (over HTTP/1 a half-close ends
@@ -106,6 +108,7 @@ func (f failover) resumable(r *http.Request, fr *freshness, client context.Conte
 		b.stopClient = context.AfterFunc(client, b.clientLeft)
 	}
 	resp.Body = b
+	return true
 }
 
 // clientLeft is the HTTP/2 client's reset: it ends the current request,
@@ -207,12 +210,16 @@ func contentRange(v string) (s, e, t int64, ok bool) {
 
 func (b *resumeBody) Read(p []byte) (int, error) {
 	n, err := b.read(p)
-	if err == io.EOF && b.start+b.got > b.end && len(b.suspects) > 0 {
-		// Whole: the breaks were the nodes' own.
+	if err == io.EOF && b.start+b.got > b.end && !b.whole {
+		// Whole: the breaks were the nodes' own, and the node that served
+		// the end served (only now: its headers did not clear the breaks
+		// of earlier pulls).
+		b.whole = true
 		for _, s := range b.suspects {
 			b.f.up.set.ReportResult(s.n, false, s.why)
 		}
 		b.suspects = nil
+		b.f.up.set.ReportResult(b.node, true, "")
 	}
 	return n, err
 }

@@ -389,6 +389,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			// upload (minutes for a large layer), not the node's speed.
 			n.ObserveLatency(time.Since(t0))
 		}
+		answered := false // not a 502/503/504
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			if move(last) {
@@ -414,15 +415,20 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			for _, sp := range suspects {
 				set.ReportResult(sp.n, false, sp.why)
 			}
-			set.ReportAnswer(n, resp.StatusCode)
+			// The node's run of failures ends below: a blob's 200 must not
+			// clear the breaks of the pulls before until its body is whole.
+			set.CountAnswer(n, resp.StatusCode)
+			answered = true
 		}
 		sb.finish()
 		// Nexus's trailers never reach the client (doneBody): none
 		// announced, none sent.
 		resp.Trailer = nil
 		d := &doneBody{a: a, resp: resp}
-		if blobGet {
-			f.resumable(out, fr, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release)
+		if blobGet && f.resumable(out, fr, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release) {
+			// Reported served once its body is whole (resumeBody.Read).
+		} else if answered {
+			set.ReportResult(n, true, "")
 		}
 		d.ReadCloser = resp.Body
 		resp.Body = d

@@ -346,10 +346,17 @@ func (s *Set) ReportConnectFailure(n *Node, err error) {
 // 2xx or 3xx shows the node serving, and so sets aside a probe that timed
 // out meanwhile: a wedged Nexus still answers 401 challenges and 500s.
 func (s *Set) ReportAnswer(n *Node, code int) {
+	s.CountAnswer(n, code)
+	s.ReportResult(n, true, "")
+}
+
+// CountAnswer is ReportAnswer without ending the node's run of failures:
+// for a blob's headers, whose body may still break (then the break counts,
+// else ReportResult ok follows at the body's end).
+func (s *Set) CountAnswer(n *Node, code int) {
 	if code >= 200 && code < 400 {
 		n.answered.Add(1)
 	}
-	s.ReportResult(n, true, "")
 }
 
 // ReportResult feeds the passive health check with the outcome of a
