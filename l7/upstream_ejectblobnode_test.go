@@ -1,12 +1,8 @@
 package l7
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"strings"
 	"testing"
 )
 
@@ -18,28 +14,7 @@ import (
 // starts on it costs a resume, forever.
 func TestHANodeBreakingEveryBlobIsEjected(t *testing.T) {
 	const size = 1000
-	serve := func(breaks bool) rawServe {
-		return func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
-			io.Copy(io.Discard, r.Body)
-			if !strings.Contains(r.URL.Path, "/blobs/") {
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
-				return true
-			}
-			from := 0
-			if rg := r.Header.Get("Range"); rg != "" {
-				fmt.Sscanf(rg, "bytes=%d-", &from)
-				fmt.Fprintf(c, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n\r\n", from, size-1, size, size-from)
-			} else {
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
-			}
-			if breaks {
-				c.Write(make([]byte, (size-from)/4)) // then the connection closes
-				return false
-			}
-			c.Write(make([]byte, size-from))
-			return true
-		}
-	}
+	serve := func(breaks bool) rawServe { return rawBlobNode(size, breaks) }
 	bad, good := startRaw(t, serve(true)), startRaw(t, serve(false))
 	addr, up := haProxy(t, io.Discard, 0, &haNode{addr: bad.addr}, &haNode{addr: good.addr})
 	for i := 0; i < 200 && len(ejected(up.Set())) == 0; i++ {

@@ -20,28 +20,7 @@ import (
 func TestHABlobBrokenOnEveryNodeEjectsNone(t *testing.T) {
 	const size = 1000
 	digest := "sha256:" + strings.Repeat("ab", 32)
-	serve := func(breaks bool) rawServe {
-		return func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
-			io.Copy(io.Discard, r.Body)
-			if !strings.Contains(r.URL.Path, "/blobs/") {
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
-				return true
-			}
-			from := 0
-			if rg := r.Header.Get("Range"); rg != "" {
-				fmt.Sscanf(rg, "bytes=%d-", &from)
-				fmt.Fprintf(c, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n\r\n", from, size-1, size, size-from)
-			} else {
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
-			}
-			if breaks {
-				c.Write(make([]byte, (size-from)/4)) // then the connection closes
-				return false
-			}
-			c.Write(make([]byte, size-from))
-			return true
-		}
-	}
+	serve := func(breaks bool) rawServe { return rawBlobNode(size, breaks) }
 	a, b := startRaw(t, serve(true)), startRaw(t, serve(true))
 	addr, up := haProxy(t, io.Discard, 0, &haNode{addr: a.addr}, &haNode{addr: b.addr})
 	for range 10 {
@@ -74,5 +53,31 @@ func TestHABlobBrokenOnEveryNodeEjectsNone(t *testing.T) {
 	}
 	if !broke() {
 		t.Fatal("the break of a blob another node served whole was not held against the node that broke it")
+	}
+}
+
+// rawBlobNode answers any blob (and its ranges) with size zero bytes, the
+// connection closed a quarter of the way into each body when breaks is
+// set, and anything else with a 2-byte "ok".
+func rawBlobNode(size int, breaks bool) rawServe {
+	return func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		if !strings.Contains(r.URL.Path, "/blobs/") {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+			return true
+		}
+		from := 0
+		if rg := r.Header.Get("Range"); rg != "" {
+			fmt.Sscanf(rg, "bytes=%d-", &from)
+			fmt.Fprintf(c, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n\r\n", from, size-1, size, size-from)
+		} else {
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+		}
+		if breaks {
+			c.Write(make([]byte, (size-from)/4)) // then the connection closes
+			return false
+		}
+		c.Write(make([]byte, size-from))
+		return true
 	}
 }
