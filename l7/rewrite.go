@@ -184,6 +184,12 @@ func (p *publicURLs) rewriteLink(v string) (string, bool) {
 	var kept []string
 	values := splitLinkValues(v)
 	for _, lv := range values {
+		// A link-value starts with its <URL> (RFC 8288): one with a '<'
+		// elsewhere is no link, and a client that takes a URL from the
+		// first '<' to the next '>' would read one across it.
+		if strings.Contains(lv, "<") && !strings.HasPrefix(strings.TrimLeft(lv, " \t"), "<") {
+			continue
+		}
 		ok := true
 		out := mapLinkURLs(lv, func(u string) string {
 			r, keep := p.rewrite(u, false)
