@@ -184,10 +184,11 @@ func (p *publicURLs) rewriteLink(v string) (string, bool) {
 	var kept []string
 	values := splitLinkValues(v)
 	for _, lv := range values {
-		// A link-value starts with its <URL> (RFC 8288): one with a '<'
-		// elsewhere is no link, and a client that takes a URL from the
-		// first '<' to the next '>' would read one across it.
-		if strings.Contains(lv, "<") && !strings.HasPrefix(strings.TrimLeft(lv, " \t"), "<") {
+		// A link-value starts with its <URL> (RFC 8288), and no URL holds
+		// a '<': a value with a '<' anywhere else (not a link, or one
+		// in a quoted parameter) is left out, as a client that takes a
+		// URL from the first '<' to the next '>' would read one across it.
+		if t := strings.TrimLeft(lv, " \t"); strings.Contains(lv, "<") && (!strings.HasPrefix(t, "<") || strings.Contains(t[1:], "<")) {
 			continue
 		}
 		ok := true
