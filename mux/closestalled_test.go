@@ -132,14 +132,9 @@ func TestReloadClosesStalledClientsAtOnce(t *testing.T) {
 	stalledClients(t, m, ls, stalledN, "")
 	waitIdle(t, m.srv, 0, stalledN)
 
-	st := *m.srv.State()
-	tab, err := routeTable("team-b.nexmux.test=team-b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Table = tab
+	st := revokingState(t, m.srv)
 	start := time.Now()
-	m.srv.Update(&st)
+	m.srv.Update(st)
 	if took := time.Since(start); took > stalledBound {
 		t.Fatalf("the reload revoking %d stalled clients took %v", stalledN, took)
 	}
@@ -240,11 +235,7 @@ func TestReloadSendsCloseNotifyToReadingClient(t *testing.T) {
 	servedOnce(t, c)
 	waitIdle(t, m.srv, 0, 1)
 
-	st := *m.srv.State()
-	if st.Table, err = routeTable("team-b.nexmux.test=team-b"); err != nil {
-		t.Fatal(err)
-	}
-	m.srv.Update(&st)
+	m.srv.Update(revokingState(t, m.srv))
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := c.Read(make([]byte, 16)); err != io.EOF {
 		t.Fatalf("after the revocation the client read %d bytes, %v; want EOF", n, err)
@@ -265,13 +256,7 @@ func TestRevokedStalledHTTP2ConnectionCloses(t *testing.T) {
 	m := startMuxWith(t, muxConfig{maxConns: 10, sendTimeout: time.Minute, listener: ls.wrap})
 	fr := stalledH2Client(t, m, ls)
 
-	st := *m.srv.State()
-	tab, err := routeTable("team-b.nexmux.test=team-b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Table = tab
-	m.srv.Update(&st)
+	m.srv.Update(revokingState(t, m.srv))
 	// The close (after h2FlushDelay) is waiting on its close_notify when
 	// the client's PING comes.
 	time.Sleep(300 * time.Millisecond)

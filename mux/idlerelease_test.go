@@ -254,13 +254,7 @@ func TestIdleReleaseRevoked(t *testing.T) {
 	c := m.dialH1TLS(t)
 	br := servedOnce(t, c)
 	waitIdle(t, m.srv, 1, 1)
-	st := *m.srv.State()
-	tab, err := routeTable("team-b.nexmux.test=team-b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Table = tab
-	m.srv.Update(&st)
+	m.srv.Update(revokingState(t, m.srv))
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := br.ReadByte(); err == nil || !strings.Contains(err.Error(), "EOF") && !strings.Contains(err.Error(), "reset") {
 		t.Fatalf("parked connection of a removed route: %v, want closed", err)
@@ -288,6 +282,19 @@ func TestIdleReleaseDisabled(t *testing.T) {
 
 func routeTable(routes ...string) (*route.Table, error) {
 	return route.Build(route.Spec{Routes: routes})
+}
+
+// revokingState is srv's state with team-a's route gone (team-b's only):
+// given to Update, it revokes every connection to team-a.
+func revokingState(t *testing.T, srv *mux.Server) *mux.State {
+	t.Helper()
+	st := *srv.State()
+	tab, err := routeTable("team-b.nexmux.test=team-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Table = tab
+	return &st
 }
 
 // Bytes of the next request that net/http read before it began to wait

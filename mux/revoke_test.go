@@ -52,13 +52,7 @@ func TestReloadRevokesConnectionInItsHandshake(t *testing.T) {
 		t.Fatalf("handshake ended before the client's Finished: %v", err)
 	}
 
-	st := *m.srv.State()
-	tab, err := routeTable("team-b.nexmux.test=team-b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Table = tab
-	m.srv.Update(&st)
+	m.srv.Update(revokingState(t, m.srv))
 	close(gc.release)
 
 	if err := <-done; err == nil {
@@ -142,12 +136,7 @@ func TestReloadLogsRevokedConnectionInFlight(t *testing.T) {
 		t.Fatal("the request never reached the handler")
 	}
 	for range 3 {
-		st := *m.srv.State()
-		var err error
-		if st.Table, err = routeTable("team-b.nexmux.test=team-b"); err != nil {
-			t.Fatal(err)
-		}
-		m.srv.Update(&st)
+		m.srv.Update(revokingState(t, m.srv))
 	}
 	if logs := m.logs.String(); strings.Count(logs, "connection revoked by reload") != 1 || !strings.Contains(logs, "in_flight=true") {
 		t.Errorf("want one revocation line, in_flight=true, over three reloads:\n%s", logs)
