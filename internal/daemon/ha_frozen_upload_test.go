@@ -20,12 +20,7 @@ func TestHAFrozenUploadNodeKeepsItsAnswerWhenItsSlotsAreFull(t *testing.T) {
 	st := stack.Start(t, stack.Options{Nodes: 3, Config: cfg})
 	set := st.Runtime.Upstreams.Set()
 	tr := h1(st)
-	resp, _ := do(t, tr, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST: %s", resp.Status)
-	}
-	owner, _ := sessionNode(t, st, loc)
+	loc, owner, _ := openUpload(t, st, tr)
 	owner.SetBlackhole(true)
 	defer owner.SetBlackhole(false)
 	state := func() string {

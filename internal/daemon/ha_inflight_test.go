@@ -26,12 +26,7 @@ func TestHAUploadQuestionShowsInFlight(t *testing.T) {
 	// Retried while inconclusive: the question ends at its own timeout
 	// (2 s), and a scrape that came after that saw nothing either way.
 	for try := 0; ; try++ {
-		resp, _ := do(t, tr, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
-		loc := resp.Header.Get("Location")
-		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("POST: %s", resp.Status)
-		}
-		owner, uuid := sessionNode(t, st, loc)
+		loc, owner, uuid := openUpload(t, st, tr)
 		untagged, _, _ := strings.Cut(loc, "?") // tag absent: the nodes are asked
 		owner.ResetRequests()
 		owner.SetBlackhole(true)

@@ -537,6 +537,19 @@ func do(t *testing.T, tr http.RoundTripper, method, url string, body io.Reader) 
 	return resp, string(b)
 }
 
+// openUpload opens an upload of ha/app on team-a through tr and returns
+// its Location, the node that holds it and its uuid.
+func openUpload(t *testing.T, st *stack.Stack, tr http.RoundTripper) (loc string, owner *fixtures.Node, uuid string) {
+	t.Helper()
+	resp, _ := do(t, tr, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %s", resp.Status)
+	}
+	loc = resp.Header.Get("Location")
+	owner, uuid = sessionNode(t, st, loc)
+	return loc, owner, uuid
+}
+
 // sessionNode returns the node whose log holds the upload uuid of loc.
 func sessionNode(t *testing.T, st *stack.Stack, loc string) (*fixtures.Node, string) {
 	t.Helper()
@@ -567,12 +580,7 @@ func TestHAUploadOnANodeJustGone(t *testing.T) {
 	cfg.HealthInterval = time.Hour // the probes must not see it first
 	st := stack.Start(t, stack.Options{Nodes: 3, Config: cfg})
 	tr := h1(st)
-	resp, _ := do(t, tr, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST: %s", resp.Status)
-	}
-	owner, _ := sessionNode(t, st, loc)
+	loc, owner, _ := openUpload(t, st, tr)
 	if err := owner.SetDown(true); err != nil {
 		t.Fatal(err)
 	}
@@ -824,9 +832,7 @@ func TestHADrainAndReloadNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := h1(st)
-	resp, _ := do(t, tr, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
-	loc := resp.Header.Get("Location")
-	owner, _ := sessionNode(t, st, loc)
+	loc, owner, _ := openUpload(t, st, tr)
 	var others []string
 	for _, n := range st.NexusNodes {
 		if n != owner {
@@ -895,12 +901,10 @@ func TestHARemovedNodeDrainInMetrics(t *testing.T) {
 	}
 	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig(), ConfigFile: file})
 	tr := h1(st)
-	resp, _ := do(t, tr, http.MethodPost, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/uploads/", nil)
-	loc := resp.Header.Get("Location")
+	loc, owner, _ := openUpload(t, st, tr)
 	if strings.HasPrefix(loc, "/") {
 		loc = "https://" + st.Host("team-a") + loc
 	}
-	owner, _ := sessionNode(t, st, loc)
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPatch, loc, pr)
 	req.SetBasicAuth(stack.User, stack.Password)
