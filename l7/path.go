@@ -162,6 +162,8 @@ func registryPath(sub string) bool {
 func mapRequest(t route.Target, ctxPath string, r route.Request) (repo, sub string, ok bool) {
 	rawPath := r.Path
 	if registryPath(rawPath) {
+		// Picked for what Nexus serves: Jetty reads "blob%73" as "blobs".
+		r.Path = decodedPath(rawPath)
 		return t.Pick(r), rawPath, true
 	}
 	rest, found := strings.CutPrefix(rawPath, ctxPath+"/repository/")
