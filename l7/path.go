@@ -162,6 +162,8 @@ func registryPath(sub string) bool {
 func mapRequest(t route.Target, ctxPath string, r route.Request) (repo, sub string, ok bool) {
 	rawPath := r.Path
 	if registryPath(rawPath) {
+		// Picked for what Nexus serves: Jetty reads "blob%73" as "blobs".
+		r.Path = decodedPath(rawPath)
 		return t.Pick(r), rawPath, true
 	}
 	rest, found := strings.CutPrefix(rawPath, ctxPath+"/repository/")
@@ -183,15 +185,35 @@ func mapRequest(t route.Target, ctxPath string, r route.Request) (repo, sub stri
 // appended, "<path>?k=v", as a whole, so any parameter a BLOCK matcher does
 // not foresee (?x=1 after an exact tag, ?x=/ after [^/]+) would let a
 // blocked image through; proxy cooperation keys on them too, so each
-// spelling would be one more download from the remote.
+// spelling would be one more download from the remote. sub is judged
+// decoded: Jetty reads "manifest%73" as "manifests".
 func contentRead(method, sub string) bool {
 	if method != http.MethodGet && method != http.MethodHead {
 		return false
 	}
+	sub = decodedPath(sub)
 	i := strings.LastIndexByte(sub, '/')
 	if i <= 0 || i == len(sub)-1 {
 		return false
 	}
 	dir := sub[:i]
 	return strings.HasSuffix(dir, "/manifests") || strings.HasSuffix(dir, "/blobs")
+}
+
+// decodedPath is raw as a server behind nexmux reads it, unescaped until
+// nothing changes (at most maxDecodeRounds times, as checkPath allows): a
+// decision made on the path must be made on what Nexus will serve. A
+// malformed escape, which checkPath refuses, stays as it is.
+func decodedPath(raw string) string {
+	for range maxDecodeRounds {
+		if !strings.Contains(raw, "%") {
+			return raw
+		}
+		next, err := url.PathUnescape(raw)
+		if err != nil || next == raw {
+			return raw
+		}
+		raw = next
+	}
+	return raw
 }

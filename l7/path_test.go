@@ -250,6 +250,13 @@ func TestContentRead(t *testing.T) {
 		{"GET", "/v2/app/manifests/", false},
 		{"GET", "/v2/token", false},
 		{"GET", "/v1/search", false},
+		// Jetty decodes the path: these are manifest and blob reads too.
+		{"GET", "/v2/app/manifest%73/1", true},
+		{"HEAD", "/v2/app/%6Danifests/1", true},
+		{"GET", "/v2/app/blob%73/sha256:00", true},
+		{"GET", "/v2/app/manifest%2573/1", true},
+		{"GET", "/v2/app/blobs/upload%73/0b1c", false},
+		{"GET", "/v2/app/tags/lis%74", false},
 	} {
 		if got := contentRead(c.method, c.sub); got != c.want {
 			t.Errorf("contentRead(%s, %s) = %v, want %v", c.method, c.sub, got, c.want)

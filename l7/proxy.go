@@ -538,8 +538,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 			return
 		}
 		st.repo, st.sub, st.query = repo, sub, rawQuery
-		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, sub, rawQuery)
-		st.anyRepo = registryPath(rawPath) && (sub == "/v2" || sub == "/v2/" || route.IsTokenPath(sub))
+		judged := decodedPath(sub) // as Nexus reads it, "toke%6e" too
+		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, judged, rawQuery)
+		st.anyRepo = registryPath(rawPath) && (judged == "/v2" || judged == "/v2/" || route.IsTokenPath(judged))
 	}
 	if st.query != "" && contentRead(r.Method, st.sub) {
 		// Nexus's routing rules match "<path>?<params>" whole: a client's

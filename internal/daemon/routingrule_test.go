@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -77,5 +78,60 @@ func TestRoutingRulesSeeNoClientParameters(t *testing.T) {
 	}
 	if !sawN {
 		t.Error("tags/list's n did not reach Nexus")
+	}
+}
+
+// TestRoutingRulesSeeNoClientParametersInAnyEncoding: a client may spell
+// the endpoint with percent-encoded letters ("manifest%73", "%62lobs");
+// Jetty decodes them, so Nexus serves the manifest or blob read, and its
+// routing rule sees the client's parameters: "?x=/" after an exact tag or
+// [^/]+ lets a blocked image through. The parameters must go whatever the
+// spelling of the path.
+func TestRoutingRulesSeeNoClientParametersInAnyEncoding(t *testing.T) {
+	repos := stack.TeamRepos("team-a")
+	for i := range repos {
+		if repos[i].Name == "team-a-proxy" {
+			repos[i].RoutingBlock = []string{"/v2/library/base/manifests/[^/]+", "/v2/library/base/blobs/[^/]+"}
+		}
+	}
+	s := stack.Start(t, stack.Options{Config: config.Config{Route: []string{"team-a.nexmux.test=team-a"}}, Fixture: fixtures.Config{Repos: repos}})
+	img, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Nexus.Seed("team-a-proxy", "library/base", "3", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	cl := &http.Client{Transport: s.Transport()}
+	for _, p := range []string{
+		"/v2/library/base/manifests/3", // the control: plain spelling
+		"/v2/library/base/manifest%73/3",
+		"/v2/library/base/%6Danifests/3",
+		"/v2/library/base/manifest%2573/3",
+		"/v2/library/base/blob%73/" + ld.String(),
+		"/v2/library/base/%62lobs/" + ld.String(),
+	} {
+		for _, method := range []string{"GET", "HEAD"} {
+			req, err := http.NewRequestWithContext(t.Context(), method, "https://"+s.Host("team-a"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Opaque keeps the path bytes exactly as written.
+			req.URL.Opaque = "//" + s.Host("team-a") + p
+			req.URL.RawQuery = "x=/"
+			req.SetBasicAuth(stack.User, stack.Password)
+			resp, err := cl.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			// The group skips its blocked proxy member: 404. A spelling
+			// Jetty does not decode to the endpoint is no read at all.
+			if resp.StatusCode == http.StatusOK {
+				t.Errorf("%s %s?x=/: %d, want the blocked image withheld (404)", method, p, resp.StatusCode)
+			}
+		}
 	}
 }

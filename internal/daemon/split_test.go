@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -268,4 +269,82 @@ func TestPlainHTTPPortRouteBehindTLSBalancer(t *testing.T) {
 			t.Fatalf("scheme %q: Nexus saw X-Forwarded-Proto %q", scheme, got)
 		}
 	}
+}
+
+// TestOneNamePicksOnTheDecodedPath: Jetty decodes the path, so
+// "blob%73", "upload%73" and "toke%6e" are a blob, an upload session and
+// the token endpoint to Nexus. The split route must pick the repository
+// for what Nexus will serve: a Basic blob HEAD and an upload's status ask
+// the hosted repository, a push-scoped token GET is a push token.
+func TestOneNamePicksOnTheDecodedPath(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneName()})
+	base, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the proxy member holds it: the group says it exists, hosted not.
+	if err := st.Nexus.Seed("team-a-proxy", "library/base", "1", base); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := base.Layers()
+	ld, _ := layers[0].Digest()
+	cl := &http.Client{Transport: st.Transport()}
+	raw := func(method, path, query string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, "https://"+st.Host("team-a"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Opaque keeps the path bytes exactly as written.
+		req.URL.Opaque = "//" + st.Host("team-a") + path
+		req.URL.RawQuery = query
+		req.SetBasicAuth(stack.User, stack.Password)
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	only := func(what, wantRepo string) {
+		t.Helper()
+		reqs := st.Nexus.Requests()
+		if len(reqs) == 0 {
+			t.Errorf("%s: no request reached Nexus", what)
+		}
+		for _, r := range reqs {
+			if r.Repo != wantRepo {
+				t.Errorf("%s: %s %s went to %s, want %s", what, r.Method, r.RawPath, r.Repo, wantRepo)
+			}
+		}
+	}
+
+	st.Nexus.ResetRequests()
+	if resp, _ := raw("HEAD", "/v2/library/base/blob%73/"+ld.String(), ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("HEAD blob%%73 (Basic): %d, want hosted's 404", resp.StatusCode)
+	}
+	only("HEAD blob%73", "team-a-hosted")
+
+	resp, body := raw("POST", "/v2/enc/app/blobs/uploads/", "")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST upload: %d %s", resp.StatusCode, body)
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Nexus.ResetRequests()
+	encoded := strings.Replace(loc.EscapedPath(), "/blobs/uploads/", "/blobs/upload%73/", 1)
+	if resp, body := raw("GET", encoded, loc.RawQuery); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("GET %s: %d %.200s, want the session's 204", encoded, resp.StatusCode, body)
+	}
+	only("upload status", "team-a-hosted")
+
+	st.Nexus.ResetRequests()
+	resp, body = raw("GET", "/v2/toke%6e", "scope=repository%3Aenc%2Fapp%3Apull%2Cpush&service=x")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, ".nexmux-push") {
+		t.Errorf("push-scoped GET /v2/toke%%6e: %d %.200s, want a marked push token", resp.StatusCode, body)
+	}
+	only("push token", "team-a-hosted")
 }
