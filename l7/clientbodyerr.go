@@ -47,7 +47,7 @@ func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *req
 		return // a response already started; the connection just ends
 	}
 	code := "UNKNOWN"
-	if strings.Contains(st.sub, "/blobs/uploads") {
+	if strings.Contains(st.judged, "/blobs/uploads") {
 		code = "BLOB_UPLOAD_INVALID"
 	}
 	endConnection(w)

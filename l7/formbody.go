@@ -70,7 +70,7 @@ func formCharsetsOK(h http.Header) bool {
 // names describe; blobs and manifests never come as forms (curl's -d
 // default type), and Jetty would eat them as fields anyway.
 func (p *Proxy) checkForm(w http.ResponseWriter, r *http.Request, st *reqState) bool {
-	if !route.IsTokenPath(st.sub) {
+	if !route.IsTokenPath(st.judged) {
 		p.refuseLocal(w, st, http.StatusUnsupportedMediaType, "UNSUPPORTED", "nexmux: a form-encoded body (Content-Type application/x-www-form-urlencoded) is served on the token endpoint only; Nexus would read it as parameters, not as content")
 		return false
 	}

@@ -198,9 +198,12 @@ type Proxy struct {
 // all of it.
 type reqState struct {
 	context.Context
-	ci       *ConnInfo
-	repo     string
-	sub      string
+	ci   *ConnInfo
+	repo string
+	sub  string
+	// judged is sub as Jetty decodes it ("blob%73" is "blobs"): every
+	// decision on the path reads it, so it is made on what Nexus serves.
+	judged   string
 	path     string // ctxPath + "/repository/" + repo + sub: Nexus's raw path
 	query    string
 	start    time.Time
@@ -538,11 +541,14 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 			return
 		}
 		st.repo, st.sub, st.query = repo, sub, rawQuery
-		judged := decodedPath(sub) // as Nexus reads it, "toke%6e" too
-		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, judged, rawQuery)
-		st.anyRepo = registryPath(rawPath) && (judged == "/v2" || judged == "/v2/" || route.IsTokenPath(judged))
+		st.judged = decodedPath(sub)
+		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, st.judged, rawQuery)
+		st.anyRepo = registryPath(rawPath) && (st.judged == "/v2" || st.judged == "/v2/" || route.IsTokenPath(st.judged))
 	}
-	if st.query != "" && contentRead(r.Method, st.sub) {
+	if st.judged == "" {
+		st.judged = decodedPath(st.sub) // a mirror name's
+	}
+	if st.query != "" && contentRead(r.Method, st.judged) {
 		// Nexus's routing rules match "<path>?<params>" whole: a client's
 		// parameter would let an image a rule blocks through.
 		st.query = ""
@@ -559,7 +565,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	}
 	p.beforeForward(st.ci, cw)
 	rp := p.rp
-	if r.Method == http.MethodGet && isBlobDownload(st.sub) {
+	if r.Method == http.MethodGet && isBlobDownload(st.judged) {
 		rp = p.rpBlob
 	}
 	rp.ServeHTTP(cw, r.WithContext(st))
@@ -764,7 +770,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		pub.base = p.scheme(st.ci) + "://" + resp.Request.Host
 	}
 	// Only a blob read's redirect may send the client to a blob store.
-	blobRedirect := resp.StatusCode/100 == 3 && isBlobDownload(st.sub) &&
+	blobRedirect := resp.StatusCode/100 == 3 && isBlobDownload(st.judged) &&
 		(resp.Request.Method == http.MethodGet || resp.Request.Method == http.MethodHead)
 	pub.rewriteHeaders(resp.Header, blobRedirect)
 	p.tagUpload(resp, st.tag)

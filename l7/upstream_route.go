@@ -131,7 +131,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	set := f.up.set
 	sub, repo := r.URL.Path, ""
 	if st != nil {
-		sub, repo = st.sub, st.repo
+		sub, repo = st.judged, st.repo
 	}
 	rest, tag := upstream.SplitTag(r.URL.RawQuery)
 	r.URL.RawQuery = rest
