@@ -67,6 +67,9 @@ func TestTokenPush(t *testing.T) {
 		{http.MethodGet, "/v2/token", "account=alice&client_id=docker&offline_token=true", false},
 		{http.MethodPost, "/v2/token", "scope=repository%3Aapp%3Apush", false},
 		{http.MethodGet, "/v2/app/manifests/token", "scope=repository%3Aapp%3Apush", false},
+		// Jetty decodes parameter names: Nexus reads these as scope.
+		{http.MethodGet, "/v2/token", "%73cope=repository%3Aapp%3Apush", true},
+		{http.MethodGet, "/v2/token", "sc%6Fpe=repository:app:pull,push", true},
 	} {
 		if got := TokenPush(tc.method, tc.path, tc.query); got != tc.want {
 			t.Errorf("TokenPush(%s %s?%s) = %v, want %v", tc.method, tc.path, tc.query, got, tc.want)
