@@ -61,8 +61,8 @@ func dirIs(path, dir string) bool {
 // image name ("repository:pushgateway:pull") is not a push.
 func pushScope(query string) bool {
 	for param := range strings.SplitSeq(query, "&") {
-		v, ok := strings.CutPrefix(param, "scope=")
-		if !ok {
+		name, v, ok := strings.Cut(param, "=")
+		if !ok || name != "scope" && !scopeEncoded(name) {
 			continue
 		}
 		if strings.Contains(v, "%") || strings.Contains(v, "+") {
@@ -81,6 +81,16 @@ func pushScope(query string) bool {
 		}
 	}
 	return false
+}
+
+// scopeEncoded reports a parameter name that Jetty decodes to "scope"
+// ("%73cope"): Nexus reads the scope under it.
+func scopeEncoded(name string) bool {
+	if !strings.Contains(name, "%") {
+		return false
+	}
+	n, err := url.QueryUnescape(name)
+	return err == nil && n == "scope"
 }
 
 // Kind is how a route is chosen for a connection.
