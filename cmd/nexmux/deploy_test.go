@@ -779,7 +779,7 @@ func unitSettings(t *testing.T, name string) map[string][]string {
 // nexmux.service stops nexmux the way it drains (SIGTERM, with time for
 // the drain and a shutdown delay of a few seconds), reloads it with
 // SIGHUP, and its sandbox leaves what serve needs: binding 443, and the
-// socket families it opens (AF_UNIX: the SOCKS5 ingress's socket pairs).
+// socket families it opens (listed below with their use).
 func TestSystemdUnitStopsReloadsAndSandboxesAsNexmuxNeeds(t *testing.T) {
 	u := unitSettings(t, "systemd/nexmux.service")
 	last := func(k string) string {
@@ -814,9 +814,15 @@ func TestSystemdUnitStopsReloadsAndSandboxesAsNexmuxNeeds(t *testing.T) {
 	}
 	if fams, ok := u["RestrictAddressFamilies"]; ok {
 		allowed := strings.Fields(fams[len(fams)-1])
-		for _, f := range []string{"AF_INET", "AF_INET6", "AF_UNIX"} {
-			if !slices.Contains(allowed, f) {
-				t.Errorf("RestrictAddressFamilies=%s lacks %s", fams[len(fams)-1], f)
+		for _, f := range []struct{ family, use string }{
+			{"AF_INET", "IPv4 listeners and Nexus"}, {"AF_INET6", "IPv6 listeners and Nexus"},
+			{"AF_UNIX", "the SOCKS5 ingress's socket pairs"},
+			// Without it the host's addresses read as loopback alone: a
+			// backend at this host's address and nexmux's port loops.
+			{"AF_NETLINK", "net.InterfaceAddrs, for a backend on nexmux's own listener"},
+		} {
+			if !slices.Contains(allowed, f.family) {
+				t.Errorf("RestrictAddressFamilies=%s lacks %s (%s)", fams[len(fams)-1], f.family, f.use)
 			}
 		}
 	}

@@ -276,7 +276,9 @@ func (c *Config) Build() (*Runtime, error) {
 			b.Warnings = append(b.Warnings, err.Error()+"; nexmux iptables refuses to write its rule")
 		}
 	}
-	errs = errlist.Append(errs, ownListenerLoops(c, ports))
+	ownWarnings, err := ownListenerLoops(c, ports)
+	b.Warnings = append(b.Warnings, ownWarnings...)
+	errs = errlist.Append(errs, err)
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
 		errs = multierror.Append(errs, relationError{errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO")})
 	}
@@ -404,7 +406,10 @@ func (c *Config) RedirectLoops(ports []int) []error {
 		if err != nil || !ok || !slices.Contains(ports, p) {
 			return 0, false
 		}
-		return p, slices.ContainsFunc(resolveHost(host), func(a netip.Addr) bool { return local(dialed(a)) })
+		// Unreadable addresses count as loopback alone here: the rules are
+		// written outside nexmux's sandbox (nexmux-iptables.service, the
+		// init container), where they are read.
+		return p, slices.ContainsFunc(resolveHost(host), func(a netip.Addr) bool { is, _ := local(dialed(a)); return is })
 	}
 	const why = "the REDIRECT of this host's own connections to that port (OUTPUT) would send nexmux's connections to it back to nexmux's listener, a loop that never reaches it"
 	var errs []error
@@ -572,11 +577,13 @@ func listenClashes(c *Config, boundPorts []int) error {
 // with --bind-ports. Each request or stream would come back in, be routed
 // the same way to the same backend, and so on until a limit refused one.
 // Backends on other ports, or on addresses the listener does not take,
-// are left alone; a backend that does not parse is reported elsewhere.
-func ownListenerLoops(c *Config, boundPorts []int) error {
+// are left alone; a backend that does not parse is reported elsewhere. One
+// that may be this host's when its addresses could not be read is warned
+// of instead.
+func ownListenerLoops(c *Config, boundPorts []int) (warnings []string, _ error) {
 	lhost, lp, err := net.SplitHostPort(c.Listen)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	type own struct {
 		port int
@@ -592,51 +599,73 @@ func ownListenerLoops(c *Config, boundPorts []int) error {
 		}
 	}
 	local := localAddrs()
+	var unread error // set when a backend's answer needed the unreadable addresses
 	takes := func(b netip.Addr) bool {
 		b = dialed(b)
 		switch l, err := netip.ParseAddr(lhost); {
 		case lhost == "" || err == nil && l.Unmap().IsUnspecified():
 			// ":P", "0.0.0.0:P" and "[::]:P" all take both families
 			// (Go listens on [::] for each).
-			return local(b)
+			is, err := local(b)
+			if err != nil {
+				unread = err
+			}
+			return is
 		default:
 			a, ok := listenAddr(lhost)
 			return ok && a == b
 		}
 	}
-	// ownOf names the listener addr reaches, if any.
-	ownOf := func(addr string) (string, bool) {
+	// ownOf names the listener addr reaches, if any, or the one it may
+	// reach when this host's addresses could not be read (unsure).
+	ownOf := func(addr string) (what string, loop, unsure bool) {
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
-			return "", false
+			return "", false, false
 		}
 		n, ok := route.ParsePort(port)
 		if !ok {
-			return "", false
+			return "", false, false
 		}
 		for _, o := range owns {
-			if o.port == n && slices.ContainsFunc(resolveHost(host), takes) {
-				return o.what, true
+			if o.port != n {
+				continue
+			}
+			unread = nil
+			if slices.ContainsFunc(resolveHost(host), takes) {
+				return o.what, true, false
+			}
+			if unread != nil {
+				return o.what, false, true
 			}
 		}
-		return "", false
+		return "", false, false
+	}
+	unsure := func(backend, what string) {
+		warnings = append(warnings, fmt.Sprintf("%s: cannot tell whether it is nexmux's own %s, as this host's addresses could not be read (%v; a sandbox refusing AF_NETLINK sockets?): if it is, everything sent to it comes back to nexmux", backend, what, unread))
 	}
 	var errs []error
 	for _, raw := range c.Upstream {
 		if _, _, hostPort, _, err := upstream.Normalise(raw); err == nil {
-			if what, loop := ownOf(hostPort); loop {
+			switch what, loop, maybe := ownOf(hostPort); {
+			case loop:
 				errs = append(errs, relationError{fmt.Errorf("upstream %s is nexmux's own %s: every request would come back to nexmux, never to Nexus", strings.TrimSpace(raw), what)})
+			case maybe:
+				unsure("upstream "+strings.TrimSpace(raw), what)
 			}
 		}
 	}
 	for _, p := range c.Passthrough {
 		name, addr, _ := strings.Cut(p, "=")
 		addr = strings.TrimSpace(addr)
-		if what, loop := ownOf(addr); loop {
+		switch what, loop, maybe := ownOf(addr); {
+		case loop:
 			errs = append(errs, relationError{fmt.Errorf("passthrough %s: %s is nexmux's own %s: every stream for %s would come back to nexmux", strings.TrimSpace(p), addr, what, strings.TrimSpace(name))})
+		case maybe:
+			unsure("passthrough "+strings.TrimSpace(p), what)
 		}
 	}
-	return errlist.Join(errs...)
+	return warnings, errlist.Join(errs...)
 }
 
 // dialed is the address a dial to a reaches: 0.0.0.0 and :: are loopback.
@@ -652,27 +681,30 @@ func dialed(a netip.Addr) netip.Addr {
 
 // localAddrs returns a test of whether an address is this host's (a
 // loopback one, or one of its interfaces'), reading the interfaces once,
-// when first asked about an address that is not loopback.
-func localAddrs() func(netip.Addr) bool {
+// when first asked about an address that is not loopback. The error says
+// they could not be read (a sandbox without AF_NETLINK): then only
+// loopback counts as this host's.
+func localAddrs() func(netip.Addr) (bool, error) {
 	var local []netip.Addr
+	var readErr error
 	read := false
-	return func(a netip.Addr) bool {
+	return func(a netip.Addr) (bool, error) {
 		if a.IsLoopback() {
-			return true
+			return true, nil
 		}
 		if !read {
 			read = true
-			if as, err := net.InterfaceAddrs(); err == nil {
-				for _, ia := range as {
-					if n, ok := ia.(*net.IPNet); ok {
-						if ip, ok := netip.AddrFromSlice(n.IP); ok {
-							local = append(local, ip.Unmap())
-						}
+			as, err := net.InterfaceAddrs()
+			readErr = err
+			for _, ia := range as {
+				if n, ok := ia.(*net.IPNet); ok {
+					if ip, ok := netip.AddrFromSlice(n.IP); ok {
+						local = append(local, ip.Unmap())
 					}
 				}
 			}
 		}
-		return slices.Contains(local, a)
+		return slices.Contains(local, a), readErr
 	}
 }
 
