@@ -75,3 +75,44 @@ func TestBuildWarnsOfAMirrorRepositoryServingTwoRegistries(t *testing.T) {
 		}
 	}
 }
+
+// A file holding a Nexus password or the affinity secret that every user
+// of the host may read draws a warning, as a world-readable
+// --socks5-auth-file does; a private one does not.
+func TestBuildWarnsOfSecretFilesOthersMayRead(t *testing.T) {
+	dir := t.TempDir()
+	crt, key := writeCert(t, dir, "m", "mirror.example.com")
+	auth := filepath.Join(dir, "mirror-auth")
+	secret := filepath.Join(dir, "affinity-secret")
+	if err := os.WriteFile(auth, []byte("robot:pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	build := func() string {
+		c := Defaults()
+		c.Cert, c.Key = []string{crt}, []string{key}
+		c.Mirror = []string{"mirror.example.com/docker.io=dockerhub-proxy"}
+		c.MirrorAuthFile, c.AffinitySecretFile = auth, secret
+		b, err := c.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(b.Warnings, "\n")
+	}
+	if got := build(); strings.Contains(got, "readable by every user") {
+		t.Errorf("private files: warnings %q", got)
+	}
+	for _, f := range []string{auth, secret} {
+		if err := os.Chmod(f, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := build()
+	for _, want := range []string{"mirror-auth-file " + auth + " is readable by every user", "affinity-secret-file " + secret + " is readable by every user"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("warnings %q, want %q", got, want)
+		}
+	}
+}
