@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/nexmux/nexmux/internal/errlist"
@@ -23,8 +22,8 @@ func LoadCredentials(path string) (creds map[string]string, warnings []string, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("socks5-auth-file: %v", err)
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o004 != 0 {
-		warnings = append(warnings, fmt.Sprintf("socks5-auth-file %s is readable by every user (mode %#o): chmod o-r", path, fi.Mode().Perm()))
+	if w := smallfile.OthersMayRead("socks5-auth-file", path); w != "" {
+		warnings = append(warnings, w)
 	}
 	creds, err = ParseCredentials(path, data)
 	if err == nil && len(creds) == 0 {

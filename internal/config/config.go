@@ -21,6 +21,7 @@ import (
 
 	"github.com/nexmux/nexmux/internal/errlist"
 	"github.com/nexmux/nexmux/internal/iptables"
+	"github.com/nexmux/nexmux/internal/smallfile"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/route"
@@ -231,6 +232,9 @@ func (c *Config) Build() (*Runtime, error) {
 			errs = multierror.Append(errs, err)
 		} else {
 			b.AffinitySecretSum = sha256.Sum256(secret)
+			if w := smallfile.OthersMayRead("affinity-secret-file", c.AffinitySecretFile); w != "" {
+				b.Warnings = append(b.Warnings, w)
+			}
 		}
 	}
 	if b.UpstreamSpec, err = upstream.ParseSpec(c.Upstream, c.DrainUpstream); err != nil {
@@ -258,6 +262,8 @@ func (c *Config) Build() (*Runtime, error) {
 		}
 		if b.MirrorAuth, err = loadMirrorAuth(c.MirrorAuthFile); err != nil {
 			errs = multierror.Append(errs, err)
+		} else if w := smallfile.OthersMayRead("mirror-auth-file", c.MirrorAuthFile); w != "" {
+			b.Warnings = append(b.Warnings, w)
 		}
 	}
 	if b.ListenPort != 0 {

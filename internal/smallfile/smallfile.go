@@ -62,3 +62,13 @@ func Read(path string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// OthersMayRead is the warning for a secret file (what names it, flag, and
+// its path) that every user of the host may read, or "".
+func OthersMayRead(flag, path string) string {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o004 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s %s is readable by every user (mode %#o): chmod o-r", flag, path, fi.Mode().Perm())
+}
