@@ -38,3 +38,33 @@ func TestEveryBadUpstreamListedAtOnce(t *testing.T) {
 		t.Fatalf("good HA upstreams refused: %v", err)
 	}
 }
+
+// An --upstream or --drain-upstream written without its scheme
+// ("admin:pw@nexus:8081", "http:admin:pw@nexus") still parses as a URL,
+// with the password in its opaque part, where url.Redacted does not look:
+// the refusal, printed by check and logged on a refused reload, must not
+// show it.
+func TestUpstreamWithoutSchemeHidesItsPassword(t *testing.T) {
+	for _, raw := range []string{
+		"admin:S3CRET@nexus:8081",
+		"http:admin:S3CRET@nexus:8081",
+		"http:/admin:S3CRET@nexus:8081",
+		"admin:S3CRET@nexus:8081/nexus?x=1",
+	} {
+		c := Defaults()
+		c.Route = nil
+		c.Port = []string{"8082=team-a"}
+		c.Upstream = []string{raw}
+		c.DrainUpstream = []string{raw}
+		_, err := c.Build()
+		if err == nil {
+			t.Fatalf("%q accepted", raw)
+		}
+		if strings.Contains(err.Error(), "S3CRET") {
+			t.Errorf("%q: the refusal shows the password:\n%v", raw, err)
+		}
+		if !strings.Contains(err.Error(), "nexus:8081") {
+			t.Errorf("%q: the refusal no longer names the host:\n%v", raw, err)
+		}
+	}
+}
