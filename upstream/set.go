@@ -83,16 +83,36 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 // is refused, but the refusal is printed, and logged on a refused reload.
 func shown(raw string) string {
 	p, err := url.Parse(strings.TrimSpace(raw))
-	if err != nil {
-		if at, sep := strings.LastIndex(raw, "@"), strings.Index(raw, "://"); sep >= 0 && at > sep {
-			return raw[:sep+3] + "xxxxx" + raw[at:]
-		}
-		return raw
+	if err != nil || (p.User == nil && strings.Contains(raw, "@")) {
+		// Unparsed, or parsed with the credentials in its opaque part or
+		// path ("admin:pw@nexus:8081" has the scheme "admin"), where
+		// Redacted does not look.
+		return hideUserinfo(raw)
 	}
 	if p.RawQuery != "" {
 		p.RawQuery = "xxxxx"
 	}
 	return p.Redacted()
+}
+
+// hideUserinfo is raw with everything between its scheme and its last '@'
+// hidden, and its query too.
+func hideUserinfo(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	prefix := ""
+	if sep := strings.Index(raw, "://"); sep >= 0 && sep < at {
+		prefix = raw[:sep+3]
+	} else if c := strings.IndexByte(raw, ':'); c >= 0 && c < at {
+		prefix = raw[:c+1] // a scheme, or the user name before its password
+	}
+	rest := raw[at+1:]
+	if q := strings.IndexByte(rest, '?'); q >= 0 {
+		rest = rest[:q+1] + "xxxxx"
+	}
+	return prefix + "xxxxx@" + rest
 }
 
 // Set is the live node set with its health table. Its methods are safe for
