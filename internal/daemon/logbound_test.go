@@ -1,0 +1,43 @@
+package daemon_test
+
+import (
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+// maxLogLine is where log pipelines split a line (Docker's json-file
+// driver, the CRI log format): a JSON line split there no longer parses.
+const maxLogLine = 16 << 10
+
+// Every line a request makes nexmux log stays under maxLogLine, whatever
+// the length of the path the client sent: the access line cuts it at 1 KiB
+// (README, Logs), and so must the warning that Nexus could not be reached.
+func TestLogLinesOfALongPathStayBounded(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "http://" + dead.Addr().String()
+	dead.Close() // nothing listens: every request to Nexus fails to dial
+	st, logs := logStackWith(t, stack.Options{Config: teamRoutes(), Upstreams: func(string) []string { return []string{deadURL} }})
+
+	path := "/v2/" + strings.Repeat("a/", 20<<10) + "manifests/1"
+	raw := "GET " + path + " HTTP/1.1\r\nHost: " + st.Host("team-a") + "\r\nConnection: close\r\n\r\n"
+	res := rawExchange(st, "team-a.nexmux.test", []byte(raw), 1, http.MethodGet)
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if res.statuses[0] != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503 (Nexus unreachable)", res.statuses[0])
+	}
+	waitLog(t, logs, "upstream request failed")
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if len(line) > maxLogLine {
+			t.Errorf("a log line of %d bytes: %.200s...", len(line), line)
+		}
+	}
+}
