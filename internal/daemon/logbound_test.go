@@ -1,10 +1,13 @@
 package daemon_test
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
 )
@@ -39,5 +42,31 @@ func TestLogLinesOfALongPathStayBounded(t *testing.T) {
 		if len(line) > maxLogLine {
 			t.Errorf("a log line of %d bytes: %.200s...", len(line), line)
 		}
+	}
+}
+
+// A TLS handshake that fails is logged with crypto/tls's error, which
+// for an ALPN mismatch quotes every protocol the client offered: up to a
+// whole 16 KiB ClientHello of them, escaped. The refusal line must stay
+// under maxLogLine all the same.
+func TestHandshakeRefusalOfAHugeALPNListStaysBounded(t *testing.T) {
+	st, logs := logStack(t, teamRoutes())
+	var protos []string
+	for i := range 55 {
+		protos = append(protos, strings.Repeat("\xff", 250)+strconv.Itoa(i))
+	}
+	c, err := net.DialTimeout("tcp", st.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: protos})
+	if err := tc.Handshake(); err == nil || !strings.Contains(err.Error(), "no application protocol") {
+		t.Fatalf("handshake: %v, want a no_application_protocol alert", err)
+	}
+	line := waitLog(t, logs, "TLS handshake failed")
+	if len(line) > maxLogLine {
+		t.Errorf("the refusal line has %d bytes: %.200s...", len(line), line)
 	}
 }
