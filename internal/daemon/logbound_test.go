@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -68,5 +69,45 @@ func TestHandshakeRefusalOfAHugeALPNListStaysBounded(t *testing.T) {
 	line := waitLog(t, logs, "TLS handshake failed")
 	if len(line) > maxLogLine {
 		t.Errorf("the refusal line has %d bytes: %.200s...", len(line), line)
+	}
+}
+
+// Something at the --upstream address that answers with a 40 KB line that
+// is no HTTP status line (another service on the port): net/http's error
+// quotes the line, and that error is the access line's reason and the
+// "upstream request failed" line's err. Both stay under maxLogLine.
+func TestLogLinesOfAMalformedNexusAnswerStayBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = c.Read(make([]byte, 64<<10))
+				_, _ = io.WriteString(c, "SSH-2.0-x "+strings.Repeat("A", 40<<10)+"\r\n")
+			}()
+		}
+	}()
+	st, logs := logStackWith(t, stack.Options{Config: teamRoutes(), Upstreams: func(string) []string { return []string{"http://" + ln.Addr().String()} }})
+	raw := "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: " + st.Host("team-a") + "\r\nConnection: close\r\n\r\n"
+	res := rawExchange(st, "team-a.nexmux.test", []byte(raw), 1, http.MethodGet)
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if res.statuses[0] < 500 {
+		t.Fatalf("status %d, want a 5xx", res.statuses[0])
+	}
+	waitLog(t, logs, "msg=request", "/v2/app/manifests/1")
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if len(line) > maxLogLine {
+			t.Errorf("a log line of %d bytes: %.200s...", len(line), line)
+		}
 	}
 }
