@@ -825,7 +825,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		if st != nil {
 			st.reason = cutAtDrainEnd + "Nexus had not answered"
 		}
-		p.log.Debug("upstream request cut at the drain's end", "method", logged(r.Method), "path", logged(r.URL.Path), "err", err)
+		p.log.Debug("upstream request cut at the drain's end", "method", logged(r.Method), "path", logged(r.URL.Path), "err", logged(err.Error()))
 		w.Header().Set("Retry-After", "1")
 		endConnection(w)
 		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "nexmux: stopping; retry")
@@ -866,7 +866,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	if st != nil {
 		st.reason = "upstream: " + err.Error()
 	}
-	p.log.Warn("upstream request failed", "method", logged(r.Method), "path", logged(r.URL.Path), "err", err)
+	p.log.Warn("upstream request failed", "method", logged(r.Method), "path", logged(r.URL.Path), "err", logged(err.Error()))
 	w.Header().Set("Retry-After", "5")
 	if upstream.LocalDialFailure(err) {
 		// Nexus is fine: an operator told it is not would look there.
