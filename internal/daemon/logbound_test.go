@@ -95,7 +95,10 @@ func TestLogLinesOfAMalformedNexusAnswerStayBounded(t *testing.T) {
 			}()
 		}
 	}()
-	st, logs := logStackWith(t, stack.Options{Config: teamRoutes(), Upstreams: func(string) []string { return []string{"http://" + ln.Addr().String()} }})
+	cfg := teamRoutes()
+	cfg.HealthInterval = 100 * time.Millisecond
+	cfg.MetricsListen = "127.0.0.1:0"
+	st, logs := logStackWith(t, stack.Options{Config: cfg, Upstreams: func(string) []string { return []string{"http://" + ln.Addr().String()} }})
 	raw := "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: " + st.Host("team-a") + "\r\nConnection: close\r\n\r\n"
 	res := rawExchange(st, "team-a.nexmux.test", []byte(raw), 1, http.MethodGet)
 	if res.err != nil {
@@ -105,6 +108,30 @@ func TestLogLinesOfAMalformedNexusAnswerStayBounded(t *testing.T) {
 		t.Fatalf("status %d, want a 5xx", res.statuses[0])
 	}
 	waitLog(t, logs, "msg=request", "/v2/app/manifests/1")
+	// The probes (a lone node is probed for /readyz) quote the line too:
+	// the node's state change, the readiness lines, the /readyz answer
+	// and the node table's lastError.
+	get := func(path string) []byte {
+		resp, err := http.Get("http://" + st.Daemon.Addr("metrics").String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return b
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(logLines(logs, "upstream node state", "to=down")) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the node was never probed down")
+		}
+		if b := get("/readyz"); len(b) > maxLogLine {
+			t.Fatalf("/readyz answered %d bytes", len(b))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if b := get("/upstreams"); len(b) > maxLogLine {
+		t.Errorf("/upstreams answered %d bytes", len(b))
+	}
 	for _, line := range strings.Split(logs.String(), "\n") {
 		if len(line) > maxLogLine {
 			t.Errorf("a log line of %d bytes: %.200s...", len(line), line)
