@@ -7,10 +7,12 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nexmux/nexmux/internal/errlist"
 )
@@ -344,6 +346,23 @@ func (s *Set) forgetRemoved() {
 	}
 }
 
+// maxErrText is the longest error a node's table entry and log lines hold
+// whole: net/http's error for an answer that is no HTTP quotes its whole
+// first line, and log pipelines split lines at 16 KiB.
+const maxErrText = 1024
+
+// errText is why as the node table and the log hold it.
+func errText(why string) string {
+	if len(why) <= maxErrText {
+		return why
+	}
+	cut := maxErrText
+	for cut > maxErrText-utf8.UTFMax && !utf8.RuneStart(why[cut]) {
+		cut--
+	}
+	return why[:cut] + "... (" + strconv.Itoa(len(why)) + " bytes)"
+}
+
 // now is a seam for tests of the ejection backoff.
 var now = time.Now
 
@@ -355,10 +374,11 @@ func (s *Set) ReportConnectFailure(n *Node, err error) {
 	changed := n.setState(Down, t)
 	n.pending, n.pendingN = Down, 0
 	n.reachable = false
-	n.lastErr, n.lastErrAt = err.Error(), t
+	why := errText(err.Error())
+	n.lastErr, n.lastErrAt = why, t
 	n.mu.Unlock()
 	if changed {
-		s.log.Warn("upstream node down", "node", n.Host, "err", err.Error())
+		s.log.Warn("upstream node down", "node", n.Host, "err", why)
 	}
 }
 
@@ -390,6 +410,7 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 		return
 	}
 	t := now()
+	why = errText(why)
 	n.mu.Lock()
 	n.fails++
 	n.lastErr, n.lastErrAt = why, t
