@@ -68,3 +68,31 @@ func TestUpstreamWithoutSchemeHidesItsPassword(t *testing.T) {
 		}
 	}
 }
+
+// Every problem is one line of the list check prints and serve writes to
+// stderr before it starts: a file name or a value holding a line break or
+// an escape sequence (a templated config, a variable) must not start a
+// line of its own that reads like another problem or a log line, nor
+// drive the terminal.
+func TestProblemWithALineBreakStaysOneLine(t *testing.T) {
+	const forged = "x\nlevel=ERROR msg=forged\x1b[2J"
+	c := Defaults()
+	c.Route = []string{"team-a.example.com=team-a"}
+	c.Cert, c.Key = []string{forged}, []string{forged}
+	c.AffinitySecretFile = forged
+	c.MirrorAuthFile = forged
+	c.Mirror = []string{"mirror.example.com/docker.io=dockerhub-proxy"}
+	_, err := c.Build()
+	if err == nil {
+		t.Fatal("Build accepted missing files")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 4 { // the secret file, the auth file, the cert, the key
+		t.Errorf("%d lines for 4 problems:\n%s", len(lines), err)
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "level=") || strings.ContainsAny(l, "\x1b\r") {
+			t.Errorf("problem line %q", l)
+		}
+	}
+}
