@@ -32,17 +32,17 @@ func Err(errs *multierror.Error) error {
 func Format(es []error) string {
 	lines := make([]string, len(es))
 	for i, e := range es {
-		lines[i] = oneLine(e.Error())
+		lines[i] = OneLine(e.Error())
 	}
 	return strings.Join(lines, "\n")
 }
 
-// oneLine is a problem with its control characters escaped as Go writes
-// them: a file name or value holding a line break (most problems quote
+// OneLine is a problem (or a warning) with its control characters
+// escaped as Go writes them: a file name or value holding a line break (most problems quote
 // theirs, but an os error names its file as it is) would otherwise start
 // a line that reads like another problem or a log line, and an escape
 // sequence would drive the terminal check prints on.
-func oneLine(s string) string {
+func OneLine(s string) string {
 	if !strings.ContainsFunc(s, isControl) {
 		return s
 	}
