@@ -42,7 +42,7 @@ func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *req
 	if p.cutting.Load() {
 		msg = "request body cut by nexmux at the drain's end"
 	}
-	p.log.Info(msg, "method", r.Method, "path", r.URL.Path, "err", err)
+	p.log.Info(msg, "method", logged(r.Method), "path", logged(r.URL.Path), "err", logged(err.Error()))
 	if cw, ok := w.(*batchingWriter); ok && cw.status != 0 {
 		return // a response already started; the connection just ends
 	}

@@ -669,6 +669,14 @@ const maxShownName = 255
 // whole into every access line, refusal line and error body.
 func ShortName(n string) string { return Shorten(n, maxShownName) }
 
+// maxLoggedValue is the longest path or method a log line holds whole,
+// as the access line does: a client may send 64 KiB, and log pipelines
+// split lines at 16 KiB, which breaks a JSON line in two.
+const maxLoggedValue = 1024
+
+// logged is a client's path or method as a log line holds it.
+func logged(s string) string { return Shorten(s, maxLoggedValue) }
+
 // Shorten is s whole up to max bytes, else its first max bytes (cut
 // before a character that would be split) and its length: how a message
 // or a log line holds something a client chose.
@@ -824,7 +832,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		if st != nil {
 			st.reason = cutAtDrainEnd + "Nexus had not answered"
 		}
-		p.log.Debug("upstream request cut at the drain's end", "method", r.Method, "path", r.URL.Path, "err", err)
+		p.log.Debug("upstream request cut at the drain's end", "method", logged(r.Method), "path", logged(r.URL.Path), "err", logged(err.Error()))
 		w.Header().Set("Retry-After", "1")
 		endConnection(w)
 		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "nexmux: stopping; retry")
@@ -865,7 +873,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	if st != nil {
 		st.reason = "upstream: " + err.Error()
 	}
-	p.log.Warn("upstream request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	p.log.Warn("upstream request failed", "method", logged(r.Method), "path", logged(r.URL.Path), "err", logged(err.Error()))
 	w.Header().Set("Retry-After", "5")
 	if upstream.LocalDialFailure(err) {
 		// Nexus is fine: an operator told it is not would look there.

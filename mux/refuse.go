@@ -60,9 +60,20 @@ func (l *connLog) logger() *slog.Logger {
 	return l.s.log.With(args...)
 }
 
+// maxLoggedErr is the longest error a refusal line holds whole: some quote
+// what the client sent (crypto/tls's ALPN mismatch names every protocol
+// offered, up to a 16 KiB ClientHello's worth, escaped), and log pipelines
+// split lines at 16 KiB.
+const maxLoggedErr = 1024
+
 // refuse logs the connection's refusal and counts it.
 func (l *connLog) refuse(reason, msg string, args ...any) {
 	if ok, dropped := l.s.refusals.note(reason); ok {
+		for i, a := range args {
+			if err, isErr := a.(error); isErr && i%2 == 1 {
+				args[i] = l7.Shorten(err.Error(), maxLoggedErr)
+			}
+		}
 		args = lograte.Unlogged(append([]any{"reason", reason}, args...), dropped)
 		l.logger().Info("connection refused: "+msg, args...)
 	}

@@ -226,6 +226,7 @@ var asideReasons = [...]struct{ label, what string }{
 // table, the metrics, and the log once a streak: a state no probe confirms
 // is otherwise invisible (a node gone meanwhile would still read writable).
 func (s *Set) observeNoVerdict(n *Node, reason int, why string) {
+	why = errText(why)
 	n.setAside[reason].Add(1)
 	what := asideReasons[reason].what
 	n.mu.Lock()
@@ -239,6 +240,7 @@ func (s *Set) observeNoVerdict(n *Node, reason int, why string) {
 }
 
 func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why string) {
+	why = errText(why)
 	t := now()
 	n.mu.Lock()
 	again := n.unprobed

@@ -7,10 +7,12 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nexmux/nexmux/internal/errlist"
 )
@@ -83,16 +85,36 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 // is refused, but the refusal is printed, and logged on a refused reload.
 func shown(raw string) string {
 	p, err := url.Parse(strings.TrimSpace(raw))
-	if err != nil {
-		if at, sep := strings.LastIndex(raw, "@"), strings.Index(raw, "://"); sep >= 0 && at > sep {
-			return raw[:sep+3] + "xxxxx" + raw[at:]
-		}
-		return raw
+	if err != nil || (p.User == nil && strings.Contains(raw, "@")) {
+		// Unparsed, or parsed with the credentials in its opaque part or
+		// path ("admin:pw@nexus:8081" has the scheme "admin"), where
+		// Redacted does not look.
+		return hideUserinfo(raw)
 	}
 	if p.RawQuery != "" {
 		p.RawQuery = "xxxxx"
 	}
 	return p.Redacted()
+}
+
+// hideUserinfo is raw with everything between its scheme and its last '@'
+// hidden, and its query too.
+func hideUserinfo(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	prefix := ""
+	if sep := strings.Index(raw, "://"); sep >= 0 && sep < at {
+		prefix = raw[:sep+3]
+	} else if c := strings.IndexByte(raw, ':'); c >= 0 && c < at {
+		prefix = raw[:c+1] // a scheme, or the user name before its password
+	}
+	rest := raw[at+1:]
+	if q := strings.IndexByte(rest, '?'); q >= 0 {
+		rest = rest[:q+1] + "xxxxx"
+	}
+	return prefix + "xxxxx@" + rest
 }
 
 // Set is the live node set with its health table. Its methods are safe for
@@ -324,6 +346,23 @@ func (s *Set) forgetRemoved() {
 	}
 }
 
+// maxErrText is the longest error a node's table entry and log lines hold
+// whole: net/http's error for an answer that is no HTTP quotes its whole
+// first line, and log pipelines split lines at 16 KiB.
+const maxErrText = 1024
+
+// errText is why as the node table and the log hold it.
+func errText(why string) string {
+	if len(why) <= maxErrText {
+		return why
+	}
+	cut := maxErrText
+	for cut > maxErrText-utf8.UTFMax && !utf8.RuneStart(why[cut]) {
+		cut--
+	}
+	return why[:cut] + "... (" + strconv.Itoa(len(why)) + " bytes)"
+}
+
 // now is a seam for tests of the ejection backoff.
 var now = time.Now
 
@@ -335,10 +374,11 @@ func (s *Set) ReportConnectFailure(n *Node, err error) {
 	changed := n.setState(Down, t)
 	n.pending, n.pendingN = Down, 0
 	n.reachable = false
-	n.lastErr, n.lastErrAt = err.Error(), t
+	why := errText(err.Error())
+	n.lastErr, n.lastErrAt = why, t
 	n.mu.Unlock()
 	if changed {
-		s.log.Warn("upstream node down", "node", n.Host, "err", err.Error())
+		s.log.Warn("upstream node down", "node", n.Host, "err", why)
 	}
 }
 
@@ -370,6 +410,7 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 		return
 	}
 	t := now()
+	why = errText(why)
 	n.mu.Lock()
 	n.fails++
 	n.lastErr, n.lastErrAt = why, t

@@ -536,7 +536,7 @@ func portRouteProblems(c *cli.Context, cfg *config.Config) error {
 // printWarnings writes what a command found valid but not as meant.
 func printWarnings(c *cli.Context, warnings []string) {
 	for _, w := range warnings {
-		fmt.Fprintln(c.App.ErrWriter, "nexmux: warning:", w)
+		fmt.Fprintln(c.App.ErrWriter, "nexmux: warning:", errlist.OneLine(w))
 	}
 }
 

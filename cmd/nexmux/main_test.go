@@ -1384,3 +1384,23 @@ func TestIptablesRefusesALoopToALocalBackend(t *testing.T) {
 		t.Errorf("iptables with a remote node on the port: exit %d:\n%s%s", code, out, errs)
 	}
 }
+
+// A warning check prints names the config file as given: one whose name
+// holds a line break must still make one line, not a second one that
+// reads like a log line.
+func TestWarningNamingAFileWithALineBreakIsOneLine(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "nexmux\nlevel=ERROR msg=forged.yaml")
+	if err := os.WriteFile(file, []byte("route: [team-a.example.com=team-a]\nmax-conns: 1000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key, "--max-conns", "2000")
+	if code != 0 || !strings.Contains(errs, "max-conns is overridden") {
+		t.Fatalf("exit %d, stderr:\n%s", code, errs)
+	}
+	for _, l := range strings.Split(errs, "\n") {
+		if strings.HasPrefix(l, "level=") {
+			t.Errorf("a line of its own from the file name: %q", l)
+		}
+	}
+}

@@ -38,3 +38,61 @@ func TestEveryBadUpstreamListedAtOnce(t *testing.T) {
 		t.Fatalf("good HA upstreams refused: %v", err)
 	}
 }
+
+// An --upstream or --drain-upstream written without its scheme
+// ("admin:pw@nexus:8081", "http:admin:pw@nexus") still parses as a URL,
+// with the password in its opaque part, where url.Redacted does not look:
+// the refusal, printed by check and logged on a refused reload, must not
+// show it.
+func TestUpstreamWithoutSchemeHidesItsPassword(t *testing.T) {
+	for _, raw := range []string{
+		"admin:S3CRET@nexus:8081",
+		"http:admin:S3CRET@nexus:8081",
+		"http:/admin:S3CRET@nexus:8081",
+		"admin:S3CRET@nexus:8081/nexus?x=1",
+	} {
+		c := Defaults()
+		c.Route = nil
+		c.Port = []string{"8082=team-a"}
+		c.Upstream = []string{raw}
+		c.DrainUpstream = []string{raw}
+		_, err := c.Build()
+		if err == nil {
+			t.Fatalf("%q accepted", raw)
+		}
+		if strings.Contains(err.Error(), "S3CRET") {
+			t.Errorf("%q: the refusal shows the password:\n%v", raw, err)
+		}
+		if !strings.Contains(err.Error(), "nexus:8081") {
+			t.Errorf("%q: the refusal no longer names the host:\n%v", raw, err)
+		}
+	}
+}
+
+// Every problem is one line of the list check prints and serve writes to
+// stderr before it starts: a file name or a value holding a line break or
+// an escape sequence (a templated config, a variable) must not start a
+// line of its own that reads like another problem or a log line, nor
+// drive the terminal.
+func TestProblemWithALineBreakStaysOneLine(t *testing.T) {
+	const forged = "x\nlevel=ERROR msg=forged\x1b[2J"
+	c := Defaults()
+	c.Route = []string{"team-a.example.com=team-a"}
+	c.Cert, c.Key = []string{forged}, []string{forged}
+	c.AffinitySecretFile = forged
+	c.MirrorAuthFile = forged
+	c.Mirror = []string{"mirror.example.com/docker.io=dockerhub-proxy"}
+	_, err := c.Build()
+	if err == nil {
+		t.Fatal("Build accepted missing files")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 4 { // the secret file, the auth file, the cert, the key
+		t.Errorf("%d lines for 4 problems:\n%s", len(lines), err)
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "level=") || strings.ContainsAny(l, "\x1b\r") {
+			t.Errorf("problem line %q", l)
+		}
+	}
+}

@@ -33,7 +33,9 @@ type accessHandler struct {
 // CRI log format), which breaks a JSON line in two.
 const maxLoggedPath = 1024
 
-// loggedPath is p as an access line holds it.
+// loggedPath is p as an access line holds it; the reason too, which may
+// quote what Nexus or the client sent (net/http's "malformed HTTP status
+// code" error holds the whole line).
 func loggedPath(p string) string { return l7.Shorten(p, maxLoggedPath) }
 
 // accessLine is one request line's fields, in the order they are logged.

@@ -234,7 +234,7 @@ func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 	}
 	l := accessLine{route: ci.Route.Key, repo: rec.Repo, method: loggedPath(r.Method), path: loggedPath(r.URL.Path),
 		status: rec.Status, bytesIn: rec.BytesIn, bytesOut: rec.BytesOut, duration: rec.Duration.Round(time.Microsecond),
-		client: ci.ClientString(), registry: rec.Registry, reason: rec.Reason}
+		client: ci.ClientString(), registry: rec.Registry, reason: loggedPath(rec.Reason)}
 	if h, ok := d.access.Handler().(*accessHandler); ok {
 		t := rec.End
 		if t.IsZero() {

@@ -8,6 +8,7 @@ package discover
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,6 +59,40 @@ var (
 // Fetch reads the repository settings of the Nexus at base
 // ("http://nexus:8081[/ctx]").
 func Fetch(ctx context.Context, client *http.Client, base, user, password string) ([]Repo, error) {
+	repos, err := fetch(ctx, client, base, user, password)
+	if err != nil {
+		err = hideCredentials(err, user, password)
+	}
+	return repos, err
+}
+
+// credentialsHidden is an error whose text had the credentials in it.
+type credentialsHidden struct {
+	msg string
+	err error
+}
+
+func (e *credentialsHidden) Error() string { return e.msg }
+func (e *credentialsHidden) Unwrap() error { return e.err }
+
+// hideCredentials is err without the password or the Authorization value
+// in its text: an error quotes what the answer held (its body, its
+// Content-Type, a malformed header), and something in front of Nexus may
+// echo the request. A password under 4 bytes is left, as hiding it would
+// garble every word holding it and hide next to nothing.
+func hideCredentials(err error, user, password string) error {
+	msg := err.Error()
+	hidden := strings.ReplaceAll(msg, base64.StdEncoding.EncodeToString([]byte(user+":"+password)), "xxxxx")
+	if len(password) >= 4 {
+		hidden = strings.ReplaceAll(hidden, password, "xxxxx")
+	}
+	if hidden == msg {
+		return err
+	}
+	return &credentialsHidden{msg: hidden, err: err}
+}
+
+func fetch(ctx context.Context, client *http.Client, base, user, password string) ([]Repo, error) {
 	u, err := nexusURL(base)
 	if err != nil {
 		return nil, err

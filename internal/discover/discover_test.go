@@ -2,6 +2,7 @@ package discover_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -634,5 +635,43 @@ func TestDiscoverTells403From401(t *testing.T) {
 	}
 	if _, err := discover.Fetch(context.Background(), nil, nexus(t, ""), "admin", "wrong"); !errors.Is(err, discover.ErrUnauthorized) || !strings.Contains(err.Error(), "--password-file") {
 		t.Errorf("401: %v", err)
+	}
+}
+
+// TestDiscoverErrorsHideEchoedCredentials: discover prints part of an
+// error answer's body, and its Content-Type; something in front of Nexus
+// that echoes the request (a proxy's or a WAF's error page listing the
+// headers it got) would put the Authorization header, or the password
+// decoded, into the operator's terminal and CI logs.
+func TestDiscoverErrorsHideEchoedCredentials(t *testing.T) {
+	const user, password = "admin", "Pa55w0rdS3cret"
+	encoded := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	for _, c := range []struct {
+		what string
+		h    http.HandlerFunc
+	}{
+		{"a 500 page echoing the request headers", func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, "upstream failed; request headers: Authorization: "+r.Header.Get("Authorization"))
+		}},
+		{"a 502 page echoing the decoded login", func(w http.ResponseWriter, r *http.Request) {
+			u, p, _ := r.BasicAuth()
+			w.WriteHeader(http.StatusBadGateway)
+			io.WriteString(w, "no backend for "+u+":"+p)
+		}},
+		{"a Content-Type echoing the header", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; auth="+strings.ReplaceAll(r.Header.Get("Authorization"), " ", "_"))
+			io.WriteString(w, "not json")
+		}},
+	} {
+		hs := httptest.NewServer(c.h)
+		_, err := discover.Fetch(context.Background(), nil, hs.URL, user, password)
+		hs.Close()
+		if err == nil {
+			t.Fatalf("%s: no error", c.what)
+		}
+		if strings.Contains(err.Error(), password) || strings.Contains(err.Error(), encoded) {
+			t.Errorf("%s: the error shows the credentials: %v", c.what, err)
+		}
 	}
 }

@@ -57,16 +57,17 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 // too (a token is often written there alone): discover's output goes into
 // files, tickets and CI logs.
 func redacted(remote string) string {
-	if u, err := url.Parse(remote); err == nil {
+	if u, err := url.Parse(remote); err == nil && (u.User != nil || !strings.Contains(remote, "@")) {
 		if u.User != nil {
 			u.User = url.User("xxxxx")
 		}
+		if u.RawQuery != "" {
+			u.RawQuery = "xxxxx" // a token is sometimes given there
+		}
 		return u.String()
 	}
-	if scheme, rest, ok := strings.Cut(remote, "://"); ok {
-		if at := strings.LastIndex(rest, "@"); at >= 0 && !strings.Contains(rest[:at], "/") {
-			return scheme + "://xxxxx@" + rest[at+1:]
-		}
-	}
-	return remote
+	// Unparsed, or parsed with the credentials where url.URL does not see
+	// them: "robot:pw@quay.io" has the scheme "robot", "https:robot:pw@h"
+	// an opaque part.
+	return hideUserinfo(remote)
 }

@@ -100,3 +100,25 @@ func TestDiscoverMirrorNotForARemoteWithAPath(t *testing.T) {
 		t.Errorf("no note for the remote with a path:\n%s", fl)
 	}
 }
+
+// TestDiscoverMirrorRemoteSecretsWithoutScheme: a remote URL written
+// without its scheme ("robot:s3cret@quay.io" parses with the scheme
+// "robot", the password in its opaque part) or with a token in its query
+// shows neither in the notes: discover's output goes into files, tickets
+// and CI logs.
+func TestDiscoverMirrorRemoteSecretsWithoutScheme(t *testing.T) {
+	repos := append(fixtures.MirrorRepos("mirrors"),
+		fixtures.Repo{Name: "zz-no-scheme", Type: fixtures.Proxy, Online: true, RemoteURL: "robot:s3cret@registry.corp3.test"},
+		fixtures.Repo{Name: "zz-half-scheme", Type: fixtures.Proxy, Online: true, RemoteURL: "https:robot:s3cret@registry.corp4.test"},
+		fixtures.Repo{Name: "zz-token", Type: fixtures.Proxy, Online: true, RemoteURL: "https://registry.corp5.test/v2/?token=s3cret"})
+	plan := planFrom(t, "example.org", repos)
+	out := plan.Flags() + plan.YAML()
+	if strings.Contains(out, "s3cret") {
+		t.Errorf("a remote URL's secret in the output:\n%s", out)
+	}
+	for _, w := range []string{"zz-no-scheme:", "registry.corp3.test", "zz-half-scheme:", "registry.corp4.test", "zz-token:", "registry.corp5.test"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+}

@@ -4,6 +4,7 @@
 package errlist
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/go-multierror"
@@ -31,10 +32,33 @@ func Err(errs *multierror.Error) error {
 func Format(es []error) string {
 	lines := make([]string, len(es))
 	for i, e := range es {
-		lines[i] = e.Error()
+		lines[i] = OneLine(e.Error())
 	}
 	return strings.Join(lines, "\n")
 }
+
+// OneLine is a problem (or a warning) with its control characters
+// escaped as Go writes them: a file name or value holding a line break (most problems quote
+// theirs, but an os error names its file as it is) would otherwise start
+// a line that reads like another problem or a log line, and an escape
+// sequence would drive the terminal check prints on.
+func OneLine(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if isControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 }
 
 // Join is Err over errs (nil ones skipped), for code that gathers a slice.
 func Join(errs ...error) error {
