@@ -1575,3 +1575,24 @@ func dialVia(t *testing.T, st *stack, version byte) net.Conn {
 	}
 	return c
 }
+
+// A session whose CONNECT is refused over --max-conns has given its place
+// back by the time its client sees the connection end (go-socks5 closes it
+// itself): a client that retries at once must be refused in SOCKS again,
+// not have its session reset at accept for a place still held.
+func TestRefusedSessionPlaceFreeAtItsEnd(t *testing.T) {
+	st := start(t, config{maxConns: 3})
+	code, held, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT under the limit: reply %d, %v", code, err)
+	}
+	defer held.Close()
+	for i := range 200 {
+		code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+		refusedInSOCKS(t, code, c, err)
+		c.Close()
+		if open, _ := st.router.Open(); open != 2 {
+			t.Fatalf("round %d: %d places held once the refused session ended, want the stream's 2", i, open)
+		}
+	}
+}
