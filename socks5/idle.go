@@ -22,6 +22,16 @@ type idleConn struct {
 	// remote, when set, is the client's address in place of Conn's: the
 	// balancer, for a PROXY header that names no IP client.
 	remote net.Addr
+	// slot's places are given back as the client is closed: go-socks5
+	// closes it itself after a refused CONNECT, and a client that retries
+	// the moment it sees the end must find them free. Atomic: a shutdown
+	// may close the client while its session starts.
+	slot atomic.Pointer[pendingSlot]
+}
+
+func (c *idleConn) Close() error {
+	c.slot.Load().release()
+	return c.Conn.Close()
 }
 
 func (c *idleConn) RemoteAddr() net.Addr {

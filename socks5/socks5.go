@@ -226,6 +226,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				}
 			}
 			defer slot.release()
+			ic.slot.Store(slot)
 			s.serveSession(&session{s: s, client: ic, local: local, pending: slot})
 		}()
 	}
