@@ -1,12 +1,26 @@
 package daemon_test
 
 import (
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
 )
 
 // An upload follow-up whose credentials Nexus refuses gets Nexus's 401
@@ -60,6 +74,117 @@ func TestHAUploadAskedWithRefusedCredentialsIsUnauthorized(t *testing.T) {
 						c.name, auth, i, resp.Status, resp.Header.Get("WWW-Authenticate"))
 				}
 			}
+		}
+	}
+}
+
+// Three replicas, listing the nodes in different orders and spellings, one
+// with a secret file: each hands out the same realm; an anonymous pull and
+// a logged-in one, round-robin over them one request per connection,
+// verify; a token fetched through one replica works on the others; and
+// every blob is read from one node whichever replica it went through.
+func TestHAReplicasAgreeOnRealmTokensAndBlobNodes(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig(), Fixture: fixtures.Config{Anonymous: true}})
+	sf := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(sf, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a2, _, _ := replicaOf(t, st, func(c *config.Config) { slices.Reverse(c.Upstream) }, "")
+	a3, _, _ := replicaOf(t, st, func(c *config.Config) {
+		for i, u := range c.Upstream {
+			c.Upstream[i] = strings.ToUpper(u[:4]) + u[4:] + "/"
+		}
+		c.AffinitySecretFile = sf
+	}, "")
+	addrs := []string{st.Addr, a2, a3}
+	img, _ := random.Image(64<<10, 4)
+	ref := st.Host("team-a") + "/ha/agree:1"
+	if err := haPush(t, ref, img, viaReplica(st, st.Addr)); err != nil {
+		t.Fatal(err)
+	}
+	var realms []string
+	for _, a := range addrs {
+		resp, _ := do(t, viaReplica(st, a), http.MethodGet, "https://"+st.Host("team-a")+"/v2/ha/agree/manifests/1", nil)
+		resp.Body.Close()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+st.Host("team-a")+"/v2/", nil)
+		resp, err := viaReplica(st, a).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		realms = append(realms, resp.Header.Get("WWW-Authenticate"))
+	}
+	if realms[0] == "" || realms[0] != realms[1] || realms[0] != realms[2] {
+		t.Fatalf("realms differ between replicas: %q", realms)
+	}
+	for _, n := range st.NexusNodes {
+		n.ResetRequests()
+	}
+	want, _ := img.Digest()
+	var dials atomic.Int64
+	rr := roundRobin(st, func() []string { return addrs }, &dials)
+	r, _ := name.ParseReference(ref)
+	for _, auth := range []authn.Authenticator{authn.Anonymous, &authn.Basic{Username: stack.User, Password: stack.Password}} {
+		for range 3 {
+			got, err := remote.Image(r, remote.WithContext(t.Context()), remote.WithTransport(rr), remote.WithAuth(auth))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ls, _ := got.Layers()
+			for _, l := range ls {
+				rc, err := l.Compressed()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.Copy(io.Discard, rc); err != nil {
+					t.Fatal(err)
+				}
+				if err := rc.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if d, _ := got.Digest(); d != want {
+				t.Fatalf("pulled %s, want %s", d, want)
+			}
+		}
+	}
+	servedBy := map[string]map[string]bool{}
+	for _, n := range st.NexusNodes {
+		for _, rq := range n.Requests() {
+			if rq.Method == http.MethodGet && strings.Contains(rq.Path, "/blobs/sha256:") {
+				if servedBy[rq.Path] == nil {
+					servedBy[rq.Path] = map[string]bool{}
+				}
+				servedBy[rq.Path][n.Name()] = true
+			}
+		}
+	}
+	if len(servedBy) < 4 { // the layers
+		t.Fatalf("only %d blobs read: %v", len(servedBy), servedBy)
+	}
+	for p, by := range servedBy {
+		if len(by) != 1 {
+			t.Errorf("blob %s read from several nodes through the replicas: %v", p, by)
+		}
+	}
+
+	// A token fetched through one replica works through the others.
+	_, body := do(t, viaReplica(st, a2), http.MethodGet, "https://"+st.Host("team-a")+"/v2/token?service=x&scope=repository%3Aha%2Fagree%3Apull", nil)
+	var tok struct{ Token string }
+	if err := json.Unmarshal([]byte(body), &tok); err != nil || tok.Token == "" {
+		t.Fatalf("token: %s", body)
+	}
+	for i, a := range addrs {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://"+st.Host("team-a")+"/v2/ha/agree/manifests/1", nil)
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		req.Header.Set("Accept", string(types.DockerManifestSchema2))
+		resp, err := viaReplica(st, a).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("the token fetched through replica 1 on replica %d: %s", i, resp.Status)
 		}
 	}
 }
