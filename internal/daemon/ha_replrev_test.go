@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -21,6 +23,7 @@ import (
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/config"
+	"github.com/nexmux/nexmux/internal/daemon"
 )
 
 // An upload follow-up whose credentials Nexus refuses gets Nexus's 401
@@ -186,5 +189,44 @@ func TestHAReplicasAgreeOnRealmTokensAndBlobNodes(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("the token fetched through replica 1 on replica %d: %s", i, resp.Status)
 		}
+	}
+}
+
+// A replica restarts while an upload opened through another is under way:
+// with a secret file, or with the key both derive from the same node list,
+// the restarted replica takes the upload's tag (a hit, no question to the
+// nodes) and the chunks, alternating with the other replica, all reach the
+// upload's node.
+func TestHAReplicaRestartKeepsUploadTags(t *testing.T) {
+	for _, secret := range []bool{false, true} {
+		t.Run(map[bool]string{false: "derived", true: "secret"}[secret], func(t *testing.T) {
+			cfg := haConfig()
+			if secret {
+				cfg.AffinitySecretFile = filepath.Join(t.TempDir(), "secret")
+				if err := os.WriteFile(cfg.AffinitySecretFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st := stack.Start(t, stack.Options{Nodes: 3, Config: cfg})
+			_, d2, _ := replicaOf(t, st, func(c *config.Config) { slices.Reverse(c.Upstream) }, "")
+			loc, owner, _ := openUpload(t, st, viaReplica(st, st.Addr))
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			if err := d2.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			a3, d3, _ := replicaOf(t, st, nil, "")
+			replicaChunks(t, st, []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a3)}, loc, owner)
+			for _, d := range []*daemon.Daemon{st.Daemon, d3} {
+				if affinity(t, d, "hit") == 0 {
+					t.Error("no follow-up hit its tag")
+				}
+				for _, res := range []string{"absent", "tampered", "asked", "unknown"} {
+					if n := affinity(t, d, res); n != 0 {
+						t.Errorf("%v follow-ups %s", n, res)
+					}
+				}
+			}
+		})
 	}
 }
