@@ -2,7 +2,9 @@ package daemon_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -228,5 +230,106 @@ func TestHAReplicaRestartKeepsUploadTags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Forged, moved and mangled tags on an upload's chunks, through replicas
+// with the derived key and one with a secret file: every chunk reaches the
+// upload's node and only its session's path in the route's repository,
+// none is refused, the tag never reaches Nexus, and the blob reads back.
+func TestHAReplicasForgedTagsStayOnTheUpload(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
+	sf := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(sf, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a2, _, _ := replicaOf(t, st, func(c *config.Config) { slices.Reverse(c.Upstream) }, "")
+	a3, _, _ := replicaOf(t, st, func(c *config.Config) { c.AffinitySecretFile = sf }, "")
+	trs := []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a2), viaReplica(st, a3)}
+	tagOf := func(loc string) string {
+		u, err := url.Parse(loc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.Query().Get("_nexmux")
+	}
+	loc, owner, uuid := openUpload(t, st, trs[0])
+	own := tagOf(loc)
+	// Valid tags of other uploads, on another node where one opens there.
+	var moved []string
+	for i := 0; i < 30 && len(moved) < 4; i++ {
+		l, n, _ := openUpload(t, st, trs[i%3])
+		if n != owner {
+			moved = append(moved, tagOf(l))
+		}
+	}
+	if len(moved) == 0 {
+		t.Fatal("no upload opened on another node")
+	}
+	queries := []string{
+		"_nexmux=" + moved[0],
+		"_nexmux=" + moved[len(moved)-1],
+		"_nexmux=" + own[:10],
+		"_nexmux=" + own + own,
+		"_nexmux=" + strings.Repeat("A", 4000),
+		"_nexmux=" + own + "&_nexmux=" + moved[0],
+		"_nexmux=" + moved[0] + "&_nexmux=" + own,
+		"_NEXMUX=" + moved[0],
+		"_nexmux=" + strings.ToUpper(own),
+		"_nexmux=" + url.QueryEscape(own+"=="),
+		"_nexmux=",
+		"_nexmux",
+		"_nexmux=" + moved[0] + "&_nexmux",
+		"",
+	}
+	base := "https://" + st.Host("team-a") + "/v2/ha/app/blobs/uploads/" + uuid
+	for _, n := range st.NexusNodes {
+		n.ResetRequests()
+	}
+	var blob []byte
+	for i, q := range queries {
+		chunk := []byte(fmt.Sprintf("chunk %d;", i))
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPatch, base+"?"+q, strings.NewReader(string(chunk)))
+		req.SetBasicAuth(stack.User, stack.Password)
+		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", len(blob), len(blob)+len(chunk)-1))
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err := trs[i%3].RoundTrip(req)
+		if err != nil {
+			t.Fatalf("query %q via replica %d: %v", q, i%3, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("query %q via replica %d: %s %s", q, i%3, resp.Status, body)
+		}
+		if l := resp.Header.Get("Location"); tagOf(l) == "" || strings.Count(l, "_nexmux=") != 1 {
+			t.Errorf("query %q via replica %d: Location %q", q, i%3, l)
+		}
+		blob = append(blob, chunk...)
+	}
+	dg := fmt.Sprintf("sha256:%x", sha256.Sum256(blob))
+	resp, body := do(t, trs[1], http.MethodPut, base+"?_nexmux="+moved[0]+"&digest="+url.QueryEscape(dg), nil)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %s %s", resp.Status, body)
+	}
+	session := "/repository/team-a-hosted/v2/ha/app/blobs/uploads/" + uuid
+	for _, n := range st.NexusNodes {
+		for _, rq := range n.Requests() {
+			if rq.Path == "/service/rest/v1/status" || rq.Path == "/service/rest/v1/status/writable" {
+				continue
+			}
+			if rq.Path != session {
+				t.Errorf("%s %s reached %s", rq.Method, rq.Path, n.Name())
+			}
+			if rq.Method != http.MethodGet && n != owner {
+				t.Errorf("a %s of the upload reached %s, opened on %s", rq.Method, n.Name(), owner.Name())
+			}
+			if strings.Contains(rq.RawQuery, "_nexmux=") {
+				t.Errorf("the tag reached %s: %q", n.Name(), rq.RawQuery)
+			}
+		}
+	}
+	if _, got := do(t, trs[2], http.MethodGet, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/"+dg, nil); got != string(blob) {
+		t.Fatalf("the blob reads back as %q, want %q", got, blob)
 	}
 }
