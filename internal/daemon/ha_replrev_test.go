@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -331,5 +332,73 @@ func TestHAReplicasForgedTagsStayOnTheUpload(t *testing.T) {
 	}
 	if _, got := do(t, trs[2], http.MethodGet, "https://"+st.Host("team-a")+"/v2/ha/app/blobs/"+dg, nil); got != string(blob) {
 		t.Fatalf("the blob reads back as %q, want %q", got, blob)
+	}
+}
+
+// Replica B reloads over and over (its node list reversed, a node drained,
+// removed, listed again) while crane pushes alternate between it and
+// replica A, which keeps the first list: every push finishes and verifies,
+// and each upload is written on one node only.
+func TestHAReplicaReloadingDuringPushes(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
+	file, writeFile := configFile(t)
+	writeFile("drain-timeout: 30s\n")
+	a2, d2, _ := replicaOf(t, st, nil, file)
+	var urls []string
+	for _, n := range st.NexusNodes {
+		urls = append(urls, n.URL())
+	}
+	lists := []string{
+		"upstream: [" + urls[2] + ", " + urls[1] + ", " + urls[0] + "]\n",
+		"upstream: [" + strings.Join(urls, ", ") + "]\ndrain-upstream: [" + urls[2] + "]\n",
+		"upstream: [" + urls[1] + ", " + urls[0] + "]\n",
+		"upstream: [" + strings.Join(urls, ", ") + "]\n",
+	}
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		i := 0
+		defer func() { done <- i }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			writeFile(lists[i%len(lists)])
+			if err := d2.Reload(); err != nil {
+				t.Errorf("reload %d: %v", i, err)
+				return
+			}
+			i++
+		}
+	}()
+	tr := &crossing{trs: []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a2)}, last: map[string]int{}}
+	var refs []string
+	var imgs []v1.Image
+	for i := range 4 {
+		img, _ := random.Image(128<<10, 3)
+		ref := fmt.Sprintf("%s/ha/reloading:%d", st.Host("team-a"), i)
+		if err := haPush(t, ref, img, tr); err != nil {
+			close(stop)
+			<-done
+			t.Fatalf("push %d: %v", i, err)
+		}
+		refs, imgs = append(refs, ref), append(imgs, img)
+	}
+	close(stop)
+	if n := <-done; n < len(lists) {
+		t.Fatalf("only %d reloads during the pushes", n)
+	}
+	for uuid, by := range uploadWriters(st.NexusNodes) {
+		if len(by) != 1 {
+			t.Errorf("upload %s written on several nodes: %v", uuid, by)
+		}
+	}
+	for i, ref := range refs {
+		want, _ := imgs[i].Digest()
+		if got, err := pullDigest(t, ref, tr); err != nil || got != want {
+			t.Errorf("pull %s: %v %v, want %s", ref, got, err, want)
+		}
 	}
 }
