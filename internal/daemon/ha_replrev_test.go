@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nexmux/nexmux/fixtures"
@@ -400,5 +403,77 @@ func TestHAReplicaReloadingDuringPushes(t *testing.T) {
 		if got, err := pullDigest(t, ref, tr); err != nil || got != want {
 			t.Errorf("pull %s: %v %v, want %s", ref, got, err, want)
 		}
+	}
+}
+
+// killingBody kills the node holding an upload once half of a PATCH body
+// has been read from the client.
+type killingBody struct {
+	io.ReadCloser
+	read, at int64
+	kill     func()
+}
+
+func (k *killingBody) Read(b []byte) (int, error) {
+	n, err := k.ReadCloser.Read(b)
+	k.read += int64(n)
+	if k.kill != nil && k.read >= k.at {
+		k.kill()
+		k.kill = nil
+	}
+	return n, err
+}
+
+// killOnPatch is a client transport that, at the first PATCH of a layer (over 1 MiB),
+// kills the node holding its upload midway through the body.
+type killOnPatch struct {
+	st     *stack.Stack
+	next   http.RoundTripper
+	t      *testing.T
+	killed atomic.Pointer[fixtures.Node]
+	once   sync.Once
+}
+
+func (k *killOnPatch) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPatch && r.ContentLength > 1<<20 && r.Body != nil {
+		k.once.Do(func() {
+			owner, _ := sessionNode(k.t, k.st, r.URL.String())
+			r.Body = &killingBody{ReadCloser: r.Body, at: 64 << 10, kill: func() {
+				k.killed.Store(owner)
+				owner.SetKilled(true)
+			}}
+		})
+	}
+	return k.next.RoundTrip(r)
+}
+
+// The node holding a layer's upload is killed midway through its PATCH,
+// which went through another replica than the POST. crane gets a registry
+// error: a JSON 502 when the node took part of the body (which it retries,
+// opening the upload on a live node), else (the node gone before the
+// PATCH reached it) 404 BLOB_UPLOAD_UNKNOWN, which crane does not retry
+// but docker does, as crane does when run again. Either way the push ends
+// up whole and the pull verifies.
+func TestHAUploadNodeKilledMidPatchAcrossReplicasRetried(t *testing.T) {
+	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
+	a2, _ := replica(t, st)
+	kp := &killOnPatch{st: st, t: t, next: &crossing{trs: []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a2)}, last: map[string]int{}}}
+	img, _ := random.Image(4<<20, 1)
+	ref := st.Host("team-a") + "/ha/killed:1"
+	if err := haPush(t, ref, img, kp); err != nil {
+		var te *transport.Error
+		if !errors.As(err, &te) || len(te.Errors) == 0 || te.Errors[0].Code != transport.BlobUploadUnknownErrorCode {
+			t.Fatalf("push: %v, want success or BLOB_UPLOAD_UNKNOWN", err)
+		}
+		if err := haPush(t, ref, img, kp); err != nil {
+			t.Fatalf("push again: %v", err)
+		}
+	}
+	if kp.killed.Load() == nil {
+		t.Fatal("no node was killed: no PATCH with a body")
+	}
+	want, _ := img.Digest()
+	if got, err := pullDigest(t, ref, kp); err != nil || got != want {
+		t.Fatalf("pull: %v %v, want %s", got, err, want)
 	}
 }
