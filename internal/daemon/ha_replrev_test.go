@@ -477,3 +477,54 @@ func TestHAUploadNodeKilledMidPatchAcrossReplicasRetried(t *testing.T) {
 		t.Fatalf("pull: %v %v, want %s", got, err, want)
 	}
 }
+
+// A node being added as the README says (listed drained on the replicas
+// reloaded first): replica A lists it drained, replica B not yet. Pushes
+// alternating between them finish, each upload on one node and none on
+// the new node; with a shared secret every follow-up hits its tag on both
+// replicas, with derived keys (which differ while the lists do) each is
+// found by asking.
+func TestHAReplicasNodeListedOnOneDrained(t *testing.T) {
+	for _, secret := range []bool{false, true} {
+		t.Run(map[bool]string{false: "derived", true: "secret"}[secret], func(t *testing.T) {
+			cfg := haConfig()
+			if secret {
+				cfg.AffinitySecretFile = filepath.Join(t.TempDir(), "secret")
+				if err := os.WriteFile(cfg.AffinitySecretFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st := stack.Start(t, stack.Options{Nodes: 3, Config: cfg})
+			newNode := st.NexusNodes[2]
+			file, writeFile := configFile(t)
+			writeFile("drain-upstream: [" + newNode.URL() + "]\n")
+			// A: all three, the new one drained; B: the first two.
+			a1, d1, _ := replicaOf(t, st, nil, file)
+			a2, d2, _ := replicaOf(t, st, func(c *config.Config) { c.Upstream = c.Upstream[:2] }, "")
+			tr := &crossing{trs: []http.RoundTripper{viaReplica(st, a1), viaReplica(st, a2)}, last: map[string]int{}}
+			img, _ := random.Image(128<<10, 4)
+			ref := st.Host("team-a") + "/ha/adding:1"
+			if err := haPush(t, ref, img, tr); err != nil {
+				t.Fatalf("push: %v", err)
+			}
+			for uuid, by := range uploadWriters(st.NexusNodes) {
+				if len(by) != 1 || by[newNode.Name()] > 0 {
+					t.Errorf("upload %s written on %v", uuid, by)
+				}
+			}
+			for i, d := range []*daemon.Daemon{d1, d2} {
+				hit, asked := affinity(t, d, "hit"), affinity(t, d, "asked")
+				if secret && (hit == 0 || asked != 0) || !secret && asked == 0 {
+					t.Errorf("replica %d: %v hits, %v asked", i, hit, asked)
+				}
+				if n := affinity(t, d, "unknown"); n != 0 {
+					t.Errorf("replica %d: %v follow-ups found no node", i, n)
+				}
+			}
+			want, _ := img.Digest()
+			if got, err := pullDigest(t, ref, tr); err != nil || got != want {
+				t.Fatalf("pull: %v %v, want %s", got, err, want)
+			}
+		})
+	}
+}
