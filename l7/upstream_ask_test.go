@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -79,5 +80,35 @@ func TestUnansweredAskIsNoUnknownUpload(t *testing.T) {
 	readB(t, addr, up, b)
 	if m := onB.max.Load(); m > 1 {
 		t.Fatalf("node B served %d requests at once with --upstream-max-conns 1", m)
+	}
+}
+
+// A node that refuses the client's credentials while another takes them
+// and does not know the upload: the refusal is that node's own (a broken
+// realm), not the client's, so the follow-up gets 404 BLOB_UPLOAD_UNKNOWN
+// as when both had said so; only where every node that answered refused
+// the credentials does the request go to one of them for its challenge
+// (TestHAUploadAskedWithRefusedCredentialsIsUnauthorized).
+func TestAskRefusedByOneNodeOnlyIsUnknownUpload(t *testing.T) {
+	var toB atomic.Int64
+	a := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			w.WriteHeader(http.StatusNotFound)
+		}
+	})
+	b := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			toB.Add(1)
+			w.Header().Set("WWW-Authenticate", `Basic realm="Sonatype Nexus Repository Manager"`)
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	addr, _ := haProxy(t, io.Discard, 4, a, b)
+	resp, body := send(t, addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", strings.NewReader("chunk"))
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "BLOB_UPLOAD_UNKNOWN") {
+		t.Fatalf("PATCH: %s %s, want 404 BLOB_UPLOAD_UNKNOWN", resp.Status, body)
+	}
+	if n := toB.Load(); n != 1 {
+		t.Fatalf("node B got %d upload requests, want the question alone", n)
 	}
 }

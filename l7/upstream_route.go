@@ -545,7 +545,7 @@ func (f failover) askOthers(r *http.Request, n *upstream.Node) *upstream.Node {
 			others = append(others, m)
 		}
 	}
-	m, _ := f.ask(r, others)
+	m, _, _ := f.ask(r, others)
 	return m
 }
 
@@ -559,7 +559,7 @@ func (f failover) findUpload(r *http.Request, tagged *upstream.Node) (*upstream.
 	if tagged != nil && !slices.Contains(askable, tagged) {
 		askable = append(askable, tagged)
 	}
-	n, unasked := f.ask(r, askable)
+	n, unasked, denied := f.ask(r, askable)
 	if n != nil {
 		set.Affinity("asked")
 		return n, nil
@@ -568,6 +568,13 @@ func (f failover) findUpload(r *http.Request, tagged *upstream.Node) (*upstream.
 		// Every node is down: none answered, so nothing says the
 		// session is gone; the answer is the one every request gets.
 		return nil, upstream.ErrAllDown
+	}
+	if denied != nil {
+		// Nexus refused the client's credentials: that says nothing of
+		// the session. The request goes to that node, whose own 401
+		// challenge (or 403) has the client log in again, as with a
+		// valid tag; a 404 would have it start the layer over.
+		return denied, nil
 	}
 	if unasked {
 		// A node nexmux could not dial, or too busy to be asked, may
@@ -604,16 +611,21 @@ func uploadUnknown() *refusal {
 // others' wait. unasked reports a node not asked, for a dial that failed
 // on this host (upstream.LocalDialFailure) or no free connection slot
 // within the wait, or one up that had not answered when the wait ended.
-func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, bool) {
+// denied is a node that refused the client's credentials (401 or 403), one
+// that takes writes if any did, when no node that answered took them.
+func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.Node, unasked bool, denied *upstream.Node) {
 	if len(nodes) == 0 {
-		return nil, false
+		return nil, false, nil
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), askTimeout)
 	defer cancel()
 	// Buffered: a question still out when the wait ends sends its
 	// answer to nobody.
 	knows := make(chan *upstream.Node, len(nodes))
-	var unasked atomic.Bool
+	refusing := make(chan *upstream.Node, len(nodes))
+	// judged: a node took the credentials and answered (404: it does
+	// not know the session); a 401 elsewhere is then that node's own.
+	var notAsked, judged atomic.Bool
 	answered := make([]atomic.Bool, len(nodes)) // or not asked at all
 	var wg sync.WaitGroup
 	for i, n := range nodes {
@@ -631,7 +643,7 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 				// Not one found down, whose slots are held by questions
 				// it never answers: its upload is lost, as below.
 				if !errors.Is(ctx.Err(), context.Canceled) && n.State() != upstream.Down {
-					unasked.Store(true)
+					notAsked.Store(true)
 				}
 				return
 			}
@@ -665,17 +677,22 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			resp, err := fr.roundTrip(f.next, q)
 			if err != nil {
 				if upstream.LocalDialFailure(err) {
-					unasked.Store(true)
+					notAsked.Store(true)
 				}
 				return
 			}
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
-			if resp.StatusCode/100 == 2 {
+			switch {
+			case resp.StatusCode/100 == 2:
 				knows <- n
 				if f.up.set.Takes(n, true) {
 					cancel()
 				}
+			case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+				refusing <- n
+			default:
+				judged.Store(true)
 			}
 		}()
 	}
@@ -692,26 +709,32 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (*upstream.Node, 
 			// the layer over. One found down (a tagged node asked all
 			// the same) is frozen or gone: its upload is lost anyway.
 			if !answered[i].Load() && n.State() != upstream.Down {
-				unasked.Store(true)
+				notAsked.Store(true)
 			}
 		}
 	}
 	cancel()
-	var found *upstream.Node
 	for more := true; more; {
 		select {
 		case n := <-knows:
 			if found == nil || f.up.set.Takes(n, true) {
 				found = n
 			}
+		case n := <-refusing:
+			if denied == nil || f.up.set.Takes(n, true) {
+				denied = n
+			}
 		default: // not closed: a question still out may answer later
 			more = false
 		}
 	}
 	if found != nil {
-		return found, false
+		return found, false, nil
 	}
-	return nil, unasked.Load()
+	if judged.Load() {
+		denied = nil
+	}
+	return nil, notAsked.Load(), denied
 }
 
 // attempt is what one try on a node holds until its answer is finished

@@ -186,7 +186,10 @@ func (s *Set) Untag(tag, uuid string) (*Node, error) {
 }
 
 // SplitTag removes every _nexmux parameter from a raw query and returns the
-// rest byte for byte, with the (last) tag's value.
+// rest byte for byte, with the (last) tag's value. A '?' in a tag's value
+// ends it, and what follows stays in the query: a script written for
+// Nexus's query-less Locations closes an upload with
+// PUT "$location?digest=...", whose digest would otherwise go with the tag.
 func SplitTag(rawQuery string) (rest, tag string) {
 	if !strings.Contains(rawQuery, TagParam) {
 		return rawQuery, ""
@@ -196,7 +199,11 @@ func SplitTag(rawQuery string) (rest, tag string) {
 	for _, p := range parts {
 		k, v, _ := strings.Cut(p, "=")
 		if k == TagParam {
-			tag = v
+			var more string
+			tag, more, _ = strings.Cut(v, "?")
+			if more != "" {
+				kept = append(kept, more)
+			}
 			continue
 		}
 		kept = append(kept, p)

@@ -125,6 +125,11 @@ func TestSplitTagKeepsTheRestByteForByte(t *testing.T) {
 		{"digest=sha256:ab&_nexmux=T", "digest=sha256:ab", "T"},
 		{"a=1;b=2&&x", "a=1;b=2&&x", ""},
 		{"x_nexmux=1", "x_nexmux=1", ""},
+		// "$location?digest=..." of a script written for Nexus's
+		// query-less Locations.
+		{"_nexmux=T?digest=sha256:ab", "digest=sha256:ab", "T"},
+		{"_state=x&_nexmux=T?digest=sha256%3Aab&y=1", "_state=x&digest=sha256%3Aab&y=1", "T"},
+		{"_nexmux=T?", "", "T"},
 	} {
 		rest, tag := SplitTag(tc.in)
 		if rest != tc.rest || tag != tc.tag {
