@@ -185,6 +185,16 @@ func TestHABlobResumeViaOtherReplica(t *testing.T) {
 	}
 }
 
+// secretFile writes an --affinity-secret-file the replicas of a test share.
+func secretFile(t *testing.T) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(f, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // Replicas that do not share a tag key (one has a secret file, the other
 // not): every follow-up, sent through the replica its Location's did not
 // come from, is found by asking the nodes, with the client's token, and a
@@ -194,10 +204,7 @@ func TestHAReplicasAskWithToken(t *testing.T) {
 		for _, ctx := range []string{"", "/nexus"} {
 			t.Run(style.String()+ctx, func(t *testing.T) {
 				st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig(), Fixture: fixtures.Config{LocationStyle: style, ContextPath: ctx}})
-				secret := filepath.Join(t.TempDir(), "secret")
-				if err := os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
-					t.Fatal(err)
-				}
+				secret := secretFile(t)
 				a2, d2, _ := replicaOf(t, st, func(c *config.Config) { c.AffinitySecretFile = secret }, "")
 				// Not round robin: crane's uploads run at once, and each
 				// of one upload's follow-ups could land on the replica of

@@ -9,8 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -94,10 +92,7 @@ func TestHAUploadAskedWithRefusedCredentialsIsUnauthorized(t *testing.T) {
 // every blob is read from one node whichever replica it went through.
 func TestHAReplicasAgreeOnRealmTokensAndBlobNodes(t *testing.T) {
 	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig(), Fixture: fixtures.Config{Anonymous: true}})
-	sf := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(sf, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	sf := secretFile(t)
 	a2, _, _ := replicaOf(t, st, func(c *config.Config) { slices.Reverse(c.Upstream) }, "")
 	a3, _, _ := replicaOf(t, st, func(c *config.Config) {
 		for i, u := range c.Upstream {
@@ -157,17 +152,7 @@ func TestHAReplicasAgreeOnRealmTokensAndBlobNodes(t *testing.T) {
 			}
 		}
 	}
-	servedBy := map[string]map[string]bool{}
-	for _, n := range st.NexusNodes {
-		for _, rq := range n.Requests() {
-			if rq.Method == http.MethodGet && strings.Contains(rq.Path, "/blobs/sha256:") {
-				if servedBy[rq.Path] == nil {
-					servedBy[rq.Path] = map[string]bool{}
-				}
-				servedBy[rq.Path][n.Name()] = true
-			}
-		}
-	}
+	servedBy := blobReaders(st)
 	if len(servedBy) < 4 { // the layers
 		t.Fatalf("only %d blobs read: %v", len(servedBy), servedBy)
 	}
@@ -208,10 +193,7 @@ func TestHAReplicaRestartKeepsUploadTags(t *testing.T) {
 		t.Run(map[bool]string{false: "derived", true: "secret"}[secret], func(t *testing.T) {
 			cfg := haConfig()
 			if secret {
-				cfg.AffinitySecretFile = filepath.Join(t.TempDir(), "secret")
-				if err := os.WriteFile(cfg.AffinitySecretFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
-					t.Fatal(err)
-				}
+				cfg.AffinitySecretFile = secretFile(t)
 			}
 			st := stack.Start(t, stack.Options{Nodes: 3, Config: cfg})
 			_, d2, _ := replicaOf(t, st, func(c *config.Config) { slices.Reverse(c.Upstream) }, "")
@@ -243,10 +225,7 @@ func TestHAReplicaRestartKeepsUploadTags(t *testing.T) {
 // none is refused, the tag never reaches Nexus, and the blob reads back.
 func TestHAReplicasForgedTagsStayOnTheUpload(t *testing.T) {
 	st := stack.Start(t, stack.Options{Nodes: 3, Config: haConfig()})
-	sf := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(sf, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	sf := secretFile(t)
 	a2, _, _ := replicaOf(t, st, func(c *config.Config) { slices.Reverse(c.Upstream) }, "")
 	a3, _, _ := replicaOf(t, st, func(c *config.Config) { c.AffinitySecretFile = sf }, "")
 	trs := []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a2), viaReplica(st, a3)}
@@ -489,10 +468,7 @@ func TestHAReplicasNodeListedOnOneDrained(t *testing.T) {
 		t.Run(map[bool]string{false: "derived", true: "secret"}[secret], func(t *testing.T) {
 			cfg := haConfig()
 			if secret {
-				cfg.AffinitySecretFile = filepath.Join(t.TempDir(), "secret")
-				if err := os.WriteFile(cfg.AffinitySecretFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
-					t.Fatal(err)
-				}
+				cfg.AffinitySecretFile = secretFile(t)
 			}
 			st := stack.Start(t, stack.Options{Nodes: 3, Config: cfg})
 			newNode := st.NexusNodes[2]

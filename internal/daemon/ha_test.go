@@ -199,6 +199,23 @@ func TestHAReplicasRoundRobinPush(t *testing.T) {
 	}
 }
 
+// blobReaders maps each blob path the nodes' logs show read (GET) to the
+// names of the nodes that served it.
+func blobReaders(st *stack.Stack) map[string]map[string]bool {
+	by := map[string]map[string]bool{}
+	for _, n := range st.NexusNodes {
+		for _, rq := range n.Requests() {
+			if rq.Method == http.MethodGet && strings.Contains(rq.Path, "/blobs/sha256:") {
+				if by[rq.Path] == nil {
+					by[rq.Path] = map[string]bool{}
+				}
+				by[rq.Path][n.Name()] = true
+			}
+		}
+	}
+	return by
+}
+
 // Reads by digest stay on one rendezvous node; a node that goes down
 // loses its reads at once and pulls keep working.
 func TestHANodeDownReadsMove(t *testing.T) {
@@ -215,17 +232,7 @@ func TestHANodeDownReadsMove(t *testing.T) {
 			t.Fatalf("pull: %v %v", got, err)
 		}
 	}
-	blobNodes := map[string]map[string]bool{}
-	for _, n := range st.NexusNodes {
-		for _, rq := range n.Requests() {
-			if rq.Method == http.MethodGet && strings.Contains(rq.Path, "/blobs/sha256:") {
-				if blobNodes[rq.Path] == nil {
-					blobNodes[rq.Path] = map[string]bool{}
-				}
-				blobNodes[rq.Path][n.Name()] = true
-			}
-		}
-	}
+	blobNodes := blobReaders(st)
 	for p, ns := range blobNodes {
 		if len(ns) != 1 {
 			t.Errorf("blob %s served by %v: not one rendezvous node", p, ns)
