@@ -1,11 +1,19 @@
 package daemon_test
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/nexmux/nexmux/fixtures/certs"
 	"github.com/nexmux/nexmux/fixtures/stack"
 )
 
@@ -73,4 +81,74 @@ func TestUpstreamAtZonedIPv6Address(t *testing.T) {
 	where := st.Host("team-a-push") + "/app:1"
 	img := pushImage(t, st, where)
 	pullVerify(t, st, st.Host("team-a")+"/app:1", img)
+}
+
+// TestIPv6LoopbackWithoutSNI: a client that names nexmux by an IPv6
+// literal (https://[::1]:PORT, so it sends no SNI) gets --default-route, a
+// certificate with that IP SAN, and URLs in bracketed form (realm,
+// upload Location), with Nexus itself at an IPv6 address; a push and pull
+// with go-containerregistry go through, and a Host naming another route
+// on that connection is 421.
+func TestIPv6LoopbackWithoutSNI(t *testing.T) {
+	ca, err := certs.NewCA("ipv6 test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := ca.Issue("*.nexmux.test", "::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	crt, key := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	if err := pair.Write(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	cfg := teamRoutes()
+	cfg.Listen, cfg.DefaultRoute = "[::1]:0", "pull:team-a,push:team-a-hosted"
+	cfg.Cert, cfg.Key = []string{crt}, []string{key}
+	st := stack.Start(t, stack.Options{Config: cfg, Upstreams: func(nexusURL string) []string {
+		u, err := url.Parse(nexusURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []string{"http://" + ipv6Relay(t, u.Host).String()}
+	}})
+	host := "[::1]:" + itoa(st.Port)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(method, host, path string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, "https://[::1]:"+itoa(st.Port)+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.SetBasicAuth(stack.User, stack.Password)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s (Host %s): %v", method, path, host, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+host+"/v2/", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := `realm="https://` + host + `/v2/token"`; resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("Www-Authenticate"), want) {
+		t.Errorf("GET /v2/: %d %q, want 401 with %s", resp.StatusCode, resp.Header.Get("Www-Authenticate"), want)
+	}
+	resp = do(http.MethodPost, host, "/v2/v6/app/blobs/uploads/")
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusAccepted || !strings.HasPrefix(loc, "https://"+host+"/v2/v6/app/blobs/uploads/") {
+		t.Errorf("POST upload: %d Location %q, want 202 at https://%s/v2/v6/app/blobs/uploads/...", resp.StatusCode, loc, host)
+	}
+	if resp := do(http.MethodGet, st.Host("team-b"), "/v2/"); resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("Host %s without SNI: %d, want 421", st.Host("team-b"), resp.StatusCode)
+	}
+	opts := []remote.Option{remote.WithTransport(tr), remote.WithAuth(&authn.Basic{Username: stack.User, Password: stack.Password}), remote.WithContext(ctxT(t))}
+	pushPull(t, host+"/v6/app:1", host+"/v6/app:1", opts...)
 }
