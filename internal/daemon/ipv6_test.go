@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -151,4 +152,28 @@ func TestIPv6LoopbackWithoutSNI(t *testing.T) {
 	}
 	opts := []remote.Option{remote.WithTransport(tr), remote.WithAuth(&authn.Basic{Username: stack.User, Password: stack.Password}), remote.WithContext(ctxT(t))}
 	pushPull(t, host+"/v6/app:1", host+"/v6/app:1", opts...)
+}
+
+// TestPerClientRefusalNamesTheIPv6Prefix: with --per-client-ipv6-prefix 64
+// a connection refused by --max-conns-per-client may come from an address
+// with no other connection open: the line must name the /64 that was
+// counted (as the SOCKS5 login throttle's does), or it reads as false.
+func TestPerClientRefusalNamesTheIPv6Prefix(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxConns, cfg.MaxConnsPerClient = 40, 2
+	cfg.ProxyProtocolFrom = []string{"127.0.0.1/32"}
+	cfg.PerClientIPv6Prefix = 64
+	st, logs := logStack(t, cfg)
+	cs := silentConns(t, st.Addr, 3)
+	for i, c := range cs {
+		if _, err := fmt.Fprintf(c, "PROXY TCP6 2001:db8:1:2::%x 2001:db8::ffff %d 443\r\n", i+1, 40000+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the third connection from the /64 refused", func() bool { return strings.Contains(logs.String(), "reason=max_conns_per_client") })
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "reason=max_conns_per_client") && !strings.Contains(line, "prefix=2001:db8:1:2::/64") {
+			t.Errorf("refusal line names no prefix=2001:db8:1:2::/64: %s", line)
+		}
+	}
 }
