@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -174,6 +176,50 @@ func TestPerClientRefusalNamesTheIPv6Prefix(t *testing.T) {
 	for _, line := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(line, "reason=max_conns_per_client") && !strings.Contains(line, "prefix=2001:db8:1:2::/64") {
 			t.Errorf("refusal line names no prefix=2001:db8:1:2::/64: %s", line)
+		}
+	}
+}
+
+// TestRequestRefusalNamesTheIPv6Prefix: with --per-client-ipv6-prefix 64
+// a request refused by --max-requests-per-client (429) may be the first of
+// its address: the answer and the access line name the /64 counted.
+func TestRequestRefusalNamesTheIPv6Prefix(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MaxRequestsPerClient = 1
+	cfg.ProxyProtocolFrom = []string{"127.0.0.1/32"}
+	cfg.PerClientIPv6Prefix = 64
+	st, logs := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
+	node := st.NexusNodes[0]
+	node.SetBlackhole(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait(); node.SetBlackhole(false) }()
+	get := func(ctx context.Context, src string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+st.Host("team-a")+"/v2/app/manifests/1", nil)
+		req.SetBasicAuth(stack.User, stack.Password)
+		return (&http.Client{Transport: transportBehind(st, src)}).Do(req)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if resp, err := get(ctx, "2001:db8:1:2::a"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, "the first request held at Nexus", func() bool { return len(node.Requests()) == 1 })
+	resp, err := get(context.Background(), "2001:db8:1:2::b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "2001:db8:1:2::/64") {
+		t.Errorf("second request from the /64: %d %s, want 429 naming 2001:db8:1:2::/64", resp.StatusCode, body)
+	}
+	waitFor(t, "the 429 logged", func() bool { return strings.Contains(logs.String(), "status=429") })
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "status=429") && !strings.Contains(line, "2001:db8:1:2::/64") {
+			t.Errorf("access line of the 429 names no 2001:db8:1:2::/64: %s", line)
 		}
 	}
 }
