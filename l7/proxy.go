@@ -482,13 +482,13 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 					// As many refusals are still undelivered: a reset
 					// holds nothing once sent.
 					cw.status = http.StatusTooManyRequests
-					st.reason = "nexmux: too many requests in flight from this client, and as many refusals not taken; stream reset"
+					st.reason = "nexmux: too many requests in flight from this client" + p.prefixOf(a) + ", and as many refusals not taken; stream reset"
 					panic(http.ErrAbortHandler)
 				}
 				st.held = heldSlot{c: &p.refusing, a: a}
 			}
 			cw.Header().Set("Retry-After", "1")
-			p.refuseLocal(cw, st, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client; retry later")
+			p.refuseLocal(cw, st, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client"+p.prefixOf(a)+"; retry later")
 			return
 		}
 		if r.ProtoMajor > 1 && p.perClient.Max > 0 {
@@ -786,6 +786,15 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		st.mirror.publicForm(resp.Header, pub.base)
 	}
 	return nil
+}
+
+// prefixOf is " (prefix P)" when per-client limits count a by its IPv6
+// prefix P: the address itself may have no request in flight.
+func (p *Proxy) prefixOf(a netip.Addr) string {
+	if n := p.perClient.IPv6Prefix; perclient.Cut(a, n) {
+		return " (prefix " + netip.PrefixFrom(perclient.Key(a, n), n).String() + ")"
+	}
+	return ""
 }
 
 // X-Forwarded-Proto's values, shared by every request: capacity one, so

@@ -5,12 +5,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/internal/lograte"
+	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/sni"
 )
@@ -116,14 +118,20 @@ func (s *Server) refusedOverLimit() {
 }
 
 // refusedPerClient counts a connection refused by --max-conns-per-client
-// and logs at most one line a second, naming the client of the refusal it
-// logs and how many there were: one address opening sockets in a loop must
-// not become a line per socket.
-func (l *connLog) refusedPerClient() {
+// in pool and logs at most one line a second, naming the client of the
+// refusal it logs and how many there were: one address opening sockets in
+// a loop must not become a line per socket. Where pool counts IPv6
+// clients by prefix, the line names the prefix: the address itself may
+// have no other connection open.
+func (l *connLog) refusedPerClient(pool *perclient.Counter) {
 	s := l.s
 	s.countRefused(ReasonPerClient)
 	if ok, n := s.perClient.Note(); ok {
-		l.logger().Info("connection refused: "+msgPerClient, "reason", ReasonPerClient, "max_conns_per_client", s.opts.MaxConnsPerClient, "refused", n)
+		args := []any{"reason", ReasonPerClient, "max_conns_per_client", s.opts.MaxConnsPerClient, "refused", n}
+		if a, p := l.info.Client.Addr(), pool.IPv6Prefix; perclient.Cut(a, p) {
+			args = append(args, "prefix", netip.PrefixFrom(perclient.Key(a, p), p).String())
+		}
+		l.logger().Info("connection refused: "+msgPerClient, args...)
 	}
 }
 

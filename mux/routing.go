@@ -102,7 +102,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	// one address cannot hold every --max-conns place for the routing
 	// deadline.
 	if !headerNamesClient && !s.clientSlotTaken(raw, info.Client.Addr()) {
-		log.refusedPerClient()
+		log.refusedPerClient(&s.clients)
 		return d, false
 	}
 	deadline := time.Now().Add(s.opts.HandshakeTimeout)
@@ -126,9 +126,12 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 				info.Client = a
 			}
 			log.peer = raw.RemoteAddr()
-			if local && !s.balancerSlotTaken(raw, addrPort(raw.RemoteAddr()).Addr()) ||
-				!local && !s.clientSlotTaken(raw, info.Client.Addr()) {
-				log.refusedPerClient()
+			if local && !s.balancerSlotTaken(raw, addrPort(raw.RemoteAddr()).Addr()) {
+				log.refusedPerClient(&s.balancers)
+				return d, false
+			}
+			if !local && !s.clientSlotTaken(raw, info.Client.Addr()) {
+				log.refusedPerClient(&s.clients)
 				return d, false
 			}
 		}
@@ -233,7 +236,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	// Behind a trusted balancer the client is known from its PROXY header
 	// (a LOCAL connection holds its balancer's slot already).
 	if !local && !s.clientSlotTaken(raw, info.Client.Addr()) {
-		log.refusedPerClient()
+		log.refusedPerClient(&s.clients)
 		return d, false
 	}
 	// Before the route is counted: a stream refused here is a max_conns

@@ -483,7 +483,7 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter
 		if s.opts.MaxConnsPerClient > 0 {
 			if !takeSlot(pool, cc, client.Addr()) {
 				log := &connLog{s: s, info: &l7.ConnInfo{Client: client}}
-				log.refusedPerClient()
+				log.refusedPerClient(pool)
 				return nil, ReasonPerClient
 			}
 		}

@@ -3,6 +3,7 @@ package route
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -70,21 +71,47 @@ const DockerHub = "docker.io"
 // an explicit ":443" (registries are reached over HTTPS, so "ghcr.io:443"
 // is ghcr.io: containerd sends ?ns=ghcr.io:443 for such an image) and maps
 // Docker Hub's other names onto "docker.io". ok is false when s is not a
-// registry host ("name" or "name:port").
+// registry host ("name", "name:port", "[IPv6]" or "[IPv6]:port").
 func CanonicalRegistry(s string) (string, bool) {
 	s = strings.ToLower(s)
 	host, port := s, ""
-	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+	if strings.HasPrefix(s, "[") {
+		// An IPv6 literal, bracketed as the reference grammar and
+		// containerd's ns= write it: one spelling per address.
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return "", false
+		}
+		a, err := netip.ParseAddr(s[1:end])
+		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+			return "", false
+		}
+		host, port = "["+a.String()+"]", s[end+1:]
+		if port != "" {
+			p, ok := strings.CutPrefix(port, ":")
+			if !ok {
+				return "", false
+			}
+			port = p
+		}
+	} else if i := strings.LastIndexByte(s, ':'); i >= 0 {
 		host, port = s[:i], s[i+1:]
+		// Unbracketed, "fd00::5:5000" could be either address and port.
+		if strings.IndexByte(host, ':') >= 0 {
+			return "", false
+		}
+	}
+	if port != "" || strings.HasSuffix(s, ":") {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
 			return "", false
 		}
 	}
-	if host == "" || len(host) > 253 || net.ParseIP(host) == nil && !IsHostName(host) {
+	if !strings.HasPrefix(host, "[") && (host == "" || len(host) > 253 || net.ParseIP(host) == nil && !IsHostName(host)) {
 		return "", false
 	}
-	if port == "443" {
-		s = host
+	s = host
+	if port != "" && port != "443" {
+		s = host + ":" + port
 	}
 	switch s {
 	case "registry-1.docker.io", "index.docker.io":

@@ -13,6 +13,12 @@ func TestCanonicalRegistry(t *testing.T) {
 		"ghcr.io:443": "ghcr.io", "registry-1.docker.io:443": "docker.io", "GHCR.io:443": "ghcr.io", "ghcr.io:4430": "ghcr.io:4430",
 		"ghcr.io.": "", "ghcr..io": "", "ghcr.io:0": "", "ghcr.io:05000": "", "ghcr.io:x": "",
 		"": "", "a/b": "", "-x.io": "", "a b": "", "ghcr.io%2f": "",
+		// A registry at an IPv6 literal, as the reference grammar writes
+		// it (and containerd's ns= sends it): bracketed, canonical form.
+		"[fd00::5]:5000": "[fd00::5]:5000", "[FD00:0::5]:5000": "[fd00::5]:5000", "[fd00::5]": "[fd00::5]",
+		"[fd00::5]:443": "[fd00::5]", "[::1]:5000": "[::1]:5000",
+		"fd00::5:5000": "", "::5:5000": "", "[fd00::5]:x": "", "[fd00::5]:05000": "", "[fd00::5%eth0]:5000": "",
+		"[10.0.0.1]:5000": "", "[fd00::5": "", "fd00::5]:5000": "", "[]:5000": "", "[fd00::5]5000": "",
 	} {
 		got, ok := CanonicalRegistry(in)
 		if got != want || ok != (want != "") {

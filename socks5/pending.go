@@ -30,14 +30,21 @@ type pending struct {
 
 // take counts a session from a; false when a limit is reached.
 func (p *pending) take(a netip.Addr) bool {
+	ok, _ := p.takeOrFull(a)
+	return ok
+}
+
+// takeOrFull is take that also says, when it refuses, which count is at
+// its limit: p.by, or nil for the shared one.
+func (p *pending) takeOrFull(a netip.Addr) (ok bool, full *perclient.Counter) {
 	if !p.by.Acquire(a) {
-		return false
+		return false, &p.by
 	}
 	if p.max > 0 && !perclient.TakeBelow(&p.n, int64(p.max)) {
 		p.by.Release(a)
-		return false
+		return false, nil
 	}
-	return true
+	return true, nil
 }
 
 // takeShared and takeClient are take in two steps, for a client named by

@@ -40,6 +40,7 @@ import (
 
 	"github.com/nexmux/nexmux/internal/conntrack"
 	"github.com/nexmux/nexmux/internal/lograte"
+	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/mux"
 )
 
@@ -177,14 +178,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			conn = pc
 			if !s.pending.takeShared() {
 				c.Close()
-				s.refusedPending(addrOf(c.RemoteAddr()))
+				s.refusedPending(addrOf(c.RemoteAddr()), nil)
 				continue
 			}
 		} else {
 			a := addrOf(c.RemoteAddr())
-			if !s.pending.take(a) {
+			if ok, full := s.pending.takeOrFull(a); !ok {
 				c.Close()
-				s.refusedPending(a)
+				s.refusedPending(a, full)
 				continue
 			}
 			slot = &pendingSlot{p: &s.pending, a: a}
@@ -262,7 +263,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		if !s.pending.takeBalancer(a) {
 			s.pending.giveShared()
 			place.Release()
-			s.refusedPending(a)
+			s.refusedPending(a, &s.pending.balancers)
 			return nil
 		}
 		return &pendingSlot{p: &s.pending, a: a, balancer: true, place: place}
@@ -270,7 +271,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 	if !s.pending.takeClient(a) {
 		s.pending.giveShared()
 		place.Release()
-		s.refusedPending(a)
+		s.refusedPending(a, &s.pending.by)
 		return nil
 	}
 	return &pendingSlot{p: &s.pending, a: a, place: place}
@@ -322,14 +323,19 @@ func (s *Server) refusedHeader(raw net.Conn, err error, deadline time.Time) {
 }
 
 // refusedPending counts a client closed at accept and logs it, at most one
-// line a second.
-func (s *Server) refusedPending(a netip.Addr) {
+// line a second. by is the count that refused it (nil: the shared one);
+// where it counts IPv6 clients by prefix the line names the prefix, as the
+// address itself may hold no session.
+func (s *Server) refusedPending(a netip.Addr, by *perclient.Counter) {
 	if s.opts.Refused != nil {
 		s.opts.Refused(ReasonPending)
 	}
 	if log, n := s.pending.refusals.Note(); log {
-		s.log.Info("socks5: client refused: too many sessions without a stream yet", "reason", ReasonPending,
-			"client", a.String(), "max_pending", s.pending.max, "max_pending_per_client", s.pending.by.Max, "refused", n)
+		args := []any{"reason", ReasonPending, "client", a.String(), "max_pending", s.pending.max, "max_pending_per_client", s.pending.by.Max, "refused", n}
+		if by != nil && perclient.Cut(a, by.IPv6Prefix) {
+			args = append(args, "prefix", netip.PrefixFrom(perclient.Key(a, by.IPv6Prefix), by.IPv6Prefix).String())
+		}
+		s.log.Info("socks5: client refused: too many sessions without a stream yet", args...)
 	}
 }
 

@@ -1458,6 +1458,11 @@ func TestPendingPerClientIPv6Prefix(t *testing.T) {
 	if err := from("2001:db8:1:2::3"); err == nil {
 		t.Fatal("a third pending session from one /64 was greeted, over MaxPendingPerClient 2")
 	}
+	// The refused address has no session of its own: the line names the
+	// /64 that was counted, as the login throttle's does.
+	if logs := st.logs.String(); !strings.Contains(logs, "reason=socks5_pending") || !strings.Contains(logs, "prefix=2001:db8:1:2::/64") {
+		t.Errorf("the socks5_pending refusal does not name the /64 counted:\n%s", logs)
+	}
 	if err := from("2001:db8:1:3::1"); err != nil {
 		t.Fatalf("session from another /64: %v", err)
 	}

@@ -148,7 +148,14 @@ func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 	}
 	host = net.JoinHostPort(h, port)
 	ctxPath = strings.TrimRight(p.EscapedPath(), "/")
-	return scheme + "://" + host + ctxPath, scheme, host, ctxPath, nil
+	return Origin(scheme, host) + ctxPath, scheme, host, ctxPath, nil
+}
+
+// Origin is "scheme://host" as a URL writes it: an IPv6 zone's '%' as
+// "%25" (RFC 6874), so the text parses back to host (which url.URL and the
+// dialer take with a bare '%').
+func Origin(scheme, host string) string {
+	return (&url.URL{Scheme: scheme, Host: host}).String()
 }
 
 func newNode(id, scheme, host string, joined bool) *Node {

@@ -142,7 +142,7 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 		var ne net.Error
 		return (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) && n.answered.Load() != before
 	}
-	base := n.Scheme + "://" + n.Host + p.s.ctxPath + "/service/rest/v1/status"
+	base := Origin(n.Scheme, n.Host) + p.s.ctxPath + "/service/rest/v1/status"
 	type res struct {
 		code int
 		err  error

@@ -700,12 +700,25 @@ func localAddrs() func(netip.Addr) (bool, error) {
 		}
 		if !read {
 			read = true
-			as, err := net.InterfaceAddrs()
+			ifs, err := net.Interfaces()
 			readErr = err
-			for _, ia := range as {
-				if n, ok := ia.(*net.IPNet); ok {
-					if ip, ok := netip.AddrFromSlice(n.IP); ok {
-						local = append(local, ip.Unmap())
+			for _, ifc := range ifs {
+				as, err := ifc.Addrs()
+				if readErr == nil {
+					readErr = err
+				}
+				for _, ia := range as {
+					if n, ok := ia.(*net.IPNet); ok {
+						if ip, ok := netip.AddrFromSlice(n.IP); ok {
+							ip = ip.Unmap()
+							// A link-local address is dialed with its
+							// interface as zone (fe80::1%eth0): only that
+							// spelling reaches this host.
+							if ip.Is6() && (ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast()) {
+								ip = ip.WithZone(ifc.Name)
+							}
+							local = append(local, ip)
+						}
 					}
 				}
 			}

@@ -621,6 +621,47 @@ func TestPassthroughToOwnListenerRefused(t *testing.T) {
 	}
 }
 
+// TestOwnLinkLocalAddressIsALoop: a link-local IPv6 address of this host,
+// written with its interface as zone (the only way to dial one), is as much
+// a local address of a wildcard listener as any other: a passthrough
+// backend or --upstream node there comes back to nexmux, and a --port
+// route's REDIRECT of it loops.
+func TestOwnLinkLocalAddressIsALoop(t *testing.T) {
+	ll := localLinkLocal()
+	if ll == "" {
+		t.Skip("no interface of this host has an IPv6 link-local address")
+	}
+	c := Defaults()
+	c.Listen = ":8443"
+	c.Passthrough = []string{"legacy.example.com=" + net.JoinHostPort(ll, "8443")}
+	c.Upstream = []string{"http://" + net.JoinHostPort(strings.Replace(ll, "%", "%25", 1), "8443")}
+	_, err := c.Build()
+	for _, want := range []string{"passthrough legacy.example.com=", "upstream http://"} {
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "nexmux's own --listen") {
+			t.Errorf("listen :8443, backends at %s port 8443: %v, want %q... reported as nexmux's own --listen", ll, err, want)
+		}
+	}
+	c = backendConfig(":8443", []string{"8082=team-a"}, false, "", "legacy.example.com="+net.JoinHostPort(ll, "8082"))
+	if errs := c.RedirectLoops([]int{8082}); len(errs) != 1 {
+		t.Errorf("passthrough to %s port 8082 with --port 8082: %v, want the redirect loop", ll, errs)
+	}
+}
+
+// localLinkLocal is a link-local IPv6 address of this host with its
+// interface as zone ("fe80::1%eth0"), or "".
+func localLinkLocal() string {
+	ifs, _ := net.Interfaces()
+	for _, ifc := range ifs {
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() == nil && n.IP.IsLinkLocalUnicast() {
+				return n.IP.String() + "%" + ifc.Name
+			}
+		}
+	}
+	return ""
+}
+
 // TestBuildWarnsOfRedirectLoops: the OUTPUT rule of `nexmux iptables`
 // REDIRECTs every connection this host makes to a --port port on a local
 // address, nexmux's own too. An --upstream node or a passthrough backend

@@ -28,13 +28,33 @@ var unquotedIPv6 = regexp.MustCompile(`^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)\[[0-9A-F
 // nothing of quotes.
 var unquotedWildcard = regexp.MustCompile(`(?:^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)|[\[,]\s*)\*\.`)
 
+// flowList is a value that is a flow list ([a, b]); quotedText is a
+// quoted YAML string in it.
+var (
+	flowList   = regexp.MustCompile(`^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)\[`)
+	quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'`)
+	colonItem  = regexp.MustCompile(`,\s*:`)
+)
+
+// flowIPv6 reports a flow list with an unquoted item holding an IPv6
+// address: one starting with "::" (::1/128) or with a bracketed address
+// inside (http://[::1]:8081), neither of which YAML reads as a string.
+func flowIPv6(line string) bool {
+	m := flowList.FindStringIndex(line)
+	if m == nil {
+		return false
+	}
+	rest := quotedText.ReplaceAllString(line[m[1]:], `""`)
+	return strings.IndexByte(rest, '[') >= 0 || colonItem.MatchString(","+rest)
+}
+
 // tabIndent is a line indented with a tab, which YAML refuses ("found
 // character that cannot start any token").
 var tabIndent = regexp.MustCompile(`^ *\t`)
 
 // yamlHint names the first line whose value is an unquoted bracketed
-// address or wildcard, or that is indented with a tab, which YAML's own
-// error does not point at.
+// address, IPv6 address in a flow list or wildcard, or that is indented
+// with a tab, which YAML's own error does not point at.
 func yamlHint(data []byte) string {
 	for i, line := range strings.Split(string(data), "\n") {
 		if tabIndent.MatchString(line) {
@@ -42,6 +62,9 @@ func yamlHint(data []byte) string {
 		}
 		if unquotedIPv6.MatchString(line) {
 			return fmt.Sprintf(" (line %d: quote a value that starts with an IPv6 address in brackets, as in listen: \"[::]:8443\")", i+1)
+		}
+		if flowIPv6(line) {
+			return fmt.Sprintf(" (line %d: quote each item of a list that holds an IPv6 address, as in proxy-protocol-from: [\"::1/128\"], upstream: [\"http://[::1]:8081\"])", i+1)
 		}
 		if unquotedWildcard.MatchString(line) {
 			return fmt.Sprintf(" (line %d: quote a value that starts with '*', as in route: \"*.dev.example.com=dev\": unquoted, YAML reads it as an alias)", i+1)

@@ -432,6 +432,35 @@ func TestApplyFileUnquotedIPv6Hint(t *testing.T) {
 	}
 }
 
+// An IPv6 address unquoted in a flow list ([::1/128], [http://[::1]:8081])
+// is a YAML syntax error too ("did not find expected node content"), whose
+// text names neither the cause nor the line: the hint says to quote it.
+func TestApplyFileUnquotedIPv6InFlowListHint(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"listen: \":8443\"\nproxy-protocol-from: [::1/128]\n", "line 2: quote"},
+		{"proxy-protocol-from: [10.0.0.0/8, ::ffff:10.0.0.0/104]\n", "line 1: quote"},
+		{"upstream: [http://[::1]:8081]\n", "line 1: quote"},
+		{"listen: \":8443\"\n\nmirror: [m.example.com/docker.io=hub, m.example.com/[fd00::5]:5000=corp]\n", "line 3: quote"},
+	} {
+		c := Defaults()
+		err := c.ApplyFile(writeYAML(t, tc.file))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want a hint %q", tc.file, err, tc.want)
+		}
+	}
+	// Quoted items hold no unquoted address: no hint on another error.
+	c := Defaults()
+	if err := c.ApplyFile(writeYAML(t, "upstream: [\"http://[::1]:8081\", '::1']\nlisten: \":8443\n")); err == nil || strings.Contains(err.Error(), ": quote") {
+		t.Errorf("hint on a file whose list items are quoted: %v", err)
+	}
+	// Quoted, they are read.
+	c = Defaults()
+	if err := c.ApplyFile(writeYAML(t, "proxy-protocol-from: [\"::1/128\", \"10.0.0.0/8\"]\nupstream: [\"http://[::1]:8081\"]\n")); err != nil ||
+		!slices.Equal(c.ProxyProtocolFrom, []string{"::1/128", "10.0.0.0/8"}) || !slices.Equal(c.Upstream, []string{"http://[::1]:8081"}) {
+		t.Errorf("quoted: %v, proxy-protocol-from %q upstream %q", err, c.ProxyProtocolFrom, c.Upstream)
+	}
+}
+
 // A config file is read whole on every reload: one too large to be a
 // configuration (a path naming a device or a huge file by mistake) is
 // refused as unreadable instead of read until memory runs out.

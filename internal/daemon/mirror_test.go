@@ -575,3 +575,46 @@ func TestMirrorPrefixWithoutOverridePath(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorRegistryAtIPv6Literal: a registry named by an IPv6 literal
+// ([fd00::5]:5000/app:1) is mirrored as one named by an IPv4 literal
+// (10.0.0.5:5000) is: --mirror takes it and containerd's ?ns= (URL-encoded
+// brackets and colons) reaches its repository.
+func TestMirrorRegistryAtIPv6Literal(t *testing.T) {
+	const reg = "[fd00::5]:5000"
+	auth := filepath.Join(t.TempDir(), "mirror-auth")
+	writeFile(t, auth, stack.User+":"+stack.Password+"\n")
+	cfg := config.Config{MirrorAuthFile: auth}
+	for _, m := range fixtures.Mirrors {
+		cfg.Mirror = append(cfg.Mirror, mirrorHost+"/"+m.Remote+"="+m.Repo)
+	}
+	cfg.Mirror = append(cfg.Mirror, mirrorHost+"/[FD00:0::5]:5000=v6-proxy")
+	repos := append(fixtures.MirrorRepos(""), fixtures.Repo{Name: "v6-proxy", Type: fixtures.Proxy, Online: true, RemoteURL: "https://" + reg})
+	s := stack.Start(t, stack.Options{Config: cfg, Fixture: fixtures.Config{Repos: repos}})
+	if err := s.Nexus.SeedMirrors(); err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(512, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Nexus.Seed("v6-proxy", "corp/app", "1", img); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := img.Digest()
+	r, _ := name.ParseReference(mirrorHost + ":" + itoa(s.Port) + "/corp/app:1")
+	pulled, err := remote.Image(r, remote.WithTransport(nsTransport{ns: reg, next: s.Transport()}), remote.WithAuth(authn.Anonymous))
+	if err != nil {
+		t.Fatalf("pull with ns=%s: %v", reg, err)
+	}
+	if got, _ := pulled.Digest(); got != want {
+		t.Errorf("pull with ns=%s: digest %s, want %s", reg, got, want)
+	}
+	if err := validate.Image(pulled); err != nil {
+		t.Errorf("pull with ns=%s: %v", reg, err)
+	}
+	// Another IPv6 registry is not mirrored here: unknown, never Nexus's.
+	if resp, _ := mirrorGet(t, s, http.MethodHead, "/v2/corp/app/manifests/1?ns=%5Bfd00%3A%3A6%5D%3A5000", false); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("ns=[fd00::6]:5000: %d, want 404", resp.StatusCode)
+	}
+}
