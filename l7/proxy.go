@@ -791,8 +791,8 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 // prefixOf is " (prefix P)" when per-client limits count a by its IPv6
 // prefix P: the address itself may have no request in flight.
 func (p *Proxy) prefixOf(a netip.Addr) string {
-	if n := p.perClient.IPv6Prefix; perclient.Cut(a, n) {
-		return " (prefix " + netip.PrefixFrom(perclient.Key(a, n), n).String() + ")"
+	if pre, ok := perclient.Prefix(a, p.perClient.IPv6Prefix); ok {
+		return " (prefix " + pre + ")"
 	}
 	return ""
 }

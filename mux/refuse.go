@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"syscall"
 	"time"
 
@@ -128,8 +127,8 @@ func (l *connLog) refusedPerClient(pool *perclient.Counter) {
 	s.countRefused(ReasonPerClient)
 	if ok, n := s.perClient.Note(); ok {
 		args := []any{"reason", ReasonPerClient, "max_conns_per_client", s.opts.MaxConnsPerClient, "refused", n}
-		if a, p := l.info.Client.Addr(), pool.IPv6Prefix; perclient.Cut(a, p) {
-			args = append(args, "prefix", netip.PrefixFrom(perclient.Key(a, p), p).String())
+		if p, ok := perclient.Prefix(l.info.Client.Addr(), pool.IPv6Prefix); ok {
+			args = append(args, "prefix", p)
 		}
 		l.logger().Info("connection refused: "+msgPerClient, args...)
 	}

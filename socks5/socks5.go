@@ -332,8 +332,10 @@ func (s *Server) refusedPending(a netip.Addr, by *perclient.Counter) {
 	}
 	if log, n := s.pending.refusals.Note(); log {
 		args := []any{"reason", ReasonPending, "client", a.String(), "max_pending", s.pending.max, "max_pending_per_client", s.pending.by.Max, "refused", n}
-		if by != nil && perclient.Cut(a, by.IPv6Prefix) {
-			args = append(args, "prefix", netip.PrefixFrom(perclient.Key(a, by.IPv6Prefix), by.IPv6Prefix).String())
+		if by != nil {
+			if p, ok := perclient.Prefix(a, by.IPv6Prefix); ok {
+				args = append(args, "prefix", p)
+			}
 		}
 		s.log.Info("socks5: client refused: too many sessions without a stream yet", args...)
 	}

@@ -130,9 +130,9 @@ func (u sessionUsers) Valid(user, password string) bool {
 	u.ss.refusedAs(ReasonAuth, "socks5: login refused: wrong user or password", "user", user)
 	if s.throttle.failed(u.addr) {
 		attrs := []any{"client", u.addr.String(), "failures", maxLoginFailures, "for", loginBlock}
-		if p := s.throttle.ipv6Prefix; perclient.Cut(u.addr, p) {
+		if p, ok := perclient.Prefix(u.addr, s.throttle.ipv6Prefix); ok {
 			// The whole prefix is one client, and is blocked.
-			attrs = append(attrs, "prefix", netip.PrefixFrom(perclient.Key(u.addr, p), p).String())
+			attrs = append(attrs, "prefix", p)
 		}
 		s.log.Warn("socks5: failed logins from this client; throttled", attrs...)
 	}

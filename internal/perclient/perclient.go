@@ -43,6 +43,16 @@ func Cut(a netip.Addr, ipv6Prefix int) bool {
 	return a.Unmap().Is6() && ipv6Prefix > 0 && ipv6Prefix < 128
 }
 
+// Prefix is the IPv6 prefix a counts as ("2001:db8:1:2::/64"), for the log
+// line or message of a refusal: the address itself may hold nothing; ok is
+// false where a counts as itself.
+func Prefix(a netip.Addr, ipv6Prefix int) (prefix string, ok bool) {
+	if !Cut(a, ipv6Prefix) {
+		return "", false
+	}
+	return netip.PrefixFrom(Key(a, ipv6Prefix), ipv6Prefix).String(), true
+}
+
 // Acquire takes a place for a; false when a holds Max already. Every true
 // is paired with one Release. IPv4-mapped IPv6 addresses count as IPv4.
 func (c *Counter) Acquire(a netip.Addr) bool {
