@@ -317,7 +317,12 @@ func TestHostPortMustBeANumber(t *testing.T) {
 	for h, want := range map[string]int{"nexus.example.com:evil.example:443": http.StatusBadRequest,
 		"[2001:db8::1]:8082": http.StatusOK, "[2001:db8::1]": http.StatusOK, "2001:db8::1": http.StatusBadRequest,
 		"nexus.example.com:evil.example]": http.StatusBadRequest, "[::1]x:80": http.StatusBadRequest,
-		"[::1]:x": http.StatusBadRequest, "[::1": http.StatusBadRequest} {
+		"[::1]:x": http.StatusBadRequest, "[::1": http.StatusBadRequest,
+		// Nexus would echo a bracketed host that is no IPv6 address into
+		// the realm and Locations it hands back.
+		"[1::2::3]:8082": http.StatusBadRequest, "[::ffff:1.2.3.4.5]": http.StatusBadRequest, "[v1.x]": http.StatusBadRequest,
+		"[::1%25]:8082": http.StatusBadRequest, "[fe80::1%25eth0]": http.StatusBadRequest, "[example.com]:443": http.StatusBadRequest,
+		"[::ffff:10.0.0.1]:8082": http.StatusOK} {
 		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
 		r.Host = h
 		if w := serveOn(p, port, r); w.Code != want {
