@@ -589,6 +589,17 @@ func hostPortValid(h string) bool {
 	return err == nil && len(port) <= 5
 }
 
+// bracketedIPv6 reports whether h starts with an IPv6 address, without a
+// zone, in brackets.
+func bracketedIPv6(h string) bool {
+	i := strings.IndexByte(h, ']')
+	if i < 0 {
+		return false
+	}
+	a, err := netip.ParseAddr(h[1:i])
+	return err == nil && a.Is6() && a.Zone() == ""
+}
+
 // RegistryMethod reports whether the Registry API uses method. nexmux
 // refuses the others, which keeps client-chosen tokens away from Nexus and
 // out of metric labels.
@@ -633,6 +644,11 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	// (an absolute-form target's host is refused with its path).
 	if r.ProtoMajor > 1 && !httpguts.ValidHostHeader(r.Host) {
 		return http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("nexmux: Host %q holds characters a Host header may not", ShortName(r.Host))
+	}
+	// Nexus would build the realm and Locations from it too; no client
+	// brackets anything but an IPv6 address, and none sends a zone.
+	if r.Host[0] == '[' && !bracketedIPv6(r.Host) {
+		return http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("nexmux: Host %q: what its brackets hold is no IPv6 address", ShortName(r.Host))
 	}
 	// net/http takes any port text, and routing ignores the port; Nexus
 	// would build the realm and Locations it hands back from it.
