@@ -135,3 +135,45 @@ func TestRoutingRulesSeeNoClientParametersInAnyEncoding(t *testing.T) {
 		}
 	}
 }
+
+// A manifest or blob read with a '/' after its reference is no Registry
+// API path; the fixture, like a lenient router, serves it, and the slash
+// alone takes it past a routing rule's exact pattern. nexmux refuses it.
+func TestRoutingRulesSeeNoTrailingSlash(t *testing.T) {
+	repos := stack.TeamRepos("team-a")
+	for i := range repos {
+		if repos[i].Name == "team-a-proxy" {
+			repos[i].RoutingBlock = []string{"/v2/library/base/manifests/[^/]+", "/v2/library/base/blobs/[^/]+"}
+		}
+	}
+	s := stack.Start(t, stack.Options{Config: config.Config{Route: []string{"team-a.nexmux.test=team-a"}}, Fixture: fixtures.Config{Repos: repos}})
+	img, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Nexus.Seed("team-a-proxy", "library/base", "3", img); err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	cl := &http.Client{Transport: s.Transport()}
+	for _, p := range []string{"/v2/library/base/manifests/3/", "/v2/library/base/manifests/3//", "/v2/library/base/manifests/3%2F",
+		"/v2/library/base/blobs/" + ld.String() + "/"} {
+		for _, method := range []string{"GET", "HEAD"} {
+			req, err := http.NewRequestWithContext(t.Context(), method, "https://"+s.Host("team-a"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.URL.Opaque = "//" + s.Host("team-a") + p
+			req.SetBasicAuth(stack.User, stack.Password)
+			resp, err := cl.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Errorf("%s %s: %d, want the blocked image withheld", method, p, resp.StatusCode)
+			}
+		}
+	}
+}
