@@ -548,6 +548,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	if st.judged == "" {
 		st.judged = decodedPath(st.sub) // a mirror name's
 	}
+	if strings.HasSuffix(st.judged, "/") && contentRead(r.Method, strings.TrimRight(st.judged, "/")) {
+		// No reference ends in '/': a lenient router serves the read all
+		// the same, and the slash takes it past a routing rule's pattern.
+		p.refuseLocal(cw, st, http.StatusNotFound, "NOT_FOUND", "nexmux: a manifest or blob path ends with its reference, not with '/'")
+		return
+	}
 	if st.query != "" && contentRead(r.Method, st.judged) {
 		// Nexus's routing rules match "<path>?<params>" whole: a client's
 		// parameter would let an image a rule blocks through.
