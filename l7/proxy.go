@@ -1114,6 +1114,9 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 		c.status = http.StatusOK
 		c.lateStatus = c.client != nil && c.client.Err() != nil
 	}
+	if c.timeEvery && c.deadline != nil && len(b) > h2SendQuantum {
+		return c.writePieces(b)
+	}
 	if c.arm() {
 		defer c.untimed()
 	}
@@ -1131,6 +1134,31 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 	c.n += int64(n)
 	c.failed(err)
 	return n, err
+}
+
+// h2SendQuantum is how much of a response an HTTP/2 stream must take
+// within --send-timeout: HTTP/1's floor (mux's sendQuantum). Each write
+// there has its own deadline, and a write is up to a 512 KiB copy: four
+// layers pulled at once over a 256 kbit/s link (~8 KB/s each) took over
+// 60 s per write and were reset while they moved.
+const h2SendQuantum = 64 << 10
+
+// writePieces writes b in h2SendQuantum pieces, each under a deadline of
+// its own.
+func (c *batchingWriter) writePieces(b []byte) (int, error) {
+	defer c.untimed()
+	n := 0
+	for n < len(b) {
+		c.armDeadline()
+		m, err := c.ResponseWriter.Write(b[n:min(n+h2SendQuantum, len(b))])
+		n += m
+		c.n += int64(m)
+		if err != nil {
+			c.failed(err)
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (c *batchingWriter) failed(err error) {
