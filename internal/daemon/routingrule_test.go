@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/nexmux/nexmux/fixtures"
@@ -81,13 +82,11 @@ func TestRoutingRulesSeeNoClientParameters(t *testing.T) {
 	}
 }
 
-// TestRoutingRulesSeeNoClientParametersInAnyEncoding: a client may spell
-// the endpoint with percent-encoded letters ("manifest%73", "%62lobs");
-// Jetty decodes them, so Nexus serves the manifest or blob read, and its
-// routing rule sees the client's parameters: "?x=/" after an exact tag or
-// [^/]+ lets a blocked image through. The parameters must go whatever the
-// spelling of the path.
-func TestRoutingRulesSeeNoClientParametersInAnyEncoding(t *testing.T) {
+// blockedBase is team-a with image library/base:3 in its proxy member,
+// which a routing rule BLOCKs (manifests and blobs by exact pattern), and
+// the image's layer digest.
+func blockedBase(t *testing.T) (*stack.Stack, v1.Hash) {
+	t.Helper()
 	repos := stack.TeamRepos("team-a")
 	for i := range repos {
 		if repos[i].Name == "team-a-proxy" {
@@ -104,6 +103,17 @@ func TestRoutingRulesSeeNoClientParametersInAnyEncoding(t *testing.T) {
 	}
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
+	return s, ld
+}
+
+// TestRoutingRulesSeeNoClientParametersInAnyEncoding: a client may spell
+// the endpoint with percent-encoded letters ("manifest%73", "%62lobs");
+// Jetty decodes them, so Nexus serves the manifest or blob read, and its
+// routing rule sees the client's parameters: "?x=/" after an exact tag or
+// [^/]+ lets a blocked image through. The parameters must go whatever the
+// spelling of the path.
+func TestRoutingRulesSeeNoClientParametersInAnyEncoding(t *testing.T) {
+	s, ld := blockedBase(t)
 	cl := &http.Client{Transport: s.Transport()}
 	for _, p := range []string{
 		"/v2/library/base/manifests/3", // the control: plain spelling
@@ -140,22 +150,7 @@ func TestRoutingRulesSeeNoClientParametersInAnyEncoding(t *testing.T) {
 // API path; the fixture, like a lenient router, serves it, and the slash
 // alone takes it past a routing rule's exact pattern. nexmux refuses it.
 func TestRoutingRulesSeeNoTrailingSlash(t *testing.T) {
-	repos := stack.TeamRepos("team-a")
-	for i := range repos {
-		if repos[i].Name == "team-a-proxy" {
-			repos[i].RoutingBlock = []string{"/v2/library/base/manifests/[^/]+", "/v2/library/base/blobs/[^/]+"}
-		}
-	}
-	s := stack.Start(t, stack.Options{Config: config.Config{Route: []string{"team-a.nexmux.test=team-a"}}, Fixture: fixtures.Config{Repos: repos}})
-	img, err := random.Image(512, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Nexus.Seed("team-a-proxy", "library/base", "3", img); err != nil {
-		t.Fatal(err)
-	}
-	layers, _ := img.Layers()
-	ld, _ := layers[0].Digest()
+	s, ld := blockedBase(t)
 	cl := &http.Client{Transport: s.Transport()}
 	for _, p := range []string{"/v2/library/base/manifests/3/", "/v2/library/base/manifests/3//", "/v2/library/base/manifests/3%2F",
 		"/v2/library/base/blobs/" + ld.String() + "/"} {
