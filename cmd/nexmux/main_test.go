@@ -1251,6 +1251,7 @@ func TestFailedWriteOfOutputIsAnError(t *testing.T) {
 		"iptables": {"iptables", "--listen", ":8443", "--port", "8082=team-a"},
 		"delete":   {"iptables", "--delete"},
 		"check":    {"check", "--route", "team-a.example.com=team-a", "--cert", crt, "--key", key},
+		"version":  {"version"},
 	} {
 		code, errs := runToFullDisk(t, args...)
 		if code != 1 || !strings.Contains(errs, "no space left") {
