@@ -66,8 +66,7 @@ func versionCommand() *cli.Command {
 		Usage:        "print the module version, VCS revision and time, and the Go version",
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			fmt.Fprint(c.App.Writer, versionText())
-			return nil
+			return writeOutput(c, "version", "the version", versionText())
 		},
 	}
 }
