@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/nexmux/nexmux/internal/logtext"
 )
 
 // bodyError wraps a failed read of the client's body as ErrClientBody and
@@ -42,7 +44,7 @@ func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *req
 	if p.cutting.Load() {
 		msg = "request body cut by nexmux at the drain's end"
 	}
-	p.log.Info(msg, "method", logged(r.Method), "path", logged(r.URL.Path), "err", logged(err.Error()))
+	p.log.Info(msg, "method", logtext.Bound(r.Method), "path", logtext.Bound(r.URL.Path), "err", logtext.Bound(err.Error()))
 	if cw, ok := w.(*batchingWriter); ok && cw.status != 0 {
 		return // a response already started; the connection just ends
 	}

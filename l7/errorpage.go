@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/nexmux/nexmux/internal/logtext"
 )
 
 // maxErrorPage bounds what is read of a Nexus error page to find its words;
@@ -86,7 +88,7 @@ func pageWords(page string, isHTML bool) string {
 		page = html.UnescapeString(stripTags(page))
 	}
 	page = strings.Join(strings.FieldsFunc(page, func(r rune) bool { return r <= ' ' || r == 0x7f }), " ")
-	return strings.ToValidUTF8(Shorten(page, maxErrorWords), "?")
+	return strings.ToValidUTF8(logtext.Shorten(page, maxErrorWords), "?")
 }
 
 // stripTags drops everything between '<' and '>'.

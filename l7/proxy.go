@@ -19,10 +19,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/nexmux/nexmux/internal/logtext"
 	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/upstream"
@@ -689,29 +689,7 @@ const maxShownName = 255
 // ShortName is a client-chosen name as a message or log line holds it: a
 // host name has at most 253 bytes, and a Host or SNI of 64 KiB would go
 // whole into every access line, refusal line and error body.
-func ShortName(n string) string { return Shorten(n, maxShownName) }
-
-// maxLoggedValue is the longest path or method a log line holds whole,
-// as the access line does: a client may send 64 KiB, and log pipelines
-// split lines at 16 KiB, which breaks a JSON line in two.
-const maxLoggedValue = 1024
-
-// logged is a client's path or method as a log line holds it.
-func logged(s string) string { return Shorten(s, maxLoggedValue) }
-
-// Shorten is s whole up to max bytes, else its first max bytes (cut
-// before a character that would be split) and its length: how a message
-// or a log line holds something a client chose.
-func Shorten(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	cut := max
-	for back := 0; back < utf8.UTFMax-1 && cut > 0 && !utf8.RuneStart(s[cut]); back++ {
-		cut--
-	}
-	return s[:cut] + "... (" + strconv.Itoa(len(s)) + " bytes)"
-}
+func ShortName(n string) string { return logtext.Shorten(n, maxShownName) }
 
 func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	st := pr.In.Context().Value(stateKey{}).(*reqState)
@@ -863,7 +841,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		if st != nil {
 			st.reason = cutAtDrainEnd + "Nexus had not answered"
 		}
-		p.log.Debug("upstream request cut at the drain's end", "method", logged(r.Method), "path", logged(r.URL.Path), "err", logged(err.Error()))
+		p.log.Debug("upstream request cut at the drain's end", "method", logtext.Bound(r.Method), "path", logtext.Bound(r.URL.Path), "err", logtext.Bound(err.Error()))
 		w.Header().Set("Retry-After", "1")
 		endConnection(w)
 		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "nexmux: stopping; retry")
@@ -904,7 +882,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	if st != nil {
 		st.reason = "upstream: " + err.Error()
 	}
-	p.log.Warn("upstream request failed", "method", logged(r.Method), "path", logged(r.URL.Path), "err", logged(err.Error()))
+	p.log.Warn("upstream request failed", "method", logtext.Bound(r.Method), "path", logtext.Bound(r.URL.Path), "err", logtext.Bound(err.Error()))
 	w.Header().Set("Retry-After", "5")
 	if upstream.LocalDialFailure(err) {
 		// Nexus is fine: an operator told it is not would look there.

@@ -11,6 +11,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/internal/lograte"
+	"github.com/nexmux/nexmux/internal/logtext"
 	"github.com/nexmux/nexmux/internal/perclient"
 	"github.com/nexmux/nexmux/l7"
 	"github.com/nexmux/nexmux/sni"
@@ -61,18 +62,15 @@ func (l *connLog) logger() *slog.Logger {
 	return l.s.log.With(args...)
 }
 
-// maxLoggedErr is the longest error a refusal line holds whole: some quote
-// what the client sent (crypto/tls's ALPN mismatch names every protocol
-// offered, up to a 16 KiB ClientHello's worth, escaped), and log pipelines
-// split lines at 16 KiB.
-const maxLoggedErr = 1024
-
 // refuse logs the connection's refusal and counts it.
 func (l *connLog) refuse(reason, msg string, args ...any) {
 	if ok, dropped := l.s.refusals.note(reason); ok {
+		// Some errors quote what the client sent (crypto/tls's ALPN
+		// mismatch names every protocol offered, up to a 16 KiB
+		// ClientHello's worth, escaped).
 		for i, a := range args {
 			if err, isErr := a.(error); isErr && i%2 == 1 {
-				args[i] = l7.Shorten(err.Error(), maxLoggedErr)
+				args[i] = logtext.Bound(err.Error())
 			}
 		}
 		args = lograte.Unlogged(append([]any{"reason", reason}, args...), dropped)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nexmux/nexmux/internal/logtext"
 )
 
 // Probe figures: the README's "HA" section quotes them.
@@ -226,7 +228,7 @@ var asideReasons = [...]struct{ label, what string }{
 // table, the metrics, and the log once a streak: a state no probe confirms
 // is otherwise invisible (a node gone meanwhile would still read writable).
 func (s *Set) observeNoVerdict(n *Node, reason int, why string) {
-	why = errText(why)
+	why = logtext.Bound(why)
 	n.setAside[reason].Add(1)
 	what := asideReasons[reason].what
 	n.mu.Lock()
@@ -240,7 +242,7 @@ func (s *Set) observeNoVerdict(n *Node, reason int, why string) {
 }
 
 func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why string) {
-	why = errText(why)
+	why = logtext.Bound(why)
 	t := now()
 	n.mu.Lock()
 	again := n.unprobed

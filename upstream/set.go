@@ -7,14 +7,13 @@ import (
 	"net/url"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nexmux/nexmux/internal/errlist"
+	"github.com/nexmux/nexmux/internal/logtext"
 )
 
 // Spec is a validated node list, as a configuration gives it.
@@ -346,23 +345,6 @@ func (s *Set) forgetRemoved() {
 	}
 }
 
-// maxErrText is the longest error a node's table entry and log lines hold
-// whole: net/http's error for an answer that is no HTTP quotes its whole
-// first line, and log pipelines split lines at 16 KiB.
-const maxErrText = 1024
-
-// errText is why as the node table and the log hold it.
-func errText(why string) string {
-	if len(why) <= maxErrText {
-		return why
-	}
-	cut := maxErrText
-	for cut > maxErrText-utf8.UTFMax && !utf8.RuneStart(why[cut]) {
-		cut--
-	}
-	return why[:cut] + "... (" + strconv.Itoa(len(why)) + " bytes)"
-}
-
 // now is a seam for tests of the ejection backoff.
 var now = time.Now
 
@@ -374,7 +356,7 @@ func (s *Set) ReportConnectFailure(n *Node, err error) {
 	changed := n.setState(Down, t)
 	n.pending, n.pendingN = Down, 0
 	n.reachable = false
-	why := errText(err.Error())
+	why := logtext.Bound(err.Error())
 	n.lastErr, n.lastErrAt = why, t
 	n.mu.Unlock()
 	if changed {
@@ -410,7 +392,7 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 		return
 	}
 	t := now()
-	why = errText(why)
+	why = logtext.Bound(why)
 	n.mu.Lock()
 	n.fails++
 	n.lastErr, n.lastErrAt = why, t

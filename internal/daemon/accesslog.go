@@ -9,8 +9,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/nexmux/nexmux/l7"
 )
 
 // accessHandler is the access logger's handler: slog's text or JSON handler
@@ -26,17 +24,6 @@ type accessHandler struct {
 	w    io.Writer
 	json bool
 }
-
-// maxLoggedPath is the longest path (and method) an access line holds
-// whole. Registry paths are a few hundred bytes; a client may send 64 KiB,
-// and log pipelines split lines at 16 KiB (Docker's json-file driver, the
-// CRI log format), which breaks a JSON line in two.
-const maxLoggedPath = 1024
-
-// loggedPath is p as an access line holds it; the reason too, which may
-// quote what Nexus or the client sent (net/http's "malformed HTTP status
-// code" error holds the whole line).
-func loggedPath(p string) string { return l7.Shorten(p, maxLoggedPath) }
 
 // accessLine is one request line's fields, in the order they are logged.
 type accessLine struct {

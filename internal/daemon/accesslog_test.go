@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 )
 
 // The access line's own formatter writes byte for byte what slog's text and
@@ -123,22 +121,3 @@ func BenchmarkAccessLine(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
-// A long path or method is logged cut, with its length, so that one
-// request's line stays whole in log pipelines that split long lines; a
-// multi-byte character is never cut in two.
-func TestLoggedPathCut(t *testing.T) {
-	long := "/v2/" + strings.Repeat("é", 20000) + "/manifests/x"
-	got := loggedPath(long)
-	if len(got) > maxLoggedPath+32 || !strings.HasSuffix(got, "... ("+strconv.Itoa(len(long))+" bytes)") {
-		t.Fatalf("cut to %d bytes: ...%q", len(got), got[max(0, len(got)-40):])
-	}
-	if !utf8.ValidString(got) {
-		t.Fatal("the cut split a character")
-	}
-	for _, p := range []string{"", "/v2/", "/v2/app/manifests/sha256:" + strings.Repeat("a", 64), strings.Repeat("x", maxLoggedPath)} {
-		if loggedPath(p) != p {
-			t.Errorf("a path of %d bytes was changed", len(p))
-		}
-	}
-}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/errlist"
+	"github.com/nexmux/nexmux/internal/logtext"
 	"github.com/nexmux/nexmux/internal/memtrim"
 	"github.com/nexmux/nexmux/internal/metrics"
 	"github.com/nexmux/nexmux/l7"
@@ -232,9 +233,9 @@ func (d *Daemon) accessLog(ci *l7.ConnInfo, r *http.Request, rec l7.Record) {
 	if !d.access.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	l := accessLine{route: ci.Route.Key, repo: rec.Repo, method: loggedPath(r.Method), path: loggedPath(r.URL.Path),
+	l := accessLine{route: ci.Route.Key, repo: rec.Repo, method: logtext.Bound(r.Method), path: logtext.Bound(r.URL.Path),
 		status: rec.Status, bytesIn: rec.BytesIn, bytesOut: rec.BytesOut, duration: rec.Duration.Round(time.Microsecond),
-		client: ci.ClientString(), registry: rec.Registry, reason: loggedPath(rec.Reason)}
+		client: ci.ClientString(), registry: rec.Registry, reason: logtext.Bound(rec.Reason)}
 	if h, ok := d.access.Handler().(*accessHandler); ok {
 		t := rec.End
 		if t.IsZero() {
