@@ -88,7 +88,7 @@ func shown(raw string) string {
 		// Unparsed, or parsed with the credentials in its opaque part or
 		// path ("admin:pw@nexus:8081" has the scheme "admin"), where
 		// Redacted does not look.
-		return hideUserinfo(raw)
+		return HideUserinfo(raw)
 	}
 	if p.RawQuery != "" {
 		p.RawQuery = "xxxxx"
@@ -96,9 +96,12 @@ func shown(raw string) string {
 	return p.Redacted()
 }
 
-// hideUserinfo is raw with everything between its scheme and its last '@'
-// hidden, and its query too.
-func hideUserinfo(raw string) string {
+// HideUserinfo is a URL that did not parse as one, or parsed with its
+// credentials where url.URL does not see them ("admin:pw@nexus:8081" has
+// the scheme "admin"), with everything between its "scheme://" (if any)
+// and its last '@' hidden, and its query too: user, password or token may
+// hold '/', '?' or '#' unencoded.
+func HideUserinfo(raw string) string {
 	at := strings.LastIndex(raw, "@")
 	if at < 0 {
 		return raw
@@ -106,8 +109,6 @@ func hideUserinfo(raw string) string {
 	prefix := ""
 	if sep := strings.Index(raw, "://"); sep >= 0 && sep < at {
 		prefix = raw[:sep+3]
-	} else if c := strings.IndexByte(raw, ':'); c >= 0 && c < at {
-		prefix = raw[:c+1] // a scheme, or the user name before its password
 	}
 	rest := raw[at+1:]
 	if q := strings.IndexByte(rest, '?'); q >= 0 {

@@ -182,7 +182,7 @@ func CheckNexusURL(base string) error {
 func nexusURL(base string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimRight(base, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("nexus URL %s: want http(s)://host[:port][/context]", safeText(hideUserinfo(base)))
+		return nil, fmt.Errorf("nexus URL %s: want http(s)://host[:port][/context]", safeText(upstream.HideUserinfo(base)))
 	}
 	// The URL is printed as --upstream: refuse here what serve would refuse
 	// there (credentials, which would be printed too, a query, a fragment,
@@ -192,20 +192,6 @@ func nexusURL(base string) (*url.URL, error) {
 		return nil, fmt.Errorf("nexus URL %s: %v; want http(s)://host[:port][/context]", u.Redacted(), err)
 	}
 	return u, nil
-}
-
-// hideUserinfo is s with whatever precedes its last '@' after the scheme
-// hidden: s did not parse as a URL, so url.Redacted cannot find the
-// password, and one may hold '/', '?' or '#' unencoded.
-func hideUserinfo(s string) string {
-	prefix, rest := "", s
-	if i := strings.Index(s, "://"); i >= 0 {
-		prefix, rest = s[:i+3], s[i+3:]
-	}
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		return prefix + "xxxxx@" + rest[at+1:]
-	}
-	return s
 }
 
 // defaultListenPort is --listen's default port (:8443).

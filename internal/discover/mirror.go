@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // mirrors proposes one --mirror per docker proxy repository, keyed by the
@@ -69,5 +70,5 @@ func redacted(remote string) string {
 	// Unparsed, or parsed with the credentials where url.URL does not see
 	// them: "robot:pw@quay.io" has the scheme "robot", "https:robot:pw@h"
 	// an opaque part.
-	return hideUserinfo(remote)
+	return upstream.HideUserinfo(remote)
 }
