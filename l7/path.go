@@ -159,23 +159,25 @@ func registryPath(sub string) bool {
 //
 // Everything else is refused: there is no way from a route to Nexus's
 // REST API, its UI, or another team's repository.
-func mapRequest(t route.Target, ctxPath string, r route.Request) (repo, sub string, ok bool) {
+//
+// judged is sub as Jetty decodes it ("blob%73" is "blobs"), on which the
+// repository is picked and every other decision is made.
+func mapRequest(t route.Target, ctxPath string, r route.Request) (repo, sub, judged string, ok bool) {
 	rawPath := r.Path
 	if registryPath(rawPath) {
-		// Picked for what Nexus serves: Jetty reads "blob%73" as "blobs".
 		r.Path = decodedPath(rawPath)
-		return t.Pick(r), rawPath, true
+		return t.Pick(r), rawPath, r.Path, true
 	}
 	rest, found := strings.CutPrefix(rawPath, ctxPath+"/repository/")
 	if !found {
-		return "", "", false
+		return "", "", "", false
 	}
 	name, sub, _ := strings.Cut(rest, "/")
 	sub = "/" + sub
 	if !t.Owns(name) || !registryPath(sub) {
-		return "", "", false
+		return "", "", "", false
 	}
-	return name, sub, true
+	return name, sub, decodedPath(sub), true
 }
 
 // contentRead reports a GET or HEAD of ".../manifests/<ref>" or
@@ -185,13 +187,12 @@ func mapRequest(t route.Target, ctxPath string, r route.Request) (repo, sub stri
 // appended, "<path>?k=v", as a whole, so any parameter a BLOCK matcher does
 // not foresee (?x=1 after an exact tag, ?x=/ after [^/]+) would let a
 // blocked image through; proxy cooperation keys on them too, so each
-// spelling would be one more download from the remote. sub is judged
-// decoded: Jetty reads "manifest%73" as "manifests".
+// spelling would be one more download from the remote. sub is the path
+// as judged (decodedPath): Jetty reads "manifest%73" as "manifests".
 func contentRead(method, sub string) bool {
 	if method != http.MethodGet && method != http.MethodHead {
 		return false
 	}
-	sub = decodedPath(sub)
 	i := strings.LastIndexByte(sub, '/')
 	if i <= 0 || i == len(sub)-1 {
 		return false

@@ -194,7 +194,7 @@ func TestMapRequest(t *testing.T) {
 		{"/nexus", "GET", "/nexusx/repository/team-a/v2/", "", "", ""},
 		{"/nexus", "GET", "/nexus/v2/", "", "", ""},
 	} {
-		repo, sub, ok := mapRequest(split, tc.ctx, route.Request{Method: tc.method, Path: tc.path, Query: tc.query})
+		repo, sub, _, ok := mapRequest(split, tc.ctx, route.Request{Method: tc.method, Path: tc.path, Query: tc.query})
 		if tc.repo == "" {
 			if ok {
 				t.Errorf("ctx %q: mapRequest(%s %s) = %q %q, want refused", tc.ctx, tc.method, tc.path, repo, sub)
@@ -258,7 +258,7 @@ func TestContentRead(t *testing.T) {
 		{"GET", "/v2/app/blobs/upload%73/0b1c", false},
 		{"GET", "/v2/app/tags/lis%74", false},
 	} {
-		if got := contentRead(c.method, c.sub); got != c.want {
+		if got := contentRead(c.method, decodedPath(c.sub)); got != c.want {
 			t.Errorf("contentRead(%s, %s) = %v, want %v", c.method, c.sub, got, c.want)
 		}
 	}

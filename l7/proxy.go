@@ -533,20 +533,17 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		if !p.mirrorRequest(cw, r, st, m, rawPath, rawQuery) {
 			return
 		}
+		st.judged = decodedPath(st.sub)
 	} else {
-		repo, sub, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, route.Request{Method: r.Method, Path: rawPath, Query: rawQuery, Auth: auth})
+		repo, sub, judged, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, route.Request{Method: r.Method, Path: rawPath, Query: rawQuery, Auth: auth})
 		if !ok {
 			p.refuseLocal(cw, st, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
 			st.reason = "outside the registry API"
 			return
 		}
-		st.repo, st.sub, st.query = repo, sub, rawQuery
-		st.judged = decodedPath(sub)
+		st.repo, st.sub, st.judged, st.query = repo, sub, judged, rawQuery
 		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, st.judged, rawQuery)
 		st.anyRepo = registryPath(rawPath) && (st.judged == "/v2" || st.judged == "/v2/" || route.IsTokenPath(st.judged))
-	}
-	if st.judged == "" {
-		st.judged = decodedPath(st.sub) // a mirror name's
 	}
 	if strings.HasSuffix(st.judged, "/") && contentRead(r.Method, strings.TrimRight(st.judged, "/")) {
 		// No reference ends in '/': a lenient router serves the read all
