@@ -28,15 +28,9 @@ type pending struct {
 	refusals  lograte.Limiter
 }
 
-// take counts a session from a; false when a limit is reached.
-func (p *pending) take(a netip.Addr) bool {
-	ok, _ := p.takeOrFull(a)
-	return ok
-}
-
-// takeOrFull is take that also says, when it refuses, which count is at
-// its limit: p.by, or nil for the shared one.
-func (p *pending) takeOrFull(a netip.Addr) (ok bool, full *perclient.Counter) {
+// take counts a session from a; false when a limit is reached, and full
+// the count at its limit: p.by, or nil for the shared one.
+func (p *pending) take(a netip.Addr) (ok bool, full *perclient.Counter) {
 	if !p.by.Acquire(a) {
 		return false, &p.by
 	}

@@ -13,11 +13,11 @@ import (
 func TestPendingRefusalHoldsNoSharedPlace(t *testing.T) {
 	p := &pending{max: 2, by: perclient.Counter{Max: 1}}
 	x, y := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
-	if !p.take(x) {
+	if ok, _ := p.take(x); !ok {
 		t.Fatal("first session of 10.0.0.1 refused")
 	}
 	stop := testnet.Hammer(4, func() bool {
-		if p.take(x) {
+		if ok, _ := p.take(x); ok {
 			t.Error("a second session of 10.0.0.1 taken")
 			return false
 		}
@@ -25,7 +25,7 @@ func TestPendingRefusalHoldsNoSharedPlace(t *testing.T) {
 	})
 	refused := 0
 	for range 20000 {
-		if !p.take(y) {
+		if ok, _ := p.take(y); !ok {
 			refused++
 			continue
 		}

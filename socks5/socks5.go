@@ -183,7 +183,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 		} else {
 			a := addrOf(c.RemoteAddr())
-			if ok, full := s.pending.takeOrFull(a); !ok {
+			if ok, full := s.pending.take(a); !ok {
 				c.Close()
 				s.refusedPending(a, full)
 				continue
@@ -226,8 +226,7 @@ func (s *Server) Serve(ln net.Listener) error {
 					return
 				}
 			}
-			defer slot.release()
-			ic.slot.Store(slot)
+			ic.slot.Store(slot) // given back by ic.Close, deferred above
 			s.serveSession(&session{s: s, client: ic, local: local, pending: slot})
 		}()
 	}
