@@ -627,10 +627,17 @@ func TestPassthroughToOwnListenerRefused(t *testing.T) {
 // backend or --upstream node there comes back to nexmux, and a --port
 // route's REDIRECT of it loops.
 func TestOwnLinkLocalAddressIsALoop(t *testing.T) {
-	ll := localLinkLocal()
-	if ll == "" {
-		t.Skip("no interface of this host has an IPv6 link-local address")
+	if ll := localLinkLocal(); ll != "" {
+		ownLinkLocalIsALoop(t, ll)
+		return
 	}
+	inLinkLocalNetns(t, func(ll string) { ownLinkLocalIsALoop(t, ll) })
+}
+
+// ownLinkLocalIsALoop checks TestOwnLinkLocalAddressIsALoop's points with
+// ll, a link-local address of this host (zoned), on the calling thread's
+// network namespace. Errorf only: it may run on a thread netns.Do switched.
+func ownLinkLocalIsALoop(t *testing.T, ll string) {
 	c := Defaults()
 	c.Listen = ":8443"
 	c.Passthrough = []string{"legacy.example.com=" + net.JoinHostPort(ll, "8443")}
