@@ -13,23 +13,8 @@ import (
 // backend accepts passthrough streams and runs serve on each.
 func backend(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
+	ln := testnet.Listen(t)
+	testnet.Serve(ln, serve)
 	return ln.Addr().String()
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nexmux/nexmux/fixtures/certs"
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // ipv6Relay listens on [::1] and relays each connection to addr, so a
@@ -30,24 +31,15 @@ func ipv6Relay(t *testing.T, addr string) *net.TCPAddr {
 		t.Skipf("no IPv6 loopback on this host: %v", err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := net.Dial("tcp", addr)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(c, up)
-			}()
+	testnet.Serve(ln, func(c net.Conn) {
+		up, err := net.Dial("tcp", addr)
+		if err != nil {
+			return
 		}
-	}()
+		defer up.Close()
+		go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+		_, _ = io.Copy(c, up)
+	})
 	return ln.Addr().(*net.TCPAddr)
 }
 

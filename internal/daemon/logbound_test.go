@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // maxLogLine is where log pipelines split a line (Docker's json-file
@@ -77,24 +78,11 @@ func TestHandshakeRefusalOfAHugeALPNListStaysBounded(t *testing.T) {
 // quotes the line, and that error is the access line's reason and the
 // "upstream request failed" line's err. Both stay under maxLogLine.
 func TestLogLinesOfAMalformedNexusAnswerStayBounded(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = c.Read(make([]byte, 64<<10))
-				_, _ = io.WriteString(c, "SSH-2.0-x "+strings.Repeat("A", 40<<10)+"\r\n")
-			}()
-		}
-	}()
+	ln := testnet.Listen(t)
+	testnet.Serve(ln, func(c net.Conn) {
+		_, _ = c.Read(make([]byte, 64<<10))
+		_, _ = io.WriteString(c, "SSH-2.0-x "+strings.Repeat("A", 40<<10)+"\r\n")
+	})
 	cfg := teamRoutes()
 	cfg.HealthInterval = 100 * time.Millisecond
 	cfg.MetricsListen = "127.0.0.1:0"

@@ -64,6 +64,23 @@ func Listen(t testing.TB) net.Listener {
 	return ln
 }
 
+// Serve runs serve on every connection ln accepts, each in a goroutine of
+// its own and closed when serve returns, until ln is closed.
+func Serve(ln net.Listener, serve func(net.Conn)) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+}
+
 // ClientHello returns the first flight a real crypto/tls client with cfg
 // sends: every byte it writes before it first reads.
 func ClientHello(t testing.TB, cfg *tls.Config) []byte {
