@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,7 +67,15 @@ type resumeBody struct {
 	suspects []brokeOn
 	// whole: the end was read, and reported (Read may see EOF again).
 	whole bool
+	// began is when the current response's first read began, waited the
+	// time its reads have waited on the node since (paced).
+	began  time.Time
+	waited time.Duration
 }
+
+// pacedBreakMin is how long a response must have been read before a break
+// can count as paced: it bounds how often a node is asked again.
+const pacedBreakMin = time.Second
 
 // brokeOn is a node that broke a response, and how.
 type brokeOn struct {
@@ -248,11 +257,15 @@ func (b *resumeBody) read(p []byte) (int, error) {
 		}
 		// Broken (or short) before the end: continue elsewhere. A stall
 		// is not held against the node: a proxy repository's remote, one
-		// blob, may be what stalled.
+		// blob, may be what stalled. Nor is a paced break, which the same
+		// node may resume.
+		paced := false
 		if !b.stalled.Swap(false) {
-			b.suspects = append(b.suspects, brokeOn{b.node, "blob body broke: " + errString(err)})
+			if paced = b.paced(); !paced {
+				b.suspects = append(b.suspects, brokeOn{b.node, "blob body broke: " + errString(err)})
+			}
 		}
-		if rerr := b.resume(); rerr != nil {
+		if rerr := b.resume(paced); rerr != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
@@ -269,8 +282,12 @@ func (b *resumeBody) read(p []byte) (int, error) {
 // proxy_read_timeout, between two reads); the time the client takes to be
 // written to does not count.
 func (b *resumeBody) timedRead(p []byte) (int, error) {
+	t0 := time.Now()
+	if b.began.IsZero() {
+		b.began = t0
+	}
 	b.mu.Lock()
-	b.waitingSince = time.Now()
+	b.waitingSince = t0
 	b.mu.Unlock()
 	d := time.Duration(upstreamBodyReadTimeout.Load())
 	if b.stall == nil {
@@ -279,11 +296,26 @@ func (b *resumeBody) timedRead(p []byte) (int, error) {
 		b.stall.Reset(d)
 	}
 	n, err := b.cur.Read(p)
+	b.waited += time.Since(t0)
 	b.mu.Lock()
 	b.waitingSince = time.Time{}
 	b.mu.Unlock()
 	b.stall.Stop()
 	return n, err
+}
+
+// paced says the current response broke after it had run at the client's
+// pace: for at least pacedBreakMin, with nexmux waiting on the node for
+// under a quarter of it, as it spent the rest writing to the client. The
+// node's writes then wait on full buffers, and Jetty ends a write that
+// makes no progress for its idle timeout: the break is no fault of the
+// node's, and resuming there makes progress (bytes passed on) each time.
+func (b *resumeBody) paced() bool {
+	if b.got == 0 || b.began.IsZero() {
+		return false
+	}
+	d := time.Since(b.began)
+	return d >= pacedBreakMin && 4*b.waited < d
 }
 
 func errString(err error) string {
@@ -295,10 +327,30 @@ func errString(err error) string {
 
 var errNoResume = errors.New("no node could resume the download")
 
-func (b *resumeBody) resume() error {
+// resume continues the download from the next node that can, or first
+// from the node that broke when the break was paced.
+func (b *resumeBody) resume(paced bool) error {
 	set := b.f.up.set
 	from := b.start + b.got
 	queue := poolQueueTimeout
+	if b.broke == nil {
+		b.broke = map[*upstream.Node]bool{}
+	}
+	if paced {
+		if err := b.client.Err(); err != nil {
+			return err
+		}
+		cands, err := set.Pick(upstream.ReadDigest, b.key)
+		if err != nil {
+			return err
+		}
+		if slices.Contains(cands, b.node) {
+			moveOn := slices.ContainsFunc(cands, func(c *upstream.Node) bool { return c != b.node && !b.broke[c] })
+			if b.resumeOn(b.node, from, moveOn, &queue) {
+				return nil
+			}
+		}
+	}
 	for b.tries < 2*len(set.Nodes()) {
 		if err := b.client.Err(); err != nil {
 			return err // the client left: no further node for nobody
@@ -306,9 +358,6 @@ func (b *resumeBody) resume() error {
 		cands, err := set.Pick(upstream.ReadDigest, b.key)
 		if err != nil {
 			return err
-		}
-		if b.broke == nil {
-			b.broke = map[*upstream.Node]bool{}
 		}
 		b.broke[b.node] = true
 		var n *upstream.Node
@@ -326,63 +375,72 @@ func (b *resumeBody) resume() error {
 			return errNoResume
 		}
 		b.tries++
-		// A resume is one more request on n: it takes one of n's
-		// --upstream-max-conns slots like any other.
-		sl, ok := b.f.up.acquireOr(b.client, n.Host, b.f.client(b.client), &queue, moveOn)
-		if !ok {
-			b.node = n
-			continue
+		if b.resumeOn(n, from, moveOn, &queue) {
+			return nil
 		}
-		// Its own context: the broken request's may be cancelled (its
-		// node found down), and is ended by Close or the next resume.
-		qctx, qcancel := context.WithCancelCause(context.WithoutCancel(b.r.Context()))
-		q := b.r.Clone(qctx)
-		q.URL.Scheme, q.URL.Host = n.Scheme, n.Host
-		q.Body, q.GetBody, q.ContentLength = nil, nil, 0
-		q.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, b.end))
-		q.Header.Del("If-Range")
-		begin := n.Begin()
-		end := func() { begin(); sl.release() }
-		// While its headers are awaited, n found down (frozen: it never
-		// answers) gives the resume up for the next node, as a first
-		// request's wait does; else it waits the whole header timeout.
-		stopWait := func() bool { return false }
-		if alive := n.Alive(); moveOn && alive.Err() == nil {
-			stopWait = context.AfterFunc(alive, func() { qcancel(errNodeDown) })
-		}
-		resp, err := b.fr.roundTrip(b.f.next, q)
-		stopWait()
-		if err != nil {
-			qcancel(nil)
-			end()
-			// nexmux's own dial failure (598c89c) is not the node's.
-			if !upstream.LocalDialFailure(err) {
-				b.suspects = append(b.suspects, brokeOn{n, err.Error()})
-			}
-			b.node = n
-			continue
-		}
-		s, e, t, ok := partOf(resp)
-		if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
-			resp.Body.Close()
-			qcancel(nil)
-			end()
-			b.node = n
-			continue
-		}
-		b.cur.Close()
-		b.unwatch()
-		if b.end1 != nil {
-			b.end1()
-		}
-		b.cur, b.node, b.end1 = resp.Body, n, end
-		b.watch(n, qcancel)
-		// What follows is counted from the new response's first byte.
-		b.start, b.got = from, 0
-		set.Resumed()
-		return nil
 	}
 	return errNoResume
+}
+
+// resumeOn asks n for the rest, from, and makes its answer the current
+// one if it is the rest; else n becomes the node that broke.
+func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *time.Duration) bool {
+	// A resume is one more request on n: it takes one of n's
+	// --upstream-max-conns slots like any other.
+	sl, ok := b.f.up.acquireOr(b.client, n.Host, b.f.client(b.client), queue, moveOn)
+	if !ok {
+		b.node = n
+		return false
+	}
+	// Its own context: the broken request's may be cancelled (its
+	// node found down), and is ended by Close or the next resume.
+	qctx, qcancel := context.WithCancelCause(context.WithoutCancel(b.r.Context()))
+	q := b.r.Clone(qctx)
+	q.URL.Scheme, q.URL.Host = n.Scheme, n.Host
+	q.Body, q.GetBody, q.ContentLength = nil, nil, 0
+	q.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, b.end))
+	q.Header.Del("If-Range")
+	begin := n.Begin()
+	end := func() { begin(); sl.release() }
+	// While its headers are awaited, n found down (frozen: it never
+	// answers) gives the resume up for the next node, as a first
+	// request's wait does; else it waits the whole header timeout.
+	stopWait := func() bool { return false }
+	if alive := n.Alive(); moveOn && alive.Err() == nil {
+		stopWait = context.AfterFunc(alive, func() { qcancel(errNodeDown) })
+	}
+	resp, err := b.fr.roundTrip(b.f.next, q)
+	stopWait()
+	if err != nil {
+		qcancel(nil)
+		end()
+		// nexmux's own dial failure (598c89c) is not the node's.
+		if !upstream.LocalDialFailure(err) {
+			b.suspects = append(b.suspects, brokeOn{n, err.Error()})
+		}
+		b.node = n
+		return false
+	}
+	s, e, t, ok := partOf(resp)
+	if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
+		resp.Body.Close()
+		qcancel(nil)
+		end()
+		b.node = n
+		return false
+	}
+	b.cur.Close()
+	b.unwatch()
+	if b.end1 != nil {
+		b.end1()
+	}
+	b.cur, b.node, b.end1 = resp.Body, n, end
+	b.watch(n, qcancel)
+	// What follows is counted from the new response's first byte.
+	b.start, b.got = from, 0
+	b.began, b.waited = time.Time{}, 0
+	b.f.up.set.Resumed()
+	return true
 }
 
 func (b *resumeBody) Close() error {

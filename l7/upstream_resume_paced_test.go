@@ -9,9 +9,12 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // jettyWrite writes b in 32 KiB pieces, each of which must be taken within
@@ -54,22 +57,22 @@ func jettyBlobNode(blob []byte, idle time.Duration, cuts, ranged *atomic.Int64) 
 	}
 }
 
-// A client slower than what a Nexus node's blocked write waits for (Jetty's
-// idle timeout, here 1 s) pulls a layer larger than the buffers between
-// them from a single node: the node cuts its response while nexmux is
-// still passing on what it read, which is no fault of the node's, and the
-// download goes on from the same node where it broke, intact.
-func TestPacedDownloadResumesOnTheSameNode(t *testing.T) {
-	const size, rate = 20 << 20, 2 << 20
+// pacedBlob is a blob larger than the buffers between a node and a
+// client on loopback, and its digest.
+func pacedBlob(size int) ([]byte, [32]byte, string) {
 	blob := make([]byte, size)
 	for i := range blob {
 		blob[i] = byte(i*7 + i>>13)
 	}
 	sum := sha256.Sum256(blob)
-	digest := "sha256:" + hex.EncodeToString(sum[:])
-	var cuts, ranged atomic.Int64
-	n := startNode(t, jettyBlobNode(blob, time.Second, &cuts, &ranged))
-	addr, _ := haProxy(t, io.Discard, 0, n)
+	return blob, sum, "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// pull GETs the blob through nexmux at addr on a connection with a small
+// receive buffer, reading as fast as it can but for a stop of pause each
+// time it holds one of pauseAt bytes; it returns the body.
+func pull(t *testing.T, addr, digest string, pause time.Duration, pauseAt ...int) []byte {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -77,31 +80,129 @@ func TestPacedDownloadResumesOnTheSameNode(t *testing.T) {
 	defer c.Close()
 	c.(*net.TCPConn).SetReadBuffer(64 << 10)
 	fmt.Fprintf(c, "GET /v2/app/blobs/%s HTTP/1.1\r\nHost: team-a.example.com\r\nConnection: close\r\n\r\n", digest)
-	// The client reads at rate; its whole answer is checked.
 	var got []byte
 	buf := make([]byte, 16<<10)
-	start := time.Now()
 	for {
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		k, err := c.Read(buf)
+		for _, at := range pauseAt {
+			if len(got) < at && len(got)+k >= at {
+				time.Sleep(pause)
+			}
+		}
 		got = append(got, buf[:k]...)
 		if err != nil {
 			break
 		}
-		if d := time.Duration(float64(len(got))/rate*float64(time.Second)) - time.Since(start); d > 0 {
-			time.Sleep(d)
-		}
 	}
-	head, body, ok := bytes.Cut(got, []byte("\r\n\r\n"))
+	_, body, ok := bytes.Cut(got, []byte("\r\n\r\n"))
 	if !ok {
 		t.Fatalf("no answer: %q", got)
 	}
-	if cuts.Load() == 0 {
-		t.Fatalf("the node never cut a write: the test did not test (answer %q, %d body bytes)", head, len(body))
+	return body
+}
+
+// A client that stops taking a layer larger than the buffers between it
+// and a single node for longer than the node's blocked write waits
+// (Jetty's idle timeout, here 1 s): the node cuts its response while
+// nexmux is still passing on what it read, which is no fault of the
+// node's, and the download goes on from the same node where it broke,
+// intact, as often as it breaks so.
+func TestPacedDownloadResumesOnTheSameNode(t *testing.T) {
+	t.Parallel()
+	blob, sum, digest := pacedBlob(32 << 20)
+	var cuts, ranged atomic.Int64
+	n := startNode(t, jettyBlobNode(blob, time.Second, &cuts, &ranged))
+	addr, _ := haProxy(t, io.Discard, 0, n)
+	body := pull(t, addr, digest, 2*time.Second, 1<<20, 12<<20)
+	if len(body) != len(blob) {
+		t.Fatalf("after %d cut(s) of the node's writes, the client got %d of %d body bytes (%d ranged requests)", cuts.Load(), len(body), len(blob), ranged.Load())
 	}
-	if len(body) != size {
-		t.Fatalf("after %d cut(s) of the node's writes, the client got %d of %d body bytes (%d ranged requests)", cuts.Load(), len(body), size, ranged.Load())
+	if cuts.Load() < 2 {
+		t.Fatalf("the node cut %d write(s), not 2: the test did not test", cuts.Load())
 	}
 	if sha256.Sum256(body) != sum {
 		t.Fatal("the body is not the blob")
+	}
+}
+
+// With several nodes, a paced break resumes on the node that broke (its
+// cache holds the blob, and it is healthy), is not held against it, and
+// when that node cannot resume, another does.
+func TestPacedBreakWithSeveralNodes(t *testing.T) {
+	t.Parallel()
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("first refuses ranges %v", refuse), func(t *testing.T) {
+			blob, sum, digest := pacedBlob(24 << 20)
+			var cuts, ranged [2]atomic.Int64
+			var nodes [2]*haNode
+			for i := range nodes {
+				h := jettyBlobNode(blob, time.Second, &cuts[i], &ranged[i])
+				nodes[i] = startNode(t, func(w http.ResponseWriter, r *http.Request) {
+					if refuse && r.Header.Get("Range") != "" {
+						ranged[i].Add(1)
+						w.WriteHeader(http.StatusServiceUnavailable)
+						return
+					}
+					h(w, r)
+				})
+			}
+			addr, up := haProxy(t, io.Discard, 0, nodes[0], nodes[1])
+			first := 0
+			if ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest); ns[0].Host == nodes[1].addr {
+				first = 1
+			}
+			if refuse {
+				nodes[1-first].h.Store(new(http.HandlerFunc(jettyBlobNode(blob, time.Second, &cuts[1-first], &ranged[1-first]))))
+			}
+			// The client stops for twice the nodes' idle timeout.
+			body := pull(t, addr, digest, 2*time.Second, 1<<20)
+			if cuts[first].Load() == 0 {
+				t.Fatalf("the first node never cut a write: the test did not test (%d body bytes)", len(body))
+			}
+			if len(body) != len(blob) || sha256.Sum256(body) != sum {
+				t.Fatalf("%d of %d body bytes (intact: %v); ranged requests %d on the first node, %d on the other", len(body), len(blob), sha256.Sum256(body) == sum, ranged[first].Load(), ranged[1-first].Load())
+			}
+			if ranged[first].Load() == 0 {
+				t.Fatalf("the paced break was not resumed on the node that broke (ranged requests: %d there, %d on the other)", ranged[first].Load(), ranged[1-first].Load())
+			}
+			if !refuse && ranged[1-first].Load() != 0 {
+				t.Errorf("the other node was asked for %d ranges", ranged[1-first].Load())
+			}
+			if refuse && ranged[1-first].Load() == 0 {
+				t.Errorf("the first node refused to resume, and the other was not asked")
+			}
+			for _, ni := range up.Set().Table() {
+				if strings.Contains(ni.LastError, "blob body broke") {
+					t.Errorf("the paced break was held against %s: %s", ni.Node, ni.LastError)
+				}
+			}
+		})
+	}
+}
+
+// A break after nexmux waited on the node most of the time (a node that
+// sends slowly, then breaks) is the node's: it is not asked again.
+func TestSlowNodeBreakIsNotPaced(t *testing.T) {
+	t.Parallel()
+	blob, _, digest := pacedBlob(4 << 20)
+	var ranged atomic.Int64
+	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") != "" {
+			ranged.Add(1)
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		// 64 KiB every 100 ms for 1.5 s, then the connection breaks.
+		for i := range 15 {
+			w.Write(blob[i<<16 : (i+1)<<16])
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+		panic(http.ErrAbortHandler)
+	})
+	addr, _ := haProxy(t, io.Discard, 0, n)
+	body := pull(t, addr, digest, 0)
+	if len(body) != 15<<16 || ranged.Load() != 0 {
+		t.Fatalf("got %d body bytes (want the %d sent before the break) and asked the node again %d time(s)", len(body), 15<<16, ranged.Load())
 	}
 }
