@@ -214,6 +214,7 @@ func TestBadConfigurationTable(t *testing.T) {
 		{"duplicate port", []string{"--port", "8082=r", "--port", "8082=s"}, "already routed"},
 		{"bad upstream", []string{"--route", "a.example.com=r", "--upstream", "nexus:8081"}, "upstream"},
 		{"bad passthrough", []string{"--passthrough", "a.example.com=nohost"}, "HOST:PORT"},
+		{"passthrough zone written as in a URL", []string{"--passthrough", "a.example.com=[fe80::1%25eth0]:443"}, "write it [fe80::1%eth0]:443"},
 		{"passthrough and route on one name", []string{"--route", "a.example.com=r", "--passthrough", "a.example.com=127.0.0.1:9"}, "already routed"},
 		{"bad proxy version", []string{"--route", "a.example.com=r", "--passthrough", "b.example.com=127.0.0.1:9", "--passthrough-proxy-protocol", "v3"}, "v1 or v2"},
 		{"socks auth without listener", []string{"--route", "a.example.com=r", "--socks5-auth-file", "/nonexistent"}, "socks5"},
