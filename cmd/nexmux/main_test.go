@@ -1450,5 +1450,10 @@ func TestEchoedCredentialsHidden(t *testing.T) {
 		if len(missing) > 0 {
 			t.Errorf("%s: no line of %s names the value with its userinfo hidden (xxxxx@nexus):\n%s", cmd, strings.Join(missing, ", "), errs)
 		}
+		// A part of the value is shown as it is, its userinfo alone hidden:
+		// the '/' the problem names is still there to see.
+		if !strings.Contains(errs, `repository name "//xxxxx@nexus:8081" has '/'`) {
+			t.Errorf("%s: the part of the value the problem names is not shown with its userinfo alone hidden:\n%s", cmd, errs)
+		}
 	}
 }
