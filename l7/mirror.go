@@ -66,13 +66,17 @@ func (p *Proxy) mirrorRepoForm(m *route.Mirror, rawPath string) (repo, sub strin
 // mirrorAllowFor is the Allow header of a 405 for rawPath on mirror m.
 func (p *Proxy) mirrorAllowFor(m *route.Mirror, rawPath string) string {
 	if _, sub, ok := p.mirrorRepoForm(m, rawPath); ok {
-		return mirrorAllow(sub)
+		return mirrorAllow(decodedPath(sub))
 	}
-	return mirrorAllow(rawPath)
+	return mirrorAllow(decodedPath(rawPath))
 }
 
 // mirrorRequest picks the registry, repository and upstream path of a
-// request on a mirror name, or answers it itself (false).
+// request on a mirror name, or answers it itself (false). The form is read
+// on the raw path, whose segments checkPath keeps those of the decoded one
+// (no encoded slash), and an encoded prefix or repository name is refused;
+// every other decision is made on the path as Jetty decodes it
+// (decodedPath), as mapRequest's are: "v%32" is Nexus's "v2".
 func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqState, m *route.Mirror, rawPath, rawQuery string) bool {
 	st.mirror = &mirrorReq{}
 	fail := func(status int, code, msg string) bool {
@@ -88,14 +92,15 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		// [ctx]/repository/<repo>/v2/... of one of the mirror's own
 		// repositories: Nexus hands such URLs out.
 		name, sub, found := p.mirrorRepoForm(m, rawPath)
-		if !found || !strings.HasPrefix(sub, "/v2/") {
+		judged := decodedPath(sub)
+		if !found || !strings.HasPrefix(judged, "/v2/") {
 			return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on this name")
 		}
-		if !mirrorMethod(r.Method, sub) {
-			return readOnly(sub)
+		if !mirrorMethod(r.Method, judged) {
+			return readOnly(judged)
 		}
 		// The same endpoints as by /v2/: no _catalog, no upload sessions.
-		if sub != "/v2/" && sub != "/v2/token" && !mirrorEndpoint(sub) {
+		if judged != "/v2/" && judged != "/v2/token" && !mirrorEndpoint(judged) {
 			return fail(http.StatusNotFound, "NOT_FOUND", "not a registry endpoint a mirror serves")
 		}
 		ns, nsReg, query, bad := mirrorNS(m, rawQuery)
@@ -119,10 +124,11 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		st.mirror.ns = ns
 		return true
 	}
-	if !mirrorMethod(r.Method, rawPath) {
-		return readOnly(rawPath)
+	judged := decodedPath(rawPath)
+	if !mirrorMethod(r.Method, judged) {
+		return readOnly(judged)
 	}
-	if !strings.HasPrefix(rawPath+"/", "/v2/") {
+	if !strings.HasPrefix(judged+"/", "/v2/") {
 		return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on a mirror name")
 	}
 	ns, nsReg, query, bad := mirrorNS(m, rawQuery)
@@ -133,7 +139,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	st.query = query
 	// /v2/ and the token: the default registry's repository (Nexus tokens
 	// are valid in every repository, so one realm serves all of them).
-	if rawPath == "/v2" || rawPath == "/v2/" || rawPath == "/v2/token" {
+	if judged == "/v2" || judged == "/v2/" || judged == "/v2/token" {
 		def := m.Default()
 		st.mirror.registry, st.repo, st.sub = def.Registry, def.Repo, rawPath
 		st.anyRepo = true
@@ -147,6 +153,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	reg := nsReg
 	sub := rawPath
 	if isRegistryHost(seg) {
+		afterJudged := decodedPath(after)
 		prefixReg, ok := route.CanonicalRegistry(seg)
 		_, mirrored := m.Repo(prefixReg)
 		switch {
@@ -159,7 +166,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 			return fail(http.StatusNotFound, "NAME_UNKNOWN", "the path prefix is not a registry name")
 		case nsReg != "" && nsReg != prefixReg:
 			return fail(http.StatusBadRequest, "NAME_INVALID", "ns ("+nsReg+") and the path prefix ("+prefixReg+") name different registries")
-		case nsReg != "" && (after == "v2" || strings.HasPrefix(after, "v2/")):
+		case nsReg != "" && (afterJudged == "v2" || strings.HasPrefix(afterJudged, "v2/")):
 			// containerd appends /v2 to a hosts.toml host path without
 			// override_path = true: read as a name, v2/<image> is whatever
 			// the registry's account "v2" publishes under every image name.
@@ -180,7 +187,7 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	if !ok {
 		return fail(http.StatusNotFound, "NAME_UNKNOWN", "registry "+reg+" is not mirrored on this name")
 	}
-	if sub != "/v2/" && sub != "/v2/token" && !mirrorEndpoint(sub) {
+	if judged := decodedPath(sub); judged != "/v2/" && judged != "/v2/token" && !mirrorEndpoint(judged) {
 		return fail(http.StatusNotFound, "NOT_FOUND", "only manifests, blobs, tags/list and referrers are served on a mirror name")
 	}
 	st.mirror.registry, st.repo, st.sub = reg, repo, sub
@@ -382,7 +389,9 @@ func (st *reqState) registryLabel() string {
 // in every repository, pushes to other teams' included. Reads with the
 // credentials added get no 401, so a client has no token to fetch.
 func (p *Proxy) mirrorOutgoing(st *reqState, out *http.Request) {
-	if st.mirror == nil || out.Header.Get("Authorization") != "" || route.IsTokenPath(out.URL.Path) {
+	// Judged as decoded too: "toke%256e" may be the token endpoint to a
+	// server that decodes more than once.
+	if st.mirror == nil || out.Header.Get("Authorization") != "" || route.IsTokenPath(out.URL.Path) || route.IsTokenPath(st.judged) {
 		return
 	}
 	if v := p.mirrorAuthValue(); v != "" {

@@ -162,3 +162,53 @@ func TestMirrorRequestMapping(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorJudgesDecodedPath: a mirror name's decisions are made on the
+// path as Jetty decodes it, as every other route's are: "/v%32/" after a
+// registry prefix is containerd's misconfiguration as much as "/v2/"
+// (the image v2/... of whatever account is named "v2"), and
+// "blobs/upload%73" is the upload endpoint, which a mirror does not serve.
+// A token request however spelt never gets the mirror's credentials.
+func TestMirrorJudgesDecodedPath(t *testing.T) {
+	mirror, _, seen, registries := mirrorProxy(t)
+	const mirrorAuth = "Basic bWlycm9yOnNlY3JldA=="
+	for _, c := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/v2/ghcr.io/v%32/acme/app/manifests/1?ns=ghcr.io", 400, "NAME_INVALID"},
+		{"GET", "/v2/ghcr.io/%762/acme/app/manifests/1?ns=ghcr.io", 400, "NAME_INVALID"},
+		{"GET", "/v2/ghcr.io/v%2532/acme/app/manifests/1?ns=ghcr.io", 400, "NAME_INVALID"},
+		{"GET", "/v2/ghcr.io/v%32?ns=ghcr.io", 400, "NAME_INVALID"},
+		{"GET", "/v2/ghcr.io/acme/app/blobs/upload%73?ns=ghcr.io", 404, "NOT_FOUND"},
+		{"HEAD", "/v2/ghcr.io/acme/app/blobs/upload%2573", 404, ""},
+		{"GET", "/nexus/repository/ghcr-proxy/v2/acme/app/blobs/upload%73", 404, "NOT_FOUND"},
+	} {
+		req, _ := http.NewRequest(c.method, "http://"+mirror+c.path, nil)
+		req.Host = "mirror.example.com"
+		resp, body := sendRequest(t, req)
+		select {
+		case <-registries:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s %s: no access record", c.method, c.path)
+		}
+		if resp.StatusCode != c.status || c.code != "" && !strings.Contains(body, `"code":"`+c.code+`"`) {
+			t.Errorf("%s %s: %d %s, want %d %s", c.method, c.path, resp.StatusCode, strings.TrimSpace(body), c.status, c.code)
+		}
+		if got := seen(); len(got) != 0 {
+			t.Errorf("%s %s reached Nexus as %+v", c.method, c.path, got)
+		}
+	}
+	for _, path := range []string{"/v2/toke%6e", "/v2/toke%256e", "/nexus/repository/ghcr-proxy/v2/toke%6e", "/nexus/repository/ghcr-proxy/v2/toke%256e"} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+mirror+path, nil)
+		req.Host = "mirror.example.com"
+		sendRequest(t, req)
+		<-registries
+		for _, r := range seen() {
+			if r.auth == mirrorAuth {
+				t.Errorf("GET %s reached Nexus as %s with the mirror's credentials", path, r.path)
+			}
+		}
+	}
+}

@@ -390,6 +390,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		cw.deadline, cw.span, cw.timeout = sd, span, p.sendTO
 		cw.timeEvery = r.ProtoMajor > 1
 	}
+	cw.pieces = r.ProtoMajor > 1
 	var body *countingBody
 	// HTTP/2 gives a request without a body (GET, HEAD) a Body all the
 	// same; its length says there is nothing to wait for.
@@ -1023,6 +1024,10 @@ type batchingWriter struct {
 	// whether or not a write waits, so it is cleared once the write is
 	// taken: a pause of Nexus's before the next is not the client's.
 	timeEvery bool
+	// pieces: writes go in h2SendQuantum pieces (HTTP/2). A write a
+	// stream reset ends counts nothing in net/http, however much of it
+	// went out: a piece bounds what n misses of the bytes sent.
+	pieces bool
 	// client is the request's context: it ends when the client leaves
 	// (HTTP/2: resets the stream), or over HTTP/1 also half-closes.
 	client context.Context
@@ -1089,7 +1094,7 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 		c.status = http.StatusOK
 		c.lateStatus = c.client != nil && c.client.Err() != nil
 	}
-	if c.timeEvery && c.deadline != nil && len(b) > h2SendQuantum {
+	if c.pieces && len(b) > h2SendQuantum {
 		return c.writePieces(b)
 	}
 	if c.arm() {
@@ -1112,19 +1117,25 @@ func (c *batchingWriter) Write(b []byte) (int, error) {
 }
 
 // h2SendQuantum is how much of a response an HTTP/2 stream must take
-// within --send-timeout: HTTP/1's floor (mux's sendQuantum). Each write
+// within --send-timeout: HTTP/1's floor (mux's sendQuantum); also the most
+// bytes_out misses of a stream reset mid-write (batchingWriter.pieces). Each write
 // there has its own deadline, and a write is up to a 512 KiB copy: four
 // layers pulled at once over a 256 kbit/s link (~8 KB/s each) took over
 // 60 s per write and were reset while they moved.
 const h2SendQuantum = 64 << 10
 
 // writePieces writes b in h2SendQuantum pieces, each under a deadline of
-// its own.
+// its own when writes are timed.
 func (c *batchingWriter) writePieces(b []byte) (int, error) {
-	defer c.untimed()
+	timed := c.timeEvery && c.deadline != nil
+	if timed {
+		defer c.untimed()
+	}
 	n := 0
 	for n < len(b) {
-		c.armDeadline()
+		if timed {
+			c.armDeadline()
+		}
 		m, err := c.ResponseWriter.Write(b[n:min(n+h2SendQuantum, len(b))])
 		n += m
 		c.n += int64(m)

@@ -160,6 +160,14 @@ func validAddr(s string) error {
 	if n, ok := ParsePort(port); !ok || n == 0 {
 		return fmt.Errorf("%q: %q is not a port number (%s)", s, port, PortSyntax)
 	}
+	// HOST:PORT is no URL: the dialer reads a zone's "%" literally, as
+	// --upstream's URLs must escape it. "%25eth0", copied from a URL, would
+	// name interface "25eth0"; a zone of digits is an interface index.
+	if a, err := netip.ParseAddr(host); err == nil {
+		if z := a.Zone(); strings.HasPrefix(z, "25") && strings.Trim(z, "0123456789") != "" {
+			return fmt.Errorf("%q: zone %q is written as in a URL: write it %s", s, "%"+z, net.JoinHostPort(a.WithZone(z[2:]).String(), port))
+		}
+	}
 	return nil
 }
 

@@ -405,3 +405,20 @@ func TestPassthroughBackendHostForms(t *testing.T) {
 		}
 	}
 }
+
+// A zone written as a URL writes it ("%25eth0", copied from
+// http://[fe80::1%25eth0]:443) is no zone in HOST:PORT, where the dialer
+// reads "%" literally: it is refused at start, naming the form to write,
+// instead of failing every dial on interface "25eth0". A zone that is an
+// interface index ("%25" is index 25) is a zone as written.
+func TestPassthroughBackendURLEscapedZone(t *testing.T) {
+	_, err := Build(Spec{Passthrough: []string{"git.example.com=[fe80::1%25eth0]:443"}})
+	if err == nil || !strings.Contains(err.Error(), "passthrough") || !strings.Contains(err.Error(), "[fe80::1%eth0]:443") {
+		t.Errorf("passthrough to [fe80::1%%25eth0]:443: %v, want refused, suggesting [fe80::1%%eth0]:443", err)
+	}
+	for _, addr := range []string{"[fe80::1%25]:443", "[fe80::1%251]:443", "[fe80::1%2]:443"} {
+		if _, err := Build(Spec{Passthrough: []string{"git.example.com=" + addr}}); err != nil {
+			t.Errorf("passthrough to %s (an interface index): %v", addr, err)
+		}
+	}
+}

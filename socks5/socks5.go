@@ -471,11 +471,24 @@ func (ss *session) refusedAs(reason, msg string, args ...any) {
 // requested is the destination as the client asked for it: the name of a
 // name request (noDNS set its IP to a placeholder), or the IP literal.
 func requested(dest *gosocks5.AddrSpec) string {
-	host := dest.FQDN
+	host := destName(dest)
 	if host == "" && len(dest.IP) != 0 {
 		host = dest.IP.String()
 	}
 	return net.JoinHostPort(host, strconv.Itoa(dest.Port))
+}
+
+// destName is the name of a name request, an IPv6 literal unbracketed: a
+// client that writes it as a URL does ("[::1]") means the address, and
+// JoinHostPort would bracket it again.
+func destName(dest *gosocks5.AddrSpec) string {
+	h := dest.FQDN
+	if len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']' {
+		if a, err := netip.ParseAddr(h[1 : len(h)-1]); err == nil && a.Is6() {
+			return h[1 : len(h)-1]
+		}
+	}
+	return h
 }
 
 // lookup maps a CONNECT destination onto the route table the way a direct
@@ -484,14 +497,15 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 	t := s.router.State().Table
 	// An IP literal sent as a name (ATYP 3: clients that leave every
 	// name to the proxy) is the address it spells, as in ATYP 1 and 4.
-	_, err := netip.ParseAddr(dest.FQDN)
-	isIP := err == nil || dest.FQDN == "" && len(dest.IP) != 0
+	host := destName(dest)
+	_, err := netip.ParseAddr(host)
+	isIP := err == nil || host == "" && len(dest.IP) != 0
 	switch {
 	case t.LookupPort(dest.Port) != nil:
 		// A legacy connector port: the port names the repository,
 		// whatever host the client used.
 		return decision{port: dest.Port}, true
-	case s.sniPorts[dest.Port] && !isIP && dest.FQDN != "" && t.LookupServerName(dest.FQDN) != nil:
+	case s.sniPorts[dest.Port] && !isIP && host != "" && t.LookupServerName(host) != nil:
 		// A name, not a Host header: a ":port" behind it is no host name
 		// (LookupHost would drop it).
 		return decision{}, true

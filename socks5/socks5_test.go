@@ -366,6 +366,38 @@ func TestIPLiteralAsNameRoutesLikeAnAddress(t *testing.T) {
 	}
 }
 
+// An IPv6 literal sent as a name in brackets, as a URL writes it ("[::1]",
+// ATYP 3), is the address it spells: it reaches the default route where
+// ATYP 4 ::1 does, is refused where that is, and the refusal names it
+// [::1]:443, as any CONNECT to ::1 is written. Brackets around anything
+// else are no host name and no address.
+func TestBracketedIPv6AsNameRoutesLikeTheAddress(t *testing.T) {
+	for _, def := range []string{"fallback", ""} {
+		st := start(t, config{spec: route.Spec{Default: def}})
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, _, err := handshakeAs(c, nil, 1, atypName, "[::1]", 443)
+		c.Close()
+		want := byte(replySucceeded)
+		if def == "" {
+			want = replyNotAllowed
+		}
+		if err != nil || code != want {
+			t.Errorf("default route %q, CONNECT [::1] (ATYP 3): reply %d, %v; want %d", def, code, err, want)
+		}
+		if def == "" && (!strings.Contains(st.logs.String(), "connect=[::1]:443 ") || strings.Contains(st.logs.String(), "[[")) {
+			t.Errorf("refusal not logged as connect=[::1]:443:\n%s", st.logs.String())
+		}
+		for _, host := range []string{"[127.0.0.1]", "[team-a.nexmux.test]", "[::1", "[]"} {
+			if code, _, err := connect(t, st.socksAddr, nil, 1, host, 443); err != nil || code != replyNotAllowed {
+				t.Errorf("default route %q, CONNECT %s:443: reply %d, %v; want %d", def, host, code, err, replyNotAllowed)
+			}
+		}
+	}
+}
+
 // An empty name is no destination: it is refused even where an IP literal
 // would reach the default route, and the line says what was asked for.
 func TestEmptyNameRefused(t *testing.T) {

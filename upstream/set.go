@@ -98,9 +98,9 @@ func shown(raw string) string {
 
 // HideUserinfo is a URL that did not parse as one, or parsed with its
 // credentials where url.URL does not see them ("admin:pw@nexus:8081" has
-// the scheme "admin"), with everything between its "scheme://" (if any)
-// and its last '@' hidden, and its query too: user, password or token may
-// hold '/', '?' or '#' unencoded.
+// the scheme "admin"), with everything between its "scheme://" or leading
+// "//" (if any) and its last '@' hidden, and its query too: user, password
+// or token may hold '/', '?' or '#' unencoded.
 func HideUserinfo(raw string) string {
 	at := strings.LastIndex(raw, "@")
 	if at < 0 {
@@ -109,6 +109,10 @@ func HideUserinfo(raw string) string {
 	prefix := ""
 	if sep := strings.Index(raw, "://"); sep >= 0 && sep < at {
 		prefix = raw[:sep+3]
+	} else if strings.HasPrefix(raw, "//") {
+		// A URL's part without its scheme (a problem quoting what
+		// follows "http:"): its "//" is no credential.
+		prefix = "//"
 	}
 	rest := raw[at+1:]
 	if q := strings.IndexByte(rest, '?'); q >= 0 {

@@ -240,7 +240,7 @@ func overridden(c *cli.Context, cfg *config.Config) []string {
 
 // invalid reports a configuration error: every problem, one per line.
 func invalid(err error) error {
-	return cli.Exit("nexmux: invalid configuration:\n"+indent(err.Error()), exitInvalid)
+	return cli.Exit("nexmux: invalid configuration:\n"+indent(config.HideCredentials(err.Error())), exitInvalid)
 }
 
 // refused is invalid after the warnings runApp found in the environment: a
@@ -536,7 +536,7 @@ func portRouteProblems(c *cli.Context, cfg *config.Config) error {
 // printWarnings writes what a command found valid but not as meant.
 func printWarnings(c *cli.Context, warnings []string) {
 	for _, w := range warnings {
-		fmt.Fprintln(c.App.ErrWriter, "nexmux: warning:", errlist.OneLine(w))
+		fmt.Fprintln(c.App.ErrWriter, "nexmux: warning:", errlist.OneLine(config.HideCredentials(w)))
 	}
 }
 

@@ -214,6 +214,7 @@ func TestBadConfigurationTable(t *testing.T) {
 		{"duplicate port", []string{"--port", "8082=r", "--port", "8082=s"}, "already routed"},
 		{"bad upstream", []string{"--route", "a.example.com=r", "--upstream", "nexus:8081"}, "upstream"},
 		{"bad passthrough", []string{"--passthrough", "a.example.com=nohost"}, "HOST:PORT"},
+		{"passthrough zone written as in a URL", []string{"--passthrough", "a.example.com=[fe80::1%25eth0]:443"}, "write it [fe80::1%eth0]:443"},
 		{"passthrough and route on one name", []string{"--route", "a.example.com=r", "--passthrough", "a.example.com=127.0.0.1:9"}, "already routed"},
 		{"bad proxy version", []string{"--route", "a.example.com=r", "--passthrough", "b.example.com=127.0.0.1:9", "--passthrough-proxy-protocol", "v3"}, "v1 or v2"},
 		{"socks auth without listener", []string{"--route", "a.example.com=r", "--socks5-auth-file", "/nonexistent"}, "socks5"},
@@ -1402,6 +1403,57 @@ func TestWarningNamingAFileWithALineBreakIsOneLine(t *testing.T) {
 	for _, l := range strings.Split(errs, "\n") {
 		if strings.HasPrefix(l, "level=") {
 			t.Errorf("a line of its own from the file name: %q", l)
+		}
+	}
+}
+
+// A URL with credentials given to the wrong setting is echoed in the
+// refusal with its userinfo hidden, whatever the setting, wherever it was
+// given (flag, environment, file) and however the problem quotes it (the
+// value, a part of it, the dialer's or the file system's own error): check
+// and serve printed the password.
+func TestEchoedCredentialsHidden(t *testing.T) {
+	crt, key := certFiles(t)
+	const url = "http://admin:s3cret@nexus:8081"
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("idle-timeout: "+url+"\nsocks5-listen: admin:s3cret@nexus:8081\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NEXMUX_MAX_CONN_AGE", url)
+	t.Setenv("NEXMUX_METRICS_LISTEN", url)
+	args := []string{"--config", file, "--cert", crt, "--key", key,
+		"--listen", url, "--route", "a.example.com=r", "--route", "b.example.com=" + url,
+		"--passthrough", "c.example.com=" + url, "--port", "8082=" + url, "--default-route", url,
+		"--mirror", url, "--proxy-protocol-from", url, "--health-interval", url,
+		"--affinity-secret-file", url, "--drain-upstream", url, "--log-level", "https://t0ken@nexus"}
+	for _, cmd := range []string{"check", "serve"} {
+		_, errs, code := run(t, append([]string{cmd}, args...)...)
+		if code != exitInvalid {
+			t.Fatalf("%s: exit %d, want %d:\n%s", cmd, code, exitInvalid, errs)
+		}
+		if strings.Contains(errs, "s3cret") || strings.Contains(errs, "t0ken") {
+			t.Errorf("%s printed the credentials:\n%s", cmd, errs)
+		}
+		var missing []string
+		for _, setting := range []string{"listen", "route", "passthrough", "port", "default-route", "mirror", "proxy-protocol-from",
+			"health-interval", "affinity-secret-file", "drain-upstream", "log-level", "max-conn-age", "metrics-listen", "config " + file + ": idle-timeout", "socks5-listen"} {
+			found := false
+			for _, l := range strings.Split(errs, "\n") {
+				if strings.HasPrefix(strings.TrimSpace(l), setting+" ") || strings.HasPrefix(strings.TrimSpace(l), setting+":") {
+					found = found || strings.Contains(l, "xxxxx@nexus")
+				}
+			}
+			if !found {
+				missing = append(missing, setting)
+			}
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s: no line of %s names the value with its userinfo hidden (xxxxx@nexus):\n%s", cmd, strings.Join(missing, ", "), errs)
+		}
+		// A part of the value is shown as it is, its userinfo alone hidden:
+		// the '/' the problem names is still there to see.
+		if !strings.Contains(errs, `repository name "//xxxxx@nexus:8081" has '/'`) {
+			t.Errorf("%s: the part of the value the problem names is not shown with its userinfo alone hidden:\n%s", cmd, errs)
 		}
 	}
 }

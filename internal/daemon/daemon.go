@@ -355,7 +355,7 @@ func (d *Daemon) Start() error {
 // warn logs a configuration's warnings.
 func (d *Daemon) warn(b *config.Runtime) {
 	for _, w := range b.Warnings {
-		d.log.Warn(w)
+		d.log.Warn(config.HideCredentials(w))
 	}
 }
 
@@ -473,7 +473,7 @@ func (d *Daemon) reloadLocked(seen map[string]string) error {
 			files = append(files, next.WatchedFiles()...)
 		}
 		d.setWatch(files, seen)
-		d.log.Error("reload refused; still serving the previous configuration", "err", err.Error())
+		d.log.Error("reload refused; still serving the previous configuration", "err", config.HideCredentials(err.Error()))
 		return err
 	}
 	d.metrics.Reloaded(true)

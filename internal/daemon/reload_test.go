@@ -161,3 +161,15 @@ func TestWatchedFileReloadedOnceSettled(t *testing.T) {
 		t.Fatalf("%d reloads with nothing changed, want still 1", n)
 	}
 }
+
+// A refused reload's line echoes a URL with credentials given to the wrong
+// setting with its userinfo hidden, as check and the refusal at start do.
+func TestRefusedReloadHidesEchoedCredentials(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	_, logs := reloadStack(t, file, "route: [\"team-a.nexmux.test=team-a\"]\n")
+	writeFile(t, file, "route: [\"team-a.nexmux.test=team-a\", \"team-b.nexmux.test=http://admin:s3cret@nexus:8081\"]\nmirror: [\"admin:s3cret@nexus:8081\"]\n")
+	line := waitLog(t, logs, "reload refused")
+	if strings.Contains(line, "s3cret") || !strings.Contains(line, "xxxxx@nexus:8081") {
+		t.Errorf("refusal with the credentials, or without the value hidden: %s", line)
+	}
+}

@@ -1,0 +1,63 @@
+package config
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// HideCredentials is a configuration problem or warning as printed or
+// logged: every value in it that looks like it carries userinfo (a URL
+// given to the wrong setting) with that userinfo hidden by
+// upstream.HideUserinfo. Problems quote values (%q) or a part of them, and
+// the dialer's and the file system's errors echo them bare, so the text
+// is read word by word, a quoted string being one word.
+func HideCredentials(text string) string {
+	if !strings.Contains(text, "@") {
+		return text
+	}
+	var b strings.Builder
+	for i := 0; i < len(text); {
+		switch c := text[i]; {
+		case c == '"':
+			q, err := strconv.QuotedPrefix(text[i:])
+			if err != nil {
+				b.WriteByte(c)
+				i++
+				continue
+			}
+			i += len(q)
+			if v, err := strconv.Unquote(q); err == nil && carriesUserinfo(v) {
+				q = strconv.Quote(upstream.HideUserinfo(v))
+			}
+			b.WriteString(q)
+		case c == ' ' || c == '\t' || c == '\n':
+			b.WriteByte(c)
+			i++
+		default:
+			j := i
+			for j < len(text) && !strings.ContainsRune(" \t\n\"", rune(text[j])) {
+				j++
+			}
+			w := text[i:j]
+			if carriesUserinfo(w) {
+				w = upstream.HideUserinfo(w)
+			}
+			b.WriteString(w)
+			i = j
+		}
+	}
+	return b.String()
+}
+
+// carriesUserinfo: an '@' after a ':' (user:password@, "scheme://" too) or
+// after "//" (a URL's authority without its scheme). An address such as
+// ops@corp or git@host:22 is left as written.
+func carriesUserinfo(v string) bool {
+	at := strings.LastIndexByte(v, '@')
+	if at < 0 {
+		return false
+	}
+	return strings.Contains(v[:at], ":") || strings.Contains(v[:at], "//")
+}
