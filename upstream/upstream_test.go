@@ -352,3 +352,16 @@ func TestReadableSaysWhyEachNodeIsNot(t *testing.T) {
 		}
 	}
 }
+
+// An IPv6 zone written bare in a URL ("%eth0"), as it is in HOST:PORT
+// settings, is refused naming the form a URL needs ("%25eth0"), and that
+// form is a node.
+func TestUpstreamZoneWrittenBare(t *testing.T) {
+	_, err := ParseSpec([]string{"http://[fe80::1%eth0]:8081"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "http://[fe80::1%25eth0]:8081") {
+		t.Errorf("a bare zone in an upstream URL: %v, want refused naming http://[fe80::1%%25eth0]:8081", err)
+	}
+	if _, err := ParseSpec([]string{"http://[fe80::1%25eth0]:8081"}, nil); err != nil {
+		t.Errorf("the escaped zone: %v", err)
+	}
+}
