@@ -105,6 +105,9 @@ func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 		if ue := (*url.Error)(nil); errors.As(err, &ue) {
 			err = ue.Err
 		}
+		if fixed, ok := escapedZone(raw); ok {
+			err = fmt.Errorf("%v: a zone in a URL is written %%25ZONE: %s", err, shown(fixed))
+		}
 		return "", "", "", "", err
 	}
 	scheme = strings.ToLower(p.Scheme)
@@ -280,4 +283,20 @@ func badContextPath(p *url.URL) string {
 		}
 	}
 	return ""
+}
+
+// escapedZone is raw with the bare "%" of its bracketed IPv6 zone written
+// "%25", as a URL needs (HOST:PORT settings take it bare), when that makes
+// it parse.
+func escapedZone(raw string) (string, bool) {
+	open, end := strings.Index(raw, "["), strings.Index(raw, "]")
+	pct := strings.Index(raw, "%")
+	if open < 0 || end < open || pct < open || pct > end || strings.HasPrefix(raw[pct:], "%25") {
+		return "", false
+	}
+	fixed := raw[:pct] + "%25" + raw[pct+1:]
+	if _, err := url.Parse(strings.TrimSpace(fixed)); err != nil {
+		return "", false
+	}
+	return fixed, true
 }

@@ -365,3 +365,11 @@ func TestUpstreamZoneWrittenBare(t *testing.T) {
 		t.Errorf("the escaped zone: %v", err)
 	}
 }
+
+// The hint names the URL with its credentials hidden.
+func TestUpstreamZoneHintHidesCredentials(t *testing.T) {
+	_, err := ParseSpec([]string{"http://admin:s3cret@[fe80::1%eth0]:8081"}, nil)
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "%25eth0") {
+		t.Errorf("a bare zone in an upstream URL with credentials: %v", err)
+	}
+}
