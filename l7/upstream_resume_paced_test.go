@@ -14,27 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/upstream"
 )
 
-// jettyWrite writes b in 32 KiB pieces, each of which must be taken within
-// idle: Jetty fails a write that makes no progress for its idle timeout.
-func jettyWrite(w http.ResponseWriter, b []byte, idle time.Duration) error {
-	rc := http.NewResponseController(w)
-	for len(b) > 0 {
-		k := min(len(b), 32<<10)
-		rc.SetWriteDeadline(time.Now().Add(idle))
-		if _, err := w.Write(b[:k]); err != nil {
-			return err
-		}
-		b = b[k:]
-	}
-	return nil
-}
-
 // jettyBlobNode serves blob, and single ranges of it, with Jetty's write
-// idle timeout (idle); cuts counts the writes it gave up, ranged the
-// ranged requests.
+// idle timeout (idle, fixtures.JettyWriter); cuts counts the responses it
+// gave up, ranged the ranged requests.
 func jettyBlobNode(blob []byte, idle time.Duration, cuts, ranged *atomic.Int64) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		from, to := 0, len(blob)-1
@@ -50,7 +36,7 @@ func jettyBlobNode(blob []byte, idle time.Duration, cuts, ranged *atomic.Int64) 
 		} else {
 			w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
 		}
-		if jettyWrite(w, blob[from:to+1], idle) != nil {
+		if _, err := fixtures.JettyWriter(w, idle).Write(blob[from : to+1]); err != nil {
 			cuts.Add(1)
 			panic(http.ErrAbortHandler)
 		}
