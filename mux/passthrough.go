@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/pires/go-proxyproto"
 
@@ -34,7 +35,7 @@ func (p passthrough) serve(d decision) {
 	if err != nil {
 		log.refuse(ReasonUpstream, "passthrough backend unreachable", "backend", rt.Passthrough, "err", err)
 		// The client waits for a ServerHello: say it failed on this side.
-		_ = sni.WriteAlert(c, sni.AlertInternalError)
+		refuseWithAlert(c, d.raw, sni.AlertInternalError, time.Time{})
 		return
 	}
 	defer up.Close()

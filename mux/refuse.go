@@ -43,6 +43,33 @@ const (
 var Reasons = []string{ReasonNoSNI, ReasonUnknownSNI, ReasonMalformed, ReasonTimeout, ReasonNotTLS,
 	ReasonNoPortRoute, ReasonUpstream, ReasonProxyHeader, ReasonClosed, ReasonMaxConns, ReasonHandshake, ReasonPerClient, ReasonMalformedRequest}
 
+// A connection refused with a TLS alert reads on before it is closed: a
+// close with unread bytes is a reset, and a client still writing its hello
+// (one refused by its length alone) fails on that write and never reads
+// the alert. The reading ends when the client closes, or at these bounds.
+const (
+	alertLingerTime  = time.Second
+	alertLingerBytes = 64 << 10
+)
+
+// refuseWithAlert sends alert a on c, half-closes raw (the socket under c)
+// so a client reading until the close is not kept waiting, and throws away
+// what the client still sends until it closes, for at most alertLingerTime
+// (less when deadline, unless zero, comes first) and alertLingerBytes.
+func refuseWithAlert(c, raw net.Conn, a sni.Alert, deadline time.Time) {
+	if sni.WriteAlert(c, a) != nil {
+		return
+	}
+	if hc, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = hc.CloseWrite()
+	}
+	if d := time.Now().Add(alertLingerTime); deadline.IsZero() || d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.SetReadDeadline(deadline)
+	_, _ = io.CopyN(io.Discard, c, alertLingerBytes)
+}
+
 // connLog describes a connection for the one line written when it is
 // refused.
 type connLog struct {

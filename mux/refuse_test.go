@@ -287,3 +287,46 @@ func TestLongServerNameLoggedCut(t *testing.T) {
 		}
 	}
 }
+
+// pacedConn writes in segments of one MSS with a pause between them, as a
+// hello larger than one segment arrives over a real network.
+type pacedConn struct{ net.Conn }
+
+func (c pacedConn) Write(p []byte) (int, error) {
+	const mss = 1448
+	for off := 0; off < len(p); off += mss {
+		if off > 0 {
+			time.Sleep(time.Millisecond)
+		}
+		if _, err := c.Conn.Write(p[off:min(off+mss, len(p))]); err != nil {
+			return off, err
+		}
+	}
+	return len(p), nil
+}
+
+// A ClientHello over sni.MaxHelloBytes is refused as soon as its length
+// says so, with a decode_error alert: the client must read that alert, not
+// a reset, although it is still sending the rest of its hello then.
+func TestOversizedHelloGetsItsAlert(t *testing.T) {
+	m := startMux(t, nil, "", 0)
+	protos := []string{"http/1.1"}
+	for len(protos)*200 < 2*sni.MaxHelloBytes {
+		protos = append(protos, strings.Repeat("p", 200))
+	}
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	cfg.NextProtos = protos
+	for i := range 5 {
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		err = tls.Client(pacedConn{c}, cfg).Handshake()
+		c.Close()
+		if err == nil || !strings.Contains(err.Error(), "remote error: tls: error decoding message") {
+			t.Fatalf("attempt %d: client saw %v, want the decode_error alert", i+1, err)
+		}
+		m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonMalformed)
+	}
+}

@@ -177,7 +177,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			// An old client (or a scanner) offering SSLv2-compatible
 			// framing: tell it the version is refused, as crypto/tls does.
 			log.refuse(ReasonNotTLS, "SSLv2-format ClientHello", "first_byte", fmt.Sprintf("%#02x", first[0]))
-			_ = sni.WriteAlert(c, sni.AlertProtocolVersion)
+			refuseWithAlert(c, raw, sni.AlertProtocolVersion, deadline)
 			return d, false
 		}
 		if rt == nil && looksLikeHTTP(rr.buf) {
@@ -210,7 +210,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			reason := reasonFor(err)
 			log.refuse(reason, "could not read the TLS ClientHello", "err", err)
 			if reason == ReasonMalformed {
-				_ = sni.WriteAlert(c, sni.AlertDecodeError)
+				refuseWithAlert(c, raw, sni.AlertDecodeError, deadline)
 			}
 			return d, false
 		}
@@ -223,7 +223,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		}
 		if rt == nil {
 			if rt = byName(log, st, info.ServerName); rt == nil {
-				_ = sni.WriteAlert(c, sni.AlertUnrecognizedName)
+				refuseWithAlert(c, raw, sni.AlertUnrecognizedName, deadline)
 				return d, false
 			}
 		}
@@ -244,7 +244,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 	if _, ok := d.to.(passthrough); ok && s.opts.MaxConns > 0 {
 		if !s.takeStreamPlaces() {
 			// The client waits for a ServerHello: say it failed on this side.
-			_ = sni.WriteAlert(c, sni.AlertInternalError)
+			refuseWithAlert(c, raw, sni.AlertInternalError, deadline)
 			return d, false
 		}
 		d.extra = streamExtraPlaces
