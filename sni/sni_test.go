@@ -557,6 +557,26 @@ func TestHelloCapCountsEveryByteRead(t *testing.T) {
 	}
 }
 
+// Bytes after the ClientHello in its last record are refused, never
+// parsed as part of it: here a hello without extensions is followed by the
+// extensions block of another, server_name included. Routing by that name
+// while a TLS stack behind reads the hello (and no name) would let a client
+// steer past the routing decision.
+func TestNoServerNameFromBehindTheHello(t *testing.T) {
+	h := splitHello(t, handshakeMessage(t, goHello(t)))
+	withExts := h.body()
+	h.noExtensions = true
+	msg := h.message()
+	exts := withExts[len(h.body()):]
+	if got, err := ReadClientHello(bytes.NewReader(reframe(append(msg, exts...), 1<<14))); !errors.Is(err, ErrMalformed) {
+		name := ""
+		if got != nil {
+			name = got.ServerName
+		}
+		t.Fatalf("hello without extensions, extensions behind it in its record: server name %q, %v; want ErrMalformed", name, err)
+	}
+}
+
 func TestReadClientHelloErrors(t *testing.T) {
 	raw := goHello(t)
 	msg := handshakeMessage(t, raw)
