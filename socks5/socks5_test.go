@@ -363,6 +363,19 @@ func TestIPLiteralAsNameRoutesLikeAnAddress(t *testing.T) {
 				t.Errorf("default route %q, CONNECT %s (ATYP %d): reply %d, %v; want %d", def, tc.host, tc.atyp, code, err, want)
 			}
 		}
+		// On a port with neither SNI routing nor a port route an IP
+		// literal is no destination, default route or not.
+		for _, atyp := range []byte{atypIPv4, atypName} {
+			c, err := net.Dial("tcp", st.socksAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, _, err := handshakeAs(c, nil, 1, atyp, "127.0.0.1", 22)
+			c.Close()
+			if err != nil || code != replyNotAllowed {
+				t.Errorf("default route %q, CONNECT 127.0.0.1:22 (ATYP %d): reply %d, %v; want %d", def, atyp, code, err, replyNotAllowed)
+			}
+		}
 	}
 }
 
