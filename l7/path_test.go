@@ -255,6 +255,9 @@ func TestContentRead(t *testing.T) {
 		{"HEAD", "/v2/app/%6Danifests/1", true},
 		{"GET", "/v2/app/blob%73/sha256:00", true},
 		{"GET", "/v2/app/manifest%2573/1", true},
+		// Encoded three times, the most checkPath lets through.
+		{"GET", "/v2/app/manifest%252573/1", true},
+		{"HEAD", "/v2/app/blob%252573/sha256:00", true},
 		{"GET", "/v2/app/blobs/upload%73/0b1c", false},
 		{"GET", "/v2/app/tags/lis%74", false},
 	} {
