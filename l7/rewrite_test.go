@@ -299,10 +299,12 @@ func TestHostOf(t *testing.T) {
 		"team-a.example.com.:443":      "team-a.example.com",
 		"user:pw@nexus:8081":           "nexus",
 		"nexus:8081@evil.com":          "evil.com",
-		"[::1]:8081":                   "[::1]",
-		"[2001:DB8::1]":                "[2001:db8::1]",
-		"[::1":                         "[",
-		"":                             "",
+		// The host follows the last '@', as url.Parse and clients read it.
+		"a@evil.com@nexus:8081": "nexus",
+		"[::1]:8081":            "[::1]",
+		"[2001:DB8::1]":         "[2001:db8::1]",
+		"[::1":                  "[",
+		"":                      "",
 	} {
 		if got := hostOf(in); got != want {
 			t.Errorf("hostOf(%q) = %q, want %q", in, got, want)
