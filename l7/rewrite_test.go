@@ -171,6 +171,9 @@ func TestRewriteLink(t *testing.T) {
 		{`<https://s3.example.com/x>; rel="next"`, "-"},
 		{`<https://s3.example.com/x>; rel="prev", </v2/_catalog?n=1&last=a>; title="a, b>"`, `<` + pubBase + `/v2/_catalog?n=1&last=a>; title="a, b>"`},
 		{`</v2/_catalog?n=1&last=a,b>; rel="next",<//evil.example.com/x>`, `<` + pubBase + `/v2/_catalog?n=1&last=a,b>; rel="next"`},
+		// A '<' inside the URL: a client reading from the last '<' would
+		// go to evil.example.com.
+		{`</v2/_catalog?n=1&last=<https://evil.example.com/x>; rel="next"`, "-"},
 		{`rel="next"`, ""},
 		{`<unterminated; rel="next"`, ""},
 		{`<>; rel="next"`, ""},
