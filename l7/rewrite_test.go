@@ -229,6 +229,8 @@ func TestRewriteChallenge(t *testing.T) {
 		{`Bearer realm=` + nexusRealm, `Bearer realm="` + token + `"`},
 		{`Bearer realm=` + nexusRealm + `,service=x`, `Bearer realm="` + token + `",service=x`},
 		{`Basic realm="Sonatype Nexus Repository Manager", Bearer realm="https://evil.example.com/t"`, `Basic realm="` + token + `", Bearer realm="` + token + `"`},
+		// Challenges joined by a comma without a space (RFC 9110 allows it).
+		{`Basic realm="Sonatype Nexus Repository Manager",Bearer realm="` + nexusRealm + `"`, `Basic realm="` + token + `",Bearer realm="` + token + `"`},
 		// A parameter's text inside another's quoted value is no parameter.
 		{`Bearer service="a, realm=https://evil.example.com",realm="x"`, `Bearer service="a, realm=https://evil.example.com",realm="` + token + `"`},
 		// untouched
