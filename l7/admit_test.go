@@ -243,8 +243,11 @@ func TestQueryUnforwardableRefused(t *testing.T) {
 		r.RequestURI = "/v2/?" + q
 		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/2.0", 2, 0
 		w := serveOn(p, ci, r)
-		if w.Code != http.StatusBadRequest || errorCode(t, w.Body.String()) != "UNSUPPORTED" {
-			t.Errorf("query %q: status %d, body %q: want 400 UNSUPPORTED", q, w.Code, w.Body.String())
+		// nexmux's own refusal: a Go server behind refuses a request
+		// line split by a space with a 400 of its own before its handler
+		// (reached) counts it; a Nexus behind may not.
+		if w.Code != http.StatusBadRequest || errorCode(t, w.Body.String()) != "UNSUPPORTED" || !strings.Contains(w.Body.String(), "nexmux: space or control byte in the query") {
+			t.Errorf("query %q: status %d, body %q: want nexmux's 400 UNSUPPORTED", q, w.Code, w.Body.String())
 		}
 	}
 	if n := reached.Load(); n != 0 {
