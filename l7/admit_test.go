@@ -397,3 +397,26 @@ func TestClientGoneBeforeForwardingNeverReachesNexus(t *testing.T) {
 		t.Fatalf("a live request after them: status %d %q, Nexus reached %d times", w.Code, w.Body.String(), reached.Load())
 	}
 }
+
+// A port route's connection is the port's whatever name it was opened for
+// and its requests carry: legacy clients send Nexus's old host name, which
+// may be another route's (mux's portRoute: the port wins over SNI).
+func TestPortRouteAdmitsAnyHost(t *testing.T) {
+	p, _, _ := admitProxy(t)
+	tab, err := route.Build(route.Spec{Routes: []string{"team-b.example.com=team-b"}, Ports: []string{"8082=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ sni, host string }{
+		{"team-b.example.com", "team-b.example.com:8082"},
+		{"nexus.example.com", "nexus.example.com:8082"},
+		{"", "team-b.example.com:8082"},
+	} {
+		ci := &ConnInfo{Table: tab, Route: tab.LookupPort(8082), ServerName: c.sni, ByPort: true}
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		r.Host = c.host
+		if status, _, msg := p.admit(ci, r); status != 0 {
+			t.Errorf("port route, server name %q, Host %s: %d %q, want admitted", c.sni, c.host, status, msg)
+		}
+	}
+}
