@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nexmux/nexmux/upstream"
 )
@@ -66,10 +68,32 @@ func TestResumeTakesOnlyTheRangeBytes(t *testing.T) {
 	}
 }
 
+// A client's If-Range names a validator of its own: the node that broke
+// off had answered 200, the whole blob, as the validator did not match.
+// The resume asks for the rest of that 200 without it: kept, it would have
+// the next node answer 200 again, which no resume takes, and the client
+// would get a cut blob.
+func TestResumeOfAWholeAnswerAsksWithoutIfRange(t *testing.T) {
+	blob, digest := resumeBlob()
+	resp, body := cutThenServeWith(t, blob, digest, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"`+digest+`"`)
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(blob))
+	}, http.Header{"Range": {"bytes=0-"}, "If-Range": {`"sha256:another"`}})
+	if resp.StatusCode != http.StatusOK || body != string(blob) {
+		t.Fatalf("%s, %d bytes (the blob is %d; equal: %v); want the whole blob, resumed", resp.Status, len(body), len(blob), body == string(blob))
+	}
+}
+
 // cutThenServe GETs blob through two nodes: the first in rendezvous order
 // sends half of it and breaks off, the other answers with serve, which
 // must be asked for a range (the resume) at least once.
 func cutThenServe(t *testing.T, blob []byte, digest string, serve http.HandlerFunc) (*http.Response, string) {
+	t.Helper()
+	return cutThenServeWith(t, blob, digest, serve, nil)
+}
+
+// cutThenServeWith is cutThenServe for a GET with the headers hdr.
+func cutThenServeWith(t *testing.T, blob []byte, digest string, serve http.HandlerFunc, hdr http.Header) (*http.Response, string) {
 	t.Helper()
 	var cutter atomic.Pointer[string]
 	var asked atomic.Int64
@@ -96,7 +120,11 @@ func cutThenServe(t *testing.T, blob []byte, digest string, serve http.HandlerFu
 		a = b
 	}
 	cutter.Store(&a.addr)
-	resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
+	req := teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	resp, body := sendRequest(t, req)
 	if asked.Load() == 0 {
 		t.Fatal("no resume was asked of the other node")
 	}
