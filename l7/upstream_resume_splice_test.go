@@ -84,6 +84,23 @@ func TestResumeOfAWholeAnswerAsksWithoutIfRange(t *testing.T) {
 	}
 }
 
+// A blob answered 200 without a length (chunked: a proxy repository
+// streaming what its remote sends) has no extent to resume within: it goes
+// to the client whole, as it comes.
+func TestBlobOfUnknownLengthPassesWhole(t *testing.T) {
+	blob, digest := resumeBlob()
+	h := func(w http.ResponseWriter, r *http.Request) {
+		w.Write(blob[:1000])
+		w.(http.Flusher).Flush() // no Content-Length from here: chunked
+		w.Write(blob[1000:])
+	}
+	addr, _ := haProxy(t, io.Discard, 0, startNode(t, h), startNode(t, h))
+	resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/"+digest, nil)
+	if resp.StatusCode != http.StatusOK || body != string(blob) {
+		t.Fatalf("%s, %d bytes (the blob is %d); want the whole blob", resp.Status, len(body), len(blob))
+	}
+}
+
 // cutThenServe GETs blob through two nodes: the first in rendezvous order
 // sends half of it and breaks off, the other answers with serve, which
 // must be asked for a range (the resume) at least once.
