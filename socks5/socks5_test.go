@@ -578,6 +578,12 @@ func TestLogin(t *testing.T) {
 	if err := ok(&login{"bob", "two"}); err == nil {
 		t.Fatal("bob still gets in after revocation")
 	}
+	// A user the file does not name has no password, not an empty one:
+	// the login itself is refused (and counted by the throttle, which a
+	// login taken would clear), not only its CONNECT.
+	if err := ok(&login{"bob", ""}); err == nil || !strings.Contains(err.Error(), "login refused") {
+		t.Fatalf("a user the file does not name, with an empty password: %v; want the login refused", err)
+	}
 }
 
 // A reload that revokes a user between its client's login and its CONNECT
