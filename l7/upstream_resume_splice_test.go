@@ -2,6 +2,8 @@ package l7
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +29,30 @@ func TestResumeNeverSplicesAnotherLength(t *testing.T) {
 		}
 		w.Header().Set("Content-Length", strconv.Itoa(len(other)))
 		w.Write(other)
+	})
+	wantCutPrefix(t, resp, body, blob)
+}
+
+// A resume answered with a 206 of another range than asked (here the
+// whole blob, from byte 0) is no continuation: the client gets the cut
+// blob's first bytes, never them followed by the blob's start again.
+func TestResumeTakesOnlyTheRangeAsked(t *testing.T) {
+	// No period: the blob's start is not its second half.
+	blob := make([]byte, 128<<10)
+	for i := range blob {
+		blob[i] = byte(i * 7 % 251)
+	}
+	sum := sha256.Sum256(blob)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	resp, body := cutThenServe(t, blob, digest, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") != "" {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", len(blob)-1, len(blob)))
+			w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+			w.WriteHeader(http.StatusPartialContent)
+		} else {
+			w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		}
+		w.Write(blob)
 	})
 	wantCutPrefix(t, resp, body, blob)
 }
