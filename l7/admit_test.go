@@ -420,3 +420,23 @@ func TestPortRouteAdmitsAnyHost(t *testing.T) {
 		}
 	}
 }
+
+// A manifest or blob read with a '/' after its reference is refused, in
+// any spelling Jetty decodes to one: "manifest%73" is "manifests" to
+// Nexus, whose lenient router would serve the read past a routing rule's
+// pattern.
+func TestContentReadEndingInSlashRefused(t *testing.T) {
+	p, ci, reached := admitProxy(t)
+	for _, path := range []string{"/v2/app/manifests/1/", "/v2/app/manifest%73/1/", "/v2/app/blob%73/" + testDigest + "/", "/repository/team-a/v2/app/%6Danifests/1/"} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			r := httptest.NewRequest(method, "https://team-a.example.com/", nil)
+			r.RequestURI = path
+			if w := serveOn(p, ci, r); w.Code != http.StatusNotFound {
+				t.Errorf("%s %s: %d %q, want 404", method, path, w.Code, w.Body.String())
+			}
+		}
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("Nexus reached %d times", n)
+	}
+}
