@@ -2,6 +2,8 @@ package l7
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -44,6 +46,27 @@ func TestFormEncoded(t *testing.T) {
 		r := &http.Request{Method: c.method, ContentLength: c.length, Header: http.Header{"Content-Type": {c.ct}}}
 		if got := formEncoded(r); got != c.want {
 			t.Errorf("formEncoded(%s, %q, %d) = %v, want %v", c.method, c.ct, c.length, got, c.want)
+		}
+	}
+}
+
+// A token form is read whole up to the size Jetty takes (maxFormBody),
+// and one byte more is refused: nexmux would otherwise forward a form cut
+// short, or Nexus refuse it in its own words.
+func TestTokenFormAtMostMaxFormBody(t *testing.T) {
+	p, ci, reached := admitProxy(t)
+	for _, c := range []struct {
+		size int
+		want int
+	}{{maxFormBody, http.StatusOK}, {maxFormBody + 1, http.StatusRequestEntityTooLarge}} {
+		body := "service=x&pad=" + strings.Repeat("a", c.size-len("service=x&pad="))
+		r := httptest.NewRequest(http.MethodPost, "https://team-a.example.com/v2/token", strings.NewReader(body))
+		r.RequestURI = "/v2/token"
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		before := reached.Load()
+		w := serveOn(p, ci, r)
+		if w.Code != c.want || (c.want == http.StatusOK) != (reached.Load() == before+1) {
+			t.Errorf("a %d-byte token form: %d %q, Nexus reached %d times; want %d", c.size, w.Code, w.Body.String(), reached.Load()-before, c.want)
 		}
 	}
 }

@@ -164,6 +164,10 @@ func TestMapRequest(t *testing.T) {
 		{"", "GET", "/repository/team-a-hosted/v2/app/manifests/1", "", "team-a-hosted", "/v2/app/manifests/1"},
 		{"", "GET", "/repository/team-a/v2", "", "team-a", "/v2"},
 		{"", "GET", "/repository/team-a/v1/search", "q=x", "team-a", "/v1/search"},
+		// Jetty decodes the path: the repository is picked, and every
+		// other decision made, on the path as decoded (judged).
+		{"", "HEAD", "/v2/app/blob%73/" + testDigest, "", "team-a-hosted", "/v2/app/blob%73/" + testDigest},
+		{"", "GET", "/repository/team-a/v2/app/manifest%73/1", "x=1", "team-a", "/v2/app/manifest%73/1"},
 		// refused: other repositories, Nexus's REST API and UI, odd prefixes
 		{"", "GET", "/repository/team-b/v2/", "", "", ""},
 		{"", "GET", "/repository/team-b/v2/app/manifests/1", "", "", ""},
@@ -194,7 +198,7 @@ func TestMapRequest(t *testing.T) {
 		{"/nexus", "GET", "/nexusx/repository/team-a/v2/", "", "", ""},
 		{"/nexus", "GET", "/nexus/v2/", "", "", ""},
 	} {
-		repo, sub, _, ok := mapRequest(split, tc.ctx, route.Request{Method: tc.method, Path: tc.path, Query: tc.query})
+		repo, sub, judged, ok := mapRequest(split, tc.ctx, route.Request{Method: tc.method, Path: tc.path, Query: tc.query})
 		if tc.repo == "" {
 			if ok {
 				t.Errorf("ctx %q: mapRequest(%s %s) = %q %q, want refused", tc.ctx, tc.method, tc.path, repo, sub)
@@ -203,6 +207,9 @@ func TestMapRequest(t *testing.T) {
 		}
 		if !ok || repo != tc.repo || sub != tc.sub {
 			t.Errorf("ctx %q: mapRequest(%s %s) = %q %q %v, want %q %q", tc.ctx, tc.method, tc.path, repo, sub, ok, tc.repo, tc.sub)
+		}
+		if want := decodedPath(tc.sub); judged != want {
+			t.Errorf("ctx %q: mapRequest(%s %s) judged %q, want %q", tc.ctx, tc.method, tc.path, judged, want)
 		}
 	}
 }
@@ -255,6 +262,9 @@ func TestContentRead(t *testing.T) {
 		{"HEAD", "/v2/app/%6Danifests/1", true},
 		{"GET", "/v2/app/blob%73/sha256:00", true},
 		{"GET", "/v2/app/manifest%2573/1", true},
+		// Encoded three times, the most checkPath lets through.
+		{"GET", "/v2/app/manifest%252573/1", true},
+		{"HEAD", "/v2/app/blob%252573/sha256:00", true},
 		{"GET", "/v2/app/blobs/upload%73/0b1c", false},
 		{"GET", "/v2/app/tags/lis%74", false},
 	} {

@@ -171,6 +171,9 @@ func TestRewriteLink(t *testing.T) {
 		{`<https://s3.example.com/x>; rel="next"`, "-"},
 		{`<https://s3.example.com/x>; rel="prev", </v2/_catalog?n=1&last=a>; title="a, b>"`, `<` + pubBase + `/v2/_catalog?n=1&last=a>; title="a, b>"`},
 		{`</v2/_catalog?n=1&last=a,b>; rel="next",<//evil.example.com/x>`, `<` + pubBase + `/v2/_catalog?n=1&last=a,b>; rel="next"`},
+		// A '<' inside the URL: a client reading from the last '<' would
+		// go to evil.example.com.
+		{`</v2/_catalog?n=1&last=<https://evil.example.com/x>; rel="next"`, "-"},
 		{`rel="next"`, ""},
 		{`<unterminated; rel="next"`, ""},
 		{`<>; rel="next"`, ""},
@@ -226,6 +229,8 @@ func TestRewriteChallenge(t *testing.T) {
 		{`Bearer realm=` + nexusRealm, `Bearer realm="` + token + `"`},
 		{`Bearer realm=` + nexusRealm + `,service=x`, `Bearer realm="` + token + `",service=x`},
 		{`Basic realm="Sonatype Nexus Repository Manager", Bearer realm="https://evil.example.com/t"`, `Basic realm="` + token + `", Bearer realm="` + token + `"`},
+		// Challenges joined by a comma without a space (RFC 9110 allows it).
+		{`Basic realm="Sonatype Nexus Repository Manager",Bearer realm="` + nexusRealm + `"`, `Basic realm="` + token + `",Bearer realm="` + token + `"`},
 		// A parameter's text inside another's quoted value is no parameter.
 		{`Bearer service="a, realm=https://evil.example.com",realm="x"`, `Bearer service="a, realm=https://evil.example.com",realm="` + token + `"`},
 		// untouched
@@ -299,10 +304,12 @@ func TestHostOf(t *testing.T) {
 		"team-a.example.com.:443":      "team-a.example.com",
 		"user:pw@nexus:8081":           "nexus",
 		"nexus:8081@evil.com":          "evil.com",
-		"[::1]:8081":                   "[::1]",
-		"[2001:DB8::1]":                "[2001:db8::1]",
-		"[::1":                         "[",
-		"":                             "",
+		// The host follows the last '@', as url.Parse and clients read it.
+		"a@evil.com@nexus:8081": "nexus",
+		"[::1]:8081":            "[::1]",
+		"[2001:DB8::1]":         "[2001:db8::1]",
+		"[::1":                  "[",
+		"":                      "",
 	} {
 		if got := hostOf(in); got != want {
 			t.Errorf("hostOf(%q) = %q, want %q", in, got, want)

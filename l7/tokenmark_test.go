@@ -58,6 +58,10 @@ func TestMarkToken(t *testing.T) {
 	}{
 		{"plain", tokenResp(200, plain, ""), map[string]any{"token": "DockerToken.1234" + pushMark, "expires_in": 300.0}},
 		{"gzip", tokenResp(200, gz.Bytes(), "gzip"), map[string]any{"token": "DockerToken.1234" + pushMark, "expires_in": 300.0}},
+		{"identity", tokenResp(200, plain, "identity"), map[string]any{"token": "DockerToken.1234" + pushMark, "expires_in": 300.0}},
+		{"br untouched", tokenResp(200, plain, "br"), nil},
+		// takeSession takes one mark off: a second would reach Nexus.
+		{"marked already untouched", tokenResp(200, []byte(`{"token":"a`+pushMark+`"}`), ""), nil},
 		{"access_token too", tokenResp(200, []byte(`{"token":"a","access_token":"a"}`), ""), map[string]any{"token": "a" + pushMark, "access_token": "a" + pushMark}},
 		{"401 untouched", tokenResp(401, plain, ""), nil},
 		{"not JSON untouched", tokenResp(200, []byte("<html>"), ""), nil},

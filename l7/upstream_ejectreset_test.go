@@ -53,3 +53,30 @@ func TestHAResetsOnEveryNodeEjectNone(t *testing.T) {
 		t.Fatalf("ejected %v, want the resetting node (%s) alone", e, bad.addr)
 	}
 }
+
+// The one node a request can try breaking on it is the request's to bear,
+// as a 5xx there is (TestHARepository5xxOnTheLastNodeEjectsNone): ejecting
+// the last node for it would turn one broken request into every client's
+// "no Nexus node is reachable".
+func TestHAResetsOnTheLastNodeEjectNone(t *testing.T) {
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		if strings.HasSuffix(r.URL.Path, "/manifests/broken") {
+			return false // no answer: the connection closes
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok")
+		return true
+	})
+	addr, up := haProxy(t, io.Discard, 0, &haNode{addr: n.addr})
+	for range 20 {
+		if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/broken", nil); resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("broken on the one node: %s %s, want the 502", resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 0 {
+		t.Fatalf("a request the last node resets ejected %v", e)
+	}
+	if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("another request: %s %s", resp.Status, body)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -37,5 +38,28 @@ func TestNexusStatusOutsideHTTPIsRefused(t *testing.T) {
 		}
 		tr.CloseIdleConnections()
 		nothingHeld(t, up)
+	}
+}
+
+// A node's 502, 503 or 504 (Jetty behind a front that timed out, a
+// proxy repository's remote that did) sends a read on to the next node:
+// the client gets the other node's answer.
+func TestGatewayStatusMovesOn(t *testing.T) {
+	for _, code := range []int{http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout} {
+		a := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/repository/") {
+				w.WriteHeader(code)
+			}
+		})
+		b := startNode(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+		addr, _ := haProxy(t, io.Discard, 0, a, b)
+		for i := 0; i < 50 && a.hits.Load() == 0; i++ {
+			if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil); resp.StatusCode != http.StatusOK || body != "ok" {
+				t.Fatalf("one node answering %d: %s %q, want the other's 200", code, resp.Status, body)
+			}
+		}
+		if a.hits.Load() == 0 {
+			t.Fatalf("the node answering %d was never tried", code)
+		}
 	}
 }

@@ -70,6 +70,9 @@ func TestTokenPush(t *testing.T) {
 		// Jetty decodes parameter names: Nexus reads these as scope.
 		{http.MethodGet, "/v2/token", "%73cope=repository%3Aapp%3Apush", true},
 		{http.MethodGet, "/v2/token", "sc%6Fpe=repository:app:pull,push", true},
+		// Space-separated scopes in one parameter, the space written '+'
+		// (url.Values.Encode): the push is not the last one.
+		{http.MethodGet, "/v2/token", "scope=repository:app:push+repository:base:pull", true},
 	} {
 		if got := TokenPush(tc.method, tc.path, tc.query); got != tc.want {
 			t.Errorf("TokenPush(%s %s?%s) = %v, want %v", tc.method, tc.path, tc.query, got, tc.want)

@@ -535,6 +535,48 @@ func TestHelloFillingOneFullRecord(t *testing.T) {
 	}
 }
 
+// The cap counts every byte read, record headers included: a hello in two
+// records (the first of one byte, so its length is not known before the
+// second is read) that comes to MaxHelloBytes in all is read; one byte
+// more is over the cap.
+func TestHelloCapCountsEveryByteRead(t *testing.T) {
+	h := splitHello(t, handshakeMessage(t, goHello(t)))
+	h.exts = append(h.exts, ext{0xfe00, nil})
+	pad := MaxHelloBytes - 2*recordHeaderLen - len(h.message())
+	h.exts[len(h.exts)-1].data = make([]byte, pad)
+	in := reframe(h.message(), 1, 1<<14)
+	if len(in) != MaxHelloBytes {
+		t.Fatalf("built %d bytes, want %d", len(in), MaxHelloBytes)
+	}
+	if _, err := ReadClientHello(bytes.NewReader(in)); err != nil {
+		t.Fatalf("hello of MaxHelloBytes in two records: %v", err)
+	}
+	h.exts[len(h.exts)-1].data = make([]byte, pad+1)
+	if _, err := ReadClientHello(bytes.NewReader(reframe(h.message(), 1, 1<<14))); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("one byte more: %v, want ErrTooLarge", err)
+	}
+}
+
+// Bytes after the ClientHello in its last record are refused, never
+// parsed as part of it: here a hello without extensions is followed by the
+// extensions block of another, server_name included. Routing by that name
+// while a TLS stack behind reads the hello (and no name) would let a client
+// steer past the routing decision.
+func TestNoServerNameFromBehindTheHello(t *testing.T) {
+	h := splitHello(t, handshakeMessage(t, goHello(t)))
+	withExts := h.body()
+	h.noExtensions = true
+	msg := h.message()
+	exts := withExts[len(h.body()):]
+	if got, err := ReadClientHello(bytes.NewReader(reframe(append(msg, exts...), 1<<14))); !errors.Is(err, ErrMalformed) {
+		name := ""
+		if got != nil {
+			name = got.ServerName
+		}
+		t.Fatalf("hello without extensions, extensions behind it in its record: server name %q, %v; want ErrMalformed", name, err)
+	}
+}
+
 func TestReadClientHelloErrors(t *testing.T) {
 	raw := goHello(t)
 	msg := handshakeMessage(t, raw)

@@ -363,6 +363,19 @@ func TestIPLiteralAsNameRoutesLikeAnAddress(t *testing.T) {
 				t.Errorf("default route %q, CONNECT %s (ATYP %d): reply %d, %v; want %d", def, tc.host, tc.atyp, code, err, want)
 			}
 		}
+		// On a port with neither SNI routing nor a port route an IP
+		// literal is no destination, default route or not.
+		for _, atyp := range []byte{atypIPv4, atypName} {
+			c, err := net.Dial("tcp", st.socksAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, _, err := handshakeAs(c, nil, 1, atyp, "127.0.0.1", 22)
+			c.Close()
+			if err != nil || code != replyNotAllowed {
+				t.Errorf("default route %q, CONNECT 127.0.0.1:22 (ATYP %d): reply %d, %v; want %d", def, atyp, code, err, replyNotAllowed)
+			}
+		}
 	}
 }
 
@@ -574,8 +587,10 @@ func TestLogin(t *testing.T) {
 		t.Fatal("no login accepted")
 	}
 	// Both are refusals: a line with the reason each, counted. The client
-	// sees the library's refusal before nexmux logs and counts it.
-	for deadline := time.Now().Add(10 * time.Second); st.logins.Load() < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	// offering no login has its refusal before the server logs and counts
+	// it: wait for both.
+	for deadline := time.Now().Add(5 * time.Second); st.logins.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
 	}
 	for _, want := range []string{`msg="socks5: login refused: wrong user or password" client=`, `msg="socks5: login refused: the client offers no username/password login" client=`} {
 		if !regexp.MustCompile(regexp.QuoteMeta(want) + `\S+ (user=ci )?reason=` + socks5.ReasonAuth + `\n`).MatchString(st.logs.String()) {
@@ -594,6 +609,12 @@ func TestLogin(t *testing.T) {
 	users.Store(&map[string]string{"ci": "s3cret"})
 	if err := ok(&login{"bob", "two"}); err == nil {
 		t.Fatal("bob still gets in after revocation")
+	}
+	// A user the file does not name has no password, not an empty one:
+	// the login itself is refused (and counted by the throttle, which a
+	// login taken would clear), not only its CONNECT.
+	if err := ok(&login{"bob", ""}); err == nil || !strings.Contains(err.Error(), "login refused") {
+		t.Fatalf("a user the file does not name, with an empty password: %v; want the login refused", err)
 	}
 }
 

@@ -373,3 +373,23 @@ func TestUpstreamZoneHintHidesCredentials(t *testing.T) {
 		t.Errorf("a bare zone in an upstream URL with credentials: %v", err)
 	}
 }
+
+// Failing open (every node fails its status probes, some still answer
+// HTTP) never takes a draining node: it is being taken out, and its
+// requests would start over elsewhere once it is gone.
+func TestFailOpenSkipsDrainingNodes(t *testing.T) {
+	s := mustSet(t, "http://a:1", "http://b:1")
+	a, b := s.Nodes()[0], s.Nodes()[1]
+	s.setDrain([]string{b.ID})
+	for range agree {
+		s.observeProbe(a, Down, true, false, "status 500")
+		s.observeProbe(b, Down, true, false, "status 500")
+	}
+	if ns, err := s.Pick(Read, ""); err != nil || len(ns) != 1 || ns[0] != a {
+		var hosts []string
+		for _, n := range ns {
+			hosts = append(hosts, n.Host)
+		}
+		t.Fatalf("fail open with b draining: %v %v, want a alone", hosts, err)
+	}
+}

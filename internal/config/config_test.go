@@ -308,6 +308,7 @@ func TestBuildProblems(t *testing.T) {
 			c.PassthroughProxyProtocol, c.Passthrough = "v3", []string{"git.example.com=10.0.0.5:443"}
 		}, []string{`passthrough-proxy-protocol "v3"`}},
 		{"passthrough-proxy-protocol without passthrough", func(c *Config) { c.PassthroughProxyProtocol = "v1" }, []string{"no --passthrough route"}},
+		{"socks5-auth-file without socks5-listen", func(c *Config) { c.Socks5AuthFile = filepath.Join(dir, "socks5-users") }, []string{"socks5-auth-file is set but socks5-listen is not"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Defaults()
