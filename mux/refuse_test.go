@@ -335,11 +335,15 @@ func TestOversizedHelloGetsItsAlert(t *testing.T) {
 // --max-conns-per-client set or not: a client that reads on after the
 // alert (until the close) is not kept waiting for the refusal's linger.
 func TestRefusalAlertClosesAtOnceUnderLimits(t *testing.T) {
-	for _, mc := range []muxConfig{{}, {maxConns: 100}, {maxConnsPerClient: 10}} {
+	for _, mc := range []muxConfig{{}, {maxConns: 100}, {maxConnsPerClient: 10}, {maxConns: 100, proxyFrom: []string{"127.0.0.1/32"}}} {
 		m := startMuxWith(t, mc)
 		c, err := net.Dial("tcp", m.addr)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if mc.proxyFrom != nil {
+			// The PROXY reader stands between the refusal and the socket.
+			_, _ = io.WriteString(c, "PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n")
 		}
 		err = tls.Client(c, m.tlsConfig("nobody.nexmux.test")).Handshake()
 		if err == nil || !strings.Contains(err.Error(), "unrecognized name") {
