@@ -60,7 +60,8 @@ func refuseWithAlert(c, raw net.Conn, a sni.Alert, deadline time.Time) {
 	if sni.WriteAlert(c, a) != nil {
 		return
 	}
-	if hc, ok := raw.(interface{ CloseWrite() error }); ok {
+	// raw is wrapped (countedConn) whenever a connection limit is set.
+	if hc, ok := underlying[interface{ CloseWrite() error }](raw); ok {
 		_ = hc.CloseWrite()
 	}
 	if d := time.Now().Add(alertLingerTime); deadline.IsZero() || d.Before(deadline) {

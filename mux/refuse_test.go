@@ -330,3 +330,30 @@ func TestOversizedHelloGetsItsAlert(t *testing.T) {
 		m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonMalformed)
 	}
 }
+
+// A refusal alert is followed at once by the close, --max-conns or
+// --max-conns-per-client set or not: a client that reads on after the
+// alert (until the close) is not kept waiting for the refusal's linger.
+func TestRefusalAlertClosesAtOnceUnderLimits(t *testing.T) {
+	for _, mc := range []muxConfig{{}, {maxConns: 100}, {maxConnsPerClient: 10}, {maxConns: 100, proxyFrom: []string{"127.0.0.1/32"}}} {
+		m := startMuxWith(t, mc)
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mc.proxyFrom != nil {
+			// The PROXY reader stands between the refusal and the socket.
+			_, _ = io.WriteString(c, "PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n")
+		}
+		err = tls.Client(c, m.tlsConfig("nobody.nexmux.test")).Handshake()
+		if err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+			t.Fatalf("max-conns %d, per client %d: handshake %v, want the unrecognized_name alert", mc.maxConns, mc.maxConnsPerClient, err)
+		}
+		start := time.Now()
+		readUntilClosed(t, c)
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Errorf("max-conns %d, per client %d: the close came %v after the alert, want at once", mc.maxConns, mc.maxConnsPerClient, d.Round(time.Millisecond))
+		}
+		c.Close()
+	}
+}

@@ -1457,3 +1457,19 @@ func TestEchoedCredentialsHidden(t *testing.T) {
 		}
 	}
 }
+
+// A password holding a space or a quote is hidden too where a problem
+// echoes the value bare (the dialer's "address ...: too many colons"),
+// not only where it quotes it: the bare echo is no one word.
+func TestEchoedPasswordWithSpaceHidden(t *testing.T) {
+	for _, pw := range []string{"my s3cret", `my"s3cret`, "my's3cret x"} {
+		_, errs, code := run(t, "check", "--upstream", "http://nexus:8081", "--listen", "127.0.0.1:45801",
+			"--passthrough", "pt.example.com=admin:"+pw+"@backend:443")
+		if code != exitInvalid {
+			t.Fatalf("%q: exit %d, want %d:\n%s", pw, code, exitInvalid, errs)
+		}
+		if strings.Contains(errs, "s3cret") {
+			t.Errorf("password %q printed:\n%s", pw, errs)
+		}
+	}
+}

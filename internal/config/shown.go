@@ -17,6 +17,12 @@ func HideCredentials(text string) string {
 	if !strings.Contains(text, "@") {
 		return text
 	}
+	// A value echoed bare (the dialer's errors) is cut in words where its
+	// userinfo holds a space or a quote: hidden by its text first, as
+	// found where a problem quotes the same value.
+	for _, ui := range splitUserinfo(text) {
+		text = strings.ReplaceAll(text, ui, "xxxxx")
+	}
 	var b strings.Builder
 	for i := 0; i < len(text); {
 		switch c := text[i]; {
@@ -37,7 +43,7 @@ func HideCredentials(text string) string {
 			i++
 		default:
 			j := i
-			for j < len(text) && !strings.ContainsRune(" \t\n\"", rune(text[j])) {
+			for j < len(text) && !strings.ContainsRune(wordEnds, rune(text[j])) {
 				j++
 			}
 			w := text[i:j]
@@ -49,6 +55,44 @@ func HideCredentials(text string) string {
 		}
 	}
 	return b.String()
+}
+
+// splitUserinfo is the userinfo of every quoted value in text that
+// carries one holding a character that ends a bare word.
+func splitUserinfo(text string) []string {
+	var split []string
+	for i := strings.IndexByte(text, '"'); i >= 0 && i < len(text); {
+		q, err := strconv.QuotedPrefix(text[i:])
+		if err != nil {
+			q = `"`
+		} else if v, err := strconv.Unquote(q); err == nil && carriesUserinfo(v) {
+			if ui := userinfo(v); strings.ContainsAny(ui, wordEnds) {
+				split = append(split, ui)
+			}
+		}
+		i += len(q)
+		j := strings.IndexByte(text[i:], '"')
+		if j < 0 {
+			break
+		}
+		i += j
+	}
+	return split
+}
+
+// wordEnds end a bare word in HideCredentials.
+const wordEnds = " \t\n\""
+
+// userinfo is what upstream.HideUserinfo hides of v before its last '@'.
+func userinfo(v string) string {
+	at := strings.LastIndexByte(v, '@')
+	start := 0
+	if sep := strings.Index(v, "://"); sep >= 0 && sep < at {
+		start = sep + 3
+	} else if strings.HasPrefix(v, "//") {
+		start = 2
+	}
+	return v[start:at]
 }
 
 // carriesUserinfo: an '@' after a ':' (user:password@, "scheme://" too) or
