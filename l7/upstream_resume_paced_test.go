@@ -192,3 +192,26 @@ func TestSlowNodeBreakIsNotPaced(t *testing.T) {
 		t.Fatalf("got %d body bytes (want the %d sent before the break) and asked the node again %d time(s)", len(body), 15<<16, ranged.Load())
 	}
 }
+
+// With --upstream-max-conns at 1 or 2, the broken response's own place
+// on the node is all the client may hold there: the same node's resume
+// must not wait for it (with one node, nothing else resumes).
+func TestPacedResumeWithFewPlaces(t *testing.T) {
+	t.Parallel()
+	for _, maxConns := range []int{1, 2} {
+		t.Run(fmt.Sprintf("max %d", maxConns), func(t *testing.T) {
+			t.Parallel()
+			blob, sum, digest := pacedBlob(16 << 20)
+			var cuts, ranged atomic.Int64
+			n := startNode(t, jettyBlobNode(blob, time.Second, &cuts, &ranged))
+			addr, _ := haProxy(t, io.Discard, maxConns, n)
+			body := pull(t, addr, digest, 2*time.Second, 1<<20)
+			if cuts.Load() == 0 {
+				t.Fatalf("the node never cut a write: the test did not test (%d body bytes)", len(body))
+			}
+			if len(body) != len(blob) || sha256.Sum256(body) != sum {
+				t.Fatalf("after %d cut(s), the client got %d of %d body bytes (%d ranged requests)", cuts.Load(), len(body), len(blob), ranged.Load())
+			}
+		})
+	}
+}
