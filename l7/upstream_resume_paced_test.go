@@ -195,23 +195,42 @@ func TestSlowNodeBreakIsNotPaced(t *testing.T) {
 
 // With --upstream-max-conns at 1 or 2, the broken response's own place
 // on the node is all the client may hold there: the same node's resume
-// must not wait for it (with one node, nothing else resumes).
+// must not wait for it (with one node, nothing else resumes), and each
+// place and in-flight count comes back once, at a second break too.
 func TestPacedResumeWithFewPlaces(t *testing.T) {
 	t.Parallel()
 	for _, maxConns := range []int{1, 2} {
 		t.Run(fmt.Sprintf("max %d", maxConns), func(t *testing.T) {
 			t.Parallel()
-			blob, sum, digest := pacedBlob(16 << 20)
+			blob, sum, digest := pacedBlob(32 << 20)
 			var cuts, ranged atomic.Int64
 			n := startNode(t, jettyBlobNode(blob, time.Second, &cuts, &ranged))
-			addr, _ := haProxy(t, io.Discard, maxConns, n)
-			body := pull(t, addr, digest, 2*time.Second, 1<<20)
-			if cuts.Load() == 0 {
-				t.Fatalf("the node never cut a write: the test did not test (%d body bytes)", len(body))
+			addr, up := haProxy(t, io.Discard, maxConns, n)
+			// Two stops: the second break is of a resume's response.
+			body := pull(t, addr, digest, 2*time.Second, 1<<20, 12<<20)
+			if cuts.Load() < 2 {
+				t.Fatalf("the node cut %d write(s), not 2: the test did not test (%d body bytes)", cuts.Load(), len(body))
 			}
 			if len(body) != len(blob) || sha256.Sum256(body) != sum {
 				t.Fatalf("after %d cut(s), the client got %d of %d body bytes (%d ranged requests)", cuts.Load(), len(body), len(blob), ranged.Load())
 			}
+			// Each response on the node gave its place and its in-flight
+			// count back once: none leaked, none given back twice.
+			p, _ := up.pools.m.Load(n.addr)
+			node := up.Set().Nodes()[0]
+			last := ""
+			waitUntil(t, "every place and in-flight count back", func() bool {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				if p.taken == 0 && len(p.held) == 0 && node.InFlight() == 0 {
+					return true
+				}
+				if now := fmt.Sprintf("places taken %d, held %v, in flight %d", p.taken, p.held, node.InFlight()); now != last {
+					t.Log(now)
+					last = now
+				}
+				return false
+			})
 		})
 	}
 }
