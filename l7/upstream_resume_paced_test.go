@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -233,4 +234,66 @@ func TestPacedResumeWithFewPlaces(t *testing.T) {
 			})
 		})
 	}
+}
+
+// An HTTP/2 client that resets its stream while a paced break's resume
+// waits on the same node ends that request, and gives back every place.
+func TestH2ResetDuringPacedResumeOnTheSameNode(t *testing.T) {
+	t.Parallel()
+	blob, _, digest := pacedBlob(32 << 20)
+	var cuts, ranged atomic.Int64
+	jetty := jettyBlobNode(blob, time.Second, &cuts, &ranged)
+	asked, reset, gone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		rg := r.Header.Get("Range")
+		if rg == "" {
+			jetty(w, r)
+			return
+		}
+		close(asked)
+		<-reset
+		var from, to int
+		fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+		w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+		w.WriteHeader(http.StatusPartialContent)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			close(gone)
+		case <-time.After(time.Minute):
+		}
+	})
+	addr, up := haProxy(t, io.Discard, 1, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := h2cTransport(t, nil).RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil).WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("%s: want HTTP/2", resp.Proto)
+	}
+	// Read a little, then stop past the node's idle timeout, then read
+	// on until the resume is asked for.
+	buf := make([]byte, 64<<10)
+	io.ReadFull(resp.Body, buf)
+	time.Sleep(2 * time.Second)
+	go io.Copy(io.Discard, resp.Body)
+	select {
+	case <-asked:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the paced break was not resumed on the node (%d cuts)", cuts.Load())
+	}
+	cancel()
+	time.Sleep(200 * time.Millisecond)
+	close(reset)
+	endsWithin10s(t, gone, "the resumed Nexus request of a stream reset during a paced resume is still open")
+	p, _ := up.pools.m.Load(n.addr)
+	node := up.Set().Nodes()[0]
+	waitUntil(t, "every place and in-flight count back", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.taken == 0 && len(p.held) == 0 && node.InFlight() == 0
+	})
 }
