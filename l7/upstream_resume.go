@@ -385,6 +385,11 @@ func (b *resumeBody) resume(paced bool) error {
 // resumeOn asks n for the rest, from, and makes its answer the current
 // one if it is the rest; else n becomes the node that broke.
 func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *time.Duration) bool {
+	if n == b.node {
+		// The broken response's place on n may be all the client may hold
+		// there: the resume would wait for its own place, then give up.
+		b.leave()
+	}
 	// A resume is one more request on n: it takes one of n's
 	// --upstream-max-conns slots like any other.
 	sl, ok := b.f.up.acquireOr(b.client, n.Host, b.f.client(b.client), queue, moveOn)
@@ -429,11 +434,7 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 		b.node = n
 		return false
 	}
-	b.cur.Close()
-	b.unwatch()
-	if b.end1 != nil {
-		b.end1()
-	}
+	b.leave()
 	b.cur, b.node, b.end1 = resp.Body, n, end
 	b.watch(n, qcancel)
 	// What follows is counted from the new response's first byte.
@@ -441,6 +442,17 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 	b.began, b.waited = time.Time{}, 0
 	b.f.up.set.Resumed()
 	return true
+}
+
+// leave ends the current node's response, and gives back its place
+// (once: a resume's end releases its slot each time it is called).
+func (b *resumeBody) leave() {
+	b.cur.Close()
+	b.unwatch()
+	if b.end1 != nil {
+		b.end1()
+		b.end1 = nil
+	}
 }
 
 func (b *resumeBody) Close() error {

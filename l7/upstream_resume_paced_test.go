@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -191,4 +192,108 @@ func TestSlowNodeBreakIsNotPaced(t *testing.T) {
 	if len(body) != 15<<16 || ranged.Load() != 0 {
 		t.Fatalf("got %d body bytes (want the %d sent before the break) and asked the node again %d time(s)", len(body), 15<<16, ranged.Load())
 	}
+}
+
+// With --upstream-max-conns at 1 or 2, the broken response's own place
+// on the node is all the client may hold there: the same node's resume
+// must not wait for it (with one node, nothing else resumes), and each
+// place and in-flight count comes back once, at a second break too.
+func TestPacedResumeWithFewPlaces(t *testing.T) {
+	t.Parallel()
+	for _, maxConns := range []int{1, 2} {
+		t.Run(fmt.Sprintf("max %d", maxConns), func(t *testing.T) {
+			t.Parallel()
+			blob, sum, digest := pacedBlob(32 << 20)
+			var cuts, ranged atomic.Int64
+			n := startNode(t, jettyBlobNode(blob, time.Second, &cuts, &ranged))
+			addr, up := haProxy(t, io.Discard, maxConns, n)
+			// Two stops: the second break is of a resume's response.
+			body := pull(t, addr, digest, 2*time.Second, 1<<20, 12<<20)
+			if cuts.Load() < 2 {
+				t.Fatalf("the node cut %d write(s), not 2: the test did not test (%d body bytes)", cuts.Load(), len(body))
+			}
+			if len(body) != len(blob) || sha256.Sum256(body) != sum {
+				t.Fatalf("after %d cut(s), the client got %d of %d body bytes (%d ranged requests)", cuts.Load(), len(body), len(blob), ranged.Load())
+			}
+			// Each response on the node gave its place and its in-flight
+			// count back once: none leaked, none given back twice.
+			p, _ := up.pools.m.Load(n.addr)
+			node := up.Set().Nodes()[0]
+			last := ""
+			waitUntil(t, "every place and in-flight count back", func() bool {
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				if p.taken == 0 && len(p.held) == 0 && node.InFlight() == 0 {
+					return true
+				}
+				if now := fmt.Sprintf("places taken %d, held %v, in flight %d", p.taken, p.held, node.InFlight()); now != last {
+					t.Log(now)
+					last = now
+				}
+				return false
+			})
+		})
+	}
+}
+
+// An HTTP/2 client that resets its stream while a paced break's resume
+// waits on the same node ends that request, and gives back every place.
+func TestH2ResetDuringPacedResumeOnTheSameNode(t *testing.T) {
+	t.Parallel()
+	blob, _, digest := pacedBlob(32 << 20)
+	var cuts, ranged atomic.Int64
+	jetty := jettyBlobNode(blob, time.Second, &cuts, &ranged)
+	asked, reset, gone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		rg := r.Header.Get("Range")
+		if rg == "" {
+			jetty(w, r)
+			return
+		}
+		close(asked)
+		<-reset
+		var from, to int
+		fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+		w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+		w.WriteHeader(http.StatusPartialContent)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			close(gone)
+		case <-time.After(time.Minute):
+		}
+	})
+	addr, up := haProxy(t, io.Discard, 1, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	resp, err := h2cTransport(t, nil).RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil).WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("%s: want HTTP/2", resp.Proto)
+	}
+	// Read a little, then stop past the node's idle timeout, then read
+	// on until the resume is asked for.
+	buf := make([]byte, 64<<10)
+	io.ReadFull(resp.Body, buf)
+	time.Sleep(2 * time.Second)
+	go io.Copy(io.Discard, resp.Body)
+	select {
+	case <-asked:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the paced break was not resumed on the node (%d cuts)", cuts.Load())
+	}
+	cancel()
+	time.Sleep(200 * time.Millisecond)
+	close(reset)
+	endsWithin10s(t, gone, "the resumed Nexus request of a stream reset during a paced resume is still open")
+	p, _ := up.pools.m.Load(n.addr)
+	node := up.Set().Nodes()[0]
+	waitUntil(t, "every place and in-flight count back", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.taken == 0 && len(p.held) == 0 && node.InFlight() == 0
+	})
 }
