@@ -122,26 +122,12 @@ func TestH2ResetDuringResumeEndsTheResumedRequest(t *testing.T) {
 	var once atomic.Bool
 	cut := cuttingBlobNode(blob, &cutter, nil)
 	h := func(w http.ResponseWriter, r *http.Request) {
-		rg := r.Header.Get("Range")
-		if rg == "" || !once.CompareAndSwap(false, true) {
+		if r.Header.Get("Range") == "" || !once.CompareAndSwap(false, true) {
 			cut(w, r)
 			return
 		}
-		// The resume: answered only once the client has reset, then
-		// nothing of the body.
-		close(asked)
-		<-reset
-		var from, to int
-		fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
-		w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
-		w.WriteHeader(http.StatusPartialContent)
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-			close(gone)
-		case <-time.After(time.Minute):
-		}
+		// The resume: answered only once the client has reset.
+		heldRange(w, r, blob, asked, reset, gone)
 	}
 	a, b := startNode(t, h), startNode(t, h)
 	addr, up := haProxy(t, io.Discard, 0, a, b)
@@ -179,5 +165,24 @@ func endsWithin10s(t *testing.T, gone <-chan struct{}, stillOpen string) {
 	case <-gone:
 	case <-time.After(10 * time.Second):
 		t.Fatal(stillOpen)
+	}
+}
+
+// heldRange answers a ranged request for blob once reset is closed (asked
+// is closed as the request comes): its headers, then nothing of the body
+// until the request ends, which closes gone.
+func heldRange(w http.ResponseWriter, r *http.Request, blob []byte, asked, reset, gone chan struct{}) {
+	close(asked)
+	<-reset
+	var from, to int
+	fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &from, &to)
+	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
+	w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
+	w.WriteHeader(http.StatusPartialContent)
+	w.(http.Flusher).Flush()
+	select {
+	case <-r.Context().Done():
+		close(gone)
+	case <-time.After(time.Minute):
 	}
 }

@@ -255,24 +255,11 @@ func TestH2ResetDuringPacedResumeOnTheSameNode(t *testing.T) {
 	jetty := jettyBlobNode(blob, time.Second, &cuts, &ranged)
 	asked, reset, gone := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	n := startNode(t, func(w http.ResponseWriter, r *http.Request) {
-		rg := r.Header.Get("Range")
-		if rg == "" {
+		if r.Header.Get("Range") == "" {
 			jetty(w, r)
 			return
 		}
-		close(asked)
-		<-reset
-		var from, to int
-		fmt.Sscanf(rg, "bytes=%d-%d", &from, &to)
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, to, len(blob)))
-		w.Header().Set("Content-Length", strconv.Itoa(to-from+1))
-		w.WriteHeader(http.StatusPartialContent)
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-			close(gone)
-		case <-time.After(time.Minute):
-		}
+		heldRange(w, r, blob, asked, reset, gone)
 	})
 	addr, up := haProxy(t, io.Discard, 1, n)
 	ctx, cancel := context.WithCancel(context.Background())
