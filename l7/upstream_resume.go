@@ -446,27 +446,23 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 
 // leave ends the current node's response, and gives back its place
 // (once: a resume's end releases its slot each time it is called).
-func (b *resumeBody) leave() {
-	b.cur.Close()
+func (b *resumeBody) leave() error {
+	err := b.cur.Close()
 	b.unwatch()
 	if b.end1 != nil {
 		b.end1()
 		b.end1 = nil
 	}
+	return err
 }
 
 func (b *resumeBody) Close() error {
-	err := b.cur.Close()
+	err := b.leave()
 	if b.stall != nil {
 		b.stall.Stop()
 	}
 	if b.stopClient != nil {
 		b.stopClient()
-	}
-	b.unwatch()
-	if b.end1 != nil {
-		b.end1()
-		b.end1 = nil
 	}
 	return err
 }
