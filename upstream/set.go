@@ -102,23 +102,34 @@ func shown(raw string) string {
 // "//" (if any) and its last '@' hidden, and its query too: user, password
 // or token may hold '/', '?' or '#' unencoded.
 func HideUserinfo(raw string) string {
-	at := strings.LastIndex(raw, "@")
+	start, at := UserinfoSpan(raw)
 	if at < 0 {
 		return raw
-	}
-	prefix := ""
-	if sep := strings.Index(raw, "://"); sep >= 0 && sep < at {
-		prefix = raw[:sep+3]
-	} else if strings.HasPrefix(raw, "//") {
-		// A URL's part without its scheme (a problem quoting what
-		// follows "http:"): its "//" is no credential.
-		prefix = "//"
 	}
 	rest := raw[at+1:]
 	if q := strings.IndexByte(rest, '?'); q >= 0 {
 		rest = rest[:q+1] + "xxxxx"
 	}
-	return prefix + "xxxxx@" + rest
+	return raw[:start] + "xxxxx@" + rest
+}
+
+// UserinfoSpan is where raw's userinfo lies, raw[start:at], as
+// HideUserinfo hides it: after its "scheme://" or leading "//" (if any),
+// up to its last '@'; at is -1 without one.
+func UserinfoSpan(raw string) (start, at int) {
+	at = strings.LastIndex(raw, "@")
+	if at < 0 {
+		return 0, -1
+	}
+	if sep := strings.Index(raw, "://"); sep >= 0 && sep < at {
+		return sep + 3, at
+	}
+	if strings.HasPrefix(raw, "//") {
+		// A URL's part without its scheme (a problem quoting what
+		// follows "http:"): its "//" is no credential.
+		return 2, at
+	}
+	return 0, at
 }
 
 // Set is the live node set with its health table. Its methods are safe for

@@ -66,8 +66,8 @@ func splitUserinfo(text string) []string {
 		if err != nil {
 			q = `"`
 		} else if v, err := strconv.Unquote(q); err == nil && carriesUserinfo(v) {
-			if ui := userinfo(v); strings.ContainsAny(ui, wordEnds) {
-				split = append(split, ui)
+			if start, at := upstream.UserinfoSpan(v); strings.ContainsAny(v[start:at], wordEnds) {
+				split = append(split, v[start:at])
 			}
 		}
 		i += len(q)
@@ -82,18 +82,6 @@ func splitUserinfo(text string) []string {
 
 // wordEnds end a bare word in HideCredentials.
 const wordEnds = " \t\n\""
-
-// userinfo is what upstream.HideUserinfo hides of v before its last '@'.
-func userinfo(v string) string {
-	at := strings.LastIndexByte(v, '@')
-	start := 0
-	if sep := strings.Index(v, "://"); sep >= 0 && sep < at {
-		start = sep + 3
-	} else if strings.HasPrefix(v, "//") {
-		start = 2
-	}
-	return v[start:at]
-}
 
 // carriesUserinfo: an '@' after a ':' (user:password@, "scheme://" too) or
 // after "//" (a URL's authority without its scheme). An address such as
