@@ -7,6 +7,8 @@ FUZZTIME ?= 30s
 # run makes no progress (docs/bench/notes.md); crashers are still minimized.
 FUZZMINIMIZETIME ?= 2s
 PKGS     ?= ./...
+# Pinned; fetched through the module proxy like every dependency.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN      := bin
 
 .PHONY: all build test test-short soak e2e demo fuzz bench bench-go pgo clean
@@ -23,9 +25,11 @@ build:
 # -timeout: go test's default of 10 minutes per package binary is about
 # what internal/daemon takes under -race on two cores.
 test:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt -l lists:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
-	cd scripts/benchtool && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+	cd scripts/benchtool && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
 	GOOS=darwin $(GO) build ./...
 
 # The quick loop while editing: skips the 1 GiB, slowloris, load and

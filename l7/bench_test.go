@@ -3,7 +3,6 @@ package l7
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -125,7 +124,7 @@ func BenchmarkServeHTTP(b *testing.B) {
 				w.status, w.n = 0, 0
 				p.ServeHTTP(w, &r)
 				if w.status != c.want {
-					b.Fatal(fmt.Sprintf("status %d, want %d", w.status, c.want))
+					b.Fatalf("status %d, want %d", w.status, c.want)
 				}
 			}
 		})

@@ -65,13 +65,6 @@ func (s *sharedBody) next() bool {
 	return true
 }
 
-// sent reports whether any byte of the body was handed to an attempt.
-func (s *sharedBody) sent() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.taken > 0
-}
-
 // clientFailed reports whether reading the client's body failed.
 func (s *sharedBody) clientFailed() bool {
 	s.mu.Lock()

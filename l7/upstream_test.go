@@ -169,10 +169,7 @@ func TestFailOpen(t *testing.T) {
 func TestManifestPutReplayed(t *testing.T) {
 	var got atomic.Pointer[string]
 	status := func(w http.ResponseWriter, r *http.Request) bool {
-		if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
-			return true
-		}
-		return false
+		return strings.Contains(r.URL.Path, "/service/rest/v1/status")
 	}
 	bad := func(w http.ResponseWriter, r *http.Request) {
 		if status(w, r) {

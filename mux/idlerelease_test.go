@@ -217,7 +217,7 @@ func TestIdleReleaseTimeoutAndHangUp(t *testing.T) {
 			waitIdle(t, m.srv, 0, 0)
 
 			c = d.dial(t)
-			br = servedOnce(t, c)
+			servedOnce(t, c)
 			waitIdle(t, m.srv, 1, 1)
 			c.Close()
 			waitIdle(t, m.srv, 0, 0)

@@ -56,10 +56,10 @@ func trickle(c net.Conn, size int, pause time.Duration, stop <-chan struct{}) {
 }
 
 // writeIn writes n bytes to w and reports the result and how long it took.
-func writeIn(w io.Writer, n int) (int, error, time.Duration) {
+func writeIn(w io.Writer, n int) (int, time.Duration, error) {
 	start := time.Now()
 	m, err := w.Write(make([]byte, n))
-	return m, err, time.Since(start)
+	return m, time.Since(start), err
 }
 
 // A write under a send deadline goes on for as long as the client takes
@@ -71,7 +71,7 @@ func TestSendDeadlineFollowsProgress(t *testing.T) {
 	go trickle(cl, 16<<10, 20*time.Millisecond, stop)
 	// About 800 KiB/s at best: 2 MiB take well past the 300 ms span.
 	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
-	if n, err, took := writeIn(rc, 2<<20); err != nil {
+	if n, took, err := writeIn(rc, 2<<20); err != nil {
 		t.Fatalf("write to a client reading steadily failed after %d bytes, %v: %v", n, took, err)
 	} else if took < 600*time.Millisecond {
 		t.Fatalf("2 MiB written in %v: the client was not slow enough to test anything", took)
@@ -83,7 +83,7 @@ func TestSendDeadlineCutsStoppedClient(t *testing.T) {
 	rc, cl := sendPair(t)
 	go func() { _, _ = io.CopyN(io.Discard, cl, 256<<10) }()
 	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
-	n, err, took := writeIn(rc, 64<<20)
+	n, took, err := writeIn(rc, 64<<20)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("write to a client that stopped reading: %d bytes, %v", n, err)
 	}
@@ -111,7 +111,7 @@ func TestSendDeadlineCutsTricklingClient(t *testing.T) {
 	guard := time.AfterFunc(15*time.Second, func() { cl.Close() })
 	defer guard.Stop()
 	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Second))
-	n, err, took := writeIn(rc, 64<<20)
+	n, took, err := writeIn(rc, 64<<20)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("write to a client trickling 50 KiB/s: %d bytes in %v, %v; want a timeout", n, took, err)
 	}
@@ -130,7 +130,7 @@ func TestAbsoluteDeadlineEndsSendDeadline(t *testing.T) {
 		go trickle(cl, 16<<10, 20*time.Millisecond, stop)
 		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
 		_ = rc.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
-		n, err, took := writeIn(rc, 64<<20)
+		n, took, err := writeIn(rc, 64<<20)
 		if !errors.Is(err, os.ErrDeadlineExceeded) || took > 5*time.Second {
 			t.Fatalf("absolute 300 ms deadline, client reading slowly: %d bytes in %v, %v; want a timeout", n, took, err)
 		}
@@ -142,7 +142,7 @@ func TestAbsoluteDeadlineEndsSendDeadline(t *testing.T) {
 		go trickle(cl, 16<<10, 20*time.Millisecond, stop)
 		_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Hour))
 		_ = rc.SetDeadline(time.Now().Add(300 * time.Millisecond))
-		n, err, took := writeIn(rc, 64<<20)
+		n, took, err := writeIn(rc, 64<<20)
 		if !errors.Is(err, os.ErrDeadlineExceeded) || took > 5*time.Second {
 			t.Fatalf("absolute 300 ms deadline, client reading slowly: %d bytes in %v, %v; want a timeout", n, took, err)
 		}
@@ -265,7 +265,7 @@ func TestSendDeadlineSetsNoTimerForWriteTakenAtOnce(t *testing.T) {
 	rc, cl := sendPair(t)
 	go func() { _, _ = io.Copy(io.Discard, cl) }()
 	_ = (*sendDeadline)(rc).SetWriteDeadline(time.Now().Add(time.Minute))
-	if n, err, _ := writeIn(rc, 1<<10); err != nil || n != 1<<10 {
+	if n, _, err := writeIn(rc, 1<<10); err != nil || n != 1<<10 {
 		t.Fatalf("write of 1 KiB: %d bytes, %v", n, err)
 	}
 	rc.dmu.Lock()
@@ -288,7 +288,7 @@ func TestSendDeadlineReachesWriteAlreadyWaiting(t *testing.T) {
 	defer guard.Stop()
 	done := make(chan error, 1)
 	go func() {
-		_, err, _ := writeIn(rc, 64<<20)
+		_, _, err := writeIn(rc, 64<<20)
 		done <- err
 	}()
 	// Let the write fill the socket buffers and wait.
@@ -315,7 +315,7 @@ func TestSendDeadlineSpanNotPositiveFailsAtOnce(t *testing.T) {
 			guard := time.AfterFunc(10*time.Second, func() { cl.Close() })
 			defer guard.Stop()
 			_ = (*sendDeadline)(rc).SetSendSpan(d)
-			n, err, took := writeIn(rc, 64<<20)
+			n, took, err := writeIn(rc, 64<<20)
 			if !errors.Is(err, os.ErrDeadlineExceeded) || took > 5*time.Second {
 				t.Fatalf("SetSendSpan(%v), client reading nothing: %d bytes in %v, %v; want a timeout at once", d, n, took, err)
 			}

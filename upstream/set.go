@@ -147,12 +147,11 @@ type Set struct {
 	oldKeys []oldKey // derived keys of earlier node lists, still accepted
 
 	// live is s.nodes for Pick, read without the lock (set with it).
-	live      atomic.Pointer[[]*Node]
-	stats     Stats
-	failOpen  atomic.Bool // logged once per episode
-	probeMu   sync.Mutex
-	prober    *prober
-	stopProbe func()
+	live     atomic.Pointer[[]*Node]
+	stats    Stats
+	failOpen atomic.Bool // logged once per episode
+	probeMu  sync.Mutex
+	prober   *prober
 }
 
 // NewSet builds the set of spec; the probes start with Start.

@@ -154,8 +154,7 @@ func dropServiceLink() string {
 // (scripts' own, Kubernetes service links) are none of nexmux's business.
 func misspeltEnv(app *cli.App, environ []string) []string {
 	known := map[string]bool{}
-	var add func(flags []cli.Flag)
-	add = func(flags []cli.Flag) {
+	add := func(flags []cli.Flag) {
 		for _, f := range flags {
 			if e, ok := f.(interface{ GetEnvVars() []string }); ok {
 				for _, v := range e.GetEnvVars() {

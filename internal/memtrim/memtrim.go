@@ -221,8 +221,7 @@ func Run(ctx context.Context, p Policy, interval time.Duration, enabled func() b
 // (stop-the-world phases, scanning every connection's goroutine stack) that
 // the handshakes and small requests it serves wait behind. With a 16 MiB
 // floor the goal is ~35 MiB and a cycle comes every ~16 MiB plus the live
-// heap of allocation: in an A/B run on the bench machine 6% less CPU per full
-// handshake (286 vs 306 µs) and 2% less per small request. Resident memory
+// heap of allocation (its measured effect: docs/bench/notes.md). Resident memory
 // grows by the garbage allowed to wait longer (up to about the floor's
 // size, until the next collection), not by the block: a large allocation
 // of pages the runtime has never handed out is not zeroed, so they are never

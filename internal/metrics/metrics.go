@@ -3,17 +3,15 @@
 package metrics
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nexmux/nexmux/internal/lograte"
@@ -134,7 +132,7 @@ func New() *Metrics {
 	})
 	m.Registry.MustRegister(m.connections, m.requests, m.bytesIn, m.bytesOut,
 		m.upstreamLatency, m.uploadsInFlight, m.handshakeFailures, m.reloads, m.memoryTrims, m.memoryTrimmed,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -270,13 +268,9 @@ func isWrite(method string) bool {
 // probe storm never becomes a Nexus storm. With several nodes (HA) it is
 // ready when any node answers: failover serves from that one.
 type Readiness struct {
-	// Table, when set, answers from the node set's health table instead
-	// of probing (writable: some node must take writes).
+	// Table answers from the node set's health table (writable: some node
+	// must take writes); nil: always ready.
 	Table func(writable bool) (bool, string)
-
-	URLs    []string      // e.g. http://127.0.0.1:8081/nexus/service/rest/v1/status
-	Timeout time.Duration // per check; default 2s
-	TTL     time.Duration // cache; default 3s
 	// Logger gets the reason when not ready: the probe's body stays
 	// generic, since node addresses and dial errors are no one else's.
 	Logger *slog.Logger
@@ -287,70 +281,6 @@ type Readiness struct {
 	// notReady keeps a balancer or a script polling /readyz while Nexus
 	// is down from turning every probe into a warning line.
 	notReady lograte.Limiter
-
-	mu      sync.Mutex
-	checked time.Time
-	ready   bool
-	reason  string
-}
-
-// readinessClient never goes through an environment proxy: Nexus is beside
-// nexmux, as for the data path.
-var readinessClient = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-
-// Check returns whether some node answered 200 within the timeout. The
-// prober's own cancellation (a kubelet that gave up) is not cached for the
-// next prober: the check runs on its own deadline.
-func (r *Readiness) Check(ctx context.Context) (bool, string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ttl := r.TTL
-	if ttl == 0 {
-		ttl = 3 * time.Second
-	}
-	if !r.checked.IsZero() && time.Since(r.checked) < ttl {
-		return r.ready, r.reason
-	}
-	timeout := r.Timeout
-	if timeout == 0 {
-		timeout = 2 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	r.ready, r.reason = false, ""
-	var reasons []string
-	for _, u := range r.URLs {
-		ok, why := probe(ctx, u)
-		if ok {
-			r.ready = true
-			break
-		}
-		reasons = append(reasons, why)
-	}
-	if !r.ready {
-		r.reason = strings.Join(reasons, "; ")
-		if r.Logger != nil {
-			r.Logger.Warn("not ready: no Nexus node answers its status endpoint", "reason", r.reason)
-		}
-	}
-	r.checked = time.Now()
-	return r.ready, r.reason
-}
-
-func probe(ctx context.Context, u string) (bool, string) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false, err.Error()
-	}
-	resp, err := readinessClient.Do(req)
-	if err != nil {
-		return false, err.Error()
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, u + ": nexus status " + resp.Status
-	}
-	return true, ""
 }
 
 // wantWritable reports whether /readyz asks for a writable node:
@@ -381,17 +311,14 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 			http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
 			return
 		}
-		var ok bool
-		var why string
-		writable := wantWritable(r)
+		ok, writable := true, wantWritable(r)
 		if ready.Table != nil {
+			var why string
 			if ok, why = ready.Table(writable); !ok && ready.Logger != nil {
 				if log, n := ready.notReady.Note(); log {
 					ready.Logger.Warn("not ready", "reason", why, "probes", n)
 				}
 			}
-		} else {
-			ok, why = ready.Check(r.Context())
 		}
 		if !ok {
 			// Generic on purpose: the reason (addresses, errors) is logged.

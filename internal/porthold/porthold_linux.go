@@ -36,12 +36,15 @@ func Stop(ln net.Listener, stop func()) (*Hold, error) {
 			})
 		}
 	}
-	fd, err := -1, error(nil)
+	fd := -1
 	if beside {
-		fd, err = bind(addr, v6only, true)
+		// On failure the plain bind below is tried: its error is the one
+		// reported.
+		fd, _ = bind(addr, v6only, true)
 	}
 	stop()
 	if fd < 0 {
+		var err error
 		if fd, err = bind(addr, v6only, false); err != nil {
 			return nil, fmt.Errorf("porthold: hold %s: %w", addr, err)
 		}
