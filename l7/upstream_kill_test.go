@@ -109,5 +109,9 @@ func TestHABlobPullNodeKilledMidBody(t *testing.T) {
 	if len(resumed) == 0 {
 		t.Fatalf("no node served a resumed Range request\n%s", logs)
 	}
+	// A node that died is no paced break.
+	if all, paced := resumeCounts(t, up.Set()); all < 1 || paced != 0 {
+		t.Fatalf("nexmux_upstream_resumes_total %v, nexmux_upstream_paced_resumes_total %v after a failover resume", all, paced)
+	}
 	t.Logf("resumed: %v", resumed)
 }

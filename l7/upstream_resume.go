@@ -385,7 +385,9 @@ func (b *resumeBody) resume(paced bool) error {
 // resumeOn asks n for the rest, from, and makes its answer the current
 // one if it is the rest; else n becomes the node that broke.
 func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *time.Duration) bool {
-	if n == b.node {
+	// Only a paced break is resumed on the node that broke (resume).
+	paced := n == b.node
+	if paced {
 		// The broken response's place on n may be all the client may hold
 		// there: the resume would wait for its own place, then give up.
 		b.leave()
@@ -440,7 +442,7 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 	// What follows is counted from the new response's first byte.
 	b.start, b.got = from, 0
 	b.began, b.waited = time.Time{}, 0
-	b.f.up.set.Resumed()
+	b.f.up.set.Resumed(paced)
 	return true
 }
 

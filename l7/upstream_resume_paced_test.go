@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/upstream"
 )
@@ -110,7 +112,7 @@ func TestPacedDownloadResumesOnTheSameNode(t *testing.T) {
 	blob, sum, digest := pacedBlob(40 << 20)
 	var cuts, ranged atomic.Int64
 	n := startNode(t, jettyBlobNode(blob, time.Second, &cuts, &ranged))
-	addr, _ := haProxy(t, io.Discard, 0, n)
+	addr, up := haProxy(t, io.Discard, 0, n)
 	body := pull(t, addr, digest, 2*time.Second, holding(1<<20), resumed(&ranged))
 	if len(body) != len(blob) {
 		t.Fatalf("after %d cut(s) of the node's writes, the client got %d of %d body bytes (%d ranged requests)", cuts.Load(), len(body), len(blob), ranged.Load())
@@ -121,6 +123,37 @@ func TestPacedDownloadResumesOnTheSameNode(t *testing.T) {
 	if sha256.Sum256(body) != sum {
 		t.Fatal("the body is not the blob")
 	}
+	// Each paced break's resume is counted, as paced too.
+	if all, paced := resumeCounts(t, up.Set()); paced != float64(cuts.Load()) || all != paced {
+		t.Fatalf("nexmux_upstream_resumes_total %v, nexmux_upstream_paced_resumes_total %v after %d paced break(s)", all, paced, cuts.Load())
+	}
+}
+
+// resumeCounts reads set's nexmux_upstream_resumes_total and
+// nexmux_upstream_paced_resumes_total.
+func resumeCounts(t *testing.T, set *upstream.Set) (all, paced float64) {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(set)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "nexmux_upstream_resumes_total":
+			all = mf.GetMetric()[0].GetCounter().GetValue()
+			found++
+		case "nexmux_upstream_paced_resumes_total":
+			paced = mf.GetMetric()[0].GetCounter().GetValue()
+			found++
+		}
+	}
+	if found != 2 {
+		t.Fatalf("%d of the two resume counters gathered", found)
+	}
+	return all, paced
 }
 
 // With several nodes, a paced break resumes on the node that broke (its

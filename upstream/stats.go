@@ -16,6 +16,7 @@ type Stats struct {
 	failovers map[[2]string]uint64 // {kind, reason}
 	affinity  map[string]uint64    // result
 	resumes   atomic.Uint64
+	paced     atomic.Uint64 // resumes on the node whose response broke
 }
 
 func (st *Stats) init() {
@@ -46,8 +47,14 @@ func (s *Set) Affinity(result string) {
 	s.stats.mu.Unlock()
 }
 
-// Resumed counts a blob download continued from another node.
-func (s *Set) Resumed() { s.stats.resumes.Add(1) }
+// Resumed counts a blob download continued after its response broke;
+// paced: from the same node, after a break at the client's pace.
+func (s *Set) Resumed(paced bool) {
+	s.stats.resumes.Add(1)
+	if paced {
+		s.stats.paced.Add(1)
+	}
+}
 
 var (
 	descState = prometheus.NewDesc("nexmux_upstream_node_state",
@@ -57,7 +64,9 @@ var (
 	descFailovers = prometheus.NewDesc("nexmux_upstream_failovers_total",
 		"Requests moved to another node before their response started.", []string{"kind", "reason"}, nil)
 	descResumes = prometheus.NewDesc("nexmux_upstream_resumes_total",
-		"Blob downloads continued from another node after the first broke mid-stream.", nil, nil)
+		"Blob downloads continued after a response broke mid-stream: from another node, or from the same one after a paced break (counted in nexmux_upstream_paced_resumes_total too).", nil, nil)
+	descPaced = prometheus.NewDesc("nexmux_upstream_paced_resumes_total",
+		"Blob downloads continued from the node that broke them, after a response that ran at the client's pace: Nexus ended a write the slow client had not made room for (Jetty's idle timeout).", nil, nil)
 	descSetAside = prometheus.NewDesc("nexmux_upstream_probes_set_aside_total",
 		"Probes of each node that counted for nothing: busy (timed out while the node answered real requests) or local (nexmux's own dial failed).", []string{"node", "reason"}, nil)
 	descAffinity = prometheus.NewDesc("nexmux_upload_affinity_total",
@@ -70,6 +79,7 @@ func (s *Set) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descInFlight
 	ch <- descFailovers
 	ch <- descResumes
+	ch <- descPaced
 	ch <- descAffinity
 	ch <- descSetAside
 }
@@ -101,6 +111,7 @@ func (s *Set) Collect(ch chan<- prometheus.Metric) {
 	}
 	s.stats.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descResumes, prometheus.CounterValue, float64(s.stats.resumes.Load()))
+	ch <- prometheus.MustNewConstMetric(descPaced, prometheus.CounterValue, float64(s.stats.paced.Load()))
 }
 
 // NodeInfo is one row of GET /upstreams.

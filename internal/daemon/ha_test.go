@@ -819,6 +819,7 @@ func TestHAReadyzAndUpstreams(t *testing.T) {
 		`nexmux_upstream_node_state{node="` + st.NexusNodes[0].Addr() + `",state="down"} 1`,
 		`nexmux_upstream_in_flight{node="` + st.NexusNodes[1].Addr() + `"} 0`,
 		`nexmux_upstream_resumes_total 0`,
+		`nexmux_upstream_paced_resumes_total 0`,
 		`nexmux_upload_affinity_total{result="hit"} 0`,
 	} {
 		if !strings.Contains(metricsText, want) {
