@@ -870,9 +870,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		if rf.retryAfter != "" {
 			w.Header().Set("Retry-After", rf.retryAfter)
 		}
-		if rf.close {
-			// The body is left unread: closing beats draining a 1 GiB PATCH.
-			w.Header().Set("Connection", "close")
+		if rf.close && r.ProtoMajor == 1 && r.ContentLength != 0 {
+			w.Header().Set("Connection", "close") // see refusal.close
 		}
 		writeError(w, rf.status, rf.code, rf.msg)
 		return
