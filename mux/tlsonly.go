@@ -3,13 +3,20 @@ package mux
 import (
 	"net"
 	"net/http"
+	"time"
 )
 
 // plainHTTPRefusal is what a plain-HTTP client of a TLS-only port route
 // reads: a Registry-API error docker prints, then the connection closes.
 var plainHTTPRefusal = registryErrorResponse(http.StatusBadRequest, "nexmux: this port serves HTTPS only")
 
-func refusePlainHTTP(c net.Conn) { _, _ = c.Write(plainHTTPRefusal) }
+// refusePlainHTTP answers with plainHTTPRefusal, then reads on (as after a
+// TLS alert) while the client may still be sending its request's body.
+func refusePlainHTTP(c, raw net.Conn, deadline time.Time) {
+	if _, err := c.Write(plainHTTPRefusal); err == nil {
+		lingerRefused(c, raw, deadline, plainHTTPLingerBytes)
+	}
+}
 
 // httpMethods are the request-line starts looksLikeHTTP knows.
 var httpMethods = []string{"GET ", "HEAD ", "POST ", "PUT ", "PATCH ", "DELETE ", "OPTIONS ", "CONNECT ", "TRACE ", "PRI "}
