@@ -74,14 +74,49 @@ func TestH2CPriorKnowledgeOnAPlainPortRouteGetsHTTP11Required(t *testing.T) {
 		defer tr.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			resp.Body.Close()
-			t.Fatalf("h2c request answered %s, want refused", resp.Status)
+		for i := range 5 {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("attempt %d: h2c request answered %s, want refused", i+1, resp.Status)
+			}
+			if !strings.Contains(err.Error(), "HTTP_1_1_REQUIRED") {
+				t.Fatalf("attempt %d: h2c request: %v, want a GOAWAY HTTP_1_1_REQUIRED", i+1, err)
+			}
 		}
-		if !strings.Contains(err.Error(), "HTTP_1_1_REQUIRED") {
-			t.Fatalf("h2c request: %v, want a GOAWAY HTTP_1_1_REQUIRED", err)
+	})
+
+	// A client waiting for the server's SETTINGS before its first
+	// request has it at once, and the GOAWAY within the refusal's linger
+	// (a second) although no request comes.
+	t.Run("no request", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+			t.Fatal(err)
+		}
+		fr := http2.NewFramer(c, c)
+		if err := fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		if f, err := fr.ReadFrame(); err != nil || f.Header().Type != http2.FrameSettings {
+			t.Fatalf("first frame %v, %v; want SETTINGS", f, err)
+		}
+		f, err := fr.ReadFrame()
+		if ga, ok := f.(*http2.GoAwayFrame); err != nil || !ok || ga.ErrCode != http2.ErrCodeHTTP11Required {
+			t.Fatalf("second frame %v, %v; want GOAWAY HTTP_1_1_REQUIRED", f, err)
+		}
+		if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
+			t.Fatalf("after the GOAWAY: %v, want a clean close", err)
+		}
+		if d := time.Since(start); d > 2500*time.Millisecond {
+			t.Fatalf("closed %v after the preface, want within the linger's second", d.Round(time.Millisecond))
 		}
 	})
 

@@ -76,11 +76,17 @@ func lingerRefused(c, raw net.Conn, deadline time.Time, maxBytes int64) {
 	if hc, ok := underlying[interface{ CloseWrite() error }](raw); ok {
 		_ = hc.CloseWrite()
 	}
-	if d := time.Now().Add(alertLingerTime); deadline.IsZero() || d.Before(deadline) {
-		deadline = d
-	}
-	_ = c.SetReadDeadline(deadline)
+	_ = c.SetReadDeadline(lingerEnd(deadline))
 	_, _ = io.CopyN(io.Discard, c, maxBytes)
+}
+
+// lingerEnd is when a refused connection's linger ends: alertLingerTime
+// from now, or deadline (unless zero) if that comes first.
+func lingerEnd(deadline time.Time) time.Time {
+	if d := time.Now().Add(alertLingerTime); deadline.IsZero() || d.Before(deadline) {
+		return d
+	}
+	return deadline
 }
 
 // connLog describes a connection for the one line written when it is

@@ -200,6 +200,11 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			refusePlainHTTP(c, raw, deadline)
 			return d, false
 		}
+		if isH2CPreface(rr) {
+			log.refuse(ReasonNotTLS, "HTTP/2 without TLS (h2c) on a plain-HTTP port route")
+			refuseH2C(c, raw, rr.buf[len(h2Preface):], deadline)
+			return d, false
+		}
 		// Legacy connectors could be plain HTTP behind a TLS-ending
 		// load balancer: serve HTTP on the same route.
 		d.to = terminate{s}
