@@ -87,6 +87,35 @@ func TestH2CPriorKnowledgeOnAPlainPortRouteGetsHTTP11Required(t *testing.T) {
 		}
 	})
 
+	// A first segment ending inside the preface (a PROXY header's segment
+	// ending just past it) is read on, as TestNonTLSInShortSegmentsIsRecognised
+	// does for the TLS listener.
+	t.Run("preface in two segments", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.(*net.TCPConn).SetNoDelay(true)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, http2.ClientPreface[:2]); err != nil {
+			t.Fatal(err)
+		}
+		// Long enough for nexmux to read the first piece alone.
+		time.Sleep(300 * time.Millisecond)
+		_, _ = io.WriteString(c, http2.ClientPreface[2:])
+		fr := http2.NewFramer(c, c)
+		_ = fr.WriteSettings()
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82, 0x86, 0x84}, EndStream: true, EndHeaders: true})
+		if f, err := fr.ReadFrame(); err != nil || f.Header().Type != http2.FrameSettings {
+			t.Fatalf("first frame %v, %v; want SETTINGS", f, err)
+		}
+		f, err := fr.ReadFrame()
+		if ga, ok := f.(*http2.GoAwayFrame); err != nil || !ok || ga.ErrCode != http2.ErrCodeHTTP11Required {
+			t.Fatalf("second frame %v, %v; want GOAWAY HTTP_1_1_REQUIRED", f, err)
+		}
+	})
+
 	// A client waiting for the server's SETTINGS before its first
 	// request has it at once, and the GOAWAY within the refusal's linger
 	// (a second) although no request comes.
