@@ -24,13 +24,11 @@ func refusePlainHTTP(c, raw net.Conn, deadline time.Time) {
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
 // isH2CPreface reports whether the connection rr reads opens with the
-// HTTP/2 preface, reading on (under the routing deadline) from "PRI " to
-// its end. net/http would hand it to the handler as a "PRI *" request and
-// answer in HTTP/1, which an HTTP/2 client cannot read.
+// HTTP/2 preface, reading on (under the routing deadline) while what came
+// may begin it: a request of any method but PRI differs by its second
+// byte. net/http would hand the preface to the handler as a "PRI *"
+// request and answer in HTTP/1, which an HTTP/2 client cannot read.
 func isH2CPreface(rr *routingReader) bool {
-	if !bytes.HasPrefix(rr.buf, h2Preface[:4]) {
-		return false
-	}
 	rr.fill(func(b []byte) bool { return len(b) < len(h2Preface) && bytes.HasPrefix(h2Preface, b) })
 	return bytes.HasPrefix(rr.buf, h2Preface)
 }
