@@ -43,32 +43,50 @@ const (
 var Reasons = []string{ReasonNoSNI, ReasonUnknownSNI, ReasonMalformed, ReasonTimeout, ReasonNotTLS,
 	ReasonNoPortRoute, ReasonUpstream, ReasonProxyHeader, ReasonClosed, ReasonMaxConns, ReasonHandshake, ReasonPerClient, ReasonMalformedRequest}
 
-// A connection refused with a TLS alert reads on before it is closed: a
-// close with unread bytes is a reset, and a client still writing its hello
-// (one refused by its length alone) fails on that write and never reads
-// the alert. The reading ends when the client closes, or at these bounds.
+// A connection refused with a TLS alert or the plain-HTTP 400 reads on
+// before it is closed: a close with unread bytes is a reset, and a client
+// still writing its hello (one refused by its length alone) or its request
+// body fails on that write and never reads the answer. The reading ends
+// when the client closes, or at these bounds.
 const (
 	alertLingerTime  = time.Second
 	alertLingerBytes = 64 << 10
+	// A body is read whole within the time bound where it can be:
+	// net/http's Transport (docker's) reports a failed body write, not the
+	// early answer. The bytes bound only what one refusal copies.
+	plainHTTPLingerBytes = 64 << 20
 )
 
-// refuseWithAlert sends alert a on c, half-closes raw (the socket under c)
-// so a client reading until the close is not kept waiting, and throws away
-// what the client still sends until it closes, for at most alertLingerTime
-// (less when deadline, unless zero, comes first) and alertLingerBytes.
+// refuseWithAlert sends alert a on c, then lingers (lingerRefused) for at
+// most alertLingerBytes.
 func refuseWithAlert(c, raw net.Conn, a sni.Alert, deadline time.Time) {
 	if sni.WriteAlert(c, a) != nil {
 		return
 	}
+	lingerRefused(c, raw, deadline, alertLingerBytes)
+}
+
+// lingerRefused half-closes raw (the socket under c) so a client reading
+// until the close is not kept waiting, and throws away what the client
+// still sends until it closes, for at most alertLingerTime (less when
+// deadline, unless zero, comes first: no longer than a silent connection
+// is kept) and maxBytes. Shutdown's closing of tracked connections ends it.
+func lingerRefused(c, raw net.Conn, deadline time.Time, maxBytes int64) {
 	// raw is wrapped (countedConn) whenever a connection limit is set.
 	if hc, ok := underlying[interface{ CloseWrite() error }](raw); ok {
 		_ = hc.CloseWrite()
 	}
+	_ = c.SetReadDeadline(lingerEnd(deadline))
+	_, _ = io.CopyN(io.Discard, c, maxBytes)
+}
+
+// lingerEnd is when a refused connection's linger ends: alertLingerTime
+// from now, or deadline (unless zero) if that comes first.
+func lingerEnd(deadline time.Time) time.Time {
 	if d := time.Now().Add(alertLingerTime); deadline.IsZero() || d.Before(deadline) {
-		deadline = d
+		return d
 	}
-	_ = c.SetReadDeadline(deadline)
-	_, _ = io.CopyN(io.Discard, c, alertLingerBytes)
+	return deadline
 }
 
 // connLog describes a connection for the one line written when it is

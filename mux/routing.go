@@ -184,7 +184,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			// A registry client configured with http:// (or curl without
 			// https) reads why, in the error format docker prints.
 			log.refuse(ReasonNotTLS, "plain HTTP on the TLS listener", "first_byte", fmt.Sprintf("%#02x", first[0]))
-			refusePlainHTTP(c)
+			refusePlainHTTP(c, raw, deadline)
 			return d, false
 		}
 		if rt == nil || rt.Passthrough != "" {
@@ -197,7 +197,12 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		}
 		if s.opts.PortTLSOnly {
 			log.refuse(ReasonNotTLS, "plain HTTP on a port route with --port-tls-only", "first_byte", fmt.Sprintf("%#02x", first[0]))
-			refusePlainHTTP(c)
+			refusePlainHTTP(c, raw, deadline)
+			return d, false
+		}
+		if isH2CPreface(rr) {
+			log.refuse(ReasonNotTLS, "HTTP/2 without TLS (h2c) on a plain-HTTP port route")
+			refuseH2C(c, raw, rr.buf[len(h2Preface):], deadline)
 			return d, false
 		}
 		// Legacy connectors could be plain HTTP behind a TLS-ending

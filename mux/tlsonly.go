@@ -1,15 +1,85 @@
 package mux
 
 import (
+	"bytes"
+	"io"
 	"net"
 	"net/http"
+	"time"
 )
 
 // plainHTTPRefusal is what a plain-HTTP client of a TLS-only port route
 // reads: a Registry-API error docker prints, then the connection closes.
 var plainHTTPRefusal = registryErrorResponse(http.StatusBadRequest, "nexmux: this port serves HTTPS only")
 
-func refusePlainHTTP(c net.Conn) { _, _ = c.Write(plainHTTPRefusal) }
+// refusePlainHTTP answers with plainHTTPRefusal, then reads on (as after a
+// TLS alert) while the client may still be sending its request's body.
+func refusePlainHTTP(c, raw net.Conn, deadline time.Time) {
+	if _, err := c.Write(plainHTTPRefusal); err == nil {
+		lingerRefused(c, raw, deadline, plainHTTPLingerBytes)
+	}
+}
+
+// h2Preface is the HTTP/2 client connection preface (RFC 9113, 3.4).
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// isH2CPreface reports whether the connection rr reads opens with the
+// HTTP/2 preface, reading on (under the routing deadline) while what came
+// may begin it: a request of any method but PRI differs by its second
+// byte. net/http would hand the preface to the handler as a "PRI *"
+// request and answer in HTTP/1, which an HTTP/2 client cannot read.
+func isH2CPreface(rr *routingReader) bool {
+	rr.fill(func(b []byte) bool { return len(b) < len(h2Preface) && bytes.HasPrefix(h2Preface, b) })
+	return bytes.HasPrefix(rr.buf, h2Preface)
+}
+
+// An HTTP/2 client with prior knowledge (h2c) on a plain-HTTP port route,
+// where nexmux serves HTTP/2 over TLS only, reads the server preface (an
+// empty SETTINGS, RFC 9113 3.4: clients take no other frame first), then a
+// GOAWAY naming no stream with HTTP_1_1_REQUIRED (0xd): clients report it
+// by name (curl, Go), and HTTP/1.1 is what the port serves.
+var (
+	h2Settings = []byte{0, 0, 0, 0x4, 0, 0, 0, 0, 0} // length 0, SETTINGS, stream 0
+	h2cGoAway  = func() []byte {
+		const debug = "nexmux: HTTP/2 needs TLS here; use HTTP/1.1 or https on this port"
+		n := 8 + len(debug)
+		b := []byte{byte(n >> 16), byte(n >> 8), byte(n), 0x7, 0, 0, 0, 0, 0} // GOAWAY, stream 0
+		b = append(b, 0, 0, 0, 0, 0, 0, 0, 0xd)                               // last stream 0, HTTP_1_1_REQUIRED
+		return append(b, debug...)
+	}()
+)
+
+// refuseH2C refuses an h2c client whose preface routing read, with sent
+// the bytes read behind it: SETTINGS at once, the GOAWAY once the client
+// has sent its first request's HEADERS (a GOAWAY before its stream is open
+// leaves Go's client reporting only a connection "that could not be
+// established"), then it reads on as after the plain-HTTP 400; waiting
+// and reading share lingerRefused's bounds.
+func refuseH2C(c, raw net.Conn, sent []byte, deadline time.Time) {
+	if _, err := c.Write(h2Settings); err != nil {
+		return
+	}
+	deadline = lingerEnd(deadline)
+	_ = c.SetReadDeadline(deadline)
+	awaitH2Headers(io.LimitReader(io.MultiReader(bytes.NewReader(sent), c), alertLingerBytes))
+	if _, err := c.Write(h2cGoAway); err == nil {
+		lingerRefused(c, raw, deadline, plainHTTPLingerBytes)
+	}
+}
+
+// awaitH2Headers reads HTTP/2 frames from r up to the first HEADERS frame's
+// header, or until r fails.
+func awaitH2Headers(r io.Reader) {
+	var h [9]byte
+	for {
+		if _, err := io.ReadFull(r, h[:]); err != nil || h[3] == 0x1 {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, r, int64(h[0])<<16|int64(h[1])<<8|int64(h[2])); err != nil {
+			return
+		}
+	}
+}
 
 // httpMethods are the request-line starts looksLikeHTTP knows.
 var httpMethods = []string{"GET ", "HEAD ", "POST ", "PUT ", "PATCH ", "DELETE ", "OPTIONS ", "CONNECT ", "TRACE ", "PRI "}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -97,5 +98,137 @@ func TestNonTLSInShortSegmentsIsRecognised(t *testing.T) {
 				t.Fatalf("no %q refusal in the log:\n%s", tc.reason, m.logs.String())
 			}
 		})
+	}
+}
+
+// plainHTTPPorts is a mux with a --port-tls-only port route bound beside
+// its TLS listener: the two places plain HTTP is refused with the 400.
+func plainHTTPPorts(t *testing.T, handshakeTimeout time.Duration) (m *muxServer, where []struct{ name, addr string }) {
+	t.Helper()
+	m = startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, portTLSOnly: true, handshakeTimeout: handshakeTimeout})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.goServe(func() error { return m.srv.ServePort(ln, 8082) })
+	return m, []struct{ name, addr string }{{"TLS listener", m.addr}, {"port route with --port-tls-only", ln.Addr().String()}}
+}
+
+// A plain-HTTP client refused while it still sends a body reads the 400:
+// closed with the body unread, the connection was reset under the client's
+// write, and a client that writes its whole body before reading (Python's
+// http.client) or net/http's Transport (docker's, which returns the failed
+// write rather than the early answer) never saw it.
+func TestPlainHTTPRefusalReadWhileTheBodyIsStillSent(t *testing.T) {
+	const size = 4 << 20
+	_, where := plainHTTPPorts(t, 0)
+	for _, w := range where {
+		t.Run(w.name+": whole body, then the answer", func(t *testing.T) {
+			c, err := net.Dial("tcp", w.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// Small, so the body cannot wait in the client's socket for
+			// nexmux to be gone.
+			if err := c.(*net.TCPConn).SetWriteBuffer(16 << 10); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			head := fmt.Sprintf("PUT /v2/app/blobs/uploads/1?digest=sha256:00 HTTP/1.1\r\nHost: team-a.nexmux.test\r\nContent-Length: %d\r\n\r\n", size)
+			if _, err := io.WriteString(c, head); err != nil {
+				t.Fatal(err)
+			}
+			chunk := make([]byte, 64<<10)
+			for sent := 0; sent < size; sent += len(chunk) {
+				if _, err := c.Write(chunk); err != nil {
+					t.Fatalf("body write after %d of %d bytes: %v", sent, size, err)
+				}
+			}
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"code":"UNSUPPORTED"`) {
+				t.Fatalf("answer %d %q, want the JSON 400", resp.StatusCode, body)
+			}
+			if rest, err := io.ReadAll(br); err != nil || len(rest) > 0 {
+				t.Fatalf("after the 400: %q, %v; want a clean close", rest, err)
+			}
+		})
+		t.Run(w.name+": net/http client", func(t *testing.T) {
+			tr := &http.Transport{DisableKeepAlives: true}
+			defer tr.CloseIdleConnections()
+			for i := range 5 {
+				req, err := http.NewRequest(http.MethodPut, "http://"+w.addr+"/v2/app/blobs/uploads/1?digest=sha256:00", bytes.NewReader(make([]byte, size)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Fatalf("attempt %d: %v, want the 400", i+1, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"code":"UNSUPPORTED"`) {
+					t.Fatalf("attempt %d: answer %d %q, want the JSON 400", i+1, resp.StatusCode, body)
+				}
+			}
+		})
+	}
+}
+
+// A refused plain-HTTP client that keeps sending holds its connection (and
+// its --max-conns place) no longer than the refusal's linger, and never
+// past the routing deadline that would have cut it silent.
+func TestPlainHTTPRefusalLingerIsBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		handshakeTimeout time.Duration
+		within           time.Duration // from the dial to the close
+	}{
+		{"the linger's own bound", 5 * time.Second, 2500 * time.Millisecond},
+		{"the routing deadline, when it comes first", 400 * time.Millisecond, 900 * time.Millisecond},
+	} {
+		m, where := plainHTTPPorts(t, tc.handshakeTimeout)
+		for _, w := range where {
+			t.Run(tc.name+", "+w.name, func(t *testing.T) {
+				start := time.Now()
+				c, err := net.Dial("tcp", w.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.WriteString(c, "PUT /v2/app/blobs/uploads/1 HTTP/1.1\r\nHost: team-a.nexmux.test\r\nContent-Length: 1000000\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				// A body trickling in, never ending before the close.
+				stop := make(chan struct{})
+				defer close(stop)
+				go func() {
+					for {
+						select {
+						case <-stop:
+							return
+						case <-time.After(20 * time.Millisecond):
+						}
+						if _, err := c.Write([]byte("x")); err != nil {
+							return
+						}
+					}
+				}()
+				got, _ := io.ReadAll(c) // the 400, then EOF or a reset
+				if d := time.Since(start); d > tc.within {
+					t.Errorf("closed %v after the dial, want within %v", d.Round(time.Millisecond), tc.within)
+				}
+				if !bytes.HasPrefix(got, []byte("HTTP/1.1 400 ")) {
+					t.Errorf("client read %q, want the 400", got)
+				}
+				m.waitRefusal(t, c.LocalAddr().String(), "not_tls")
+			})
+		}
 	}
 }

@@ -153,22 +153,53 @@ func validAddr(s string) error {
 		return fmt.Errorf("%q has no host", s)
 	}
 	// Caught here, a typo is a start-up error, not a failed dial on the
-	// first connection (DNS is case-blind; a trailing dot is absolute).
-	if _, err := netip.ParseAddr(host); err != nil && !IsHostName(strings.TrimSuffix(host, ".")) {
-		return fmt.Errorf("%q: %q is not a host name or IP address", s, host)
+	// first connection.
+	if why := HostProblem(host, port); why != "" {
+		return fmt.Errorf("%q: %s", s, why)
 	}
 	if n, ok := ParsePort(port); !ok || n == 0 {
 		return fmt.Errorf("%q: %q is not a port number (%s)", s, port, PortSyntax)
 	}
+	return nil
+}
+
+// HostProblem says why host, of a HOST:PORT setting that is dialled or
+// bound as written, is no host name or IP address the Go resolver takes
+// ("" when it is one); port only writes the fix into the message. DNS is
+// case-blind and a trailing dot is absolute, so both are names.
+func HostProblem(host, port string) string {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		name := strings.TrimSuffix(host, ".")
+		if !IsHostName(name) {
+			return fmt.Sprintf("%q is not a host name or IP address", host)
+		}
+		// A last label of digits is no host name (RFC 3696 §2) but an
+		// IPv4 address Go does not read ("127.0.0.01", "10.1"): it would
+		// look it up in DNS, where C resolvers read "010" as octal.
+		if last := name[strings.LastIndexByte(name, '.')+1:]; strings.Trim(last, "0123456789") == "" {
+			return fmt.Sprintf("%q is not a host name or IP address: an IPv4 address is four numbers 0-255, without leading zeros", host)
+		}
+		return ""
+	}
+	z := a.Zone()
+	if z == "" {
+		return ""
+	}
+	// The kernel looks a zone up as an interface name or index: no
+	// interface has any other byte in its name.
+	for i := 0; i < len(z); i++ {
+		if c := z[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return fmt.Sprintf("zone %q is not an interface name (letters, digits, '.', '-', '_') or index", z)
+		}
+	}
 	// HOST:PORT is no URL: the dialer reads a zone's "%" literally, as
 	// --upstream's URLs must escape it. "%25eth0", copied from a URL, would
 	// name interface "25eth0"; a zone of digits is an interface index.
-	if a, err := netip.ParseAddr(host); err == nil {
-		if z := a.Zone(); strings.HasPrefix(z, "25") && strings.Trim(z, "0123456789") != "" {
-			return fmt.Errorf("%q: zone %q is written as in a URL: write it %s", s, "%"+z, net.JoinHostPort(a.WithZone(z[2:]).String(), port))
-		}
+	if strings.HasPrefix(z, "25") && strings.Trim(z, "0123456789") != "" {
+		return fmt.Sprintf("zone %q is written as in a URL: write it %s", "%"+z, net.JoinHostPort(a.WithZone(z[2:]).String(), port))
 	}
-	return nil
+	return ""
 }
 
 // PortSyntax says how a port number is written, for error messages.

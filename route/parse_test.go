@@ -406,6 +406,29 @@ func TestPassthroughBackendHostForms(t *testing.T) {
 	}
 }
 
+// A backend's zone is an interface name (letters, digits, '.', '-', '_')
+// or index, and an IPv4 address is written as Go reads one: anything else
+// passed check and failed every dial ("lookup 127.0.0.01: no such host").
+func TestPassthroughBackendHostsDialWouldRefuse(t *testing.T) {
+	for addr, want := range map[string]string{
+		"[fe80::1%eth0@x]:443": `zone "eth0@x" is not an interface name`,
+		"[fe80::1%eth 0]:443":  `zone "eth 0" is not an interface name`,
+		"127.0.0.01:443":       `"127.0.0.01" is not a host name or IP address`,
+		"10.1:443":             `"10.1" is not a host name or IP address`,
+		"127.0.0.1.:443":       `"127.0.0.1." is not a host name or IP address`,
+	} {
+		_, err := Build(Spec{Passthrough: []string{"git.example.com=" + addr}})
+		if err == nil || !strings.Contains(err.Error(), "passthrough") || !strings.Contains(err.Error(), want) {
+			t.Errorf("passthrough to %s: %v, want refused: %s", addr, err, want)
+		}
+	}
+	for _, addr := range []string{"[fe80::1%eth0.100]:443", "[fe80::1%br-lan_1]:443", "1.2.3.4.nip.io:443", "v4.123abc:443"} {
+		if _, err := Build(Spec{Passthrough: []string{"git.example.com=" + addr}}); err != nil {
+			t.Errorf("passthrough to %s: %v", addr, err)
+		}
+	}
+}
+
 // A zone written as a URL writes it ("%25eth0", copied from
 // http://[fe80::1%25eth0]:443) is no zone in HOST:PORT, where the dialer
 // reads "%" literally: it is refused at start, naming the form to write,

@@ -106,7 +106,9 @@ func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 			err = ue.Err
 		}
 		if fixed, ok := escapedZone(raw); ok {
-			err = fmt.Errorf("%v: a zone in a URL is written %%25ZONE: %s", err, shown(fixed))
+			// Hidden as the problem's quote of raw is (whole userinfo),
+			// not as a URL that parses (Redacted keeps the user name).
+			err = fmt.Errorf("%v: a zone in a URL is written %%25ZONE: %s", err, HideUserinfo(strings.TrimSpace(fixed)))
 		}
 		return "", "", "", "", err
 	}
@@ -287,11 +289,23 @@ func badContextPath(p *url.URL) string {
 
 // escapedZone is raw with the bare "%" of its bracketed IPv6 zone written
 // "%25", as a URL needs (HOST:PORT settings take it bare), when that makes
-// it parse.
+// it parse. The "%" is looked for inside the brackets: a password before
+// them may have escapes of its own ("p%40ss").
 func escapedZone(raw string) (string, bool) {
-	open, end := strings.Index(raw, "["), strings.Index(raw, "]")
-	pct := strings.Index(raw, "%")
-	if open < 0 || end < open || pct < open || pct > end || strings.HasPrefix(raw[pct:], "%25") {
+	open := strings.Index(raw, "[")
+	if open < 0 {
+		return "", false
+	}
+	end := strings.Index(raw[open:], "]")
+	if end < 0 {
+		return "", false
+	}
+	pct := strings.Index(raw[open:open+end], "%")
+	if pct < 0 {
+		return "", false
+	}
+	pct += open
+	if strings.HasPrefix(raw[pct:], "%25") {
 		return "", false
 	}
 	fixed := raw[:pct] + "%25" + raw[pct+1:]

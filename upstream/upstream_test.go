@@ -374,6 +374,16 @@ func TestUpstreamZoneHintHidesCredentials(t *testing.T) {
 	}
 }
 
+// The hint is given when the password has a percent-encoded byte of its
+// own before the address ("p%40ss"): the bare zone's "%" is the one inside
+// the brackets, not the first in the URL.
+func TestUpstreamZoneHintAfterEncodedPassword(t *testing.T) {
+	_, err := ParseSpec([]string{"http://admin:p%40ss@[fe80::1%eth0]:8081"}, nil)
+	if err == nil || strings.Contains(err.Error(), "p%40ss") || strings.Contains(err.Error(), "admin") || !strings.Contains(err.Error(), "[fe80::1%25eth0]:8081") {
+		t.Errorf("a bare zone in an upstream URL after an encoded password: %v, want the %%25eth0 hint, credentials hidden", err)
+	}
+}
+
 // Failing open (every node fails its status probes, some still answer
 // HTTP) never takes a draining node: it is being taken out, and its
 // requests would start over elsewhere once it is gone.

@@ -453,9 +453,10 @@ func addrPort(flag, addr string) (int, error) {
 		return 0, fmt.Errorf("%s %q: want [HOST]:PORT: %v", flag, addr, err)
 	}
 	// net.Listen looks the host up as written: one with a blank or a byte
-	// no host name has would pass here and fail only at bind.
-	if _, err := netip.ParseAddr(host); host != "" && err != nil && !route.IsHostName(strings.TrimSuffix(host, ".")) {
-		return 0, fmt.Errorf("%s %q: %q is not a host name or IP address", flag, addr, host)
+	// no host name has, an IPv4 address Go does not read or a zone no
+	// interface has would pass here and fail only at bind.
+	if why := route.HostProblem(host, port); host != "" && why != "" {
+		return 0, fmt.Errorf("%s %q: %s", flag, addr, why)
 	}
 	p, ok := route.ParsePort(port)
 	if !ok {

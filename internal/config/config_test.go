@@ -255,6 +255,15 @@ func TestBuildProblems(t *testing.T) {
 			c.Listen, c.MetricsListen, c.Socks5Listen = " :8443", "127.0.0.1 :9090", "exämple.com:1080"
 		}, []string{`listen " :8443": " " is not a host name or IP address`, `metrics-listen "127.0.0.1 :9090": "127.0.0.1 " is not a host name or IP address`,
 			`socks5-listen "exämple.com:1080": "exämple.com" is not a host name or IP address`}},
+		// Each passed check and failed serve at bind: the zone "25eth0"
+		// (copied from a URL) names no interface, Go reads no IPv4
+		// address with a leading zero (it looks "127.0.0.01" up in DNS),
+		// and an interface name holds no '@'.
+		{"listener addresses bind would refuse, each listed", func(c *Config) {
+			c.Listen, c.Socks5Listen, c.MetricsListen = "[fe80::1%25eth0]:8443", "127.0.0.01:1080", "[fe80::1%eth0@x]:9090"
+		}, []string{`listen "[fe80::1%25eth0]:8443": zone "%25eth0" is written as in a URL: write it [fe80::1%eth0]:8443`,
+			`socks5-listen "127.0.0.01:1080": "127.0.0.01" is not a host name or IP address`,
+			`metrics-listen "[fe80::1%eth0@x]:9090": zone "eth0@x" is not an interface name`}},
 		{"port route on the listen port", func(c *Config) { c.Port = []string{"8443=team-a"} }, []string{"--listen port"}},
 		{"no upstream", func(c *Config) { c.Upstream = nil }, []string{"at least one Nexus"}},
 		{"upstream with credentials", func(c *Config) { c.Upstream = []string{"http://admin:admin123@nexus:8081"} }, []string{"no query, fragment or credentials"}},
@@ -333,6 +342,23 @@ func TestBuildLogSettingsAccepted(t *testing.T) {
 			if _, err := c.Build(); err != nil {
 				t.Errorf("log-format %q log-level %q: %v", f, l, err)
 			}
+		}
+	}
+}
+
+// A listener's host is what net.Listen binds as written: an IPv4 address
+// in Go's form (no leading zero, four parts), a zone that is an interface
+// name or index; a name whose last label is digits is no host name but an
+// IPv4 address Go does not read, and no lookup finds it.
+func TestListenerHostForms(t *testing.T) {
+	for _, addr := range []string{":0", "127.0.0.1:0", "localhost:0", "[::1]:0", "[fe80::1%eth0]:0", "[fe80::1%eth0.100]:0", "[fe80::1%br-lan_1]:0", "[fe80::1%2]:0", "[fe80::1%25]:0"} {
+		if _, err := addrPort("listen", addr); err != nil {
+			t.Errorf("listen %s: %v", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.01:0", "127.1:0", "2130706433:0", "127.0.0.1.:0", "999.0.0.1:0", "host.123:0", "[fe80::1%eth 0]:0", "[fe80::1%eth0/1]:0", "[fe80::1%25lo]:0"} {
+		if _, err := addrPort("listen", addr); err == nil {
+			t.Errorf("listen %s: accepted, but bind fails", addr)
 		}
 	}
 }

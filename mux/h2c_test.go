@@ -1,0 +1,162 @@
+package mux_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// An HTTP/2 client with prior knowledge (h2c: curl --http2-prior-knowledge,
+// a Go client with unencrypted HTTP/2) on a plain-HTTP port route is told
+// to use HTTP/1.1 in HTTP/2's own terms: an empty SETTINGS, then GOAWAY
+// HTTP_1_1_REQUIRED, then a clean close. It got net/http's HTTP/1 answer,
+// which it cannot parse, and a reset under the frames it had sent after
+// the preface. HTTP/1.1 on the port is served as before.
+func TestH2CPriorKnowledgeOnAPlainPortRouteGetsHTTP11Required(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.goServe(func() error { return m.srv.ServePort(ln, 8082) })
+	addr := ln.Addr().String()
+
+	t.Run("frames", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		// What an h2c client sends at once: preface, SETTINGS, a request.
+		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+			t.Fatal(err)
+		}
+		fr := http2.NewFramer(c, c)
+		if err := fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		// It may meet a closed connection: the frames read say what
+		// happened.
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82, 0x86, 0x84}, EndStream: true, EndHeaders: true})
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("first frame: %v, want SETTINGS", err)
+		}
+		if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+			t.Fatalf("first frame %v, want SETTINGS", f)
+		}
+		f, err = fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("second frame: %v, want GOAWAY", err)
+		}
+		ga, ok := f.(*http2.GoAwayFrame)
+		if !ok || ga.ErrCode != http2.ErrCodeHTTP11Required || ga.LastStreamID != 0 {
+			t.Fatalf("second frame %v, want GOAWAY HTTP_1_1_REQUIRED, last stream 0", f)
+		}
+		if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
+			t.Fatalf("after the GOAWAY: %v, want a clean close", err)
+		}
+		m.waitRefusal(t, c.LocalAddr().String(), "not_tls")
+	})
+
+	t.Run("net/http client", func(t *testing.T) {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		tr := &http.Transport{Protocols: &p}
+		defer tr.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for i := range 5 {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("attempt %d: h2c request answered %s, want refused", i+1, resp.Status)
+			}
+			if !strings.Contains(err.Error(), "HTTP_1_1_REQUIRED") {
+				t.Fatalf("attempt %d: h2c request: %v, want a GOAWAY HTTP_1_1_REQUIRED", i+1, err)
+			}
+		}
+	})
+
+	// A first segment ending inside the preface (a PROXY header's segment
+	// ending just past it) is read on, as TestNonTLSInShortSegmentsIsRecognised
+	// does for the TLS listener.
+	t.Run("preface in two segments", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.(*net.TCPConn).SetNoDelay(true)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, http2.ClientPreface[:2]); err != nil {
+			t.Fatal(err)
+		}
+		// Long enough for nexmux to read the first piece alone.
+		time.Sleep(300 * time.Millisecond)
+		_, _ = io.WriteString(c, http2.ClientPreface[2:])
+		fr := http2.NewFramer(c, c)
+		_ = fr.WriteSettings()
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82, 0x86, 0x84}, EndStream: true, EndHeaders: true})
+		if f, err := fr.ReadFrame(); err != nil || f.Header().Type != http2.FrameSettings {
+			t.Fatalf("first frame %v, %v; want SETTINGS", f, err)
+		}
+		f, err := fr.ReadFrame()
+		if ga, ok := f.(*http2.GoAwayFrame); err != nil || !ok || ga.ErrCode != http2.ErrCodeHTTP11Required {
+			t.Fatalf("second frame %v, %v; want GOAWAY HTTP_1_1_REQUIRED", f, err)
+		}
+	})
+
+	// A client waiting for the server's SETTINGS before its first
+	// request has it at once, and the GOAWAY within the refusal's linger
+	// (a second) although no request comes.
+	t.Run("no request", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+			t.Fatal(err)
+		}
+		fr := http2.NewFramer(c, c)
+		if err := fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		if f, err := fr.ReadFrame(); err != nil || f.Header().Type != http2.FrameSettings {
+			t.Fatalf("first frame %v, %v; want SETTINGS", f, err)
+		}
+		f, err := fr.ReadFrame()
+		if ga, ok := f.(*http2.GoAwayFrame); err != nil || !ok || ga.ErrCode != http2.ErrCodeHTTP11Required {
+			t.Fatalf("second frame %v, %v; want GOAWAY HTTP_1_1_REQUIRED", f, err)
+		}
+		if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
+			t.Fatalf("after the GOAWAY: %v, want a clean close", err)
+		}
+		if d := time.Since(start); d > 2500*time.Millisecond {
+			t.Fatalf("closed %v after the preface, want within the linger's second", d.Round(time.Millisecond))
+		}
+	})
+
+	t.Run("HTTP/1.1 still served", func(t *testing.T) {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Route") != ":8082" {
+			t.Fatalf("HTTP/1.1: %s, route %q", resp.Status, resp.Header.Get("X-Route"))
+		}
+	})
+}
