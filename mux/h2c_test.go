@@ -2,7 +2,6 @@ package mux_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -205,14 +204,10 @@ func TestH2CPriorKnowledgeWhereOnlyHTTPSIsServedGetsInadequateSecurity(t *testin
 			m.waitRefusal(t, c.LocalAddr().String(), "not_tls")
 		})
 
-		t.Run(w.name+": x/net/http2 client", func(t *testing.T) {
-			tr := &http2.Transport{
-				AllowHTTP: true,
-				DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-					var d net.Dialer
-					return d.DialContext(ctx, network, addr)
-				},
-			}
+		t.Run(w.name+": net/http h2c client", func(t *testing.T) {
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			tr := &http.Transport{Protocols: &p}
 			defer tr.CloseIdleConnections()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
