@@ -160,3 +160,80 @@ func TestH2CPriorKnowledgeOnAPlainPortRouteGetsHTTP11Required(t *testing.T) {
 		}
 	})
 }
+
+// An HTTP/2 client with prior knowledge on a port that serves HTTPS only
+// (the TLS listener, a port route with --port-tls-only) got the HTTP/1
+// JSON 400, which it cannot parse: it reported an empty or broken answer.
+// It reads, in HTTP/2's terms, an empty SETTINGS, then GOAWAY
+// INADEQUATE_SECURITY (HTTP/1.1 in plain text is refused there too),
+// saying why, then a clean close; the refusal is counted as the plain-HTTP
+// one is. A plain HTTP/1 client still reads the JSON 400.
+func TestH2CPriorKnowledgeWhereOnlyHTTPSIsServedGetsInadequateSecurity(t *testing.T) {
+	m, where := plainHTTPPorts(t, 0)
+	for _, w := range where {
+		t.Run(w.name+": frames", func(t *testing.T) {
+			c, err := net.Dial("tcp", w.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+				t.Fatal(err)
+			}
+			fr := http2.NewFramer(c, c)
+			if err := fr.WriteSettings(); err != nil {
+				t.Fatal(err)
+			}
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82, 0x86, 0x84}, EndStream: true, EndHeaders: true})
+			f, err := fr.ReadFrame()
+			if sf, ok := f.(*http2.SettingsFrame); err != nil || !ok || sf.IsAck() {
+				t.Fatalf("first frame %v, %v; want SETTINGS", f, err)
+			}
+			f, err = fr.ReadFrame()
+			ga, ok := f.(*http2.GoAwayFrame)
+			if err != nil || !ok || ga.ErrCode != http2.ErrCodeInadequateSecurity || ga.LastStreamID != 0 {
+				t.Fatalf("second frame %v, %v; want GOAWAY INADEQUATE_SECURITY, last stream 0", f, err)
+			}
+			if !strings.Contains(string(ga.DebugData()), "HTTPS only") {
+				t.Errorf("GOAWAY debug data %q, want it to say the port serves HTTPS only", ga.DebugData())
+			}
+			if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the GOAWAY: %v, want a clean close", err)
+			}
+			m.waitRefusal(t, c.LocalAddr().String(), "not_tls")
+		})
+
+		t.Run(w.name+": net/http h2c client", func(t *testing.T) {
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			tr := &http.Transport{Protocols: &p}
+			defer tr.CloseIdleConnections()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for i := range 3 {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.addr+"/v2/", nil)
+				resp, err := tr.RoundTrip(req)
+				if err == nil {
+					resp.Body.Close()
+					t.Fatalf("attempt %d: h2c request answered %s, want refused", i+1, resp.Status)
+				}
+				if !strings.Contains(err.Error(), "INADEQUATE_SECURITY") {
+					t.Fatalf("attempt %d: h2c request: %v, want a GOAWAY INADEQUATE_SECURITY", i+1, err)
+				}
+			}
+		})
+
+		t.Run(w.name+": HTTP/1 still gets the JSON 400", func(t *testing.T) {
+			resp, err := http.Get("http://" + w.addr + "/v2/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"code":"UNSUPPORTED"`) {
+				t.Fatalf("HTTP/1: %s %q, want the JSON 400", resp.Status, body)
+			}
+		})
+	}
+}

@@ -182,7 +182,13 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		}
 		if rt == nil && looksLikeHTTP(rr.buf) {
 			// A registry client configured with http:// (or curl without
-			// https) reads why, in the error format docker prints.
+			// https) reads why, in the error format docker prints; an
+			// h2c one, which cannot read that, in HTTP/2's terms.
+			if isH2CPreface(rr) {
+				log.refuse(ReasonNotTLS, "HTTP/2 without TLS (h2c) on the TLS listener")
+				refuseH2C(c, raw, rr.buf[len(h2Preface):], deadline, h2cTLSOnlyGoAway)
+				return d, false
+			}
 			log.refuse(ReasonNotTLS, "plain HTTP on the TLS listener", "first_byte", fmt.Sprintf("%#02x", first[0]))
 			refusePlainHTTP(c, raw, deadline)
 			return d, false
@@ -195,14 +201,19 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			log.refuse(ReasonNotTLS, msg, "first_byte", fmt.Sprintf("%#02x", first[0]))
 			return d, false
 		}
+		if isH2CPreface(rr) {
+			if s.opts.PortTLSOnly {
+				log.refuse(ReasonNotTLS, "HTTP/2 without TLS (h2c) on a port route with --port-tls-only")
+				refuseH2C(c, raw, rr.buf[len(h2Preface):], deadline, h2cTLSOnlyGoAway)
+			} else {
+				log.refuse(ReasonNotTLS, "HTTP/2 without TLS (h2c) on a plain-HTTP port route")
+				refuseH2C(c, raw, rr.buf[len(h2Preface):], deadline, h2cGoAway)
+			}
+			return d, false
+		}
 		if s.opts.PortTLSOnly {
 			log.refuse(ReasonNotTLS, "plain HTTP on a port route with --port-tls-only", "first_byte", fmt.Sprintf("%#02x", first[0]))
 			refusePlainHTTP(c, raw, deadline)
-			return d, false
-		}
-		if isH2CPreface(rr) {
-			log.refuse(ReasonNotTLS, "HTTP/2 without TLS (h2c) on a plain-HTTP port route")
-			refuseH2C(c, raw, rr.buf[len(h2Preface):], deadline)
 			return d, false
 		}
 		// Legacy connectors could be plain HTTP behind a TLS-ending

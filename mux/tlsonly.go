@@ -33,36 +33,42 @@ func isH2CPreface(rr *routingReader) bool {
 	return bytes.HasPrefix(rr.buf, h2Preface)
 }
 
-// An HTTP/2 client with prior knowledge (h2c) on a plain-HTTP port route,
-// where nexmux serves HTTP/2 over TLS only, reads the server preface (an
+// An HTTP/2 client with prior knowledge (h2c) reads the server preface (an
 // empty SETTINGS, RFC 9113 3.4: clients take no other frame first), then a
-// GOAWAY naming no stream with HTTP_1_1_REQUIRED (0xd): clients report it
-// by name (curl, Go), and HTTP/1.1 is what the port serves.
+// GOAWAY naming no stream, which clients report by its code's name (curl,
+// Go). On a plain-HTTP port route, where nexmux serves HTTP/2 over TLS
+// only, the code is HTTP_1_1_REQUIRED (0xd): HTTP/1.1 is what the port
+// serves. Where only HTTPS is served (the TLS listener, --port-tls-only)
+// it is INADEQUATE_SECURITY (0xc): plain HTTP/1.1 is refused there too.
 var (
-	h2Settings = []byte{0, 0, 0, 0x4, 0, 0, 0, 0, 0} // length 0, SETTINGS, stream 0
-	h2cGoAway  = func() []byte {
-		const debug = "nexmux: HTTP/2 needs TLS here; use HTTP/1.1 or https on this port"
-		n := 8 + len(debug)
-		b := []byte{byte(n >> 16), byte(n >> 8), byte(n), 0x7, 0, 0, 0, 0, 0} // GOAWAY, stream 0
-		b = append(b, 0, 0, 0, 0, 0, 0, 0, 0xd)                               // last stream 0, HTTP_1_1_REQUIRED
-		return append(b, debug...)
-	}()
+	h2Settings       = []byte{0, 0, 0, 0x4, 0, 0, 0, 0, 0} // length 0, SETTINGS, stream 0
+	h2cGoAway        = h2GoAway(0xd, "nexmux: HTTP/2 needs TLS here; use HTTP/1.1 or https on this port")
+	h2cTLSOnlyGoAway = h2GoAway(0xc, "nexmux: this port serves HTTPS only")
 )
 
+// h2GoAway is a GOAWAY frame on stream 0, last stream 0, with code and
+// debug.
+func h2GoAway(code byte, debug string) []byte {
+	n := 8 + len(debug)
+	b := []byte{byte(n >> 16), byte(n >> 8), byte(n), 0x7, 0, 0, 0, 0, 0} // GOAWAY, stream 0
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, code)                              // last stream 0, the error code
+	return append(b, debug...)
+}
+
 // refuseH2C refuses an h2c client whose preface routing read, with sent
-// the bytes read behind it: SETTINGS at once, the GOAWAY once the client
-// has sent its first request's HEADERS (a GOAWAY before its stream is open
+// the bytes read behind it: SETTINGS at once, goAway once the client has
+// sent its first request's HEADERS (a GOAWAY before its stream is open
 // leaves Go's client reporting only a connection "that could not be
 // established"), then it reads on as after the plain-HTTP 400; waiting
 // and reading share lingerRefused's bounds.
-func refuseH2C(c, raw net.Conn, sent []byte, deadline time.Time) {
+func refuseH2C(c, raw net.Conn, sent []byte, deadline time.Time, goAway []byte) {
 	if _, err := c.Write(h2Settings); err != nil {
 		return
 	}
 	deadline = lingerEnd(deadline)
 	_ = c.SetReadDeadline(deadline)
 	awaitH2Headers(io.LimitReader(io.MultiReader(bytes.NewReader(sent), c), alertLingerBytes))
-	if _, err := c.Write(h2cGoAway); err == nil {
+	if _, err := c.Write(goAway); err == nil {
 		lingerRefused(c, raw, deadline, plainHTTPLingerBytes)
 	}
 }

@@ -168,38 +168,59 @@ func validAddr(s string) error {
 // ("" when it is one); port only writes the fix into the message. DNS is
 // case-blind and a trailing dot is absolute, so both are names.
 func HostProblem(host, port string) string {
+	a, why := hostProblem(host)
+	// HOST:PORT is no URL: the dialer reads a zone's "%" literally, as
+	// --upstream's URLs must escape it. "%25eth0", copied from a URL, would
+	// name interface "25eth0"; a zone of digits is an interface index.
+	if z := a.Zone(); why == "" && urlEscaped(z) {
+		return fmt.Sprintf("zone %q is written as in a URL: write it %s", "%"+z, net.JoinHostPort(a.WithZone(z[2:]).String(), port))
+	}
+	return why
+}
+
+// URLHostProblem is HostProblem for the host of a URL that is dialled, as
+// url.URL.Hostname gives it (its zone unescaped): a zone still starting
+// "%25" was escaped twice ("%2525eth0") and names interface "25eth0".
+func URLHostProblem(host string) string {
+	a, why := hostProblem(host)
+	if z := a.Zone(); why == "" && urlEscaped(z) {
+		return fmt.Sprintf("zone %q is escaped twice: write it [%s]", "%"+z, strings.Replace(a.WithZone(z[2:]).String(), "%", "%25", 1))
+	}
+	return why
+}
+
+// urlEscaped: zone z, read after a bare '%', is "%25ZONE" (URL escaping)
+// and no interface index.
+func urlEscaped(z string) bool {
+	return strings.HasPrefix(z, "25") && strings.Trim(z, "0123456789") != ""
+}
+
+// hostProblem is HostProblem's rule, less the URL-escaped zone it hints
+// at; a is host's address, if it is one.
+func hostProblem(host string) (a netip.Addr, why string) {
 	a, err := netip.ParseAddr(host)
 	if err != nil {
 		name := strings.TrimSuffix(host, ".")
 		if !IsHostName(name) {
-			return fmt.Sprintf("%q is not a host name or IP address", host)
+			return netip.Addr{}, fmt.Sprintf("%q is not a host name or IP address", host)
 		}
 		// A last label of digits is no host name (RFC 3696 §2) but an
 		// IPv4 address Go does not read ("127.0.0.01", "10.1"): it would
 		// look it up in DNS, where C resolvers read "010" as octal.
 		if last := name[strings.LastIndexByte(name, '.')+1:]; strings.Trim(last, "0123456789") == "" {
-			return fmt.Sprintf("%q is not a host name or IP address: an IPv4 address is four numbers 0-255, without leading zeros", host)
+			return netip.Addr{}, fmt.Sprintf("%q is not a host name or IP address: an IPv4 address is four numbers 0-255, without leading zeros", host)
 		}
-		return ""
-	}
-	z := a.Zone()
-	if z == "" {
-		return ""
+		return netip.Addr{}, ""
 	}
 	// The kernel looks a zone up as an interface name or index: no
 	// interface has any other byte in its name.
+	z := a.Zone()
 	for i := 0; i < len(z); i++ {
 		if c := z[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
-			return fmt.Sprintf("zone %q is not an interface name (letters, digits, '.', '-', '_') or index", z)
+			return a, fmt.Sprintf("zone %q is not an interface name (letters, digits, '.', '-', '_') or index", z)
 		}
 	}
-	// HOST:PORT is no URL: the dialer reads a zone's "%" literally, as
-	// --upstream's URLs must escape it. "%25eth0", copied from a URL, would
-	// name interface "25eth0"; a zone of digits is an interface index.
-	if strings.HasPrefix(z, "25") && strings.Trim(z, "0123456789") != "" {
-		return fmt.Sprintf("zone %q is written as in a URL: write it %s", "%"+z, net.JoinHostPort(a.WithZone(z[2:]).String(), port))
-	}
-	return ""
+	return a, ""
 }
 
 // PortSyntax says how a port number is written, for error messages.

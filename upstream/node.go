@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nexmux/nexmux/route"
 )
 
 // State is a node's health as the probes see it.
@@ -112,18 +114,25 @@ func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 		}
 		return "", "", "", "", err
 	}
+	// Every problem of the URL at once: a fix of one must not only bring
+	// the next to light.
+	var bad []string
 	scheme = strings.ToLower(p.Scheme)
 	if scheme != "http" && scheme != "https" {
-		return "", "", "", "", fmt.Errorf("scheme must be http or https")
+		bad = append(bad, "scheme must be http or https")
 	}
 	if p.Hostname() == "" {
-		return "", "", "", "", fmt.Errorf("no host")
+		bad = append(bad, "no host")
+	} else if why := route.URLHostProblem(p.Hostname()); why != "" {
+		// The dialer takes the host as url.Parse gives it: caught here,
+		// not at the first dial ("lookup 127.0.0.01: no such host").
+		bad = append(bad, why)
 	}
 	if p.RawQuery != "" || p.Fragment != "" || p.User != nil || p.Opaque != "" || p.ForceQuery {
-		return "", "", "", "", fmt.Errorf("no query, fragment or credentials allowed")
+		bad = append(bad, "no query, fragment or credentials allowed")
 	}
 	if why := badContextPath(p); why != "" {
-		return "", "", "", "", errors.New(why)
+		bad = append(bad, why)
 	}
 	h, port := strings.ToLower(strings.TrimSuffix(p.Hostname(), ".")), p.Port()
 	if a, err := netip.ParseAddr(p.Hostname()); err == nil {
@@ -137,13 +146,15 @@ func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 		// url.Parse checks only that a port is digits: 0 and 99999 would
 		// fail at the first dial instead of at start.
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return "", "", "", "", fmt.Errorf("port %s is not 1-65535", port)
+			bad = append(bad, fmt.Sprintf("port %s is not 1-65535", port))
+		} else if port[0] == '0' {
+			// ":08081" would give the node another id than ":8081"
+			// gives it on a replica (upload affinity tags).
+			bad = append(bad, fmt.Sprintf("port %s: write it without a leading zero", port))
 		}
-		// ":08081" would give the node another id than ":8081" gives it
-		// on a replica (upload affinity tags).
-		if port[0] == '0' {
-			return "", "", "", "", fmt.Errorf("port %s: write it without a leading zero", port)
-		}
+	}
+	if len(bad) > 0 {
+		return "", "", "", "", errors.New(strings.Join(bad, "; "))
 	}
 	if port == "" {
 		port = "80"

@@ -403,3 +403,51 @@ func TestFailOpenSkipsDrainingNodes(t *testing.T) {
 		t.Fatalf("fail open with b draining: %v %v, want a alone", hosts, err)
 	}
 }
+
+// A node's host is dialled as url.Parse gives it (its zone unescaped): one
+// the dialer refuses ("lookup 127.0.0.01: no such host", a zone no
+// interface has) passed check and failed only at the first dial. It is
+// refused by the rule HOST:PORT settings follow; names stay names.
+func TestUpstreamHostsDialWouldRefuse(t *testing.T) {
+	for raw, want := range map[string]string{
+		"http://127.0.0.01:8081":           `"127.0.0.01" is not a host name or IP address`,
+		"http://10.1:8081":                 `"10.1" is not a host name or IP address`,
+		"http://2130706433:8081":           `"2130706433" is not a host name or IP address`,
+		"http://nex!us:8081":               `"nex!us" is not a host name or IP address`,
+		"http://[fe80::1%25eth%200]:8081":  `zone "eth 0" is not an interface name`,
+		"http://[fe80::1%2525eth0]:8081":   `[fe80::1%25eth0]`,
+		"https://127.0.0.01/nexus":         `"127.0.0.01" is not a host name or IP address`,
+		"http://[fe80::1%25eth0%3Bx]:8081": `zone "eth0;x" is not an interface name`,
+	} {
+		if _, _, _, _, err := Normalise(raw); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want refused: %s", raw, err, want)
+		}
+	}
+	for _, raw := range []string{
+		"http://nexus:8081", "http://nexus.ns.svc.cluster.local:8081", "http://nexus.:8081", "http://NEXUS:8081",
+		"http://nexus_1:8081", "http://[fe80::1%25eth0]:8081", "http://[fe80::1%25eth0.100]:8081", "http://[fe80::1%252]:8081",
+		"http://[fe80::1%2525]:8081", "http://[::ffff:10.0.0.5]:8081", "http://10.0.0.5", "http://1.2.3.4.nip.io:8081",
+	} {
+		if _, _, _, _, err := Normalise(raw); err != nil {
+			t.Errorf("%s: %v", raw, err)
+		}
+	}
+}
+
+// A URL with a password and a host the dialer refuses names both problems
+// at once, the password hidden.
+func TestUpstreamHostProblemWithCredentials(t *testing.T) {
+	_, err := ParseSpec([]string{"http://admin:s3cret@127.0.0.01:8081"}, []string{"http://10.1:8081"})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{`upstream "http://admin:xxxxx@127.0.0.01:8081": `, "credentials", `"127.0.0.01" is not a host name`, `drain-upstream "http://10.1:8081": "10.1" is not a host name`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "s3cret") {
+		t.Errorf("shows the password:\n%s", msg)
+	}
+}

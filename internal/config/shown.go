@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -85,11 +86,28 @@ const wordEnds = " \t\n\""
 
 // carriesUserinfo: an '@' after a ':' (user:password@, "scheme://" too) or
 // after "//" (a URL's authority without its scheme). An address such as
-// ops@corp or git@host:22 is left as written.
+// ops@corp or git@host:22 is left as written, and so is a HOST:PORT whose
+// '@' is in its IPv6 literal's zone ("[fe80::1%eth0@x]:9090"): the colons
+// before it are the address's, a password form would come before the '['.
 func carriesUserinfo(v string) bool {
 	at := strings.LastIndexByte(v, '@')
 	if at < 0 {
 		return false
 	}
-	return strings.Contains(v[:at], ":") || strings.Contains(v[:at], "//")
+	before := v[:at]
+	if strings.Contains(before, "//") {
+		return true
+	}
+	if open := strings.LastIndexByte(before, '['); open >= 0 && inZone(before[open+1:]) && strings.Contains(v[at:], "]") {
+		before = before[:open]
+	}
+	return strings.Contains(before, ":")
+}
+
+// inZone: s, what follows an IPv6 literal's '[', is an IPv6 address and
+// the start of its zone ("fe80::1%eth0").
+func inZone(s string) bool {
+	addr, _, ok := strings.Cut(s, "%")
+	a, err := netip.ParseAddr(addr)
+	return ok && err == nil && a.Is6()
 }

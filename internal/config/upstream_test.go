@@ -96,3 +96,41 @@ func TestProblemWithALineBreakStaysOneLine(t *testing.T) {
 		}
 	}
 }
+
+// An --upstream or --drain-upstream host the dialer refuses is refused by
+// check, each listed, beside the other problems: it passed and failed
+// only at the first dial ("lookup 127.0.0.01: no such host").
+func TestUpstreamHostsDialWouldRefuseListedAtOnce(t *testing.T) {
+	c := Defaults()
+	c.Route = nil
+	c.Port = []string{"8082=team-a"}
+	c.Listen = "127.0.0.01:8443"
+	c.Upstream = []string{"http://127.0.0.01:8081", "http://[fe80::1%25eth%200]:8081", "http://admin:s3cret@10.1:8081", "http://nexus:8081"}
+	c.DrainUpstream = []string{"http://[fe80::1%2525eth0]:8081"}
+	_, err := c.Build()
+	if err == nil {
+		t.Fatal("Build accepted hosts the dialer refuses")
+	}
+	msg := HideCredentials(err.Error())
+	for _, want := range []string{
+		`listen "127.0.0.01:8443": "127.0.0.01" is not a host name or IP address`,
+		`upstream "http://127.0.0.01:8081": "127.0.0.01" is not a host name or IP address`,
+		`upstream "http://[fe80::1%25eth%200]:8081": zone "eth 0" is not an interface name`,
+		`upstream "http://xxxxx@10.1:8081": `, // as check prints it
+		`"10.1" is not a host name or IP address`,
+		`drain-upstream "http://[fe80::1%2525eth0]:8081": `,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "s3cret") {
+		t.Errorf("shows the password:\n%s", msg)
+	}
+	c.Listen = ":8443"
+	c.Upstream = []string{"http://nexus.:8081", "http://nexus-1.ns.svc.cluster.local:8081", "http://[fe80::1%25eth0]:8081"}
+	c.DrainUpstream = []string{"http://[fe80::1%25eth0]:8081"}
+	if _, err := c.Build(); err != nil {
+		t.Errorf("names and a valid zone refused: %v", err)
+	}
+}

@@ -612,6 +612,20 @@ func TestDiscoverBadNexusURLHidesItsPassword(t *testing.T) {
 	}
 }
 
+// A --nexus host the dialer refuses is refused before anything is sent,
+// as --upstream refuses it: the URL is printed as --upstream.
+func TestDiscoverNexusHostDialWouldRefuse(t *testing.T) {
+	for _, bad := range []string{"http://127.0.0.01:8081", "http://[fe80::1%25eth%200]:8081", "http://admin:s3cret@10.1:8081"} {
+		err := discover.CheckNexusURL(bad)
+		if err == nil || !strings.Contains(err.Error(), "is not") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%q: %v, want it refused naming the host, without the password", bad, err)
+		}
+	}
+	if err := discover.CheckNexusURL("http://nexus.ns.svc.cluster.local.:8081/nexus"); err != nil {
+		t.Errorf("a name: %v", err)
+	}
+}
+
 // A --domain with '_' would give every repository a name docker's
 // reference grammar refuses, as a repository name with '_' would: it is
 // refused as the operator's mistake, not turned into a note per repository.
