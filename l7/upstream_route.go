@@ -245,7 +245,8 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			if client.IsValid() && f.up.othersOnly(n.Host) {
 				msg = "nexmux: this client address holds its share of the connections to Nexus; retry shortly"
 			}
-			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body, msg: msg}
+			// A replayed body was read whole: nothing is left unread.
+			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body && replay == nil, msg: msg}
 		}
 		if err := r.Context().Err(); err != nil && r.ProtoMajor > 1 {
 			// Gone before anything was sent (a stream reset right after

@@ -263,10 +263,9 @@ func isWrite(method string) bool {
 	return false
 }
 
-// Readiness asks Nexus whether it can serve reads
-// (<ctx>/service/rest/v1/status) and caches the answer briefly, so a
-// probe storm never becomes a Nexus storm. With several nodes (HA) it is
-// ready when any node answers: failover serves from that one.
+// Readiness answers /readyz from the node set's health table, so a probe
+// storm never becomes a Nexus storm. With several nodes (HA) it is ready
+// when any node is readable: failover serves from that one.
 type Readiness struct {
 	// Table answers from the node set's health table (writable: some node
 	// must take writes); nil: always ready.
