@@ -44,10 +44,27 @@ func (ci *ConnInfo) RefusedBeforeHandler() bool {
 func (p *Proxy) refuseLocal(w http.ResponseWriter, st *reqState, status int, code, msg string) {
 	st.reason = msg
 	if ci := st.ci; ci != nil {
-		if ci.refusedInARow.Add(1) >= localRefusalsBeforeClose || ci.Revoked.Load() ||
-			p.maxAge > 0 && !ci.Opened.IsZero() && time.Since(ci.Opened) > p.maxAge {
+		if ci.refusedInARow.Add(1) >= localRefusalsBeforeClose || p.ending(ci) {
 			endConnection(w)
 		}
 	}
 	writeError(w, status, code, msg)
+}
+
+// refuseForLoad answers a request refused for the client's load (429), not
+// for what it asks: the client retries it after Retry-After, so it counts
+// toward no refusals in a row, and the connection stays unless it is old or
+// revoked (a handshake per few retries would add to the load).
+func (p *Proxy) refuseForLoad(w http.ResponseWriter, st *reqState, status int, code, msg string) {
+	st.reason = msg
+	if ci := st.ci; ci != nil && p.ending(ci) {
+		endConnection(w)
+	}
+	writeError(w, status, code, msg)
+}
+
+// ending reports whether ci is to end after its current response: revoked,
+// or past --max-conn-age.
+func (p *Proxy) ending(ci *ConnInfo) bool {
+	return ci.Revoked.Load() || p.maxAge > 0 && !ci.Opened.IsZero() && time.Since(ci.Opened) > p.maxAge
 }

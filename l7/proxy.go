@@ -489,7 +489,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 				st.held = heldSlot{c: &p.refusing, a: a}
 			}
 			cw.Header().Set("Retry-After", "1")
-			p.refuseLocal(cw, st, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client"+p.prefixOf(a)+"; retry later")
+			p.refuseForLoad(cw, st, http.StatusTooManyRequests, "TOOMANYREQUESTS", "nexmux: too many requests in flight from this client"+p.prefixOf(a)+"; retry later")
 			return
 		}
 		if r.ProtoMajor > 1 && p.perClient.Max > 0 {

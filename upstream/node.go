@@ -218,7 +218,14 @@ func (n *Node) setState(s State, now time.Time) bool {
 // usable reports whether new requests may go to the node for reads
 // (write: only writable nodes); the caller holds n.mu.
 func (n *Node) usable(now time.Time, write bool) bool {
-	if !n.joined || n.draining || now.Before(n.ejectedUntil) {
+	return !now.Before(n.ejectedUntil) && n.servesBarEjection(write)
+}
+
+// servesBarEjection is usable leaving a passive ejection aside: the node
+// Pick falls back on when every node it would use is ejected or down. The
+// caller holds n.mu.
+func (n *Node) servesBarEjection(write bool) bool {
+	if !n.joined || n.draining {
 		return false
 	}
 	if write {

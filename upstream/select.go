@@ -61,6 +61,22 @@ func (s *Set) PickAppend(dst []*Node, kind Kind, key string) ([]*Node, error) {
 			dst = append(dst, n)
 		}
 	}
+	if out := dst[base:]; len(out) == 0 {
+		// Passive ejection steers requests to the other nodes; with none
+		// left it must not refuse them all while an ejected node's probes
+		// pass (one whose peer went down while it was out).
+		for _, n := range nodes {
+			n.mu.Lock()
+			ok := n.servesBarEjection(kind == Write)
+			if !readable {
+				readable = ok || n.servesBarEjection(false)
+			}
+			n.mu.Unlock()
+			if ok {
+				dst = append(dst, n)
+			}
+		}
+	}
 	if out := dst[base:]; len(out) > 0 {
 		if s.failOpen.Load() {
 			s.endFailOpen()
