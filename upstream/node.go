@@ -72,6 +72,9 @@ type Node struct {
 	// setAside counts probes that were no verdict, by reason (asideBusy,
 	// asideLocal), for metrics.
 	setAside [2]atomic.Uint64
+	// lateProbe: a status probe's answer is still awaited past its
+	// verdict.
+	lateProbe atomic.Bool
 
 	mu        sync.Mutex
 	state     State
@@ -81,6 +84,7 @@ type Node struct {
 	pending   State     // state the last probe saw, not yet confirmed
 	pendingN  int       // agreeing probes seen for pending
 	reachable bool      // the last probe got an HTTP answer (fail open)
+	lateAt    time.Time // when a status probe last answered 200 after its verdict
 	unprobed  bool      // the last probe was no verdict (not sent, or busy)
 	joined    bool      // passed its probes at least once (nodes added by reload)
 	draining  bool
@@ -331,4 +335,11 @@ func escapedZone(raw string) (string, bool) {
 		return "", false
 	}
 	return fixed, true
+}
+
+// answeredLate reports whether a status probe answered 200 after its
+// verdict lately: the node is slow, not frozen, and worth failing open
+// onto. The caller holds n.mu.
+func (n *Node) answeredLate(t time.Time) bool {
+	return !n.lateAt.IsZero() && t.Sub(n.lateAt) < lateFresh
 }

@@ -18,6 +18,13 @@ const (
 	// DefaultHealthInterval is --health-interval's default.
 	DefaultHealthInterval = 2 * time.Second
 	probeTimeout          = time.Second
+	// lateProbeTimeout bounds a status question asked again, without a
+	// verdict riding on it, of a node whose probe timed out: an answer
+	// within it shows a slow node, not a frozen one (Node.answeredLate).
+	lateProbeTimeout = 10 * time.Second
+	// lateFresh is how long a late answer keeps its node a fail-open
+	// candidate: a few probe rounds at the default interval.
+	lateFresh = lateProbeTimeout + 3*DefaultHealthInterval
 	// agree is how many probes in a row must see a new state.
 	agree = 2
 	// ReadyzWait bounds how long Readable, so /readyz, waits with a single
@@ -140,10 +147,7 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 	defer cancel()
 	// answering: the probe timed out, but a real request got its answer
 	// from the node while the probe waited.
-	answering := func(err error) bool {
-		var ne net.Error
-		return (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) && n.answered.Load() != before
-	}
+	answering := func(err error) bool { return timedOut(err) && n.answered.Load() != before }
 	base := Origin(n.Scheme, n.Host) + p.s.ctxPath + "/service/rest/v1/status"
 	type res struct {
 		code int
@@ -178,7 +182,11 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 	case answering(status.err):
 		return noVerdict, false, false, true, status.err.Error()
 	case status.err != nil:
-		return Down, false, ConnectFailure(status.err), false, status.err.Error()
+		connectErr := ConnectFailure(status.err)
+		if !connectErr && timedOut(status.err) {
+			p.askLate(n, base)
+		}
+		return Down, false, connectErr, false, status.err.Error()
 	case status.code != http.StatusOK:
 		return Down, true, false, false, "status " + http.StatusText(status.code)
 	case writable.err == nil && writable.code == http.StatusOK:
@@ -188,6 +196,39 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 	default:
 		return ReadOnly, true, false, false, ""
 	}
+}
+
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// askLate asks n's status endpoint again, in the background, with
+// lateProbeTimeout (one such question per node at a time): a 200 marks the
+// node slow, not frozen (observeLate). A cluster slow as a whole is found
+// down by its probes, and no request reaches a down node, so nothing else
+// could show it alive.
+func (p *prober) askLate(n *Node, u string) {
+	if !n.lateProbe.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer n.lateProbe.Store(false)
+		ctx, cancel := context.WithTimeout(p.ctx, lateProbeTimeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return
+		}
+		resp, err := p.client.Do(req)
+		if err != nil {
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			p.s.observeLate(n)
+		}
+	}()
 }
 
 // ConnectFailure reports a failed connect (refused, timed out,
@@ -276,6 +317,19 @@ func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why st
 	}
 	if changed {
 		s.log.Info("upstream node state", "node", n.Host, "from", from.String(), "to", st.String(), "why", why)
+	}
+}
+
+// observeLate records a status question answered 200 within
+// lateProbeTimeout after a probe timed out.
+func (s *Set) observeLate(n *Node) {
+	t := now()
+	n.mu.Lock()
+	episode := !n.answeredLate(t)
+	n.lateAt = t
+	n.mu.Unlock()
+	if episode {
+		s.log.Warn("upstream node answers its probes late: slow, not frozen; taken when every node fails its probes", "node", n.Host)
 	}
 }
 

@@ -163,3 +163,69 @@ func setAside(t *testing.T, s *Set, node, reason string) float64 {
 	t.Fatalf("no nexmux_upstream_probes_set_aside_total{node=%q,reason=%q}", node, reason)
 	return 0
 }
+
+// A Nexus whose every node answers its status probes, but only after the
+// probes' timeout (a cluster slow as a whole), is found down like a frozen
+// one; its late answers show it alive, so Pick fails open onto it instead
+// of refusing every request for as long as Nexus stays slow (no request
+// reaches a down node, so no real answer could ever clear it). Nodes that
+// never answered late stay out: a frozen cluster is refused at once.
+func TestSlowClusterFailsOpen(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		delay time.Duration // of every status answer once slow
+		serve bool          // whether Pick must fail open
+	}{
+		{"slow", probeTimeout + 300*time.Millisecond, true},
+		{"frozen", time.Hour, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var slow atomic.Bool
+			h := func(w http.ResponseWriter, r *http.Request) {
+				if slow.Load() {
+					select {
+					case <-r.Context().Done():
+					case <-time.After(c.delay):
+					}
+				}
+			}
+			s := mustSet(t, statusServer(t, h), statusServer(t, h))
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(cancel)
+			p := &prober{ctx: ctx, s: s, interval: time.Hour, client: &http.Client{Transport: &http.Transport{}}}
+			for range agree {
+				p.round(ctx)
+			}
+			if _, err := s.Pick(Read, ""); err != nil {
+				t.Fatalf("healthy nodes: %v", err)
+			}
+			slow.Store(true)
+			for range agree {
+				p.round(ctx)
+			}
+			for _, n := range s.Nodes() {
+				if st := n.State(); st != Down {
+					t.Fatalf("%s after probes that timed out: %v, want down", n.Host, st)
+				}
+			}
+			// The late answers come c.delay after the probes were sent.
+			deadline := time.Now().Add(2 * time.Second)
+			for {
+				ns, err := s.Pick(Read, "")
+				if c.serve && err == nil && len(ns) == 2 {
+					break
+				}
+				if time.Now().After(deadline) {
+					if c.serve {
+						t.Fatalf("every node slow, answering its probes %v late: Pick gave %d node(s), %v; want both (fail open)", c.delay-probeTimeout, len(ns), err)
+					}
+					if err == nil {
+						t.Fatalf("every node frozen: Pick gave %d node(s), want ErrAllDown", len(ns))
+					}
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}

@@ -89,10 +89,12 @@ func (s *Set) PickAppend(dst []*Node, kind Kind, key string) ([]*Node, error) {
 	}
 	// Fail open: every node fails its probes, but those whose last answer
 	// was HTTP may still serve /repository/ (a status endpoint broken on
-	// its own). Never nodes that refuse connections or never answer.
+	// its own), and so may those that answer it late (a cluster slow as a
+	// whole: no request reaches a down node, so nothing else could show
+	// it alive). Never nodes that refuse connections or never answer.
 	for _, n := range nodes {
 		n.mu.Lock()
-		ok := n.joined && !n.draining && n.reachable && !t.Before(n.ejectedUntil)
+		ok := n.joined && !n.draining && (n.reachable || n.answeredLate(t)) && !t.Before(n.ejectedUntil)
 		n.mu.Unlock()
 		if ok {
 			dst = append(dst, n)
