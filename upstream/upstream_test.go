@@ -451,3 +451,36 @@ func TestUpstreamHostProblemWithCredentials(t *testing.T) {
 		t.Errorf("shows the password:\n%s", msg)
 	}
 }
+
+// /readyz says what Pick does: a node passively ejected, whose probes pass,
+// serves when no other node does, so it makes the replica ready. Not
+// ready, a Kubernetes Service would drop every replica's endpoint while
+// each could serve (the other node down during the ejection, 10 s to
+// 160 s).
+func TestReadableAgreesWithPickOnAnEjectedNode(t *testing.T) {
+	s := mustSet(t, "http://a:8081", "http://b:8081")
+	nodes := s.Nodes()
+	for i, n := range nodes {
+		n.mu.Lock()
+		n.joined, n.state = true, Writable
+		if i == 0 {
+			n.state = Down
+		} else {
+			n.ejectedUntil = now().Add(time.Minute)
+		}
+		n.mu.Unlock()
+	}
+	for _, write := range []bool{false, true} {
+		kind := Read
+		if write {
+			kind = Write
+		}
+		ns, err := s.Pick(kind, "")
+		if err != nil || len(ns) != 1 || ns[0] != nodes[1] {
+			t.Fatalf("Pick(write %v): %v %v, want the ejected node", write, ns, err)
+		}
+		if ok, why := s.Readable(write); !ok {
+			t.Errorf("Readable(write %v) = not ready (%s) while Pick serves on the ejected node", write, why)
+		}
+	}
+}
