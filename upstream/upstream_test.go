@@ -339,14 +339,14 @@ func TestReadableSaysWhyEachNodeIsNot(t *testing.T) {
 		f(n)
 	}
 	set("a:8081", func(n *Node) {})
-	set("b:8081", func(n *Node) { n.ejectedUntil = now().Add(time.Minute) })
+	set("b:8081", func(n *Node) { n.state, n.ejectedUntil = ReadOnly, now().Add(time.Minute) })
 	set("c:8081", func(n *Node) { n.joined = false })
 	set("d:8081", func(n *Node) { n.state, n.lastErr = ReadOnly, "Nexus is read-only" })
 	ok, why := s.Readable(true)
 	if ok {
 		t.Fatal("ready for writes with no node taking them")
 	}
-	for _, want := range []string{"a:8081: writable, draining", "b:8081: writable, ejected", "c:8081: writable, not yet joined", "d:8081: read-only Nexus is read-only"} {
+	for _, want := range []string{"a:8081: writable, draining", "b:8081: read-only, ejected", "c:8081: writable, not yet joined", "d:8081: read-only Nexus is read-only"} {
 		if !strings.Contains(why, want) {
 			t.Errorf("reason lacks %q: %s", want, why)
 		}
