@@ -449,7 +449,7 @@ func (s *Set) OtherUsable(n *Node, write bool) bool {
 }
 
 // Readable reports whether at least one node serves reads (writable: at
-// least one serves writes), for /readyz.
+// least one serves writes), ejected or not (as Pick), for /readyz.
 func (s *Set) Readable(write bool) (bool, string) {
 	if p := s.currentProber(); p != nil && len(s.Nodes()) == 1 {
 		p.refresh()
@@ -458,7 +458,9 @@ func (s *Set) Readable(write bool) (bool, string) {
 	var why []string
 	for _, n := range s.Nodes() {
 		n.mu.Lock()
-		if n.usable(t, write) {
+		// Ejection steers requests, and Pick falls back on an ejected
+		// node when no other serves: it is no reason not to be ready.
+		if n.servesBarEjection(write) {
 			n.mu.Unlock()
 			return true, ""
 		}

@@ -339,14 +339,14 @@ func TestReadableSaysWhyEachNodeIsNot(t *testing.T) {
 		f(n)
 	}
 	set("a:8081", func(n *Node) {})
-	set("b:8081", func(n *Node) { n.ejectedUntil = now().Add(time.Minute) })
+	set("b:8081", func(n *Node) { n.state, n.ejectedUntil = ReadOnly, now().Add(time.Minute) })
 	set("c:8081", func(n *Node) { n.joined = false })
 	set("d:8081", func(n *Node) { n.state, n.lastErr = ReadOnly, "Nexus is read-only" })
 	ok, why := s.Readable(true)
 	if ok {
 		t.Fatal("ready for writes with no node taking them")
 	}
-	for _, want := range []string{"a:8081: writable, draining", "b:8081: writable, ejected", "c:8081: writable, not yet joined", "d:8081: read-only Nexus is read-only"} {
+	for _, want := range []string{"a:8081: writable, draining", "b:8081: read-only, ejected", "c:8081: writable, not yet joined", "d:8081: read-only Nexus is read-only"} {
 		if !strings.Contains(why, want) {
 			t.Errorf("reason lacks %q: %s", want, why)
 		}
@@ -449,5 +449,38 @@ func TestUpstreamHostProblemWithCredentials(t *testing.T) {
 	}
 	if strings.Contains(msg, "s3cret") {
 		t.Errorf("shows the password:\n%s", msg)
+	}
+}
+
+// /readyz says what Pick does: a node passively ejected, whose probes pass,
+// serves when no other node does, so it makes the replica ready. Not
+// ready, a Kubernetes Service would drop every replica's endpoint while
+// each could serve (the other node down during the ejection, 10 s to
+// 160 s).
+func TestReadableAgreesWithPickOnAnEjectedNode(t *testing.T) {
+	s := mustSet(t, "http://a:8081", "http://b:8081")
+	nodes := s.Nodes()
+	for i, n := range nodes {
+		n.mu.Lock()
+		n.joined, n.state = true, Writable
+		if i == 0 {
+			n.state = Down
+		} else {
+			n.ejectedUntil = now().Add(time.Minute)
+		}
+		n.mu.Unlock()
+	}
+	for _, write := range []bool{false, true} {
+		kind := Read
+		if write {
+			kind = Write
+		}
+		ns, err := s.Pick(kind, "")
+		if err != nil || len(ns) != 1 || ns[0] != nodes[1] {
+			t.Fatalf("Pick(write %v): %v %v, want the ejected node", write, ns, err)
+		}
+		if ok, why := s.Readable(write); !ok {
+			t.Errorf("Readable(write %v) = not ready (%s) while Pick serves on the ejected node", write, why)
+		}
 	}
 }
