@@ -29,62 +29,12 @@ func TestH2CPriorKnowledgeOnAPlainPortRouteGetsHTTP11Required(t *testing.T) {
 	addr := ln.Addr().String()
 
 	t.Run("frames", func(t *testing.T) {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		// What an h2c client sends at once: preface, SETTINGS, a request.
-		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-			t.Fatal(err)
-		}
-		fr := http2.NewFramer(c, c)
-		if err := fr.WriteSettings(); err != nil {
-			t.Fatal(err)
-		}
-		// It may meet a closed connection: the frames read say what
-		// happened.
-		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82, 0x86, 0x84}, EndStream: true, EndHeaders: true})
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("first frame: %v, want SETTINGS", err)
-		}
-		if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
-			t.Fatalf("first frame %v, want SETTINGS", f)
-		}
-		f, err = fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("second frame: %v, want GOAWAY", err)
-		}
-		ga, ok := f.(*http2.GoAwayFrame)
-		if !ok || ga.ErrCode != http2.ErrCodeHTTP11Required || ga.LastStreamID != 0 {
-			t.Fatalf("second frame %v, want GOAWAY HTTP_1_1_REQUIRED, last stream 0", f)
-		}
-		if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
-			t.Fatalf("after the GOAWAY: %v, want a clean close", err)
-		}
-		m.waitRefusal(t, c.LocalAddr().String(), "not_tls")
+		local, _ := h2cRefused(t, addr, http2.ErrCodeHTTP11Required)
+		m.waitRefusal(t, local, "not_tls")
 	})
 
 	t.Run("net/http client", func(t *testing.T) {
-		var p http.Protocols
-		p.SetUnencryptedHTTP2(true)
-		tr := &http.Transport{Protocols: &p}
-		defer tr.CloseIdleConnections()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for i := range 5 {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
-			resp, err := tr.RoundTrip(req)
-			if err == nil {
-				resp.Body.Close()
-				t.Fatalf("attempt %d: h2c request answered %s, want refused", i+1, resp.Status)
-			}
-			if !strings.Contains(err.Error(), "HTTP_1_1_REQUIRED") {
-				t.Fatalf("attempt %d: h2c request: %v, want a GOAWAY HTTP_1_1_REQUIRED", i+1, err)
-			}
-		}
+		h2cClientRefused(t, addr, 5, "HTTP_1_1_REQUIRED")
 	})
 
 	// A first segment ending inside the preface (a PROXY header's segment
@@ -172,56 +122,15 @@ func TestH2CPriorKnowledgeWhereOnlyHTTPSIsServedGetsInadequateSecurity(t *testin
 	m, where := plainHTTPPorts(t, 0)
 	for _, w := range where {
 		t.Run(w.name+": frames", func(t *testing.T) {
-			c, err := net.Dial("tcp", w.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-				t.Fatal(err)
-			}
-			fr := http2.NewFramer(c, c)
-			if err := fr.WriteSettings(); err != nil {
-				t.Fatal(err)
-			}
-			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82, 0x86, 0x84}, EndStream: true, EndHeaders: true})
-			f, err := fr.ReadFrame()
-			if sf, ok := f.(*http2.SettingsFrame); err != nil || !ok || sf.IsAck() {
-				t.Fatalf("first frame %v, %v; want SETTINGS", f, err)
-			}
-			f, err = fr.ReadFrame()
-			ga, ok := f.(*http2.GoAwayFrame)
-			if err != nil || !ok || ga.ErrCode != http2.ErrCodeInadequateSecurity || ga.LastStreamID != 0 {
-				t.Fatalf("second frame %v, %v; want GOAWAY INADEQUATE_SECURITY, last stream 0", f, err)
-			}
+			local, ga := h2cRefused(t, w.addr, http2.ErrCodeInadequateSecurity)
 			if !strings.Contains(string(ga.DebugData()), "HTTPS only") {
 				t.Errorf("GOAWAY debug data %q, want it to say the port serves HTTPS only", ga.DebugData())
 			}
-			if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
-				t.Fatalf("after the GOAWAY: %v, want a clean close", err)
-			}
-			m.waitRefusal(t, c.LocalAddr().String(), "not_tls")
+			m.waitRefusal(t, local, "not_tls")
 		})
 
 		t.Run(w.name+": net/http h2c client", func(t *testing.T) {
-			var p http.Protocols
-			p.SetUnencryptedHTTP2(true)
-			tr := &http.Transport{Protocols: &p}
-			defer tr.CloseIdleConnections()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			for i := range 3 {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.addr+"/v2/", nil)
-				resp, err := tr.RoundTrip(req)
-				if err == nil {
-					resp.Body.Close()
-					t.Fatalf("attempt %d: h2c request answered %s, want refused", i+1, resp.Status)
-				}
-				if !strings.Contains(err.Error(), "INADEQUATE_SECURITY") {
-					t.Fatalf("attempt %d: h2c request: %v, want a GOAWAY INADEQUATE_SECURITY", i+1, err)
-				}
-			}
+			h2cClientRefused(t, w.addr, 3, "INADEQUATE_SECURITY")
 		})
 
 		t.Run(w.name+": HTTP/1 still gets the JSON 400", func(t *testing.T) {
@@ -235,5 +144,64 @@ func TestH2CPriorKnowledgeWhereOnlyHTTPSIsServedGetsInadequateSecurity(t *testin
 				t.Fatalf("HTTP/1: %s %q, want the JSON 400", resp.Status, body)
 			}
 		})
+	}
+}
+
+// h2cRefused opens an h2c connection to addr as a client does at once
+// (preface, SETTINGS, a request) and checks nexmux's refusal: an empty
+// SETTINGS, GOAWAY code naming no stream, a clean close. It returns the
+// client's address (for waitRefusal) and the GOAWAY.
+func h2cRefused(t *testing.T, addr string, code http2.ErrCode) (string, *http2.GoAwayFrame) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	// It may meet a closed connection: the frames read say what happened.
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82, 0x86, 0x84}, EndStream: true, EndHeaders: true})
+	f, err := fr.ReadFrame()
+	if sf, ok := f.(*http2.SettingsFrame); err != nil || !ok || sf.IsAck() {
+		t.Fatalf("first frame %v, %v; want SETTINGS", f, err)
+	}
+	f, err = fr.ReadFrame()
+	ga, ok := f.(*http2.GoAwayFrame)
+	if err != nil || !ok || ga.ErrCode != code || ga.LastStreamID != 0 {
+		t.Fatalf("second frame %v, %v; want GOAWAY %v, last stream 0", f, err, code)
+	}
+	if _, err := fr.ReadFrame(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the GOAWAY: %v, want a clean close", err)
+	}
+	return c.LocalAddr().String(), ga
+}
+
+// h2cClientRefused sends n requests to addr with net/http's h2c client,
+// each of which must fail naming the GOAWAY's code.
+func h2cClientRefused(t *testing.T, addr string, n int, code string) {
+	t.Helper()
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range n {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("attempt %d: h2c request answered %s, want refused", i+1, resp.Status)
+		}
+		if !strings.Contains(err.Error(), code) {
+			t.Fatalf("attempt %d: h2c request: %v, want a GOAWAY %s", i+1, err, code)
+		}
 	}
 }

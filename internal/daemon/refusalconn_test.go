@@ -41,16 +41,7 @@ func TestRefusalKeepsTheConnectionWhenNothingIsUnread(t *testing.T) {
 	}
 	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
 		t.Run(proto, func(t *testing.T) {
-			var dials atomic.Int32
-			tr := st.Transport()
-			dial := tr.DialContext
-			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				dials.Add(1)
-				return dial(ctx, network, addr)
-			}
-			tr.ForceAttemptHTTP2 = proto == "HTTP/2.0"
-			defer tr.CloseIdleConnections()
-			c := &http.Client{Transport: tr}
+			c, dials := countingClient(t, st.Transport(), proto)
 			haWait(t, "every node found down", func() bool {
 				resp, _ := get(c)
 				return resp.StatusCode == http.StatusServiceUnavailable
@@ -86,4 +77,18 @@ func TestRefusalKeepsTheConnectionWhenNothingIsUnread(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countingClient is a client over tr speaking proto ("HTTP/1.1" or
+// "HTTP/2.0"), and the count of the connections it dials.
+func countingClient(t *testing.T, tr *http.Transport, proto string) (*http.Client, *atomic.Int32) {
+	dials := new(atomic.Int32)
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return dial(ctx, network, addr)
+	}
+	tr.ForceAttemptHTTP2 = proto == "HTTP/2.0"
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}, dials
 }

@@ -3,10 +3,8 @@ package daemon_test
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
@@ -45,16 +43,7 @@ func TestTooManyRequestsKeepsTheConnection(t *testing.T) {
 
 	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
 		t.Run(proto, func(t *testing.T) {
-			var dials atomic.Int32
-			tr := transportFrom(st, "127.0.0.1")
-			dial := tr.DialContext
-			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				dials.Add(1)
-				return dial(ctx, network, addr)
-			}
-			tr.ForceAttemptHTTP2 = proto == "HTTP/2.0"
-			defer tr.CloseIdleConnections()
-			c := &http.Client{Transport: tr}
+			c, dials := countingClient(t, transportFrom(st, "127.0.0.1"), proto)
 			for i := range 6 {
 				req, _ := http.NewRequest(http.MethodGet, url, nil)
 				req.SetBasicAuth(stack.User, stack.Password)
