@@ -1,11 +1,13 @@
 package mux_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -204,4 +206,97 @@ func h2cClientRefused(t *testing.T, addr string, n int, code string) {
 			t.Fatalf("attempt %d: h2c request: %v, want a GOAWAY %s", i+1, err, code)
 		}
 	}
+}
+
+// The GOAWAY follows the client's first HEADERS, at once: read with the
+// preface in one segment (as curl and Go send them) or after it, never
+// before the client opened its stream (Go's client then reports only a
+// connection "that could not be established") and never only at the end
+// of the refusal's linger.
+func TestH2CGoAwayFollowsTheFirstHeaders(t *testing.T) {
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, handshakeTimeout: time.Minute})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.goServe(func() error { return m.srv.ServePort(ln, 8082) })
+	addr := ln.Addr().String()
+	headers := func(fr *http2.Framer) error {
+		return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0x82, 0x86, 0x84}, EndStream: true, EndHeaders: true})
+	}
+	readGoAway := func(t *testing.T, fr *http2.Framer) {
+		t.Helper()
+		f, err := fr.ReadFrame()
+		if ga, ok := f.(*http2.GoAwayFrame); err != nil || !ok || ga.ErrCode != http2.ErrCodeHTTP11Required {
+			t.Fatalf("frame %v, %v; want GOAWAY HTTP_1_1_REQUIRED", f, err)
+		}
+	}
+
+	t.Run("HEADERS in the preface's segment", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		var first bytes.Buffer
+		first.WriteString(http2.ClientPreface)
+		// As curl and Go send them: SETTINGS with parameters, a
+		// WINDOW_UPDATE, then the request.
+		out := http2.NewFramer(&first, nil)
+		if err := out.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0}, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}); err != nil {
+			t.Fatal(err)
+		}
+		if err := out.WriteWindowUpdate(0, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := headers(out); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if _, err := c.Write(first.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		fr := http2.NewFramer(nil, c)
+		if f, err := fr.ReadFrame(); err != nil || f.Header().Type != http2.FrameSettings {
+			t.Fatalf("first frame %v, %v; want SETTINGS", f, err)
+		}
+		readGoAway(t, fr)
+		// The linger is a second: a GOAWAY that waited for it came after
+		// a HEADERS already read and thrown away.
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("GOAWAY %v after the request was sent, want at once", d.Round(time.Millisecond))
+		}
+	})
+
+	t.Run("HEADERS after the server's SETTINGS", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+			t.Fatal(err)
+		}
+		fr := http2.NewFramer(c, c)
+		if err := fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		if f, err := fr.ReadFrame(); err != nil || f.Header().Type != http2.FrameSettings {
+			t.Fatalf("first frame %v, %v; want SETTINGS", f, err)
+		}
+		// Nothing more until the stream is open: well within the linger,
+		// a GOAWAY here came before it.
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		var b [1]byte
+		if n, err := c.Read(b[:]); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("before the client's HEADERS the server sent %d byte(s), %v; want nothing until the stream is open", n, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if err := headers(fr); err != nil {
+			t.Fatal(err)
+		}
+		readGoAway(t, fr)
+	})
 }

@@ -357,3 +357,33 @@ func TestRefusalAlertClosesAtOnceUnderLimits(t *testing.T) {
 		c.Close()
 	}
 }
+
+// A client refused for an unreachable passthrough backend that keeps its
+// connection open, silent, holds it (and its --max-conns place) no longer
+// than the alert's linger: this refusal has no routing deadline to bound it.
+func TestPassthroughRefusalLingerEndsWhileTheClientStays(t *testing.T) {
+	m := startMuxWith(t, muxConfig{passthrough: testnet.DeadAddr(t), maxConns: 10})
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(testnet.ClientHello(t, m.tlsConfig("pt.nexmux.test"))); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readUntilClosed(t, c), []byte{21, 3, 3, 0, 2, 2, byte(sni.AlertInternalError)}; !bytes.Equal(got, want) {
+		t.Fatalf("got % x back, want an internal_error alert (% x)", got, want)
+	}
+	// The client neither sends nor closes: the connection must still end.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		open, _ := m.srv.Open()
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connection(s) still open 5s after the refusal, want the refused one closed once its linger ends", open)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -232,3 +232,125 @@ func TestPlainHTTPRefusalLingerIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// A request line "PRI * HTTP/1.1" is plain HTTP, not the HTTP/2 preface
+// (which goes on "HTTP/2.0\r\n\r\nSM\r\n\r\n"): it gets the JSON 400, not
+// HTTP/2 frames.
+func TestPlainHTTPPRIRequestIsNoH2CPreface(t *testing.T) {
+	_, where := plainHTTPPorts(t, 0)
+	for _, w := range where {
+		t.Run(w.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", w.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(c, "PRI * HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("reading the answer: %v, want the JSON 400", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), `"code":"UNSUPPORTED"`) {
+				t.Fatalf("answer %d %q, want the JSON 400", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// A plain-HTTP request shorter than the HTTP/2 preface is answered as soon
+// as its bytes differ from the preface, not once the routing deadline has
+// passed.
+func TestPlainHTTPShortRequestAnsweredAtOnce(t *testing.T) {
+	_, where := plainHTTPPorts(t, time.Minute)
+	for _, w := range where {
+		t.Run(w.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", w.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("reading the answer to an 18-byte request: %v, want the JSON 400 at once", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("answer %d, want 400", resp.StatusCode)
+			}
+		})
+	}
+}
+
+// The refusal's linger ends the connection itself, and gives its
+// --max-conns place back, within its bound and never past the routing
+// deadline, while the client still trickles its body and keeps the
+// connection open: the half-close the client reads at once ends nothing.
+func TestPlainHTTPRefusalLingerGivesThePlaceBack(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		handshakeTimeout time.Duration
+		within           time.Duration // from the dial to the place given back
+	}{
+		{"the linger's own bound", 5 * time.Second, 2500 * time.Millisecond},
+		{"the routing deadline, when it comes first", 400 * time.Millisecond, 900 * time.Millisecond},
+	} {
+		m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, portTLSOnly: true, handshakeTimeout: tc.handshakeTimeout, maxConns: 100})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.goServe(func() error { return m.srv.ServePort(ln, 8082) })
+		for _, w := range []struct{ name, addr string }{{"TLS listener", m.addr}, {"port route with --port-tls-only", ln.Addr().String()}} {
+			t.Run(tc.name+", "+w.name, func(t *testing.T) {
+				start := time.Now()
+				c, err := net.Dial("tcp", w.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := io.WriteString(c, "PUT /v2/app/blobs/uploads/1 HTTP/1.1\r\nHost: team-a.nexmux.test\r\nContent-Length: 1000000\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				// Read first: the connection is then counted for certain.
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil || resp.StatusCode != http.StatusBadRequest {
+					t.Fatalf("answer %v, %v; want the 400", resp, err)
+				}
+				resp.Body.Close()
+				stop := make(chan struct{})
+				defer close(stop)
+				go func() {
+					for {
+						select {
+						case <-stop:
+							return
+						case <-time.After(20 * time.Millisecond):
+						}
+						if _, err := c.Write([]byte("x")); err != nil {
+							return
+						}
+					}
+				}()
+				for {
+					open, _ := m.srv.Open()
+					if open == 0 {
+						break
+					}
+					if d := time.Since(start); d > tc.within {
+						t.Fatalf("%d place(s) still taken %v after the dial, want the refused connection closed within %v", open, d.Round(time.Millisecond), tc.within)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			})
+		}
+	}
+}

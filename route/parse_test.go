@@ -445,3 +445,23 @@ func TestPassthroughBackendURLEscapedZone(t *testing.T) {
 		}
 	}
 }
+
+// Every byte of a zone is checked, its first and its last too, and a zone
+// with a byte no interface name has is named as such even when it starts
+// "25": the URL-escaping hint would suggest a zone still refused. A name
+// that starts with a '2' and is no index is an interface name as written.
+func TestPassthroughBackendZoneCheckedWhole(t *testing.T) {
+	for addr, want := range map[string]string{
+		"[fe80::1%@eth0]:443":   `zone "@eth0" is not an interface name`,
+		"[fe80::1%eth0@]:443":   `zone "eth0@" is not an interface name`,
+		"[fe80::1%25eth 0]:443": `zone "25eth 0" is not an interface name`,
+	} {
+		_, err := Build(Spec{Passthrough: []string{"git.example.com=" + addr}})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("passthrough to %s: %v, want refused: %s", addr, err, want)
+		}
+	}
+	if _, err := Build(Spec{Passthrough: []string{"git.example.com=[fe80::1%2g0]:443"}}); err != nil {
+		t.Errorf("passthrough to [fe80::1%%2g0]:443 (interface 2g0): %v", err)
+	}
+}

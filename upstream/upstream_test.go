@@ -484,3 +484,40 @@ func TestReadableAgreesWithPickOnAnEjectedNode(t *testing.T) {
 		}
 	}
 }
+
+// Every problem of an --upstream URL is named at once, so that fixing one
+// does not only bring the next to light.
+func TestUpstreamProblemsNamedAtOnce(t *testing.T) {
+	for raw, wants := range map[string][]string{
+		"ftp://:99999?x":          {"scheme must be http or https", "no host", "no query, fragment or credentials allowed", "port 99999 is not 1-65535"},
+		"http://10.1:0/nexus/./x": {`"10.1" is not a host name or IP address`, "context path /nexus/./x has a dot segment", "port 0 is not 1-65535"},
+	} {
+		_, _, _, _, err := Normalise(raw)
+		for _, want := range wants {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v, want %q among the problems", raw, err, want)
+			}
+		}
+	}
+}
+
+// A zone still escaped after url.Parse unescaped it, with a byte no
+// interface name has, is named for that byte: the "escaped twice" hint
+// would suggest a zone still refused.
+func TestUpstreamZoneEscapedTwiceWithABadByte(t *testing.T) {
+	_, _, _, _, err := Normalise("http://[fe80::1%2525eth%200]:8081")
+	if want := `zone "25eth 0" is not an interface name`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("http://[fe80::1%%2525eth%%200]:8081: %v, want %s", err, want)
+	}
+}
+
+// The %25ZONE hint is for a bare '%' inside an IPv6 literal's brackets: a
+// bad escape in the path, or a zone already written %25 (here an empty
+// one), gets none, and the problem is url.Parse's alone.
+func TestUpstreamNoZoneHintOutsideABareZone(t *testing.T) {
+	for _, raw := range []string{"http://[fe80::1]:8081/a%zz", "http://nexus:8081/[a%zz", "http://[fe80::1%25]:8081"} {
+		if _, _, _, _, err := Normalise(raw); err == nil || strings.Contains(err.Error(), "%25ZONE") {
+			t.Errorf("%s: %v, want refused without the zone hint", raw, err)
+		}
+	}
+}

@@ -31,3 +31,27 @@ func TestHideCredentialsLeavesAZoneWithAtReadable(t *testing.T) {
 		}
 	}
 }
+
+// A '[' in the user name opens no IPv6 literal: what follows it is no
+// address and zone, so the password after it is hidden even when a
+// bracketed address comes after the '@'.
+func TestHideCredentialsBracketInUserName(t *testing.T) {
+	for _, text := range []string{
+		`socks5-listen "ad[min:s3cret@[::1]:1080": too many colons`,
+		`listen ad[min:s3cret@[::1]:8443: bind: cannot assign requested address`,
+	} {
+		if got := HideCredentials(text); strings.Contains(got, "s3") {
+			t.Errorf("HideCredentials(%s)\n = %s\nshows the password", text, got)
+		}
+	}
+}
+
+// A URL's authority without its scheme ("//user@host") carries userinfo
+// even without a ':' before the '@': a token given as the user name is
+// hidden.
+func TestHideCredentialsSchemelessAuthorityUserOnly(t *testing.T) {
+	text := `repository name "//s3cret@nexus:8081" has '/'`
+	if got := HideCredentials(text); strings.Contains(got, "s3") {
+		t.Errorf("HideCredentials(%s)\n = %s\nshows the token", text, got)
+	}
+}
