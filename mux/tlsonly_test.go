@@ -205,10 +205,14 @@ func TestPlainHTTPRefusalLingerIsBounded(t *testing.T) {
 				if _, err := io.WriteString(c, "PUT /v2/app/blobs/uploads/1 HTTP/1.1\r\nHost: team-a.nexmux.test\r\nContent-Length: 1000000\r\n\r\n"); err != nil {
 					t.Fatal(err)
 				}
-				// A body trickling in, never ending before the close.
-				stop := make(chan struct{})
+				// A body trickling in, never ending before the close; the
+				// linger's end is when a write fails (the half-close after
+				// the 400 lets writes through, so reading alone cannot
+				// tell).
+				stop, closed := make(chan struct{}), make(chan struct{})
 				defer close(stop)
 				go func() {
+					defer close(closed)
 					for {
 						select {
 						case <-stop:
@@ -221,6 +225,7 @@ func TestPlainHTTPRefusalLingerIsBounded(t *testing.T) {
 					}
 				}()
 				got, _ := io.ReadAll(c) // the 400, then EOF or a reset
+				<-closed
 				if d := time.Since(start); d > tc.within {
 					t.Errorf("closed %v after the dial, want within %v", d.Round(time.Millisecond), tc.within)
 				}
