@@ -205,25 +205,10 @@ func TestPlainHTTPRefusalLingerIsBounded(t *testing.T) {
 				if _, err := io.WriteString(c, "PUT /v2/app/blobs/uploads/1 HTTP/1.1\r\nHost: team-a.nexmux.test\r\nContent-Length: 1000000\r\n\r\n"); err != nil {
 					t.Fatal(err)
 				}
-				// A body trickling in, never ending before the close; the
-				// linger's end is when a write fails (the half-close after
-				// the 400 lets writes through, so reading alone cannot
-				// tell).
-				stop, closed := make(chan struct{}), make(chan struct{})
-				defer close(stop)
-				go func() {
-					defer close(closed)
-					for {
-						select {
-						case <-stop:
-							return
-						case <-time.After(20 * time.Millisecond):
-						}
-						if _, err := c.Write([]byte("x")); err != nil {
-							return
-						}
-					}
-				}()
+				// The linger's end is when a trickled write fails (the
+				// half-close after the 400 lets writes through, so reading
+				// alone cannot tell).
+				closed := trickle(t, c)
 				got, _ := io.ReadAll(c) // the 400, then EOF or a reset
 				<-closed
 				if d := time.Since(start); d > tc.within {
@@ -245,16 +230,7 @@ func TestPlainHTTPPRIRequestIsNoH2CPreface(t *testing.T) {
 	_, where := plainHTTPPorts(t, 0)
 	for _, w := range where {
 		t.Run(w.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", w.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(c, "PRI * HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			resp, err := plainAnswer(t, w.addr, "PRI * HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n", 10*time.Second)
 			if err != nil {
 				t.Fatalf("reading the answer: %v, want the JSON 400", err)
 			}
@@ -273,16 +249,7 @@ func TestPlainHTTPShortRequestAnsweredAtOnce(t *testing.T) {
 	_, where := plainHTTPPorts(t, time.Minute)
 	for _, w := range where {
 		t.Run(w.name, func(t *testing.T) {
-			c, err := net.Dial("tcp", w.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			resp, err := plainAnswer(t, w.addr, "GET / HTTP/1.0\r\n\r\n", 5*time.Second)
 			if err != nil {
 				t.Fatalf("reading the answer to an 18-byte request: %v, want the JSON 400 at once", err)
 			}
@@ -331,20 +298,7 @@ func TestPlainHTTPRefusalLingerGivesThePlaceBack(t *testing.T) {
 					t.Fatalf("answer %v, %v; want the 400", resp, err)
 				}
 				resp.Body.Close()
-				stop := make(chan struct{})
-				defer close(stop)
-				go func() {
-					for {
-						select {
-						case <-stop:
-							return
-						case <-time.After(20 * time.Millisecond):
-						}
-						if _, err := c.Write([]byte("x")); err != nil {
-							return
-						}
-					}
-				}()
+				trickle(t, c)
 				for {
 					open, _ := m.srv.Open()
 					if open == 0 {
@@ -358,4 +312,41 @@ func TestPlainHTTPRefusalLingerGivesThePlaceBack(t *testing.T) {
 			})
 		}
 	}
+}
+
+// trickle writes a byte to c every 20 ms until a write fails (the
+// connection's end) or the test ends; the channel closes then.
+func trickle(t *testing.T, c net.Conn) <-chan struct{} {
+	stop, closed := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(stop); <-closed })
+	go func() {
+		defer close(closed)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := c.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	return closed
+}
+
+// plainAnswer sends raw to addr on a new connection and reads the answer
+// within d (the connection closes when the test ends).
+func plainAnswer(t *testing.T, addr, raw string, d time.Duration) (*http.Response, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(d))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	return http.ReadResponse(bufio.NewReader(c), nil)
 }
