@@ -157,18 +157,7 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 	var wg sync.WaitGroup
 	get := func(u string, out *res) {
 		defer wg.Done()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			out.err = err
-			return
-		}
-		resp, err := p.client.Do(req)
-		if err != nil {
-			out.err = err
-			return
-		}
-		resp.Body.Close()
-		out.code = resp.StatusCode
+		out.code, out.err = p.ask(ctx, u)
 	}
 	wg.Add(2)
 	go get(base, &status)
@@ -216,19 +205,24 @@ func (p *prober) askLate(n *Node, u string) {
 		defer n.lateProbe.Store(false)
 		ctx, cancel := context.WithTimeout(p.ctx, lateProbeTimeout)
 		defer cancel()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return
-		}
-		resp, err := p.client.Do(req)
-		if err != nil {
-			return
-		}
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK {
+		if code, err := p.ask(ctx, u); err == nil && code == http.StatusOK {
 			p.s.observeLate(n)
 		}
 	}()
+}
+
+// ask GETs u and returns its status code.
+func (p *prober) ask(ctx context.Context, u string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // ConnectFailure reports a failed connect (refused, timed out,
