@@ -186,7 +186,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			// h2c one, which cannot read that, in HTTP/2's terms.
 			if isH2CPreface(rr) {
 				log.refuse(ReasonNotTLS, "HTTP/2 without TLS (h2c) on the TLS listener")
-				refuseH2C(c, raw, rr.buf[len(h2Preface):], deadline, h2cTLSOnlyGoAway)
+				refuseH2C(c, raw, rr, deadline, h2cTLSOnlyGoAway)
 				return d, false
 			}
 			log.refuse(ReasonNotTLS, "plain HTTP on the TLS listener", "first_byte", fmt.Sprintf("%#02x", first[0]))
@@ -204,10 +204,10 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		if isH2CPreface(rr) {
 			if s.opts.PortTLSOnly {
 				log.refuse(ReasonNotTLS, "HTTP/2 without TLS (h2c) on a port route with --port-tls-only")
-				refuseH2C(c, raw, rr.buf[len(h2Preface):], deadline, h2cTLSOnlyGoAway)
+				refuseH2C(c, raw, rr, deadline, h2cTLSOnlyGoAway)
 			} else {
 				log.refuse(ReasonNotTLS, "HTTP/2 without TLS (h2c) on a plain-HTTP port route")
-				refuseH2C(c, raw, rr.buf[len(h2Preface):], deadline, h2cGoAway)
+				refuseH2C(c, raw, rr, deadline, h2cGoAway)
 			}
 			return d, false
 		}

@@ -55,13 +55,14 @@ func h2GoAway(code byte, debug string) []byte {
 	return append(b, debug...)
 }
 
-// refuseH2C refuses an h2c client whose preface routing read, with sent
-// the bytes read behind it: SETTINGS at once, goAway once the client has
+// refuseH2C refuses an h2c client whose preface rr read (isH2CPreface),
+// with the bytes rr read behind it: SETTINGS at once, goAway once the client has
 // sent its first request's HEADERS (a GOAWAY before its stream is open
 // leaves Go's client reporting only a connection "that could not be
 // established"), then it reads on as after the plain-HTTP 400; waiting
 // and reading share lingerRefused's bounds.
-func refuseH2C(c, raw net.Conn, sent []byte, deadline time.Time, goAway []byte) {
+func refuseH2C(c, raw net.Conn, rr *routingReader, deadline time.Time, goAway []byte) {
+	sent := rr.buf[len(h2Preface):]
 	if _, err := c.Write(h2Settings); err != nil {
 		return
 	}
