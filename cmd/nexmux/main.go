@@ -217,6 +217,20 @@ func envNoted(c *cli.Context, err error) error {
 		if name == "family" { // iptables.ParseFamilies' word for an entry
 			name = "families"
 		}
+		// A pair's problem (`cert "C" / key "K": ...`, `cert/key: ...`)
+		// is the key's as much as the certificate's.
+		if name == "cert/key" || name == "cert" && strings.Contains(msg, `" / key "`) {
+			var envs []string
+			for _, n := range []string{"cert", "key"} {
+				if env := envOrigin(c, n); env != "" {
+					envs = append(envs, env)
+				}
+			}
+			if len(envs) > 0 && !strings.Contains(msg, "(from ") {
+				e = fmt.Errorf("%w (from %s)", e, strings.Join(envs, " and "))
+			}
+			return e, false
+		}
 		if env := envOrigin(c, name); env != "" && !strings.Contains(msg, "(from ") {
 			e = fmt.Errorf("%w (from %s)", e, env)
 		}

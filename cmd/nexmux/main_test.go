@@ -1473,3 +1473,44 @@ func TestEchoedPasswordWithSpaceHidden(t *testing.T) {
 		}
 	}
 }
+
+// A --key the environment gave is named as such (README: a bad value the
+// environment gave ends with its variable's name): the problems of a
+// certificate/key pair began with "cert", so a missing key file or an
+// unpaired key from NEXMUX_KEY went unnamed, or was blamed on NEXMUX_CERT.
+func TestBadEnvKeyNamesItsVariable(t *testing.T) {
+	crt, key := certFiles(t)
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	lineOf := func(errs, want string) string {
+		t.Helper()
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, want) {
+				return l
+			}
+		}
+		t.Fatalf("stderr lacks %q:\n%s", want, errs)
+		return ""
+	}
+	for _, tc := range []struct {
+		name, certEnv, keyEnv string
+		args                  []string
+		want, from            string
+	}{
+		{"key file missing", "", missing, []string{"--cert", crt}, `key "` + missing + `"`, "(from NEXMUX_KEY)"},
+		{"both from the environment", crt, missing, nil, `key "` + missing + `"`, "(from NEXMUX_CERT and NEXMUX_KEY)"},
+		{"a key too many", "", key + "," + key, []string{"--cert", crt}, "1 --cert but 2 --key", "(from NEXMUX_KEY)"},
+		{"cert from the environment", missing, "", []string{"--key", key}, `cert "` + missing + `"`, "(from NEXMUX_CERT)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("NEXMUX_CERT", tc.certEnv)
+			t.Setenv("NEXMUX_KEY", tc.keyEnv)
+			_, errs, code := run(t, append([]string{"check", "--route", "a.example.com=r"}, tc.args...)...)
+			if code != exitInvalid {
+				t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+			}
+			if l := lineOf(errs, tc.want); !strings.HasSuffix(l, tc.from) {
+				t.Errorf("the line of %s does not end with %s: %q", tc.want, tc.from, l)
+			}
+		})
+	}
+}

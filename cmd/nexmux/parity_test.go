@@ -316,9 +316,10 @@ func TestBlankListEnvIsUnset(t *testing.T) {
 
 // Each help line says what the README's flags table says the flag takes
 // and bounds: --config a FILE, --default-route a split target as --route
-// and --port do, and --body-timeout each 64 KiB of a body (l7's
+// and --port do, --body-timeout each 64 KiB of a body (l7's
 // bodyProgress), not each read, which a client trickling a byte at a time
-// would satisfy for ever.
+// would satisfy for ever, and --send-timeout each 64 KiB of a response
+// over either protocol.
 func TestHelpAgreesWithTheFlagsTable(t *testing.T) {
 	for _, cmd := range []string{"serve", "check"} {
 		help, _, _ := run(t, cmd, "--help")
@@ -342,6 +343,11 @@ func TestHelpAgreesWithTheFlagsTable(t *testing.T) {
 		}
 		if l := line("body-timeout"); strings.Contains(l, "each read") {
 			t.Errorf("%s --help: --body-timeout says it bounds each read: %s", cmd, l)
+		}
+		// Over HTTP/2 too each 64 KiB is timed (l7's h2SendQuantum), not a
+		// whole copy's write, which a client on a thin link would outlast.
+		if l := line("send-timeout"); strings.Contains(l, "512 KiB") || strings.Count(l, "64 KiB") < 2 {
+			t.Errorf("%s --help: --send-timeout does not say each 64 KiB, over HTTP/1.1 and HTTP/2: %s", cmd, l)
 		}
 	}
 }
