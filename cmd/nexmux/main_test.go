@@ -326,6 +326,52 @@ func TestFileProblemsListedWithTheRest(t *testing.T) {
 	}
 }
 
+// A setting whose value could not be read is dropped; a problem that is
+// only its consequence ("no routes" after a bad item dropped the file's
+// route list, "no certificate" after a bad --cert list) would send the
+// reader after a setting they did give. Other problems still show.
+func TestDroppedSettingDoesNotAlsoReportItsAbsence(t *testing.T) {
+	crt, key := certFiles(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml string
+		args       []string
+		want, not  []string
+	}{
+		{"route list with a list item", "route:\n  - a.example.com=team-a\n  - [x]\nsocks5-auth-file: /nonexistent\n",
+			[]string{"--cert", crt, "--key", key},
+			[]string{"route: line 3: want a string", "socks5-auth-file is set but socks5-listen is not"}, []string{"no routes"}},
+		{"route list with a null item", "route:\n  - a.example.com=team-a\n  -\n",
+			[]string{"--cert", crt, "--key", key},
+			[]string{"route: line 3: an empty item"}, []string{"no routes"}},
+		{"cert list with a mapping", "cert:\n  - {a: b}\nroute: [a.example.com=team-a]\n",
+			[]string{"--key", key},
+			[]string{"cert: line 2: want a string"}, []string{"no certificate", "paired by position"}},
+		{"a bad number elsewhere keeps the route problem", "max-conns: lots\n",
+			[]string{"--cert", crt, "--key", key},
+			[]string{"max-conns", "no routes"}, nil},
+	} {
+		file := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+		if err := os.WriteFile(file, []byte(tc.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, errs, code := run(t, append([]string{"check", "--config", file}, tc.args...)...)
+		if code != exitInvalid {
+			t.Errorf("%s: exit %d, want %d:\n%s", tc.name, code, exitInvalid, errs)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(errs, w) {
+				t.Errorf("%s: stderr lacks %q:\n%s", tc.name, w, errs)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(errs, n) {
+				t.Errorf("%s: stderr says %q, a consequence of the dropped value:\n%s", tc.name, n, errs)
+			}
+		}
+	}
+}
+
 // A stray argument ends flag parsing; the flags after it must not be
 // dropped silently.
 func TestStrayArgumentIsAnError(t *testing.T) {
