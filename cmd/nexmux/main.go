@@ -197,12 +197,63 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		return nil, err
 	}
 	rt, berr := cfg.Build()
+	if dropped := droppedSettings(err); len(dropped) > 0 {
+		// A setting whose value could not be read was left out; a problem
+		// of how settings go together that names it ("no routes", an
+		// unpaired --key) may be only its absence.
+		_, berr = setAside(berr, func(e error) (error, bool) {
+			return e, config.Relational(e) && namesAny(e.Error(), dropped)
+		})
+	}
 	berr = envNoted(c, berr)
 	if err = errlist.Join(err, berr); err != nil {
 		return &config.Runtime{Config: cfg}, err
 	}
 	rt.Warnings = append(rt.Warnings, overridden(c, cfg)...)
 	return rt, nil
+}
+
+// droppedSettings names the settings whose value loadSettings could not
+// read (from the file, the environment or a flag) and so left out.
+func droppedSettings(err error) []string {
+	var me *multierror.Error
+	if !errors.As(err, &me) {
+		return nil
+	}
+	var names []string
+	for _, e := range me.Errors {
+		var se *config.SettingError
+		if errors.As(e, &se) && se.Setting != "" {
+			names = append(names, se.Setting)
+		}
+	}
+	return names
+}
+
+// namesAny reports whether msg names one of the settings, as a word
+// ("cert/key", "--route HOST", "socks5-listen is"): "route" is not named
+// by "routes" or "--default-route".
+func namesAny(msg string, settings []string) bool {
+	word := func(b byte) bool {
+		return b == '-' || b == '_' || 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9'
+	}
+	for _, name := range settings {
+		for i := 0; ; {
+			j := strings.Index(msg[i:], name)
+			if j < 0 {
+				break
+			}
+			start, end := i+j, i+j+len(name)
+			for start >= 2 && msg[start-2:start] == "--" {
+				start -= 2
+			}
+			if (start == 0 || !word(msg[start-1])) && (end == len(msg) || !word(msg[end])) {
+				return true
+			}
+			i = i + j + 1
+		}
+	}
+	return false
 }
 
 // envNoted adds "(from NEXMUX_X)" to each problem (Build's, the iptables
