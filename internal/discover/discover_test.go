@@ -310,6 +310,37 @@ func TestDiscoverNothingToRoute(t *testing.T) {
 	}
 }
 
+// A Nexus with docker proxy repositories only (a pull-through mirror for
+// Kubernetes nodes) and no connector ports, read without --domain, has
+// nothing to print; the error names the proxies a --domain would mirror,
+// as discover's output lists them, credentials hidden.
+func TestDiscoverNothingToRouteNamesTheProxies(t *testing.T) {
+	proxy := func(name, remote string) discover.Repo {
+		r := discover.Repo{Name: name, Format: "docker", Type: "proxy"}
+		r.Proxy = &struct {
+			RemoteURL string `json:"remoteUrl"`
+		}{remote}
+		return r
+	}
+	repos := []discover.Repo{proxy("ghcr-proxy", "https://ghcr.io"), proxy("hub-proxy", "https://robot:s3cret@registry-1.docker.io")}
+	_, err := discover.MakePlan(repos, "")
+	if err == nil {
+		t.Fatal("proxies only, no --domain: no error")
+	}
+	msg := err.Error()
+	for _, want := range []string{"--domain", "ghcr-proxy: proxy of ghcr.io", "hub-proxy: proxy of docker.io", "mirror."} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q: %s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "s3cret") {
+		t.Errorf("error shows the remote's password: %s", msg)
+	}
+	if plan, err := discover.MakePlan(repos, "example.com"); err != nil || len(plan.Mirrors) != 2 {
+		t.Errorf("with --domain: %v", err)
+	}
+}
+
 // An answer over the size cap and one that stalls are refused with what
 // stopped them, not as JSON Nexus got wrong.
 func TestDiscoverSaysWhichLimitEndedTheAnswer(t *testing.T) {
