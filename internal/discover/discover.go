@@ -237,6 +237,7 @@ type Plan struct {
 	Mirrors     []string
 	MirrorHost  string
 	MirrorNotes []string
+	proxies     []string // the notes of the repositories in Mirrors, also without a domain
 }
 
 // MakePlan builds the mapping. With a domain every docker repository gets
@@ -378,6 +379,10 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	// serve refuses a configuration without routes: say what is missing
 	// instead of printing one and exiting 0.
 	if len(p.Routes) == 0 && len(p.Ports) == 0 && len(p.Mirrors) == 0 {
+		if domain == "" && len(p.proxies) > 0 {
+			// A pull-through mirror's Nexus: say what --domain would give.
+			return nil, fmt.Errorf("nothing to route: no docker repository has a connector port (httpPort/httpsPort); give --domain to name each repository <repo>.DOMAIN and the registry mirror mirror.DOMAIN of the docker proxy repositories: %s", strings.Join(p.proxies, "; "))
+		}
 		if domain == "" {
 			return nil, errors.New("nothing to route: no docker repository has a connector port (httpPort/httpsPort); give --domain to name each repository <repo>.DOMAIN")
 		}

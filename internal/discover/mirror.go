@@ -44,7 +44,9 @@ func (p *Plan) mirrors(docker []Repo, domain string) {
 		}
 		taken[reg] = r.Name
 		p.Mirrors = append(p.Mirrors, reg+"="+r.Name)
-		p.MirrorNotes = append(p.MirrorNotes, fmt.Sprintf("%s: proxy of %s (%s)", r.Name, reg, safeText(redacted(r.Proxy.RemoteURL))))
+		note := fmt.Sprintf("%s: proxy of %s (%s)", r.Name, reg, safeText(redacted(r.Proxy.RemoteURL)))
+		p.MirrorNotes = append(p.MirrorNotes, note)
+		p.proxies = append(p.proxies, note)
 	}
 	// mirror.example.com is nobody's name: serve refuses a mirror name no
 	// certificate covers, so printed it would make the whole output unusable.
