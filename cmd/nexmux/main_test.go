@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -1079,6 +1080,24 @@ func TestCheckNamesCertificateIPAddresses(t *testing.T) {
 	}
 	if !strings.Contains(out, "certificates: 127.0.0.1, ::1\n") {
 		t.Errorf("check does not name the certificate's addresses:\n%s", out)
+	}
+}
+
+// The same pair given twice (a file's cert list and a flag, a copied
+// line) listed each of its names twice; the addresses were listed once.
+func TestCheckNamesEachCertificateNameOnce(t *testing.T) {
+	crt, key := certFiles(t)
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--cert", crt, "--key", key, "--route", "a.example.com=r")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errs)
+	}
+	_, line, _ := strings.Cut(out, "certificates: ")
+	line, _, _ = strings.Cut(line, "\n")
+	names := strings.Split(line, ", ")
+	for i, n := range names {
+		if slices.Contains(names[:i], n) {
+			t.Errorf("check lists %q twice: certificates: %s", n, line)
+		}
 	}
 }
 
