@@ -130,7 +130,9 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 		c.ids[cert] = leafID(leaf)
 		for _, n := range leaf.DNSNames {
 			n = strings.ToLower(strings.TrimSuffix(n, "."))
-			c.names = append(c.names, n)
+			if !slices.Contains(c.names, n) {
+				c.names = append(c.names, n)
+			}
 			if suffix, ok := strings.CutPrefix(n, "*."); ok {
 				prefer(c.wild, suffix, cert)
 				addOnce(c.allWild, suffix, cert)
@@ -347,7 +349,7 @@ func (c *Certs) Pairs() int {
 	return len(c.pairs)
 }
 
-// Len is the number of certificate pairs' names indexed.
+// Len is the number of names the certificate pairs cover.
 func (c *Certs) Len() int {
 	if c == nil {
 		return 0
@@ -355,7 +357,7 @@ func (c *Certs) Len() int {
 	return len(c.names)
 }
 
-// Names lists every DNS SAN indexed.
+// Names lists every DNS SAN indexed, each once, in order.
 func (c *Certs) Names() []string {
 	if c == nil {
 		return nil
