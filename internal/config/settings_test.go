@@ -267,3 +267,20 @@ func TestConnLimitDefaultsFromFDLimit(t *testing.T) {
 		t.Errorf("defaults %d/%d: want non-zero", DefaultMaxConns, DefaultMaxConnsPerClient)
 	}
 }
+
+// --send-timeout's help says what it holds an HTTP/2 response to: l7 writes
+// it in 64 KiB pieces, each under its own deadline, so a stream on a thin
+// link is cut only when a piece waits that long, not a 512 KiB copy.
+func TestSendTimeoutUsageNamesHTTP2Piece(t *testing.T) {
+	for _, s := range Settings() {
+		if s.Name != "send-timeout" {
+			continue
+		}
+		_, h2, _ := strings.Cut(s.Usage, "HTTP/2")
+		if !strings.Contains(h2, "64 KiB") || strings.Contains(s.Usage, "512 KiB") {
+			t.Errorf("send-timeout usage %q: want HTTP/2 held to 64 KiB pieces", s.Usage)
+		}
+		return
+	}
+	t.Fatal("no send-timeout setting")
+}
