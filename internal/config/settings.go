@@ -296,7 +296,7 @@ var settings = []Setting{
 		Usage: "end a request whose body the client stops sending: each 64 KiB of it must come within this long of waiting (0: never)",
 		ptr:   func(c *Config) any { return &c.BodyTimeout }},
 	{Name: "send-timeout", def: l7.DefaultSendTimeout, Reload: Restart,
-		Usage: "end a response the client stops reading: HTTP/1.1, once it takes under 64 KiB in this long of waiting; HTTP/2, once a write (up to 512 KiB) waits this long (0: never)",
+		Usage: "end a response the client stops reading: HTTP/1.1, once it takes under 64 KiB in this long of waiting; HTTP/2, once a 64 KiB piece of it waits this long (the stream is reset) (0: never)",
 		ptr:   func(c *Config) any { return &c.SendTimeout }},
 	{Name: "max-requests-per-client", def: DefaultMaxRequestsPerClient, Reload: Restart,
 		Usage: "answer 429 to a client address with this many requests in flight (0: no limit)",
