@@ -20,8 +20,10 @@ const DefaultMaxConnAge = 10 * time.Minute
 func endConnection(w http.ResponseWriter) { w.Header().Set("Connection", "close") }
 
 // beforeForward applies the connection's policy to a request going to
-// Nexus: an old (--max-conn-age) or revoked connection ends after it.
+// Nexus: an old (--max-conn-age) or revoked connection ends after it, and
+// so does one revoked while Nexus answers (batchingWriter.conn).
 func (p *Proxy) beforeForward(ci *ConnInfo, w *batchingWriter) {
+	w.conn = ci
 	ci.refusedInARow.Store(0)
 	ci.forwarded.Store(true)
 	if ci.Revoked.Load() || p.maxAge > 0 && !ci.Opened.IsZero() && time.Since(ci.Opened) > p.maxAge {

@@ -1041,6 +1041,10 @@ type batchingWriter struct {
 	// the final status restates: ReverseProxy clears the header map after
 	// each 1xx, "Connection: close" with it.
 	endConn bool
+	// conn is the forwarded request's connection: a reload that revokes it
+	// while Nexus works on the answer ends it after the answer, which must
+	// say so, or the client's next request races the close.
+	conn *ConnInfo
 }
 
 // armDeadline gives the next write to the client timeout from now.
@@ -1061,7 +1065,7 @@ func (c *batchingWriter) WriteHeader(code int) {
 	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
 		c.lateStatus = c.client != nil && c.client.Err() != nil
-		if c.endConn {
+		if c.endConn || c.conn != nil && c.conn.Revoked.Load() {
 			endConnection(c.ResponseWriter)
 		}
 		// A response Nexus sent without Content-Type goes out without one:

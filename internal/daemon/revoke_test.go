@@ -6,8 +6,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,5 +191,55 @@ func TestReloadRevokesProxyProtocolRange(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// An HTTP/1.1 request in flight at Nexus when a reload revokes its
+// connection gets its answer with "Connection: close": closed after the
+// response without a word, the connection goes back to the client's pool
+// and its next request (an upload's PATCH, which is not sent again) races
+// the close.
+func TestRevokedInFlightResponseSaysClose(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	writeFile(t, file, "route: [team-a.nexmux.test=team-a, team-b.nexmux.test=team-b]\n")
+	reached, release := make(chan struct{}), make(chan struct{})
+	st := stack.Start(t, stack.Options{ConfigFile: file, Upstreams: func(nexusURL string) []string {
+		target, _ := url.Parse(nexusURL)
+		nexus := httputil.NewSingleHostReverseProxy(target)
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/held/") {
+				close(reached)
+				<-release
+			}
+			nexus.ServeHTTP(w, r)
+		}))
+		t.Cleanup(front.Close)
+		return []string{front.URL}
+	}})
+
+	c, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-b.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /v2/held/app/tags/list HTTP/1.1\r\nHost: "+st.Host("team-b")+"\r\n\r\n")
+	select {
+	case <-reached:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached Nexus")
+	}
+	writeFile(t, file, "route: [team-a.nexmux.test=team-a]\n")
+	if err := st.Daemon.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("answer to the request in flight: %v", err)
+	}
+	resp.Body.Close()
+	if !resp.Close {
+		t.Errorf("answer to the request in flight when its route was removed: %s, Connection %q; want Connection: close", resp.Status, resp.Header.Get("Connection"))
 	}
 }
