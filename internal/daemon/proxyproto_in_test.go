@@ -318,6 +318,36 @@ func TestProxyProtocolTrustedPeerWithoutHeader(t *testing.T) {
 
 // TestProxyProtocolUntrustedPeer: outside --proxy-protocol-from a header is a
 // spoofing attempt and refused; plain clients work and keep their address.
+// A balancer sending PROXY headers to a nexmux not told to expect them
+// (no --proxy-protocol-from) is the usual mistake of setting one up: its
+// connections are refused, and the line says a PROXY header came and
+// which flag trusts it, not "neither TLS nor plain HTTP" (reason=not_tls).
+func TestProxyHeaderWithoutProxyProtocolFromSaysSo(t *testing.T) {
+	st, logs := logStack(t, teamRoutes())
+	for name, hdr := range map[string][]byte{
+		"v2": ppV2(t, "203.0.113.7:5555", st.Addr),
+		"v1": []byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"),
+	} {
+		for _, mode := range []ppMode{ppOneWrite, ppSeparate} {
+			before := len(logLines(logs, "reason=proxy_header"))
+			d := &ppDialer{header: hdr, mode: mode}
+			if status, err := getV2(d.transport(st), st.Host("team-a")); err == nil {
+				t.Fatalf("%s header (%v) without --proxy-protocol-from: answered %d, want refused", name, mode, status)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for len(logLines(logs, "reason=proxy_header")) <= before {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s header (%v): no line with reason=proxy_header:\n%s", name, mode, strings.Join(logLines(logs, "refused"), "\n"))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if l := logLines(logs, "reason=proxy_header"); !strings.Contains(l[len(l)-1], "--proxy-protocol-from") {
+				t.Errorf("%s header (%v): the line does not name --proxy-protocol-from: %s", name, mode, l[len(l)-1])
+			}
+		}
+	}
+}
+
 func TestProxyProtocolUntrustedPeer(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.ProxyProtocolFrom = []string{"192.0.2.0/24"} // not loopback
