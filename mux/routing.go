@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -191,6 +192,12 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			}
 			log.refuse(ReasonNotTLS, "plain HTTP on the TLS listener", "first_byte", fmt.Sprintf("%#02x", first[0]))
 			refusePlainHTTP(c, raw, deadline)
+			return d, false
+		}
+		if bytes.HasPrefix(rr.buf, proxyproto.SIGV1) || bytes.HasPrefix(rr.buf, proxyproto.SIGV2) {
+			// A balancer sending PROXY headers to a nexmux not told to
+			// expect them: the usual mistake of setting one up.
+			log.refuse(ReasonProxyHeader, "a PROXY protocol header nexmux was not told to expect: --proxy-protocol-from names the balancers that send one")
 			return d, false
 		}
 		if rt == nil || rt.Passthrough != "" {
