@@ -89,13 +89,16 @@ func (p *prober) kick() {
 func (p *prober) run(ctx context.Context) {
 	for {
 		p.s.forgetRemoved()
+		start := time.Now()
 		// One node is probed on demand only (Readable, for /readyz): with
 		// no choice to make, probes would only add requests to Nexus.
 		if len(p.s.Nodes()) > 1 {
 			p.round(ctx)
 		}
-		d := time.Duration(float64(p.interval) * (0.8 + 0.4*rand.Float64()))
-		t := time.NewTimer(d)
+		// From the round's start: a round that waited out a frozen node's
+		// timeout must not push every later probe of it back by as much.
+		d := time.Duration(float64(p.interval)*(0.8+0.4*rand.Float64())) - time.Since(start)
+		t := time.NewTimer(max(d, 0))
 		select {
 		case <-ctx.Done():
 			t.Stop()

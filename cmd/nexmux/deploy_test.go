@@ -214,6 +214,10 @@ type k8sPod struct {
 		ConfigMap *struct {
 			Name string
 		} `yaml:"configMap"`
+		Secret *struct {
+			SecretName  string `yaml:"secretName"`
+			DefaultMode *int   `yaml:"defaultMode"`
+		}
 	}
 }
 
@@ -929,5 +933,59 @@ func TestManifestNexmuxSandboxedWithRequests(t *testing.T) {
 	}
 	if checked < 2 {
 		t.Fatalf("checked %d nexmux containers, want the manifest's and the README's", checked)
+	}
+}
+
+// nexmux warns at every start and reload about a secret file every user
+// may read (smallfile.OthersMayRead), and a Secret volume's files are 0644
+// unless told: so a Secret that holds one is mounted without o+r, group
+// readable under the pod's fsGroup (its files belong to root otherwise,
+// and nexmux does not run as root).
+func TestManifestSecretFilesReadableByNexmuxAlone(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range pod.Containers {
+				if !strings.HasPrefix(c.Image, "nexmux:") {
+					continue
+				}
+				cfg := servedConfig(t, docs, pod, c)
+				for flag, path := range map[string]string{
+					"affinity-secret-file": cfg.AffinitySecretFile,
+					"mirror-auth-file":     cfg.MirrorAuthFile,
+					"socks5-auth-file":     cfg.Socks5AuthFile,
+				} {
+					if path == "" {
+						continue
+					}
+					where := fmt.Sprintf("%s %s container %s: %s %s", file, d.Metadata.Name, c.Name, flag, path)
+					for _, m := range c.VolumeMounts {
+						if filepath.Dir(path) != filepath.Clean(m.MountPath) {
+							continue
+						}
+						for _, v := range pod.Volumes {
+							if v.Name != m.Name || v.Secret == nil {
+								continue
+							}
+							checked++
+							mode := 0o644 // Kubernetes' default
+							if v.Secret.DefaultMode != nil {
+								mode = *v.Secret.DefaultMode
+							}
+							switch {
+							case mode&0o004 != 0:
+								t.Errorf("%s: Secret %s mounted with mode %#o: nexmux warns that every user may read it", where, v.Secret.SecretName, mode)
+							case pod.SecurityContext.FSGroup == nil:
+								t.Errorf("%s: no fsGroup: the Secret's files belong to root, unreadable to nexmux at %#o", where, mode)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no secret file of nexmux's in a Secret volume: the README's HA example has one")
 	}
 }
