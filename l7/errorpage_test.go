@@ -59,6 +59,10 @@ func TestRegistryErrorFromPages(t *testing.T) {
 		if resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Content-Encoding") != "" || resp.Header.Get("Content-Length") != strconv.Itoa(len(want)) {
 			t.Errorf("%d %s %q: headers %v", c.status, c.ctype, c.body, resp.Header)
 		}
+		// As on nexmux's own errors: the answer is a Registry API error.
+		if v := resp.Header.Get("Docker-Distribution-Api-Version"); v != "registry/2.0" {
+			t.Errorf("%d %s %q: Docker-Distribution-Api-Version %q, want registry/2.0", c.status, c.ctype, c.body, v)
+		}
 		if c.method == http.MethodHead {
 			if len(b) != 0 {
 				t.Errorf("HEAD: body %q", b)
