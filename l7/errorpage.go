@@ -43,6 +43,7 @@ func registryError(resp *http.Response) {
 				// clients act on, and they read it whatever the type.
 				resp.Body.Close()
 				h.Set("Content-Type", "application/json")
+				h.Set("Docker-Distribution-Api-Version", "registry/2.0")
 				setBody(resp, raw)
 				return
 			}
@@ -55,6 +56,7 @@ func registryError(resp *http.Response) {
 	}
 	body := ErrorBody(pageErrorCode(resp.StatusCode), words)
 	h.Set("Content-Type", "application/json")
+	h.Set("Docker-Distribution-Api-Version", "registry/2.0") // as on nexmux's own errors
 	h.Del("Content-Encoding")
 	if resp.Request != nil && resp.Request.Method == http.MethodHead {
 		// What a GET would get, without the body.
