@@ -59,24 +59,26 @@ func HideCredentials(text string) string {
 }
 
 // splitUserinfo is the userinfo of every quoted value in text that
-// carries one holding a character that ends a bare word.
+// carries one holding a character that ends a bare word, as written and
+// as %q escapes it. Every '"' is tried as an opening quote: a stray one
+// before a value (a path echoed bare) would take the value's opening
+// quote for its closing one, and the value would be read as bare words.
 func splitUserinfo(text string) []string {
 	var split []string
-	for i := strings.IndexByte(text, '"'); i >= 0 && i < len(text); {
-		q, err := strconv.QuotedPrefix(text[i:])
-		if err != nil {
-			q = `"`
-		} else if v, err := strconv.Unquote(q); err == nil && carriesUserinfo(v) {
-			if start, at := upstream.UserinfoSpan(v); strings.ContainsAny(v[start:at], wordEnds) {
-				split = append(split, v[start:at])
+	for i := strings.IndexByte(text, '"'); i >= 0; {
+		if q, err := strconv.QuotedPrefix(text[i:]); err == nil {
+			if v, err := strconv.Unquote(q); err == nil && carriesUserinfo(v) {
+				if start, at := upstream.UserinfoSpan(v); strings.ContainsAny(v[start:at], wordEnds) {
+					ui := v[start:at]
+					split = append(split, ui, strings.Trim(strconv.Quote(ui), `"`))
+				}
 			}
 		}
-		i += len(q)
-		j := strings.IndexByte(text[i:], '"')
+		j := strings.IndexByte(text[i+1:], '"')
 		if j < 0 {
 			break
 		}
-		i += j
+		i += 1 + j
 	}
 	return split
 }
