@@ -135,10 +135,24 @@ func FuzzMirrorRequest(f *testing.F) {
 		if strings.HasPrefix(query, "ns=") || strings.Contains(query, "&ns=") {
 			t.Fatalf("%s %s on %s: ns passed on to Nexus: %s", method, target, host, wire)
 		}
-		// A registry the client named with containerd's ns=REGISTRY is
-		// served from that registry's repository; /v2/ and the token are
-		// the default one's (a Nexus token is good in every repository).
+		// /v2/ and the token are the default registry's repository (a
+		// Nexus token is good in every repository), however asked for.
 		sub := decodedPath(strings.TrimPrefix(path, prefix))
+		// Without ns, docker's reference grammar names the registry: a
+		// first component with a '.' or ':', or localhost, is one;
+		// otherwise the image is Docker Hub's.
+		if reqPath, _, _ := strings.Cut(target, "?"); strings.HasPrefix(reqPath, "/v2/") && !strings.Contains(target, "ns=") && sub != "" && sub != "/" && sub != "/token" {
+			seg, _, _ := strings.Cut(reqPath[len("/v2/"):], "/")
+			reg := route.DockerHub
+			if strings.ContainsAny(seg, ".:") || strings.EqualFold(seg, "localhost") {
+				reg, _ = route.CanonicalRegistry(seg)
+			}
+			if want, _ := m.Repo(reg); want != repo {
+				t.Fatalf("%s %s on %s: an image of %s, yet Nexus got %s", method, target, host, reg, wire)
+			}
+		}
+		// A registry the client named with containerd's ns=REGISTRY is
+		// served from that registry's repository.
 		if _, q, ok := strings.Cut(target, "?"); ok && sub != "" && sub != "/" && sub != "/token" {
 			for param := range strings.SplitSeq(q, "&") {
 				v, isNS := strings.CutPrefix(param, "ns=")
