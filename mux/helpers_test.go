@@ -87,7 +87,7 @@ func startMux(t *testing.T, proxyFrom []string, passthrough string, ppOut byte) 
 	return startMuxWith(t, muxConfig{proxyFrom: proxyFrom, passthrough: passthrough, ppOut: ppOut})
 }
 
-func startMuxWith(t *testing.T, mc muxConfig) *muxServer {
+func startMuxWith(t testing.TB, mc muxConfig) *muxServer {
 	t.Helper()
 	ca, err := certs.NewCA("mux test CA")
 	if err != nil {

@@ -25,11 +25,18 @@ func HideCredentials(text string) string {
 		text = strings.ReplaceAll(text, ui, "xxxxx")
 	}
 	var b strings.Builder
+	failed := false // the last quote tried opened no quoted string
 	for i := 0; i < len(text); {
 		switch c := text[i]; {
 		case c == '"':
+			if failed && text[i-1] == '\\' {
+				// Read over already, as an escaped quote (see splitUserinfo).
+				b.WriteByte(c)
+				i++
+				continue
+			}
 			q, err := strconv.QuotedPrefix(text[i:])
-			if err != nil {
+			if failed = err != nil; failed {
 				b.WriteByte(c)
 				i++
 				continue
@@ -59,24 +66,36 @@ func HideCredentials(text string) string {
 }
 
 // splitUserinfo is the userinfo of every quoted value in text that
-// carries one holding a character that ends a bare word.
+// carries one holding a character that ends a bare word, as written and
+// as %q escapes it. The closing quote of each quoted string is tried as
+// an opening one too: a stray quote before a value (a path echoed bare)
+// takes the value's opening quote for its closing one. After a quote that
+// opened no quoted string (a newline or a bad escape came first), no
+// quote behind a '\' is tried, here and in HideCredentials: the failed
+// read took it for an escaped one, and reading on again from each of a
+// run of them would take quadratic time.
 func splitUserinfo(text string) []string {
 	var split []string
+	failed := false
 	for i := strings.IndexByte(text, '"'); i >= 0 && i < len(text); {
-		q, err := strconv.QuotedPrefix(text[i:])
-		if err != nil {
-			q = `"`
-		} else if v, err := strconv.Unquote(q); err == nil && carriesUserinfo(v) {
-			if start, at := upstream.UserinfoSpan(v); strings.ContainsAny(v[start:at], wordEnds) {
-				split = append(split, v[start:at])
+		next := i + 1
+		if !failed || text[i-1] != '\\' {
+			q, err := strconv.QuotedPrefix(text[i:])
+			if failed = err != nil; !failed {
+				next = i + len(q) - 1 // the closing quote
+				if v, err := strconv.Unquote(q); err == nil && carriesUserinfo(v) {
+					if start, at := upstream.UserinfoSpan(v); strings.ContainsAny(v[start:at], wordEnds) {
+						ui := v[start:at]
+						split = append(split, ui, strings.Trim(strconv.Quote(ui), `"`))
+					}
+				}
 			}
 		}
-		i += len(q)
-		j := strings.IndexByte(text[i:], '"')
+		j := strings.IndexByte(text[next:], '"')
 		if j < 0 {
 			break
 		}
-		i += j
+		i = next + j
 	}
 	return split
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // An '@' inside an IPv6 literal's brackets is its zone's, and the colons
@@ -53,5 +54,23 @@ func TestHideCredentialsSchemelessAuthorityUserOnly(t *testing.T) {
 	text := `repository name "//s3cret@nexus:8081" has '/'`
 	if got := HideCredentials(text); strings.Contains(got, "s3") {
 		t.Errorf("HideCredentials(%s)\n = %s\nshows the token", text, got)
+	}
+}
+
+// HideCredentials reads a problem in time linear in its length: a value
+// of escaped quotes (a route of the operator's own file) once made it
+// try each quote as a value's opening one, reading on to the end each
+// time, and check sat for a minute on 64 Ki of them.
+func TestHideCredentialsManyQuotesLinear(t *testing.T) {
+	text := `route "` + strings.Repeat(`\"`, 1<<16) + `a:b c@d"`
+	done := make(chan string, 1)
+	go func() { done <- HideCredentials(text) }()
+	select {
+	case got := <-done:
+		if strings.Contains(got, "b c@") {
+			t.Errorf("HideCredentials shows the password: %q", got[len(got)-20:])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("HideCredentials still reading a 128 KiB problem of escaped quotes after 5 s")
 	}
 }
