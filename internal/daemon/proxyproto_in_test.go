@@ -324,35 +324,19 @@ func TestProxyProtocolTrustedPeerWithoutHeader(t *testing.T) {
 // which flag trusts it, not "neither TLS nor plain HTTP" (reason=not_tls).
 func TestProxyHeaderWithoutProxyProtocolFromSaysSo(t *testing.T) {
 	st, logs := logStack(t, teamRoutes())
-	for name, hdr := range map[string][]byte{
-		"v2": ppV2(t, "203.0.113.7:5555", st.Addr),
-		"v1": []byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"),
-	} {
-		for _, mode := range []ppMode{ppOneWrite, ppSeparate} {
-			before := len(logLines(logs, "reason=proxy_header"))
-			d := &ppDialer{header: hdr, mode: mode}
-			if status, err := getV2(d.transport(st), st.Host("team-a")); err == nil {
-				t.Fatalf("%s header (%v) without --proxy-protocol-from: answered %d, want refused", name, mode, status)
-			}
-			deadline := time.Now().Add(5 * time.Second)
-			for len(logLines(logs, "reason=proxy_header")) <= before {
-				if time.Now().After(deadline) {
-					t.Fatalf("%s header (%v): no line with reason=proxy_header:\n%s", name, mode, strings.Join(logLines(logs, "refused"), "\n"))
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			if l := logLines(logs, "reason=proxy_header"); !strings.Contains(l[len(l)-1], "--proxy-protocol-from") {
-				t.Errorf("%s header (%v): the line does not name --proxy-protocol-from: %s", name, mode, l[len(l)-1])
-			}
+	for _, l := range refusedAsProxyHeader(t, st, logs, "without --proxy-protocol-from") {
+		if !strings.Contains(l, "--proxy-protocol-from") {
+			t.Errorf("the line does not name --proxy-protocol-from: %s", l)
 		}
 	}
 }
 
-func TestProxyProtocolUntrustedPeer(t *testing.T) {
-	cfg := teamRoutes()
-	cfg.ProxyProtocolFrom = []string{"192.0.2.0/24"} // not loopback
-	st, logs := logStack(t, cfg)
-
+// refusedAsProxyHeader sends a v1 and a v2 PROXY header, in the TLS
+// client's first write and in one of their own, and returns the
+// reason=proxy_header line each refusal logged; Nexus must see nothing.
+func refusedAsProxyHeader(t *testing.T, st *stack.Stack, logs *logBuffer, peer string) []string {
+	t.Helper()
+	var lines []string
 	for name, hdr := range map[string][]byte{
 		"v2": ppV2(t, "203.0.113.7:5555", st.Addr),
 		"v1": []byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n"),
@@ -362,20 +346,30 @@ func TestProxyProtocolUntrustedPeer(t *testing.T) {
 			before := len(logLines(logs, "reason=proxy_header"))
 			d := &ppDialer{header: hdr, mode: mode}
 			if status, err := getV2(d.transport(st), st.Host("team-a")); err == nil {
-				t.Fatalf("%s header (%v) from an untrusted peer: answered %d, want refused", name, mode, status)
+				t.Fatalf("%s header (%v) %s: answered %d, want refused", name, mode, peer, status)
 			}
 			deadline := time.Now().Add(5 * time.Second)
 			for len(logLines(logs, "reason=proxy_header")) <= before {
 				if time.Now().After(deadline) {
-					t.Fatal("no log line with reason=proxy_header")
+					t.Fatalf("%s header (%v) %s: no line with reason=proxy_header:\n%s", name, mode, peer, strings.Join(logLines(logs, "refused"), "\n"))
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
 			if n := len(st.Nexus.Requests()); n != 0 {
-				t.Fatalf("Nexus saw %d requests from a refused connection", n)
+				t.Fatalf("%s header (%v) %s: Nexus saw %d requests from a refused connection", name, mode, peer, n)
 			}
+			l := logLines(logs, "reason=proxy_header")
+			lines = append(lines, l[len(l)-1])
 		}
 	}
+	return lines
+}
+
+func TestProxyProtocolUntrustedPeer(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.ProxyProtocolFrom = []string{"192.0.2.0/24"} // not loopback
+	st, logs := logStack(t, cfg)
+	refusedAsProxyHeader(t, st, logs, "from an untrusted peer")
 
 	// A plain TLS client without a header works and is itself.
 	st.Nexus.ResetRequests()
