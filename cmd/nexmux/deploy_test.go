@@ -889,46 +889,38 @@ func TestManifestNexusCanWriteItsData(t *testing.T) {
 // and transfer limits, and a lower limit would make a flood an OOM kill.
 func TestManifestNexmuxSandboxedWithRequests(t *testing.T) {
 	checked := 0
-	for file, docs := range manifests(t) {
-		for _, d := range docs {
-			pod := d.Spec.Template.Spec
-			for _, c := range pod.Containers {
-				if !strings.HasPrefix(c.Image, "nexmux:") {
-					continue
-				}
-				checked++
-				where := fmt.Sprintf("%s %s container %s", file, d.Metadata.Name, c.Name)
-				sc := c.SecurityContext
-				if sc == nil {
-					sc = &k8sSecurityContext{}
-				}
-				isTrue := func(p *bool) bool { return p != nil && *p }
-				if !isTrue(sc.RunAsNonRoot) && !isTrue(pod.SecurityContext.RunAsNonRoot) {
-					t.Errorf("%s: runAsNonRoot is not set", where)
-				}
-				if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
-					t.Errorf("%s: allowPrivilegeEscalation is not false", where)
-				}
-				if !isTrue(sc.ReadOnlyRootFilesystem) {
-					t.Errorf("%s: readOnlyRootFilesystem is not true", where)
-				}
-				if !slices.Contains(sc.Capabilities.Drop, "ALL") {
-					t.Errorf("%s: capabilities do not drop ALL: %v", where, sc.Capabilities.Drop)
-				}
-				seccomp := pod.SecurityContext.SeccompProfile
-				if sc.SeccompProfile != nil {
-					seccomp = sc.SeccompProfile
-				}
-				if seccomp == nil || seccomp.Type != "RuntimeDefault" {
-					t.Errorf("%s: seccompProfile is %v, want RuntimeDefault", where, seccomp)
-				}
-				if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" {
-					t.Errorf("%s: resources.requests %v lack cpu or memory", where, c.Resources.Requests)
-				}
-				if m, ok := c.Resources.Limits["memory"]; ok {
-					t.Errorf("%s: memory limit %s: nexmux bounds its own memory, and a flood would be an OOM kill", where, m)
-				}
-			}
+	for _, n := range nexmuxContainers(t) {
+		pod, c, where := n.pod, n.c, n.where
+		checked++
+		sc := c.SecurityContext
+		if sc == nil {
+			sc = &k8sSecurityContext{}
+		}
+		isTrue := func(p *bool) bool { return p != nil && *p }
+		if !isTrue(sc.RunAsNonRoot) && !isTrue(pod.SecurityContext.RunAsNonRoot) {
+			t.Errorf("%s: runAsNonRoot is not set", where)
+		}
+		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			t.Errorf("%s: allowPrivilegeEscalation is not false", where)
+		}
+		if !isTrue(sc.ReadOnlyRootFilesystem) {
+			t.Errorf("%s: readOnlyRootFilesystem is not true", where)
+		}
+		if !slices.Contains(sc.Capabilities.Drop, "ALL") {
+			t.Errorf("%s: capabilities do not drop ALL: %v", where, sc.Capabilities.Drop)
+		}
+		seccomp := pod.SecurityContext.SeccompProfile
+		if sc.SeccompProfile != nil {
+			seccomp = sc.SeccompProfile
+		}
+		if seccomp == nil || seccomp.Type != "RuntimeDefault" {
+			t.Errorf("%s: seccompProfile is %v, want RuntimeDefault", where, seccomp)
+		}
+		if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" {
+			t.Errorf("%s: resources.requests %v lack cpu or memory", where, c.Resources.Requests)
+		}
+		if m, ok := c.Resources.Limits["memory"]; ok {
+			t.Errorf("%s: memory limit %s: nexmux bounds its own memory, and a flood would be an OOM kill", where, m)
 		}
 	}
 	if checked < 2 {
@@ -943,43 +935,36 @@ func TestManifestNexmuxSandboxedWithRequests(t *testing.T) {
 // and nexmux does not run as root).
 func TestManifestSecretFilesReadableByNexmuxAlone(t *testing.T) {
 	checked := 0
-	for file, docs := range manifests(t) {
-		for _, d := range docs {
-			pod := d.Spec.Template.Spec
-			for _, c := range pod.Containers {
-				if !strings.HasPrefix(c.Image, "nexmux:") {
+	for _, n := range nexmuxContainers(t) {
+		pod, c := n.pod, n.c
+		cfg := servedConfig(t, n.docs, pod, c)
+		for flag, path := range map[string]string{
+			"affinity-secret-file": cfg.AffinitySecretFile,
+			"mirror-auth-file":     cfg.MirrorAuthFile,
+			"socks5-auth-file":     cfg.Socks5AuthFile,
+		} {
+			if path == "" {
+				continue
+			}
+			where := fmt.Sprintf("%s: %s %s", n.where, flag, path)
+			for _, m := range c.VolumeMounts {
+				if filepath.Dir(path) != filepath.Clean(m.MountPath) {
 					continue
 				}
-				cfg := servedConfig(t, docs, pod, c)
-				for flag, path := range map[string]string{
-					"affinity-secret-file": cfg.AffinitySecretFile,
-					"mirror-auth-file":     cfg.MirrorAuthFile,
-					"socks5-auth-file":     cfg.Socks5AuthFile,
-				} {
-					if path == "" {
+				for _, v := range pod.Volumes {
+					if v.Name != m.Name || v.Secret == nil {
 						continue
 					}
-					where := fmt.Sprintf("%s %s container %s: %s %s", file, d.Metadata.Name, c.Name, flag, path)
-					for _, m := range c.VolumeMounts {
-						if filepath.Dir(path) != filepath.Clean(m.MountPath) {
-							continue
-						}
-						for _, v := range pod.Volumes {
-							if v.Name != m.Name || v.Secret == nil {
-								continue
-							}
-							checked++
-							mode := 0o644 // Kubernetes' default
-							if v.Secret.DefaultMode != nil {
-								mode = *v.Secret.DefaultMode
-							}
-							switch {
-							case mode&0o004 != 0:
-								t.Errorf("%s: Secret %s mounted with mode %#o: nexmux warns that every user may read it", where, v.Secret.SecretName, mode)
-							case pod.SecurityContext.FSGroup == nil:
-								t.Errorf("%s: no fsGroup: the Secret's files belong to root, unreadable to nexmux at %#o", where, mode)
-							}
-						}
+					checked++
+					mode := 0o644 // Kubernetes' default
+					if v.Secret.DefaultMode != nil {
+						mode = *v.Secret.DefaultMode
+					}
+					switch {
+					case mode&0o004 != 0:
+						t.Errorf("%s: Secret %s mounted with mode %#o: nexmux warns that every user may read it", where, v.Secret.SecretName, mode)
+					case pod.SecurityContext.FSGroup == nil:
+						t.Errorf("%s: no fsGroup: the Secret's files belong to root, unreadable to nexmux at %#o", where, mode)
 					}
 				}
 			}
@@ -988,4 +973,28 @@ func TestManifestSecretFilesReadableByNexmuxAlone(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("no secret file of nexmux's in a Secret volume: the README's HA example has one")
 	}
+}
+
+// nexmuxContainer is a nexmux container of the manifests or the README's
+// examples, with its pod and the documents of its file.
+type nexmuxContainer struct {
+	where string // file, object and container, for messages
+	docs  []k8sDoc
+	pod   k8sPod
+	c     k8sContainer
+}
+
+func nexmuxContainers(t *testing.T) []nexmuxContainer {
+	var out []nexmuxContainer
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range pod.Containers {
+				if strings.HasPrefix(c.Image, "nexmux:") {
+					out = append(out, nexmuxContainer{fmt.Sprintf("%s %s container %s", file, d.Metadata.Name, c.Name), docs, pod, c})
+				}
+			}
+		}
+	}
+	return out
 }
