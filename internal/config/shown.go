@@ -72,17 +72,40 @@ func hideSplitUserinfo(text string, split []string) string {
 	if len(split) == 0 {
 		return text
 	}
+	// The userinfos' tails in a trie, read from their ends: one walk back
+	// from each '@' finds the longest tail of any of them, so many quoted
+	// values cost no more than their length.
+	type edge struct {
+		node int
+		c    byte
+	}
+	next := map[edge]int{}
+	hides := []bool{false} // per node: a whole userinfo, or a tail holding ':'
+	for _, ui := range split {
+		node, colon := 0, false
+		for k := len(ui) - 1; k >= 0; k-- {
+			colon = colon || ui[k] == ':'
+			child, ok := next[edge{node, ui[k]}]
+			if !ok {
+				child = len(hides)
+				next[edge{node, ui[k]}] = child
+				hides = append(hides, false)
+			}
+			node = child
+			hides[node] = hides[node] || colon || k == 0
+		}
+	}
 	type span struct{ from, to int }
 	var hide []span
 	for at := strings.IndexByte(text, '@'); at >= 0; {
 		n := 0
-		for _, ui := range split {
-			k := 0
-			for k < len(ui) && k < at && ui[len(ui)-1-k] == text[at-1-k] {
-				k++
+		for k, node := 0, 0; k < at; k++ {
+			child, ok := next[edge{node, text[at-1-k]}]
+			if !ok {
+				break
 			}
-			if k > n && (k == len(ui) || strings.Contains(ui[len(ui)-k:], ":")) {
-				n = k
+			if node = child; hides[node] {
+				n = k + 1
 			}
 		}
 		if n > 0 {
@@ -95,11 +118,11 @@ func hideSplitUserinfo(text string, split []string) string {
 			}
 			hide = append(hide, s)
 		}
-		next := strings.IndexByte(text[at+1:], '@')
-		if next < 0 {
+		more := strings.IndexByte(text[at+1:], '@')
+		if more < 0 {
 			break
 		}
-		at += 1 + next
+		at += 1 + more
 	}
 	var b strings.Builder
 	done := 0
