@@ -1279,6 +1279,25 @@ func TestHostClashNamesTheOtherVariable(t *testing.T) {
 	}
 }
 
+// Two listen settings on one address: the problem names the variable of
+// the other one too when the environment gave it.
+func TestListenClashNamesTheOtherVariable(t *testing.T) {
+	crt, key := certFiles(t)
+	t.Setenv("NEXMUX_LISTEN", "127.0.0.1:46510")
+	_, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=a", "--metrics-listen", "127.0.0.1:46510")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, l := range strings.Split(errs, "\n") {
+		if strings.Contains(l, "the same address as listen") && !strings.Contains(l, "NEXMUX_LISTEN") {
+			t.Errorf("the clash with listen does not name NEXMUX_LISTEN: %q", l)
+		}
+	}
+	if !strings.Contains(errs, "the same address as listen") {
+		t.Errorf("no clash reported:\n%s", errs)
+	}
+}
+
 // The iptables settings' problems, and every problem of nexmux iptables,
 // name the variable a bad value came from too (README: "whatever the
 // setting's type"): NEXMUX_CHAIN=PREROUTING was refused without it.
