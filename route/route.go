@@ -250,9 +250,9 @@ func (e *HostClashError) Error() string {
 	return fmt.Sprintf("%s: %s is already routed (%s)", e.What, e.Host, e.Prev)
 }
 
-// PrevSetting is the setting that gave Prev: "route", "passthrough" or
+// OtherSetting is the setting that gave Prev: "route", "passthrough" or
 // "mirror", so that a problem can say where that one came from.
-func (e *HostClashError) PrevSetting() string {
+func (e *HostClashError) OtherSetting() string {
 	switch {
 	case e.Prev.Passthrough != "":
 		return "passthrough"
