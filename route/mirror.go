@@ -164,7 +164,7 @@ func (t *Table) parseMirrors(specs []string) []error {
 	}
 	for _, h := range order {
 		for _, err := range t.addHost(byHost[h], "mirror "+h) {
-			errs = append(errs, fmt.Errorf("%v: a mirror name cannot also be a --route or --passthrough host", err))
+			errs = append(errs, fmt.Errorf("%w: a mirror name cannot also be a --route or --passthrough host", err))
 		}
 	}
 	return errs

@@ -239,13 +239,36 @@ func Build(spec Spec) (*Table, error) {
 	return t, nil
 }
 
+// HostClashError is a host that what (a setting and its value) routes
+// when the route Prev already does.
+type HostClashError struct {
+	What, Host string
+	Prev       *Route
+}
+
+func (e *HostClashError) Error() string {
+	return fmt.Sprintf("%s: %s is already routed (%s)", e.What, e.Host, e.Prev)
+}
+
+// OtherSetting is the setting that gave Prev: "route", "passthrough" or
+// "mirror", so that a problem can say where that one came from.
+func (e *HostClashError) OtherSetting() string {
+	switch {
+	case e.Prev.Passthrough != "":
+		return "passthrough"
+	case e.Prev.Mirror != nil:
+		return "mirror"
+	}
+	return "route"
+}
+
 func (t *Table) addHost(r *Route, what string) []error {
 	m, key := t.exact, r.Key
 	if suffix, ok := strings.CutPrefix(r.Key, "*."); ok {
 		m, key = t.wildcard, suffix
 	}
 	if prev, dup := m[key]; dup {
-		return []error{fmt.Errorf("%s: %s is already routed (%s)", what, r.Key, prev)}
+		return []error{&HostClashError{What: what, Host: r.Key, Prev: prev}}
 	}
 	m[key] = r
 	t.all = append(t.all, r)

@@ -121,7 +121,9 @@ func UserinfoSpan(raw string) (start, at int) {
 	if at < 0 {
 		return 0, -1
 	}
-	if sep := strings.Index(raw, "://"); sep >= 0 && sep < at {
+	// A scheme comes first: a ':' or '@' before a "://" ("u:p@://@h",
+	// "u:p://x@h") makes it part of the userinfo.
+	if sep := strings.Index(raw, "://"); sep >= 0 && sep < at && !strings.ContainsAny(raw[:sep], ":@") {
 		return sep + 3, at
 	}
 	if strings.HasPrefix(raw, "//") {

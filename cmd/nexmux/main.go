@@ -259,7 +259,8 @@ func namesAny(msg string, settings []string) bool {
 // envNoted adds "(from NEXMUX_X)" to each problem (Build's, the iptables
 // settings', nexmux iptables' and discover's) that names a setting the
 // environment gave: the name alone sends the reader to a command line that
-// lacks it.
+// lacks it. A clash adds "(--route from NEXMUX_ROUTE)" for the setting it
+// clashes with, when that one is the environment's.
 func envNoted(c *cli.Context, err error) error {
 	_, err = setAside(err, func(e error) (error, bool) {
 		msg := e.Error()
@@ -281,6 +282,17 @@ func envNoted(c *cli.Context, err error) error {
 				e = fmt.Errorf("%w (from %s)", e, strings.Join(envs, " and "))
 			}
 			return e, false
+		}
+		// A clash is the other setting's as much: the command line may
+		// not hold it at all.
+		// (route.HostClashError, config.ClashError)
+		var clash interface{ OtherSetting() string }
+		if errors.As(e, &clash) && !strings.Contains(msg, "(from ") {
+			if other := clash.OtherSetting(); other != name {
+				if env := envOrigin(c, other); env != "" {
+					e = fmt.Errorf("%w (--%s from %s)", e, other, env)
+				}
+			}
 		}
 		if env := envOrigin(c, name); env != "" && !strings.Contains(msg, "(from ") {
 			e = fmt.Errorf("%w (from %s)", e, env)

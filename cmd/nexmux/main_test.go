@@ -1242,6 +1242,62 @@ func TestBadEnvValuesNameTheirVariable(t *testing.T) {
 	}
 }
 
+// A clash of two hosts names the variable of the setting it clashes with
+// too: NEXMUX_ROUTE routing a --mirror host was refused as "already
+// routed" with nothing to say the route was not on the command line. A
+// clash with a setting the command line gave names no variable.
+func TestHostClashNamesTheOtherVariable(t *testing.T) {
+	crt, key := certFiles(t)
+	lineOf := func(errs, want string) string {
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, want) {
+				return l
+			}
+		}
+		return ""
+	}
+	for _, tc := range []struct{ env, val, other string }{
+		{"NEXMUX_ROUTE", "m.example.com=a", "route"},
+		{"NEXMUX_PASSTHROUGH", "m.example.com=10.0.0.1:443", "passthrough"},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			t.Setenv(tc.env, tc.val)
+			_, errs, code := run(t, "check", "--cert", crt, "--key", key, "--mirror", "m.example.com/docker.io=hub")
+			if code != exitInvalid {
+				t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+			}
+			if l := lineOf(errs, "mirror m.example.com"); !strings.Contains(l, tc.env) {
+				t.Errorf("the clash with %s does not name %s: %q\n%s", tc.other, tc.env, l, errs)
+			}
+		})
+	}
+	// The mirror from the environment, the route from the command line.
+	t.Setenv("NEXMUX_MIRROR", "m.example.com/docker.io=hub")
+	_, errs, _ := run(t, "check", "--cert", crt, "--key", key, "--route", "m.example.com=a")
+	if l := lineOf(errs, "mirror m.example.com"); !strings.HasSuffix(l, "(from NEXMUX_MIRROR)") || strings.Contains(l, "NEXMUX_ROUTE") {
+		t.Errorf("want the line to end with (from NEXMUX_MIRROR) alone: %q\n%s", l, errs)
+	}
+}
+
+// Two listen settings on one address: the problem names the variable of
+// the other one too when the environment gave it.
+func TestListenClashNamesTheOtherVariable(t *testing.T) {
+	crt, key := certFiles(t)
+	t.Setenv("NEXMUX_LISTEN", "127.0.0.1:46510")
+	_, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=a", "--metrics-listen", "127.0.0.1:46510")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, l := range strings.Split(errs, "\n") {
+		if strings.Contains(l, "the same address as listen") && !strings.Contains(l, "NEXMUX_LISTEN") {
+			t.Errorf("the clash with listen does not name NEXMUX_LISTEN: %q", l)
+		}
+	}
+	if !strings.Contains(errs, "the same address as listen") {
+		t.Errorf("no clash reported:\n%s", errs)
+	}
+}
+
 // The iptables settings' problems, and every problem of nexmux iptables,
 // name the variable a bad value came from too (README: "whatever the
 // setting's type"): NEXMUX_CHAIN=PREROUTING was refused without it.

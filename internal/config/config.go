@@ -514,26 +514,26 @@ func checkedRoutes(t *route.Table, spec route.Spec) ([]*route.Route, []int) {
 // and any other. serve would fail on the second bind, so check says so
 // first. Port 0 (any free port) never clashes.
 func listenClashes(c *Config, boundPorts []int) error {
-	type bind struct{ what, host, port string }
+	type bind struct{ setting, what, host, port string }
 	var binds []bind
-	add := func(what, addr string) {
+	add := func(setting, what, addr string) {
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil || port == "0" {
 			return // reported by addrPort, or any free port
 		}
-		binds = append(binds, bind{what, host, port})
+		binds = append(binds, bind{setting, what, host, port})
 	}
-	add("listen", c.Listen)
+	add("listen", "listen", c.Listen)
 	if c.MetricsListen != "" {
-		add("metrics-listen", c.MetricsListen)
+		add("metrics-listen", "metrics-listen", c.MetricsListen)
 	}
 	if c.Socks5Listen != "" {
-		add("socks5-listen", c.Socks5Listen)
+		add("socks5-listen", "socks5-listen", c.Socks5Listen)
 	}
 	if c.BindPorts {
 		host, _, _ := net.SplitHostPort(c.Listen)
 		for _, p := range boundPorts {
-			add(fmt.Sprintf("port %d (--bind-ports)", p), net.JoinHostPort(host, strconv.Itoa(p)))
+			add("port", fmt.Sprintf("port %d (--bind-ports)", p), net.JoinHostPort(host, strconv.Itoa(p)))
 		}
 	}
 	// IP hosts are compared as addresses, not text: "[0:0::1]" is "[::1]",
@@ -572,7 +572,10 @@ func listenClashes(c *Config, boundPorts []int) error {
 		for _, b := range binds[:i] {
 			a := binds[i]
 			if a.port == b.port && (same(a.host, b.host) || wild(a.host) || wild(b.host)) {
-				errs = append(errs, relationError{fmt.Errorf("%s %s: the same address as %s %s: one of them must move", a.what, net.JoinHostPort(a.host, a.port), b.what, net.JoinHostPort(b.host, b.port))})
+				errs = append(errs, relationError{&ClashError{
+					Err:   fmt.Errorf("%s %s: the same address as %s %s: one of them must move", a.what, net.JoinHostPort(a.host, a.port), b.what, net.JoinHostPort(b.host, b.port)),
+					Other: b.setting,
+				}})
 			}
 		}
 	}
@@ -760,6 +763,17 @@ func resolveHost(h string) []netip.Addr {
 // relationError is a problem of how settings go together (one needs
 // another, two clash, a name no certificate covers), not of one value.
 type relationError struct{ error }
+
+// ClashError is a problem of a value with another setting's: Other names
+// that setting, so that the problem can say where its value came from.
+type ClashError struct {
+	Err   error
+	Other string
+}
+
+func (e *ClashError) Error() string        { return e.Err.Error() }
+func (e *ClashError) Unwrap() error        { return e.Err }
+func (e *ClashError) OtherSetting() string { return e.Other }
 
 func (e relationError) Unwrap() error { return e.error }
 

@@ -810,3 +810,19 @@ func backendConfig(listen string, ports []string, bindPorts bool, upstream, pass
 	}
 	return c
 }
+
+// A --strip-header name with blanks around it is the name: the proxy
+// trims them before it strips the header, so check must not refuse what
+// the proxy would apply. A blank inside is no header name.
+func TestBuildStripHeaderTrimsBlanks(t *testing.T) {
+	c := Defaults()
+	c.Port = []string{"8082=team-a"}
+	c.StripHeader = []string{" X-Other ", "\tX-SSO-User"}
+	if _, err := c.Build(); err != nil {
+		t.Errorf("strip-header with blanks around: %v", err)
+	}
+	c.StripHeader = []string{"X Other"}
+	if _, err := c.Build(); err == nil || !strings.Contains(err.Error(), `strip-header "X Other": not a header name`) {
+		t.Errorf("strip-header \"X Other\": err %v, want it refused", err)
+	}
+}

@@ -40,7 +40,9 @@ func perClientFor(maxConns int) int { return min(max(maxConns/8, 16), 256) }
 // appending every problem to errs.
 func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
 	for _, h := range c.StripHeader {
-		if !isToken(h) {
+		// Blanks around are trimmed where the name is applied (l7's
+		// stripSet, RestartNeeded): only the name itself is checked.
+		if !isToken(strings.TrimSpace(h)) {
 			errs = multierror.Append(errs, fmt.Errorf("strip-header %q: not a header name", h))
 		}
 	}

@@ -74,3 +74,29 @@ func TestHideCredentialsManyQuotesLinear(t *testing.T) {
 		t.Fatal("HideCredentials still reading a 128 KiB problem of escaped quotes after 5 s")
 	}
 }
+
+// A quote left open earlier in a problem (a path echoed bare) with a '\'
+// right before a quoted value once made the value's opening quote read as
+// an escaped one: its userinfo was then not found, and the copy of the
+// value the dialer echoes bare showed the password.
+func TestHideCredentialsStrayQuoteBeforeBackslash(t *testing.T) {
+	for _, text := range []string{
+		`open /etc/a"b\"admin:pa ss@nexus:8081": lookup admin:pa ss@nexus:8081: no such host`,
+		"open /etc/a\"b\n" + `\"admin:pa ss@nexus:8081": lookup admin:pa ss@nexus:8081: no such host`,
+		`open /etc/a"b\x\"http://admin:pa ss@nexus:8081": lookup http://admin:pa ss@nexus:8081: no such host`,
+	} {
+		if got := HideCredentials(text); strings.Contains(got, "pa ss") {
+			t.Errorf("HideCredentials(%s)\n = %s\nshows the password", text, got)
+		}
+	}
+}
+
+// A short userinfo (": ") is hidden where it comes before its value's
+// '@', not wherever its text occurs in the problem.
+func TestHideCredentialsShortUserinfoLeavesTheRest(t *testing.T) {
+	text := `socks5-listen ": @x:1:2": want [HOST]:PORT: address : @x:1:2: too many colons in address`
+	want := `socks5-listen "xxxxx@x:1:2": want [HOST]:PORT: address xxxxx@x:1:2: too many colons in address`
+	if got := HideCredentials(text); got != want {
+		t.Errorf("HideCredentials(%s)\n = %s\nwant %s", text, got, want)
+	}
+}

@@ -3,10 +3,12 @@
 package metrics
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -283,14 +285,22 @@ type Readiness struct {
 }
 
 // wantWritable reports whether /readyz asks for a writable node:
-// ?writable, ?writable=true or =1; ?writable=false or =0 does not.
-func wantWritable(r *http.Request) bool {
+// ?writable (empty), true, 1, yes or on in any case; false, 0, no or off
+// does not. Any other value is an error: a probe with a typo would
+// otherwise watch one check while its author meant the other.
+func wantWritable(r *http.Request) (bool, error) {
 	q := r.URL.Query()
 	if !q.Has("writable") {
-		return false
+		return false, nil
 	}
-	b, err := strconv.ParseBool(q.Get("writable"))
-	return err != nil || b
+	switch v := q.Get("writable"); strings.ToLower(v) {
+	case "", "true", "1", "yes", "on":
+		return true, nil
+	case "false", "0", "no", "off":
+		return false, nil
+	default:
+		return false, fmt.Errorf("writable=%q: want true, 1, yes or on, or false, 0, no or off", v)
+	}
 }
 
 // Handler serves /metrics, /healthz (the process answers) and /readyz
@@ -302,6 +312,11 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		writable, err := wantWritable(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		if ready == nil {
 			_, _ = w.Write([]byte("ok\n"))
 			return
@@ -310,7 +325,7 @@ func (m *Metrics) Handler(ready *Readiness) http.Handler {
 			http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
 			return
 		}
-		ok, writable := true, wantWritable(r)
+		ok := true
 		if ready.Table != nil {
 			var why string
 			if ok, why = ready.Table(writable); !ok && ready.Logger != nil {

@@ -155,3 +155,33 @@ func TestNotReadyWarnsOnceASecond(t *testing.T) {
 		t.Fatalf("the warning lost its reason: %s", buf.String())
 	}
 }
+
+// /readyz?writable takes the common spellings of a yes or no: "no" and
+// "off" once ran the writable check (a value strconv.ParseBool does not
+// know read as asking for it). A value that is neither is refused with
+// 400 naming it, rather than running one check or the other.
+func TestReadyzWritableValues(t *testing.T) {
+	var asked []bool
+	h := New().Handler(&Readiness{Table: func(writable bool) (bool, string) {
+		asked = append(asked, writable)
+		return true, ""
+	}})
+	for q, want := range map[string]bool{
+		"": false, "?writable": true, "?writable=": true,
+		"?writable=true": true, "?writable=1": true, "?writable=yes": true, "?writable=on": true, "?writable=YES": true,
+		"?writable=false": false, "?writable=0": false, "?writable=no": false, "?writable=off": false, "?writable=No": false,
+	} {
+		asked = nil
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz"+q, nil))
+		if rec.Code != http.StatusOK || len(asked) != 1 || asked[0] != want {
+			t.Errorf("/readyz%s: %d %q, writable asked %v, want %v", q, rec.Code, rec.Body.String(), asked, want)
+		}
+	}
+	asked = nil
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz?writable=maybe", nil))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"maybe"`) || len(asked) != 0 {
+		t.Errorf("/readyz?writable=maybe: %d %q (table asked %v), want 400 naming the value", rec.Code, rec.Body.String(), asked)
+	}
+}
