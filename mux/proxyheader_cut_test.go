@@ -2,9 +2,13 @@ package mux_test
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nexmux/nexmux/mux"
 )
 
 // A PROXY header sent to a listener not told to expect one is refused as
@@ -44,6 +48,32 @@ func TestUnexpectedProxyHeaderCutRefusedAsOne(t *testing.T) {
 			if out := c.written(); len(out) != 0 || m.refused.get("proxy_header") != before+1 {
 				t.Errorf("%s cut in %d-byte reads: answered %q, logged:\n%s\nwant no answer and reason=proxy_header", tc.name, chunk, bytes.TrimSpace(out), strings.TrimSpace(m.logs.String()))
 			}
+		}
+	}
+}
+
+// A trusted balancer whose connection carries a second PROXY header (two
+// balancers in a row, each adding one) is refused as proxy_header, but the
+// line must not send the operator to --proxy-protocol-from, which names
+// that balancer already.
+func TestSecondProxyHeaderFromTrustedPeer(t *testing.T) {
+	m := startMux(t, []string{"127.0.0.0/8"}, "", 0)
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\nPROXY TCP4 198.51.100.9 127.0.0.1 6666 443\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(c); len(got) != 0 || err != nil {
+		t.Fatalf("got %q back (%v), want the connection closed", got, err)
+	}
+	m.waitRefusal(t, "203.0.113.7:5555", mux.ReasonProxyHeader)
+	for _, l := range strings.Split(m.logs.String(), "\n") {
+		if strings.Contains(l, "client=203.0.113.7:5555 ") && (strings.Contains(l, "not told to expect") || !strings.Contains(l, "second")) {
+			t.Errorf("a second header from a trusted balancer logged as\n%s\nwant a line saying a second PROXY header came", l)
 		}
 	}
 }
