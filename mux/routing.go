@@ -195,6 +195,12 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			return d, false
 		}
 		if isProxyHeader(rr) {
+			if log.peer != nil {
+				// Two balancers in a row, both adding a header: the
+				// trusted one's was read, the flag is not the mistake.
+				log.refuse(ReasonProxyHeader, "a second PROXY protocol header after the balancer's: only the balancer nexmux accepts from may send one")
+				return d, false
+			}
 			// A balancer sending PROXY headers to a nexmux not told to
 			// expect them: the usual mistake of setting one up.
 			log.refuse(ReasonProxyHeader, "a PROXY protocol header nexmux was not told to expect: --proxy-protocol-from names the balancers that send one")
