@@ -408,6 +408,34 @@ func TestDroppedSettingInEffectKeepsItsProblems(t *testing.T) {
 	}
 }
 
+// A dropped setting's name inside a value (a route's host "mirror.corp",
+// "key.example.org") does not name the setting: the problem of that route
+// is its own, and is listed beside the bad value.
+func TestDroppedSettingNameInAValueKeepsTheProblem(t *testing.T) {
+	crt, key := certFiles(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml, host string
+	}{
+		{"mirror", "mirror: {a: b}\n", "mirror.corp.test"},
+		{"port", "port: {a: b}\n", "registry.port.test"},
+	} {
+		file := filepath.Join(dir, tc.name+".yaml")
+		if err := os.WriteFile(file, []byte(tc.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key, "--upstream", "http://127.0.0.1:8081", "--route", tc.host+"=team-a")
+		if code != exitInvalid {
+			t.Errorf("%s: exit %d, want %d:\n%s", tc.name, code, exitInvalid, errs)
+		}
+		for _, w := range []string{"config " + file, "route " + tc.host + ": no --cert covers this name"} {
+			if !strings.Contains(errs, w) {
+				t.Errorf("%s dropped: stderr lacks %q:\n%s", tc.name, w, errs)
+			}
+		}
+	}
+}
+
 // A stray argument ends flag parsing; the flags after it must not be
 // dropped silently.
 func TestStrayArgumentIsAnError(t *testing.T) {
