@@ -256,10 +256,11 @@ func inEffect(c *cli.Context, cfg *config.Config, name string) bool {
 
 // namesAny reports whether msg names one of the settings, as a word
 // ("cert/key", "--route HOST", "socks5-listen is"): "route" is not named
-// by "routes" or "--default-route".
+// by "routes" or "--default-route", nor "mirror" by a host name
+// "mirror.corp" (a '.' joins the labels of a value).
 func namesAny(msg string, settings []string) bool {
 	word := func(b byte) bool {
-		return b == '-' || b == '_' || 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9'
+		return b == '-' || b == '_' || b == '.' || 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9'
 	}
 	for _, name := range settings {
 		for i := 0; ; {
