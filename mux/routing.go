@@ -194,7 +194,13 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 			refusePlainHTTP(c, raw, deadline)
 			return d, false
 		}
-		if bytes.HasPrefix(rr.buf, proxyproto.SIGV1) || bytes.HasPrefix(rr.buf, proxyproto.SIGV2) {
+		if isProxyHeader(rr) {
+			if log.peer != nil {
+				// Two balancers in a row, both adding a header: the
+				// trusted one's was read, the flag is not the mistake.
+				log.refuse(ReasonProxyHeader, "a second PROXY protocol header after the balancer's: only the balancer nexmux accepts from may send one")
+				return d, false
+			}
 			// A balancer sending PROXY headers to a nexmux not told to
 			// expect them: the usual mistake of setting one up.
 			log.refuse(ReasonProxyHeader, "a PROXY protocol header nexmux was not told to expect: --proxy-protocol-from names the balancers that send one")
@@ -364,4 +370,20 @@ func addrPort(a net.Addr) netip.AddrPort {
 	}
 	ap, _ := netip.ParseAddrPort(a.String())
 	return ap
+}
+
+// isProxyHeader reports whether the connection begins with a PROXY v1 or
+// v2 signature, reading on (same deadline) while the bytes read so far
+// are a part of one: a first segment may end inside it.
+func isProxyHeader(rr *routingReader) bool {
+	sigs := [][]byte{proxyproto.SIGV1, proxyproto.SIGV2}
+	rr.fill(func(b []byte) bool {
+		for _, sig := range sigs {
+			if len(b) < len(sig) && bytes.HasPrefix(sig, b) {
+				return true
+			}
+		}
+		return false
+	})
+	return bytes.HasPrefix(rr.buf, proxyproto.SIGV1) || bytes.HasPrefix(rr.buf, proxyproto.SIGV2)
 }

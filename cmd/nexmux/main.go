@@ -197,7 +197,7 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		return nil, err
 	}
 	rt, berr := cfg.Build()
-	if dropped := droppedSettings(err); len(dropped) > 0 {
+	if dropped := droppedSettings(c, cfg, err); len(dropped) > 0 {
 		// A setting whose value could not be read was left out; a problem
 		// of how settings go together that names it ("no routes", an
 		// unpaired --key) may be only its absence.
@@ -214,8 +214,10 @@ func build(c *cli.Context) (*config.Runtime, error) {
 }
 
 // droppedSettings names the settings whose value loadSettings could not
-// read (from the file, the environment or a flag) and so left out.
-func droppedSettings(err error) []string {
+// read (from the file, the environment or a flag) and so left out. One
+// that holds a value all the same (a file key given twice keeps its first,
+// a flag replaces a bad file value) is not named: its problems are real.
+func droppedSettings(c *cli.Context, cfg *config.Config, err error) []string {
 	var me *multierror.Error
 	if !errors.As(err, &me) {
 		return nil
@@ -223,19 +225,42 @@ func droppedSettings(err error) []string {
 	var names []string
 	for _, e := range me.Errors {
 		var se *config.SettingError
-		if errors.As(e, &se) && se.Setting != "" {
+		if errors.As(e, &se) && se.Setting != "" && !inEffect(c, cfg, se.Setting) {
 			names = append(names, se.Setting)
 		}
 	}
 	return names
 }
 
+// inEffect reports whether loadSettings gave the setting a value of the
+// file's or of a flag (or its environment variable).
+func inEffect(c *cli.Context, cfg *config.Config, name string) bool {
+	if slices.Contains(cfg.FileKeys, name) {
+		return true
+	}
+	if !c.IsSet(name) {
+		return false
+	}
+	for _, s := range config.Settings() {
+		if s.Name != name {
+			continue
+		}
+		if v, ok := c.Generic(name).(*rawValue); ok {
+			_, err := v.parse(name, s.Default())
+			return err == nil
+		}
+		return true
+	}
+	return false
+}
+
 // namesAny reports whether msg names one of the settings, as a word
 // ("cert/key", "--route HOST", "socks5-listen is"): "route" is not named
-// by "routes" or "--default-route".
+// by "routes" or "--default-route", nor "mirror" by a host name
+// "mirror.corp" (a '.' joins the labels of a value).
 func namesAny(msg string, settings []string) bool {
 	word := func(b byte) bool {
-		return b == '-' || b == '_' || 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9'
+		return b == '-' || b == '_' || b == '.' || 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9'
 	}
 	for _, name := range settings {
 		for i := 0; ; {

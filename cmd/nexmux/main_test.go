@@ -373,6 +373,69 @@ func TestDroppedSettingDoesNotAlsoReportItsAbsence(t *testing.T) {
 	}
 }
 
+// A setting reported for a value that could not be read may still hold
+// one: a file key given twice keeps its first value, a bad file value is
+// replaced by the flag's. A problem of how that value goes with the others
+// is real, and must be listed in the same run.
+func TestDroppedSettingInEffectKeepsItsProblems(t *testing.T) {
+	crt, key := certFiles(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml string
+		args       []string
+		want       []string
+	}{
+		{"a key given twice", "socks5-auth-file: /nonexistent\nsocks5-auth-file: /nonexistent2\n",
+			[]string{"--route", "a.example.com=team-a"},
+			[]string{`key "socks5-auth-file" already defined`, "socks5-auth-file is set but socks5-listen is not"}},
+		{"a bad file value the flag replaces", "socks5-auth-file: [x]\n",
+			[]string{"--route", "a.example.com=team-a", "--socks5-auth-file", "/nonexistent"},
+			[]string{"socks5-auth-file: line 1", "socks5-auth-file is set but socks5-listen is not"}},
+	} {
+		file := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+		if err := os.WriteFile(file, []byte(tc.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, errs, code := run(t, append([]string{"check", "--config", file, "--cert", crt, "--key", key}, tc.args...)...)
+		if code != exitInvalid {
+			t.Errorf("%s: exit %d, want %d:\n%s", tc.name, code, exitInvalid, errs)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(errs, w) {
+				t.Errorf("%s: stderr lacks %q:\n%s", tc.name, w, errs)
+			}
+		}
+	}
+}
+
+// A dropped setting's name inside a value (a route's host "mirror.corp",
+// "key.example.org") does not name the setting: the problem of that route
+// is its own, and is listed beside the bad value.
+func TestDroppedSettingNameInAValueKeepsTheProblem(t *testing.T) {
+	crt, key := certFiles(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, yaml, host string
+	}{
+		{"mirror", "mirror: {a: b}\n", "mirror.corp.test"},
+		{"port", "port: {a: b}\n", "registry.port.test"},
+	} {
+		file := filepath.Join(dir, tc.name+".yaml")
+		if err := os.WriteFile(file, []byte(tc.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key, "--upstream", "http://127.0.0.1:8081", "--route", tc.host+"=team-a")
+		if code != exitInvalid {
+			t.Errorf("%s: exit %d, want %d:\n%s", tc.name, code, exitInvalid, errs)
+		}
+		for _, w := range []string{"config " + file, "route " + tc.host + ": no --cert covers this name"} {
+			if !strings.Contains(errs, w) {
+				t.Errorf("%s dropped: stderr lacks %q:\n%s", tc.name, w, errs)
+			}
+		}
+	}
+}
+
 // A stray argument ends flag parsing; the flags after it must not be
 // dropped silently.
 func TestStrayArgumentIsAnError(t *testing.T) {
