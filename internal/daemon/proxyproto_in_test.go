@@ -316,8 +316,6 @@ func TestProxyProtocolTrustedPeerWithoutHeader(t *testing.T) {
 	}
 }
 
-// TestProxyProtocolUntrustedPeer: outside --proxy-protocol-from a header is a
-// spoofing attempt and refused; plain clients work and keep their address.
 // A balancer sending PROXY headers to a nexmux not told to expect them
 // (no --proxy-protocol-from) is the usual mistake of setting one up: its
 // connections are refused, and the line says a PROXY header came and
@@ -365,6 +363,8 @@ func refusedAsProxyHeader(t *testing.T, st *stack.Stack, logs *logBuffer, peer s
 	return lines
 }
 
+// TestProxyProtocolUntrustedPeer: outside --proxy-protocol-from a header is a
+// spoofing attempt and refused; plain clients work and keep their address.
 func TestProxyProtocolUntrustedPeer(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.ProxyProtocolFrom = []string{"192.0.2.0/24"} // not loopback
