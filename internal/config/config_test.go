@@ -215,6 +215,8 @@ func TestBuildProblems(t *testing.T) {
 		want []string
 	}{
 		{"no routes", func(c *Config) { c.Route = nil }, []string{"no routes"}},
+		// 1ns made the prober a tight loop of status requests to every node.
+		{"health interval too short", func(c *Config) { c.HealthInterval = time.Millisecond }, []string{"health-interval 1ms: under 100ms"}},
 		{"one address for three listeners", func(c *Config) {
 			c.Listen, c.MetricsListen, c.Socks5Listen = "127.0.0.1:27500", "127.0.0.1:27500", ":27500"
 		}, []string{"metrics-listen 127.0.0.1:27500: the same address as listen", "socks5-listen :27500: the same address as listen", "socks5-listen :27500: the same address as metrics-listen"}},
