@@ -244,6 +244,10 @@ func (c *Config) Build() (*Runtime, error) {
 	}
 	if c.HealthInterval < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("health-interval %v: must not be negative", c.HealthInterval))
+	} else if c.HealthInterval > 0 && c.HealthInterval < MinHealthInterval {
+		// Every replica probes every node twice a round: a tiny interval
+		// is a request storm on Nexus's status endpoints.
+		errs = multierror.Append(errs, fmt.Errorf("health-interval %v: under %v every replica would probe every Nexus node in a tight loop", c.HealthInterval, MinHealthInterval))
 	}
 	if c.UpstreamMaxConns < 0 {
 		errs = multierror.Append(errs, fmt.Errorf("upstream-max-conns %d: must not be negative", c.UpstreamMaxConns))
@@ -759,6 +763,9 @@ func resolveHost(h string) []netip.Addr {
 	}
 	return as
 }
+
+// MinHealthInterval is the shortest --health-interval taken.
+const MinHealthInterval = 100 * time.Millisecond
 
 // relationError is a problem of how settings go together (one needs
 // another, two clash, a name no certificate covers), not of one value.
