@@ -26,7 +26,7 @@ func (p *Proxy) beforeForward(ci *ConnInfo, w *batchingWriter) {
 	w.conn = ci
 	ci.refusedInARow.Store(0)
 	ci.forwarded.Store(true)
-	if ci.Revoked.Load() || p.maxAge > 0 && !ci.Opened.IsZero() && time.Since(ci.Opened) > p.maxAge {
+	if p.ending(ci) {
 		endConnection(w)
 		w.endConn = true
 	}
