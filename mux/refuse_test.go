@@ -217,21 +217,30 @@ func TestRefusalMaxConns(t *testing.T) {
 	}
 }
 
-// A passthrough backend that refuses the connection: the client gets an
-// internal_error alert, and the refusal is logged with its reason.
-func TestRefusalPassthroughDial(t *testing.T) {
-	m := startMux(t, nil, testnet.DeadAddr(t), 0)
+// passthroughDialRefused sends a ClientHello for the passthrough route,
+// whose backend refuses the connection, and checks the internal_error
+// alert that comes back; the connection is closed at the test's end.
+func passthroughDialRefused(t *testing.T, m *muxServer) net.Conn {
+	t.Helper()
 	c, err := net.Dial("tcp", m.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	if _, err := c.Write(testnet.ClientHello(t, m.tlsConfig("pt.nexmux.test"))); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := readUntilClosed(t, c), []byte{21, 3, 3, 0, 2, 2, byte(sni.AlertInternalError)}; !bytes.Equal(got, want) {
 		t.Fatalf("got % x back, want an internal_error alert (% x)", got, want)
 	}
+	return c
+}
+
+// A passthrough backend that refuses the connection: the client gets an
+// internal_error alert, and the refusal is logged with its reason.
+func TestRefusalPassthroughDial(t *testing.T) {
+	m := startMux(t, nil, testnet.DeadAddr(t), 0)
+	c := passthroughDialRefused(t, m)
 	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonUpstream)
 }
 
@@ -363,17 +372,7 @@ func TestRefusalAlertClosesAtOnceUnderLimits(t *testing.T) {
 // than the alert's linger: this refusal has no routing deadline to bound it.
 func TestPassthroughRefusalLingerEndsWhileTheClientStays(t *testing.T) {
 	m := startMuxWith(t, muxConfig{passthrough: testnet.DeadAddr(t), maxConns: 10})
-	c, err := net.Dial("tcp", m.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(testnet.ClientHello(t, m.tlsConfig("pt.nexmux.test"))); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := readUntilClosed(t, c), []byte{21, 3, 3, 0, 2, 2, byte(sni.AlertInternalError)}; !bytes.Equal(got, want) {
-		t.Fatalf("got % x back, want an internal_error alert (% x)", got, want)
-	}
+	passthroughDialRefused(t, m) // open, silent, until the test ends
 	// The client neither sends nor closes: the connection must still end.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
