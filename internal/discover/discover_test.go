@@ -720,3 +720,34 @@ func TestDiscoverErrorsHideEchoedCredentials(t *testing.T) {
 		}
 	}
 }
+
+// A --domain with blanks or dots around it (a quoted shell word, a YAML
+// value) passes CheckDomain, which trims as every host check does; the plan
+// must then use the trimmed name too, not print "mirror. example.com" and
+// "a. example.com", which serve refuses.
+func TestDiscoverDomainIsTrimmedLikeItsCheck(t *testing.T) {
+	hub := `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}},
+		{"name":"hub","format":"docker","type":"proxy","proxy":{"remoteUrl":"https://registry-1.docker.io"}}]`
+	var repos []discover.Repo
+	if err := json.Unmarshal([]byte(hub), &repos); err != nil {
+		t.Fatal(err)
+	}
+	want, err := discover.MakePlan(repos, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, domain := range []string{" example.com", "example.com ", "\texample.com.", ". example.com", " .Example.COM. "} {
+		if err := discover.CheckDomain(domain); err != nil {
+			t.Errorf("CheckDomain(%q): %v", domain, err)
+			continue
+		}
+		p, err := discover.MakePlan(repos, domain)
+		if err != nil {
+			t.Errorf("MakePlan(%q): %v", domain, err)
+			continue
+		}
+		if p.YAML() != want.YAML() {
+			t.Errorf("--domain %q gives\n%s\nwant\n%s", domain, p.YAML(), want.YAML())
+		}
+	}
+}
