@@ -270,10 +270,10 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 		return nil, ErrNoDocker
 	}
 	sort.Slice(docker, func(i, j int) bool { return docker[i].Name < docker[j].Name })
-	domain = strings.Trim(strings.ToLower(domain), ".")
 	// Checked once here: a bad domain would otherwise become a note on
 	// every repository instead of one error.
-	if err := CheckDomain(domain); err != nil {
+	domain, err := normalDomain(domain)
+	if err != nil {
 		errs = append(errs, err)
 		domain = "" // the ports are still checked
 	}
@@ -399,21 +399,30 @@ var errUnderscore = errors.New("'_' is not allowed in a registry host name (dock
 // CheckDomain is the --domain check, for the command to make before Nexus
 // is asked: a bad one is the operator's, known without the answer.
 func CheckDomain(domain string) error {
-	domain = strings.Trim(strings.ToLower(domain), ".")
-	if domain == "" {
-		return nil
+	_, err := normalDomain(domain)
+	return err
+}
+
+// normalDomain is the --domain every host name is built on: blanks and
+// dots around it trimmed, lower case, as the check sees it, so a value
+// that passes the check never yields a host serve refuses.
+func normalDomain(domain string) (string, error) {
+	trimmed := strings.Trim(strings.TrimSpace(domain), ".")
+	trimmed = strings.TrimSpace(strings.Trim(trimmed, "."))
+	if trimmed == "" {
+		return "", nil
 	}
-	_, err := route.NormalizePattern(domain)
-	if err == nil && strings.Contains(domain, "*") {
+	norm, err := route.NormalizePattern(trimmed)
+	if err == nil && strings.Contains(norm, "*") {
 		err = errors.New("a domain, not a pattern")
 	}
-	if err == nil && strings.Contains(domain, "_") {
+	if err == nil && strings.Contains(norm, "_") {
 		err = errUnderscore
 	}
 	if err != nil {
-		return fmt.Errorf("--domain %q: %v", domain, err)
+		return "", fmt.Errorf("--domain %q: %v", domain, err)
 	}
-	return nil
+	return norm, nil
 }
 
 // errDotted: <repo>.<domain> for a name with '.' lies deeper than the
