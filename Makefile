@@ -54,7 +54,8 @@ demo:
 
 # Runs every Fuzz* function of every package for $(FUZZTIME) each (go test
 # takes one -fuzz target per run). Fails on the first failing target; a
-# failing input is written to that package's testdata/fuzz/ to commit.
+# failing input is written to that package's testdata/fuzz/ to commit, and
+# printed, since CI's clone is thrown away.
 # Go 1.26's fuzz coordinator can end a run at -fuzztime with a bare
 # "context deadline exceeded" and no failing input (go.dev/issue/75804,
 # fixed in 1.27): that ending is reported, not failed on.
@@ -71,7 +72,11 @@ fuzz:
 			if [ $$rc != 0 ]; then \
 				if grep -q '^    context deadline exceeded$$' "$$out" && ! grep -q 'Failing input written to' "$$out"; then \
 					echo "fuzz: $$fn: Go's -fuzztime deadline race (go.dev/issue/75804), no failing input: not a failure"; \
-				else exit $$rc; fi; \
+				else \
+					f=$$(sed -n 's/^ *Failing input written to //p' "$$out" | head -n 1); \
+					if [ -n "$$f" ]; then echo "== $$fn failing input ($$pkg $$f), to commit:"; cat "$$($(GO) list -f '{{.Dir}}' $$pkg)/$$f" || true; fi; \
+					exit $$rc; \
+				fi; \
 			fi; \
 		done; \
 	done; \
