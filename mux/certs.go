@@ -218,9 +218,15 @@ func renews(a, b *x509.Certificate) bool {
 }
 
 // namesAll reports whether a names every DNS and IP SAN b does.
+// A set of a's names keeps it linear: every pair is compared with the
+// first, itself included. SANs are ASCII (IA5String): lowercasing folds.
 func namesAll(a, b *x509.Certificate) bool {
+	has := make(map[string]bool, len(a.DNSNames))
+	for _, m := range a.DNSNames {
+		has[strings.ToLower(m)] = true
+	}
 	for _, n := range b.DNSNames {
-		if !slices.ContainsFunc(a.DNSNames, func(m string) bool { return strings.EqualFold(m, n) }) {
+		if !has[strings.ToLower(n)] {
 			return false
 		}
 	}
