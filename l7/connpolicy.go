@@ -21,9 +21,9 @@ func endConnection(w http.ResponseWriter) { w.Header().Set("Connection", "close"
 
 // beforeForward applies the connection's policy to a request going to
 // Nexus: an old (--max-conn-age) or revoked connection ends after it, and
-// so does one revoked while Nexus answers (batchingWriter.conn).
+// so does one revoked or grown old while Nexus answers (batchingWriter.conn).
 func (p *Proxy) beforeForward(ci *ConnInfo, w *batchingWriter) {
-	w.conn = ci
+	w.conn, w.maxAge = ci, p.maxAge
 	ci.refusedInARow.Store(0)
 	ci.forwarded.Store(true)
 	if p.ending(ci) {
@@ -67,6 +67,8 @@ func (p *Proxy) refuseForLoad(w http.ResponseWriter, st *reqState, status int, c
 
 // ending reports whether ci is to end after its current response: revoked,
 // or past --max-conn-age.
-func (p *Proxy) ending(ci *ConnInfo) bool {
-	return ci.Revoked.Load() || p.maxAge > 0 && !ci.Opened.IsZero() && time.Since(ci.Opened) > p.maxAge
+func (p *Proxy) ending(ci *ConnInfo) bool { return ci.ending(p.maxAge) }
+
+func (ci *ConnInfo) ending(maxAge time.Duration) bool {
+	return ci.Revoked.Load() || maxAge > 0 && !ci.Opened.IsZero() && time.Since(ci.Opened) > maxAge
 }

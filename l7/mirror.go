@@ -225,24 +225,43 @@ func mirrorNS(m *route.Mirror, rawQuery string) (ns, reg, query string, bad *nsR
 }
 
 // cutNS removes every ns parameter from a raw query and returns its raw
-// value; the other parameters stay byte for byte. ok is false when two ns
-// parameters differ.
+// value; the other parameters stay byte for byte. An ns parameter is one
+// whose name url.ParseQuery (and Nexus) reads as "ns": "%6es=" too, and a
+// bare "ns", an empty value as "ns=" is. ok is false when two ns
+// parameters differ or one is empty.
 func cutNS(rawQuery string) (ns, rest string, ok bool) {
-	if !strings.Contains(rawQuery, "ns=") {
+	if !strings.Contains(rawQuery, "ns") && !strings.Contains(rawQuery, "%") {
 		return "", rawQuery, true
 	}
 	var kept []string
+	found := false
 	for param := range strings.SplitSeq(rawQuery, "&") {
-		if v, found := strings.CutPrefix(param, "ns="); found {
-			if ns != "" && v != ns || v == "" {
-				return "", "", false
-			}
-			ns = v
+		key, v, _ := strings.Cut(param, "=")
+		if !isNSKey(key) {
+			kept = append(kept, param)
 			continue
 		}
-		kept = append(kept, param)
+		if found && v != ns || v == "" {
+			return "", "", false
+		}
+		ns, found = v, true
+	}
+	if !found {
+		return "", rawQuery, true
 	}
 	return ns, strings.Join(kept, "&"), true
+}
+
+// isNSKey reports whether a raw query parameter name decodes to "ns".
+func isNSKey(raw string) bool {
+	if raw == "ns" {
+		return true
+	}
+	if len(raw) > len("%6e%73") || !strings.Contains(raw, "%") {
+		return false
+	}
+	key, err := url.QueryUnescape(raw)
+	return err == nil && key == "ns"
 }
 
 // validFirstSegment: a repository name component ([a-z0-9._-]) or a

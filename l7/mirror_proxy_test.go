@@ -114,6 +114,14 @@ func TestMirrorRequestMapping(t *testing.T) {
 		// registry disagrees with ns.
 		{mirror, "mirror.example.com", "/v2/john.smith/app/manifests/1?ns=quay.io", "", 200, "", "/nexus/repository/quay-proxy/v2/john.smith/app/manifests/1", mirrorAuth, "quay.io"},
 		{mirror, "mirror.example.com", "/v2/ghcr.io/acme/app/manifests/1?ns=quay.io", "", 400, "NAME_INVALID", "", "", ""},
+		// ns is the parameter Go's url.ParseQuery (and Jetty) reads as ns,
+		// its name percent-encoded too, and never reaches Nexus; a bare ns
+		// is an empty one, refused as "ns=" is.
+		{mirror, "mirror.example.com", "/v2/acme/tool/tags/list?n=2&%6es=quay.io", "", 200, "", "/nexus/repository/quay-proxy/v2/acme/tool/tags/list?n=2", mirrorAuth, "quay.io"},
+		{mirror, "mirror.example.com", "/v2/acme/tool/tags/list?%6E%73=quay.io&n=2", "", 200, "", "/nexus/repository/quay-proxy/v2/acme/tool/tags/list?n=2", mirrorAuth, "quay.io"},
+		{mirror, "mirror.example.com", "/nexus/repository/ghcr-proxy/v2/acme/app/manifests/1?n%73=quay.io", "", 400, "NAME_INVALID", "", "", ""},
+		{mirror, "mirror.example.com", "/v2/quay.io/acme/tool/tags/list?ns", "", 400, "NAME_INVALID", "", "", ""},
+		{mirror, "mirror.example.com", "/v2/quay.io/acme/tool/tags/list?n=2&ns&ns=quay.io", "", 400, "NAME_INVALID", "", "", ""},
 		// A client's own credentials are kept.
 		{mirror, "mirror.example.com", "/v2/ghcr.io/acme/app/manifests/1", "Bearer DockerToken.client", 200, "", "/nexus/repository/ghcr-proxy/v2/acme/app/manifests/1", "Bearer DockerToken.client", "ghcr.io"},
 		// Only the /v2 registry API is served on a mirror name, in either form.

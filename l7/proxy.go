@@ -1043,8 +1043,11 @@ type batchingWriter struct {
 	endConn bool
 	// conn is the forwarded request's connection: a reload that revokes it
 	// while Nexus works on the answer ends it after the answer, which must
-	// say so, or the client's next request races the close.
-	conn *ConnInfo
+	// say so, or the client's next request races the close; so does
+	// passing maxAge (--max-conn-age) meanwhile, the answer being the
+	// first past it.
+	conn   *ConnInfo
+	maxAge time.Duration
 }
 
 // armDeadline gives the next write to the client timeout from now.
@@ -1065,7 +1068,7 @@ func (c *batchingWriter) WriteHeader(code int) {
 	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
 		c.lateStatus = c.client != nil && c.client.Err() != nil
-		if c.endConn || c.conn != nil && c.conn.Revoked.Load() {
+		if c.endConn || c.conn != nil && c.conn.ending(c.maxAge) {
 			endConnection(c.ResponseWriter)
 		}
 		// A response Nexus sent without Content-Type goes out without one:

@@ -113,6 +113,7 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 	c := &Certs{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{},
 		allExact: map[string][]*tls.Certificate{}, allWild: map[string][]*tls.Certificate{},
 		ids: make(map[*tls.Certificate]certID, len(pairs)), at: now}
+	seen := map[string]bool{} // c.names as a set: certificates may name thousands
 	for i := range pairs {
 		cert := &pairs[i]
 		leaf := cert.Leaf
@@ -130,7 +131,8 @@ func newCertsAt(pairs []tls.Certificate, now time.Time) (*Certs, error) {
 		c.ids[cert] = leafID(leaf)
 		for _, n := range leaf.DNSNames {
 			n = strings.ToLower(strings.TrimSuffix(n, "."))
-			if !slices.Contains(c.names, n) {
+			if !seen[n] {
+				seen[n] = true
 				c.names = append(c.names, n)
 			}
 			if suffix, ok := strings.CutPrefix(n, "*."); ok {
@@ -216,9 +218,15 @@ func renews(a, b *x509.Certificate) bool {
 }
 
 // namesAll reports whether a names every DNS and IP SAN b does.
+// A set of a's names keeps it linear: every pair is compared with the
+// first, itself included. SANs are ASCII (IA5String): lowercasing folds.
 func namesAll(a, b *x509.Certificate) bool {
+	has := make(map[string]bool, len(a.DNSNames))
+	for _, m := range a.DNSNames {
+		has[strings.ToLower(m)] = true
+	}
 	for _, n := range b.DNSNames {
-		if !slices.ContainsFunc(a.DNSNames, func(m string) bool { return strings.EqualFold(m, n) }) {
+		if !has[strings.ToLower(n)] {
 			return false
 		}
 	}

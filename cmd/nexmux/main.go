@@ -209,6 +209,7 @@ func build(c *cli.Context) (*config.Runtime, error) {
 	if err = errlist.Join(err, berr); err != nil {
 		return &config.Runtime{Config: cfg}, err
 	}
+	rt.NoteWarnings(func(e error) error { return envNoted(c, errlist.Join(e)) })
 	rt.Warnings = append(rt.Warnings, overridden(c, cfg)...)
 	return rt, nil
 }

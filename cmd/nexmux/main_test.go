@@ -1361,6 +1361,65 @@ func TestListenClashNamesTheOtherVariable(t *testing.T) {
 	}
 }
 
+// A problem of a --port with another setting (a REDIRECT that captures
+// another listener's port or loops back to an --upstream or a passthrough
+// backend), and a route name no --cert covers, name the variable of each
+// setting the environment gave, as a clash does: NEXMUX_PORT or
+// NEXMUX_CERT went unnamed, and the command line did not hold it.
+func TestPortAndCertProblemsNameTheirVariable(t *testing.T) {
+	crt, key := certFiles(t)
+	lineOf := func(errs, want string) string {
+		t.Helper()
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, want) {
+				return l
+			}
+		}
+		t.Errorf("stderr lacks %q:\n%s", want, errs)
+		return ""
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string   // the problem's line holds it
+		from []string // and each of these
+	}{
+		{"port capturing metrics", map[string]string{"NEXMUX_PORT": "9090=team-b"}, []string{"--listen", ":8443", "--metrics-listen", "127.0.0.1:9090"},
+			"port 9090 is the metrics-listen port", []string{"(from NEXMUX_PORT)"}},
+		{"metrics captured", map[string]string{"NEXMUX_METRICS_LISTEN": "127.0.0.1:9090"}, []string{"--listen", ":8443", "--port", "9090=team-b"},
+			"port 9090 is the metrics-listen port", []string{"(--metrics-listen from NEXMUX_METRICS_LISTEN)"}},
+		{"upstream loop", map[string]string{"NEXMUX_PORT": "8082=team-a"}, []string{"--listen", ":8443", "--upstream", "http://127.0.0.1:8082"},
+			"upstream http://127.0.0.1:8082 is on this host, at port 8082", []string{"(--port from NEXMUX_PORT)"}},
+		{"passthrough loop", map[string]string{"NEXMUX_PORT": "8082=team-a"}, []string{"--listen", ":8443", "--passthrough", "legacy.example.com=127.0.0.1:8082"},
+			"passthrough legacy.example.com=127.0.0.1:8082: 127.0.0.1:8082 is on this host", []string{"(--port from NEXMUX_PORT)"}},
+		{"no cert covers", map[string]string{"NEXMUX_CERT": crt, "NEXMUX_KEY": key}, []string{"--route", "a.other.org=team-a"},
+			"route a.other.org: no --cert covers this name", []string{"(--cert from NEXMUX_CERT)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, errs, _ := run(t, append([]string{"check"}, tc.args...)...)
+			l := lineOf(errs, tc.want)
+			for _, f := range tc.from {
+				if !strings.Contains(l, f) {
+					t.Errorf("check: the line of %q lacks %s: %q", tc.want, f, l)
+				}
+			}
+		})
+	}
+	// nexmux iptables refuses the same loop, and names the variable too.
+	t.Setenv("NEXMUX_PORT", "8082=team-a")
+	_, errs, code := run(t, "iptables", "--listen", ":8443", "--upstream", "http://127.0.0.1:8082")
+	if code != exitInvalid {
+		t.Fatalf("iptables: exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	if l := lineOf(errs, "upstream http://127.0.0.1:8082 is on this host"); !strings.Contains(l, "(--port from NEXMUX_PORT)") {
+		t.Errorf("iptables: the loop's line lacks (--port from NEXMUX_PORT): %q", l)
+	}
+}
+
 // The iptables settings' problems, and every problem of nexmux iptables,
 // name the variable a bad value came from too (README: "whatever the
 // setting's type"): NEXMUX_CHAIN=PREROUTING was refused without it.

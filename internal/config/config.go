@@ -171,6 +171,9 @@ type Runtime struct {
 	Socks5Credentials map[string]string
 	// Warnings are logged at start and on each reload.
 	Warnings []string
+	// warnedProblems are the problems behind some of Warnings (by index),
+	// for NoteWarnings to reword.
+	warnedProblems map[int]error
 	// MirrorAuth is the Authorization value for mirror requests without
 	// one ("" when --mirror-auth-file is not set).
 	MirrorAuth string
@@ -178,6 +181,26 @@ type Runtime struct {
 	// secret read (zero: none): a reload compares it, since the running
 	// node set keeps the secret it started with.
 	AffinitySecretSum [sha256.Size]byte
+}
+
+// warnProblem adds err, a problem that is only a warning here, to
+// Warnings.
+func (b *Runtime) warnProblem(err error) {
+	if b.warnedProblems == nil {
+		b.warnedProblems = map[int]error{}
+	}
+	b.warnedProblems[len(b.Warnings)] = err
+	b.Warnings = append(b.Warnings, err.Error())
+}
+
+// NoteWarnings rewrites each warning Build made of a problem of the
+// settings (a --port's REDIRECT loop) as note rewords that problem: cmd
+// names the environment variables the settings came from, as it does in
+// Build's errors.
+func (b *Runtime) NoteWarnings(note func(error) error) {
+	for i, err := range b.warnedProblems {
+		b.Warnings[i] = note(err).Error()
+	}
 }
 
 // Build validates c and returns every problem found, one error each, as a
@@ -283,7 +306,7 @@ func (c *Config) Build() (*Runtime, error) {
 		// Port routes may come without iptables (a PROXY header's port,
 		// SOCKS5): a warning here, an error in nexmux iptables.
 		for _, err := range append(c.RedirectCaptures(ports), c.RedirectLoops(ports)...) {
-			b.Warnings = append(b.Warnings, err.Error()+"; nexmux iptables refuses to write its rule")
+			b.warnProblem(fmt.Errorf("%w; nexmux iptables refuses to write its rule", err))
 		}
 	}
 	ownWarnings, err := ownListenerLoops(c, ports)
@@ -312,7 +335,10 @@ func (c *Config) Build() (*Runtime, error) {
 				if r.Mirror != nil {
 					flag = "mirror"
 				}
-				errs = multierror.Append(errs, relationError{fmt.Errorf("%s %s: no --cert covers this name; clients would see the first certificate and fail verification", flag, r.Key)})
+				errs = multierror.Append(errs, relationError{&ClashError{
+					Err:   fmt.Errorf("%s %s: no --cert covers this name; clients would see the first certificate and fail verification", flag, r.Key),
+					Other: "cert",
+				}})
 			}
 		}
 	}
@@ -397,7 +423,10 @@ func (c *Config) RedirectCaptures(ports []int) []error {
 		if l.addr == "" || err != nil || !ok || p == 0 || !slices.Contains(ports, p) {
 			continue
 		}
-		errs = append(errs, fmt.Errorf("port %d is the %s port (%s): a REDIRECT of it would send that listener's clients, on any local address, to port %d's route", p, l.flag, l.addr, p))
+		errs = append(errs, &ClashError{
+			Err:   fmt.Errorf("port %d is the %s port (%s): a REDIRECT of it would send that listener's clients, on any local address, to port %d's route", p, l.flag, l.addr, p),
+			Other: l.flag,
+		})
 	}
 	return errs
 }
@@ -426,7 +455,7 @@ func (c *Config) RedirectLoops(ports []int) []error {
 	for _, raw := range c.Upstream {
 		if _, _, hostPort, _, err := upstream.Normalise(raw); err == nil {
 			if p, loop := loops(hostPort); loop {
-				errs = append(errs, fmt.Errorf("upstream %s is on this host, at port %d of a --port route: %s", strings.TrimSpace(raw), p, why))
+				errs = append(errs, &ClashError{Err: fmt.Errorf("upstream %s is on this host, at port %d of a --port route: %s", strings.TrimSpace(raw), p, why), Other: "port"})
 			}
 		}
 	}
@@ -434,7 +463,7 @@ func (c *Config) RedirectLoops(ports []int) []error {
 		_, addr, _ := strings.Cut(pt, "=")
 		addr = strings.TrimSpace(addr)
 		if p, loop := loops(addr); loop {
-			errs = append(errs, fmt.Errorf("passthrough %s: %s is on this host, at port %d of a --port route: %s", strings.TrimSpace(pt), addr, p, why))
+			errs = append(errs, &ClashError{Err: fmt.Errorf("passthrough %s: %s is on this host, at port %d of a --port route: %s", strings.TrimSpace(pt), addr, p, why), Other: "port"})
 		}
 	}
 	return errs

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -241,5 +242,62 @@ func TestRevokedInFlightResponseSaysClose(t *testing.T) {
 	resp.Body.Close()
 	if !resp.Close {
 		t.Errorf("answer to the request in flight when its route was removed: %s, Connection %q; want Connection: close", resp.Status, resp.Header.Get("Connection"))
+	}
+}
+
+// An HTTP/1.1 request forwarded before --max-conn-age and answered after
+// it gets "Connection: close", and the connection ends after it: the first
+// response past the age is the last, as for a revoked connection
+// (TestRevokedInFlightResponseSaysClose), not the next request's.
+func TestAgedInFlightResponseSaysClose(t *testing.T) {
+	const age = time.Second
+	reached, release := make(chan struct{}), make(chan struct{})
+	cfg := teamRoutes()
+	cfg.MaxConnAge = age
+	st := stack.Start(t, stack.Options{Config: cfg, Upstreams: func(nexusURL string) []string {
+		target, _ := url.Parse(nexusURL)
+		nexus := httputil.NewSingleHostReverseProxy(target)
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/held/") {
+				close(reached)
+				<-release
+			}
+			nexus.ServeHTTP(w, r)
+		}))
+		t.Cleanup(front.Close)
+		return []string{front.URL}
+	}})
+
+	dialed := time.Now()
+	c, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-b.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /v2/held/app/tags/list HTTP/1.1\r\nHost: "+st.Host("team-b")+"\r\n\r\n")
+	select {
+	case <-reached:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached Nexus")
+	}
+	if time.Since(dialed) >= age {
+		t.Skip("the request reached Nexus only after --max-conn-age (a loaded machine): nothing to test")
+	}
+	time.Sleep(time.Until(dialed.Add(age + 200*time.Millisecond)))
+	close(release)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("answer to the request in flight: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if !resp.Close {
+		t.Errorf("answer written past --max-conn-age to a request forwarded before it: %s, Connection %q; want Connection: close", resp.Status, resp.Header.Get("Connection"))
+	}
+	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("connection after the answer past --max-conn-age: read %v, want it closed", err)
 	}
 }
