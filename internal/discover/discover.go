@@ -317,13 +317,17 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %v", r.Name, err))
 			} else if owner, taken := subOwner[host]; taken && owner != r.Name {
 				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %s is the subdomain of %s", r.Name, host, owner))
+			} else if owner, taken := hostOwner[host]; taken {
+				// Names differing only in case (or listed twice) make one
+				// host: serve refuses a second route for it.
+				p.NoHost = append(p.NoHost, fmt.Sprintf("%s: %s is the host name of %s", r.Name, host, owner))
 			} else {
 				p.Routes = append(p.Routes, host+"="+target)
 				hostOwner[host] = r.Name
 			}
 			if r.Docker != nil && r.Docker.Subdomain != nil {
 				sub := strings.ToLower(*r.Docker.Subdomain) + "." + domain
-				if subOwner[sub] == r.Name && sub != host {
+				if _, routed := hostOwner[sub]; subOwner[sub] == r.Name && sub != host && !routed {
 					p.Routes = append(p.Routes, sub+"="+target)
 					hostOwner[sub] = r.Name
 				}

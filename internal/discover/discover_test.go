@@ -751,3 +751,32 @@ func TestDiscoverDomainIsTrimmedLikeItsCheck(t *testing.T) {
 		}
 	}
 }
+
+// Two repositories whose names differ only in case (or a listing that
+// names one twice) make the same <repo>.<domain>: the first keeps it, the
+// other gets a note and keeps its ports, as for a taken subdomain, instead
+// of two routes for one host, which serve refuses.
+func TestDiscoverNamesDifferingInCaseGetOneHost(t *testing.T) {
+	body := `[{"name":"team-a","format":"docker","type":"hosted","docker":{"httpPort":8083}},
+		{"name":"Team-A","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`
+	var repos []discover.Repo
+	if err := json.Unmarshal([]byte(body), &repos); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := route.Build(route.Spec{Routes: plan.Routes, Ports: plan.Ports}); err != nil {
+		t.Errorf("discovered mapping does not build: %v\n%s", err, plan.YAML())
+	}
+	if got := strings.Join(plan.Routes, " "); got != "team-a.example.com=Team-A" {
+		t.Errorf("routes %q", plan.Routes)
+	}
+	if got := strings.Join(plan.Ports, " "); got != "8082=Team-A 8083=team-a" {
+		t.Errorf("ports %q", plan.Ports)
+	}
+	if w := "# no host name for team-a: team-a.example.com is the host name of Team-A"; !strings.Contains(plan.YAML(), w) {
+		t.Errorf("no note %q:\n%s", w, plan.YAML())
+	}
+}
