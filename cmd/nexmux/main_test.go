@@ -1311,14 +1311,6 @@ func TestBadEnvValuesNameTheirVariable(t *testing.T) {
 // clash with a setting the command line gave names no variable.
 func TestHostClashNamesTheOtherVariable(t *testing.T) {
 	crt, key := certFiles(t)
-	lineOf := func(errs, want string) string {
-		for _, l := range strings.Split(errs, "\n") {
-			if strings.Contains(l, want) {
-				return l
-			}
-		}
-		return ""
-	}
 	for _, tc := range []struct{ env, val, other string }{
 		{"NEXMUX_ROUTE", "m.example.com=a", "route"},
 		{"NEXMUX_PASSTHROUGH", "m.example.com=10.0.0.1:443", "passthrough"},
@@ -1329,7 +1321,7 @@ func TestHostClashNamesTheOtherVariable(t *testing.T) {
 			if code != exitInvalid {
 				t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
 			}
-			if l := lineOf(errs, "mirror m.example.com"); !strings.Contains(l, tc.env) {
+			if l := lineOf(t, errs, "mirror m.example.com"); !strings.Contains(l, tc.env) {
 				t.Errorf("the clash with %s does not name %s: %q\n%s", tc.other, tc.env, l, errs)
 			}
 		})
@@ -1337,7 +1329,7 @@ func TestHostClashNamesTheOtherVariable(t *testing.T) {
 	// The mirror from the environment, the route from the command line.
 	t.Setenv("NEXMUX_MIRROR", "m.example.com/docker.io=hub")
 	_, errs, _ := run(t, "check", "--cert", crt, "--key", key, "--route", "m.example.com=a")
-	if l := lineOf(errs, "mirror m.example.com"); !strings.HasSuffix(l, "(from NEXMUX_MIRROR)") || strings.Contains(l, "NEXMUX_ROUTE") {
+	if l := lineOf(t, errs, "mirror m.example.com"); !strings.HasSuffix(l, "(from NEXMUX_MIRROR)") || strings.Contains(l, "NEXMUX_ROUTE") {
 		t.Errorf("want the line to end with (from NEXMUX_MIRROR) alone: %q\n%s", l, errs)
 	}
 }
@@ -1368,16 +1360,6 @@ func TestListenClashNamesTheOtherVariable(t *testing.T) {
 // NEXMUX_CERT went unnamed, and the command line did not hold it.
 func TestPortAndCertProblemsNameTheirVariable(t *testing.T) {
 	crt, key := certFiles(t)
-	lineOf := func(errs, want string) string {
-		t.Helper()
-		for _, l := range strings.Split(errs, "\n") {
-			if strings.Contains(l, want) {
-				return l
-			}
-		}
-		t.Errorf("stderr lacks %q:\n%s", want, errs)
-		return ""
-	}
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
@@ -1401,7 +1383,7 @@ func TestPortAndCertProblemsNameTheirVariable(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			_, errs, _ := run(t, append([]string{"check"}, tc.args...)...)
-			l := lineOf(errs, tc.want)
+			l := lineOf(t, errs, tc.want)
 			for _, f := range tc.from {
 				if !strings.Contains(l, f) {
 					t.Errorf("check: the line of %q lacks %s: %q", tc.want, f, l)
@@ -1415,7 +1397,7 @@ func TestPortAndCertProblemsNameTheirVariable(t *testing.T) {
 	if code != exitInvalid {
 		t.Fatalf("iptables: exit %d, want %d:\n%s", code, exitInvalid, errs)
 	}
-	if l := lineOf(errs, "upstream http://127.0.0.1:8082 is on this host"); !strings.Contains(l, "(--port from NEXMUX_PORT)") {
+	if l := lineOf(t, errs, "upstream http://127.0.0.1:8082 is on this host"); !strings.Contains(l, "(--port from NEXMUX_PORT)") {
 		t.Errorf("iptables: the loop's line lacks (--port from NEXMUX_PORT): %q", l)
 	}
 }
@@ -1724,16 +1706,6 @@ func TestEchoedPasswordWithSpaceHidden(t *testing.T) {
 func TestBadEnvKeyNamesItsVariable(t *testing.T) {
 	crt, key := certFiles(t)
 	missing := filepath.Join(t.TempDir(), "missing.pem")
-	lineOf := func(errs, want string) string {
-		t.Helper()
-		for _, l := range strings.Split(errs, "\n") {
-			if strings.Contains(l, want) {
-				return l
-			}
-		}
-		t.Fatalf("stderr lacks %q:\n%s", want, errs)
-		return ""
-	}
 	for _, tc := range []struct {
 		name, certEnv, keyEnv string
 		args                  []string
@@ -1751,9 +1723,22 @@ func TestBadEnvKeyNamesItsVariable(t *testing.T) {
 			if code != exitInvalid {
 				t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
 			}
-			if l := lineOf(errs, tc.want); !strings.HasSuffix(l, tc.from) {
+			if l := lineOf(t, errs, tc.want); !strings.HasSuffix(l, tc.from) {
 				t.Errorf("the line of %s does not end with %s: %q", tc.want, tc.from, l)
 			}
 		})
 	}
+}
+
+// lineOf is the first line of a command's stderr that holds want; a
+// stderr without one fails t.
+func lineOf(t *testing.T, errs, want string) string {
+	t.Helper()
+	for _, l := range strings.Split(errs, "\n") {
+		if strings.Contains(l, want) {
+			return l
+		}
+	}
+	t.Errorf("stderr lacks %q:\n%s", want, errs)
+	return ""
 }

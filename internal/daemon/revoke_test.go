@@ -203,33 +203,8 @@ func TestReloadRevokesProxyProtocolRange(t *testing.T) {
 func TestRevokedInFlightResponseSaysClose(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "nexmux.yaml")
 	writeFile(t, file, "route: [team-a.nexmux.test=team-a, team-b.nexmux.test=team-b]\n")
-	reached, release := make(chan struct{}), make(chan struct{})
-	st := stack.Start(t, stack.Options{ConfigFile: file, Upstreams: func(nexusURL string) []string {
-		target, _ := url.Parse(nexusURL)
-		nexus := httputil.NewSingleHostReverseProxy(target)
-		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.Contains(r.URL.Path, "/held/") {
-				close(reached)
-				<-release
-			}
-			nexus.ServeHTTP(w, r)
-		}))
-		t.Cleanup(front.Close)
-		return []string{front.URL}
-	}})
-
-	c, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-b.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /v2/held/app/tags/list HTTP/1.1\r\nHost: "+st.Host("team-b")+"\r\n\r\n")
-	select {
-	case <-reached:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the request never reached Nexus")
-	}
+	st, release := startHeldNexus(t, stack.Options{ConfigFile: file})
+	c := sendHeld(t, st)
 	writeFile(t, file, "route: [team-a.nexmux.test=team-a]\n")
 	if err := st.Daemon.Reload(); err != nil {
 		t.Fatal(err)
@@ -251,36 +226,11 @@ func TestRevokedInFlightResponseSaysClose(t *testing.T) {
 // (TestRevokedInFlightResponseSaysClose), not the next request's.
 func TestAgedInFlightResponseSaysClose(t *testing.T) {
 	const age = time.Second
-	reached, release := make(chan struct{}), make(chan struct{})
 	cfg := teamRoutes()
 	cfg.MaxConnAge = age
-	st := stack.Start(t, stack.Options{Config: cfg, Upstreams: func(nexusURL string) []string {
-		target, _ := url.Parse(nexusURL)
-		nexus := httputil.NewSingleHostReverseProxy(target)
-		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.Contains(r.URL.Path, "/held/") {
-				close(reached)
-				<-release
-			}
-			nexus.ServeHTTP(w, r)
-		}))
-		t.Cleanup(front.Close)
-		return []string{front.URL}
-	}})
-
+	st, release := startHeldNexus(t, stack.Options{Config: cfg})
 	dialed := time.Now()
-	c, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-b.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /v2/held/app/tags/list HTTP/1.1\r\nHost: "+st.Host("team-b")+"\r\n\r\n")
-	select {
-	case <-reached:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the request never reached Nexus")
-	}
+	c := sendHeld(t, st)
 	// The connection opened after dialed and before its request reached
 	// Nexus: past reached+age it is surely older than age.
 	reachedAt := time.Now()
@@ -303,4 +253,51 @@ func TestAgedInFlightResponseSaysClose(t *testing.T) {
 	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("connection after the answer past --max-conn-age: read %v, want it closed", err)
 	}
+}
+
+// heldStack is a stack whose Nexus holds a request for a "/held/" path
+// until release is closed, once reached has been.
+type heldStack struct {
+	*stack.Stack
+	reached chan struct{}
+}
+
+// startHeldNexus starts o's stack in front of a Nexus that holds the first
+// "/held/" request until release is closed.
+func startHeldNexus(t *testing.T, o stack.Options) (st heldStack, release chan struct{}) {
+	st.reached, release = make(chan struct{}), make(chan struct{})
+	o.Upstreams = func(nexusURL string) []string {
+		target, _ := url.Parse(nexusURL)
+		nexus := httputil.NewSingleHostReverseProxy(target)
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/held/") {
+				close(st.reached)
+				<-release
+			}
+			nexus.ServeHTTP(w, r)
+		}))
+		t.Cleanup(front.Close)
+		return []string{front.URL}
+	}
+	st.Stack = stack.Start(t, o)
+	return st, release
+}
+
+// sendHeld sends a held request to team-b over HTTP/1.1 and returns once
+// Nexus holds it; the connection has 10s for the rest of the test.
+func sendHeld(t *testing.T, st heldStack) *tls.Conn {
+	t.Helper()
+	c, err := tls.Dial("tcp", st.Addr, &tls.Config{ServerName: "team-b.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /v2/held/app/tags/list HTTP/1.1\r\nHost: "+st.Host("team-b")+"\r\n\r\n")
+	select {
+	case <-st.reached:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached Nexus")
+	}
+	return c
 }
