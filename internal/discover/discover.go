@@ -411,6 +411,7 @@ func CheckDomain(domain string) error {
 // dots around it trimmed, lower case, as the check sees it, so a value
 // that passes the check never yields a host serve refuses.
 func normalDomain(domain string) (string, error) {
+	// Twice: blanks and dots may come in either order (". example.com").
 	trimmed := strings.Trim(strings.TrimSpace(domain), ".")
 	trimmed = strings.TrimSpace(strings.Trim(trimmed, "."))
 	if trimmed == "" {
