@@ -20,16 +20,14 @@ const DefaultMaxConnAge = 10 * time.Minute
 func endConnection(w http.ResponseWriter) { w.Header().Set("Connection", "close") }
 
 // beforeForward applies the connection's policy to a request going to
-// Nexus: an old (--max-conn-age) or revoked connection ends after it, and
-// so does one revoked or grown old while Nexus answers (batchingWriter.conn).
+// Nexus: an old (--max-conn-age) or revoked connection ends after it. The
+// answer's WriteHeader judges that (batchingWriter.conn), so one revoked or
+// grown old while Nexus answers ends too; age and revocation only grow, so
+// judging here as well would only read the clock twice.
 func (p *Proxy) beforeForward(ci *ConnInfo, w *batchingWriter) {
 	w.conn, w.maxAge = ci, p.maxAge
 	ci.refusedInARow.Store(0)
 	ci.forwarded.Store(true)
-	if p.ending(ci) {
-		endConnection(w)
-		w.endConn = true
-	}
 }
 
 // RefusedBeforeHandler counts a request net/http's HTTP/2 server refused

@@ -1037,15 +1037,11 @@ type batchingWriter struct {
 	// stopped reading, left, or a drain closed it), which the access line
 	// must say, since its status is the 200 already sent.
 	werr error
-	// endConn: the connection ends after this answer (beforeForward), which
-	// the final status restates: ReverseProxy clears the header map after
-	// each 1xx, "Connection: close" with it.
-	endConn bool
-	// conn is the forwarded request's connection: a reload that revokes it
-	// while Nexus works on the answer ends it after the answer, which must
-	// say so, or the client's next request races the close; so does
-	// passing maxAge (--max-conn-age) meanwhile, the answer being the
-	// first past it.
+	// conn is the forwarded request's connection: revoked (by a reload,
+	// even while Nexus works on the answer) or past maxAge
+	// (--max-conn-age), it ends after the answer, whose final status says
+	// so, or the client's next request races the close. Said there, not
+	// before: ReverseProxy clears the header map after each 1xx.
 	conn   *ConnInfo
 	maxAge time.Duration
 }
@@ -1068,7 +1064,7 @@ func (c *batchingWriter) WriteHeader(code int) {
 	if c.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		c.status = code
 		c.lateStatus = c.client != nil && c.client.Err() != nil
-		if c.endConn || c.conn != nil && c.conn.ending(c.maxAge) {
+		if c.conn != nil && c.conn.ending(c.maxAge) {
 			endConnection(c.ResponseWriter)
 		}
 		// A response Nexus sent without Content-Type goes out without one:
