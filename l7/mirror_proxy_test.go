@@ -122,6 +122,9 @@ func TestMirrorRequestMapping(t *testing.T) {
 		{mirror, "mirror.example.com", "/nexus/repository/ghcr-proxy/v2/acme/app/manifests/1?n%73=quay.io", "", 400, "NAME_INVALID", "", "", ""},
 		{mirror, "mirror.example.com", "/v2/quay.io/acme/tool/tags/list?ns", "", 400, "NAME_INVALID", "", "", ""},
 		{mirror, "mirror.example.com", "/v2/quay.io/acme/tool/tags/list?n=2&ns&ns=quay.io", "", 400, "NAME_INVALID", "", "", ""},
+		// Parameters are split at '&' only, as Jetty splits them: ';' is
+		// part of the value, which names no registry mirrored here.
+		{mirror, "mirror.example.com", "/v2/acme/tool/tags/list?ns=quay.io;x", "", 404, "NAME_UNKNOWN", "", "", ""},
 		// A client's own credentials are kept.
 		{mirror, "mirror.example.com", "/v2/ghcr.io/acme/app/manifests/1", "Bearer DockerToken.client", 200, "", "/nexus/repository/ghcr-proxy/v2/acme/app/manifests/1", "Bearer DockerToken.client", "ghcr.io"},
 		// Only the /v2 registry API is served on a mirror name, in either form.
