@@ -1,0 +1,48 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// A bad value the config file gave names the file and its line, as one
+// the environment gave names its variable: unnamed, the reader looks for
+// it on a command line that lacks it. A list's item names its own line;
+// a value a flag or variable gave over the file's names no file line.
+func TestBadFileValuesNameTheirLine(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	yaml := "cert: [" + strconv.Quote(crt) + "]\n" +
+		"key: [" + strconv.Quote(key) + "]\n" +
+		"route:\n" +
+		"  - a.example.com=team-a\n" +
+		"  - bad host=team-b\n" +
+		"metrics-listen: nohost\n" +
+		"max-conns: -5\n" +
+		"log-level: loud\n" +
+		"socks5-listen: \":99999\"\n" +
+		"listen: bogus\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NEXMUX_SOCKS5_LISTEN", ":99998")
+	_, errs, code := run(t, "check", "--config", file, "--listen", "also-bogus")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for want, line := range map[string]int{`route "bad host=team-b"`: 5, `metrics-listen "nohost"`: 6, `max-conns -5`: 7, `log-level "loud"`: 8} {
+		if l, suffix := lineOf(t, errs, want), fmt.Sprintf("(from config %s line %d)", file, line); !strings.HasSuffix(l, suffix) {
+			t.Errorf("the line of %s does not end with %s: %q", want, suffix, l)
+		}
+	}
+	if l := lineOf(t, errs, `socks5-listen ":99998"`); !strings.HasSuffix(l, "(from NEXMUX_SOCKS5_LISTEN)") {
+		t.Errorf("the variable's value over the file's: %q", l)
+	}
+	if l := lineOf(t, errs, `listen "also-bogus"`); strings.Contains(l, "(from ") {
+		t.Errorf("the flag's value over the file's blamed on another source: %q", l)
+	}
+}
