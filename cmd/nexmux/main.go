@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -205,7 +206,7 @@ func build(c *cli.Context) (*config.Runtime, error) {
 			return e, config.Relational(e) && namesAny(e.Error(), dropped)
 		})
 	}
-	berr = envNoted(c, berr)
+	berr = fileNoted(c, cfg, envNoted(c, berr))
 	if err = errlist.Join(err, berr); err != nil {
 		return &config.Runtime{Config: cfg}, err
 	}
@@ -322,6 +323,41 @@ func envNoted(c *cli.Context, err error) error {
 		}
 		if env := envOrigin(c, name); env != "" && !strings.Contains(msg, "(from ") {
 			e = fmt.Errorf("%w (from %s)", e, env)
+		}
+		return e, false
+	})
+	return err
+}
+
+// fileNoted adds "(from config FILE line N)" to each problem that names a
+// setting whose value the config file gave (no flag or variable over it),
+// as envNoted names the variable: unnamed, the reader looks for the value
+// on a command line that lacks it. A quoted value of a list names its
+// item's line. Run after envNoted, whose notes check for "(from ".
+func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
+	file := c.String("config")
+	if cfg == nil || file == "" || len(cfg.FileLines) == 0 {
+		return err
+	}
+	_, err = setAside(err, func(e error) (error, bool) {
+		msg := e.Error()
+		if strings.Contains(msg, "(from ") {
+			return e, false
+		}
+		word, rest, _ := strings.Cut(msg, " ")
+		name := strings.TrimPrefix(strings.TrimSuffix(word, ":"), "--")
+		if name == "family" { // iptables.ParseFamilies' word for an entry
+			name = "families"
+		}
+		if c.IsSet(name) {
+			return e, false
+		}
+		value := ""
+		if q, qerr := strconv.QuotedPrefix(rest); qerr == nil {
+			value, _ = strconv.Unquote(q)
+		}
+		if line := cfg.FileLine(name, value); line > 0 {
+			e = fmt.Errorf("%w (from config %s line %d)", e, file, line)
 		}
 		return e, false
 	})
@@ -529,7 +565,7 @@ func newApp() *cli.App {
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
 					if b != nil {
-						err = errlist.Join(err, envNoted(c, b.Config.IptablesProblems()))
+						err = errlist.Join(err, fileNoted(c, b.Config, envNoted(c, b.Config.IptablesProblems())))
 					} else if rest, _ := loadSettings(c, ""); rest != nil {
 						// The file could not be read: the command line's
 						// and environment's iptables settings are still
@@ -677,7 +713,7 @@ func iptablesAction(c *cli.Context) error {
 	}
 	fams, ferr := iptables.ParseFamilies(cfg.IptablesFamilies)
 	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil {
-		return invalid(envNoted(c, err))
+		return invalid(fileNoted(c, cfg, envNoted(c, err)))
 	}
 	if !cfg.IptablesLoad {
 		var out string

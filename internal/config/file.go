@@ -235,8 +235,48 @@ func (c *Config) ApplyFile(path string) error {
 		}
 		s.Set(c, val)
 		c.FileKeys = append(c.FileKeys, s.Name)
+		if c.FileLines == nil {
+			c.FileLines = map[string][]int{}
+		}
+		c.FileLines[s.Name] = valueLines(k, v)
 	}
 	return errlist.Err(errs)
+}
+
+// valueLines are the line of key k and, for a list value v, of each item:
+// an alias item's own line, where the file names that value.
+func valueLines(k, v *yaml.Node) []int {
+	lines := []int{k.Line}
+	switch r := resolve(v); r.Kind {
+	case yaml.SequenceNode:
+		for _, it := range r.Content {
+			lines = append(lines, it.Line)
+		}
+	case yaml.ScalarNode:
+		lines = append(lines, v.Line)
+	}
+	return lines
+}
+
+// FileLine is the line of File that gave setting name its value: that of
+// the list item value where the setting is a list holding it, else the
+// key's; 0 when the file gave the setting none.
+func (c *Config) FileLine(name, value string) int {
+	lines := c.FileLines[name]
+	if len(lines) == 0 {
+		return 0
+	}
+	for _, s := range settings {
+		if s.Name != name {
+			continue
+		}
+		if items, ok := s.value(c).([]string); ok && len(items) == len(lines)-1 {
+			if i := slices.Index(items, value); i >= 0 {
+				return lines[i+1]
+			}
+		}
+	}
+	return lines[0]
 }
 
 // SettingError is a problem with one setting's value, in the file, a flag

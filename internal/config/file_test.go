@@ -101,7 +101,7 @@ families: iptables
 		IptablesDelete:           true,
 		IptablesFamilies:         []string{"iptables"},
 	}
-	c.FileKeys = nil // TestApplyFileKeys
+	c.FileKeys, c.FileLines = nil, nil // TestApplyFileKeys, TestApplyFileLines
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ApplyFile:\n got %+v\nwant %+v", c, want)
 	}
@@ -358,7 +358,7 @@ func TestApplyFileListsEveryProblem(t *testing.T) {
 		}
 	}
 	want2 := Defaults()
-	want2.LogLevel, want2.FileKeys = "debug", []string{"log-level"}
+	want2.LogLevel, want2.FileKeys, want2.FileLines = "debug", []string{"log-level"}, map[string][]int{"log-level": {4, 4}}
 	if !reflect.DeepEqual(c, want2) {
 		t.Errorf("the valid key was not applied, or an invalid one was: %+v", c)
 	}
@@ -402,6 +402,7 @@ max-requests-per-client: 7
 	if err := want.ApplyFile(plain); err != nil {
 		t.Fatal(err)
 	}
+	got.FileLines, want.FileLines = nil, nil // the files' lines differ
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("with aliases\n%+v\nwritten out\n%+v", got, want)
 	}
