@@ -408,6 +408,22 @@ max-requests-per-client: 7
 	}
 }
 
+// An alias as a key is read as the key written out, as an alias value
+// is: it was refused as "not a list or mapping", and a key given twice so
+// was not named as given twice.
+func TestApplyFileAliasKey(t *testing.T) {
+	c := Defaults()
+	if err := c.ApplyFile(writeYAML(t, "default-route: &k route\n*k : [a.example.com=team-a]\n")); err != nil {
+		t.Errorf("an alias naming route refused: %v", err)
+	} else if want := []string{"a.example.com=team-a"}; !slices.Equal(c.Route, want) {
+		t.Errorf("route = %q, want %q", c.Route, want)
+	}
+	err := Defaults().ApplyFile(writeYAML(t, "&k route: [a.example.com=team-a]\n*k : [b.example.com=team-b]\n"))
+	if err == nil || !strings.Contains(err.Error(), `line 2: key "route" already defined at line 1`) {
+		t.Errorf("route and an alias of it: %v, want the key given twice", err)
+	}
+}
+
 // An unquoted bracketed IPv6 address (listen: [::]:8443) is a YAML syntax
 // error whose own text names no line: the error says which line to quote.
 func TestApplyFileUnquotedIPv6Hint(t *testing.T) {
