@@ -206,6 +206,12 @@ func (c *Config) ApplyFile(path string) error {
 	seen := map[string]int{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		if r := resolve(k); r != k {
+			// An alias key is the key written out, at the alias's line.
+			key := *r
+			key.Line = k.Line
+			k = &key
+		}
 		s := byName[k.Value]
 		if k.Kind == yaml.ScalarNode && k.Value == "config" {
 			errs = multierror.Append(errs, &SettingError{Setting: "config", Err: fmt.Errorf("config %s: line %d: a config file cannot name another one (config is a flag and an environment variable only)", path, k.Line)})
