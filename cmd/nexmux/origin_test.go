@@ -46,3 +46,25 @@ func TestBadFileValuesNameTheirLine(t *testing.T) {
 		t.Errorf("the flag's value over the file's blamed on another source: %q", l)
 	}
 }
+
+// A pair's problem (`cert "C" / key "K": ...`) is the key's as much as the
+// certificate's: it names both lines, as envNoted names both variables.
+func TestBadFilePairNamesBothLines(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "nexmux.yaml")
+	yaml := "route: [a.example.com=team-a]\n" +
+		"cert:\n" +
+		"  - " + strconv.Quote(filepath.Join(dir, "missing.crt")) + "\n" +
+		"key:\n" +
+		"  - " + strconv.Quote(filepath.Join(dir, "missing.key")) + "\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := run(t, "check", "--config", file)
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	if l, suffix := lineOf(t, errs, "missing.key: no such file"), fmt.Sprintf("(from config %s lines 3 and 5)", file); !strings.HasSuffix(l, suffix) {
+		t.Errorf("the pair's problem does not end with %s: %q", suffix, l)
+	}
+}
