@@ -349,15 +349,31 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 		if name == "family" { // iptables.ParseFamilies' word for an entry
 			name = "families"
 		}
-		if c.IsSet(name) {
-			return e, false
+		// A pair's problem (`cert "C" / key "K": ...`, `cert/key: ...`) is
+		// the key's as much as the certificate's.
+		names, values := []string{name}, []string{""}
+		if name == "cert/key" {
+			names, values = []string{"cert", "key"}, []string{"", ""}
+		} else if q, qerr := strconv.QuotedPrefix(rest); qerr == nil {
+			values[0], _ = strconv.Unquote(q)
+			if k, ok := strings.CutPrefix(rest[len(q):], " / key "); ok && name == "cert" {
+				names, values = append(names, "key"), append(values, "")
+				if q, qerr := strconv.QuotedPrefix(k); qerr == nil {
+					values[1], _ = strconv.Unquote(q)
+				}
+			}
 		}
-		value := ""
-		if q, qerr := strconv.QuotedPrefix(rest); qerr == nil {
-			value, _ = strconv.Unquote(q)
+		var lines []string
+		for i, n := range names {
+			if line := cfg.FileLine(n, values[i]); line > 0 && !c.IsSet(n) {
+				lines = append(lines, strconv.Itoa(line))
+			}
 		}
-		if line := cfg.FileLine(name, value); line > 0 {
-			e = fmt.Errorf("%w (from config %s line %d)", e, file, line)
+		switch len(lines) {
+		case 1:
+			e = fmt.Errorf("%w (from config %s line %s)", e, file, lines[0])
+		case 2:
+			e = fmt.Errorf("%w (from config %s lines %s and %s)", e, file, lines[0], lines[1])
 		}
 		return e, false
 	})
