@@ -68,3 +68,24 @@ func TestBadFilePairNamesBothLines(t *testing.T) {
 		t.Errorf("the pair's problem does not end with %s: %q", suffix, l)
 	}
 }
+
+// --config "" (a script's unset variable, `--config "$CONF"`) names a file
+// that cannot be read, and is refused as one: it was read as no file at
+// all, so the file's routes went missing without a word, and `iptables
+// --delete` removed the default chain where the file may have named
+// another. An empty NEXMUX_CONFIG is unset, as every empty variable is.
+func TestEmptyConfigFlagIsRefused(t *testing.T) {
+	crt, key := certFiles(t)
+	_, errs, code := run(t, "check", "--config", "", "--route", "a.example.com=team-a", "--cert", crt, "--key", key, "--max-conns", "x")
+	if code != exitInvalid || !strings.Contains(errs, `config "": `) || !strings.Contains(errs, `max-conns "x"`) {
+		t.Errorf("check --config \"\": exit %d, want %d naming the empty --config and the other problems:\n%s", code, exitInvalid, errs)
+	}
+	out, errs, code := run(t, "iptables", "--config", "", "--delete")
+	if code != exitInvalid || !strings.Contains(errs, "--chain") {
+		t.Errorf("iptables --delete --config \"\": exit %d, want %d asking for the chain:\n%s%s", code, exitInvalid, out, errs)
+	}
+	t.Setenv("NEXMUX_CONFIG", "")
+	if _, errs, code := run(t, "check", "--route", "a.example.com=team-a", "--cert", crt, "--key", key); code != 0 {
+		t.Errorf("an empty NEXMUX_CONFIG: exit %d, want 0:\n%s", code, errs)
+	}
+}
