@@ -76,7 +76,15 @@ func configFlags(command string) []cli.Flag {
 // parsed, for Build to report the rest. A Config with an error must not be
 // served.
 func loadConfig(c *cli.Context) (*config.Config, error) {
-	return loadSettings(c, c.String("config"))
+	file := c.String("config")
+	if file == "" && c.IsSet("config") {
+		// --config "" (a script's unset variable): a file was meant, so it
+		// is one that cannot be read, and what it may have given is not
+		// asked for; the other values are still read and checked.
+		_, err := loadSettings(c, "")
+		return nil, errlist.Join(config.NoFileNamed(), err)
+	}
+	return loadSettings(c, file)
 }
 
 // loadSettings is loadConfig with file as the config file ("": none).

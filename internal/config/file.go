@@ -136,6 +136,12 @@ func Unreadable(err error) bool {
 	return errors.As(err, &u)
 }
 
+// NoFileNamed is the problem of a --config given empty (`--config "$CONF"`
+// with CONF unset): unreadable, since the file meant is not read.
+func NoFileNamed() error {
+	return unreadableError{errors.New(`config "": --config names no file (leave it out to read none)`)}
+}
+
 // emptyDocument reports whether a YAML document holds nothing: no node, or
 // a null scalar.
 func emptyDocument(d *yaml.Node) bool {
