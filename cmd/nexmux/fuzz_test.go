@@ -163,7 +163,7 @@ func FuzzConfigFile(f *testing.F) {
 			}
 			return
 		}
-		fromFile.FileKeys = nil
+		fromFile.FileKeys, fromFile.FileLines = nil, nil
 		fromFlags.EnvWarnings = nil // the environment, not fuzzed: nil or empty
 		if !reflect.DeepEqual(fromFile, fromFlags) {
 			t.Fatalf("file %q gives\n%+v\nflags %q give\n%+v", data, fromFile, args, fromFlags)

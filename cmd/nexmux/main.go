@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -75,7 +76,15 @@ func configFlags(command string) []cli.Flag {
 // parsed, for Build to report the rest. A Config with an error must not be
 // served.
 func loadConfig(c *cli.Context) (*config.Config, error) {
-	return loadSettings(c, c.String("config"))
+	file := c.String("config")
+	if file == "" && c.IsSet("config") {
+		// --config "" (a script's unset variable): a file was meant, so it
+		// is one that cannot be read, and what it may have given is not
+		// asked for; the other values are still read and checked.
+		_, err := loadSettings(c, "")
+		return nil, errlist.Join(config.NoFileNamed(), err)
+	}
+	return loadSettings(c, file)
 }
 
 // loadSettings is loadConfig with file as the config file ("": none).
@@ -205,7 +214,7 @@ func build(c *cli.Context) (*config.Runtime, error) {
 			return e, config.Relational(e) && namesAny(e.Error(), dropped)
 		})
 	}
-	berr = envNoted(c, berr)
+	berr = fileNoted(c, cfg, envNoted(c, berr))
 	if err = errlist.Join(err, berr); err != nil {
 		return &config.Runtime{Config: cfg}, err
 	}
@@ -322,6 +331,57 @@ func envNoted(c *cli.Context, err error) error {
 		}
 		if env := envOrigin(c, name); env != "" && !strings.Contains(msg, "(from ") {
 			e = fmt.Errorf("%w (from %s)", e, env)
+		}
+		return e, false
+	})
+	return err
+}
+
+// fileNoted adds "(from config FILE line N)" to each problem that names a
+// setting whose value the config file gave (no flag or variable over it),
+// as envNoted names the variable: unnamed, the reader looks for the value
+// on a command line that lacks it. A quoted value of a list names its
+// item's line. Run after envNoted, whose notes check for "(from ".
+func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
+	file := c.String("config")
+	if cfg == nil || file == "" || len(cfg.FileLines) == 0 {
+		return err
+	}
+	_, err = setAside(err, func(e error) (error, bool) {
+		msg := e.Error()
+		if strings.Contains(msg, "(from ") {
+			return e, false
+		}
+		word, rest, _ := strings.Cut(msg, " ")
+		name := strings.TrimPrefix(strings.TrimSuffix(word, ":"), "--")
+		if name == "family" { // iptables.ParseFamilies' word for an entry
+			name = "families"
+		}
+		// A pair's problem (`cert "C" / key "K": ...`, `cert/key: ...`) is
+		// the key's as much as the certificate's.
+		names, values := []string{name}, []string{""}
+		if name == "cert/key" {
+			names, values = []string{"cert", "key"}, []string{"", ""}
+		} else if q, qerr := strconv.QuotedPrefix(rest); qerr == nil {
+			values[0], _ = strconv.Unquote(q)
+			if k, ok := strings.CutPrefix(rest[len(q):], " / key "); ok && name == "cert" {
+				names, values = append(names, "key"), append(values, "")
+				if q, qerr := strconv.QuotedPrefix(k); qerr == nil {
+					values[1], _ = strconv.Unquote(q)
+				}
+			}
+		}
+		var lines []string
+		for i, n := range names {
+			if line := cfg.FileLine(n, values[i]); line > 0 && !c.IsSet(n) {
+				lines = append(lines, strconv.Itoa(line))
+			}
+		}
+		switch len(lines) {
+		case 1:
+			e = fmt.Errorf("%w (from config %s line %s)", e, file, lines[0])
+		case 2:
+			e = fmt.Errorf("%w (from config %s lines %s and %s)", e, file, lines[0], lines[1])
 		}
 		return e, false
 	})
@@ -529,7 +589,7 @@ func newApp() *cli.App {
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
 					if b != nil {
-						err = errlist.Join(err, envNoted(c, b.Config.IptablesProblems()))
+						err = errlist.Join(err, fileNoted(c, b.Config, envNoted(c, b.Config.IptablesProblems())))
 					} else if rest, _ := loadSettings(c, ""); rest != nil {
 						// The file could not be read: the command line's
 						// and environment's iptables settings are still
@@ -677,7 +737,7 @@ func iptablesAction(c *cli.Context) error {
 	}
 	fams, ferr := iptables.ParseFamilies(cfg.IptablesFamilies)
 	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil {
-		return invalid(envNoted(c, err))
+		return invalid(fileNoted(c, cfg, envNoted(c, err)))
 	}
 	if !cfg.IptablesLoad {
 		var out string

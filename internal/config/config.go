@@ -120,6 +120,9 @@ type Config struct {
 	// FileKeys are the settings File gave a value (an empty key gives
 	// none): a flag or environment variable over one is warned of.
 	FileKeys []string
+	// FileLines are the lines of File that gave each of FileKeys its value:
+	// the key's, then each list item's, so a problem can name its line.
+	FileLines map[string][]int
 	// EnvWarnings are what the command found odd in the environment it
 	// read (a Kubernetes service link in NEXMUX_PORT) or set aside from the
 	// file (serve: a bad iptables key); Build adds them to the Runtime's

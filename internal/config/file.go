@@ -136,6 +136,12 @@ func Unreadable(err error) bool {
 	return errors.As(err, &u)
 }
 
+// NoFileNamed is the problem of a --config given empty (`--config "$CONF"`
+// with CONF unset): unreadable, since the file meant is not read.
+func NoFileNamed() error {
+	return unreadableError{errors.New(`config "": --config names no file (leave it out to read none)`)}
+}
+
 // emptyDocument reports whether a YAML document holds nothing: no node, or
 // a null scalar.
 func emptyDocument(d *yaml.Node) bool {
@@ -206,6 +212,12 @@ func (c *Config) ApplyFile(path string) error {
 	seen := map[string]int{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		if r := resolve(k); r != k {
+			// An alias key is the key written out, at the alias's line.
+			key := *r
+			key.Line = k.Line
+			k = &key
+		}
 		s := byName[k.Value]
 		if k.Kind == yaml.ScalarNode && k.Value == "config" {
 			errs = multierror.Append(errs, &SettingError{Setting: "config", Err: fmt.Errorf("config %s: line %d: a config file cannot name another one (config is a flag and an environment variable only)", path, k.Line)})
@@ -235,8 +247,48 @@ func (c *Config) ApplyFile(path string) error {
 		}
 		s.Set(c, val)
 		c.FileKeys = append(c.FileKeys, s.Name)
+		if c.FileLines == nil {
+			c.FileLines = map[string][]int{}
+		}
+		c.FileLines[s.Name] = valueLines(k, v)
 	}
 	return errlist.Err(errs)
+}
+
+// valueLines are the line of key k and, for a list value v, of each item:
+// an alias item's own line, where the file names that value.
+func valueLines(k, v *yaml.Node) []int {
+	lines := []int{k.Line}
+	switch r := resolve(v); r.Kind {
+	case yaml.SequenceNode:
+		for _, it := range r.Content {
+			lines = append(lines, it.Line)
+		}
+	case yaml.ScalarNode:
+		lines = append(lines, v.Line)
+	}
+	return lines
+}
+
+// FileLine is the line of File that gave setting name its value: that of
+// the list item value where the setting is a list holding it, else the
+// key's; 0 when the file gave the setting none.
+func (c *Config) FileLine(name, value string) int {
+	lines := c.FileLines[name]
+	if len(lines) == 0 {
+		return 0
+	}
+	for _, s := range settings {
+		if s.Name != name {
+			continue
+		}
+		if items, ok := s.value(c).([]string); ok && len(items) == len(lines)-1 {
+			if i := slices.Index(items, value); i >= 0 {
+				return lines[i+1]
+			}
+		}
+	}
+	return lines[0]
 }
 
 // SettingError is a problem with one setting's value, in the file, a flag

@@ -101,7 +101,7 @@ families: iptables
 		IptablesDelete:           true,
 		IptablesFamilies:         []string{"iptables"},
 	}
-	c.FileKeys = nil // TestApplyFileKeys
+	c.FileKeys, c.FileLines = nil, nil // TestApplyFileKeys, TestApplyFileLines
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ApplyFile:\n got %+v\nwant %+v", c, want)
 	}
@@ -358,7 +358,7 @@ func TestApplyFileListsEveryProblem(t *testing.T) {
 		}
 	}
 	want2 := Defaults()
-	want2.LogLevel, want2.FileKeys = "debug", []string{"log-level"}
+	want2.LogLevel, want2.FileKeys, want2.FileLines = "debug", []string{"log-level"}, map[string][]int{"log-level": {4, 4}}
 	if !reflect.DeepEqual(c, want2) {
 		t.Errorf("the valid key was not applied, or an invalid one was: %+v", c)
 	}
@@ -402,8 +402,25 @@ max-requests-per-client: 7
 	if err := want.ApplyFile(plain); err != nil {
 		t.Fatal(err)
 	}
+	got.FileLines, want.FileLines = nil, nil // the files' lines differ
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("with aliases\n%+v\nwritten out\n%+v", got, want)
+	}
+}
+
+// An alias as a key is read as the key written out, as an alias value
+// is: it was refused as "not a list or mapping", and a key given twice so
+// was not named as given twice.
+func TestApplyFileAliasKey(t *testing.T) {
+	c := Defaults()
+	if err := c.ApplyFile(writeYAML(t, "default-route: &k route\n*k : [a.example.com=team-a]\n")); err != nil {
+		t.Errorf("an alias naming route refused: %v", err)
+	} else if want := []string{"a.example.com=team-a"}; !slices.Equal(c.Route, want) {
+		t.Errorf("route = %q, want %q", c.Route, want)
+	}
+	err := Defaults().ApplyFile(writeYAML(t, "&k route: [a.example.com=team-a]\n*k : [b.example.com=team-b]\n"))
+	if err == nil || !strings.Contains(err.Error(), `line 2: key "route" already defined at line 1`) {
+		t.Errorf("route and an alias of it: %v, want the key given twice", err)
 	}
 }
 
