@@ -540,3 +540,29 @@ func TestApplyFileTabIndentHint(t *testing.T) {
 		t.Errorf("tab after the key: %v, route %q", err, c.Route)
 	}
 }
+
+// A relative path in the file (cert, key) is read from the working
+// directory, as the same path on the command line is, not from the file's
+// own directory: one value means one file whichever form gave it.
+func TestApplyFileRelativePathsFromWorkingDir(t *testing.T) {
+	file := writeYAML(t, "cert: [r.crt]\nkey: [r.key]\nroute: [r.example.com=team-a]\n")
+	writeCert(t, filepath.Dir(file), "r", "r.example.com") // beside the file: not read
+	build := func() error {
+		c := Defaults()
+		if err := c.ApplyFile(file); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.Build()
+		return err
+	}
+	t.Chdir(t.TempDir())
+	if err := build(); err == nil || !strings.Contains(err.Error(), "r.crt") {
+		t.Errorf("pair only beside the file: Build error %v, want r.crt not found from the working directory", err)
+	}
+	wd := t.TempDir()
+	writeCert(t, wd, "r", "r.example.com")
+	t.Chdir(wd)
+	if err := build(); err != nil {
+		t.Errorf("pair in the working directory: %v", err)
+	}
+}
