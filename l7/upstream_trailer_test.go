@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -45,4 +46,29 @@ func TestNexusTrailersNeverReachClients(t *testing.T) {
 		}
 	}
 	nothingHeld(t, up)
+}
+
+// A client's request trailers never reach Nexus, not even their names:
+// the values were never forwarded (the outgoing request's Trailer is cloned
+// before the body is read), so a `Trailer:` line would only announce
+// fields (X-Forwarded-For, X-Remote-User) that never come.
+func TestClientTrailerNamesNeverReachNexus(t *testing.T) {
+	declared := make(chan http.Header, 1)
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		declared <- r.Trailer
+		io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+		return true
+	})
+	addr, _ := haProxy(t, io.Discard, 4, &haNode{addr: n.addr})
+	req := teamRequest(addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", io.NopCloser(strings.NewReader("data")))
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Forwarded-For": {"10.9.9.9"}, "X-Remote-User": {"admin"}}
+	resp, _ := sendRequest(t, req)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %s", resp.Status)
+	}
+	if got := <-declared; len(got) > 0 {
+		t.Errorf("Nexus was announced the client's trailers: %v", got)
+	}
 }
