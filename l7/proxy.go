@@ -702,6 +702,9 @@ func (p *Proxy) rewriteRequest(pr *httputil.ProxyRequest) {
 	// would append the port a second time ("host:5001:5001").
 	out.Host = pr.In.Host
 	p.scrubHeaders(out.Header)
+	// Request trailers are never forwarded (Out's copy is taken before the
+	// body is read): a Trailer line would announce fields that never come.
+	out.Trailer = nil
 	// The values are the connection's own slices, shared by its requests:
 	// nothing below writes into a header value in place (set or append).
 	if xff := st.ci.texts().xff; xff != nil {
