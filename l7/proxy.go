@@ -778,6 +778,9 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	// Only a blob read's redirect may send the client to a blob store.
 	blobRedirect := resp.StatusCode/100 == 3 && isBlobDownload(st.judged) &&
 		(resp.Request.Method == http.MethodGet || resp.Request.Method == http.MethodHead)
+	if blobRedirect {
+		pub.nodes = p.up.nodeKeys()
+	}
 	pub.rewriteHeaders(resp.Header, blobRedirect)
 	p.tagUpload(resp, st.tag)
 	if st.mirror != nil {

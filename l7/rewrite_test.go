@@ -25,6 +25,7 @@ func testURLs(ctx string) *publicURLs {
 		ctxPath:   ctx,
 		target:    route.Target{Pull: "team-a", Push: "team-a-hosted"},
 		hostnames: []string{"team-a.example.com", "nexus"},
+		nodes:     []string{"nexus:8081"},
 	}
 }
 
@@ -150,9 +151,34 @@ func TestRewriteBlobRedirect(t *testing.T) {
 		"//nexus:8081/service/rest/v1/status":        pubBase + "/service/rest/v1/status",
 		"/repository/team-a" + blob:                  pubBase + blob,
 		"/repository/team-b" + blob:                  "/repository/team-b" + blob,
+		// On a node's own port it is Nexus, whatever the path; without a
+		// port, only a scheme's default port can tell a store apart.
+		"http://nexus:8081/":                 pubBase + "/",
+		"https://NEXUS:8081/static/x":        pubBase + "/static/x",
+		"http://user@nexus:8081/x?y#z":       pubBase + "/x?y#z",
+		"http://nexus:8081:8081/x":           pubBase + "/x",
+		"null://nexus/x":                     pubBase + "/x",
+		"//nexus/x":                          pubBase + "/x",
+		"http://nexus/nexus-blobs/x":         "http://nexus/nexus-blobs/x",
+		"http://nexus:80/nexus-blobs/x":      "http://nexus:80/nexus-blobs/x",
+		"https://team-a.example.com:9000/x":  "https://team-a.example.com:9000/x",
+		"https://team-a.example.com:8081/x":  "https://team-a.example.com:8081/x",
+		"http://nexus.example.com:8081/x?s=": "http://nexus.example.com:8081/x?s=",
 	} {
 		if got, ok := testURLs("").rewrite(in, true); got != want || !ok {
 			t.Errorf("rewrite(%q, redirect) = %q %v, want %q", in, got, ok, want)
+		}
+	}
+	v6 := testURLs("")
+	v6.hostnames, v6.nodes = []string{"team-a.example.com", "[fd00::1]"}, []string{nodeKey("http", "[FD00::1]:8081")}
+	for in, want := range map[string]string{
+		"http://[fd00::1]:8081/x":  pubBase + "/x",
+		"http://[fd00::1]:9000/x":  "http://[fd00::1]:9000/x",
+		"http://[fd00::1]/x":       "http://[fd00::1]/x",
+		"https://[fd00::1]:8081/x": pubBase + "/x",
+	} {
+		if got, ok := v6.rewrite(in, true); got != want || !ok {
+			t.Errorf("IPv6 node: rewrite(%q, redirect) = %q %v, want %q", in, got, ok, want)
 		}
 	}
 }
