@@ -753,6 +753,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		return &refusal{status: resp.StatusCode, code: "UNSUPPORTED", close: resp.Request.ContentLength != 0,
 			msg: "nexmux: Nexus refused the request headers as too large"}
 	}
+	if resp.StatusCode == http.StatusNoContent {
+		// None on a 204 (RFC 9110 8.6): net/http's HTTP/1 server drops
+		// one, its HTTP/2 server sends it, and nghttp2 (curl) resets a
+		// 204 stream whose content-length is not 0.
+		delete(resp.Header, "Content-Length")
+	}
 	registryError(resp)
 	if st.markToken {
 		if err := markToken(resp); err != nil {
