@@ -321,6 +321,40 @@ func TestRewriteHeaders(t *testing.T) {
 	}
 }
 
+// A Link value whose URL has no '<' is no RFC 8288 link-value, but
+// distribution's registry client reads the text before its first ';' as
+// the next page's URL all the same, and goes there: such a URL is held to
+// what a bracketed one is (the public name, or left out).
+func TestRewriteHeadersBareLinkURLs(t *testing.T) {
+	for _, c := range []struct{ in, want string }{ // want "-": no Link left
+		{`https://evil.example.com/x/tags/list?n=1&last=a; rel="next"`, "-"},
+		{`//evil.example.com/x/tags/list?n=1&last=a;rel=next`, "-"},
+		// On another host, the route's path maps onto the public name.
+		{`https://evil.example.com/v2/_catalog?n=1&last=a; rel="next"`, pubBase + `/v2/_catalog?n=1&last=a; rel="next"`},
+		{`http://nexus:8081/repository/team-a/v2/app/tags/list?n=1&last=a; rel="next"`, pubBase + `/v2/app/tags/list?n=1&last=a; rel="next"`},
+		{`http://nexus:8081/repository/team-b/v2/app/tags/list?n=1>; rel="next"`, pubBase + `/repository/team-b/v2/app/tags/list?n=1>; rel="next"`},
+		{`</v2/_catalog?n=1>; rel="prev", https://evil.example.com/x; rel="next"`, `<` + pubBase + `/v2/_catalog?n=1>; rel="prev"`},
+		{`https://evil.example.com/x; rel="prev", </v2/_catalog?n=1>; rel="next"`, `<` + pubBase + `/v2/_catalog?n=1>; rel="next"`},
+		{`<https://s3.example.com/x>; rel="prev", https://evil.example.com/x; rel="next"`, "-"},
+		// No URL: as it came.
+		{`rel="next"`, `rel="next"`},
+		{`>; rel="next"`, `>; rel="next"`},
+	} {
+		h := http.Header{"Link": {c.in}}
+		testURLs("").rewriteHeaders(h, false)
+		got, ok := h["Link"]
+		if c.want == "-" {
+			if ok {
+				t.Errorf("Link %q: client got %q, want it left out", c.in, got)
+			}
+			continue
+		}
+		if len(got) != 1 || got[0] != c.want {
+			t.Errorf("Link %q: client got %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
 func TestHostOf(t *testing.T) {
 	for in, want := range map[string]string{
 		"nexus:8081":                   "nexus",
