@@ -270,15 +270,55 @@ func (p *publicURLs) rewriteLink(v string) (string, bool) {
 			kept = append(kept, out)
 		}
 	}
+	return joinLinkValues(kept, len(values))
+}
+
+// joinLinkValues joins the link-values kept of n; false when none is left.
+func joinLinkValues(kept []string, n int) (string, bool) {
 	switch len(kept) {
 	case 0:
 		return "", false
-	case len(values):
+	case n:
 		return strings.Join(kept, ","), true
 	}
 	// The space after a comma that went with a dropped value.
 	out := strings.TrimLeft(strings.Join(kept, ","), " \t")
 	return out, strings.Trim(out, " \t,") != ""
+}
+
+// rewriteBareLinks holds each link-value of v without a whole <URL>
+// (RFC 8288's, which rewriteLink sees to: no '<', or none closed) to what
+// rewrite allows of the text before its first ';', '<' and '>' trimmed:
+// distribution's registry client reads that as the next page's URL all
+// the same, and goes there.
+func (p *publicURLs) rewriteBareLinks(v string) (string, bool) {
+	if !strings.Contains(v, ":") && !strings.Contains(v, "/") {
+		return v, true // nothing that could lead anywhere (rel="next")
+	}
+	values := splitLinkValues(v)
+	kept := make([]string, 0, len(values))
+	changed := false
+	for _, lv := range values {
+		target, _, _ := strings.Cut(lv, ";")
+		u := strings.Trim(strings.TrimSpace(target), "<>")
+		if i := strings.IndexByte(lv, '<'); (i >= 0 && strings.IndexByte(lv[i:], '>') >= 0) || u == "" {
+			kept = append(kept, lv)
+			continue
+		}
+		r, ok := p.rewrite(u, false)
+		if !ok {
+			changed = true
+			continue
+		}
+		if r != u {
+			lv, changed = strings.Replace(lv, u, r, 1), true
+		}
+		kept = append(kept, lv)
+	}
+	if !changed {
+		return v, true
+	}
+	return joinLinkValues(kept, len(values))
 }
 
 // splitLinkValues cuts a Link header value at the commas between its
@@ -465,7 +505,12 @@ func (p *publicURLs) rewriteHeaders(h http.Header, blobRedirect bool) {
 		keepRewritten(h, "Location", v, func(s string) (string, bool) { return p.rewrite(s, blobRedirect) })
 	}
 	if v := h.Values("Link"); len(v) > 0 {
-		keepRewritten(h, "Link", v, p.rewriteLink)
+		keepRewritten(h, "Link", v, func(s string) (string, bool) {
+			if s, ok := p.rewriteLink(s); ok {
+				return p.rewriteBareLinks(s)
+			}
+			return "", false
+		})
 	}
 	if v := h.Values("Www-Authenticate"); len(v) > 0 {
 		for i := range v {

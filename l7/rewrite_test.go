@@ -336,6 +336,9 @@ func TestRewriteHeadersBareLinkURLs(t *testing.T) {
 		{`</v2/_catalog?n=1>; rel="prev", https://evil.example.com/x; rel="next"`, `<` + pubBase + `/v2/_catalog?n=1>; rel="prev"`},
 		{`https://evil.example.com/x; rel="prev", </v2/_catalog?n=1>; rel="next"`, `<` + pubBase + `/v2/_catalog?n=1>; rel="next"`},
 		{`<https://s3.example.com/x>; rel="prev", https://evil.example.com/x; rel="next"`, "-"},
+		// A '<' never closed: that client trims it and reads the URL.
+		{`<https://evil.example.com/x/tags/list?n=1; rel="next"`, "-"},
+		{`<unterminated; rel="next"`, `<unterminated; rel="next"`},
 		// No URL: as it came.
 		{`rel="next"`, `rel="next"`},
 		{`>; rel="next"`, `>; rel="next"`},
