@@ -19,21 +19,25 @@ const (
 )
 
 // registryError turns Nexus's own text or HTML error page (an unknown or
-// offline repository, a routing rule's block, a servlet error page) into a
-// Registry API error with the same status and Nexus's words: docker prints
-// a body it cannot read as JSON raw, markup and all, and other clients
-// show only the status.
+// offline repository, a routing rule's block, a servlet error page), or an
+// error with no body and no type, into a Registry API error with the same
+// status and Nexus's words: docker prints a body it cannot read as JSON
+// raw, markup and all, and other clients show only the status.
 func registryError(resp *http.Response) {
 	if resp.StatusCode < 400 {
 		return
 	}
-	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	h := resp.Header
+	mt, _, _ := strings.Cut(h.Get("Content-Type"), ";")
 	mt = strings.ToLower(strings.TrimSpace(mt))
-	if mt != "text/plain" && mt != "text/html" {
+	// An answer with no body and no type (Jetty's, a front's) has only
+	// its status to say, which docker reports as a JSON parse error. Not
+	// a HEAD's: it has no body whatever it says.
+	empty := mt == "" && h.Get("Content-Length") == "0" && resp.Request != nil && resp.Request.Method != http.MethodHead
+	if mt != "text/plain" && mt != "text/html" && !empty {
 		return
 	}
 	var words string
-	h := resp.Header
 	if resp.Body != nil && resp.Body != http.NoBody {
 		if enc := strings.TrimSpace(h.Get("Content-Encoding")); enc == "" || strings.EqualFold(enc, "identity") {
 			raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage+1))

@@ -1,11 +1,15 @@
 package l7
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -74,6 +78,50 @@ func TestRegistryErrorFromPages(t *testing.T) {
 		}
 		if string(b) != string(want) || json.Unmarshal(b, &e) != nil {
 			t.Errorf("%d %s %q:\n got %s\nwant %s", c.status, c.ctype, c.body, b, want)
+		}
+	}
+}
+
+// An error Nexus (its Jetty, a front) answers with no body and no type at
+// all reaches the client as a Registry API error too, coded by its status
+// as a page's is: docker prints such a 4xx as "error parsing HTTP 403
+// response body: unexpected end of JSON input". A HEAD's answer, which
+// has no body whatever it says (every blob check of a push is a HEAD
+// answered 404), goes as it came.
+func TestEmptyNexusErrorsBecomeRegistryErrors(t *testing.T) {
+	var status atomic.Int64
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n\r\n", status.Load(), http.StatusText(int(status.Load())))
+		return true
+	})
+	addr, _ := haProxy(t, io.Discard, 0, &haNode{addr: n.addr})
+	for _, c := range []struct {
+		method string
+		status int
+		code   string // "": as it came
+	}{
+		{http.MethodGet, http.StatusInternalServerError, "UNAVAILABLE"},
+		{http.MethodPut, http.StatusForbidden, "DENIED"},
+		{http.MethodGet, http.StatusNotFound, "NAME_UNKNOWN"},
+		{http.MethodDelete, http.StatusMethodNotAllowed, "UNSUPPORTED"},
+		{http.MethodHead, http.StatusNotFound, ""},
+	} {
+		status.Store(int64(c.status))
+		resp, body := send(t, addr, c.method, "/v2/app/manifests/1", nil)
+		var e struct {
+			Errors []struct{ Code, Message string }
+		}
+		switch {
+		case resp.StatusCode != c.status:
+			t.Errorf("%s answered %d: client got %s", c.method, c.status, resp.Status)
+		case c.code == "":
+			if ct := resp.Header.Get("Content-Type"); ct != "" || body != "" {
+				t.Errorf("%s answered %d: client got Content-Type %q, body %q; want it as it came", c.method, c.status, ct, body)
+			}
+		case resp.Header.Get("Content-Type") != "application/json" || json.Unmarshal([]byte(body), &e) != nil || len(e.Errors) != 1 ||
+			e.Errors[0].Code != c.code || e.Errors[0].Message != http.StatusText(c.status):
+			t.Errorf("%s answered %d with no body: client got Content-Type %q, body %q; want a JSON %s error", c.method, c.status, resp.Header.Get("Content-Type"), body, c.code)
 		}
 	}
 }

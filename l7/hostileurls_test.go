@@ -66,6 +66,11 @@ func TestHostileURLsNeverLeaveTheRoute(t *testing.T) {
 		{http.MethodGet, "/v2/app/blobs/" + digest, answer{http.StatusTemporaryRedirect, "Location", nx + "/repository/team-a/v2/app/blobs/" + digest}, ""},
 		{http.MethodGet, "/v2/app/manifests/1", answer{http.StatusFound, "Location", "https://evil.example.com/v2/app/manifests/" + digest}, ""},
 		{http.MethodGet, "/v2/app/manifests/1", answer{http.StatusFound, "Location", "https://evil.example.com/x"}, ""},
+		// A blob read's redirect to Nexus's own address (its host and
+		// port) is Nexus, whatever the path: no blob store shares its port.
+		{http.MethodGet, "/v2/app/blobs/" + digest, answer{http.StatusTemporaryRedirect, "Location", nx + "/"}, ""},
+		{http.MethodGet, "/v2/app/blobs/" + digest, answer{http.StatusTemporaryRedirect, "Location", nx + "/static/rapture/app.js"}, ""},
+		{http.MethodHead, "/v2/app/blobs/" + digest, answer{http.StatusFound, "Location", "//" + node.addr + "/nexus-blobs/4f53.bytes"}, ""},
 		// A blob store's pre-signed URL, beside Nexus or elsewhere.
 		{http.MethodGet, "/v2/app/blobs/" + digest, answer{http.StatusTemporaryRedirect, "Location", s3}, s3},
 		{http.MethodGet, "/v2/app/blobs/" + digest, answer{http.StatusTemporaryRedirect, "Location", minio}, minio},

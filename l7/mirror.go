@@ -360,10 +360,15 @@ func (mr *mirrorReq) form(u, base string) string {
 		rest = mr.prefix + "/" + rest
 	}
 	if mr.ns != "" {
-		if strings.Contains(rest, "?") {
-			rest += "&ns=" + mr.ns
+		// Into the query: after a fragment the client would not send it.
+		q, frag, hasFrag := strings.Cut(rest, "#")
+		if strings.Contains(q, "?") {
+			rest = q + "&ns=" + mr.ns
 		} else {
-			rest += "?ns=" + mr.ns
+			rest = q + "?ns=" + mr.ns
+		}
+		if hasFrag {
+			rest += "#" + frag
 		}
 	}
 	if mr.repoPath != "" {

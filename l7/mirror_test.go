@@ -87,6 +87,11 @@ func TestMirrorPublicForm(t *testing.T) {
 			base + "/v2/x/blobs/sha256:1?ns=registry.corp.test%3A5000", `</v2/x/tags/list?n=2>; rel="next"`},
 		{mirrorReq{prefix: "quay.io", ns: "quay.io"}, base + "/v2/x/tags/list?n=1", "",
 			base + "/v2/quay.io/x/tags/list?n=1&ns=quay.io", ""},
+		// ns goes into the query, before a fragment.
+		{mirrorReq{ns: "quay.io"}, base + "/v2/x/blobs/sha256:1#f", `<` + base + `/v2/x/tags/list?n=2&last=b#p>; rel="next"`,
+			base + "/v2/x/blobs/sha256:1?ns=quay.io#f", `<` + base + `/v2/x/tags/list?n=2&last=b&ns=quay.io#p>; rel="next"`},
+		{mirrorReq{prefix: "quay.io", ns: "quay.io"}, base + "/v2/x/tags/list#a?b", "",
+			base + "/v2/quay.io/x/tags/list?ns=quay.io#a?b", ""},
 		// Redirects elsewhere (S3) are untouched.
 		{mirrorReq{prefix: "ghcr.io"}, "https://s3.example.net/v2/bucket/blob?sig=1", "",
 			"https://s3.example.net/v2/bucket/blob?sig=1", ""},

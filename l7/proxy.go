@@ -391,6 +391,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		cw.timeEvery = r.ProtoMajor > 1
 	}
 	cw.pieces = r.ProtoMajor > 1
+	cw.http10 = !r.ProtoAtLeast(1, 1)
 	var body *countingBody
 	// HTTP/2 gives a request without a body (GET, HEAD) a Body all the
 	// same; its length says there is nothing to wait for.
@@ -755,6 +756,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		return &refusal{status: resp.StatusCode, code: "UNSUPPORTED", close: resp.Request.ContentLength != 0,
 			msg: "nexmux: Nexus refused the request headers as too large"}
 	}
+	if resp.StatusCode == http.StatusNoContent {
+		// None on a 204 (RFC 9110 8.6): net/http's HTTP/1 server drops
+		// one, its HTTP/2 server sends it, and nghttp2 (curl) resets a
+		// 204 stream whose content-length is not 0.
+		delete(resp.Header, "Content-Length")
+	}
 	registryError(resp)
 	if st.markToken {
 		if err := markToken(resp); err != nil {
@@ -781,6 +788,9 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	// Only a blob read's redirect may send the client to a blob store.
 	blobRedirect := resp.StatusCode/100 == 3 && isBlobDownload(st.judged) &&
 		(resp.Request.Method == http.MethodGet || resp.Request.Method == http.MethodHead)
+	if blobRedirect {
+		pub.nodes = p.up.nodeKeys()
+	}
 	pub.rewriteHeaders(resp.Header, blobRedirect)
 	p.tagUpload(resp, st.tag)
 	if st.mirror != nil {
@@ -1047,6 +1057,8 @@ type batchingWriter struct {
 	// before: ReverseProxy clears the header map after each 1xx.
 	conn   *ConnInfo
 	maxAge time.Duration
+	// http10: the client spoke HTTP/1.0, to which no 1xx may go.
+	http10 bool
 }
 
 // armDeadline gives the next write to the client timeout from now.
@@ -1082,7 +1094,10 @@ func (c *batchingWriter) WriteHeader(code int) {
 		// means anything to a registry client, and it goes bare.
 		// ReverseProxy clears the map after, as it does here.
 		clear(c.ResponseWriter.Header())
-		if code != http.StatusContinue {
+		if code != http.StatusContinue || c.http10 {
+			// HTTP/1.0 has no 1xx (RFC 9110 15.2): its client would
+			// read the 100 as the final answer, and the real one as
+			// its body.
 			return
 		}
 		// net/http writes a 1xx to the socket at once (HTTP/1: from the

@@ -20,13 +20,17 @@ type publicURLs struct {
 	ctxPath   string
 	target    route.Target
 	hostnames []string // lowercase host names that mean "this Nexus or us"
+	// nodes are the upstream nodes' "host:port" (hostOf's host, the port
+	// their scheme implies where they name none): set for a blob read's
+	// redirect only, the one answer that may lead to another port.
+	nodes []string
 }
 
 // rewrite returns the public form of u, and false when u must not reach the
 // client at all. blobRedirect says u is the Location of a 3xx answer to a
 // blob read: a blob store may send the client to a host of its own.
 func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
-	var host, path string
+	var host, path, scheme, authority string
 	absolute := false
 	switch {
 	case strings.HasPrefix(u, "/") && !strings.HasPrefix(u, "//"):
@@ -42,7 +46,7 @@ func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
 			return u, true
 		}
 		absolute = true
-		authority := rest
+		scheme, authority = u[:len(u)-len(rest)], rest
 		path = "/"
 		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
 			authority, path = rest[:i], rest[i:]
@@ -67,7 +71,7 @@ func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
 		// On the public name, where nexmux refuses what is not the route's.
 		return u, true
 	case p.ours(host):
-		if blobRedirect && !p.nexusPath(path) {
+		if blobRedirect && !p.nexusPath(path) && !p.atNode(scheme, authority) {
 			return u, true // a blob store beside Nexus, on the same host
 		}
 		// Another repository, the REST API: only through nexmux, which
@@ -77,6 +81,71 @@ func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
 		return u, true
 	}
 	return "", false
+}
+
+// atNode reports whether authority, of a URL starting with scheme
+// ("https://", "//"), is an upstream node's own host and port: Nexus
+// itself, whatever the path, as no blob store shares its port. Without a
+// port, a scheme-relative URL (the client's scheme) or "null://" (Nexus's
+// own making) on a node's host is taken for Nexus: nothing there tells a
+// blob store apart.
+func (p *publicURLs) atNode(scheme, authority string) bool {
+	key := hostOf(authority) + ":"
+	port := portOf(authority)
+	if port == "" {
+		port = defaultPort(strings.TrimSuffix(scheme, "://"))
+	}
+	for _, n := range p.nodes {
+		if (port == "" && strings.HasPrefix(n, key)) || n == key+port {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeKey is a node's "host:port" as atNode compares it.
+func nodeKey(scheme, authority string) string {
+	port := portOf(authority)
+	if port == "" {
+		port = defaultPort(scheme)
+	}
+	return hostOf(authority) + ":" + port
+}
+
+// portOf is an authority's port, "" without one; of "host:5001:5001"
+// (see hostOf), the first.
+func portOf(authority string) string {
+	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		authority = authority[i+1:]
+	}
+	if strings.HasPrefix(authority, "[") {
+		i := strings.IndexByte(authority, ']')
+		if i < 0 {
+			return ""
+		}
+		authority = authority[i+1:]
+		if !strings.HasPrefix(authority, ":") {
+			return ""
+		}
+	}
+	_, port, ok := strings.Cut(authority, ":")
+	if !ok {
+		return ""
+	}
+	port, _, _ = strings.Cut(port, ":")
+	return port
+}
+
+// defaultPort is the port a URL of scheme names without one; "" for any
+// other scheme.
+func defaultPort(scheme string) string {
+	switch strings.ToLower(scheme) {
+	case "http":
+		return "80"
+	case "https":
+		return "443"
+	}
+	return ""
 }
 
 // hasScheme reports whether u starts with a URI scheme ("ftp:", "https:"
@@ -201,15 +270,55 @@ func (p *publicURLs) rewriteLink(v string) (string, bool) {
 			kept = append(kept, out)
 		}
 	}
+	return joinLinkValues(kept, len(values))
+}
+
+// joinLinkValues joins the link-values kept of n; false when none is left.
+func joinLinkValues(kept []string, n int) (string, bool) {
 	switch len(kept) {
 	case 0:
 		return "", false
-	case len(values):
+	case n:
 		return strings.Join(kept, ","), true
 	}
 	// The space after a comma that went with a dropped value.
 	out := strings.TrimLeft(strings.Join(kept, ","), " \t")
 	return out, strings.Trim(out, " \t,") != ""
+}
+
+// rewriteBareLinks holds each link-value of v without a whole <URL>
+// (RFC 8288's, which rewriteLink sees to: no '<', or none closed) to what
+// rewrite allows of the text before its first ';', '<' and '>' trimmed:
+// distribution's registry client reads that as the next page's URL all
+// the same, and goes there.
+func (p *publicURLs) rewriteBareLinks(v string) (string, bool) {
+	if !strings.Contains(v, ":") && !strings.Contains(v, "/") {
+		return v, true // nothing that could lead anywhere (rel="next")
+	}
+	values := splitLinkValues(v)
+	kept := make([]string, 0, len(values))
+	changed := false
+	for _, lv := range values {
+		target, _, _ := strings.Cut(lv, ";")
+		u := strings.Trim(strings.TrimSpace(target), "<>")
+		if i := strings.IndexByte(lv, '<'); (i >= 0 && strings.IndexByte(lv[i:], '>') >= 0) || u == "" {
+			kept = append(kept, lv)
+			continue
+		}
+		r, ok := p.rewrite(u, false)
+		if !ok {
+			changed = true
+			continue
+		}
+		if r != u {
+			lv, changed = strings.Replace(lv, u, r, 1), true
+		}
+		kept = append(kept, lv)
+	}
+	if !changed {
+		return v, true
+	}
+	return joinLinkValues(kept, len(values))
 }
 
 // splitLinkValues cuts a Link header value at the commas between its
@@ -396,7 +505,12 @@ func (p *publicURLs) rewriteHeaders(h http.Header, blobRedirect bool) {
 		keepRewritten(h, "Location", v, func(s string) (string, bool) { return p.rewrite(s, blobRedirect) })
 	}
 	if v := h.Values("Link"); len(v) > 0 {
-		keepRewritten(h, "Link", v, p.rewriteLink)
+		keepRewritten(h, "Link", v, func(s string) (string, bool) {
+			if s, ok := p.rewriteLink(s); ok {
+				return p.rewriteBareLinks(s)
+			}
+			return "", false
+		})
 	}
 	if v := h.Values("Www-Authenticate"); len(v) > 0 {
 		for i := range v {

@@ -25,6 +25,7 @@ func testURLs(ctx string) *publicURLs {
 		ctxPath:   ctx,
 		target:    route.Target{Pull: "team-a", Push: "team-a-hosted"},
 		hostnames: []string{"team-a.example.com", "nexus"},
+		nodes:     []string{"nexus:8081"},
 	}
 }
 
@@ -150,9 +151,34 @@ func TestRewriteBlobRedirect(t *testing.T) {
 		"//nexus:8081/service/rest/v1/status":        pubBase + "/service/rest/v1/status",
 		"/repository/team-a" + blob:                  pubBase + blob,
 		"/repository/team-b" + blob:                  "/repository/team-b" + blob,
+		// On a node's own port it is Nexus, whatever the path; without a
+		// port, only a scheme's default port can tell a store apart.
+		"http://nexus:8081/":                 pubBase + "/",
+		"https://NEXUS:8081/static/x":        pubBase + "/static/x",
+		"http://user@nexus:8081/x?y#z":       pubBase + "/x?y#z",
+		"http://nexus:8081:8081/x":           pubBase + "/x",
+		"null://nexus/x":                     pubBase + "/x",
+		"//nexus/x":                          pubBase + "/x",
+		"http://nexus/nexus-blobs/x":         "http://nexus/nexus-blobs/x",
+		"http://nexus:80/nexus-blobs/x":      "http://nexus:80/nexus-blobs/x",
+		"https://team-a.example.com:9000/x":  "https://team-a.example.com:9000/x",
+		"https://team-a.example.com:8081/x":  "https://team-a.example.com:8081/x",
+		"http://nexus.example.com:8081/x?s=": "http://nexus.example.com:8081/x?s=",
 	} {
 		if got, ok := testURLs("").rewrite(in, true); got != want || !ok {
 			t.Errorf("rewrite(%q, redirect) = %q %v, want %q", in, got, ok, want)
+		}
+	}
+	v6 := testURLs("")
+	v6.hostnames, v6.nodes = []string{"team-a.example.com", "[fd00::1]"}, []string{nodeKey("http", "[FD00::1]:8081")}
+	for in, want := range map[string]string{
+		"http://[fd00::1]:8081/x":  pubBase + "/x",
+		"http://[fd00::1]:9000/x":  "http://[fd00::1]:9000/x",
+		"http://[fd00::1]/x":       "http://[fd00::1]/x",
+		"https://[fd00::1]:8081/x": pubBase + "/x",
+	} {
+		if got, ok := v6.rewrite(in, true); got != want || !ok {
+			t.Errorf("IPv6 node: rewrite(%q, redirect) = %q %v, want %q", in, got, ok, want)
 		}
 	}
 }
@@ -292,6 +318,43 @@ func TestRewriteHeaders(t *testing.T) {
 	testURLs("").rewriteHeaders(foreign, false)
 	if len(foreign) != 0 {
 		t.Errorf("rewriteHeaders left %v", foreign)
+	}
+}
+
+// A Link value whose URL has no '<' is no RFC 8288 link-value, but
+// distribution's registry client reads the text before its first ';' as
+// the next page's URL all the same, and goes there: such a URL is held to
+// what a bracketed one is (the public name, or left out).
+func TestRewriteHeadersBareLinkURLs(t *testing.T) {
+	for _, c := range []struct{ in, want string }{ // want "-": no Link left
+		{`https://evil.example.com/x/tags/list?n=1&last=a; rel="next"`, "-"},
+		{`//evil.example.com/x/tags/list?n=1&last=a;rel=next`, "-"},
+		// On another host, the route's path maps onto the public name.
+		{`https://evil.example.com/v2/_catalog?n=1&last=a; rel="next"`, pubBase + `/v2/_catalog?n=1&last=a; rel="next"`},
+		{`http://nexus:8081/repository/team-a/v2/app/tags/list?n=1&last=a; rel="next"`, pubBase + `/v2/app/tags/list?n=1&last=a; rel="next"`},
+		{`http://nexus:8081/repository/team-b/v2/app/tags/list?n=1>; rel="next"`, pubBase + `/repository/team-b/v2/app/tags/list?n=1>; rel="next"`},
+		{`</v2/_catalog?n=1>; rel="prev", https://evil.example.com/x; rel="next"`, `<` + pubBase + `/v2/_catalog?n=1>; rel="prev"`},
+		{`https://evil.example.com/x; rel="prev", </v2/_catalog?n=1>; rel="next"`, `<` + pubBase + `/v2/_catalog?n=1>; rel="next"`},
+		{`<https://s3.example.com/x>; rel="prev", https://evil.example.com/x; rel="next"`, "-"},
+		// A '<' never closed: that client trims it and reads the URL.
+		{`<https://evil.example.com/x/tags/list?n=1; rel="next"`, "-"},
+		{`<unterminated; rel="next"`, `<unterminated; rel="next"`},
+		// No URL: as it came.
+		{`rel="next"`, `rel="next"`},
+		{`>; rel="next"`, `>; rel="next"`},
+	} {
+		h := http.Header{"Link": {c.in}}
+		testURLs("").rewriteHeaders(h, false)
+		got, ok := h["Link"]
+		if c.want == "-" {
+			if ok {
+				t.Errorf("Link %q: client got %q, want it left out", c.in, got)
+			}
+			continue
+		}
+		if len(got) != 1 || got[0] != c.want {
+			t.Errorf("Link %q: client got %q, want %q", c.in, got, c.want)
+		}
 	}
 }
 

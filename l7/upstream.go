@@ -89,6 +89,15 @@ func (u *Upstreams) hostnames() []string {
 	return out
 }
 
+// nodeKeys lists the nodes' "host:port" as publicURLs.atNode compares them.
+func (u *Upstreams) nodeKeys() []string {
+	var out []string
+	for _, n := range u.set.Nodes() {
+		out = append(out, nodeKey(n.Scheme, n.Host))
+	}
+	return out
+}
+
 // refused reports a failure to connect: nothing reached the node, so trying
 // another node cannot duplicate a request.
 func refused(err error) bool {

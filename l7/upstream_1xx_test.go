@@ -106,3 +106,31 @@ func TestNexusInformationalAnswersStayInside(t *testing.T) {
 		}
 	}
 }
+
+// An HTTP/1.0 client (ab, a front speaking HTTP/1.0 to its backends, as
+// nginx does by default) never gets a 1xx: HTTP/1.0 has none, and RFC 9110
+// (15.2) forbids sending one; such a client reads "100 Continue" as the
+// final answer and the real one after it as its body. Nexus sends one
+// whatever the client's version (it hears HTTP/1.1 from nexmux).
+func TestNoInformationalAnswerToAnHTTP10Client(t *testing.T) {
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(c, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+		return true
+	})
+	addr, _ := haProxy(t, io.Discard, 0, &haNode{addr: n.addr})
+	for _, expect := range []string{"", "Expect: 100-continue\r\n"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "PUT /v2/app/manifests/1 HTTP/1.0\r\nHost: team-a.example.com\r\n"+expect+"Content-Length: 2\r\n\r\n{}")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if line, _, _ := strings.Cut(string(b), "\r\n"); !strings.HasPrefix(line, "HTTP/1.0 201 ") && !strings.HasPrefix(line, "HTTP/1.1 201 ") {
+			t.Errorf("HTTP/1.0 PUT (%q): first status line %q, want Nexus's 201 (whole answer %q)", strings.TrimSpace(expect), line, b)
+		}
+	}
+}

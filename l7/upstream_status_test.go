@@ -63,3 +63,31 @@ func TestGatewayStatusMovesOn(t *testing.T) {
 		}
 	}
 }
+
+// A 204 carries no Content-Length (RFC 9110 8.6): one Nexus sends anyway
+// (an upload's status, 204 with its Range) never reaches a client. Over
+// HTTP/1 net/http drops it; over HTTP/2 it went out as it came, and
+// nghttp2-based clients (curl) reset a 204 stream whose content-length is
+// not 0.
+func TestNoContentLengthOnA204(t *testing.T) {
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(c, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nRange: 0-4\r\nDocker-Upload-UUID: u1\r\n\r\n")
+		return true
+	})
+	addr, _ := haProxy(t, io.Discard, 0, &haNode{addr: n.addr})
+	for _, h2 := range []bool{false, true} {
+		tr := &http.Transport{DisableKeepAlives: true}
+		if h2 {
+			tr = h2cTransport(t, nil)
+		}
+		resp, err := tr.RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/blobs/uploads/u1", nil))
+		if err != nil {
+			t.Fatalf("h2 %v: %v", h2, err)
+		}
+		resp.Body.Close()
+		if cl, ok := resp.Header["Content-Length"]; resp.StatusCode != http.StatusNoContent || ok || resp.Header.Get("Range") != "0-4" {
+			t.Errorf("h2 %v: %s, Content-Length %q (sent: %v), Range %q; want 204, no Content-Length, Range 0-4", h2, resp.Status, cl, ok, resp.Header.Get("Range"))
+		}
+	}
+}
