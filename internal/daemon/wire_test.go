@@ -149,8 +149,7 @@ func TestHTTP2MalformedHeaderBlocksNeverReachNexus(t *testing.T) {
 }
 
 // TestHTTP2ResetStreamsKeepTheirPerClientPlace: an HTTP/2 client that
-// resets each stream right after Nexus got it (a rapid reset, slowed down
-// so that each gets there) holds no more requests at Nexus than
+// resets each stream as soon as Nexus got it or it was refused holds no more requests at Nexus than
 // --max-requests-per-client: a Nexus thread goes on with a request whose
 // client left, so its place is held until Nexus answers, and the client's
 // further streams get 429 meanwhile.
@@ -186,12 +185,16 @@ func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
 	}
 	var wmu, mu sync.Mutex
 	var tooMany int
+	answered := map[uint32]bool{}
 	go readH2Frames(fr, &wmu, &mu, func(f http2.Frame, dec *hpack.Decoder) {
 		if h, ok := f.(*http2.HeadersFrame); ok {
 			hf, _ := dec.DecodeFull(h.HeaderBlockFragment())
 			for _, f := range hf {
-				if f.Name == ":status" && f.Value == "429" {
-					tooMany++
+				if f.Name == ":status" {
+					answered[h.StreamID] = true
+					if f.Value == "429" {
+						tooMany++
+					}
 				}
 			}
 		}
@@ -207,7 +210,14 @@ func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		// Reset once Nexus has the request or the client its 429: a
+		// reset that came first would keep the request from Nexus.
+		before := reached.Load()
+		waitFor(t, "stream at Nexus or answered", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return reached.Load() > before || answered[id]
+		})
 		wmu.Lock()
 		err = fr.WriteRSTStream(id, http2.ErrCodeCancel)
 		wmu.Unlock()
