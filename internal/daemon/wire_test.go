@@ -1,0 +1,237 @@
+package daemon_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/nexmux/nexmux/fixtures/stack"
+)
+
+// TestRefusedRequestBodyIsNeverARequest: over HTTP/1.1 the body of a
+// request nexmux refuses is read past (or the connection closed), never
+// parsed as a request of its own, whatever it holds, and the request
+// pipelined after it is served as itself. A client that asked for "100
+// Continue" and sent its body anyway gets its refusal and the close: the
+// bytes after it could be body or request, so none is served. Over
+// HTTP/1.0 with keep-alive, a refusal keeps the connection like an answer.
+func TestRefusedRequestBodyIsNeverARequest(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: confinedRoutes()})
+	hostA := st.Host("team-a")
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
+	smuggled := "GET /service/rest/v1/status HTTP/1.1\r\nHost: " + hostA + "\r\n\r\n"
+	next := "GET /v2/ HTTP/1.1\r\nHost: " + hostA + "\r\nAuthorization: " + auth + "\r\n\r\n"
+	refused := "POST /service/rest/v1/script HTTP/1.1\r\nHost: " + hostA + "\r\n"
+	cases := []struct {
+		name   string
+		raw    string
+		want   []int
+		served bool // the pipelined GET /v2/ reaches Nexus
+	}{
+		{"Content-Length body holding a request",
+			refused + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(smuggled)) + smuggled + next, []int{404, 200}, true},
+		{"chunked body holding a request",
+			refused + "Transfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n", len(smuggled)) + smuggled + "\r\n0\r\n\r\n" + next, []int{404, 200}, true},
+		{"body sent without waiting for 100 Continue",
+			refused + "Expect: 100-continue\r\n" + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(smuggled)) + smuggled + next, []int{404}, false},
+		{"HTTP/1.0 keep-alive, refused then served",
+			"GET /service/rest/v1/status HTTP/1.0\r\nHost: " + hostA + "\r\nConnection: keep-alive\r\n\r\n" +
+				"GET /v2/ HTTP/1.0\r\nHost: " + hostA + "\r\nConnection: keep-alive\r\nAuthorization: " + auth + "\r\n\r\n", []int{404, 200}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st.Nexus.ResetRequests()
+			n := len(tc.want)
+			if !tc.served {
+				// One response more: its absence shows the connection
+				// closed instead of serving another request.
+				n++
+			}
+			res := rawExchange(st, "team-a.nexmux.test", []byte(tc.raw), n, http.MethodGet)
+			if fmt.Sprint(res.statuses) != fmt.Sprint(tc.want) || tc.served && res.err != nil {
+				t.Fatalf("statuses %v (%v), want %v", res.statuses, res.err, tc.want)
+			}
+			for i, b := range res.bodies {
+				if res.statuses[i] >= 400 && !strings.Contains(b, `"errors"`) {
+					t.Errorf("response %d: %d %q, not a Registry API error", i+1, res.statuses[i], b)
+				}
+			}
+			log := st.Nexus.Requests()
+			for _, r := range log {
+				if !allowedUpstream(r) {
+					t.Errorf("reached Nexus outside team-a's registry API: %s %s", r.Method, r.RawPath)
+				}
+			}
+			if tc.served && len(log) != 1 {
+				t.Errorf("%d requests reached Nexus, want the pipelined GET /v2/ alone", len(log))
+			}
+			if !tc.served && len(log) != 0 {
+				t.Errorf("%d requests reached Nexus, want none: first %s %s", len(log), log[0].Method, log[0].RawPath)
+			}
+		})
+	}
+}
+
+// TestRequestFramingNetHTTPRefuses: a Transfer-Encoding that is not
+// chunked alone (a list, or two lines) and a Content-Length that is not
+// one decimal number get net/http's status as a Registry API error, and
+// never reach Nexus.
+func TestRequestFramingNetHTTPRefuses(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: confinedRoutes()})
+	post := "POST /v2/app/blobs/uploads/ HTTP/1.1\r\nHost: " + st.Host("team-a") + "\r\n"
+	for _, tc := range []struct {
+		headers string
+		want    int
+	}{
+		{"Transfer-Encoding: chunked, identity\r\n", 501},
+		{"Transfer-Encoding: identity, chunked\r\n", 501},
+		{"Transfer-Encoding: gzip, chunked\r\n", 501},
+		{"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 501},
+		{"Content-Length: +0\r\n", 400},
+		{"Content-Length: -1\r\n", 400},
+		{"Content-Length: 0, 0\r\n", 400},
+		{"Content-Length: 0x0\r\n", 400},
+		{"Content-Length: 0\r\nContent-Length: 00\r\n", 400},
+	} {
+		st.Nexus.ResetRequests()
+		res := rawExchange(st, "team-a.nexmux.test", []byte(post+tc.headers+"\r\n0\r\n\r\n"), 1, http.MethodPost)
+		if res.err != nil || len(res.statuses) != 1 || res.statuses[0] != tc.want || !strings.Contains(res.bodies[0], `"UNSUPPORTED"`) {
+			t.Errorf("%q: %v %q (%v), want %d UNSUPPORTED", tc.headers, res.statuses, res.bodies, res.err, tc.want)
+		}
+		if log := st.Nexus.Requests(); len(log) != 0 {
+			t.Errorf("%q reached Nexus: %s %s", tc.headers, log[0].Method, log[0].RawPath)
+		}
+	}
+}
+
+// TestHTTP2MalformedHeaderBlocksNeverReachNexus: header blocks HTTP/2
+// forbids (a pseudo-header twice, after a regular field, or unknown; an
+// upper-case name; an extended CONNECT) are refused by net/http and never
+// reach Nexus, whatever path or authority they name.
+func TestHTTP2MalformedHeaderBlocksNeverReachNexus(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: confinedRoutes()})
+	hostA := st.Host("team-a")
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
+	base := [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", hostA}, {":path", "/v2/"}, {"authorization", auth}}
+	with := func(extra ...[2]string) [][2]string { return append(append([][2]string(nil), base...), extra...) }
+	for name, fields := range map[string][][2]string{
+		"second :path":                 with([2]string{":path", "/service/rest/v1/status"}),
+		"second :authority":            with([2]string{":authority", st.Host("team-b")}),
+		"pseudo-header after a field":  {{":method", "GET"}, {":scheme", "https"}, {"authorization", auth}, {":authority", hostA}, {":path", "/service/rest/v1/status"}},
+		"unknown pseudo-header":        with([2]string{":host", st.Host("team-b")}),
+		"upper-case field name":        with([2]string{"Host", st.Host("team-b")}),
+		"extended CONNECT":             {{":method", "CONNECT"}, {":protocol", "websocket"}, {":scheme", "https"}, {":authority", hostA}, {":path", "/service/rest/v1/status"}},
+		"CR LF in a field value":       with([2]string{"x-a", "1\r\nHost: " + st.Host("team-b")}),
+		"field name with a space":      with([2]string{"x-remote-user ", "admin"}),
+		"empty :path":                  {{":method", "GET"}, {":scheme", "https"}, {":authority", hostA}, {":path", ""}},
+		":scheme other than http(s)":   {{":method", "GET"}, {":scheme", "file"}, {":authority", hostA}, {":path", "/v2/"}},
+		"request line in :path's tail": {{":method", "GET"}, {":scheme", "https"}, {":authority", hostA}, {":path", "/v2/ HTTP/1.1\r\nX: y"}},
+	} {
+		st.Nexus.ResetRequests()
+		if got := h2Exchange(t, st, "team-a.nexmux.test", fields); got != "reset" && (len(got) != 3 || got[0] != '4') {
+			t.Errorf("%s: %s, want a reset or a 4xx", name, got)
+		}
+		for _, r := range st.Nexus.Requests() {
+			t.Errorf("%s: reached Nexus: %s %s (host %q)", name, r.Method, r.RawPath, r.Host)
+		}
+	}
+}
+
+// TestHTTP2ResetStreamsKeepTheirPerClientPlace: an HTTP/2 client that
+// resets each stream as soon as Nexus got it or it was refused holds no more requests at Nexus than
+// --max-requests-per-client: a Nexus thread goes on with a request whose
+// client left, so its place is held until Nexus answers, and the client's
+// further streams get 429 meanwhile.
+func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
+	const held = 1500 * time.Millisecond
+	var inflight, most, reached atomic.Int64
+	o := stack.Options{Config: confinedRoutes()}
+	o.Config.MaxRequestsPerClient = 2
+	o.Upstreams = func(nexusURL string) []string {
+		target, _ := url.Parse(nexusURL)
+		nexus := httputil.NewSingleHostReverseProxy(target)
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/slow/") {
+				reached.Add(1)
+				n := inflight.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				// A remote fetch: Jetty sees the client leave only when
+				// it writes.
+				time.Sleep(held)
+				inflight.Add(-1)
+			}
+			nexus.ServeHTTP(w, r)
+		}))
+		t.Cleanup(front.Close)
+		return []string{front.URL}
+	}
+	st := stack.Start(t, o)
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
+	_, fr := dialH2(t, st, "team-a.nexmux.test")
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var wmu, mu sync.Mutex
+	var tooMany int
+	answered := map[uint32]bool{}
+	go readH2Frames(fr, &wmu, &mu, func(f http2.Frame, dec *hpack.Decoder) {
+		if h, ok := f.(*http2.HeadersFrame); ok {
+			hf, _ := dec.DecodeFull(h.HeaderBlockFragment())
+			for _, f := range hf {
+				if f.Name == ":status" {
+					answered[h.StreamID] = true
+					if f.Value == "429" {
+						tooMany++
+					}
+				}
+			}
+		}
+	})
+	const streams = 20
+	for i := range streams {
+		id := uint32(2*i + 1)
+		hb := headerBlock([][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", st.Host("team-a")},
+			{":path", fmt.Sprintf("/v2/slow/app%d/manifests/1", i)}, {"authorization", auth}})
+		wmu.Lock()
+		err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb, EndStream: true, EndHeaders: true})
+		wmu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Reset once Nexus has the request or the client its 429: a
+		// reset that came first would keep the request from Nexus.
+		before := reached.Load()
+		waitFor(t, "stream at Nexus or answered", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return reached.Load() > before || answered[id]
+		})
+		wmu.Lock()
+		err = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		wmu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := most.Load(); n > 2 || reached.Load() == 0 {
+		t.Errorf("%d requests at Nexus at once (%d in all) from one client whose streams were reset, want at most 2 (--max-requests-per-client)", n, reached.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if tooMany == 0 {
+		t.Errorf("no 429 among %d streams while 2 places were held", streams)
+	}
+}
