@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -899,19 +900,31 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "nexmux: out of file descriptors, local ports or socket memory to reach Nexus right now; retry later")
 		return
 	}
-	status := http.StatusBadGateway
+	status, words := http.StatusBadGateway, "the exchange with Nexus failed"
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
-		status = http.StatusGatewayTimeout
+		status, words = http.StatusGatewayTimeout, "Nexus did not answer in time"
 	case refused(err):
 		// Nothing accepts connections (Nexus stopped or restarting):
 		// unavailable for now, the status Retry-After is defined for and
 		// the one the Registry API pairs with UNAVAILABLE.
-		status = http.StatusServiceUnavailable
+		status, words = http.StatusServiceUnavailable, "Nexus is not reachable right now"
+	case connBroke(err):
+		words = "the connection to Nexus broke before its answer"
+	case strings.Contains(err.Error(), "malformed"):
+		// net/http's own words for an answer that is no HTTP; its error
+		// types are unexported.
+		words = "Nexus's answer could not be read"
 	}
 	// The cause (addresses, ports) goes to the log, not to clients.
-	writeError(w, status, "UNAVAILABLE", "nexmux: Nexus is not reachable right now; retry later")
+	writeError(w, status, "UNAVAILABLE", "nexmux: "+words+"; retry later")
+}
+
+// connBroke reports a connection to Nexus closed or reset under a request.
+func connBroke(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // clientGone says in rec why a response with no reason of its own did not
