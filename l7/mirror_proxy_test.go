@@ -17,7 +17,10 @@ import (
 )
 
 // seenRequest is what the Nexus stand-in received.
-type seenRequest struct{ path, query, auth string }
+type seenRequest struct {
+	path, query, auth string
+	header            http.Header
+}
 
 // mirrorProxy serves one Proxy, with --mirror-auth-file credentials set, in
 // front of a Nexus stand-in at context path /nexus that records what
@@ -36,7 +39,7 @@ func mirrorProxy(t *testing.T) (mirror, team string, seen func() []seenRequest, 
 			return // health probes
 		}
 		mu.Lock()
-		reqs = append(reqs, seenRequest{r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("Authorization")})
+		reqs = append(reqs, seenRequest{r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("Authorization"), r.Header.Clone()})
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, "{}")
