@@ -335,3 +335,31 @@ func TestHostileEndingsGiveTheLimitsBack(t *testing.T) {
 		})
 	}
 }
+
+// The router's side of socks5's TestAbsoluteIPLiteralAsNameRoutesLikeAnAddress:
+// a server name that is an IP address with one trailing dot takes the
+// default route, as the address does.
+func TestAbsoluteIPAddressAsServerNameTakesTheDefaultRoute(t *testing.T) {
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "abcdefghij"})
+	i := bytes.Index(hello, []byte("abcdefghij"))
+	if i < 0 {
+		t.Fatal("no server name in the hello")
+	}
+	copy(hello[i:], "127.0.0.1.")
+	m := startMuxWith(t, muxConfig{defaultRoute: "team-a"})
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	// crypto/tls refuses the trailing dot itself; what matters is that
+	// routing took the default route (no unknown_sni refusal).
+	_, _ = io.ReadAll(c)
+	if strings.Contains(m.logs.String(), "reason=unknown_sni") || m.routed.get("default") != 1 {
+		t.Fatalf("127.0.0.1. not routed to the default route; log:\n%s", m.logs.String())
+	}
+}

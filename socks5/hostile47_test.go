@@ -213,3 +213,26 @@ func TestProxyHeaderInsideTheTunnelRefused(t *testing.T) {
 		}
 	}
 }
+
+// An absolute IP literal ("127.0.0.1.", "::1." is no address) sent as a
+// name is the address it spells, as in a server name, where the router
+// drops the one trailing dot and routes the address to the default route:
+// a CONNECT reaches that route too, and is refused without one.
+func TestAbsoluteIPLiteralAsNameRoutesLikeAnAddress(t *testing.T) {
+	for _, def := range []string{"fallback", ""} {
+		st := start(t, config{spec: route.Spec{Default: def}})
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, _, err := handshakeAs(c, nil, 1, atypName, "127.0.0.1.", 443)
+		c.Close()
+		want := byte(replySucceeded)
+		if def == "" {
+			want = replyNotAllowed
+		}
+		if err != nil || code != want {
+			t.Errorf("default route %q, CONNECT 127.0.0.1.:443 as a name: reply %d, %v; want %d", def, code, err, want)
+		}
+	}
+}
