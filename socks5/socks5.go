@@ -498,7 +498,9 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 	// An IP literal sent as a name (ATYP 3: clients that leave every
 	// name to the proxy) is the address it spells, as in ATYP 1 and 4.
 	host := destName(dest)
-	_, err := netip.ParseAddr(host)
+	// One trailing dot goes, as the router drops it from a server name:
+	// "127.0.0.1." is then the address, as it is there.
+	_, err := netip.ParseAddr(strings.TrimSuffix(host, "."))
 	isIP := err == nil || host == "" && len(dest.IP) != 0
 	switch {
 	case t.LookupPort(dest.Port) != nil:
