@@ -6,9 +6,13 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -361,5 +365,56 @@ func TestAbsoluteIPAddressAsServerNameTakesTheDefaultRoute(t *testing.T) {
 	_, _ = io.ReadAll(c)
 	if strings.Contains(m.logs.String(), "reason=unknown_sni") || m.routed.get("default") != 1 {
 		t.Fatalf("127.0.0.1. not routed to the default route; log:\n%s", m.logs.String())
+	}
+}
+
+// Clients that stop mid-header or mid-hello are cut at the handshake
+// timeout, however many: their goroutines end and their places and slots
+// come back.
+func TestStalledClientsLeaveNothingBehind(t *testing.T) {
+	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.2/32"}, maxConns: 256, maxConnsPerClient: 64, handshakeTimeout: 500 * time.Millisecond})
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "team-a.nexmux.test"})
+	v1 := []byte("PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n")
+	base := runtime.NumGoroutine()
+	var conns []net.Conn
+	for i := range 40 {
+		var from string
+		var send []byte
+		switch i % 5 {
+		case 0:
+			from, send = "127.0.0.1", hello[:len(hello)/2]
+		case 1:
+			from, send = "127.0.0.1", nil
+		case 2:
+			from, send = "127.0.0.2", v1[:10]
+		case 3:
+			from, send = "127.0.0.2", append(append([]byte{}, v1...), hello[:7]...)
+		case 4:
+			from, send = "127.0.0.2", v2Header(0x21, 0x11, 200, 1, 2, 3)
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write(send); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		// Cut means closed, or reset where unread bytes were left.
+		if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("a stalled client was not cut at the handshake timeout: %v", err)
+		}
+	}
+	waitCounts(t, m.srv, 0, 0)
+	eventually(t, func() (bool, string) {
+		n := runtime.NumGoroutine()
+		return n <= base, fmt.Sprintf("%d goroutines after the stalled clients were cut, %d before", n, base)
+	})
+	for _, c := range conns {
+		c.Close()
 	}
 }
