@@ -189,6 +189,9 @@ func TestInboundProxyHeaderVariants(t *testing.T) {
 		{"v1 over 107 bytes", []byte("PROXY UNKNOWN " + strings.Repeat("x", 100) + "\r\n"), ""},
 		{"v2 tcp4", v2Header(0x21, 0x11, -1, tcp4...), "203.0.113.7:5555"},
 		{"v2 tcp6", v2Header(0x21, 0x21, -1, tcp6...), "[2001:db8::7]:5555"},
+		// A datagram family still names an IP client (socks5's
+		// TestBalancersUDPHeaderNamesTheClient is the same rule there).
+		{"v2 udp4", v2Header(0x21, 0x12, -1, tcp4...), "203.0.113.7:5555"},
 		{"v2 tcp4 with TLVs", v2Header(0x21, 0x11, -1, append(append(append([]byte{}, tcp4...), noop...), authority...)...), "203.0.113.7:5555"},
 		{"v2 local with addresses", v2Header(0x20, 0x11, -1, tcp4...), balancer},
 		{"v2 local, no addresses", v2Header(0x20, 0x00, 0), balancer},

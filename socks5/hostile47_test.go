@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/socks5"
@@ -234,5 +236,30 @@ func TestAbsoluteIPLiteralAsNameRoutesLikeAnAddress(t *testing.T) {
 		if err != nil || code != want {
 			t.Errorf("default route %q, CONNECT 127.0.0.1.:443 as a name: reply %d, %v; want %d", def, code, err, want)
 		}
+	}
+}
+
+// A balancer's v2 header with a datagram family (UDP over IPv4) names an
+// IP client: the SOCKS client is that one, as on the TLS listener (mux's
+// TestInboundProxyHeaderVariants, "v2 udp4"); only a header that names no
+// IP client (LOCAL, AF_UNIX, v1 UNKNOWN) leaves the balancer as the client.
+func TestBalancersUDPHeaderNamesTheClient(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}})
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x12, 0, 12, 203, 0, 113, 7, 10, 0, 0, 1, 0x15, 0xb3, 4, 56)
+	if _, err := c.Write(h); err != nil {
+		t.Fatal(err)
+	}
+	code, _, err := handshake(c, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT: reply %d, %v", code, err)
+	}
+	body, _ := get(t, tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()}))
+	if want := "203.0.113.7:5555 team-a.nexmux.test true"; body != want {
+		t.Fatalf("the router saw %q, want %q", body, want)
 	}
 }
