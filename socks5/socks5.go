@@ -246,10 +246,15 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		s.refusedHeader(raw, err, deadline)
 		return nil
 	}
-	if _, ok := pc.RemoteAddr().(*net.TCPAddr); !ok {
+	if a := pc.RemoteAddr(); !addrOf(a).IsValid() {
 		// A header naming no IP client (AF_UNIX) leaves the balancer as
 		// the client, as on the TLS listener.
 		ic.remote = raw.RemoteAddr()
+	} else if _, ok := a.(*net.TCPAddr); !ok {
+		// An IP client of another family (UDP) is the client, as on the
+		// TLS listener, given as the TCP address the stream has.
+		ap, _ := netip.ParseAddrPort(a.String())
+		ic.remote = net.TCPAddrFromAddrPort(ap)
 	}
 	a := addrOf(ic.RemoteAddr())
 	if mux.BalancersOwn(pc.ProxyHeader()) {
