@@ -246,10 +246,15 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		s.refusedHeader(raw, err, deadline)
 		return nil
 	}
-	if _, ok := pc.RemoteAddr().(*net.TCPAddr); !ok {
+	if a := pc.RemoteAddr(); !addrOf(a).IsValid() {
 		// A header naming no IP client (AF_UNIX) leaves the balancer as
 		// the client, as on the TLS listener.
 		ic.remote = raw.RemoteAddr()
+	} else if _, ok := a.(*net.TCPAddr); !ok {
+		// An IP client of another family (UDP) is the client, as on the
+		// TLS listener, given as the TCP address the stream has.
+		ap, _ := netip.ParseAddrPort(a.String())
+		ic.remote = net.TCPAddrFromAddrPort(ap)
 	}
 	a := addrOf(ic.RemoteAddr())
 	if mux.BalancersOwn(pc.ProxyHeader()) {
@@ -498,7 +503,9 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 	// An IP literal sent as a name (ATYP 3: clients that leave every
 	// name to the proxy) is the address it spells, as in ATYP 1 and 4.
 	host := destName(dest)
-	_, err := netip.ParseAddr(host)
+	// One trailing dot goes, as the router drops it from a server name:
+	// "127.0.0.1." is then the address, as it is there.
+	_, err := netip.ParseAddr(strings.TrimSuffix(host, "."))
 	isIP := err == nil || host == "" && len(dest.IP) != 0
 	switch {
 	case t.LookupPort(dest.Port) != nil:
