@@ -693,3 +693,34 @@ func getTeamA(t *testing.T, m *muxServer, h2 bool, wrap func(net.Conn) (net.Conn
 	resp.Body.Close()
 	return string(body)
 }
+
+// A listener --bind-ports opens (ServePort) reads PROXY headers as
+// --listen does: a --proxy-protocol-from peer's header names the client,
+// and the same peer without one is refused.
+func TestBindPortListenerTakesProxyHeaders(t *testing.T) {
+	m := startMuxWith(t, muxConfig{proxyFrom: []string{"127.0.0.0/8"}, ports: []string{"8082=team-p"}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.goServe(func() error { return m.srv.ServePort(ln, 8082) })
+	dial := func(header string) (net.Conn, string) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, header+"GET /v2/ HTTP/1.1\r\nHost: nexus:8082\r\nConnection: close\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		return c, string(b)
+	}
+	if _, got := dial("PROXY TCP4 203.0.113.9 127.0.0.1 5555 8082\r\n"); !strings.Contains(got, "203.0.113.9:5555") || !strings.Contains(got, "X-Route: :8082") {
+		t.Errorf("with a header: %q, want the port route serving client 203.0.113.9:5555", got)
+	}
+	c, got := dial("")
+	if strings.Contains(got, "200 OK") {
+		t.Errorf("a trusted peer without a header was served: %q", got)
+	}
+	m.waitRefusal(t, c.LocalAddr().String(), mux.ReasonProxyHeader)
+}
