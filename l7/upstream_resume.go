@@ -419,8 +419,15 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 	resp, err := b.fr.roundTrip(b.f.next, q)
 	stopWait()
 	if err != nil {
+		gaveUp := context.Cause(qctx) != nil // found down meanwhile
 		qcancel(nil)
 		end()
+		// Real traffic's refused connection marks the node down at once,
+		// as a first request's does: else it keeps taking requests until
+		// a probe asks it.
+		if upstream.ConnectFailure(err) && !gaveUp {
+			b.f.up.set.ReportConnectFailure(n, err)
+		}
 		// nexmux's own dial failure (598c89c) is not the node's.
 		if !upstream.LocalDialFailure(err) {
 			b.suspects = append(b.suspects, brokeOn{n, err.Error()})

@@ -684,6 +684,10 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.
 			if err != nil {
 				if upstream.LocalDialFailure(err) {
 					notAsked.Store(true)
+				} else if upstream.ConnectFailure(err) {
+					// Real traffic: a refused connection marks the node
+					// down at once, as a request's does.
+					f.up.set.ReportConnectFailure(n, err)
 				}
 				return
 			}
