@@ -437,6 +437,12 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 	}
 	s, e, t, ok := partOf(resp)
 	if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
+		switch resp.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			// A failed resume, counted as a body's break is: once
+			// another node serves the blob whole.
+			b.suspects = append(b.suspects, brokeOn{n, "blob resume answered " + resp.Status})
+		}
 		resp.Body.Close()
 		qcancel(nil)
 		end()
