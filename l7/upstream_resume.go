@@ -435,6 +435,9 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 		b.node = n
 		return false
 	}
+	// An answer, as a first request's: a node that times out its probes
+	// while it answers resumes is busy, not down.
+	b.f.up.set.CountAnswer(n, resp.StatusCode)
 	s, e, t, ok := partOf(resp)
 	if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
 		switch resp.StatusCode {
