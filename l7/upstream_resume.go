@@ -419,8 +419,15 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 	resp, err := b.fr.roundTrip(b.f.next, q)
 	stopWait()
 	if err != nil {
+		gaveUp := context.Cause(qctx) != nil // found down meanwhile
 		qcancel(nil)
 		end()
+		// Real traffic's refused connection marks the node down at once,
+		// as a first request's does: else it keeps taking requests until
+		// a probe asks it.
+		if upstream.ConnectFailure(err) && !gaveUp {
+			b.f.up.set.ReportConnectFailure(n, err)
+		}
 		// nexmux's own dial failure (598c89c) is not the node's.
 		if !upstream.LocalDialFailure(err) {
 			b.suspects = append(b.suspects, brokeOn{n, err.Error()})
@@ -428,8 +435,17 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 		b.node = n
 		return false
 	}
+	// An answer, as a first request's: a node that times out its probes
+	// while it answers resumes is busy, not down.
+	b.f.up.set.CountAnswer(n, resp.StatusCode)
 	s, e, t, ok := partOf(resp)
 	if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
+		switch resp.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			// A failed resume, counted as a body's break is: once
+			// another node serves the blob whole.
+			b.suspects = append(b.suspects, brokeOn{n, "blob resume answered " + resp.Status})
+		}
 		resp.Body.Close()
 		qcancel(nil)
 		end()

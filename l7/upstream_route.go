@@ -527,9 +527,10 @@ func (f failover) uploadNode(r *http.Request, tag, uuid string) ([]*upstream.Nod
 	case errors.Is(err, upstream.ErrTagAbsent):
 		set.Affinity("absent")
 	}
-	if nodes := set.Nodes(); len(nodes) == 1 {
-		// One node: it holds every session.
-		return nodes, nil
+	if lone := set.Lone(); lone != nil {
+		// One node: it holds every session. Not while a node a reload
+		// removed drains: its sessions may still finish there.
+		return []*upstream.Node{lone}, nil
 	}
 	n, err = f.findUpload(r, tagged)
 	if err != nil {
@@ -684,6 +685,10 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.
 			if err != nil {
 				if upstream.LocalDialFailure(err) {
 					notAsked.Store(true)
+				} else if upstream.ConnectFailure(err) {
+					// Real traffic: a refused connection marks the node
+					// down at once, as a request's does.
+					f.up.set.ReportConnectFailure(n, err)
 				}
 				return
 			}

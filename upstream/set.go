@@ -206,6 +206,17 @@ func (s *Set) withRemoved() []*Node {
 	return append(slices.Clone(s.nodes), s.removed...)
 }
 
+// Lone returns the set's one node when there is no other, a node a reload
+// removed and still draining included: it holds every upload session.
+func (s *Set) Lone() *Node {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.nodes) == 1 && len(s.removed) == 0 {
+		return s.nodes[0]
+	}
+	return nil
+}
+
 // ByHost finds a current or removed node by its host:port.
 func (s *Set) ByHost(host string) *Node {
 	s.mu.RLock()
