@@ -125,3 +125,25 @@ func TestEmptyNexusErrorsBecomeRegistryErrors(t *testing.T) {
 		}
 	}
 }
+
+// An error page that names the node answering it (a front beside Nexus,
+// a servlet's message) reaches the client without that address: as with
+// Locations, what would lead past nexmux stays in the log.
+func TestErrorPageWordsHideTheNode(t *testing.T) {
+	var node string
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		page := fmt.Sprintf("backend http://%s/repository/team-a is down (%s)", node, node)
+		fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(page), page)
+		return true
+	})
+	node = n.addr
+	host, _, _ := net.SplitHostPort(node)
+	addr, _ := haProxy(t, io.Discard, 4, &haNode{addr: n.addr})
+	resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/1", nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "UNAVAILABLE") || !strings.Contains(body, "is down") {
+		t.Fatalf("%s %s, want a 503 Registry API error with the page's words", resp.Status, body)
+	}
+	if strings.Contains(body, host) {
+		t.Errorf("the client was told the node's address: %s", body)
+	}
+}
