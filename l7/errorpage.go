@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -57,6 +58,8 @@ func registryError(resp *http.Response) {
 	}
 	if words == "" {
 		words = http.StatusText(resp.StatusCode)
+	} else if resp.Request != nil && resp.Request.URL != nil {
+		words = hideNode(words, resp.Request.URL.Host)
 	}
 	body := ErrorBody(pageErrorCode(resp.StatusCode), words)
 	h.Set("Content-Type", "application/json")
@@ -139,4 +142,20 @@ func pageErrorCode(status int) string {
 		return "UNSUPPORTED"
 	}
 	return "UNKNOWN"
+}
+
+// hideNode names the node that answered (host:port, then its host alone
+// where that is an address or a dotted name, which a short name's letters
+// inside other words are not) "Nexus" in an error page's words: as with
+// Locations, an address that would lead past nexmux is for the log, not
+// for clients.
+func hideNode(words, node string) string {
+	if node == "" {
+		return words
+	}
+	words = strings.ReplaceAll(words, node, "Nexus")
+	if host, _, err := net.SplitHostPort(node); err == nil && strings.ContainsAny(host, ".:") {
+		words = strings.ReplaceAll(words, host, "Nexus")
+	}
+	return words
 }
