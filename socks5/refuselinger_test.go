@@ -81,7 +81,8 @@ func TestSocksRefusalLingerBounded(t *testing.T) {
 		every time.Duration
 	}{{"flood", 32 << 10, 0}, {"trickle", 8, 50 * time.Millisecond}} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := startRefusing(t, false)
+			// Limits set, so that the places a linger holds are counted.
+			st := start(t, config{maxConns: 10, opts: socks5.Options{MaxPendingPerClient: 4}})
 			c, err := net.Dial("tcp", st.socksAddr)
 			if err != nil {
 				t.Fatal(err)
@@ -125,6 +126,51 @@ func TestSocksRefusalLingerBounded(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
+			if open, _ := st.router.Open(); open != 0 {
+				t.Errorf("%d --max-conns places held after the linger", open)
+			}
 		})
 	}
+}
+
+// A lingering refused session still counts as a session without a stream:
+// a client cannot hold more sockets than MaxPendingPerClient by having
+// them refused.
+func TestSocksRefusalLingerCountsAsPending(t *testing.T) {
+	st := start(t, config{opts: socks5.Options{MaxPendingPerClient: 1}})
+	c, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	// Refused, and it keeps sending (never closing): its session lingers.
+	go func() {
+		chunk := make([]byte, 64)
+		_, err := c.Write(request(1, "nowhere.example", 443))
+		for err == nil {
+			_, err = c.Write(chunk)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	got := make([]byte, 12)
+	if _, err := io.ReadFull(c, got); err != nil || got[3] != 2 {
+		t.Fatalf("reply %x, %v; want a refusal (not allowed)", got, err)
+	}
+	if n := st.ingress.PendingPlaces(); n != 1 {
+		t.Errorf("%d pending places while the refused session lingers, want 1", n)
+	}
+	// Once it is closed, the address gets its place back.
+	deadline := time.Now().Add(5 * time.Second)
+	for st.ingress.PendingPlaces() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pending places still held after the linger", st.ingress.PendingPlaces())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	code, ok, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", 443)
+	if err != nil || code != replySucceeded {
+		t.Fatalf("CONNECT after the linger: reply %d, %v", code, err)
+	}
+	ok.Close()
 }
