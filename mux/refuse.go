@@ -80,6 +80,13 @@ func lingerRefused(c, raw net.Conn, deadline time.Time, maxBytes int64) {
 	_, _ = io.CopyN(io.Discard, c, maxBytes)
 }
 
+// LingerRefused is lingerRefused for a connection refused outside mux (a
+// SOCKS5 session), with a TLS alert's bound on the bytes thrown away; c is
+// not closed.
+func LingerRefused(c, raw net.Conn, deadline time.Time) {
+	lingerRefused(c, raw, deadline, alertLingerBytes)
+}
+
 // lingerEnd is when a refused connection's linger ends: alertLingerTime
 // from now, or deadline (unless zero) if that comes first.
 func lingerEnd(deadline time.Time) time.Time {

@@ -228,6 +228,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			ic.slot.Store(slot) // given back by ic.Close, deferred above
 			s.serveSession(&session{s: s, client: ic, local: local, pending: slot})
+			s.lingerRefused(ic, c, deadline)
 		}()
 	}
 }
@@ -364,7 +365,8 @@ func (s *Server) serveSession(ss *session) {
 	}
 	srv, err := gosocks5.New(conf)
 	if err == nil {
-		err = srv.ServeConn(ss.client)
+		// The session closes the client itself (lingerRefused).
+		err = srv.ServeConn(keepOpen{ss.client})
 	}
 	// A refusal has its one line already (the rule set's, or the
 	// router's, at most once a second over a limit), and a client nexmux
@@ -395,6 +397,30 @@ func (s *Server) serveSession(ss *session) {
 			s.log.Info("socks5: "+err.Error(), lograte.Unlogged([]any{"client", ss.client.RemoteAddr().String()}, dropped)...)
 		}
 	}
+}
+
+// keepOpen keeps go-socks5 from closing the client when it returns.
+type keepOpen struct{ *idleConn }
+
+func (keepOpen) Close() error { return nil }
+
+// lingerRefused half-closes a session that ended without a stream (a
+// refusal: bad greeting, failed login, refused or unsupported request) and
+// reads on, bounded as mux bounds its own refusals, before the deferred
+// close: closed with bytes the client pipelined still unread, the socket
+// would send a reset, which can overtake the reply and make the client's
+// kernel drop it. Its --max-conns place is given back first, so a client
+// retrying the moment it reads the end finds it free; its pending slot is
+// held until the close, so lingering sessions count against MaxPending and
+// MaxPendingPerClient. Shutdown's closing of the client ends the wait.
+func (s *Server) lingerRefused(ic *idleConn, raw net.Conn, deadline time.Time) {
+	if ic.isOpen() || ic.ended.Load() {
+		return
+	}
+	if slot := ic.slot.Load(); slot != nil {
+		slot.place.Release()
+	}
+	mux.LingerRefused(ic, raw, deadline)
 }
 
 // clientReset reports a session ended by a reset or a closed pipe. The
