@@ -91,8 +91,9 @@ func (p *prober) run(ctx context.Context) {
 		p.s.forgetRemoved()
 		start := time.Now()
 		// One node is probed on demand only (Readable, for /readyz): with
-		// no choice to make, probes would only add requests to Nexus.
-		if len(p.s.Nodes()) > 1 {
+		// no choice to make, probes would only add requests to Nexus. A
+		// node a reload removed counts while it drains (round).
+		if len(p.s.withRemoved()) > 1 {
 			p.round(ctx)
 		}
 		// From the round's start: a round that waited out a frozen node's
@@ -114,10 +115,13 @@ func (p *prober) run(ctx context.Context) {
 }
 
 // round probes every node in parallel and waits for all of them (each is
-// bounded by probeTimeout).
+// bounded by probeTimeout). Nodes a reload removed are probed while they
+// drain: their tagged uploads still go to them, and a frozen one found down
+// fails those after the upload question instead of the send and read
+// timeouts.
 func (p *prober) round(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, n := range p.s.Nodes() {
+	for _, n := range p.s.withRemoved() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
