@@ -316,6 +316,12 @@ func (d *Daemon) Start() error {
 		ready := &metrics.Readiness{Table: set.Readable, Logger: d.log, Draining: d.draining.Load}
 		mm := http.NewServeMux()
 		mm.Handle("GET /upstreams", set.Handler())
+		// Other methods would fall to "/" and its 404, which reads as
+		// "no such endpoint"; net/http's own 405 needs no catch-all.
+		mm.HandleFunc("/upstreams", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+		})
 		mm.Handle("/", d.metrics.Handler(ready))
 		// ReadTimeout too: no endpoint here reads a body, and net/http
 		// would wait without end for a stalled one before answering.
