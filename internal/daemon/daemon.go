@@ -316,6 +316,12 @@ func (d *Daemon) Start() error {
 		ready := &metrics.Readiness{Table: set.Readable, Logger: d.log, Draining: d.draining.Load}
 		mm := http.NewServeMux()
 		mm.Handle("GET /upstreams", set.Handler())
+		// Other methods would fall to "/" and its 404, which reads as
+		// "no such endpoint"; net/http's own 405 needs no catch-all.
+		mm.HandleFunc("/upstreams", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+		})
 		mm.Handle("/", d.metrics.Handler(ready))
 		// ReadTimeout too: no endpoint here reads a body, and net/http
 		// would wait without end for a stalled one before answering.
@@ -438,6 +444,13 @@ func (d *Daemon) reloadLocked(seen map[string]string) error {
 		// Reported with the invalid values, if any: every reason to
 		// refuse at once.
 		changed := config.RestartNeeded(cur.Config, next)
+		// A setting whose new value was refused keeps its value in
+		// effect: its own error says so, "changed" would only mislead.
+		invalid := invalidSettings(err)
+		changed = slices.DeleteFunc(changed, func(c string) bool {
+			name, _, _ := strings.Cut(c, " (")
+			return invalid[name]
+		})
 		if err == nil && b.AffinitySecretSum != cur.AffinitySecretSum && !slices.Contains(changed, "affinity-secret-file") {
 			// Same file, new secret: the running node set signs with
 			// the one it started with.
@@ -495,6 +508,33 @@ func (d *Daemon) reloadLocked(seen map[string]string) error {
 	d.warn(b)
 	d.log.Info("reloaded", "routes", b.Table.Len())
 	return nil
+}
+
+// invalidSettings names the settings whose value err (a read's, every
+// problem of it) refuses.
+func invalidSettings(err error) map[string]bool {
+	names := map[string]bool{}
+	var walk func(error)
+	walk = func(e error) {
+		switch l := e.(type) {
+		case nil:
+		case interface{ WrappedErrors() []error }: // *multierror.Error
+			for _, e := range l.WrappedErrors() {
+				walk(e)
+			}
+		case interface{ Unwrap() []error }:
+			for _, e := range l.Unwrap() {
+				walk(e)
+			}
+		default:
+			var se *config.SettingError
+			if errors.As(e, &se) {
+				names[se.Setting] = true
+			}
+		}
+	}
+	walk(err)
+	return names
 }
 
 // Shutdown stops accepting and drains in-flight requests until ctx ends.

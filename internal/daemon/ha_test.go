@@ -974,3 +974,35 @@ func writeUpstreamsWithout(t *testing.T, file string, st *stack.Stack, gone *fix
 		t.Fatal(err)
 	}
 }
+
+// Only GET and HEAD read the node table: another method gets 405 naming
+// them, not the catch-all's 404, which reads as "no such endpoint here".
+func TestUpstreamsOtherMethodsGet405(t *testing.T) {
+	cfg := haConfig()
+	cfg.MetricsListen = "127.0.0.1:0"
+	st := stack.Start(t, stack.Options{Nodes: 2, Config: cfg})
+	m := "http://" + st.Daemon.Addr("metrics").String()
+	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+		req, _ := http.NewRequest(method, m+"/upstreams", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s /upstreams: %s, Allow %q, %q; want 405, Allow \"GET, HEAD\"", method, resp.Status, resp.Header.Get("Allow"), b)
+		}
+	}
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		req, _ := http.NewRequest(method, m+"/upstreams", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s /upstreams: %s, Content-Type %q; want 200 application/json", method, resp.Status, resp.Header.Get("Content-Type"))
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +129,58 @@ func TestWatchSeesInPlaceRewriteWithMtimeRestored(t *testing.T) {
 	}
 	if !routesB(d, tlsCfg()) {
 		t.Fatal("b.nexmux.test is not served: an in-place rewrite of the same size with its mtime restored was not seen")
+	}
+}
+
+// A restart-only setting whose new value is invalid is refused for that
+// value alone: the value in effect is not replaced, so the refusal must not
+// also say the setting changed and needs a restart, which would send the
+// operator to restart for an edit that never parsed.
+func TestReloadInvalidValueIsNoRestartChange(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("invalid value reload test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := ca.Issue("*.nexmux.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := pair.Write(crt, key); err != nil {
+		t.Fatal(err)
+	}
+	base := config.Defaults()
+	base.Listen = "127.0.0.1:0"
+	base.Upstream = []string{"http://127.0.0.1:9"}
+	base.Cert, base.Key = []string{crt}, []string{key}
+	file := filepath.Join(dir, "nexmux.yaml")
+	writeFile(t, file, "route: [\"a.nexmux.test=team-a\"]\nidle-timeout: 3m\n")
+	// As nexmux serve reads it: a file with a bad value comes back with
+	// its valid keys applied, beside the error.
+	read := func() (*config.Runtime, error) {
+		c := *base
+		if err := c.ApplyFile(file); err != nil {
+			return &config.Runtime{Config: &c}, err
+		}
+		c.File = file
+		return c.Build()
+	}
+	b, err := read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.New(b, daemon.Options{Logger: discardLogger(), WatchInterval: time.Hour, Reload: read})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveDaemon(t, d)
+	writeFile(t, file, "route: [\"a.nexmux.test=team-a\"]\nidle-timeout: 5\n")
+	err = d.Reload()
+	if err == nil || !strings.Contains(err.Error(), `idle-timeout: line 2: "5"`) {
+		t.Fatalf("reload of an invalid idle-timeout: %v", err)
+	}
+	if strings.Contains(err.Error(), "need a restart") {
+		t.Errorf("refusal of an invalid value also says a restart is needed:\n%s", err)
 	}
 }
