@@ -15,12 +15,11 @@ import (
 	"github.com/nexmux/nexmux/internal/daemon"
 )
 
-// watchedSetup is a configuration file routing a.nexmux.test (b too with
-// both), a certificate for both names, and a read of the file over them.
-func watchedSetup(t *testing.T) (file, one, both string, pool func() *tls.Config, read func() (*config.Runtime, error)) {
+// wildcardPair writes a certificate for *.nexmux.test, issued by a new CA
+// named caName, to tls.crt and tls.key in dir.
+func wildcardPair(t *testing.T, dir, caName string) (ca *certs.CA, crt, key string) {
 	t.Helper()
-	dir := t.TempDir()
-	ca, err := certs.NewCA("watch state test")
+	ca, err := certs.NewCA(caName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,10 +27,19 @@ func watchedSetup(t *testing.T) (file, one, both string, pool func() *tls.Config
 	if err != nil {
 		t.Fatal(err)
 	}
-	crt, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	crt, key = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	if err := pair.Write(crt, key); err != nil {
 		t.Fatal(err)
 	}
+	return ca, crt, key
+}
+
+// watchedSetup is a configuration file routing a.nexmux.test (b too with
+// both), a certificate for both names, and a read of the file over them.
+func watchedSetup(t *testing.T) (file, one, both string, pool func() *tls.Config, read func() (*config.Runtime, error)) {
+	t.Helper()
+	dir := t.TempDir()
+	ca, crt, key := wildcardPair(t, dir, "watch state test")
 	c := config.Defaults()
 	c.Listen = "127.0.0.1:0"
 	c.Upstream = []string{"http://127.0.0.1:9"}
@@ -138,18 +146,7 @@ func TestWatchSeesInPlaceRewriteWithMtimeRestored(t *testing.T) {
 // operator to restart for an edit that never parsed.
 func TestReloadInvalidValueIsNoRestartChange(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := certs.NewCA("invalid value reload test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := ca.Issue("*.nexmux.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	crt, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := pair.Write(crt, key); err != nil {
-		t.Fatal(err)
-	}
+	_, crt, key := wildcardPair(t, dir, "invalid value reload test")
 	base := config.Defaults()
 	base.Listen = "127.0.0.1:0"
 	base.Upstream = []string{"http://127.0.0.1:9"}
