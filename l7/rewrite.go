@@ -103,14 +103,9 @@ func (p *publicURLs) atNode(scheme, authority string) bool {
 	return false
 }
 
-// nodeKey is a node's "host:port" as atNode compares it.
-func nodeKey(scheme, authority string) string {
-	port := portOf(authority)
-	if port == "" {
-		port = defaultPort(scheme)
-	}
-	return hostOf(authority) + ":" + port
-}
+// nodeKey is a node's "host:port" (upstream.Node.Host, which always names
+// its port) as atNode compares it.
+func nodeKey(host string) string { return hostOf(host) + ":" + portOf(host) }
 
 // portOf is an authority's port, "" without one; of "host:5001:5001"
 // (see hostOf), the first.

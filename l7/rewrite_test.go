@@ -170,7 +170,7 @@ func TestRewriteBlobRedirect(t *testing.T) {
 		}
 	}
 	v6 := testURLs("")
-	v6.hostnames, v6.nodes = []string{"team-a.example.com", "[fd00::1]"}, []string{nodeKey("http", "[FD00::1]:8081")}
+	v6.hostnames, v6.nodes = []string{"team-a.example.com", "[fd00::1]"}, []string{nodeKey("[FD00::1]:8081")}
 	for in, want := range map[string]string{
 		"http://[fd00::1]:8081/x":  pubBase + "/x",
 		"http://[fd00::1]:9000/x":  "http://[fd00::1]:9000/x",

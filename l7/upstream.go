@@ -93,7 +93,7 @@ func (u *Upstreams) hostnames() []string {
 func (u *Upstreams) nodeKeys() []string {
 	var out []string
 	for _, n := range u.set.Nodes() {
-		out = append(out, nodeKey(n.Scheme, n.Host))
+		out = append(out, nodeKey(n.Host))
 	}
 	return out
 }
