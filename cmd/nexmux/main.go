@@ -299,14 +299,8 @@ func namesAny(msg string, settings []string) bool {
 func envNoted(c *cli.Context, err error) error {
 	_, err = setAside(err, func(e error) (error, bool) {
 		msg := e.Error()
-		name, _, _ := strings.Cut(msg, " ")
-		name = strings.TrimPrefix(strings.TrimSuffix(name, ":"), "--")
-		if name == "family" { // iptables.ParseFamilies' word for an entry
-			name = "families"
-		}
-		// A pair's problem (`cert "C" / key "K": ...`, `cert/key: ...`)
-		// is the key's as much as the certificate's.
-		if name == "cert/key" || name == "cert" && strings.Contains(msg, `" / key "`) {
+		name, _, pair := problemSetting(msg)
+		if pair {
 			var envs []string
 			for _, n := range []string{"cert", "key"} {
 				if env := envOrigin(c, n); env != "" {
@@ -337,6 +331,19 @@ func envNoted(c *cli.Context, err error) error {
 	return err
 }
 
+// problemSetting is the setting a problem's first word names (`route`,
+// `--listen:`, iptables' `family` for families), the rest of the problem,
+// and whether it is a cert/key pair's (`cert "C" / key "K": ...`,
+// `cert/key: ...`), the key's as much as the certificate's.
+func problemSetting(msg string) (name, rest string, pair bool) {
+	name, rest, _ = strings.Cut(msg, " ")
+	name = strings.TrimPrefix(strings.TrimSuffix(name, ":"), "--")
+	if name == "family" { // iptables.ParseFamilies' word for an entry
+		name = "families"
+	}
+	return name, rest, name == "cert/key" || name == "cert" && strings.Contains(rest, `" / key "`)
+}
+
 // fileNoted adds "(from config FILE line N)" to each problem that names a
 // setting whose value the config file gave (no flag or variable over it),
 // as envNoted names the variable: unnamed, the reader looks for the value
@@ -352,20 +359,15 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 		if strings.Contains(msg, "(from ") {
 			return e, false
 		}
-		word, rest, _ := strings.Cut(msg, " ")
-		name := strings.TrimPrefix(strings.TrimSuffix(word, ":"), "--")
-		if name == "family" { // iptables.ParseFamilies' word for an entry
-			name = "families"
-		}
-		// A pair's problem (`cert "C" / key "K": ...`, `cert/key: ...`) is
-		// the key's as much as the certificate's.
+		name, rest, pair := problemSetting(msg)
 		names, values := []string{name}, []string{""}
-		if name == "cert/key" {
+		if pair {
 			names, values = []string{"cert", "key"}, []string{"", ""}
-		} else if q, qerr := strconv.QuotedPrefix(rest); qerr == nil {
+		}
+		// A list's value is quoted after the name: its item's line.
+		if q, qerr := strconv.QuotedPrefix(rest); qerr == nil {
 			values[0], _ = strconv.Unquote(q)
-			if k, ok := strings.CutPrefix(rest[len(q):], " / key "); ok && name == "cert" {
-				names, values = append(names, "key"), append(values, "")
+			if k, ok := strings.CutPrefix(rest[len(q):], " / key "); ok && pair {
 				if q, qerr := strconv.QuotedPrefix(k); qerr == nil {
 					values[1], _ = strconv.Unquote(q)
 				}
