@@ -550,9 +550,10 @@ func newApp() *cli.App {
 					if err := discover.CheckDomain(c.String("domain")); err != nil {
 						errs = append(errs, err)
 					}
-					format := c.String("format")
+					// Any case, as every word a setting takes.
+					format := strings.ToLower(c.String("format"))
 					if format != "flags" && format != "yaml" {
-						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", format))
+						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", c.String("format")))
 					}
 					var pw string
 					if f := c.String("password-file"); f != "" {

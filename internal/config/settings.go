@@ -53,6 +53,10 @@ type Setting struct {
 	// file of every such command, since one file serves them all: the
 	// others ignore it.
 	Command string
+	// choices are the words of a setting that takes one of a few: a value
+	// is read whatever its case and stored spelt as here, which is what
+	// the code that uses it compares.
+	choices []string
 
 	def any               // string, []string, bool, time.Duration or int
 	ptr func(*Config) any // the Config field: a pointer of def's type
@@ -83,7 +87,7 @@ func (s *Setting) Default() any {
 func (s *Setting) Set(c *Config, v any) {
 	switch p := s.ptr(c).(type) {
 	case *string:
-		*p = v.(string)
+		*p = s.canonical(v.(string))
 	case *[]string:
 		*p = v.([]string)
 	case *bool:
@@ -95,6 +99,17 @@ func (s *Setting) Set(c *Config, v any) {
 	default:
 		panic(fmt.Sprintf("config: setting %s has a field of type %T", s.Name, p))
 	}
+}
+
+// canonical is text spelt as the choice it names whatever its case; text
+// as written when it names none, for Build to refuse quoting it.
+func (s *Setting) canonical(text string) string {
+	for _, c := range s.choices {
+		if strings.EqualFold(text, c) {
+			return c
+		}
+	}
+	return text
 }
 
 // value returns the setting's current value in c.
@@ -238,7 +253,7 @@ var settings = []Setting{
 	{Name: "proxy-protocol-from", def: []string(nil),
 		Usage: "`CIDR` of load balancers that MUST send a PROXY v1/v2 header; everyone else must not; repeatable",
 		ptr:   func(c *Config) any { return &c.ProxyProtocolFrom }},
-	{Name: "passthrough-proxy-protocol", def: "",
+	{Name: "passthrough-proxy-protocol", def: "", choices: []string{"v1", "v2", "none"},
 		Usage: "send a PROXY header (`v1|v2`; v2 carries the SNI as AUTHORITY TLV) to passthrough backends",
 		ptr:   func(c *Config) any { return &c.PassthroughProxyProtocol }},
 	{Name: "socks5-listen", def: "", Reload: Restart,
@@ -247,7 +262,7 @@ var settings = []Setting{
 	{Name: "socks5-auth-file", def: "", Reload: RestartOnOff,
 		Usage: "`FILE` of user:password lines required by the SOCKS5 ingress",
 		ptr:   func(c *Config) any { return &c.Socks5AuthFile }},
-	{Name: "plain-http-scheme", def: "", Reload: Restart, DefaultText: "http", effective: zeroMeans("http"),
+	{Name: "plain-http-scheme", def: "", choices: []string{"http", "https"}, Reload: Restart, DefaultText: "http", effective: zeroMeans("http"),
 		Usage: "`SCHEME` clients use for plain-HTTP port routes: http, or https behind a TLS-ending load balancer",
 		ptr:   func(c *Config) any { return &c.PlainHTTPScheme }},
 	{Name: "strip-header", def: []string(nil), Reload: Restart, effective: headerSet,
@@ -306,10 +321,10 @@ var settings = []Setting{
 	{Name: "per-client-ipv6-prefix", def: 128, Reload: Restart, effective: zeroMeans(128),
 		Usage: "count every IPv6 address within a prefix of this length as one client for the per-client limits (64: a host holding a /64 is one client; 128 or 0: each address)",
 		ptr:   func(c *Config) any { return &c.PerClientIPv6Prefix }},
-	{Name: "log-format", def: "text", Reload: Restart, effective: zeroMeans("text"),
+	{Name: "log-format", def: "text", choices: []string{"text", "json"}, Reload: Restart, effective: zeroMeans("text"),
 		Usage: "text or json",
 		ptr:   func(c *Config) any { return &c.LogFormat }},
-	{Name: "log-level", def: "info", Reload: Restart, effective: func(v any) any { return cmp.Or(strings.ToLower(v.(string)), "info") },
+	{Name: "log-level", def: "info", choices: []string{"debug", "info", "warn", "error"}, Reload: Restart, effective: func(v any) any { return cmp.Or(strings.ToLower(v.(string)), "info") },
 		Usage: "debug, info, warn or error",
 		ptr:   func(c *Config) any { return &c.LogLevel }},
 	{Name: "no-memory-trim", def: false,
