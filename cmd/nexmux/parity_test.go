@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -349,7 +350,74 @@ func TestHelpAgreesWithTheFlagsTable(t *testing.T) {
 		if l := line("send-timeout"); strings.Contains(l, "512 KiB") || strings.Count(l, "64 KiB") < 2 {
 			t.Errorf("%s --help: --send-timeout does not say each 64 KiB, over HTTP/1.1 and HTTP/2: %s", cmd, l)
 		}
+		// The placeholder is the table's (D, N, TARGET, text|json), not
+		// urfave/cli's "value", and every flag help lists has its row.
+		table := readmeFlagsTable(t)
+		_, options, _ := strings.Cut(help, "\nOPTIONS:\n")
+		options, _, _ = strings.Cut(options, "\n\n")
+		for _, l := range strings.Split(options, "\n") {
+			l = strings.TrimSpace(l)
+			if !strings.HasPrefix(l, "--") || strings.HasPrefix(l, "--help") {
+				continue
+			}
+			shown := helpColumns.Split(l, 2)[0]
+			name, _, _ := strings.Cut(shown, " ")
+			row, ok := table[name]
+			if !ok {
+				t.Errorf("%s --help shows %s, which the README's flags table lacks", cmd, name)
+				continue
+			}
+			if shown != row {
+				t.Errorf("%s --help shows %q, the README's flags table %q", cmd, shown, row)
+			}
+		}
 	}
+}
+
+// No command's help shows urfave/cli's placeholder "value", which says
+// nothing of what the flag takes; the README's table covers serve and
+// check, whose flags iptables shows too.
+func TestHelpShowsNoBareValuePlaceholder(t *testing.T) {
+	for _, cmd := range []string{"serve", "check", "iptables", "discover"} {
+		help, _, _ := run(t, cmd, "--help")
+		_, options, _ := strings.Cut(help, "\nOPTIONS:\n")
+		options, _, _ = strings.Cut(options, "\n\n")
+		for _, l := range strings.Split(options, "\n") {
+			if shown := helpColumns.Split(strings.TrimSpace(l), 2)[0]; strings.HasSuffix(shown, " value") {
+				t.Errorf("%s --help: %s", cmd, shown)
+			}
+		}
+	}
+}
+
+// helpColumns is the space between a help line's flag and its usage.
+var helpColumns = regexp.MustCompile(`\s{2,}`)
+
+// readmeFlagsTable is the README's flags table: each flag's name, as
+// --name, to the flag and placeholder its row shows (`--listen ADDR`).
+func readmeFlagsTable(t *testing.T) map[string]string {
+	t.Helper()
+	readme := readRepoFile(t, "README.md")
+	_, rest, ok := strings.Cut(readme, "\n| flag | default | meaning |\n|---|---|---|\n")
+	if !ok {
+		t.Fatal("README.md has no flags table")
+	}
+	rows := map[string]string{}
+	for _, l := range strings.Split(rest, "\n") {
+		if !strings.HasPrefix(l, "|") {
+			break
+		}
+		first, _, _ := strings.Cut(strings.TrimPrefix(l, "| "), " |")
+		for _, m := range regexp.MustCompile("`(--[^`]+)`").FindAllStringSubmatch(first, -1) {
+			shown := strings.ReplaceAll(m[1], `\|`, "|")
+			name, _, _ := strings.Cut(shown, " ")
+			rows[name] = shown
+		}
+	}
+	if len(rows) < 30 {
+		t.Fatalf("read %d rows of the README's flags table: %q", len(rows), rows)
+	}
+	return rows
 }
 
 // An enum-like setting's value is read whatever its case, as --log-level's
