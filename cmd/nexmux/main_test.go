@@ -848,6 +848,37 @@ func TestMisspeltEnvironmentVariableWarned(t *testing.T) {
 	}
 }
 
+// A short name is warned of too where it can only be a misspelling: two
+// neighbouring letters swapped (NEXMUX_CHIAN left nexmux iptables on the
+// default chain without a word) or another case. One a letter from a
+// short name (NEXMUX_SOAK, NEXMUX_PORTS) still draws nothing: too many
+// names of scripts and services are.
+func TestMisspeltShortVariableWarned(t *testing.T) {
+	crt, key := certFiles(t)
+	for _, v := range []string{"NEXMUX_CHIAN", "NEXMUX_LAOD", "NEXMUX_PROT", "NEXMUX_key"} {
+		t.Setenv(v, "1")
+	}
+	for _, v := range []string{"NEXMUX_SOAK", "NEXMUX_PID", "NEXMUX_LINES", "NEXMUX_PORTS", "NEXMUX_CERTS", "NEXMUX_HOME",
+		"NEXMUX_TAG", "NEXMUX_DIR", "NEXMUX_IMAGE", "NEXMUX_LOG", "NEXMUX_HOST", "NEXMUX_KEYS", "NEXMUX_USERS"} {
+		t.Setenv(v, "1")
+	}
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=team-a")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{"ignoring NEXMUX_CHIAN: no setting reads it (did you mean NEXMUX_CHAIN?)",
+		"ignoring NEXMUX_LAOD: no setting reads it (did you mean NEXMUX_LOAD?)",
+		"ignoring NEXMUX_PROT: no setting reads it (did you mean NEXMUX_PORT?)",
+		"ignoring NEXMUX_key: no setting reads it (did you mean NEXMUX_KEY?)"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	if n := strings.Count(errs, "ignoring NEXMUX_"); n != 4 {
+		t.Errorf("%d variables warned of, want the 4 misspelt ones:\n%s", n, errs)
+	}
+}
+
 // The warning of a misspelt variable is given when the configuration is
 // refused too, where it matters most: NEXMUX_ROUTES instead of
 // NEXMUX_ROUTE is what leaves "no routes", and check and serve said only
