@@ -183,14 +183,20 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		// Short names are a letter or two from too much (NEXMUX_SOAK,
-		// NEXMUX_LOAD) to say which was meant.
-		if !strings.HasPrefix(name, "NEXMUX_") || known[name] || len(squash(name))-len("nexmux") < 6 || serviceLink(name, services) {
+		if !strings.HasPrefix(name, "NEXMUX_") || known[name] || serviceLink(name, services) {
 			continue
 		}
+		// A short name is a letter or two from too much (NEXMUX_SOAK,
+		// NEXMUX_LOAD) to say which was meant: only one in another case
+		// or with two neighbours swapped (NEXMUX_CHIAN) is sure.
+		short := len(squash(name))-len("nexmux") < 6
 		best, bestD := "", 3
 		for k := range known {
-			if d := config.EditDistance(squash(name), squash(k)); d < bestD || d == bestD && k < best {
+			d := config.EditDistance(squash(name), squash(k))
+			if short && !swapOrSame(squash(name), squash(k)) {
+				continue
+			}
+			if d < bestD || d == bestD && k < best {
 				best, bestD = k, d
 			}
 		}
@@ -200,6 +206,19 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// swapOrSame reports whether a is b, or b with two neighbouring bytes
+// swapped.
+func swapOrSame(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	i := 0
+	for i < len(a) && a[i] == b[i] {
+		i++
+	}
+	return i == len(a) || i+1 < len(a) && a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:]
 }
 
 // serviceLink reports a variable Kubernetes sets for a Service whose
