@@ -49,8 +49,9 @@ func runApp(app *cli.App, args []string) error {
 const missingValueKey = "nexmux.missingValue"
 
 // envWarningsKey is where runApp leaves what it found odd in the
-// environment, for loadConfig to hand to the configuration's warnings
-// (logged by serve through its logger, printed by check).
+// environment and on the command line (a flag given twice), for loadConfig
+// to hand to the configuration's warnings (logged by serve through its
+// logger, printed by check).
 const envWarningsKey = "nexmux.envWarnings"
 
 // stripUnknownFlags returns args without the flags the command named by
