@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -28,10 +29,11 @@ func runApp(app *cli.App, args []string) error {
 		warnings = append(warnings, w)
 	}
 	warnings = append(warnings, misspeltEnv(app, os.Environ())...)
+	args, unknown, missing := stripUnknownFlags(app, args)
+	warnings = append(warnings, repeatedFlags(app, args)...)
 	if len(warnings) > 0 {
 		app.Metadata[envWarningsKey] = warnings
 	}
-	args, unknown, missing := stripUnknownFlags(app, args)
 	if len(unknown) > 0 {
 		app.Metadata[unknownFlagsKey] = unknown
 	}
@@ -47,8 +49,9 @@ func runApp(app *cli.App, args []string) error {
 const missingValueKey = "nexmux.missingValue"
 
 // envWarningsKey is where runApp leaves what it found odd in the
-// environment, for loadConfig to hand to the configuration's warnings
-// (logged by serve through its logger, printed by check).
+// environment and on the command line (a flag given twice), for loadConfig
+// to hand to the configuration's warnings (logged by serve through its
+// logger, printed by check).
 const envWarningsKey = "nexmux.envWarnings"
 
 // stripUnknownFlags returns args without the flags the command named by
@@ -106,6 +109,71 @@ func stripUnknownFlags(app *cli.App, args []string) (kept, unknown []string, mis
 		}
 	}
 	return append(kept, args[i:]...), unknown, missing
+}
+
+// repeatedFlags warns of each single-value flag that args (known flags
+// only: stripUnknownFlags' kept) give more than one value: the last is
+// used, as most tools do and as a script that appends an override expects,
+// but the operator may be reading the first. Values all the same change
+// nothing and draw nothing; a repeatable flag's values are its list, and
+// --config twice is a problem of its own.
+func repeatedFlags(app *cli.App, args []string) []string {
+	if len(args) < 3 {
+		return nil
+	}
+	cmd := app.Command(args[1])
+	if cmd == nil {
+		return nil
+	}
+	takesValue, single := map[string]bool{}, map[string]bool{}
+	for _, f := range cmd.Flags {
+		tv := true
+		if d, ok := f.(cli.DocGenerationFlag); ok {
+			tv = d.TakesValue()
+		}
+		_, list := f.(*listFlag)
+		_, config := f.(*configFlag)
+		for _, n := range f.Names() {
+			takesValue[n], single[n] = tv, !list && !config
+		}
+	}
+	var order []string
+	given := map[string][]string{}
+	for i := 2; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			break
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		tv := takesValue[name]
+		switch {
+		case tv && !hasValue && i+1 < len(args):
+			i++
+			value = args[i]
+		case !tv && !hasValue:
+			value = "true" // a bare bool flag
+		}
+		if !single[name] {
+			continue
+		}
+		if _, seen := given[name]; !seen {
+			order = append(order, name)
+		}
+		given[name] = append(given[name], value)
+	}
+	var out []string
+	for _, name := range order {
+		vals := given[name]
+		if len(vals) < 2 || !slices.ContainsFunc(vals, func(v string) bool { return v != vals[0] }) {
+			continue
+		}
+		quoted := make([]string, len(vals))
+		for i, v := range vals {
+			quoted[i] = strconv.Quote(v)
+		}
+		out = append(out, fmt.Sprintf("--%s given %d times (%s): the last, %s, is used", name, len(vals), strings.Join(quoted, ", "), quoted[len(quoted)-1]))
+	}
+	return out
 }
 
 // argProblems are the command line's problems that flag parsing does not
@@ -183,14 +251,20 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		// Short names are a letter or two from too much (NEXMUX_SOAK,
-		// NEXMUX_LOAD) to say which was meant.
-		if !strings.HasPrefix(name, "NEXMUX_") || known[name] || len(squash(name))-len("nexmux") < 6 || serviceLink(name, services) {
+		if !strings.HasPrefix(name, "NEXMUX_") || known[name] || serviceLink(name, services) {
 			continue
 		}
+		// A short name is a letter or two from too much (NEXMUX_SOAK,
+		// NEXMUX_LOAD) to say which was meant: only one in another case
+		// or with two neighbours swapped (NEXMUX_CHIAN) is sure.
+		short := len(squash(name))-len("nexmux") < 6
 		best, bestD := "", 3
 		for k := range known {
-			if d := config.EditDistance(squash(name), squash(k)); d < bestD || d == bestD && k < best {
+			d := config.EditDistance(squash(name), squash(k))
+			if short && !swapOrSame(squash(name), squash(k)) {
+				continue
+			}
+			if d < bestD || d == bestD && k < best {
 				best, bestD = k, d
 			}
 		}
@@ -200,6 +274,19 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// swapOrSame reports whether a is b, or b with two neighbouring bytes
+// swapped.
+func swapOrSame(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	i := 0
+	for i < len(a) && a[i] == b[i] {
+		i++
+	}
+	return i == len(a) || i+1 < len(a) && a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:]
 }
 
 // serviceLink reports a variable Kubernetes sets for a Service whose

@@ -526,10 +526,10 @@ func newApp() *cli.App {
 					// Required in Action, not by urfave/cli: its check stops
 					// there (exit 1), before the other problems are seen.
 					&stringFlag{cli.StringFlag{Name: "nexus", Usage: "Nexus base `URL` (http://nexus:8081[/ctx]) (required)", EnvVars: env("nexus")}},
-					&stringFlag{cli.StringFlag{Name: "user", Usage: "Nexus user allowed to read repository settings (required)", EnvVars: env("user")}},
+					&stringFlag{cli.StringFlag{Name: "user", Usage: "Nexus `USER` allowed to read repository settings (required)", EnvVars: env("user")}},
 					&stringFlag{cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps) (required)", EnvVars: env("password-file")}},
 					&stringFlag{cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")}},
-					&stringFlag{cli.StringFlag{Name: "format", Value: "flags", Usage: "flags or yaml", EnvVars: env("format")}},
+					&stringFlag{cli.StringFlag{Name: "format", Value: "flags", Usage: "print the mapping as `flags|yaml`: command-line flags or a config file", EnvVars: env("format")}},
 				},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
@@ -550,9 +550,10 @@ func newApp() *cli.App {
 					if err := discover.CheckDomain(c.String("domain")); err != nil {
 						errs = append(errs, err)
 					}
-					format := c.String("format")
+					// Any case, as every word a setting takes.
+					format := strings.ToLower(c.String("format"))
 					if format != "flags" && format != "yaml" {
-						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", format))
+						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", c.String("format")))
 					}
 					var pw string
 					if f := c.String("password-file"); f != "" {

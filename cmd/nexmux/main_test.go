@@ -848,6 +848,37 @@ func TestMisspeltEnvironmentVariableWarned(t *testing.T) {
 	}
 }
 
+// A short name is warned of too where it can only be a misspelling: two
+// neighbouring letters swapped (NEXMUX_CHIAN left nexmux iptables on the
+// default chain without a word) or another case. One a letter from a
+// short name (NEXMUX_SOAK, NEXMUX_PORTS) still draws nothing: too many
+// names of scripts and services are.
+func TestMisspeltShortVariableWarned(t *testing.T) {
+	crt, key := certFiles(t)
+	for _, v := range []string{"NEXMUX_CHIAN", "NEXMUX_LAOD", "NEXMUX_PROT", "NEXMUX_key"} {
+		t.Setenv(v, "1")
+	}
+	for _, v := range []string{"NEXMUX_SOAK", "NEXMUX_PID", "NEXMUX_LINES", "NEXMUX_PORTS", "NEXMUX_CERTS", "NEXMUX_HOME",
+		"NEXMUX_TAG", "NEXMUX_DIR", "NEXMUX_IMAGE", "NEXMUX_LOG", "NEXMUX_HOST", "NEXMUX_KEYS", "NEXMUX_USERS"} {
+		t.Setenv(v, "1")
+	}
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=team-a")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{"ignoring NEXMUX_CHIAN: no setting reads it (did you mean NEXMUX_CHAIN?)",
+		"ignoring NEXMUX_LAOD: no setting reads it (did you mean NEXMUX_LOAD?)",
+		"ignoring NEXMUX_PROT: no setting reads it (did you mean NEXMUX_PORT?)",
+		"ignoring NEXMUX_key: no setting reads it (did you mean NEXMUX_KEY?)"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	if n := strings.Count(errs, "ignoring NEXMUX_"); n != 4 {
+		t.Errorf("%d variables warned of, want the 4 misspelt ones:\n%s", n, errs)
+	}
+}
+
 // The warning of a misspelt variable is given when the configuration is
 // refused too, where it matters most: NEXMUX_ROUTES instead of
 // NEXMUX_ROUTE is what leaves "no routes", and check and serve said only
@@ -1741,4 +1772,40 @@ func lineOf(t *testing.T, errs, want string) string {
 	}
 	t.Errorf("stderr lacks %q:\n%s", want, errs)
 	return ""
+}
+
+// A single-value flag given twice on the command line keeps the last, as
+// most tools do and as scripts that append an override rely on, but says
+// so, naming the flag and its values, where the two differ: the first may
+// be what the operator thinks is running. The same value twice, and a
+// repeatable flag's values, draw nothing.
+func TestRepeatedSingleValueFlagWarned(t *testing.T) {
+	crt, key := certFiles(t)
+	out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=team-a", "--route", "b.example.com=team-b",
+		"--listen", ":1111", "--listen=:2222", "--max-conns", "500", "-max-conns", "700",
+		"--bind-ports", "--bind-ports=false", "--log-level", "info", "--log-level", "info")
+	if code != 0 || !strings.Contains(out, "listen :2222") {
+		t.Fatalf("exit %d, want 0 and the last --listen:\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{
+		`warning: --listen given 2 times (":1111", ":2222"): the last, ":2222", is used`,
+		`warning: --max-conns given 2 times ("500", "700"): the last, "700", is used`,
+		`warning: --bind-ports given 2 times ("true", "false"): the last, "false", is used`,
+	} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	for _, not := range []string{"--log-level given", "--route given", "--cert given"} {
+		if strings.Contains(errs, not) {
+			t.Errorf("stderr has %q:\n%s", not, errs)
+		}
+	}
+	// Said where the configuration is refused too, and by iptables.
+	if _, errs, code := run(t, "check", "--listen", ":1", "--listen", ":2"); code != exitInvalid || !strings.Contains(errs, `--listen given 2 times`) {
+		t.Errorf("refused: exit %d, want %d and the warning:\n%s", code, exitInvalid, errs)
+	}
+	if _, errs, code := run(t, "iptables", "--port", "8082=r", "--chain", "NX-A", "--chain", "NX-B"); code != 0 || !strings.Contains(errs, `--chain given 2 times ("NX-A", "NX-B"): the last, "NX-B", is used`) {
+		t.Errorf("iptables: exit %d, want 0 and the warning:\n%s", code, errs)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -348,6 +349,147 @@ func TestHelpAgreesWithTheFlagsTable(t *testing.T) {
 		// whole copy's write, which a client on a thin link would outlast.
 		if l := line("send-timeout"); strings.Contains(l, "512 KiB") || strings.Count(l, "64 KiB") < 2 {
 			t.Errorf("%s --help: --send-timeout does not say each 64 KiB, over HTTP/1.1 and HTTP/2: %s", cmd, l)
+		}
+		// The placeholder is the table's (D, N, TARGET, text|json), not
+		// urfave/cli's "value", and every flag help lists has its row.
+		table := readmeFlagsTable(t)
+		_, options, _ := strings.Cut(help, "\nOPTIONS:\n")
+		options, _, _ = strings.Cut(options, "\n\n")
+		for _, l := range strings.Split(options, "\n") {
+			l = strings.TrimSpace(l)
+			if !strings.HasPrefix(l, "--") || strings.HasPrefix(l, "--help") {
+				continue
+			}
+			shown := helpColumns.Split(l, 2)[0]
+			name, _, _ := strings.Cut(shown, " ")
+			row, ok := table[name]
+			if !ok {
+				t.Errorf("%s --help shows %s, which the README's flags table lacks", cmd, name)
+				continue
+			}
+			if shown != row {
+				t.Errorf("%s --help shows %q, the README's flags table %q", cmd, shown, row)
+			}
+		}
+	}
+}
+
+// No command's help shows urfave/cli's placeholder "value", which says
+// nothing of what the flag takes; the README's table covers serve and
+// check, whose flags iptables shows too.
+func TestHelpShowsNoBareValuePlaceholder(t *testing.T) {
+	for _, cmd := range []string{"serve", "check", "iptables", "discover"} {
+		help, _, _ := run(t, cmd, "--help")
+		_, options, _ := strings.Cut(help, "\nOPTIONS:\n")
+		options, _, _ = strings.Cut(options, "\n\n")
+		for _, l := range strings.Split(options, "\n") {
+			if shown := helpColumns.Split(strings.TrimSpace(l), 2)[0]; strings.HasSuffix(shown, " value") {
+				t.Errorf("%s --help: %s", cmd, shown)
+			}
+		}
+	}
+}
+
+// helpColumns is the space between a help line's flag and its usage.
+var helpColumns = regexp.MustCompile(`\s{2,}`)
+
+// readmeFlagsTable is the README's flags table: each flag's name, as
+// --name, to the flag and placeholder its row shows (`--listen ADDR`).
+func readmeFlagsTable(t *testing.T) map[string]string {
+	t.Helper()
+	readme := readRepoFile(t, "README.md")
+	_, rest, ok := strings.Cut(readme, "\n| flag | default | meaning |\n|---|---|---|\n")
+	if !ok {
+		t.Fatal("README.md has no flags table")
+	}
+	rows := map[string]string{}
+	for _, l := range strings.Split(rest, "\n") {
+		if !strings.HasPrefix(l, "|") {
+			break
+		}
+		first, _, _ := strings.Cut(strings.TrimPrefix(l, "| "), " |")
+		for _, m := range regexp.MustCompile("`(--[^`]+)`").FindAllStringSubmatch(first, -1) {
+			shown := strings.ReplaceAll(m[1], `\|`, "|")
+			name, _, _ := strings.Cut(shown, " ")
+			rows[name] = shown
+		}
+	}
+	if len(rows) < 30 {
+		t.Fatalf("read %d rows of the README's flags table: %q", len(rows), rows)
+	}
+	return rows
+}
+
+// An enum-like setting's value is read whatever its case, as --log-level's
+// always was: JSON, HTTPS, V2, NONE, IP6TABLES, YAML, on the command line,
+// in the environment and in the file alike. It is stored in its canonical
+// spelling, which is what the daemon and l7 compare; a value that is none of
+// them is refused naming the canonical spellings.
+func TestEnumValuesIgnoreCase(t *testing.T) {
+	given := map[string]string{"log-format": "JSON", "log-level": "DEBUG", "plain-http-scheme": "HTTPS", "passthrough-proxy-protocol": "V2"}
+	canonical := func(c *config.Config) map[string]string {
+		return map[string]string{"log-format": c.LogFormat, "log-level": c.LogLevel, "plain-http-scheme": c.PlainHTTPScheme, "passthrough-proxy-protocol": c.PassthroughProxyProtocol}
+	}
+	want := map[string]string{"log-format": "json", "log-level": "debug", "plain-http-scheme": "https", "passthrough-proxy-protocol": "v2"}
+	var args []string
+	var yaml string
+	for name, v := range given {
+		args = append(args, "--"+name, v)
+		yaml += name + ": " + v + "\n"
+	}
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := canonical(loadWith(t, args...)); !reflect.DeepEqual(got, want) {
+		t.Errorf("flags %q: %v, want %v", args, got, want)
+	}
+	if got := canonical(loadWith(t, "--config", file)); !reflect.DeepEqual(got, want) {
+		t.Errorf("file %q: %v, want %v", yaml, got, want)
+	}
+
+	crt, key := certFiles(t)
+	base := []string{"--cert", crt, "--key", key, "--route", "a.example.com=r", "--passthrough", "p.example.com=127.0.0.1:9"}
+	if out, errs, code := run(t, append(append([]string{"check"}, base...), args...)...); code != 0 {
+		t.Errorf("check with %q: exit %d\n%s%s", args, code, out, errs)
+	}
+	if out, errs, code := run(t, append([]string{"check", "--config", file}, base...)...); code != 0 {
+		t.Errorf("check with file %q: exit %d\n%s%s", yaml, code, out, errs)
+	}
+	// NONE is none, as none is: no passthrough route asked for.
+	if out, errs, code := run(t, "check", "--cert", crt, "--key", key, "--route", "a.example.com=r", "--passthrough-proxy-protocol", "NONE"); code != 0 {
+		t.Errorf("check --passthrough-proxy-protocol NONE: exit %d\n%s%s", code, out, errs)
+	}
+	if out, errs, code := run(t, "iptables", "--port", "8082=r", "--families", "IP6TABLES,iptables"); code != 0 {
+		t.Errorf("iptables --families IP6TABLES,iptables: exit %d\n%s%s", code, out, errs)
+	}
+	if _, errs, code := run(t, "discover", "--format", "YAML"); code != exitInvalid || strings.Contains(errs, "format") {
+		t.Errorf("discover --format YAML: exit %d, want %d without a format problem:\n%s", code, exitInvalid, errs)
+	}
+	for name, v := range given {
+		t.Setenv(config.EnvVar(name), v)
+	}
+	if got := canonical(loadWith(t)); !reflect.DeepEqual(got, want) {
+		t.Errorf("environment: %v, want %v", got, want)
+	}
+	if out, errs, code := run(t, append([]string{"check"}, base...)...); code != 0 {
+		t.Errorf("check with the environment's: exit %d\n%s%s", code, out, errs)
+	}
+	for name := range given {
+		os.Unsetenv(config.EnvVar(name))
+	}
+
+	// What is none of them is refused, the accepted values spelt as help
+	// and README spell them.
+	_, errs, code := run(t, append([]string{"check", "--log-format", "XML", "--log-level", "LOUD", "--plain-http-scheme", "FTP",
+		"--passthrough-proxy-protocol", "V3", "--families", "NFT"}, base...)...)
+	if code != exitInvalid {
+		t.Fatalf("bad values: exit %d, want %d\n%s", code, exitInvalid, errs)
+	}
+	for _, w := range []string{`log-format "XML": want text or json`, `log-level "LOUD": want debug, info, warn or error`,
+		`plain-http-scheme "FTP": want http or https`, `passthrough-proxy-protocol "V3": want v1 or v2`, `family "NFT": want iptables and/or ip6tables`} {
+		if !strings.Contains(errs, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, errs)
 		}
 	}
 }

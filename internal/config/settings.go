@@ -53,6 +53,10 @@ type Setting struct {
 	// file of every such command, since one file serves them all: the
 	// others ignore it.
 	Command string
+	// choices are the words of a setting that takes one of a few: a value
+	// is read whatever its case and stored spelt as here, which is what
+	// the code that uses it compares.
+	choices []string
 
 	def any               // string, []string, bool, time.Duration or int
 	ptr func(*Config) any // the Config field: a pointer of def's type
@@ -83,7 +87,7 @@ func (s *Setting) Default() any {
 func (s *Setting) Set(c *Config, v any) {
 	switch p := s.ptr(c).(type) {
 	case *string:
-		*p = v.(string)
+		*p = s.canonical(v.(string))
 	case *[]string:
 		*p = v.([]string)
 	case *bool:
@@ -95,6 +99,17 @@ func (s *Setting) Set(c *Config, v any) {
 	default:
 		panic(fmt.Sprintf("config: setting %s has a field of type %T", s.Name, p))
 	}
+}
+
+// canonical is text spelt as the choice it names whatever its case; text
+// as written when it names none, for Build to refuse quoting it.
+func (s *Setting) canonical(text string) string {
+	for _, c := range s.choices {
+		if strings.EqualFold(text, c) {
+			return c
+		}
+	}
+	return text
 }
 
 // value returns the setting's current value in c.
@@ -203,13 +218,13 @@ var settings = []Setting{
 		Usage: "`URL` of an --upstream node to drain: no new reads or uploads, its open uploads finish there; repeatable",
 		ptr:   func(c *Config) any { return &c.DrainUpstream }},
 	{Name: "health-interval", def: time.Duration(0), Reload: Restart, DefaultText: upstream.DefaultHealthInterval.String(), effective: zeroMeans(upstream.DefaultHealthInterval),
-		Usage: "how often each Nexus node's status and status/writable are probed, jittered",
+		Usage: "probe each Nexus node's status and status/writable every `D`, jittered",
 		ptr:   func(c *Config) any { return &c.HealthInterval }},
 	{Name: "affinity-secret-file", def: "", Reload: Restart,
 		Usage: "`FILE` holding the secret (16+ bytes) every replica signs upload affinity tags with (default: a key derived from the node URLs)",
 		ptr:   func(c *Config) any { return &c.AffinitySecretFile }},
 	{Name: "upstream-max-conns", def: 0, Reload: Restart, DefaultText: strconv.Itoa(l7.DefaultUpstreamMaxConns), effective: zeroMeans(l7.DefaultUpstreamMaxConns),
-		Usage: "requests in flight to each Nexus node; more wait briefly, then get 503",
+		Usage: "`N` requests in flight to each Nexus node; more wait briefly, then get 503",
 		ptr:   func(c *Config) any { return &c.UpstreamMaxConns }},
 	{Name: "cert", def: []string(nil),
 		Usage: "certificate `FILE` (PEM, chain allowed); repeatable, paired with --key by position",
@@ -218,13 +233,13 @@ var settings = []Setting{
 		Usage: "private key `FILE` for the --cert at the same position",
 		ptr:   func(c *Config) any { return &c.Key }},
 	{Name: "route", def: []string(nil), CommaInValue: true,
-		Usage: "`HOST=REPO` or HOST=pull:GROUP,push:HOSTED; HOST exact or *.domain; repeatable",
+		Usage: "`HOST=TARGET`, TARGET REPO or pull:GROUP,push:HOSTED; HOST exact or *.domain; repeatable",
 		ptr:   func(c *Config) any { return &c.Route }},
 	{Name: "port", def: []string(nil), CommaInValue: true, Reload: RestartWithBindPorts,
-		Usage: "`PORT=REPO` or PORT=pull:GROUP,push:HOSTED: legacy connector port route (iptables REDIRECT or --bind-ports); repeatable",
+		Usage: "`PORT=TARGET`, TARGET REPO or pull:GROUP,push:HOSTED: legacy connector port route (iptables REDIRECT or --bind-ports); repeatable",
 		ptr:   func(c *Config) any { return &c.Port }},
 	{Name: "default-route", def: "",
-		Usage: "`REPO` or pull:GROUP,push:HOSTED for clients that send no server name (IP literals)",
+		Usage: "`TARGET`, REPO or pull:GROUP,push:HOSTED, for clients that send no server name (IP literals)",
 		ptr:   func(c *Config) any { return &c.DefaultRoute }},
 	{Name: "passthrough", def: []string(nil),
 		Usage: "`HOST=ADDR` copy TLS for HOST raw to ADDR without terminating it; repeatable",
@@ -238,7 +253,7 @@ var settings = []Setting{
 	{Name: "proxy-protocol-from", def: []string(nil),
 		Usage: "`CIDR` of load balancers that MUST send a PROXY v1/v2 header; everyone else must not; repeatable",
 		ptr:   func(c *Config) any { return &c.ProxyProtocolFrom }},
-	{Name: "passthrough-proxy-protocol", def: "",
+	{Name: "passthrough-proxy-protocol", def: "", choices: []string{"v1", "v2", "none"},
 		Usage: "send a PROXY header (`v1|v2`; v2 carries the SNI as AUTHORITY TLV) to passthrough backends",
 		ptr:   func(c *Config) any { return &c.PassthroughProxyProtocol }},
 	{Name: "socks5-listen", def: "", Reload: Restart,
@@ -247,8 +262,8 @@ var settings = []Setting{
 	{Name: "socks5-auth-file", def: "", Reload: RestartOnOff,
 		Usage: "`FILE` of user:password lines required by the SOCKS5 ingress",
 		ptr:   func(c *Config) any { return &c.Socks5AuthFile }},
-	{Name: "plain-http-scheme", def: "", Reload: Restart, DefaultText: "http", effective: zeroMeans("http"),
-		Usage: "`SCHEME` clients use for plain-HTTP port routes: http, or https behind a TLS-ending load balancer",
+	{Name: "plain-http-scheme", def: "", choices: []string{"http", "https"}, Reload: Restart, DefaultText: "http", effective: zeroMeans("http"),
+		Usage: "scheme clients use for plain-HTTP port routes, `http|https`: https behind a TLS-ending load balancer",
 		ptr:   func(c *Config) any { return &c.PlainHTTPScheme }},
 	{Name: "strip-header", def: []string(nil), Reload: Restart, effective: headerSet,
 		Usage: "request header `NAME` never passed to Nexus (the one its Remote User Token realm trusts); repeatable",
@@ -263,54 +278,54 @@ var settings = []Setting{
 		Usage: "`ADDR` for /metrics, /healthz, /readyz and /upstreams",
 		ptr:   func(c *Config) any { return &c.MetricsListen }},
 	{Name: "handshake-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHandshakeTimeout.String(), effective: zeroMeans(mux.DefaultHandshakeTimeout),
-		Usage: "deadline for the routing phase (PROXY header + ClientHello)",
+		Usage: "deadline `D` for the routing phase (PROXY header + ClientHello)",
 		ptr:   func(c *Config) any { return &c.HandshakeTimeout }},
 	{Name: "header-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHeaderTimeout.String(), effective: zeroMeans(mux.DefaultHeaderTimeout),
-		Usage: "deadline for the TLS handshake and each request's headers; never a body timeout",
+		Usage: "deadline `D` for the TLS handshake and each request's headers; never a body timeout",
 		ptr:   func(c *Config) any { return &c.HeaderTimeout }},
 	{Name: "idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultIdleTimeout.String(), effective: zeroMeans(mux.DefaultIdleTimeout),
-		Usage: "close idle client keep-alive connections after this",
+		Usage: "close idle client keep-alive connections after `D`",
 		ptr:   func(c *Config) any { return &c.IdleTimeout }},
 	{Name: "idle-release-after", def: mux.DefaultIdleRelease, Reload: Restart,
-		Usage: "free an idle HTTP/1 keep-alive connection's goroutine and buffers after this long; the connection stays open (0: never)",
+		Usage: "free an idle HTTP/1 keep-alive connection's goroutine and buffers after `D`; the connection stays open (0: never)",
 		ptr:   func(c *Config) any { return &c.IdleRelease }},
 	{Name: "passthrough-idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultPassthroughIdleTimeout.String(), effective: zeroMeans(mux.DefaultPassthroughIdleTimeout),
-		Usage: "close a passthrough stream that carried no byte either way for this long",
+		Usage: "close a passthrough stream that carried no byte either way for `D`",
 		ptr:   func(c *Config) any { return &c.PassthroughIdleTimeout }},
 	{Name: "drain-timeout", def: time.Duration(0), DefaultText: "30s", // daemon.DefaultDrainTimeout (daemon imports config)
-		Usage: "on SIGTERM, wait this long for in-flight transfers",
+		Usage: "on SIGTERM, wait `D` for in-flight transfers",
 		ptr:   func(c *Config) any { return &c.DrainTimeout }},
 	{Name: "shutdown-delay", def: time.Duration(0), DefaultText: "none",
-		Usage: "on SIGTERM, keep accepting this long with /readyz answering 503, so load balancers stop sending first; then drain (0: drain at once)",
+		Usage: "on SIGTERM, keep accepting for `D` with /readyz answering 503, so load balancers stop sending first; then drain (0: drain at once)",
 		ptr:   func(c *Config) any { return &c.ShutdownDelay }},
 	{Name: "max-conns", def: DefaultMaxConns, Reload: Restart,
-		Usage: "places (two descriptors each) beyond which connections are refused: a connection or SOCKS5 session takes one, a SOCKS5 stream two, a passthrough stream three (0: no limit; default from the fd limit)",
+		Usage: "`N` places (two descriptors each) beyond which connections are refused: a connection or SOCKS5 session takes one, a SOCKS5 stream two, a passthrough stream three (0: no limit; default from the fd limit)",
 		ptr:   func(c *Config) any { return &c.MaxConns }},
 	{Name: "max-conns-per-client", def: DefaultMaxConnsPerClient, Reload: Restart,
-		Usage: "refuse a client address's connections beyond this many, after PROXY protocol (0: no limit; default from --max-conns' default)",
+		Usage: "refuse a client address's connections beyond `N`, after PROXY protocol (0: no limit; default from --max-conns' default)",
 		ptr:   func(c *Config) any { return &c.MaxConnsPerClient }},
 	{Name: "max-conn-age", def: l7.DefaultMaxConnAge, Reload: Restart,
-		Usage: "close a client connection after its first response past this age; transfers are never cut (0: never)",
+		Usage: "close a client connection after its first response past age `D`; transfers are never cut (0: never)",
 		ptr:   func(c *Config) any { return &c.MaxConnAge }},
 	{Name: "body-timeout", def: l7.DefaultBodyTimeout, Reload: Restart,
-		Usage: "end a request whose body the client stops sending: each 64 KiB of it must come within this long of waiting (0: never)",
+		Usage: "end a request whose body the client stops sending: each 64 KiB of it must come within `D` of waiting (0: never)",
 		ptr:   func(c *Config) any { return &c.BodyTimeout }},
 	{Name: "send-timeout", def: l7.DefaultSendTimeout, Reload: Restart,
-		Usage: "end a response the client stops reading: HTTP/1.1, once it takes under 64 KiB in this long of waiting; HTTP/2, once 64 KiB of it waits this long to be taken (0: never)",
+		Usage: "end a response the client stops reading: HTTP/1.1, once it takes under 64 KiB in `D` of waiting; HTTP/2, once 64 KiB of it waits D to be taken (0: never)",
 		ptr:   func(c *Config) any { return &c.SendTimeout }},
 	{Name: "max-requests-per-client", def: DefaultMaxRequestsPerClient, Reload: Restart,
-		Usage: "answer 429 to a client address with this many requests in flight (0: no limit)",
+		Usage: "answer 429 to a client address with `N` requests in flight (0: no limit)",
 		ptr:   func(c *Config) any { return &c.MaxRequestsPerClient }},
 	// 0 counts each address too: the same running value as 128, so a reload
 	// writing the one for the other changes nothing.
 	{Name: "per-client-ipv6-prefix", def: 128, Reload: Restart, effective: zeroMeans(128),
-		Usage: "count every IPv6 address within a prefix of this length as one client for the per-client limits (64: a host holding a /64 is one client; 128 or 0: each address)",
+		Usage: "count every IPv6 address within a prefix of length `N` as one client for the per-client limits (64: a host holding a /64 is one client; 128 or 0: each address)",
 		ptr:   func(c *Config) any { return &c.PerClientIPv6Prefix }},
-	{Name: "log-format", def: "text", Reload: Restart, effective: zeroMeans("text"),
-		Usage: "text or json",
+	{Name: "log-format", def: "text", choices: []string{"text", "json"}, Reload: Restart, effective: zeroMeans("text"),
+		Usage: "log line format, `text|json`",
 		ptr:   func(c *Config) any { return &c.LogFormat }},
-	{Name: "log-level", def: "info", Reload: Restart, effective: func(v any) any { return cmp.Or(strings.ToLower(v.(string)), "info") },
-		Usage: "debug, info, warn or error",
+	{Name: "log-level", def: "info", choices: []string{"debug", "info", "warn", "error"}, Reload: Restart, effective: func(v any) any { return cmp.Or(strings.ToLower(v.(string)), "info") },
+		Usage: "log messages of level `L` and above: debug, info, warn or error",
 		ptr:   func(c *Config) any { return &c.LogLevel }},
 	{Name: "no-memory-trim", def: false,
 		Usage: "keep freed memory instead of returning it to the OS once traffic goes quiet (a forced GC then; see README Memory)",

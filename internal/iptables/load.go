@@ -26,11 +26,14 @@ func ParseFamilies(list []string) ([]string, error) {
 	var errs *multierror.Error
 	for _, entry := range list {
 		for _, f := range strings.FieldsFunc(entry, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+			// Any case, as every word a setting takes: the command's
+			// name is the lower-case one.
+			name := strings.ToLower(f)
 			switch {
-			case !slices.Contains(Families, f):
+			case !slices.Contains(Families, name):
 				errs = multierror.Append(errs, fmt.Errorf("family %q: want iptables and/or ip6tables", f))
-			case !slices.Contains(fams, f):
-				fams = append(fams, f)
+			case !slices.Contains(fams, name):
+				fams = append(fams, name)
 			}
 		}
 	}
