@@ -15,9 +15,10 @@ type mirrorReq struct {
 	registry string // canonical, one of the mirror's registries ("" when refused)
 	prefix   string // path prefix segment as sent ("ghcr.io"), "" without one
 	ns       string // raw ?ns= value as sent, "" without one
-	// repoPath is "[ctx]/repository/<repo>" (a part of the request's path)
-	// when the client used Nexus's own URL form: a bare /v2/ URL would name no registry and read the
-	// default one's repository.
+	// repoPath is the part of the request's path before /v2/ when there
+	// is one: "[ctx]/repository/<repo>" (Nexus's own URL form) or
+	// "/<registry>" (containerd's host path): a bare /v2/ URL would name
+	// no registry and read the default one's repository.
 	repoPath string
 }
 
@@ -68,6 +69,9 @@ func (p *Proxy) mirrorAllowFor(m *route.Mirror, rawPath string) string {
 	if _, sub, ok := p.mirrorRepoForm(m, rawPath); ok {
 		return mirrorAllow(decodedPath(sub))
 	}
+	if _, sub, ok := registryHostPath(rawPath); ok {
+		return mirrorAllow(decodedPath(sub))
+	}
 	return mirrorAllow(decodedPath(rawPath))
 }
 
@@ -92,6 +96,11 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		// [ctx]/repository/<repo>/v2/... of one of the mirror's own
 		// repositories: Nexus hands such URLs out.
 		name, sub, found := p.mirrorRepoForm(m, rawPath)
+		if !found {
+			if seg, sub, ok := registryHostPath(rawPath); ok {
+				return p.mirrorHostPath(w, r, st, m, seg, sub, rawQuery)
+			}
+		}
 		judged := decodedPath(sub)
 		if !found || !strings.HasPrefix(judged, "/v2/") {
 			return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on this name")
@@ -191,6 +200,52 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		return fail(http.StatusNotFound, "NOT_FOUND", "only manifests, blobs, tags/list and referrers are served on a mirror name")
 	}
 	st.mirror.registry, st.repo, st.sub = reg, repo, sub
+	return true
+}
+
+// registryHostPath splits "/<registry>/v2[/...]" into the registry
+// segment as sent and the path from /v2 on: what containerd sends to a
+// hosts.toml host "https://HOST/<registry>" without override_path = true,
+// as it appends /v2 to a host's path (core/remotes/docker/config/hosts.go,
+// parseHostConfig). A first segment with a dot or a colon, or localhost,
+// is neither a /v2/<name> route nor [ctx]/repository/<repo>.
+func registryHostPath(rawPath string) (seg, sub string, ok bool) {
+	seg, rest, _ := strings.Cut(strings.TrimPrefix(rawPath, "/"), "/")
+	if !validFirstSegment(seg) || !isRegistryHost(seg) || rest != "v2" && !strings.HasPrefix(rest, "v2/") {
+		return "", "", false
+	}
+	return seg, "/" + rest, true
+}
+
+// mirrorHostPath is mirrorRequest for /<registry>/v2/...: the registry
+// must be one of m's, and agree with ns, as a /v2/<registry>/ prefix must.
+func (p *Proxy) mirrorHostPath(w http.ResponseWriter, r *http.Request, st *reqState, m *route.Mirror, seg, sub, rawQuery string) bool {
+	fail := func(status int, code, msg string) bool {
+		p.refuseLocal(w, st, status, code, "nexmux: "+msg)
+		st.reason = msg
+		return false
+	}
+	judged := decodedPath(sub)
+	if !mirrorMethod(r.Method, judged) {
+		w.Header().Set("Allow", mirrorAllow(judged))
+		return fail(http.StatusMethodNotAllowed, "UNSUPPORTED", "a mirror is read-only")
+	}
+	ns, nsReg, query, bad := mirrorNS(m, rawQuery)
+	if bad != nil {
+		return fail(bad.status, bad.code, bad.msg)
+	}
+	reg, ok := route.CanonicalRegistry(seg)
+	repo, mirrored := m.Repo(reg)
+	switch {
+	case !ok || !mirrored:
+		return fail(http.StatusNotFound, "NAME_UNKNOWN", "the registry before /v2/ ("+seg+") is not mirrored on this name")
+	case nsReg != "" && nsReg != reg:
+		return fail(http.StatusBadRequest, "NAME_INVALID", "ns ("+nsReg+") and the registry before /v2/ ("+reg+") name different registries")
+	case judged != "/v2" && judged != "/v2/" && judged != "/v2/token" && !mirrorEndpoint(judged):
+		return fail(http.StatusNotFound, "NOT_FOUND", "only manifests, blobs, tags/list and referrers are served on a mirror name")
+	}
+	st.mirror.registry, st.mirror.ns, st.mirror.repoPath = reg, ns, "/"+seg
+	st.repo, st.sub, st.query = repo, sub, query
 	return true
 }
 
