@@ -102,3 +102,24 @@ func TestMirrorContainerdHostPathWithoutOverridePath(t *testing.T) {
 		{path: "/some/v2/acme/app/manifests/1", status: 404, code: "NOT_FOUND"},
 	})
 }
+// TestMirrorNSDockerHubLocalhostNamespace: containerd pulling the Docker Hub
+// image docker.io/localhost/app:1 (CRI reads it with distribution/reference
+// ParseDockerRef; normalize.go:163-171 keeps docker.io as the registry and
+// localhost/app as the name, a lowercase namespace Docker Hub's account
+// rules allow) through a mirror without a path sends the name as it is
+// (resolver.go:566, base: the locator minus the registry) with ns=docker.io:
+// /v2/localhost/app/manifests/1?ns=docker.io. localhost is a registry host
+// only as an image reference's first component; after ns=docker.io it is
+// the Hub namespace the client named, so the pull goes to the docker.io
+// repository.
+func TestMirrorNSDockerHubLocalhostNamespace(t *testing.T) {
+	mirror, _, seen, registries := mirrorProxyFor(t, "mirror.example.com/docker.io=dockerhub-proxy", "mirror.example.com/ghcr.io=ghcr-proxy")
+	checkMirrorCases(t, mirror, seen, registries, []mirrorCase{
+		{path: "/v2/localhost/app/manifests/1?ns=docker.io", status: 200, nexus: "/nexus/repository/dockerhub-proxy/v2/localhost/app/manifests/1", registry: "docker.io"},
+		{path: "/v2/localhost/app/manifests/1?ns=index.docker.io", status: 200, nexus: "/nexus/repository/dockerhub-proxy/v2/localhost/app/manifests/1", registry: "docker.io"},
+		// A registry host with a port or a dot is never a Hub namespace.
+		{path: "/v2/localhost:5000/app/manifests/1?ns=docker.io", status: 400, code: "NAME_INVALID"},
+		{path: "/v2/gcr.io/app/manifests/1?ns=docker.io", status: 400, code: "NAME_INVALID"},
+	})
+}
+
