@@ -166,11 +166,14 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		prefixReg, ok := route.CanonicalRegistry(seg)
 		_, mirrored := m.Repo(prefixReg)
 		switch {
-		case nsReg != "" && nsReg != route.DockerHub && prefixReg != nsReg && !mirrored && nameComponent(seg):
+		case nsReg != "" && (nsReg != route.DockerHub || seg == "localhost") && prefixReg != nsReg && !mirrored && nameComponent(seg):
 			// containerd sends the name as it is with ns, and outside
 			// Docker Hub a first component may hold a dot
 			// (gcr.io/google.com/cloudsdktool/...): part of the name.
-			// Docker Hub namespaces never do, so there it is a prefix.
+			// Docker Hub namespaces never do, so there it is a prefix;
+			// but "localhost" is a valid Hub namespace, and a registry
+			// only as a reference's first component
+			// (docker.io/localhost/app is Docker Hub's).
 		case !ok:
 			return fail(http.StatusNotFound, "NAME_UNKNOWN", "the path prefix is not a registry name")
 		case nsReg != "" && nsReg != prefixReg:
