@@ -102,6 +102,7 @@ func TestMirrorContainerdHostPathWithoutOverridePath(t *testing.T) {
 		{path: "/some/v2/acme/app/manifests/1", status: 404, code: "NOT_FOUND"},
 	})
 }
+
 // TestMirrorNSDockerHubLocalhostNamespace: containerd pulling the Docker Hub
 // image docker.io/localhost/app:1 (CRI reads it with distribution/reference
 // ParseDockerRef; normalize.go:163-171 keeps docker.io as the registry and
@@ -123,3 +124,35 @@ func TestMirrorNSDockerHubLocalhostNamespace(t *testing.T) {
 	})
 }
 
+// TestMirrorDockerHubOfficialImageWithoutLibrary: a client naming the
+// mirror itself, docker pull mirror.example.com/docker.io/alpine, sends
+// /v2/docker.io/alpine/manifests/latest: distribution/reference adds
+// library/ to a one-component name on docker.io only
+// (normalize.go:182-188), and here the image's registry is the mirror.
+// Docker Hub has no one-component repository (its registry answers 404
+// for /v2/alpine/...): the docker.io repository must be asked for
+// library/alpine, the name every other client sends (docker's
+// registry-mirrors, containers/image's prefix rewrite in
+// sysregistriesv2/system_registries_v2.go:106 of the normalized
+// docker.io/library/alpine, CRI's ParseDockerRef). Names of other
+// registries, of two components, and Nexus's own URL form stay as sent.
+func TestMirrorDockerHubOfficialImageWithoutLibrary(t *testing.T) {
+	mirror, _, seen, registries := mirrorProxyFor(t, "mirror.example.com/docker.io=dockerhub-proxy", "mirror.example.com/quay.io=quay-proxy")
+	const blob = "sha256:d8873082705dc7be26a96db1fdc7499064264c70039901d62f101e7e5f99e4aa"
+	const hub = "/nexus/repository/dockerhub-proxy/v2/library/alpine"
+	checkMirrorCases(t, mirror, seen, registries, []mirrorCase{
+		{path: "/v2/docker.io/alpine/manifests/latest", status: 200, nexus: hub + "/manifests/latest", registry: "docker.io"},
+		{path: "/v2/docker.io/alpine/blobs/" + blob, status: 200, nexus: hub + "/blobs/" + blob, registry: "docker.io"},
+		{path: "/v2/alpine/manifests/3", status: 200, nexus: hub + "/manifests/3", registry: "docker.io"},
+		{path: "/v2/alpine/manifests/3?ns=docker.io", status: 200, nexus: hub + "/manifests/3", registry: "docker.io"},
+		{path: "/docker.io/v2/alpine/manifests/3?ns=docker.io", status: 200, nexus: hub + "/manifests/3", registry: "docker.io"},
+		{path: "/v2/docker.io/alpine/tags/list?n=2", status: 200, nexus: hub + "/tags/list?n=2", registry: "docker.io",
+			link: `<http://mirror.example.com/v2/docker.io/library/alpine/tags/list?n=2&last=b>; rel="next"`},
+		// An image called "blobs": one component all the same.
+		{path: "/v2/docker.io/blobs/manifests/1", status: 200, nexus: "/nexus/repository/dockerhub-proxy/v2/library/blobs/manifests/1", registry: "docker.io"},
+		{path: "/v2/docker.io/library/alpine/manifests/3", status: 200, nexus: hub + "/manifests/3", registry: "docker.io"},
+		{path: "/v2/acme/app/manifests/1", status: 200, nexus: "/nexus/repository/dockerhub-proxy/v2/acme/app/manifests/1", registry: "docker.io"},
+		{path: "/v2/quay.io/tool/manifests/1", status: 200, nexus: "/nexus/repository/quay-proxy/v2/tool/manifests/1", registry: "quay.io"},
+		{path: "/nexus/repository/dockerhub-proxy/v2/alpine/manifests/3", status: 200, nexus: "/nexus/repository/dockerhub-proxy/v2/alpine/manifests/3", registry: "docker.io"},
+	})
+}

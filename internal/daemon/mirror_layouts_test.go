@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -8,6 +9,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/nexmux/nexmux/fixtures"
 )
 
 // TestMirrorDockerHubLocalhostNamespace: the Docker Hub image
@@ -39,6 +42,36 @@ func TestMirrorDockerHubLocalhostNamespace(t *testing.T) {
 		}
 		if err := validate.Image(pulled); err != nil {
 			t.Errorf("pull with ns=%s: %v", ns, err)
+		}
+	}
+}
+
+// TestMirrorDockerHubOfficialImageWithoutLibrary: docker pull
+// mirror.example.com/docker.io/alpine:3 (or .../alpine:3) names the
+// mirror as the image's registry, so the client adds no library/
+// (distribution/reference normalize.go:182-188 does that on docker.io
+// only) and sends /v2/docker.io/alpine/... . Docker Hub keeps official
+// images under library/ and has no one-component repository: the pull
+// must get library/alpine:3, the image every other client's name for it
+// (docker.io/alpine) means, with each child manifest and blob.
+func TestMirrorDockerHubOfficialImageWithoutLibrary(t *testing.T) {
+	s := mirrorStack(t, true)
+	n, tag, _ := strings.Cut(fixtures.MultiArchImage, ":")
+	short := strings.TrimPrefix(n, "library/")
+	want := seeded(t, s, "dockerhub-proxy", fixtures.MultiArchImage)
+	host := mirrorHost + ":" + itoa(s.Port)
+	for _, ref := range []string{host + "/docker.io/" + short + ":" + tag, host + "/" + short + ":" + tag} {
+		r, _ := name.ParseReference(ref)
+		idx, err := remote.Index(r, remote.WithTransport(s.Transport()), remote.WithAuth(authn.Anonymous))
+		if err != nil {
+			t.Errorf("%s: %v", ref, err)
+			continue
+		}
+		if got, _ := idx.Digest(); got.String() != want {
+			t.Errorf("%s: digest %s, want %s", ref, got, want)
+		}
+		if err := validate.Index(idx); err != nil {
+			t.Errorf("%s: %v", ref, err)
 		}
 	}
 }
