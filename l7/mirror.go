@@ -202,6 +202,9 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	if judged := decodedPath(sub); judged != "/v2/" && judged != "/v2/token" && !mirrorEndpoint(judged) {
 		return fail(http.StatusNotFound, "NOT_FOUND", "only manifests, blobs, tags/list and referrers are served on a mirror name")
 	}
+	if reg == route.DockerHub {
+		sub = officialName(sub)
+	}
 	st.mirror.registry, st.repo, st.sub = reg, repo, sub
 	return true
 }
@@ -246,6 +249,9 @@ func (p *Proxy) mirrorHostPath(w http.ResponseWriter, r *http.Request, st *reqSt
 		return fail(http.StatusBadRequest, "NAME_INVALID", "ns ("+nsReg+") and the registry before /v2/ ("+reg+") name different registries")
 	case judged != "/v2" && judged != "/v2/" && judged != "/v2/token" && !mirrorEndpoint(judged):
 		return fail(http.StatusNotFound, "NOT_FOUND", "only manifests, blobs, tags/list and referrers are served on a mirror name")
+	}
+	if reg == route.DockerHub {
+		sub = officialName(sub)
 	}
 	st.mirror.registry, st.mirror.ns, st.mirror.repoPath = reg, ns, "/"+seg
 	st.repo, st.sub, st.query = repo, sub, query
@@ -374,21 +380,40 @@ func isRegistryHost(seg string) bool {
 // mirrorEndpoint reports a read endpoint below an image name: manifests,
 // blobs (not upload sessions), tags/list and referrers.
 func mirrorEndpoint(sub string) bool {
+	_, ok := mirrorImageName(sub)
+	return ok
+}
+
+// mirrorImageName is the image name of a mirrorEndpoint path.
+func mirrorImageName(sub string) (string, bool) {
 	name := strings.TrimPrefix(sub, "/v2/")
-	if strings.HasSuffix(name, "/tags/list") {
-		return len(name) > len("/tags/list")
+	if n, ok := strings.CutSuffix(name, "/tags/list"); ok {
+		return n, n != ""
 	}
 	i := strings.LastIndexByte(name, '/')
 	if i <= 0 || i == len(name)-1 {
-		return false
+		return "", false
 	}
 	dir := name[:i]
 	for _, ep := range []string{"/manifests", "/blobs", "/referrers"} {
 		if n, ok := strings.CutSuffix(dir, ep); ok && n != "" {
-			return !(ep == "/blobs" && name[i+1:] == "uploads")
+			return n, !(ep == "/blobs" && name[i+1:] == "uploads")
 		}
 	}
-	return false
+	return "", false
+}
+
+// officialName puts library/ before a one-component Docker Hub image name
+// in the raw path sub, as Docker's reference grammar reads docker.io/alpine:
+// Docker Hub keeps official images there and has no one-component
+// repository, and a client that names the mirror as the image's registry
+// (docker pull mirror/docker.io/alpine) does not add it. Raw and decoded
+// segments are the same (checkPath).
+func officialName(sub string) string {
+	if name, ok := mirrorImageName(decodedPath(sub)); !ok || strings.Contains(name, "/") {
+		return sub
+	}
+	return "/v2/library/" + strings.TrimPrefix(sub, "/v2/")
 }
 
 // publicForm puts the client's registry form (path prefix, ns, or
