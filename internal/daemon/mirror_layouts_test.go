@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
@@ -72,6 +73,58 @@ func TestMirrorDockerHubOfficialImageWithoutLibrary(t *testing.T) {
 		}
 		if err := validate.Index(idx); err != nil {
 			t.Errorf("%s: %v", ref, err)
+		}
+	}
+}
+
+// TestMirrorDigestPulls: CRI-O with pull-from-mirror = "digest-only" (or
+// mirror-by-digest-only) uses a mirror for a digest reference only,
+// rewritten to the mirror's location by prefix
+// (pkg/sysregistriesv2/system_registries_v2.go:106) and read as
+// GET /v2/<location path>/<name>/manifests/<digest>
+// (docker/docker_client.go:47, docker/docker_image_src.go:689); containerd
+// resolves a digest reference the same way with ns. Each must get the image
+// of that digest, children of an index included, in every form.
+func TestMirrorDigestPulls(t *testing.T) {
+	s := mirrorStack(t, true)
+	host := mirrorHost + ":" + itoa(s.Port)
+	hub := seeded(t, s, "dockerhub-proxy", fixtures.MultiArchImage)
+	app := seeded(t, s, "ghcr-proxy", "acme/app:1")
+	for _, c := range []struct {
+		ref, ns string
+		index   bool
+	}{
+		{host + "/ghcr.io/acme/app@" + app, "", false},
+		{host + "/acme/app@" + app, "ghcr.io", false},
+		{host + "/docker.io/library/alpine@" + hub, "", true},
+		{host + "/docker.io/alpine@" + hub, "", true},
+		{host + "/library/alpine@" + hub, "docker.io", true},
+	} {
+		var tr http.RoundTripper = s.Transport()
+		if c.ns != "" {
+			tr = nsTransport{ns: c.ns, next: tr}
+		}
+		r, err := name.NewDigest(c.ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := []remote.Option{remote.WithTransport(tr), remote.WithAuth(authn.Anonymous)}
+		if c.index {
+			idx, err := remote.Index(r, opts...)
+			if err == nil {
+				err = validate.Index(idx)
+			}
+			if err != nil {
+				t.Errorf("%s ns=%q: %v", c.ref, c.ns, err)
+			}
+			continue
+		}
+		img, err := remote.Image(r, opts...)
+		if err == nil {
+			err = validate.Image(img)
+		}
+		if err != nil {
+			t.Errorf("%s ns=%q: %v", c.ref, c.ns, err)
 		}
 	}
 }
