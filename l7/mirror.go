@@ -15,9 +15,10 @@ type mirrorReq struct {
 	registry string // canonical, one of the mirror's registries ("" when refused)
 	prefix   string // path prefix segment as sent ("ghcr.io"), "" without one
 	ns       string // raw ?ns= value as sent, "" without one
-	// repoPath is "[ctx]/repository/<repo>" (a part of the request's path)
-	// when the client used Nexus's own URL form: a bare /v2/ URL would name no registry and read the
-	// default one's repository.
+	// repoPath is the part of the request's path before /v2/ when there
+	// is one: "[ctx]/repository/<repo>" (Nexus's own URL form) or
+	// "/<registry>" (containerd's host path): a bare /v2/ URL would name
+	// no registry and read the default one's repository.
 	repoPath string
 }
 
@@ -68,6 +69,9 @@ func (p *Proxy) mirrorAllowFor(m *route.Mirror, rawPath string) string {
 	if _, sub, ok := p.mirrorRepoForm(m, rawPath); ok {
 		return mirrorAllow(decodedPath(sub))
 	}
+	if _, sub, ok := registryHostPath(rawPath); ok {
+		return mirrorAllow(decodedPath(sub))
+	}
 	return mirrorAllow(decodedPath(rawPath))
 }
 
@@ -92,6 +96,11 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		// [ctx]/repository/<repo>/v2/... of one of the mirror's own
 		// repositories: Nexus hands such URLs out.
 		name, sub, found := p.mirrorRepoForm(m, rawPath)
+		if !found {
+			if seg, sub, ok := registryHostPath(rawPath); ok {
+				return p.mirrorHostPath(w, r, st, m, seg, sub, rawQuery)
+			}
+		}
 		judged := decodedPath(sub)
 		if !found || !strings.HasPrefix(judged, "/v2/") {
 			return fail(http.StatusNotFound, "NOT_FOUND", "only the registry API (/v2/) is served on this name")
@@ -157,11 +166,14 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 		prefixReg, ok := route.CanonicalRegistry(seg)
 		_, mirrored := m.Repo(prefixReg)
 		switch {
-		case nsReg != "" && nsReg != route.DockerHub && prefixReg != nsReg && !mirrored && nameComponent(seg):
+		case nsReg != "" && (nsReg != route.DockerHub || seg == "localhost") && prefixReg != nsReg && !mirrored && nameComponent(seg):
 			// containerd sends the name as it is with ns, and outside
 			// Docker Hub a first component may hold a dot
 			// (gcr.io/google.com/cloudsdktool/...): part of the name.
-			// Docker Hub namespaces never do, so there it is a prefix.
+			// Docker Hub namespaces never do, so there it is a prefix;
+			// but "localhost" is a valid Hub namespace, and a registry
+			// only as a reference's first component
+			// (docker.io/localhost/app is Docker Hub's).
 		case !ok:
 			return fail(http.StatusNotFound, "NAME_UNKNOWN", "the path prefix is not a registry name")
 		case nsReg != "" && nsReg != prefixReg:
@@ -190,7 +202,59 @@ func (p *Proxy) mirrorRequest(w http.ResponseWriter, r *http.Request, st *reqSta
 	if judged := decodedPath(sub); judged != "/v2/" && judged != "/v2/token" && !mirrorEndpoint(judged) {
 		return fail(http.StatusNotFound, "NOT_FOUND", "only manifests, blobs, tags/list and referrers are served on a mirror name")
 	}
+	if reg == route.DockerHub {
+		sub = officialName(sub)
+	}
 	st.mirror.registry, st.repo, st.sub = reg, repo, sub
+	return true
+}
+
+// registryHostPath splits "/<registry>/v2[/...]" into the registry
+// segment as sent and the path from /v2 on: what containerd sends to a
+// hosts.toml host "https://HOST/<registry>" without override_path = true,
+// as it appends /v2 to a host's path (core/remotes/docker/config/hosts.go,
+// parseHostConfig). A first segment with a dot or a colon, or localhost,
+// is neither a /v2/<name> route nor [ctx]/repository/<repo>.
+func registryHostPath(rawPath string) (seg, sub string, ok bool) {
+	seg, rest, _ := strings.Cut(strings.TrimPrefix(rawPath, "/"), "/")
+	if !validFirstSegment(seg) || !isRegistryHost(seg) || rest != "v2" && !strings.HasPrefix(rest, "v2/") {
+		return "", "", false
+	}
+	return seg, "/" + rest, true
+}
+
+// mirrorHostPath is mirrorRequest for /<registry>/v2/...: the registry
+// must be one of m's, and agree with ns, as a /v2/<registry>/ prefix must.
+func (p *Proxy) mirrorHostPath(w http.ResponseWriter, r *http.Request, st *reqState, m *route.Mirror, seg, sub, rawQuery string) bool {
+	fail := func(status int, code, msg string) bool {
+		p.refuseLocal(w, st, status, code, "nexmux: "+msg)
+		st.reason = msg
+		return false
+	}
+	judged := decodedPath(sub)
+	if !mirrorMethod(r.Method, judged) {
+		w.Header().Set("Allow", mirrorAllow(judged))
+		return fail(http.StatusMethodNotAllowed, "UNSUPPORTED", "a mirror is read-only")
+	}
+	ns, nsReg, query, bad := mirrorNS(m, rawQuery)
+	if bad != nil {
+		return fail(bad.status, bad.code, bad.msg)
+	}
+	reg, ok := route.CanonicalRegistry(seg)
+	repo, mirrored := m.Repo(reg)
+	switch {
+	case !ok || !mirrored:
+		return fail(http.StatusNotFound, "NAME_UNKNOWN", "the registry before /v2/ ("+seg+") is not mirrored on this name")
+	case nsReg != "" && nsReg != reg:
+		return fail(http.StatusBadRequest, "NAME_INVALID", "ns ("+nsReg+") and the registry before /v2/ ("+reg+") name different registries")
+	case judged != "/v2" && judged != "/v2/" && judged != "/v2/token" && !mirrorEndpoint(judged):
+		return fail(http.StatusNotFound, "NOT_FOUND", "only manifests, blobs, tags/list and referrers are served on a mirror name")
+	}
+	if reg == route.DockerHub {
+		sub = officialName(sub)
+	}
+	st.mirror.registry, st.mirror.ns, st.mirror.repoPath = reg, ns, "/"+seg
+	st.repo, st.sub, st.query = repo, sub, query
 	return true
 }
 
@@ -316,21 +380,40 @@ func isRegistryHost(seg string) bool {
 // mirrorEndpoint reports a read endpoint below an image name: manifests,
 // blobs (not upload sessions), tags/list and referrers.
 func mirrorEndpoint(sub string) bool {
+	_, ok := mirrorImageName(sub)
+	return ok
+}
+
+// mirrorImageName is the image name of a mirrorEndpoint path.
+func mirrorImageName(sub string) (string, bool) {
 	name := strings.TrimPrefix(sub, "/v2/")
-	if strings.HasSuffix(name, "/tags/list") {
-		return len(name) > len("/tags/list")
+	if n, ok := strings.CutSuffix(name, "/tags/list"); ok {
+		return n, n != ""
 	}
 	i := strings.LastIndexByte(name, '/')
 	if i <= 0 || i == len(name)-1 {
-		return false
+		return "", false
 	}
 	dir := name[:i]
 	for _, ep := range []string{"/manifests", "/blobs", "/referrers"} {
 		if n, ok := strings.CutSuffix(dir, ep); ok && n != "" {
-			return !(ep == "/blobs" && name[i+1:] == "uploads")
+			return n, !(ep == "/blobs" && name[i+1:] == "uploads")
 		}
 	}
-	return false
+	return "", false
+}
+
+// officialName puts library/ before a one-component Docker Hub image name
+// in the raw path sub, as Docker's reference grammar reads docker.io/alpine:
+// Docker Hub keeps official images there and has no one-component
+// repository, and a client that names the mirror as the image's registry
+// (docker pull mirror/docker.io/alpine) does not add it. Raw and decoded
+// segments are the same (checkPath).
+func officialName(sub string) string {
+	if name, ok := mirrorImageName(decodedPath(sub)); !ok || strings.Contains(name, "/") {
+		return sub
+	}
+	return "/v2/library/" + strings.TrimPrefix(sub, "/v2/")
 }
 
 // publicForm puts the client's registry form (path prefix, ns, or

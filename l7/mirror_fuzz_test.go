@@ -48,6 +48,7 @@ func FuzzMirrorRequest(f *testing.F) {
 		"/nexus/repository/team-a/v2/app/manifests/1", "/v2/ghcr.io/../team-a/manifests/1",
 		"/v2/a/manifests/1?ns=registry-1.docker.io&ns=registry-1.docker.io", "/v2/localhost:5000/a/tags/list",
 		"/v2/acme/tool/tags/list?n=2&%6es=quay.io", "/v2/quay.io/acme/tool/tags/list?ns", "/nexus/repository/ghcr-proxy/v2/a/manifests/1?n%73",
+		"/quay.io/v2/acme/tool/manifests/1?ns=quay.io", "/ghcr.io/v2/acme/app/tags/list?n=1", "/docker.io/v2/../team-a/manifests/1",
 	} {
 		for _, m := range []string{"GET", "HEAD", "POST"} {
 			f.Add(m, s, false, false)
@@ -153,6 +154,16 @@ func FuzzMirrorRequest(f *testing.F) {
 				reg, _ = route.CanonicalRegistry(seg)
 			}
 			if want, _ := m.Repo(reg); want != repo {
+				t.Fatalf("%s %s on %s: an image of %s, yet Nexus got %s", method, target, host, reg, wire)
+			}
+		}
+		// containerd's host path without override_path, /<registry>/v2/...,
+		// names its registry.
+		if reqPath, _, _ := strings.Cut(target, "?"); !strings.HasPrefix(reqPath+"/", "/v2/") && !strings.HasPrefix(reqPath, ctx+"/repository/") {
+			seg, _, _ := strings.Cut(strings.TrimPrefix(reqPath, "/"), "/")
+			if reg, ok := route.CanonicalRegistry(seg); !ok || !isRegistryHost(seg) {
+				t.Fatalf("%s %s on %s reached Nexus as %s: no registry before /v2/", method, target, host, wire)
+			} else if want, _ := m.Repo(reg); want != repo {
 				t.Fatalf("%s %s on %s: an image of %s, yet Nexus got %s", method, target, host, reg, wire)
 			}
 		}

@@ -30,6 +30,14 @@ type seenRequest struct {
 // registry label of each finished request (access line, metrics).
 func mirrorProxy(t *testing.T) (mirror, team string, seen func() []seenRequest, registries <-chan string) {
 	t.Helper()
+	return mirrorProxyFor(t, "mirror.example.com/ghcr.io=ghcr-proxy", "mirror.example.com/quay.io=quay-proxy")
+}
+
+// mirrorProxyFor is mirrorProxy with the given --mirror entries. A paged
+// tags list (n=) is answered with a Link to its next page, in Nexus's
+// relative-with-prefix shape.
+func mirrorProxyFor(t *testing.T, mirrors ...string) (mirror, team string, seen func() []seenRequest, registries <-chan string) {
+	t.Helper()
 	var (
 		mu   sync.Mutex
 		reqs []seenRequest
@@ -41,6 +49,9 @@ func mirrorProxy(t *testing.T) (mirror, team string, seen func() []seenRequest, 
 		mu.Lock()
 		reqs = append(reqs, seenRequest{r.URL.EscapedPath(), r.URL.RawQuery, r.Header.Get("Authorization"), r.Header.Clone()})
 		mu.Unlock()
+		if strings.HasSuffix(r.URL.Path, "/tags/list") && r.URL.Query().Has("n") {
+			w.Header().Set("Link", "<"+r.URL.EscapedPath()+"?n=2&last=b>; rel=\"next\"")
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, "{}")
 	})
@@ -55,7 +66,7 @@ func mirrorProxy(t *testing.T) (mirror, team string, seen func() []seenRequest, 
 	up.Set().Start(ctx, 50*time.Millisecond)
 	tab, err := route.Build(route.Spec{
 		Routes:  []string{"team-a.example.com=team-a"},
-		Mirrors: []string{"mirror.example.com/ghcr.io=ghcr-proxy", "mirror.example.com/quay.io=quay-proxy"},
+		Mirrors: mirrors,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -159,7 +159,7 @@ func TestMirrorRefusals(t *testing.T) {
 		// registry host first is a prefix, mirrored here or not, and
 		// disagrees with ns.
 		{"GET", "/v2/gcr.io/acme/app/manifests/1?ns=docker.io", 400, "NAME_INVALID"},
-		{"GET", "/v2/localhost/acme/app/manifests/1?ns=index.docker.io", 400, "NAME_INVALID"},
+		{"GET", "/v2/localhost:5000/acme/app/manifests/1?ns=index.docker.io", 400, "NAME_INVALID"},
 		{"GET", "/v2/acme/app/manifests/1?ns=ghcr.io&ns=quay.io", 400, "NAME_INVALID"},
 		{"GET", "/v2/ghcr.io%2facme/app/manifests/1", 400, "NAME_INVALID"},
 		{"GET", "/v2/ghcr%2eio/acme/app/manifests/1", 400, "NAME_INVALID"},

@@ -101,16 +101,22 @@ func TestMirrorInEveryNexusVariant(t *testing.T) {
 			for _, f := range []struct {
 				form, ref string
 				ns        string // containerd's ?ns=
+				hostPath  bool   // a hosts.toml host https://mirror/<ns> without override_path
 			}{
-				{"ns", host + "/" + fixtures.MultiArchImage, "docker.io"},
-				{"prefix", host + "/docker.io/" + fixtures.MultiArchImage, ""},
-				{"registry-mirrors", host + "/" + fixtures.MultiArchImage, ""},
-				{"ns, ghcr.io", host + "/acme/app:1", "ghcr.io"},
-				{"prefix, ghcr.io", host + "/ghcr.io/acme/app:1", ""},
+				{"ns", host + "/" + fixtures.MultiArchImage, "docker.io", false},
+				{"prefix", host + "/docker.io/" + fixtures.MultiArchImage, "", false},
+				{"registry-mirrors", host + "/" + fixtures.MultiArchImage, "", false},
+				{"ns, ghcr.io", host + "/acme/app:1", "ghcr.io", false},
+				{"prefix, ghcr.io", host + "/ghcr.io/acme/app:1", "", false},
+				{"host path", host + "/" + fixtures.MultiArchImage, "docker.io", true},
+				{"host path, ghcr.io", host + "/acme/app:1", "ghcr.io", true},
 			} {
 				var tr http.RoundTripper = s.Transport()
 				if f.ns != "" {
 					tr = nsTransport{ns: f.ns, next: tr}
+				}
+				if f.hostPath {
+					tr = hostPathTransport{registry: f.ns, next: tr}
 				}
 				opts := []remote.Option{remote.WithTransport(tr), remote.WithAuth(auth), remote.WithContext(ctxT(t))}
 				ref, err := name.ParseReference(f.ref)
@@ -175,6 +181,24 @@ func TestMirrorInEveryNexusVariant(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hostPathTransport sends requests the way containerd does to a hosts.toml
+// host "https://mirror/<registry>" without override_path: /v2 appended to
+// the host's path (core/remotes/docker/config/hosts.go, parseHostConfig),
+// so /<registry>/v2/...; the token realm is an absolute URL of its own.
+type hostPathTransport struct {
+	registry string
+	next     http.RoundTripper
+}
+
+func (t hostPathTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if p := r.URL.Path; strings.HasPrefix(p, "/v2/") && !strings.HasSuffix(p, "/v2/token") {
+		r = r.Clone(r.Context())
+		r.URL.Path = "/" + t.registry + p
+		r.URL.RawPath = ""
+	}
+	return t.next.RoundTrip(r)
 }
 
 // TestMirrorBlobRedirectAndAcceptLines: an S3 blob store's redirect (3.79+,

@@ -55,7 +55,9 @@ func TestRoutingRulesSeeNoClientParameters(t *testing.T) {
 	dg := seeded(t, s, "dockerhub-proxy", "library/alpine:3")
 	for _, q := range []string{"", "?x=1", "?x=/", "?ns=docker.io&x=1", "?a=1&b=2"} {
 		for _, method := range []string{"GET", "HEAD"} {
-			for _, p := range []string{"/v2/library/alpine/manifests/3", "/v2/library/alpine/manifests/" + dg, "/v2/docker.io/library/alpine/manifests/3"} {
+			// docker.io/alpine is library/alpine to Docker, and to the rule.
+			for _, p := range []string{"/v2/library/alpine/manifests/3", "/v2/library/alpine/manifests/" + dg, "/v2/docker.io/library/alpine/manifests/3",
+				"/v2/docker.io/alpine/manifests/3", "/v2/alpine/manifests/" + dg, "/docker.io/v2/alpine/manifests/3"} {
 				if resp, body := mirrorGet(t, s, method, p+q, false); resp.StatusCode != 403 {
 					t.Errorf("mirror %s %s%s: %d %.100s, want the routing rule's 403", method, p, q, resp.StatusCode, body)
 				}
