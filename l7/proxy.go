@@ -526,7 +526,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: space or control byte in the query")
 		return
 	}
-	if describeParam(rawQuery) {
+	// Nexus gets the query without the affinity tag, whose value a '?'
+	// ends (upstream.SplitTag): "_nexmux=x?describe" names describe there.
+	if tagless, _ := upstream.SplitTag(rawQuery); describeParam(rawQuery) || tagless != rawQuery && describeParam(tagless) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: the query parameter describe is not served (Nexus would describe the request, headers included, instead of answering it)")
 		return
 	}
