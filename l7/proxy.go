@@ -526,6 +526,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: space or control byte in the query")
 		return
 	}
+	if strings.IndexByte(rawQuery, '#') >= 0 {
+		// Jetty's query ends at a '#' (the fragment), Go's does not: Nexus
+		// would read other parameters than nexmux judged ("?describe#x").
+		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: '#' in the query (Nexus would end the query there; send it as %23)")
+		return
+	}
 	// Nexus gets the query without the affinity tag, whose value a '?'
 	// ends (upstream.SplitTag): "_nexmux=x?describe" names describe there.
 	if tagless, _ := upstream.SplitTag(rawQuery); describeParam(rawQuery) || tagless != rawQuery && describeParam(tagless) {
