@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // sentUpstream records the request a Proxy sends towards Nexus and
@@ -32,8 +33,10 @@ func (s *sentUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 // <ctx>/repository/<one of that mirror's repositories>/v2[/...], in every
 // form a server behind may decode it to, with a read method (POST only to
 // the token endpoint); the --mirror-auth-file credentials never go with a
-// token request however it is spelt; and a client's registry choice (?ns=)
-// is answered from that registry's repository or refused.
+// token request however it is spelt, nor in a request Nexus would describe
+// (a describe parameter in the query as Nexus gets it); and a client's
+// registry choice (?ns=) is answered from that registry's repository or
+// refused.
 func FuzzMirrorRequest(f *testing.F) {
 	for _, s := range []string{
 		"/nexus/repository/ghcr-proxy/v2/acme/app/manifests/1", "/v2", "/v2/",
@@ -49,6 +52,7 @@ func FuzzMirrorRequest(f *testing.F) {
 		"/v2/a/manifests/1?ns=registry-1.docker.io&ns=registry-1.docker.io", "/v2/localhost:5000/a/tags/list",
 		"/v2/acme/tool/tags/list?n=2&%6es=quay.io", "/v2/quay.io/acme/tool/tags/list?ns", "/nexus/repository/ghcr-proxy/v2/a/manifests/1?n%73",
 		"/quay.io/v2/acme/tool/manifests/1?ns=quay.io", "/ghcr.io/v2/acme/app/tags/list?n=1", "/docker.io/v2/../team-a/manifests/1",
+		"/v2/ghcr.io/acme/app/tags/list?_nexmux=x?describe=json", "/v2/?ns=quay.io&_nexmux=?%64escribe", "/v2/acme/app/tags/list?_nexmux=T?ns=ghcr.io",
 	} {
 		for _, m := range []string{"GET", "HEAD", "POST"} {
 			f.Add(m, s, false, false)
@@ -134,12 +138,19 @@ func FuzzMirrorRequest(f *testing.F) {
 		if out.Method != http.MethodGet && out.Method != http.MethodHead && !(out.Method == http.MethodPost && route.IsTokenPath(decodedPath(path))) {
 			t.Fatalf("%s %s on %s reached Nexus as %s %s", method, target, host, out.Method, wire)
 		}
+		// The --mirror-auth-file credentials would be in the description.
+		if describedByNexus(query) {
+			t.Fatalf("%s %s on %s reached Nexus as %s: Nexus would describe the request", method, target, host, wire)
+		}
 		// ns is whatever url.ParseQuery reads as its key ("%6es", a bare
 		// "ns"), as Nexus would.
 		if sent, _ := url.ParseQuery(query); sent.Has("ns") {
 			t.Fatalf("%s %s on %s: ns passed on to Nexus: %s", method, target, host, wire)
 		}
 		_, targetQuery, _ := strings.Cut(target, "?")
+		// As nexmux reads it: the affinity tag out, a '?' in its value
+		// ending it ("_nexmux=T?ns=quay.io" names quay.io).
+		targetQuery, _ = upstream.SplitTag(targetQuery)
 		asked, _ := url.ParseQuery(targetQuery)
 		// /v2/ and the token are the default registry's repository (a
 		// Nexus token is good in every repository), however asked for.

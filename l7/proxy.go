@@ -526,26 +526,39 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: space or control byte in the query")
 		return
 	}
-	if describeParam(rawQuery) {
+	if strings.IndexByte(rawQuery, '#') >= 0 {
+		// Jetty's query ends at a '#' (the fragment), Go's does not: Nexus
+		// would read other parameters than nexmux judged ("?describe#x").
+		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: '#' in the query (Nexus would end the query there; send it as %23)")
+		return
+	}
+	// Nexus gets the query without the affinity tag, whose value a '?'
+	// ends (upstream.SplitTag): "_nexmux=x?describe" names describe, and
+	// "_nexmux=x?ns=ghcr.io" a registry, there. Each decision on the query
+	// is made on that one.
+	nexusQuery, _ := upstream.SplitTag(rawQuery)
+	if describeParam(rawQuery) || nexusQuery != rawQuery && describeParam(nexusQuery) {
 		p.refuseLocal(cw, st, http.StatusBadRequest, "UNSUPPORTED", "nexmux: the query parameter describe is not served (Nexus would describe the request, headers included, instead of answering it)")
 		return
 	}
 	// The push marker of a token nexmux handed out never reaches Nexus.
 	auth := takeSession(r.Header)
 	if m := st.ci.Route.Mirror; m != nil {
-		if !p.mirrorRequest(cw, r, st, m, rawPath, rawQuery) {
+		// A mirror serves no upload, so the tag has nothing to pick.
+		if !p.mirrorRequest(cw, r, st, m, rawPath, nexusQuery) {
 			return
 		}
 		st.judged = decodedPath(st.sub)
 	} else {
-		repo, sub, judged, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, route.Request{Method: r.Method, Path: rawPath, Query: rawQuery, Auth: auth})
+		repo, sub, judged, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, route.Request{Method: r.Method, Path: rawPath, Query: nexusQuery, Auth: auth})
 		if !ok {
 			p.refuseLocal(cw, st, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
 			st.reason = "outside the registry API"
 			return
 		}
+		// The tag stays in for failover, which takes it out.
 		st.repo, st.sub, st.judged, st.query = repo, sub, judged, rawQuery
-		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, st.judged, rawQuery)
+		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, st.judged, nexusQuery)
 		st.anyRepo = registryPath(rawPath) && (st.judged == "/v2" || st.judged == "/v2/" || route.IsTokenPath(st.judged))
 	}
 	if strings.HasSuffix(st.judged, "/") && contentRead(r.Method, strings.TrimRight(st.judged, "/")) {

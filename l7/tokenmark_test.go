@@ -121,3 +121,28 @@ func TestPushTokenUnmarkedOnSingleRepositoryRoute(t *testing.T) {
 		t.Errorf("%d %s, want 200 %s", resp.StatusCode, body, token)
 	}
 }
+
+// A push scope after the affinity tag's '?' ("_nexmux=T?scope=...push")
+// is a push scope to Nexus, which issues a push token there: the hosted
+// repository asks for it and its token is marked, as any push token's
+// is, or the session's HEADs would go to the group.
+func TestPushScopeBehindTheAffinityTagMarked(t *testing.T) {
+	const token = `{"token":"DockerToken.0b1c0d36"}`
+	asked := make(chan string, 1)
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/v2/token") {
+			asked <- r.URL.Path + "?" + r.URL.RawQuery
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, token)
+		}
+	})
+	addr, _ := haProxyURLs(t, io.Discard, 0, "pull:team-a,push:team-a-hosted", "http://"+node.addr)
+	resp, body := send(t, addr, http.MethodGet, "/v2/token?_nexmux=T?scope=repository%3Aapp%3Apull%2Cpush&service=x", nil)
+	const want = "/repository/team-a-hosted/v2/token?scope=repository%3Aapp%3Apull%2Cpush&service=x"
+	if got := <-asked; got != want {
+		t.Errorf("Nexus was asked %s, want %s", got, want)
+	}
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "DockerToken.0b1c0d36"+pushMark) {
+		t.Errorf("%d %s, want the push token marked", resp.StatusCode, body)
+	}
+}

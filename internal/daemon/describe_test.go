@@ -133,3 +133,87 @@ func TestDescribeInFormBodyRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestDescribeAfterTheAffinityTagRefused: nexmux takes the upload
+// affinity tag out of every query, and a '?' in the tag's value ends it
+// with what follows kept as a parameter of its own: "_nexmux=x?describe"
+// holds no describe parameter as the client sent it, but one as Nexus
+// gets it. It must be refused as any other describe.
+func TestDescribeAfterTheAffinityTagRefused(t *testing.T) {
+	mirror := mirrorStack(t, true)
+	team := stack.Start(t, stack.Options{Config: confinedRoutes()})
+	secret := base64.StdEncoding.EncodeToString([]byte(stack.User + ":" + stack.Password))
+	queries := []string{"_nexmux=x?describe=json", "_nexmux=?describe", "n=1&_nexmux=AAAA?%64escribe=json"}
+	for _, c := range []struct {
+		s          *stack.Stack
+		host, path string
+	}{
+		{mirror, mirrorHost, "/v2/ghcr.io/acme/app/tags/list"},
+		{mirror, mirrorHost, "/v2/"},
+		{team, "team-a.nexmux.test", "/v2/app/tags/list"},
+		{team, "team-a.nexmux.test", "/v2/app/blobs/uploads/0b1c0d36-47a1-4a36-8a0e-1f2f3f4f5f6f"},
+	} {
+		for _, q := range queries {
+			c.s.Nexus.ResetRequests()
+			resp, body := formSend(t, c.s, c.host, "GET", c.path+"?"+q, "", "", c.s == team)
+			name := "GET " + c.host + c.path + "?" + q
+			if strings.Contains(body, secret) || strings.Contains(body, "X-Forwarded-For") {
+				t.Errorf("%s: %d, Nexus described the request: %.300s", name, resp.StatusCode, body)
+				continue
+			}
+			if resp.StatusCode != 400 || !strings.Contains(body, `"code":"UNSUPPORTED"`) {
+				t.Errorf("%s: %d %.200s, want nexmux's 400 UNSUPPORTED", name, resp.StatusCode, body)
+			}
+			if reqs := c.s.Nexus.Requests(); len(reqs) != 0 {
+				t.Errorf("%s reached Nexus as %s?%s", name, reqs[0].RawPath, reqs[0].RawQuery)
+			}
+		}
+	}
+}
+
+// TestDescribeBeforeAFragmentRefused: Jetty ends the query at a '#', Go
+// reads the '#' as part of it: "?describe#x" holds no parameter named
+// describe as nexmux reads it, but one as Nexus does. On a mirror name an
+// anonymous client got the --mirror-auth-file credentials described.
+func TestDescribeBeforeAFragmentRefused(t *testing.T) {
+	mirror := mirrorStack(t, true)
+	team := stack.Start(t, stack.Options{Config: confinedRoutes()})
+	secret := base64.StdEncoding.EncodeToString([]byte(stack.User + ":" + stack.Password))
+	for _, c := range []struct {
+		s          *stack.Stack
+		host, path string
+	}{
+		{mirror, mirrorHost, "/v2/ghcr.io/acme/app/tags/list"},
+		{mirror, mirrorHost, "/v2/"},
+		{team, "team-a.nexmux.test", "/v2/app/tags/list"},
+	} {
+		for _, q := range []string{"describe#x", "n=1&%64escribe#", "describe=json#&x=1"} {
+			c.s.Nexus.ResetRequests()
+			req, err := http.NewRequest("GET", "https://"+c.host+":"+itoa(c.s.Port)+c.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.URL.RawQuery = q // sent as it is: a URL's own '#' would start its fragment
+			if c.s == team {
+				req.SetBasicAuth(stack.User, stack.Password)
+			}
+			resp, err := (&http.Client{Transport: c.s.Transport()}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body, name := string(b), "GET "+c.host+c.path+"?"+q
+			if strings.Contains(body, secret) || strings.Contains(body, "X-Forwarded-For") {
+				t.Errorf("%s: %d, Nexus described the request: %.300s", name, resp.StatusCode, body)
+				continue
+			}
+			if resp.StatusCode != 400 || !strings.Contains(body, `"code":"UNSUPPORTED"`) {
+				t.Errorf("%s: %d %.200s, want nexmux's 400 UNSUPPORTED", name, resp.StatusCode, body)
+			}
+			if reqs := c.s.Nexus.Requests(); len(reqs) != 0 {
+				t.Errorf("%s reached Nexus as %s?%s", name, reqs[0].RawPath, reqs[0].RawQuery)
+			}
+		}
+	}
+}
