@@ -530,9 +530,11 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 	// name to the proxy) is the address it spells, as in ATYP 1 and 4.
 	host := destName(dest)
 	// One trailing dot goes, as the router drops it from a server name:
-	// "127.0.0.1." is then the address, as it is there.
-	_, err := netip.ParseAddr(strings.TrimSuffix(host, "."))
-	isIP := err == nil || host == "" && len(dest.IP) != 0
+	// "127.0.0.1." is then the address, as it is there. A zone names an
+	// interface of the client's host, which no SOCKS address carries: with
+	// one, the name is no IP literal (and, with its "%", no host name).
+	a, err := netip.ParseAddr(strings.TrimSuffix(host, "."))
+	isIP := err == nil && a.Zone() == "" || host == "" && len(dest.IP) != 0
 	switch {
 	case t.LookupPort(dest.Port) != nil:
 		// A legacy connector port: the port names the repository,
