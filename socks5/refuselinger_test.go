@@ -174,3 +174,29 @@ func TestSocksRefusalLingerCountsAsPending(t *testing.T) {
 	}
 	ok.Close()
 }
+
+// A client at its --max-conns-per-client that reads its refusal, closes
+// and retries at once finds its place: the refused session lingers only
+// while the client keeps its side open, however soon nexmux reads the
+// client's FIN.
+func TestSocksRetryAfterRefusalFindsItsPlace(t *testing.T) {
+	st := start(t, config{opts: socks5.Options{MaxPendingPerClient: 1}})
+	turnedAway := 0
+	const tries = 100
+	for range tries {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Write(request(1, "nowhere.example", 443))
+		// The whole refusal, then nexmux's FIN.
+		if b, err := io.ReadAll(c); err != nil || len(b) != 12 {
+			turnedAway++
+		}
+		c.Close()
+	}
+	if turnedAway != 0 {
+		t.Fatalf("%d of %d tries turned away: a client that read its refusal and closed was refused when it retried at once", turnedAway, tries)
+	}
+}
