@@ -1,6 +1,7 @@
 package socks5
 
 import (
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,12 @@ type pending struct {
 	// against by's limit, apart from the clients it names.
 	balancers perclient.Counter
 	refusals  lograte.Limiter
+
+	// lingering are the refused sessions reading on before their close,
+	// with their sockets, so that a client that closed its side is not
+	// refused for its own session before nexmux has read the FIN.
+	lmu       sync.Mutex
+	lingering map[*pendingSlot]net.Conn
 }
 
 // take counts a session from a; false when a limit is reached, and full
@@ -87,4 +94,42 @@ func (s *pendingSlot) release() {
 			s.p.give(s.a)
 		})
 	}
+}
+
+// lingerStart and lingerEnd bracket a refused session's lingering close.
+func (p *pending) lingerStart(slot *pendingSlot, raw net.Conn) {
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	if p.lingering == nil {
+		p.lingering = map[*pendingSlot]net.Conn{}
+	}
+	p.lingering[slot] = raw
+}
+
+func (p *pending) lingerEnd(slot *pendingSlot) {
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	delete(p.lingering, slot)
+}
+
+// reclaim gives back the places of a's lingering sessions (of its own, or
+// as a balancer's when balancer) whose client has closed its side: such a
+// client reconnecting at once must not find its place held by a session
+// it has left, only because the session's goroutine has not run yet. It
+// reports whether it gave any back. A client that keeps its side open
+// keeps holding its place.
+func (p *pending) reclaim(a netip.Addr, balancer bool) bool {
+	p.lmu.Lock()
+	var done []*pendingSlot
+	for slot, raw := range p.lingering {
+		if slot.a == a && slot.balancer == balancer && mux.PeerClosed(raw) {
+			done = append(done, slot)
+			delete(p.lingering, slot)
+		}
+	}
+	p.lmu.Unlock()
+	for _, slot := range done {
+		slot.release()
+	}
+	return len(done) > 0
 }

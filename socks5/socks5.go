@@ -183,7 +183,11 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 		} else {
 			a := addrOf(c.RemoteAddr())
-			if ok, full := s.pending.take(a); !ok {
+			ok, full := s.pending.take(a)
+			if !ok && full == &s.pending.by && s.pending.reclaim(a, false) {
+				ok, full = s.pending.take(a)
+			}
+			if !ok {
 				c.Close()
 				s.refusedPending(a, full)
 				continue
@@ -265,7 +269,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		// the clients its headers name no IP for share, but one of the
 		// balancer's own, so such sessions cannot hold every pending
 		// place.
-		if !s.pending.takeBalancer(a) {
+		if !s.pending.takeBalancer(a) && !(s.pending.reclaim(a, true) && s.pending.takeBalancer(a)) {
 			s.pending.giveShared()
 			place.Release()
 			s.refusedPending(a, &s.pending.balancers)
@@ -273,7 +277,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		}
 		return &pendingSlot{p: &s.pending, a: a, balancer: true, place: place}
 	}
-	if !s.pending.takeClient(a) {
+	if !s.pending.takeClient(a) && !(s.pending.reclaim(a, false) && s.pending.takeClient(a)) {
 		s.pending.giveShared()
 		place.Release()
 		s.refusedPending(a, &s.pending.by)
@@ -411,16 +415,25 @@ func (keepOpen) Close() error { return nil }
 // would send a reset, which can overtake the reply and make the client's
 // kernel drop it. Its --max-conns place is given back first, so a client
 // retrying the moment it reads the end finds it free; its pending slot is
-// held until the close, so lingering sessions count against MaxPending and
-// MaxPendingPerClient. Shutdown's closing of the client ends the wait.
+// held until the close, or until its client is found to have closed its
+// side (pending.reclaim), so lingering sessions count against MaxPending
+// and MaxPendingPerClient. Shutdown's closing of the client ends the wait.
 func (s *Server) lingerRefused(ic *idleConn, raw net.Conn, deadline time.Time) {
 	if ic.isOpen() || ic.ended.Load() {
 		return
 	}
-	if slot := ic.slot.Load(); slot != nil {
-		slot.place.Release()
+	slot := ic.slot.Load()
+	if slot == nil {
+		mux.LingerRefused(ic, raw, deadline)
+		return
 	}
+	slot.place.Release()
+	s.pending.lingerStart(slot, raw)
 	mux.LingerRefused(ic, raw, deadline)
+	// Given back before the session leaves the lingering ones: a client
+	// retrying meanwhile finds its place free, or reclaimable.
+	slot.release()
+	s.pending.lingerEnd(slot)
 }
 
 // clientReset reports a session ended by a reset or a closed pipe. The
