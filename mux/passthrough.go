@@ -157,10 +157,15 @@ func rawWriter(c net.Conn) io.Writer {
 
 // abort makes c's close a reset: the side that was reset already sends
 // nothing more, the other learns the stream was cut. A SOCKS5 stream's
-// socket pair has no reset to pass on and is only closed.
+// socket pair has no reset of its own: its end passes one on to the SOCKS
+// client (Abort).
 func abort(c net.Conn) {
 	if tc, ok := underlyingTCP(c); ok {
 		_ = tc.SetLinger(0)
+		return
+	}
+	if a, ok := underlying[interface{ Abort() }](c); ok {
+		a.Abort()
 	}
 }
 

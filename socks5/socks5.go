@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -612,6 +613,11 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	end := &streamEnd{client: ss.client}
 	routed.onClose = end.routerClosed
 	routed.unacked = end.unacked(theirs)
+	// A reset goes through the pair as a direct connection passes it:
+	// either way.
+	routed.onAbort = end.aborted
+	routed.clientReset = new(atomic.Bool)
+	ss.client.onReset = func() { routed.clientReset.Store(true) }
 	if !ss.s.route(inner, d.port) {
 		ours.Close()
 		inner.Close()
