@@ -3,6 +3,7 @@ package mux
 import (
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/nexmux/nexmux/internal/perclient"
 )
@@ -35,19 +36,75 @@ func (s *Server) slotTaken(raw net.Conn, pool *perclient.Counter, a netip.Addr) 
 	if !ok || s.opts.MaxConnsPerClient <= 0 || cc.clientSlot {
 		return true
 	}
-	return takeSlot(pool, cc, a)
+	return s.takeSlot(pool, cc, a)
 }
 
 // takeSlot counts raw against a's limit in pool; false when a is at the
-// limit. The slot comes back when raw is closed, whoever closes it.
-func takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Addr) bool {
-	if !pool.Acquire(a) {
+// limit, once refused connections of a whose client has closed its side
+// have given theirs back. The slot comes back when raw is closed, whoever
+// closes it.
+func (s *Server) takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Addr) bool {
+	key := perclient.Key(a, pool.IPv6Prefix)
+	if !pool.Acquire(a) && !(s.refusing.reclaim(pool, key) && pool.Acquire(a)) {
 		return false
 	}
 	if !raw.onClose(func() { pool.Release(a) }) {
 		pool.Release(a) // closed meanwhile (shutdown)
 		return false
 	}
-	raw.clientSlot = true
+	raw.clientSlot, raw.slotPool, raw.slotKey, raw.refusing = true, pool, key, &s.refusing
 	return true
+}
+
+// refusing is the set of refused connections reading on before their
+// close (lingerRefused) that hold a --max-conns-per-client slot.
+type refusing struct {
+	mu    sync.Mutex
+	conns map[*countedConn]struct{}
+}
+
+// start and end bracket a refused connection's lingering read; end gives
+// its slot back before the set forgets it, so a client retrying meanwhile
+// finds it free or reclaimable.
+func (r *refusing) start(cc *countedConn) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conns == nil {
+		r.conns = map[*countedConn]struct{}{}
+	}
+	r.conns[cc] = struct{}{}
+}
+
+func (r *refusing) end(cc *countedConn) {
+	if r == nil {
+		return
+	}
+	cc.dropRelease()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.conns, cc)
+}
+
+// reclaim gives back the slots in pool of key's refused connections whose
+// client has closed its side (PeerClosed): such a client reconnecting at
+// once must not be refused for a connection it has left, only because the
+// goroutine that will read its FIN has not run yet. It reports whether it
+// gave any back. A client that keeps its side open keeps its slot.
+func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) bool {
+	r.mu.Lock()
+	var done []*countedConn
+	for cc := range r.conns {
+		if cc.slotPool == pool && cc.slotKey == key && PeerClosed(cc) {
+			done = append(done, cc)
+			delete(r.conns, cc)
+		}
+	}
+	r.mu.Unlock()
+	for _, cc := range done {
+		cc.dropRelease()
+	}
+	return len(done) > 0
 }
