@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -198,5 +199,30 @@ func TestSocksRetryAfterRefusalFindsItsPlace(t *testing.T) {
 	}
 	if turnedAway != 0 {
 		t.Fatalf("%d of %d tries turned away: a client that read its refusal and closed was refused when it retried at once", turnedAway, tries)
+	}
+}
+
+// Behind a balancer, with IPv6 clients counted by /64, a client whose
+// refused session it closed finds its place when it retries at once from
+// another address of its /64, as from its own.
+func TestSocksRetryAfterRefusalFindsItsPlaceInItsPrefix(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 1, PerClientIPv6Prefix: 64}})
+	turnedAway := 0
+	const tries = 100
+	for i := range tries {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		hdr := fmt.Sprintf("PROXY TCP6 2001:db8:1:2::%x 2001:db8::ffff 40000 1080\r\n", i%2+1)
+		_, _ = c.Write(append([]byte(hdr), request(1, "nowhere.example", 443)...))
+		if b, err := io.ReadAll(c); err != nil || len(b) != 12 {
+			turnedAway++
+		}
+		c.Close()
+	}
+	if turnedAway != 0 {
+		t.Fatalf("%d of %d tries turned away: a client that read its refusal and closed was refused when it retried at once from its /64", turnedAway, tries)
 	}
 }
