@@ -112,17 +112,24 @@ func (p *pending) lingerEnd(slot *pendingSlot) {
 	delete(p.lingering, slot)
 }
 
-// reclaim gives back the places of a's lingering sessions (of its own, or
-// as a balancer's when balancer) whose client has closed its side: such a
+// reclaim gives back the places of a's lingering sessions (its prefix's
+// where IPv6 clients count by prefix; of its own, or as a balancer's when
+// balancer) whose client has closed its side: such a
 // client reconnecting at once must not find its place held by a session
 // it has left, only because the session's goroutine has not run yet. It
 // reports whether it gave any back. A client that keeps its side open
 // keeps holding its place.
 func (p *pending) reclaim(a netip.Addr, balancer bool) bool {
+	// As the count it is refused by: an IPv6 client by its prefix.
+	prefix := p.by.IPv6Prefix
+	if balancer {
+		prefix = p.balancers.IPv6Prefix
+	}
+	key := perclient.Key(a, prefix)
 	p.lmu.Lock()
 	var done []*pendingSlot
 	for slot, raw := range p.lingering {
-		if slot.a == a && slot.balancer == balancer && mux.PeerClosed(raw) {
+		if slot.balancer == balancer && perclient.Key(slot.a, prefix) == key && mux.PeerClosed(raw) {
 			done = append(done, slot)
 			delete(p.lingering, slot)
 		}
