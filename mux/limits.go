@@ -57,10 +57,16 @@ func (s *Server) takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Add
 }
 
 // refusing is the set of refused connections reading on before their
-// close (lingerRefused) that hold a --max-conns-per-client slot.
+// close (lingerRefused) that hold a --max-conns-per-client slot, by the
+// slot's pool and client.
 type refusing struct {
 	mu    sync.Mutex
-	conns map[*countedConn]struct{}
+	conns map[refusingKey]map[*countedConn]struct{}
+}
+
+type refusingKey struct {
+	pool   *perclient.Counter
+	client netip.Addr // as pool counts it: an IPv6 client by its prefix
 }
 
 // start and end bracket a refused connection's lingering read; end gives
@@ -70,12 +76,16 @@ func (r *refusing) start(cc *countedConn) {
 	if r == nil {
 		return
 	}
+	k := refusingKey{cc.slotPool, cc.slotKey}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conns == nil {
-		r.conns = map[*countedConn]struct{}{}
+		r.conns = map[refusingKey]map[*countedConn]struct{}{}
 	}
-	r.conns[cc] = struct{}{}
+	if r.conns[k] == nil {
+		r.conns[k] = map[*countedConn]struct{}{}
+	}
+	r.conns[k][cc] = struct{}{}
 }
 
 func (r *refusing) end(cc *countedConn) {
@@ -83,9 +93,13 @@ func (r *refusing) end(cc *countedConn) {
 		return
 	}
 	cc.dropRelease()
+	k := refusingKey{cc.slotPool, cc.slotKey}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.conns, cc)
+	delete(r.conns[k], cc)
+	if len(r.conns[k]) == 0 {
+		delete(r.conns, k)
+	}
 }
 
 // reclaim gives back the slots in pool of key's refused connections whose
@@ -94,13 +108,17 @@ func (r *refusing) end(cc *countedConn) {
 // goroutine that will read its FIN has not run yet. It reports whether it
 // gave any back. A client that keeps its side open keeps its slot.
 func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) bool {
+	k := refusingKey{pool, key}
 	r.mu.Lock()
 	var done []*countedConn
-	for cc := range r.conns {
-		if cc.slotPool == pool && cc.slotKey == key && PeerClosed(cc) {
+	for cc := range r.conns[k] {
+		if PeerClosed(cc) {
 			done = append(done, cc)
-			delete(r.conns, cc)
+			delete(r.conns[k], cc)
 		}
+	}
+	if len(r.conns[k]) == 0 {
+		delete(r.conns, k)
 	}
 	r.mu.Unlock()
 	for _, cc := range done {
