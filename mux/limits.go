@@ -3,6 +3,7 @@ package mux
 import (
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/nexmux/nexmux/internal/perclient"
 )
@@ -35,19 +36,93 @@ func (s *Server) slotTaken(raw net.Conn, pool *perclient.Counter, a netip.Addr) 
 	if !ok || s.opts.MaxConnsPerClient <= 0 || cc.clientSlot {
 		return true
 	}
-	return takeSlot(pool, cc, a)
+	return s.takeSlot(pool, cc, a)
 }
 
 // takeSlot counts raw against a's limit in pool; false when a is at the
-// limit. The slot comes back when raw is closed, whoever closes it.
-func takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Addr) bool {
-	if !pool.Acquire(a) {
+// limit, once refused connections of a whose client has closed its side
+// have given theirs back. The slot comes back when raw is closed, whoever
+// closes it.
+func (s *Server) takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Addr) bool {
+	key := perclient.Key(a, pool.IPv6Prefix)
+	if !pool.Acquire(a) && !(s.refusing.reclaim(pool, key) && pool.Acquire(a)) {
 		return false
 	}
 	if !raw.onClose(func() { pool.Release(a) }) {
 		pool.Release(a) // closed meanwhile (shutdown)
 		return false
 	}
-	raw.clientSlot = true
+	raw.clientSlot, raw.slotPool, raw.slotKey, raw.refusing = true, pool, key, &s.refusing
 	return true
+}
+
+// refusing is the set of refused connections reading on before their
+// close (lingerRefused) that hold a --max-conns-per-client slot, by the
+// slot's pool and client.
+type refusing struct {
+	mu    sync.Mutex
+	conns map[refusingKey]map[*countedConn]struct{}
+}
+
+type refusingKey struct {
+	pool   *perclient.Counter
+	client netip.Addr // as pool counts it: an IPv6 client by its prefix
+}
+
+// start and end bracket a refused connection's lingering read; end gives
+// its slot back before the set forgets it, so a client retrying meanwhile
+// finds it free or reclaimable.
+func (r *refusing) start(cc *countedConn) {
+	if r == nil {
+		return
+	}
+	k := refusingKey{cc.slotPool, cc.slotKey}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conns == nil {
+		r.conns = map[refusingKey]map[*countedConn]struct{}{}
+	}
+	if r.conns[k] == nil {
+		r.conns[k] = map[*countedConn]struct{}{}
+	}
+	r.conns[k][cc] = struct{}{}
+}
+
+func (r *refusing) end(cc *countedConn) {
+	if r == nil {
+		return
+	}
+	cc.dropRelease()
+	k := refusingKey{cc.slotPool, cc.slotKey}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.conns[k], cc)
+	if len(r.conns[k]) == 0 {
+		delete(r.conns, k)
+	}
+}
+
+// reclaim gives back the slots in pool of key's refused connections whose
+// client has closed its side (PeerClosed): such a client reconnecting at
+// once must not be refused for a connection it has left, only because the
+// goroutine that will read its FIN has not run yet. It reports whether it
+// gave any back. A client that keeps its side open keeps its slot.
+func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) bool {
+	k := refusingKey{pool, key}
+	r.mu.Lock()
+	var done []*countedConn
+	for cc := range r.conns[k] {
+		if PeerClosed(cc) {
+			done = append(done, cc)
+			delete(r.conns[k], cc)
+		}
+	}
+	if len(r.conns[k]) == 0 {
+		delete(r.conns, k)
+	}
+	r.mu.Unlock()
+	for _, cc := range done {
+		cc.dropRelease()
+	}
+	return len(done) > 0
 }

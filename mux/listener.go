@@ -2,8 +2,11 @@ package mux
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/nexmux/nexmux/internal/perclient"
 )
 
 // chanListener is the terminate target's listener: it feeds routed
@@ -56,8 +59,14 @@ type countedConn struct {
 	// admittedBy is the server whose Admit counted the connection:
 	// its ServeConn does not count it again.
 	admittedBy *Server
-	// clientSlot: the client's --max-conns-per-client slot is held.
+	// clientSlot: the client's --max-conns-per-client slot is held, of
+	// slotKey (the client, or its IPv6 prefix) in slotPool; refusing is
+	// the server's set of refused connections reading on before their
+	// close (reclaim).
 	clientSlot bool
+	slotPool   *perclient.Counter
+	slotKey    netip.Addr
+	refusing   *refusing
 	mu         sync.Mutex
 	closed     bool
 	release    func()

@@ -1,9 +1,11 @@
 package mux
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -102,7 +104,8 @@ func (s *Server) takeStreamPlaces() bool {
 }
 
 // pipe copies both ways until both directions are done, passing each EOF on
-// as a half-close so protocols that shut down one side keep working. It
+// as a half-close so protocols that shut down one side keep working, and a
+// reset on as a reset (abort). It
 // returns the bytes copied from a to b and from b to a.
 func pipe(a, b net.Conn) (ab, ba int64) {
 	var wg sync.WaitGroup
@@ -112,7 +115,13 @@ func pipe(a, b net.Conn) (ab, ba int64) {
 		var err error
 		*n, err = io.Copy(rawWriter(dst), rawReader(src))
 		if err != nil {
-			// One side failed: tear both down, the other copy returns.
+			// One side failed: tear both down, the other copy returns. A
+			// reset goes on as a reset: closed with a FIN, the other side
+			// would take a cut stream for one that ended.
+			if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+				abort(a)
+				abort(b)
+			}
 			a.Close()
 			b.Close()
 			return
@@ -144,6 +153,20 @@ func rawWriter(c net.Conn) io.Writer {
 		return tc
 	}
 	return c
+}
+
+// abort makes c's close a reset: the side that was reset already sends
+// nothing more, the other learns the stream was cut. A SOCKS5 stream's
+// socket pair has no reset of its own: its end passes one on to the SOCKS
+// client (Abort).
+func abort(c net.Conn) {
+	if tc, ok := underlyingTCP(c); ok {
+		_ = tc.SetLinger(0)
+		return
+	}
+	if a, ok := underlying[interface{ Abort() }](c); ok {
+		a.Abort()
+	}
 }
 
 func closeWrite(c net.Conn) {

@@ -41,3 +41,35 @@ func finReceived(fd int) bool {
 	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 	return err == nil && info.State == tcpCloseWait
 }
+
+// PeerClosed reports whether the peer of c's TCP socket has closed its
+// side (its FIN or a reset is in), whether or not a read has returned it
+// yet: a goroutine that will read it may not have run.
+func PeerClosed(c net.Conn) bool {
+	tc, ok := underlyingTCP(c)
+	if !ok {
+		return false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var info *unix.TCPInfo
+	if raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || err != nil {
+		return false
+	}
+	// include/net/tcp_states.h: every state the peer's FIN (or a reset)
+	// leads to, whether or not this side has closed.
+	switch info.State {
+	case tcpTimeWait, tcpClose, tcpCloseWait, tcpLastAck, tcpClosing:
+		return true
+	}
+	return false
+}
+
+const (
+	tcpTimeWait = 6
+	tcpClose    = 7
+	tcpLastAck  = 9
+	tcpClosing  = 11
+)

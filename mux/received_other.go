@@ -10,3 +10,7 @@ func receivedNothing(net.Conn) bool { return false }
 // finReceived needs TCP_INFO too: a partial PROXY line then waits for the
 // deadline.
 func finReceived(int) bool { return false }
+
+// PeerClosed needs TCP_INFO too: elsewhere a peer's close is known once
+// read.
+func PeerClosed(net.Conn) bool { return false }

@@ -72,7 +72,13 @@ func refuseWithAlert(c, raw net.Conn, a sni.Alert, deadline time.Time) {
 // deadline, unless zero, comes first: no longer than a silent connection
 // is kept) and maxBytes. Shutdown's closing of tracked connections ends it.
 func lingerRefused(c, raw net.Conn, deadline time.Time, maxBytes int64) {
-	// raw is wrapped (countedConn) whenever a connection limit is set.
+	// raw is wrapped (countedConn) whenever a connection limit is set:
+	// its client's slot can then be reclaimed once the client has closed
+	// (refusing.reclaim).
+	if cc, ok := underlying[*countedConn](raw); ok && cc.clientSlot {
+		cc.refusing.start(cc)
+		defer cc.refusing.end(cc)
+	}
 	if hc, ok := underlying[interface{ CloseWrite() error }](raw); ok {
 		_ = hc.CloseWrite()
 	}

@@ -386,3 +386,30 @@ func TestPassthroughRefusalLingerEndsWhileTheClientStays(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A client at its --max-conns-per-client refused with an alert, that
+// reads it, closes and retries at once finds its slot: the refused
+// connection reads on only while the client keeps its side open, however
+// soon nexmux reads the client's FIN.
+func TestRetryAfterRefusalAlertFindsItsSlot(t *testing.T) {
+	m := startMuxWith(t, muxConfig{maxConns: 64, maxConnsPerClient: 1})
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "nowhere.nexmux.example"})
+	turnedAway := 0
+	const tries = 100
+	for range tries {
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Write(hello)
+		// The alert whole, then nexmux's FIN.
+		if b, err := io.ReadAll(c); err != nil || len(b) != 7 {
+			turnedAway++
+		}
+		c.Close()
+	}
+	if turnedAway != 0 {
+		t.Fatalf("%d of %d tries turned away: a client that read its refusal and closed was refused when it retried at once (%d refused as %s)", turnedAway, tries, m.refused.get(mux.ReasonPerClient), mux.ReasonPerClient)
+	}
+}

@@ -134,6 +134,8 @@ type Server struct {
 	balancers perclient.Counter
 	// lingering: closed HTTP/2 connections whose client is still reading.
 	lingering lingering
+	// refusing: refused connections reading on before their close.
+	refusing refusing
 	// routing counts accepted connections not yet given to their target
 	// (or refused): Shutdown lets them reach http.Server before it stops
 	// taking connections.
@@ -481,7 +483,7 @@ func (s *Server) take(c net.Conn, client netip.AddrPort, pool *perclient.Counter
 	if pool != nil {
 		cc.admittedBy = s
 		if s.opts.MaxConnsPerClient > 0 {
-			if !takeSlot(pool, cc, client.Addr()) {
+			if !s.takeSlot(pool, cc, client.Addr()) {
 				log := &connLog{s: s, info: &l7.ConnInfo{Client: client}}
 				log.refusedPerClient(pool)
 				return nil, ReasonPerClient

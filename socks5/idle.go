@@ -1,9 +1,11 @@
 package socks5
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -27,6 +29,10 @@ type idleConn struct {
 	// the moment it sees the end must find them free. Atomic: a shutdown
 	// may close the client while its session starts.
 	slot atomic.Pointer[pendingSlot]
+	// onReset is told when the client's socket is found reset (a read or
+	// write fails so); set once the stream is routed, before the library
+	// copies on other goroutines.
+	onReset func()
 }
 
 func (c *idleConn) Close() error {
@@ -90,6 +96,7 @@ func (c *idleConn) Read(p []byte) (int, error) {
 	if n > 0 {
 		c.touch()
 	}
+	c.noteReset(err)
 	return n, err
 }
 
@@ -98,5 +105,24 @@ func (c *idleConn) Write(p []byte) (int, error) {
 	if n > 0 {
 		c.touch()
 	}
+	c.noteReset(err)
 	return n, err
+}
+
+func (c *idleConn) noteReset(err error) {
+	if err != nil && c.onReset != nil && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		c.onReset()
+	}
+}
+
+// abort makes the client's close that follows a reset: the router passed
+// on one from the stream's other side.
+func (c *idleConn) abort() {
+	conn := c.Conn
+	if pc, ok := conn.(*proxyproto.Conn); ok {
+		conn = pc.Raw()
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
 }

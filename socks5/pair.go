@@ -5,6 +5,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,6 +49,20 @@ type pairEnd struct {
 	// unacked, on the router's end: what the SOCKS client has not
 	// acknowledged of what the router wrote (streamEnd.unacked).
 	unacked func() (int, bool)
+	// On the router's end: onAbort passes a reset the router passes on
+	// (a passthrough backend's) to the SOCKS client, and clientReset, set
+	// once the SOCKS client's socket was reset, makes the EOF behind it a
+	// reset again, as a direct client's would be.
+	onAbort     func()
+	clientReset *atomic.Bool
+}
+
+// Abort is called by the router before it closes the end to pass a reset
+// on (mux's abort).
+func (c *pairEnd) Abort() {
+	if c.onAbort != nil {
+		c.onAbort()
+	}
 }
 
 // UnackedByClient lets the router's lingering close (mux) see what the
@@ -77,6 +93,9 @@ func (c *pairEnd) CloseWrite() error {
 
 func (c *pairEnd) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if err == io.EOF && c.clientReset != nil && c.clientReset.Load() {
+		return n, &net.OpError{Op: "read", Net: "unix", Source: c.local, Addr: c.remote, Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	}
 	if err == io.EOF && c.onEOF != nil {
 		c.onEOF()
 	}
@@ -94,6 +113,23 @@ type streamEnd struct {
 	client      *idleConn
 	mu          sync.Mutex
 	eof, closed bool
+	// reset: the router passed a reset on; the client is then reset too.
+	reset bool
+}
+
+// aborted: the router passes a reset on, before it closes its end.
+func (e *streamEnd) aborted() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.reset = true
+}
+
+// endClient closes the client, with a reset where the router passed one.
+func (e *streamEnd) endClient() {
+	if e.reset {
+		e.client.abort()
+	}
+	e.client.end()
 }
 
 // eofRead: the library read EOF from the pair.
@@ -102,7 +138,7 @@ func (e *streamEnd) eofRead() {
 	defer e.mu.Unlock()
 	e.eof = true
 	if e.closed {
-		e.client.end()
+		e.endClient()
 	} else {
 		e.client.closeWrite()
 	}
@@ -114,6 +150,6 @@ func (e *streamEnd) routerClosed() {
 	defer e.mu.Unlock()
 	e.closed = true
 	if e.eof {
-		e.client.end()
+		e.endClient()
 	}
 }

@@ -1,6 +1,7 @@
 package socks5
 
 import (
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,12 @@ type pending struct {
 	// against by's limit, apart from the clients it names.
 	balancers perclient.Counter
 	refusals  lograte.Limiter
+
+	// lingering are the refused sessions reading on before their close,
+	// with their sockets, so that a client that closed its side is not
+	// refused for its own session before nexmux has read the FIN.
+	lmu       sync.Mutex
+	lingering map[lingerKey]map[*pendingSlot]net.Conn
 }
 
 // take counts a session from a; false when a limit is reached, and full
@@ -87,4 +94,71 @@ func (s *pendingSlot) release() {
 			s.p.give(s.a)
 		})
 	}
+}
+
+// lingerKey is what a lingering session is found by: the count its place
+// is of (a balancer's own, or the clients'), and the client as that count
+// knows it (an IPv6 one by its prefix).
+type lingerKey struct {
+	balancer bool
+	client   netip.Addr
+}
+
+func (p *pending) lingerKey(a netip.Addr, balancer bool) lingerKey {
+	prefix := p.by.IPv6Prefix
+	if balancer {
+		prefix = p.balancers.IPv6Prefix
+	}
+	return lingerKey{balancer, perclient.Key(a, prefix)}
+}
+
+// lingerStart and lingerEnd bracket a refused session's lingering close.
+func (p *pending) lingerStart(slot *pendingSlot, raw net.Conn) {
+	k := p.lingerKey(slot.a, slot.balancer)
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	if p.lingering == nil {
+		p.lingering = map[lingerKey]map[*pendingSlot]net.Conn{}
+	}
+	if p.lingering[k] == nil {
+		p.lingering[k] = map[*pendingSlot]net.Conn{}
+	}
+	p.lingering[k][slot] = raw
+}
+
+func (p *pending) lingerEnd(slot *pendingSlot) {
+	k := p.lingerKey(slot.a, slot.balancer)
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	delete(p.lingering[k], slot)
+	if len(p.lingering[k]) == 0 {
+		delete(p.lingering, k)
+	}
+}
+
+// reclaim gives back the places of a's lingering sessions (its prefix's
+// where IPv6 clients count by prefix; of its own, or as a balancer's when
+// balancer) whose client has closed its side: such a client reconnecting
+// at once must not find its place held by a session it has left, only
+// because the session's goroutine has not run yet. It reports whether it
+// gave any back. A client that keeps its side open keeps holding its
+// place.
+func (p *pending) reclaim(a netip.Addr, balancer bool) bool {
+	k := p.lingerKey(a, balancer)
+	p.lmu.Lock()
+	var done []*pendingSlot
+	for slot, raw := range p.lingering[k] {
+		if mux.PeerClosed(raw) {
+			done = append(done, slot)
+			delete(p.lingering[k], slot)
+		}
+	}
+	if len(p.lingering[k]) == 0 {
+		delete(p.lingering, k)
+	}
+	p.lmu.Unlock()
+	for _, slot := range done {
+		slot.release()
+	}
+	return len(done) > 0
 }

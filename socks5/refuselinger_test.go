@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -173,4 +174,55 @@ func TestSocksRefusalLingerCountsAsPending(t *testing.T) {
 		t.Fatalf("CONNECT after the linger: reply %d, %v", code, err)
 	}
 	ok.Close()
+}
+
+// A client at its --max-conns-per-client that reads its refusal, closes
+// and retries at once finds its place: the refused session lingers only
+// while the client keeps its side open, however soon nexmux reads the
+// client's FIN.
+func TestSocksRetryAfterRefusalFindsItsPlace(t *testing.T) {
+	st := start(t, config{opts: socks5.Options{MaxPendingPerClient: 1}})
+	turnedAway := 0
+	const tries = 100
+	for range tries {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Write(request(1, "nowhere.example", 443))
+		// The whole refusal, then nexmux's FIN.
+		if b, err := io.ReadAll(c); err != nil || len(b) != 12 {
+			turnedAway++
+		}
+		c.Close()
+	}
+	if turnedAway != 0 {
+		t.Fatalf("%d of %d tries turned away: a client that read its refusal and closed was refused when it retried at once", turnedAway, tries)
+	}
+}
+
+// Behind a balancer, with IPv6 clients counted by /64, a client whose
+// refused session it closed finds its place when it retries at once from
+// another address of its /64, as from its own.
+func TestSocksRetryAfterRefusalFindsItsPlaceInItsPrefix(t *testing.T) {
+	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}, opts: socks5.Options{MaxPendingPerClient: 1, PerClientIPv6Prefix: 64}})
+	turnedAway := 0
+	const tries = 100
+	for i := range tries {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		hdr := fmt.Sprintf("PROXY TCP6 2001:db8:1:2::%x 2001:db8::ffff 40000 1080\r\n", i%2+1)
+		_, _ = c.Write(append([]byte(hdr), request(1, "nowhere.example", 443)...))
+		if b, err := io.ReadAll(c); err != nil || len(b) != 12 {
+			turnedAway++
+		}
+		c.Close()
+	}
+	if turnedAway != 0 {
+		t.Fatalf("%d of %d tries turned away: a client that read its refusal and closed was refused when it retried at once from its /64", turnedAway, tries)
+	}
 }

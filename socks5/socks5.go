@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -183,7 +184,11 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 		} else {
 			a := addrOf(c.RemoteAddr())
-			if ok, full := s.pending.take(a); !ok {
+			ok, full := s.pending.take(a)
+			if !ok && full == &s.pending.by && s.pending.reclaim(a, false) {
+				ok, full = s.pending.take(a)
+			}
+			if !ok {
 				c.Close()
 				s.refusedPending(a, full)
 				continue
@@ -265,7 +270,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		// the clients its headers name no IP for share, but one of the
 		// balancer's own, so such sessions cannot hold every pending
 		// place.
-		if !s.pending.takeBalancer(a) {
+		if !s.pending.takeBalancer(a) && !(s.pending.reclaim(a, true) && s.pending.takeBalancer(a)) {
 			s.pending.giveShared()
 			place.Release()
 			s.refusedPending(a, &s.pending.balancers)
@@ -273,7 +278,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		}
 		return &pendingSlot{p: &s.pending, a: a, balancer: true, place: place}
 	}
-	if !s.pending.takeClient(a) {
+	if !s.pending.takeClient(a) && !(s.pending.reclaim(a, false) && s.pending.takeClient(a)) {
 		s.pending.giveShared()
 		place.Release()
 		s.refusedPending(a, &s.pending.by)
@@ -411,16 +416,25 @@ func (keepOpen) Close() error { return nil }
 // would send a reset, which can overtake the reply and make the client's
 // kernel drop it. Its --max-conns place is given back first, so a client
 // retrying the moment it reads the end finds it free; its pending slot is
-// held until the close, so lingering sessions count against MaxPending and
-// MaxPendingPerClient. Shutdown's closing of the client ends the wait.
+// held until the close, or until its client is found to have closed its
+// side (pending.reclaim), so lingering sessions count against MaxPending
+// and MaxPendingPerClient. Shutdown's closing of the client ends the wait.
 func (s *Server) lingerRefused(ic *idleConn, raw net.Conn, deadline time.Time) {
 	if ic.isOpen() || ic.ended.Load() {
 		return
 	}
-	if slot := ic.slot.Load(); slot != nil {
-		slot.place.Release()
+	slot := ic.slot.Load()
+	if slot == nil {
+		mux.LingerRefused(ic, raw, deadline)
+		return
 	}
+	slot.place.Release()
+	s.pending.lingerStart(slot, raw)
 	mux.LingerRefused(ic, raw, deadline)
+	// Given back before the session leaves the lingering ones: a client
+	// retrying meanwhile finds its place free, or reclaimable.
+	slot.release()
+	s.pending.lingerEnd(slot)
 }
 
 // clientReset reports a session ended by a reset or a closed pipe. The
@@ -530,9 +544,11 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 	// name to the proxy) is the address it spells, as in ATYP 1 and 4.
 	host := destName(dest)
 	// One trailing dot goes, as the router drops it from a server name:
-	// "127.0.0.1." is then the address, as it is there.
-	_, err := netip.ParseAddr(strings.TrimSuffix(host, "."))
-	isIP := err == nil || host == "" && len(dest.IP) != 0
+	// "127.0.0.1." is then the address, as it is there. A zone names an
+	// interface of the client's host, which no SOCKS address carries: with
+	// one, the name is no IP literal (and, with its "%", no host name).
+	a, err := netip.ParseAddr(strings.TrimSuffix(host, "."))
+	isIP := err == nil && a.Zone() == "" || host == "" && len(dest.IP) != 0
 	switch {
 	case t.LookupPort(dest.Port) != nil:
 		// A legacy connector port: the port names the repository,
@@ -597,6 +613,11 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	end := &streamEnd{client: ss.client}
 	routed.onClose = end.routerClosed
 	routed.unacked = end.unacked(theirs)
+	// A reset goes through the pair as a direct connection passes it:
+	// either way.
+	routed.onAbort = end.aborted
+	routed.clientReset = new(atomic.Bool)
+	ss.client.onReset = func() { routed.clientReset.Store(true) }
 	if !ss.s.route(inner, d.port) {
 		ours.Close()
 		inner.Close()
