@@ -422,9 +422,16 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 	t := now()
 	why = logtext.Bound(why)
 	n.mu.Lock()
-	n.fails++
 	n.lastErr, n.lastErrAt = why, t
-	if n.fails < ejectAfter || t.Before(n.ejectedUntil) {
+	if t.Before(n.ejectedUntil) {
+		// Not counted while out: those failures are what ejected it, and
+		// it comes back with a fresh count (as Envoy readmits a host),
+		// not ejected again by its first failure.
+		n.mu.Unlock()
+		return
+	}
+	n.fails++
+	if n.fails < ejectAfter {
 		n.mu.Unlock()
 		return
 	}
