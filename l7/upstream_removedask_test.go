@@ -3,8 +3,12 @@ package l7
 import (
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/upstream"
 )
 
@@ -45,5 +49,52 @@ func TestReloadToOneNodeAsksTheRemovedNodeForAnUntaggedUpload(t *testing.T) {
 				t.Fatalf("upload status with its tag %s, on the removed node that holds it: %s %s", tc.name, resp.Status, body)
 			}
 		})
+	}
+}
+
+// A reload down to the node an upload is tagged for leaves the node it
+// removed draining, and where Nexus shares upload sessions that node knows
+// the upload too. When the tagged node then refuses the follow-up's
+// connection before the probes find it down, the removed node is asked, as
+// it is for an untagged follow-up, rather than the chunk getting 503 as if
+// the one node listed were all of Nexus.
+func TestReloadToTaggedNodeRefusingAsksTheRemovedNode(t *testing.T) {
+	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	// Probes at the start and when the reload kicks them only: the
+	// refused connection, not a probe, is what finds the node gone.
+	addr, up := haProxyProbing(t, io.Discard, 0, haRepo, Config{}, time.Hour, nodeURLs(nodes)...)
+	// Both questions of a probe: one still to come when the node closes
+	// would find it down first.
+	probedAll := func() bool {
+		for _, n := range nodes {
+			for _, q := range []string{"/status", "/status/writable"} {
+				if !slices.ContainsFunc(n.Requests(), func(r fixtures.Request) bool { return strings.HasSuffix(r.Path, q) }) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	waitUntil(t, "the first probe round", probedAll)
+	time.Sleep(100 * time.Millisecond) // the probes' answers read
+	u, tagged := openUpload(t, addr, up)
+	kept := nodeAt(nodes, tagged.Host)
+	for _, n := range nodes {
+		n.ResetRequests()
+	}
+	spec, err := upstream.ParseSpec([]string{kept.URL()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Set().Update(spec); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the probe round the reload kicks", probedAll)
+	time.Sleep(100 * time.Millisecond) // the probes' answers read
+	if err := kept.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := sendChunk(t, addr, u.RequestURI()); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH tagged for the one node left, which refuses connections, with the removed node sharing the session: %s %s, want 202 from the removed node", resp.Status, body)
 	}
 }

@@ -333,6 +333,9 @@ func (b *resumeBody) resume(paced bool) error {
 	set := b.f.up.set
 	from := b.start + b.got
 	queue := poolQueueTimeout
+	// The broken response is over: its node's place and in-flight count
+	// go back now, not once another node has answered the resume.
+	b.leave()
 	if b.broke == nil {
 		b.broke = map[*upstream.Node]bool{}
 	}

@@ -461,10 +461,10 @@ func (f failover) frozenUpload(r *http.Request, n *upstream.Node) error {
 }
 
 // onlyNode reports whether n is the set's one node: its refused connection
-// is then Nexus being down, not an upload's node gone.
+// is then Nexus being down, not an upload's node gone. Not while a node a
+// reload removed drains: it may share the upload's session (Set.Lone).
 func onlyNode(set *upstream.Set, n *upstream.Node) bool {
-	nodes := set.Nodes()
-	return len(nodes) == 1 && nodes[0] == n
+	return set.Lone() == n
 }
 
 // frozenRefusal reports a write's 503 from a node the probes know is

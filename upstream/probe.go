@@ -189,6 +189,13 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 		return Writable, true, false, false, ""
 	case answering(writable.err):
 		return noVerdict, true, false, true, writable.err.Error()
+	case writable.err != nil && !timedOut(writable.err):
+		// Status answered, then the writable question's connection was
+		// refused or broke: the node went away between the two, which is
+		// no answer that it takes no writes. A refusal marks it down at
+		// once, as the status question's does.
+		connectErr := ConnectFailure(writable.err)
+		return Down, !connectErr, connectErr, false, writable.err.Error()
 	default:
 		return ReadOnly, true, false, false, ""
 	}

@@ -38,16 +38,19 @@ func ParseSpec(upstreams, drain []string) (*Spec, error) {
 	}
 	s := &Spec{}
 	seen := map[string]bool{}
-	for i, raw := range upstreams {
+	// first is the first valid node, whose scheme and context path the
+	// others must have: an entry refused on its own set neither.
+	first := ""
+	for _, raw := range upstreams {
 		id, scheme, _, ctx, err := Normalise(raw)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("upstream %q: %v", shown(raw), err))
 			continue
 		}
-		if i == 0 || s.Scheme == "" {
-			s.Scheme, s.CtxPath = scheme, ctx
+		if s.Scheme == "" {
+			s.Scheme, s.CtxPath, first = scheme, ctx, raw
 		} else if scheme != s.Scheme || ctx != s.CtxPath {
-			errs = append(errs, fmt.Errorf("upstream %q: every node must have the scheme and context path of %q", shown(raw), shown(upstreams[0])))
+			errs = append(errs, fmt.Errorf("upstream %q: every node must have the scheme and context path of %q", shown(raw), shown(first)))
 			continue
 		}
 		if seen[id] {
@@ -422,9 +425,16 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 	t := now()
 	why = logtext.Bound(why)
 	n.mu.Lock()
-	n.fails++
 	n.lastErr, n.lastErrAt = why, t
-	if n.fails < ejectAfter || t.Before(n.ejectedUntil) {
+	if t.Before(n.ejectedUntil) {
+		// Not counted while out: those failures are what ejected it, and
+		// it comes back with a fresh count (as Envoy readmits a host),
+		// not ejected again by its first failure.
+		n.mu.Unlock()
+		return
+	}
+	n.fails++
+	if n.fails < ejectAfter {
 		n.mu.Unlock()
 		return
 	}

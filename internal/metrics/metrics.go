@@ -5,7 +5,9 @@ package metrics
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -286,12 +288,26 @@ type Readiness struct {
 
 // wantWritable reports whether /readyz asks for a writable node:
 // ?writable (empty), true, 1, yes or on in any case; false, 0, no or off
-// does not. Any other value is an error: a probe with a typo would
+// does not. Any other value is an error, and so are another key, a query
+// that does not parse and writable given twice: a probe with a typo would
 // otherwise watch one check while its author meant the other.
 func wantWritable(r *http.Request) (bool, error) {
-	q := r.URL.Query()
+	const known = "/readyz takes one query key, writable (e.g. ?writable or ?writable=false)"
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// URL.Query would drop the bad pair and run the plain check.
+		return false, fmt.Errorf("query %q does not parse: %v; %s", r.URL.RawQuery, err, known)
+	}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		if k != "writable" {
+			return false, fmt.Errorf("unknown query key %q; %s", k, known)
+		}
+	}
 	if !q.Has("writable") {
 		return false, nil
+	}
+	if len(q["writable"]) > 1 {
+		return false, fmt.Errorf("writable given %d times; %s", len(q["writable"]), known)
 	}
 	switch v := q.Get("writable"); strings.ToLower(v) {
 	case "", "true", "1", "yes", "on":

@@ -185,3 +185,33 @@ func TestReadyzWritableValues(t *testing.T) {
 		t.Errorf("/readyz?writable=maybe: %d %q (table asked %v), want 400 naming the value", rec.Code, rec.Body.String(), asked)
 	}
 }
+
+// /readyz knows one query key, writable. A misspelt key, a query that does
+// not parse, or writable given twice is refused with 400 naming the key it
+// knows, as a bad value of writable is: a readiness probe with a typo then
+// fails at rollout, rather than silently watching the plain check while
+// its author meant the writable one.
+func TestReadyzUnknownOrMalformedQuery(t *testing.T) {
+	var asked []bool
+	h := New().Handler(&Readiness{Table: func(writable bool) (bool, string) {
+		asked = append(asked, writable)
+		return true, ""
+	}})
+	for _, q := range []string{"?writeable", "?writeable=1", "?Writable", "?ready&writable", "?writable=%zz", "?writable=1;x", "?writable=1&writable=0"} {
+		asked = nil
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz"+q, nil))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "writable") || len(asked) != 0 {
+			t.Errorf("/readyz%s: %d %q (table asked %v), want 400 naming the key writable", q, rec.Code, rec.Body.String(), asked)
+		}
+	}
+	// No query, or an empty one, is the plain check.
+	for _, q := range []string{"", "?"} {
+		asked = nil
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz"+q, nil))
+		if rec.Code != http.StatusOK || len(asked) != 1 || asked[0] {
+			t.Errorf("/readyz%s: %d %q, writable asked %v, want the plain check", q, rec.Code, rec.Body.String(), asked)
+		}
+	}
+}
