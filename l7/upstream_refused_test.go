@@ -85,6 +85,9 @@ func TestAskRefusedMarksTheNodeDown(t *testing.T) {
 	if err := gone.SetDown(true); err != nil {
 		t.Fatal(err)
 	}
+	// The node that knows the session answers late: its answer ends the
+	// wait, and a question not yet sent by then is never sent (nor refused).
+	nodeAt(nodes, tagged.Host).SetSlow(time.Second, 0)
 	// Without its tag: the follow-up asks every node.
 	resp, body := sendAuth(t, addr, http.MethodGet, u.Path)
 	if resp.StatusCode != http.StatusNoContent {
