@@ -2,7 +2,7 @@
 # Mirror-name steps of make e2e (sourced by scripts/e2e.sh; issue 16): one
 # name, mirror.nexmux.test, serves the fixture's proxy repositories
 # (-proxy-repos) to real clients: ctr --hosts-dir (ns form through
-# _default, prefix form through override_path), skopeo with a registries.conf
+# _default, prefix form through override_path, host path form), skopeo with a registries.conf
 # mirror, the private dockerd's registry-mirrors, and crane. The client
 # configurations are the README's "Registry mirror" texts, with this run's
 # host name for mirror.example.com. Every pulled digest must be the one the
@@ -31,12 +31,14 @@ mirror_args() {
 
 # mirror_client_files DIR CA: the README's client configurations in DIR:
 # certs.d/_default/hosts.toml (ns form) and certs.d/ghcr.io/hosts.toml
-# (override_path), both trusting CA; registries.conf; mirror-ca/ca.crt for
-# skopeo --cert-dir.
+# (override_path), certs.d-path/ghcr.io/hosts.toml (the registry as the
+# host's path, no override_path), all trusting CA; registries.conf;
+# mirror-ca/ca.crt for skopeo --cert-dir.
 mirror_client_files() {
-	mkdir -p "$1/certs.d/_default" "$1/certs.d/ghcr.io" "$1/mirror-ca" || return 1
+	mkdir -p "$1/certs.d/_default" "$1/certs.d/ghcr.io" "$1/certs.d-path/ghcr.io" "$1/mirror-ca" || return 1
 	{ readme_text hosts-default && printf '  ca = "%s"\n' "$2"; } >"$1/certs.d/_default/hosts.toml"
 	{ readme_text hosts-ghcr && printf '  ca = "%s"\n' "$2"; } >"$1/certs.d/ghcr.io/hosts.toml"
+	{ readme_text hosts-ghcr-path && printf '  ca = "%s"\n' "$2"; } >"$1/certs.d-path/ghcr.io/hosts.toml"
 	readme_text registries-conf >"$1/registries.conf"
 	cp "$2" "$1/mirror-ca/ca.crt"
 }
@@ -85,14 +87,15 @@ mirror_ctr_setup() {
 	head -n 50 "$WORK"/certs.d/*/hosts.toml
 }
 
-# ctr_pull REF REPO NAME:TAG FORM: ctr images pull through the hosts dir;
-# the image's digest must be the seeded one, and the HTTP dump must show
-# the form (ns= or the /v2/<registry>/ prefix) the client used.
+# ctr_pull REF REPO NAME:TAG FORM [HOSTS_DIR]: ctr images pull through the
+# hosts dir (certs.d by default); the image's digest must be the seeded
+# one, and the HTTP dump must show the form (ns=, the /v2/<registry>/
+# prefix or the /<registry>/v2/ host path) the client used.
 ctr_pull() {
 	local ref=$1 want got
 	want=$(seeded "$2" "$3")
 	ctr -a "$CTR_SOCK" -n nexmux-e2e-mirror images pull --snapshotter native --http-dump \
-		--hosts-dir "$WORK/certs.d" "$ref" >"$WORK/ctr.out" 2>&1 || {
+		--hosts-dir "${5:-$WORK/certs.d}" "$ref" >"$WORK/ctr.out" 2>&1 || {
 		tail -n 60 "$WORK/ctr.out"
 		return 1
 	}
@@ -178,6 +181,17 @@ build_crane() {
 	GOBIN=$ROOT/bin go install "github.com/google/go-containerregistry/cmd/crane@$v"
 }
 
+# docker_named_pull REF REPO NAME:TAG: docker pull naming the mirror as
+# the image's registry (MIRROR/docker.io/alpine:3, a one-component Docker
+# Hub name docker does not put library/ before).
+docker_named_pull() {
+	local want got
+	want=$(seeded "$2" "$3")
+	docker pull "$1" || return 1
+	got=$(docker image inspect -f '{{join .RepoDigests "\n"}}' "$1" | awk -F@ -v r="${1%:*}" '$1 == r { print $2 }')
+	same_digest "docker pull $1" "$got" "$want"
+}
+
 crane_mirror() { # REF REPO NAME:TAG
 	local want got
 	want=$(seeded "$2" "$3")
@@ -225,11 +239,15 @@ mirror_steps() {
 			ctr_pull registry.k8s.io/pause:3.10 k8s-proxy pause:3.10 'ns=registry.k8s.io' || true
 		step "ctr images pull ghcr.io/acme/app:1 via override_path (prefix form) = seeded digest" \
 			ctr_pull ghcr.io/acme/app:1 ghcr-proxy acme/app:1 '/v2/ghcr.io/acme/app/' || true
+		step "ctr images pull ghcr.io/probe:1 via a host path without override_path (/ghcr.io/v2/) = seeded digest" \
+			ctr_pull ghcr.io/probe:1 ghcr-proxy probe:1 ' /ghcr.io/v2/probe/' "$WORK/certs.d-path" || true
 	fi
 	step "skopeo inspect docker://ghcr.io/probe:1 with registries.conf mirror $M/ghcr.io = seeded digest" \
 		skopeo_mirror ghcr.io/probe:1 ghcr-proxy probe:1 || true
 	step "docker pull alpine:3 through registry-mirrors (no ns, library/) = seeded digest" \
 		docker_mirror_pull alpine:3 || true
+	step "docker pull $M/docker.io/alpine:3 (one-component Docker Hub name, read as library/alpine) = seeded digest" \
+		docker_named_pull "$M/docker.io/alpine:3" dockerhub-proxy library/alpine:3 || true
 	step "skopeo inspect docker://ghcr.io/probe:1 via $MIRROR_GONE_HOST (its docker.io repository missing in Nexus) = seeded digest" \
 		skopeo_gone_default || true
 	if step "go install crane (go-containerregistry of go.mod)" build_crane; then
