@@ -21,7 +21,7 @@ const (
 
 // registryError turns Nexus's own text or HTML error page (an unknown or
 // offline repository, a routing rule's block, a servlet error page), or an
-// error with no body and no type, into a Registry API error with the same
+// error with no body, into a Registry API error with the same
 // status and Nexus's words: docker prints a body it cannot read as JSON
 // raw, markup and all, and other clients show only the status.
 func registryError(resp *http.Response) {
@@ -31,11 +31,9 @@ func registryError(resp *http.Response) {
 	h := resp.Header
 	mt, _, _ := strings.Cut(h.Get("Content-Type"), ";")
 	mt = strings.ToLower(strings.TrimSpace(mt))
-	// An answer with no body and no type (Jetty's, a front's) has only
-	// its status to say, which docker reports as a JSON parse error. Not
-	// a HEAD's: it has no body whatever it says.
-	empty := mt == "" && h.Get("Content-Length") == "0" && resp.Request != nil && resp.Request.Method != http.MethodHead
-	if mt != "text/plain" && mt != "text/html" && !empty {
+	// An answer with no body (Jetty's, a front's), whatever its type, has
+	// only its status to say, which docker reports as a JSON parse error.
+	if mt != "text/plain" && mt != "text/html" && !emptyBody(resp) {
 		return
 	}
 	var words string
@@ -72,6 +70,50 @@ func registryError(resp *http.Response) {
 		return
 	}
 	setBody(resp, body)
+}
+
+// emptyBody reports an answer with no body: "Content-Length: 0", or a body
+// of unknown length (chunked, or up to the close) that ends before its
+// first byte. Only that byte is waited for: a body that has one streams on
+// with it put back. Never a HEAD's answer, which has no body whatever it
+// says.
+func emptyBody(resp *http.Response) bool {
+	if resp.Request == nil || resp.Request.Method == http.MethodHead {
+		return false
+	}
+	if resp.Header.Get("Content-Length") == "0" {
+		return true
+	}
+	if resp.ContentLength >= 0 || resp.Body == nil || resp.Body == http.NoBody {
+		return false
+	}
+	var first [1]byte
+	n, err := io.ReadFull(resp.Body, first[:])
+	if n == 0 && err == io.EOF {
+		return true
+	}
+	resp.Body = &peekedBody{ReadCloser: resp.Body, first: first[:n], err: err}
+	return false
+}
+
+// peekedBody is a body whose first byte (or the error reading it) was
+// taken by emptyBody, handed out again before the rest.
+type peekedBody struct {
+	io.ReadCloser
+	first []byte
+	err   error
+}
+
+func (b *peekedBody) Read(p []byte) (int, error) {
+	switch {
+	case len(b.first) > 0 && len(p) > 0:
+		n := copy(p, b.first)
+		b.first = b.first[n:]
+		return n, nil
+	case b.err != nil:
+		return 0, b.err
+	}
+	return b.ReadCloser.Read(p)
 }
 
 // isRegistryErrorJSON reports a Registry API error body:
