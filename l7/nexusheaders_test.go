@@ -59,3 +59,39 @@ func TestNexusHeadersNamingTheNodeAreMapped(t *testing.T) {
 		}
 	}
 }
+
+// The forms of Refresh browsers read, and cookies' Domain.
+func TestRewriteRefreshAndCookieDomain(t *testing.T) {
+	p := testURLs("")
+	for _, c := range []struct{ in, want string }{ // want "-": left out
+		{"0", "0"},
+		{" 5 ", " 5 "},
+		{"0;url=/repository/team-a/v2/x", "0;url=" + pubBase + "/v2/x"},
+		{`1; URL = "http://nexus:8081/repository/team-a/v2/x" trailing`, `1; URL = "` + pubBase + `/v2/x" trailing`},
+		{"2, http://nexus:8081/service/rest/v1/status", "2, " + pubBase + "/service/rest/v1/status"},
+		{"0; url=https://elsewhere.example.com/x", "-"},
+		{"0; 'https://elsewhere.example.com/x'", "-"},
+		{"0; url=", "0; url="},
+		{"soon; url=/v2/", "-"},
+		{"0x; url=/v2/", "-"},
+	} {
+		got, ok := p.rewriteRefresh(c.in)
+		if !ok {
+			got = "-"
+		}
+		if got != c.want {
+			t.Errorf("rewriteRefresh(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	for _, c := range []struct{ in, want string }{
+		{"a=1; Path=/", "a=1; Path=/"},
+		{"a=1; Domain=nexus; Path=/", "a=1; Path=/"},
+		{"a=1;DOMAIN=.Team-A.example.com", "a=1;DOMAIN=.Team-A.example.com"},
+		{"a=1; domain=example.com; Secure", "a=1; Secure"},
+		{"domain=1; Path=/", "domain=1; Path=/"},
+	} {
+		if got := p.cookieOnPublicName(c.in); got != c.want {
+			t.Errorf("cookieOnPublicName(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -770,8 +770,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		}
 	}
 	h := resp.Header
+	// Nexus's alternative services are not nexmux's.
+	delete(h, "Alt-Svc")
 	// Most responses (every blob) carry no URL to rewrite.
-	if h["Location"] == nil && h["Link"] == nil && h["Www-Authenticate"] == nil {
+	if h["Location"] == nil && h["Link"] == nil && h["Www-Authenticate"] == nil &&
+		h["Content-Location"] == nil && h["Refresh"] == nil && h["Set-Cookie"] == nil {
 		return nil
 	}
 	pub := publicURLs{

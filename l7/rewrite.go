@@ -512,6 +512,90 @@ func (p *publicURLs) rewriteHeaders(h http.Header, blobRedirect bool) {
 			v[i] = p.rewriteChallenge(v[i])
 		}
 	}
+	// Content-Location and Refresh lead somewhere as Location does.
+	if v := h.Values("Content-Location"); len(v) > 0 {
+		keepRewritten(h, "Content-Location", v, func(s string) (string, bool) { return p.rewrite(s, false) })
+	}
+	if v := h.Values("Refresh"); len(v) > 0 {
+		keepRewritten(h, "Refresh", v, p.rewriteRefresh)
+	}
+	if v := h.Values("Set-Cookie"); len(v) > 0 {
+		for i := range v {
+			v[i] = p.cookieOnPublicName(v[i])
+		}
+	}
+}
+
+// rewriteRefresh maps the URL of a Refresh value ("5; url=URL" in any
+// case, "url=" and quotes optional, as browsers read it) as a Location's;
+// false when that must not reach the client, or when the value is none a
+// browser reads (no delay first): nothing a registry client needs.
+func (p *publicURLs) rewriteRefresh(v string) (string, bool) {
+	i := skipSpace(v, 0)
+	start := i
+	for i < len(v) && ('0' <= v[i] && v[i] <= '9' || v[i] == '.') {
+		i++
+	}
+	switch {
+	case i == start:
+		return "", false
+	case i == len(v):
+		return v, true // a delay alone: the same page again
+	case v[i] != ';' && v[i] != ',' && v[i] != ' ' && v[i] != '\t':
+		return "", false
+	}
+	i = skipSpace(v, i)
+	if i < len(v) && (v[i] == ';' || v[i] == ',') {
+		i = skipSpace(v, i+1)
+	}
+	if len(v)-i >= 3 && strings.EqualFold(v[i:i+3], "url") {
+		if j := skipSpace(v, i+3); j < len(v) && v[j] == '=' {
+			i = skipSpace(v, j+1)
+		}
+	}
+	end := len(v)
+	if i < len(v) && (v[i] == '"' || v[i] == '\'') {
+		q := v[i]
+		i++
+		if k := strings.IndexByte(v[i:], q); k >= 0 {
+			end = i + k
+		}
+	}
+	if i == end {
+		return v, true
+	}
+	u, ok := p.rewrite(v[i:end], false)
+	if !ok {
+		return "", false
+	}
+	return v[:i] + u + v[end:], true
+}
+
+// cookieOnPublicName drops a Set-Cookie value's Domain attribute unless it
+// names the public host: Nexus (Jetty) would scope it to a node's name or
+// another, which the client refuses for the name it asked and which
+// names what stays inside. Without one the cookie is the public name's.
+func (p *publicURLs) cookieOnPublicName(v string) string {
+	if indexASCIIFold(v, "domain") < 0 {
+		return v
+	}
+	public := ""
+	if rest, ok := cutScheme(p.base); ok {
+		public = hostOf(rest)
+	}
+	attrs := strings.Split(v, ";")
+	kept := attrs[:1]
+	for _, a := range attrs[1:] {
+		name, value, _ := strings.Cut(a, "=")
+		if strings.EqualFold(strings.TrimSpace(name), "domain") {
+			d := strings.ToLower(strings.TrimPrefix(strings.TrimSpace(value), "."))
+			if public == "" || d != public {
+				continue
+			}
+		}
+		kept = append(kept, a)
+	}
+	return strings.Join(kept, ";")
 }
 
 // keepRewritten rewrites the values vs of h's header key in place,
