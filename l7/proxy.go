@@ -915,6 +915,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		status, words = http.StatusServiceUnavailable, "Nexus is not reachable right now"
 	case connBroke(err):
 		words = "the connection to Nexus broke before its answer"
+	case errors.Is(err, errTooMany1xx):
+		words = "Nexus sent informational answers without end"
 	case strings.Contains(err.Error(), "malformed"):
 		// net/http's own words for an answer that is no HTTP; its error
 		// types are unexported.
