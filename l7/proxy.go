@@ -777,6 +777,15 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		h["Content-Location"] == nil && h["Refresh"] == nil && h["Set-Cookie"] == nil {
 		return nil
 	}
+	if locs := h["Location"]; len(locs) > 1 || len(locs) == 1 && strings.ContainsAny(locs[0], " \t") {
+		// Several, or a list in one (no URI holds a blank): nothing says
+		// which is meant, and clients take different ones.
+		if slices.ContainsFunc(locs, func(l string) bool { return l != locs[0] || strings.ContainsAny(l, " \t") }) {
+			return &refusal{status: http.StatusBadGateway, code: "UNAVAILABLE", close: true,
+				msg: "nexmux: Nexus answered with several Locations; retry later"}
+		}
+		h["Location"] = locs[:1]
+	}
 	pub := publicURLs{
 		ctxPath:   p.up.ctxPath,
 		target:    st.ci.Route.Target,
