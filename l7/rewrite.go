@@ -2,6 +2,8 @@ package l7
 
 import (
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/nexmux/nexmux/route"
@@ -29,7 +31,32 @@ type publicURLs struct {
 // rewrite returns the public form of u, and false when u must not reach the
 // client at all. blobRedirect says u is the Location of a 3xx answer to a
 // blob read: a blob store may send the client to a host of its own.
+//
+// u is judged as a WHATWG parser reads it (clientForm): where that is not
+// its text, what goes as it came goes as it came, and what maps onto the
+// public name keeps its path and query byte for byte or is left out (a
+// blob read's redirect, never left out, goes to the public name's root).
 func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
+	n := clientForm(u)
+	if blobRedirect {
+		n = authorityForm(n)
+	}
+	r, ok := p.judge(n, blobRedirect)
+	switch {
+	case n == u || !ok:
+		return r, ok
+	case r == n:
+		return u, true
+	case strings.HasSuffix(u, strings.TrimPrefix(r, p.base)):
+		return r, true
+	case blobRedirect:
+		return p.base + "/", true
+	}
+	return "", false
+}
+
+// judge is rewrite of a URL whose text is what clients read.
+func (p *publicURLs) judge(u string, blobRedirect bool) (string, bool) {
 	var host, path, scheme, authority string
 	absolute := false
 	switch {
@@ -83,6 +110,50 @@ func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
 	return "", false
 }
 
+// clientForm is u as a WHATWG URL parser (browsers, JavaScript's fetch)
+// reads it where that differs from its text: blanks and C0 controls
+// trimmed at its ends, tabs and newlines dropped, '\' read as '/' before
+// the query. Judged in that form, a URL cannot lead such a client to a
+// node ("/\node:8081/...") while it reads as a path on the public name.
+func clientForm(u string) string {
+	start, end := 0, len(u)
+	for start < end && u[start] <= ' ' {
+		start++
+	}
+	for end > start && u[end-1] <= ' ' {
+		end--
+	}
+	u = u[start:end]
+	if strings.ContainsAny(u, "\t\n\r") {
+		u = dropTabsAndNewlines.Replace(u)
+	}
+	if strings.Contains(u, "\\") {
+		end := strings.IndexAny(u, "?#")
+		if end < 0 {
+			end = len(u)
+		}
+		u = strings.ReplaceAll(u[:end], "\\", "/") + u[end:]
+	}
+	return u
+}
+
+var dropTabsAndNewlines = strings.NewReplacer("\t", "", "\n", "", "\r", "")
+
+// authorityForm reads "http:" or "https:" followed by any number of
+// slashes (none, one, three) as a WHATWG parser does: as the start of an
+// authority. Only for a blob read's redirect, which would otherwise go as
+// it came; anywhere else such a URL is refused.
+func authorityForm(u string) string {
+	for _, scheme := range []string{"http:", "https:"} {
+		if len(u) >= len(scheme) && strings.EqualFold(u[:len(scheme)], scheme) {
+			if rest := u[len(scheme):]; !strings.HasPrefix(rest, "//") || strings.HasPrefix(rest, "///") {
+				return u[:len(scheme)] + "//" + strings.TrimLeft(rest, "/")
+			}
+		}
+	}
+	return u
+}
+
 // atNode reports whether authority, of a URL starting with scheme
 // ("https://", "//"), is an upstream node's own host and port: Nexus
 // itself, whatever the path, as no blob store shares its port. Without a
@@ -128,6 +199,13 @@ func portOf(authority string) string {
 		return ""
 	}
 	port, _, _ = strings.Cut(port, ":")
+	// Clients read a port as a number: "08081" is 8081.
+	if trimmed := strings.TrimLeft(port, "0"); trimmed != port {
+		if trimmed == "" {
+			trimmed = "0"
+		}
+		port = trimmed
+	}
 	return port
 }
 
@@ -185,19 +263,98 @@ func cutScheme(u string) (string, bool) {
 // hostOf returns the lowercase host name of an authority. It is lenient on
 // purpose: Nexus builds "host:5001:5001" when a proxy sends X-Forwarded-Host
 // with a port, and that must still be recognised (and repaired) as ours.
+//
+// Clients decode a host's %XX escapes, and read an IP address in any of
+// its spellings: the name is the one form of each (an IPv4-mapped IPv6
+// address is its IPv4 one; an IPv4 address written as one number, in hex
+// or octal parts, as browsers read it, is dotted), so that no spelling of
+// a node's address passes for another host's.
 func hostOf(authority string) string {
 	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
 		authority = authority[i+1:]
 	}
 	if strings.HasPrefix(authority, "[") {
 		if i := strings.IndexByte(authority, ']'); i >= 0 {
+			if a, err := netip.ParseAddr(unescapeHost(authority[1:i])); err == nil {
+				if a = a.Unmap(); a.Is4() {
+					return a.String()
+				}
+				return "[" + a.String() + "]"
+			}
 			return strings.ToLower(authority[:i+1])
 		}
 	}
 	if i := strings.IndexByte(authority, ':'); i >= 0 {
 		authority = authority[:i]
 	}
-	return strings.ToLower(strings.TrimSuffix(authority, "."))
+	h := strings.ToLower(strings.TrimSuffix(unescapeHost(authority), "."))
+	if a, ok := ipv4Number(h); ok {
+		return a
+	}
+	return h
+}
+
+// unescapeHost decodes a host's well-formed %XX escapes, as Go's URL
+// parser and browsers do.
+func unescapeHost(h string) string {
+	if !strings.Contains(h, "%") {
+		return h
+	}
+	var b strings.Builder
+	for i := 0; i < len(h); i++ {
+		if h[i] == '%' && i+2 < len(h) {
+			if v, err := strconv.ParseUint(h[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(h[i])
+	}
+	return b.String()
+}
+
+// ipv4Number reads h as browsers read a host of numbers (the WHATWG URL
+// standard's IPv4 parser): up to four dot-separated parts, each decimal,
+// hex ("0x") or octal (a leading 0), the last filling the bytes left; it
+// returns the dotted address.
+func ipv4Number(h string) (string, bool) {
+	if h == "" || h[0] < '0' || h[0] > '9' {
+		return "", false // a name (most hosts): no part to read
+	}
+	parts := strings.Split(h, ".")
+	if len(parts) > 4 {
+		return "", false
+	}
+	var addr uint64
+	for i, p := range parts {
+		base := 10
+		switch {
+		case len(p) >= 2 && p[0] == '0' && p[1] == 'x':
+			base, p = 16, p[2:]
+		case len(p) > 1 && p[0] == '0':
+			base, p = 8, p[1:]
+		}
+		n := uint64(0)
+		if p != "" || base != 16 {
+			var err error
+			if n, err = strconv.ParseUint(p, base, 32); err != nil {
+				return "", false
+			}
+		}
+		if i < len(parts)-1 {
+			if n > 255 {
+				return "", false
+			}
+			addr |= n << (8 * (3 - i))
+			continue
+		}
+		if n >= 1<<(8*(4-i)) {
+			return "", false
+		}
+		addr |= n
+	}
+	return netip.AddrFrom4([4]byte{byte(addr >> 24), byte(addr >> 16), byte(addr >> 8), byte(addr)}).String(), true
 }
 
 func (p *publicURLs) ours(host string) bool {
