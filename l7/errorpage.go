@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -200,4 +201,40 @@ func hideNode(words, node string) string {
 		words = strings.ReplaceAll(words, host, "Nexus")
 	}
 	return words
+}
+
+// hideNodeHeaders leaves out each header value that names the node that
+// answered, as hideNode's words do: its "host:port", or its host alone
+// where an address or dotted name (a front's Via, a node's own name for
+// itself, a node's URL in a query nexmux keeps as Nexus wrote it). A
+// blob redirect's Location may name the node's host (a blob store beside
+// Nexus, on another port) and is held to its address with the port.
+func hideNodeHeaders(h http.Header, node string, blobRedirect bool) {
+	if node == "" {
+		return
+	}
+	addr := strings.ToLower(node)
+	host := ""
+	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") {
+		host = hst
+	}
+	names := func(k, v string) bool {
+		return indexASCIIFold(v, addr) >= 0 || host != "" && !(blobRedirect && k == "Location") && indexASCIIFold(v, host) >= 0
+	}
+	for k, vs := range h {
+		if !slices.ContainsFunc(vs, func(v string) bool { return names(k, v) }) {
+			continue
+		}
+		kept := make([]string, 0, len(vs)-1)
+		for _, v := range vs {
+			if !names(k, v) {
+				kept = append(kept, v)
+			}
+		}
+		if len(kept) == 0 {
+			delete(h, k)
+		} else {
+			h[k] = kept
+		}
+	}
 }
