@@ -4,10 +4,16 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/upstream"
 )
 
 // The address of the node that answered reaches the client in no header:
@@ -39,5 +45,42 @@ func TestNodeAddressInNoHeader(t *testing.T) {
 	}
 	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Docker-Upload-Uuid") != "u1" || resp.Header.Get("Range") != "0-0" {
 		t.Errorf("%s %v: want Nexus's 202 with its other headers", resp.Status, resp.Header)
+	}
+}
+
+// A node on the host clients name nexmux by (an address both share, on
+// another port) leaves the URLs mapped onto that name alone: only its
+// address with its port is the node's there.
+func TestNodeOnThePublicHostKeepsItsURLs(t *testing.T) {
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nLocation: /repository/team-a/v2/app/blobs/uploads/u1\r\n\r\n")
+		return true
+	})
+	spec, err := upstream.ParseSpec([]string{"http://" + n.addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	up := NewUpstreams(spec, upstream.NewSet(spec, logger), UpstreamOptions{})
+	tab, err := route.Build(route.Spec{Ports: []string{"5000=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	p, err := New(Config{Upstreams: up, Transport: tr, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _, _ := net.SplitHostPort(n.addr)
+	public := net.JoinHostPort(host, "5000")
+	req := httptest.NewRequest(http.MethodPost, "/v2/app/blobs/uploads/", nil)
+	req.Host = public
+	req = req.WithContext(NewContext(req.Context(), &ConnInfo{Table: tab, Route: tab.LookupPort(5000), ByPort: true, Client: netip.MustParseAddrPort("192.0.2.1:40000")}))
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, req)
+	if loc := w.Header().Get("Location"); w.Code != http.StatusAccepted || !strings.HasPrefix(loc, "http://"+public+"/v2/app/blobs/uploads/u1?_nexmux=") {
+		t.Errorf("node %s, public name %s: client got %d, Location %q, %q; want it on the public name", n.addr, public, w.Code, loc, w.Body)
 	}
 }
