@@ -208,14 +208,16 @@ func hideNode(words, node string) string {
 // where an address or dotted name (a front's Via, a node's own name for
 // itself, a node's URL in a query nexmux keeps as Nexus wrote it). A
 // blob redirect's Location may name the node's host (a blob store beside
-// Nexus, on another port) and is held to its address with the port.
-func hideNodeHeaders(h http.Header, node string, blobRedirect bool) {
+// Nexus, on another port) and is held to its address with the port, as
+// is every value where the node shares its host with the public name
+// (public, the request's Host), which the rewritten URLs hold.
+func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 	if node == "" {
 		return
 	}
 	addr := strings.ToLower(node)
 	host := ""
-	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") {
+	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && hostOf(node) != hostOf(public) {
 		host = hst
 	}
 	names := func(k, v string) bool {

@@ -775,7 +775,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	// Most responses (every blob) carry no URL to rewrite.
 	if h["Location"] == nil && h["Link"] == nil && h["Www-Authenticate"] == nil &&
 		h["Content-Location"] == nil && h["Refresh"] == nil && h["Set-Cookie"] == nil {
-		hideNodeHeaders(h, resp.Request.URL.Host, false)
+		hideNodeHeaders(h, resp.Request.URL.Host, resp.Request.Host, false)
 		return nil
 	}
 	if locs := h["Location"]; len(locs) > 1 || len(locs) == 1 && strings.ContainsAny(locs[0], " \t") {
@@ -806,7 +806,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		pub.nodes = p.up.nodeKeys()
 	}
 	pub.rewriteHeaders(resp.Header, blobRedirect)
-	hideNodeHeaders(h, resp.Request.URL.Host, blobRedirect)
+	hideNodeHeaders(h, resp.Request.URL.Host, resp.Request.Host, blobRedirect)
 	p.tagUpload(resp, st.tag)
 	if st.mirror != nil {
 		st.mirror.publicForm(resp.Header, pub.base)
