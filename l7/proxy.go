@@ -778,12 +778,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		hideNodeHeaders(h, resp.Request.URL.Host, resp.Request.Host, false)
 		return nil
 	}
-	if locs := h["Location"]; len(locs) > 1 || len(locs) == 1 && strings.ContainsAny(locs[0], " \t") {
-		// Several, or a list in one (no URI holds a blank): nothing says
-		// which is meant, and clients take different ones.
-		if slices.ContainsFunc(locs, func(l string) bool { return l != locs[0] || strings.ContainsAny(l, " \t") }) {
-			return &refusal{status: http.StatusBadGateway, code: "UNAVAILABLE", close: true,
-				msg: "nexmux: Nexus answered with several Locations; retry later"}
+	if locs := h["Location"]; len(locs) > 1 {
+		// Several: nothing says which is meant, and clients take
+		// different ones.
+		if slices.ContainsFunc(locs, func(l string) bool { return l != locs[0] }) {
+			return errSeveralLocations
 		}
 		h["Location"] = locs[:1]
 	}
@@ -806,6 +805,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		pub.nodes = p.up.nodeKeys()
 	}
 	pub.rewriteHeaders(resp.Header, blobRedirect)
+	if locs := h["Location"]; len(locs) == 1 && strings.ContainsAny(locs[0], " \t") {
+		// A list in one (no URI holds a blank), past the authority a
+		// joined X-Forwarded-Host puts one in, which the rewrite repairs.
+		return errSeveralLocations
+	}
 	hideNodeHeaders(h, resp.Request.URL.Host, resp.Request.Host, blobRedirect)
 	p.tagUpload(resp, st.tag)
 	if st.mirror != nil {
@@ -813,6 +817,10 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	return nil
 }
+
+// errSeveralLocations refuses an answer with more than one Location.
+var errSeveralLocations = &refusal{status: http.StatusBadGateway, code: "UNAVAILABLE", close: true,
+	msg: "nexmux: Nexus answered with several Locations; retry later"}
 
 // prefixOf is " (prefix P)" when per-client limits count a by its IPv6
 // prefix P: the address itself may have no request in flight.
