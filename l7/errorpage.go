@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bytes"
 	"encoding/json"
 	"html"
 	"io"
@@ -35,6 +36,9 @@ func registryError(resp *http.Response) {
 	// An answer with no body (Jetty's, a front's), whatever its type, has
 	// only its status to say, which docker reports as a JSON parse error.
 	if mt != "text/plain" && mt != "text/html" && !emptyBody(resp) {
+		if mt == "application/json" {
+			hideNodeInJSON(resp)
+		}
 		return
 	}
 	var words string
@@ -115,6 +119,31 @@ func (b *peekedBody) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	return b.ReadCloser.Read(p)
+}
+
+// hideNodeInJSON names the node that answered "Nexus" in a JSON error
+// body (a Registry API error's message, as Nexus writes it), as hideNode
+// does in a page's words; a body that names none, or is over
+// maxErrorPage or compressed, goes as it came.
+func hideNodeInJSON(resp *http.Response) {
+	req := resp.Request
+	if req == nil || req.URL == nil || req.Method == http.MethodHead || resp.Body == nil || resp.Body == http.NoBody {
+		return
+	}
+	if enc := strings.TrimSpace(resp.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
+		return
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage+1))
+	if err != nil || len(raw) > maxErrorPage {
+		resp.Body = &peekedBody{ReadCloser: resp.Body, first: raw, err: err}
+		return
+	}
+	resp.Body.Close()
+	if hidden := hideNode(string(raw), req.URL.Host); hidden != string(raw) {
+		setBody(resp, []byte(hidden))
+		return
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(raw))
 }
 
 // isRegistryErrorJSON reports a Registry API error body:
