@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -246,19 +245,24 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 	}
 	addr := strings.ToLower(node)
 	host := ""
-	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && hostOf(node) != hostOf(public) {
+	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && !strings.EqualFold(hst, hostPart(public)) {
 		host = hst
 	}
-	names := func(k, v string) bool {
-		return indexASCIIFold(v, addr) >= 0 || host != "" && !(blobRedirect && k == "Location") && indexASCIIFold(v, host) >= 0
-	}
 	for k, vs := range h {
-		if !slices.ContainsFunc(vs, func(v string) bool { return names(k, v) }) {
+		hostToo := host
+		if blobRedirect && k == "Location" {
+			hostToo = ""
+		}
+		i := 0
+		for i < len(vs) && !namesNode(vs[i], addr, hostToo) {
+			i++
+		}
+		if i == len(vs) {
 			continue
 		}
 		kept := make([]string, 0, len(vs)-1)
 		for _, v := range vs {
-			if !names(k, v) {
+			if !namesNode(v, addr, hostToo) {
 				kept = append(kept, v)
 			}
 		}
@@ -268,4 +272,32 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 			h[k] = kept
 		}
 	}
+}
+
+// namesNode reports whether v holds addr, or host unless that is "".
+func namesNode(v, addr, host string) bool {
+	return containsFold(v, addr) || host != "" && containsFold(v, host)
+}
+
+// hostPart is a Host header's host, without its port or brackets.
+// (net.SplitHostPort allocates its error for a Host without a port.)
+func hostPart(hostport string) string {
+	if strings.HasPrefix(hostport, "[") {
+		if i := strings.IndexByte(hostport, ']'); i > 0 {
+			return hostport[1:i]
+		}
+	}
+	if i := strings.IndexByte(hostport, ':'); i >= 0 && strings.Count(hostport, ":") == 1 {
+		return hostport[:i]
+	}
+	return hostport
+}
+
+// containsFold reports whether s holds needle (lowercase ASCII) in any
+// case; an address with no letters is looked for as it is, faster.
+func containsFold(s, needle string) bool {
+	if !strings.ContainsFunc(needle, func(r rune) bool { return 'a' <= r && r <= 'z' }) {
+		return strings.Contains(s, needle)
+	}
+	return indexASCIIFold(s, needle) >= 0
 }

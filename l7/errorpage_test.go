@@ -166,7 +166,9 @@ func TestJSONErrorWordsHideTheNode(t *testing.T) {
 	host, _, _ := net.SplitHostPort(node)
 	addr, _ := haProxy(t, io.Discard, 4, &haNode{addr: n.addr})
 	resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/sha256:"+strings.Repeat("0", 64), nil)
-	var e struct{ Errors []struct{ Code, Message string } }
+	var e struct {
+		Errors []struct{ Code, Message string }
+	}
 	if resp.StatusCode != http.StatusNotFound || json.Unmarshal([]byte(body), &e) != nil || len(e.Errors) != 1 || e.Errors[0].Code != "BLOB_UNKNOWN" {
 		t.Fatalf("%s %q, want Nexus's 404 BLOB_UNKNOWN", resp.Status, body)
 	}
