@@ -84,3 +84,26 @@ func TestNodeOnThePublicHostKeepsItsURLs(t *testing.T) {
 		t.Errorf("node %s, public name %s: client got %d, Location %q, %q; want it on the public name", n.addr, public, w.Code, loc, w.Body)
 	}
 }
+
+// hideNodeHeaders on an IPv6 node: its bracketed address with the port,
+// or its address alone, in any case; on a public name sharing its
+// address, only the one with the port.
+func TestHideNodeHeadersIPv6(t *testing.T) {
+	for _, c := range []struct {
+		public string
+		v      string
+		kept   bool
+	}{
+		{"team-a.example.com", "1.1 [fd00::1]:8081", false},
+		{"team-a.example.com", "node FD00::1", false},
+		{"team-a.example.com", "https://team-a.example.com/v2/x", true},
+		{"[fd00::1]:443", "https://[fd00::1]:443/v2/x", true},
+		{"[fd00::1]:443", "http://[fd00::1]:8081/x", false},
+	} {
+		h := http.Header{"X-Test": {c.v}}
+		hideNodeHeaders(h, "[fd00::1]:8081", c.public, false)
+		if kept := h.Get("X-Test") != ""; kept != c.kept {
+			t.Errorf("node [fd00::1]:8081, public name %s: %q kept %v, want %v", c.public, c.v, kept, c.kept)
+		}
+	}
+}
