@@ -107,3 +107,22 @@ func TestHideNodeHeadersIPv6(t *testing.T) {
 		}
 	}
 }
+
+// A Bearer challenge's service naming Nexus's own host (host[:port], no
+// URL) names the public token endpoint, as a URL there does: left as it
+// came it named the node, and the challenge, left out for that, left the
+// client with no way to a token.
+func TestChallengeServiceNamingTheNode(t *testing.T) {
+	const token = pubBase + "/v2/token"
+	for _, c := range []struct{ in, want string }{
+		{`Bearer realm=http://127.0.0.1:8081/repository/team-a/v2/token,service=127.0.0.1:8081`, `Bearer realm="` + token + `",service="` + token + `"`},
+		{`Bearer realm="/v2/token",service="NEXUS"`, `Bearer realm="` + token + `",service="` + token + `"`},
+		{`Bearer realm="/v2/token",service="registry.docker.io"`, `Bearer realm="` + token + `",service="registry.docker.io"`},
+	} {
+		p := testURLs("")
+		p.hostnames = append(p.hostnames, "127.0.0.1")
+		if got := p.rewriteChallenge(c.in); got != c.want {
+			t.Errorf("rewriteChallenge(%q)\n got %q\nwant %q", c.in, got, c.want)
+		}
+	}
+}
