@@ -518,7 +518,8 @@ func (p *publicURLs) rewriteChallenge(v string) string {
 		switch {
 		case strings.EqualFold(name, "realm"):
 			return token, true
-		case strings.EqualFold(name, "service") && (strings.HasPrefix(value, "/") || hasScheme(value)):
+		case strings.EqualFold(name, "service") && (strings.HasPrefix(value, "/") || hasScheme(value) || p.ours(hostOf(value))):
+			// A URL, or Nexus's own host: a node's address otherwise.
 			return token, true
 		}
 		return "", false
