@@ -126,3 +126,33 @@ func TestChallengeServiceNamingTheNode(t *testing.T) {
 		}
 	}
 }
+
+// A redirect's body (a page pointing the way, as servlet containers
+// write one) names the node that answered "Nexus", as an error page's
+// words do.
+func TestRedirectBodyHidesTheNode(t *testing.T) {
+	var node string
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		page := `<a href="http://` + node + `/repository/team-a/v2/app/manifests/2">moved</a>`
+		fmt.Fprintf(c, "HTTP/1.1 302 Found\r\nContent-Type: text/html\r\nLocation: /repository/team-a/v2/app/manifests/2\r\nContent-Length: %d\r\n\r\n%s", len(page), page)
+		return true
+	})
+	node = n.addr
+	host, _, _ := net.SplitHostPort(node)
+	addr, _ := haProxy(t, io.Discard, 0, &haNode{addr: n.addr})
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/manifests/1", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "http://team-a.example.com/v2/app/manifests/2" || !strings.Contains(string(b), "moved") {
+		t.Fatalf("%s, Location %q, body %q: want Nexus's redirect, mapped", resp.Status, resp.Header.Get("Location"), b)
+	}
+	if strings.Contains(string(b), host) {
+		t.Errorf("the client was told the node's address: %s", b)
+	}
+}
