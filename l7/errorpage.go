@@ -26,17 +26,25 @@ const (
 // status and Nexus's words: docker prints a body it cannot read as JSON
 // raw, markup and all, and other clients show only the status.
 func registryError(resp *http.Response) {
-	if resp.StatusCode < 400 {
+	if resp.StatusCode < 300 {
 		return
 	}
 	h := resp.Header
 	mt, _, _ := strings.Cut(h.Get("Content-Type"), ";")
 	mt = strings.ToLower(strings.TrimSpace(mt))
+	if resp.StatusCode < 400 {
+		// A redirect's page (a servlet container's "moved here" link)
+		// leads where its Location did before the rewrite.
+		if mt == "text/html" || mt == "text/plain" || mt == "application/json" {
+			hideNodeInBody(resp)
+		}
+		return
+	}
 	// An answer with no body (Jetty's, a front's), whatever its type, has
 	// only its status to say, which docker reports as a JSON parse error.
 	if mt != "text/plain" && mt != "text/html" && !emptyBody(resp) {
 		if mt == "application/json" {
-			hideNodeInJSON(resp)
+			hideNodeInBody(resp)
 		}
 		return
 	}
@@ -120,11 +128,11 @@ func (b *peekedBody) Read(p []byte) (int, error) {
 	return b.ReadCloser.Read(p)
 }
 
-// hideNodeInJSON names the node that answered "Nexus" in a JSON error
-// body (a Registry API error's message, as Nexus writes it), as hideNode
-// does in a page's words; a body that names none, or is over
-// maxErrorPage or compressed, goes as it came.
-func hideNodeInJSON(resp *http.Response) {
+// hideNodeInBody names the node that answered "Nexus" in a body nexmux
+// keeps (a JSON error's message, a redirect's page), as hideNode does in
+// an error page's words; a body that names none, or is over maxErrorPage
+// or compressed, goes as it came.
+func hideNodeInBody(resp *http.Response) {
 	req := resp.Request
 	if req == nil || req.URL == nil || req.Method == http.MethodHead || resp.Body == nil || resp.Body == http.NoBody {
 		return
