@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bytes"
 	"encoding/json"
 	"html"
 	"io"
@@ -21,21 +22,30 @@ const (
 
 // registryError turns Nexus's own text or HTML error page (an unknown or
 // offline repository, a routing rule's block, a servlet error page), or an
-// error with no body and no type, into a Registry API error with the same
+// error with no body, into a Registry API error with the same
 // status and Nexus's words: docker prints a body it cannot read as JSON
 // raw, markup and all, and other clients show only the status.
 func registryError(resp *http.Response) {
-	if resp.StatusCode < 400 {
+	if resp.StatusCode < 300 {
 		return
 	}
 	h := resp.Header
 	mt, _, _ := strings.Cut(h.Get("Content-Type"), ";")
 	mt = strings.ToLower(strings.TrimSpace(mt))
-	// An answer with no body and no type (Jetty's, a front's) has only
-	// its status to say, which docker reports as a JSON parse error. Not
-	// a HEAD's: it has no body whatever it says.
-	empty := mt == "" && h.Get("Content-Length") == "0" && resp.Request != nil && resp.Request.Method != http.MethodHead
-	if mt != "text/plain" && mt != "text/html" && !empty {
+	if resp.StatusCode < 400 {
+		// A redirect's page (a servlet container's "moved here" link)
+		// leads where its Location did before the rewrite.
+		if mt == "text/html" || mt == "text/plain" || mt == "application/json" {
+			hideNodeInBody(resp)
+		}
+		return
+	}
+	// An answer with no body (Jetty's, a front's), whatever its type, has
+	// only its status to say, which docker reports as a JSON parse error.
+	if mt != "text/plain" && mt != "text/html" && !emptyBody(resp) {
+		if mt == "application/json" {
+			hideNodeInBody(resp)
+		}
 		return
 	}
 	var words string
@@ -72,6 +82,75 @@ func registryError(resp *http.Response) {
 		return
 	}
 	setBody(resp, body)
+}
+
+// emptyBody reports an answer with no body: "Content-Length: 0", or a body
+// of unknown length (chunked, or up to the close) that ends before its
+// first byte. Only that byte is waited for: a body that has one streams on
+// with it put back. Never a HEAD's answer, which has no body whatever it
+// says.
+func emptyBody(resp *http.Response) bool {
+	if resp.Request == nil || resp.Request.Method == http.MethodHead {
+		return false
+	}
+	if resp.Header.Get("Content-Length") == "0" {
+		return true
+	}
+	if resp.ContentLength >= 0 || resp.Body == nil || resp.Body == http.NoBody {
+		return false
+	}
+	var first [1]byte
+	n, err := io.ReadFull(resp.Body, first[:])
+	if n == 0 && err == io.EOF {
+		return true
+	}
+	resp.Body = &peekedBody{ReadCloser: resp.Body, first: first[:n], err: err}
+	return false
+}
+
+// peekedBody is a body whose first byte (or the error reading it) was
+// taken by emptyBody, handed out again before the rest.
+type peekedBody struct {
+	io.ReadCloser
+	first []byte
+	err   error
+}
+
+func (b *peekedBody) Read(p []byte) (int, error) {
+	switch {
+	case len(b.first) > 0 && len(p) > 0:
+		n := copy(p, b.first)
+		b.first = b.first[n:]
+		return n, nil
+	case b.err != nil:
+		return 0, b.err
+	}
+	return b.ReadCloser.Read(p)
+}
+
+// hideNodeInBody names the node that answered "Nexus" in a body nexmux
+// keeps (a JSON error's message, a redirect's page), as hideNode does in
+// an error page's words; a body that names none, or is over maxErrorPage
+// or compressed, goes as it came.
+func hideNodeInBody(resp *http.Response) {
+	req := resp.Request
+	if req == nil || req.URL == nil || req.Method == http.MethodHead || resp.Body == nil || resp.Body == http.NoBody {
+		return
+	}
+	if enc := strings.TrimSpace(resp.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
+		return
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage+1))
+	if err != nil || len(raw) > maxErrorPage {
+		resp.Body = &peekedBody{ReadCloser: resp.Body, first: raw, err: err}
+		return
+	}
+	resp.Body.Close()
+	if hidden := hideNode(string(raw), req.URL.Host); hidden != string(raw) {
+		setBody(resp, []byte(hidden))
+		return
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(raw))
 }
 
 // isRegistryErrorJSON reports a Registry API error body:
@@ -158,4 +237,75 @@ func hideNode(words, node string) string {
 		words = strings.ReplaceAll(words, host, "Nexus")
 	}
 	return words
+}
+
+// hideNodeHeaders leaves out each header value that names the node that
+// answered, as hideNode's words do: its "host:port", or its host alone
+// where an address or dotted name (a front's Via, a node's own name for
+// itself, a node's URL in a query nexmux keeps as Nexus wrote it). A
+// blob redirect's Location may name the node's host (a blob store beside
+// Nexus, on another port) and is held to its address with the port, as
+// is every value where the node shares its host with the public name
+// (public, the request's Host), which the rewritten URLs hold.
+func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
+	if node == "" {
+		return
+	}
+	addr := strings.ToLower(node)
+	host := ""
+	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && !strings.EqualFold(hst, hostPart(public)) {
+		host = hst
+	}
+	for k, vs := range h {
+		hostToo := host
+		if blobRedirect && k == "Location" {
+			hostToo = ""
+		}
+		i := 0
+		for i < len(vs) && !namesNode(vs[i], addr, hostToo) {
+			i++
+		}
+		if i == len(vs) {
+			continue
+		}
+		kept := make([]string, 0, len(vs)-1)
+		for _, v := range vs {
+			if !namesNode(v, addr, hostToo) {
+				kept = append(kept, v)
+			}
+		}
+		if len(kept) == 0 {
+			delete(h, k)
+		} else {
+			h[k] = kept
+		}
+	}
+}
+
+// namesNode reports whether v holds addr, or host unless that is "".
+func namesNode(v, addr, host string) bool {
+	return containsFold(v, addr) || host != "" && containsFold(v, host)
+}
+
+// hostPart is a Host header's host, without its port or brackets.
+// (net.SplitHostPort allocates its error for a Host without a port.)
+func hostPart(hostport string) string {
+	if strings.HasPrefix(hostport, "[") {
+		if i := strings.IndexByte(hostport, ']'); i > 0 {
+			return hostport[1:i]
+		}
+	}
+	if i := strings.IndexByte(hostport, ':'); i >= 0 && strings.Count(hostport, ":") == 1 {
+		return hostport[:i]
+	}
+	return hostport
+}
+
+// containsFold reports whether s holds needle (lowercase ASCII) in any
+// case; an address with no letters is looked for as it is, faster.
+func containsFold(s, needle string) bool {
+	if !strings.ContainsFunc(needle, func(r rune) bool { return 'a' <= r && r <= 'z' }) {
+		return strings.Contains(s, needle)
+	}
+	return indexASCIIFold(s, needle) >= 0
 }

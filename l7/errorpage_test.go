@@ -147,3 +147,36 @@ func TestErrorPageWordsHideTheNode(t *testing.T) {
 		t.Errorf("the client was told the node's address: %s", body)
 	}
 }
+
+// A Registry API error Nexus writes itself (JSON) that names the node
+// answering reaches the client without that address, its code kept, as
+// a page's words do; one that names no node goes byte for byte.
+func TestJSONErrorWordsHideTheNode(t *testing.T) {
+	var node string
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		body := `{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to http://` + node + `/repository/team-a","detail":null}]}`
+		if strings.HasSuffix(r.URL.Path, "/2") {
+			body = `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"2"}}]}`
+		}
+		fmt.Fprintf(c, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return true
+	})
+	node = n.addr
+	host, _, _ := net.SplitHostPort(node)
+	addr, _ := haProxy(t, io.Discard, 4, &haNode{addr: n.addr})
+	resp, body := send(t, addr, http.MethodGet, "/v2/app/blobs/sha256:"+strings.Repeat("0", 64), nil)
+	var e struct {
+		Errors []struct{ Code, Message string }
+	}
+	if resp.StatusCode != http.StatusNotFound || json.Unmarshal([]byte(body), &e) != nil || len(e.Errors) != 1 || e.Errors[0].Code != "BLOB_UNKNOWN" {
+		t.Fatalf("%s %q, want Nexus's 404 BLOB_UNKNOWN", resp.Status, body)
+	}
+	if strings.Contains(body, host) {
+		t.Errorf("the client was told the node's address: %s", body)
+	}
+	resp, body = send(t, addr, http.MethodGet, "/v2/app/manifests/2", nil)
+	if want := `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"2"}}]}`; body != want {
+		t.Errorf("%s %q, want Nexus's body as it came", resp.Status, body)
+	}
+}

@@ -3,9 +3,11 @@ package l7
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"sync/atomic"
 )
 
@@ -43,6 +45,27 @@ type freshness struct {
 	// hide wraps the request's context (see context): here, not boxed on
 	// its own, it costs no allocation.
 	hide hideTrace
+	// forward1xx is the trace's Got1xxResponse (ReverseProxy's, which
+	// passes a 1xx on to the client), n1xx how many Nexus sent.
+	forward1xx func(int, textproto.MIMEHeader) error
+	n1xx       atomic.Int32
+}
+
+// max1xx bounds the informational answers one attempt takes, as net/http's
+// Transport did (max1xxResponses) before it left them to whoever traces
+// them: ReverseProxy passes each on, so a node sending them without end
+// would be bounded only by the header timeout. Nexus sends one 100.
+const max1xx = 5
+
+// errTooMany1xx fails an attempt past max1xx informational answers.
+var errTooMany1xx = fmt.Errorf("Nexus sent more than %d informational (1xx) answers", max1xx)
+
+// got1xx counts an informational answer and passes it on.
+func (f *freshness) got1xx(code int, h textproto.MIMEHeader) error {
+	if f.n1xx.Add(1) > max1xx {
+		return errTooMany1xx
+	}
+	return f.forward1xx(code, h)
 }
 
 // errStaleAnswer fails a request answered from bytes its connection held
@@ -71,13 +94,29 @@ func (c hideTrace) Value(key any) any {
 // Value allocates).
 func (f *freshness) context(ctx context.Context) context.Context {
 	old := httptrace.ContextClientTrace(ctx)
+	f.n1xx.Store(0)
+	f.forward1xx = nil
+	if old != nil && old.Got1xxResponse != nil {
+		f.forward1xx = old.Got1xxResponse
+	}
 	if old == nil || old.GotConn != nil || old.GotFirstResponseByte != nil {
 		// Nothing to carry, or hooks of the same name: composed.
 		f.trace = httptrace.ClientTrace{GotConn: f.gotConn, GotFirstResponseByte: f.gotFirstByte}
+		if f.forward1xx != nil {
+			// Composed hooks answer with the old one's error, not
+			// got1xx's: the old trace goes without its own.
+			carried := *old
+			carried.Got1xxResponse = nil
+			f.trace.Got1xxResponse = f.got1xx
+			ctx = httptrace.WithClientTrace(hideTrace{ctx}, &carried)
+		}
 		return httptrace.WithClientTrace(ctx, &f.trace)
 	}
 	f.trace = *old
 	f.trace.GotConn, f.trace.GotFirstResponseByte = f.gotConn, f.gotFirstByte
+	if f.forward1xx != nil {
+		f.trace.Got1xxResponse = f.got1xx
+	}
 	f.hide = hideTrace{ctx}
 	return httptrace.WithClientTrace(&f.hide, &f.trace)
 }

@@ -783,9 +783,21 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		}
 	}
 	h := resp.Header
+	// Nexus's alternative services are not nexmux's.
+	delete(h, "Alt-Svc")
 	// Most responses (every blob) carry no URL to rewrite.
-	if h["Location"] == nil && h["Link"] == nil && h["Www-Authenticate"] == nil {
+	if h["Location"] == nil && h["Link"] == nil && h["Www-Authenticate"] == nil &&
+		h["Content-Location"] == nil && h["Refresh"] == nil && h["Set-Cookie"] == nil {
+		hideNodeHeaders(h, resp.Request.URL.Host, resp.Request.Host, false)
 		return nil
+	}
+	if locs := h["Location"]; len(locs) > 1 {
+		// Several: nothing says which is meant, and clients take
+		// different ones.
+		if slices.ContainsFunc(locs, func(l string) bool { return l != locs[0] }) {
+			return errSeveralLocations
+		}
+		h["Location"] = locs[:1]
 	}
 	pub := publicURLs{
 		ctxPath:   p.up.ctxPath,
@@ -806,12 +818,22 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		pub.nodes = p.up.nodeKeys()
 	}
 	pub.rewriteHeaders(resp.Header, blobRedirect)
+	if locs := h["Location"]; len(locs) == 1 && strings.ContainsAny(locs[0], " \t") {
+		// A list in one (no URI holds a blank), past the authority a
+		// joined X-Forwarded-Host puts one in, which the rewrite repairs.
+		return errSeveralLocations
+	}
+	hideNodeHeaders(h, resp.Request.URL.Host, resp.Request.Host, blobRedirect)
 	p.tagUpload(resp, st.tag)
 	if st.mirror != nil {
 		st.mirror.publicForm(resp.Header, pub.base)
 	}
 	return nil
 }
+
+// errSeveralLocations refuses an answer with more than one Location.
+var errSeveralLocations = &refusal{status: http.StatusBadGateway, code: "UNAVAILABLE", close: true,
+	msg: "nexmux: Nexus answered with several Locations; retry later"}
 
 // prefixOf is " (prefix P)" when per-client limits count a by its IPv6
 // prefix P: the address itself may have no request in flight.
@@ -925,6 +947,8 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		status, words = http.StatusServiceUnavailable, "Nexus is not reachable right now"
 	case connBroke(err):
 		words = "the connection to Nexus broke before its answer"
+	case errors.Is(err, errTooMany1xx):
+		words = "Nexus sent informational answers without end"
 	case strings.Contains(err.Error(), "malformed"):
 		// net/http's own words for an answer that is no HTTP; its error
 		// types are unexported.

@@ -2,6 +2,8 @@ package l7
 
 import (
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/nexmux/nexmux/route"
@@ -29,7 +31,32 @@ type publicURLs struct {
 // rewrite returns the public form of u, and false when u must not reach the
 // client at all. blobRedirect says u is the Location of a 3xx answer to a
 // blob read: a blob store may send the client to a host of its own.
+//
+// u is judged as a WHATWG parser reads it (clientForm): where that is not
+// its text, what goes as it came goes as it came, and what maps onto the
+// public name keeps its path and query byte for byte or is left out (a
+// blob read's redirect, never left out, goes to the public name's root).
 func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
+	n := clientForm(u)
+	if blobRedirect {
+		n = authorityForm(n)
+	}
+	r, ok := p.judge(n, blobRedirect)
+	switch {
+	case n == u || !ok:
+		return r, ok
+	case r == n:
+		return u, true
+	case strings.HasSuffix(u, strings.TrimPrefix(r, p.base)):
+		return r, true
+	case blobRedirect:
+		return p.base + "/", true
+	}
+	return "", false
+}
+
+// judge is rewrite of a URL whose text is what clients read.
+func (p *publicURLs) judge(u string, blobRedirect bool) (string, bool) {
 	var host, path, scheme, authority string
 	absolute := false
 	switch {
@@ -83,6 +110,50 @@ func (p *publicURLs) rewrite(u string, blobRedirect bool) (string, bool) {
 	return "", false
 }
 
+// clientForm is u as a WHATWG URL parser (browsers, JavaScript's fetch)
+// reads it where that differs from its text: blanks and C0 controls
+// trimmed at its ends, tabs and newlines dropped, '\' read as '/' before
+// the query. Judged in that form, a URL cannot lead such a client to a
+// node ("/\node:8081/...") while it reads as a path on the public name.
+func clientForm(u string) string {
+	start, end := 0, len(u)
+	for start < end && u[start] <= ' ' {
+		start++
+	}
+	for end > start && u[end-1] <= ' ' {
+		end--
+	}
+	u = u[start:end]
+	if strings.ContainsAny(u, "\t\n\r") {
+		u = dropTabsAndNewlines.Replace(u)
+	}
+	if strings.Contains(u, "\\") {
+		end := strings.IndexAny(u, "?#")
+		if end < 0 {
+			end = len(u)
+		}
+		u = strings.ReplaceAll(u[:end], "\\", "/") + u[end:]
+	}
+	return u
+}
+
+var dropTabsAndNewlines = strings.NewReplacer("\t", "", "\n", "", "\r", "")
+
+// authorityForm reads "http:" or "https:" followed by any number of
+// slashes (none, one, three) as a WHATWG parser does: as the start of an
+// authority. Only for a blob read's redirect, which would otherwise go as
+// it came; anywhere else such a URL is refused.
+func authorityForm(u string) string {
+	for _, scheme := range []string{"http:", "https:"} {
+		if len(u) >= len(scheme) && strings.EqualFold(u[:len(scheme)], scheme) {
+			if rest := u[len(scheme):]; !strings.HasPrefix(rest, "//") || strings.HasPrefix(rest, "///") {
+				return u[:len(scheme)] + "//" + strings.TrimLeft(rest, "/")
+			}
+		}
+	}
+	return u
+}
+
 // atNode reports whether authority, of a URL starting with scheme
 // ("https://", "//"), is an upstream node's own host and port: Nexus
 // itself, whatever the path, as no blob store shares its port. Without a
@@ -128,6 +199,13 @@ func portOf(authority string) string {
 		return ""
 	}
 	port, _, _ = strings.Cut(port, ":")
+	// Clients read a port as a number: "08081" is 8081.
+	if trimmed := strings.TrimLeft(port, "0"); trimmed != port {
+		if trimmed == "" {
+			trimmed = "0"
+		}
+		port = trimmed
+	}
 	return port
 }
 
@@ -185,19 +263,98 @@ func cutScheme(u string) (string, bool) {
 // hostOf returns the lowercase host name of an authority. It is lenient on
 // purpose: Nexus builds "host:5001:5001" when a proxy sends X-Forwarded-Host
 // with a port, and that must still be recognised (and repaired) as ours.
+//
+// Clients decode a host's %XX escapes, and read an IP address in any of
+// its spellings: the name is the one form of each (an IPv4-mapped IPv6
+// address is its IPv4 one; an IPv4 address written as one number, in hex
+// or octal parts, as browsers read it, is dotted), so that no spelling of
+// a node's address passes for another host's.
 func hostOf(authority string) string {
 	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
 		authority = authority[i+1:]
 	}
 	if strings.HasPrefix(authority, "[") {
 		if i := strings.IndexByte(authority, ']'); i >= 0 {
+			if a, err := netip.ParseAddr(unescapeHost(authority[1:i])); err == nil {
+				if a = a.Unmap(); a.Is4() {
+					return a.String()
+				}
+				return "[" + a.String() + "]"
+			}
 			return strings.ToLower(authority[:i+1])
 		}
 	}
 	if i := strings.IndexByte(authority, ':'); i >= 0 {
 		authority = authority[:i]
 	}
-	return strings.ToLower(strings.TrimSuffix(authority, "."))
+	h := strings.ToLower(strings.TrimSuffix(unescapeHost(authority), "."))
+	if a, ok := ipv4Number(h); ok {
+		return a
+	}
+	return h
+}
+
+// unescapeHost decodes a host's well-formed %XX escapes, as Go's URL
+// parser and browsers do.
+func unescapeHost(h string) string {
+	if !strings.Contains(h, "%") {
+		return h
+	}
+	var b strings.Builder
+	for i := 0; i < len(h); i++ {
+		if h[i] == '%' && i+2 < len(h) {
+			if v, err := strconv.ParseUint(h[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(h[i])
+	}
+	return b.String()
+}
+
+// ipv4Number reads h as browsers read a host of numbers (the WHATWG URL
+// standard's IPv4 parser): up to four dot-separated parts, each decimal,
+// hex ("0x") or octal (a leading 0), the last filling the bytes left; it
+// returns the dotted address.
+func ipv4Number(h string) (string, bool) {
+	if h == "" || h[0] < '0' || h[0] > '9' {
+		return "", false // a name (most hosts): no part to read
+	}
+	parts := strings.Split(h, ".")
+	if len(parts) > 4 {
+		return "", false
+	}
+	var addr uint64
+	for i, p := range parts {
+		base := 10
+		switch {
+		case len(p) >= 2 && p[0] == '0' && p[1] == 'x':
+			base, p = 16, p[2:]
+		case len(p) > 1 && p[0] == '0':
+			base, p = 8, p[1:]
+		}
+		n := uint64(0)
+		if p != "" || base != 16 {
+			var err error
+			if n, err = strconv.ParseUint(p, base, 32); err != nil {
+				return "", false
+			}
+		}
+		if i < len(parts)-1 {
+			if n > 255 {
+				return "", false
+			}
+			addr |= n << (8 * (3 - i))
+			continue
+		}
+		if n >= 1<<(8*(4-i)) {
+			return "", false
+		}
+		addr |= n
+	}
+	return netip.AddrFrom4([4]byte{byte(addr >> 24), byte(addr >> 16), byte(addr >> 8), byte(addr)}).String(), true
 }
 
 func (p *publicURLs) ours(host string) bool {
@@ -361,7 +518,8 @@ func (p *publicURLs) rewriteChallenge(v string) string {
 		switch {
 		case strings.EqualFold(name, "realm"):
 			return token, true
-		case strings.EqualFold(name, "service") && (strings.HasPrefix(value, "/") || hasScheme(value)):
+		case strings.EqualFold(name, "service") && (strings.HasPrefix(value, "/") || hasScheme(value) || p.ours(hostOf(value))):
+			// A URL, or Nexus's own host: a node's address otherwise.
 			return token, true
 		}
 		return "", false
@@ -512,6 +670,90 @@ func (p *publicURLs) rewriteHeaders(h http.Header, blobRedirect bool) {
 			v[i] = p.rewriteChallenge(v[i])
 		}
 	}
+	// Content-Location and Refresh lead somewhere as Location does.
+	if v := h.Values("Content-Location"); len(v) > 0 {
+		keepRewritten(h, "Content-Location", v, func(s string) (string, bool) { return p.rewrite(s, false) })
+	}
+	if v := h.Values("Refresh"); len(v) > 0 {
+		keepRewritten(h, "Refresh", v, p.rewriteRefresh)
+	}
+	if v := h.Values("Set-Cookie"); len(v) > 0 {
+		for i := range v {
+			v[i] = p.cookieOnPublicName(v[i])
+		}
+	}
+}
+
+// rewriteRefresh maps the URL of a Refresh value ("5; url=URL" in any
+// case, "url=" and quotes optional, as browsers read it) as a Location's;
+// false when that must not reach the client, or when the value is none a
+// browser reads (no delay first): nothing a registry client needs.
+func (p *publicURLs) rewriteRefresh(v string) (string, bool) {
+	i := skipSpace(v, 0)
+	start := i
+	for i < len(v) && ('0' <= v[i] && v[i] <= '9' || v[i] == '.') {
+		i++
+	}
+	switch {
+	case i == start:
+		return "", false
+	case i == len(v):
+		return v, true // a delay alone: the same page again
+	case v[i] != ';' && v[i] != ',' && v[i] != ' ' && v[i] != '\t':
+		return "", false
+	}
+	i = skipSpace(v, i)
+	if i < len(v) && (v[i] == ';' || v[i] == ',') {
+		i = skipSpace(v, i+1)
+	}
+	if len(v)-i >= 3 && strings.EqualFold(v[i:i+3], "url") {
+		if j := skipSpace(v, i+3); j < len(v) && v[j] == '=' {
+			i = skipSpace(v, j+1)
+		}
+	}
+	end := len(v)
+	if i < len(v) && (v[i] == '"' || v[i] == '\'') {
+		q := v[i]
+		i++
+		if k := strings.IndexByte(v[i:], q); k >= 0 {
+			end = i + k
+		}
+	}
+	if i == end {
+		return v, true
+	}
+	u, ok := p.rewrite(v[i:end], false)
+	if !ok {
+		return "", false
+	}
+	return v[:i] + u + v[end:], true
+}
+
+// cookieOnPublicName drops a Set-Cookie value's Domain attribute unless it
+// names the public host: Nexus (Jetty) would scope it to a node's name or
+// another, which the client refuses for the name it asked and which
+// names what stays inside. Without one the cookie is the public name's.
+func (p *publicURLs) cookieOnPublicName(v string) string {
+	if indexASCIIFold(v, "domain") < 0 {
+		return v
+	}
+	public := ""
+	if rest, ok := cutScheme(p.base); ok {
+		public = hostOf(rest)
+	}
+	attrs := strings.Split(v, ";")
+	kept := attrs[:1]
+	for _, a := range attrs[1:] {
+		name, value, _ := strings.Cut(a, "=")
+		if strings.EqualFold(strings.TrimSpace(name), "domain") {
+			d := strings.ToLower(strings.TrimPrefix(strings.TrimSpace(value), "."))
+			if public == "" || d != public {
+				continue
+			}
+		}
+		kept = append(kept, a)
+	}
+	return strings.Join(kept, ";")
 }
 
 // keepRewritten rewrites the values vs of h's header key in place,

@@ -1,0 +1,158 @@
+package l7
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// The address of the node that answered reaches the client in no header:
+// not in one nexmux knows nothing of (a front's Via, a node's own name
+// for itself), and not in the query of a URL it maps onto the public
+// name, which keeps its query as Nexus wrote it. Such a header is left
+// out, as a URL on another host is.
+func TestNodeAddressInNoHeader(t *testing.T) {
+	var node string
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		host, _, _ := net.SplitHostPort(node)
+		fmt.Fprintf(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nDocker-Upload-UUID: u1\r\nRange: 0-0\r\n"+
+			"Location: /repository/team-a/v2/app/blobs/uploads/u1?next=http://%s/service/rest\r\n"+
+			"Link: </v2/_catalog?last=%s>; rel=\"next\"\r\n"+
+			"Via: 1.1 %s (front)\r\nX-Nexus-Node: %s\r\n\r\n", node, node, node, host)
+		return true
+	})
+	node = n.addr
+	addr, _ := haProxy(t, io.Discard, 0, &haNode{addr: n.addr})
+	host, _, _ := net.SplitHostPort(node)
+	resp, _ := send(t, addr, http.MethodPost, "/v2/app/blobs/uploads/", nil)
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			if strings.Contains(v, host) {
+				t.Errorf("%s: %q names the node", k, v)
+			}
+		}
+	}
+	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Docker-Upload-Uuid") != "u1" || resp.Header.Get("Range") != "0-0" {
+		t.Errorf("%s %v: want Nexus's 202 with its other headers", resp.Status, resp.Header)
+	}
+}
+
+// A node on the host clients name nexmux by (an address both share, on
+// another port) leaves the URLs mapped onto that name alone: only its
+// address with its port is the node's there.
+func TestNodeOnThePublicHostKeepsItsURLs(t *testing.T) {
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nLocation: /repository/team-a/v2/app/blobs/uploads/u1\r\n\r\n")
+		return true
+	})
+	spec, err := upstream.ParseSpec([]string{"http://" + n.addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	up := NewUpstreams(spec, upstream.NewSet(spec, logger), UpstreamOptions{})
+	tab, err := route.Build(route.Spec{Ports: []string{"5000=team-a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	p, err := New(Config{Upstreams: up, Transport: tr, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _, _ := net.SplitHostPort(n.addr)
+	public := net.JoinHostPort(host, "5000")
+	req := httptest.NewRequest(http.MethodPost, "/v2/app/blobs/uploads/", nil)
+	req.Host = public
+	req = req.WithContext(NewContext(req.Context(), &ConnInfo{Table: tab, Route: tab.LookupPort(5000), ByPort: true, Client: netip.MustParseAddrPort("192.0.2.1:40000")}))
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, req)
+	if loc := w.Header().Get("Location"); w.Code != http.StatusAccepted || !strings.HasPrefix(loc, "http://"+public+"/v2/app/blobs/uploads/u1?_nexmux=") {
+		t.Errorf("node %s, public name %s: client got %d, Location %q, %q; want it on the public name", n.addr, public, w.Code, loc, w.Body)
+	}
+}
+
+// hideNodeHeaders on an IPv6 node: its bracketed address with the port,
+// or its address alone, in any case; on a public name sharing its
+// address, only the one with the port.
+func TestHideNodeHeadersIPv6(t *testing.T) {
+	for _, c := range []struct {
+		public string
+		v      string
+		kept   bool
+	}{
+		{"team-a.example.com", "1.1 [fd00::1]:8081", false},
+		{"team-a.example.com", "node FD00::1", false},
+		{"team-a.example.com", "https://team-a.example.com/v2/x", true},
+		{"[fd00::1]:443", "https://[fd00::1]:443/v2/x", true},
+		{"[fd00::1]:443", "http://[fd00::1]:8081/x", false},
+	} {
+		h := http.Header{"X-Test": {c.v}}
+		hideNodeHeaders(h, "[fd00::1]:8081", c.public, false)
+		if kept := h.Get("X-Test") != ""; kept != c.kept {
+			t.Errorf("node [fd00::1]:8081, public name %s: %q kept %v, want %v", c.public, c.v, kept, c.kept)
+		}
+	}
+}
+
+// A Bearer challenge's service naming Nexus's own host (host[:port], no
+// URL) names the public token endpoint, as a URL there does: left as it
+// came it named the node, and the challenge, left out for that, left the
+// client with no way to a token.
+func TestChallengeServiceNamingTheNode(t *testing.T) {
+	const token = pubBase + "/v2/token"
+	for _, c := range []struct{ in, want string }{
+		{`Bearer realm=http://127.0.0.1:8081/repository/team-a/v2/token,service=127.0.0.1:8081`, `Bearer realm="` + token + `",service="` + token + `"`},
+		{`Bearer realm="/v2/token",service="NEXUS"`, `Bearer realm="` + token + `",service="` + token + `"`},
+		{`Bearer realm="/v2/token",service="registry.docker.io"`, `Bearer realm="` + token + `",service="registry.docker.io"`},
+	} {
+		p := testURLs("")
+		p.hostnames = append(p.hostnames, "127.0.0.1")
+		if got := p.rewriteChallenge(c.in); got != c.want {
+			t.Errorf("rewriteChallenge(%q)\n got %q\nwant %q", c.in, got, c.want)
+		}
+	}
+}
+
+// A redirect's body (a page pointing the way, as servlet containers
+// write one) names the node that answered "Nexus", as an error page's
+// words do.
+func TestRedirectBodyHidesTheNode(t *testing.T) {
+	var node string
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		page := `<a href="http://` + node + `/repository/team-a/v2/app/manifests/2">moved</a>`
+		fmt.Fprintf(c, "HTTP/1.1 302 Found\r\nContent-Type: text/html\r\nLocation: /repository/team-a/v2/app/manifests/2\r\nContent-Length: %d\r\n\r\n%s", len(page), page)
+		return true
+	})
+	node = n.addr
+	host, _, _ := net.SplitHostPort(node)
+	addr, _ := haProxy(t, io.Discard, 0, &haNode{addr: n.addr})
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/manifests/1", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "http://team-a.example.com/v2/app/manifests/2" || !strings.Contains(string(b), "moved") {
+		t.Fatalf("%s, Location %q, body %q: want Nexus's redirect, mapped", resp.Status, resp.Header.Get("Location"), b)
+	}
+	if strings.Contains(string(b), host) {
+		t.Errorf("the client was told the node's address: %s", b)
+	}
+}
