@@ -256,13 +256,20 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && !strings.EqualFold(hst, hostPart(public)) {
 		host = hst
 	}
+	// The host is part of the address: where it counts, it alone is looked
+	// for. Each is looked for folded only if it has letters to fold.
+	byAddr := nodeNeedle{addr, hasLetter(addr)}
+	byHost := byAddr
+	if host != "" {
+		byHost = nodeNeedle{host, hasLetter(host)}
+	}
 	for k, vs := range h {
-		hostToo := host
+		n := byHost
 		if blobRedirect && k == "Location" {
-			hostToo = ""
+			n = byAddr
 		}
 		i := 0
-		for i < len(vs) && !namesNode(vs[i], addr, hostToo) {
+		for i < len(vs) && !n.in(vs[i]) {
 			i++
 		}
 		if i == len(vs) {
@@ -270,7 +277,7 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 		}
 		kept := make([]string, 0, len(vs)-1)
 		for _, v := range vs {
-			if !namesNode(v, addr, hostToo) {
+			if !n.in(v) {
 				kept = append(kept, v)
 			}
 		}
@@ -282,9 +289,27 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 	}
 }
 
-// namesNode reports whether v holds addr, or host unless that is "".
-func namesNode(v, addr, host string) bool {
-	return containsFold(v, addr) || host != "" && containsFold(v, host)
+// nodeNeedle is a node's address or host (lowercase), and whether it has
+// letters, which a value must then be searched for in any case.
+type nodeNeedle struct {
+	s    string
+	fold bool
+}
+
+func (n nodeNeedle) in(v string) bool {
+	if !n.fold {
+		return strings.Contains(v, n.s)
+	}
+	return indexASCIIFold(v, n.s) >= 0
+}
+
+func hasLetter(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'a' <= s[i] && s[i] <= 'z' {
+			return true
+		}
+	}
+	return false
 }
 
 // hostPart is a Host header's host, without its port or brackets.
@@ -299,13 +324,4 @@ func hostPart(hostport string) string {
 		return hostport[:i]
 	}
 	return hostport
-}
-
-// containsFold reports whether s holds needle (lowercase ASCII) in any
-// case; an address with no letters is looked for as it is, faster.
-func containsFold(s, needle string) bool {
-	if !strings.ContainsFunc(needle, func(r rune) bool { return 'a' <= r && r <= 'z' }) {
-		return strings.Contains(s, needle)
-	}
-	return indexASCIIFold(s, needle) >= 0
 }
