@@ -185,8 +185,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		} else {
 			a := addrOf(c.RemoteAddr())
 			ok, full := s.pending.take(a)
-			if !ok && full == &s.pending.by && s.pending.reclaim(a, false) {
-				ok, full = s.pending.take(a)
+			if !ok && full == &s.pending.by {
+				if f := refusedTake.Load(); f != nil {
+					(*f)()
+				}
+				if s.pending.reclaim(a, false) {
+					ok, full = s.pending.take(a)
+				}
 			}
 			if !ok {
 				c.Close()
@@ -237,6 +242,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		}()
 	}
 }
+
+// refusedTake is a seam for tests: when set, it runs in the accept loop
+// between a client's take refused at its limit and the reclaim after it.
+var refusedTake atomic.Pointer[func()]
 
 // headerClient reads a trusted balancer's PROXY header and counts the
 // session as the client it names, in place of the shared place taken at
