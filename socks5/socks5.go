@@ -189,9 +189,10 @@ func (s *Server) Serve(ln net.Listener) error {
 				if f := refusedTake.Load(); f != nil {
 					(*f)()
 				}
-				if s.pending.reclaim(a, false) {
-					ok, full = s.pending.take(a)
-				}
+				// Taken again whatever reclaim found: the session holding
+				// the place may have given it back itself meanwhile.
+				s.pending.reclaim(a, false)
+				ok, full = s.pending.take(a)
 			}
 			if !ok {
 				c.Close()
@@ -279,7 +280,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		// the clients its headers name no IP for share, but one of the
 		// balancer's own, so such sessions cannot hold every pending
 		// place.
-		if !s.pending.takeBalancer(a) && !(s.pending.reclaim(a, true) && s.pending.takeBalancer(a)) {
+		if !s.pending.takeBalancer(a) && !s.pending.reclaimThen(a, true, s.pending.takeBalancer) {
 			s.pending.giveShared()
 			place.Release()
 			s.refusedPending(a, &s.pending.balancers)
@@ -287,7 +288,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		}
 		return &pendingSlot{p: &s.pending, a: a, balancer: true, place: place}
 	}
-	if !s.pending.takeClient(a) && !(s.pending.reclaim(a, false) && s.pending.takeClient(a)) {
+	if !s.pending.takeClient(a) && !s.pending.reclaimThen(a, false, s.pending.takeClient) {
 		s.pending.giveShared()
 		place.Release()
 		s.refusedPending(a, &s.pending.by)
