@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nexmux/nexmux/internal/perclient"
 )
@@ -45,8 +46,13 @@ func (s *Server) slotTaken(raw net.Conn, pool *perclient.Counter, a netip.Addr) 
 // closes it.
 func (s *Server) takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Addr) bool {
 	key := perclient.Key(a, pool.IPv6Prefix)
-	if !pool.Acquire(a) && !(s.refusing.reclaim(pool, key) && pool.Acquire(a)) {
-		return false
+	if !pool.Acquire(a) {
+		if f := refusedSlot.Load(); f != nil {
+			(*f)()
+		}
+		if !(s.refusing.reclaim(pool, key) && pool.Acquire(a)) {
+			return false
+		}
 	}
 	if !raw.onClose(func() { pool.Release(a) }) {
 		pool.Release(a) // closed meanwhile (shutdown)
@@ -55,6 +61,10 @@ func (s *Server) takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Add
 	raw.clientSlot, raw.slotPool, raw.slotKey, raw.refusing = true, pool, key, &s.refusing
 	return true
 }
+
+// refusedSlot is a seam for tests: when set, it runs between a client's
+// slot refused at its limit and the reclaim after it.
+var refusedSlot atomic.Pointer[func()]
 
 // refusing is the set of refused connections reading on before their
 // close (lingerRefused) that hold a --max-conns-per-client slot, by the
