@@ -50,7 +50,10 @@ func (s *Server) takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Add
 		if f := refusedSlot.Load(); f != nil {
 			(*f)()
 		}
-		if !(s.refusing.reclaim(pool, key) && pool.Acquire(a)) {
+		// Acquired again whatever reclaim found: a refused connection may
+		// have given its slot back by itself since the first try.
+		s.refusing.reclaim(pool, key)
+		if !pool.Acquire(a) {
 			return false
 		}
 	}
@@ -115,9 +118,9 @@ func (r *refusing) end(cc *countedConn) {
 // reclaim gives back the slots in pool of key's refused connections whose
 // client has closed its side (PeerClosed): such a client reconnecting at
 // once must not be refused for a connection it has left, only because the
-// goroutine that will read its FIN has not run yet. It reports whether it
-// gave any back. A client that keeps its side open keeps its slot.
-func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) bool {
+// goroutine that will read its FIN has not run yet. A client that keeps
+// its side open keeps its slot.
+func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) {
 	k := refusingKey{pool, key}
 	r.mu.Lock()
 	var done []*countedConn
@@ -134,5 +137,4 @@ func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) bool {
 	for _, cc := range done {
 		cc.dropRelease()
 	}
-	return len(done) > 0
 }
