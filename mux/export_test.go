@@ -1,5 +1,7 @@
 package mux
 
+import "testing"
+
 // OpenCounts reports what the connection limits hold: places taken against
 // --max-conns, and --max-conns-per-client slots over all clients and
 // balancers (LOCAL connections).
@@ -15,4 +17,23 @@ func (s *Server) IdleCounts() (parked, live int) {
 	live = len(s.live.http)
 	s.live.mu.Unlock()
 	return parked, live
+}
+
+// SetRefusedSlot runs f between a client's slot refused at its limit and
+// the reclaim after it, until t ends.
+func SetRefusedSlot(t testing.TB, f func()) {
+	refusedSlot.Store(&f)
+	t.Cleanup(func() { refusedSlot.Store(nil) })
+}
+
+// RefusingConns reports the refused connections reading on before their
+// close that hold a --max-conns-per-client slot, over all clients.
+func (s *Server) RefusingConns() int {
+	s.refusing.mu.Lock()
+	defer s.refusing.mu.Unlock()
+	n := 0
+	for _, m := range s.refusing.conns {
+		n += len(m)
+	}
+	return n
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nexmux/nexmux/internal/perclient"
 )
@@ -45,8 +46,16 @@ func (s *Server) slotTaken(raw net.Conn, pool *perclient.Counter, a netip.Addr) 
 // closes it.
 func (s *Server) takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Addr) bool {
 	key := perclient.Key(a, pool.IPv6Prefix)
-	if !pool.Acquire(a) && !(s.refusing.reclaim(pool, key) && pool.Acquire(a)) {
-		return false
+	if !pool.Acquire(a) {
+		if f := refusedSlot.Load(); f != nil {
+			(*f)()
+		}
+		// Acquired again whatever reclaim found: a refused connection may
+		// have given its slot back by itself since the first try.
+		s.refusing.reclaim(pool, key)
+		if !pool.Acquire(a) {
+			return false
+		}
 	}
 	if !raw.onClose(func() { pool.Release(a) }) {
 		pool.Release(a) // closed meanwhile (shutdown)
@@ -55,6 +64,10 @@ func (s *Server) takeSlot(pool *perclient.Counter, raw *countedConn, a netip.Add
 	raw.clientSlot, raw.slotPool, raw.slotKey, raw.refusing = true, pool, key, &s.refusing
 	return true
 }
+
+// refusedSlot is a seam for tests: when set, it runs between a client's
+// slot refused at its limit and the reclaim after it.
+var refusedSlot atomic.Pointer[func()]
 
 // refusing is the set of refused connections reading on before their
 // close (lingerRefused) that hold a --max-conns-per-client slot, by the
@@ -105,9 +118,9 @@ func (r *refusing) end(cc *countedConn) {
 // reclaim gives back the slots in pool of key's refused connections whose
 // client has closed its side (PeerClosed): such a client reconnecting at
 // once must not be refused for a connection it has left, only because the
-// goroutine that will read its FIN has not run yet. It reports whether it
-// gave any back. A client that keeps its side open keeps its slot.
-func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) bool {
+// goroutine that will read its FIN has not run yet. A client that keeps
+// its side open keeps its slot.
+func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) {
 	k := refusingKey{pool, key}
 	r.mu.Lock()
 	var done []*countedConn
@@ -124,5 +137,4 @@ func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) bool {
 	for _, cc := range done {
 		cc.dropRelease()
 	}
-	return len(done) > 0
 }

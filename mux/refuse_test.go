@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -411,5 +412,48 @@ func TestRetryAfterRefusalAlertFindsItsSlot(t *testing.T) {
 	}
 	if turnedAway != 0 {
 		t.Fatalf("%d of %d tries turned away: a client that read its refusal and closed was refused when it retried at once (%d refused as %s)", turnedAway, tries, m.refused.get(mux.ReasonPerClient), mux.ReasonPerClient)
+	}
+}
+
+// A client at its --max-conns-per-client whose refused connection gives
+// its slot back by itself (nexmux read the client's FIN) after the client's
+// next connection was found at the limit, but before the reclaim looked
+// for slots to give back, is not refused for a slot already free.
+func TestRetryFindsTheSlotItsRefusalGaveBackMeanwhile(t *testing.T) {
+	m := startMuxWith(t, muxConfig{maxConns: 64, maxConnsPerClient: 1})
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "nowhere.nexmux.example"})
+	first, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	_ = first.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = first.Write(hello)
+	// The alert whole, then nexmux's FIN: the refused connection reads on,
+	// holding the client's slot, until the client closes.
+	if b, err := io.ReadAll(first); err != nil || len(b) != 7 {
+		t.Fatalf("refusal %x, %v; want the 7-byte alert, then the end", b, err)
+	}
+	var once sync.Once
+	mux.SetRefusedSlot(t, func() {
+		once.Do(func() {
+			first.Close()
+			for deadline := time.Now().Add(5 * time.Second); m.srv.RefusingConns() != 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Errorf("the closed client's refused connection still reads on (%d)", m.srv.RefusingConns())
+					return
+				}
+			}
+		})
+	})
+	second, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	_ = second.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = second.Write(hello)
+	if b, err := io.ReadAll(second); err != nil || len(b) != 7 {
+		t.Fatalf("retry: %x, %v; want the 7-byte alert: the client's slot was free when the retry was looked at (%d refused as %s)", b, err, m.refused.get(mux.ReasonPerClient), mux.ReasonPerClient)
 	}
 }

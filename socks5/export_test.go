@@ -1,5 +1,7 @@
 package socks5
 
+import "testing"
+
 // PendingPlaces reports the per-client places held by sessions without a
 // stream yet, over all clients and balancers (v2 LOCAL sessions).
 func (s *Server) PendingPlaces() int { return s.pending.by.Total() + s.pending.balancers.Total() }
@@ -12,4 +14,23 @@ func (s *Server) ThrottleTable() int {
 	s.throttle.mu.Lock()
 	defer s.throttle.mu.Unlock()
 	return len(s.throttle.m)
+}
+
+// SetRefusedTake runs f in the accept loop between a client's take refused
+// at its limit and the reclaim after it, until t ends.
+func SetRefusedTake(t testing.TB, f func()) {
+	refusedTake.Store(&f)
+	t.Cleanup(func() { refusedTake.Store(nil) })
+}
+
+// LingeringSessions reports the refused sessions reading on before their
+// close, over all clients.
+func (s *Server) LingeringSessions() int {
+	s.pending.lmu.Lock()
+	defer s.pending.lmu.Unlock()
+	n := 0
+	for _, m := range s.pending.lingering {
+		n += len(m)
+	}
+	return n
 }

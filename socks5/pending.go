@@ -140,10 +140,9 @@ func (p *pending) lingerEnd(slot *pendingSlot) {
 // where IPv6 clients count by prefix; of its own, or as a balancer's when
 // balancer) whose client has closed its side: such a client reconnecting
 // at once must not find its place held by a session it has left, only
-// because the session's goroutine has not run yet. It reports whether it
-// gave any back. A client that keeps its side open keeps holding its
-// place.
-func (p *pending) reclaim(a netip.Addr, balancer bool) bool {
+// because the session's goroutine has not run yet. A client that keeps its
+// side open keeps holding its place.
+func (p *pending) reclaim(a netip.Addr, balancer bool) {
 	k := p.lingerKey(a, balancer)
 	p.lmu.Lock()
 	var done []*pendingSlot
@@ -160,5 +159,12 @@ func (p *pending) reclaim(a netip.Addr, balancer bool) bool {
 	for _, slot := range done {
 		slot.release()
 	}
-	return len(done) > 0
+}
+
+// reclaimThen reclaims a's places (reclaim), then takes one with take,
+// whatever reclaim found: a lingering session may have given its place
+// back by itself between the take that failed and reclaim.
+func (p *pending) reclaimThen(a netip.Addr, balancer bool, take func(netip.Addr) bool) bool {
+	p.reclaim(a, balancer)
+	return take(a)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,5 +225,47 @@ func TestSocksRetryAfterRefusalFindsItsPlaceInItsPrefix(t *testing.T) {
 	}
 	if turnedAway != 0 {
 		t.Fatalf("%d of %d tries turned away: a client that read its refusal and closed was refused when it retried at once from its /64", turnedAway, tries)
+	}
+}
+
+// A client at its limit whose refused session gives its place back by
+// itself (nexmux read the client's FIN) after the accept loop found the
+// client at its limit, but before it looked for places to reclaim, is not
+// refused for a place already free.
+func TestSocksRetryFindsThePlaceItsSessionGaveBackMeanwhile(t *testing.T) {
+	st := start(t, config{opts: socks5.Options{MaxPendingPerClient: 1}})
+	first, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	_ = first.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = first.Write(request(1, "nowhere.example", 443))
+	// The whole refusal, then nexmux's FIN: the session lingers, holding
+	// the client's place, until the client closes.
+	if b, err := io.ReadAll(first); err != nil || len(b) != 12 {
+		t.Fatalf("refusal %x, %v; want 12 bytes, then the end", b, err)
+	}
+	var once sync.Once
+	socks5.SetRefusedTake(t, func() {
+		once.Do(func() {
+			first.Close()
+			for deadline := time.Now().Add(5 * time.Second); st.ingress.PendingPlaces() != 0 || st.ingress.LingeringSessions() != 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Errorf("the closed client's session still holds %d places, %d lingering", st.ingress.PendingPlaces(), st.ingress.LingeringSessions())
+					return
+				}
+			}
+		})
+	})
+	second, err := net.Dial("tcp", st.socksAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	_ = second.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = second.Write(request(1, "nowhere.example", 443))
+	if b, err := io.ReadAll(second); err != nil || len(b) != 12 {
+		t.Fatalf("retry: %x, %v; want the route's refusal (12 bytes): the client's place was free when the retry was looked at", b, err)
 	}
 }

@@ -185,7 +185,13 @@ func (s *Server) Serve(ln net.Listener) error {
 		} else {
 			a := addrOf(c.RemoteAddr())
 			ok, full := s.pending.take(a)
-			if !ok && full == &s.pending.by && s.pending.reclaim(a, false) {
+			if !ok && full == &s.pending.by {
+				if f := refusedTake.Load(); f != nil {
+					(*f)()
+				}
+				// Taken again whatever reclaim found: the session holding
+				// the place may have given it back itself meanwhile.
+				s.pending.reclaim(a, false)
 				ok, full = s.pending.take(a)
 			}
 			if !ok {
@@ -238,6 +244,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// refusedTake is a seam for tests: when set, it runs in the accept loop
+// between a client's take refused at its limit and the reclaim after it.
+var refusedTake atomic.Pointer[func()]
+
 // headerClient reads a trusted balancer's PROXY header and counts the
 // session as the client it names, in place of the shared place taken at
 // accept, with its --max-conns place; nil when refused (logged, counted,
@@ -270,7 +280,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		// the clients its headers name no IP for share, but one of the
 		// balancer's own, so such sessions cannot hold every pending
 		// place.
-		if !s.pending.takeBalancer(a) && !(s.pending.reclaim(a, true) && s.pending.takeBalancer(a)) {
+		if !s.pending.takeBalancer(a) && !s.pending.reclaimThen(a, true, s.pending.takeBalancer) {
 			s.pending.giveShared()
 			place.Release()
 			s.refusedPending(a, &s.pending.balancers)
@@ -278,7 +288,7 @@ func (s *Server) headerClient(ic *idleConn, raw net.Conn, pc *proxyproto.Conn, d
 		}
 		return &pendingSlot{p: &s.pending, a: a, balancer: true, place: place}
 	}
-	if !s.pending.takeClient(a) && !(s.pending.reclaim(a, false) && s.pending.takeClient(a)) {
+	if !s.pending.takeClient(a) && !s.pending.reclaimThen(a, false, s.pending.takeClient) {
 		s.pending.giveShared()
 		place.Release()
 		s.refusedPending(a, &s.pending.by)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sync"
 	"testing"
 
 	"github.com/urfave/cli/v2"
@@ -105,8 +104,6 @@ func flagArgs(data []byte) ([]string, bool) {
 	return args, true
 }
 
-var fuzzDir = sync.OnceValues(func() (string, error) { return os.MkdirTemp("", "nexmux-fuzz-config") })
-
 // FuzzConfigFile: whatever the config file holds, reading it neither
 // panics nor hangs, and a file the command line could express gives what
 // that command line gives: the same Config (partial ones included, as
@@ -128,16 +125,10 @@ func FuzzConfigFile(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	f.Cleanup(func() {
-		if dir, err := fuzzDir(); err == nil {
-			os.RemoveAll(dir)
-		}
-	})
+	// One directory per run of the target (-count, each fuzz worker), not
+	// per input: a package-wide one was gone after the first run's cleanup.
+	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir, err := fuzzDir()
-		if err != nil {
-			t.Fatal(err)
-		}
 		file := filepath.Join(dir, "c.yaml")
 		if err := os.WriteFile(file, data, 0o600); err != nil {
 			t.Fatal(err)

@@ -733,19 +733,22 @@ func (d *Daemon) currentBuilt() *config.Runtime {
 // Run starts the daemon and blocks until SIGTERM/SIGINT (drain, then exit)
 // or a listener fails. SIGHUP reloads.
 func (d *Daemon) Run(ctx context.Context) error {
-	if err := d.Start(); err != nil {
-		return err
-	}
 	// SIGHUP has a channel of its own: os/signal drops a signal whose
 	// channel is full, and SIGHUPs queued behind a slow reload would drop
 	// the SIGTERM that follows them. One pending SIGHUP stands for any
 	// number: the reload it brings reads the newest configuration.
+	// Both are taken before Start logs "nexmux serving": a signal sent
+	// once that line is out waits here rather than being dropped (or, a
+	// SIGTERM, ending the process undrained).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
+	if err := d.Start(); err != nil {
+		return err
+	}
 
 	for {
 		select {
