@@ -101,14 +101,17 @@ func (r *refusing) start(cc *countedConn) {
 	r.conns[k][cc] = struct{}{}
 }
 
+// end gives the slot back under r.mu, as reclaim does: a reclaim that
+// finds a connection on its way out has its slot back when it returns, not
+// while end is still giving it back.
 func (r *refusing) end(cc *countedConn) {
 	if r == nil {
 		return
 	}
-	cc.dropRelease()
 	k := refusingKey{cc.slotPool, cc.slotKey}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	cc.dropRelease()
 	delete(r.conns[k], cc)
 	if len(r.conns[k]) == 0 {
 		delete(r.conns, k)
@@ -123,18 +126,14 @@ func (r *refusing) end(cc *countedConn) {
 func (r *refusing) reclaim(pool *perclient.Counter, key netip.Addr) {
 	k := refusingKey{pool, key}
 	r.mu.Lock()
-	var done []*countedConn
+	defer r.mu.Unlock()
 	for cc := range r.conns[k] {
 		if PeerClosed(cc) {
-			done = append(done, cc)
+			cc.dropRelease()
 			delete(r.conns[k], cc)
 		}
 	}
 	if len(r.conns[k]) == 0 {
 		delete(r.conns, k)
-	}
-	r.mu.Unlock()
-	for _, cc := range done {
-		cc.dropRelease()
 	}
 }

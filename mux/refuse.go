@@ -60,10 +60,25 @@ const (
 // refuseWithAlert sends alert a on c, then lingers (lingerRefused) for at
 // most alertLingerBytes.
 func refuseWithAlert(c, raw net.Conn, a sni.Alert, deadline time.Time) {
+	defer countRefusing(raw)()
 	if sni.WriteAlert(c, a) != nil {
 		return
 	}
-	lingerRefused(c, raw, deadline, alertLingerBytes)
+	lingerOn(c, raw, deadline, alertLingerBytes)
+}
+
+// countRefusing counts raw's connection among the refused ones whose
+// client's --max-conns-per-client slot can be reclaimed once the client
+// has closed (refusing.reclaim), until the returned func. From before the
+// refusal is written: a client that reads it, closes and retries at once
+// must find the slot reclaimable, not held by a connection not yet counted.
+func countRefusing(raw net.Conn) (done func()) {
+	// raw is wrapped (countedConn) whenever a connection limit is set.
+	if cc, ok := underlying[*countedConn](raw); ok && cc.clientSlot {
+		cc.refusing.start(cc)
+		return func() { cc.refusing.end(cc) }
+	}
+	return func() {}
 }
 
 // lingerRefused half-closes raw (the socket under c) so a client reading
@@ -72,13 +87,12 @@ func refuseWithAlert(c, raw net.Conn, a sni.Alert, deadline time.Time) {
 // deadline, unless zero, comes first: no longer than a silent connection
 // is kept) and maxBytes. Shutdown's closing of tracked connections ends it.
 func lingerRefused(c, raw net.Conn, deadline time.Time, maxBytes int64) {
-	// raw is wrapped (countedConn) whenever a connection limit is set:
-	// its client's slot can then be reclaimed once the client has closed
-	// (refusing.reclaim).
-	if cc, ok := underlying[*countedConn](raw); ok && cc.clientSlot {
-		cc.refusing.start(cc)
-		defer cc.refusing.end(cc)
-	}
+	defer countRefusing(raw)()
+	lingerOn(c, raw, deadline, maxBytes)
+}
+
+// lingerOn is lingerRefused for a connection countRefusing counts already.
+func lingerOn(c, raw net.Conn, deadline time.Time, maxBytes int64) {
 	if hc, ok := underlying[interface{ CloseWrite() error }](raw); ok {
 		_ = hc.CloseWrite()
 	}

@@ -15,8 +15,9 @@ var plainHTTPRefusal = registryErrorResponse(http.StatusBadRequest, "nexmux: thi
 // refusePlainHTTP answers with plainHTTPRefusal, then reads on (as after a
 // TLS alert) while the client may still be sending its request's body.
 func refusePlainHTTP(c, raw net.Conn, deadline time.Time) {
+	defer countRefusing(raw)()
 	if _, err := c.Write(plainHTTPRefusal); err == nil {
-		lingerRefused(c, raw, deadline, plainHTTPLingerBytes)
+		lingerOn(c, raw, deadline, plainHTTPLingerBytes)
 	}
 }
 
@@ -63,6 +64,7 @@ func h2GoAway(code byte, debug string) []byte {
 // and reading share lingerRefused's bounds.
 func refuseH2C(c, raw net.Conn, rr *routingReader, deadline time.Time, goAway []byte) {
 	sent := rr.buf[len(h2Preface):]
+	defer countRefusing(raw)()
 	if _, err := c.Write(h2Settings); err != nil {
 		return
 	}
@@ -70,7 +72,7 @@ func refuseH2C(c, raw net.Conn, rr *routingReader, deadline time.Time, goAway []
 	_ = c.SetReadDeadline(deadline)
 	awaitH2Headers(io.LimitReader(io.MultiReader(bytes.NewReader(sent), c), alertLingerBytes))
 	if _, err := c.Write(goAway); err == nil {
-		lingerRefused(c, raw, deadline, plainHTTPLingerBytes)
+		lingerOn(c, raw, deadline, plainHTTPLingerBytes)
 	}
 }
 
