@@ -11,16 +11,8 @@ import (
 // a required header that never came the same way whether the peer sent
 // other bytes or closed at once, as load-balancer health checks do.
 func receivedNothing(c net.Conn) bool {
-	tc, ok := underlyingTCP(c)
+	info, ok := tcpInfo(c)
 	if !ok {
-		return false
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var info *unix.TCPInfo
-	if raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || err != nil {
 		return false
 	}
 	// The kernel counts sequence space, and a FIN takes one.
@@ -29,6 +21,23 @@ func receivedNothing(c net.Conn) bool {
 		fin = 1
 	}
 	return info.Bytes_received <= fin
+}
+
+// tcpInfo is TCP_INFO of the TCP socket under c; false when there is none.
+func tcpInfo(c net.Conn) (*unix.TCPInfo, bool) {
+	tc, ok := underlyingTCP(c)
+	if !ok {
+		return nil, false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	var info *unix.TCPInfo
+	if raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || err != nil {
+		return nil, false
+	}
+	return info, true
 }
 
 // tcpCloseWait is TCP_CLOSE_WAIT of include/net/tcp_states.h: the peer's
@@ -46,16 +55,8 @@ func finReceived(fd int) bool {
 // side (its FIN or a reset is in), whether or not a read has returned it
 // yet: a goroutine that will read it may not have run.
 func PeerClosed(c net.Conn) bool {
-	tc, ok := underlyingTCP(c)
+	info, ok := tcpInfo(c)
 	if !ok {
-		return false
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var info *unix.TCPInfo
-	if raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil || err != nil {
 		return false
 	}
 	// include/net/tcp_states.h: every state the peer's FIN (or a reset)
