@@ -14,6 +14,22 @@ import (
 	"github.com/nexmux/nexmux/upstream"
 )
 
+// sentProxy is a Proxy in front of Nexus at http://nexus:8081 with context
+// path ctx, whose requests tr records instead of sending.
+func sentProxy(t testing.TB, ctx string) (p *Proxy, tr *sentUpstream) {
+	t.Helper()
+	up, err := ParseUpstreams([]string{"http://nexus:8081" + ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr = &sentUpstream{}
+	p, err = New(Config{Upstreams: up, Transport: tr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, tr
+}
+
 // sentUpstream records the request a Proxy sends towards Nexus and
 // answers it at once, in memory.
 type sentUpstream struct{ sent []*http.Request }
@@ -70,15 +86,7 @@ func FuzzMirrorRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	up, err := ParseUpstreams([]string{"http://nexus:8081" + ctx})
-	if err != nil {
-		f.Fatal(err)
-	}
-	tr := &sentUpstream{}
-	p, err := New(Config{Upstreams: up, Transport: tr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		f.Fatal(err)
-	}
+	p, tr := sentProxy(f, ctx)
 	p.SetMirrorAuth(mirrorAuth)
 	f.Fuzz(func(t *testing.T, method, target string, hub, withAuth bool) {
 		host := "mirror.example.com"

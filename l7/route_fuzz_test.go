@@ -3,8 +3,6 @@ package l7
 import (
 	"bufio"
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -71,15 +69,7 @@ func FuzzRouteRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	up, err := ParseUpstreams([]string{"http://nexus:8081" + ctx})
-	if err != nil {
-		f.Fatal(err)
-	}
-	tr := &sentUpstream{}
-	p, err := New(Config{Upstreams: up, Transport: tr, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		f.Fatal(err)
-	}
+	p, tr := sentProxy(f, ctx)
 	const host = "team-a.example.com"
 	rt := tab.LookupHost(host)
 	f.Fuzz(func(t *testing.T, method, target string, h2 bool) {

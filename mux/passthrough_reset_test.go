@@ -3,12 +3,10 @@ package mux_test
 import (
 	"bytes"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,12 +75,7 @@ func TestPassthroughPassesResetOn(t *testing.T) {
 			if !tc.clientReset {
 				resetter, other, otherName = bc, c, "client"
 			}
-			_ = resetter.(*net.TCPConn).SetLinger(0)
-			resetter.Close()
-			b, err := io.ReadAll(other)
-			if !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("%s read %d more bytes, then %v; want a reset (ECONNRESET), as the other side sent", otherName, len(b), err)
-			}
+			testnet.ResetReachesOther(t, resetter, other, otherName)
 			c.Close()
 			bc.Close()
 			waitCounts(t, m.srv, 0, 0)

@@ -2,10 +2,8 @@ package socks5_test
 
 import (
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
-	"syscall"
 	"testing"
 	"time"
 
@@ -60,12 +58,7 @@ func TestPassthroughPassesResetOnOverSOCKS(t *testing.T) {
 			if !tc.clientReset {
 				resetter, other, otherName = bc, c, "SOCKS client"
 			}
-			_ = resetter.(*net.TCPConn).SetLinger(0)
-			resetter.Close()
-			b, err := io.ReadAll(other)
-			if !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("%s read %d more bytes, then %v; want a reset (ECONNRESET), as the other side sent", otherName, len(b), err)
-			}
+			testnet.ResetReachesOther(t, resetter, other, otherName)
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,5 +253,18 @@ func RefusalBurst(t testing.TB, refuse func(name string), logs func() string, li
 	}
 	if len(lines)+unlogged != 26 {
 		t.Fatalf("%d lines and %d said unlogged, want the 26 refusals accounted for:\n%s", len(lines), unlogged, text)
+	}
+}
+
+// ResetReachesOther resets resetter (an abortive close: SetLinger(0)) and
+// fails t unless other, a TCP connection on the far side of a relay, reads
+// a reset too rather than a clean end; name says which side other is.
+func ResetReachesOther(t testing.TB, resetter, other net.Conn, name string) {
+	t.Helper()
+	_ = resetter.(*net.TCPConn).SetLinger(0)
+	resetter.Close()
+	b, err := io.ReadAll(other)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("%s read %d more bytes, then %v; want a reset (ECONNRESET), as the other side sent", name, len(b), err)
 	}
 }
