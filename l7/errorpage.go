@@ -296,11 +296,56 @@ type nodeNeedle struct {
 	fold bool
 }
 
+// in reports whether v names the node: n.s standing on its own, not
+// inside a longer name or address ("10.0.0.1" in "10.0.0.10",
+// "registry.example.com" in "team-a.registry.example.com"), which a URL
+// just mapped onto the public name may be.
 func (n nodeNeedle) in(v string) bool {
-	if !n.fold {
-		return strings.Contains(v, n.s)
+	for off := 0; off+len(n.s) <= len(v); {
+		var i int
+		if n.fold {
+			i = indexASCIIFold(v[off:], n.s)
+		} else {
+			i = strings.Index(v[off:], n.s)
+		}
+		if i < 0 {
+			return false
+		}
+		if i += off; standsAlone(v, i, i+len(n.s)) {
+			return true
+		}
+		off = i + 1
 	}
-	return indexASCIIFold(v, n.s) >= 0
+	return false
+}
+
+// standsAlone reports whether v[start:end] is no part of a longer name or
+// address: no letter, digit, '-' or '.' before it (but a %XX escape's, a
+// URL in a query), and none after it, a '.' only ending the value or a
+// sentence.
+func standsAlone(v string, start, end int) bool {
+	if start > 0 {
+		c := v[start-1]
+		escaped := start >= 3 && v[start-3] == '%' && isHexDigit(v[start-2]) && isHexDigit(c)
+		if (nameByte(c) || c == '.') && !escaped {
+			return false
+		}
+	}
+	if end < len(v) {
+		c := v[end]
+		if nameByte(c) || c == '.' && end+1 < len(v) && nameByte(v[end+1]) {
+			return false
+		}
+	}
+	return true
+}
+
+func nameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-'
+}
+
+func isHexDigit(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 func hasLetter(s string) bool {
