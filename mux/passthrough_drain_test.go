@@ -133,3 +133,62 @@ func tcpInfoOf(t *testing.T, c net.Conn) *unix.TCPInfo {
 	}
 	return info
 }
+
+// TestPassthroughDeliversWhatTheClientSentBeforeItsReset: the same the other
+// way: a client that sends and resets while the backend is slow to read
+// has everything nexmux acknowledged delivered to the backend, then the
+// reset.
+func TestPassthroughDeliversWhatTheClientSentBeforeItsReset(t *testing.T) {
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"})
+	upload := bytes.Repeat([]byte("fedcba9876543210"), 256<<10/16)
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		// Inherited by accepted sockets: a backend slow to read.
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	be, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	m := startMux(t, nil, be.Addr().String(), 0)
+	base := runtime.NumGoroutine()
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(append(hello, upload...)); err != nil {
+		t.Fatal(err)
+	}
+	bc, err := be.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	_ = bc.SetDeadline(time.Now().Add(20 * time.Second))
+	eventually(t, func() (bool, string) {
+		info := tcpInfoOf(t, c)
+		return info.Notsent_bytes == 0 && info.Unacked == 0,
+			fmt.Sprintf("client: %d bytes not sent, %d segments unacknowledged", info.Notsent_bytes, info.Unacked)
+	})
+	_ = c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+	time.Sleep(100 * time.Millisecond) // the reset reaches nexmux before the backend reads
+	got, err := io.ReadAll(bc)
+	if want := append(hello, upload...); !bytes.Equal(got, want) {
+		t.Fatalf("backend read %d bytes of the %d sent (err %v), want all of them", len(got), len(want), err)
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after the upload: %v, want the client's reset passed on", err)
+	}
+	bc.Close()
+	waitCounts(t, m.srv, 0, 0)
+	eventually(t, func() (bool, string) {
+		n := runtime.NumGoroutine()
+		return n <= base, fmt.Sprintf("%d goroutines after the stream ended, %d before", n, base)
+	})
+}
