@@ -105,33 +105,90 @@ func (s *Server) takeStreamPlaces() bool {
 
 // pipe copies both ways until both directions are done, passing each EOF on
 // as a half-close so protocols that shut down one side keep working, and a
-// reset on as a reset (abort). It
-// returns the bytes copied from a to b and from b to a.
+// reset on as a reset (abort). What a side sent before it went away is
+// delivered before its end is passed on: a reset drops whatever the socket
+// still holds, and for the other side those bytes came first. It returns
+// the bytes copied from a to b and from b to a.
 func pipe(a, b net.Conn) (ab, ba int64) {
+	p := &piping{}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	cp := func(dst, src net.Conn, n *int64) {
-		defer wg.Done()
-		var err error
-		*n, err = io.Copy(rawWriter(dst), rawReader(src))
-		if err != nil {
-			// One side failed: tear both down, the other copy returns. A
-			// reset goes on as a reset: closed with a FIN, the other side
-			// would take a cut stream for one that ended.
-			if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-				abort(a)
-				abort(b)
-			}
-			a.Close()
-			b.Close()
-			return
-		}
-		closeWrite(dst)
-	}
-	go cp(b, a, &ab)
-	go cp(a, b, &ba)
+	go func() { defer wg.Done(); ab = p.copy(0, b, a) }()
+	go func() { defer wg.Done(); ba = p.copy(1, a, b) }()
 	wg.Wait()
 	return ab, ba
+}
+
+// piping is what pipe's two directions know of each other.
+type piping struct {
+	mu sync.Mutex
+	// done: the direction's copy has returned.
+	done [2]bool
+	// discarding: the direction's destination went away; it reads and
+	// drops its source's bytes until the other direction, delivering what
+	// the destination sent before, ends the stream.
+	discarding [2]bool
+}
+
+// copy is direction i of pipe, from src to dst.
+func (p *piping) copy(i int, dst, src net.Conn) int64 {
+	n, err := io.Copy(rawWriter(dst), rawReader(src))
+	p.mu.Lock()
+	p.done[i] = true
+	otherDone, otherDiscarding := p.done[1-i], p.discarding[1-i]
+	reset := err != nil && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
+	dstGone, srcGone := reset && wasReset(dst), reset && wasReset(src)
+	if dstGone && !srcGone && !otherDone {
+		// The write failed, but what dst sent before its reset is still
+		// queued for the other direction to read: it delivers that to src
+		// and then ends the stream; src's bytes have nowhere to go.
+		p.discarding[i] = true
+		p.mu.Unlock()
+		_, _ = io.Copy(io.Discard, rawReader(src))
+		return n
+	}
+	p.mu.Unlock()
+	switch {
+	case err == nil:
+		closeWrite(dst)
+		if otherDiscarding {
+			// src ended with a FIN and then went away: all it sent is
+			// delivered, its reset goes on after it.
+			abortAfterFlush(dst)
+			src.Close()
+		}
+	case srcGone && !dstGone:
+		// Everything src sent before its reset has been written to dst.
+		abortAfterFlush(dst)
+		src.Close()
+	case dstGone && !srcGone:
+		// The other direction has delivered all dst sent already.
+		abortAfterFlush(src)
+		dst.Close()
+	default:
+		// One side failed: tear both down, the other copy returns. A
+		// reset goes on as a reset: closed with a FIN, the other side
+		// would take a cut stream for one that ended.
+		if reset {
+			abort(dst)
+			abort(src)
+		}
+		dst.Close()
+		src.Close()
+	}
+	return n
+}
+
+// abortAfterFlush ends c with a reset once its peer has acknowledged all
+// that was written to c (a reset drops the send queue), or at once where
+// that cannot be known. A peer that never reads holds c until the stream's
+// idle watch or a revoke closes it.
+func abortAfterFlush(c net.Conn) {
+	for wait := time.Millisecond; !sendQueueEmpty(c); wait = min(2*wait, 250*time.Millisecond) {
+		time.Sleep(wait)
+	}
+	abort(c)
+	c.Close()
 }
 
 // rawReader and rawWriter return the *net.TCPConn under wrappers so that

@@ -74,3 +74,17 @@ const (
 	tcpLastAck  = 9
 	tcpClosing  = 11
 )
+
+// wasReset reports whether c's TCP socket has been closed by a reset (or
+// any error that ended it: its state is CLOSE while still open here).
+func wasReset(c net.Conn) bool {
+	info, ok := tcpInfo(c)
+	return ok && info.State == tcpClose
+}
+
+// sendQueueEmpty reports whether c's peer has acknowledged every byte
+// written to c, or c can no longer send (closed here, or reset).
+func sendQueueEmpty(c net.Conn) bool {
+	info, ok := tcpInfo(c)
+	return !ok || info.State == tcpClose || (info.Notsent_bytes == 0 && info.Unacked == 0)
+}
