@@ -23,6 +23,13 @@ func SetRefusedTake(t testing.TB, f func()) {
 	t.Cleanup(func() { refusedTake.Store(nil) })
 }
 
+// SetRefusalWritten runs f on each session that ended without a stream
+// (its refusal written) before it lingers, until t ends.
+func SetRefusalWritten(t testing.TB, f func()) {
+	refusalWritten.Store(&f)
+	t.Cleanup(func() { refusalWritten.Store(nil) })
+}
+
 // LingeringSessions reports the refused sessions reading on before their
 // close, over all clients.
 func (s *Server) LingeringSessions() int {

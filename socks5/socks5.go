@@ -433,6 +433,9 @@ func (s *Server) lingerRefused(ic *idleConn, raw net.Conn, deadline time.Time) {
 	if ic.isOpen() || ic.ended.Load() {
 		return
 	}
+	if f := refusalWritten.Load(); f != nil {
+		(*f)()
+	}
 	slot := ic.slot.Load()
 	if slot == nil {
 		mux.LingerRefused(ic, raw, deadline)
@@ -446,6 +449,10 @@ func (s *Server) lingerRefused(ic *idleConn, raw net.Conn, deadline time.Time) {
 	slot.release()
 	s.pending.lingerEnd(slot)
 }
+
+// refusalWritten is a seam for tests: when set, it runs on a session that
+// ended without a stream (its refusal written, if any) before it lingers.
+var refusalWritten atomic.Pointer[func()]
 
 // clientReset reports a session ended by a reset or a closed pipe. The
 // library formats its errors with %v, so the text is all there is.
