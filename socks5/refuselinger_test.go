@@ -326,3 +326,35 @@ func TestSocksRetryBeforeTheRefusedSessionLingers(t *testing.T) {
 		}
 	}
 }
+
+// At the shared limit of sessions without a stream (MaxPending), as at its
+// own, a client that reads its refusal, closes and retries at once is not
+// refused for its own refused session, whose goroutine has not yet read
+// its FIN: the accept loop reclaims the client's own lingering sessions
+// whose client has closed, whichever limit it found full.
+func TestSocksRetryAtTheSharedLimitFindsItsPlace(t *testing.T) {
+	st := start(t, config{opts: socks5.Options{MaxPending: 1}})
+	var held atomic.Bool
+	release := make(chan struct{})
+	defer close(release)
+	socks5.SetRefusalWritten(t, func() {
+		if held.CompareAndSwap(false, true) {
+			<-release
+		}
+	})
+	want := []byte{5, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0}
+	for _, try := range []string{"first", "retry"} {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Write(request(1, "nowhere.example", 443))
+		got := make([]byte, len(want))
+		_, err = io.ReadFull(c, got)
+		c.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: reply %x, %v; want %x: the client's place was reclaimable", try, got, err, want)
+		}
+	}
+}
