@@ -17,7 +17,7 @@ func (s *Server) ThrottleTable() int {
 }
 
 // SetRefusedTake runs f in the accept loop between a client's take refused
-// at its limit and the reclaim after it, until t ends.
+// at a limit and the reclaim after it, until t ends.
 func SetRefusedTake(t testing.TB, f func()) {
 	refusedTake.Store(&f)
 	t.Cleanup(func() { refusedTake.Store(nil) })

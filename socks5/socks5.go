@@ -185,12 +185,16 @@ func (s *Server) Serve(ln net.Listener) error {
 		} else {
 			a := addrOf(c.RemoteAddr())
 			ok, full := s.pending.take(a)
-			if !ok && full == &s.pending.by {
+			if !ok {
 				if f := refusedTake.Load(); f != nil {
 					(*f)()
 				}
-				// Taken again whatever reclaim found: the session holding
-				// the place may have given it back itself meanwhile.
+				// At either limit, only a's own lingering sessions are
+				// looked at: a client retrying after its refusal holds a
+				// shared place with its own, and a scan of every client's
+				// would cost each accept at the shared limit that many
+				// syscalls. Taken again whatever reclaim found: the session
+				// holding the place may have given it back itself meanwhile.
 				s.pending.reclaim(a, false)
 				ok, full = s.pending.take(a)
 			}
@@ -246,7 +250,7 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // refusedTake is a seam for tests: when set, it runs in the accept loop
-// between a client's take refused at its limit and the reclaim after it.
+// between a client's take refused at a limit and the reclaim after it.
 var refusedTake atomic.Pointer[func()]
 
 // headerClient reads a trusted balancer's PROXY header and counts the
