@@ -17,10 +17,17 @@ func (s *Server) ThrottleTable() int {
 }
 
 // SetRefusedTake runs f in the accept loop between a client's take refused
-// at its limit and the reclaim after it, until t ends.
+// at a limit and the reclaim after it, until t ends.
 func SetRefusedTake(t testing.TB, f func()) {
 	refusedTake.Store(&f)
 	t.Cleanup(func() { refusedTake.Store(nil) })
+}
+
+// SetRefusalWritten runs f on each session that ended without a stream
+// (its refusal written) before it lingers, until t ends.
+func SetRefusalWritten(t testing.TB, f func()) {
+	refusalWritten.Store(&f)
+	t.Cleanup(func() { refusalWritten.Store(nil) })
 }
 
 // LingeringSessions reports the refused sessions reading on before their

@@ -9,9 +9,11 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/socks5"
 )
 
@@ -30,6 +32,7 @@ var refusals = []struct {
 	{"refused CONNECT", false, request(1, "nowhere.example", 443), []byte{5, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0}},
 	{"BIND", false, request(2, "team-a.nexmux.test", 443), []byte{5, 0, 5, 7, 0, 1, 0, 0, 0, 0, 0, 0}},
 	{"unknown command", false, request(9, "team-a.nexmux.test", 443), []byte{5, 0, 5, 7, 0, 1, 0, 0, 0, 0, 0, 0}},
+	{"unknown address type", false, []byte{5, 1, 0, 5, 1, 0, 2, 127, 0, 0, 1, 1, 187}, []byte{5, 0, 5, 8, 0, 1, 0, 0, 0, 0, 0, 0}},
 }
 
 // request is a greeting offering no login and a request for cmd.
@@ -267,5 +270,91 @@ func TestSocksRetryFindsThePlaceItsSessionGaveBackMeanwhile(t *testing.T) {
 	_, _ = second.Write(request(1, "nowhere.example", 443))
 	if b, err := io.ReadAll(second); err != nil || len(b) != 12 {
 		t.Fatalf("retry: %x, %v; want the route's refusal (12 bytes): the client's place was free when the retry was looked at", b, err)
+	}
+}
+
+// A client that reads its refusal, closes and retries at once finds its
+// places even before its refused session has gone on to linger: the
+// session counts as lingering (reclaimable once its client has closed)
+// from before its refusal is written, as mux counts its refused
+// connections, and its --max-conns place is back by then. Go's SOCKS
+// client is such a client: it reads the reply, not the end of the stream.
+func TestSocksRetryBeforeTheRefusedSessionLingers(t *testing.T) {
+	for _, r := range refusals {
+		if r.reply == nil {
+			continue // nothing is written: the FIN comes from the linger
+		}
+		for _, lim := range []struct {
+			name string
+			cfg  config
+		}{
+			{"per client", config{opts: socks5.Options{MaxPendingPerClient: 1}}},
+			{"max-conns", config{maxConns: 1}},
+		} {
+			t.Run(r.name+"/"+lim.name, func(t *testing.T) {
+				cfg := lim.cfg
+				if r.users {
+					cfg.opts.Users = func() map[string]string { return map[string]string{"alice": "s3cret"} }
+				}
+				st := start(t, cfg)
+				// The first session is held between its refusal and its
+				// linger until the retry has its answer.
+				var held atomic.Bool
+				release := make(chan struct{})
+				defer close(release)
+				socks5.SetRefusalWritten(t, func() {
+					if held.CompareAndSwap(false, true) {
+						<-release
+					}
+				})
+				for _, try := range []string{"first", "retry"} {
+					c, err := net.Dial("tcp", st.socksAddr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+					_, _ = c.Write(r.send)
+					got := make([]byte, len(r.reply))
+					_, err = io.ReadFull(c, got)
+					c.Close()
+					if err != nil || !bytes.Equal(got, r.reply) {
+						t.Fatalf("%s: reply %x, %v; want %x (refused at accept: %d socks5_pending, %d max_conns)",
+							try, got, err, r.reply, st.refusedFor(socks5.ReasonPending), st.refusedFor(mux.ReasonMaxConns))
+					}
+				}
+			})
+		}
+	}
+}
+
+// At the shared limit of sessions without a stream (MaxPending), as at its
+// own, a client that reads its refusal, closes and retries at once is not
+// refused for its own refused session, whose goroutine has not yet read
+// its FIN: the accept loop reclaims the client's own lingering sessions
+// whose client has closed, whichever limit it found full.
+func TestSocksRetryAtTheSharedLimitFindsItsPlace(t *testing.T) {
+	st := start(t, config{opts: socks5.Options{MaxPending: 1}})
+	var held atomic.Bool
+	release := make(chan struct{})
+	defer close(release)
+	socks5.SetRefusalWritten(t, func() {
+		if held.CompareAndSwap(false, true) {
+			<-release
+		}
+	})
+	want := []byte{5, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0}
+	for _, try := range []string{"first", "retry"} {
+		c, err := net.Dial("tcp", st.socksAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Write(request(1, "nowhere.example", 443))
+		got := make([]byte, len(want))
+		_, err = io.ReadFull(c, got)
+		c.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: reply %x, %v; want %x: the client's place was reclaimable", try, got, err, want)
+		}
 	}
 }

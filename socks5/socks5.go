@@ -185,12 +185,16 @@ func (s *Server) Serve(ln net.Listener) error {
 		} else {
 			a := addrOf(c.RemoteAddr())
 			ok, full := s.pending.take(a)
-			if !ok && full == &s.pending.by {
+			if !ok {
 				if f := refusedTake.Load(); f != nil {
 					(*f)()
 				}
-				// Taken again whatever reclaim found: the session holding
-				// the place may have given it back itself meanwhile.
+				// At either limit, only a's own lingering sessions are
+				// looked at: a client retrying after its refusal holds a
+				// shared place with its own, and a scan of every client's
+				// would cost each accept at the shared limit that many
+				// syscalls. Taken again whatever reclaim found: the session
+				// holding the place may have given it back itself meanwhile.
 				s.pending.reclaim(a, false)
 				ok, full = s.pending.take(a)
 			}
@@ -238,14 +242,15 @@ func (s *Server) Serve(ln net.Listener) error {
 				}
 			}
 			ic.slot.Store(slot) // given back by ic.Close, deferred above
-			s.serveSession(&session{s: s, client: ic, local: local, pending: slot})
-			s.lingerRefused(ic, c, deadline)
+			ss := &session{s: s, client: ic, raw: c, local: local, pending: slot}
+			s.serveSession(ss)
+			s.lingerRefused(ss, deadline)
 		}()
 	}
 }
 
 // refusedTake is a seam for tests: when set, it runs in the accept loop
-// between a client's take refused at its limit and the reclaim after it.
+// between a client's take refused at a limit and the reclaim after it.
 var refusedTake atomic.Pointer[func()]
 
 // headerClient reads a trusted balancer's PROXY header and counts the
@@ -381,7 +386,7 @@ func (s *Server) serveSession(ss *session) {
 	srv, err := gosocks5.New(conf)
 	if err == nil {
 		// The session closes the client itself (lingerRefused).
-		err = srv.ServeConn(keepOpen{ss.client})
+		err = srv.ServeConn(keepOpen{ss.client, ss})
 	}
 	// A refusal has its one line already (the rule set's, or the
 	// router's, at most once a second over a limit), and a client nexmux
@@ -414,38 +419,83 @@ func (s *Server) serveSession(ss *session) {
 	}
 }
 
-// keepOpen keeps go-socks5 from closing the client when it returns.
-type keepOpen struct{ *idleConn }
+// keepOpen keeps go-socks5 from closing the client when it returns, and
+// counts a session as refused before the library writes its refusal.
+type keepOpen struct {
+	*idleConn
+	ss *session
+}
 
 func (keepOpen) Close() error { return nil }
+
+func (k keepOpen) Write(p []byte) (int, error) {
+	if !k.ss.settled.Load() && refusalReply(p) {
+		k.ss.refusing()
+	}
+	return k.idleConn.Write(p)
+}
+
+// refusalReply reports whether go-socks5 writing p to a session without a
+// stream refuses it: all it writes then, but the method it chose and a
+// login's success, is a refusal (a method, login or request failure).
+func refusalReply(p []byte) bool {
+	if len(p) == 2 {
+		switch [2]byte(p) {
+		case [2]byte{5, gosocks5.NoAuth}, [2]byte{5, gosocks5.UserPassAuth}, [2]byte{1, 0}:
+			return false
+		}
+	}
+	return true
+}
+
+// refusing counts the session among the lingering refused ones, once, its
+// --max-conns place given back first: from before its refusal is written,
+// as mux counts its own, so that a client that reads the refusal, closes
+// and retries at once finds its places free or reclaimable.
+func (ss *session) refusing() {
+	if !ss.settled.CompareAndSwap(false, true) {
+		return
+	}
+	if slot := ss.client.slot.Load(); slot != nil {
+		slot.place.Release()
+		ss.s.pending.lingerStart(slot, ss.raw)
+	}
+}
 
 // lingerRefused half-closes a session that ended without a stream (a
 // refusal: bad greeting, failed login, refused or unsupported request) and
 // reads on, bounded as mux bounds its own refusals, before the deferred
 // close: closed with bytes the client pipelined still unread, the socket
 // would send a reset, which can overtake the reply and make the client's
-// kernel drop it. Its --max-conns place is given back first, so a client
-// retrying the moment it reads the end finds it free; its pending slot is
-// held until the close, or until its client is found to have closed its
-// side (pending.reclaim), so lingering sessions count against MaxPending
-// and MaxPendingPerClient. Shutdown's closing of the client ends the wait.
-func (s *Server) lingerRefused(ic *idleConn, raw net.Conn, deadline time.Time) {
-	if ic.isOpen() || ic.ended.Load() {
+// kernel drop it. It counts as refused (refusing) from before its reply,
+// or from here when it wrote none: its --max-conns place is given back,
+// and its pending slot is held until the close, or until its client is
+// found to have closed its side (pending.reclaim), so lingering sessions
+// count against MaxPending and MaxPendingPerClient. Shutdown's closing of
+// the client ends the wait.
+func (s *Server) lingerRefused(ss *session, deadline time.Time) {
+	ic := ss.client
+	if ic.isOpen() {
 		return
 	}
-	slot := ic.slot.Load()
-	if slot == nil {
-		mux.LingerRefused(ic, raw, deadline)
-		return
+	if !ic.ended.Load() {
+		if f := refusalWritten.Load(); f != nil {
+			(*f)()
+		}
+		ss.refusing()
+		mux.LingerRefused(ic, ss.raw, deadline)
 	}
-	slot.place.Release()
-	s.pending.lingerStart(slot, raw)
-	mux.LingerRefused(ic, raw, deadline)
-	// Given back before the session leaves the lingering ones: a client
-	// retrying meanwhile finds its place free, or reclaimable.
-	slot.release()
-	s.pending.lingerEnd(slot)
+	if slot := ic.slot.Load(); slot != nil {
+		// Given back before the session leaves the lingering ones: a
+		// client retrying meanwhile finds its place free, or reclaimable.
+		slot.release()
+		s.pending.lingerEnd(slot)
+	}
 }
+
+// refusalWritten is a seam for tests: when set, it runs on a session that
+// ended without a stream (its refusal written, if any) before it lingers.
+var refusalWritten atomic.Pointer[func()]
 
 // clientReset reports a session ended by a reset or a closed pipe. The
 // library formats its errors with %v, so the text is all there is.
@@ -461,7 +511,11 @@ func clientReset(err error) bool {
 type session struct {
 	s      *Server
 	client *idleConn
+	raw    net.Conn     // the client's socket, under any PROXY header
 	local  *net.TCPAddr // the SOCKS listener's address
+	// settled: the session has its stream, or counts as refused
+	// (refusing); until then its writes are checked for a refusal.
+	settled atomic.Bool
 	// logged: the session's refusal has its line (refused, or the router
 	// refused its stream over a limit).
 	logged bool
@@ -615,6 +669,7 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	}
 	routed.Conn = theirs
 	ss.client.established()
+	ss.settled.Store(true)
 	ss.pending.release() // the router counts the stream from here, its place included
 	// When the router has closed its end, the client connection is
 	// closed too: the library would otherwise wait for the client to
