@@ -324,11 +324,15 @@ func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInf
 	return rt, true
 }
 
-// ipLike reports whether a server name is an IP address. Host names end in
-// a letter (their top-level label), so only a name ending in a digit, or
-// holding a colon, is parsed: a parse error would cost an allocation per
-// handshake.
+// ipLike reports whether a server name is an IP address, an IPv6 one in
+// brackets too (as a URL writes it: crypto/tls's client takes that for an
+// address and sends no name). Host names end in a letter (their top-level
+// label), so only a name ending in a digit, or holding a colon, is parsed:
+// a parse error would cost an allocation per handshake.
 func ipLike(name string) bool {
+	if len(name) > 2 && name[0] == '[' && name[len(name)-1] == ']' {
+		name = name[1 : len(name)-1]
+	}
 	if name == "" {
 		return false
 	}
