@@ -1,11 +1,17 @@
 package mux_test
 
 import (
+	"crypto/ecdh"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
 	"net"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/cryptobyte"
 
 	"github.com/nexmux/nexmux/internal/testnet"
 	"github.com/nexmux/nexmux/mux"
@@ -103,5 +109,63 @@ func checkUnknownCALine(t *testing.T, line string) {
 	t.Helper()
 	if !strings.Contains(line, "unknown certificate authority") || strings.Contains(line, "bad record MAC") {
 		t.Fatalf("log line %q: want the client's unknown_ca alert named, not bad record MAC", line)
+	}
+}
+
+// echConfigList is an ECHConfigList (draft-ietf-tls-esni, version 0xfe0d)
+// with a fresh X25519 key and public name, as a DNS HTTPS record would
+// give a client.
+func echConfigList(t *testing.T, publicName string) []byte {
+	t.Helper()
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b cryptobyte.Builder
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
+		b.AddUint16(0xfe0d)
+		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
+			b.AddUint8(7)       // config_id
+			b.AddUint16(0x0020) // DHKEM(X25519, HKDF-SHA256)
+			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(k.PublicKey().Bytes()) })
+			b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
+				b.AddUint16(1) // HKDF-SHA256
+				b.AddUint16(1) // AES-128-GCM
+			})
+			b.AddUint8(0) // maximum_name_length
+			b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(publicName)) })
+			b.AddUint16(0) // extensions
+		})
+	})
+	return b.BytesOrPanic()
+}
+
+// A client whose Encrypted Client Hello nexmux (which holds no ECH keys)
+// passed over ends the handshake once it has checked the public name's
+// certificate, with an ech_required alert right behind its Finished: for
+// it the handshake failed. That alert is what net/http's first read gets;
+// logged as a request net/http could not parse (malformed_request, and a
+// JSON 400 written after the client's fatal alert), it hid why.
+func TestClientAlertRightAfterTheHandshakeIsNoMalformedRequest(t *testing.T) {
+	m := startMuxWith(t, muxConfig{})
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	cfg := m.tlsConfig("team-a.nexmux.test")
+	cfg.NextProtos = []string{"http/1.1"}
+	cfg.EncryptedClientHelloConfigList = echConfigList(t, "team-a.nexmux.test")
+	var rejected *tls.ECHRejectionError
+	if err := tls.Client(c, cfg).Handshake(); !errors.As(err, &rejected) {
+		t.Fatalf("client handshake: %v, want ECH rejected", err)
+	}
+	line := m.refusalLine(t, c.LocalAddr().String(), mux.ReasonHandshake)
+	if !strings.Contains(line, "encrypted client hello required") {
+		t.Fatalf("log line %q: want the client's ech_required alert named", line)
+	}
+	if n := m.refused.get(mux.ReasonMalformedRequest); n != 0 {
+		t.Fatalf("%d malformed_request counted; log:\n%s", n, m.logs.String())
 	}
 }
