@@ -169,3 +169,49 @@ func TestClientAlertRightAfterTheHandshakeIsNoMalformedRequest(t *testing.T) {
 		t.Fatalf("%d malformed_request counted; log:\n%s", n, m.logs.String())
 	}
 }
+
+// A client with no cipher suite or key exchange in common gets a
+// handshake_failure alert, not a bare close, and the line names what was
+// missing.
+func TestNothingInCommonGetsHandshakeFailure(t *testing.T) {
+	m := startMuxWith(t, muxConfig{})
+	t.Run("TLS 1.2, CBC suites only", func(t *testing.T) {
+		c, err := net.Dial("tcp", m.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		cfg := m.tlsConfig("team-a.nexmux.test")
+		cfg.MaxVersion = tls.VersionTLS12
+		cfg.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
+		if err := tls.Client(c, cfg).Handshake(); err == nil || !strings.Contains(err.Error(), "remote error: tls: handshake failure") {
+			t.Fatalf("client handshake: %v, want a handshake_failure alert", err)
+		}
+		if line := m.refusalLine(t, c.LocalAddr().String(), mux.ReasonHandshake); !strings.Contains(line, "no cipher suite supported by both") {
+			t.Fatalf("log line %q: want the missing suite named", line)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		args []string
+		log  string
+	}{
+		{"TLS 1.3, CCM suite only", []string{"-ciphersuites", "TLS_AES_128_CCM_SHA256"}, "no cipher suite supported by both"},
+		{"TLS 1.3, finite-field groups only", []string{"-groups", "ffdhe2048"}, "no key exchanges supported by both"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := exec.LookPath("openssl"); err != nil {
+				t.Skip("openssl not installed")
+			}
+			out, _ := exec.Command("openssl", append([]string{"s_client", "-connect", m.addr, "-servername", "team-a.nexmux.test",
+				"-tls1_3", "-brief"}, tc.args...)...).CombinedOutput()
+			if !strings.Contains(string(out), "alert handshake failure") {
+				t.Fatalf("openssl did not get a handshake_failure alert:\n%s", out)
+			}
+			eventually(t, func() (bool, string) {
+				return strings.Contains(m.logs.String(), tc.log), "no line naming " + tc.log
+			})
+		})
+	}
+}
