@@ -215,3 +215,24 @@ func TestNothingInCommonGetsHandshakeFailure(t *testing.T) {
 		})
 	}
 }
+
+// crypto/tls refuses a server name that ends in a dot with a bare "error
+// decoding message", while routing took the name without its dot and the
+// line shows it so: the line must say which part of the hello was refused.
+func TestTrailingDotRefusalSaysWhy(t *testing.T) {
+	m := startMuxWith(t, muxConfig{})
+	c, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	writeOrFail(t, c, helloNaming(t, "team-a.nexmux.test."))
+	if rec := readRecord(t, c); rec[0] != 21 || rec[6] != 50 {
+		t.Fatalf("got % x, want a decode_error alert", rec)
+	}
+	line := m.refusalLine(t, c.LocalAddr().String(), mux.ReasonHandshake)
+	if !strings.Contains(line, "ends in a dot") {
+		t.Fatalf("log line %q: want the trailing dot named", line)
+	}
+}
