@@ -56,10 +56,30 @@ func (w *alertWatch) feed(p []byte) {
 // unencrypted alert the client sent, the alert as crypto/tls names one it
 // can read.
 func (w *alertWatch) explain(err error) error {
-	var oe *net.OpError
-	if !w.found || !errors.As(err, &oe) || oe.Op != "local error" || oe.Err == nil ||
-		oe.Err.Error() != tls.AlertError(20).Error() { // bad_record_mac
+	if !w.found || !sentAlert(err, alertBadRecordMAC) {
 		return err
 	}
 	return fmt.Errorf("remote error: %w (an unencrypted alert)", tls.AlertError(w.alert[1]))
+}
+
+const (
+	alertBadRecordMAC = 20
+	alertDecodeError  = 50
+)
+
+// sentAlert reports whether err is crypto/tls's own alert a, sent to the
+// client on a failure of its own ("local error").
+func sentAlert(err error, a tls.AlertError) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "local error" && oe.Err != nil && oe.Err.Error() == a.Error()
+}
+
+// explainAbsolute adds why crypto/tls refused a hello whose server name
+// ends in a dot: its "error decoding message" names no part of the hello,
+// and the log line shows the name routing took, without the dot.
+func explainAbsolute(err error, absolute bool) error {
+	if !absolute || !sentAlert(err, alertDecodeError) {
+		return err
+	}
+	return fmt.Errorf("%w (crypto/tls refuses a server name that ends in a dot)", err)
 }

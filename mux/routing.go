@@ -53,6 +53,8 @@ type decision struct {
 	// extra is the --max-conns places held beside the connection's own
 	// (a passthrough stream's), given back by its target.
 	extra int64
+	// absolute: the hello's server name ended in a dot (sni.ClientHello).
+	absolute bool
 }
 
 // handle routes one tracked connection and gives it to its target.
@@ -256,7 +258,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 				return d, false
 			}
 		}
-		d.tls = true
+		d.tls, d.absolute = true, hello.Absolute
 		d.to = terminate{s}
 		if rt.Passthrough != "" {
 			d.to = passthrough{s}

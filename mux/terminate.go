@@ -107,7 +107,7 @@ func (t terminate) handshake(tc *tls.Conn, rc *routedConn, d decision) bool {
 	_ = tc.SetDeadline(dl)
 	rc.watch = &alertWatch{}
 	err := tc.HandshakeContext(t.s.life)
-	err, rc.watch = rc.watch.explain(err), nil
+	err, rc.watch = explainAbsolute(rc.watch.explain(err), d.absolute), nil
 	if err == nil {
 		_ = tc.SetDeadline(time.Time{})
 		return true
