@@ -3,6 +3,7 @@ package mux
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -56,6 +57,10 @@ type h1Conn struct {
 	responding atomic.Bool
 	// fr follows the request stream for ambiguous framing (h1framing.go).
 	fr framing
+	// alert is the TLS alert a read ended with (the client's, or one
+	// crypto/tls sent on a record it could not read): net/http answers
+	// that with its 400 as if the request were malformed.
+	alert atomic.Pointer[net.OpError]
 }
 
 // Read is every read net/http makes of the request stream.
@@ -64,6 +69,12 @@ func (c *h1Conn) Read(b []byte) (int, error) {
 	if n > 0 {
 		c.fr.scan(b[:n])
 	}
+	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) && (oe.Op == "remote error" || oe.Op == "local error") {
+			c.alert.Store(oe)
+		}
+	}
 	return n, err
 }
 
@@ -71,7 +82,25 @@ func (c *h1Conn) Write(b []byte) (int, error) {
 	if c.responding.Load() {
 		return c.Conn.Write(b)
 	}
+	if oe := c.alert.Load(); oe != nil {
+		if _, _, ok := parseNetHTTPError(b); ok {
+			c.endedByAlert(oe)
+			return len(b), nil
+		}
+	}
 	return writeH1(c.Conn, b, &c.log)
+}
+
+// endedByAlert logs a connection whose stream a TLS alert ended, instead
+// of net/http's 400, which nobody would read after a fatal alert. Before
+// any request it ends the client's handshake as the client sees it (Go's
+// ech_required comes right behind its Finished).
+func (c *h1Conn) endedByAlert(oe *net.OpError) {
+	if !c.log.info.Requested() {
+		c.log.refuse(ReasonHandshake, "TLS handshake failed", "err", oe)
+		return
+	}
+	c.log.logger().Debug("connection ended by a TLS alert", "err", oe)
 }
 
 // h1ConnKey is the context key of a request's *h1Conn (connContext).

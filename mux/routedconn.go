@@ -59,6 +59,10 @@ type routedConn struct {
 	// closeBy (under dmu; see SetWriteDeadline).
 	closing atomic.Bool
 	closeBy time.Time
+
+	// watch, during the TLS handshake, sees every byte crypto/tls reads
+	// (handshakealert.go); only the handshake's goroutine reads then.
+	watch *alertWatch
 }
 
 // Close closes the connection, lingering when it is HTTP/2.
@@ -91,6 +95,9 @@ func (c *routedConn) Read(p []byte) (int, error) {
 		c.rr += n
 		c.releaseLocked()
 		c.rmu.Unlock()
+		if c.watch != nil {
+			c.watch.feed(p[:n])
+		}
 		return n, nil
 	}
 	if err := c.rerr; err != nil {
@@ -100,7 +107,11 @@ func (c *routedConn) Read(p []byte) (int, error) {
 	}
 	if !c.ahead {
 		c.rmu.Unlock()
-		return c.Conn.Read(p)
+		n, err := c.Conn.Read(p)
+		if c.watch != nil {
+			c.watch.feed(p[:n])
+		}
+		return n, err
 	}
 	if c.pooled == nil {
 		c.pooled = readAheadBufs.Get().(*readAheadBuf)

@@ -53,6 +53,8 @@ type decision struct {
 	// extra is the --max-conns places held beside the connection's own
 	// (a passthrough stream's), given back by its target.
 	extra int64
+	// absolute: the hello's server name ended in a dot (sni.ClientHello).
+	absolute bool
 }
 
 // handle routes one tracked connection and gives it to its target.
@@ -256,7 +258,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 				return d, false
 			}
 		}
-		d.tls = true
+		d.tls, d.absolute = true, hello.Absolute
 		d.to = terminate{s}
 		if rt.Passthrough != "" {
 			d.to = passthrough{s}
@@ -324,11 +326,15 @@ func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInf
 	return rt, true
 }
 
-// ipLike reports whether a server name is an IP address. Host names end in
-// a letter (their top-level label), so only a name ending in a digit, or
-// holding a colon, is parsed: a parse error would cost an allocation per
-// handshake.
+// ipLike reports whether a server name is an IP address, an IPv6 one in
+// brackets too (as a URL writes it: crypto/tls's client takes that for an
+// address and sends no name). Host names end in a letter (their top-level
+// label), so only a name ending in a digit, or holding a colon, is parsed:
+// a parse error would cost an allocation per handshake.
 func ipLike(name string) bool {
+	if len(name) > 2 && name[0] == '[' && name[len(name)-1] == ']' {
+		name = name[1 : len(name)-1]
+	}
 	if name == "" {
 		return false
 	}

@@ -36,7 +36,7 @@ func (t terminate) serve(d decision) {
 		d.info.Writes = rc
 		d.info.Reads = rc
 		tc := tls.Server(rc, t.s.tlsConfig)
-		if !t.handshake(tc, d) {
+		if !t.handshake(tc, rc, d) {
 			t.s.track.RemoveConn(d.raw)
 			d.raw.Close()
 			return
@@ -102,10 +102,12 @@ func (t terminate) serve(d decision) {
 // no common cipher or ALPN) is logged and counted like every other refusal
 // instead of only at debug level. --header-timeout bounds it, as net/http
 // would.
-func (t terminate) handshake(tc *tls.Conn, d decision) bool {
+func (t terminate) handshake(tc *tls.Conn, rc *routedConn, d decision) bool {
 	dl := time.Now().Add(t.s.opts.HeaderTimeout)
 	_ = tc.SetDeadline(dl)
+	rc.watch = &alertWatch{}
 	err := tc.HandshakeContext(t.s.life)
+	err, rc.watch = explainAbsolute(rc.watch.explain(err), d.absolute), nil
 	if err == nil {
 		_ = tc.SetDeadline(time.Time{})
 		return true

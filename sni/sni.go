@@ -44,8 +44,11 @@ type ClientHello struct {
 	// It is not checked to be a host name: routing
 	// (route.Table.LookupServerName) takes one that is not as unknown.
 	ServerName string
-	ALPN       []string // protocols offered, in order
-	Raw        []byte   // every byte read from the connection (whole records), to be replayed
+	// Absolute: the name was sent with that trailing dot, which crypto/tls
+	// refuses (a terminating listener says so when it does).
+	Absolute bool
+	ALPN     []string // protocols offered, in order
+	Raw      []byte   // every byte read from the connection (whole records), to be replayed
 }
 
 var (
@@ -178,11 +181,11 @@ func ReadClientHello(r io.Reader) (*ClientHello, error) {
 			return fail(fmt.Errorf("%w: %d trailing bytes after ClientHello in its last record",
 				ErrMalformed, len(hs)-handshakeHeaderLen-msgLen))
 		}
-		name, alpn, err := parseClientHello(hs[handshakeHeaderLen:])
+		name, absolute, alpn, err := parseHello(hs[handshakeHeaderLen:])
 		if err != nil {
 			return fail(err)
 		}
-		return &ClientHello{ServerName: name, ALPN: alpn, Raw: raw}, nil
+		return &ClientHello{ServerName: name, Absolute: absolute, ALPN: alpn, Raw: raw}, nil
 	}
 }
 
@@ -194,31 +197,38 @@ func ReadClientHello(r io.Reader) (*ClientHello, error) {
 // invalid names collide) and one trailing dot is removed, because some
 // clients send absolute names and they must route like relative ones.
 func parseClientHello(body []byte) (serverName string, alpn []string, err error) {
+	serverName, _, alpn, err = parseHello(body)
+	return serverName, alpn, err
+}
+
+// parseHello is parseClientHello, and whether the server name was sent
+// with its trailing dot.
+func parseHello(body []byte) (serverName string, absolute bool, alpn []string, err error) {
 	s := cryptobyte.String(body)
 	var (
 		sessionID, suites, compression, exts cryptobyte.String
 	)
 	if !s.Skip(2 + 32) { // legacy_version, random
-		return "", nil, fmt.Errorf("%w: truncated before session_id", ErrMalformed)
+		return "", false, nil, fmt.Errorf("%w: truncated before session_id", ErrMalformed)
 	}
 	if !s.ReadUint8LengthPrefixed(&sessionID) || len(sessionID) > maxSessionIDLen {
-		return "", nil, fmt.Errorf("%w: bad legacy_session_id", ErrMalformed)
+		return "", false, nil, fmt.Errorf("%w: bad legacy_session_id", ErrMalformed)
 	}
 	if !s.ReadUint16LengthPrefixed(&suites) || len(suites) < 2 || len(suites)%2 != 0 {
-		return "", nil, fmt.Errorf("%w: bad cipher_suites", ErrMalformed)
+		return "", false, nil, fmt.Errorf("%w: bad cipher_suites", ErrMalformed)
 	}
 	if !s.ReadUint8LengthPrefixed(&compression) || len(compression) < 1 {
-		return "", nil, fmt.Errorf("%w: bad legacy_compression_methods", ErrMalformed)
+		return "", false, nil, fmt.Errorf("%w: bad legacy_compression_methods", ErrMalformed)
 	}
 	if s.Empty() {
 		// Pre-extension (SSLv3-era) hellos stop here; they carry no SNI.
-		return "", nil, nil
+		return "", false, nil, nil
 	}
 	if !s.ReadUint16LengthPrefixed(&exts) {
-		return "", nil, fmt.Errorf("%w: bad extensions length", ErrMalformed)
+		return "", false, nil, fmt.Errorf("%w: bad extensions length", ErrMalformed)
 	}
 	if !s.Empty() {
-		return "", nil, fmt.Errorf("%w: %d trailing bytes after extensions", ErrMalformed, len(s))
+		return "", false, nil, fmt.Errorf("%w: %d trailing bytes after extensions", ErrMalformed, len(s))
 	}
 
 	var seen extSet
@@ -228,32 +238,32 @@ func parseClientHello(body []byte) (serverName string, alpn []string, err error)
 			data cryptobyte.String
 		)
 		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
-			return "", nil, fmt.Errorf("%w: truncated extension", ErrMalformed)
+			return "", false, nil, fmt.Errorf("%w: truncated extension", ErrMalformed)
 		}
 		if !seen.add(typ) {
 			// Duplicates are forbidden (RFC 8446, Section 4.2), and a proxy
 			// that picks one copy while the backend picks another could be
 			// steered past its routing decision.
-			return "", nil, fmt.Errorf("%w: duplicate extension %d", ErrMalformed, typ)
+			return "", false, nil, fmt.Errorf("%w: duplicate extension %d", ErrMalformed, typ)
 		}
 		switch typ {
 		case extensionServerName:
-			if serverName, err = parseServerName(data); err != nil {
-				return "", nil, err
+			if serverName, absolute, err = parseServerName(data); err != nil {
+				return "", false, nil, err
 			}
 		case extensionALPN:
 			if alpn, err = parseALPN(data); err != nil {
-				return "", nil, err
+				return "", false, nil, err
 			}
 		}
 	}
-	return serverName, alpn, nil
+	return serverName, absolute, alpn, nil
 }
 
-func parseServerName(data cryptobyte.String) (string, error) {
+func parseServerName(data cryptobyte.String) (string, bool, error) {
 	var list cryptobyte.String
 	if !data.ReadUint16LengthPrefixed(&list) || list.Empty() || !data.Empty() {
-		return "", fmt.Errorf("%w: bad server_name extension", ErrMalformed)
+		return "", false, fmt.Errorf("%w: bad server_name extension", ErrMalformed)
 	}
 	var name []byte
 	for !list.Empty() {
@@ -262,7 +272,7 @@ func parseServerName(data cryptobyte.String) (string, error) {
 			host cryptobyte.String
 		)
 		if !list.ReadUint8(&typ) || !list.ReadUint16LengthPrefixed(&host) {
-			return "", fmt.Errorf("%w: truncated server_name entry", ErrMalformed)
+			return "", false, fmt.Errorf("%w: truncated server_name entry", ErrMalformed)
 		}
 		if typ != sniNameTypeHostName {
 			continue
@@ -271,15 +281,15 @@ func parseServerName(data cryptobyte.String) (string, error) {
 			// RFC 6066 allows one name per type, and crypto/tls refuses a
 			// second: routing by one while a backend reads another would
 			// let a client steer past the routing decision.
-			return "", fmt.Errorf("%w: two server_name host_name entries", ErrMalformed)
+			return "", false, fmt.Errorf("%w: two server_name host_name entries", ErrMalformed)
 		}
 		if len(host) == 0 {
-			return "", fmt.Errorf("%w: empty server_name host_name", ErrMalformed)
+			return "", false, fmt.Errorf("%w: empty server_name host_name", ErrMalformed)
 		}
 		name = host
 	}
 	if name == nil {
-		return "", nil
+		return "", false, nil
 	}
 	out := make([]byte, 0, len(name))
 	for _, b := range name {
@@ -287,19 +297,20 @@ func parseServerName(data cryptobyte.String) (string, error) {
 		case b == 0:
 			// A NUL would truncate the name in C-string consumers (logs,
 			// backends) and make them see a different host than we routed.
-			return "", fmt.Errorf("%w: NUL in server_name", ErrMalformed)
+			return "", false, fmt.Errorf("%w: NUL in server_name", ErrMalformed)
 		case 'A' <= b && b <= 'Z':
 			b += 'a' - 'A'
 		}
 		out = append(out, b)
 	}
-	if out[len(out)-1] == '.' {
+	absolute := out[len(out)-1] == '.'
+	if absolute {
 		out = out[:len(out)-1]
 	}
 	if len(out) == 0 || out[len(out)-1] == '.' {
-		return "", fmt.Errorf("%w: server_name %q is not a host name", ErrMalformed, name)
+		return "", false, fmt.Errorf("%w: server_name %q is not a host name", ErrMalformed, name)
 	}
-	return string(out), nil
+	return string(out), absolute, nil
 }
 
 func parseALPN(data cryptobyte.String) ([]string, error) {
