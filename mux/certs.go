@@ -425,24 +425,9 @@ func (c *Certs) lookup(name string) (*tls.Certificate, bool) {
 // Config.Certificates. With no such pair, Get's choice (the handshake then
 // fails as it would have).
 func (c *Certs) For(h *tls.ClientHelloInfo, name string) *tls.Certificate {
-	if c == nil {
-		return nil
-	}
-	cert, named := c.lookup(name)
-	if !named {
-		cert = c.def // Get's choice
-	}
+	cert, alts, wildAlts := c.choices(name)
 	if cert == nil {
 		return nil
-	}
-	var alts, wildAlts []*tls.Certificate
-	if named {
-		alts = c.allExact[name]
-		if i := strings.IndexByte(name, '.'); i > 0 {
-			wildAlts = c.allWild[name[i+1:]]
-		}
-	} else {
-		alts = c.defAlts
 	}
 	// One pair for the name (the common case): nothing to choose among.
 	if n := len(alts) + len(wildAlts); n == 0 || n == 1 && (slices.Contains(alts, cert) || slices.Contains(wildAlts, cert)) {
@@ -463,6 +448,25 @@ func (c *Certs) For(h *tls.ClientHelloInfo, name string) *tls.Certificate {
 		return cert
 	}
 	return best
+}
+
+// choices are Get's choice for a (canonical) server name and the other
+// pairs For may serve a client that cannot use it: those naming the host
+// exactly, or by wildcard, or for the fallback those covering all its
+// names.
+func (c *Certs) choices(name string) (cert *tls.Certificate, alts, wildAlts []*tls.Certificate) {
+	if c == nil {
+		return nil, nil, nil
+	}
+	cert, named := c.lookup(name)
+	if !named {
+		return c.def, c.defAlts, nil
+	}
+	alts = c.allExact[name]
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		wildAlts = c.allWild[name[i+1:]]
+	}
+	return cert, alts, wildAlts
 }
 
 // Get returns the certificate for a (canonical) server name, falling back to

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"slices"
 )
 
 // Session tickets carry the server name they were issued for and the
@@ -30,16 +31,35 @@ func leafID(leaf *x509.Certificate) (id certID) {
 	return id
 }
 
-// certIDFor is the id of the certificate Get chooses for a server name
-// as crypto/tls gives it (zero when there is none). A pair another
-// client type got instead (For: an RSA one beside ECDSA) is not
-// compared: replacing only it leaves its sessions resumable.
+// certIDFor identifies every pair that may be served for a server name as
+// crypto/tls gives it (zero when there is none): Get's choice and those
+// For may pick instead for a client that cannot use it (an RSA pair beside
+// ECDSA). A ticket does not say which pair its client got, so replacing
+// any of them ends the name's sessions.
 func (c *Certs) certIDFor(serverName string) certID {
-	cert := c.Get(certName(serverName))
+	cert, alts, wildAlts := c.choices(certName(serverName))
 	if cert == nil {
 		return certID{}
 	}
-	return c.ids[cert]
+	// A pair may name the host both exactly and by wildcard: each counts
+	// once, or the two would cancel out.
+	pairs := make([]*tls.Certificate, 1, 4)
+	pairs[0] = cert
+	for _, list := range [][]*tls.Certificate{alts, wildAlts} {
+		for _, alt := range list {
+			if !slices.Contains(pairs, alt) {
+				pairs = append(pairs, alt)
+			}
+		}
+	}
+	var id certID
+	for _, p := range pairs {
+		x := c.ids[p]
+		for k := range id {
+			id[k] ^= x[k]
+		}
+	}
+	return id
 }
 
 // wrapSession is tls.Config.WrapSession: crypto/tls's own ticket, bound

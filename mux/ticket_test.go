@@ -247,3 +247,41 @@ func reparse(t *testing.T, p tls.Certificate) tls.Certificate {
 	q := tls.Certificate{Certificate: p.Certificate, PrivateKey: p.PrivateKey}
 	return q
 }
+
+// TestSessionResumptionAcrossReloadOfTheOtherPair: a name served by an
+// ECDSA and an RSA pair (each client gets the one it can use) resumes no
+// session after a reload that replaced either: the session's ticket does
+// not say which one its client got, and a key replaced after a compromise
+// must stand behind no old session.
+func TestSessionResumptionAcrossReloadOfTheOtherPair(t *testing.T) {
+	ca, err := certs.NewCA("ticket pair reload test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a = "team-a.nexmux.test"
+	ecdsaPair, err := ca.IssueTLS(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPair := rsaCertificate(t, a)
+	m := startMuxWith(t, muxConfig{certs: []tls.Certificate{ecdsaPair, rsaPair}})
+	cache := newSessionCache()
+	// A TLS 1.2 client with only RSA suites gets the RSA pair.
+	cfg := &tls.Config{ServerName: a, InsecureSkipVerify: true, ClientSessionCache: cache,
+		MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256},
+		NextProtos: []string{"http/1.1"}}
+	resumeDial(t, m.addr, cfg)
+	if r := resumeDial(t, m.addr, cfg); !r.did {
+		t.Fatal("no resumption before any reload")
+	}
+	cs, err := mux.NewCerts([]tls.Certificate{reparse(t, ecdsaPair), rsaCertificate(t, a)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := *m.srv.State()
+	st.Certs = cs
+	m.srv.Update(&st)
+	if r := resumeDial(t, m.addr, cfg); r.did {
+		t.Errorf("after a reload replacing the RSA pair the client was served: resumed its session under the replaced key; want a full handshake")
+	}
+}
