@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,7 +53,8 @@ func configFlags(command string) []cli.Flag {
 		var f cli.Flag
 		switch d := s.Default().(type) {
 		case string:
-			f = &stringFlag{cli.StringFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs, Hidden: other}}
+			// As README writes it: urfave/cli would quote it (":8443").
+			f = &stringFlag{cli.StringFlag{Name: s.Name, Value: d, DefaultText: cmp.Or(s.DefaultText, d), Usage: s.Usage, EnvVars: envs, Hidden: other}}
 		case []string:
 			lf := newListFlag(s.Name, s.Usage, s.DefaultText, envs, d)
 			lf.Hidden = other

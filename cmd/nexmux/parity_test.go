@@ -153,14 +153,14 @@ func TestEmptyEnvIsUnset(t *testing.T) {
 // for it: --health-interval once printed "(default 2s) (default: 0s)".
 func TestHelpShowsEffectiveDefaults(t *testing.T) {
 	want := map[string]string{
-		"health-interval":          upstream.DefaultHealthInterval.String(),
+		"health-interval":          config.DurationText(upstream.DefaultHealthInterval),
 		"upstream-max-conns":       strconv.Itoa(l7.DefaultUpstreamMaxConns),
 		"plain-http-scheme":        "http",
-		"handshake-timeout":        mux.DefaultHandshakeTimeout.String(),
-		"header-timeout":           mux.DefaultHeaderTimeout.String(),
-		"idle-timeout":             mux.DefaultIdleTimeout.String(),
-		"passthrough-idle-timeout": mux.DefaultPassthroughIdleTimeout.String(),
-		"drain-timeout":            daemon.DefaultDrainTimeout.String(),
+		"handshake-timeout":        config.DurationText(mux.DefaultHandshakeTimeout),
+		"header-timeout":           config.DurationText(mux.DefaultHeaderTimeout),
+		"idle-timeout":             config.DurationText(mux.DefaultIdleTimeout),
+		"passthrough-idle-timeout": config.DurationText(mux.DefaultPassthroughIdleTimeout),
+		"drain-timeout":            config.DurationText(daemon.DefaultDrainTimeout),
 		"shutdown-delay":           "none",
 	}
 	help := map[string]string{} // by command

@@ -267,3 +267,20 @@ func TestConnLimitDefaultsFromFDLimit(t *testing.T) {
 		t.Errorf("defaults %d/%d: want non-zero", DefaultMaxConns, DefaultMaxConnsPerClient)
 	}
 }
+
+// DurationText drops time.Duration's trailing zero units, and what it
+// writes reads back as the same duration.
+func TestDurationText(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0: "0s", 500 * time.Millisecond: "500ms", 2 * time.Second: "2s", 2 * time.Minute: "2m",
+		90 * time.Second: "1m30s", time.Hour: "1h", 90 * time.Minute: "1h30m", time.Hour + time.Second: "1h0m1s",
+	} {
+		got := DurationText(d)
+		if got != want {
+			t.Errorf("DurationText(%v) = %q, want %q", d, got, want)
+		}
+		if back, err := time.ParseDuration(got); err != nil || back != d {
+			t.Errorf("DurationText(%v) = %q reads back as %v (%v)", d, got, back, err)
+		}
+	}
+}
