@@ -1809,3 +1809,37 @@ func TestRepeatedSingleValueFlagWarned(t *testing.T) {
 		t.Errorf("iptables: exit %d, want 0 and the warning:\n%s", code, errs)
 	}
 }
+
+// A value's syntax problem names what the flag takes with help's and the
+// README table's placeholder (--route HOST=TARGET, --port PORT=TARGET), not
+// a narrower one (HOST=REPO) that hides the pull:GROUP,push:HOSTED form; so
+// do "no routes" and a route host holding a port.
+func TestSyntaxProblemsUseTheHelpPlaceholder(t *testing.T) {
+	table := readmeFlagsTable(t)
+	crt, key := certFiles(t)
+	_, errs, code := run(t, "check", "--cert", crt, "--key", key,
+		"--route", "a.example.com", "--port", "8082", "--passthrough", "p.example.com", "--mirror", "m.example.com",
+		"--route", "b.example.com:5000=r")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, name := range []string{"--route", "--port", "--passthrough", "--mirror"} {
+		_, placeholder, _ := strings.Cut(table[name], " ")
+		if placeholder == "" {
+			t.Fatalf("README table has no placeholder for %s: %q", name, table[name])
+		}
+		if line := lineOf(t, errs, strings.TrimPrefix(name, "--")+` "`); !strings.Contains(line, "want "+placeholder) {
+			t.Errorf("%s problem lacks %q, help's placeholder: %s", name, "want "+placeholder, line)
+		}
+	}
+	if line := lineOf(t, errs, "b.example.com:5000"); !strings.Contains(line, "--port "+strings.TrimPrefix(table["--port"], "--port ")) {
+		t.Errorf("host with a port does not name %q: %s", table["--port"], line)
+	}
+	_, errs, _ = run(t, "check", "--cert", crt, "--key", key)
+	line := lineOf(t, errs, "no routes")
+	for _, name := range []string{"--route", "--port", "--mirror", "--default-route"} {
+		if !strings.Contains(line, table[name]) {
+			t.Errorf("no routes: lacks %q: %s", table[name], line)
+		}
+	}
+}
