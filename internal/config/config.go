@@ -316,7 +316,7 @@ func (c *Config) Build() (*Runtime, error) {
 	b.Warnings = append(b.Warnings, ownWarnings...)
 	errs = errlist.Append(errs, err)
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
-		errs = multierror.Append(errs, relationError{errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO")})
+		errs = multierror.Append(errs, relationError{errors.New("no routes: give at least one --route HOST=TARGET, --port PORT=TARGET, --mirror HOST/REGISTRY=REPO or --default-route TARGET (TARGET: REPO or pull:GROUP,push:HOSTED)")})
 	}
 
 	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {
