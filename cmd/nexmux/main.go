@@ -221,7 +221,11 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		return &config.Runtime{Config: cfg}, err
 	}
 	rt.NoteWarnings(func(e error) error { return envNoted(c, errlist.Join(e)) })
-	rt.Warnings = append(rt.Warnings, overridden(c, cfg)...)
+	for _, name := range cfg.FileKeys {
+		if c.IsSet(name) {
+			rt.WarnOverridden(name, fmt.Sprintf("config %s: %s is overridden by --%s or %s: the file's value is not used", cfg.File, name, name, config.EnvVar(name)))
+		}
+	}
 	return rt, nil
 }
 
@@ -390,19 +394,6 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 		return e, false
 	})
 	return err
-}
-
-// overridden warns of each key of the config file that a flag or its
-// environment variable also sets: the file's value is not used, so an edit
-// of it (a mounted ConfigMap) would reload and change nothing.
-func overridden(c *cli.Context, cfg *config.Config) []string {
-	var out []string
-	for _, name := range cfg.FileKeys {
-		if c.IsSet(name) {
-			out = append(out, fmt.Sprintf("config %s: %s is overridden by --%s or %s: the file's value is not used", cfg.File, name, name, config.EnvVar(name)))
-		}
-	}
-	return out
 }
 
 // invalid reports a configuration error: every problem, one per line.

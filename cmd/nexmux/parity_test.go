@@ -92,7 +92,7 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 				t.Fatal(err)
 			}
 			fromFile := loadWith(t, "--config", file)
-			fromFile.File, fromFile.FileKeys, fromFile.FileLines = "", nil, nil
+			fromFile.File, fromFile.FileKeys, fromFile.FileLines, fromFile.FileValues = "", nil, nil, nil
 			if !reflect.DeepEqual(fromFile, fromFlag) {
 				t.Errorf("file key %q gives\n%+v\n--%s gives\n%+v", strings.TrimSpace(name+": "+yamlVal), fromFile, name, fromFlag)
 			}
@@ -274,7 +274,7 @@ func TestPrecedenceForEverySetting(t *testing.T) {
 			flag := "--" + s.Name + "=" + vals[2]
 			load := func(args ...string) *config.Config {
 				c := loadWith(t, args...)
-				c.File, c.FileKeys, c.FileLines = "", nil, nil
+				c.File, c.FileKeys, c.FileLines, c.FileValues = "", nil, nil, nil
 				return c
 			}
 			fromFile := load("--config", file)

@@ -251,6 +251,10 @@ func (c *Config) ApplyFile(path string) error {
 			c.FileLines = map[string][]int{}
 		}
 		c.FileLines[s.Name] = valueLines(k, v)
+		if c.FileValues == nil {
+			c.FileValues = map[string]any{}
+		}
+		c.FileValues[s.Name] = val
 	}
 	return errlist.Err(errs)
 }

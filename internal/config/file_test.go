@@ -101,7 +101,7 @@ families: iptables
 		IptablesDelete:           true,
 		IptablesFamilies:         []string{"iptables"},
 	}
-	c.FileKeys, c.FileLines = nil, nil // TestApplyFileKeys, TestApplyFileLines
+	c.FileKeys, c.FileLines, c.FileValues = nil, nil, nil // TestApplyFileKeys, TestApplyFileLines
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ApplyFile:\n got %+v\nwant %+v", c, want)
 	}
@@ -359,6 +359,7 @@ func TestApplyFileListsEveryProblem(t *testing.T) {
 	}
 	want2 := Defaults()
 	want2.LogLevel, want2.FileKeys, want2.FileLines = "debug", []string{"log-level"}, map[string][]int{"log-level": {4, 4}}
+	want2.FileValues = map[string]any{"log-level": "debug"}
 	if !reflect.DeepEqual(c, want2) {
 		t.Errorf("the valid key was not applied, or an invalid one was: %+v", c)
 	}
