@@ -567,3 +567,21 @@ func TestApplyFileRelativePathsFromWorkingDir(t *testing.T) {
 		t.Errorf("pair in the working directory: %v", err)
 	}
 }
+
+// Aliases are read as the value written out, so a few bytes of aliases
+// can stand for gigabytes of values (billion laughs: one anchored value
+// of 60 KB and fifteen thousand aliases of it made check take 5 GB and
+// print 900 MB of errors). A file whose values written out exceed what
+// nexmux reads in a file is refused whole, saying so.
+func TestApplyFileAliasesBounded(t *testing.T) {
+	big := strings.Repeat("a", 60000) + ".example.com=r"
+	laughs := "default-route: &x " + big + "\nroute: [" + strings.Repeat("*x, ", 15000) + "*x]\n"
+	c := Defaults()
+	err := c.ApplyFile(writeYAML(t, laughs))
+	if err == nil || !Unreadable(err) || !strings.Contains(err.Error(), "aliases") || !strings.Contains(err.Error(), "16 MiB") {
+		t.Errorf("%d bytes whose aliases write out %d MB: %.300v; want refused whole, naming the aliases and the 16 MiB bound", len(laughs), 15001*len(big)>>20, err)
+	}
+	if len(c.Route) > 0 || c.DefaultRoute != "" {
+		t.Errorf("refused file applied %d routes, default route of %d bytes", len(c.Route), len(c.DefaultRoute))
+	}
+}
