@@ -585,3 +585,14 @@ func TestApplyFileAliasesBounded(t *testing.T) {
 		t.Errorf("refused file applied %d routes, default route of %d bytes", len(c.Route), len(c.DefaultRoute))
 	}
 }
+
+// Every item of a list that is no string is named, not only the first:
+// every problem at once.
+func TestApplyFileListNamesEveryBadItem(t *testing.T) {
+	err := Defaults().ApplyFile(writeYAML(t, "route:\n  - {a: b}\n  - a.example.com=r\n  - [x]\n  - ~\n"))
+	for _, want := range []string{"route: line 2: want a string", "route: line 4: want a string", "route: line 5: an empty item"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: lacks %q", err, want)
+		}
+	}
+}
