@@ -204,6 +204,11 @@ func (c *Config) ApplyFile(path string) error {
 	if root.Kind != yaml.MappingNode {
 		return unreadableError{fmt.Errorf("config %s: line %d: want a mapping of long flag names to values", path, root.Line)}
 	}
+	// Aliases are read as the value written out: a few bytes of them can
+	// stand for more than any file nexmux reads (billion laughs).
+	if n := writtenOut(root); n > smallfile.Max {
+		return unreadableError{fmt.Errorf("config %s: its aliases write out %d MiB of values, more than the %d MiB nexmux reads in a file: write the values out, or alias fewer", path, n>>20, smallfile.Max>>20)}
+	}
 	byName := make(map[string]*Setting, len(settings))
 	for i := range settings {
 		byName[settings[i].Name] = &settings[i]
@@ -257,6 +262,26 @@ func (c *Config) ApplyFile(path string) error {
 		c.FileValues[s.Name] = val
 	}
 	return errlist.Err(errs)
+}
+
+// writtenOut is how many bytes the values of the mapping root hold with
+// their aliases written out, as ApplyFile reads them: a scalar, or a
+// list's scalar items.
+func writtenOut(root *yaml.Node) int {
+	n := 0
+	for i := 1; i < len(root.Content); i += 2 {
+		switch v := resolve(root.Content[i]); v.Kind {
+		case yaml.ScalarNode:
+			n += len(v.Value)
+		case yaml.SequenceNode:
+			for _, it := range v.Content {
+				if it = resolve(it); it.Kind == yaml.ScalarNode {
+					n += len(it.Value)
+				}
+			}
+		}
+	}
+	return n
 }
 
 // valueLines are the line of key k and, for a list value v, of each item:

@@ -569,9 +569,9 @@ func TestApplyFileRelativePathsFromWorkingDir(t *testing.T) {
 }
 
 // Aliases are read as the value written out, so a few bytes of aliases
-// can stand for gigabytes of values (billion laughs: one anchored value
-// of 60 KB and fifteen thousand aliases of it made check take 5 GB and
-// print 900 MB of errors). A file whose values written out exceed what
+// can stand for gigabytes of values (billion laughs: one long anchored
+// value and thousands of aliases of it, which check then parsed and
+// echoed in its errors). A file whose values written out exceed what
 // nexmux reads in a file is refused whole, saying so.
 func TestApplyFileAliasesBounded(t *testing.T) {
 	big := strings.Repeat("a", 60000) + ".example.com=r"
