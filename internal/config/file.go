@@ -105,17 +105,24 @@ func listText(n *yaml.Node) ([]string, error) {
 	case yaml.ScalarNode:
 		return []string{n.Value}, nil
 	case yaml.SequenceNode:
+		// Every bad item is named (errors.Join), not only the first.
 		out := make([]string, 0, len(n.Content))
+		var bad []error
 		for _, c := range n.Content {
 			if c = resolve(c); c.Kind != yaml.ScalarNode {
-				return nil, fmt.Errorf("line %d: want a string", c.Line)
+				bad = append(bad, fmt.Errorf("line %d: want a string", c.Line))
+				continue
 			}
 			// `~`, `null` or a bare `-` is YAML's null, not its own
 			// text: quote it if that text is meant.
 			if c.Tag == "!!null" {
-				return nil, fmt.Errorf("line %d: an empty item (YAML null) in the list: remove it, or quote it if the text is meant", c.Line)
+				bad = append(bad, fmt.Errorf("line %d: an empty item (YAML null) in the list: remove it, or quote it if the text is meant", c.Line))
+				continue
 			}
 			out = append(out, c.Value)
+		}
+		if len(bad) > 0 {
+			return nil, errors.Join(bad...)
 		}
 		return out, nil
 	}
@@ -247,7 +254,13 @@ func (c *Config) ApplyFile(path string) error {
 		}
 		val, err := decode(s, v)
 		if err != nil {
-			errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: %s: %w", path, s.Name, err)})
+			bad := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok { // a list's items
+				bad = j.Unwrap()
+			}
+			for _, err := range bad {
+				errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: %s: %w", path, s.Name, err)})
+			}
 			continue
 		}
 		s.Set(c, val)
