@@ -1843,3 +1843,35 @@ func TestSyntaxProblemsUseTheHelpPlaceholder(t *testing.T) {
 		}
 	}
 }
+
+// A value longer than any setting takes (a file pasted into a variable, a
+// runaway template) is a problem naming its setting, its length and its
+// first bytes, from the file, a flag or the environment alike: echoed
+// whole, one bad value made an error line of megabytes.
+func TestOverlongValueNamedNotEchoed(t *testing.T) {
+	long := strings.Repeat("a", 1<<20)
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("route: [\""+long+".example.com=r\"]\nlisten: \":"+long+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NEXMUX_MAX_CONNS", strings.Repeat("9", 1<<20))
+	t.Setenv("NEXMUX_STRIP_HEADER", "X-"+long)
+	_, errs, code := run(t, "check", "--config", file, "--cert", "/"+long, "--key", "/k.pem")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d", code, exitInvalid)
+	}
+	if len(errs) > 8<<10 {
+		t.Errorf("stderr of %d bytes for five overlong values, want them named, not echoed:\n%.2000s", len(errs), errs)
+	}
+	for _, name := range []string{"route", "listen", "cert", "max-conns", "strip-header"} {
+		found := false
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, name) && strings.Contains(l, "bytes") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no problem names %s and its length:\n%.2000s", name, errs)
+		}
+	}
+}
