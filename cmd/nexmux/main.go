@@ -126,6 +126,10 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		if !c.IsSet(s.Name) {
 			continue
 		}
+		if err := tooLong(c, &s); err != nil {
+			errs = errlist.Append(errs, err)
+			continue
+		}
 		var v any
 		switch d := s.Default().(type) {
 		case string:
@@ -144,6 +148,31 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		}
 	}
 	return cfg, errlist.Err(errs)
+}
+
+// tooLong is the problem of a value of the setting, given by a flag or
+// its variable, longer than any setting takes (config.LongValue): left
+// out, as an unparsable one is, and named without being echoed whole.
+func tooLong(c *cli.Context, s *config.Setting) error {
+	var texts []string
+	switch s.Default().(type) {
+	case string:
+		texts = []string{c.String(s.Name)}
+	case []string:
+		texts = c.Generic(s.Name).(*listValue).values(s)
+	case bool, time.Duration, int:
+		texts = []string{c.Generic(s.Name).(*rawValue).text}
+	}
+	for _, text := range texts {
+		if err := config.LongValue(text); err != nil {
+			from := ""
+			if env := envOrigin(c, s.Name); env != "" {
+				from = " (from " + env + ")"
+			}
+			return &config.SettingError{Setting: s.Name, Err: fmt.Errorf("%s: %v%s", s.Name, err, from)}
+		}
+	}
+	return nil
 }
 
 // othersKeysIgnored takes out of err (ApplyFile's) the bad values of keys
@@ -260,6 +289,9 @@ func inEffect(c *cli.Context, cfg *config.Config, name string) bool {
 	for _, s := range config.Settings() {
 		if s.Name != name {
 			continue
+		}
+		if tooLong(c, &s) != nil {
+			return false
 		}
 		if v, ok := c.Generic(name).(*rawValue); ok {
 			_, err := v.parse(name, s.Default())

@@ -82,7 +82,25 @@ func scalarText(n *yaml.Node) (string, error) {
 	if n.Kind != yaml.ScalarNode {
 		return "", fmt.Errorf("line %d: want a single value, as the flag takes", n.Line)
 	}
+	if err := LongValue(n.Value); err != nil {
+		return "", fmt.Errorf("line %d: %w", n.Line, err)
+	}
 	return n.Value, nil
+}
+
+// MaxValue is the longest value a setting takes, a path or URL of the
+// longest the system allows with room to spare: a longer one is a
+// mistake (a file pasted in, a runaway template).
+const MaxValue = 8 << 10
+
+// LongValue is the problem of a value longer than MaxValue, which names
+// its length and first bytes: echoed whole by every later problem, it
+// would make one line of megabytes.
+func LongValue(text string) error {
+	if len(text) <= MaxValue {
+		return nil
+	}
+	return fmt.Errorf("a value of %d bytes (%.20q...): longer than any setting takes (%d KiB at most)", len(text), text, MaxValue>>10)
 }
 
 // resolve returns the node a YAML alias (*name) stands for: the value its
@@ -103,6 +121,9 @@ func listText(n *yaml.Node) ([]string, error) {
 	n = resolve(n)
 	switch n.Kind {
 	case yaml.ScalarNode:
+		if err := LongValue(n.Value); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n.Line, err)
+		}
 		return []string{n.Value}, nil
 	case yaml.SequenceNode:
 		// Every bad item is named (errors.Join), not only the first.
@@ -117,6 +138,10 @@ func listText(n *yaml.Node) ([]string, error) {
 			// text: quote it if that text is meant.
 			if c.Tag == "!!null" {
 				bad = append(bad, fmt.Errorf("line %d: an empty item (YAML null) in the list: remove it, or quote it if the text is meant", c.Line))
+				continue
+			}
+			if err := LongValue(c.Value); err != nil {
+				bad = append(bad, fmt.Errorf("line %d: %w", c.Line, err))
 				continue
 			}
 			out = append(out, c.Value)
