@@ -596,3 +596,18 @@ func TestApplyFileListNamesEveryBadItem(t *testing.T) {
 		}
 	}
 }
+
+// A YAML error that is no unquoted IPv6 address gets no hint saying to
+// quote one: a list nested past yaml.v3's depth, or a list left open
+// before a nested one, drew it for their '['.
+func TestApplyFileNoIPv6HintForNestedLists(t *testing.T) {
+	for _, file := range []string{
+		"route: " + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + "\n",
+		"route: [[a.example.com=r], [b.example.com=r\nlisten: \":1\"\n",
+	} {
+		err := Defaults().ApplyFile(writeYAML(t, file))
+		if err == nil || strings.Contains(err.Error(), "IPv6") {
+			t.Errorf("%.40q: %v, want a YAML error without the IPv6 hint", file, err)
+		}
+	}
+}
