@@ -611,3 +611,12 @@ func TestApplyFileNoIPv6HintForNestedLists(t *testing.T) {
 		}
 	}
 }
+
+// A control character YAML refuses (a NUL from a binary or corrupted
+// file) is named with its line: yaml.v3's error names none.
+func TestApplyFileControlCharacterLine(t *testing.T) {
+	err := Defaults().ApplyFile(writeYAML(t, "listen: \":1\"\nroute: [a.example.com=r]\nport: [8082=r\x00]\n"))
+	if err == nil || !strings.Contains(err.Error(), "control characters") || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), `0x00`) {
+		t.Errorf("%v, want yaml.v3's error and line 3, byte 0x00", err)
+	}
+}
