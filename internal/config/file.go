@@ -34,6 +34,9 @@ var (
 	flowList   = regexp.MustCompile(`^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)\[`)
 	quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'`)
 	colonItem  = regexp.MustCompile(`,\s*:`)
+	// bracketedIPv6 is an IPv6 address in brackets ([::1], [fe80::1%eth0]),
+	// not any '[' (a nested list).
+	bracketedIPv6 = regexp.MustCompile(`\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(?:%[\w.-]+)?\]`)
 )
 
 // flowIPv6 reports a flow list with an unquoted item holding an IPv6
@@ -45,7 +48,7 @@ func flowIPv6(line string) bool {
 		return false
 	}
 	rest := quotedText.ReplaceAllString(line[m[1]:], `""`)
-	return strings.IndexByte(rest, '[') >= 0 || colonItem.MatchString(","+rest)
+	return bracketedIPv6.MatchString(rest) || colonItem.MatchString(","+rest)
 }
 
 // tabIndent is a line indented with a tab, which YAML refuses ("found
