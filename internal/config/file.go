@@ -76,6 +76,26 @@ func yamlHint(data []byte) string {
 	return ""
 }
 
+// controlHint names the line and code of the first character YAML does
+// not allow in a file (a NUL of a binary or corrupted file), which
+// yaml.v3's "control characters are not allowed" does not.
+func controlHint(data []byte) string {
+	line := 1
+	for i, r := range string(data) {
+		switch {
+		case r == '\n':
+			line++
+		case r == '\t' || r == '\r' || 0x20 <= r && r <= 0x7e || r == 0x85 || 0xa0 <= r && r <= 0xd7ff ||
+			0xe000 <= r && r <= 0xfffd && (r != 0xfeff || i == 0) || 0x10000 <= r && r <= 0x10ffff:
+		case r < 0x80:
+			return fmt.Sprintf(" (line %d: byte 0x%02x, a control character: is the file binary or corrupted?)", line, r)
+		default:
+			return fmt.Sprintf(" (line %d: character %U, a control character)", line, r)
+		}
+	}
+	return ""
+}
+
 // scalarText is a YAML scalar's text as written (a quoted one without its
 // quotes): the text the flag would be given. Whatever YAML would make of
 // it (0.5 as a float, 010 as octal, yes as true) does not matter: the
@@ -219,7 +239,11 @@ func (c *Config) ApplyFile(path string) error {
 			if doc != nil {
 				return unreadableError{fmt.Errorf("config %s: a second YAML document (after ---): put every setting in one: %w", path, err)}
 			}
-			return unreadableError{fmt.Errorf("config %s: %w%s", path, err, yamlHint(data))}
+			hint := yamlHint(data)
+			if strings.Contains(err.Error(), "control characters are not allowed") {
+				hint = controlHint(data)
+			}
+			return unreadableError{fmt.Errorf("config %s: %w%s", path, err, hint)}
 		}
 		if emptyDocument(&next) {
 			continue
