@@ -392,6 +392,16 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 	if cfg == nil || file == "" || len(cfg.FileLines) == 0 {
 		return err
 	}
+	fileLine := cfg.FileLiner()
+	isSet := map[string]bool{} // c.IsSet looks the flag up anew each time
+	set := func(name string) bool {
+		v, ok := isSet[name]
+		if !ok {
+			v = c.IsSet(name)
+			isSet[name] = v
+		}
+		return v
+	}
 	_, err = setAside(err, func(e error) (error, bool) {
 		msg := e.Error()
 		if strings.Contains(msg, "(from ") {
@@ -402,7 +412,9 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 		if pair {
 			names, values = []string{"cert", "key"}, []string{"", ""}
 		}
-		// A list's value is quoted after the name: its item's line.
+		// A list's value is quoted after the name, or unquoted before a
+		// colon (a clash: `route h=r: h is already routed`): its item's
+		// line, when it is an item.
 		if q, qerr := strconv.QuotedPrefix(rest); qerr == nil {
 			values[0], _ = strconv.Unquote(q)
 			if k, ok := strings.CutPrefix(rest[len(q):], " / key "); ok && pair {
@@ -410,10 +422,12 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 					values[1], _ = strconv.Unquote(q)
 				}
 			}
+		} else if v, _, ok := strings.Cut(rest, ": "); ok && !pair {
+			values[0] = v
 		}
 		var lines []string
 		for i, n := range names {
-			if line := cfg.FileLine(n, values[i]); line > 0 && !c.IsSet(n) {
+			if line := fileLine(n, values[i]); line > 0 && !set(n) {
 				lines = append(lines, strconv.Itoa(line))
 			}
 		}

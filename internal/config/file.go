@@ -367,22 +367,35 @@ func valueLines(k, v *yaml.Node) []int {
 // FileLine is the line of File that gave setting name its value: that of
 // the list item value where the setting is a list holding it, else the
 // key's; 0 when the file gave the setting none.
-func (c *Config) FileLine(name, value string) int {
-	lines := c.FileLines[name]
-	if len(lines) == 0 {
-		return 0
-	}
-	for _, s := range settings {
-		if s.Name != name {
-			continue
+func (c *Config) FileLine(name, value string) int { return c.FileLiner()(name, value) }
+
+// FileLiner is FileLine for many look-ups: each list's items are indexed
+// once, so naming the line of every problem of a long list scans it once,
+// not once per problem.
+func (c *Config) FileLiner() func(name, value string) int {
+	index := map[string]map[string]int{}
+	return func(name, value string) int {
+		lines := c.FileLines[name]
+		if len(lines) == 0 {
+			return 0
 		}
-		if items, ok := s.value(c).([]string); ok && len(items) == len(lines)-1 {
-			if i := slices.Index(items, value); i >= 0 {
-				return lines[i+1]
+		items, ok := index[name]
+		if !ok {
+			items = map[string]int{}
+			for _, s := range settings {
+				if l, isList := s.value(c).([]string); s.Name == name && isList && len(l) == len(lines)-1 {
+					for i := len(l) - 1; i >= 0; i-- { // the first of equal items
+						items[l[i]] = lines[i+1]
+					}
+				}
 			}
+			index[name] = items
 		}
+		if line, ok := items[value]; ok {
+			return line
+		}
+		return lines[0]
 	}
-	return lines[0]
 }
 
 // SettingError is a problem with one setting's value, in the file, a flag
