@@ -12,7 +12,7 @@ import (
 func parseHostTarget(flag, s string) (string, Target, error) {
 	host, ts, ok := strings.Cut(s, "=")
 	if !ok {
-		return "", Target{}, fmt.Errorf("%s %q: want HOST=REPO or HOST=pull:GROUP,push:HOSTED", flag, s)
+		return "", Target{}, fmt.Errorf("%s %q: want HOST=TARGET (HOST=REPO or HOST=pull:GROUP,push:HOSTED)", flag, s)
 	}
 	var bad []string
 	h, err := NormalizePattern(host)
@@ -118,7 +118,7 @@ func NormalizePattern(p string) (string, error) {
 		return "", fmt.Errorf("host %q: an IP address is never sent as a TLS server name (use --default-route or --port)", p)
 	}
 	if strings.Contains(name, ":") {
-		return "", fmt.Errorf("host %q: no port here (use --port PORT=REPO for port routes)", p)
+		return "", fmt.Errorf("host %q: no port here (use --port PORT=TARGET for port routes)", p)
 	}
 	if len(name) > 253 {
 		return "", fmt.Errorf("host %.20q...: longer than 253 characters", p)

@@ -243,7 +243,7 @@ func TestBuildErrors(t *testing.T) {
 		wantErr  []string // substrings of the error
 		problems int      // number of problems; 0 means len(wantErr)
 	}{
-		{"route without =", Spec{Routes: []string{"a.example.com"}}, []string{"want HOST=REPO"}, 0},
+		{"route without =", Spec{Routes: []string{"a.example.com"}}, []string{"want HOST=TARGET (HOST=REPO or"}, 0},
 		{"route empty target", Spec{Routes: []string{"a.example.com="}}, []string{"empty repository name"}, 0},
 		{"route bad host and bad repo: one line", Spec{Routes: []string{"a.*.com=../x"}}, []string{"'*' is allowed only", "must not start"}, 1},
 		{"duplicate route", Spec{Routes: []string{"a.example.com=x", "a.example.com=y"}}, []string{"already routed"}, 0},
@@ -275,7 +275,7 @@ func TestBuildErrors(t *testing.T) {
 		{"port with a blank inside", Spec{Ports: []string{"80 82=x"}}, []string{"not a port number"}, 0},
 		{"port 99999999999999999999", Spec{Ports: []string{"99999999999999999999=x"}}, []string{"not a port number"}, 0},
 		{"every lax port listed", Spec{Ports: []string{"+8082=a", "08083=b", "+0=c"}}, []string{`"+8082"`, `"08083"`, `"+0"`}, 0},
-		{"port without =", Spec{Ports: []string{"8082"}}, []string{"want PORT=REPO"}, 0},
+		{"port without =", Spec{Ports: []string{"8082"}}, []string{"want PORT=TARGET (PORT=REPO or"}, 0},
 		{"port bad repo", Spec{Ports: []string{"8082=a/b"}}, []string{`'/'`}, 0},
 		{"port bad number and bad repo: two problems", Spec{Ports: []string{"abc=a/b"}}, []string{"not a port number", `'/'`}, 0},
 		{"port on the listen port", Spec{Ports: []string{"8443=x"}, ListenPorts: []int{8443}}, []string{"--listen port"}, 0},

@@ -196,7 +196,7 @@ func Build(spec Spec) (*Table, error) {
 	for _, s := range spec.Ports {
 		ps, ts, ok := strings.Cut(s, "=")
 		if !ok {
-			errs = multierror.Append(errs, fmt.Errorf("port %q: want PORT=REPO", s))
+			errs = multierror.Append(errs, fmt.Errorf("port %q: want PORT=TARGET (PORT=REPO or PORT=pull:GROUP,push:HOSTED)", s))
 			continue
 		}
 		// Blanks around the '=' are the pair's layout, as around the target.

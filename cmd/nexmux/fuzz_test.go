@@ -154,7 +154,7 @@ func FuzzConfigFile(f *testing.F) {
 			}
 			return
 		}
-		fromFile.FileKeys, fromFile.FileLines = nil, nil
+		fromFile.FileKeys, fromFile.FileLines, fromFile.FileValues = nil, nil, nil
 		fromFlags.EnvWarnings = nil // the environment, not fuzzed: nil or empty
 		if !reflect.DeepEqual(fromFile, fromFlags) {
 			t.Fatalf("file %q gives\n%+v\nflags %q give\n%+v", data, fromFile, args, fromFlags)

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,7 +53,8 @@ func configFlags(command string) []cli.Flag {
 		var f cli.Flag
 		switch d := s.Default().(type) {
 		case string:
-			f = &stringFlag{cli.StringFlag{Name: s.Name, Value: d, DefaultText: s.DefaultText, Usage: s.Usage, EnvVars: envs, Hidden: other}}
+			// As README writes it: urfave/cli would quote it (":8443").
+			f = &stringFlag{cli.StringFlag{Name: s.Name, Value: d, DefaultText: cmp.Or(s.DefaultText, d), Usage: s.Usage, EnvVars: envs, Hidden: other}}
 		case []string:
 			lf := newListFlag(s.Name, s.Usage, s.DefaultText, envs, d)
 			lf.Hidden = other
@@ -124,6 +126,10 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		if !c.IsSet(s.Name) {
 			continue
 		}
+		if err := tooLong(c, &s); err != nil {
+			errs = errlist.Append(errs, err)
+			continue
+		}
 		var v any
 		switch d := s.Default().(type) {
 		case string:
@@ -142,6 +148,31 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		}
 	}
 	return cfg, errlist.Err(errs)
+}
+
+// tooLong is the problem of a value of the setting, given by a flag or
+// its variable, longer than any setting takes (config.LongValue): left
+// out, as an unparsable one is, and named without being echoed whole.
+func tooLong(c *cli.Context, s *config.Setting) error {
+	var texts []string
+	switch s.Default().(type) {
+	case string:
+		texts = []string{c.String(s.Name)}
+	case []string:
+		texts = c.Generic(s.Name).(*listValue).values(s)
+	case bool, time.Duration, int:
+		texts = []string{c.Generic(s.Name).(*rawValue).text}
+	}
+	for _, text := range texts {
+		if err := config.LongValue(text); err != nil {
+			from := ""
+			if env := envOrigin(c, s.Name); env != "" {
+				from = " (from " + env + ")"
+			}
+			return &config.SettingError{Setting: s.Name, Err: fmt.Errorf("%s: %v%s", s.Name, err, from)}
+		}
+	}
+	return nil
 }
 
 // othersKeysIgnored takes out of err (ApplyFile's) the bad values of keys
@@ -219,7 +250,11 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		return &config.Runtime{Config: cfg}, err
 	}
 	rt.NoteWarnings(func(e error) error { return envNoted(c, errlist.Join(e)) })
-	rt.Warnings = append(rt.Warnings, overridden(c, cfg)...)
+	for _, name := range cfg.FileKeys {
+		if c.IsSet(name) {
+			rt.WarnOverridden(name, fmt.Sprintf("config %s: %s is overridden by --%s or %s: the file's value is not used", cfg.File, name, name, config.EnvVar(name)))
+		}
+	}
 	return rt, nil
 }
 
@@ -254,6 +289,9 @@ func inEffect(c *cli.Context, cfg *config.Config, name string) bool {
 	for _, s := range config.Settings() {
 		if s.Name != name {
 			continue
+		}
+		if tooLong(c, &s) != nil {
+			return false
 		}
 		if v, ok := c.Generic(name).(*rawValue); ok {
 			_, err := v.parse(name, s.Default())
@@ -354,6 +392,16 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 	if cfg == nil || file == "" || len(cfg.FileLines) == 0 {
 		return err
 	}
+	fileLine := cfg.FileLiner()
+	isSet := map[string]bool{} // c.IsSet looks the flag up anew each time
+	set := func(name string) bool {
+		v, ok := isSet[name]
+		if !ok {
+			v = c.IsSet(name)
+			isSet[name] = v
+		}
+		return v
+	}
 	_, err = setAside(err, func(e error) (error, bool) {
 		msg := e.Error()
 		if strings.Contains(msg, "(from ") {
@@ -364,7 +412,9 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 		if pair {
 			names, values = []string{"cert", "key"}, []string{"", ""}
 		}
-		// A list's value is quoted after the name: its item's line.
+		// A list's value is quoted after the name, or unquoted before a
+		// colon (a clash: `route h=r: h is already routed`): its item's
+		// line, when it is an item.
 		if q, qerr := strconv.QuotedPrefix(rest); qerr == nil {
 			values[0], _ = strconv.Unquote(q)
 			if k, ok := strings.CutPrefix(rest[len(q):], " / key "); ok && pair {
@@ -372,10 +422,12 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 					values[1], _ = strconv.Unquote(q)
 				}
 			}
+		} else if v, _, ok := strings.Cut(rest, ": "); ok && !pair {
+			values[0] = v
 		}
 		var lines []string
 		for i, n := range names {
-			if line := cfg.FileLine(n, values[i]); line > 0 && !c.IsSet(n) {
+			if line := fileLine(n, values[i]); line > 0 && !set(n) {
 				lines = append(lines, strconv.Itoa(line))
 			}
 		}
@@ -388,19 +440,6 @@ func fileNoted(c *cli.Context, cfg *config.Config, err error) error {
 		return e, false
 	})
 	return err
-}
-
-// overridden warns of each key of the config file that a flag or its
-// environment variable also sets: the file's value is not used, so an edit
-// of it (a mounted ConfigMap) would reload and change nothing.
-func overridden(c *cli.Context, cfg *config.Config) []string {
-	var out []string
-	for _, name := range cfg.FileKeys {
-		if c.IsSet(name) {
-			out = append(out, fmt.Sprintf("config %s: %s is overridden by --%s or %s: the file's value is not used", cfg.File, name, name, config.EnvVar(name)))
-		}
-	}
-	return out
 }
 
 // invalid reports a configuration error: every problem, one per line.

@@ -1809,3 +1809,69 @@ func TestRepeatedSingleValueFlagWarned(t *testing.T) {
 		t.Errorf("iptables: exit %d, want 0 and the warning:\n%s", code, errs)
 	}
 }
+
+// A value's syntax problem names what the flag takes with help's and the
+// README table's placeholder (--route HOST=TARGET, --port PORT=TARGET), not
+// a narrower one (HOST=REPO) that hides the pull:GROUP,push:HOSTED form; so
+// do "no routes" and a route host holding a port.
+func TestSyntaxProblemsUseTheHelpPlaceholder(t *testing.T) {
+	table := readmeFlagsTable(t)
+	crt, key := certFiles(t)
+	_, errs, code := run(t, "check", "--cert", crt, "--key", key,
+		"--route", "a.example.com", "--port", "8082", "--passthrough", "p.example.com", "--mirror", "m.example.com",
+		"--route", "b.example.com:5000=r")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, name := range []string{"--route", "--port", "--passthrough", "--mirror"} {
+		_, placeholder, _ := strings.Cut(table[name], " ")
+		if placeholder == "" {
+			t.Fatalf("README table has no placeholder for %s: %q", name, table[name])
+		}
+		if line := lineOf(t, errs, strings.TrimPrefix(name, "--")+` "`); !strings.Contains(line, "want "+placeholder) {
+			t.Errorf("%s problem lacks %q, help's placeholder: %s", name, "want "+placeholder, line)
+		}
+	}
+	if line := lineOf(t, errs, "b.example.com:5000"); !strings.Contains(line, "--port "+strings.TrimPrefix(table["--port"], "--port ")) {
+		t.Errorf("host with a port does not name %q: %s", table["--port"], line)
+	}
+	_, errs, _ = run(t, "check", "--cert", crt, "--key", key)
+	line := lineOf(t, errs, "no routes")
+	for _, name := range []string{"--route", "--port", "--mirror", "--default-route"} {
+		if !strings.Contains(line, table[name]) {
+			t.Errorf("no routes: lacks %q: %s", table[name], line)
+		}
+	}
+}
+
+// A value longer than any setting takes (a file pasted into a variable, a
+// runaway template) is a problem naming its setting, its length and its
+// first bytes, from the file, a flag or the environment alike: echoed
+// whole, one bad value made an error line of megabytes.
+func TestOverlongValueNamedNotEchoed(t *testing.T) {
+	long := strings.Repeat("a", 1<<20)
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("route: [\""+long+".example.com=r\"]\nlisten: \":"+long+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NEXMUX_MAX_CONNS", strings.Repeat("9", 1<<20))
+	t.Setenv("NEXMUX_STRIP_HEADER", "X-"+long)
+	_, errs, code := run(t, "check", "--config", file, "--cert", "/"+long, "--key", "/k.pem")
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d", code, exitInvalid)
+	}
+	if len(errs) > 8<<10 {
+		t.Errorf("stderr of %d bytes for five overlong values, want them named, not echoed:\n%.2000s", len(errs), errs)
+	}
+	for _, name := range []string{"route", "listen", "cert", "max-conns", "strip-header"} {
+		found := false
+		for _, l := range strings.Split(errs, "\n") {
+			if strings.Contains(l, name) && strings.Contains(l, "bytes") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no problem names %s and its length:\n%.2000s", name, errs)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -91,7 +92,7 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 				t.Fatal(err)
 			}
 			fromFile := loadWith(t, "--config", file)
-			fromFile.File, fromFile.FileKeys, fromFile.FileLines = "", nil, nil
+			fromFile.File, fromFile.FileKeys, fromFile.FileLines, fromFile.FileValues = "", nil, nil, nil
 			if !reflect.DeepEqual(fromFile, fromFlag) {
 				t.Errorf("file key %q gives\n%+v\n--%s gives\n%+v", strings.TrimSpace(name+": "+yamlVal), fromFile, name, fromFlag)
 			}
@@ -152,14 +153,14 @@ func TestEmptyEnvIsUnset(t *testing.T) {
 // for it: --health-interval once printed "(default 2s) (default: 0s)".
 func TestHelpShowsEffectiveDefaults(t *testing.T) {
 	want := map[string]string{
-		"health-interval":          upstream.DefaultHealthInterval.String(),
+		"health-interval":          config.DurationText(upstream.DefaultHealthInterval),
 		"upstream-max-conns":       strconv.Itoa(l7.DefaultUpstreamMaxConns),
 		"plain-http-scheme":        "http",
-		"handshake-timeout":        mux.DefaultHandshakeTimeout.String(),
-		"header-timeout":           mux.DefaultHeaderTimeout.String(),
-		"idle-timeout":             mux.DefaultIdleTimeout.String(),
-		"passthrough-idle-timeout": mux.DefaultPassthroughIdleTimeout.String(),
-		"drain-timeout":            daemon.DefaultDrainTimeout.String(),
+		"handshake-timeout":        config.DurationText(mux.DefaultHandshakeTimeout),
+		"header-timeout":           config.DurationText(mux.DefaultHeaderTimeout),
+		"idle-timeout":             config.DurationText(mux.DefaultIdleTimeout),
+		"passthrough-idle-timeout": config.DurationText(mux.DefaultPassthroughIdleTimeout),
+		"drain-timeout":            config.DurationText(daemon.DefaultDrainTimeout),
 		"shutdown-delay":           "none",
 	}
 	help := map[string]string{} // by command
@@ -273,7 +274,7 @@ func TestPrecedenceForEverySetting(t *testing.T) {
 			flag := "--" + s.Name + "=" + vals[2]
 			load := func(args ...string) *config.Config {
 				c := loadWith(t, args...)
-				c.File, c.FileKeys, c.FileLines = "", nil, nil
+				c.File, c.FileKeys, c.FileLines, c.FileValues = "", nil, nil, nil
 				return c
 			}
 			fromFile := load("--config", file)
@@ -353,6 +354,7 @@ func TestHelpAgreesWithTheFlagsTable(t *testing.T) {
 		// The placeholder is the table's (D, N, TARGET, text|json), not
 		// urfave/cli's "value", and every flag help lists has its row.
 		table := readmeFlagsTable(t)
+		defaults := readmeFlagsDefaults(t)
 		_, options, _ := strings.Cut(help, "\nOPTIONS:\n")
 		options, _, _ = strings.Cut(options, "\n\n")
 		for _, l := range strings.Split(options, "\n") {
@@ -369,6 +371,62 @@ func TestHelpAgreesWithTheFlagsTable(t *testing.T) {
 			}
 			if shown != row {
 				t.Errorf("%s --help shows %q, the README's flags table %q", cmd, shown, row)
+			}
+			checkHelpDefault(t, cmd, name, l, defaults[name])
+		}
+	}
+}
+
+// helpDefault is the default a help line shows, the last "(default: X)"
+// before its variable, or "".
+var helpDefault = regexp.MustCompile(`\(default: (.*)\) \[\$NEXMUX_[A-Z0-9_]+\]$`)
+
+// machineDefaults are the settings whose default depends on the machine
+// (the fd limit): README gives the rule, help the number it came to here.
+var machineDefaults = map[string]bool{"--max-conns": true, "--max-conns-per-client": true}
+
+// checkHelpDefault compares the default a help line shows with the
+// README's default column (cell, code marks dropped), and checks that a
+// default written as a value is one the flag reads as that default: help
+// and README show the human form (2m), and the flag reads it as it reads
+// time.Duration's own (2m0s).
+func checkHelpDefault(t *testing.T, cmd, name, line, cell string) {
+	t.Helper()
+	shown := ""
+	if m := helpDefault.FindStringSubmatch(line); m != nil {
+		shown = m[1]
+	}
+	cell = strings.ReplaceAll(cell, "`", "")
+	if machineDefaults[name] {
+		if _, err := strconv.Atoi(shown); err != nil || cell == "" {
+			t.Errorf("%s --help: %s shows default %q, want the number the README's rule (%q) gives", cmd, name, shown, cell)
+		}
+		return
+	}
+	if shown != cell {
+		t.Errorf("%s --help: %s shows default %q, the README's flags table %q", cmd, name, shown, cell)
+	}
+	for _, s := range config.Settings() {
+		if "--"+s.Name != name || shown == "" || shown == "none" {
+			continue
+		}
+		def := s.Default()
+		switch def.(type) {
+		case bool, int, time.Duration:
+		default:
+			continue
+		}
+		want := def
+		if s.DefaultText != "" {
+			// The zero value stands for a built-in default: the one shown.
+			if w, err := config.ParseText(def, s.DefaultText); err == nil {
+				want = w
+			}
+		}
+		forms := []string{shown, fmt.Sprint(want)} // 2m and 2m0s alike
+		for _, text := range forms {
+			if got, err := config.ParseText(def, text); err != nil || got != want {
+				t.Errorf("%s --help: %s default %q: the flag reads %q as %v (%v), want %v", cmd, name, shown, text, got, err, want)
 			}
 		}
 	}
@@ -418,6 +476,31 @@ func readmeFlagsTable(t *testing.T) map[string]string {
 		t.Fatalf("read %d rows of the README's flags table: %q", len(rows), rows)
 	}
 	return rows
+}
+
+// readmeFlagsDefaults is the README's flags table's default column, by
+// --name, as written (code marks included; "" for none).
+func readmeFlagsDefaults(t *testing.T) map[string]string {
+	t.Helper()
+	readme := readRepoFile(t, "README.md")
+	_, rest, ok := strings.Cut(readme, "\n| flag | default | meaning |\n|---|---|---|\n")
+	if !ok {
+		t.Fatal("README.md has no flags table")
+	}
+	defaults := map[string]string{}
+	for _, l := range strings.Split(rest, "\n") {
+		if !strings.HasPrefix(l, "|") {
+			break
+		}
+		cells := regexp.MustCompile(`[^\\]\|`).Split(strings.TrimPrefix(l, "|"), 3)
+		if len(cells) < 3 {
+			t.Fatalf("README flags table row with fewer than 3 cells: %s", l)
+		}
+		for _, m := range regexp.MustCompile("`(--[^` ]+)").FindAllStringSubmatch(cells[0], -1) {
+			defaults[m[1]] = strings.TrimSpace(cells[1] + " ")
+		}
+	}
+	return defaults
 }
 
 // An enum-like setting's value is read whatever its case, as --log-level's

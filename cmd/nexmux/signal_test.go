@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,5 +127,82 @@ func TestJSONLogsHaveOnlyJSONLines(t *testing.T) {
 		if !json.Valid([]byte(line)) {
 			t.Errorf("not JSON: %s", line)
 		}
+	}
+}
+
+// A reload re-reads the config file and the files it names, not the
+// environment or the command line: what those drew at start (a misspelt
+// variable, a flag given twice) is not logged again by every SIGHUP or
+// file change, nor is a warning about the file that a reload did not
+// change (a key a flag overrides). A warning a reload brings is logged
+// once, an overridden key whose value the file changes is warned of again
+// (the edit changes nothing), and a certificate about to expire is still named on each reload
+// (its daily reminder counts from the last reload).
+func TestReloadRepeatsNoUnchangedWarning(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nexmux.yaml")
+	const yaml = "listen: 127.0.0.1:0\nport: [18082=team-a]\nupstream: [http://127.0.0.1:9]\nhealth-interval: 1h\nidle-timeout: 1m\n"
+	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	crt, key := certFilesFor(t, 48*time.Hour)
+	var stderr testnet.Buffer
+	cmd := exec.Command(bin, "serve", "--config", conf, "--cert", crt, "--key", key,
+		"--max-conns", "500", "--max-conns", "700", "--idle-timeout", "2m", "--drain-timeout", "20s")
+	cmd.Stderr = &stderr
+	cmd.Env = append(os.Environ(), "NEXMUX_ROUTES=a.example.com=team-a")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitCount := func(what string, n int) {
+		t.Helper()
+		for end := time.Now().Add(20 * time.Second); strings.Count(stderr.String(), what) < n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("%q not %d times in:\n%s", what, n, stderr.String())
+			}
+		}
+	}
+	waitCount("nexmux serving", 1)
+	// Each file routes one more port, so that its reload's line tells it
+	// from a reload of the one before (the watcher may see a write too).
+	for i, file := range []string{
+		yaml + "port: [18082=team-a, 18083=team-b]\n",
+		// A new overridden key: a new warning.
+		yaml + "port: [18082=team-a, 18083=team-b, 18084=team-c]\ndrain-timeout: 10s\n",
+		// An overridden key edited: its warning says why the edit
+		// changes nothing.
+		strings.Replace(yaml, "idle-timeout: 1m", "idle-timeout: 3m", 1) + "port: [18082=team-a, 18083=team-b, 18084=team-c, 18085=team-d]\ndrain-timeout: 10s\n",
+	} {
+		if err := os.WriteFile(conf, []byte(strings.Replace(file, "port: [18082=team-a]\n", "", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitCount(fmt.Sprintf("msg=reloaded routes=%d", i+2), 1)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	logs := stderr.String()
+	for what, want := range map[string]int{
+		"ignoring NEXMUX_ROUTES":         1,
+		"--max-conns given 2 times":      1,
+		"idle-timeout is overridden by":  2,
+		"drain-timeout is overridden by": 1,
+	} {
+		if got := strings.Count(logs, what); got != want {
+			t.Errorf("%q logged %d times over a start and three reloads, want %d", what, got, want)
+		}
+	}
+	// The file's change may reload once more, by the watcher.
+	if got, want := strings.Count(logs, "certificate for *.example.com expires on"), 1+strings.Count(logs, "msg=reloaded"); got != want {
+		t.Errorf("the expiring certificate named %d times over a start and %d reloads, want %d", got, want-1, want)
+	}
+	if t.Failed() {
+		t.Logf("stderr:\n%s", logs)
 	}
 }

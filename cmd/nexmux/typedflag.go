@@ -58,6 +58,9 @@ func newTypedFlag(name, usage, defText string, envs []string, def any) *typedFla
 		// the usage says it
 	default:
 		f.defText = fmt.Sprint(def)
+		if d, ok := def.(time.Duration); ok {
+			f.defText = config.DurationText(d)
+		}
 	}
 	f.GenericFlag = cli.GenericFlag{Name: name, Usage: usage, EnvVars: envs, Value: v}
 	return f

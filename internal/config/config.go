@@ -123,6 +123,10 @@ type Config struct {
 	// FileLines are the lines of File that gave each of FileKeys its value:
 	// the key's, then each list item's, so a problem can name its line.
 	FileLines map[string][]int
+	// FileValues are the values File gave each of FileKeys, before a flag
+	// or variable over it: a reload that changes one warns again that it
+	// is overridden.
+	FileValues map[string]any
 	// EnvWarnings are what the command found odd in the environment it
 	// read (a Kubernetes service link in NEXMUX_PORT) or set aside from the
 	// file (serve: a bad iptables key); Build adds them to the Runtime's
@@ -172,8 +176,13 @@ type Runtime struct {
 	// Socks5Credentials from --socks5-auth-file (nil: no authentication;
 	// empty: nobody may log in).
 	Socks5Credentials map[string]string
-	// Warnings are logged at start and on each reload.
+	// Warnings are logged at start; a reload logs those the configuration
+	// it replaces did not draw, a certificate's, and Overridden's whose
+	// file value changed.
 	Warnings []string
+	// Overridden are the warnings among Warnings of a file key a flag or
+	// variable overrides, by setting.
+	Overridden map[string]string
 	// warnedProblems are the problems behind some of Warnings (by index),
 	// for NoteWarnings to reword.
 	warnedProblems map[int]error
@@ -194,6 +203,16 @@ func (b *Runtime) warnProblem(err error) {
 	}
 	b.warnedProblems[len(b.Warnings)] = err
 	b.Warnings = append(b.Warnings, err.Error())
+}
+
+// WarnOverridden adds warning, that the file's key name is overridden, to
+// Warnings.
+func (b *Runtime) WarnOverridden(name, warning string) {
+	if b.Overridden == nil {
+		b.Overridden = map[string]string{}
+	}
+	b.Overridden[name] = warning
+	b.Warnings = append(b.Warnings, warning)
 }
 
 // NoteWarnings rewrites each warning Build made of a problem of the
@@ -316,7 +335,7 @@ func (c *Config) Build() (*Runtime, error) {
 	b.Warnings = append(b.Warnings, ownWarnings...)
 	errs = errlist.Append(errs, err)
 	if len(c.Route) == 0 && len(c.Port) == 0 && len(c.Passthrough) == 0 && c.DefaultRoute == "" && len(c.Mirror) == 0 {
-		errs = multierror.Append(errs, relationError{errors.New("no routes: give at least one --route HOST=REPO, --port PORT=REPO, --mirror HOST/REGISTRY=REPO or --default-route REPO")})
+		errs = multierror.Append(errs, relationError{errors.New("no routes: give at least one --route HOST=TARGET, --port PORT=TARGET, --mirror HOST/REGISTRY=REPO or --default-route TARGET (TARGET: REPO or pull:GROUP,push:HOSTED)")})
 	}
 
 	if b.Certs, err = mux.LoadCerts(c.Cert, c.Key); err != nil {

@@ -34,6 +34,9 @@ var (
 	flowList   = regexp.MustCompile(`^\s*(?:-\s+|[\w-]+:\s+(?:-\s+)?)\[`)
 	quotedText = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^']|'')*'`)
 	colonItem  = regexp.MustCompile(`,\s*:`)
+	// bracketedIPv6 is an IPv6 address in brackets ([::1], [fe80::1%eth0]),
+	// not any '[' (a nested list).
+	bracketedIPv6 = regexp.MustCompile(`\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(?:%[\w.-]+)?\]`)
 )
 
 // flowIPv6 reports a flow list with an unquoted item holding an IPv6
@@ -45,7 +48,7 @@ func flowIPv6(line string) bool {
 		return false
 	}
 	rest := quotedText.ReplaceAllString(line[m[1]:], `""`)
-	return strings.IndexByte(rest, '[') >= 0 || colonItem.MatchString(","+rest)
+	return bracketedIPv6.MatchString(rest) || colonItem.MatchString(","+rest)
 }
 
 // tabIndent is a line indented with a tab, which YAML refuses ("found
@@ -73,6 +76,26 @@ func yamlHint(data []byte) string {
 	return ""
 }
 
+// controlHint names the line and code of the first character YAML does
+// not allow in a file (a NUL of a binary or corrupted file), which
+// yaml.v3's "control characters are not allowed" does not.
+func controlHint(data []byte) string {
+	line := 1
+	for i, r := range string(data) {
+		switch {
+		case r == '\n':
+			line++
+		case r == '\t' || r == '\r' || 0x20 <= r && r <= 0x7e || r == 0x85 || 0xa0 <= r && r <= 0xd7ff ||
+			0xe000 <= r && r <= 0xfffd && (r != 0xfeff || i == 0) || 0x10000 <= r && r <= 0x10ffff:
+		case r < 0x80:
+			return fmt.Sprintf(" (line %d: byte 0x%02x, a control character: is the file binary or corrupted?)", line, r)
+		default:
+			return fmt.Sprintf(" (line %d: character %U, a control character)", line, r)
+		}
+	}
+	return ""
+}
+
 // scalarText is a YAML scalar's text as written (a quoted one without its
 // quotes): the text the flag would be given. Whatever YAML would make of
 // it (0.5 as a float, 010 as octal, yes as true) does not matter: the
@@ -82,7 +105,25 @@ func scalarText(n *yaml.Node) (string, error) {
 	if n.Kind != yaml.ScalarNode {
 		return "", fmt.Errorf("line %d: want a single value, as the flag takes", n.Line)
 	}
+	if err := LongValue(n.Value); err != nil {
+		return "", fmt.Errorf("line %d: %w", n.Line, err)
+	}
 	return n.Value, nil
+}
+
+// MaxValue is the longest value a setting takes, a path or URL of the
+// longest the system allows with room to spare: a longer one is a
+// mistake (a file pasted in, a runaway template).
+const MaxValue = 8 << 10
+
+// LongValue is the problem of a value longer than MaxValue, which names
+// its length and first bytes: echoed whole by every later problem, it
+// would make one line of megabytes.
+func LongValue(text string) error {
+	if len(text) <= MaxValue {
+		return nil
+	}
+	return fmt.Errorf("a value of %d bytes (%.20q...): longer than any setting takes (%d KiB at most)", len(text), text, MaxValue>>10)
 }
 
 // resolve returns the node a YAML alias (*name) stands for: the value its
@@ -103,19 +144,33 @@ func listText(n *yaml.Node) ([]string, error) {
 	n = resolve(n)
 	switch n.Kind {
 	case yaml.ScalarNode:
+		if err := LongValue(n.Value); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n.Line, err)
+		}
 		return []string{n.Value}, nil
 	case yaml.SequenceNode:
+		// Every bad item is named (errors.Join), not only the first.
 		out := make([]string, 0, len(n.Content))
+		var bad []error
 		for _, c := range n.Content {
 			if c = resolve(c); c.Kind != yaml.ScalarNode {
-				return nil, fmt.Errorf("line %d: want a string", c.Line)
+				bad = append(bad, fmt.Errorf("line %d: want a string", c.Line))
+				continue
 			}
 			// `~`, `null` or a bare `-` is YAML's null, not its own
 			// text: quote it if that text is meant.
 			if c.Tag == "!!null" {
-				return nil, fmt.Errorf("line %d: an empty item (YAML null) in the list: remove it, or quote it if the text is meant", c.Line)
+				bad = append(bad, fmt.Errorf("line %d: an empty item (YAML null) in the list: remove it, or quote it if the text is meant", c.Line))
+				continue
+			}
+			if err := LongValue(c.Value); err != nil {
+				bad = append(bad, fmt.Errorf("line %d: %w", c.Line, err))
+				continue
 			}
 			out = append(out, c.Value)
+		}
+		if len(bad) > 0 {
+			return nil, errors.Join(bad...)
 		}
 		return out, nil
 	}
@@ -184,7 +239,11 @@ func (c *Config) ApplyFile(path string) error {
 			if doc != nil {
 				return unreadableError{fmt.Errorf("config %s: a second YAML document (after ---): put every setting in one: %w", path, err)}
 			}
-			return unreadableError{fmt.Errorf("config %s: %w%s", path, err, yamlHint(data))}
+			hint := yamlHint(data)
+			if strings.Contains(err.Error(), "control characters are not allowed") {
+				hint = controlHint(data)
+			}
+			return unreadableError{fmt.Errorf("config %s: %w%s", path, err, hint)}
 		}
 		if emptyDocument(&next) {
 			continue
@@ -203,6 +262,11 @@ func (c *Config) ApplyFile(path string) error {
 	}
 	if root.Kind != yaml.MappingNode {
 		return unreadableError{fmt.Errorf("config %s: line %d: want a mapping of long flag names to values", path, root.Line)}
+	}
+	// Aliases are read as the value written out: a few bytes of them can
+	// stand for more than any file nexmux reads (billion laughs).
+	if n := writtenOut(root); n > smallfile.Max {
+		return unreadableError{fmt.Errorf("config %s: its aliases write out %d MiB of values, more than the %d MiB nexmux reads in a file: write the values out, or alias fewer", path, n>>20, smallfile.Max>>20)}
 	}
 	byName := make(map[string]*Setting, len(settings))
 	for i := range settings {
@@ -242,7 +306,13 @@ func (c *Config) ApplyFile(path string) error {
 		}
 		val, err := decode(s, v)
 		if err != nil {
-			errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: %s: %w", path, s.Name, err)})
+			bad := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok { // a list's items
+				bad = j.Unwrap()
+			}
+			for _, err := range bad {
+				errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: %s: %w", path, s.Name, err)})
+			}
 			continue
 		}
 		s.Set(c, val)
@@ -251,8 +321,32 @@ func (c *Config) ApplyFile(path string) error {
 			c.FileLines = map[string][]int{}
 		}
 		c.FileLines[s.Name] = valueLines(k, v)
+		if c.FileValues == nil {
+			c.FileValues = map[string]any{}
+		}
+		c.FileValues[s.Name] = val
 	}
 	return errlist.Err(errs)
+}
+
+// writtenOut is how many bytes the values of the mapping root hold with
+// their aliases written out, as ApplyFile reads them: a scalar, or a
+// list's scalar items.
+func writtenOut(root *yaml.Node) int {
+	n := 0
+	for i := 1; i < len(root.Content); i += 2 {
+		switch v := resolve(root.Content[i]); v.Kind {
+		case yaml.ScalarNode:
+			n += len(v.Value)
+		case yaml.SequenceNode:
+			for _, it := range v.Content {
+				if it = resolve(it); it.Kind == yaml.ScalarNode {
+					n += len(it.Value)
+				}
+			}
+		}
+	}
+	return n
 }
 
 // valueLines are the line of key k and, for a list value v, of each item:
@@ -273,22 +367,35 @@ func valueLines(k, v *yaml.Node) []int {
 // FileLine is the line of File that gave setting name its value: that of
 // the list item value where the setting is a list holding it, else the
 // key's; 0 when the file gave the setting none.
-func (c *Config) FileLine(name, value string) int {
-	lines := c.FileLines[name]
-	if len(lines) == 0 {
-		return 0
-	}
-	for _, s := range settings {
-		if s.Name != name {
-			continue
+func (c *Config) FileLine(name, value string) int { return c.FileLiner()(name, value) }
+
+// FileLiner is FileLine for many look-ups: each list's items are indexed
+// once, so naming the line of every problem of a long list scans it once,
+// not once per problem.
+func (c *Config) FileLiner() func(name, value string) int {
+	index := map[string]map[string]int{}
+	return func(name, value string) int {
+		lines := c.FileLines[name]
+		if len(lines) == 0 {
+			return 0
 		}
-		if items, ok := s.value(c).([]string); ok && len(items) == len(lines)-1 {
-			if i := slices.Index(items, value); i >= 0 {
-				return lines[i+1]
+		items, ok := index[name]
+		if !ok {
+			items = map[string]int{}
+			for _, s := range settings {
+				if l, isList := s.value(c).([]string); s.Name == name && isList && len(l) == len(lines)-1 {
+					for i := len(l) - 1; i >= 0; i-- { // the first of equal items
+						items[l[i]] = lines[i+1]
+					}
+				}
 			}
+			index[name] = items
 		}
+		if line, ok := items[value]; ok {
+			return line
+		}
+		return lines[0]
 	}
-	return lines[0]
 }
 
 // SettingError is a problem with one setting's value, in the file, a flag

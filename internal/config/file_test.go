@@ -101,7 +101,7 @@ families: iptables
 		IptablesDelete:           true,
 		IptablesFamilies:         []string{"iptables"},
 	}
-	c.FileKeys, c.FileLines = nil, nil // TestApplyFileKeys, TestApplyFileLines
+	c.FileKeys, c.FileLines, c.FileValues = nil, nil, nil // TestApplyFileKeys, TestApplyFileLines
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("ApplyFile:\n got %+v\nwant %+v", c, want)
 	}
@@ -359,6 +359,7 @@ func TestApplyFileListsEveryProblem(t *testing.T) {
 	}
 	want2 := Defaults()
 	want2.LogLevel, want2.FileKeys, want2.FileLines = "debug", []string{"log-level"}, map[string][]int{"log-level": {4, 4}}
+	want2.FileValues = map[string]any{"log-level": "debug"}
 	if !reflect.DeepEqual(c, want2) {
 		t.Errorf("the valid key was not applied, or an invalid one was: %+v", c)
 	}
@@ -564,5 +565,58 @@ func TestApplyFileRelativePathsFromWorkingDir(t *testing.T) {
 	t.Chdir(wd)
 	if err := build(); err != nil {
 		t.Errorf("pair in the working directory: %v", err)
+	}
+}
+
+// Aliases are read as the value written out, so a few bytes of aliases
+// can stand for gigabytes of values (billion laughs: one long anchored
+// value and thousands of aliases of it, which check then parsed and
+// echoed in its errors). A file whose values written out exceed what
+// nexmux reads in a file is refused whole, saying so.
+func TestApplyFileAliasesBounded(t *testing.T) {
+	big := strings.Repeat("a", 60000) + ".example.com=r"
+	laughs := "default-route: &x " + big + "\nroute: [" + strings.Repeat("*x, ", 15000) + "*x]\n"
+	c := Defaults()
+	err := c.ApplyFile(writeYAML(t, laughs))
+	if err == nil || !Unreadable(err) || !strings.Contains(err.Error(), "aliases") || !strings.Contains(err.Error(), "16 MiB") {
+		t.Errorf("%d bytes whose aliases write out %d MB: %.300v; want refused whole, naming the aliases and the 16 MiB bound", len(laughs), 15001*len(big)>>20, err)
+	}
+	if len(c.Route) > 0 || c.DefaultRoute != "" {
+		t.Errorf("refused file applied %d routes, default route of %d bytes", len(c.Route), len(c.DefaultRoute))
+	}
+}
+
+// Every item of a list that is no string is named, not only the first:
+// every problem at once.
+func TestApplyFileListNamesEveryBadItem(t *testing.T) {
+	err := Defaults().ApplyFile(writeYAML(t, "route:\n  - {a: b}\n  - a.example.com=r\n  - [x]\n  - ~\n"))
+	for _, want := range []string{"route: line 2: want a string", "route: line 4: want a string", "route: line 5: an empty item"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: lacks %q", err, want)
+		}
+	}
+}
+
+// A YAML error that is no unquoted IPv6 address gets no hint saying to
+// quote one: a list nested past yaml.v3's depth, or a list left open
+// before a nested one, drew it for their '['.
+func TestApplyFileNoIPv6HintForNestedLists(t *testing.T) {
+	for _, file := range []string{
+		"route: " + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + "\n",
+		"route: [[a.example.com=r], [b.example.com=r\nlisten: \":1\"\n",
+	} {
+		err := Defaults().ApplyFile(writeYAML(t, file))
+		if err == nil || strings.Contains(err.Error(), "an IPv6 address") { // the test's name, in the path, holds IPv6
+			t.Errorf("%.40q: %v, want a YAML error without the IPv6 hint", file, err)
+		}
+	}
+}
+
+// A control character YAML refuses (a NUL from a binary or corrupted
+// file) is named with its line: yaml.v3's error names none.
+func TestApplyFileControlCharacterLine(t *testing.T) {
+	err := Defaults().ApplyFile(writeYAML(t, "listen: \":1\"\nroute: [a.example.com=r]\nport: [8082=r\x00]\n"))
+	if err == nil || !strings.Contains(err.Error(), "control characters") || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), `0x00`) {
+		t.Errorf("%v, want yaml.v3's error and line 3, byte 0x00", err)
 	}
 }

@@ -146,6 +146,20 @@ func (s *Setting) SplitEnv(text string) []string {
 	return out
 }
 
+// DurationText is d as help and README write it: time.Duration's form
+// without its trailing zero units (2m, not 2m0s; 1h30m), which the flag
+// reads back as d.
+func DurationText(d time.Duration) string {
+	s := d.String()
+	if t, ok := strings.CutSuffix(s, "m0s"); ok {
+		s = t + "m"
+	}
+	if t, ok := strings.CutSuffix(s, "h0m"); ok {
+		s = t + "h"
+	}
+	return s
+}
+
 // effectiveValue returns the value the running server uses for the
 // setting's value in c: defaults that stand for the zero value applied,
 // spellings that mean the same normalised.
@@ -217,7 +231,7 @@ var settings = []Setting{
 	{Name: "drain-upstream", def: []string(nil),
 		Usage: "`URL` of an --upstream node to drain: no new reads or uploads, its open uploads finish there; repeatable",
 		ptr:   func(c *Config) any { return &c.DrainUpstream }},
-	{Name: "health-interval", def: time.Duration(0), Reload: Restart, DefaultText: upstream.DefaultHealthInterval.String(), effective: zeroMeans(upstream.DefaultHealthInterval),
+	{Name: "health-interval", def: time.Duration(0), Reload: Restart, DefaultText: DurationText(upstream.DefaultHealthInterval), effective: zeroMeans(upstream.DefaultHealthInterval),
 		Usage: "probe each Nexus node's status and status/writable every `D`, jittered",
 		ptr:   func(c *Config) any { return &c.HealthInterval }},
 	{Name: "affinity-secret-file", def: "", Reload: Restart,
@@ -277,19 +291,19 @@ var settings = []Setting{
 	{Name: "metrics-listen", def: "", Reload: Restart,
 		Usage: "`ADDR` for /metrics, /healthz, /readyz and /upstreams",
 		ptr:   func(c *Config) any { return &c.MetricsListen }},
-	{Name: "handshake-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHandshakeTimeout.String(), effective: zeroMeans(mux.DefaultHandshakeTimeout),
+	{Name: "handshake-timeout", def: time.Duration(0), Reload: Restart, DefaultText: DurationText(mux.DefaultHandshakeTimeout), effective: zeroMeans(mux.DefaultHandshakeTimeout),
 		Usage: "deadline `D` for the routing phase (PROXY header + ClientHello)",
 		ptr:   func(c *Config) any { return &c.HandshakeTimeout }},
-	{Name: "header-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultHeaderTimeout.String(), effective: zeroMeans(mux.DefaultHeaderTimeout),
+	{Name: "header-timeout", def: time.Duration(0), Reload: Restart, DefaultText: DurationText(mux.DefaultHeaderTimeout), effective: zeroMeans(mux.DefaultHeaderTimeout),
 		Usage: "deadline `D` for the TLS handshake and each request's headers; never a body timeout",
 		ptr:   func(c *Config) any { return &c.HeaderTimeout }},
-	{Name: "idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultIdleTimeout.String(), effective: zeroMeans(mux.DefaultIdleTimeout),
+	{Name: "idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: DurationText(mux.DefaultIdleTimeout), effective: zeroMeans(mux.DefaultIdleTimeout),
 		Usage: "close idle client keep-alive connections after `D`",
 		ptr:   func(c *Config) any { return &c.IdleTimeout }},
 	{Name: "idle-release-after", def: mux.DefaultIdleRelease, Reload: Restart,
 		Usage: "free an idle HTTP/1 keep-alive connection's goroutine and buffers after `D`; the connection stays open (0: never)",
 		ptr:   func(c *Config) any { return &c.IdleRelease }},
-	{Name: "passthrough-idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: mux.DefaultPassthroughIdleTimeout.String(), effective: zeroMeans(mux.DefaultPassthroughIdleTimeout),
+	{Name: "passthrough-idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: DurationText(mux.DefaultPassthroughIdleTimeout), effective: zeroMeans(mux.DefaultPassthroughIdleTimeout),
 		Usage: "close a passthrough stream that carried no byte either way for `D`",
 		ptr:   func(c *Config) any { return &c.PassthroughIdleTimeout }},
 	{Name: "drain-timeout", def: time.Duration(0), DefaultText: "30s", // daemon.DefaultDrainTimeout (daemon imports config)

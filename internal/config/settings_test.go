@@ -16,7 +16,7 @@ func TestSettingsCoverConfig(t *testing.T) {
 	fields := map[string]reflect.Type{}
 	ct := reflect.TypeFor[Config]()
 	for i := range ct.NumField() {
-		if f := ct.Field(i); f.Name != "File" && f.Name != "FileKeys" && f.Name != "FileLines" && f.Name != "EnvWarnings" { // not settings
+		if f := ct.Field(i); f.Name != "File" && f.Name != "FileKeys" && f.Name != "FileLines" && f.Name != "FileValues" && f.Name != "EnvWarnings" { // not settings
 			fields[f.Name] = f.Type
 		}
 	}
@@ -265,5 +265,22 @@ func TestConnLimitDefaultsFromFDLimit(t *testing.T) {
 	}
 	if DefaultMaxConns <= 0 || DefaultMaxConnsPerClient <= 0 {
 		t.Errorf("defaults %d/%d: want non-zero", DefaultMaxConns, DefaultMaxConnsPerClient)
+	}
+}
+
+// DurationText drops time.Duration's trailing zero units, and what it
+// writes reads back as the same duration.
+func TestDurationText(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0: "0s", 500 * time.Millisecond: "500ms", 2 * time.Second: "2s", 2 * time.Minute: "2m",
+		90 * time.Second: "1m30s", time.Hour: "1h", 90 * time.Minute: "1h30m", time.Hour + time.Second: "1h0m1s",
+	} {
+		got := DurationText(d)
+		if got != want {
+			t.Errorf("DurationText(%v) = %q, want %q", d, got, want)
+		}
+		if back, err := time.ParseDuration(got); err != nil || back != d {
+			t.Errorf("DurationText(%v) = %q reads back as %v (%v)", d, got, back, err)
+		}
 	}
 }

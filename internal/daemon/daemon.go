@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -365,6 +366,31 @@ func (d *Daemon) warn(b *config.Runtime) {
 	}
 }
 
+// warnChanged logs the warnings of b, a reload's configuration, that cur,
+// the one it replaces, did not draw: a reload re-reads the files, not the
+// environment or the command line, and their warnings repeated on every
+// SIGHUP would bury what the reload changed. A certificate's are logged
+// each time (its daily reminder counts from the last reload), and so is
+// that a file key is overridden when the file changed its value: the edit
+// changes nothing.
+func (d *Daemon) warnChanged(cur, b *config.Runtime) {
+	had := make(map[string]bool, len(cur.Warnings))
+	for _, w := range cur.Warnings {
+		had[w] = true
+	}
+	for name, w := range b.Overridden {
+		if !reflect.DeepEqual(cur.Config.FileValues[name], b.Config.FileValues[name]) {
+			had[w] = false
+		}
+	}
+	certs := b.Certs.Warnings(config.CertExpiresSoon)
+	for _, w := range b.Warnings {
+		if !had[w] || slices.Contains(certs, w) {
+			d.log.Warn(config.HideCredentials(w))
+		}
+	}
+}
+
 func (d *Daemon) goServe(f func() error) {
 	d.wg.Add(1)
 	go func() {
@@ -505,7 +531,7 @@ func (d *Daemon) reloadLocked(seen map[string]string) error {
 	case d.certsSwapped <- struct{}{}:
 	default:
 	}
-	d.warn(b)
+	d.warnChanged(cur, b)
 	d.log.Info("reloaded", "routes", b.Table.Len())
 	return nil
 }
