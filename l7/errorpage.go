@@ -3,12 +3,14 @@ package l7
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"html"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nexmux/nexmux/internal/logtext"
 )
@@ -51,7 +53,7 @@ func registryError(resp *http.Response) {
 	var words string
 	if resp.Body != nil && resp.Body != http.NoBody {
 		if enc := strings.TrimSpace(h.Get("Content-Encoding")); enc == "" || strings.EqualFold(enc, "identity") {
-			raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage+1))
+			raw, _ := readPage(resp.Body)
 			if len(raw) <= maxErrorPage && isRegistryErrorJSON(raw) {
 				// Already a Registry API error under another type: its
 				// code (BLOB_UPLOAD_UNKNOWN, MANIFEST_UNKNOWN) is what
@@ -140,7 +142,18 @@ func hideNodeInBody(resp *http.Response) {
 	if enc := strings.TrimSpace(resp.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
 		return
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage+1))
+	raw, err := readPage(resp.Body)
+	if err == errPageTooSlow {
+		// The body is closed: what came of it cannot be completed.
+		if resp.StatusCode < 400 {
+			setBody(resp, nil)
+			return
+		}
+		resp.Header.Set("Content-Type", "application/json")
+		resp.Header.Set("Docker-Distribution-Api-Version", "registry/2.0")
+		setBody(resp, ErrorBody(pageErrorCode(resp.StatusCode), http.StatusText(resp.StatusCode)))
+		return
+	}
 	if err != nil || len(raw) > maxErrorPage {
 		resp.Body = &peekedBody{ReadCloser: resp.Body, first: raw, err: err}
 		return
@@ -152,6 +165,24 @@ func hideNodeInBody(resp *http.Response) {
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(raw))
 }
+
+// readPage reads up to maxErrorPage+1 bytes of a page nexmux passes on
+// only once read, within one read's timeout (upstreamReadStallTimeout) in
+// all: a node that trickles it, a byte within each read's, would hold the
+// client's answer back for as long as it liked. Past that, body is closed
+// (its Nexus request ends) and what came is returned with errPageTooSlow.
+func readPage(body io.ReadCloser) ([]byte, error) {
+	t := time.AfterFunc(time.Duration(upstreamReadStallTimeout.Load()), func() { body.Close() })
+	raw, err := io.ReadAll(io.LimitReader(body, maxErrorPage+1))
+	if !t.Stop() {
+		// Closed, or being closed: whatever the read returned.
+		return raw, errPageTooSlow
+	}
+	return raw, err
+}
+
+// errPageTooSlow is readPage's cut.
+var errPageTooSlow = errors.New("Nexus's page did not come whole within the read timeout")
 
 // isRegistryErrorJSON reports a Registry API error body:
 // {"errors":[...]} with at least one error.
