@@ -71,7 +71,7 @@ func registryError(resp *http.Response) {
 	if words == "" {
 		words = http.StatusText(resp.StatusCode)
 	} else if resp.Request != nil && resp.Request.URL != nil {
-		words = hideNode(words, resp.Request.URL.Host)
+		words = hideNode(words, resp.Request.URL.Host, resp.Request.Host)
 	}
 	body := ErrorBody(pageErrorCode(resp.StatusCode), words)
 	h.Set("Content-Type", "application/json")
@@ -159,7 +159,7 @@ func hideNodeInBody(resp *http.Response) {
 		return
 	}
 	resp.Body.Close()
-	if hidden := hideNode(string(raw), req.URL.Host); hidden != string(raw) {
+	if hidden := hideNode(string(raw), req.URL.Host, req.Host); hidden != string(raw) {
 		setBody(resp, []byte(hidden))
 		return
 	}
@@ -258,13 +258,14 @@ func pageErrorCode(status int) string {
 // where that is an address or a dotted name, which a short name's letters
 // inside other words are not) "Nexus" in an error page's words: as with
 // Locations, an address that would lead past nexmux is for the log, not
-// for clients. As in headers, only where it stands alone: the words may
-// hold the public name, which may hold the node's host.
-func hideNode(words, node string) string {
+// for clients. As in headers, only where it stands alone, and its host
+// alone not where the public name (public, the request's Host) shares it:
+// the words may hold the public name, which may hold the node's host.
+func hideNode(words, node, public string) string {
 	if node == "" {
 		return words
 	}
-	byAddr, byHost := nodeNeedles(node, "")
+	byAddr, byHost := nodeNeedles(node, public)
 	return byHost.replace(byAddr.replace(words, "Nexus"), "Nexus")
 }
 

@@ -52,7 +52,7 @@ func TestHideNodeKeepsNamesHoldingTheNodesHost(t *testing.T) {
 		{"10.0.0.1:8081", "10.0.0.10 and 10.0.0.1 and %2010.0.0.1:8081", "10.0.0.10 and Nexus and %20Nexus"},
 		{"[fd00::1]:8081", "fd00::1 at [fd00::1]:8081, not fd00::10", "Nexus at Nexus, not fd00::10"},
 	} {
-		if got := hideNode(c.words, c.node); got != c.want {
+		if got := hideNode(c.words, c.node, ""); got != c.want {
 			t.Errorf("node %s: %q reads %q, want %q", c.node, c.words, got, c.want)
 		}
 	}
