@@ -68,3 +68,45 @@ func TestTrickledErrorPageIsBounded(t *testing.T) {
 		})
 	}
 }
+
+// A push token's answer, which nexmux reads whole to mark it, is one read
+// too: trickled without end, it ends in an error once that read's timeout
+// has passed, its Nexus request ended, not in a client left waiting.
+func TestTrickledTokenAnswerIsBounded(t *testing.T) {
+	shorten(t, &upstreamReadStallTimeout, 500*time.Millisecond)
+	gone := make(chan struct{})
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/v2/token") {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"token":"DockerToken.0b1c0d36"`)
+		w.(http.Flusher).Flush()
+		defer close(gone)
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := io.WriteString(w, " "); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	})
+	addr, _ := haProxyURLs(t, io.Discard, 0, "pull:team-a,push:team-a-hosted", "http://"+node.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := teamRequest(addr, http.MethodGet, "/v2/token?account=u&scope=repository%3Aapp%3Apull%2Cpush&service=x", nil).WithContext(ctx)
+	resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatalf("no answer: %v (client deadline passed: %v); want an error once the read timeout passed", err, ctx.Err() != nil)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode < 500 {
+		t.Fatalf("%s %q, want an error: no whole token came", resp.Status, b)
+	}
+	endsWithin10s(t, gone, "the trickling Nexus request is still open")
+}
