@@ -3,11 +3,12 @@ package l7
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"html"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -53,7 +54,7 @@ func registryError(resp *http.Response) {
 	var words string
 	if resp.Body != nil && resp.Body != http.NoBody {
 		if enc := strings.TrimSpace(h.Get("Content-Encoding")); enc == "" || strings.EqualFold(enc, "identity") {
-			raw, _ := readPage(resp.Body)
+			raw, _ := readPage(resp.Body, maxErrorPage)
 			if len(raw) <= maxErrorPage && isRegistryErrorJSON(raw) {
 				// Already a Registry API error under another type: its
 				// code (BLOB_UPLOAD_UNKNOWN, MANIFEST_UNKNOWN) is what
@@ -142,7 +143,7 @@ func hideNodeInBody(resp *http.Response) {
 	if enc := strings.TrimSpace(resp.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
 		return
 	}
-	raw, err := readPage(resp.Body)
+	raw, err := readPage(resp.Body, maxErrorPage)
 	if err == errPageTooSlow {
 		// The body is closed: what came of it cannot be completed.
 		if resp.StatusCode < 400 {
@@ -166,14 +167,14 @@ func hideNodeInBody(resp *http.Response) {
 	resp.Body = io.NopCloser(bytes.NewReader(raw))
 }
 
-// readPage reads up to maxErrorPage+1 bytes of a page nexmux passes on
-// only once read, within one read's timeout (upstreamReadStallTimeout) in
+// readPage reads up to limit+1 bytes of a page nexmux passes on only
+// once read, within one read's timeout (upstreamReadStallTimeout) in
 // all: a node that trickles it, a byte within each read's, would hold the
 // client's answer back for as long as it liked. Past that, body is closed
 // (its Nexus request ends) and what came is returned with errPageTooSlow.
-func readPage(body io.ReadCloser) ([]byte, error) {
+func readPage(body io.ReadCloser, limit int64) ([]byte, error) {
 	t := time.AfterFunc(time.Duration(upstreamReadStallTimeout.Load()), func() { body.Close() })
-	raw, err := io.ReadAll(io.LimitReader(body, maxErrorPage+1))
+	raw, err := io.ReadAll(io.LimitReader(body, limit+1))
 	if !t.Stop() {
 		// Closed, or being closed: whatever the read returned.
 		return raw, errPageTooSlow
@@ -181,8 +182,8 @@ func readPage(body io.ReadCloser) ([]byte, error) {
 	return raw, err
 }
 
-// errPageTooSlow is readPage's cut.
-var errPageTooSlow = errors.New("Nexus's page did not come whole within the read timeout")
+// errPageTooSlow is readPage's cut: a timeout, as errReadStalled is.
+var errPageTooSlow = fmt.Errorf("Nexus's answer did not come whole within the read timeout: %w", os.ErrDeadlineExceeded)
 
 // isRegistryErrorJSON reports a Registry API error body:
 // {"errors":[...]} with at least one error.
