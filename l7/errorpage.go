@@ -3,12 +3,15 @@ package l7
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"html"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nexmux/nexmux/internal/logtext"
 )
@@ -51,7 +54,7 @@ func registryError(resp *http.Response) {
 	var words string
 	if resp.Body != nil && resp.Body != http.NoBody {
 		if enc := strings.TrimSpace(h.Get("Content-Encoding")); enc == "" || strings.EqualFold(enc, "identity") {
-			raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage+1))
+			raw, _ := readPage(resp.Body, maxErrorPage)
 			if len(raw) <= maxErrorPage && isRegistryErrorJSON(raw) {
 				// Already a Registry API error under another type: its
 				// code (BLOB_UPLOAD_UNKNOWN, MANIFEST_UNKNOWN) is what
@@ -69,7 +72,7 @@ func registryError(resp *http.Response) {
 	if words == "" {
 		words = http.StatusText(resp.StatusCode)
 	} else if resp.Request != nil && resp.Request.URL != nil {
-		words = hideNode(words, resp.Request.URL.Host)
+		words = hideNode(words, resp.Request.URL.Host, resp.Request.Host)
 	}
 	body := ErrorBody(pageErrorCode(resp.StatusCode), words)
 	h.Set("Content-Type", "application/json")
@@ -140,18 +143,47 @@ func hideNodeInBody(resp *http.Response) {
 	if enc := strings.TrimSpace(resp.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
 		return
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorPage+1))
+	raw, err := readPage(resp.Body, maxErrorPage)
+	if err == errPageTooSlow {
+		// The body is closed: what came of it cannot be completed.
+		if resp.StatusCode < 400 {
+			setBody(resp, nil)
+			return
+		}
+		resp.Header.Set("Content-Type", "application/json")
+		resp.Header.Set("Docker-Distribution-Api-Version", "registry/2.0")
+		setBody(resp, ErrorBody(pageErrorCode(resp.StatusCode), http.StatusText(resp.StatusCode)))
+		return
+	}
 	if err != nil || len(raw) > maxErrorPage {
 		resp.Body = &peekedBody{ReadCloser: resp.Body, first: raw, err: err}
 		return
 	}
 	resp.Body.Close()
-	if hidden := hideNode(string(raw), req.URL.Host); hidden != string(raw) {
+	if hidden := hideNode(string(raw), req.URL.Host, req.Host); hidden != string(raw) {
 		setBody(resp, []byte(hidden))
 		return
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(raw))
 }
+
+// readPage reads up to limit+1 bytes of a page nexmux passes on only
+// once read, within one read's timeout (upstreamReadStallTimeout) in
+// all: a node that trickles it, a byte within each read's, would hold the
+// client's answer back for as long as it liked. Past that, body is closed
+// (its Nexus request ends) and what came is returned with errPageTooSlow.
+func readPage(body io.ReadCloser, limit int64) ([]byte, error) {
+	t := time.AfterFunc(time.Duration(upstreamReadStallTimeout.Load()), func() { body.Close() })
+	raw, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if !t.Stop() {
+		// Closed, or being closed: whatever the read returned.
+		return raw, errPageTooSlow
+	}
+	return raw, err
+}
+
+// errPageTooSlow is readPage's cut: a timeout, as errReadStalled is.
+var errPageTooSlow = fmt.Errorf("Nexus's answer did not come whole within the read timeout: %w", os.ErrDeadlineExceeded)
 
 // isRegistryErrorJSON reports a Registry API error body:
 // {"errors":[...]} with at least one error.
@@ -227,16 +259,15 @@ func pageErrorCode(status int) string {
 // where that is an address or a dotted name, which a short name's letters
 // inside other words are not) "Nexus" in an error page's words: as with
 // Locations, an address that would lead past nexmux is for the log, not
-// for clients.
-func hideNode(words, node string) string {
+// for clients. As in headers, only where it stands alone, and its host
+// alone not where the public name (public, the request's Host) shares it:
+// the words may hold the public name, which may hold the node's host.
+func hideNode(words, node, public string) string {
 	if node == "" {
 		return words
 	}
-	words = strings.ReplaceAll(words, node, "Nexus")
-	if host, _, err := net.SplitHostPort(node); err == nil && strings.ContainsAny(host, ".:") {
-		words = strings.ReplaceAll(words, host, "Nexus")
-	}
-	return words
+	byAddr, byHost := nodeNeedles(node, public)
+	return byHost.replace(byAddr.replace(words, "Nexus"), "Nexus")
 }
 
 // hideNodeHeaders leaves out each header value that names the node that
@@ -251,18 +282,7 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 	if node == "" {
 		return
 	}
-	addr := strings.ToLower(node)
-	host := ""
-	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && !strings.EqualFold(hst, hostPart(public)) {
-		host = hst
-	}
-	// The host is part of the address: where it counts, it alone is looked
-	// for. Each is looked for folded only if it has letters to fold.
-	byAddr := nodeNeedle{addr, hasLetter(addr)}
-	byHost := byAddr
-	if host != "" {
-		byHost = nodeNeedle{host, hasLetter(host)}
-	}
+	byAddr, byHost := nodeNeedles(node, public)
 	for k, vs := range h {
 		n := byHost
 		if blobRedirect && k == "Location" {
@@ -289,6 +309,21 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 	}
 }
 
+// nodeNeedles are what names the node at address node: its address, and
+// what counts alone, its host where that is an address or dotted name and
+// not the public name's host (public, a Host; "" for none), else the
+// address again. The host is part of the address: where it counts, it
+// alone is looked for.
+func nodeNeedles(node, public string) (byAddr, byHost nodeNeedle) {
+	addr := strings.ToLower(node)
+	byAddr = nodeNeedle{addr, hasLetter(addr)}
+	byHost = byAddr
+	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && !strings.EqualFold(hst, hostPart(public)) {
+		byHost = nodeNeedle{hst, hasLetter(hst)}
+	}
+	return byAddr, byHost
+}
+
 // nodeNeedle is a node's address or host (lowercase), and whether it has
 // letters, which a value must then be searched for in any case.
 type nodeNeedle struct {
@@ -300,8 +335,11 @@ type nodeNeedle struct {
 // inside a longer name or address ("10.0.0.1" in "10.0.0.10",
 // "registry.example.com" in "team-a.registry.example.com"), which a URL
 // just mapped onto the public name may be.
-func (n nodeNeedle) in(v string) bool {
-	for off := 0; off+len(n.s) <= len(v); {
+func (n nodeNeedle) in(v string) bool { return n.index(v, 0) >= 0 }
+
+// index is where n first stands alone in v at or after off, or -1.
+func (n nodeNeedle) index(v string, off int) int {
+	for off+len(n.s) <= len(v) {
 		var i int
 		if n.fold {
 			i = indexASCIIFold(v[off:], n.s)
@@ -309,14 +347,31 @@ func (n nodeNeedle) in(v string) bool {
 			i = strings.Index(v[off:], n.s)
 		}
 		if i < 0 {
-			return false
+			return -1
 		}
 		if i += off; standsAlone(v, i, i+len(n.s)) {
-			return true
+			return i
 		}
 		off = i + 1
 	}
-	return false
+	return -1
+}
+
+// replace is v with each place n stands alone in it replaced by with.
+func (n nodeNeedle) replace(v, with string) string {
+	i := n.index(v, 0)
+	if i < 0 {
+		return v
+	}
+	var b strings.Builder
+	last := 0
+	for ; i >= 0; i = n.index(v, last) {
+		b.WriteString(v[last:i])
+		b.WriteString(with)
+		last = i + len(n.s)
+	}
+	b.WriteString(v[last:])
+	return b.String()
 }
 
 // standsAlone reports whether v[start:end] is no part of a longer name or

@@ -95,3 +95,50 @@ func TestRewriteRefreshAndCookieDomain(t *testing.T) {
 		}
 	}
 }
+
+// Nexus's Server header names its exact version and edition, and a front
+// between nexmux and Nexus may add X-Powered-By: neither reaches clients,
+// on a manifest, an error page turned into a Registry API error, a HEAD
+// or an upload's answer (which has URLs to rewrite). Nexus's security
+// headers pass as they came.
+func TestNexusVersionHeadersStayInside(t *testing.T) {
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		const nexusHeaders = "Server: Nexus/3.68.1-02 (OSS)\r\nX-Powered-By: Jetty(9.4.54)\r\nX-Content-Type-Options: nosniff\r\n"
+		switch {
+		case r.Method == http.MethodPost:
+			fmt.Fprintf(c, "HTTP/1.1 202 Accepted\r\n%sContent-Length: 0\r\nDocker-Upload-UUID: u1\r\nRange: 0-0\r\n"+
+				"Location: /repository/team-a/v2/app/blobs/uploads/u1\r\n\r\n", nexusHeaders)
+		case strings.HasSuffix(r.URL.Path, "/404"):
+			page := "<html><title>Error 404 Not Found</title></html>"
+			fmt.Fprintf(c, "HTTP/1.1 404 Not Found\r\n%sContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s", nexusHeaders, len(page), page)
+		default:
+			body := "{}"
+			if r.Method == http.MethodHead {
+				body = ""
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\n%sContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 2\r\n\r\n%s", nexusHeaders, body)
+		}
+		return true
+	})
+	addr, _ := haProxy(t, io.Discard, 0, &haNode{addr: n.addr})
+	for _, c := range []struct{ method, path string }{
+		{http.MethodGet, "/v2/app/manifests/1"},
+		{http.MethodHead, "/v2/app/manifests/1"},
+		{http.MethodGet, "/v2/app/manifests/404"},
+		{http.MethodPost, "/v2/app/blobs/uploads/"},
+	} {
+		resp, _ := send(t, addr, c.method, c.path, nil)
+		if resp.StatusCode >= 500 {
+			t.Fatalf("%s %s: %s, want Nexus's answer", c.method, c.path, resp.Status)
+		}
+		for _, k := range []string{"Server", "X-Powered-By"} {
+			if v := resp.Header.Values(k); v != nil {
+				t.Errorf("%s %s: client got %s %q, want none", c.method, c.path, k, v)
+			}
+		}
+		if v := resp.Header.Get("X-Content-Type-Options"); v != "nosniff" {
+			t.Errorf("%s %s: X-Content-Type-Options %q, want Nexus's nosniff", c.method, c.path, v)
+		}
+	}
+}

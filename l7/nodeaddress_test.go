@@ -73,7 +73,17 @@ func uploadLocationOnPublicName(t *testing.T, public func(node string) string) {
 	if pub == "" {
 		t.Skipf("no public name for a node on %s", n.addr)
 	}
-	spec, err := upstream.ParseSpec([]string{"http://" + n.addr}, nil)
+	w := sendOnPortRoute(t, n.addr, pub, http.MethodPost, "/v2/app/blobs/uploads/")
+	if loc := w.Header().Get("Location"); w.Code != http.StatusAccepted || !strings.HasPrefix(loc, "http://"+pub+"/v2/app/blobs/uploads/u1?_nexmux=") {
+		t.Errorf("node %s, public name %s: client got %d, Location %q, %q; want it on the public name", n.addr, pub, w.Code, loc, w.Body)
+	}
+}
+
+// sendOnPortRoute sends a request through port route 5000 (team-a) of a
+// proxy in front of the node at node, naming nexmux pub.
+func sendOnPortRoute(t *testing.T, node, pub, method, path string) *httptest.ResponseRecorder {
+	t.Helper()
+	spec, err := upstream.ParseSpec([]string{"http://" + node}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,13 +99,32 @@ func uploadLocationOnPublicName(t *testing.T, public func(node string) string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := httptest.NewRequest(http.MethodPost, "/v2/app/blobs/uploads/", nil)
+	req := httptest.NewRequest(method, path, nil)
 	req.Host = pub
 	req = req.WithContext(NewContext(req.Context(), &ConnInfo{Table: tab, Route: tab.LookupPort(5000), ByPort: true, Client: netip.MustParseAddrPort("192.0.2.1:40000")}))
 	w := httptest.NewRecorder()
 	p.ServeHTTP(w, req)
-	if loc := w.Header().Get("Location"); w.Code != http.StatusAccepted || !strings.HasPrefix(loc, "http://"+pub+"/v2/app/blobs/uploads/u1?_nexmux=") {
-		t.Errorf("node %s, public name %s: client got %d, Location %q, %q; want it on the public name", n.addr, pub, w.Code, loc, w.Body)
+	return w
+}
+
+// An error's words, as its headers, keep the public name where the node
+// shares its host (on another port): only the node's address with its
+// port reads "Nexus" there.
+func TestNodeOnThePublicHostKeepsItsErrorWords(t *testing.T) {
+	var node string
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		host, _, _ := net.SplitHostPort(node)
+		body := `{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to http://` + net.JoinHostPort(host, "5000") + `/v2/app (node ` + node + `)","detail":null}]}`
+		fmt.Fprintf(c, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return true
+	})
+	node = n.addr
+	host, _, _ := net.SplitHostPort(node)
+	pub := net.JoinHostPort(host, "5000")
+	w := sendOnPortRoute(t, node, pub, http.MethodGet, "/v2/app/blobs/sha256:"+strings.Repeat("0", 64))
+	if want := `{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to http://` + pub + `/v2/app (node Nexus)","detail":null}]}`; w.Code != http.StatusNotFound || w.Body.String() != want {
+		t.Errorf("node %s, public name %s: client got %d %s, want %s", node, pub, w.Code, w.Body, want)
 	}
 }
 

@@ -35,3 +35,25 @@ func TestPublicAddressHoldingTheNodesKeepsItsLocation(t *testing.T) {
 		return "127.0.0.10:5000"
 	})
 }
+
+// An error's words hold the node's address only where it stands alone:
+// a public name that holds the node's host (Nexus writes URLs on the name
+// the client used) keeps its own words, while the node itself, in any
+// case, still reads "Nexus".
+func TestHideNodeKeepsNamesHoldingTheNodesHost(t *testing.T) {
+	for _, c := range []struct{ node, words, want string }{
+		{"registry.example.com:8081", "blob unknown to https://team-a.registry.example.com/v2/app", "blob unknown to https://team-a.registry.example.com/v2/app"},
+		{"registry.example.com:8081", "registry.example.com.team-a.lan refused", "registry.example.com.team-a.lan refused"},
+		{"nexus.lan:8081", "docker.nexus.lan: manifest unknown", "docker.nexus.lan: manifest unknown"},
+		{"10.0.0.1:8081", "upload at http://10.0.0.10:5000/v2/app refused", "upload at http://10.0.0.10:5000/v2/app refused"},
+		{"registry.example.com:8081", "http://registry.example.com:8081/repository/team-a is down (registry.example.com)", "http://Nexus/repository/team-a is down (Nexus)"},
+		{"registry.example.com:8081", "team-a.registry.example.com behind registry.example.com.", "team-a.registry.example.com behind Nexus."},
+		{"registry.example.com:8081", "Registry.Example.COM:8081 is down", "Nexus is down"},
+		{"10.0.0.1:8081", "10.0.0.10 and 10.0.0.1 and %2010.0.0.1:8081", "10.0.0.10 and Nexus and %20Nexus"},
+		{"[fd00::1]:8081", "fd00::1 at [fd00::1]:8081, not fd00::10", "Nexus at Nexus, not fd00::10"},
+	} {
+		if got := hideNode(c.words, c.node, ""); got != c.want {
+			t.Errorf("node %s: %q reads %q, want %q", c.node, c.words, got, c.want)
+		}
+	}
+}

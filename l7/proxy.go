@@ -783,8 +783,12 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		}
 	}
 	h := resp.Header
-	// Nexus's alternative services are not nexmux's.
+	// Nexus's alternative services are not nexmux's. Server names Nexus's
+	// exact version and edition (a front's X-Powered-By its software): a
+	// front door keeps them inside, and no registry client reads them.
 	delete(h, "Alt-Svc")
+	delete(h, "Server")
+	delete(h, "X-Powered-By")
 	// Most responses (every blob) carry no URL to rewrite.
 	if h["Location"] == nil && h["Link"] == nil && h["Www-Authenticate"] == nil &&
 		h["Content-Location"] == nil && h["Refresh"] == nil && h["Set-Cookie"] == nil {

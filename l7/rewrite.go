@@ -527,7 +527,8 @@ func (p *publicURLs) rewriteChallenge(v string) string {
 }
 
 // hasBearer reports a Bearer challenge anywhere in a WWW-Authenticate value
-// (clients read every challenge of the list).
+// (clients read every challenge of the list). One a comma follows has no
+// auth-params to a strict parser, but a lenient one reads those after it.
 func hasBearer(v string) bool {
 	for i := 0; ; {
 		j := indexASCIIFold(v[i:], "bearer")
@@ -536,7 +537,7 @@ func hasBearer(v string) bool {
 		}
 		j += i
 		end := j + len("bearer")
-		if (j == 0 || v[j-1] == ' ' || v[j-1] == ',' || v[j-1] == '\t') && (end == len(v) || v[end] == ' ' || v[end] == '\t') {
+		if (j == 0 || v[j-1] == ' ' || v[j-1] == ',' || v[j-1] == '\t') && (end == len(v) || v[end] == ' ' || v[end] == '\t' || v[end] == ',') {
 			return true
 		}
 		i = end

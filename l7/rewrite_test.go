@@ -257,6 +257,10 @@ func TestRewriteChallenge(t *testing.T) {
 		{`Basic realm="Sonatype Nexus Repository Manager", Bearer realm="https://evil.example.com/t"`, `Basic realm="` + token + `", Bearer realm="` + token + `"`},
 		// Challenges joined by a comma without a space (RFC 9110 allows it).
 		{`Basic realm="Sonatype Nexus Repository Manager",Bearer realm="` + nexusRealm + `"`, `Basic realm="` + token + `",Bearer realm="` + token + `"`},
+		// A scheme a comma follows has no auth-params to a strict parser
+		// (docker's), but a realm to a lenient one: the route's too.
+		{`Bearer,realm="https://evil.example.com/t"`, `Bearer,realm="` + token + `"`},
+		{`Basic realm="x", Bearer, realm="https://evil.example.com/t"`, `Basic realm="` + token + `", Bearer, realm="` + token + `"`},
 		// A parameter's text inside another's quoted value is no parameter.
 		{`Bearer service="a, realm=https://evil.example.com",realm="x"`, `Bearer service="a, realm=https://evil.example.com",realm="` + token + `"`},
 		// untouched

@@ -54,7 +54,8 @@ func markToken(resp *http.Response) error {
 	if enc != "" && enc != "gzip" && enc != "identity" {
 		return nil
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponse+1))
+	// Read whole before anything is passed on: one read (readPage).
+	raw, err := readPage(resp.Body, maxTokenResponse)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -189,19 +190,148 @@ func addOnce(m map[string][]*tls.Certificate, k string, cert *tls.Certificate) {
 
 // coversAll reports whether a serves every name b does to a client that
 // checks it (crypto/x509's own matching: a wildcard covers one label),
-// each IP SAN included.
+// each IP SAN included. a's names are indexed once: VerifyHostname scans
+// them all for each of b's, and pairs compared whole may name thousands.
 func coversAll(a, b *x509.Certificate) bool {
 	if len(b.DNSNames)+len(b.IPAddresses) == 0 {
 		return renews(a, b)
 	}
+	x := newVerifyIndex(a)
 	for _, n := range b.DNSNames {
-		if a.VerifyHostname(n) != nil {
+		if !x.verifies(n) {
 			return false
 		}
 	}
 	for _, ip := range b.IPAddresses {
-		if a.VerifyHostname(ip.String()) != nil {
+		if !x.verifies(ip.String()) {
 			return false
+		}
+	}
+	return true
+}
+
+// verifyIndex answers a certificate's VerifyHostname from its SANs indexed:
+// names holds each DNS SAN lowercased (ASCII), with what it matches as
+// crypto/x509 decides it, ips each IP SAN in its 16-byte form.
+type verifyIndex struct {
+	names map[string]sanUse
+	ips   map[[16]byte]bool
+}
+
+// sanUse is how a DNS SAN matches in VerifyHostname: exactly (any SAN, for
+// a name that is no valid host name), exactly for a valid name too (a SAN
+// that is no valid pattern), as a valid pattern without a wildcard, or, keyed
+// by what follows "*.", as a wildcard.
+type sanUse uint8
+
+const (
+	sanExact sanUse = 1 << iota
+	sanOddExact
+	sanName
+	sanWildcard
+)
+
+func newVerifyIndex(c *x509.Certificate) verifyIndex {
+	x := verifyIndex{names: make(map[string]sanUse, len(c.DNSNames))}
+	for _, m := range c.DNSNames {
+		lm := lowerASCII(m)
+		if m != "" && m != "." {
+			x.names[lm] |= sanExact
+		}
+		switch {
+		case !validHostname(m, true):
+			if m != "" && m != "." {
+				x.names[lm] |= sanOddExact
+			}
+		case strings.HasPrefix(lm, "*."):
+			x.names[lm[2:]] |= sanWildcard
+		default:
+			x.names[lm] |= sanName
+		}
+	}
+	if len(c.IPAddresses) > 0 {
+		x.ips = make(map[[16]byte]bool, len(c.IPAddresses))
+		for _, ip := range c.IPAddresses {
+			// net.IP.Equal: a 4-byte address is its IPv4-mapped 16-byte
+			// one; one of any other length equals nothing.
+			if ip16 := ip.To16(); ip16 != nil {
+				x.ips[[16]byte(ip16)] = true
+			}
+		}
+	}
+	return x
+}
+
+// verifies reports what the certificate's VerifyHostname(h) == nil does.
+func (x verifyIndex) verifies(h string) bool {
+	candidateIP := h
+	if len(h) >= 3 && h[0] == '[' && h[len(h)-1] == ']' {
+		candidateIP = h[1 : len(h)-1]
+	}
+	if ip := net.ParseIP(candidateIP); ip != nil {
+		return x.ips[[16]byte(ip.To16())]
+	}
+	c := lowerASCII(h)
+	if c == "" || c == "." {
+		// Matches no SAN exactly, and is no valid host name.
+		return false
+	}
+	if !validHostname(c, false) {
+		return x.names[c]&sanExact != 0
+	}
+	if x.names[c]&sanOddExact != 0 {
+		return true
+	}
+	t := strings.TrimSuffix(c, ".")
+	if x.names[t]&sanName != 0 {
+		return true
+	}
+	i := strings.IndexByte(t, '.')
+	return i >= 0 && x.names[t[i+1:]]&sanWildcard != 0
+}
+
+// lowerASCII lowercases ASCII letters only, byte by byte, as crypto/x509
+// does: strings.ToLower would turn bytes that are no UTF-8 into U+FFFD.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// validHostname is crypto/x509's rule (RFC 6125 2.2, leniently) for a name
+// it matches by pattern (isPattern: a SAN, which may start with "*.") or
+// for one it matches against (a trailing dot allowed); others it matches
+// only exactly.
+func validHostname(host string, isPattern bool) bool {
+	if !isPattern {
+		host = strings.TrimSuffix(host, ".")
+	}
+	if len(host) == 0 || host == "*" {
+		return false
+	}
+	for i, part := range strings.Split(host, ".") {
+		if part == "" {
+			return false
+		}
+		if isPattern && i == 0 && part == "*" {
+			continue
+		}
+		for j, c := range part {
+			switch {
+			case 'a' <= c && c <= 'z', '0' <= c && c <= '9', 'A' <= c && c <= 'Z', c == '_':
+			case c == '-' && j != 0:
+			default:
+				return false
+			}
 		}
 	}
 	return true
@@ -230,8 +360,12 @@ func namesAll(a, b *x509.Certificate) bool {
 			return false
 		}
 	}
+	if len(b.IPAddresses) == 0 {
+		return true
+	}
+	ips := newVerifyIndex(&x509.Certificate{IPAddresses: a.IPAddresses}).ips
 	for _, ip := range b.IPAddresses {
-		if !slices.ContainsFunc(a.IPAddresses, ip.Equal) {
+		if ip16 := ip.To16(); ip16 == nil || !ips[[16]byte(ip16)] {
 			return false
 		}
 	}
@@ -380,9 +514,11 @@ func (c *Certs) IPs() []string {
 		return nil
 	}
 	var out []string
+	seen := map[string]bool{} // out as a set: pairs may name thousands
 	for _, p := range c.pairs {
 		for _, ip := range p.Leaf.IPAddresses {
-			if s := ip.String(); !slices.Contains(out, s) {
+			if s := ip.String(); !seen[s] {
+				seen[s] = true
 				out = append(out, s)
 			}
 		}
