@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -185,7 +186,16 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 		return Down, false, connectErr, false, status.err.Error()
 	case status.code != http.StatusOK:
 		return Down, true, false, false, "status " + http.StatusText(status.code)
-	case writable.err == nil && writable.code == http.StatusOK:
+	case writable.err == nil && writable.code == http.StatusServiceUnavailable:
+		// Nexus's one read-only answer (frozen, maintenance).
+		return ReadOnly, true, false, false, ""
+	case writable.err == nil && writable.code >= 500:
+		// Failing its health question, as a status answered other than
+		// 200 is: read-only would keep its reads while it fails them.
+		return Down, true, false, false, fmt.Sprintf("status/writable answered %d %s", writable.code, http.StatusText(writable.code))
+	case writable.err == nil:
+		// 200; or no such endpoint (404), or a front hiding it: nothing
+		// says the node takes no writes, and its status says it is up.
 		return Writable, true, false, false, ""
 	case answering(writable.err):
 		return noVerdict, true, false, true, writable.err.Error()
