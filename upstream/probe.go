@@ -43,6 +43,9 @@ type prober struct {
 
 	refreshMu sync.Mutex
 	refreshed time.Time
+	// roundMu keeps one round at a time, so one probe per node in
+	// flight, when a reload changes the node count under a refresh.
+	roundMu sync.Mutex
 }
 
 // Start probes every node every interval (jittered by ±20%) until ctx ends.
@@ -121,6 +124,8 @@ func (p *prober) run(ctx context.Context) {
 // fails those after the upload question instead of the send and read
 // timeouts.
 func (p *prober) round(ctx context.Context) {
+	p.roundMu.Lock()
+	defer p.roundMu.Unlock()
 	var wg sync.WaitGroup
 	for _, n := range p.s.withRemoved() {
 		wg.Add(1)
