@@ -26,6 +26,9 @@ const (
 	// lateFresh is how long a late answer keeps its node a fail-open
 	// candidate: a few probe rounds at the default interval.
 	lateFresh = lateProbeTimeout + 3*DefaultHealthInterval
+	// probeMaxHeaderBytes bounds a status answer's headers: Jetty sends
+	// 8 KiB at most unless raised. The body is never read.
+	probeMaxHeaderBytes = 64 << 10
 	// agree is how many probes in a row must see a new state.
 	agree = 2
 	// ReadyzWait bounds how long Readable, so /readyz, waits with a single
@@ -61,6 +64,9 @@ func (s *Set) Start(ctx context.Context, interval time.Duration) {
 			DialContext:         (&net.Dialer{Timeout: probeTimeout}).DialContext,
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     probeIdle(interval),
+			// net/http's default would read 10 MiB of a broken answer's
+			// headers, each probe of each node.
+			MaxResponseHeaderBytes: probeMaxHeaderBytes,
 		},
 		// A status endpoint that redirects is not a healthy one.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
