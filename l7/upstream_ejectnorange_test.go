@@ -70,3 +70,41 @@ func lastErrorOf(up *Upstreams, host string) string {
 	}
 	return ""
 }
+
+// With three nodes, two cutting every blob and one ignoring Range, a pull
+// whose resume asks the Range-ignoring node before the other cutter comes
+// back to it once the cutter has broken too: its 200 is the blob, where
+// before the pull was cut with a node left that serves every blob whole.
+func TestResumeComesBackToANodeIgnoringRange(t *testing.T) {
+	blob := make([]byte, 96<<10)
+	for i := range blob {
+		blob[i] = byte(i * 13 % 253)
+	}
+	cutting := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/blobs/") {
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		w.Write(blob[:len(blob)/3])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	whole := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/blobs/") {
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
+		w.Write(blob) // Range ignored
+	})
+	addr, _ := haProxy(t, io.Discard, 0, startNode(t, cutting), startNode(t, cutting), whole)
+	var cut []int
+	for i := range 24 {
+		resp, body := send(t, addr, http.MethodGet, fmt.Sprintf("/v2/app/blobs/sha256:%064x", i), nil)
+		if resp.StatusCode != http.StatusOK || !bytes.Equal([]byte(body), blob) {
+			cut = append(cut, i)
+		}
+	}
+	if len(cut) > 0 {
+		t.Fatalf("pulls %v of 24 came back cut or not the blob, with a node that serves every blob whole", cut)
+	}
+}
