@@ -75,6 +75,9 @@ type resumeBody struct {
 	// break: a whole-blob 200 taken for a resume (resumeOn) is read from
 	// its start, and they are dropped.
 	skip int64
+	// passed are nodes whose whole-blob 200 a resume passed over for a
+	// node after them: asked again, once, when no other is left.
+	passed map[*upstream.Node]bool
 }
 
 // pacedBreakMin is how long a response must have been read before a break
@@ -395,6 +398,17 @@ func (b *resumeBody) resume(paced bool) error {
 			}
 		}
 		if n == nil {
+			// Last, a node that answered the whole blob (Range ignored),
+			// now taken from its start.
+			for _, c := range cands {
+				if b.passed[c] {
+					n = c
+					delete(b.passed, c)
+					break
+				}
+			}
+		}
+		if n == nil {
 			return errNoResume
 		}
 		b.tries++
@@ -464,10 +478,17 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 	s, e, t, ok := partOf(resp)
 	// A node that ignores Range answers the whole blob: taken from its
 	// start, the bytes before the break dropped, when no node is left
-	// to answer the 206. Else the break of the node before stays held
-	// against none, no node having served the blob whole, and every
-	// pull that starts on a node cutting blobs is cut.
-	whole := resp.StatusCode == http.StatusOK && resp.ContentLength == b.total && !moveOn
+	// to answer the 206 (else passed over, and asked again last). Else
+	// the break of the node before stays held against none, no node
+	// having served the blob whole, and every pull that starts on a
+	// node cutting blobs is cut.
+	whole := resp.StatusCode == http.StatusOK && resp.ContentLength == b.total
+	if whole && moveOn {
+		if b.passed == nil {
+			b.passed = map[*upstream.Node]bool{}
+		}
+		b.passed[n], whole = true, false
+	}
 	if !whole && (resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total) {
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
