@@ -201,9 +201,12 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 		// Nexus's one read-only answer (frozen, maintenance).
 		return ReadOnly, true, false, false, ""
 	case writable.err == nil && writable.code >= 500:
-		// Failing its health question, as a status answered other than
-		// 200 is: read-only would keep its reads while it fails them.
-		return Down, true, false, false, fmt.Sprintf("status/writable answered %d %s", writable.code, http.StatusText(writable.code))
+		// Failing its writable question only: its status answer is
+		// Nexus's word that it serves reads, and nothing says it takes
+		// writes. Down, every node's such failure would leave the cluster
+		// to fail-open and make every replica unready (/readyz) while
+		// reads can be served.
+		return ReadOnly, true, false, false, fmt.Sprintf("status/writable answered %d %s", writable.code, http.StatusText(writable.code))
 	case writable.err == nil:
 		// 200; or no such endpoint (404), or a front hiding it: nothing
 		// says the node takes no writes, and its status says it is up.

@@ -12,8 +12,8 @@ import (
 // as read-only. A 404 is a Nexus (or a front) without the endpoint, and
 // another 4xx or a redirect a front that hides it: neither says anything
 // against writes, so the node is writable, its status answer showing it
-// up. Another 5xx is a node failing its health question, as a status
-// question answered other than 200 is: down, not read-only.
+// up. Another 5xx fails the writable question alone: read-only, its
+// status answer saying it serves reads.
 func TestProbeWritableAnswers(t *testing.T) {
 	for _, c := range []struct {
 		code int
@@ -24,9 +24,9 @@ func TestProbeWritableAnswers(t *testing.T) {
 		{http.StatusNotFound, Writable},
 		{http.StatusForbidden, Writable},
 		{http.StatusFound, Writable},
-		{http.StatusInternalServerError, Down},
-		{http.StatusBadGateway, Down},
-		{http.StatusGatewayTimeout, Down},
+		{http.StatusInternalServerError, ReadOnly},
+		{http.StatusBadGateway, ReadOnly},
+		{http.StatusGatewayTimeout, ReadOnly},
 	} {
 		u := statusServer(t, func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasSuffix(r.URL.Path, "/status/writable") {
