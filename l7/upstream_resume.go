@@ -71,6 +71,13 @@ type resumeBody struct {
 	// time its reads have waited on the node since (paced).
 	began  time.Time
 	waited time.Duration
+	// skip is how many bytes of the current response come before the
+	// break: a whole-blob 200 taken for a resume (resumeOn) is read from
+	// its start, and they are dropped.
+	skip int64
+	// passed are nodes whose whole-blob 200 a resume passed over for a
+	// node after them: asked again, once, when no other is left.
+	passed map[*upstream.Node]bool
 }
 
 // pacedBreakMin is how long a response must have been read before a break
@@ -234,6 +241,9 @@ func (b *resumeBody) Read(p []byte) (int, error) {
 }
 
 func (b *resumeBody) read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	for {
 		// Never past the extent: a node's body that runs on (chunked, or
 		// a Content-Length beyond its range) is not the blob's.
@@ -241,16 +251,29 @@ func (b *resumeBody) read(p []byte) (int, error) {
 		if rem <= 0 {
 			return 0, io.EOF
 		}
-		if int64(len(p)) > rem {
-			p = p[:rem]
-		}
-		n, err := b.timedRead(p)
-		b.got += int64(n)
-		if err == nil || n > 0 && err == io.EOF && b.start+b.got > b.end {
-			return n, err
-		}
-		if err == io.EOF && b.start+b.got > b.end {
-			return n, io.EOF
+		var n int
+		var err error
+		if b.skip > 0 {
+			// Each read under the stall timer: a long skip that moves
+			// is no stall.
+			var k int
+			k, err = b.timedRead(p[:min(int64(len(p)), b.skip)])
+			b.skip -= int64(k)
+			if err == nil {
+				continue
+			}
+		} else {
+			if int64(len(p)) > rem {
+				p = p[:rem]
+			}
+			n, err = b.timedRead(p)
+			b.got += int64(n)
+			if err == nil || n > 0 && err == io.EOF && b.start+b.got > b.end {
+				return n, err
+			}
+			if err == io.EOF && b.start+b.got > b.end {
+				return n, io.EOF
+			}
 		}
 		if b.client.Err() != nil || b.f.cutting() {
 			return n, err
@@ -375,6 +398,17 @@ func (b *resumeBody) resume(paced bool) error {
 			}
 		}
 		if n == nil {
+			// Last, a node that answered the whole blob (Range ignored),
+			// now taken from its start.
+			for _, c := range cands {
+				if b.passed[c] {
+					n = c
+					delete(b.passed, c)
+					break
+				}
+			}
+		}
+		if n == nil {
 			return errNoResume
 		}
 		b.tries++
@@ -442,7 +476,20 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 	// while it answers resumes is busy, not down.
 	b.f.up.set.CountAnswer(n, resp.StatusCode)
 	s, e, t, ok := partOf(resp)
-	if resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total {
+	// A node that ignores Range answers the whole blob: taken from its
+	// start, the bytes before the break dropped, when no node is left
+	// to answer the 206 (else passed over, and asked again last). Else
+	// the break of the node before stays held against none, no node
+	// having served the blob whole, and every pull that starts on a
+	// node cutting blobs is cut.
+	whole := resp.StatusCode == http.StatusOK && resp.ContentLength == b.total
+	if whole && moveOn {
+		if b.passed == nil {
+			b.passed = map[*upstream.Node]bool{}
+		}
+		b.passed[n], whole = true, false
+	}
+	if !whole && (resp.StatusCode != http.StatusPartialContent || !ok || s != from || e != b.end || t != b.total) {
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			// A failed resume, counted as a body's break is: once
@@ -459,7 +506,10 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 	b.cur, b.node, b.end1 = resp.Body, n, end
 	b.watch(n, qcancel)
 	// What follows is counted from the new response's first byte.
-	b.start, b.got = from, 0
+	b.start, b.got, b.skip = from, 0, 0
+	if whole {
+		b.skip = from
+	}
 	b.began, b.waited = time.Time{}, 0
 	b.f.up.set.Resumed(paced)
 	return true

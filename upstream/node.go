@@ -167,8 +167,42 @@ func Normalise(raw string) (id, scheme, host, ctxPath string, err error) {
 		}
 	}
 	host = net.JoinHostPort(h, port)
-	ctxPath = strings.TrimRight(p.EscapedPath(), "/")
+	ctxPath = normalEscapes(strings.TrimRight(p.EscapedPath(), "/"))
 	return Origin(scheme, host) + ctxPath, scheme, host, ctxPath, nil
+}
+
+// normalEscapes is RFC 3986's normal form of an escaped path (6.2.2.1,
+// 6.2.2.2): unreserved characters unescaped, other escapes in upper-case
+// hex. "/%6Eexus" is "/nexus": one context path and one node id however
+// a node's URL spells it, and the form Nexus names in its Locations.
+func normalEscapes(p string) string {
+	if !strings.Contains(p, "%") {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' || i+2 >= len(p) {
+			b.WriteByte(p[i])
+			continue
+		}
+		v, err := strconv.ParseUint(p[i+1:i+3], 16, 8)
+		if err != nil {
+			b.WriteByte(p[i])
+			continue
+		}
+		if c := byte(v); unreserved(c) {
+			b.WriteByte(c)
+		} else {
+			b.WriteString(strings.ToUpper(p[i : i+3]))
+		}
+		i += 2
+	}
+	return b.String()
+}
+
+// unreserved is RFC 3986's unreserved set: its escapes mean the character.
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 // Origin is "scheme://host" as a URL writes it: an IPv6 zone's '%' as

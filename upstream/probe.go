@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -25,6 +26,9 @@ const (
 	// lateFresh is how long a late answer keeps its node a fail-open
 	// candidate: a few probe rounds at the default interval.
 	lateFresh = lateProbeTimeout + 3*DefaultHealthInterval
+	// probeMaxHeaderBytes bounds a status answer's headers: Jetty sends
+	// 8 KiB at most unless raised. The body is never read.
+	probeMaxHeaderBytes = 64 << 10
 	// agree is how many probes in a row must see a new state.
 	agree = 2
 	// ReadyzWait bounds how long Readable, so /readyz, waits with a single
@@ -42,6 +46,9 @@ type prober struct {
 
 	refreshMu sync.Mutex
 	refreshed time.Time
+	// roundMu keeps one round at a time, so one probe per node in
+	// flight, when a reload changes the node count under a refresh.
+	roundMu sync.Mutex
 }
 
 // Start probes every node every interval (jittered by ±20%) until ctx ends.
@@ -57,6 +64,9 @@ func (s *Set) Start(ctx context.Context, interval time.Duration) {
 			DialContext:         (&net.Dialer{Timeout: probeTimeout}).DialContext,
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     probeIdle(interval),
+			// net/http's default would read 10 MiB of a broken answer's
+			// headers, each probe of each node.
+			MaxResponseHeaderBytes: probeMaxHeaderBytes,
 		},
 		// A status endpoint that redirects is not a healthy one.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -120,6 +130,8 @@ func (p *prober) run(ctx context.Context) {
 // fails those after the upload question instead of the send and read
 // timeouts.
 func (p *prober) round(ctx context.Context) {
+	p.roundMu.Lock()
+	defer p.roundMu.Unlock()
 	var wg sync.WaitGroup
 	for _, n := range p.s.withRemoved() {
 		wg.Add(1)
@@ -185,7 +197,19 @@ func (p *prober) probe(ctx context.Context, n *Node) (st State, reachable, conne
 		return Down, false, connectErr, false, status.err.Error()
 	case status.code != http.StatusOK:
 		return Down, true, false, false, "status " + http.StatusText(status.code)
-	case writable.err == nil && writable.code == http.StatusOK:
+	case writable.err == nil && writable.code == http.StatusServiceUnavailable:
+		// Nexus's one read-only answer (frozen, maintenance).
+		return ReadOnly, true, false, false, ""
+	case writable.err == nil && writable.code >= 500:
+		// Failing its writable question only: its status answer is
+		// Nexus's word that it serves reads, and nothing says it takes
+		// writes. Down, every node's such failure would leave the cluster
+		// to fail-open and make every replica unready (/readyz) while
+		// reads can be served.
+		return ReadOnly, true, false, false, fmt.Sprintf("status/writable answered %d %s", writable.code, http.StatusText(writable.code))
+	case writable.err == nil:
+		// 200; or no such endpoint (404), or a front hiding it: nothing
+		// says the node takes no writes, and its status says it is up.
 		return Writable, true, false, false, ""
 	case answering(writable.err):
 		return noVerdict, true, false, true, writable.err.Error()

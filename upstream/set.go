@@ -474,7 +474,9 @@ func (s *Set) OtherUsable(n *Node, write bool) bool {
 // Readable reports whether at least one node serves reads (writable: at
 // least one serves writes), ejected or not (as Pick), for /readyz.
 func (s *Set) Readable(write bool) (bool, string) {
-	if p := s.currentProber(); p != nil && len(s.Nodes()) == 1 {
+	// A lone node only: with a removed one still draining, the
+	// background rounds probe both, and a refresh would double them.
+	if p := s.currentProber(); p != nil && s.Lone() != nil {
 		p.refresh()
 	}
 	t := now()

@@ -574,9 +574,6 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.stopCerts != nil {
 		d.stopCerts()
 	}
-	if d.stopProbe != nil {
-		d.stopProbe()
-	}
 	// The SOCKS streams end when the router closes their routed side:
 	// both drain at once.
 	socksDone := make(chan struct{})
@@ -616,6 +613,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		d.awaitCut(time.Unix(0, cutEnd.Load()))
 	}
 	<-socksDone
+	// Only now: the requests in flight during the drain move off a node
+	// the probes find down, as they do while nexmux serves.
+	if d.stopProbe != nil {
+		d.stopProbe()
+	}
 	// No request is left to reuse the connections to Nexus.
 	d.proxy.CloseIdleConnections()
 	if d.metricsSrv != nil {

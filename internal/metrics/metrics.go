@@ -320,14 +320,16 @@ func wantWritable(r *http.Request) (bool, error) {
 }
 
 // Handler serves /metrics, /healthz (the process answers) and /readyz
-// (Nexus answers; 503 while the process stops).
+// (Nexus answers; 503 while the process stops), to GET and HEAD: the mux
+// answers other methods 405 with Allow, so a probe misconfigured with
+// POST fails instead of passing, and never runs a lone node's probes.
 func (m *Metrics) Handler(ready *Readiness) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		writable, err := wantWritable(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
