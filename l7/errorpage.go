@@ -316,10 +316,10 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 // alone is looked for.
 func nodeNeedles(node, public string) (byAddr, byHost nodeNeedle) {
 	addr := strings.ToLower(node)
-	byAddr = nodeNeedle{addr, hasLetter(addr)}
+	byAddr = newNodeNeedle(addr)
 	byHost = byAddr
 	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && !strings.EqualFold(hst, hostPart(public)) {
-		byHost = nodeNeedle{hst, hasLetter(hst)}
+		byHost = newNodeNeedle(hst)
 	}
 	return byAddr, byHost
 }
@@ -329,6 +329,22 @@ func nodeNeedles(node, public string) (byAddr, byHost nodeNeedle) {
 type nodeNeedle struct {
 	s    string
 	fold bool
+	// at is where s holds its first byte that is no letter, digit or '-'
+	// (a '.', a ':'), -1 if none: a value is searched for that byte, which
+	// needs no folding and is rare in the values every answer carries
+	// (digests, lengths, dates), then compared around it.
+	at int
+}
+
+func newNodeNeedle(s string) nodeNeedle {
+	at := -1
+	for i := 0; i < len(s); i++ {
+		if !nameByte(s[i]) {
+			at = i
+			break
+		}
+	}
+	return nodeNeedle{s: s, fold: hasLetter(s), at: at}
 }
 
 // in reports whether v names the node: n.s standing on its own, not
@@ -340,12 +356,7 @@ func (n nodeNeedle) in(v string) bool { return n.index(v, 0) >= 0 }
 // index is where n first stands alone in v at or after off, or -1.
 func (n nodeNeedle) index(v string, off int) int {
 	for off+len(n.s) <= len(v) {
-		var i int
-		if n.fold {
-			i = indexASCIIFold(v[off:], n.s)
-		} else {
-			i = strings.Index(v[off:], n.s)
-		}
+		i := n.find(v[off:])
 		if i < 0 {
 			return -1
 		}
@@ -355,6 +366,47 @@ func (n nodeNeedle) index(v string, off int) int {
 		off = i + 1
 	}
 	return -1
+}
+
+// find is where n.s first is in v (in any case of its letters), or -1.
+func (n nodeNeedle) find(v string) int {
+	if n.at < 0 {
+		if n.fold {
+			return indexASCIIFold(v, n.s)
+		}
+		return strings.Index(v, n.s)
+	}
+	a := n.s[n.at]
+	for p := n.at; p < len(v); p++ {
+		j := strings.IndexByte(v[p:], a)
+		if j < 0 {
+			return -1
+		}
+		p += j
+		start := p - n.at
+		if start+len(n.s) > len(v) {
+			return -1
+		}
+		if w := v[start : start+len(n.s)]; w == n.s || n.fold && equalASCIIFold(w, n.s) {
+			return start
+		}
+	}
+	return -1
+}
+
+// equalASCIIFold reports whether v equals the lowercase s but for the
+// case of ASCII letters.
+func equalASCIIFold(v, s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := v[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // replace is v with each place n stands alone in it replaced by with.
