@@ -48,18 +48,27 @@ count() { # count KIND METHOD: prints instructions per request
 	GOMAXPROCS=$PROCS GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind "${CACHE[@]}" --callgrind-out-file="$out.%p" \
 		"${cmd[@]}" >/dev/null 2>&1 &
 	pid=$!
+	# The port was free when picked, not necessarily when the proxy binds
+	# it (another process on the machine may take it meanwhile): wait for
+	# this proxy to be the one listening there, or give the round up.
+	local listening=
 	for _ in $(seq 1 150); do
-		(exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null && break
+		kill -0 "$pid" 2>/dev/null || break
+		if ss -Hltnp "sport = :${addr#*:}" 2>/dev/null | grep -q "pid=$pid,"; then
+			listening=1
+			break
+		fi
 		sleep 0.2
 	done
+	[ -n "$listening" ] || { echo "callgrind.sh: $kind is not listening on $addr" >&2; kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 1; }
 	coproc CL { "$W/benchtool" seq -addr "$addr" -ca "$W/certs/ca.crt" -method "$method" -warm 300 -n $N -conns "$CONNS"; }
 	local line
 	read -r line <&"${CL[0]}"
-	[ "$line" = READY ] || { echo "callgrind.sh: client: $line" >&2; exit 1; }
+	[ "$line" = READY ] || { echo "callgrind.sh: client: $line" >&2; kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 1; }
 	callgrind_control -z "$pid" >/dev/null 2>&1
 	echo go >&"${CL[1]}"
 	read -r line <&"${CL[0]}"
-	[ "$line" = DONE ] || { echo "callgrind.sh: client: $line" >&2; exit 1; }
+	[ "$line" = DONE ] || { echo "callgrind.sh: client: $line" >&2; kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 1; }
 	callgrind_control -d "$pid" >/dev/null 2>&1
 	sleep 1
 	kill "$pid" 2>/dev/null || true
@@ -73,10 +82,21 @@ count() { # count KIND METHOD: prints instructions per request
 	}'
 }
 
+# counted KIND METHOD is count's result, the round run again (on another
+# port) when it could not be counted.
+counted() {
+	local a
+	for a in 1 2 3; do
+		count "$@" && return 0
+		echo "callgrind.sh: $1 $2 not counted (attempt $a of 3)" >&2
+	done
+	return 1
+}
+
 for method in HEAD GET; do
 	for r in $(seq 1 "$ROUNDS"); do
-		f=$(count floor $method)
-		x=$(count nexmux $method)
+		f=$(counted floor $method)
+		x=$(counted nexmux $method)
 		echo "$method round $r: floor $f, nexmux $x instructions per request (floor / nexmux $(awk -v a="${f%k}" -v b="${x%k}" 'BEGIN { printf "%.3f", a / b }'))"
 	done
 done
