@@ -69,7 +69,14 @@ func TestHTTP2ResetLoopEndsAtIdleTimeout(t *testing.T) {
 			}
 			answered := time.Now()
 			id, streams := uint32(3), 0
-			for time.Since(answered) < 4*idle && !r.ended() {
+			// Kept 4 s; ended well before 8 s (the overlapping streams
+			// take a GOAWAY, then their last reset, then net/http's
+			// second before the close).
+			span := 8 * idle
+			if tc.reset == nil {
+				span = 4 * idle
+			}
+			for time.Since(answered) < span && !r.ended() {
 				if err := tc.open(r, id); err != nil {
 					break
 				}
@@ -107,5 +114,57 @@ func TestHTTP2ResetLoopEndsAtIdleTimeout(t *testing.T) {
 			}
 			t.Logf("connection ended %v after its last answer, %d streams opened and reset meanwhile", time.Since(answered).Round(time.Millisecond), streams)
 		})
+	}
+}
+
+// A stream in flight is never cut by the idle clock, however long it runs
+// without another answer: a blob read in pieces well past --idle-timeout
+// arrives whole, and a request beside it once the clock has run out is
+// answered (with a GOAWAY, the one stream before the close).
+func TestHTTP2IdleClockCutsNoStreamInFlight(t *testing.T) {
+	const idle = time.Second
+	cfg := teamRoutes()
+	cfg.IdleTimeout = idle
+	st, _ := countedStack(t, stack.Options{Config: cfg}, 0)
+	const size = 4 << 20
+	blob := seedHeld(t, st, size)
+	r := dialRaw(t, st, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	defer r.close()
+	if err := r.headers(1, h2Get(st, "team-a", blob), true); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	asked := false
+	for !r.get(1).ended && !r.ended() && time.Since(start) < 20*time.Second {
+		if err := r.write(func(fr *http2.Framer) error {
+			if err := fr.WriteWindowUpdate(1, 64<<10); err != nil {
+				return err
+			}
+			return fr.WriteWindowUpdate(0, 64<<10)
+		}); err != nil {
+			break
+		}
+		if !asked && time.Since(start) > 3*idle {
+			asked = true
+			if err := r.headers(3, h2Get(st, "team-a", "/v2/"), true); err != nil {
+				t.Fatal(err)
+			}
+			// Its answer's body, in the window the client keeps shut.
+			if err := r.write(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(3, 64<<10) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s := r.get(1)
+	if s.status != "200" || !s.ended || s.wasReset || s.data < size {
+		t.Errorf("blob read over %v (--idle-timeout %v): status %s, %d of over %d bytes, ended %v, reset %v (%v)", time.Since(start).Round(time.Millisecond), idle, s.status, s.data, size, s.ended, s.wasReset, s.reset)
+	}
+	if !asked {
+		t.Fatalf("the blob came whole within %v: too fast to outlast the idle clock", 3*idle)
+	}
+	waitFor(t, "the request beside the blob", func() bool { s := r.get(3); return s.ended || s.wasReset || r.ended() })
+	if s := r.get(3); s.status != "200" || !s.ended {
+		t.Errorf("request beside the blob after the idle clock ran out: %+v, want 200", s)
 	}
 }
