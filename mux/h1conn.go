@@ -93,8 +93,7 @@ func markResponding(h http.Handler) http.Handler {
 				w.Header().Set("Connection", "close")
 			}
 		} else if lc, ok := r.Context().Value(h2ConnKey{}).(*liveConn); ok {
-			h.ServeHTTP(w, r)
-			lc.answered(r)
+			lc.serveH2(h, w, r)
 			return
 		}
 		h.ServeHTTP(w, r)

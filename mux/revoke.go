@@ -40,8 +40,9 @@ type liveConn struct {
 	h2Begun  atomic.Bool
 	// HTTP/2's idle clock (h2idle.go): streams answered, their count when
 	// the current busy spell began, when the last spell with an answer
-	// ended (Unix ns), and whether the clock ran out during a spell.
-	// idleTimer is stopped under live.mu when the connection closes.
+	// ended or answer came (Unix ns), whether the clock ran out during a
+	// spell, and its span. idleTimer is set and stopped under live.mu.
+	idleSpan    time.Duration
 	answers     atomic.Uint64
 	answersFrom atomic.Uint64
 	lastAnswer  atomic.Int64
