@@ -33,9 +33,11 @@ func (c *countingBody) clientBodyErr() error {
 	return nil
 }
 
-// clientBodyFailed answers a request whose body the client broke: 400 and
-// the connection closed (the client may still read after a half-close; if
-// it is gone, nothing is lost). It is logged as a client error, and Nexus
+// clientBodyFailed answers a request whose body the client broke: 400 and,
+// over HTTP/1, the connection closed (the client may still read after a
+// half-close; if it is gone, nothing is lost). HTTP/2 frames each stream
+// apart, so only this stream is broken: the connection's other streams go
+// on, and so may it. It is logged as a client error, and Nexus
 // never got a complete body: the transport aborted the upstream request
 // without finishing it.
 func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
@@ -52,6 +54,8 @@ func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *req
 	if strings.Contains(st.judged, "/blobs/uploads") {
 		code = "BLOB_UPLOAD_INVALID"
 	}
-	endConnection(w)
+	if r.ProtoMajor == 1 {
+		endConnection(w)
+	}
 	writeError(w, http.StatusBadRequest, code, "nexmux: the request body was incomplete or malformed")
 }
