@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/nexmux/nexmux/fixtures"
 	"github.com/nexmux/nexmux/fixtures/stack"
 )
 
@@ -229,4 +230,56 @@ func pushFrom(t *testing.T, st *stack.Stack, ip, path string) bool {
 	resp.Body.Close()
 	t.Logf("push from %s: %s (%s)", ip, resp.Status, resp.Proto)
 	return resp.StatusCode == http.StatusCreated
+}
+
+// A header block just under the 64 KiB header limit, in many CONTINUATION
+// frames (small ones, or a thousand bytes each), is one request: it gets
+// Jetty's 431 (what Nexus answers above its 8 KiB) as a Registry error,
+// and the connection serves the next request.
+func TestHTTP2HeaderBlockInManyContinuationsJustUnderTheLimit(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: teamRoutes(),
+		Fixture: fixtures.Config{MaxRequestHeaderBytes: fixtures.JettyMaxRequestHeaderBytes}})
+	for _, frame := range []int{16, 1000} {
+		t.Run(fmt.Sprintf("%d-byte frames", frame), func(t *testing.T) {
+			r := dialRaw(t, st)
+			defer r.close()
+			pad := make([]byte, 60<<10)
+			for i := range pad {
+				pad[i] = 'a' + byte(i%26)
+			}
+			hb := headerBlock(append(h2Get(st, "team-a", "/v2/"), [2]string{"x-pad", string(pad)}))
+			start := time.Now()
+			err := r.write(func(fr *http2.Framer) error {
+				if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb[:frame], EndStream: true}); err != nil {
+					return err
+				}
+				for off := frame; off < len(hb); off += frame {
+					end := min(off+frame, len(hb))
+					if err := fr.WriteContinuation(1, end == len(hb), hb[off:end]); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the answer", func() bool { s := r.get(1); return s.ended || s.wasReset || r.ended() })
+			s := r.get(1)
+			t.Logf("header block of %d bytes in %d-byte frames: %v later, status %q, reset %v (%v), connection ended %v; %s", len(hb), frame, time.Since(start).Round(time.Millisecond), s.status, s.wasReset, s.reset, r.ended(), s.header["content-type"])
+			if s.status != "431" || s.header["content-type"] != "application/json" {
+				t.Errorf("stream %+v, want Jetty's 431 as a Registry error", s)
+			}
+			if r.ended() {
+				t.Fatal("the connection ended")
+			}
+			if err := r.headers(3, h2Get(st, "team-a", "/v2/"), true); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the next answer", func() bool { s := r.get(3); return s.ended || s.wasReset || r.ended() })
+			if s := r.get(3); s.status != "200" {
+				t.Errorf("next request: %+v, want 200", s)
+			}
+		})
+	}
 }
