@@ -284,3 +284,32 @@ func TestHTTP2HeaderBlockInManyContinuationsJustUnderTheLimit(t *testing.T) {
 		})
 	}
 }
+
+// An upload whose HEADERS end the stream while naming a content-length
+// above 0 has a body shorter than its content-length, as one whose DATA
+// ends early does (TestHTTP2HostileUploadsCommitNothing): a malformed
+// request (RFC 9113 8.1.1) that never reaches Nexus as a complete, empty,
+// body.
+func TestHTTP2HeadersEndingTheStreamWithAContentLength(t *testing.T) {
+	st, cn := countedStack(t, stack.Options{Config: teamRoutes()}, 0)
+	path := uploadSession(t, st)
+	r := dialRawFor(t, st, "team-a-push")
+	defer r.close()
+	put := [][2]string{{":method", "PUT"}, {":scheme", "https"}, {":authority", st.Host("team-a-push")},
+		{":path", path + "&digest=" + sha256Digest(nil)}, {"authorization", basicAuth()},
+		{"content-type", "application/octet-stream"}, {"content-length", "1000"}}
+	before := cn.total.Load()
+	if err := r.headers(1, put, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream's outcome", func() bool { s := r.get(1); return s.ended || s.wasReset || r.ended() })
+	s := r.get(1)
+	t.Logf("stream: status %q, reset %v (%v); %d requests at Nexus", s.status, s.wasReset, s.reset, cn.total.Load()-before)
+	waitFor(t, "Nexus's requests to end", func() bool { return cn.inFlight.Load() == 0 })
+	if cn.total.Load() != before {
+		t.Errorf("the PUT reached Nexus (stream %+v), want it refused: it declared 1000 bytes and sent none", s)
+	}
+	if blobCommitted(t, st, sha256Digest(nil)) {
+		t.Error("the empty blob was committed")
+	}
+}
