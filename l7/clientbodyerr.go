@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/nexmux/nexmux/internal/logtext"
@@ -50,12 +51,32 @@ func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *req
 	if cw, ok := w.(*batchingWriter); ok && cw.status != 0 {
 		return // a response already started; the connection just ends
 	}
-	code := "UNKNOWN"
-	if strings.Contains(st.judged, "/blobs/uploads") {
-		code = "BLOB_UPLOAD_INVALID"
-	}
 	if r.ProtoMajor == 1 {
 		endConnection(w)
 	}
-	writeError(w, http.StatusBadRequest, code, "nexmux: the request body was incomplete or malformed")
+	writeError(w, http.StatusBadRequest, bodyErrorCode(st), "nexmux: the request body was incomplete or malformed")
+}
+
+// bodyErrorCode is the Registry error code of a broken request body.
+func bodyErrorCode(st *reqState) string {
+	if strings.Contains(st.judged, "/blobs/uploads") {
+		return "BLOB_UPLOAD_INVALID"
+	}
+	return "UNKNOWN"
+}
+
+// lostBody reports whether r, an HTTP/2 request whose HEADERS ended its
+// stream, names a content-length other than 0: a malformed request (RFC 9113
+// 8.1.1). net/http reads content-length only while the body is open, so
+// Nexus would get the empty body as the whole one.
+func lostBody(r *http.Request) bool {
+	if r.ProtoMajor != 2 || r.ContentLength != 0 {
+		return false
+	}
+	for _, v := range r.Header["Content-Length"] {
+		if n, err := strconv.ParseUint(v, 10, 63); err != nil || n != 0 {
+			return true
+		}
+	}
+	return false
 }
