@@ -65,6 +65,9 @@ func bodyErrorCode(st *reqState) string {
 	return "UNKNOWN"
 }
 
+// errLostBody: lostBody's request.
+var errLostBody = fmt.Errorf("%w: the stream ended with its headers, and its content-length names bytes", ErrClientBody)
+
 // lostBody reports whether r, an HTTP/2 request whose HEADERS ended its
 // stream, names a content-length other than 0: a malformed request (RFC 9113
 // 8.1.1). net/http reads content-length only while the body is open, so

@@ -583,7 +583,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		return
 	}
 	if lostBody(r) {
-		p.refuseLocal(cw, st, http.StatusBadRequest, bodyErrorCode(st), "nexmux: the request body was incomplete or malformed (content-length names bytes the stream never sent)")
+		p.clientBodyFailed(cw, r, st, errLostBody)
 		return
 	}
 	p.beforeForward(st.ci, cw)
