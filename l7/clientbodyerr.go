@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/nexmux/nexmux/internal/logtext"
@@ -33,9 +34,11 @@ func (c *countingBody) clientBodyErr() error {
 	return nil
 }
 
-// clientBodyFailed answers a request whose body the client broke: 400 and
-// the connection closed (the client may still read after a half-close; if
-// it is gone, nothing is lost). It is logged as a client error, and Nexus
+// clientBodyFailed answers a request whose body the client broke: 400 and,
+// over HTTP/1, the connection closed (the client may still read after a
+// half-close; if it is gone, nothing is lost). HTTP/2 frames each stream
+// apart, so only this stream is broken: the connection's other streams go
+// on, and so may it. It is logged as a client error, and Nexus
 // never got a complete body: the transport aborted the upstream request
 // without finishing it.
 func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *reqState, err error) {
@@ -48,10 +51,35 @@ func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *req
 	if cw, ok := w.(*batchingWriter); ok && cw.status != 0 {
 		return // a response already started; the connection just ends
 	}
-	code := "UNKNOWN"
-	if strings.Contains(st.judged, "/blobs/uploads") {
-		code = "BLOB_UPLOAD_INVALID"
+	if r.ProtoMajor == 1 {
+		endConnection(w)
 	}
-	endConnection(w)
-	writeError(w, http.StatusBadRequest, code, "nexmux: the request body was incomplete or malformed")
+	writeError(w, http.StatusBadRequest, bodyErrorCode(st), "nexmux: the request body was incomplete or malformed")
+}
+
+// bodyErrorCode is the Registry error code of a broken request body.
+func bodyErrorCode(st *reqState) string {
+	if strings.Contains(st.judged, "/blobs/uploads") {
+		return "BLOB_UPLOAD_INVALID"
+	}
+	return "UNKNOWN"
+}
+
+// errLostBody: lostBody's request.
+var errLostBody = fmt.Errorf("%w: the stream ended with its headers, and its content-length names bytes", ErrClientBody)
+
+// lostBody reports whether r, an HTTP/2 request whose HEADERS ended its
+// stream, names a content-length other than 0: a malformed request (RFC 9113
+// 8.1.1). net/http reads content-length only while the body is open, so
+// Nexus would get the empty body as the whole one.
+func lostBody(r *http.Request) bool {
+	if r.ProtoMajor != 2 || r.ContentLength != 0 {
+		return false
+	}
+	for _, v := range r.Header["Content-Length"] {
+		if n, err := strconv.ParseUint(v, 10, 63); err != nil || n != 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -582,6 +582,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 	if formEncoded(r) && !p.checkForm(cw, r, st) {
 		return
 	}
+	if lostBody(r) {
+		p.clientBodyFailed(cw, r, st, errLostBody)
+		return
+	}
 	p.beforeForward(st.ci, cw)
 	rp := p.rp
 	if r.Method == http.MethodGet && isBlobDownload(st.judged) {

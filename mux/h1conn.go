@@ -107,7 +107,8 @@ func (c *h1Conn) endedByAlert(oe *net.OpError) {
 type h1ConnKey struct{}
 
 // markResponding wraps the HTTP stage: an HTTP/1 connection learns that a
-// response is under way before the handler writes a byte of it.
+// response is under way before the handler writes a byte of it, an HTTP/2
+// one that a stream was answered (h2idle.go).
 func markResponding(h http.Handler) http.Handler {
 	if h == nil {
 		h = http.DefaultServeMux
@@ -120,6 +121,9 @@ func markResponding(h http.Handler) http.Handler {
 				// ambiguously: none after it is served (h1framing.go).
 				w.Header().Set("Connection", "close")
 			}
+		} else if lc, ok := r.Context().Value(h2ConnKey{}).(*liveConn); ok {
+			lc.serveH2(h, w, r)
+			return
 		}
 		h.ServeHTTP(w, r)
 	})

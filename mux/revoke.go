@@ -38,6 +38,16 @@ type liveConn struct {
 	// whether net/http's opening Active/Idle pair (no stream) is past.
 	busyFrom atomic.Uint64
 	h2Begun  atomic.Bool
+	// HTTP/2's idle clock (h2idle.go): streams answered, their count when
+	// the current busy spell began, when the last spell with an answer
+	// ended or answer came (Unix ns), whether the clock ran out during a
+	// spell, and its span. idleTimer is set and stopped under live.mu.
+	idleSpan    time.Duration
+	answers     atomic.Uint64
+	answersFrom atomic.Uint64
+	lastAnswer  atomic.Int64
+	idleOver    atomic.Bool
+	idleTimer   *time.Timer
 }
 
 // beginFresh counts lc among the connections waiting for their first
@@ -116,6 +126,9 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 				if lc.closeTimer != nil {
 					lc.closeTimer.Stop()
 				}
+				if lc.idleTimer != nil {
+					lc.idleTimer.Stop()
+				}
 				lc.closed = true
 			}
 		}
@@ -153,6 +166,9 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 			if lc.h2Begun.Swap(true) && lc.info.Handled() == lc.busyFrom.Load() && lc.info.RefusedBeforeHandler() {
 				lc.close()
 			}
+		}
+		if lc.idleTimer != nil {
+			s.h2Spell(lc, state)
 		}
 	}
 	lc.idle.Store(state == http.StateIdle)

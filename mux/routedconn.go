@@ -52,6 +52,9 @@ type routedConn struct {
 	// unless a write failed: a client that stopped reading is cut.
 	lingerer    *Server
 	writeFailed atomic.Bool
+	// h2: an HTTP/2 connection's entry, whose requests' answers restart
+	// its idle clock (h2idle.go).
+	h2 *liveConn
 	// hurried: closing without waiting on the client (hurry.go).
 	hurried atomic.Bool
 	// closing: closed from another goroutine (closeH2): the write

@@ -63,7 +63,9 @@ func (t terminate) serve(d decision) {
 	lc.close = func() { c.Close() }
 	if h2 {
 		rc.lingerer = t.s
+		rc.h2 = lc
 		lc.close = func() { t.s.closeH2(lc, tc) }
+		t.s.startH2Idle(lc)
 		// net/http's HTTP/2 server has no header timeout: a connection
 		// that never completes a request would stay until --idle-timeout.
 		// Its first request's headers get --header-timeout, as HTTP/1's do.
@@ -167,6 +169,9 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 		c = u.NetConn()
 	}
 	if rc, ok := c.(*routedConn); ok {
+		if rc.h2 != nil {
+			ctx = context.WithValue(ctx, h2ConnKey{}, rc.h2)
+		}
 		return l7.NewContext(ctx, rc.info)
 	}
 	return ctx
