@@ -56,3 +56,31 @@ func TestNodeNeedleFindAgreesWithPlainSearch(t *testing.T) {
 		}
 	}
 }
+
+// FuzzNodeNeedle holds the search by the node's first separator to a
+// plain search that folds ASCII letters: for any node (lowercase, as
+// nodeNeedles makes it) and any header value, both find the same first
+// place, and a value naming the node standing alone is seen.
+func FuzzNodeNeedle(f *testing.F) {
+	f.Add("nexus.lan:8081", "http://NEXUS.lan:8081/v2/")
+	f.Add("10.0.0.7", "10.0.0.70, 10.0.0.7")
+	f.Add("[fd00::7]:8081", "x[FD00::7]:8081")
+	f.Add("nexus", "Nexus nexus")
+	f.Fuzz(func(t *testing.T, node, v string) {
+		node = strings.ToLower(node)
+		if node == "" {
+			return
+		}
+		n := newNodeNeedle(node)
+		want := indexASCIIFold(v, node)
+		if !n.fold {
+			want = strings.Index(v, node)
+		}
+		if got := n.find(v); got != want {
+			t.Fatalf("node %q in %q: found at %d, a plain search at %d", node, v, got, want)
+		}
+		if alone := " " + node + " "; !n.in(alone) {
+			t.Fatalf("node %q standing alone in %q not seen", node, alone)
+		}
+	})
+}
