@@ -14,9 +14,11 @@ const DefaultPassthroughIdleTimeout = 5 * time.Minute
 // watchIdle closes the stream (end) once the backend socket up has carried
 // no byte either way for idle. Activity is read from the kernel's counters
 // of the socket (traffic), so the copy keeps splicing: nothing in Go sees
-// the bytes. stop ends the watch.
-func watchIdle(up net.Conn, idle time.Duration, end func()) (stop func()) {
-	traffic, ok := trafficOf(up)
+// the bytes. While acksOnly reports true (the bytes up receives are read
+// only to be dropped), only what up's peer acknowledges counts. stop ends
+// the watch.
+func watchIdle(up net.Conn, idle time.Duration, acksOnly func() bool, end func()) (stop func()) {
+	traffic, ok := trafficOf(up, acksOnly)
 	if !ok || idle <= 0 {
 		return func() {}
 	}

@@ -8,7 +8,9 @@ import (
 
 // trafficOf returns a reader of the bytes a TCP socket has received plus
 // the bytes its peer acknowledged: it grows whenever data moves either way.
-func trafficOf(c net.Conn) (func() uint64, bool) {
+// While acksOnly reports true, what it receives is only dropped and does
+// not count.
+func trafficOf(c net.Conn, acksOnly func() bool) (func() uint64, bool) {
 	tc, ok := underlyingTCP(c)
 	if !ok {
 		return nil, false
@@ -19,9 +21,13 @@ func trafficOf(c net.Conn) (func() uint64, bool) {
 	}
 	read := func() uint64 {
 		var n uint64
+		received := !acksOnly() // outside Control: pipe reads TCP_INFO under its lock
 		_ = rc.Control(func(fd uintptr) {
 			if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-				n = ti.Bytes_received + ti.Bytes_acked
+				n = ti.Bytes_acked
+				if received {
+					n += ti.Bytes_received
+				}
 			}
 		})
 		return n

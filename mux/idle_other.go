@@ -6,4 +6,4 @@ import "net"
 
 // trafficOf: the kernel counters are read on Linux only, the platform
 // nexmux is deployed on; elsewhere passthrough streams have no idle timeout.
-func trafficOf(net.Conn) (func() uint64, bool) { return nil, false }
+func trafficOf(net.Conn, func() bool) (func() uint64, bool) { return nil, false }

@@ -73,13 +73,18 @@ func (p passthrough) serve(d decision) {
 	if p.s.revokedMeanwhile(d, lc) {
 		return
 	}
-	stop := watchIdle(up, p.s.opts.PassthroughIdleTimeout, func() {
+	pp := &piping{}
+	// What the backend sends once the client has gone is dropped (run):
+	// it is no traffic, or a backend that sends without reading the
+	// client's last bytes would hold the stream for as long as it sends.
+	backendDropped := func() bool { return pp.dropping(1) }
+	stop := watchIdle(up, p.s.opts.PassthroughIdleTimeout, backendDropped, func() {
 		log.logger().Info("passthrough: idle stream closed", "backend", rt.Passthrough, "idle", p.s.opts.PassthroughIdleTimeout)
 		c.Close()
 		up.Close()
 	})
 	defer stop()
-	in, out := pipe(c, up)
+	in, out := pp.run(c, up)
 	if p.s.opts.Streamed != nil {
 		p.s.opts.Streamed(rt, int64(len(d.prefix))+in, out)
 	}
@@ -103,14 +108,14 @@ func (s *Server) takeStreamPlaces() bool {
 	return true
 }
 
-// pipe copies both ways until both directions are done, passing each EOF on
-// as a half-close so protocols that shut down one side keep working, and a
-// reset on as a reset (abort). What a side sent before it went away is
-// delivered before its end is passed on: a reset drops whatever the socket
-// still holds, and for the other side those bytes came first. It returns
-// the bytes copied from a to b and from b to a.
-func pipe(a, b net.Conn) (ab, ba int64) {
-	p := &piping{}
+// run, the pipe, copies both ways until both directions are done, passing
+// each EOF on as a half-close so protocols that shut down one side keep
+// working, and a reset on as a reset (abort). What a side sent before it
+// went away is delivered before its end is passed on: a reset drops
+// whatever the socket still holds, and for the other side those bytes came
+// first. It returns the bytes copied from a to b (direction 0) and from b
+// to a (direction 1).
+func (p *piping) run(a, b net.Conn) (ab, ba int64) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); ab = p.copy(0, b, a) }()
@@ -119,7 +124,7 @@ func pipe(a, b net.Conn) (ab, ba int64) {
 	return ab, ba
 }
 
-// piping is what pipe's two directions know of each other.
+// piping is what the pipe's two directions know of each other.
 type piping struct {
 	mu sync.Mutex
 	// done: the direction's copy has returned.
@@ -130,7 +135,14 @@ type piping struct {
 	discarding [2]bool
 }
 
-// copy is direction i of pipe, from src to dst.
+// dropping reports whether direction i reads its source only to drop it.
+func (p *piping) dropping(i int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.discarding[i]
+}
+
+// copy is direction i of the pipe, from src to dst.
 func (p *piping) copy(i int, dst, src net.Conn) int64 {
 	n, err := io.Copy(rawWriter(dst), rawReader(src))
 	p.mu.Lock()
