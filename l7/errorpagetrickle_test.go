@@ -37,17 +37,7 @@ func TestTrickledErrorPageIsBounded(t *testing.T) {
 				io.WriteString(w, c.head)
 				w.(http.Flusher).Flush()
 				defer close(gone)
-				for {
-					select {
-					case <-r.Context().Done():
-						return
-					case <-time.After(50 * time.Millisecond):
-					}
-					if _, err := io.WriteString(w, " "); err != nil {
-						return
-					}
-					w.(http.Flusher).Flush()
-				}
+				trickle(w, r)
 			})
 			addr, _ := haProxy(t, io.Discard, 0, a)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -83,17 +73,7 @@ func TestTrickledTokenAnswerIsBounded(t *testing.T) {
 		io.WriteString(w, `{"token":"DockerToken.0b1c0d36"`)
 		w.(http.Flusher).Flush()
 		defer close(gone)
-		for {
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if _, err := io.WriteString(w, " "); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-		}
+		trickle(w, r)
 	})
 	addr, _ := haProxyURLs(t, io.Discard, 0, "pull:team-a,push:team-a-hosted", "http://"+node.addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -109,4 +89,20 @@ func TestTrickledTokenAnswerIsBounded(t *testing.T) {
 		t.Fatalf("%s %q, want a 504: no whole token came in time", resp.Status, b)
 	}
 	endsWithin10s(t, gone, "the trickling Nexus request is still open")
+}
+
+// trickle sends a blank every 50 ms until the request ends: a Nexus page
+// that never ends, each read from it within its timeout.
+func trickle(w http.ResponseWriter, r *http.Request) {
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		if _, err := io.WriteString(w, " "); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+	}
 }

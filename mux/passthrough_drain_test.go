@@ -46,15 +46,9 @@ func TestPassthroughDeliversWhatTheBackendSentBeforeItEnded(t *testing.T) {
 			m := startMux(t, nil, be.Addr().String(), 0)
 			base := runtime.NumGoroutine()
 
-			d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-				var serr error
-				// A client slow to read: nexmux cannot hand it the answer
-				// at once, so the answer waits inside nexmux.
-				err := rc.Control(func(fd uintptr) {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
-				})
-				return errors.Join(err, serr)
-			}}
+			// A client slow to read: nexmux cannot hand it the answer at
+			// once, so the answer waits inside nexmux.
+			d := net.Dialer{Control: smallReceiveBuffer}
 			c, err := d.Dial("tcp", m.addr)
 			if err != nil {
 				t.Fatal(err)
@@ -141,14 +135,8 @@ func tcpInfoOf(t *testing.T, c net.Conn) *unix.TCPInfo {
 func TestPassthroughDeliversWhatTheClientSentBeforeItsReset(t *testing.T) {
 	hello := testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"})
 	upload := bytes.Repeat([]byte("fedcba9876543210"), 256<<10/16)
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		// Inherited by accepted sockets: a backend slow to read.
-		err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
-		})
-		return errors.Join(err, serr)
-	}}
+	// Inherited by accepted sockets: a backend slow to read.
+	lc := net.ListenConfig{Control: smallReceiveBuffer}
 	be, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -191,4 +179,15 @@ func TestPassthroughDeliversWhatTheClientSentBeforeItsReset(t *testing.T) {
 		n := runtime.NumGoroutine()
 		return n <= base, fmt.Sprintf("%d goroutines after the stream ended, %d before", n, base)
 	})
+}
+
+// smallReceiveBuffer is a Dialer's or ListenConfig's Control (inherited by
+// accepted sockets) giving the socket a 4 KiB receive buffer: a peer slow
+// to read, so what is sent to it waits inside nexmux.
+func smallReceiveBuffer(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
+	})
+	return errors.Join(err, serr)
 }

@@ -5,14 +5,10 @@ package mux_test
 import (
 	"bytes"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/nexmux/nexmux/internal/testnet"
 )
@@ -24,14 +20,7 @@ import (
 // holds it until --passthrough-idle-timeout").
 func TestPassthroughClientResetEndsAStreamWhoseBackendSendsWithoutReading(t *testing.T) {
 	hello := testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"})
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		// Inherited by accepted sockets: a backend whose buffer fills.
-		err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
-		})
-		return errors.Join(err, serr)
-	}}
+	lc := net.ListenConfig{Control: smallReceiveBuffer} // a backend whose buffer fills
 	be, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -40,14 +29,7 @@ func TestPassthroughClientResetEndsAStreamWhoseBackendSendsWithoutReading(t *tes
 	const idle = 3 * time.Second
 	m := startMuxWith(t, muxConfig{passthrough: be.Addr().String(), passthroughIdle: idle})
 
-	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		// A client that does not read: nexmux's writes to it wait.
-		err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
-		})
-		return errors.Join(err, serr)
-	}}
+	d := net.Dialer{Control: smallReceiveBuffer} // a client that does not read: nexmux's writes to it wait
 	c, err := d.Dial("tcp", m.addr)
 	if err != nil {
 		t.Fatal(err)
