@@ -1,10 +1,14 @@
 package l7
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,9 +64,28 @@ func TestReloadToOneNodeAsksTheRemovedNodeForAnUntaggedUpload(t *testing.T) {
 // the one node listed were all of Nexus.
 func TestReloadToTaggedNodeRefusingAsksTheRemovedNode(t *testing.T) {
 	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	// nexmux's connections to Nexus, by node address: the follow-up must
+	// meet a refused dial, not a kept-alive connection the node closed that
+	// the transport has not yet seen closed (a PATCH is not sent again).
+	var connMu sync.Mutex
+	conns := map[string][]*closeFlagConn{}
+	tr := NewTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, a string) (net.Conn, error) {
+		c, err := dial(ctx, network, a)
+		if err != nil {
+			return nil, err
+		}
+		fc := &closeFlagConn{Conn: c}
+		connMu.Lock()
+		conns[a] = append(conns[a], fc)
+		connMu.Unlock()
+		return fc, nil
+	}
 	// Probes at the start and when the reload kicks them only: the
 	// refused connection, not a probe, is what finds the node gone.
-	addr, up := haProxyProbing(t, io.Discard, 0, haRepo, Config{}, time.Hour, nodeURLs(nodes)...)
+	addr, up := haProxyProbing(t, io.Discard, 0, haRepo, Config{Transport: tr}, time.Hour, nodeURLs(nodes)...)
 	// Both questions of a probe: one still to come when the node closes
 	// would find it down first.
 	probedAll := func() bool {
@@ -94,7 +117,28 @@ func TestReloadToTaggedNodeRefusingAsksTheRemovedNode(t *testing.T) {
 	if err := kept.SetDown(true); err != nil {
 		t.Fatal(err)
 	}
+	waitUntil(t, "nexmux's connections to the node closed", func() bool {
+		connMu.Lock()
+		defer connMu.Unlock()
+		for _, c := range conns[kept.Addr()] {
+			if !c.closed.Load() {
+				return false
+			}
+		}
+		return true
+	})
 	if resp, body := sendChunk(t, addr, u.RequestURI()); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH tagged for the one node left, which refuses connections, with the removed node sharing the session: %s %s, want 202 from the removed node", resp.Status, body)
 	}
+}
+
+// closeFlagConn records that its connection was closed.
+type closeFlagConn struct {
+	net.Conn
+	closed atomic.Bool
+}
+
+func (c *closeFlagConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
 }
