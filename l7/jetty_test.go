@@ -1,9 +1,9 @@
 package l7
 
 import (
+	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,12 +58,20 @@ func TestJettyHeaderLimitMovesNoFurtherAndEjectsNone(t *testing.T) {
 	if ok, _ := up.Set().Readable(false); !ok {
 		t.Fatal("431s made no node readable")
 	}
+	for _, nd := range up.Set().Nodes() {
+		if !up.Set().Takes(nd, false) {
+			t.Fatalf("node %s takes no reads after the 431s: %+v", nd.Host, up.Set().Table())
+		}
+	}
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
 	a.h.Store(&ok)
 	b.h.Store(&ok)
 	aBefore, bBefore := a.hits.Load(), b.hits.Load()
-	for range n {
-		if resp, body := send(t, addr, http.MethodGet, "/v2/app/manifests/"+strconv.Itoa(int(a.hits.Load())), nil); resp.StatusCode != http.StatusOK {
+	// By digest, so each read's node is its digest's rendezvous node among
+	// those not ejected: by tag, the least-loaded draw follows answer
+	// times, and one slow 431 on a loaded machine starves its node.
+	for i := range n {
+		if resp, body := send(t, addr, http.MethodGet, fmt.Sprintf("/v2/app/manifests/sha256:%064x", i), nil); resp.StatusCode != http.StatusOK {
 			t.Fatalf("after the 431s: %s %q", resp.Status, body)
 		}
 	}

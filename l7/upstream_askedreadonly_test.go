@@ -19,8 +19,10 @@ import (
 func TestHAUploadAskedAfterRefusalIsNotStreamedToAFrozenNode(t *testing.T) {
 	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
 	// Probes when kicked only: the upload's node is found down by its
-	// chunk's refused connection, not by a probe.
-	addr, up := haProxyProbing(t, io.Discard, 0, haRepo, Config{}, time.Hour, nodeURLs(nodes)...)
+	// chunk's refused connection, not by a probe. The chunk must meet a
+	// refused dial (closedTo).
+	tr, closedTo := trackingTransport(t)
+	addr, up := haProxyProbing(t, io.Discard, 0, haRepo, Config{Transport: tr}, time.Hour, nodeURLs(nodes)...)
 	u, tagged := openUpload(t, addr, up)
 	opened := nodeAt(nodes, tagged.Host)
 	other := otherNode(nodes, opened)
@@ -39,6 +41,7 @@ func TestHAUploadAskedAfterRefusalIsNotStreamedToAFrozenNode(t *testing.T) {
 	if err := opened.SetDown(true); err != nil {
 		t.Fatal(err)
 	}
+	waitUntil(t, "nexmux's connections to the upload's node closed", closedTo(opened.Addr()))
 	if s := up.Set().ByHost(opened.Addr()).State(); s != upstream.Writable {
 		t.Fatalf("the upload's node is %s before its chunk: the probes found it", s)
 	}

@@ -1,10 +1,14 @@
 package l7
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,9 +64,11 @@ func TestReloadToOneNodeAsksTheRemovedNodeForAnUntaggedUpload(t *testing.T) {
 // the one node listed were all of Nexus.
 func TestReloadToTaggedNodeRefusingAsksTheRemovedNode(t *testing.T) {
 	_, nodes := haCluster(t, 2, func(c *fixtures.Config) { c.SharedUploads = true })
+	// The follow-up must meet a refused dial (closedTo).
+	tr, closedTo := trackingTransport(t)
 	// Probes at the start and when the reload kicks them only: the
 	// refused connection, not a probe, is what finds the node gone.
-	addr, up := haProxyProbing(t, io.Discard, 0, haRepo, Config{}, time.Hour, nodeURLs(nodes)...)
+	addr, up := haProxyProbing(t, io.Discard, 0, haRepo, Config{Transport: tr}, time.Hour, nodeURLs(nodes)...)
 	// Both questions of a probe: one still to come when the node closes
 	// would find it down first.
 	probedAll := func() bool {
@@ -94,7 +100,55 @@ func TestReloadToTaggedNodeRefusingAsksTheRemovedNode(t *testing.T) {
 	if err := kept.SetDown(true); err != nil {
 		t.Fatal(err)
 	}
+	waitUntil(t, "nexmux's connections to the node closed", closedTo(kept.Addr()))
 	if resp, body := sendChunk(t, addr, u.RequestURI()); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("PATCH tagged for the one node left, which refuses connections, with the removed node sharing the session: %s %s, want 202 from the removed node", resp.Status, body)
 	}
+}
+
+// trackingTransport is NewTransport, its connections tracked: closedTo(addr)
+// says when every one dialled to addr is closed. A node that goes down
+// closes its connections, but a kept-alive one the transport has not yet
+// seen closed would carry the next request, which then breaks instead of
+// meeting a refused dial (and a PATCH is not sent again).
+func trackingTransport(t *testing.T) (*http.Transport, func(addr string) func() bool) {
+	var mu sync.Mutex
+	conns := map[string][]*closeFlagConn{}
+	tr := NewTransport()
+	t.Cleanup(tr.CloseIdleConnections)
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, a string) (net.Conn, error) {
+		c, err := dial(ctx, network, a)
+		if err != nil {
+			return nil, err
+		}
+		fc := &closeFlagConn{Conn: c}
+		mu.Lock()
+		conns[a] = append(conns[a], fc)
+		mu.Unlock()
+		return fc, nil
+	}
+	return tr, func(addr string) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range conns[addr] {
+				if !c.closed.Load() {
+					return false
+				}
+			}
+			return true
+		}
+	}
+}
+
+// closeFlagConn records that its connection was closed.
+type closeFlagConn struct {
+	net.Conn
+	closed atomic.Bool
+}
+
+func (c *closeFlagConn) Close() error {
+	c.closed.Store(true)
+	return c.Conn.Close()
 }

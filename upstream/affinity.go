@@ -94,7 +94,7 @@ func (s *Set) rekeyLocked(key []byte) {
 	if hmac.Equal(key, s.key) {
 		return
 	}
-	t := now()
+	t := s.now()
 	var kept []oldKey // new array: Untag reads the old one unlocked
 	for _, k := range s.oldKeys {
 		if t.Before(k.until) && !hmac.Equal(k.key, key) {
@@ -166,7 +166,7 @@ func (s *Set) Untag(tag, uuid string) (*Node, error) {
 	fp := raw[:fpLen]
 	ok := hmac.Equal(raw[fpLen:], mac(key, uuid, fp))
 	if !ok && len(old) > 0 {
-		t := now()
+		t := s.now()
 		for _, k := range old {
 			if t.Before(k.until) && hmac.Equal(raw[fpLen:], mac(k.key, uuid, fp)) {
 				ok = true

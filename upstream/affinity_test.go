@@ -12,9 +12,8 @@ import (
 // the old key is gone.
 func TestDerivedKeyGraceAfterReload(t *testing.T) {
 	clock := time.Unix(1000, 0)
-	now = func() time.Time { return clock }
-	defer func() { now = time.Now }()
 	s := mustSet(t, "http://a:1", "http://b:1")
+	s.now = func() time.Time { return clock }
 	a := s.Nodes()[0]
 	before := s.Tag(a, "u1")
 
@@ -37,6 +36,7 @@ func TestDerivedKeyGraceAfterReload(t *testing.T) {
 	}
 	// A replica started with the new list alone accepts the new tags.
 	fresh := mustSet(t, "http://c:1", "http://a:1", "http://b:1")
+	fresh.now = s.now
 	if _, err := fresh.Untag(after, "u1"); err != nil {
 		t.Fatalf("fresh replica: %v", err)
 	}
@@ -54,6 +54,7 @@ func TestDerivedKeyGraceAfterReload(t *testing.T) {
 
 	// A secret file replaces the derived keys at once.
 	s2 := mustSet(t, "http://a:1", "http://b:1")
+	s2.now = s.now
 	old := s2.Tag(s2.Nodes()[0], "u1")
 	s2.SetSecret([]byte("0123456789abcdef0123"))
 	if _, err := s2.Untag(old, "u1"); !errors.Is(err, ErrTagTampered) {
@@ -66,9 +67,8 @@ func TestDerivedKeyGraceAfterReload(t *testing.T) {
 // signs anew otherwise.
 func TestRetagKeepsAValidTag(t *testing.T) {
 	clock := time.Unix(1000, 0)
-	now = func() time.Time { return clock }
-	defer func() { now = time.Now }()
 	s := mustSet(t, "http://a:1", "http://b:1", "http://c:1")
+	s.now = func() time.Time { return clock }
 	a, b := s.Nodes()[0], s.Nodes()[1]
 	old := s.Tag(a, "u1")
 	spec, err := ParseSpec([]string{"http://a:1", "http://b:1"}, nil)
@@ -136,9 +136,8 @@ func TestPickDuringFirstReload(t *testing.T) {
 // client's credentials), its tags absent.
 func TestRemovedNodeForgottenAfterGrace(t *testing.T) {
 	clock := time.Unix(1000, 0)
-	now = func() time.Time { return clock }
-	defer func() { now = time.Now }()
 	s := mustSet(t, "http://a:1", "http://b:1", "http://c:1")
+	s.now = func() time.Time { return clock }
 	var c *Node
 	for _, n := range s.Nodes() {
 		if n.Host == "c:1" {

@@ -13,9 +13,8 @@ import (
 // failure after its return.
 func TestEjectedNodeComesBackWithAFreshCount(t *testing.T) {
 	clock := time.Unix(1000, 0)
-	now = func() time.Time { return clock }
-	defer func() { now = time.Now }()
 	s := mustSet(t, "http://a:1", "http://b:1")
+	s.now = func() time.Time { return clock }
 	a := s.Nodes()[0]
 	fail := func(k int) {
 		for range k {

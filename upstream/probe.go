@@ -307,7 +307,7 @@ func (s *Set) observeNoVerdict(n *Node, reason int, why string) {
 	n.mu.Lock()
 	first := !n.unprobed
 	n.unprobed = true
-	n.lastErr, n.lastErrAt = what+": "+why, now()
+	n.lastErr, n.lastErrAt = what+": "+why, s.now()
 	n.mu.Unlock()
 	if first {
 		s.log.Warn("upstream node "+what, "node", n.Host, "err", why)
@@ -316,7 +316,7 @@ func (s *Set) observeNoVerdict(n *Node, reason int, why string) {
 
 func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why string) {
 	why = logtext.Bound(why)
-	t := now()
+	t := s.now()
 	n.mu.Lock()
 	again := n.unprobed
 	n.unprobed = false
@@ -355,7 +355,7 @@ func (s *Set) observeProbe(n *Node, st State, reachable, connectErr bool, why st
 // observeLate records a status question answered 200 within
 // lateProbeTimeout after a probe timed out.
 func (s *Set) observeLate(n *Node) {
-	t := now()
+	t := s.now()
 	n.mu.Lock()
 	episode := !n.answeredLate(t)
 	n.lateAt = t

@@ -106,14 +106,13 @@ func TestProbeTimeoutWhileNodeAnswersIsNoVerdict(t *testing.T) {
 func TestProbeTimeoutAfterClockStepBackIsBelieved(t *testing.T) {
 	clock := time.Unix(1_000_000, 0)
 	var mu sync.Mutex
-	now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	defer func() { now = time.Now }()
 	var frozen atomic.Bool
 	s := mustSet(t, statusServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if frozen.Load() {
 			<-r.Context().Done()
 		}
 	}))
+	s.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	n := s.Nodes()[0]
 	ctx := context.Background()
 	p := &prober{ctx: ctx, s: s, interval: time.Hour, client: &http.Client{Transport: &http.Transport{}}}

@@ -47,7 +47,7 @@ func (s *Set) PickAppend(dst []*Node, kind Kind, key string) ([]*Node, error) {
 	if len(nodes) == 1 {
 		return append(dst, nodes[0]), nil // as Pick
 	}
-	t := now()
+	t := s.now()
 	base := len(dst)
 	readable := false
 	for _, n := range nodes {
@@ -189,7 +189,7 @@ func (s *Set) endFailOpen() {
 // replica's view of a node the others may well be sending the same upload
 // to. ejected says it is passively ejected now (its 5xx or resets).
 func (s *Set) Tagged(n *Node) (serves, ejected bool) {
-	t := now()
+	t := s.now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.state != Down, t.Before(n.ejectedUntil)
@@ -199,7 +199,7 @@ func (s *Set) Tagged(n *Node) (serves, ejected bool) {
 // it: joined, neither draining (or removed) nor ejected, and writable for
 // a write.
 func (s *Set) Takes(n *Node, write bool) bool {
-	t := now()
+	t := s.now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.usable(t, write)

@@ -157,6 +157,9 @@ type Set struct {
 	failOpen atomic.Bool // logged once per episode
 	probeMu  sync.Mutex
 	prober   *prober
+	// now is time.Now; a test of the ejection backoff sets a clock of its
+	// own, per set, so probes a finished test left running never read it.
+	now func() time.Time
 }
 
 // NewSet builds the set of spec; the probes start with Start.
@@ -164,7 +167,7 @@ func NewSet(spec *Spec, log *slog.Logger) *Set {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Set{scheme: spec.Scheme, ctxPath: spec.CtxPath, log: log}
+	s := &Set{scheme: spec.Scheme, ctxPath: spec.CtxPath, log: log, now: time.Now}
 	s.stats.init()
 	for _, id := range spec.IDs {
 		_, scheme, host, _, _ := Normalise(id)
@@ -306,7 +309,7 @@ func (s *Set) Update(spec *Spec) error {
 		n.draining = true
 		n.mu.Unlock()
 		s.log.Info("upstream node removed; draining it", "node", n.Host)
-		n.removedAt = now()
+		n.removedAt = s.now()
 		s.removed = append(slices.Clip(s.removed), n)
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
@@ -330,7 +333,7 @@ func (s *Set) Update(spec *Spec) error {
 // replaced at once, or the others drained or down): waiting for their
 // probes would answer every request 503 meanwhile. The caller holds s.mu.
 func (s *Set) joinIfNoneServes(nodes []*Node) {
-	t := now()
+	t := s.now()
 	for _, n := range nodes {
 		n.mu.Lock()
 		ok := n.usable(t, false)
@@ -360,7 +363,7 @@ const forgetRemovedAfter = keyGrace
 
 // forgetRemoved drops the removed nodes forgetRemovedAfter has passed for.
 func (s *Set) forgetRemoved() {
-	t := now()
+	t := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var keep []*Node
@@ -376,13 +379,10 @@ func (s *Set) forgetRemoved() {
 	}
 }
 
-// now is a seam for tests of the ejection backoff.
-var now = time.Now
-
 // ReportConnectFailure marks a node down at once: a refused connection or
 // a connect timeout on real traffic.
 func (s *Set) ReportConnectFailure(n *Node, err error) {
-	t := now()
+	t := s.now()
 	n.mu.Lock()
 	changed := n.setState(Down, t)
 	n.pending, n.pendingN = Down, 0
@@ -422,7 +422,7 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 		n.mu.Unlock()
 		return
 	}
-	t := now()
+	t := s.now()
 	why = logtext.Bound(why)
 	n.mu.Lock()
 	n.lastErr, n.lastErrAt = why, t
@@ -456,7 +456,7 @@ func (s *Set) ReportResult(n *Node, ok bool, why string) {
 // takes writes): passive ejection must not take out the last node that
 // serves what the request asked for.
 func (s *Set) OtherUsable(n *Node, write bool) bool {
-	t := now()
+	t := s.now()
 	for _, o := range *s.live.Load() {
 		if o == n {
 			continue
@@ -479,7 +479,7 @@ func (s *Set) Readable(write bool) (bool, string) {
 	if p := s.currentProber(); p != nil && s.Lone() != nil {
 		p.refresh()
 	}
-	t := now()
+	t := s.now()
 	var why []string
 	for _, n := range s.Nodes() {
 		n.mu.Lock()

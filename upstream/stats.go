@@ -140,7 +140,7 @@ func (s *Set) Table() []NodeInfo {
 		defer n.mu.Unlock()
 		ni := NodeInfo{Node: n.Host, ID: n.ID, State: n.state.String(), Since: n.since, InFlight: n.inFlight.Load(),
 			LastError: n.lastErr, LastErrorAt: n.lastErrAt, Draining: n.draining, Joined: n.joined, Removed: rm}
-		if now().Before(n.ejectedUntil) {
+		if s.now().Before(n.ejectedUntil) {
 			ni.EjectedUntil = n.ejectedUntil
 		}
 		out = append(out, ni)

@@ -147,9 +147,8 @@ func TestSplitTagKeepsTheRestByteForByte(t *testing.T) {
 // The README's ejection figures.
 func TestPassiveEjectionBackoff(t *testing.T) {
 	clock := time.Unix(1000, 0)
-	now = func() time.Time { return clock }
-	defer func() { now = time.Now }()
 	s := mustSet(t, "http://a:1", "http://b:1")
+	s.now = func() time.Time { return clock }
 	a := s.Nodes()[0]
 	fail := func(k int) {
 		for range k {
@@ -294,9 +293,8 @@ func TestRefusedUpstreamHidesSecrets(t *testing.T) {
 // cannot tell a refusal of minutes ago from a current one.
 func TestTableLastErrorAt(t *testing.T) {
 	clock := time.Unix(1000, 0).UTC()
-	now = func() time.Time { return clock }
-	defer func() { now = time.Now }()
 	s := mustSet(t, "http://a:1", "http://b:1")
+	s.now = func() time.Time { return clock }
 	a, b := s.Nodes()[0], s.Nodes()[1]
 	s.ReportConnectFailure(a, errors.New("refused"))
 	clock = clock.Add(time.Minute)
@@ -339,7 +337,7 @@ func TestReadableSaysWhyEachNodeIsNot(t *testing.T) {
 		f(n)
 	}
 	set("a:8081", func(n *Node) {})
-	set("b:8081", func(n *Node) { n.state, n.ejectedUntil = ReadOnly, now().Add(time.Minute) })
+	set("b:8081", func(n *Node) { n.state, n.ejectedUntil = ReadOnly, s.now().Add(time.Minute) })
 	set("c:8081", func(n *Node) { n.joined = false })
 	set("d:8081", func(n *Node) { n.state, n.lastErr = ReadOnly, "Nexus is read-only" })
 	ok, why := s.Readable(true)
@@ -466,7 +464,7 @@ func TestReadableAgreesWithPickOnAnEjectedNode(t *testing.T) {
 		if i == 0 {
 			n.state = Down
 		} else {
-			n.ejectedUntil = now().Add(time.Minute)
+			n.ejectedUntil = s.now().Add(time.Minute)
 		}
 		n.mu.Unlock()
 	}
