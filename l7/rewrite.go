@@ -633,18 +633,15 @@ func tokenChar(c byte) bool {
 // becomes 3-byte U+FFFD), so an index into the lowered copy can point past
 // the realm in s, or past its end.
 func indexASCIIFold(s, needle string) int {
+	if needle == "" {
+		return 0
+	}
+	first, upper := needle[0], needle[0]
+	if 'a' <= first && first <= 'z' {
+		upper -= 'a' - 'A'
+	}
 	for i := 0; i+len(needle) <= len(s); i++ {
-		j := 0
-		for ; j < len(needle); j++ {
-			c := s[i+j]
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != needle[j] {
-				break
-			}
-		}
-		if j == len(needle) {
+		if c := s[i]; (c == first || c == upper) && equalASCIIFold(s[i:i+len(needle)], needle) {
 			return i
 		}
 	}
