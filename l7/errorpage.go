@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nexmux/nexmux/internal/logtext"
@@ -315,14 +316,46 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 // address again. The host is part of the address: where it counts, it
 // alone is looked for.
 func nodeNeedles(node, public string) (byAddr, byHost nodeNeedle) {
-	addr := strings.ToLower(node)
-	byAddr = newNodeNeedle(addr)
-	byHost = byAddr
-	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && !strings.EqualFold(hst, hostPart(public)) {
-		byHost = newNodeNeedle(hst)
+	m, ok := nodeMarks.Load(node)
+	if !ok {
+		m = newNodeMark(node)
+		if nodeMarksLen.Add(1) <= maxNodeMarks {
+			nodeMarks.LoadOrStore(node, m)
+		}
 	}
-	return byAddr, byHost
+	if m.host.s != "" && !strings.EqualFold(m.host.s, hostPart(public)) {
+		return m.addr, m.host
+	}
+	return m.addr, m.addr
 }
+
+// nodeMark is what names a node, worked out once per node: every answer
+// is searched for it (hideNodeHeaders).
+type nodeMark struct {
+	addr nodeNeedle
+	// host is the node's host, where that alone counts (an address or a
+	// dotted name); its s is "" where it does not.
+	host nodeNeedle
+}
+
+func newNodeMark(node string) *nodeMark {
+	addr := strings.ToLower(node)
+	m := &nodeMark{addr: newNodeNeedle(addr)}
+	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") {
+		m.host = newNodeNeedle(hst)
+	}
+	return m
+}
+
+// nodeMarks holds the nodes' marks, by address as the requests to them
+// carry it. The nodes are the configured ones, but reloads can name new
+// ones without end: past maxNodeMarks a mark is worked out each time.
+var (
+	nodeMarks    syncMap[string, *nodeMark]
+	nodeMarksLen atomic.Int64
+)
+
+const maxNodeMarks = 1024
 
 // nodeNeedle is a node's address or host (lowercase), and whether it has
 // letters, which a value must then be searched for in any case.
