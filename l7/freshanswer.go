@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"sync"
 	"sync/atomic"
 )
 
@@ -42,13 +43,69 @@ type freshness struct {
 	conn  atomic.Pointer[upstreamConn]
 	mark  atomic.Uint64
 	stale atomic.Bool
-	// hide wraps the request's context (see context): here, not boxed on
-	// its own, it costs no allocation.
-	hide hideTrace
+	// traced wraps the request's context (see context): here, not boxed
+	// on its own, it costs no allocation.
+	traced tracedCtx
 	// forward1xx is the trace's Got1xxResponse (ReverseProxy's, which
 	// passes a 1xx on to the client), n1xx how many Nexus sent.
 	forward1xx func(int, textproto.MIMEHeader) error
 	n1xx       atomic.Int32
+	// The hooks, bound once (newFreshness): a method value is an
+	// allocation each time it is taken.
+	onConn      func(httptrace.GotConnInfo)
+	onFirstByte func()
+	on1xx       func(int, textproto.MIMEHeader) error
+	onWrote     func(httptrace.WroteRequestInfo)
+	// tries counts the round trips sent, conns the connections the
+	// Transport gave them, wrote the requests it finished writing; dirty
+	// that one ended in an error, a resume used f, or its trace is not
+	// f's alone: whether the Transport may still use f (reusable).
+	tries, conns, wrote atomic.Int32
+	dirty               atomic.Bool
+}
+
+func newFreshness() *freshness {
+	f := new(freshness)
+	f.onConn, f.onFirstByte, f.on1xx = f.gotConn, f.gotFirstByte, f.got1xx
+	f.onWrote = func(httptrace.WroteRequestInfo) { f.wrote.Add(1) }
+	return f
+}
+
+// freshPool keeps freshness values with their hooks bound, for the
+// requests that give theirs back (release).
+var freshPool = sync.Pool{New: func() any { return newFreshness() }}
+
+// takeFreshness is a freshness for one request.
+func takeFreshness() *freshness { return freshPool.Get().(*freshness) }
+
+// reusable reports whether the Transport is done with f's trace and
+// context, so that f may serve another request. The Transport reads an
+// answer on a goroutine of its own, which calls GotFirstResponseByte and
+// Got1xxResponse: a round trip that returned its answer is past them, but
+// one that returned early (an error: a cancel, a broken write) may leave
+// that goroutine reading, and so may a connection the Transport gave up
+// within a round trip to retry on another. It writes the request on
+// another, which may still be writing when an early answer came:
+// WroteRequest is the last it does with the trace.
+func (f *freshness) reusable() bool {
+	t := f.tries.Load()
+	return !f.dirty.Load() && f.conns.Load() == t && f.wrote.Load() == t
+}
+
+// release gives f back for another request if it is reusable; f is not
+// used after.
+func (f *freshness) release() {
+	if !f.reusable() {
+		return
+	}
+	f.trace = httptrace.ClientTrace{}
+	f.traced = tracedCtx{}
+	f.forward1xx = nil
+	f.conn.Store(nil)
+	f.tries.Store(0)
+	f.conns.Store(0)
+	f.wrote.Store(0)
+	freshPool.Put(f)
 }
 
 // max1xx bounds the informational answers one attempt takes, as net/http's
@@ -89,6 +146,23 @@ func (c hideTrace) Value(key any) any {
 	return v
 }
 
+// tracedCtx answers for the ClientTrace its context holds with trace,
+// which carries that trace's hooks (freshness.context): what
+// httptrace.WithClientTrace would give without composing, and without a
+// context.WithValue per request.
+type tracedCtx struct {
+	context.Context
+	trace *httptrace.ClientTrace
+}
+
+func (c *tracedCtx) Value(key any) any {
+	v := c.Context.Value(key)
+	if _, ok := v.(*httptrace.ClientTrace); ok {
+		return c.trace
+	}
+	return v
+}
+
 // context is ctx with f's trace. Once per request: the lookups it costs
 // are cheapest on the request's own context, before WithoutCancel (whose
 // Value allocates).
@@ -99,29 +173,32 @@ func (f *freshness) context(ctx context.Context) context.Context {
 	if old != nil && old.Got1xxResponse != nil {
 		f.forward1xx = old.Got1xxResponse
 	}
-	if old == nil || old.GotConn != nil || old.GotFirstResponseByte != nil {
-		// Nothing to carry, or hooks of the same name: composed.
-		f.trace = httptrace.ClientTrace{GotConn: f.gotConn, GotFirstResponseByte: f.gotFirstByte}
+	if old == nil || old.GotConn != nil || old.GotFirstResponseByte != nil || old.WroteRequest != nil {
+		// Nothing to carry, or hooks of the same name: composed, and
+		// not f's alone.
+		f.dirty.Store(true)
+		f.trace = httptrace.ClientTrace{GotConn: f.onConn, GotFirstResponseByte: f.onFirstByte}
 		if f.forward1xx != nil {
 			// Composed hooks answer with the old one's error, not
 			// got1xx's: the old trace goes without its own.
 			carried := *old
 			carried.Got1xxResponse = nil
-			f.trace.Got1xxResponse = f.got1xx
+			f.trace.Got1xxResponse = f.on1xx
 			ctx = httptrace.WithClientTrace(hideTrace{ctx}, &carried)
 		}
 		return httptrace.WithClientTrace(ctx, &f.trace)
 	}
 	f.trace = *old
-	f.trace.GotConn, f.trace.GotFirstResponseByte = f.gotConn, f.gotFirstByte
+	f.trace.GotConn, f.trace.GotFirstResponseByte, f.trace.WroteRequest = f.onConn, f.onFirstByte, f.onWrote
 	if f.forward1xx != nil {
-		f.trace.Got1xxResponse = f.got1xx
+		f.trace.Got1xxResponse = f.on1xx
 	}
-	f.hide = hideTrace{ctx}
-	return httptrace.WithClientTrace(&f.hide, &f.trace)
+	f.traced = tracedCtx{ctx, &f.trace}
+	return &f.traced
 }
 
 func (f *freshness) gotConn(info httptrace.GotConnInfo) {
+	f.conns.Add(1)
 	f.stale.Store(false) // the Transport's own retry takes another connection
 	c := info.Conn
 	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
@@ -150,7 +227,11 @@ func (f *freshness) roundTrip(next http.RoundTripper, r *http.Request) (*http.Re
 	for try := 0; ; try++ {
 		f.conn.Store(nil)
 		f.stale.Store(false)
+		f.tries.Add(1)
 		resp, err := next.RoundTrip(r)
+		if err != nil {
+			f.dirty.Store(true)
+		}
 		if !f.stale.Load() {
 			return resp, err
 		}

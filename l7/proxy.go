@@ -227,8 +227,8 @@ type reqState struct {
 
 	cw       batchingWriter
 	bodyWrap countingBody
-	held     heldSlot  // an HTTP/2 request's per-client place
-	fresh    freshness // the failover's first attempt's (freshanswer.go)
+	held     heldSlot   // an HTTP/2 request's per-client place
+	fresh    *freshness // the failover's first attempt's (freshanswer.go)
 }
 
 // heldSlot is the per-client place of an HTTP/2 request, kept until its
@@ -370,6 +370,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body.Close()
 	}
 	st.held.deliver(w, st.cw.n)
+	if st.fresh != nil {
+		st.fresh.release()
+	}
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {

@@ -213,9 +213,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	// abandoned one's answer.
 	var fr *freshness
 	if st != nil {
-		fr = &st.fresh // one allocation less per request
+		// Given back when the request ends (ServeHTTP).
+		if st.fresh == nil {
+			st.fresh = takeFreshness()
+		}
+		fr = st.fresh
 	} else {
-		fr = new(freshness)
+		fr = newFreshness()
 	}
 	base := fr.context(r.Context())
 	// askedAfter: an upload follow-up's node refused, and the nodes were
@@ -228,7 +232,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		n := cands[i]
 		last := i == len(cands)-1
 		if i > 0 {
-			fr = new(freshness)
+			fr = newFreshness()
 			base = fr.context(r.Context())
 		}
 		sl, ok := f.up.acquireOr(r.Context(), n.Host, client, &queue, !last)
@@ -665,7 +669,7 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.
 			// then would let questions pile on n beyond the bound.
 			// Its own trace only: the client's (ReverseProxy's) would
 			// write a node's 1xx to the question to the client.
-			fr := new(freshness)
+			fr := newFreshness()
 			q, err := http.NewRequestWithContext(fr.context(hideTrace{context.WithoutCancel(ctx)}), http.MethodGet, upstream.Origin(n.Scheme, n.Host)+r.URL.EscapedPath(), nil)
 			if err != nil {
 				sl.release()
