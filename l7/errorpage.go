@@ -316,12 +316,16 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 // address again. The host is part of the address: where it counts, it
 // alone is looked for.
 func nodeNeedles(node, public string) (byAddr, byHost nodeNeedle) {
-	m, ok := nodeMarks.Load(node)
-	if !ok {
-		m = newNodeMark(node)
-		if nodeMarksLen.Add(1) <= maxNodeMarks {
-			nodeMarks.LoadOrStore(node, m)
+	m := lastNodeMark.Load()
+	if m == nil || m.node != node {
+		var ok bool
+		if m, ok = nodeMarks.Load(node); !ok {
+			m = newNodeMark(node)
+			if nodeMarksLen.Add(1) <= maxNodeMarks {
+				nodeMarks.LoadOrStore(node, m)
+			}
 		}
+		lastNodeMark.Store(m)
 	}
 	if m.host.s != "" && !strings.EqualFold(m.host.s, hostPart(public)) {
 		return m.addr, m.host
@@ -332,6 +336,7 @@ func nodeNeedles(node, public string) (byAddr, byHost nodeNeedle) {
 // nodeMark is what names a node, worked out once per node: every answer
 // is searched for it (hideNodeHeaders).
 type nodeMark struct {
+	node string // as given
 	addr nodeNeedle
 	// host is the node's host, where that alone counts (an address or a
 	// dotted name); its s is "" where it does not.
@@ -340,7 +345,7 @@ type nodeMark struct {
 
 func newNodeMark(node string) *nodeMark {
 	addr := strings.ToLower(node)
-	m := &nodeMark{addr: newNodeNeedle(addr)}
+	m := &nodeMark{node: node, addr: newNodeNeedle(addr)}
 	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") {
 		m.host = newNodeNeedle(hst)
 	}
@@ -348,11 +353,13 @@ func newNodeMark(node string) *nodeMark {
 }
 
 // nodeMarks holds the nodes' marks, by address as the requests to them
-// carry it. The nodes are the configured ones, but reloads can name new
-// ones without end: past maxNodeMarks a mark is worked out each time.
+// carry it, lastNodeMark the last one used (most front one node). The
+// nodes are the configured ones, but reloads can name new ones without
+// end: past maxNodeMarks a mark is worked out each time.
 var (
 	nodeMarks    syncMap[string, *nodeMark]
 	nodeMarksLen atomic.Int64
+	lastNodeMark atomic.Pointer[nodeMark]
 )
 
 const maxNodeMarks = 1024
@@ -419,6 +426,9 @@ func (n nodeNeedle) find(v string) int {
 		start := p - n.at
 		if start+len(n.s) > len(v) {
 			return -1
+		}
+		if c := v[start] | ' '; c != n.s[0]|' ' {
+			continue // the first byte, case aside: most places end here
 		}
 		if w := v[start : start+len(n.s)]; w == n.s || n.fold && equalASCIIFold(w, n.s) {
 			return start
