@@ -229,6 +229,7 @@ type reqState struct {
 	bodyWrap countingBody
 	held     heldSlot   // an HTTP/2 request's per-client place
 	fresh    *freshness // the failover's first attempt's (freshanswer.go)
+	det      detached   // the failover's first attempt's context (detach.go)
 }
 
 // heldSlot is the per-client place of an HTTP/2 request, kept until its

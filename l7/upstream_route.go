@@ -267,7 +267,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// client that sends and leaves in a loop would pile requests
 		// on Nexus beyond --upstream-max-conns. A body the client stops
 		// sending still ends it, and so does its answer.
-		ctx := context.WithoutCancel(base)
+		var det *detached
+		if st != nil && st.det.parent == nil {
+			det = &st.det
+		} else {
+			det = new(detached)
+		}
+		ctx := detach(det, base)
 		stopWatch := func() bool { return false }
 		// A node found down while its answer is awaited gives the request
 		// up so it moves on at once. Only where there is a next node: on
