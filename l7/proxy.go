@@ -230,6 +230,8 @@ type reqState struct {
 	held     heldSlot   // an HTTP/2 request's per-client place
 	fresh    *freshness // the failover's first attempt's (freshanswer.go)
 	det      detached   // the failover's first attempt's context (detach.go)
+	url      url.URL    // the failover's first attempt's URL
+	urlTaken bool
 }
 
 // heldSlot is the per-client place of an HTTP/2 request, kept until its

@@ -296,13 +296,20 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// A shallow copy: the transport never writes a request's headers,
 		// and a resume deep-copies its own (resumable).
 		out := r.WithContext(ctx)
-		u := *r.URL
+		var u *url.URL
+		if st != nil && !st.urlTaken {
+			u, st.urlTaken = &st.url, true // one allocation less
+		} else {
+			u = new(url.URL)
+		}
+		*u = *r.URL
 		u.Scheme, u.Host = n.Scheme, n.Host
-		out.URL = &u
+		out.URL = u
 		switch {
 		case replay != nil:
 			out.Body = io.NopCloser(bytes.NewReader(replay))
-			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(replay)), nil }
+			held := replay // captured alone, replay itself stays off the heap
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(held)), nil }
 		case sb != nil:
 			// An upload follow-up's body stays the client's past its
 			// one node: if that node refuses, another node may know

@@ -84,10 +84,25 @@ func (c *h1Conn) Read(b []byte) (int, error) {
 // errors.As goes through reflection.
 func alertOf(err error) *net.OpError {
 	oe, ok := err.(*net.OpError)
-	if !ok && !errors.As(err, &oe) {
-		return nil
+	if !ok {
+		if oe = asOpError(err); oe == nil {
+			return nil
+		}
 	}
 	if oe.Op == "remote error" || oe.Op == "local error" {
+		return oe
+	}
+	return nil
+}
+
+// asOpError is the *net.OpError in err's chain, or nil: apart, so that
+// the variable errors.As fills is allocated only when it runs (inlined,
+// it would be allocated on every call of alertOf).
+//
+//go:noinline
+func asOpError(err error) *net.OpError {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
 		return oe
 	}
 	return nil
