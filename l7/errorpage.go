@@ -88,7 +88,8 @@ func registryError(resp *http.Response) {
 	setBody(resp, body)
 }
 
-// emptyBody reports an answer with no body: "Content-Length: 0", or a body
+// emptyBody reports an answer with no body: a Content-Length of 0 (in any
+// spelling net/http takes: "00" too), or a body
 // of unknown length (chunked, or up to the close) that ends before its
 // first byte. Only that byte is waited for: a body that has one streams on
 // with it put back. Never a HEAD's answer, which has no body whatever it
@@ -97,7 +98,7 @@ func emptyBody(resp *http.Response) bool {
 	if resp.Request == nil || resp.Request.Method == http.MethodHead {
 		return false
 	}
-	if resp.Header.Get("Content-Length") == "0" {
+	if resp.ContentLength == 0 {
 		return true
 	}
 	if resp.ContentLength >= 0 || resp.Body == nil || resp.Body == http.NoBody {
