@@ -34,18 +34,12 @@ import (
 // its resumes, one after another): it sees the connections through its
 // ClientTrace, which its context carries (see context).
 type freshness struct {
-	// trace is the request's ClientTrace: the hooks its context had
-	// (ReverseProxy's), and freshness's own.
-	trace httptrace.ClientTrace
 	// conn is the connection the Transport gave the request, when reused;
 	// mark how many of its reads had brought bytes then; stale that the
 	// answer's first byte was there before.
 	conn  atomic.Pointer[upstreamConn]
 	mark  atomic.Uint64
 	stale atomic.Bool
-	// traced wraps the request's context (see context): here, not boxed
-	// on its own, it costs no allocation.
-	traced tracedCtx
 	// forward1xx is the trace's Got1xxResponse (ReverseProxy's, which
 	// passes a 1xx on to the client), n1xx how many Nexus sent.
 	forward1xx func(int, textproto.MIMEHeader) error
@@ -98,8 +92,6 @@ func (f *freshness) release() {
 	if !f.reusable() {
 		return
 	}
-	f.trace = httptrace.ClientTrace{}
-	f.traced = tracedCtx{}
 	f.forward1xx = nil
 	f.conn.Store(nil)
 	f.tries.Store(0)
@@ -177,24 +169,34 @@ func (f *freshness) context(ctx context.Context) context.Context {
 		// Nothing to carry, or hooks of the same name: composed, and
 		// not f's alone.
 		f.dirty.Store(true)
-		f.trace = httptrace.ClientTrace{GotConn: f.onConn, GotFirstResponseByte: f.onFirstByte}
+		t := &requestTrace{trace: httptrace.ClientTrace{GotConn: f.onConn, GotFirstResponseByte: f.onFirstByte}}
 		if f.forward1xx != nil {
 			// Composed hooks answer with the old one's error, not
 			// got1xx's: the old trace goes without its own.
 			carried := *old
 			carried.Got1xxResponse = nil
-			f.trace.Got1xxResponse = f.on1xx
+			t.trace.Got1xxResponse = f.on1xx
 			ctx = httptrace.WithClientTrace(hideTrace{ctx}, &carried)
 		}
-		return httptrace.WithClientTrace(ctx, &f.trace)
+		return httptrace.WithClientTrace(ctx, &t.trace)
 	}
-	f.trace = *old
-	f.trace.GotConn, f.trace.GotFirstResponseByte, f.trace.WroteRequest = f.onConn, f.onFirstByte, f.onWrote
+	t := &requestTrace{trace: *old}
+	t.trace.GotConn, t.trace.GotFirstResponseByte, t.trace.WroteRequest = f.onConn, f.onFirstByte, f.onWrote
 	if f.forward1xx != nil {
-		f.trace.Got1xxResponse = f.on1xx
+		t.trace.Got1xxResponse = f.on1xx
 	}
-	f.traced = tracedCtx{ctx, &f.trace}
-	return &f.traced
+	t.ctx = tracedCtx{ctx, &t.trace}
+	return &t.ctx
+}
+
+// requestTrace is one request's ClientTrace and the context that carries
+// it, in one allocation. Not part of the pooled freshness: the Transport's
+// dial for a request reads both on a goroutine of its own, which outlives
+// the request when another connection came free first. Only the hooks,
+// which that goroutine never calls, lead to the freshness.
+type requestTrace struct {
+	ctx   tracedCtx
+	trace httptrace.ClientTrace
 }
 
 func (f *freshness) gotConn(info httptrace.GotConnInfo) {

@@ -118,9 +118,10 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	// ReverseProxy's trace, which the freshness carries.
 	proxyTrace := &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error { return nil }}
+	var ctx context.Context
 	send := func(path string, body io.Reader) (*freshness, *http.Response, error) {
 		f := newFreshness()
-		ctx := f.context(httptrace.WithClientTrace(context.Background(), proxyTrace))
+		ctx = f.context(httptrace.WithClientTrace(context.Background(), proxyTrace))
 		r, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+ln.Addr().String()+path, body)
 		if err != nil {
 			t.Fatal(err)
@@ -138,11 +139,15 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 	if !f.reusable() {
 		t.Errorf("a request answered and written whole: not reusable (tries %d, conns %d, wrote %d)", f.tries.Load(), f.conns.Load(), f.wrote.Load())
 	}
-	if got := httptrace.ContextClientTrace(f.traced.Context); got != proxyTrace {
+	tc, ok := ctx.(*tracedCtx)
+	if !ok {
+		t.Fatalf("the freshness's context is a %T, want a *tracedCtx", ctx)
+	}
+	if got := httptrace.ContextClientTrace(tc.Context); got != proxyTrace {
 		t.Errorf("the freshness's context hides the trace it carries from its own parent: %p, want %p", got, proxyTrace)
 	}
-	if got := httptrace.ContextClientTrace(&f.traced); got != &f.trace {
-		t.Errorf("the freshness's context gives trace %p, want its own %p", got, &f.trace)
+	if got := httptrace.ContextClientTrace(ctx); got != tc.trace || got.GotConn == nil || got.Got1xxResponse == nil || got.WroteRequest == nil {
+		t.Errorf("the freshness's context gives trace %p, want its own %p with its hooks", got, tc.trace)
 	}
 
 	pr, pw := io.Pipe()
