@@ -265,8 +265,13 @@ type stateKey struct{}
 // Value answers stateKey with st; every other key goes to the request's
 // own context.
 func (st *reqState) Value(key any) any {
-	if key == (stateKey{}) {
+	switch key {
+	case stateKey{}:
 		return st
+	case ctxKey{}:
+		if st.ci != nil {
+			return st.ci // FromContext's, found once (ServeHTTP)
+		}
 	}
 	return st.Context.Value(key)
 }
