@@ -23,10 +23,11 @@ type memUpstream struct {
 }
 
 func (m *memUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
-	// The hooks http.Transport calls on every request.
+	// The hooks http.Transport calls on every request, here on a pooled
+	// connection.
 	trace := httptrace.ContextClientTrace(r.Context())
 	if trace != nil && trace.GotConn != nil {
-		trace.GotConn(httptrace.GotConnInfo{Reused: true})
+		trace.GotConn(httptrace.GotConnInfo{Reused: true, WasIdle: true})
 	}
 	var n int64
 	if r.Body != nil {

@@ -80,7 +80,9 @@ func takeFreshness() *freshness { return freshPool.Get().(*freshness) }
 // that goroutine reading, and so may a connection the Transport gave up
 // within a round trip to retry on another. It writes the request on
 // another, which may still be writing when an early answer came:
-// WroteRequest is the last it does with the trace.
+// WroteRequest is the last it does with the trace. And a round trip given
+// a connection other than an idle one may have a dial of its own going on,
+// with f's context (gotConn).
 func (f *freshness) reusable() bool {
 	t := f.tries.Load()
 	return !f.dirty.Load() && f.conns.Load() == t && f.wrote.Load() == t
@@ -201,6 +203,12 @@ type requestTrace struct {
 
 func (f *freshness) gotConn(info httptrace.GotConnInfo) {
 	f.conns.Add(1)
+	if !info.WasIdle {
+		// Not taken from the idle pool at once: the Transport may have
+		// begun a dial for the request, which goes on with its context
+		// (f's) after the request got another connection and ended.
+		f.dirty.Store(true)
+	}
 	f.stale.Store(false) // the Transport's own retry takes another connection
 	c := info.Conn
 	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {

@@ -211,12 +211,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	// earlier answer's leftovers (freshness); a later attempt with a
 	// freshness of its own, as the Transport may still be reading an
 	// abandoned one's answer.
+	// The request's own only on its first call: a repository fallback
+	// calls again, while the Transport may still use the first call's.
 	var fr *freshness
-	if st != nil {
+	if st != nil && st.fresh == nil {
 		// Given back when the request ends (ServeHTTP).
-		if st.fresh == nil {
-			st.fresh = takeFreshness()
-		}
+		st.fresh = takeFreshness()
 		fr = st.fresh
 	} else {
 		fr = newFreshness()

@@ -130,14 +130,25 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 		return f, resp, err
 	}
 
+	// The first request's connection is dialed for it: a dial's context
+	// may outlive the request (TestFreshnessNotReusedWhileItsRequestsDialGoesOn).
 	f, resp, err := send("/ok", strings.NewReader("body"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	if f.reusable() {
+		t.Error("a request on a connection not taken idle: reusable")
+	}
+	f, resp, err = send("/ok", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 	if !f.reusable() {
-		t.Errorf("a request answered and written whole: not reusable (tries %d, conns %d, wrote %d)", f.tries.Load(), f.conns.Load(), f.wrote.Load())
+		t.Errorf("a request on an idle connection, answered and written whole: not reusable (tries %d, conns %d, wrote %d)", f.tries.Load(), f.conns.Load(), f.wrote.Load())
 	}
 	tc, ok := ctx.(*tracedCtx)
 	if !ok {
