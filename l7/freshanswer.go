@@ -205,8 +205,10 @@ func (f *freshness) gotConn(info httptrace.GotConnInfo) {
 	f.conns.Add(1)
 	if !info.WasIdle {
 		// Not taken from the idle pool at once: the Transport may have
-		// begun a dial for the request, which goes on with its context
-		// (f's) after the request got another connection and ended.
+		// begun a dial for the request, which goes on after the request
+		// got another connection and ended. It reads the request's own
+		// trace and context (requestTrace), not f; f is not lent on
+		// all the same, as nothing more is known of that goroutine.
 		f.dirty.Store(true)
 	}
 	f.stale.Store(false) // the Transport's own retry takes another connection
