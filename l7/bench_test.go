@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"strconv"
 	"testing"
@@ -22,10 +23,22 @@ type memUpstream struct {
 }
 
 func (m *memUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	// The hooks http.Transport calls on every request, here on a pooled
+	// connection.
+	trace := httptrace.ContextClientTrace(r.Context())
+	if trace != nil && trace.GotConn != nil {
+		trace.GotConn(httptrace.GotConnInfo{Reused: true, WasIdle: true})
+	}
 	var n int64
 	if r.Body != nil {
 		n, _ = io.Copy(io.Discard, r.Body)
 		r.Body.Close()
+	}
+	if trace != nil && trace.WroteRequest != nil {
+		trace.WroteRequest(httptrace.WroteRequestInfo{})
+	}
+	if trace != nil && trace.GotFirstResponseByte != nil {
+		trace.GotFirstResponseByte()
 	}
 	h := http.Header{"Docker-Distribution-Api-Version": {"registry/2.0"}}
 	resp := &http.Response{StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, Request: r, Body: http.NoBody}

@@ -41,6 +41,9 @@ func TestEmptyErrorsOfUnknownLengthBecomeRegistryErrors(t *testing.T) {
 		{http.MethodGet, "HTTP/1.1 500 Server Error\r\nConnection: close\r\n\r\n", "UNAVAILABLE"},
 		{http.MethodGet, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "NAME_UNKNOWN"},
 		{http.MethodHead, "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n", ""},
+		// A length of 0 however written.
+		{http.MethodGet, "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 00\r\n\r\n", "NAME_UNKNOWN"},
+		{http.MethodGet, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/octet-stream\r\nContent-Length:  000 \r\n\r\n", "UNAUTHORIZED"},
 	} {
 		answer.Store(c.answer)
 		resp, body := send(t, addr, c.method, "/v2/app/manifests/1", nil)

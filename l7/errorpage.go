@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nexmux/nexmux/internal/logtext"
@@ -87,7 +88,8 @@ func registryError(resp *http.Response) {
 	setBody(resp, body)
 }
 
-// emptyBody reports an answer with no body: "Content-Length: 0", or a body
+// emptyBody reports an answer with no body: a Content-Length of 0 (in any
+// spelling net/http takes: "00" too), or a body
 // of unknown length (chunked, or up to the close) that ends before its
 // first byte. Only that byte is waited for: a body that has one streams on
 // with it put back. Never a HEAD's answer, which has no body whatever it
@@ -96,7 +98,7 @@ func emptyBody(resp *http.Response) bool {
 	if resp.Request == nil || resp.Request.Method == http.MethodHead {
 		return false
 	}
-	if resp.Header.Get("Content-Length") == "0" {
+	if resp.ContentLength == 0 {
 		return true
 	}
 	if resp.ContentLength >= 0 || resp.Body == nil || resp.Body == http.NoBody {
@@ -315,14 +317,53 @@ func hideNodeHeaders(h http.Header, node, public string, blobRedirect bool) {
 // address again. The host is part of the address: where it counts, it
 // alone is looked for.
 func nodeNeedles(node, public string) (byAddr, byHost nodeNeedle) {
-	addr := strings.ToLower(node)
-	byAddr = newNodeNeedle(addr)
-	byHost = byAddr
-	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") && !strings.EqualFold(hst, hostPart(public)) {
-		byHost = newNodeNeedle(hst)
+	m := lastNodeMark.Load()
+	if m == nil || m.node != node {
+		var ok bool
+		if m, ok = nodeMarks.Load(node); !ok {
+			m = newNodeMark(node)
+			if nodeMarksLen.Add(1) <= maxNodeMarks {
+				nodeMarks.LoadOrStore(node, m)
+			}
+		}
+		lastNodeMark.Store(m)
 	}
-	return byAddr, byHost
+	if m.host.s != "" && !strings.EqualFold(m.host.s, hostPart(public)) {
+		return m.addr, m.host
+	}
+	return m.addr, m.addr
 }
+
+// nodeMark is what names a node, worked out once per node: every answer
+// is searched for it (hideNodeHeaders).
+type nodeMark struct {
+	node string // as given
+	addr nodeNeedle
+	// host is the node's host, where that alone counts (an address or a
+	// dotted name); its s is "" where it does not.
+	host nodeNeedle
+}
+
+func newNodeMark(node string) *nodeMark {
+	addr := strings.ToLower(node)
+	m := &nodeMark{node: node, addr: newNodeNeedle(addr)}
+	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") {
+		m.host = newNodeNeedle(hst)
+	}
+	return m
+}
+
+// nodeMarks holds the nodes' marks, by address as the requests to them
+// carry it, lastNodeMark the last one used (most front one node). The
+// nodes are the configured ones, but reloads can name new ones without
+// end: past maxNodeMarks a mark is worked out each time.
+var (
+	nodeMarks    syncMap[string, *nodeMark]
+	nodeMarksLen atomic.Int64
+	lastNodeMark atomic.Pointer[nodeMark]
+)
+
+const maxNodeMarks = 1024
 
 // nodeNeedle is a node's address or host (lowercase), and whether it has
 // letters, which a value must then be searched for in any case.
@@ -386,6 +427,9 @@ func (n nodeNeedle) find(v string) int {
 		start := p - n.at
 		if start+len(n.s) > len(v) {
 			return -1
+		}
+		if c := v[start] | ' '; c != n.s[0]|' ' {
+			continue // the first byte, case aside: most places end here
 		}
 		if w := v[start : start+len(n.s)]; w == n.s || n.fold && equalASCIIFold(w, n.s) {
 			return start

@@ -43,7 +43,9 @@ func TestRegistryErrorFromPages(t *testing.T) {
 			StatusCode: c.status,
 			Header:     http.Header{},
 			Body:       io.NopCloser(strings.NewReader(c.body)),
-			Request:    &http.Request{Method: c.method},
+			// No Content-Length: unknown, as net/http gives it.
+			ContentLength: -1,
+			Request:       &http.Request{Method: c.method},
 		}
 		if c.ctype != "" {
 			resp.Header.Set("Content-Type", c.ctype)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"sync"
 	"sync/atomic"
 )
 
@@ -33,22 +34,72 @@ import (
 // its resumes, one after another): it sees the connections through its
 // ClientTrace, which its context carries (see context).
 type freshness struct {
-	// trace is the request's ClientTrace: the hooks its context had
-	// (ReverseProxy's), and freshness's own.
-	trace httptrace.ClientTrace
 	// conn is the connection the Transport gave the request, when reused;
 	// mark how many of its reads had brought bytes then; stale that the
 	// answer's first byte was there before.
 	conn  atomic.Pointer[upstreamConn]
 	mark  atomic.Uint64
 	stale atomic.Bool
-	// hide wraps the request's context (see context): here, not boxed on
-	// its own, it costs no allocation.
-	hide hideTrace
 	// forward1xx is the trace's Got1xxResponse (ReverseProxy's, which
 	// passes a 1xx on to the client), n1xx how many Nexus sent.
 	forward1xx func(int, textproto.MIMEHeader) error
 	n1xx       atomic.Int32
+	// The hooks, bound once (newFreshness): a method value is an
+	// allocation each time it is taken.
+	onConn      func(httptrace.GotConnInfo)
+	onFirstByte func()
+	on1xx       func(int, textproto.MIMEHeader) error
+	onWrote     func(httptrace.WroteRequestInfo)
+	// tries counts the round trips sent, conns the connections the
+	// Transport gave them, wrote the requests it finished writing; dirty
+	// that one ended in an error, a resume used f, or its trace is not
+	// f's alone: whether the Transport may still use f (reusable).
+	tries, conns, wrote atomic.Int32
+	dirty               atomic.Bool
+}
+
+func newFreshness() *freshness {
+	f := new(freshness)
+	f.onConn, f.onFirstByte, f.on1xx = f.gotConn, f.gotFirstByte, f.got1xx
+	f.onWrote = func(httptrace.WroteRequestInfo) { f.wrote.Add(1) }
+	return f
+}
+
+// freshPool keeps freshness values with their hooks bound, for the
+// requests that give theirs back (release).
+var freshPool = sync.Pool{New: func() any { return newFreshness() }}
+
+// takeFreshness is a freshness for one request.
+func takeFreshness() *freshness { return freshPool.Get().(*freshness) }
+
+// reusable reports whether the Transport is done with f's trace and
+// context, so that f may serve another request. The Transport reads an
+// answer on a goroutine of its own, which calls GotFirstResponseByte and
+// Got1xxResponse: a round trip that returned its answer is past them, but
+// one that returned early (an error: a cancel, a broken write) may leave
+// that goroutine reading, and so may a connection the Transport gave up
+// within a round trip to retry on another. It writes the request on
+// another, which may still be writing when an early answer came:
+// WroteRequest is the last it does with the trace. And a round trip given
+// a connection other than an idle one may have a dial of its own going on,
+// with f's context (gotConn).
+func (f *freshness) reusable() bool {
+	t := f.tries.Load()
+	return !f.dirty.Load() && f.conns.Load() == t && f.wrote.Load() == t
+}
+
+// release gives f back for another request if it is reusable; f is not
+// used after.
+func (f *freshness) release() {
+	if !f.reusable() {
+		return
+	}
+	f.forward1xx = nil
+	f.conn.Store(nil)
+	f.tries.Store(0)
+	f.conns.Store(0)
+	f.wrote.Store(0)
+	freshPool.Put(f)
 }
 
 // max1xx bounds the informational answers one attempt takes, as net/http's
@@ -89,6 +140,23 @@ func (c hideTrace) Value(key any) any {
 	return v
 }
 
+// tracedCtx answers for the ClientTrace its context holds with trace,
+// which carries that trace's hooks (freshness.context): what
+// httptrace.WithClientTrace would give without composing, and without a
+// context.WithValue per request.
+type tracedCtx struct {
+	context.Context
+	trace *httptrace.ClientTrace
+}
+
+func (c *tracedCtx) Value(key any) any {
+	v := c.Context.Value(key)
+	if _, ok := v.(*httptrace.ClientTrace); ok {
+		return c.trace
+	}
+	return v
+}
+
 // context is ctx with f's trace. Once per request: the lookups it costs
 // are cheapest on the request's own context, before WithoutCancel (whose
 // Value allocates).
@@ -99,29 +167,50 @@ func (f *freshness) context(ctx context.Context) context.Context {
 	if old != nil && old.Got1xxResponse != nil {
 		f.forward1xx = old.Got1xxResponse
 	}
-	if old == nil || old.GotConn != nil || old.GotFirstResponseByte != nil {
-		// Nothing to carry, or hooks of the same name: composed.
-		f.trace = httptrace.ClientTrace{GotConn: f.gotConn, GotFirstResponseByte: f.gotFirstByte}
+	if old == nil || old.GotConn != nil || old.GotFirstResponseByte != nil || old.WroteRequest != nil {
+		// Nothing to carry, or hooks of the same name: composed, and
+		// not f's alone.
+		f.dirty.Store(true)
+		t := &requestTrace{trace: httptrace.ClientTrace{GotConn: f.onConn, GotFirstResponseByte: f.onFirstByte}}
 		if f.forward1xx != nil {
 			// Composed hooks answer with the old one's error, not
 			// got1xx's: the old trace goes without its own.
 			carried := *old
 			carried.Got1xxResponse = nil
-			f.trace.Got1xxResponse = f.got1xx
+			t.trace.Got1xxResponse = f.on1xx
 			ctx = httptrace.WithClientTrace(hideTrace{ctx}, &carried)
 		}
-		return httptrace.WithClientTrace(ctx, &f.trace)
+		return httptrace.WithClientTrace(ctx, &t.trace)
 	}
-	f.trace = *old
-	f.trace.GotConn, f.trace.GotFirstResponseByte = f.gotConn, f.gotFirstByte
+	t := &requestTrace{trace: *old}
+	t.trace.GotConn, t.trace.GotFirstResponseByte, t.trace.WroteRequest = f.onConn, f.onFirstByte, f.onWrote
 	if f.forward1xx != nil {
-		f.trace.Got1xxResponse = f.got1xx
+		t.trace.Got1xxResponse = f.on1xx
 	}
-	f.hide = hideTrace{ctx}
-	return httptrace.WithClientTrace(&f.hide, &f.trace)
+	t.ctx = tracedCtx{ctx, &t.trace}
+	return &t.ctx
+}
+
+// requestTrace is one request's ClientTrace and the context that carries
+// it, in one allocation. Not part of the pooled freshness: the Transport's
+// dial for a request reads both on a goroutine of its own, which outlives
+// the request when another connection came free first. Only the hooks,
+// which that goroutine never calls, lead to the freshness.
+type requestTrace struct {
+	ctx   tracedCtx
+	trace httptrace.ClientTrace
 }
 
 func (f *freshness) gotConn(info httptrace.GotConnInfo) {
+	f.conns.Add(1)
+	if !info.WasIdle {
+		// Not taken from the idle pool at once: the Transport may have
+		// begun a dial for the request, which goes on after the request
+		// got another connection and ended. It reads the request's own
+		// trace and context (requestTrace), not f; f is not lent on
+		// all the same, as nothing more is known of that goroutine.
+		f.dirty.Store(true)
+	}
 	f.stale.Store(false) // the Transport's own retry takes another connection
 	c := info.Conn
 	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
@@ -150,7 +239,11 @@ func (f *freshness) roundTrip(next http.RoundTripper, r *http.Request) (*http.Re
 	for try := 0; ; try++ {
 		f.conn.Store(nil)
 		f.stale.Store(false)
+		f.tries.Add(1)
 		resp, err := next.RoundTrip(r)
+		if err != nil {
+			f.dirty.Store(true)
+		}
 		if !f.stale.Load() {
 			return resp, err
 		}

@@ -227,8 +227,11 @@ type reqState struct {
 
 	cw       batchingWriter
 	bodyWrap countingBody
-	held     heldSlot  // an HTTP/2 request's per-client place
-	fresh    freshness // the failover's first attempt's (freshanswer.go)
+	held     heldSlot   // an HTTP/2 request's per-client place
+	fresh    *freshness // the failover's first attempt's (freshanswer.go)
+	det      detached   // the failover's first attempt's context (detach.go)
+	url      url.URL    // the failover's first attempt's URL
+	urlTaken bool
 }
 
 // heldSlot is the per-client place of an HTTP/2 request, kept until its
@@ -262,8 +265,13 @@ type stateKey struct{}
 // Value answers stateKey with st; every other key goes to the request's
 // own context.
 func (st *reqState) Value(key any) any {
-	if key == (stateKey{}) {
+	switch key {
+	case stateKey{}:
 		return st
+	case ctxKey{}:
+		if st.ci != nil {
+			return st.ci // FromContext's, found once (ServeHTTP)
+		}
 	}
 	return st.Context.Value(key)
 }
@@ -370,6 +378,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body.Close()
 	}
 	st.held.deliver(w, st.cw.n)
+	if st.fresh != nil {
+		st.fresh.release()
+	}
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {

@@ -101,6 +101,9 @@ var (
 // resumable wraps resp's body when it is a whole or single-range blob
 // answer whose extent is known, and reports whether it did.
 func (f failover) resumable(r *http.Request, fr *freshness, client context.Context, n *upstream.Node, key string, resp *http.Response, cancel context.CancelCauseFunc, release func()) bool {
+	// Its resumes use fr after the request's first answer, and may give
+	// one up while the Transport still reads it: never reused.
+	fr.dirty.Store(true)
 	b := &resumeBody{f: f, fr: fr, r: r, client: client, key: key, node: n, cur: resp.Body, end1: release}
 	switch {
 	// A 200 is the whole blob whatever Range asked (several ranges, an

@@ -211,11 +211,15 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	// earlier answer's leftovers (freshness); a later attempt with a
 	// freshness of its own, as the Transport may still be reading an
 	// abandoned one's answer.
+	// The request's own only on its first call: a repository fallback
+	// calls again, while the Transport may still use the first call's.
 	var fr *freshness
-	if st != nil {
-		fr = &st.fresh // one allocation less per request
+	if st != nil && st.fresh == nil {
+		// Given back when the request ends (ServeHTTP).
+		st.fresh = takeFreshness()
+		fr = st.fresh
 	} else {
-		fr = new(freshness)
+		fr = newFreshness()
 	}
 	base := fr.context(r.Context())
 	// askedAfter: an upload follow-up's node refused, and the nodes were
@@ -228,7 +232,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		n := cands[i]
 		last := i == len(cands)-1
 		if i > 0 {
-			fr = new(freshness)
+			fr = newFreshness()
 			base = fr.context(r.Context())
 		}
 		sl, ok := f.up.acquireOr(r.Context(), n.Host, client, &queue, !last)
@@ -263,7 +267,13 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// client that sends and leaves in a loop would pile requests
 		// on Nexus beyond --upstream-max-conns. A body the client stops
 		// sending still ends it, and so does its answer.
-		ctx := context.WithoutCancel(base)
+		var det *detached
+		if st != nil && st.det.parent == nil {
+			det = &st.det
+		} else {
+			det = new(detached)
+		}
+		ctx := detach(det, base)
 		stopWatch := func() bool { return false }
 		// A node found down while its answer is awaited gives the request
 		// up so it moves on at once. Only where there is a next node: on
@@ -286,13 +296,20 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// A shallow copy: the transport never writes a request's headers,
 		// and a resume deep-copies its own (resumable).
 		out := r.WithContext(ctx)
-		u := *r.URL
+		var u *url.URL
+		if st != nil && !st.urlTaken {
+			u, st.urlTaken = &st.url, true // one allocation less
+		} else {
+			u = new(url.URL)
+		}
+		*u = *r.URL
 		u.Scheme, u.Host = n.Scheme, n.Host
-		out.URL = &u
+		out.URL = u
 		switch {
 		case replay != nil:
 			out.Body = io.NopCloser(bytes.NewReader(replay))
-			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(replay)), nil }
+			held := replay // captured alone, replay itself stays off the heap
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(held)), nil }
 		case sb != nil:
 			// An upload follow-up's body stays the client's past its
 			// one node: if that node refuses, another node may know
@@ -665,7 +682,7 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.
 			// then would let questions pile on n beyond the bound.
 			// Its own trace only: the client's (ReverseProxy's) would
 			// write a node's 1xx to the question to the client.
-			fr := new(freshness)
+			fr := newFreshness()
 			q, err := http.NewRequestWithContext(fr.context(hideTrace{context.WithoutCancel(ctx)}), http.MethodGet, upstream.Origin(n.Scheme, n.Host)+r.URL.EscapedPath(), nil)
 			if err != nil {
 				sl.release()

@@ -2,13 +2,17 @@ package l7
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // A node whose answer runs past its framing (a Content-Length shorter than
@@ -67,4 +71,130 @@ func TestLeftoverBytesAreNoAnswer(t *testing.T) {
 	}
 	wrong.Range(func(k, _ any) bool { t.Errorf("unexpected answer: %s", k); return true })
 	nothingHeld(t, up)
+}
+
+// A request's freshness serves another request only once the Transport is
+// done with its trace: its answer came on the connection it was given, and
+// the request was written whole (an early answer comes while the body is
+// still being sent); a round trip that failed may leave the Transport
+// reading on.
+func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					switch r.URL.Path {
+					case "/early":
+						// Answered before the body is read, which the
+						// client is still sending.
+						io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+						io.Copy(io.Discard, r.Body)
+					case "/drop":
+						return
+					default:
+						io.Copy(io.Discard, r.Body)
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					}
+				}
+			}()
+		}
+	}()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	// ReverseProxy's trace, which the freshness carries.
+	proxyTrace := &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error { return nil }}
+	var ctx context.Context
+	send := func(path string, body io.Reader) (*freshness, *http.Response, error) {
+		f := newFreshness()
+		ctx = f.context(httptrace.WithClientTrace(context.Background(), proxyTrace))
+		r, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+ln.Addr().String()+path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := f.roundTrip(tr, r)
+		return f, resp, err
+	}
+
+	// The first request's connection is dialed for it: a dial's context
+	// may outlive the request (TestFreshnessNotReusedWhileItsRequestsDialGoesOn).
+	f, resp, err := send("/ok", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if f.reusable() {
+		t.Error("a request on a connection not taken idle: reusable")
+	}
+	f, resp, err = send("/ok", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if !f.reusable() {
+		t.Errorf("a request on an idle connection, answered and written whole: not reusable (tries %d, conns %d, wrote %d)", f.tries.Load(), f.conns.Load(), f.wrote.Load())
+	}
+	tc, ok := ctx.(*tracedCtx)
+	if !ok {
+		t.Fatalf("the freshness's context is a %T, want a *tracedCtx", ctx)
+	}
+	if got := httptrace.ContextClientTrace(tc.Context); got != proxyTrace {
+		t.Errorf("the freshness's context hides the trace it carries from its own parent: %p, want %p", got, proxyTrace)
+	}
+	if got := httptrace.ContextClientTrace(ctx); got != tc.trace || got.GotConn == nil || got.Got1xxResponse == nil || got.WroteRequest == nil {
+		t.Errorf("the freshness's context gives trace %p, want its own %p with its hooks", got, tc.trace)
+	}
+
+	pr, pw := io.Pipe()
+	go pw.Write([]byte("first part"))
+	f, resp, err = send("/early", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status %d, want the early 401", resp.StatusCode)
+	}
+	if f.reusable() {
+		t.Error("answered while the body was still being written: reusable")
+	}
+	pw.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for !f.reusable() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !f.reusable() {
+		t.Errorf("the body written whole, the answer taken: still not reusable (tries %d, conns %d, wrote %d)", f.tries.Load(), f.conns.Load(), f.wrote.Load())
+	}
+
+	f, _, err = send("/drop", http.NoBody)
+	if err == nil {
+		t.Fatal("a connection closed without an answer: no error")
+	}
+	if f.reusable() {
+		t.Error("a round trip that failed: reusable")
+	}
+
+	// A trace with hooks of its own is composed, not carried: never reused.
+	f = newFreshness()
+	f.context(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {}}))
+	if f.reusable() {
+		t.Error("a freshness composed with another trace's hooks: reusable")
+	}
 }

@@ -70,12 +70,42 @@ func (c *h1Conn) Read(b []byte) (int, error) {
 		c.fr.scan(b[:n])
 	}
 	if err != nil {
-		var oe *net.OpError
-		if errors.As(err, &oe) && (oe.Op == "remote error" || oe.Op == "local error") {
+		if oe := alertOf(err); oe != nil {
 			c.alert.Store(oe)
 		}
 	}
 	return n, err
+}
+
+// alertOf is the TLS alert err reports (crypto/tls's *net.OpError of Op
+// "remote error" or "local error"), or nil. Every keep-alive request ends
+// a read with an error (net/http's background read is stopped through a
+// past deadline), so crypto/tls's own *net.OpError is looked at directly:
+// errors.As goes through reflection.
+func alertOf(err error) *net.OpError {
+	oe, ok := err.(*net.OpError)
+	if !ok {
+		if oe = asOpError(err); oe == nil {
+			return nil
+		}
+	}
+	if oe.Op == "remote error" || oe.Op == "local error" {
+		return oe
+	}
+	return nil
+}
+
+// asOpError is the *net.OpError in err's chain, or nil: apart, so that
+// the variable errors.As fills is allocated only when it runs (inlined,
+// it would be allocated on every call of alertOf).
+//
+//go:noinline
+func asOpError(err error) *net.OpError {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return oe
+	}
+	return nil
 }
 
 func (c *h1Conn) Write(b []byte) (int, error) {

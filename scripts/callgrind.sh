@@ -15,7 +15,10 @@
 # CALLGRIND_CONNS=32 spreads the requests over that many connections at
 # once, CALLGRIND_PROCS=2 gives the proxy two Ps (callgrind still runs one
 # thread at a time), CALLGRIND_CACHE=1 adds valgrind's cache simulation
-# (misses per request, printed after the counts).
+# (misses per request, printed after the counts). CALLGRIND_NEXMUX=BIN
+# counts that nexmux binary instead of building one (an A/B of two builds),
+# CALLGRIND_KEEP=DIR keeps each round's callgrind dump there, for
+# callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-2}
@@ -27,7 +30,11 @@ CACHE=()
 command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
-go build -o "$W/nexmux" ./cmd/nexmux
+if [ -n "${CALLGRIND_NEXMUX:-}" ]; then
+	cp "$CALLGRIND_NEXMUX" "$W/nexmux"
+else
+	go build -o "$W/nexmux" ./cmd/nexmux
+fi
 (cd scripts/benchtool && go build -o "$W/benchtool" .)
 go run ./fixtures/cmd/gencert -dir "$W/certs" >/dev/null
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -75,6 +82,10 @@ count() { # count KIND METHOD: prints instructions per request
 	wait "$pid" 2>/dev/null || true
 	local dump ir
 	dump=$(ls -t "$out".*.* | head -1)
+	if [ -n "${CALLGRIND_KEEP:-}" ]; then
+		mkdir -p "$CALLGRIND_KEEP"
+		cp "$dump" "$CALLGRIND_KEEP/$kind.$method.$(date +%s%N)"
+	fi
 	# Events: Ir, then with the cache simulation Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
 	grep -E '^(summary|totals):' "$dump" | head -1 | awk -v n=$N '{
 		printf "%.1fk", $2 / n / 1000

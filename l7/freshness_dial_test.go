@@ -1,0 +1,205 @@
+package l7
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/route"
+	"github.com/nexmux/nexmux/upstream"
+)
+
+// servedProxy serves a Proxy with transport tr in front of the nodes at
+// urls, as haProxyConfig does, and calls served once a request's ServeHTTP
+// has returned: whatever it gives back at its end has been given back.
+func servedProxy(t *testing.T, repo string, tr http.RoundTripper, served func(*http.Request), urls ...string) string {
+	t.Helper()
+	spec, err := upstream.ParseSpec(urls, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	up := NewUpstreams(spec, upstream.NewSet(spec, logger), UpstreamOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	up.Set().Start(ctx, 50*time.Millisecond)
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=" + repo}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Upstreams: up, Logger: logger, Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := testnet.Listen(t)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p.ServeHTTP(w, r)
+			served(r)
+		}),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			client, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+			return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", Client: client})
+		},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// heldDial is a Transport dial whose second dial waits (as on a slow DNS
+// answer or TCP handshake) until proceed is closed, or for wait if proceed
+// is nil, then dials as nexmux does, whose net.Dialer looks the dial's
+// context up (its nettrace hooks); looked reports what that lookup
+// panicked with (nil: nothing) once it is done.
+type heldDial struct {
+	n       atomic.Int32
+	dialing chan struct{}
+	proceed chan struct{}
+	wait    time.Duration
+	looked  chan any
+}
+
+func newHeldDial(proceed chan struct{}, wait time.Duration) *heldDial {
+	return &heldDial{dialing: make(chan struct{}), proceed: proceed, wait: wait, looked: make(chan any, 1)}
+}
+
+func (d *heldDial) dial(ctx context.Context, network, addr string) (c net.Conn, err error) {
+	if d.n.Add(1) != 2 {
+		return upstreamDial(ctx, network, addr)
+	}
+	close(d.dialing)
+	if d.proceed != nil {
+		<-d.proceed
+	} else {
+		// No synchronization with the request: the race detector sees
+		// the request's writes and this dial's reads as concurrent.
+		time.Sleep(d.wait)
+	}
+	defer func() {
+		p := recover()
+		d.looked <- p
+		if p != nil {
+			c, err = nil, fmt.Errorf("dial: %v", p)
+		}
+	}()
+	return upstreamDial(ctx, network, addr)
+}
+
+// goGet sends a GET for path to nexmux at addr on a connection of its own,
+// and reports its status (0: no answer) and body on the channel it gives.
+func goGet(addr, path string) <-chan string {
+	ch := make(chan string, 1)
+	go func() {
+		resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(teamRequest(addr, http.MethodGet, path, nil))
+		if err != nil {
+			ch <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ch <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	return ch
+}
+
+// The Transport dials for a request that finds no idle connection, and
+// hands it one another request gives back meanwhile; the dial goes on,
+// with the request's context (its values: its trace), after the request
+// was answered and ended. That request's freshness must not be given
+// back for another request then: the dial would look up a context that
+// was cleared (a nil pointer in the Transport's own goroutine: the
+// process ends) or is another request's.
+func TestFreshnessNotReusedWhileItsRequestsDialGoesOn(t *testing.T) {
+	hold := make(chan struct{})
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/manifests/held") {
+			<-hold
+		}
+		io.WriteString(w, "ok")
+	})
+	d := newHeldDial(make(chan struct{}), 0)
+	tr := newTransport(d.dial, nil)
+	t.Cleanup(tr.CloseIdleConnections)
+	servedA := make(chan struct{})
+	addr := servedProxy(t, "team-a", tr, func(r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/manifests/a") {
+			close(servedA)
+		}
+	}, "http://"+node.addr)
+
+	// The first request takes the one connection, dialed for it, and is
+	// held at the node.
+	x := goGet(addr, "/v2/app/manifests/held")
+	waitUntil(t, "the first request at the node", func() bool { return node.hits.Load() == 1 })
+	// The second finds no idle connection: the Transport dials for it.
+	a := goGet(addr, "/v2/app/manifests/a")
+	select {
+	case <-d.dialing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no dial for the second request")
+	}
+	// The first's answer gives its connection back, to the second.
+	close(hold)
+	for _, ch := range []<-chan string{x, a} {
+		if got := <-ch; got != "200 ok" {
+			t.Fatalf("answer %q, want 200 ok", got)
+		}
+	}
+	<-servedA
+	close(d.proceed)
+	if p := <-d.looked; p != nil {
+		t.Fatalf("the dial the Transport began for a request answered on another connection looked its context up after the request ended, and panicked: %v", p)
+	}
+}
+
+// The same with a repository fallback (/v2/ on a route with two
+// repositories, the first unknown): the request's second round trip must
+// not rewrite the freshness its first round trip's dial still reads.
+// Caught by the race detector.
+func TestRepoFallbackLeavesTheFirstRoundTripsFreshnessAlone(t *testing.T) {
+	hold := make(chan struct{})
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/manifests/held"):
+			<-hold
+		case strings.HasPrefix(r.URL.Path, "/repository/group/v2/"):
+			w.WriteHeader(http.StatusNotFound)
+		}
+		io.WriteString(w, "{}")
+	})
+	d := newHeldDial(nil, 500*time.Millisecond)
+	tr := newTransport(d.dial, nil)
+	t.Cleanup(tr.CloseIdleConnections)
+	addr := servedProxy(t, "pull:group,push:hosted", tr, func(*http.Request) {}, "http://"+node.addr)
+
+	x := goGet(addr, "/v2/app/manifests/held")
+	waitUntil(t, "the first request at the node", func() bool { return node.hits.Load() == 1 })
+	a := goGet(addr, "/v2/")
+	select {
+	case <-d.dialing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no dial for the second request")
+	}
+	close(hold)
+	for _, ch := range []<-chan string{x, a} {
+		if got := <-ch; got != "200 {}" {
+			t.Fatalf("answer %q, want 200 {}", got)
+		}
+	}
+	if node.hits.Load() != 3 {
+		t.Fatalf("%d requests at the node, want 3: /v2/ was not sent on to the second repository", node.hits.Load())
+	}
+	if p := <-d.looked; p != nil {
+		t.Fatalf("the dial's lookup panicked: %v", p)
+	}
+}
