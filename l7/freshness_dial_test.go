@@ -4,18 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nexmux/nexmux/internal/testnet"
-	"github.com/nexmux/nexmux/route"
-	"github.com/nexmux/nexmux/upstream"
 )
 
 // servedProxy serves a Proxy with transport tr in front of the nodes at
@@ -23,37 +17,13 @@ import (
 // has returned: whatever it gives back at its end has been given back.
 func servedProxy(t *testing.T, repo string, tr http.RoundTripper, served func(*http.Request), urls ...string) string {
 	t.Helper()
-	spec, err := upstream.ParseSpec(urls, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	up := NewUpstreams(spec, upstream.NewSet(spec, logger), UpstreamOptions{})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	up.Set().Start(ctx, 50*time.Millisecond)
-	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=" + repo}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New(Config{Upstreams: up, Logger: logger, Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := testnet.Listen(t)
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := haProxyWrapped(t, io.Discard, 0, repo, Config{Transport: tr}, 50*time.Millisecond, func(p http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p.ServeHTTP(w, r)
 			served(r)
-		}),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			client, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-			return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", Client: client})
-		},
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+		})
+	}, urls...)
+	return addr
 }
 
 // heldDial is a Transport dial whose second dial waits (as on a slow DNS
