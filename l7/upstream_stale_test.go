@@ -164,6 +164,14 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 		t.Errorf("the body written whole, the answer taken: still not reusable (tries %d, conns %d, wrote %d)", f.tries.Load(), f.conns.Load(), f.wrote.Load())
 	}
 
+	// The failed round trip on an idle connection, dialed before: only
+	// its error can tell that it is not reusable.
+	_, resp, err = send("ok", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 	f, _, err = send("drop", http.NoBody)
 	if err == nil {
 		t.Fatal("a connection closed without an answer: no error")
