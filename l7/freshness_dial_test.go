@@ -4,18 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nexmux/nexmux/internal/testnet"
-	"github.com/nexmux/nexmux/route"
-	"github.com/nexmux/nexmux/upstream"
 )
 
 // servedProxy serves a Proxy with transport tr in front of the nodes at
@@ -23,37 +17,13 @@ import (
 // has returned: whatever it gives back at its end has been given back.
 func servedProxy(t *testing.T, repo string, tr http.RoundTripper, served func(*http.Request), urls ...string) string {
 	t.Helper()
-	spec, err := upstream.ParseSpec(urls, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	up := NewUpstreams(spec, upstream.NewSet(spec, logger), UpstreamOptions{})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	up.Set().Start(ctx, 50*time.Millisecond)
-	tab, err := route.Build(route.Spec{Routes: []string{"team-a.example.com=" + repo}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New(Config{Upstreams: up, Logger: logger, Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := testnet.Listen(t)
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := haProxyWrapped(t, io.Discard, 0, repo, Config{Transport: tr}, 50*time.Millisecond, func(p http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p.ServeHTTP(w, r)
 			served(r)
-		}),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			client, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-			return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", Client: client})
-		},
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+		})
+	}, urls...)
+	return addr
 }
 
 // heldDial is a Transport dial whose second dial waits (as on a slow DNS
@@ -137,24 +107,7 @@ func TestFreshnessNotReusedWhileItsRequestsDialGoesOn(t *testing.T) {
 		}
 	}, "http://"+node.addr)
 
-	// The first request takes the one connection, dialed for it, and is
-	// held at the node.
-	x := goGet(addr, "/v2/app/manifests/held")
-	waitUntil(t, "the first request at the node", func() bool { return node.hits.Load() == 1 })
-	// The second finds no idle connection: the Transport dials for it.
-	a := goGet(addr, "/v2/app/manifests/a")
-	select {
-	case <-d.dialing:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no dial for the second request")
-	}
-	// The first's answer gives its connection back, to the second.
-	close(hold)
-	for _, ch := range []<-chan string{x, a} {
-		if got := <-ch; got != "200 ok" {
-			t.Fatalf("answer %q, want 200 ok", got)
-		}
-	}
+	answeredOnAnother(t, addr, node, d, hold, "/v2/app/manifests/a", "200 ok")
 	<-servedA
 	close(d.proceed)
 	if p := <-d.looked; p != nil {
@@ -182,9 +135,26 @@ func TestRepoFallbackLeavesTheFirstRoundTripsFreshnessAlone(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	addr := servedProxy(t, "pull:group,push:hosted", tr, func(*http.Request) {}, "http://"+node.addr)
 
+	answeredOnAnother(t, addr, node, d, hold, "/v2/", "200 {}")
+	if node.hits.Load() != 3 {
+		t.Fatalf("%d requests at the node, want 3: /v2/ was not sent on to the second repository", node.hits.Load())
+	}
+	if p := <-d.looked; p != nil {
+		t.Fatalf("the dial's lookup panicked: %v", p)
+	}
+}
+
+// answeredOnAnother has a request for path answered (want) on a connection
+// another request gives back while the Transport dials for it: the first
+// request (/v2/app/manifests/held, which node holds until hold is closed)
+// takes the one connection, dialed for it; the second finds no idle
+// connection, so the Transport dials (d); the first's answer then gives
+// its connection to the second.
+func answeredOnAnother(t *testing.T, addr string, node *haNode, d *heldDial, hold chan struct{}, path, want string) {
+	t.Helper()
 	x := goGet(addr, "/v2/app/manifests/held")
 	waitUntil(t, "the first request at the node", func() bool { return node.hits.Load() == 1 })
-	a := goGet(addr, "/v2/")
+	a := goGet(addr, path)
 	select {
 	case <-d.dialing:
 	case <-time.After(10 * time.Second):
@@ -192,14 +162,8 @@ func TestRepoFallbackLeavesTheFirstRoundTripsFreshnessAlone(t *testing.T) {
 	}
 	close(hold)
 	for _, ch := range []<-chan string{x, a} {
-		if got := <-ch; got != "200 {}" {
-			t.Fatalf("answer %q, want 200 {}", got)
+		if got := <-ch; got != want {
+			t.Fatalf("answer %q, want %q", got, want)
 		}
-	}
-	if node.hits.Load() != 3 {
-		t.Fatalf("%d requests at the node, want 3: /v2/ was not sent on to the second repository", node.hits.Load())
-	}
-	if p := <-d.looked; p != nil {
-		t.Fatalf("the dial's lookup panicked: %v", p)
 	}
 }

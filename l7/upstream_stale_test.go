@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,41 +80,21 @@ func TestLeftoverBytesAreNoAnswer(t *testing.T) {
 // still being sent); a round trip that failed may leave the Transport
 // reading on.
 func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					switch r.URL.Path {
-					case "/early":
-						// Answered before the body is read, which the
-						// client is still sending.
-						io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
-						io.Copy(io.Discard, r.Body)
-					case "/drop":
-						return
-					default:
-						io.Copy(io.Discard, r.Body)
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-					}
-				}
-			}()
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		switch path.Base(r.URL.Path) {
+		case "early":
+			// Answered before the body is read, which the client is
+			// still sending.
+			io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+			io.Copy(io.Discard, r.Body)
+		case "drop":
+			return false
+		default:
+			io.Copy(io.Discard, r.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
+		return true
+	})
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	// ReverseProxy's trace, which the freshness carries.
@@ -122,7 +103,7 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 	send := func(path string, body io.Reader) (*freshness, *http.Response, error) {
 		f := newFreshness()
 		ctx = f.context(httptrace.WithClientTrace(context.Background(), proxyTrace))
-		r, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+ln.Addr().String()+path, body)
+		r, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+n.addr+"/repository/x/"+path, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +113,7 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 
 	// The first request's connection is dialed for it: a dial's context
 	// may outlive the request (TestFreshnessNotReusedWhileItsRequestsDialGoesOn).
-	f, resp, err := send("/ok", strings.NewReader("body"))
+	f, resp, err := send("ok", strings.NewReader("body"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +122,7 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 	if f.reusable() {
 		t.Error("a request on a connection not taken idle: reusable")
 	}
-	f, resp, err = send("/ok", strings.NewReader("body"))
+	f, resp, err = send("ok", strings.NewReader("body"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +144,7 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 
 	pr, pw := io.Pipe()
 	go pw.Write([]byte("first part"))
-	f, resp, err = send("/early", pr)
+	f, resp, err = send("early", pr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +164,15 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 		t.Errorf("the body written whole, the answer taken: still not reusable (tries %d, conns %d, wrote %d)", f.tries.Load(), f.conns.Load(), f.wrote.Load())
 	}
 
-	f, _, err = send("/drop", http.NoBody)
+	// The failed round trip on an idle connection, dialed before: only
+	// its error can tell that it is not reusable.
+	_, resp, err = send("ok", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	f, _, err = send("drop", http.NoBody)
 	if err == nil {
 		t.Fatal("a connection closed without an answer: no error")
 	}

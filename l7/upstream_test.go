@@ -71,6 +71,13 @@ func haProxyConfig(t *testing.T, log io.Writer, maxConns int, repo string, cfg C
 // round at once; Set.Update kicks another).
 func haProxyProbing(t *testing.T, log io.Writer, maxConns int, repo string, cfg Config, interval time.Duration, urls ...string) (string, *Upstreams) {
 	t.Helper()
+	return haProxyWrapped(t, log, maxConns, repo, cfg, interval, nil, urls...)
+}
+
+// haProxyWrapped is haProxyProbing with the Proxy served through wrap
+// (nil: as it is).
+func haProxyWrapped(t *testing.T, log io.Writer, maxConns int, repo string, cfg Config, interval time.Duration, wrap func(http.Handler) http.Handler, urls ...string) (string, *Upstreams) {
+	t.Helper()
 	spec, err := upstream.ParseSpec(urls, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -94,8 +101,12 @@ func haProxyProbing(t *testing.T, log io.Writer, maxConns int, repo string, cfg 
 	if err != nil {
 		t.Fatal(err)
 	}
+	var h http.Handler = p
+	if wrap != nil {
+		h = wrap(p)
+	}
 	ln := testnet.Listen(t)
-	srv := &http.Server{Handler: p, ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+	srv := &http.Server{Handler: h, ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 		client, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 		return NewContext(ctx, &ConnInfo{Table: tab, Route: tab.LookupHost("team-a.example.com"), ServerName: "team-a.example.com", Client: client})
 	}}
