@@ -683,7 +683,7 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.
 			// Its own trace only: the client's (ReverseProxy's) would
 			// write a node's 1xx to the question to the client.
 			fr := newFreshness()
-			q, err := http.NewRequestWithContext(fr.context(hideTrace{context.WithoutCancel(ctx)}), http.MethodGet, upstream.Origin(n.Scheme, n.Host)+r.URL.EscapedPath(), nil)
+			q, err := http.NewRequestWithContext(fr.context(hideTrace(context.WithoutCancel(ctx))), http.MethodGet, upstream.Origin(n.Scheme, n.Host)+r.URL.EscapedPath(), nil)
 			if err != nil {
 				sl.release()
 				return
