@@ -127,23 +127,11 @@ var errStaleAnswer = errors.New("Nexus's connection held bytes past its last ans
 // (the pool may hold more connections of the same node with leftovers).
 const staleRetries = 2
 
-// hideTrace hides the ClientTrace a context holds from
-// httptrace.WithClientTrace, whose composing of two traces goes through
-// reflection on every request: freshness's trace carries its hooks itself.
-type hideTrace struct{ context.Context }
-
-func (c hideTrace) Value(key any) any {
-	v := c.Context.Value(key)
-	if _, ok := v.(*httptrace.ClientTrace); ok {
-		return nil
-	}
-	return v
-}
-
 // tracedCtx answers for the ClientTrace its context holds with trace,
 // which carries that trace's hooks (freshness.context): what
-// httptrace.WithClientTrace would give without composing, and without a
-// context.WithValue per request.
+// httptrace.WithClientTrace would give without composing (reflection on
+// every request), and without a context.WithValue per request. With no
+// trace it hides the one its context holds.
 type tracedCtx struct {
 	context.Context
 	trace *httptrace.ClientTrace
@@ -152,10 +140,16 @@ type tracedCtx struct {
 func (c *tracedCtx) Value(key any) any {
 	v := c.Context.Value(key)
 	if _, ok := v.(*httptrace.ClientTrace); ok {
+		if c.trace == nil {
+			return nil
+		}
 		return c.trace
 	}
 	return v
 }
+
+// hideTrace is ctx without the ClientTrace it holds.
+func hideTrace(ctx context.Context) context.Context { return &tracedCtx{Context: ctx} }
 
 // context is ctx with f's trace. Once per request: the lookups it costs
 // are cheapest on the request's own context, before WithoutCancel (whose
@@ -178,7 +172,7 @@ func (f *freshness) context(ctx context.Context) context.Context {
 			carried := *old
 			carried.Got1xxResponse = nil
 			t.trace.Got1xxResponse = f.on1xx
-			ctx = httptrace.WithClientTrace(hideTrace{ctx}, &carried)
+			ctx = httptrace.WithClientTrace(hideTrace(ctx), &carried)
 		}
 		return httptrace.WithClientTrace(ctx, &t.trace)
 	}

@@ -85,10 +85,11 @@ func goGet(addr, path string) <-chan string {
 // The Transport dials for a request that finds no idle connection, and
 // hands it one another request gives back meanwhile; the dial goes on,
 // with the request's context (its values: its trace), after the request
-// was answered and ended. That request's freshness must not be given
-// back for another request then: the dial would look up a context that
-// was cleared (a nil pointer in the Transport's own goroutine: the
-// process ends) or is another request's.
+// was answered and ended. What it looks up must still be that request's:
+// a context cleared or lent to another request (as a pooled freshness's
+// once was) is a nil pointer in the Transport's own goroutine, which ends
+// the process, or a race. The trace and its context are the request's
+// own (requestTrace), and the freshness is not lent on either.
 func TestFreshnessNotReusedWhileItsRequestsDialGoesOn(t *testing.T) {
 	hold := make(chan struct{})
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {

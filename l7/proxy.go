@@ -229,9 +229,11 @@ type reqState struct {
 	bodyWrap countingBody
 	held     heldSlot   // an HTTP/2 request's per-client place
 	fresh    *freshness // the failover's first attempt's (freshanswer.go)
-	det      detached   // the failover's first attempt's context (detach.go)
-	url      url.URL    // the failover's first attempt's URL
-	urlTaken bool
+	// The failover's first attempt's context (detach.go) and URL, and
+	// whether that attempt took them.
+	det          detached
+	url          url.URL
+	attemptTaken bool
 }
 
 // heldSlot is the per-client place of an HTTP/2 request, kept until its

@@ -261,18 +261,23 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		a := attempt{n: n, slot: sl}
+		// The request's first attempt keeps its context and URL in the
+		// request's state (an allocation less each); a later one, or a
+		// repository fallback's, has its own.
+		var det *detached
+		var u *url.URL
+		if st != nil && !st.attemptTaken {
+			st.attemptTaken = true
+			det, u = &st.det, &st.url
+		} else {
+			det, u = new(detached), new(url.URL)
+		}
 		// A client that leaves does not end the attempt: Nexus's thread
 		// works on until it answers (Jetty notices a closed connection
 		// only when it writes), so the slot is held until then, or a
 		// client that sends and leaves in a loop would pile requests
 		// on Nexus beyond --upstream-max-conns. A body the client stops
 		// sending still ends it, and so does its answer.
-		var det *detached
-		if st != nil && st.det.parent == nil {
-			det = &st.det
-		} else {
-			det = new(detached)
-		}
 		ctx := detach(det, base)
 		stopWatch := func() bool { return false }
 		// A node found down while its answer is awaited gives the request
@@ -296,12 +301,6 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// A shallow copy: the transport never writes a request's headers,
 		// and a resume deep-copies its own (resumable).
 		out := r.WithContext(ctx)
-		var u *url.URL
-		if st != nil && !st.urlTaken {
-			u, st.urlTaken = &st.url, true // one allocation less
-		} else {
-			u = new(url.URL)
-		}
 		*u = *r.URL
 		u.Scheme, u.Host = n.Scheme, n.Host
 		out.URL = u
@@ -683,7 +682,7 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.
 			// Its own trace only: the client's (ReverseProxy's) would
 			// write a node's 1xx to the question to the client.
 			fr := newFreshness()
-			q, err := http.NewRequestWithContext(fr.context(hideTrace{context.WithoutCancel(ctx)}), http.MethodGet, upstream.Origin(n.Scheme, n.Host)+r.URL.EscapedPath(), nil)
+			q, err := http.NewRequestWithContext(fr.context(hideTrace(context.WithoutCancel(ctx))), http.MethodGet, upstream.Origin(n.Scheme, n.Host)+r.URL.EscapedPath(), nil)
 			if err != nil {
 				sl.release()
 				return

@@ -29,17 +29,22 @@ type h2ConnKey struct{}
 // it was answered (its client did not reset the stream, nor the connection
 // end, first).
 func (lc *liveConn) serveH2(h http.Handler, w http.ResponseWriter, r *http.Request) {
-	if lc.idleOver.Load() && lc.h2IdleLeft() <= 0 {
-		// net/http sends GOAWAY with the answer's HEADERS.
-		w.Header().Set("Connection", "close")
-	}
+	lc.goAwayIfIdleOver(w)
 	h.ServeHTTP(w, r)
 	if r.Context().Err() == nil {
 		lc.answers.Add(1)
 		lc.lastAnswer.Store(time.Now().UnixNano())
-	} else if lc.idleOver.Load() && lc.h2IdleLeft() <= 0 {
+	} else {
 		// Nothing written yet (a 1xx cleared the header, or none came):
 		// net/http writes HEADERS once the handler returns.
+		lc.goAwayIfIdleOver(w)
+	}
+}
+
+// goAwayIfIdleOver has the answer end lc once its idle clock ran out:
+// net/http sends GOAWAY with the answer's HEADERS.
+func (lc *liveConn) goAwayIfIdleOver(w http.ResponseWriter) {
+	if lc.idleOver.Load() && lc.h2IdleLeft() <= 0 {
 		w.Header().Set("Connection", "close")
 	}
 }

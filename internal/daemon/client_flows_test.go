@@ -37,18 +37,13 @@ import (
 // monolithic POST upload, a blob HEAD with Range, DELETE of a tag and of a
 // manifest, and a catalog that shows a route only its own repositories.
 func TestLessCommonClientFlowsEveryStyle(t *testing.T) {
-	styles := []fixtures.LocationStyle{fixtures.LocationRelative, fixtures.LocationRelativePrefix, fixtures.LocationAbsolute}
-	for _, ctxPath := range []string{"", "/nexus"} {
-		for _, style := range styles {
-			t.Run(fmt.Sprintf("%s/ctx=%q", style, ctxPath), func(t *testing.T) {
-				st := stack.Start(t, stack.Options{
-					Fixture: fixtures.Config{ContextPath: ctxPath, LocationStyle: style},
-					Config:  teamRoutes(),
-				})
-				lessCommonFlows(t, st, false, false)
-			})
-		}
-	}
+	eachLocationShape(t, func(t *testing.T, fx fixtures.Config) {
+		st := stack.Start(t, stack.Options{
+			Fixture: fx,
+			Config:  teamRoutes(),
+		})
+		lessCommonFlows(t, st, false, false)
+	})
 }
 
 // flowDo sends method to u with Basic credentials and headers hdr.

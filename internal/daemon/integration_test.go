@@ -177,49 +177,57 @@ func TestTeamsCannotReachEachOther(t *testing.T) {
 	}
 }
 
-func TestLocationStylesAndContextPath(t *testing.T) {
-	styles := []fixtures.LocationStyle{fixtures.LocationRelative, fixtures.LocationRelativePrefix, fixtures.LocationAbsolute}
+// eachLocationShape runs f in a subtest for each of Nexus's Location
+// shapes, with and without a context path: fx is the fixture's Config for
+// it.
+func eachLocationShape(t *testing.T, f func(t *testing.T, fx fixtures.Config)) {
 	for _, ctxPath := range []string{"", "/nexus"} {
-		for _, style := range styles {
+		for _, style := range []fixtures.LocationStyle{fixtures.LocationRelative, fixtures.LocationRelativePrefix, fixtures.LocationAbsolute} {
 			t.Run(fmt.Sprintf("%s/ctx=%q", style, ctxPath), func(t *testing.T) {
-				st := stack.Start(t, stack.Options{
-					Fixture: fixtures.Config{ContextPath: ctxPath, LocationStyle: style},
-					Config:  teamRoutes(),
-				})
-				img := pushImage(t, st, st.Host("team-a-push")+"/styles/app:1")
-				pullVerify(t, st, st.Host("team-a")+"/styles/app:1", img)
-
-				// What the client sees: every URL points at the public name.
-				cl := &http.Client{Transport: st.Transport()}
-				req, _ := http.NewRequest(http.MethodPost, "https://"+st.Host("team-a-push")+"/v2/styles/app/blobs/uploads/", nil)
-				req.SetBasicAuth(stack.User, stack.Password)
-				resp, err := cl.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				loc := resp.Header.Get("Location")
-				want := "https://" + st.Host("team-a-push") + "/v2/styles/app/blobs/uploads/"
-				if resp.StatusCode != http.StatusAccepted || !strings.HasPrefix(loc, want) {
-					t.Fatalf("upload start: %d Location %q, want 202 and prefix %q", resp.StatusCode, loc, want)
-				}
-				// The session's headers reach the client with it.
-				if id := resp.Header.Get("Docker-Upload-Uuid"); id == "" || !strings.Contains(loc, id) || resp.Header.Get("Range") == "" {
-					t.Errorf("upload start: Docker-Upload-UUID %q (Location %q), Range %q", id, loc, resp.Header.Get("Range"))
-				}
-				// Nexus saw the upstream path with the context path.
-				var saw bool
-				for _, r := range st.Nexus.Requests() {
-					if r.Method == http.MethodPost && r.RawPath == ctxPath+"/repository/team-a-hosted/v2/styles/app/blobs/uploads/" {
-						saw = true
-					}
-				}
-				if !saw {
-					t.Fatalf("Nexus never saw the POST at %s/repository/team-a-hosted/...", ctxPath)
-				}
+				f(t, fixtures.Config{ContextPath: ctxPath, LocationStyle: style})
 			})
 		}
 	}
+}
+
+func TestLocationStylesAndContextPath(t *testing.T) {
+	eachLocationShape(t, func(t *testing.T, fx fixtures.Config) {
+		st := stack.Start(t, stack.Options{
+			Fixture: fx,
+			Config:  teamRoutes(),
+		})
+		img := pushImage(t, st, st.Host("team-a-push")+"/styles/app:1")
+		pullVerify(t, st, st.Host("team-a")+"/styles/app:1", img)
+
+		// What the client sees: every URL points at the public name.
+		cl := &http.Client{Transport: st.Transport()}
+		req, _ := http.NewRequest(http.MethodPost, "https://"+st.Host("team-a-push")+"/v2/styles/app/blobs/uploads/", nil)
+		req.SetBasicAuth(stack.User, stack.Password)
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		want := "https://" + st.Host("team-a-push") + "/v2/styles/app/blobs/uploads/"
+		if resp.StatusCode != http.StatusAccepted || !strings.HasPrefix(loc, want) {
+			t.Fatalf("upload start: %d Location %q, want 202 and prefix %q", resp.StatusCode, loc, want)
+		}
+		// The session's headers reach the client with it.
+		if id := resp.Header.Get("Docker-Upload-Uuid"); id == "" || !strings.Contains(loc, id) || resp.Header.Get("Range") == "" {
+			t.Errorf("upload start: Docker-Upload-UUID %q (Location %q), Range %q", id, loc, resp.Header.Get("Range"))
+		}
+		// Nexus saw the upstream path with the context path.
+		var saw bool
+		for _, r := range st.Nexus.Requests() {
+			if r.Method == http.MethodPost && r.RawPath == fx.ContextPath+"/repository/team-a-hosted/v2/styles/app/blobs/uploads/" {
+				saw = true
+			}
+		}
+		if !saw {
+			t.Fatalf("Nexus never saw the POST at %s/repository/team-a-hosted/...", fx.ContextPath)
+		}
+	})
 }
 
 func TestChallengeRealmAndForwardedHeaders(t *testing.T) {

@@ -48,83 +48,78 @@ func authedGet(t *testing.T, cl *http.Client, u string, hdr map[string]string) (
 // three shapes, with and without a context path, must name the public host:
 // clients follow Link only on the registry they asked. Groups send no Link.
 func TestPagingLinksAndManifestLocationInEveryStyle(t *testing.T) {
-	styles := []fixtures.LocationStyle{fixtures.LocationRelative, fixtures.LocationRelativePrefix, fixtures.LocationAbsolute}
-	for _, ctxPath := range []string{"", "/nexus"} {
-		for _, style := range styles {
-			t.Run(fmt.Sprintf("%s/ctx=%q", style, ctxPath), func(t *testing.T) {
-				st := stack.Start(t, stack.Options{
-					Fixture: fixtures.Config{ContextPath: ctxPath, LocationStyle: style},
-					Config:  teamRoutes(),
-				})
-				push := st.Host("team-a-push")
-				opts := st.Remote(ctxT(t))
-				img := pushImage(t, st, push+"/page/app:a")
-				for _, tag := range []string{"b", "c"} {
-					if err := remote.Tag(ref(t, push+"/page/app:a").Context().Tag(tag), img, opts...); err != nil {
-						t.Fatalf("tag %s: %v", tag, err)
-					}
-				}
-				pushImage(t, st, push+"/page/other:1")
-
-				st.Nexus.ResetRequests()
-				repo, _ := name.NewRepository(push + "/page/app")
-				tags, err := remote.List(repo, append(opts, remote.WithPageSize(1))...)
-				if err != nil || !slices.Equal(tags, []string{"a", "b", "c"}) {
-					t.Fatalf("tags one per page: %v %v, want [a b c]", tags, err)
-				}
-				reg, _ := name.NewRegistry(push)
-				cat, err := remote.Catalog(ctxT(t), reg, append(opts, remote.WithPageSize(1))...)
-				if err != nil || !slices.Equal(cat, []string{"page/app", "page/other"}) {
-					t.Fatalf("catalog one per page: %v %v", cat, err)
-				}
-				var pages int
-				for _, r := range st.Nexus.Requests() {
-					if strings.Contains(r.Path, "/tags/list") && strings.Contains(r.RawQuery, "last=") {
-						pages++
-					}
-				}
-				if pages < 2 {
-					t.Fatalf("the client followed %d Link headers of tags/list, want 2 at least", pages)
-				}
-
-				cl := &http.Client{Transport: st.Transport()}
-				resp, _ := authedGet(t, cl, "https://"+push+"/v2/page/app/tags/list?n=1", nil)
-				if want := `<https://` + push + `/v2/page/app/tags/list?n=1&last=a>; rel="next"`; resp.Header.Get("Link") != want {
-					t.Errorf("tags Link %q, want %q", resp.Header.Get("Link"), want)
-				}
-				resp, _ = authedGet(t, cl, "https://"+push+"/v2/_catalog?n=1&last=page%2Fapp", nil)
-				if want := `<https://` + push + `/v2/_catalog?n=1&last=page%2Fother>; rel="next"`; resp.Header.Get("Link") != want {
-					t.Errorf("catalog Link %q, want %q", resp.Header.Get("Link"), want)
-				}
-
-				// Manifest PUT: Location names the public host.
-				raw, _ := img.RawManifest()
-				mt, _ := img.MediaType()
-				d, _ := img.Digest()
-				req, _ := http.NewRequest(http.MethodPut, "https://"+push+"/v2/page/app/manifests/d", strings.NewReader(string(raw)))
-				req.Header.Set("Content-Type", string(mt))
-				req.SetBasicAuth(stack.User, stack.Password)
-				presp, err := cl.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				presp.Body.Close()
-				if want := "https://" + push + "/v2/page/app/manifests/" + d.String(); presp.StatusCode != http.StatusCreated || presp.Header.Get("Location") != want {
-					t.Errorf("manifest PUT: %d Location %q, want 201 %q", presp.StatusCode, presp.Header.Get("Location"), want)
-				}
-
-				// The group pages without Link; unpaged it lists everything.
-				resp, body := authedGet(t, cl, "https://"+st.Host("team-a")+"/v2/page/app/tags/list?n=1", nil)
-				if resp.StatusCode != http.StatusOK || resp.Header.Get("Link") != "" {
-					t.Errorf("group tags page: %d Link %q %s, want 200 without Link", resp.StatusCode, resp.Header.Get("Link"), body)
-				}
-				grepo, _ := name.NewRepository(st.Host("team-a") + "/page/app")
-				if tags, err := remote.List(grepo, opts...); err != nil || !slices.Equal(tags, []string{"a", "b", "c", "d"}) {
-					t.Errorf("group tags: %v %v", tags, err)
-				}
-			})
+	eachLocationShape(t, func(t *testing.T, fx fixtures.Config) {
+		st := stack.Start(t, stack.Options{
+			Fixture: fx,
+			Config:  teamRoutes(),
+		})
+		push := st.Host("team-a-push")
+		opts := st.Remote(ctxT(t))
+		img := pushImage(t, st, push+"/page/app:a")
+		for _, tag := range []string{"b", "c"} {
+			if err := remote.Tag(ref(t, push+"/page/app:a").Context().Tag(tag), img, opts...); err != nil {
+				t.Fatalf("tag %s: %v", tag, err)
+			}
 		}
-	}
+		pushImage(t, st, push+"/page/other:1")
+
+		st.Nexus.ResetRequests()
+		repo, _ := name.NewRepository(push + "/page/app")
+		tags, err := remote.List(repo, append(opts, remote.WithPageSize(1))...)
+		if err != nil || !slices.Equal(tags, []string{"a", "b", "c"}) {
+			t.Fatalf("tags one per page: %v %v, want [a b c]", tags, err)
+		}
+		reg, _ := name.NewRegistry(push)
+		cat, err := remote.Catalog(ctxT(t), reg, append(opts, remote.WithPageSize(1))...)
+		if err != nil || !slices.Equal(cat, []string{"page/app", "page/other"}) {
+			t.Fatalf("catalog one per page: %v %v", cat, err)
+		}
+		var pages int
+		for _, r := range st.Nexus.Requests() {
+			if strings.Contains(r.Path, "/tags/list") && strings.Contains(r.RawQuery, "last=") {
+				pages++
+			}
+		}
+		if pages < 2 {
+			t.Fatalf("the client followed %d Link headers of tags/list, want 2 at least", pages)
+		}
+
+		cl := &http.Client{Transport: st.Transport()}
+		resp, _ := authedGet(t, cl, "https://"+push+"/v2/page/app/tags/list?n=1", nil)
+		if want := `<https://` + push + `/v2/page/app/tags/list?n=1&last=a>; rel="next"`; resp.Header.Get("Link") != want {
+			t.Errorf("tags Link %q, want %q", resp.Header.Get("Link"), want)
+		}
+		resp, _ = authedGet(t, cl, "https://"+push+"/v2/_catalog?n=1&last=page%2Fapp", nil)
+		if want := `<https://` + push + `/v2/_catalog?n=1&last=page%2Fother>; rel="next"`; resp.Header.Get("Link") != want {
+			t.Errorf("catalog Link %q, want %q", resp.Header.Get("Link"), want)
+		}
+
+		// Manifest PUT: Location names the public host.
+		raw, _ := img.RawManifest()
+		mt, _ := img.MediaType()
+		d, _ := img.Digest()
+		req, _ := http.NewRequest(http.MethodPut, "https://"+push+"/v2/page/app/manifests/d", strings.NewReader(string(raw)))
+		req.Header.Set("Content-Type", string(mt))
+		req.SetBasicAuth(stack.User, stack.Password)
+		presp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		presp.Body.Close()
+		if want := "https://" + push + "/v2/page/app/manifests/" + d.String(); presp.StatusCode != http.StatusCreated || presp.Header.Get("Location") != want {
+			t.Errorf("manifest PUT: %d Location %q, want 201 %q", presp.StatusCode, presp.Header.Get("Location"), want)
+		}
+
+		// The group pages without Link; unpaged it lists everything.
+		resp, body := authedGet(t, cl, "https://"+st.Host("team-a")+"/v2/page/app/tags/list?n=1", nil)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Link") != "" {
+			t.Errorf("group tags page: %d Link %q %s, want 200 without Link", resp.StatusCode, resp.Header.Get("Link"), body)
+		}
+		grepo, _ := name.NewRepository(st.Host("team-a") + "/page/app")
+		if tags, err := remote.List(grepo, opts...); err != nil || !slices.Equal(tags, []string{"a", "b", "c", "d"}) {
+			t.Errorf("group tags: %v %v", tags, err)
+		}
+	})
 }
 
 // forwardingFront is a proxy between nexmux and Nexus (an ingress in front
