@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -152,9 +151,14 @@ func TestHTTP2MalformedHeaderBlocksNeverReachNexus(t *testing.T) {
 // resets each stream as soon as Nexus got it or it was refused holds no more requests at Nexus than
 // --max-requests-per-client: a Nexus thread goes on with a request whose
 // client left, so its place is held until Nexus answers, and the client's
-// further streams get 429 meanwhile.
+// further streams get 429 meanwhile. Once Nexus has answered, the places
+// come back.
 func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
-	const held = 1500 * time.Millisecond
+	// Nexus holds each request until the test lets it go, not for a
+	// fixed time a loaded machine could outrun.
+	release := make(chan struct{})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
 	var inflight, most, reached atomic.Int64
 	o := stack.Options{Config: confinedRoutes()}
 	o.Config.MaxRequestsPerClient = 2
@@ -169,12 +173,13 @@ func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
 				}
 				// A remote fetch: Jetty sees the client leave only when
 				// it writes.
-				time.Sleep(held)
+				<-release
 				inflight.Add(-1)
 			}
 			nexus.ServeHTTP(w, r)
 		}))
 		t.Cleanup(front.Close)
+		t.Cleanup(letGo) // before front.Close, which waits for handlers
 		return []string{front.URL}
 	}
 	st := stack.Start(t, o)
@@ -185,53 +190,75 @@ func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
 	}
 	var wmu, mu sync.Mutex
 	var tooMany int
-	answered := map[uint32]bool{}
+	status := map[uint32]string{}
+	resetByServer := map[uint32]bool{}
 	go readH2Frames(fr, &wmu, &mu, func(f http2.Frame, dec *hpack.Decoder) {
-		if h, ok := f.(*http2.HeadersFrame); ok {
-			hf, _ := dec.DecodeFull(h.HeaderBlockFragment())
-			for _, f := range hf {
-				if f.Name == ":status" {
-					answered[h.StreamID] = true
-					if f.Value == "429" {
+		switch f := f.(type) {
+		case *http2.HeadersFrame:
+			hf, _ := dec.DecodeFull(f.HeaderBlockFragment())
+			for _, h := range hf {
+				if h.Name == ":status" {
+					status[f.StreamID] = h.Value
+					if h.Value == "429" {
 						tooMany++
 					}
 				}
 			}
+		case *http2.RSTStreamFrame:
+			resetByServer[f.StreamID] = true
 		}
 	})
-	const streams = 20
-	for i := range streams {
-		id := uint32(2*i + 1)
+	send := func(id uint32, path string) {
+		t.Helper()
 		hb := headerBlock([][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", st.Host("team-a")},
-			{":path", fmt.Sprintf("/v2/slow/app%d/manifests/1", i)}, {"authorization", auth}})
+			{":path", path}, {"authorization", auth}})
 		wmu.Lock()
 		err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb, EndStream: true, EndHeaders: true})
 		wmu.Unlock()
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Reset once Nexus has the request or the client its 429: a
-		// reset that came first would keep the request from Nexus.
+	}
+	const streams = 20
+	for i := range streams {
+		id := uint32(2*i + 1)
 		before := reached.Load()
+		send(id, fmt.Sprintf("/v2/slow/app%d/manifests/1", i))
+		// Reset once Nexus has the request or the client its answer: a
+		// reset that came first would keep the request from Nexus.
 		waitFor(t, "stream at Nexus or answered", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
-			return reached.Load() > before || answered[id]
+			return reached.Load() > before || status[id] != "" || resetByServer[id]
 		})
 		wmu.Lock()
-		err = fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		err := fr.WriteRSTStream(id, http2.ErrCodeCancel)
 		wmu.Unlock()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
-	if n := most.Load(); n > 2 || reached.Load() == 0 {
-		t.Errorf("%d requests at Nexus at once (%d in all) from one client whose streams were reset, want at most 2 (--max-requests-per-client)", n, reached.Load())
+	if n := most.Load(); n > 2 || reached.Load() != 2 {
+		t.Errorf("%d requests at Nexus at once (%d in all) from one client whose streams were reset, want 2 (--max-requests-per-client) held there", n, reached.Load())
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	if tooMany == 0 {
 		t.Errorf("no 429 among %d streams while 2 places were held", streams)
 	}
+	mu.Unlock()
+
+	// Nexus answers the two it held: their places come back.
+	letGo()
+	id := uint32(2*streams + 1)
+	send(id, "/v2/slow/after/manifests/1")
+	waitFor(t, "a stream served once Nexus answered the held ones", func() bool {
+		mu.Lock()
+		got, reset := status[id], resetByServer[id]
+		mu.Unlock()
+		if got == "429" || reset {
+			id += 2
+			send(id, "/v2/slow/after/manifests/1")
+		}
+		return got != "" && got != "429"
+	})
 }
