@@ -15,7 +15,10 @@
 # connections with `benchtool seq`, to each target in turn (every other
 # round in reverse order), and divides the machine's busy time from
 # /proc/stat (all but idle and iowait) by the requests. Prints each round,
-# then each target's median. Run it on an otherwise idle machine. Example:
+# then each target's median, then the first target's figure over each
+# other's within each round and the median of those ratios (steadier than
+# the ratio of the medians on a host whose speed drifts between rounds).
+# Run it on an otherwise idle machine. Example:
 #
 #   N=/tmp/nexmux-new; O=/tmp/nexmux-old
 #   scripts/bench-ab.sh -r 6 \
@@ -68,6 +71,7 @@ done
 busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 declare -A res
+round=() ratio=()
 for r in $(seq "$ROUNDS"); do
 	order=$(seq 0 $((${#names[@]} - 1)))
 	((r % 2 == 0)) && order=$(tac <<<"$order")
@@ -88,9 +92,19 @@ for r in $(seq "$ROUNDS"); do
 		rps=$(echo "$N / ($t1 - $t0)" | bc -l)
 		printf '%-12s round %d: %6.1f µs whole machine per request, %6.0f req/s\n' "${names[$i]}" "$r" "$us" "$rps"
 		res[${names[$i]}]+="$us "
+		round[$i]=$us
+	done
+	# Each target against the first, within the round: the two ran a few
+	# seconds apart, so a host whose speed drifts moves both alike.
+	for i in $(seq 1 $((${#names[@]} - 1))); do
+		ratio[$i]+="$(echo "${round[0]} / ${round[$i]}" | bc -l) "
 	done
 done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 for n in "${names[@]}"; do
-	printf '%-12s median %6.2f µs\n' "$n" "$(tr ' ' '\n' <<<"${res[$n]}" | grep . | sort -n |
-		awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')"
+	printf '%-12s median %6.2f µs\n' "$n" "$(median <<<"${res[$n]}")"
+done
+for i in $(seq 1 $((${#names[@]} - 1))); do
+	printf '%s ÷ %s per round: median %.3f (rounds %s)\n' "${names[0]}" "${names[$i]}" "$(median <<<"${ratio[$i]}")" \
+		"$(tr ' ' '\n' <<<"${ratio[$i]}" | grep . | xargs printf '%.3f ' | sed 's/ $//')"
 done
