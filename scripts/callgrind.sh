@@ -17,7 +17,8 @@
 #                     connection, 300 + 3000; reference: the Go floor
 #                     (benchtool floor)
 #   handshake         a new connection per request: full TLS handshake (no
-#                     resumption), one HEAD, close; 30 + 200; floor
+#                     resumption), one HEAD, close; 30 + 2000 (with fewer, a
+#                     round holds a GC cycle or none); floor
 #   pull, push        GET of the backend's 1 MiB blob, or PATCH of 1 MiB
 #                     then the PUT, on keep-alive; 5 + 30, counted per MiB;
 #                     floor
@@ -27,8 +28,8 @@
 #                     its one --route (the floor has no routes)
 #
 # The same binary's rounds differ by the runtime's idle scheduling and by
-# whether a GC cycle falls among the counted requests (few of them for the
-# kinds other than HEAD/GET). Needs valgrind (apt-get install valgrind).
+# how many GC cycles fall among the counted requests. Needs valgrind
+# (apt-get install valgrind).
 # CALLGRIND_CONNS=32 spreads HEAD/GET over that many connections at once,
 # CALLGRIND_PROCS=2 gives the proxy two Ps (callgrind still runs one
 # thread at a time), CALLGRIND_CACHE=1 adds valgrind's cache simulation
@@ -36,6 +37,7 @@
 # counts that nexmux binary instead of building one; with
 # CALLGRIND_NEXMUX_B=BIN2 too, each round counts BIN then BIN2 instead of
 # the reference and nexmux (an A/B of two builds in one run).
+# CALLGRIND_N=COUNT counts COUNT requests of every kind instead of its own.
 # CALLGRIND_KEEP=DIR keeps each round's callgrind dump there, for
 # callgrind_annotate.
 set -euo pipefail
@@ -76,12 +78,16 @@ seq_args() {
 	UNIT=request
 	case $1 in
 	HEAD | GET) SEQ=(-method "$1" -warm 300 -n 3000 -conns "$CONNS") N=3000 ;;
-	handshake) SEQ=(-kind handshake -warm 30 -n 200) N=200 ;;
+	handshake) SEQ=(-kind handshake -warm 30 -n 2000) N=2000 ;;
 	pull) SEQ=(-kind pull -blob-size 1048576 -warm 5 -n 30) N=30 UNIT=MiB ;;
 	push) SEQ=(-kind push -push-size 1048576 -warm 5 -n 30) N=30 UNIT=MiB ;;
 	routes-HEAD) SEQ=(-method HEAD -warm 300 -n 3000 "${names[@]}") N=3000 ;;
-	routes-handshake) SEQ=(-kind handshake -warm 30 -n 200 "${names[@]}") N=200 ;;
+	routes-handshake) SEQ=(-kind handshake -warm 30 -n 2000 "${names[@]}") N=2000 ;;
 	esac
+	if [ -n "${CALLGRIND_N:-}" ]; then
+		N=$CALLGRIND_N
+		SEQ+=(-n "$N")
+	fi
 }
 
 # count PROXY KIND prints the instructions per UNIT of PROXY: floor (the Go
