@@ -11,8 +11,9 @@
 //	                    the raw results as JSON
 //	benchtool report    turns results JSON into the Markdown table, the PNG
 //	                    chart and the README section
-//	benchtool seq       small requests one after another on one connection,
-//	                    paused for a line on stdin (scripts/callgrind.sh)
+//	benchtool seq       requests one after another (manifests, handshakes,
+//	                    blob pulls or pushes), paused for a line on stdin
+//	                    (scripts/callgrind.sh)
 //	benchtool instr     adds scripts/callgrind.sh's instruction counts
 //	                    (stdin) to a results JSON file
 //
