@@ -183,7 +183,9 @@ func TestDownloadStalledAtNexusAtDrainEndIsAccounted(t *testing.T) {
 // busy.
 func TestRequestQueuedForNexusAtDrainEndIsCutByTheDrain(t *testing.T) {
 	cfg := teamRoutes()
-	cfg.DrainTimeout = time.Second
+	// Short: the queued request must still be waiting for its place (2 s
+	// at most) when the drain ends.
+	cfg.DrainTimeout = 300 * time.Millisecond
 	cfg.UpstreamMaxConns = 1
 	st, logs := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
 	node := st.NexusNodes[0]
