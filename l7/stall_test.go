@@ -398,9 +398,11 @@ func TestHTTP2ShutWindowSmallResponseEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	time.Sleep(4 * sendTO)
+	// Reading would open the window: the reset must have come first. Ten
+	// --send-timeouts, for a loaded machine's late timer and reset.
+	time.Sleep(10 * sendTO)
 	if b, err := io.ReadAll(resp.Body); err == nil {
-		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+		t.Fatalf("read all %d bytes after the window stayed shut for 10 --send-timeouts: want the stream reset", len(b))
 	}
 }
 
@@ -575,9 +577,11 @@ func TestHTTP2ShutWindowRefusalEndsAtSendTimeout(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("got %s, want nexmux's own 404", resp.Status)
 	}
-	time.Sleep(4 * sendTO)
+	// Reading would open the window: the reset must have come first. Ten
+	// --send-timeouts, for a loaded machine's late timer and reset.
+	time.Sleep(10 * sendTO)
 	if b, err := io.ReadAll(resp.Body); err == nil {
-		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+		t.Fatalf("read all %d bytes after the window stayed shut for 10 --send-timeouts: want the stream reset", len(b))
 	}
 }
 
