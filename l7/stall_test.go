@@ -475,7 +475,16 @@ func TestPipeliningClientThatStopsReadingIsCut(t *testing.T) {
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(make([]byte, 16<<10)) // a manifest: small, below batchMin
 	})
-	addr := stallProxy(t, node, 0, 300*time.Millisecond)
+	// A request cut by --send-timeout: its record has a reason.
+	cutRec := make(chan Record, 1)
+	addr, _ := haProxyConfig(t, io.Discard, 0, "team-a", Config{SendTimeout: 300 * time.Millisecond, Observe: func(_ *ConnInfo, _ *http.Request, rec Record) {
+		if rec.Reason != "" {
+			select {
+			case cutRec <- rec:
+			default:
+			}
+		}
+	}}, "http://"+node.addr)
 	// A small receive buffer, set before connecting: shrunk afterwards,
 	// the window already offered would stall the reads below.
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -490,7 +499,13 @@ func TestPipeliningClientThatStopsReadingIsCut(t *testing.T) {
 		req := "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n"
 		_, _ = io.WriteString(c, strings.Repeat(req, requests))
 	}()
-	time.Sleep(2 * time.Second) // reads nothing, well past --send-timeout
+	// Reads nothing until a write was cut, however long a loaded machine
+	// takes: reading any earlier would let the blocked write through.
+	select {
+	case <-cutRec:
+	case <-time.After(time.Minute):
+		t.Fatalf("no answer cut after %d of %d pipelined answers went unread for a minute (--send-timeout 300ms)", node.hits.Load(), requests)
+	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = io.Copy(io.Discard, c)
 
