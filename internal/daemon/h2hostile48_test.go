@@ -31,6 +31,9 @@ type countingNexus struct {
 	inFlight, peak, total atomic.Int64
 	hold                  time.Duration
 	gate                  chan struct{}
+	// holdIf, when set, picks the "/hold/" requests held; the rest are
+	// counted only.
+	holdIf func(*http.Request) bool
 	// bodies records, for each request with a body, whether its body came
 	// whole (read to its end without an error).
 	mu     sync.Mutex
@@ -81,15 +84,17 @@ func (c *countingNexus) start(t *testing.T, target string) string {
 			if r.Body != nil && r.Body != http.NoBody {
 				r.Body = &recordedBody{ReadCloser: r.Body, c: c}
 			}
-			var after <-chan time.Time
-			if c.gate == nil {
-				after = time.After(c.hold)
-			}
-			select {
-			case <-r.Context().Done():
-				return
-			case <-after:
-			case <-c.gate:
+			if c.holdIf == nil || c.holdIf(r) {
+				var after <-chan time.Time
+				if c.gate == nil {
+					after = time.After(c.hold)
+				}
+				select {
+				case <-r.Context().Done():
+					return
+				case <-after:
+				case <-c.gate:
+				}
 			}
 		}
 		rp.ServeHTTP(w, r)
