@@ -328,10 +328,12 @@ func TestBodyTimeoutEndsWithTheBody(t *testing.T) {
 			return
 		}
 		_, _ = io.Copy(io.Discard, r.Body)
-		time.Sleep(1500 * time.Millisecond) // committing, well past --body-timeout
+		time.Sleep(2500 * time.Millisecond) // committing, well past --body-timeout
 		panic(http.ErrAbortHandler)         // then the connection breaks
 	})
-	addr := stallProxy(t, node, 300*time.Millisecond, 0)
+	// A --body-timeout a loaded machine's pauses while the body goes
+	// through do not reach.
+	addr := stallProxy(t, node, time.Second, 0)
 	body := strings.Repeat("x", 100<<10)
 	c := stalledClient(t, addr, "PUT /v2/app/blobs/uploads/u1?digest=sha256:"+strings.Repeat("0", 64)+" HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: "+fmt.Sprint(len(body))+"\r\n\r\n"+body)
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
