@@ -328,10 +328,12 @@ func TestBodyTimeoutEndsWithTheBody(t *testing.T) {
 			return
 		}
 		_, _ = io.Copy(io.Discard, r.Body)
-		time.Sleep(1500 * time.Millisecond) // committing, well past --body-timeout
+		time.Sleep(2500 * time.Millisecond) // committing, well past --body-timeout
 		panic(http.ErrAbortHandler)         // then the connection breaks
 	})
-	addr := stallProxy(t, node, 300*time.Millisecond, 0)
+	// A --body-timeout a loaded machine's pauses while the body goes
+	// through do not reach.
+	addr := stallProxy(t, node, time.Second, 0)
 	body := strings.Repeat("x", 100<<10)
 	c := stalledClient(t, addr, "PUT /v2/app/blobs/uploads/u1?digest=sha256:"+strings.Repeat("0", 64)+" HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: "+fmt.Sprint(len(body))+"\r\n\r\n"+body)
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -398,9 +400,11 @@ func TestHTTP2ShutWindowSmallResponseEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	time.Sleep(4 * sendTO)
+	// Reading would open the window: the reset must have come first. Ten
+	// --send-timeouts, for a loaded machine's late timer and reset.
+	time.Sleep(10 * sendTO)
 	if b, err := io.ReadAll(resp.Body); err == nil {
-		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+		t.Fatalf("read all %d bytes after the window stayed shut for 10 --send-timeouts: want the stream reset", len(b))
 	}
 }
 
@@ -473,7 +477,16 @@ func TestPipeliningClientThatStopsReadingIsCut(t *testing.T) {
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(make([]byte, 16<<10)) // a manifest: small, below batchMin
 	})
-	addr := stallProxy(t, node, 0, 300*time.Millisecond)
+	// A request cut by --send-timeout: its record has a reason.
+	cutRec := make(chan Record, 1)
+	addr, _ := haProxyConfig(t, io.Discard, 0, "team-a", Config{SendTimeout: 300 * time.Millisecond, Observe: func(_ *ConnInfo, _ *http.Request, rec Record) {
+		if rec.Reason != "" {
+			select {
+			case cutRec <- rec:
+			default:
+			}
+		}
+	}}, "http://"+node.addr)
 	// A small receive buffer, set before connecting: shrunk afterwards,
 	// the window already offered would stall the reads below.
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
@@ -488,7 +501,13 @@ func TestPipeliningClientThatStopsReadingIsCut(t *testing.T) {
 		req := "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n"
 		_, _ = io.WriteString(c, strings.Repeat(req, requests))
 	}()
-	time.Sleep(2 * time.Second) // reads nothing, well past --send-timeout
+	// Reads nothing until a write was cut, however long a loaded machine
+	// takes: reading any earlier would let the blocked write through.
+	select {
+	case <-cutRec:
+	case <-time.After(time.Minute):
+		t.Fatalf("no answer cut after %d of %d pipelined answers went unread for a minute (--send-timeout 300ms)", node.hits.Load(), requests)
+	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = io.Copy(io.Discard, c)
 
@@ -575,9 +594,11 @@ func TestHTTP2ShutWindowRefusalEndsAtSendTimeout(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("got %s, want nexmux's own 404", resp.Status)
 	}
-	time.Sleep(4 * sendTO)
+	// Reading would open the window: the reset must have come first. Ten
+	// --send-timeouts, for a loaded machine's late timer and reset.
+	time.Sleep(10 * sendTO)
 	if b, err := io.ReadAll(resp.Body); err == nil {
-		t.Fatalf("read all %d bytes after the window stayed shut for 4 --send-timeouts: want the stream reset", len(b))
+		t.Fatalf("read all %d bytes after the window stayed shut for 10 --send-timeouts: want the stream reset", len(b))
 	}
 }
 

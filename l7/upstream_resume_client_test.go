@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +26,11 @@ func TestResumeStopsWhenClientLeaves(t *testing.T) {
 	roles := map[string]string{}
 	ranged := make(chan string, 8)
 	var ready = make(chan struct{})
+	// B answers the resume once nexmux has seen the client leave, not
+	// after a fixed time a loaded machine could take to see it.
+	release := make(chan struct{})
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free)
 	h := func(w http.ResponseWriter, r *http.Request) {
 		if !strings.Contains(r.URL.Path, "/repository/") {
 			return
@@ -34,7 +41,7 @@ func TestResumeStopsWhenClientLeaves(t *testing.T) {
 		if r.Header.Get("Range") != "" {
 			ranged <- role
 			if role == "B" {
-				time.Sleep(700 * time.Millisecond)
+				<-release
 				w.WriteHeader(http.StatusServiceUnavailable)
 				return
 			}
@@ -51,7 +58,21 @@ func TestResumeStopsWhenClientLeaves(t *testing.T) {
 		panic(http.ErrAbortHandler)
 	}
 	nodes := []*haNode{startNode(t, h), startNode(t, h), startNode(t, h)}
-	addr, up := haProxy(t, io.Discard, 0, nodes...)
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, "http://"+n.addr)
+	}
+	// The client's request context: done once nexmux saw the client leave.
+	clientCtx := make(chan context.Context, 1)
+	addr, up := haProxyWrapped(t, io.Discard, 0, "team-a", Config{}, 50*time.Millisecond, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case clientCtx <- r.Context():
+			default:
+			}
+			next.ServeHTTP(w, r)
+		})
+	}, urls...)
 	ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest)
 	for i, n := range ns {
 		roles[n.Host] = string(rune('A' + i))
@@ -73,6 +94,12 @@ func TestResumeStopsWhenClientLeaves(t *testing.T) {
 		t.Fatal("no resume")
 	}
 	c.Close() // the client leaves while B works on the resume
+	select {
+	case <-(<-clientCtx).Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("nexmux did not see the client leave")
+	}
+	free()
 	select {
 	case who := <-ranged:
 		t.Fatalf("after the client left, the resume went on to node %s", who)

@@ -61,7 +61,7 @@ func TestResumeLeavesTheBrokenNodeBeforeTheAnswer(t *testing.T) {
 		defer p.mu.Unlock()
 		return p.taken == 0 && na.InFlight() == 0
 	}
-	for deadline := time.Now().Add(2 * time.Second); !left(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !left(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			p.mu.Lock()
 			taken := p.taken

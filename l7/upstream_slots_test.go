@@ -258,16 +258,31 @@ func TestClientGoneBeforeTheAnswerKeepsItsSlot(t *testing.T) {
 // on to every other node for nobody.
 func TestClientGoneRequestMovesNoFurther(t *testing.T) {
 	arrived := make(chan struct{}, 8)
+	// The node answers 503 once nexmux has seen the client leave, not
+	// after a fixed time a loaded machine could take to see it.
+	release := make(chan struct{})
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free)
 	h := func(w http.ResponseWriter, r *http.Request) {
 		if !strings.Contains(r.URL.Path, "/repository/") {
 			return
 		}
 		arrived <- struct{}{}
-		time.Sleep(300 * time.Millisecond)
+		<-release
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	n1, n2 := startNode(t, h), startNode(t, h)
-	addr, _ := haProxy(t, io.Discard, 0, n1, n2)
+	// The client's request context: done once nexmux saw the client leave.
+	clientCtx := make(chan context.Context, 1)
+	addr, _ := haProxyWrapped(t, io.Discard, 0, "team-a", Config{}, 50*time.Millisecond, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case clientCtx <- r.Context():
+			default:
+			}
+			next.ServeHTTP(w, r)
+		})
+	}, "http://"+n1.addr, "http://"+n2.addr)
 	c := stalledClient(t, addr, "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n")
 	select {
 	case <-arrived:
@@ -275,6 +290,12 @@ func TestClientGoneRequestMovesNoFurther(t *testing.T) {
 		t.Fatal("the request never reached Nexus")
 	}
 	c.Close()
+	select {
+	case <-(<-clientCtx).Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("nexmux did not see the client leave")
+	}
+	free()
 	select {
 	case <-arrived:
 		t.Fatal("the request of a client that had left went on to the next node")

@@ -183,7 +183,9 @@ func TestDownloadStalledAtNexusAtDrainEndIsAccounted(t *testing.T) {
 // busy.
 func TestRequestQueuedForNexusAtDrainEndIsCutByTheDrain(t *testing.T) {
 	cfg := teamRoutes()
-	cfg.DrainTimeout = time.Second
+	// Short: the queued request must still be waiting for its place (2 s
+	// at most) when the drain ends.
+	cfg.DrainTimeout = 300 * time.Millisecond
 	cfg.UpstreamMaxConns = 1
 	st, logs := logStackWith(t, stack.Options{Config: cfg, Nodes: 1})
 	node := st.NexusNodes[0]
@@ -235,7 +237,9 @@ func TestRequestQueuedForNexusAtDrainEndIsCutByTheDrain(t *testing.T) {
 func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 	const n = 30
 	cfg := teamRoutes()
-	cfg.DrainTimeout = time.Second
+	// Short: the queued requests must still be waiting for their place
+	// (2 s at most) when the drain ends.
+	cfg.DrainTimeout = 300 * time.Millisecond
 	cfg.UpstreamMaxConns = 1
 	logs := &logBuffer{}
 	slow := slowLines{w: logs, part: "/v2/queued/", delay: 10 * time.Millisecond}
@@ -259,9 +263,9 @@ func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 		go get("/v2/queued/manifests/" + strconv.Itoa(i))
 	}
 	// Queued for the one place, well within its 2 s queue time: nothing
-	// of theirs reaches Nexus to wait for. A moment for the streams to
-	// reach nexmux.
-	time.Sleep(500 * time.Millisecond)
+	// of theirs reaches Nexus to wait for. Their handlers all run before
+	// the drain starts, however slow the machine.
+	waitFor(t, "the queued requests' handlers", func() bool { return st.Daemon.Handling() == n+1 })
 	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
 	lines := logLines(logs, "msg=request", "/v2/queued/")
 	if len(lines) != n {

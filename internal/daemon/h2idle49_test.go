@@ -2,6 +2,8 @@ package daemon_test
 
 import (
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +23,11 @@ func TestHTTP2ResetLoopEndsAtIdleTimeout(t *testing.T) {
 	const idle = time.Second
 	cfg := teamRoutes()
 	cfg.IdleTimeout = idle
-	st, cn := countedStack(t, stack.Options{Config: cfg}, 150*time.Millisecond)
+	// Nexus holds a manifest request a second: the test resets its
+	// stream well before, however loaded the machine (an answer that came
+	// first would restart the idle clock). Blobs are answered at once.
+	cn := &countingNexus{hold: time.Second, holdIf: func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/manifests/") }}
+	st := stack.Start(t, stack.Options{Config: cfg, Upstreams: func(nexusURL string) []string { return []string{cn.start(t, nexusURL)} }})
 	blob := seedHeld(t, st, 4<<20)
 	put := [][2]string{{":method", "PUT"}, {":scheme", "https"}, {":authority", st.Host("team-a-push")},
 		{":path", "/v2/hold/app/blobs/uploads/0b7c4f5e-1111-2222-3333-444455556666?digest=sha256:00"},

@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -20,6 +19,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -41,6 +42,11 @@ type slowReader struct {
 	r     io.Reader
 	pause time.Duration
 	chunk int
+	// gate, when set, holds back the last chunk (left counts what is
+	// left) until it is closed: the transfer is surely still running
+	// when the test acts on it.
+	gate <-chan struct{}
+	left int64
 }
 
 func (s *slowReader) Read(p []byte) (int, error) {
@@ -48,7 +54,12 @@ func (s *slowReader) Read(p []byte) (int, error) {
 	if len(p) > s.chunk {
 		p = p[:s.chunk]
 	}
-	return s.r.Read(p)
+	if s.gate != nil && s.left <= int64(len(p)) {
+		<-s.gate
+	}
+	n, err := s.r.Read(p)
+	s.left -= int64(n)
+	return n, err
 }
 
 func digestOf(n int64) string {
@@ -60,6 +71,12 @@ func digestOf(n int64) string {
 // slowPush uploads n bytes to base (https://host:port) in about
 // n/chunk*pause, and returns the final status.
 func slowPush(cl *http.Client, base, repoPath string, n int64, pause time.Duration) (int, error) {
+	return slowPushGated(cl, base, repoPath, n, pause, nil)
+}
+
+// slowPushGated is slowPush whose last chunk waits for gate to close (nil:
+// no wait).
+func slowPushGated(cl *http.Client, base, repoPath string, n int64, pause time.Duration, gate <-chan struct{}) (int, error) {
 	digest := digestOf(n)
 	req, _ := http.NewRequest(http.MethodPost, base+"/v2/"+repoPath+"/blobs/uploads/", nil)
 	req.SetBasicAuth(stack.User, stack.Password)
@@ -76,7 +93,7 @@ func slowPush(cl *http.Client, base, repoPath string, n int64, pause time.Durati
 	if strings.Contains(loc, "?") {
 		sep = "&"
 	}
-	req, _ = http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, &slowReader{r: newPRNG(n), pause: pause, chunk: 64 << 10})
+	req, _ = http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, &slowReader{r: newPRNG(n), pause: pause, chunk: 64 << 10, gate: gate, left: n})
 	req.ContentLength = n
 	req.SetBasicAuth(stack.User, stack.Password)
 	resp, err = cl.Do(req)
@@ -374,7 +391,14 @@ func TestSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(nx)
+	// The upload drained below is at Nexus once its PUT is.
+	var putAtNexus atomic.Bool
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/drain/app/") {
+			putAtNexus.Store(true)
+		}
+		nx.ServeHTTP(w, r)
+	}))
 	t.Cleanup(func() { hs.Close(); nx.Close() })
 
 	ca, _ := certs.NewCA("signals CA")
@@ -388,9 +412,9 @@ func TestSignals(t *testing.T) {
 	conf := fmt.Sprintf("listen: 127.0.0.1:%d\nupstream: [%q]\ncert: [%q]\nkey: [%q]\ndrain-timeout: 20s\nroute:\n  - team-a-push.nexmux.test=team-a-hosted\n", port, hs.URL, crt, key)
 	writeFile(t, file, conf)
 
-	var stderr bytes.Buffer
+	stderr := &logBuffer{} // read while nexmux writes it
 	cmd := exec.Command(bin, "serve", "--config", file)
-	cmd.Stderr = &stderr
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -429,14 +453,21 @@ func TestSignals(t *testing.T) {
 		err  error
 	}
 	done := make(chan result, 1)
+	// The upload's last chunk waits for the drain to have started, however
+	// slow the machine: it is surely in flight when SIGTERM comes.
+	drainSeen := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(drainSeen) }) })
 	go func() {
-		c, err := slowPush(cl, fmt.Sprintf("https://team-a-push.%s:%d", stack.Domain, port), "drain/app", 2<<20, 30*time.Millisecond)
+		c, err := slowPushGated(cl, fmt.Sprintf("https://team-a-push.%s:%d", stack.Domain, port), "drain/app", 2<<20, 30*time.Millisecond, drainSeen)
 		done <- result{c, err}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "the upload at Nexus", putAtNexus.Load)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "nexmux to drain", func() bool { return strings.Contains(stderr.String(), "msg=draining") })
+	once.Do(func() { close(drainSeen) })
 	r := <-done
 	if r.err != nil || r.code != http.StatusCreated {
 		t.Fatalf("upload in flight during SIGTERM: %d %v\n%s", r.code, r.err, stderr.String())

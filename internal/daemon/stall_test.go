@@ -26,7 +26,7 @@ import (
 func TestHTTP2ClientThatStopsReadingIsCut(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.SendTimeout = 300 * time.Millisecond
-	st := stack.Start(t, stack.Options{Config: cfg})
+	st, logs := logStack(t, cfg)
 	dig := seedLayer(t, st, "team-a-hosted", "big", 32<<20)
 	cl := &http.Client{Transport: st.Transport()}
 	get := func(path string) *http.Response {
@@ -43,9 +43,11 @@ func TestHTTP2ClientThatStopsReadingIsCut(t *testing.T) {
 	}
 	resp := get("/v2/big/blobs/" + dig)
 	defer resp.Body.Close()
-	// Read nothing for well past the timeout: the client's stream window
-	// (4 MiB) fills and nexmux's write waits.
-	time.Sleep(2 * time.Second)
+	// Read nothing until the response has ended (its access line is
+	// written), however long a loaded machine takes: the client's stream
+	// window (4 MiB) fills and nexmux's write waits; reading any earlier
+	// would open the window.
+	waitLogFor(t, logs, 30*time.Second, "msg=request", "path=/v2/big/blobs/")
 	n, err := io.Copy(io.Discard, resp.Body)
 	if err == nil || n >= 32<<20 {
 		t.Fatalf("read %d bytes, %v: want the stream reset short of the 32 MiB blob", n, err)
@@ -213,7 +215,10 @@ func TestHTTP1ClientThatStopsReadingIsCut(t *testing.T) {
 		go func() {
 			_, _ = io.WriteString(c, strings.Repeat("GET /v2/small/blobs/"+smallDig+" HTTP/1.1\r\n"+host+auth+"\r\n", requests))
 		}()
-		time.Sleep(2 * time.Second) // reads nothing, well past --send-timeout
+		// Reads nothing until a write was cut (its access line has a
+		// reason), however long a loaded machine takes: reading any
+		// earlier would let the blocked write through.
+		waitLogFor(t, logs, time.Minute, "msg=request", "path=/v2/small/blobs/", "reason=")
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		n, err := io.Copy(io.Discard, c)
 		if err, ok := err.(net.Error); ok && err.Timeout() {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -118,10 +119,14 @@ func TestReadyzFailsDuringDrain(t *testing.T) {
 	maddr := st.Daemon.Addr("metrics").String()
 	cl := &http.Client{Transport: st.Transport()}
 
-	// An upload in flight keeps the drain going.
+	// An upload in flight keeps the drain going: its last chunk waits
+	// until /readyz was asked, however slow the machine.
+	asked := make(chan struct{})
+	letGo := sync.OnceFunc(func() { close(asked) })
+	t.Cleanup(letGo)
 	done := make(chan error, 1)
 	go func() {
-		_, err := slowPush(cl, "https://"+st.Host("team-a-push"), "drain/app", 6<<20, 50*time.Millisecond)
+		_, err := slowPushGated(cl, "https://"+st.Host("team-a-push"), "drain/app", 6<<20, 50*time.Millisecond, asked)
 		done <- err
 	}()
 	waitFor(t, "the upload to start", func() bool { return uploadStreaming(t, maddr) })
@@ -137,6 +142,7 @@ func TestReadyzFailsDuringDrain(t *testing.T) {
 	if code, body := readyz(maddr); code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
 		t.Errorf("/readyz during the drain: %d %q, want 503 draining", code, body)
 	}
+	letGo()
 	<-stopped
 	if err := <-done; err != nil {
 		t.Errorf("upload in flight during the drain: %v", err)
@@ -155,10 +161,13 @@ func TestSecondSignalCutsDelayAndDrain(t *testing.T) {
 	maddr := st.Daemon.Addr("metrics").String()
 	cl := &http.Client{Transport: st.Transport()}
 
-	// About 12 s of upload: long enough that only a cut drain ends first.
+	// About 12 s of upload, its last chunk held until the test ends: only
+	// a cut drain ends it, however slow the machine.
+	held := make(chan struct{})
+	t.Cleanup(func() { close(held) })
 	done := make(chan error, 1)
 	go func() {
-		code, err := slowPush(cl, "https://"+st.Host("team-a-push"), "cut/app", 8<<20, 100*time.Millisecond)
+		code, err := slowPushGated(cl, "https://"+st.Host("team-a-push"), "cut/app", 8<<20, 100*time.Millisecond, held)
 		if err == nil && code != http.StatusCreated {
 			err = fmt.Errorf("upload: status %d", code)
 		}
@@ -239,12 +248,16 @@ func TestUploadCutByDrainEndNotBlamedOnClient(t *testing.T) {
 	h1.ForceAttemptHTTP2 = false
 	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	held := make(chan struct{})
+	t.Cleanup(func() { close(held) })
 	done := make(chan error, 2)
 	for _, tr := range []*http.Transport{st.Transport(), h1} {
 		cl := &http.Client{Transport: tr}
 		go func() {
-			// About 12 s of upload: only the drain's end stops it sooner.
-			_, err := slowPush(cl, "https://"+st.Host("team-a-push"), "cut/app", 8<<20, 100*time.Millisecond)
+			// About 12 s of upload, its last chunk held until the test
+			// ends: only the drain's end stops it, however slow the
+			// machine.
+			_, err := slowPushGated(cl, "https://"+st.Host("team-a-push"), "cut/app", 8<<20, 100*time.Millisecond, held)
 			done <- err
 		}()
 	}
