@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -146,11 +145,6 @@ func TestSilentConnectionsBehindBalancerCountPerClient(t *testing.T) {
 	if closed := closedOf(cs, 15, time.Second); closed != 15 {
 		t.Errorf("%d of 20 silent connections of one client behind the balancer closed, want 15 (--max-conns-per-client 5)", closed)
 	}
-}
-
-func isReset(err error) bool {
-	var ne *net.OpError
-	return errors.As(err, &ne) && !ne.Timeout()
 }
 
 // A connection that produces only locally refused requests is closed after
