@@ -30,7 +30,8 @@
 # The same binary's rounds differ by the runtime's idle scheduling and by
 # how many GC cycles fall among the counted requests. Needs valgrind
 # (apt-get install valgrind).
-# CALLGRIND_CONNS=32 spreads HEAD/GET over that many connections at once,
+# CALLGRIND_CONNS=32 spreads HEAD/GET (handshakes: that many clients
+# connecting at once) over that many connections at once,
 # CALLGRIND_PROCS=2 gives the proxy two Ps (callgrind still runs one
 # thread at a time), CALLGRIND_CACHE=1 adds valgrind's cache simulation
 # (misses per request, printed after the counts). CALLGRIND_NEXMUX=BIN
@@ -78,11 +79,11 @@ seq_args() {
 	UNIT=request
 	case $1 in
 	HEAD | GET) SEQ=(-method "$1" -warm 300 -n 3000 -conns "$CONNS") N=3000 ;;
-	handshake) SEQ=(-kind handshake -warm 30 -n 2000) N=2000 ;;
+	handshake) SEQ=(-kind handshake -warm 30 -n 2000 -conns "$CONNS") N=2000 ;;
 	pull) SEQ=(-kind pull -blob-size 1048576 -warm 5 -n 30) N=30 UNIT=MiB ;;
 	push) SEQ=(-kind push -push-size 1048576 -warm 5 -n 30) N=30 UNIT=MiB ;;
 	routes-HEAD) SEQ=(-method HEAD -warm 300 -n 3000 "${names[@]}") N=3000 ;;
-	routes-handshake) SEQ=(-kind handshake -warm 30 -n 2000 "${names[@]}") N=2000 ;;
+	routes-handshake) SEQ=(-kind handshake -warm 30 -n 2000 -conns "$CONNS" "${names[@]}") N=2000 ;;
 	esac
 	if [ -n "${CALLGRIND_N:-}" ]; then
 		N=$CALLGRIND_N
