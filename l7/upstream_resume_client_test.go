@@ -1,7 +1,6 @@
 package l7
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -63,16 +62,8 @@ func TestResumeStopsWhenClientLeaves(t *testing.T) {
 		urls = append(urls, "http://"+n.addr)
 	}
 	// The client's request context: done once nexmux saw the client leave.
-	clientCtx := make(chan context.Context, 1)
-	addr, up := haProxyWrapped(t, io.Discard, 0, "team-a", Config{}, 50*time.Millisecond, func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			select {
-			case clientCtx <- r.Context():
-			default:
-			}
-			next.ServeHTTP(w, r)
-		})
-	}, urls...)
+	clientCtx, wrap := firstClientContext()
+	addr, up := haProxyWrapped(t, io.Discard, 0, "team-a", Config{}, 50*time.Millisecond, wrap, urls...)
 	ns, _ := up.Set().Pick(upstream.ReadDigest, "team-a@"+digest)
 	for i, n := range ns {
 		roles[n.Host] = string(rune('A' + i))

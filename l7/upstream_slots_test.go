@@ -273,16 +273,8 @@ func TestClientGoneRequestMovesNoFurther(t *testing.T) {
 	}
 	n1, n2 := startNode(t, h), startNode(t, h)
 	// The client's request context: done once nexmux saw the client leave.
-	clientCtx := make(chan context.Context, 1)
-	addr, _ := haProxyWrapped(t, io.Discard, 0, "team-a", Config{}, 50*time.Millisecond, func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			select {
-			case clientCtx <- r.Context():
-			default:
-			}
-			next.ServeHTTP(w, r)
-		})
-	}, "http://"+n1.addr, "http://"+n2.addr)
+	clientCtx, wrap := firstClientContext()
+	addr, _ := haProxyWrapped(t, io.Discard, 0, "team-a", Config{}, 50*time.Millisecond, wrap, "http://"+n1.addr, "http://"+n2.addr)
 	c := stalledClient(t, addr, "GET /v2/app/manifests/1 HTTP/1.1\r\nHost: team-a.example.com\r\n\r\n")
 	select {
 	case <-arrived:

@@ -74,6 +74,21 @@ func haProxyProbing(t *testing.T, log io.Writer, maxConns int, repo string, cfg 
 	return haProxyWrapped(t, log, maxConns, repo, cfg, interval, nil, urls...)
 }
 
+// firstClientContext is a wrap for haProxyWrapped that hands over the
+// first request's context, done once nexmux saw the client leave.
+func firstClientContext() (<-chan context.Context, func(http.Handler) http.Handler) {
+	ch := make(chan context.Context, 1)
+	return ch, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case ch <- r.Context():
+			default:
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
 // haProxyWrapped is haProxyProbing with the Proxy served through wrap
 // (nil: as it is).
 func haProxyWrapped(t *testing.T, log io.Writer, maxConns int, repo string, cfg Config, interval time.Duration, wrap func(http.Handler) http.Handler, urls ...string) (string, *Upstreams) {
