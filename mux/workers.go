@@ -14,15 +14,17 @@ import (
 // times for every new connection; a kept goroutine has grown already.
 type workers struct {
 	jobs     chan func() // unbuffered: only an idle worker takes a job
-	idle     atomic.Int32
 	idleFor  time.Duration
 	quit     chan struct{}
 	stopOnce sync.Once
+	// idle counts the workers waiting for a job, each from just before
+	// it waits: a job run then gets a new goroutine, it never waits.
+	idle atomic.Int32
 }
 
 const (
 	// maxIdleWorkers bounds the goroutines kept waiting, each with its
-	// grown stack (which the collector halves while it waits).
+	// grown stack (which every GC cycle halves while it waits).
 	maxIdleWorkers = 64
 	// workerIdle is how long a worker waits for another connection: a
 	// burst's workers do not outlive it for long.
