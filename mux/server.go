@@ -160,6 +160,8 @@ type Server struct {
 	track conntrack.Tracker
 	// parked holds the idle HTTP/1 connections net/http let go of.
 	parked parked
+	// workers route connections on goroutines kept from earlier ones.
+	workers workers
 }
 
 // New returns a Server serving st.
@@ -197,6 +199,7 @@ func New(opts Options, st *State) (*Server, error) {
 		refusals:   newRefusalLog(),
 		unparsable: lograte.Burst{Max: lograte.RefusalLines},
 		conns:      newChanListener(),
+		workers:    newWorkers(workerIdle),
 	}
 	s.clients.Max, s.clients.IPv6Prefix = opts.MaxConnsPerClient, opts.PerClientIPv6Prefix
 	s.balancers.Max = opts.MaxConnsPerClient
@@ -415,10 +418,10 @@ func (s *Server) serve(ln net.Listener, port int) error {
 			c.Close()
 			continue
 		}
-		go func() {
+		s.workers.run(func() {
 			defer s.track.Done()
 			s.handle(c, cs)
-		}()
+		})
 	}
 }
 
@@ -547,6 +550,7 @@ func (s *Server) HTTPConns() int {
 // finish until ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.track.Close()
+	s.workers.stop()
 	s.parked.closeAll()
 	// http.Server stops taking connections at once: one still in its
 	// routing phase or TLS handshake would be closed after it, its request
