@@ -82,7 +82,7 @@ seq_args() {
 	handshake) SEQ=(-kind handshake -warm 30 -n 2000 -conns "$CONNS") N=2000 ;;
 	pull) SEQ=(-kind pull -blob-size 1048576 -warm 5 -n 30) N=30 UNIT=MiB ;;
 	push) SEQ=(-kind push -push-size 1048576 -warm 5 -n 30) N=30 UNIT=MiB ;;
-	routes-HEAD) SEQ=(-method HEAD -warm 300 -n 3000 "${names[@]}") N=3000 ;;
+	routes-HEAD) SEQ=(-method HEAD -warm 300 -n 3000 -conns "$CONNS" "${names[@]}") N=3000 ;;
 	routes-handshake) SEQ=(-kind handshake -warm 30 -n 2000 -conns "$CONNS" "${names[@]}") N=2000 ;;
 	esac
 	if [ -n "${CALLGRIND_N:-}" ]; then

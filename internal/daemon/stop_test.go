@@ -161,10 +161,14 @@ func TestSecondSignalCutsDelayAndDrain(t *testing.T) {
 	maddr := st.Daemon.Addr("metrics").String()
 	cl := &http.Client{Transport: st.Transport()}
 
-	// About 12 s of upload, its last chunk held until the test ends: only
-	// a cut drain ends it, however slow the machine.
+	// About 12 s of upload, its last chunk held until the drain was cut
+	// (or the test ends): only a cut drain ends it, however slow the
+	// machine. Held past the cut, a client whose connection was cut while
+	// its last chunk waited would wait with it (the transport waits for
+	// its body's writer), and look like an upload never cut.
 	held := make(chan struct{})
-	t.Cleanup(func() { close(held) })
+	letGo := sync.OnceFunc(func() { close(held) })
+	t.Cleanup(letGo)
 	done := make(chan error, 1)
 	go func() {
 		code, err := slowPushGated(cl, "https://"+st.Host("team-a-push"), "cut/app", 8<<20, 100*time.Millisecond, held)
@@ -202,6 +206,7 @@ func TestSecondSignalCutsDelayAndDrain(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a third signal did not cut the drain")
 	}
+	letGo()
 	select {
 	case err := <-done:
 		if err == nil {
@@ -249,13 +254,14 @@ func TestUploadCutByDrainEndNotBlamedOnClient(t *testing.T) {
 	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	held := make(chan struct{})
-	t.Cleanup(func() { close(held) })
+	letGo := sync.OnceFunc(func() { close(held) })
+	t.Cleanup(letGo)
 	done := make(chan error, 2)
 	for _, tr := range []*http.Transport{st.Transport(), h1} {
 		cl := &http.Client{Transport: tr}
 		go func() {
-			// About 12 s of upload, its last chunk held until the test
-			// ends: only the drain's end stops it, however slow the
+			// About 12 s of upload, its last chunk held until the drain
+			// has ended: only the drain's end stops it, however slow the
 			// machine.
 			_, err := slowPushGated(cl, "https://"+st.Host("team-a-push"), "cut/app", 8<<20, 100*time.Millisecond, held)
 			done <- err
@@ -265,6 +271,9 @@ func TestUploadCutByDrainEndNotBlamedOnClient(t *testing.T) {
 		return metric(metricsText(t, maddr), "nexmux_uploads_in_flight", map[string]string{"route": "team-a-push.nexmux.test"}) == 2
 	})
 	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	// Cut now: a client whose last chunk still waited would wait with it
+	// (the transport waits for its body's writer).
+	letGo()
 	for range 2 {
 		select {
 		case <-done:

@@ -183,6 +183,7 @@ func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
 		return []string{front.URL}
 	}
 	st := stack.Start(t, o)
+	t.Cleanup(letGo) // before the stack's shutdown, which waits for them too
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
 	_, fr := dialH2(t, st, "team-a.nexmux.test")
 	if err := fr.WriteSettings(); err != nil {
