@@ -48,7 +48,7 @@ func (w *workers) work(job func()) {
 	var t *time.Timer
 	for {
 		job()
-		job = nil // not kept alive while waiting
+		job = nil // not kept alive while waiting; still nil unless one comes
 		if w.idle.Add(1) > maxIdleWorkers {
 			w.idle.Add(-1)
 			return
@@ -60,14 +60,11 @@ func (w *workers) work(job func()) {
 		}
 		select {
 		case job = <-w.jobs:
-			w.idle.Add(-1)
-			t.Stop()
 		case <-t.C:
-			w.idle.Add(-1)
-			return
 		case <-w.quit:
-			w.idle.Add(-1)
-			t.Stop()
+		}
+		w.idle.Add(-1)
+		if job == nil { // its time is up, or the server's
 			return
 		}
 	}
