@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"time"
 )
@@ -53,6 +54,19 @@ func (t *target) host(i int) string {
 // exchange), HTTP/1.1 only, no session cache (every handshake is full).
 type tlsConfigs struct {
 	roots *x509.CertPool
+}
+
+// readRoots is the CA certificates in the PEM file name.
+func readRoots(name string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no certificate", name)
+	}
+	return roots, nil
 }
 
 func (c *tlsConfigs) config(host string, verify bool) *tls.Config {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -341,13 +340,9 @@ func runMain(args []string) error {
 	if len(targets) == 0 {
 		return errors.New("no -target")
 	}
-	pem, err := os.ReadFile(*caFile)
+	roots, err := readRoots(*caFile)
 	if err != nil {
 		return err
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("%s: no certificate", *caFile)
 	}
 	s.ClientGroup = "X25519"
 	s.ClientProtocol = "TLS 1.3, HTTP/1.1"

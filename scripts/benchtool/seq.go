@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -81,13 +80,9 @@ func runSeq(o seqOpts, stdin io.Reader, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("-kind %q: want manifest, handshake, pull or push", o.kind)
 	}
-	pem, err := os.ReadFile(o.caFile)
+	roots, err := readRoots(o.caFile)
 	if err != nil {
 		return err
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return errors.New("no certificate in " + o.caFile)
 	}
 	name := func(i int) string {
 		if o.sniN > 0 {
@@ -95,12 +90,10 @@ func runSeq(o seqOpts, stdin io.Reader, stdout io.Writer) error {
 		}
 		return o.sni
 	}
-	// X25519 only and HTTP/1.1, as the bench client; no ClientSessionCache,
+	// The bench client's (X25519 only, HTTP/1.1); no ClientSessionCache,
 	// so every handshake is a full one.
-	config := func(host string) *tls.Config {
-		return &tls.Config{ServerName: host, RootCAs: roots,
-			NextProtos: []string{"http/1.1"}, CurvePreferences: []tls.CurveID{tls.X25519}}
-	}
+	tc := &tlsConfigs{roots: roots}
+	config := func(host string) *tls.Config { return tc.config(host, true) }
 	manifestHead := func(host string) []byte {
 		return seqHead(o.method, "/v2/app/manifests/latest", host,
 			"Accept: application/vnd.docker.distribution.manifest.v2+json\r\n", -1)
