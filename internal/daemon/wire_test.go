@@ -4,12 +4,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"golang.org/x/net/http2"
@@ -154,36 +150,11 @@ func TestHTTP2MalformedHeaderBlocksNeverReachNexus(t *testing.T) {
 // further streams get 429 meanwhile. Once Nexus has answered, the places
 // come back.
 func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
-	// Nexus holds each request until the test lets it go, not for a
-	// fixed time a loaded machine could outrun.
-	release := make(chan struct{})
-	var once sync.Once
-	letGo := func() { once.Do(func() { close(release) }) }
-	var inflight, most, reached atomic.Int64
+	// Nexus holds each request until the test lets it go (a remote
+	// fetch: Jetty sees the client leave only when it writes).
 	o := stack.Options{Config: confinedRoutes()}
 	o.Config.MaxRequestsPerClient = 2
-	o.Upstreams = func(nexusURL string) []string {
-		target, _ := url.Parse(nexusURL)
-		nexus := httputil.NewSingleHostReverseProxy(target)
-		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.Contains(r.URL.Path, "/slow/") {
-				reached.Add(1)
-				n := inflight.Add(1)
-				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-				}
-				// A remote fetch: Jetty sees the client leave only when
-				// it writes.
-				<-release
-				inflight.Add(-1)
-			}
-			nexus.ServeHTTP(w, r)
-		}))
-		t.Cleanup(front.Close)
-		t.Cleanup(letGo) // before front.Close, which waits for handlers
-		return []string{front.URL}
-	}
-	st := stack.Start(t, o)
-	t.Cleanup(letGo) // before the stack's shutdown, which waits for them too
+	st, cn, letGo := gatedStack(t, o)
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(stack.User+":"+stack.Password))
 	_, fr := dialH2(t, st, "team-a.nexmux.test")
 	if err := fr.WriteSettings(); err != nil {
@@ -223,14 +194,14 @@ func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
 	const streams = 20
 	for i := range streams {
 		id := uint32(2*i + 1)
-		before := reached.Load()
-		send(id, fmt.Sprintf("/v2/slow/app%d/manifests/1", i))
+		before := cn.total.Load()
+		send(id, fmt.Sprintf("/v2/hold/app%d/manifests/1", i))
 		// Reset once Nexus has the request or the client its answer: a
 		// reset that came first would keep the request from Nexus.
 		waitFor(t, "stream at Nexus or answered", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
-			return reached.Load() > before || status[id] != "" || resetByServer[id]
+			return cn.total.Load() > before || status[id] != "" || resetByServer[id]
 		})
 		wmu.Lock()
 		err := fr.WriteRSTStream(id, http2.ErrCodeCancel)
@@ -239,8 +210,8 @@ func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := most.Load(); n > 2 || reached.Load() != 2 {
-		t.Errorf("%d requests at Nexus at once (%d in all) from one client whose streams were reset, want 2 (--max-requests-per-client) held there", n, reached.Load())
+	if n := cn.peak.Load(); n > 2 || cn.total.Load() != 2 {
+		t.Errorf("%d requests at Nexus at once (%d in all) from one client whose streams were reset, want 2 (--max-requests-per-client) held there", n, cn.total.Load())
 	}
 	mu.Lock()
 	if tooMany == 0 {
@@ -251,14 +222,14 @@ func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
 	// Nexus answers the two it held: their places come back.
 	letGo()
 	id := uint32(2*streams + 1)
-	send(id, "/v2/slow/after/manifests/1")
+	send(id, "/v2/hold/after/manifests/1")
 	waitFor(t, "a stream served once Nexus answered the held ones", func() bool {
 		mu.Lock()
 		got, reset := status[id], resetByServer[id]
 		mu.Unlock()
 		if got == "429" || reset {
 			id += 2
-			send(id, "/v2/slow/after/manifests/1")
+			send(id, "/v2/hold/after/manifests/1")
 		}
 		return got != "" && got != "429"
 	})
