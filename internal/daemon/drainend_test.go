@@ -244,11 +244,12 @@ func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 	cfg.DrainTimeout = 300 * time.Millisecond
 	cfg.UpstreamMaxConns = 1
 	logs := &logBuffer{}
-	// Each of their access lines takes 3/4 of CutGrace: past the half
-	// after which the cut closes their connection whatever still runs, so
-	// only the drain's wait for the handlers themselves sees them through;
-	// within the whole, which bounds that wait.
-	slow := slowAccess{Handler: slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}), part: "/v2/queued/", delay: daemon.CutGrace * 3 / 4}
+	// Each of their access lines takes 3/5 of CutGrace from the cut: past
+	// the half after which the cut closes their connection whatever still
+	// runs, so only the drain's wait for the handlers themselves sees them
+	// through; well within the whole, which bounds that wait, so a slow
+	// machine has 0.8 s to write them.
+	slow := slowAccess{Handler: slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}), part: "/v2/queued/", delay: daemon.CutGrace * 3 / 5}
 	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slow)})
 	t.Cleanup(func() {
 		if t.Failed() {
