@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/daemon"
 )
 
 // A request still waiting for Nexus's response headers when
@@ -232,8 +234,8 @@ func TestRequestQueuedForNexusAtDrainEndIsCutByTheDrain(t *testing.T) {
 // returns. Their handlers hold no Nexus connection, and their HTTP/2
 // connection leaves the server's count as soon as it closes, before they
 // have run: the drain must wait for the handlers themselves, or the exit
-// races their lines. A log consumer that takes 10 ms a line (a busy pipe)
-// makes the race one the exit always wins.
+// races their lines. Access lines slow to be taken (a busy log consumer)
+// make the race one the exit always wins.
 func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 	const n = 30
 	cfg := teamRoutes()
@@ -242,8 +244,18 @@ func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 	cfg.DrainTimeout = 300 * time.Millisecond
 	cfg.UpstreamMaxConns = 1
 	logs := &logBuffer{}
-	slow := slowLines{w: logs, part: "/v2/queued/", delay: 10 * time.Millisecond}
-	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slog.NewTextHandler(slow, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	// Each of their access lines takes 3/5 of CutGrace from the cut: past
+	// the half after which the cut closes their connection whatever still
+	// runs, so only the drain's wait for the handlers themselves sees them
+	// through; well within the whole, which bounds that wait, so a slow
+	// machine has 0.8 s to write them.
+	slow := slowAccess{Handler: slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}), part: "/v2/queued/", delay: daemon.CutGrace * 3 / 5}
+	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slow)})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("nexmux log:\n%s", logs.String())
+		}
+	})
 	node := st.NexusNodes[0]
 	cl := &http.Client{Transport: st.Transport()}
 	done := make(chan struct{}, n+1)
@@ -266,10 +278,21 @@ func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 	// of theirs reaches Nexus to wait for. Their handlers all run before
 	// the drain starts, however slow the machine.
 	waitFor(t, "the queued requests' handlers", func() bool { return st.Daemon.Handling() == n+1 })
+	gets := map[string]string{"method": http.MethodGet}
+	before := counterValue(t, st.Daemon, "nexmux_requests_total", gets)
 	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	// What the process has logged and counted when it exits.
+	running := st.Daemon.Handling()
 	lines := logLines(logs, "msg=request", "/v2/queued/")
+	counted := counterValue(t, st.Daemon, "nexmux_requests_total", gets) - before
+	if running != 0 {
+		t.Errorf("%d request handlers still running when the drain returned", running)
+	}
 	if len(lines) != n {
 		t.Errorf("%d access lines for the %d queued requests when the drain returned", len(lines), n)
+	}
+	if counted != n+1 {
+		t.Errorf("nexmux_requests_total{method=GET} grew by %v during the drain, want %d (the held request and the %d queued)", counted, n+1, n)
 	}
 	for _, line := range lines {
 		if !strings.Contains(line, "cut by nexmux at the drain's end") {
@@ -286,17 +309,36 @@ func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 	}
 }
 
-// slowLines is a log consumer that takes delay to take each line holding
-// part.
-type slowLines struct {
-	w     io.Writer
+// slowAccess is a log consumer that takes delay to take each access line
+// of a request whose path holds part. It waits before the handler's lock,
+// not in its writer: slog writes a line at a time, and a writer that slept
+// would hold the daemon's own last line behind the access lines, which
+// alone would keep the drain from returning before them.
+type slowAccess struct {
+	slog.Handler
 	part  string
 	delay time.Duration
 }
 
-func (s slowLines) Write(p []byte) (int, error) {
-	if strings.Contains(string(p), s.part) {
-		time.Sleep(s.delay)
+func (s slowAccess) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "request" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "path" && strings.Contains(a.Value.String(), s.part) {
+				time.Sleep(s.delay)
+				return false
+			}
+			return true
+		})
 	}
-	return s.w.Write(p)
+	return s.Handler.Handle(ctx, r)
+}
+
+func (s slowAccess) WithAttrs(attrs []slog.Attr) slog.Handler {
+	s.Handler = s.Handler.WithAttrs(attrs)
+	return s
+}
+
+func (s slowAccess) WithGroup(name string) slog.Handler {
+	s.Handler = s.Handler.WithGroup(name)
+	return s
 }

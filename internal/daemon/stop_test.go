@@ -120,13 +120,17 @@ func TestReadyzFailsDuringDrain(t *testing.T) {
 	cl := &http.Client{Transport: st.Transport()}
 
 	// An upload in flight keeps the drain going: its last chunk waits
-	// until /readyz was asked, however slow the machine.
+	// until /readyz was asked, however slow the machine. The drain lets
+	// it finish: Nexus takes the blob (201).
 	asked := make(chan struct{})
 	letGo := sync.OnceFunc(func() { close(asked) })
 	t.Cleanup(letGo)
 	done := make(chan error, 1)
 	go func() {
-		_, err := slowPushGated(cl, "https://"+st.Host("team-a-push"), "drain/app", 6<<20, 50*time.Millisecond, asked)
+		code, err := slowPushGated(cl, "https://"+st.Host("team-a-push"), "drain/app", 6<<20, 50*time.Millisecond, asked)
+		if err == nil && code != http.StatusCreated {
+			err = fmt.Errorf("status %d, want 201", code)
+		}
 		done <- err
 	}()
 	waitFor(t, "the upload to start", func() bool { return uploadStreaming(t, maddr) })
@@ -139,13 +143,32 @@ func TestReadyzFailsDuringDrain(t *testing.T) {
 		}
 		return err != nil
 	})
-	if code, body := readyz(maddr); code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
+	// Asked while the drain still waits for the held upload.
+	code, body := readyz(maddr)
+	select {
+	case <-stopped:
+		t.Error("the drain ended while an upload was in flight")
+	default:
+		if !uploadStreaming(t, maddr) {
+			t.Error("the upload was no longer in flight when /readyz was asked during the drain")
+		}
+	}
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
 		t.Errorf("/readyz during the drain: %d %q, want 503 draining", code, body)
 	}
 	letGo()
-	<-stopped
-	if err := <-done; err != nil {
-		t.Errorf("upload in flight during the drain: %v", err)
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit once the upload in flight could finish")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("upload in flight during the drain: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the upload in flight during the drain had no answer after the drain")
 	}
 }
 
