@@ -37,3 +37,6 @@ func (s *Server) RefusingConns() int {
 	}
 	return n
 }
+
+// AlertLingerTime is how long a refused connection reads on at most.
+const AlertLingerTime = alertLingerTime

@@ -200,27 +200,43 @@ func TestIdleReleaseSlowRequestAfterPark(t *testing.T) {
 // of its last response (not from the release: that would be 2.5 s here);
 // a client that hangs up while parked is forgotten.
 func TestIdleReleaseTimeoutAndHangUp(t *testing.T) {
-	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: time.Second, idleTimeout: 1500 * time.Millisecond})
-	for _, d := range h1Dials(t, m) {
+	const release, idle = time.Second, 1500 * time.Millisecond
+	m := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: release, idleTimeout: idle})
+	// The hang-up's server keeps parked connections far longer: no idle
+	// timeout ends one before the test sees it parked, or forgets it for
+	// the client.
+	hung := startMuxWith(t, muxConfig{ports: []string{"8082=team-p"}, idleRelease: release, idleTimeout: time.Minute})
+	hungDials := h1Dials(t, hung)
+	for i, d := range h1Dials(t, m) {
 		t.Run(d.name, func(t *testing.T) {
 			c := d.dial(t)
-			br := servedOnce(t, c)
+			_, parks := m.srv.Released()
+			// Before the request: the response ends, and the idle clock
+			// starts, after this. So the close comes no sooner than idle
+			// after it, and a clock started at the release (release after
+			// the response's end, at the soonest) no sooner than
+			// release+idle, however slow the machine.
 			start := time.Now()
-			waitIdle(t, m.srv, 1, 1)
+			br := servedOnce(t, c)
 			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			if _, err := br.ReadByte(); err == nil {
 				t.Fatal("a byte from an idle connection")
 			}
-			if since := time.Since(start); since < 1400*time.Millisecond || since > 2200*time.Millisecond {
-				t.Fatalf("closed %v after the last response, --idle-timeout is 1.5 s", since)
+			if since := time.Since(start); since < idle || since >= release+idle {
+				t.Fatalf("closed %v after the request, --idle-timeout is %v: want at least that, and less than the %v of a clock started at the release", since.Round(time.Millisecond), idle, release+idle)
+			}
+			// Parked before its close: the count of parks, not the half
+			// second it stays parked, which a loaded machine may miss.
+			if _, now := m.srv.Released(); now != parks+1 {
+				t.Fatalf("%d parks before the idle close, want 1", now-parks)
 			}
 			waitIdle(t, m.srv, 0, 0)
 
-			c = d.dial(t)
+			c = hungDials[i].dial(t)
 			servedOnce(t, c)
-			waitIdle(t, m.srv, 1, 1)
+			waitIdle(t, hung.srv, 1, 1)
 			c.Close()
-			waitIdle(t, m.srv, 0, 0)
+			waitIdle(t, hung.srv, 0, 0)
 		})
 	}
 }
