@@ -40,6 +40,7 @@ while getopts r:n:c:m: o; do
 	esac
 done
 shift $((OPTIND - 1))
+[[ $ROUNDS =~ ^[1-9][0-9]*$ && $N =~ ^[1-9][0-9]*$ && $CONNS =~ ^[1-9][0-9]*$ ]] || { echo "$0: -r, -n and -c take a whole number above 0" >&2; exit 2; }
 (($# > 0)) || { echo "usage: $0 [-r ROUNDS] [-n REQUESTS] [-c CONNS] [-m METHOD] NAME=COMMAND..." >&2; exit 2; }
 W=$(mktemp -d)
 pids=()

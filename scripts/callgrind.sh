@@ -150,9 +150,9 @@ count() {
 		cp "$dump" "$CALLGRIND_KEEP/$proxy.$kind.$(date +%s%N)"
 	fi
 	# Events: Ir, then with the cache simulation Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
-	grep -E '^(summary|totals):' "$dump" | head -1 | awk -v n="$N" '{
+	grep -E '^(summary|totals):' "$dump" | head -1 | awk -v n="$N" -v unit="$UNIT" '{
 		printf "%.1fk", $2 / n / 1000
-		if (NF >= 10) printf " [misses per request: I1 %.0f, D1 read %.0f, D1 write %.0f, LL %.1f]", $5 / n, $6 / n, $7 / n, ($8 + $9 + $10) / n
+		if (NF >= 10) printf " [misses per %s: I1 %.0f, D1 read %.0f, D1 write %.0f, LL %.1f]", unit, $5 / n, $6 / n, $7 / n, ($8 + $9 + $10) / n
 	}'
 }
 
