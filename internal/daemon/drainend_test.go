@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -249,7 +248,7 @@ func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 	// runs, so only the drain's wait for the handlers themselves sees them
 	// through; well within the whole, which bounds that wait, so a slow
 	// machine has 0.8 s to write them.
-	slow := slowAccess{Handler: slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}), part: "/v2/queued/", delay: daemon.CutGrace * 3 / 5}
+	slow := beforeRecord{slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}), slowAccess("/v2/queued/", daemon.CutGrace*3/5)}
 	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slow)})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -309,36 +308,22 @@ func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 	}
 }
 
-// slowAccess is a log consumer that takes delay to take each access line
-// of a request whose path holds part. It waits before the handler's lock,
-// not in its writer: slog writes a line at a time, and a writer that slept
-// would hold the daemon's own last line behind the access lines, which
-// alone would keep the drain from returning before them.
-type slowAccess struct {
-	slog.Handler
-	part  string
-	delay time.Duration
-}
-
-func (s slowAccess) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "request" {
+// slowAccess takes delay to let each access line of a request whose path
+// holds part go on (a slow log consumer). It waits before the handler's
+// lock, not in its writer: slog writes a line at a time, and a writer that
+// slept would hold the daemon's own last line behind the access lines,
+// which alone would keep the drain from returning before them.
+func slowAccess(part string, delay time.Duration) func(slog.Record) {
+	return func(r slog.Record) {
+		if r.Message != "request" {
+			return
+		}
 		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "path" && strings.Contains(a.Value.String(), s.part) {
-				time.Sleep(s.delay)
+			if a.Key == "path" && strings.Contains(a.Value.String(), part) {
+				time.Sleep(delay)
 				return false
 			}
 			return true
 		})
 	}
-	return s.Handler.Handle(ctx, r)
-}
-
-func (s slowAccess) WithAttrs(attrs []slog.Attr) slog.Handler {
-	s.Handler = s.Handler.WithAttrs(attrs)
-	return s
-}
-
-func (s slowAccess) WithGroup(name string) slog.Handler {
-	s.Handler = s.Handler.WithGroup(name)
-	return s
 }

@@ -14,37 +14,46 @@ import (
 	"github.com/nexmux/nexmux/internal/daemon"
 )
 
-// servingHUP sends this process a SIGHUP when the daemon logs "nexmux
-// serving", and returns only once os/signal has handed it out, so Run sees
-// it exactly as a tool that waited for that line and then reloaded would.
-type servingHUP struct {
+// beforeRecord runs hook on each record before the handler takes it, in
+// the goroutine that logs: a hook that waits holds that log call, and that
+// call alone.
+type beforeRecord struct {
 	slog.Handler
-	t    *testing.T
-	seen chan os.Signal
+	hook func(slog.Record)
 }
 
-func (h servingHUP) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "nexmux serving" {
-		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-			h.t.Error(err)
-		}
-		select {
-		case <-h.seen:
-		case <-time.After(5 * time.Second):
-			h.t.Error("the SIGHUP sent at \"nexmux serving\" never reached os/signal")
-		}
-	}
+func (h beforeRecord) Handle(ctx context.Context, r slog.Record) error {
+	h.hook(r)
 	return h.Handler.Handle(ctx, r)
 }
 
-func (h servingHUP) WithAttrs(as []slog.Attr) slog.Handler {
+func (h beforeRecord) WithAttrs(as []slog.Attr) slog.Handler {
 	h.Handler = h.Handler.WithAttrs(as)
 	return h
 }
 
-func (h servingHUP) WithGroup(name string) slog.Handler {
+func (h beforeRecord) WithGroup(name string) slog.Handler {
 	h.Handler = h.Handler.WithGroup(name)
 	return h
+}
+
+// servingHUP sends this process a SIGHUP when the daemon logs "nexmux
+// serving", and returns only once os/signal has handed it out, so Run sees
+// it exactly as a tool that waited for that line and then reloaded would.
+func servingHUP(t *testing.T, seen chan os.Signal) func(slog.Record) {
+	return func(r slog.Record) {
+		if r.Message != "nexmux serving" {
+			return
+		}
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Error(err)
+		}
+		select {
+		case <-seen:
+		case <-time.After(5 * time.Second):
+			t.Error("the SIGHUP sent at \"nexmux serving\" never reached os/signal")
+		}
+	}
 }
 
 // A SIGHUP sent once "nexmux serving" is logged reloads: that line is how
@@ -65,7 +74,7 @@ func TestSIGHUPOnceServingReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	var reloads atomic.Int32
-	logger := slog.New(servingHUP{Handler: discardLogger().Handler(), t: t, seen: seen})
+	logger := slog.New(beforeRecord{discardLogger().Handler(), servingHUP(t, seen)})
 	d, err := daemon.New(b, daemon.Options{Logger: logger, WatchInterval: time.Hour,
 		Reload: func() (*config.Runtime, error) {
 			reloads.Add(1)
