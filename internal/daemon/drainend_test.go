@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nexmux/nexmux/fixtures/stack"
+	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/daemon"
 )
 
@@ -236,30 +238,85 @@ func TestRequestQueuedForNexusAtDrainEndIsCutByTheDrain(t *testing.T) {
 // races their lines. Access lines slow to be taken (a busy log consumer)
 // make the race one the exit always wins.
 func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
-	const n = 30
 	cfg := teamRoutes()
 	// Short: the queued requests must still be waiting for their place
 	// (2 s at most) when the drain ends.
 	cfg.DrainTimeout = 300 * time.Millisecond
-	cfg.UpstreamMaxConns = 1
-	logs := &logBuffer{}
 	// Each of their access lines takes 3/5 of CutGrace from the cut: past
 	// the half after which the cut closes their connection whatever still
 	// runs, so only the drain's wait for the handlers themselves sees them
 	// through; well within the whole, which bounds that wait, so a slow
 	// machine has 0.8 s to write them.
-	slow := beforeRecord{slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}), slowAccess("/v2/queued/", daemon.CutGrace*3/5)}
+	q := startQueuedH2(t, cfg, 30, daemon.CutGrace*3/5)
+	q.st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
+	q.checkAccounted(t)
+}
+
+// A second SIGTERM or SIGINT during the drain closes the connections at
+// once, without the wait the drain's end gives its cut requests to answer:
+// HTTP/2 requests then queued for a place on a busy node are still logged
+// and counted before stop returns. Their HTTP/2 connection leaves the
+// server's count as it closes and nothing of theirs is at Nexus, so only
+// the wait for the handlers themselves stands between the exit and their
+// lines, which a slow log consumer delays a little each.
+func TestSecondSignalDuringDrainAccountsQueuedHTTP2Requests(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.DrainTimeout = time.Minute // only the second signal ends it
+	q := startQueuedH2(t, cfg, 30, 30*time.Millisecond)
+	sig := make(chan os.Signal, 1)
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); q.st.Daemon.Stop(syscall.SIGTERM, sig) }()
+	// The listener closes once the drain is under way, the queued requests
+	// still waiting for their place (2 s at most): the signal cuts them.
+	waitFor(t, "the listener to close at the drain's start", func() bool {
+		c, err := net.DialTimeout("tcp", q.st.Addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	sig <- syscall.SIGINT
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second signal did not end the drain")
+	}
+	q.checkAccounted(t)
+	if len(logLines(q.logs, "second signal: closing remaining connections now")) != 1 {
+		t.Error("the daemon did not log the second signal: the drain ended otherwise")
+	}
+}
+
+// queuedH2 is a stack whose one Nexus node takes one connection from
+// nexmux, held by a request Nexus never answers, with n HTTP/2 requests
+// queued behind it for that place.
+type queuedH2 struct {
+	st     *stack.Stack
+	logs   *logBuffer
+	n      int
+	before float64       // nexmux_requests_total{method=GET} once all are in
+	done   chan struct{} // a client's request ended
+}
+
+// startQueuedH2 starts a queuedH2 whose queued requests' access lines
+// each take delay to be taken (slowAccess), and returns once every
+// handler runs.
+func startQueuedH2(t *testing.T, cfg config.Config, n int, delay time.Duration) *queuedH2 {
+	t.Helper()
+	cfg.UpstreamMaxConns = 1
+	logs := &logBuffer{}
+	slow := beforeRecord{slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}), slowAccess("/v2/queued/", delay)}
 	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slow)})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("nexmux log:\n%s", logs.String())
 		}
 	})
+	q := &queuedH2{st: st, logs: logs, n: n, done: make(chan struct{}, n+1)}
 	node := st.NexusNodes[0]
 	cl := &http.Client{Transport: st.Transport()}
-	done := make(chan struct{}, n+1)
 	get := func(path string) {
-		defer func() { done <- struct{}{} }()
+		defer func() { q.done <- struct{}{} }()
 		req, _ := http.NewRequest(http.MethodGet, "https://"+st.Host("team-a")+path, nil)
 		req.SetBasicAuth(stack.User, stack.Password)
 		if resp, err := cl.Do(req); err == nil {
@@ -277,21 +334,27 @@ func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 	// of theirs reaches Nexus to wait for. Their handlers all run before
 	// the drain starts, however slow the machine.
 	waitFor(t, "the queued requests' handlers", func() bool { return st.Daemon.Handling() == n+1 })
-	gets := map[string]string{"method": http.MethodGet}
-	before := counterValue(t, st.Daemon, "nexmux_requests_total", gets)
-	st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal, 1))
-	// What the process has logged and counted when it exits.
-	running := st.Daemon.Handling()
-	lines := logLines(logs, "msg=request", "/v2/queued/")
-	counted := counterValue(t, st.Daemon, "nexmux_requests_total", gets) - before
+	q.before = counterValue(t, st.Daemon, "nexmux_requests_total", map[string]string{"method": http.MethodGet})
+	return q
+}
+
+// checkAccounted checks, once the drain has returned, that every request
+// was logged and counted, the queued ones as cut by the drain's end, and
+// that their clients were answered.
+func (q *queuedH2) checkAccounted(t *testing.T) {
+	t.Helper()
+	// What the process has logged and counted when it exits: read first.
+	running := q.st.Daemon.Handling()
+	lines := logLines(q.logs, "msg=request", "/v2/queued/")
+	counted := counterValue(t, q.st.Daemon, "nexmux_requests_total", map[string]string{"method": http.MethodGet}) - q.before
 	if running != 0 {
 		t.Errorf("%d request handlers still running when the drain returned", running)
 	}
-	if len(lines) != n {
-		t.Errorf("%d access lines for the %d queued requests when the drain returned", len(lines), n)
+	if len(lines) != q.n {
+		t.Errorf("%d access lines for the %d queued requests when the drain returned", len(lines), q.n)
 	}
-	if counted != n+1 {
-		t.Errorf("nexmux_requests_total{method=GET} grew by %v during the drain, want %d (the held request and the %d queued)", counted, n+1, n)
+	if counted != float64(q.n+1) {
+		t.Errorf("nexmux_requests_total{method=GET} grew by %v during the drain, want %d (the held request and the %d queued)", counted, q.n+1, q.n)
 	}
 	for _, line := range lines {
 		if !strings.Contains(line, "cut by nexmux at the drain's end") {
@@ -299,9 +362,9 @@ func TestHTTP2RequestsQueuedForNexusAtDrainEndAreAccounted(t *testing.T) {
 			break
 		}
 	}
-	for range n + 1 {
+	for range q.n + 1 {
 		select {
-		case <-done:
+		case <-q.done:
 		case <-time.After(10 * time.Second):
 			t.Fatal("a client's request was still open after the drain")
 		}
