@@ -137,6 +137,12 @@ func FuzzRewrite(f *testing.F) {
 				continue
 			}
 			if out == u {
+				// Kept as it came: only a blob read's redirect may lead off
+				// the public name; a value a client reads as absolute
+				// ("https:", "//host", " //host") must already be on it.
+				if n := clientForm(u); !redirect && !strings.HasPrefix(u, pubBase+"/") && (hasScheme(n) || strings.HasPrefix(n, "//")) {
+					t.Fatalf("rewrite(%q, false) kept it as it came: it leads off the public name", u)
+				}
 				continue
 			}
 			if !strings.HasPrefix(out, pubBase+"/") {
