@@ -170,6 +170,11 @@ func FuzzRewrite(f *testing.F) {
 				if !strings.HasPrefix(l, pubBase+"/") && !strings.Contains(u, "<"+l+">") {
 					t.Fatalf("rewriteLink(%q) = %q: %q is neither ours nor the value's", u, ln, l)
 				}
+				// One of the value's own is kept only where it leads nowhere
+				// off the public name, as rewrite keeps a Location.
+				if n := clientForm(l); !strings.HasPrefix(l, pubBase+"/") && (hasScheme(n) || strings.HasPrefix(n, "//")) {
+					t.Fatalf("rewriteLink(%q) = %q kept %q: it leads off the public name", u, ln, l)
+				}
 				return l
 			})
 		}
