@@ -137,6 +137,12 @@ func FuzzRewrite(f *testing.F) {
 				continue
 			}
 			if out == u {
+				// Kept as it came: only a blob read's redirect may lead off
+				// the public name; a value a client reads as absolute
+				// ("https:", "//host", " //host") must already be on it.
+				if n := clientForm(u); !redirect && !strings.HasPrefix(u, pubBase+"/") && (hasScheme(n) || strings.HasPrefix(n, "//")) {
+					t.Fatalf("rewrite(%q, false) kept it as it came: it leads off the public name", u)
+				}
 				continue
 			}
 			if !strings.HasPrefix(out, pubBase+"/") {
@@ -163,6 +169,11 @@ func FuzzRewrite(f *testing.F) {
 			mapLinkURLs(ln, func(l string) string {
 				if !strings.HasPrefix(l, pubBase+"/") && !strings.Contains(u, "<"+l+">") {
 					t.Fatalf("rewriteLink(%q) = %q: %q is neither ours nor the value's", u, ln, l)
+				}
+				// One of the value's own is kept only where it leads nowhere
+				// off the public name, as rewrite keeps a Location.
+				if n := clientForm(l); !strings.HasPrefix(l, pubBase+"/") && (hasScheme(n) || strings.HasPrefix(n, "//")) {
+					t.Fatalf("rewriteLink(%q) = %q kept %q: it leads off the public name", u, ln, l)
 				}
 				return l
 			})
