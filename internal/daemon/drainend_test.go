@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -268,13 +267,7 @@ func TestSecondSignalDuringDrainAccountsQueuedHTTP2Requests(t *testing.T) {
 	go func() { defer close(stopped); q.st.Daemon.Stop(syscall.SIGTERM, sig) }()
 	// The listener closes once the drain is under way, the queued requests
 	// still waiting for their place (2 s at most): the signal cuts them.
-	waitFor(t, "the listener to close at the drain's start", func() bool {
-		c, err := net.DialTimeout("tcp", q.st.Addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
+	waitListenerClosed(t, "the listener to close at the drain's start", q.st.Addr)
 	sig <- syscall.SIGINT
 	select {
 	case <-stopped:

@@ -115,3 +115,16 @@ func configFile(t *testing.T) (file string, write func(string)) {
 		}
 	}
 }
+
+// waitListenerClosed waits until addr refuses connections: a drain closes
+// the listener at its start, so the drain is then under way.
+func waitListenerClosed(t *testing.T, what, addr string) {
+	t.Helper()
+	waitFor(t, what, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+}
