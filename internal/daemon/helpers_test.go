@@ -34,8 +34,19 @@ func logStack(t *testing.T, cfg config.Config) (*stack.Stack, *logBuffer) {
 // set here).
 func logStackWith(t *testing.T, o stack.Options) (*stack.Stack, *logBuffer) {
 	t.Helper()
+	return hookedLogStack(t, o, nil)
+}
+
+// hookedLogStack is logStackWith whose logger runs hook, if not nil, on
+// each record before taking it (beforeRecord).
+func hookedLogStack(t *testing.T, o stack.Options, hook func(slog.Record)) (*stack.Stack, *logBuffer) {
+	t.Helper()
 	logs := &logBuffer{}
-	o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var h slog.Handler = slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})
+	if hook != nil {
+		h = beforeRecord{h, hook}
+	}
+	o.Logger = slog.New(h)
 	st := stack.Start(t, o)
 	t.Cleanup(func() {
 		if t.Failed() {
