@@ -231,9 +231,9 @@ func TestStalledUploadClosedWithItsAnswer(t *testing.T) {
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) })
 	addr := stallProxy(t, node, bodyTO, 0)
 	// Every wait for the client's body begins after its write: the cut
-	// comes no sooner than bodyTO after this, and another --body-timeout
-	// after the answer (before it, or before the close) no sooner than
-	// twice that, however slow the machine.
+	// comes no sooner than bodyTO after this, and a connection read on
+	// for another --body-timeout (before the answer or after it) closes
+	// no sooner than twice that, however slow the machine.
 	start := time.Now()
 	c := stalledClient(t, addr, "PATCH /v2/app/blobs/uploads/u1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 1000\r\n\r\nabc")
 	_ = c.SetReadDeadline(start.Add(5 * bodyTO))

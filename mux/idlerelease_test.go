@@ -227,8 +227,8 @@ func TestIdleReleaseTimeoutAndHangUp(t *testing.T) {
 			}
 			// Parked before its close: the count of parks, not the half
 			// second it stays parked, which a loaded machine may miss.
-			if _, now := m.srv.Released(); now != parks+1 {
-				t.Fatalf("%d parks before the idle close, want 1", now-parks)
+			if _, total := m.srv.Released(); total != parks+1 {
+				t.Fatalf("%d parks before the idle close, want 1", total-parks)
 			}
 			waitIdle(t, m.srv, 0, 0)
 

@@ -34,8 +34,9 @@
 # connecting at once) over that many connections at once,
 # CALLGRIND_PROCS=2 gives the proxy two Ps (callgrind still runs one
 # thread at a time), CALLGRIND_CACHE=1 adds valgrind's cache simulation
-# (misses per request, printed after the counts). CALLGRIND_NEXMUX=BIN
-# counts that nexmux binary instead of building one; with
+# (misses per request, per MiB for pull and push, printed after the
+# counts). CALLGRIND_NEXMUX=BIN counts that nexmux binary instead of
+# building one; with
 # CALLGRIND_NEXMUX_B=BIN2 too, each round counts BIN then BIN2 instead of
 # the reference and nexmux (an A/B of two builds in one run).
 # CALLGRIND_N=COUNT counts COUNT requests of every kind instead of its own.

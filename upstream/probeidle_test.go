@@ -44,9 +44,10 @@ func TestReadableWithOneNodeWaitsReadyzWaitAtMost(t *testing.T) {
 		t.Fatal("a node that never answers is readable")
 	}
 	// Each round waits out its own probeTimeout, begun after start: agree
-	// rounds take ReadyzWait at least, and one round more (or a longer
-	// wait in one) probeTimeout more than that, however slow the machine.
-	// Short of it, the time over ReadyzWait is only the machine's.
+	// rounds take ReadyzWait at least, and one round more (or one round's
+	// wait longer by probeTimeout) at least probeTimeout more than that,
+	// however slow the machine. Short of it, the time over ReadyzWait is
+	// only the machine's (a wait longer by less is not caught).
 	if took < ReadyzWait-100*time.Millisecond || took >= ReadyzWait+probeTimeout {
 		t.Errorf("Readable took %v with a silent lone node, want about ReadyzWait (%v), less than another probe's %v over it", took.Round(time.Millisecond), ReadyzWait, probeTimeout)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -268,13 +267,7 @@ func TestSecondSignalDuringDrainAccountsQueuedHTTP2Requests(t *testing.T) {
 	go func() { defer close(stopped); q.st.Daemon.Stop(syscall.SIGTERM, sig) }()
 	// The listener closes once the drain is under way, the queued requests
 	// still waiting for their place (2 s at most): the signal cuts them.
-	waitFor(t, "the listener to close at the drain's start", func() bool {
-		c, err := net.DialTimeout("tcp", q.st.Addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
+	waitListenerClosed(t, "the listener to close at the drain's start", q.st.Addr)
 	sig <- syscall.SIGINT
 	select {
 	case <-stopped:
@@ -304,14 +297,7 @@ type queuedH2 struct {
 func startQueuedH2(t *testing.T, cfg config.Config, n int, delay time.Duration) *queuedH2 {
 	t.Helper()
 	cfg.UpstreamMaxConns = 1
-	logs := &logBuffer{}
-	slow := beforeRecord{slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}), slowAccess("/v2/queued/", delay)}
-	st := stack.Start(t, stack.Options{Config: cfg, Nodes: 1, Logger: slog.New(slow)})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("nexmux log:\n%s", logs.String())
-		}
-	})
+	st, logs := hookedLogStack(t, stack.Options{Config: cfg, Nodes: 1}, slowAccess("/v2/queued/", delay))
 	q := &queuedH2{st: st, logs: logs, n: n, done: make(chan struct{}, n+1)}
 	node := st.NexusNodes[0]
 	cl := &http.Client{Transport: st.Transport()}

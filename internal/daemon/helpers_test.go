@@ -34,8 +34,19 @@ func logStack(t *testing.T, cfg config.Config) (*stack.Stack, *logBuffer) {
 // set here).
 func logStackWith(t *testing.T, o stack.Options) (*stack.Stack, *logBuffer) {
 	t.Helper()
+	return hookedLogStack(t, o, nil)
+}
+
+// hookedLogStack is logStackWith whose logger runs hook, if not nil, on
+// each record before taking it (beforeRecord).
+func hookedLogStack(t *testing.T, o stack.Options, hook func(slog.Record)) (*stack.Stack, *logBuffer) {
+	t.Helper()
 	logs := &logBuffer{}
-	o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var h slog.Handler = slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})
+	if hook != nil {
+		h = beforeRecord{h, hook}
+	}
+	o.Logger = slog.New(h)
 	st := stack.Start(t, o)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -114,4 +125,17 @@ func configFile(t *testing.T) (file string, write func(string)) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// waitListenerClosed waits until addr refuses connections: a drain closes
+// the listener at its start, so the drain is then under way.
+func waitListenerClosed(t *testing.T, what, addr string) {
+	t.Helper()
+	waitFor(t, what, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
 }

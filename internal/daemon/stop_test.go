@@ -136,13 +136,7 @@ func TestReadyzFailsDuringDrain(t *testing.T) {
 	waitFor(t, "the upload to start", func() bool { return uploadStreaming(t, maddr) })
 	stopped := make(chan struct{})
 	go func() { defer close(stopped); st.Daemon.Stop(syscall.SIGTERM, make(chan os.Signal)) }()
-	waitFor(t, "the listener to close", func() bool {
-		c, err := net.DialTimeout("tcp", st.Addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
+	waitListenerClosed(t, "the listener to close", st.Addr)
 	// Asked while the drain still waits for the held upload.
 	code, body := readyz(maddr)
 	select {
@@ -211,13 +205,7 @@ func TestSecondSignalCutsDelayAndDrain(t *testing.T) {
 	}
 	sig <- syscall.SIGHUP // ignored while stopping
 	sig <- syscall.SIGINT
-	waitFor(t, "the listener to close after the second signal", func() bool {
-		c, err := net.DialTimeout("tcp", st.Addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err != nil
-	})
+	waitListenerClosed(t, "the listener to close after the second signal", st.Addr)
 	select {
 	case <-stopped:
 		t.Fatal("the drain ended with an upload in flight and no further signal")
