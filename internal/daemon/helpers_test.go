@@ -139,3 +139,26 @@ func waitListenerClosed(t *testing.T, what, addr string) {
 		return err != nil
 	})
 }
+
+// beforeRecord runs hook on each record before the handler takes it, in
+// the goroutine that logs: a hook that waits holds that log call, and that
+// call alone.
+type beforeRecord struct {
+	slog.Handler
+	hook func(slog.Record)
+}
+
+func (h beforeRecord) Handle(ctx context.Context, r slog.Record) error {
+	h.hook(r)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h beforeRecord) WithAttrs(as []slog.Attr) slog.Handler {
+	h.Handler = h.Handler.WithAttrs(as)
+	return h
+}
+
+func (h beforeRecord) WithGroup(name string) slog.Handler {
+	h.Handler = h.Handler.WithGroup(name)
+	return h
+}
