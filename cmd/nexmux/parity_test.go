@@ -377,6 +377,54 @@ func TestHelpAgreesWithTheFlagsTable(t *testing.T) {
 	}
 }
 
+// hardeningLimits are the limits of issue 17, whose README security section
+// ("Hardening: limits and their defaults") must give each with its default.
+var hardeningLimits = []string{
+	"upstream-max-conns", "max-conns", "max-conns-per-client", "max-requests-per-client",
+	"per-client-ipv6-prefix", "max-conn-age", "body-timeout", "send-timeout",
+	"passthrough-idle-timeout", "port-tls-only", "strip-header",
+}
+
+// The security section names every limit with "(default X", X being the
+// flags table's default ("off" for false, "none" for no value); the rule
+// of a default the fd limit gives is not compared. --upstream-max-conns
+// was in the flags table only.
+func TestHardeningSectionGivesEveryLimitsDefault(t *testing.T) {
+	readme := readRepoFile(t, "README.md")
+	_, section, ok := strings.Cut(readme, "\n### Hardening: limits and their defaults\n")
+	if !ok {
+		t.Fatal("README.md has no Hardening section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	section = strings.Join(strings.Fields(section), " ") // lines joined
+	cells := readmeFlagsDefaults(t)
+	for _, name := range hardeningLimits {
+		// "`--max-conn-age` (default 10m;", "`--strip-header NAME`
+		// (default: none)", "`--body-timeout` and `--send-timeout`
+		// (default 1m each;"
+		re := regexp.MustCompile("(?:`--[a-z0-9-]+` and )?`--" + regexp.QuoteMeta(name) + "(?: [A-Z]+)?`(?: and `--[a-z0-9-]+`)? \\(default:? ([^;:),]+)")
+		m := re.FindStringSubmatch(section)
+		if m == nil {
+			t.Errorf("README's Hardening section does not give --%s with its default", name)
+			continue
+		}
+		if machineDefaults["--"+name] {
+			continue
+		}
+		got := strings.TrimSuffix(strings.TrimSpace(m[1]), " each")
+		want := strings.ReplaceAll(cells["--"+name], "`", "")
+		switch want {
+		case "":
+			want = "none"
+		case "false":
+			want = "off"
+		}
+		if got != want {
+			t.Errorf("README's Hardening section: --%s (default %s), the flags table %q", name, got, want)
+		}
+	}
+}
+
 // helpDefault is the default a help line shows, the last "(default: X)"
 // before its variable, or "".
 var helpDefault = regexp.MustCompile(`\(default: (.*)\) \[\$NEXMUX_[A-Z0-9_]+\]$`)
