@@ -482,7 +482,9 @@ func checkHelpDefault(t *testing.T, cmd, name, line, cell string) {
 
 // No command's help shows urfave/cli's placeholder "value", which says
 // nothing of what the flag takes; the README's table covers serve and
-// check, whose flags iptables shows too.
+// check, whose flags iptables shows too. Nor a default in quotes, which
+// urfave/cli gives a string flag's: README writes `--format flags`, and
+// discover showed (default: "flags").
 func TestHelpShowsNoBareValuePlaceholder(t *testing.T) {
 	for _, cmd := range []string{"serve", "check", "iptables", "discover"} {
 		help, _, _ := run(t, cmd, "--help")
@@ -491,6 +493,9 @@ func TestHelpShowsNoBareValuePlaceholder(t *testing.T) {
 		for _, l := range strings.Split(options, "\n") {
 			if shown := helpColumns.Split(strings.TrimSpace(l), 2)[0]; strings.HasSuffix(shown, " value") {
 				t.Errorf("%s --help: %s", cmd, shown)
+			}
+			if strings.Contains(l, `(default: "`) {
+				t.Errorf("%s --help shows a default in quotes: %s", cmd, strings.TrimSpace(l))
 			}
 		}
 	}
