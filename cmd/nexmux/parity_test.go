@@ -217,6 +217,9 @@ func isZeroDefault(d any) bool {
 // directly, outside config.Settings, fails here rather than silently
 // lacking its file key.
 func TestEveryCommandFlagHasEveryForm(t *testing.T) {
+	_, section, _ := strings.Cut(readRepoFile(t, "README.md"), "\n### Flags, environment and config file\n")
+	section, _, _ = strings.Cut(section, "\n#")
+	section = strings.Join(strings.Fields(section), " ")
 	settings := map[string]bool{"config": true}
 	for _, s := range config.Settings() {
 		settings[s.Name] = true
@@ -242,6 +245,11 @@ func TestEveryCommandFlagHasEveryForm(t *testing.T) {
 			if !readsConfig && settings[name] {
 				t.Errorf("%s --%s: a setting's name on a command that reads no --config", cmd.Name, name)
 			}
+		}
+		// README says every flag is a key of the file: it must name the
+		// commands whose flags are not (a `domain:` key is refused).
+		if !readsConfig && len(cmd.Flags) > 0 && !strings.Contains(section, "`"+cmd.Name+"`, which reads no config file") {
+			t.Errorf("README's %q section does not say `%s`, which reads no config file: its flags are no keys of the file", "Flags, environment and config file", cmd.Name)
 		}
 	}
 }
