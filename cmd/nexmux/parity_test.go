@@ -96,6 +96,18 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 			if !reflect.DeepEqual(fromFile, fromFlag) {
 				t.Errorf("file key %q gives\n%+v\n--%s gives\n%+v", strings.TrimSpace(name+": "+yamlVal), fromFile, name, fromFlag)
 			}
+			// A key without a value is unset, as an empty variable is
+			// (README): the default, for a list as for a scalar.
+			for _, empty := range []string{name + ":\n", name + ": ~\n", name + ": null\n"} {
+				if err := os.WriteFile(file, []byte(empty), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				got := loadWith(t, "--config", file)
+				got.File, got.FileKeys, got.FileLines, got.FileValues = "", nil, nil, nil
+				if !reflect.DeepEqual(got, config.Defaults()) {
+					t.Errorf("file key %q gives\n%+v\nnot the defaults", strings.TrimSpace(empty), got)
+				}
+			}
 		})
 	}
 	if len(flags) != len(config.Settings())+1 {
