@@ -561,6 +561,7 @@ func newApp() *cli.App {
 				Name:  "discover",
 				Usage: "read Nexus's docker repositories over its REST API and print a ready-to-use mapping",
 				// stringFlag, as for the settings: an empty variable is unset.
+				// DefaultText: help writes the default as README does, unquoted.
 				Flags: []cli.Flag{
 					// Required in Action, not by urfave/cli: its check stops
 					// there (exit 1), before the other problems are seen.
@@ -568,7 +569,7 @@ func newApp() *cli.App {
 					&stringFlag{cli.StringFlag{Name: "user", Usage: "Nexus `USER` allowed to read repository settings (required)", EnvVars: env("user")}},
 					&stringFlag{cli.StringFlag{Name: "password-file", Usage: "`FILE` holding the password (never a flag: it would show in ps) (required)", EnvVars: env("password-file")}},
 					&stringFlag{cli.StringFlag{Name: "domain", Usage: "give every repository the name <repo>.`DOMAIN`", EnvVars: env("domain")}},
-					&stringFlag{cli.StringFlag{Name: "format", Value: "flags", Usage: "print the mapping as `flags|yaml`: command-line flags or a config file", EnvVars: env("format")}},
+					&stringFlag{cli.StringFlag{Name: "format", Value: "flags", DefaultText: "flags", Usage: "print the mapping as `flags|yaml`: command-line flags or a config file", EnvVars: env("format")}},
 				},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {

@@ -96,6 +96,18 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 			if !reflect.DeepEqual(fromFile, fromFlag) {
 				t.Errorf("file key %q gives\n%+v\n--%s gives\n%+v", strings.TrimSpace(name+": "+yamlVal), fromFile, name, fromFlag)
 			}
+			// A key without a value is unset, as an empty variable is
+			// (README): the default, for a list as for a scalar.
+			for _, empty := range []string{name + ":\n", name + ": ~\n", name + ": null\n"} {
+				if err := os.WriteFile(file, []byte(empty), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				got := loadWith(t, "--config", file)
+				got.File, got.FileKeys, got.FileLines, got.FileValues = "", nil, nil, nil
+				if !reflect.DeepEqual(got, config.Defaults()) {
+					t.Errorf("file key %q gives\n%+v\nnot the defaults", strings.TrimSpace(empty), got)
+				}
+			}
 		})
 	}
 	if len(flags) != len(config.Settings())+1 {
@@ -217,6 +229,9 @@ func isZeroDefault(d any) bool {
 // directly, outside config.Settings, fails here rather than silently
 // lacking its file key.
 func TestEveryCommandFlagHasEveryForm(t *testing.T) {
+	_, section, _ := strings.Cut(readRepoFile(t, "README.md"), "\n### Flags, environment and config file\n")
+	section, _, _ = strings.Cut(section, "\n#")
+	section = strings.Join(strings.Fields(section), " ")
 	settings := map[string]bool{"config": true}
 	for _, s := range config.Settings() {
 		settings[s.Name] = true
@@ -242,6 +257,11 @@ func TestEveryCommandFlagHasEveryForm(t *testing.T) {
 			if !readsConfig && settings[name] {
 				t.Errorf("%s --%s: a setting's name on a command that reads no --config", cmd.Name, name)
 			}
+		}
+		// README says every flag is a key of the file: it must name the
+		// commands whose flags are not (a `domain:` key is refused).
+		if !readsConfig && len(cmd.Flags) > 0 && !strings.Contains(section, "`"+cmd.Name+"`, which reads no config file") {
+			t.Errorf("README's %q section does not say `%s`, which reads no config file: its flags are no keys of the file", "Flags, environment and config file", cmd.Name)
 		}
 	}
 }
@@ -377,6 +397,54 @@ func TestHelpAgreesWithTheFlagsTable(t *testing.T) {
 	}
 }
 
+// hardeningLimits are the limits of issue 17, whose README security section
+// ("Hardening: limits and their defaults") must give each with its default.
+var hardeningLimits = []string{
+	"upstream-max-conns", "max-conns", "max-conns-per-client", "max-requests-per-client",
+	"per-client-ipv6-prefix", "max-conn-age", "body-timeout", "send-timeout",
+	"passthrough-idle-timeout", "port-tls-only", "strip-header",
+}
+
+// The security section names every limit with "(default X", X being the
+// flags table's default ("off" for false, "none" for no value); the rule
+// of a default the fd limit gives is not compared. --upstream-max-conns
+// was in the flags table only.
+func TestHardeningSectionGivesEveryLimitsDefault(t *testing.T) {
+	readme := readRepoFile(t, "README.md")
+	_, section, ok := strings.Cut(readme, "\n### Hardening: limits and their defaults\n")
+	if !ok {
+		t.Fatal("README.md has no Hardening section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	section = strings.Join(strings.Fields(section), " ") // lines joined
+	cells := readmeFlagsDefaults(t)
+	for _, name := range hardeningLimits {
+		// "`--max-conn-age` (default 10m;", "`--strip-header NAME`
+		// (default: none)", "`--body-timeout` and `--send-timeout`
+		// (default 1m each;"
+		re := regexp.MustCompile("(?:`--[a-z0-9-]+` and )?`--" + regexp.QuoteMeta(name) + "(?: [A-Z]+)?`(?: and `--[a-z0-9-]+`)? \\(default:? ([^;:),]+)")
+		m := re.FindStringSubmatch(section)
+		if m == nil {
+			t.Errorf("README's Hardening section does not give --%s with its default", name)
+			continue
+		}
+		if machineDefaults["--"+name] {
+			continue
+		}
+		got := strings.TrimSuffix(strings.TrimSpace(m[1]), " each")
+		want := strings.ReplaceAll(cells["--"+name], "`", "")
+		switch want {
+		case "":
+			want = "none"
+		case "false":
+			want = "off"
+		}
+		if got != want {
+			t.Errorf("README's Hardening section: --%s (default %s), the flags table %q", name, got, want)
+		}
+	}
+}
+
 // helpDefault is the default a help line shows, the last "(default: X)"
 // before its variable, or "".
 var helpDefault = regexp.MustCompile(`\(default: (.*)\) \[\$NEXMUX_[A-Z0-9_]+\]$`)
@@ -434,7 +502,9 @@ func checkHelpDefault(t *testing.T, cmd, name, line, cell string) {
 
 // No command's help shows urfave/cli's placeholder "value", which says
 // nothing of what the flag takes; the README's table covers serve and
-// check, whose flags iptables shows too.
+// check, whose flags iptables shows too. Nor a default in quotes, which
+// urfave/cli gives a string flag's: README writes `--format flags`, and
+// discover showed (default: "flags").
 func TestHelpShowsNoBareValuePlaceholder(t *testing.T) {
 	for _, cmd := range []string{"serve", "check", "iptables", "discover"} {
 		help, _, _ := run(t, cmd, "--help")
@@ -443,6 +513,9 @@ func TestHelpShowsNoBareValuePlaceholder(t *testing.T) {
 		for _, l := range strings.Split(options, "\n") {
 			if shown := helpColumns.Split(strings.TrimSpace(l), 2)[0]; strings.HasSuffix(shown, " value") {
 				t.Errorf("%s --help: %s", cmd, shown)
+			}
+			if strings.Contains(l, `(default: "`) {
+				t.Errorf("%s --help shows a default in quotes: %s", cmd, strings.TrimSpace(l))
 			}
 		}
 	}
