@@ -137,6 +137,150 @@ func resolve(n *yaml.Node) *yaml.Node {
 	return n
 }
 
+// entry is a key of the file's mapping and its value, as ApplyFile reads
+// them: written out, or merged in by a YAML merge key (<<).
+type entry struct {
+	k, v *yaml.Node
+	// dup is the line where the key was first given in its mapping, when
+	// given again there (0 if not).
+	dup int
+	// err is a merge that cannot be read (k and v nil).
+	err error
+}
+
+// isMerge reports whether k is a YAML merge key, as yaml.v3's decoder
+// tells one: a plain or !!merge-tagged <<, not a quoted "<<".
+func isMerge(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.Value == "<<" && (k.Tag == "" || k.Tag == "!" || k.ShortTag() == "!!merge")
+}
+
+// keyNode is key k as written out: an alias key is the key it names, at
+// the alias's line.
+func keyNode(k *yaml.Node) *yaml.Node {
+	if r := resolve(k); r != k {
+		key := *r
+		key.Line = k.Line
+		return &key
+	}
+	return k
+}
+
+// merger reads a mapping with its merges (<<: *base, <<: [*a, *b]) as
+// yaml.v3's decoder does (decode.go, merge): a key written out in a
+// mapping wins over the merged ones wherever << stands, an earlier map of
+// a list of merges over a later one, and a merged map's own keys over its
+// own merges. A merged key's value is taken whole (a list replaces, is
+// not appended to). Merged entries stand where their << does, so that a
+// file reads as the file with the merges written out in their place.
+type merger struct {
+	taken map[string]bool      // keys given by an outer mapping or earlier merge
+	state map[*yaml.Node]uint8 // mappings merged: mergeReading, mergeDone
+	out   []entry
+}
+
+const (
+	mergeReading uint8 = iota + 1
+	mergeDone
+)
+
+// entries are the keys of root and of its merges, in file order.
+func entries(root *yaml.Node) []entry {
+	m := merger{taken: map[string]bool{}, state: map[*yaml.Node]uint8{}}
+	m.mapping(root)
+	return m.out
+}
+
+func (m *merger) mapping(n *yaml.Node) {
+	m.state[n] = mergeReading
+	type item struct {
+		entry
+		merge, shadowed bool
+	}
+	items := make([]item, 0, len(n.Content)/2)
+	first := map[string]int{}
+	mergeAt := 0
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		it := item{entry: entry{k: keyNode(k), v: v}, merge: isMerge(k)}
+		switch k := it.k; {
+		case it.merge:
+			if mergeAt != 0 {
+				it.dup = mergeAt
+			} else {
+				mergeAt = k.Line
+			}
+		case k.Kind == yaml.ScalarNode:
+			if line, dup := first[k.Value]; dup {
+				it.dup = line
+			} else {
+				first[k.Value] = k.Line
+			}
+			// Keys an outer mapping or earlier merge gave are left out
+			// (a key given twice here is an error all the same, as
+			// yaml.v3 says "already defined" of any mapping).
+			it.shadowed = it.dup == 0 && m.taken[k.Value]
+		}
+		items = append(items, it)
+	}
+	for name := range first {
+		m.taken[name] = true
+	}
+	for _, it := range items {
+		switch {
+		case it.shadowed:
+		case it.merge && it.dup != 0:
+			m.out = append(m.out, entry{err: fmt.Errorf("line %d: a second merge key (<<) in one mapping (the first is at line %d): merge a list, as in <<: [*a, *b]", it.k.Line, it.dup)})
+		case it.merge:
+			m.merge(it.v)
+		default:
+			m.out = append(m.out, it.entry)
+		}
+	}
+	m.state[n] = mergeDone
+}
+
+// merge reads the value of a merge key: a mapping, or a list of them, or
+// an alias of one; yaml.v3 refuses anything else (an alias of a list
+// included), and so does nexmux, naming the line.
+func (m *merger) merge(v *yaml.Node) {
+	items := []*yaml.Node{v}
+	if v.Kind == yaml.SequenceNode {
+		items = v.Content
+	}
+	for i, it := range items {
+		r := resolve(it)
+		if r.Kind != yaml.MappingNode {
+			what := "a single value"
+			switch {
+			case r.Kind == yaml.SequenceNode:
+				what = "a list"
+			case r.Tag == "!!null":
+				what = "an empty value (YAML null)"
+			}
+			if it.Kind == yaml.AliasNode {
+				what = "*" + it.Value + ", " + what
+			}
+			err := fmt.Errorf("line %d: a merge (<<) takes a mapping or a list of mappings, as in <<: *base or <<: [*a, *b], not %s", it.Line, what)
+			if it != v {
+				err = fmt.Errorf("line %d: a merge (<<) list takes mappings only, as in <<: [*a, *b]: its item %d is %s", it.Line, i+1, what)
+			}
+			m.out = append(m.out, entry{err: err})
+			continue
+		}
+		switch m.state[r] {
+		case mergeReading:
+			m.out = append(m.out, entry{err: fmt.Errorf("line %d: *%s merges a mapping into itself", it.Line, it.Value)})
+		case mergeDone:
+			// Merged already: each of its keys is taken, so it adds
+			// nothing, and it is not read again (nor its problems
+			// named twice, nor a file of merges of merges read in
+			// exponential time).
+		default:
+			m.mapping(r)
+		}
+	}
+}
+
 // listText is a repeatable flag in the config file: a list of the strings
 // the flag takes on the command line, one flag value each, or one such
 // string.
@@ -263,9 +407,10 @@ func (c *Config) ApplyFile(path string) error {
 	if root.Kind != yaml.MappingNode {
 		return unreadableError{fmt.Errorf("config %s: line %d: want a mapping of long flag names to values", path, root.Line)}
 	}
+	keys := entries(root)
 	// Aliases are read as the value written out: a few bytes of them can
 	// stand for more than any file nexmux reads (billion laughs).
-	if n := writtenOut(root); n > smallfile.Max {
+	if n := writtenOut(keys); n > smallfile.Max {
 		return unreadableError{fmt.Errorf("config %s: its aliases write out %d MiB of values, more than the %d MiB nexmux reads in a file: write the values out, or alias fewer", path, n>>20, smallfile.Max>>20)}
 	}
 	byName := make(map[string]*Setting, len(settings))
@@ -273,15 +418,14 @@ func (c *Config) ApplyFile(path string) error {
 		byName[settings[i].Name] = &settings[i]
 	}
 	var errs *multierror.Error
-	seen := map[string]int{}
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		if r := resolve(k); r != k {
-			// An alias key is the key written out, at the alias's line.
-			key := *r
-			key.Line = k.Line
-			k = &key
+	for _, e := range keys {
+		if e.err != nil {
+			// Not a SettingError: the merge may have held any setting,
+			// the iptables chain included.
+			errs = multierror.Append(errs, fmt.Errorf("config %s: %w", path, e.err))
+			continue
 		}
+		k, v := e.k, e.v
 		s := byName[k.Value]
 		if k.Kind == yaml.ScalarNode && k.Value == "config" {
 			errs = multierror.Append(errs, &SettingError{Setting: "config", Err: fmt.Errorf("config %s: line %d: a config file cannot name another one (config is a flag and an environment variable only)", path, k.Line)})
@@ -296,11 +440,10 @@ func (c *Config) ApplyFile(path string) error {
 			errs = multierror.Append(errs, &UnknownKeyError{Key: k.Value, Err: fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names", path, k.Line, k.Value)})
 			continue
 		}
-		if line, dup := seen[k.Value]; dup {
-			errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, line)})
+		if e.dup != 0 {
+			errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, e.dup)})
 			continue
 		}
-		seen[k.Value] = k.Line
 		if v := resolve(v); v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 			continue // an empty key keeps the earlier value
 		}
@@ -329,13 +472,16 @@ func (c *Config) ApplyFile(path string) error {
 	return errlist.Err(errs)
 }
 
-// writtenOut is how many bytes the values of the mapping root hold with
-// their aliases written out, as ApplyFile reads them: a scalar, or a
-// list's scalar items.
-func writtenOut(root *yaml.Node) int {
+// writtenOut is how many bytes the values of keys hold with their aliases
+// and merges written out, as ApplyFile reads them: a scalar, or a list's
+// scalar items.
+func writtenOut(keys []entry) int {
 	n := 0
-	for i := 1; i < len(root.Content); i += 2 {
-		switch v := resolve(root.Content[i]); v.Kind {
+	for _, e := range keys {
+		if e.v == nil {
+			continue
+		}
+		switch v := resolve(e.v); v.Kind {
 		case yaml.ScalarNode:
 			n += len(v.Value)
 		case yaml.SequenceNode:

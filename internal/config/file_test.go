@@ -2,6 +2,8 @@ package config
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-multierror"
 )
 
 func writeYAML(t *testing.T, body string) string {
@@ -618,5 +622,257 @@ func TestApplyFileControlCharacterLine(t *testing.T) {
 	err := Defaults().ApplyFile(writeYAML(t, "listen: \":1\"\nroute: [a.example.com=r]\nport: [8082=r\x00]\n"))
 	if err == nil || !strings.Contains(err.Error(), "control characters") || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), `0x00`) {
 		t.Errorf("%v, want yaml.v3's error and line 3, byte 0x00", err)
+	}
+}
+
+// A YAML merge key (<<) is read as yaml.v3's decoder reads one: the
+// merged mappings' keys as if written out, a key written out winning over
+// a merged one wherever << stands, an earlier map of a list of merges over
+// a later one, and a merged key's value taken whole. (The anchored map has
+// no place but in a << itself: every other key must name a flag.)
+func TestApplyFileMerges(t *testing.T) {
+	def := Defaults()
+	for _, tc := range []struct {
+		name, yaml string
+		check      func(c *Config) bool
+	}{
+		{"top-level merge", "<<: &base\n  listen: \"127.0.0.1:9443\"\n  max-conns: 7\nroute: [a.example.com=a]\n",
+			func(c *Config) bool {
+				return c.Listen == "127.0.0.1:9443" && c.MaxConns == 7 && slices.Equal(c.Route, []string{"a.example.com=a"})
+			}},
+		{"a key written out wins, before or after <<", "log-level: warn\n<<: {log-level: debug, log-format: json, max-conns: 7}\nlog-format: text\n",
+			func(c *Config) bool { return c.LogLevel == "warn" && c.LogFormat == "text" && c.MaxConns == 7 }},
+		{"an earlier map of a list wins", "<<: [&a {log-level: debug, max-conns: 1}, &b {log-level: warn, max-conns: 2, log-format: json}]\n",
+			func(c *Config) bool { return c.LogLevel == "debug" && c.MaxConns == 1 && c.LogFormat == "json" }},
+		{"a merged map's own keys win over its merges", "<<: {<<: {log-level: debug, max-conns: 1}, log-level: warn}\n",
+			func(c *Config) bool { return c.LogLevel == "warn" && c.MaxConns == 1 }},
+		{"an earlier map wins over a later one's merges", "<<: [{max-conns: 1}, {<<: {max-conns: 2, log-level: warn}}]\n",
+			func(c *Config) bool { return c.MaxConns == 1 && c.LogLevel == "warn" }},
+		{"an alias of a map merged already", "<<: [&a {log-level: debug}, {<<: *a, max-conns: 3}]\n",
+			func(c *Config) bool { return c.LogLevel == "debug" && c.MaxConns == 3 }},
+		{"a repeatable flag merged in is its list", "<<: {route: [a.example.com=a, b.example.com=b]}\n",
+			func(c *Config) bool { return slices.Equal(c.Route, []string{"a.example.com=a", "b.example.com=b"}) }},
+		{"a repeatable flag written out replaces the merged list", "route: [c.example.com=c]\n<<: {route: [a.example.com=a, b.example.com=b], port: [8082=p]}\n",
+			func(c *Config) bool {
+				return slices.Equal(c.Route, []string{"c.example.com=c"}) && slices.Equal(c.Port, []string{"8082=p"})
+			}},
+		{"a repeatable flag of an earlier map replaces a later one's", "<<: [{route: [a.example.com=a]}, {route: [b.example.com=b, c.example.com=c]}]\n",
+			func(c *Config) bool { return slices.Equal(c.Route, []string{"a.example.com=a"}) }},
+		// yaml.v3 skips a merged key written out, its value unread.
+		{"a merged value written over is not read", "max-conns: 5\n<<: {max-conns: many}\n",
+			func(c *Config) bool { return c.MaxConns == 5 }},
+		{"an empty key written out keeps the default over a merged value", "idle-timeout:\n<<: {idle-timeout: 5s}\n",
+			func(c *Config) bool { return c.IdleTimeout == def.IdleTimeout }},
+		{"an empty merged key keeps the default", "<<: {idle-timeout: ~, max-conns: 7}\n",
+			func(c *Config) bool { return c.IdleTimeout == def.IdleTimeout && c.MaxConns == 7 }},
+		{"a !!merge tag", "!!merge <<: {max-conns: 7}\n",
+			func(c *Config) bool { return c.MaxConns == 7 }},
+		{"an alias key in a merged map", "default-route: &k route\n<<: {*k : [a.example.com=a]}\n",
+			func(c *Config) bool { return slices.Equal(c.Route, []string{"a.example.com=a"}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			if err := c.ApplyFile(writeYAML(t, tc.yaml)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+		})
+	}
+}
+
+// A merge that is no mapping is refused naming its line, as yaml.v3
+// refuses it ("map merge requires map or sequence of maps"); a merged key
+// is checked as one written out, its problems naming its line in the
+// merged map, where its text is (as yaml.v3's KnownFields does).
+func TestApplyFileMergeErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"a single value", "listen: \":1\"\n<<: x\n", []string{"line 2: a merge (<<) takes a mapping or a list of mappings", "not a single value"}},
+		{"an empty merge", "<<:\nlisten: \":1\"\n", []string{"line 1: a merge", "not an empty value (YAML null)"}},
+		{"an alias of a single value", "listen: &l \":1\"\n<<: *l\n", []string{"line 2: a merge", "not *l, a single value"}},
+		{"an alias of a list", "route: &r [a.example.com=a]\n<<: *r\n", []string{"line 2: a merge", "not *r, a list"}},
+		{"a single value in a list", "<<:\n  - {max-conns: 1}\n  - x\n", []string{"line 3: a merge (<<) list takes mappings only", "its item 2 is a single value"}},
+		{"a list in a list", "<<: [[{max-conns: 1}]]\n", []string{"line 1: a merge (<<) list", "its item 1 is a list"}},
+		{"a second merge key", "<<: {max-conns: 1}\nlisten: \":1\"\n<<: {log-level: warn}\n", []string{"line 3: a second merge key (<<)", "at line 1"}},
+		{"a mapping merged into itself", "<<: &r\n  max-conns: 1\n  <<: *r\n", []string{"line 3: *r merges a mapping into itself"}},
+		{"unknown key", "<<: &base\n  listen: \":1\"\n  routes: [a.example.com=a]\n", []string{"line 3: field routes not found: keys are the long flag names"}},
+		{"config key", "<<:\n  config: other.yaml\n", []string{"line 2: a config file cannot name another one"}},
+		{"bad value", "<<:\n  listen: \":1\"\n  max-conns: many\n", []string{"max-conns: line 3", `"many"`, "whole number"}},
+		{"bad list item", "<<:\n  route:\n    - a.example.com=a\n    - [x]\n", []string{"route: line 4: want a string"}},
+		{"a key given twice in a merged map", "<<:\n  listen: \":1\"\n  listen: \":2\"\n", []string{`line 3: key "listen" already defined at line 2`}},
+		// As yaml.v3 says "already defined" of any mapping it reads.
+		{"a key given twice in a merged map, written out too", "listen: \":0\"\n<<: {listen: \":1\", listen: \":2\"}\n", []string{`key "listen" already defined`}},
+		{"a quoted << is a key", "\"<<\": {max-conns: 1}\n", []string{"line 1: field << not found"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeYAML(t, tc.yaml)
+			c := Defaults()
+			err := c.ApplyFile(p)
+			if err == nil {
+				t.Fatalf("ApplyFile accepted %q: %+v", tc.yaml, c)
+			}
+			for _, w := range append(tc.want, "config "+p+": ") {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if Unreadable(err) {
+				t.Error("a mapping with a bad merge counted as an unreadable file")
+			}
+		})
+	}
+}
+
+// Merges keep every problem listed at once, each as the kind of problem
+// it is: a merged key's as a key written out's, and a merge that is no
+// mapping as no setting's (it may have held any, the iptables chain that
+// `iptables --delete` needs included, so nothing lets it pass); the valid
+// keys, merged ones too, are applied.
+func TestApplyFileMergeListsEveryProblem(t *testing.T) {
+	p := writeYAML(t, `listen: [":1"]
+<<:
+  - &a
+    routes: x
+    max-conns: many
+    log-level: debug
+  - 7
+`)
+	c := Defaults()
+	err := c.ApplyFile(p)
+	var me *multierror.Error
+	if !errors.As(err, &me) {
+		t.Fatalf("%v, want four problems", err)
+	}
+	type kind int
+	const (
+		setting kind = iota
+		unknown
+		other
+	)
+	want := []struct {
+		text string
+		kind kind
+	}{
+		{"listen: line 1", setting},
+		{"line 4: field routes not found", unknown},
+		{"max-conns: line 5", setting},
+		{"line 7: a merge (<<) list takes mappings only", other},
+	}
+	if len(me.Errors) != len(want) {
+		t.Fatalf("%d problems, want %d:\n%v", len(me.Errors), len(want), err)
+	}
+	for i, w := range want {
+		e := me.Errors[i]
+		var se *SettingError
+		var uk *UnknownKeyError
+		got := other
+		if errors.As(e, &se) {
+			got = setting
+		} else if errors.As(e, &uk) {
+			got = unknown
+		}
+		if !strings.HasPrefix(e.Error(), "config "+p+": ") || !strings.Contains(e.Error(), w.text) || got != w.kind {
+			t.Errorf("problem %d %q (kind %d): want the file, %q, kind %d", i, e, got, w.text, w.kind)
+		}
+	}
+	want2 := Defaults()
+	want2.LogLevel, want2.FileKeys, want2.FileLines = "debug", []string{"log-level"}, map[string][]int{"log-level": {6, 6}}
+	want2.FileValues = map[string]any{"log-level": "debug"}
+	if !reflect.DeepEqual(c, want2) {
+		t.Errorf("the valid merged key was not applied, or an invalid one was: %+v", c)
+	}
+}
+
+// A file with merges is the file with them written out in place of each
+// <<: the same config, the same keys in the same order (what check and a
+// reload report), each merged value's line that of its text in the merged
+// map.
+func TestApplyFileMergesWrittenOut(t *testing.T) {
+	merged := writeYAML(t, `max-conns: 9
+<<:
+  - &common
+    listen: "127.0.0.1:9443"
+    upstream:
+      - http://nexus-1:8081
+      - http://nexus-2:8081
+    max-conns: 100
+    <<: {log-level: debug, log-format: json}
+  - &team
+    route: [a.example.com=team-a, b.example.com=team-b]
+    listen: ":1"
+    port: [8082=team-a]
+route: [c.example.com=team-c]
+idle-timeout: 2m
+`)
+	plain := writeYAML(t, `max-conns: 9
+listen: "127.0.0.1:9443"
+upstream:
+  - http://nexus-1:8081
+  - http://nexus-2:8081
+log-level: debug
+log-format: json
+port: [8082=team-a]
+route: [c.example.com=team-c]
+idle-timeout: 2m
+`)
+	got, want := Defaults(), Defaults()
+	if err := got.ApplyFile(merged); err != nil {
+		t.Fatalf("merges refused: %v", err)
+	}
+	if err := want.ApplyFile(plain); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []struct {
+		name, value string
+		line        int
+	}{{"listen", "", 4}, {"upstream", "http://nexus-2:8081", 7}, {"log-level", "", 9}, {"port", "8082=team-a", 13}, {"route", "c.example.com=team-c", 14}} {
+		if n := got.FileLine(l.name, l.value); n != l.line {
+			t.Errorf("FileLine(%s, %q) = %d, want %d", l.name, l.value, n, l.line)
+		}
+	}
+	got.FileLines, want.FileLines = nil, nil // the files' lines differ
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("with merges\n%+v\nwritten out\n%+v", got, want)
+	}
+}
+
+// A merged value's aliases count in the bound on values written out, as
+// a key's own do (billion laughs through a <<).
+func TestApplyFileMergedAliasesBounded(t *testing.T) {
+	big := strings.Repeat("a", 60000) + ".example.com=r"
+	laughs := "default-route: &x " + big + "\n<<: {route: [" + strings.Repeat("*x, ", 15000) + "*x]}\n"
+	c := Defaults()
+	err := c.ApplyFile(writeYAML(t, laughs))
+	if err == nil || !Unreadable(err) || !strings.Contains(err.Error(), "aliases") {
+		t.Errorf("%.300v; want refused whole, naming the aliases", err)
+	}
+	if len(c.Route) > 0 {
+		t.Errorf("refused file applied %d routes", len(c.Route))
+	}
+}
+
+// A mapping merged twice is read once: merges of merges of one map, a
+// few hundred bytes, would otherwise be read 2^40 times.
+func TestApplyFileMergesReadOnce(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("<<:\n  - &m0 {log-level: debug}\n")
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&b, "  - &m%d {<<: [*m%d, *m%d]}\n", i, i-1, i-1)
+	}
+	p := writeYAML(t, b.String())
+	c := Defaults()
+	done := make(chan error, 1)
+	go func() { done <- c.ApplyFile(p) }()
+	select {
+	case err := <-done:
+		if err != nil || c.LogLevel != "debug" {
+			t.Errorf("%v, log-level %q; want debug", err, c.LogLevel)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("merges of merges still being read after 10s")
 	}
 }
