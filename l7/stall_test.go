@@ -203,23 +203,30 @@ func TestClientThatTricklesIsCut(t *testing.T) {
 }
 
 // A request nexmux refuses itself, whose client announced a small body
-// and never sends it, still gets its answer, within --body-timeout:
-// net/http reads the unread rest of such a body before it answers, and
-// that read had no deadline, so the refusal never came and the
-// connection was held for as long as the client liked.
+// (or a chunked one of unknown length) and never sends it, still gets its
+// answer, within --body-timeout: net/http reads the unread rest of such a
+// body, up to 256 KiB, before it answers, and that read had no deadline,
+// so the refusal never came and the connection was held for as long as
+// the client liked.
 func TestRefusalOfStalledBodyAnswered(t *testing.T) {
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
 	addr := stallProxy(t, node, 300*time.Millisecond, 0)
 	for _, target := range []string{"/service/rest/v1/status", "/v2/../app/blobs/uploads/"} {
-		c := stalledClient(t, addr, "POST "+target+" HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 100\r\n\r\nabc")
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("POST %s with a stalled body: %v; want nexmux's refusal", target, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode < 400 || resp.StatusCode >= 500 || !resp.Close {
-			t.Fatalf("POST %s with a stalled body: %s, close %v; want a 4xx and the connection closed", target, resp.Status, resp.Close)
+		for _, body := range []string{
+			"Content-Length: 100\r\n\r\nabc",
+			"Transfer-Encoding: chunked\r\n\r\n",
+			"Transfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n",
+		} {
+			c := stalledClient(t, addr, "POST "+target+" HTTP/1.1\r\nHost: team-a.example.com\r\n"+body)
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("POST %s with a stalled body (%q): %v; want nexmux's refusal", target, body, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode < 400 || resp.StatusCode >= 500 || !resp.Close {
+				t.Fatalf("POST %s with a stalled body (%q): %s, close %v; want a 4xx and the connection closed", target, body, resp.Status, resp.Close)
+			}
 		}
 	}
 }

@@ -122,6 +122,21 @@ func TestConfinementOverHTTP2(t *testing.T) {
 		{name: ":authority naming Nexus", fields: req("GET", "127.0.0.1:8081", "/v2/"), want: "421"},
 		{name: ":authority with userinfo", fields: req("GET", "x@"+hostB, "/v2/"), want: "4xx"},
 		{name: "SNI team-b, :authority team-a", sni: "team-b.nexmux.test", fields: req("GET", hostA, "/v2/"), want: "421"},
+		// What HPACK carries that no request line can, and spellings
+		// TestConfinementTable has over HTTP/1.1 only.
+		{name: "benign path in the query", fields: req("GET", hostA, "/v2/?x=/../../service/rest/v1/status"), want: "200", reach: true},
+		{name: "Jetty 9 %u dots", fields: req("GET", hostA, "/v2/%u002e%u002e/service/rest/v1/status"), want: "4xx"},
+		{name: "overlong UTF-8 dots", fields: req("GET", hostA, "/v2/%c0%ae%c0%ae/service/rest/v1/status"), want: "400"},
+		{name: "raw non-ASCII in :path", fields: req("GET", hostA, "/v2/\u00e9/tags/list"), want: "400"},
+		{name: "DEL in :path", fields: req("GET", hostA, "/v2/a\x7f/tags/list"), want: "4xx"},
+		{name: "CR LF in :path", fields: req("GET", hostA, "/v2/a\r\nHost: x/../../service"), want: "4xx"},
+		{name: "NUL in :path", fields: req("GET", hostA, "/v2/a\x00/../../service"), want: "4xx"},
+		{name: "empty :path", fields: [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", hostA}, {":path", ""}, {"authorization", auth}}, want: "4xx"},
+		{name: "second :path to REST", fields: [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", hostA}, {":path", "/v2/"}, {":path", "/service/rest/v1/status"}, {"authorization", auth}}, want: "4xx"},
+		{name: "extended CONNECT", fields: [][2]string{{":method", "CONNECT"}, {":protocol", "websocket"}, {":scheme", "https"}, {":authority", hostA}, {":path", "/v2/"}, {"authorization", auth}}, want: "4xx"},
+		{name: ":scheme http, :authority team-b", fields: [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", hostB}, {":path", "/v2/"}, {"authorization", auth}}, want: "421"},
+		{name: "encoded repository name", fields: req("GET", hostA, "/repository/team-a%2dhosted/v2/"), want: "404"},
+		{name: "other team's doubled token path", fields: req("GET", hostA, "/repository/team-a/repository/team-b/v2/token"), want: "404"},
 	}
 	var reached, refused int
 	for _, tc := range cases {

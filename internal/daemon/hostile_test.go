@@ -31,7 +31,8 @@ func confinedRoutes() config.Config {
 type rawResult struct {
 	statuses []int
 	bodies   []string
-	err      error // set when fewer responses than expected were read
+	types    []string // Content-Type of each response
+	err      error    // set when fewer responses than expected were read
 }
 
 // rawExchange opens a fresh TLS connection (HTTP/1.1 only, so the bytes
@@ -41,12 +42,24 @@ type rawResult struct {
 // has read everything, and the answer must be read while the rest is
 // still being written.
 func rawExchange(st *stack.Stack, serverName string, raw []byte, n int, method string) rawResult {
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	c, err := tls.DialWithDialer(d, "tcp", st.Addr, &tls.Config{
+	return rawExchangeAt(st.Addr, &tls.Config{
 		ServerName: serverName,
 		RootCAs:    st.Pool(),
 		NextProtos: []string{"http/1.1"},
-	})
+	}, raw, n, method)
+}
+
+// rawExchangeAt is rawExchange to addr, over TLS with cfg or, when cfg is
+// nil, in plain TCP (a --port route takes plain HTTP too).
+func rawExchangeAt(addr string, cfg *tls.Config, raw []byte, n int, method string) rawResult {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	var c net.Conn
+	var err error
+	if cfg != nil {
+		c, err = tls.DialWithDialer(d, "tcp", addr, cfg)
+	} else {
+		c, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		return rawResult{err: fmt.Errorf("dial: %w", err)}
 	}
@@ -73,6 +86,7 @@ func rawExchange(st *stack.Stack, serverName string, raw []byte, n int, method s
 		resp.Body.Close()
 		res.statuses = append(res.statuses, resp.StatusCode)
 		res.bodies = append(res.bodies, string(body))
+		res.types = append(res.types, resp.Header.Get("Content-Type"))
 	}
 	c.Close()
 	<-wrote
@@ -220,14 +234,18 @@ func hostileCases() []hostileCase {
 
 // allowedUpstream reports whether a request the fixture logged stayed in
 // team-a's repositories and Registry API.
-func allowedUpstream(r fixtures.Request) bool {
+func allowedUpstream(r fixtures.Request) bool { return allowedUpstreamUnder(r, "") }
+
+// allowedUpstreamUnder is allowedUpstream for a Nexus whose context path
+// is ctxPath.
+func allowedUpstreamUnder(r fixtures.Request, ctxPath string) bool {
 	if r.Repo != "team-a" && r.Repo != "team-a-hosted" {
 		return false
 	}
 	for _, p := range []string{r.Path, r.RawPath} {
 		ok := false
 		for _, api := range []string{"/v1", "/v2"} {
-			prefix := "/repository/" + r.Repo + api
+			prefix := ctxPath + "/repository/" + r.Repo + api
 			if p == prefix || strings.HasPrefix(p, prefix+"/") {
 				ok = true
 			}
