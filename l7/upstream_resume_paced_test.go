@@ -250,15 +250,18 @@ func TestSlowNodeBreakIsNotPaced(t *testing.T) {
 // place and in-flight count comes back once, at a second break too.
 func TestPacedResumeWithFewPlaces(t *testing.T) {
 	t.Parallel()
+	// 3 s, as in TestPacedBreakWithSeveralNodes: an unplanned cut would
+	// end the download.
+	const pacedIdle = 3 * time.Second
 	for _, maxConns := range []int{1, 2} {
 		t.Run(fmt.Sprintf("max %d", maxConns), func(t *testing.T) {
 			t.Parallel()
 			blob, sum, digest := pacedBlob(40 << 20)
 			var cuts, ranged atomic.Int64
-			n := startNode(t, jettyBlobNode(blob, time.Second, &cuts, &ranged))
+			n := startNode(t, jettyBlobNode(blob, pacedIdle, &cuts, &ranged))
 			addr, up := haProxy(t, io.Discard, maxConns, n)
 			// Two stops: the second break is of a resume's response.
-			body := pull(t, addr, digest, 2*time.Second, holding(1<<20), resumed(&ranged))
+			body := pull(t, addr, digest, 2*pacedIdle, holding(1<<20), resumed(&ranged))
 			if cuts.Load() < 2 {
 				t.Fatalf("the node cut %d write(s), not 2: the test did not test (%d body bytes)", cuts.Load(), len(body))
 			}
