@@ -1,6 +1,9 @@
 package socks5
 
-import "testing"
+import (
+	"net"
+	"testing"
+)
 
 // PendingPlaces reports the per-client places held by sessions without a
 // stream yet, over all clients and balancers (v2 LOCAL sessions).
@@ -39,5 +42,20 @@ func (s *Server) LingeringSessions() int {
 	for _, m := range s.pending.lingering {
 		n += len(m)
 	}
+	return n
+}
+
+// SetDialed tells f of each dial a session asks for (the client, the
+// address go-socks5 dials, the decision's port and whether the rule set
+// gave one), until t ends.
+func SetDialed(t testing.TB, f func(client net.Addr, addr string, port int, decided bool)) {
+	dialed.Store(&f)
+	t.Cleanup(func() { dialed.Store(nil) })
+}
+
+// Sessions reports the clients s tracks now.
+func (s *Server) Sessions() int {
+	n := 0
+	s.track.EachConn(func(net.Conn) { n++ })
 	return n
 }

@@ -635,8 +635,11 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 // TCP, and no network connection is ever opened. The stream is counted
 // against the router's connection limits before go-socks5 sends its reply,
 // so a client over a limit is refused in SOCKS and never told "succeeded".
-func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+func (ss *session) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	d, ok := ctx.Value(decisionKey{}).(decision)
+	if f := dialed.Load(); f != nil {
+		(*f)(ss.client.RemoteAddr(), addr, d.port, ok)
+	}
 	if !ok {
 		return nil, errors.New("socks5: no routing decision")
 	}
@@ -692,6 +695,11 @@ func (ss *session) dial(ctx context.Context, _, _ string) (net.Conn, error) {
 	// *net.TCPAddr there.
 	return &pairEnd{Conn: ours, local: ss.local, remote: ss.local, onEOF: end.eofRead}, nil
 }
+
+// dialed is a seam for tests: when set, it is told of each dial go-socks5
+// asks of a session, before anything is admitted: the client, the address
+// go-socks5 dials, the routing decision's port and whether there was one.
+var dialed atomic.Pointer[func(client net.Addr, addr string, port int, decided bool)]
 
 // dst is the address the client reached nexmux at, as a direct connection
 // has it: its socket's own, or the destination its balancer's PROXY header

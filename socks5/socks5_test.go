@@ -51,6 +51,9 @@ type config struct {
 	ppOut byte
 	// listen is the SOCKS listener's address (default 127.0.0.1:0).
 	listen string
+	// routerTimeout is the router's handshake, header, idle and
+	// passthrough idle timeout (0: its defaults).
+	routerTimeout time.Duration
 }
 
 // stack is a mux.Server with a SOCKS5 ingress in front, on loopback. The
@@ -68,7 +71,7 @@ type stack struct {
 	shutdown  func()
 }
 
-func start(t *testing.T, cfg config) *stack {
+func start(t testing.TB, cfg config) *stack {
 	t.Helper()
 	ca, err := certs.NewCA("socks5 test CA")
 	if err != nil {
@@ -93,9 +96,13 @@ func start(t *testing.T, cfg config) *stack {
 	st := &stack{ca: ca, logs: &testnet.Buffer{}}
 	log := slog.New(slog.NewTextHandler(st.logs, nil))
 	srv, err := mux.New(mux.Options{
-		Logger:            log,
-		MaxConns:          cfg.maxConns,
-		MaxConnsPerClient: cfg.maxConnsPerClient,
+		Logger:                 log,
+		HandshakeTimeout:       cfg.routerTimeout,
+		HeaderTimeout:          cfg.routerTimeout,
+		IdleTimeout:            cfg.routerTimeout,
+		PassthroughIdleTimeout: cfg.routerTimeout,
+		MaxConns:               cfg.maxConns,
+		MaxConnsPerClient:      cfg.maxConnsPerClient,
 		Refused: func(reason string) {
 			n, _ := st.overLimit.LoadOrStore(reason, new(atomic.Int64))
 			n.(*atomic.Int64).Add(1)
@@ -1057,7 +1064,7 @@ func isReset(err error) bool {
 	return errors.As(err, &ne) && !ne.Timeout()
 }
 
-func proxyPolicy(t *testing.T, cidrs []string) func(net.Addr) proxyproto.Policy {
+func proxyPolicy(t testing.TB, cidrs []string) func(net.Addr) proxyproto.Policy {
 	t.Helper()
 	if len(cidrs) == 0 {
 		return nil
