@@ -580,7 +580,15 @@ func mapAuthParams(v string, f func(name, value string) (string, bool)) string {
 			end = skipQuoted(v, j)
 			value = strings.TrimSuffix(v[j+1:end], `"`)
 		default:
+			// A '"' inside a token value still opens a quoted string, as
+			// list splitters (Python's parse_http_list) read it: else a
+			// realm that follows would be inside quotes to us but not to
+			// them, and kept.
 			for end < len(v) && v[end] != ',' && v[end] != ' ' && v[end] != '\t' {
+				if v[end] == '"' {
+					end = skipQuoted(v, end)
+					continue
+				}
 				end++
 			}
 			value = v[j:end]

@@ -457,3 +457,23 @@ func TestNodeAddressInURLsRewritten(t *testing.T) {
 		}
 	}
 }
+
+// A '"' inside a param's token value opens a quoted string to a list
+// splitter (Python's parse_http_list) and closes at the next one: a realm
+// after that pair is a realm to such a client and to distribution's parser
+// at that element, so it names the route's token endpoint too (FuzzRewrite
+// found it: the realm was kept, as we read it inside quotes).
+func TestChallengeQuoteInsideATokenValue(t *testing.T) {
+	const token = pubBase + "/v2/token"
+	for _, c := range []struct{ in, want string }{
+		{`x=0" ",Bearer realm="https://evil.example.com/t"`, `x=0" ",Bearer realm="` + token + `"`},
+		{`Bearer x=0" ", realm="https://evil.example.com/t"`, `Bearer x=0" ", realm="` + token + `"`},
+		{`Bearer realm=a"b", service=x`, `Bearer realm="` + token + `", service=x`},
+		// Unclosed: the rest is the value's, to them as to us.
+		{`Bearer realm=evil", service=x`, `Bearer realm="` + token + `"`},
+	} {
+		if got := testURLs("").rewriteChallenge(c.in); got != c.want {
+			t.Errorf("rewriteChallenge(%q)\n got %q\nwant %q", c.in, got, c.want)
+		}
+	}
+}
