@@ -1875,3 +1875,53 @@ func TestOverlongValueNamedNotEchoed(t *testing.T) {
 		}
 	}
 }
+
+// A reload reads the file as the start does (serve's Reload is build, as
+// its start is): an extension key parked for an anchor is ignored on
+// SIGHUP too, an edit of the block it anchors reaches the settings merged
+// from it, and a problem of one (given twice) refuses the reload with the
+// start's words.
+func TestExtensionKeysOnReload(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte("cert: ["+crt+"]\nkey: ["+key+"]\n"+body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("x-common: &common\n  max-conns: 7\n  route: [a.example.com=team-a]\n  x-note: anything\n<<: *common\nx-unused: {routes: nope}\n")
+	var starts, reloads []*config.Runtime
+	var errs []error
+	app := &cli.App{Commands: []*cli.Command{{Name: "serve", Flags: configFlags("serve"),
+		Action: func(c *cli.Context) error {
+			read := func() (*config.Runtime, error) { return build(c) } // as serve's
+			rt, err := read()
+			starts, errs = append(starts, rt), append(errs, err)
+			write("x-common: &common\n  max-conns: 9\n  route: [b.example.com=team-b]\n<<: *common\n")
+			rt, err = read()
+			reloads, errs = append(reloads, rt), append(errs, err)
+			write("x-common: &common {max-conns: 9}\n<<: *common\nroute: [b.example.com=team-b]\nx-common: again\n")
+			rt, err = read()
+			reloads, errs = append(reloads, rt), append(errs, err)
+			return nil
+		}}}}
+	if err := runApp(app, []string{"nexmux", "serve", "--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("start: %v; reload: %v", errs[0], errs[1])
+	}
+	for _, tc := range []struct {
+		rt    *config.Runtime
+		conns int
+		route string
+	}{{starts[0], 7, "a.example.com=team-a"}, {reloads[0], 9, "b.example.com=team-b"}} {
+		if c := tc.rt.Config; c.MaxConns != tc.conns || !slices.Equal(c.Route, []string{tc.route}) {
+			t.Errorf("max-conns %d, routes %q; want %d, [%s]", c.MaxConns, c.Route, tc.conns, tc.route)
+		}
+	}
+	if want := `line 6: key "x-common" already defined at line 3`; errs[2] == nil || !strings.Contains(errs[2].Error(), want) {
+		t.Errorf("reload of a file with x-common twice: %v; want %q", errs[2], want)
+	}
+}
