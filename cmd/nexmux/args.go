@@ -240,7 +240,15 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 		}
 	}
 	walk(app.Commands)
-	squash := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "")) }
+	// Compared without their common prefix: what is short or a swap is
+	// the name after NEXMUX_.
+	const prefix = "NEXMUX_"
+	var names []string
+	for k := range known {
+		if name, ok := strings.CutPrefix(k, prefix); ok {
+			names = append(names, name)
+		}
+	}
 	services := map[string]bool{}
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
@@ -257,36 +265,12 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 		// A short name is a letter or two from too much (NEXMUX_SOAK,
 		// NEXMUX_LOAD) to say which was meant: only one in another case
 		// or with two neighbours swapped (NEXMUX_CHIAN) is sure.
-		short := len(squash(name))-len("nexmux") < 6
-		best, bestD := "", 3
-		for k := range known {
-			d := config.EditDistance(squash(name), squash(k))
-			if short && !swapOrSame(squash(name), squash(k)) {
-				continue
-			}
-			if d < bestD || d == bestD && k < best {
-				best, bestD = k, d
-			}
-		}
-		if best != "" {
-			out = append(out, fmt.Sprintf("ignoring %s: no setting reads it (did you mean %s?)", name, best))
+		if best := config.Misspelling(strings.TrimPrefix(name, prefix), names); best != "" {
+			out = append(out, fmt.Sprintf("ignoring %s: no setting reads it (did you mean %s?)", name, prefix+best))
 		}
 	}
 	slices.Sort(out)
 	return out
-}
-
-// swapOrSame reports whether a is b, or b with two neighbouring bytes
-// swapped.
-func swapOrSame(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	i := 0
-	for i < len(a) && a[i] == b[i] {
-		i++
-	}
-	return i == len(a) || i+1 < len(a) && a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:]
 }
 
 // serviceLink reports a variable Kubernetes sets for a Service whose

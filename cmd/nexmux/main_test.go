@@ -1925,3 +1925,23 @@ func TestExtensionKeysOnReload(t *testing.T) {
 		t.Errorf("reload of a file with x-common twice: %v; want %q", errs[2], want)
 	}
 }
+
+// check names the flag an unknown file key may be a misspelling of, with
+// every other problem, exit status 2.
+func TestUnknownFileKeyNamesTheFlagMeant(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("routes: [a.example.com=team-a]\nmax_conns: 10\nlisten: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key)
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"line 1: field routes not found: keys are the long flag names (did you mean route?)",
+		"line 2: field max_conns not found: keys are the long flag names (did you mean max-conns?)", `listen "x"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}

@@ -418,8 +418,10 @@ func (c *Config) ApplyFile(path string) error {
 		return unreadableError{fmt.Errorf("config %s: its aliases write out %d MiB of values, more than the %d MiB nexmux reads in a file: write the values out, or alias fewer", path, n>>20, smallfile.Max>>20)}
 	}
 	byName := make(map[string]*Setting, len(settings))
+	names := make([]string, len(settings))
 	for i := range settings {
 		byName[settings[i].Name] = &settings[i]
+		names[i] = settings[i].Name
 	}
 	var errs *multierror.Error
 	for _, e := range keys {
@@ -449,7 +451,11 @@ func (c *Config) ApplyFile(path string) error {
 			continue
 		}
 		if s == nil {
-			errs = multierror.Append(errs, &UnknownKeyError{Key: k.Value, Err: fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names", path, k.Line, k.Value)})
+			hint := ""
+			if like := Misspelling(k.Value, names); like != "" {
+				hint = " (did you mean " + like + "?)"
+			}
+			errs = multierror.Append(errs, &UnknownKeyError{Key: k.Value, Err: fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names%s", path, k.Line, k.Value, hint)})
 			continue
 		}
 		if e.dup != 0 {
@@ -672,6 +678,44 @@ func (e *UnknownKeyError) Resembles(command string) string {
 		}
 	}
 	return ""
+}
+
+// Misspelling returns the one of names that name is likely a misspelling
+// of, or "": the nearest within two edits, case, '-' and '_' aside
+// (ROUTES, MAXCONNS, max_conns), the first in order on a tie. A name of
+// under six letters is a letter or two from too many (SOAK, PORTS) to say
+// which was meant: only one in another case or with two neighbouring
+// letters swapped (CHIAN) is sure. It names the setting meant by a
+// misspelt NEXMUX_ variable and by an unknown config file key alike.
+func Misspelling(name string, names []string) string {
+	squash := func(s string) string {
+		return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(s))
+	}
+	sq := squash(name)
+	short := len(sq) < 6
+	best, bestD := "", 3
+	for _, k := range names {
+		if short && !swapOrSame(sq, squash(k)) {
+			continue
+		}
+		if d := EditDistance(sq, squash(k)); d < bestD || d == bestD && k < best {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// swapOrSame reports whether a is b, or b with two neighbouring bytes
+// swapped.
+func swapOrSame(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	i := 0
+	for i < len(a) && a[i] == b[i] {
+		i++
+	}
+	return i == len(a) || i+1 < len(a) && a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:]
 }
 
 // EditDistance is the optimal string alignment distance of a and b (bytes):

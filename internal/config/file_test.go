@@ -971,3 +971,44 @@ func TestApplyFileExtensionKeySizedOnce(t *testing.T) {
 		t.Fatal("aliases of aliases still being sized after 10s")
 	}
 }
+
+// An unknown key a letter or two from a flag's name (a plural, '_' for
+// '-', another case, two letters swapped) names the flag meant, as a
+// misspelt NEXMUX_ variable does (Misspelling): the key names the setting
+// the file meant to give. A key far from every name, or short and one
+// letter from a name (ports:, which may be anything), draws no guess; a
+// key of another command's setting (chain:) is no unknown key at all.
+func TestApplyFileUnknownKeyHint(t *testing.T) {
+	for key, want := range map[string]string{
+		"routes": "route", "upstreams": "upstream", "default_route": "default-route", "max_conns": "max-conns",
+		"defaultRoute": "default-route", "MaxConns": "max-conns", "ROUTE": "route", "chian": "chain",
+		"upstream-max-con": "upstream-max-conns", "metrics_listen": "metrics-listen", "per_client_ipv6_prefix": "per-client-ipv6-prefix",
+		"domain": "", "ports": "", "certs": "", "log": "", "nexus": "", "NEXMUX_ROUTE": "",
+	} {
+		p := writeYAML(t, "listen: \":1\"\n"+key+": x\n")
+		err := Defaults().ApplyFile(p)
+		line := fmt.Sprintf("config %s: line 2: field %s not found: keys are the long flag names", p, key)
+		if want != "" {
+			line += " (did you mean " + want + "?)"
+		}
+		var uk *UnknownKeyError
+		if err == nil || err.Error() != line || !errors.As(err, &uk) || uk.Key != key {
+			t.Errorf("%s: %v; want %q", key, err, line)
+		}
+	}
+	if err := Defaults().ApplyFile(writeYAML(t, "chain: X\nfamilies: [iptables]\njumps: false\n")); err != nil {
+		t.Errorf("another command's keys: %v", err)
+	}
+}
+
+func TestMisspelling(t *testing.T) {
+	names := []string{"route", "routes-file", "port", "chain", "max-conns", "max-conn-age"}
+	for name, want := range map[string]string{
+		"routes": "route", "ROUTE": "route", "max_conns": "max-conns", "maxconn": "max-conns", "CHIAN": "chain",
+		"prot": "port", "ports": "", "rout": "", "chains": "chain", "max-conn-ages": "max-conn-age", "": "",
+	} {
+		if got := Misspelling(name, names); got != want {
+			t.Errorf("Misspelling(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
