@@ -1945,3 +1945,39 @@ func TestUnknownFileKeyNamesTheFlagMeant(t *testing.T) {
 		}
 	}
 }
+
+// A flag given to a command that does not define it but another does
+// (serve --chain, serve --nexus) says whose it is: "not defined" alone
+// reads as a misspelling. It is still one problem among the others, exit
+// status 2, as any unknown flag; a flag no command defines gets no note.
+func TestFlagOfAnotherCommandNamed(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"serve", "--chain", "X", "--route", "bad"}, []string{"flag provided but not defined: --chain (a flag of nexmux iptables)\n", `route "bad"`}},
+		{[]string{"serve", "--load", "--nexus=http://nexus:8081", "--route", "bad"}, []string{"flag provided but not defined: --load (a flag of nexmux iptables)\n", "flag provided but not defined: --nexus (a flag of nexmux discover)\n", `route "bad"`}},
+		{[]string{"check", "-domain", "example.com", "--route", "bad"}, []string{"flag provided but not defined: -domain (a flag of nexmux discover)\n", `route "bad"`}},
+		{[]string{"iptables", "--user", "u", "--port", "8082=a", "--chain", "PREROUTING"}, []string{"flag provided but not defined: --user (a flag of nexmux discover)\n", "PREROUTING"}},
+		{[]string{"discover", "--route", "a=b", "--config", "f", "--nexus", "http://127.0.0.1:1"}, []string{"flag provided but not defined: --route (a flag of nexmux serve, iptables and check)\n", "flag provided but not defined: --config (a flag of nexmux serve, iptables and check)\n", "--user is required"}},
+		// Flag parsing's own error (a command without flags, none yet).
+		{[]string{"version", "--chain", "X"}, []string{"flag provided but not defined: --chain (a flag of nexmux iptables)\n"}},
+		{[]string{"--nexus", "x", "discover"}, []string{"flag provided but not defined: --nexus (a flag of nexmux discover)\n"}},
+		{[]string{"check", "--rout", "x", "--route", "bad"}, []string{"flag provided but not defined: --rout\n", `route "bad"`}},
+	} {
+		_, errs, code := run(t, tc.args...)
+		if code != exitInvalid {
+			t.Errorf("%q: exit %d, want %d:\n%s", tc.args, code, exitInvalid, errs)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(errs, want) {
+				t.Errorf("%q: stderr lacks %q:\n%s", tc.args, want, errs)
+			}
+		}
+	}
+	// check takes iptables' flags (hidden), to check them as iptables does.
+	crt, key := certFiles(t)
+	if out, errs, code := run(t, "check", "--chain", "NX", "--cert", crt, "--key", key, "--route", "a.example.com=r"); code != 0 {
+		t.Errorf("check --chain: exit %d:\n%s%s", code, out, errs)
+	}
+}
