@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -184,7 +185,7 @@ func argProblems(c *cli.Context) []error {
 	var errs []error
 	unknown, _ := c.App.Metadata[unknownFlagsKey].([]string)
 	for _, f := range unknown {
-		errs = append(errs, fmt.Errorf("flag provided but not defined: %s", f))
+		errs = append(errs, notDefined(c, f))
 	}
 	if f, _ := c.App.Metadata[missingValueKey].(string); f != "" {
 		errs = append(errs, fmt.Errorf("flag needs an argument: %s", f))
@@ -193,6 +194,40 @@ func argProblems(c *cli.Context) []error {
 		errs = append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read (a bool flag takes --name=false, not --name false)", c.Args().First()))
 	}
 	return errs
+}
+
+// notDefined is the problem of flag (as typed: --chain, -chain), which
+// the command of c does not define, naming the commands that do: given
+// to the wrong command (serve --chain), the flag is more than unknown.
+func notDefined(c *cli.Context, flag string) error {
+	msg := "flag provided but not defined: " + flag
+	if owners := flagOwners(c.App, strings.TrimLeft(flag, "-")); owners != "" {
+		msg += " (a flag of " + owners + ")"
+	}
+	return errors.New(msg)
+}
+
+// flagOwners names the commands of app that show flag name, in help's
+// order ("nexmux iptables", "nexmux serve, iptables and check"), or "":
+// a hidden flag (check's copy of an iptables one) is the other command's.
+func flagOwners(app *cli.App, name string) string {
+	var owners []string
+	for _, cmd := range app.Commands {
+		if slices.ContainsFunc(cmd.Flags, func(f cli.Flag) bool {
+			v, ok := f.(cli.VisibleFlag)
+			return (!ok || v.IsVisible()) && slices.Contains(f.Names(), name)
+		}) {
+			owners = append(owners, cmd.Name)
+		}
+	}
+	switch n := len(owners); n {
+	case 0:
+		return ""
+	case 1:
+		return "nexmux " + owners[0]
+	default:
+		return "nexmux " + strings.Join(owners[:n-1], ", ") + " and " + owners[n-1]
+	}
 }
 
 // dropServiceLink unsets NEXMUX_PORT when Kubernetes set it, and says so:
@@ -240,7 +275,15 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 		}
 	}
 	walk(app.Commands)
-	squash := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "")) }
+	// Compared without their common prefix: what is short or a swap is
+	// the name after NEXMUX_.
+	const prefix = "NEXMUX_"
+	var names []string
+	for k := range known {
+		if name, ok := strings.CutPrefix(k, prefix); ok {
+			names = append(names, name)
+		}
+	}
 	services := map[string]bool{}
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
@@ -257,36 +300,12 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 		// A short name is a letter or two from too much (NEXMUX_SOAK,
 		// NEXMUX_LOAD) to say which was meant: only one in another case
 		// or with two neighbours swapped (NEXMUX_CHIAN) is sure.
-		short := len(squash(name))-len("nexmux") < 6
-		best, bestD := "", 3
-		for k := range known {
-			d := config.EditDistance(squash(name), squash(k))
-			if short && !swapOrSame(squash(name), squash(k)) {
-				continue
-			}
-			if d < bestD || d == bestD && k < best {
-				best, bestD = k, d
-			}
-		}
-		if best != "" {
-			out = append(out, fmt.Sprintf("ignoring %s: no setting reads it (did you mean %s?)", name, best))
+		if best := config.Misspelling(strings.TrimPrefix(name, prefix), names); best != "" {
+			out = append(out, fmt.Sprintf("ignoring %s: no setting reads it (did you mean %s?)", name, prefix+best))
 		}
 	}
 	slices.Sort(out)
 	return out
-}
-
-// swapOrSame reports whether a is b, or b with two neighbouring bytes
-// swapped.
-func swapOrSame(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	i := 0
-	for i < len(a) && a[i] == b[i] {
-		i++
-	}
-	return i == len(a) || i+1 < len(a) && a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:]
 }
 
 // serviceLink reports a variable Kubernetes sets for a Service whose

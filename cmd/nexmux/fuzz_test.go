@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/urfave/cli/v2"
@@ -73,10 +74,28 @@ func flagArgs(data []byte) ([]string, bool) {
 		}
 		return n
 	}
+	// An extension key holding no alias (none that could write out past
+	// the bound or hold itself) says nothing a flag would.
+	var aliasIn func(n *yaml.Node) bool
+	aliasIn = func(n *yaml.Node) bool {
+		if n.Kind == yaml.AliasNode {
+			return true
+		}
+		for _, c := range n.Content {
+			if aliasIn(c) {
+				return true
+			}
+		}
+		return false
+	}
 	var args []string
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], deref(root.Content[i+1])
+		if k.Kind == yaml.ScalarNode && strings.HasPrefix(k.Value, "x-") && !seen[k.Value] && !aliasIn(root.Content[i+1]) {
+			seen[k.Value] = true
+			continue
+		}
 		def, known := kinds[k.Value]
 		if k.Kind != yaml.ScalarNode || !known || seen[k.Value] {
 			return nil, false
@@ -122,6 +141,8 @@ func FuzzConfigFile(f *testing.F) {
 		"strip-header: [X-A, ~]\n", "route:\n  a.example.com: team-a\n", "route: [[a.example.com=team-a]]\n",
 		"listen: [::]:8443\n", "listen:\n\t- x\n", "default-route: |\n  a\n  b\n", "listen:\nupstream: []\n",
 		"listen: :8443\nlisten: :9443\n", "config: other.yaml\n", "? [a]\n: b\n", "<<: {listen: x}\n",
+		"x-note: {routes: [a], max-conns: many}\nroute: [a.example.com=a]\nx-list: [[1], ~]\n",
+		"x-common: &c {max-conns: 7}\n<<: *c\nx-a: &a [*a]\n",
 	} {
 		f.Add([]byte(s))
 	}

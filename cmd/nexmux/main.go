@@ -486,13 +486,16 @@ func indent(s string) string {
 
 // usageError makes a usage error (unknown flag, unparsable value) exit like
 // an invalid configuration: status 2, nothing started.
-func usageError(_ *cli.Context, err error, _ bool) error {
+func usageError(c *cli.Context, err error, _ bool) error {
 	// Go's flag package names the flag with one dash; help, README and
 	// every other message of nexmux use two.
 	for _, msg := range []string{"flag needs an argument: -", "flag provided but not defined: -"} {
 		if name, ok := strings.CutPrefix(err.Error(), msg); ok && !strings.HasPrefix(name, "-") {
 			err = errors.New(msg + "-" + name)
 		}
+	}
+	if flag, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: "); ok {
+		err = notDefined(c, flag)
 	}
 	return invalid(err)
 }

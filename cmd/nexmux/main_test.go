@@ -1875,3 +1875,109 @@ func TestOverlongValueNamedNotEchoed(t *testing.T) {
 		}
 	}
 }
+
+// A reload reads the file as the start does (serve's Reload is build, as
+// its start is): an extension key parked for an anchor is ignored on
+// SIGHUP too, an edit of the block it anchors reaches the settings merged
+// from it, and a problem of one (given twice) refuses the reload with the
+// start's words.
+func TestExtensionKeysOnReload(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte("cert: ["+crt+"]\nkey: ["+key+"]\n"+body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("x-common: &common\n  max-conns: 7\n  route: [a.example.com=team-a]\n  x-note: anything\n<<: *common\nx-unused: {routes: nope}\n")
+	var starts, reloads []*config.Runtime
+	var errs []error
+	app := &cli.App{Commands: []*cli.Command{{Name: "serve", Flags: configFlags("serve"),
+		Action: func(c *cli.Context) error {
+			read := func() (*config.Runtime, error) { return build(c) } // as serve's
+			rt, err := read()
+			starts, errs = append(starts, rt), append(errs, err)
+			write("x-common: &common\n  max-conns: 9\n  route: [b.example.com=team-b]\n<<: *common\n")
+			rt, err = read()
+			reloads, errs = append(reloads, rt), append(errs, err)
+			write("x-common: &common {max-conns: 9}\n<<: *common\nroute: [b.example.com=team-b]\nx-common: again\n")
+			rt, err = read()
+			reloads, errs = append(reloads, rt), append(errs, err)
+			return nil
+		}}}}
+	if err := runApp(app, []string{"nexmux", "serve", "--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("start: %v; reload: %v", errs[0], errs[1])
+	}
+	for _, tc := range []struct {
+		rt    *config.Runtime
+		conns int
+		route string
+	}{{starts[0], 7, "a.example.com=team-a"}, {reloads[0], 9, "b.example.com=team-b"}} {
+		if c := tc.rt.Config; c.MaxConns != tc.conns || !slices.Equal(c.Route, []string{tc.route}) {
+			t.Errorf("max-conns %d, routes %q; want %d, [%s]", c.MaxConns, c.Route, tc.conns, tc.route)
+		}
+	}
+	if want := `line 6: key "x-common" already defined at line 3`; errs[2] == nil || !strings.Contains(errs[2].Error(), want) {
+		t.Errorf("reload of a file with x-common twice: %v; want %q", errs[2], want)
+	}
+}
+
+// check names the flag an unknown file key may be a misspelling of, with
+// every other problem, exit status 2.
+func TestUnknownFileKeyNamesTheFlagMeant(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("routes: [a.example.com=team-a]\nmax_conns: 10\nlisten: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key)
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"line 1: field routes not found: keys are the long flag names (did you mean route?)",
+		"line 2: field max_conns not found: keys are the long flag names (did you mean max-conns?)", `listen "x"`} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}
+
+// A flag given to a command that does not define it but another does
+// (serve --chain, serve --nexus) says whose it is: "not defined" alone
+// reads as a misspelling. It is still one problem among the others, exit
+// status 2, as any unknown flag; a flag no command defines gets no note.
+func TestFlagOfAnotherCommandNamed(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"serve", "--chain", "X", "--route", "bad"}, []string{"flag provided but not defined: --chain (a flag of nexmux iptables)\n", `route "bad"`}},
+		{[]string{"serve", "--load", "--nexus=http://nexus:8081", "--route", "bad"}, []string{"flag provided but not defined: --load (a flag of nexmux iptables)\n", "flag provided but not defined: --nexus (a flag of nexmux discover)\n", `route "bad"`}},
+		{[]string{"check", "-domain", "example.com", "--route", "bad"}, []string{"flag provided but not defined: -domain (a flag of nexmux discover)\n", `route "bad"`}},
+		{[]string{"iptables", "--user", "u", "--port", "8082=a", "--chain", "PREROUTING"}, []string{"flag provided but not defined: --user (a flag of nexmux discover)\n", "PREROUTING"}},
+		{[]string{"discover", "--route", "a=b", "--config", "f", "--nexus", "http://127.0.0.1:1"}, []string{"flag provided but not defined: --route (a flag of nexmux serve, iptables and check)\n", "flag provided but not defined: --config (a flag of nexmux serve, iptables and check)\n", "--user is required"}},
+		// Flag parsing's own error (a command without flags, none yet).
+		{[]string{"version", "--chain", "X"}, []string{"flag provided but not defined: --chain (a flag of nexmux iptables)\n"}},
+		{[]string{"--nexus", "x", "discover"}, []string{"flag provided but not defined: --nexus (a flag of nexmux discover)\n"}},
+		{[]string{"check", "--rout", "x", "--route", "bad"}, []string{"flag provided but not defined: --rout\n", `route "bad"`}},
+	} {
+		_, errs, code := run(t, tc.args...)
+		if code != exitInvalid {
+			t.Errorf("%q: exit %d, want %d:\n%s", tc.args, code, exitInvalid, errs)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(errs, want) {
+				t.Errorf("%q: stderr lacks %q:\n%s", tc.args, want, errs)
+			}
+		}
+	}
+	// check takes iptables' flags (hidden), to check them as iptables does.
+	crt, key := certFiles(t)
+	if out, errs, code := run(t, "check", "--chain", "NX", "--cert", crt, "--key", key, "--route", "a.example.com=r"); code != 0 {
+		t.Errorf("check --chain: exit %d:\n%s%s", code, out, errs)
+	}
+}

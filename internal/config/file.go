@@ -410,12 +410,18 @@ func (c *Config) ApplyFile(path string) error {
 	keys := entries(root)
 	// Aliases are read as the value written out: a few bytes of them can
 	// stand for more than any file nexmux reads (billion laughs).
-	if n := writtenOut(keys); n > smallfile.Max {
+	n, err := writtenOut(keys)
+	if err != nil {
+		return unreadableError{fmt.Errorf("config %s: %w", path, err)}
+	}
+	if n > smallfile.Max {
 		return unreadableError{fmt.Errorf("config %s: its aliases write out %d MiB of values, more than the %d MiB nexmux reads in a file: write the values out, or alias fewer", path, n>>20, smallfile.Max>>20)}
 	}
 	byName := make(map[string]*Setting, len(settings))
+	names := make([]string, len(settings))
 	for i := range settings {
 		byName[settings[i].Name] = &settings[i]
+		names[i] = settings[i].Name
 	}
 	var errs *multierror.Error
 	for _, e := range keys {
@@ -426,6 +432,14 @@ func (c *Config) ApplyFile(path string) error {
 			continue
 		}
 		k, v := e.k, e.v
+		if k.Kind == yaml.ScalarNode && IsExtension(k.Value) {
+			// A place for anchors (x-base: &base {...}): not read, but
+			// given once, as every key (yaml.v3 refuses a key twice).
+			if e.dup != 0 {
+				errs = multierror.Append(errs, &SettingError{Setting: k.Value, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, e.dup)})
+			}
+			continue
+		}
 		s := byName[k.Value]
 		if k.Kind == yaml.ScalarNode && k.Value == "config" {
 			errs = multierror.Append(errs, &SettingError{Setting: "config", Err: fmt.Errorf("config %s: line %d: a config file cannot name another one (config is a flag and an environment variable only)", path, k.Line)})
@@ -437,7 +451,11 @@ func (c *Config) ApplyFile(path string) error {
 			continue
 		}
 		if s == nil {
-			errs = multierror.Append(errs, &UnknownKeyError{Key: k.Value, Err: fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names", path, k.Line, k.Value)})
+			hint := ""
+			if like := Misspelling(k.Value, names); like != "" {
+				hint = " (did you mean " + like + "?)"
+			}
+			errs = multierror.Append(errs, &UnknownKeyError{Key: k.Value, Err: fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names%s", path, k.Line, k.Value, hint)})
 			continue
 		}
 		if e.dup != 0 {
@@ -472,13 +490,28 @@ func (c *Config) ApplyFile(path string) error {
 	return errlist.Err(errs)
 }
 
+// IsExtension reports whether name is an extension key of the config file
+// (x-common: &common {...}), as docker compose has them: a place to park
+// an anchored block for merges and aliases, read by nothing. No setting's
+// name starts with x- (TestNoSettingIsAnExtensionKey).
+func IsExtension(name string) bool { return strings.HasPrefix(name, "x-") }
+
 // writtenOut is how many bytes the values of keys hold with their aliases
 // and merges written out, as ApplyFile reads them: a scalar, or a list's
-// scalar items.
-func writtenOut(keys []entry) int {
+// scalar items; an extension key's value whole, whatever it holds. Its
+// error is an extension key's value that holds itself.
+func writtenOut(keys []entry) (int, error) {
 	n := 0
 	for _, e := range keys {
 		if e.v == nil {
+			continue
+		}
+		if e.k.Kind == yaml.ScalarNode && IsExtension(e.k.Value) {
+			size, err := treeSize(e.v, smallfile.Max+1)
+			if err != nil {
+				return 0, err
+			}
+			n += size
 			continue
 		}
 		switch v := resolve(e.v); v.Kind {
@@ -492,7 +525,58 @@ func writtenOut(keys []entry) int {
 			}
 		}
 	}
-	return n
+	return n, nil
+}
+
+// treeSize is how many bytes the scalars of n (keys included) hold with
+// its aliases written out, counted up to limit: each node is sized once,
+// however often aliased, and without recursion, whose depth aliases of
+// nested anchors could multiply. A node that holds an alias of itself
+// (&a [*a]), which yaml.v3 parses but refuses to decode, is an error.
+func treeSize(n *yaml.Node, limit int) (int, error) {
+	const sizing = -1
+	size := map[*yaml.Node]int{}
+	children := func(n *yaml.Node) []*yaml.Node {
+		if n.Kind == yaml.AliasNode {
+			if n.Alias == nil {
+				return nil
+			}
+			return []*yaml.Node{n.Alias}
+		}
+		return n.Content
+	}
+	stack := []*yaml.Node{n}
+	for len(stack) > 0 {
+		top := stack[len(stack)-1]
+		s, seen := size[top]
+		if !seen {
+			// The nodes sizing are those on the path to top: one of
+			// them again is a node inside itself.
+			size[top] = sizing
+			for _, c := range children(top) {
+				switch s, seen := size[c]; {
+				case seen && s == sizing:
+					return 0, fmt.Errorf("line %d: the alias *%s is inside its own anchor &%s: written out, the value never ends", top.Line, top.Value, top.Value)
+				case !seen:
+					stack = append(stack, c)
+				}
+			}
+			continue
+		}
+		stack = stack[:len(stack)-1]
+		if s != sizing {
+			continue // pushed twice, by two aliases of it, and sized
+		}
+		total := len(top.Value)
+		if top.Kind == yaml.AliasNode {
+			total = 0 // its Value is the anchor's name
+		}
+		for _, c := range children(top) {
+			total = min(total+size[c], limit)
+		}
+		size[top] = total
+	}
+	return size[n], nil
 }
 
 // valueLines are the line of key k and, for a list value v, of each item:
@@ -594,6 +678,44 @@ func (e *UnknownKeyError) Resembles(command string) string {
 		}
 	}
 	return ""
+}
+
+// Misspelling returns the one of names that name is likely a misspelling
+// of, or "": the nearest within two edits, case, '-' and '_' aside
+// (ROUTES, MAXCONNS, max_conns), the first in order on a tie. A name of
+// under six letters is a letter or two from too many (SOAK, PORTS) to say
+// which was meant: only one in another case or with two neighbouring
+// letters swapped (CHIAN) is sure. It names the setting meant by a
+// misspelt NEXMUX_ variable and by an unknown config file key alike.
+func Misspelling(name string, names []string) string {
+	squash := func(s string) string {
+		return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(s))
+	}
+	sq := squash(name)
+	short := len(sq) < 6
+	best, bestD := "", 3
+	for _, k := range names {
+		if short && !swapOrSame(sq, squash(k)) {
+			continue
+		}
+		if d := EditDistance(sq, squash(k)); d < bestD || d == bestD && k < best {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// swapOrSame reports whether a is b, or b with two neighbouring bytes
+// swapped.
+func swapOrSame(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	i := 0
+	for i < len(a) && a[i] == b[i] {
+		i++
+	}
+	return i == len(a) || i+1 < len(a) && a[i] == b[i+1] && a[i+1] == b[i] && a[i+2:] == b[i+2:]
 }
 
 // EditDistance is the optimal string alignment distance of a and b (bytes):

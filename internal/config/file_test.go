@@ -628,8 +628,9 @@ func TestApplyFileControlCharacterLine(t *testing.T) {
 // A YAML merge key (<<) is read as yaml.v3's decoder reads one: the
 // merged mappings' keys as if written out, a key written out winning over
 // a merged one wherever << stands, an earlier map of a list of merges over
-// a later one, and a merged key's value taken whole. (The anchored map has
-// no place but in a << itself: every other key must name a flag.)
+// a later one, and a merged key's value taken whole. (The anchored map
+// stands in a << itself, or under an extension key:
+// TestApplyFileExtensionKeys.)
 func TestApplyFileMerges(t *testing.T) {
 	def := Defaults()
 	for _, tc := range []struct {
@@ -874,5 +875,140 @@ func TestApplyFileMergesReadOnce(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("merges of merges still being read after 10s")
+	}
+}
+
+// An extension key (x-common: &common {...}), as docker compose has them,
+// parks an anchored block for merges and aliases: read by nothing, its
+// value whatever it is, in a merged map too.
+func TestApplyFileExtensionKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		check      func(c *Config) bool
+	}{
+		{"a block merged", "x-common: &common\n  listen: \"127.0.0.1:9443\"\n  max-conns: 7\n<<: *common\nroute: [a.example.com=a]\n",
+			func(c *Config) bool {
+				return c.Listen == "127.0.0.1:9443" && c.MaxConns == 7 && slices.Equal(c.Route, []string{"a.example.com=a"})
+			}},
+		{"blocks merged in two mappings' order", "x-a: &a {log-level: debug, max-conns: 1}\nx-b: &b {log-level: warn, log-format: json}\n<<: [*a, *b]\n",
+			func(c *Config) bool { return c.LogLevel == "debug" && c.MaxConns == 1 && c.LogFormat == "json" }},
+		{"a list aliased", "x-routes: &routes [a.example.com=a, b.example.com=b]\nroute: *routes\n",
+			func(c *Config) bool { return slices.Equal(c.Route, []string{"a.example.com=a", "b.example.com=b"}) }},
+		// Not read as settings: no key of it need name a flag, nor any
+		// value be one a flag takes.
+		{"its value is not checked", "x-notes:\n  routes: nope\n  max-conns: many\n  nested: [[1, {a: b}], ~]\nx-empty:\nx-: 1\nmax-conns: 3\n",
+			func(c *Config) bool { return c.MaxConns == 3 }},
+		{"in a merged map", "<<: {x-note: [whatever], max-conns: 7}\n",
+			func(c *Config) bool { return c.MaxConns == 7 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			if err := c.ApplyFile(writeYAML(t, tc.yaml)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+			for _, k := range c.FileKeys {
+				if IsExtension(k) {
+					t.Errorf("FileKeys holds %s", k)
+				}
+			}
+		})
+	}
+}
+
+// An extension key's value is read by nothing, but the file is still one
+// YAML mapping as yaml.v3 decodes it: its key given once, its value within
+// the bound on values written out and not inside itself, the file
+// parsable. Only x- (lower case, as docker compose has it) is one.
+func TestApplyFileExtensionKeyErrors(t *testing.T) {
+	big := strings.Repeat("a", 60000)
+	for _, tc := range []struct {
+		name, yaml string
+		unreadable bool
+		want       []string
+	}{
+		{"given twice", "x-a: 1\nmax-conns: 3\nx-a: 2\n", false, []string{`line 3: key "x-a" already defined at line 1`}},
+		{"aliases beyond the bound", "x-big: &x " + big + "\nx-laughs: [" + strings.Repeat("*x, ", 300) + "*x]\n", true, []string{"aliases write out", "16 MiB"}},
+		{"nested aliases beyond the bound", "x-big: &x " + big + "\nx-l1: &l1 [" + strings.Repeat("*x, ", 20) + "*x]\nx-l2: &l2 [" + strings.Repeat("*l1, ", 5) + "*l1]\nx-l3: {a: *l2, b: *l2}\n", true, []string{"aliases write out", "16 MiB"}},
+		{"a value inside itself", "max-conns: 3\nx-a: &a\n  k: [1, *a]\n", true, []string{"line 3: the alias *a is inside its own anchor &a"}},
+		{"broken YAML", "x-a: [1, 2\nmax-conns: 3\n", true, []string{"did not find expected"}},
+		{"upper case", "X-common: 1\n", false, []string{"field X-common not found"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := writeYAML(t, tc.yaml)
+			err := Defaults().ApplyFile(p)
+			if err == nil || Unreadable(err) != tc.unreadable {
+				t.Fatalf("%.200v; want an error, unreadable: %v", err, tc.unreadable)
+			}
+			for _, w := range append(tc.want, p) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%.300v: lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// An extension key's value is sized once however often aliased: merges of
+// lists of aliases, doubling 60 times, are read in no time.
+func TestApplyFileExtensionKeySizedOnce(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x-0: &a0 [x]\n")
+	for i := 1; i <= 60; i++ {
+		fmt.Fprintf(&b, "x-%d: &a%d [*a%d, *a%d]\n", i, i, i-1, i-1)
+	}
+	p := writeYAML(t, b.String())
+	done := make(chan error, 1)
+	go func() { done <- Defaults().ApplyFile(p) }()
+	select {
+	case err := <-done:
+		if err == nil || !Unreadable(err) || !strings.Contains(err.Error(), "16 MiB") {
+			t.Errorf("%v; want refused whole by the bound", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("aliases of aliases still being sized after 10s")
+	}
+}
+
+// An unknown key a letter or two from a flag's name (a plural, '_' for
+// '-', another case, two letters swapped) names the flag meant, as a
+// misspelt NEXMUX_ variable does (Misspelling): the key names the setting
+// the file meant to give. A key far from every name, or short and one
+// letter from a name (ports:, which may be anything), draws no guess; a
+// key of another command's setting (chain:) is no unknown key at all.
+func TestApplyFileUnknownKeyHint(t *testing.T) {
+	for key, want := range map[string]string{
+		"routes": "route", "upstreams": "upstream", "default_route": "default-route", "max_conns": "max-conns",
+		"defaultRoute": "default-route", "MaxConns": "max-conns", "ROUTE": "route", "chian": "chain",
+		"upstream-max-con": "upstream-max-conns", "metrics_listen": "metrics-listen", "per_client_ipv6_prefix": "per-client-ipv6-prefix",
+		"domain": "", "ports": "", "certs": "", "log": "", "nexus": "", "NEXMUX_ROUTE": "",
+	} {
+		p := writeYAML(t, "listen: \":1\"\n"+key+": x\n")
+		err := Defaults().ApplyFile(p)
+		line := fmt.Sprintf("config %s: line 2: field %s not found: keys are the long flag names", p, key)
+		if want != "" {
+			line += " (did you mean " + want + "?)"
+		}
+		var uk *UnknownKeyError
+		if err == nil || err.Error() != line || !errors.As(err, &uk) || uk.Key != key {
+			t.Errorf("%s: %v; want %q", key, err, line)
+		}
+	}
+	if err := Defaults().ApplyFile(writeYAML(t, "chain: X\nfamilies: [iptables]\njumps: false\n")); err != nil {
+		t.Errorf("another command's keys: %v", err)
+	}
+}
+
+func TestMisspelling(t *testing.T) {
+	names := []string{"route", "routes-file", "port", "chain", "max-conns", "max-conn-age"}
+	for name, want := range map[string]string{
+		"routes": "route", "ROUTE": "route", "max_conns": "max-conns", "maxconn": "max-conns", "CHIAN": "chain",
+		"prot": "port", "ports": "", "rout": "", "chains": "chain", "max-conn-ages": "max-conn-age", "": "",
+	} {
+		if got := Misspelling(name, names); got != want {
+			t.Errorf("Misspelling(%q) = %q, want %q", name, got, want)
+		}
 	}
 }

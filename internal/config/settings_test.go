@@ -52,6 +52,19 @@ func TestSettingsCoverConfig(t *testing.T) {
 	}
 }
 
+// The config file ignores keys starting with x- (IsExtension): a setting
+// so named would be ignored there too.
+func TestNoSettingIsAnExtensionKey(t *testing.T) {
+	for _, s := range Settings() {
+		if IsExtension(s.Name) || strings.HasPrefix(strings.ToLower(s.Name), "x-") {
+			t.Errorf("setting %s starts with x-: the config file would ignore its key", s.Name)
+		}
+	}
+	if IsExtension("config") {
+		t.Error("--config is an extension key")
+	}
+}
+
 func TestEnvVar(t *testing.T) {
 	for flag, want := range map[string]string{"listen": "NEXMUX_LISTEN", "proxy-protocol-from": "NEXMUX_PROXY_PROTOCOL_FROM", "socks5-auth-file": "NEXMUX_SOCKS5_AUTH_FILE"} {
 		if got := EnvVar(flag); got != want {
