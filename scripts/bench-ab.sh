@@ -5,7 +5,7 @@
 # request between runs, the size of most single changes
 # (docs/bench/small-requests.md, "Which layer the gap to the floor is in").
 #
-#   scripts/bench-ab.sh [-r ROUNDS] [-n REQUESTS] [-c CONNS] [-m METHOD] NAME=COMMAND...
+#   scripts/bench-ab.sh [-r ROUNDS] [-n REQUESTS] [-c CONNS] [-m METHOD] [-p] NAME=COMMAND...
 #
 # Builds benchtool and a certificate, starts the bench backend, then starts
 # each COMMAND with @ADDR@ replaced by its listen address, @UPSTREAM@ by the
@@ -18,6 +18,11 @@
 # then each target's median, then the first target's figure over each
 # other's within each round and the median of those ratios (steadier than
 # the ratio of the medians on a host whose speed drifts between rounds).
+# -p pins the load generator and the backend to the first CPU and each
+# target to the second (taskset; a Go target then runs with one P): the
+# scheduler no longer decides who shares a core with the proxy, which
+# narrows the spread between rounds on a two-core host (figures differ
+# from unpinned ones; compare pinned with pinned).
 # Run it on an otherwise idle machine. Example:
 #
 #   N=/tmp/nexmux-new; O=/tmp/nexmux-old
@@ -29,19 +34,27 @@
 # ($W, in single quotes, is this script's work directory, where benchtool is.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=6 N=60000 CONNS=32 METHOD=HEAD
-while getopts r:n:c:m: o; do
+ROUNDS=6 N=60000 CONNS=32 METHOD=HEAD PIN=
+while getopts r:n:c:m:p o; do
 	case $o in
 	r) ROUNDS=$OPTARG ;;
 	n) N=$OPTARG ;;
 	c) CONNS=$OPTARG ;;
 	m) METHOD=$OPTARG ;;
+	p) PIN=1 ;;
 	*) exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $N =~ ^[1-9][0-9]*$ && $CONNS =~ ^[1-9][0-9]*$ ]] || { echo "$0: -r, -n and -c take a whole number above 0" >&2; exit 2; }
-(($# > 0)) || { echo "usage: $0 [-r ROUNDS] [-n REQUESTS] [-c CONNS] [-m METHOD] NAME=COMMAND..." >&2; exit 2; }
+(($# > 0)) || { echo "usage: $0 [-r ROUNDS] [-n REQUESTS] [-c CONNS] [-m METHOD] [-p] NAME=COMMAND..." >&2; exit 2; }
+# pinA runs the load generator and the backend, pinB prefixes each target.
+pinA=() pinB=
+if [[ -n $PIN ]]; then
+	read -r first second < <(python3 -c 'import os; c=sorted(os.sched_getaffinity(0)); print(*c[:2])')
+	[[ -n ${second:-} ]] || { echo "$0: -p needs two CPUs, this process may use only CPU $first" >&2; exit 2; }
+	pinA=(taskset -c "$first") pinB="taskset -c $second "
+fi
 W=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"' EXIT
@@ -49,7 +62,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$
 go run ./fixtures/cmd/gencert -dir "$W/certs" >/dev/null
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up=127.0.0.1:$(port)
-"$W/benchtool" backend -listen "$up" -blob-size 1048576 >"$W/backend.log" 2>&1 &
+"${pinA[@]}" "$W/benchtool" backend -listen "$up" -blob-size 1048576 >"$W/backend.log" 2>&1 &
 pids+=($!)
 names=() addrs=()
 for spec in "$@"; do
@@ -59,6 +72,7 @@ for spec in "$@"; do
 	cmd=${cmd//@CERT@/$W/certs/server.crt}
 	cmd=${cmd//@KEY@/$W/certs/server.key}
 	cmd=${cmd//\$W/$W}
+	cmd=$pinB$cmd
 	eval "exec $cmd" >"$W/$name.log" 2>&1 &
 	pids+=($!)
 	names+=("$name") addrs+=("$addr")
@@ -77,7 +91,7 @@ for r in $(seq "$ROUNDS"); do
 	order=$(seq 0 $((${#names[@]} - 1)))
 	((r % 2 == 0)) && order=$(tac <<<"$order")
 	for i in $order; do
-		coproc CL { "$W/benchtool" seq -addr "${addrs[$i]}" -sni bench.nexmux.test -ca "$W/certs/ca.crt" \
+		coproc CL { "${pinA[@]}" "$W/benchtool" seq -addr "${addrs[$i]}" -sni bench.nexmux.test -ca "$W/certs/ca.crt" \
 			-method "$METHOD" -warm 3000 -n "$N" -conns "$CONNS"; }
 		cl=$CL_PID
 		exec 5<&"${CL[0]}" 6>&"${CL[1]}"
