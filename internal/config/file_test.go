@@ -124,11 +124,35 @@ func TestApplyFileKeys(t *testing.T) {
 	}
 }
 
+// fileCase is a config file and what the configuration read from it
+// into the defaults must hold.
+type fileCase struct {
+	name, yaml string
+	check      func(c *Config) bool
+}
+
+// checkFileCases reads each case's file and checks it, and with it also,
+// when given.
+func checkFileCases(t *testing.T, cases []fileCase, also func(*testing.T, *Config)) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Defaults()
+			if err := c.ApplyFile(writeYAML(t, tc.yaml)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("unexpected config %+v", c)
+			}
+			if also != nil {
+				also(t, c)
+			}
+		})
+	}
+}
+
 func TestApplyFileValues(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		check      func(c *Config) bool
-	}{
+	checkFileCases(t, []fileCase{
 		{"scalar for a repeatable flag", "route: a.example.com=team-a\n",
 			func(c *Config) bool { return reflect.DeepEqual(c.Route, []string{"a.example.com=team-a"}) }},
 		{"scalar keeps its comma (one split target)", "route: \"a.example.com=pull:g,push:h\"\n",
@@ -174,17 +198,7 @@ func TestApplyFileValues(t *testing.T) {
 			func(c *Config) bool { return c.PortTLSOnly }},
 		{"empty string", "default-route: \"\"\n",
 			func(c *Config) bool { return c.DefaultRoute == "" }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := Defaults()
-			if err := c.ApplyFile(writeYAML(t, tc.yaml)); err != nil {
-				t.Fatal(err)
-			}
-			if !tc.check(c) {
-				t.Errorf("unexpected config %+v", c)
-			}
-		})
-	}
+	}, nil)
 }
 
 func TestApplyFileEmpty(t *testing.T) {
@@ -633,10 +647,7 @@ func TestApplyFileControlCharacterLine(t *testing.T) {
 // TestApplyFileExtensionKeys.)
 func TestApplyFileMerges(t *testing.T) {
 	def := Defaults()
-	for _, tc := range []struct {
-		name, yaml string
-		check      func(c *Config) bool
-	}{
+	checkFileCases(t, []fileCase{
 		{"top-level merge", "<<: &base\n  listen: \"127.0.0.1:9443\"\n  max-conns: 7\nroute: [a.example.com=a]\n",
 			func(c *Config) bool {
 				return c.Listen == "127.0.0.1:9443" && c.MaxConns == 7 && slices.Equal(c.Route, []string{"a.example.com=a"})
@@ -670,17 +681,7 @@ func TestApplyFileMerges(t *testing.T) {
 			func(c *Config) bool { return c.MaxConns == 7 }},
 		{"an alias key in a merged map", "default-route: &k route\n<<: {*k : [a.example.com=a]}\n",
 			func(c *Config) bool { return slices.Equal(c.Route, []string{"a.example.com=a"}) }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := Defaults()
-			if err := c.ApplyFile(writeYAML(t, tc.yaml)); err != nil {
-				t.Fatal(err)
-			}
-			if !tc.check(c) {
-				t.Errorf("unexpected config %+v", c)
-			}
-		})
-	}
+	}, nil)
 }
 
 // A merge that is no mapping is refused naming its line, as yaml.v3
@@ -882,10 +883,7 @@ func TestApplyFileMergesReadOnce(t *testing.T) {
 // parks an anchored block for merges and aliases: read by nothing, its
 // value whatever it is, in a merged map too.
 func TestApplyFileExtensionKeys(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		check      func(c *Config) bool
-	}{
+	checkFileCases(t, []fileCase{
 		{"a block merged", "x-common: &common\n  listen: \"127.0.0.1:9443\"\n  max-conns: 7\n<<: *common\nroute: [a.example.com=a]\n",
 			func(c *Config) bool {
 				return c.Listen == "127.0.0.1:9443" && c.MaxConns == 7 && slices.Equal(c.Route, []string{"a.example.com=a"})
@@ -900,22 +898,13 @@ func TestApplyFileExtensionKeys(t *testing.T) {
 			func(c *Config) bool { return c.MaxConns == 3 }},
 		{"in a merged map", "<<: {x-note: [whatever], max-conns: 7}\n",
 			func(c *Config) bool { return c.MaxConns == 7 }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := Defaults()
-			if err := c.ApplyFile(writeYAML(t, tc.yaml)); err != nil {
-				t.Fatal(err)
+	}, func(t *testing.T, c *Config) {
+		for _, k := range c.FileKeys {
+			if IsExtension(k) {
+				t.Errorf("FileKeys holds %s", k)
 			}
-			if !tc.check(c) {
-				t.Errorf("unexpected config %+v", c)
-			}
-			for _, k := range c.FileKeys {
-				if IsExtension(k) {
-					t.Errorf("FileKeys holds %s", k)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // An extension key's value is read by nothing, but the file is still one
