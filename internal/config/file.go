@@ -688,22 +688,26 @@ func (e *UnknownKeyError) Resembles(command string) string {
 // letters swapped (CHIAN) is sure. It names the setting meant by a
 // misspelt NEXMUX_ variable and by an unknown config file key alike.
 func Misspelling(name string, names []string) string {
-	squash := func(s string) string {
-		return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(s))
-	}
 	sq := squash(name)
 	short := len(sq) < 6
 	best, bestD := "", 3
 	for _, k := range names {
-		if short && !swapOrSame(sq, squash(k)) {
+		sk := squash(k)
+		if short && !swapOrSame(sq, sk) {
 			continue
 		}
-		if d := EditDistance(sq, squash(k)); d < bestD || d == bestD && k < best {
+		if d := EditDistance(sq, sk); d < bestD || d == bestD && k < best {
 			best, bestD = k, d
 		}
 	}
 	return best
 }
+
+// separators are left out of names compared by Misspelling. Built once:
+// a file of many unknown keys calls it for each key and setting.
+var separators = strings.NewReplacer("_", "", "-", "")
+
+func squash(s string) string { return strings.ToLower(separators.Replace(s)) }
 
 // swapOrSame reports whether a is b, or b with two neighbouring bytes
 // swapped.
