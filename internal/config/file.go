@@ -499,30 +499,45 @@ func IsExtension(name string) bool { return strings.HasPrefix(name, "x-") }
 // writtenOut is how many bytes the values of keys hold with their aliases
 // and merges written out, as ApplyFile reads them: a scalar, or a list's
 // scalar items; an extension key's value whole, whatever it holds. Its
-// error is an extension key's value that holds itself.
+// error is an extension key's value that holds itself. A node is sized
+// once however many keys alias it, and the count stops past the bound:
+// else an anchored value of many empty items aliased by many keys would
+// be read keys times items, in a file well under the bound.
 func writtenOut(keys []entry) (int, error) {
+	const limit = smallfile.Max + 1
 	n := 0
+	// A list's scalar items (as a setting reads it) and a tree (as an
+	// extension key holds it) are two sizes of one node.
+	lists, trees := map[*yaml.Node]int{}, map[*yaml.Node]int{}
 	for _, e := range keys {
+		if n > smallfile.Max {
+			break
+		}
 		if e.v == nil {
 			continue
 		}
 		if e.k.Kind == yaml.ScalarNode && IsExtension(e.k.Value) {
-			size, err := treeSize(e.v, smallfile.Max+1)
+			s, err := treeSize(e.v, limit, trees)
 			if err != nil {
 				return 0, err
 			}
-			n += size
+			n += s
 			continue
 		}
 		switch v := resolve(e.v); v.Kind {
 		case yaml.ScalarNode:
 			n += len(v.Value)
 		case yaml.SequenceNode:
-			for _, it := range v.Content {
-				if it = resolve(it); it.Kind == yaml.ScalarNode {
-					n += len(it.Value)
+			s, sized := lists[v]
+			if !sized {
+				for _, it := range v.Content {
+					if it = resolve(it); it.Kind == yaml.ScalarNode {
+						s = min(s+len(it.Value), limit)
+					}
 				}
+				lists[v] = s
 			}
+			n += s
 		}
 	}
 	return n, nil
@@ -533,9 +548,9 @@ func writtenOut(keys []entry) (int, error) {
 // however often aliased, and without recursion, whose depth aliases of
 // nested anchors could multiply. A node that holds an alias of itself
 // (&a [*a]), which yaml.v3 parses but refuses to decode, is an error.
-func treeSize(n *yaml.Node, limit int) (int, error) {
+// size holds the nodes sized already, by earlier calls too.
+func treeSize(n *yaml.Node, limit int, size map[*yaml.Node]int) (int, error) {
 	const sizing = -1
-	size := map[*yaml.Node]int{}
 	children := func(n *yaml.Node) []*yaml.Node {
 		if n.Kind == yaml.AliasNode {
 			if n.Alias == nil {

@@ -921,6 +921,9 @@ func TestApplyFileExtensionKeyErrors(t *testing.T) {
 		{"given twice", "x-a: 1\nmax-conns: 3\nx-a: 2\n", false, []string{`line 3: key "x-a" already defined at line 1`}},
 		{"aliases beyond the bound", "x-big: &x " + big + "\nx-laughs: [" + strings.Repeat("*x, ", 300) + "*x]\n", true, []string{"aliases write out", "16 MiB"}},
 		{"nested aliases beyond the bound", "x-big: &x " + big + "\nx-l1: &l1 [" + strings.Repeat("*x, ", 20) + "*x]\nx-l2: &l2 [" + strings.Repeat("*l1, ", 5) + "*l1]\nx-l3: {a: *l2, b: *l2}\n", true, []string{"aliases write out", "16 MiB"}},
+		// The setting reads the list's scalar items only; the extension
+		// key holds the nested list too.
+		{"a setting's list aliased whole", "x-big: &x " + big + "\nroute: &l [a.example.com=a, [" + strings.Repeat("*x, ", 300) + "*x]]\nx-r: *l\n", true, []string{"aliases write out", "16 MiB"}},
 		{"a value inside itself", "max-conns: 3\nx-a: &a\n  k: [1, *a]\n", true, []string{"line 3: the alias *a is inside its own anchor &a"}},
 		{"broken YAML", "x-a: [1, 2\nmax-conns: 3\n", true, []string{"did not find expected"}},
 		{"upper case", "X-common: 1\n", false, []string{"field X-common not found"}},
@@ -999,5 +1002,36 @@ func TestMisspelling(t *testing.T) {
 		if got := Misspelling(name, names); got != want {
 			t.Errorf("Misspelling(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+// A large anchored value aliased by many keys is sized once, not once per
+// alias: its items may be empty (nothing towards the bound), so only the
+// work, keys times items, would grow, in a file well under the bound.
+func TestApplyFileAliasedValueSizedOnceAcrossKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, key   string
+		items, keys int
+	}{
+		{"extension keys", "x-k%d", 200000, 30000},
+		// Fewer keys: each draws a hint (Misspelling), which costs more
+		// than reading its list once.
+		{"keys of no setting", "k%d", 400000, 15000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			b.WriteString("x-many: &many\n" + strings.Repeat("  -\n", tc.items))
+			for i := range tc.keys {
+				fmt.Fprintf(&b, tc.key+": *many\n", i)
+			}
+			p := writeYAML(t, b.String())
+			done := make(chan struct{})
+			go func() { Defaults().ApplyFile(p); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a value aliased by many keys still being sized after 10s")
+			}
+		})
 	}
 }
