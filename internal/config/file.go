@@ -176,7 +176,14 @@ type merger struct {
 	taken map[string]bool      // keys given by an outer mapping or earlier merge
 	state map[*yaml.Node]uint8 // mappings merged: mergeReading, mergeDone
 	out   []entry
+	depth int // mappings being read, each within a merge of the one before
 }
+
+// maxMergeDepth bounds merges of merges (a map merging one that merges
+// another...), which are read by recursion: a file of a long chain of
+// them would otherwise overflow the stack, a fatal error no caller can
+// recover from, a SIGHUP reload's included.
+const maxMergeDepth = 1000
 
 const (
 	mergeReading uint8 = iota + 1
@@ -192,6 +199,8 @@ func entries(root *yaml.Node) []entry {
 
 func (m *merger) mapping(n *yaml.Node) {
 	m.state[n] = mergeReading
+	m.depth++
+	defer func() { m.depth-- }()
 	type item struct {
 		entry
 		merge, shadowed bool
@@ -276,6 +285,14 @@ func (m *merger) merge(v *yaml.Node) {
 			// named twice, nor a file of merges of merges read in
 			// exponential time).
 		default:
+			if m.depth > maxMergeDepth {
+				what := "a mapping"
+				if it.Kind == yaml.AliasNode {
+					what = "*" + it.Value
+				}
+				m.out = append(m.out, entry{err: fmt.Errorf("line %d: %s is merged %d merges deep, more than the %d nexmux reads: merge fewer maps of maps", it.Line, what, m.depth, maxMergeDepth)})
+				continue
+			}
 			m.mapping(r)
 		}
 	}

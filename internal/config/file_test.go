@@ -1035,3 +1035,28 @@ func TestApplyFileAliasedValueSizedOnceAcrossKeys(t *testing.T) {
 		})
 	}
 }
+
+// Merges of merges are read to maxMergeDepth and no deeper: a file of a
+// long chain of them (x-N: &N {<<: *N-1}) is refused naming the line,
+// not read until the stack overflows, which kills the process.
+func TestApplyFileMergeDepthBounded(t *testing.T) {
+	chain := func(merges int) string {
+		var b strings.Builder
+		b.WriteString("x-0: &m0 {log-level: debug}\n")
+		for i := 1; i < merges; i++ {
+			fmt.Fprintf(&b, "x-%d: &m%d {<<: *m%d}\n", i, i, i-1)
+		}
+		fmt.Fprintf(&b, "<<: *m%d\n", merges-1)
+		return b.String()
+	}
+	c := Defaults()
+	if err := c.ApplyFile(writeYAML(t, chain(maxMergeDepth))); err != nil || c.LogLevel != "debug" {
+		t.Errorf("%d merges deep: %.300v, log-level %q; want read", maxMergeDepth, err, c.LogLevel)
+	}
+	c = Defaults()
+	err := c.ApplyFile(writeYAML(t, chain(maxMergeDepth+1)))
+	want := fmt.Sprintf("line 2: *m0 is merged %d merges deep, more than the %d nexmux reads", maxMergeDepth+1, maxMergeDepth)
+	if err == nil || !strings.Contains(err.Error(), want) || c.LogLevel == "debug" {
+		t.Errorf("%d merges deep: %.300v, log-level %q; want refused: %s", maxMergeDepth+1, err, c.LogLevel, want)
+	}
+}
