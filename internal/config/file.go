@@ -453,7 +453,7 @@ func (c *Config) ApplyFile(path string) error {
 			// A place for anchors (x-base: &base {...}): not read, but
 			// given once, as every key (yaml.v3 refuses a key twice).
 			if e.dup != 0 {
-				errs = multierror.Append(errs, &SettingError{Setting: k.Value, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, e.dup)})
+				errs = multierror.Append(errs, definedTwice(path, k, e.dup))
 			}
 			continue
 		}
@@ -476,7 +476,7 @@ func (c *Config) ApplyFile(path string) error {
 			continue
 		}
 		if e.dup != 0 {
-			errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, e.dup)})
+			errs = multierror.Append(errs, definedTwice(path, k, e.dup))
 			continue
 		}
 		if v := resolve(v); v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -505,6 +505,13 @@ func (c *Config) ApplyFile(path string) error {
 		c.FileValues[s.Name] = val
 	}
 	return errlist.Err(errs)
+}
+
+// definedTwice is the problem of key k of file path given again, first
+// at line first: a SettingError, so that a command that does not read
+// the setting (or an extension key, which nothing reads) may go on.
+func definedTwice(path string, k *yaml.Node, first int) error {
+	return &SettingError{Setting: k.Value, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, first)}
 }
 
 // IsExtension reports whether name is an extension key of the config file
