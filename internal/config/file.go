@@ -721,7 +721,8 @@ func (e *UnknownKeyError) Resembles(command string) string {
 
 // Misspelling returns the one of names that name is likely a misspelling
 // of, or "": the nearest within two edits, case, '-' and '_' aside
-// (ROUTES, MAXCONNS, max_conns), the first in order on a tie. A name of
+// (ROUTES, MAXCONNS, max_conns), the first in byte order on a tie (names
+// may come from a map, in no order of their own). A name of
 // under six letters is a letter or two from too many (SOAK, PORTS) to say
 // which was meant: only one in another case or with two neighbouring
 // letters swapped (CHIAN) is sure. It names the setting meant by a
