@@ -440,6 +440,7 @@ func (c *Config) ApplyFile(path string) error {
 		byName[settings[i].Name] = &settings[i]
 		names[i] = settings[i].Name
 	}
+	misspelling := Misspeller(names)
 	var errs *multierror.Error
 	for _, e := range keys {
 		if e.err != nil {
@@ -469,7 +470,7 @@ func (c *Config) ApplyFile(path string) error {
 		}
 		if s == nil {
 			hint := ""
-			if like := Misspelling(k.Value, names); like != "" {
+			if like := misspelling(k.Value); like != "" {
 				hint = " (did you mean " + like + "?)"
 			}
 			errs = multierror.Append(errs, &UnknownKeyError{Key: k.Value, Err: fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names%s", path, k.Line, k.Value, hint)})
@@ -727,24 +728,35 @@ func (e *UnknownKeyError) Resembles(command string) string {
 // which was meant: only one in another case or with two neighbouring
 // letters swapped (CHIAN) is sure. It names the setting meant by a
 // misspelt NEXMUX_ variable and by an unknown config file key alike.
-func Misspelling(name string, names []string) string {
-	sq := squash(name)
-	short := len(sq) < 6
-	best, bestD := "", 3
-	for _, k := range names {
-		sk := squash(k)
-		if short && !swapOrSame(sq, sk) {
-			continue
-		}
-		if d := EditDistance(sq, sk); d < bestD || d == bestD && k < best {
-			best, bestD = k, d
-		}
+func Misspelling(name string, names []string) string { return Misspeller(names)(name) }
+
+// Misspeller is Misspelling against one list of names for many names (a
+// file's unknown keys): each of the list is squashed once, and one whose
+// length is more than two from name's is more than two edits away.
+func Misspeller(names []string) func(name string) string {
+	squashed := make([]string, len(names))
+	for i, k := range names {
+		squashed[i] = squash(k)
 	}
-	return best
+	return func(name string) string {
+		sq := squash(name)
+		short := len(sq) < 6
+		best, bestD := "", 3
+		for i, k := range names {
+			sk := squashed[i]
+			if short && !swapOrSame(sq, sk) || len(sq)-len(sk) > 2 || len(sk)-len(sq) > 2 {
+				continue
+			}
+			if d := EditDistance(sq, sk); d < bestD || d == bestD && k < best {
+				best, bestD = k, d
+			}
+		}
+		return best
+	}
 }
 
 // separators are left out of names compared by Misspelling. Built once:
-// a file of many unknown keys calls it for each key and setting.
+// a file of many unknown keys squashes each.
 var separators = strings.NewReplacer("_", "", "-", "")
 
 func squash(s string) string { return strings.ToLower(separators.Replace(s)) }
@@ -765,27 +777,35 @@ func swapOrSame(a, b string) bool {
 // EditDistance is the optimal string alignment distance of a and b (bytes):
 // insertions, deletions, substitutions and swaps of neighbours.
 func EditDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
+	// Three rows of the matrix (a swap looks two back), on the stack for
+	// names of a setting's length: a file of many unknown keys compares
+	// each with every setting.
+	var small [3 * 32]int
+	n := len(b) + 1
+	buf := small[:0]
+	if 3*n > len(small) {
+		buf = make([]int, 0, 3*n)
 	}
-	for j := range d[0] {
-		d[0][j] = j
+	buf = buf[:3*n]
+	prev2, prev, cur := buf[:n], buf[n:2*n], buf[2*n:]
+	for j := range prev {
+		prev[j] = j
 	}
 	for i := 1; i <= len(a); i++ {
+		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
 			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+				cur[j] = min(cur[j], prev2[j-2]+1)
 			}
 		}
+		prev2, prev, cur = prev, cur, prev2
 	}
-	return d[len(a)][len(b)]
+	return prev[len(b)]
 }
 
 // CommandOf is the one command that reads the setting named

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -1058,5 +1059,60 @@ func TestApplyFileMergeDepthBounded(t *testing.T) {
 	want := fmt.Sprintf("line 2: *m0 is merged %d merges deep, more than the %d nexmux reads", maxMergeDepth+1, maxMergeDepth)
 	if err == nil || !strings.Contains(err.Error(), want) || c.LogLevel == "debug" {
 		t.Errorf("%d merges deep: %.300v, log-level %q; want refused: %s", maxMergeDepth+1, err, c.LogLevel, want)
+	}
+}
+
+// editDistanceMatrix is EditDistance as the whole matrix: the reference
+// the three-row EditDistance is checked against.
+func editDistanceMatrix(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"", "abc", 3}, {"abc", "", 3}, {"chain", "chian", 1}, {"route", "routes", 1},
+		{"maxconns", "maxconn", 1}, {"ca", "abc", 3}, {"kitten", "sitting", 3},
+		{strings.Repeat("a", 40), strings.Repeat("a", 38) + "ba", 1}, {strings.Repeat("ab", 20), strings.Repeat("ba", 20), 2},
+	} {
+		if got := EditDistance(c.a, c.b); got != c.want {
+			t.Errorf("EditDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func() string {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			b[i] = "abc-"[rng.IntN(4)]
+		}
+		return string(b)
+	}
+	for range 20000 {
+		a, b := word(), word()
+		if got, want := EditDistance(a, b), editDistanceMatrix(a, b); got != want {
+			t.Fatalf("EditDistance(%q, %q) = %d, the whole matrix says %d", a, b, got, want)
+		}
 	}
 }
