@@ -51,6 +51,9 @@ shift $((OPTIND - 1))
 # pinA runs the load generator and the backend, pinB prefixes each target.
 pinA=() pinB=
 if [[ -n $PIN ]]; then
+	# Else the backend and every target fail to start, and the first round
+	# reports only a target that never answered.
+	command -v taskset >/dev/null || { echo "$0: -p needs taskset (util-linux)" >&2; exit 2; }
 	read -r first second < <(python3 -c 'import os; c=sorted(os.sched_getaffinity(0)); print(*c[:2])')
 	[[ -n ${second:-} ]] || { echo "$0: -p needs two CPUs, this process may use only CPU $first" >&2; exit 2; }
 	pinA=(taskset -c "$first") pinB="taskset -c $second "

@@ -297,9 +297,6 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 		if !strings.HasPrefix(name, "NEXMUX_") || known[name] || serviceLink(name, services) {
 			continue
 		}
-		// A short name is a letter or two from too much (NEXMUX_SOAK,
-		// NEXMUX_LOAD) to say which was meant: only one in another case
-		// or with two neighbours swapped (NEXMUX_CHIAN) is sure.
 		if best := config.Misspelling(strings.TrimPrefix(name, prefix), names); best != "" {
 			out = append(out, fmt.Sprintf("ignoring %s: no setting reads it (did you mean %s?)", name, prefix+best))
 		}

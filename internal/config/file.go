@@ -176,7 +176,14 @@ type merger struct {
 	taken map[string]bool      // keys given by an outer mapping or earlier merge
 	state map[*yaml.Node]uint8 // mappings merged: mergeReading, mergeDone
 	out   []entry
+	depth int // mappings being read, each within a merge of the one before
 }
+
+// maxMergeDepth bounds merges of merges (a map merging one that merges
+// another...), which are read by recursion: a file of a long chain of
+// them would otherwise overflow the stack, a fatal error no caller can
+// recover from, a SIGHUP reload's included.
+const maxMergeDepth = 1000
 
 const (
 	mergeReading uint8 = iota + 1
@@ -192,6 +199,8 @@ func entries(root *yaml.Node) []entry {
 
 func (m *merger) mapping(n *yaml.Node) {
 	m.state[n] = mergeReading
+	m.depth++
+	defer func() { m.depth-- }()
 	type item struct {
 		entry
 		merge, shadowed bool
@@ -276,6 +285,14 @@ func (m *merger) merge(v *yaml.Node) {
 			// named twice, nor a file of merges of merges read in
 			// exponential time).
 		default:
+			if m.depth > maxMergeDepth {
+				what := "a mapping"
+				if it.Kind == yaml.AliasNode {
+					what = "*" + it.Value
+				}
+				m.out = append(m.out, entry{err: fmt.Errorf("line %d: %s is merged %d merges deep, more than the %d nexmux reads: merge fewer maps of maps", it.Line, what, m.depth, maxMergeDepth)})
+				continue
+			}
 			m.mapping(r)
 		}
 	}
@@ -423,6 +440,7 @@ func (c *Config) ApplyFile(path string) error {
 		byName[settings[i].Name] = &settings[i]
 		names[i] = settings[i].Name
 	}
+	misspelling := Misspeller(names)
 	var errs *multierror.Error
 	for _, e := range keys {
 		if e.err != nil {
@@ -436,7 +454,7 @@ func (c *Config) ApplyFile(path string) error {
 			// A place for anchors (x-base: &base {...}): not read, but
 			// given once, as every key (yaml.v3 refuses a key twice).
 			if e.dup != 0 {
-				errs = multierror.Append(errs, &SettingError{Setting: k.Value, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, e.dup)})
+				errs = multierror.Append(errs, definedTwice(path, k, e.dup))
 			}
 			continue
 		}
@@ -452,14 +470,14 @@ func (c *Config) ApplyFile(path string) error {
 		}
 		if s == nil {
 			hint := ""
-			if like := Misspelling(k.Value, names); like != "" {
+			if like := misspelling(k.Value); like != "" {
 				hint = " (did you mean " + like + "?)"
 			}
 			errs = multierror.Append(errs, &UnknownKeyError{Key: k.Value, Err: fmt.Errorf("config %s: line %d: field %s not found: keys are the long flag names%s", path, k.Line, k.Value, hint)})
 			continue
 		}
 		if e.dup != 0 {
-			errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, e.dup)})
+			errs = multierror.Append(errs, definedTwice(path, k, e.dup))
 			continue
 		}
 		if v := resolve(v); v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -490,6 +508,13 @@ func (c *Config) ApplyFile(path string) error {
 	return errlist.Err(errs)
 }
 
+// definedTwice is the problem of key k of file path given again, first
+// at line first: a SettingError, so that a command that does not read
+// the setting (or an extension key, which nothing reads) may go on.
+func definedTwice(path string, k *yaml.Node, first int) error {
+	return &SettingError{Setting: k.Value, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, first)}
+}
+
 // IsExtension reports whether name is an extension key of the config file
 // (x-common: &common {...}), as docker compose has them: a place to park
 // an anchored block for merges and aliases, read by nothing. No setting's
@@ -499,30 +524,45 @@ func IsExtension(name string) bool { return strings.HasPrefix(name, "x-") }
 // writtenOut is how many bytes the values of keys hold with their aliases
 // and merges written out, as ApplyFile reads them: a scalar, or a list's
 // scalar items; an extension key's value whole, whatever it holds. Its
-// error is an extension key's value that holds itself.
+// error is an extension key's value that holds itself. A node is sized
+// once however many keys alias it, and the count stops past the bound:
+// else an anchored value of many empty items aliased by many keys would
+// be read keys times items, in a file well under the bound.
 func writtenOut(keys []entry) (int, error) {
+	const limit = smallfile.Max + 1
 	n := 0
+	// A list's scalar items (as a setting reads it) and a tree (as an
+	// extension key holds it) are two sizes of one node.
+	lists, trees := map[*yaml.Node]int{}, map[*yaml.Node]int{}
 	for _, e := range keys {
+		if n > smallfile.Max {
+			break
+		}
 		if e.v == nil {
 			continue
 		}
 		if e.k.Kind == yaml.ScalarNode && IsExtension(e.k.Value) {
-			size, err := treeSize(e.v, smallfile.Max+1)
+			s, err := treeSize(e.v, limit, trees)
 			if err != nil {
 				return 0, err
 			}
-			n += size
+			n += s
 			continue
 		}
 		switch v := resolve(e.v); v.Kind {
 		case yaml.ScalarNode:
 			n += len(v.Value)
 		case yaml.SequenceNode:
-			for _, it := range v.Content {
-				if it = resolve(it); it.Kind == yaml.ScalarNode {
-					n += len(it.Value)
+			s, sized := lists[v]
+			if !sized {
+				for _, it := range v.Content {
+					if it = resolve(it); it.Kind == yaml.ScalarNode {
+						s = min(s+len(it.Value), limit)
+					}
 				}
+				lists[v] = s
 			}
+			n += s
 		}
 	}
 	return n, nil
@@ -533,9 +573,9 @@ func writtenOut(keys []entry) (int, error) {
 // however often aliased, and without recursion, whose depth aliases of
 // nested anchors could multiply. A node that holds an alias of itself
 // (&a [*a]), which yaml.v3 parses but refuses to decode, is an error.
-func treeSize(n *yaml.Node, limit int) (int, error) {
+// size holds the nodes sized already, by earlier calls too.
+func treeSize(n *yaml.Node, limit int, size map[*yaml.Node]int) (int, error) {
 	const sizing = -1
-	size := map[*yaml.Node]int{}
 	children := func(n *yaml.Node) []*yaml.Node {
 		if n.Kind == yaml.AliasNode {
 			if n.Alias == nil {
@@ -682,28 +722,44 @@ func (e *UnknownKeyError) Resembles(command string) string {
 
 // Misspelling returns the one of names that name is likely a misspelling
 // of, or "": the nearest within two edits, case, '-' and '_' aside
-// (ROUTES, MAXCONNS, max_conns), the first in order on a tie. A name of
+// (ROUTES, MAXCONNS, max_conns), the first in byte order on a tie (names
+// may come from a map, in no order of their own). A name of
 // under six letters is a letter or two from too many (SOAK, PORTS) to say
 // which was meant: only one in another case or with two neighbouring
 // letters swapped (CHIAN) is sure. It names the setting meant by a
 // misspelt NEXMUX_ variable and by an unknown config file key alike.
-func Misspelling(name string, names []string) string {
-	squash := func(s string) string {
-		return strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(s))
+func Misspelling(name string, names []string) string { return Misspeller(names)(name) }
+
+// Misspeller is Misspelling against one list of names for many names (a
+// file's unknown keys): each of the list is squashed once, and one whose
+// length is more than two from name's is more than two edits away.
+func Misspeller(names []string) func(name string) string {
+	squashed := make([]string, len(names))
+	for i, k := range names {
+		squashed[i] = squash(k)
 	}
-	sq := squash(name)
-	short := len(sq) < 6
-	best, bestD := "", 3
-	for _, k := range names {
-		if short && !swapOrSame(sq, squash(k)) {
-			continue
+	return func(name string) string {
+		sq := squash(name)
+		short := len(sq) < 6
+		best, bestD := "", 3
+		for i, k := range names {
+			sk := squashed[i]
+			if short && !swapOrSame(sq, sk) || len(sq)-len(sk) > 2 || len(sk)-len(sq) > 2 {
+				continue
+			}
+			if d := EditDistance(sq, sk); d < bestD || d == bestD && k < best {
+				best, bestD = k, d
+			}
 		}
-		if d := EditDistance(sq, squash(k)); d < bestD || d == bestD && k < best {
-			best, bestD = k, d
-		}
+		return best
 	}
-	return best
 }
+
+// separators are left out of names compared by Misspelling. Built once:
+// a file of many unknown keys squashes each.
+var separators = strings.NewReplacer("_", "", "-", "")
+
+func squash(s string) string { return strings.ToLower(separators.Replace(s)) }
 
 // swapOrSame reports whether a is b, or b with two neighbouring bytes
 // swapped.
@@ -721,27 +777,35 @@ func swapOrSame(a, b string) bool {
 // EditDistance is the optimal string alignment distance of a and b (bytes):
 // insertions, deletions, substitutions and swaps of neighbours.
 func EditDistance(a, b string) int {
-	d := make([][]int, len(a)+1)
-	for i := range d {
-		d[i] = make([]int, len(b)+1)
-		d[i][0] = i
+	// Three rows of the matrix (a swap looks two back), on the stack for
+	// names of a setting's length: a file of many unknown keys compares
+	// each with every setting.
+	var small [3 * 32]int
+	n := len(b) + 1
+	buf := small[:0]
+	if 3*n > len(small) {
+		buf = make([]int, 0, 3*n)
 	}
-	for j := range d[0] {
-		d[0][j] = j
+	buf = buf[:3*n]
+	prev2, prev, cur := buf[:n], buf[n:2*n], buf[2*n:]
+	for j := range prev {
+		prev[j] = j
 	}
 	for i := 1; i <= len(a); i++ {
+		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
 			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
-				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+				cur[j] = min(cur[j], prev2[j-2]+1)
 			}
 		}
+		prev2, prev, cur = prev, cur, prev2
 	}
-	return d[len(a)][len(b)]
+	return prev[len(b)]
 }
 
 // CommandOf is the one command that reads the setting named

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -921,6 +922,9 @@ func TestApplyFileExtensionKeyErrors(t *testing.T) {
 		{"given twice", "x-a: 1\nmax-conns: 3\nx-a: 2\n", false, []string{`line 3: key "x-a" already defined at line 1`}},
 		{"aliases beyond the bound", "x-big: &x " + big + "\nx-laughs: [" + strings.Repeat("*x, ", 300) + "*x]\n", true, []string{"aliases write out", "16 MiB"}},
 		{"nested aliases beyond the bound", "x-big: &x " + big + "\nx-l1: &l1 [" + strings.Repeat("*x, ", 20) + "*x]\nx-l2: &l2 [" + strings.Repeat("*l1, ", 5) + "*l1]\nx-l3: {a: *l2, b: *l2}\n", true, []string{"aliases write out", "16 MiB"}},
+		// The setting reads the list's scalar items only; the extension
+		// key holds the nested list too.
+		{"a setting's list aliased whole", "x-big: &x " + big + "\nroute: &l [a.example.com=a, [" + strings.Repeat("*x, ", 300) + "*x]]\nx-r: *l\n", true, []string{"aliases write out", "16 MiB"}},
 		{"a value inside itself", "max-conns: 3\nx-a: &a\n  k: [1, *a]\n", true, []string{"line 3: the alias *a is inside its own anchor &a"}},
 		{"broken YAML", "x-a: [1, 2\nmax-conns: 3\n", true, []string{"did not find expected"}},
 		{"upper case", "X-common: 1\n", false, []string{"field X-common not found"}},
@@ -998,6 +1002,117 @@ func TestMisspelling(t *testing.T) {
 	} {
 		if got := Misspelling(name, names); got != want {
 			t.Errorf("Misspelling(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+// A large anchored value aliased by many keys is sized once, not once per
+// alias: its items may be empty (nothing towards the bound), so only the
+// work, keys times items, would grow, in a file well under the bound.
+func TestApplyFileAliasedValueSizedOnceAcrossKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, key   string
+		items, keys int
+	}{
+		{"extension keys", "x-k%d", 200000, 30000},
+		// Fewer keys: each draws a hint (Misspelling), which costs more
+		// than reading its list once.
+		{"keys of no setting", "k%d", 400000, 15000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			b.WriteString("x-many: &many\n" + strings.Repeat("  -\n", tc.items))
+			for i := range tc.keys {
+				fmt.Fprintf(&b, tc.key+": *many\n", i)
+			}
+			p := writeYAML(t, b.String())
+			done := make(chan struct{})
+			go func() { Defaults().ApplyFile(p); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a value aliased by many keys still being sized after 10s")
+			}
+		})
+	}
+}
+
+// Merges of merges are read to maxMergeDepth and no deeper: a file of a
+// long chain of them (x-N: &N {<<: *N-1}) is refused naming the line,
+// not read until the stack overflows, which kills the process.
+func TestApplyFileMergeDepthBounded(t *testing.T) {
+	chain := func(merges int) string {
+		var b strings.Builder
+		b.WriteString("x-0: &m0 {log-level: debug}\n")
+		for i := 1; i < merges; i++ {
+			fmt.Fprintf(&b, "x-%d: &m%d {<<: *m%d}\n", i, i, i-1)
+		}
+		fmt.Fprintf(&b, "<<: *m%d\n", merges-1)
+		return b.String()
+	}
+	c := Defaults()
+	if err := c.ApplyFile(writeYAML(t, chain(maxMergeDepth))); err != nil || c.LogLevel != "debug" {
+		t.Errorf("%d merges deep: %.300v, log-level %q; want read", maxMergeDepth, err, c.LogLevel)
+	}
+	c = Defaults()
+	err := c.ApplyFile(writeYAML(t, chain(maxMergeDepth+1)))
+	want := fmt.Sprintf("line 2: *m0 is merged %d merges deep, more than the %d nexmux reads", maxMergeDepth+1, maxMergeDepth)
+	if err == nil || !strings.Contains(err.Error(), want) || c.LogLevel == "debug" {
+		t.Errorf("%d merges deep: %.300v, log-level %q; want refused: %s", maxMergeDepth+1, err, c.LogLevel, want)
+	}
+}
+
+// editDistanceMatrix is EditDistance as the whole matrix: the reference
+// the three-row EditDistance is checked against.
+func editDistanceMatrix(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"", "abc", 3}, {"abc", "", 3}, {"chain", "chian", 1}, {"route", "routes", 1},
+		{"maxconns", "maxconn", 1}, {"ca", "abc", 3}, {"kitten", "sitting", 3},
+		{strings.Repeat("a", 40), strings.Repeat("a", 38) + "ba", 1}, {strings.Repeat("ab", 20), strings.Repeat("ba", 20), 2},
+	} {
+		if got := EditDistance(c.a, c.b); got != c.want {
+			t.Errorf("EditDistance(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func() string {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			b[i] = "abc-"[rng.IntN(4)]
+		}
+		return string(b)
+	}
+	for range 20000 {
+		a, b := word(), word()
+		if got, want := EditDistance(a, b), editDistanceMatrix(a, b); got != want {
+			t.Fatalf("EditDistance(%q, %q) = %d, the whole matrix says %d", a, b, got, want)
 		}
 	}
 }
