@@ -429,6 +429,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		rc.Body = body
 		r = rc
 		st.body = body
+		if r.ProtoMajor == 1 {
+			cw.reqBody = body
+		}
 	}
 	defer func() {
 		// A response body that broke off at Nexus (or that the drain's end
@@ -442,14 +445,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		}
 		if body != nil && body.deadline != nil && !body.ended.Load() {
 			// net/http reads the unread rest of a small body before it
-			// sends the answer (a local refusal's, or Nexus's early one):
-			// --body-timeout bounds that read too, or a client that never
-			// sends its body gets no answer and holds the connection. A
-			// body that ended (EOF, or failed) needs no more time.
+			// sends Nexus's early answer, or after nexmux's own refusal
+			// (batchingWriter.refusing): --body-timeout bounds that read
+			// too, or a client that never sends its body gets no answer,
+			// or holds the connection after it. A body that ended (EOF,
+			// or failed) needs no more time.
 			body.lastDeadline(time.Now().Add(body.timeout))
 			if cw.deadline != nil && wd != nil {
-				// The answer waits for that read before it goes out: an
-				// absolute bound on both, as net/http's read is.
+				// Nexus's early answer waits for that read before it goes
+				// out: an absolute bound on both, as net/http's read is.
 				_ = wd.SetWriteDeadline(time.Now().Add(body.timeout + cw.timeout))
 			}
 		} else {
@@ -1025,6 +1029,9 @@ func (p *Proxy) clientGone(r *http.Request, st *reqState, cw *batchingWriter, cu
 // writeError answers in the Registry API's error format, which docker and
 // other clients print to the user.
 func writeError(w http.ResponseWriter, status int, code, msg string) {
+	if cw, ok := w.(*batchingWriter); ok {
+		cw.refusing()
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Docker-Distribution-Api-Version", "registry/2.0")
@@ -1130,6 +1137,25 @@ type batchingWriter struct {
 	maxAge time.Duration
 	// http10: the client spoke HTTP/1.0, to which no 1xx may go.
 	http10 bool
+	// reqBody is an HTTP/1 request's body (nil: none, or HTTP/2), which a
+	// refusal may leave unread (refusing).
+	reqBody *countingBody
+}
+
+// refusing readies an answer nexmux writes itself (writeError) to an
+// HTTP/1 request whose body it has not read to the end. net/http would read
+// up to 256 KiB of that body before sending the answer, so a client that
+// stalls would get it only at --body-timeout. In full duplex the answer
+// goes out first and net/http reads the rest after it (a lingering close,
+// under the deadline serve's end sets), so a client still writing its body
+// gets no reset. Connection: close, since a rest left unread must not be
+// read as the next request.
+func (c *batchingWriter) refusing() {
+	if c.reqBody == nil || c.reqBody.ended.Load() {
+		return
+	}
+	endConnection(c.ResponseWriter)
+	_ = http.NewResponseController(c.ResponseWriter).EnableFullDuplex()
 }
 
 // armDeadline gives the next write to the client timeout from now.

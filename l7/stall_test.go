@@ -204,10 +204,10 @@ func TestClientThatTricklesIsCut(t *testing.T) {
 
 // A request nexmux refuses itself, whose client announced a small body
 // (or a chunked one of unknown length) and never sends it, still gets its
-// answer, within --body-timeout: net/http reads the unread rest of such a
-// body, up to 256 KiB, before it answers, and that read had no deadline,
-// so the refusal never came and the connection was held for as long as
-// the client liked.
+// answer: net/http reads the unread rest of such a body, up to 256 KiB,
+// before it answers, and that read had no deadline, so the refusal never
+// came and the connection was held for as long as the client liked. (Now
+// the answer comes first: TestRefusalOfStalledBodyAnsweredAtOnce.)
 func TestRefusalOfStalledBodyAnswered(t *testing.T) {
 	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
 	addr := stallProxy(t, node, 300*time.Millisecond, 0)
@@ -228,6 +228,130 @@ func TestRefusalOfStalledBodyAnswered(t *testing.T) {
 				t.Fatalf("POST %s with a stalled body (%q): %s, close %v; want a 4xx and the connection closed", target, body, resp.Status, resp.Close)
 			}
 		}
+	}
+}
+
+// stalledRefusals are requests nexmux refuses itself, never forwarded: a
+// path that climbs out of /v2/, one outside the registry API, and a Host
+// that another route serves (the connection is for team-a.example.com).
+var stalledRefusals = []struct {
+	name, head string
+	status     int
+}{
+	{"bad path", "POST /v2/../app/blobs/uploads/ HTTP/1.1\r\nHost: team-a.example.com\r\n", http.StatusBadRequest},
+	{"foreign path", "POST /service/rest/v1/status HTTP/1.1\r\nHost: team-a.example.com\r\n", http.StatusNotFound},
+	{"wrong host", "PUT /v2/app/manifests/1 HTTP/1.1\r\nHost: team-b.example.com\r\n", http.StatusMisdirectedRequest},
+}
+
+// stalledBodies announce a small body and stop before its end.
+var stalledBodies = []struct{ name, raw string }{
+	{"content-length", "Content-Length: 100\r\n\r\nabc"},
+	{"chunked, no chunk", "Transfer-Encoding: chunked\r\n\r\n"},
+	{"chunked, a chunk and no end", "Transfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n"},
+}
+
+// readRefusal reads nexmux's JSON refusal from br and fails unless it is
+// want, whole, and closes the connection.
+func readRefusal(t *testing.T, br *bufio.Reader, want int) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer: %v; want nexmux's %d", err, want)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("%s: body cut after %d bytes: %v", resp.Status, len(b), err)
+	}
+	if resp.StatusCode != want || resp.Header.Get("Content-Type") != "application/json" || !strings.HasPrefix(string(b), `{"errors":[`) || !resp.Close {
+		t.Fatalf("got %s (%s) %q, close %v; want a JSON %d with the connection closed", resp.Status, resp.Header.Get("Content-Type"), b, resp.Close, want)
+	}
+}
+
+// A request nexmux refuses itself is answered at once, however long
+// --body-timeout is, when its client announced a small body and stalls:
+// net/http would read up to 256 KiB of an unread body before it sends a
+// handler's answer, so the refusal waited for the client's body or for
+// --body-timeout.
+func TestRefusalOfStalledBodyAnsweredAtOnce(t *testing.T) {
+	const bodyTO, bound = 30 * time.Second, 5 * time.Second
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
+	addr := stallProxy(t, node, bodyTO, 0)
+	for _, rq := range stalledRefusals {
+		for _, body := range stalledBodies {
+			t.Run(rq.name+"/"+body.name, func(t *testing.T) {
+				t.Parallel()
+				start := time.Now()
+				c := stalledClient(t, addr, rq.head+body.raw)
+				_ = c.SetReadDeadline(start.Add(bound))
+				readRefusal(t, bufio.NewReader(c), rq.status)
+				if d := time.Since(start); d >= bound {
+					t.Fatalf("answered after %v (--body-timeout %v); want at once", d.Round(time.Millisecond), bodyTO)
+				}
+			})
+		}
+	}
+}
+
+// A client that sends its whole body before it reads gets the refusal
+// whole: the rest of the body is read after the answer, not left unread
+// in a socket whose close would then be a reset (which may take back the
+// answer from the client's kernel, and ends its read with an error
+// instead of the end of the stream).
+func TestRefusalOfWholeBodyArrivesIntact(t *testing.T) {
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
+	addr := stallProxy(t, node, 30*time.Second, 0)
+	body := bytes.Repeat([]byte("0123456789abcdef"), 4<<10) // 64 KiB
+	chunked := fmt.Appendf(nil, "Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+	sized := fmt.Appendf(nil, "Content-Length: %d\r\n\r\n%s", len(body), body)
+	for i := range 5 {
+		for _, rq := range stalledRefusals {
+			for _, framed := range [][]byte{sized, chunked} {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Write(append([]byte(rq.head), framed...)); err != nil {
+					t.Fatalf("%d, %s: writing the request: %v", i, rq.name, err)
+				}
+				br := bufio.NewReader(c)
+				readRefusal(t, br, rq.status)
+				if _, err := br.ReadByte(); err != io.EOF {
+					t.Fatalf("%d, %s: after the answer: %v; want the connection closed cleanly (EOF)", i, rq.name, err)
+				}
+				c.Close()
+			}
+		}
+	}
+}
+
+// A client that goes on stalling after its refusal loses its connection
+// once --body-timeout has passed without its body: the answer comes at
+// once, the rest of the body is waited for no longer than that.
+func TestRefusalOfStalledBodyClosesAfterBodyTimeout(t *testing.T) {
+	const bodyTO, slack = 3 * time.Second, 3 * time.Second
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
+	addr := stallProxy(t, node, bodyTO, 0)
+	for _, body := range stalledBodies {
+		t.Run(body.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			c := stalledClient(t, addr, stalledRefusals[0].head+body.raw)
+			_ = c.SetReadDeadline(start.Add(bodyTO + 2*slack))
+			br := bufio.NewReader(c)
+			readRefusal(t, br, stalledRefusals[0].status)
+			answered := time.Since(start)
+			if answered >= bodyTO {
+				t.Fatalf("answered after %v: want before --body-timeout (%v)", answered.Round(time.Millisecond), bodyTO)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Fatalf("%v after the answer: %v; want the connection closed", time.Since(start)-answered, err)
+			}
+			if d := time.Since(start) - answered; d >= bodyTO+slack {
+				t.Fatalf("connection closed %v after the answer; want within --body-timeout (%v)", d.Round(time.Millisecond), bodyTO)
+			}
+		})
 	}
 }
 
