@@ -338,6 +338,7 @@ func TestHAReplicaReloadingDuringPushes(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	done := make(chan int)
+	var reloads atomic.Int64
 	go func() {
 		i := 0
 		defer func() { done <- i }()
@@ -353,12 +354,18 @@ func TestHAReplicaReloadingDuringPushes(t *testing.T) {
 				return
 			}
 			i++
+			reloads.Add(1)
 		}
 	}()
 	tr := &crossing{trs: []http.RoundTripper{viaReplica(st, st.Addr), viaReplica(st, a2)}, last: map[string]int{}}
 	var refs []string
 	var imgs []v1.Image
-	for i := range 4 {
+	// Four pushes at least, and on until every list was loaded once: how
+	// many reloads four pushes span depends on the machine's speed.
+	for i := 0; i < 4 || reloads.Load() < int64(len(lists)); i++ {
+		if i == 40 {
+			break
+		}
 		img, _ := random.Image(128<<10, 3)
 		ref := fmt.Sprintf("%s/ha/reloading:%d", st.Host("team-a"), i)
 		if err := haPush(t, ref, img, tr); err != nil {
