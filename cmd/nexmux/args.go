@@ -284,6 +284,7 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 			names = append(names, name)
 		}
 	}
+	misspelling := config.Misspeller(names)
 	services := map[string]bool{}
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
@@ -297,7 +298,7 @@ func misspeltEnv(app *cli.App, environ []string) []string {
 		if !strings.HasPrefix(name, "NEXMUX_") || known[name] || serviceLink(name, services) {
 			continue
 		}
-		if best := config.Misspelling(strings.TrimPrefix(name, prefix), names); best != "" {
+		if best := misspelling(strings.TrimPrefix(name, prefix)); best != "" {
 			out = append(out, fmt.Sprintf("ignoring %s: no setting reads it (did you mean %s?)", name, prefix+best))
 		}
 	}

@@ -720,19 +720,16 @@ func (e *UnknownKeyError) Resembles(command string) string {
 	return ""
 }
 
-// Misspelling returns the one of names that name is likely a misspelling
-// of, or "": the nearest within two edits, case, '-' and '_' aside
-// (ROUTES, MAXCONNS, max_conns), the first in byte order on a tie (names
-// may come from a map, in no order of their own). A name of
+// Misspeller returns a function naming the one of names that a name is
+// likely a misspelling of, or "": the nearest within two edits, case, '-'
+// and '_' aside (ROUTES, MAXCONNS, max_conns), the first in byte order on
+// a tie (names may come from a map, in no order of their own). A name of
 // under six letters is a letter or two from too many (SOAK, PORTS) to say
 // which was meant: only one in another case or with two neighbouring
 // letters swapped (CHIAN) is sure. It names the setting meant by a
-// misspelt NEXMUX_ variable and by an unknown config file key alike.
-func Misspelling(name string, names []string) string { return Misspeller(names)(name) }
-
-// Misspeller is Misspelling against one list of names for many names (a
-// file's unknown keys): each of the list is squashed once, and one whose
-// length is more than two from name's is more than two edits away.
+// misspelt NEXMUX_ variable and by an unknown config file key alike. Each
+// of names is squashed once, for a file of many unknown keys; one whose
+// length is more than two from a name's is more than two edits away.
 func Misspeller(names []string) func(name string) string {
 	squashed := make([]string, len(names))
 	for i, k := range names {
@@ -755,7 +752,7 @@ func Misspeller(names []string) func(name string) string {
 	}
 }
 
-// separators are left out of names compared by Misspelling. Built once:
+// separators are left out of names compared by Misspeller. Built once:
 // a file of many unknown keys squashes each.
 var separators = strings.NewReplacer("_", "", "-", "")
 

@@ -967,7 +967,7 @@ func TestApplyFileExtensionKeySizedOnce(t *testing.T) {
 
 // An unknown key a letter or two from a flag's name (a plural, '_' for
 // '-', another case, two letters swapped) names the flag meant, as a
-// misspelt NEXMUX_ variable does (Misspelling): the key names the setting
+// misspelt NEXMUX_ variable does (Misspeller): the key names the setting
 // the file meant to give. A key far from every name, or short and one
 // letter from a name (ports:, which may be anything), draws no guess; a
 // key of another command's setting (chain:) is no unknown key at all.
@@ -994,14 +994,14 @@ func TestApplyFileUnknownKeyHint(t *testing.T) {
 	}
 }
 
-func TestMisspelling(t *testing.T) {
+func TestMisspeller(t *testing.T) {
 	names := []string{"route", "routes-file", "port", "chain", "max-conns", "max-conn-age"}
 	for name, want := range map[string]string{
 		"routes": "route", "ROUTE": "route", "max_conns": "max-conns", "maxconn": "max-conns", "CHIAN": "chain",
 		"prot": "port", "ports": "", "rout": "", "chains": "chain", "max-conn-ages": "max-conn-age", "": "",
 	} {
-		if got := Misspelling(name, names); got != want {
-			t.Errorf("Misspelling(%q) = %q, want %q", name, got, want)
+		if got := Misspeller(names)(name); got != want {
+			t.Errorf("Misspeller(names)(%q) = %q, want %q", name, got, want)
 		}
 	}
 }
@@ -1015,7 +1015,7 @@ func TestApplyFileAliasedValueSizedOnceAcrossKeys(t *testing.T) {
 		items, keys int
 	}{
 		{"extension keys", "x-k%d", 200000, 30000},
-		// Fewer keys: each draws a hint (Misspelling), which costs more
+		// Fewer keys: each draws a hint (Misspeller), which costs more
 		// than reading its list once.
 		{"keys of no setting", "k%d", 400000, 15000},
 	} {
