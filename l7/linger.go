@@ -3,6 +3,7 @@ package l7
 import (
 	"io"
 	"net/http"
+	"os"
 	"time"
 )
 
@@ -12,10 +13,15 @@ import (
 // thrown away, so a client that writes its whole body before it reads
 // meets the close with nothing left unread, not a reset that may take the
 // answer back from its kernel.
-
-// lingerMaxBytes is what net/http itself reads of a body left unread
-// (its maxPostHandlerReadBytes).
-const lingerMaxBytes = 256 << 10
+const (
+	// lingerMaxBytes is what net/http itself reads of a body left
+	// unread (its maxPostHandlerReadBytes).
+	lingerMaxBytes = 256 << 10
+	// lingerTime and lingerIdle are nginx's lingering_time and
+	// lingering_timeout: the linger in all, and its wait for each read.
+	lingerTime = 30 * time.Second
+	lingerIdle = 5 * time.Second
+)
 
 // answerFirst readies w's answer to go out before the request's unread
 // body. net/http would read up to 256 KiB of it before sending the answer,
@@ -28,18 +34,41 @@ func answerFirst(w http.ResponseWriter) {
 }
 
 // linger sends cw's answer, then reads and throws away up to
-// lingerMaxBytes of body within --body-timeout. net/http's own read after
-// the handler (body.Close) is no substitute: it skips the body of a
-// request that said Connection: close (HTTP/1.0's default). It still
-// comes after this one, under the same deadline, and a body it finds
-// going on past 256 KiB more gets net/http's FIN and half a second
-// before the close.
+// lingerMaxBytes of body: at most p.lingerTime in all and p.lingerIdle a
+// read, each within --body-timeout. net/http's own read after the handler
+// (body.Close) is no substitute: it skips the body of a request that said
+// Connection: close (HTTP/1.0's default), and it has one deadline, without
+// end when --body-timeout is 0. It still comes after this one, under the
+// last deadline set here, and a body it finds going on past 256 KiB more
+// gets net/http's FIN and half a second before the close.
 func (p *Proxy) linger(cw *batchingWriter, body io.Reader, rd readDeadliner) {
 	cw.Flush()
-	var end time.Time
+	total, idle := p.lingerTime, p.lingerIdle
 	if p.bodyTO > 0 {
-		end = time.Now().Add(p.bodyTO)
+		total, idle = min(total, p.bodyTO), min(idle, p.bodyTO)
 	}
-	_ = rd.SetReadDeadline(end)
-	_, _ = io.CopyN(io.Discard, body, lingerMaxBytes)
+	lr := lingerReader{r: body, rd: rd, idle: idle, end: time.Now().Add(total)}
+	_, _ = io.CopyN(io.Discard, &lr, lingerMaxBytes)
+}
+
+// lingerReader reads r, each read under a deadline of idle from its start
+// and none past end.
+type lingerReader struct {
+	r    io.Reader
+	rd   readDeadliner
+	idle time.Duration
+	end  time.Time
+}
+
+func (l *lingerReader) Read(b []byte) (int, error) {
+	now := time.Now()
+	if !now.Before(l.end) {
+		return 0, os.ErrDeadlineExceeded
+	}
+	dl := now.Add(l.idle)
+	if l.end.Before(dl) {
+		dl = l.end
+	}
+	_ = l.rd.SetReadDeadline(dl)
+	return l.r.Read(b)
 }

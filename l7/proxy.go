@@ -179,6 +179,9 @@ type Proxy struct {
 	maxAge   time.Duration
 	bodyTO   time.Duration // 0: never
 	sendTO   time.Duration // 0: never
+	// lingerTime and lingerIdle bound linger (lingerTime, lingerIdle;
+	// tests shorten them).
+	lingerTime, lingerIdle time.Duration
 	// cutting is set once a drain's time is up and its connections are
 	// being closed: a transfer failing then was cut by nexmux, not by its
 	// client, and its access line says so.
@@ -291,6 +294,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.plain = "https"
 	}
 	p.bodyTO, p.sendTO = stallTimeout(cfg.BodyTimeout, DefaultBodyTimeout), stallTimeout(cfg.SendTimeout, DefaultSendTimeout)
+	p.lingerTime, p.lingerIdle = lingerTime, lingerIdle
 	if p.log == nil {
 		p.log = slog.Default()
 	}
