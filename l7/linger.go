@@ -33,6 +33,21 @@ func answerFirst(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).EnableFullDuplex()
 }
 
+// AnswerFirst serves h, which reads no request body, so that an HTTP/1
+// request's body never holds its answer (answerFirst): the answer goes out
+// at once with Connection: close, and net/http reads up to 256 KiB of the
+// body after it under the server's read deadline (none of a sized body
+// whose request said Connection: close; Proxy.linger's own read is for
+// answers nexmux knows whole before it returns).
+func AnswerFirst(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 1 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			answerFirst(w)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // linger sends cw's answer, then reads and throws away up to
 // lingerMaxBytes of body: at most p.lingerTime in all and p.lingerIdle a
 // read, each within --body-timeout. net/http's own read after the handler
