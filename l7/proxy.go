@@ -179,6 +179,9 @@ type Proxy struct {
 	maxAge   time.Duration
 	bodyTO   time.Duration // 0: never
 	sendTO   time.Duration // 0: never
+	// lingerTime and lingerIdle bound linger (lingerTime, lingerIdle;
+	// tests shorten them).
+	lingerTime, lingerIdle time.Duration
 	// cutting is set once a drain's time is up and its connections are
 	// being closed: a transfer failing then was cut by nexmux, not by its
 	// client, and its access line says so.
@@ -291,6 +294,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.plain = "https"
 	}
 	p.bodyTO, p.sendTO = stallTimeout(cfg.BodyTimeout, DefaultBodyTimeout), stallTimeout(cfg.SendTimeout, DefaultSendTimeout)
+	p.lingerTime, p.lingerIdle = lingerTime, lingerIdle
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -383,6 +387,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if st.fresh != nil {
 		st.fresh.release()
 	}
+	if st.cw.lingers && !st.bodyWrap.ended.Load() {
+		// After the access line and every place is given back: the
+		// linger holds only the connection.
+		if rd, _ := deadliners(w); rd != nil {
+			p.linger(&st.cw, st.bodyWrap.ReadCloser, rd)
+		}
+	}
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
@@ -443,13 +454,16 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 			// where it began.
 			p.log.Error("panic serving a request", "panic", cut, "stack", string(debug.Stack()))
 		}
-		if body != nil && body.deadline != nil && !body.ended.Load() {
+		if cw.lingers && !body.ended.Load() {
+			// nexmux refused the request (batchingWriter.refusing):
+			// ServeHTTP's end lingers on the rest of the body, under
+			// deadlines of its own.
+			body.lastDeadline(time.Time{})
+		} else if body != nil && body.deadline != nil && !body.ended.Load() {
 			// net/http reads the unread rest of a small body before it
-			// sends Nexus's early answer, or after nexmux's own refusal
-			// (batchingWriter.refusing): --body-timeout bounds that read
-			// too, or a client that never sends its body gets no answer,
-			// or holds the connection after it. A body that ended (EOF,
-			// or failed) needs no more time.
+			// sends Nexus's early answer: --body-timeout bounds that read
+			// too, or a client that never sends its body gets no answer.
+			// A body that ended (EOF, or failed) needs no more time.
 			body.lastDeadline(time.Now().Add(body.timeout))
 			if cw.deadline != nil && wd != nil {
 				// Nexus's early answer waits for that read before it goes
@@ -1140,22 +1154,20 @@ type batchingWriter struct {
 	// reqBody is an HTTP/1 request's body (nil: none, or HTTP/2), which a
 	// refusal may leave unread (refusing).
 	reqBody *countingBody
+	// lingers: a refusal left reqBody unread, to be lingered on.
+	lingers bool
 }
 
 // refusing readies an answer nexmux writes itself (writeError) to an
-// HTTP/1 request whose body it has not read to the end. net/http would read
-// up to 256 KiB of that body before sending the answer, so a client that
-// stalls would get it only at --body-timeout. In full duplex the answer
-// goes out first and net/http reads the rest after it (a lingering close,
-// under the deadline serve's end sets), so a client still writing its body
-// gets no reset. Connection: close, since a rest left unread must not be
-// read as the next request.
+// HTTP/1 request whose body it has not read to the end: it goes out at
+// once (answerFirst), and ServeHTTP's end lingers on the rest of the body
+// (Proxy.linger).
 func (c *batchingWriter) refusing() {
 	if c.reqBody == nil || c.reqBody.ended.Load() {
 		return
 	}
-	endConnection(c.ResponseWriter)
-	_ = http.NewResponseController(c.ResponseWriter).EnableFullDuplex()
+	answerFirst(c.ResponseWriter)
+	c.lingers = true
 }
 
 // armDeadline gives the next write to the client timeout from now.

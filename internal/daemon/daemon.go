@@ -324,9 +324,10 @@ func (d *Daemon) Start() error {
 			http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
 		})
 		mm.Handle("/", d.metrics.Handler(ready))
-		// ReadTimeout too: no endpoint here reads a body, and net/http
-		// would wait without end for a stalled one before answering.
-		d.metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+		// No endpoint here reads a body: AnswerFirst answers before
+		// net/http reads what it would of one, and ReadTimeout bounds
+		// that read, after the answer.
+		d.metricsSrv = &http.Server{Handler: l7.AnswerFirst(mm), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
 			IdleTimeout: d.metricsIdleTimeout, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 		capped := newMetricsListener(ml, d.log)
 		d.metricsSrv.ConnState = capped.connState

@@ -68,9 +68,11 @@ func TestMetricsListenerIdleTimeoutAndGenericReadyz(t *testing.T) {
 	}
 }
 
-// A request body that never ends does not hold a metrics connection: none
-// of its endpoints reads one, and net/http would wait for it without end
-// before answering (it discards a small unread body first).
+// A request body that never ends neither holds a metrics answer nor its
+// connection: none of its endpoints reads one, and net/http would read up
+// to 256 KiB of it before answering (until the 10 s read timeout).
+// The answer comes at once, with Connection: close, and the connection
+// closes by the read timeout.
 func TestMetricsListenerStalledBodyClosed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for the metrics read timeout")
@@ -80,19 +82,38 @@ func TestMetricsListenerStalledBodyClosed(t *testing.T) {
 	st := stack.Start(t, stack.Options{Config: cfg, Daemon: daemon.Options{MetricsIdleTimeout: time.Hour}})
 	maddr := st.Daemon.Addr("metrics").String()
 
-	c, err := net.Dial("tcp", maddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "POST /healthz HTTP/1.1\r\nHost: m\r\nContent-Length: 100\r\n\r\nab"); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	_, err = io.Copy(io.Discard, c)
-	if err != nil {
-		t.Fatalf("metrics connection with a stalled body still open after %v: %v", time.Since(start).Round(time.Second), err)
+	for _, body := range []string{"Content-Length: 100\r\n\r\nab", "Transfer-Encoding: chunked\r\n\r\n2\r\nab\r\n"} {
+		t.Run(strings.TrimSuffix(strings.Fields(body)[0], ":"), func(t *testing.T) {
+			t.Parallel()
+			c, err := net.Dial("tcp", maddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			start := time.Now()
+			if _, err := io.WriteString(c, "POST /healthz HTTP/1.1\r\nHost: m\r\n"+body); err != nil {
+				t.Fatal(err)
+			}
+			// Half the read timeout: an answer that waited for the
+			// body would come at 10 s.
+			c.SetReadDeadline(start.Add(5 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer within 5 s: %v", err)
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusMethodNotAllowed || !resp.Close {
+				t.Fatalf("%s, close %v, %v; want the 405 whole, with Connection: close", resp.Status, resp.Close, err)
+			}
+			answered := time.Since(start)
+			c.SetReadDeadline(start.Add(30 * time.Second))
+			if _, err = io.Copy(io.Discard, br); err != nil {
+				t.Fatalf("metrics connection with a stalled body still open after %v: %v", time.Since(start).Round(time.Second), err)
+			}
+			t.Logf("answered after %v, closed after %v", answered.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		})
 	}
 }
 
