@@ -227,8 +227,9 @@ type reqState struct {
 
 	cw       batchingWriter
 	bodyWrap countingBody
-	held     heldSlot   // an HTTP/2 request's per-client place
-	fresh    *freshness // the failover's first attempt's (freshanswer.go)
+	held     heldSlot     // an HTTP/2 request's per-client place
+	fresh    *freshness   // the failover's first attempt's (freshanswer.go)
+	trace    requestTrace // fresh's trace and the context carrying it
 	// The failover's first attempt's context (detach.go) and URL, and
 	// whether that attempt took them.
 	det          detached
