@@ -235,6 +235,10 @@ type reqState struct {
 	det          detached
 	url          url.URL
 	attemptTaken bool
+	// The failover's first answer's body wrapper, and whether it was
+	// taken.
+	done      doneBody
+	doneTaken bool
 }
 
 // heldSlot is the per-client place of an HTTP/2 request, kept until its

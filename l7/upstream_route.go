@@ -449,7 +449,16 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// Nexus's trailers never reach the client (doneBody): none
 		// announced, none sent.
 		resp.Trailer = nil
-		d := &doneBody{a: a, resp: resp}
+		// The request's first answer's wrapper is in its state, as its
+		// first attempt's context and URL are.
+		var d *doneBody
+		if st != nil && !st.doneTaken {
+			st.doneTaken = true
+			d = &st.done
+			d.a, d.resp = a, resp
+		} else {
+			d = &doneBody{a: a, resp: resp}
+		}
 		if blobGet && f.resumable(out, fr, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release) {
 			// Reported served once its body is whole (resumeBody.Read).
 		} else if answered {
