@@ -153,8 +153,10 @@ func hideTrace(ctx context.Context) context.Context { return &tracedCtx{Context:
 
 // context is ctx with f's trace. Once per request: the lookups it costs
 // are cheapest on the request's own context, before WithoutCancel (whose
-// Value allocates).
-func (f *freshness) context(ctx context.Context) context.Context {
+// Value allocates). t holds the trace and its context when ctx's trace
+// is the only one; nil: a new one. A t is filled once and never reused:
+// the Transport's dial may read it after the request ended (requestTrace).
+func (f *freshness) context(ctx context.Context, t *requestTrace) context.Context {
 	old := httptrace.ContextClientTrace(ctx)
 	f.n1xx.Store(0)
 	f.forward1xx = nil
@@ -165,7 +167,7 @@ func (f *freshness) context(ctx context.Context) context.Context {
 		// Nothing to carry, or hooks of the same name: composed, and
 		// not f's alone.
 		f.dirty.Store(true)
-		t := &requestTrace{trace: httptrace.ClientTrace{GotConn: f.onConn, GotFirstResponseByte: f.onFirstByte}}
+		t = &requestTrace{trace: httptrace.ClientTrace{GotConn: f.onConn, GotFirstResponseByte: f.onFirstByte}}
 		if f.forward1xx != nil {
 			// Composed hooks answer with the old one's error, not
 			// got1xx's: the old trace goes without its own.
@@ -176,7 +178,10 @@ func (f *freshness) context(ctx context.Context) context.Context {
 		}
 		return httptrace.WithClientTrace(ctx, &t.trace)
 	}
-	t := &requestTrace{trace: *old}
+	if t == nil {
+		t = new(requestTrace)
+	}
+	t.trace = *old
 	t.trace.GotConn, t.trace.GotFirstResponseByte, t.trace.WroteRequest = f.onConn, f.onFirstByte, f.onWrote
 	if f.forward1xx != nil {
 		t.trace.Got1xxResponse = f.on1xx
@@ -186,10 +191,11 @@ func (f *freshness) context(ctx context.Context) context.Context {
 }
 
 // requestTrace is one request's ClientTrace and the context that carries
-// it, in one allocation. Not part of the pooled freshness: the Transport's
-// dial for a request reads both on a goroutine of its own, which outlives
-// the request when another connection came free first. Only the hooks,
-// which that goroutine never calls, lead to the freshness.
+// it, in one allocation (the first attempt's is in its reqState). Not
+// part of the pooled freshness: the Transport's dial for a request reads
+// both on a goroutine of its own, which outlives the request when another
+// connection came free first. Only the hooks, which that goroutine never
+// calls, lead to the freshness.
 type requestTrace struct {
 	ctx   tracedCtx
 	trace httptrace.ClientTrace

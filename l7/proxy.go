@@ -230,13 +230,18 @@ type reqState struct {
 
 	cw       batchingWriter
 	bodyWrap countingBody
-	held     heldSlot   // an HTTP/2 request's per-client place
-	fresh    *freshness // the failover's first attempt's (freshanswer.go)
+	held     heldSlot     // an HTTP/2 request's per-client place
+	fresh    *freshness   // the failover's first attempt's (freshanswer.go)
+	trace    requestTrace // fresh's trace and the context carrying it
 	// The failover's first attempt's context (detach.go) and URL, and
 	// whether that attempt took them.
 	det          detached
 	url          url.URL
 	attemptTaken bool
+	// The failover's first answer's body wrapper, and whether it was
+	// taken.
+	done      doneBody
+	doneTaken bool
 }
 
 // heldSlot is the per-client place of an HTTP/2 request, kept until its

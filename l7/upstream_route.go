@@ -214,14 +214,17 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	// The request's own only on its first call: a repository fallback
 	// calls again, while the Transport may still use the first call's.
 	var fr *freshness
+	var base context.Context
 	if st != nil && st.fresh == nil {
-		// Given back when the request ends (ServeHTTP).
+		// Given back when the request ends (ServeHTTP). Its trace is
+		// the request's state's, filled once, here.
 		st.fresh = takeFreshness()
 		fr = st.fresh
+		base = fr.context(r.Context(), &st.trace)
 	} else {
 		fr = newFreshness()
+		base = fr.context(r.Context(), nil)
 	}
-	base := fr.context(r.Context())
 	// askedAfter: an upload follow-up's node refused, and the nodes were
 	// asked once for another that knows the session.
 	askedAfter := false
@@ -233,7 +236,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		last := i == len(cands)-1
 		if i > 0 {
 			fr = newFreshness()
-			base = fr.context(r.Context())
+			base = fr.context(r.Context(), nil)
 		}
 		sl, ok := f.up.acquireOr(r.Context(), n.Host, client, &queue, !last)
 		if !ok {
@@ -446,7 +449,16 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		// Nexus's trailers never reach the client (doneBody): none
 		// announced, none sent.
 		resp.Trailer = nil
-		d := &doneBody{a: a, resp: resp}
+		// The request's first answer's wrapper is in its state, as its
+		// first attempt's context and URL are.
+		var d *doneBody
+		if st != nil && !st.doneTaken {
+			st.doneTaken = true
+			d = &st.done
+			d.a, d.resp = a, resp
+		} else {
+			d = &doneBody{a: a, resp: resp}
+		}
 		if blobGet && f.resumable(out, fr, r.Context(), n, repo+"@"+digest, resp, a.cancel, d.release) {
 			// Reported served once its body is whole (resumeBody.Read).
 		} else if answered {
@@ -682,7 +694,7 @@ func (f failover) ask(r *http.Request, nodes []*upstream.Node) (found *upstream.
 			// Its own trace only: the client's (ReverseProxy's) would
 			// write a node's 1xx to the question to the client.
 			fr := newFreshness()
-			q, err := http.NewRequestWithContext(fr.context(hideTrace(context.WithoutCancel(ctx))), http.MethodGet, upstream.Origin(n.Scheme, n.Host)+r.URL.EscapedPath(), nil)
+			q, err := http.NewRequestWithContext(fr.context(hideTrace(context.WithoutCancel(ctx)), nil), http.MethodGet, upstream.Origin(n.Scheme, n.Host)+r.URL.EscapedPath(), nil)
 			if err != nil {
 				sl.release()
 				return

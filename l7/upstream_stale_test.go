@@ -102,7 +102,7 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 	var ctx context.Context
 	send := func(path string, body io.Reader) (*freshness, *http.Response, error) {
 		f := newFreshness()
-		ctx = f.context(httptrace.WithClientTrace(context.Background(), proxyTrace))
+		ctx = f.context(httptrace.WithClientTrace(context.Background(), proxyTrace), nil)
 		r, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+n.addr+"/repository/x/"+path, body)
 		if err != nil {
 			t.Fatal(err)
@@ -182,7 +182,7 @@ func TestFreshnessReusedOnlyOnceTheTransportIsDone(t *testing.T) {
 
 	// A trace with hooks of its own is composed, not carried: never reused.
 	f = newFreshness()
-	f.context(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {}}))
+	f.context(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {}}), nil)
 	if f.reusable() {
 		t.Error("a freshness composed with another trace's hooks: reusable")
 	}

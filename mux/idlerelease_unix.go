@@ -33,11 +33,11 @@ func (p *peeker) setup(tc *net.TCPConn) error {
 func (p *peeker) ready() bool { return p.rc != nil }
 
 func (p *peeker) peek(fd uintptr) bool {
-	n, _, err := unix.Recvfrom(int(fd), p.b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	if err == unix.EAGAIN || err == unix.EINTR {
+	n, errno := recvPeek(fd, p.b[:])
+	if errno == unix.EAGAIN || errno == unix.EINTR {
 		return false
 	}
-	p.readable = err == nil && n > 0
+	p.readable = errno == 0 && n > 0
 	return true
 }
 

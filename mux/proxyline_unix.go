@@ -22,13 +22,13 @@ func awaitProxyLine(c net.Conn) {
 	// function returns false, so each new segment is looked at once.
 	_ = rc.Read(func(fd uintptr) bool {
 		for {
-			n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			n, errno := recvPeek(fd, b[:])
 			switch {
-			case err == unix.EINTR:
+			case errno == unix.EINTR:
 				continue
-			case err == unix.EAGAIN:
+			case errno == unix.EAGAIN:
 				return false
-			case err != nil || n <= 0:
+			case errno != 0 || n <= 0:
 				return true // a reset or EOF: the parser reports it
 			}
 			// A FIN behind a partial line makes no new data: without
