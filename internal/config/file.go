@@ -440,7 +440,7 @@ func (c *Config) ApplyFile(path string) error {
 		byName[settings[i].Name] = &settings[i]
 		names[i] = settings[i].Name
 	}
-	misspelling := Misspeller(names)
+	misspelling := RefusedMisspeller(names)
 	var errs *multierror.Error
 	for _, e := range keys {
 		if e.err != nil {
@@ -726,11 +726,20 @@ func (e *UnknownKeyError) Resembles(command string) string {
 // a tie (names may come from a map, in no order of their own). A name of
 // under six letters is a letter or two from too many (SOAK, PORTS) to say
 // which was meant: only one in another case or with two neighbouring
-// letters swapped (CHIAN) is sure. It names the setting meant by a
-// misspelt NEXMUX_ variable and by an unknown config file key alike. Each
-// of names is squashed once, for a file of many unknown keys; one whose
+// letters swapped (CHIAN) is sure. It names the setting a misspelt
+// NEXMUX_ variable meant, where a guess decides whether to warn at all
+// (RefusedMisspeller: unknown flags and file keys). Each of names is squashed once, for a file of many unknown keys; one whose
 // length is more than two from a name's is more than two edits away.
-func Misspeller(names []string) func(name string) string {
+func Misspeller(names []string) func(name string) string { return misspeller(names, false) }
+
+// RefusedMisspeller is Misspeller for a name already refused, an unknown
+// flag or config file key: it can only have meant one of names, and a
+// wrong guess costs a hint, not a warning about something that was none of
+// nexmux's business, so a short name one edit from one (--rout, ports:)
+// names it too.
+func RefusedMisspeller(names []string) func(name string) string { return misspeller(names, true) }
+
+func misspeller(names []string, refused bool) func(name string) string {
 	squashed := make([]string, len(names))
 	for i, k := range names {
 		squashed[i] = squash(k)
@@ -739,9 +748,12 @@ func Misspeller(names []string) func(name string) string {
 		sq := squash(name)
 		short := len(sq) < 6
 		best, bestD := "", 3
+		if short && refused {
+			bestD = 2
+		}
 		for i, k := range names {
 			sk := squashed[i]
-			if short && !swapOrSame(sq, sk) || len(sq)-len(sk) > 2 || len(sk)-len(sq) > 2 {
+			if short && !refused && !swapOrSame(sq, sk) || len(sq)-len(sk) > 2 || len(sk)-len(sq) > 2 {
 				continue
 			}
 			if d := EditDistance(sq, sk); d < bestD || d == bestD && k < best {

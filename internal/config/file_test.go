@@ -968,15 +968,17 @@ func TestApplyFileExtensionKeySizedOnce(t *testing.T) {
 // An unknown key a letter or two from a flag's name (a plural, '_' for
 // '-', another case, two letters swapped) names the flag meant, as a
 // misspelt NEXMUX_ variable does (Misspeller): the key names the setting
-// the file meant to give. A key far from every name, or short and one
-// letter from a name (ports:, which may be anything), draws no guess; a
-// key of another command's setting (chain:) is no unknown key at all.
+// the file meant to give. Refused already, a short key one letter from a
+// name (ports:, rout:) names it too (RefusedMisspeller); a key far from
+// every name draws no guess, and a key of another command's setting
+// (chain:) is no unknown key at all.
 func TestApplyFileUnknownKeyHint(t *testing.T) {
 	for key, want := range map[string]string{
 		"routes": "route", "upstreams": "upstream", "default_route": "default-route", "max_conns": "max-conns",
 		"defaultRoute": "default-route", "MaxConns": "max-conns", "ROUTE": "route", "chian": "chain",
 		"upstream-max-con": "upstream-max-conns", "metrics_listen": "metrics-listen", "per_client_ipv6_prefix": "per-client-ipv6-prefix",
-		"domain": "", "ports": "", "certs": "", "log": "", "nexus": "", "NEXMUX_ROUTE": "",
+		"ports": "port", "certs": "cert", "rout": "route", "kye": "key",
+		"domain": "", "log": "", "nexus": "", "NEXMUX_ROUTE": "", "xyzzy": "",
 	} {
 		p := writeYAML(t, "listen: \":1\"\n"+key+": x\n")
 		err := Defaults().ApplyFile(p)
@@ -1002,6 +1004,16 @@ func TestMisspeller(t *testing.T) {
 	} {
 		if got := Misspeller(names)(name); got != want {
 			t.Errorf("Misspeller(names)(%q) = %q, want %q", name, got, want)
+		}
+	}
+	// A name refused already (an unknown flag or key) can only mean one
+	// of names: a short one within one edit is named too, not within two.
+	for name, want := range map[string]string{
+		"routes": "route", "CHIAN": "chain", "prot": "port", "ports": "port", "rout": "route", "por": "port",
+		"ro": "", "chn": "", "maxconn": "max-conns", "": "",
+	} {
+		if got := RefusedMisspeller(names)(name); got != want {
+			t.Errorf("RefusedMisspeller(names)(%q) = %q, want %q", name, got, want)
 		}
 	}
 }
