@@ -494,6 +494,9 @@ func (c *Config) ApplyFile(path string) error {
 			}
 			continue
 		}
+		if l, ok := val.([]string); ok {
+			val = TrimItems(l) // as Set stores it, for reloads to compare
+		}
 		s.Set(c, val)
 		c.FileKeys = append(c.FileKeys, s.Name)
 		if c.FileLines == nil {
