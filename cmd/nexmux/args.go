@@ -199,12 +199,55 @@ func argProblems(c *cli.Context) []error {
 // notDefined is the problem of flag (as typed: --chain, -chain), which
 // the command of c does not define, naming the commands that do: given
 // to the wrong command (serve --chain), the flag is more than unknown.
+// Else it names the flag it is likely a misspelling of (--rout: --route),
+// one of the command's own first, another command's with its owners
+// (serve --chian: --chain, a flag of nexmux iptables), as an unknown
+// config file key does.
 func notDefined(c *cli.Context, flag string) error {
+	name := strings.TrimLeft(flag, "-")
 	msg := "flag provided but not defined: " + flag
-	if owners := flagOwners(c.App, strings.TrimLeft(flag, "-")); owners != "" {
+	if owners := flagOwners(c.App, name); owners != "" {
 		msg += " (a flag of " + owners + ")"
+	} else if like, owners := flagMeant(c, name); owners != "" {
+		msg += " (did you mean --" + like + ", a flag of " + owners + "?)"
+	} else if like != "" {
+		msg += " (did you mean --" + like + "?)"
 	}
 	return errors.New(msg)
+}
+
+// flagMeant is the flag that name (no flag of the command of c) likely
+// misspells, and "" for one of that command's own flags (hidden ones
+// included: check takes iptables' flags), else the commands whose flag it
+// is (flagOwners): ("", "") for none.
+func flagMeant(c *cli.Context, name string) (like, owners string) {
+	names := func(cmds ...*cli.Command) []string {
+		var out []string
+		for _, cmd := range cmds {
+			for _, f := range cmd.Flags {
+				v, ok := f.(cli.VisibleFlag)
+				if cmd != c.Command && ok && !v.IsVisible() {
+					continue
+				}
+				for _, n := range f.Names() {
+					if len(n) > 1 { // -h is a letter from every short typo
+						out = append(out, n)
+					}
+				}
+			}
+		}
+		return out
+	}
+	if c.Command != nil {
+		if like = config.RefusedMisspeller(names(c.Command))(name); like != "" {
+			return like, ""
+		}
+	}
+	others := slices.DeleteFunc(slices.Clone(c.App.Commands), func(cmd *cli.Command) bool { return cmd == c.Command })
+	if like = config.RefusedMisspeller(names(others...))(name); like != "" {
+		return like, flagOwners(c.App, like)
+	}
+	return "", ""
 }
 
 // flagOwners names the commands of app that show flag name, in help's

@@ -103,7 +103,7 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		errs = errlist.Append(errs, f.problem())
 	}
 	if file != "" {
-		err := cfg.ApplyFile(file)
+		err := otherCommandsKeys(c.App, cfg.ApplyFile(file))
 		if c.Command != nil && c.Command.Name == "serve" {
 			var ignored []string
 			ignored, err = othersKeysIgnored(err, "serve")
@@ -173,6 +173,32 @@ func tooLong(c *cli.Context, s *config.Setting) error {
 		}
 	}
 	return nil
+}
+
+// otherCommandsKeys notes each unknown key of err (ApplyFile's) that is
+// the flag of a command reading no config file (nexus: of nexmux
+// discover), as notDefined notes a flag given to the wrong command.
+func otherCommandsKeys(app *cli.App, err error) error {
+	_, err = setAside(err, func(e error) (error, bool) {
+		var uk *config.UnknownKeyError
+		if !errors.As(e, &uk) || uk.Key == "" {
+			return e, false
+		}
+		var owners []string
+		for _, cmd := range app.Commands {
+			if slices.ContainsFunc(cmd.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "config") }) {
+				continue
+			}
+			if slices.ContainsFunc(cmd.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), uk.Key) }) {
+				owners = append(owners, "nexmux "+cmd.Name)
+			}
+		}
+		if len(owners) > 0 {
+			e = fmt.Errorf("%w (a flag of %s, which reads no config file)", e, strings.Join(owners, " and "))
+		}
+		return e, false
+	})
+	return err
 }
 
 // othersKeysIgnored takes out of err (ApplyFile's) the bad values of keys

@@ -1949,7 +1949,8 @@ func TestUnknownFileKeyNamesTheFlagMeant(t *testing.T) {
 // A flag given to a command that does not define it but another does
 // (serve --chain, serve --nexus) says whose it is: "not defined" alone
 // reads as a misspelling. It is still one problem among the others, exit
-// status 2, as any unknown flag; a flag no command defines gets no note.
+// status 2, as any unknown flag; a flag no command defines gets no note
+// of whose it is (a misspelling's: TestMisspeltFlagNamesTheFlagMeant).
 func TestFlagOfAnotherCommandNamed(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -1963,7 +1964,7 @@ func TestFlagOfAnotherCommandNamed(t *testing.T) {
 		// Flag parsing's own error (a command without flags, none yet).
 		{[]string{"version", "--chain", "X"}, []string{"flag provided but not defined: --chain (a flag of nexmux iptables)\n"}},
 		{[]string{"--nexus", "x", "discover"}, []string{"flag provided but not defined: --nexus (a flag of nexmux discover)\n"}},
-		{[]string{"check", "--rout", "x", "--route", "bad"}, []string{"flag provided but not defined: --rout\n", `route "bad"`}},
+		{[]string{"check", "--xyzzy", "x", "--route", "bad"}, []string{"flag provided but not defined: --xyzzy\n", `route "bad"`}},
 	} {
 		_, errs, code := run(t, tc.args...)
 		if code != exitInvalid {
@@ -1979,5 +1980,62 @@ func TestFlagOfAnotherCommandNamed(t *testing.T) {
 	crt, key := certFiles(t)
 	if out, errs, code := run(t, "check", "--chain", "NX", "--cert", crt, "--key", key, "--route", "a.example.com=r"); code != 0 {
 		t.Errorf("check --chain: exit %d:\n%s%s", code, out, errs)
+	}
+}
+
+// A misspelt flag names the flag meant, as an unknown config file key
+// does, in every command: one of the command's own, or another command's
+// with whose it is. Each is one problem among the others (every one
+// listed, exit status 2); a flag far from every name gets no guess.
+func TestMisspeltFlagNamesTheFlagMeant(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"serve", "--rout", "a.example.com=r", "--listen", "x"}, []string{"flag provided but not defined: --rout (did you mean --route?)\n", `listen "x"`}},
+		{[]string{"check", "--rout", "a.example.com=r", "--max_conns", "5", "--Upstream", "u", "--route", "bad"},
+			[]string{"--rout (did you mean --route?)\n", "--max_conns (did you mean --max-conns?)\n", "--Upstream (did you mean --upstream?)\n", `route "bad"`}},
+		// check takes iptables' flags: --chain is its own.
+		{[]string{"check", "-chian", "X", "--route", "bad"}, []string{"flag provided but not defined: -chian (did you mean --chain?)\n", `route "bad"`}},
+		{[]string{"iptables", "--prot", "8082=a", "--chian", "X", "--families", "x"},
+			[]string{"--prot (did you mean --port?)\n", "--chian (did you mean --chain?)\n", `family "x"`}},
+		{[]string{"discover", "--nexsu", "http://nexus:8081", "--domian", "example.com", "--user", "u"},
+			[]string{"--nexsu (did you mean --nexus?)\n", "--domian (did you mean --domain?)\n", "--password-file is required"}},
+		{[]string{"serve", "--chian", "X", "--lod", "--route", "bad"},
+			[]string{"--chian (did you mean --chain, a flag of nexmux iptables?)\n", "--lod (did you mean --load, a flag of nexmux iptables?)\n", `route "bad"`}},
+		{[]string{"discover", "--routes", "a=b", "--user", "u"}, []string{"--routes (did you mean --route, a flag of nexmux serve, iptables and check?)\n", "--nexus is required"}},
+		// Flag parsing's own error (a command without flags, none yet).
+		{[]string{"version", "--rout", "x"}, []string{"flag provided but not defined: --rout (did you mean --route, a flag of nexmux serve, iptables and check?)\n"}},
+		{[]string{"--nexsu", "x", "discover"}, []string{"flag provided but not defined: --nexsu (did you mean --nexus, a flag of nexmux discover?)\n"}},
+	} {
+		_, errs, code := run(t, tc.args...)
+		if code != exitInvalid {
+			t.Errorf("%q: exit %d, want %d:\n%s", tc.args, code, exitInvalid, errs)
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(errs, want) {
+				t.Errorf("%q: stderr lacks %q:\n%s", tc.args, want, errs)
+			}
+		}
+	}
+}
+
+// A config file key that is the flag of a command reading no config file
+// (nexus: of nexmux discover) says whose it is, as that flag given to
+// serve does: still an unknown key, exit status 2.
+func TestFileKeyOfDiscoverNamed(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("route: [a.example.com=team-a]\nnexus: http://nexus:8081\nrout: x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := run(t, "check", "--config", file)
+	if code != exitInvalid {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
+	}
+	for _, want := range []string{"line 2: field nexus not found: keys are the long flag names (a flag of nexmux discover, which reads no config file)\n",
+		"line 3: field rout not found: keys are the long flag names (did you mean route?)\n", "no certificate"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
 	}
 }

@@ -115,6 +115,62 @@ func TestEveryFlagIsAnEnvVarAndAFileKey(t *testing.T) {
 	}
 }
 
+// Blanks around a repeatable setting's item are trimmed whichever form
+// gives it: a flag, the environment (split at commas) and a config file's
+// list or single value give the same configuration, the one of the items
+// written without them (a comma list pasted from a variable into flags or
+// the file keeps its blanks).
+func TestListItemsTrimmedInEveryForm(t *testing.T) {
+	for _, s := range config.Settings() {
+		if _, ok := s.Default().([]string); !ok {
+			continue
+		}
+		name := s.Name
+		t.Run(name, func(t *testing.T) {
+			two := loadWith(t, "--"+name+"=s=seven", "--"+name+"=e=eight")
+			one := loadWith(t, "--"+name+"=s=seven")
+			type form struct {
+				got, want *config.Config
+			}
+			forms := map[string]form{
+				"flags": {loadWith(t, "--"+name+"= s=seven ", "--"+name+"=\te=eight\n"), two},
+			}
+			t.Setenv(s.Env(), " s=seven ,\te=eight\n")
+			forms["environment"] = form{loadWith(t), two}
+			os.Unsetenv(s.Env())
+			file := filepath.Join(t.TempDir(), "c.yaml")
+			for how, f := range map[string]struct {
+				yaml  string
+				items []string
+			}{
+				"file list":      {name + `: [" s=seven ", "\te=eight\n"]`, []string{"s=seven", "e=eight"}},
+				"file block":     {name + ":\n  - ' s=seven '\n  - \"\\te=eight\\n\"", []string{"s=seven", "e=eight"}},
+				"file one value": {name + `: "\ts=seven  "`, []string{"s=seven"}},
+			} {
+				if err := os.WriteFile(file, []byte(f.yaml+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				got := loadWith(t, "--config", file)
+				// What a reload compares, to tell a changed file value.
+				if v := got.FileValues[s.Name]; !reflect.DeepEqual(v, f.items) {
+					t.Errorf("%s: file value %q, want %q", how, v, f.items)
+				}
+				got.File, got.FileKeys, got.FileLines, got.FileValues = "", nil, nil, nil
+				want := two
+				if len(f.items) == 1 {
+					want = one
+				}
+				forms[how] = form{got, want}
+			}
+			for how, f := range forms {
+				if !reflect.DeepEqual(f.got, f.want) {
+					t.Errorf("%s give\n%+v\nwant, as without the blanks,\n%+v", how, f.got, f.want)
+				}
+			}
+		})
+	}
+}
+
 // An environment variable separates a repeatable setting's values with
 // commas (pieces without "=" glued back for route and port); a flag value,
 // like a file's list item, is one value, commas included.

@@ -180,6 +180,67 @@ func TestBuildWarnsOfLimitsThatLeaveNexusOpen(t *testing.T) {
 	}
 }
 
+// Every limit whose 0 turns it off (README: "0: no limit", "0: never")
+// warns of that 0, once, in the words of max-requests-per-client's; a
+// setting whose 0 is its built-in default (upstream-max-conns,
+// header-timeout, ...) or a normal choice (max-conn-age,
+// idle-release-after, shutdown-delay) draws none.
+func TestBuildWarnsOfEveryLimitTurnedOff(t *testing.T) {
+	warns := map[string]string{
+		"max-conns":               "max-conns 0 (no limit): connections are taken until nexmux runs out of file descriptors",
+		"max-conns-per-client":    "max-conns-per-client 0 (no limit): one client address can hold all",
+		"max-requests-per-client": "max-requests-per-client 0 (no limit): one client address can hold all 200 connections",
+		"body-timeout":            "body-timeout 0 (never): a client that stops sending a request body holds its connection to a Nexus node",
+		"send-timeout":            "send-timeout 0 (never): a client that stops reading a response holds its connection",
+	}
+	build := func(c *Config) []string {
+		c.Port = []string{"8082=team-a"}
+		b, err := c.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Warnings
+	}
+	if w := build(Defaults()); len(w) > 0 {
+		t.Fatalf("the defaults warn: %q", w)
+	}
+	seen := 0
+	for _, s := range Settings() {
+		var zero any
+		switch s.Default().(type) {
+		case int:
+			zero = 0
+		case time.Duration:
+			zero = time.Duration(0)
+		default:
+			continue
+		}
+		c := Defaults()
+		s.Set(c, zero)
+		got := build(c)
+		want, ok := warns[s.Name]
+		switch {
+		case !ok && len(got) > 0:
+			t.Errorf("%s 0: warnings %q, want none", s.Name, got)
+		case ok && (len(got) != 1 || !strings.HasPrefix(got[0], want)):
+			t.Errorf("%s 0: warnings %q, want one starting %q", s.Name, got, want)
+		}
+		if ok {
+			seen++
+		}
+	}
+	if seen != len(warns) {
+		t.Errorf("%d of the %d settings that warn are int or duration settings", seen, len(warns))
+	}
+	// Both connection limits off: each says so, the per-client one
+	// without a number of places.
+	c := Defaults()
+	c.MaxConns, c.MaxConnsPerClient = 0, 0
+	if got := build(c); len(got) != 2 || !strings.HasSuffix(got[1], "one client address can hold every connection nexmux takes") {
+		t.Errorf("max-conns 0 and max-conns-per-client 0: warnings %q", got)
+	}
+}
+
 func TestBuildPortRoutesNeedNoCert(t *testing.T) {
 	c := Defaults()
 	c.Port = []string{"8082=team-a", "8083=pull:g,push:h"}
@@ -531,8 +592,9 @@ func TestBuildWarnsOfPerClientCapNotBelowMaxConns(t *testing.T) {
 		{100, DefaultMaxConnsPerClient, fmt.Sprintf("max-conns-per-client %d is not below max-conns 100", DefaultMaxConnsPerClient)},
 		{100, 100, "max-conns-per-client 100 is not below max-conns 100"},
 		{100, 99, ""},
-		{0, 500, ""}, // no total limit: nothing to take all of
-		{100, 0, ""}, // no per-client limit, chosen
+		{0, 500, ""}, // no total limit: nothing to take all of (max-conns 0 warns of itself)
+		// No per-client limit: warned of as such (TestBuildWarnsOfEveryLimitTurnedOff).
+		{100, 0, "max-conns-per-client 0 (no limit): one client address can hold all 100 connection places (max-conns)"},
 	} {
 		c := Defaults()
 		c.Port = []string{"8082=team-a"}

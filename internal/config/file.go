@@ -440,8 +440,18 @@ func (c *Config) ApplyFile(path string) error {
 		byName[settings[i].Name] = &settings[i]
 		names[i] = settings[i].Name
 	}
-	misspelling := Misspeller(names)
+	misspelling := RefusedMisspeller(names)
 	var errs *multierror.Error
+	// A key given twice is named once, whether found in a mapping merged
+	// into the file's or in the extension key's value holding that mapping.
+	twice := map[keyAt]bool{}
+	reportTwice := func(err error, k *yaml.Node) {
+		if at := (keyAt{k.Line, k.Value}); !twice[at] {
+			twice[at] = true
+			errs = multierror.Append(errs, err)
+		}
+	}
+	walked := map[*yaml.Node]bool{}
 	for _, e := range keys {
 		if e.err != nil {
 			// Not a SettingError: the merge may have held any setting,
@@ -452,9 +462,13 @@ func (c *Config) ApplyFile(path string) error {
 		k, v := e.k, e.v
 		if k.Kind == yaml.ScalarNode && IsExtension(k.Value) {
 			// A place for anchors (x-base: &base {...}): not read, but
-			// given once, as every key (yaml.v3 refuses a key twice).
+			// given once, as every key of every mapping in it (yaml.v3
+			// refuses a key twice in any mapping).
 			if e.dup != 0 {
-				errs = multierror.Append(errs, definedTwice(path, k, e.dup))
+				reportTwice(definedTwice(path, k, e.dup), k)
+			}
+			for _, d := range duplicateKeys(v, walked) {
+				reportTwice(&SettingError{Setting: k.Value, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, d.k.Line, d.k.Value, d.first)}, d.k)
 			}
 			continue
 		}
@@ -477,7 +491,7 @@ func (c *Config) ApplyFile(path string) error {
 			continue
 		}
 		if e.dup != 0 {
-			errs = multierror.Append(errs, definedTwice(path, k, e.dup))
+			reportTwice(definedTwice(path, k, e.dup), k)
 			continue
 		}
 		if v := resolve(v); v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -493,6 +507,9 @@ func (c *Config) ApplyFile(path string) error {
 				errs = multierror.Append(errs, &SettingError{Setting: s.Name, Err: fmt.Errorf("config %s: %s: %w", path, s.Name, err)})
 			}
 			continue
+		}
+		if l, ok := val.([]string); ok {
+			val = TrimItems(l) // as Set stores it, for reloads to compare
 		}
 		s.Set(c, val)
 		c.FileKeys = append(c.FileKeys, s.Name)
@@ -513,6 +530,54 @@ func (c *Config) ApplyFile(path string) error {
 // the setting (or an extension key, which nothing reads) may go on.
 func definedTwice(path string, k *yaml.Node, first int) error {
 	return &SettingError{Setting: k.Value, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, first)}
+}
+
+// keyAt is a key as written at a line of the file.
+type keyAt struct {
+	line int
+	key  string
+}
+
+// duplicate is a key k of a mapping given there before, at line first.
+type duplicate struct {
+	k     *yaml.Node
+	first int
+}
+
+// duplicateKeys are the keys given twice in a mapping anywhere in n (an
+// extension key's value, which nothing else reads), as yaml.v3's decoder
+// refuses them: each mapping read once however often aliased (walked
+// holds those read by earlier calls), and without recursion, as treeSize.
+// An alias as a key is the key it names, as in the file's own mapping.
+func duplicateKeys(n *yaml.Node, walked map[*yaml.Node]bool) []duplicate {
+	var out []duplicate
+	stack := []*yaml.Node{n}
+	for len(stack) > 0 {
+		n := resolve(stack[len(stack)-1])
+		stack = stack[:len(stack)-1]
+		if walked[n] {
+			continue
+		}
+		walked[n] = true
+		if n.Kind == yaml.MappingNode {
+			first := map[string]int{}
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := keyNode(n.Content[i])
+				if k.Kind != yaml.ScalarNode {
+					continue
+				}
+				if line, dup := first[k.Value]; dup {
+					out = append(out, duplicate{k, line})
+				} else {
+					first[k.Value] = k.Line
+				}
+			}
+		}
+		for i := len(n.Content) - 1; i >= 0; i-- { // file order
+			stack = append(stack, n.Content[i])
+		}
+	}
+	return out
 }
 
 // IsExtension reports whether name is an extension key of the config file
@@ -726,11 +791,20 @@ func (e *UnknownKeyError) Resembles(command string) string {
 // a tie (names may come from a map, in no order of their own). A name of
 // under six letters is a letter or two from too many (SOAK, PORTS) to say
 // which was meant: only one in another case or with two neighbouring
-// letters swapped (CHIAN) is sure. It names the setting meant by a
-// misspelt NEXMUX_ variable and by an unknown config file key alike. Each
-// of names is squashed once, for a file of many unknown keys; one whose
+// letters swapped (CHIAN) is sure. It names the setting a misspelt
+// NEXMUX_ variable meant, where a guess decides whether to warn at all
+// (RefusedMisspeller: unknown flags and file keys). Each of names is squashed once, for a file of many unknown keys; one whose
 // length is more than two from a name's is more than two edits away.
-func Misspeller(names []string) func(name string) string {
+func Misspeller(names []string) func(name string) string { return misspeller(names, false) }
+
+// RefusedMisspeller is Misspeller for a name already refused, an unknown
+// flag or config file key: it can only have meant one of names, and a
+// wrong guess costs a hint, not a warning about something that was none of
+// nexmux's business, so a short name one edit from one (--rout, ports:)
+// names it too.
+func RefusedMisspeller(names []string) func(name string) string { return misspeller(names, true) }
+
+func misspeller(names []string, refused bool) func(name string) string {
 	squashed := make([]string, len(names))
 	for i, k := range names {
 		squashed[i] = squash(k)
@@ -739,9 +813,12 @@ func Misspeller(names []string) func(name string) string {
 		sq := squash(name)
 		short := len(sq) < 6
 		best, bestD := "", 3
+		if short && refused {
+			bestD = 2
+		}
 		for i, k := range names {
 			sk := squashed[i]
-			if short && !swapOrSame(sq, sk) || len(sq)-len(sk) > 2 || len(sk)-len(sq) > 2 {
+			if short && !refused && !swapOrSame(sq, sk) || len(sq)-len(sk) > 2 || len(sk)-len(sq) > 2 {
 				continue
 			}
 			if d := EditDistance(sq, sk); d < bestD || d == bestD && k < best {

@@ -920,6 +920,11 @@ func TestApplyFileExtensionKeyErrors(t *testing.T) {
 		want       []string
 	}{
 		{"given twice", "x-a: 1\nmax-conns: 3\nx-a: 2\n", false, []string{`line 3: key "x-a" already defined at line 1`}},
+		// yaml.v3 refuses a key twice in any mapping, however deep.
+		{"a key twice in its value", "x-common: &c {a: 1, a: 2}\nmax-conns: 3\n", false, []string{`line 1: key "a" already defined at line 1`}},
+		{"a key twice deeper in its value", "x-l:\n  - [1, {b: {c: 1,\n      c: 2}}]\n  - k: v\n    k: w\n", false,
+			[]string{`line 3: key "c" already defined at line 2`, `line 5: key "k" already defined at line 4`}},
+		{"an alias key naming a key given", "x-k: &k a\nx-m: {a: 1, *k : 2}\n", false, []string{`line 2: key "a" already defined at line 2`}},
 		{"aliases beyond the bound", "x-big: &x " + big + "\nx-laughs: [" + strings.Repeat("*x, ", 300) + "*x]\n", true, []string{"aliases write out", "16 MiB"}},
 		{"nested aliases beyond the bound", "x-big: &x " + big + "\nx-l1: &l1 [" + strings.Repeat("*x, ", 20) + "*x]\nx-l2: &l2 [" + strings.Repeat("*l1, ", 5) + "*l1]\nx-l3: {a: *l2, b: *l2}\n", true, []string{"aliases write out", "16 MiB"}},
 		// The setting reads the list's scalar items only; the extension
@@ -941,6 +946,25 @@ func TestApplyFileExtensionKeyErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A key given twice in a mapping of an extension key's value is named
+// once, however often the value is aliased or merged, and with the
+// file's other problems: the rest of the file is applied.
+func TestApplyFileExtensionKeyDuplicateNamedOnce(t *testing.T) {
+	p := writeYAML(t, "x-a: &a\n  listen: \":1\"\n  listen: \":2\"\nx-b: *a\nx-c: [*a, *a]\n<<: *a\nmax-conns: many\nroute: [a.example.com=r]\n")
+	c := Defaults()
+	err := c.ApplyFile(p)
+	if err == nil || Unreadable(err) {
+		t.Fatalf("%v; want the keys' problems, the file applied", err)
+	}
+	msg := err.Error()
+	if n := strings.Count(msg, `key "listen" already defined at line 2`); n != 1 || !strings.Contains(msg, `line 3: key "listen"`) {
+		t.Errorf("the key given twice named %d times, want once at line 3:\n%s", n, msg)
+	}
+	if !strings.Contains(msg, `max-conns: line 7: "many"`) || !slices.Equal(c.Route, []string{"a.example.com=r"}) {
+		t.Errorf("the file's other keys not read: route %q:\n%s", c.Route, msg)
 	}
 }
 
@@ -968,15 +992,17 @@ func TestApplyFileExtensionKeySizedOnce(t *testing.T) {
 // An unknown key a letter or two from a flag's name (a plural, '_' for
 // '-', another case, two letters swapped) names the flag meant, as a
 // misspelt NEXMUX_ variable does (Misspeller): the key names the setting
-// the file meant to give. A key far from every name, or short and one
-// letter from a name (ports:, which may be anything), draws no guess; a
-// key of another command's setting (chain:) is no unknown key at all.
+// the file meant to give. Refused already, a short key one letter from a
+// name (ports:, rout:) names it too (RefusedMisspeller); a key far from
+// every name draws no guess, and a key of another command's setting
+// (chain:) is no unknown key at all.
 func TestApplyFileUnknownKeyHint(t *testing.T) {
 	for key, want := range map[string]string{
 		"routes": "route", "upstreams": "upstream", "default_route": "default-route", "max_conns": "max-conns",
 		"defaultRoute": "default-route", "MaxConns": "max-conns", "ROUTE": "route", "chian": "chain",
 		"upstream-max-con": "upstream-max-conns", "metrics_listen": "metrics-listen", "per_client_ipv6_prefix": "per-client-ipv6-prefix",
-		"domain": "", "ports": "", "certs": "", "log": "", "nexus": "", "NEXMUX_ROUTE": "",
+		"ports": "port", "certs": "cert", "rout": "route", "kye": "key",
+		"domain": "", "log": "", "nexus": "", "NEXMUX_ROUTE": "", "xyzzy": "",
 	} {
 		p := writeYAML(t, "listen: \":1\"\n"+key+": x\n")
 		err := Defaults().ApplyFile(p)
@@ -1002,6 +1028,16 @@ func TestMisspeller(t *testing.T) {
 	} {
 		if got := Misspeller(names)(name); got != want {
 			t.Errorf("Misspeller(names)(%q) = %q, want %q", name, got, want)
+		}
+	}
+	// A name refused already (an unknown flag or key) can only mean one
+	// of names: a short one within one edit is named too, not within two.
+	for name, want := range map[string]string{
+		"routes": "route", "CHIAN": "chain", "prot": "port", "ports": "port", "rout": "route", "por": "port",
+		"ro": "", "chn": "", "maxconn": "max-conns", "": "",
+	} {
+		if got := RefusedMisspeller(names)(name); got != want {
+			t.Errorf("RefusedMisspeller(names)(%q) = %q, want %q", name, got, want)
 		}
 	}
 }

@@ -73,15 +73,34 @@ func (c *Config) checkHardening(errs *multierror.Error) *multierror.Error {
 // connection to a node (Jetty threads), with uploads that keep moving at
 // the --body-timeout pace (with them, it holds at most half: l7's
 // per-client shares of a node's places); one allowed as many connections
-// as --max-conns can hold every place.
+// as --max-conns can hold every place. Each limit whose 0 turns it off
+// warns of that 0 (TestBuildWarnsOfEveryLimitTurnedOff); one whose 0 is
+// its built-in default, or a normal choice (--max-conn-age, which only
+// recycles busy connections), does not.
 func (c *Config) limitWarnings() []string {
 	var out []string
 	perNode := c.UpstreamMaxConns
 	if perNode == 0 {
 		perNode = l7.DefaultUpstreamMaxConns
 	}
+	if c.MaxConns == 0 {
+		out = append(out, fmt.Sprintf("max-conns 0 (no limit): connections are taken until nexmux runs out of file descriptors (limit %d), the metrics listener's included", nofile()))
+	}
+	if c.MaxConnsPerClient == 0 {
+		if c.MaxConns == 0 {
+			out = append(out, "max-conns-per-client 0 (no limit): one client address can hold every connection nexmux takes")
+		} else {
+			out = append(out, fmt.Sprintf("max-conns-per-client 0 (no limit): one client address can hold all %d connection places (max-conns)", c.MaxConns))
+		}
+	}
 	if c.MaxRequestsPerClient == 0 {
 		out = append(out, fmt.Sprintf("max-requests-per-client 0 (no limit): one client address can hold all %d connections to a Nexus node (upstream-max-conns)", perNode))
+	}
+	if c.BodyTimeout == 0 {
+		out = append(out, fmt.Sprintf("body-timeout 0 (never): a client that stops sending a request body holds its connection to a Nexus node (one of upstream-max-conns %d) for good", perNode))
+	}
+	if c.SendTimeout == 0 {
+		out = append(out, fmt.Sprintf("send-timeout 0 (never): a client that stops reading a response holds its connection, and for a large response one to a Nexus node (of upstream-max-conns %d), for good", perNode))
 	}
 	// The per-client default comes from --max-conns' default, not from a
 	// lower --max-conns given, so lowering the one can defeat the other.

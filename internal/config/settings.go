@@ -89,7 +89,7 @@ func (s *Setting) Set(c *Config, v any) {
 	case *string:
 		*p = s.canonical(v.(string))
 	case *[]string:
-		*p = v.([]string)
+		*p = TrimItems(v.([]string))
 	case *bool:
 		*p = v.(bool)
 	case *time.Duration:
@@ -99,6 +99,23 @@ func (s *Setting) Set(c *Config, v any) {
 	default:
 		panic(fmt.Sprintf("config: setting %s has a field of type %T", s.Name, p))
 	}
+}
+
+// TrimItems is items with the blanks around each trimmed, in a new slice
+// (items may be a flag's own): a repeatable setting's values read the same
+// from a flag, the config file and the environment (SplitEnv), as a
+// comma list pasted from one into another expects. An item of blanks only
+// is kept, empty, for its setting to refuse: from a flag or the file it
+// is a value that went missing (--cert "$CERT" with CERT unset).
+func TrimItems(items []string) []string {
+	if items == nil {
+		return nil
+	}
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = strings.TrimSpace(it)
+	}
+	return out
 }
 
 // canonical is text spelt as the choice it names whatever its case; text
@@ -132,7 +149,7 @@ func (s *Setting) value(c *Config) any {
 // SplitEnv reads a repeatable setting's environment variable: values
 // separated by commas, blanks around them trimmed, empty ones dropped. The
 // command line and the config file give one value per flag or list item,
-// commas included.
+// commas included, blanks around it trimmed too (Set).
 func (s *Setting) SplitEnv(text string) []string {
 	var out []string
 	for _, it := range strings.Split(text, ",") {
