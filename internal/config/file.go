@@ -794,8 +794,9 @@ func (e *UnknownKeyError) Resembles(command string) string {
 // which was meant: only one in another case or with two neighbouring
 // letters swapped (CHIAN) is sure. It names the setting a misspelt
 // NEXMUX_ variable meant, where a guess decides whether to warn at all
-// (RefusedMisspeller: unknown flags and file keys). Each of names is squashed once, for a file of many unknown keys; one whose
-// length is more than two from a name's is more than two edits away.
+// (RefusedMisspeller: unknown flags and file keys). Each of names is
+// squashed once, for a file of many unknown keys; one whose length is more
+// than two from a name's is more than two edits away.
 func Misspeller(names []string) func(name string) string { return misspeller(names, false) }
 
 // RefusedMisspeller is Misspeller for a name already refused, an unknown
