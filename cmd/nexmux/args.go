@@ -254,11 +254,20 @@ func flagMeant(c *cli.Context, name string) (like, owners string) {
 // order ("nexmux iptables", "nexmux serve, iptables and check"), or "":
 // a hidden flag (check's copy of an iptables one) is the other command's.
 func flagOwners(app *cli.App, name string) string {
+	return commandsWithFlag(app, name, func(cmd *cli.Command, f cli.Flag) bool {
+		v, ok := f.(cli.VisibleFlag)
+		return !ok || v.IsVisible()
+	})
+}
+
+// commandsWithFlag names, as flagOwners does, the commands of app with a
+// flag called name that keep(cmd, flag) accepts: every note of whose a
+// flag is reads the same.
+func commandsWithFlag(app *cli.App, name string, keep func(*cli.Command, cli.Flag) bool) string {
 	var owners []string
 	for _, cmd := range app.Commands {
 		if slices.ContainsFunc(cmd.Flags, func(f cli.Flag) bool {
-			v, ok := f.(cli.VisibleFlag)
-			return (!ok || v.IsVisible()) && slices.Contains(f.Names(), name)
+			return slices.Contains(f.Names(), name) && keep(cmd, f)
 		}) {
 			owners = append(owners, cmd.Name)
 		}

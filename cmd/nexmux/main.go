@@ -184,17 +184,15 @@ func otherCommandsKeys(app *cli.App, err error) error {
 		if !errors.As(e, &uk) || uk.Key == "" {
 			return e, false
 		}
-		var owners []string
-		for _, cmd := range app.Commands {
-			if slices.ContainsFunc(cmd.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "config") }) {
-				continue
+		owners := commandsWithFlag(app, uk.Key, func(cmd *cli.Command, _ cli.Flag) bool {
+			return !slices.ContainsFunc(cmd.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "config") })
+		})
+		if owners != "" {
+			reads := "reads"
+			if strings.Contains(owners, " and ") {
+				reads = "read"
 			}
-			if slices.ContainsFunc(cmd.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), uk.Key) }) {
-				owners = append(owners, "nexmux "+cmd.Name)
-			}
-		}
-		if len(owners) > 0 {
-			e = fmt.Errorf("%w (a flag of %s, which reads no config file)", e, strings.Join(owners, " and "))
+			e = fmt.Errorf("%w (a flag of %s, which %s no config file)", e, owners, reads)
 		}
 		return e, false
 	})

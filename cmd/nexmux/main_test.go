@@ -2039,3 +2039,24 @@ func TestFileKeyOfDiscoverNamed(t *testing.T) {
 		}
 	}
 }
+
+// A file key that is a flag of several commands reading no config file
+// names them as a flag given to the wrong command does ("nexmux a, b
+// and c"), not as a list of its own.
+func TestFileKeyOfSeveralOtherCommandsNamed(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("nexus: http://nexus:8081\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nexus := func() []cli.Flag { return []cli.Flag{&cli.StringFlag{Name: "nexus"}} }
+	app := &cli.App{Commands: []*cli.Command{
+		{Name: "serve", Flags: configFlags("serve")},
+		{Name: "discover", Flags: nexus()},
+		{Name: "inspect", Flags: nexus()},
+	}}
+	err := otherCommandsKeys(app, config.Defaults().ApplyFile(file))
+	const want = "(a flag of nexmux discover and inspect, which read no config file)"
+	if err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Fatalf("%v; want it to end %q", err, want)
+	}
+}

@@ -465,10 +465,10 @@ func (c *Config) ApplyFile(path string) error {
 			// given once, as every key of every mapping in it (yaml.v3
 			// refuses a key twice in any mapping).
 			if e.dup != 0 {
-				reportTwice(definedTwice(path, k, e.dup), k)
+				reportTwice(definedTwice(path, k.Value, k, e.dup), k)
 			}
 			for _, d := range duplicateKeys(v, walked) {
-				reportTwice(&SettingError{Setting: k.Value, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, d.k.Line, d.k.Value, d.first)}, d.k)
+				reportTwice(definedTwice(path, k.Value, d.k, d.first), d.k)
 			}
 			continue
 		}
@@ -491,7 +491,7 @@ func (c *Config) ApplyFile(path string) error {
 			continue
 		}
 		if e.dup != 0 {
-			reportTwice(definedTwice(path, k, e.dup), k)
+			reportTwice(definedTwice(path, k.Value, k, e.dup), k)
 			continue
 		}
 		if v := resolve(v); v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -526,10 +526,11 @@ func (c *Config) ApplyFile(path string) error {
 }
 
 // definedTwice is the problem of key k of file path given again, first
-// at line first: a SettingError, so that a command that does not read
-// the setting (or an extension key, which nothing reads) may go on.
-func definedTwice(path string, k *yaml.Node, first int) error {
-	return &SettingError{Setting: k.Value, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, first)}
+// at line first, in setting's value (k itself, or a mapping in an
+// extension key's value): a SettingError, so that a command that does not
+// read the setting (or an extension key, which nothing reads) may go on.
+func definedTwice(path, setting string, k *yaml.Node, first int) error {
+	return &SettingError{Setting: setting, Err: fmt.Errorf("config %s: line %d: key %q already defined at line %d", path, k.Line, k.Value, first)}
 }
 
 // keyAt is a key as written at a line of the file.
@@ -793,8 +794,9 @@ func (e *UnknownKeyError) Resembles(command string) string {
 // which was meant: only one in another case or with two neighbouring
 // letters swapped (CHIAN) is sure. It names the setting a misspelt
 // NEXMUX_ variable meant, where a guess decides whether to warn at all
-// (RefusedMisspeller: unknown flags and file keys). Each of names is squashed once, for a file of many unknown keys; one whose
-// length is more than two from a name's is more than two edits away.
+// (RefusedMisspeller: unknown flags and file keys). Each of names is
+// squashed once, for a file of many unknown keys; one whose length is more
+// than two from a name's is more than two edits away.
 func Misspeller(names []string) func(name string) string { return misspeller(names, false) }
 
 // RefusedMisspeller is Misspeller for a name already refused, an unknown
