@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -62,17 +63,64 @@ func (p *Proxy) linger(cw *batchingWriter, body io.Reader, rd readDeadliner) {
 	if p.bodyTO > 0 {
 		total, idle = min(total, p.bodyTO), min(idle, p.bodyTO)
 	}
-	lr := lingerReader{r: body, rd: rd, idle: idle, end: time.Now().Add(total)}
-	_, _ = io.CopyN(io.Discard, &lr, lingerMaxBytes)
+	lr := &lingerReader{r: body, rd: rd, idle: idle, end: time.Now().Add(total), all: &p.lingers}
+	if !p.lingers.add(lr) {
+		// net/http's own read after the handler, under this deadline too.
+		_ = rd.SetReadDeadline(time.Now())
+		return
+	}
+	defer p.lingers.remove(lr)
+	_, _ = io.CopyN(io.Discard, lr, lingerMaxBytes)
+}
+
+// lingerSet is the lingers going on, which a drain ends at once (nginx ends
+// its lingering closes as a worker exits): a refused client trickling its
+// body has nothing in flight to wait for, and would hold the drain, so a
+// replica's restart, up to --drain-timeout.
+type lingerSet struct {
+	mu       sync.Mutex
+	draining bool
+	m        map[*lingerReader]struct{}
+}
+
+// add takes in l, unless a drain began.
+func (s *lingerSet) add(l *lingerReader) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	if s.m == nil {
+		s.m = map[*lingerReader]struct{}{}
+	}
+	s.m[l] = struct{}{}
+	return true
+}
+
+func (s *lingerSet) remove(l *lingerReader) {
+	s.mu.Lock()
+	delete(s.m, l)
+	s.mu.Unlock()
+}
+
+// drain ends every linger's wait now, and each later one before it reads.
+func (s *lingerSet) drain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.draining = true
+	for l := range s.m {
+		_ = l.rd.SetReadDeadline(time.Now())
+	}
 }
 
 // lingerReader reads r, each read under a deadline of idle from its start
-// and none past end.
+// and none past end, and none once a drain began.
 type lingerReader struct {
 	r    io.Reader
 	rd   readDeadliner
 	idle time.Duration
 	end  time.Time
+	all  *lingerSet
 }
 
 func (l *lingerReader) Read(b []byte) (int, error) {
@@ -84,6 +132,14 @@ func (l *lingerReader) Read(b []byte) (int, error) {
 	if l.end.Before(dl) {
 		dl = l.end
 	}
+	// Under the set's lock: a drain beginning between the check and the
+	// deadline would have its past deadline replaced.
+	l.all.mu.Lock()
+	if l.all.draining {
+		l.all.mu.Unlock()
+		return 0, os.ErrDeadlineExceeded
+	}
 	_ = l.rd.SetReadDeadline(dl)
+	l.all.mu.Unlock()
 	return l.r.Read(b)
 }

@@ -126,3 +126,49 @@ func TestRefusalLingerHasItsOwnBounds(t *testing.T) {
 		})
 	}
 }
+
+// A drain ends the lingers going on at once, and those that would begin
+// after it: a refused client trickling its body has nothing in flight,
+// and held the drain (a replica's restart) up to --drain-timeout.
+func TestDrainEndsLingers(t *testing.T) {
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {})
+	var p *Proxy
+	addr, _ := haProxyWrapped(t, io.Discard, 0, "team-a", Config{BodyTimeout: -1}, 50*time.Millisecond, func(h http.Handler) http.Handler {
+		p = h.(*Proxy)
+		p.lingerTime, p.lingerIdle = time.Hour, time.Hour
+		return h
+	}, "http://"+node.addr)
+	refused := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, stalledRefusals[0].head+"Content-Length: 100000\r\n\r\nabc"); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		readRefusal(t, br, stalledRefusals[0].status)
+		return c, br
+	}
+	closedWithin := func(c net.Conn, br *bufio.Reader, d time.Duration) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(d))
+		// The end of the stream, or a reset: closed either way.
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("connection still open %v after the drain began", d)
+			}
+		}
+	}
+	c, br := refused()
+	// The linger is reading: it still holds the connection.
+	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := br.ReadByte(); err == nil || !err.(net.Error).Timeout() {
+		t.Fatalf("before the drain: %v; want the connection held by the linger", err)
+	}
+	p.DrainBegan()
+	closedWithin(c, br, 10*time.Second)
+	c, br = refused()
+	closedWithin(c, br, 10*time.Second)
+}

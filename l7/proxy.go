@@ -182,6 +182,7 @@ type Proxy struct {
 	// lingerTime and lingerIdle bound linger (lingerTime, lingerIdle;
 	// tests shorten them).
 	lingerTime, lingerIdle time.Duration
+	lingers                lingerSet
 	// cutting is set once a drain's time is up and its connections are
 	// being closed: a transfer failing then was cut by nexmux, not by its
 	// client, and its access line says so.
@@ -324,6 +325,10 @@ func New(cfg Config) (*Proxy, error) {
 	p.rpBlob = &blob
 	return p, nil
 }
+
+// DrainBegan tells the proxy that a drain began: the lingers after its
+// refusals end at once, as will any that would begin (linger.go).
+func (p *Proxy) DrainBegan() { p.lingers.drain() }
 
 // DrainEnded tells the proxy that the drain's time is up: the connections
 // still open are about to be closed by nexmux. It closes the connections to

@@ -575,6 +575,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	if d.stopCerts != nil {
 		d.stopCerts()
 	}
+	d.proxy.DrainBegan()
 	// The SOCKS streams end when the router closes their routed side:
 	// both drain at once.
 	socksDone := make(chan struct{})

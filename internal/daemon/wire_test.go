@@ -1,8 +1,13 @@
 package daemon_test
 
 import (
+	"bufio"
+	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -253,4 +258,51 @@ func TestHTTP2ResetStreamsKeepTheirPerClientPlace(t *testing.T) {
 		}
 		return got != "" && got != "429"
 	})
+}
+
+// A drain does not wait for a refused client still trickling its body:
+// the linger after the refusal holds no request, and ends when the drain
+// begins (as nginx's lingering close does when a worker exits), where it
+// held a replica's restart for the linger's 30 s, past this drain's time.
+func TestDrainEndsTheLingerAfterARefusal(t *testing.T) {
+	cfg := confinedRoutes()
+	cfg.BodyTimeout = time.Hour
+	st := stack.Start(t, stack.Options{Config: cfg})
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", st.Addr, &tls.Config{
+		ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.WriteString(c, "POST /service/rest/v1/script HTTP/1.1\r\nHost: "+st.Host("team-a")+"\r\nContent-Length: 100000\r\n\r\nabc"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, &http.Request{Method: http.MethodPost})
+	if err != nil || res.StatusCode != http.StatusNotFound {
+		t.Fatalf("refusal: %v %v; want 404", res, err)
+	}
+	// Trickle on, as a slow client still sending its body does.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			if _, err := c.Write([]byte{'x'}); err != nil {
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_ = st.Daemon.Shutdown(ctx)
+	if ctx.Err() != nil {
+		t.Error("the drain ran out its time with only a refused client's linger open; want the linger ended at the drain's start")
+	}
 }
