@@ -1,3 +1,5 @@
+//go:build linux && !386 && !s390x
+
 package mux
 
 import (
@@ -10,7 +12,8 @@ import (
 // recvPeek is recvfrom(fd, b, MSG_PEEK|MSG_DONTWAIT) without the sender's
 // address: unix.Recvfrom asks for it into a buffer of its own, which
 // escapes, so it allocates on every call, and the read ahead peeks on
-// every request (bgread.go).
+// every request (bgread.go). Not on linux/386 and s390x, where x/sys
+// reaches recvfrom through socketcall, the one way kernels before 4.3 have.
 func recvPeek(fd uintptr, b []byte) (int, syscall.Errno) {
 	if len(b) == 0 {
 		return 0, 0
