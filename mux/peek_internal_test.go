@@ -11,7 +11,7 @@ import (
 
 // TestRecvPeek: the read ahead's wait looks at the socket's next byte
 // without taking it, reports an empty socket as EAGAIN, and allocates
-// nothing on Linux (it runs once per request).
+// nothing on Linux (it runs once per request; peek_recvfrom.go).
 func TestRecvPeek(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,7 +55,7 @@ func TestRecvPeek(t *testing.T) {
 			t.Fatalf("peek: %q, %v; want \"ab\"", b[:n], errno)
 		}
 	}
-	if runtime.GOOS == "linux" {
+	if runtime.GOOS == "linux" && runtime.GOARCH != "386" && runtime.GOARCH != "s390x" {
 		if a := testing.AllocsPerRun(100, func() { _, _ = peek(b[:1]) }); a != 0 {
 			t.Errorf("recvPeek allocates %.0f times per call", a)
 		}
