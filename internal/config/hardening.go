@@ -84,7 +84,11 @@ func (c *Config) limitWarnings() []string {
 		perNode = l7.DefaultUpstreamMaxConns
 	}
 	if c.MaxConns == 0 {
-		out = append(out, fmt.Sprintf("max-conns 0 (no limit): connections are taken until nexmux runs out of file descriptors (limit %d), the metrics listener's included", nofile()))
+		limit := fmt.Sprint(nofile())
+		if nofile() >= 1<<62 { // RLIM_INFINITY, where a system allows it
+			limit = "none"
+		}
+		out = append(out, fmt.Sprintf("max-conns 0 (no limit): connections are taken until nexmux runs out of file descriptors (limit %s), the metrics listener's included", limit))
 	}
 	if c.MaxConnsPerClient == 0 {
 		if c.MaxConns == 0 {
