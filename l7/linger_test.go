@@ -97,21 +97,8 @@ func TestRefusalLingerHasItsOwnBounds(t *testing.T) {
 			if _, err := io.WriteString(c, stalledRefusals[0].head+"Content-Length: 100000\r\n\r\nabc"); err != nil {
 				t.Fatal(err)
 			}
-			stop := make(chan struct{})
-			defer close(stop)
 			if tc.every > 0 {
-				go func() {
-					for {
-						select {
-						case <-stop:
-							return
-						case <-time.After(tc.every):
-						}
-						if _, err := c.Write([]byte{'x'}); err != nil {
-							return
-						}
-					}
-				}()
+				trickleClient(t, c, tc.every)
 			}
 			br := bufio.NewReader(c)
 			readRefusal(t, br, stalledRefusals[0].status)

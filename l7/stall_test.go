@@ -27,6 +27,25 @@ func stallProxy(t *testing.T, node *haNode, bodyTO, sendTO time.Duration) string
 	return addr
 }
 
+// trickleClient writes a byte to c every interval until the test ends or a
+// write fails: a client still sending, too slowly to matter.
+func trickleClient(t *testing.T, c net.Conn, every time.Duration) {
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(every):
+			}
+			if _, err := c.Write([]byte{'x'}); err != nil {
+				return
+			}
+		}
+	}()
+}
+
 // stalledClient opens a connection with a small receive buffer and writes
 // raw, then reads nothing.
 func stalledClient(t *testing.T, addr, raw string) net.Conn {
@@ -182,20 +201,7 @@ func TestClientThatTricklesIsCut(t *testing.T) {
 	node, done := sink.node, sink.done
 	addr := stallProxy(t, node, 500*time.Millisecond, 0)
 	c := stalledClient(t, addr, "PATCH /v2/app/blobs/uploads/u1 HTTP/1.1\r\nHost: team-a.example.com\r\nContent-Length: 1000000\r\n\r\n")
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if _, err := c.Write([]byte{'x'}); err != nil {
-				return
-			}
-		}
-	}()
+	trickleClient(t, c, 50*time.Millisecond)
 	finishes(t, done, "upload trickled a byte at a time")
 	if sink.got >= 1000000 {
 		t.Fatalf("Nexus read the whole body: want the upload cut short")
