@@ -532,7 +532,12 @@ func newApp() *cli.App {
 		OnUsageError: usageError,
 		// A misspelt command is a usage error too (urfave/cli: exit 3, "No help topic").
 		CommandNotFound: func(c *cli.Context, name string) {
-			fmt.Fprintf(c.App.ErrWriter, "nexmux: unknown command %q (commands: serve, check, iptables, discover, version)\n", name)
+			names := []string{"serve", "check", "iptables", "discover", "version"}
+			hint := ""
+			if like := config.RefusedMisspeller(names)(name); like != "" {
+				hint = ", did you mean " + like + "?"
+			}
+			fmt.Fprintf(c.App.ErrWriter, "nexmux: unknown command %q (commands: %s%s)\n", name, strings.Join(names, ", "), hint)
 			cli.OsExiter(exitInvalid)
 		},
 		// --version and `nexmux version` print the same build info.

@@ -302,9 +302,16 @@ func TestDiscoverAndUnknownCommandAreUsageErrors(t *testing.T) {
 	if code != exitInvalid || !strings.Contains(errs, `unexpected argument "stray"`) {
 		t.Fatalf("discover with a stray argument: exit %d:\n%s", code, errs)
 	}
-	_, errs, code = run(t, "serv")
-	if code != exitInvalid || !strings.Contains(errs, `unknown command "serv"`) {
-		t.Fatalf("unknown command: exit %d:\n%s", code, errs)
+	// A misspelt command names the command meant, as a misspelt flag does.
+	for cmd, want := range map[string]string{
+		"serv":     `unknown command "serv" (commands: serve, check, iptables, discover, version, did you mean serve?)`,
+		"ipatbles": `unknown command "ipatbles" (commands: serve, check, iptables, discover, version, did you mean iptables?)`,
+		"xyzzy":    `unknown command "xyzzy" (commands: serve, check, iptables, discover, version)` + "\n",
+	} {
+		_, errs, code = run(t, cmd)
+		if code != exitInvalid || !strings.Contains(errs, want) {
+			t.Errorf("unknown command %s: exit %d:\n%s\nwant %q", cmd, code, errs, want)
+		}
 	}
 }
 
