@@ -33,6 +33,22 @@ func run(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
+// runRefused runs the CLI with args and wants it refused (exit status 2)
+// with each of want in its stderr, which it returns; label names the case.
+func runRefused(t *testing.T, label string, args []string, want ...string) string {
+	t.Helper()
+	_, errs, code := run(t, args...)
+	if code != exitInvalid {
+		t.Errorf("%s: exit %d, want %d:\n%s", label, code, exitInvalid, errs)
+	}
+	for _, w := range want {
+		if !strings.Contains(errs, w) {
+			t.Errorf("%s: stderr lacks %q:\n%s", label, w, errs)
+		}
+	}
+	return errs
+}
+
 func certFiles(t *testing.T) (string, string) {
 	t.Helper()
 	return certFilesFor(t, certs.DefaultValidity)
@@ -363,15 +379,7 @@ func TestDroppedSettingDoesNotAlsoReportItsAbsence(t *testing.T) {
 		if err := os.WriteFile(file, []byte(tc.yaml), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, errs, code := run(t, append([]string{"check", "--config", file}, tc.args...)...)
-		if code != exitInvalid {
-			t.Errorf("%s: exit %d, want %d:\n%s", tc.name, code, exitInvalid, errs)
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(errs, w) {
-				t.Errorf("%s: stderr lacks %q:\n%s", tc.name, w, errs)
-			}
-		}
+		errs := runRefused(t, tc.name, append([]string{"check", "--config", file}, tc.args...), tc.want...)
 		for _, n := range tc.not {
 			if strings.Contains(errs, n) {
 				t.Errorf("%s: stderr says %q, a consequence of the dropped value:\n%s", tc.name, n, errs)
@@ -403,15 +411,7 @@ func TestDroppedSettingInEffectKeepsItsProblems(t *testing.T) {
 		if err := os.WriteFile(file, []byte(tc.yaml), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, errs, code := run(t, append([]string{"check", "--config", file, "--cert", crt, "--key", key}, tc.args...)...)
-		if code != exitInvalid {
-			t.Errorf("%s: exit %d, want %d:\n%s", tc.name, code, exitInvalid, errs)
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(errs, w) {
-				t.Errorf("%s: stderr lacks %q:\n%s", tc.name, w, errs)
-			}
-		}
+		runRefused(t, tc.name, append([]string{"check", "--config", file, "--cert", crt, "--key", key}, tc.args...), tc.want...)
 	}
 }
 
@@ -431,15 +431,8 @@ func TestDroppedSettingNameInAValueKeepsTheProblem(t *testing.T) {
 		if err := os.WriteFile(file, []byte(tc.yaml), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		_, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key, "--upstream", "http://127.0.0.1:8081", "--route", tc.host+"=team-a")
-		if code != exitInvalid {
-			t.Errorf("%s: exit %d, want %d:\n%s", tc.name, code, exitInvalid, errs)
-		}
-		for _, w := range []string{"config " + file, "route " + tc.host + ": no --cert covers this name"} {
-			if !strings.Contains(errs, w) {
-				t.Errorf("%s dropped: stderr lacks %q:\n%s", tc.name, w, errs)
-			}
-		}
+		runRefused(t, tc.name+" dropped", []string{"check", "--config", file, "--cert", crt, "--key", key, "--upstream", "http://127.0.0.1:8081", "--route", tc.host + "=team-a"},
+			"config "+file, "route "+tc.host+": no --cert covers this name")
 	}
 }
 
@@ -1973,15 +1966,7 @@ func TestFlagOfAnotherCommandNamed(t *testing.T) {
 		{[]string{"--nexus", "x", "discover"}, []string{"flag provided but not defined: --nexus (a flag of nexmux discover)\n"}},
 		{[]string{"check", "--xyzzy", "x", "--route", "bad"}, []string{"flag provided but not defined: --xyzzy\n", `route "bad"`}},
 	} {
-		_, errs, code := run(t, tc.args...)
-		if code != exitInvalid {
-			t.Errorf("%q: exit %d, want %d:\n%s", tc.args, code, exitInvalid, errs)
-		}
-		for _, want := range tc.want {
-			if !strings.Contains(errs, want) {
-				t.Errorf("%q: stderr lacks %q:\n%s", tc.args, want, errs)
-			}
-		}
+		runRefused(t, strings.Join(tc.args, " "), tc.args, tc.want...)
 	}
 	// check takes iptables' flags (hidden), to check them as iptables does.
 	crt, key := certFiles(t)
@@ -2015,15 +2000,7 @@ func TestMisspeltFlagNamesTheFlagMeant(t *testing.T) {
 		{[]string{"version", "--rout", "x"}, []string{"flag provided but not defined: --rout (did you mean --route, a flag of nexmux serve, iptables and check?)\n"}},
 		{[]string{"--nexsu", "x", "discover"}, []string{"flag provided but not defined: --nexsu (did you mean --nexus, a flag of nexmux discover?)\n"}},
 	} {
-		_, errs, code := run(t, tc.args...)
-		if code != exitInvalid {
-			t.Errorf("%q: exit %d, want %d:\n%s", tc.args, code, exitInvalid, errs)
-		}
-		for _, want := range tc.want {
-			if !strings.Contains(errs, want) {
-				t.Errorf("%q: stderr lacks %q:\n%s", tc.args, want, errs)
-			}
-		}
+		runRefused(t, strings.Join(tc.args, " "), tc.args, tc.want...)
 	}
 }
 
@@ -2035,16 +2012,9 @@ func TestFileKeyOfDiscoverNamed(t *testing.T) {
 	if err := os.WriteFile(file, []byte("route: [a.example.com=team-a]\nnexus: http://nexus:8081\nrout: x\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, errs, code := run(t, "check", "--config", file)
-	if code != exitInvalid {
-		t.Fatalf("exit %d, want %d:\n%s", code, exitInvalid, errs)
-	}
-	for _, want := range []string{"line 2: field nexus not found: keys are the long flag names (a flag of nexmux discover, which reads no config file)\n",
-		"line 3: field rout not found: keys are the long flag names (did you mean route?)\n", "no certificate"} {
-		if !strings.Contains(errs, want) {
-			t.Errorf("stderr lacks %q:\n%s", want, errs)
-		}
-	}
+	runRefused(t, "check", []string{"check", "--config", file},
+		"line 2: field nexus not found: keys are the long flag names (a flag of nexmux discover, which reads no config file)\n",
+		"line 3: field rout not found: keys are the long flag names (did you mean route?)\n", "no certificate")
 }
 
 // A file key that is a flag of several commands reading no config file
