@@ -508,9 +508,6 @@ func (c *Config) ApplyFile(path string) error {
 			}
 			continue
 		}
-		if l, ok := val.([]string); ok {
-			val = TrimItems(l) // as Set stores it, for reloads to compare
-		}
 		s.Set(c, val)
 		c.FileKeys = append(c.FileKeys, s.Name)
 		if c.FileLines == nil {
@@ -520,7 +517,7 @@ func (c *Config) ApplyFile(path string) error {
 		if c.FileValues == nil {
 			c.FileValues = map[string]any{}
 		}
-		c.FileValues[s.Name] = val
+		c.FileValues[s.Name] = s.value(c) // as Set stores it (trimmed, canonical), for reloads to compare
 	}
 	return errlist.Err(errs)
 }
