@@ -261,8 +261,8 @@ func flagOwners(app *cli.App, name string) string {
 }
 
 // commandsWithFlag names, as flagOwners does, the commands of app with a
-// flag called name that keep(cmd, flag) accepts: every note of whose a
-// flag is reads the same.
+// flag called name that keep(cmd, flag) accepts, so that every note of
+// which commands a flag belongs to reads the same.
 func commandsWithFlag(app *cli.App, name string, keep func(*cli.Command, cli.Flag) bool) string {
 	var owners []string
 	for _, cmd := range app.Commands {
