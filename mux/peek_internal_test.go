@@ -7,27 +7,15 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
+
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // TestRecvPeek: the read ahead's wait looks at the socket's next byte
 // without taking it, reports an empty socket as EAGAIN, and allocates
 // nothing on Linux (it runs once per request; peek_recvfrom.go).
 func TestRecvPeek(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	client, server := testnet.Pair(t)
 	rc, err := server.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
