@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 )
 
 // The drain's end. A request still waiting on Nexus when --drain-timeout
@@ -21,9 +20,7 @@ var errDrainEnded = errors.New("nexmux is stopping: the drain's time is up")
 
 // upstreamConns are a transport's open connections to Nexus.
 type upstreamConns struct {
-	mu    sync.Mutex
-	conns map[*upstreamConn]struct{}
-	cut   bool // cutAll ran: no connection is added
+	conns cutSet[*upstreamConn]
 	// ended ends the dials under way at cutAll: a node that does not
 	// answer SYN would hold one for upstreamDialTimeout.
 	ended context.Context
@@ -37,32 +34,13 @@ func newUpstreamConns() *upstreamConns {
 }
 
 // add tracks c; false once cutAll ran.
-func (u *upstreamConns) add(c *upstreamConn) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.cut {
-		return false
-	}
-	if u.conns == nil {
-		u.conns = map[*upstreamConn]struct{}{}
-	}
-	u.conns[c] = struct{}{}
-	return true
-}
+func (u *upstreamConns) add(c *upstreamConn) bool { return u.conns.add(c) }
 
-func (u *upstreamConns) remove(c *upstreamConn) {
-	u.mu.Lock()
-	delete(u.conns, c)
-	u.mu.Unlock()
-}
+func (u *upstreamConns) remove(c *upstreamConn) { u.conns.remove(c) }
 
 // cutAll closes every connection, busy or idle, and refuses new ones.
 func (u *upstreamConns) cutAll() {
-	u.mu.Lock()
-	u.cut = true
-	conns := u.conns
-	u.conns = nil
-	u.mu.Unlock()
+	conns := u.conns.cutAll()
 	u.end()
 	for c := range conns {
 		_ = c.Conn.Close()

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 )
 
@@ -77,38 +76,11 @@ func (p *Proxy) linger(cw *batchingWriter, body io.Reader, rd readDeadliner) {
 // its lingering closes as a worker exits): a refused client trickling its
 // body has nothing in flight to wait for, and would hold the drain, so a
 // replica's restart, up to --drain-timeout.
-type lingerSet struct {
-	mu       sync.Mutex
-	draining bool
-	m        map[*lingerReader]struct{}
-}
-
-// add takes in l, unless a drain began.
-func (s *lingerSet) add(l *lingerReader) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.draining {
-		return false
-	}
-	if s.m == nil {
-		s.m = map[*lingerReader]struct{}{}
-	}
-	s.m[l] = struct{}{}
-	return true
-}
-
-func (s *lingerSet) remove(l *lingerReader) {
-	s.mu.Lock()
-	delete(s.m, l)
-	s.mu.Unlock()
-}
+type lingerSet struct{ cutSet[*lingerReader] }
 
 // drain ends every linger's wait now, and each later one before it reads.
 func (s *lingerSet) drain() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.draining = true
-	for l := range s.m {
+	for l := range s.cutAll() {
 		_ = l.rd.SetReadDeadline(time.Now())
 	}
 }
@@ -132,14 +104,9 @@ func (l *lingerReader) Read(b []byte) (int, error) {
 	if l.end.Before(dl) {
 		dl = l.end
 	}
-	// Under the set's lock: a drain beginning between the check and the
-	// deadline would have its past deadline replaced.
-	l.all.mu.Lock()
-	if l.all.draining {
-		l.all.mu.Unlock()
+	// Not once a drain began, and never over its past deadline.
+	if !l.all.unlessCut(func() { _ = l.rd.SetReadDeadline(dl) }) {
 		return 0, os.ErrDeadlineExceeded
 	}
-	_ = l.rd.SetReadDeadline(dl)
-	l.all.mu.Unlock()
 	return l.r.Read(b)
 }
