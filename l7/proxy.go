@@ -232,6 +232,7 @@ type reqState struct {
 	cw       batchingWriter
 	bodyWrap countingBody
 	held     heldSlot     // an HTTP/2 request's per-client place
+	place    heldSlot     // the per-client place given back as serve returns (HTTP/1, or no limit)
 	fresh    *freshness   // the failover's first attempt's (freshanswer.go)
 	trace    requestTrace // fresh's trace and the context carrying it
 	// The failover's first attempt's context (detach.go) and URL, and
@@ -459,6 +460,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		// cut there, DrainEnded) ends in ReverseProxy's panic, which says
 		// nothing of why: taken for the access line, and passed on below.
 		cut := recover()
+		// Given back before the access line, as a deferred Release of
+		// its own did; a second defer in serve, with its many returns,
+		// would cost every request the runtime's slower defer records.
+		st.place.release()
 		if cut != nil && cut != http.ErrAbortHandler {
 			// Passed on below from here, where the stack still shows
 			// where it began.
@@ -540,7 +545,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 			// deliver's early flush would cost a frame per answer.
 			st.held = heldSlot{c: &p.perClient, a: a}
 		} else {
-			defer p.perClient.Release(a)
+			st.place = heldSlot{c: &p.perClient, a: a}
 		}
 	}
 	if status, code, msg := p.admit(st.ci, r); status != 0 {
