@@ -26,6 +26,13 @@ func identityHeader(k string) bool {
 		"X-Username",
 		"X-Webauth-User",
 		"X-Forwarded-User",
+		"X-Auth-Username",
+		"X-Auth-Email",
+		"X-Auth-Userid",
+		"X-Auth-Subject",
+		"Remote-Email",
+		"Remote-Groups",
+		"Remote-Name",
 		"X-Original-Url",
 		"X-Original-Uri",
 		"X-Rewrite-Url",
@@ -40,8 +47,35 @@ func identityHeader(k string) bool {
 		"X-Originating-Ip",
 		"Cf-Connecting-Ip",
 		"Fastly-Client-Ip",
-		"X-Host":
+		"X-Host",
+		"X-Original-Host":
 		return true
+	}
+	return identityPrefix(k)
+}
+
+// identityPrefixes are the header families the usual authenticating fronts
+// set for the backend behind them (oauth2-proxy, authentik, Pomerium,
+// Google IAP, AWS ALB, Azure App Service, Cloudflare Access, Tailscale):
+// a site with such a front beside nexmux points its Remote User Token
+// realm at one of them, so a client must not be able to send it.
+var identityPrefixes = [...]string{
+	"X-Auth-Request-",
+	"X-Authentik-",
+	"X-Pomerium-",
+	"X-Goog-Authenticated-",
+	"X-Goog-Iap-",
+	"X-Amzn-Oidc-",
+	"X-Ms-Client-Principal",
+	"Cf-Access-",
+	"Tailscale-User-",
+}
+
+func identityPrefix(k string) bool {
+	for _, p := range identityPrefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
 	}
 	return false
 }

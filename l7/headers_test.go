@@ -75,3 +75,51 @@ func TestClientCannotOverrideMethodURLOrIdentity(t *testing.T) {
 		t.Errorf("Accept lost: %v", r.Header)
 	}
 }
+
+// The identity headers of the usual authenticating fronts (oauth2-proxy,
+// Authelia, authentik, Pomerium, Google IAP, AWS ALB, Azure App Service,
+// Cloudflare Access, Tailscale, Keycloak's gatekeeper) are what a Nexus
+// Remote User Token realm is set to trust where such a front sits beside
+// nexmux: passed on, any client could name any Nexus user. They used to
+// reach Nexus (found by sending them through a live nexmux and reading
+// what the fixture got).
+func TestAuthFrontIdentityHeadersNeverReachNexus(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	node := startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/repository/team-a/v2/app/manifests/1" {
+			got <- r
+		}
+	})
+	addr, _ := haProxy(t, io.Discard, 0, node)
+	refused := []string{
+		"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username",
+		"X-Auth-Request-Groups", "X-Auth-Request-Access-Token",
+		"Remote-Email", "Remote-Groups", "Remote-Name",
+		"X-Authentik-Username", "X-Authentik-Email", "X-Authentik-Groups",
+		"X-Pomerium-Claim-Email", "X-Pomerium-Jwt-Assertion",
+		"X-Goog-Authenticated-User-Email", "X-Goog-Authenticated-User-Id", "X-Goog-Iap-Jwt-Assertion",
+		"X-Amzn-Oidc-Identity", "X-Amzn-Oidc-Data", "X-Amzn-Oidc-Accesstoken",
+		"X-Ms-Client-Principal", "X-Ms-Client-Principal-Name", "X-Ms-Client-Principal-Id",
+		"Cf-Access-Authenticated-User-Email", "Cf-Access-Jwt-Assertion",
+		"Tailscale-User-Login", "Tailscale-User-Name",
+		"X-Auth-Username", "X-Auth-Email", "X-Auth-Userid", "X-Auth-Subject",
+		"X-Original-Host",
+	}
+	req := teamRequest(addr, http.MethodGet, "/v2/app/manifests/1", nil)
+	for _, k := range refused {
+		req.Header.Set(k, "admin")
+	}
+	req.Header.Set("X-Auth-Keep", "yes") // a prefix alone is not a name
+	if resp, body := sendRequest(t, req); resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	r := <-got
+	for _, k := range refused {
+		if v := r.Header.Values(k); len(v) > 0 {
+			t.Errorf("%s reached Nexus: %q", k, v)
+		}
+	}
+	if r.Header.Get("X-Auth-Keep") != "yes" {
+		t.Errorf("ordinary header lost: %v", r.Header)
+	}
+}
