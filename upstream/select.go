@@ -183,6 +183,10 @@ func (s *Set) endFailOpen() {
 	}
 }
 
+// Size is the number of current nodes, read without a lock or a copy
+// (Nodes clones): for a request's path.
+func (s *Set) Size() int { return len(*s.live.Load()) }
+
 // Ejected returns the nodes passive ejection alone keeps from a request of
 // kind (joined, not draining, up, and writable for a write), best first:
 // where a blob download that broke on the nodes Pick gave resumes rather
