@@ -398,3 +398,29 @@ func sendChunk(t *testing.T, addr, uri string) (*http.Response, string) {
 	req.SetBasicAuth(haUser, haPass)
 	return sendRequest(t, req)
 }
+
+// A node ejected for its 503s that has recovered is still a node that
+// serves: when the only node left in rotation answers 503, the read moves
+// on to it rather than every client getting the 503 until the ejection
+// ends (10 s, doubling up to 160 s for a node ejected again), as Pick
+// falls back on it when no other node serves at all. Found from the
+// outside: two fixture nodes, node1 ejected by repositoryUnavailable and
+// then cleared, node2 set to it: every manifest GET got 503 for the rest
+// of node1's ejection.
+func TestHARead503MovesOnToAnEjectedNode(t *testing.T) {
+	_, nodes, _, addr, up, path := mirrorCluster(t)
+	nodes[0].SetRepositoryUnavailable(true)
+	for i := 0; i < 200 && len(ejected(up.Set())) == 0; i++ {
+		if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {
+			t.Fatalf("with node1 failing: %s %s", resp.Status, body)
+		}
+	}
+	if e := ejected(up.Set()); len(e) != 1 || e[0] != nodes[0].Addr() {
+		t.Fatalf("ejected %v, want node1 (%s) alone", e, nodes[0].Addr())
+	}
+	nodes[0].SetRepositoryUnavailable(false)
+	nodes[1].SetRepositoryUnavailable(true)
+	if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {
+		t.Fatalf("node2 answering 503, node1 ejected but serving: %s %s", resp.Status, body)
+	}
+}

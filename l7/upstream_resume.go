@@ -401,6 +401,18 @@ func (b *resumeBody) resume(paced bool) error {
 			}
 		}
 		if n == nil {
+			// Then a node passive ejection keeps out but whose probes
+			// pass: the ejection steers new requests elsewhere, and
+			// with no other node left it would cut a download a healthy
+			// node can finish (Pick falls back on it the same way).
+			for _, c := range set.Ejected(upstream.ReadDigest, b.key) {
+				if !b.broke[c] {
+					n = c
+					break
+				}
+			}
+		}
+		if n == nil {
 			// Last, a node that answered the whole blob (Range ignored),
 			// now taken from its start.
 			for _, c := range cands {

@@ -149,6 +149,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	var buf [4]*upstream.Node // the node choice allocates nothing
 	var cands []*upstream.Node
 	var err error
+	pk, key := upstream.Read, ""
 	switch class {
 	case classUpload:
 		cands, err = f.uploadNode(r, tag, uuid)
@@ -156,12 +157,21 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			err = f.frozenUpload(r, cands[0])
 		}
 	case classDigest:
-		cands, err = set.PickAppend(buf[:0], upstream.ReadDigest, repo+"@"+digest)
+		pk, key = upstream.ReadDigest, repo+"@"+digest
+		cands, err = set.PickAppend(buf[:0], pk, key)
 	case classWrite:
-		cands, err = set.PickAppend(buf[:0], upstream.Write, "")
+		pk = upstream.Write
+		cands, err = set.PickAppend(buf[:0], pk, "")
 	default:
-		cands, err = set.PickAppend(buf[:0], upstream.Read, "")
+		cands, err = set.PickAppend(buf[:0], pk, "")
 	}
+	// Ejected nodes whose probes pass come after Pick's, looked up only
+	// when the request reaches the last of those: passive ejection
+	// steers requests away, but must not hand a client the 503 or reset
+	// of the only node left in rotation while a recovered node could
+	// answer (Pick falls back on them the same way when none serves).
+	ejectedAdded := class == classUpload || len(cands) >= set.Size()
+	picked := len(cands)
 	if err != nil {
 		closeBody(r)
 		return nil, refusalFor(err)
@@ -232,13 +242,23 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	client := f.client(r.Context())
 	// Indexed: an upload follow-up may add the node found by asking.
 	for i := 0; i < len(cands); i++ {
+		if !ejectedAdded && i == len(cands)-1 {
+			ejectedAdded = true
+			for _, e := range set.Ejected(pk, key) {
+				if !slices.Contains(cands, e) {
+					cands = append(cands, e)
+				}
+			}
+		}
 		n := cands[i]
 		last := i == len(cands)-1
 		if i > 0 {
 			fr = newFreshness()
 			base = fr.context(r.Context(), nil)
 		}
-		sl, ok := f.up.acquireOr(r.Context(), n.Host, client, &queue, !last)
+		// A client at its share of Pick's last node waits there as
+		// before: an ejected node is for failures, not for room.
+		sl, ok := f.up.acquireOr(r.Context(), n.Host, client, &queue, !last && i+1 < picked)
 		if !ok {
 			if r.Context().Err() != nil {
 				return nil, r.Context().Err()

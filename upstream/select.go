@@ -183,6 +183,28 @@ func (s *Set) endFailOpen() {
 	}
 }
 
+// Size is the number of current nodes, read without a lock or a copy
+// (Nodes clones): for a request's path.
+func (s *Set) Size() int { return len(*s.live.Load()) }
+
+// Ejected returns the nodes passive ejection alone keeps from a request of
+// kind (joined, not draining, up, and writable for a write), best first:
+// where a blob download that broke on the nodes Pick gave resumes rather
+// than being cut, as Pick falls back on them when no other node serves.
+func (s *Set) Ejected(kind Kind, key string) []*Node {
+	t := s.now()
+	var out []*Node
+	for _, n := range *s.live.Load() {
+		n.mu.Lock()
+		if t.Before(n.ejectedUntil) && n.servesBarEjection(kind == Write) {
+			out = append(out, n)
+		}
+		n.mu.Unlock()
+	}
+	order(out, kind, key)
+	return out
+}
+
 // Tagged reports whether the node an upload tag names may serve that
 // upload now (serves): not down. Drained, removed and ejected nodes finish
 // their sessions: no other node holds them, and an ejection is one
