@@ -861,6 +861,10 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	if st.mirror != nil {
 		// Only the repository this request went to maps back.
 		pub.target = route.Target{Pull: st.repo, Push: st.repo}
+	} else if t := st.ci.Route.Target; t.Split() && st.repo == t.Push {
+		// A read reaches the push repository only in the
+		// "/repository/<hosted>/" form; its next page must too.
+		pub.linkPrefix = p.up.ctxPath + "/repository/" + st.repo
 	}
 	if resp.Request.Host != "" {
 		pub.base = p.scheme(st.ci) + "://" + resp.Request.Host

@@ -26,6 +26,12 @@ type publicURLs struct {
 	// their scheme implies where they name none): set for a blob read's
 	// redirect only, the one answer that may lead to another port.
 	nodes []string
+	// linkPrefix goes before the "/v2/..." a Link of the route's own
+	// repositories maps to: "[ctx]/repository/<hosted>" for a page a split
+	// name's push repository answered, whose next page "/v2/..." would
+	// read from the group instead.
+	linkPrefix string
+	prefix     string // linkPrefix while a Link is rewritten, else ""
 }
 
 // rewrite returns the public form of u, and false when u must not reach the
@@ -91,7 +97,7 @@ func (p *publicURLs) judge(u string, blobRedirect bool) (string, bool) {
 		}
 		// On any host: a Nexus whose Base URL names another host, or a
 		// connector port, still means the route's own repository.
-		return p.base + mapped, true
+		return p.base + p.prefix + mapped, true
 	}
 	switch {
 	case !absolute:
@@ -664,9 +670,11 @@ func (p *publicURLs) rewriteHeaders(h http.Header, blobRedirect bool) {
 		keepRewritten(h, "Location", v, func(s string) (string, bool) { return p.rewrite(s, blobRedirect) })
 	}
 	if v := h.Values("Link"); len(v) > 0 {
+		lp := *p
+		lp.prefix = p.linkPrefix
 		keepRewritten(h, "Link", v, func(s string) (string, bool) {
-			if s, ok := p.rewriteLink(s); ok {
-				return p.rewriteBareLinks(s)
+			if s, ok := lp.rewriteLink(s); ok {
+				return lp.rewriteBareLinks(s)
 			}
 			return "", false
 		})
