@@ -444,6 +444,15 @@ func TestStrayArgumentIsAnError(t *testing.T) {
 	if code != exitInvalid || !strings.Contains(errs, `unexpected argument "true"`) {
 		t.Fatalf("exit %d, want %d and the argument named:\n%s", code, exitInvalid, errs)
 	}
+	// The flags after it are still read and checked, every problem at
+	// once, and the routes they give are not reported missing.
+	errs = runRefused(t, "flags after a stray argument", []string{"check", "--cert", crt, "--key", key, "--bind-ports", "true", "--max-conns", "lots", "--route", "bad", "stray", "--port", "0=x"},
+		`unexpected argument "true"`, `unexpected argument "stray"`, `max-conns "lots"`, `route "bad"`, `port "0=x"`)
+	if strings.Contains(errs, "no routes") {
+		t.Errorf("routes given after a stray argument reported missing:\n%s", errs)
+	}
+	// After "--" nothing is a flag: still named, not read.
+	runRefused(t, "after --", []string{"check", "--cert", crt, "--key", key, "--route", "a.example.com=r", "--", "--listen", ":1"}, `unexpected argument "--listen"`)
 }
 
 // The iptables command's own flags are keys of the config file that serve
@@ -585,12 +594,12 @@ func TestStripUnknownFlags(t *testing.T) {
 		{"--bogus=v -x --listen=:1", "--listen=:1", "--bogus -x"},
 		{"--drain-timeout -1s --nope", "--drain-timeout -1s", "--nope"},
 		{"--bind-ports --nope x", "--bind-ports", "--nope"},
-		{"--bind-ports stray --nope", "--bind-ports stray --nope", ""},
+		{"--bind-ports stray --nope", "--bind-ports", "--nope"},
 		{"-- --nope", "-- --nope", ""},
 		{"--help --nope", "--help", "--nope"},
 	} {
 		args := append([]string{"nexmux", "check"}, strings.Fields(tc.in)...)
-		kept, unknown, _ := stripUnknownFlags(app, args)
+		kept, unknown, _, _ := stripUnknownFlags(app, args)
 		if got := strings.Join(kept[2:], " "); got != tc.kept {
 			t.Errorf("%q: kept %q, want %q", tc.in, got, tc.kept)
 		}
