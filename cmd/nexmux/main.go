@@ -794,6 +794,7 @@ func iptablesAction(c *cli.Context) error {
 		err = ignoreForDelete(c, err)
 	}
 	errs := errlist.Append(nil, err)
+	errs = errlist.Append(errs, cfg.EmptyChainProblem())
 	r := iptables.Rules{Chain: cfg.IptablesChain, Jumps: cfg.IptablesJumps}
 	// The chain is checked whatever else is wrong: Validate checks it
 	// with the ports, ValidateChain alone where there are none to check.

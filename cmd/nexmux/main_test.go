@@ -1107,6 +1107,38 @@ func TestIptablesDeleteWithoutItsConfigFileEmptyChain(t *testing.T) {
 	}
 }
 
+// An empty --chain with the config file readable names no chain either: it
+// must not replace the file's chain by the default one, whose rules --load
+// would rewrite and --delete remove (perhaps another instance's). A file's
+// chain: "" is the same empty value; check reports it as iptables does.
+func TestIptablesEmptyChainDoesNotReplaceTheFilesChain(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("chain: NX-B\nport: [\"8082=team-a\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"iptables", "--config", file, "--delete", "--chain", ""},
+		{"iptables", "--config", file, "--chain", ""},
+		{"iptables", "--port", "8082=team-a", "--chain", ""},
+		{"check", "--config", file, "--chain", "", "--cert", crt, "--key", key, "--route", "a.example.com=r"},
+	} {
+		out, errs, code := run(t, args...)
+		if code != exitInvalid || out != "" || !strings.Contains(errs, `chain "": no chain named`) {
+			t.Errorf("%q: exit %d, want %d and nothing printed:\n%s%s", args, code, exitInvalid, out, errs)
+		}
+	}
+	if err := os.WriteFile(file, []byte("chain: \"\"\nport: [\"8082=team-a\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runRefused(t, "chain: \"\"", []string{"iptables", "--config", file}, `chain "": no chain named`, "(from config "+file+" line 1)")
+	// An empty variable is unset, as ever: the file's chain.
+	t.Setenv("NEXMUX_CHAIN", "")
+	if out, errs, code := run(t, "iptables", "--config", file, "--chain", "NX-C"); code != 0 || !strings.Contains(out, ":NX-C") {
+		t.Errorf("--chain NX-C: exit %d\n%s%s", code, out, errs)
+	}
+}
+
 // Refused for want of a chain, --delete without its file still lists every
 // problem of what it was given at once: a bad --families too, not only
 // once the chain is named.
