@@ -573,6 +573,10 @@ func newApp() *cli.App {
 						return cli.Exit("nexmux: "+err.Error(), 1)
 					}
 					if err := d.Run(context.Background()); err != nil {
+						// Several listeners that cannot be bound: one a line.
+						if me := (*multierror.Error)(nil); errors.As(err, &me) && len(me.Errors) > 1 {
+							return cli.Exit("nexmux: cannot start:\n"+indent(err.Error()), 1)
+						}
 						return cli.Exit("nexmux: "+err.Error(), 1)
 					}
 					return nil
