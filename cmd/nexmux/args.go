@@ -30,7 +30,7 @@ func runApp(app *cli.App, args []string) error {
 		warnings = append(warnings, w)
 	}
 	warnings = append(warnings, misspeltEnv(app, os.Environ())...)
-	args, unknown, missing := stripUnknownFlags(app, args)
+	args, unknown, missing, stray := stripUnknownFlags(app, args)
 	warnings = append(warnings, repeatedFlags(app, args)...)
 	if len(warnings) > 0 {
 		app.Metadata[envWarningsKey] = warnings
@@ -41,6 +41,9 @@ func runApp(app *cli.App, args []string) error {
 	if missing != "" {
 		app.Metadata[missingValueKey] = missing
 	}
+	if len(stray) > 0 {
+		app.Metadata[strayArgsKey] = stray
+	}
 	return app.Run(args)
 }
 
@@ -48,6 +51,11 @@ func runApp(app *cli.App, args []string) error {
 // value, taken out for the command to report with the rest: flag parsing
 // would stop at it and report nothing else.
 const missingValueKey = "nexmux.missingValue"
+
+// strayArgsKey is where runApp leaves the arguments that are no flag nor a
+// flag's value, taken out for the command to report with the rest: flag
+// parsing would stop at the first and drop every flag after it.
+const strayArgsKey = "nexmux.strayArgs"
 
 // envWarningsKey is where runApp leaves what it found odd in the
 // environment and on the command line (a flag given twice), for loadConfig
@@ -63,14 +71,16 @@ const envWarningsKey = "nexmux.envWarnings"
 // that is not a flag. An unknown flag without "=" takes the next argument
 // with it unless that is a flag: the commands take no arguments, so it can
 // only be the unknown flag's value, and left in place it would end the
-// parsing and lose every flag after it.
-func stripUnknownFlags(app *cli.App, args []string) (kept, unknown []string, missing string) {
+// parsing and lose every flag after it. Any other argument that is no flag
+// (the "true" of "--bind-ports true") is taken out as stray, for the same
+// reason, and the flags after it are read.
+func stripUnknownFlags(app *cli.App, args []string) (kept, unknown []string, missing string, stray []string) {
 	if len(args) < 3 {
-		return args, nil, ""
+		return args, nil, "", nil
 	}
 	cmd := app.Command(args[1])
 	if cmd == nil || len(cmd.Flags) == 0 {
-		return args, nil, ""
+		return args, nil, "", nil
 	}
 	takesValue := map[string]bool{"help": false, "h": false}
 	for _, f := range cmd.Flags {
@@ -86,8 +96,12 @@ func stripUnknownFlags(app *cli.App, args []string) (kept, unknown []string, mis
 	i := 2
 	for ; i < len(args); i++ {
 		a := args[i]
-		if a == "--" || len(a) < 2 || a[0] != '-' {
+		if a == "--" {
 			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			stray = append(stray, a)
+			continue
 		}
 		name, _, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
 		tv, known := takesValue[name]
@@ -109,7 +123,7 @@ func stripUnknownFlags(app *cli.App, args []string) (kept, unknown []string, mis
 			}
 		}
 	}
-	return append(kept, args[i:]...), unknown, missing
+	return append(kept, args[i:]...), unknown, missing, stray
 }
 
 // repeatedFlags warns of each single-value flag that args (known flags
@@ -178,9 +192,9 @@ func repeatedFlags(app *cli.App, args []string) []string {
 }
 
 // argProblems are the command line's problems that flag parsing does not
-// report: unknown flags (runApp) and a stray argument, which ends flag
-// parsing and so loses every flag after it ("--bind-ports true --route
-// ...").
+// report: unknown flags and stray arguments ("--bind-ports true --route
+// ..."), which runApp took out so that the flags after them are read, and
+// the arguments after "--".
 func argProblems(c *cli.Context) []error {
 	var errs []error
 	unknown, _ := c.App.Metadata[unknownFlagsKey].([]string)
@@ -190,6 +204,11 @@ func argProblems(c *cli.Context) []error {
 	if f, _ := c.App.Metadata[missingValueKey].(string); f != "" {
 		errs = append(errs, fmt.Errorf("flag needs an argument: %s", f))
 	}
+	stray, _ := c.App.Metadata[strayArgsKey].([]string)
+	for _, a := range stray {
+		errs = append(errs, fmt.Errorf("unexpected argument %q: settings are flags (a bool flag takes --name=false, not --name false)", a))
+	}
+	// What runApp left: the arguments after "--", where parsing stopped.
 	if c.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected argument %q: settings are flags, and none after it was read (a bool flag takes --name=false, not --name false)", c.Args().First()))
 	}

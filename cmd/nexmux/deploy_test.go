@@ -539,9 +539,9 @@ func TestDeployCommandLinesUseRealFlags(t *testing.T) {
 			t.Errorf("%s: %q: no nexmux command", where, args)
 			continue
 		}
-		rest, unknown, missing := stripUnknownFlags(app, append([]string{"nexmux"}, args...))
-		if len(unknown) > 0 || missing != "" {
-			t.Errorf("%s: nexmux %s: unknown flags %q, flag without its value %q", where, args[0], unknown, missing)
+		rest, unknown, missing, stray := stripUnknownFlags(app, append([]string{"nexmux"}, args...))
+		if len(unknown) > 0 || missing != "" || len(stray) > 0 {
+			t.Errorf("%s: nexmux %s: unknown flags %q, flag without its value %q, arguments %q: nexmux %s takes none", where, args[0], unknown, missing, stray, args[0])
 		}
 		set := flag.NewFlagSet(args[0], flag.ContinueOnError)
 		set.SetOutput(io.Discard)

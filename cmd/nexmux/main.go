@@ -573,6 +573,10 @@ func newApp() *cli.App {
 						return cli.Exit("nexmux: "+err.Error(), 1)
 					}
 					if err := d.Run(context.Background()); err != nil {
+						// Several listeners that cannot be bound: one a line.
+						if me := (*multierror.Error)(nil); errors.As(err, &me) && len(me.Errors) > 1 {
+							return cli.Exit("nexmux: cannot start:\n"+indent(err.Error()), 1)
+						}
 						return cli.Exit("nexmux: "+err.Error(), 1)
 					}
 					return nil
@@ -794,6 +798,7 @@ func iptablesAction(c *cli.Context) error {
 		err = ignoreForDelete(c, err)
 	}
 	errs := errlist.Append(nil, err)
+	errs = errlist.Append(errs, cfg.EmptyChainProblem())
 	r := iptables.Rules{Chain: cfg.IptablesChain, Jumps: cfg.IptablesJumps}
 	// The chain is checked whatever else is wrong: Validate checks it
 	// with the ports, ValidateChain alone where there are none to check.

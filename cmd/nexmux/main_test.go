@@ -444,6 +444,15 @@ func TestStrayArgumentIsAnError(t *testing.T) {
 	if code != exitInvalid || !strings.Contains(errs, `unexpected argument "true"`) {
 		t.Fatalf("exit %d, want %d and the argument named:\n%s", code, exitInvalid, errs)
 	}
+	// The flags after it are still read and checked, every problem at
+	// once, and the routes they give are not reported missing.
+	errs = runRefused(t, "flags after a stray argument", []string{"check", "--cert", crt, "--key", key, "--bind-ports", "true", "--max-conns", "lots", "--route", "bad", "stray", "--port", "0=x"},
+		`unexpected argument "true"`, `unexpected argument "stray"`, `max-conns "lots"`, `route "bad"`, `port "0=x"`)
+	if strings.Contains(errs, "no routes") {
+		t.Errorf("routes given after a stray argument reported missing:\n%s", errs)
+	}
+	// After "--" nothing is a flag: still named, not read.
+	runRefused(t, "after --", []string{"check", "--cert", crt, "--key", key, "--route", "a.example.com=r", "--", "--listen", ":1"}, `unexpected argument "--listen"`)
 }
 
 // The iptables command's own flags are keys of the config file that serve
@@ -585,12 +594,12 @@ func TestStripUnknownFlags(t *testing.T) {
 		{"--bogus=v -x --listen=:1", "--listen=:1", "--bogus -x"},
 		{"--drain-timeout -1s --nope", "--drain-timeout -1s", "--nope"},
 		{"--bind-ports --nope x", "--bind-ports", "--nope"},
-		{"--bind-ports stray --nope", "--bind-ports stray --nope", ""},
+		{"--bind-ports stray --nope", "--bind-ports", "--nope"},
 		{"-- --nope", "-- --nope", ""},
 		{"--help --nope", "--help", "--nope"},
 	} {
 		args := append([]string{"nexmux", "check"}, strings.Fields(tc.in)...)
-		kept, unknown, _ := stripUnknownFlags(app, args)
+		kept, unknown, _, _ := stripUnknownFlags(app, args)
 		if got := strings.Join(kept[2:], " "); got != tc.kept {
 			t.Errorf("%q: kept %q, want %q", tc.in, got, tc.kept)
 		}
@@ -1095,6 +1104,38 @@ func TestIptablesDeleteWithoutItsConfigFileEmptyChain(t *testing.T) {
 	out, errs, code := run(t, "iptables", "--delete", "--config", missing, "--chain", "")
 	if code != exitInvalid || out != "" || !strings.Contains(errs, "--chain") {
 		t.Fatalf("--delete --chain \"\", config missing: exit %d, want %d and nothing removed\n%s%s", code, exitInvalid, out, errs)
+	}
+}
+
+// An empty --chain with the config file readable names no chain either: it
+// must not replace the file's chain by the default one, whose rules --load
+// would rewrite and --delete remove (perhaps another instance's). A file's
+// chain: "" is the same empty value; check reports it as iptables does.
+func TestIptablesEmptyChainDoesNotReplaceTheFilesChain(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("chain: NX-B\nport: [\"8082=team-a\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"iptables", "--config", file, "--delete", "--chain", ""},
+		{"iptables", "--config", file, "--chain", ""},
+		{"iptables", "--port", "8082=team-a", "--chain", ""},
+		{"check", "--config", file, "--chain", "", "--cert", crt, "--key", key, "--route", "a.example.com=r"},
+	} {
+		out, errs, code := run(t, args...)
+		if code != exitInvalid || out != "" || !strings.Contains(errs, `chain "": no chain named`) {
+			t.Errorf("%q: exit %d, want %d and nothing printed:\n%s%s", args, code, exitInvalid, out, errs)
+		}
+	}
+	if err := os.WriteFile(file, []byte("chain: \"\"\nport: [\"8082=team-a\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runRefused(t, "chain: \"\"", []string{"iptables", "--config", file}, `chain "": no chain named`, "(from config "+file+" line 1)")
+	// An empty variable is unset, as ever: the file's chain.
+	t.Setenv("NEXMUX_CHAIN", "")
+	if out, errs, code := run(t, "iptables", "--config", file, "--chain", "NX-C"); code != 0 || !strings.Contains(out, ":NX-C") {
+		t.Errorf("--chain NX-C: exit %d\n%s%s", code, out, errs)
 	}
 }
 

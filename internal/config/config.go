@@ -497,7 +497,19 @@ func (c *Config) RedirectLoops(ports []int) []error {
 // fail later at the init container or the iptables unit.
 func (c *Config) IptablesProblems() error {
 	_, ferr := iptables.ParseFamilies(c.IptablesFamilies)
-	return errlist.Join(iptables.Rules{Chain: c.IptablesChain}.ValidateChain(), ferr)
+	return errlist.Join(c.EmptyChainProblem(), iptables.Rules{Chain: c.IptablesChain}.ValidateChain(), ferr)
+}
+
+// EmptyChainProblem is the problem of a chain given empty (a script's
+// --chain "$CHAIN" with CHAIN unset; the default is NEXMUX, and an empty
+// variable is unset): taken as the default, it would replace the file's
+// chain, and --load would rewrite, --delete remove, rules that may be
+// another instance's.
+func (c *Config) EmptyChainProblem() error {
+	if c.IptablesChain != "" {
+		return nil
+	}
+	return &SettingError{Setting: "chain", Err: fmt.Errorf(`chain "": no chain named (an unset variable?): give its name, or leave --chain out for the file's chain or the default %s`, iptables.DefaultChain)}
 }
 
 // addrPort checks a [HOST]:PORT setting and returns its port (0 allowed:

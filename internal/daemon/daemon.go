@@ -254,12 +254,27 @@ func (d *Daemon) Start() error {
 	// below, replace d.built under d.mu.
 	built := d.currentBuilt()
 	c := built.Config
-	ln, err := d.listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", c.Listen, err)
+	// Every listener is bound before any serves, and each one that cannot
+	// be is named in the one error: one at a time, the operator would
+	// find the next only at the next start.
+	var bindErrs []error
+	bind := func(listen func(network, addr string) (net.Listener, error), addr, what string) net.Listener {
+		l, err := listen("tcp", addr)
+		if err != nil {
+			bindErrs = append(bindErrs, fmt.Errorf("%s: %w", what, err))
+			return nil
+		}
+		return l
 	}
-	d.listeners = append(d.listeners, ln)
-	d.addrs["listen"] = ln.Addr()
+	// Not ml: the metrics listener is closed apart, after the drain, so
+	// that /readyz answers during it.
+	keep := func(l net.Listener) net.Listener {
+		if l != nil {
+			d.listeners = append(d.listeners, l)
+		}
+		return l
+	}
+	ln := keep(bind(d.listen, c.Listen, "listen "+c.Listen))
 	type bound struct {
 		ln   net.Listener
 		port int
@@ -268,23 +283,30 @@ func (d *Daemon) Start() error {
 	if c.BindPorts {
 		host, _, _ := net.SplitHostPort(c.Listen)
 		for _, p := range built.Table.Ports() {
-			pl, err := d.listen("tcp", net.JoinHostPort(host, strconv.Itoa(p)))
-			if err != nil {
-				d.closeListeners()
-				return fmt.Errorf("bind port %d: %w", p, err)
+			if pl := keep(bind(d.listen, net.JoinHostPort(host, strconv.Itoa(p)), fmt.Sprintf("bind port %d", p))); pl != nil {
+				ports = append(ports, bound{pl, p})
 			}
-			d.listeners = append(d.listeners, pl)
-			d.addrs["port:"+strconv.Itoa(p)] = pl.Addr()
-			ports = append(ports, bound{pl, p})
 		}
 	}
+	var sl, ml net.Listener
 	if c.Socks5Listen != "" {
-		sl, err := d.listen("tcp", c.Socks5Listen)
-		if err != nil {
-			d.closeListeners()
-			return fmt.Errorf("socks5-listen %s: %w", c.Socks5Listen, err)
+		sl = keep(bind(d.listen, c.Socks5Listen, "socks5-listen "+c.Socks5Listen))
+	}
+	if c.MetricsListen != "" {
+		ml = bind(net.Listen, c.MetricsListen, "metrics-listen "+c.MetricsListen)
+	}
+	if len(bindErrs) > 0 {
+		d.closeListeners()
+		if ml != nil {
+			ml.Close()
 		}
-		d.listeners = append(d.listeners, sl)
+		return errlist.Join(bindErrs...)
+	}
+	d.addrs["listen"] = ln.Addr()
+	for _, b := range ports {
+		d.addrs["port:"+strconv.Itoa(b.port)] = b.ln.Addr()
+	}
+	if sl != nil {
 		d.addrs["socks5"] = sl.Addr()
 		opts := socks5.Options{
 			SNIPorts:         []int{443, built.ListenPort, ln.Addr().(*net.TCPAddr).Port},
@@ -306,12 +328,7 @@ func (d *Daemon) Start() error {
 		d.socks = socks5.New(d.server, opts)
 		d.goServe(func() error { return d.socks.Serve(sl) })
 	}
-	if c.MetricsListen != "" {
-		ml, err := net.Listen("tcp", c.MetricsListen)
-		if err != nil {
-			d.closeListeners()
-			return fmt.Errorf("metrics-listen %s: %w", c.MetricsListen, err)
-		}
+	if ml != nil {
 		d.addrs["metrics"] = ml.Addr()
 		set := built.Upstreams.Set()
 		ready := &metrics.Readiness{Table: set.Readable, Logger: d.log, Draining: d.draining.Load}

@@ -82,3 +82,54 @@ func TestSecondListenerOnSamePortFails(t *testing.T) {
 		t.Fatalf("GET /v2/ after the failed second start: %d", status)
 	}
 }
+
+// Every listener that cannot be bound is named in one start, not the first
+// alone: an operator who fixed --listen would otherwise learn of
+// --metrics-listen at the next start. What was bound is released.
+func TestEveryListenerThatCannotBindIsNamed(t *testing.T) {
+	bound := freePort(t)
+	cfg := teamRoutes()
+	cfg.Port = []string{fmt.Sprintf("%d=team-a", bound)}
+	cfg.BindPorts = true
+	st, _ := logStack(t, cfg)
+	taken := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		return ln.Addr().String()
+	}
+	c := *st.Runtime.Config
+	c.Listen = "127.0.0.1:" + strconv.Itoa(st.Port) // taken by st
+	c.Socks5Listen, c.MetricsListen = "127.0.0.1:"+strconv.Itoa(freePort(t)), taken()
+	b, err := c.Build()
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	d, err := daemon.New(b, daemon.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = d.Start()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = d.Shutdown(ctx)
+		t.Fatal("started with every address taken")
+	}
+	for _, want := range []string{"listen " + c.Listen, fmt.Sprintf("bind port %d", bound), "metrics-listen " + c.MetricsListen} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("start error lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "socks5-listen") {
+		t.Errorf("the free --socks5-listen named:\n%v", err)
+	}
+	// The one that was bound is free again.
+	ln, err := net.Listen("tcp", c.Socks5Listen)
+	if err != nil {
+		t.Fatalf("--socks5-listen %s still bound after the failed start: %v", c.Socks5Listen, err)
+	}
+	ln.Close()
+}

@@ -150,7 +150,23 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 	}
 	var repos []Repo
 	body := &io.LimitedReader{R: resp.Body, N: maxSettings + 1}
-	if err := json.NewDecoder(body).Decode(&repos); err != nil {
+	dec := json.NewDecoder(body)
+	err = dec.Decode(&repos)
+	after := false
+	if err == nil {
+		// Nexus sends one list: more after it (two run together, a page
+		// something in front appended) would leave a mapping made from
+		// the first part, printed as whole.
+		if _, err = dec.Token(); err == io.EOF {
+			err = nil
+		} else {
+			after = true
+			if err == nil {
+				err = errors.New("another JSON value")
+			}
+		}
+	}
+	if err != nil {
 		// Say which limit ended it: a cut body or a stalled one is not a
 		// JSON problem of Nexus's.
 		var ne net.Error
@@ -159,6 +175,8 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 			return nil, fmt.Errorf("nexus repository settings are larger than %d MiB: refused", maxSettings>>20)
 		case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded):
 			return nil, fmt.Errorf("nexus at %s did not send its repository settings in time: %w", u.Redacted(), err)
+		case after:
+			return nil, fmt.Errorf("nexus repository settings have more after the list (%v): not the one list Nexus sends; is something in front of Nexus adding to its answer?", err)
 		}
 		// An SSO login page or a front proxy's HTML says more by its type
 		// than by the parser's "invalid character '<'".

@@ -576,6 +576,31 @@ func TestDiscoverNamesAnAnswerThatIsNoJSON(t *testing.T) {
 	}
 }
 
+// An answer with more after its list (two lists run together, a proxy's
+// page appended) is not the one list Nexus sends: the mapping would be made
+// from its first part alone and printed as whole. Blanks after it are fine.
+func TestDiscoverRefusesDataAfterTheList(t *testing.T) {
+	one := `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`
+	for body, ok := range map[string]bool{
+		one + " \r\n": true,
+		one + ` [{"name":"b","format":"docker","type":"hosted"}]`: false,
+		one + "<html>error</html>":                                false,
+	} {
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}))
+		repos, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+		hs.Close()
+		if ok && (err != nil || len(repos) != 1) {
+			t.Errorf("%q: %d repositories, %v", body, len(repos), err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "after the list")) {
+			t.Errorf("%q: %d repositories, error %v; want the data after the list named", body, len(repos), err)
+		}
+	}
+}
+
 // An HTTPS Nexus whose certificate comes from a private CA is reachable; it
 // is not trusted. The error says so and how to trust it (Go reads
 // SSL_CERT_FILE, for discover and serve alike), not "unreachable".
