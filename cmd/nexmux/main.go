@@ -134,6 +134,10 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		switch d := s.Default().(type) {
 		case string:
 			v = c.String(s.Name)
+			if err := emptyOverCredential(c, cfg, file, s.Name, v.(string)); err != nil {
+				errs = errlist.Append(errs, err)
+				continue
+			}
 		case []string:
 			v = c.Generic(s.Name).(*listValue).values(&s)
 		case bool, time.Duration, int:
@@ -148,6 +152,32 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		}
 	}
 	return cfg, errlist.Err(errs)
+}
+
+// credentialFiles are the settings whose file the config file may name and
+// an empty flag must not take away: each turns a protection off unseen
+// (SOCKS5 logins), or makes replicas disagree (the affinity secret), or
+// sends mirror requests without their login.
+var credentialFiles = []string{"socks5-auth-file", "affinity-secret-file", "mirror-auth-file"}
+
+// emptyOverCredential is the problem of a flag or variable that gives one
+// of credentialFiles empty over the config file's path: a script's unset
+// variable ("--socks5-auth-file $USERS") would turn that file off with no
+// more than the "overridden" warning. Refused, as an empty --chain is;
+// leaving the flag out keeps the file's.
+func emptyOverCredential(c *cli.Context, cfg *config.Config, file, name, v string) error {
+	if v != "" || cfg == nil || !slices.Contains(credentialFiles, name) {
+		return nil
+	}
+	path, _ := cfg.FileValues[name].(string)
+	if path == "" {
+		return nil
+	}
+	by := "--" + name
+	if env := envOrigin(c, name); env != "" {
+		by = env
+	}
+	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by %s (an unset variable?) over %s's %s: leave it out to use the file's, or name another file", name, by, file, path)}
 }
 
 // tooLong is the problem of a value of the setting, given by a flag or

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -2076,5 +2077,40 @@ func TestFileKeyOfSeveralOtherCommandsNamed(t *testing.T) {
 	const want = "(a flag of nexmux discover and inspect, which read no config file)"
 	if err == nil || !strings.HasSuffix(err.Error(), want) {
 		t.Fatalf("%v; want it to end %q", err, want)
+	}
+}
+
+// An empty flag for a credential file the config file names (a script's
+// "--socks5-auth-file $USERS" with USERS unset) must not turn that file
+// off behind an "overridden" warning: SOCKS5 would take every client
+// without a login. Refused, naming what it would have replaced; an empty
+// variable is unset as ever, and a named file still overrides.
+func TestEmptyFlagDoesNotDropTheFilesCredentialFile(t *testing.T) {
+	crt, key := certFiles(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("alice:0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "c.yaml")
+	conf := fmt.Sprintf("cert: [%q]\nkey: [%q]\nroute: [\"a.example.com=team-a\"]\nmirror: [\"m.example.com/docker.io=docker-proxy\"]\nsocks5-listen: 127.0.0.1:0\nsocks5-auth-file: %q\naffinity-secret-file: %q\nmirror-auth-file: %q\n", crt, key, secret, secret, secret)
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"socks5-auth-file", "affinity-secret-file", "mirror-auth-file"} {
+		runRefused(t, "--"+name+` ""`, []string{"check", "--config", file, "--" + name, ""},
+			name+": given empty by --"+name+" (an unset variable?) over "+file+"'s "+secret)
+		// Every other problem still comes in the same run.
+		runRefused(t, "--"+name+` "" with a bad limit`, []string{"check", "--config", file, "--" + name, "", "--max-conns", "x"},
+			name+": given empty", `max-conns "x"`)
+		t.Run(name+" env", func(t *testing.T) {
+			t.Setenv(config.EnvVar(name), "")
+			if _, errs, code := run(t, "check", "--config", file); code != 0 {
+				t.Errorf("%s empty: exit %d, want 0 (unset: the file's):\n%s", config.EnvVar(name), code, errs)
+			}
+		})
+	}
+	if _, errs, code := run(t, "check", "--config", file, "--socks5-auth-file", secret); code != 0 || !strings.Contains(errs, "socks5-auth-file is overridden") {
+		t.Errorf("--socks5-auth-file FILE: exit %d, want 0 with the overridden warning:\n%s", code, errs)
 	}
 }
