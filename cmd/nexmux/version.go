@@ -66,6 +66,11 @@ func versionCommand() *cli.Command {
 		Usage:        "print the module version, VCS revision and time, and the Go version",
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				// As every other command: a word it does not take is
+				// named, not passed over (a script's "version --json").
+				return cli.Exit(fmt.Sprintf("nexmux: unexpected argument %q: version takes none", c.Args().First()), exitInvalid)
+			}
 			return writeOutput(c, "version", "the version", versionText())
 		},
 	}

@@ -102,3 +102,12 @@ func buildBinary(t *testing.T) string {
 	}
 	return bin
 }
+
+// version takes no argument: a stray word gets exit 2 and its name, as
+// every other command's does, not the version as if it were not there.
+func TestVersionRefusesAnArgument(t *testing.T) {
+	runRefused(t, "version extra", []string{"version", "extra"}, `unexpected argument "extra"`)
+	if out, errs, code := run(t, "version"); code != 0 || !strings.Contains(out, "go:") {
+		t.Errorf("version: exit %d:\n%s%s", code, out, errs)
+	}
+}
