@@ -68,7 +68,7 @@ func versionCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				// As every other command: a word it does not take is
-				// named, not passed over (a script's "version --json").
+				// named, not passed over ("nexmux version extra").
 				return cli.Exit(fmt.Sprintf("nexmux: unexpected argument %q: version takes none", c.Args().First()), exitInvalid)
 			}
 			return writeOutput(c, "version", "the version", versionText())
