@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nexmux/nexmux/internal/config"
 	"github.com/nexmux/nexmux/internal/daemon"
 )
 
@@ -33,21 +34,7 @@ func TestSecondListenerOnSamePortFails(t *testing.T) {
 		c := *st.Runtime.Config
 		c.Listen = listen
 		c.BindPorts = bindPorts
-		b, err := c.Build()
-		if err != nil {
-			t.Fatalf("config: %v", err)
-		}
-		d, err := daemon.New(b, daemon.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = d.Start()
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = d.Shutdown(ctx)
-		}
-		return err
+		return startOnce(t, c)
 	}
 	port := strconv.Itoa(st.Port)
 	for _, tc := range []struct {
@@ -103,19 +90,8 @@ func TestEveryListenerThatCannotBindIsNamed(t *testing.T) {
 	c := *st.Runtime.Config
 	c.Listen = "127.0.0.1:" + strconv.Itoa(st.Port) // taken by st
 	c.Socks5Listen, c.MetricsListen = "127.0.0.1:"+strconv.Itoa(freePort(t)), taken()
-	b, err := c.Build()
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	d, err := daemon.New(b, daemon.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = d.Start()
+	err := startOnce(t, c)
 	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.Shutdown(ctx)
 		t.Fatal("started with every address taken")
 	}
 	for _, want := range []string{"listen " + c.Listen, fmt.Sprintf("bind port %d", bound), "metrics-listen " + c.MetricsListen} {
@@ -132,4 +108,24 @@ func TestEveryListenerThatCannotBindIsNamed(t *testing.T) {
 		t.Fatalf("--socks5-listen %s still bound after the failed start: %v", c.Socks5Listen, err)
 	}
 	ln.Close()
+}
+
+// startOnce starts a daemon of c beside the test's own and shuts it down
+// again if it started: what its Start said.
+func startOnce(t *testing.T, c config.Config) error {
+	t.Helper()
+	b, err := c.Build()
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	d, err := daemon.New(b, daemon.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = d.Start(); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = d.Shutdown(ctx)
+	}
+	return err
 }
