@@ -444,8 +444,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					continue
 				}
 				// The last try: counted alone, and not against the last
-				// node that serves this kind of request (as a 5xx).
-				if len(suspects) == 0 && set.OtherUsable(n, kind == "write") {
+				// node that serves this kind of request (as a 5xx), nor
+				// when a node passed over for room was not asked.
+				if len(suspects) == 0 && len(passed) == 0 && set.OtherUsable(n, kind == "write") {
 					set.ReportResult(n, false, err.Error())
 				}
 			}
@@ -474,8 +475,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			// repository), not the nodes; only a lone answer counts,
 			// and never against the last node that serves this kind of
 			// request: ejecting it would turn one repository's 503 into
-			// everyone's.
-			if len(suspects) == 0 && r.Context().Err() == nil && set.OtherUsable(n, kind == "write") && !frozenRefusal(n, kind, resp.StatusCode) {
+			// everyone's. Nor is it lone when a node was passed over for
+			// room: that node was not asked, and might answer the same.
+			if len(suspects) == 0 && len(passed) == 0 && r.Context().Err() == nil && set.OtherUsable(n, kind == "write") && !frozenRefusal(n, kind, resp.StatusCode) {
 				set.ReportResult(n, false, "status "+resp.Status)
 			}
 		default:

@@ -900,3 +900,58 @@ func TestPassedOverNodeTakesTheRequestOfANodeFoundDown(t *testing.T) {
 		}
 	}
 }
+
+// A 503 from the last node a request tried is a lone answer, counted
+// toward that node's ejection, only when no other node could have been
+// asked: not when the request passed another over for room. Under load a
+// 503 storm of one repository on every node (an offline repository, a
+// proxy repository's remote down) ejected a node that way, against the
+// rule that such a storm ejects none, moving every other repository's
+// reads onto the other node.
+func TestRequestsPassedOverForRoomEjectNoNode(t *testing.T) {
+	var held atomic.Bool
+	gate := make(chan struct{})
+	defer close(gate)
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return // status probes
+		}
+		if held.CompareAndSwap(false, true) {
+			<-gate
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"errors":[{"code":"UNAVAILABLE","message":"repository offline"}]}`)
+	}
+	nodes := []*haNode{startNode(t, h), startNode(t, h)}
+	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
+	// A read by digest: every request ranks the nodes alike, and the
+	// first holds the client's share of the first node.
+	path := "/v2/app/manifests/sha256:" + strings.Repeat("cd", 32)
+	go func() {
+		if resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, path, nil)); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitUntil(t, "the first request held at a node", func() bool { return nodes[0].hits.Load()+nodes[1].hits.Load() == 1 })
+	other := nodes[1]
+	if other.hits.Load() == 1 {
+		other = nodes[0]
+	}
+	for i := 0; i < 8; i++ {
+		resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, path, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("request %d: %s, want Nexus's 503", i, resp.Status)
+		}
+	}
+	if other.hits.Load() != 8 {
+		t.Fatalf("%d of the 8 requests reached the node with room, want all", other.hits.Load())
+	}
+	if n := up.Set().ByHost(other.addr); !up.Set().Takes(n, false) {
+		t.Fatal("the node that answered every request passed over to it was ejected for the repository's 503s")
+	}
+}
