@@ -240,6 +240,10 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 	askedAfter := false
 	queue := poolQueueTimeout
 	client := f.client(r.Context())
+	// passed: nodes passed over for room (the client at its share, or
+	// every place taken). The last node tried is then not the last that
+	// may serve: found down, the request goes back to them.
+	var passed []*upstream.Node
 	// Indexed: an upload follow-up may add the node found by asking.
 	for i := 0; i < len(cands); i++ {
 		if !ejectedAdded && i == len(cands)-1 {
@@ -264,6 +268,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				return nil, r.Context().Err()
 			}
 			if move(last) {
+				passed = append(passed, n)
 				set.Failover(kind, "busy")
 				continue
 			}
@@ -274,6 +279,16 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			// A replayed body was read whole: nothing is left unread.
 			return nil, &refusal{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", retryAfter: "1", close: body && replay == nil, msg: msg}
+		}
+		if last && len(passed) > 0 && n.Alive().Err() != nil && move(false) {
+			// Found down while this request waited for a place there
+			// (given back by the requests that left it then): not sent
+			// to it, but back to the nodes passed over for room.
+			sl.release()
+			cands = append(cands, passed...)
+			passed = nil
+			set.Failover(kind, "down")
+			continue
 		}
 		if err := r.Context().Err(); err != nil && r.ProtoMajor > 1 {
 			// Gone before anything was sent (a stream reset right after
@@ -304,18 +319,20 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		ctx := detach(det, base)
 		stopWatch := func() bool { return false }
 		// A node found down while its answer is awaited gives the request
-		// up so it moves on at once. Only where there is a next node: on
-		// the last, it would only turn an answer that may still come into
-		// an error. Already down: fail open, nothing to watch.
+		// up so it moves on at once. Only where there is a next node (or
+		// one passed over for room): on the last, it would only turn an
+		// answer that may still come into an error. Already down: fail
+		// open, nothing to watch.
 		// A blob's body can be cut for the same reason (resumable).
 		// Alive takes the node's lock: not for a small request on the last
 		// node, which watches nothing.
 		// A blob's request can always be ended: its body may stall, or
 		// its HTTP/2 client reset (resumable).
-		if !last || blobGet {
+		watch := !last || len(passed) > 0
+		if watch || blobGet {
 			if alive := n.Alive(); alive.Err() == nil || blobGet {
 				ctx, a.cancel = context.WithCancelCause(ctx)
-				if !last && alive.Err() == nil {
+				if watch && alive.Err() == nil {
 					cancel := a.cancel
 					stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
 				}
@@ -405,6 +422,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				}
 			case errors.Is(context.Cause(ctx), errNodeDown):
 				lastErr = errors.Join(errNodeDown, err)
+				if last && len(passed) > 0 {
+					// Back to the nodes passed over for room, within
+					// what is left of the queue time.
+					cands = append(cands, passed...)
+					passed, last = nil, false
+				}
 				if move(last) {
 					set.Failover(kind, "down")
 					continue
@@ -421,8 +444,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 					continue
 				}
 				// The last try: counted alone, and not against the last
-				// node that serves this kind of request (as a 5xx).
-				if len(suspects) == 0 && set.OtherUsable(n, kind == "write") {
+				// node that serves this kind of request (as a 5xx), nor
+				// when a node passed over for room was not asked.
+				if len(suspects) == 0 && len(passed) == 0 && set.OtherUsable(n, kind == "write") {
 					set.ReportResult(n, false, err.Error())
 				}
 			}
@@ -451,8 +475,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			// repository), not the nodes; only a lone answer counts,
 			// and never against the last node that serves this kind of
 			// request: ejecting it would turn one repository's 503 into
-			// everyone's.
-			if len(suspects) == 0 && r.Context().Err() == nil && set.OtherUsable(n, kind == "write") && !frozenRefusal(n, kind, resp.StatusCode) {
+			// everyone's. Nor is it lone when a node was passed over for
+			// room: that node was not asked, and might answer the same.
+			if len(suspects) == 0 && len(passed) == 0 && r.Context().Err() == nil && set.OtherUsable(n, kind == "write") && !frozenRefusal(n, kind, resp.StatusCode) {
 				set.ReportResult(n, false, "status "+resp.Status)
 			}
 		default:

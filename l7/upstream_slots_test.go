@@ -813,3 +813,145 @@ func TestResumeLetsGoOfTheBrokenNode(t *testing.T) {
 		t.Fatalf("blob: %v, %d bytes of %d", g.resp != nil, len(g.body), len(blob))
 	}
 }
+
+// A request that passed its first node over for room (its client at its
+// share there) and waits on its last node moves back to the first when
+// that last node is found down: it was the last node only for want of a
+// place, not the last that may serve. It waited there until Nexus's 300 s
+// header timeout (seen against the fixture: a blackholed node held such
+// reads while the other node had room again). So does one that was still
+// waiting for a place on that node, and got the place the first request
+// gave back as the node was found down: it is not sent to the down node.
+func TestPassedOverNodeTakesTheRequestOfANodeFoundDown(t *testing.T) {
+	type node struct {
+		*haNode
+		gate        chan struct{}
+		statusFails atomic.Bool
+	}
+	var nodes [2]*node
+	for i := range nodes {
+		nd := &node{gate: make(chan struct{})}
+		name := string(rune('a' + i))
+		nd.haNode = startNode(t, func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
+				if nd.statusFails.Load() {
+					w.WriteHeader(http.StatusInternalServerError)
+				}
+				return
+			}
+			select {
+			case <-nd.gate:
+			case <-r.Context().Done():
+				return
+			}
+			io.WriteString(w, "ok from "+name)
+		})
+		nodes[i] = nd
+	}
+	// Two places a node: one client address holds one of them.
+	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
+	// A read by digest: every request ranks the nodes alike.
+	path := "/v2/app/manifests/sha256:" + strings.Repeat("ab", 32)
+	get := func() <-chan string {
+		got := make(chan string, 1)
+		go func() {
+			resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, path, nil))
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got <- resp.Status + " " + string(b)
+		}()
+		return got
+	}
+	first := get()
+	waitUntil(t, "the first request at a node", func() bool { return nodes[0].hits.Load()+nodes[1].hits.Load() == 1 })
+	x, y := nodes[0], nodes[1]
+	if x.hits.Load() == 0 {
+		x, y = y, x
+	}
+	second := get()
+	waitUntil(t, "the second request passed over to the other node", func() bool { return y.hits.Load() == 1 })
+	third := get()
+	waitUntil(t, "the third request waiting for a place on that node", func() bool {
+		p, ok := up.pools.m.Load(y.addr)
+		if !ok {
+			return false
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.waiters) == 1
+	})
+	y.statusFails.Store(true)
+	defer close(y.gate)
+	waitUntil(t, "the node found down", func() bool { return up.Set().ByHost(y.addr).State() == upstream.Down })
+	close(x.gate)
+	want := "ok from " + string(rune('a'+slices.Index(nodes[:], x)))
+	for i, ch := range []<-chan string{first, second, third} {
+		select {
+		case a := <-ch:
+			if !strings.HasPrefix(a, "200") || !strings.HasSuffix(a, want) {
+				t.Fatalf("request %d: %s", i+1, a)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request %d stayed on its node found down while the node it passed over for room had room again (hits there: %d)", i+1, y.hits.Load())
+		}
+	}
+}
+
+// A 503 from the last node a request tried is a lone answer, counted
+// toward that node's ejection, only when no other node could have been
+// asked: not when the request passed another over for room. Under load a
+// 503 storm of one repository on every node (an offline repository, a
+// proxy repository's remote down) ejected a node that way, against the
+// rule that such a storm ejects none, moving every other repository's
+// reads onto the other node.
+func TestRequestsPassedOverForRoomEjectNoNode(t *testing.T) {
+	var held atomic.Bool
+	gate := make(chan struct{})
+	defer close(gate)
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/repository/") {
+			return // status probes
+		}
+		if held.CompareAndSwap(false, true) {
+			<-gate
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"errors":[{"code":"UNAVAILABLE","message":"repository offline"}]}`)
+	}
+	nodes := []*haNode{startNode(t, h), startNode(t, h)}
+	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
+	// A read by digest: every request ranks the nodes alike, and the
+	// first holds the client's share of the first node.
+	path := "/v2/app/manifests/sha256:" + strings.Repeat("cd", 32)
+	go func() {
+		if resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, path, nil)); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitUntil(t, "the first request held at a node", func() bool { return nodes[0].hits.Load()+nodes[1].hits.Load() == 1 })
+	other := nodes[1]
+	if other.hits.Load() == 1 {
+		other = nodes[0]
+	}
+	for i := 0; i < 8; i++ {
+		resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, path, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("request %d: %s, want Nexus's 503", i, resp.Status)
+		}
+	}
+	if other.hits.Load() != 8 {
+		t.Fatalf("%d of the 8 requests reached the node with room, want all", other.hits.Load())
+	}
+	if n := up.Set().ByHost(other.addr); !up.Set().Takes(n, false) {
+		t.Fatal("the node that answered every request passed over to it was ejected for the repository's 503s")
+	}
+}
