@@ -23,12 +23,7 @@ func TestHAUploadFollowUpNeverMovesToAnEjectedNode(t *testing.T) {
 	// The other node fails the uploads it is asked to start until ejected
 	// (each moves on to the opened node), then recovers.
 	other.SetRepositoryUnavailable(true)
-	for i := 0; i < 200 && len(ejected(up.Set())) == 0; i++ {
-		startUpload(t, addr)
-	}
-	if e := ejected(up.Set()); len(e) != 1 || e[0] != other.Addr() {
-		t.Fatalf("ejected %v, want %s alone", e, other.Addr())
-	}
+	ejectWith(t, up, other.Addr(), func(int) { startUpload(t, addr) })
 	other.SetRepositoryUnavailable(false)
 	opened.SetRepositoryUnavailable(true)
 	other.ResetRequests()

@@ -22,6 +22,18 @@ func ejected(set *upstream.Set) []string {
 	return out
 }
 
+// ejectWith sends try's i-th request until a node is ejected, 200 at most,
+// and fails unless want alone is.
+func ejectWith(t *testing.T, up *Upstreams, want string, try func(i int)) {
+	t.Helper()
+	for i := 0; i < 200 && len(ejected(up.Set())) == 0; i++ {
+		try(i)
+	}
+	if e := ejected(up.Set()); len(e) != 1 || e[0] != want {
+		t.Fatalf("ejected %v, want %s alone", e, want)
+	}
+}
+
 // mirrorCluster is two HA nodes holding a seeded mirror repository m, a
 // Proxy at addr in front of them, and the path of m's manifest.
 func mirrorCluster(t *testing.T) (*fixtures.Server, []*fixtures.Node, fixtures.Mirror, string, *Upstreams, string) {
@@ -58,14 +70,11 @@ func TestHARepository5xxOnEveryNodeEjectsNone(t *testing.T) {
 
 	s.SetOnline(m.Repo, true)
 	nodes[0].SetRepositoryUnavailable(true)
-	for i := 0; i < 200 && len(ejected(up.Set())) == 0; i++ {
+	ejectWith(t, up, nodes[0].Addr(), func(int) {
 		if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {
 			t.Fatalf("with node1 failing: %s %s", resp.Status, body)
 		}
-	}
-	if e := ejected(up.Set()); len(e) != 1 || e[0] != nodes[0].Addr() {
-		t.Fatalf("ejected %v, want node1 (%s) alone", e, nodes[0].Addr())
-	}
+	})
 }
 
 // With the other node down, the one node left is every node a request can
@@ -410,14 +419,11 @@ func sendChunk(t *testing.T, addr, uri string) (*http.Response, string) {
 func TestHARead503MovesOnToAnEjectedNode(t *testing.T) {
 	_, nodes, _, addr, up, path := mirrorCluster(t)
 	nodes[0].SetRepositoryUnavailable(true)
-	for i := 0; i < 200 && len(ejected(up.Set())) == 0; i++ {
+	ejectWith(t, up, nodes[0].Addr(), func(int) {
 		if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {
 			t.Fatalf("with node1 failing: %s %s", resp.Status, body)
 		}
-	}
-	if e := ejected(up.Set()); len(e) != 1 || e[0] != nodes[0].Addr() {
-		t.Fatalf("ejected %v, want node1 (%s) alone", e, nodes[0].Addr())
-	}
+	})
 	nodes[0].SetRepositoryUnavailable(false)
 	nodes[1].SetRepositoryUnavailable(true)
 	if resp, body := sendAuth(t, addr, http.MethodGet, path); resp.StatusCode != http.StatusOK {

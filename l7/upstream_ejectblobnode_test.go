@@ -17,13 +17,10 @@ func TestHANodeBreakingEveryBlobIsEjected(t *testing.T) {
 	serve := func(breaks bool) rawServe { return rawBlobNode(size, breaks) }
 	bad, good := startRaw(t, serve(true)), startRaw(t, serve(false))
 	addr, up := haProxy(t, io.Discard, 0, &haNode{addr: bad.addr}, &haNode{addr: good.addr})
-	for i := 0; i < 200 && len(ejected(up.Set())) == 0; i++ {
+	ejectWith(t, up, bad.addr, func(i int) {
 		// Blobs of every digest: about half start on the breaking node.
 		if n, err := sendRaw(addr, fmt.Sprintf("/v2/app/blobs/sha256:%064x", i)); err != nil || n != size {
 			t.Fatalf("with one node breaking blobs: %d bytes, %v", n, err)
 		}
-	}
-	if e := ejected(up.Set()); len(e) != 1 || e[0] != bad.addr {
-		t.Fatalf("after 200 pulls, ejected %v, want the node breaking every blob (%s) alone", e, bad.addr)
-	}
+	})
 }
