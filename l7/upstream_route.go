@@ -352,8 +352,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		case sb != nil:
 			// An upload follow-up's body stays the client's past its
 			// one node: if that node refuses, another node may know
-			// the session (sb.finish closes it on every other end).
-			out.Body = sb.attempt(last && class != classUpload)
+			// the session (sb.finish closes it on every other end). So
+			// does one past a node passed over for room: found down, the
+			// request goes back there, with the body the Transport closed
+			// unsent (a dial given up).
+			out.Body = sb.attempt(!watch && class != classUpload)
 		}
 		n.Start()
 		t0 := time.Now()
