@@ -393,6 +393,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			case refused(err):
 				set.ReportConnectFailure(n, err)
 				lastErr = err
+				if last && len(passed) > 0 {
+					// Nothing was sent: back to the nodes passed over
+					// for room, as when found down.
+					cands = append(cands, passed...)
+					passed, last = nil, false
+				}
 				if move(last) {
 					set.Failover(kind, "connect")
 					continue

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -908,7 +909,13 @@ func TestPassedOverNodeTakesTheRequestOfANodeFoundDown(t *testing.T) {
 // proxy repository's remote down) ejected a node that way, against the
 // rule that such a storm ejects none, moving every other repository's
 // reads onto the other node.
+// So is a reset there, as every node resetting one request ejects none.
 func TestRequestsPassedOverForRoomEjectNoNode(t *testing.T) {
+	t.Run("503", func(t *testing.T) { passedOverEjectsNone(t, false) })
+	t.Run("reset", func(t *testing.T) { passedOverEjectsNone(t, true) })
+}
+
+func passedOverEjectsNone(t *testing.T, reset bool) {
 	var held atomic.Bool
 	gate := make(chan struct{})
 	defer close(gate)
@@ -918,6 +925,11 @@ func TestRequestsPassedOverForRoomEjectNoNode(t *testing.T) {
 		}
 		if held.CompareAndSwap(false, true) {
 			<-gate
+		} else if reset {
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.Close()
+			}
+			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -944,15 +956,15 @@ func TestRequestsPassedOverForRoomEjectNoNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("request %d: %s, want Nexus's 503", i, resp.Status)
+		if want := map[bool]int{false: http.StatusServiceUnavailable, true: http.StatusBadGateway}[reset]; resp.StatusCode != want {
+			t.Fatalf("request %d: %s, want %d", i, resp.Status, want)
 		}
 	}
 	if other.hits.Load() != 8 {
 		t.Fatalf("%d of the 8 requests reached the node with room, want all", other.hits.Load())
 	}
 	if n := up.Set().ByHost(other.addr); !up.Set().Takes(n, false) {
-		t.Fatal("the node that answered every request passed over to it was ejected for the repository's 503s")
+		t.Fatal("the node that answered every request passed over to it was ejected for the repository's 503s or resets")
 	}
 }
 
@@ -961,7 +973,13 @@ func TestRequestsPassedOverForRoomEjectNoNode(t *testing.T) {
 // down, goes back to the first node with its body whole: the Transport
 // lets go of a body it never sent (closing it), and that attempt was not
 // the request's last, so the client's body must stay open for the next.
+// So does one whose last node refuses the connection: nothing was sent.
 func TestPassedOverNodeTakesTheBodyOfARequestWhoseLastNodeIsFoundDown(t *testing.T) {
+	t.Run("dial-hangs", func(t *testing.T) { passedOverWithBody(t, false) })
+	t.Run("dial-refused", func(t *testing.T) { passedOverWithBody(t, true) })
+}
+
+func passedOverWithBody(t *testing.T, refuse bool) {
 	type node struct {
 		*haNode
 		gate        chan struct{}
@@ -1003,6 +1021,9 @@ func TestPassedOverNodeTakesTheBodyOfARequestWhoseLastNodeIsFoundDown(t *testing
 			select {
 			case dialing <- struct{}{}:
 			default:
+			}
+			if refuse {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
 			}
 			select {
 			case <-ctx.Done():
