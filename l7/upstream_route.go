@@ -352,8 +352,11 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		case sb != nil:
 			// An upload follow-up's body stays the client's past its
 			// one node: if that node refuses, another node may know
-			// the session (sb.finish closes it on every other end).
-			out.Body = sb.attempt(last && class != classUpload)
+			// the session (sb.finish closes it on every other end). So
+			// does one past a node passed over for room: found down, the
+			// request goes back there, with the body the Transport closed
+			// unsent (a dial given up).
+			out.Body = sb.attempt(!watch && class != classUpload)
 		}
 		n.Start()
 		t0 := time.Now()
@@ -390,6 +393,12 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 			case refused(err):
 				set.ReportConnectFailure(n, err)
 				lastErr = err
+				if last && len(passed) > 0 {
+					// Nothing was sent: back to the nodes passed over
+					// for room, as when found down.
+					cands = append(cands, passed...)
+					passed, last = nil, false
+				}
 				if move(last) {
 					set.Failover(kind, "connect")
 					continue

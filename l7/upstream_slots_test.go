@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -908,7 +909,13 @@ func TestPassedOverNodeTakesTheRequestOfANodeFoundDown(t *testing.T) {
 // proxy repository's remote down) ejected a node that way, against the
 // rule that such a storm ejects none, moving every other repository's
 // reads onto the other node.
+// So is a reset there, as every node resetting one request ejects none.
 func TestRequestsPassedOverForRoomEjectNoNode(t *testing.T) {
+	t.Run("503", func(t *testing.T) { passedOverEjectsNone(t, false) })
+	t.Run("reset", func(t *testing.T) { passedOverEjectsNone(t, true) })
+}
+
+func passedOverEjectsNone(t *testing.T, reset bool) {
 	var held atomic.Bool
 	gate := make(chan struct{})
 	defer close(gate)
@@ -918,6 +925,11 @@ func TestRequestsPassedOverForRoomEjectNoNode(t *testing.T) {
 		}
 		if held.CompareAndSwap(false, true) {
 			<-gate
+		} else if reset {
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.Close()
+			}
+			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -944,14 +956,136 @@ func TestRequestsPassedOverForRoomEjectNoNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("request %d: %s, want Nexus's 503", i, resp.Status)
+		if want := map[bool]int{false: http.StatusServiceUnavailable, true: http.StatusBadGateway}[reset]; resp.StatusCode != want {
+			t.Fatalf("request %d: %s, want %d", i, resp.Status, want)
 		}
 	}
 	if other.hits.Load() != 8 {
 		t.Fatalf("%d of the 8 requests reached the node with room, want all", other.hits.Load())
 	}
 	if n := up.Set().ByHost(other.addr); !up.Set().Takes(n, false) {
-		t.Fatal("the node that answered every request passed over to it was ejected for the repository's 503s")
+		t.Fatal("the node that answered every request passed over to it was ejected for the repository's 503s or resets")
+	}
+}
+
+// A request with a body that passed its first node over for room, whose
+// connection to its last node is still being made when that node is found
+// down, goes back to the first node with its body whole: the Transport
+// lets go of a body it never sent (closing it), and that attempt was not
+// the request's last, so the client's body must stay open for the next.
+// So does one whose last node refuses the connection: nothing was sent.
+func TestPassedOverNodeTakesTheBodyOfARequestWhoseLastNodeIsFoundDown(t *testing.T) {
+	t.Run("dial-hangs", func(t *testing.T) { passedOverWithBody(t, false) })
+	t.Run("dial-refused", func(t *testing.T) { passedOverWithBody(t, true) })
+}
+
+func passedOverWithBody(t *testing.T, refuse bool) {
+	type node struct {
+		*haNode
+		gate        chan struct{}
+		statusFails atomic.Bool
+		body        atomic.Pointer[string]
+	}
+	var nodes [2]*node
+	for i := range nodes {
+		nd := &node{gate: make(chan struct{})}
+		name := string(rune('a' + i))
+		nd.haNode = startNode(t, func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
+				if nd.statusFails.Load() {
+					w.WriteHeader(http.StatusInternalServerError)
+				}
+				return
+			}
+			b, _ := io.ReadAll(r.Body)
+			if len(b) > 0 {
+				s := string(b)
+				nd.body.Store(&s)
+			}
+			select {
+			case <-nd.gate:
+			case <-r.Context().Done():
+				return
+			}
+			io.WriteString(w, "ok from "+name)
+		})
+		nodes[i] = nd
+	}
+	// Dials to the node in hang never connect, as to a blackholed node.
+	var hang atomic.Pointer[string]
+	dialing := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	tr := newTransport(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if h := hang.Load(); h != nil && *h == addr {
+			select {
+			case dialing <- struct{}{}:
+			default:
+			}
+			if refuse {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-stop:
+				return nil, net.ErrClosed
+			}
+		}
+		return upstreamDial(ctx, network, addr)
+	}, nil)
+	defer tr.CloseIdleConnections()
+	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64, Transport: tr}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
+	// By digest: both requests rank the nodes alike. The second carries
+	// a body, as a token POST or a write does, on the same path.
+	path := "/v2/app/manifests/sha256:" + strings.Repeat("ef", 32)
+	get := func(body string) <-chan string {
+		got := make(chan string, 1)
+		go func() {
+			var rd io.Reader
+			if body != "" {
+				rd = strings.NewReader(body)
+			}
+			resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, path, rd))
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got <- resp.Status + " " + string(b)
+		}()
+		return got
+	}
+	first := get("")
+	waitUntil(t, "the first request at a node", func() bool { return nodes[0].hits.Load()+nodes[1].hits.Load() == 1 })
+	x, y := nodes[0], nodes[1]
+	if x.hits.Load() == 0 {
+		x, y = y, x
+	}
+	hang.Store(&y.addr)
+	second := get("the body")
+	select {
+	case <-dialing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second request never dialed the other node")
+	}
+	y.statusFails.Store(true)
+	defer close(y.gate)
+	waitUntil(t, "the node found down", func() bool { return up.Set().ByHost(y.addr).State() == upstream.Down })
+	close(x.gate)
+	want := "ok from " + string(rune('a'+slices.Index(nodes[:], x)))
+	for i, ch := range []<-chan string{first, second} {
+		select {
+		case a := <-ch:
+			if !strings.HasPrefix(a, "200") || !strings.HasSuffix(a, want) {
+				t.Fatalf("request %d: %s", i+1, a)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request %d got no answer", i+1)
+		}
+	}
+	if b := x.body.Load(); b == nil || *b != "the body" {
+		t.Fatalf("the node passed over got body %v, want the request's", b)
 	}
 }
