@@ -824,31 +824,7 @@ func TestResumeLetsGoOfTheBrokenNode(t *testing.T) {
 // waiting for a place on that node, and got the place the first request
 // gave back as the node was found down: it is not sent to the down node.
 func TestPassedOverNodeTakesTheRequestOfANodeFoundDown(t *testing.T) {
-	type node struct {
-		*haNode
-		gate        chan struct{}
-		statusFails atomic.Bool
-	}
-	var nodes [2]*node
-	for i := range nodes {
-		nd := &node{gate: make(chan struct{})}
-		name := string(rune('a' + i))
-		nd.haNode = startNode(t, func(w http.ResponseWriter, r *http.Request) {
-			if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
-				if nd.statusFails.Load() {
-					w.WriteHeader(http.StatusInternalServerError)
-				}
-				return
-			}
-			select {
-			case <-nd.gate:
-			case <-r.Context().Done():
-				return
-			}
-			io.WriteString(w, "ok from "+name)
-		})
-		nodes[i] = nd
-	}
+	nodes := [2]*gatedNode{startGatedNode(t, "a"), startGatedNode(t, "b")}
 	// Two places a node: one client address holds one of them.
 	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
 	// A read by digest: every request ranks the nodes alike.
@@ -980,37 +956,7 @@ func TestPassedOverNodeTakesTheBodyOfARequestWhoseLastNodeIsFoundDown(t *testing
 }
 
 func passedOverWithBody(t *testing.T, refuse bool) {
-	type node struct {
-		*haNode
-		gate        chan struct{}
-		statusFails atomic.Bool
-		body        atomic.Pointer[string]
-	}
-	var nodes [2]*node
-	for i := range nodes {
-		nd := &node{gate: make(chan struct{})}
-		name := string(rune('a' + i))
-		nd.haNode = startNode(t, func(w http.ResponseWriter, r *http.Request) {
-			if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
-				if nd.statusFails.Load() {
-					w.WriteHeader(http.StatusInternalServerError)
-				}
-				return
-			}
-			b, _ := io.ReadAll(r.Body)
-			if len(b) > 0 {
-				s := string(b)
-				nd.body.Store(&s)
-			}
-			select {
-			case <-nd.gate:
-			case <-r.Context().Done():
-				return
-			}
-			io.WriteString(w, "ok from "+name)
-		})
-		nodes[i] = nd
-	}
+	nodes := [2]*gatedNode{startGatedNode(t, "a"), startGatedNode(t, "b")}
 	// Dials to the node in hang never connect, as to a blackholed node.
 	var hang atomic.Pointer[string]
 	dialing := make(chan struct{}, 1)
@@ -1088,4 +1034,37 @@ func passedOverWithBody(t *testing.T, refuse bool) {
 	if b := x.body.Load(); b == nil || *b != "the body" {
 		t.Fatalf("the node passed over got body %v, want the request's", b)
 	}
+}
+
+// gatedNode is a node whose status probe fails once statusFails is set,
+// and which answers "ok from NAME" once gate is closed, keeping the body
+// it was sent.
+type gatedNode struct {
+	*haNode
+	gate        chan struct{}
+	statusFails atomic.Bool
+	body        atomic.Pointer[string]
+}
+
+func startGatedNode(t *testing.T, name string) *gatedNode {
+	nd := &gatedNode{gate: make(chan struct{})}
+	nd.haNode = startNode(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
+			if nd.statusFails.Load() {
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+			return
+		}
+		if b, _ := io.ReadAll(r.Body); len(b) > 0 {
+			s := string(b)
+			nd.body.Store(&s)
+		}
+		select {
+		case <-nd.gate:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "ok from "+name)
+	})
+	return nd
 }
