@@ -829,20 +829,7 @@ func TestPassedOverNodeTakesTheRequestOfANodeFoundDown(t *testing.T) {
 	addr, up := haProxyConfig(t, io.Discard, 2, "team-a", Config{MaxRequestsPerClient: 64}, "http://"+nodes[0].addr, "http://"+nodes[1].addr)
 	// A read by digest: every request ranks the nodes alike.
 	path := "/v2/app/manifests/sha256:" + strings.Repeat("ab", 32)
-	get := func() <-chan string {
-		got := make(chan string, 1)
-		go func() {
-			resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, path, nil))
-			if err != nil {
-				got <- err.Error()
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			got <- resp.Status + " " + string(b)
-		}()
-		return got
-	}
+	get := func() <-chan string { return getFrom2(addr, path, "") }
 	first := get()
 	waitUntil(t, "the first request at a node", func() bool { return nodes[0].hits.Load()+nodes[1].hits.Load() == 1 })
 	x, y := nodes[0], nodes[1]
@@ -985,24 +972,7 @@ func passedOverWithBody(t *testing.T, refuse bool) {
 	// By digest: both requests rank the nodes alike. The second carries
 	// a body, as a token POST or a write does, on the same path.
 	path := "/v2/app/manifests/sha256:" + strings.Repeat("ef", 32)
-	get := func(body string) <-chan string {
-		got := make(chan string, 1)
-		go func() {
-			var rd io.Reader
-			if body != "" {
-				rd = strings.NewReader(body)
-			}
-			resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, path, rd))
-			if err != nil {
-				got <- err.Error()
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			got <- resp.Status + " " + string(b)
-		}()
-		return got
-	}
+	get := func(body string) <-chan string { return getFrom2(addr, path, body) }
 	first := get("")
 	waitUntil(t, "the first request at a node", func() bool { return nodes[0].hits.Load()+nodes[1].hits.Load() == 1 })
 	x, y := nodes[0], nodes[1]
@@ -1067,4 +1037,25 @@ func startGatedNode(t *testing.T, name string) *gatedNode {
 		io.WriteString(w, "ok from "+name)
 	})
 	return nd
+}
+
+// getFrom2 sends a GET of path (with body, if any) from 127.0.0.2 in the
+// background; the channel gets its status and body, or its error.
+func getFrom2(addr, path, body string) <-chan string {
+	got := make(chan string, 1)
+	go func() {
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		resp, err := clientFrom("127.0.0.2").Do(teamRequest(addr, http.MethodGet, path, rd))
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- resp.Status + " " + string(b)
+	}()
+	return got
 }
