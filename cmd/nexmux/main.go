@@ -134,7 +134,7 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		switch d := s.Default().(type) {
 		case string:
 			v = c.String(s.Name)
-			if err := emptyOverCredential(c, cfg, file, s.Name, v.(string)); err != nil {
+			if err := emptyOverFile(c, cfg, file, s.Name, v.(string)); err != nil {
 				errs = errlist.Append(errs, err)
 				continue
 			}
@@ -154,30 +154,37 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 	return cfg, errlist.Err(errs)
 }
 
-// credentialFiles are the settings whose file the config file may name and
-// an empty flag must not take away: each turns a protection off unseen
-// (SOCKS5 logins), or makes replicas disagree (the affinity secret), or
-// sends mirror requests without their login.
+// credentialFiles are the settings whose file the config file may name:
+// an empty flag over one would turn a protection off (SOCKS5 logins), make
+// replicas disagree (the affinity secret) or send mirror requests without
+// their login, so their problem says to name another file.
 var credentialFiles = []string{"socks5-auth-file", "affinity-secret-file", "mirror-auth-file"}
 
-// emptyOverCredential is the problem of a flag or variable that gives one
-// of credentialFiles empty over the config file's path: a script's unset
-// variable ("--socks5-auth-file $USERS") would turn that file off with no
-// more than the "overridden" warning. Refused, as an empty --chain is;
-// leaving the flag out keeps the file's.
-func emptyOverCredential(c *cli.Context, cfg *config.Config, file, name, v string) error {
-	if v != "" || cfg == nil || !slices.Contains(credentialFiles, name) {
+// emptyOverFile is the problem of a flag that gives a single-value setting
+// empty over the config file's value: a script's unset variable
+// ("--metrics-listen $METRICS") would take the file's value away (metrics,
+// SOCKS5 logins, the default route) with no more than the "overridden"
+// warning, where an empty number, duration or bool is refused as
+// unparsable. Refused for every such setting, as an empty --chain is
+// (EmptyChainProblem, file or not, keeps its own words); leaving the flag
+// out keeps the file's. An empty variable never gets here: it is unset.
+func emptyOverFile(c *cli.Context, cfg *config.Config, file, name, v string) error {
+	if v != "" || cfg == nil || name == "chain" {
 		return nil
 	}
-	path, _ := cfg.FileValues[name].(string)
-	if path == "" {
+	was, _ := cfg.FileValues[name].(string)
+	if was == "" {
 		return nil
 	}
 	by := "--" + name
 	if env := envOrigin(c, name); env != "" {
 		by = env
 	}
-	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by %s (an unset variable?) over %s's %s: leave it out to use the file's, or name another file", name, by, file, path)}
+	instead := "give another value"
+	if slices.Contains(credentialFiles, name) {
+		instead = "name another file"
+	}
+	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by %s (an unset variable?) over %s's %s: leave it out to use the file's, or %s", name, by, file, was, instead)}
 }
 
 // tooLong is the problem of a value of the setting, given by a flag or
