@@ -298,6 +298,10 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		return nil, err
 	}
 	rt, berr := cfg.Build()
+	oerr := overriddenProblems(c, cfg, berr, "", func(x *config.Config) error {
+		_, err := x.Build()
+		return err
+	})
 	if dropped := droppedSettings(c, cfg, err); len(dropped) > 0 {
 		// A setting whose value could not be read was left out; a problem
 		// of how settings go together that names it ("no routes", an
@@ -307,7 +311,7 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		})
 	}
 	berr = fileNoted(c, cfg, envNoted(c, berr))
-	if err = errlist.Join(err, berr); err != nil {
+	if err = errlist.Join(err, berr, oerr); err != nil {
 		return &config.Runtime{Config: cfg}, err
 	}
 	rt.NoteWarnings(func(e error) error { return envNoted(c, errlist.Join(e)) })
@@ -317,6 +321,75 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		}
 	}
 	return rt, nil
+}
+
+// overriddenProblems are the problems of the values the config file gives
+// settings that a flag or variable overrides, each value checked by
+// validate in place of the one in effect: such a value is checked as every
+// other file value is, not only for its type (a "max-conns: x" under
+// --max-conns was refused, a "max-conns: -1" or "log-format: xml" only
+// warned of as overridden), since a reload keeps reading the file and a
+// run without the flag, or check of the file alone, uses it. Only the
+// settings of command ("": those every command reads) are checked, and of
+// each only the problems that name it and are its own, not how it goes
+// with the others (Relational): the values beside it are the command
+// line's. cert and key are a pair whose halves may come from either, and
+// are left to the file alone. base is validate's error for cfg as it is,
+// whose problems are not repeated.
+func overriddenProblems(c *cli.Context, cfg *config.Config, base error, command string, validate func(*config.Config) error) error {
+	if cfg == nil || len(cfg.FileValues) == 0 {
+		return nil
+	}
+	file := c.String("config")
+	known := map[string]bool{}
+	for _, e := range problems(base) {
+		known[e.Error()] = true
+	}
+	var errs *multierror.Error
+	for _, s := range config.Settings() {
+		was, given := cfg.FileValues[s.Name]
+		if !given || s.Command != command || s.Name == "cert" || s.Name == "key" || !c.IsSet(s.Name) {
+			continue
+		}
+		alt := *cfg
+		s.Set(&alt, was)
+		for _, e := range problems(validate(&alt)) {
+			name, _, _ := problemSetting(e.Error())
+			if name != s.Name || known[e.Error()] || config.Relational(e) {
+				continue
+			}
+			line := ""
+			if n := alt.FileLine(s.Name, valueOf(e.Error())); n > 0 {
+				line = " line " + strconv.Itoa(n)
+			}
+			errs = errlist.Append(errs, fmt.Errorf("%w (from config %s%s, a value --%s or %s overrides: the file's values are checked all the same)", e, file, line, s.Name, config.EnvVar(s.Name)))
+		}
+	}
+	return errlist.Err(errs)
+}
+
+// problems are err's problems, one each: a multierror's, or err alone.
+func problems(err error) []error {
+	if err == nil {
+		return nil
+	}
+	var me *multierror.Error
+	if errors.As(err, &me) {
+		return me.Errors
+	}
+	return []error{err}
+}
+
+// valueOf is the value a problem quotes after the setting's name
+// (`route "a=b": ...`), or "": fileNoted's reading, for a list item's line.
+func valueOf(msg string) string {
+	_, rest, _ := problemSetting(msg)
+	if q, err := strconv.QuotedPrefix(rest); err == nil {
+		v, _ := strconv.Unquote(q)
+		return v
+	}
+	v, _, _ := strings.Cut(rest, ": ")
+	return v
 }
 
 // droppedSettings names the settings whose value loadSettings could not
@@ -705,7 +778,9 @@ func newApp() *cli.App {
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
 					if b != nil {
-						err = errlist.Join(err, fileNoted(c, b.Config, envNoted(c, b.Config.IptablesProblems())))
+						ierr := b.Config.IptablesProblems()
+						err = errlist.Join(err, fileNoted(c, b.Config, envNoted(c, ierr)),
+							overriddenProblems(c, b.Config, ierr, "iptables", (*config.Config).IptablesProblems))
 					} else if rest, _ := loadSettings(c, ""); rest != nil {
 						// The file could not be read: the command line's
 						// and environment's iptables settings are still
@@ -853,8 +928,19 @@ func iptablesAction(c *cli.Context) error {
 		}
 	}
 	fams, ferr := iptables.ParseFamilies(cfg.IptablesFamilies)
-	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil {
-		return invalid(fileNoted(c, cfg, envNoted(c, err)))
+	oerr := overriddenProblems(c, cfg, cfg.IptablesProblems(), "iptables", (*config.Config).IptablesProblems)
+	if cfg.IptablesDelete && oerr != nil {
+		// --delete needs only the chain in effect: a bad file value
+		// under it must not keep the redirects in place.
+		var ws []string
+		for _, e := range problems(oerr) {
+			ws = append(ws, fmt.Sprintf("%v (ignored by --delete: removing chain %s)", e, cfg.IptablesChain))
+		}
+		printWarnings(c, ws)
+		oerr = nil
+	}
+	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil || oerr != nil {
+		return invalid(errlist.Join(fileNoted(c, cfg, envNoted(c, err)), oerr))
 	}
 	if !cfg.IptablesLoad {
 		var out string
