@@ -16,6 +16,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"sort"
 	"strconv"
@@ -125,6 +126,14 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		if op := (*net.OpError)(nil); errors.As(err, &ne) && ne.Timeout() && !(errors.As(err, &op) && op.Op == "dial") {
 			return nil, fmt.Errorf("nexus at %s did not answer in time (%v): %w", u.Redacted(), client.Timeout, err)
 		}
+		// Connected, and answered or hung up: reached, so not
+		// "unreachable" either.
+		if malformedAnswer(err) {
+			return nil, fmt.Errorf("nexus at %s sent a malformed HTTP response (is --nexus the URL of Nexus's HTTP port, with https for a TLS port?): %w", u.Redacted(), err)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("nexus at %s closed the connection without an answer (is --nexus the URL of Nexus's HTTP port, with https for a TLS port?): %w", u.Redacted(), err)
+		}
 		return nil, fmt.Errorf("nexus at %s is unreachable: %w", u.Redacted(), err)
 	}
 	defer resp.Body.Close()
@@ -188,6 +197,19 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		return nil, fmt.Errorf("nexus repository settings are not the expected JSON: %w", err)
 	}
 	return repos, nil
+}
+
+// malformedAnswer reports a client error for an answer that is no HTTP
+// response: a header line without a colon (textproto), a status line or
+// Content-Length net/http could not read. net/http's types for the latter
+// are unexported; its words are the only mark.
+func malformedAnswer(err error) bool {
+	var pe textproto.ProtocolError
+	if errors.As(err, &pe) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "malformed HTTP") || strings.Contains(msg, "malformed MIME") || strings.Contains(msg, "bad Content-Length")
 }
 
 // CheckNexusURL is the --nexus check Fetch makes, for the command to list

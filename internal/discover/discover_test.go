@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -803,5 +804,38 @@ func TestDiscoverNamesDifferingInCaseGetOneHost(t *testing.T) {
 	}
 	if w := "# no host name for team-a: team-a.example.com is the host name of Team-A"; !strings.Contains(plan.YAML(), w) {
 		t.Errorf("no note %q:\n%s", w, plan.YAML())
+	}
+}
+
+// An answer that is no HTTP response (a header line without a colon, a
+// bad status line, TLS bytes to an http:// URL) or a connection closed
+// without one comes from something that was reached: the error says the
+// response was malformed, or that no answer came, not "unreachable".
+func TestDiscoverMalformedAnswerIsNotUnreachable(t *testing.T) {
+	for _, c := range []struct{ answer, want string }{
+		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nbad header line\r\n\r\n[]", "malformed HTTP response"},
+		{"HTTP/1.1 2x0 OK\r\n\r\n", "malformed HTTP response"},
+		{"\x15\x03\x01\x00\x02\x02\x46", "malformed HTTP response"},
+		{"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", "malformed HTTP response"},
+		{"", "closed the connection without an answer"},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			conn.Read(make([]byte, 4096))
+			io.WriteString(conn, c.answer)
+		}()
+		_, err = discover.Fetch(context.Background(), nil, "http://"+ln.Addr().String(), "admin", "admin123")
+		ln.Close()
+		if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("answer %q: %v, want %q, not unreachable", c.answer, err, c.want)
+		}
 	}
 }
