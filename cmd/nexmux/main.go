@@ -332,10 +332,10 @@ func build(c *cli.Context) (*config.Runtime, error) {
 // run without the flag, or check of the file alone, uses it. Only the
 // settings of command ("": those every command reads) are checked, and of
 // each only the problems that name it and are its own, not how it goes
-// with the others (Relational): the values beside it are the command
-// line's. cert and key are a pair whose halves may come from either, and
-// are left to the file alone. base is validate's error for cfg as it is,
-// whose problems are not repeated.
+// with the others (Relational, a clash): the values beside it are the
+// command line's. cert and key, a pair whose halves may come from either,
+// are checked only as they are in effect. base is validate's error for
+// cfg as it is, whose problems are not repeated.
 func overriddenProblems(c *cli.Context, cfg *config.Config, base error, command string, validate func(*config.Config) error) error {
 	if cfg == nil || len(cfg.FileValues) == 0 {
 		return nil
@@ -355,7 +355,8 @@ func overriddenProblems(c *cli.Context, cfg *config.Config, base error, command 
 		s.Set(&alt, was)
 		for _, e := range problems(validate(&alt)) {
 			name, _, _ := problemSetting(e.Error())
-			if name != s.Name || known[e.Error()] || config.Relational(e) {
+			var clash interface{ OtherSetting() string } // route.HostClashError, config.ClashError
+			if name != s.Name || known[e.Error()] || config.Relational(e) || errors.As(e, &clash) {
 				continue
 			}
 			line := ""

@@ -55,9 +55,19 @@ func TestOverriddenFileValueIsStillChecked(t *testing.T) {
 			t.Errorf("%s: exit %d, want 0:\n%s", good, code, errs)
 		}
 	}
+	// Only the value's own problems: how it goes with the command line's
+	// other values (a host a --route there already has, the listen address
+	// it would share) is not the file's.
+	file := filepath.Join(dir, "clash.yaml")
+	if err := os.WriteFile(file, []byte(head+"passthrough: [\"a.example.com=127.0.0.1:9\"]\nmetrics-listen: 127.0.0.1:49083\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := run(t, "check", "--config", file, "--route", "a.example.com=team-b", "--passthrough", "p.example.com=127.0.0.1:9", "--metrics-listen", "127.0.0.1:0", "--listen", "127.0.0.1:49083"); code != 0 || !strings.Contains(errs, "passthrough is overridden") || !strings.Contains(errs, "metrics-listen is overridden") {
+		t.Errorf("file values that clash only with flags: exit %d, want 0 with the overridden warnings:\n%s", code, errs)
+	}
 	// nexmux iptables checks the file's chain under --chain too, but
 	// --delete needs only the chain in effect: a warning there.
-	file := filepath.Join(dir, "chain.yaml")
+	file = filepath.Join(dir, "chain.yaml")
 	if err := os.WriteFile(file, []byte("port: [\"8082=team-a\"]\nchain: standard\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
