@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -157,11 +158,18 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("nexus answered %s: %s", safeText(resp.Status), safeText(strings.TrimSpace(string(body))))
 	}
-	var repos []Repo
+	var list *[]*Repo // nil, or with a nil item: JSON null, not a list of repositories
 	body := &io.LimitedReader{R: resp.Body, N: maxSettings + 1}
 	dec := json.NewDecoder(body)
-	err = dec.Decode(&repos)
+	err = dec.Decode(&list)
 	after := false
+	switch {
+	case err != nil:
+	case list == nil:
+		err = errors.New("null, not a list")
+	case slices.Contains(*list, nil):
+		err = fmt.Errorf("item %d of the list is null, not a repository", slices.Index(*list, nil)+1)
+	}
 	if err == nil {
 		// Nexus sends one list: more after it (two run together, a page
 		// something in front appended) would leave a mapping made from
@@ -195,6 +203,10 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 			}
 		}
 		return nil, fmt.Errorf("nexus repository settings are not the expected JSON: %w", err)
+	}
+	repos := make([]Repo, len(*list))
+	for i, r := range *list {
+		repos[i] = *r
 	}
 	return repos, nil
 }
@@ -307,7 +319,17 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	}
 	sort.Strings(p.Offline)
 	if len(docker) == 0 && len(errs) == 0 {
-		return nil, ErrNoDocker
+		if len(p.Skipped) == 0 {
+			return nil, ErrNoDocker
+		}
+		// Named: the user may read these, so it is docker's privilege
+		// that is missing, or Nexus has no docker repository at all.
+		shown := p.Skipped
+		more := ""
+		if len(shown) > 5 {
+			shown, more = shown[:5], fmt.Sprintf(" and %d more", len(p.Skipped)-5)
+		}
+		return nil, fmt.Errorf("%w; it listed only repositories of other formats: %s%s", ErrNoDocker, strings.Join(shown, ", "), more)
 	}
 	sort.Slice(docker, func(i, j int) bool { return docker[i].Name < docker[j].Name })
 	// Checked once here: a bad domain would otherwise become a note on

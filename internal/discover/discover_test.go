@@ -839,3 +839,38 @@ func TestDiscoverMalformedAnswerIsNotUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// A JSON null where Nexus sends its list, or as an item of it, is not "no
+// docker repositories" (a missing privilege, the error would say): it is
+// an answer that is not the list of repositories.
+func TestDiscoverNullIsNotAnEmptyList(t *testing.T) {
+	for _, body := range []string{"null", `[null]`, `[{"name":"d","format":"docker","type":"hosted"},null]`} {
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}))
+		_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+		hs.Close()
+		if err == nil || !strings.Contains(err.Error(), "not the expected JSON") || !strings.Contains(err.Error(), "null") {
+			t.Errorf("%s: %v, want it named not the expected JSON", body, err)
+		}
+	}
+}
+
+// With only repositories of other formats listed, the error names them:
+// --user may read those, so the docker privilege is what is missing (or
+// Nexus has no docker repository), and the list says which Nexus it asked.
+func TestDiscoverNoDockerNamesTheOtherFormats(t *testing.T) {
+	var repos []discover.Repo
+	for _, n := range []string{"maven-central", "npm-proxy", "pypi", "a", "b", "c", "d"} {
+		repos = append(repos, discover.Repo{Name: n, Format: "maven2"})
+	}
+	_, err := discover.MakePlan(repos[:2], "")
+	if !errors.Is(err, discover.ErrNoDocker) || !strings.Contains(err.Error(), "only repositories of other formats: maven-central (maven2), npm-proxy (maven2)") {
+		t.Errorf("two maven repositories: %v", err)
+	}
+	_, err = discover.MakePlan(repos, "")
+	if !errors.Is(err, discover.ErrNoDocker) || !strings.Contains(err.Error(), "and 2 more") {
+		t.Errorf("seven: %v, want five named and the rest counted", err)
+	}
+}
