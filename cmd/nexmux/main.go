@@ -345,26 +345,35 @@ func overriddenProblems(c *cli.Context, cfg *config.Config, base error, command 
 	for _, e := range problems(base) {
 		known[e.Error()] = true
 	}
-	var errs *multierror.Error
+	// One configuration with every overridden value swapped in: a value's
+	// own problems do not depend on the others', and Build, which may
+	// look host names up, runs once however many keys are overridden.
+	alt := *cfg
+	swapped := map[string]bool{}
 	for _, s := range config.Settings() {
 		was, given := cfg.FileValues[s.Name]
 		if !given || s.Command != command || s.Name == "cert" || s.Name == "key" || !c.IsSet(s.Name) {
 			continue
 		}
-		alt := *cfg
 		s.Set(&alt, was)
-		for _, e := range problems(validate(&alt)) {
-			name, _, _ := problemSetting(e.Error())
-			var clash interface{ OtherSetting() string } // route.HostClashError, config.ClashError
-			if name != s.Name || known[e.Error()] || config.Relational(e) || errors.As(e, &clash) {
-				continue
-			}
-			line := ""
-			if n := alt.FileLine(s.Name, valueOf(e.Error())); n > 0 {
-				line = " line " + strconv.Itoa(n)
-			}
-			errs = errlist.Append(errs, fmt.Errorf("%w (from config %s%s, a value --%s or %s overrides: the file's values are checked all the same)", e, file, line, s.Name, config.EnvVar(s.Name)))
+		swapped[s.Name] = true
+	}
+	if len(swapped) == 0 {
+		return nil
+	}
+	var errs *multierror.Error
+	line := alt.FileLiner()
+	for _, e := range problems(validate(&alt)) {
+		name, _, _ := problemSetting(e.Error())
+		var clash interface{ OtherSetting() string } // route.HostClashError, config.ClashError
+		if !swapped[name] || known[e.Error()] || config.Relational(e) || errors.As(e, &clash) {
+			continue
 		}
+		at := ""
+		if n := line(name, valueOf(e.Error())); n > 0 {
+			at = " line " + strconv.Itoa(n)
+		}
+		errs = errlist.Append(errs, fmt.Errorf("%w (from config %s%s, a value --%s or %s overrides: the file's values are checked all the same)", e, file, at, name, config.EnvVar(name)))
 	}
 	return errlist.Err(errs)
 }

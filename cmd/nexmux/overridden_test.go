@@ -55,6 +55,18 @@ func TestOverriddenFileValueIsStillChecked(t *testing.T) {
 			t.Errorf("%s: exit %d, want 0:\n%s", good, code, errs)
 		}
 	}
+	// Every such value in one run, under flags and variables alike.
+	both := filepath.Join(dir, "both.yaml")
+	if err := os.WriteFile(both, []byte(head+"max-conns: -1\nlog-format: xml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("two", func(t *testing.T) {
+		t.Setenv("NEXMUX_LOG_FORMAT", "json")
+		runRefused(t, "two overridden values", []string{"check", "--config", both, "--max-conns", "10"},
+			"max-conns -1: must not be negative (from config "+both+" line 4, a value --max-conns",
+			`log-format "xml": want text or json (from config `+both+" line 5, a value --log-format")
+	})
+
 	// Only the value's own problems: how it goes with the command line's
 	// other values (a host a --route there already has, the listen address
 	// it would share) is not the file's.
