@@ -743,6 +743,9 @@ func newApp() *cli.App {
 							errs = append(errs, err)
 						}
 					}
+					if err := discover.CheckUser(c.String("user")); err != nil {
+						errs = append(errs, err)
+					}
 					if err := discover.CheckDomain(c.String("domain")); err != nil {
 						errs = append(errs, err)
 					}
