@@ -309,3 +309,22 @@ func TestDiscoverFailedWriteIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// A --user with ':' cannot be sent in HTTP Basic authentication: Nexus
+// reads the part before it as the user, and answered 401, which discover
+// reported as bad credentials. Refused before Nexus is asked, with the
+// other problems.
+func TestDiscoverUserWithColonRefused(t *testing.T) {
+	asked := false
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked = true }))
+	defer hs.Close()
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runRefused(t, "--user ad:min", []string{"discover", "--nexus", hs.URL, "--user", "ad:min", "--password-file", pw, "--format", "xml"},
+		`user "ad:min": HTTP Basic authentication cannot carry a ':'`, `format "xml"`)
+	if asked {
+		t.Error("Nexus was asked")
+	}
+}

@@ -134,7 +134,7 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		switch d := s.Default().(type) {
 		case string:
 			v = c.String(s.Name)
-			if err := emptyOverCredential(c, cfg, file, s.Name, v.(string)); err != nil {
+			if err := emptyOverFile(c, cfg, file, s.Name, v.(string)); err != nil {
 				errs = errlist.Append(errs, err)
 				continue
 			}
@@ -154,30 +154,37 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 	return cfg, errlist.Err(errs)
 }
 
-// credentialFiles are the settings whose file the config file may name and
-// an empty flag must not take away: each turns a protection off unseen
-// (SOCKS5 logins), or makes replicas disagree (the affinity secret), or
-// sends mirror requests without their login.
+// credentialFiles are the settings whose file the config file may name:
+// an empty flag over one would turn a protection off (SOCKS5 logins), make
+// replicas disagree (the affinity secret) or send mirror requests without
+// their login, so their problem says to name another file.
 var credentialFiles = []string{"socks5-auth-file", "affinity-secret-file", "mirror-auth-file"}
 
-// emptyOverCredential is the problem of a flag or variable that gives one
-// of credentialFiles empty over the config file's path: a script's unset
-// variable ("--socks5-auth-file $USERS") would turn that file off with no
-// more than the "overridden" warning. Refused, as an empty --chain is;
-// leaving the flag out keeps the file's.
-func emptyOverCredential(c *cli.Context, cfg *config.Config, file, name, v string) error {
-	if v != "" || cfg == nil || !slices.Contains(credentialFiles, name) {
+// emptyOverFile is the problem of a flag that gives a single-value setting
+// empty over the config file's value: a script's unset variable
+// ("--metrics-listen $METRICS") would take the file's value away (metrics,
+// SOCKS5 logins, the default route) with no more than the "overridden"
+// warning, where an empty number, duration or bool is refused as
+// unparsable. Refused for every such setting, as an empty --chain is
+// (EmptyChainProblem, file or not, keeps its own words); leaving the flag
+// out keeps the file's. An empty variable never gets here: it is unset.
+func emptyOverFile(c *cli.Context, cfg *config.Config, file, name, v string) error {
+	if v != "" || cfg == nil || name == "chain" {
 		return nil
 	}
-	path, _ := cfg.FileValues[name].(string)
-	if path == "" {
+	was, _ := cfg.FileValues[name].(string)
+	if was == "" {
 		return nil
 	}
 	by := "--" + name
 	if env := envOrigin(c, name); env != "" {
 		by = env
 	}
-	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by %s (an unset variable?) over %s's %s: leave it out to use the file's, or name another file", name, by, file, path)}
+	instead := "give another value"
+	if slices.Contains(credentialFiles, name) {
+		instead = "name another file"
+	}
+	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by %s (an unset variable?) over %s's %s: leave it out to use the file's, or %s", name, by, file, was, instead)}
 }
 
 // tooLong is the problem of a value of the setting, given by a flag or
@@ -291,6 +298,10 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		return nil, err
 	}
 	rt, berr := cfg.Build()
+	oerr := overriddenProblems(c, cfg, berr, "", func(x *config.Config) error {
+		_, err := x.Build()
+		return err
+	})
 	if dropped := droppedSettings(c, cfg, err); len(dropped) > 0 {
 		// A setting whose value could not be read was left out; a problem
 		// of how settings go together that names it ("no routes", an
@@ -300,7 +311,7 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		})
 	}
 	berr = fileNoted(c, cfg, envNoted(c, berr))
-	if err = errlist.Join(err, berr); err != nil {
+	if err = errlist.Join(err, berr, oerr); err != nil {
 		return &config.Runtime{Config: cfg}, err
 	}
 	rt.NoteWarnings(func(e error) error { return envNoted(c, errlist.Join(e)) })
@@ -310,6 +321,85 @@ func build(c *cli.Context) (*config.Runtime, error) {
 		}
 	}
 	return rt, nil
+}
+
+// overriddenProblems are the problems of the values the config file gives
+// settings that a flag or variable overrides, each value checked by
+// validate in place of the one in effect: such a value is checked as every
+// other file value is, not only for its type (a "max-conns: x" under
+// --max-conns was refused, a "max-conns: -1" or "log-format: xml" only
+// warned of as overridden), since a reload keeps reading the file and a
+// run without the flag, or check of the file alone, uses it. Only the
+// settings of command ("": those every command reads) are checked, and of
+// each only the problems that name it and are its own, not how it goes
+// with the others (Relational, a clash): the values beside it are the
+// command line's. cert and key, a pair whose halves may come from either,
+// are checked only as they are in effect. base is validate's error for
+// cfg as it is, whose problems are not repeated.
+func overriddenProblems(c *cli.Context, cfg *config.Config, base error, command string, validate func(*config.Config) error) error {
+	if cfg == nil || len(cfg.FileValues) == 0 {
+		return nil
+	}
+	file := c.String("config")
+	known := map[string]bool{}
+	for _, e := range problems(base) {
+		known[e.Error()] = true
+	}
+	// One configuration with every overridden value swapped in: a value's
+	// own problems do not depend on the others', and Build, which may
+	// look host names up, runs once however many keys are overridden.
+	alt := *cfg
+	swapped := map[string]bool{}
+	for _, s := range config.Settings() {
+		was, given := cfg.FileValues[s.Name]
+		if !given || s.Command != command || s.Name == "cert" || s.Name == "key" || !c.IsSet(s.Name) {
+			continue
+		}
+		s.Set(&alt, was)
+		swapped[s.Name] = true
+	}
+	if len(swapped) == 0 {
+		return nil
+	}
+	var errs *multierror.Error
+	line := alt.FileLiner()
+	for _, e := range problems(validate(&alt)) {
+		name, _, _ := problemSetting(e.Error())
+		var clash interface{ OtherSetting() string } // route.HostClashError, config.ClashError
+		if !swapped[name] || known[e.Error()] || config.Relational(e) || errors.As(e, &clash) {
+			continue
+		}
+		at := ""
+		if n := line(name, valueOf(e.Error())); n > 0 {
+			at = " line " + strconv.Itoa(n)
+		}
+		errs = errlist.Append(errs, fmt.Errorf("%w (from config %s%s, a value --%s or %s overrides: the file's values are checked all the same)", e, file, at, name, config.EnvVar(name)))
+	}
+	return errlist.Err(errs)
+}
+
+// problems are err's problems, one each: a multierror's, or err alone.
+func problems(err error) []error {
+	if err == nil {
+		return nil
+	}
+	var me *multierror.Error
+	if errors.As(err, &me) {
+		return me.Errors
+	}
+	return []error{err}
+}
+
+// valueOf is the value a problem quotes after the setting's name
+// (`route "a=b": ...`), or "": fileNoted's reading, for a list item's line.
+func valueOf(msg string) string {
+	_, rest, _ := problemSetting(msg)
+	if q, err := strconv.QuotedPrefix(rest); err == nil {
+		v, _ := strconv.Unquote(q)
+		return v
+	}
+	v, _, _ := strings.Cut(rest, ": ")
+	return v
 }
 
 // droppedSettings names the settings whose value loadSettings could not
@@ -653,6 +743,9 @@ func newApp() *cli.App {
 							errs = append(errs, err)
 						}
 					}
+					if err := discover.CheckUser(c.String("user")); err != nil {
+						errs = append(errs, err)
+					}
 					if err := discover.CheckDomain(c.String("domain")); err != nil {
 						errs = append(errs, err)
 					}
@@ -698,7 +791,9 @@ func newApp() *cli.App {
 				Action: func(c *cli.Context) error {
 					b, err := build(c)
 					if b != nil {
-						err = errlist.Join(err, fileNoted(c, b.Config, envNoted(c, b.Config.IptablesProblems())))
+						ierr := b.Config.IptablesProblems()
+						err = errlist.Join(err, fileNoted(c, b.Config, envNoted(c, ierr)),
+							overriddenProblems(c, b.Config, ierr, "iptables", (*config.Config).IptablesProblems))
 					} else if rest, _ := loadSettings(c, ""); rest != nil {
 						// The file could not be read: the command line's
 						// and environment's iptables settings are still
@@ -846,8 +941,19 @@ func iptablesAction(c *cli.Context) error {
 		}
 	}
 	fams, ferr := iptables.ParseFamilies(cfg.IptablesFamilies)
-	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil {
-		return invalid(fileNoted(c, cfg, envNoted(c, err)))
+	oerr := overriddenProblems(c, cfg, cfg.IptablesProblems(), "iptables", (*config.Config).IptablesProblems)
+	if cfg.IptablesDelete && oerr != nil {
+		// --delete needs only the chain in effect: a bad file value
+		// under it must not keep the redirects in place.
+		var ws []string
+		for _, e := range problems(oerr) {
+			ws = append(ws, fmt.Sprintf("%v (ignored by --delete: removing chain %s)", e, cfg.IptablesChain))
+		}
+		printWarnings(c, ws)
+		oerr = nil
+	}
+	if err := errlist.Err(errlist.Append(errs, ferr)); err != nil || oerr != nil {
+		return invalid(errlist.Join(fileNoted(c, cfg, envNoted(c, err)), oerr))
 	}
 	if !cfg.IptablesLoad {
 		var out string

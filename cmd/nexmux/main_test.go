@@ -1133,10 +1133,15 @@ func TestIptablesEmptyChainDoesNotReplaceTheFilesChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	runRefused(t, "chain: \"\"", []string{"iptables", "--config", file}, `chain "": no chain named`, "(from config "+file+" line 1)")
+	// Under a --chain too: the file's values are checked all the same.
+	runRefused(t, "chain: \"\" under --chain", []string{"iptables", "--config", file, "--chain", "NX-C"}, `chain "": no chain named`, "(from config "+file+" line 1, a value --chain or NEXMUX_CHAIN overrides")
 	// An empty variable is unset, as ever: the file's chain.
+	if err := os.WriteFile(file, []byte("chain: NX-B\nport: [\"8082=team-a\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("NEXMUX_CHAIN", "")
-	if out, errs, code := run(t, "iptables", "--config", file, "--chain", "NX-C"); code != 0 || !strings.Contains(out, ":NX-C") {
-		t.Errorf("--chain NX-C: exit %d\n%s%s", code, out, errs)
+	if out, errs, code := run(t, "iptables", "--config", file); code != 0 || !strings.Contains(out, ":NX-B") {
+		t.Errorf("NEXMUX_CHAIN empty: exit %d\n%s%s", code, out, errs)
 	}
 }
 

@@ -16,7 +16,9 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/textproto"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -125,6 +127,14 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		if op := (*net.OpError)(nil); errors.As(err, &ne) && ne.Timeout() && !(errors.As(err, &op) && op.Op == "dial") {
 			return nil, fmt.Errorf("nexus at %s did not answer in time (%v): %w", u.Redacted(), client.Timeout, err)
 		}
+		// Connected, and answered or hung up: reached, so not
+		// "unreachable" either.
+		if malformedAnswer(err) {
+			return nil, fmt.Errorf("nexus at %s sent a malformed HTTP response (is --nexus the URL of Nexus's HTTP port, with https for a TLS port?): %w", u.Redacted(), err)
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("nexus at %s closed the connection without an answer (is --nexus the URL of Nexus's HTTP port, with https for a TLS port?): %w", u.Redacted(), err)
+		}
 		return nil, fmt.Errorf("nexus at %s is unreachable: %w", u.Redacted(), err)
 	}
 	defer resp.Body.Close()
@@ -148,11 +158,18 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("nexus answered %s: %s", safeText(resp.Status), safeText(strings.TrimSpace(string(body))))
 	}
-	var repos []Repo
+	var list *[]*Repo // nil, or with a nil item: JSON null, not a list of repositories
 	body := &io.LimitedReader{R: resp.Body, N: maxSettings + 1}
 	dec := json.NewDecoder(body)
-	err = dec.Decode(&repos)
+	err = dec.Decode(&list)
 	after := false
+	switch {
+	case err != nil:
+	case list == nil:
+		err = errors.New("null, not a list")
+	case slices.Contains(*list, nil):
+		err = fmt.Errorf("item %d of the list is null, not a repository", slices.Index(*list, nil)+1)
+	}
 	if err == nil {
 		// Nexus sends one list: more after it (two run together, a page
 		// something in front appended) would leave a mapping made from
@@ -187,7 +204,24 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		}
 		return nil, fmt.Errorf("nexus repository settings are not the expected JSON: %w", err)
 	}
+	repos := make([]Repo, len(*list))
+	for i, r := range *list {
+		repos[i] = *r
+	}
 	return repos, nil
+}
+
+// malformedAnswer reports a client error for an answer that is no HTTP
+// response: a header line without a colon (textproto), a status line or
+// Content-Length net/http could not read. net/http's types for the latter
+// are unexported; its words are the only mark.
+func malformedAnswer(err error) bool {
+	var pe textproto.ProtocolError
+	if errors.As(err, &pe) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "malformed HTTP") || strings.Contains(msg, "malformed MIME") || strings.Contains(msg, "bad Content-Length")
 }
 
 // CheckNexusURL is the --nexus check Fetch makes, for the command to list
@@ -285,7 +319,17 @@ func MakePlan(repos []Repo, domain string) (*Plan, error) {
 	}
 	sort.Strings(p.Offline)
 	if len(docker) == 0 && len(errs) == 0 {
-		return nil, ErrNoDocker
+		if len(p.Skipped) == 0 {
+			return nil, ErrNoDocker
+		}
+		// Named: the user may read these, so it is docker's privilege
+		// that is missing, or Nexus has no docker repository at all.
+		shown := p.Skipped
+		more := ""
+		if len(shown) > 5 {
+			shown, more = shown[:5], fmt.Sprintf(" and %d more", len(p.Skipped)-5)
+		}
+		return nil, fmt.Errorf("%w; it listed only repositories of other formats: %s%s", ErrNoDocker, strings.Join(shown, ", "), more)
 	}
 	sort.Slice(docker, func(i, j int) bool { return docker[i].Name < docker[j].Name })
 	// Checked once here: a bad domain would otherwise become a note on

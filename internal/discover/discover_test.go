@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -803,5 +804,73 @@ func TestDiscoverNamesDifferingInCaseGetOneHost(t *testing.T) {
 	}
 	if w := "# no host name for team-a: team-a.example.com is the host name of Team-A"; !strings.Contains(plan.YAML(), w) {
 		t.Errorf("no note %q:\n%s", w, plan.YAML())
+	}
+}
+
+// An answer that is no HTTP response (a header line without a colon, a
+// bad status line, TLS bytes to an http:// URL) or a connection closed
+// without one comes from something that was reached: the error says the
+// response was malformed, or that no answer came, not "unreachable".
+func TestDiscoverMalformedAnswerIsNotUnreachable(t *testing.T) {
+	for _, c := range []struct{ answer, want string }{
+		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nbad header line\r\n\r\n[]", "malformed HTTP response"},
+		{"HTTP/1.1 2x0 OK\r\n\r\n", "malformed HTTP response"},
+		{"\x15\x03\x01\x00\x02\x02\x46", "malformed HTTP response"},
+		{"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", "malformed HTTP response"},
+		{"", "closed the connection without an answer"},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			conn.Read(make([]byte, 4096))
+			io.WriteString(conn, c.answer)
+		}()
+		_, err = discover.Fetch(context.Background(), nil, "http://"+ln.Addr().String(), "admin", "admin123")
+		ln.Close()
+		if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("answer %q: %v, want %q, not unreachable", c.answer, err, c.want)
+		}
+	}
+}
+
+// A JSON null where Nexus sends its list, or as an item of it, is not "no
+// docker repositories" (a missing privilege, the error would say): it is
+// an answer that is not the list of repositories.
+func TestDiscoverNullIsNotAnEmptyList(t *testing.T) {
+	for _, body := range []string{"null", `[null]`, `[{"name":"d","format":"docker","type":"hosted"},null]`} {
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}))
+		_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
+		hs.Close()
+		if err == nil || !strings.Contains(err.Error(), "not the expected JSON") || !strings.Contains(err.Error(), "null") {
+			t.Errorf("%s: %v, want it named not the expected JSON", body, err)
+		}
+	}
+}
+
+// With only repositories of other formats listed, the error names them:
+// --user may read those, so the docker privilege is what is missing (or
+// Nexus has no docker repository), and the list says which Nexus it asked.
+func TestDiscoverNoDockerNamesTheOtherFormats(t *testing.T) {
+	var repos []discover.Repo
+	for _, n := range []string{"maven-central", "npm-proxy", "pypi", "a", "b", "c", "d"} {
+		repos = append(repos, discover.Repo{Name: n, Format: "maven2"})
+	}
+	_, err := discover.MakePlan(repos[:2], "")
+	if !errors.Is(err, discover.ErrNoDocker) || !strings.Contains(err.Error(), "only repositories of other formats: maven-central (maven2), npm-proxy (maven2)") {
+		t.Errorf("two maven repositories: %v", err)
+	}
+	_, err = discover.MakePlan(repos, "")
+	if !errors.Is(err, discover.ErrNoDocker) || !strings.Contains(err.Error(), "and 2 more") {
+		t.Errorf("seven: %v, want five named and the rest counted", err)
 	}
 }

@@ -25,3 +25,14 @@ func ReadPassword(file string) (string, error) {
 	}
 	return pw, nil
 }
+
+// CheckUser is the --user check: HTTP Basic authentication (RFC 7617)
+// ends the user name at its first ':', so a user with one would be sent
+// as its part before the colon with the rest glued to the password, and
+// come back as Nexus's 401 "check --user and --password-file".
+func CheckUser(user string) error {
+	if strings.Contains(user, ":") {
+		return fmt.Errorf("user %q: HTTP Basic authentication cannot carry a ':' in the user name (Nexus would read %q, the rest as part of the password)", user, user[:strings.Index(user, ":")])
+	}
+	return nil
+}

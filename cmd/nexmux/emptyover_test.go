@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nexmux/nexmux/internal/config"
+)
+
+// An empty flag over a value the config file gives is refused for every
+// single-value setting, not only the credential files: a script's
+// --metrics-listen "$METRICS" with METRICS unset took the file's metrics
+// listener away (and --socks5-listen "" the SOCKS5 ingress, --default-route
+// "" the route of clients without SNI) with no more than the "overridden"
+// warning and exit 0, where an empty number, duration or bool is refused.
+// Every string setting is in the table, so a new one cannot be missed.
+func TestEmptyFlagDoesNotDropTheFilesValue(t *testing.T) {
+	crt, key := certFiles(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("alice:0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]string{
+		"listen":                     "127.0.0.1:0",
+		"affinity-secret-file":       secret,
+		"default-route":              "team-a",
+		"mirror-auth-file":           secret,
+		"passthrough-proxy-protocol": "v2",
+		"socks5-listen":              "127.0.0.1:0",
+		"socks5-auth-file":           secret,
+		"plain-http-scheme":          "https",
+		"metrics-listen":             "127.0.0.1:0",
+		"log-format":                 "json",
+		"log-level":                  "debug",
+	}
+	for _, s := range config.Settings() {
+		if _, ok := s.Default().(string); ok && s.Name != "chain" && values[s.Name] == "" {
+			t.Errorf("string setting %s: no value in this test's table", s.Name)
+		}
+	}
+	for name, v := range values {
+		conf := fmt.Sprintf("cert: [%q]\nkey: [%q]\nroute: [\"a.example.com=team-a\"]\npassthrough: [\"p.example.com=127.0.0.1:9\"]\nmirror: [\"m.example.com/docker.io=docker-proxy\"]\n", crt, key)
+		if name != "socks5-listen" {
+			conf += "socks5-listen: 127.0.0.1:0\n"
+		}
+		conf += fmt.Sprintf("%s: %q\n", name, v)
+		file := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, errs, code := run(t, "check", "--config", file); code != 0 {
+			t.Fatalf("%s: the file alone: exit %d:\n%s", name, code, errs)
+		}
+		errs := runRefused(t, "--"+name+` ""`, []string{"check", "--config", file, "--" + name, ""},
+			name+": given empty by --"+name+" (an unset variable?) over "+file+"'s "+v+": leave it out to use the file's")
+		if strings.Contains(errs, "overridden") {
+			t.Errorf("--%s \"\": refused, yet warned of as overridden:\n%s", name, errs)
+		}
+		// An empty variable is unset, as ever: the file's value.
+		t.Run(name+" env", func(t *testing.T) {
+			t.Setenv(config.EnvVar(name), "")
+			if _, errs, code := run(t, "check", "--config", file); code != 0 {
+				t.Errorf("%s empty: exit %d, want 0 (unset: the file's):\n%s", config.EnvVar(name), code, errs)
+			}
+		})
+	}
+}
