@@ -171,7 +171,8 @@ func (b *resumeBody) watch(n *upstream.Node, cancel context.CancelCauseFunc) {
 	}
 	set := b.f.up.set
 	b.stopWatch = context.AfterFunc(alive, func() {
-		if set.OtherUsable(n, false) {
+		// An ejected node counts: resume falls back on it.
+		if set.OtherServes(n) {
 			cancel(errNodeDown)
 		}
 	})
@@ -405,10 +406,15 @@ func (b *resumeBody) resume(paced bool) error {
 			// pass: the ejection steers new requests elsewhere, and
 			// with no other node left it would cut a download a healthy
 			// node can finish (Pick falls back on it the same way).
+			// Another such node after it may take the resume, as from
+			// Pick's nodes: n found down is then given up at once.
 			for _, c := range set.Ejected(upstream.ReadDigest, b.key) {
 				if !b.broke[c] {
+					if n != nil {
+						moveOn = true
+						break
+					}
 					n = c
-					break
 				}
 			}
 		}
