@@ -23,6 +23,7 @@ const (
 	blobBreakKill  // blobBreak, and the listener closes (a crash)
 	blobFrozen     // nothing answers any more, probes included
 	blobFrozenHalf // headers and half the body, then frozen as blobFrozen
+	blobNoRange    // the whole blob, whatever Range asks
 )
 
 // switchNode serves zero-byte blobs of size (and their ranges) as its mode
@@ -63,7 +64,7 @@ func startSwitchNode(t *testing.T, size int) *switchNode {
 						continue
 					}
 					from := 0
-					if rg := r.Header.Get("Range"); rg != "" {
+					if rg := r.Header.Get("Range"); rg != "" && mode != blobNoRange {
 						fmt.Sscanf(rg, "bytes=%d-", &from)
 						fmt.Fprintf(c, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n\r\n", from, size-1, size, size-from)
 					} else {
@@ -95,36 +96,58 @@ func startSwitchNode(t *testing.T, size int) *switchNode {
 // the first is found down, before its answer or in its body, as it does
 // from nodes in rotation: it waited out the 300 s header or body read
 // timeout on the frozen node instead, a healthy node there to finish it.
+// Likewise from the last node in rotation to an ejected one.
 func TestResumeMovesOnAcrossEjectedNodes(t *testing.T) {
 	const size = 1 << 20
 	digest := "sha256:" + strings.Repeat("cd", 32)
+	key := "team-a@" + digest
 	for _, tc := range []struct {
-		name         string
-		first, other int32 // the first node's mode once the pull began; the ejected node resumed on first
+		name string
+		// modes once the pull began: of the node it starts on, the
+		// node resumed on first, and the one after
+		first, other, second int32
+		ejected              int // how many nodes are ejected (the last ones)
 	}{
 		// The first node stays up: its break leaves it in rotation, so
 		// the ejected nodes come in as the last resort.
-		{"frozen before its answer", blobBreak, blobFrozen},
+		{"frozen before its answer", blobBreak, blobFrozen, blobWhole, 2},
 		// The first node crashes: the ejected nodes are all that serve,
 		// and the one resumed on freezes mid-body.
-		{"frozen mid-body", blobBreakKill, blobFrozenHalf},
+		{"frozen mid-body", blobBreakKill, blobFrozenHalf, blobWhole, 2},
+		// The ejected node resumed on first ignores Range: passed over
+		// for the next, which breaks, then taken from its start.
+		{"whole blob passed over", blobBreak, blobNoRange, blobBreak, 2},
+		// The last node in rotation freezes before its answer: on to
+		// the ejected one.
+		{"last in rotation frozen", blobBreak, blobFrozen, blobWhole, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			x, y, z := startSwitchNode(t, size), startSwitchNode(t, size), startSwitchNode(t, size)
-			addr, up := haProxy(t, io.Discard, 0, &haNode{addr: x.addr}, &haNode{addr: y.addr}, &haNode{addr: z.addr})
+			nodes := []*switchNode{startSwitchNode(t, size), startSwitchNode(t, size), startSwitchNode(t, size)}
+			byAddr := map[string]*switchNode{}
+			var ha []*haNode
+			for _, n := range nodes {
+				byAddr[n.addr] = n
+				ha = append(ha, &haNode{addr: n.addr})
+			}
+			addr, up := haProxy(t, io.Discard, 0, ha...)
 			set := up.Set()
-			for _, n := range []*switchNode{y, z} {
+			for _, n := range nodes[3-tc.ejected:] {
 				for range 5 {
 					set.ReportResult(set.ByHost(n.addr), false, "test: ejected")
 				}
 			}
-			if e := ejected(set); len(e) != 2 {
-				t.Fatalf("ejected %v, want two nodes", e)
+			if e := ejected(set); len(e) != tc.ejected {
+				t.Fatalf("ejected %v, want %d nodes", e, tc.ejected)
 			}
-			order := set.Ejected(upstream.ReadDigest, "team-a@"+digest)
-			byAddr := map[string]*switchNode{y.addr: y, z.addr: z}
-			byAddr[order[0].Host].mode.Store(tc.other)
-			x.mode.Store(tc.first)
+			// The order the download goes through the nodes.
+			order, err := set.Pick(upstream.ReadDigest, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			order = append(order, set.Ejected(upstream.ReadDigest, key)...)
+			for i, m := range []int32{tc.first, tc.other, tc.second} {
+				byAddr[order[i].Host].mode.Store(m)
+			}
 
 			type result struct {
 				n   int
@@ -143,7 +166,7 @@ func TestResumeMovesOnAcrossEjectedNodes(t *testing.T) {
 				}
 				t.Logf("whole after %v", time.Since(start).Round(time.Millisecond))
 			case <-time.After(20 * time.Second):
-				t.Fatalf("no whole download 20 s after the pull began: the resume waits on the frozen ejected node %s while %s could finish it", order[0].Host, order[1].Host)
+				t.Fatalf("no whole download 20 s after the pull began: the resume waits on the frozen node %s while %s could finish it", order[1].Host, order[2].Host)
 			}
 		})
 	}
