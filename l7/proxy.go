@@ -827,6 +827,11 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		delete(resp.Header, "Content-Length")
 	}
 	registryError(resp)
+	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header["Retry-After"] == nil {
+		// Nexus's own 503 (a repository offline on every node, a frozen
+		// node) says nothing of when to retry; nexmux's own 503s do.
+		resp.Header["Retry-After"] = retryAfterNexus503
+	}
 	if st.markToken {
 		if err := markToken(resp); err != nil {
 			return err
@@ -901,6 +906,11 @@ func (p *Proxy) prefixOf(a netip.Addr) string {
 	}
 	return ""
 }
+
+// retryAfterNexus503 is the Retry-After given to a 503 of Nexus's that
+// has none, as to nexmux's own when no node is reachable; capacity one, so
+// an append copies.
+var retryAfterNexus503 = []string{"5"}[:1:1]
 
 // X-Forwarded-Proto's values, shared by every request: capacity one, so
 // an append copies.

@@ -171,7 +171,8 @@ func (b *resumeBody) watch(n *upstream.Node, cancel context.CancelCauseFunc) {
 	}
 	set := b.f.up.set
 	b.stopWatch = context.AfterFunc(alive, func() {
-		if set.OtherUsable(n, false) {
+		// An ejected node counts: resume falls back on it.
+		if set.OtherServes(n) {
 			cancel(errNodeDown)
 		}
 	})
@@ -375,7 +376,7 @@ func (b *resumeBody) resume(paced bool) error {
 		}
 		if slices.Contains(cands, b.node) {
 			moveOn := slices.ContainsFunc(cands, func(c *upstream.Node) bool { return c != b.node && !b.broke[c] })
-			if b.resumeOn(b.node, from, moveOn, &queue) {
+			if b.resumeOn(b.node, from, moveOn, moveOn, &queue) {
 				return nil
 			}
 		}
@@ -389,27 +390,29 @@ func (b *resumeBody) resume(paced bool) error {
 			return err
 		}
 		b.broke[b.node] = true
+		// Pick's nodes, then those passive ejection keeps out but whose
+		// probes pass: the ejection steers new requests elsewhere, and
+		// with no other node left it would cut a download a healthy
+		// node can finish (Pick falls back on them the same way).
+		picked := len(cands)
+		for _, c := range set.Ejected(upstream.ReadDigest, b.key) {
+			if !slices.Contains(cands, c) {
+				cands = append(cands[:len(cands):len(cands)], c)
+			}
+		}
 		var n *upstream.Node
-		moveOn := false // another node could resume after n
-		for _, c := range cands {
+		// moveOn: another node could resume after n, so n found down
+		// gives the resume up at once; room: one of Pick's, so n
+		// without room for the client is passed over too (an ejected
+		// node is for failures, not for room, as in RoundTrip).
+		moveOn, room := false, false
+		for i, c := range cands {
 			if !b.broke[c] {
 				if n != nil {
-					moveOn = true
+					moveOn, room = true, i < picked
 					break
 				}
 				n = c
-			}
-		}
-		if n == nil {
-			// Then a node passive ejection keeps out but whose probes
-			// pass: the ejection steers new requests elsewhere, and
-			// with no other node left it would cut a download a healthy
-			// node can finish (Pick falls back on it the same way).
-			for _, c := range set.Ejected(upstream.ReadDigest, b.key) {
-				if !b.broke[c] {
-					n = c
-					break
-				}
 			}
 		}
 		if n == nil {
@@ -427,7 +430,7 @@ func (b *resumeBody) resume(paced bool) error {
 			return errNoResume
 		}
 		b.tries++
-		if b.resumeOn(n, from, moveOn, &queue) {
+		if b.resumeOn(n, from, moveOn, room, &queue) {
 			return nil
 		}
 	}
@@ -435,8 +438,10 @@ func (b *resumeBody) resume(paced bool) error {
 }
 
 // resumeOn asks n for the rest, from, and makes its answer the current
-// one if it is the rest; else n becomes the node that broke.
-func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *time.Duration) bool {
+// one if it is the rest; else n becomes the node that broke. moveOn says
+// another node could take the resume after n, room that it may also take
+// it when n has no place for the client.
+func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn, room bool, queue *time.Duration) bool {
 	// Only a paced break is resumed on the node that broke (resume).
 	paced := n == b.node
 	if paced {
@@ -446,7 +451,7 @@ func (b *resumeBody) resumeOn(n *upstream.Node, from int64, moveOn bool, queue *
 	}
 	// A resume is one more request on n: it takes one of n's
 	// --upstream-max-conns slots like any other.
-	sl, ok := b.f.up.acquireOr(b.client, n.Host, b.f.client(b.client), queue, moveOn)
+	sl, ok := b.f.up.acquireOr(b.client, n.Host, b.f.client(b.client), queue, room)
 	if !ok {
 		b.node = n
 		return false

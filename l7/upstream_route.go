@@ -431,6 +431,9 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				}
 			case errors.Is(context.Cause(ctx), errNodeDown):
 				lastErr = errors.Join(errNodeDown, err)
+				if reached(r, fr) {
+					break // see reached
+				}
 				if last && len(passed) > 0 {
 					// Back to the nodes passed over for room, within
 					// what is left of the queue time.
@@ -443,7 +446,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 				}
 			default:
 				lastErr = err
-				if move(last) {
+				if !reached(r, fr) && move(last) {
 					// Counted once another node answers the same request,
 					// as a 502/503/504 is: one every node breaks on (a
 					// proxy repository's remote Nexus gives up on) is the
@@ -526,6 +529,18 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		lastErr = upstream.ErrAllDown
 	}
 	return nil, lastErr
+}
+
+// reached reports a DELETE that may have reached Nexus: the Transport gave
+// it a connection (fr counts them). It is not sent to another node: the
+// first may have carried it out, and the second would then answer 404
+// MANIFEST_UNKNOWN for what the client's DELETE removed, or, the first
+// frozen with it queued, run it after the second's answer, deleting what
+// was pushed meanwhile. The client gets the error and decides. Bodiless
+// POSTs still move: a second upload session leaves the first unused, and
+// a mount is the same mount again.
+func reached(r *http.Request, fr *freshness) bool {
+	return r.Method == http.MethodDelete && fr.conns.Load() > 0
 }
 
 // frozenUpload refuses a chunk or the closing PUT of an open upload, a

@@ -471,6 +471,24 @@ func (s *Set) OtherUsable(n *Node, write bool) bool {
 	return false
 }
 
+// OtherServes reports whether a node other than n serves reads, passive
+// ejection aside (Pick falls back on ejected nodes when no other serves):
+// somewhere a download that n stops serving can resume.
+func (s *Set) OtherServes(n *Node) bool {
+	for _, o := range *s.live.Load() {
+		if o == n {
+			continue
+		}
+		o.mu.Lock()
+		ok := o.servesBarEjection(false)
+		o.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
 // Readable reports whether at least one node serves reads (writable: at
 // least one serves writes), ejected or not (as Pick), for /readyz.
 func (s *Set) Readable(write bool) (bool, string) {
