@@ -1006,6 +1006,10 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	status, words := http.StatusBadGateway, "the exchange with Nexus failed"
 	var ne net.Error
 	switch {
+	case errors.Is(err, errNodeDown):
+		// Frozen or cut off, and not coming back soon: the client retries
+		// (docker restarts a layer's upload), and another node takes it.
+		words = "the Nexus node serving this request was found down before it answered"
 	case errors.As(err, &ne) && ne.Timeout():
 		status, words = http.StatusGatewayTimeout, "Nexus did not answer in time"
 	case refused(err):

@@ -172,7 +172,7 @@ func (b *resumeBody) watch(n *upstream.Node, cancel context.CancelCauseFunc) {
 	set := b.f.up.set
 	b.stopWatch = context.AfterFunc(alive, func() {
 		// An ejected node counts: resume falls back on it.
-		if set.OtherServes(n) {
+		if set.OtherServes(n, false) {
 			cancel(errNodeDown)
 		}
 	})

@@ -319,22 +319,37 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		ctx := detach(det, base)
 		stopWatch := func() bool { return false }
 		// A node found down while its answer is awaited gives the request
-		// up so it moves on at once. Only where there is a next node (or
-		// one passed over for room): on the last, it would only turn an
-		// answer that may still come into an error. Already down: fail
-		// open, nothing to watch.
+		// up so it moves on at once where there is a next node (or one
+		// passed over for room). On the last (an upload follow-up's one
+		// node), only when another node serves: the client, answered at
+		// once, retries there (docker restarts the layer's upload) instead
+		// of waiting minutes on a frozen node. With none serving, the
+		// answer may still come (a lone node whose probes time out under
+		// load keeps its traffic). Already down: fail open, nothing to
+		// watch.
 		// A blob's body can be cut for the same reason (resumable).
-		// Alive takes the node's lock: not for a small request on the last
-		// node, which watches nothing.
+		// Alive takes the node's lock: never with a single node, where
+		// the last node has no other to defer to.
 		// A blob's request can always be ended: its body may stall, or
 		// its HTTP/2 client reset (resumable).
 		watch := !last || len(passed) > 0
-		if watch || blobGet {
+		guard := !watch && set.Size() > 1
+		if watch || guard || blobGet {
 			if alive := n.Alive(); alive.Err() == nil || blobGet {
 				ctx, a.cancel = context.WithCancelCause(ctx)
-				if watch && alive.Err() == nil {
+				if alive.Err() == nil {
 					cancel := a.cancel
-					stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+					switch {
+					case watch:
+						stopWatch = context.AfterFunc(alive, func() { cancel(errNodeDown) })
+					case guard:
+						write := kind == "write"
+						stopWatch = context.AfterFunc(alive, func() {
+							if set.OtherServes(n, write) {
+								cancel(errNodeDown)
+							}
+						})
+					}
 				}
 			}
 		}

@@ -471,16 +471,17 @@ func (s *Set) OtherUsable(n *Node, write bool) bool {
 	return false
 }
 
-// OtherServes reports whether a node other than n serves reads, passive
-// ejection aside (Pick falls back on ejected nodes when no other serves):
-// somewhere a download that n stops serving can resume.
-func (s *Set) OtherServes(n *Node) bool {
+// OtherServes reports whether a node other than n serves reads (write:
+// takes writes), passive ejection aside (Pick falls back on ejected nodes
+// when no other serves): somewhere a download that n stops serving can
+// resume, or a client whose request n stops serving can retry.
+func (s *Set) OtherServes(n *Node, write bool) bool {
 	for _, o := range *s.live.Load() {
 		if o == n {
 			continue
 		}
 		o.mu.Lock()
-		ok := o.servesBarEjection(false)
+		ok := o.servesBarEjection(write)
 		o.mu.Unlock()
 		if ok {
 			return true
