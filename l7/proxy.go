@@ -658,6 +658,34 @@ func hostPortValid(h string) bool {
 	return err == nil && len(port) <= 5
 }
 
+// publicAuthority is the Host a client sent in the form the URLs nexmux
+// hands back are written in: lowercase, without a trailing dot or an empty
+// port ("Team.Example.COM.:" is "team.example.com"). The port stays: a
+// legacy connector's clients name it.
+func publicAuthority(h string) string {
+	host, port := h, ""
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		host, port = h[:i], h[i:]
+	}
+	if port == ":" {
+		port = ""
+	}
+	host = strings.TrimSuffix(host, ".")
+	if len(host)+len(port) == len(h) && !hasUpper(host) {
+		return h
+	}
+	return strings.ToLower(host) + port
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
 // bracketedIPv6 reports whether h starts with an IPv6 address, without a
 // zone, in brackets.
 func bracketedIPv6(h string) bool {
@@ -867,7 +895,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		pub.linkPrefix = p.up.ctxPath + "/repository/" + st.repo
 	}
 	if resp.Request.Host != "" {
-		pub.base = p.scheme(st.ci) + "://" + resp.Request.Host
+		pub.base = p.scheme(st.ci) + "://" + publicAuthority(resp.Request.Host)
 	}
 	// Only a blob read's redirect may send the client to a blob store.
 	blobRedirect := resp.StatusCode/100 == 3 && isBlobDownload(st.judged) &&
