@@ -296,7 +296,7 @@ func TestHostPortMustBeANumber(t *testing.T) {
 	p, ci, reached := admitProxy(t)
 	for _, h := range []string{"team-a.example.com:evil.example", "team-a.example.com:443x", "team-a.example.com:65536",
 		"team-a.example.com:-1", "team-a.example.com:000443", "team-a.example.com: 443",
-		"team-a.example.com:evil.example:443", "team-a.example.com::443", "team-a.example.com:x]"} {
+		"team-a.example.com:evil.example:443", "team-a.example.com::443", "team-a.example.com:x]", "team-a.example.com:0"} {
 		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
 		r.Host = h
 		w := serveOn(p, ci, r)
@@ -325,7 +325,7 @@ func TestHostPortMustBeANumber(t *testing.T) {
 		// the realm and Locations it hands back.
 		"[1::2::3]:8082": http.StatusBadRequest, "[::ffff:1.2.3.4.5]": http.StatusBadRequest, "[v1.x]": http.StatusBadRequest,
 		"[::1%25]:8082": http.StatusBadRequest, "[fe80::1%25eth0]": http.StatusBadRequest, "[example.com]:443": http.StatusBadRequest,
-		"[::ffff:10.0.0.1]:8082": http.StatusOK} {
+		"[::ffff:10.0.0.1]:8082": http.StatusOK, "nexus.example.com:0": http.StatusBadRequest, "[::1]:0": http.StatusBadRequest} {
 		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
 		r.Host = h
 		if w := serveOn(p, port, r); w.Code != want {
@@ -438,5 +438,36 @@ func TestContentReadEndingInSlashRefused(t *testing.T) {
 	}
 	if n := reached.Load(); n != 0 {
 		t.Fatalf("Nexus reached %d times", n)
+	}
+}
+
+// Where any Host is served (a port route, a connection without SNI), a
+// Host that names no host is refused before Nexus: it came back as the
+// token realm and the Locations ("https://a,b/v2/token"). Host names in
+// any case, with a trailing dot, and addresses pass.
+func TestHostMustNameAHost(t *testing.T) {
+	p, ci, reached := admitProxy(t)
+	port := &ConnInfo{Table: ci.Table, Route: ci.Route, ByPort: true}
+	noSNI := &ConnInfo{Table: ci.Table, Route: ci.Route}
+	for _, c := range []*ConnInfo{port, noSNI} {
+		reached.Store(0)
+		for _, h := range []string{"a,b", "a;b=c", "x'y", "a(b)", "a%2fb", "a%40evil.example", "evil.example%2f:8082",
+			":8082", "team..example.com", "-a.example.com", "a.example.com..", "*.example.com", "a!b:8082", "~"} {
+			r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+			r.Host = h
+			if w := serveOn(p, c, r); w.Code != http.StatusBadRequest || errorCode(t, w.Body.String()) != "UNSUPPORTED" {
+				t.Errorf("by port %v, Host %q: %d %q, want 400 UNSUPPORTED", c.ByPort, h, w.Code, w.Body.String())
+			}
+		}
+		if n := reached.Load(); n != 0 {
+			t.Fatalf("by port %v: Nexus reached %d times", c.ByPort, n)
+		}
+		for _, h := range []string{"nexus.example.com", "NEXUS.Example.com.:8082", "_svc.example.com", "10.0.0.1:8082", "[2001:db8::1]:8082", "localhost"} {
+			r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+			r.Host = h
+			if w := serveOn(p, c, r); w.Code != http.StatusOK {
+				t.Errorf("by port %v, Host %q: %d %q, want Nexus's 200", c.ByPort, h, w.Code, w.Body.String())
+			}
+		}
 	}
 }

@@ -328,10 +328,19 @@ func nodeNeedles(node, public string) (byAddr, byHost nodeNeedle) {
 		}
 		lastNodeMark.Store(m)
 	}
-	if m.host.s != "" && !strings.EqualFold(m.host.s, hostPart(public)) {
+	if m.host.s != "" && !m.sharesHost(public) {
 		return m.addr, m.host
 	}
 	return m.addr, m.addr
+}
+
+// sharesHost reports whether the Host public names the node's host, in
+// any spelling a client may send ("10.0.0.1.", "[::ffff:10.0.0.1]"): the
+// URLs mapped onto public hold it, and only the node's address with its
+// port may be hidden there. The spellings are only worked out where the
+// node's host is in public at all.
+func (m *nodeMark) sharesHost(public string) bool {
+	return strings.EqualFold(m.host.s, hostPart(public)) || m.host.in(public) && hostOf(public) == m.hostKey
 }
 
 // nodeMark is what names a node, worked out once per node: every answer
@@ -342,6 +351,8 @@ type nodeMark struct {
 	// host is the node's host, where that alone counts (an address or a
 	// dotted name); its s is "" where it does not.
 	host nodeNeedle
+	// hostKey is the node's host as hostOf writes it.
+	hostKey string
 }
 
 func newNodeMark(node string) *nodeMark {
@@ -349,6 +360,7 @@ func newNodeMark(node string) *nodeMark {
 	m := &nodeMark{node: node, addr: newNodeNeedle(addr)}
 	if hst, _, err := net.SplitHostPort(addr); err == nil && strings.ContainsAny(hst, ".:") {
 		m.host = newNodeNeedle(hst)
+		m.hostKey = hostOf(addr)
 	}
 	return m
 }

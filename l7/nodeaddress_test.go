@@ -199,3 +199,37 @@ func TestRedirectBodyHidesTheNode(t *testing.T) {
 		t.Errorf("the client was told the node's address: %s", b)
 	}
 }
+
+// Another spelling of the node's host as the public name ("127.0.0.1.",
+// "[::ffff:127.0.0.1]", upper case) is the node's host still: the URLs
+// mapped onto it were left out as naming the node (a client reaching
+// nexmux by "nexus.corp." lost every Location and its token realm). They
+// come back on the Host in its lowercase form without the trailing dot.
+func TestNodeHostSpelledOtherwiseKeepsItsURLs(t *testing.T) {
+	n := startRaw(t, func(c net.Conn, br *bufio.Reader, r *http.Request) bool {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nLocation: /repository/team-a/v2/app/blobs/uploads/u1\r\n"+
+			"WWW-Authenticate: Bearer realm=\"http://"+r.Host+"/repository/team-a/v2/token\",service=\"x\"\r\n\r\n")
+		return true
+	})
+	host, _, _ := net.SplitHostPort(n.addr)
+	for pub, want := range map[string]string{
+		host + ".:5000":                               host + ":5000",
+		"[::ffff:" + host + "]:5000":                  "[::ffff:" + host + "]:5000",
+		"[::FFFF:" + host + "]":                       "[::ffff:" + host + "]",
+		host + ".":                                    host,
+		strings.ToUpper(host) + ".:":                  host,
+		"0x7f.0.0.1:5000":                             "0x7f.0.0.1:5000",
+		"team-a.example.com.:5000":                    "team-a.example.com:5000",
+		"TEAM-A.Example.COM:5000":                     "team-a.example.com:5000",
+		strings.Replace(host, "1", "01", 1) + ":5000": strings.Replace(host, "1", "01", 1) + ":5000",
+	} {
+		w := sendOnPortRoute(t, n.addr, pub, http.MethodPost, "/v2/app/blobs/uploads/")
+		if loc := w.Header().Get("Location"); w.Code != http.StatusAccepted || !strings.HasPrefix(loc, "http://"+want+"/v2/app/blobs/uploads/u1?_nexmux=") {
+			t.Errorf("node %s, Host %s: %d, Location %q; want it on http://%s", n.addr, pub, w.Code, loc, want)
+		}
+		if ch, wantCh := w.Header().Get("Www-Authenticate"), `Bearer realm="http://`+want+`/v2/token",service="x"`; ch != wantCh {
+			t.Errorf("node %s, Host %s: challenge %q, want %q", n.addr, pub, ch, wantCh)
+		}
+	}
+}

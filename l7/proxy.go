@@ -654,8 +654,48 @@ func hostPortValid(h string) bool {
 	if port == "" {
 		return true
 	}
-	_, err = strconv.ParseUint(port, 10, 16)
-	return err == nil && len(port) <= 5
+	n, err := strconv.ParseUint(port, 10, 16)
+	// Port 0 is no port a client reaches anything on.
+	return err == nil && len(port) <= 5 && n != 0
+}
+
+// hostNamed refuses a Host that names no host where any Host is served
+// (a port route, no SNI): Nexus builds the realm and Locations from it, and
+// "a,b" or "x;y=z" handed back as the token realm leads nowhere. A route's
+// name is a host name already (LookupHost); brackets were checked.
+func hostNamed(h string) (int, string, string) {
+	if h[0] == '[' || route.IsHostName(route.CanonicalHost(h)) {
+		return 0, "", ""
+	}
+	return http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("nexmux: Host %q names no host", ShortName(h))
+}
+
+// publicAuthority is the Host a client sent in the form the URLs nexmux
+// hands back are written in: lowercase, without a trailing dot or an empty
+// port ("Team.Example.COM.:" is "team.example.com"). The port stays: a
+// legacy connector's clients name it.
+func publicAuthority(h string) string {
+	host, port := h, ""
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		host, port = h[:i], h[i:]
+	}
+	if port == ":" {
+		port = ""
+	}
+	host = strings.TrimSuffix(host, ".")
+	if len(host)+len(port) == len(h) && !hasUpper(host) {
+		return h
+	}
+	return strings.ToLower(host) + port
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // bracketedIPv6 reports whether h starts with an IPv6 address, without a
@@ -722,10 +762,10 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	// net/http takes any port text, and routing ignores the port; Nexus
 	// would build the realm and Locations it hands back from it.
 	if !hostPortValid(r.Host) {
-		return http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("nexmux: the port of Host %q is not a number", ShortName(r.Host))
+		return http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("nexmux: the port of Host %q is not a port number (1-65535)", ShortName(r.Host))
 	}
 	if ci.ByPort {
-		return 0, "", ""
+		return hostNamed(r.Host)
 	}
 	// HTTP/2 lets a client reuse a connection opened for one name for
 	// another name covered by the same (wildcard) certificate. The route
@@ -740,8 +780,8 @@ func (p *Proxy) admit(ci *ConnInfo, r *http.Request) (int, string, string) {
 	}
 	if hr == nil && ci.ServerName == "" {
 		// No SNI (IP-literal client on the default route) and a Host that
-		// names no route: nothing to disagree with.
-		return 0, "", ""
+		// names no route: nothing to disagree with, but it must name a host.
+		return hostNamed(r.Host)
 	}
 	return http.StatusMisdirectedRequest, "DENIED", fmt.Sprintf("nexmux: Host %q is not served on a connection for %q", ShortName(r.Host), ShortName(ci.ServerName))
 }
@@ -872,7 +912,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		pub.linkPrefix = p.up.ctxPath + "/repository/" + st.repo
 	}
 	if resp.Request.Host != "" {
-		pub.base = p.scheme(st.ci) + "://" + resp.Request.Host
+		pub.base = p.scheme(st.ci) + "://" + publicAuthority(resp.Request.Host)
 	}
 	// Only a blob read's redirect may send the client to a blob store.
 	blobRedirect := resp.StatusCode/100 == 3 && isBlobDownload(st.judged) &&

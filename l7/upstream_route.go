@@ -941,7 +941,7 @@ func (p *Proxy) tagUpload(resp *http.Response, prev string) {
 		return
 	}
 	if u.Host != "" || u.Scheme != "" {
-		if (u.Scheme != "http" && u.Scheme != "https") || !strings.EqualFold(u.Host, resp.Request.Host) {
+		if (u.Scheme != "http" && u.Scheme != "https") || !strings.EqualFold(u.Host, publicAuthority(resp.Request.Host)) {
 			return
 		}
 	}

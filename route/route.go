@@ -55,10 +55,12 @@ func dirIs(path, dir string) bool {
 	return i >= 0 && strings.HasSuffix(path[:i], dir)
 }
 
-// pushScope reports whether a token request's query asks for a scope with
-// the push action ("scope=repository:app:pull,push", usually encoded; several
-// scope parameters and space-separated scopes allowed). A "push" inside an
-// image name ("repository:pushgateway:pull") is not a push.
+// pushScope reports whether a token request's query asks for a repository
+// scope with the push action ("scope=repository:app:pull,push", usually
+// encoded; several scope parameters and space-separated scopes allowed). A
+// "push" inside an image name ("repository:pushgateway:pull") is not a push,
+// nor is a registry scope's "*" ("registry:catalog:*", crane catalog): it
+// writes nothing, and a marked token would send its HEADs to hosted.
 func pushScope(query string) bool {
 	for param := range strings.SplitSeq(query, "&") {
 		name, v, ok := strings.Cut(param, "=")
@@ -72,6 +74,9 @@ func pushScope(query string) bool {
 			}
 		}
 		for scope := range strings.FieldsSeq(v) {
+			if !repositoryScope(scope) {
+				continue
+			}
 			actions := scope[strings.LastIndexByte(scope, ':')+1:]
 			for a := range strings.SplitSeq(actions, ",") {
 				if a == "push" || a == "*" {
@@ -81,6 +86,13 @@ func pushScope(query string) bool {
 		}
 	}
 	return false
+}
+
+// repositoryScope reports a scope of resource type "repository", with or
+// without a resource class ("repository(plugin):name:pull").
+func repositoryScope(scope string) bool {
+	typ, _, _ := strings.Cut(scope, ":")
+	return typ == "repository" || strings.HasPrefix(typ, "repository(")
 }
 
 // scopeEncoded reports a parameter name that Jetty decodes to "scope"

@@ -73,6 +73,11 @@ func TestTokenPush(t *testing.T) {
 		// Space-separated scopes in one parameter, the space written '+'
 		// (url.Values.Encode): the push is not the last one.
 		{http.MethodGet, "/v2/token", "scope=repository:app:push+repository:base:pull", true},
+		// Only repository scopes write: crane catalog's "*" is a read.
+		{http.MethodGet, "/v2/token", "scope=registry%3Acatalog%3A%2A", false},
+		{http.MethodGet, "/v2/token", "scope=registry:catalog:*+repository:app:pull", false},
+		{http.MethodGet, "/v2/token", "scope=registry:catalog:*&scope=repository:app:*", true},
+		{http.MethodGet, "/v2/token", "scope=repository(plugin):app:pull,push", true},
 	} {
 		if got := TokenPush(tc.method, tc.path, tc.query); got != tc.want {
 			t.Errorf("TokenPush(%s %s?%s) = %v, want %v", tc.method, tc.path, tc.query, got, tc.want)
