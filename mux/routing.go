@@ -26,6 +26,9 @@ type source struct {
 	// inProcess marks streams nexmux made itself (ServeConn): no load
 	// balancer stands in front of them and nothing redirected them.
 	inProcess bool
+	// asked is the port an in-process stream's client asked for
+	// (ServeConnTo).
+	asked int
 	// state is the state at accept (nil: load it when routing begins),
 	// and policy the peer's PROXY protocol policy in it (nil: none
 	// configured, or in process).
@@ -302,12 +305,16 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 // the reloads to come (dialled.port).
 func (s *Server) portRoute(log *connLog, st *State, c net.Conn, d *decision, src source) (*route.Route, bool) {
 	dl := dialled{bound: uint16(src.boundPort)}
-	if src.boundPort == 0 && !src.inProcess {
+	switch {
+	case src.boundPort != 0:
+	case src.inProcess:
+		dl.named = uint16(src.asked)
+	default:
 		if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil && !pc.ProxyHeader().Command.IsLocal() {
 			// LOCAL (v2, or v1 UNKNOWN) names no destination: the spec
 			// has its address block, if any, discarded.
 			if _, dst, ok := pc.ProxyHeader().Ports(); ok {
-				dl.proxied = uint16(dst)
+				dl.named = uint16(dst)
 			}
 		}
 		dl.listen = uint16(src.listenPort)
@@ -343,8 +350,9 @@ type dialled struct {
 	// bound is the port route of a --bind-ports listener (or ServeConn's).
 	bound uint16
 	// redirected is the port iptables REDIRECTed the connection from (0:
-	// none, or not read); proxied the destination port of its PROXY header.
-	redirected, proxied uint16
+	// none, or not read); named the destination port its PROXY header, or
+	// its SOCKS5 CONNECT (ServeConnTo), names.
+	redirected, named uint16
 	// listen is the port of the listener that accepted it.
 	listen uint16
 	// unread, when set, is the connection whose SO_ORIGINAL_DST was not
@@ -354,7 +362,7 @@ type dialled struct {
 
 // port is the port whose route t gives the connection (0: none, route by
 // name), as portRoute would choose it for a new connection: the listener's
-// own port, then the redirected one, then the PROXY header's. A bound port
+// own port, then the redirected one, then the one named. A bound port
 // is returned with or without a route: such a connection has no other.
 func (dl *dialled) port(t *route.Table) int {
 	if dl.bound != 0 {
@@ -367,7 +375,7 @@ func (dl *dialled) port(t *route.Table) int {
 	if dl.unread != nil {
 		redirected = redirectedFrom(dl.unread, int(dl.listen))
 	}
-	for _, p := range []uint16{redirected, dl.proxied} {
+	for _, p := range []uint16{redirected, dl.named} {
 		if p != 0 && t.LookupPort(int(p)) != nil {
 			return int(p)
 		}
