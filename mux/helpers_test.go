@@ -45,6 +45,9 @@ type muxConfig struct {
 	// sockets).
 	listener    func(net.Listener) net.Listener
 	sendTimeout time.Duration
+	// listen, when set, opens the TLS listener instead of 127.0.0.1:0
+	// (in a network namespace of the test's own).
+	listen func() (net.Listener, error)
 }
 
 // netHTTPShapedBody is exactly what net/http writes for a request it
@@ -197,7 +200,11 @@ func startMuxWith(t testing.TB, mc muxConfig) *muxServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	listen := mc.listen
+	if listen == nil {
+		listen = func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+	}
+	ln, err := listen()
 	if err != nil {
 		t.Fatal(err)
 	}

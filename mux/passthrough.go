@@ -67,7 +67,7 @@ func (p passthrough) serve(d decision) {
 		log.logger().Info("passthrough: writing the hello to the backend failed", "err", err)
 		return
 	}
-	lc := &liveConn{info: info, peer: d.peer, close: func() { c.Close(); up.Close() }}
+	lc := &liveConn{info: info, peer: d.peer, dialled: d.dialled, close: func() { c.Close(); up.Close() }}
 	p.s.live.addStream(lc)
 	defer p.s.live.removeStream(lc)
 	if p.s.revokedMeanwhile(d, lc) {

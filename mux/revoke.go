@@ -19,8 +19,11 @@ import (
 // removed, or the load balancer that named its client distrusted.
 type liveConn struct {
 	info *l7.ConnInfo
-	peer net.Addr    // the load balancer, when a PROXY header named the client
-	idle atomic.Bool // HTTP: no request in flight (http.ConnState)
+	peer net.Addr // the load balancer, when a PROXY header named the client
+	// dialled routes it again at a reload, as a new connection would be
+	// routed (sameRoute). Set before it is live, then only read.
+	dialled dialled
+	idle    atomic.Bool // HTTP: no request in flight (http.ConnState)
 	// fresh: handed (back) to http.Server, no request read yet
 	// (Server.fresh).
 	fresh atomic.Bool
@@ -269,28 +272,23 @@ func revokedBy(lc *liveConn, st *State) bool {
 			return true
 		}
 	}
-	return !sameRoute(lc.info, st.Table)
+	return !sameRoute(lc.info, &lc.dialled, st.Table)
 }
 
-// sameRoute reports whether t still routes the connection as it was
-// routed: to the same kind and key, same repositories, backend or mirrored
-// registries. A connection routed by name is looked up again, so that a
-// name given a route of its own (or a more specific wildcard) leaves the
-// route that served it until then.
-func sameRoute(info *l7.ConnInfo, t *route.Table) bool {
+// sameRoute reports whether t routes the connection as a new one would be
+// routed, to the route that serves it: same kind and key, same
+// repositories, backend or mirrored registries. So a name given a route of
+// its own (or a more specific wildcard) leaves the route that served it
+// until then, and so does a port given a route.
+func sameRoute(info *l7.ConnInfo, dl *dialled, t *route.Table) bool {
 	rt := info.Route
 	if rt == nil {
 		return true
 	}
 	var r *route.Route
-	switch {
-	case info.ByPort:
-		for _, pr := range t.Routes() {
-			if pr.Kind == rt.Kind && pr.Key == rt.Key {
-				r = pr
-				break
-			}
-		}
+	switch port := dl.port(t); {
+	case port != 0:
+		r = t.LookupPort(port)
 	case info.ServerName != "":
 		r = t.LookupServerName(info.ServerName)
 	default:

@@ -26,6 +26,9 @@ type source struct {
 	// inProcess marks streams nexmux made itself (ServeConn): no load
 	// balancer stands in front of them and nothing redirected them.
 	inProcess bool
+	// asked is the port an in-process stream's client asked for
+	// (ServeConnTo).
+	asked int
 	// state is the state at accept (nil: load it when routing begins),
 	// and policy the peer's PROXY protocol policy in it (nil: none
 	// configured, or in process).
@@ -55,6 +58,8 @@ type decision struct {
 	extra int64
 	// absolute: the hello's server name ended in a dot (sni.ClientHello).
 	absolute bool
+	// dialled is what the connection said of the port its client dialled.
+	dialled dialled
 }
 
 // handle routes one tracked connection and gives it to its target.
@@ -167,11 +172,11 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		log.peer = raw.RemoteAddr()
 	}
 
-	rt, ok := s.portRoute(log, st, c, info, src)
+	d = decision{conn: c, raw: raw, info: info, state: st, peer: log.peer}
+	rt, ok := s.portRoute(log, st, c, &d, src)
 	if !ok {
 		return d, false
 	}
-	d = decision{conn: c, raw: raw, info: info, state: st, peer: log.peer}
 	if first[0] != sni.RecordTypeHandshake {
 		// A first segment may end inside "PATCH " or an SSLv2 header:
 		// read on (same deadline) until the bytes say what this is.
@@ -296,24 +301,34 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 // (SO_ORIGINAL_DST), or the destination port a trusted PROXY header names.
 // A port route wins over SNI: legacy clients name the repository by port and
 // send Nexus's old host name, which may well be some other route. ok is
-// false when the connection was refused.
-func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInfo, src source) (*route.Route, bool) {
-	port := src.boundPort
-	// Without port routes there is nothing to look up: spare every
-	// connection the getsockopt(SO_ORIGINAL_DST).
-	if port == 0 && !src.inProcess && st.Table.HasPorts() {
-		// A redirect from a port without a --port route (443 -> 8443 so
-		// nexmux needs no privilege) is the fan-in port itself: SNI decides.
-		if orig, err := OriginalDst(c); err == nil && int(orig.Port()) != src.listenPort && st.Table.LookupPort(int(orig.Port())) != nil {
-			port = int(orig.Port())
-		} else if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil && !pc.ProxyHeader().Command.IsLocal() {
+// false when the connection was refused. d.dialled keeps what it read, for
+// the reloads to come (dialled.port).
+func (s *Server) portRoute(log *connLog, st *State, c net.Conn, d *decision, src source) (*route.Route, bool) {
+	dl := dialled{bound: uint16(src.boundPort)}
+	switch {
+	case src.boundPort != 0:
+	case src.inProcess:
+		dl.named = uint16(src.asked)
+	default:
+		if pc, ok := c.(*proxyproto.Conn); ok && pc.ProxyHeader() != nil && !pc.ProxyHeader().Command.IsLocal() {
 			// LOCAL (v2, or v1 UNKNOWN) names no destination: the spec
 			// has its address block, if any, discarded.
-			if _, dst, ok := pc.ProxyHeader().Ports(); ok && st.Table.LookupPort(dst) != nil {
-				port = dst
+			if _, dst, ok := pc.ProxyHeader().Ports(); ok {
+				dl.named = uint16(dst)
 			}
 		}
+		dl.listen = uint16(src.listenPort)
+		if st.Table.HasPorts() {
+			dl.redirected = redirectedFrom(c, src.listenPort)
+		} else {
+			// Without port routes there is nothing to look up: spare
+			// every connection the getsockopt(SO_ORIGINAL_DST). A
+			// reload that brings port routes reads it then.
+			dl.unread = c
+		}
 	}
+	d.dialled = dl
+	port := dl.port(st.Table)
 	if port == 0 {
 		return nil, true
 	}
@@ -322,8 +337,62 @@ func (s *Server) portRoute(log *connLog, st *State, c net.Conn, info *l7.ConnInf
 		log.refuse(ReasonNoPortRoute, "connection for a port with no --port route", "port", port)
 		return nil, false
 	}
-	info.ByPort = true
+	d.info.ByPort = true
 	return rt, true
+}
+
+// dialled is what a connection says of the port its client dialled: all a
+// reload needs to route it again as a new connection would be (revokedBy),
+// so that a port given a route takes the connections open through it. A
+// few bytes per connection, and no syscall unless the table at accept had
+// no port routes and a reload brings some.
+type dialled struct {
+	// bound is the port route of a --bind-ports listener (or ServeConn's).
+	bound uint16
+	// redirected is the port iptables REDIRECTed the connection from (0:
+	// none, or not read); named the destination port its PROXY header, or
+	// its SOCKS5 CONNECT (ServeConnTo), names.
+	redirected, named uint16
+	// listen is the port of the listener that accepted it.
+	listen uint16
+	// unread, when set, is the connection whose SO_ORIGINAL_DST was not
+	// read at accept (no port routes then).
+	unread net.Conn
+}
+
+// port is the port whose route t gives the connection (0: none, route by
+// name), as portRoute would choose it for a new connection: the listener's
+// own port, then the redirected one, then the one named. A bound port
+// is returned with or without a route: such a connection has no other.
+func (dl *dialled) port(t *route.Table) int {
+	if dl.bound != 0 {
+		return int(dl.bound)
+	}
+	if !t.HasPorts() {
+		return 0
+	}
+	redirected := dl.redirected
+	if dl.unread != nil {
+		redirected = redirectedFrom(dl.unread, int(dl.listen))
+	}
+	for _, p := range []uint16{redirected, dl.named} {
+		if p != 0 && t.LookupPort(int(p)) != nil {
+			return int(p)
+		}
+	}
+	return 0
+}
+
+// redirectedFrom is the port iptables redirected c from to the listener on
+// listenPort, or 0. A redirect from a port without a --port route (443 ->
+// 8443 so nexmux needs no privilege) is the fan-in port itself: SNI
+// decides.
+func redirectedFrom(c net.Conn, listenPort int) uint16 {
+	orig, err := OriginalDst(c)
+	if err != nil || int(orig.Port()) == listenPort {
+		return 0
+	}
+	return orig.Port()
 }
 
 // ipLike reports whether a server name is an IP address, an IPv6 one in

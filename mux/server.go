@@ -274,7 +274,13 @@ func (s *Server) ServePort(ln net.Listener, port int) error { return s.serve(ln,
 // is refused, handed to the HTTP stage, or (passthrough) done. After
 // Shutdown it closes c and returns http.ErrServerClosed. A connection
 // Admit returned is not counted again.
-func (s *Server) ServeConn(c net.Conn, port int) error {
+func (s *Server) ServeConn(c net.Conn, port int) error { return s.ServeConnTo(c, port, 0) }
+
+// ServeConnTo is ServeConn for a stream whose client asked for a port
+// (a SOCKS5 CONNECT's): routed by server name (port 0), it is revoked by a
+// reload that gives asked a port route, as a new stream to asked is then
+// routed by port.
+func (s *Server) ServeConnTo(c net.Conn, port, asked int) error {
 	if cc, ok := c.(*countedConn); !ok || cc.admittedBy != s {
 		if c = s.count(c, false); c == nil {
 			return nil
@@ -287,7 +293,7 @@ func (s *Server) ServeConn(c net.Conn, port int) error {
 		return http.ErrServerClosed
 	}
 	defer s.track.Done()
-	s.handle(c, source{boundPort: port, inProcess: true})
+	s.handle(c, source{boundPort: port, inProcess: true, asked: asked})
 	return nil
 }
 

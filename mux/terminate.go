@@ -43,7 +43,7 @@ func (t terminate) serve(d decision) {
 		}
 		c = tc
 	}
-	lc := &liveConn{info: d.info, peer: d.peer}
+	lc := &liveConn{info: d.info, peer: d.peer, dialled: d.dialled}
 	lc.idle.Store(true)
 	tc, isTLS := c.(*tls.Conn)
 	h2 := isTLS && tc.ConnectionState().NegotiatedProtocol == "h2"

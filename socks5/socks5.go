@@ -528,6 +528,9 @@ type session struct {
 // decision is what the rule set allowed, for the dialer.
 type decision struct {
 	port int // port route, or 0 for SNI routing
+	// asked is the CONNECT's port: a reload that gives it a port route
+	// moves a stream routed by name (mux.ServeConnTo).
+	asked int
 }
 
 type decisionKey struct{}
@@ -617,15 +620,15 @@ func (s *Server) lookup(dest *gosocks5.AddrSpec) (decision, bool) {
 	case t.LookupPort(dest.Port) != nil:
 		// A legacy connector port: the port names the repository,
 		// whatever host the client used.
-		return decision{port: dest.Port}, true
+		return decision{port: dest.Port, asked: dest.Port}, true
 	case s.sniPorts[dest.Port] && !isIP && host != "" && t.LookupServerName(host) != nil:
 		// A name, not a Host header: a ":port" behind it is no host name
 		// (LookupHost would drop it).
-		return decision{}, true
+		return decision{asked: dest.Port}, true
 	case s.sniPorts[dest.Port] && isIP && t.Default() != nil:
 		// An IP literal lands where a direct IP-literal client would; an
 		// empty name (no IP either) is no destination.
-		return decision{}, true
+		return decision{asked: dest.Port}, true
 	}
 	return decision{}, false
 }
@@ -686,7 +689,7 @@ func (ss *session) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	routed.onAbort = end.aborted
 	routed.clientReset = new(atomic.Bool)
 	ss.client.onReset = func() { routed.clientReset.Store(true) }
-	if !ss.s.route(inner, d.port) {
+	if !ss.s.route(inner, d) {
 		ours.Close()
 		inner.Close()
 		return nil, errors.New("socks5: shutting down")
@@ -721,13 +724,13 @@ func (ss *session) dst() *net.TCPAddr {
 
 // route gives c to the router on a goroutine of its own, counted by wg so
 // that Shutdown waits for it.
-func (s *Server) route(c net.Conn, port int) bool {
+func (s *Server) route(c net.Conn, d decision) bool {
 	if !s.track.Go() {
 		return false
 	}
 	go func() {
 		defer s.track.Done()
-		_ = s.router.ServeConn(c, port) // it owns and closes c
+		_ = s.router.ServeConnTo(c, d.port, d.asked) // it owns and closes c
 	}()
 	return true
 }

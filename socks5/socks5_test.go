@@ -1683,3 +1683,59 @@ func TestRefusedSessionPlaceFreeAtItsEnd(t *testing.T) {
 		}
 	}
 }
+
+// A reload that gives a CONNECT's port a port route moves the streams
+// already open to it by name, as a new CONNECT there is then routed by
+// port (and as it moves a direct connection redirected from that port:
+// mux.TestReloadRevokesConnectionWhosePortGotARoute). A stream to the TLS
+// port is routed by name on 443 only while 443 has no port route.
+func TestReloadRevokesStreamWhosePortGotARoute(t *testing.T) {
+	st := start(t, config{opts: socks5.Options{SNIPorts: []int{443, 8443}}})
+	open := func(port int, want string) (net.Conn, *bufio.Reader) {
+		t.Helper()
+		code, c, err := connect(t, st.socksAddr, nil, 1, "team-a.nexmux.test", port)
+		if err != nil || code != replySucceeded {
+			t.Fatalf("CONNECT team-a.nexmux.test:%d: reply %d, %v", port, code, err)
+		}
+		tc := tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool(), NextProtos: []string{"http/1.1"}})
+		br := bufio.NewReader(tc)
+		if rt, err := keepAliveGet(tc, br); err != nil || rt != want {
+			t.Fatalf("CONNECT team-a.nexmux.test:%d: route %q (%v), want %q", port, rt, err, want)
+		}
+		return tc, br
+	}
+	moved, movedR := open(443, "team-a.nexmux.test")
+	stays, staysR := open(8443, "team-a.nexmux.test")
+
+	tab, err := route.Build(route.Spec{Routes: []string{"team-a.nexmux.test=team-a"}, Ports: []string{"443=team-p"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := *st.router.State()
+	state.Table = tab
+	st.router.Update(&state)
+
+	if rt, err := keepAliveGet(moved, movedR); err == nil {
+		t.Errorf("the stream to :443 is still served after 443 got a port route: route %q", rt)
+	}
+	if rt, err := keepAliveGet(stays, staysR); err != nil || rt != "team-a.nexmux.test" {
+		t.Errorf("the stream to :8443: route %q (%v), want team-a.nexmux.test", rt, err)
+	}
+	open(443, ":443")
+}
+
+// keepAliveGet sends one HTTP/1.1 request over c, keeping it open, and
+// returns the route of the answer.
+func keepAliveGet(c net.Conn, br *bufio.Reader) (string, error) {
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /v2/ HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.Header.Get("X-Route"), nil
+}

@@ -960,7 +960,7 @@ func iptablesAction(c *cli.Context) error {
 		if cfg.IptablesDelete {
 			out, err = r.Delete()
 		} else {
-			out, err = r.Apply()
+			out, err = r.Apply(fams...)
 		}
 		if err != nil { // validated above
 			return invalid(err)

@@ -175,6 +175,39 @@ func TestIptablesCommand(t *testing.T) {
 	}
 }
 
+// The printed rules say which commands to pipe them to: those of the
+// families chosen (--families, NEXMUX_FAMILIES, families:), not both
+// whatever was asked: an IPv4-only host has no ip6tables-restore to pipe
+// them to.
+func TestIptablesPrintedRulesNameTheChosenFamilies(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("families: [ip6tables]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		env  string
+		args []string
+		want string
+	}{
+		{"default", "", nil, "#   iptables-restore --noflush  and  ip6tables-restore --noflush\n"},
+		{"--families iptables", "", []string{"--families", "iptables"}, "#   iptables-restore --noflush\n"},
+		{"--families ip6tables --jumps=false", "", []string{"--families", "ip6tables", "--jumps=false"}, "#   ip6tables-restore --noflush\n"},
+		{"NEXMUX_FAMILIES", "iptables", nil, "#   iptables-restore --noflush\n"},
+		{"families:", "", []string{"--config", file}, "#   ip6tables-restore --noflush\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("NEXMUX_FAMILIES", tc.env)
+			}
+			out, errs, code := run(t, append([]string{"iptables", "--listen", ":8443", "--port", "8082=team-a"}, tc.args...)...)
+			if code != 0 || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, want the rules to say %q:\n%s%s", code, tc.want, out, errs)
+			}
+		})
+	}
+}
+
 // A REDIRECT from PREROUTING lands on the interface's own address and one
 // from OUTPUT on loopback, so rules for a loopback listener serve only this
 // host and rules for one address only other hosts: iptables says so and

@@ -376,7 +376,7 @@ var settings = []Setting{
 		Usage: "load the rules with <family>-restore --noflush instead of printing them; idempotent, adds only missing jumps",
 		ptr:   func(c *Config) any { return &c.IptablesLoad }},
 	{Name: "families", def: slices.Clone(iptables.Families), Command: "iptables",
-		Usage: "`FAMILY` list --load drives (iptables, ip6tables)",
+		Usage: "`FAMILY` list --load drives, and the printed rules name (iptables, ip6tables)",
 		ptr:   func(c *Config) any { return &c.IptablesFamilies }},
 }
 

@@ -108,26 +108,34 @@ func (r Rules) Validate() error {
 }
 
 // Apply renders the rules for iptables-restore --noflush (or
-// ip6tables-restore: the text is the same for both families). Declaring the
-// chain flushes it in --noflush mode, so its rules stay one copy; the jumps
-// into it cannot be added only where missing (Load can), so the text says
-// how to apply it again.
-func (r Rules) Apply() (string, error) {
-	return r.apply(r.Jumps, r.Jumps)
+// ip6tables-restore: the text is the same for both families); fams, the
+// families they are for (none: both), are the commands their first lines
+// say to apply them with. Declaring the chain flushes it in --noflush
+// mode, so its rules stay one copy; the jumps into it cannot be added only
+// where missing (Load can), so the text says how to apply it again.
+func (r Rules) Apply(fams ...string) (string, error) {
+	return r.apply(r.Jumps, r.Jumps, fams)
 }
 
 // apply renders the chain with the PREROUTING jump when pre and the OUTPUT
-// jump when out.
-func (r Rules) apply(pre, out bool) (string, error) {
+// jump when out, for the families fams (none: both).
+func (r Rules) apply(pre, out bool, fams []string) (string, error) {
 	if err := r.Validate(); err != nil {
 		return "", err
 	}
 	ports := append([]int(nil), r.Ports...)
 	sort.Ints(ports)
 	c := r.chain()
+	if len(fams) == 0 {
+		fams = Families
+	}
+	restore := make([]string, len(fams))
+	for i, f := range fams {
+		restore[i] = f + "-restore --noflush"
+	}
 	var b strings.Builder
 	b.WriteString("# nexmux: legacy connector ports -> nexmux's listener. Apply with\n")
-	b.WriteString("#   iptables-restore --noflush  and  ip6tables-restore --noflush\n")
+	fmt.Fprintf(&b, "#   %s\n", strings.Join(restore, "  and  "))
 	if pre || out {
 		b.WriteString("# once: applied again, the PREROUTING/OUTPUT jumps would be doubled;\n")
 		b.WriteString("# re-apply with --jumps=false, or apply idempotently with --load\n")

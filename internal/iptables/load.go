@@ -59,7 +59,7 @@ func (r Rules) Install(fams []string, log io.Writer) error {
 	}
 	return r.each(fams, log, func(f family) error {
 		pre, out := f.jumps(r.chain())
-		rules, err := r.apply(pre == 0, out == 0)
+		rules, err := r.apply(pre == 0, out == 0, []string{string(f)})
 		if err != nil {
 			return err
 		}

@@ -42,7 +42,7 @@ func TestApplyRendersOnlyTheAskedJumps(t *testing.T) {
 		{false, true, []string{"-A OUTPUT "}},
 		{false, false, nil},
 	} {
-		got, err := r.apply(tc.pre, tc.out)
+		got, err := r.apply(tc.pre, tc.out, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,6 +81,28 @@ func TestPrintedRulesSayHowToApplyAgain(t *testing.T) {
 	for _, want := range []string{"--jumps=false", "--load"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("the printed rules' comments do not name %s for applying them again:\n%s", want, h)
+		}
+	}
+}
+
+// The first lines name the restore commands of the families the rules are
+// for, and only those.
+func TestApplyNamesItsFamilies(t *testing.T) {
+	r := Rules{ListenPort: 8443, Ports: []int{8082}}
+	for _, tc := range []struct {
+		fams []string
+		want string
+	}{
+		{nil, "#   iptables-restore --noflush  and  ip6tables-restore --noflush\n"},
+		{[]string{"iptables"}, "#   iptables-restore --noflush\n"},
+		{[]string{"ip6tables"}, "#   ip6tables-restore --noflush\n"},
+	} {
+		got, err := r.Apply(tc.fams...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(got, "Apply with\n"+tc.want+"*nat\n") {
+			t.Errorf("Apply(%q):\n%s\nwant its first lines to name %q", tc.fams, got, tc.want)
 		}
 	}
 }
