@@ -146,6 +146,10 @@ func New(router *mux.Server, o Options) *Server {
 
 // Serve accepts SOCKS5 clients on ln until Shutdown (then it returns nil).
 func (s *Server) Serve(ln net.Listener) error {
+	if !pairSupported {
+		ln.Close()
+		return errPairUnsupported
+	}
 	local, _ := ln.Addr().(*net.TCPAddr)
 	if local == nil {
 		local = &net.TCPAddr{}
