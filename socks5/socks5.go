@@ -319,7 +319,7 @@ func (s *Server) fromBalancer(c net.Conn) (*proxyproto.Conn, bool) {
 	if policy != proxyproto.REQUIRE && policy != proxyproto.USE {
 		return nil, false
 	}
-	pc := proxyproto.NewConn(c, proxyproto.WithPolicy(policy), proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
+	pc := proxyproto.NewConn(c, proxyproto.WithPolicy(policy), proxyproto.ValidateHeader(mux.ValidateProxyHeader), proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
 	// Through the wrapper, which restores it after the header: one set on
 	// c alone would be dropped there, leaving the handshake without one.
 	_ = pc.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))
