@@ -24,7 +24,8 @@ build:
 	$(GO) build -o $(BIN)/gencert ./fixtures/cmd/gencert
 
 # benchtool is a module of its own, so ./... at the root leaves it out; the
-# darwin build keeps the non-Linux fallbacks compiling.
+# darwin and windows vets keep the non-Linux fallbacks (and the tests)
+# compiling where developers run go build and go vet.
 # -timeout: go test's default of 10 minutes per package binary is about
 # what internal/daemon takes under -race on two cores.
 test:
@@ -33,7 +34,8 @@ test:
 	$(STATICCHECK) $(PKGS)
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 	cd scripts/benchtool && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
-	GOOS=darwin $(GO) build ./...
+	GOOS=darwin $(GO) vet $(PKGS)
+	GOOS=windows $(GO) vet $(PKGS)
 
 # The quick loop while editing: skips the 1 GiB, slowloris, load and
 # binary-building tests.

@@ -604,7 +604,7 @@ func TestPipeliningClientThatStopsReadingIsCut(t *testing.T) {
 	// A small receive buffer, set before connecting: shrunk afterwards,
 	// the window already offered would stall the reads below.
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(sockFD(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {

@@ -6,8 +6,10 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"runtime"
@@ -159,6 +161,15 @@ func v2Header(verCmd, fam byte, n int, body ...byte) []byte {
 	return append(h, body...)
 }
 
+// withCRC returns h, a v2 header ending in a CRC32C TLV, with the TLV's
+// value set to the checksum of h (plus flip, to make it wrong).
+func withCRC(h []byte, flip uint32) []byte {
+	h = append([]byte{}, h...)
+	clear(h[len(h)-4:])
+	binary.BigEndian.PutUint32(h[len(h)-4:], crc32.Checksum(h, crc32.MakeTable(crc32.Castagnoli))^flip)
+	return h
+}
+
 // Header variants a trusted balancer (or a hostile network between it and
 // nexmux) may send: those read as valid pass exactly the bytes after them
 // to a passthrough backend, with the client they name (or the balancer,
@@ -167,10 +178,25 @@ func v2Header(verCmd, fam byte, n int, body ...byte) []byte {
 func TestInboundProxyHeaderVariants(t *testing.T) {
 	tcp4 := []byte{203, 0, 113, 7, 127, 0, 0, 1, 0x15, 0xb3, 1, 187}
 	tcp6 := append(append(net.ParseIP("2001:db8::7").To16(), net.ParseIP("::1").To16()...), 0x15, 0xb3, 1, 187)
-	unix := make([]byte, 216)
+	unix := make([]byte, 216) // source and destination, 108 bytes each
 	copy(unix, "/run/lb.sock")
+	copy(unix[108:], "/run/front.sock")
 	authority := []byte{byte(proxyproto.PP2_TYPE_AUTHORITY), 0, 9, 'e', 'v', 'i', 'l', '.', 't', 'e', 's', 't'}
 	noop := []byte{byte(proxyproto.PP2_TYPE_NOOP), 0, 3, 0, 0, 0}
+	crc := []byte{byte(proxyproto.PP2_TYPE_CRC32C), 0, 4, 0, 0, 0, 0}
+	// A header checksummed for 203.0.113.7, then changed to name .9.
+	forged := withCRC(v2Header(0x21, 0x11, -1, append(append([]byte{}, tcp4...), crc...)...), 0)
+	forged[16+3] = 9
+	// An AWS NLB header with its CRC32C, VPC endpoint and NOOP TLVs, the
+	// bytes of AWS's own compatibility test (elastic-load-balancing-tools,
+	// Compatibility_AwsNetworkLoadBalancerTest.java).
+	awsNLB := append([]byte{0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 0x54,
+		0xac, 0x1f, 0x07, 0x71, 0xac, 0x1f, 0x0a, 0x1f, 0xc8, 0xf2, 0x00, 0x50,
+		0x03, 0x00, 0x04, 0xe8, 0xd6, 0x89, 0x2d,
+		0xea, 0x00, 0x17, 0x01, 0x76, 0x70, 0x63, 0x65, 0x2d, 0x30, 0x38, 0x64, 0x32, 0x62, 0x66, 0x31, 0x35, 0x66, 0x61, 0x63, 0x35, 0x30, 0x30, 0x31, 0x63, 0x39,
+		0x04, 0x00, 0x24}, make([]byte, 36)...)
+	awsForged := append([]byte{}, awsNLB...)
+	awsForged[44]++ // the VPC endpoint id
 	const balancer = "balancer"
 	for _, tc := range []struct {
 		name   string
@@ -189,17 +215,32 @@ func TestInboundProxyHeaderVariants(t *testing.T) {
 		{"v1 over 107 bytes", []byte("PROXY UNKNOWN " + strings.Repeat("x", 100) + "\r\n"), ""},
 		{"v2 tcp4", v2Header(0x21, 0x11, -1, tcp4...), "203.0.113.7:5555"},
 		{"v2 tcp6", v2Header(0x21, 0x21, -1, tcp6...), "[2001:db8::7]:5555"},
-		// A datagram family still names an IP client (socks5's
-		// TestBalancersUDPHeaderNamesTheClient is the same rule there).
-		{"v2 udp4", v2Header(0x21, 0x12, -1, tcp4...), "203.0.113.7:5555"},
+		// A datagram flow is not this stream: refused, not passed on as
+		// a TCP client (socks5's TestBalancersUDPHeaderRefused is the
+		// same rule there); LOCAL's family is not read.
+		{"v2 udp4", v2Header(0x21, 0x12, -1, tcp4...), ""},
+		{"v2 udp6", v2Header(0x21, 0x22, -1, tcp6...), ""},
+		{"v2 unix datagram", v2Header(0x21, 0x32, -1, unix...), ""},
+		{"v2 local udp4", v2Header(0x20, 0x12, -1, tcp4...), balancer},
+		// A CRC32C TLV (HAProxy's proxy-v2-options crc32c) must match.
+		{"v2 tcp4, CRC32C", withCRC(v2Header(0x21, 0x11, -1, append(append(append([]byte{}, tcp4...), authority...), crc...)...), 0), "203.0.113.7:5555"},
+		{"v2 tcp6, CRC32C", withCRC(v2Header(0x21, 0x21, -1, append(append([]byte{}, tcp6...), crc...)...), 0), "[2001:db8::7]:5555"},
+		{"v2 unix, CRC32C", withCRC(v2Header(0x21, 0x31, -1, append(append([]byte{}, unix...), crc...)...), 0), balancer},
+		{"v2 local, CRC32C", withCRC(v2Header(0x20, 0x00, -1, crc...), 0), balancer},
+		{"v2 tcp4, bad CRC32C", withCRC(v2Header(0x21, 0x11, -1, append(append([]byte{}, tcp4...), crc...)...), 1), ""},
+		{"v2 tcp4, CRC32C of another client", forged, ""},
+		{"v2 AWS NLB", awsNLB, "172.31.7.113:51442"},
+		{"v2 AWS NLB, endpoint id changed", awsForged, ""},
+		{"v2 local, bad CRC32C", withCRC(v2Header(0x20, 0x00, -1, crc...), 0x80000000), ""},
+		{"v2 tcp4, 3-byte CRC32C", v2Header(0x21, 0x11, -1, append(append([]byte{}, tcp4...), byte(proxyproto.PP2_TYPE_CRC32C), 0, 3, 1, 2, 3)...), ""},
 		{"v2 tcp4 with TLVs", v2Header(0x21, 0x11, -1, append(append(append([]byte{}, tcp4...), noop...), authority...)...), "203.0.113.7:5555"},
 		{"v2 local with addresses", v2Header(0x20, 0x11, -1, tcp4...), balancer},
 		{"v2 local, no addresses", v2Header(0x20, 0x00, 0), balancer},
-		{"v2 unix", v2Header(0x21, 0x31, -1, append(append([]byte{}, unix...), unix...)...), balancer},
+		{"v2 unix", v2Header(0x21, 0x31, -1, unix...), balancer},
 		{"v2 tcp4 short", v2Header(0x21, 0x11, -1, tcp4[:8]...), ""},
-		// TLVs are not read (nexmux uses none of a balancer's): a
-		// malformed one still ends where the header's length says.
-		{"v2 tcp4, truncated TLV", v2Header(0x21, 0x11, -1, append(append([]byte{}, tcp4...), 0x04, 0)...), "203.0.113.7:5555"},
+		// TLVs are walked for a CRC32C one: a vector that does not
+		// parse is refused, as HAProxy refuses it.
+		{"v2 tcp4, truncated TLV", v2Header(0x21, 0x11, -1, append(append([]byte{}, tcp4...), 0x04, 0)...), ""},
 		{"v2 version 3", v2Header(0x31, 0x11, -1, tcp4...), ""},
 		{"v2 command 2", v2Header(0x22, 0x11, -1, tcp4...), ""},
 		{"v2 family 0x51", v2Header(0x21, 0x51, -1, tcp4...), ""},
@@ -210,6 +251,9 @@ func TestInboundProxyHeaderVariants(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer be.Close()
+			// A header refused where it should pass fails the test
+			// rather than wait here for ever.
+			_ = be.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
 			got := make(chan []byte, 1)
 			go func() {
 				c, err := be.Accept()

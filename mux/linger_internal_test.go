@@ -229,7 +229,7 @@ func TestLingerBacksOffWhileNothingMoves(t *testing.T) {
 	s := lingerServer(t)
 	ln := testnet.Listen(t)
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(sockFD(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
 	client, err := d.Dial("tcp", ln.Addr().String())
 	if err != nil {

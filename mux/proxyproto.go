@@ -1,8 +1,10 @@
 package mux
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"net/netip"
 	"strings"
@@ -69,6 +71,78 @@ func BalancersOwn(h *proxyproto.Header) bool {
 	return h != nil && h.Version == 2 && h.Command.IsLocal()
 }
 
+// Headers ValidateProxyHeader refuses: go-proxyproto (v0.15.0) checks
+// neither.
+var (
+	// ErrProxyChecksum: a v2 header's CRC32C TLV does not match the header,
+	// which was then damaged or forged on the way.
+	ErrProxyChecksum = errors.New("proxyproto: CRC32C TLV does not match the header")
+	// ErrProxyDatagram: the header relays a UDP (or unix datagram) flow; a
+	// TCP stream is not one, and its client would be passed on to a
+	// passthrough backend as a TCP one.
+	ErrProxyDatagram = errors.New("proxyproto: header relays a datagram flow, not a stream")
+)
+
+// ValidateProxyHeader is every PROXY reader's go-proxyproto validator: it
+// refuses a PROXY command for a datagram family and a v2 header whose
+// CRC32C TLV does not match or whose TLVs do not parse. A LOCAL header's
+// addresses are not used, so its family is not checked.
+func ValidateProxyHeader(h *proxyproto.Header) error {
+	if h.Command.IsProxy() && h.TransportProtocol.IsDatagram() {
+		return ErrProxyDatagram
+	}
+	if h.Version != 2 {
+		return nil
+	}
+	b, err := h.Format()
+	if err != nil {
+		return fmt.Errorf("%w: %w", proxyproto.ErrInvalidAddress, err)
+	}
+	// The TLVs follow the fixed address block of the family; a LOCAL
+	// header whose block did not fit its family was read as UNSPEC.
+	i := 16
+	switch {
+	case h.TransportProtocol.IsUnspec():
+	case h.TransportProtocol.IsIPv4():
+		i += 12
+	case h.TransportProtocol.IsIPv6():
+		i += 36
+	case h.TransportProtocol.IsUnix():
+		i += 216
+	}
+	crcAt := -1
+	for i < len(b) {
+		if len(b)-i < 3 {
+			return proxyproto.ErrTruncatedTLV
+		}
+		n := int(binary.BigEndian.Uint16(b[i+1 : i+3]))
+		if i+3+n > len(b) {
+			return proxyproto.ErrTruncatedTLV
+		}
+		if proxyproto.PP2Type(b[i]) == proxyproto.PP2_TYPE_CRC32C {
+			if n != 4 || crcAt >= 0 {
+				return fmt.Errorf("%w: CRC32C TLV of %d bytes, or more than one", proxyproto.ErrMalformedTLV, n)
+			}
+			crcAt = i + 3
+		}
+		i += 3 + n
+	}
+	if crcAt < 0 {
+		return nil
+	}
+	// The checksum covers the whole header with its own value zeroed.
+	// Format re-encodes what was read: the same bytes, but for a unix
+	// address's bytes after its NUL, which come back as zeros.
+	want := binary.BigEndian.Uint32(b[crcAt:])
+	clear(b[crcAt : crcAt+4])
+	if crc32.Checksum(b, castagnoli) != want {
+		return ErrProxyChecksum
+	}
+	return nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // proxyHeaderErrs are go-proxyproto's sentinels for a PROXY header that is
 // missing where required, present where refused, or malformed; its reader
 // returns them as they are or wrapped with %w.
@@ -93,6 +167,8 @@ var proxyHeaderErrs = []error{
 	proxyproto.ErrTruncatedTLV,
 	proxyproto.ErrMalformedTLV,
 	proxyproto.ErrIncompatibleTLV,
+	ErrProxyChecksum,
+	ErrProxyDatagram,
 }
 
 func isProxyErr(err error) bool {

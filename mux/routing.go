@@ -99,6 +99,7 @@ func (s *Server) decide(raw net.Conn, src source) (d decision, ok bool) {
 		// later read, so no byte is lost or reordered.
 		c = proxyproto.NewConn(raw,
 			proxyproto.WithPolicy(src.policy.p),
+			proxyproto.ValidateHeader(ValidateProxyHeader),
 			proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
 	}
 	info := &l7.ConnInfo{Table: st.Table, Client: addrPort(raw.RemoteAddr())}

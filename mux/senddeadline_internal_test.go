@@ -22,7 +22,7 @@ func sendPair(t *testing.T) (*routedConn, net.Conn) {
 	defer ln.Close()
 	small := func(opt int) func(_, _ string, rc syscall.RawConn) error {
 		return func(_, _ string, rc syscall.RawConn) error {
-			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, opt, 16<<10) })
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(sockFD(fd), syscall.SOL_SOCKET, opt, 16<<10) })
 		}
 	}
 	d := net.Dialer{Control: small(syscall.SO_RCVBUF)}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/nexmux/nexmux/internal/testnet"
+	"github.com/nexmux/nexmux/mux"
 	"github.com/nexmux/nexmux/route"
 	"github.com/nexmux/nexmux/socks5"
 )
@@ -238,27 +240,58 @@ func TestAbsoluteIPLiteralAsNameRoutesLikeAnAddress(t *testing.T) {
 	}
 }
 
-// A balancer's v2 header with a datagram family (UDP over IPv4) names an
-// IP client: the SOCKS client is that one, as on the TLS listener (mux's
-// TestInboundProxyHeaderVariants, "v2 udp4"); only a header that names no
-// IP client (LOCAL, AF_UNIX, v1 UNKNOWN) leaves the balancer as the client.
-func TestBalancersUDPHeaderNamesTheClient(t *testing.T) {
+// A balancer's v2 header that relays a datagram flow (UDP over IPv4), or
+// whose CRC32C TLV does not match it, is refused as a PROXY header, as on
+// the TLS listener (mux's TestInboundProxyHeaderVariants): a UDP client is
+// not passed on as a TCP one, nor a damaged or forged header trusted. The
+// same header with its checksum right names the client.
+func TestBalancersUDPHeaderRefused(t *testing.T) {
 	st := start(t, config{proxyFrom: []string{"127.0.0.1/32"}})
-	c, err := net.Dial("tcp", st.socksAddr)
-	if err != nil {
-		t.Fatal(err)
+	addrs := []byte{203, 0, 113, 7, 10, 0, 0, 1, 0x15, 0xb3, 4, 56}
+	withCRC := func(fam byte, flip uint32) []byte {
+		h := append(append([]byte{}, proxyproto.SIGV2...), 0x21, fam, 0, 12+7)
+		h = append(append(h, addrs...), byte(proxyproto.PP2_TYPE_CRC32C), 0, 4, 0, 0, 0, 0)
+		binary.BigEndian.PutUint32(h[len(h)-4:], crc32.Checksum(h, crc32.MakeTable(crc32.Castagnoli))^flip)
+		return h
 	}
-	defer c.Close()
-	h := append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x12, 0, 12, 203, 0, 113, 7, 10, 0, 0, 1, 0x15, 0xb3, 4, 56)
-	if _, err := c.Write(h); err != nil {
-		t.Fatal(err)
-	}
-	code, _, err := handshake(c, nil, 1, "team-a.nexmux.test", 443)
-	if err != nil || code != replySucceeded {
-		t.Fatalf("CONNECT: reply %d, %v", code, err)
-	}
-	body, _ := get(t, tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()}))
-	if want := "203.0.113.7:5555 team-a.nexmux.test true"; body != want {
-		t.Fatalf("the router saw %q, want %q", body, want)
+	for _, tc := range []struct {
+		name   string
+		header []byte
+		ok     bool
+	}{
+		{"udp4", append(append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x12, 0, 12), addrs...), false},
+		{"tcp4, bad CRC32C", withCRC(0x11, 1), false},
+		{"tcp4, CRC32C", withCRC(0x11, 0), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := st.refusedFor(mux.ReasonProxyHeader)
+			c, err := net.Dial("tcp", st.socksAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(tc.header); err != nil {
+				t.Fatal(err)
+			}
+			code, _, err := handshake(c, nil, 1, "team-a.nexmux.test", 443)
+			if !tc.ok {
+				if err == nil {
+					t.Fatalf("CONNECT after the header: reply %d, want the connection closed", code)
+				}
+				for deadline := time.Now().Add(10 * time.Second); st.refusedFor(mux.ReasonProxyHeader) != before+1; time.Sleep(10 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("%d PROXY header refusals counted, want %d", st.refusedFor(mux.ReasonProxyHeader), before+1)
+					}
+				}
+				return
+			}
+			if err != nil || code != replySucceeded {
+				t.Fatalf("CONNECT: reply %d, %v", code, err)
+			}
+			body, _ := get(t, tls.Client(c, &tls.Config{ServerName: "team-a.nexmux.test", RootCAs: st.ca.Pool()}))
+			if want := "203.0.113.7:5555 team-a.nexmux.test true"; body != want {
+				t.Fatalf("the router saw %q, want %q", body, want)
+			}
+		})
 	}
 }

@@ -1,42 +1,19 @@
 package socks5
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
-// socketPair returns both ends of a connected AF_UNIX stream socket pair.
-func socketPair() (ours, theirs net.Conn, err error) {
-	fds, err := socketpairCloexec()
-	if err != nil {
-		return nil, nil, err
-	}
-	ours, err = fileConn(fds[0])
-	if err != nil {
-		unix.Close(fds[1])
-		return nil, nil, err
-	}
-	theirs, err = fileConn(fds[1])
-	if err != nil {
-		ours.Close()
-		return nil, nil, err
-	}
-	return ours, theirs, nil
-}
-
-// fileConn turns fd into a net.Conn; fd itself is closed (net.FileConn
-// works on a duplicate).
-func fileConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "socks5-pair")
-	defer f.Close()
-	return net.FileConn(f)
-}
+// errPairUnsupported: where pairSupported is false, Serve refuses to
+// start with it rather than refuse every CONNECT.
+var errPairUnsupported = fmt.Errorf("socks5: the SOCKS5 ingress needs unix socket pairs, not available on %s", runtime.GOOS)
 
 // pairEnd presents a socket-pair end with TCP addresses: the SOCKS
 // client's real address on the router's side, the SOCKS listener's on the

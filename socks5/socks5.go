@@ -146,6 +146,10 @@ func New(router *mux.Server, o Options) *Server {
 
 // Serve accepts SOCKS5 clients on ln until Shutdown (then it returns nil).
 func (s *Server) Serve(ln net.Listener) error {
+	if !pairSupported {
+		ln.Close()
+		return errPairUnsupported
+	}
 	local, _ := ln.Addr().(*net.TCPAddr)
 	if local == nil {
 		local = &net.TCPAddr{}
@@ -315,7 +319,7 @@ func (s *Server) fromBalancer(c net.Conn) (*proxyproto.Conn, bool) {
 	if policy != proxyproto.REQUIRE && policy != proxyproto.USE {
 		return nil, false
 	}
-	pc := proxyproto.NewConn(c, proxyproto.WithPolicy(policy), proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
+	pc := proxyproto.NewConn(c, proxyproto.WithPolicy(policy), proxyproto.ValidateHeader(mux.ValidateProxyHeader), proxyproto.SetReadHeaderTimeout(s.opts.HandshakeTimeout))
 	// Through the wrapper, which restores it after the header: one set on
 	// c alone would be dropped there, leaving the handshake without one.
 	_ = pc.SetDeadline(time.Now().Add(s.opts.HandshakeTimeout))

@@ -143,7 +143,7 @@ func seedLayer(t *testing.T, st *stack.Stack, repo, name string, size int64) str
 // smallRcvbufDialer dials with a 4 KiB receive buffer.
 func smallRcvbufDialer() *net.Dialer {
 	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(sockFD(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
 }
 

@@ -90,7 +90,7 @@ func TestHTTP2ClientThatStopsReadingTheSocketIsCut(t *testing.T) {
 		_, port, _ := net.SplitHostPort(addr)
 		// A small receive buffer, set before connecting, fills at once.
 		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(sockFD(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 		}}
 		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
 		if err != nil {
@@ -135,7 +135,7 @@ func TestHTTP1SlowButMovingClientIsNotCut(t *testing.T) {
 		// A small receive buffer, set before connecting: nexmux's writes
 		// wait on the client's reads rather than fill loopback buffers.
 		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(sockFD(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
 		}}
 		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", port))
 	}
@@ -164,7 +164,7 @@ func TestHTTP1SlowButMovingClientIsNotCut(t *testing.T) {
 // connecting, so that nexmux's writes wait on the client's reads.
 func smallRcvDial(ctx context.Context, addr string) (net.Conn, error) {
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(sockFD(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 	}}
 	return d.DialContext(ctx, "tcp", addr)
 }

@@ -1,0 +1,6 @@
+package daemon_test
+
+import "syscall"
+
+// sockFD: see sockfd_unix_test.go.
+type sockFD = syscall.Handle

@@ -1,0 +1,6 @@
+package l7
+
+import "syscall"
+
+// sockFD: see sockfd_unix_test.go.
+type sockFD = syscall.Handle

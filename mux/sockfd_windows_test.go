@@ -1,0 +1,6 @@
+package mux
+
+import "syscall"
+
+// sockFD: see sockfd_unix_test.go.
+type sockFD = syscall.Handle
