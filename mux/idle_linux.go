@@ -6,11 +6,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// trafficOf returns a reader of the bytes a TCP socket has received plus
-// the bytes its peer acknowledged: it grows whenever data moves either way.
-// While acksOnly reports true, what it receives is only dropped and does
-// not count.
-func trafficOf(c net.Conn, acksOnly func() bool) (func() uint64, bool) {
+// countersOf returns a reader of a TCP socket's counters (TCP_INFO): the
+// bytes it has received, the bytes its peer acknowledged, and whether
+// bytes still wait for the peer. While acksOnly reports true, what it
+// receives is only dropped and is not counted.
+func countersOf(c net.Conn, acksOnly func() bool) (func() sockCounters, bool) {
 	tc, ok := underlyingTCP(c)
 	if !ok {
 		return nil, false
@@ -19,18 +19,22 @@ func trafficOf(c net.Conn, acksOnly func() bool) (func() uint64, bool) {
 	if err != nil {
 		return nil, false
 	}
-	read := func() uint64 {
-		var n uint64
+	read := func() sockCounters {
+		var s sockCounters
 		received := !acksOnly() // outside Control: pipe reads TCP_INFO under its lock
 		_ = rc.Control(func(fd uintptr) {
-			if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-				n = ti.Bytes_acked
-				if received {
-					n += ti.Bytes_received
-				}
+			ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			if err != nil {
+				return
 			}
+			s.acked = ti.Bytes_acked
+			if received {
+				s.received = ti.Bytes_received
+			}
+			// As sendQueueEmpty: a reset socket sends nothing more.
+			s.queued = ti.State != tcpClose && (ti.Notsent_bytes != 0 || ti.Unacked != 0)
 		})
-		return n
+		return s
 	}
 	return read, true
 }

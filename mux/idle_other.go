@@ -4,6 +4,6 @@ package mux
 
 import "net"
 
-// trafficOf: the kernel counters are read on Linux only, the platform
+// countersOf: the kernel counters are read on Linux only, the platform
 // nexmux is deployed on; elsewhere passthrough streams have no idle timeout.
-func trafficOf(net.Conn, func() bool) (func() uint64, bool) { return nil, false }
+func countersOf(net.Conn, func() bool) (func() sockCounters, bool) { return nil, false }

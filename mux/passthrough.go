@@ -78,8 +78,17 @@ func (p passthrough) serve(d decision) {
 	// it is no traffic, or a backend that sends without reading the
 	// client's last bytes would hold the stream for as long as it sends.
 	backendDropped := func() bool { return pp.dropping(1) }
-	stop := watchIdle(up, p.s.opts.PassthroughIdleTimeout, backendDropped, func() {
+	stop := watchIdle(c, up, p.s.opts.PassthroughIdleTimeout, backendDropped, func() {
 		log.logger().Info("passthrough: idle stream closed", "backend", rt.Passthrough, "idle", p.s.opts.PassthroughIdleTimeout)
+		c.Close()
+		up.Close()
+	}, func(side string) {
+		// side reads nothing of what it is sent (and may still send).
+		// Reset: closed with a FIN, a socket whose peer keeps its window
+		// shut holds its send queue on, and the stream was cut, not ended.
+		log.logger().Info("passthrough: stalled stream closed", "backend", rt.Passthrough, "side", side, "idle", p.s.opts.PassthroughIdleTimeout)
+		abort(c)
+		abort(up)
 		c.Close()
 		up.Close()
 	})

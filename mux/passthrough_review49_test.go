@@ -17,7 +17,7 @@ import (
 // backend busy sending does not read, leaves nothing to deliver to it: the
 // stream ends, the backend learns of it, and its places go back, at the
 // latest at --passthrough-idle-timeout (README: "a side that never reads
-// holds it until --passthrough-idle-timeout").
+// holds it at most --passthrough-idle-timeout").
 func TestPassthroughClientResetEndsAStreamWhoseBackendSendsWithoutReading(t *testing.T) {
 	hello := testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"})
 	lc := net.ListenConfig{Control: smallReceiveBuffer} // a backend whose buffer fills

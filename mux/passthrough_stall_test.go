@@ -1,0 +1,195 @@
+//go:build linux
+
+package mux_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nexmux/nexmux/internal/testnet"
+)
+
+// stallStream opens a passthrough stream through a server with
+// --passthrough-idle-timeout idle and returns the client's socket and the
+// backend's, the hello read off it.
+func stallStream(t *testing.T, idle time.Duration) (m *muxServer, c, bc net.Conn) {
+	t.Helper()
+	be, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	m = startMuxWith(t, muxConfig{passthrough: be.Addr().String(), passthroughIdle: idle})
+	hello := testnet.ClientHello(t, &tls.Config{ServerName: "pt.nexmux.test"})
+	c, err = net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	bc, err = be.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bc.Close() })
+	if _, err := io.ReadFull(bc, make([]byte, len(hello))); err != nil {
+		t.Fatal(err)
+	}
+	return m, c, bc
+}
+
+// trickleBytes writes a byte to c every 100 ms until a write fails, and sends
+// that error.
+func trickleBytes(c net.Conn) <-chan error {
+	failed := make(chan error, 1)
+	go func() {
+		for {
+			time.Sleep(100 * time.Millisecond)
+			if _, err := c.Write([]byte{'.'}); err != nil {
+				failed <- err
+				return
+			}
+		}
+	}()
+	return failed
+}
+
+// flood writes to c without end until a write fails, and sends how long
+// after its last write that went through (about when the stream stalled:
+// the buffers on the way were full) it failed, and the error.
+func flood(c net.Conn) <-chan floodEnd {
+	failed := make(chan floodEnd, 1)
+	go func() {
+		chunk := bytes.Repeat([]byte("f"), 16<<10)
+		last := time.Now()
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				failed <- floodEnd{time.Since(last), err}
+				return
+			}
+			last = time.Now()
+		}
+	}()
+	return failed
+}
+
+type floodEnd struct {
+	afterStall time.Duration
+	err        error
+}
+
+// waitStalledLog waits for the server's "stalled stream closed" line
+// naming side.
+func waitStalledLog(t *testing.T, m *muxServer, side string) {
+	t.Helper()
+	eventually(t, func() (bool, string) {
+		for _, l := range strings.Split(m.logs.String(), "\n") {
+			if strings.Contains(l, "passthrough: stalled stream closed") && strings.Contains(l, "side="+side+" ") {
+				return true, ""
+			}
+		}
+		return false, "no stalled-stream log line for side=" + side
+	})
+}
+
+// A client that never reads but sends a byte every 100 ms, while the
+// backend sends without end: the backend's socket moves bytes all along,
+// so the stream is never idle, but the client has acknowledged nothing
+// queued for it for --passthrough-idle-timeout: the stream is cut. Without
+// the send-progress deadline it was held (with its buffers and its places)
+// for as long as the client trickled.
+func TestPassthroughClientThatNeverReadsButTricklesIsCut(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	m, c, bc := stallStream(t, idle)
+	go io.Copy(io.Discard, bc) // the backend reads all the client sends
+	t0 := time.Now()
+	backendErr := flood(bc)
+	clientErr := trickleBytes(c)
+	select {
+	case end := <-backendErr:
+		if d := end.afterStall; d > 2*idle {
+			t.Errorf("stream cut %v after it stalled, --passthrough-idle-timeout %v: want within 2×", d.Round(time.Millisecond), idle)
+		}
+		t.Logf("backend's write failed %v after it stalled (%v after the start): %v", end.afterStall.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), end.err)
+	case <-time.After(10 * idle):
+		t.Fatalf("a client that never reads but trickles holds the stream past %v, --passthrough-idle-timeout %v", 10*idle, idle)
+	}
+	select {
+	case <-clientErr:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's stream stays open after the cut")
+	}
+	waitStalledLog(t, m, "client")
+	waitCounts(t, m.srv, 0, 0)
+}
+
+// The same the other way: a backend that never reads but sends a byte
+// every 100 ms while the client sends without end.
+func TestPassthroughBackendThatNeverReadsButTricklesIsCut(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	m, c, bc := stallStream(t, idle)
+	go io.Copy(io.Discard, c) // the client reads all the backend sends
+	t0 := time.Now()
+	clientErr := flood(c)
+	backendErr := trickleBytes(bc)
+	select {
+	case end := <-clientErr:
+		if d := end.afterStall; d > 2*idle {
+			t.Errorf("stream cut %v after it stalled, --passthrough-idle-timeout %v: want within 2×", d.Round(time.Millisecond), idle)
+		}
+		t.Logf("client's write failed %v after it stalled (%v after the start): %v", end.afterStall.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), end.err)
+	case <-time.After(10 * idle):
+		t.Fatalf("a backend that never reads but trickles holds the stream past %v, --passthrough-idle-timeout %v", 10*idle, idle)
+	}
+	select {
+	case <-backendErr:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend's stream stays open after the cut")
+	}
+	waitStalledLog(t, m, "backend")
+	waitCounts(t, m.srv, 0, 0)
+}
+
+// A client slower to read than the backend sends keeps bytes queued in
+// nexmux all along, but acknowledges some within every idle timeout: it
+// gets the whole answer, however long that takes next to the timeout.
+func TestPassthroughSlowReaderIsNotCut(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	m, c, bc := stallStream(t, idle)
+	answer := bytes.Repeat([]byte("0123456789abcdef"), 2<<20/16)
+	go func() {
+		bc.Write(answer)
+		bc.Close()
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	t0 := time.Now()
+	got := 0
+	buf := make([]byte, 32<<10)
+	for {
+		time.Sleep(20 * time.Millisecond)
+		n, err := io.ReadFull(c, buf)
+		got += n
+		if err != nil {
+			if err != io.EOF && err != io.ErrUnexpectedEOF {
+				t.Fatalf("slow reader cut after %v, %d of %d bytes read, --passthrough-idle-timeout %v: %v", time.Since(t0).Round(time.Millisecond), got, len(answer), idle, err)
+			}
+			break
+		}
+	}
+	if got != len(answer) {
+		t.Fatalf("slow reader got %d of %d bytes", got, len(answer))
+	}
+	if d := time.Since(t0); d < 2*idle {
+		t.Fatalf("the answer took %v, not long next to the idle timeout %v: the test shows nothing", d, idle)
+	}
+	if strings.Contains(m.logs.String(), "passthrough: stalled stream closed") {
+		t.Fatal("slow reader logged as stalled")
+	}
+}
