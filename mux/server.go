@@ -99,6 +99,7 @@ type Options struct {
 	// MaxConnsPerClient (0 or 128: each address).
 	PerClientIPv6Prefix int
 	// PassthroughIdleTimeout closes a passthrough stream idle both ways
+	// this long, or one a side of which took none of what waits for it
 	// this long (default DefaultPassthroughIdleTimeout).
 	PassthroughIdleTimeout time.Duration
 	// PortTLSOnly refuses plain HTTP on port routes (--port-tls-only).

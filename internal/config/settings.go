@@ -321,7 +321,7 @@ var settings = []Setting{
 		Usage: "free an idle HTTP/1 keep-alive connection's goroutine and buffers after `D`; the connection stays open (0: never)",
 		ptr:   func(c *Config) any { return &c.IdleRelease }},
 	{Name: "passthrough-idle-timeout", def: time.Duration(0), Reload: Restart, DefaultText: DurationText(mux.DefaultPassthroughIdleTimeout), effective: zeroMeans(mux.DefaultPassthroughIdleTimeout),
-		Usage: "close a passthrough stream that carried no byte either way for `D`",
+		Usage: "close a passthrough stream that carried no byte either way for `D`, or one of whose sides acknowledged none of the bytes waiting for it for D",
 		ptr:   func(c *Config) any { return &c.PassthroughIdleTimeout }},
 	{Name: "drain-timeout", def: time.Duration(0), DefaultText: "30s", // daemon.DefaultDrainTimeout (daemon imports config)
 		Usage: "on SIGTERM, wait `D` for in-flight transfers",
