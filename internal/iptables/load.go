@@ -152,7 +152,13 @@ func (f family) owned(chain string) error {
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = ee.Stderr
 		}
-		return fmt.Errorf("%s: cannot read the nat table: %v: %s", f, err, bytes.TrimSpace(stderr))
+		hint := ""
+		if f == "ip6tables" {
+			// A kernel or container without IPv6 NAT: the usual cause,
+			// and one flag away from working.
+			hint = " (no IPv6 NAT here? --families iptables loads the IPv4 rules alone)"
+		}
+		return fmt.Errorf("%s: cannot read the nat table: %v: %s%s", f, err, bytes.TrimSpace(stderr), hint)
 	}
 	foreign := foreignRules(string(out), chain)
 	if len(foreign) == 0 {

@@ -343,3 +343,29 @@ func TestInstallCollapsesDuplicatedJumps(t *testing.T) {
 		return err
 	})
 }
+
+// A nat table ip6tables cannot read (a kernel or container without IPv6
+// NAT) fails the load, naming the flag that loads the IPv4 rules alone;
+// iptables's own failure carries no such hint. The commands are stand-ins
+// that fail as iptables does there: only the error's words are tested.
+func TestUnreadableIPv6NATNamesFamiliesFlag(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"iptables", "ip6tables"} {
+		fail := fmt.Sprintf("#!/bin/sh\necho \"%s v1.8.9 (nf_tables): table 'nat' does not exist\" >&2\nexit 3\n", f)
+		for _, cmd := range []string{f, f + "-restore"} {
+			if err := os.WriteFile(dir+"/"+cmd, []byte(fail), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Setenv("PATH", dir)
+	r := Rules{ListenPort: 8443, Ports: []int{8082}}
+	err := r.Install([]string{"ip6tables"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "cannot read the nat table") || !strings.Contains(err.Error(), "--families iptables") {
+		t.Errorf("ip6tables without a nat table: %v; want it named, with --families iptables", err)
+	}
+	err = r.Install([]string{"iptables"}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "cannot read the nat table") || strings.Contains(err.Error(), "--families") {
+		t.Errorf("iptables without a nat table: %v; want it named, with no --families hint", err)
+	}
+}
