@@ -197,6 +197,14 @@ func TestInboundProxyHeaderVariants(t *testing.T) {
 		0x04, 0x00, 0x24}, make([]byte, 36)...)
 	awsForged := append([]byte{}, awsNLB...)
 	awsForged[44]++ // the VPC endpoint id
+	// AWS NLB's health checks: LOCAL, family TCPv4, and no address block,
+	// its 84 bytes TLVs alone (CRC32C, then NOOP padding; the bytes of
+	// kubernetes/kubernetes#57250). go-proxyproto reads the first 12 as
+	// addresses, the TLVs after them out of step. The same with a TLV
+	// between them that is no padding, and one damaged: a LOCAL header is
+	// discarded, never checked (the spec: the receiver must accept it).
+	nlbCheck := v2Header(0x20, 0x11, -1, append([]byte{0x03, 0x00, 0x04, 0xbc, 0xe5, 0x95, 0x1f, 0x04, 0x00, 0x4a}, make([]byte, 74)...)...)
+	localTLVs := v2Header(0x20, 0x11, -1, append(append(append([]byte{0x03, 0x00, 0x04, 0xbc, 0xe5, 0x95, 0x1f}, awsNLB[35:61]...), 0x04, 0x00, 0x20), make([]byte, 32)...)...)
 	const balancer = "balancer"
 	for _, tc := range []struct {
 		name   string
@@ -231,7 +239,10 @@ func TestInboundProxyHeaderVariants(t *testing.T) {
 		{"v2 tcp4, CRC32C of another client", forged, ""},
 		{"v2 AWS NLB", awsNLB, "172.31.7.113:51442"},
 		{"v2 AWS NLB, endpoint id changed", awsForged, ""},
-		{"v2 local, bad CRC32C", withCRC(v2Header(0x20, 0x00, -1, crc...), 0x80000000), ""},
+		{"v2 local, bad CRC32C", withCRC(v2Header(0x20, 0x00, -1, crc...), 0x80000000), balancer},
+		{"v2 local, AWS NLB health check", nlbCheck, balancer},
+		{"v2 local, TLVs where an address block would be", localTLVs, balancer},
+		{"v2 local, truncated TLV", v2Header(0x20, 0x00, -1, 0x04, 0), balancer},
 		{"v2 tcp4, 3-byte CRC32C", v2Header(0x21, 0x11, -1, append(append([]byte{}, tcp4...), byte(proxyproto.PP2_TYPE_CRC32C), 0, 3, 1, 2, 3)...), ""},
 		{"v2 tcp4 with TLVs", v2Header(0x21, 0x11, -1, append(append(append([]byte{}, tcp4...), noop...), authority...)...), "203.0.113.7:5555"},
 		{"v2 local with addresses", v2Header(0x20, 0x11, -1, tcp4...), balancer},

@@ -84,11 +84,17 @@ var (
 )
 
 // ValidateProxyHeader is every PROXY reader's go-proxyproto validator: it
-// refuses a PROXY command for a datagram family and a v2 header whose
-// CRC32C TLV does not match or whose TLVs do not parse. A LOCAL header's
-// addresses are not used, so its family is not checked.
+// refuses a PROXY command for a datagram family and a v2 one whose CRC32C
+// TLV does not match or whose TLVs do not parse. A LOCAL header is not
+// checked: nothing of it is used, and the spec has its block discarded
+// and the connection accepted (HAProxy reads no TLV of it). AWS NLB's
+// health checks send one with the TCPv4 family and TLVs alone, which
+// go-proxyproto reads as addresses and TLVs out of step.
 func ValidateProxyHeader(h *proxyproto.Header) error {
-	if h.Command.IsProxy() && h.TransportProtocol.IsDatagram() {
+	if !h.Command.IsProxy() {
+		return nil
+	}
+	if h.TransportProtocol.IsDatagram() {
 		return ErrProxyDatagram
 	}
 	if h.Version != 2 {
@@ -98,11 +104,10 @@ func ValidateProxyHeader(h *proxyproto.Header) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", proxyproto.ErrInvalidAddress, err)
 	}
-	// The TLVs follow the fixed address block of the family; a LOCAL
-	// header whose block did not fit its family was read as UNSPEC.
+	// The TLVs follow the fixed address block of the family (a PROXY
+	// command is never UNSPEC).
 	i := 16
 	switch {
-	case h.TransportProtocol.IsUnspec():
 	case h.TransportProtocol.IsIPv4():
 		i += 12
 	case h.TransportProtocol.IsIPv6():

@@ -334,8 +334,10 @@ func build(c *cli.Context) (*config.Runtime, error) {
 // each only the problems that name it and are its own, not how it goes
 // with the others (Relational, a clash): the values beside it are the
 // command line's. cert and key, a pair whose halves may come from either,
-// are checked only as they are in effect. base is validate's error for
-// cfg as it is, whose problems are not repeated.
+// are checked only as they are in effect, and so are credentialFiles: their
+// problems are the file at that path on this host, which a flag over the
+// path is there to replace (the file written for another host). base is
+// validate's error for cfg as it is, whose problems are not repeated.
 func overriddenProblems(c *cli.Context, cfg *config.Config, base error, command string, validate func(*config.Config) error) error {
 	if cfg == nil || len(cfg.FileValues) == 0 {
 		return nil
@@ -352,7 +354,7 @@ func overriddenProblems(c *cli.Context, cfg *config.Config, base error, command 
 	swapped := map[string]bool{}
 	for _, s := range config.Settings() {
 		was, given := cfg.FileValues[s.Name]
-		if !given || s.Command != command || s.Name == "cert" || s.Name == "key" || !c.IsSet(s.Name) {
+		if !given || s.Command != command || s.Name == "cert" || s.Name == "key" || slices.Contains(credentialFiles, s.Name) || !c.IsSet(s.Name) {
 			continue
 		}
 		s.Set(&alt, was)

@@ -89,3 +89,41 @@ func TestOverriddenFileValueIsStillChecked(t *testing.T) {
 		t.Errorf("iptables --delete: exit %d, want 0 with a warning:\n%s%s", code, out, errs)
 	}
 }
+
+// A credential file's path the config file gives is what a flag over it
+// replaces where that path does not exist (the file written for another
+// host, its secrets mounted elsewhere here): whether a file is at the
+// file's path on this host is no problem of the file's value, so the
+// override passes with the "overridden" warning, as before the file's
+// overridden values were checked. The file named in effect is read.
+func TestOverriddenCredentialFilePathNotRead(t *testing.T) {
+	crt, key := certFiles(t)
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(users, []byte("alice:correct-horse-battery\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte(strings.Repeat("s", 48)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mirror := filepath.Join(dir, "mirror")
+	if err := os.WriteFile(mirror, []byte("puller:pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "elsewhere")
+	file := filepath.Join(dir, "creds.yaml")
+	body := fmt.Sprintf("cert: [%q]\nkey: [%q]\nmirror: [\"a.example.com/docker.io=hub\"]\nsocks5-listen: 127.0.0.1:0\n", crt, key) +
+		fmt.Sprintf("socks5-auth-file: %q\naffinity-secret-file: %q\nmirror-auth-file: %q\n", missing+"/users", missing+"/secret", missing+"/mirror")
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := run(t, "check", "--config", file, "--socks5-auth-file", users, "--affinity-secret-file", secret, "--mirror-auth-file", mirror)
+	for _, name := range credentialFiles {
+		if code != 0 || !strings.Contains(errs, name+" is overridden") || strings.Contains(errs, missing) {
+			t.Errorf("%s at a path missing here, under a flag naming a file that is: exit %d, want 0 with the overridden warning:\n%s", name, code, errs)
+		}
+	}
+	// The file in effect is still read.
+	runRefused(t, "a missing file in effect", []string{"check", "--config", file, "--socks5-auth-file", users, "--affinity-secret-file", missing + "/secret", "--mirror-auth-file", mirror}, missing+"/secret")
+}
