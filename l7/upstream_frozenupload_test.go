@@ -94,22 +94,7 @@ func TestUploadOnNodeFoundDownGivenUp(t *testing.T) {
 				path += "&digest=sha256%3A" + strings.Repeat("ab", 32)
 			}
 			req := teamRequest(addr, tc.method, path, tc.body())
-			type answer struct {
-				resp *http.Response
-				body string
-				err  error
-			}
-			got := make(chan answer, 1)
-			go func() {
-				resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
-				if err != nil {
-					got <- answer{err: err}
-					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				got <- answer{resp: resp, body: string(b)}
-			}()
+			got := sendLater(req)
 			waitUntil(t, "the node frozen", a.frozen.Load)
 			waitUntil(t, "the frozen node found down", func() bool { return node.State() == upstream.Down })
 			if tc.otherRO {

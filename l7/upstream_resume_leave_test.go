@@ -39,21 +39,7 @@ func TestResumeLeavesTheBrokenNodeBeforeTheAnswer(t *testing.T) {
 	}
 	cutter.Store(&a.addr)
 	na := up.Set().ByHost(a.addr)
-	type answer struct {
-		resp *http.Response
-		body string
-	}
-	got := make(chan answer, 1)
-	go func() {
-		resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil))
-		if err != nil {
-			got <- answer{}
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got <- answer{resp, string(body)}
-	}()
+	got := sendLater(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil))
 	waitUntil(t, "the resume asked of B", func() bool { return asked.Load() > 0 })
 	p, _ := up.pools.m.Load(a.addr)
 	left := func() bool {

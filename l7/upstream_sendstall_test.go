@@ -40,22 +40,7 @@ func TestUploadToANodeThatStopsReadingFails(t *testing.T) {
 	})
 	addr, _ := haProxy(t, io.Discard, 0, node)
 	req := teamRequest(addr, http.MethodPatch, "/v2/app/blobs/uploads/u1", io.LimitReader(zeros{}, 1<<40))
-	type answer struct {
-		resp *http.Response
-		body string
-		err  error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
-		if err != nil {
-			got <- answer{err: err}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got <- answer{resp: resp, body: string(b)}
-	}()
+	got := sendLater(req)
 	select {
 	case a := <-got:
 		if a.err != nil {

@@ -787,21 +787,7 @@ func TestResumeLetsGoOfTheBrokenNode(t *testing.T) {
 			na = n
 		}
 	}
-	type answer struct {
-		resp *http.Response
-		body string
-	}
-	got := make(chan answer, 1)
-	go func() {
-		resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil))
-		if err != nil {
-			got <- answer{}
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		got <- answer{resp, string(body)}
-	}()
+	got := sendLater(teamRequest(addr, http.MethodGet, "/v2/app/blobs/"+digest, nil))
 	waitUntil(t, "the resume at B", func() bool { return b.hits.Load() > 0 })
 	p, _ := up.pools.m.Load(a.addr)
 	waitUntil(t, "A's place and in-flight count back while B sends the rest", func() bool {

@@ -155,6 +155,31 @@ func teamRequest(addr, method, path string, body io.Reader) *http.Request {
 	return req
 }
 
+// answer is what sendLater's request got: its response and body, or its
+// error.
+type answer struct {
+	resp *http.Response
+	body string
+	err  error
+}
+
+// sendLater sends req on a connection of its own in the background; the
+// channel gets its answer once the body is read.
+func sendLater(req *http.Request) <-chan answer {
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- answer{resp: resp, body: string(b)}
+	}()
+	return got
+}
+
 // sendRequest sends req on a connection of its own and reads the answer.
 func sendRequest(t *testing.T, req *http.Request) (*http.Response, string) {
 	t.Helper()
