@@ -99,66 +99,46 @@ func waitStalledLog(t *testing.T, m *muxServer, side string) {
 	})
 }
 
-// A client that never reads but sends a byte every 100 ms, while the
-// backend sends without end: the backend's socket moves bytes all along,
-// so the stream is never idle, but the client has acknowledged nothing
+// A side that never reads but sends a byte every 100 ms, while the other
+// sends without end: the backend's socket moves bytes all along, so the
+// stream is never idle, but the silent reader has acknowledged nothing
 // queued for it for --passthrough-idle-timeout: the stream is cut. Without
 // the send-progress deadline it was held (with its buffers and its places)
-// for as long as the client trickled.
-func TestPassthroughClientThatNeverReadsButTricklesIsCut(t *testing.T) {
-	const idle = 500 * time.Millisecond
-	m, c, bc := stallStream(t, idle)
-	go io.Copy(io.Discard, bc) // the backend reads all the client sends
-	t0 := time.Now()
-	backendErr := flood(bc)
-	clientErr := trickleBytes(c)
-	select {
-	case end := <-backendErr:
-		// 4×: the watch ticks every idle/8, and a loaded machine delays
-		// the cut's goroutine; a held stream fails below at 10×.
-		if d := end.afterStall; d > 4*idle {
-			t.Errorf("stream cut %v after it stalled, --passthrough-idle-timeout %v: want within 4×", d.Round(time.Millisecond), idle)
-		}
-		t.Logf("backend's write failed %v after it stalled (%v after the start): %v", end.afterStall.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), end.err)
-	case <-time.After(10 * idle):
-		t.Fatalf("a client that never reads but trickles holds the stream past %v, --passthrough-idle-timeout %v", 10*idle, idle)
+// for as long as that side trickled. Both ways: a client that never reads,
+// and a backend that never reads.
+func TestPassthroughSideThatNeverReadsButTricklesIsCut(t *testing.T) {
+	for _, side := range []string{"client", "backend"} {
+		t.Run(side, func(t *testing.T) {
+			const idle = 500 * time.Millisecond
+			m, c, bc := stallStream(t, idle)
+			stalled, reader := c, bc // the side that never reads, and the other
+			if side == "backend" {
+				stalled, reader = bc, c
+			}
+			go io.Copy(io.Discard, reader) // it reads all the stalled side sends
+			t0 := time.Now()
+			readerErr := flood(reader)
+			stalledErr := trickleBytes(stalled)
+			select {
+			case end := <-readerErr:
+				// 4×: the watch ticks every idle/8, and a loaded machine
+				// delays the cut's goroutine; a held stream fails below at 10×.
+				if d := end.afterStall; d > 4*idle {
+					t.Errorf("stream cut %v after it stalled, --passthrough-idle-timeout %v: want within 4×", d.Round(time.Millisecond), idle)
+				}
+				t.Logf("the other side's write failed %v after it stalled (%v after the start): %v", end.afterStall.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), end.err)
+			case <-time.After(10 * idle):
+				t.Fatalf("a %s that never reads but trickles holds the stream past %v, --passthrough-idle-timeout %v", side, 10*idle, idle)
+			}
+			select {
+			case <-stalledErr:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("the %s's stream stays open after the cut", side)
+			}
+			waitStalledLog(t, m, side)
+			waitCounts(t, m.srv, 0, 0)
+		})
 	}
-	select {
-	case <-clientErr:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the client's stream stays open after the cut")
-	}
-	waitStalledLog(t, m, "client")
-	waitCounts(t, m.srv, 0, 0)
-}
-
-// The same the other way: a backend that never reads but sends a byte
-// every 100 ms while the client sends without end.
-func TestPassthroughBackendThatNeverReadsButTricklesIsCut(t *testing.T) {
-	const idle = 500 * time.Millisecond
-	m, c, bc := stallStream(t, idle)
-	go io.Copy(io.Discard, c) // the client reads all the backend sends
-	t0 := time.Now()
-	clientErr := flood(c)
-	backendErr := trickleBytes(bc)
-	select {
-	case end := <-clientErr:
-		// 4×: the watch ticks every idle/8, and a loaded machine delays
-		// the cut's goroutine; a held stream fails below at 10×.
-		if d := end.afterStall; d > 4*idle {
-			t.Errorf("stream cut %v after it stalled, --passthrough-idle-timeout %v: want within 4×", d.Round(time.Millisecond), idle)
-		}
-		t.Logf("client's write failed %v after it stalled (%v after the start): %v", end.afterStall.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), end.err)
-	case <-time.After(10 * idle):
-		t.Fatalf("a backend that never reads but trickles holds the stream past %v, --passthrough-idle-timeout %v", 10*idle, idle)
-	}
-	select {
-	case <-backendErr:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the backend's stream stays open after the cut")
-	}
-	waitStalledLog(t, m, "backend")
-	waitCounts(t, m.srv, 0, 0)
 }
 
 // A client slower to read than the backend sends keeps bytes queued in
