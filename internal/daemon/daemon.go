@@ -53,6 +53,7 @@ type Daemon struct {
 
 	metrics    *metrics.Metrics
 	metricsSrv *http.Server
+	metricsLn  *metricsListener // its connections, for tests
 
 	listeners []net.Listener
 	addrs     map[string]net.Addr
@@ -347,6 +348,7 @@ func (d *Daemon) Start() error {
 		d.metricsSrv = &http.Server{Handler: l7.AnswerFirst(mm), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
 			IdleTimeout: d.metricsIdleTimeout, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 		capped := newMetricsListener(ml, d.log)
+		d.metricsLn = capped
 		d.metricsSrv.ConnState = capped.connState
 		d.goServe(func() error { return d.metricsSrv.Serve(capped) })
 	}

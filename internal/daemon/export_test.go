@@ -1,6 +1,9 @@
 package daemon
 
-import "os"
+import (
+	"os"
+	"time"
+)
 
 // PollWatched is one poll of the watched files, for tests that step the
 // watch themselves.
@@ -16,3 +19,21 @@ func (d *Daemon) FailListener(err error) { d.errc <- err }
 
 // Handling is the number of HTTP/2 request handlers running.
 func (d *Daemon) Handling() int { return d.proxy.Handling() }
+
+// MetricsServing is the number of metrics connections serving a request
+// and how long the newest of those requests has been under way.
+func (d *Daemon) MetricsServing() (n int, newest time.Duration) {
+	l := d.metricsLn
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	for c := range l.conns {
+		if !c.waiting {
+			if age := now.Sub(c.since); n == 0 || age < newest {
+				newest = age
+			}
+			n++
+		}
+	}
+	return n, newest
+}

@@ -24,12 +24,23 @@ const (
 	MetricsConnsPerClient = 8
 )
 
+// MetricsEvictAfter is how long a connection serving a request must have
+// been open before it may give its place to a new one when every place is
+// taken: the listener's answers take milliseconds, so a connection busy
+// whenever one comes is a peer that pipelines requests and reads the
+// answers slowly or never.
+const MetricsEvictAfter = time.Second
+
 // metricsListener closes, at accept, a connection beyond one address's
 // cap. One beyond the cap in all takes the place of the connection that
 // has waited longest without a request under way (a half-sent request, an
-// idle keep-alive), so that peers holding the places with half-sent
-// requests cannot shut out the kubelet's probes, whose failure would
-// restart the pod; it is closed only when every place serves a request.
+// idle keep-alive), or else of the connection serving a request that was
+// opened first, MetricsEvictAfter ago at least (a peer that pipelines
+// requests and never reads the answers blocks a write for good; one that
+// reads them slowly is always busy), so that peers holding the places
+// cannot shut out the kubelet's probes, whose failure would restart the
+// pod; it is closed only when every place serves a request on a connection
+// opened within MetricsEvictAfter.
 type metricsListener struct {
 	net.Listener
 	log       *slog.Logger
@@ -61,18 +72,21 @@ func (l *metricsListener) Accept() (net.Conn, error) {
 			l.refuse(c, a, "too many metrics connections from this client")
 			continue
 		}
-		mc := &metricsConn{Conn: c, l: l, addr: a, waiting: true, since: time.Now()}
+		now := time.Now()
+		mc := &metricsConn{Conn: c, l: l, addr: a, waiting: true, since: now, opened: now}
 		l.mu.Lock()
 		var evict *metricsConn
+		stuck := false
 		if len(l.conns) >= MetricsMaxConns {
-			if evict = l.longestWaitingLocked(); evict == nil {
+			if evict = l.evictableLocked(now); evict == nil {
 				l.mu.Unlock()
 				if a.IsValid() {
 					l.perClient.Release(a)
 				}
-				l.refuse(c, a, "too many metrics connections, each serving a request")
+				l.refuse(c, a, "too many metrics connections, each serving a request on a new connection")
 				continue
 			}
+			stuck = !evict.waiting
 			delete(l.conns, evict)
 		}
 		l.conns[mc] = struct{}{}
@@ -80,7 +94,11 @@ func (l *metricsListener) Accept() (net.Conn, error) {
 		if evict != nil {
 			_ = evict.Close()
 			if ok, n := l.evictions.Note(); ok {
-				l.log.Info("metrics listener: full; closed the connection that waited longest without a request",
+				msg := "metrics listener: full; closed the connection that waited longest without a request"
+				if stuck {
+					msg = "metrics listener: full; closed the oldest connection, serving a request"
+				}
+				l.log.Info(msg,
 					"closed_client", evict.addr.String(), "client", a.String(), "max_conns", MetricsMaxConns, "closed", n)
 			}
 		}
@@ -88,16 +106,27 @@ func (l *metricsListener) Accept() (net.Conn, error) {
 	}
 }
 
-// longestWaitingLocked is the open connection without a request under
-// way that has waited longest, or nil. l.mu is held.
-func (l *metricsListener) longestWaitingLocked() *metricsConn {
-	var oldest *metricsConn
+// evictableLocked is the open connection without a request under way
+// that has waited longest, else the oldest one if it was opened
+// MetricsEvictAfter or more before now, else nil. l.mu is held.
+func (l *metricsListener) evictableLocked(now time.Time) *metricsConn {
+	var waiting, serving *metricsConn
 	for c := range l.conns {
-		if c.waiting && (oldest == nil || c.since.Before(oldest.since)) {
-			oldest = c
+		if c.waiting {
+			if waiting == nil || c.since.Before(waiting.since) {
+				waiting = c
+			}
+		} else if serving == nil || c.opened.Before(serving.opened) {
+			serving = c
 		}
 	}
-	return oldest
+	if waiting != nil {
+		return waiting
+	}
+	if serving != nil && now.Sub(serving.opened) >= MetricsEvictAfter {
+		return serving
+	}
+	return nil
 }
 
 // connState is the metrics server's ConnState: it tells which
@@ -111,7 +140,7 @@ func (l *metricsListener) connState(c net.Conn, s http.ConnState) {
 	defer l.mu.Unlock()
 	switch s {
 	case http.StateActive:
-		mc.waiting = false
+		mc.waiting, mc.since = false, time.Now()
 	case http.StateIdle:
 		mc.waiting, mc.since = true, time.Now()
 	}
@@ -133,9 +162,11 @@ type metricsConn struct {
 	addr netip.Addr
 	once sync.Once
 	// waiting and since (guarded by l.mu): no request is under way (none
-	// read yet, or idle between keep-alive requests), since when.
+	// read yet, or idle between keep-alive requests), or one is, since
+	// when.
 	waiting bool
 	since   time.Time
+	opened  time.Time // accepted
 }
 
 func (c *metricsConn) Close() error {

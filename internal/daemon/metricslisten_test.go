@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,4 +182,62 @@ func TestMetricsListenerConnectionsCapped(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("a probe while the listener is full: %d", resp.StatusCode)
 	}
+}
+
+// Peers that send requests and never read the answers block each answer's
+// write for good, and such a connection never waits without a request, so
+// the places it holds were never given up: 64 of them (eight addresses)
+// shut out every probe until the peers left. Once every place is taken, the
+// oldest connection serving a request, open for MetricsEvictAfter at
+// least, gives its place to the new one.
+func TestMetricsListenerUnreadAnswersDoNotShutOutProbes(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MetricsListen = "127.0.0.1:0" // the daemon binds it: no port another process can take first
+	st := stack.Start(t, stack.Options{Config: cfg})
+	maddr := st.Daemon.Addr("metrics").String()
+	// Pipelined, more answers than any socket buffers hold.
+	flood := []byte(strings.Repeat("GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n", 2000))
+	for i := range daemon.MetricsMaxConns {
+		ip := net.IPv4(127, 0, 4, byte(1+i/daemon.MetricsConnsPerClient))
+		// A small receive buffer, set before the handshake fixes the
+		// window, so that nexmux's writes block soon.
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Control: func(_, _ string, rc syscall.RawConn) error {
+			return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		}}
+		c, err := d.Dial("tcp", maddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		go c.Write(flood) // blocks once nexmux stops reading: never read here
+	}
+	// Until every place serves a request stuck for MetricsEvictAfter:
+	// while answers still flow, a connection between two of them waits
+	// without a request, and its place was given up before too.
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		n, newest := st.Daemon.MetricsServing()
+		if n == daemon.MetricsMaxConns && newest >= daemon.MetricsEvictAfter {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the flood is not stuck after 90 s: %d connections serving, the newest answer for %v", n, newest)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	start := time.Now()
+	probe := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}
+	pc := &http.Client{Transport: &http.Transport{DialContext: probe.DialContext, DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	var err error
+	for time.Since(start) < 2*daemon.MetricsEvictAfter+5*time.Second {
+		var resp *http.Response
+		if resp, err = pc.Get("http://" + maddr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			err = errors.New(resp.Status)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("a probe while every metrics place holds an answer its peer does not read: %v", err)
 }
