@@ -146,11 +146,12 @@ func TestIptablesUnitCanTakeTheXtablesLock(t *testing.T) {
 // k8sContainer, k8sPod and k8sDoc are the parts of a Kubernetes manifest
 // the deploy tests read.
 type k8sContainer struct {
-	Name    string
-	Image   string
-	Command []string
-	Args    []string
-	Env     []struct {
+	Name            string
+	Image           string
+	ImagePullPolicy string `yaml:"imagePullPolicy"`
+	Command         []string
+	Args            []string
+	Env             []struct {
 		Name  string
 		Value string
 	}
@@ -997,4 +998,32 @@ func nexmuxContainers(t *testing.T) []nexmuxContainer {
 		}
 	}
 	return out
+}
+
+// The manifests run images built from deploy/Dockerfile (nexmux,
+// nexmux-iptables) under a tag of :latest, for which Kubernetes' default
+// pull policy is Always: the kubelet then pulls docker.io/library/nexmux
+// even where the image was loaded onto the node (kind load, ctr import),
+// and the pod never starts (ErrImagePull). A pod that names such an image
+// says IfNotPresent (or Never).
+func TestManifestLocalImagesAreNotAlwaysPulled(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+				name, tag, _ := strings.Cut(c.Image, ":")
+				if name != "nexmux" && name != "nexmux-iptables" {
+					continue
+				}
+				checked++
+				if (tag == "" || tag == "latest") && c.ImagePullPolicy != "IfNotPresent" && c.ImagePullPolicy != "Never" {
+					t.Errorf("%s %s container %s: image %s with imagePullPolicy %q: Kubernetes always pulls a :latest image, from Docker Hub for this name", file, d.Metadata.Name, c.Name, c.Image, c.ImagePullPolicy)
+				}
+			}
+		}
+	}
+	if checked < 3 {
+		t.Fatalf("checked %d containers, want the manifest's two and the README's", checked)
+	}
 }
