@@ -1027,3 +1027,27 @@ func TestManifestLocalImagesAreNotAlwaysPulled(t *testing.T) {
 		t.Fatalf("checked %d containers, want the manifest's two and the README's", checked)
 	}
 }
+
+// The build context has no .git, so an image names its revision only
+// when the build passes it: every docker build the Dockerfile shows, the
+// init container's included, passes REVISION and REVISION_TIME, or that
+// image's nexmux version says "unknown".
+func TestDockerfileBuildCommandsPassTheRevision(t *testing.T) {
+	text := strings.ReplaceAll(deployFile(t, "Dockerfile"), "\\\n#", "")
+	n := 0
+	for _, line := range strings.Split(text, "\n") {
+		cmd, ok := strings.CutPrefix(line, "# docker build ")
+		if !ok {
+			continue
+		}
+		n++
+		for _, arg := range []string{"--build-arg REVISION=", "--build-arg REVISION_TIME="} {
+			if !strings.Contains(cmd, arg) {
+				t.Errorf("Dockerfile: docker build %s: no %s", strings.Join(strings.Fields(cmd), " "), arg)
+			}
+		}
+	}
+	if n < 2 {
+		t.Fatalf("found %d docker build commands in the Dockerfile's comments, want the nexmux and the iptables image's", n)
+	}
+}
