@@ -194,6 +194,7 @@ type k8sSecurityContext struct {
 	} `yaml:"seccompProfile"`
 	Capabilities struct {
 		Drop []string
+		Add  []string
 	}
 }
 
@@ -1049,5 +1050,48 @@ func TestDockerfileBuildCommandsPassTheRevision(t *testing.T) {
 	}
 	if n < 2 {
 		t.Fatalf("found %d docker build commands in the Dockerfile's comments, want the nexmux and the iptables image's", n)
+	}
+}
+
+// The iptables init container is the pod's one container with a network
+// capability, and runs as root: it gets NET_ADMIN (and NET_RAW, for
+// iptables-legacy) and nothing else, cannot gain more through a setuid
+// file, and writes nothing to its image (iptables-nft takes no lock file;
+// built from deploy/Dockerfile it ran so under docker, read-only and
+// no-new-privileges).
+func TestManifestIptablesInitContainerSandboxed(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			for _, c := range d.Spec.Template.Spec.InitContainers {
+				if !strings.HasPrefix(c.Image, "nexmux-iptables") {
+					continue
+				}
+				checked++
+				where := fmt.Sprintf("%s %s init container %s", file, d.Metadata.Name, c.Name)
+				sc := c.SecurityContext
+				if sc == nil {
+					t.Errorf("%s: no securityContext", where)
+					continue
+				}
+				if !slices.Contains(sc.Capabilities.Drop, "ALL") {
+					t.Errorf("%s: capabilities do not drop ALL: %v", where, sc.Capabilities.Drop)
+				}
+				for _, a := range sc.Capabilities.Add {
+					if a != "NET_ADMIN" && a != "NET_RAW" {
+						t.Errorf("%s: adds capability %s: the REDIRECT rules need NET_ADMIN (NET_RAW for iptables-legacy) alone", where, a)
+					}
+				}
+				if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+					t.Errorf("%s: allowPrivilegeEscalation is not false", where)
+				}
+				if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+					t.Errorf("%s: readOnlyRootFilesystem is not true", where)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no nexmux-iptables init container in the manifests")
 	}
 }
