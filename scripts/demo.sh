@@ -6,8 +6,9 @@
 # connector ports 18082/18083 bound by nexmux itself), checks that a registry
 # answers through nexmux, prints the commands to try, and runs until Ctrl-C.
 # Needs only Go and make; uses curl for the self-check when it is installed.
-# Override with DEMO_DIR, DEMO_LISTEN_PORT, DEMO_NEXUS_PORT if a port is taken
-# (not NEXMUX_*: nexmux reads those from the environment as flags).
+# Override with DEMO_DIR, DEMO_LISTEN_PORT, DEMO_NEXUS_PORT,
+# DEMO_LEGACY_PULL_PORT, DEMO_LEGACY_PUSH_PORT if a port is taken (not
+# NEXMUX_*: nexmux reads those from the environment as flags).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -15,8 +16,8 @@ ROOT=$PWD
 DEMO_DIR=${DEMO_DIR:-$ROOT/.demo}
 NEXMUX_PORT=${DEMO_LISTEN_PORT:-8443}
 NEXUS_PORT=${DEMO_NEXUS_PORT:-8081}
-LEGACY_PULL_PORT=18082
-LEGACY_PUSH_PORT=18083
+LEGACY_PULL_PORT=${DEMO_LEGACY_PULL_PORT:-18082}
+LEGACY_PUSH_PORT=${DEMO_LEGACY_PUSH_PORT:-18083}
 # Root (as in a fresh container or CI) has no sudo on a stock Debian.
 SUDO="sudo "
 if [ "$(id -u)" = 0 ]; then SUDO=""; fi
@@ -47,8 +48,8 @@ trap 'exit 143' TERM
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 command -v go >/dev/null || die "go is not installed"
-for p in "$NEXUS_PORT" "$NEXMUX_PORT" "$LEGACY_PULL_PORT" "$LEGACY_PUSH_PORT"; do
-	port_open "$p" && die "port $p is already in use (stop what listens there, or set DEMO_NEXUS_PORT/DEMO_LISTEN_PORT)"
+for v in DEMO_NEXUS_PORT=$NEXUS_PORT DEMO_LISTEN_PORT=$NEXMUX_PORT DEMO_LEGACY_PULL_PORT=$LEGACY_PULL_PORT DEMO_LEGACY_PUSH_PORT=$LEGACY_PUSH_PORT; do
+	port_open "${v#*=}" && die "port ${v#*=} is already in use (stop what listens there, or set ${v%%=*})"
 done
 
 say "building"

@@ -146,11 +146,12 @@ func TestIptablesUnitCanTakeTheXtablesLock(t *testing.T) {
 // k8sContainer, k8sPod and k8sDoc are the parts of a Kubernetes manifest
 // the deploy tests read.
 type k8sContainer struct {
-	Name    string
-	Image   string
-	Command []string
-	Args    []string
-	Env     []struct {
+	Name            string
+	Image           string
+	ImagePullPolicy string `yaml:"imagePullPolicy"`
+	Command         []string
+	Args            []string
+	Env             []struct {
 		Name  string
 		Value string
 	}
@@ -193,6 +194,7 @@ type k8sSecurityContext struct {
 	} `yaml:"seccompProfile"`
 	Capabilities struct {
 		Drop []string
+		Add  []string
 	}
 }
 
@@ -997,4 +999,99 @@ func nexmuxContainers(t *testing.T) []nexmuxContainer {
 		}
 	}
 	return out
+}
+
+// The manifests run images built from deploy/Dockerfile (nexmux,
+// nexmux-iptables) under a tag of :latest, for which Kubernetes' default
+// pull policy is Always: the kubelet then pulls docker.io/library/nexmux
+// even where the image was loaded onto the node (kind load, ctr import),
+// and the pod never starts (ErrImagePull). A pod that names such an image
+// says IfNotPresent (or Never).
+func TestManifestLocalImagesAreNotAlwaysPulled(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			pod := d.Spec.Template.Spec
+			for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+				name, tag, _ := strings.Cut(c.Image, ":")
+				if name != "nexmux" && name != "nexmux-iptables" {
+					continue
+				}
+				checked++
+				if (tag == "" || tag == "latest") && c.ImagePullPolicy != "IfNotPresent" && c.ImagePullPolicy != "Never" {
+					t.Errorf("%s %s container %s: image %s with imagePullPolicy %q: Kubernetes always pulls a :latest image, from Docker Hub for this name", file, d.Metadata.Name, c.Name, c.Image, c.ImagePullPolicy)
+				}
+			}
+		}
+	}
+	if checked < 3 {
+		t.Fatalf("checked %d containers, want the manifest's two and the README's", checked)
+	}
+}
+
+// The build context has no .git, so an image names its revision only
+// when the build passes it: every docker build the Dockerfile shows, the
+// init container's included, passes REVISION and REVISION_TIME, or that
+// image's nexmux version says "unknown".
+func TestDockerfileBuildCommandsPassTheRevision(t *testing.T) {
+	text := strings.ReplaceAll(deployFile(t, "Dockerfile"), "\\\n#", "")
+	n := 0
+	for _, line := range strings.Split(text, "\n") {
+		cmd, ok := strings.CutPrefix(line, "# docker build ")
+		if !ok {
+			continue
+		}
+		n++
+		for _, arg := range []string{"--build-arg REVISION=", "--build-arg REVISION_TIME="} {
+			if !strings.Contains(cmd, arg) {
+				t.Errorf("Dockerfile: docker build %s: no %s", strings.Join(strings.Fields(cmd), " "), arg)
+			}
+		}
+	}
+	if n < 2 {
+		t.Fatalf("found %d docker build commands in the Dockerfile's comments, want the nexmux and the iptables image's", n)
+	}
+}
+
+// The iptables init container is the pod's one container with a network
+// capability, and runs as root: it gets NET_ADMIN (and NET_RAW, for
+// iptables-legacy) and nothing else, cannot gain more through a setuid
+// file, and writes nothing to its image (iptables-nft takes no lock file;
+// built from deploy/Dockerfile it ran so under docker, read-only and
+// no-new-privileges).
+func TestManifestIptablesInitContainerSandboxed(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			for _, c := range d.Spec.Template.Spec.InitContainers {
+				if !strings.HasPrefix(c.Image, "nexmux-iptables") {
+					continue
+				}
+				checked++
+				where := fmt.Sprintf("%s %s init container %s", file, d.Metadata.Name, c.Name)
+				sc := c.SecurityContext
+				if sc == nil {
+					t.Errorf("%s: no securityContext", where)
+					continue
+				}
+				if !slices.Contains(sc.Capabilities.Drop, "ALL") {
+					t.Errorf("%s: capabilities do not drop ALL: %v", where, sc.Capabilities.Drop)
+				}
+				for _, a := range sc.Capabilities.Add {
+					if a != "NET_ADMIN" && a != "NET_RAW" {
+						t.Errorf("%s: adds capability %s: the REDIRECT rules need NET_ADMIN (NET_RAW for iptables-legacy) alone", where, a)
+					}
+				}
+				if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+					t.Errorf("%s: allowPrivilegeEscalation is not false", where)
+				}
+				if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+					t.Errorf("%s: readOnlyRootFilesystem is not true", where)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no nexmux-iptables init container in the manifests")
+	}
 }
