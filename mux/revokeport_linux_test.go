@@ -13,6 +13,7 @@ import (
 
 	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/internal/netns"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 var netnsSeq atomic.Int64
@@ -23,21 +24,7 @@ var netnsSeq atomic.Int64
 // NEXMUX_REQUIRE_NETNS is set (CI), where it fails instead.
 func redirectingNetns(t *testing.T, listenPort int, ports ...int) string {
 	t.Helper()
-	skip := func(msg string) {
-		t.Helper()
-		if os.Getenv("NEXMUX_REQUIRE_NETNS") != "" {
-			t.Fatalf("NEXMUX_REQUIRE_NETNS is set but %s", msg)
-		}
-		t.Skip(msg)
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root: creates a network namespace and iptables rules")
-	}
-	for _, tool := range []string{"ip", "iptables-restore", "ip6tables-restore"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			skip(fmt.Sprintf("needs %s (iproute2, iptables): %v", tool, err))
-		}
-	}
+	testnet.RequireNetns(t)
 	run := func(stdin string, args ...string) {
 		t.Helper()
 		cmd := exec.Command(args[0], args[1:]...)

@@ -46,6 +46,7 @@ import (
 	"github.com/nexmux/nexmux/fixtures/stack"
 	"github.com/nexmux/nexmux/internal/iptables"
 	"github.com/nexmux/nexmux/internal/netns"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 const (
@@ -67,21 +68,7 @@ const (
 // test cannot create namespaces and rules.
 func requireNetns(t *testing.T, tools ...string) {
 	t.Helper()
-	skip := func(msg string) {
-		t.Helper()
-		if os.Getenv("NEXMUX_REQUIRE_NETNS") != "" {
-			t.Fatalf("NEXMUX_REQUIRE_NETNS is set but %s", msg)
-		}
-		t.Skip(msg)
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root: creates network namespaces and iptables rules")
-	}
-	for _, tool := range append([]string{"ip", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			skip(fmt.Sprintf("needs %s (iproute2, iptables): %v", tool, err))
-		}
-	}
+	testnet.RequireNetns(t, append([]string{"iptables-save", "ip6tables-save"}, tools...)...)
 }
 
 // sh runs a command, with stdin when given, and fails the test on error.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nexmux/nexmux/internal/netns"
+	"github.com/nexmux/nexmux/internal/testnet"
 )
 
 // inNetns gives the test a network namespace of its own (needs root and
@@ -17,21 +18,7 @@ import (
 // nat table only.
 func inNetns(t *testing.T) func(f func() error) {
 	t.Helper()
-	skip := func(msg string) {
-		t.Helper()
-		if os.Getenv("NEXMUX_REQUIRE_NETNS") != "" {
-			t.Fatalf("NEXMUX_REQUIRE_NETNS is set but %s", msg)
-		}
-		t.Skip(msg)
-	}
-	if os.Geteuid() != 0 {
-		skip("needs root: creates a network namespace and iptables rules")
-	}
-	for _, tool := range []string{"ip", "iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			skip(fmt.Sprintf("needs %s (iproute2, iptables): %v", tool, err))
-		}
-	}
+	testnet.RequireNetns(t, "iptables", "ip6tables", "iptables-save", "ip6tables-save")
 	name := fmt.Sprintf("nxipt-%d", os.Getpid())
 	_ = exec.Command("ip", "netns", "del", name).Run() // left over by a killed run with the same pid
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {

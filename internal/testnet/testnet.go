@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -271,5 +272,29 @@ func ResetReachesOther(t testing.TB, resetter, other net.Conn, name string) {
 	b, err := io.ReadAll(other)
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("%s read %d more bytes, then %v; want a reset (ECONNRESET), as the other side sent", name, len(b), err)
+	}
+}
+
+// RequireNetns skips the test where it cannot create network namespaces
+// and iptables rules (not root, or one of ip, iptables-restore,
+// ip6tables-restore and tools missing), or fails it where
+// NEXMUX_REQUIRE_NETNS is set (CI): there a missing tool must not pass
+// quietly.
+func RequireNetns(t testing.TB, tools ...string) {
+	t.Helper()
+	skip := func(msg string) {
+		t.Helper()
+		if os.Getenv("NEXMUX_REQUIRE_NETNS") != "" {
+			t.Fatalf("NEXMUX_REQUIRE_NETNS is set but %s", msg)
+		}
+		t.Skip(msg)
+	}
+	if os.Geteuid() != 0 {
+		skip("needs root: creates network namespaces and iptables rules")
+	}
+	for _, tool := range append([]string{"ip", "iptables-restore", "ip6tables-restore"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			skip(fmt.Sprintf("needs %s (iproute2, iptables): %v", tool, err))
+		}
 	}
 }
