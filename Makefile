@@ -31,11 +31,11 @@ build:
 test:
 	@unformatted=$$($(GOFMT) -l .) || exit 1; if [ -n "$$unformatted" ]; then echo "gofmt -l lists:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+	GOOS=darwin $(GO) vet $(PKGS)
+	GOOS=windows $(GO) vet $(PKGS)
 	$(STATICCHECK) $(PKGS)
 	$(GO) test -race -count=1 -timeout 40m $(PKGS)
 	cd scripts/benchtool && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) test -race -count=1 ./...
-	GOOS=darwin $(GO) vet $(PKGS)
-	GOOS=windows $(GO) vet $(PKGS)
 
 # The quick loop while editing: skips the 1 GiB, slowloris, load and
 # binary-building tests.

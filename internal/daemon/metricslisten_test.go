@@ -202,7 +202,7 @@ func TestMetricsListenerUnreadAnswersDoNotShutOutProbes(t *testing.T) {
 		// A small receive buffer, set before the handshake fixes the
 		// window, so that nexmux's writes block soon.
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Control: func(_, _ string, rc syscall.RawConn) error {
-			return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+			return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(sockFD(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
 		}}
 		c, err := d.Dial("tcp", maddr)
 		if err != nil {
