@@ -437,7 +437,10 @@ func TestSlowUploadDoesNotMakeItsNodeSlow(t *testing.T) {
 				w.WriteHeader(http.StatusAccepted)
 				return
 			}
-			w.WriteHeader(http.StatusNoContent) // status probes, the "who knows this upload" GET
+			if strings.Contains(r.URL.Path, "/service/rest/v1/status") {
+				return // 200: both nodes healthy, so neither is found down under the PATCH
+			}
+			w.WriteHeader(http.StatusNoContent) // the "who knows this upload" GET
 		}
 	}
 	nodes := []*haNode{startNode(t, handler(0)), startNode(t, handler(1))}
