@@ -233,3 +233,25 @@ func TestNodeHostSpelledOtherwiseKeepsItsURLs(t *testing.T) {
 		}
 	}
 }
+
+func TestPublicAuthority(t *testing.T) {
+	for in, want := range map[string]string{
+		"team.example.com":       "team.example.com",
+		"team.example.com:8443":  "team.example.com:8443",
+		"Team.Example.COM.:":     "team.example.com",
+		"Team.Example.COM.:8443": "team.example.com:8443",
+		"team.example.com.":      "team.example.com",
+		"127.0.0.1.:8082":        "127.0.0.1:8082",
+		"[::1]:8443":             "[::1]:8443",
+		"[::1]":                  "[::1]",
+		"[::FFFF:7F00:1]:8443":   "[::ffff:7f00:1]:8443",
+		"team.example.com:":      "team.example.com",
+	} {
+		if got := publicAuthority(in); got != want {
+			t.Errorf("publicAuthority(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = publicAuthority("team.example.com:8443") }); n != 0 {
+		t.Errorf("publicAuthority allocates %v times for a canonical Host", n)
+	}
+}

@@ -675,27 +675,15 @@ func hostNamed(h string) (int, string, string) {
 // port ("Team.Example.COM.:" is "team.example.com"). The port stays: a
 // legacy connector's clients name it.
 func publicAuthority(h string) string {
-	host, port := h, ""
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
-		host, port = h[:i], h[i:]
+	port := ""
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && i < len(h)-1 && !strings.Contains(h[i:], "]") {
+		port = h[i:]
 	}
-	if port == ":" {
-		port = ""
-	}
-	host = strings.TrimSuffix(host, ".")
-	if len(host)+len(port) == len(h) && !hasUpper(host) {
+	host := route.CanonicalHost(h)
+	if len(host)+len(port) == len(h) && h[:len(host)] == host {
 		return h
 	}
-	return strings.ToLower(host) + port
-}
-
-func hasUpper(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			return true
-		}
-	}
-	return false
+	return host + port
 }
 
 // bracketedIPv6 reports whether h starts with an IPv6 address, without a
