@@ -237,14 +237,17 @@ type k8sDoc struct {
 			Spec k8sPod
 		}
 		// A StatefulSet's.
+		ServiceName          string `yaml:"serviceName"`
 		VolumeClaimTemplates []struct {
 			Metadata struct {
 				Name string
 			}
 		} `yaml:"volumeClaimTemplates"`
 		// A Service's (a workload's holds matchLabels).
-		Selector map[string]any
-		Ports    []struct {
+		Selector                 map[string]any
+		ClusterIP                string `yaml:"clusterIP"`
+		PublishNotReadyAddresses bool   `yaml:"publishNotReadyAddresses"`
+		Ports                    []struct {
 			Name       string
 			Port       int
 			TargetPort any `yaml:"targetPort"`
@@ -1093,5 +1096,54 @@ func TestManifestIptablesInitContainerSandboxed(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no nexmux-iptables init container in the manifests")
+	}
+}
+
+// A StatefulSet's serviceName is the headless Service that gives its pods
+// their stable DNS names (nexus-0.<serviceName>), which an HA nexmux lists
+// as its upstreams: it must exist beside it, headless, select the
+// StatefulSet's pods, and publish them before they are ready. Each pod's
+// readiness is its nexmux's /readyz, which needs a Nexus it can resolve:
+// names published only once ready would never be published at all.
+func TestManifestStatefulSetHasItsHeadlessService(t *testing.T) {
+	checked := 0
+	for file, docs := range manifests(t) {
+		for _, d := range docs {
+			if d.Kind != "StatefulSet" {
+				continue
+			}
+			checked++
+			where := fmt.Sprintf("%s StatefulSet %s", file, d.Metadata.Name)
+			if d.Spec.ServiceName == "" {
+				t.Errorf("%s: no serviceName", where)
+				continue
+			}
+			i := slices.IndexFunc(docs, func(s k8sDoc) bool { return s.Kind == "Service" && s.Metadata.Name == d.Spec.ServiceName })
+			if i < 0 {
+				t.Errorf("%s: serviceName %q names no Service of the file", where, d.Spec.ServiceName)
+				continue
+			}
+			svc := docs[i].Spec
+			if svc.ClusterIP != "None" {
+				t.Errorf("%s: Service %s has clusterIP %q, want None (headless)", where, d.Spec.ServiceName, svc.ClusterIP)
+			}
+			if !svc.PublishNotReadyAddresses {
+				t.Errorf("%s: Service %s does not publish pods that are not ready", where, d.Spec.ServiceName)
+			}
+			selects := len(svc.Selector) > 0
+			for k, v := range svc.Selector {
+				s, ok := v.(string)
+				selects = selects && ok && d.Spec.Template.Metadata.Labels[k] == s
+			}
+			if !selects {
+				t.Errorf("%s: Service %s selector %v does not select its pods (labels %v)", where, d.Spec.ServiceName, svc.Selector, d.Spec.Template.Metadata.Labels)
+			}
+			if len(svc.Ports) == 0 {
+				t.Errorf("%s: Service %s has no port", where, d.Spec.ServiceName)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no StatefulSet in the manifests")
 	}
 }
