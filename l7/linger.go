@@ -14,9 +14,17 @@ import (
 // meets the close with nothing left unread, not a reset that may take the
 // answer back from its kernel.
 const (
-	// lingerMaxBytes is what net/http itself reads of a body left
-	// unread (its maxPostHandlerReadBytes).
-	lingerMaxBytes = 256 << 10
+	// lingerMaxBytes bounds the rest of a body read after a refusal. A
+	// client that writes its whole body before it reads (Apache
+	// HttpClient, under Jib and Maven or Gradle plugins) gets the answer
+	// only once that write is done: closed under a body it is still
+	// sending, its next write fails with a reset and it never reads the
+	// answer. net/http's 256 KiB (maxPostHandlerReadBytes) left such a
+	// client the error for any PATCH of a layer beyond the socket buffers;
+	// 64 MiB covers the application and dependency layers builds push,
+	// and costs a refusal at most a few tens of milliseconds of one
+	// core's TLS decryption. The time bounds below still come first.
+	lingerMaxBytes = 64 << 20
 	// lingerTime and lingerIdle are nginx's lingering_time and
 	// lingering_timeout: the linger in all, and its wait for each read.
 	lingerTime = 30 * time.Second

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -304,5 +305,62 @@ func TestDrainEndsTheLingerAfterARefusal(t *testing.T) {
 	_ = st.Daemon.Shutdown(ctx)
 	if ctx.Err() != nil {
 		t.Error("the drain ran out its time with only a refused client's linger open; want the linger ended at the drain's start")
+	}
+}
+
+// A client that writes its whole body before it reads the answer (Apache
+// HttpClient's classic API, which Jib and the Maven and Gradle plugins
+// use) gets nexmux's refusal of a PATCH of a layer bigger than the socket
+// buffers, not a reset: the linger after the refusal reads the rest of the
+// body (here 40 MiB, more than loopback's buffers hold) before the close.
+// It read 256 KiB, and the client's write failed with "connection reset
+// by peer" (such a client then never reads the answer; Go's transport,
+// which reads while it writes, got it either way).
+func TestRefusalOfALargeBodyReachesAClientThatWritesFirst(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: confinedRoutes()})
+	const size = 40 << 20
+	piece := bytes.Repeat([]byte("0123456789abcdef"), 4<<10) // 64 KiB
+	for _, framing := range []string{"Content-Length", "chunked"} {
+		t.Run(framing, func(t *testing.T) {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", st.Addr, &tls.Config{
+				ServerName: "team-a.nexmux.test", RootCAs: st.Pool(), NextProtos: []string{"http/1.1"},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+			head := "PATCH /service/rest/v1/script HTTP/1.1\r\nHost: " + st.Host("team-a") + "\r\n"
+			chunk := piece
+			if framing == "chunked" {
+				head += "Transfer-Encoding: chunked\r\n\r\n"
+				chunk = append(append([]byte(fmt.Sprintf("%x\r\n", len(piece))), piece...), "\r\n"...)
+			} else {
+				head += fmt.Sprintf("Content-Length: %d\r\n\r\n", size)
+			}
+			// Written whole before anything is read, as such a client does.
+			_, err = io.WriteString(c, head)
+			for sent := 0; sent < size && err == nil; sent += len(piece) {
+				_, err = c.Write(chunk)
+			}
+			if err == nil && framing == "chunked" {
+				_, err = io.WriteString(c, "0\r\n\r\n")
+			}
+			if err != nil {
+				t.Fatalf("writing the body: %v; want it taken whole, so that the client reads the refusal", err)
+			}
+			br := bufio.NewReader(c)
+			res, err := http.ReadResponse(br, &http.Request{Method: http.MethodPatch})
+			if err != nil {
+				t.Fatalf("no answer: %v; want the JSON 404", err)
+			}
+			b, err := io.ReadAll(res.Body)
+			if err != nil || res.StatusCode != http.StatusNotFound || !strings.Contains(string(b), `"errors"`) || !res.Close {
+				t.Fatalf("%s %q (%v), close %v; want the JSON 404 whole, with Connection: close", res.Status, b, err, res.Close)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Fatalf("after the answer: %v; want the connection closed cleanly (EOF)", err)
+			}
+		})
 	}
 }
