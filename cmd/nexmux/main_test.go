@@ -1651,6 +1651,71 @@ func TestIptablesRefusesPortOfAnotherListener(t *testing.T) {
 	}
 }
 
+// With --bind-ports nexmux listens on the --port ports itself: REDIRECT
+// rules for them are not needed, and loaded they would take those ports'
+// connections from nexmux's own listeners to --listen. nexmux iptables
+// refuses to print or load them, whichever way bind-ports was set, with
+// every other problem; --delete, to retire rules loaded before the switch,
+// still works. check passes the same configuration: it is serve's.
+func TestIptablesRefusesRulesWithBindPorts(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("listen: \":8443\"\nport: [\"8082=team-a\"]\nbind-ports: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "bind-ports: nexmux binds the --port ports itself: they need no REDIRECT rules"
+	// --load must not reach this host's nat table: the commands it would
+	// run are stand-ins that say they ran.
+	fake := t.TempDir()
+	for _, cmd := range []string{"iptables", "ip6tables", "iptables-restore", "ip6tables-restore"} {
+		if err := os.WriteFile(filepath.Join(fake, cmd), []byte("#!/bin/sh\necho \"stand-in $0 ran\" >&2\nexit 3\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", fake)
+	for _, tc := range []struct {
+		name string
+		env  bool
+		args []string
+		from string
+	}{
+		{"flag", false, []string{"--listen", ":8443", "--port", "8082=team-a", "--bind-ports"}, ""},
+		{"flag --load", false, []string{"--listen", ":8443", "--port", "8082=team-a", "--bind-ports", "--load"}, ""},
+		{"file", false, []string{"--config", file}, "(from config " + file + " line 3)"},
+		{"file --load --jumps=false", false, []string{"--config", file, "--load", "--jumps=false"}, "(from config " + file + " line 3)"},
+		{"environment", true, []string{"--listen", ":8443", "--port", "8082=team-a"}, "(from NEXMUX_BIND_PORTS)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env {
+				t.Setenv("NEXMUX_BIND_PORTS", "true")
+			}
+			out, errs, code := run(t, append([]string{"iptables"}, tc.args...)...)
+			if code != exitInvalid || out != "" || !strings.Contains(errs, want) || !strings.Contains(errs, tc.from) ||
+				!strings.Contains(errs, "nexmux iptables --load --delete") {
+				t.Errorf("exit %d, want %d, no rules and %q %s:\n%s%s", code, exitInvalid, want, tc.from, out, errs)
+			}
+			// Listed with the others.
+			out, errs, code = run(t, append([]string{"iptables"}, append(tc.args, "--chain", "OUTPUT")...)...)
+			if code != exitInvalid || out != "" || !strings.Contains(errs, want) || !strings.Contains(errs, "built-in chain") {
+				t.Errorf("with a bad chain: exit %d, want both problems:\n%s%s", code, out, errs)
+			}
+			// Removing the rules loaded before --bind-ports is still
+			// possible: printed, or loaded (the stand-ins run).
+			out, errs, code = run(t, append([]string{"iptables", "--delete"}, tc.args...)...)
+			if strings.Contains(strings.Join(tc.args, " "), "--load") {
+				if code != 1 || !strings.Contains(errs, "stand-in") || strings.Contains(errs, "bind-ports") {
+					t.Errorf("--load --delete: exit %d, want the stand-in iptables run:\n%s%s", code, out, errs)
+				}
+			} else if code != 0 || !strings.Contains(out, "-X NEXMUX") {
+				t.Errorf("--delete: exit %d:\n%s%s", code, out, errs)
+			}
+		})
+	}
+	crt, key := certFiles(t)
+	if out, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key); code != 0 || strings.Contains(errs, "bind-ports") {
+		t.Errorf("check: exit %d:\n%s%s", code, out, errs)
+	}
+}
+
 // A number in any setting is written plainly: strconv.Atoi took
 // "--port +8082=team-x" as port 8082, and ":+8443", "08082" or "-0" as
 // ports too. Each lax spelling, from a flag, the environment or a file, is
