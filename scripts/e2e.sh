@@ -87,13 +87,15 @@ remove_iptables_rules() {
 	command -v iptables >/dev/null || return 0
 	local line
 	if [[ -n $IPT_RESTORE_FILE && -f $IPT_RESTORE_FILE ]]; then
-		# Undo what the file added: its -A rules, then the chains it declared.
+		# Undo what the file added: its -A rules, then the chains it declared
+		# (:C) or created (-N C, as the rules with their jumps do).
 		local table=nat chains=() c
 		while read -r line; do
 			case $line in
 			\**) table=${line#\*} ;;
-			:*)
+			:* | -N\ *)
 				c=${line#:}
+				c=${c#-N }
 				c=${c%% *}
 				case $c in PREROUTING | INPUT | OUTPUT | POSTROUTING | FORWARD) ;; *) chains+=("$c") ;; esac
 				;;

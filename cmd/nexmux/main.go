@@ -942,6 +942,12 @@ func iptablesAction(c *cli.Context) error {
 			printWarnings(c, []string{w})
 		}
 	}
+	if cfg.BindPorts && !cfg.IptablesDelete {
+		// PREROUTING's REDIRECT comes before the socket lookup: the rules
+		// would move the bound ports' connections to --listen, past their
+		// own listeners. Deleting the rules of before the switch is left.
+		errs = errlist.Append(errs, errors.New("--bind-ports: nexmux binds the --port ports itself: they need no REDIRECT rules, and loaded, the rules would take those ports' connections to --listen instead; to remove rules loaded before: nexmux iptables --load --delete (same --chain)"))
+	}
 	fams, ferr := iptables.ParseFamilies(cfg.IptablesFamilies)
 	oerr := overriddenProblems(c, cfg, cfg.IptablesProblems(), "iptables", (*config.Config).IptablesProblems)
 	if cfg.IptablesDelete && oerr != nil {

@@ -145,13 +145,13 @@ func TestIptablesCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	for _, want := range []string{"*nat", ":NEXMUX - [0:0]", "-A PREROUTING", "-A OUTPUT", "--dport 8082", "--dport 8083", "--to-ports 8443", "COMMIT"} {
+	for _, want := range []string{"*nat", "-N NEXMUX\n", "-A PREROUTING", "-A OUTPUT", "--dport 8082", "--dport 8083", "--to-ports 8443", "COMMIT"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rules lack %q:\n%s", want, out)
 		}
 	}
 	out, _, _ = run(t, "iptables", "--listen", ":8443", "--port", "8082=team-a", "--jumps=false")
-	if strings.Contains(out, "PREROUTING") {
+	if strings.Contains(out, "-A PREROUTING") {
 		t.Errorf("--jumps=false still jumps:\n%s", out)
 	}
 	out, _, _ = run(t, "iptables", "--delete")
@@ -165,7 +165,7 @@ func TestIptablesCommand(t *testing.T) {
 	t.Setenv("NEXMUX_CHAIN", "NEXMUX-ENV")
 	t.Setenv("NEXMUX_JUMPS", "false")
 	out, _, _ = run(t, "iptables", "--listen", ":8443", "--port", "8082=team-a")
-	if !strings.Contains(out, ":NEXMUX-ENV - [0:0]") || strings.Contains(out, "PREROUTING") {
+	if !strings.Contains(out, ":NEXMUX-ENV - [0:0]") || strings.Contains(out, "-A PREROUTING") {
 		t.Errorf("NEXMUX_CHAIN/NEXMUX_JUMPS ignored:\n%s", out)
 	}
 	t.Setenv("NEXMUX_DELETE", "true")
@@ -499,7 +499,7 @@ func TestIptablesFlagsAreFileKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, errs, code := run(t, "iptables", "--config", file)
-	if code != 0 || !strings.Contains(out, ":NX-FILE - [0:0]") || strings.Contains(out, "PREROUTING") {
+	if code != 0 || !strings.Contains(out, ":NX-FILE - [0:0]") || strings.Contains(out, "-A PREROUTING") {
 		t.Fatalf("chain and jumps from the file: exit %d\n%s%s", code, out, errs)
 	}
 	if out, errs, code := run(t, "check", "--config", file); code != 0 || !strings.Contains(out, "8082") {
@@ -511,7 +511,7 @@ func TestIptablesFlagsAreFileKeys(t *testing.T) {
 		t.Fatalf("env over file: exit %d\n%s%s", code, out, errs)
 	}
 	out, errs, code = run(t, "iptables", "--config", file, "--chain", "NX-FLAG", "--jumps")
-	if code != 0 || !strings.Contains(out, ":NX-FLAG - [0:0]") || !strings.Contains(out, "-A PREROUTING") {
+	if code != 0 || !strings.Contains(out, "-N NX-FLAG\n") || !strings.Contains(out, "-A PREROUTING") {
 		t.Fatalf("flag over env and file: exit %d\n%s%s", code, out, errs)
 	}
 	// delete and families from the file too.
@@ -563,7 +563,9 @@ func TestIptablesListsEveryProblem(t *testing.T) {
 }
 
 // A built-in chain is refused, printed or loaded; printing needs no look
-// at the nat table, so any other valid name prints.
+// at the nat table, so any other valid name prints, as rules that fail
+// over an existing chain rather than flush it (internal/iptables'
+// TestPipedRulesNeverFlushAForeignChain pipes them).
 func TestIptablesRefusesBuiltinChain(t *testing.T) {
 	for _, args := range [][]string{
 		{"--chain", "PREROUTING", "--listen", ":8443", "--port", "8082=a"},
@@ -574,7 +576,7 @@ func TestIptablesRefusesBuiltinChain(t *testing.T) {
 			t.Errorf("%q: exit %d, stdout %q:\n%s", args, code, out, errs)
 		}
 	}
-	if out, errs, code := run(t, "iptables", "--chain", "DOCKER", "--listen", ":8443", "--port", "8082=a"); code != 0 || !strings.Contains(out, ":DOCKER - [0:0]") {
+	if out, errs, code := run(t, "iptables", "--chain", "DOCKER", "--listen", ":8443", "--port", "8082=a"); code != 0 || !strings.Contains(out, "-N DOCKER\n") || strings.Contains(out, ":DOCKER") {
 		t.Errorf("printing for chain DOCKER: exit %d\n%s%s", code, out, errs)
 	}
 }
@@ -1173,7 +1175,7 @@ func TestIptablesEmptyChainDoesNotReplaceTheFilesChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("NEXMUX_CHAIN", "")
-	if out, errs, code := run(t, "iptables", "--config", file); code != 0 || !strings.Contains(out, ":NX-B") {
+	if out, errs, code := run(t, "iptables", "--config", file); code != 0 || !strings.Contains(out, "-N NX-B\n") {
 		t.Errorf("NEXMUX_CHAIN empty: exit %d\n%s%s", code, out, errs)
 	}
 }
@@ -1648,6 +1650,71 @@ func TestIptablesRefusesPortOfAnotherListener(t *testing.T) {
 	}
 	if out, errs, code := run(t, "iptables", "--listen", ":8443", "--port", "8082=team-a", "--metrics-listen", ":9090"); code != 0 || !strings.Contains(out, "--dport 8082 ") {
 		t.Errorf("iptables with metrics on another port: exit %d:\n%s%s", code, out, errs)
+	}
+}
+
+// With --bind-ports nexmux listens on the --port ports itself: REDIRECT
+// rules for them are not needed, and loaded they would take those ports'
+// connections from nexmux's own listeners to --listen. nexmux iptables
+// refuses to print or load them, whichever way bind-ports was set, with
+// every other problem; --delete, to retire rules loaded before the switch,
+// still works. check passes the same configuration: it is serve's.
+func TestIptablesRefusesRulesWithBindPorts(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("listen: \":8443\"\nport: [\"8082=team-a\"]\nbind-ports: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := "bind-ports: nexmux binds the --port ports itself: they need no REDIRECT rules"
+	// --load must not reach this host's nat table: the commands it would
+	// run are stand-ins that say they ran.
+	fake := t.TempDir()
+	for _, cmd := range []string{"iptables", "ip6tables", "iptables-restore", "ip6tables-restore"} {
+		if err := os.WriteFile(filepath.Join(fake, cmd), []byte("#!/bin/sh\necho \"stand-in $0 ran\" >&2\nexit 3\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", fake)
+	for _, tc := range []struct {
+		name string
+		env  bool
+		args []string
+		from string
+	}{
+		{"flag", false, []string{"--listen", ":8443", "--port", "8082=team-a", "--bind-ports"}, ""},
+		{"flag --load", false, []string{"--listen", ":8443", "--port", "8082=team-a", "--bind-ports", "--load"}, ""},
+		{"file", false, []string{"--config", file}, "(from config " + file + " line 3)"},
+		{"file --load --jumps=false", false, []string{"--config", file, "--load", "--jumps=false"}, "(from config " + file + " line 3)"},
+		{"environment", true, []string{"--listen", ":8443", "--port", "8082=team-a"}, "(from NEXMUX_BIND_PORTS)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env {
+				t.Setenv("NEXMUX_BIND_PORTS", "true")
+			}
+			out, errs, code := run(t, append([]string{"iptables"}, tc.args...)...)
+			if code != exitInvalid || out != "" || !strings.Contains(errs, want) || !strings.Contains(errs, tc.from) ||
+				!strings.Contains(errs, "nexmux iptables --load --delete") {
+				t.Errorf("exit %d, want %d, no rules and %q %s:\n%s%s", code, exitInvalid, want, tc.from, out, errs)
+			}
+			// Listed with the others.
+			out, errs, code = run(t, append([]string{"iptables"}, append(tc.args, "--chain", "OUTPUT")...)...)
+			if code != exitInvalid || out != "" || !strings.Contains(errs, want) || !strings.Contains(errs, "built-in chain") {
+				t.Errorf("with a bad chain: exit %d, want both problems:\n%s%s", code, out, errs)
+			}
+			// Removing the rules loaded before --bind-ports is still
+			// possible: printed, or loaded (the stand-ins run).
+			out, errs, code = run(t, append([]string{"iptables", "--delete"}, tc.args...)...)
+			if strings.Contains(strings.Join(tc.args, " "), "--load") {
+				if code != 1 || !strings.Contains(errs, "stand-in") || strings.Contains(errs, "bind-ports") {
+					t.Errorf("--load --delete: exit %d, want the stand-in iptables run:\n%s%s", code, out, errs)
+				}
+			} else if code != 0 || !strings.Contains(out, "-X NEXMUX") {
+				t.Errorf("--delete: exit %d:\n%s%s", code, out, errs)
+			}
+		})
+	}
+	crt, key := certFiles(t)
+	if out, errs, code := run(t, "check", "--config", file, "--cert", crt, "--key", key); code != 0 || strings.Contains(errs, "bind-ports") {
+		t.Errorf("check: exit %d:\n%s%s", code, out, errs)
 	}
 }
 

@@ -55,7 +55,7 @@ type Rules struct {
 	// Jumps adds the PREROUTING (remote clients) and OUTPUT (clients on
 	// this host) jumps into the chain. Leave it off when re-applying over
 	// an installation whose jumps exist: the chain content is replaced and
-	// the jumps are not duplicated.
+	// the jumps are not duplicated (Apply's text checks they exist).
 	Jumps bool
 }
 
@@ -110,16 +110,27 @@ func (r Rules) Validate() error {
 // Apply renders the rules for iptables-restore --noflush (or
 // ip6tables-restore: the text is the same for both families); fams, the
 // families they are for (none: both), are the commands their first lines
-// say to apply them with. Declaring the chain flushes it in --noflush
-// mode, so its rules stay one copy; the jumps into it cannot be added only
-// where missing (Load can), so the text says how to apply it again.
+// say to apply them with. Piped, nothing looks at the nat table first, as
+// Install does, so the text guards itself: declaring an existing chain
+// would flush it, someone else's too. With the jumps it creates the chain
+// (-N), failing over any existing one, which also keeps a second pipe from
+// doubling the jumps; without them (re-applying) it declares the chain,
+// replacing its rules, but first checks (-C) that nexmux's two jumps lead
+// into it. A failed check fails the whole transaction: nothing changes.
 func (r Rules) Apply(fams ...string) (string, error) {
-	return r.apply(r.Jumps, r.Jumps, fams)
+	return r.render(r.Jumps, r.Jumps, true, fams)
 }
 
 // apply renders the chain with the PREROUTING jump when pre and the OUTPUT
-// jump when out, for the families fams (none: both).
+// jump when out, for the families fams (none: both), declaring the chain
+// (created, or flushed if it exists): for Install, which has checked the
+// chain is nexmux's.
 func (r Rules) apply(pre, out bool, fams []string) (string, error) {
+	return r.render(pre, out, false, fams)
+}
+
+// render is apply, or Apply's self-guarding text when piped.
+func (r Rules) render(pre, out, piped bool, fams []string) (string, error) {
 	if err := r.Validate(); err != nil {
 		return "", err
 	}
@@ -136,12 +147,27 @@ func (r Rules) apply(pre, out bool, fams []string) (string, error) {
 	var b strings.Builder
 	b.WriteString("# nexmux: legacy connector ports -> nexmux's listener. Apply with\n")
 	fmt.Fprintf(&b, "#   %s\n", strings.Join(restore, "  and  "))
-	if pre || out {
-		b.WriteString("# once: applied again, the PREROUTING/OUTPUT jumps would be doubled;\n")
-		b.WriteString("# re-apply with --jumps=false, or apply idempotently with --load\n")
+	switch {
+	case piped && (pre || out):
+		fmt.Fprintf(&b, "# once: they create chain %s, so applied again, or where a chain of that\n", c)
+		b.WriteString("# name exists, they fail and change nothing; re-apply with --jumps=false,\n")
+		b.WriteString("# or apply idempotently with --load\n")
+	case piped:
+		fmt.Fprintf(&b, "# over the rules applied before: they replace chain %s's rules, and fail,\n", c)
+		fmt.Fprintf(&b, "# changing nothing, unless nexmux's PREROUTING and OUTPUT jumps lead to %s\n", c)
 	}
 	b.WriteString("*nat\n")
-	fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+	if piped && (pre || out) {
+		fmt.Fprintf(&b, "-N %s\n", c)
+	} else {
+		fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+	}
+	if piped && !pre && !out {
+		// The jumps nexmux writes are its mark on the chain: one that
+		// lacks them is not emptied.
+		fmt.Fprintf(&b, "-C %s\n", strings.Join(jump("PREROUTING", c), " "))
+		fmt.Fprintf(&b, "-C %s\n", strings.Join(jump("OUTPUT", c), " "))
+	}
 	// Remote clients arrive through PREROUTING; clients on this host
 	// (Nexus's own health checks, a local docker) through OUTPUT. Both are
 	// limited to local destinations: a host that also routes (docker

@@ -261,8 +261,10 @@ func TestInstallLeavesForeignChainsAlone(t *testing.T) {
 	})
 }
 
-// pipeTwice loads r's printed rules twice, as the README's
-// iptables-restore line run again does: each jump is then there twice.
+// pipeTwice loads r's printed rules, then each jump once more, as the
+// README's iptables-restore line run again did before the printed rules
+// created their chain (-N) and so failed the second time: each jump is
+// then there twice.
 func pipeTwice(t *testing.T, do func(func() error), r Rules) {
 	t.Helper()
 	rules, err := r.Apply()
@@ -270,12 +272,15 @@ func pipeTwice(t *testing.T, do func(func() error), r Rules) {
 		t.Fatal(err)
 	}
 	do(func() error {
-		for range 2 {
-			for _, fam := range Families {
-				cmd := exec.Command(fam+"-restore", "-w", "--noflush")
-				cmd.Stdin = strings.NewReader(rules)
-				if out, err := cmd.CombinedOutput(); err != nil {
-					return fmt.Errorf("%s-restore: %v\n%s", fam, err, out)
+		for _, fam := range Families {
+			cmd := exec.Command(fam+"-restore", "-w", "--noflush")
+			cmd.Stdin = strings.NewReader(rules)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("%s-restore: %v\n%s", fam, err, out)
+			}
+			for _, parent := range []string{"PREROUTING", "OUTPUT"} {
+				if out, err := exec.Command(fam, append([]string{"-w", "-t", "nat", "-A"}, jump(parent, r.chain())...)...).CombinedOutput(); err != nil {
+					return fmt.Errorf("%s: %v\n%s", fam, err, out)
 				}
 			}
 		}
@@ -283,7 +288,8 @@ func pipeTwice(t *testing.T, do func(func() error), r Rules) {
 	})
 }
 
-// Rules piped by hand twice with their jumps leave each jump twice.
+// Rules piped by hand twice with their jumps (by an older nexmux, whose
+// rules declared their chain instead of creating it) leave each jump twice.
 // --load --delete must still remove everything: -D takes one copy, and -X
 // of a chain still jumped to fails the whole transaction.
 func TestUninstallRemovesDuplicatedJumps(t *testing.T) {
@@ -354,5 +360,187 @@ func TestUnreadableIPv6NATNamesFamiliesFlag(t *testing.T) {
 	err = r.Install([]string{"iptables"}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "cannot read the nat table") || strings.Contains(err.Error(), "--families") {
 		t.Errorf("iptables without a nat table: %v; want it named, with no --families hint", err)
+	}
+}
+
+// backends are the iptables backends on this machine, as command-name
+// suffixes ("-nft", "-legacy"); the default commands alone where neither
+// is installed by that name.
+func backends() []string {
+	var bs []string
+	for _, b := range []string{"-nft", "-legacy"} {
+		ok := true
+		for _, fam := range Families {
+			for _, cmd := range []string{fam + b, fam + b + "-restore", fam + b + "-save"} {
+				if _, err := exec.LookPath(cmd); err != nil {
+					ok = false
+				}
+			}
+		}
+		if ok {
+			bs = append(bs, b)
+		}
+	}
+	if len(bs) == 0 {
+		bs = []string{""}
+	}
+	return bs
+}
+
+// The printed rules, piped to iptables-restore --noflush as the README
+// says, must never empty a chain nexmux does not own: declaring a chain
+// (":C - [0:0]") flushes it, and piping, unlike --load, looks at nothing
+// first. With their jumps the rules create their chain (-N), so they fail
+// over any existing one, theirs applied before included (which would
+// otherwise double the jumps); without them (--jumps=false, to re-apply)
+// they check first (-C) that nexmux's two jumps lead into the chain. A
+// failed transaction changes nothing. Every backend on the machine, both
+// families.
+func TestPipedRulesNeverFlushAForeignChain(t *testing.T) {
+	for _, be := range backends() {
+		t.Run("iptables"+be, func(t *testing.T) {
+			do := inNetns(t)
+			ipt := func(fam string, args ...string) error {
+				if out, err := exec.Command(fam+be, append([]string{"-w", "-t", "nat"}, args...)...).CombinedOutput(); err != nil {
+					return fmt.Errorf("%s%s %s: %v\n%s", fam, be, strings.Join(args, " "), err, out)
+				}
+				return nil
+			}
+			pipe := func(fam, rules string) error {
+				cmd := exec.Command(fam+be+"-restore", "-w", "--noflush")
+				cmd.Stdin = strings.NewReader(rules)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					return fmt.Errorf("%v: %s", err, out)
+				}
+				return nil
+			}
+			save := func() map[string]string {
+				t.Helper()
+				tables := map[string]string{}
+				do(func() error {
+					for _, fam := range Families {
+						out, err := exec.Command(fam+be+"-save", "-t", "nat").CombinedOutput()
+						if err != nil {
+							return fmt.Errorf("%s%s-save: %v\n%s", fam, be, err, out)
+						}
+						var lines []string
+						for _, l := range strings.Split(string(out), "\n") {
+							if l != "" && !strings.HasPrefix(l, "#") {
+								lines = append(lines, strings.TrimSuffix(l, " [0:0]"))
+							}
+						}
+						tables[fam] = strings.Join(lines, "\n")
+					}
+					return nil
+				})
+				return tables
+			}
+			do(func() error {
+				for _, fam := range Families {
+					for _, args := range [][]string{
+						// Docker's chain, its rule and its jump.
+						{"-N", "DOCKER"}, {"-A", "DOCKER", "-i", "docker0", "-j", "RETURN"},
+						{"-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"},
+						// A chain with a rule, jumped to by nothing.
+						{"-N", "OTHER"}, {"-A", "OTHER", "-p", "udp", "-j", "RETURN"},
+					} {
+						if err := ipt(fam, args...); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+			before := save()
+			// refused pipes rules for chain and wants every family's
+			// restore to fail and the nat table to stay as it was.
+			refused := func(what string, r Rules, print func(Rules) (string, error)) {
+				t.Helper()
+				want := save()
+				rules, err := print(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				do(func() error {
+					for _, fam := range Families {
+						if err := pipe(fam, rules); err == nil {
+							t.Errorf("%s: %s%s-restore took the rules:\n%s", what, fam, be, rules)
+						}
+					}
+					return nil
+				})
+				if got := save(); got["iptables"] != want["iptables"] || got["ip6tables"] != want["ip6tables"] {
+					t.Errorf("%s: the nat table changed:\n%s\n%s\nwant:\n%s\n%s", what, got["iptables"], got["ip6tables"], want["iptables"], want["ip6tables"])
+				}
+			}
+			apply := func(r Rules) (string, error) { return r.Apply() }
+			del := func(r Rules) (string, error) { return r.Delete() }
+			for _, chain := range []string{"DOCKER", "OTHER"} {
+				for _, jumps := range []bool{true, false} {
+					r := Rules{Chain: chain, ListenPort: 8443, Ports: []int{8082}, Jumps: jumps}
+					refused(fmt.Sprintf("chain %s, jumps %v", chain, jumps), r, apply)
+				}
+				refused("delete chain "+chain, Rules{Chain: chain}, del)
+			}
+
+			// nexmux's own chain: applied once with its jumps, applied
+			// again it fails (no doubled jumps); re-applied without them
+			// it replaces the ports.
+			r := Rules{ListenPort: 8443, Ports: []int{8082, 8083}, Jumps: true}
+			rules, err := r.Apply()
+			if err != nil {
+				t.Fatal(err)
+			}
+			do(func() error {
+				for _, fam := range Families {
+					if err := pipe(fam, rules); err != nil {
+						return fmt.Errorf("%s: first apply: %v", fam, err)
+					}
+				}
+				return nil
+			})
+			refused("the full rules again", r, apply)
+			r.Jumps, r.Ports = false, []int{8084}
+			rules, err = r.Apply()
+			if err != nil {
+				t.Fatal(err)
+			}
+			do(func() error {
+				for _, fam := range Families {
+					if err := pipe(fam, rules); err != nil {
+						return fmt.Errorf("%s: re-apply with --jumps=false: %v", fam, err)
+					}
+				}
+				return nil
+			})
+			tables := save()
+			for _, fam := range Families {
+				got := tables[fam]
+				for _, parent := range []string{"PREROUTING", "OUTPUT"} {
+					if n := countRule(got, jump(parent, "NEXMUX")); n != 1 {
+						t.Errorf("%s: %d %s jumps, want 1:\n%s", fam, n, parent, got)
+					}
+				}
+				if !strings.Contains(got, "--dport 8084 ") || strings.Contains(got, "--dport 8082 ") {
+					t.Errorf("%s: re-applied ports not replaced:\n%s", fam, got)
+				}
+			}
+			// The printed delete takes back exactly what was added.
+			rules, err = r.Delete()
+			if err != nil {
+				t.Fatal(err)
+			}
+			do(func() error {
+				for _, fam := range Families {
+					if err := pipe(fam, rules); err != nil {
+						return fmt.Errorf("%s: delete: %v", fam, err)
+					}
+				}
+				return nil
+			})
+			if got := save(); got["iptables"] != before["iptables"] || got["ip6tables"] != before["ip6tables"] {
+				t.Errorf("after the delete the nat table differs from before:\n%s\n%s\nwant:\n%s\n%s", got["iptables"], got["ip6tables"], before["iptables"], before["ip6tables"])
+			}
+		})
 	}
 }

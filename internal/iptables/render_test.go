@@ -61,11 +61,10 @@ func TestApplyRendersOnlyTheAskedJumps(t *testing.T) {
 	}
 }
 
-// iptables-restore cannot add a jump only where it is missing, so piping
-// the printed rules in twice leaves the PREROUTING and OUTPUT jumps twice
-// (and the printed --delete then fails on the chain still jumped to). The
-// rules say so, and name the two ways to apply them again: --jumps=false,
-// or --load, which is idempotent.
+// iptables-restore cannot add a jump only where it is missing, so the
+// printed rules with their jumps create their chain and fail when piped in
+// again. The rules say so, and name the two ways to apply them again:
+// --jumps=false, or --load, which is idempotent.
 func TestPrintedRulesSayHowToApplyAgain(t *testing.T) {
 	got, err := Rules{Chain: "NX", ListenPort: 8443, Ports: []int{8082}, Jumps: true}.Apply()
 	if err != nil {
@@ -101,7 +100,7 @@ func TestApplyNamesItsFamilies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(got, "Apply with\n"+tc.want+"*nat\n") {
+		if !strings.Contains(got, "Apply with\n"+tc.want) {
 			t.Errorf("Apply(%q):\n%s\nwant its first lines to name %q", tc.fams, got, tc.want)
 		}
 	}
