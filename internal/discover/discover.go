@@ -121,6 +121,11 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		if cve := (*tls.CertificateVerificationError)(nil); errors.As(err, &cve) {
 			return nil, fmt.Errorf("nexus at %s presented a certificate this machine does not trust: %v; for a private CA, name its certificate in SSL_CERT_FILE (or a directory of them in SSL_CERT_DIR), for discover and serve alike", u.Redacted(), cve.Err)
 		}
+		// Reached, but no TLS came back: https:// for Nexus's plain port
+		// (8081 is plain by default) is the usual cause.
+		if rhe := (tls.RecordHeaderError{}); errors.Is(err, http.ErrSchemeMismatch) || errors.As(err, &rhe) {
+			return nil, fmt.Errorf("nexus at %s does not speak TLS on that port (is it Nexus's plain HTTP port? then give --nexus as http://): %w", u.Redacted(), err)
+		}
 		// Connected but no answer (a hung JVM, a full thread pool) is not
 		// "unreachable": say which limit ended the wait.
 		var ne net.Error

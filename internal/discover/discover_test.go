@@ -616,6 +616,35 @@ func TestDiscoverUntrustedCertificateSaysHowToTrustIt(t *testing.T) {
 	}
 }
 
+// An https:// --nexus for Nexus's plain HTTP port (8081 is plain by
+// default) reaches Nexus, which answers in plain HTTP; a port speaking
+// neither TLS nor HTTP is reached too. Neither is "unreachable": the error
+// says the port does not speak TLS and that http:// may be meant.
+func TestDiscoverHTTPSToAPlainPortNamesTheScheme(t *testing.T) {
+	plain := strings.Replace(nexus(t, ""), "http://", "https://", 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(conn, "SSH-2.0-OpenSSH_9.6\r\n")
+			conn.Close()
+		}
+	}()
+	for _, base := range []string{plain, "https://" + ln.Addr().String()} {
+		_, err := discover.Fetch(context.Background(), nil, base, "admin", "admin123")
+		if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), "does not speak TLS") || !strings.Contains(err.Error(), "http://") {
+			t.Errorf("%s: %v, want the port said not to speak TLS, with http:// as the hint, not unreachable", base, err)
+		}
+	}
+}
+
 // repositorySettings leaves out what the user may not read the settings of,
 // so a group's members may be listed only in part. "Exactly one hosted
 // member" is then not known: with a second hosted member unlisted, pushes
