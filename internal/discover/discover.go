@@ -164,7 +164,8 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		return nil, fmt.Errorf("nexus answered %s: %s", safeText(resp.Status), safeText(strings.TrimSpace(string(body))))
 	}
 	var list *[]*Repo // nil, or with a nil item: JSON null, not a list of repositories
-	body := &io.LimitedReader{R: resp.Body, N: maxSettings + 1}
+	cut := &readErr{r: resp.Body}
+	body := &io.LimitedReader{R: cut, N: maxSettings + 1}
 	dec := json.NewDecoder(body)
 	err = dec.Decode(&list)
 	after := false
@@ -199,6 +200,10 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 			return nil, fmt.Errorf("nexus at %s did not send its repository settings in time: %w", u.Redacted(), err)
 		case after:
 			return nil, fmt.Errorf("nexus repository settings have more after the list (%v): not the one list Nexus sends; is something in front of Nexus adding to its answer?", err)
+		case cut.err != nil:
+			// The body ended before its Content-Length or last chunk:
+			// the answer was cut, not badly made.
+			return nil, fmt.Errorf("nexus at %s closed the connection before its repository settings ended (cut short: was Nexus restarting, or does something in front of it cut long answers?): %w", u.Redacted(), cut.err)
 		}
 		// An SSO login page or a front proxy's HTML says more by its type
 		// than by the parser's "invalid character '<'".
@@ -214,6 +219,22 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		repos[i] = *r
 	}
 	return repos, nil
+}
+
+// readErr keeps the error of the body's reads other than io.EOF, which
+// json.Decoder would otherwise report alike for a cut body and a whole
+// body holding a cut list (io.ErrUnexpectedEOF).
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 // malformedAnswer reports a client error for an answer that is no HTTP

@@ -5,12 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -366,6 +368,38 @@ func TestDiscoverSaysWhichLimitEndedTheAnswer(t *testing.T) {
 	_, err = discover.Fetch(context.Background(), client, hs.URL+"/stall", "admin", "admin123")
 	if err == nil || !strings.Contains(err.Error(), "in time") {
 		t.Errorf("stalled answer: %v, want a timeout named", err)
+	}
+}
+
+// An answer whose connection closes before the body its headers announced
+// (Nexus restarting, a proxy in front cutting it) is said to be cut short,
+// not "not the expected JSON", which points at Nexus's format; a whole
+// body that holds a cut list still is the latter.
+func TestDiscoverNamesAnAnswerCutShort(t *testing.T) {
+	const part = `[{"name":"a","format":"docker","type":"hosted"},{"name":"b"`
+	for _, c := range []struct{ answer, want string }{
+		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + part, "cut short"},
+		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n", len(part), part), "cut short"},
+		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(part)) + "\r\n\r\n" + part, "not the expected JSON"},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			conn.Read(make([]byte, 4096))
+			io.WriteString(conn, c.answer)
+		}()
+		_, err = discover.Fetch(context.Background(), nil, "http://"+ln.Addr().String(), "admin", "admin123")
+		ln.Close()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("answer %.90q: %v, want %q", c.answer, err, c.want)
+		}
 	}
 }
 
