@@ -664,6 +664,18 @@ func (p *Plan) header(b *strings.Builder) {
 			listen = ":" + strconv.Itoa(defaultListenPort)
 		}
 		fmt.Fprintf(b, "#   nexmux iptables --listen %s %s --load\n", listen, strings.Join(ports, " "))
+		// Without a --cert, serve takes port routes for plain HTTP only:
+		// the printed mapping alone would be accepted, and every TLS
+		// handshake on these ports refused at cut-over.
+		var tlsPorts []string
+		for _, c := range p.Connectors {
+			if c.Scheme == "https" {
+				tlsPorts = append(tlsPorts, fmt.Sprintf("%d (%s)", c.Port, c.Repo))
+			}
+		}
+		if len(tlsPorts) > 0 {
+			fmt.Fprintf(b, "# https connector ports %s: their clients connect with TLS, by the name they use for Nexus; give nexmux a --cert and --key for that name (without any --cert, port routes serve plain HTTP only; nexmux picks the certificate by SNI, else the first)\n", strings.Join(tlsPorts, ", "))
+		}
 	}
 	for _, n := range p.NoHost {
 		fmt.Fprintf(b, "# no host name for %s\n", n)

@@ -497,6 +497,48 @@ func TestCutOverIptablesCommandCoversBothFamilies(t *testing.T) {
 	}
 }
 
+// An https connector's clients connect with TLS; serve without a --cert
+// takes port routes for plain HTTP only, and a --cert for other names
+// fails their verification. The printed mapping alone is accepted (check
+// says "certificates: none"), so it must say what those ports need.
+func TestDiscoverHTTPSConnectorNeedsACertificate(t *testing.T) {
+	repos, err := discover.Fetch(context.Background(), nil, nexus(t, ""), "admin", "admin123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"flags": plan.Flags(), "yaml": plan.YAML()} {
+		var note string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "# https connector ports ") {
+				note = l
+			}
+		}
+		// The fixture's https ports: 8442 (team-a) and 8090 (shared);
+		// 8082 and 8083 are http.
+		if !strings.Contains(note, "8442 (team-a)") || !strings.Contains(note, "8090 (shared)") || strings.Contains(note, "8082") || strings.Contains(note, "8083") || !strings.Contains(note, "--cert") {
+			t.Errorf("%s: the https connector ports' certificate need is not said (note %q):\n%s", name, note, out)
+		}
+	}
+	// Only http connectors: nothing to say.
+	var httpOnly []discover.Repo
+	for _, r := range repos {
+		if r.Docker != nil && r.Docker.HTTPSPort == nil {
+			httpOnly = append(httpOnly, r)
+		}
+	}
+	plan, err = discover.MakePlan(httpOnly, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if y := plan.YAML(); strings.Contains(y, "https connector") {
+		t.Errorf("http connectors only, yet a note on https ones:\n%s", y)
+	}
+}
+
 // A --nexus URL that answers with a redirect is refused, the target named:
 // following it would send the credentials on (Go keeps Authorization for
 // another port or scheme of the same host, so https can become clear
