@@ -121,6 +121,11 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		if cve := (*tls.CertificateVerificationError)(nil); errors.As(err, &cve) {
 			return nil, fmt.Errorf("nexus at %s presented a certificate this machine does not trust: %v; for a private CA, name its certificate in SSL_CERT_FILE (or a directory of them in SSL_CERT_DIR), for discover and serve alike", u.Redacted(), cve.Err)
 		}
+		// Reached, but no TLS came back: https:// for Nexus's plain port
+		// (8081 is plain by default) is the usual cause.
+		if rhe := (tls.RecordHeaderError{}); errors.Is(err, http.ErrSchemeMismatch) || errors.As(err, &rhe) {
+			return nil, fmt.Errorf("nexus at %s does not speak TLS on that port (is it Nexus's plain HTTP port? then give --nexus as http://): %w", u.Redacted(), err)
+		}
 		// Connected but no answer (a hung JVM, a full thread pool) is not
 		// "unreachable": say which limit ended the wait.
 		var ne net.Error
@@ -159,7 +164,8 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		return nil, fmt.Errorf("nexus answered %s: %s", safeText(resp.Status), safeText(strings.TrimSpace(string(body))))
 	}
 	var list *[]*Repo // nil, or with a nil item: JSON null, not a list of repositories
-	body := &io.LimitedReader{R: resp.Body, N: maxSettings + 1}
+	cut := &readErr{r: resp.Body}
+	body := &io.LimitedReader{R: cut, N: maxSettings + 1}
 	dec := json.NewDecoder(body)
 	err = dec.Decode(&list)
 	after := false
@@ -194,6 +200,10 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 			return nil, fmt.Errorf("nexus at %s did not send its repository settings in time: %w", u.Redacted(), err)
 		case after:
 			return nil, fmt.Errorf("nexus repository settings have more after the list (%v): not the one list Nexus sends; is something in front of Nexus adding to its answer?", err)
+		case cut.err != nil:
+			// The body ended before its Content-Length or last chunk:
+			// the answer was cut, not badly made.
+			return nil, fmt.Errorf("nexus at %s closed the connection before its repository settings ended (cut short: was Nexus restarting, or does something in front of it cut long answers?): %w", u.Redacted(), cut.err)
 		}
 		// An SSO login page or a front proxy's HTML says more by its type
 		// than by the parser's "invalid character '<'".
@@ -209,6 +219,22 @@ func fetch(ctx context.Context, client *http.Client, base, user, password string
 		repos[i] = *r
 	}
 	return repos, nil
+}
+
+// readErr keeps the error of the body's reads other than io.EOF, which
+// json.Decoder would otherwise report alike for a cut body and a whole
+// body holding a cut list (io.ErrUnexpectedEOF).
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 // malformedAnswer reports a client error for an answer that is no HTTP
@@ -638,6 +664,18 @@ func (p *Plan) header(b *strings.Builder) {
 			listen = ":" + strconv.Itoa(defaultListenPort)
 		}
 		fmt.Fprintf(b, "#   nexmux iptables --listen %s %s --load\n", listen, strings.Join(ports, " "))
+		// Without a --cert, serve takes port routes for plain HTTP only:
+		// the printed mapping alone would be accepted, and every TLS
+		// handshake on these ports refused at cut-over.
+		var tlsPorts []string
+		for _, c := range p.Connectors {
+			if c.Scheme == "https" {
+				tlsPorts = append(tlsPorts, fmt.Sprintf("%d (%s)", c.Port, c.Repo))
+			}
+		}
+		if len(tlsPorts) > 0 {
+			fmt.Fprintf(b, "# https connector ports %s: their clients connect with TLS, by the name they use for Nexus; give nexmux a --cert and --key for that name (without any --cert, port routes serve plain HTTP only; nexmux picks the certificate by SNI, else the first)\n", strings.Join(tlsPorts, ", "))
+		}
 	}
 	for _, n := range p.NoHost {
 		fmt.Fprintf(b, "# no host name for %s\n", n)

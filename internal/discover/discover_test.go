@@ -5,12 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -369,6 +371,38 @@ func TestDiscoverSaysWhichLimitEndedTheAnswer(t *testing.T) {
 	}
 }
 
+// An answer whose connection closes before the body its headers announced
+// (Nexus restarting, a proxy in front cutting it) is said to be cut short,
+// not "not the expected JSON", which points at Nexus's format; a whole
+// body that holds a cut list still is the latter.
+func TestDiscoverNamesAnAnswerCutShort(t *testing.T) {
+	const part = `[{"name":"a","format":"docker","type":"hosted"},{"name":"b"`
+	for _, c := range []struct{ answer, want string }{
+		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + part, "cut short"},
+		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n", len(part), part), "cut short"},
+		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(part)) + "\r\n\r\n" + part, "not the expected JSON"},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			conn.Read(make([]byte, 4096))
+			io.WriteString(conn, c.answer)
+		}()
+		_, err = discover.Fetch(context.Background(), nil, "http://"+ln.Addr().String(), "admin", "admin123")
+		ln.Close()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("answer %.90q: %v, want %q", c.answer, err, c.want)
+		}
+	}
+}
+
 // --format flags prints shell words: a quote in the --nexus URL (a context
 // path may hold one, and serve accepts it) must stay inside its word, not
 // end it and let the rest run as shell.
@@ -460,6 +494,48 @@ func TestCutOverIptablesCommandCoversBothFamilies(t *testing.T) {
 		if !loads && !strings.Contains(all, "ip6tables-restore") {
 			t.Errorf("%s: the printed iptables command applies IPv4 only:\n%s", name, all)
 		}
+	}
+}
+
+// An https connector's clients connect with TLS; serve without a --cert
+// takes port routes for plain HTTP only, and a --cert for other names
+// fails their verification. The printed mapping alone is accepted (check
+// says "certificates: none"), so it must say what those ports need.
+func TestDiscoverHTTPSConnectorNeedsACertificate(t *testing.T) {
+	repos, err := discover.Fetch(context.Background(), nil, nexus(t, ""), "admin", "admin123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := discover.MakePlan(repos, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"flags": plan.Flags(), "yaml": plan.YAML()} {
+		var note string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "# https connector ports ") {
+				note = l
+			}
+		}
+		// The fixture's https ports: 8442 (team-a) and 8090 (shared);
+		// 8082 and 8083 are http.
+		if !strings.Contains(note, "8442 (team-a)") || !strings.Contains(note, "8090 (shared)") || strings.Contains(note, "8082") || strings.Contains(note, "8083") || !strings.Contains(note, "--cert") {
+			t.Errorf("%s: the https connector ports' certificate need is not said (note %q):\n%s", name, note, out)
+		}
+	}
+	// Only http connectors: nothing to say.
+	var httpOnly []discover.Repo
+	for _, r := range repos {
+		if r.Docker != nil && r.Docker.HTTPSPort == nil {
+			httpOnly = append(httpOnly, r)
+		}
+	}
+	plan, err = discover.MakePlan(httpOnly, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if y := plan.YAML(); strings.Contains(y, "https connector") {
+		t.Errorf("http connectors only, yet a note on https ones:\n%s", y)
 	}
 }
 
@@ -613,6 +689,35 @@ func TestDiscoverUntrustedCertificateSaysHowToTrustIt(t *testing.T) {
 	_, err := discover.Fetch(context.Background(), nil, hs.URL, "admin", "admin123")
 	if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), "SSL_CERT_FILE") {
 		t.Errorf("a certificate from an unknown CA: %v, want it named untrusted, with SSL_CERT_FILE", err)
+	}
+}
+
+// An https:// --nexus for Nexus's plain HTTP port (8081 is plain by
+// default) reaches Nexus, which answers in plain HTTP; a port speaking
+// neither TLS nor HTTP is reached too. Neither is "unreachable": the error
+// says the port does not speak TLS and that http:// may be meant.
+func TestDiscoverHTTPSToAPlainPortNamesTheScheme(t *testing.T) {
+	plain := strings.Replace(nexus(t, ""), "http://", "https://", 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(conn, "SSH-2.0-OpenSSH_9.6\r\n")
+			conn.Close()
+		}
+	}()
+	for _, base := range []string{plain, "https://" + ln.Addr().String()} {
+		_, err := discover.Fetch(context.Background(), nil, base, "admin", "admin123")
+		if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), "does not speak TLS") || !strings.Contains(err.Error(), "http://") {
+			t.Errorf("%s: %v, want the port said not to speak TLS, with http:// as the hint, not unreachable", base, err)
+		}
 	}
 }
 
