@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -65,6 +66,76 @@ func TestEmptyFlagDoesNotDropTheFilesValue(t *testing.T) {
 			t.Setenv(config.EnvVar(name), "")
 			if _, errs, code := run(t, "check", "--config", file); code != 0 {
 				t.Errorf("%s empty: exit %d, want 0 (unset: the file's):\n%s", config.EnvVar(name), code, errs)
+			}
+		})
+	}
+}
+
+// An empty flag over its environment variable's value is refused as over
+// the file's, for every single-value setting: NEXMUX_METRICS_LISTEN set in
+// the unit and --metrics-listen "$METRICS" with METRICS unset took the
+// metrics listener away with exit 0 and not a word (no "overridden"
+// warning either), --socks5-auth-file "" the SOCKS5 logins; NEXMUX_CHAIN's
+// chain was refused only as "no chain named", leaving the variable unnamed.
+// The problem names the flag and the variable, with a file beside them or
+// not, in check and iptables alike.
+func TestEmptyFlagDoesNotDropTheVariablesValue(t *testing.T) {
+	crt, key := certFiles(t)
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("alice:0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]string{
+		"listen":                     "127.0.0.1:0",
+		"affinity-secret-file":       secret,
+		"default-route":              "team-a",
+		"mirror-auth-file":           secret,
+		"passthrough-proxy-protocol": "v2",
+		"socks5-listen":              "127.0.0.1:0",
+		"socks5-auth-file":           secret,
+		"plain-http-scheme":          "https",
+		"metrics-listen":             "127.0.0.1:0",
+		"log-format":                 "json",
+		"log-level":                  "debug",
+		"chain":                      "NX-B",
+	}
+	for _, s := range config.Settings() {
+		if _, ok := s.Default().(string); ok && values[s.Name] == "" {
+			t.Errorf("string setting %s: no value in this test's table", s.Name)
+		}
+	}
+	file := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(file, []byte("log-level: warn\nchain: NX-F\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"check", "--cert", crt, "--key", key, "--route", "a.example.com=team-a",
+		"--passthrough", "p.example.com=127.0.0.1:9", "--mirror", "m.example.com/docker.io=docker-proxy", "--port", "8082=team-a"}
+	for name, v := range values {
+		t.Run(name, func(t *testing.T) {
+			env := config.EnvVar(name)
+			t.Setenv(env, v)
+			args := slices.Clone(base)
+			if name != "socks5-listen" {
+				args = append(args, "--socks5-listen", "127.0.0.1:0")
+			}
+			if _, errs, code := run(t, args...); code != 0 {
+				t.Fatalf("%s=%s alone: exit %d:\n%s", env, v, code, errs)
+			}
+			want := name + ": given empty by --" + name + " (an unset variable?) over " + env + "'s " + v + ": leave it out to use the variable's"
+			runRefused(t, "--"+name+` ""`, append(slices.Clone(args), "--"+name, ""), want, "unset "+env+" for the default")
+			// The file's key, if any, is under the variable: still the
+			// variable's value that the flag would drop.
+			runRefused(t, "--config, --"+name+` ""`, append(slices.Clone(args), "--config", file, "--"+name, ""), want)
+			if config.CommandOf(name) == "iptables" {
+				runRefused(t, "iptables --"+name+` ""`, []string{"iptables", "--port", "8082=team-a", "--" + name, ""}, want)
+				for _, conf := range []string{file, filepath.Join(dir, "gone.yaml")} {
+					out, errs, code := run(t, "iptables", "--delete", "--config", conf, "--"+name, "")
+					// Refused, it removes no chain, and says none.
+					if code != exitInvalid || out != "" || !strings.Contains(errs, want) || strings.Contains(errs, "removing chain") {
+						t.Errorf("iptables --delete --config %s --%s \"\": exit %d, want %d, nothing printed or removed and %q:\n%s%s", conf, name, code, exitInvalid, want, out, errs)
+					}
+				}
 			}
 		})
 	}

@@ -134,7 +134,7 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		switch d := s.Default().(type) {
 		case string:
 			v = c.String(s.Name)
-			if err := emptyOverFile(c, cfg, file, s.Name, v.(string)); err != nil {
+			if err := emptyOver(c, cfg, file, s.Name, v.(string)); err != nil {
 				errs = errlist.Append(errs, err)
 				continue
 			}
@@ -160,16 +160,29 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 // their login, so their problem says to name another file.
 var credentialFiles = []string{"socks5-auth-file", "affinity-secret-file", "mirror-auth-file"}
 
-// emptyOverFile is the problem of a flag that gives a single-value setting
-// empty over the config file's value: a script's unset variable
-// ("--metrics-listen $METRICS") would take the file's value away (metrics,
-// SOCKS5 logins, the default route) with no more than the "overridden"
-// warning, where an empty number, duration or bool is refused as
-// unparsable. Refused for every such setting, as an empty --chain is
-// (EmptyChainProblem, file or not, keeps its own words); leaving the flag
-// out keeps the file's. An empty variable never gets here: it is unset.
-func emptyOverFile(c *cli.Context, cfg *config.Config, file, name, v string) error {
-	if v != "" || cfg == nil || name == "chain" {
+// emptyOver is the problem of a flag that gives a single-value setting
+// empty over the value of its environment variable or of the config
+// file: a script's unset variable ("--metrics-listen $METRICS") would take
+// that value away (metrics, SOCKS5 logins, the default route) with no more
+// than the "overridden" warning, or none at all over a variable, where an
+// empty number, duration or bool is refused as unparsable. Refused for
+// every such setting. Over the file, chain keeps EmptyChainProblem (file or
+// not) and its own words; over a variable, the variable is named, for
+// chain too. Leaving the flag out keeps the value it was given over. An
+// empty variable never gets here: it is unset.
+func emptyOver(c *cli.Context, cfg *config.Config, file, name, v string) error {
+	if v != "" {
+		return nil
+	}
+	instead := "give another value"
+	if slices.Contains(credentialFiles, name) {
+		instead = "name another file"
+	}
+	// The flag replaced the variable's value: read it again.
+	if env, was := fromEnv(env(name)); env != "" {
+		return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by --%s (an unset variable?) over %s's %s: leave it out to use the variable's, or %s (unset %s for %s)", name, name, env, was, instead, env, withoutVariable(cfg, file, name))}
+	}
+	if cfg == nil || name == "chain" {
 		return nil
 	}
 	was, _ := cfg.FileValues[name].(string)
@@ -180,11 +193,18 @@ func emptyOverFile(c *cli.Context, cfg *config.Config, file, name, v string) err
 	if env := envOrigin(c, name); env != "" {
 		by = env
 	}
-	instead := "give another value"
-	if slices.Contains(credentialFiles, name) {
-		instead = "name another file"
-	}
 	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by %s (an unset variable?) over %s's %s: leave it out to use the file's, or %s", name, by, file, was, instead)}
+}
+
+// withoutVariable says what the setting name is with its variable unset
+// and no flag: the file's value, or the default.
+func withoutVariable(cfg *config.Config, file, name string) string {
+	if cfg != nil {
+		if _, ok := cfg.FileValues[name]; ok {
+			return file + "'s value"
+		}
+	}
+	return "the default"
 }
 
 // tooLong is the problem of a value of the setting, given by a flag or
@@ -865,8 +885,9 @@ func deleteWithoutFile(c *cli.Context, fileErr error) (*config.Config, error) {
 		return nil, errlist.Join(fileErr, portRouteProblems(c, cfg), cfg.IptablesProblems())
 	}
 	// An empty --chain (a script's unset variable) is the default: no
-	// chain named either.
-	if !c.IsSet("chain") || cfg.IptablesChain == "" {
+	// chain named either, and over NEXMUX_CHAIN is refused (emptyOver),
+	// cfg keeping the default chain.
+	if !c.IsSet("chain") || cfg.IptablesChain == "" || c.String("chain") == "" {
 		load := ""
 		if cfg.IptablesLoad {
 			load = " --load"
