@@ -175,12 +175,17 @@ func emptyOver(c *cli.Context, cfg *config.Config, file, name, v string) error {
 		return nil
 	}
 	instead := "give another value"
-	if slices.Contains(credentialFiles, name) {
+	if slices.Contains(credentialFiles, name) || name == "password-file" { // discover's
 		instead = "name another file"
 	}
 	// The flag replaced the variable's value: read it again.
 	if env, was := fromEnv(env(name)); env != "" {
-		return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by --%s (an unset variable?) over %s's %s: leave it out to use the variable's, or %s (unset %s for %s)", name, name, env, was, instead, env, withoutVariable(cfg, file, name))}
+		unset := ""
+		if slices.ContainsFunc(config.Settings(), func(s config.Setting) bool { return s.Name == name }) {
+			// Not one of discover's flags, some of which are required.
+			unset = fmt.Sprintf(" (unset %s for %s)", env, withoutVariable(cfg, file, name))
+		}
+		return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by --%s (an unset variable?) over %s's %s: leave it out to use the variable's, or %s%s", name, name, env, was, instead, unset)}
 	}
 	if cfg == nil || name == "chain" {
 		return nil
@@ -755,8 +760,18 @@ func newApp() *cli.App {
 					// without a word.
 					printWarnings(c, envWarnings(c))
 					errs := argProblems(c)
+					// A flag given empty over its variable is that problem
+					// alone, not also "required" or a bad format: --domain ""
+					// over NEXMUX_DOMAIN dropped the domain without a word.
+					emptied := map[string]bool{}
+					for _, name := range []string{"nexus", "user", "password-file", "domain", "format"} {
+						if err := emptyOver(c, nil, "", name, c.String(name)); err != nil {
+							errs = append(errs, err)
+							emptied[name] = true
+						}
+					}
 					for _, name := range []string{"nexus", "user", "password-file"} {
-						if c.String(name) == "" {
+						if c.String(name) == "" && !emptied[name] {
 							errs = append(errs, fmt.Errorf("--%s is required", name))
 						}
 					}
@@ -773,7 +788,7 @@ func newApp() *cli.App {
 					}
 					// Any case, as every word a setting takes.
 					format := strings.ToLower(c.String("format"))
-					if format != "flags" && format != "yaml" {
+					if format != "flags" && format != "yaml" && !emptied["format"] {
 						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", c.String("format")))
 					}
 					var pw string
