@@ -189,3 +189,24 @@ func TestDiscoverEmptyFlagDoesNotDropTheVariablesValue(t *testing.T) {
 		})
 	}
 }
+
+// --config "" over NEXMUX_CONFIG names the variable and its file: the
+// problem said "leave it out to read none", where leaving it out reads
+// the variable's file, as check then does.
+func TestEmptyConfigFlagOverItsVariable(t *testing.T) {
+	crt, key := certFiles(t)
+	file := filepath.Join(t.TempDir(), "nexmux.yaml")
+	if err := os.WriteFile(file, []byte("route: [\"f.example.com=team-f\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NEXMUX_CONFIG", file)
+	if out, errs, code := run(t, "check", "--cert", crt, "--key", key); code != 0 || !strings.Contains(out, "f.example.com") {
+		t.Fatalf("NEXMUX_CONFIG alone: exit %d:\n%s%s", code, out, errs)
+	}
+	want := `config "": --config names no file (an unset variable?) over NEXMUX_CONFIG's ` + file + ": leave it out to read that file"
+	errs := runRefused(t, `--config ""`, []string{"check", "--cert", crt, "--key", key, "--config", ""}, want)
+	if strings.Contains(errs, "read none") {
+		t.Errorf(`--config "" over NEXMUX_CONFIG: says leaving it out reads none:\n%s`, errs)
+	}
+	runRefused(t, `iptables --config ""`, []string{"iptables", "--port", "8082=team-a", "--config", ""}, want)
+}

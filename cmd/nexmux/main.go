@@ -84,7 +84,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		// is one that cannot be read, and what it may have given is not
 		// asked for; the other values are still read and checked.
 		_, err := loadSettings(c, "")
-		return nil, errlist.Join(config.NoFileNamed(), err)
+		return nil, errlist.Join(config.NoFileNamed(fromEnv(env("config"))), err)
 	}
 	return loadSettings(c, file)
 }
