@@ -210,3 +210,32 @@ func TestEmptyConfigFlagOverItsVariable(t *testing.T) {
 	}
 	runRefused(t, `iptables --config ""`, []string{"iptables", "--port", "8082=team-a", "--config", ""}, want)
 }
+
+// An empty number, duration or bool flag over its variable was refused as
+// unparsable (`max-conns "": want a whole number`), the variable that held
+// the value unnamed: it is the one problem an empty string flag over its
+// variable is, naming both, for every such setting.
+func TestEmptyTypedFlagOverItsVariable(t *testing.T) {
+	crt, key := certFiles(t)
+	texts := map[string]string{"bool": "false", "time.Duration": "5s", "int": "64"}
+	n := 0
+	for _, s := range config.Settings() {
+		text, typed := texts[fmt.Sprintf("%T", s.Default())]
+		if !typed {
+			continue
+		}
+		n++
+		t.Run(s.Name, func(t *testing.T) {
+			env := config.EnvVar(s.Name)
+			t.Setenv(env, text)
+			errs := runRefused(t, "--"+s.Name+`=""`, []string{"check", "--cert", crt, "--key", key, "--route", "a.example.com=team-a", "--" + s.Name + "="},
+				s.Name+": given empty by --"+s.Name+" (an unset variable?) over "+env+"'s "+text+": leave it out to use the variable's")
+			if strings.Contains(errs, s.Name+` "":`) {
+				t.Errorf("--%s=\"\": one problem, said twice:\n%s", s.Name, errs)
+			}
+		})
+	}
+	if n < 20 {
+		t.Errorf("%d typed settings, want 20 or more", n)
+	}
+}

@@ -141,8 +141,14 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		case []string:
 			v = c.Generic(s.Name).(*listValue).values(&s)
 		case bool, time.Duration, int:
+			raw := c.Generic(s.Name).(*rawValue)
+			// Unparsable anyway; over a variable, it says which.
+			if err := emptyOver(c, nil, "", s.Name, raw.text); err != nil {
+				errs = errlist.Append(errs, err)
+				continue
+			}
 			var err error
-			if v, err = c.Generic(s.Name).(*rawValue).parse(s.Name, d); err != nil {
+			if v, err = raw.parse(s.Name, d); err != nil {
 				errs = errlist.Append(errs, err)
 				continue
 			}
@@ -165,8 +171,9 @@ var credentialFiles = []string{"socks5-auth-file", "affinity-secret-file", "mirr
 // file: a script's unset variable ("--metrics-listen $METRICS") would take
 // that value away (metrics, SOCKS5 logins, the default route) with no more
 // than the "overridden" warning, or none at all over a variable, where an
-// empty number, duration or bool is refused as unparsable. Refused for
-// every such setting. Over the file, chain keeps EmptyChainProblem (file or
+// empty number, duration or bool is refused as unparsable (over a
+// variable, by this problem, which names it). Refused for every such
+// setting. Over the file, chain keeps EmptyChainProblem (file or
 // not) and its own words; over a variable, the variable is named, for
 // chain too. Leaving the flag out keeps the value it was given over. An
 // empty variable never gets here: it is unset.
