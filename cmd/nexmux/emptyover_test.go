@@ -130,7 +130,14 @@ func TestEmptyFlagDoesNotDropTheVariablesValue(t *testing.T) {
 			runRefused(t, "--"+name+` ""`, append(slices.Clone(args), "--"+name, ""), want, "unset "+env+" for the default")
 			// The file's key, if any, is under the variable: still the
 			// variable's value that the flag would drop.
-			runRefused(t, "--config, --"+name+` ""`, append(slices.Clone(args), "--config", file, "--"+name, ""), want)
+			unset := "unset " + env + " for the default"
+			if name == "log-level" || name == "chain" { // the file's keys
+				unset = "unset " + env + " for " + file + "'s value"
+			}
+			runRefused(t, "--config, --"+name+` ""`, append(slices.Clone(args), "--config", file, "--"+name, ""), want, unset)
+			// A file that cannot be read may have given it.
+			runRefused(t, "--config gone, --"+name+` ""`, append(slices.Clone(args), "--config", file+".gone", "--"+name, ""), want,
+				"unset "+env+" for "+file+".gone's value or the default")
 			if config.CommandOf(name) == "iptables" {
 				runRefused(t, "iptables --"+name+` ""`, []string{"iptables", "--port", "8082=team-a", "--" + name, ""}, want)
 				for _, conf := range []string{file, filepath.Join(dir, "gone.yaml")} {

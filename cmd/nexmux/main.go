@@ -134,7 +134,7 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		switch d := s.Default().(type) {
 		case string:
 			v = c.String(s.Name)
-			if err := emptyOver(c, cfg, file, s.Name, v.(string)); err != nil {
+			if err := emptyOver(cfg, file, s.Name, v.(string)); err != nil {
 				errs = errlist.Append(errs, err)
 				continue
 			}
@@ -143,7 +143,7 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		case bool, time.Duration, int:
 			raw := c.Generic(s.Name).(*rawValue)
 			// Unparsable anyway; over a variable, it says which.
-			if err := emptyOver(c, nil, "", s.Name, raw.text); err != nil {
+			if err := emptyOver(cfg, file, s.Name, raw.text); err != nil {
 				errs = errlist.Append(errs, err)
 				continue
 			}
@@ -177,7 +177,7 @@ var credentialFiles = []string{"socks5-auth-file", "affinity-secret-file", "mirr
 // not) and its own words; over a variable, the variable is named, for
 // chain too. Leaving the flag out keeps the value it was given over. An
 // empty variable never gets here: it is unset.
-func emptyOver(c *cli.Context, cfg *config.Config, file, name, v string) error {
+func emptyOver(cfg *config.Config, file, name, v string) error {
 	if v != "" {
 		return nil
 	}
@@ -201,17 +201,17 @@ func emptyOver(c *cli.Context, cfg *config.Config, file, name, v string) error {
 	if was == "" {
 		return nil
 	}
-	by := "--" + name
-	if env := envOrigin(c, name); env != "" {
-		by = env
-	}
-	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by %s (an unset variable?) over %s's %s: leave it out to use the file's, or %s", name, by, file, was, instead)}
+	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by --%s (an unset variable?) over %s's %s: leave it out to use the file's, or %s", name, name, file, was, instead)}
 }
 
 // withoutVariable says what the setting name is with its variable unset
-// and no flag: the file's value, or the default.
+// and no flag: the file's value, or the default (either, for a file that
+// could not be read: cfg nil).
 func withoutVariable(cfg *config.Config, file, name string) string {
-	if cfg != nil {
+	switch {
+	case cfg == nil && file != "":
+		return file + "'s value or the default"
+	case cfg != nil:
 		if _, ok := cfg.FileValues[name]; ok {
 			return file + "'s value"
 		}
@@ -772,7 +772,7 @@ func newApp() *cli.App {
 					// over NEXMUX_DOMAIN dropped the domain without a word.
 					emptied := map[string]bool{}
 					for _, name := range []string{"nexus", "user", "password-file", "domain", "format"} {
-						if err := emptyOver(c, nil, "", name, c.String(name)); err != nil {
+						if err := emptyOver(nil, "", name, c.String(name)); err != nil {
 							errs = append(errs, err)
 							emptied[name] = true
 						}
