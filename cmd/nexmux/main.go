@@ -84,7 +84,7 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		// is one that cannot be read, and what it may have given is not
 		// asked for; the other values are still read and checked.
 		_, err := loadSettings(c, "")
-		return nil, errlist.Join(config.NoFileNamed(), err)
+		return nil, errlist.Join(config.NoFileNamed(fromEnv(env("config"))), err)
 	}
 	return loadSettings(c, file)
 }
@@ -134,15 +134,21 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 		switch d := s.Default().(type) {
 		case string:
 			v = c.String(s.Name)
-			if err := emptyOverFile(c, cfg, file, s.Name, v.(string)); err != nil {
+			if err := emptyOver(cfg, file, s.Name, v.(string)); err != nil {
 				errs = errlist.Append(errs, err)
 				continue
 			}
 		case []string:
 			v = c.Generic(s.Name).(*listValue).values(&s)
 		case bool, time.Duration, int:
+			raw := c.Generic(s.Name).(*rawValue)
+			// Unparsable anyway; over a variable, it says which.
+			if err := emptyOver(cfg, file, s.Name, raw.text); err != nil {
+				errs = errlist.Append(errs, err)
+				continue
+			}
 			var err error
-			if v, err = c.Generic(s.Name).(*rawValue).parse(s.Name, d); err != nil {
+			if v, err = raw.parse(s.Name, d); err != nil {
 				errs = errlist.Append(errs, err)
 				continue
 			}
@@ -160,31 +166,57 @@ func loadSettings(c *cli.Context, file string) (*config.Config, error) {
 // their login, so their problem says to name another file.
 var credentialFiles = []string{"socks5-auth-file", "affinity-secret-file", "mirror-auth-file"}
 
-// emptyOverFile is the problem of a flag that gives a single-value setting
-// empty over the config file's value: a script's unset variable
-// ("--metrics-listen $METRICS") would take the file's value away (metrics,
-// SOCKS5 logins, the default route) with no more than the "overridden"
-// warning, where an empty number, duration or bool is refused as
-// unparsable. Refused for every such setting, as an empty --chain is
-// (EmptyChainProblem, file or not, keeps its own words); leaving the flag
-// out keeps the file's. An empty variable never gets here: it is unset.
-func emptyOverFile(c *cli.Context, cfg *config.Config, file, name, v string) error {
-	if v != "" || cfg == nil || name == "chain" {
+// emptyOver is the problem of a flag that gives a single-value setting
+// empty over the value of its environment variable or of the config
+// file: a script's unset variable ("--metrics-listen $METRICS") would take
+// that value away (metrics, SOCKS5 logins, the default route) with no more
+// than the "overridden" warning, or none at all over a variable, where an
+// empty number, duration or bool is refused as unparsable (over a
+// variable, by this problem, which names it). Refused for every such
+// setting. Over the file, chain keeps EmptyChainProblem (file or
+// not) and its own words; over a variable, the variable is named, for
+// chain too. Leaving the flag out keeps the value it was given over. An
+// empty variable never gets here: it is unset.
+func emptyOver(cfg *config.Config, file, name, v string) error {
+	if v != "" {
+		return nil
+	}
+	instead := "give another value"
+	if slices.Contains(credentialFiles, name) || name == "password-file" { // discover's
+		instead = "name another file"
+	}
+	// The flag replaced the variable's value: read it again.
+	if env, was := fromEnv(env(name)); env != "" {
+		unset := ""
+		if slices.ContainsFunc(config.Settings(), func(s config.Setting) bool { return s.Name == name }) {
+			// Not one of discover's flags, some of which are required.
+			unset = fmt.Sprintf(" (unset %s for %s)", env, withoutVariable(cfg, file, name))
+		}
+		return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by --%s (an unset variable?) over %s's %s: leave it out to use the variable's, or %s%s", name, name, env, was, instead, unset)}
+	}
+	if cfg == nil || name == "chain" {
 		return nil
 	}
 	was, _ := cfg.FileValues[name].(string)
 	if was == "" {
 		return nil
 	}
-	by := "--" + name
-	if env := envOrigin(c, name); env != "" {
-		by = env
+	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by --%s (an unset variable?) over %s's %s: leave it out to use the file's, or %s", name, name, file, was, instead)}
+}
+
+// withoutVariable says what the setting name is with its variable unset
+// and no flag: the file's value, or the default (either, for a file that
+// could not be read: cfg nil).
+func withoutVariable(cfg *config.Config, file, name string) string {
+	switch {
+	case cfg == nil && file != "":
+		return file + "'s value or the default"
+	case cfg != nil:
+		if _, ok := cfg.FileValues[name]; ok {
+			return file + "'s value"
+		}
 	}
-	instead := "give another value"
-	if slices.Contains(credentialFiles, name) {
-		instead = "name another file"
-	}
-	return &config.SettingError{Setting: name, Err: fmt.Errorf("%s: given empty by %s (an unset variable?) over %s's %s: leave it out to use the file's, or %s", name, by, file, was, instead)}
+	return "the default"
 }
 
 // tooLong is the problem of a value of the setting, given by a flag or
@@ -735,8 +767,18 @@ func newApp() *cli.App {
 					// without a word.
 					printWarnings(c, envWarnings(c))
 					errs := argProblems(c)
+					// A flag given empty over its variable is that problem
+					// alone, not also "required" or a bad format: --domain ""
+					// over NEXMUX_DOMAIN dropped the domain without a word.
+					emptied := map[string]bool{}
+					for _, name := range []string{"nexus", "user", "password-file", "domain", "format"} {
+						if err := emptyOver(nil, "", name, c.String(name)); err != nil {
+							errs = append(errs, err)
+							emptied[name] = true
+						}
+					}
 					for _, name := range []string{"nexus", "user", "password-file"} {
-						if c.String(name) == "" {
+						if c.String(name) == "" && !emptied[name] {
 							errs = append(errs, fmt.Errorf("--%s is required", name))
 						}
 					}
@@ -753,7 +795,7 @@ func newApp() *cli.App {
 					}
 					// Any case, as every word a setting takes.
 					format := strings.ToLower(c.String("format"))
-					if format != "flags" && format != "yaml" {
+					if format != "flags" && format != "yaml" && !emptied["format"] {
 						errs = append(errs, fmt.Errorf("format %q: want flags or yaml", c.String("format")))
 					}
 					var pw string
@@ -865,8 +907,9 @@ func deleteWithoutFile(c *cli.Context, fileErr error) (*config.Config, error) {
 		return nil, errlist.Join(fileErr, portRouteProblems(c, cfg), cfg.IptablesProblems())
 	}
 	// An empty --chain (a script's unset variable) is the default: no
-	// chain named either.
-	if !c.IsSet("chain") || cfg.IptablesChain == "" {
+	// chain named either, and over NEXMUX_CHAIN is refused (emptyOver),
+	// cfg keeping the default chain.
+	if !c.IsSet("chain") || cfg.IptablesChain == "" || c.String("chain") == "" {
 		load := ""
 		if cfg.IptablesLoad {
 			load = " --load"

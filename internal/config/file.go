@@ -353,8 +353,13 @@ func Unreadable(err error) bool {
 }
 
 // NoFileNamed is the problem of a --config given empty (`--config "$CONF"`
-// with CONF unset): unreadable, since the file meant is not read.
-func NoFileNamed() error {
+// with CONF unset): unreadable, since the file meant is not read. env and
+// path are the variable (NEXMUX_CONFIG) and the file it names, when the
+// flag is given over one: leaving the flag out reads that file, not none.
+func NoFileNamed(env, path string) error {
+	if env != "" {
+		return unreadableError{fmt.Errorf(`config "": --config names no file (an unset variable?) over %s's %s: leave it out to read that file`, env, path)}
+	}
 	return unreadableError{errors.New(`config "": --config names no file (leave it out to read none)`)}
 }
 
