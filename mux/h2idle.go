@@ -52,7 +52,9 @@ func (lc *liveConn) goAwayIfIdleOver(w http.ResponseWriter) {
 // startH2Idle starts lc's idle clock, at the connection's hand-over.
 func (s *Server) startH2Idle(lc *liveConn) {
 	lc.idleSpan = s.opts.IdleTimeout + h2IdleGrace
-	lc.lastAnswer.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	lc.lastAnswer.Store(now)
+	lc.idleFrom.Store(now)
 	s.live.mu.Lock()
 	lc.idleTimer = time.AfterFunc(lc.idleSpan, func() { s.h2IdleCheck(lc) })
 	s.live.mu.Unlock()
@@ -94,7 +96,7 @@ func (s *Server) h2Spell(lc *liveConn, state http.ConnState) {
 		lc.answersFrom.Store(lc.answers.Load())
 	case http.StateIdle:
 		if lc.answers.Load() != lc.answersFrom.Load() {
-			lc.lastAnswer.Store(time.Now().UnixNano())
+			lc.lastAnswer.Store(lc.idleFrom.Load()) // connState's now
 		}
 		if !lc.idleOver.Load() {
 			return

@@ -12,6 +12,14 @@ import (
 // client or git holds, short next to forever.
 const DefaultPassthroughIdleTimeout = 5 * time.Minute
 
+// clientSocket is a socket whose peer is not the client but passes what it
+// reads on to it: a SOCKS5 stream's socket pair, which has no TCP
+// counters. ClientSocket is the client's own TCP socket, which the watch
+// reads in its place.
+type clientSocket interface {
+	ClientSocket() net.Conn
+}
+
 // sockCounters is what the watch reads of a TCP socket's kernel counters.
 type sockCounters struct {
 	// acked: bytes the peer acknowledged; received: bytes received from
@@ -30,8 +38,9 @@ type sockCounters struct {
 // read from the sockets' kernel counters, so the copy keeps splicing:
 // nothing in Go sees the bytes. While acksOnly reports true (the bytes up
 // receives are read only to be dropped), only what up's peer acknowledges
-// counts as traffic. A socket that is no TCP (a SOCKS5 stream's socket
-// pair) is not watched. stop ends the watch.
+// counts as traffic. For a SOCKS5 stream's socket pair the SOCKS client's
+// socket is watched (clientSocket); another socket that is no TCP is not.
+// stop ends the watch.
 func watchIdle(c, up net.Conn, idle time.Duration, acksOnly func() bool, idleEnd func(), stallEnd func(side string)) (stop func()) {
 	readUp, upOK := countersOf(up, acksOnly)
 	readC, cOK := countersOf(c, func() bool { return true })

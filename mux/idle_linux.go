@@ -13,6 +13,13 @@ import (
 func countersOf(c net.Conn, acksOnly func() bool) (func() sockCounters, bool) {
 	tc, ok := underlyingTCP(c)
 	if !ok {
+		if cs, pair := underlying[clientSocket](c); pair {
+			// A SOCKS5 stream: its client's own socket counts in place
+			// of the socket pair's end.
+			tc, ok = underlyingTCP(cs.ClientSocket())
+		}
+	}
+	if !ok {
 		return nil, false
 	}
 	rc, err := tc.SyscallConn()

@@ -87,7 +87,7 @@ func (p passthrough) serve(d decision) {
 		// Reset: closed with a FIN, a socket whose peer keeps its window
 		// shut holds its send queue on, and the stream was cut, not ended.
 		log.logger().Info("passthrough: stalled stream closed", "backend", rt.Passthrough, "side", side, "idle", p.s.opts.PassthroughIdleTimeout)
-		abort(c)
+		cut(c)
 		abort(up)
 		c.Close()
 		up.Close()
@@ -245,6 +245,18 @@ func abort(c net.Conn) {
 	if a, ok := underlying[interface{ Abort() }](c); ok {
 		a.Abort()
 	}
+}
+
+// cut is abort for a stream cut with bytes still on their way to c's
+// peer: a SOCKS5 stream's socket-pair end has the SOCKS session reset its
+// client at once (Cut), where after abort it would first pass on what the
+// pair holds, which a client that reads nothing never takes.
+func cut(c net.Conn) {
+	if k, ok := underlying[interface{ Cut() }](c); ok {
+		k.Cut()
+		return
+	}
+	abort(c)
 }
 
 func closeWrite(c net.Conn) {

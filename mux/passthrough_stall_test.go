@@ -45,46 +45,6 @@ func stallStream(t *testing.T, idle time.Duration) (m *muxServer, c, bc net.Conn
 	return m, c, bc
 }
 
-// trickleBytes writes a byte to c every 100 ms until a write fails, and sends
-// that error.
-func trickleBytes(c net.Conn) <-chan error {
-	failed := make(chan error, 1)
-	go func() {
-		for {
-			time.Sleep(100 * time.Millisecond)
-			if _, err := c.Write([]byte{'.'}); err != nil {
-				failed <- err
-				return
-			}
-		}
-	}()
-	return failed
-}
-
-// flood writes to c without end until a write fails, and sends how long
-// after its last write that went through (about when the stream stalled:
-// the buffers on the way were full) it failed, and the error.
-func flood(c net.Conn) <-chan floodEnd {
-	failed := make(chan floodEnd, 1)
-	go func() {
-		chunk := bytes.Repeat([]byte("f"), 16<<10)
-		last := time.Now()
-		for {
-			if _, err := c.Write(chunk); err != nil {
-				failed <- floodEnd{time.Since(last), err}
-				return
-			}
-			last = time.Now()
-		}
-	}()
-	return failed
-}
-
-type floodEnd struct {
-	afterStall time.Duration
-	err        error
-}
-
 // waitStalledLog waits for the server's "stalled stream closed" line
 // naming side.
 func waitStalledLog(t *testing.T, m *muxServer, side string) {
@@ -117,16 +77,16 @@ func TestPassthroughSideThatNeverReadsButTricklesIsCut(t *testing.T) {
 			}
 			go io.Copy(io.Discard, reader) // it reads all the stalled side sends
 			t0 := time.Now()
-			readerErr := flood(reader)
-			stalledErr := trickleBytes(stalled)
+			readerErr := testnet.Flood(reader)
+			stalledErr := testnet.TrickleBytes(stalled, nil)
 			select {
 			case end := <-readerErr:
 				// 4×: the watch ticks every idle/8, and a loaded machine
 				// delays the cut's goroutine; a held stream fails below at 10×.
-				if d := end.afterStall; d > 4*idle {
+				if d := end.AfterStall; d > 4*idle {
 					t.Errorf("stream cut %v after it stalled, --passthrough-idle-timeout %v: want within 4×", d.Round(time.Millisecond), idle)
 				}
-				t.Logf("the other side's write failed %v after it stalled (%v after the start): %v", end.afterStall.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), end.err)
+				t.Logf("the other side's write failed %v after it stalled (%v after the start): %v", end.AfterStall.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), end.Err)
 			case <-time.After(10 * idle):
 				t.Fatalf("a %s that never reads but trickles holds the stream past %v, --passthrough-idle-timeout %v", side, 10*idle, idle)
 			}

@@ -37,6 +37,9 @@ type liveConn struct {
 	// as it holds the connection.
 	closeTimer *time.Timer
 	closed     bool
+	// idleFrom: HTTP/2, when it was handed over or its last busy spell
+	// ended (Unix ns), for closeH2.
+	idleFrom atomic.Int64
 	// HTTP/2: Handled when its streams last went from none to some, and
 	// whether net/http's opening Active/Idle pair (no stream) is past.
 	busyFrom atomic.Uint64
@@ -159,6 +162,9 @@ func (s *Server) connState(c net.Conn, state http.ConnState) {
 	}
 	s.endFresh(lc)
 	if !h1 {
+		if state == http.StateIdle {
+			lc.idleFrom.Store(time.Now().UnixNano())
+		}
 		// A busy spell in which no stream reached the handler was
 		// refused by net/http alone; three in a row (with nexmux's own
 		// refusals) end the connection, as one ends an HTTP/1 one.
@@ -189,7 +195,15 @@ const h2FlushDelay = 50 * time.Millisecond
 // closeH2 ends a revoked HTTP/2 connection with no stream in flight
 // without cutting what it already wrote: the client may still be reading
 // the last response, so the close lingers (linger.go). A stream in flight
-// when the delay ends is not cut either.
+// when the delay ends is not cut either. The delay counts from when the
+// connection went idle. One idle for longer (a reload revoking it, the
+// idle clock) has flushed everything: it reads no more from here on, so
+// net/http's server ends it, and no request its client sends meanwhile
+// gets a 421, which clients do not retry; such a request is lost with the
+// connection instead, which go-containerregistry (crane) retries on a new
+// one. (A GOAWAY would have every client retry
+// it, but net/http's HTTP/2 server sends one to a single connection only
+// with a response.)
 func (s *Server) closeH2(lc *liveConn, tc *tls.Conn) {
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
@@ -197,7 +211,15 @@ func (s *Server) closeH2(lc *liveConn, tc *tls.Conn) {
 	if lc.closed || lc.closeTimer != nil {
 		return
 	}
-	lc.closeTimer = time.AfterFunc(h2FlushDelay, func() {
+	wait := h2FlushDelay - time.Since(time.Unix(0, lc.idleFrom.Load()))
+	if rc, ok := tc.NetConn().(*routedConn); ok && wait <= 0 && lc.idle.Load() {
+		rc.closing.Store(true)
+		rc.stopRead.Store(true)
+		// Wakes net/http's read under way, which then finds stopRead;
+		// the lingering close sets deadlines of its own.
+		_ = rc.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	lc.closeTimer = time.AfterFunc(max(wait, 0), func() {
 		s.live.mu.Lock()
 		if !lc.idle.Load() {
 			// A stream began meanwhile (nothing told the client to stop):

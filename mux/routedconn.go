@@ -62,6 +62,9 @@ type routedConn struct {
 	// closeBy (under dmu; see SetWriteDeadline).
 	closing atomic.Bool
 	closeBy time.Time
+	// stopRead: an idle HTTP/2 connection being closed (closeH2) reads no
+	// more, so net/http's server takes no stream its client sends now.
+	stopRead atomic.Bool
 
 	// watch, during the TLS handshake, sees every byte crypto/tls reads
 	// (handshakealert.go); only the handshake's goroutine reads then.
@@ -91,6 +94,9 @@ var readAheadBufs = sync.Pool{New: func() any { return new(readAheadBuf) }}
 func (c *routedConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.stopRead.Load() {
+		return 0, io.EOF
 	}
 	c.rmu.Lock()
 	if c.rr < c.rw {

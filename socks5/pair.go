@@ -32,6 +32,24 @@ type pairEnd struct {
 	// reset again, as a direct client's would be.
 	onAbort     func()
 	clientReset *atomic.Bool
+	// On the router's end: client is the SOCKS client's socket (for mux's
+	// stall watch, ClientSocket), and onCut resets it at once (Cut).
+	client net.Conn
+	onCut  func()
+}
+
+// ClientSocket is the SOCKS client's socket, under any PROXY header: mux's
+// passthrough stall watch reads its TCP counters, which the pair has none
+// of, to see whether the client takes what is sent to it.
+func (c *pairEnd) ClientSocket() net.Conn { return c.client }
+
+// Cut resets the SOCKS client at once: the router cut the stream because a
+// side took nothing sent to it, and what the pair still holds for a client
+// that reads nothing would never be passed on (Abort waits for that).
+func (c *pairEnd) Cut() {
+	if c.onCut != nil {
+		c.onCut()
+	}
 }
 
 // Abort is called by the router before it closes the end to pass a reset
@@ -99,6 +117,15 @@ func (e *streamEnd) aborted() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.reset = true
+}
+
+// cut: the router cut the stream; the client is reset now, whatever the
+// pair still holds for it.
+func (e *streamEnd) cut() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.reset = true
+	e.endClient()
 }
 
 // endClient closes the client, with a reset where the router passed one.

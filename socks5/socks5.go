@@ -691,6 +691,7 @@ func (ss *session) dial(ctx context.Context, _, addr string) (net.Conn, error) {
 	// A reset goes through the pair as a direct connection passes it:
 	// either way.
 	routed.onAbort = end.aborted
+	routed.client, routed.onCut = ss.client.Conn, end.cut
 	routed.clientReset = new(atomic.Bool)
 	ss.client.onReset = func() { routed.clientReset.Store(true) }
 	if !ss.s.route(inner, d) {

@@ -83,7 +83,8 @@ type Daemon struct {
 	memTrimInterval time.Duration
 	memTrimPolicy   memtrim.Policy
 
-	metricsIdleTimeout time.Duration
+	metricsIdleTimeout  time.Duration
+	metricsWriteTimeout time.Duration
 
 	// draining is set at SIGTERM: /readyz fails from then on.
 	draining atomic.Bool
@@ -120,6 +121,9 @@ type Options struct {
 	// MetricsIdleTimeout closes idle keep-alive connections to the
 	// metrics listener (default DefaultMetricsIdleTimeout).
 	MetricsIdleTimeout time.Duration
+	// MetricsWriteTimeout bounds the writing of each metrics listener
+	// answer (default DefaultMetricsWriteTimeout).
+	MetricsWriteTimeout time.Duration
 	// H2MaxReadFrameSize replaces mux.MaxReadFrameSize (0: keep it); for
 	// benchmarks that compare HTTP/2 frame sizes, not a setting.
 	H2MaxReadFrameSize int
@@ -128,6 +132,13 @@ type Options struct {
 // DefaultMetricsIdleTimeout: scrapers and probes come every few seconds; a
 // client that holds a connection longer without asking frees it.
 const DefaultMetricsIdleTimeout = 60 * time.Second
+
+// DefaultMetricsWriteTimeout: the metrics listener's answers take
+// milliseconds to write; a peer that sends requests and never reads the
+// answers blocks a write, and without a bound held its connection (and a
+// place of MetricsMaxConns) for good. 30 s leaves a scrape over a slow link
+// room; Prometheus gives up on one after 10 s by default.
+const DefaultMetricsWriteTimeout = 30 * time.Second
 
 // newLogger builds the slog logger the flags ask for.
 func newLogger(w io.Writer, format, level string) *slog.Logger {
@@ -165,7 +176,7 @@ func New(b *config.Runtime, opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{log: log, access: access, built: b, reload: opts.Reload, fileStates: opts.FileStates, listen: listen, addrs: map[string]net.Addr{}, errc: make(chan error, 16), certsSwapped: make(chan struct{}, 1), metrics: metrics.New(),
 		watchInterval: cmp.Or(opts.WatchInterval, DefaultWatchInterval), memTrimInterval: cmp.Or(opts.MemTrimInterval, DefaultMemTrimInterval), memTrimPolicy: opts.MemTrimPolicy,
-		metricsIdleTimeout: cmp.Or(opts.MetricsIdleTimeout, DefaultMetricsIdleTimeout)}
+		metricsIdleTimeout: cmp.Or(opts.MetricsIdleTimeout, DefaultMetricsIdleTimeout), metricsWriteTimeout: cmp.Or(opts.MetricsWriteTimeout, DefaultMetricsWriteTimeout)}
 	if d.memTrimPolicy == (memtrim.Policy{}) {
 		d.memTrimPolicy = memtrim.DefaultPolicy
 	}
@@ -344,9 +355,11 @@ func (d *Daemon) Start() error {
 		mm.Handle("/", d.metrics.Handler(ready))
 		// No endpoint here reads a body: AnswerFirst answers before
 		// net/http reads what it would of one, and ReadTimeout bounds
-		// that read, after the answer.
+		// that read, after the answer. WriteTimeout, counted from each
+		// request's headers, ends a connection whose peer does not take
+		// an answer: no answer here is a transfer it could cut.
 		d.metricsSrv = &http.Server{Handler: l7.AnswerFirst(mm), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
-			IdleTimeout: d.metricsIdleTimeout, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
+			WriteTimeout: d.metricsWriteTimeout, IdleTimeout: d.metricsIdleTimeout, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 		capped := newMetricsListener(ml, d.log)
 		d.metricsLn = capped
 		d.metricsSrv.ConnState = capped.connState

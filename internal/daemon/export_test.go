@@ -37,3 +37,11 @@ func (d *Daemon) MetricsServing() (n int, newest time.Duration) {
 	}
 	return n, newest
 }
+
+// MetricsOpen is the number of metrics connections open now.
+func (d *Daemon) MetricsOpen() int {
+	l := d.metricsLn
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}

@@ -36,7 +36,8 @@ const MetricsEvictAfter = time.Second
 // has waited longest without a request under way (a half-sent request, an
 // idle keep-alive), or else of the connection serving a request that was
 // opened first, MetricsEvictAfter ago at least (a peer that pipelines
-// requests and never reads the answers blocks a write for good; one that
+// requests and never reads the answers blocks a write, until the write
+// timeout (DefaultMetricsWriteTimeout) ends its connection; one that
 // reads them slowly is always busy), so that peers holding the places
 // cannot shut out the kubelet's probes, whose failure would restart the
 // pod; it is closed only when every place serves a request on a connection

@@ -193,7 +193,11 @@ func TestMetricsListenerConnectionsCapped(t *testing.T) {
 func TestMetricsListenerUnreadAnswersDoNotShutOutProbes(t *testing.T) {
 	cfg := teamRoutes()
 	cfg.MetricsListen = "127.0.0.1:0" // the daemon binds it: no port another process can take first
-	st := stack.Start(t, stack.Options{Config: cfg})
+	// No write timeout within the test: the flood must hold every place
+	// at once, and under -race it takes longer to fill the buffers than
+	// the default gives a stuck answer
+	// (TestMetricsListenerUnreadAnswersEndAtWriteTimeout).
+	st := stack.Start(t, stack.Options{Config: cfg, Daemon: daemon.Options{MetricsWriteTimeout: time.Hour}})
 	maddr := st.Daemon.Addr("metrics").String()
 	// Pipelined, more answers than any socket buffers hold.
 	flood := []byte(strings.Repeat("GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n", 2000))
@@ -240,4 +244,52 @@ func TestMetricsListenerUnreadAnswersDoNotShutOutProbes(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	t.Fatalf("a probe while every metrics place holds an answer its peer does not read: %v", err)
+}
+
+// A peer that pipelines requests and never reads the answers blocks the
+// write of one: before the write timeout its connection (and a place of
+// MetricsMaxConns) was held for as long as the peer stayed; now it is
+// closed once an answer has waited MetricsWriteTimeout, and the peer sees
+// the end.
+func TestMetricsListenerUnreadAnswersEndAtWriteTimeout(t *testing.T) {
+	cfg := teamRoutes()
+	cfg.MetricsListen = "127.0.0.1:0" // the daemon binds it: no port another process can take first
+	const writeTimeout = time.Second
+	st := stack.Start(t, stack.Options{Config: cfg, Daemon: daemon.Options{MetricsWriteTimeout: writeTimeout, MetricsIdleTimeout: time.Hour}})
+	maddr := st.Daemon.Addr("metrics").String()
+	// A small receive buffer, set before the handshake fixes the window,
+	// so that nexmux's writes block soon.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(sockFD(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", maddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Pipelined, more answers than any socket buffers hold; never read
+	// until the end.
+	flood := []byte(strings.Repeat("GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n", 2000))
+	go c.Write(flood)
+	waitFor(t, "the metrics connection to be open", func() bool { return st.Daemon.MetricsOpen() == 1 })
+	// 20×: the flood takes a while to fill the buffers on a loaded
+	// machine; held, it would stay open as long as the peer does.
+	start := time.Now()
+	for st.Daemon.MetricsOpen() != 0 {
+		if time.Since(start) > 20*writeTimeout {
+			t.Fatalf("a metrics connection whose peer never reads its answers is open after %v, write timeout %v", time.Since(start).Round(time.Millisecond), writeTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("closed %v after the connection opened", time.Since(start).Round(time.Millisecond))
+	// The peer sees the end: what reached it, then EOF or a reset, not
+	// more answers (a connection still served would send them all and
+	// then wait, idle, for an hour).
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the peer's connection is still open after %d bytes: %v", n, err)
+	}
+	t.Logf("the peer read %d bytes, then %v", n, err)
 }

@@ -298,3 +298,52 @@ func RequireNetns(t testing.TB, tools ...string) {
 		}
 	}
 }
+
+// TrickleBytes writes a byte to c every 100 ms until a write fails or
+// stop is closed (nil: never), and sends that error (nil once stopped): a
+// peer that never reads but keeps its stream from going idle.
+func TrickleBytes(c net.Conn, stop <-chan struct{}) <-chan error {
+	failed := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				failed <- nil
+				return
+			case <-t.C:
+			}
+			if _, err := c.Write([]byte{'.'}); err != nil {
+				failed <- err
+				return
+			}
+		}
+	}()
+	return failed
+}
+
+// FloodEnd is how a Flood ended: how long after its last write that went
+// through (about when the stream stalled: the buffers on the way were
+// full) a write failed, and the error.
+type FloodEnd struct {
+	AfterStall time.Duration
+	Err        error
+}
+
+// Flood writes to c without end until a write fails, and sends how.
+func Flood(c net.Conn) <-chan FloodEnd {
+	failed := make(chan FloodEnd, 1)
+	go func() {
+		chunk := bytes.Repeat([]byte("f"), 16<<10)
+		last := time.Now()
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				failed <- FloodEnd{time.Since(last), err}
+				return
+			}
+			last = time.Now()
+		}
+	}()
+	return failed
+}
