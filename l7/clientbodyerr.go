@@ -54,6 +54,16 @@ func (p *Proxy) clientBodyFailed(w http.ResponseWriter, r *http.Request, st *req
 	if r.ProtoMajor == 1 {
 		endConnection(w)
 	}
+	if p.cutting.Load() {
+		// nexmux closed the connection under a body its client was still
+		// to send (one that stalled waits for that close): the drain's
+		// end, answered as upstreamError answers it, not the 400 of a
+		// broken body, which clients do not retry and the metrics count
+		// as the client's error.
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "nexmux: stopping; retry")
+		return
+	}
 	writeError(w, http.StatusBadRequest, bodyErrorCode(st), "nexmux: the request body was incomplete or malformed")
 }
 

@@ -48,6 +48,8 @@ type muxConfig struct {
 	// listen, when set, opens the TLS listener instead of 127.0.0.1:0
 	// (in a network namespace of the test's own).
 	listen func() (net.Listener, error)
+	// debugLog logs at debug level too (net/http's own lines).
+	debugLog bool
 }
 
 // netHTTPShapedBody is exactly what net/http writes for a request it
@@ -129,7 +131,7 @@ func startMuxWith(t testing.TB, mc muxConfig) *muxServer {
 	begun := make(chan struct{}, 8)
 	opts := mux.Options{
 		HandshakeTimeout:       mc.handshakeTimeout,
-		Logger:                 slog.New(slog.NewTextHandler(logs, nil)),
+		Logger:                 slog.New(slog.NewTextHandler(logs, logOptions(mc.debugLog))),
 		Refused:                refused.add,
 		Routed:                 func(rt *route.Route) { routed.add(rt.Key) },
 		MaxConns:               mc.maxConns,
@@ -221,6 +223,13 @@ func startMuxWith(t testing.TB, mc muxConfig) *muxServer {
 		}
 	})
 	return m
+}
+
+func logOptions(debug bool) *slog.HandlerOptions {
+	if debug {
+		return &slog.HandlerOptions{Level: slog.LevelDebug}
+	}
+	return nil
 }
 
 // goServe runs f until Shutdown; shutdown waits for it.

@@ -234,7 +234,7 @@ func New(opts Options, st *State) (*Server, error) {
 		// bounds what one connection can ask of Nexus at once.
 		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: MaxConcurrentStreams, WriteByteTimeout: opts.SendTimeout,
 			MaxReadFrameSize: cmp.Or(opts.H2MaxReadFrameSize, MaxReadFrameSize)},
-		ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+		ErrorLog: netHTTPErrorLog(opts.Logger.Handler()),
 	}
 	return s, nil
 }
