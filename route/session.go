@@ -51,8 +51,10 @@ type Request struct {
 
 // Pick chooses the repository for one request on this target. Writes,
 // upload sessions and push-scoped token GETs go to Push; reads and every
-// other token request (containerd's POST included) go to Pull. Existence
-// checks (HEAD of a manifest or a blob) follow the session:
+// other token request (containerd's POST included) go to Pull, except a
+// push session's manifest GETs of an image it pushes to, which read back
+// what the session is about to rewrite. Existence checks (HEAD of a
+// manifest or a blob) follow the session:
 //   - push session (marked token), for an image the token was granted push
 //     on: Push. containerd and BuildKit HEAD every
 //     manifest before its PUT and go-containerregistry HEADs an index's
@@ -80,6 +82,15 @@ func (t Target) Pick(r Request) string {
 		// An upload session (GET .../blobs/uploads/<uuid> is its status)
 		// only exists in the repository it was started in.
 		if dirIs(r.Path, "/blobs/uploads") || TokenPush(r.Method, r.Path, r.Query) {
+			return t.Push
+		}
+		// A push session reads a manifest of the image it pushes to in
+		// order to write it back changed: the referrers list that
+		// go-containerregistry and oras keep under the tag
+		// "sha256-<hex>" on a registry without the referrers API. It
+		// must read what hosted holds: the group could answer with a
+		// proxy member's list, naming manifests hosted lacks.
+		if r.Auth == AuthBearerPush && dirIs(r.Path, "/manifests") && r.pushes() {
 			return t.Push
 		}
 		return t.Pull

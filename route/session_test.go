@@ -31,9 +31,13 @@ func TestPickBySession(t *testing.T) {
 		{"crane push: blob exists?", http.MethodHead, "/v2/app/blobs/" + dgst, AuthBearerPush, hosted},
 		{"push: manifest PUT", http.MethodPut, "/v2/app/manifests/1", AuthBearerPush, hosted},
 		{"push: mount", http.MethodPost, "/v2/app/blobs/uploads/", AuthBearerPush, hosted},
-		// reads in a push session still read through the group
+		// blob reads in a push session still read through the group;
+		// manifest reads read back what the session rewrites (the
+		// referrers tag schema's "sha256-<hex>")
 		{"push session: GET blob", http.MethodGet, "/v2/app/blobs/" + dgst, AuthBearerPush, group},
-		{"push session: GET manifest", http.MethodGet, "/v2/app/manifests/1", AuthBearerPush, group},
+		{"push session: GET manifest", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBearerPush, hosted},
+		{"pull session: GET manifest", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBearer, group},
+		{"basic: GET manifest", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBasic, group},
 		// pulls with a pull token: everything from the group
 		{"ctr pull: resolve", http.MethodHead, "/v2/lib/app/manifests/1", AuthBearer, group},
 		{"ctr FetchByDigest: blob HEAD", http.MethodHead, "/v2/lib/app/blobs/" + dgst, AuthBearer, group},
@@ -109,6 +113,9 @@ func TestPickPushSessionPerImage(t *testing.T) {
 		{http.MethodHead, "/v2/team/base/blobs/uploads/0b1c", list, "team-a-hosted"},
 		{http.MethodPut, "/v2/library/base/manifests/3", list, "team-a-hosted"},
 		{http.MethodHead, "/v2/", list, "team-a-hosted"},
+		{http.MethodGet, "/v2/team/base/manifests/sha256-4f53cda1", list, "team-a-hosted"},
+		{http.MethodGet, "/v2/library/base/manifests/3", list, "team-a"},
+		{http.MethodGet, "/v2/team/base/blobs/" + dgst, list, "team-a"},
 		// A mark without a list pushes to every image.
 		{http.MethodHead, "/v2/library/base/manifests/3", "", "team-a-hosted"},
 	} {
