@@ -216,9 +216,9 @@ type reqState struct {
 	reason   string
 	body     *countingBody // nil without a body
 	mirror   *mirrorReq    // set on mirror names
-	// markToken: a push-scoped token request on a split target, whose
-	// token gets pushMark (tokenmark.go).
-	markToken bool
+	// pushMark: what a push-scoped token request on a split target gets
+	// appended to its token (tokenmark.go); "" for any other request.
+	pushMark string
 	// tag is an upload follow-up's affinity tag (set by the failover
 	// transport), handed back while it verifies: see Set.Retag.
 	tag string
@@ -588,7 +588,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		return
 	}
 	// The push marker of a token nexmux handed out never reaches Nexus.
-	auth := takeSession(r.Header)
+	auth, pushed := takeSession(r.Header)
 	if m := st.ci.Route.Mirror; m != nil {
 		// A mirror serves no upload, so the tag has nothing to pick.
 		if !p.mirrorRequest(cw, r, st, m, rawPath, nexusQuery) {
@@ -596,7 +596,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		}
 		st.judged = decodedPath(st.sub)
 	} else {
-		repo, sub, judged, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, route.Request{Method: r.Method, Path: rawPath, Query: nexusQuery, Auth: auth})
+		repo, sub, judged, ok := mapRequest(st.ci.Route.Target, p.up.ctxPath, route.Request{Method: r.Method, Path: rawPath, Query: nexusQuery, Auth: auth, Pushed: pushed})
 		if !ok {
 			p.refuseLocal(cw, st, http.StatusNotFound, "NOT_FOUND", "nexmux: only the registry API (/v2/, /v1/) is served on this name")
 			st.reason = "outside the registry API"
@@ -604,7 +604,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request, st *reqState) {
 		}
 		// The tag stays in for failover, which takes it out.
 		st.repo, st.sub, st.judged, st.query = repo, sub, judged, rawQuery
-		st.markToken = st.ci.Route.Target.Split() && route.TokenPush(r.Method, st.judged, nexusQuery)
+		if st.ci.Route.Target.Split() && route.TokenPush(r.Method, st.judged, nexusQuery) {
+			st.pushMark = pushMark + route.PushList(nexusQuery)
+		}
 		st.anyRepo = registryPath(rawPath) && (st.judged == "/v2" || st.judged == "/v2/" || route.IsTokenPath(st.judged))
 	}
 	if strings.HasSuffix(st.judged, "/") && contentRead(r.Method, strings.TrimRight(st.judged, "/")) {
@@ -860,8 +862,8 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 		// node) says nothing of when to retry; nexmux's own 503s do.
 		resp.Header["Retry-After"] = retryAfterNexus503
 	}
-	if st.markToken {
-		if err := markToken(resp); err != nil {
+	if st.pushMark != "" {
+		if err := markToken(resp, st.pushMark); err != nil {
 			return err
 		}
 	}

@@ -16,8 +16,10 @@ import (
 // push action. Clients send the token back on every request of that push
 // session, so any replica can tell a push's existence checks (which must ask
 // the hosted repository) from a pull's (which must ask the group) without
-// shared state. It is made of token68 characters, so clients carry it as is,
-// and it is stripped before Nexus sees the token.
+// shared state. The images the scope pushes to follow it (route.PushList):
+// the same token may read other images, whose checks are a pull's. It is
+// made of token68 characters, so clients carry it as is, and it is stripped
+// before Nexus sees the token.
 const pushMark = ".nexmux-push"
 
 // maxTokenResponse bounds the token response nexmux rewrites; a larger one
@@ -26,27 +28,29 @@ const maxTokenResponse = 64 << 10
 
 // takeSession reads the session a request's credentials reveal and strips
 // nexmux's mark from its bearer token, so Nexus gets its own token back.
-func takeSession(h http.Header) route.Auth {
+// pushed is the mark's list of image names (route.PushList).
+func takeSession(h http.Header) (auth route.Auth, pushed string) {
 	v := h.Get("Authorization")
 	scheme, cred, _ := strings.Cut(v, " ")
 	switch {
 	case strings.EqualFold(scheme, "bearer"):
 		cred = strings.TrimSpace(cred)
-		if tok, ok := strings.CutSuffix(cred, pushMark); ok {
-			h.Set("Authorization", scheme+" "+tok)
-			return route.AuthBearerPush
+		if i := strings.LastIndex(cred, pushMark); i >= 0 && route.ValidPushList(cred[i+len(pushMark):]) {
+			h.Set("Authorization", scheme+" "+cred[:i])
+			return route.AuthBearerPush, cred[i+len(pushMark):]
 		}
-		return route.AuthBearer
+		return route.AuthBearer, ""
 	case strings.EqualFold(scheme, "basic"):
-		return route.AuthBasic
+		return route.AuthBasic, ""
 	}
-	return route.AuthNone
+	return route.AuthNone, ""
 }
 
-// markToken appends pushMark to the token (and access_token) of a 200 JSON
-// token response. Anything it cannot read (not 200, not JSON, too large)
-// passes through unchanged: the client then pushes with the Basic-auth rule.
-func markToken(resp *http.Response) error {
+// markToken appends mark (pushMark and the request's route.PushList) to
+// the token (and access_token) of a 200 JSON token response. Anything it
+// cannot read (not 200, not JSON, too large) passes through unchanged: the
+// client then pushes with the Basic-auth rule.
+func markToken(resp *http.Response, mark string) error {
 	if resp.StatusCode != http.StatusOK || resp.Body == nil {
 		return nil
 	}
@@ -78,7 +82,7 @@ func markToken(resp *http.Response) error {
 			body = nil
 		}
 	}
-	marked, ok := markTokenJSON(body)
+	marked, ok := markTokenJSON(body, mark)
 	if !ok {
 		setBody(resp, raw)
 		return nil
@@ -88,9 +92,9 @@ func markToken(resp *http.Response) error {
 	return nil
 }
 
-// markTokenJSON returns the token response with pushMark appended to its
+// markTokenJSON returns the token response with mark appended to its
 // token fields, keeping every other field as Nexus sent it.
-func markTokenJSON(body []byte) ([]byte, bool) {
+func markTokenJSON(body []byte, mark string) ([]byte, bool) {
 	if len(body) == 0 || len(body) > maxTokenResponse {
 		return nil, false
 	}
@@ -101,10 +105,10 @@ func markTokenJSON(body []byte) ([]byte, bool) {
 	marked := false
 	for _, k := range []string{"token", "access_token"} {
 		var tok string
-		if json.Unmarshal(m[k], &tok) != nil || tok == "" || strings.HasSuffix(tok, pushMark) {
+		if json.Unmarshal(m[k], &tok) != nil || tok == "" || strings.Contains(tok, pushMark) {
 			continue
 		}
-		b, _ := json.Marshal(tok + pushMark)
+		b, _ := json.Marshal(tok + mark)
 		m[k] = b
 		marked = true
 	}

@@ -13,23 +13,27 @@ import (
 )
 
 func TestTakeSession(t *testing.T) {
+	list := route.PushList("scope=repository:app:push&scope=repository:base:pull,push")
 	for _, tc := range []struct {
 		in, out string
 		want    route.Auth
+		pushed  string
 	}{
-		{"", "", route.AuthNone},
-		{"Basic YWRtaW46YWRtaW4xMjM=", "Basic YWRtaW46YWRtaW4xMjM=", route.AuthBasic},
-		{"Bearer DockerToken.abc", "Bearer DockerToken.abc", route.AuthBearer},
-		{"Bearer DockerToken.abc" + pushMark, "Bearer DockerToken.abc", route.AuthBearerPush},
-		{"bearer DockerToken.abc" + pushMark, "bearer DockerToken.abc", route.AuthBearerPush},
-		{"Bearer " + pushMark + ".x", "Bearer " + pushMark + ".x", route.AuthBearer},
+		{"", "", route.AuthNone, ""},
+		{"Basic YWRtaW46YWRtaW4xMjM=", "Basic YWRtaW46YWRtaW4xMjM=", route.AuthBasic, ""},
+		{"Bearer DockerToken.abc", "Bearer DockerToken.abc", route.AuthBearer, ""},
+		{"Bearer DockerToken.abc" + pushMark, "Bearer DockerToken.abc", route.AuthBearerPush, ""},
+		{"bearer DockerToken.abc" + pushMark, "bearer DockerToken.abc", route.AuthBearerPush, ""},
+		{"Bearer DockerToken.abc" + pushMark + list, "Bearer DockerToken.abc", route.AuthBearerPush, list},
+		{"Bearer " + pushMark + ".x", "Bearer " + pushMark + ".x", route.AuthBearer, ""},
+		{"Bearer a" + pushMark + "-0123", "Bearer a" + pushMark + "-0123", route.AuthBearer, ""},
 	} {
 		h := http.Header{}
 		if tc.in != "" {
 			h.Set("Authorization", tc.in)
 		}
-		if got := takeSession(h); got != tc.want {
-			t.Errorf("takeSession(%q) = %s, want %s", tc.in, got, tc.want)
+		if got, pushed := takeSession(h); got != tc.want || pushed != tc.pushed {
+			t.Errorf("takeSession(%q) = %s %q, want %s %q", tc.in, got, pushed, tc.want, tc.pushed)
 		}
 		if got := h.Get("Authorization"); got != tc.out {
 			t.Errorf("takeSession(%q) left Authorization %q, want %q", tc.in, got, tc.out)
@@ -74,7 +78,7 @@ func TestMarkToken(t *testing.T) {
 			orig, _ = io.ReadAll(tc.resp.Body)
 			tc.resp.Body = io.NopCloser(bytes.NewReader(orig))
 		}
-		if err := markToken(tc.resp); err != nil {
+		if err := markToken(tc.resp, pushMark); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		got, _ := io.ReadAll(tc.resp.Body)

@@ -8,6 +8,7 @@ package route
 
 import (
 	"fmt"
+	"iter"
 	"net/url"
 	"sort"
 	"strconv"
@@ -62,30 +63,44 @@ func dirIs(path, dir string) bool {
 // nor is a registry scope's "*" ("registry:catalog:*", crane catalog): it
 // writes nothing, and a marked token would send its HEADs to hosted.
 func pushScope(query string) bool {
-	for param := range strings.SplitSeq(query, "&") {
-		name, v, ok := strings.Cut(param, "=")
-		if !ok || name != "scope" && !scopeEncoded(name) {
-			continue
-		}
-		if strings.Contains(v, "%") || strings.Contains(v, "+") {
-			var err error
-			if v, err = url.QueryUnescape(v); err != nil {
+	for range pushScopes(query) {
+		return true
+	}
+	return false
+}
+
+// pushScopes yields the image name of every repository scope with the push
+// action (or "*") in a token request's query, as pushScope reads them.
+func pushScopes(query string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for param := range strings.SplitSeq(query, "&") {
+			name, v, ok := strings.Cut(param, "=")
+			if !ok || name != "scope" && !scopeEncoded(name) {
 				continue
 			}
-		}
-		for scope := range strings.FieldsSeq(v) {
-			if !repositoryScope(scope) {
-				continue
+			if strings.Contains(v, "%") || strings.Contains(v, "+") {
+				var err error
+				if v, err = url.QueryUnescape(v); err != nil {
+					continue
+				}
 			}
-			actions := scope[strings.LastIndexByte(scope, ':')+1:]
-			for a := range strings.SplitSeq(actions, ",") {
-				if a == "push" || a == "*" {
-					return true
+			for scope := range strings.FieldsSeq(v) {
+				if !repositoryScope(scope) {
+					continue
+				}
+				i := strings.LastIndexByte(scope, ':')
+				_, image, _ := strings.Cut(scope[:i], ":")
+				for a := range strings.SplitSeq(scope[i+1:], ",") {
+					if a == "push" || a == "*" {
+						if !yield(image) {
+							return
+						}
+						break
+					}
 				}
 			}
 		}
 	}
-	return false
 }
 
 // repositoryScope reports a scope of resource type "repository", with or

@@ -42,17 +42,26 @@ func (a Auth) String() string {
 type Request struct {
 	Method, Path, Query string
 	Auth                Auth
+	// Pushed is the list a push token's mark carries (PushList): the
+	// session pushes to those image names only, and reads any other name
+	// a pull does. "" with AuthBearerPush: a mark without a list, which
+	// pushes to every name.
+	Pushed string
 }
 
 // Pick chooses the repository for one request on this target. Writes,
 // upload sessions and push-scoped token GETs go to Push; reads and every
-// other token request (containerd's POST included) go to Pull. Existence
-// checks (HEAD of a manifest or a blob) follow the session:
-//   - push session (marked token): Push. containerd and BuildKit HEAD every
+// other token request (containerd's POST included) go to Pull, except a
+// push session's manifest GETs of an image it pushes to, which read back
+// what the session is about to rewrite. Existence checks (HEAD of a
+// manifest or a blob) follow the session:
+//   - push session (marked token), for an image the token was granted push
+//     on: Push. containerd and BuildKit HEAD every
 //     manifest before its PUT and go-containerregistry HEADs an index's
 //     children; the group would answer "exists" for what only a proxy member
 //     holds, the PUT would be skipped and the hosted image left incomplete;
-//   - pull session (unmarked token): Pull. containerd's FetchByDigest HEADs
+//   - pull session (unmarked token), or an image a push token grants pull
+//     only: Pull. containerd's FetchByDigest HEADs
 //     blobs while pulling and must see what the group holds;
 //   - Basic or no credentials: blobs go to Push (docker, crane and skopeo
 //     check layers with HEAD only when pushing; they pull with GET) and
@@ -75,6 +84,15 @@ func (t Target) Pick(r Request) string {
 		if dirIs(r.Path, "/blobs/uploads") || TokenPush(r.Method, r.Path, r.Query) {
 			return t.Push
 		}
+		// A push session reads a manifest of the image it pushes to in
+		// order to write it back changed: the referrers list that
+		// go-containerregistry and oras keep under the tag
+		// "sha256-<hex>" on a registry without the referrers API. It
+		// must read what hosted holds: the group could answer with a
+		// proxy member's list, naming manifests hosted lacks.
+		if r.Auth == AuthBearerPush && dirIs(r.Path, "/manifests") && r.pushes() {
+			return t.Push
+		}
 		return t.Pull
 	case http.MethodHead:
 		// An upload session's status, as for GET: only its repository
@@ -84,7 +102,13 @@ func (t Target) Pick(r Request) string {
 		}
 		switch r.Auth {
 		case AuthBearerPush:
-			return t.Push
+			// One token may also grant pull on other images, read in
+			// the same session: oras cp asks one token for its source
+			// and its destination.
+			if r.pushes() {
+				return t.Push
+			}
+			return t.Pull
 		case AuthBearer:
 			return t.Pull
 		}
@@ -108,4 +132,103 @@ func TokenPush(method, path, query string) bool {
 // repository's, or under [ctx]/repository/<repo>/).
 func IsTokenPath(path string) bool {
 	return strings.HasSuffix(path, "/v2/token")
+}
+
+// maxPushed bounds the image names a mark lists; a token granted push on
+// more gets a mark without a list (every name).
+const maxPushed = 16
+
+// pushKeyLen is one name's entry in a mark's list: '-' and 16 hex digits.
+const pushKeyLen = 17
+
+// PushList returns the list nexmux appends to its push mark on the token
+// a token request's query gets: for every image name granted push, '-'
+// and the 64-bit FNV-1a hash of the name in hex, so the mark stays short
+// and made of token68 characters. "" when the query grants push on more
+// than maxPushed names.
+func PushList(query string) string {
+	var b []byte
+	for name := range pushScopes(query) {
+		k := pushKey(name)
+		if strings.Contains(string(b), string(k[:])) {
+			continue
+		}
+		if len(b) == maxPushed*pushKeyLen {
+			return ""
+		}
+		b = append(b, k[:]...)
+	}
+	return string(b)
+}
+
+// ValidPushList reports whether s is a list PushList could have made.
+func ValidPushList(s string) bool {
+	if len(s)%pushKeyLen != 0 || len(s) > maxPushed*pushKeyLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if i%pushKeyLen == 0 {
+			if c != '-' {
+				return false
+			}
+		} else if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// pushKey is one name's entry in a push list.
+func pushKey(name string) [pushKeyLen]byte {
+	const hexDigits = "0123456789abcdef"
+	h := uint64(14695981039346656037) // FNV-1a 64, as hash/fnv's New64a
+	for i := 0; i < len(name); i++ {
+		h ^= uint64(name[i])
+		h *= 1099511628211
+	}
+	var k [pushKeyLen]byte
+	k[0] = '-'
+	for i := pushKeyLen - 1; i > 0; i-- {
+		k[i] = hexDigits[h&0xf]
+		h >>= 4
+	}
+	return k
+}
+
+// pushes reports whether a push session's request is for an image its
+// token was granted push on. A request that names no image (HEAD /v2/)
+// counts as the push's.
+func (r Request) pushes() bool {
+	if r.Pushed == "" {
+		return true
+	}
+	name, ok := imageName(r.Path)
+	if !ok {
+		return true
+	}
+	k := pushKey(name)
+	for i := 0; i+pushKeyLen <= len(r.Pushed); i += pushKeyLen {
+		if r.Pushed[i:i+pushKeyLen] == string(k[:]) {
+			return true
+		}
+	}
+	return false
+}
+
+// imageName returns the image name of a manifest or blob path
+// ("/v2/<name>/manifests/<ref>", "/v2/<name>/blobs/<digest>").
+func imageName(path string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	i := strings.LastIndexByte(rest, '/')
+	if !ok || i < 0 {
+		return "", false
+	}
+	dir := rest[:i]
+	for _, ep := range [...]string{"/manifests", "/blobs"} {
+		if name, ok := strings.CutSuffix(dir, ep); ok && name != "" {
+			return name, true
+		}
+	}
+	return "", false
 }

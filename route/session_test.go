@@ -2,6 +2,8 @@ package route
 
 import (
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -29,9 +31,13 @@ func TestPickBySession(t *testing.T) {
 		{"crane push: blob exists?", http.MethodHead, "/v2/app/blobs/" + dgst, AuthBearerPush, hosted},
 		{"push: manifest PUT", http.MethodPut, "/v2/app/manifests/1", AuthBearerPush, hosted},
 		{"push: mount", http.MethodPost, "/v2/app/blobs/uploads/", AuthBearerPush, hosted},
-		// reads in a push session still read through the group
+		// blob reads in a push session still read through the group;
+		// manifest reads read back what the session rewrites (the
+		// referrers tag schema's "sha256-<hex>")
 		{"push session: GET blob", http.MethodGet, "/v2/app/blobs/" + dgst, AuthBearerPush, group},
-		{"push session: GET manifest", http.MethodGet, "/v2/app/manifests/1", AuthBearerPush, group},
+		{"push session: GET manifest", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBearerPush, hosted},
+		{"pull session: GET manifest", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBearer, group},
+		{"basic: GET manifest", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBasic, group},
 		// pulls with a pull token: everything from the group
 		{"ctr pull: resolve", http.MethodHead, "/v2/lib/app/manifests/1", AuthBearer, group},
 		{"ctr FetchByDigest: blob HEAD", http.MethodHead, "/v2/lib/app/blobs/" + dgst, AuthBearer, group},
@@ -81,6 +87,84 @@ func TestTokenPush(t *testing.T) {
 	} {
 		if got := TokenPush(tc.method, tc.path, tc.query); got != tc.want {
 			t.Errorf("TokenPush(%s %s?%s) = %v, want %v", tc.method, tc.path, tc.query, got, tc.want)
+		}
+	}
+}
+
+// TestPickPushSessionPerImage: a push token may also grant pull on other
+// images (oras cp's one token for source and destination, docker's mount
+// source): its mark lists the images it pushes to, and only their
+// existence checks go to hosted.
+func TestPickPushSessionPerImage(t *testing.T) {
+	split := Target{Pull: "team-a", Push: "team-a-hosted"}
+	const dgst = "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
+	list := PushList("scope=repository%3Alibrary%2Fbase%3Apull&scope=repository%3Ateam%2Fbase%3Apull%2Cpush")
+	if !ValidPushList(list) || len(list) != pushKeyLen {
+		t.Fatalf("PushList = %q, want one entry", list)
+	}
+	for _, tc := range []struct {
+		method, path, pushed, want string
+	}{
+		{http.MethodHead, "/v2/library/base/manifests/3", list, "team-a"},
+		{http.MethodHead, "/v2/library/base/blobs/" + dgst, list, "team-a"},
+		{http.MethodHead, "/v2/team/base/manifests/3", list, "team-a-hosted"},
+		{http.MethodHead, "/v2/team/base/manifests/" + dgst, list, "team-a-hosted"},
+		{http.MethodHead, "/v2/team/base/blobs/" + dgst, list, "team-a-hosted"},
+		{http.MethodHead, "/v2/team/base/blobs/uploads/0b1c", list, "team-a-hosted"},
+		{http.MethodPut, "/v2/library/base/manifests/3", list, "team-a-hosted"},
+		{http.MethodHead, "/v2/", list, "team-a-hosted"},
+		{http.MethodGet, "/v2/team/base/manifests/sha256-4f53cda1", list, "team-a-hosted"},
+		{http.MethodGet, "/v2/library/base/manifests/3", list, "team-a"},
+		{http.MethodGet, "/v2/team/base/blobs/" + dgst, list, "team-a"},
+		// A mark without a list pushes to every image.
+		{http.MethodHead, "/v2/library/base/manifests/3", "", "team-a-hosted"},
+	} {
+		r := Request{Method: tc.method, Path: tc.path, Auth: AuthBearerPush, Pushed: tc.pushed}
+		if got := split.Pick(r); got != tc.want {
+			t.Errorf("Pick(%s %s, pushed %q) = %s, want %s", tc.method, tc.path, tc.pushed, got, tc.want)
+		}
+	}
+}
+
+// The per-image check runs on every HEAD of a push session: it allocates
+// nothing.
+func TestPickPushSessionAllocatesNothing(t *testing.T) {
+	split := Target{Pull: "team-a", Push: "team-a-hosted"}
+	r := Request{Method: http.MethodHead, Path: "/v2/team/base/blobs/sha256:4f53", Auth: AuthBearerPush,
+		Pushed: PushList("scope=repository:library/base:pull&scope=repository:other:push&scope=repository:team/base:push")}
+	var got string
+	if n := testing.AllocsPerRun(100, func() { got = split.Pick(r) }); n != 0 || got != "team-a-hosted" {
+		t.Errorf("Pick = %s with %v allocations, want team-a-hosted with none", got, n)
+	}
+}
+
+func TestPushList(t *testing.T) {
+	app, base := pushKey("app"), pushKey("base")
+	for _, tc := range []struct{ query, want string }{
+		{"scope=repository%3Aapp%3Apull%2Cpush", string(app[:])},
+		{"scope=repository:app:push+repository:base:*&scope=repository:app:pull,push", string(app[:]) + string(base[:])},
+		{"scope=repository(plugin):app:push", string(app[:])},
+		{"scope=repository:app:pull&scope=registry:catalog:*", ""},
+		{"%73cope=repository%3Abase%3Apush", string(base[:])},
+	} {
+		if got := PushList(tc.query); got != tc.want || !ValidPushList(got) {
+			t.Errorf("PushList(%q) = %q, want %q", tc.query, got, tc.want)
+		}
+	}
+	var many []string
+	for i := range maxPushed + 1 {
+		many = append(many, "scope=repository:app"+strconv.Itoa(i)+":push")
+	}
+	if got := PushList(strings.Join(many, "&")); got != "" {
+		t.Errorf("%d pushed images: %q, want a list-less mark", maxPushed+1, got)
+	}
+	// FNV-1a 64 of "a", as hash/fnv computes it.
+	if k := pushKey("a"); string(k[:]) != "-af63dc4c8601ec8c" {
+		t.Errorf("pushKey(a) = %s", k[:])
+	}
+	for _, bad := range []string{"-", "-0123456789abcdeF", "x0123456789abcdef", "-0123456789abcdef-", strings.Repeat("-0123456789abcdef", maxPushed+1)} {
+		if ValidPushList(bad) {
+			t.Errorf("ValidPushList(%q) = true", bad)
 		}
 	}
 }

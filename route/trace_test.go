@@ -14,7 +14,7 @@ import (
 // fixtures/testdata/traces) through Pick. A request's session is what its
 // client held at that point: nothing before its first token (Nexus answered
 // 401), else the latest token whose scope names the request's image, marked
-// when that scope had push.
+// (with the list of images it pushes to) when any of its scopes had push.
 func TestPickReplaysClientTraces(t *testing.T) {
 	files, err := filepath.Glob("../fixtures/testdata/traces/*.txt")
 	if err != nil || len(files) == 0 {
@@ -28,7 +28,8 @@ func TestPickReplaysClientTraces(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer fh.Close()
-			session := map[string]Auth{} // image name -> token held for it
+			session := map[string]Auth{}  // image name -> token held for it
+			pushed := map[string]string{} // image name -> that token's mark list
 			n := 0
 			sc := bufio.NewScanner(fh)
 			for sc.Scan() {
@@ -49,12 +50,17 @@ func TestPickReplaysClientTraces(t *testing.T) {
 				if status != "401" {
 					auth = session[imageOf(rest)]
 				}
-				if got := split.Pick(Request{Method: method, Path: rest, Query: query, Auth: auth}); got != chosen {
+				if got := split.Pick(Request{Method: method, Path: rest, Query: query, Auth: auth, Pushed: pushed[imageOf(rest)]}); got != chosen {
 					t.Errorf("%s (session %s): Pick = %s, recorded %s", line, auth, got, chosen)
 				}
 				if IsTokenPath(rest) && status == "200" {
+					// One mark for the whole token, listing the
+					// images it pushes to (l7/tokenmark.go).
 					for name, a := range tokenScopes(query) {
-						session[name] = a
+						session[name], pushed[name] = a, ""
+						if pushScope(query) {
+							session[name], pushed[name] = AuthBearerPush, PushList(query)
+						}
 					}
 				}
 				n++

@@ -247,3 +247,39 @@ func TestOneNameContainerdTokenPOSTReadsGroup(t *testing.T) {
 	}
 	indexVerify(t, st, st.Host("team-a")+"/library/base:3", idx)
 }
+
+// TestOneNameCopyWithOneTokenForSourceAndDestination: oras cp asks one token
+// for the source's pull and the destination's push (its scope hints), then
+// resolves the source with HEAD and writes the destination with the same
+// token. The token grants push on the destination only: the source's HEAD
+// must read the group, which holds the upstream index in its proxy member,
+// and the destination's existence checks must ask hosted, so that the
+// index lands there whole.
+func TestOneNameCopyWithOneTokenForSourceAndDestination(t *testing.T) {
+	st := stack.Start(t, stack.Options{Config: oneNameWithHosted()})
+	idx := seedUpstreamIndex(t, st, "library/base", "3")
+	src, dst := ref(t, st.Host("team-a")+"/library/base:3"), ref(t, st.Host("team-a")+"/team/base:3")
+	scopes := []string{src.Context().Scope(transport.PullScope), dst.Context().Scope(transport.PushScope)}
+	tr, err := transport.NewWithContext(ctxT(t), src.Context().Registry, authBasic(), st.Transport(), scopes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []remote.Option{remote.WithTransport(tr), remote.WithContext(ctxT(t))}
+	desc, err := remote.Head(src, opts...)
+	if err != nil {
+		t.Fatalf("resolving the source with the copy's token: %v", err)
+	}
+	wd, _ := idx.Digest()
+	if desc.Digest != wd {
+		t.Fatalf("source resolved to %s, want %s", desc.Digest, wd)
+	}
+	got, err := remote.Index(src.Context().Digest(desc.Digest.String()), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteIndex(dst, got, opts...); err != nil {
+		t.Fatalf("writing the copy with the same token: %v", err)
+	}
+	indexVerify(t, st, st.Host("team-a")+"/team/base:3", idx)
+	hostedHoldsAll(t, st, "team/base:3", idx)
+}
