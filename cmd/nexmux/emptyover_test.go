@@ -25,28 +25,8 @@ import (
 func TestEmptyFlagDoesNotDropTheFilesValue(t *testing.T) {
 	crt, key := certFiles(t)
 	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	if err := os.WriteFile(secret, []byte("alice:0123456789abcdef0123\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	values := map[string]string{
-		"listen":                     "127.0.0.1:0",
-		"affinity-secret-file":       secret,
-		"default-route":              "team-a",
-		"mirror-auth-file":           secret,
-		"passthrough-proxy-protocol": "v2",
-		"socks5-listen":              "127.0.0.1:0",
-		"socks5-auth-file":           secret,
-		"plain-http-scheme":          "https",
-		"metrics-listen":             "127.0.0.1:0",
-		"log-format":                 "json",
-		"log-level":                  "debug",
-	}
-	for _, s := range config.Settings() {
-		if _, ok := s.Default().(string); ok && s.Name != "chain" && values[s.Name] == "" {
-			t.Errorf("string setting %s: no value in this test's table", s.Name)
-		}
-	}
+	values := stringSettingValues(t, dir)
+	delete(values, "chain") // check reads no chain from a file; the iptables tests below do
 	for name, v := range values {
 		conf := fmt.Sprintf("cert: [%q]\nkey: [%q]\nroute: [\"a.example.com=team-a\"]\npassthrough: [\"p.example.com=127.0.0.1:9\"]\nmirror: [\"m.example.com/docker.io=docker-proxy\"]\n", crt, key)
 		if name != "socks5-listen" {
@@ -86,29 +66,7 @@ func TestEmptyFlagDoesNotDropTheFilesValue(t *testing.T) {
 func TestEmptyFlagDoesNotDropTheVariablesValue(t *testing.T) {
 	crt, key := certFiles(t)
 	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	if err := os.WriteFile(secret, []byte("alice:0123456789abcdef0123\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	values := map[string]string{
-		"listen":                     "127.0.0.1:0",
-		"affinity-secret-file":       secret,
-		"default-route":              "team-a",
-		"mirror-auth-file":           secret,
-		"passthrough-proxy-protocol": "v2",
-		"socks5-listen":              "127.0.0.1:0",
-		"socks5-auth-file":           secret,
-		"plain-http-scheme":          "https",
-		"metrics-listen":             "127.0.0.1:0",
-		"log-format":                 "json",
-		"log-level":                  "debug",
-		"chain":                      "NX-B",
-	}
-	for _, s := range config.Settings() {
-		if _, ok := s.Default().(string); ok && values[s.Name] == "" {
-			t.Errorf("string setting %s: no value in this test's table", s.Name)
-		}
-	}
+	values := stringSettingValues(t, dir)
 	file := filepath.Join(dir, "c.yaml")
 	if err := os.WriteFile(file, []byte("log-level: warn\nchain: NX-F\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -245,4 +203,35 @@ func TestEmptyTypedFlagOverItsVariable(t *testing.T) {
 	if n < 20 {
 		t.Errorf("%d typed settings, want 20 or more", n)
 	}
+}
+
+// stringSettingValues is a valid value for every string setting (a secret
+// file written in dir where one is a file); a string setting missing from
+// it fails t, so a new one cannot go untested.
+func stringSettingValues(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("alice:0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]string{
+		"listen":                     "127.0.0.1:0",
+		"affinity-secret-file":       secret,
+		"default-route":              "team-a",
+		"mirror-auth-file":           secret,
+		"passthrough-proxy-protocol": "v2",
+		"socks5-listen":              "127.0.0.1:0",
+		"socks5-auth-file":           secret,
+		"plain-http-scheme":          "https",
+		"metrics-listen":             "127.0.0.1:0",
+		"log-format":                 "json",
+		"log-level":                  "debug",
+		"chain":                      "NX-B",
+	}
+	for _, s := range config.Settings() {
+		if _, ok := s.Default().(string); ok && values[s.Name] == "" {
+			t.Errorf("string setting %s: no value in this test's table", s.Name)
+		}
+	}
+	return values
 }
