@@ -382,21 +382,7 @@ func TestDiscoverNamesAnAnswerCutShort(t *testing.T) {
 		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n", len(part), part), "cut short"},
 		{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(part)) + "\r\n\r\n" + part, "not the expected JSON"},
 	} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			conn.Read(make([]byte, 4096))
-			io.WriteString(conn, c.answer)
-		}()
-		_, err = discover.Fetch(context.Background(), nil, "http://"+ln.Addr().String(), "admin", "admin123")
-		ln.Close()
+		_, err := fetchFromRaw(t, c.answer)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("answer %.90q: %v, want %q", c.answer, err, c.want)
 		}
@@ -924,21 +910,7 @@ func TestDiscoverMalformedAnswerIsNotUnreachable(t *testing.T) {
 		{"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", "malformed HTTP response"},
 		{"", "closed the connection without an answer"},
 	} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			conn.Read(make([]byte, 4096))
-			io.WriteString(conn, c.answer)
-		}()
-		_, err = discover.Fetch(context.Background(), nil, "http://"+ln.Addr().String(), "admin", "admin123")
-		ln.Close()
+		_, err := fetchFromRaw(t, c.answer)
 		if err == nil || strings.Contains(err.Error(), "unreachable") || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("answer %q: %v, want %q, not unreachable", c.answer, err, c.want)
 		}
@@ -978,4 +950,25 @@ func TestDiscoverNoDockerNamesTheOtherFormats(t *testing.T) {
 	if !errors.Is(err, discover.ErrNoDocker) || !strings.Contains(err.Error(), "and 2 more") {
 		t.Errorf("seven: %v, want five named and the rest counted", err)
 	}
+}
+
+// fetchFromRaw runs discover.Fetch against a server that reads the request
+// and writes answer, raw, then closes.
+func fetchFromRaw(t *testing.T, answer string) ([]discover.Repo, error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		conn.Read(make([]byte, 4096))
+		io.WriteString(conn, answer)
+	}()
+	return discover.Fetch(context.Background(), nil, "http://"+ln.Addr().String(), "admin", "admin123")
 }
