@@ -84,13 +84,13 @@ func (t Target) Pick(r Request) string {
 		if dirIs(r.Path, "/blobs/uploads") || TokenPush(r.Method, r.Path, r.Query) {
 			return t.Push
 		}
-		// A push session reads a manifest of the image it pushes to in
-		// order to write it back changed: the referrers list that
+		// A push session reads the referrers list that
 		// go-containerregistry and oras keep under the tag
-		// "sha256-<hex>" on a registry without the referrers API. It
-		// must read what hosted holds: the group could answer with a
-		// proxy member's list, naming manifests hosted lacks.
-		if r.Auth == AuthBearerPush && dirIs(r.Path, "/manifests") && r.pushes() {
+		// "sha256-<hex>" (no referrers API) in order to write it back
+		// with its artifact added: it must read what hosted holds, not a
+		// proxy member's list naming manifests hosted lacks. Its other
+		// manifest reads (a base image, a source) still read the group.
+		if r.Auth == AuthBearerPush && dirIs(r.Path, "/manifests") && referrersTag(r.Path) && r.pushes() {
 			return t.Push
 		}
 		return t.Pull
@@ -231,4 +231,32 @@ func imageName(path string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// referrersTag reports whether path's last segment is a tag of the OCI
+// referrers tag schema for a sha256 or sha512 digest: "sha256-" and 64
+// lowercase hex digits, or "sha512-" and 128.
+func referrersTag(path string) bool {
+	tag := path[strings.LastIndexByte(path, '/')+1:]
+	var hex string
+	switch {
+	case strings.HasPrefix(tag, "sha256-"):
+		hex = tag[len("sha256-"):]
+		if len(hex) != 64 {
+			return false
+		}
+	case strings.HasPrefix(tag, "sha512-"):
+		hex = tag[len("sha512-"):]
+		if len(hex) != 128 {
+			return false
+		}
+	default:
+		return false
+	}
+	for i := 0; i < len(hex); i++ {
+		if c := hex[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

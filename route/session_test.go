@@ -15,6 +15,8 @@ func TestPickBySession(t *testing.T) {
 		group  = "team-a"
 		hosted = "team-a-hosted"
 		dgst   = "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
+		// the referrers tag schema's tag for dgst
+		referrers = "sha256-4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
 	)
 	split := Target{Pull: group, Push: hosted}
 	for _, tc := range []struct {
@@ -31,13 +33,18 @@ func TestPickBySession(t *testing.T) {
 		{"crane push: blob exists?", http.MethodHead, "/v2/app/blobs/" + dgst, AuthBearerPush, hosted},
 		{"push: manifest PUT", http.MethodPut, "/v2/app/manifests/1", AuthBearerPush, hosted},
 		{"push: mount", http.MethodPost, "/v2/app/blobs/uploads/", AuthBearerPush, hosted},
-		// blob reads in a push session still read through the group;
-		// manifest reads read back what the session rewrites (the
-		// referrers tag schema's "sha256-<hex>")
+		// reads in a push session still read through the group, but for
+		// the referrers tag schema's list ("sha256-<hex>"), which the
+		// session reads to write back
 		{"push session: GET blob", http.MethodGet, "/v2/app/blobs/" + dgst, AuthBearerPush, group},
-		{"push session: GET manifest", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBearerPush, hosted},
-		{"pull session: GET manifest", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBearer, group},
-		{"basic: GET manifest", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBasic, group},
+		{"push session: GET manifest", http.MethodGet, "/v2/app/manifests/1", AuthBearerPush, group},
+		{"push session: GET manifest by digest", http.MethodGet, "/v2/app/manifests/" + dgst, AuthBearerPush, group},
+		{"push session: GET referrers tag", http.MethodGet, "/v2/app/manifests/" + referrers, AuthBearerPush, hosted},
+		{"push session: GET sha512 referrers tag", http.MethodGet, "/v2/app/manifests/sha512-" + strings.Repeat("0f", 64), AuthBearerPush, hosted},
+		{"push session: GET short sha256- tag", http.MethodGet, "/v2/app/manifests/sha256-4f53cda1", AuthBearerPush, group},
+		{"push session: GET upper-case sha256- tag", http.MethodGet, "/v2/app/manifests/" + strings.ToUpper(referrers), AuthBearerPush, group},
+		{"pull session: GET referrers tag", http.MethodGet, "/v2/app/manifests/" + referrers, AuthBearer, group},
+		{"basic: GET referrers tag", http.MethodGet, "/v2/app/manifests/" + referrers, AuthBasic, group},
 		// pulls with a pull token: everything from the group
 		{"ctr pull: resolve", http.MethodHead, "/v2/lib/app/manifests/1", AuthBearer, group},
 		{"ctr FetchByDigest: blob HEAD", http.MethodHead, "/v2/lib/app/blobs/" + dgst, AuthBearer, group},
@@ -98,6 +105,7 @@ func TestTokenPush(t *testing.T) {
 func TestPickPushSessionPerImage(t *testing.T) {
 	split := Target{Pull: "team-a", Push: "team-a-hosted"}
 	const dgst = "sha256:4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
+	const referrers = "sha256-4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
 	list := PushList("scope=repository%3Alibrary%2Fbase%3Apull&scope=repository%3Ateam%2Fbase%3Apull%2Cpush")
 	if !ValidPushList(list) || len(list) != pushKeyLen {
 		t.Fatalf("PushList = %q, want one entry", list)
@@ -113,7 +121,9 @@ func TestPickPushSessionPerImage(t *testing.T) {
 		{http.MethodHead, "/v2/team/base/blobs/uploads/0b1c", list, "team-a-hosted"},
 		{http.MethodPut, "/v2/library/base/manifests/3", list, "team-a-hosted"},
 		{http.MethodHead, "/v2/", list, "team-a-hosted"},
-		{http.MethodGet, "/v2/team/base/manifests/sha256-4f53cda1", list, "team-a-hosted"},
+		{http.MethodGet, "/v2/team/base/manifests/" + referrers, list, "team-a-hosted"},
+		{http.MethodGet, "/v2/library/base/manifests/" + referrers, list, "team-a"},
+		{http.MethodGet, "/v2/team/base/manifests/3", list, "team-a"},
 		{http.MethodGet, "/v2/library/base/manifests/3", list, "team-a"},
 		{http.MethodGet, "/v2/team/base/blobs/" + dgst, list, "team-a"},
 		// A mark without a list pushes to every image.
