@@ -43,7 +43,8 @@ const bogusGreeting = "bogus greeting "
 
 // redactGreeting rewrites a line quoting a bogus greeting to hold only
 // what comes before a query, a blank after the request target, or a line
-// end: "GET /v2/?access_token=…" becomes "GET /v2/".
+// end: "GET /v2/?access_token=…" becomes "GET /v2/", and an absolute-form
+// target is dropped whole.
 func redactGreeting(msg string) (string, bool) {
 	i := strings.Index(msg, bogusGreeting)
 	if i < 0 {
@@ -62,7 +63,10 @@ func redactGreeting(msg string) (string, bool) {
 		if c == ' ' {
 			blanks++
 		}
-		if c == '?' || c == '#' || c == '\r' || c == '\n' || blanks == 2 || c < ' ' || c >= 0x7f {
+		// An absolute-form target ("http://user:pw@host/…") starts with
+		// what an access line's path never holds: only the method stays.
+		absolute := blanks == 1 && c != ' ' && raw[j-1] == ' ' && c != '/'
+		if c == '?' || c == '#' || c == '\r' || c == '\n' || blanks == 2 || c < ' ' || c >= 0x7f || absolute {
 			keep = j
 			break
 		}

@@ -19,6 +19,9 @@ func TestBogusHTTP2GreetingLogsNoSecret(t *testing.T) {
 	}{
 		{"query string", "GET /v2/?access_token=SECRETTOKEN HTTP/1.1\r\nHost: team-a.nexmux.test\r\n\r\n", "access_token", `"GET /v2/"`},
 		{"header after a short request line", "GET / HTTP/1.1\r\nX:SECRETS\r\n\r\n", "SECRET", `"GET /"`},
+		// An absolute-form target's userinfo and host are no path: an
+		// access line logs neither.
+		{"absolute-form target", "GET http://u:SECRETPW@team-a.nexmux.test/v2/ HTTP/1.1\r\n\r\n", "SECRETPW", `"GET "`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := startMuxWith(t, muxConfig{debugLog: true})
