@@ -172,36 +172,49 @@ func (c *upstreamConn) ReadFrom(r io.Reader) (int64, error) {
 	return copyBatched(c, r) // through Write, for its deadline
 }
 
-// Write must make progress within upstreamSendTimeout: the deadline is
-// due afresh for each write and after each partial one, so only a node that
-// takes no byte for that long fails it, never a long or slow upload. A
-// stop after a partial write is seen at the deadline: up to twice as long.
+// Write must make progress within upstreamSendTimeout: only a node that
+// takes no byte for that long fails it, never a long or slow upload.
+// Progress is looked for every eighth of the timeout (sendSteps), and the
+// clock runs from the last step that saw some, so a write fails within an
+// eighth or two of the timeout past the node's last byte. A whole timeout
+// per look let the bytes a blocked write took at its start count as
+// progress at its end: the kernel takes a write's first bytes into room
+// below the level at which it wakes a blocked writer, so against a frozen
+// Nexus each such write had a timeout of its own, and a push failed after
+// three timeouts (360 s), not within the two the README promised.
 // The socket's deadline is moved lazily (rearm); one that comes early is
 // moved then, so none fails a write early. When it returns is when a read's
 // wait for the answer counts from (Read).
 func (c *upstreamConn) Write(b []byte) (int, error) {
 	timeout := upstreamSendTimeout.Load()
+	step := timeout / sendSteps
 	written := 0
-	var due int64 // 0: a fresh deadline
+	last := time.Now().UnixNano() // when progress was last seen
 	defer func() { c.wrote.Store(time.Now().UnixNano()) }()
 	for {
 		now := time.Now().UnixNano()
-		if due == 0 {
-			due = sooner(now+timeout, &c.deadline)
-		}
-		rearm(&c.armed, c.Conn.SetWriteDeadline, now, due, timeout)
+		due := sooner(min(now+step, last+timeout), &c.deadline)
+		rearm(&c.armed, c.Conn.SetWriteDeadline, now, due, step)
 		n, err := c.Conn.Write(b[written:])
 		written += n
-		switch {
-		case err == nil || !errors.Is(err, os.ErrDeadlineExceeded):
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return written, err
-		case n > 0:
-			due = 0
-		case time.Now().UnixNano() >= due:
+		}
+		now = time.Now().UnixNano()
+		if own := c.deadline.Load(); own != 0 && own <= now {
+			return written, err // the user's own deadline
+		}
+		if n > 0 {
+			last = now // some time within this step: counted at its end
+		} else if now >= last+timeout {
 			return written, err
 		}
 	}
 }
+
+// sendSteps is how many times per upstreamSendTimeout a blocked write to
+// Nexus is looked at for progress.
+const sendSteps = 8
 
 // batchedBody is an outgoing request body whose WriteTo gathers reads
 // into batches. With ahead set (an HTTP/1.x request on a connection nexmux

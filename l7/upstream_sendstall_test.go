@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -95,5 +96,87 @@ func TestUpstreamConnKeepsTheCallersWriteDeadline(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("write to a peer that reads nothing: no send timeout after the caller cleared its deadline")
+	}
+}
+
+// kernelSocket is a net.Conn's write side as Linux's TCP socket behaves
+// towards a peer that stopped reading: a write takes what room its send
+// buffer has at once, but a writer blocked on a full buffer is woken only
+// once a third of the buffer is free (sk_stream_is_writeable), so room
+// that opens below that level (the frozen peer's kernel still taking a
+// little) is used only by the next write. Writes block until their
+// deadline.
+type kernelSocket struct {
+	net.Conn // nil: any other use panics
+	mu       sync.Mutex
+	room     int
+	deadline time.Time
+	opened   time.Time // when the peer last made room
+}
+
+func (k *kernelSocket) SetWriteDeadline(t time.Time) error {
+	k.mu.Lock()
+	k.deadline = t
+	k.mu.Unlock()
+	return nil
+}
+
+func (k *kernelSocket) Write(b []byte) (int, error) {
+	k.mu.Lock()
+	n := min(len(b), k.room)
+	k.room -= n
+	d := k.deadline
+	k.mu.Unlock()
+	if n == len(b) {
+		return n, nil
+	}
+	time.Sleep(time.Until(d)) // never woken: no third of the buffer frees
+	return n, &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+}
+
+func (k *kernelSocket) open(n int) {
+	k.mu.Lock()
+	k.room += n
+	k.opened = time.Now()
+	k.mu.Unlock()
+}
+
+func (k *kernelSocket) lastOpened() time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.opened
+}
+
+// A push to a frozen Nexus (SIGSTOP, a long GC) failed after three send
+// timeouts, 360 s, where the README promises at most two: a blocked write
+// that had taken bytes at its start counted them as progress at its
+// deadline and began a whole timeout afresh, and so did the next write,
+// which took the room that had opened meanwhile below the kernel's wake-up
+// level (measured: 29588 bytes of a 32 KiB write before the freeze, then
+// 258752 bytes of the next write at once, then nothing). Progress is now
+// looked for every eighth of the timeout, so the write fails within an
+// eighth or two of it past the node's last byte.
+func TestFrozenNodeFailsAWriteWithinTheSendTimeout(t *testing.T) {
+	const timeout = time.Second
+	shorten(t, &upstreamSendTimeout, timeout)
+	k := &kernelSocket{room: 29588}
+	c := &upstreamConn{Conn: k}
+	go func() {
+		time.Sleep(50 * time.Millisecond) // the first write is blocked by then
+		k.open(262144)                    // below the wake-up level
+	}()
+	began := time.Now()
+	_, err := c.Write(make([]byte, 32<<10)) // the chunk that fills the Transport's buffer
+	if err == nil {
+		_, err = c.Write(make([]byte, bodyBatchSize-32<<10)) // the rest of the batch
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writes to a frozen node: %v, want the send timeout", err)
+	}
+	// Measured from the node's last byte (the room it made 50 ms in): an
+	// eighth or two beyond one timeout now, three timeouts before; the
+	// README's bound is two.
+	if since, waited := time.Since(k.lastOpened()), time.Since(began); since >= 2*timeout {
+		t.Fatalf("write failed %v after the node last took a byte (%v in all), want under %v", since.Round(time.Millisecond), waited.Round(time.Millisecond), 2*timeout)
 	}
 }
