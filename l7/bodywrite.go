@@ -189,10 +189,13 @@ func (c *upstreamConn) Write(b []byte) (int, error) {
 	timeout := upstreamSendTimeout.Load()
 	step := timeout / sendSteps
 	written := 0
-	last := time.Now().UnixNano() // when progress was last seen
+	var last int64 // when progress was last seen: the first try's start
 	defer func() { c.wrote.Store(time.Now().UnixNano()) }()
 	for {
 		now := time.Now().UnixNano()
+		if last == 0 {
+			last = now
+		}
 		due := sooner(min(now+step, last+timeout), &c.deadline)
 		rearm(&c.armed, c.Conn.SetWriteDeadline, now, due, step)
 		n, err := c.Conn.Write(b[written:])
