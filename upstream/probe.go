@@ -101,9 +101,12 @@ func (p *prober) run(ctx context.Context) {
 		p.s.forgetRemoved()
 		start := time.Now()
 		// One node is probed on demand only (Readable, for /readyz): with
-		// no choice to make, probes would only add requests to Nexus. A
-		// node a reload removed counts while it drains (round).
-		if len(p.s.withRemoved()) > 1 {
+		// no choice to make, probes would only add requests to Nexus. But
+		// while it is down (a refused connection on real traffic), so that
+		// its state, /upstreams and the node-state metric see it back
+		// without a readiness probe asking (systemd has none). A node a
+		// reload removed counts while it drains (round).
+		if nodes := p.s.withRemoved(); len(nodes) > 1 || len(nodes) == 1 && nodes[0].State() == Down {
 			p.round(ctx)
 		}
 		// From the round's start: a round that waited out a frozen node's
