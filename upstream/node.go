@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -66,6 +67,7 @@ type Node struct {
 
 	inFlight atomic.Int64
 	latency  atomic.Int64 // moving average of time to headers, ns
+	sampled  atomic.Int64 // when latency last took a sample, ns since clockBase
 	// answered counts real requests' 2xx/3xx answers: a count, not a
 	// time, so a wall clock stepped back cannot date old answers later.
 	answered atomic.Int64
@@ -289,32 +291,60 @@ func (n *Node) Start() { n.inFlight.Add(1) }
 // End ends a request Start counted.
 func (n *Node) End() { n.inFlight.Add(-1) }
 
+// latencyHalfLife: a time-to-headers average that no sample refreshes
+// halves every 5 s. Least-loaded reads are drawn with weight 1/cost, so a
+// node that was slow once (a GC pause, a stall the whole cluster shared)
+// gets almost none of them, and without decay its average would stay
+// stale for as long as no read comes to correct it; a node still slow
+// takes a sample again when its weight has grown and drops back.
+const latencyHalfLife = 5 * time.Second
+
+// clockBase dates latency samples on the monotonic clock.
+var clockBase = time.Now()
+
+// decayed is the average lat (ns) as it stands age ns after its sample.
+func decayed(lat, age int64) int64 {
+	if age <= 0 || lat == 0 {
+		return lat
+	}
+	return int64(float64(lat) * math.Exp2(-float64(age)/float64(latencyHalfLife)))
+}
+
 // ObserveLatency feeds the time to the response headers into the node's
-// moving average (1/8 weight for the newest sample).
+// moving average (1/8 weight for the newest sample, the average first
+// decayed for the time since its last sample).
 func (n *Node) ObserveLatency(d time.Duration) {
+	at := int64(time.Since(clockBase))
 	for {
 		old := n.latency.Load()
 		nw := int64(d)
 		if old != 0 {
-			nw = old + (int64(d)-old)/8
+			cur := decayed(old, at-n.sampled.Load())
+			nw = cur + (int64(d)-cur)/8
 		}
 		if n.latency.CompareAndSwap(old, nw) {
+			n.sampled.Store(at)
 			return
 		}
 	}
 }
 
-// cost orders nodes for least-loaded reads: requests in flight weighted by
-// how slow the node answers, so a slow node gets fewer of them.
-// Latency is the node's moving average of time to response headers.
-func (n *Node) Latency() time.Duration { return time.Duration(n.latency.Load()) }
+// Latency is the node's moving average of time to response headers, as
+// it stands now.
+func (n *Node) Latency() time.Duration { return time.Duration(n.latencyAt(time.Now())) }
 
-func (n *Node) cost() float64 {
-	lat := float64(n.latency.Load())
-	if lat < float64(time.Millisecond) {
-		lat = float64(time.Millisecond)
+func (n *Node) latencyAt(t time.Time) int64 {
+	return decayed(n.latency.Load(), int64(t.Sub(clockBase))-n.sampled.Load())
+}
+
+// cost orders nodes for least-loaded reads at t: requests in flight
+// weighted by how slow the node answers, so a slow node gets fewer of them.
+func (n *Node) cost(t time.Time) float64 {
+	lat := int64(time.Millisecond) // the floor: loopback-fast nodes are equals
+	if raw := n.latency.Load(); raw > lat {
+		lat = max(lat, decayed(raw, int64(t.Sub(clockBase))-n.sampled.Load()))
 	}
-	return float64(n.inFlight.Load()+1) * lat
+	return float64(n.inFlight.Load()+1) * float64(lat)
 }
 
 // badContextPath refuses a context path Nexus and nexmux would read

@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"math/rand/v2"
+	"time"
 )
 
 // Kind says what a request needs from its node.
@@ -81,7 +82,7 @@ func (s *Set) PickAppend(dst []*Node, kind Kind, key string) ([]*Node, error) {
 		if s.failOpen.Load() {
 			s.endFailOpen()
 		}
-		order(out, kind, key)
+		order(out, kind, key, t)
 		return dst, nil
 	}
 	if readable {
@@ -105,14 +106,14 @@ func (s *Set) PickAppend(dst []*Node, kind Kind, key string) ([]*Node, error) {
 		return nil, ErrAllDown
 	}
 	s.startFailOpen(out)
-	order(out, kind, key)
+	order(out, kind, key, t)
 	return dst, nil
 }
 
 // order sorts ns best first. Node sets are small: scores go in a stack
 // array and an insertion sort keeps equal costs in id order, so ordering
 // allocates nothing.
-func order(ns []*Node, kind Kind, key string) {
+func order(ns []*Node, kind Kind, key string, t time.Time) {
 	if len(ns) < 2 {
 		return
 	}
@@ -136,7 +137,7 @@ func order(ns []*Node, kind Kind, key string) {
 	}
 	var sum float64
 	for _, n := range ns {
-		c := n.cost()
+		c := n.cost(t)
 		score = append(score, c)
 		sum += 1 / c
 	}
@@ -201,7 +202,7 @@ func (s *Set) Ejected(kind Kind, key string) []*Node {
 		}
 		n.mu.Unlock()
 	}
-	order(out, kind, key)
+	order(out, kind, key, t)
 	return out
 }
 
