@@ -483,7 +483,7 @@ func (f failover) RoundTrip(r *http.Request) (*http.Response, error) {
 		if !body {
 			// With a body, the time to headers is mostly the client's
 			// upload (minutes for a large layer), not the node's speed.
-			n.ObserveLatency(time.Since(t0))
+			n.ObserveSince(t0)
 		}
 		answered := false // not a 502/503/504
 		switch resp.StatusCode {

@@ -314,7 +314,17 @@ func decayed(lat, age int64) int64 {
 // moving average (1/8 weight for the newest sample, the average first
 // decayed for the time since its last sample).
 func (n *Node) ObserveLatency(d time.Duration) {
-	at := int64(time.Since(clockBase))
+	n.observeLatency(d, int64(time.Since(clockBase)))
+}
+
+// ObserveSince is ObserveLatency of the time since start, with one clock
+// read for both the sample and its date: it runs for every answer.
+func (n *Node) ObserveSince(start time.Time) {
+	now := time.Now()
+	n.observeLatency(now.Sub(start), int64(now.Sub(clockBase)))
+}
+
+func (n *Node) observeLatency(d time.Duration, at int64) {
 	for {
 		old := n.latency.Load()
 		nw := int64(d)
