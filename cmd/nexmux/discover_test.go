@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -119,25 +120,10 @@ func TestDiscoverPasswordFileReadBounded(t *testing.T) {
 // listed with the other flag problems (exit 2), and the credentials are
 // not sent for an answer that could only end in that error.
 func TestDiscoverDomainCheckedBeforeNexusIsAsked(t *testing.T) {
-	var mu sync.Mutex
-	asked := 0
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		asked++
-		mu.Unlock()
-		io.WriteString(w, `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`)
-	}))
-	defer hs.Close()
-	pw := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	url, pw, asked := askedNexus(t)
 	for _, d := range []string{"bad..domain", "*.example.com", "example.com:443"} {
-		_, errs, code := run(t, "discover", "--nexus", hs.URL, "--user", "admin", "--password-file", pw, "--domain", d)
-		mu.Lock()
-		n := asked
-		asked = 0
-		mu.Unlock()
+		_, errs, code := run(t, "discover", "--nexus", url, "--user", "admin", "--password-file", pw, "--domain", d)
+		n := asked()
 		if code != exitInvalid || n != 0 || !strings.Contains(errs, "--domain") {
 			t.Errorf("--domain %q: exit %d, Nexus asked %d times:\n%s", d, code, n, errs)
 		}
@@ -327,4 +313,22 @@ func TestDiscoverUserWithColonRefused(t *testing.T) {
 	if asked {
 		t.Error("Nexus was asked")
 	}
+}
+
+// askedNexus is a Nexus whose repositorySettings hold one hosted
+// repository, with a password file for it; asked returns how many
+// requests it got since asked was last called.
+func askedNexus(t *testing.T) (url, pw string, asked func() int) {
+	t.Helper()
+	var n atomic.Int64
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		io.WriteString(w, `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`)
+	}))
+	t.Cleanup(hs.Close)
+	pw = filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return hs.URL, pw, func() int { return int(n.Swap(0)) }
 }

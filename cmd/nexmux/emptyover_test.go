@@ -2,14 +2,10 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/nexmux/nexmux/internal/config"
@@ -116,20 +112,8 @@ func TestEmptyFlagDoesNotDropTheVariablesValue(t *testing.T) {
 // refused as "required" and `format ""`, the variable unnamed. Each is
 // refused naming the flag and the variable, and Nexus is not asked.
 func TestDiscoverEmptyFlagDoesNotDropTheVariablesValue(t *testing.T) {
-	var mu sync.Mutex
-	asked := 0
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		asked++
-		mu.Unlock()
-		io.WriteString(w, `[{"name":"a","format":"docker","type":"hosted","docker":{"httpPort":8082}}]`)
-	}))
-	defer hs.Close()
-	pw := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pw, []byte("admin123\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	values := map[string]string{"nexus": hs.URL, "user": "admin", "password-file": pw, "domain": "corp.test", "format": "yaml"}
+	url, pw, asked := askedNexus(t)
+	values := map[string]string{"nexus": url, "user": "admin", "password-file": pw, "domain": "corp.test", "format": "yaml"}
 	for name, v := range values {
 		t.Run(name, func(t *testing.T) {
 			for n, v := range values {
@@ -138,18 +122,14 @@ func TestDiscoverEmptyFlagDoesNotDropTheVariablesValue(t *testing.T) {
 			if out, errs, code := run(t, "discover"); code != 0 || !strings.Contains(out, "corp.test") {
 				t.Fatalf("the variables alone: exit %d:\n%s%s", code, out, errs)
 			}
-			mu.Lock()
-			asked = 0
-			mu.Unlock()
+			asked()
 			errs := runRefused(t, "--"+name+` ""`, []string{"discover", "--" + name, ""},
 				name+": given empty by --"+name+" (an unset variable?) over "+config.EnvVar(name)+"'s "+v+": leave it out to use the variable's")
 			if strings.Contains(errs, "required") || strings.Contains(errs, "want flags or yaml") {
 				t.Errorf("--%s \"\": one problem, said twice:\n%s", name, errs)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if asked != 0 {
-				t.Errorf("--%s \"\": Nexus asked %d times", name, asked)
+			if n := asked(); n != 0 {
+				t.Errorf("--%s \"\": Nexus asked %d times", name, n)
 			}
 		})
 	}
