@@ -89,6 +89,9 @@ func pushScopes(query string) iter.Seq[string] {
 					continue
 				}
 				i := strings.LastIndexByte(scope, ':')
+				if i < 0 {
+					continue // "repository" alone: no actions
+				}
 				_, image, _ := strings.Cut(scope[:i], ":")
 				for a := range strings.SplitSeq(scope[i+1:], ",") {
 					if a == "push" || a == "*" {

@@ -178,3 +178,17 @@ func TestPushList(t *testing.T) {
 		}
 	}
 }
+
+// A scope with no colon ("scope=repository") named no actions and cut the
+// scope at -1: a panic for any client's token request (FuzzRouteRequest,
+// testdata b313590c43228738).
+func TestPushScopeWithoutActions(t *testing.T) {
+	for _, q := range []string{"scope=repository", "scope=repository(plugin)", "scope=repository+repository%3Aa%3Apull", "scope=repository%20"} {
+		if pushScope(q) || PushList(q) != "" {
+			t.Errorf("%q: a push scope", q)
+		}
+	}
+	if !pushScope("scope=repository&scope=repository:a:push") {
+		t.Error("a push scope after one without actions not seen")
+	}
+}
