@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"crypto/tls"
 	"net/http"
 	"os"
 	"strings"
@@ -24,13 +23,10 @@ func TestUploadsCutBySecondSignalAre503(t *testing.T) {
 	cfg.DrainTimeout = time.Minute
 	st, logs := logStack(t, cfg)
 	maddr := st.Daemon.Addr("metrics").String()
-	h1 := st.Transport()
-	h1.ForceAttemptHTTP2 = false
-	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	one := h1(st)
 	const each = 3
 	var wg sync.WaitGroup
-	for _, tr := range []*http.Transport{st.Transport(), h1} {
+	for _, tr := range []*http.Transport{st.Transport(), one} {
 		for range each {
 			cl := &http.Client{Transport: tr}
 			wg.Add(1)

@@ -299,9 +299,8 @@ func (fs *faultStack) client(t *testing.T, h2 bool) (*http.Client, *http.Transpo
 // closed when the test ends.
 func protoClient(t *testing.T, st *stack.Stack, h2 bool) (*http.Client, *http.Transport) {
 	tr := st.Transport()
-	tr.ForceAttemptHTTP2 = h2
 	if !h2 {
-		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		tr = h1(st)
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, tr

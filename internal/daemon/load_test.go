@@ -116,11 +116,10 @@ func TestLoad(t *testing.T) {
 	var transports []http.RoundTripper
 	for i := 0; i < 8; i++ {
 		tr := st.Transport()
-		tr.MaxIdleConnsPerHost = 64
 		if i%2 == 1 {
-			tr.ForceAttemptHTTP2 = false
-			tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+			tr = h1(st)
 		}
+		tr.MaxIdleConnsPerHost = 64
 		t.Cleanup(tr.CloseIdleConnections)
 		transports = append(transports, countingTransport{rt: tr, bytes: &stats.bytes})
 	}

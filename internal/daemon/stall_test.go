@@ -127,9 +127,7 @@ func TestHTTP1SlowButMovingClientIsNotCut(t *testing.T) {
 	// Past what loopback buffers take at once (about 4 MiB), so that
 	// nexmux's writes wait on the client's reads.
 	dig := seedLayer(t, st, "team-a-hosted", "big", 6<<20)
-	tr := st.Transport()
-	tr.ForceAttemptHTTP2 = false
-	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	tr := h1(st)
 	tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
 		_, port, _ := net.SplitHostPort(addr)
 		// A small receive buffer, set before connecting: nexmux's writes

@@ -63,11 +63,9 @@ func TestShutdownDelayKeepsServingWithReadinessOff(t *testing.T) {
 		t.Fatalf("/readyz before SIGTERM: %d %q", code, body)
 	}
 	// An HTTP/1.1 keep-alive connection opened before the signal.
-	h1 := st.Transport()
-	h1.ForceAttemptHTTP2 = false
-	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	defer h1.CloseIdleConnections()
-	kept := &http.Client{Transport: h1, Timeout: 5 * time.Second}
+	one := h1(st)
+	defer one.CloseIdleConnections()
+	kept := &http.Client{Transport: one, Timeout: 5 * time.Second}
 	get := func() *http.Response {
 		resp, err := kept.Get("https://" + st.Host("team-a") + "/v2/")
 		if err != nil {
@@ -260,15 +258,12 @@ func TestUploadCutByDrainEndNotBlamedOnClient(t *testing.T) {
 	cfg.DrainTimeout = time.Second
 	st, logs := logStack(t, cfg)
 	maddr := st.Daemon.Addr("metrics").String()
-	h1 := st.Transport()
-	h1.ForceAttemptHTTP2 = false
-	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	one := h1(st)
 	held := make(chan struct{})
 	letGo := sync.OnceFunc(func() { close(held) })
 	t.Cleanup(letGo)
 	done := make(chan error, 2)
-	for _, tr := range []*http.Transport{st.Transport(), h1} {
+	for _, tr := range []*http.Transport{st.Transport(), one} {
 		cl := &http.Client{Transport: tr}
 		go func() {
 			// About 12 s of upload, its last chunk held until the drain
