@@ -1,6 +1,8 @@
 package route
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"net/http"
 	"strings"
 )
@@ -181,18 +183,16 @@ func ValidPushList(s string) bool {
 
 // pushKey is one name's entry in a push list.
 func pushKey(name string) [pushKeyLen]byte {
-	const hexDigits = "0123456789abcdef"
-	h := uint64(14695981039346656037) // FNV-1a 64, as hash/fnv's New64a
+	h := uint64(14695981039346656037) // FNV-1a 64, as hash/fnv's New64a (which allocates)
 	for i := 0; i < len(name); i++ {
 		h ^= uint64(name[i])
 		h *= 1099511628211
 	}
+	var sum [8]byte
+	binary.BigEndian.PutUint64(sum[:], h)
 	var k [pushKeyLen]byte
 	k[0] = '-'
-	for i := pushKeyLen - 1; i > 0; i-- {
-		k[i] = hexDigits[h&0xf]
-		h >>= 4
-	}
+	hex.Encode(k[1:], sum[:])
 	return k
 }
 
